@@ -1,0 +1,25 @@
+//! optc's intermediate representation.
+//!
+//! - [`Graph`]: a `petgraph` dataflow graph of [`Node`]s, each holding an [`Op`].
+//! - [`Op`]: every operator, with its shape/dtype inference ([`Op::infer`]).
+//! - [`Tensor`]: constants and values; constants live in [`Graph::consts`].
+//! - [`interp`]: the reference interpreter that defines each op's semantics.
+//! - [`text`]: the deterministic text format (printer and parser).
+
+mod dtype;
+mod error;
+mod graph;
+mod op;
+mod tensor;
+
+pub mod interp;
+pub mod text;
+
+pub use dtype::DType;
+pub use error::{IrError, Result};
+pub use graph::{Edge, Graph, GraphInput, GraphOutput, Node, NodeId, Value};
+pub use op::{
+    broadcast_shapes, BinaryOp, ConstId, Op, PadMode, ReduceKind, SliceDim, TensorType, UnaryOp,
+    Window,
+};
+pub use tensor::{checked_numel, numel, strides, Data, Tensor};

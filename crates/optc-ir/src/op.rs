@@ -1,0 +1,752 @@
+//! Operators: one enum, each op's shape/dtype inference next to its definition.
+//!
+//! The IR is normalized: the importer resolves ONNX attribute defaults, negative axes,
+//! `auto_pad`, opset differences and shape-typed inputs into the static attributes below,
+//! so every op here is fully described by its attributes and its input types.
+
+use crate::{bail, checked_numel, DType, Result};
+use std::fmt;
+
+/// Dtype and static shape of a value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorType {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl TensorType {
+    pub fn new(dtype: DType, shape: Vec<usize>) -> Self {
+        TensorType { dtype, shape }
+    }
+    pub fn f32(shape: &[usize]) -> Self {
+        TensorType::new(DType::F32, shape.to_vec())
+    }
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn size_bytes(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+}
+
+impl fmt::Display for TensorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[", self.dtype)?;
+        for (i, d) in self.shape.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// Index of a constant tensor in [`crate::Graph::consts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConstId(pub u32);
+
+/// Elementwise ops of one input. Output type = input type, except `IsNaN` (f32 → bool).
+#[derive(Clone, Debug, PartialEq)]
+pub enum UnaryOp {
+    Identity,
+    Relu,
+    LeakyRelu { alpha: f32 },
+    /// `min(max(x, min), max)`; bounds are `-inf`/`+inf` when absent.
+    Clip { min: f32, max: f32 },
+    Sigmoid,
+    /// `max(0, min(1, alpha * x + beta))`
+    HardSigmoid { alpha: f32, beta: f32 },
+    /// `x * max(0, min(1, x / 6 + 0.5))`
+    HardSwish,
+    Tanh,
+    Erf,
+    Exp,
+    Log,
+    Sqrt,
+    Neg,
+    Abs,
+    /// bool → bool
+    Not,
+    /// f32 → bool
+    IsNaN,
+}
+
+/// Elementwise ops of two inputs with numpy broadcasting. Both inputs have the same dtype
+/// (except `Pow`, whose exponent may be any numeric dtype). Comparisons give `bool`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    /// Float division; integer division truncates toward zero.
+    Div,
+    Pow,
+    Max,
+    Min,
+    Equal,
+    Greater,
+    Less,
+    GreaterOrEqual,
+    LessOrEqual,
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Equal
+                | BinaryOp::Greater
+                | BinaryOp::Less
+                | BinaryOp::GreaterOrEqual
+                | BinaryOp::LessOrEqual
+        )
+    }
+    pub fn is_logical(self) -> bool {
+        matches!(self, BinaryOp::And | BinaryOp::Or)
+    }
+}
+
+/// Reduction kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    Sum,
+    Mean,
+    Max,
+    /// `sqrt(sum(x^2))`
+    L2,
+}
+
+/// Padding modes of `Pad`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+}
+
+/// Spatial attributes shared by Conv and the pools. `nsp` = number of spatial dims.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// Kernel extent per spatial dim (`nsp` entries).
+    pub kernel: Vec<usize>,
+    /// `nsp` entries.
+    pub strides: Vec<usize>,
+    /// `2 * nsp` entries: all begins, then all ends (ONNX order).
+    pub pads: Vec<usize>,
+    /// `nsp` entries.
+    pub dilations: Vec<usize>,
+    /// Output extent rounds up instead of down (pools only; always false for Conv).
+    pub ceil_mode: bool,
+}
+
+impl Window {
+    pub fn nsp(&self) -> usize {
+        self.kernel.len()
+    }
+
+    /// Output extent of spatial dim `i` for input extent `input`.
+    pub fn out_dim(&self, i: usize, input: usize) -> Result<usize> {
+        let nsp = self.nsp();
+        let padded = input + self.pads[i] + self.pads[nsp + i];
+        let eff = self.dilations[i] * (self.kernel[i].max(1) - 1) + 1;
+        if self.strides[i] == 0 || self.dilations[i] == 0 {
+            bail!("stride and dilation must be >= 1");
+        }
+        if padded < eff {
+            bail!(
+                "window of extent {} (kernel {}, dilation {}) does not fit padded input extent {}",
+                eff,
+                self.kernel[i],
+                self.dilations[i],
+                padded
+            );
+        }
+        let span = padded - eff;
+        let mut out = span / self.strides[i] + 1;
+        if self.ceil_mode && span % self.strides[i] != 0 {
+            // The last window must start inside the input or the begin padding.
+            let last_start = out * self.strides[i];
+            if last_start < input + self.pads[i] {
+                out += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn check(&self, what: &str) -> Result<()> {
+        let n = self.nsp();
+        if self.strides.len() != n || self.dilations.len() != n || self.pads.len() != 2 * n {
+            bail!("{what}: kernel, strides, dilations and pads disagree on the number of spatial dims");
+        }
+        if self.kernel.iter().any(|&k| k == 0) {
+            bail!("{what}: kernel extents must be >= 1");
+        }
+        Ok(())
+    }
+}
+
+/// One input dim of a `Slice`: output element `i` reads input index `start + i * step`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SliceDim {
+    pub start: i64,
+    pub step: i64,
+    pub len: usize,
+}
+
+/// An operator. Inputs are positional (edge `dst_port`), outputs too (`src_port`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Graph input number `index`; its type is the node's output type.
+    Input { index: usize },
+    /// A constant from the graph's constant table.
+    Constant { id: ConstId },
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// `cond ? x : y` with broadcasting of all three; cond is bool.
+    Where,
+    Cast { to: DType },
+    /// numpy `matmul`: batched, broadcasting batch dims; rank-1 operands are promoted.
+    MatMul,
+    /// `alpha * op(A) @ op(B) + beta * C`; A and B rank 2, optional C broadcast to `[M, N]`.
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    /// Inputs `x [N, C, *sp]`, `w [M, C/group, *k]`, optional `b [M]`.
+    Conv { window: Window, group: usize },
+    /// Inference batch norm over dim 1; inputs x, scale, bias, mean, var.
+    BatchNorm { epsilon: f32 },
+    /// Input `[N, C, *sp]`; padding never wins the max.
+    MaxPool { window: Window },
+    /// Input `[N, C, *sp]`. The divisor counts padding when `count_include_pad`, but never
+    /// the extra cells a `ceil_mode` window hangs past the end padding.
+    AveragePool {
+        window: Window,
+        count_include_pad: bool,
+    },
+    /// Reduce over `axes` (sorted, unique, non-empty).
+    Reduce {
+        kind: ReduceKind,
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    /// Softmax along one axis.
+    Softmax { axis: usize },
+    /// Normalize over dims `axis..`; inputs x, scale, optional bias (broadcast to `shape[axis..]`).
+    LayerNorm { axis: usize, epsilon: f32 },
+    /// Same data, new shape (covers ONNX Reshape, Flatten, Squeeze, Unsqueeze).
+    Reshape { shape: Vec<usize> },
+    Transpose { perm: Vec<usize> },
+    /// Variadic concatenation along `axis`.
+    Concat { axis: usize },
+    /// One output per entry of `sizes`.
+    Split { axis: usize, sizes: Vec<usize> },
+    /// One entry per input dim.
+    Slice { dims: Vec<SliceDim> },
+    /// `pads`: `2 * rank` entries, begins then ends; negative values crop.
+    Pad {
+        pads: Vec<i64>,
+        mode: PadMode,
+        value: f32,
+    },
+    /// Inputs data, indices (i64 or i32, negative counts from the end).
+    Gather { axis: usize },
+    /// Broadcast to `broadcast(input.shape, shape)`.
+    Expand { shape: Vec<usize> },
+}
+
+/// numpy broadcasting of two shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for i in 0..r {
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            bail!("shapes {:?} and {:?} do not broadcast", a, b);
+        };
+    }
+    Ok(out)
+}
+
+impl Op {
+    /// Short name, as in the text format.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Constant { .. } => "const",
+            Op::Unary(u) => match u {
+                UnaryOp::Identity => "identity",
+                UnaryOp::Relu => "relu",
+                UnaryOp::LeakyRelu { .. } => "leaky_relu",
+                UnaryOp::Clip { .. } => "clip",
+                UnaryOp::Sigmoid => "sigmoid",
+                UnaryOp::HardSigmoid { .. } => "hard_sigmoid",
+                UnaryOp::HardSwish => "hard_swish",
+                UnaryOp::Tanh => "tanh",
+                UnaryOp::Erf => "erf",
+                UnaryOp::Exp => "exp",
+                UnaryOp::Log => "log",
+                UnaryOp::Sqrt => "sqrt",
+                UnaryOp::Neg => "neg",
+                UnaryOp::Abs => "abs",
+                UnaryOp::Not => "not",
+                UnaryOp::IsNaN => "is_nan",
+            },
+            Op::Binary(b) => match b {
+                BinaryOp::Add => "add",
+                BinaryOp::Sub => "sub",
+                BinaryOp::Mul => "mul",
+                BinaryOp::Div => "div",
+                BinaryOp::Pow => "pow",
+                BinaryOp::Max => "max",
+                BinaryOp::Min => "min",
+                BinaryOp::Equal => "equal",
+                BinaryOp::Greater => "greater",
+                BinaryOp::Less => "less",
+                BinaryOp::GreaterOrEqual => "greater_or_equal",
+                BinaryOp::LessOrEqual => "less_or_equal",
+                BinaryOp::And => "and",
+                BinaryOp::Or => "or",
+            },
+            Op::Where => "where",
+            Op::Cast { .. } => "cast",
+            Op::MatMul => "matmul",
+            Op::Gemm { .. } => "gemm",
+            Op::Conv { .. } => "conv",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::MaxPool { .. } => "max_pool",
+            Op::AveragePool { .. } => "avg_pool",
+            Op::Reduce { kind, .. } => match kind {
+                ReduceKind::Sum => "reduce_sum",
+                ReduceKind::Mean => "reduce_mean",
+                ReduceKind::Max => "reduce_max",
+                ReduceKind::L2 => "reduce_l2",
+            },
+            Op::Softmax { .. } => "softmax",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+            Op::Split { .. } => "split",
+            Op::Slice { .. } => "slice",
+            Op::Pad { .. } => "pad",
+            Op::Gather { .. } => "gather",
+            Op::Expand { .. } => "expand",
+        }
+    }
+
+    /// Allowed number of inputs `(min, max)`.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Input { .. } | Op::Constant { .. } => (0, 0),
+            Op::Unary(_) | Op::Cast { .. } => (1, 1),
+            Op::Binary(_) | Op::MatMul => (2, 2),
+            Op::Where => (3, 3),
+            Op::Gemm { .. } | Op::Conv { .. } => (2, 3),
+            Op::BatchNorm { .. } => (5, 5),
+            Op::MaxPool { .. } | Op::AveragePool { .. } | Op::Reduce { .. } => (1, 1),
+            Op::Softmax { .. } => (1, 1),
+            Op::LayerNorm { .. } => (2, 3),
+            Op::Reshape { .. } | Op::Transpose { .. } | Op::Split { .. } => (1, 1),
+            Op::Slice { .. } | Op::Pad { .. } | Op::Expand { .. } => (1, 1),
+            Op::Concat { .. } => (1, usize::MAX),
+            Op::Gather { .. } => (2, 2),
+        }
+    }
+
+    /// Number of outputs.
+    pub fn num_outputs(&self) -> usize {
+        match self {
+            Op::Split { sizes, .. } => sizes.len(),
+            _ => 1,
+        }
+    }
+
+    /// Output types from input types. `Input` and `Constant` are typed by the graph.
+    pub fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        let (lo, hi) = self.arity();
+        if inputs.len() < lo || inputs.len() > hi {
+            bail!(
+                "{} takes {} inputs, got {}",
+                self.name(),
+                if lo == hi {
+                    lo.to_string()
+                } else if hi == usize::MAX {
+                    format!("at least {lo}")
+                } else {
+                    format!("{lo} to {hi}")
+                },
+                inputs.len()
+            );
+        }
+        let out = self.infer_inner(inputs)?;
+        for t in &out {
+            checked_numel(&t.shape)?;
+            if t.numel().checked_mul(t.dtype.size()).is_none() {
+                bail!("output shape {:?} is too large", t.shape);
+            }
+        }
+        Ok(out)
+    }
+
+    fn infer_inner(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        let one = |t: TensorType| Ok(vec![t]);
+        let x = inputs.first().copied();
+        match self {
+            Op::Input { .. } | Op::Constant { .. } => {
+                bail!("{} is typed by the graph", self.name())
+            }
+            Op::Unary(u) => {
+                let x = x.unwrap();
+                match u {
+                    UnaryOp::Not => {
+                        if x.dtype != DType::Bool {
+                            bail!("not needs bool, got {}", x.dtype);
+                        }
+                    }
+                    UnaryOp::IsNaN => {
+                        if x.dtype != DType::F32 {
+                            bail!("is_nan needs f32, got {}", x.dtype);
+                        }
+                        return one(TensorType::new(DType::Bool, x.shape.clone()));
+                    }
+                    UnaryOp::Identity | UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu => {
+                        if x.dtype == DType::Bool {
+                            bail!("{} does not take bool", self.name());
+                        }
+                    }
+                    UnaryOp::Clip { .. } => {
+                        if x.dtype == DType::Bool {
+                            bail!("clip does not take bool");
+                        }
+                    }
+                    _ => {
+                        if x.dtype != DType::F32 {
+                            bail!("{} needs f32, got {}", self.name(), x.dtype);
+                        }
+                    }
+                }
+                one(x.clone())
+            }
+            Op::Binary(b) => {
+                let (a, c) = (inputs[0], inputs[1]);
+                if *b != BinaryOp::Pow && a.dtype != c.dtype {
+                    bail!("{} needs equal dtypes, got {} and {}", self.name(), a.dtype, c.dtype);
+                }
+                if b.is_logical() && a.dtype != DType::Bool {
+                    bail!("{} needs bool, got {}", self.name(), a.dtype);
+                }
+                if !b.is_logical() && (a.dtype == DType::Bool || c.dtype == DType::Bool) {
+                    if !(*b == BinaryOp::Equal) {
+                        bail!("{} does not take bool", self.name());
+                    }
+                }
+                let shape = broadcast_shapes(&a.shape, &c.shape)?;
+                let dtype = if b.is_comparison() { DType::Bool } else { a.dtype };
+                one(TensorType::new(dtype, shape))
+            }
+            Op::Where => {
+                let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
+                if c.dtype != DType::Bool {
+                    bail!("where needs a bool condition, got {}", c.dtype);
+                }
+                if a.dtype != b.dtype {
+                    bail!("where needs equal dtypes, got {} and {}", a.dtype, b.dtype);
+                }
+                let s = broadcast_shapes(&broadcast_shapes(&c.shape, &a.shape)?, &b.shape)?;
+                one(TensorType::new(a.dtype, s))
+            }
+            Op::Cast { to } => one(TensorType::new(*to, x.unwrap().shape.clone())),
+            Op::MatMul => {
+                let (a, b) = (inputs[0], inputs[1]);
+                if a.dtype != DType::F32 || b.dtype != DType::F32 {
+                    bail!("matmul needs f32, got {} and {}", a.dtype, b.dtype);
+                }
+                if a.rank() == 0 || b.rank() == 0 {
+                    bail!("matmul does not take scalars");
+                }
+                let mut sa = a.shape.clone();
+                let mut sb = b.shape.clone();
+                let (pa, pb) = (sa.len() == 1, sb.len() == 1);
+                if pa {
+                    sa.insert(0, 1);
+                }
+                if pb {
+                    sb.push(1);
+                }
+                let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+                let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+                if k != k2 {
+                    bail!(
+                        "matmul inner dims differ: {:?} @ {:?} ({} vs {})",
+                        a.shape,
+                        b.shape,
+                        k,
+                        k2
+                    );
+                }
+                let mut s = broadcast_shapes(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
+                if !pa {
+                    s.push(m);
+                }
+                if !pb {
+                    s.push(n);
+                }
+                one(TensorType::new(DType::F32, s))
+            }
+            Op::Gemm { trans_a, trans_b, .. } => {
+                let (a, b) = (inputs[0], inputs[1]);
+                if a.rank() != 2 || b.rank() != 2 {
+                    bail!("gemm needs rank-2 A and B, got {:?} and {:?}", a.shape, b.shape);
+                }
+                if a.dtype != DType::F32 || b.dtype != DType::F32 {
+                    bail!("gemm needs f32");
+                }
+                let (m, k) = if *trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+                let (k2, n) = if *trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+                if k != k2 {
+                    bail!("gemm inner dims differ: {} vs {}", k, k2);
+                }
+                if let Some(c) = inputs.get(2) {
+                    if c.dtype != DType::F32 {
+                        bail!("gemm needs f32 C");
+                    }
+                    let s = broadcast_shapes(&c.shape, &[m, n])?;
+                    if s != [m, n] {
+                        bail!("gemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape);
+                    }
+                }
+                one(TensorType::f32(&[m, n]))
+            }
+            Op::Conv { window, group } => {
+                window.check("conv")?;
+                if window.ceil_mode {
+                    bail!("conv has no ceil_mode");
+                }
+                let (x, w) = (inputs[0], inputs[1]);
+                let nsp = window.nsp();
+                if x.rank() != nsp + 2 || w.rank() != nsp + 2 {
+                    bail!(
+                        "conv with {} spatial dims needs rank-{} input and weight, got {:?} and {:?}",
+                        nsp,
+                        nsp + 2,
+                        x.shape,
+                        w.shape
+                    );
+                }
+                if x.dtype != DType::F32 || w.dtype != DType::F32 {
+                    bail!("conv needs f32");
+                }
+                let (c, m) = (x.shape[1], w.shape[0]);
+                if *group == 0 || c % group != 0 || m % group != 0 || w.shape[1] * group != c {
+                    bail!(
+                        "conv: input has {} channels, weight {:?}, group {} do not agree",
+                        c,
+                        w.shape,
+                        group
+                    );
+                }
+                if w.shape[2..] != window.kernel[..] {
+                    bail!("conv: weight {:?} does not match kernel {:?}", w.shape, window.kernel);
+                }
+                if let Some(b) = inputs.get(2) {
+                    if b.shape != [m] {
+                        bail!("conv bias must have shape [{m}], got {:?}", b.shape);
+                    }
+                }
+                let mut s = vec![x.shape[0], m];
+                for i in 0..nsp {
+                    s.push(window.out_dim(i, x.shape[i + 2])?);
+                }
+                one(TensorType::f32(&s))
+            }
+            Op::BatchNorm { .. } => {
+                let x = x.unwrap();
+                if x.rank() < 2 || x.dtype != DType::F32 {
+                    bail!("batch_norm needs an f32 input of rank >= 2, got {}", x);
+                }
+                for p in &inputs[1..] {
+                    if p.shape != [x.shape[1]] || p.dtype != DType::F32 {
+                        bail!("batch_norm parameters must be f32[{}], got {}", x.shape[1], p);
+                    }
+                }
+                one(x.clone())
+            }
+            Op::MaxPool { window } | Op::AveragePool { window, .. } => {
+                window.check(self.name())?;
+                let x = x.unwrap();
+                let nsp = window.nsp();
+                if x.rank() != nsp + 2 || x.dtype != DType::F32 {
+                    bail!("{} with {} spatial dims needs f32 rank {}, got {}", self.name(), nsp, nsp + 2, x);
+                }
+                let mut s = x.shape[..2].to_vec();
+                for i in 0..nsp {
+                    s.push(window.out_dim(i, x.shape[i + 2])?);
+                }
+                one(TensorType::f32(&s))
+            }
+            Op::Reduce { kind, axes, keepdims } => {
+                let x = x.unwrap();
+                if axes.is_empty() || axes.windows(2).any(|w| w[0] >= w[1]) || axes.iter().any(|&a| a >= x.rank()) {
+                    bail!("reduce axes {:?} must be sorted, unique and below rank {}", axes, x.rank());
+                }
+                if x.dtype == DType::Bool || (*kind == ReduceKind::L2 && x.dtype != DType::F32) {
+                    bail!("{} does not take {}", self.name(), x.dtype);
+                }
+                let mut s = vec![];
+                for (i, &d) in x.shape.iter().enumerate() {
+                    if axes.contains(&i) {
+                        if *keepdims {
+                            s.push(1);
+                        }
+                    } else {
+                        s.push(d);
+                    }
+                }
+                one(TensorType::new(x.dtype, s))
+            }
+            Op::Softmax { axis } => {
+                let x = x.unwrap();
+                if *axis >= x.rank() || x.dtype != DType::F32 {
+                    bail!("softmax axis {} needs an f32 input of higher rank, got {}", axis, x);
+                }
+                one(x.clone())
+            }
+            Op::LayerNorm { axis, .. } => {
+                let x = x.unwrap();
+                if *axis >= x.rank() || x.dtype != DType::F32 {
+                    bail!("layer_norm axis {} needs an f32 input of higher rank, got {}", axis, x);
+                }
+                let norm = &x.shape[*axis..];
+                for p in &inputs[1..] {
+                    let s = broadcast_shapes(&p.shape, norm)?;
+                    if s != norm || p.dtype != DType::F32 {
+                        bail!("layer_norm parameter {} does not broadcast to {:?}", p, norm);
+                    }
+                }
+                one(x.clone())
+            }
+            Op::Reshape { shape } => {
+                let x = x.unwrap();
+                if checked_numel(shape)? != x.numel() {
+                    bail!("cannot reshape {:?} ({} elements) to {:?}", x.shape, x.numel(), shape);
+                }
+                one(TensorType::new(x.dtype, shape.clone()))
+            }
+            Op::Transpose { perm } => {
+                let x = x.unwrap();
+                let mut seen = vec![false; x.rank()];
+                if perm.len() != x.rank() {
+                    bail!("transpose perm {:?} does not match rank {}", perm, x.rank());
+                }
+                for &p in perm {
+                    if p >= x.rank() || seen[p] {
+                        bail!("transpose perm {:?} is not a permutation", perm);
+                    }
+                    seen[p] = true;
+                }
+                one(TensorType::new(x.dtype, perm.iter().map(|&p| x.shape[p]).collect()))
+            }
+            Op::Concat { axis } => {
+                let x = x.unwrap();
+                if *axis >= x.rank() {
+                    bail!("concat axis {} out of range for rank {}", axis, x.rank());
+                }
+                let mut s = x.shape.clone();
+                for t in &inputs[1..] {
+                    if t.dtype != x.dtype || t.rank() != x.rank() {
+                        bail!("concat inputs {} and {} disagree", x, t);
+                    }
+                    for i in 0..x.rank() {
+                        if i != *axis && t.shape[i] != x.shape[i] {
+                            bail!("concat inputs {} and {} differ outside axis {}", x, t, axis);
+                        }
+                    }
+                    s[*axis] += t.shape[*axis];
+                }
+                one(TensorType::new(x.dtype, s))
+            }
+            Op::Split { axis, sizes } => {
+                let x = x.unwrap();
+                if *axis >= x.rank() || sizes.iter().sum::<usize>() != x.shape[*axis] || sizes.is_empty() {
+                    bail!("split sizes {:?} along axis {} do not cover {}", sizes, axis, x);
+                }
+                Ok(sizes
+                    .iter()
+                    .map(|&n| {
+                        let mut s = x.shape.clone();
+                        s[*axis] = n;
+                        TensorType::new(x.dtype, s)
+                    })
+                    .collect())
+            }
+            Op::Slice { dims } => {
+                let x = x.unwrap();
+                if dims.len() != x.rank() {
+                    bail!("slice has {} dims, input {}", dims.len(), x);
+                }
+                for (d, &n) in dims.iter().zip(&x.shape) {
+                    if d.len > 0 {
+                        let last = d.start + (d.len as i64 - 1) * d.step;
+                        if d.step == 0 || d.start < 0 || d.start >= n as i64 || last < 0 || last >= n as i64 {
+                            bail!("slice {:?} is out of bounds for extent {}", d, n);
+                        }
+                    }
+                }
+                one(TensorType::new(x.dtype, dims.iter().map(|d| d.len).collect()))
+            }
+            Op::Pad { pads, mode, .. } => {
+                let x = x.unwrap();
+                let r = x.rank();
+                if pads.len() != 2 * r {
+                    bail!("pad needs {} pads for {}, got {}", 2 * r, x, pads.len());
+                }
+                let mut s = vec![];
+                for i in 0..r {
+                    let n = x.shape[i] as i64 + pads[i] + pads[r + i];
+                    if n < 0 {
+                        bail!("pads {:?} crop more than dim {} of {}", pads, i, x);
+                    }
+                    if *mode == PadMode::Reflect && (pads[i] >= x.shape[i] as i64 || pads[r + i] >= x.shape[i] as i64) && (pads[i] > 0 || pads[r+i] > 0) {
+                        bail!("reflect pads {:?} must be smaller than dim {} of {}", pads, i, x);
+                    }
+                    if *mode == PadMode::Edge && x.shape[i] == 0 && n > 0 {
+                        bail!("edge padding of an empty dim");
+                    }
+                    s.push(n as usize);
+                }
+                one(TensorType::new(x.dtype, s))
+            }
+            Op::Gather { axis } => {
+                let (d, i) = (inputs[0], inputs[1]);
+                if *axis >= d.rank() {
+                    bail!("gather axis {} out of range for {}", axis, d);
+                }
+                if !matches!(i.dtype, DType::I64 | DType::I32) {
+                    bail!("gather indices must be i64 or i32, got {}", i.dtype);
+                }
+                let mut s = d.shape[..*axis].to_vec();
+                s.extend_from_slice(&i.shape);
+                s.extend_from_slice(&d.shape[axis + 1..]);
+                one(TensorType::new(d.dtype, s))
+            }
+            Op::Expand { shape } => {
+                let x = x.unwrap();
+                one(TensorType::new(x.dtype, broadcast_shapes(&x.shape, shape)?))
+            }
+        }
+    }
+}

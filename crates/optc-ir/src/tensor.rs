@@ -1,0 +1,314 @@
+//! Tensors: constants, interpreter values and I/O buffers.
+
+use crate::{bail, DType, Result};
+use std::fmt;
+
+/// Typed element storage of a [`Tensor`], row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+}
+
+/// A dense, row-major tensor with a static shape.
+#[derive(Clone, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Data,
+}
+
+/// Number of elements of a shape (1 for a scalar).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Row-major strides (in elements) of a shape.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+impl Data {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Data::F32(_) => DType::F32,
+            Data::I64(_) => DType::I64,
+            Data::I32(_) => DType::I32,
+            Data::Bool(_) => DType::Bool,
+            Data::U8(_) => DType::U8,
+            Data::I8(_) => DType::I8,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Data::F32(v) => v.len(),
+            Data::I64(v) => v.len(),
+            Data::I32(v) => v.len(),
+            Data::Bool(v) => v.len(),
+            Data::U8(v) => v.len(),
+            Data::I8(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pointer to the first element, for handing the buffer to generated code.
+    pub fn as_ptr(&self) -> *const u8 {
+        match self {
+            Data::F32(v) => v.as_ptr() as *const u8,
+            Data::I64(v) => v.as_ptr() as *const u8,
+            Data::I32(v) => v.as_ptr() as *const u8,
+            Data::Bool(v) => v.as_ptr() as *const u8,
+            Data::U8(v) => v.as_ptr(),
+            Data::I8(v) => v.as_ptr() as *const u8,
+        }
+    }
+
+    /// Mutable pointer to the first element, for generated code to write into.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        match self {
+            Data::F32(v) => v.as_mut_ptr() as *mut u8,
+            Data::I64(v) => v.as_mut_ptr() as *mut u8,
+            Data::I32(v) => v.as_mut_ptr() as *mut u8,
+            Data::Bool(v) => v.as_mut_ptr() as *mut u8,
+            Data::U8(v) => v.as_mut_ptr(),
+            Data::I8(v) => v.as_mut_ptr() as *mut u8,
+        }
+    }
+
+    /// A zero-filled buffer of `n` elements.
+    pub fn zeros(dtype: DType, n: usize) -> Data {
+        match dtype {
+            DType::F32 => Data::F32(vec![0.0; n]),
+            DType::I64 => Data::I64(vec![0; n]),
+            DType::I32 => Data::I32(vec![0; n]),
+            DType::Bool => Data::Bool(vec![false; n]),
+            DType::U8 => Data::U8(vec![0; n]),
+            DType::I8 => Data::I8(vec![0; n]),
+        }
+    }
+
+    /// Decode little-endian bytes (bool: one byte per element, non-zero is true).
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Result<Data> {
+        if bytes.len() % dtype.size() != 0 {
+            bail!(
+                "{} bytes is not a whole number of {} elements",
+                bytes.len(),
+                dtype
+            );
+        }
+        Ok(match dtype {
+            DType::F32 => Data::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::I64 => Data::I64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::I32 => Data::I32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            DType::U8 => Data::U8(bytes.to_vec()),
+            DType::I8 => Data::I8(bytes.iter().map(|&b| b as i8).collect()),
+        })
+    }
+
+    /// Encode as little-endian bytes (bool: one byte per element).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),
+            Data::U8(v) => v.clone(),
+            Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
+        }
+    }
+}
+
+impl Tensor {
+    /// Build a tensor; fails when the data length does not match the shape.
+    pub fn new(shape: Vec<usize>, data: Data) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        if n != data.len() {
+            bail!(
+                "tensor of shape {:?} needs {} elements, got {}",
+                shape,
+                n,
+                data.len()
+            );
+        }
+        Ok(Tensor { shape, data })
+    }
+
+    pub fn from_f32(shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor> {
+        Tensor::new(shape, Data::F32(v))
+    }
+
+    pub fn from_i64(shape: Vec<usize>, v: Vec<i64>) -> Result<Tensor> {
+        Tensor::new(shape, Data::I64(v))
+    }
+
+    pub fn scalar_f32(x: f32) -> Tensor {
+        Tensor {
+            shape: vec![],
+            data: Data::F32(vec![x]),
+        }
+    }
+
+    pub fn scalar_i64(x: i64) -> Tensor {
+        Tensor {
+            shape: vec![],
+            data: Data::I64(vec![x]),
+        }
+    }
+
+    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
+        let n = numel(&shape);
+        Tensor {
+            shape,
+            data: Data::zeros(dtype, n),
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    pub fn data(&self) -> &Data {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut Data {
+        &mut self.data
+    }
+
+    pub fn into_data(self) -> Data {
+        self.data
+    }
+
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn ty(&self) -> crate::TensorType {
+        crate::TensorType::new(self.dtype(), self.shape.clone())
+    }
+
+    /// Same data, new shape with the same element count.
+    pub fn reshaped(&self, shape: Vec<usize>) -> Result<Tensor> {
+        Tensor::new(shape, self.data.clone())
+    }
+
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            Data::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<&[i64]> {
+        match &self.data {
+            Data::I64(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Every element converted to i64 (floats truncate, bools are 0/1).
+    pub fn to_i64_vec(&self) -> Vec<i64> {
+        match &self.data {
+            Data::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::I64(v) => v.clone(),
+            Data::I32(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::Bool(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::U8(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::I8(v) => v.iter().map(|&x| x as i64).collect(),
+        }
+    }
+
+    /// Every element converted to f64.
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match &self.data {
+            Data::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
+            Data::U8(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I8(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+
+    /// A stable 64-bit FNV-1a digest of dtype, shape and data. Used by the text format.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: u8| {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        for b in self.dtype().name().bytes() {
+            eat(b);
+        }
+        for &d in &self.shape {
+            for b in (d as u64).to_le_bytes() {
+                eat(b);
+            }
+        }
+        for b in self.data.to_le_bytes() {
+            eat(b);
+        }
+        h
+    }
+}
+
+/// Element count with overflow checking (absurd shapes are an error, not a panic).
+pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+    let mut n: usize = 1;
+    for &d in shape {
+        n = match n.checked_mul(d) {
+            Some(n) => n,
+            None => bail!("shape {:?} has more elements than fit in memory", shape),
+        };
+    }
+    Ok(n)
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({}{:?}", self.dtype(), self.shape)?;
+        let n = self.numel();
+        if n <= 16 {
+            match &self.data {
+                Data::F32(v) => write!(f, " {:?}", v)?,
+                Data::I64(v) => write!(f, " {:?}", v)?,
+                Data::I32(v) => write!(f, " {:?}", v)?,
+                Data::Bool(v) => write!(f, " {:?}", v)?,
+                Data::U8(v) => write!(f, " {:?}", v)?,
+                Data::I8(v) => write!(f, " {:?}", v)?,
+            }
+        }
+        write!(f, ")")
+    }
+}
