@@ -1,1 +1,375 @@
-fn main() {}
+//! The `optc` command line.
+
+mod tensor_pb;
+
+use clap::{Args, Parser, Subcommand};
+use optc::{Options, Tensor};
+use optc_onnx::oracle::TractModel;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "optc",
+    version,
+    about = "optc: an optimizing compiler from ONNX to native CPU code",
+    long_about = "optc imports an ONNX model, optimizes it and compiles it to native code with Cranelift.\n\
+                  Run `optc <command> --help` for the options of each command."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile a model and run it once; print (and optionally save) its outputs.
+    Run(RunArgs),
+    /// Run a model in optc and in tract on the same inputs and compare the outputs.
+    Check(CheckArgs),
+    /// Measure latency (median, p90) of optc and of tract side by side.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct CompileArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Optimization level (0-3).
+    #[arg(short = 'O', default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=3))]
+    opt_level: u8,
+    /// Target: native, x86_64-sse4.2, x86_64-avx2.
+    #[arg(long, default_value = "native")]
+    target: String,
+    /// Fix a dynamic input shape, e.g. `--input-shape input_ids=1x128`. Repeatable.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    input_shapes: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+struct InputArgs {
+    /// An input from a .npy file: `--input name=x.npy`. Repeatable. Others are random.
+    #[arg(long = "input", value_name = "NAME=FILE")]
+    inputs: Vec<String>,
+    /// A directory of `input_N.pb` TensorProto files, one per input in model order.
+    #[arg(long = "inputs", value_name = "DIR", conflicts_with = "inputs")]
+    inputs_dir: Option<PathBuf>,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    c: CompileArgs,
+    #[command(flatten)]
+    i: InputArgs,
+    /// Write each output as `<name>.npy` into this directory.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Write `output_N.pb` TensorProto files into this directory (ONNX backend-test layout).
+    #[arg(long, value_name = "DIR")]
+    outputs: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    c: CompileArgs,
+    #[command(flatten)]
+    i: InputArgs,
+    /// Relative tolerance.
+    #[arg(long, default_value_t = 1e-4)]
+    rtol: f64,
+    /// Absolute tolerance.
+    #[arg(long, default_value_t = 1e-5)]
+    atol: f64,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    c: CompileArgs,
+    /// Threads for optc. Generated code is single-threaded for now; only 1 is supported.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print one JSON object (optc's `median_ms`, `p90_ms`; tract's too with `--tract`).
+    #[arg(long)]
+    json: bool,
+    /// With --json, also measure tract.
+    #[arg(long)]
+    tract: bool,
+    /// Do not measure tract.
+    #[arg(long, conflicts_with = "tract")]
+    no_tract: bool,
+    /// Seconds to measure each engine for (after warm-up); at least 5 runs are made.
+    #[arg(long, default_value_t = 3.0)]
+    time: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run(a) => cmd_run(a),
+        Cmd::Check(a) => cmd_check(a),
+        Cmd::Bench(a) => cmd_bench(a),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+type Res<T> = Result<T, String>;
+
+fn options(c: &CompileArgs) -> Res<Options> {
+    let mut input_shapes = HashMap::new();
+    for s in &c.input_shapes {
+        let (name, dims) = s
+            .rsplit_once('=')
+            .ok_or_else(|| format!("--input-shape '{s}' must look like NAME=1x3x224x224"))?;
+        let shape = optc_onnx::parse_shape(dims)
+            .map_err(|e| format!("--input-shape '{s}': {e}"))?;
+        input_shapes.insert(name.to_string(), shape);
+    }
+    Ok(Options {
+        opt_level: c.opt_level,
+        target: c.target.clone(),
+        input_shapes,
+    })
+}
+
+fn read_model(path: &Path) -> Res<Vec<u8>> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn compile(c: &CompileArgs, bytes: &[u8]) -> Res<optc::CompiledModel> {
+    let opts = options(c)?;
+    optc::compile_bytes(bytes, &opts).map_err(|e| format!("{}: {e}", c.model.display()))
+}
+
+/// Inputs in model order: from `--inputs DIR`, `--input name=file.npy`, or random.
+fn gather_inputs(m: &optc::CompiledModel, i: &InputArgs) -> Res<Vec<Tensor>> {
+    let types = m.input_types();
+    let names = m.input_names();
+    let mut inputs = optc::random_inputs(&types, i.seed);
+    if let Some(dir) = &i.inputs_dir {
+        for (k, t) in inputs.iter_mut().enumerate() {
+            let p = dir.join(format!("input_{k}.pb"));
+            let b = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            *t = tensor_pb::decode(&b).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+    }
+    for spec in &i.inputs {
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--input '{spec}' must look like NAME=FILE.npy"))?;
+        let k = names.iter().position(|n| n == name).ok_or_else(|| {
+            format!(
+                "--input '{spec}': the model has no input '{name}' (it takes: {})",
+                names.join(", ")
+            )
+        })?;
+        inputs[k] = optc::npy::read(Path::new(file))?;
+    }
+    for ((t, want), name) in inputs.iter().zip(&types).zip(names) {
+        if t.dtype() != want.dtype || t.shape() != want.shape.as_slice() {
+            return Err(format!(
+                "input '{name}' must be {want}, the given tensor is {}",
+                t.ty()
+            ));
+        }
+    }
+    Ok(inputs)
+}
+
+fn summary(t: &Tensor) -> String {
+    let v = t.to_f64_vec();
+    if v.is_empty() {
+        return "empty".into();
+    }
+    let (mut lo, mut hi, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
+    for &x in &v {
+        lo = lo.min(x);
+        hi = hi.max(x);
+        sum += x;
+    }
+    let head: Vec<String> = v.iter().take(5).map(|x| format!("{x:.6}")).collect();
+    format!(
+        "min {lo:.6} max {hi:.6} mean {:.6} first [{}{}]",
+        sum / v.len() as f64,
+        head.join(", "),
+        if v.len() > 5 { ", ..." } else { "" }
+    )
+}
+
+fn safe_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect()
+}
+
+fn cmd_run(a: RunArgs) -> Res<ExitCode> {
+    let bytes = read_model(&a.c.model)?;
+    let mut m = compile(&a.c, &bytes)?;
+    let inputs = gather_inputs(&m, &a.i)?;
+    let outs = m.run(&inputs).map_err(|e| e.to_string())?;
+    for (name, t) in m.output_names().iter().zip(&outs) {
+        println!("{name}: {} {}", t.ty(), summary(t));
+    }
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for (name, t) in m.output_names().iter().zip(&outs) {
+            optc::npy::write(&dir.join(format!("{}.npy", safe_file_name(name))), t)?;
+        }
+    }
+    if let Some(dir) = &a.outputs {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for (k, (name, t)) in m.output_names().iter().zip(&outs).enumerate() {
+            let p = dir.join(format!("output_{k}.pb"));
+            std::fs::write(&p, tensor_pb::encode(t, name))
+                .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check(a: CheckArgs) -> Res<ExitCode> {
+    let bytes = read_model(&a.c.model)?;
+    let mut m = compile(&a.c, &bytes)?;
+    let inputs = gather_inputs(&m, &a.i)?;
+    let ours = m.run(&inputs).map_err(|e| e.to_string())?;
+    let theirs = optc_onnx::oracle::run_tract(&bytes, &inputs)?;
+    if theirs.len() != ours.len() {
+        return Err(format!(
+            "tract gives {} outputs, optc {}",
+            theirs.len(),
+            ours.len()
+        ));
+    }
+    let mut ok = true;
+    println!(
+        "{:<32} {:<20} {:>12} {:>12}  result (rtol {}, atol {})",
+        "output", "type", "max abs", "max rel", a.rtol, a.atol
+    );
+    for ((name, o), t) in m.output_names().iter().zip(&ours).zip(&theirs) {
+        match optc::compare(o, t, a.rtol, a.atol) {
+            Ok(d) => {
+                ok &= d.allclose;
+                println!(
+                    "{:<32} {:<20} {:>12.3e} {:>12.3e}  {}",
+                    name,
+                    o.ty().to_string(),
+                    d.max_abs,
+                    d.max_rel,
+                    if d.allclose { "ok" } else { "MISMATCH" }
+                );
+            }
+            Err(e) => {
+                ok = false;
+                println!("{name:<32} MISMATCH: {e}");
+            }
+        }
+    }
+    if ok {
+        println!("all outputs match tract");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("outputs differ from tract beyond tolerance");
+        Ok(ExitCode::from(1))
+    }
+}
+
+struct Stats {
+    median_ms: f64,
+    p90_ms: f64,
+    runs: usize,
+}
+
+fn measure(seconds: f64, mut f: impl FnMut() -> Res<()>) -> Res<Stats> {
+    for _ in 0..2 {
+        f()?;
+    }
+    let mut times = vec![];
+    let t0 = Instant::now();
+    while times.len() < 5 || (t0.elapsed().as_secs_f64() < seconds && times.len() < 100_000) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    Ok(Stats {
+        median_ms: q(0.5),
+        p90_ms: q(0.9),
+        runs: times.len(),
+    })
+}
+
+fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
+    if a.threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    let bytes = read_model(&a.c.model)?;
+    let t0 = Instant::now();
+    let mut m = compile(&a.c, &bytes)?;
+    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let inputs = optc::random_inputs(&m.input_types(), 0);
+    let refs: Vec<&Tensor> = inputs.iter().collect();
+    let mut outs: Vec<Tensor> = m
+        .output_types()
+        .iter()
+        .map(|t| Tensor::zeros(t.dtype, t.shape.clone()))
+        .collect();
+    let ours = measure(a.time, || m.run_into(&refs, &mut outs).map_err(|e| e.to_string()))?;
+    let with_tract = if a.json { a.tract } else { !a.no_tract };
+    let tract = if with_tract {
+        let facts: Vec<_> = inputs.iter().map(|t| (t.dtype(), t.shape().to_vec())).collect();
+        let tm = TractModel::load(&bytes, &facts)?;
+        Some(measure(a.time, || tm.run(&inputs).map(|_| ()))?)
+    } else {
+        None
+    };
+    if a.json {
+        let mut s = format!(
+            "{{\"model\": {:?}, \"threads\": 1, \"opt_level\": {}, \"target\": {:?}, \"compile_ms\": {:.3}, \"runs\": {}, \"median_ms\": {:.6}, \"p90_ms\": {:.6}",
+            a.c.model.display().to_string(),
+            a.c.opt_level,
+            a.c.target,
+            compile_ms,
+            ours.runs,
+            ours.median_ms,
+            ours.p90_ms
+        );
+        if let Some(t) = &tract {
+            s += &format!(
+                ", \"tract_median_ms\": {:.6}, \"tract_p90_ms\": {:.6}",
+                t.median_ms, t.p90_ms
+            );
+        }
+        s += "}";
+        println!("{s}");
+    } else {
+        println!("model   {}", a.c.model.display());
+        println!(
+            "optc    -O{} target {}, compiled in {:.0} ms; threads: 1{}",
+            a.c.opt_level,
+            a.c.target,
+            compile_ms,
+            if a.threads > 1 { " (multi-threading is not implemented yet)" } else { "" }
+        );
+        println!("{:<8} {:>12} {:>12} {:>8}", "engine", "median ms", "p90 ms", "runs");
+        println!("{:<8} {:>12.3} {:>12.3} {:>8}", "optc", ours.median_ms, ours.p90_ms, ours.runs);
+        if let Some(t) = &tract {
+            println!("{:<8} {:>12.3} {:>12.3} {:>8}", "tract", t.median_ms, t.p90_ms, t.runs);
+            println!("optc / tract (median): {:.2}", ours.median_ms / t.median_ms);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

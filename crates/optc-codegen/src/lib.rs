@@ -1,1 +1,397 @@
+//! Code generation: lowering an `optc_ir::Graph` to native code through Cranelift.
+//!
+//! - [`Target`]: which instruction-set features the generated code may use.
+//! - [`compile_jit`]: lower a graph into a [`JitModel`] that runs in this process.
+//! - The lowering itself ([`lower`]) is generic over `cranelift_module::Module`, so the same
+//!   code path can serve `cranelift-object` for ahead-of-time compilation.
+//!
+//! Generated entry ABI:
+//! `extern "C" fn(inputs: *const *const u8, outputs: *const *mut u8, workspace: *mut u8) -> i32`
+//! returning 0 on success, or `((node_position + 1) << 8) | code` on a runtime error
+//! (see [`lower::ERR_GATHER_INDEX`], [`lower::ERR_DIV_ZERO`]).
 
+mod emit;
+pub mod lower;
+mod plan;
+pub mod runtime;
+
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use optc_ir::{Graph, Tensor, TensorType};
+use std::fmt;
+use std::sync::Mutex;
+
+/// Largest workspace or constant size we accept (16 GiB).
+pub const MAX_BYTES: usize = 16 << 30;
+
+/// An error of code generation or of running generated code.
+#[derive(Debug, Clone)]
+pub struct CodegenError {
+    /// `(node name, op name)` when the error is about a node.
+    pub node: Option<(String, String)>,
+    pub msg: String,
+}
+
+impl CodegenError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        CodegenError {
+            node: None,
+            msg: msg.into(),
+        }
+    }
+    pub fn at(node: &str, op: &str, msg: impl Into<String>) -> Self {
+        CodegenError {
+            node: Some((node.to_string(), op.to_string())),
+            msg: msg.into(),
+        }
+    }
+}
+
+impl fmt::Display for CodegenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some((n, op)) => write!(f, "node {n} ({op}): {}", self.msg),
+            None => f.write_str(&self.msg),
+        }
+    }
+}
+
+impl std::error::Error for CodegenError {}
+
+/// A code-generation target: ISA features the generated code may use.
+#[derive(Debug, Clone)]
+pub struct Target {
+    name: String,
+    /// Cranelift x86 ISA flags to enable (empty for `native`, which infers them).
+    features: Vec<&'static str>,
+    native: bool,
+    /// Fused multiply-add is available.
+    pub(crate) fma: bool,
+    /// Vector width in f32 lanes used by the generated kernels.
+    pub vector_lanes: usize,
+}
+
+const TARGET_NAMES: [&str; 3] = ["native", "x86_64-sse4.2", "x86_64-avx2"];
+
+const SSE42: [&str; 5] = [
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+];
+const AVX2: [&str; 11] = [
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+    "has_avx",
+    "has_avx2",
+    "has_fma",
+    "has_bmi1",
+    "has_bmi2",
+    "has_lzcnt",
+];
+
+#[cfg(target_arch = "x86_64")]
+fn host_has(feature: &str) -> bool {
+    match feature {
+        "has_sse3" => std::is_x86_feature_detected!("sse3"),
+        "has_ssse3" => std::is_x86_feature_detected!("ssse3"),
+        "has_sse41" => std::is_x86_feature_detected!("sse4.1"),
+        "has_sse42" => std::is_x86_feature_detected!("sse4.2"),
+        "has_popcnt" => std::is_x86_feature_detected!("popcnt"),
+        "has_avx" => std::is_x86_feature_detected!("avx"),
+        "has_avx2" => std::is_x86_feature_detected!("avx2"),
+        "has_fma" => std::is_x86_feature_detected!("fma"),
+        "has_bmi1" => std::is_x86_feature_detected!("bmi1"),
+        "has_bmi2" => std::is_x86_feature_detected!("bmi2"),
+        "has_lzcnt" => std::is_x86_feature_detected!("lzcnt"),
+        _ => false,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn host_has(_feature: &str) -> bool {
+    false
+}
+
+impl Target {
+    /// The machine we are running on (`native`).
+    pub fn host() -> Result<Target, CodegenError> {
+        cranelift_native::builder()
+            .map_err(|e| CodegenError::new(format!("host machine is not supported: {e}")))?;
+        Ok(Target {
+            name: "native".to_string(),
+            features: vec![],
+            native: true,
+            fma: cfg!(target_arch = "x86_64") && host_has("has_fma"),
+            vector_lanes: 4,
+        })
+    }
+
+    /// `native`, `x86_64-sse4.2` or `x86_64-avx2`.
+    pub fn parse(name: &str) -> Result<Target, CodegenError> {
+        match name {
+            "native" => Target::host(),
+            "x86_64-sse4.2" => Ok(Target {
+                name: name.to_string(),
+                features: SSE42.to_vec(),
+                native: false,
+                fma: false,
+                vector_lanes: 4,
+            }),
+            "x86_64-avx2" => Ok(Target {
+                name: name.to_string(),
+                features: AVX2.to_vec(),
+                native: false,
+                fma: true,
+                vector_lanes: 4,
+            }),
+            _ => Err(CodegenError::new(format!(
+                "unknown target {name:?}; valid targets: {}",
+                TARGET_NAMES.join(", ")
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A Cranelift ISA for JIT use in this process (fails when the host lacks a feature).
+    fn jit_isa(&self) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
+        let mut flags = settings::builder();
+        let set = |flags: &mut settings::Builder, k: &str, v: &str| {
+            flags
+                .set(k, v)
+                .map_err(|e| CodegenError::new(format!("cranelift setting {k}={v}: {e}")))
+        };
+        set(&mut flags, "opt_level", "speed")?;
+        set(&mut flags, "use_colocated_libcalls", "false")?;
+        set(&mut flags, "is_pic", "false")?;
+        set(&mut flags, "enable_verifier", "true")?;
+        let mut isa_builder = if self.native {
+            cranelift_native::builder()
+                .map_err(|e| CodegenError::new(format!("host machine is not supported: {e}")))?
+        } else {
+            if !cfg!(target_arch = "x86_64") {
+                return Err(CodegenError::new(format!(
+                    "target {} cannot run on this host (not x86_64); use AOT compilation",
+                    self.name
+                )));
+            }
+            let missing: Vec<&str> = self
+                .features
+                .iter()
+                .copied()
+                .filter(|f| !host_has(f))
+                .collect();
+            if !missing.is_empty() {
+                return Err(CodegenError::new(format!(
+                    "target {} cannot run on this host: it lacks {}",
+                    self.name,
+                    missing.join(", ")
+                )));
+            }
+            let mut b = cranelift_codegen::isa::lookup_by_name("x86_64-unknown-linux-gnu")
+                .map_err(|e| CodegenError::new(format!("x86_64 backend unavailable: {e}")))?;
+            for f in &self.features {
+                b.enable(f)
+                    .map_err(|e| CodegenError::new(format!("ISA flag {f}: {e}")))?;
+            }
+            b
+        };
+        if self.native && !host_has("has_sse41") && cfg!(target_arch = "x86_64") {
+            return Err(CodegenError::new(
+                "the host lacks SSE4.1, which the generated code needs",
+            ));
+        }
+        let _ = &mut isa_builder;
+        isa_builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| CodegenError::new(format!("building the ISA: {e}")))
+    }
+}
+
+/// A 64-byte aligned scratch arena for [`JitModel::run`].
+pub struct Workspace {
+    buf: Vec<Block64>,
+    size: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Block64([u8; 64]);
+
+impl Workspace {
+    pub fn new(size: usize) -> Workspace {
+        Workspace {
+            buf: vec![Block64([0; 64]); size.div_ceil(64)],
+            size,
+        }
+    }
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.buf.as_mut_ptr() as *mut u8
+    }
+}
+
+type EntryFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+
+/// A compiled model living in this process.
+pub struct JitModel {
+    /// Kept alive (and freed on drop) because `entry` points into its memory.
+    module: Mutex<Option<JITModule>>,
+    entry: EntryFn,
+    inputs: Vec<TensorType>,
+    outputs: Vec<TensorType>,
+    workspace: usize,
+    /// `(node name, op name)` in schedule order, for runtime error messages.
+    nodes: Vec<(String, String)>,
+}
+
+// SAFETY: `entry` points to immutable, finalized machine code that only touches the buffers
+// handed to it; the module is behind a Mutex and only touched on drop.
+unsafe impl Send for JitModel {}
+// SAFETY: as above; `run` takes `&self` and the generated code keeps no global state.
+unsafe impl Sync for JitModel {}
+
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        let m = match self.module.get_mut() {
+            Ok(m) => m.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(m) = m {
+            // SAFETY: we own the only handle to the code (`entry`), and it cannot be called
+            // after `self` is dropped.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+impl fmt::Debug for JitModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JitModel")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("workspace", &self.workspace)
+            .finish()
+    }
+}
+
+/// Compile a graph to machine code in this process.
+pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenError> {
+    let isa = target.jit_isa()?;
+    let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    for (name, ptr) in runtime::symbols() {
+        jb.symbol(name, ptr);
+    }
+    let mut module = JITModule::new(jb);
+    let lowered = lower::lower_graph(&mut module, graph, target, "optc_main_run")?;
+    module
+        .finalize_definitions()
+        .map_err(|e| CodegenError::new(format!("finalizing machine code: {e}")))?;
+    let ptr = module.get_finalized_function(lowered.entry);
+    // SAFETY: `ptr` is the finalized entry function built by `lower_graph` with exactly the
+    // `EntryFn` signature (three pointers in, i32 out, system-V calling convention).
+    let entry: EntryFn = unsafe { std::mem::transmute::<*const u8, EntryFn>(ptr) };
+    Ok(JitModel {
+        module: Mutex::new(Some(module)),
+        entry,
+        inputs: graph.input_types(),
+        outputs: lowered.output_types,
+        workspace: lowered.workspace,
+        nodes: lowered.nodes,
+    })
+}
+
+impl JitModel {
+    pub fn input_types(&self) -> &[TensorType] {
+        &self.inputs
+    }
+    pub fn output_types(&self) -> &[TensorType] {
+        &self.outputs
+    }
+    pub fn workspace_size(&self) -> usize {
+        self.workspace
+    }
+    pub fn new_workspace(&self) -> Workspace {
+        Workspace::new(self.workspace)
+    }
+
+    /// Run on `inputs` (graph order), writing `outputs` (graph order) in place.
+    pub fn run(
+        &self,
+        inputs: &[&Tensor],
+        outputs: &mut [Tensor],
+        ws: &mut Workspace,
+    ) -> Result<(), CodegenError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(CodegenError::new(format!(
+                "expected {} inputs, got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        for (i, (t, ty)) in inputs.iter().zip(&self.inputs).enumerate() {
+            if t.dtype() != ty.dtype || t.shape() != ty.shape.as_slice() {
+                return Err(CodegenError::new(format!(
+                    "input {i} must be {ty}, got {}",
+                    t.ty()
+                )));
+            }
+        }
+        if outputs.len() != self.outputs.len() {
+            return Err(CodegenError::new(format!(
+                "expected {} outputs, got {}",
+                self.outputs.len(),
+                outputs.len()
+            )));
+        }
+        for (i, (t, ty)) in outputs.iter().zip(&self.outputs).enumerate() {
+            if t.dtype() != ty.dtype || t.shape() != ty.shape.as_slice() {
+                return Err(CodegenError::new(format!(
+                    "output {i} must be {ty}, got {}",
+                    t.ty()
+                )));
+            }
+        }
+        if ws.size() < self.workspace {
+            return Err(CodegenError::new(format!(
+                "workspace has {} bytes, the model needs {}",
+                ws.size(),
+                self.workspace
+            )));
+        }
+        let in_ptrs: Vec<*const u8> = inputs.iter().map(|t| t.data().as_ptr()).collect();
+        let out_ptrs: Vec<*mut u8> = outputs
+            .iter_mut()
+            .map(|t| t.data_mut().as_mut_ptr())
+            .collect();
+        let wsp = ws.as_mut_ptr();
+        // SAFETY: every input and output buffer was checked above to have exactly the dtype and
+        // shape the code was generated for, the workspace is at least `workspace_size` bytes and
+        // 64-byte aligned, and the pointer arrays outlive the call. The generated code only
+        // reads inputs/constants and writes outputs/workspace within those sizes.
+        let status = unsafe { (self.entry)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), wsp) };
+        if status == 0 {
+            return Ok(());
+        }
+        let pos = (status >> 8) as usize;
+        let code = status & 0xff;
+        let what = match code {
+            lower::ERR_GATHER_INDEX => "gather index out of range".to_string(),
+            lower::ERR_DIV_ZERO => "integer division by zero".to_string(),
+            c => format!("runtime error code {c}"),
+        };
+        match pos.checked_sub(1).and_then(|p| self.nodes.get(p)) {
+            Some((n, op)) => Err(CodegenError::at(n, op, what)),
+            None => Err(CodegenError::new(what)),
+        }
+    }
+}

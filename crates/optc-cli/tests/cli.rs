@@ -1,0 +1,192 @@
+//! The `optc` binary: exit codes, messages, file formats.
+
+use optc_ir::{DType, Tensor};
+use optc_onnx::builder::{Attr as A, ModelBuilder};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn optc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_optc"))
+        .args(args)
+        .output()
+        .expect("optc runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("optc-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn model(dir: &Path) -> PathBuf {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[2, 5]);
+    b.input("ids", DType::I64, &[3]);
+    let w: Vec<f32> = (0..20).map(|i| (i as f32 * 0.37).sin()).collect();
+    b.initializer("w", &Tensor::from_f32(vec![5, 4], w).unwrap());
+    let e: Vec<f32> = (0..12).map(|i| (i as f32 * 0.71).cos()).collect();
+    b.initializer("emb", &Tensor::from_f32(vec![4, 3], e).unwrap());
+    b.node("MatMul", &["x", "w"], &["h"], vec![]);
+    b.node("Tanh", &["h"], &["out_a"], vec![]);
+    b.node("Gather", &["emb", "ids"], &["out_b"], vec![("axis", A::Int(0))]);
+    b.output("out_a");
+    b.output("out_b");
+    let p = dir.join("m.onnx");
+    b.write(&p).unwrap();
+    p
+}
+
+#[test]
+fn run_prints_outputs_and_writes_npy() {
+    let d = tmpdir("run");
+    let m = model(&d);
+    let out = d.join("out");
+    let o = optc(&["run", m.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(so.contains("out_a: f32[2,4]") && so.contains("out_b: f32[3,3]"), "{so}");
+    let a = optc::npy::read(&out.join("out_a.npy")).unwrap();
+    assert_eq!(a.shape(), &[2, 4]);
+}
+
+#[test]
+fn npy_inputs_are_used() {
+    let d = tmpdir("npy");
+    let m = model(&d);
+    let x = Tensor::from_f32(vec![2, 5], (0..10).map(|i| i as f32 / 10.0).collect()).unwrap();
+    let ids = Tensor::from_i64(vec![3], vec![3, 0, 1]).unwrap();
+    optc::npy::write(&d.join("x.npy"), &x).unwrap();
+    optc::npy::write(&d.join("ids.npy"), &ids).unwrap();
+    let out = d.join("out");
+    let xa = format!("x={}", d.join("x.npy").display());
+    let ia = format!("ids={}", d.join("ids.npy").display());
+    let o = optc(&["run", m.to_str().unwrap(), "--input", &xa, "--input", &ia, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // oracle: tract on the same inputs
+    let want = optc_onnx::oracle::run_tract(&std::fs::read(&m).unwrap(), &[x, ids]).unwrap();
+    for (name, w) in ["out_a", "out_b"].iter().zip(&want) {
+        let got = optc::npy::read(&out.join(format!("{name}.npy"))).unwrap();
+        let d = optc::compare(&got, w, 1e-4, 1e-5).unwrap();
+        assert!(d.allclose, "{name}: {d:?}");
+    }
+    // a wrongly shaped input names the input
+    optc::npy::write(&d.join("bad.npy"), &Tensor::from_f32(vec![5, 2], vec![0.0; 10]).unwrap()).unwrap();
+    let ba = format!("x={}", d.join("bad.npy").display());
+    let o = optc(&["run", m.to_str().unwrap(), "--input", &ba]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(se.contains("'x'") && se.contains("f32[2,5]"), "{se}");
+}
+
+#[test]
+fn tensorproto_inputs_and_outputs() {
+    let d = tmpdir("pb");
+    let m = model(&d);
+    let inputs = d.join("in");
+    let outputs = d.join("outpb");
+    std::fs::create_dir_all(&inputs).unwrap();
+    // write inputs with optc's own run on random data → npy, then as TensorProto via the
+    // ModelBuilder's encoder is not available, so use a model-independent route: run
+    // twice and compare --outputs with --out.
+    let o = optc(&["run", m.to_str().unwrap(), "--seed", "5", "--outputs", outputs.to_str().unwrap(), "--out", inputs.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    for k in 0..2 {
+        assert!(outputs.join(format!("output_{k}.pb")).exists());
+    }
+    // feed output_0.pb back as an input of an identity-like model
+    let mut b = ModelBuilder::new(17);
+    b.input("t", DType::F32, &[2, 4]);
+    b.node("Identity", &["t"], &["u"], vec![]);
+    b.output("u");
+    let idm = d.join("id.onnx");
+    b.write(&idm).unwrap();
+    let dd = d.join("data");
+    std::fs::create_dir_all(&dd).unwrap();
+    std::fs::copy(outputs.join("output_0.pb"), dd.join("input_0.pb")).unwrap();
+    let o2 = d.join("o2");
+    let o = optc(&["run", idm.to_str().unwrap(), "--inputs", dd.to_str().unwrap(), "--out", o2.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let a = optc::npy::read(&inputs.join("out_a.npy")).unwrap();
+    let b = optc::npy::read(&o2.join("u.npy")).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn check_passes_and_reports_errors() {
+    let d = tmpdir("check");
+    let m = model(&d);
+    let o = optc(&["check", m.to_str().unwrap()]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(so.contains("out_a") && so.contains("max abs") && so.contains("ok"), "{so}");
+}
+
+#[test]
+fn truncated_model_one_paragraph_exit_1() {
+    let d = tmpdir("trunc");
+    let m = model(&d);
+    let b = std::fs::read(&m).unwrap();
+    let t = d.join("t.onnx");
+    std::fs::write(&t, &b[..b.len() / 2]).unwrap();
+    let o = optc(&["run", t.to_str().unwrap()]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{se}");
+    assert!(se.starts_with("error: ") && !se.contains("panicked"), "{se}");
+    assert!(se.trim().lines().count() <= 3, "{se}");
+}
+
+#[test]
+fn unknown_op_exit_1_lists_ops() {
+    let d = tmpdir("unk");
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, 4]);
+    b.node_named("mystery_node", "Mystery", &["x"], &["y"], vec![]);
+    b.output("y");
+    let p = d.join("u.onnx");
+    b.write(&p).unwrap();
+    for cmd in ["run", "check", "bench"] {
+        let o = optc(&[cmd, p.to_str().unwrap()]);
+        let (_, se) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {se}");
+        assert!(se.contains("Mystery") && se.contains("mystery_node") && !se.contains("panicked"), "{se}");
+    }
+}
+
+#[test]
+fn missing_file_and_bad_flags() {
+    let o = optc(&["run", "/nonexistent/model.onnx"]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(se.contains("/nonexistent/model.onnx"), "{se}");
+    let d = tmpdir("flags");
+    let m = model(&d);
+    let o = optc(&["run", m.to_str().unwrap(), "--input-shape", "x=2xq"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let o = optc(&["run", m.to_str().unwrap(), "--target", "vax"]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(se.contains("vax"), "{se}");
+}
+
+#[test]
+fn bench_json() {
+    let d = tmpdir("bench");
+    let m = model(&d);
+    let o = optc(&["bench", m.to_str().unwrap(), "--json", "--time", "0.2", "--threads", "1"]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    let line = so.lines().find(|l| l.starts_with('{')).expect("a JSON line");
+    assert!(line.contains("\"median_ms\"") && line.contains("\"p90_ms\""), "{line}");
+    let o = optc(&["bench", m.to_str().unwrap(), "--time", "0.2"]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(so.contains("optc") && so.contains("tract") && so.contains("median"), "{so}");
+}

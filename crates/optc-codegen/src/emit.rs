@@ -1,0 +1,449 @@
+//! Cranelift IR building helpers: loops, memory access, constants and vector math.
+
+use cranelift_codegen::ir::{
+    condcodes::{FloatCC, IntCC},
+    types, FuncRef, InstBuilder, MemFlagsData, Type, Value,
+};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use optc_ir::DType;
+
+pub(crate) const F32X4: Type = types::F32X4;
+pub(crate) const I32X4: Type = types::I32X4;
+
+/// Memory flags for loads/stores of tensor data: never trap, not assumed aligned.
+pub(crate) fn mf() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// Cranelift type of one element of `dt` (bool, u8 and i8 are bytes).
+pub(crate) fn clty(dt: DType) -> Type {
+    match dt {
+        DType::F32 => types::F32,
+        DType::I64 => types::I64,
+        DType::I32 => types::I32,
+        DType::Bool | DType::U8 | DType::I8 => types::I8,
+    }
+}
+
+/// Runtime function references available inside a kernel.
+#[derive(Clone, Copy)]
+pub(crate) struct Rt {
+    pub logf: FuncRef,
+    pub powf: FuncRef,
+}
+
+/// A kernel being built: the builder plus target facts.
+pub(crate) struct E<'f> {
+    pub b: FunctionBuilder<'f>,
+    pub fma: bool,
+    pub rt: Rt,
+}
+
+#[allow(clippy::excessive_precision)]
+impl<'f> E<'f> {
+    pub fn ic(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(types::I64, v)
+    }
+
+    pub fn ld(&mut self, ty: Type, p: Value, off: Value) -> Value {
+        let a = self.b.ins().iadd(p, off);
+        self.b.ins().load(ty, mf(), a, 0)
+    }
+
+    pub fn st(&mut self, v: Value, p: Value, off: Value) {
+        let a = self.b.ins().iadd(p, off);
+        self.b.ins().store(mf(), v, a, 0);
+    }
+
+    /// `for i in 0..n { body(i) }`, with `i: i64`. Emits nothing for `n == 0`, no loop for 1.
+    pub fn loop_n(&mut self, n: i64, body: &mut dyn FnMut(&mut Self, Value)) {
+        if n <= 0 {
+            return;
+        }
+        if n == 1 {
+            let z = self.ic(0);
+            body(self, z);
+            return;
+        }
+        let iv = self.b.declare_var(types::I64);
+        let z = self.ic(0);
+        self.b.def_var(iv, z);
+        let header = self.b.create_block();
+        let bodyb = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let i = self.b.use_var(iv);
+        let c = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, n);
+        self.b.ins().brif(c, bodyb, &[], exit, &[]);
+        self.b.switch_to_block(bodyb);
+        self.b.seal_block(bodyb);
+        body(self, i);
+        let i2 = self.b.ins().iadd_imm_s(i, 1);
+        self.b.def_var(iv, i2);
+        self.b.ins().jump(header, &[]);
+        self.b.seal_block(header);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+    }
+
+    /// Loop `n` times carrying byte offsets `offs[k]` that advance by `steps[k]` per iteration.
+    pub fn loop_offs(
+        &mut self,
+        n: i64,
+        offs: &[Value],
+        steps: &[i64],
+        body: &mut dyn FnMut(&mut Self, Value, &[Value]),
+    ) {
+        if n <= 0 {
+            return;
+        }
+        let vars: Vec<Variable> = offs
+            .iter()
+            .map(|&o| {
+                let v = self.b.declare_var(types::I64);
+                self.b.def_var(v, o);
+                v
+            })
+            .collect();
+        let steps = steps.to_vec();
+        self.loop_n(n, &mut |e, i| {
+            let cur: Vec<Value> = vars.iter().map(|&v| e.b.use_var(v)).collect();
+            body(e, i, &cur);
+            for (k, &v) in vars.iter().enumerate() {
+                if steps[k] != 0 {
+                    let nx = e.b.ins().iadd_imm_s(cur[k], steps[k]);
+                    e.b.def_var(v, nx);
+                }
+            }
+        });
+    }
+
+    /// Nested loops over `dims` (outermost first); `strides[k][d]` is operand k's byte stride
+    /// along dim d; `body` receives the byte offsets of every operand.
+    pub fn nest(
+        &mut self,
+        dims: &[usize],
+        strides: &[Vec<i64>],
+        base: &[Value],
+        body: &mut dyn FnMut(&mut Self, &[Value]),
+    ) {
+        if dims.is_empty() {
+            body(self, base);
+            return;
+        }
+        let steps: Vec<i64> = strides.iter().map(|s| s[0]).collect();
+        let rest: Vec<Vec<i64>> = strides.iter().map(|s| s[1..].to_vec()).collect();
+        let d0 = dims[0] as i64;
+        let inner = &dims[1..];
+        self.loop_offs(d0, base, &steps, &mut |e, _i, offs| {
+            e.nest(inner, &rest, offs, body);
+        });
+    }
+
+    /// f32 constant, splatted when `ty` is a vector.
+    pub fn fc(&mut self, ty: Type, c: f32) -> Value {
+        let s = self.b.ins().f32const(c);
+        if ty.is_vector() {
+            self.b.ins().splat(ty, s)
+        } else {
+            s
+        }
+    }
+
+    /// i32 constant of the integer type matching `ty` (I32 or I32X4).
+    pub fn i32c(&mut self, ty: Type, c: i32) -> Value {
+        if ty.is_vector() {
+            let s = self.b.ins().iconst(types::I32, c as i64);
+            self.b.ins().splat(I32X4, s)
+        } else {
+            self.b.ins().iconst(types::I32, c as i64)
+        }
+    }
+
+    /// `a * b + c`, fused when the target has FMA.
+    pub fn mul_add(&mut self, a: Value, b: Value, c: Value) -> Value {
+        if self.fma {
+            self.b.ins().fma(a, b, c)
+        } else {
+            let m = self.b.ins().fmul(a, b);
+            self.b.ins().fadd(m, c)
+        }
+    }
+
+    /// `cond ? x : y` for a comparison result of `fcmp` on `ty` (scalar or vector).
+    pub fn fsel(&mut self, ty: Type, cond: Value, x: Value, y: Value) -> Value {
+        if ty.is_vector() {
+            let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), cond);
+            self.b.ins().bitselect(m, x, y)
+        } else {
+            self.b.ins().select(cond, x, y)
+        }
+    }
+
+    fn int_ty(ty: Type) -> Type {
+        if ty.is_vector() {
+            I32X4
+        } else {
+            types::I32
+        }
+    }
+
+    fn bits_of(&mut self, ty: Type, x: Value) -> Value {
+        self.b
+            .ins()
+            .bitcast(Self::int_ty(ty), MemFlagsData::new(), x)
+    }
+
+    fn float_of(&mut self, ty: Type, x: Value) -> Value {
+        self.b.ins().bitcast(ty, MemFlagsData::new(), x)
+    }
+
+    /// `|x|` with the sign of `s`.
+    fn copysign(&mut self, ty: Type, mag: Value, s: Value) -> Value {
+        let it = Self::int_ty(ty);
+        let sb = self.bits_of(ty, s);
+        let mask = self.i32c(it, i32::MIN);
+        let sign = self.b.ins().band(sb, mask);
+        let mb = self.bits_of(ty, mag);
+        let r = self.b.ins().bor(mb, sign);
+        self.float_of(ty, r)
+    }
+
+    fn poly(&mut self, ty: Type, x: Value, coefs: &[f32]) -> Value {
+        let mut p = self.fc(ty, coefs[0]);
+        for &c in &coefs[1..] {
+            let cv = self.fc(ty, c);
+            p = self.mul_add(p, x, cv);
+        }
+        p
+    }
+
+    /// `exp(x)` (Cody–Waite reduction, Cephes degree-6 polynomial; ~1 ulp), scalar or f32x4.
+    pub fn exp(&mut self, ty: Type, x: Value) -> Value {
+        // n = round(x / ln 2) stays in [-125, 128]; the scale 2^n is built as 2^(n-1) * 2.
+        let hi = self.fc(ty, 88.72283);
+        let lo = self.fc(ty, -86.64);
+        let xc = self.b.ins().fmin(x, hi);
+        let xc = self.b.ins().fmax(xc, lo);
+        let log2e = self.fc(ty, std::f32::consts::LOG2_E);
+        let magic = self.fc(ty, 12582912.0);
+        let t = self.mul_add(xc, log2e, magic);
+        let n = self.b.ins().fsub(t, magic);
+        let c1 = self.fc(ty, -0.693359375);
+        let c2 = self.fc(ty, 2.12194440e-4);
+        let r = self.mul_add(n, c1, xc);
+        let r = self.mul_add(n, c2, r);
+        let p = self.poly(
+            ty,
+            r,
+            &[
+                1.987_569_2e-4,
+                1.398_199_9e-3,
+                8.333_452e-3,
+                4.166_579_6e-2,
+                1.666_666_5e-1,
+                5.000_000_1e-1,
+            ],
+        );
+        let r2 = self.b.ins().fmul(r, r);
+        let one = self.fc(ty, 1.0);
+        let rp1 = self.b.ins().fadd(r, one);
+        let y = self.mul_add(p, r2, rp1);
+        let it = Self::int_ty(ty);
+        let tb = self.bits_of(ty, t);
+        let off = self.i32c(it, 0x4B40_0000 - 126);
+        let e = self.b.ins().isub(tb, off);
+        let e = self.b.ins().ishl_imm_s(e, 23);
+        let scale = self.float_of(ty, e);
+        let res = self.b.ins().fmul(y, scale);
+        let two = self.fc(ty, 2.0);
+        let res = self.b.ins().fmul(res, two);
+        let big = self.fc(ty, 88.72284);
+        let over = self.b.ins().fcmp(FloatCC::GreaterThan, x, big);
+        let inf = self.fc(ty, f32::INFINITY);
+        self.fsel(ty, over, inf, res)
+    }
+
+    pub fn sigmoid(&mut self, ty: Type, x: Value) -> Value {
+        let nx = self.b.ins().fneg(x);
+        let e = self.exp(ty, nx);
+        let one = self.fc(ty, 1.0);
+        let d = self.b.ins().fadd(one, e);
+        self.b.ins().fdiv(one, d)
+    }
+
+    pub fn tanh(&mut self, ty: Type, x: Value) -> Value {
+        let ax = self.b.ins().fabs(x);
+        // Small |x|: Cephes tanhf odd polynomial.
+        let z = self.b.ins().fmul(x, x);
+        let p = self.poly(
+            ty,
+            z,
+            &[
+                -5.704_988_7e-3,
+                2.063_908_9e-2,
+                -5.373_971_6e-2,
+                1.333_144_2e-1,
+                -3.333_328_2e-1,
+            ],
+        );
+        let pz = self.b.ins().fmul(p, z);
+        let small = self.mul_add(pz, x, x);
+        // Large |x|: 1 - 2 / (exp(2|x|) + 1), with the sign of x.
+        let two = self.fc(ty, 2.0);
+        let a2 = self.b.ins().fmul(ax, two);
+        let e = self.exp(ty, a2);
+        let one = self.fc(ty, 1.0);
+        let d = self.b.ins().fadd(e, one);
+        let q = self.b.ins().fdiv(two, d);
+        let mag = self.b.ins().fsub(one, q);
+        let large = self.copysign(ty, mag, x);
+        let lim = self.fc(ty, 0.625);
+        let is_small = self.b.ins().fcmp(FloatCC::LessThan, ax, lim);
+        self.fsel(ty, is_small, small, large)
+    }
+
+    pub fn erf(&mut self, ty: Type, x: Value) -> Value {
+        let ax = self.b.ins().fabs(x);
+        // Small |x|: Taylor series 2/sqrt(pi) * x * (1 - z/3 + z^2/10 - z^3/42 + z^4/216 - z^5/1320).
+        let z = self.b.ins().fmul(x, x);
+        let p = self.poly(
+            ty,
+            z,
+            &[
+                -1.0 / 1320.0,
+                1.0 / 216.0,
+                -1.0 / 42.0,
+                1.0 / 10.0,
+                -1.0 / 3.0,
+                1.0,
+            ],
+        );
+        let k = self.fc(ty, std::f32::consts::FRAC_2_SQRT_PI);
+        let kx = self.b.ins().fmul(k, x);
+        let small = self.b.ins().fmul(kx, p);
+        // Abramowitz–Stegun 7.1.26 (|error| <= 1.5e-7).
+        let one = self.fc(ty, 1.0);
+        let pc = self.fc(ty, 0.327_591_1);
+        let d = self.mul_add(pc, ax, one);
+        let t = self.b.ins().fdiv(one, d);
+        let q = self.poly(
+            ty,
+            t,
+            &[
+                1.061_405_4,
+                -1.453_152_1,
+                1.421_413_8,
+                -0.284_496_74,
+                0.254_829_6,
+            ],
+        );
+        let qt = self.b.ins().fmul(q, t);
+        let nz = self.b.ins().fneg(z);
+        let e = self.exp(ty, nz);
+        let qe = self.b.ins().fmul(qt, e);
+        let mag = self.b.ins().fsub(one, qe);
+        let large = self.copysign(ty, mag, x);
+        let lim = self.fc(ty, 0.5);
+        let is_small = self.b.ins().fcmp(FloatCC::LessThan, ax, lim);
+        self.fsel(ty, is_small, small, large)
+    }
+
+    /// Scalar f32 call of a runtime function of one argument.
+    pub fn call1(&mut self, f: FuncRef, x: Value) -> Value {
+        let c = self.b.ins().call(f, &[x]);
+        self.b.inst_results(c)[0]
+    }
+
+    pub fn call2(&mut self, f: FuncRef, x: Value, y: Value) -> Value {
+        let c = self.b.ins().call(f, &[x, y]);
+        self.b.inst_results(c)[0]
+    }
+
+    /// Return `code` from the kernel when `cond` (an i8 truth value) holds.
+    pub fn fail_if(&mut self, cond: Value, code: i64) {
+        let bad = self.b.create_block();
+        let ok = self.b.create_block();
+        self.b.ins().brif(cond, bad, &[], ok, &[]);
+        self.b.switch_to_block(bad);
+        self.b.seal_block(bad);
+        self.b.set_cold_block(bad);
+        let c = self.b.ins().iconst(types::I32, code);
+        self.b.ins().return_(&[c]);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+    }
+
+    /// Over `n` contiguous f32 elements: `vbody` once per f32x4 chunk, then `sbody` once per
+    /// tail element. Offset `k` advances by 16 (vector) / 4 (scalar) bytes when `moving[k]`.
+    pub fn vloop(
+        &mut self,
+        n: usize,
+        offs: &[Value],
+        moving: &[bool],
+        vbody: &mut dyn FnMut(&mut Self, &[Value]),
+        sbody: &mut dyn FnMut(&mut Self, &[Value]),
+    ) {
+        let nv = n / 4;
+        let vst: Vec<i64> = moving.iter().map(|&m| if m { 16 } else { 0 }).collect();
+        self.loop_offs(nv as i64, offs, &vst, &mut |e, _i, o| vbody(e, o));
+        let rest = n % 4;
+        if rest > 0 {
+            let start: Vec<Value> = offs
+                .iter()
+                .zip(moving)
+                .map(|(&o, &m)| {
+                    if m {
+                        self.b.ins().iadd_imm_s(o, nv as i64 * 16)
+                    } else {
+                        o
+                    }
+                })
+                .collect();
+            let sst: Vec<i64> = moving.iter().map(|&m| if m { 4 } else { 0 }).collect();
+            self.loop_offs(rest as i64, &start, &sst, &mut |e, _i, o| sbody(e, o));
+        }
+    }
+
+    /// Horizontal sum (or max) of an f32x4.
+    pub fn hreduce(&mut self, v: Value, max: bool) -> Value {
+        let mut r = self.b.ins().extractlane(v, 0);
+        for l in 1..4u8 {
+            let s = self.b.ins().extractlane(v, l);
+            r = if max {
+                self.b.ins().fmax(r, s)
+            } else {
+                self.b.ins().fadd(r, s)
+            };
+        }
+        r
+    }
+
+    /// Copy `n` bytes (a compile-time constant) from `src + so` to `dst + doff`.
+    pub fn copy_bytes(&mut self, dst: Value, doff: Value, src: Value, so: Value, n: usize) {
+        let chunks = n / 16;
+        let mut done = 0usize;
+        if chunks > 0 {
+            self.loop_offs(chunks as i64, &[doff, so], &[16, 16], &mut |e, _i, o| {
+                let v = e.ld(types::I8X16, src, o[1]);
+                e.st(v, dst, o[0]);
+            });
+            done = chunks * 16;
+        }
+        for (w, ty) in [
+            (8usize, types::I64),
+            (4, types::I32),
+            (2, types::I16),
+            (1, types::I8),
+        ] {
+            while n - done >= w {
+                let d = self.b.ins().iadd_imm_s(doff, done as i64);
+                let s = self.b.ins().iadd_imm_s(so, done as i64);
+                let v = self.ld(ty, src, s);
+                self.st(v, dst, d);
+                done += w;
+            }
+        }
+    }
+}

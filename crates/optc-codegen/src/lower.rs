@@ -1,0 +1,2695 @@
+//! Lowering a graph to Cranelift functions, generic over `cranelift_module::Module`.
+//!
+//! Every op node becomes one kernel function `fn(in_ptrs.., out_ptrs.., scratch) -> i32`;
+//! the entry function resolves every value to its buffer (graph input, graph output, constant
+//! data object or workspace offset) and calls the kernels in schedule order.
+
+use crate::emit::{clty, mf, Rt, E, F32X4};
+use crate::plan::Arena;
+use crate::{CodegenError, Target, MAX_BYTES};
+use cranelift_codegen::ir::{
+    condcodes::{FloatCC, IntCC},
+    types, AbiParam, Function, InstBuilder, Type, UserFuncName, Value,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
+use optc_ir::{
+    BinaryOp, DType, Graph, NodeId, Op, PadMode, ReduceKind, Tensor, TensorType, UnaryOp,
+    Value as IrValue,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Runtime error code: a gather index is out of range.
+pub const ERR_GATHER_INDEX: i32 = 1;
+/// Runtime error code: integer division by zero.
+pub const ERR_DIV_ZERO: i32 = 2;
+
+type R<T> = Result<T, CodegenError>;
+
+/// What `lower_graph` produced.
+pub struct Lowered {
+    pub entry: FuncId,
+    pub workspace: usize,
+    pub output_types: Vec<TensorType>,
+    /// `(node name, op name)` of every kernel, in schedule order.
+    pub nodes: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Loc {
+    Input(usize),
+    Output(usize),
+    Const(DataId),
+    Ws(usize),
+}
+
+fn bytes_of(ty: &TensorType) -> R<usize> {
+    let n = optc_ir::checked_numel(&ty.shape).map_err(|e| CodegenError::new(e.msg))?;
+    match n.checked_mul(ty.dtype.size()) {
+        Some(b) if b <= MAX_BYTES => Ok(b),
+        _ => Err(CodegenError::new(format!(
+            "tensor {ty} is larger than {} bytes",
+            MAX_BYTES
+        ))),
+    }
+}
+
+/// Information about one op node handed to its lowering.
+struct NodeInfo<'g> {
+    name: &'g str,
+    op: &'g Op,
+    ins: Vec<TensorType>,
+    outs: Vec<TensorType>,
+    consts: Vec<Option<Arc<Tensor>>>,
+}
+
+impl NodeInfo<'_> {
+    fn err(&self, msg: impl Into<String>) -> CodegenError {
+        CodegenError::at(self.name, self.op.name(), msg)
+    }
+}
+
+/// Lower `graph` into `module`; defines the entry function `entry_name`.
+pub fn lower_graph<M: Module>(
+    module: &mut M,
+    graph: &Graph,
+    target: &Target,
+    entry_name: &str,
+) -> R<Lowered> {
+    graph
+        .verify()
+        .map_err(|e| CodegenError::new(format!("invalid graph: {e}")))?;
+    let order = graph
+        .topo_order()
+        .map_err(|e| CodegenError::new(e.msg.clone()))?;
+    let ptr = module.target_config().pointer_type();
+
+    // Runtime imports.
+    let mut sig1 = module.make_signature();
+    sig1.params.push(AbiParam::new(types::F32));
+    sig1.returns.push(AbiParam::new(types::F32));
+    let mut sig2 = sig1.clone();
+    sig2.params.push(AbiParam::new(types::F32));
+    let logf = module
+        .declare_function("optc_rt_logf", Linkage::Import, &sig1)
+        .map_err(|e| CodegenError::new(e.to_string()))?;
+    let powf = module
+        .declare_function("optc_rt_powf", Linkage::Import, &sig2)
+        .map_err(|e| CodegenError::new(e.to_string()))?;
+
+    let mut locs: HashMap<IrValue, Loc> = HashMap::new();
+    let mut const_data: HashMap<u32, DataId> = HashMap::new();
+    let mut data_count = 0usize;
+    let mut total_const = 0usize;
+
+    // Inputs and constants.
+    for &n in &order {
+        let node = graph.node(n);
+        match &node.op {
+            Op::Input { index } => {
+                locs.insert(IrValue::new(n, 0), Loc::Input(*index));
+            }
+            Op::Constant { id } => {
+                let t = graph.const_tensor(*id).ok_or_else(|| {
+                    CodegenError::at(&node.name, "const", format!("missing constant c{}", id.0))
+                })?;
+                let did = match const_data.get(&id.0) {
+                    Some(d) => *d,
+                    None => {
+                        let b = bytes_of(&t.ty())?;
+                        total_const = total_const.saturating_add(b);
+                        if total_const > MAX_BYTES {
+                            return Err(CodegenError::new("constants exceed 16 GiB"));
+                        }
+                        let d = define_data(module, &mut data_count, t.data().to_le_bytes())?;
+                        const_data.insert(id.0, d);
+                        d
+                    }
+                };
+                locs.insert(IrValue::new(n, 0), Loc::Const(did));
+            }
+            _ => {}
+        }
+    }
+
+    // Graph outputs produced by op nodes are written in place.
+    let mut out_copies: Vec<(usize, IrValue)> = vec![];
+    let mut output_types = vec![];
+    for (j, o) in graph.outputs.iter().enumerate() {
+        let ty = graph
+            .value_type(o.value)
+            .map_err(|e| CodegenError::new(e.msg))?
+            .clone();
+        bytes_of(&ty)?;
+        output_types.push(ty);
+        let is_op = !matches!(
+            graph.node(o.value.node).op,
+            Op::Input { .. } | Op::Constant { .. }
+        );
+        if is_op && !locs.contains_key(&o.value) {
+            locs.insert(o.value, Loc::Output(j));
+        } else {
+            out_copies.push((j, o.value));
+        }
+    }
+
+    // Schedule and memory plan.
+    let sched: Vec<NodeId> = order
+        .iter()
+        .copied()
+        .filter(|&n| !matches!(graph.node(n).op, Op::Input { .. } | Op::Constant { .. }))
+        .collect();
+    let pos: HashMap<NodeId, usize> = sched.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let mut last_use: HashMap<IrValue, usize> = HashMap::new();
+    for (i, &n) in sched.iter().enumerate() {
+        for v in graph.node_inputs(n) {
+            last_use.insert(v, i);
+        }
+    }
+    let mut arena = Arena::default();
+    let mut scratch: Vec<Option<usize>> = vec![None; sched.len()];
+    let mut infos: Vec<NodeInfo> = Vec::with_capacity(sched.len());
+    for (i, &n) in sched.iter().enumerate() {
+        let node = graph.node(n);
+        let inputs = graph.node_inputs(n);
+        let info = NodeInfo {
+            name: &node.name,
+            op: &node.op,
+            ins: inputs
+                .iter()
+                .map(|v| graph.value_type(*v).cloned())
+                .collect::<Result<_, _>>()
+                .map_err(|e| CodegenError::at(&node.name, node.op.name(), e.msg))?,
+            outs: node.outputs.clone(),
+            consts: inputs
+                .iter()
+                .map(|v| graph.const_value(*v).cloned())
+                .collect(),
+        };
+        let mut fresh = vec![];
+        for (p, ty) in node.outputs.iter().enumerate() {
+            let v = IrValue::new(n, p);
+            if locs.contains_key(&v) {
+                continue;
+            }
+            let b = bytes_of(ty).map_err(|e| info.err(e.msg))?;
+            let off = arena
+                .alloc(b)
+                .ok_or_else(|| info.err("workspace size overflows"))?;
+            locs.insert(v, Loc::Ws(off));
+            fresh.push((v, off, b));
+        }
+        let sb = scratch_bytes(&info)?;
+        if sb > 0 {
+            let off = arena
+                .alloc(sb)
+                .ok_or_else(|| info.err("workspace size overflows"))?;
+            scratch[i] = Some(off);
+            arena.free(off, sb);
+        }
+        // Free values whose last use is this node, and outputs nobody reads.
+        let mut dying: Vec<IrValue> = inputs
+            .iter()
+            .copied()
+            .filter(|v| last_use.get(v) == Some(&i))
+            .collect();
+        dying.sort();
+        dying.dedup();
+        for (v, off, b) in &fresh {
+            if !last_use.contains_key(v) {
+                arena.free(*off, *b);
+            }
+        }
+        for v in dying {
+            if let Some(Loc::Ws(off)) = locs.get(&v) {
+                let b = bytes_of(graph.value_type(v).map_err(|e| CodegenError::new(e.msg))?)?;
+                arena.free(*off, b);
+            }
+        }
+        if arena.top > MAX_BYTES {
+            return Err(info.err(format!("workspace would exceed {MAX_BYTES} bytes (16 GiB)")));
+        }
+        infos.push(info);
+    }
+    let _ = pos;
+    let workspace = arena.top;
+
+    // Kernels.
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut kernels: Vec<FuncId> = Vec::with_capacity(sched.len());
+    for (i, info) in infos.iter().enumerate() {
+        let nparams = info.ins.len() + info.outs.len() + 1;
+        let mut sig = module.make_signature();
+        for _ in 0..nparams {
+            sig.params.push(AbiParam::new(ptr));
+        }
+        sig.returns.push(AbiParam::new(types::I32));
+        let fid = module
+            .declare_function(&format!("{entry_name}_k{i}"), Linkage::Local, &sig)
+            .map_err(|e| info.err(e.to_string()))?;
+        let derived = derived_data(info)?;
+        let mut dids = vec![];
+        for d in derived {
+            dids.push(define_data(module, &mut data_count, d)?);
+        }
+        ctx.func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
+        let gvs: Vec<_> = dids
+            .iter()
+            .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
+            .collect();
+        let rt = Rt {
+            logf: module.declare_func_in_func(logf, &mut ctx.func),
+            powf: module.declare_func_in_func(powf, &mut ctx.func),
+        };
+        {
+            let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let mut e = E {
+                b,
+                fma: target.fma,
+                rt,
+            };
+            let blk = e.b.create_block();
+            e.b.append_block_params_for_function_params(blk);
+            e.b.switch_to_block(blk);
+            e.b.seal_block(blk);
+            let params = e.b.block_params(blk).to_vec();
+            let extra: Vec<Value> = gvs
+                .iter()
+                .map(|g| e.b.ins().symbol_value(ptr, *g))
+                .collect();
+            lower_node(&mut e, info, &params, &extra)?;
+            let z = e.b.ins().iconst(types::I32, 0);
+            e.b.ins().return_(&[z]);
+            e.b.finalize(module.target_config());
+        }
+        module
+            .define_function(fid, &mut ctx)
+            .map_err(|e| info.err(format!("cranelift: {e:?}")))?;
+        module.clear_context(&mut ctx);
+        kernels.push(fid);
+    }
+
+    // Entry.
+    let mut sig = module.make_signature();
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(ptr));
+    }
+    sig.returns.push(AbiParam::new(types::I32));
+    let entry = module
+        .declare_function(entry_name, Linkage::Export, &sig)
+        .map_err(|e| CodegenError::new(e.to_string()))?;
+    ctx.func = Function::with_name_signature(UserFuncName::user(0, entry.as_u32()), sig);
+    let kref: Vec<_> = kernels
+        .iter()
+        .map(|k| module.declare_func_in_func(*k, &mut ctx.func))
+        .collect();
+    let mut gv_of: HashMap<DataId, cranelift_codegen::ir::GlobalValue> = HashMap::new();
+    for d in const_data.values() {
+        gv_of.insert(*d, module.declare_data_in_func(*d, &mut ctx.func));
+    }
+    {
+        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let dummy = Rt {
+            logf: kref
+                .first()
+                .copied()
+                .unwrap_or_else(|| cranelift_codegen::ir::FuncRef::from_u32(0)),
+            powf: kref
+                .first()
+                .copied()
+                .unwrap_or_else(|| cranelift_codegen::ir::FuncRef::from_u32(0)),
+        };
+        let mut e = E {
+            b,
+            fma: target.fma,
+            rt: dummy,
+        };
+        let blk = e.b.create_block();
+        e.b.append_block_params_for_function_params(blk);
+        e.b.switch_to_block(blk);
+        e.b.seal_block(blk);
+        let p = e.b.block_params(blk).to_vec();
+        let (pin, pout, pws) = (p[0], p[1], p[2]);
+        let ptr_of = |e: &mut E, loc: Loc| -> Value {
+            match loc {
+                Loc::Input(i) => e.b.ins().load(ptr, mf(), pin, (i * 8) as i32),
+                Loc::Output(j) => e.b.ins().load(ptr, mf(), pout, (j * 8) as i32),
+                Loc::Const(d) => e.b.ins().symbol_value(ptr, gv_of[&d]),
+                Loc::Ws(off) => e.b.ins().iadd_imm_s(pws, off as i64),
+            }
+        };
+        for (i, &n) in sched.iter().enumerate() {
+            let mut args = vec![];
+            for v in graph.node_inputs(n) {
+                let l = locs[&v];
+                args.push(ptr_of(&mut e, l));
+            }
+            for p in 0..graph.node(n).outputs.len() {
+                let l = locs[&IrValue::new(n, p)];
+                args.push(ptr_of(&mut e, l));
+            }
+            args.push(match scratch[i] {
+                Some(off) => e.b.ins().iadd_imm_s(pws, off as i64),
+                None => pws,
+            });
+            let call = e.b.ins().call(kref[i], &args);
+            let st = e.b.inst_results(call)[0];
+            let bad = e.b.create_block();
+            let ok = e.b.create_block();
+            e.b.ins().brif(st, bad, &[], ok, &[]);
+            e.b.switch_to_block(bad);
+            e.b.seal_block(bad);
+            let code = e.b.ins().iadd_imm_s(st, ((i as i64) + 1) << 8);
+            e.b.ins().return_(&[code]);
+            e.b.switch_to_block(ok);
+            e.b.seal_block(ok);
+        }
+        for (j, v) in out_copies {
+            let src = ptr_of(&mut e, locs[&v]);
+            let dst = ptr_of(&mut e, Loc::Output(j));
+            let n = bytes_of(&output_types[j])?;
+            let z = e.ic(0);
+            e.copy_bytes(dst, z, src, z, n);
+        }
+        let z = e.b.ins().iconst(types::I32, 0);
+        e.b.ins().return_(&[z]);
+        e.b.finalize(module.target_config());
+    }
+    module
+        .define_function(entry, &mut ctx)
+        .map_err(|e| CodegenError::new(format!("cranelift (entry): {e:?}")))?;
+    module.clear_context(&mut ctx);
+
+    let nodes = infos
+        .iter()
+        .map(|i| (i.name.to_string(), i.op.name().to_string()))
+        .collect();
+    Ok(Lowered {
+        entry,
+        workspace,
+        output_types,
+        nodes,
+    })
+}
+
+fn define_data<M: Module>(module: &mut M, count: &mut usize, mut bytes: Vec<u8>) -> R<DataId> {
+    let name = format!("optc_data_{}", *count);
+    *count += 1;
+    if bytes.is_empty() {
+        bytes.push(0);
+    }
+    let id = module
+        .declare_data(&name, Linkage::Local, false, false)
+        .map_err(|e| CodegenError::new(e.to_string()))?;
+    let mut d = DataDescription::new();
+    d.define(bytes.into_boxed_slice());
+    d.set_align(64);
+    module
+        .define_data(id, &d)
+        .map_err(|e| CodegenError::new(e.to_string()))?;
+    Ok(id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-node planning facts.
+
+/// Bytes of scratch a node needs during its execution.
+fn scratch_bytes(info: &NodeInfo) -> R<usize> {
+    if let Op::Conv { window, .. } = info.op {
+        if window.pads.iter().any(|&p| p > 0) {
+            let (g, _) = conv_geom(info)?;
+            let n =
+                g.n.checked_mul(g.c)
+                    .and_then(|v| v.checked_mul(g.hp))
+                    .and_then(|v| v.checked_mul(g.wp))
+                    .and_then(|v| v.checked_mul(4))
+                    .filter(|&b| b <= MAX_BYTES)
+                    .ok_or_else(|| info.err("padded conv input is too large"))?;
+            return Ok(n);
+        }
+    }
+    Ok(0)
+}
+
+/// Constant data a kernel needs besides its inputs (packed weights, index tables).
+fn derived_data(info: &NodeInfo) -> R<Vec<Vec<u8>>> {
+    match info.op {
+        Op::Conv { .. } => {
+            let (g, packed) = conv_geom(info)?;
+            if let Some(w) = packed {
+                let w = w
+                    .as_f32()
+                    .ok_or_else(|| info.err("conv weight is not f32"))?;
+                let nb = g.mg.div_ceil(16);
+                let r = g.cg * g.kh * g.kw;
+                let mut out = vec![0f32; g.groups * nb * r * 16];
+                for gi in 0..g.groups {
+                    for m in 0..g.mg {
+                        let (b, l) = (m / 16, m % 16);
+                        for rr in 0..r {
+                            let oc = gi * g.mg + m;
+                            out[((gi * nb + b) * r + rr) * 16 + l] = w[oc * r + rr];
+                        }
+                    }
+                }
+                return Ok(vec![out.iter().flat_map(|x| x.to_le_bytes()).collect()]);
+            }
+            Ok(vec![])
+        }
+        Op::Gemm { trans_b: true, .. } => {
+            if let Some(b) = &info.consts[1] {
+                let v = b.as_f32().ok_or_else(|| info.err("gemm B is not f32"))?;
+                let (r, c) = (b.shape()[0], b.shape()[1]);
+                let mut t = vec![0f32; r * c];
+                for i in 0..r {
+                    for j in 0..c {
+                        t[j * r + i] = v[i * c + j];
+                    }
+                }
+                return Ok(vec![t.iter().flat_map(|x| x.to_le_bytes()).collect()]);
+            }
+            Ok(vec![])
+        }
+        Op::Pad { pads, mode, .. } => {
+            let xs = &info.ins[0].shape;
+            let out = &info.outs[0].shape;
+            let r = xs.len();
+            let es = info.ins[0].dtype.size() as i64;
+            let ist = optc_ir::strides(xs);
+            let mut tab: Vec<i64> = vec![];
+            for d in 0..r {
+                let n = xs[d] as i64;
+                for i in 0..out[d] as i64 {
+                    let mut p = i - pads[d];
+                    let src = if p >= 0 && p < n {
+                        Some(p)
+                    } else {
+                        match mode {
+                            PadMode::Constant => None,
+                            PadMode::Edge => Some(p.clamp(0, n - 1)),
+                            PadMode::Reflect => {
+                                if n == 1 {
+                                    Some(0)
+                                } else {
+                                    while p < 0 || p >= n {
+                                        if p < 0 {
+                                            p = -p;
+                                        }
+                                        if p >= n {
+                                            p = 2 * (n - 1) - p;
+                                        }
+                                    }
+                                    Some(p)
+                                }
+                            }
+                        }
+                    };
+                    tab.push(src.map_or(-1, |s| s * ist[d] as i64 * es));
+                }
+            }
+            Ok(vec![tab.iter().flat_map(|x| x.to_le_bytes()).collect()])
+        }
+        _ => Ok(vec![]),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node lowering.
+
+fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()> {
+    let nin = info.ins.len();
+    let outp = &p[nin..nin + info.outs.len()];
+    let scratch = p[nin + info.outs.len()];
+    let ins = &p[..nin];
+    let oty = &info.outs[0];
+    match info.op {
+        Op::Input { .. } | Op::Constant { .. } => Ok(()),
+        Op::Unary(u) => {
+            let f = if *u == UnaryOp::Identity {
+                Ew::Copy
+            } else {
+                Ew::Unary(u.clone())
+            };
+            let x = Opd::bcast(ins[0], &info.ins[0], &oty.shape);
+            map(e, info, &oty.shape, Opd::dense(outp[0], oty), &[x], &f)
+        }
+        Op::Binary(bop) => {
+            let f = match (bop, &info.consts[1]) {
+                (BinaryOp::Pow, Some(c)) if c.numel() == 1 && info.ins[0].dtype == DType::F32 => {
+                    Ew::PowConst(c.to_f64_vec()[0] as f32)
+                }
+                _ => Ew::Binary(*bop),
+            };
+            let a = Opd::bcast(ins[0], &info.ins[0], &oty.shape);
+            let b = Opd::bcast(ins[1], &info.ins[1], &oty.shape);
+            map(e, info, &oty.shape, Opd::dense(outp[0], oty), &[a, b], &f)
+        }
+        Op::Where => {
+            let v: Vec<Opd> = (0..3)
+                .map(|k| Opd::bcast(ins[k], &info.ins[k], &oty.shape))
+                .collect();
+            map(
+                e,
+                info,
+                &oty.shape,
+                Opd::dense(outp[0], oty),
+                &v,
+                &Ew::Where,
+            )
+        }
+        Op::Cast { .. } => {
+            let f = if info.ins[0].dtype == oty.dtype {
+                Ew::Copy
+            } else {
+                Ew::Cast
+            };
+            let x = Opd::bcast(ins[0], &info.ins[0], &oty.shape);
+            map(e, info, &oty.shape, Opd::dense(outp[0], oty), &[x], &f)
+        }
+        Op::BatchNorm { epsilon } => {
+            let mut v = vec![Opd::bcast(ins[0], &info.ins[0], &oty.shape)];
+            for k in 1..5 {
+                let mut st = vec![0i64; oty.rank()];
+                st[1] = 1;
+                v.push(Opd {
+                    p: ins[k],
+                    dt: DType::F32,
+                    base: 0,
+                    strides: st,
+                });
+            }
+            map(
+                e,
+                info,
+                &oty.shape,
+                Opd::dense(outp[0], oty),
+                &v,
+                &Ew::BatchNorm(*epsilon),
+            )
+        }
+        Op::Reshape { .. } => {
+            let x = Opd::dense(ins[0], &info.ins[0]);
+            let n = oty.numel();
+            map(
+                e,
+                info,
+                &[n],
+                Opd::dense(outp[0], &TensorType::new(oty.dtype, vec![n])),
+                &[Opd {
+                    strides: vec![1],
+                    ..x
+                }],
+                &Ew::Copy,
+            )
+        }
+        Op::Expand { .. } => {
+            let x = Opd::bcast(ins[0], &info.ins[0], &oty.shape);
+            map(
+                e,
+                info,
+                &oty.shape,
+                Opd::dense(outp[0], oty),
+                &[x],
+                &Ew::Copy,
+            )
+        }
+        Op::Transpose { perm } => {
+            let xs = elem_strides(&info.ins[0].shape);
+            let st = perm.iter().map(|&q| xs[q]).collect();
+            let x = Opd {
+                p: ins[0],
+                dt: oty.dtype,
+                base: 0,
+                strides: st,
+            };
+            map(
+                e,
+                info,
+                &oty.shape,
+                Opd::dense(outp[0], oty),
+                &[x],
+                &Ew::Copy,
+            )
+        }
+        Op::Slice { dims } => {
+            let xs = elem_strides(&info.ins[0].shape);
+            let base = dims.iter().zip(&xs).map(|(d, s)| d.start * s).sum();
+            let st = dims.iter().zip(&xs).map(|(d, s)| d.step * s).collect();
+            let x = Opd {
+                p: ins[0],
+                dt: oty.dtype,
+                base,
+                strides: st,
+            };
+            map(
+                e,
+                info,
+                &oty.shape,
+                Opd::dense(outp[0], oty),
+                &[x],
+                &Ew::Copy,
+            )
+        }
+        Op::Concat { axis } => {
+            let os = elem_strides(&oty.shape);
+            let mut at = 0i64;
+            for (k, t) in info.ins.iter().enumerate() {
+                let o = Opd {
+                    p: outp[0],
+                    dt: oty.dtype,
+                    base: at * os[*axis],
+                    strides: os.clone(),
+                };
+                map(e, info, &t.shape, o, &[Opd::dense(ins[k], t)], &Ew::Copy)?;
+                at += t.shape[*axis] as i64;
+            }
+            Ok(())
+        }
+        Op::Split { axis, .. } => {
+            let xs = elem_strides(&info.ins[0].shape);
+            let mut at = 0i64;
+            for (j, t) in info.outs.iter().enumerate() {
+                let x = Opd {
+                    p: ins[0],
+                    dt: t.dtype,
+                    base: at * xs[*axis],
+                    strides: xs.clone(),
+                };
+                map(e, info, &t.shape, Opd::dense(outp[j], t), &[x], &Ew::Copy)?;
+                at += t.shape[*axis] as i64;
+            }
+            Ok(())
+        }
+        Op::Pad { value, .. } => lower_pad(e, info, ins[0], outp[0], extra[0], *value),
+        Op::Gather { axis } => lower_gather(e, info, ins[0], ins[1], outp[0], *axis),
+        Op::MatMul => lower_matmul(e, info, ins, outp[0]),
+        Op::Gemm { .. } => lower_gemm(e, info, ins, outp[0], extra),
+        Op::Conv { .. } => lower_conv(e, info, ins, outp[0], scratch, extra),
+        Op::MaxPool { window } => lower_pool(e, info, ins[0], outp[0], window, None),
+        Op::AveragePool {
+            window,
+            count_include_pad,
+        } => lower_pool(e, info, ins[0], outp[0], window, Some(*count_include_pad)),
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims: _,
+        } => lower_reduce(e, info, ins[0], outp[0], *kind, axes),
+        Op::Softmax { axis } => lower_softmax(e, info, ins[0], outp[0], *axis),
+        Op::LayerNorm { axis, epsilon } => lower_layernorm(e, info, ins, outp[0], *axis, *epsilon),
+    }
+}
+
+fn elem_strides(shape: &[usize]) -> Vec<i64> {
+    optc_ir::strides(shape).iter().map(|&s| s as i64).collect()
+}
+
+/// An operand of an index-mapped loop: pointer, dtype, base element offset and element strides
+/// per loop dim (0 = broadcast, negative allowed).
+#[derive(Clone)]
+struct Opd {
+    p: Value,
+    dt: DType,
+    base: i64,
+    strides: Vec<i64>,
+}
+
+impl Opd {
+    fn dense(p: Value, ty: &TensorType) -> Opd {
+        Opd {
+            p,
+            dt: ty.dtype,
+            base: 0,
+            strides: elem_strides(&ty.shape),
+        }
+    }
+    /// `ty` broadcast (numpy, right-aligned) to `out`.
+    fn bcast(p: Value, ty: &TensorType, out: &[usize]) -> Opd {
+        Opd {
+            p,
+            dt: ty.dtype,
+            base: 0,
+            strides: bcast_strides(&ty.shape, out),
+        }
+    }
+}
+
+fn bcast_strides(shape: &[usize], out: &[usize]) -> Vec<i64> {
+    let s = elem_strides(shape);
+    let r = out.len();
+    let k = shape.len();
+    (0..r)
+        .map(|i| {
+            if i + k < r {
+                0
+            } else {
+                let j = i + k - r;
+                if shape[j] == 1 && out[i] != 1 {
+                    0
+                } else {
+                    s[j]
+                }
+            }
+        })
+        .collect()
+}
+
+/// Elementwise functions of a `map`.
+#[derive(Clone, Debug)]
+enum Ew {
+    Copy,
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    PowConst(f32),
+    Where,
+    Cast,
+    BatchNorm(f32),
+    /// `out = a + beta * b` (Gemm's C term).
+    AddScaled(f32),
+}
+
+fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
+    if matches!(f, Ew::Copy) {
+        return true;
+    }
+    if out != DType::F32 || dts.iter().any(|&d| d != DType::F32) {
+        return false;
+    }
+    match f {
+        Ew::Unary(u) => !matches!(u, UnaryOp::Log | UnaryOp::Not | UnaryOp::IsNaN),
+        Ew::Binary(b) => matches!(
+            b,
+            BinaryOp::Add
+                | BinaryOp::Sub
+                | BinaryOp::Mul
+                | BinaryOp::Div
+                | BinaryOp::Max
+                | BinaryOp::Min
+        ),
+        Ew::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
+        Ew::BatchNorm(_) | Ew::AddScaled(_) => true,
+        _ => false,
+    }
+}
+
+/// Float elementwise math on scalar `F32` or `F32X4` values.
+fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
+    let x = a[0];
+    Some(match f {
+        Ew::Unary(u) => match u {
+            UnaryOp::Identity => x,
+            UnaryOp::Relu => {
+                let z = e.fc(ty, 0.0);
+                e.b.ins().fmax(x, z)
+            }
+            UnaryOp::LeakyRelu { alpha } => {
+                let z = e.fc(ty, 0.0);
+                let al = e.fc(ty, *alpha);
+                let m = e.b.ins().fmul(x, al);
+                let c = e.b.ins().fcmp(FloatCC::LessThan, x, z);
+                e.fsel(ty, c, m, x)
+            }
+            UnaryOp::Clip { min, max } => {
+                let mut v = x;
+                if *min > f32::NEG_INFINITY {
+                    let lo = e.fc(ty, *min);
+                    v = e.b.ins().fmax(v, lo);
+                }
+                if *max < f32::INFINITY {
+                    let hi = e.fc(ty, *max);
+                    v = e.b.ins().fmin(v, hi);
+                }
+                v
+            }
+            UnaryOp::Sigmoid => e.sigmoid(ty, x),
+            UnaryOp::HardSigmoid { alpha, beta } => {
+                let al = e.fc(ty, *alpha);
+                let be = e.fc(ty, *beta);
+                let v = e.mul_add(x, al, be);
+                let z = e.fc(ty, 0.0);
+                let o = e.fc(ty, 1.0);
+                let v = e.b.ins().fmin(v, o);
+                e.b.ins().fmax(v, z)
+            }
+            UnaryOp::HardSwish => {
+                let six = e.fc(ty, 6.0);
+                let h = e.fc(ty, 0.5);
+                let d = e.b.ins().fdiv(x, six);
+                let v = e.b.ins().fadd(d, h);
+                let z = e.fc(ty, 0.0);
+                let o = e.fc(ty, 1.0);
+                let v = e.b.ins().fmin(v, o);
+                let v = e.b.ins().fmax(v, z);
+                e.b.ins().fmul(x, v)
+            }
+            UnaryOp::Tanh => e.tanh(ty, x),
+            UnaryOp::Erf => e.erf(ty, x),
+            UnaryOp::Exp => e.exp(ty, x),
+            UnaryOp::Log => {
+                if ty.is_vector() {
+                    return None;
+                }
+                let f = e.rt.logf;
+                e.call1(f, x)
+            }
+            UnaryOp::Sqrt => e.b.ins().sqrt(x),
+            UnaryOp::Neg => e.b.ins().fneg(x),
+            UnaryOp::Abs => e.b.ins().fabs(x),
+            UnaryOp::Not | UnaryOp::IsNaN => return None,
+        },
+        Ew::Binary(b) => {
+            let y = a[1];
+            match b {
+                BinaryOp::Add => e.b.ins().fadd(x, y),
+                BinaryOp::Sub => e.b.ins().fsub(x, y),
+                BinaryOp::Mul => e.b.ins().fmul(x, y),
+                BinaryOp::Div => e.b.ins().fdiv(x, y),
+                BinaryOp::Max => e.b.ins().fmax(x, y),
+                BinaryOp::Min => e.b.ins().fmin(x, y),
+                BinaryOp::Pow if !ty.is_vector() => {
+                    let f = e.rt.powf;
+                    e.call2(f, x, y)
+                }
+                _ => return None,
+            }
+        }
+        Ew::PowConst(c) => {
+            if *c == 1.0 {
+                x
+            } else if *c == 2.0 {
+                e.b.ins().fmul(x, x)
+            } else if *c == 3.0 {
+                let x2 = e.b.ins().fmul(x, x);
+                e.b.ins().fmul(x2, x)
+            } else if *c == 0.5 {
+                e.b.ins().sqrt(x)
+            } else if ty.is_vector() {
+                return None;
+            } else {
+                let f = e.rt.powf;
+                let cv = e.fc(ty, *c);
+                e.call2(f, x, cv)
+            }
+        }
+        Ew::BatchNorm(eps) => {
+            let (sc, bi, mean, var) = (a[1], a[2], a[3], a[4]);
+            let ep = e.fc(ty, *eps);
+            let v = e.b.ins().fadd(var, ep);
+            let sd = e.b.ins().sqrt(v);
+            let d = e.b.ins().fsub(x, mean);
+            let n = e.b.ins().fdiv(d, sd);
+            e.mul_add(n, sc, bi)
+        }
+        Ew::AddScaled(beta) => {
+            let bt = e.fc(ty, *beta);
+            e.mul_add(a[1], bt, x)
+        }
+        _ => return None,
+    })
+}
+
+fn is_signed(dt: DType) -> bool {
+    matches!(dt, DType::I64 | DType::I32 | DType::I8)
+}
+
+/// Scalar elementwise function on native values (`clty` of each dtype).
+fn ew_scalar(
+    e: &mut E,
+    info: &NodeInfo,
+    f: &Ew,
+    a: &[Value],
+    dts: &[DType],
+    out: DType,
+) -> R<Value> {
+    if matches!(f, Ew::Copy) {
+        return Ok(a[0]);
+    }
+    if dts[0] == DType::F32 && out == DType::F32 && !matches!(f, Ew::Cast | Ew::Where) {
+        let mut args = a.to_vec();
+        if let Ew::Binary(BinaryOp::Pow) = f {
+            if dts[1] != DType::F32 {
+                args[1] = int_to_f32(e, a[1], dts[1]);
+            }
+        }
+        if let Some(v) = ew_float(e, types::F32, f, &args) {
+            return Ok(v);
+        }
+    }
+    let x = a[0];
+    let dt = dts[0];
+    let ty = clty(dt);
+    let sg = is_signed(dt);
+    let v = match f {
+        Ew::Unary(u) => match u {
+            UnaryOp::IsNaN => e.b.ins().fcmp(FloatCC::Unordered, x, x),
+            UnaryOp::Not => e.b.ins().bxor_imm_s(x, 1),
+            UnaryOp::Identity => x,
+            UnaryOp::Relu => {
+                let z = e.b.ins().iconst(ty, 0);
+                if sg {
+                    e.b.ins().smax(x, z)
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Neg => e.b.ins().ineg(x),
+            UnaryOp::Abs => {
+                if sg {
+                    e.b.ins().iabs(x)
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Clip { min, max } => {
+                let (lo, hi) = int_range(dt);
+                let mut v = x;
+                if *min > lo as f32 {
+                    let l = (*min as f64).clamp(lo as f64, hi as f64) as i64;
+                    let c = e.b.ins().iconst(ty, l);
+                    v = if sg {
+                        e.b.ins().smax(v, c)
+                    } else {
+                        e.b.ins().umax(v, c)
+                    };
+                }
+                if *max < hi as f32 {
+                    let h = (*max as f64).clamp(lo as f64, hi as f64) as i64;
+                    let c = e.b.ins().iconst(ty, h);
+                    v = if sg {
+                        e.b.ins().smin(v, c)
+                    } else {
+                        e.b.ins().umin(v, c)
+                    };
+                }
+                v
+            }
+            _ => return Err(info.err(format!("{} does not take {}", info.op.name(), dt))),
+        },
+        Ew::Binary(b) => {
+            let y = a[1];
+            if dt == DType::F32 {
+                let cc = match b {
+                    BinaryOp::Equal => FloatCC::Equal,
+                    BinaryOp::Greater => FloatCC::GreaterThan,
+                    BinaryOp::Less => FloatCC::LessThan,
+                    BinaryOp::GreaterOrEqual => FloatCC::GreaterThanOrEqual,
+                    BinaryOp::LessOrEqual => FloatCC::LessThanOrEqual,
+                    _ => return Err(info.err(format!("unsupported f32 op {b:?}"))),
+                };
+                e.b.ins().fcmp(cc, x, y)
+            } else {
+                let cmp = |s: IntCC, u: IntCC| if sg { s } else { u };
+                match b {
+                    BinaryOp::Add => e.b.ins().iadd(x, y),
+                    BinaryOp::Sub => e.b.ins().isub(x, y),
+                    BinaryOp::Mul => e.b.ins().imul(x, y),
+                    BinaryOp::Div => {
+                        let z = e.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+                        e.fail_if(z, ERR_DIV_ZERO as i64);
+                        if sg {
+                            let m1 = e.b.ins().icmp_imm_s(IntCC::Equal, y, -1);
+                            let one = e.b.ins().iconst(ty, 1);
+                            let ys = e.b.ins().select(m1, one, y);
+                            let q = e.b.ins().sdiv(x, ys);
+                            let nx = e.b.ins().ineg(x);
+                            e.b.ins().select(m1, nx, q)
+                        } else {
+                            e.b.ins().udiv(x, y)
+                        }
+                    }
+                    BinaryOp::Max => {
+                        if sg {
+                            e.b.ins().smax(x, y)
+                        } else {
+                            e.b.ins().umax(x, y)
+                        }
+                    }
+                    BinaryOp::Min => {
+                        if sg {
+                            e.b.ins().smin(x, y)
+                        } else {
+                            e.b.ins().umin(x, y)
+                        }
+                    }
+                    BinaryOp::Equal => e.b.ins().icmp(IntCC::Equal, x, y),
+                    BinaryOp::Greater => e.b.ins().icmp(
+                        cmp(IntCC::SignedGreaterThan, IntCC::UnsignedGreaterThan),
+                        x,
+                        y,
+                    ),
+                    BinaryOp::Less => {
+                        e.b.ins()
+                            .icmp(cmp(IntCC::SignedLessThan, IntCC::UnsignedLessThan), x, y)
+                    }
+                    BinaryOp::GreaterOrEqual => e.b.ins().icmp(
+                        cmp(
+                            IntCC::SignedGreaterThanOrEqual,
+                            IntCC::UnsignedGreaterThanOrEqual,
+                        ),
+                        x,
+                        y,
+                    ),
+                    BinaryOp::LessOrEqual => e.b.ins().icmp(
+                        cmp(IntCC::SignedLessThanOrEqual, IntCC::UnsignedLessThanOrEqual),
+                        x,
+                        y,
+                    ),
+                    BinaryOp::And => e.b.ins().band(x, y),
+                    BinaryOp::Or => e.b.ins().bor(x, y),
+                    BinaryOp::Pow => {
+                        return Err(info.err(format!(
+                            "pow with an integer base ({dt}) is not supported by codegen"
+                        )))
+                    }
+                }
+            }
+        }
+        Ew::Where => e.b.ins().select(a[0], a[1], a[2]),
+        Ew::Cast => cast(e, x, dt, out),
+        _ => return Err(info.err(format!("unsupported elementwise op on {dt}"))),
+    };
+    Ok(v)
+}
+
+fn int_range(dt: DType) -> (i64, i64) {
+    match dt {
+        DType::I64 => (i64::MIN, i64::MAX),
+        DType::I32 => (i32::MIN as i64, i32::MAX as i64),
+        DType::I8 => (-128, 127),
+        DType::U8 => (0, 255),
+        _ => (0, 1),
+    }
+}
+
+fn int_to_f32(e: &mut E, x: Value, dt: DType) -> Value {
+    match dt {
+        DType::F32 => x,
+        DType::I64 | DType::I32 => e.b.ins().fcvt_from_sint(types::F32, x),
+        DType::I8 => {
+            let w = e.b.ins().sextend(types::I32, x);
+            e.b.ins().fcvt_from_sint(types::F32, w)
+        }
+        DType::U8 | DType::Bool => {
+            let w = e.b.ins().uextend(types::I32, x);
+            e.b.ins().fcvt_from_sint(types::F32, w)
+        }
+    }
+}
+
+/// `Cast` semantics (see the interpreter): float→int truncates and saturates (NaN → 0),
+/// int→int wraps, anything→bool is `x != 0`, bool→number is 0/1.
+fn cast(e: &mut E, x: Value, from: DType, to: DType) -> Value {
+    if from == to {
+        return x;
+    }
+    let tt = clty(to);
+    if to == DType::Bool {
+        return if from == DType::F32 {
+            let z = e.fc(types::F32, 0.0);
+            e.b.ins().fcmp(FloatCC::NotEqual, x, z)
+        } else {
+            e.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
+        };
+    }
+    if to == DType::F32 {
+        return int_to_f32(e, x, from);
+    }
+    if from == DType::F32 {
+        return match to {
+            DType::I64 | DType::I32 => e.b.ins().fcvt_to_sint_sat(tt, x),
+            _ => {
+                let w = e.b.ins().fcvt_to_sint_sat(types::I32, x);
+                let (lo, hi) = int_range(to);
+                let l = e.b.ins().iconst(types::I32, lo);
+                let h = e.b.ins().iconst(types::I32, hi);
+                let w = e.b.ins().smax(w, l);
+                let w = e.b.ins().smin(w, h);
+                e.b.ins().ireduce(types::I8, w)
+            }
+        };
+    }
+    // int/bool → int
+    let fb = clty(from).bits();
+    let tb = tt.bits();
+    if fb == tb {
+        x
+    } else if fb > tb {
+        e.b.ins().ireduce(tt, x)
+    } else if is_signed(from) {
+        e.b.ins().sextend(tt, x)
+    } else {
+        e.b.ins().uextend(tt, x)
+    }
+}
+
+/// Drop size-1 dims and merge dims that are contiguous for every operand.
+fn collapse(shape: &[usize], ops: &mut [&mut Vec<i64>]) -> Vec<usize> {
+    let mut dims: Vec<usize> = vec![];
+    let mut st: Vec<Vec<i64>> = vec![vec![]; ops.len()];
+    for (d, &n) in shape.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let can_merge = !dims.is_empty()
+            && ops.iter().enumerate().all(|(k, o)| {
+                let last = *st[k].last().unwrap_or(&0);
+                last == o[d] * n as i64
+            });
+        if can_merge {
+            let l = dims.len() - 1;
+            dims[l] *= n;
+            for (k, o) in ops.iter().enumerate() {
+                let l2 = st[k].len() - 1;
+                st[k][l2] = o[d];
+            }
+        } else {
+            dims.push(n);
+            for (k, o) in ops.iter().enumerate() {
+                st[k].push(o[d]);
+            }
+        }
+    }
+    for (k, o) in ops.iter_mut().enumerate() {
+        **o = std::mem::take(&mut st[k]);
+    }
+    dims
+}
+
+/// Generic index-mapped elementwise loop: `out[i] = f(ins[k][i]...)` over `shape`.
+fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &Ew) -> R<()> {
+    if shape.iter().product::<usize>() == 0 {
+        return Ok(());
+    }
+    let mut ops: Vec<Opd> = std::iter::once(out).chain(ins.iter().cloned()).collect();
+    let dims = {
+        let mut refs: Vec<&mut Vec<i64>> = ops.iter_mut().map(|o| &mut o.strides).collect();
+        collapse(shape, &mut refs)
+    };
+    let (dims, inner) = if dims.is_empty() {
+        (vec![], 1usize)
+    } else {
+        (dims[..dims.len() - 1].to_vec(), dims[dims.len() - 1])
+    };
+    let nd = dims.len();
+    // Byte strides of outer dims, inner stride separately.
+    let es: Vec<i64> = ops.iter().map(|o| o.dt.size() as i64).collect();
+    let outer_st: Vec<Vec<i64>> = ops
+        .iter()
+        .zip(&es)
+        .map(|(o, s)| o.strides[..nd].iter().map(|x| x * s).collect())
+        .collect();
+    let inner_st: Vec<i64> = ops
+        .iter()
+        .zip(&es)
+        .map(|(o, s)| o.strides.get(nd).copied().unwrap_or(0) * s)
+        .collect();
+    let base: Vec<Value> = ops.iter().zip(&es).map(|(o, s)| e.ic(o.base * s)).collect();
+    let dts: Vec<DType> = ops[1..].iter().map(|o| o.dt).collect();
+    let odt = ops[0].dt;
+    let ptrs: Vec<Value> = ops.iter().map(|o| o.p).collect();
+    // Vector path: contiguous output, every input contiguous or broadcast along the inner dim.
+    let lanes: i64 = match f {
+        Ew::Copy => 16 / es[0],
+        _ => 4,
+    };
+    let vec_ok = ew_vectorizable(f, &dts, odt)
+        && inner as i64 >= lanes
+        && inner_st[0] == es[0]
+        && inner_st[1..]
+            .iter()
+            .zip(&es[1..])
+            .all(|(&s, &z)| s == 0 || s == z);
+    let vty = match es[0] {
+        1 => types::I8X16,
+        2 => types::I16X8,
+        8 => types::I64X2,
+        _ => F32X4,
+    };
+    let vty = if matches!(f, Ew::Copy) { vty } else { F32X4 };
+    let mut err: Option<CodegenError> = None;
+    e.nest(&dims, &outer_st, &base, &mut |e, offs| {
+        let mut rem_offs = offs.to_vec();
+        let mut rem = inner as i64;
+        if vec_ok {
+            let nv = inner as i64 / lanes;
+            let steps: Vec<i64> = inner_st.iter().map(|s| s * lanes).collect();
+            e.loop_offs(nv, offs, &steps, &mut |e, _i, o| {
+                let mut args = vec![];
+                for k in 1..o.len() {
+                    let v = if inner_st[k] == 0 {
+                        let s = e.ld(vty.lane_type(), ptrs[k], o[k]);
+                        e.b.ins().splat(vty, s)
+                    } else {
+                        e.ld(vty, ptrs[k], o[k])
+                    };
+                    args.push(v);
+                }
+                let r = if matches!(f, Ew::Copy) {
+                    Some(args[0])
+                } else {
+                    ew_float(e, F32X4, f, &args)
+                };
+                if let Some(r) = r {
+                    e.st(r, ptrs[0], o[0]);
+                }
+            });
+            rem = inner as i64 % lanes;
+            rem_offs = offs
+                .iter()
+                .zip(&inner_st)
+                .map(|(&o, &s)| e.b.ins().iadd_imm_s(o, s * nv * lanes))
+                .collect();
+        }
+        e.loop_offs(rem, &rem_offs, &inner_st, &mut |e, _i, o| {
+            let mut args = vec![];
+            for k in 1..o.len() {
+                args.push(e.ld(clty(dts[k - 1]), ptrs[k], o[k]));
+            }
+            match ew_scalar(e, info, f, &args, &dts, odt) {
+                Ok(r) => e.st(r, ptrs[0], o[0]),
+                Err(x) => {
+                    if err.is_none() {
+                        err = Some(x);
+                    }
+                }
+            }
+        });
+    });
+    match err {
+        Some(x) => Err(x),
+        None => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data movement with index tables and gathers.
+
+fn lower_pad(e: &mut E, info: &NodeInfo, x: Value, out: Value, tab: Value, value: f32) -> R<()> {
+    let oty = &info.outs[0];
+    if oty.numel() == 0 {
+        return Ok(());
+    }
+    let dt = oty.dtype;
+    let ty = clty(dt);
+    let es = dt.size() as i64;
+    let fillf = e.fc(types::F32, value);
+    let fill = cast(e, fillf, DType::F32, dt);
+    let shape = oty.shape.clone();
+    let mut tab_off = vec![];
+    let mut acc = 0i64;
+    for &n in &shape {
+        tab_off.push(acc);
+        acc += n as i64 * 8;
+    }
+    let ost = elem_strides(&shape);
+    let in_empty = info.ins[0].numel() == 0;
+    #[allow(clippy::too_many_arguments)]
+    fn rec(
+        e: &mut E,
+        d: usize,
+        shape: &[usize],
+        tab_off: &[i64],
+        ost: &[i64],
+        es: i64,
+        p: (Value, Value, Value),
+        st: (Value, Value, Value),
+        leaf: &mut dyn FnMut(&mut E, Value, Value, Value),
+    ) {
+        if d == shape.len() {
+            leaf(e, st.0, st.1, st.2);
+            return;
+        }
+        let tab = p.2;
+        let (ooff, ioff, valid) = st;
+        let step = ost[d] * es;
+        let tstart = e.ic(tab_off[d]);
+        e.loop_offs(
+            shape[d] as i64,
+            &[ooff, tstart],
+            &[step, 8],
+            &mut |e, _i, o| {
+                let t = e.ld(types::I64, tab, o[1]);
+                let ok = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, t, 0);
+                let v = e.b.ins().band(valid, ok);
+                let z = e.ic(0);
+                let t = e.b.ins().select(ok, t, z);
+                let io = e.b.ins().iadd(ioff, t);
+                rec(e, d + 1, shape, tab_off, ost, es, p, (o[0], io, v), leaf);
+            },
+        );
+    }
+    let z = e.ic(0);
+    let t = e.b.ins().iconst(types::I8, if in_empty { 0 } else { 1 });
+    rec(
+        e,
+        0,
+        &shape,
+        &tab_off,
+        &ost,
+        es,
+        (x, out, tab),
+        (z, z, t),
+        &mut |e, ooff, ioff, valid| {
+            let v = e.ld(ty, x, ioff);
+            let r = e.b.ins().select(valid, v, fill);
+            e.st(r, out, ooff);
+        },
+    );
+    Ok(())
+}
+
+fn lower_gather(
+    e: &mut E,
+    info: &NodeInfo,
+    d: Value,
+    idx: Value,
+    out: Value,
+    axis: usize,
+) -> R<()> {
+    let ds = &info.ins[0].shape;
+    let ity = &info.ins[1];
+    let dt = info.ins[0].dtype;
+    let es = dt.size() as i64;
+    let a = ds[axis] as i64;
+    let pre: usize = ds[..axis].iter().product();
+    let q: usize = ds[axis + 1..].iter().product();
+    let ni = ity.numel();
+    if info.outs[0].numel() == 0 {
+        // Still validate indices when there are any.
+        if ni == 0 || pre == 0 {
+            return Ok(());
+        }
+    }
+    let isz = ity.dtype.size() as i64;
+    let qb = q as i64 * es;
+    let z = e.ic(0);
+    e.loop_offs(
+        pre as i64,
+        &[z, z],
+        &[a * qb, ni as i64 * qb],
+        &mut |e, _p, o1| {
+            let z = e.ic(0);
+            e.loop_offs(ni as i64, &[z, o1[1]], &[isz, qb], &mut |e, _j, o2| {
+                let k = e.ld(clty(ity.dtype), idx, o2[0]);
+                let k = if ity.dtype == DType::I64 {
+                    k
+                } else {
+                    e.b.ins().sextend(types::I64, k)
+                };
+                let neg = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, k, 0);
+                let ka = e.b.ins().iadd_imm_s(k, a);
+                let k = e.b.ins().select(neg, ka, k);
+                let lo = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, k, 0);
+                let hi = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, k, a);
+                let bad = e.b.ins().bor(lo, hi);
+                e.fail_if(bad, ERR_GATHER_INDEX as i64);
+                let so = e.b.ins().imul_imm_s(k, qb);
+                let so = e.b.ins().iadd(so, o1[0]);
+                e.copy_bytes(out, o2[1], d, so, qb as usize);
+            });
+        },
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products.
+
+/// One batched GEMM: `out[b] = alpha * A[b] @ B[b]` with element strides.
+struct Mm {
+    batch: Vec<usize>,
+    /// Element strides per batch dim: a, b, out.
+    bst: [Vec<i64>; 3],
+    m: usize,
+    n: usize,
+    k: usize,
+    am: i64,
+    ak: i64,
+    bk: i64,
+    bn: i64,
+    alpha: f32,
+}
+
+fn lower_matmul(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> R<()> {
+    let mut sa = info.ins[0].shape.clone();
+    let mut sb = info.ins[1].shape.clone();
+    if sa.len() == 1 {
+        sa.insert(0, 1);
+    }
+    if sb.len() == 1 {
+        sb.push(1);
+    }
+    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let n = sb[sb.len() - 1];
+    let ba = &sa[..sa.len() - 2];
+    let bb = &sb[..sb.len() - 2];
+    let batch = optc_ir::broadcast_shapes(ba, bb).map_err(|x| info.err(x.msg))?;
+    let sta = elem_strides(&sa);
+    let stb = elem_strides(&sb);
+    let mm = Mm {
+        bst: [
+            batch_strides(ba, &batch, (m * k) as i64),
+            batch_strides(bb, &batch, (k * n) as i64),
+            batch_strides(&batch, &batch, (m * n) as i64),
+        ],
+        batch,
+        m,
+        n,
+        k,
+        am: sta[sta.len() - 2],
+        ak: sta[sta.len() - 1],
+        bk: stb[stb.len() - 2],
+        bn: stb[stb.len() - 1],
+        alpha: 1.0,
+    };
+    gemm(e, &mm, ins[0], ins[1], out);
+    Ok(())
+}
+
+/// Element strides of batch dims `s` broadcast to `batch`, where one matrix has `mat` elements.
+fn batch_strides(s: &[usize], batch: &[usize], mat: i64) -> Vec<i64> {
+    bcast_strides(s, batch).iter().map(|&x| x * mat).collect()
+}
+
+fn lower_gemm(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value, extra: &[Value]) -> R<()> {
+    let (alpha, beta, ta, tb) = match info.op {
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => (*alpha, *beta, *trans_a, *trans_b),
+        _ => return Err(info.err("not a gemm")),
+    };
+    let sa = &info.ins[0].shape;
+    let sb = &info.ins[1].shape;
+    let (m, k) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let n = info.outs[0].shape[1];
+    let (am, ak) = if ta {
+        (1, sa[1] as i64)
+    } else {
+        (sa[1] as i64, 1)
+    };
+    // A constant transposed B was re-laid out as [K, N] at compile time.
+    let (bp, bk, bn) = if tb {
+        if !extra.is_empty() {
+            (extra[0], n as i64, 1)
+        } else {
+            (ins[1], 1, sb[1] as i64)
+        }
+    } else {
+        (ins[1], sb[1] as i64, 1)
+    };
+    let mm = Mm {
+        batch: vec![],
+        bst: [vec![], vec![], vec![]],
+        m,
+        n,
+        k,
+        am,
+        ak,
+        bk,
+        bn,
+        alpha,
+    };
+    gemm(e, &mm, ins[0], bp, out);
+    if ins.len() > 2 && beta != 0.0 {
+        let oty = &info.outs[0];
+        let o = Opd::dense(out, oty);
+        let c = Opd::bcast(ins[2], &info.ins[2], &oty.shape);
+        map(
+            e,
+            info,
+            &oty.shape,
+            o.clone(),
+            &[o, c],
+            &Ew::AddScaled(beta),
+        )?;
+    }
+    Ok(())
+}
+
+fn gemm(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value) {
+    if mm.m * mm.n == 0 {
+        return;
+    }
+    let bst: Vec<Vec<i64>> = mm
+        .bst
+        .iter()
+        .map(|v| v.iter().map(|x| x * 4).collect())
+        .collect();
+    let z = e.ic(0);
+    e.nest(&mm.batch, &bst, &[z, z, z], &mut |e, offs| {
+        gemm2d(e, mm, a, b, out, offs[0], offs[1], offs[2]);
+    });
+}
+
+/// One 2-D product; `ao`, `bo`, `oo` are byte offsets of this batch's matrices.
+#[allow(clippy::too_many_arguments)]
+fn gemm2d(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value, ao: Value, bo: Value, oo: Value) {
+    const MR: usize = 4;
+    let vec_ok = mm.bn == 1;
+    let nv_full = if vec_ok { mm.n / 8 } else { 0 };
+    let n8 = nv_full * 8;
+    let n4 = if vec_ok && mm.n - n8 >= 4 { 4 } else { 0 };
+    let ncols_vec = n8 + n4;
+    let mb = mm.m / MR;
+    let mrem = mm.m % MR;
+    let row_step_a = mm.am * 4;
+    let row_step_o = mm.n as i64 * 4;
+    let rows = |e: &mut E, mr: usize, ao: Value, oo: Value| {
+        // Full 8-column tiles.
+        if nv_full > 0 {
+            e.loop_offs(nv_full as i64, &[bo, oo], &[32, 32], &mut |e, _j, o| {
+                tile(e, mm, mr, 2, a, b, out, ao, o[0], o[1]);
+            });
+        }
+        if n4 > 0 {
+            let bo4 = e.b.ins().iadd_imm_s(bo, n8 as i64 * 4);
+            let oo4 = e.b.ins().iadd_imm_s(oo, n8 as i64 * 4);
+            tile(e, mm, mr, 1, a, b, out, ao, bo4, oo4);
+        }
+        let rest = mm.n - ncols_vec;
+        if rest > 0 {
+            let bo0 = e.b.ins().iadd_imm_s(bo, ncols_vec as i64 * mm.bn * 4);
+            let oo0 = e.b.ins().iadd_imm_s(oo, ncols_vec as i64 * 4);
+            e.loop_offs(
+                rest as i64,
+                &[bo0, oo0],
+                &[mm.bn * 4, 4],
+                &mut |e, _j, o| {
+                    tile(e, mm, mr, 0, a, b, out, ao, o[0], o[1]);
+                },
+            );
+        }
+    };
+    if mb > 0 {
+        e.loop_offs(
+            mb as i64,
+            &[ao, oo],
+            &[row_step_a * MR as i64, row_step_o * MR as i64],
+            &mut |e, _i, o| rows(e, MR, o[0], o[1]),
+        );
+    }
+    if mrem > 0 {
+        let ao2 = e.b.ins().iadd_imm_s(ao, row_step_a * (mb * MR) as i64);
+        let oo2 = e.b.ins().iadd_imm_s(oo, row_step_o * (mb * MR) as i64);
+        rows(e, mrem, ao2, oo2);
+    }
+}
+
+/// `mr` rows × (`nv` f32x4 vectors, or one scalar column when `nv == 0`) of the output.
+#[allow(clippy::too_many_arguments)]
+fn tile(
+    e: &mut E,
+    mm: &Mm,
+    mr: usize,
+    nv: usize,
+    a: Value,
+    b: Value,
+    out: Value,
+    ao: Value,
+    bo: Value,
+    oo: Value,
+) {
+    let ty = if nv == 0 { types::F32 } else { F32X4 };
+    let ncol = nv.max(1);
+    let accs: Vec<_> = (0..mr * ncol)
+        .map(|_| {
+            let v = e.b.declare_var(ty);
+            let z = e.fc(ty, 0.0);
+            e.b.def_var(v, z);
+            v
+        })
+        .collect();
+    e.loop_offs(
+        mm.k as i64,
+        &[ao, bo],
+        &[mm.ak * 4, mm.bk * 4],
+        &mut |e, _k, o| {
+            let pa = e.b.ins().iadd(a, o[0]);
+            let pb = e.b.ins().iadd(b, o[1]);
+            let bv: Vec<Value> = (0..ncol)
+                .map(|j| e.b.ins().load(ty, mf(), pb, (j * 16) as i32))
+                .collect();
+            for r in 0..mr {
+                let s =
+                    e.b.ins()
+                        .load(types::F32, mf(), pa, (r as i64 * mm.am * 4) as i32);
+                let av = if nv == 0 {
+                    s
+                } else {
+                    e.b.ins().splat(F32X4, s)
+                };
+                for j in 0..ncol {
+                    let acc = e.b.use_var(accs[r * ncol + j]);
+                    let nacc = e.mul_add(av, bv[j], acc);
+                    e.b.def_var(accs[r * ncol + j], nacc);
+                }
+            }
+        },
+    );
+    let po = e.b.ins().iadd(out, oo);
+    for r in 0..mr {
+        for j in 0..ncol {
+            let mut v = e.b.use_var(accs[r * ncol + j]);
+            if mm.alpha != 1.0 {
+                let al = e.fc(ty, mm.alpha);
+                v = e.b.ins().fmul(v, al);
+            }
+            let off = r as i64 * mm.n as i64 * 4 + j as i64 * 16;
+            e.b.ins().store(mf(), v, po, off as i32);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution.
+
+struct ConvGeom {
+    n: usize,
+    c: usize,
+    /// input extents (2-D view; 1-D convs have h = 1)
+    h: usize,
+    w: usize,
+    m: usize,
+    groups: usize,
+    cg: usize,
+    mg: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    ph: usize,
+    pw: usize,
+    /// padded extents
+    hp: usize,
+    wp: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// The 2-D view of a 1-D or 2-D conv, and the constant weight when it is packed.
+fn conv_geom(info: &NodeInfo) -> R<(ConvGeom, Option<Arc<Tensor>>)> {
+    let (window, group) = match info.op {
+        Op::Conv { window, group } => (window, *group),
+        _ => return Err(info.err("not a conv")),
+    };
+    let xs = &info.ins[0].shape;
+    let ws = &info.ins[1].shape;
+    let os = &info.outs[0].shape;
+    let nsp = window.nsp();
+    let g = match nsp {
+        1 => ConvGeom {
+            n: xs[0],
+            c: xs[1],
+            h: 1,
+            w: xs[2],
+            m: ws[0],
+            groups: group,
+            cg: ws[1],
+            mg: ws[0] / group,
+            kh: 1,
+            kw: window.kernel[0],
+            sh: 1,
+            sw: window.strides[0],
+            dh: 1,
+            dw: window.dilations[0],
+            ph: 0,
+            pw: window.pads[0],
+            hp: 1,
+            wp: xs[2] + window.pads[0] + window.pads[1],
+            oh: 1,
+            ow: os[2],
+        },
+        2 => ConvGeom {
+            n: xs[0],
+            c: xs[1],
+            h: xs[2],
+            w: xs[3],
+            m: ws[0],
+            groups: group,
+            cg: ws[1],
+            mg: ws[0] / group,
+            kh: window.kernel[0],
+            kw: window.kernel[1],
+            sh: window.strides[0],
+            sw: window.strides[1],
+            dh: window.dilations[0],
+            dw: window.dilations[1],
+            ph: window.pads[0],
+            pw: window.pads[1],
+            hp: xs[2] + window.pads[0] + window.pads[2],
+            wp: xs[3] + window.pads[1] + window.pads[3],
+            oh: os[2],
+            ow: os[3],
+        },
+        _ => {
+            return Err(info.err(format!(
+                "conv with {nsp} spatial dims is not supported by codegen yet"
+            )))
+        }
+    };
+    let packed = if g.mg >= 8 {
+        info.consts[1].clone()
+    } else {
+        None
+    };
+    Ok((g, packed))
+}
+
+fn lower_conv(
+    e: &mut E,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    scratch: Value,
+    extra: &[Value],
+) -> R<()> {
+    let (g, packed) = conv_geom(info)?;
+    if info.outs[0].numel() == 0 {
+        return Ok(());
+    }
+    let padded = g.hp != g.h || g.wp != g.w;
+    // 1. Padded copy of the input in scratch.
+    let x = if padded {
+        let total = g.n * g.c * g.hp * g.wp;
+        let zv = e.fc(F32X4, 0.0);
+        let z = e.ic(0);
+        e.loop_offs((total / 4) as i64, &[z], &[16], &mut |e, _i, o| {
+            e.st(zv, scratch, o[0]);
+        });
+        let zs = e.fc(types::F32, 0.0);
+        for t in (total / 4) * 4..total {
+            let o = e.ic(t as i64 * 4);
+            e.st(zs, scratch, o);
+        }
+        let plane = [g.n * g.c, g.h, g.w];
+        let dst = Opd {
+            p: scratch,
+            dt: DType::F32,
+            base: (g.ph * g.wp + g.pw) as i64,
+            strides: vec![(g.hp * g.wp) as i64, g.wp as i64, 1],
+        };
+        let src = Opd {
+            p: ins[0],
+            dt: DType::F32,
+            base: 0,
+            strides: vec![(g.h * g.w) as i64, g.w as i64, 1],
+        };
+        map(e, info, &plane, dst, &[src], &Ew::Copy)?;
+        scratch
+    } else {
+        ins[0]
+    };
+    let bias = ins.get(2).copied();
+    let xplane = (g.hp * g.wp) as i64 * 4;
+    let oplane = (g.oh * g.ow) as i64 * 4;
+    let z = e.ic(0);
+    if packed.is_some() {
+        // Vectorized over 16 output channels with packed weights [g][mb][c*kh*kw][16].
+        let wp = extra[0];
+        let nb = g.mg.div_ceil(16);
+        let full = g.mg / 16;
+        let r = (g.cg * g.kh * g.kw) as i64;
+        let blk_w = r * 64;
+        let zb = e.ic(0);
+        e.loop_offs(
+            g.n as i64,
+            &[z, z],
+            &[g.c as i64 * xplane, g.m as i64 * oplane],
+            &mut |e, _n, on| {
+                // groups: x, out, packed weights, bias (byte offsets)
+                e.loop_offs(
+                    g.groups as i64,
+                    &[on[0], on[1], zb, zb],
+                    &[
+                        g.cg as i64 * xplane,
+                        g.mg as i64 * oplane,
+                        nb as i64 * blk_w,
+                        g.mg as i64 * 4,
+                    ],
+                    &mut |e, _gi, og| {
+                        let block = |e: &mut E, nch: usize, oo: Value, wo: Value, bo: Value| {
+                            let nvec = nch.div_ceil(4);
+                            e.loop_offs(
+                                g.oh as i64,
+                                &[og[0], oo],
+                                &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
+                                &mut |e, _oh, oh| {
+                                    let np = if nvec <= 2 { 3 } else { 2 };
+                                    let pairs = g.ow / np;
+                                    e.loop_offs(
+                                        pairs as i64,
+                                        &[oh[0], oh[1]],
+                                        &[(np * g.sw) as i64 * 4, np as i64 * 4],
+                                        &mut |e, _ow, o| {
+                                            conv_pixel_packed(
+                                                e, &g, np, x, wp, wo, o[0], out, o[1], oplane,
+                                                nvec, nch, bias, bo,
+                                            );
+                                        },
+                                    );
+                                    let rest = g.ow % np;
+                                    let xr =
+                                        e.b.ins().iadd_imm_s(oh[0], (pairs * np * g.sw) as i64 * 4);
+                                    let or = e.b.ins().iadd_imm_s(oh[1], (pairs * np) as i64 * 4);
+                                    e.loop_offs(
+                                        rest as i64,
+                                        &[xr, or],
+                                        &[g.sw as i64 * 4, 4],
+                                        &mut |e, _ow, o| {
+                                            conv_pixel_packed(
+                                                e, &g, 1, x, wp, wo, o[0], out, o[1], oplane, nvec,
+                                                nch, bias, bo,
+                                            );
+                                        },
+                                    );
+                                },
+                            );
+                        };
+                        e.loop_offs(
+                            full as i64,
+                            &[og[1], og[2], og[3]],
+                            &[16 * oplane, blk_w, 64],
+                            &mut |e, _bi, ob| block(e, 16, ob[0], ob[1], ob[2]),
+                        );
+                        if nb > full {
+                            let oo = e.b.ins().iadd_imm_s(og[1], (full * 16) as i64 * oplane);
+                            let wo = e.b.ins().iadd_imm_s(og[2], full as i64 * blk_w);
+                            let bo = e.b.ins().iadd_imm_s(og[3], (full * 16) as i64 * 4);
+                            block(e, g.mg - full * 16, oo, wo, bo);
+                        }
+                    },
+                );
+            },
+        );
+    } else {
+        // Vectorized over output width.
+        let w = ins[1];
+        let wsz = (g.cg * g.kh * g.kw) as i64 * 4;
+        e.loop_offs(
+            g.n as i64,
+            &[z, z],
+            &[g.c as i64 * xplane, g.m as i64 * oplane],
+            &mut |e, _n, on| {
+                let zz = e.ic(0);
+                e.loop_offs(
+                    g.m as i64,
+                    &[zz, on[1]],
+                    &[wsz, oplane],
+                    &mut |e, mi, om| {
+                        // input channel base of this output channel's group
+                        let gidx = e.b.ins().udiv_imm_u(mi, g.mg as i64);
+                        let xo = e.b.ins().imul_imm_s(gidx, g.cg as i64 * xplane);
+                        let xo = e.b.ins().iadd(xo, on[0]);
+                        let bv = match bias {
+                            Some(bp) => {
+                                let bo = e.b.ins().imul_imm_s(mi, 4);
+                                e.ld(types::F32, bp, bo)
+                            }
+                            None => e.fc(types::F32, 0.0),
+                        };
+                        e.loop_offs(
+                            g.oh as i64,
+                            &[xo, om[1]],
+                            &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
+                            &mut |e, _oh, oh| {
+                                let nv = g.ow / 4;
+                                e.loop_offs(
+                                    nv as i64,
+                                    &[oh[0], oh[1]],
+                                    &[(4 * g.sw) as i64 * 4, 16],
+                                    &mut |e, _i, o| {
+                                        conv_row(e, &g, x, w, om[0], o[0], out, o[1], bv, true);
+                                    },
+                                );
+                                let rest = g.ow % 4;
+                                let xr = e.b.ins().iadd_imm_s(oh[0], (nv * 4 * g.sw) as i64 * 4);
+                                let or = e.b.ins().iadd_imm_s(oh[1], (nv * 4) as i64 * 4);
+                                e.loop_offs(
+                                    rest as i64,
+                                    &[xr, or],
+                                    &[g.sw as i64 * 4, 4],
+                                    &mut |e, _i, o| {
+                                        conv_row(e, &g, x, w, om[0], o[0], out, o[1], bv, false);
+                                    },
+                                );
+                            },
+                        );
+                    },
+                );
+            },
+        );
+    }
+    Ok(())
+}
+
+/// `np` consecutive output pixels for up to 16 channels: `x` at byte offset `xo` (top-left of
+/// the first window in the first input channel of the group), packed weights at `wbase`.
+#[allow(clippy::too_many_arguments)]
+fn conv_pixel_packed(
+    e: &mut E,
+    g: &ConvGeom,
+    np: usize,
+    x: Value,
+    wp: Value,
+    wo: Value,
+    xo: Value,
+    out: Value,
+    oo: Value,
+    oplane: i64,
+    nvec: usize,
+    nch: usize,
+    bias: Option<Value>,
+    bo: Value,
+) {
+    let accs: Vec<_> = (0..nvec * np)
+        .map(|_| {
+            let v = e.b.declare_var(F32X4);
+            let z = e.fc(F32X4, 0.0);
+            e.b.def_var(v, z);
+            v
+        })
+        .collect();
+    let xplane = (g.hp * g.wp) as i64 * 4;
+    let kk = (g.kh * g.kw) as i64;
+    e.loop_offs(
+        g.cg as i64,
+        &[xo, wo],
+        &[xplane, kk * 64],
+        &mut |e, _c, o| {
+            let px = e.b.ins().iadd(x, o[0]);
+            let pw = e.b.ins().iadd(wp, o[1]);
+            let mut cur: Vec<Value> = accs.iter().map(|&v| e.b.use_var(v)).collect();
+            for kh in 0..g.kh {
+                for kw in 0..g.kw {
+                    let cell = (kh * g.kw + kw) as i32 * 64;
+                    let wv: Vec<Value> = (0..nvec)
+                        .map(|j| e.b.ins().load(F32X4, mf(), pw, cell + j as i32 * 16))
+                        .collect();
+                    for p in 0..np {
+                        let xoff = ((kh * g.dh * g.wp + kw * g.dw + p * g.sw) * 4) as i32;
+                        let s = e.b.ins().load(types::F32, mf(), px, xoff);
+                        let sv = e.b.ins().splat(F32X4, s);
+                        for j in 0..nvec {
+                            let k = p * nvec + j;
+                            cur[k] = e.mul_add(sv, wv[j], cur[k]);
+                        }
+                    }
+                }
+            }
+            for (j, &v) in accs.iter().enumerate() {
+                e.b.def_var(v, cur[j]);
+            }
+        },
+    );
+    let po = e.b.ins().iadd(out, oo);
+    let pb = bias.map(|bp| e.b.ins().iadd(bp, bo));
+    for p in 0..np {
+        for j in 0..nvec {
+            let v = e.b.use_var(accs[p * nvec + j]);
+            for l in 0..4 {
+                let ch = j * 4 + l;
+                if ch >= nch {
+                    break;
+                }
+                let mut s = e.b.ins().extractlane(v, l as u8);
+                if let Some(bp) = pb {
+                    let bb = e.b.ins().load(types::F32, mf(), bp, (ch * 4) as i32);
+                    s = e.b.ins().fadd(s, bb);
+                }
+                e.b.ins()
+                    .store(mf(), s, po, (ch as i64 * oplane + p as i64 * 4) as i32);
+            }
+        }
+    }
+}
+
+/// Four (vector) or one (scalar) consecutive output pixels of one output channel.
+#[allow(clippy::too_many_arguments)]
+fn conv_row(
+    e: &mut E,
+    g: &ConvGeom,
+    x: Value,
+    w: Value,
+    wo: Value,
+    xo: Value,
+    out: Value,
+    oo: Value,
+    bias: Value,
+    vector: bool,
+) {
+    let ty = if vector { F32X4 } else { types::F32 };
+    let acc = e.b.declare_var(ty);
+    let init = if vector {
+        e.b.ins().splat(F32X4, bias)
+    } else {
+        bias
+    };
+    e.b.def_var(acc, init);
+    let xplane = (g.hp * g.wp) as i64 * 4;
+    let kk = (g.kh * g.kw) as i64;
+    e.loop_offs(
+        g.cg as i64,
+        &[xo, wo],
+        &[xplane, kk * 4],
+        &mut |e, _c, o| {
+            let px = e.b.ins().iadd(x, o[0]);
+            let pw = e.b.ins().iadd(w, o[1]);
+            let mut a = e.b.use_var(acc);
+            for kh in 0..g.kh {
+                for kw in 0..g.kw {
+                    let xoff = ((kh * g.dh * g.wp + kw * g.dw) * 4) as i32;
+                    let ws =
+                        e.b.ins()
+                            .load(types::F32, mf(), pw, ((kh * g.kw + kw) * 4) as i32);
+                    let xv = if !vector {
+                        e.b.ins().load(types::F32, mf(), px, xoff)
+                    } else if g.sw == 1 {
+                        e.b.ins().load(F32X4, mf(), px, xoff)
+                    } else {
+                        let s0 = e.b.ins().load(types::F32, mf(), px, xoff);
+                        let mut v = e.b.ins().splat(F32X4, s0);
+                        for l in 1..4 {
+                            let s =
+                                e.b.ins()
+                                    .load(types::F32, mf(), px, xoff + (l * g.sw * 4) as i32);
+                            v = e.b.ins().insertlane(v, s, l as u8);
+                        }
+                        v
+                    };
+                    let wv = if vector {
+                        e.b.ins().splat(F32X4, ws)
+                    } else {
+                        ws
+                    };
+                    a = e.mul_add(wv, xv, a);
+                }
+            }
+            e.b.def_var(acc, a);
+        },
+    );
+    let v = e.b.use_var(acc);
+    e.st(v, out, oo);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pools.
+
+/// Nested loops over `dims` giving each loop index (i64).
+fn loops_idx(
+    e: &mut E,
+    dims: &[usize],
+    idx: &mut Vec<Value>,
+    body: &mut dyn FnMut(&mut E, &[Value]),
+) {
+    if idx.len() == dims.len() {
+        body(e, idx);
+        return;
+    }
+    let d = dims[idx.len()];
+    e.loop_n(d as i64, &mut |e, i| {
+        idx.push(i);
+        loops_idx(e, dims, idx, body);
+        idx.pop();
+    });
+}
+
+fn lower_pool(
+    e: &mut E,
+    info: &NodeInfo,
+    x: Value,
+    out: Value,
+    w: &optc_ir::Window,
+    avg: Option<bool>,
+) -> R<()> {
+    let xs = info.ins[0].shape.clone();
+    let os = info.outs[0].shape.clone();
+    if info.outs[0].numel() == 0 {
+        return Ok(());
+    }
+    let nsp = w.nsp();
+    let isp = xs[2..].to_vec();
+    let osp = os[2..].to_vec();
+    let ist = elem_strides(&isp);
+    let iplane: i64 = isp.iter().product::<usize>() as i64 * 4;
+    let oplane: i64 = osp.iter().product::<usize>() as i64 * 4;
+    let ost = elem_strides(&osp);
+    let planes = (xs[0] * xs[1]) as i64;
+    let z = e.ic(0);
+    let w = w.clone();
+    e.loop_offs(planes, &[z, z], &[iplane, oplane], &mut |e, _p, pl| {
+        let mut oidx = vec![];
+        loops_idx(e, &osp, &mut oidx, &mut |e, o| {
+            let acc = e.b.declare_var(types::F32);
+            let init = if avg.is_some() {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            };
+            let iv = e.fc(types::F32, init);
+            e.b.def_var(acc, iv);
+            let cv = e.b.declare_var(types::F32);
+            let zf = e.fc(types::F32, 0.0);
+            e.b.def_var(cv, zf);
+            let o = o.to_vec();
+            let mut kidx = vec![];
+            loops_idx(e, &w.kernel, &mut kidx, &mut |e, k| {
+                let mut valid = e.b.ins().iconst(types::I8, 1);
+                let mut inpad = e.b.ins().iconst(types::I8, 1);
+                let mut off = e.b.ins().iconst(types::I64, 0);
+                for d in 0..nsp {
+                    let a = e.b.ins().imul_imm_s(o[d], w.strides[d] as i64);
+                    let b = e.b.ins().imul_imm_s(k[d], w.dilations[d] as i64);
+                    let pp = e.b.ins().iadd(a, b);
+                    let ext = (isp[d] + w.pads[d] + w.pads[nsp + d]) as i64;
+                    let ip = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, pp, ext);
+                    inpad = e.b.ins().band(inpad, ip);
+                    let p = e.b.ins().iadd_imm_s(pp, -(w.pads[d] as i64));
+                    let ge = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, p, 0);
+                    let lt =
+                        e.b.ins()
+                            .icmp_imm_s(IntCC::SignedLessThan, p, isp[d] as i64);
+                    valid = e.b.ins().band(valid, ge);
+                    valid = e.b.ins().band(valid, lt);
+                    let t = e.b.ins().imul_imm_s(p, ist[d] * 4);
+                    off = e.b.ins().iadd(off, t);
+                }
+                let zz = e.ic(0);
+                let off = e.b.ins().select(valid, off, zz);
+                let off = e.b.ins().iadd(off, pl[0]);
+                let v = e.ld(types::F32, x, off);
+                let a = e.b.use_var(acc);
+                match avg {
+                    None => {
+                        // padding never wins; NaN cells are ignored
+                        let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, a);
+                        let take = e.b.ins().band(gt, valid);
+                        let na = e.b.ins().select(take, v, a);
+                        e.b.def_var(acc, na);
+                    }
+                    Some(include_pad) => {
+                        let zf = e.fc(types::F32, 0.0);
+                        let v = e.b.ins().select(valid, v, zf);
+                        let na = e.b.ins().fadd(a, v);
+                        e.b.def_var(acc, na);
+                        let cnt_if = if include_pad { inpad } else { valid };
+                        let one = e.fc(types::F32, 1.0);
+                        let inc = e.b.ins().select(cnt_if, one, zf);
+                        let c = e.b.use_var(cv);
+                        let nc = e.b.ins().fadd(c, inc);
+                        e.b.def_var(cv, nc);
+                    }
+                }
+            });
+            let mut r = e.b.use_var(acc);
+            if avg.is_some() {
+                let c = e.b.use_var(cv);
+                let q = e.b.ins().fdiv(r, c);
+                let zf = e.fc(types::F32, 0.0);
+                let is0 = e.b.ins().fcmp(FloatCC::Equal, c, zf);
+                r = e.b.ins().select(is0, zf, q);
+            }
+            let mut ooff = pl[1];
+            for d in 0..nsp {
+                let t = e.b.ins().imul_imm_s(o[d], ost[d] * 4);
+                ooff = e.b.ins().iadd(ooff, t);
+            }
+            e.st(r, out, ooff);
+        });
+    });
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions and normalizations.
+
+fn lower_reduce(
+    e: &mut E,
+    info: &NodeInfo,
+    x: Value,
+    out: Value,
+    kind: ReduceKind,
+    axes: &[usize],
+) -> R<()> {
+    let xs = &info.ins[0].shape;
+    let dt = info.ins[0].dtype;
+    let es = dt.size() as i64;
+    let ty = clty(dt);
+    let xst = elem_strides(xs);
+    let kept: Vec<usize> = (0..xs.len()).filter(|d| !axes.contains(d)).collect();
+    let kdims: Vec<usize> = kept.iter().map(|&d| xs[d]).collect();
+    if kdims.iter().product::<usize>() == 0 {
+        return Ok(());
+    }
+    let ost = elem_strides(&kdims);
+    let count: usize = axes.iter().map(|&a| xs[a]).product();
+    let mut rdims: Vec<usize> = axes.iter().map(|&a| xs[a]).collect();
+    let mut rst: Vec<i64> = axes.iter().map(|&a| xst[a]).collect();
+    let rdims = {
+        let mut refs = [&mut rst];
+        let d = collapse(&rdims, &mut refs);
+        rdims.clear();
+        d
+    };
+    let kst: Vec<Vec<i64>> = vec![
+        kept.iter().map(|&d| xst[d] * es).collect(),
+        ost.iter().map(|s| s * es).collect(),
+    ];
+    let z = e.ic(0);
+    let is_f = dt == DType::F32;
+    let sg = is_signed(dt);
+    let contiguous_inner = rdims.len() == 1 && rst[0] == 1;
+    e.nest(&kdims, &kst, &[z, z], &mut |e, o| {
+        let init = |e: &mut E, ty: Type| -> Value {
+            match (kind, is_f) {
+                (ReduceKind::Max, true) => e.fc(ty, f32::NEG_INFINITY),
+                (_, true) => e.fc(ty, 0.0),
+                (ReduceKind::Max, false) => e.b.ins().iconst(ty, int_range(dt).0),
+                (_, false) => e.b.ins().iconst(ty, 0),
+            }
+        };
+        let combine = |e: &mut E, a: Value, v: Value| -> Value {
+            match (kind, is_f) {
+                (ReduceKind::Max, true) => e.b.ins().fmax(a, v),
+                (ReduceKind::L2, _) => e.mul_add(v, v, a),
+                (_, true) => e.b.ins().fadd(a, v),
+                (ReduceKind::Max, false) => {
+                    if sg {
+                        e.b.ins().smax(a, v)
+                    } else {
+                        e.b.ins().umax(a, v)
+                    }
+                }
+                (_, false) => e.b.ins().iadd(a, v),
+            }
+        };
+        let acc = e.b.declare_var(ty);
+        let iv = init(e, ty);
+        e.b.def_var(acc, iv);
+        let mut start = o[0];
+        let mut rem_dims = rdims.clone();
+        if is_f && contiguous_inner && rdims[0] >= 8 {
+            let n = rdims[0];
+            let nv = n / 4;
+            let vacc = e.b.declare_var(F32X4);
+            let vi = init(e, F32X4);
+            e.b.def_var(vacc, vi);
+            e.loop_offs(nv as i64, &[o[0]], &[16], &mut |e, _i, oo| {
+                let v = e.ld(F32X4, x, oo[0]);
+                let a = e.b.use_var(vacc);
+                let na = combine(e, a, v);
+                e.b.def_var(vacc, na);
+            });
+            let v = e.b.use_var(vacc);
+            let mut r = e.b.ins().extractlane(v, 0);
+            for l in 1..4u8 {
+                let s = e.b.ins().extractlane(v, l);
+                r = match kind {
+                    ReduceKind::Max => e.b.ins().fmax(r, s),
+                    _ => e.b.ins().fadd(r, s),
+                };
+            }
+            e.b.def_var(acc, r);
+            start = e.b.ins().iadd_imm_s(o[0], nv as i64 * 16);
+            rem_dims = vec![n % 4];
+        }
+        let rstb: Vec<Vec<i64>> = vec![rst.iter().map(|s| s * es).collect()];
+        e.nest(&rem_dims, &rstb, &[start], &mut |e, ro| {
+            let v = e.ld(ty, x, ro[0]);
+            let a = e.b.use_var(acc);
+            let na = combine(e, a, v);
+            e.b.def_var(acc, na);
+        });
+        let mut r = e.b.use_var(acc);
+        match kind {
+            ReduceKind::Mean if count > 0 => {
+                if is_f {
+                    let c = e.fc(types::F32, count as f32);
+                    r = e.b.ins().fdiv(r, c);
+                } else {
+                    let c = e.b.ins().iconst(ty, count as i64);
+                    r = if sg {
+                        e.b.ins().sdiv(r, c)
+                    } else {
+                        e.b.ins().udiv(r, c)
+                    };
+                }
+            }
+            ReduceKind::L2 => r = e.b.ins().sqrt(r),
+            _ => {}
+        }
+        e.st(r, out, o[1]);
+    });
+    Ok(())
+}
+
+fn lower_softmax(e: &mut E, info: &NodeInfo, x: Value, out: Value, axis: usize) -> R<()> {
+    let s = &info.ins[0].shape;
+    let n = s[axis];
+    let inner: usize = s[axis + 1..].iter().product();
+    let outer: usize = s[..axis].iter().product();
+    if n * inner * outer == 0 {
+        return Ok(());
+    }
+    if inner == 1 {
+        softmax_rows(e, x, out, outer, n);
+        return Ok(());
+    }
+    let st = (inner * 4) as i64;
+    let f = types::F32;
+    let z = e.ic(0);
+    e.nest(
+        &[outer, inner],
+        &[vec![(n * inner * 4) as i64, 4]],
+        &[z],
+        &mut |e, o| {
+            let base = o[0];
+            let mx = e.b.declare_var(f);
+            let ni = e.fc(f, f32::NEG_INFINITY);
+            e.b.def_var(mx, ni);
+            e.loop_offs(n as i64, &[base], &[st], &mut |e, _j, oo| {
+                let v = e.ld(f, x, oo[0]);
+                let a = e.b.use_var(mx);
+                let na = e.b.ins().fmax(a, v);
+                e.b.def_var(mx, na);
+            });
+            let m = e.b.use_var(mx);
+            let sum = e.b.declare_var(f);
+            let zf = e.fc(f, 0.0);
+            e.b.def_var(sum, zf);
+            e.loop_offs(n as i64, &[base], &[st], &mut |e, _j, oo| {
+                let v = e.ld(f, x, oo[0]);
+                let d = e.b.ins().fsub(v, m);
+                let ex = e.exp(f, d);
+                e.st(ex, out, oo[0]);
+                let a = e.b.use_var(sum);
+                let na = e.b.ins().fadd(a, ex);
+                e.b.def_var(sum, na);
+            });
+            let sm = e.b.use_var(sum);
+            let one = e.fc(f, 1.0);
+            let inv = e.b.ins().fdiv(one, sm);
+            e.loop_offs(n as i64, &[base], &[st], &mut |e, _j, oo| {
+                let v = e.ld(f, out, oo[0]);
+                let r = e.b.ins().fmul(v, inv);
+                e.st(r, out, oo[0]);
+            });
+        },
+    );
+    Ok(())
+}
+
+/// Softmax over contiguous rows of `n` elements, vectorized.
+fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
+    let f = types::F32;
+    let z = e.ic(0);
+    e.loop_offs(rows as i64, &[z], &[(n * 4) as i64], &mut |e, _r, o| {
+        let row = o[0];
+        let vmx = e.b.declare_var(F32X4);
+        let smx = e.b.declare_var(f);
+        let ni = e.fc(F32X4, f32::NEG_INFINITY);
+        e.b.def_var(vmx, ni);
+        let ns = e.fc(f, f32::NEG_INFINITY);
+        e.b.def_var(smx, ns);
+        e.vloop(
+            n,
+            &[row],
+            &[true],
+            &mut |e, oo| {
+                let v = e.ld(F32X4, x, oo[0]);
+                let a = e.b.use_var(vmx);
+                let na = e.b.ins().fmax(a, v);
+                e.b.def_var(vmx, na);
+            },
+            &mut |e, oo| {
+                let v = e.ld(f, x, oo[0]);
+                let a = e.b.use_var(smx);
+                let na = e.b.ins().fmax(a, v);
+                e.b.def_var(smx, na);
+            },
+        );
+        let vm = e.b.use_var(vmx);
+        let hm = e.hreduce(vm, true);
+        let sm = e.b.use_var(smx);
+        let m = e.b.ins().fmax(hm, sm);
+        let mv = e.b.ins().splat(F32X4, m);
+        let vsum = e.b.declare_var(F32X4);
+        let ssum = e.b.declare_var(f);
+        let zv = e.fc(F32X4, 0.0);
+        e.b.def_var(vsum, zv);
+        let zs = e.fc(f, 0.0);
+        e.b.def_var(ssum, zs);
+        e.vloop(
+            n,
+            &[row],
+            &[true],
+            &mut |e, oo| {
+                let v = e.ld(F32X4, x, oo[0]);
+                let d = e.b.ins().fsub(v, mv);
+                let ex = e.exp(F32X4, d);
+                e.st(ex, out, oo[0]);
+                let a = e.b.use_var(vsum);
+                let na = e.b.ins().fadd(a, ex);
+                e.b.def_var(vsum, na);
+            },
+            &mut |e, oo| {
+                let v = e.ld(f, x, oo[0]);
+                let d = e.b.ins().fsub(v, m);
+                let ex = e.exp(f, d);
+                e.st(ex, out, oo[0]);
+                let a = e.b.use_var(ssum);
+                let na = e.b.ins().fadd(a, ex);
+                e.b.def_var(ssum, na);
+            },
+        );
+        let vs = e.b.use_var(vsum);
+        let hs = e.hreduce(vs, false);
+        let ss = e.b.use_var(ssum);
+        let total = e.b.ins().fadd(hs, ss);
+        let one = e.fc(f, 1.0);
+        let inv = e.b.ins().fdiv(one, total);
+        let iv = e.b.ins().splat(F32X4, inv);
+        e.vloop(
+            n,
+            &[row],
+            &[true],
+            &mut |e, oo| {
+                let v = e.ld(F32X4, out, oo[0]);
+                let r = e.b.ins().fmul(v, iv);
+                e.st(r, out, oo[0]);
+            },
+            &mut |e, oo| {
+                let v = e.ld(f, out, oo[0]);
+                let r = e.b.ins().fmul(v, inv);
+                e.st(r, out, oo[0]);
+            },
+        );
+    });
+}
+
+fn lower_layernorm(
+    e: &mut E,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    axis: usize,
+    eps: f32,
+) -> R<()> {
+    let s = &info.ins[0].shape;
+    let norm: Vec<usize> = s[axis..].to_vec();
+    let d: usize = norm.iter().product();
+    let outer: usize = s[..axis].iter().product();
+    if d * outer == 0 {
+        return Ok(());
+    }
+    let f = types::F32;
+    let mut ndims = norm.clone();
+    let mut sx = elem_strides(&norm);
+    let mut ssc = bcast_strides(&info.ins[1].shape, &norm);
+    let mut sbi = match info.ins.get(2) {
+        Some(t) => bcast_strides(&t.shape, &norm),
+        None => vec![0; norm.len()],
+    };
+    ndims = {
+        let mut refs = [&mut sx, &mut ssc, &mut sbi];
+        collapse(&ndims, &mut refs)
+    };
+    let strides: Vec<Vec<i64>> = [&sx, &ssc, &sbi]
+        .iter()
+        .map(|v| v.iter().map(|x| x * 4).collect())
+        .collect();
+    let has_bias = ins.len() > 2;
+    if ndims.len() == 1 && sx[0] == 1 && ssc[0] <= 1 && sbi[0] <= 1 {
+        layernorm_rows(e, ins, out, outer, d, eps, [ssc[0] == 1, sbi[0] == 1]);
+        return Ok(());
+    }
+    let z = e.ic(0);
+    e.loop_offs(outer as i64, &[z], &[(d * 4) as i64], &mut |e, _r, o| {
+        let row = o[0];
+        let sum = e.b.declare_var(f);
+        let zf = e.fc(f, 0.0);
+        e.b.def_var(sum, zf);
+        e.loop_offs(d as i64, &[row], &[4], &mut |e, _j, oo| {
+            let v = e.ld(f, ins[0], oo[0]);
+            let a = e.b.use_var(sum);
+            let na = e.b.ins().fadd(a, v);
+            e.b.def_var(sum, na);
+        });
+        let sm = e.b.use_var(sum);
+        let dn = e.fc(f, d as f32);
+        let mean = e.b.ins().fdiv(sm, dn);
+        let sq = e.b.declare_var(f);
+        e.b.def_var(sq, zf);
+        e.loop_offs(d as i64, &[row], &[4], &mut |e, _j, oo| {
+            let v = e.ld(f, ins[0], oo[0]);
+            let c = e.b.ins().fsub(v, mean);
+            let a = e.b.use_var(sq);
+            let na = e.mul_add(c, c, a);
+            e.b.def_var(sq, na);
+        });
+        let q = e.b.use_var(sq);
+        let var = e.b.ins().fdiv(q, dn);
+        let ep = e.fc(f, eps);
+        let ve = e.b.ins().fadd(var, ep);
+        let sd = e.b.ins().sqrt(ve);
+        let zz = e.ic(0);
+        e.nest(&ndims, &strides, &[row, zz, zz], &mut |e, oo| {
+            let v = e.ld(f, ins[0], oo[0]);
+            let c = e.b.ins().fsub(v, mean);
+            let n = e.b.ins().fdiv(c, sd);
+            let sc = e.ld(f, ins[1], oo[1]);
+            let mut r = e.b.ins().fmul(n, sc);
+            if has_bias {
+                let b = e.ld(f, ins[2], oo[2]);
+                r = e.b.ins().fadd(r, b);
+            }
+            e.st(r, out, oo[0]);
+        });
+    });
+    Ok(())
+}
+
+/// LayerNorm over contiguous rows of `d` elements; scale/bias are either contiguous over the
+/// row (`moving`) or a single broadcast value.
+fn layernorm_rows(
+    e: &mut E,
+    ins: &[Value],
+    out: Value,
+    rows: usize,
+    d: usize,
+    eps: f32,
+    moving: [bool; 2],
+) {
+    let f = types::F32;
+    let x = ins[0];
+    let has_bias = ins.len() > 2;
+    let z = e.ic(0);
+    e.loop_offs(rows as i64, &[z], &[(d * 4) as i64], &mut |e, _r, o| {
+        let row = o[0];
+        // mean
+        let vs = e.b.declare_var(F32X4);
+        let ss = e.b.declare_var(f);
+        let zv = e.fc(F32X4, 0.0);
+        let zs = e.fc(f, 0.0);
+        e.b.def_var(vs, zv);
+        e.b.def_var(ss, zs);
+        e.vloop(
+            d,
+            &[row],
+            &[true],
+            &mut |e, oo| {
+                let v = e.ld(F32X4, x, oo[0]);
+                let a = e.b.use_var(vs);
+                let na = e.b.ins().fadd(a, v);
+                e.b.def_var(vs, na);
+            },
+            &mut |e, oo| {
+                let v = e.ld(f, x, oo[0]);
+                let a = e.b.use_var(ss);
+                let na = e.b.ins().fadd(a, v);
+                e.b.def_var(ss, na);
+            },
+        );
+        let v = e.b.use_var(vs);
+        let h = e.hreduce(v, false);
+        let s = e.b.use_var(ss);
+        let sum = e.b.ins().fadd(h, s);
+        let dn = e.fc(f, d as f32);
+        let mean = e.b.ins().fdiv(sum, dn);
+        let meanv = e.b.ins().splat(F32X4, mean);
+        // variance
+        let vq = e.b.declare_var(F32X4);
+        let sq = e.b.declare_var(f);
+        e.b.def_var(vq, zv);
+        e.b.def_var(sq, zs);
+        e.vloop(
+            d,
+            &[row],
+            &[true],
+            &mut |e, oo| {
+                let v = e.ld(F32X4, x, oo[0]);
+                let c = e.b.ins().fsub(v, meanv);
+                let a = e.b.use_var(vq);
+                let na = e.mul_add(c, c, a);
+                e.b.def_var(vq, na);
+            },
+            &mut |e, oo| {
+                let v = e.ld(f, x, oo[0]);
+                let c = e.b.ins().fsub(v, mean);
+                let a = e.b.use_var(sq);
+                let na = e.mul_add(c, c, a);
+                e.b.def_var(sq, na);
+            },
+        );
+        let v = e.b.use_var(vq);
+        let h = e.hreduce(v, false);
+        let s = e.b.use_var(sq);
+        let q = e.b.ins().fadd(h, s);
+        let var = e.b.ins().fdiv(q, dn);
+        let ep = e.fc(f, eps);
+        let ve = e.b.ins().fadd(var, ep);
+        let sd = e.b.ins().sqrt(ve);
+        let sdv = e.b.ins().splat(F32X4, sd);
+        let zz = e.ic(0);
+        let apply = |e: &mut E, ty: Type, oo: &[Value]| {
+            let (m, s) = if ty == F32X4 {
+                (meanv, sdv)
+            } else {
+                (mean, sd)
+            };
+            let v = e.ld(ty, x, oo[0]);
+            let c = e.b.ins().fsub(v, m);
+            let n = e.b.ins().fdiv(c, s);
+            let sc = if moving[0] || ty == f {
+                e.ld(ty, ins[1], oo[1])
+            } else {
+                let t = e.ld(f, ins[1], oo[1]);
+                e.b.ins().splat(F32X4, t)
+            };
+            let mut r = e.b.ins().fmul(n, sc);
+            if has_bias {
+                let b = if moving[1] || ty == f {
+                    e.ld(ty, ins[2], oo[2])
+                } else {
+                    let t = e.ld(f, ins[2], oo[2]);
+                    e.b.ins().splat(F32X4, t)
+                };
+                r = e.b.ins().fadd(r, b);
+            }
+            e.st(r, out, oo[0]);
+        };
+        e.vloop(
+            d,
+            &[row, zz, zz],
+            &[true, moving[0], moving[1]],
+            &mut |e, oo| apply(e, F32X4, oo),
+            &mut |e, oo| apply(e, f, oo),
+        );
+    });
+}

@@ -1,0 +1,934 @@
+//! Every op lowered by codegen, compared with the reference interpreter.
+
+mod common;
+use common::*;
+use optc_ir::{BinaryOp, DType, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor, UnaryOp, Window};
+
+fn unaries() -> Vec<(UnaryOp, Tol)> {
+    vec![
+        (UnaryOp::Identity, EXACT),
+        (UnaryOp::Relu, EXACT),
+        (UnaryOp::LeakyRelu { alpha: 0.1 }, ARITH),
+        (
+            UnaryOp::Clip {
+                min: -0.5,
+                max: 1.5,
+            },
+            EXACT,
+        ),
+        (
+            UnaryOp::Clip {
+                min: 0.0,
+                max: f32::INFINITY,
+            },
+            EXACT,
+        ),
+        (UnaryOp::Sigmoid, TRANS),
+        (
+            UnaryOp::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            ARITH,
+        ),
+        (UnaryOp::HardSwish, ARITH),
+        (UnaryOp::Tanh, TRANS),
+        (UnaryOp::Erf, TRANS),
+        (UnaryOp::Exp, TRANS),
+        (UnaryOp::Sqrt, ARITH),
+        (UnaryOp::Neg, EXACT),
+        (UnaryOp::Abs, EXACT),
+        (UnaryOp::IsNaN, EXACT),
+    ]
+}
+
+#[test]
+fn unary_f32_shapes() {
+    for (k, (u, tol)) in unaries().into_iter().enumerate() {
+        for (s, shape) in [
+            vec![1],
+            vec![3],
+            vec![4],
+            vec![17],
+            vec![2, 3, 5],
+            vec![64, 3],
+        ]
+        .iter()
+        .enumerate()
+        {
+            check_op(Op::Unary(u.clone()), &[f(shape)], tol, (k * 10 + s) as u64);
+        }
+    }
+}
+
+#[test]
+fn log_positive_inputs() {
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[37]));
+    let a = g.add("abs", Op::Unary(UnaryOp::Abs), &[x]).unwrap();
+    let y = g.add("log", Op::Unary(UnaryOp::Log), &[a]).unwrap();
+    g.add_output("y", y);
+    check(&g, &inputs_for(&g, 3), TRANS);
+}
+
+#[test]
+fn transcendentals_wide_range() {
+    // Exercise exp/tanh/erf/sigmoid over large magnitudes and near zero.
+    let mut v: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.25).collect();
+    v.extend([
+        1e-6, -1e-6, 1e-3, -1e-3, 0.0, 0.49, 0.51, 0.62, 0.63, 87.0, 88.5, 89.0, -87.0, -90.0,
+        -104.0,
+    ]);
+    let n = v.len();
+    for u in [UnaryOp::Exp, UnaryOp::Tanh, UnaryOp::Erf, UnaryOp::Sigmoid] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[n]));
+        let y = g.add("u", Op::Unary(u.clone()), &[x]).unwrap();
+        g.add_output("y", y);
+        let t = Tensor::from_f32(vec![n], v.clone()).unwrap();
+        check(
+            &g,
+            &[t],
+            Tol {
+                atol: 1e-6,
+                rtol: 2e-6,
+            },
+        );
+    }
+}
+
+#[test]
+fn unary_int() {
+    for dt in [DType::I64, DType::I32, DType::I8] {
+        for u in [
+            UnaryOp::Relu,
+            UnaryOp::Neg,
+            UnaryOp::Abs,
+            UnaryOp::Identity,
+            UnaryOp::Clip {
+                min: -7.5,
+                max: 20.0,
+            },
+        ] {
+            check_op(Op::Unary(u), &[ty(dt, &[5, 7])], EXACT, 9);
+        }
+    }
+    check_op(Op::Unary(UnaryOp::Not), &[ty(DType::Bool, &[19])], EXACT, 4);
+}
+
+const BIN_F: [BinaryOp; 11] = [
+    BinaryOp::Add,
+    BinaryOp::Sub,
+    BinaryOp::Mul,
+    BinaryOp::Div,
+    BinaryOp::Max,
+    BinaryOp::Min,
+    BinaryOp::Equal,
+    BinaryOp::Greater,
+    BinaryOp::Less,
+    BinaryOp::GreaterOrEqual,
+    BinaryOp::LessOrEqual,
+];
+
+fn bcast_cases() -> Vec<(Vec<usize>, Vec<usize>)> {
+    vec![
+        (vec![7], vec![7]),
+        (vec![2, 3, 4], vec![2, 3, 4]),
+        (vec![3, 5], vec![5]),
+        (vec![5], vec![3, 5]),
+        (vec![3, 1], vec![1, 6]),
+        (vec![1], vec![13]),
+        (vec![13], vec![]),
+        (vec![], vec![]),
+        (vec![2, 1, 5], vec![3, 1]),
+        (vec![4, 3, 1, 1], vec![3, 11, 9]),
+    ]
+}
+
+#[test]
+fn binary_f32_broadcast() {
+    for (k, op) in BIN_F.iter().enumerate() {
+        for (s, (a, b)) in bcast_cases().into_iter().enumerate() {
+            check_op(
+                Op::Binary(*op),
+                &[f(&a), f(&b)],
+                ARITH,
+                (k * 100 + s) as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn binary_int_broadcast() {
+    for dt in [DType::I64, DType::I32, DType::U8, DType::I8] {
+        for op in [
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Max,
+            BinaryOp::Min,
+            BinaryOp::Equal,
+            BinaryOp::Greater,
+            BinaryOp::Less,
+            BinaryOp::GreaterOrEqual,
+            BinaryOp::LessOrEqual,
+        ] {
+            for (a, b) in [
+                (vec![3, 5], vec![5]),
+                (vec![4, 1], vec![1, 7]),
+                (vec![9], vec![9]),
+            ] {
+                check_op(Op::Binary(op), &[ty(dt, &a), ty(dt, &b)], EXACT, 5);
+            }
+        }
+    }
+    for op in [BinaryOp::And, BinaryOp::Or, BinaryOp::Equal] {
+        check_op(
+            Op::Binary(op),
+            &[ty(DType::Bool, &[3, 6]), ty(DType::Bool, &[6])],
+            EXACT,
+            6,
+        );
+    }
+}
+
+#[test]
+fn int_div_truncates_and_div_by_zero_errors() {
+    let mut g = Graph::new();
+    let a = g.add_input("a", ty(DType::I64, &[6]));
+    let b = g.add_input("b", ty(DType::I64, &[6]));
+    let y = g.add("div", Op::Binary(BinaryOp::Div), &[a, b]).unwrap();
+    g.add_output("y", y);
+    let x = Tensor::from_i64(vec![6], vec![7, -7, 7, -7, i64::MIN, 0]).unwrap();
+    let d = Tensor::from_i64(vec![6], vec![2, 2, -2, -2, -1, 5]).unwrap();
+    check(&g, &[x.clone(), d], EXACT);
+    let m = compile(&g);
+    let z = Tensor::from_i64(vec![6], vec![2, 2, 0, -2, -1, 5]).unwrap();
+    let err = run_jit(&m, &[x, z]).unwrap_err().to_string();
+    assert!(err.contains("div") && err.contains("zero"), "{err}");
+}
+
+#[test]
+fn pow_variants() {
+    let mut rng = Rng::new(11);
+    for e in [2.0f32, 0.5, 3.0, 1.0, 1.7] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[3, 7]));
+        let a = g.add("abs", Op::Unary(UnaryOp::Abs), &[x]).unwrap();
+        let c = g.add_const("e", Tensor::scalar_f32(e));
+        let y = g.add("pow", Op::Binary(BinaryOp::Pow), &[a, c]).unwrap();
+        g.add_output("y", y);
+        check(&g, &[f32t(&mut rng, &[3, 7])], TRANS);
+    }
+    // Non-constant exponent, f32 and i64.
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[2, 5]));
+    let e = g.add_input("e", f(&[5]));
+    let a = g.add("abs", Op::Unary(UnaryOp::Abs), &[x]).unwrap();
+    let y = g.add("pow", Op::Binary(BinaryOp::Pow), &[a, e]).unwrap();
+    g.add_output("y", y);
+    check(&g, &inputs_for(&g, 12), TRANS);
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[2, 5]));
+    let e = g.add_const(
+        "e",
+        Tensor::from_i64(vec![5], vec![0, 1, 2, 3, -1]).unwrap(),
+    );
+    let y = g.add("pow", Op::Binary(BinaryOp::Pow), &[x, e]).unwrap();
+    g.add_output("y", y);
+    check(&g, &inputs_for(&g, 13), TRANS);
+}
+
+#[test]
+fn where_broadcast() {
+    for dt in [DType::F32, DType::I64] {
+        check_op(
+            Op::Where,
+            &[ty(DType::Bool, &[3, 1]), ty(dt, &[4]), ty(dt, &[1, 1])],
+            EXACT,
+            7,
+        );
+        check_op(
+            Op::Where,
+            &[ty(DType::Bool, &[2, 9]), ty(dt, &[2, 9]), ty(dt, &[9])],
+            EXACT,
+            8,
+        );
+    }
+}
+
+#[test]
+fn cast_all_pairs() {
+    for from in DType::ALL {
+        for to in DType::ALL {
+            check_op(Op::Cast { to }, &[ty(from, &[23])], EXACT, 3);
+        }
+    }
+    // Special float values.
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[8]));
+    for (i, to) in [DType::I64, DType::I32, DType::U8, DType::I8, DType::Bool]
+        .iter()
+        .enumerate()
+    {
+        let y = g.add(&format!("c{i}"), Op::Cast { to: *to }, &[x]).unwrap();
+        g.add_output(&format!("y{i}"), y);
+    }
+    let t = Tensor::from_f32(
+        vec![8],
+        vec![
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            1e20,
+            -1e20,
+            300.7,
+            -200.2,
+            -0.9,
+        ],
+    )
+    .unwrap();
+    check(&g, &[t], EXACT);
+}
+
+#[test]
+fn batch_norm() {
+    for shape in [vec![2, 3, 5, 5], vec![1, 4, 7], vec![3, 6]] {
+        let c = shape[1];
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let mut rng = Rng::new(5);
+        let mut ps = vec![x];
+        for (i, lo) in [-1.0, -1.0, -1.0, 0.1].iter().enumerate() {
+            let v: Vec<f32> = (0..c).map(|_| rng.f32(*lo, 2.0)).collect();
+            ps.push(g.add_const(&format!("p{i}"), Tensor::from_f32(vec![c], v).unwrap()));
+        }
+        let y = g.add("bn", Op::BatchNorm { epsilon: 1e-5 }, &ps).unwrap();
+        g.add_output("y", y);
+        check(&g, &inputs_for(&g, 1), ARITH);
+    }
+}
+
+#[test]
+fn matmul_shapes() {
+    let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![1, 1], vec![1, 1]),
+        (vec![3, 5], vec![5, 7]),
+        (vec![4, 8], vec![8, 8]),
+        (vec![9, 13], vec![13, 21]),
+        (vec![5, 3], vec![3, 4]),
+        (vec![2, 3, 7, 5], vec![2, 3, 5, 6]),
+        (vec![2, 1, 7, 5], vec![3, 5, 11]),
+        (vec![7, 5], vec![4, 5, 9]),
+        (vec![5], vec![5, 3]),
+        (vec![2, 4, 5], vec![5]),
+        (vec![6], vec![6]),
+        (vec![17, 64], vec![64, 33]),
+    ];
+    for (i, (a, b)) in cases.into_iter().enumerate() {
+        check_op(Op::MatMul, &[f(&a), f(&b)], ARITH, i as u64);
+    }
+}
+
+#[test]
+fn matmul_with_transposed_operand() {
+    // Q @ K^T as in attention: B comes from a Transpose node.
+    let mut g = Graph::new();
+    let q = g.add_input("q", f(&[2, 5, 8]));
+    let k = g.add_input("k", f(&[2, 7, 8]));
+    let kt = g
+        .add(
+            "kt",
+            Op::Transpose {
+                perm: vec![0, 2, 1],
+            },
+            &[k],
+        )
+        .unwrap();
+    let y = g.add("mm", Op::MatMul, &[q, kt]).unwrap();
+    g.add_output("y", y);
+    check(&g, &inputs_for(&g, 2), ARITH);
+}
+
+#[test]
+fn gemm_variants() {
+    let mut rng = Rng::new(21);
+    for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (8, 16, 12), (5, 9, 17)] {
+            for cshape in [
+                None,
+                Some(vec![n]),
+                Some(vec![m, n]),
+                Some(vec![m, 1]),
+                Some(vec![]),
+            ] {
+                for const_b in [false, true] {
+                    let op = Op::Gemm {
+                        alpha: 0.7,
+                        beta: 1.3,
+                        trans_a: ta,
+                        trans_b: tb,
+                    };
+                    let ashape = if ta { vec![k, m] } else { vec![m, k] };
+                    let bshape = if tb { vec![n, k] } else { vec![k, n] };
+                    let mut g = Graph::new();
+                    let a = g.add_input("a", f(&ashape));
+                    let b = if const_b {
+                        g.add_const("b", f32t(&mut rng, &bshape))
+                    } else {
+                        g.add_input("b", f(&bshape))
+                    };
+                    let mut ins = vec![a, b];
+                    if let Some(cs) = &cshape {
+                        ins.push(g.add_const("c", f32t(&mut rng, cs)));
+                    }
+                    let y = g.add("gemm", op, &ins).unwrap();
+                    g.add_output("y", y);
+                    check(&g, &inputs_for(&g, 4), ARITH);
+                }
+            }
+        }
+    }
+}
+
+fn win(kernel: &[usize], strides: &[usize], pads: &[usize], dil: &[usize], ceil: bool) -> Window {
+    Window {
+        kernel: kernel.to_vec(),
+        strides: strides.to_vec(),
+        pads: pads.to_vec(),
+        dilations: dil.to_vec(),
+        ceil_mode: ceil,
+    }
+}
+
+fn conv_case(
+    x: &[usize],
+    w: &[usize],
+    window: Window,
+    group: usize,
+    bias: bool,
+    const_w: bool,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let mut g = Graph::new();
+    let xv = g.add_input("x", f(x));
+    let wv = if const_w {
+        g.add_const("w", f32t(&mut rng, w))
+    } else {
+        g.add_input("w", f(w))
+    };
+    let mut ins = vec![xv, wv];
+    if bias {
+        ins.push(g.add_const("b", f32t(&mut rng, &[w[0]])));
+    }
+    let y = g.add("conv", Op::Conv { window, group }, &ins).unwrap();
+    g.add_output("y", y);
+    check(
+        &g,
+        &inputs_for(&g, seed),
+        Tol {
+            atol: 2e-5,
+            rtol: 1e-4,
+        },
+    );
+}
+
+#[test]
+fn conv2d_variants() {
+    let mut s = 0;
+    for const_w in [true, false] {
+        for bias in [true, false] {
+            s += 1;
+            // plain 3x3 pad 1
+            conv_case(
+                &[1, 3, 7, 9],
+                &[16, 3, 3, 3],
+                win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1], false),
+                1,
+                bias,
+                const_w,
+                s,
+            );
+            // stride 2, asymmetric pads, channels not a multiple of 16
+            conv_case(
+                &[2, 5, 11, 10],
+                &[19, 5, 3, 3],
+                win(&[3, 3], &[2, 2], &[1, 0, 2, 1], &[1, 1], false),
+                1,
+                bias,
+                const_w,
+                s + 10,
+            );
+            // 1x1
+            conv_case(
+                &[1, 8, 5, 6],
+                &[12, 8, 1, 1],
+                win(&[1, 1], &[1, 1], &[0, 0, 0, 0], &[1, 1], false),
+                1,
+                bias,
+                const_w,
+                s + 20,
+            );
+            // dilation, non-square kernel
+            conv_case(
+                &[1, 4, 12, 13],
+                &[9, 4, 2, 3],
+                win(&[2, 3], &[1, 2], &[0, 1, 1, 0], &[2, 2], false),
+                1,
+                bias,
+                const_w,
+                s + 30,
+            );
+            // groups
+            conv_case(
+                &[1, 6, 8, 8],
+                &[24, 3, 3, 3],
+                win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1], false),
+                2,
+                bias,
+                const_w,
+                s + 40,
+            );
+            // groups with 40 channels per group (two full blocks of 16 and a partial one)
+            conv_case(
+                &[1, 4, 6, 7],
+                &[80, 2, 3, 3],
+                win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1], false),
+                2,
+                bias,
+                const_w,
+                s + 45,
+            );
+            // depthwise, stride 1 and 2
+            conv_case(
+                &[1, 7, 9, 10],
+                &[7, 1, 3, 3],
+                win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1], false),
+                7,
+                bias,
+                const_w,
+                s + 50,
+            );
+            conv_case(
+                &[2, 8, 9, 11],
+                &[8, 1, 3, 3],
+                win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1], false),
+                8,
+                bias,
+                const_w,
+                s + 60,
+            );
+            // depthwise multiplier 2
+            conv_case(
+                &[1, 3, 6, 7],
+                &[6, 1, 5, 5],
+                win(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1], false),
+                3,
+                bias,
+                const_w,
+                s + 70,
+            );
+            // 7x7 stride 2 pad 3 (ResNet stem, small)
+            conv_case(
+                &[1, 3, 17, 17],
+                &[16, 3, 7, 7],
+                win(&[7, 7], &[2, 2], &[3, 3, 3, 3], &[1, 1], false),
+                1,
+                bias,
+                const_w,
+                s + 80,
+            );
+            // 1x1 output
+            conv_case(
+                &[1, 2, 3, 3],
+                &[5, 2, 3, 3],
+                win(&[3, 3], &[1, 1], &[0, 0, 0, 0], &[1, 1], false),
+                1,
+                bias,
+                const_w,
+                s + 90,
+            );
+        }
+    }
+}
+
+#[test]
+fn conv1d_variants() {
+    conv_case(
+        &[2, 3, 17],
+        &[8, 3, 3],
+        win(&[3], &[1], &[1, 1], &[1], false),
+        1,
+        true,
+        true,
+        1,
+    );
+    conv_case(
+        &[1, 4, 20],
+        &[10, 2, 5],
+        win(&[5], &[2], &[2, 1], &[2], false),
+        2,
+        false,
+        false,
+        2,
+    );
+    conv_case(
+        &[1, 16, 13],
+        &[32, 16, 1],
+        win(&[1], &[1], &[0, 0], &[1], false),
+        1,
+        true,
+        true,
+        3,
+    );
+}
+
+fn pool_case(x: &[usize], window: Window, avg: Option<bool>, seed: u64) {
+    let op = match avg {
+        None => Op::MaxPool { window },
+        Some(c) => Op::AveragePool {
+            window,
+            count_include_pad: c,
+        },
+    };
+    check_op(op, &[f(x)], ARITH, seed);
+}
+
+#[test]
+fn pools() {
+    let mut s = 0;
+    for avg in [None, Some(false), Some(true)] {
+        for ceil in [false, true] {
+            s += 1;
+            pool_case(
+                &[1, 3, 8, 8],
+                win(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1], ceil),
+                avg,
+                s,
+            );
+            pool_case(
+                &[2, 2, 9, 10],
+                win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1], ceil),
+                avg,
+                s,
+            );
+            pool_case(
+                &[1, 4, 11, 7],
+                win(&[3, 2], &[2, 3], &[1, 0, 1, 1], &[1, 1], ceil),
+                avg,
+                s,
+            );
+            pool_case(
+                &[1, 2, 7, 7],
+                win(&[7, 7], &[1, 1], &[0, 0, 0, 0], &[1, 1], ceil),
+                avg,
+                s,
+            );
+            pool_case(&[1, 3, 13], win(&[3], &[2], &[1, 1], &[1], ceil), avg, s);
+            if avg.is_none() {
+                pool_case(
+                    &[1, 2, 10, 10],
+                    win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[2, 2], ceil),
+                    avg,
+                    s,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn reductions() {
+    let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![5], vec![0]),
+        (vec![3, 7], vec![1]),
+        (vec![3, 7], vec![0]),
+        (vec![2, 3, 33], vec![2]),
+        (vec![2, 3, 4, 5], vec![2, 3]),
+        (vec![2, 3, 4, 5], vec![0, 2]),
+        (vec![2, 3, 4, 5], vec![0, 1, 2, 3]),
+        (vec![1, 64, 7, 7], vec![2, 3]),
+    ];
+    for kind in [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::L2,
+    ] {
+        for (shape, axes) in &cases {
+            for keepdims in [false, true] {
+                check_op(
+                    Op::Reduce {
+                        kind,
+                        axes: axes.clone(),
+                        keepdims,
+                    },
+                    &[f(shape)],
+                    ARITH,
+                    3,
+                );
+            }
+        }
+    }
+    for dt in [DType::I64, DType::I32] {
+        for kind in [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max] {
+            check_op(
+                Op::Reduce {
+                    kind,
+                    axes: vec![1],
+                    keepdims: false,
+                },
+                &[ty(dt, &[3, 9, 2])],
+                EXACT,
+                4,
+            );
+        }
+    }
+}
+
+#[test]
+fn softmax_axes() {
+    for (shape, axis) in [
+        (vec![7], 0),
+        (vec![3, 10], 1),
+        (vec![3, 10], 0),
+        (vec![2, 4, 5, 17], 3),
+        (vec![2, 4, 5], 1),
+    ] {
+        check_op(Op::Softmax { axis }, &[f(&shape)], TRANS, 5);
+    }
+    // Large logits must not overflow.
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[2, 3]));
+    let y = g.add("sm", Op::Softmax { axis: 1 }, &[x]).unwrap();
+    g.add_output("y", y);
+    let t = Tensor::from_f32(vec![2, 3], vec![1000.0, 999.0, -1000.0, 50.0, 50.0, 50.0]).unwrap();
+    check(&g, &[t], TRANS);
+}
+
+#[test]
+fn layer_norm_variants() {
+    let mut rng = Rng::new(8);
+    for (shape, axis, sshape, bias) in [
+        (vec![2, 5, 16], 2, vec![16], true),
+        (vec![2, 5, 7], 1, vec![5, 7], false),
+        (vec![3, 4, 6], 1, vec![1, 6], true),
+        (vec![4, 9], 1, vec![1], true),
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let s = g.add_const("s", f32t(&mut rng, &sshape));
+        let mut ins = vec![x, s];
+        if bias {
+            ins.push(g.add_const("b", f32t(&mut rng, &sshape)));
+        }
+        let y = g
+            .add(
+                "ln",
+                Op::LayerNorm {
+                    axis,
+                    epsilon: 1e-5,
+                },
+                &ins,
+            )
+            .unwrap();
+        g.add_output("y", y);
+        check(
+            &g,
+            &inputs_for(&g, 6),
+            Tol {
+                atol: 1e-5,
+                rtol: 1e-4,
+            },
+        );
+    }
+}
+
+#[test]
+fn data_movement() {
+    for dt in [DType::F32, DType::I64, DType::Bool, DType::I32] {
+        let t = |s: &[usize]| ty(dt, s);
+        check_op(
+            Op::Reshape { shape: vec![6, 5] },
+            &[t(&[2, 3, 5])],
+            EXACT,
+            1,
+        );
+        check_op(Op::Transpose { perm: vec![1, 0] }, &[t(&[7, 9])], EXACT, 1);
+        check_op(
+            Op::Transpose {
+                perm: vec![0, 2, 3, 1],
+            },
+            &[t(&[2, 3, 4, 5])],
+            EXACT,
+            2,
+        );
+        check_op(
+            Op::Transpose {
+                perm: vec![2, 0, 1],
+            },
+            &[t(&[1, 6, 3])],
+            EXACT,
+            2,
+        );
+        check_op(
+            Op::Concat { axis: 1 },
+            &[t(&[2, 3, 4]), t(&[2, 1, 4]), t(&[2, 5, 4])],
+            EXACT,
+            3,
+        );
+        check_op(Op::Concat { axis: 0 }, &[t(&[3, 5]), t(&[2, 5])], EXACT, 3);
+        check_op(
+            Op::Concat { axis: 2 },
+            &[t(&[2, 3, 4]), t(&[2, 3, 7])],
+            EXACT,
+            3,
+        );
+        check_op(
+            Op::Split {
+                axis: 1,
+                sizes: vec![2, 3, 1],
+            },
+            &[t(&[3, 6, 5])],
+            EXACT,
+            4,
+        );
+        check_op(
+            Op::Split {
+                axis: 0,
+                sizes: vec![1, 1],
+            },
+            &[t(&[2, 9])],
+            EXACT,
+            4,
+        );
+        check_op(
+            Op::Expand {
+                shape: vec![3, 4, 5],
+            },
+            &[t(&[4, 1])],
+            EXACT,
+            5,
+        );
+        check_op(Op::Expand { shape: vec![2, 1] }, &[t(&[1, 7])], EXACT, 5);
+        check_op(
+            Op::Slice {
+                dims: vec![
+                    SliceDim {
+                        start: 1,
+                        step: 2,
+                        len: 3,
+                    },
+                    SliceDim {
+                        start: 6,
+                        step: -2,
+                        len: 3,
+                    },
+                    SliceDim {
+                        start: 0,
+                        step: 1,
+                        len: 5,
+                    },
+                ],
+            },
+            &[t(&[7, 8, 5])],
+            EXACT,
+            6,
+        );
+        for mode in [PadMode::Constant, PadMode::Reflect, PadMode::Edge] {
+            check_op(
+                Op::Pad {
+                    pads: vec![1, 2, 2, 0],
+                    mode,
+                    value: 1.5,
+                },
+                &[t(&[3, 4])],
+                EXACT,
+                7,
+            );
+            check_op(
+                Op::Pad {
+                    pads: vec![0, 1, 0, 1, 0, 3],
+                    mode,
+                    value: -2.0,
+                },
+                &[t(&[2, 3, 5])],
+                EXACT,
+                7,
+            );
+        }
+        check_op(
+            Op::Pad {
+                pads: vec![-1, 2, 1, -2],
+                mode: PadMode::Constant,
+                value: 0.0,
+            },
+            &[t(&[4, 5])],
+            EXACT,
+            8,
+        );
+    }
+}
+
+#[test]
+fn gather_variants() {
+    for dt in [DType::F32, DType::I64] {
+        for ity in [DType::I64, DType::I32] {
+            for (dshape, axis, idx) in [
+                (vec![10, 4], 0usize, vec![0i64, 9, -1, 3, 3]),
+                (vec![3, 5, 2], 1, vec![4, -5, 2]),
+                (vec![3, 6], 1, vec![5]),
+                (vec![7], 0, vec![-7, 6, 0]),
+            ] {
+                let mut g = Graph::new();
+                let d = g.add_input("d", ty(dt, &dshape));
+                let n = idx.len();
+                let it = match ity {
+                    DType::I64 => Tensor::from_i64(vec![n], idx.clone()).unwrap(),
+                    _ => Tensor::new(
+                        vec![n],
+                        optc_ir::Data::I32(idx.iter().map(|&v| v as i32).collect()),
+                    )
+                    .unwrap(),
+                };
+                let i = g.add_input("i", it.ty());
+                let y = g.add("gather", Op::Gather { axis }, &[d, i]).unwrap();
+                g.add_output("y", y);
+                let mut ins = inputs_for(&g, 3);
+                ins[1] = it;
+                check(&g, &ins, EXACT);
+            }
+        }
+    }
+    // 2-D indices (embedding lookup).
+    let mut g = Graph::new();
+    let d = g.add_input("d", f(&[30, 8]));
+    let i = g.add_input("i", ty(DType::I64, &[2, 5]));
+    let y = g.add("gather", Op::Gather { axis: 0 }, &[d, i]).unwrap();
+    g.add_output("y", y);
+    let mut ins = inputs_for(&g, 3);
+    ins[1] = Tensor::from_i64(vec![2, 5], vec![0, 1, 29, -1, -30, 5, 6, 7, 8, 9]).unwrap();
+    check(&g, &ins, EXACT);
+}
+
+#[test]
+fn gather_out_of_range_is_an_error() {
+    let mut g = Graph::new();
+    let d = g.add_input("d", f(&[10, 4]));
+    let i = g.add_input("i", ty(DType::I64, &[3]));
+    let y = g.add("emb", Op::Gather { axis: 0 }, &[d, i]).unwrap();
+    g.add_output("y", y);
+    let m = compile(&g);
+    let mut rng = Rng::new(1);
+    let data = f32t(&mut rng, &[10, 4]);
+    for bad in [10i64, -11, i64::MAX] {
+        let idx = Tensor::from_i64(vec![3], vec![0, bad, 1]).unwrap();
+        let err = run_jit(&m, &[data.clone(), idx]).unwrap_err().to_string();
+        assert!(
+            err.contains("emb") && err.contains("gather") && err.contains("range"),
+            "{err}"
+        );
+    }
+}

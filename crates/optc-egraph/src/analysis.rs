@@ -1,0 +1,184 @@
+//! The e-class analysis: dtype and shape of every class, and constant-ness, with
+//! constant folding through the reference interpreter.
+
+use crate::lang::{ENode, Kind};
+use egg::{DidMerge, EGraph, Id};
+use optc_ir::{ConstId, Op, Tensor, TensorType};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Per-class facts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Data {
+    /// Output types: one for ordinary values, several for a multi-output op's tuple.
+    /// Empty when the class holds an ill-typed term (a rule built something that does not
+    /// type-check); such terms are never extracted.
+    pub types: Vec<TensorType>,
+    /// The class is the constant `konst`.
+    pub konst: Option<ConstId>,
+}
+
+impl Data {
+    /// The single type of a value class.
+    pub fn ty(&self) -> Option<&TensorType> {
+        match self.types.as_slice() {
+            [t] => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The analysis state: graph input types and the constant table (the IR's constants plus
+/// those the optimizer creates).
+#[derive(Clone, Debug, Default)]
+pub struct OptAnalysis {
+    pub input_types: Vec<TensorType>,
+    pub consts: Vec<Arc<Tensor>>,
+    by_digest: HashMap<u64, Vec<ConstId>>,
+    /// Fold ops whose inputs are all constant, when the result has at most
+    /// `max(fold_limit, largest input)` elements, so folding never grows the model
+    /// (0 disables folding).
+    pub fold_limit: usize,
+}
+
+pub type OptEGraph = EGraph<ENode, OptAnalysis>;
+
+impl OptAnalysis {
+    pub fn new(input_types: Vec<TensorType>, consts: Vec<Arc<Tensor>>, fold_limit: usize) -> Self {
+        let mut a = OptAnalysis {
+            input_types,
+            consts: vec![],
+            by_digest: HashMap::new(),
+            fold_limit,
+        };
+        for c in consts {
+            a.consts.push(c.clone());
+            let id = ConstId(a.consts.len() as u32 - 1);
+            a.by_digest.entry(c.digest()).or_default().push(id);
+        }
+        a
+    }
+
+    /// Intern a constant (identical tensors share an id).
+    pub fn intern(&mut self, t: Tensor) -> ConstId {
+        let d = t.digest();
+        if let Some(ids) = self.by_digest.get(&d) {
+            for &id in ids {
+                if *self.consts[id.0 as usize] == t {
+                    return id;
+                }
+            }
+        }
+        self.consts.push(Arc::new(t));
+        let id = ConstId(self.consts.len() as u32 - 1);
+        self.by_digest.entry(d).or_default().push(id);
+        id
+    }
+
+    pub fn tensor(&self, id: ConstId) -> &Arc<Tensor> {
+        &self.consts[id.0 as usize]
+    }
+}
+
+fn fold(egraph: &mut OptEGraph, op: &Op, children: &[Id], out: &TensorType) -> Option<ConstId> {
+    let limit = egraph.analysis.fold_limit;
+    if limit == 0 {
+        return None;
+    }
+    let mut ins = Vec::with_capacity(children.len());
+    for &c in children {
+        let id = egraph[c].data.konst?;
+        ins.push(egraph.analysis.tensor(id).clone());
+    }
+    // Never grow the model: the result may be as large as the largest input, or `limit`.
+    let largest = ins.iter().map(|t| t.numel()).max().unwrap_or(0);
+    if out.numel() > limit.max(largest) {
+        return None;
+    }
+    let refs: Vec<&Tensor> = ins.iter().map(|t| t.as_ref()).collect();
+    let mut outs = optc_ir::interp::eval_op(op, &refs).ok()?;
+    if outs.len() != 1 {
+        return None;
+    }
+    Some(egraph.analysis.intern(outs.pop()?))
+}
+
+impl egg::Analysis<ENode> for OptAnalysis {
+    type Data = Data;
+
+    fn make(egraph: &mut OptEGraph, enode: &ENode, _id: Id) -> Data {
+        match &enode.kind {
+            Kind::Input(i) => Data {
+                types: egraph.analysis.input_types.get(*i).cloned().into_iter().collect(),
+                konst: None,
+            },
+            Kind::Const(c) => Data {
+                types: egraph
+                    .analysis
+                    .consts
+                    .get(c.0 as usize)
+                    .map(|t| t.ty())
+                    .into_iter()
+                    .collect(),
+                konst: Some(*c),
+            },
+            Kind::Proj(i) => {
+                let t = enode
+                    .children
+                    .first()
+                    .and_then(|&c| egraph[c].data.types.get(*i).cloned());
+                Data {
+                    types: t.into_iter().collect(),
+                    konst: None,
+                }
+            }
+            Kind::Op(k) => {
+                let tys: Option<Vec<TensorType>> = enode
+                    .children
+                    .iter()
+                    .map(|&c| egraph[c].data.ty().cloned())
+                    .collect();
+                let Some(tys) = tys else {
+                    return Data { types: vec![], konst: None };
+                };
+                let refs: Vec<&TensorType> = tys.iter().collect();
+                let types = k.op.infer(&refs).unwrap_or_default();
+                let konst = match types.as_slice() {
+                    [t] if !enode.children.is_empty() => {
+                        let t = t.clone();
+                        fold(egraph, &k.op, &enode.children, &t)
+                    }
+                    _ => None,
+                };
+                Data { types, konst }
+            }
+        }
+    }
+
+    fn merge(&mut self, a: &mut Data, b: Data) -> DidMerge {
+        let mut changed_a = false;
+        if a.types.is_empty() && !b.types.is_empty() {
+            a.types = b.types.clone();
+            changed_a = true;
+        }
+        if a.konst.is_none() && b.konst.is_some() {
+            a.konst = b.konst;
+            changed_a = true;
+        }
+        let changed_b = (b.types.is_empty() && !a.types.is_empty()) || (b.konst.is_none() && a.konst.is_some());
+        DidMerge(changed_a, changed_b)
+    }
+
+    fn modify(egraph: &mut OptEGraph, id: Id) {
+        if let Some(c) = egraph[id].data.konst {
+            let has = egraph[id].nodes.iter().any(|n| n.kind == Kind::Const(c));
+            if !has {
+                let k = egraph.add(ENode {
+                    kind: Kind::Const(c),
+                    children: vec![],
+                });
+                egraph.union(id, k);
+            }
+        }
+    }
+}

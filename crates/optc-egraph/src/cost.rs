@@ -1,0 +1,105 @@
+//! The cost model: estimated seconds per node on a target.
+//!
+//! `cost = max(flops / flops_per_s, bytes / bytes_per_s) + kernel_overhead_s`.
+//! All machine constants live here.
+
+use crate::analysis::OptEGraph;
+use crate::lang::{ENode, Kind};
+use optc_ir::{Op, TensorType, UnaryOp};
+
+/// Machine constants of a target.
+#[derive(Clone, Debug)]
+pub struct CostModel {
+    /// Attainable f32 FLOP/s of dense kernels (GEMM, conv).
+    pub dense_flops_per_s: f64,
+    /// Attainable elementwise f32 ops per second.
+    pub elementwise_per_s: f64,
+    /// Cost of a transcendental (exp, tanh, erf, ...) in elementwise ops.
+    pub transcendental_ops: f64,
+    /// Memory bandwidth in bytes per second.
+    pub bytes_per_s: f64,
+    /// Fixed cost of launching one kernel (a call, loop setup), in seconds.
+    pub kernel_overhead_s: f64,
+}
+
+impl CostModel {
+    /// Constants for this machine (Zen 3, one core) with the current code generator.
+    /// Provisional: to be calibrated by microbenchmarks of the generated kernels.
+    pub fn host() -> CostModel {
+        CostModel {
+            dense_flops_per_s: 20e9,
+            elementwise_per_s: 4e9,
+            transcendental_ops: 10.0,
+            bytes_per_s: 15e9,
+            kernel_overhead_s: 50e-9,
+        }
+    }
+
+    /// Estimated seconds for `op` with these input and output types.
+    pub fn op_cost(&self, op: &Op, ins: &[&TensorType], outs: &[TensorType]) -> f64 {
+        let out_n: usize = outs.iter().map(|t| t.numel()).sum();
+        let bytes: usize = ins.iter().map(|t| t.size_bytes()).sum::<usize>()
+            + outs.iter().map(|t| t.size_bytes()).sum::<usize>();
+        let (dense, elem) = match op {
+            Op::MatMul => {
+                let k = ins.first().and_then(|t| t.shape.last()).copied().unwrap_or(1);
+                (2.0 * out_n as f64 * k as f64, 0.0)
+            }
+            Op::Gemm { trans_a, .. } => {
+                let a = ins.first().map(|t| t.shape.clone()).unwrap_or_default();
+                let k = if *trans_a { a.first() } else { a.get(1) }.copied().unwrap_or(1);
+                (2.0 * out_n as f64 * k as f64, out_n as f64)
+            }
+            Op::Conv { window, .. } => {
+                let cin_g = ins.get(1).and_then(|w| w.shape.get(1)).copied().unwrap_or(1);
+                let k: usize = window.kernel.iter().product();
+                (2.0 * out_n as f64 * (cin_g * k) as f64, out_n as f64)
+            }
+            Op::Unary(u) => {
+                let t = match u {
+                    UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Erf | UnaryOp::Exp | UnaryOp::Log => {
+                        self.transcendental_ops
+                    }
+                    _ => 1.0,
+                };
+                (0.0, t * out_n as f64)
+            }
+            Op::Softmax { .. } => (0.0, (self.transcendental_ops + 3.0) * out_n as f64),
+            Op::LayerNorm { .. } | Op::BatchNorm { .. } => (0.0, 6.0 * out_n as f64),
+            Op::Binary(_) | Op::Where | Op::Cast { .. } => (0.0, out_n as f64),
+            Op::MaxPool { window } | Op::AveragePool { window, .. } => {
+                (0.0, (out_n * window.kernel.iter().product::<usize>()) as f64)
+            }
+            Op::Reduce { .. } => (0.0, ins.first().map(|t| t.numel()).unwrap_or(0) as f64),
+            _ => (0.0, 0.0),
+        };
+        let compute = dense / self.dense_flops_per_s + elem / self.elementwise_per_s;
+        compute.max(bytes as f64 / self.bytes_per_s) + self.kernel_overhead_s
+    }
+}
+
+/// An egg cost function over an e-graph: tree cost in estimated seconds. Ill-typed
+/// terms cost infinity so they are never extracted.
+pub struct EGraphCost<'a> {
+    pub egraph: &'a OptEGraph,
+    pub model: CostModel,
+}
+
+impl egg::CostFunction<ENode> for EGraphCost<'_> {
+    type Cost = f64;
+    fn cost<C: FnMut(egg::Id) -> f64>(&mut self, enode: &ENode, mut costs: C) -> f64 {
+        let own = match &enode.kind {
+            Kind::Input(_) | Kind::Const(_) | Kind::Proj(_) => 0.0,
+            Kind::Op(k) => {
+                let ins: Option<Vec<&TensorType>> =
+                    enode.children.iter().map(|&c| self.egraph[c].data.ty()).collect();
+                let outs = k.op.infer(ins.as_deref().unwrap_or(&[])).ok();
+                match (ins, outs) {
+                    (Some(ins), Some(outs)) => self.model.op_cost(&k.op, &ins, &outs),
+                    _ => f64::INFINITY,
+                }
+            }
+        };
+        enode.children.iter().fold(own, |acc, &c| acc + costs(c))
+    }
+}

@@ -1,0 +1,237 @@
+//! Rules: s-expression rules from `.rules` files, and conditional rules written in Rust.
+//!
+//! Every rule is type-guarded: a rewrite only fires when the new term has exactly the
+//! dtype and shape of the class it joins (broadcasting can change shapes, e.g. `x * 1`
+//! with a larger `1`).
+
+use crate::analysis::{OptAnalysis, OptEGraph};
+use crate::lang::{ENode, Kind};
+use egg::{Applier, ENodeOrVar, Id, Language, Pattern, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
+use optc_ir::{Op, Tensor, TensorType};
+use std::sync::Arc;
+
+pub type Rule = Rewrite<ENode, OptAnalysis>;
+
+/// A term to build: an existing class, an op over terms, or a new constant.
+#[derive(Clone, Debug)]
+pub enum Build {
+    Class(Id),
+    Node(Op, Vec<Build>),
+    Const(Tensor),
+}
+
+/// Types a [`Build`] would have, without adding anything.
+pub fn build_types(eg: &OptEGraph, b: &Build) -> Option<Vec<TensorType>> {
+    match b {
+        Build::Class(id) => Some(eg[*id].data.types.clone()).filter(|t| !t.is_empty()),
+        Build::Const(t) => Some(vec![t.ty()]),
+        Build::Node(op, ch) => {
+            let mut tys = vec![];
+            for c in ch {
+                let t = build_types(eg, c)?;
+                if t.len() != 1 {
+                    return None;
+                }
+                tys.extend(t);
+            }
+            let refs: Vec<&TensorType> = tys.iter().collect();
+            op.infer(&refs).ok()
+        }
+    }
+}
+
+/// Add a [`Build`] to the e-graph.
+pub fn add_build(eg: &mut OptEGraph, b: &Build) -> Id {
+    match b {
+        Build::Class(id) => *id,
+        Build::Const(t) => {
+            let c = eg.analysis.intern(t.clone());
+            eg.add(ENode {
+                kind: Kind::Const(c),
+                children: vec![],
+            })
+        }
+        Build::Node(op, ch) => {
+            let children = ch.iter().map(|c| add_build(eg, c)).collect();
+            eg.add(ENode::op(op.clone(), children))
+        }
+    }
+}
+
+/// The constant tensor of a class, if it is one.
+pub fn const_of(eg: &OptEGraph, id: Id) -> Option<Arc<Tensor>> {
+    eg[id].data.konst.map(|c| eg.analysis.tensor(c).clone())
+}
+
+type RuleFn = dyn Fn(&OptEGraph, &ENode) -> Option<Build> + Send + Sync;
+
+/// A conditional rule in Rust: for each e-node, `f` decides whether it rewrites and to what.
+pub struct FnRule {
+    f: Arc<RuleFn>,
+}
+
+impl FnRule {
+    /// Make a rewrite named `name` from `f`.
+    pub fn rewrite(
+        name: &str,
+        f: impl Fn(&OptEGraph, &ENode) -> Option<Build> + Send + Sync + 'static,
+    ) -> Rule {
+        let f: Arc<RuleFn> = Arc::new(f);
+        Rewrite::new(name, FnRule { f: f.clone() }, FnRule { f }).expect("FnRule binds no variables")
+    }
+
+    fn results(&self, eg: &OptEGraph, eclass: Id) -> Vec<Build> {
+        let want = &eg[eclass].data.types;
+        eg[eclass]
+            .nodes
+            .iter()
+            .filter_map(|n| (self.f)(eg, n))
+            .filter(|b| {
+                // type guard, and no-op rewrites into the same class are not matches
+                build_types(eg, b).as_ref() == Some(want)
+                    && !matches!(b, Build::Class(c) if eg.find(*c) == eg.find(eclass))
+            })
+            .collect()
+    }
+}
+
+impl Searcher<ENode, OptAnalysis> for FnRule {
+    fn search_eclass_with_limit(&self, eg: &OptEGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, ENode>> {
+        let n = self.results(eg, eclass).len().min(limit);
+        if n == 0 {
+            return None;
+        }
+        Some(SearchMatches {
+            eclass,
+            substs: vec![Subst::default(); 1],
+            ast: None,
+        })
+    }
+    fn vars(&self) -> Vec<Var> {
+        vec![]
+    }
+}
+
+impl Applier<ENode, OptAnalysis> for FnRule {
+    fn apply_one(&self, eg: &mut OptEGraph, eclass: Id, _: &Subst, _: Option<&PatternAst<ENode>>, _: Symbol) -> Vec<Id> {
+        let mut changed = vec![];
+        for b in self.results(eg, eclass) {
+            let id = add_build(eg, &b);
+            if eg.union(eclass, id) {
+                changed.push(id);
+            }
+        }
+        changed
+    }
+}
+
+/// Types of a pattern instantiated with `subst`.
+fn pattern_types(eg: &OptEGraph, ast: &PatternAst<ENode>, subst: &Subst) -> Option<Vec<TensorType>> {
+    let nodes = ast.as_ref();
+    let mut tys: Vec<Vec<TensorType>> = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let t = match n {
+            ENodeOrVar::Var(v) => eg[*subst.get(*v)?].data.types.clone(),
+            ENodeOrVar::ENode(e) => match &e.kind {
+                Kind::Op(k) => {
+                    let ins: Option<Vec<&TensorType>> = e
+                        .children()
+                        .iter()
+                        .map(|c| match tys[usize::from(*c)].as_slice() {
+                            [t] => Some(t),
+                            _ => None,
+                        })
+                        .collect();
+                    k.op.infer(&ins?).ok()?
+                }
+                Kind::Proj(i) => vec![tys[usize::from(e.children[0])].get(*i)?.clone()],
+                Kind::Input(i) => vec![eg.analysis.input_types.get(*i)?.clone()],
+                Kind::Const(c) => vec![eg.analysis.consts.get(c.0 as usize)?.ty()],
+            },
+        };
+        if t.is_empty() {
+            return None;
+        }
+        tys.push(t);
+    }
+    tys.pop()
+}
+
+/// A pattern applier that only fires when the result keeps the class's type.
+pub struct TypedPattern {
+    pub rhs: Pattern<ENode>,
+}
+
+impl Applier<ENode, OptAnalysis> for TypedPattern {
+    fn apply_one(&self, eg: &mut OptEGraph, eclass: Id, subst: &Subst, ast: Option<&PatternAst<ENode>>, rule: Symbol) -> Vec<Id> {
+        let want = eg[eclass].data.types.clone();
+        match pattern_types(eg, &self.rhs.ast, subst) {
+            Some(t) if t == want => self.rhs.apply_one(eg, eclass, subst, ast, rule),
+            _ => vec![],
+        }
+    }
+    fn vars(&self) -> Vec<Var> {
+        self.rhs.vars()
+    }
+}
+
+/// An s-expression rule as written in a `.rules` file.
+#[derive(Clone, Debug)]
+pub struct RuleText {
+    pub name: String,
+    pub lhs: String,
+    pub rhs: String,
+}
+
+/// Parse a `.rules` file. Lines: `name: LHS => RHS` or `name: LHS <=> RHS` (both
+/// directions; the reverse is named `name-rev`); `#` starts a comment. Errors carry the
+/// origin and line number.
+pub fn parse_rules(text: &str, origin: &str) -> Result<Vec<RuleText>, String> {
+    let mut out = vec![];
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = |m: &str| format!("{origin}:{}: {m}", i + 1);
+        let (name, body) = line.split_once(':').ok_or_else(|| at("expected `name: lhs => rhs`"))?;
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(at("a rule name is one word"));
+        }
+        let (lhs, rhs, both) = if let Some((l, r)) = body.split_once("<=>") {
+            (l, r, true)
+        } else if let Some((l, r)) = body.split_once("=>") {
+            (l, r, false)
+        } else {
+            return Err(at("expected `=>` or `<=>`"));
+        };
+        let (lhs, rhs) = (lhs.trim().to_string(), rhs.trim().to_string());
+        for side in [&lhs, &rhs] {
+            side.parse::<Pattern<ENode>>().map_err(|e| at(&format!("{e}")))?;
+        }
+        if both {
+            out.push(RuleText { name: format!("{name}-rev"), lhs: rhs.clone(), rhs: lhs.clone() });
+        }
+        out.push(RuleText { name: name.to_string(), lhs, rhs });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in &out {
+        if !seen.insert(r.name.clone()) {
+            return Err(format!("{origin}: rule {} is defined twice", r.name));
+        }
+    }
+    Ok(out)
+}
+
+/// Turn parsed rule text into a type-guarded rewrite.
+pub fn to_rewrite(r: &RuleText) -> Result<Rule, String> {
+    let lhs: Pattern<ENode> = r.lhs.parse().map_err(|e| format!("rule {}: {e}", r.name))?;
+    let rhs: Pattern<ENode> = r.rhs.parse().map_err(|e| format!("rule {}: {e}", r.name))?;
+    Rewrite::new(r.name.as_str(), lhs, TypedPattern { rhs }).map_err(|e| format!("rule {}: {e}", r.name))
+}
+
+/// Parse a `.rules` file into rewrites.
+pub fn load_rules(text: &str, origin: &str) -> Result<Vec<Rule>, String> {
+    parse_rules(text, origin)?.iter().map(to_rewrite).collect()
+}

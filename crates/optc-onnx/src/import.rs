@@ -1,0 +1,1527 @@
+//! The importer proper: model checks, initializers, inputs, topological order, and the
+//! translation of every node.
+
+use crate::proto::{dtype_of, onnx_type_name, tensor_from_proto, Attrs, SUPPORTED_TYPES};
+use crate::ImportOptions;
+use optc_ir::{
+    checked_numel, BinaryOp, DType, Data, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor,
+    TensorType, UnaryOp, Value, Window,
+};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use tract_onnx::pb;
+
+type R<T> = Result<T, String>;
+
+/// Results with at most this many elements are folded for any op.
+const FOLD_SMALL: usize = 4096;
+/// Shape-computation ops fold up to this many elements.
+const FOLD_MAX: usize = 1 << 24;
+/// Largest tensor the importer itself creates (ConstantOfShape, Range).
+const CREATE_MAX: usize = 1 << 28;
+
+/// Every op type the importer understands (default domain).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Abs",
+    "Add",
+    "And",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Greater",
+    "GreaterOrEqual",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "IsNaN",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pad",
+    "Pow",
+    "Range",
+    "Reciprocal",
+    "ReduceL2",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Size",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+];
+
+/// Ops whose constant results are folded whatever their size.
+const SHAPE_OPS: &[&str] = &[
+    "Shape",
+    "Size",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Cast",
+    "Slice",
+    "ConstantOfShape",
+    "Range",
+    "Expand",
+    "Reshape",
+    "Flatten",
+    "Equal",
+    "Where",
+    "Identity",
+    "Not",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+];
+
+fn is_default_domain(d: &str) -> bool {
+    d.is_empty() || d == "ai.onnx"
+}
+
+/// A value during import: a known constant, or a value computed by the graph.
+#[derive(Clone, Debug)]
+enum Val {
+    Const { t: Arc<Tensor>, name: String },
+    Dyn(Value),
+}
+
+impl Val {
+    fn as_const(&self) -> Option<&Arc<Tensor>> {
+        match self {
+            Val::Const { t, .. } => Some(t),
+            Val::Dyn(_) => None,
+        }
+    }
+}
+
+struct Ctx {
+    g: Graph,
+    opset: i64,
+    env: HashMap<String, Val>,
+    names: HashSet<String>,
+    const_nodes: HashMap<usize, Value>,
+}
+
+impl Ctx {
+    fn unique(&mut self, base: &str) -> String {
+        let base = if base.is_empty() { "v" } else { base };
+        if self.names.insert(base.to_string()) {
+            return base.to_string();
+        }
+        let mut i = 1;
+        loop {
+            let n = format!("{base}_{i}");
+            if self.names.insert(n.clone()) {
+                return n;
+            }
+            i += 1;
+        }
+    }
+
+    fn ty(&self, v: &Val) -> TensorType {
+        match v {
+            Val::Const { t, .. } => t.ty(),
+            Val::Dyn(v) => self
+                .g
+                .value_type(*v)
+                .cloned()
+                .unwrap_or_else(|_| TensorType::f32(&[])),
+        }
+    }
+
+    fn materialize(&mut self, v: &Val) -> Value {
+        match v {
+            Val::Dyn(v) => *v,
+            Val::Const { t, name } => {
+                let key = Arc::as_ptr(t) as usize;
+                if let Some(v) = self.const_nodes.get(&key) {
+                    return *v;
+                }
+                let n = self.unique(name);
+                let v = self.g.add_const(&n, t.clone());
+                self.const_nodes.insert(key, v);
+                v
+            }
+        }
+    }
+
+    /// Add `op` on `ins`, or fold it when every input is constant (any size when `fold_any`,
+    /// else small results only).
+    fn emit(&mut self, name: &str, op: Op, ins: &[Val], fold_any: bool) -> R<Vec<Val>> {
+        let tys: Vec<TensorType> = ins.iter().map(|v| self.ty(v)).collect();
+        let refs: Vec<&TensorType> = tys.iter().collect();
+        let out_tys = op.infer(&refs).map_err(|e| e.msg)?;
+        let consts: Option<Vec<Arc<Tensor>>> =
+            ins.iter().map(|v| v.as_const().cloned()).collect();
+        if let Some(cs) = consts {
+            let total = out_tys
+                .iter()
+                .try_fold(0usize, |a, t| a.checked_add(t.numel()))
+                .unwrap_or(usize::MAX);
+            if total <= FOLD_SMALL || (fold_any && total <= FOLD_MAX) {
+                let trefs: Vec<&Tensor> = cs.iter().map(|t| &**t).collect();
+                if let Ok(outs) = optc_ir::interp::eval_op(&op, &trefs) {
+                    if outs.len() == out_tys.len()
+                        && outs.iter().zip(&out_tys).all(|(o, t)| o.ty() == *t)
+                    {
+                        return Ok(outs
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, t)| Val::Const {
+                                t: Arc::new(t),
+                                name: if i == 0 {
+                                    name.to_string()
+                                } else {
+                                    format!("{name}:{i}")
+                                },
+                            })
+                            .collect());
+                    }
+                }
+            }
+        }
+        let values: Vec<Value> = ins.iter().map(|v| self.materialize(v)).collect();
+        let n = self.unique(name);
+        let outs = self.g.add_node(&n, op, &values).map_err(|e| e.msg)?;
+        Ok(outs.into_iter().map(Val::Dyn).collect())
+    }
+
+    fn emit1(&mut self, name: &str, op: Op, ins: &[Val], fold_any: bool) -> R<Val> {
+        let mut v = self.emit(name, op, ins, fold_any)?;
+        if v.len() != 1 {
+            return Err(format!("expected one output, got {}", v.len()));
+        }
+        Ok(v.remove(0))
+    }
+}
+
+fn norm_axis(axis: i64, rank: usize, what: &str) -> R<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        return Err(format!("{what} {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+fn dims_of(v: &[i64], what: &str) -> R<Vec<usize>> {
+    v.iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("{what} has a negative value in {v:?}")))
+        .collect()
+}
+
+/// Display name of a node: its name, or `<OpType>_<index>` when empty.
+fn node_label(n: &pb::NodeProto, i: usize) -> String {
+    if n.name.is_empty() {
+        format!("{}_{}", n.op_type, i)
+    } else {
+        n.name.clone()
+    }
+}
+
+pub fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> R<Graph> {
+    // Opset of the default domain.
+    let opset = model
+        .opset_import
+        .iter()
+        .filter(|o| is_default_domain(&o.domain))
+        .map(|o| o.version)
+        .max();
+    let opset = match opset {
+        Some(v) => v,
+        None if model.opset_import.is_empty() => {
+            return Err("the model declares no opset (opset_import is empty)".into())
+        }
+        None => {
+            return Err(format!(
+                "the model does not import the default ONNX domain (it imports: {})",
+                model
+                    .opset_import
+                    .iter()
+                    .map(|o| format!("'{}' v{}", o.domain, o.version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    };
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| "the model has no graph".to_string())?;
+
+    // 1. Unsupported ops, all at once.
+    let labels: Vec<String> = graph
+        .node
+        .iter()
+        .enumerate()
+        .map(|(i, n)| node_label(n, i))
+        .collect();
+    let mut unsupported: Vec<(String, Vec<String>)> = vec![];
+    for (n, label) in graph.node.iter().zip(&labels) {
+        let key = if !is_default_domain(&n.domain) {
+            format!("{}::{}", n.domain, n.op_type)
+        } else if !SUPPORTED_OPS.contains(&n.op_type.as_str()) {
+            n.op_type.clone()
+        } else {
+            continue;
+        };
+        match unsupported.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(label.clone()),
+            None => unsupported.push((key, vec![label.clone()])),
+        }
+    }
+    if !unsupported.is_empty() {
+        let list: Vec<String> = unsupported
+            .iter()
+            .map(|(k, v)| format!("{k} (nodes: {})", v.join(", ")))
+            .collect();
+        return Err(format!(
+            "model uses {} unsupported op type{} (opset {opset}): {}",
+            unsupported.len(),
+            if unsupported.len() == 1 { "" } else { "s" },
+            list.join(", ")
+        ));
+    }
+    if !graph.sparse_initializer.is_empty() {
+        return Err("sparse initializers are not supported".into());
+    }
+
+    // 2. Initializers.
+    let mut inits: HashMap<String, Arc<Tensor>> = HashMap::new();
+    for p in &graph.initializer {
+        let t = tensor_from_proto(p, &format!("initializer '{}'", p.name))?;
+        inits.insert(p.name.clone(), Arc::new(t));
+    }
+
+    // 3. Graph inputs (initializers listed as inputs are constants).
+    let real_inputs: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !inits.contains_key(&i.name))
+        .collect();
+    let input_names: Vec<&str> = real_inputs.iter().map(|i| i.name.as_str()).collect();
+    let mut unknown: Vec<&String> = opts
+        .input_shapes
+        .keys()
+        .filter(|k| !input_names.contains(&k.as_str()))
+        .collect();
+    unknown.sort();
+    if let Some(k) = unknown.first() {
+        return Err(format!(
+            "--input-shape names '{k}', but the model has no such input; its inputs are: {}",
+            input_names
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut ctx = Ctx {
+        g: Graph::new(),
+        opset,
+        env: HashMap::new(),
+        names: HashSet::new(),
+        const_nodes: HashMap::new(),
+    };
+    for inp in &real_inputs {
+        let ty = input_type(inp, opts)?;
+        let n = ctx.unique(&inp.name);
+        let v = ctx.g.add_input(&n, ty);
+        // The graph input keeps the ONNX name even if a node already took it.
+        if let Some(gi) = ctx.g.inputs.last_mut() {
+            gi.name = inp.name.clone();
+        }
+        ctx.env.insert(inp.name.clone(), Val::Dyn(v));
+    }
+    for (name, t) in &inits {
+        ctx.env.entry(name.clone()).or_insert_with(|| Val::Const {
+            t: t.clone(),
+            name: name.clone(),
+        });
+    }
+
+    // 4. Topological order, and the check that every input exists.
+    let order = topo_order(graph, &labels, &ctx.env)?;
+
+    // Names used by some node or graph output (to detect used unsupported outputs).
+    let mut used: HashSet<&str> = HashSet::new();
+    for n in &graph.node {
+        for i in &n.input {
+            used.insert(i.as_str());
+        }
+    }
+    for o in &graph.output {
+        used.insert(o.name.as_str());
+    }
+
+    // 5. Nodes.
+    for &i in &order {
+        let node = &graph.node[i];
+        let label = &labels[i];
+        let outs = convert(&mut ctx, node, label)
+            .map_err(|e| format!("node '{label}' ({}): {e}", node.op_type))?;
+        for (k, oname) in node.output.iter().enumerate() {
+            if oname.is_empty() {
+                continue;
+            }
+            match outs.get(k).cloned().flatten() {
+                Some(v) => {
+                    let v = match v {
+                        Val::Const { t, .. } => Val::Const {
+                            t,
+                            name: oname.clone(),
+                        },
+                        d => d,
+                    };
+                    ctx.env.insert(oname.clone(), v);
+                }
+                None => {
+                    if used.contains(oname.as_str()) {
+                        return Err(format!(
+                            "node '{label}' ({}): output #{k} ('{oname}') is not supported, \
+                             but the model uses it",
+                            node.op_type
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // 6. Graph outputs.
+    if graph.output.is_empty() {
+        return Err("the graph has no outputs".into());
+    }
+    for o in &graph.output {
+        let v = ctx.env.get(&o.name).cloned().ok_or_else(|| {
+            format!(
+                "graph output '{}' is not produced by any node, input or initializer",
+                o.name
+            )
+        })?;
+        let mut value = ctx.materialize(&v);
+        let node = ctx.g.node(value.node);
+        let needs_identity = matches!(node.op, Op::Input { .. } | Op::Constant { .. })
+            && node.outputs[0].dtype != DType::Bool;
+        if needs_identity {
+            let n = ctx.unique(&format!("{}/identity", o.name));
+            value = ctx
+                .g
+                .add(&n, Op::Unary(UnaryOp::Identity), &[value])
+                .map_err(|e| format!("graph output '{}': {}", o.name, e.msg))?;
+        }
+        ctx.g.add_output(&o.name, value);
+    }
+    ctx.g.remove_dead();
+    ctx.g
+        .verify()
+        .map_err(|e| format!("the imported graph is invalid: {}", e.msg))?;
+    Ok(ctx.g)
+}
+
+fn input_type(inp: &pb::ValueInfoProto, opts: &ImportOptions) -> R<TensorType> {
+    use pb::tensor_shape_proto::dimension::Value as DV;
+    let name = &inp.name;
+    let tt = match inp.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => t,
+        None => return Err(format!("input '{name}' has no tensor type")),
+    };
+    let dtype = dtype_of(tt.elem_type).ok_or_else(|| {
+        format!(
+            "input '{name}' has element type {}, which is not supported (supported: {SUPPORTED_TYPES})",
+            onnx_type_name(tt.elem_type)
+        )
+    })?;
+    let over = opts.input_shapes.get(name);
+    let shape = match &tt.shape {
+        None => match over {
+            Some(s) => s.clone(),
+            None => {
+                return Err(format!(
+                    "input '{name}' has no shape in the model; pass --input-shape {name}=<dims>, e.g. {name}=1x3x224x224"
+                ))
+            }
+        },
+        Some(sp) => {
+            let model_dims: Vec<Option<usize>> = sp
+                .dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(DV::DimValue(v)) if *v >= 0 => Some(*v as usize),
+                    _ => None,
+                })
+                .collect();
+            let show = |ds: &[Option<usize>]| {
+                ds.iter()
+                    .zip(&sp.dim)
+                    .map(|(d, p)| match (d, &p.value) {
+                        (Some(v), _) => v.to_string(),
+                        (None, Some(DV::DimParam(s))) if !s.is_empty() => s.clone(),
+                        _ => "?".to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("x")
+            };
+            match over {
+                Some(s) => {
+                    let ok = s.len() == model_dims.len()
+                        && s.iter().zip(&model_dims).all(|(a, b)| b.is_none_or(|b| b == *a));
+                    if !ok {
+                        return Err(format!(
+                            "--input-shape {name}={} contradicts the model's shape of input '{name}': {}",
+                            s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+                            show(&model_dims)
+                        ));
+                    }
+                    s.clone()
+                }
+                None => {
+                    if let Some(k) = model_dims.iter().position(|d| d.is_none()) {
+                        let pname = match &sp.dim[k].value {
+                            Some(DV::DimParam(s)) if !s.is_empty() => s.clone(),
+                            _ => format!("dim {k}"),
+                        };
+                        let example: Vec<String> = model_dims
+                            .iter()
+                            .map(|d| d.map_or("1".to_string(), |v| v.to_string()))
+                            .collect();
+                        return Err(format!(
+                            "input '{name}' has a dynamic dimension ({pname}) in shape {}; pass --input-shape {name}={}",
+                            show(&model_dims),
+                            example.join("x")
+                        ));
+                    }
+                    model_dims.into_iter().flatten().collect()
+                }
+            }
+        }
+    };
+    let n = checked_numel(&shape).map_err(|e| format!("input '{name}': {e}"))?;
+    if n.checked_mul(dtype.size()).is_none() {
+        return Err(format!("input '{name}': shape {shape:?} is too large"));
+    }
+    Ok(TensorType::new(dtype, shape))
+}
+
+fn topo_order(
+    graph: &pb::GraphProto,
+    labels: &[String],
+    env: &HashMap<String, Val>,
+) -> R<Vec<usize>> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        for o in &n.output {
+            if o.is_empty() {
+                continue;
+            }
+            if env.contains_key(o) {
+                return Err(format!(
+                    "node '{}' ({}) writes '{o}', which is already a graph input or initializer",
+                    labels[i], n.op_type
+                ));
+            }
+            if let Some(j) = producer.insert(o.as_str(), i) {
+                return Err(format!(
+                    "value '{o}' is produced by two nodes: '{}' and '{}'",
+                    labels[j], labels[i]
+                ));
+            }
+        }
+    }
+    let count = graph.node.len();
+    let mut indeg = vec![0usize; count];
+    let mut users: Vec<Vec<usize>> = vec![vec![]; count];
+    for (i, n) in graph.node.iter().enumerate() {
+        for inp in &n.input {
+            if inp.is_empty() || env.contains_key(inp) {
+                continue;
+            }
+            match producer.get(inp.as_str()) {
+                Some(&j) => {
+                    indeg[i] += 1;
+                    users[j].push(i);
+                }
+                None => {
+                    return Err(format!(
+                        "node '{}' ({}): input '{inp}' is neither an initializer, a graph input nor the output of any node (missing initializer?)",
+                        labels[i], n.op_type
+                    ))
+                }
+            }
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..count).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(count);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &u in &users[i] {
+            indeg[u] -= 1;
+            if indeg[u] == 0 {
+                ready.insert(u);
+            }
+        }
+    }
+    if order.len() != count {
+        let stuck: Vec<String> = (0..count)
+            .filter(|&i| indeg[i] > 0)
+            .map(|i| format!("'{}' ({})", labels[i], graph.node[i].op_type))
+            .collect();
+        return Err(format!(
+            "the graph has a cycle; nodes on or after it: {}",
+            stuck.join(", ")
+        ));
+    }
+    Ok(order)
+}
+
+/// Constant scalar of a tensor as f32.
+fn scalar_f32(t: &Tensor, what: &str) -> R<f32> {
+    let v = t.to_f64_vec();
+    if v.len() != 1 {
+        return Err(format!("{what} must be a scalar, got shape {:?}", t.shape()));
+    }
+    Ok(v[0] as f32)
+}
+
+/// The translation of one node. Returns one entry per ONNX output (None = not produced).
+fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
+    let a = Attrs { node };
+    let op_type = node.op_type.as_str();
+    let opset = ctx.opset;
+    let fold_any = SHAPE_OPS.contains(&op_type);
+    let inp = |k: usize| -> Option<Val> {
+        node.input
+            .get(k)
+            .filter(|s| !s.is_empty())
+            .and_then(|s| ctx.env.get(s).cloned())
+    };
+    let req = |k: usize| -> R<Val> {
+        inp(k).ok_or_else(|| format!("required input #{k} is missing"))
+    };
+    let cinp = |k: usize, what: &str| -> R<Option<Arc<Tensor>>> {
+        match inp(k) {
+            None => Ok(None),
+            Some(Val::Const { t, .. }) => Ok(Some(t)),
+            Some(Val::Dyn(_)) => Err(format!(
+                "input #{k} ('{}', the {what}) must be a constant, but it is computed at run time",
+                node.input[k]
+            )),
+        }
+    };
+    let one = |v: Val| Ok(vec![Some(v)]);
+    let nin = node.input.len();
+    let ty0 = |ctx: &Ctx| -> R<TensorType> { Ok(ctx.ty(&req(0)?)) };
+
+    macro_rules! unary {
+        ($u:expr) => {{
+            let x = req(0)?;
+            let v = ctx.emit1(name, Op::Unary($u), &[x], fold_any)?;
+            one(v)
+        }};
+    }
+    macro_rules! binary {
+        ($b:expr) => {{
+            let (x, y) = (req(0)?, req(1)?);
+            let v = ctx.emit1(name, Op::Binary($b), &[x, y], fold_any)?;
+            one(v)
+        }};
+    }
+
+    match op_type {
+        "Identity" => one(req(0)?),
+        "Dropout" => {
+            if let Some(t) = cinp(2, "training_mode")? {
+                if t.to_i64_vec().first().copied().unwrap_or(0) != 0 {
+                    return Err("training_mode=1 is not supported (inference only)".into());
+                }
+            } else if inp(2).is_some() {
+                return Err("training_mode must be a constant".into());
+            }
+            if opset < 7 && a.int_or("is_test", 0) == 0 && a.has("is_test") {
+                return Err("is_test=0 (training) is not supported".into());
+            }
+            Ok(vec![Some(req(0)?), None])
+        }
+        "Relu" => unary!(UnaryOp::Relu),
+        "LeakyRelu" => unary!(UnaryOp::LeakyRelu {
+            alpha: a.float_or("alpha", 0.01)
+        }),
+        "Sigmoid" => unary!(UnaryOp::Sigmoid),
+        "HardSigmoid" => unary!(UnaryOp::HardSigmoid {
+            alpha: a.float_or("alpha", 0.2),
+            beta: a.float_or("beta", 0.5)
+        }),
+        "HardSwish" => unary!(UnaryOp::HardSwish),
+        "Tanh" => unary!(UnaryOp::Tanh),
+        "Erf" => unary!(UnaryOp::Erf),
+        "Exp" => unary!(UnaryOp::Exp),
+        "Log" => unary!(UnaryOp::Log),
+        "Sqrt" => unary!(UnaryOp::Sqrt),
+        "Neg" => unary!(UnaryOp::Neg),
+        "Abs" => unary!(UnaryOp::Abs),
+        "Not" => unary!(UnaryOp::Not),
+        "IsNaN" => unary!(UnaryOp::IsNaN),
+        "Reciprocal" => {
+            let x = req(0)?;
+            if ctx.ty(&x).dtype != DType::F32 {
+                return Err("Reciprocal needs a float input".into());
+            }
+            let c = Val::Const {
+                t: Arc::new(Tensor::scalar_f32(1.0)),
+                name: format!("{name}/one"),
+            };
+            one(ctx.emit1(name, Op::Binary(BinaryOp::Div), &[c, x], false)?)
+        }
+        "Clip" => {
+            let (mut min, mut max) = (f32::NEG_INFINITY, f32::INFINITY);
+            if opset < 11 {
+                min = a.float_or("min", min);
+                max = a.float_or("max", max);
+            } else {
+                if let Some(t) = cinp(1, "min")? {
+                    min = scalar_f32(&t, "min")?;
+                }
+                if let Some(t) = cinp(2, "max")? {
+                    max = scalar_f32(&t, "max")?;
+                }
+            }
+            unary!(UnaryOp::Clip { min, max })
+        }
+        "Add" => binary!(BinaryOp::Add),
+        "Sub" => binary!(BinaryOp::Sub),
+        "Mul" => binary!(BinaryOp::Mul),
+        "Div" => binary!(BinaryOp::Div),
+        "Pow" => binary!(BinaryOp::Pow),
+        "Equal" => binary!(BinaryOp::Equal),
+        "Greater" => binary!(BinaryOp::Greater),
+        "Less" => binary!(BinaryOp::Less),
+        "GreaterOrEqual" => binary!(BinaryOp::GreaterOrEqual),
+        "LessOrEqual" => binary!(BinaryOp::LessOrEqual),
+        "And" => binary!(BinaryOp::And),
+        "Or" => binary!(BinaryOp::Or),
+        "Max" | "Min" | "Sum" => {
+            let b = match op_type {
+                "Max" => BinaryOp::Max,
+                "Min" => BinaryOp::Min,
+                _ => BinaryOp::Add,
+            };
+            let xs: Vec<Val> = (0..nin).map(req).collect::<R<_>>()?;
+            if xs.is_empty() {
+                return Err("needs at least one input".into());
+            }
+            let mut acc = xs[0].clone();
+            if xs.len() == 1 {
+                return one(acc);
+            }
+            for (k, x) in xs.iter().enumerate().skip(1) {
+                let n = if k + 1 == xs.len() {
+                    name.to_string()
+                } else {
+                    format!("{name}/{k}")
+                };
+                acc = ctx.emit1(&n, Op::Binary(b), &[acc, x.clone()], false)?;
+            }
+            one(acc)
+        }
+        "Where" => {
+            let (c, x, y) = (req(0)?, req(1)?, req(2)?);
+            one(ctx.emit1(name, Op::Where, &[c, x, y], true)?)
+        }
+        "Cast" => {
+            let to = a.int("to").ok_or("attribute 'to' is missing")?;
+            let to = dtype_of(to as i32).ok_or_else(|| {
+                format!(
+                    "cast to {} is not supported (supported: {SUPPORTED_TYPES})",
+                    onnx_type_name(to as i32)
+                )
+            })?;
+            let x = req(0)?;
+            if ctx.ty(&x).dtype == to {
+                return one(x);
+            }
+            one(ctx.emit1(name, Op::Cast { to }, &[x], true)?)
+        }
+        "MatMul" => {
+            let (x, y) = (req(0)?, req(1)?);
+            one(ctx.emit1(name, Op::MatMul, &[x, y], false)?)
+        }
+        "Gemm" => {
+            let op = Op::Gemm {
+                alpha: a.float_or("alpha", 1.0),
+                beta: a.float_or("beta", 1.0),
+                trans_a: a.int_or("transA", 0) != 0,
+                trans_b: a.int_or("transB", 0) != 0,
+            };
+            let mut ins = vec![req(0)?, req(1)?];
+            if let Some(c) = inp(2) {
+                ins.push(c);
+            }
+            one(ctx.emit1(name, op, &ins, false)?)
+        }
+        "Conv" => {
+            let x = req(0)?;
+            let w = req(1)?;
+            let (xt, wt) = (ctx.ty(&x), ctx.ty(&w));
+            if wt.rank() < 3 || xt.rank() != wt.rank() {
+                return Err(format!(
+                    "input {} and weight {} must have the same rank >= 3",
+                    xt, wt
+                ));
+            }
+            let kernel = match a.ints("kernel_shape") {
+                Some(k) => dims_of(&k, "kernel_shape")?,
+                None => wt.shape[2..].to_vec(),
+            };
+            let window = window(&a, &xt, kernel, false)?;
+            let group = a.int_or("group", 1);
+            let group = usize::try_from(group).map_err(|_| format!("bad group {group}"))?;
+            let mut ins = vec![x, w];
+            if let Some(b) = inp(2) {
+                ins.push(b);
+            }
+            one(ctx.emit1(name, Op::Conv { window, group }, &ins, false)?)
+        }
+        "MaxPool" | "AveragePool" => {
+            let x = req(0)?;
+            let xt = ctx.ty(&x);
+            let k = a
+                .ints("kernel_shape")
+                .ok_or("attribute 'kernel_shape' is missing")?;
+            let kernel = dims_of(&k, "kernel_shape")?;
+            if xt.rank() != kernel.len() + 2 {
+                return Err(format!(
+                    "kernel_shape {k:?} does not match input {xt} (rank must be {})",
+                    kernel.len() + 2
+                ));
+            }
+            let ceil = a.int_or("ceil_mode", 0) != 0;
+            let window = window(&a, &xt, kernel, ceil)?;
+            let op = if op_type == "MaxPool" {
+                Op::MaxPool { window }
+            } else {
+                Op::AveragePool {
+                    window,
+                    count_include_pad: a.int_or("count_include_pad", 0) != 0,
+                }
+            };
+            Ok(vec![Some(ctx.emit1(name, op, &[x], false)?), None])
+        }
+        "GlobalAveragePool" | "GlobalMaxPool" => {
+            let x = req(0)?;
+            let r = ctx.ty(&x).rank();
+            if r < 3 {
+                return Err(format!("input must have rank >= 3, got {}", ctx.ty(&x)));
+            }
+            let kind = if op_type == "GlobalMaxPool" {
+                ReduceKind::Max
+            } else {
+                ReduceKind::Mean
+            };
+            let op = Op::Reduce {
+                kind,
+                axes: (2..r).collect(),
+                keepdims: true,
+            };
+            one(ctx.emit1(name, op, &[x], false)?)
+        }
+        "BatchNormalization" => {
+            if a.int_or("training_mode", 0) != 0 {
+                return Err("training_mode=1 is not supported (inference only)".into());
+            }
+            if opset < 9 && a.int_or("spatial", 1) == 0 {
+                return Err("spatial=0 is not supported".into());
+            }
+            let ins: Vec<Val> = (0..5).map(req).collect::<R<_>>()?;
+            let op = Op::BatchNorm {
+                epsilon: a.float_or("epsilon", 1e-5),
+            };
+            let v = ctx.emit1(name, op, &ins, false)?;
+            Ok(vec![Some(v), None, None, None, None])
+        }
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" => {
+            let kind = match op_type {
+                "ReduceMean" => ReduceKind::Mean,
+                "ReduceSum" => ReduceKind::Sum,
+                "ReduceMax" => ReduceKind::Max,
+                _ => ReduceKind::L2,
+            };
+            let x = req(0)?;
+            let r = ctx.ty(&x).rank();
+            let axes_from_input = if op_type == "ReduceSum" {
+                opset >= 13
+            } else {
+                opset >= 18
+            };
+            let axes = if axes_from_input {
+                cinp(1, "axes")?.map(|t| t.to_i64_vec())
+            } else {
+                a.ints("axes")
+            };
+            let keepdims = a.int_or("keepdims", 1) != 0;
+            let axes = axes.unwrap_or_default();
+            let mut ax: Vec<usize> = if axes.is_empty() {
+                if a.int_or("noop_with_empty_axes", 0) != 0 {
+                    return one(x);
+                }
+                (0..r).collect()
+            } else {
+                axes.iter()
+                    .map(|&x| norm_axis(x, r, "axis"))
+                    .collect::<R<_>>()?
+            };
+            ax.sort();
+            ax.dedup();
+            if ax.is_empty() {
+                return one(x);
+            }
+            let op = Op::Reduce {
+                kind,
+                axes: ax,
+                keepdims,
+            };
+            one(ctx.emit1(name, op, &[x], false)?)
+        }
+        "Softmax" => {
+            let x = req(0)?;
+            let xt = ctx.ty(&x);
+            let r = xt.rank();
+            if opset >= 13 {
+                let axis = norm_axis(a.int_or("axis", -1), r, "axis")?;
+                one(ctx.emit1(name, Op::Softmax { axis }, &[x], false)?)
+            } else {
+                let axis = norm_axis(a.int_or("axis", 1), r, "axis")?;
+                if axis + 1 == r {
+                    return one(ctx.emit1(name, Op::Softmax { axis }, &[x], false)?);
+                }
+                let outer: usize = xt.shape[..axis].iter().product();
+                let inner: usize = xt.shape[axis..].iter().product();
+                let flat = ctx.emit1(
+                    &format!("{name}/reshape_in"),
+                    Op::Reshape {
+                        shape: vec![outer, inner],
+                    },
+                    &[x],
+                    false,
+                )?;
+                let s = ctx.emit1(name, Op::Softmax { axis: 1 }, &[flat], false)?;
+                one(ctx.emit1(
+                    &format!("{name}/reshape_out"),
+                    Op::Reshape {
+                        shape: xt.shape.clone(),
+                    },
+                    &[s],
+                    false,
+                )?)
+            }
+        }
+        "LayerNormalization" => {
+            let x = req(0)?;
+            let r = ctx.ty(&x).rank();
+            let axis = norm_axis(a.int_or("axis", -1), r, "axis")?;
+            let mut ins = vec![x, req(1)?];
+            if let Some(b) = inp(2) {
+                ins.push(b);
+            }
+            let op = Op::LayerNorm {
+                axis,
+                epsilon: a.float_or("epsilon", 1e-5),
+            };
+            Ok(vec![Some(ctx.emit1(name, op, &ins, false)?), None, None])
+        }
+        "Flatten" => {
+            let x = req(0)?;
+            let xt = ctx.ty(&x);
+            let r = xt.rank();
+            let mut axis = a.int_or("axis", 1);
+            if axis < 0 {
+                axis += r as i64;
+            }
+            if axis < 0 || axis > r as i64 {
+                return Err(format!("axis {} is out of range for {}", a.int_or("axis", 1), xt));
+            }
+            let axis = axis as usize;
+            let outer: usize = xt.shape[..axis].iter().product();
+            let inner: usize = xt.shape[axis..].iter().product();
+            let op = Op::Reshape {
+                shape: vec![outer, inner],
+            };
+            one(ctx.emit1(name, op, &[x], true)?)
+        }
+        "Reshape" => {
+            let x = req(0)?;
+            let xt = ctx.ty(&x);
+            let spec = if opset < 5 {
+                a.ints("shape").ok_or("attribute 'shape' is missing")?
+            } else {
+                cinp(1, "shape")?
+                    .ok_or("the shape input is missing")?
+                    .to_i64_vec()
+            };
+            let shape = reshape_target(&xt.shape, &spec, a.int_or("allowzero", 0) != 0)?;
+            one(ctx.emit1(name, Op::Reshape { shape }, &[x], true)?)
+        }
+        "Squeeze" => {
+            let x = req(0)?;
+            let xt = ctx.ty(&x);
+            let axes = if opset >= 13 {
+                cinp(1, "axes")?.map(|t| t.to_i64_vec())
+            } else {
+                a.ints("axes")
+            };
+            let r = xt.rank();
+            let drop: Vec<usize> = match axes {
+                Some(ax) => {
+                    let mut v = ax
+                        .iter()
+                        .map(|&x| norm_axis(x, r, "axis"))
+                        .collect::<R<Vec<_>>>()?;
+                    v.sort();
+                    v.dedup();
+                    for &d in &v {
+                        if xt.shape[d] != 1 {
+                            return Err(format!("cannot squeeze dim {d} of {xt}: it is not 1"));
+                        }
+                    }
+                    v
+                }
+                None => (0..r).filter(|&d| xt.shape[d] == 1).collect(),
+            };
+            let shape: Vec<usize> = (0..r)
+                .filter(|d| !drop.contains(d))
+                .map(|d| xt.shape[d])
+                .collect();
+            one(ctx.emit1(name, Op::Reshape { shape }, &[x], true)?)
+        }
+        "Unsqueeze" => {
+            let x = req(0)?;
+            let xt = ctx.ty(&x);
+            let axes = if opset >= 13 {
+                cinp(1, "axes")?.ok_or("the axes input is missing")?.to_i64_vec()
+            } else {
+                a.ints("axes").ok_or("attribute 'axes' is missing")?
+            };
+            let out_r = xt.rank() + axes.len();
+            let mut ax: Vec<usize> = axes
+                .iter()
+                .map(|&x| norm_axis(x, out_r, "axis"))
+                .collect::<R<_>>()?;
+            ax.sort();
+            let n = ax.len();
+            ax.dedup();
+            if ax.len() != n {
+                return Err(format!("axes {axes:?} repeat an axis"));
+            }
+            let mut shape = Vec::with_capacity(out_r);
+            let mut it = xt.shape.iter();
+            for d in 0..out_r {
+                if ax.contains(&d) {
+                    shape.push(1);
+                } else {
+                    shape.push(*it.next().ok_or("bad axes")?);
+                }
+            }
+            one(ctx.emit1(name, Op::Reshape { shape }, &[x], true)?)
+        }
+        "Transpose" => {
+            let x = req(0)?;
+            let r = ctx.ty(&x).rank();
+            let perm = match a.ints("perm") {
+                Some(p) => dims_of(&p, "perm")?,
+                None => (0..r).rev().collect(),
+            };
+            one(ctx.emit1(name, Op::Transpose { perm }, &[x], false)?)
+        }
+        "Concat" => {
+            let xs: Vec<Val> = (0..nin).map(req).collect::<R<_>>()?;
+            if xs.is_empty() {
+                return Err("needs at least one input".into());
+            }
+            let r = ctx.ty(&xs[0]).rank();
+            let axis = norm_axis(a.int("axis").ok_or("attribute 'axis' is missing")?, r, "axis")?;
+            one(ctx.emit1(name, Op::Concat { axis }, &xs, true)?)
+        }
+        "Split" => {
+            let x = req(0)?;
+            let xt = ctx.ty(&x);
+            let axis = norm_axis(a.int_or("axis", 0), xt.rank(), "axis")?;
+            let d = xt.shape[axis];
+            let split = if opset >= 13 {
+                cinp(1, "split")?.map(|t| t.to_i64_vec())
+            } else {
+                a.ints("split")
+            };
+            let sizes = match split {
+                Some(s) => dims_of(&s, "split")?,
+                None => {
+                    let n = if opset >= 18 && a.has("num_outputs") {
+                        a.int_or("num_outputs", 0)
+                    } else {
+                        node.output.len() as i64
+                    };
+                    if n <= 0 {
+                        return Err(format!("bad number of outputs {n}"));
+                    }
+                    let n = n as usize;
+                    let chunk = d.div_ceil(n);
+                    if opset < 18 && d % n != 0 {
+                        return Err(format!(
+                            "dim {d} of axis {axis} does not split evenly into {n} outputs"
+                        ));
+                    }
+                    let mut v = vec![chunk; n];
+                    let last = d
+                        .checked_sub(chunk * (n - 1))
+                        .ok_or_else(|| format!("dim {d} cannot be split into {n} outputs"))?;
+                    v[n - 1] = last;
+                    v
+                }
+            };
+            if sizes.len() != node.output.len() {
+                return Err(format!(
+                    "{} split sizes for {} outputs",
+                    sizes.len(),
+                    node.output.len()
+                ));
+            }
+            let outs = ctx.emit(name, Op::Split { axis, sizes }, &[x], false)?;
+            Ok(outs.into_iter().map(Some).collect())
+        }
+        "Slice" => {
+            let x = req(0)?;
+            let xt = ctx.ty(&x);
+            let (starts, ends, axes, steps) = if opset < 10 {
+                (
+                    a.ints("starts").ok_or("attribute 'starts' is missing")?,
+                    a.ints("ends").ok_or("attribute 'ends' is missing")?,
+                    a.ints("axes"),
+                    None,
+                )
+            } else {
+                (
+                    cinp(1, "starts")?.ok_or("starts input is missing")?.to_i64_vec(),
+                    cinp(2, "ends")?.ok_or("ends input is missing")?.to_i64_vec(),
+                    cinp(3, "axes")?.map(|t| t.to_i64_vec()),
+                    cinp(4, "steps")?.map(|t| t.to_i64_vec()),
+                )
+            };
+            let dims = slice_dims(&xt.shape, &starts, &ends, axes, steps)?;
+            one(ctx.emit1(name, Op::Slice { dims }, &[x], true)?)
+        }
+        "Pad" => {
+            let x = req(0)?;
+            let xt = ctx.ty(&x);
+            let r = xt.rank();
+            let mode = match a.string("mode").as_deref().unwrap_or("constant") {
+                "constant" => PadMode::Constant,
+                "reflect" => PadMode::Reflect,
+                "edge" => PadMode::Edge,
+                m => return Err(format!("mode '{m}' is not supported (constant, reflect, edge)")),
+            };
+            let (raw, value, axes) = if opset < 11 {
+                (
+                    a.ints("pads").ok_or("attribute 'pads' is missing")?,
+                    a.float_or("value", 0.0),
+                    None,
+                )
+            } else {
+                let p = cinp(1, "pads")?.ok_or("pads input is missing")?.to_i64_vec();
+                let v = match cinp(2, "constant_value")? {
+                    Some(t) => scalar_f32(&t, "constant_value")?,
+                    None => 0.0,
+                };
+                let ax = if opset >= 18 {
+                    cinp(3, "axes")?.map(|t| t.to_i64_vec())
+                } else {
+                    None
+                };
+                (p, v, ax)
+            };
+            let pads = match axes {
+                None => {
+                    if raw.len() != 2 * r {
+                        return Err(format!("needs {} pads for {xt}, got {raw:?}", 2 * r));
+                    }
+                    raw
+                }
+                Some(ax) => {
+                    if raw.len() != 2 * ax.len() {
+                        return Err(format!("needs {} pads for axes {ax:?}, got {raw:?}", 2 * ax.len()));
+                    }
+                    let mut p = vec![0i64; 2 * r];
+                    for (k, &axv) in ax.iter().enumerate() {
+                        let d = norm_axis(axv, r, "axis")?;
+                        p[d] = raw[k];
+                        p[r + d] = raw[ax.len() + k];
+                    }
+                    p
+                }
+            };
+            one(ctx.emit1(name, Op::Pad { pads, mode, value }, &[x], false)?)
+        }
+        "Gather" => {
+            let (d, i) = (req(0)?, req(1)?);
+            let r = ctx.ty(&d).rank();
+            let axis = norm_axis(a.int_or("axis", 0), r, "axis")?;
+            one(ctx.emit1(name, Op::Gather { axis }, &[d, i], true)?)
+        }
+        "Expand" => {
+            let x = req(0)?;
+            let s = cinp(1, "shape")?.ok_or("shape input is missing")?;
+            let shape = dims_of(&s.to_i64_vec(), "shape")?;
+            one(ctx.emit1(name, Op::Expand { shape }, &[x], true)?)
+        }
+        "Constant" => {
+            let t = if let Some(t) = a.tensor("value")? {
+                t
+            } else if let Some(f) = a.float("value_float") {
+                Tensor::scalar_f32(f)
+            } else if let Some(v) = a.floats("value_floats") {
+                Tensor::from_f32(vec![v.len()], v).map_err(|e| e.msg)?
+            } else if let Some(i) = a.int("value_int") {
+                Tensor::scalar_i64(i)
+            } else if let Some(v) = a.ints("value_ints") {
+                Tensor::from_i64(vec![v.len()], v).map_err(|e| e.msg)?
+            } else if a.has("sparse_value") || a.has("value_string") || a.has("value_strings") {
+                return Err("sparse and string constants are not supported".into());
+            } else {
+                return Err("no value attribute".into());
+            };
+            one(Val::Const {
+                t: Arc::new(t),
+                name: name.to_string(),
+            })
+        }
+        "Shape" => {
+            let s = ty0(ctx)?.shape;
+            let r = s.len() as i64;
+            let clampi = |v: i64| -> usize {
+                let v = if v < 0 { v + r } else { v };
+                v.clamp(0, r) as usize
+            };
+            let start = clampi(a.int_or("start", 0));
+            let end = clampi(a.int_or("end", r));
+            let v: Vec<i64> = if start < end {
+                s[start..end].iter().map(|&d| d as i64).collect()
+            } else {
+                vec![]
+            };
+            let t = Tensor::from_i64(vec![v.len()], v).map_err(|e| e.msg)?;
+            one(Val::Const {
+                t: Arc::new(t),
+                name: name.to_string(),
+            })
+        }
+        "Size" => {
+            let n = ty0(ctx)?.numel() as i64;
+            one(Val::Const {
+                t: Arc::new(Tensor::scalar_i64(n)),
+                name: name.to_string(),
+            })
+        }
+        "ConstantOfShape" => {
+            let s = match inp(0) {
+                Some(Val::Const { t, .. }) => t,
+                _ => {
+                    return Err(
+                        "needs a constant shape input, but it is computed at run time".into(),
+                    )
+                }
+            };
+            let shape = dims_of(&s.to_i64_vec(), "shape")?;
+            let n = checked_numel(&shape).map_err(|e| e.msg)?;
+            if n > CREATE_MAX {
+                return Err(format!("shape {shape:?} is too large"));
+            }
+            let value = a
+                .tensor("value")?
+                .unwrap_or_else(|| Tensor::scalar_f32(0.0));
+            if value.numel() != 1 {
+                return Err("attribute 'value' must hold one element".into());
+            }
+            let data = match value.data() {
+                Data::F32(v) => Data::F32(vec![v[0]; n]),
+                Data::I64(v) => Data::I64(vec![v[0]; n]),
+                Data::I32(v) => Data::I32(vec![v[0]; n]),
+                Data::Bool(v) => Data::Bool(vec![v[0]; n]),
+                Data::U8(v) => Data::U8(vec![v[0]; n]),
+                Data::I8(v) => Data::I8(vec![v[0]; n]),
+            };
+            one(Val::Const {
+                t: Arc::new(Tensor::new(shape, data).map_err(|e| e.msg)?),
+                name: name.to_string(),
+            })
+        }
+        "Range" => {
+            let mut cs = vec![];
+            for (k, what) in ["start", "limit", "delta"].iter().enumerate() {
+                match inp(k) {
+                    Some(Val::Const { t, .. }) if t.numel() == 1 => cs.push(t),
+                    Some(Val::Const { .. }) => return Err(format!("{what} must be a scalar")),
+                    _ => {
+                        return Err(format!(
+                            "needs a constant {what}, but it is computed at run time"
+                        ))
+                    }
+                }
+            }
+            one(Val::Const {
+                t: Arc::new(range(&cs[0], &cs[1], &cs[2])?),
+                name: name.to_string(),
+            })
+        }
+        other => Err(format!("op {other} is not supported")),
+    }
+}
+
+fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> R<Tensor> {
+    let dt = start.dtype();
+    if limit.dtype() != dt || delta.dtype() != dt {
+        return Err("start, limit and delta must have the same type".into());
+    }
+    let (s, l, d) = (
+        start.to_f64_vec()[0],
+        limit.to_f64_vec()[0],
+        delta.to_f64_vec()[0],
+    );
+    if d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
+        return Err("delta must be non-zero and all bounds finite".into());
+    }
+    let n = ((l - s) / d).ceil().max(0.0);
+    if n > CREATE_MAX as f64 {
+        return Err(format!("range of {n} elements is too large"));
+    }
+    let n = n as usize;
+    let data = match dt {
+        DType::F32 => {
+            let (s, d) = (start.to_f64_vec()[0] as f32, delta.to_f64_vec()[0] as f32);
+            Data::F32((0..n).map(|i| s + i as f32 * d).collect())
+        }
+        DType::I64 | DType::I32 => {
+            let (s, d) = (start.to_i64_vec()[0], delta.to_i64_vec()[0]);
+            let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
+            if dt == DType::I64 {
+                Data::I64(v)
+            } else {
+                Data::I32(v.into_iter().map(|x| x as i32).collect())
+            }
+        }
+        _ => return Err(format!("range of {dt} is not supported")),
+    };
+    Tensor::new(vec![n], data).map_err(|e| e.msg)
+}
+
+/// Target shape of an ONNX Reshape.
+fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<usize>> {
+    let total = checked_numel(input).map_err(|e| e.msg)?;
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &s) in spec.iter().enumerate() {
+        match s {
+            -1 => {
+                if infer.is_some() {
+                    return Err(format!("shape {spec:?} has more than one -1"));
+                }
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => match input.get(i) {
+                Some(&d) => out.push(d),
+                None => return Err(format!("shape {spec:?} copies dim {i} (0), but the input {input:?} has no dim {i}")),
+            },
+            s if s < 0 => return Err(format!("shape {spec:?} has a negative dim")),
+            s => out.push(usize::try_from(s).map_err(|_| format!("dim {s} too large"))?),
+        }
+    }
+    let known = checked_numel(&out).map_err(|e| e.msg)?;
+    if let Some(i) = infer {
+        if known == 0 || total % known != 0 {
+            return Err(format!(
+                "cannot reshape {input:?} ({total} elements) to {spec:?}"
+            ));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(format!(
+            "cannot reshape {input:?} ({total} elements) to {spec:?} ({known} elements)"
+        ));
+    }
+    Ok(out)
+}
+
+/// ONNX Slice semantics → one `SliceDim` per input dim.
+fn slice_dims(
+    shape: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<Vec<i64>>,
+    steps: Option<Vec<i64>>,
+) -> R<Vec<SliceDim>> {
+    let r = shape.len();
+    let axes: Vec<i64> = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if starts.len() != ends.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(format!(
+            "starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length"
+        ));
+    }
+    let mut dims: Vec<SliceDim> = shape
+        .iter()
+        .map(|&d| SliceDim {
+            start: 0,
+            step: 1,
+            len: d,
+        })
+        .collect();
+    let mut seen = vec![false; r];
+    for k in 0..starts.len() {
+        let ax = norm_axis(axes[k], r, "axis")?;
+        if seen[ax] {
+            return Err(format!("axis {} is sliced twice", axes[k]));
+        }
+        seen[ax] = true;
+        let d = shape[ax] as i128;
+        let step = steps[k] as i128;
+        if step == 0 {
+            return Err("step 0 is not allowed".into());
+        }
+        let mut s = starts[k] as i128;
+        let mut e = ends[k] as i128;
+        if s < 0 {
+            s += d;
+        }
+        if e < 0 {
+            e += d;
+        }
+        let len = if step > 0 {
+            s = s.clamp(0, d);
+            e = e.clamp(0, d);
+            if e > s {
+                (e - s + step - 1) / step
+            } else {
+                0
+            }
+        } else {
+            s = s.clamp(0, (d - 1).max(0));
+            e = e.clamp(-1, d - 1);
+            if s > e && d > 0 {
+                (s - e + (-step) - 1) / (-step)
+            } else {
+                0
+            }
+        };
+        dims[ax] = if len == 0 {
+            SliceDim {
+                start: 0,
+                step: 1,
+                len: 0,
+            }
+        } else {
+            SliceDim {
+                start: s as i64,
+                step: step as i64,
+                len: len as usize,
+            }
+        };
+    }
+    Ok(dims)
+}
+
+/// Window attributes of Conv / pools, with auto_pad resolved.
+fn window(a: &Attrs, xt: &TensorType, kernel: Vec<usize>, ceil_mode: bool) -> R<Window> {
+    let nsp = kernel.len();
+    if xt.rank() != nsp + 2 {
+        return Err(format!(
+            "kernel of {nsp} spatial dims does not match input {xt}"
+        ));
+    }
+    let get = |n: &str, default: usize, len: usize| -> R<Vec<usize>> {
+        match a.ints(n) {
+            Some(v) => {
+                if v.len() != len {
+                    return Err(format!("attribute '{n}' {v:?} needs {len} entries"));
+                }
+                dims_of(&v, n)
+            }
+            None => Ok(vec![default; len]),
+        }
+    };
+    let strides = get("strides", 1, nsp)?;
+    let dilations = get("dilations", 1, nsp)?;
+    if strides.contains(&0) || dilations.contains(&0) {
+        return Err("strides and dilations must be >= 1".into());
+    }
+    let auto_pad = a.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let pads = match auto_pad.as_str() {
+        "NOTSET" | "" => get("pads", 0, 2 * nsp)?,
+        "VALID" => vec![0; 2 * nsp],
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let mut p = vec![0; 2 * nsp];
+            for i in 0..nsp {
+                let inp = xt.shape[i + 2];
+                let out = inp.div_ceil(strides[i]);
+                let eff = dilations[i] * (kernel[i].max(1) - 1) + 1;
+                let total = ((out.saturating_sub(1)) * strides[i] + eff).saturating_sub(inp);
+                let small = total / 2;
+                let big = total - small;
+                if auto_pad == "SAME_UPPER" {
+                    p[i] = small;
+                    p[nsp + i] = big;
+                } else {
+                    p[i] = big;
+                    p[nsp + i] = small;
+                }
+            }
+            p
+        }
+        other => return Err(format!("auto_pad '{other}' is not supported")),
+    };
+    Ok(Window {
+        kernel,
+        strides,
+        pads,
+        dilations,
+        ceil_mode,
+    })
+}
