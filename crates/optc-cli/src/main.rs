@@ -31,21 +31,45 @@ enum Cmd {
     Check(CheckArgs),
     /// Measure latency (median, p90) of optc and of tract side by side.
     Bench(BenchArgs),
+    /// Optimize a model and report what each pass and rule did (default -O3).
+    Explain(ExplainArgs),
 }
 
 #[derive(Args, Clone)]
 struct CompileArgs {
     /// The ONNX model.
     model: PathBuf,
-    /// Optimization level (0-3).
-    #[arg(short = 'O', default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=3))]
-    opt_level: u8,
+    /// Optimization level 0-3 [default: 2; 3 for explain].
+    #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3))]
+    opt_level: Option<u8>,
     /// Target: native, x86_64-sse4.2, x86_64-avx2.
     #[arg(long, default_value = "native")]
     target: String,
     /// Fix a dynamic input shape, e.g. `--input-shape input_ids=1x128`. Repeatable.
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     input_shapes: Vec<String>,
+    /// Load extra rewrite rules (`.rules` syntax: `name: lhs => rhs`). Repeatable.
+    #[arg(long = "rules", value_name = "FILE")]
+    rules: Vec<PathBuf>,
+    /// Do not run the rule NAME. Repeatable.
+    #[arg(long = "disable-rule", value_name = "NAME")]
+    disabled_rules: Vec<String>,
+}
+
+impl CompileArgs {
+    fn level(&self) -> u8 {
+        self.opt_level.unwrap_or(2)
+    }
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    c: CompileArgs,
+    /// Print the optimized graph instead of the report (the report goes to stderr):
+    /// `ir` (optc's text format) or `dot` (Graphviz).
+    #[arg(long, value_parser = ["ir", "dot"])]
+    emit: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -116,6 +140,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Check(a) => cmd_check(a),
         Cmd::Bench(a) => cmd_bench(a),
+        Cmd::Explain(a) => cmd_explain(a),
     };
     match r {
         Ok(code) => code,
@@ -138,10 +163,18 @@ fn options(c: &CompileArgs) -> Res<Options> {
             .map_err(|e| format!("--input-shape '{s}': {e}"))?;
         input_shapes.insert(name.to_string(), shape);
     }
+    let mut extra_rules = vec![];
+    for f in &c.rules {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("--rules {}: {e}", f.display()))?;
+        extra_rules.push((f.display().to_string(), text));
+    }
     Ok(Options {
-        opt_level: c.opt_level,
+        opt_level: c.level(),
         target: c.target.clone(),
         input_shapes,
+        extra_rules,
+        disabled_rules: c.disabled_rules.clone(),
     })
 }
 
@@ -340,7 +373,7 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
         let mut s = format!(
             "{{\"model\": {:?}, \"threads\": 1, \"opt_level\": {}, \"target\": {:?}, \"compile_ms\": {:.3}, \"runs\": {}, \"median_ms\": {:.6}, \"p90_ms\": {:.6}",
             a.c.model.display().to_string(),
-            a.c.opt_level,
+            a.c.level(),
             a.c.target,
             compile_ms,
             ours.runs,
@@ -359,7 +392,7 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
         println!("model   {}", a.c.model.display());
         println!(
             "optc    -O{} target {}, compiled in {:.0} ms; threads: 1{}",
-            a.c.opt_level,
+            a.c.level(),
             a.c.target,
             compile_ms,
             if a.threads > 1 { " (multi-threading is not implemented yet)" } else { "" }
@@ -370,6 +403,62 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
             println!("{:<8} {:>12.3} {:>12.3} {:>8}", "tract", t.median_ms, t.p90_ms, t.runs);
             println!("optc / tract (median): {:.2}", ours.median_ms / t.median_ms);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn cmd_explain(mut a: ExplainArgs) -> Res<ExitCode> {
+    a.c.opt_level.get_or_insert(3);
+    let opts = options(&a.c)?;
+    let bytes = read_model(&a.c.model)?;
+    let t0 = Instant::now();
+    let graph = optc::import_bytes(&bytes, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
+    let import = t0.elapsed();
+    let (g, r) = optc::optimize_with(graph, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
+    let mut out = String::new();
+    use std::fmt::Write;
+    let _ = writeln!(out, "model {} (imported in {:.1} ms)", a.c.model.display(), ms(import));
+    let _ = writeln!(out, "-O{}: {} phase(s), {:.1} ms", r.level, r.phases.len(), ms(r.time));
+    for (i, p) in r.phases.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "phase {} [{}]: {} iteration(s), stopped: {}, e-graph {} nodes / {} classes, {:.1} ms",
+            i + 1,
+            p.passes.join(", "),
+            p.iterations,
+            p.stop_reason,
+            p.egraph_nodes,
+            p.egraph_classes,
+            ms(p.time)
+        );
+        let mut rules: Vec<_> = p.rules_fired.iter().collect();
+        rules.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
+        for (name, n) in rules {
+            let _ = writeln!(out, "    {name:<28} fired {n}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "nodes {} -> {}, estimated cost {:.3} ms -> {:.3} ms",
+        r.nodes_before,
+        r.nodes_after,
+        r.cost_before * 1e3,
+        r.cost_after * 1e3
+    );
+    match a.emit.as_deref() {
+        Some("ir") => {
+            eprint!("{out}");
+            print!("{}", optc_ir::text::print(&g));
+        }
+        Some("dot") => {
+            eprint!("{out}");
+            print!("{}", optc_ir::dot::to_dot(&g));
+        }
+        _ => print!("{out}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,7 @@ pub(crate) fn clty(dt: DType) -> Type {
 pub(crate) struct Rt {
     pub logf: FuncRef,
     pub powf: FuncRef,
+    pub powi: FuncRef,
 }
 
 /// A kernel being built: the builder plus target facts.

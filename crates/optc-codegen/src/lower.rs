@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)]
 //! Lowering a graph to Cranelift functions, generic over `cranelift_module::Module`.
 //!
 //! Every op node becomes one kernel function `fn(in_ptrs.., out_ptrs.., scratch) -> i32`;
@@ -96,6 +97,21 @@ pub fn lower_graph<M: Module>(
         .map_err(|e| CodegenError::new(e.to_string()))?;
     let powf = module
         .declare_function("optc_rt_powf", Linkage::Import, &sig2)
+        .map_err(|e| CodegenError::new(e.to_string()))?;
+    let mut sigi = module.make_signature();
+    for t in [
+        types::I64,
+        types::F64,
+        types::I32,
+        types::I64,
+        types::I64,
+        types::I64,
+    ] {
+        sigi.params.push(AbiParam::new(t));
+    }
+    sigi.returns.push(AbiParam::new(types::I64));
+    let powi = module
+        .declare_function("optc_rt_powi", Linkage::Import, &sigi)
         .map_err(|e| CodegenError::new(e.to_string()))?;
 
     let mut locs: HashMap<IrValue, Loc> = HashMap::new();
@@ -262,6 +278,7 @@ pub fn lower_graph<M: Module>(
         let rt = Rt {
             logf: module.declare_func_in_func(logf, &mut ctx.func),
             powf: module.declare_func_in_func(powf, &mut ctx.func),
+            powi: module.declare_func_in_func(powi, &mut ctx.func),
         };
         {
             let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -305,26 +322,21 @@ pub fn lower_graph<M: Module>(
         .iter()
         .map(|k| module.declare_func_in_func(*k, &mut ctx.func))
         .collect();
+    let entry_rt = Rt {
+        logf: module.declare_func_in_func(logf, &mut ctx.func),
+        powf: module.declare_func_in_func(powf, &mut ctx.func),
+        powi: module.declare_func_in_func(powi, &mut ctx.func),
+    };
     let mut gv_of: HashMap<DataId, cranelift_codegen::ir::GlobalValue> = HashMap::new();
     for d in const_data.values() {
         gv_of.insert(*d, module.declare_data_in_func(*d, &mut ctx.func));
     }
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let dummy = Rt {
-            logf: kref
-                .first()
-                .copied()
-                .unwrap_or_else(|| cranelift_codegen::ir::FuncRef::from_u32(0)),
-            powf: kref
-                .first()
-                .copied()
-                .unwrap_or_else(|| cranelift_codegen::ir::FuncRef::from_u32(0)),
-        };
         let mut e = E {
             b,
             fma: target.fma,
-            rt: dummy,
+            rt: entry_rt,
         };
         let blk = e.b.create_block();
         e.b.append_block_params_for_function_params(blk);
@@ -419,7 +431,9 @@ fn define_data<M: Module>(module: &mut M, count: &mut usize, mut bytes: Vec<u8>)
 fn scratch_bytes(info: &NodeInfo) -> R<usize> {
     if let Op::Conv { window, .. } = info.op {
         if window.pads.iter().any(|&p| p > 0) {
-            let (g, _) = conv_geom(info)?;
+            let Some((g, _)) = conv_geom(info)? else {
+                return Ok(0);
+            };
             let n =
                 g.n.checked_mul(g.c)
                     .and_then(|v| v.checked_mul(g.hp))
@@ -437,7 +451,9 @@ fn scratch_bytes(info: &NodeInfo) -> R<usize> {
 fn derived_data(info: &NodeInfo) -> R<Vec<Vec<u8>>> {
     match info.op {
         Op::Conv { .. } => {
-            let (g, packed) = conv_geom(info)?;
+            let Some((g, packed)) = conv_geom(info)? else {
+                return Ok(vec![]);
+            };
             if let Some(w) = packed {
                 let w = w
                     .as_f32()
@@ -1059,9 +1075,28 @@ fn ew_scalar(
                     BinaryOp::And => e.b.ins().band(x, y),
                     BinaryOp::Or => e.b.ins().bor(x, y),
                     BinaryOp::Pow => {
-                        return Err(info.err(format!(
-                            "pow with an integer base ({dt}) is not supported by codegen"
-                        )))
+                        let x64 = cast(e, x, dt, DType::I64);
+                        let edt = dts[1];
+                        let (ef, is_int, ei) = if edt == DType::F32 {
+                            let ef = e.b.ins().fpromote(types::F64, y);
+                            (ef, 0, e.ic(0))
+                        } else {
+                            let ei = cast(e, y, edt, DType::I64);
+                            let ef = e.b.ins().fcvt_from_sint(types::F64, ei);
+                            (ef, 1, ei)
+                        };
+                        let (lo, hi) = int_range(dt);
+                        let isi = e.b.ins().iconst(types::I32, is_int);
+                        let lo = e.ic(lo);
+                        let hi = e.ic(hi);
+                        let f = e.rt.powi;
+                        let c = e.b.ins().call(f, &[x64, ef, isi, ei, lo, hi]);
+                        let r = e.b.inst_results(c)[0];
+                        if ty == types::I64 {
+                            r
+                        } else {
+                            e.b.ins().ireduce(ty, r)
+                        }
                     }
                 }
             }
@@ -1694,7 +1729,8 @@ struct ConvGeom {
 }
 
 /// The 2-D view of a 1-D or 2-D conv, and the constant weight when it is packed.
-fn conv_geom(info: &NodeInfo) -> R<(ConvGeom, Option<Arc<Tensor>>)> {
+/// `None` for convs with more than two spatial dims (lowered by the generic scalar path).
+fn conv_geom(info: &NodeInfo) -> R<Option<(ConvGeom, Option<Arc<Tensor>>)>> {
     let (window, group) = match info.op {
         Op::Conv { window, group } => (window, *group),
         _ => return Err(info.err("not a conv")),
@@ -1748,18 +1784,14 @@ fn conv_geom(info: &NodeInfo) -> R<(ConvGeom, Option<Arc<Tensor>>)> {
             oh: os[2],
             ow: os[3],
         },
-        _ => {
-            return Err(info.err(format!(
-                "conv with {nsp} spatial dims is not supported by codegen yet"
-            )))
-        }
+        _ => return Ok(None),
     };
     let packed = if g.mg >= 8 {
         info.consts[1].clone()
     } else {
         None
     };
-    Ok((g, packed))
+    Ok(Some((g, packed)))
 }
 
 fn lower_conv(
@@ -1770,10 +1802,12 @@ fn lower_conv(
     scratch: Value,
     extra: &[Value],
 ) -> R<()> {
-    let (g, packed) = conv_geom(info)?;
     if info.outs[0].numel() == 0 {
         return Ok(());
     }
+    let Some((g, packed)) = conv_geom(info)? else {
+        return lower_conv_nd(e, info, ins, out);
+    };
     let padded = g.hp != g.h || g.wp != g.w;
     // 1. Padded copy of the input in scratch.
     let x = if padded {
@@ -2221,6 +2255,91 @@ fn lower_pool(
                 ooff = e.b.ins().iadd(ooff, t);
             }
             e.st(r, out, ooff);
+        });
+    });
+    Ok(())
+}
+
+/// Any-rank convolution, scalar: the interpreter's window semantics, one output at a time.
+fn lower_conv_nd(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> R<()> {
+    let (w, group) = match info.op {
+        Op::Conv { window, group } => (window.clone(), *group),
+        _ => return Err(info.err("not a conv")),
+    };
+    let xs = info.ins[0].shape.clone();
+    let ws = info.ins[1].shape.clone();
+    let os = info.outs[0].shape.clone();
+    let nsp = w.nsp();
+    let isp = xs[2..].to_vec();
+    let osp = os[2..].to_vec();
+    let ist = elem_strides(&isp);
+    let kst = elem_strides(&w.kernel);
+    let ost = elem_strides(&osp);
+    let iplane = isp.iter().product::<usize>() as i64 * 4;
+    let oplane = osp.iter().product::<usize>() as i64 * 4;
+    let ksz = w.kernel.iter().product::<usize>() as i64 * 4;
+    let (c, m, cg) = (xs[1] as i64, ws[0] as i64, ws[1] as i64);
+    let mg = m / group as i64;
+    let bias = ins.get(2).copied();
+    let z = e.ic(0);
+    e.loop_offs(xs[0] as i64, &[z, z], &[c * iplane, m * oplane], &mut |e, _n, on| {
+        let zz = e.ic(0);
+        e.loop_offs(m, &[zz, on[1]], &[cg * ksz, oplane], &mut |e, mi, om| {
+            let gi = e.b.ins().udiv_imm_u(mi, mg);
+            let xg = e.b.ins().imul_imm_s(gi, cg * iplane);
+            let xg = e.b.ins().iadd(xg, on[0]);
+            let init = match bias {
+                Some(bp) => {
+                    let bo = e.b.ins().imul_imm_s(mi, 4);
+                    e.ld(types::F32, bp, bo)
+                }
+                None => e.fc(types::F32, 0.0),
+            };
+            let mut oidx = vec![];
+            loops_idx(e, &osp, &mut oidx, &mut |e, o| {
+                let o = o.to_vec();
+                let acc = e.b.declare_var(types::F32);
+                e.b.def_var(acc, init);
+                e.loop_offs(cg, &[xg, om[0]], &[iplane, ksz], &mut |e, _ci, oc| {
+                    let mut kidx = vec![];
+                    loops_idx(e, &w.kernel, &mut kidx, &mut |e, k| {
+                        let mut valid = e.b.ins().iconst(types::I8, 1);
+                        let mut xoff = e.b.ins().iconst(types::I64, 0);
+                        let mut woff = oc[1];
+                        for d in 0..nsp {
+                            let a = e.b.ins().imul_imm_s(o[d], w.strides[d] as i64);
+                            let b = e.b.ins().imul_imm_s(k[d], w.dilations[d] as i64);
+                            let pp = e.b.ins().iadd(a, b);
+                            let p = e.b.ins().iadd_imm_s(pp, -(w.pads[d] as i64));
+                            let ge = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, p, 0);
+                            let lt = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, p, isp[d] as i64);
+                            valid = e.b.ins().band(valid, ge);
+                            valid = e.b.ins().band(valid, lt);
+                            let t = e.b.ins().imul_imm_s(p, ist[d] * 4);
+                            xoff = e.b.ins().iadd(xoff, t);
+                            let t = e.b.ins().imul_imm_s(k[d], kst[d] * 4);
+                            woff = e.b.ins().iadd(woff, t);
+                        }
+                        let zz = e.ic(0);
+                        let xoff = e.b.ins().select(valid, xoff, zz);
+                        let xoff = e.b.ins().iadd(xoff, oc[0]);
+                        let xv = e.ld(types::F32, ins[0], xoff);
+                        let zf = e.fc(types::F32, 0.0);
+                        let xv = e.b.ins().select(valid, xv, zf);
+                        let wv = e.ld(types::F32, ins[1], woff);
+                        let a = e.b.use_var(acc);
+                        let na = e.mul_add(xv, wv, a);
+                        e.b.def_var(acc, na);
+                    });
+                });
+                let r = e.b.use_var(acc);
+                let mut ooff = om[1];
+                for d in 0..nsp {
+                    let t = e.b.ins().imul_imm_s(o[d], ost[d] * 4);
+                    ooff = e.b.ins().iadd(ooff, t);
+                }
+                e.st(r, out, ooff);
+            });
         });
     });
     Ok(())

@@ -12,6 +12,7 @@ mod graph;
 mod op;
 mod tensor;
 
+pub mod dot;
 pub mod interp;
 pub mod text;
 

@@ -14,6 +14,7 @@
 pub mod npy;
 
 pub use optc_ir::{checked_numel, DType, Data, Graph, Tensor, TensorType};
+pub use optc_egraph::Report;
 pub use optc_onnx::ImportOptions;
 
 use optc_codegen::{JitModel, Target, Workspace};
@@ -32,6 +33,10 @@ pub struct Options {
     pub target: String,
     /// Shapes for inputs with dynamic dims, by input name.
     pub input_shapes: HashMap<String, Vec<usize>>,
+    /// Extra rule files (`(origin, text)`, `.rules` syntax) run as a level-1 pass `user`.
+    pub extra_rules: Vec<(String, String)>,
+    /// Rules (by name) that must not run.
+    pub disabled_rules: Vec<String>,
 }
 
 impl Default for Options {
@@ -40,6 +45,8 @@ impl Default for Options {
             opt_level: 2,
             target: "native".into(),
             input_shapes: HashMap::new(),
+            extra_rules: vec![],
+            disabled_rules: vec![],
         }
     }
 }
@@ -108,6 +115,7 @@ pub struct CompiledModel {
     input_names: Vec<String>,
     output_names: Vec<String>,
     stats: CompileStats,
+    report: optc_egraph::Report,
 }
 
 /// Import an ONNX file into the IR (no optimization).
@@ -147,9 +155,57 @@ pub fn passes() -> Vec<optc_egraph::Pass> {
     vec![optc_pass_simplify::pass(), optc_pass_fold::pass()]
 }
 
+/// The passes `opts` asks for: the registered ones plus `extra_rules`, without
+/// `disabled_rules` (an unknown rule name is an error listing the known ones).
+pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
+    let mut ps = passes();
+    if !opts.extra_rules.is_empty() {
+        let mut rules = vec![];
+        for (origin, text) in &opts.extra_rules {
+            rules.extend(optc_egraph::rules::load_rules(text, origin).map_err(Error::Input)?);
+        }
+        ps.push(optc_egraph::Pass {
+            name: "user",
+            level: 1,
+            exact: true,
+            folds: false,
+            rules,
+            cases: vec![],
+        });
+    }
+    for name in &opts.disabled_rules {
+        let known = ps.iter().any(|p| p.rules.iter().any(|r| r.name.as_str() == name));
+        if !known {
+            let mut all: Vec<String> = ps
+                .iter()
+                .flat_map(|p| p.rules.iter().map(|r| r.name.to_string()))
+                .collect();
+            all.sort();
+            return Err(Error::Input(format!(
+                "--disable-rule {name}: no such rule (rules: {})",
+                all.join(", ")
+            )));
+        }
+    }
+    for p in &mut ps {
+        p.rules.retain(|r| !opts.disabled_rules.iter().any(|d| d == r.name.as_str()));
+    }
+    Ok(ps)
+}
+
 /// Optimize a graph at `opt_level` (0..=3) with the registered passes; returns the
 /// optimized graph and a report of what each phase did.
 pub fn optimize_with_report(graph: Graph, opt_level: u8) -> Result<(Graph, optc_egraph::Report)> {
+    let opts = Options {
+        opt_level,
+        ..Default::default()
+    };
+    optimize_with(graph, &opts)
+}
+
+/// Optimize a graph as `opts` says (level, extra and disabled rules).
+pub fn optimize_with(graph: Graph, opts: &Options) -> Result<(Graph, optc_egraph::Report)> {
+    let opt_level = opts.opt_level;
     if opt_level > 3 {
         return Err(Error::Input(format!(
             "optimization level {opt_level} does not exist; use 0, 1, 2 or 3"
@@ -170,7 +226,7 @@ pub fn optimize_with_report(graph: Graph, opt_level: u8) -> Result<(Graph, optc_
     }
     let (g, report) = optc_egraph::optimize(
         &graph,
-        &passes(),
+        &passes_for(opts)?,
         opt_level,
         &optc_egraph::Limits::default(),
         &optc_egraph::CostModel::host(),
@@ -186,7 +242,7 @@ pub fn optimize(graph: Graph, opt_level: u8) -> Result<Graph> {
 /// Compile an IR graph.
 pub fn compile_graph(graph: Graph, opts: &Options) -> Result<CompiledModel> {
     let t0 = Instant::now();
-    let graph = optimize(graph, opts.opt_level)?;
+    let (graph, report) = optimize_with(graph, opts)?;
     let optimize_t = t0.elapsed();
     let target = Target::parse(&opts.target)?;
     let t1 = Instant::now();
@@ -206,6 +262,7 @@ pub fn compile_graph(graph: Graph, opts: &Options) -> Result<CompiledModel> {
             optimize: optimize_t,
             codegen,
         },
+        report,
     })
 }
 
@@ -217,6 +274,11 @@ impl CompiledModel {
 
     pub fn stats(&self) -> &CompileStats {
         &self.stats
+    }
+
+    /// What the optimizer did.
+    pub fn report(&self) -> &optc_egraph::Report {
+        &self.report
     }
 
     pub fn input_names(&self) -> &[String] {

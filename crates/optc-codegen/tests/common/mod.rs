@@ -34,7 +34,7 @@ pub fn rand_tensor(rng: &mut Rng, ty: &TensorType) -> Tensor {
         DType::F32 => Data::F32((0..n).map(|_| rng.f32(-2.0, 2.0)).collect()),
         DType::I64 => Data::I64((0..n).map(|_| rng.int(-50, 50)).collect()),
         DType::I32 => Data::I32((0..n).map(|_| rng.int(-50, 50) as i32).collect()),
-        DType::Bool => Data::Bool((0..n).map(|_| rng.next_u64() % 2 == 0).collect()),
+        DType::Bool => Data::Bool((0..n).map(|_| rng.next_u64().is_multiple_of(2)).collect()),
         DType::U8 => Data::U8((0..n).map(|_| rng.int(0, 256) as u8).collect()),
         DType::I8 => Data::I8((0..n).map(|_| rng.int(-128, 128) as i8).collect()),
     };

@@ -1,0 +1,334 @@
+//! Bad input gives one clear error, never a panic.
+
+use optc_ir::{DType, Tensor};
+use optc_onnx::builder::{Attr, ModelBuilder};
+use optc_onnx::{import_bytes, import_file, parse_shape, ImportOptions};
+use std::collections::HashMap;
+use tract_onnx::pb;
+
+fn err(m: &ModelBuilder) -> String {
+    err_opts(m, &ImportOptions::default())
+}
+
+fn err_opts(m: &ModelBuilder, o: &ImportOptions) -> String {
+    match import_bytes(&m.to_bytes(), o) {
+        Ok(_) => panic!("import unexpectedly succeeded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn shapes(kv: &[(&str, &[usize])]) -> ImportOptions {
+    ImportOptions {
+        input_shapes: kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+fn cnn() -> ModelBuilder {
+    let w = Tensor::from_f32(vec![4, 3, 3, 3], (0..108).map(|i| i as f32 * 0.01).collect()).unwrap();
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[1, 3, 8, 8])
+        .initializer("w", &w)
+        .node("Conv", &["x", "w"], &["c"], vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))])
+        .node("Relu", &["c"], &["r"], vec![])
+        .node("GlobalAveragePool", &["r"], &["p"], vec![])
+        .node("Flatten", &["p"], &["y"], vec![])
+        .output("y");
+    m
+}
+
+#[test]
+fn valid_model_imports_from_file() {
+    let dir = std::env::temp_dir().join(format!("optc-onnx-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("cnn.onnx");
+    cnn().write(&p).unwrap();
+    let g = import_file(&p, &ImportOptions::default()).unwrap();
+    assert_eq!(g.output_types()[0].shape, vec![1, 4]);
+    let e = import_file(&dir.join("missing.onnx"), &ImportOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("cannot read"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn truncated_and_corrupted_files_never_panic() {
+    let bytes = cnn().to_bytes();
+    let o = ImportOptions::default();
+    assert!(import_bytes(&bytes, &o).is_ok());
+    let mut errors = 0;
+    let mut n = 0;
+    for cut in (0..bytes.len()).step_by(7) {
+        n += 1;
+        if import_bytes(&bytes[..cut], &o).is_err() {
+            errors += 1;
+        }
+    }
+    // Nearly every truncation is detected (a cut at a field boundary can be a valid,
+    // smaller model).
+    assert!(errors * 10 >= n * 8, "{errors} of {n}");
+    let e = import_bytes(&bytes[..bytes.len() / 2], &o).unwrap_err();
+    assert!(!e.to_string().is_empty());
+    for i in (0..bytes.len()).step_by(3) {
+        for flip in [0xffu8, 0x01, 0x80] {
+            let mut b = bytes.clone();
+            b[i] ^= flip;
+            let _ = import_bytes(&b, &o);
+        }
+    }
+    assert!(import_bytes(b"definitely not onnx", &o).is_err());
+    assert!(import_bytes(&[], &o).is_err());
+}
+
+#[test]
+fn all_unsupported_ops_in_one_error() {
+    let mut m = ModelBuilder::new(17);
+    m.input("x", DType::F32, &[1, 2, 3])
+        .node_named("lstm_1", "LSTM", &["x"], &["a"], vec![])
+        .node_named("lstm_2", "LSTM", &["a"], &["b"], vec![])
+        .node_named("", "If", &["b"], &["c"], vec![])
+        .node("Relu", &["c"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert_eq!(
+        e,
+        "model uses 2 unsupported op types (opset 17): LSTM (nodes: lstm_1, lstm_2), If (nodes: If_2)"
+    );
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[3])
+        .node_in_domain("q", "com.microsoft", "FusedGemm", &["x"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("com.microsoft::FusedGemm (nodes: q)"), "{e}");
+}
+
+#[test]
+fn missing_initializer() {
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2, 3])
+        .node("MatMul", &["x", "w"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("'y' (MatMul)") && e.contains("input 'w'"), "{e}");
+    assert!(e.contains("missing initializer"), "{e}");
+}
+
+#[test]
+fn unsorted_nodes_are_sorted_and_cycles_are_errors() {
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[3])
+        .node("Relu", &["a"], &["y"], vec![])
+        .node("Neg", &["x"], &["a"], vec![])
+        .output("y");
+    let g = import_bytes(&m.to_bytes(), &ImportOptions::default()).unwrap();
+    assert_eq!(g.g.node_count(), 3);
+
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[3])
+        .node("Add", &["x", "b"], &["a"], vec![])
+        .node("Relu", &["a"], &["b"], vec![])
+        .node("Neg", &["b"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("cycle"), "{e}");
+    assert!(e.contains("'a' (Add)") && e.contains("'b' (Relu)"), "{e}");
+}
+
+#[test]
+fn dynamic_dims_and_overrides() {
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[-1, 3, 4])
+        .node("Relu", &["x"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(
+        e.contains("input 'x' has a dynamic dimension (d0)") && e.contains("--input-shape x=1x3x4"),
+        "{e}"
+    );
+    let g = import_bytes(&m.to_bytes(), &shapes(&[("x", &[5, 3, 4])])).unwrap();
+    assert_eq!(g.output_types()[0].shape, vec![5, 3, 4]);
+    // Contradicting a static dim, or the rank.
+    for bad in [&[5usize, 2, 4][..], &[5, 3][..]] {
+        let e = err_opts(&m, &shapes(&[("x", bad)]));
+        assert!(e.contains("input 'x'") && e.contains("d0x3x4"), "{e}");
+        let shown = bad.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        assert!(e.contains(&shown), "{e}");
+    }
+    // Unknown name.
+    let e = err_opts(&m, &shapes(&[("input", &[1, 3, 4])]));
+    assert!(e.contains("'input'") && e.contains("'x'"), "{e}");
+}
+
+#[test]
+fn parse_shapes() {
+    assert_eq!(parse_shape("1x3x224x224").unwrap(), vec![1, 3, 224, 224]);
+    assert_eq!(parse_shape("128").unwrap(), vec![128]);
+    assert!(parse_shape("1x").is_err());
+    assert!(parse_shape("").is_err());
+    assert!(parse_shape("1x-3").is_err());
+}
+
+#[test]
+fn unsupported_dtypes_and_bad_tensors() {
+    // float16 initializer
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2])
+        .initializer_proto(pb::TensorProto {
+            name: "h".into(),
+            dims: vec![2],
+            data_type: 10,
+            raw_data: vec![0; 4],
+            ..Default::default()
+        })
+        .node("Add", &["x", "h"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("'h'") && e.contains("FLOAT16"), "{e}");
+
+    // double input
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2])
+        .node("Relu", &["x"], &["y"], vec![])
+        .output("y");
+    let mut p = m.to_proto();
+    if let Some(pb::type_proto::Value::TensorType(t)) = p.graph.as_mut().unwrap().input[0]
+        .r#type
+        .as_mut()
+        .unwrap()
+        .value
+        .as_mut()
+    {
+        t.elem_type = 11;
+    }
+    let e = import_bytes(&prost::Message::encode_to_vec(&p), &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("input 'x'") && e.contains("DOUBLE"), "{e}");
+
+    // absurd dims, data length mismatch, external data
+    for (dims, raw) in [
+        (vec![1i64 << 40, 1 << 40], vec![0u8; 4]),
+        (vec![i64::MAX, 2], vec![0u8; 4]),
+        (vec![3], vec![0u8; 8]),
+        (vec![-1], vec![]),
+    ] {
+        let mut m = ModelBuilder::new(13);
+        m.input("x", DType::F32, &[2])
+            .initializer_proto(pb::TensorProto {
+                name: "w".into(),
+                dims: dims.clone(),
+                data_type: 1,
+                raw_data: raw,
+                ..Default::default()
+            })
+            .node("Add", &["x", "w"], &["y"], vec![])
+            .output("y");
+        let e = err(&m);
+        assert!(e.contains("'w'"), "{dims:?}: {e}");
+    }
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2])
+        .initializer_proto(pb::TensorProto {
+            name: "w".into(),
+            dims: vec![2],
+            data_type: 1,
+            data_location: Some(1),
+            ..Default::default()
+        })
+        .node("Add", &["x", "w"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("'w'") && e.contains("external"), "{e}");
+
+    // Cast to an unsupported type.
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2])
+        .node("Cast", &["x"], &["y"], vec![("to", Attr::Int(10))])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("'y' (Cast)") && e.contains("FLOAT16"), "{e}");
+}
+
+#[test]
+fn unsupported_attributes_and_outputs() {
+    let mut m = ModelBuilder::new(15);
+    m.input("x", DType::F32, &[2, 3]);
+    for p in ["s", "b", "m", "v"] {
+        m.initializer(p, &Tensor::from_f32(vec![3], vec![1.0; 3]).unwrap());
+    }
+    m.node(
+        "BatchNormalization",
+        &["x", "s", "b", "m", "v"],
+        &["y"],
+        vec![("training_mode", Attr::Int(1))],
+    )
+    .output("y");
+    let e = err(&m);
+    assert!(e.contains("'y' (BatchNormalization)") && e.contains("training_mode"), "{e}");
+
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[3])
+        .node("Dropout", &["x"], &["y", "mask"], vec![])
+        .output("y")
+        .output("mask");
+    let e = err(&m);
+    assert!(e.contains("(Dropout)") && e.contains("'mask'"), "{e}");
+
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[1, 1, 4, 4])
+        .node(
+            "MaxPool",
+            &["x"],
+            &["y", "idx"],
+            vec![("kernel_shape", Attr::Ints(vec![2, 2]))],
+        )
+        .node("Cast", &["idx"], &["z"], vec![("to", Attr::Int(1))])
+        .output("y")
+        .output("z");
+    let e = err(&m);
+    assert!(e.contains("(MaxPool)") && e.contains("'idx'"), "{e}");
+
+    let mut m = ModelBuilder::new(17);
+    m.input("x", DType::F32, &[2, 4])
+        .initializer("s", &Tensor::from_f32(vec![4], vec![1.0; 4]).unwrap())
+        .node("LayerNormalization", &["x", "s"], &["y", "mean"], vec![])
+        .output("y")
+        .output("mean");
+    let e = err(&m);
+    assert!(e.contains("(LayerNormalization)") && e.contains("'mean'"), "{e}");
+
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::I64, &[2])
+        .node("ConstantOfShape", &["x"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("(ConstantOfShape)") && e.contains("computed at run time"), "{e}");
+
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2, 3])
+        .input("s", DType::I64, &[2])
+        .node("Reshape", &["x", "s"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("'y' (Reshape)") && e.contains("computed at run time"), "{e}");
+
+    // Shape errors from the IR name the node.
+    let mut m = ModelBuilder::new(13);
+    m.input("a", DType::F32, &[2, 3])
+        .input("b", DType::F32, &[4, 5])
+        .node("MatMul", &["a", "b"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("'y' (MatMul)"), "{e}");
+
+    // Huge ConstantOfShape is an error, not an OOM.
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2])
+        .initializer("s", &Tensor::from_i64(vec![2], vec![1 << 30, 1 << 30]).unwrap())
+        .node("ConstantOfShape", &["s"], &["c"], vec![])
+        .node("Add", &["x", "c"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("(ConstantOfShape)") && e.contains("too large"), "{e}");
+}

@@ -1,0 +1,141 @@
+//! Constant folding during import.
+
+use optc_ir::{DType, Graph, Op, Tensor, UnaryOp};
+use optc_onnx::builder::{Attr, ModelBuilder};
+use optc_onnx::{import_bytes, ImportOptions};
+use tract_onnx::prelude::*;
+
+fn import(m: &ModelBuilder) -> Graph {
+    import_bytes(&m.to_bytes(), &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ops(g: &Graph) -> Vec<Op> {
+    g.topo_order()
+        .unwrap()
+        .into_iter()
+        .map(|n| g.node(n).op.clone())
+        .filter(|o| !matches!(o, Op::Input { .. } | Op::Constant { .. }))
+        .collect()
+}
+
+/// Run the model in tract on an f32 input and return the output as f32.
+fn tract_run(bytes: &[u8], x: &[f32], shape: &[usize]) -> (Vec<usize>, Vec<f32>) {
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let t = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), x.to_vec())
+        .unwrap()
+        .into_tensor();
+    let out = model.run(tvec![t.into()]).unwrap();
+    let o = out[0].cast_to::<f32>().unwrap();
+    (
+        o.shape().to_vec(),
+        o.to_plain_array_view::<f32>().unwrap().iter().copied().collect(),
+    )
+}
+
+#[test]
+fn shape_chain_folds_to_a_single_reshape() {
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2, 3, 4])
+        .initializer("zero", &Tensor::scalar_i64(0))
+        .initializer("ax0", &Tensor::from_i64(vec![1], vec![0]).unwrap())
+        .initializer("minus1", &Tensor::from_i64(vec![1], vec![-1]).unwrap())
+        .node("Shape", &["x"], &["s"], vec![])
+        .node("Gather", &["s", "zero"], &["d0"], vec![("axis", Attr::Int(0))])
+        .node("Unsqueeze", &["d0", "ax0"], &["d0u"], vec![])
+        .node("Concat", &["d0u", "minus1"], &["shp"], vec![("axis", Attr::Int(0))])
+        .node("Reshape", &["x", "shp"], &["y"], vec![])
+        .output("y");
+    let g = import(&m);
+    assert_eq!(ops(&g), vec![Op::Reshape { shape: vec![2, 12] }]);
+    // Only the input and the reshape remain.
+    assert_eq!(g.g.node_count(), 2);
+    let (shape, _) = tract_run(&m.to_bytes(), &[0.0; 24], &[2, 3, 4]);
+    assert_eq!(g.output_types()[0].shape, shape);
+}
+
+#[test]
+fn size_constant_of_shape_range_and_small_arith_fold() {
+    // y = x + Cast(ConstantOfShape(Shape(x), value=2)) * Range(0, 4, 1) (as float)
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[3, 4])
+        .initializer("st", &Tensor::scalar_i64(0))
+        .initializer("li", &Tensor::scalar_i64(4))
+        .initializer("de", &Tensor::scalar_i64(1))
+        .node("Shape", &["x"], &["s"], vec![])
+        .node(
+            "ConstantOfShape",
+            &["s"],
+            &["c"],
+            vec![("value", Attr::Tensor(Tensor::from_i64(vec![1], vec![2]).unwrap()))],
+        )
+        .node("Range", &["st", "li", "de"], &["r"], vec![])
+        .node("Mul", &["c", "r"], &["cr"], vec![])
+        .node("Size", &["x"], &["n"], vec![])
+        .node("Add", &["cr", "n"], &["crn"], vec![])
+        .node("Cast", &["crn"], &["crf"], vec![("to", Attr::Int(1))])
+        .node("Add", &["x", "crf"], &["y"], vec![])
+        .output("y");
+    let g = import(&m);
+    let o = ops(&g);
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert!(matches!(o[0], Op::Binary(optc_ir::BinaryOp::Add)));
+    // The folded constant equals what tract computes for x = 0.
+    let (_, want) = tract_run(&m.to_bytes(), &[0.0; 12], &[3, 4]);
+    let add = g
+        .g
+        .node_indices()
+        .find(|&n| matches!(g.node(n).op, Op::Binary(_)))
+        .unwrap();
+    let ins = g.node_inputs(add);
+    let c = g.const_value(ins[1]).expect("folded constant");
+    assert_eq!(c.as_f32().unwrap(), &want[..]);
+}
+
+#[test]
+fn constant_only_model_output_is_identity_of_constant() {
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2])
+        .initializer("a", &Tensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap())
+        .node("Exp", &["a"], &["e"], vec![])
+        .node("Add", &["x", "e"], &["y"], vec![])
+        .node("Neg", &["a"], &["z"], vec![])
+        .output("y")
+        .output("z");
+    let g = import(&m);
+    let o = ops(&g);
+    assert_eq!(
+        o,
+        vec![
+            Op::Binary(optc_ir::BinaryOp::Add),
+            Op::Unary(UnaryOp::Identity)
+        ]
+    );
+    let (_, y) = tract_run(&m.to_bytes(), &[0.0, 0.0], &[2]);
+    let add = g
+        .g
+        .node_indices()
+        .find(|&n| matches!(g.node(n).op, Op::Binary(_)))
+        .unwrap();
+    let e = g.const_value(g.node_inputs(add)[1]).unwrap();
+    for (a, b) in e.as_f32().unwrap().iter().zip(&y) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn big_constant_math_is_not_folded() {
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[100, 100])
+        .initializer("w", &Tensor::zeros(DType::F32, vec![100, 100]))
+        .node("Relu", &["w"], &["rw"], vec![])
+        .node("Add", &["x", "rw"], &["y"], vec![])
+        .output("y");
+    let g = import(&m);
+    assert_eq!(ops(&g).len(), 2);
+}
