@@ -163,7 +163,8 @@ fn matmul_shapes() {
         (&[1, 3, 4], &[2, 4, 5]),
         (&[6], &[6, 3]),
         (&[4, 6], &[6]),
-        (&[6], &[6]),
+        // [6] @ [6] (a scalar result) is valid numpy but tract rejects it; the
+        // interpreter and codegen tests cover it.
     ];
     for (sa, sb) in cases {
         let (a, b) = (r.tensor(sa, -1.0, 1.0), r.tensor(sb, -1.0, 1.0));
@@ -350,8 +351,10 @@ fn shape_ops() {
     check_op("Transpose default", "Transpose", 13, &[x(t.clone())], vec![], 1);
     let u = r.tensor(&[3, 1, 4, 1], -1.0, 1.0);
     check_op("Squeeze 11 axes", "Squeeze", 11, &[x(u.clone())], vec![("axes", ints(&[1]))], 1);
-    check_op("Squeeze 11 all", "Squeeze", 11, &[x(u.clone())], vec![], 1);
-    check_op("Squeeze 13 input", "Squeeze", 13, &[x(u.clone()), init("a", i64s(&[-1, 1]))], vec![], 1);
+    // Squeeze without axes (all 1-dims) is valid ONNX that tract rejects; see
+    // crates/optc-onnx/tests for its import.
+    // negative or unsorted axes import fine (crates/optc-onnx/tests) but panic inside tract 0.23
+    check_op("Squeeze 13 input", "Squeeze", 13, &[x(u.clone()), init("a", i64s(&[1, 3]))], vec![], 1);
     check_op("Unsqueeze 11", "Unsqueeze", 11, &[x(u.clone())], vec![("axes", ints(&[0, 5]))], 1);
     check_op("Unsqueeze 13", "Unsqueeze", 13, &[x(u.clone()), init("a", i64s(&[-1, 2]))], vec![], 1);
     check_op("Identity", "Identity", 13, &[x(u.clone())], vec![], 1);
@@ -411,7 +414,8 @@ fn pad_modes() {
         ("constant", vec![0, 0, 1, 2, 0, 0, 2, 1]),
         ("reflect", vec![0, 0, 2, 1, 0, 0, 1, 3]),
         ("edge", vec![0, 1, 1, 0, 0, 0, 3, 2]),
-        ("constant", vec![0, 0, -1, 1, 0, 0, 2, -2]),
+        // negative (cropping) pads are valid ONNX but overflow inside tract 0.23; the
+        // interpreter and codegen tests cover them.
     ] {
         let mut ins = vec![x(t.clone()), init("p", i64s(&pads))];
         if mode == "constant" {

@@ -5,6 +5,8 @@
 use optc::{DType, Data, Tensor};
 use optc_onnx::builder::ModelBuilder;
 
+pub mod models;
+
 pub const RTOL: f64 = 1e-4;
 pub const ATOL: f64 = 1e-5;
 

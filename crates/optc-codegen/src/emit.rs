@@ -1,9 +1,11 @@
 //! Cranelift IR building helpers: loops, memory access, constants and vector math.
 
+use cranelift_codegen::cursor::{Cursor, FuncCursor};
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
-    types, FuncRef, InstBuilder, MemFlagsData, Type, Value,
+    types, Block, FuncRef, Inst, InstBuilder, MemFlagsData, Type, Value,
 };
+use std::collections::HashMap;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use optc_ir::DType;
 
@@ -38,6 +40,10 @@ pub(crate) struct E<'f> {
     pub b: FunctionBuilder<'f>,
     pub fma: bool,
     pub rt: Rt,
+    /// The entry block: vector/float constants are materialized there once (hoisted out of
+    /// every loop) and reused.
+    pub entry: Option<Block>,
+    pub consts: HashMap<(Type, u32), Value>,
 }
 
 #[allow(clippy::excessive_precision)]
@@ -142,24 +148,71 @@ impl<'f> E<'f> {
         });
     }
 
+    /// Where to hoist constants: before the entry block's terminator (when we are past it).
+    fn hoist_point(&self) -> Option<Inst> {
+        let entry = self.entry?;
+        if self.b.current_block() == Some(entry) {
+            return None;
+        }
+        self.b.func.layout.last_inst(entry)
+    }
+
+    /// A constant `bits` of type `ty` (`F32`, `I32`, or splatted `F32X4`/`I32X4`), hoisted to the
+    /// entry block and shared.
+    fn konst(&mut self, ty: Type, bits: u32) -> Value {
+        if let Some(v) = self.consts.get(&(ty, bits)) {
+            return *v;
+        }
+        let at = self.hoist_point();
+        let in_entry = self.entry.is_some() && at.is_none();
+        let emit = |ins: &mut dyn FnMut(bool) -> Value| ins(ty.is_vector());
+        let v = match at {
+            Some(inst) => {
+                let mut cur = FuncCursor::new(&mut *self.b.func).at_inst(inst);
+                let lane = ty.lane_type();
+                let s = if lane == types::F32 {
+                    cur.ins().f32const(f32::from_bits(bits))
+                } else {
+                    cur.ins().iconst(types::I32, bits as i32 as i64)
+                };
+                if ty.is_vector() {
+                    cur.ins().splat(ty, s)
+                } else {
+                    s
+                }
+            }
+            None => {
+                let lane = ty.lane_type();
+                let b = &mut self.b;
+                emit(&mut |vector| {
+                    let s = if lane == types::F32 {
+                        b.ins().f32const(f32::from_bits(bits))
+                    } else {
+                        b.ins().iconst(types::I32, bits as i32 as i64)
+                    };
+                    if vector {
+                        b.ins().splat(ty, s)
+                    } else {
+                        s
+                    }
+                })
+            }
+        };
+        if at.is_some() || in_entry {
+            self.consts.insert((ty, bits), v);
+        }
+        v
+    }
+
     /// f32 constant, splatted when `ty` is a vector.
     pub fn fc(&mut self, ty: Type, c: f32) -> Value {
-        let s = self.b.ins().f32const(c);
-        if ty.is_vector() {
-            self.b.ins().splat(ty, s)
-        } else {
-            s
-        }
+        self.konst(ty, c.to_bits())
     }
 
     /// i32 constant of the integer type matching `ty` (I32 or I32X4).
     pub fn i32c(&mut self, ty: Type, c: i32) -> Value {
-        if ty.is_vector() {
-            let s = self.b.ins().iconst(types::I32, c as i64);
-            self.b.ins().splat(I32X4, s)
-        } else {
-            self.b.ins().iconst(types::I32, c as i64)
-        }
+        let t = if ty.is_vector() { I32X4 } else { types::I32 };
+        self.konst(t, c as u32)
     }
 
     /// `a * b + c`, fused when the target has FMA.
@@ -180,6 +233,18 @@ impl<'f> E<'f> {
         } else {
             self.b.ins().select(cond, x, y)
         }
+    }
+
+    /// `x < lo ? lo : x` (NaN stays NaN).
+    pub fn clamp_lo(&mut self, ty: Type, x: Value, lo: Value) -> Value {
+        let c = self.b.ins().fcmp(FloatCC::LessThan, x, lo);
+        self.fsel(ty, c, lo, x)
+    }
+
+    /// `x > hi ? hi : x` (NaN stays NaN).
+    pub fn clamp_hi(&mut self, ty: Type, x: Value, hi: Value) -> Value {
+        let c = self.b.ins().fcmp(FloatCC::GreaterThan, x, hi);
+        self.fsel(ty, c, hi, x)
     }
 
     fn int_ty(ty: Type) -> Type {
@@ -225,8 +290,8 @@ impl<'f> E<'f> {
         // n = round(x / ln 2) stays in [-125, 128]; the scale 2^n is built as 2^(n-1) * 2.
         let hi = self.fc(ty, 88.72283);
         let lo = self.fc(ty, -86.64);
-        let xc = self.b.ins().fmin(x, hi);
-        let xc = self.b.ins().fmax(xc, lo);
+        let xc = self.clamp_hi(ty, x, hi);
+        let xc = self.clamp_lo(ty, xc, lo);
         let log2e = self.fc(ty, std::f32::consts::LOG2_E);
         let magic = self.fc(ty, 12582912.0);
         let t = self.mul_add(xc, log2e, magic);

@@ -168,7 +168,12 @@ impl Target {
                 .set(k, v)
                 .map_err(|e| CodegenError::new(format!("cranelift setting {k}={v}: {e}")))
         };
-        set(&mut flags, "opt_level", "speed")?;
+        // `none` on purpose: with `speed`, the e-graph pass re-places pure instructions at their
+        // uses, which strings out each FMA accumulator chain at the end of the loop body and
+        // makes every load live across it (spills everywhere): measured 2x slower conv/GEMM
+        // kernels. The kernels are emitted in a good order already, constants are hoisted by
+        // hand (see `emit::E::fc`).
+        set(&mut flags, "opt_level", "none")?;
         set(&mut flags, "use_colocated_libcalls", "false")?;
         set(&mut flags, "is_pic", "false")?;
         set(&mut flags, "enable_verifier", "true")?;

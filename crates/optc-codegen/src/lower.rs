@@ -286,8 +286,11 @@ pub fn lower_graph<M: Module>(
                 b,
                 fma: target.fma,
                 rt,
+                entry: None,
+                consts: HashMap::new(),
             };
             let blk = e.b.create_block();
+            e.entry = Some(blk);
             e.b.append_block_params_for_function_params(blk);
             e.b.switch_to_block(blk);
             e.b.seal_block(blk);
@@ -301,9 +304,16 @@ pub fn lower_graph<M: Module>(
             e.b.ins().return_(&[z]);
             e.b.finalize(module.target_config());
         }
+        let disasm = std::env::var_os("OPTC_DISASM").is_some();
+        ctx.set_disasm(disasm);
         module
             .define_function(fid, &mut ctx)
             .map_err(|e| info.err(format!("cranelift: {e:?}")))?;
+        if disasm {
+            if let Some(v) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                eprintln!("; kernel {i}: {} ({})\n{v}", info.name, info.op.name());
+            }
+        }
         module.clear_context(&mut ctx);
         kernels.push(fid);
     }
@@ -337,6 +347,8 @@ pub fn lower_graph<M: Module>(
             b,
             fma: target.fma,
             rt: entry_rt,
+            entry: None,
+            consts: HashMap::new(),
         };
         let blk = e.b.create_block();
         e.b.append_block_params_for_function_params(blk);
@@ -818,7 +830,7 @@ fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
             UnaryOp::Identity => x,
             UnaryOp::Relu => {
                 let z = e.fc(ty, 0.0);
-                e.b.ins().fmax(x, z)
+                e.clamp_lo(ty, x, z)
             }
             UnaryOp::LeakyRelu { alpha } => {
                 let z = e.fc(ty, 0.0);
@@ -831,11 +843,11 @@ fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
                 let mut v = x;
                 if *min > f32::NEG_INFINITY {
                     let lo = e.fc(ty, *min);
-                    v = e.b.ins().fmax(v, lo);
+                    v = e.clamp_lo(ty, v, lo);
                 }
                 if *max < f32::INFINITY {
                     let hi = e.fc(ty, *max);
-                    v = e.b.ins().fmin(v, hi);
+                    v = e.clamp_hi(ty, v, hi);
                 }
                 v
             }
@@ -846,8 +858,8 @@ fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
                 let v = e.mul_add(x, al, be);
                 let z = e.fc(ty, 0.0);
                 let o = e.fc(ty, 1.0);
-                let v = e.b.ins().fmin(v, o);
-                e.b.ins().fmax(v, z)
+                let v = e.clamp_hi(ty, v, o);
+                e.clamp_lo(ty, v, z)
             }
             UnaryOp::HardSwish => {
                 let six = e.fc(ty, 6.0);
@@ -856,8 +868,8 @@ fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
                 let v = e.b.ins().fadd(d, h);
                 let z = e.fc(ty, 0.0);
                 let o = e.fc(ty, 1.0);
-                let v = e.b.ins().fmin(v, o);
-                let v = e.b.ins().fmax(v, z);
+                let v = e.clamp_hi(ty, v, o);
+                let v = e.clamp_lo(ty, v, z);
                 e.b.ins().fmul(x, v)
             }
             UnaryOp::Tanh => e.tanh(ty, x),
@@ -1584,7 +1596,7 @@ fn gemm(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value) {
 /// One 2-D product; `ao`, `bo`, `oo` are byte offsets of this batch's matrices.
 #[allow(clippy::too_many_arguments)]
 fn gemm2d(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value, ao: Value, bo: Value, oo: Value) {
-    const MR: usize = 4;
+    const MR: usize = 6;
     let vec_ok = mm.bn == 1;
     let nv_full = if vec_ok { mm.n / 8 } else { 0 };
     let n8 = nv_full * 8;
@@ -2181,11 +2193,9 @@ fn lower_pool(
         let mut oidx = vec![];
         loops_idx(e, &osp, &mut oidx, &mut |e, o| {
             let acc = e.b.declare_var(types::F32);
-            let init = if avg.is_some() {
-                0.0
-            } else {
-                f32::NEG_INFINITY
-            };
+            // Max starts at NaN so that the first valid cell always wins (NaN cells are then
+            // ignored unless every valid cell is NaN); no valid cell at all gives -inf.
+            let init = if avg.is_some() { 0.0 } else { f32::NAN };
             let iv = e.fc(types::F32, init);
             e.b.def_var(acc, iv);
             let cv = e.b.declare_var(types::F32);
@@ -2223,9 +2233,17 @@ fn lower_pool(
                     None => {
                         // padding never wins; NaN cells are ignored
                         let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, a);
+                        let un = e.b.ins().fcmp(FloatCC::Unordered, a, a);
+                        let gt = e.b.ins().bor(gt, un);
                         let take = e.b.ins().band(gt, valid);
                         let na = e.b.ins().select(take, v, a);
                         e.b.def_var(acc, na);
+                        let zf = e.fc(types::F32, 0.0);
+                        let one = e.fc(types::F32, 1.0);
+                        let inc = e.b.ins().select(valid, one, zf);
+                        let c = e.b.use_var(cv);
+                        let nc = e.b.ins().fadd(c, inc);
+                        e.b.def_var(cv, nc);
                     }
                     Some(include_pad) => {
                         let zf = e.fc(types::F32, 0.0);
@@ -2242,6 +2260,13 @@ fn lower_pool(
                 }
             });
             let mut r = e.b.use_var(acc);
+            if avg.is_none() {
+                let c = e.b.use_var(cv);
+                let zf = e.fc(types::F32, 0.0);
+                let none = e.b.ins().fcmp(FloatCC::Equal, c, zf);
+                let ninf = e.fc(types::F32, f32::NEG_INFINITY);
+                r = e.b.ins().select(none, ninf, r);
+            }
             if avg.is_some() {
                 let c = e.b.use_var(cv);
                 let q = e.b.ins().fdiv(r, c);
@@ -2384,10 +2409,15 @@ fn lower_reduce(
     let is_f = dt == DType::F32;
     let sg = is_signed(dt);
     let contiguous_inner = rdims.len() == 1 && rst[0] == 1;
+    if count == 0 && kind == ReduceKind::Max && !is_f {
+        return Err(info.err("reduce_max over an empty axis of an integer tensor"));
+    }
     e.nest(&kdims, &kst, &[z, z], &mut |e, o| {
         let init = |e: &mut E, ty: Type| -> Value {
             match (kind, is_f) {
-                (ReduceKind::Max, true) => e.fc(ty, f32::NEG_INFINITY),
+                (ReduceKind::Max, true) if count == 0 => e.fc(ty, f32::NEG_INFINITY),
+                // NaN start: the first element always wins, later NaNs are ignored.
+                (ReduceKind::Max, true) => e.fc(ty, f32::NAN),
                 (_, true) => e.fc(ty, 0.0),
                 (ReduceKind::Max, false) => e.b.ins().iconst(ty, int_range(dt).0),
                 (_, false) => e.b.ins().iconst(ty, 0),
@@ -2395,7 +2425,7 @@ fn lower_reduce(
         };
         let combine = |e: &mut E, a: Value, v: Value| -> Value {
             match (kind, is_f) {
-                (ReduceKind::Max, true) => e.b.ins().fmax(a, v),
+                (ReduceKind::Max, true) => nan_ignoring_max(e, a, v),
                 (ReduceKind::L2, _) => e.mul_add(v, v, a),
                 (_, true) => e.b.ins().fadd(a, v),
                 (ReduceKind::Max, false) => {
@@ -2430,7 +2460,7 @@ fn lower_reduce(
             for l in 1..4u8 {
                 let s = e.b.ins().extractlane(v, l);
                 r = match kind {
-                    ReduceKind::Max => e.b.ins().fmax(r, s),
+                    ReduceKind::Max => nan_ignoring_max(e, r, s),
                     _ => e.b.ins().fadd(r, s),
                 };
             }
@@ -2460,12 +2490,22 @@ fn lower_reduce(
                     };
                 }
             }
+            ReduceKind::Mean if is_f => r = e.fc(types::F32, f32::NAN),
             ReduceKind::L2 => r = e.b.ins().sqrt(r),
             _ => {}
         }
         e.st(r, out, o[1]);
     });
     Ok(())
+}
+
+/// `v` when it is greater than `a` or `a` is NaN, else `a` (scalar or f32x4).
+fn nan_ignoring_max(e: &mut E, a: Value, v: Value) -> Value {
+    let ty = e.b.func.dfg.value_type(a);
+    let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, a);
+    let un = e.b.ins().fcmp(FloatCC::Unordered, a, a);
+    let take = e.b.ins().bor(gt, un);
+    e.fsel(ty, take, v, a)
 }
 
 fn lower_softmax(e: &mut E, info: &NodeInfo, x: Value, out: Value, axis: usize) -> R<()> {

@@ -932,3 +932,121 @@ fn gather_out_of_range_is_an_error() {
         );
     }
 }
+
+#[test]
+fn pow_integer_base() {
+    for dt in [DType::I64, DType::I32, DType::U8, DType::I8] {
+        for edt in [DType::I64, DType::I32, DType::F32] {
+            let mut g = Graph::new();
+            let x = g.add_input("x", ty(dt, &[4, 6]));
+            let e = g.add_input("e", ty(edt, &[6]));
+            let y = g.add("pow", Op::Binary(BinaryOp::Pow), &[x, e]).unwrap();
+            g.add_output("y", y);
+            let mut ins = inputs_for(&g, 17);
+            ins[1] = match edt {
+                DType::F32 => Tensor::from_f32(vec![6], vec![0.0, 1.0, 2.0, 3.0, -1.0, 0.5]).unwrap(),
+                DType::I64 => Tensor::from_i64(vec![6], vec![0, 1, 2, 3, -1, 7]).unwrap(),
+                _ => Tensor::new(vec![6], optc_ir::Data::I32(vec![0, 1, 2, 5, -2, 9])).unwrap(),
+            };
+            check(&g, &ins, EXACT);
+        }
+    }
+}
+
+#[test]
+fn conv3d_generic_path() {
+    conv_case(
+        &[1, 2, 5, 6, 4],
+        &[3, 2, 3, 2, 2],
+        win(&[3, 2, 2], &[1, 2, 1], &[1, 0, 1, 1, 1, 0], &[1, 1, 2], false),
+        1,
+        true,
+        true,
+        4,
+    );
+    conv_case(
+        &[2, 4, 4, 4, 4],
+        &[4, 2, 2, 2, 2],
+        win(&[2, 2, 2], &[1, 1, 1], &[0; 6], &[1, 1, 1], false),
+        2,
+        false,
+        false,
+        5,
+    );
+}
+
+#[test]
+fn empty_tensors() {
+    for dt in [DType::F32, DType::I64] {
+        check_op(Op::Concat { axis: 1 }, &[ty(dt, &[2, 0, 3]), ty(dt, &[2, 4, 3])], EXACT, 1);
+        check_op(Op::Unary(UnaryOp::Neg), &[ty(dt, &[0, 5])], EXACT, 1);
+        check_op(Op::Binary(BinaryOp::Add), &[ty(dt, &[0, 5]), ty(dt, &[5])], EXACT, 1);
+        check_op(Op::Transpose { perm: vec![1, 0] }, &[ty(dt, &[3, 0])], EXACT, 1);
+        check_op(
+            Op::Slice { dims: vec![SliceDim { start: 0, step: 1, len: 0 }, SliceDim { start: 0, step: 1, len: 2 }] },
+            &[ty(dt, &[3, 2])],
+            EXACT,
+            1,
+        );
+        check_op(Op::Split { axis: 0, sizes: vec![0, 3] }, &[ty(dt, &[3, 2])], EXACT, 1);
+    }
+    check_op(Op::MatMul, &[f(&[0, 4]), f(&[4, 3])], EXACT, 1);
+    check_op(Op::MatMul, &[f(&[2, 0]), f(&[0, 3])], EXACT, 1);
+    check_op(Op::Gather { axis: 0 }, &[f(&[5, 2]), ty(DType::I64, &[0])], EXACT, 1);
+    check_op(Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keepdims: false }, &[f(&[3, 0])], EXACT, 1);
+}
+
+#[test]
+fn max_ignores_nan_like_the_interpreter() {
+    let nan = f32::NAN;
+    let mut v: Vec<f32> = (0..40).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+    for i in [0, 3, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 25] {
+        v[i] = nan;
+    }
+    // Row 1 (elements 10..20) is all NaN.
+    let t = Tensor::from_f32(vec![4, 10], v.clone()).unwrap();
+    for axes in [vec![1], vec![0], vec![0, 1]] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[4, 10]));
+        let y = g
+            .add("rmax", Op::Reduce { kind: ReduceKind::Max, axes, keepdims: false }, &[x])
+            .unwrap();
+        g.add_output("y", y);
+        check(&g, std::slice::from_ref(&t), EXACT);
+    }
+    let t = Tensor::from_f32(vec![1, 1, 4, 10], v).unwrap();
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[1, 1, 4, 10]));
+    let y = g
+        .add("pool", Op::MaxPool { window: win(&[2, 2], &[1, 2], &[0, 0, 0, 0], &[1, 1], false) }, &[x])
+        .unwrap();
+    g.add_output("y", y);
+    check(&g, &[t], EXACT);
+    // Windows entirely in the padding.
+    check_op(
+        Op::MaxPool { window: win(&[1, 1], &[1, 1], &[2, 1, 0, 0], &[1, 1], false) },
+        &[f(&[1, 2, 3, 3])],
+        EXACT,
+        3,
+    );
+}
+
+#[test]
+fn elementwise_on_sse42_target() {
+    let t = optc_codegen::Target::parse("x86_64-sse4.2").unwrap();
+    for (k, (u, tol)) in unaries().into_iter().enumerate() {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[3, 13]));
+        let y = g.add("u", Op::Unary(u), &[x]).unwrap();
+        g.add_output("y", y);
+        check_with(&g, &inputs_for(&g, k as u64), tol, &t);
+    }
+    for (k, op) in BIN_F.iter().enumerate() {
+        let mut g = Graph::new();
+        let a = g.add_input("a", f(&[3, 13]));
+        let b = g.add_input("b", f(&[13]));
+        let y = g.add("bin", Op::Binary(*op), &[a, b]).unwrap();
+        g.add_output("y", y);
+        check_with(&g, &inputs_for(&g, k as u64), ARITH, &t);
+    }
+}

@@ -62,7 +62,28 @@ fn mm(m: usize, k: usize, n: usize) {
 }
 
 #[test]
+fn one() {
+    un(optc_ir::UnaryOp::Exp);
+}
+
+fn un(u: optc_ir::UnaryOp) {
+    let n = 1 << 20;
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[n]));
+    let y = g.add("u", Op::Unary(u.clone()), &[x]).unwrap();
+    g.add_output("y", y);
+    let m_ = compile(&g);
+    let ins = inputs_for(&g, 1);
+    run_jit(&m_, &ins).unwrap();
+    let t = Instant::now();
+    for _ in 0..5 { run_jit(&m_, &ins).unwrap(); }
+    let dt = t.elapsed().as_secs_f64() / 5.0;
+    println!("unary {u:?}: {:.2} ns/elem", dt * 1e9 / n as f64);
+}
+
+#[test]
 fn perf() {
+    for u in [optc_ir::UnaryOp::Exp, optc_ir::UnaryOp::Erf, optc_ir::UnaryOp::Tanh, optc_ir::UnaryOp::Relu] { un(u); }
     conv(3, 64, 224, 7, 2, 3, 1);
     conv(64, 64, 56, 3, 1, 1, 1);
     conv(128, 128, 28, 3, 1, 1, 1);

@@ -82,6 +82,7 @@ pub fn to_graph<C: CostFunction<ENode>>(c: &Converted, cost: C) -> Result<Graph>
         let v = build(eg, &ex, *root, &mut g, &inputs, &mut built, &c.names, &mut used_names, &mut counter, 0)?;
         g.add_output(name, v);
     }
+    g.compact_consts()?;
     g.verify()?;
     Ok(g)
 }

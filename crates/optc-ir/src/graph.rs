@@ -257,6 +257,25 @@ impl Graph {
         dead.len()
     }
 
+    /// Drop constants no node uses and renumber the rest in order of first use
+    /// (topological order), so the table holds exactly the model's weights.
+    pub fn compact_consts(&mut self) -> Result<()> {
+        let order = self.topo_order()?;
+        let mut map = std::collections::HashMap::new();
+        let mut table = vec![];
+        for n in order {
+            if let Op::Constant { id } = self.g[n].op {
+                let new = *map.entry(id).or_insert_with(|| {
+                    table.push(self.consts[id.0 as usize].clone());
+                    ConstId(table.len() as u32 - 1)
+                });
+                self.g[n].op = Op::Constant { id: new };
+            }
+        }
+        self.consts = table;
+        Ok(())
+    }
+
     /// Nodes in a deterministic topological order (ties broken by insertion order).
     pub fn topo_order(&self) -> Result<Vec<NodeIndex>> {
         let mut indeg: std::collections::HashMap<NodeIndex, usize> = self

@@ -1,11 +1,15 @@
 //! A tiny ONNX model builder for tests: make models in Rust, get protobuf bytes.
 //!
-//! ```ignore
+//! ```
+//! use optc_ir::DType;
+//! use optc_onnx::builder::ModelBuilder;
 //! let mut b = ModelBuilder::new(17);
 //! b.input("x", DType::F32, &[1, 4])
 //!     .node("Relu", &["x"], &["y"], vec![])
 //!     .output("y");
 //! let bytes = b.to_bytes();
+//! let g = optc_onnx::import_bytes(&bytes, &Default::default()).unwrap();
+//! assert_eq!(g.output_types()[0].shape, vec![1, 4]);
 //! ```
 
 use optc_ir::{DType, Data, Tensor};

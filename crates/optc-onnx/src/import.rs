@@ -17,6 +17,8 @@ type R<T> = Result<T, String>;
 const FOLD_SMALL: usize = 4096;
 /// Shape-computation ops fold up to this many elements.
 const FOLD_MAX: usize = 1 << 24;
+/// Largest pad, stride, kernel extent or group accepted (guards overflow downstream).
+const LIMIT_DIM: usize = 1 << 31;
 /// Largest tensor the importer itself creates (ConstantOfShape, Range).
 const CREATE_MAX: usize = 1 << 28;
 
@@ -193,8 +195,7 @@ impl Ctx {
         let tys: Vec<TensorType> = ins.iter().map(|v| self.ty(v)).collect();
         let refs: Vec<&TensorType> = tys.iter().collect();
         let out_tys = op.infer(&refs).map_err(|e| e.msg)?;
-        let consts: Option<Vec<Arc<Tensor>>> =
-            ins.iter().map(|v| v.as_const().cloned()).collect();
+        let consts: Option<Vec<Arc<Tensor>>> = ins.iter().map(|v| v.as_const().cloned()).collect();
         if let Some(cs) = consts {
             let total = out_tys
                 .iter()
@@ -620,7 +621,10 @@ fn topo_order(
 fn scalar_f32(t: &Tensor, what: &str) -> R<f32> {
     let v = t.to_f64_vec();
     if v.len() != 1 {
-        return Err(format!("{what} must be a scalar, got shape {:?}", t.shape()));
+        return Err(format!(
+            "{what} must be a scalar, got shape {:?}",
+            t.shape()
+        ));
     }
     Ok(v[0] as f32)
 }
@@ -637,9 +641,8 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             .filter(|s| !s.is_empty())
             .and_then(|s| ctx.env.get(s).cloned())
     };
-    let req = |k: usize| -> R<Val> {
-        inp(k).ok_or_else(|| format!("required input #{k} is missing"))
-    };
+    let req =
+        |k: usize| -> R<Val> { inp(k).ok_or_else(|| format!("required input #{k} is missing")) };
     let cinp = |k: usize, what: &str| -> R<Option<Arc<Tensor>>> {
         match inp(k) {
             None => Ok(None),
@@ -816,7 +819,10 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             };
             let window = window(&a, &xt, kernel, false)?;
             let group = a.int_or("group", 1);
-            let group = usize::try_from(group).map_err(|_| format!("bad group {group}"))?;
+            let group = usize::try_from(group)
+                .ok()
+                .filter(|&g| g <= LIMIT_DIM)
+                .ok_or_else(|| format!("bad group {group}"))?;
             let mut ins = vec![x, w];
             if let Some(b) = inp(2) {
                 ins.push(b);
@@ -979,7 +985,11 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 axis += r as i64;
             }
             if axis < 0 || axis > r as i64 {
-                return Err(format!("axis {} is out of range for {}", a.int_or("axis", 1), xt));
+                return Err(format!(
+                    "axis {} is out of range for {}",
+                    a.int_or("axis", 1),
+                    xt
+                ));
             }
             let axis = axis as usize;
             let outer: usize = xt.shape[..axis].iter().product();
@@ -1038,7 +1048,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let x = req(0)?;
             let xt = ctx.ty(&x);
             let axes = if opset >= 13 {
-                cinp(1, "axes")?.ok_or("the axes input is missing")?.to_i64_vec()
+                cinp(1, "axes")?
+                    .ok_or("the axes input is missing")?
+                    .to_i64_vec()
             } else {
                 a.ints("axes").ok_or("attribute 'axes' is missing")?
             };
@@ -1079,7 +1091,11 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 return Err("needs at least one input".into());
             }
             let r = ctx.ty(&xs[0]).rank();
-            let axis = norm_axis(a.int("axis").ok_or("attribute 'axis' is missing")?, r, "axis")?;
+            let axis = norm_axis(
+                a.int("axis").ok_or("attribute 'axis' is missing")?,
+                r,
+                "axis",
+            )?;
             one(ctx.emit1(name, Op::Concat { axis }, &xs, true)?)
         }
         "Split" => {
@@ -1100,12 +1116,15 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                     } else {
                         node.output.len() as i64
                     };
-                    if n <= 0 {
-                        return Err(format!("bad number of outputs {n}"));
+                    if n <= 0 || n as usize != node.output.len() {
+                        return Err(format!(
+                            "num_outputs {n} does not match the node's {} outputs",
+                            node.output.len()
+                        ));
                     }
                     let n = n as usize;
                     let chunk = d.div_ceil(n);
-                    if opset < 18 && d % n != 0 {
+                    if opset < 18 && !d.is_multiple_of(n) {
                         return Err(format!(
                             "dim {d} of axis {axis} does not split evenly into {n} outputs"
                         ));
@@ -1140,8 +1159,12 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 )
             } else {
                 (
-                    cinp(1, "starts")?.ok_or("starts input is missing")?.to_i64_vec(),
-                    cinp(2, "ends")?.ok_or("ends input is missing")?.to_i64_vec(),
+                    cinp(1, "starts")?
+                        .ok_or("starts input is missing")?
+                        .to_i64_vec(),
+                    cinp(2, "ends")?
+                        .ok_or("ends input is missing")?
+                        .to_i64_vec(),
                     cinp(3, "axes")?.map(|t| t.to_i64_vec()),
                     cinp(4, "steps")?.map(|t| t.to_i64_vec()),
                 )
@@ -1157,7 +1180,11 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 "constant" => PadMode::Constant,
                 "reflect" => PadMode::Reflect,
                 "edge" => PadMode::Edge,
-                m => return Err(format!("mode '{m}' is not supported (constant, reflect, edge)")),
+                m => {
+                    return Err(format!(
+                        "mode '{m}' is not supported (constant, reflect, edge)"
+                    ))
+                }
             };
             let (raw, value, axes) = if opset < 11 {
                 (
@@ -1166,7 +1193,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                     None,
                 )
             } else {
-                let p = cinp(1, "pads")?.ok_or("pads input is missing")?.to_i64_vec();
+                let p = cinp(1, "pads")?
+                    .ok_or("pads input is missing")?
+                    .to_i64_vec();
                 let v = match cinp(2, "constant_value")? {
                     Some(t) => scalar_f32(&t, "constant_value")?,
                     None => 0.0,
@@ -1187,7 +1216,10 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 }
                 Some(ax) => {
                     if raw.len() != 2 * ax.len() {
-                        return Err(format!("needs {} pads for axes {ax:?}, got {raw:?}", 2 * ax.len()));
+                        return Err(format!(
+                            "needs {} pads for axes {ax:?}, got {raw:?}",
+                            2 * ax.len()
+                        ));
                     }
                     let mut p = vec![0i64; 2 * r];
                     for (k, &axv) in ax.iter().enumerate() {
@@ -1198,6 +1230,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                     p
                 }
             };
+            if pads.iter().any(|p| p.unsigned_abs() > LIMIT_DIM as u64) {
+                return Err(format!("pads {pads:?} are absurdly large"));
+            }
             one(ctx.emit1(name, Op::Pad { pads, mode, value }, &[x], false)?)
         }
         "Gather" => {
@@ -1368,7 +1403,11 @@ fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<usize
             }
             0 if !allowzero => match input.get(i) {
                 Some(&d) => out.push(d),
-                None => return Err(format!("shape {spec:?} copies dim {i} (0), but the input {input:?} has no dim {i}")),
+                None => {
+                    return Err(format!(
+                        "shape {spec:?} copies dim {i} (0), but the input {input:?} has no dim {i}"
+                    ))
+                }
             },
             s if s < 0 => return Err(format!("shape {spec:?} has a negative dim")),
             s => out.push(usize::try_from(s).map_err(|_| format!("dim {s} too large"))?),
@@ -1489,6 +1528,10 @@ fn window(a: &Attrs, xt: &TensorType, kernel: Vec<usize>, ceil_mode: bool) -> R<
     };
     let strides = get("strides", 1, nsp)?;
     let dilations = get("dilations", 1, nsp)?;
+    let absurd = |v: &[usize]| v.iter().any(|&x| x > LIMIT_DIM);
+    if absurd(&kernel) || absurd(&strides) || absurd(&dilations) {
+        return Err("kernel, strides or dilations are absurdly large".into());
+    }
     if strides.contains(&0) || dilations.contains(&0) {
         return Err("strides and dilations must be >= 1".into());
     }
@@ -1517,6 +1560,9 @@ fn window(a: &Attrs, xt: &TensorType, kernel: Vec<usize>, ceil_mode: bool) -> R<
         }
         other => return Err(format!("auto_pad '{other}' is not supported")),
     };
+    if absurd(&pads) {
+        return Err(format!("pads {pads:?} are absurdly large"));
+    }
     Ok(Window {
         kernel,
         strides,

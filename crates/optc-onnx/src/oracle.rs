@@ -3,8 +3,8 @@
 
 use optc_ir::{DType, Data, Tensor};
 use tract_onnx::prelude::{
-    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
-    TValue, Tensor as TTensor, TypedRunnableModel,
+    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, TValue,
+    Tensor as TTensor, TypedRunnableModel,
 };
 
 /// A model loaded and optimized by tract, ready to run.
@@ -43,6 +43,12 @@ fn from_tract(t: &TTensor) -> Result<Tensor, String> {
     let data = match t.datum_type() {
         DatumType::F32 => Data::F32(view.as_slice::<f32>().map_err(err)?.to_vec()),
         DatumType::I64 => Data::I64(view.as_slice::<i64>().map_err(err)?.to_vec()),
+        // tract computes some integer results (shape arithmetic) as symbolic dims
+        DatumType::TDim => {
+            let c = t.cast_to::<i64>().map_err(err)?;
+            let v = c.try_as_plain_ram().map_err(err)?.as_slice::<i64>().map_err(err)?.to_vec();
+            Data::I64(v)
+        }
         DatumType::I32 => Data::I32(view.as_slice::<i32>().map_err(err)?.to_vec()),
         DatumType::Bool => Data::Bool(view.as_slice::<bool>().map_err(err)?.to_vec()),
         DatumType::U8 => Data::U8(view.as_slice::<u8>().map_err(err)?.to_vec()),
@@ -55,6 +61,10 @@ fn from_tract(t: &TTensor) -> Result<Tensor, String> {
 impl TractModel {
     /// Load ONNX bytes, fixing every input's type and shape to `inputs`' (in graph order).
     pub fn load(onnx: &[u8], inputs: &[(DType, Vec<usize>)]) -> Result<TractModel, String> {
+        guarded("loading the model", || Self::load_inner(onnx, inputs))
+    }
+
+    fn load_inner(onnx: &[u8], inputs: &[(DType, Vec<usize>)]) -> Result<TractModel, String> {
         let mut model = tract_onnx::onnx()
             .model_for_read(&mut &onnx[..])
             .map_err(|e| format!("tract could not load the model: {e:#}"))?;
@@ -72,6 +82,10 @@ impl TractModel {
 
     /// Run on inputs in graph order.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        guarded("running the model", || self.run_inner(inputs))
+    }
+
+    fn run_inner(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
         let mut tv = tvec![];
         for t in inputs {
             let x: TValue = to_tract(t)?.into_tvalue();
@@ -92,4 +106,24 @@ pub fn run_tract(onnx: &[u8], inputs: &[Tensor]) -> Result<Vec<Tensor>, String> 
         .map(|t| (t.dtype(), t.shape().to_vec()))
         .collect();
     TractModel::load(onnx, &facts)?.run(inputs)
+}
+
+/// Run `f`, turning a panic inside tract into an error (tract is the oracle, not the
+/// product: its bugs must not crash `optc check`).
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    match r {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("tract panicked while {what}: {msg}"))
+        }
+    }
 }

@@ -37,7 +37,9 @@ pub fn tensor_from_proto(p: &pb::TensorProto, what: &str) -> Result<Tensor, Stri
         ));
     }
     if p.segment.is_some() {
-        return Err(format!("{what} is a segment of a tensor, which is not supported"));
+        return Err(format!(
+            "{what} is a segment of a tensor, which is not supported"
+        ));
     }
     let dtype = dtype_of(p.data_type).ok_or_else(|| {
         format!(

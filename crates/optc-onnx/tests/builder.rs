@@ -16,7 +16,12 @@ fn run_tract(bytes: &[u8], x: tract_onnx::prelude::Tensor) -> Vec<f32> {
         .into_runnable()
         .unwrap();
     let out = model.run(tvec![x.into()]).unwrap();
-    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
 }
 
 #[test]
@@ -27,19 +32,28 @@ fn builder_model_runs_in_tract_raw_and_typed_initializers() {
         let mut m = ModelBuilder::new(17);
         m.input("x", DType::F32, &[1, 2]);
         if typed {
-            m.initializer_typed_fields("w", &w).initializer_typed_fields("b", &b);
+            m.initializer_typed_fields("w", &w)
+                .initializer_typed_fields("b", &b);
         } else {
             m.initializer("w", &w).initializer("b", &b);
         }
         m.node("MatMul", &["x", "w"], &["mm"], vec![])
             .node("Add", &["mm", "b"], &["s"], vec![])
-            .node("LeakyRelu", &["s"], &["y"], vec![("alpha", Attr::Float(0.1))])
+            .node(
+                "LeakyRelu",
+                &["s"],
+                &["y"],
+                vec![("alpha", Attr::Float(0.1))],
+            )
             .output("y");
         let x = tract_ndarray::arr2(&[[1.0f32, -2.0]]).into_tensor();
         let got = run_tract(&m.to_bytes(), x);
         // Independent arithmetic: x @ w + b, then leaky relu.
         let pre = [1. - 8. + 0.5, 2. - 10. - 0.5, 3. - 12. + 1.0];
-        let want: Vec<f32> = pre.iter().map(|&v: &f32| if v < 0. { 0.1 * v } else { v }).collect();
+        let want: Vec<f32> = pre
+            .iter()
+            .map(|&v: &f32| if v < 0. { 0.1 * v } else { v })
+            .collect();
         assert_eq!(got, want, "typed={typed}");
     }
 }
@@ -48,7 +62,12 @@ fn builder_model_runs_in_tract_raw_and_typed_initializers() {
 fn builder_dynamic_dim_and_int_attrs() {
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[-1, 4])
-        .node("Transpose", &["x"], &["t"], vec![("perm", Attr::Ints(vec![1, 0]))])
+        .node(
+            "Transpose",
+            &["x"],
+            &["t"],
+            vec![("perm", Attr::Ints(vec![1, 0]))],
+        )
         .node("Softmax", &["t"], &["y"], vec![("axis", Attr::Int(0))])
         .output("y");
     let x = tract_ndarray::arr2(&[[0.0f32, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]).into_tensor();

@@ -27,11 +27,20 @@ fn shapes(kv: &[(&str, &[usize])]) -> ImportOptions {
 }
 
 fn cnn() -> ModelBuilder {
-    let w = Tensor::from_f32(vec![4, 3, 3, 3], (0..108).map(|i| i as f32 * 0.01).collect()).unwrap();
+    let w = Tensor::from_f32(
+        vec![4, 3, 3, 3],
+        (0..108).map(|i| i as f32 * 0.01).collect(),
+    )
+    .unwrap();
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[1, 3, 8, 8])
         .initializer("w", &w)
-        .node("Conv", &["x", "w"], &["c"], vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))])
+        .node(
+            "Conv",
+            &["x", "w"],
+            &["c"],
+            vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+        )
         .node("Relu", &["c"], &["r"], vec![])
         .node("GlobalAveragePool", &["r"], &["p"], vec![])
         .node("Flatten", &["p"], &["y"], vec![])
@@ -152,7 +161,11 @@ fn dynamic_dims_and_overrides() {
     for bad in [&[5usize, 2, 4][..], &[5, 3][..]] {
         let e = err_opts(&m, &shapes(&[("x", bad)]));
         assert!(e.contains("input 'x'") && e.contains("d0x3x4"), "{e}");
-        let shown = bad.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let shown = bad
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
         assert!(e.contains(&shown), "{e}");
     }
     // Unknown name.
@@ -201,9 +214,12 @@ fn unsupported_dtypes_and_bad_tensors() {
     {
         t.elem_type = 11;
     }
-    let e = import_bytes(&prost::Message::encode_to_vec(&p), &ImportOptions::default())
-        .unwrap_err()
-        .to_string();
+    let e = import_bytes(
+        &prost::Message::encode_to_vec(&p),
+        &ImportOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("input 'x'") && e.contains("DOUBLE"), "{e}");
 
     // absurd dims, data length mismatch, external data
@@ -265,7 +281,10 @@ fn unsupported_attributes_and_outputs() {
     )
     .output("y");
     let e = err(&m);
-    assert!(e.contains("'y' (BatchNormalization)") && e.contains("training_mode"), "{e}");
+    assert!(
+        e.contains("'y' (BatchNormalization)") && e.contains("training_mode"),
+        "{e}"
+    );
 
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[3])
@@ -296,14 +315,20 @@ fn unsupported_attributes_and_outputs() {
         .output("y")
         .output("mean");
     let e = err(&m);
-    assert!(e.contains("(LayerNormalization)") && e.contains("'mean'"), "{e}");
+    assert!(
+        e.contains("(LayerNormalization)") && e.contains("'mean'"),
+        "{e}"
+    );
 
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::I64, &[2])
         .node("ConstantOfShape", &["x"], &["y"], vec![])
         .output("y");
     let e = err(&m);
-    assert!(e.contains("(ConstantOfShape)") && e.contains("computed at run time"), "{e}");
+    assert!(
+        e.contains("(ConstantOfShape)") && e.contains("computed at run time"),
+        "{e}"
+    );
 
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[2, 3])
@@ -311,7 +336,10 @@ fn unsupported_attributes_and_outputs() {
         .node("Reshape", &["x", "s"], &["y"], vec![])
         .output("y");
     let e = err(&m);
-    assert!(e.contains("'y' (Reshape)") && e.contains("computed at run time"), "{e}");
+    assert!(
+        e.contains("'y' (Reshape)") && e.contains("computed at run time"),
+        "{e}"
+    );
 
     // Shape errors from the IR name the node.
     let mut m = ModelBuilder::new(13);
@@ -325,10 +353,56 @@ fn unsupported_attributes_and_outputs() {
     // Huge ConstantOfShape is an error, not an OOM.
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[2])
-        .initializer("s", &Tensor::from_i64(vec![2], vec![1 << 30, 1 << 30]).unwrap())
+        .initializer(
+            "s",
+            &Tensor::from_i64(vec![2], vec![1 << 30, 1 << 30]).unwrap(),
+        )
         .node("ConstantOfShape", &["s"], &["c"], vec![])
         .node("Add", &["x", "c"], &["y"], vec![])
         .output("y");
     let e = err(&m);
-    assert!(e.contains("(ConstantOfShape)") && e.contains("too large"), "{e}");
+    assert!(
+        e.contains("(ConstantOfShape)") && e.contains("too large"),
+        "{e}"
+    );
+}
+
+#[test]
+fn absurd_attributes_are_errors_not_overflows() {
+    let w = Tensor::from_f32(vec![1, 1, 1, 1], vec![1.0]).unwrap();
+    for (k, v) in [
+        ("pads", Attr::Ints(vec![i64::MAX, 0, i64::MAX, 0])),
+        ("strides", Attr::Ints(vec![i64::MAX, 1])),
+        ("dilations", Attr::Ints(vec![1 << 62, 1])),
+        ("group", Attr::Int(i64::MAX)),
+    ] {
+        let mut m = ModelBuilder::new(13);
+        m.input("x", DType::F32, &[1, 1, 4, 4])
+            .initializer("w", &w)
+            .node("Conv", &["x", "w"], &["y"], vec![(k, v)])
+            .output("y");
+        let e = err(&m);
+        assert!(e.contains("'y' (Conv)"), "{k}: {e}");
+    }
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2])
+        .initializer(
+            "p",
+            &Tensor::from_i64(vec![2], vec![i64::MAX, i64::MIN]).unwrap(),
+        )
+        .node("Pad", &["x", "p"], &["y"], vec![])
+        .output("y");
+    let e = err(&m);
+    assert!(e.contains("'y' (Pad)"), "{e}");
+    let mut m = ModelBuilder::new(18);
+    m.input("x", DType::F32, &[6])
+        .node(
+            "Split",
+            &["x"],
+            &["a", "b"],
+            vec![("num_outputs", Attr::Int(1 << 60))],
+        )
+        .output("a");
+    let e = err(&m);
+    assert!(e.contains("(Split)"), "{e}");
 }

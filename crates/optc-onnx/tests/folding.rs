@@ -34,7 +34,11 @@ fn tract_run(bytes: &[u8], x: &[f32], shape: &[usize]) -> (Vec<usize>, Vec<f32>)
     let o = out[0].cast_to::<f32>().unwrap();
     (
         o.shape().to_vec(),
-        o.to_plain_array_view::<f32>().unwrap().iter().copied().collect(),
+        o.to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect(),
     )
 }
 
@@ -46,9 +50,19 @@ fn shape_chain_folds_to_a_single_reshape() {
         .initializer("ax0", &Tensor::from_i64(vec![1], vec![0]).unwrap())
         .initializer("minus1", &Tensor::from_i64(vec![1], vec![-1]).unwrap())
         .node("Shape", &["x"], &["s"], vec![])
-        .node("Gather", &["s", "zero"], &["d0"], vec![("axis", Attr::Int(0))])
+        .node(
+            "Gather",
+            &["s", "zero"],
+            &["d0"],
+            vec![("axis", Attr::Int(0))],
+        )
         .node("Unsqueeze", &["d0", "ax0"], &["d0u"], vec![])
-        .node("Concat", &["d0u", "minus1"], &["shp"], vec![("axis", Attr::Int(0))])
+        .node(
+            "Concat",
+            &["d0u", "minus1"],
+            &["shp"],
+            vec![("axis", Attr::Int(0))],
+        )
         .node("Reshape", &["x", "shp"], &["y"], vec![])
         .output("y");
     let g = import(&m);
@@ -72,7 +86,10 @@ fn size_constant_of_shape_range_and_small_arith_fold() {
             "ConstantOfShape",
             &["s"],
             &["c"],
-            vec![("value", Attr::Tensor(Tensor::from_i64(vec![1], vec![2]).unwrap()))],
+            vec![(
+                "value",
+                Attr::Tensor(Tensor::from_i64(vec![1], vec![2]).unwrap()),
+            )],
         )
         .node("Range", &["st", "li", "de"], &["r"], vec![])
         .node("Mul", &["c", "r"], &["cr"], vec![])
@@ -87,11 +104,10 @@ fn size_constant_of_shape_range_and_small_arith_fold() {
     assert!(matches!(o[0], Op::Binary(optc_ir::BinaryOp::Add)));
     // The folded constant equals what tract computes for x = 0.
     let (_, want) = tract_run(&m.to_bytes(), &[0.0; 12], &[3, 4]);
-    let add = g
-        .g
-        .node_indices()
-        .find(|&n| matches!(g.node(n).op, Op::Binary(_)))
-        .unwrap();
+    let add =
+        g.g.node_indices()
+            .find(|&n| matches!(g.node(n).op, Op::Binary(_)))
+            .unwrap();
     let ins = g.node_inputs(add);
     let c = g.const_value(ins[1]).expect("folded constant");
     assert_eq!(c.as_f32().unwrap(), &want[..]);
@@ -117,11 +133,10 @@ fn constant_only_model_output_is_identity_of_constant() {
         ]
     );
     let (_, y) = tract_run(&m.to_bytes(), &[0.0, 0.0], &[2]);
-    let add = g
-        .g
-        .node_indices()
-        .find(|&n| matches!(g.node(n).op, Op::Binary(_)))
-        .unwrap();
+    let add =
+        g.g.node_indices()
+            .find(|&n| matches!(g.node(n).op, Op::Binary(_)))
+            .unwrap();
     let e = g.const_value(g.node_inputs(add)[1]).unwrap();
     for (a, b) in e.as_f32().unwrap().iter().zip(&y) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");

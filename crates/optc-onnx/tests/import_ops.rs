@@ -29,7 +29,10 @@ fn tract_outputs(bytes: &[u8]) -> Vec<(String, Vec<usize>)> {
                 DatumType::TDim => "i64",
                 o => panic!("unexpected tract dtype {o:?}"),
             };
-            (dt.to_string(), f.shape.as_concrete().expect("concrete shape").to_vec())
+            (
+                dt.to_string(),
+                f.shape.as_concrete().expect("concrete shape").to_vec(),
+            )
         })
         .collect()
 }
@@ -47,7 +50,11 @@ fn check(m: &ModelBuilder) -> Graph {
         .into_iter()
         .map(|t| (t.dtype.name().to_string(), t.shape))
         .collect();
-    assert_eq!(ours, tract_outputs(&bytes), "output types differ from tract");
+    assert_eq!(
+        ours,
+        tract_outputs(&bytes),
+        "output types differ from tract"
+    );
     g
 }
 
@@ -69,7 +76,11 @@ fn only_op(g: &Graph) -> Op {
 
 fn f32t(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
-    Tensor::from_f32(shape.to_vec(), (0..n).map(|i| (i as f32) * 0.01 - 0.3).collect()).unwrap()
+    Tensor::from_f32(
+        shape.to_vec(),
+        (0..n).map(|i| (i as f32) * 0.01 - 0.3).collect(),
+    )
+    .unwrap()
 }
 
 fn i64t(v: &[i64]) -> Tensor {
@@ -86,7 +97,8 @@ fn unary_model(opset: i64, op: &str, shape: &[i64], attrs: Vec<(&str, Attr)>) ->
 
 #[test]
 fn elementwise_unary_ops() {
-    let cases: Vec<(&str, Vec<(&str, Attr)>, UnaryOp)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, Attr)>, UnaryOp);
+    let cases: Vec<Case> = vec![
         ("Relu", vec![], UnaryOp::Relu),
         ("LeakyRelu", vec![], UnaryOp::LeakyRelu { alpha: 0.01 }),
         (
@@ -126,7 +138,13 @@ fn clip_opset_6_attributes_and_11_inputs() {
         &[4],
         vec![("min", Attr::Float(-1.0)), ("max", Attr::Float(2.0))],
     ));
-    assert_eq!(only_op(&g), Op::Unary(UnaryOp::Clip { min: -1.0, max: 2.0 }));
+    assert_eq!(
+        only_op(&g),
+        Op::Unary(UnaryOp::Clip {
+            min: -1.0,
+            max: 2.0
+        })
+    );
 
     let mut m = ModelBuilder::new(11);
     m.input("x", DType::F32, &[4])
@@ -259,11 +277,19 @@ fn conv_variants() {
     check(&conv_model(
         &[1, 6, 10, 10],
         &[6, 1, 3, 3],
-        vec![("group", Attr::Int(6)), ("dilations", Attr::Ints(vec![2, 2]))],
+        vec![
+            ("group", Attr::Int(6)),
+            ("dilations", Attr::Ints(vec![2, 2])),
+        ],
         false,
     ));
     // 1-D.
-    check(&conv_model(&[2, 4, 11], &[8, 2, 3], vec![("group", Attr::Int(2))], true));
+    check(&conv_model(
+        &[2, 4, 11],
+        &[8, 2, 3],
+        vec![("group", Attr::Int(2))],
+        true,
+    ));
     // auto_pad variants, odd sizes and strides.
     for ap in ["SAME_UPPER", "SAME_LOWER", "VALID"] {
         for (h, s) in [(7, 2), (8, 3), (5, 1)] {
@@ -387,7 +413,10 @@ fn reductions_across_opsets() {
         11,
         "ReduceSum",
         &[2, 3, 4],
-        vec![("axes", Attr::Ints(vec![-1, 0])), ("keepdims", Attr::Int(0))],
+        vec![
+            ("axes", Attr::Ints(vec![-1, 0])),
+            ("keepdims", Attr::Int(0)),
+        ],
     ));
     assert_eq!(
         only_op(&g),
@@ -445,7 +474,12 @@ fn reductions_across_opsets() {
 #[test]
 fn softmax_opset_11_vs_13() {
     // opset 13: a single axis (default -1).
-    let g = check(&unary_model(13, "Softmax", &[2, 3, 4], vec![("axis", Attr::Int(1))]));
+    let g = check(&unary_model(
+        13,
+        "Softmax",
+        &[2, 3, 4],
+        vec![("axis", Attr::Int(1))],
+    ));
     assert_eq!(only_op(&g), Op::Softmax { axis: 1 });
     // opset 11: axis 1 flattens to 2-D [2, 12].
     let g = check(&unary_model(11, "Softmax", &[2, 3, 4], vec![]));
@@ -459,34 +493,62 @@ fn softmax_opset_11_vs_13() {
             }
         ]
     );
-    let g = check(&unary_model(11, "Softmax", &[2, 3, 4], vec![("axis", Attr::Int(-1))]));
+    let g = check(&unary_model(
+        11,
+        "Softmax",
+        &[2, 3, 4],
+        vec![("axis", Attr::Int(-1))],
+    ));
     assert_eq!(only_op(&g), Op::Softmax { axis: 2 });
 }
 
 #[test]
 fn shape_ops() {
-    let g = check(&unary_model(13, "Flatten", &[2, 3, 4], vec![("axis", Attr::Int(2))]));
+    let g = check(&unary_model(
+        13,
+        "Flatten",
+        &[2, 3, 4],
+        vec![("axis", Attr::Int(2))],
+    ));
     assert_eq!(only_op(&g), Op::Reshape { shape: vec![6, 4] });
     let g = check(&unary_model(13, "Transpose", &[2, 3, 4], vec![]));
-    assert_eq!(only_op(&g), Op::Transpose { perm: vec![2, 1, 0] });
+    assert_eq!(
+        only_op(&g),
+        Op::Transpose {
+            perm: vec![2, 1, 0]
+        }
+    );
 
     let mut m = ModelBuilder::new(14);
     m.input("x", DType::F32, &[2, 3, 4])
         .initializer("s", &i64t(&[0, -1, 2]))
         .node("Reshape", &["x", "s"], &["y"], vec![])
         .output("y");
-    assert_eq!(only_op(&check(&m)), Op::Reshape { shape: vec![2, 6, 2] });
+    assert_eq!(
+        only_op(&check(&m)),
+        Op::Reshape {
+            shape: vec![2, 6, 2]
+        }
+    );
 
     let mut m = ModelBuilder::new(13);
     m.input("a", DType::F32, &[2, 3])
         .input("b", DType::F32, &[2, 5])
-        .node("Concat", &["a", "b", "a"], &["y"], vec![("axis", Attr::Int(-1))])
+        .node(
+            "Concat",
+            &["a", "b", "a"],
+            &["y"],
+            vec![("axis", Attr::Int(-1))],
+        )
         .output("y");
     assert_eq!(only_op(&check(&m)), Op::Concat { axis: 1 });
 
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[5, 4])
-        .initializer("i", &Tensor::from_i64(vec![2, 2], vec![0, -1, 2, 1]).unwrap())
+        .initializer(
+            "i",
+            &Tensor::from_i64(vec![2, 2], vec![0, -1, 2, 1]).unwrap(),
+        )
         .node("Gather", &["x", "i"], &["y"], vec![("axis", Attr::Int(-2))])
         .output("y");
     assert_eq!(only_op(&check(&m)), Op::Gather { axis: 0 });
@@ -496,7 +558,12 @@ fn shape_ops() {
         .initializer("s", &i64t(&[2, 1, 4]))
         .node("Expand", &["x", "s"], &["y"], vec![])
         .output("y");
-    assert_eq!(only_op(&check(&m)), Op::Expand { shape: vec![2, 1, 4] });
+    assert_eq!(
+        only_op(&check(&m)),
+        Op::Expand {
+            shape: vec![2, 1, 4]
+        }
+    );
 
     let mut m = ModelBuilder::new(13);
     m.input("c", DType::Bool, &[3, 1])
@@ -514,13 +581,33 @@ fn shape_ops() {
 
 #[test]
 fn squeeze_unsqueeze_11_vs_13() {
-    let g = check(&unary_model(11, "Squeeze", &[1, 3, 1, 2], vec![("axes", Attr::Ints(vec![-2]))]));
-    assert_eq!(only_op(&g), Op::Reshape { shape: vec![1, 3, 2] });
+    let g = check(&unary_model(
+        11,
+        "Squeeze",
+        &[1, 3, 1, 2],
+        vec![("axes", Attr::Ints(vec![-2]))],
+    ));
+    assert_eq!(
+        only_op(&g),
+        Op::Reshape {
+            shape: vec![1, 3, 2]
+        }
+    );
     // tract needs `axes` at opset 11; the spec squeezes every 1-dim when it is absent.
     let g = import(&unary_model(11, "Squeeze", &[1, 3, 1, 2], vec![]));
     assert_eq!(only_op(&g), Op::Reshape { shape: vec![3, 2] });
-    let g = check(&unary_model(11, "Unsqueeze", &[3, 2], vec![("axes", Attr::Ints(vec![0, -1]))]));
-    assert_eq!(only_op(&g), Op::Reshape { shape: vec![1, 3, 2, 1] });
+    let g = check(&unary_model(
+        11,
+        "Unsqueeze",
+        &[3, 2],
+        vec![("axes", Attr::Ints(vec![0, -1]))],
+    ));
+    assert_eq!(
+        only_op(&g),
+        Op::Reshape {
+            shape: vec![1, 3, 2, 1]
+        }
+    );
 
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[1, 3, 1, 2])
@@ -533,7 +620,9 @@ fn squeeze_unsqueeze_11_vs_13() {
     assert_eq!(
         ops(&g),
         vec![
-            Op::Reshape { shape: vec![3, 1, 2] },
+            Op::Reshape {
+                shape: vec![3, 1, 2]
+            },
             Op::Reshape {
                 shape: vec![3, 1, 1, 1, 2]
             }
@@ -546,12 +635,23 @@ fn split_11_13_18() {
     let g = check(&{
         let mut m = ModelBuilder::new(11);
         m.input("x", DType::F32, &[2, 7])
-            .node("Split", &["x"], &["a", "b"], vec![("axis", Attr::Int(1)), ("split", Attr::Ints(vec![3, 4]))])
+            .node(
+                "Split",
+                &["x"],
+                &["a", "b"],
+                vec![("axis", Attr::Int(1)), ("split", Attr::Ints(vec![3, 4]))],
+            )
             .output("a")
             .output("b");
         m
     });
-    assert_eq!(only_op(&g), Op::Split { axis: 1, sizes: vec![3, 4] });
+    assert_eq!(
+        only_op(&g),
+        Op::Split {
+            axis: 1,
+            sizes: vec![3, 4]
+        }
+    );
     let g = check(&{
         let mut m = ModelBuilder::new(13);
         m.input("x", DType::F32, &[6, 2])
@@ -561,7 +661,13 @@ fn split_11_13_18() {
             .output("b");
         m
     });
-    assert_eq!(only_op(&g), Op::Split { axis: 0, sizes: vec![1, 5] });
+    assert_eq!(
+        only_op(&g),
+        Op::Split {
+            axis: 0,
+            sizes: vec![1, 5]
+        }
+    );
     let g = check(&{
         let mut m = ModelBuilder::new(13);
         m.input("x", DType::F32, &[6, 2])
@@ -571,20 +677,43 @@ fn split_11_13_18() {
             .output("c");
         m
     });
-    assert_eq!(only_op(&g), Op::Split { axis: 0, sizes: vec![2, 2, 2] });
+    assert_eq!(
+        only_op(&g),
+        Op::Split {
+            axis: 0,
+            sizes: vec![2, 2, 2]
+        }
+    );
     let g = check(&{
         let mut m = ModelBuilder::new(18);
         m.input("x", DType::F32, &[2, 7])
-            .node("Split", &["x"], &["a", "b", "c"], vec![("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(3))])
+            .node(
+                "Split",
+                &["x"],
+                &["a", "b", "c"],
+                vec![("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(3))],
+            )
             .output("a")
             .output("b")
             .output("c");
         m
     });
-    assert_eq!(only_op(&g), Op::Split { axis: 1, sizes: vec![3, 3, 1] });
+    assert_eq!(
+        only_op(&g),
+        Op::Split {
+            axis: 1,
+            sizes: vec![3, 3, 1]
+        }
+    );
 }
 
-fn slice_model(shape: &[i64], starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> ModelBuilder {
+fn slice_model(
+    shape: &[i64],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> ModelBuilder {
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, shape)
         .initializer("st", &i64t(starts))
@@ -607,13 +736,21 @@ fn slice_model(shape: &[i64], starts: &[i64], ends: &[i64], axes: Option<&[i64]>
 
 #[test]
 fn slice_variants() {
-    let cases: Vec<(Vec<i64>, Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>)> = vec![
+    type V = Vec<i64>;
+    type Case = (V, V, V, Option<V>, Option<V>);
+    let cases: Vec<Case> = vec![
         (vec![10], vec![2], vec![8], None, None),
         (vec![10], vec![-3], vec![i64::MAX], None, None),
         (vec![10], vec![-1], vec![i64::MIN], None, Some(vec![-1])),
         (vec![10], vec![8], vec![1], None, Some(vec![-3])),
         (vec![10], vec![20], vec![-20], None, Some(vec![-2])),
-        (vec![4, 6, 8], vec![1, -5], vec![100, 7], Some(vec![2, 0]), Some(vec![3, 1])),
+        (
+            vec![4, 6, 8],
+            vec![1, -5],
+            vec![100, 7],
+            Some(vec![2, 0]),
+            Some(vec![3, 1]),
+        ),
         (vec![4, 6], vec![0], vec![-1], Some(vec![-1]), None),
     ];
     for (shape, st, en, ax, sp) in cases {
@@ -670,7 +807,10 @@ fn pad_opsets() {
         2,
         "Pad",
         &[2, 3],
-        vec![("pads", Attr::Ints(vec![0, 1, 1, 2])), ("value", Attr::Float(1.5))],
+        vec![
+            ("pads", Attr::Ints(vec![0, 1, 1, 2])),
+            ("value", Attr::Float(1.5)),
+        ],
     ));
     assert_eq!(
         only_op(&g),
@@ -683,15 +823,31 @@ fn pad_opsets() {
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[2, 3, 4])
         .initializer("p", &i64t(&[0, 1, 2, 0, 1, 2]))
-        .node("Pad", &["x", "p"], &["y"], vec![("mode", Attr::Str("reflect".into()))])
+        .node(
+            "Pad",
+            &["x", "p"],
+            &["y"],
+            vec![("mode", Attr::Str("reflect".into()))],
+        )
         .output("y");
-    assert!(matches!(only_op(&check(&m)), Op::Pad { mode: PadMode::Reflect, .. }));
+    assert!(matches!(
+        only_op(&check(&m)),
+        Op::Pad {
+            mode: PadMode::Reflect,
+            ..
+        }
+    ));
     let mut m = ModelBuilder::new(18);
     m.input("x", DType::F32, &[2, 3, 4])
         .initializer("p", &i64t(&[1, 2, 3, 0]))
         .initializer("v", &Tensor::scalar_f32(-1.0))
         .initializer("a", &i64t(&[-1, 0]))
-        .node("Pad", &["x", "p", "v", "a"], &["y"], vec![("mode", Attr::Str("edge".into()))])
+        .node(
+            "Pad",
+            &["x", "p", "v", "a"],
+            &["y"],
+            vec![("mode", Attr::Str("edge".into()))],
+        )
         .output("y");
     assert_eq!(
         only_op(&check(&m)),
@@ -724,7 +880,7 @@ fn identity_dropout_and_io_aliases() {
 #[test]
 fn initializer_encodings_and_dtypes() {
     // raw and typed-field encodings import to the same constants, for every dtype.
-    let ts = vec![
+    let ts = [
         f32t(&[2, 3]),
         Tensor::from_i64(vec![3], vec![-1, 0, i64::MAX]).unwrap(),
         Tensor::new(vec![2], optc_ir::Data::I32(vec![-7, 9])).unwrap(),

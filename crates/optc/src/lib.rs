@@ -152,7 +152,11 @@ pub fn compile_bytes(bytes: &[u8], opts: &Options) -> Result<CompiledModel> {
 
 /// Every registered optimizer pass, in no particular order (levels order them).
 pub fn passes() -> Vec<optc_egraph::Pass> {
-    vec![optc_pass_simplify::pass(), optc_pass_fold::pass()]
+    vec![
+        optc_pass_simplify::pass(),
+        optc_pass_fold::pass(),
+        optc_pass_fuse::pass(),
+    ]
 }
 
 /// The passes `opts` asks for: the registered ones plus `extra_rules`, without
