@@ -12,7 +12,13 @@ fn small_model() -> Vec<u8> {
     let mut b = ModelBuilder::new(17);
     b.input("x", DType::F32, &[1, 3, 8, 8]);
     b.initializer("w", &r.tensor(&[4, 3, 3, 3], -1.0, 1.0));
-    b.node_named("conv0", "Conv", &["x", "w"], &["c"], vec![("pads", A::Ints(vec![1; 4]))]);
+    b.node_named(
+        "conv0",
+        "Conv",
+        &["x", "w"],
+        &["c"],
+        vec![("pads", A::Ints(vec![1; 4]))],
+    );
     b.node_named("relu0", "Relu", &["c"], &["y"], vec![]);
     b.output("y");
     b.to_bytes()
@@ -93,7 +99,10 @@ fn cycle_is_an_error() {
     b.node_named("n2", "Relu", &["a"], &["b"], vec![]);
     b.output("b");
     let e = compile_err(&b.to_bytes(), &Options::default());
-    assert!(e.contains("cycle") && e.contains("n1") && e.contains("n2"), "{e}");
+    assert!(
+        e.contains("cycle") && e.contains("n1") && e.contains("n2"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -116,7 +125,10 @@ fn dynamic_dims_need_an_override() {
     // contradicting a static dim
     opts.input_shapes.insert("tokens".into(), vec![3, 15]);
     let e = compile_err(&bytes, &opts);
-    assert!(e.contains("tokens") && e.contains("16") && e.contains("15"), "{e}");
+    assert!(
+        e.contains("tokens") && e.contains("16") && e.contains("15"),
+        "{e}"
+    );
     // an input that does not exist
     let mut opts = Options::default();
     opts.input_shapes.insert("tokenz".into(), vec![3, 16]);
@@ -154,11 +166,23 @@ fn wrong_run_inputs_are_errors() {
     let mut r = Rng::new(9);
     let e = m.run(&[]).unwrap_err().to_string();
     assert!(e.contains("1 input") && e.contains('x'), "{e}");
-    let e = m.run(&[r.tensor(&[1, 3, 8, 9], -1.0, 1.0)]).unwrap_err().to_string();
-    assert!(e.contains("'x'") && e.contains("f32[1,3,8,8]") && e.contains("f32[1,3,8,9]"), "{e}");
-    let e = m.run(&[r.tensor_i64(&[1, 3, 8, 8], 0, 3)]).unwrap_err().to_string();
+    let e = m
+        .run(&[r.tensor(&[1, 3, 8, 9], -1.0, 1.0)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'x'") && e.contains("f32[1,3,8,8]") && e.contains("f32[1,3,8,9]"),
+        "{e}"
+    );
+    let e = m
+        .run(&[r.tensor_i64(&[1, 3, 8, 8], 0, 3)])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("'x'") && e.contains("i64"), "{e}");
-    let e = m.run_named(&[("y", r.tensor(&[1, 3, 8, 8], -1.0, 1.0))]).unwrap_err().to_string();
+    let e = m
+        .run_named(&[("y", r.tensor(&[1, 3, 8, 8], -1.0, 1.0))])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("'x'"), "{e}");
     // the model still works after the errors
     let x = r.tensor(&[1, 3, 8, 8], -1.0, 1.0);

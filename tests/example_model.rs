@@ -3,12 +3,15 @@
 
 mod common;
 
-include!("../examples/tiny_cnn_model.rs");
+include!("../examples/models/tiny_cnn_model.rs");
 
 #[test]
 fn committed_example_is_reproducible() {
-    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/models/tiny_cnn.onnx"))
-        .expect("examples/models/tiny_cnn.onnx is committed");
+    let committed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/models/tiny_cnn.onnx"
+    ))
+    .expect("examples/models/tiny_cnn.onnx is committed");
     assert!(
         committed == tiny_cnn_model(),
         "examples/models/tiny_cnn.onnx is stale: run `cargo run --example make_example_model`"

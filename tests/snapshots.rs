@@ -6,7 +6,7 @@ mod common;
 
 use common::models;
 
-include!("../examples/tiny_cnn_model.rs");
+include!("../examples/models/tiny_cnn_model.rs");
 
 fn snapshot(name: &str, bytes: &[u8]) {
     let g = optc::import_bytes(bytes, &optc::Options::default()).expect("imports");
@@ -30,7 +30,10 @@ fn mlp() {
 
 #[test]
 fn small_cnn_with_batchnorm() {
-    snapshot("small_cnn_with_batchnorm", &models::small_cnn_with_batchnorm().0);
+    snapshot(
+        "small_cnn_with_batchnorm",
+        &models::small_cnn_with_batchnorm().0,
+    );
 }
 
 #[test]
@@ -40,12 +43,18 @@ fn resnet_style_stage() {
 
 #[test]
 fn mobilenet_v2_inverted_residual() {
-    snapshot("mobilenet_v2_inverted_residual", &models::mobilenet_v2_inverted_residual().0);
+    snapshot(
+        "mobilenet_v2_inverted_residual",
+        &models::mobilenet_v2_inverted_residual().0,
+    );
 }
 
 #[test]
 fn transformer_encoder_block() {
-    snapshot("transformer_encoder_block", &models::transformer_encoder_block().0);
+    snapshot(
+        "transformer_encoder_block",
+        &models::transformer_encoder_block().0,
+    );
 }
 
 #[test]

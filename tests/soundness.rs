@@ -17,11 +17,14 @@ fn instantiate(ast: &RecExpr<ENodeOrVar<ENode>>, ty: &TensorType) -> Option<Grap
             ENodeOrVar::Var(v) => {
                 let name = v.to_string().trim_start_matches('?').to_string();
                 let k = vars.len();
-                *vars.entry(name.clone()).or_insert_with(|| g.add_input(&format!("{name}{k}"), ty.clone()))
+                *vars
+                    .entry(name.clone())
+                    .or_insert_with(|| g.add_input(&format!("{name}{k}"), ty.clone()))
             }
             ENodeOrVar::ENode(e) => match &e.kind {
                 Kind::Op(k) => {
-                    let ch: Vec<Value> = e.children().iter().map(|c| vals[usize::from(*c)]).collect();
+                    let ch: Vec<Value> =
+                        e.children().iter().map(|c| vals[usize::from(*c)]).collect();
                     g.add(&format!("n{i}"), k.op.clone(), &ch).ok()?
                 }
                 _ => return None,
@@ -56,17 +59,31 @@ fn single_rule_pass(p: &Pass, rule: &optc_egraph::Rule) -> Pass {
 /// Optimize `g` with `pass` and compare with the interpreter on several random inputs;
 /// returns how often `rule` fired.
 fn check_equivalent(label: &str, g: &Graph, pass: &Pass, rule: &str) -> usize {
-    let (opt, report) = optc_egraph::optimize(g, std::slice::from_ref(pass), 3, &Limits::default(), &CostModel::host())
-        .unwrap_or_else(|e| panic!("{label}: optimize failed: {e}"));
-    opt.verify().unwrap_or_else(|e| panic!("{label}: optimized graph invalid: {e}"));
-    let fired: usize = report.phases.iter().map(|p| p.rules_fired.get(rule).copied().unwrap_or(0)).sum();
+    let (opt, report) = optc_egraph::optimize(
+        g,
+        std::slice::from_ref(pass),
+        3,
+        &Limits::default(),
+        &CostModel::host(),
+    )
+    .unwrap_or_else(|e| panic!("{label}: optimize failed: {e}"));
+    opt.verify()
+        .unwrap_or_else(|e| panic!("{label}: optimized graph invalid: {e}"));
+    let fired: usize = report
+        .phases
+        .iter()
+        .map(|p| p.rules_fired.get(rule).copied().unwrap_or(0))
+        .sum();
     for seed in 0..4 {
         let inputs = optc::random_inputs(&g.input_types(), seed);
         let a = optc_ir::interp::run(g, &inputs).unwrap_or_else(|e| panic!("{label}: lhs: {e}"));
         let b = optc_ir::interp::run(&opt, &inputs).unwrap_or_else(|e| panic!("{label}: rhs: {e}"));
         for (x, y) in a.iter().zip(&b) {
             let d = optc::compare(y, x, 1e-5, 1e-6).unwrap_or_else(|e| panic!("{label}: {e}"));
-            assert!(d.allclose, "{label}: rewrite changed the result: {d:?}\n{x:?}\n{y:?}");
+            assert!(
+                d.allclose,
+                "{label}: rewrite changed the result: {d:?}\n{x:?}\n{y:?}"
+            );
         }
     }
     fired
@@ -84,14 +101,20 @@ fn every_rule_is_sound_and_has_a_case() {
                 // an s-expression rule: try each candidate type until the left side types
                 let mut fired_somewhere = false;
                 for ty in candidate_types() {
-                    let Some(g) = instantiate(ast, &ty) else { continue };
+                    let Some(g) = instantiate(ast, &ty) else {
+                        continue;
+                    };
                     let sp = single_rule_pass(p, rule);
                     if check_equivalent(&format!("{}/{name} on {ty}", p.name), &g, &sp, &name) > 0 {
                         fired_somewhere = true;
                     }
                     checked += 1;
                 }
-                assert!(fired_somewhere, "{}/{name}: never fired on its own left side", p.name);
+                assert!(
+                    fired_somewhere,
+                    "{}/{name}: never fired on its own left side",
+                    p.name
+                );
             } else {
                 let cases: Vec<_> = p.cases.iter().filter(|c| c.rule == name).collect();
                 if cases.is_empty() {
@@ -101,15 +124,28 @@ fn every_rule_is_sound_and_has_a_case() {
                 for c in cases {
                     for seed in 1..6 {
                         let g = (c.make)(seed);
-                        let fired = check_equivalent(&format!("{}/{name} seed {seed}", p.name), &g, p, &name);
-                        assert!(fired > 0, "{}/{name}: its soundness case (seed {seed}) does not make it fire", p.name);
+                        let fired = check_equivalent(
+                            &format!("{}/{name} seed {seed}", p.name),
+                            &g,
+                            p,
+                            &name,
+                        );
+                        assert!(
+                            fired > 0,
+                            "{}/{name}: its soundness case (seed {seed}) does not make it fire",
+                            p.name
+                        );
                         checked += 1;
                     }
                 }
             }
         }
         // passes without rules (fold) still need their cases to be sound
-        for c in p.cases.iter().filter(|c| !p.rules.iter().any(|r| r.name.as_str() == c.rule)) {
+        for c in p
+            .cases
+            .iter()
+            .filter(|c| !p.rules.iter().any(|r| r.name.as_str() == c.rule))
+        {
             for seed in 1..6 {
                 let g = (c.make)(seed);
                 check_equivalent(&format!("{}/{} seed {seed}", p.name, c.rule), &g, p, c.rule);
@@ -117,14 +153,25 @@ fn every_rule_is_sound_and_has_a_case() {
             }
         }
     }
-    assert!(missing.is_empty(), "rules without a soundness case: {}", missing.join(", "));
+    assert!(
+        missing.is_empty(),
+        "rules without a soundness case: {}",
+        missing.join(", ")
+    );
     assert!(checked > 20, "only {checked} soundness checks ran");
 }
 
 #[test]
 fn folding_removes_constant_subexpressions() {
     let g = optc_pass_fold::case(3);
-    let (opt, _) = optc_egraph::optimize(&g, &optc::passes(), 1, &Limits::default(), &CostModel::host()).unwrap();
+    let (opt, _) = optc_egraph::optimize(
+        &g,
+        &optc::passes(),
+        1,
+        &Limits::default(),
+        &CostModel::host(),
+    )
+    .unwrap();
     let ops: Vec<&str> = opt.g.node_weights().map(|n| n.op.name()).collect();
     assert!(!ops.contains(&"exp") && !ops.contains(&"mul"), "{ops:?}");
     assert!(ops.contains(&"add"), "{ops:?}");
@@ -152,11 +199,22 @@ fn large_generated_graph_terminates_within_limits() {
         let op = ops[(s % 5) as usize].clone();
         let a = vals[vals.len() - 1 - (s as usize >> 8) % vals.len().min(8)];
         let b = vals[vals.len() - 1 - (s as usize >> 16) % vals.len().min(16)];
-        let ins: Vec<Value> = if op.arity().0 == 2 { vec![a, b] } else { vec![a] };
+        let ins: Vec<Value> = if op.arity().0 == 2 {
+            vec![a, b]
+        } else {
+            vec![a]
+        };
         vals.push(g.add(&format!("n{i}"), op, &ins).unwrap());
     }
     g.add_output("out", *vals.last().unwrap());
-    let (opt, report) = optc_egraph::optimize(&g, &optc::passes(), 3, &Limits::default(), &CostModel::host()).unwrap();
+    let (opt, report) = optc_egraph::optimize(
+        &g,
+        &optc::passes(),
+        3,
+        &Limits::default(),
+        &CostModel::host(),
+    )
+    .unwrap();
     assert!(!report.phases[0].stop_reason.is_empty());
     opt.verify().unwrap();
     let inputs = optc::random_inputs(&g.input_types(), 1);

@@ -37,13 +37,19 @@ impl Rng {
     pub fn tensor_i64(&mut self, shape: &[usize], lo: i64, hi: i64) -> Tensor {
         let n = shape.iter().product();
         let span = (hi - lo) as u64;
-        Tensor::from_i64(shape.to_vec(), (0..n).map(|_| lo + self.below(span) as i64).collect())
-            .unwrap()
+        Tensor::from_i64(
+            shape.to_vec(),
+            (0..n).map(|_| lo + self.below(span) as i64).collect(),
+        )
+        .unwrap()
     }
     pub fn tensor_bool(&mut self, shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
-        Tensor::new(shape.to_vec(), Data::Bool((0..n).map(|_| self.below(2) == 1).collect()))
-            .unwrap()
+        Tensor::new(
+            shape.to_vec(),
+            Data::Bool((0..n).map(|_| self.below(2) == 1).collect()),
+        )
+        .unwrap()
     }
 }
 
@@ -74,7 +80,13 @@ pub fn check_with(label: &str, bytes: &[u8], inputs: &[Tensor], rtol: f64, atol:
     assert_eq!(interp.len(), want.len(), "{label}: output count");
     let mut errs = vec![];
     for (k, (g, w)) in interp.iter().zip(&want).enumerate() {
-        if let Some(e) = fmt_diff(&format!("{label}: interpreter output {k}"), g, w, rtol, atol) {
+        if let Some(e) = fmt_diff(
+            &format!("{label}: interpreter output {k}"),
+            g,
+            w,
+            rtol,
+            atol,
+        ) {
             errs.push(e);
         }
     }

@@ -32,7 +32,15 @@ impl M<'_> {
         self.b.node(op, ins, &[&o], attrs);
         o
     }
-    fn conv(&mut self, x: &str, cin: usize, cout: usize, k: usize, stride: usize, group: usize) -> String {
+    fn conv(
+        &mut self,
+        x: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        group: usize,
+    ) -> String {
         let fan = (cin / group * k * k) as f32;
         let w = self.weight(&[cout, cin / group, k, k], 1.0 / fan.sqrt());
         let b = self.weight(&[cout], 0.1);
@@ -66,7 +74,11 @@ pub fn mlp() -> (Vec<u8>, Vec<Tensor>) {
     let mut r = Rng::new(100);
     let mut b = ModelBuilder::new(17);
     b.input("input", DType::F32, &[1, 784]);
-    let mut m = M { b: &mut b, r: &mut r, n: 0 };
+    let mut m = M {
+        b: &mut b,
+        r: &mut r,
+        n: 0,
+    };
     let mut x = "input".to_string();
     for (k, (i, o)) in [(784, 512), (512, 256), (256, 10)].into_iter().enumerate() {
         let w = m.weight(&[o, i], 1.0 / (i as f32).sqrt());
@@ -86,11 +98,22 @@ pub fn small_cnn_with_batchnorm() -> (Vec<u8>, Vec<Tensor>) {
     let mut r = Rng::new(101);
     let mut b = ModelBuilder::new(17);
     b.input("input", DType::F32, &[2, 3, 16, 16]);
-    let mut m = M { b: &mut b, r: &mut r, n: 0 };
+    let mut m = M {
+        b: &mut b,
+        r: &mut r,
+        n: 0,
+    };
     let mut x = m.conv("input", 3, 8, 3, 1, 1);
     x = m.bn(&x, 8);
     x = m.op("Relu", &[&x], vec![]);
-    x = m.op("MaxPool", &[&x], vec![("kernel_shape", A::Ints(vec![2, 2])), ("strides", A::Ints(vec![2, 2]))]);
+    x = m.op(
+        "MaxPool",
+        &[&x],
+        vec![
+            ("kernel_shape", A::Ints(vec![2, 2])),
+            ("strides", A::Ints(vec![2, 2])),
+        ],
+    );
     x = m.conv(&x, 8, 16, 3, 1, 1);
     x = m.bn(&x, 16);
     x = m.op("Relu", &[&x], vec![]);
@@ -98,7 +121,12 @@ pub fn small_cnn_with_batchnorm() -> (Vec<u8>, Vec<Tensor>) {
     x = m.op("Flatten", &[&x], vec![]);
     let w = m.weight(&[10, 16], 0.25);
     let bias = m.weight(&[10], 0.1);
-    m.b.node("Gemm", &[&x, &w, &bias], &["logits"], vec![("transB", A::Int(1))]);
+    m.b.node(
+        "Gemm",
+        &[&x, &w, &bias],
+        &["logits"],
+        vec![("transB", A::Int(1))],
+    );
     b.output("logits");
     let inputs = vec![r.tensor(&[2, 3, 16, 16], -1.0, 1.0)];
     (b.to_bytes(), inputs)
@@ -108,13 +136,21 @@ pub fn resnet_style_stage() -> (Vec<u8>, Vec<Tensor>) {
     let mut r = Rng::new(102);
     let mut b = ModelBuilder::new(17);
     b.input("input", DType::F32, &[1, 3, 32, 32]);
-    let mut m = M { b: &mut b, r: &mut r, n: 0 };
+    let mut m = M {
+        b: &mut b,
+        r: &mut r,
+        n: 0,
+    };
     let mut x = m.conv("input", 3, 16, 7, 2, 1);
     x = m.op("Relu", &[&x], vec![]);
     x = m.op(
         "MaxPool",
         &[&x],
-        vec![("kernel_shape", A::Ints(vec![3, 3])), ("strides", A::Ints(vec![2, 2])), ("pads", A::Ints(vec![1; 4]))],
+        vec![
+            ("kernel_shape", A::Ints(vec![3, 3])),
+            ("strides", A::Ints(vec![2, 2])),
+            ("pads", A::Ints(vec![1; 4])),
+        ],
     );
     // basic block, identity shortcut
     let y = m.conv(&x, 16, 16, 3, 1, 1);
@@ -142,7 +178,11 @@ pub fn mobilenet_v2_inverted_residual() -> (Vec<u8>, Vec<Tensor>) {
     b.initializer("zero", &Tensor::scalar_f32(0.0));
     b.initializer("six", &Tensor::scalar_f32(6.0));
     b.input("input", DType::F32, &[1, 16, 14, 14]);
-    let mut m = M { b: &mut b, r: &mut r, n: 0 };
+    let mut m = M {
+        b: &mut b,
+        r: &mut r,
+        n: 0,
+    };
     let relu6 = |m: &mut M, x: &str| m.op("Clip", &[x, "zero", "six"], vec![]);
     // expand 1x1, depthwise 3x3, project 1x1, residual
     let e = m.conv("input", 16, 96, 1, 1, 1);
@@ -170,7 +210,11 @@ pub fn transformer_encoder_block() -> (Vec<u8>, Vec<Tensor>) {
     let mut b = ModelBuilder::new(17);
     b.input("ids", DType::I64, &[1, seq as i64]);
     b.input("mask", DType::I64, &[1, seq as i64]);
-    let mut m = M { b: &mut b, r: &mut r, n: 0 };
+    let mut m = M {
+        b: &mut b,
+        r: &mut r,
+        n: 0,
+    };
     // embeddings
     let emb = m.weight(&[50, hid], 1.0);
     let pos = m.weight(&[1, seq, hid], 0.5);
@@ -179,7 +223,11 @@ pub fn transformer_encoder_block() -> (Vec<u8>, Vec<Tensor>) {
     let ln = |m: &mut M, x: &str| {
         let s = m.weight(&[hid], 1.0);
         let b = m.weight(&[hid], 0.1);
-        m.op("LayerNormalization", &[x, &s, &b], vec![("axis", A::Int(-1)), ("epsilon", A::Float(1e-12))])
+        m.op(
+            "LayerNormalization",
+            &[x, &s, &b],
+            vec![("axis", A::Int(-1)), ("epsilon", A::Float(1e-12))],
+        )
     };
     let x = ln(&mut m, &x);
     // attention mask: (1 - mask) * -10000, shaped [1, 1, 1, seq]
@@ -196,7 +244,10 @@ pub fn transformer_encoder_block() -> (Vec<u8>, Vec<Tensor>) {
         let y = m.op("MatMul", &[x, &w], vec![]);
         m.op("Add", &[&y, &b], vec![])
     };
-    m.b.initializer("heads_shape", &i64s(&[1, seq as i64, heads as i64, dh as i64]));
+    m.b.initializer(
+        "heads_shape",
+        &i64s(&[1, seq as i64, heads as i64, dh as i64]),
+    );
     m.b.initializer("merge_shape", &i64s(&[1, seq as i64, hid as i64]));
     m.b.initializer("scale", &Tensor::scalar_f32(1.0 / (dh as f32).sqrt()));
     let split_heads = |m: &mut M, x: &str, perm: &[i64]| {
@@ -214,7 +265,11 @@ pub fn transformer_encoder_block() -> (Vec<u8>, Vec<Tensor>) {
     let s = m.op("Add", &[&s, &bias], vec![]);
     let p = m.op("Softmax", &[&s], vec![("axis", A::Int(-1))]);
     let c = m.op("MatMul", &[&p, &v], vec![]);
-    let c = m.op("Transpose", &[&c], vec![("perm", A::Ints(vec![0, 2, 1, 3]))]);
+    let c = m.op(
+        "Transpose",
+        &[&c],
+        vec![("perm", A::Ints(vec![0, 2, 1, 3]))],
+    );
     let c = m.op("Reshape", &[&c, "merge_shape"], vec![]);
     let a = proj(&mut m, &c, hid, hid);
     let x1 = m.op("Add", &[&a, &x], vec![]);

@@ -159,14 +159,14 @@ fn options(c: &CompileArgs) -> Res<Options> {
         let (name, dims) = s
             .rsplit_once('=')
             .ok_or_else(|| format!("--input-shape '{s}' must look like NAME=1x3x224x224"))?;
-        let shape = optc_onnx::parse_shape(dims)
-            .map_err(|e| format!("--input-shape '{s}': {e}"))?;
+        let shape =
+            optc_onnx::parse_shape(dims).map_err(|e| format!("--input-shape '{s}': {e}"))?;
         input_shapes.insert(name.to_string(), shape);
     }
     let mut extra_rules = vec![];
     for f in &c.rules {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| format!("--rules {}: {e}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).map_err(|e| format!("--rules {}: {e}", f.display()))?;
         extra_rules.push((f.display().to_string(), text));
     }
     Ok(Options {
@@ -244,7 +244,13 @@ fn summary(t: &Tensor) -> String {
 
 fn safe_file_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -257,13 +263,15 @@ fn cmd_run(a: RunArgs) -> Res<ExitCode> {
         println!("{name}: {} {}", t.ty(), summary(t));
     }
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         for (name, t) in m.output_names().iter().zip(&outs) {
             optc::npy::write(&dir.join(format!("{}.npy", safe_file_name(name))), t)?;
         }
     }
     if let Some(dir) = &a.outputs {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         for (k, (name, t)) in m.output_names().iter().zip(&outs).enumerate() {
             let p = dir.join(format!("output_{k}.pb"));
             std::fs::write(&p, tensor_pb::encode(t, name))
@@ -360,10 +368,15 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
         .iter()
         .map(|t| Tensor::zeros(t.dtype, t.shape.clone()))
         .collect();
-    let ours = measure(a.time, || m.run_into(&refs, &mut outs).map_err(|e| e.to_string()))?;
+    let ours = measure(a.time, || {
+        m.run_into(&refs, &mut outs).map_err(|e| e.to_string())
+    })?;
     let with_tract = if a.json { a.tract } else { !a.no_tract };
     let tract = if with_tract {
-        let facts: Vec<_> = inputs.iter().map(|t| (t.dtype(), t.shape().to_vec())).collect();
+        let facts: Vec<_> = inputs
+            .iter()
+            .map(|t| (t.dtype(), t.shape().to_vec()))
+            .collect();
         let tm = TractModel::load(&bytes, &facts)?;
         Some(measure(a.time, || tm.run(&inputs).map(|_| ()))?)
     } else {
@@ -395,12 +408,25 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
             a.c.level(),
             a.c.target,
             compile_ms,
-            if a.threads > 1 { " (multi-threading is not implemented yet)" } else { "" }
+            if a.threads > 1 {
+                " (multi-threading is not implemented yet)"
+            } else {
+                ""
+            }
         );
-        println!("{:<8} {:>12} {:>12} {:>8}", "engine", "median ms", "p90 ms", "runs");
-        println!("{:<8} {:>12.3} {:>12.3} {:>8}", "optc", ours.median_ms, ours.p90_ms, ours.runs);
+        println!(
+            "{:<8} {:>12} {:>12} {:>8}",
+            "engine", "median ms", "p90 ms", "runs"
+        );
+        println!(
+            "{:<8} {:>12.3} {:>12.3} {:>8}",
+            "optc", ours.median_ms, ours.p90_ms, ours.runs
+        );
         if let Some(t) = &tract {
-            println!("{:<8} {:>12.3} {:>12.3} {:>8}", "tract", t.median_ms, t.p90_ms, t.runs);
+            println!(
+                "{:<8} {:>12.3} {:>12.3} {:>8}",
+                "tract", t.median_ms, t.p90_ms, t.runs
+            );
             println!("optc / tract (median): {:.2}", ours.median_ms / t.median_ms);
         }
     }
@@ -416,13 +442,26 @@ fn cmd_explain(mut a: ExplainArgs) -> Res<ExitCode> {
     let opts = options(&a.c)?;
     let bytes = read_model(&a.c.model)?;
     let t0 = Instant::now();
-    let graph = optc::import_bytes(&bytes, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
+    let graph =
+        optc::import_bytes(&bytes, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
     let import = t0.elapsed();
-    let (g, r) = optc::optimize_with(graph, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
+    let (g, r) =
+        optc::optimize_with(graph, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
     let mut out = String::new();
     use std::fmt::Write;
-    let _ = writeln!(out, "model {} (imported in {:.1} ms)", a.c.model.display(), ms(import));
-    let _ = writeln!(out, "-O{}: {} phase(s), {:.1} ms", r.level, r.phases.len(), ms(r.time));
+    let _ = writeln!(
+        out,
+        "model {} (imported in {:.1} ms)",
+        a.c.model.display(),
+        ms(import)
+    );
+    let _ = writeln!(
+        out,
+        "-O{}: {} phase(s), {:.1} ms",
+        r.level,
+        r.phases.len(),
+        ms(r.time)
+    );
     for (i, p) in r.phases.iter().enumerate() {
         let _ = writeln!(
             out,

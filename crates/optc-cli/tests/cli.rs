@@ -36,7 +36,12 @@ fn model(dir: &Path) -> PathBuf {
     b.initializer("emb", &Tensor::from_f32(vec![4, 3], e).unwrap());
     b.node("MatMul", &["x", "w"], &["h"], vec![]);
     b.node("Tanh", &["h"], &["out_a"], vec![]);
-    b.node("Gather", &["emb", "ids"], &["out_b"], vec![("axis", A::Int(0))]);
+    b.node(
+        "Gather",
+        &["emb", "ids"],
+        &["out_b"],
+        vec![("axis", A::Int(0))],
+    );
     b.output("out_a");
     b.output("out_b");
     let p = dir.join("m.onnx");
@@ -52,7 +57,10 @@ fn run_prints_outputs_and_writes_npy() {
     let o = optc(&["run", m.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let (so, se) = text(&o);
     assert!(o.status.success(), "{so}\n{se}");
-    assert!(so.contains("out_a: f32[2,4]") && so.contains("out_b: f32[3,3]"), "{so}");
+    assert!(
+        so.contains("out_a: f32[2,4]") && so.contains("out_b: f32[3,3]"),
+        "{so}"
+    );
     let a = optc::npy::read(&out.join("out_a.npy")).unwrap();
     assert_eq!(a.shape(), &[2, 4]);
 }
@@ -68,7 +76,16 @@ fn npy_inputs_are_used() {
     let out = d.join("out");
     let xa = format!("x={}", d.join("x.npy").display());
     let ia = format!("ids={}", d.join("ids.npy").display());
-    let o = optc(&["run", m.to_str().unwrap(), "--input", &xa, "--input", &ia, "--out", out.to_str().unwrap()]);
+    let o = optc(&[
+        "run",
+        m.to_str().unwrap(),
+        "--input",
+        &xa,
+        "--input",
+        &ia,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{:?}", text(&o));
     // oracle: tract on the same inputs
     let want = optc_onnx::oracle::run_tract(&std::fs::read(&m).unwrap(), &[x, ids]).unwrap();
@@ -78,7 +95,11 @@ fn npy_inputs_are_used() {
         assert!(d.allclose, "{name}: {d:?}");
     }
     // a wrongly shaped input names the input
-    optc::npy::write(&d.join("bad.npy"), &Tensor::from_f32(vec![5, 2], vec![0.0; 10]).unwrap()).unwrap();
+    optc::npy::write(
+        &d.join("bad.npy"),
+        &Tensor::from_f32(vec![5, 2], vec![0.0; 10]).unwrap(),
+    )
+    .unwrap();
     let ba = format!("x={}", d.join("bad.npy").display());
     let o = optc(&["run", m.to_str().unwrap(), "--input", &ba]);
     let (_, se) = text(&o);
@@ -96,7 +117,16 @@ fn tensorproto_inputs_and_outputs() {
     // write inputs with optc's own run on random data → npy, then as TensorProto via the
     // ModelBuilder's encoder is not available, so use a model-independent route: run
     // twice and compare --outputs with --out.
-    let o = optc(&["run", m.to_str().unwrap(), "--seed", "5", "--outputs", outputs.to_str().unwrap(), "--out", inputs.to_str().unwrap()]);
+    let o = optc(&[
+        "run",
+        m.to_str().unwrap(),
+        "--seed",
+        "5",
+        "--outputs",
+        outputs.to_str().unwrap(),
+        "--out",
+        inputs.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{:?}", text(&o));
     for k in 0..2 {
         assert!(outputs.join(format!("output_{k}.pb")).exists());
@@ -112,7 +142,14 @@ fn tensorproto_inputs_and_outputs() {
     std::fs::create_dir_all(&dd).unwrap();
     std::fs::copy(outputs.join("output_0.pb"), dd.join("input_0.pb")).unwrap();
     let o2 = d.join("o2");
-    let o = optc(&["run", idm.to_str().unwrap(), "--inputs", dd.to_str().unwrap(), "--out", o2.to_str().unwrap()]);
+    let o = optc(&[
+        "run",
+        idm.to_str().unwrap(),
+        "--inputs",
+        dd.to_str().unwrap(),
+        "--out",
+        o2.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{:?}", text(&o));
     let a = optc::npy::read(&inputs.join("out_a.npy")).unwrap();
     let b = optc::npy::read(&o2.join("u.npy")).unwrap();
@@ -126,7 +163,10 @@ fn check_passes_and_reports_errors() {
     let o = optc(&["check", m.to_str().unwrap()]);
     let (so, se) = text(&o);
     assert!(o.status.success(), "{so}\n{se}");
-    assert!(so.contains("out_a") && so.contains("max abs") && so.contains("ok"), "{so}");
+    assert!(
+        so.contains("out_a") && so.contains("max abs") && so.contains("ok"),
+        "{so}"
+    );
 }
 
 #[test]
@@ -139,7 +179,10 @@ fn truncated_model_one_paragraph_exit_1() {
     let o = optc(&["run", t.to_str().unwrap()]);
     let (_, se) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{se}");
-    assert!(se.starts_with("error: ") && !se.contains("panicked"), "{se}");
+    assert!(
+        se.starts_with("error: ") && !se.contains("panicked"),
+        "{se}"
+    );
     assert!(se.trim().lines().count() <= 3, "{se}");
 }
 
@@ -156,7 +199,10 @@ fn unknown_op_exit_1_lists_ops() {
         let o = optc(&[cmd, p.to_str().unwrap()]);
         let (_, se) = text(&o);
         assert_eq!(o.status.code(), Some(1), "{cmd}: {se}");
-        assert!(se.contains("Mystery") && se.contains("mystery_node") && !se.contains("panicked"), "{se}");
+        assert!(
+            se.contains("Mystery") && se.contains("mystery_node") && !se.contains("panicked"),
+            "{se}"
+        );
     }
 }
 
@@ -180,13 +226,30 @@ fn missing_file_and_bad_flags() {
 fn bench_json() {
     let d = tmpdir("bench");
     let m = model(&d);
-    let o = optc(&["bench", m.to_str().unwrap(), "--json", "--time", "0.2", "--threads", "1"]);
+    let o = optc(&[
+        "bench",
+        m.to_str().unwrap(),
+        "--json",
+        "--time",
+        "0.2",
+        "--threads",
+        "1",
+    ]);
     let (so, se) = text(&o);
     assert!(o.status.success(), "{so}\n{se}");
-    let line = so.lines().find(|l| l.starts_with('{')).expect("a JSON line");
-    assert!(line.contains("\"median_ms\"") && line.contains("\"p90_ms\""), "{line}");
+    let line = so
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    assert!(
+        line.contains("\"median_ms\"") && line.contains("\"p90_ms\""),
+        "{line}"
+    );
     let o = optc(&["bench", m.to_str().unwrap(), "--time", "0.2"]);
     let (so, se) = text(&o);
     assert!(o.status.success(), "{so}\n{se}");
-    assert!(so.contains("optc") && so.contains("tract") && so.contains("median"), "{so}");
+    assert!(
+        so.contains("optc") && so.contains("tract") && so.contains("median"),
+        "{so}"
+    );
 }

@@ -3,11 +3,12 @@
 use cranelift_codegen::cursor::{Cursor, FuncCursor};
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
-    types, Block, FuncRef, Inst, InstBuilder, MemFlagsData, Type, Value,
+    types, Block, FuncRef, Inst, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
+    Value,
 };
-use std::collections::HashMap;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use optc_ir::DType;
+use std::collections::HashMap;
 
 pub(crate) const F32X4: Type = types::F32X4;
 pub(crate) const I32X4: Type = types::I32X4;
@@ -44,6 +45,8 @@ pub(crate) struct E<'f> {
     /// every loop) and reused.
     pub entry: Option<Block>,
     pub consts: HashMap<(Type, u32), Value>,
+    /// Address of a zeroed 16-byte stack slot (see `ld_if`), created on first use.
+    pub dummy: Option<Value>,
 }
 
 #[allow(clippy::excessive_precision)]
@@ -54,6 +57,45 @@ impl<'f> E<'f> {
 
     pub fn ld(&mut self, ty: Type, p: Value, off: Value) -> Value {
         let a = self.b.ins().iadd(p, off);
+        self.b.ins().load(ty, mf(), a, 0)
+    }
+
+    /// Load from `p + off` when `valid` (an i8 truth value), else from a zeroed stack slot:
+    /// never touches memory outside the tensor, whatever `off` is.
+    pub fn ld_if(&mut self, ty: Type, valid: Value, p: Value, off: Value) -> Value {
+        let dummy = match self.dummy {
+            Some(d) => d,
+            None => {
+                let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    16,
+                    4,
+                ));
+                let d = match self.hoist_point() {
+                    Some(inst) => {
+                        let mut cur = FuncCursor::new(&mut *self.b.func).at_inst(inst);
+                        let a = cur.ins().stack_addr(types::I64, slot, 0);
+                        let z = cur.ins().iconst(types::I64, 0);
+                        cur.ins().store(mf(), z, a, 0);
+                        cur.ins().store(mf(), z, a, 8);
+                        a
+                    }
+                    None => {
+                        let a = self.b.ins().stack_addr(types::I64, slot, 0);
+                        let z = self.b.ins().iconst(types::I64, 0);
+                        self.b.ins().store(mf(), z, a, 0);
+                        self.b.ins().store(mf(), z, a, 8);
+                        a
+                    }
+                };
+                if self.entry.is_some() {
+                    self.dummy = Some(d);
+                }
+                d
+            }
+        };
+        let a = self.b.ins().iadd(p, off);
+        let a = self.b.ins().select(valid, a, dummy);
         self.b.ins().load(ty, mf(), a, 0)
     }
 
@@ -165,11 +207,10 @@ impl<'f> E<'f> {
         }
         let at = self.hoist_point();
         let in_entry = self.entry.is_some() && at.is_none();
-        let emit = |ins: &mut dyn FnMut(bool) -> Value| ins(ty.is_vector());
+        let lane = ty.lane_type();
         let v = match at {
             Some(inst) => {
                 let mut cur = FuncCursor::new(&mut *self.b.func).at_inst(inst);
-                let lane = ty.lane_type();
                 let s = if lane == types::F32 {
                     cur.ins().f32const(f32::from_bits(bits))
                 } else {
@@ -182,20 +223,16 @@ impl<'f> E<'f> {
                 }
             }
             None => {
-                let lane = ty.lane_type();
-                let b = &mut self.b;
-                emit(&mut |vector| {
-                    let s = if lane == types::F32 {
-                        b.ins().f32const(f32::from_bits(bits))
-                    } else {
-                        b.ins().iconst(types::I32, bits as i32 as i64)
-                    };
-                    if vector {
-                        b.ins().splat(ty, s)
-                    } else {
-                        s
-                    }
-                })
+                let s = if lane == types::F32 {
+                    self.b.ins().f32const(f32::from_bits(bits))
+                } else {
+                    self.b.ins().iconst(types::I32, bits as i32 as i64)
+                };
+                if ty.is_vector() {
+                    self.b.ins().splat(ty, s)
+                } else {
+                    s
+                }
             }
         };
         if at.is_some() || in_entry {

@@ -9,6 +9,9 @@
 //! `extern "C" fn(inputs: *const *const u8, outputs: *const *mut u8, workspace: *mut u8) -> i32`
 //! returning 0 on success, or `((node_position + 1) << 8) | code` on a runtime error
 //! (see [`lower::ERR_GATHER_INDEX`], [`lower::ERR_DIV_ZERO`]).
+//!
+//! Host functions called by generated code are listed in [`runtime::symbols`] (AOT builds must
+//! link them). Setting `OPTC_DISASM=1` prints every kernel's machine code to stderr.
 
 mod emit;
 pub mod lower;
@@ -68,7 +71,7 @@ pub struct Target {
     /// Fused multiply-add is available.
     pub(crate) fma: bool,
     /// Vector width in f32 lanes used by the generated kernels.
-    pub vector_lanes: usize,
+    vector_lanes: usize,
 }
 
 const TARGET_NAMES: [&str; 3] = ["native", "x86_64-sse4.2", "x86_64-avx2"];
@@ -160,6 +163,16 @@ impl Target {
         &self.name
     }
 
+    /// Vector width (f32 lanes) of the generated kernels.
+    pub fn vector_lanes(&self) -> usize {
+        self.vector_lanes
+    }
+
+    /// Whether fused multiply-add instructions are used.
+    pub fn has_fma(&self) -> bool {
+        self.fma
+    }
+
     /// A Cranelift ISA for JIT use in this process (fails when the host lacks a feature).
     fn jit_isa(&self) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
         let mut flags = settings::builder();
@@ -177,7 +190,7 @@ impl Target {
         set(&mut flags, "use_colocated_libcalls", "false")?;
         set(&mut flags, "is_pic", "false")?;
         set(&mut flags, "enable_verifier", "true")?;
-        let mut isa_builder = if self.native {
+        let isa_builder = if self.native {
             cranelift_native::builder()
                 .map_err(|e| CodegenError::new(format!("host machine is not supported: {e}")))?
         } else {
@@ -213,7 +226,6 @@ impl Target {
                 "the host lacks SSE4.1, which the generated code needs",
             ));
         }
-        let _ = &mut isa_builder;
         isa_builder
             .finish(settings::Flags::new(flags))
             .map_err(|e| CodegenError::new(format!("building the ISA: {e}")))

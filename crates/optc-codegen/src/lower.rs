@@ -45,13 +45,15 @@ enum Loc {
     Ws(usize),
 }
 
+/// Largest single tensor: kernels address within a tensor with 32-bit displacements.
+const MAX_TENSOR_BYTES: usize = (1 << 31) - 1;
+
 fn bytes_of(ty: &TensorType) -> R<usize> {
     let n = optc_ir::checked_numel(&ty.shape).map_err(|e| CodegenError::new(e.msg))?;
     match n.checked_mul(ty.dtype.size()) {
-        Some(b) if b <= MAX_BYTES => Ok(b),
+        Some(b) if b <= MAX_TENSOR_BYTES => Ok(b),
         _ => Err(CodegenError::new(format!(
-            "tensor {ty} is larger than {} bytes",
-            MAX_BYTES
+            "tensor {ty} is larger than {MAX_TENSOR_BYTES} bytes (2 GiB), which codegen does not support"
         ))),
     }
 }
@@ -288,6 +290,7 @@ pub fn lower_graph<M: Module>(
                 rt,
                 entry: None,
                 consts: HashMap::new(),
+                dummy: None,
             };
             let blk = e.b.create_block();
             e.entry = Some(blk);
@@ -349,6 +352,7 @@ pub fn lower_graph<M: Module>(
             rt: entry_rt,
             entry: None,
             consts: HashMap::new(),
+            dummy: None,
         };
         let blk = e.b.create_block();
         e.b.append_block_params_for_function_params(blk);
@@ -451,7 +455,7 @@ fn scratch_bytes(info: &NodeInfo) -> R<usize> {
                     .and_then(|v| v.checked_mul(g.hp))
                     .and_then(|v| v.checked_mul(g.wp))
                     .and_then(|v| v.checked_mul(4))
-                    .filter(|&b| b <= MAX_BYTES)
+                    .filter(|&b| b <= MAX_TENSOR_BYTES)
                     .ok_or_else(|| info.err("padded conv input is too large"))?;
             return Ok(n);
         }
@@ -486,20 +490,14 @@ fn derived_data(info: &NodeInfo) -> R<Vec<Vec<u8>>> {
             }
             Ok(vec![])
         }
-        Op::Gemm { trans_b: true, .. } => {
-            if let Some(b) = &info.consts[1] {
-                let v = b.as_f32().ok_or_else(|| info.err("gemm B is not f32"))?;
-                let (r, c) = (b.shape()[0], b.shape()[1]);
-                let mut t = vec![0f32; r * c];
-                for i in 0..r {
-                    for j in 0..c {
-                        t[j * r + i] = v[i * c + j];
-                    }
-                }
-                return Ok(vec![t.iter().flat_map(|x| x.to_le_bytes()).collect()]);
-            }
-            Ok(vec![])
-        }
+        Op::Gemm { trans_b, .. } => match &info.consts[1] {
+            Some(b) => Ok(vec![pack_b(info, b, *trans_b)?]),
+            None => Ok(vec![]),
+        },
+        Op::MatMul => match &info.consts[1] {
+            Some(b) if b.shape().len() == 2 => Ok(vec![pack_b(info, b, false)?]),
+            _ => Ok(vec![]),
+        },
         Op::Pad { pads, mode, .. } => {
             let xs = &info.ins[0].shape;
             let out = &info.outs[0].shape;
@@ -541,6 +539,27 @@ fn derived_data(info: &NodeInfo) -> R<Vec<Vec<u8>>> {
         }
         _ => Ok(vec![]),
     }
+}
+
+/// Columns per packed tile of a constant GEMM operand B.
+const NR: usize = 8;
+
+/// Pack a constant `B` (logically `[K, N]`, stored `[N, K]` when `trans`) into tiles of
+/// `NR` columns: `packed[t][k][j] = B[k][t * NR + j]`, zero-padded to whole tiles, so the
+/// GEMM inner loop walks B sequentially.
+fn pack_b(info: &NodeInfo, b: &Tensor, trans: bool) -> R<Vec<u8>> {
+    let v = b.as_f32().ok_or_else(|| info.err("B is not f32"))?;
+    let (r, c) = (b.shape()[0], b.shape()[1]);
+    let (k, n) = if trans { (c, r) } else { (r, c) };
+    let tiles = n.div_ceil(NR);
+    let mut p = vec![0f32; tiles * k * NR];
+    for kk in 0..k {
+        for j in 0..n {
+            let x = if trans { v[j * c + kk] } else { v[kk * c + j] };
+            p[((j / NR) * k + kk) * NR + j % NR] = x;
+        }
+    }
+    Ok(p.iter().flat_map(|x| x.to_le_bytes()).collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,7 +731,7 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
         }
         Op::Pad { value, .. } => lower_pad(e, info, ins[0], outp[0], extra[0], *value),
         Op::Gather { axis } => lower_gather(e, info, ins[0], ins[1], outp[0], *axis),
-        Op::MatMul => lower_matmul(e, info, ins, outp[0]),
+        Op::MatMul => lower_matmul(e, info, ins, outp[0], extra),
         Op::Gemm { .. } => lower_gemm(e, info, ins, outp[0], extra),
         Op::Conv { .. } => lower_conv(e, info, ins, outp[0], scratch, extra),
         Op::MaxPool { window } => lower_pool(e, info, ins[0], outp[0], window, None),
@@ -1399,7 +1418,7 @@ fn lower_pad(e: &mut E, info: &NodeInfo, x: Value, out: Value, tab: Value, value
         (x, out, tab),
         (z, z, t),
         &mut |e, ooff, ioff, valid| {
-            let v = e.ld(ty, x, ioff);
+            let v = e.ld_if(ty, valid, x, ioff);
             let r = e.b.ins().select(valid, v, fill);
             e.st(r, out, ooff);
         },
@@ -1476,10 +1495,29 @@ struct Mm {
     ak: i64,
     bk: i64,
     bn: i64,
+    /// Bytes between consecutive `NR`-column tiles of B when B is packed (`pack_b`).
+    b_packed: Option<i64>,
     alpha: f32,
 }
 
-fn lower_matmul(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> R<()> {
+impl Mm {
+    /// Byte offset of column `c` of B (row 0).
+    fn boff(&self, c: usize) -> i64 {
+        match self.b_packed {
+            Some(t) => (c / NR) as i64 * t + (c % NR) as i64 * 4,
+            None => c as i64 * self.bn * 4,
+        }
+    }
+    /// B byte stride between consecutive k.
+    fn bk_bytes(&self) -> i64 {
+        match self.b_packed {
+            Some(_) => NR as i64 * 4,
+            None => self.bk * 4,
+        }
+    }
+}
+
+fn lower_matmul(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value, extra: &[Value]) -> R<()> {
     let mut sa = info.ins[0].shape.clone();
     let mut sb = info.ins[1].shape.clone();
     if sa.len() == 1 {
@@ -1509,8 +1547,19 @@ fn lower_matmul(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> R<()> 
         ak: sta[sta.len() - 1],
         bk: stb[stb.len() - 2],
         bn: stb[stb.len() - 1],
+        b_packed: None,
         alpha: 1.0,
     };
+    if let Some(&packed) = extra.first() {
+        let mm = Mm {
+            b_packed: Some((k * NR * 4) as i64),
+            bk: NR as i64,
+            bn: 1,
+            ..mm
+        };
+        gemm(e, &mm, ins[0], packed, out);
+        return Ok(());
+    }
     gemm(e, &mm, ins[0], ins[1], out);
     Ok(())
 }
@@ -1539,15 +1588,13 @@ fn lower_gemm(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value, extra: &[Va
     } else {
         (sa[1] as i64, 1)
     };
-    // A constant transposed B was re-laid out as [K, N] at compile time.
-    let (bp, bk, bn) = if tb {
-        if !extra.is_empty() {
-            (extra[0], n as i64, 1)
-        } else {
-            (ins[1], 1, sb[1] as i64)
-        }
+    // A constant B was packed into column tiles at compile time.
+    let (bp, bk, bn, b_packed) = if let Some(&p) = extra.first() {
+        (p, NR as i64, 1, Some((k * NR * 4) as i64))
+    } else if tb {
+        (ins[1], 1, sb[1] as i64, None)
     } else {
-        (ins[1], sb[1] as i64, 1)
+        (ins[1], sb[1] as i64, 1, None)
     };
     let mm = Mm {
         batch: vec![],
@@ -1559,6 +1606,7 @@ fn lower_gemm(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value, extra: &[Va
         ak,
         bk,
         bn,
+        b_packed,
         alpha,
     };
     gemm(e, &mm, ins[0], bp, out);
@@ -1598,52 +1646,83 @@ fn gemm(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value) {
 fn gemm2d(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value, ao: Value, bo: Value, oo: Value) {
     const MR: usize = 6;
     let vec_ok = mm.bn == 1;
-    let nv_full = if vec_ok { mm.n / 8 } else { 0 };
-    let n8 = nv_full * 8;
-    let n4 = if vec_ok && mm.n - n8 >= 4 { 4 } else { 0 };
-    let ncols_vec = n8 + n4;
-    let mb = mm.m / MR;
-    let mrem = mm.m % MR;
     let row_step_a = mm.am * 4;
     let row_step_o = mm.n as i64 * 4;
-    let rows = |e: &mut E, mr: usize, ao: Value, oo: Value| {
-        // Full 8-column tiles.
-        if nv_full > 0 {
-            e.loop_offs(nv_full as i64, &[bo, oo], &[32, 32], &mut |e, _j, o| {
-                tile(e, mm, mr, 2, a, b, out, ao, o[0], o[1]);
-            });
-        }
-        if n4 > 0 {
-            let bo4 = e.b.ins().iadd_imm_s(bo, n8 as i64 * 4);
-            let oo4 = e.b.ins().iadd_imm_s(oo, n8 as i64 * 4);
-            tile(e, mm, mr, 1, a, b, out, ao, bo4, oo4);
-        }
-        let rest = mm.n - ncols_vec;
-        if rest > 0 {
-            let bo0 = e.b.ins().iadd_imm_s(bo, ncols_vec as i64 * mm.bn * 4);
-            let oo0 = e.b.ins().iadd_imm_s(oo, ncols_vec as i64 * 4);
+    // Column blocks of `nc` columns keep a K x nc panel of B (~256 KiB) in L2 across all rows.
+    let nc = if vec_ok {
+        ((256 * 1024 / (mm.k * 4).max(1)) / NR * NR).clamp(NR, mm.n.div_ceil(NR) * NR)
+    } else {
+        mm.n
+    };
+    let tile_step = mm.boff(NR);
+    // `ncols` columns starting at B byte offset `bo` / output byte offset `oo` (row 0).
+    let block = |e: &mut E, ncols: usize, bo: Value, oo: Value| {
+        let nv_full = if vec_ok { ncols / 8 } else { 0 };
+        let n8 = nv_full * 8;
+        let n4 = if vec_ok && ncols - n8 >= 4 { 4 } else { 0 };
+        let ncols_vec = n8 + n4;
+        let rows = |e: &mut E, mr: usize, ao: Value, oo: Value| {
+            if nv_full > 0 {
+                e.loop_offs(
+                    nv_full as i64,
+                    &[bo, oo],
+                    &[tile_step, 32],
+                    &mut |e, _j, o| {
+                        tile(e, mm, mr, 2, a, b, out, ao, o[0], o[1]);
+                    },
+                );
+            }
+            if n4 > 0 {
+                let bo4 = e.b.ins().iadd_imm_s(bo, mm.boff(n8));
+                let oo4 = e.b.ins().iadd_imm_s(oo, n8 as i64 * 4);
+                tile(e, mm, mr, 1, a, b, out, ao, bo4, oo4);
+            }
+            let rest = ncols - ncols_vec;
+            if rest > 0 {
+                let bo0 = e.b.ins().iadd_imm_s(bo, mm.boff(ncols_vec));
+                let oo0 = e.b.ins().iadd_imm_s(oo, ncols_vec as i64 * 4);
+                e.loop_offs(
+                    rest as i64,
+                    &[bo0, oo0],
+                    &[mm.bn * 4, 4],
+                    &mut |e, _j, o| {
+                        tile(e, mm, mr, 0, a, b, out, ao, o[0], o[1]);
+                    },
+                );
+            }
+        };
+        let mb = mm.m / MR;
+        let mrem = mm.m % MR;
+        if mb > 0 {
             e.loop_offs(
-                rest as i64,
-                &[bo0, oo0],
-                &[mm.bn * 4, 4],
-                &mut |e, _j, o| {
-                    tile(e, mm, mr, 0, a, b, out, ao, o[0], o[1]);
-                },
+                mb as i64,
+                &[ao, oo],
+                &[row_step_a * MR as i64, row_step_o * MR as i64],
+                &mut |e, _i, o| rows(e, MR, o[0], o[1]),
             );
         }
+        if mrem > 0 {
+            let ao2 = e.b.ins().iadd_imm_s(ao, row_step_a * (mb * MR) as i64);
+            let oo2 = e.b.ins().iadd_imm_s(oo, row_step_o * (mb * MR) as i64);
+            rows(e, mrem, ao2, oo2);
+        }
     };
-    if mb > 0 {
-        e.loop_offs(
-            mb as i64,
-            &[ao, oo],
-            &[row_step_a * MR as i64, row_step_o * MR as i64],
-            &mut |e, _i, o| rows(e, MR, o[0], o[1]),
-        );
+    let nblocks = mm.n / nc;
+    let rem = mm.n % nc;
+    if nblocks == 1 && rem == 0 {
+        block(e, nc, bo, oo);
+        return;
     }
-    if mrem > 0 {
-        let ao2 = e.b.ins().iadd_imm_s(ao, row_step_a * (mb * MR) as i64);
-        let oo2 = e.b.ins().iadd_imm_s(oo, row_step_o * (mb * MR) as i64);
-        rows(e, mrem, ao2, oo2);
+    e.loop_offs(
+        nblocks as i64,
+        &[bo, oo],
+        &[mm.boff(nc), nc as i64 * 4],
+        &mut |e, _j, o| block(e, nc, o[0], o[1]),
+    );
+    if rem > 0 {
+        let bo2 = e.b.ins().iadd_imm_s(bo, mm.boff(nblocks * nc));
+        let oo2 = e.b.ins().iadd_imm_s(oo, (nblocks * nc) as i64 * 4);
+        block(e, rem, bo2, oo2);
     }
 }
 
@@ -1674,7 +1753,7 @@ fn tile(
     e.loop_offs(
         mm.k as i64,
         &[ao, bo],
-        &[mm.ak * 4, mm.bk * 4],
+        &[mm.ak * 4, mm.bk_bytes()],
         &mut |e, _k, o| {
             let pa = e.b.ins().iadd(a, o[0]);
             let pb = e.b.ins().iadd(b, o[1]);
@@ -1741,6 +1820,11 @@ struct ConvGeom {
 }
 
 /// The 2-D view of a 1-D or 2-D conv, and the constant weight when it is packed.
+/// A 1x1, stride-1, unpadded, ungrouped conv is a batched GEMM `W[M, C] @ X[n][C, H*W]`.
+fn conv_is_gemm(g: &ConvGeom) -> bool {
+    g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.groups == 1 && g.hp == g.h && g.wp == g.w
+}
+
 /// `None` for convs with more than two spatial dims (lowered by the generic scalar path).
 fn conv_geom(info: &NodeInfo) -> R<Option<(ConvGeom, Option<Arc<Tensor>>)>> {
     let (window, group) = match info.op {
@@ -1798,7 +1882,7 @@ fn conv_geom(info: &NodeInfo) -> R<Option<(ConvGeom, Option<Arc<Tensor>>)>> {
         },
         _ => return Ok(None),
     };
-    let packed = if g.mg >= 8 {
+    let packed = if g.mg >= 8 && !conv_is_gemm(&g) {
         info.consts[1].clone()
     } else {
         None
@@ -1820,6 +1904,37 @@ fn lower_conv(
     let Some((g, packed)) = conv_geom(info)? else {
         return lower_conv_nd(e, info, ins, out);
     };
+    if conv_is_gemm(&g) {
+        let hw = g.h * g.w;
+        let mm = Mm {
+            batch: vec![g.n],
+            bst: [vec![0], vec![(g.c * hw) as i64], vec![(g.m * hw) as i64]],
+            m: g.m,
+            n: hw,
+            k: g.c,
+            am: g.c as i64,
+            ak: 1,
+            bk: hw as i64,
+            bn: 1,
+            b_packed: None,
+            alpha: 1.0,
+        };
+        gemm(e, &mm, ins[1], ins[0], out);
+        if ins.len() > 2 {
+            let oty = &info.outs[0];
+            let o = Opd::dense(out, oty);
+            let mut st = vec![0i64; oty.rank()];
+            st[1] = 1;
+            let b = Opd {
+                p: ins[2],
+                dt: DType::F32,
+                base: 0,
+                strides: st,
+            };
+            map(e, info, &oty.shape, o.clone(), &[o, b], &Ew::AddScaled(1.0))?;
+        }
+        return Ok(());
+    }
     let padded = g.hp != g.h || g.wp != g.w;
     // 1. Padded copy of the input in scratch.
     let x = if padded {
@@ -1960,6 +2075,55 @@ fn lower_conv(
                             }
                             None => e.fc(types::F32, 0.0),
                         };
+                        if g.cg == 1 && g.kh * g.kw <= 16 {
+                            // Depthwise-like: the window weights stay in registers.
+                            let wv: Vec<Value> = (0..g.kh * g.kw)
+                                .map(|c| {
+                                    let a = e.b.ins().iadd(w, om[0]);
+                                    let s = e.b.ins().load(types::F32, mf(), a, (c * 4) as i32);
+                                    e.b.ins().splat(F32X4, s)
+                                })
+                                .collect();
+                            let bsplat = e.b.ins().splat(F32X4, bv);
+                            e.loop_offs(
+                                g.oh as i64,
+                                &[xo, om[1]],
+                                &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
+                                &mut |e, _oh, oh| {
+                                    let n8 = g.ow / 8;
+                                    e.loop_offs(
+                                        n8 as i64,
+                                        &[oh[0], oh[1]],
+                                        &[(8 * g.sw) as i64 * 4, 32],
+                                        &mut |e, _i, o| {
+                                            dw_block(e, &g, x, &wv, o[0], out, o[1], bsplat, 2);
+                                        },
+                                    );
+                                    let mut done = n8 * 8;
+                                    if g.ow - done >= 4 {
+                                        let xr =
+                                            e.b.ins().iadd_imm_s(oh[0], (done * g.sw) as i64 * 4);
+                                        let or = e.b.ins().iadd_imm_s(oh[1], done as i64 * 4);
+                                        dw_block(e, &g, x, &wv, xr, out, or, bsplat, 1);
+                                        done += 4;
+                                    }
+                                    let rest = g.ow - done;
+                                    let xr = e.b.ins().iadd_imm_s(oh[0], (done * g.sw) as i64 * 4);
+                                    let or = e.b.ins().iadd_imm_s(oh[1], done as i64 * 4);
+                                    e.loop_offs(
+                                        rest as i64,
+                                        &[xr, or],
+                                        &[g.sw as i64 * 4, 4],
+                                        &mut |e, _i, o| {
+                                            conv_row(
+                                                e, &g, x, w, om[0], o[0], out, o[1], bv, false,
+                                            );
+                                        },
+                                    );
+                                },
+                            );
+                            return;
+                        }
                         e.loop_offs(
                             g.oh as i64,
                             &[xo, om[1]],
@@ -1993,6 +2157,49 @@ fn lower_conv(
         );
     }
     Ok(())
+}
+
+/// `4 * nv` consecutive output pixels of one output channel reading one input channel, with the
+/// window weights `wv` (splatted) already in registers.
+#[allow(clippy::too_many_arguments)]
+fn dw_block(
+    e: &mut E,
+    g: &ConvGeom,
+    x: Value,
+    wv: &[Value],
+    xo: Value,
+    out: Value,
+    oo: Value,
+    bias: Value,
+    nv: usize,
+) {
+    let px = e.b.ins().iadd(x, xo);
+    let mut accs = vec![bias; nv];
+    for kh in 0..g.kh {
+        for kw in 0..g.kw {
+            for (j, acc) in accs.iter_mut().enumerate() {
+                let xoff = ((kh * g.dh * g.wp + kw * g.dw + j * 4 * g.sw) * 4) as i32;
+                let xv = if g.sw == 1 {
+                    e.b.ins().load(F32X4, mf(), px, xoff)
+                } else {
+                    let s0 = e.b.ins().load(types::F32, mf(), px, xoff);
+                    let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
+                    for l in 1..4 {
+                        let s =
+                            e.b.ins()
+                                .load(types::F32, mf(), px, xoff + (l * g.sw * 4) as i32);
+                        v = e.b.ins().insertlane(v, s, l as u8);
+                    }
+                    v
+                };
+                *acc = e.mul_add(wv[kh * g.kw + kw], xv, *acc);
+            }
+        }
+    }
+    let po = e.b.ins().iadd(out, oo);
+    for (j, &acc) in accs.iter().enumerate() {
+        e.b.ins().store(mf(), acc, po, (j * 16) as i32);
+    }
 }
 
 /// `np` consecutive output pixels for up to 16 channels: `x` at byte offset `xo` (top-left of
@@ -2224,10 +2431,8 @@ fn lower_pool(
                     let t = e.b.ins().imul_imm_s(p, ist[d] * 4);
                     off = e.b.ins().iadd(off, t);
                 }
-                let zz = e.ic(0);
-                let off = e.b.ins().select(valid, off, zz);
                 let off = e.b.ins().iadd(off, pl[0]);
-                let v = e.ld(types::F32, x, off);
+                let v = e.ld_if(types::F32, valid, x, off);
                 let a = e.b.use_var(acc);
                 match avg {
                     None => {
@@ -2307,66 +2512,72 @@ fn lower_conv_nd(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> R<()>
     let mg = m / group as i64;
     let bias = ins.get(2).copied();
     let z = e.ic(0);
-    e.loop_offs(xs[0] as i64, &[z, z], &[c * iplane, m * oplane], &mut |e, _n, on| {
-        let zz = e.ic(0);
-        e.loop_offs(m, &[zz, on[1]], &[cg * ksz, oplane], &mut |e, mi, om| {
-            let gi = e.b.ins().udiv_imm_u(mi, mg);
-            let xg = e.b.ins().imul_imm_s(gi, cg * iplane);
-            let xg = e.b.ins().iadd(xg, on[0]);
-            let init = match bias {
-                Some(bp) => {
-                    let bo = e.b.ins().imul_imm_s(mi, 4);
-                    e.ld(types::F32, bp, bo)
-                }
-                None => e.fc(types::F32, 0.0),
-            };
-            let mut oidx = vec![];
-            loops_idx(e, &osp, &mut oidx, &mut |e, o| {
-                let o = o.to_vec();
-                let acc = e.b.declare_var(types::F32);
-                e.b.def_var(acc, init);
-                e.loop_offs(cg, &[xg, om[0]], &[iplane, ksz], &mut |e, _ci, oc| {
-                    let mut kidx = vec![];
-                    loops_idx(e, &w.kernel, &mut kidx, &mut |e, k| {
-                        let mut valid = e.b.ins().iconst(types::I8, 1);
-                        let mut xoff = e.b.ins().iconst(types::I64, 0);
-                        let mut woff = oc[1];
-                        for d in 0..nsp {
-                            let a = e.b.ins().imul_imm_s(o[d], w.strides[d] as i64);
-                            let b = e.b.ins().imul_imm_s(k[d], w.dilations[d] as i64);
-                            let pp = e.b.ins().iadd(a, b);
-                            let p = e.b.ins().iadd_imm_s(pp, -(w.pads[d] as i64));
-                            let ge = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, p, 0);
-                            let lt = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, p, isp[d] as i64);
-                            valid = e.b.ins().band(valid, ge);
-                            valid = e.b.ins().band(valid, lt);
-                            let t = e.b.ins().imul_imm_s(p, ist[d] * 4);
-                            xoff = e.b.ins().iadd(xoff, t);
-                            let t = e.b.ins().imul_imm_s(k[d], kst[d] * 4);
-                            woff = e.b.ins().iadd(woff, t);
-                        }
-                        let zz = e.ic(0);
-                        let xoff = e.b.ins().select(valid, xoff, zz);
-                        let xoff = e.b.ins().iadd(xoff, oc[0]);
-                        let xv = e.ld(types::F32, ins[0], xoff);
-                        let zf = e.fc(types::F32, 0.0);
-                        let xv = e.b.ins().select(valid, xv, zf);
-                        let wv = e.ld(types::F32, ins[1], woff);
-                        let a = e.b.use_var(acc);
-                        let na = e.mul_add(xv, wv, a);
-                        e.b.def_var(acc, na);
+    e.loop_offs(
+        xs[0] as i64,
+        &[z, z],
+        &[c * iplane, m * oplane],
+        &mut |e, _n, on| {
+            let zz = e.ic(0);
+            e.loop_offs(m, &[zz, on[1]], &[cg * ksz, oplane], &mut |e, mi, om| {
+                let gi = e.b.ins().udiv_imm_u(mi, mg);
+                let xg = e.b.ins().imul_imm_s(gi, cg * iplane);
+                let xg = e.b.ins().iadd(xg, on[0]);
+                let init = match bias {
+                    Some(bp) => {
+                        let bo = e.b.ins().imul_imm_s(mi, 4);
+                        e.ld(types::F32, bp, bo)
+                    }
+                    None => e.fc(types::F32, 0.0),
+                };
+                let mut oidx = vec![];
+                loops_idx(e, &osp, &mut oidx, &mut |e, o| {
+                    let o = o.to_vec();
+                    let acc = e.b.declare_var(types::F32);
+                    e.b.def_var(acc, init);
+                    e.loop_offs(cg, &[xg, om[0]], &[iplane, ksz], &mut |e, _ci, oc| {
+                        let mut kidx = vec![];
+                        loops_idx(e, &w.kernel, &mut kidx, &mut |e, k| {
+                            let mut valid = e.b.ins().iconst(types::I8, 1);
+                            let mut xoff = e.b.ins().iconst(types::I64, 0);
+                            let mut woff = oc[1];
+                            for d in 0..nsp {
+                                let a = e.b.ins().imul_imm_s(o[d], w.strides[d] as i64);
+                                let b = e.b.ins().imul_imm_s(k[d], w.dilations[d] as i64);
+                                let pp = e.b.ins().iadd(a, b);
+                                let p = e.b.ins().iadd_imm_s(pp, -(w.pads[d] as i64));
+                                let ge =
+                                    e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, p, 0);
+                                let lt =
+                                    e.b.ins()
+                                        .icmp_imm_s(IntCC::SignedLessThan, p, isp[d] as i64);
+                                valid = e.b.ins().band(valid, ge);
+                                valid = e.b.ins().band(valid, lt);
+                                let t = e.b.ins().imul_imm_s(p, ist[d] * 4);
+                                xoff = e.b.ins().iadd(xoff, t);
+                                let t = e.b.ins().imul_imm_s(k[d], kst[d] * 4);
+                                woff = e.b.ins().iadd(woff, t);
+                            }
+                            let xoff = e.b.ins().iadd(xoff, oc[0]);
+                            let xv = e.ld_if(types::F32, valid, ins[0], xoff);
+                            let zf = e.fc(types::F32, 0.0);
+                            let xv = e.b.ins().select(valid, xv, zf);
+                            let wv = e.ld(types::F32, ins[1], woff);
+                            let a = e.b.use_var(acc);
+                            let na = e.mul_add(xv, wv, a);
+                            e.b.def_var(acc, na);
+                        });
                     });
+                    let r = e.b.use_var(acc);
+                    let mut ooff = om[1];
+                    for d in 0..nsp {
+                        let t = e.b.ins().imul_imm_s(o[d], ost[d] * 4);
+                        ooff = e.b.ins().iadd(ooff, t);
+                    }
+                    e.st(r, out, ooff);
                 });
-                let r = e.b.use_var(acc);
-                let mut ooff = om[1];
-                for d in 0..nsp {
-                    let t = e.b.ins().imul_imm_s(o[d], ost[d] * 4);
-                    ooff = e.b.ins().iadd(ooff, t);
-                }
-                e.st(r, out, ooff);
             });
-        });
-    });
+        },
+    );
     Ok(())
 }
 

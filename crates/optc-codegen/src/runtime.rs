@@ -16,7 +16,7 @@ pub extern "C" fn optc_rt_powf(x: f32, y: f32) -> f32 {
 pub extern "C" fn optc_rt_powi(x: i64, ef: f64, is_int: i32, ei: i64, lo: i64, hi: i64) -> i64 {
     let k = if is_int != 0 {
         Some(ei)
-    } else if ef.fract() == 0.0 && ef >= 0.0 && ef < 1.8e19 {
+    } else if ef.fract() == 0.0 && (0.0..1.8e19).contains(&ef) {
         Some(ef as i64)
     } else {
         None

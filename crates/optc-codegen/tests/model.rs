@@ -87,7 +87,14 @@ fn constants_feed_ops() {
 #[test]
 fn small_cnn_end_to_end() {
     let g = small_cnn();
-    check(&g, &inputs_for(&g, 1), Tol { atol: 1e-4, rtol: 1e-4 });
+    check(
+        &g,
+        &inputs_for(&g, 1),
+        Tol {
+            atol: 1e-4,
+            rtol: 1e-4,
+        },
+    );
 }
 
 fn small_cnn() -> Graph {
@@ -165,7 +172,16 @@ fn small_cnn() -> Graph {
     let sm = g.add("sm", Op::Softmax { axis: 1 }, &[y]).unwrap();
     let sg = g.add("sig", Op::Unary(UnaryOp::Sigmoid), &[y]).unwrap();
     let ls = g.add_const("ls", f32t(&mut rng, &[10]));
-    let ln = g.add("ln", Op::LayerNorm { axis: 1, epsilon: 1e-5 }, &[sg, ls]).unwrap();
+    let ln = g
+        .add(
+            "ln",
+            Op::LayerNorm {
+                axis: 1,
+                epsilon: 1e-5,
+            },
+            &[sg, ls],
+        )
+        .unwrap();
     g.add_output("y", y);
     g.add_output("sm", sm);
     g.add_output("ln", ln);
@@ -263,7 +279,15 @@ fn targets() {
         }
         check_with(&g, &inputs, TRANS, &t);
         let cnn = small_cnn();
-        check_with(&cnn, &inputs_for(&cnn, 2), Tol { atol: 1e-4, rtol: 1e-4 }, &t);
+        check_with(
+            &cnn,
+            &inputs_for(&cnn, 2),
+            Tol {
+                atol: 1e-4,
+                rtol: 1e-4,
+            },
+            &t,
+        );
     }
 }
 

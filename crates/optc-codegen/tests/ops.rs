@@ -471,6 +471,16 @@ fn conv2d_variants() {
                 const_w,
                 s + 20,
             );
+            // 1x1 as GEMM with batch 2
+            conv_case(
+                &[2, 9, 3, 5],
+                &[7, 9, 1, 1],
+                win(&[1, 1], &[1, 1], &[0, 0, 0, 0], &[1, 1], false),
+                1,
+                bias,
+                const_w,
+                s + 25,
+            );
             // dilation, non-square kernel
             conv_case(
                 &[1, 4, 12, 13],
@@ -944,7 +954,9 @@ fn pow_integer_base() {
             g.add_output("y", y);
             let mut ins = inputs_for(&g, 17);
             ins[1] = match edt {
-                DType::F32 => Tensor::from_f32(vec![6], vec![0.0, 1.0, 2.0, 3.0, -1.0, 0.5]).unwrap(),
+                DType::F32 => {
+                    Tensor::from_f32(vec![6], vec![0.0, 1.0, 2.0, 3.0, -1.0, 0.5]).unwrap()
+                }
                 DType::I64 => Tensor::from_i64(vec![6], vec![0, 1, 2, 3, -1, 7]).unwrap(),
                 _ => Tensor::new(vec![6], optc_ir::Data::I32(vec![0, 1, 2, 5, -2, 9])).unwrap(),
             };
@@ -958,7 +970,13 @@ fn conv3d_generic_path() {
     conv_case(
         &[1, 2, 5, 6, 4],
         &[3, 2, 3, 2, 2],
-        win(&[3, 2, 2], &[1, 2, 1], &[1, 0, 1, 1, 1, 0], &[1, 1, 2], false),
+        win(
+            &[3, 2, 2],
+            &[1, 2, 1],
+            &[1, 0, 1, 1, 1, 0],
+            &[1, 1, 2],
+            false,
+        ),
         1,
         true,
         true,
@@ -978,22 +996,106 @@ fn conv3d_generic_path() {
 #[test]
 fn empty_tensors() {
     for dt in [DType::F32, DType::I64] {
-        check_op(Op::Concat { axis: 1 }, &[ty(dt, &[2, 0, 3]), ty(dt, &[2, 4, 3])], EXACT, 1);
-        check_op(Op::Unary(UnaryOp::Neg), &[ty(dt, &[0, 5])], EXACT, 1);
-        check_op(Op::Binary(BinaryOp::Add), &[ty(dt, &[0, 5]), ty(dt, &[5])], EXACT, 1);
-        check_op(Op::Transpose { perm: vec![1, 0] }, &[ty(dt, &[3, 0])], EXACT, 1);
         check_op(
-            Op::Slice { dims: vec![SliceDim { start: 0, step: 1, len: 0 }, SliceDim { start: 0, step: 1, len: 2 }] },
+            Op::Concat { axis: 1 },
+            &[ty(dt, &[2, 0, 3]), ty(dt, &[2, 4, 3])],
+            EXACT,
+            1,
+        );
+        check_op(Op::Unary(UnaryOp::Neg), &[ty(dt, &[0, 5])], EXACT, 1);
+        check_op(
+            Op::Binary(BinaryOp::Add),
+            &[ty(dt, &[0, 5]), ty(dt, &[5])],
+            EXACT,
+            1,
+        );
+        check_op(
+            Op::Transpose { perm: vec![1, 0] },
+            &[ty(dt, &[3, 0])],
+            EXACT,
+            1,
+        );
+        check_op(
+            Op::Slice {
+                dims: vec![
+                    SliceDim {
+                        start: 0,
+                        step: 1,
+                        len: 0,
+                    },
+                    SliceDim {
+                        start: 0,
+                        step: 1,
+                        len: 2,
+                    },
+                ],
+            },
             &[ty(dt, &[3, 2])],
             EXACT,
             1,
         );
-        check_op(Op::Split { axis: 0, sizes: vec![0, 3] }, &[ty(dt, &[3, 2])], EXACT, 1);
+        check_op(
+            Op::Split {
+                axis: 0,
+                sizes: vec![0, 3],
+            },
+            &[ty(dt, &[3, 2])],
+            EXACT,
+            1,
+        );
     }
     check_op(Op::MatMul, &[f(&[0, 4]), f(&[4, 3])], EXACT, 1);
+    // Empty inputs, non-empty outputs: nothing may be read from the (dangling) input buffer.
+    check_op(
+        Op::Pad {
+            pads: vec![1, 2, 0, 1],
+            mode: PadMode::Constant,
+            value: 3.0,
+        },
+        &[f(&[0, 2])],
+        EXACT,
+        1,
+    );
+    for avg in [None, Some(true), Some(false)] {
+        pool_case(
+            &[1, 2, 0, 3],
+            win(&[2, 2], &[1, 1], &[1, 0, 1, 0], &[1, 1], false),
+            avg,
+            1,
+        );
+    }
+    conv_case(
+        &[1, 2, 0, 3, 2],
+        &[3, 2, 2, 1, 1],
+        win(
+            &[2, 1, 1],
+            &[1, 1, 1],
+            &[1, 0, 0, 1, 0, 0],
+            &[1, 1, 1],
+            false,
+        ),
+        1,
+        true,
+        true,
+        1,
+    );
     check_op(Op::MatMul, &[f(&[2, 0]), f(&[0, 3])], EXACT, 1);
-    check_op(Op::Gather { axis: 0 }, &[f(&[5, 2]), ty(DType::I64, &[0])], EXACT, 1);
-    check_op(Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keepdims: false }, &[f(&[3, 0])], EXACT, 1);
+    check_op(
+        Op::Gather { axis: 0 },
+        &[f(&[5, 2]), ty(DType::I64, &[0])],
+        EXACT,
+        1,
+    );
+    check_op(
+        Op::Reduce {
+            kind: ReduceKind::Sum,
+            axes: vec![1],
+            keepdims: false,
+        },
+        &[f(&[3, 0])],
+        EXACT,
+        1,
+    );
 }
 
 #[test]
@@ -1009,7 +1111,15 @@ fn max_ignores_nan_like_the_interpreter() {
         let mut g = Graph::new();
         let x = g.add_input("x", f(&[4, 10]));
         let y = g
-            .add("rmax", Op::Reduce { kind: ReduceKind::Max, axes, keepdims: false }, &[x])
+            .add(
+                "rmax",
+                Op::Reduce {
+                    kind: ReduceKind::Max,
+                    axes,
+                    keepdims: false,
+                },
+                &[x],
+            )
             .unwrap();
         g.add_output("y", y);
         check(&g, std::slice::from_ref(&t), EXACT);
@@ -1018,13 +1128,21 @@ fn max_ignores_nan_like_the_interpreter() {
     let mut g = Graph::new();
     let x = g.add_input("x", f(&[1, 1, 4, 10]));
     let y = g
-        .add("pool", Op::MaxPool { window: win(&[2, 2], &[1, 2], &[0, 0, 0, 0], &[1, 1], false) }, &[x])
+        .add(
+            "pool",
+            Op::MaxPool {
+                window: win(&[2, 2], &[1, 2], &[0, 0, 0, 0], &[1, 1], false),
+            },
+            &[x],
+        )
         .unwrap();
     g.add_output("y", y);
     check(&g, &[t], EXACT);
     // Windows entirely in the padding.
     check_op(
-        Op::MaxPool { window: win(&[1, 1], &[1, 1], &[2, 1, 0, 0], &[1, 1], false) },
+        Op::MaxPool {
+            window: win(&[1, 1], &[1, 1], &[2, 1, 0, 0], &[1, 1], false),
+        },
         &[f(&[1, 2, 3, 3])],
         EXACT,
         3,
@@ -1048,5 +1166,83 @@ fn elementwise_on_sse42_target() {
         let y = g.add("bin", Op::Binary(*op), &[a, b]).unwrap();
         g.add_output("y", y);
         check_with(&g, &inputs_for(&g, k as u64), ARITH, &t);
+    }
+}
+
+/// Dense sweep of the polynomial transcendentals against f64 math: max relative error
+/// (with a tiny absolute floor near zero) stays within a few f32 ulps.
+#[test]
+fn transcendental_error_bounds() {
+    let mut v: Vec<f32> = (0..200_001).map(|i| -100.0 + i as f32 * 0.001).collect();
+    for k in 0..200 {
+        let x = 1e-30f32 * 1.4f32.powi(k);
+        v.push(x);
+        v.push(-x);
+    }
+    let n = v.len();
+    type Case = (UnaryOp, fn(f64) -> f64, f64);
+    let refs: [Case; 4] = [
+        (UnaryOp::Exp, f64::exp, 1e-6),
+        (UnaryOp::Tanh, f64::tanh, 1e-6),
+        (UnaryOp::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()), 1e-6),
+        (UnaryOp::Erf, erf_series, 1e-6),
+    ];
+    for (u, f64f, bound) in refs {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[n]));
+        let y = g.add("u", Op::Unary(u.clone()), &[x]).unwrap();
+        g.add_output("y", y);
+        let m = compile(&g);
+        let t = Tensor::from_f32(vec![n], v.clone()).unwrap();
+        let got = run_jit(&m, &[t]).unwrap();
+        let got = got[0].as_f32().unwrap();
+        let mut worst = (0.0f64, 0.0f32);
+        for (i, &xv) in v.iter().enumerate() {
+            let want = f64f(xv as f64);
+            if want.abs() < 1e-37 || !(want as f32).is_finite() {
+                continue; // denormal/overflow region: checked by the interpreter test
+            }
+            let err = (got[i] as f64 - want).abs() / want.abs().max(1e-30);
+            if err > worst.0 {
+                worst = (err, xv);
+            }
+        }
+        assert!(
+            worst.0 <= bound,
+            "{u:?}: max rel error {:e} at x = {}",
+            worst.0,
+            worst.1
+        );
+    }
+}
+
+/// erf in f64: Taylor series for |x| < 3, else `1 - erfc` by its continued fraction.
+fn erf_series(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a < 3.0 {
+        let mut term = a;
+        let mut sum = a;
+        let mut k = 0.0;
+        loop {
+            k += 1.0;
+            term *= -a * a / k;
+            let t = term / (2.0 * k + 1.0);
+            sum += t;
+            if t.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        let mut f = a;
+        for k in (1..60).rev() {
+            f = a + (k as f64 / 2.0) / f;
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
+    };
+    if x < 0.0 {
+        -r
+    } else {
+        r
     }
 }

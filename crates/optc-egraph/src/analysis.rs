@@ -109,7 +109,13 @@ impl egg::Analysis<ENode> for OptAnalysis {
     fn make(egraph: &mut OptEGraph, enode: &ENode, _id: Id) -> Data {
         match &enode.kind {
             Kind::Input(i) => Data {
-                types: egraph.analysis.input_types.get(*i).cloned().into_iter().collect(),
+                types: egraph
+                    .analysis
+                    .input_types
+                    .get(*i)
+                    .cloned()
+                    .into_iter()
+                    .collect(),
                 konst: None,
             },
             Kind::Const(c) => Data {
@@ -139,7 +145,10 @@ impl egg::Analysis<ENode> for OptAnalysis {
                     .map(|&c| egraph[c].data.ty().cloned())
                     .collect();
                 let Some(tys) = tys else {
-                    return Data { types: vec![], konst: None };
+                    return Data {
+                        types: vec![],
+                        konst: None,
+                    };
                 };
                 let refs: Vec<&TensorType> = tys.iter().collect();
                 let types = k.op.infer(&refs).unwrap_or_default();
@@ -165,7 +174,8 @@ impl egg::Analysis<ENode> for OptAnalysis {
             a.konst = b.konst;
             changed_a = true;
         }
-        let changed_b = (b.types.is_empty() && !a.types.is_empty()) || (b.konst.is_none() && a.konst.is_some());
+        let changed_b =
+            (b.types.is_empty() && !a.types.is_empty()) || (b.konst.is_none() && a.konst.is_some());
         DidMerge(changed_a, changed_b)
     }
 

@@ -35,12 +35,17 @@ pub fn to_egraph(graph: &Graph, fold_limit: usize) -> Result<Converted> {
             children.push(value_class(&mut eg, &class, graph, v)?);
         }
         let id = eg.add(ENode { kind, children });
-        names.entry(eg.find(id)).or_insert_with(|| node.name.clone());
+        names
+            .entry(eg.find(id))
+            .or_insert_with(|| node.name.clone());
         class.insert(n, id);
     }
     let mut roots = vec![];
     for o in &graph.outputs {
-        roots.push((o.name.clone(), value_class(&mut eg, &class, graph, o.value)?));
+        roots.push((
+            o.name.clone(),
+            value_class(&mut eg, &class, graph, o.value)?,
+        ));
     }
     eg.rebuild();
     Ok(Converted {
@@ -51,9 +56,17 @@ pub fn to_egraph(graph: &Graph, fold_limit: usize) -> Result<Converted> {
     })
 }
 
-fn value_class(eg: &mut OptEGraph, class: &HashMap<NodeId, Id>, graph: &Graph, v: Value) -> Result<Id> {
+fn value_class(
+    eg: &mut OptEGraph,
+    class: &HashMap<NodeId, Id>,
+    graph: &Graph,
+    v: Value,
+) -> Result<Id> {
     let Some(&id) = class.get(&v.node) else {
-        bail!("value of node {} used before it is defined", graph.node(v.node).name)
+        bail!(
+            "value of node {} used before it is defined",
+            graph.node(v.node).name
+        )
     };
     if graph.node(v.node).outputs.len() > 1 {
         Ok(eg.add(ENode {
@@ -79,7 +92,18 @@ pub fn to_graph<C: CostFunction<ENode>>(c: &Converted, cost: C) -> Result<Graph>
     let mut used_names: HashSet<String> = c.input_names.iter().cloned().collect();
     let mut counter = 0usize;
     for (name, root) in &c.roots {
-        let v = build(eg, &ex, *root, &mut g, &inputs, &mut built, &c.names, &mut used_names, &mut counter, 0)?;
+        let v = build(
+            eg,
+            &ex,
+            *root,
+            &mut g,
+            &inputs,
+            &mut built,
+            &c.names,
+            &mut used_names,
+            &mut counter,
+            0,
+        )?;
         g.add_output(name, v);
     }
     g.compact_consts()?;
@@ -123,7 +147,18 @@ fn build<C: CostFunction<ENode>>(
                 };
                 let mut ch = vec![];
                 for &c in &tnode.children {
-                    ch.push(build(eg, ex, c, g, inputs, built, names, used, counter, depth + 1)?);
+                    ch.push(build(
+                        eg,
+                        ex,
+                        c,
+                        g,
+                        inputs,
+                        built,
+                        names,
+                        used,
+                        counter,
+                        depth + 1,
+                    )?);
                 }
                 let name = fresh(names.get(&tuple), used, counter);
                 let outs = g.add_node(&name, k.op.clone(), &ch)?;
@@ -134,7 +169,18 @@ fn build<C: CostFunction<ENode>>(
         Kind::Op(k) => {
             let mut ch = vec![];
             for &c in &node.children {
-                ch.push(build(eg, ex, c, g, inputs, built, names, used, counter, depth + 1)?);
+                ch.push(build(
+                    eg,
+                    ex,
+                    c,
+                    g,
+                    inputs,
+                    built,
+                    names,
+                    used,
+                    counter,
+                    depth + 1,
+                )?);
             }
             let name = fresh(names.get(&id), used, counter);
             let outs = g.add_node(&name, k.op.clone(), &ch)?;

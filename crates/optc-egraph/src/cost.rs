@@ -42,24 +42,36 @@ impl CostModel {
             + outs.iter().map(|t| t.size_bytes()).sum::<usize>();
         let (dense, elem) = match op {
             Op::MatMul => {
-                let k = ins.first().and_then(|t| t.shape.last()).copied().unwrap_or(1);
+                let k = ins
+                    .first()
+                    .and_then(|t| t.shape.last())
+                    .copied()
+                    .unwrap_or(1);
                 (2.0 * out_n as f64 * k as f64, 0.0)
             }
             Op::Gemm { trans_a, .. } => {
                 let a = ins.first().map(|t| t.shape.clone()).unwrap_or_default();
-                let k = if *trans_a { a.first() } else { a.get(1) }.copied().unwrap_or(1);
+                let k = if *trans_a { a.first() } else { a.get(1) }
+                    .copied()
+                    .unwrap_or(1);
                 (2.0 * out_n as f64 * k as f64, out_n as f64)
             }
             Op::Conv { window, .. } => {
-                let cin_g = ins.get(1).and_then(|w| w.shape.get(1)).copied().unwrap_or(1);
+                let cin_g = ins
+                    .get(1)
+                    .and_then(|w| w.shape.get(1))
+                    .copied()
+                    .unwrap_or(1);
                 let k: usize = window.kernel.iter().product();
                 (2.0 * out_n as f64 * (cin_g * k) as f64, out_n as f64)
             }
             Op::Unary(u) => {
                 let t = match u {
-                    UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Erf | UnaryOp::Exp | UnaryOp::Log => {
-                        self.transcendental_ops
-                    }
+                    UnaryOp::Sigmoid
+                    | UnaryOp::Tanh
+                    | UnaryOp::Erf
+                    | UnaryOp::Exp
+                    | UnaryOp::Log => self.transcendental_ops,
                     _ => 1.0,
                 };
                 (0.0, t * out_n as f64)
@@ -67,9 +79,10 @@ impl CostModel {
             Op::Softmax { .. } => (0.0, (self.transcendental_ops + 3.0) * out_n as f64),
             Op::LayerNorm { .. } | Op::BatchNorm { .. } => (0.0, 6.0 * out_n as f64),
             Op::Binary(_) | Op::Where | Op::Cast { .. } => (0.0, out_n as f64),
-            Op::MaxPool { window } | Op::AveragePool { window, .. } => {
-                (0.0, (out_n * window.kernel.iter().product::<usize>()) as f64)
-            }
+            Op::MaxPool { window } | Op::AveragePool { window, .. } => (
+                0.0,
+                (out_n * window.kernel.iter().product::<usize>()) as f64,
+            ),
             Op::Reduce { .. } => (0.0, ins.first().map(|t| t.numel()).unwrap_or(0) as f64),
             _ => (0.0, 0.0),
         };
@@ -91,8 +104,11 @@ impl egg::CostFunction<ENode> for EGraphCost<'_> {
         let own = match &enode.kind {
             Kind::Input(_) | Kind::Const(_) | Kind::Proj(_) => 0.0,
             Kind::Op(k) => {
-                let ins: Option<Vec<&TensorType>> =
-                    enode.children.iter().map(|&c| self.egraph[c].data.ty()).collect();
+                let ins: Option<Vec<&TensorType>> = enode
+                    .children
+                    .iter()
+                    .map(|&c| self.egraph[c].data.ty())
+                    .collect();
                 let outs = k.op.infer(ins.as_deref().unwrap_or(&[])).ok();
                 match (ins, outs) {
                     (Some(ins), Some(outs)) => self.model.op_cost(&k.op, &ins, &outs),

@@ -161,7 +161,10 @@ impl egg::FromOp for ENode {
             Some(o) => {
                 let (lo, hi) = o.arity();
                 if children.len() < lo || children.len() > hi {
-                    return Err(format!("{op} takes {lo}..={hi} operands, got {}", children.len()));
+                    return Err(format!(
+                        "{op} takes {lo}..={hi} operands, got {}",
+                        children.len()
+                    ));
                 }
                 Ok(ENode::op(o, children))
             }

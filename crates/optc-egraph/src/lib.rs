@@ -98,7 +98,10 @@ pub fn graph_cost(graph: &Graph, model: &CostModel) -> (f64, usize) {
     let mut n = 0;
     for id in graph.g.node_indices() {
         let node = graph.node(id);
-        if matches!(node.op, optc_ir::Op::Input { .. } | optc_ir::Op::Constant { .. }) {
+        if matches!(
+            node.op,
+            optc_ir::Op::Input { .. } | optc_ir::Op::Constant { .. }
+        ) {
             continue;
         }
         n += 1;
@@ -125,7 +128,12 @@ fn stop_reason(r: &Option<egg::StopReason>) -> String {
 }
 
 /// Run `passes` together in one e-graph and extract the cheapest graph.
-pub fn run_phase(graph: &Graph, passes: &[&Pass], limits: &Limits, model: &CostModel) -> Result<(Graph, PhaseReport)> {
+pub fn run_phase(
+    graph: &Graph,
+    passes: &[&Pass],
+    limits: &Limits,
+    model: &CostModel,
+) -> Result<(Graph, PhaseReport)> {
     let t0 = Instant::now();
     let folds = passes.iter().any(|p| p.folds);
     let mut conv = convert::to_egraph(graph, if folds { 4096 } else { 0 })?;
@@ -137,7 +145,8 @@ pub fn run_phase(graph: &Graph, passes: &[&Pass], limits: &Limits, model: &CostM
         .with_iter_limit(limits.iterations)
         .with_time_limit(limits.time)
         .run(rules.iter().copied());
-    let mut fired: BTreeMap<String, usize> = rules.iter().map(|r| (r.name.to_string(), 0)).collect();
+    let mut fired: BTreeMap<String, usize> =
+        rules.iter().map(|r| (r.name.to_string(), 0)).collect();
     for it in &runner.iterations {
         for (name, n) in &it.applied {
             *fired.entry(name.to_string()).or_default() += n;
@@ -161,7 +170,8 @@ pub fn run_phase(graph: &Graph, passes: &[&Pass], limits: &Limits, model: &CostM
         egraph: &conv.egraph,
         model: model.clone(),
     };
-    let out = convert::to_graph(&conv, cost).map_err(|e| IrError::new(format!("extraction: {e}")))?;
+    let out =
+        convert::to_graph(&conv, cost).map_err(|e| IrError::new(format!("extraction: {e}")))?;
     let mut report = report;
     report.time = t0.elapsed();
     Ok((out, report))
@@ -171,7 +181,13 @@ pub fn run_phase(graph: &Graph, passes: &[&Pass], limits: &Limits, model: &CostM
 /// `-O0` nothing; `-O1` the level-1 passes (simplify, fold) together; `-O2` every pass
 /// up to level 2, each level's passes as one phase, in level order; `-O3` all exact passes
 /// together in one e-graph (equality saturation) with cost-based extraction.
-pub fn optimize(graph: &Graph, passes: &[Pass], level: u8, limits: &Limits, model: &CostModel) -> Result<(Graph, Report)> {
+pub fn optimize(
+    graph: &Graph,
+    passes: &[Pass],
+    level: u8,
+    limits: &Limits,
+    model: &CostModel,
+) -> Result<(Graph, Report)> {
     let t0 = Instant::now();
     let (cost_before, nodes_before) = graph_cost(graph, model);
     let mut report = Report {
@@ -181,7 +197,10 @@ pub fn optimize(graph: &Graph, passes: &[Pass], level: u8, limits: &Limits, mode
         ..Default::default()
     };
     let mut g = graph.clone();
-    let eligible: Vec<&Pass> = passes.iter().filter(|p| p.exact && p.level <= level.min(3)).collect();
+    let eligible: Vec<&Pass> = passes
+        .iter()
+        .filter(|p| p.exact && p.level <= level.min(3))
+        .collect();
     if level > 0 && !eligible.is_empty() {
         let phases: Vec<Vec<&Pass>> = if level >= 3 {
             vec![eligible]

@@ -6,7 +6,10 @@
 
 use crate::analysis::{OptAnalysis, OptEGraph};
 use crate::lang::{ENode, Kind};
-use egg::{Applier, ENodeOrVar, Id, Language, Pattern, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
+use egg::{
+    Applier, ENodeOrVar, Id, Language, Pattern, PatternAst, Rewrite, SearchMatches, Searcher,
+    Subst, Symbol, Var,
+};
 use optc_ir::{Op, Tensor, TensorType};
 use std::sync::Arc;
 
@@ -77,7 +80,8 @@ impl FnRule {
         f: impl Fn(&OptEGraph, &ENode) -> Option<Build> + Send + Sync + 'static,
     ) -> Rule {
         let f: Arc<RuleFn> = Arc::new(f);
-        Rewrite::new(name, FnRule { f: f.clone() }, FnRule { f }).expect("FnRule binds no variables")
+        Rewrite::new(name, FnRule { f: f.clone() }, FnRule { f })
+            .expect("FnRule binds no variables")
     }
 
     fn results(&self, eg: &OptEGraph, eclass: Id) -> Vec<Build> {
@@ -96,7 +100,12 @@ impl FnRule {
 }
 
 impl Searcher<ENode, OptAnalysis> for FnRule {
-    fn search_eclass_with_limit(&self, eg: &OptEGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, ENode>> {
+    fn search_eclass_with_limit(
+        &self,
+        eg: &OptEGraph,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, ENode>> {
         let n = self.results(eg, eclass).len().min(limit);
         if n == 0 {
             return None;
@@ -113,7 +122,14 @@ impl Searcher<ENode, OptAnalysis> for FnRule {
 }
 
 impl Applier<ENode, OptAnalysis> for FnRule {
-    fn apply_one(&self, eg: &mut OptEGraph, eclass: Id, _: &Subst, _: Option<&PatternAst<ENode>>, _: Symbol) -> Vec<Id> {
+    fn apply_one(
+        &self,
+        eg: &mut OptEGraph,
+        eclass: Id,
+        _: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
         let mut changed = vec![];
         for b in self.results(eg, eclass) {
             let id = add_build(eg, &b);
@@ -126,7 +142,11 @@ impl Applier<ENode, OptAnalysis> for FnRule {
 }
 
 /// Types of a pattern instantiated with `subst`.
-fn pattern_types(eg: &OptEGraph, ast: &PatternAst<ENode>, subst: &Subst) -> Option<Vec<TensorType>> {
+fn pattern_types(
+    eg: &OptEGraph,
+    ast: &PatternAst<ENode>,
+    subst: &Subst,
+) -> Option<Vec<TensorType>> {
     let nodes = ast.as_ref();
     let mut tys: Vec<Vec<TensorType>> = Vec::with_capacity(nodes.len());
     for n in nodes {
@@ -163,7 +183,14 @@ pub struct TypedPattern {
 }
 
 impl Applier<ENode, OptAnalysis> for TypedPattern {
-    fn apply_one(&self, eg: &mut OptEGraph, eclass: Id, subst: &Subst, ast: Option<&PatternAst<ENode>>, rule: Symbol) -> Vec<Id> {
+    fn apply_one(
+        &self,
+        eg: &mut OptEGraph,
+        eclass: Id,
+        subst: &Subst,
+        ast: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
         let want = eg[eclass].data.types.clone();
         match pattern_types(eg, &self.rhs.ast, subst) {
             Some(t) if t == want => self.rhs.apply_one(eg, eclass, subst, ast, rule),
@@ -194,7 +221,9 @@ pub fn parse_rules(text: &str, origin: &str) -> Result<Vec<RuleText>, String> {
             continue;
         }
         let at = |m: &str| format!("{origin}:{}: {m}", i + 1);
-        let (name, body) = line.split_once(':').ok_or_else(|| at("expected `name: lhs => rhs`"))?;
+        let (name, body) = line
+            .split_once(':')
+            .ok_or_else(|| at("expected `name: lhs => rhs`"))?;
         let name = name.trim();
         if name.is_empty() || name.contains(char::is_whitespace) {
             return Err(at("a rule name is one word"));
@@ -208,12 +237,21 @@ pub fn parse_rules(text: &str, origin: &str) -> Result<Vec<RuleText>, String> {
         };
         let (lhs, rhs) = (lhs.trim().to_string(), rhs.trim().to_string());
         for side in [&lhs, &rhs] {
-            side.parse::<Pattern<ENode>>().map_err(|e| at(&format!("{e}")))?;
+            side.parse::<Pattern<ENode>>()
+                .map_err(|e| at(&format!("{e}")))?;
         }
         if both {
-            out.push(RuleText { name: format!("{name}-rev"), lhs: rhs.clone(), rhs: lhs.clone() });
+            out.push(RuleText {
+                name: format!("{name}-rev"),
+                lhs: rhs.clone(),
+                rhs: lhs.clone(),
+            });
         }
-        out.push(RuleText { name: name.to_string(), lhs, rhs });
+        out.push(RuleText {
+            name: name.to_string(),
+            lhs,
+            rhs,
+        });
     }
     let mut seen = std::collections::HashSet::new();
     for r in &out {
@@ -228,7 +266,8 @@ pub fn parse_rules(text: &str, origin: &str) -> Result<Vec<RuleText>, String> {
 pub fn to_rewrite(r: &RuleText) -> Result<Rule, String> {
     let lhs: Pattern<ENode> = r.lhs.parse().map_err(|e| format!("rule {}: {e}", r.name))?;
     let rhs: Pattern<ENode> = r.rhs.parse().map_err(|e| format!("rule {}: {e}", r.name))?;
-    Rewrite::new(r.name.as_str(), lhs, TypedPattern { rhs }).map_err(|e| format!("rule {}: {e}", r.name))
+    Rewrite::new(r.name.as_str(), lhs, TypedPattern { rhs })
+        .map_err(|e| format!("rule {}: {e}", r.name))
 }
 
 /// Parse a `.rules` file into rewrites.

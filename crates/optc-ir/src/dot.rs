@@ -10,15 +10,25 @@ fn esc(s: &str) -> String {
 /// The graph as a DOT digraph: one box per op (name, op, output types), ellipses for
 /// inputs, small boxes for constants, edges labelled with ports of multi-port nodes.
 pub fn to_dot(graph: &Graph) -> String {
-    let mut s = String::from("digraph optc {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n");
-    let order = graph.topo_order().unwrap_or_else(|_| graph.g.node_indices().collect());
+    let mut s = String::from(
+        "digraph optc {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n",
+    );
+    let order = graph
+        .topo_order()
+        .unwrap_or_else(|_| graph.g.node_indices().collect());
     for n in &order {
         let node = graph.node(*n);
         let tys: Vec<String> = node.outputs.iter().map(|t| t.to_string()).collect();
         let (shape, label) = match &node.op {
-            Op::Input { .. } => ("ellipse", format!("{}\\n{}", esc(&node.name), tys.join(", "))),
+            Op::Input { .. } => (
+                "ellipse",
+                format!("{}\\n{}", esc(&node.name), tys.join(", ")),
+            ),
             Op::Constant { id } => ("note", format!("c{} {}", id.0, tys.join(", "))),
-            op => ("box", format!("{}\\n{}\\n{}", esc(&node.name), op.name(), tys.join(", "))),
+            op => (
+                "box",
+                format!("{}\\n{}\\n{}", esc(&node.name), op.name(), tys.join(", ")),
+            ),
         };
         let _ = writeln!(s, "  n{} [shape={shape}, label=\"{label}\"];", n.index());
     }
@@ -35,7 +45,11 @@ pub fn to_dot(graph: &Graph) -> String {
         }
     }
     for (i, o) in graph.outputs.iter().enumerate() {
-        let _ = writeln!(s, "  out{i} [shape=doublecircle, label=\"{}\"];", esc(&o.name));
+        let _ = writeln!(
+            s,
+            "  out{i} [shape=doublecircle, label=\"{}\"];",
+            esc(&o.name)
+        );
         let _ = writeln!(s, "  n{} -> out{i};", o.value.node.index());
     }
     s.push_str("}\n");

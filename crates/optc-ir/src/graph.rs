@@ -197,7 +197,12 @@ impl Graph {
         let mut ins: Vec<(usize, Value)> = self
             .g
             .edges_directed(n, Direction::Incoming)
-            .map(|e| (e.weight().dst_port, Value::new(e.source(), e.weight().src_port)))
+            .map(|e| {
+                (
+                    e.weight().dst_port,
+                    Value::new(e.source(), e.weight().src_port),
+                )
+            })
             .collect();
         ins.sort_by_key(|(p, _)| *p);
         ins.into_iter().map(|(_, v)| v).collect()
@@ -250,7 +255,11 @@ impl Graph {
                 stack.extend(self.g.neighbors_directed(n, Direction::Incoming));
             }
         }
-        let dead: Vec<_> = self.g.node_indices().filter(|n| !live.contains(n)).collect();
+        let dead: Vec<_> = self
+            .g
+            .node_indices()
+            .filter(|n| !live.contains(n))
+            .collect();
         for &n in &dead {
             self.g.remove_node(n);
         }
@@ -331,7 +340,12 @@ impl Graph {
                     .filter(|e| e.weight().dst_port == i)
                     .collect();
                 if ports.len() != 1 {
-                    bail!("node {}: input port {} has {} edges", node.name, i, ports.len());
+                    bail!(
+                        "node {}: input port {} has {} edges",
+                        node.name,
+                        i,
+                        ports.len()
+                    );
                 }
             }
             match &node.op {
@@ -372,7 +386,10 @@ impl Graph {
         }
         for (i, inp) in self.inputs.iter().enumerate() {
             match self.g.node_weight(inp.node) {
-                Some(Node { op: Op::Input { index }, .. }) if *index == i => {}
+                Some(Node {
+                    op: Op::Input { index },
+                    ..
+                }) if *index == i => {}
                 _ => bail!("graph input {} does not point at its input node", inp.name),
             }
         }

@@ -54,12 +54,20 @@ pub struct ConstId(pub u32);
 pub enum UnaryOp {
     Identity,
     Relu,
-    LeakyRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
     /// `min(max(x, min), max)`; bounds are `-inf`/`+inf` when absent.
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
     Sigmoid,
     /// `max(0, min(1, alpha * x + beta))`
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     /// `x * max(0, min(1, x / 6 + 0.5))`
     HardSwish,
     Tanh,
@@ -169,7 +177,7 @@ impl Window {
         }
         let span = padded - eff;
         let mut out = span / self.strides[i] + 1;
-        if self.ceil_mode && span % self.strides[i] != 0 {
+        if self.ceil_mode && !span.is_multiple_of(self.strides[i]) {
             // The last window must start inside the input or the begin padding.
             let last_start = out * self.strides[i];
             if last_start < input + self.pads[i] {
@@ -184,7 +192,7 @@ impl Window {
         if self.strides.len() != n || self.dilations.len() != n || self.pads.len() != 2 * n {
             bail!("{what}: kernel, strides, dilations and pads disagree on the number of spatial dims");
         }
-        if self.kernel.iter().any(|&k| k == 0) {
+        if self.kernel.contains(&0) {
             bail!("{what}: kernel extents must be >= 1");
         }
         Ok(())
@@ -203,14 +211,20 @@ pub struct SliceDim {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// Graph input number `index`; its type is the node's output type.
-    Input { index: usize },
+    Input {
+        index: usize,
+    },
     /// A constant from the graph's constant table.
-    Constant { id: ConstId },
+    Constant {
+        id: ConstId,
+    },
     Unary(UnaryOp),
     Binary(BinaryOp),
     /// `cond ? x : y` with broadcasting of all three; cond is bool.
     Where,
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
     /// numpy `matmul`: batched, broadcasting batch dims; rank-1 operands are promoted.
     MatMul,
     /// `alpha * op(A) @ op(B) + beta * C`; A and B rank 2, optional C broadcast to `[M, N]`.
@@ -221,11 +235,18 @@ pub enum Op {
         trans_b: bool,
     },
     /// Inputs `x [N, C, *sp]`, `w [M, C/group, *k]`, optional `b [M]`.
-    Conv { window: Window, group: usize },
+    Conv {
+        window: Window,
+        group: usize,
+    },
     /// Inference batch norm over dim 1; inputs x, scale, bias, mean, var.
-    BatchNorm { epsilon: f32 },
+    BatchNorm {
+        epsilon: f32,
+    },
     /// Input `[N, C, *sp]`; padding never wins the max.
-    MaxPool { window: Window },
+    MaxPool {
+        window: Window,
+    },
     /// Input `[N, C, *sp]`. The divisor counts padding when `count_include_pad`, but never
     /// the extra cells a `ceil_mode` window hangs past the end padding.
     AveragePool {
@@ -239,18 +260,34 @@ pub enum Op {
         keepdims: bool,
     },
     /// Softmax along one axis.
-    Softmax { axis: usize },
+    Softmax {
+        axis: usize,
+    },
     /// Normalize over dims `axis..`; inputs x, scale, optional bias (broadcast to `shape[axis..]`).
-    LayerNorm { axis: usize, epsilon: f32 },
+    LayerNorm {
+        axis: usize,
+        epsilon: f32,
+    },
     /// Same data, new shape (covers ONNX Reshape, Flatten, Squeeze, Unsqueeze).
-    Reshape { shape: Vec<usize> },
-    Transpose { perm: Vec<usize> },
+    Reshape {
+        shape: Vec<usize>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// Variadic concatenation along `axis`.
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// One output per entry of `sizes`.
-    Split { axis: usize, sizes: Vec<usize> },
+    Split {
+        axis: usize,
+        sizes: Vec<usize>,
+    },
     /// One entry per input dim.
-    Slice { dims: Vec<SliceDim> },
+    Slice {
+        dims: Vec<SliceDim>,
+    },
     /// `pads`: `2 * rank` entries, begins then ends; negative values crop.
     Pad {
         pads: Vec<i64>,
@@ -258,9 +295,13 @@ pub enum Op {
         value: f32,
     },
     /// Inputs data, indices (i64 or i32, negative counts from the end).
-    Gather { axis: usize },
+    Gather {
+        axis: usize,
+    },
     /// Broadcast to `broadcast(input.shape, shape)`.
-    Expand { shape: Vec<usize> },
+    Expand {
+        shape: Vec<usize>,
+    },
 }
 
 /// numpy broadcasting of two shapes.
@@ -268,8 +309,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -444,18 +493,28 @@ impl Op {
             Op::Binary(b) => {
                 let (a, c) = (inputs[0], inputs[1]);
                 if *b != BinaryOp::Pow && a.dtype != c.dtype {
-                    bail!("{} needs equal dtypes, got {} and {}", self.name(), a.dtype, c.dtype);
+                    bail!(
+                        "{} needs equal dtypes, got {} and {}",
+                        self.name(),
+                        a.dtype,
+                        c.dtype
+                    );
                 }
                 if b.is_logical() && a.dtype != DType::Bool {
                     bail!("{} needs bool, got {}", self.name(), a.dtype);
                 }
-                if !b.is_logical() && (a.dtype == DType::Bool || c.dtype == DType::Bool) {
-                    if !(*b == BinaryOp::Equal) {
-                        bail!("{} does not take bool", self.name());
-                    }
+                if !b.is_logical()
+                    && (a.dtype == DType::Bool || c.dtype == DType::Bool)
+                    && *b != BinaryOp::Equal
+                {
+                    bail!("{} does not take bool", self.name());
                 }
                 let shape = broadcast_shapes(&a.shape, &c.shape)?;
-                let dtype = if b.is_comparison() { DType::Bool } else { a.dtype };
+                let dtype = if b.is_comparison() {
+                    DType::Bool
+                } else {
+                    a.dtype
+                };
                 one(TensorType::new(dtype, shape))
             }
             Op::Where => {
@@ -507,16 +566,30 @@ impl Op {
                 }
                 one(TensorType::new(DType::F32, s))
             }
-            Op::Gemm { trans_a, trans_b, .. } => {
+            Op::Gemm {
+                trans_a, trans_b, ..
+            } => {
                 let (a, b) = (inputs[0], inputs[1]);
                 if a.rank() != 2 || b.rank() != 2 {
-                    bail!("gemm needs rank-2 A and B, got {:?} and {:?}", a.shape, b.shape);
+                    bail!(
+                        "gemm needs rank-2 A and B, got {:?} and {:?}",
+                        a.shape,
+                        b.shape
+                    );
                 }
                 if a.dtype != DType::F32 || b.dtype != DType::F32 {
                     bail!("gemm needs f32");
                 }
-                let (m, k) = if *trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-                let (k2, n) = if *trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+                let (m, k) = if *trans_a {
+                    (a.shape[1], a.shape[0])
+                } else {
+                    (a.shape[0], a.shape[1])
+                };
+                let (k2, n) = if *trans_b {
+                    (b.shape[1], b.shape[0])
+                } else {
+                    (b.shape[0], b.shape[1])
+                };
                 if k != k2 {
                     bail!("gemm inner dims differ: {} vs {}", k, k2);
                 }
@@ -526,7 +599,10 @@ impl Op {
                     }
                     let s = broadcast_shapes(&c.shape, &[m, n])?;
                     if s != [m, n] {
-                        bail!("gemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape);
+                        bail!(
+                            "gemm C of shape {:?} does not broadcast to [{m}, {n}]",
+                            c.shape
+                        );
                     }
                 }
                 one(TensorType::f32(&[m, n]))
@@ -560,7 +636,11 @@ impl Op {
                     );
                 }
                 if w.shape[2..] != window.kernel[..] {
-                    bail!("conv: weight {:?} does not match kernel {:?}", w.shape, window.kernel);
+                    bail!(
+                        "conv: weight {:?} does not match kernel {:?}",
+                        w.shape,
+                        window.kernel
+                    );
                 }
                 if let Some(b) = inputs.get(2) {
                     if b.shape != [m] {
@@ -580,7 +660,11 @@ impl Op {
                 }
                 for p in &inputs[1..] {
                     if p.shape != [x.shape[1]] || p.dtype != DType::F32 {
-                        bail!("batch_norm parameters must be f32[{}], got {}", x.shape[1], p);
+                        bail!(
+                            "batch_norm parameters must be f32[{}], got {}",
+                            x.shape[1],
+                            p
+                        );
                     }
                 }
                 one(x.clone())
@@ -590,7 +674,13 @@ impl Op {
                 let x = x.unwrap();
                 let nsp = window.nsp();
                 if x.rank() != nsp + 2 || x.dtype != DType::F32 {
-                    bail!("{} with {} spatial dims needs f32 rank {}, got {}", self.name(), nsp, nsp + 2, x);
+                    bail!(
+                        "{} with {} spatial dims needs f32 rank {}, got {}",
+                        self.name(),
+                        nsp,
+                        nsp + 2,
+                        x
+                    );
                 }
                 let mut s = x.shape[..2].to_vec();
                 for i in 0..nsp {
@@ -598,10 +688,21 @@ impl Op {
                 }
                 one(TensorType::f32(&s))
             }
-            Op::Reduce { kind, axes, keepdims } => {
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims,
+            } => {
                 let x = x.unwrap();
-                if axes.is_empty() || axes.windows(2).any(|w| w[0] >= w[1]) || axes.iter().any(|&a| a >= x.rank()) {
-                    bail!("reduce axes {:?} must be sorted, unique and below rank {}", axes, x.rank());
+                if axes.is_empty()
+                    || axes.windows(2).any(|w| w[0] >= w[1])
+                    || axes.iter().any(|&a| a >= x.rank())
+                {
+                    bail!(
+                        "reduce axes {:?} must be sorted, unique and below rank {}",
+                        axes,
+                        x.rank()
+                    );
                 }
                 if x.dtype == DType::Bool || (*kind == ReduceKind::L2 && x.dtype != DType::F32) {
                     bail!("{} does not take {}", self.name(), x.dtype);
@@ -621,20 +722,32 @@ impl Op {
             Op::Softmax { axis } => {
                 let x = x.unwrap();
                 if *axis >= x.rank() || x.dtype != DType::F32 {
-                    bail!("softmax axis {} needs an f32 input of higher rank, got {}", axis, x);
+                    bail!(
+                        "softmax axis {} needs an f32 input of higher rank, got {}",
+                        axis,
+                        x
+                    );
                 }
                 one(x.clone())
             }
             Op::LayerNorm { axis, .. } => {
                 let x = x.unwrap();
                 if *axis >= x.rank() || x.dtype != DType::F32 {
-                    bail!("layer_norm axis {} needs an f32 input of higher rank, got {}", axis, x);
+                    bail!(
+                        "layer_norm axis {} needs an f32 input of higher rank, got {}",
+                        axis,
+                        x
+                    );
                 }
                 let norm = &x.shape[*axis..];
                 for p in &inputs[1..] {
                     let s = broadcast_shapes(&p.shape, norm)?;
                     if s != norm || p.dtype != DType::F32 {
-                        bail!("layer_norm parameter {} does not broadcast to {:?}", p, norm);
+                        bail!(
+                            "layer_norm parameter {} does not broadcast to {:?}",
+                            p,
+                            norm
+                        );
                     }
                 }
                 one(x.clone())
@@ -642,7 +755,12 @@ impl Op {
             Op::Reshape { shape } => {
                 let x = x.unwrap();
                 if checked_numel(shape)? != x.numel() {
-                    bail!("cannot reshape {:?} ({} elements) to {:?}", x.shape, x.numel(), shape);
+                    bail!(
+                        "cannot reshape {:?} ({} elements) to {:?}",
+                        x.shape,
+                        x.numel(),
+                        shape
+                    );
                 }
                 one(TensorType::new(x.dtype, shape.clone()))
             }
@@ -658,7 +776,10 @@ impl Op {
                     }
                     seen[p] = true;
                 }
-                one(TensorType::new(x.dtype, perm.iter().map(|&p| x.shape[p]).collect()))
+                one(TensorType::new(
+                    x.dtype,
+                    perm.iter().map(|&p| x.shape[p]).collect(),
+                ))
             }
             Op::Concat { axis } => {
                 let x = x.unwrap();
@@ -681,8 +802,16 @@ impl Op {
             }
             Op::Split { axis, sizes } => {
                 let x = x.unwrap();
-                if *axis >= x.rank() || sizes.iter().sum::<usize>() != x.shape[*axis] || sizes.is_empty() {
-                    bail!("split sizes {:?} along axis {} do not cover {}", sizes, axis, x);
+                if *axis >= x.rank()
+                    || sizes.iter().sum::<usize>() != x.shape[*axis]
+                    || sizes.is_empty()
+                {
+                    bail!(
+                        "split sizes {:?} along axis {} do not cover {}",
+                        sizes,
+                        axis,
+                        x
+                    );
                 }
                 Ok(sizes
                     .iter()
@@ -701,12 +830,20 @@ impl Op {
                 for (d, &n) in dims.iter().zip(&x.shape) {
                     if d.len > 0 {
                         let last = d.start + (d.len as i64 - 1) * d.step;
-                        if d.step == 0 || d.start < 0 || d.start >= n as i64 || last < 0 || last >= n as i64 {
+                        if d.step == 0
+                            || d.start < 0
+                            || d.start >= n as i64
+                            || last < 0
+                            || last >= n as i64
+                        {
                             bail!("slice {:?} is out of bounds for extent {}", d, n);
                         }
                     }
                 }
-                one(TensorType::new(x.dtype, dims.iter().map(|d| d.len).collect()))
+                one(TensorType::new(
+                    x.dtype,
+                    dims.iter().map(|d| d.len).collect(),
+                ))
             }
             Op::Pad { pads, mode, .. } => {
                 let x = x.unwrap();
@@ -720,8 +857,16 @@ impl Op {
                     if n < 0 {
                         bail!("pads {:?} crop more than dim {} of {}", pads, i, x);
                     }
-                    if *mode == PadMode::Reflect && (pads[i] >= x.shape[i] as i64 || pads[r + i] >= x.shape[i] as i64) && (pads[i] > 0 || pads[r+i] > 0) {
-                        bail!("reflect pads {:?} must be smaller than dim {} of {}", pads, i, x);
+                    if *mode == PadMode::Reflect
+                        && (pads[i] >= x.shape[i] as i64 || pads[r + i] >= x.shape[i] as i64)
+                        && (pads[i] > 0 || pads[r + i] > 0)
+                    {
+                        bail!(
+                            "reflect pads {:?} must be smaller than dim {} of {}",
+                            pads,
+                            i,
+                            x
+                        );
                     }
                     if *mode == PadMode::Edge && x.shape[i] == 0 && n > 0 {
                         bail!("edge padding of an empty dim");

@@ -100,7 +100,7 @@ impl Data {
 
     /// Decode little-endian bytes (bool: one byte per element, non-zero is true).
     pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Result<Data> {
-        if bytes.len() % dtype.size() != 0 {
+        if !bytes.len().is_multiple_of(dtype.size()) {
             bail!(
                 "{} bytes is not a whole number of {} elements",
                 bytes.len(),

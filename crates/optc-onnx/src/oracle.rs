@@ -46,7 +46,12 @@ fn from_tract(t: &TTensor) -> Result<Tensor, String> {
         // tract computes some integer results (shape arithmetic) as symbolic dims
         DatumType::TDim => {
             let c = t.cast_to::<i64>().map_err(err)?;
-            let v = c.try_as_plain_ram().map_err(err)?.as_slice::<i64>().map_err(err)?.to_vec();
+            let v = c
+                .try_as_plain_ram()
+                .map_err(err)?
+                .as_slice::<i64>()
+                .map_err(err)?
+                .to_vec();
             Data::I64(v)
         }
         DatumType::I32 => Data::I32(view.as_slice::<i32>().map_err(err)?.to_vec()),

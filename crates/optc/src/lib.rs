@@ -13,8 +13,8 @@
 
 pub mod npy;
 
-pub use optc_ir::{checked_numel, DType, Data, Graph, Tensor, TensorType};
 pub use optc_egraph::Report;
+pub use optc_ir::{checked_numel, DType, Data, Graph, Tensor, TensorType};
 pub use optc_onnx::ImportOptions;
 
 use optc_codegen::{JitModel, Target, Workspace};
@@ -178,7 +178,9 @@ pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
         });
     }
     for name in &opts.disabled_rules {
-        let known = ps.iter().any(|p| p.rules.iter().any(|r| r.name.as_str() == name));
+        let known = ps
+            .iter()
+            .any(|p| p.rules.iter().any(|r| r.name.as_str() == name));
         if !known {
             let mut all: Vec<String> = ps
                 .iter()
@@ -192,7 +194,8 @@ pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
         }
     }
     for p in &mut ps {
-        p.rules.retain(|r| !opts.disabled_rules.iter().any(|d| d == r.name.as_str()));
+        p.rules
+            .retain(|r| !opts.disabled_rules.iter().any(|d| d == r.name.as_str()));
     }
     Ok(ps)
 }
@@ -419,7 +422,12 @@ pub struct Diff {
 }
 
 /// Compare `got` against `want` (the reference).
-pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> std::result::Result<Diff, String> {
+pub fn compare(
+    got: &Tensor,
+    want: &Tensor,
+    rtol: f64,
+    atol: f64,
+) -> std::result::Result<Diff, String> {
     if got.shape() != want.shape() {
         return Err(format!(
             "shape {:?} differs from the reference's {:?}",

@@ -150,7 +150,11 @@ mod tests {
                 let n: usize = shape.iter().product();
                 let t = Tensor::new(
                     shape.clone(),
-                    Data::from_le_bytes(d, &(0..n * d.size()).map(|i| (i % 2) as u8).collect::<Vec<_>>()).unwrap(),
+                    Data::from_le_bytes(
+                        d,
+                        &(0..n * d.size()).map(|i| (i % 2) as u8).collect::<Vec<_>>(),
+                    )
+                    .unwrap(),
                 )
                 .unwrap();
                 let b = to_bytes(&t);
@@ -163,7 +167,9 @@ mod tests {
     #[test]
     fn reads_numpy_written_header() {
         // Header exactly as numpy 1.x writes it for np.zeros((2,3), np.float32).
-        let mut b = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }".to_vec();
+        let mut b =
+            b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"
+                .to_vec();
         while b.len() < 127 {
             b.push(b' ');
         }

@@ -80,7 +80,10 @@ fn vec_tensor(v: Vec<f32>) -> Tensor {
 }
 
 /// Conv nodes with constant weight (and bias) in class `id`: (op, x, W, b).
-fn const_convs(eg: &OptEGraph, id: optc_egraph::egg::Id) -> Vec<(Op, optc_egraph::egg::Id, Tensor, Option<Tensor>)> {
+fn const_convs(
+    eg: &OptEGraph,
+    id: optc_egraph::egg::Id,
+) -> Vec<(Op, optc_egraph::egg::Id, Tensor, Option<Tensor>)> {
     ops_in(eg, id)
         .into_iter()
         .filter_map(|(op, ch)| match op {
@@ -98,62 +101,98 @@ fn const_convs(eg: &OptEGraph, id: optc_egraph::egg::Id) -> Vec<(Op, optc_egraph
 }
 
 fn conv_build(op: Op, x: optc_egraph::egg::Id, w: Tensor, b: Vec<f32>) -> Build {
-    Build::Node(op, vec![Build::Class(x), Build::Const(w), Build::Const(vec_tensor(b))])
+    Build::Node(
+        op,
+        vec![
+            Build::Class(x),
+            Build::Const(w),
+            Build::Const(vec_tensor(b)),
+        ],
+    )
 }
 
 fn rules() -> Vec<Rule> {
     vec![
         FnRule::rewrite("conv-bn", |eg, n| {
-            let Op::BatchNorm { epsilon } = op_of(n)? else { return None };
-            let p: Vec<_> = (1..5).map(|i| const_of(eg, n.children[i])).collect::<Option<_>>()?;
+            let Op::BatchNorm { epsilon } = op_of(n)? else {
+                return None;
+            };
+            let p: Vec<_> = (1..5)
+                .map(|i| const_of(eg, n.children[i]))
+                .collect::<Option<_>>()?;
             let (g, beta, mu, var) = (f32s(&p[0])?, f32s(&p[1])?, f32s(&p[2])?, f32s(&p[3])?);
             let (op, x, w, b) = const_convs(eg, n.children[0]).into_iter().next()?;
             let m = w.shape()[0];
             let s: Vec<f32> = (0..m).map(|i| g[i] / (var[i] + epsilon).sqrt()).collect();
-            let b0 = b.as_ref().and_then(|b| f32s(b).map(|v| v.to_vec())).unwrap_or(vec![0.0; m]);
+            let b0 = b
+                .as_ref()
+                .and_then(|b| f32s(b).map(|v| v.to_vec()))
+                .unwrap_or(vec![0.0; m]);
             let nb = (0..m).map(|i| (b0[i] - mu[i]) * s[i] + beta[i]).collect();
             Some(conv_build(op, x, scale_rows(&w, &s)?, nb))
         }),
         FnRule::rewrite("conv-mul", |eg, n| {
-            let Op::Binary(BinaryOp::Mul) = op_of(n)? else { return None };
+            let Op::Binary(BinaryOp::Mul) = op_of(n)? else {
+                return None;
+            };
             (0..2).find_map(|side| {
                 let out = eg[n.children[side]].data.ty()?.shape.clone();
                 let c = const_of(eg, n.children[1 - side])?;
                 let (op, x, w, b) = const_convs(eg, n.children[side]).into_iter().next()?;
                 let s = per_axis(&c, &out, 1)?;
-                let b0 = b.as_ref().and_then(|b| f32s(b).map(|v| v.to_vec())).unwrap_or(vec![0.0; s.len()]);
+                let b0 = b
+                    .as_ref()
+                    .and_then(|b| f32s(b).map(|v| v.to_vec()))
+                    .unwrap_or(vec![0.0; s.len()]);
                 let nb = b0.iter().zip(&s).map(|(a, b)| a * b).collect();
                 Some(conv_build(op, x, scale_rows(&w, &s)?, nb))
             })
         }),
         FnRule::rewrite("conv-add", |eg, n| {
-            let Op::Binary(BinaryOp::Add) = op_of(n)? else { return None };
+            let Op::Binary(BinaryOp::Add) = op_of(n)? else {
+                return None;
+            };
             (0..2).find_map(|side| {
                 let out = eg[n.children[side]].data.ty()?.shape.clone();
                 let c = const_of(eg, n.children[1 - side])?;
                 let (op, x, w, b) = const_convs(eg, n.children[side]).into_iter().next()?;
                 let a = per_axis(&c, &out, 1)?;
-                let b0 = b.as_ref().and_then(|b| f32s(b).map(|v| v.to_vec())).unwrap_or(vec![0.0; a.len()]);
+                let b0 = b
+                    .as_ref()
+                    .and_then(|b| f32s(b).map(|v| v.to_vec()))
+                    .unwrap_or(vec![0.0; a.len()]);
                 let nb = b0.iter().zip(&a).map(|(x, y)| x + y).collect();
                 Some(conv_build(op, x, w, nb))
             })
         }),
         FnRule::rewrite("matmul-add-gemm", |eg, n| {
-            let Op::Binary(BinaryOp::Add) = op_of(n)? else { return None };
+            let Op::Binary(BinaryOp::Add) = op_of(n)? else {
+                return None;
+            };
             (0..2).find_map(|side| {
                 let c = n.children[1 - side];
                 let ct = eg[c].data.ty()?.clone();
-                ops_in(eg, n.children[side]).into_iter().find_map(|(op, ch)| {
-                    if op != Op::MatMul {
-                        return None;
-                    }
-                    let (a, b) = (eg[ch[0]].data.ty()?, eg[ch[1]].data.ty()?);
-                    if a.rank() != 2 || b.rank() != 2 || ct.rank() > 2 {
-                        return None;
-                    }
-                    let gemm = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false };
-                    Some(Build::Node(gemm, vec![Build::Class(ch[0]), Build::Class(ch[1]), Build::Class(c)]))
-                })
+                ops_in(eg, n.children[side])
+                    .into_iter()
+                    .find_map(|(op, ch)| {
+                        if op != Op::MatMul {
+                            return None;
+                        }
+                        let (a, b) = (eg[ch[0]].data.ty()?, eg[ch[1]].data.ty()?);
+                        if a.rank() != 2 || b.rank() != 2 || ct.rank() > 2 {
+                            return None;
+                        }
+                        let gemm = Op::Gemm {
+                            alpha: 1.0,
+                            beta: 1.0,
+                            trans_a: false,
+                            trans_b: false,
+                        };
+                        Some(Build::Node(
+                            gemm,
+                            vec![Build::Class(ch[0]), Build::Class(ch[1]), Build::Class(c)],
+                        ))
+                    })
             })
         }),
     ]
@@ -162,10 +201,14 @@ fn rules() -> Vec<Rule> {
 // ---- soundness cases -------------------------------------------------------------
 
 fn lcg(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
         })
         .collect()
@@ -184,8 +227,16 @@ fn conv_graph(seed: u64, bias: bool) -> (Graph, optc_ir::Value, usize) {
     if bias {
         ins.push(g.add_const("b", t(seed + 1, &[m], -1.0, 1.0)));
     }
-    let window = Window { kernel: vec![3, 3], strides: vec![1, 1], pads: vec![1; 4], dilations: vec![1, 1], ceil_mode: false };
-    let c = g.add("conv", Op::Conv { window, group: 1 }, &ins).expect("conv");
+    let window = Window {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        pads: vec![1; 4],
+        dilations: vec![1, 1],
+        ceil_mode: false,
+    };
+    let c = g
+        .add("conv", Op::Conv { window, group: 1 }, &ins)
+        .expect("conv");
     (g, c, m)
 }
 
@@ -196,9 +247,20 @@ fn cases() -> Vec<Case> {
             make: |s| {
                 let (mut g, c, m) = conv_graph(s, s % 2 == 0);
                 let p: Vec<_> = (0..4)
-                    .map(|i| g.add_const(&format!("p{i}"), t(s + 10 + i, &[m], if i == 3 { 0.5 } else { -1.0 }, 1.5)))
+                    .map(|i| {
+                        g.add_const(
+                            &format!("p{i}"),
+                            t(s + 10 + i, &[m], if i == 3 { 0.5 } else { -1.0 }, 1.5),
+                        )
+                    })
                     .collect();
-                let y = g.add("bn", Op::BatchNorm { epsilon: 1e-3 }, &[c, p[0], p[1], p[2], p[3]]).expect("bn");
+                let y = g
+                    .add(
+                        "bn",
+                        Op::BatchNorm { epsilon: 1e-3 },
+                        &[c, p[0], p[1], p[2], p[3]],
+                    )
+                    .expect("bn");
                 g.add_output("y", y);
                 g
             },
@@ -208,7 +270,9 @@ fn cases() -> Vec<Case> {
             make: |s| {
                 let (mut g, c, m) = conv_graph(s, true);
                 let k = g.add_const("k", t(s + 3, &[m, 1, 1], -2.0, 2.0));
-                let y = g.add("mul", Op::Binary(BinaryOp::Mul), &[k, c]).expect("mul");
+                let y = g
+                    .add("mul", Op::Binary(BinaryOp::Mul), &[k, c])
+                    .expect("mul");
                 g.add_output("y", y);
                 g
             },
@@ -218,7 +282,9 @@ fn cases() -> Vec<Case> {
             make: |s| {
                 let (mut g, c, m) = conv_graph(s, s % 2 == 1);
                 let k = g.add_const("k", t(s + 4, &[1, m, 1, 1], -2.0, 2.0));
-                let y = g.add("add", Op::Binary(BinaryOp::Add), &[c, k]).expect("add");
+                let y = g
+                    .add("add", Op::Binary(BinaryOp::Add), &[c, k])
+                    .expect("add");
                 g.add_output("y", y);
                 g
             },
@@ -232,7 +298,9 @@ fn cases() -> Vec<Case> {
                 let b = g.add_const("b", t(s, &[k, n], -1.0, 1.0));
                 let c = g.add_const("c", t(s + 1, &[n], -1.0, 1.0));
                 let mm = g.add("mm", Op::MatMul, &[a, b]).expect("mm");
-                let y = g.add("add", Op::Binary(BinaryOp::Add), &[c, mm]).expect("add");
+                let y = g
+                    .add("add", Op::Binary(BinaryOp::Add), &[c, mm])
+                    .expect("add");
                 g.add_output("y", y);
                 g
             },

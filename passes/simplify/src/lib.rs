@@ -7,7 +7,8 @@ const RULES: &str = include_str!("../simplify.rules");
 
 /// The pass.
 pub fn pass() -> Pass {
-    let mut rules = rules::load_rules(RULES, "passes/simplify/simplify.rules").expect("simplify.rules parses");
+    let mut rules =
+        rules::load_rules(RULES, "passes/simplify/simplify.rules").expect("simplify.rules parses");
     rules.extend(conditional_rules());
     Pass {
         name: "simplify",
@@ -24,8 +25,14 @@ fn child_ty(eg: &OptEGraph, n: &optc_egraph::ENode, i: usize) -> Option<TensorTy
 }
 
 /// The op nodes in the class of child `i` of `n`.
-fn child_ops<'a>(eg: &'a OptEGraph, n: &optc_egraph::ENode, i: usize) -> Vec<(&'a Op, Vec<optc_egraph::egg::Id>)> {
-    let Some(&c) = n.children.get(i) else { return vec![] };
+fn child_ops<'a>(
+    eg: &'a OptEGraph,
+    n: &optc_egraph::ENode,
+    i: usize,
+) -> Vec<(&'a Op, Vec<optc_egraph::egg::Id>)> {
+    let Some(&c) = n.children.get(i) else {
+        return vec![];
+    };
     eg[c]
         .nodes
         .iter()
@@ -50,36 +57,60 @@ fn all_eq(t: &Tensor, v: f64) -> bool {
 fn conditional_rules() -> Vec<Rule> {
     vec![
         FnRule::rewrite("reshape-same", |eg, n| match op_of(n)? {
-            Op::Reshape { shape } if child_ty(eg, n, 0)?.shape == *shape => Some(Build::Class(n.children[0])),
+            Op::Reshape { shape } if child_ty(eg, n, 0)?.shape == *shape => {
+                Some(Build::Class(n.children[0]))
+            }
             _ => None,
         }),
         FnRule::rewrite("reshape-reshape", |eg, n| match op_of(n)? {
-            Op::Reshape { shape } => child_ops(eg, n, 0).into_iter().find_map(|(op, ch)| match op {
-                Op::Reshape { .. } => Some(Build::Node(Op::Reshape { shape: shape.clone() }, vec![Build::Class(ch[0])])),
-                _ => None,
-            }),
+            Op::Reshape { shape } => {
+                child_ops(eg, n, 0)
+                    .into_iter()
+                    .find_map(|(op, ch)| match op {
+                        Op::Reshape { .. } => Some(Build::Node(
+                            Op::Reshape {
+                                shape: shape.clone(),
+                            },
+                            vec![Build::Class(ch[0])],
+                        )),
+                        _ => None,
+                    })
+            }
             _ => None,
         }),
         FnRule::rewrite("transpose-identity", |_, n| match op_of(n)? {
-            Op::Transpose { perm } if perm.iter().enumerate().all(|(i, &p)| i == p) => Some(Build::Class(n.children[0])),
+            Op::Transpose { perm } if perm.iter().enumerate().all(|(i, &p)| i == p) => {
+                Some(Build::Class(n.children[0]))
+            }
             _ => None,
         }),
         FnRule::rewrite("transpose-transpose", |eg, n| match op_of(n)? {
-            Op::Transpose { perm: p2 } => child_ops(eg, n, 0).into_iter().find_map(|(op, ch)| match op {
-                Op::Transpose { perm: p1 } if p1.len() == p2.len() => {
-                    let q: Vec<usize> = p2.iter().map(|&j| p1[j]).collect();
-                    Some(Build::Node(Op::Transpose { perm: q }, vec![Build::Class(ch[0])]))
-                }
-                _ => None,
-            }),
+            Op::Transpose { perm: p2 } => {
+                child_ops(eg, n, 0)
+                    .into_iter()
+                    .find_map(|(op, ch)| match op {
+                        Op::Transpose { perm: p1 } if p1.len() == p2.len() => {
+                            let q: Vec<usize> = p2.iter().map(|&j| p1[j]).collect();
+                            Some(Build::Node(
+                                Op::Transpose { perm: q },
+                                vec![Build::Class(ch[0])],
+                            ))
+                        }
+                        _ => None,
+                    })
+            }
             _ => None,
         }),
         FnRule::rewrite("expand-same", |eg, n| match op_of(n)? {
-            Op::Expand { .. } => Some(Build::Class(n.children[0])).filter(|_| child_ty(eg, n, 0).is_some()),
+            Op::Expand { .. } => {
+                Some(Build::Class(n.children[0])).filter(|_| child_ty(eg, n, 0).is_some())
+            }
             _ => None,
         }),
         FnRule::rewrite("cast-same", |eg, n| match op_of(n)? {
-            Op::Cast { to } if child_ty(eg, n, 0)?.dtype == *to => Some(Build::Class(n.children[0])),
+            Op::Cast { to } if child_ty(eg, n, 0)?.dtype == *to => {
+                Some(Build::Class(n.children[0]))
+            }
             _ => None,
         }),
         FnRule::rewrite("concat-single", |_, n| match op_of(n)? {
@@ -89,13 +120,18 @@ fn conditional_rules() -> Vec<Rule> {
         FnRule::rewrite("slice-full", |eg, n| match op_of(n)? {
             Op::Slice { dims } => {
                 let t = child_ty(eg, n, 0)?;
-                let full = dims.iter().zip(&t.shape).all(|(d, &s)| d.start == 0 && d.step == 1 && d.len == s);
+                let full = dims
+                    .iter()
+                    .zip(&t.shape)
+                    .all(|(d, &s)| d.start == 0 && d.step == 1 && d.len == s);
                 full.then(|| Build::Class(n.children[0]))
             }
             _ => None,
         }),
         FnRule::rewrite("pad-zero", |_, n| match op_of(n)? {
-            Op::Pad { pads, .. } if pads.iter().all(|&p| p == 0) => Some(Build::Class(n.children[0])),
+            Op::Pad { pads, .. } if pads.iter().all(|&p| p == 0) => {
+                Some(Build::Class(n.children[0]))
+            }
             _ => None,
         }),
         FnRule::rewrite("neutral-element", |eg, n| {
@@ -120,8 +156,12 @@ fn conditional_rules() -> Vec<Rule> {
                         None
                     }
                 }
-                Op::Binary(BinaryOp::Sub) if k(1).is_some_and(|t| all_eq(&t, 0.0)) => Some(Build::Class(n.children[0])),
-                Op::Binary(BinaryOp::Div | BinaryOp::Pow) if k(1).is_some_and(|t| all_eq(&t, 1.0)) => {
+                Op::Binary(BinaryOp::Sub) if k(1).is_some_and(|t| all_eq(&t, 0.0)) => {
+                    Some(Build::Class(n.children[0]))
+                }
+                Op::Binary(BinaryOp::Div | BinaryOp::Pow)
+                    if k(1).is_some_and(|t| all_eq(&t, 1.0)) =>
+                {
                     Some(Build::Class(n.children[0]))
                 }
                 _ => None,
@@ -152,7 +192,10 @@ fn rng(seed: u64) -> R {
     R(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
 }
 
-fn unary_graph(shape: &[usize], f: impl FnOnce(&mut Graph, optc_ir::Value) -> optc_ir::Value) -> Graph {
+fn unary_graph(
+    shape: &[usize],
+    f: impl FnOnce(&mut Graph, optc_ir::Value) -> optc_ir::Value,
+) -> Graph {
     let mut g = Graph::new();
     let x = g.add_input("x", TensorType::f32(shape));
     let y = f(&mut g, x);
@@ -184,7 +227,14 @@ pub fn cases() -> Vec<Case> {
                 let n: usize = sh.iter().product();
                 unary_graph(&sh, |g, x| {
                     let a = g.add("a", Op::Reshape { shape: vec![n] }, &[x]).unwrap();
-                    g.add("b", Op::Reshape { shape: vec![1, n, 1] }, &[a]).unwrap()
+                    g.add(
+                        "b",
+                        Op::Reshape {
+                            shape: vec![1, n, 1],
+                        },
+                        &[a],
+                    )
+                    .unwrap()
                 })
             },
         },
@@ -192,7 +242,16 @@ pub fn cases() -> Vec<Case> {
             rule: "transpose-identity",
             make: |s| {
                 let sh = rng(s).shape(3);
-                unary_graph(&sh, |g, x| g.add("t", Op::Transpose { perm: vec![0, 1, 2] }, &[x]).unwrap())
+                unary_graph(&sh, |g, x| {
+                    g.add(
+                        "t",
+                        Op::Transpose {
+                            perm: vec![0, 1, 2],
+                        },
+                        &[x],
+                    )
+                    .unwrap()
+                })
             },
         },
         Case {
@@ -200,8 +259,23 @@ pub fn cases() -> Vec<Case> {
             make: |s| {
                 let sh = rng(s).shape(4);
                 unary_graph(&sh, |g, x| {
-                    let a = g.add("a", Op::Transpose { perm: vec![0, 2, 3, 1] }, &[x]).unwrap();
-                    g.add("b", Op::Transpose { perm: vec![3, 0, 2, 1] }, &[a]).unwrap()
+                    let a = g
+                        .add(
+                            "a",
+                            Op::Transpose {
+                                perm: vec![0, 2, 3, 1],
+                            },
+                            &[x],
+                        )
+                        .unwrap();
+                    g.add(
+                        "b",
+                        Op::Transpose {
+                            perm: vec![3, 0, 2, 1],
+                        },
+                        &[a],
+                    )
+                    .unwrap()
                 })
             },
         },
@@ -209,28 +283,48 @@ pub fn cases() -> Vec<Case> {
             rule: "expand-same",
             make: |s| {
                 let sh = rng(s).shape(2);
-                unary_graph(&sh.clone(), |g, x| g.add("e", Op::Expand { shape: vec![1, sh[1]] }, &[x]).unwrap())
+                unary_graph(&sh.clone(), |g, x| {
+                    g.add(
+                        "e",
+                        Op::Expand {
+                            shape: vec![1, sh[1]],
+                        },
+                        &[x],
+                    )
+                    .unwrap()
+                })
             },
         },
         Case {
             rule: "cast-same",
             make: |s| {
                 let sh = rng(s).shape(2);
-                unary_graph(&sh, |g, x| g.add("c", Op::Cast { to: DType::F32 }, &[x]).unwrap())
+                unary_graph(&sh, |g, x| {
+                    g.add("c", Op::Cast { to: DType::F32 }, &[x]).unwrap()
+                })
             },
         },
         Case {
             rule: "concat-single",
             make: |s| {
                 let sh = rng(s).shape(2);
-                unary_graph(&sh, |g, x| g.add("c", Op::Concat { axis: 1 }, &[x]).unwrap())
+                unary_graph(&sh, |g, x| {
+                    g.add("c", Op::Concat { axis: 1 }, &[x]).unwrap()
+                })
             },
         },
         Case {
             rule: "slice-full",
             make: |s| {
                 let sh = rng(s).shape(2);
-                let dims = sh.iter().map(|&d| SliceDim { start: 0, step: 1, len: d }).collect();
+                let dims = sh
+                    .iter()
+                    .map(|&d| SliceDim {
+                        start: 0,
+                        step: 1,
+                        len: d,
+                    })
+                    .collect();
                 unary_graph(&sh, |g, x| g.add("s", Op::Slice { dims }, &[x]).unwrap())
             },
         },
@@ -239,7 +333,16 @@ pub fn cases() -> Vec<Case> {
             make: |s| {
                 let sh = rng(s).shape(2);
                 unary_graph(&sh, |g, x| {
-                    g.add("p", Op::Pad { pads: vec![0; 4], mode: PadMode::Constant, value: 0.0 }, &[x]).unwrap()
+                    g.add(
+                        "p",
+                        Op::Pad {
+                            pads: vec![0; 4],
+                            mode: PadMode::Constant,
+                            value: 0.0,
+                        },
+                        &[x],
+                    )
+                    .unwrap()
                 })
             },
         },

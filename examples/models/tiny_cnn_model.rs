@@ -35,17 +35,53 @@ pub fn tiny_cnn_model() -> Vec<u8> {
     b.initializer("fc.w", &weights(&[10, 16], 0.5));
     b.initializer("fc.b", &weights(&[10], 0.1));
     let ints = |v: &[i64]| Attr::Ints(v.to_vec());
-    b.node_named("conv1", "Conv", &["image", "conv1.w", "conv1.b"], &["c1"], vec![("pads", ints(&[1, 1, 1, 1]))]);
-    b.node_named("bn1", "BatchNormalization", &["c1", "bn.scale", "bn.bias", "bn.mean", "bn.var"], &["n1"], vec![]);
+    b.node_named(
+        "conv1",
+        "Conv",
+        &["image", "conv1.w", "conv1.b"],
+        &["c1"],
+        vec![("pads", ints(&[1, 1, 1, 1]))],
+    );
+    b.node_named(
+        "bn1",
+        "BatchNormalization",
+        &["c1", "bn.scale", "bn.bias", "bn.mean", "bn.var"],
+        &["n1"],
+        vec![],
+    );
     b.node_named("relu1", "Relu", &["n1"], &["r1"], vec![]);
-    b.node_named("pool1", "MaxPool", &["r1"], &["p1"], vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]);
-    b.node_named("dw", "Conv", &["p1", "dw.w"], &["d1"], vec![("group", Attr::Int(8)), ("pads", ints(&[1, 1, 1, 1]))]);
+    b.node_named(
+        "pool1",
+        "MaxPool",
+        &["r1"],
+        &["p1"],
+        vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))],
+    );
+    b.node_named(
+        "dw",
+        "Conv",
+        &["p1", "dw.w"],
+        &["d1"],
+        vec![("group", Attr::Int(8)), ("pads", ints(&[1, 1, 1, 1]))],
+    );
     b.node_named("relu6", "Clip", &["d1", "zero", "six"], &["d2"], vec![]);
     b.node_named("pw", "Conv", &["d2", "pw.w"], &["c2"], vec![]);
     b.node_named("gap", "GlobalAveragePool", &["c2"], &["g"], vec![]);
     b.node_named("flatten", "Flatten", &["g"], &["f"], vec![]);
-    b.node_named("fc", "Gemm", &["f", "fc.w", "fc.b"], &["logits"], vec![("transB", Attr::Int(1))]);
-    b.node_named("softmax", "Softmax", &["logits"], &["probs"], vec![("axis", Attr::Int(-1))]);
+    b.node_named(
+        "fc",
+        "Gemm",
+        &["f", "fc.w", "fc.b"],
+        &["logits"],
+        vec![("transB", Attr::Int(1))],
+    );
+    b.node_named(
+        "softmax",
+        "Softmax",
+        &["logits"],
+        &["probs"],
+        vec![("axis", Attr::Int(-1))],
+    );
     b.output("probs");
     b.to_bytes()
 }
