@@ -13,6 +13,7 @@
 //! Host functions called by generated code are listed in [`runtime::symbols`] (AOT builds must
 //! link them). Setting `OPTC_DISASM=1` prints every kernel's machine code to stderr.
 
+pub mod aot;
 mod emit;
 pub mod lower;
 mod plan;
@@ -74,7 +75,13 @@ pub struct Target {
     vector_lanes: usize,
 }
 
-const TARGET_NAMES: [&str; 3] = ["native", "x86_64-sse4.2", "x86_64-avx2"];
+const TARGET_NAMES: [&str; 5] = [
+    "native",
+    "x86_64-sse4.2",
+    "x86_64-avx2",
+    "x86_64-avx512",
+    "aarch64-neon",
+];
 
 const SSE42: [&str; 5] = [
     "has_sse3",
@@ -97,6 +104,25 @@ const AVX2: [&str; 11] = [
     "has_lzcnt",
 ];
 
+/// AVX-512 (F, VL, DQ, BW): for AOT objects, and JIT on hosts that have it.
+const AVX512: [&str; 15] = [
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+    "has_avx",
+    "has_avx2",
+    "has_fma",
+    "has_bmi1",
+    "has_bmi2",
+    "has_lzcnt",
+    "has_avx512f",
+    "has_avx512vl",
+    "has_avx512dq",
+    "has_avx512bw",
+];
+
 #[cfg(target_arch = "x86_64")]
 fn host_has(feature: &str) -> bool {
     match feature {
@@ -111,6 +137,10 @@ fn host_has(feature: &str) -> bool {
         "has_bmi1" => std::is_x86_feature_detected!("bmi1"),
         "has_bmi2" => std::is_x86_feature_detected!("bmi2"),
         "has_lzcnt" => std::is_x86_feature_detected!("lzcnt"),
+        "has_avx512f" => std::is_x86_feature_detected!("avx512f"),
+        "has_avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+        "has_avx512dq" => std::is_x86_feature_detected!("avx512dq"),
+        "has_avx512bw" => std::is_x86_feature_detected!("avx512bw"),
         _ => false,
     }
 }
@@ -134,7 +164,8 @@ impl Target {
         })
     }
 
-    /// `native`, `x86_64-sse4.2` or `x86_64-avx2`.
+    /// `native`, `x86_64-sse4.2`, `x86_64-avx2`, `x86_64-avx512` or `aarch64-neon` (the last
+    /// two for ahead-of-time compilation, or JIT on a host that has them).
     pub fn parse(name: &str) -> Result<Target, CodegenError> {
         match name {
             "native" => Target::host(),
@@ -148,6 +179,20 @@ impl Target {
             "x86_64-avx2" => Ok(Target {
                 name: name.to_string(),
                 features: AVX2.to_vec(),
+                native: false,
+                fma: true,
+                vector_lanes: 4,
+            }),
+            "x86_64-avx512" => Ok(Target {
+                name: name.to_string(),
+                features: AVX512.to_vec(),
+                native: false,
+                fma: true,
+                vector_lanes: 4,
+            }),
+            "aarch64-neon" => Ok(Target {
+                name: name.to_string(),
+                features: vec![],
                 native: false,
                 fma: true,
                 vector_lanes: 4,
@@ -190,6 +235,15 @@ impl Target {
         set(&mut flags, "use_colocated_libcalls", "false")?;
         set(&mut flags, "is_pic", "false")?;
         set(&mut flags, "enable_verifier", "true")?;
+        if self.name.starts_with("aarch64") && !cfg!(target_arch = "aarch64") {
+            return Err(CodegenError::new(format!(
+                "target {} cannot run on this host ({}); compile it ahead of time instead \
+                 (`optc MODEL.onnx --target {} -o model.o`)",
+                self.name,
+                std::env::consts::ARCH,
+                self.name
+            )));
+        }
         let isa_builder = if self.native {
             cranelift_native::builder()
                 .map_err(|e| CodegenError::new(format!("host machine is not supported: {e}")))?

@@ -15,8 +15,8 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use optc_ir::{
-    BinaryOp, DType, Graph, NodeId, Op, PadMode, ReduceKind, Tensor, TensorType, UnaryOp,
-    Value as IrValue,
+    BinaryOp, DType, FusedStep, Graph, NodeId, Op, PadMode, ReduceKind, Tensor, TensorType,
+    UnaryOp, Value as IrValue,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +70,22 @@ struct NodeInfo<'g> {
 impl NodeInfo<'_> {
     fn err(&self, msg: impl Into<String>) -> CodegenError {
         CodegenError::at(self.name, self.op.name(), msg)
+    }
+}
+
+/// The base op of a fused node, as a node of its own writing the fused node's output.
+fn base_info<'g>(info: &NodeInfo<'g>) -> Option<NodeInfo<'g>> {
+    match info.op {
+        Op::Fused {
+            base, base_inputs, ..
+        } => Some(NodeInfo {
+            name: info.name,
+            op: base,
+            ins: info.ins[..*base_inputs].to_vec(),
+            outs: info.outs.clone(),
+            consts: info.consts[..*base_inputs].to_vec(),
+        }),
+        _ => None,
     }
 }
 
@@ -445,6 +461,9 @@ fn define_data<M: Module>(module: &mut M, count: &mut usize, mut bytes: Vec<u8>)
 
 /// Bytes of scratch a node needs during its execution.
 fn scratch_bytes(info: &NodeInfo) -> R<usize> {
+    if let Some(b) = base_info(info) {
+        return scratch_bytes(&b);
+    }
     if let Op::Conv { window, .. } = info.op {
         if window.pads.iter().any(|&p| p > 0) {
             let Some((g, _)) = conv_geom(info)? else {
@@ -465,6 +484,9 @@ fn scratch_bytes(info: &NodeInfo) -> R<usize> {
 
 /// Constant data a kernel needs besides its inputs (packed weights, index tables).
 fn derived_data(info: &NodeInfo) -> R<Vec<Vec<u8>>> {
+    if let Some(b) = base_info(info) {
+        return derived_data(&b);
+    }
     match info.op {
         Op::Conv { .. } => {
             let Some((g, packed)) = conv_geom(info)? else {
@@ -573,6 +595,49 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
     let oty = &info.outs[0];
     match info.op {
         Op::Input { .. } | Op::Constant { .. } => Ok(()),
+        Op::Fused {
+            base_inputs, steps, ..
+        } => {
+            // Generic path: the base kernel writes the output, then one pass applies the
+            // whole step chain in registers (no intermediate tensors).
+            let sub = base_info(info).ok_or_else(|| info.err("fused node without base"))?;
+            let mut bp: Vec<Value> = ins[..*base_inputs].to_vec();
+            bp.extend_from_slice(outp);
+            bp.push(scratch);
+            lower_node(e, &sub, &bp, extra)?;
+            if steps.is_empty() {
+                return Ok(());
+            }
+            let mut opds = vec![Opd::dense(outp[0], oty)];
+            let mut kmap: HashMap<usize, usize> = HashMap::new();
+            for st in steps {
+                if let FusedStep::Binary { input, .. } = st {
+                    if !kmap.contains_key(input) {
+                        kmap.insert(*input, opds.len());
+                        opds.push(Opd::bcast(ins[*input], &info.ins[*input], &oty.shape));
+                    }
+                }
+            }
+            let chain = steps
+                .iter()
+                .map(|st| match st {
+                    FusedStep::Unary(u) => ChainStep::Unary(u.clone()),
+                    FusedStep::Binary { op, input, swap } => ChainStep::Binary {
+                        op: *op,
+                        k: kmap[input],
+                        swap: *swap,
+                    },
+                })
+                .collect();
+            map(
+                e,
+                info,
+                &oty.shape,
+                Opd::dense(outp[0], oty),
+                &opds,
+                &Ew::Chain(chain),
+            )
+        }
         Op::Unary(u) => {
             let f = if *u == UnaryOp::Identity {
                 Ew::Copy
@@ -815,6 +880,38 @@ enum Ew {
     BatchNorm(f32),
     /// `out = a + beta * b` (Gemm's C term).
     AddScaled(f32),
+    /// A fused step chain on f32: operand 0 is the running value, each step applies a
+    /// unary op or a binary op with operand `k` (swapped: `operand op acc`).
+    Chain(Vec<ChainStep>),
+}
+
+#[derive(Clone, Debug)]
+enum ChainStep {
+    Unary(UnaryOp),
+    Binary { op: BinaryOp, k: usize, swap: bool },
+}
+
+/// Evaluate a chain with `one(f, args)` computing one unfused op.
+fn eval_chain<X: Copy>(
+    steps: &[ChainStep],
+    args: &[X],
+    mut one: impl FnMut(&Ew, &[X]) -> Option<X>,
+) -> Option<X> {
+    let mut acc = args[0];
+    for st in steps {
+        acc = match st {
+            ChainStep::Unary(u) => one(&Ew::Unary(u.clone()), &[acc])?,
+            ChainStep::Binary { op, k, swap } => {
+                let pair = if *swap {
+                    [args[*k], acc]
+                } else {
+                    [acc, args[*k]]
+                };
+                one(&Ew::Binary(*op), &pair)?
+            }
+        };
+    }
+    Some(acc)
 }
 
 fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
@@ -837,12 +934,23 @@ fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
         ),
         Ew::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
         Ew::BatchNorm(_) | Ew::AddScaled(_) => true,
+        Ew::Chain(steps) => steps.iter().all(|st| match st {
+            ChainStep::Unary(u) => {
+                ew_vectorizable(&Ew::Unary(u.clone()), &[DType::F32], DType::F32)
+            }
+            ChainStep::Binary { op, .. } => {
+                ew_vectorizable(&Ew::Binary(*op), &[DType::F32, DType::F32], DType::F32)
+            }
+        }),
         _ => false,
     }
 }
 
 /// Float elementwise math on scalar `F32` or `F32X4` values.
 fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
+    if let Ew::Chain(steps) = f {
+        return eval_chain(steps, a, |g, v| ew_float(e, ty, g, v));
+    }
     let x = a[0];
     Some(match f {
         Ew::Unary(u) => match u {
@@ -972,6 +1080,19 @@ fn ew_scalar(
 ) -> R<Value> {
     if matches!(f, Ew::Copy) {
         return Ok(a[0]);
+    }
+    if let Ew::Chain(steps) = f {
+        let mut err = None;
+        let r = eval_chain(steps, a, |g, v| {
+            match ew_scalar(e, info, g, v, &vec![DType::F32; v.len()], DType::F32) {
+                Ok(x) => Some(x),
+                Err(x) => {
+                    err.get_or_insert(x);
+                    None
+                }
+            }
+        });
+        return r.ok_or_else(|| err.unwrap_or_else(|| info.err("fused step chain")));
     }
     if dts[0] == DType::F32 && out == DType::F32 && !matches!(f, Ew::Cast | Ew::Where) {
         let mut args = a.to_vec();

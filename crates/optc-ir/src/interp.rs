@@ -449,6 +449,27 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
         }
         Op::Unary(u) => one(unary(u, x[0])?),
         Op::Binary(b) => one(binary(*b, x[0], x[1], &out[0].shape)?),
+        Op::Fused {
+            base,
+            base_inputs,
+            steps,
+        } => {
+            // The definition of fusion: exactly the unfused ops, one after the other.
+            let mut acc = eval_op(base, &x[..*base_inputs])?.remove(0);
+            for st in steps {
+                acc = match st {
+                    crate::FusedStep::Unary(u) => {
+                        unary(u, &acc).and_then(|d| tensor(&out[0], d))?
+                    }
+                    crate::FusedStep::Binary { op, input, swap } => {
+                        let e = x[*input];
+                        let (a, b) = if *swap { (e, &acc) } else { (&acc, e) };
+                        tensor(&out[0], binary(*op, a, b, &out[0].shape)?)?
+                    }
+                };
+            }
+            Ok(vec![acc])
+        }
         Op::Where => {
             let shape = &out[0].shape;
             let c = sl::<bool>(x[0])?;

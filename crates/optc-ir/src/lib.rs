@@ -20,7 +20,7 @@ pub use dtype::DType;
 pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, GraphInput, GraphOutput, Node, NodeId, Value};
 pub use op::{
-    broadcast_shapes, BinaryOp, ConstId, Op, PadMode, ReduceKind, SliceDim, TensorType, UnaryOp,
-    Window,
+    broadcast_shapes, BinaryOp, ConstId, FusedStep, Op, PadMode, ReduceKind, SliceDim, TensorType,
+    UnaryOp, Window,
 };
 pub use tensor::{checked_numel, numel, strides, Data, Tensor};

@@ -207,6 +207,20 @@ pub struct SliceDim {
     pub len: usize,
 }
 
+/// One step of a fused elementwise tail (see [`Op::Fused`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum FusedStep {
+    /// `acc = u(acc)`.
+    Unary(UnaryOp),
+    /// `acc = acc op in[input]`, or `in[input] op acc` when `swap`; `input` is an input
+    /// port of the fused node, and that input broadcasts to the output's shape.
+    Binary {
+        op: BinaryOp,
+        input: usize,
+        swap: bool,
+    },
+}
+
 /// An operator. Inputs are positional (edge `dst_port`), outputs too (`src_port`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -302,6 +316,15 @@ pub enum Op {
     Expand {
         shape: Vec<usize>,
     },
+    /// `base` on the first `base_inputs` inputs, then `steps` applied elementwise to its
+    /// result in order, without intermediate tensors: epilogues of Conv/Gemm/MatMul (bias,
+    /// activation, residual add) and chains of elementwise ops. The base must have one f32
+    /// output; steps keep its type (no comparisons); step inputs broadcast to it.
+    Fused {
+        base: Box<Op>,
+        base_inputs: usize,
+        steps: Vec<FusedStep>,
+    },
 }
 
 /// numpy broadcasting of two shapes.
@@ -394,6 +417,7 @@ impl Op {
             Op::Pad { .. } => "pad",
             Op::Gather { .. } => "gather",
             Op::Expand { .. } => "expand",
+            Op::Fused { .. } => "fused",
         }
     }
 
@@ -413,6 +437,20 @@ impl Op {
             Op::Slice { .. } | Op::Pad { .. } | Op::Expand { .. } => (1, 1),
             Op::Concat { .. } => (1, usize::MAX),
             Op::Gather { .. } => (2, 2),
+            Op::Fused {
+                base_inputs, steps, ..
+            } => {
+                let extra = steps
+                    .iter()
+                    .filter_map(|s| match s {
+                        FusedStep::Binary { input, .. } => Some(input + 1),
+                        FusedStep::Unary(_) => None,
+                    })
+                    .max()
+                    .unwrap_or(0)
+                    .max(*base_inputs);
+                (extra, extra)
+            }
         }
     }
 
@@ -891,6 +929,61 @@ impl Op {
             Op::Expand { shape } => {
                 let x = x.unwrap();
                 one(TensorType::new(x.dtype, broadcast_shapes(&x.shape, shape)?))
+            }
+            Op::Fused {
+                base,
+                base_inputs,
+                steps,
+            } => {
+                if matches!(
+                    **base,
+                    Op::Fused { .. } | Op::Input { .. } | Op::Constant { .. }
+                ) || base.num_outputs() != 1
+                {
+                    bail!("fused: {} cannot be a fused base", base.name());
+                }
+                if *base_inputs > inputs.len() {
+                    bail!(
+                        "fused: base takes {} inputs, node has {}",
+                        base_inputs,
+                        inputs.len()
+                    );
+                }
+                let out = base
+                    .infer(&inputs[..*base_inputs])
+                    .map_err(|e| crate::IrError::new(format!("fused base: {e}")))?;
+                let t = out[0].clone();
+                if t.dtype != DType::F32 {
+                    bail!("fused: the base must produce f32, got {}", t.dtype);
+                }
+                let mut used = vec![false; inputs.len()];
+                for st in steps {
+                    match st {
+                        FusedStep::Unary(u) => {
+                            let r = Op::Unary(u.clone()).infer(&[&t])?;
+                            if r[0] != t {
+                                bail!("fused: step {:?} changes the type", u);
+                            }
+                        }
+                        FusedStep::Binary { op, input, .. } => {
+                            if *input < *base_inputs || *input >= inputs.len() {
+                                bail!("fused: step input {} is not an extra input", input);
+                            }
+                            used[*input] = true;
+                            let e = inputs[*input];
+                            if op.is_comparison() || op.is_logical() || e.dtype != DType::F32 {
+                                bail!("fused: step {:?} on {} does not keep f32", op, e);
+                            }
+                            if broadcast_shapes(&t.shape, &e.shape)? != t.shape {
+                                bail!("fused: step input {} does not broadcast to {}", e, t);
+                            }
+                        }
+                    }
+                }
+                if used[*base_inputs..].iter().any(|u| !u) {
+                    bail!("fused: an extra input is not used by any step");
+                }
+                one(t)
             }
         }
     }

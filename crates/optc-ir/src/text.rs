@@ -136,8 +136,87 @@ fn pad_mode_name(m: PadMode) -> &'static str {
 }
 
 /// The attributes of an op, in print order.
+/// A fused step as one word: `relu`, `clip+0.0+6.0`, `add+3`, `sub+3+swap`.
+fn step_word(st: &crate::FusedStep) -> String {
+    match st {
+        crate::FusedStep::Unary(u) => {
+            let mut w = Op::Unary(u.clone()).name().to_string();
+            for (_, v) in op_attrs(&Op::Unary(u.clone())) {
+                w.push('+');
+                w.push_str(&v);
+            }
+            w
+        }
+        crate::FusedStep::Binary { op, input, swap } => {
+            let mut w = format!("{}+{input}", Op::Binary(*op).name());
+            if *swap {
+                w.push_str("+swap");
+            }
+            w
+        }
+    }
+}
+
+fn parse_step(w: &str) -> Result<crate::FusedStep> {
+    let parts: Vec<&str> = w.split('+').collect();
+    let f = |i: usize| -> Result<f32> {
+        match parts.get(i) {
+            Some(p) => parse_num(p, "steps", "a number"),
+            None => bail!("fused step '{w}' is missing a parameter"),
+        }
+    };
+    let unary = |u: UnaryOp| Ok(crate::FusedStep::Unary(u));
+    let mut attrs = Attrs {
+        op: parts[0].to_string(),
+        map: HashMap::new(),
+    };
+    match parts[0] {
+        "leaky_relu" => unary(UnaryOp::LeakyRelu { alpha: f(1)? }),
+        "clip" => unary(UnaryOp::Clip {
+            min: f(1)?,
+            max: f(2)?,
+        }),
+        "hard_sigmoid" => unary(UnaryOp::HardSigmoid {
+            alpha: f(1)?,
+            beta: f(2)?,
+        }),
+        name => match build_op(name, &mut attrs)? {
+            Op::Unary(u) if parts.len() == 1 => unary(u),
+            Op::Binary(op) if parts.len() >= 2 && parts.len() <= 3 => {
+                let input = parse_num(parts[1], "steps", "an input index")?;
+                let swap = match parts.get(2) {
+                    None => false,
+                    Some(&"swap") => true,
+                    Some(o) => bail!("fused step '{w}': expected 'swap', found '{o}'"),
+                };
+                Ok(crate::FusedStep::Binary { op, input, swap })
+            }
+            _ => bail!("'{w}' is not a fused step"),
+        },
+    }
+}
+
+/// The op word of the text format: the op name, `fused.<base>` for fused ops.
+fn op_word(op: &Op) -> String {
+    match op {
+        Op::Fused { base, .. } => format!("fused.{}", base.name()),
+        _ => op.name().to_string(),
+    }
+}
+
 fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
     match op {
+        Op::Fused {
+            base,
+            base_inputs,
+            steps,
+        } => {
+            let mut a = op_attrs(base);
+            a.push(("base_inputs", base_inputs.to_string()));
+            let words: Vec<String> = steps.iter().map(step_word).collect();
+            a.push(("steps", format!("[{}]", words.join(", "))));
+            a
+        }
         Op::Input { .. } | Op::Constant { .. } | Op::Where | Op::MatMul | Op::Binary(_) => vec![],
         Op::Unary(u) => match u {
             UnaryOp::LeakyRelu { alpha } => vec![("alpha", fmt_f32(*alpha))],
@@ -292,7 +371,7 @@ pub fn print(graph: &Graph) -> String {
             }
             op => {
                 let args: Vec<String> = graph.node_inputs(n).into_iter().map(val).collect();
-                let _ = write!(s, "{}({})", op.name(), args.join(", "));
+                let _ = write!(s, "{}({})", op_word(op), args.join(", "));
                 let attrs = op_attrs(op);
                 if !attrs.is_empty() {
                     let parts: Vec<String> =
@@ -607,6 +686,20 @@ impl Attrs {
 }
 
 fn build_op(name: &str, a: &mut Attrs) -> Result<Op> {
+    if let Some(base) = name.strip_prefix("fused.") {
+        let base = build_op(base, a)?;
+        let base_inputs = a.usize("base_inputs")?;
+        let steps = a
+            .list("steps")?
+            .iter()
+            .map(|w| parse_step(w))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Op::Fused {
+            base: Box::new(base),
+            base_inputs,
+            steps,
+        });
+    }
     use BinaryOp as B;
     use UnaryOp as U;
     let un = |u: UnaryOp| Ok(Op::Unary(u));

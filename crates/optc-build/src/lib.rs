@@ -1,0 +1,359 @@
+//! Compile ONNX models ahead of time from a `build.rs`, in the style of the `cc` crate.
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() {
+//!     optc_build::Build::new()
+//!         .model("models/classifier.onnx")
+//!         .compile("classifier");
+//! }
+//! ```
+//!
+//! ```ignore
+//! // main.rs
+//! include!(concat!(env!("OUT_DIR"), "/classifier.rs"));
+//!
+//! fn main() {
+//!     let mut model = Classifier::new();
+//!     let input = [0.5f32; Classifier::INPUT0_LEN];
+//!     let output = model.run(&input).unwrap();
+//!     println!("{output:?}");
+//! }
+//! ```
+//!
+//! [`Build::compile`] compiles the model for the crate's target (`TARGET`; override with
+//! [`Build::target`] or the `OPTC_TARGET` environment variable), writes `lib<name>.a` and
+//! `<name>.rs` into `OUT_DIR`, and prints the `cargo:rustc-link-*` and
+//! `cargo:rerun-if-changed` lines. A bad model stops the build with a message naming the
+//! model file (no panic). [`Build::try_compile`] returns the error instead.
+//!
+//! [`compile_model`] is the underlying step (bytes → every artifact), used by the `optc` CLI.
+
+use optc_codegen::aot::{self, AotModel, AotOptions};
+use optc_codegen::Target;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A compile error: which model and what went wrong.
+#[derive(Debug, Clone)]
+pub struct Error {
+    /// The model file (or a description of the model source).
+    pub model: String,
+    pub msg: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.model, self.msg)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What to compile and how (shared by [`Build`] and the `optc` CLI).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Symbol name of the model: symbols are `optc_<name>_run`, ...
+    pub name: String,
+    /// Target name (see `optc_codegen::Target::parse`).
+    pub target: String,
+    /// Optimization level 0..=3.
+    pub opt_level: u8,
+    /// Shapes for inputs with dynamic dims, by input name.
+    pub input_shapes: HashMap<String, Vec<usize>>,
+    /// Name of the model in generated comments (a file name, for reproducible output).
+    pub source: String,
+    /// Keep the Cranelift IR ([`Artifacts::clif`]).
+    pub keep_clif: bool,
+    /// Keep the disassembly ([`Artifacts::asm`], x86-64 only).
+    pub keep_asm: bool,
+}
+
+/// Time spent in each stage.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub import: Duration,
+    pub optimize: Duration,
+    pub codegen: Duration,
+}
+
+/// Everything one compilation produces.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    pub model: AotModel,
+    /// The optimized graph (for `ir` and `dot` output).
+    pub graph: optc::Graph,
+    pub timings: Timings,
+    source: String,
+}
+
+impl Artifacts {
+    /// The relocatable object.
+    pub fn object(&self) -> &[u8] {
+        &self.model.object
+    }
+    /// A static archive holding the object as `<name>.o`.
+    pub fn staticlib(&self) -> Vec<u8> {
+        aot::static_archive(
+            &format!("{}.o", self.model.name),
+            &self.model.object,
+            &self.model.exported_symbols(),
+        )
+    }
+    /// The C header.
+    pub fn header(&self) -> String {
+        aot::c_header(&self.model, &self.source)
+    }
+    /// The safe Rust bindings (`include!` them; link the static archive and libm).
+    pub fn rust(&self) -> String {
+        aot::rust_bindings(&self.model, &self.source)
+    }
+    /// Cranelift IR of every function (when [`Config::keep_clif`]).
+    pub fn clif(&self) -> &str {
+        &self.model.clif
+    }
+    /// Disassembly (when [`Config::keep_asm`]).
+    pub fn asm(&self) -> &str {
+        &self.model.asm
+    }
+    /// The optimized graph in optc's text format.
+    pub fn ir(&self) -> String {
+        optc_ir_text(&self.graph)
+    }
+    /// The optimized graph in Graphviz format.
+    pub fn dot(&self) -> String {
+        optc_ir_dot(&self.graph)
+    }
+}
+
+fn optc_ir_text(g: &optc::Graph) -> String {
+    optc_ir::text::print(g)
+}
+
+fn optc_ir_dot(g: &optc::Graph) -> String {
+    optc_ir::dot::to_dot(g)
+}
+
+/// Import, optimize and compile ONNX `bytes` to an object and its descriptions.
+pub fn compile_model(bytes: &[u8], cfg: &Config) -> Result<Artifacts, Error> {
+    let err = |msg: String| Error {
+        model: cfg.source.clone(),
+        msg,
+    };
+    let opts = optc::Options {
+        opt_level: cfg.opt_level,
+        target: cfg.target.clone(),
+        input_shapes: cfg.input_shapes.clone(),
+        ..Default::default()
+    };
+    let target = Target::parse(&cfg.target).map_err(|e| err(e.to_string()))?;
+    let t0 = Instant::now();
+    let graph = optc::import_bytes(bytes, &opts).map_err(|e| err(e.to_string()))?;
+    let import = t0.elapsed();
+    let t1 = Instant::now();
+    let (graph, _report) = optc::optimize_with(graph, &opts).map_err(|e| err(e.to_string()))?;
+    let optimize = t1.elapsed();
+    let t2 = Instant::now();
+    let aopts = AotOptions {
+        name: cfg.name.clone(),
+        keep_clif: cfg.keep_clif,
+        keep_asm: cfg.keep_asm,
+    };
+    let model = aot::compile_object(&graph, &target, &aopts).map_err(|e| err(e.to_string()))?;
+    let codegen = t2.elapsed();
+    Ok(Artifacts {
+        model,
+        graph,
+        timings: Timings {
+            import,
+            optimize,
+            codegen,
+        },
+        source: cfg.source.clone(),
+    })
+}
+
+/// The optc target for a Rust target triple and its enabled features (the values of cargo's
+/// `TARGET` and `CARGO_CFG_TARGET_FEATURE`).
+pub fn target_for(triple: &str, features: &str) -> Result<String, String> {
+    let has = |f: &str| features.split(',').any(|x| x == f);
+    if triple.starts_with("x86_64") {
+        Ok(if has("avx2") && has("fma") {
+            "x86_64-avx2".to_string()
+        } else {
+            "x86_64-sse4.2".to_string()
+        })
+    } else if triple.starts_with("aarch64") {
+        Ok("aarch64-neon".to_string())
+    } else {
+        Err(format!(
+            "optc cannot compile for {triple}: supported are x86_64 and aarch64 targets"
+        ))
+    }
+}
+
+/// A model to compile from `build.rs`.
+#[derive(Clone, Debug)]
+pub struct Build {
+    model: Option<PathBuf>,
+    target: Option<String>,
+    opt_level: u8,
+    input_shapes: HashMap<String, Vec<usize>>,
+    out_dir: Option<PathBuf>,
+    cargo_metadata: bool,
+}
+
+impl Default for Build {
+    fn default() -> Self {
+        Build::new()
+    }
+}
+
+/// What [`Build::try_compile`] wrote.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// `OUT_DIR/lib<name>.a`.
+    pub archive: PathBuf,
+    /// `OUT_DIR/<name>.rs` (the bindings to `include!`).
+    pub bindings: PathBuf,
+    /// `OUT_DIR/<name>.h`.
+    pub header: PathBuf,
+    /// The optc target compiled for.
+    pub target: String,
+}
+
+impl Build {
+    /// Defaults: -O3, the crate's build target, `OUT_DIR`, cargo metadata printed.
+    pub fn new() -> Build {
+        Build {
+            model: None,
+            target: None,
+            opt_level: 3,
+            input_shapes: HashMap::new(),
+            out_dir: None,
+            cargo_metadata: true,
+        }
+    }
+
+    /// The ONNX file (relative to the crate root when run by cargo).
+    pub fn model(&mut self, path: impl AsRef<Path>) -> &mut Build {
+        self.model = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// The optc target (`x86_64-avx2`, ...); default: from cargo's `TARGET` and target
+    /// features, or `OPTC_TARGET`.
+    pub fn target(&mut self, target: &str) -> &mut Build {
+        self.target = Some(target.to_string());
+        self
+    }
+
+    /// Optimization level 0..=3 (default 3).
+    pub fn opt_level(&mut self, level: u8) -> &mut Build {
+        self.opt_level = level;
+        self
+    }
+
+    /// Fix the shape of an input with dynamic dims.
+    pub fn input_shape(&mut self, name: &str, dims: &[usize]) -> &mut Build {
+        self.input_shapes.insert(name.to_string(), dims.to_vec());
+        self
+    }
+
+    /// Where to write the files (default: `OUT_DIR`).
+    pub fn out_dir(&mut self, dir: impl AsRef<Path>) -> &mut Build {
+        self.out_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Print `cargo:` lines (default true).
+    pub fn cargo_metadata(&mut self, yes: bool) -> &mut Build {
+        self.cargo_metadata = yes;
+        self
+    }
+
+    /// Like [`Build::try_compile`], but a failure prints the error and exits the build script
+    /// with status 1 (cargo shows the message; no panic, no backtrace).
+    pub fn compile(&self, name: &str) -> Output {
+        match self.try_compile(name) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: optc-build: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// Compile the model as `name` (symbols `optc_<name>_*`, struct from the name in
+    /// CamelCase), write `lib<name>.a`, `<name>.h` and `<name>.rs`, print cargo metadata.
+    pub fn try_compile(&self, name: &str) -> Result<Output, Error> {
+        let model = self.model.clone().ok_or_else(|| Error {
+            model: format!("optc_build::Build(\"{name}\")"),
+            msg: "no model given: call .model(\"path/to/model.onnx\")".into(),
+        })?;
+        let shown = model.display().to_string();
+        let err = |msg: String| Error {
+            model: shown.clone(),
+            msg,
+        };
+        if self.cargo_metadata {
+            println!("cargo:rerun-if-changed={}", model.display());
+            println!("cargo:rerun-if-env-changed=OPTC_TARGET");
+        }
+        let target = match (&self.target, std::env::var("OPTC_TARGET")) {
+            (Some(t), _) => t.clone(),
+            (None, Ok(t)) if !t.is_empty() => t,
+            _ => {
+                let triple = std::env::var("TARGET")
+                    .unwrap_or_else(|_| format!("{}-unknown-linux-gnu", std::env::consts::ARCH));
+                let feats = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+                target_for(&triple, &feats).map_err(err)?
+            }
+        };
+        let out_dir = match &self.out_dir {
+            Some(d) => d.clone(),
+            None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| {
+                err("OUT_DIR is not set: run from a build script or call .out_dir()".into())
+            })?),
+        };
+        let bytes =
+            std::fs::read(&model).map_err(|e| err(format!("cannot read the model: {e}")))?;
+        let sym = aot::symbol_name(name);
+        let source = model
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| shown.clone());
+        let cfg = Config {
+            name: sym.clone(),
+            target: target.clone(),
+            opt_level: self.opt_level,
+            input_shapes: self.input_shapes.clone(),
+            source,
+            keep_clif: false,
+            keep_asm: false,
+        };
+        let art = compile_model(&bytes, &cfg).map_err(|e| err(e.msg))?;
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", out_dir.display())))?;
+        let out = Output {
+            archive: out_dir.join(format!("lib{sym}.a")),
+            bindings: out_dir.join(format!("{sym}.rs")),
+            header: out_dir.join(format!("{sym}.h")),
+            target,
+        };
+        let write = |p: &Path, b: &[u8]| {
+            std::fs::write(p, b).map_err(|e| err(format!("cannot write {}: {e}", p.display())))
+        };
+        write(&out.archive, &art.staticlib())?;
+        write(&out.bindings, art.rust().as_bytes())?;
+        write(&out.header, art.header().as_bytes())?;
+        if self.cargo_metadata {
+            println!("cargo:rustc-link-search=native={}", out_dir.display());
+            println!("cargo:rustc-link-lib=static={sym}");
+            println!("cargo:rustc-link-lib=m");
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,227 @@
+//! `Op::Fused`: its semantics are exactly the unfused ops in sequence (interpreter),
+//! the JIT computes the same, and the text format round-trips it.
+
+mod common;
+
+use common::Rng;
+use optc_ir::{BinaryOp, FusedStep, Graph, Op, TensorType, UnaryOp, Value, Window};
+
+fn conv_op() -> Op {
+    Op::Conv {
+        window: Window {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            pads: vec![1; 4],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+        },
+        group: 1,
+    }
+}
+
+/// (fused graph, unfused graph) computing `steps` after `base`.
+fn pair(
+    r: &mut Rng,
+    base: Op,
+    base_in: &[Vec<usize>],
+    base_const: &[bool],
+    steps: &[FusedStep],
+    extras: &[Vec<usize>],
+) -> (Graph, Graph) {
+    let consts: Vec<_> = base_in.iter().map(|s| r.tensor(s, -1.0, 1.0)).collect();
+    let extra_t: Vec<_> = extras.iter().map(|s| r.tensor(s, -1.0, 1.0)).collect();
+    let build = |fused: bool| {
+        let mut g = Graph::new();
+        let mut ins: Vec<Value> = vec![];
+        for (i, (s, c)) in base_in.iter().zip(base_const).enumerate() {
+            ins.push(if *c {
+                g.add_const(&format!("c{i}"), consts[i].clone())
+            } else {
+                g.add_input(&format!("x{i}"), TensorType::f32(s))
+            });
+        }
+        for (i, s) in extras.iter().enumerate() {
+            // alternate: runtime extra inputs and constant ones
+            ins.push(if i % 2 == 0 {
+                g.add_input(&format!("e{i}"), TensorType::f32(s))
+            } else {
+                g.add_const(&format!("k{i}"), extra_t[i].clone())
+            });
+        }
+        let nb = base_in.len();
+        let y = if fused {
+            let op = Op::Fused {
+                base: Box::new(base.clone()),
+                base_inputs: nb,
+                steps: steps.to_vec(),
+            };
+            g.add("f", op, &ins).unwrap()
+        } else {
+            let mut acc = g.add("b", base.clone(), &ins[..nb]).unwrap();
+            for (k, st) in steps.iter().enumerate() {
+                acc = match st {
+                    FusedStep::Unary(u) => g
+                        .add(&format!("s{k}"), Op::Unary(u.clone()), &[acc])
+                        .unwrap(),
+                    FusedStep::Binary { op, input, swap } => {
+                        let e = ins[*input];
+                        let args = if *swap { [e, acc] } else { [acc, e] };
+                        g.add(&format!("s{k}"), Op::Binary(*op), &args).unwrap()
+                    }
+                };
+            }
+            acc
+        };
+        g.add_output("y", y);
+        g
+    };
+    (build(true), build(false))
+}
+
+fn check_pair(label: &str, fused: &Graph, plain: &Graph, seed: u64) {
+    let inputs = optc::random_inputs(&fused.input_types(), seed);
+    let a = optc_ir::interp::run(fused, &inputs).unwrap();
+    let b = optc_ir::interp::run(plain, &inputs).unwrap();
+    assert_eq!(a, b, "{label}: fused semantics differ from the unfused ops");
+    let mut m = optc::compile_graph(
+        fused.clone(),
+        &optc::Options {
+            opt_level: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = m.run(&inputs).unwrap();
+    let d = optc::compare(&c[0], &a[0], 1e-4, 1e-5).unwrap();
+    assert!(
+        d.allclose,
+        "{label}: JIT differs from the interpreter: {d:?}"
+    );
+    let text = optc_ir::text::print(fused);
+    let back = optc_ir::text::parse(&text, &fused.consts).unwrap();
+    assert_eq!(
+        optc_ir::text::print(&back),
+        text,
+        "{label}: text round trip"
+    );
+}
+
+#[test]
+fn fused_epilogues_and_chains() {
+    use BinaryOp as B;
+    use FusedStep as S;
+    use UnaryOp as U;
+    let mut r = Rng::new(5);
+    let relu6 = U::Clip { min: 0.0, max: 6.0 };
+    // conv + bias-free conv + residual + relu6
+    let (f, p) = pair(
+        &mut r,
+        conv_op(),
+        &[vec![1, 3, 7, 7], vec![5, 3, 3, 3], vec![5]],
+        &[false, true, true],
+        &[
+            S::Binary {
+                op: B::Add,
+                input: 3,
+                swap: false,
+            },
+            S::Unary(relu6.clone()),
+        ],
+        &[vec![1, 5, 7, 7]],
+    );
+    check_pair("conv+residual+relu6", &f, &p, 1);
+    // gemm + per-column scale (constant) + gelu-ish chain with swapped operands
+    let gemm = Op::Gemm {
+        alpha: 1.0,
+        beta: 1.0,
+        trans_a: false,
+        trans_b: true,
+    };
+    let (f, p) = pair(
+        &mut r,
+        gemm,
+        &[vec![3, 9], vec![6, 9], vec![6]],
+        &[false, true, true],
+        &[
+            S::Binary {
+                op: B::Mul,
+                input: 3,
+                swap: true,
+            },
+            S::Binary {
+                op: B::Sub,
+                input: 4,
+                swap: true,
+            },
+            S::Unary(U::Erf),
+            S::Unary(U::Sigmoid),
+            S::Binary {
+                op: B::Div,
+                input: 3,
+                swap: false,
+            },
+        ],
+        &[vec![6], vec![3, 6]],
+    );
+    check_pair("gemm chain", &f, &p, 2);
+    // matmul (batched) + tanh + hard_swish
+    let (f, p) = pair(
+        &mut r,
+        Op::MatMul,
+        &[vec![2, 5, 7], vec![7, 3]],
+        &[false, true],
+        &[
+            S::Unary(U::Tanh),
+            S::Unary(U::HardSwish),
+            S::Unary(U::LeakyRelu { alpha: 0.1 }),
+        ],
+        &[],
+    );
+    check_pair("matmul chain", &f, &p, 3);
+    // elementwise chain on an elementwise base (odd sizes: scalar tails)
+    let (f, p) = pair(
+        &mut r,
+        Op::Binary(B::Add),
+        &[vec![3, 13], vec![13]],
+        &[false, false],
+        &[
+            S::Unary(U::Exp),
+            S::Binary {
+                op: B::Max,
+                input: 2,
+                swap: false,
+            },
+            S::Unary(U::Log),
+        ],
+        &[vec![3, 1]],
+    );
+    check_pair("elementwise chain", &f, &p, 4);
+}
+
+#[test]
+fn fused_type_errors() {
+    let mut g = Graph::new();
+    let x = g.add_input("x", TensorType::f32(&[2, 3]));
+    let big = g.add_input("big", TensorType::f32(&[4, 3]));
+    let bad = Op::Fused {
+        base: Box::new(Op::Unary(UnaryOp::Relu)),
+        base_inputs: 1,
+        steps: vec![FusedStep::Binary {
+            op: BinaryOp::Add,
+            input: 1,
+            swap: false,
+        }],
+    };
+    let e = g.add("f", bad, &[x, big]).unwrap_err();
+    assert!(e.msg.contains("broadcast"), "{e}");
+    let cmp = Op::Fused {
+        base: Box::new(Op::Unary(UnaryOp::Relu)),
+        base_inputs: 1,
+        steps: vec![FusedStep::Binary {
+            op: BinaryOp::Less,
+            input: 1,
+            swap: false,
+        }],
+    };
+    assert!(g.add("g", cmp, &[x, x]).is_err());
+}
