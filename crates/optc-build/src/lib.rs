@@ -9,7 +9,7 @@
 //! }
 //! ```
 //!
-//! ```ignore
+//! ```text
 //! // main.rs
 //! include!(concat!(env!("OUT_DIR"), "/classifier.rs"));
 //!

@@ -1,5 +1,6 @@
 //! The `optc` command line.
 
+mod compile;
 mod tensor_pb;
 
 use clap::{Args, Parser, Subcommand};
@@ -45,6 +46,9 @@ struct CompileArgs {
     /// Target: native, x86_64-sse4.2, x86_64-avx2.
     #[arg(long, default_value = "native")]
     target: String,
+    /// Threads the compiled model uses (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Fix a dynamic input shape, e.g. `--input-shape input_ids=1x128`. Repeatable.
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     input_shapes: Vec<String>,
@@ -117,9 +121,6 @@ struct CheckArgs {
 struct BenchArgs {
     #[command(flatten)]
     c: CompileArgs,
-    /// Threads for optc. Generated code is single-threaded for now; only 1 is supported.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
     /// Print one JSON object (optc's `median_ms`, `p90_ms`; tract's too with `--tract`).
     #[arg(long)]
     json: bool,
@@ -135,6 +136,14 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    // `optc MODEL.onnx [...]`: ahead-of-time compilation (see compile.rs).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(first) = args.get(1) {
+        let sub = ["run", "check", "bench", "explain", "help"];
+        if !first.starts_with('-') && !sub.contains(&first.as_str()) {
+            return compile::main_compile(args);
+        }
+    }
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run(a) => cmd_run(a),
@@ -170,6 +179,7 @@ fn options(c: &CompileArgs) -> Res<Options> {
         extra_rules.push((f.display().to_string(), text));
     }
     Ok(Options {
+        threads: c.threads,
         opt_level: c.level(),
         target: c.target.clone(),
         input_shapes,
@@ -354,9 +364,10 @@ fn measure(seconds: f64, mut f: impl FnMut() -> Res<()>) -> Res<Stats> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
-    if a.threads == 0 {
-        return Err("--threads must be at least 1".into());
-    }
+    let threads = match a.c.threads {
+        0 => optc_codegen::runtime::available_cores(),
+        t => t,
+    };
     let bytes = read_model(&a.c.model)?;
     let t0 = Instant::now();
     let mut m = compile(&a.c, &bytes)?;
@@ -384,8 +395,9 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
     };
     if a.json {
         let mut s = format!(
-            "{{\"model\": {:?}, \"threads\": 1, \"opt_level\": {}, \"target\": {:?}, \"compile_ms\": {:.3}, \"runs\": {}, \"median_ms\": {:.6}, \"p90_ms\": {:.6}",
+            "{{\"model\": {:?}, \"threads\": {}, \"opt_level\": {}, \"target\": {:?}, \"compile_ms\": {:.3}, \"runs\": {}, \"median_ms\": {:.6}, \"p90_ms\": {:.6}",
             a.c.model.display().to_string(),
+            threads,
             a.c.level(),
             a.c.target,
             compile_ms,
@@ -404,15 +416,11 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
     } else {
         println!("model   {}", a.c.model.display());
         println!(
-            "optc    -O{} target {}, compiled in {:.0} ms; threads: 1{}",
+            "optc    -O{} target {}, compiled in {:.0} ms; threads: {}",
             a.c.level(),
             a.c.target,
             compile_ms,
-            if a.threads > 1 {
-                " (multi-threading is not implemented yet)"
-            } else {
-                ""
-            }
+            threads
         );
         println!(
             "{:<8} {:>12} {:>12} {:>8}",

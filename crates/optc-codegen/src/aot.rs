@@ -809,10 +809,24 @@ pub fn c_header(m: &AotModel, source: &str) -> String {
             "static const size_t optc_{n}_{kind}_bytes[] = {{{}}};",
             pad(bytes, "0")
         );
+        let dtypes: Vec<String> = list
+            .iter()
+            .map(|t| format!("\"{}\"", t.ty.dtype.name()))
+            .collect();
         let _ = writeln!(
             h,
             "static const char *const optc_{n}_{kind}_names[] = {{{}}};",
             pad(names, "0")
+        );
+        let _ = writeln!(
+            h,
+            "static const char *const optc_{n}_{kind}_dtypes[] = {{{}}};",
+            pad(dtypes, "0")
+        );
+        let _ = writeln!(
+            h,
+            "static const size_t optc_{n}_num_{kind}s = {};",
+            list.len()
         );
     }
     let _ = write!(

@@ -18,6 +18,7 @@ mod emit;
 pub mod lower;
 mod plan;
 pub mod runtime;
+pub mod ukr;
 
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -104,8 +105,8 @@ const AVX2: [&str; 11] = [
     "has_lzcnt",
 ];
 
-/// AVX-512 (F, VL, DQ, BW): for AOT objects, and JIT on hosts that have it.
-const AVX512: [&str; 15] = [
+/// AVX-512 (F, VL, DQ): for AOT objects, and JIT on hosts that have it.
+const AVX512: [&str; 14] = [
     "has_sse3",
     "has_ssse3",
     "has_sse41",
@@ -120,7 +121,6 @@ const AVX512: [&str; 15] = [
     "has_avx512f",
     "has_avx512vl",
     "has_avx512dq",
-    "has_avx512bw",
 ];
 
 #[cfg(target_arch = "x86_64")]
@@ -140,7 +140,6 @@ fn host_has(feature: &str) -> bool {
         "has_avx512f" => std::is_x86_feature_detected!("avx512f"),
         "has_avx512vl" => std::is_x86_feature_detected!("avx512vl"),
         "has_avx512dq" => std::is_x86_feature_detected!("avx512dq"),
-        "has_avx512bw" => std::is_x86_feature_detected!("avx512bw"),
         _ => false,
     }
 }
@@ -286,6 +285,23 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Whether the AVX2/FMA microkernels (256-bit, `iced-x86`) may be used.
+    pub fn has_avx2_fma(&self) -> bool {
+        if !cfg!(target_arch = "x86_64") && self.native {
+            return false;
+        }
+        let has = |f: &str| {
+            if self.native {
+                host_has(f)
+            } else {
+                self.features.contains(&f)
+            }
+        };
+        self.fma && has("has_avx2") && has("has_fma") && has("has_avx")
+    }
+}
+
 /// A 64-byte aligned scratch arena for [`JitModel::run`].
 pub struct Workspace {
     buf: Vec<Block64>,
@@ -323,6 +339,8 @@ pub struct JitModel {
     workspace: usize,
     /// `(node name, op name)` in schedule order, for runtime error messages.
     nodes: Vec<(String, String)>,
+    /// Threads `run` may use (0 = all cores).
+    threads: usize,
 }
 
 // SAFETY: `entry` points to immutable, finalized machine code that only touches the buffers
@@ -378,10 +396,18 @@ pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenEr
         outputs: lowered.output_types,
         workspace: lowered.workspace,
         nodes: lowered.nodes,
+        threads: 0,
     })
 }
 
 impl JitModel {
+    /// Threads `run` may use: 0 = all cores (the default), 1 = serial.
+    pub fn set_threads(&mut self, n: usize) {
+        self.threads = n;
+    }
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
     pub fn input_types(&self) -> &[TensorType] {
         &self.inputs
     }
@@ -449,7 +475,9 @@ impl JitModel {
         // shape the code was generated for, the workspace is at least `workspace_size` bytes and
         // 64-byte aligned, and the pointer arrays outlive the call. The generated code only
         // reads inputs/constants and writes outputs/workspace within those sizes.
+        let prev = runtime::set_thread_count(self.threads);
         let status = unsafe { (self.entry)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), wsp) };
+        runtime::set_thread_count(prev);
         if status == 0 {
             return Ok(());
         }

@@ -10,7 +10,8 @@ use crate::plan::Arena;
 use crate::{CodegenError, Target, MAX_BYTES};
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
-    types, AbiParam, Function, InstBuilder, Type, UserFuncName, Value,
+    types, AbiParam, Function, InstBuilder, StackSlotData, StackSlotKind, Type, UserFuncName,
+    Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
@@ -20,6 +21,8 @@ use optc_ir::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
+
+mod fast;
 
 /// Runtime error code: a gather index is out of range.
 pub const ERR_GATHER_INDEX: i32 = 1;
@@ -132,6 +135,15 @@ pub fn lower_graph<M: Module>(
         .declare_function("optc_rt_powi", Linkage::Import, &sigi)
         .map_err(|e| CodegenError::new(e.to_string()))?;
 
+    let mut sigp = module.make_signature();
+    sigp.params.push(AbiParam::new(ptr));
+    sigp.params.push(AbiParam::new(ptr));
+    sigp.params.push(AbiParam::new(types::I64));
+    let par_for = module
+        .declare_function("optc_rt_parallel_for", Linkage::Import, &sigp)
+        .map_err(|e| CodegenError::new(e.to_string()))?;
+    let mut ukr_ids: HashMap<crate::ukr::UkrKey, FuncId> = HashMap::new();
+
     let mut locs: HashMap<IrValue, Loc> = HashMap::new();
     let mut const_data: HashMap<u32, DataId> = HashMap::new();
     let mut data_count = 0usize;
@@ -204,6 +216,7 @@ pub fn lower_graph<M: Module>(
     let mut arena = Arena::default();
     let mut scratch: Vec<Option<usize>> = vec![None; sched.len()];
     let mut infos: Vec<NodeInfo> = Vec::with_capacity(sched.len());
+    let mut plans: Vec<Option<fast::Plan>> = Vec::with_capacity(sched.len());
     for (i, &n) in sched.iter().enumerate() {
         let node = graph.node(n);
         let inputs = graph.node_inputs(n);
@@ -234,7 +247,12 @@ pub fn lower_graph<M: Module>(
             locs.insert(v, Loc::Ws(off));
             fresh.push((v, off, b));
         }
-        let sb = scratch_bytes(&info)?;
+        let fp = fast::plan(&info, target)?;
+        let sb = match &fp {
+            Some(p) => p.scratch_bytes(),
+            None => scratch_bytes(&info)?,
+        };
+        plans.push(fp);
         if sb > 0 {
             let off = arena
                 .alloc(sb)
@@ -283,10 +301,103 @@ pub fn lower_graph<M: Module>(
         let fid = module
             .declare_function(&format!("{entry_name}_k{i}"), Linkage::Local, &sig)
             .map_err(|e| info.err(e.to_string()))?;
-        let derived = derived_data(info)?;
+        let plan = plans[i].as_ref();
+        let derived = match plan {
+            Some(p) => fast::derived(info, p)?,
+            None => derived_data(info)?,
+        };
         let mut dids = vec![];
         for d in derived {
             dids.push(define_data(module, &mut data_count, d)?);
+        }
+        // Microkernels and the task function of the AVX2 GEMM path.
+        let mut task_fn: Option<FuncId> = None;
+        if let Some(p) = plan {
+            for key in p.keys() {
+                if ukr_ids.contains_key(&key) {
+                    continue;
+                }
+                let bytes = crate::ukr::assemble(&key)
+                    .map_err(|e| info.err(format!("assembling microkernel: {e}")))?;
+                let mut us = module.make_signature();
+                for _ in 0..9 {
+                    us.params.push(AbiParam::new(types::I64));
+                }
+                let name = format!("{entry_name}_{}", key.symbol());
+                let id = module
+                    .declare_function(&name, Linkage::Local, &us)
+                    .map_err(|e| info.err(e.to_string()))?;
+                module
+                    .define_function_bytes(id, 16, &bytes, &[])
+                    .map_err(|e| info.err(format!("defining microkernel: {e}")))?;
+                ukr_ids.insert(key, id);
+            }
+            if p.tasks > 1 {
+                let mut ts = module.make_signature();
+                ts.params.push(AbiParam::new(ptr));
+                ts.params.push(AbiParam::new(types::I64));
+                let tid = module
+                    .declare_function(&format!("{entry_name}_k{i}_task"), Linkage::Local, &ts)
+                    .map_err(|e| info.err(e.to_string()))?;
+                ctx.func = Function::with_name_signature(UserFuncName::user(0, tid.as_u32()), ts);
+                let gvs: Vec<_> = dids
+                    .iter()
+                    .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
+                    .collect();
+                let ukrs: HashMap<_, _> = p
+                    .keys()
+                    .into_iter()
+                    .map(|k| {
+                        let f = module.declare_func_in_func(ukr_ids[&k], &mut ctx.func);
+                        (k, f)
+                    })
+                    .collect();
+                let rt = Rt {
+                    logf: module.declare_func_in_func(logf, &mut ctx.func),
+                    powf: module.declare_func_in_func(powf, &mut ctx.func),
+                    powi: module.declare_func_in_func(powi, &mut ctx.func),
+                };
+                {
+                    let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                    let mut e = E {
+                        b,
+                        fma: target.fma,
+                        rt,
+                        entry: None,
+                        consts: HashMap::new(),
+                        dummy: None,
+                    };
+                    let blk = e.b.create_block();
+                    e.entry = Some(blk);
+                    e.b.append_block_params_for_function_params(blk);
+                    e.b.switch_to_block(blk);
+                    e.b.seal_block(blk);
+                    let tp = e.b.block_params(blk).to_vec();
+                    let params: Vec<Value> = (0..nparams)
+                        .map(|j| e.b.ins().load(ptr, mf(), tp[0], (j * 8) as i32))
+                        .collect();
+                    let extra: Vec<Value> = gvs
+                        .iter()
+                        .map(|g| e.b.ins().symbol_value(ptr, *g))
+                        .collect();
+                    let nin = info.ins.len();
+                    let c = fast::Ctx {
+                        ins: &params[..nin],
+                        out: params[nin],
+                        scratch: params[nparams - 1],
+                        extra: &extra,
+                        ukrs: &ukrs,
+                    };
+                    fast::emit_task(&mut e, p, &c, tp[1]);
+                    e.b.ins().return_(&[]);
+                    e.b.finalize(module.target_config());
+                }
+                module
+                    .define_function(tid, &mut ctx)
+                    .map_err(|e| info.err(format!("cranelift: {e:?}")))?;
+                module.clear_context(&mut ctx);
+                task_fn = Some(tid);
+            }
         }
         ctx.func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
         let gvs: Vec<_> = dids
@@ -298,6 +409,19 @@ pub fn lower_graph<M: Module>(
             powf: module.declare_func_in_func(powf, &mut ctx.func),
             powi: module.declare_func_in_func(powi, &mut ctx.func),
         };
+        let ukrs: HashMap<_, _> = match plan {
+            Some(p) if task_fn.is_none() => p
+                .keys()
+                .into_iter()
+                .map(|k| {
+                    let f = module.declare_func_in_func(ukr_ids[&k], &mut ctx.func);
+                    (k, f)
+                })
+                .collect(),
+            _ => HashMap::new(),
+        };
+        let task_ref = task_fn.map(|t| module.declare_func_in_func(t, &mut ctx.func));
+        let par_ref = task_fn.map(|_| module.declare_func_in_func(par_for, &mut ctx.func));
         {
             let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
             let mut e = E {
@@ -318,7 +442,41 @@ pub fn lower_graph<M: Module>(
                 .iter()
                 .map(|g| e.b.ins().symbol_value(ptr, *g))
                 .collect();
-            lower_node(&mut e, info, &params, &extra)?;
+            match plan {
+                Some(p) => {
+                    let nin = info.ins.len();
+                    let c = fast::Ctx {
+                        ins: &params[..nin],
+                        out: params[nin],
+                        scratch: params[nparams - 1],
+                        extra: &extra,
+                        ukrs: &ukrs,
+                    };
+                    fast::emit_pre(&mut e, info, p, &c)?;
+                    match (task_ref, par_ref) {
+                        (Some(tr), Some(pr)) => {
+                            let slot = e.b.create_sized_stack_slot(StackSlotData::new(
+                                StackSlotKind::ExplicitSlot,
+                                (nparams * 8) as u32,
+                                3,
+                            ));
+                            let sa = e.b.ins().stack_addr(ptr, slot, 0);
+                            for (j, &v) in params.iter().enumerate() {
+                                e.b.ins().store(mf(), v, sa, (j * 8) as i32);
+                            }
+                            let fa = e.b.ins().func_addr(ptr, tr);
+                            let nt = e.b.ins().iconst(types::I64, p.tasks as i64);
+                            e.b.ins().call(pr, &[fa, sa, nt]);
+                        }
+                        _ => {
+                            let z = e.ic(0);
+                            fast::emit_task(&mut e, p, &c, z);
+                        }
+                    }
+                    fast::emit_post(&mut e, info, p, &c)?;
+                }
+                None => lower_node(&mut e, info, &params, &extra)?,
+            }
             let z = e.b.ins().iconst(types::I32, 0);
             e.b.ins().return_(&[z]);
             e.b.finalize(module.target_config());
@@ -605,38 +763,7 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
             bp.extend_from_slice(outp);
             bp.push(scratch);
             lower_node(e, &sub, &bp, extra)?;
-            if steps.is_empty() {
-                return Ok(());
-            }
-            let mut opds = vec![Opd::dense(outp[0], oty)];
-            let mut kmap: HashMap<usize, usize> = HashMap::new();
-            for st in steps {
-                if let FusedStep::Binary { input, .. } = st {
-                    if !kmap.contains_key(input) {
-                        kmap.insert(*input, opds.len());
-                        opds.push(Opd::bcast(ins[*input], &info.ins[*input], &oty.shape));
-                    }
-                }
-            }
-            let chain = steps
-                .iter()
-                .map(|st| match st {
-                    FusedStep::Unary(u) => ChainStep::Unary(u.clone()),
-                    FusedStep::Binary { op, input, swap } => ChainStep::Binary {
-                        op: *op,
-                        k: kmap[input],
-                        swap: *swap,
-                    },
-                })
-                .collect();
-            map(
-                e,
-                info,
-                &oty.shape,
-                Opd::dense(outp[0], oty),
-                &opds,
-                &Ew::Chain(chain),
-            )
+            apply_chain(e, info, ins, outp[0], steps)
         }
         Op::Unary(u) => {
             let f = if *u == UnaryOp::Identity {
@@ -812,6 +939,49 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
         Op::Softmax { axis } => lower_softmax(e, info, ins[0], outp[0], *axis),
         Op::LayerNorm { axis, epsilon } => lower_layernorm(e, info, ins, outp[0], *axis, *epsilon),
     }
+}
+
+/// Apply fused `steps` in place on the output `out` of a fused node (one pass).
+fn apply_chain(
+    e: &mut E,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    steps: &[FusedStep],
+) -> R<()> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let oty = &info.outs[0];
+    let mut opds = vec![Opd::dense(out, oty)];
+    let mut kmap: HashMap<usize, usize> = HashMap::new();
+    for st in steps {
+        if let FusedStep::Binary { input, .. } = st {
+            if !kmap.contains_key(input) {
+                kmap.insert(*input, opds.len());
+                opds.push(Opd::bcast(ins[*input], &info.ins[*input], &oty.shape));
+            }
+        }
+    }
+    let chain = steps
+        .iter()
+        .map(|st| match st {
+            FusedStep::Unary(u) => ChainStep::Unary(u.clone()),
+            FusedStep::Binary { op, input, swap } => ChainStep::Binary {
+                op: *op,
+                k: kmap[input],
+                swap: *swap,
+            },
+        })
+        .collect();
+    map(
+        e,
+        info,
+        &oty.shape,
+        Opd::dense(out, oty),
+        &opds,
+        &Ew::Chain(chain),
+    )
 }
 
 fn elem_strides(shape: &[usize]) -> Vec<i64> {

@@ -51,5 +51,189 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("optc_rt_logf", optc_rt_logf as *const u8),
         ("optc_rt_powf", optc_rt_powf as *const u8),
         ("optc_rt_powi", optc_rt_powi as *const u8),
+        ("optc_rt_parallel_for", optc_rt_parallel_for as *const u8),
     ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads: a persistent pool behind the `optc_rt_parallel_for` hook.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+/// A task of `optc_rt_parallel_for`: called as `task(ctx, i)`.
+pub type TaskFn = extern "C" fn(ctx: *const u8, i: u64);
+
+thread_local! {
+    /// Threads the generated code may use when called from this thread (0 = all cores).
+    static THREADS: Cell<usize> = const { Cell::new(1) };
+}
+
+/// Set how many threads `optc_rt_parallel_for` uses for calls made from the current thread
+/// (0 = all cores). Returns the previous value.
+pub fn set_thread_count(n: usize) -> usize {
+    THREADS.with(|t| t.replace(n))
+}
+
+/// Number of cores of this machine.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+struct Job {
+    f: TaskFn,
+    ctx: usize,
+    n: u64,
+    next: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Job {
+    /// Claim and run items until none are left; returns after its last item finished.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.n {
+                return;
+            }
+            (self.f)(self.ctx as *const u8, i);
+            self.done.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+struct PoolState {
+    job: Option<Arc<Job>>,
+    /// Helpers still wanted for the current job.
+    want: usize,
+    generation: u64,
+}
+
+struct Pool {
+    state: Mutex<PoolState>,
+    wake: Condvar,
+    finished: Condvar,
+    /// Only one job at a time; other callers run serially.
+    busy: Mutex<()>,
+    workers: usize,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<&'static Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let workers = available_cores().saturating_sub(1).min(63);
+        let p: &'static Pool = Box::leak(Box::new(Pool {
+            state: Mutex::new(PoolState {
+                job: None,
+                want: 0,
+                generation: 0,
+            }),
+            wake: Condvar::new(),
+            finished: Condvar::new(),
+            busy: Mutex::new(()),
+            workers,
+        }));
+        for k in 0..workers {
+            let _ = std::thread::Builder::new()
+                .name(format!("optc-worker-{k}"))
+                .spawn(move || worker(p));
+        }
+        p
+    })
+}
+
+fn worker(p: &'static Pool) {
+    let mut seen = 0u64;
+    loop {
+        let job = {
+            let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if st.generation != seen && st.want > 0 {
+                    if let Some(j) = st.job.clone() {
+                        seen = st.generation;
+                        st.want -= 1;
+                        break j;
+                    }
+                }
+                if st.generation != seen && st.want == 0 {
+                    seen = st.generation;
+                }
+                // Sleeps while idle: no spinning.
+                st = p.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        job.work();
+        if job.done.load(Ordering::Acquire) == job.n {
+            let _g = p.state.lock().unwrap_or_else(|e| e.into_inner());
+            p.finished.notify_all();
+        }
+    }
+}
+
+/// Run `task(ctx, i)` for every `i` in `0..n`, possibly concurrently on the pool's threads
+/// (as many as [`set_thread_count`] allows for the calling thread). Returns when all are done.
+///
+/// # Safety contract
+/// Called by generated code: `task` must be safe to call concurrently with distinct `i` and
+/// `ctx` must stay valid until this returns (it does: we wait for every item).
+pub extern "C" fn optc_rt_parallel_for(task: TaskFn, ctx: *const u8, n: u64) {
+    let threads = match THREADS.with(|t| t.get()) {
+        0 => available_cores(),
+        t => t,
+    };
+    if n <= 1 || threads <= 1 {
+        for i in 0..n {
+            task(ctx, i);
+        }
+        return;
+    }
+    let p = pool();
+    let helpers = (threads - 1).min(p.workers).min(n as usize - 1);
+    let guard = match p.busy.try_lock() {
+        Ok(g) if helpers > 0 => g,
+        _ => {
+            for i in 0..n {
+                task(ctx, i);
+            }
+            return;
+        }
+    };
+    let job = Arc::new(Job {
+        f: task,
+        ctx: ctx as usize,
+        n,
+        next: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    });
+    {
+        let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.job = Some(job.clone());
+        st.want = helpers;
+        st.generation = st.generation.wrapping_add(1);
+        p.wake.notify_all();
+    }
+    job.work();
+    // Wait (briefly spinning, then sleeping) until helpers finished their items.
+    let mut spins = 0u32;
+    while job.done.load(Ordering::Acquire) < n {
+        if spins < 2000 {
+            spins += 1;
+            std::hint::spin_loop();
+            continue;
+        }
+        let st = p.state.lock().unwrap_or_else(|e| e.into_inner());
+        if job.done.load(Ordering::Acquire) < n {
+            let _st = p
+                .finished
+                .wait_timeout(st, std::time::Duration::from_millis(1))
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+    {
+        let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.job = None;
+        st.want = 0;
+    }
+    drop(guard);
 }

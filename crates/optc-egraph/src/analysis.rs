@@ -39,6 +39,8 @@ pub struct OptAnalysis {
     /// `max(fold_limit, largest input)` elements, so folding never grows the model
     /// (0 disables folding).
     pub fold_limit: usize,
+    /// Classes of the graph outputs (used outside the graph).
+    pub roots: Vec<Id>,
 }
 
 pub type OptEGraph = EGraph<ENode, OptAnalysis>;
@@ -50,6 +52,7 @@ impl OptAnalysis {
             consts: vec![],
             by_digest: HashMap::new(),
             fold_limit,
+            roots: vec![],
         };
         for c in consts {
             a.consts.push(c.clone());
@@ -101,6 +104,32 @@ fn fold(egraph: &mut OptEGraph, op: &Op, children: &[Id], out: &TensorType) -> O
         return None;
     }
     Some(egraph.analysis.intern(outs.pop()?))
+}
+
+/// Whether `class`'s only consumer is `user` (and it is not a graph output): then fusing
+/// it into `user` does not compute it twice.
+pub fn single_user(egraph: &OptEGraph, class: Id, user: Id) -> bool {
+    let class = egraph.find(class);
+    let user = egraph.find(user);
+    if egraph
+        .analysis
+        .roots
+        .iter()
+        .any(|&r| egraph.find(r) == class)
+    {
+        return false;
+    }
+    // Consumers are classes holding an unfused e-node that reads `class`; fused e-nodes
+    // are alternative forms of those consumers.
+    egraph[class].parents().all(|p| {
+        let p = egraph.find(p);
+        p == user
+            || !egraph[p].nodes.iter().any(|n| {
+                let fused =
+                    matches!(&n.kind, Kind::Op(k) if matches!(k.op, optc_ir::Op::Fused { .. }));
+                !fused && n.children.iter().any(|&c| egraph.find(c) == class)
+            })
+    })
 }
 
 impl egg::Analysis<ENode> for OptAnalysis {

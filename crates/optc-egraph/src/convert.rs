@@ -47,6 +47,7 @@ pub fn to_egraph(graph: &Graph, fold_limit: usize) -> Result<Converted> {
             value_class(&mut eg, &class, graph, o.value)?,
         ));
     }
+    eg.analysis.roots = roots.iter().map(|r| r.1).collect();
     eg.rebuild();
     Ok(Converted {
         egraph: eg,

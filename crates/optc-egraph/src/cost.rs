@@ -37,6 +37,35 @@ impl CostModel {
 
     /// Estimated seconds for `op` with these input and output types.
     pub fn op_cost(&self, op: &Op, ins: &[&TensorType], outs: &[TensorType]) -> f64 {
+        if let Op::Fused {
+            base,
+            base_inputs,
+            steps,
+        } = op
+        {
+            // The base's cost, plus the steps' arithmetic and their extra operands' reads;
+            // no extra kernel and no intermediate tensor traffic.
+            let n = *base_inputs.min(&ins.len());
+            let base_cost = self.op_cost(base, &ins[..n], outs);
+            let out_n: usize = outs.iter().map(|t| t.numel()).sum();
+            let extra_bytes: usize = ins[n..].iter().map(|t| t.size_bytes()).sum();
+            let step_ops: f64 = steps
+                .iter()
+                .map(|s| match s {
+                    optc_ir::FusedStep::Unary(
+                        UnaryOp::Sigmoid
+                        | UnaryOp::Tanh
+                        | UnaryOp::Erf
+                        | UnaryOp::Exp
+                        | UnaryOp::Log,
+                    ) => self.transcendental_ops,
+                    _ => 1.0,
+                })
+                .sum();
+            return base_cost
+                + step_ops * out_n as f64 / self.elementwise_per_s
+                + extra_bytes as f64 / self.bytes_per_s;
+        }
         let out_n: usize = outs.iter().map(|t| t.numel()).sum();
         let bytes: usize = ins.iter().map(|t| t.size_bytes()).sum::<usize>()
             + outs.iter().map(|t| t.size_bytes()).sum::<usize>();

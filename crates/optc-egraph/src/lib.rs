@@ -17,7 +17,7 @@ pub mod rules;
 
 pub use egg;
 
-pub use analysis::{Data, OptAnalysis, OptEGraph};
+pub use analysis::{single_user, Data, OptAnalysis, OptEGraph};
 pub use cost::{CostModel, EGraphCost};
 pub use lang::{ENode, Kind, OpKey};
 pub use rules::{Build, FnRule, Rule};

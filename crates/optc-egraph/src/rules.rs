@@ -66,7 +66,8 @@ pub fn const_of(eg: &OptEGraph, id: Id) -> Option<Arc<Tensor>> {
     eg[id].data.konst.map(|c| eg.analysis.tensor(c).clone())
 }
 
-type RuleFn = dyn Fn(&OptEGraph, &ENode) -> Option<Build> + Send + Sync;
+/// `f(egraph, class, node)`: the rewrite of `node` (in e-class `class`), if any.
+type RuleFn = dyn Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync;
 
 /// A conditional rule in Rust: for each e-node, `f` decides whether it rewrites and to what.
 pub struct FnRule {
@@ -77,7 +78,7 @@ impl FnRule {
     /// Make a rewrite named `name` from `f`.
     pub fn rewrite(
         name: &str,
-        f: impl Fn(&OptEGraph, &ENode) -> Option<Build> + Send + Sync + 'static,
+        f: impl Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync + 'static,
     ) -> Rule {
         let f: Arc<RuleFn> = Arc::new(f);
         Rewrite::new(name, FnRule { f: f.clone() }, FnRule { f })
@@ -89,7 +90,7 @@ impl FnRule {
         eg[eclass]
             .nodes
             .iter()
-            .filter_map(|n| (self.f)(eg, n))
+            .filter_map(|n| (self.f)(eg, eclass, n))
             .filter(|b| {
                 // type guard, and no-op rewrites into the same class are not matches
                 build_types(eg, b).as_ref() == Some(want)

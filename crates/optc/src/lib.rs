@@ -37,6 +37,8 @@ pub struct Options {
     pub extra_rules: Vec<(String, String)>,
     /// Rules (by name) that must not run.
     pub disabled_rules: Vec<String>,
+    /// Threads the compiled model uses: 0 = all cores (default), 1 = single-threaded.
+    pub threads: usize,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             input_shapes: HashMap::new(),
             extra_rules: vec![],
             disabled_rules: vec![],
+            threads: 0,
         }
     }
 }
@@ -253,7 +256,8 @@ pub fn compile_graph(graph: Graph, opts: &Options) -> Result<CompiledModel> {
     let optimize_t = t0.elapsed();
     let target = Target::parse(&opts.target)?;
     let t1 = Instant::now();
-    let jit = optc_codegen::compile_jit(&graph, &target)?;
+    let mut jit = optc_codegen::compile_jit(&graph, &target)?;
+    jit.set_threads(opts.threads);
     let codegen = t1.elapsed();
     let ws = jit.new_workspace();
     let input_names = graph.inputs.iter().map(|i| i.name.clone()).collect();

@@ -1,7 +1,10 @@
 //! The `fuse` pass: folding affine ops into weights, and GEMM formation. See README.md.
 
-use optc_egraph::{rules::const_of, Build, Case, ENode, FnRule, Kind, OptEGraph, Pass, Rule};
-use optc_ir::{BinaryOp, Data, Graph, Op, Tensor, TensorType, Window};
+use optc_egraph::egg::Id;
+use optc_egraph::{
+    rules::const_of, single_user, Build, Case, ENode, FnRule, Kind, OptEGraph, Pass, Rule,
+};
+use optc_ir::{BinaryOp, DType, Data, FusedStep, Graph, Op, Tensor, TensorType, UnaryOp, Window};
 
 /// The pass.
 pub fn pass() -> Pass {
@@ -111,9 +114,131 @@ fn conv_build(op: Op, x: optc_egraph::egg::Id, w: Tensor, b: Vec<f32>) -> Build 
     )
 }
 
+/// Longest step chain a fusion rule builds.
+const MAX_STEPS: usize = 16;
+
+fn step_unary(u: &UnaryOp) -> bool {
+    !matches!(u, UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Identity)
+}
+
+fn step_binary(b: BinaryOp) -> bool {
+    matches!(
+        b,
+        BinaryOp::Add
+            | BinaryOp::Sub
+            | BinaryOp::Mul
+            | BinaryOp::Div
+            | BinaryOp::Max
+            | BinaryOp::Min
+            | BinaryOp::Pow
+    )
+}
+
+/// Ops worth fusing a step chain into (their output stays in registers/cache).
+fn fusible_base(op: &Op) -> bool {
+    match op {
+        Op::Conv { .. }
+        | Op::Gemm { .. }
+        | Op::MatMul
+        | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::Softmax { .. }
+        | Op::MaxPool { .. }
+        | Op::AveragePool { .. } => true,
+        Op::Unary(u) => step_unary(u),
+        Op::Binary(b) => step_binary(*b),
+        _ => false,
+    }
+}
+
+/// The ways class `c` can be a fused base consumed by class `user`:
+/// (base op, base input count, steps so far, children). Empty unless `user` is its only
+/// consumer, so fusion never computes a value twice.
+fn fused_forms(eg: &OptEGraph, c: Id, user: Id) -> Vec<(Op, usize, Vec<FusedStep>, Vec<Id>)> {
+    if eg[c].data.ty().map(|t| t.dtype) != Some(DType::F32) || !single_user(eg, c, user) {
+        return vec![];
+    }
+    let mut forms: Vec<_> = eg[c]
+        .nodes
+        .iter()
+        .filter_map(|n| match op_of(n)? {
+            Op::Fused {
+                base,
+                base_inputs,
+                steps,
+            } if steps.len() < MAX_STEPS => Some((
+                (**base).clone(),
+                *base_inputs,
+                steps.clone(),
+                n.children.clone(),
+            )),
+            op if fusible_base(op) => {
+                Some((op.clone(), n.children.len(), vec![], n.children.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    // Heavy bases first: a chain belongs in the store of a conv/GEMM, not of an add.
+    forms.sort_by_key(|(base, _, steps, _)| {
+        let heavy = matches!(base, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul);
+        (!heavy, usize::MAX - steps.len())
+    });
+    forms
+}
+
+fn fused_build(base: Op, base_inputs: usize, steps: Vec<FusedStep>, children: &[Id]) -> Build {
+    let op = Op::Fused {
+        base: Box::new(base),
+        base_inputs,
+        steps,
+    };
+    Build::Node(op, children.iter().map(|&c| Build::Class(c)).collect())
+}
+
 fn rules() -> Vec<Rule> {
     vec![
-        FnRule::rewrite("conv-bn", |eg, n| {
+        FnRule::rewrite("fuse-unary", |eg, class, n| {
+            let Op::Unary(u) = op_of(n)? else { return None };
+            if !step_unary(u) {
+                return None;
+            }
+            let (base, bi, mut steps, ch) =
+                fused_forms(eg, n.children[0], class).into_iter().next()?;
+            steps.push(FusedStep::Unary(u.clone()));
+            Some(fused_build(base, bi, steps, &ch))
+        }),
+        FnRule::rewrite("fuse-binary", |eg, class, n| {
+            let Op::Binary(b) = op_of(n)? else {
+                return None;
+            };
+            if !step_binary(*b) {
+                return None;
+            }
+            (0..2).find_map(|side| {
+                let other = n.children[1 - side];
+                let (base, bi, mut steps, mut ch) = fused_forms(eg, n.children[side], class)
+                    .into_iter()
+                    .next()?;
+                let input = match ch
+                    .iter()
+                    .skip(bi)
+                    .position(|&c| eg.find(c) == eg.find(other))
+                {
+                    Some(i) => bi + i,
+                    None => {
+                        ch.push(other);
+                        ch.len() - 1
+                    }
+                };
+                steps.push(FusedStep::Binary {
+                    op: *b,
+                    input,
+                    swap: side == 1,
+                });
+                Some(fused_build(base, bi, steps, &ch))
+            })
+        }),
+        FnRule::rewrite("conv-bn", |eg, _c, n| {
             let Op::BatchNorm { epsilon } = op_of(n)? else {
                 return None;
             };
@@ -131,7 +256,7 @@ fn rules() -> Vec<Rule> {
             let nb = (0..m).map(|i| (b0[i] - mu[i]) * s[i] + beta[i]).collect();
             Some(conv_build(op, x, scale_rows(&w, &s)?, nb))
         }),
-        FnRule::rewrite("conv-mul", |eg, n| {
+        FnRule::rewrite("conv-mul", |eg, _c, n| {
             let Op::Binary(BinaryOp::Mul) = op_of(n)? else {
                 return None;
             };
@@ -148,7 +273,7 @@ fn rules() -> Vec<Rule> {
                 Some(conv_build(op, x, scale_rows(&w, &s)?, nb))
             })
         }),
-        FnRule::rewrite("conv-add", |eg, n| {
+        FnRule::rewrite("conv-add", |eg, _c, n| {
             let Op::Binary(BinaryOp::Add) = op_of(n)? else {
                 return None;
             };
@@ -165,7 +290,7 @@ fn rules() -> Vec<Rule> {
                 Some(conv_build(op, x, w, nb))
             })
         }),
-        FnRule::rewrite("matmul-add-gemm", |eg, n| {
+        FnRule::rewrite("matmul-add-gemm", |eg, _c, n| {
             let Op::Binary(BinaryOp::Add) = op_of(n)? else {
                 return None;
             };
@@ -285,6 +410,38 @@ fn cases() -> Vec<Case> {
                 let y = g
                     .add("add", Op::Binary(BinaryOp::Add), &[c, k])
                     .expect("add");
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "fuse-unary",
+            make: |s| {
+                let (mut g, c, _) = conv_graph(s, true);
+                let r = g.add("relu", Op::Unary(UnaryOp::Relu), &[c]).expect("relu");
+                let y = g
+                    .add(
+                        "clip",
+                        Op::Unary(UnaryOp::Clip { min: 0.0, max: 0.5 }),
+                        &[r],
+                    )
+                    .expect("clip");
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "fuse-binary",
+            make: |s| {
+                let (mut g, c, m) = conv_graph(s, true);
+                let res = g.add_input("res", TensorType::f32(&[1, m, 5, 5]));
+                let a = g
+                    .add("add", Op::Binary(BinaryOp::Add), &[res, c])
+                    .expect("add");
+                let e = g.add("exp", Op::Unary(UnaryOp::Exp), &[a]).expect("exp");
+                let y = g
+                    .add("sub", Op::Binary(BinaryOp::Sub), &[e, res])
+                    .expect("sub");
                 g.add_output("y", y);
                 g
             },

@@ -56,13 +56,13 @@ fn all_eq(t: &Tensor, v: f64) -> bool {
 
 fn conditional_rules() -> Vec<Rule> {
     vec![
-        FnRule::rewrite("reshape-same", |eg, n| match op_of(n)? {
+        FnRule::rewrite("reshape-same", |eg, _c, n| match op_of(n)? {
             Op::Reshape { shape } if child_ty(eg, n, 0)?.shape == *shape => {
                 Some(Build::Class(n.children[0]))
             }
             _ => None,
         }),
-        FnRule::rewrite("reshape-reshape", |eg, n| match op_of(n)? {
+        FnRule::rewrite("reshape-reshape", |eg, _c, n| match op_of(n)? {
             Op::Reshape { shape } => {
                 child_ops(eg, n, 0)
                     .into_iter()
@@ -78,13 +78,13 @@ fn conditional_rules() -> Vec<Rule> {
             }
             _ => None,
         }),
-        FnRule::rewrite("transpose-identity", |_, n| match op_of(n)? {
+        FnRule::rewrite("transpose-identity", |_, _c, n| match op_of(n)? {
             Op::Transpose { perm } if perm.iter().enumerate().all(|(i, &p)| i == p) => {
                 Some(Build::Class(n.children[0]))
             }
             _ => None,
         }),
-        FnRule::rewrite("transpose-transpose", |eg, n| match op_of(n)? {
+        FnRule::rewrite("transpose-transpose", |eg, _c, n| match op_of(n)? {
             Op::Transpose { perm: p2 } => {
                 child_ops(eg, n, 0)
                     .into_iter()
@@ -101,23 +101,23 @@ fn conditional_rules() -> Vec<Rule> {
             }
             _ => None,
         }),
-        FnRule::rewrite("expand-same", |eg, n| match op_of(n)? {
+        FnRule::rewrite("expand-same", |eg, _c, n| match op_of(n)? {
             Op::Expand { .. } => {
                 Some(Build::Class(n.children[0])).filter(|_| child_ty(eg, n, 0).is_some())
             }
             _ => None,
         }),
-        FnRule::rewrite("cast-same", |eg, n| match op_of(n)? {
+        FnRule::rewrite("cast-same", |eg, _c, n| match op_of(n)? {
             Op::Cast { to } if child_ty(eg, n, 0)?.dtype == *to => {
                 Some(Build::Class(n.children[0]))
             }
             _ => None,
         }),
-        FnRule::rewrite("concat-single", |_, n| match op_of(n)? {
+        FnRule::rewrite("concat-single", |_, _c, n| match op_of(n)? {
             Op::Concat { .. } if n.children.len() == 1 => Some(Build::Class(n.children[0])),
             _ => None,
         }),
-        FnRule::rewrite("slice-full", |eg, n| match op_of(n)? {
+        FnRule::rewrite("slice-full", |eg, _c, n| match op_of(n)? {
             Op::Slice { dims } => {
                 let t = child_ty(eg, n, 0)?;
                 let full = dims
@@ -128,13 +128,13 @@ fn conditional_rules() -> Vec<Rule> {
             }
             _ => None,
         }),
-        FnRule::rewrite("pad-zero", |_, n| match op_of(n)? {
+        FnRule::rewrite("pad-zero", |_, _c, n| match op_of(n)? {
             Op::Pad { pads, .. } if pads.iter().all(|&p| p == 0) => {
                 Some(Build::Class(n.children[0]))
             }
             _ => None,
         }),
-        FnRule::rewrite("neutral-element", |eg, n| {
+        FnRule::rewrite("neutral-element", |eg, _c, n| {
             let op = op_of(n)?;
             let k = |i: usize| rules::const_of(eg, n.children[i]);
             match op {

@@ -1,0 +1,193 @@
+//! `optc MODEL.onnx [--target T] [-O N] [-o OUT] [--emit LIST] [-v]`: ahead-of-time
+//! compilation to an object file and the files around it.
+
+use clap::Parser;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Every `--emit` kind: (name, file extension).
+const KINDS: [(&str, &str); 8] = [
+    ("obj", "o"),
+    ("staticlib", "a"),
+    ("header", "h"),
+    ("rust", "rs"),
+    ("asm", "s"),
+    ("clif", "clif"),
+    ("ir", "ir"),
+    ("dot", "dot"),
+];
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "optc",
+    version,
+    about = "Compile an ONNX model ahead of time (default: MODEL.o and MODEL.h next to the model)",
+    after_help = "Other commands: optc run|check|bench|explain ... (see `optc help`)."
+)]
+pub struct CompileCli {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Target: native, x86_64-sse4.2, x86_64-avx2, x86_64-avx512, aarch64-neon.
+    #[arg(long, default_value = "native")]
+    target: String,
+    /// Optimization level 0-3.
+    #[arg(short = 'O', default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
+    opt_level: u8,
+    /// Output file. With one `--emit` kind it is that file; with several it is the object
+    /// (or the first kind) and the others take its stem with their own extension.
+    #[arg(short = 'o', value_name = "OUT")]
+    output: Option<PathBuf>,
+    /// What to write, comma-separated: obj, staticlib, header, rust, asm, clif, ir, dot
+    /// [default: obj,header].
+    #[arg(long, value_delimiter = ',', value_parser = ["obj", "staticlib", "header", "rust", "asm", "clif", "ir", "dot"])]
+    emit: Vec<String>,
+    /// Symbol name of the model (`optc_<name>_run`) [default: the output's file stem].
+    #[arg(long)]
+    name: Option<String>,
+    /// Fix a dynamic input shape, e.g. `--input-shape input_ids=1x128`. Repeatable.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    input_shapes: Vec<String>,
+    /// Report compile times.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+/// Parse `args` (including the program name) and compile.
+pub fn main_compile(args: Vec<String>) -> ExitCode {
+    let cli = match CompileCli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: &CompileCli) -> Result<(), String> {
+    let t0 = Instant::now();
+    let mut kinds: Vec<&str> = Vec::new();
+    for k in &cli.emit {
+        if !kinds.contains(&k.as_str()) {
+            kinds.push(k);
+        }
+    }
+    if kinds.is_empty() {
+        kinds = vec!["obj", "header"];
+    }
+    fn ext(k: &str) -> &'static str {
+        KINDS
+            .iter()
+            .find(|x| x.0 == k)
+            .map(|x| x.1)
+            .unwrap_or("out")
+    }
+    // Paths: with one kind, `-o` is that file; else `-o`'s stem with each kind's extension.
+    let primary = if kinds.contains(&"obj") {
+        "obj"
+    } else {
+        kinds[0]
+    };
+    let base: PathBuf = match &cli.output {
+        Some(o) => o.clone(),
+        None => cli.model.with_extension(ext(primary)),
+    };
+    let path_of = |k: &str| -> PathBuf {
+        if k == primary && (kinds.len() == 1 || cli.output.is_some()) {
+            return base.clone();
+        }
+        if k == "staticlib" {
+            let stem = base
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return base.with_file_name(format!("lib{stem}.a"));
+        }
+        base.with_extension(ext(k))
+    };
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    };
+    let name = cli.name.clone().unwrap_or_else(|| stem(&base));
+    let mut input_shapes = HashMap::new();
+    for s in &cli.input_shapes {
+        let (n, dims) = s
+            .rsplit_once('=')
+            .ok_or_else(|| format!("--input-shape '{s}' must look like NAME=1x3x224x224"))?;
+        let shape =
+            optc_onnx::parse_shape(dims).map_err(|e| format!("--input-shape '{s}': {e}"))?;
+        input_shapes.insert(n.to_string(), shape);
+    }
+    let bytes = std::fs::read(&cli.model)
+        .map_err(|e| format!("cannot read {}: {e}", cli.model.display()))?;
+    let source = cli
+        .model
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cfg = optc_build::Config {
+        name: optc_codegen::aot::symbol_name(&name),
+        target: cli.target.clone(),
+        opt_level: cli.opt_level,
+        input_shapes,
+        source,
+        keep_clif: kinds.contains(&"clif"),
+        keep_asm: kinds.contains(&"asm"),
+    };
+    let art = optc_build::compile_model(&bytes, &cfg).map_err(|e| {
+        // Name the path as given on the command line.
+        format!("{}: {}", cli.model.display(), e.msg)
+    })?;
+    let t_write = Instant::now();
+    for k in &kinds {
+        let p = path_of(k);
+        let data: Vec<u8> = match *k {
+            "obj" => art.object().to_vec(),
+            "staticlib" => art.staticlib(),
+            "header" => art.header().into_bytes(),
+            "rust" => art.rust().into_bytes(),
+            "asm" => art.asm().as_bytes().to_vec(),
+            "clif" => art.clif().as_bytes().to_vec(),
+            "ir" => art.ir().into_bytes(),
+            "dot" => art.dot().into_bytes(),
+            other => return Err(format!("unknown --emit kind {other}")),
+        };
+        std::fs::write(&p, &data).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        println!("wrote {} ({k}, {} bytes)", p.display(), data.len());
+    }
+    if cli.verbose {
+        let t = &art.timings;
+        eprintln!(
+            "compile time: import {:.3} s, optimize {:.3} s, codegen {:.3} s, write {:.3} s, total {:.3} s",
+            t.import.as_secs_f64(),
+            t.optimize.as_secs_f64(),
+            t.codegen.as_secs_f64(),
+            t_write.elapsed().as_secs_f64(),
+            t0.elapsed().as_secs_f64()
+        );
+        eprintln!(
+            "model optc_{}: target {} ({}), {} kernels, workspace {} bytes, object {} bytes",
+            art.model.name,
+            art.model.target,
+            art.model.triple,
+            art.model.nodes.len(),
+            art.model.workspace,
+            art.model.object.len()
+        );
+    }
+    Ok(())
+}

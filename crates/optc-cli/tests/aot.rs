@@ -1,0 +1,386 @@
+//! Ahead-of-time compilation through the `optc MODEL.onnx ...` command: objects linked into
+//! the C example (`examples/c/main.c`) with the system `cc` must compute exactly what the JIT
+//! computes; output is reproducible; cross-compiled objects are AArch64 ELF; errors are
+//! readable.
+
+use optc::{DType, Tensor};
+use optc_onnx::builder::ModelBuilder;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const OPTC: &str = env!("CARGO_BIN_EXE_optc");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("optc-aot-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn optc(args: &[&str]) -> std::process::Output {
+    let out = Command::new(OPTC).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "optc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Two inputs and two outputs of different dtypes; exercises the runtime functions
+/// (`logf`, `powf`, integer `pow`) that AOT objects define themselves.
+fn two_io_model() -> Vec<u8> {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[2, 3]);
+    b.input("n", DType::I64, &[5]);
+    b.initializer("k", &Tensor::new(vec![], optc::Data::I64(vec![3])).unwrap());
+    b.node("Abs", &["x"], &["a"], vec![]);
+    b.node("Log", &["a"], &["l"], vec![]);
+    b.node("Pow", &["a", "x"], &["p"], vec![]);
+    b.node("Add", &["l", "p"], &["y"], vec![]);
+    b.initializer(
+        "f",
+        &Tensor::from_f32(vec![5], vec![0.5, 2.0, -1.0, 3.0, 2.5]).unwrap(),
+    );
+    b.node("Pow", &["n", "k"], &["m"], vec![]);
+    b.node("Pow", &["n", "f"], &["q"], vec![]);
+    b.output("y");
+    b.output("m");
+    b.output("q");
+    b.to_bytes()
+}
+
+/// Compile `model` with optc (AOT, into `dir`), link the C example, run it on `inputs` and
+/// return its outputs as raw bytes.
+fn run_c(dir: &Path, model: &Path, name: &str, inputs: &[Tensor], n_out: usize) -> Vec<Vec<u8>> {
+    let obj = dir.join(format!("{name}.o"));
+    optc(&[
+        model.to_str().unwrap(),
+        "--target",
+        "native",
+        "-O3",
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    assert!(dir.join(format!("{name}.h")).exists());
+    let exe = dir.join(format!("{name}_app"));
+    let cc = Command::new("cc")
+        .arg("-O2")
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg(format!("-DOPTC_MODEL={name}"))
+        .arg("-I")
+        .arg(dir)
+        .arg(root().join("examples/c/main.c"))
+        .arg(&obj)
+        .arg("-lm")
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let mut args = vec![];
+    for (i, t) in inputs.iter().enumerate() {
+        let p = dir.join(format!("in{i}.bin"));
+        std::fs::write(&p, t.data().to_le_bytes()).unwrap();
+        args.push(p);
+    }
+    let outs: Vec<PathBuf> = (0..n_out)
+        .map(|i| dir.join(format!("out{i}.bin")))
+        .collect();
+    args.extend(outs.iter().cloned());
+    let run = Command::new(&exe).args(&args).output().unwrap();
+    assert!(
+        run.status.success(),
+        "C app failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    outs.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+fn jit(bytes: &[u8], inputs: &[Tensor]) -> Vec<Vec<u8>> {
+    let opts = optc::Options {
+        opt_level: 3,
+        target: "native".into(),
+        ..Default::default()
+    };
+    let mut m = optc::compile_bytes(bytes, &opts).unwrap();
+    m.run(inputs)
+        .unwrap()
+        .iter()
+        .map(|t| t.data().to_le_bytes())
+        .collect()
+}
+
+#[test]
+fn c_example_matches_jit_bit_for_bit_on_bundled_model() {
+    let dir = tmp("c-tiny");
+    let model = root().join("examples/models/tiny_cnn.onnx");
+    let bytes = std::fs::read(&model).unwrap();
+    let opts = optc::Options::default();
+    let graph = optc::import_bytes(&bytes, &opts).unwrap();
+    let inputs = optc::random_inputs(&graph.input_types(), 7);
+    let c_out = run_c(&dir, &model, "tiny_cnn", &inputs, 1);
+    let j_out = jit(&bytes, &inputs);
+    assert_eq!(c_out.len(), 1);
+    assert_eq!(c_out[0].len(), 40);
+    assert_eq!(c_out, j_out, "AOT (C) and JIT outputs differ");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn c_example_matches_jit_with_two_inputs_and_outputs_of_different_dtypes() {
+    let dir = tmp("c-two");
+    let bytes = two_io_model();
+    let model = dir.join("two_io.onnx");
+    std::fs::write(&model, &bytes).unwrap();
+    let x = optc::random_inputs(&[optc::TensorType::new(DType::F32, vec![2, 3])], 3).remove(0);
+    let n = Tensor::new(vec![5], optc::Data::I64(vec![-3, 0, 2, 7, 1 << 40])).unwrap();
+    let inputs = vec![x, n];
+    let c_out = run_c(&dir, &model, "two_io", &inputs, 3);
+    let j_out = jit(&bytes, &inputs);
+    assert_eq!(c_out[0].len(), 6 * 4);
+    assert_eq!(c_out[1].len(), 5 * 8);
+    assert_eq!(c_out[2].len(), 5 * 8);
+    assert_eq!(c_out, j_out, "AOT (C) and JIT outputs differ");
+    // The header describes both inputs and outputs.
+    let h = std::fs::read_to_string(dir.join("two_io.h")).unwrap();
+    for s in [
+        "#define OPTC_TWO_IO_INPUT1_NAME \"n\"",
+        "#define OPTC_TWO_IO_INPUT1_CTYPE int64_t",
+        "#define OPTC_TWO_IO_OUTPUT0_SHAPE {2, 3}",
+        "#define OPTC_TWO_IO_OUTPUT1_DTYPE \"i64\"",
+        "int32_t optc_two_io_run(",
+    ] {
+        assert!(h.contains(s), "header lacks {s}:\n{h}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_models_link_into_one_program() {
+    // Runtime helpers are local symbols: linking two objects must not clash.
+    let dir = tmp("c-link2");
+    let model = root().join("examples/models/tiny_cnn.onnx");
+    let bytes = two_io_model();
+    let m2 = dir.join("two_io.onnx");
+    std::fs::write(&m2, &bytes).unwrap();
+    let a = dir.join("a.o");
+    let b = dir.join("b.o");
+    optc(&[model.to_str().unwrap(), "-o", a.to_str().unwrap()]);
+    optc(&[m2.to_str().unwrap(), "-o", b.to_str().unwrap()]);
+    let main = dir.join("m.c");
+    std::fs::write(
+        &main,
+        "#include \"a.h\"\n#include \"b.h\"\nint main(void) { \
+         return (optc_a_workspace_size() == OPTC_A_WORKSPACE_SIZE && \
+         optc_b_workspace_size() == OPTC_B_WORKSPACE_SIZE) ? 0 : 1; }\n",
+    )
+    .unwrap();
+    let exe = dir.join("m");
+    let cc = Command::new("cc")
+        .arg("-I")
+        .arg(&dir)
+        .arg(&main)
+        .arg(&a)
+        .arg(&b)
+        .arg("-lm")
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    assert!(Command::new(&exe).status().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn output_is_reproducible() {
+    let model = root().join("examples/models/tiny_cnn.onnx");
+    let mut all = vec![];
+    for run in 0..2 {
+        let dir = tmp(&format!("repro{run}"));
+        let out = dir.join("tiny.o");
+        optc(&[
+            model.to_str().unwrap(),
+            "--target",
+            "x86_64-avx2",
+            "--emit",
+            "obj,staticlib,header,rust",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let files: Vec<Vec<u8>> = ["tiny.o", "libtiny.a", "tiny.h", "tiny.rs"]
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+            .collect();
+        all.push(files);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    for (i, (a, b)) in all[0].iter().zip(&all[1]).enumerate() {
+        assert!(!a.is_empty());
+        assert!(a == b, "output {i} differs between two compilations");
+    }
+    // The archive is a GNU ar archive holding the object verbatim.
+    let ar = &all[0][1];
+    assert!(ar.starts_with(b"!<arch>\n/ "));
+    assert!(ar
+        .windows(all[0][0].len())
+        .any(|w| w == all[0][0].as_slice()));
+}
+
+fn check_elf(bytes: &[u8], arch: object::Architecture, name: &str) {
+    use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
+    let f = object::File::parse(bytes).unwrap();
+    assert_eq!(f.format(), object::BinaryFormat::Elf);
+    assert_eq!(f.architecture(), arch);
+    for s in [
+        format!("optc_{name}_run"),
+        format!("optc_{name}_workspace_size"),
+    ] {
+        let sym = f
+            .symbols()
+            .find(|x| x.name() == Ok(s.as_str()))
+            .unwrap_or_else(|| panic!("no symbol {s}"));
+        assert!(
+            sym.is_definition() && sym.is_global(),
+            "{s} is not exported"
+        );
+    }
+    // Everything else defined is local; weights live in read-only data.
+    for sym in f.symbols().filter(|s| s.is_definition() && s.is_global()) {
+        assert!(sym.name().unwrap().starts_with(&format!("optc_{name}_")));
+    }
+    let data = f
+        .symbols()
+        .find(|s| s.name().is_ok_and(|n| n.starts_with("optc_data_")))
+        .expect("constant data symbol");
+    let sec = f.section_by_index(data.section_index().unwrap()).unwrap();
+    assert_eq!(sec.kind(), SectionKind::ReadOnlyData, "{:?}", sec.name());
+}
+
+#[test]
+fn cross_compiles_to_aarch64_elf() {
+    let dir = tmp("arm");
+    let model = root().join("examples/models/tiny_cnn.onnx");
+    let out = dir.join("tiny.o");
+    optc(&[
+        model.to_str().unwrap(),
+        "--target",
+        "aarch64-neon",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    check_elf(
+        &std::fs::read(&out).unwrap(),
+        object::Architecture::Aarch64,
+        "tiny",
+    );
+    let out = dir.join("tiny512.o");
+    optc(&[
+        model.to_str().unwrap(),
+        "--target",
+        "x86_64-avx512",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    check_elf(
+        &std::fs::read(&out).unwrap(),
+        object::Architecture::X86_64,
+        "tiny512",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn emits_every_kind() {
+    let dir = tmp("kinds");
+    let model = root().join("examples/models/tiny_cnn.onnx");
+    let out = dir.join("t.o");
+    let o = optc(&[
+        model.to_str().unwrap(),
+        "--target",
+        "x86_64-avx2",
+        "--emit",
+        "obj,staticlib,header,rust,asm,clif,ir,dot",
+        "-o",
+        out.to_str().unwrap(),
+        "-v",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for f in [
+        "t.o", "libt.a", "t.h", "t.rs", "t.s", "t.clif", "t.ir", "t.dot",
+    ] {
+        let p = dir.join(f);
+        assert!(p.exists(), "{f} missing");
+        assert!(stdout.contains(p.to_str().unwrap()), "not reported: {f}");
+    }
+    let asm = std::fs::read_to_string(dir.join("t.s")).unwrap();
+    assert!(asm.contains("optc_t_run:") && asm.contains("ret"));
+    assert!(std::fs::read_to_string(dir.join("t.clif"))
+        .unwrap()
+        .contains("function"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("compile time"));
+    // Default output: MODEL.o and MODEL.h next to the model.
+    let m = dir.join("net.onnx");
+    std::fs::copy(&model, &m).unwrap();
+    let o = optc(&[m.to_str().unwrap()]);
+    assert!(dir.join("net.o").exists() && dir.join("net.h").exists());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("net.h"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_model_is_a_readable_error() {
+    let dir = tmp("bad");
+    let m = dir.join("broken.onnx");
+    std::fs::write(&m, b"this is not onnx").unwrap();
+    let o = Command::new(OPTC).arg(&m).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("broken.onnx"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Unknown target.
+    let model = root().join("examples/models/tiny_cnn.onnx");
+    let o = Command::new(OPTC)
+        .arg(&model)
+        .args(["--target", "riscv", "-o"])
+        .arg(dir.join("x.o"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("aarch64-neon"));
+    // The JIT refuses a foreign target with a clear message.
+    let bytes = std::fs::read(&model).unwrap();
+    let opts = optc::Options {
+        target: "aarch64-neon".into(),
+        ..Default::default()
+    };
+    if !cfg!(target_arch = "aarch64") {
+        let e = match optc::compile_bytes(&bytes, &opts) {
+            Ok(_) => panic!("JIT accepted a foreign target"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("cannot run on this host"), "{e}");
+    }
+    // Existing subcommands still work.
+    let o = Command::new(OPTC)
+        .args(["run", "-O1"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,343 @@
+//! AVX2/FMA SGEMM microkernels assembled with `iced-x86` and put into the Cranelift module with
+//! `Module::define_function_bytes` (Cranelift's x86-64 backend lowers only 128-bit vectors).
+//!
+//! A microkernel computes one `mr x 16` tile (`mr <= 6`, 2 ymm accumulators per row):
+//! `C[r][j] (+)= sum_k A[r][k] * B[k][j]`, then applies an epilogue chain and stores the tile.
+//!
+//! System-V ABI, no return value, no callee-saved register touched:
+//! `ukr(a, b, c, kc, lda_bytes, ldc_bytes, nr, bias, res)`
+//! - `a`: row 0 of the A block (rows `lda_bytes` apart, k contiguous),
+//! - `b`: a packed B panel: `kc` rows of 16 floats (64 bytes each), zero-padded columns,
+//! - `c`: top-left of the output tile (rows `ldc_bytes` apart),
+//! - `kc`: depth (any value, 0 included),
+//! - `nr`: valid columns (1..=16) for `partial` kernels (masked loads/stores), else ignored,
+//! - `bias`: per-row bias (`bias[r]`) or per-column bias (`bias[j]`) of this tile,
+//! - `res`: a residual tile with the same layout as `c`.
+
+use iced_x86::code_asm::*;
+
+/// Rows of a microkernel tile.
+pub(crate) const MR: usize = 6;
+/// Columns of a microkernel tile (= packed B panel width).
+pub(crate) const NR: usize = 16;
+
+/// One epilogue step, applied to the whole tile in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Ep {
+    /// `+= bias[row]`
+    BiasRow,
+    /// `+= bias[col]`
+    BiasCol,
+    /// `max(x, 0)`
+    Relu,
+    /// `min(max(x, lo), hi)` (f32 bit patterns)
+    Clip(u32, u32),
+    /// `+= res[row][col]`
+    Residual,
+    /// `*= s` (f32 bit pattern)
+    Scale(u32),
+}
+
+/// Which microkernel: rows, masked columns, accumulate into C, epilogue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct UkrKey {
+    pub mr: usize,
+    pub partial: bool,
+    pub acc: bool,
+    pub ep: Vec<Ep>,
+}
+
+impl UkrKey {
+    pub fn symbol(&self) -> String {
+        let mut s = format!(
+            "optc_ukr_avx2_{}x16{}{}",
+            self.mr,
+            if self.partial { "_p" } else { "" },
+            if self.acc { "_acc" } else { "" }
+        );
+        for e in &self.ep {
+            match e {
+                Ep::BiasRow => s.push_str("_br"),
+                Ep::BiasCol => s.push_str("_bc"),
+                Ep::Relu => s.push_str("_relu"),
+                Ep::Clip(a, b) => s.push_str(&format!("_clip{a:08x}{b:08x}")),
+                Ep::Residual => s.push_str("_res"),
+                Ep::Scale(a) => s.push_str(&format!("_s{a:08x}")),
+            }
+        }
+        s
+    }
+}
+
+fn ymm(i: usize) -> AsmRegisterYmm {
+    [
+        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13,
+        ymm14, ymm15,
+    ][i]
+}
+
+/// Address of row `r` (0..6) given bases for rows 0-2 and 3-5, the row stride register, and
+/// a displacement.
+fn row(
+    r: usize,
+    b012: AsmRegister64,
+    b345: AsmRegister64,
+    st: AsmRegister64,
+    d: i32,
+) -> AsmMemoryOperand {
+    let base = if r < 3 { b012 } else { b345 };
+    match r % 3 {
+        0 => base + d,
+        1 => base + st + d,
+        _ => base + st * 2 + d,
+    }
+}
+
+/// Assemble the microkernel `key` (position independent, no relocations).
+pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
+    let mr = key.mr;
+    assert!((1..=MR).contains(&mr), "microkernel rows out of range");
+    let mut a = CodeAssembler::new(64)?;
+    let mut consts: Vec<(CodeLabel, u32)> = vec![];
+    let mut mask_tab = a.create_label();
+
+    for r in 0..2 * mr {
+        a.vxorps(ymm(r), ymm(r), ymm(r))?;
+    }
+    // r10 = a + 3 * lda
+    a.lea(r10, rdi + r8 * 2)?;
+    a.add(r10, r8)?;
+    let mut l4 = a.create_label();
+    let mut rem = a.create_label();
+    let mut l1 = a.create_label();
+    let mut done = a.create_label();
+    let step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
+        a.vmovups(ymm12, ymmword_ptr(rsi + 64 * u))?;
+        a.vmovups(ymm13, ymmword_ptr(rsi + (64 * u + 32)))?;
+        for r in 0..mr {
+            let t = ymm(14 + (r & 1));
+            a.vbroadcastss(t, dword_ptr(row(r, rdi, r10, r8, 4 * u)))?;
+            a.vfmadd231ps(ymm(2 * r), ymm12, t)?;
+            a.vfmadd231ps(ymm(2 * r + 1), ymm13, t)?;
+        }
+        Ok(())
+    };
+    a.mov(rax, rcx)?;
+    a.shr(rax, 2)?;
+    a.jz(rem)?;
+    a.set_label(&mut l4)?;
+    for u in 0..4 {
+        step(&mut a, u)?;
+    }
+    a.add(rsi, 256)?;
+    a.add(rdi, 16)?;
+    a.add(r10, 16)?;
+    a.dec(rax)?;
+    a.jnz(l4)?;
+    a.set_label(&mut rem)?;
+    a.and(rcx, 3)?;
+    a.jz(done)?;
+    a.set_label(&mut l1)?;
+    step(&mut a, 0)?;
+    a.add(rsi, 64)?;
+    a.add(rdi, 4)?;
+    a.add(r10, 4)?;
+    a.dec(rcx)?;
+    a.jnz(l1)?;
+    a.set_label(&mut done)?;
+
+    // Epilogue. rdx/r10: C rows 0-2 / 3-5; r9: ldc; r11: bias; rax/rcx: residual rows.
+    a.lea(r10, rdx + r9 * 2)?;
+    a.add(r10, r9)?;
+    let p = key.partial;
+    if p {
+        a.mov(rdi, qword_ptr(rsp + 8))?;
+        a.mov(rsi, 16i64)?;
+        a.sub(rsi, rdi)?;
+        a.lea(rdi, ptr(mask_tab))?;
+        a.vmovups(ymm12, ymmword_ptr(rdi + rsi * 4))?;
+        a.vmovups(ymm13, ymmword_ptr(rdi + rsi * 4 + 32))?;
+    }
+    a.mov(r11, qword_ptr(rsp + 16))?;
+    a.mov(rax, qword_ptr(rsp + 24))?;
+    a.lea(rcx, rax + r9 * 2)?;
+    a.add(rcx, r9)?;
+    // acc += tile at (b012, b345)
+    let add_tile = |a: &mut CodeAssembler,
+                    b012: AsmRegister64,
+                    b345: AsmRegister64|
+     -> Result<(), IcedError> {
+        for r in 0..mr {
+            for h in 0..2 {
+                let m = ymmword_ptr(row(r, b012, b345, r9, 32 * h as i32));
+                if p {
+                    a.vmaskmovps(ymm14, ymm(12 + h), m)?;
+                    a.vaddps(ymm(2 * r + h), ymm(2 * r + h), ymm14)?;
+                } else {
+                    a.vaddps(ymm(2 * r + h), ymm(2 * r + h), m)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    if key.acc {
+        add_tile(&mut a, rdx, r10)?;
+    }
+    let mut konst = |a: &mut CodeAssembler, bits: u32| -> CodeLabel {
+        let l = a.create_label();
+        consts.push((l, bits));
+        l
+    };
+    for ep in &key.ep {
+        match *ep {
+            Ep::BiasRow => {
+                for r in 0..mr {
+                    a.vbroadcastss(ymm14, dword_ptr(r11 + 4 * r as i32))?;
+                    a.vaddps(ymm(2 * r), ymm(2 * r), ymm14)?;
+                    a.vaddps(ymm(2 * r + 1), ymm(2 * r + 1), ymm14)?;
+                }
+            }
+            Ep::BiasCol => {
+                if p {
+                    a.vmaskmovps(ymm14, ymm12, ymmword_ptr(r11))?;
+                    a.vmaskmovps(ymm15, ymm13, ymmword_ptr(r11 + 32))?;
+                } else {
+                    a.vmovups(ymm14, ymmword_ptr(r11))?;
+                    a.vmovups(ymm15, ymmword_ptr(r11 + 32))?;
+                }
+                for r in 0..mr {
+                    a.vaddps(ymm(2 * r), ymm(2 * r), ymm14)?;
+                    a.vaddps(ymm(2 * r + 1), ymm(2 * r + 1), ymm15)?;
+                }
+            }
+            Ep::Relu => {
+                a.vxorps(ymm14, ymm14, ymm14)?;
+                for r in 0..2 * mr {
+                    a.vmaxps(ymm(r), ymm(r), ymm14)?;
+                }
+            }
+            Ep::Clip(lo, hi) => {
+                let llo = konst(&mut a, lo);
+                let lhi = konst(&mut a, hi);
+                a.vbroadcastss(ymm14, dword_ptr(llo))?;
+                a.vbroadcastss(ymm15, dword_ptr(lhi))?;
+                for r in 0..2 * mr {
+                    a.vmaxps(ymm(r), ymm(r), ymm14)?;
+                    a.vminps(ymm(r), ymm(r), ymm15)?;
+                }
+            }
+            Ep::Residual => add_tile(&mut a, rax, rcx)?,
+            Ep::Scale(s) => {
+                let l = konst(&mut a, s);
+                a.vbroadcastss(ymm14, dword_ptr(l))?;
+                for r in 0..2 * mr {
+                    a.vmulps(ymm(r), ymm(r), ymm14)?;
+                }
+            }
+        }
+    }
+    for r in 0..mr {
+        for h in 0..2 {
+            let m = ymmword_ptr(row(r, rdx, r10, r9, 32 * h as i32));
+            if p {
+                a.vmaskmovps(m, ymm(12 + h), ymm(2 * r + h))?;
+            } else {
+                a.vmovups(m, ymm(2 * r + h))?;
+            }
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    // Data: the column mask table and the f32 constants.
+    a.set_label(&mut mask_tab)?;
+    let mut tab = [0u32; 32];
+    tab[..16].fill(u32::MAX);
+    a.dd(&tab)?;
+    for (mut l, bits) in consts {
+        a.set_label(&mut l)?;
+        a.dd(&[bits])?;
+    }
+    a.assemble(0)
+}
+
+/// Assemble a register-only FMA loop for measuring peak throughput:
+/// `fn(iters: u64)` runs `iters` iterations of `acc` independent `vfmadd231ps ymm` (8 lanes,
+/// 2 flops each), i.e. `iters * acc * 16` flops.
+pub fn fma_peak_loop(acc: usize) -> Result<Vec<u8>, IcedError> {
+    let acc = acc.clamp(1, 14);
+    let mut a = CodeAssembler::new(64)?;
+    for r in 0..acc {
+        a.vxorps(ymm(r), ymm(r), ymm(r))?;
+    }
+    a.vxorps(ymm14, ymm14, ymm14)?;
+    a.vxorps(ymm15, ymm15, ymm15)?;
+    let mut l = a.create_label();
+    let mut out = a.create_label();
+    a.test(rdi, rdi)?;
+    a.jz(out)?;
+    a.set_label(&mut l)?;
+    for r in 0..acc {
+        a.vfmadd231ps(ymm(r), ymm14, ymm15)?;
+    }
+    a.dec(rdi)?;
+    a.jnz(l)?;
+    a.set_label(&mut out)?;
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// Measure this core's 256-bit FMA peak: run [`fma_peak_loop`] (10 independent accumulators,
+/// so FMA latency is hidden) through the JIT for about `seconds`, best of 5; GFLOP/s.
+pub fn fma_peak_gflops(seconds: f64) -> Result<f64, crate::CodegenError> {
+    use cranelift_codegen::ir::{types, AbiParam};
+    use cranelift_jit::{JITBuilder, JITModule};
+    use cranelift_module::{Linkage, Module};
+    let err = |e: String| crate::CodegenError::new(e);
+    const ACC: usize = 10;
+    let bytes = fma_peak_loop(ACC).map_err(|e| err(e.to_string()))?;
+    let isa = crate::Target::host()?.jit_isa()?;
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ));
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(types::I64));
+    let id = module
+        .declare_function("optc_fma_peak", Linkage::Local, &sig)
+        .map_err(|e| err(e.to_string()))?;
+    module
+        .define_function_bytes(id, 16, &bytes, &[])
+        .map_err(|e| err(e.to_string()))?;
+    module
+        .finalize_definitions()
+        .map_err(|e| err(e.to_string()))?;
+    let p = module.get_finalized_function(id);
+    // SAFETY: `p` is the finalized `fma_peak_loop` routine: System-V `fn(u64)`, touches only
+    // vector registers (and ends with vzeroupper).
+    let f: extern "C" fn(u64) = unsafe { std::mem::transmute::<*const u8, extern "C" fn(u64)>(p) };
+    // Calibrate, then best of 5 runs of ~seconds/5.
+    let mut iters = 1u64 << 16;
+    loop {
+        let t = std::time::Instant::now();
+        f(iters);
+        if t.elapsed().as_secs_f64() > 0.02 {
+            break;
+        }
+        iters *= 2;
+    }
+    let t = std::time::Instant::now();
+    f(iters);
+    let per = t.elapsed().as_secs_f64() / iters as f64;
+    let n = ((seconds / 5.0 / per) as u64).max(1);
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        f(n);
+        let s = t.elapsed().as_secs_f64();
+        best = best.max((n * ACC as u64 * 16) as f64 / s / 1e9);
+    }
+    // SAFETY: `f` is not called after this point.
+    unsafe { module.free_memory() };
+    Ok(best)
+}

@@ -1,0 +1,301 @@
+//! The AVX2 GEMM path (iced-x86 microkernels, tile-store epilogues, threads) against the
+//! reference interpreter, on `x86_64-avx2` and `x86_64-sse4.2` targets, at 1 and 2 threads.
+
+mod common;
+use common::*;
+use optc_codegen::{compile_jit, Target};
+use optc_ir::{interp, BinaryOp, FusedStep, Graph, Op, Tensor, UnaryOp, Window};
+
+const TOL: Tol = Tol {
+    atol: 1e-4,
+    rtol: 1e-4,
+};
+
+fn targets() -> Vec<Target> {
+    let mut v = vec![];
+    for name in ["x86_64-avx2", "x86_64-sse4.2"] {
+        if let Ok(t) = Target::parse(name) {
+            // Only targets this host can run.
+            let mut g = Graph::new();
+            let x = g.add_input("x", f(&[1]));
+            g.add_output("y", x);
+            if compile_jit(&g, &t).is_ok() {
+                v.push(t);
+            }
+        }
+    }
+    v
+}
+
+/// Run on every target at 1 and 2 threads; compare with the interpreter.
+fn check_all(g: &Graph, inputs: &[Tensor], tol: Tol) {
+    let want = interp::run(g, inputs).unwrap_or_else(|e| panic!("interp: {e}"));
+    for t in targets() {
+        let mut m = compile_jit(g, &t).unwrap_or_else(|e| panic!("compile {}: {e}", t.name()));
+        for threads in [1, 2] {
+            m.set_threads(threads);
+            let got = run_jit(&m, inputs).unwrap_or_else(|e| panic!("run: {e}"));
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                compare(
+                    &format!("{} threads={threads} output {i}", t.name()),
+                    a,
+                    b,
+                    tol,
+                );
+            }
+        }
+    }
+}
+
+fn matmul_case(m: usize, k: usize, n: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut g = Graph::new();
+    let a = g.add_input("a", f(&[m, k]));
+    let b = g.add_const("b", f32t(&mut rng, &[k, n]));
+    let y = g.add("mm", Op::MatMul, &[a, b]).unwrap();
+    g.add_output("y", y);
+    check_all(&g, &inputs_for(&g, seed), TOL);
+}
+
+#[test]
+fn matmul_const_b_edges() {
+    let dims = [1usize, 2, 5, 6, 7, 13, 16, 17, 31];
+    let mut s = 0;
+    for &m in &dims {
+        for &n in &[1usize, 7, 16, 17, 33] {
+            for &k in &[1usize, 3, 17] {
+                s += 1;
+                matmul_case(m, k, n, s);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_const_b_blocked() {
+    // K over several KC blocks (incl. a partial one), M over several MC blocks and N over
+    // several column units.
+    matmul_case(151, 601, 67, 1);
+    matmul_case(1, 784, 512, 2);
+    matmul_case(49, 512, 1000, 3);
+    matmul_case(300, 256, 530, 4);
+    matmul_case(64, 512, 64, 5);
+}
+
+#[test]
+fn matmul_batched_a() {
+    let mut rng = Rng::new(9);
+    let mut g = Graph::new();
+    let a = g.add_input("a", f(&[2, 3, 7, 40]));
+    let b = g.add_const("b", f32t(&mut rng, &[40, 23]));
+    let y = g.add("mm", Op::MatMul, &[a, b]).unwrap();
+    g.add_output("y", y);
+    check_all(&g, &inputs_for(&g, 9), TOL);
+}
+
+#[test]
+fn gemm_const_b_with_c_and_alpha() {
+    let mut rng = Rng::new(5);
+    for &(m, k, n) in &[(1, 1, 1), (7, 300, 19), (13, 64, 48)] {
+        for tb in [false, true] {
+            for (alpha, beta) in [(1.0, 1.0), (0.5, 1.0), (1.0, 2.0)] {
+                for cshape in [vec![n], vec![m, n], vec![1, n], vec![m, 1]] {
+                    let mut g = Graph::new();
+                    let a = g.add_input("a", f(&[m, k]));
+                    let bs = if tb { vec![n, k] } else { vec![k, n] };
+                    let b = g.add_const("b", f32t(&mut rng, &bs));
+                    let c = g.add_const("c", f32t(&mut rng, &cshape));
+                    let op = Op::Gemm {
+                        alpha,
+                        beta,
+                        trans_a: false,
+                        trans_b: tb,
+                    };
+                    let y = g.add("gemm", op, &[a, b, c]).unwrap();
+                    g.add_output("y", y);
+                    check_all(&g, &inputs_for(&g, 6), TOL);
+                }
+            }
+        }
+    }
+}
+
+fn win(k: &[usize], s: &[usize], p: &[usize], d: &[usize]) -> Window {
+    Window {
+        kernel: k.to_vec(),
+        strides: s.to_vec(),
+        pads: p.to_vec(),
+        dilations: d.to_vec(),
+        ceil_mode: false,
+    }
+}
+
+/// Conv (+ bias) with fused steps.
+fn conv_fused(x: &[usize], w: &[usize], window: Window, steps: &[&str], seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut g = Graph::new();
+    let xv = g.add_input("x", f(x));
+    let wv = g.add_const("w", f32t(&mut rng, w));
+    let bv = g.add_const("b", f32t(&mut rng, &[w[0]]));
+    let conv = Op::Conv { window, group: 1 };
+    let oty = conv
+        .infer(&[&f(x), &f(w), &f(&[w[0]])])
+        .unwrap_or_else(|e| panic!("{e:?}"))[0]
+        .clone();
+    let mut ins = vec![xv, wv, bv];
+    let mut fs = vec![];
+    for s in steps {
+        match *s {
+            "relu" => fs.push(FusedStep::Unary(UnaryOp::Relu)),
+            "relu6" => fs.push(FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 })),
+            "sigmoid" => fs.push(FusedStep::Unary(UnaryOp::Sigmoid)),
+            "res" => {
+                ins.push(g.add_input("r", oty.clone()));
+                fs.push(FusedStep::Binary {
+                    op: BinaryOp::Add,
+                    input: ins.len() - 1,
+                    swap: true,
+                });
+            }
+            "bias" => {
+                ins.push(g.add_const("b2", f32t(&mut rng, &[1, w[0], 1, 1])));
+                fs.push(FusedStep::Binary {
+                    op: BinaryOp::Add,
+                    input: ins.len() - 1,
+                    swap: false,
+                });
+            }
+            _ => unreachable!(),
+        }
+    }
+    let op = if fs.is_empty() {
+        ins.truncate(3);
+        conv
+    } else {
+        Op::Fused {
+            base: Box::new(conv),
+            base_inputs: 3,
+            steps: fs,
+        }
+    };
+    let y = g.add("conv", op, &ins).unwrap();
+    g.add_output("y", y);
+    check_all(&g, &inputs_for(&g, seed), TOL);
+}
+
+#[test]
+fn conv_implicit_gemm() {
+    let w3 = win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);
+    conv_fused(&[1, 3, 7, 9], &[16, 3, 3, 3], w3.clone(), &[], 1);
+    conv_fused(
+        &[2, 5, 11, 10],
+        &[19, 5, 3, 3],
+        win(&[3, 3], &[2, 2], &[1, 0, 2, 1], &[1, 1]),
+        &[],
+        2,
+    );
+    conv_fused(
+        &[1, 8, 5, 6],
+        &[12, 8, 1, 1],
+        win(&[1, 1], &[1, 1], &[0; 4], &[1, 1]),
+        &[],
+        3,
+    );
+    conv_fused(
+        &[1, 7, 9, 8],
+        &[5, 7, 1, 1],
+        win(&[1, 1], &[2, 2], &[0; 4], &[1, 1]),
+        &[],
+        4,
+    );
+    conv_fused(
+        &[1, 4, 12, 13],
+        &[9, 4, 3, 2],
+        win(&[3, 2], &[1, 2], &[2, 1, 0, 1], &[2, 1]),
+        &[],
+        5,
+    );
+    // K = 64*9 = 576 over three KC blocks, M over MC, many pixel units.
+    conv_fused(&[1, 64, 20, 19], &[150, 64, 3, 3], w3.clone(), &[], 6);
+    conv_fused(
+        &[1, 3, 23, 23],
+        &[8, 3, 7, 7],
+        win(&[7, 7], &[2, 2], &[3, 3, 3, 3], &[1, 1]),
+        &[],
+        7,
+    );
+}
+
+#[test]
+fn conv_epilogues() {
+    let w3 = win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);
+    let w1 = win(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
+    let mut s = 10;
+    for steps in [
+        vec!["relu"],
+        vec!["relu6"],
+        vec!["res"],
+        vec!["res", "relu"],
+        vec!["bias", "relu"],
+        vec!["relu", "sigmoid"],
+        vec!["sigmoid", "res", "relu"],
+    ] {
+        s += 1;
+        conv_fused(&[1, 6, 9, 7], &[13, 6, 3, 3], w3.clone(), &steps, s);
+        conv_fused(
+            &[2, 300, 5, 4],
+            &[17, 300, 1, 1],
+            w1.clone(),
+            &steps,
+            s + 100,
+        );
+    }
+}
+
+#[test]
+fn matmul_epilogues() {
+    let mut rng = Rng::new(77);
+    for (m, k, n) in [(1, 20, 37), (49, 300, 40)] {
+        for steps in [
+            vec!["bias", "relu"],
+            vec!["res"],
+            vec!["bias", "res", "relu6"],
+        ] {
+            let mut g = Graph::new();
+            let a = g.add_input("a", f(&[m, k]));
+            let b = g.add_const("b", f32t(&mut rng, &[k, n]));
+            let mut ins = vec![a, b];
+            let mut fs = vec![];
+            for st in &steps {
+                match *st {
+                    "bias" => {
+                        ins.push(g.add_const("bias", f32t(&mut rng, &[n])));
+                        fs.push(FusedStep::Binary {
+                            op: BinaryOp::Add,
+                            input: ins.len() - 1,
+                            swap: false,
+                        });
+                    }
+                    "res" => {
+                        ins.push(g.add_input("r", f(&[m, n])));
+                        fs.push(FusedStep::Binary {
+                            op: BinaryOp::Add,
+                            input: ins.len() - 1,
+                            swap: false,
+                        });
+                    }
+                    "relu" => fs.push(FusedStep::Unary(UnaryOp::Relu)),
+                    _ => fs.push(FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 })),
+                }
+            }
+            let op = Op::Fused {
+                base: Box::new(Op::MatMul),
+                base_inputs: 2,
+                steps: fs,
+            };
+            let y = g.add("mm", op, &ins).unwrap();
+            g.add_output("y", y);
+            check_all(&g, &inputs_for(&g, 3), TOL);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+/* Run a model compiled ahead of time by optc, from C.
+ *
+ *   optc ../models/tiny_cnn.onnx -O3 -o tiny_cnn.o        # writes tiny_cnn.o, tiny_cnn.h
+ *   cc -O2 -DOPTC_MODEL=tiny_cnn -I. main.c tiny_cnn.o -lm -o tiny_cnn_app
+ *   ./tiny_cnn_app                       # runs on zero inputs, prints output 0 as text
+ *   ./tiny_cnn_app in0.bin ... out0.bin ...  # raw little-endian inputs in, raw outputs out
+ *
+ * OPTC_MODEL is the model's symbol name (the output file's stem unless --name is given);
+ * the header OPTC_MODEL.h must be on the include path. Works for any model: sizes come from
+ * the header's optc_<name>_input_bytes / optc_<name>_output_bytes tables. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef OPTC_MODEL
+#define OPTC_MODEL tiny_cnn
+#endif
+#define OPTC_STR_(x) #x
+#define OPTC_STR(x) OPTC_STR_(x)
+#define OPTC_CAT_(a, b, c) a##b##c
+#define OPTC_CAT(a, b, c) OPTC_CAT_(a, b, c)
+#define OPTC_SYM(suffix) OPTC_CAT(optc_, OPTC_MODEL, suffix)
+#include OPTC_STR(OPTC_MODEL.h)
+
+/* Array sizes (at least 1: the header pads empty tables with a 0 sentinel). */
+#define N_IN (sizeof(OPTC_SYM(_input_bytes)) / sizeof(size_t))
+#define N_OUT (sizeof(OPTC_SYM(_output_bytes)) / sizeof(size_t))
+
+static int read_file(const char *path, void *buf, size_t n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "error: cannot open %s\n", path);
+        return -1;
+    }
+    size_t got = fread(buf, 1, n, f);
+    int extra = fgetc(f);
+    fclose(f);
+    if (got != n || extra != EOF) {
+        fprintf(stderr, "error: %s must hold exactly %zu bytes\n", path, n);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_file(const char *path, const void *buf, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(buf, 1, n, f) != n || fclose(f) != 0) {
+        fprintf(stderr, "error: cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    size_t n_in = OPTC_SYM(_num_inputs);
+    size_t n_out = OPTC_SYM(_num_outputs);
+    int files = argc > 1;
+    if (files && (size_t)(argc - 1) != n_in + n_out) {
+        fprintf(stderr, "usage: %s [IN0.bin .. OUT0.bin ..] (%zu inputs, %zu outputs)\n",
+                argv[0], n_in, n_out);
+        return 2;
+    }
+    const void *inputs[N_IN];
+    void *outputs[N_OUT];
+    for (size_t i = 0; i < n_in; i++) {
+        void *p = calloc(1, OPTC_SYM(_input_bytes)[i] + 1);
+        if (!p || (files && read_file(argv[1 + i], p, OPTC_SYM(_input_bytes)[i]) != 0))
+            return 1;
+        inputs[i] = p;
+    }
+    for (size_t i = 0; i < n_out; i++) {
+        outputs[i] = calloc(1, OPTC_SYM(_output_bytes)[i] + 1);
+        if (!outputs[i])
+            return 1;
+    }
+    /* The workspace must be 64-byte aligned; aligned_alloc wants a multiple of 64. */
+    size_t ws = ((size_t)OPTC_SYM(_workspace_size)() + 63) / 64 * 64;
+    void *workspace = aligned_alloc(64, ws ? ws : 64);
+    if (!workspace)
+        return 1;
+    int32_t status = OPTC_SYM(_run)(inputs, outputs, workspace);
+    if (status != 0) {
+        fprintf(stderr, "error: kernel %d failed with code %d\n", (status >> 8) - 1,
+                status & 0xff);
+        return 1;
+    }
+    if (files) {
+        for (size_t i = 0; i < n_out; i++)
+            if (write_file(argv[1 + n_in + i], outputs[i], OPTC_SYM(_output_bytes)[i]) != 0)
+                return 1;
+    } else {
+        printf("%s:", n_out > 0 ? OPTC_SYM(_output_names)[0] : "(no outputs)");
+        if (n_out > 0 && strcmp(OPTC_SYM(_output_dtypes)[0], "f32") == 0) {
+            const float *o = outputs[0];
+            for (size_t k = 0; k < OPTC_SYM(_output_bytes)[0] / 4; k++)
+                printf(" %.9g", o[k]);
+        }
+        printf("\n");
+    }
+    return 0;
+}
