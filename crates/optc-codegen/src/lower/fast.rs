@@ -40,6 +40,8 @@ pub(super) struct Plan {
     pub gemm_c_post: Option<f32>,
     /// Columns per work unit (a multiple of `NR`).
     pub chunk: usize,
+    /// Rows per work unit (a multiple of `MR`, or all of M).
+    pub mrows: usize,
     pub tasks: usize,
 }
 
@@ -47,8 +49,11 @@ impl Plan {
     fn units_per_img(&self) -> usize {
         self.n.div_ceil(self.chunk)
     }
+    fn mparts(&self) -> usize {
+        self.m.div_ceil(self.mrows)
+    }
     pub fn units(&self) -> usize {
-        self.nimg * self.units_per_img()
+        self.nimg * self.units_per_img() * self.mparts()
     }
     /// Bytes of the padded input copy at the start of scratch (conv only).
     pub fn pad_bytes(&self) -> usize {
@@ -83,9 +88,12 @@ impl Plan {
         if self.m >= MR {
             mrs.push(MR);
         }
-        for mc in [MC.min(self.m), self.m % MC] {
-            if mc % MR != 0 {
-                mrs.push(mc % MR);
+        let last_rows = self.m - (self.mparts() - 1) * self.mrows;
+        for rows in [self.mrows, last_rows] {
+            for mc in [MC.min(rows), rows % MC] {
+                if mc % MR != 0 && !mrs.contains(&(mc % MR)) {
+                    mrs.push(mc % MR);
+                }
             }
         }
         let mut parts = vec![false];
@@ -293,11 +301,18 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         rest,
         gemm_c_post,
         chunk,
+        mrows: m,
         tasks: 1,
     };
+    // Split rows too when there are few column units (e.g. 7x7 maps, small N).
+    let cu = p.nimg * p.units_per_img();
+    if cu < 8 && m >= 2 * 4 * MR {
+        let want = 8usize.div_ceil(cu);
+        p.mrows = m.div_ceil(want).div_ceil(MR).max(4) * MR;
+    }
     // Spread work only when a unit has enough of it (~256 KFLOP).
     let flops = 2 * m * n * k * nimg;
-    p.tasks = if flops < (1 << 18) {
+    p.tasks = if flops < (1 << 21) {
         1
     } else {
         p.units().min(MAX_TASKS)
@@ -489,42 +504,84 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
         c.scratch
     };
     let upi = p.units_per_img();
+    let mparts = p.mparts();
     let last_cols = p.n - (upi - 1) * p.chunk;
+    let last_rows = p.m - (mparts - 1) * p.mrows;
     loop_range(e, lo, hi, &mut |e, u| {
-        let img = e.b.ins().udiv_imm_u(u, upi as i64);
-        let ci = e.b.ins().urem_imm_u(u, upi as i64);
+        let mp = e.b.ins().urem_imm_u(u, mparts as i64);
+        let u2 = e.b.ins().udiv_imm_u(u, mparts as i64);
+        let img = e.b.ins().udiv_imm_u(u2, upi as i64);
+        let ci = e.b.ins().urem_imm_u(u2, upi as i64);
         let col0 = e.b.ins().imul_imm_s(ci, p.chunk as i64);
-        if upi == 1 {
-            emit_unit(e, p, c, pack, img, col0, last_cols);
-        } else if last_cols == p.chunk {
-            emit_unit(e, p, c, pack, img, col0, p.chunk);
+        let row0 = e.b.ins().imul_imm_s(mp, p.mrows as i64);
+        let by_rows = |e: &mut E, ncols: usize| {
+            if mparts == 1 || last_rows == p.mrows {
+                emit_unit(e, p, c, pack, img, col0, ncols, row0, last_rows);
+            } else {
+                let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, mp, mparts as i64 - 1);
+                if_else(
+                    e,
+                    is_last,
+                    &mut |e| emit_unit(e, p, c, pack, img, col0, ncols, row0, last_rows),
+                    &mut |e| emit_unit(e, p, c, pack, img, col0, ncols, row0, p.mrows),
+                );
+            }
+        };
+        if upi == 1 || last_cols == p.chunk {
+            by_rows(e, last_cols);
         } else {
             let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, ci, upi as i64 - 1);
-            if_else(
-                e,
-                is_last,
-                &mut |e| emit_unit(e, p, c, pack, img, col0, last_cols),
-                &mut |e| emit_unit(e, p, c, pack, img, col0, p.chunk),
-            );
+            let t = |e: &mut E| by_rows(e, last_cols);
+            let tb = e.b.create_block();
+            let eb = e.b.create_block();
+            let join = e.b.create_block();
+            e.b.ins().brif(is_last, tb, &[], eb, &[]);
+            e.b.switch_to_block(tb);
+            e.b.seal_block(tb);
+            t(e);
+            e.b.ins().jump(join, &[]);
+            e.b.switch_to_block(eb);
+            e.b.seal_block(eb);
+            by_rows(e, p.chunk);
+            e.b.ins().jump(join, &[]);
+            e.b.switch_to_block(join);
+            e.b.seal_block(join);
         }
     });
 }
 
 /// One unit: `ncols` columns from column `col0` of image `img`, all rows, all of K.
 #[allow(clippy::too_many_arguments)]
-fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, pack: Value, img: Value, col0: Value, ncols: usize) {
+#[allow(clippy::too_many_arguments)]
+fn emit_unit(
+    e: &mut E,
+    p: &Plan,
+    c: &Ctx,
+    pack: Value,
+    img: Value,
+    col0: Value,
+    ncols: usize,
+    row0: Value,
+    mrows: usize,
+) {
     let kbs = p.kblocks();
     let nkb = kbs.len();
     let z = e.ic(0);
     if nkb == 1 {
-        emit_kblock(e, p, c, pack, img, col0, ncols, z, kbs[0], false, true);
+        emit_kblock(
+            e, p, c, pack, img, col0, ncols, row0, mrows, z, kbs[0], false, true,
+        );
         return;
     }
-    emit_kblock(e, p, c, pack, img, col0, ncols, z, KC, false, false);
+    emit_kblock(
+        e, p, c, pack, img, col0, ncols, row0, mrows, z, KC, false, false,
+    );
     let kstart = e.ic(KC as i64);
     let mids = nkb as i64 - 2;
     e.loop_offs(mids, &[kstart], &[KC as i64], &mut |e, _i, o| {
-        emit_kblock(e, p, c, pack, img, col0, ncols, o[0], KC, true, false);
+        emit_kblock(
+            e, p, c, pack, img, col0, ncols, row0, mrows, o[0], KC, true, false,
+        );
     });
     let k0 = e.ic((p.k - kbs[nkb - 1]) as i64);
     emit_kblock(
@@ -535,6 +592,8 @@ fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, pack: Value, img: Value, col0: Value,
         img,
         col0,
         ncols,
+        row0,
+        mrows,
         k0,
         kbs[nkb - 1],
         true,
@@ -552,6 +611,8 @@ fn emit_kblock(
     img: Value,
     col0: Value,
     ncols: usize,
+    row0: Value,
+    mrows: usize,
     k0: Value,
     kc: usize,
     acc: bool,
@@ -673,19 +734,21 @@ fn emit_kblock(
             panel(e, true, bp, colb);
         }
     };
-    let nmb = p.m / MC;
-    let z = e.ic(0);
+    let nmb = mrows / MC;
+    let ar0 = e.b.ins().imul_imm_s(row0, lda);
+    let cr0 = e.b.ins().imul_imm_s(row0, ldc);
+    let br0 = e.b.ins().imul_imm_s(row0, 4);
     e.loop_offs(
         nmb as i64,
-        &[z, z, z],
+        &[ar0, cr0, br0],
         &[MC as i64 * lda, MC as i64 * ldc, MC as i64 * 4],
         &mut |e, _i, o| mblock(e, MC, o[0], o[1], o[2]),
     );
-    if p.m % MC > 0 {
-        let ar = e.ic((nmb * MC) as i64 * lda);
-        let cr = e.ic((nmb * MC) as i64 * ldc);
-        let br = e.ic((nmb * MC) as i64 * 4);
-        mblock(e, p.m % MC, ar, cr, br);
+    if mrows % MC > 0 {
+        let ar = e.b.ins().iadd_imm_s(ar0, (nmb * MC) as i64 * lda);
+        let cr = e.b.ins().iadd_imm_s(cr0, (nmb * MC) as i64 * ldc);
+        let br = e.b.ins().iadd_imm_s(br0, (nmb * MC) as i64 * 4);
+        mblock(e, mrows % MC, ar, cr, br);
     }
 }
 
