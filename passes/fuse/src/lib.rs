@@ -4,7 +4,9 @@ use optc_egraph::egg::Id;
 use optc_egraph::{
     rules::const_of, single_user, Build, Case, ENode, FnRule, Kind, OptEGraph, Pass, Rule,
 };
-use optc_ir::{BinaryOp, DType, Data, FusedStep, Graph, Op, Tensor, TensorType, UnaryOp, Window};
+use optc_ir::{
+    BinaryOp, DType, Data, FusedStep, Graph, Op, ReduceKind, Tensor, TensorType, UnaryOp, Window,
+};
 
 /// The pass.
 pub fn pass() -> Pass {
@@ -195,8 +197,177 @@ fn fused_build(base: Op, base_inputs: usize, steps: Vec<FusedStep>, children: &[
     Build::Node(op, children.iter().map(|&c| Build::Class(c)).collect())
 }
 
+/// The ops in class `c` (with their children) that `pred` accepts.
+fn find_ops(eg: &OptEGraph, c: Id, pred: impl Fn(&Op) -> bool) -> Vec<(Op, Vec<Id>)> {
+    ops_in(eg, c)
+        .into_iter()
+        .filter(|(op, _)| pred(op))
+        .collect()
+}
+
+fn same(eg: &OptEGraph, a: Id, b: Id) -> bool {
+    eg.find(a) == eg.find(b)
+}
+
+/// A scalar constant's value.
+fn scalar(eg: &OptEGraph, c: Id) -> Option<f32> {
+    let t = const_of(eg, c)?;
+    (t.numel() == 1).then(|| t.to_f64_vec()[0] as f32)
+}
+
+/// `Reduce{kind, axes, keepdims: true}(x)` in class `c`: returns (axes, x).
+fn keep_reduce(eg: &OptEGraph, c: Id, kind: ReduceKind) -> Vec<(Vec<usize>, Id)> {
+    find_ops(
+        eg,
+        c,
+        |op| matches!(op, Op::Reduce { kind: k, keepdims: true, .. } if *k == kind),
+    )
+    .into_iter()
+    .filter_map(|(op, ch)| match op {
+        Op::Reduce { axes, .. } => Some((axes, ch[0])),
+        _ => None,
+    })
+    .collect()
+}
+
+/// `exp(x)` or `exp(x - reduce_max(x))` in class `a`, reduced over `axes`: the softmax input.
+fn softmax_input(eg: &OptEGraph, a: Id, axes: &[usize]) -> Option<Id> {
+    find_ops(eg, a, |op| *op == Op::Unary(UnaryOp::Exp))
+        .into_iter()
+        .find_map(|(_, ch)| {
+            let x = ch[0];
+            let shifted = find_ops(eg, x, |op| *op == Op::Binary(BinaryOp::Sub))
+                .into_iter()
+                .find_map(|(_, s)| {
+                    keep_reduce(eg, s[1], ReduceKind::Max)
+                        .into_iter()
+                        .find(|(ax, m)| ax == axes && same(eg, *m, s[0]))
+                        .map(|_| s[0])
+                });
+            Some(shifted.unwrap_or(x))
+        })
+}
+
+/// Layer normalization over trailing `axes` in its primitive form: `d / sqrt(mean(d²) + ε)`
+/// with `d = x - mean(x)`. Returns (x, ε).
+fn layer_norm_parts(eg: &OptEGraph, d: Id, s: Id) -> Option<(Id, Vec<usize>, f32)> {
+    let (x, axes) = find_ops(eg, d, |op| *op == Op::Binary(BinaryOp::Sub))
+        .into_iter()
+        .find_map(|(_, ch)| {
+            keep_reduce(eg, ch[1], ReduceKind::Mean)
+                .into_iter()
+                .find(|(_, m)| same(eg, *m, ch[0]))
+                .map(|(ax, _)| (ch[0], ax))
+        })?;
+    let rank = eg[x].data.ty()?.rank();
+    if axes.is_empty()
+        || axes
+            .iter()
+            .enumerate()
+            .any(|(i, &a)| a != rank - axes.len() + i)
+    {
+        return None;
+    }
+    find_ops(eg, s, |op| *op == Op::Unary(UnaryOp::Sqrt))
+        .into_iter()
+        .find_map(|(_, sq)| {
+            find_ops(eg, sq[0], |op| *op == Op::Binary(BinaryOp::Add))
+                .into_iter()
+                .find_map(|(_, ad)| {
+                    (0..2).find_map(|k| {
+                        let eps = scalar(eg, ad[1 - k])?;
+                        keep_reduce(eg, ad[k], ReduceKind::Mean)
+                            .into_iter()
+                            .find_map(|(ax, p)| {
+                                if ax != axes {
+                                    return None;
+                                }
+                                let squares = ops_in(eg, p).into_iter().any(|(op, c)| match op {
+                                    Op::Binary(BinaryOp::Pow) => {
+                                        same(eg, c[0], d) && scalar(eg, c[1]) == Some(2.0)
+                                    }
+                                    Op::Binary(BinaryOp::Mul) => {
+                                        same(eg, c[0], d) && same(eg, c[1], d)
+                                    }
+                                    _ => false,
+                                });
+                                squares.then(|| (x, axes.clone(), eps))
+                            })
+                    })
+                })
+        })
+}
+
 fn rules() -> Vec<Rule> {
     vec![
+        FnRule::rewrite("softmax-recognize", |eg, _c, n| {
+            let Op::Binary(BinaryOp::Div) = op_of(n)? else {
+                return None;
+            };
+            let (a, s) = (n.children[0], n.children[1]);
+            keep_reduce(eg, s, ReduceKind::Sum)
+                .into_iter()
+                .find_map(|(axes, e)| {
+                    if axes.len() != 1 || !same(eg, e, a) {
+                        return None;
+                    }
+                    let x = softmax_input(eg, a, &axes)?;
+                    Some(Build::Node(
+                        Op::Softmax { axis: axes[0] },
+                        vec![Build::Class(x)],
+                    ))
+                })
+        }),
+        FnRule::rewrite("layernorm-recognize", |eg, _c, n| {
+            let Op::Binary(BinaryOp::Div) = op_of(n)? else {
+                return None;
+            };
+            let (x, axes, epsilon) = layer_norm_parts(eg, n.children[0], n.children[1])?;
+            let ty = eg[x].data.ty()?;
+            let norm: Vec<usize> = ty.shape[axes[0]..].to_vec();
+            let ones =
+                Tensor::new(norm.clone(), Data::F32(vec![1.0; norm.iter().product()])).ok()?;
+            Some(Build::Node(
+                Op::LayerNorm {
+                    axis: axes[0],
+                    epsilon,
+                },
+                vec![Build::Class(x), Build::Const(ones)],
+            ))
+        }),
+        FnRule::rewrite("layernorm-affine", |eg, _c, n| {
+            // layer_norm(x, 1) * γ → layer_norm(x, γ); layer_norm(x, γ) + β → layer_norm(x, γ, β)
+            let Op::Binary(b @ (BinaryOp::Mul | BinaryOp::Add)) = op_of(n)? else {
+                return None;
+            };
+            (0..2).find_map(|side| {
+                let p = n.children[1 - side];
+                const_of(eg, p)?;
+                find_ops(eg, n.children[side], |op| {
+                    matches!(op, Op::LayerNorm { .. })
+                })
+                .into_iter()
+                .find_map(|(op, ch)| {
+                    let scale = const_of(eg, ch[1])?;
+                    let ok = match b {
+                        BinaryOp::Mul => {
+                            ch.len() == 2 && scale.to_f64_vec().iter().all(|&v| v == 1.0)
+                        }
+                        _ => ch.len() == 2,
+                    };
+                    if !ok {
+                        return None;
+                    }
+                    let (s, bias) = match b {
+                        BinaryOp::Mul => (Build::Class(p), vec![]),
+                        _ => (Build::Class(ch[1]), vec![Build::Class(p)]),
+                    };
+                    let mut args = vec![Build::Class(ch[0]), s];
+                    args.extend(bias);
+                    Some(Build::Node(op, args))
+                })
+            })
+        }),
         FnRule::rewrite("fuse-unary", |eg, class, n| {
             let Op::Unary(u) = op_of(n)? else { return None };
             if !step_unary(u) {
@@ -442,6 +613,86 @@ fn cases() -> Vec<Case> {
                 let y = g
                     .add("sub", Op::Binary(BinaryOp::Sub), &[e, res])
                     .expect("sub");
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "softmax-recognize",
+            make: |s| {
+                let (r, c) = (2 + s as usize % 3, 3 + s as usize % 5);
+                let mut g = Graph::new();
+                let x = g.add_input("x", TensorType::f32(&[r, c]));
+                let red = |k| Op::Reduce {
+                    kind: k,
+                    axes: vec![1],
+                    keepdims: true,
+                };
+                let x = if s % 2 == 0 {
+                    let m = g.add("max", red(ReduceKind::Max), &[x]).unwrap();
+                    g.add("sub", Op::Binary(BinaryOp::Sub), &[x, m]).unwrap()
+                } else {
+                    x
+                };
+                let e = g.add("exp", Op::Unary(UnaryOp::Exp), &[x]).unwrap();
+                let z = g.add("sum", red(ReduceKind::Sum), &[e]).unwrap();
+                let y = g.add("div", Op::Binary(BinaryOp::Div), &[e, z]).unwrap();
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "layernorm-recognize",
+            make: |s| {
+                let (r, c) = (2 + s as usize % 3, 4 + s as usize % 5);
+                let mut g = Graph::new();
+                let x = g.add_input("x", TensorType::f32(&[r, c]));
+                let mean = || Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: vec![1],
+                    keepdims: true,
+                };
+                let m = g.add("m", mean(), &[x]).unwrap();
+                let d = g.add("d", Op::Binary(BinaryOp::Sub), &[x, m]).unwrap();
+                let sq = if s % 2 == 0 {
+                    let two = g.add_const("two", Tensor::scalar_f32(2.0));
+                    g.add("sq", Op::Binary(BinaryOp::Pow), &[d, two]).unwrap()
+                } else {
+                    g.add("sq", Op::Binary(BinaryOp::Mul), &[d, d]).unwrap()
+                };
+                let v = g.add("v", mean(), &[sq]).unwrap();
+                let eps = g.add_const("eps", Tensor::scalar_f32(1e-5));
+                let ve = g.add("ve", Op::Binary(BinaryOp::Add), &[v, eps]).unwrap();
+                let sd = g.add("sd", Op::Unary(UnaryOp::Sqrt), &[ve]).unwrap();
+                let y = g.add("y", Op::Binary(BinaryOp::Div), &[d, sd]).unwrap();
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "layernorm-affine",
+            make: |s| {
+                let c = 3 + s as usize % 4;
+                let mut g = Graph::new();
+                let x = g.add_input("x", TensorType::f32(&[2, c]));
+                let one = g.add_const(
+                    "one",
+                    Tensor::new(vec![c], Data::F32(vec![1.0; c])).unwrap(),
+                );
+                let gamma = g.add_const("g", t(s, &[c], 0.5, 1.5));
+                let beta = g.add_const("b", t(s + 1, &[c], -1.0, 1.0));
+                let ln = g
+                    .add(
+                        "ln",
+                        Op::LayerNorm {
+                            axis: 1,
+                            epsilon: 1e-5,
+                        },
+                        &[x, one],
+                    )
+                    .unwrap();
+                let m = g.add("m", Op::Binary(BinaryOp::Mul), &[ln, gamma]).unwrap();
+                let y = g.add("a", Op::Binary(BinaryOp::Add), &[beta, m]).unwrap();
                 g.add_output("y", y);
                 g
             },
