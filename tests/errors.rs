@@ -216,3 +216,42 @@ fn unknown_target_is_an_error() {
     let e = compile_err(&small_model(), &opts);
     assert!(e.contains("pdp11") && e.contains("x86_64-avx2"), "{e}");
 }
+
+#[test]
+fn known_input_values_are_bound_only_where_a_constant_is_needed() {
+    // pads arrive as a graph input (as in the ONNX node tests): without its value the
+    // model cannot be compiled; with it, only `pads` is bound and `x` stays an input.
+    let mut b = ModelBuilder::new(13);
+    b.input("x", DType::F32, &[2, 3]);
+    b.input("pads", DType::I64, &[4]);
+    b.node_named("pad", "Pad", &["x", "pads"], &["y"], vec![]);
+    b.output("y");
+    let bytes = b.to_bytes();
+    let e = compile_err(&bytes, &Options::default());
+    assert!(e.contains("pad") && e.contains("constant"), "{e}");
+    let pads = Tensor::from_i64(vec![4], vec![0, 1, 1, 0]).unwrap();
+    let mut opts = Options::default();
+    opts.input_values.insert("pads".into(), pads.clone());
+    let mut m = optc::compile_bytes(&bytes, &opts).unwrap();
+    assert_eq!(m.input_names(), ["x", "pads"]);
+    let x = Rng::new(4).tensor(&[2, 3], -1.0, 1.0);
+    // oracle: tract on the same model with `pads` as an initializer (tract cannot take
+    // runtime pads either)
+    let mut sb = ModelBuilder::new(13);
+    sb.input("x", DType::F32, &[2, 3]);
+    sb.initializer("pads", &pads);
+    sb.node_named("pad", "Pad", &["x", "pads"], &["y"], vec![]);
+    sb.output("y");
+    let want = optc_onnx::oracle::run_tract(&sb.to_bytes(), std::slice::from_ref(&x)).unwrap();
+    let got = m.run(&[x, pads]).unwrap();
+    let d = optc::compare(&got[0], &want[0], RTOL, ATOL).unwrap();
+    assert!(d.allclose && got[0].shape() == [3, 4], "{d:?}");
+    // a value of the wrong type is an error naming the input
+    let mut opts = Options::default();
+    opts.input_values.insert(
+        "pads".into(),
+        Tensor::from_i64(vec![2], vec![1, 1]).unwrap(),
+    );
+    let e = compile_err(&bytes, &opts);
+    assert!(e.contains("'pads'"), "{e}");
+}

@@ -222,4 +222,13 @@ fn large_generated_graph_terminates_within_limits() {
     let b = optc_ir::interp::run(&opt, &inputs).unwrap();
     let d = optc::compare(&b[0], &a[0], 1e-4, 1e-5).unwrap();
     assert!(d.allclose, "{d:?}");
+    // and it compiles to machine code at -O3 and runs like the interpreter
+    let opts = optc::Options {
+        opt_level: 3,
+        ..Default::default()
+    };
+    let mut m = optc::compile_graph(g.clone(), &opts).unwrap();
+    let c = m.run(&inputs).unwrap();
+    let d = optc::compare(&c[0], &a[0], 1e-4, 1e-5).unwrap();
+    assert!(d.allclose, "{d:?}");
 }

@@ -17,7 +17,9 @@ use std::time::Instant;
     version,
     about = "optc: an optimizing compiler from ONNX to native CPU code",
     long_about = "optc imports an ONNX model, optimizes it and compiles it to native code with Cranelift.\n\
-                  Run `optc <command> --help` for the options of each command."
+                  Run `optc <command> --help` for the options of each command.\n\n\
+                  Ahead-of-time compilation: `optc MODEL.onnx [--target T] [-O N] [-o OUT] [--emit LIST] [-v]`\n\
+                  writes an object file and a C header (see `optc MODEL.onnx --help`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -185,6 +187,7 @@ fn options(c: &CompileArgs) -> Res<Options> {
         input_shapes,
         extra_rules,
         disabled_rules: c.disabled_rules.clone(),
+        input_values: HashMap::new(),
     })
 }
 
@@ -264,9 +267,42 @@ fn safe_file_name(name: &str) -> String {
         .collect()
 }
 
+/// Input values given on the command line, by name, before compiling: a node that
+/// needs a constant (pads, a shape, clip bounds) may take it from them.
+fn known_inputs(bytes: &[u8], i: &InputArgs) -> Res<HashMap<String, Tensor>> {
+    let mut known = HashMap::new();
+    if i.inputs_dir.is_none() && i.inputs.is_empty() {
+        return Ok(known);
+    }
+    let names = optc_onnx::input_names(bytes).map_err(|e| e.to_string())?;
+    if let Some(dir) = &i.inputs_dir {
+        for (k, name) in names.iter().enumerate() {
+            let p = dir.join(format!("input_{k}.pb"));
+            if let Ok(b) = std::fs::read(&p) {
+                let t = tensor_pb::decode(&b).map_err(|e| format!("{}: {e}", p.display()))?;
+                known.insert(name.clone(), t);
+            }
+        }
+    }
+    for spec in &i.inputs {
+        if let Some((name, file)) = spec.split_once('=') {
+            if names.iter().any(|n| n == name) {
+                known.insert(name.to_string(), optc::npy::read(Path::new(file))?);
+            }
+        }
+    }
+    Ok(known)
+}
+
+fn compile_with_inputs(c: &CompileArgs, bytes: &[u8], i: &InputArgs) -> Res<optc::CompiledModel> {
+    let mut opts = options(c)?;
+    opts.input_values = known_inputs(bytes, i)?;
+    optc::compile_bytes(bytes, &opts).map_err(|e| format!("{}: {e}", c.model.display()))
+}
+
 fn cmd_run(a: RunArgs) -> Res<ExitCode> {
     let bytes = read_model(&a.c.model)?;
-    let mut m = compile(&a.c, &bytes)?;
+    let mut m = compile_with_inputs(&a.c, &bytes, &a.i)?;
     let inputs = gather_inputs(&m, &a.i)?;
     let outs = m.run(&inputs).map_err(|e| e.to_string())?;
     for (name, t) in m.output_names().iter().zip(&outs) {
@@ -293,7 +329,7 @@ fn cmd_run(a: RunArgs) -> Res<ExitCode> {
 
 fn cmd_check(a: CheckArgs) -> Res<ExitCode> {
     let bytes = read_model(&a.c.model)?;
-    let mut m = compile(&a.c, &bytes)?;
+    let mut m = compile_with_inputs(&a.c, &bytes, &a.i)?;
     let inputs = gather_inputs(&m, &a.i)?;
     let ours = m.run(&inputs).map_err(|e| e.to_string())?;
     let theirs = optc_onnx::oracle::run_tract(&bytes, &inputs)?;

@@ -138,6 +138,16 @@ impl Val {
     }
 }
 
+thread_local! {
+    /// Values some node needed as constants but found computed at run time, during the
+    /// current import (see `ImportOptions::input_values`).
+    static WANTED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn want_const(name: &str) {
+    WANTED.with(|w| w.borrow_mut().push(name.to_string()));
+}
+
 struct Ctx {
     g: Graph,
     opset: i64,
@@ -263,6 +273,32 @@ fn node_label(n: &pb::NodeProto, i: usize) -> String {
 }
 
 pub fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> R<Graph> {
+    // Bind known input values only where a node needs a constant, one round at a time.
+    let mut bound: HashSet<String> = HashSet::new();
+    loop {
+        let (r, wanted) = import_with(model, opts, &bound);
+        let more: Vec<String> = wanted
+            .into_iter()
+            .filter(|w| opts.input_values.contains_key(w) && !bound.contains(w))
+            .collect();
+        match r {
+            Err(_) if !more.is_empty() => bound.extend(more),
+            r => return r,
+        }
+    }
+}
+
+fn import_with(
+    model: &pb::ModelProto,
+    opts: &ImportOptions,
+    bound: &HashSet<String>,
+) -> (R<Graph>, Vec<String>) {
+    WANTED.with(|w| w.borrow_mut().clear());
+    let r = import_inner(model, opts, bound);
+    (r, WANTED.with(|w| std::mem::take(&mut *w.borrow_mut())))
+}
+
+fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<String>) -> R<Graph> {
     // Opset of the default domain.
     let opset = model
         .opset_import
@@ -374,7 +410,24 @@ pub fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> R<Graph> {
         if let Some(gi) = ctx.g.inputs.last_mut() {
             gi.name = inp.name.clone();
         }
-        ctx.env.insert(inp.name.clone(), Val::Dyn(v));
+        let val = match opts.input_values.get(&inp.name) {
+            Some(t) if bound.contains(&inp.name) => {
+                if t.ty() != ctx.ty(&Val::Dyn(v)) {
+                    return Err(format!(
+                        "the value given for input '{}' is {}, the model expects {}",
+                        inp.name,
+                        t.ty(),
+                        ctx.ty(&Val::Dyn(v))
+                    ));
+                }
+                Val::Const {
+                    t: Arc::new(t.clone()),
+                    name: inp.name.clone(),
+                }
+            }
+            _ => Val::Dyn(v),
+        };
+        ctx.env.insert(inp.name.clone(), val);
     }
     for (name, t) in &inits {
         ctx.env.entry(name.clone()).or_insert_with(|| Val::Const {
@@ -647,10 +700,13 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         match inp(k) {
             None => Ok(None),
             Some(Val::Const { t, .. }) => Ok(Some(t)),
-            Some(Val::Dyn(_)) => Err(format!(
-                "input #{k} ('{}', the {what}) must be a constant, but it is computed at run time",
-                node.input[k]
-            )),
+            Some(Val::Dyn(_)) => {
+                want_const(&node.input[k]);
+                Err(format!(
+                    "input #{k} ('{}', the {what}) must be a constant, but it is computed at run time",
+                    node.input[k]
+                ))
+            }
         }
     };
     let one = |v: Val| Ok(vec![Some(v)]);
@@ -1299,9 +1355,12 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let s = match inp(0) {
                 Some(Val::Const { t, .. }) => t,
                 _ => {
+                    if let Some(i) = node.input.first() {
+                        want_const(i);
+                    }
                     return Err(
                         "needs a constant shape input, but it is computed at run time".into(),
-                    )
+                    );
                 }
             };
             let shape = dims_of(&s.to_i64_vec(), "shape")?;
@@ -1335,9 +1394,12 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                     Some(Val::Const { t, .. }) if t.numel() == 1 => cs.push(t),
                     Some(Val::Const { .. }) => return Err(format!("{what} must be a scalar")),
                     _ => {
+                        if let Some(i) = node.input.get(k) {
+                            want_const(i);
+                        }
                         return Err(format!(
                             "needs a constant {what}, but it is computed at run time"
-                        ))
+                        ));
                     }
                 }
             }

@@ -20,6 +20,11 @@ pub struct ImportOptions {
     /// Shapes of graph inputs, by name: required for inputs with dynamic dims, and they
     /// must agree with the static dims of the model (`--input-shape name=1x128`).
     pub input_shapes: HashMap<String, Vec<usize>>,
+    /// Values of graph inputs known at compile time (e.g. `optc run --inputs DIR`). An
+    /// input is bound to its value only where a node needs a constant there (a shape,
+    /// pads, clip bounds, …); everywhere else it stays a run-time input, and the model
+    /// keeps all its inputs.
+    pub input_values: HashMap<String, optc_ir::Tensor>,
 }
 
 /// Why a model could not be imported. The message names the node (or tensor, or input)
@@ -68,6 +73,29 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<optc_ir::Graph
             ))
         })?;
     import::import_model(&model, opts).map_err(ImportError::new)
+}
+
+/// Names of the model's graph inputs (initializers excluded), in order.
+pub fn input_names(bytes: &[u8]) -> Result<Vec<String>, ImportError> {
+    use tract_onnx::prelude::Framework;
+    let model = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| {
+            ImportError::new(format!(
+                "the file is not a valid ONNX model (truncated or corrupted protobuf?): {e}"
+            ))
+        })?;
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ImportError::new("the model has no graph"))?;
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    Ok(g.input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(|i| i.name.clone())
+        .collect())
 }
 
 /// Parse a shape written as `1x3x224x224`.

@@ -23,6 +23,7 @@ fn shapes(kv: &[(&str, &[usize])]) -> ImportOptions {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect::<HashMap<_, _>>(),
+        ..Default::default()
     }
 }
 

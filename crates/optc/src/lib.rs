@@ -39,6 +39,9 @@ pub struct Options {
     pub disabled_rules: Vec<String>,
     /// Threads the compiled model uses: 0 = all cores (default), 1 = single-threaded.
     pub threads: usize,
+    /// Input values known at compile time, by name: bound as constants only where a
+    /// node needs a constant (see `optc_onnx::ImportOptions::input_values`).
+    pub input_values: HashMap<String, Tensor>,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             extra_rules: vec![],
             disabled_rules: vec![],
             threads: 0,
+            input_values: HashMap::new(),
         }
     }
 }
@@ -132,6 +136,7 @@ pub fn import_file(path: &Path, opts: &Options) -> Result<Graph> {
 pub fn import_bytes(bytes: &[u8], opts: &Options) -> Result<Graph> {
     let iopts = ImportOptions {
         input_shapes: opts.input_shapes.clone(),
+        input_values: opts.input_values.clone(),
     };
     Ok(optc_onnx::import_bytes(bytes, &iopts)?)
 }
