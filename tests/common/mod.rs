@@ -90,7 +90,7 @@ pub fn check_with(label: &str, bytes: &[u8], inputs: &[Tensor], rtol: f64, atol:
             errs.push(e);
         }
     }
-    for level in [0u8, 2, 3] {
+    for level in [0u8, 1, 2, 3] {
         let opts = optc::Options {
             opt_level: level,
             ..Default::default()
