@@ -253,3 +253,107 @@ fn bench_json() {
         "{so}"
     );
 }
+
+fn explain_model(dir: &Path) -> PathBuf {
+    // conv + relu + (x * 1) + double negation: fusion, neutral-element and neg-neg fire
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, 2, 5, 5]);
+    let w: Vec<f32> = (0..36).map(|i| (i as f32 * 0.3).cos()).collect();
+    b.initializer("w", &Tensor::from_f32(vec![2, 2, 3, 3], w).unwrap());
+    b.initializer("one", &Tensor::scalar_f32(1.0));
+    b.node_named(
+        "conv",
+        "Conv",
+        &["x", "w"],
+        &["c"],
+        vec![("pads", A::Ints(vec![1; 4]))],
+    );
+    b.node_named("relu", "Relu", &["c"], &["r"], vec![]);
+    b.node_named("times_one", "Mul", &["r", "one"], &["m"], vec![]);
+    b.node_named("neg1", "Neg", &["m"], &["n1"], vec![]);
+    b.node_named("neg2", "Neg", &["n1"], &["y"], vec![]);
+    b.output("y");
+    let p = dir.join("e.onnx");
+    b.write(&p).unwrap();
+    p
+}
+
+#[test]
+fn explain_reports_rules_and_emits_ir_and_dot() {
+    let d = tmpdir("explain");
+    let m = explain_model(&d);
+    let o = optc(&["explain", m.to_str().unwrap()]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(
+        so.contains("-O3") && so.contains("stopped:") && so.contains("e-graph"),
+        "{so}"
+    );
+    for rule in ["fuse-unary", "neutral-element", "neg-neg"] {
+        let line = so
+            .lines()
+            .find(|l| l.trim_start().starts_with(rule))
+            .unwrap_or_else(|| panic!("{rule} missing:\n{so}"));
+        assert!(!line.ends_with("fired 0"), "{line}");
+    }
+    assert!(so.contains("nodes 5 -> 1"), "{so}");
+    // the IR is printed in the text format and parses back
+    let o = optc(&["explain", m.to_str().unwrap(), "--emit", "ir"]);
+    let (ir, _) = text(&o);
+    assert!(ir.contains("fused.conv") && ir.contains("return"), "{ir}");
+    let o = optc(&["explain", m.to_str().unwrap(), "--emit", "dot"]);
+    let (dot, _) = text(&o);
+    assert!(dot.starts_with("digraph") && dot.contains("->"), "{dot}");
+}
+
+#[test]
+fn extra_rules_and_disabled_rules() {
+    let d = tmpdir("rules");
+    let m = explain_model(&d);
+    let rules = d.join("my.rules");
+    std::fs::write(
+        &rules,
+        "# a user rule\nmy-relu-relu: (relu (relu ?x)) => (relu ?x)\n",
+    )
+    .unwrap();
+    let o = optc(&[
+        "explain",
+        m.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--disable-rule",
+        "neg-neg",
+    ]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(so.contains("my-relu-relu") && so.contains("user"), "{so}");
+    assert!(!so.contains("neg-neg"), "{so}");
+    // a disabled rule that does not exist, and a malformed rule file, are errors
+    let o = optc(&[
+        "explain",
+        m.to_str().unwrap(),
+        "--disable-rule",
+        "no-such-rule",
+    ]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        se.contains("no-such-rule") && se.contains("neg-neg"),
+        "{se}"
+    );
+    std::fs::write(&rules, "broken (relu ?x) ?x\n").unwrap();
+    let o = optc(&[
+        "explain",
+        m.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+    ]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(se.contains("my.rules:1"), "{se}");
+    // the optimized model still computes what tract computes, at every level
+    for lvl in ["-O0", "-O1", "-O2", "-O3"] {
+        let o = optc(&["check", m.to_str().unwrap(), lvl]);
+        assert!(o.status.success(), "{lvl}: {:?}", text(&o));
+    }
+}
