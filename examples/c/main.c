@@ -81,8 +81,12 @@ int main(int argc, char **argv) {
         return 1;
     int32_t status = OPTC_SYM(_run)(inputs, outputs, workspace);
     if (status != 0) {
-        fprintf(stderr, "error: kernel %d failed with code %d\n", (status >> 8) - 1,
-                status & 0xff);
+        size_t k = (size_t)(status >> 8) - 1;
+        const char *what = (status & 0xff) == 1   ? "gather index out of range"
+                           : (status & 0xff) == 2 ? "integer division by zero"
+                                                  : "runtime error";
+        fprintf(stderr, "error: node %s: %s\n",
+                k < OPTC_SYM(_num_kernels) ? OPTC_SYM(_kernel_names)[k] : "?", what);
         return 1;
     }
     if (files) {

@@ -29,6 +29,9 @@
 //!
 //! [`compile_model`] is the underlying step (bytes → every artifact), used by the `optc` CLI.
 
+// The first example is a build script: its `fn main` is the point.
+#![allow(clippy::needless_doctest_main)]
+
 use optc_codegen::aot::{self, AotModel, AotOptions};
 use optc_codegen::Target;
 use std::collections::HashMap;

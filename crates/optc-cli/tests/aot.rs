@@ -384,3 +384,159 @@ fn bad_model_is_a_readable_error() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Cross-compiled objects run: link the C example with the AArch64 cross gcc and run it under
+/// qemu-user (`.ci/run` installs both; outside CI the test is skipped when they are missing).
+#[test]
+fn aarch64_object_runs_under_qemu_like_the_jit() {
+    let have = |t: &str| {
+        Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("qemu-aarch64") || !have("aarch64-linux-gnu-gcc") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have qemu-aarch64 and aarch64-linux-gnu-gcc (see .ci/run)"
+        );
+        eprintln!("skipped: qemu-aarch64 or aarch64-linux-gnu-gcc is not installed");
+        return;
+    }
+    let dir = tmp("qemu");
+    let m2 = dir.join("two_io.onnx");
+    std::fs::write(&m2, two_io_model()).unwrap();
+    let tiny = root().join("examples/models/tiny_cnn.onnx");
+    let x = optc::random_inputs(&[optc::TensorType::new(DType::F32, vec![2, 3])], 5).remove(0);
+    let n = Tensor::new(vec![5], optc::Data::I64(vec![-3, 0, 2, 7, 1 << 40])).unwrap();
+    let tiny_bytes = std::fs::read(&tiny).unwrap();
+    let g = optc::import_bytes(&tiny_bytes, &optc::Options::default()).unwrap();
+    let cases = [
+        (
+            tiny.clone(),
+            "tiny",
+            optc::random_inputs(&g.input_types(), 9),
+        ),
+        (m2.clone(), "two", vec![x, n]),
+    ];
+    for (model, name, inputs) in cases {
+        let obj = dir.join(format!("{name}.o"));
+        optc(&[
+            model.to_str().unwrap(),
+            "--target",
+            "aarch64-neon",
+            "-o",
+            obj.to_str().unwrap(),
+        ]);
+        let exe = dir.join(format!("{name}_arm"));
+        let cc = Command::new("aarch64-linux-gnu-gcc")
+            .arg("-O2")
+            .arg(format!("-DOPTC_MODEL={name}"))
+            .arg("-I")
+            .arg(&dir)
+            .arg(root().join("examples/c/main.c"))
+            .arg(&obj)
+            .arg("-lm")
+            .arg("-o")
+            .arg(&exe)
+            .output()
+            .unwrap();
+        assert!(
+            cc.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cc.stderr)
+        );
+        let mut args = vec![];
+        for (i, t) in inputs.iter().enumerate() {
+            let p = dir.join(format!("{name}_in{i}.bin"));
+            std::fs::write(&p, t.data().to_le_bytes()).unwrap();
+            args.push(p);
+        }
+        let want = jit(&std::fs::read(&model).unwrap(), &inputs);
+        let outs: Vec<PathBuf> = (0..want.len())
+            .map(|i| dir.join(format!("{name}_out{i}.bin")))
+            .collect();
+        args.extend(outs.iter().cloned());
+        let run = Command::new("qemu-aarch64")
+            .arg("-L")
+            .arg("/usr/aarch64-linux-gnu")
+            .arg(&exe)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        for (i, p) in outs.iter().enumerate() {
+            let got = std::fs::read(p).unwrap();
+            assert_eq!(
+                got, want[i],
+                "{name}: output {i} differs from the x86-64 JIT"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A runtime error in AOT code reports the same node as the JIT, by name (header table).
+#[test]
+fn runtime_error_names_the_node_like_the_jit() {
+    let dir = tmp("rterr");
+    let mut b = ModelBuilder::new(17);
+    b.input("data", DType::F32, &[4]);
+    b.input("idx", DType::I64, &[2]);
+    b.node_named("pick", "Gather", &["data", "idx"], &["out"], vec![]);
+    b.output("out");
+    let bytes = b.to_bytes();
+    let model = dir.join("gather.onnx");
+    std::fs::write(&model, &bytes).unwrap();
+    let inputs = vec![
+        Tensor::from_f32(vec![4], vec![1.0, 2.0, 3.0, 4.0]).unwrap(),
+        Tensor::new(vec![2], optc::Data::I64(vec![0, 9])).unwrap(),
+    ];
+    let opts = optc::Options {
+        opt_level: 3,
+        ..Default::default()
+    };
+    let jit_err = match optc::compile_bytes(&bytes, &opts).unwrap().run(&inputs) {
+        Ok(_) => panic!("JIT accepted an out-of-range index"),
+        Err(e) => e.to_string(),
+    };
+    assert!(jit_err.contains("pick"), "{jit_err}");
+    let obj = dir.join("gather.o");
+    optc(&[model.to_str().unwrap(), "-o", obj.to_str().unwrap()]);
+    let exe = dir.join("gather_app");
+    let cc = Command::new("cc")
+        .arg("-DOPTC_MODEL=gather")
+        .arg("-I")
+        .arg(&dir)
+        .arg(root().join("examples/c/main.c"))
+        .arg(&obj)
+        .arg("-lm")
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let mut args = vec![];
+    for (i, t) in inputs.iter().enumerate() {
+        let p = dir.join(format!("in{i}.bin"));
+        std::fs::write(&p, t.data().to_le_bytes()).unwrap();
+        args.push(p);
+    }
+    args.push(dir.join("out0.bin"));
+    let run = Command::new(&exe).args(&args).output().unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("pick") && err.contains("gather index out of range"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -392,7 +392,7 @@ fn emit_parallel_for(
 }
 
 /// Define every imported runtime function of `module` locally.
-fn define_runtime(module: &mut Recorder) -> R<()> {
+fn define_runtime<M: Module>(module: &mut M) -> R<()> {
     let imports: Vec<(FuncId, String, Signature)> = module
         .declarations()
         .get_functions()
@@ -829,6 +829,24 @@ pub fn c_header(m: &AotModel, source: &str) -> String {
             list.len()
         );
     }
+    // Kernel names for runtime errors: status >> 8 is 1 + the index into this table.
+    let kernels: Vec<String> = m
+        .nodes
+        .iter()
+        .map(|(node, op)| c_str(&format!("{node} ({op})")))
+        .collect();
+    let _ = writeln!(
+        h,
+        "/* Kernel (node) names: a failing run returns ((index + 1) << 8) | code. */\n\
+         static const char *const optc_{n}_kernel_names[] = {{{}}};\n\
+         static const size_t optc_{n}_num_kernels = {};",
+        if kernels.is_empty() {
+            "0".to_string()
+        } else {
+            kernels.join(", ")
+        },
+        m.nodes.len()
+    );
     let _ = write!(
         h,
         "\n#ifdef __cplusplus\n}}\n#endif\n\n#endif /* OPTC_{up}_H */\n"
@@ -909,7 +927,7 @@ mod optc_{n}_ffi {{
 /// Only [`{ty}::new`] allocates; `run` and `run_slices` do not.
 #[allow(dead_code)]
 pub struct {ty} {{
-    workspace: Vec<OptcBlock64>,
+    workspace: Vec<{ty}Block64>,
 "#,
         ins = io_doc(&m.inputs),
         outs = io_doc(&m.outputs),
@@ -924,7 +942,7 @@ pub struct {ty} {{
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 #[allow(dead_code)]
-struct OptcBlock64([u8; 64]);
+struct {ty}Block64([u8; 64]);
 
 /// A runtime error of the generated code: the kernel (node) and what went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -965,7 +983,7 @@ impl {ty} {{
     /// Allocate the workspace and the output buffers (the only allocation).
     pub fn new() -> Self {{
         {ty} {{
-            workspace: vec![OptcBlock64([0; 64]); {ws}usize.div_ceil(64)],
+            workspace: vec![{ty}Block64([0; 64]); {ws}usize.div_ceil(64)],
 "#,
         ni = m.inputs.len(),
         no = m.outputs.len(),
@@ -1153,6 +1171,123 @@ mod tests {
                  behaviour, defined inside the object)"
             );
         }
+    }
+
+    /// The emitted runtime functions (JIT-compiled here) compute exactly what the host
+    /// functions in `runtime.rs` compute.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn emitted_runtime_matches_host_runtime() {
+        use cranelift_jit::{JITBuilder, JITModule};
+        let target = Target::parse("x86_64-sse4.2").unwrap();
+        let isa = target.jit_isa().unwrap();
+        let mut m = JITModule::new(JITBuilder::with_isa(
+            isa,
+            cranelift_module::default_libcall_names(),
+        ));
+        let cc = m.isa().default_call_conv();
+        let mut ids = vec![];
+        for (name, p, r, _) in RUNTIME_EMITTERS {
+            let id = m
+                .declare_function(name, Linkage::Import, &sig_of(cc, p, r))
+                .unwrap();
+            ids.push(id);
+        }
+        define_runtime(&mut m).unwrap();
+        m.finalize_definitions().unwrap();
+        let ptr = |i: usize| m.get_finalized_function(ids[i]);
+        // SAFETY: each pointer is a finalized function with exactly the transmuted signature
+        // (RUNTIME_EMITTERS' params and returns, system-V).
+        let (logf, powf, powi, par) = unsafe {
+            (
+                std::mem::transmute::<*const u8, extern "C" fn(f32) -> f32>(ptr(0)),
+                std::mem::transmute::<*const u8, extern "C" fn(f32, f32) -> f32>(ptr(1)),
+                std::mem::transmute::<*const u8, extern "C" fn(i64, f64, i32, i64, i64, i64) -> i64>(
+                    ptr(2),
+                ),
+                std::mem::transmute::<
+                    *const u8,
+                    extern "C" fn(extern "C" fn(*const u8, u64), *const u8, u64),
+                >(ptr(3)),
+            )
+        };
+        let fs = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            2.0,
+            3.7,
+            -2.5,
+            1e-30,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            123.456,
+        ];
+        for &x in &fs {
+            assert_eq!(
+                logf(x).to_bits(),
+                crate::runtime::optc_rt_logf(x).to_bits(),
+                "logf({x})"
+            );
+            for &y in &fs {
+                assert_eq!(
+                    powf(x, y).to_bits(),
+                    crate::runtime::optc_rt_powf(x, y).to_bits(),
+                    "powf({x}, {y})"
+                );
+            }
+        }
+        let xs = [0i64, 1, -1, 2, -3, 7, 255, 1 << 40, i64::MIN, i64::MAX];
+        let efs = [
+            0.0f64,
+            -0.0,
+            1.0,
+            2.0,
+            3.0,
+            0.5,
+            -1.0,
+            -2.5,
+            63.0,
+            1e19,
+            9.3e18,
+            f64::NAN,
+        ];
+        let ranges = [
+            (i64::MIN, i64::MAX),
+            (-128, 127),
+            (0, 255),
+            (-(1 << 31), (1 << 31) - 1),
+        ];
+        for &x in &xs {
+            for &(lo, hi) in &ranges {
+                for &ef in &efs {
+                    let want = crate::runtime::optc_rt_powi(x, ef, 0, 0, lo, hi);
+                    assert_eq!(powi(x, ef, 0, 0, lo, hi), want, "powi({x}, {ef}, float)");
+                }
+                for &ei in &[0i64, 1, 2, 5, 63, 64, -1, -2, i64::MAX] {
+                    let want = crate::runtime::optc_rt_powi(x, ei as f64, 1, ei, lo, hi);
+                    let got = powi(x, ei as f64, 1, ei, lo, hi);
+                    assert_eq!(got, want, "powi({x}, {ei}, int)");
+                }
+            }
+        }
+        extern "C" fn task(ctx: *const u8, i: u64) {
+            // SAFETY: ctx points to the `[AtomicU64; 8]` below, alive during the call.
+            let hits = unsafe { &*(ctx as *const [std::sync::atomic::AtomicU64; 8]) };
+            hits[i as usize].fetch_add(i + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let hits: [std::sync::atomic::AtomicU64; 8] = Default::default();
+        par(task, &hits as *const _ as *const u8, 8);
+        for (i, h) in hits.iter().enumerate() {
+            assert_eq!(h.load(std::sync::atomic::Ordering::Relaxed), i as u64 + 1);
+        }
+        par(task, &hits as *const _ as *const u8, 0);
+        // SAFETY: no code from the module runs after this.
+        unsafe { m.free_memory() };
     }
 
     #[test]
