@@ -69,6 +69,59 @@ fn sgemm(m: usize, k: usize, n: usize, threads: usize, time: Duration, peak: f64
     );
 }
 
+/// A 2-D conv `[1, c, h, w] * [m, c, k, k]` (pad k/2, stride s) as one graph; GFLOP/s.
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    c: usize,
+    m: usize,
+    hw: usize,
+    k: usize,
+    s: usize,
+    threads: usize,
+    time: Duration,
+    peak: f64,
+) {
+    let mut g = Graph::new();
+    let x = g.add_input("x", TensorType::f32(&[1, c, hw, hw]));
+    let wt = g.add_const(
+        "w",
+        Tensor::new(vec![m, c, k, k], Data::F32(rand(m * c * k * k, 3))).expect("tensor"),
+    );
+    let b = g.add_const(
+        "b",
+        Tensor::new(vec![m], Data::F32(rand(m, 4))).expect("tensor"),
+    );
+    let p = k / 2;
+    let window = optc_ir::Window {
+        kernel: vec![k, k],
+        strides: vec![s, s],
+        pads: vec![p, p, p, p],
+        dilations: vec![1, 1],
+        ceil_mode: false,
+    };
+    let y = g
+        .add("conv", Op::Conv { window, group: 1 }, &[x, wt, b])
+        .expect("conv");
+    g.add_output("y", y);
+    let target = Target::host().expect("host target");
+    let mut jm = compile_jit(&g, &target).expect("compile");
+    jm.set_threads(threads);
+    let oty = jm.output_types()[0].clone();
+    let o = oty.shape[2] * oty.shape[3];
+    let xt = Tensor::new(vec![1, c, hw, hw], Data::F32(rand(c * hw * hw, 1))).expect("tensor");
+    let mut outs = vec![Tensor::zeros(optc_ir::DType::F32, oty.shape.clone())];
+    let mut ws = jm.new_workspace();
+    let sec = median(time, || {
+        jm.run(&[&xt], &mut outs, &mut ws).expect("run");
+    });
+    let gf = 2.0 * (m * o * c * k * k) as f64 / sec / 1e9;
+    println!(
+        "conv  C={c:<4} M={m:<4} {hw}x{hw} k={k} s={s} threads={threads}  {:>9.3} ms  {gf:>7.1} GFLOP/s  {:>5.1}% of 1-core peak",
+        sec * 1e3,
+        100.0 * gf / peak
+    );
+}
+
 fn main() {
     let threads: usize = std::env::var("OPTC_BENCH_THREADS")
         .ok()
@@ -102,6 +155,18 @@ fn main() {
         (128, 512, 128),
     ] {
         sgemm(m, k, n, threads, time, peak);
+    }
+    // ResNet-18 conv layers (implicit GEMM, patches packed on the fly).
+    for (c, m, hw, k, s) in [
+        (3, 64, 224, 7, 2),
+        (64, 64, 56, 3, 1),
+        (128, 128, 28, 3, 1),
+        (256, 256, 14, 3, 1),
+        (512, 512, 7, 3, 1),
+        (64, 128, 56, 1, 2),
+        (256, 512, 14, 3, 2),
+    ] {
+        conv(c, m, hw, k, s, threads, time, peak);
     }
     let models = std::env::var("OPTC_BENCH_MODELS").unwrap_or_else(|_| {
         "resnet18,mobilenet_v2,bert_tiny_l2_h128,mlp_784_512_256_10".to_string()

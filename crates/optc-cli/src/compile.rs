@@ -94,7 +94,6 @@ fn run(cli: &CompileCli) -> Result<(), String> {
             .map(|x| x.1)
             .unwrap_or("out")
     }
-    // Paths: with one kind, `-o` is that file; else `-o`'s stem with each kind's extension.
     let primary = if kinds.contains(&"obj") {
         "obj"
     } else {
@@ -105,7 +104,10 @@ fn run(cli: &CompileCli) -> Result<(), String> {
         None => cli.model.with_extension(ext(primary)),
     };
     let path_of = |k: &str| -> PathBuf {
-        if k == primary && (kinds.len() == 1 || cli.output.is_some()) {
+        // `-o` names the primary output when it is the only kind or has its extension
+        // (`-o model.o`); otherwise every kind gets `-o`'s stem with its own extension.
+        let own_ext = base.extension().is_some_and(|e| e == ext(k));
+        if k == primary && (kinds.len() == 1 || own_ext) {
             return base.clone();
         }
         if k == "staticlib" {

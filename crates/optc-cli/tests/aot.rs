@@ -218,14 +218,22 @@ fn output_is_reproducible() {
             "--target",
             "x86_64-avx2",
             "--emit",
-            "obj,staticlib,header,rust",
+            "obj,staticlib,header,rust,clif,asm,ir",
             "-o",
             out.to_str().unwrap(),
         ]);
-        let files: Vec<Vec<u8>> = ["tiny.o", "libtiny.a", "tiny.h", "tiny.rs"]
-            .iter()
-            .map(|f| std::fs::read(dir.join(f)).unwrap())
-            .collect();
+        let files: Vec<Vec<u8>> = [
+            "tiny.o",
+            "libtiny.a",
+            "tiny.h",
+            "tiny.rs",
+            "tiny.clif",
+            "tiny.s",
+            "tiny.ir",
+        ]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
         all.push(files);
         let _ = std::fs::remove_dir_all(&dir);
     }

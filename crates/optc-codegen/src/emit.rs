@@ -47,6 +47,18 @@ pub(crate) struct E<'f> {
     pub consts: HashMap<(Type, u32), Value>,
     /// Address of a zeroed 16-byte stack slot (see `ld_if`), created on first use.
     pub dummy: Option<Value>,
+    /// When set, `map`s over exactly `shape` only do part `t` of `parts` along `dim`
+    /// (a task of a node split across threads).
+    pub split: Option<Split>,
+}
+
+/// One part of an elementwise node split across tasks (see `E::split`).
+#[derive(Clone)]
+pub(crate) struct Split {
+    pub shape: Vec<usize>,
+    pub dim: usize,
+    pub parts: usize,
+    pub t: Value,
 }
 
 #[allow(clippy::excessive_precision)]

@@ -312,6 +312,65 @@ pub fn lower_graph<M: Module>(
         }
         // Microkernels and the task function of the AVX2 GEMM path.
         let mut task_fn: Option<FuncId> = None;
+        let ew = if plan.is_none() { ew_split(info) } else { None };
+        if let Some((dim, parts)) = ew {
+            // A large f32 elementwise node: `parts` tasks, each a slice along `dim`.
+            let mut ts = module.make_signature();
+            ts.params.push(AbiParam::new(ptr));
+            ts.params.push(AbiParam::new(types::I64));
+            let tid = module
+                .declare_function(&format!("{entry_name}_k{i}_task"), Linkage::Local, &ts)
+                .map_err(|e| info.err(e.to_string()))?;
+            ctx.func = Function::with_name_signature(UserFuncName::user(0, tid.as_u32()), ts);
+            let gvs: Vec<_> = dids
+                .iter()
+                .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
+                .collect();
+            let rt = Rt {
+                logf: module.declare_func_in_func(logf, &mut ctx.func),
+                powf: module.declare_func_in_func(powf, &mut ctx.func),
+                powi: module.declare_func_in_func(powi, &mut ctx.func),
+            };
+            {
+                let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                let mut e = E {
+                    b,
+                    fma: target.fma,
+                    rt,
+                    entry: None,
+                    consts: HashMap::new(),
+                    dummy: None,
+                    split: None,
+                };
+                let blk = e.b.create_block();
+                e.entry = Some(blk);
+                e.b.append_block_params_for_function_params(blk);
+                e.b.switch_to_block(blk);
+                e.b.seal_block(blk);
+                let tp = e.b.block_params(blk).to_vec();
+                let params: Vec<Value> = (0..nparams)
+                    .map(|j| e.b.ins().load(ptr, mf(), tp[0], (j * 8) as i32))
+                    .collect();
+                let extra: Vec<Value> = gvs
+                    .iter()
+                    .map(|g| e.b.ins().symbol_value(ptr, *g))
+                    .collect();
+                e.split = Some(crate::emit::Split {
+                    shape: info.outs[0].shape.clone(),
+                    dim,
+                    parts,
+                    t: tp[1],
+                });
+                lower_node(&mut e, info, &params, &extra)?;
+                e.b.ins().return_(&[]);
+                e.b.finalize(module.target_config());
+            }
+            module
+                .define_function(tid, &mut ctx)
+                .map_err(|e| info.err(format!("cranelift: {e:?}")))?;
+            module.clear_context(&mut ctx);
+            task_fn = Some(tid);
+        }
         if let Some(p) = plan {
             for key in p.keys() {
                 if ukr_ids.contains_key(&key) {
@@ -366,6 +425,7 @@ pub fn lower_graph<M: Module>(
                         entry: None,
                         consts: HashMap::new(),
                         dummy: None,
+                        split: None,
                     };
                     let blk = e.b.create_block();
                     e.entry = Some(blk);
@@ -431,6 +491,7 @@ pub fn lower_graph<M: Module>(
                 entry: None,
                 consts: HashMap::new(),
                 dummy: None,
+                split: None,
             };
             let blk = e.b.create_block();
             e.entry = Some(blk);
@@ -475,7 +536,23 @@ pub fn lower_graph<M: Module>(
                     }
                     fast::emit_post(&mut e, info, p, &c)?;
                 }
-                None => lower_node(&mut e, info, &params, &extra)?,
+                None => match (task_ref, par_ref, ew) {
+                    (Some(tr), Some(pr), Some((_, parts))) => {
+                        let slot = e.b.create_sized_stack_slot(StackSlotData::new(
+                            StackSlotKind::ExplicitSlot,
+                            (nparams * 8) as u32,
+                            3,
+                        ));
+                        let sa = e.b.ins().stack_addr(ptr, slot, 0);
+                        for (j, &v) in params.iter().enumerate() {
+                            e.b.ins().store(mf(), v, sa, (j * 8) as i32);
+                        }
+                        let fa = e.b.ins().func_addr(ptr, tr);
+                        let nt = e.b.ins().iconst(types::I64, parts as i64);
+                        e.b.ins().call(pr, &[fa, sa, nt]);
+                    }
+                    _ => lower_node(&mut e, info, &params, &extra)?,
+                },
             }
             let z = e.b.ins().iconst(types::I32, 0);
             e.b.ins().return_(&[z]);
@@ -515,7 +592,10 @@ pub fn lower_graph<M: Module>(
         powi: module.declare_func_in_func(powi, &mut ctx.func),
     };
     let mut gv_of: HashMap<DataId, cranelift_codegen::ir::GlobalValue> = HashMap::new();
-    for d in const_data.values() {
+    // In id order, so the entry function (and `--emit clif`) is reproducible.
+    let mut dids: Vec<DataId> = const_data.values().copied().collect();
+    dids.sort_by_key(|d| d.as_u32());
+    for d in &dids {
         gv_of.insert(*d, module.declare_data_in_func(*d, &mut ctx.func));
     }
     {
@@ -527,6 +607,7 @@ pub fn lower_graph<M: Module>(
             entry: None,
             consts: HashMap::new(),
             dummy: None,
+            split: None,
         };
         let blk = e.b.create_block();
         e.b.append_block_params_for_function_params(blk);
@@ -596,6 +677,39 @@ pub fn lower_graph<M: Module>(
     })
 }
 
+/// A large f32 elementwise node worth splitting across threads: `(dim, parts)` such that
+/// `parts` divides the output's extent along `dim`.
+fn ew_split(info: &NodeInfo) -> Option<(usize, usize)> {
+    let ok = match info.op {
+        Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } => true,
+        Op::Fused { base, .. } => matches!(**base, Op::Unary(_) | Op::Binary(_)),
+        _ => false,
+    };
+    if !ok || info.outs.len() != 1 {
+        return None;
+    }
+    if !info
+        .ins
+        .iter()
+        .chain(&info.outs)
+        .all(|t| t.dtype == DType::F32)
+    {
+        return None;
+    }
+    let o = &info.outs[0];
+    if o.numel() < (1 << 16) {
+        return None;
+    }
+    for parts in [8, 4, 2] {
+        for (d, &n) in o.shape.iter().enumerate() {
+            if n >= parts && n % parts == 0 {
+                return Some((d, parts));
+            }
+        }
+    }
+    None
+}
+
 fn define_data<M: Module>(module: &mut M, count: &mut usize, mut bytes: Vec<u8>) -> R<DataId> {
     let name = format!("optc_data_{}", *count);
     *count += 1;
@@ -621,6 +735,9 @@ fn define_data<M: Module>(module: &mut M, count: &mut usize, mut bytes: Vec<u8>)
 fn scratch_bytes(info: &NodeInfo) -> R<usize> {
     if let Some(b) = base_info(info) {
         return scratch_bytes(&b);
+    }
+    if let Some(g) = maxpool2d_geom(info) {
+        return Ok(g.planes * g.hp * g.wp * 4);
     }
     if let Op::Conv { window, .. } = info.op {
         if window.pads.iter().any(|&p| p > 0) {
@@ -753,6 +870,51 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
     let oty = &info.outs[0];
     match info.op {
         Op::Input { .. } | Op::Constant { .. } => Ok(()),
+        Op::Fused {
+            base,
+            base_inputs,
+            steps,
+        } if elementwise_base(info, base, *base_inputs) => {
+            // An elementwise base is the chain's first step: one loop for the whole chain.
+            let mut opds: Vec<Opd> = (0..*base_inputs)
+                .map(|k| Opd::bcast(ins[k], &info.ins[k], &oty.shape))
+                .collect();
+            let first = match &**base {
+                Op::Unary(u) => ChainStep::Unary(u.clone()),
+                Op::Binary(b) => ChainStep::Binary {
+                    op: *b,
+                    k: 1,
+                    swap: false,
+                },
+                _ => return Err(info.err("elementwise fused base expected")),
+            };
+            let mut kmap: HashMap<usize, usize> = HashMap::new();
+            for st in steps {
+                if let FusedStep::Binary { input, .. } = st {
+                    if !kmap.contains_key(input) {
+                        kmap.insert(*input, opds.len());
+                        opds.push(Opd::bcast(ins[*input], &info.ins[*input], &oty.shape));
+                    }
+                }
+            }
+            let mut chain = vec![first];
+            chain.extend(steps.iter().map(|st| match st {
+                FusedStep::Unary(u) => ChainStep::Unary(u.clone()),
+                FusedStep::Binary { op, input, swap } => ChainStep::Binary {
+                    op: *op,
+                    k: kmap[input],
+                    swap: *swap,
+                },
+            }));
+            map(
+                e,
+                info,
+                &oty.shape,
+                Opd::dense(outp[0], oty),
+                &opds,
+                &Ew::Chain(chain),
+            )
+        }
         Op::Fused {
             base_inputs, steps, ..
         } => {
@@ -926,7 +1088,10 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
         Op::MatMul => lower_matmul(e, info, ins, outp[0], extra),
         Op::Gemm { .. } => lower_gemm(e, info, ins, outp[0], extra),
         Op::Conv { .. } => lower_conv(e, info, ins, outp[0], scratch, extra),
-        Op::MaxPool { window } => lower_pool(e, info, ins[0], outp[0], window, None),
+        Op::MaxPool { window } => match maxpool2d_geom(info) {
+            Some(g) => lower_maxpool2d(e, info, &g, ins[0], outp[0], scratch),
+            None => lower_pool(e, info, ins[0], outp[0], window, None),
+        },
         Op::AveragePool {
             window,
             count_include_pad,
@@ -942,6 +1107,29 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
 }
 
 /// Apply fused `steps` in place on the output `out` of a fused node (one pass).
+/// Whether a fused node's base is an f32 elementwise op that can run as the first step
+/// of its chain (Pow keeps its own kernel: constant exponents have a fast path there).
+fn elementwise_base(info: &NodeInfo, base: &Op, base_inputs: usize) -> bool {
+    let f32_ins = info.ins[..base_inputs]
+        .iter()
+        .all(|t| t.dtype == DType::F32);
+    f32_ins
+        && info.outs[0].dtype == DType::F32
+        && match base {
+            Op::Unary(u) => !matches!(u, UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Identity),
+            Op::Binary(b) => matches!(
+                b,
+                BinaryOp::Add
+                    | BinaryOp::Sub
+                    | BinaryOp::Mul
+                    | BinaryOp::Div
+                    | BinaryOp::Max
+                    | BinaryOp::Min
+            ),
+            _ => false,
+        }
+}
+
 fn apply_chain(
     e: &mut E,
     info: &NodeInfo,
@@ -1540,6 +1728,23 @@ fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &E
         return Ok(());
     }
     let mut ops: Vec<Opd> = std::iter::once(out).chain(ins.iter().cloned()).collect();
+    // A task's part of a split node: a slice along `dim`, at a run-time offset.
+    let split = e.split.clone().filter(|sp| sp.shape.as_slice() == shape);
+    let mut part_shape = shape.to_vec();
+    let mut rt_base: Option<Vec<Value>> = None;
+    if let Some(sp) = &split {
+        let part = shape[sp.dim] / sp.parts;
+        part_shape[sp.dim] = part;
+        let v = ops
+            .iter()
+            .map(|o| {
+                e.b.ins()
+                    .imul_imm_s(sp.t, part as i64 * o.strides[sp.dim] * o.dt.size() as i64)
+            })
+            .collect();
+        rt_base = Some(v);
+    }
+    let shape = part_shape.as_slice();
     let dims = {
         let mut refs: Vec<&mut Vec<i64>> = ops.iter_mut().map(|o| &mut o.strides).collect();
         collapse(shape, &mut refs)
@@ -1562,7 +1767,12 @@ fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &E
         .zip(&es)
         .map(|(o, s)| o.strides.get(nd).copied().unwrap_or(0) * s)
         .collect();
-    let base: Vec<Value> = ops.iter().zip(&es).map(|(o, s)| e.ic(o.base * s)).collect();
+    let mut base: Vec<Value> = ops.iter().zip(&es).map(|(o, s)| e.ic(o.base * s)).collect();
+    if let Some(rb) = &rt_base {
+        for (b, r) in base.iter_mut().zip(rb) {
+            *b = e.b.ins().iadd(*b, *r);
+        }
+    }
     let dts: Vec<DType> = ops[1..].iter().map(|o| o.dt).collect();
     let odt = ops[0].dt;
     let ptrs: Vec<Value> = ops.iter().map(|o| o.p).collect();
@@ -2778,6 +2988,193 @@ fn lower_pool(
             e.st(r, out, ooff);
         });
     });
+    Ok(())
+}
+
+/// A 2-D f32 max pool taken by the vector path: the input is copied into a NaN-filled padded
+/// buffer, where a NaN cell never replaces a non-NaN maximum and is replaced by any cell
+/// (exactly the reference's "padding and NaN cells are skipped" rule, as long as every window
+/// holds at least one real cell, which we check).
+struct Pool2d {
+    planes: usize,
+    h: usize,
+    w: usize,
+    hp: usize,
+    wp: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    ph: usize,
+    pw: usize,
+}
+
+fn maxpool2d_geom(info: &NodeInfo) -> Option<Pool2d> {
+    let Op::MaxPool { window: w } = info.op else {
+        return None;
+    };
+    let xs = &info.ins[0].shape;
+    let os = &info.outs[0].shape;
+    if w.nsp() != 2 || info.ins[0].dtype != DType::F32 || info.outs.len() != 1 {
+        return None;
+    }
+    if info.outs[0].numel() == 0 {
+        return None;
+    }
+    let (h, wd, oh, ow) = (xs[2], xs[3], os[2], os[3]);
+    // Every window must contain a real cell.
+    for (n, o, k, s, d, p) in [
+        (h, oh, w.kernel[0], w.strides[0], w.dilations[0], w.pads[0]),
+        (wd, ow, w.kernel[1], w.strides[1], w.dilations[1], w.pads[1]),
+    ] {
+        for i in 0..o {
+            let ok = (0..k).any(|j| {
+                let q = (i * s + j * d) as i64 - p as i64;
+                q >= 0 && q < n as i64
+            });
+            if !ok {
+                return None;
+            }
+        }
+    }
+    let hp = (h + w.pads[0] + w.pads[2])
+        .max((oh - 1) * w.strides[0] + (w.kernel[0] - 1) * w.dilations[0] + 1);
+    let wp = (wd + w.pads[1] + w.pads[3])
+        .max((ow - 1) * w.strides[1] + (w.kernel[1] - 1) * w.dilations[1] + 1);
+    let g = Pool2d {
+        planes: xs[0] * xs[1],
+        h,
+        w: wd,
+        hp,
+        wp,
+        oh,
+        ow,
+        kh: w.kernel[0],
+        kw: w.kernel[1],
+        sh: w.strides[0],
+        sw: w.strides[1],
+        dh: w.dilations[0],
+        dw: w.dilations[1],
+        ph: w.pads[0],
+        pw: w.pads[1],
+    };
+    let bytes = g.planes.checked_mul(hp)?.checked_mul(wp)?.checked_mul(4)?;
+    (bytes <= MAX_TENSOR_BYTES).then_some(g)
+}
+
+fn lower_maxpool2d(
+    e: &mut E,
+    info: &NodeInfo,
+    g: &Pool2d,
+    x: Value,
+    out: Value,
+    scratch: Value,
+) -> R<()> {
+    // NaN-filled padded copy.
+    let total = g.planes * g.hp * g.wp;
+    let nanv = e.fc(F32X4, f32::NAN);
+    let z = e.ic(0);
+    e.loop_offs((total / 4) as i64, &[z], &[16], &mut |e, _i, o| {
+        e.st(nanv, scratch, o[0]);
+    });
+    let nans = e.fc(types::F32, f32::NAN);
+    for t in (total / 4) * 4..total {
+        let o = e.ic(t as i64 * 4);
+        e.st(nans, scratch, o);
+    }
+    let dst = Opd {
+        p: scratch,
+        dt: DType::F32,
+        base: (g.ph * g.wp + g.pw) as i64,
+        strides: vec![(g.hp * g.wp) as i64, g.wp as i64, 1],
+    };
+    let src = Opd {
+        p: x,
+        dt: DType::F32,
+        base: 0,
+        strides: vec![(g.h * g.w) as i64, g.w as i64, 1],
+    };
+    map(e, info, &[g.planes, g.h, g.w], dst, &[src], &Ew::Copy)?;
+    // acc = (v > acc || acc is NaN) ? v : acc
+    let step = |e: &mut E, ty: Type, v: Value, acc: Value| -> Value {
+        let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, acc);
+        let un = e.b.ins().fcmp(FloatCC::Unordered, acc, acc);
+        let take = e.b.ins().bor(gt, un);
+        e.fsel(ty, take, v, acc)
+    };
+    let xplane = (g.hp * g.wp) as i64 * 4;
+    let oplane = (g.oh * g.ow) as i64 * 4;
+    let nv = g.ow / 4;
+    let z = e.ic(0);
+    e.loop_offs(
+        g.planes as i64,
+        &[z, z],
+        &[xplane, oplane],
+        &mut |e, _p, pl| {
+            e.loop_offs(
+                g.oh as i64,
+                &[pl[0], pl[1]],
+                &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
+                &mut |e, _r, ro| {
+                    e.loop_offs(
+                        nv as i64,
+                        &[ro[0], ro[1]],
+                        &[(4 * g.sw) as i64 * 4, 16],
+                        &mut |e, _c, o| {
+                            let px = e.b.ins().iadd(scratch, o[0]);
+                            let mut acc = e.fc(F32X4, f32::NAN);
+                            for kh in 0..g.kh {
+                                for kw in 0..g.kw {
+                                    let off = ((kh * g.dh * g.wp + kw * g.dw) * 4) as i32;
+                                    let v = if g.sw == 1 {
+                                        e.b.ins().load(F32X4, mf(), px, off)
+                                    } else {
+                                        let s0 = e.b.ins().load(types::F32, mf(), px, off);
+                                        let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
+                                        for l in 1..4 {
+                                            let s = e.b.ins().load(
+                                                types::F32,
+                                                mf(),
+                                                px,
+                                                off + (l * g.sw * 4) as i32,
+                                            );
+                                            v = e.b.ins().insertlane(v, s, l as u8);
+                                        }
+                                        v
+                                    };
+                                    acc = step(e, F32X4, v, acc);
+                                }
+                            }
+                            e.st(acc, out, o[1]);
+                        },
+                    );
+                    let xr = e.b.ins().iadd_imm_s(ro[0], (nv * 4 * g.sw) as i64 * 4);
+                    let or = e.b.ins().iadd_imm_s(ro[1], (nv * 4) as i64 * 4);
+                    e.loop_offs(
+                        (g.ow % 4) as i64,
+                        &[xr, or],
+                        &[g.sw as i64 * 4, 4],
+                        &mut |e, _c, o| {
+                            let px = e.b.ins().iadd(scratch, o[0]);
+                            let mut acc = e.fc(types::F32, f32::NAN);
+                            for kh in 0..g.kh {
+                                for kw in 0..g.kw {
+                                    let off = ((kh * g.dh * g.wp + kw * g.dw) * 4) as i32;
+                                    let v = e.b.ins().load(types::F32, mf(), px, off);
+                                    acc = step(e, types::F32, v, acc);
+                                }
+                            }
+                            e.st(acc, out, o[1]);
+                        },
+                    );
+                },
+            );
+        },
+    );
     Ok(())
 }
 

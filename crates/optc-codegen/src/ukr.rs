@@ -42,6 +42,8 @@ pub(crate) enum Ep {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct UkrKey {
     pub mr: usize,
+    /// A is packed: `kc` groups of `mr` floats (k-major), `lda_bytes` ignored.
+    pub pa: bool,
     pub partial: bool,
     pub acc: bool,
     pub ep: Vec<Ep>,
@@ -50,8 +52,9 @@ pub(crate) struct UkrKey {
 impl UkrKey {
     pub fn symbol(&self) -> String {
         let mut s = format!(
-            "optc_ukr_avx2_{}x16{}{}",
+            "optc_ukr_avx2_{}x16{}{}{}",
             self.mr,
+            if self.pa { "_pa" } else { "" },
             if self.partial { "_p" } else { "" },
             if self.acc { "_acc" } else { "" }
         );
@@ -105,8 +108,12 @@ pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         a.vxorps(ymm(r), ymm(r), ymm(r))?;
     }
     // r10 = a + 3 * lda
-    a.lea(r10, rdi + r8 * 2)?;
-    a.add(r10, r8)?;
+    let pa = key.pa;
+    if !pa {
+        a.lea(r10, rdi + r8 * 2)?;
+        a.add(r10, r8)?;
+    }
+    let ka = if pa { 4 * mr as i32 } else { 4 };
     let mut l4 = a.create_label();
     let mut rem = a.create_label();
     let mut l1 = a.create_label();
@@ -116,7 +123,12 @@ pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         a.vmovups(ymm13, ymmword_ptr(rsi + (64 * u + 32)))?;
         for r in 0..mr {
             let t = ymm(14 + (r & 1));
-            a.vbroadcastss(t, dword_ptr(row(r, rdi, r10, r8, 4 * u)))?;
+            let m = if pa {
+                rdi + (4 * r as i32 + ka * u)
+            } else {
+                row(r, rdi, r10, r8, 4 * u)
+            };
+            a.vbroadcastss(t, dword_ptr(m))?;
             a.vfmadd231ps(ymm(2 * r), ymm12, t)?;
             a.vfmadd231ps(ymm(2 * r + 1), ymm13, t)?;
         }
@@ -130,8 +142,10 @@ pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         step(&mut a, u)?;
     }
     a.add(rsi, 256)?;
-    a.add(rdi, 16)?;
-    a.add(r10, 16)?;
+    a.add(rdi, 4 * ka)?;
+    if !pa {
+        a.add(r10, 16)?;
+    }
     a.dec(rax)?;
     a.jnz(l4)?;
     a.set_label(&mut rem)?;
@@ -140,8 +154,10 @@ pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut l1)?;
     step(&mut a, 0)?;
     a.add(rsi, 64)?;
-    a.add(rdi, 4)?;
-    a.add(r10, 4)?;
+    a.add(rdi, ka)?;
+    if !pa {
+        a.add(r10, 4)?;
+    }
     a.dec(rcx)?;
     a.jnz(l1)?;
     a.set_label(&mut done)?;

@@ -80,6 +80,8 @@ fn matmul_const_b_blocked() {
     matmul_case(49, 512, 1000, 3);
     matmul_case(300, 256, 530, 4);
     matmul_case(64, 512, 64, 5);
+    // Run-time packed A, with partial row tiles and two K blocks.
+    matmul_case(259, 300, 300, 6);
 }
 
 #[test]
@@ -297,5 +299,250 @@ fn matmul_epilogues() {
             g.add_output("y", y);
             check_all(&g, &inputs_for(&g, 3), TOL);
         }
+    }
+}
+
+extern "C" fn count_task(ctx: *const u8, i: u64) {
+    // SAFETY: `ctx` points to the `counts` array of the test below, which outlives the call,
+    // and `i` is below its length.
+    let counts = unsafe { &*(ctx as *const [std::sync::atomic::AtomicU32; 1000]) };
+    counts[i as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[test]
+fn parallel_for_runs_every_index_once() {
+    use optc_codegen::runtime::{optc_rt_parallel_for, set_thread_count};
+    for threads in [1, 2, 4, 0] {
+        let prev = set_thread_count(threads);
+        for n in [0u64, 1, 2, 7, 1000] {
+            let counts: [std::sync::atomic::AtomicU32; 1000] =
+                std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0));
+            optc_rt_parallel_for(count_task, &counts as *const _ as *const u8, n);
+            for (i, c) in counts.iter().enumerate() {
+                let want = u32::from((i as u64) < n);
+                assert_eq!(
+                    c.load(std::sync::atomic::Ordering::Relaxed),
+                    want,
+                    "threads {threads} n {n} i {i}"
+                );
+            }
+        }
+        set_thread_count(prev);
+    }
+}
+
+#[test]
+fn maxpool_nan_and_padding() {
+    let mut rng = Rng::new(3);
+    for (shape, w) in [
+        (
+            vec![1, 3, 12, 13],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![2, 2, 9, 17],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 1, 6, 9],
+            win(&[2, 3], &[1, 2], &[0, 2, 1, 2], &[2, 1]),
+        ),
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let y = g.add("pool", Op::MaxPool { window: w }, &[x]).unwrap();
+        g.add_output("y", y);
+        let mut t = f32t(&mut rng, &shape);
+        if let optc_ir::Data::F32(v) = t.data_mut() {
+            for (i, x) in v.iter_mut().enumerate() {
+                // Scattered NaNs, and whole NaN rows of some windows.
+                if i % 7 == 3 || (i / shape[3]) % 5 == 2 {
+                    *x = f32::NAN;
+                }
+            }
+        }
+        check_all(&g, &[t], EXACT);
+    }
+}
+
+#[test]
+fn matmul_runtime_b() {
+    let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![1, 1], vec![1, 1]),
+        (vec![7, 13], vec![13, 17]),
+        (vec![2, 5, 33], vec![33, 16]),
+        (vec![2, 3, 7, 5], vec![2, 3, 5, 6]),
+        (vec![2, 128, 64], vec![2, 64, 128]),
+        (vec![2, 128, 128], vec![2, 128, 64]),
+        (vec![300, 270], vec![270, 259]),
+        (vec![3, 61, 300], vec![3, 300, 70]),
+    ];
+    for (i, (a, b)) in cases.into_iter().enumerate() {
+        let mut g = Graph::new();
+        let av = g.add_input("a", f(&a));
+        let bv = g.add_input("b", f(&b));
+        let y = g.add("mm", Op::MatMul, &[av, bv]).unwrap();
+        g.add_output("y", y);
+        check_all(&g, &inputs_for(&g, 40 + i as u64), TOL);
+    }
+    // With a fused bias + residual + relu epilogue.
+    let mut rng = Rng::new(8);
+    let mut g = Graph::new();
+    let av = g.add_input("a", f(&[2, 9, 40]));
+    let bv = g.add_input("b", f(&[2, 40, 21]));
+    let bias = g.add_const("bias", f32t(&mut rng, &[21]));
+    let r = g.add_input("r", f(&[2, 9, 21]));
+    let op = Op::Fused {
+        base: Box::new(Op::MatMul),
+        base_inputs: 2,
+        steps: vec![
+            FusedStep::Binary {
+                op: BinaryOp::Add,
+                input: 2,
+                swap: false,
+            },
+            FusedStep::Binary {
+                op: BinaryOp::Add,
+                input: 3,
+                swap: true,
+            },
+            FusedStep::Unary(UnaryOp::Relu),
+        ],
+    };
+    let y = g.add("mm", op, &[av, bv, bias, r]).unwrap();
+    g.add_output("y", y);
+    check_all(&g, &inputs_for(&g, 81), TOL);
+}
+
+/// Depthwise conv (+ bias) with fused steps.
+fn dw_case(x: &[usize], k: [usize; 2], window: Window, bias: bool, steps: &[&str], seed: u64) {
+    let mut rng = Rng::new(seed);
+    let c = x[1];
+    let mut g = Graph::new();
+    let xv = g.add_input("x", f(x));
+    let wv = g.add_const("w", f32t(&mut rng, &[c, 1, k[0], k[1]]));
+    let mut ins = vec![xv, wv];
+    if bias {
+        ins.push(g.add_const("b", f32t(&mut rng, &[c])));
+    }
+    let conv = Op::Conv { window, group: c };
+    let tys = [f(x), f(&[c, 1, k[0], k[1]]), f(&[c])];
+    let refs: Vec<&optc_ir::TensorType> = tys.iter().take(ins.len()).collect();
+    let oty = conv.infer(&refs).unwrap_or_else(|e| panic!("{e:?}"))[0].clone();
+    let nb = ins.len();
+    let mut fs = vec![];
+    for s in steps {
+        match *s {
+            "relu" => fs.push(FusedStep::Unary(UnaryOp::Relu)),
+            "relu6" => fs.push(FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 })),
+            "sigmoid" => fs.push(FusedStep::Unary(UnaryOp::Sigmoid)),
+            "res" => {
+                ins.push(g.add_input("r", oty.clone()));
+                fs.push(FusedStep::Binary {
+                    op: BinaryOp::Add,
+                    input: ins.len() - 1,
+                    swap: false,
+                });
+            }
+            _ => unreachable!(),
+        }
+    }
+    let op = if fs.is_empty() {
+        conv
+    } else {
+        Op::Fused {
+            base: Box::new(conv),
+            base_inputs: nb,
+            steps: fs,
+        }
+    };
+    let y = g.add("dw", op, &ins).unwrap();
+    g.add_output("y", y);
+    check_all(&g, &inputs_for(&g, seed), TOL);
+}
+
+#[test]
+fn depthwise_conv() {
+    let mut s = 200;
+    for (x, k, w) in [
+        (
+            vec![1, 5, 9, 11],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![2, 3, 12, 13],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 4, 7, 3],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[0, 1, 2, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 14, 17],
+            [5, 5],
+            win(&[5, 5], &[1, 2], &[2, 2, 2, 2], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 10, 12],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[2, 2, 2, 2], &[2, 2]),
+        ),
+        (
+            vec![1, 40, 30, 30],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+    ] {
+        for (bias, steps) in [
+            (true, vec![]),
+            (false, vec![]),
+            (true, vec!["relu6"]),
+            (true, vec!["relu", "res"]),
+            (false, vec!["sigmoid", "relu"]),
+        ] {
+            s += 1;
+            dw_case(&x, k, w.clone(), bias, &steps, s);
+        }
+    }
+}
+
+#[test]
+fn large_elementwise_split_across_tasks() {
+    // Outputs of >= 65536 f32 elements are split into tasks along one dim.
+    for (a, b) in [
+        (vec![1, 128, 512], vec![512]),
+        (vec![2, 64, 33, 17], vec![1, 64, 1, 1]),
+        (vec![3, 5, 7, 11, 13], vec![3, 5, 7, 11, 13]),
+        (vec![65536], vec![1]),
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&a));
+        let y = g.add_input("y", f(&b));
+        let s = g.add("add", Op::Binary(BinaryOp::Mul), &[x, y]).unwrap();
+        let t = g.add("sig", Op::Unary(UnaryOp::Sigmoid), &[s]).unwrap();
+        let fused = g
+            .add(
+                "fused",
+                Op::Fused {
+                    base: Box::new(Op::Binary(BinaryOp::Sub)),
+                    base_inputs: 2,
+                    steps: vec![
+                        FusedStep::Unary(UnaryOp::Relu),
+                        FusedStep::Binary {
+                            op: BinaryOp::Add,
+                            input: 2,
+                            swap: true,
+                        },
+                    ],
+                },
+                &[t, y, x],
+            )
+            .unwrap();
+        g.add_output("o", fused);
+        g.add_output("s", s);
+        check_all(&g, &inputs_for(&g, 5), TRANS);
     }
 }

@@ -234,7 +234,7 @@ fn keep_reduce(eg: &OptEGraph, c: Id, kind: ReduceKind) -> Vec<(Vec<usize>, Id)>
 fn softmax_input(eg: &OptEGraph, a: Id, axes: &[usize]) -> Option<Id> {
     find_ops(eg, a, |op| *op == Op::Unary(UnaryOp::Exp))
         .into_iter()
-        .find_map(|(_, ch)| {
+        .map(|(_, ch)| {
             let x = ch[0];
             let shifted = find_ops(eg, x, |op| *op == Op::Binary(BinaryOp::Sub))
                 .into_iter()
@@ -244,8 +244,9 @@ fn softmax_input(eg: &OptEGraph, a: Id, axes: &[usize]) -> Option<Id> {
                         .find(|(ax, m)| ax == axes && same(eg, *m, s[0]))
                         .map(|_| s[0])
                 });
-            Some(shifted.unwrap_or(x))
+            shifted.unwrap_or(x)
         })
+        .next()
 }
 
 /// Layer normalization over trailing `axes` in its primitive form: `d / sqrt(mean(d²) + ε)`

@@ -21,12 +21,31 @@ pub(crate) const MAX_TASKS: usize = 16;
 pub(super) enum Kind {
     /// `C[mt, n] = A[mt, k] @ B` with B packed (`extra[0]`), A = input 0.
     Mat,
+    /// `C[i] = A[i] @ B[i]` with B an input (packed per unit and K block at run time);
+    /// images `i` are the batch (B 2-D: one image, A's batch dims folded into M).
+    MatRt { a_img: i64, b_img: i64 },
+    /// Depthwise conv (one input channel per output channel), vectorized along output rows,
+    /// the epilogue applied in registers; units are channel groups.
+    Dw(ConvGeom),
     /// Implicit GEMM: A = weights (input 1), B = patches of input 0 (padded copy in scratch).
     Conv(ConvGeom),
 }
 
+/// How the microkernels read A.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum AMode {
+    /// Rows of A in place (`lda` apart).
+    Direct,
+    /// Packed at compile time (constant conv weights, `extra[3]`): row tiles of `MR`
+    /// (the last one `M % MR`) stored `[K][mr]`, tile of row `r` at `r * K` floats.
+    Const,
+    /// Packed per (M block, K block) at run time into the task's scratch.
+    Runtime,
+}
+
 pub(super) struct Plan {
     pub kind: Kind,
+    pub amode: AMode,
     pub m: usize,
     pub n: usize,
     pub k: usize,
@@ -58,15 +77,26 @@ impl Plan {
     /// Bytes of the padded input copy at the start of scratch (conv only).
     pub fn pad_bytes(&self) -> usize {
         match &self.kind {
-            Kind::Conv(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
+            Kind::Conv(g) | Kind::Dw(g) if g.hp != g.h || g.wp != g.w => {
+                g.n * g.c * g.hp * g.wp * 4
+            }
             _ => 0,
         }
     }
     /// Packing buffer bytes per task (conv only).
     pub fn pack_bytes(&self) -> usize {
-        match &self.kind {
-            Kind::Conv(_) => KC.min(self.k.max(1)) * self.chunk * 4,
-            Kind::Mat => 0,
+        let b = match &self.kind {
+            Kind::Conv(_) | Kind::MatRt { .. } => KC.min(self.k.max(1)) * self.chunk * 4,
+            Kind::Mat | Kind::Dw(_) => 0,
+        };
+        b + self.apack_bytes()
+    }
+    /// Bytes of the run-time A packing buffer (at the end of the task's packing space).
+    fn apack_bytes(&self) -> usize {
+        if self.amode == AMode::Runtime {
+            MC.min(self.m) * KC.min(self.k.max(1)) * 4
+        } else {
+            0
         }
     }
     pub fn scratch_bytes(&self) -> usize {
@@ -76,14 +106,23 @@ impl Plan {
         if self.k == 0 {
             return vec![0];
         }
-        let mut v = vec![KC; self.k / KC];
-        if !self.k.is_multiple_of(KC) {
-            v.push(self.k % KC);
-        }
+        // Even blocks (a short last block would pay the C reload for little work).
+        let kb = self.kb();
+        let n = self.k.div_ceil(kb);
+        let mut v = vec![kb; n - 1];
+        v.push(self.k - (n - 1) * kb);
         v
+    }
+    /// Size of every K block but the last.
+    fn kb(&self) -> usize {
+        let n = self.k.div_ceil(KC).max(1);
+        self.k.div_ceil(n).max(1)
     }
     /// Every microkernel the node calls.
     pub fn keys(&self) -> Vec<UkrKey> {
+        if matches!(self.kind, Kind::Dw(_)) {
+            return vec![];
+        }
         let mut mrs = vec![];
         if self.m >= MR {
             mrs.push(MR);
@@ -113,6 +152,7 @@ impl Plan {
                 for &(acc, ep) in &kinds {
                     let k = UkrKey {
                         mr,
+                        pa: self.amode != AMode::Direct,
                         partial,
                         acc,
                         ep: if ep { self.ep.clone() } else { vec![] },
@@ -155,6 +195,37 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     let mut res_port = None;
     let mut gemm_c_post = None;
     let (kind, m, n, k, nimg, bias_is_row) = match base {
+        Op::MatMul if info.consts[1].is_none() => {
+            let (sa, sb) = (&info.ins[0].shape, &info.ins[1].shape);
+            if !is_f32(&info.ins[0]) || !is_f32(&info.ins[1]) || sa.len() < 2 || sb.len() < 2 {
+                return Ok(None);
+            }
+            let (k, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+            if sa.last() != Some(&k) || k == 0 || n == 0 {
+                return Ok(None);
+            }
+            if sb.len() == 2 {
+                let mt = info.ins[0].numel() / k;
+                if mt == 0 || mt * n != info.outs[0].numel() {
+                    return Ok(None);
+                }
+                (Kind::MatRt { a_img: 0, b_img: 0 }, mt, n, k, 1, false)
+            } else {
+                if sa.len() != sb.len() || sa[..sa.len() - 2] != sb[..sb.len() - 2] {
+                    return Ok(None);
+                }
+                let m = sa[sa.len() - 2];
+                let nimg: usize = sa[..sa.len() - 2].iter().product();
+                if m == 0 || nimg == 0 || nimg * m * n != info.outs[0].numel() {
+                    return Ok(None);
+                }
+                let kind = Kind::MatRt {
+                    a_img: (m * k * 4) as i64,
+                    b_img: (k * n * 4) as i64,
+                };
+                (kind, m, n, k, nimg, false)
+            }
+        }
         Op::MatMul => {
             let Some(b) = &info.consts[1] else {
                 return Ok(None);
@@ -208,7 +279,11 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
             let Some((g, _)) = conv_geom(binfo)? else {
                 return Ok(None);
             };
-            if g.groups != 1 || !info.ins.iter().take(3).all(is_f32) {
+            if !info.ins.iter().take(3).all(is_f32) {
+                return Ok(None);
+            }
+            let dw = g.groups > 1 && g.cg == 1 && g.mg == 1;
+            if g.groups != 1 && !dw {
                 return Ok(None);
             }
             let (m, n, k) = (g.m, g.oh * g.ow, g.c * g.kh * g.kw);
@@ -220,7 +295,11 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
                 bias_port = Some(2);
             }
             let nimg = g.n;
-            (Kind::Conv(g), m, n, k, nimg, true)
+            if dw {
+                (Kind::Dw(g), m, n, k, nimg, true)
+            } else {
+                (Kind::Conv(g), m, n, k, nimg, true)
+            }
         }
         _ => return Ok(None),
     };
@@ -286,11 +365,21 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     }
     let chunk = match kind {
         Kind::Conv(_) => 128,
-        Kind::Mat if m >= 64 => 256,
-        Kind::Mat => 64,
+        Kind::Dw(_) => n,
+        Kind::Mat | Kind::MatRt { .. } if m >= 256 => 512,
+        Kind::Mat | Kind::MatRt { .. } if m >= 64 => 256,
+        Kind::Mat | Kind::MatRt { .. } => 64,
+    };
+    let amode = match kind {
+        Kind::Conv(_) if binfo.consts[1].is_some() => AMode::Const,
+        // Packing A pays off only when a unit reuses it over many panels (measured: it
+        // costs ~20% at 4 panels per unit, gains ~20% at 1024^3).
+        Kind::Mat | Kind::MatRt { .. } if chunk >= 256 && n >= 256 && k >= 256 => AMode::Runtime,
+        _ => AMode::Direct,
     };
     let mut p = Plan {
         kind,
+        amode,
         m,
         n,
         k,
@@ -306,13 +395,32 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     };
     // Split rows too when there are few column units (e.g. 7x7 maps, small N).
     let cu = p.nimg * p.units_per_img();
-    if cu < 8 && m >= 2 * 4 * MR {
+    if let Kind::Dw(_) = p.kind {
+        // Channel groups: about 16 units.
+        p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
+    } else if cu < 8 && m >= 2 * 4 * MR {
         let want = 8usize.div_ceil(cu);
-        p.mrows = m.div_ceil(want).div_ceil(MR).max(4) * MR;
+        // Every row part packs its own copy of B: keep parts >= 128 rows when B is packed
+        // at run time, so the packing stays small next to the product.
+        let floor = if matches!(p.kind, Kind::Mat) {
+            4
+        } else {
+            128 / MR
+        };
+        p.mrows = m.div_ceil(want).div_ceil(MR).max(floor) * MR;
     }
     // Spread work only when a unit has enough of it (~256 KFLOP).
     let flops = 2 * m * n * k * nimg;
-    p.tasks = if flops < (1 << 21) {
+    // Depthwise convs run ~8x fewer flops per cycle: split them at fewer flops.
+    let min_flops = if matches!(p.kind, Kind::Dw(_)) {
+        1 << 18
+    } else if m <= 4 {
+        // Few rows: bound by streaming B (weights) from memory, which two cores do faster.
+        1 << 19
+    } else {
+        1 << 21
+    };
+    p.tasks = if flops < min_flops {
         1
     } else {
         p.units().min(MAX_TASKS)
@@ -323,6 +431,7 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
 /// Compile-time data: the packed B (Mat) or the conv offset tables.
 pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
     match &p.kind {
+        Kind::MatRt { .. } | Kind::Dw(_) => Ok(vec![]),
         Kind::Mat => {
             let b = info.consts[1]
                 .as_ref()
@@ -373,7 +482,25 @@ pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
                 })
                 .collect();
             let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-            Ok(vec![bytes(&koff), bytes(&pix), bytes(&contig)])
+            let mut v = vec![bytes(&koff), bytes(&pix), bytes(&contig)];
+            if p.amode == AMode::Const {
+                let w = info.consts[1]
+                    .as_ref()
+                    .and_then(|w| w.as_f32())
+                    .ok_or_else(|| info.err("conv weight is not constant f32"))?;
+                let (m, k) = (p.m, p.k);
+                let mut out = vec![0f32; m * k];
+                for t in 0..m.div_ceil(MR) {
+                    let mr = MR.min(m - t * MR);
+                    for kk in 0..k {
+                        for r in 0..mr {
+                            out[t * MR * k + kk * mr + r] = w[(t * MR + r) * k + kk];
+                        }
+                    }
+                }
+                v.push(out.iter().flat_map(|x| x.to_le_bytes()).collect());
+            }
+            Ok(v)
         }
     }
 }
@@ -430,6 +557,7 @@ fn if_else(e: &mut E, c: Value, then: &mut dyn FnMut(&mut E), els: &mut dyn FnMu
 
 /// Serial work before the tasks: the zero-padded input copy of a conv.
 pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
+    // (Depthwise convs pad each channel inside their tasks: see `emit_dw`.)
     let Kind::Conv(g) = &p.kind else {
         return Ok(());
     };
@@ -552,7 +680,6 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
 
 /// One unit: `ncols` columns from column `col0` of image `img`, all rows, all of K.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn emit_unit(
     e: &mut E,
     p: &Plan,
@@ -564,6 +691,10 @@ fn emit_unit(
     row0: Value,
     mrows: usize,
 ) {
+    if let Kind::Dw(g) = &p.kind {
+        emit_dw(e, p, g, c, img, row0, mrows);
+        return;
+    }
     let kbs = p.kblocks();
     let nkb = kbs.len();
     let z = e.ic(0);
@@ -573,14 +704,15 @@ fn emit_unit(
         );
         return;
     }
+    let kb = kbs[0];
     emit_kblock(
-        e, p, c, pack, img, col0, ncols, row0, mrows, z, KC, false, false,
+        e, p, c, pack, img, col0, ncols, row0, mrows, z, kb, false, false,
     );
-    let kstart = e.ic(KC as i64);
+    let kstart = e.ic(kb as i64);
     let mids = nkb as i64 - 2;
-    e.loop_offs(mids, &[kstart], &[KC as i64], &mut |e, _i, o| {
+    e.loop_offs(mids, &[kstart], &[kb as i64], &mut |e, _i, o| {
         emit_kblock(
-            e, p, c, pack, img, col0, ncols, row0, mrows, o[0], KC, true, false,
+            e, p, c, pack, img, col0, ncols, row0, mrows, o[0], kb, true, false,
         );
     });
     let k0 = e.ic((p.k - kbs[nkb - 1]) as i64);
@@ -624,6 +756,8 @@ fn emit_kblock(
     let ptr = types::I64;
     // B panel j of this block lives at `bbase + j * bstep`.
     let (bbase, bstep) = match &p.kind {
+        // Handled by `emit_dw`.
+        Kind::Dw(_) => (pack, 0),
         Kind::Mat => {
             // packed[(col0/16 + j)][k][16]
             let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
@@ -640,17 +774,54 @@ fn emit_kblock(
             };
             let io = e.b.ins().imul_imm_s(img, (g.c * g.hp * g.wp * 4) as i64);
             let xb = e.b.ins().iadd(x, io);
-            pack_panels(e, c, pack, xb, col0, npan, k0, kc);
+            if conv_is_gemm(g) {
+                // 1x1, stride 1, unpadded: the input is already B[C][H*W], row-major.
+                let hw = (g.h * g.w * 4) as i64;
+                let ko = e.b.ins().imul_imm_s(k0, hw);
+                let co = e.b.ins().imul_imm_s(col0, 4);
+                let o = e.b.ins().iadd(ko, co);
+                let src = e.b.ins().iadd(xb, o);
+                pack_b_rt(e, src, pack, ncols, kc, hw);
+            } else {
+                pack_panels(e, c, pack, xb, col0, npan, k0, kc);
+            }
+            (pack, (kc * NR * 4) as i64)
+        }
+        Kind::MatRt { b_img, .. } => {
+            let io = e.b.ins().imul_imm_s(img, *b_img);
+            let ko = e.b.ins().imul_imm_s(k0, (p.n * 4) as i64);
+            let co = e.b.ins().imul_imm_s(col0, 4);
+            let o = e.b.ins().iadd(io, ko);
+            let o = e.b.ins().iadd(o, co);
+            let src = e.b.ins().iadd(c.ins[1], o);
+            pack_b_rt(e, src, pack, ncols, kc, (p.n * 4) as i64);
             (pack, (kc * NR * 4) as i64)
         }
     };
     let (a, lda) = match &p.kind {
+        Kind::Dw(_) => (c.ins[1], 0),
         Kind::Mat => (c.ins[0], p.k as i64 * 4),
+        Kind::MatRt { a_img, .. } => {
+            let io = e.b.ins().imul_imm_s(img, *a_img);
+            (e.b.ins().iadd(c.ins[0], io), p.k as i64 * 4)
+        }
         Kind::Conv(_) => (c.ins[1], p.k as i64 * 4),
     };
     let ldc = p.n as i64 * 4;
-    let ko = e.b.ins().imul_imm_s(k0, 4);
-    let a = e.b.ins().iadd(a, ko);
+    let amode = p.amode;
+    let a = match amode {
+        AMode::Const => c.extra[3],
+        _ => {
+            let ko = e.b.ins().imul_imm_s(k0, 4);
+            e.b.ins().iadd(a, ko)
+        }
+    };
+    let apack = if amode == AMode::Runtime {
+        e.b.ins()
+            .iadd_imm_s(pack, (p.pack_bytes() - p.apack_bytes()) as i64)
+    } else {
+        pack
+    };
     let io = e.b.ins().imul_imm_s(img, (p.m * p.n * 4) as i64);
     let co = e.b.ins().imul_imm_s(col0, 4);
     let cbase_off = e.b.ins().iadd(io, co);
@@ -666,6 +837,7 @@ fn emit_kblock(
     let tile = |e: &mut E,
                 mr: usize,
                 partial: bool,
+                ablk: Value,
                 arow: Value,
                 crow: Value,
                 rowb: Value,
@@ -673,12 +845,26 @@ fn emit_kblock(
                 colb: Value| {
         let key = UkrKey {
             mr,
+            pa: amode != AMode::Direct,
             partial,
             acc,
             ep: ep.clone(),
         };
         let f = c.ukrs[&key];
-        let pa = e.b.ins().iadd(a, arow);
+        let pa = match amode {
+            AMode::Direct => e.b.ins().iadd(a, arow),
+            AMode::Const => {
+                let ko = e.b.ins().imul_imm_s(k0, (4 * mr) as i64);
+                let o = e.b.ins().iadd(arow, ko);
+                e.b.ins().iadd(a, o)
+            }
+            AMode::Runtime => {
+                let rel = e.b.ins().isub(arow, ablk);
+                let t = e.b.ins().udiv_imm_u(rel, lda);
+                let o = e.b.ins().imul_imm_s(t, (kc * 4) as i64);
+                e.b.ins().iadd(apack, o)
+            }
+        };
         let coff = e.b.ins().iadd(cbase_off, crow);
         let coff = e.b.ins().iadd(coff, colb);
         let pc = e.b.ins().iadd(c.out, coff);
@@ -709,16 +895,20 @@ fn emit_kblock(
                 nfull as i64,
                 &[ar, cr, br],
                 &[MR as i64 * lda, MR as i64 * ldc, MR as i64 * 4],
-                &mut |e, _i, o| tile(e, MR, partial, o[0], o[1], o[2], bp, colb),
+                &mut |e, _i, o| tile(e, MR, partial, ar, o[0], o[1], o[2], bp, colb),
             );
             let rem = mc % MR;
             if rem > 0 {
                 let a2 = e.b.ins().iadd_imm_s(ar, (nfull * MR) as i64 * lda);
                 let c2 = e.b.ins().iadd_imm_s(cr, (nfull * MR) as i64 * ldc);
                 let b2 = e.b.ins().iadd_imm_s(br, (nfull * MR) as i64 * 4);
-                tile(e, rem, partial, a2, c2, b2, bp, colb);
+                tile(e, rem, partial, ar, a2, c2, b2, bp, colb);
             }
         };
+        if amode == AMode::Runtime {
+            let src = e.b.ins().iadd(a, ar);
+            pack_a(e, src, apack, mc, kc, lda);
+        }
         let zc = e.ic(0);
         e.loop_offs(
             full as i64,
@@ -744,7 +934,7 @@ fn emit_kblock(
         &[MC as i64 * lda, MC as i64 * ldc, MC as i64 * 4],
         &mut |e, _i, o| mblock(e, MC, o[0], o[1], o[2]),
     );
-    if mrows % MC > 0 {
+    if !mrows.is_multiple_of(MC) {
         let ar = e.b.ins().iadd_imm_s(ar0, (nmb * MC) as i64 * lda);
         let cr = e.b.ins().iadd_imm_s(cr0, (nmb * MC) as i64 * ldc);
         let br = e.b.ins().iadd_imm_s(br0, (nmb * MC) as i64 * 4);
@@ -776,42 +966,317 @@ fn pack_panels(
         &[(kc * NR * 4) as i64, (NR * 8) as i64],
         &mut |e, _j, o| {
             let dst = e.b.ins().iadd(pack, o[0]);
-            for g in 0..4 {
-                // flags index = pixel / 4 → byte offset pixo / 4 (pixel*8/4 = pixel*2)
-                let fo = e.b.ins().ushr_imm_u(o[1], 2);
-                let fo = e.b.ins().iadd_imm_s(fo, (g * 8) as i64);
-                let flag = e.ld(types::I64, contig, fo);
-                let po: Vec<Value> = (0..4)
-                    .map(|l| {
-                        let off = e.b.ins().iadd_imm_s(o[1], ((g * 4 + l) * 8) as i64);
-                        let pv = e.ld(types::I64, pix, off);
-                        e.b.ins().iadd(xb, pv)
-                    })
+            // flags index = pixel / 4 -> byte offset (pixel * 8) / 4
+            let fo = e.b.ins().ushr_imm_u(o[1], 2);
+            let flags: Vec<Value> = (0..4)
+                .map(|g| {
+                    let f = e.b.ins().iadd_imm_s(fo, (g * 8) as i64);
+                    e.ld(types::I64, contig, f)
+                })
+                .collect();
+            let f01 = e.b.ins().band(flags[0], flags[1]);
+            let f23 = e.b.ins().band(flags[2], flags[3]);
+            let all = e.b.ins().band(f01, f23);
+            // Base pointer of every pixel of the panel.
+            let po: Vec<Value> = (0..NR)
+                .map(|l| {
+                    let off = e.b.ins().iadd_imm_s(o[1], (l * 8) as i64);
+                    let pv = e.ld(types::I64, pix, off);
+                    e.b.ins().iadd(xb, pv)
+                })
+                .collect();
+            let zz = e.ic(0);
+            if_else(
+                e,
+                all,
+                &mut |e| {
+                    // Every group of 4 pixels is contiguous: one offset load per k.
+                    e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
+                        let ko = e.ld(types::I64, kt, q[0]);
+                        let d = e.b.ins().iadd(dst, q[1]);
+                        for g in 0..4 {
+                            let v = e.ld(F32X4, po[4 * g], ko);
+                            e.b.ins().store(mf(), v, d, (g * 16) as i32);
+                        }
+                    });
+                },
+                &mut |e| {
+                    for g in 0..4 {
+                        let dg = e.b.ins().iadd_imm_s(dst, (g * 16) as i64);
+                        let pg = &po[4 * g..4 * g + 4];
+                        if_else(
+                            e,
+                            flags[g],
+                            &mut |e| {
+                                e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
+                                    let ko = e.ld(types::I64, kt, q[0]);
+                                    let v = e.ld(F32X4, pg[0], ko);
+                                    e.st(v, dg, q[1]);
+                                });
+                            },
+                            &mut |e| {
+                                e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
+                                    let ko = e.ld(types::I64, kt, q[0]);
+                                    let d = e.b.ins().iadd(dg, q[1]);
+                                    for l in 0..4 {
+                                        let v = e.ld(types::F32, pg[l], ko);
+                                        e.b.ins().store(mf(), v, d, (l * 4) as i32);
+                                    }
+                                });
+                            },
+                        );
+                    }
+                },
+            );
+        },
+    );
+}
+
+/// Pack `mc` rows of A (row 0 at `src`, rows `lda` bytes apart, `kc` floats each) into row
+/// tiles of `MR` (`[kc][MR]`, the last tile `[kc][mc % MR]`) at `dst`.
+fn pack_a(e: &mut E, src: Value, dst: Value, mc: usize, kc: usize, lda: i64) {
+    let nfull = mc / MR;
+    let tiles = |e: &mut E, mr: usize, s0: Value, d0: Value| {
+        let zz = e.ic(0);
+        e.loop_offs(
+            kc as i64,
+            &[zz, zz],
+            &[4, (4 * mr) as i64],
+            &mut |e, _k, q| {
+                let s = e.b.ins().iadd(s0, q[0]);
+                let d = e.b.ins().iadd(d0, q[1]);
+                let v: Vec<Value> = (0..mr)
+                    .map(|r| e.b.ins().load(types::F32, mf(), s, (r as i64 * lda) as i32))
                     .collect();
-                let dg = e.b.ins().iadd_imm_s(dst, (g * 16) as i64);
-                let zz = e.ic(0);
-                if_else(
-                    e,
-                    flag,
-                    &mut |e| {
-                        e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
-                            let ko = e.ld(types::I64, kt, q[0]);
-                            let v = e.ld(F32X4, po[0], ko);
-                            e.st(v, dg, q[1]);
-                        });
-                    },
-                    &mut |e| {
-                        e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
-                            let ko = e.ld(types::I64, kt, q[0]);
-                            let d = e.b.ins().iadd(dg, q[1]);
-                            for l in 0..4 {
-                                let v = e.ld(types::F32, po[l], ko);
-                                e.b.ins().store(mf(), v, d, (l * 4) as i32);
-                            }
-                        });
-                    },
+                for (r, &x) in v.iter().enumerate() {
+                    e.b.ins().store(mf(), x, d, (r * 4) as i32);
+                }
+            },
+        );
+    };
+    e.loop_offs(
+        nfull as i64,
+        &[src, dst],
+        &[MR as i64 * lda, (MR * kc * 4) as i64],
+        &mut |e, _t, o| tiles(e, MR, o[0], o[1]),
+    );
+    if !mc.is_multiple_of(MR) {
+        let s = e.b.ins().iadd_imm_s(src, (nfull * MR) as i64 * lda);
+        let d = e.b.ins().iadd_imm_s(dst, (nfull * MR * kc * 4) as i64);
+        tiles(e, mc % MR, s, d);
+    }
+}
+
+/// Pack `kc` rows x `ncols` columns of a row-major B (`src` at the block's top-left, rows
+/// `ldb` bytes apart) into panels of `[kc][16]` at `dst`, zero-padding the last panel.
+fn pack_b_rt(e: &mut E, src: Value, dst: Value, ncols: usize, kc: usize, ldb: i64) {
+    let full = ncols / NR;
+    let rest = ncols % NR;
+    let pstep = (kc * NR * 4) as i64;
+    e.loop_offs(
+        full as i64,
+        &[src, dst],
+        &[(NR * 4) as i64, pstep],
+        &mut |e, _j, o| {
+            let (s0, d0) = (o[0], o[1]);
+            let zz = e.ic(0);
+            e.loop_offs(kc as i64, &[zz, zz], &[ldb, 64], &mut |e, _k, q| {
+                let s = e.b.ins().iadd(s0, q[0]);
+                let d = e.b.ins().iadd(d0, q[1]);
+                let v: Vec<Value> = (0..4)
+                    .map(|l| e.b.ins().load(F32X4, mf(), s, l * 16))
+                    .collect();
+                for (l, &x) in v.iter().enumerate() {
+                    e.b.ins().store(mf(), x, d, (l * 16) as i32);
+                }
+            });
+        },
+    );
+    if rest > 0 {
+        let s0 = e.b.ins().iadd_imm_s(src, (full * NR * 4) as i64);
+        let d0 = e.b.ins().iadd_imm_s(dst, full as i64 * pstep);
+        let zv = e.fc(F32X4, 0.0);
+        let zz = e.ic(0);
+        e.loop_offs(kc as i64, &[zz, zz], &[ldb, 64], &mut |e, _k, q| {
+            let s = e.b.ins().iadd(s0, q[0]);
+            let d = e.b.ins().iadd(d0, q[1]);
+            for l in 0..4 {
+                e.b.ins().store(mf(), zv, d, l * 16);
+            }
+            for j in 0..rest {
+                let x = e.b.ins().load(types::F32, mf(), s, (j * 4) as i32);
+                e.b.ins().store(mf(), x, d, (j * 4) as i32);
+            }
+        });
+    }
+}
+
+/// Depthwise conv: channels `[row0, row0 + nch)` of image `img`, 8/4/1 output pixels at a
+/// time with the window weights in registers, epilogue in registers.
+#[allow(clippy::too_many_arguments)]
+fn emit_dw(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, img: Value, row0: Value, nch: usize) {
+    let kk = g.kh * g.kw;
+    let xplane = (g.hp * g.wp) as i64 * 4;
+    let oplane = (g.oh * g.ow) as i64 * 4;
+    let x = if p.pad_bytes() > 0 {
+        c.scratch
+    } else {
+        c.ins[0]
+    };
+    let w = c.ins[1];
+    let bias = p.bias_port.map(|q| c.ins[q]);
+    let res = p.res_port.map(|q| c.ins[q]);
+    let ich = e.b.ins().imul_imm_s(img, g.c as i64);
+    let ch0 = e.b.ins().iadd(ich, row0);
+    let xo = e.b.ins().imul_imm_s(ch0, xplane);
+    let oo = e.b.ins().imul_imm_s(ch0, oplane);
+    let wo = e.b.ins().imul_imm_s(row0, (kk * 4) as i64);
+    let bo = e.b.ins().imul_imm_s(row0, 4);
+    e.loop_offs(
+        nch as i64,
+        &[xo, oo, wo, bo],
+        &[xplane, oplane, (kk * 4) as i64, 4],
+        &mut |e, _ch, o| {
+            if p.pad_bytes() > 0 {
+                // This channel's zero-padded plane, made here so it is hot in cache.
+                let zv = e.fc(F32X4, 0.0);
+                let plane = g.hp * g.wp;
+                e.loop_offs((plane / 4) as i64, &[o[0]], &[16], &mut |e, _i, q| {
+                    e.st(zv, c.scratch, q[0]);
+                });
+                let zs = e.fc(types::F32, 0.0);
+                for t in (plane / 4) * 4..plane {
+                    let q = e.b.ins().iadd_imm_s(o[0], t as i64 * 4);
+                    e.st(zs, c.scratch, q);
+                }
+                // input plane offset = channel index * h * w * 4 = xo / xplane * h * w * 4
+                let chi = e.b.ins().udiv_imm_u(o[0], xplane);
+                let so = e.b.ins().imul_imm_s(chi, (g.h * g.w * 4) as i64);
+                let d0 =
+                    e.b.ins()
+                        .iadd_imm_s(o[0], ((g.ph * g.wp + g.pw) * 4) as i64);
+                e.loop_offs(
+                    g.h as i64,
+                    &[d0, so],
+                    &[g.wp as i64 * 4, g.w as i64 * 4],
+                    &mut |e, _r, q| e.copy_bytes(c.scratch, q[0], c.ins[0], q[1], g.w * 4),
                 );
             }
+            let pw = e.b.ins().iadd(w, o[2]);
+            let ws: Vec<Value> = (0..kk)
+                .map(|q| e.b.ins().load(types::F32, mf(), pw, (q * 4) as i32))
+                .collect();
+            let wv: Vec<Value> = ws.iter().map(|&s| e.b.ins().splat(F32X4, s)).collect();
+            let bs = bias.map(|bp| {
+                let a = e.b.ins().iadd(bp, o[3]);
+                e.b.ins().load(types::F32, mf(), a, 0)
+            });
+            let bv = bs.map(|s| e.b.ins().splat(F32X4, s));
+            let (xc, oc) = (o[0], o[1]);
+            e.loop_offs(
+                g.oh as i64,
+                &[xc, oc],
+                &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
+                &mut |e, _r, ro| {
+                    // `nv` vectors (4 pixels each) or one scalar pixel at (x, out) offsets.
+                    let px = |e: &mut E, nv: usize, xoff: Value, ooff: Value| {
+                        let vec = nv > 0;
+                        let ty = if vec { F32X4 } else { types::F32 };
+                        let nacc = nv.max(1);
+                        let pxp = e.b.ins().iadd(x, xoff);
+                        let z = e.fc(ty, 0.0);
+                        let mut acc = vec![z; nacc];
+                        for kh in 0..g.kh {
+                            for kw in 0..g.kw {
+                                let q = kh * g.kw + kw;
+                                for (j, a) in acc.iter_mut().enumerate() {
+                                    let off =
+                                        ((kh * g.dh * g.wp + kw * g.dw + j * 4 * g.sw) * 4) as i32;
+                                    let xv = if !vec {
+                                        e.b.ins().load(types::F32, mf(), pxp, off)
+                                    } else if g.sw == 1 {
+                                        e.b.ins().load(F32X4, mf(), pxp, off)
+                                    } else {
+                                        let s0 = e.b.ins().load(types::F32, mf(), pxp, off);
+                                        let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
+                                        for l in 1..4 {
+                                            let s = e.b.ins().load(
+                                                types::F32,
+                                                mf(),
+                                                pxp,
+                                                off + (l * g.sw * 4) as i32,
+                                            );
+                                            v = e.b.ins().insertlane(v, s, l as u8);
+                                        }
+                                        v
+                                    };
+                                    let wq = if vec { wv[q] } else { ws[q] };
+                                    *a = e.mul_add(wq, xv, *a);
+                                }
+                            }
+                        }
+                        let po = e.b.ins().iadd(c.out, ooff);
+                        let pr = res.map(|r| e.b.ins().iadd(r, ooff));
+                        for (j, a) in acc.iter_mut().enumerate() {
+                            for st in &p.ep {
+                                *a = match *st {
+                                    Ep::BiasRow | Ep::BiasCol => {
+                                        let b = if vec { bv } else { bs };
+                                        match b {
+                                            Some(b) => e.b.ins().fadd(*a, b),
+                                            None => *a,
+                                        }
+                                    }
+                                    Ep::Relu => {
+                                        let zz = e.fc(ty, 0.0);
+                                        e.clamp_lo(ty, *a, zz)
+                                    }
+                                    Ep::Clip(lo, hi) => {
+                                        let l = e.fc(ty, f32::from_bits(lo));
+                                        let h = e.fc(ty, f32::from_bits(hi));
+                                        let t = e.clamp_lo(ty, *a, l);
+                                        e.clamp_hi(ty, t, h)
+                                    }
+                                    Ep::Residual => match pr {
+                                        Some(r) => {
+                                            let v = e.b.ins().load(ty, mf(), r, (j * 16) as i32);
+                                            e.b.ins().fadd(*a, v)
+                                        }
+                                        None => *a,
+                                    },
+                                    Ep::Scale(sc) => {
+                                        let f = e.fc(ty, f32::from_bits(sc));
+                                        e.b.ins().fmul(*a, f)
+                                    }
+                                };
+                            }
+                            e.b.ins().store(mf(), *a, po, (j * 16) as i32);
+                        }
+                    };
+                    let n8 = g.ow / 8;
+                    e.loop_offs(
+                        n8 as i64,
+                        &[ro[0], ro[1]],
+                        &[(8 * g.sw) as i64 * 4, 32],
+                        &mut |e, _i, q| px(e, 2, q[0], q[1]),
+                    );
+                    let mut done = n8 * 8;
+                    if g.ow - done >= 4 {
+                        let xr = e.b.ins().iadd_imm_s(ro[0], (done * g.sw) as i64 * 4);
+                        let or = e.b.ins().iadd_imm_s(ro[1], done as i64 * 4);
+                        px(e, 1, xr, or);
+                        done += 4;
+                    }
+                    let xr = e.b.ins().iadd_imm_s(ro[0], (done * g.sw) as i64 * 4);
+                    let or = e.b.ins().iadd_imm_s(ro[1], done as i64 * 4);
+                    e.loop_offs(
+                        (g.ow - done) as i64,
+                        &[xr, or],
+                        &[g.sw as i64 * 4, 4],
+                        &mut |e, _i, q| px(e, 0, q[0], q[1]),
+                    );
+                },
+            );
         },
     );
 }
