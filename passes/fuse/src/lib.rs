@@ -299,8 +299,119 @@ fn layer_norm_parts(eg: &OptEGraph, d: Id, s: Id) -> Option<(Id, Vec<usize>, f32
         })
 }
 
+/// Gemm nodes with constant B (and C) in class `id`: (alpha, beta, trans_a, trans_b, a, B, C).
+#[allow(clippy::type_complexity)]
+fn const_gemms(eg: &OptEGraph, id: Id) -> Vec<(f32, f32, bool, bool, Id, Tensor, Option<Tensor>)> {
+    ops_in(eg, id)
+        .into_iter()
+        .filter_map(|(op, ch)| match op {
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                let b = (*const_of(eg, ch[1])?).clone();
+                let c = match ch.get(2) {
+                    Some(&c) => Some((*const_of(eg, c)?).clone()),
+                    None => None,
+                };
+                Some((alpha, beta, trans_a, trans_b, ch[0], b, c))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Scale output column `n` of `op(B)` by `s[n]`: rows of B when it is transposed
+/// (`[N, K]`), columns otherwise (`[K, N]`).
+fn scale_gemm_b(b: &Tensor, s: &[f32], trans_b: bool) -> Option<Tensor> {
+    if trans_b {
+        return scale_rows(b, s);
+    }
+    let v = f32s(b)?;
+    let n = s.len();
+    if b.shape().len() != 2 || b.shape()[1] != n {
+        return None;
+    }
+    let out = v.iter().enumerate().map(|(i, &x)| x * s[i % n]).collect();
+    Tensor::new(b.shape().to_vec(), Data::F32(out)).ok()
+}
+
+/// `beta * C` as a per-column vector of length `n` (C absent, scalar, `[N]` or `[1, N]`).
+fn gemm_c_vector(c: &Option<Tensor>, beta: f32, n: usize) -> Option<Vec<f32>> {
+    match c {
+        None => Some(vec![0.0; n]),
+        Some(c) => {
+            let v = f32s(c)?;
+            let cols = match c.shape() {
+                [] | [1] | [1, 1] => vec![v[0]; n],
+                [k] | [1, k] if *k == n => v.to_vec(),
+                _ => return None,
+            };
+            Some(cols.into_iter().map(|x| x * beta).collect())
+        }
+    }
+}
+
+fn gemm_build(alpha: f32, trans_a: bool, trans_b: bool, a: Id, b: Tensor, c: Vec<f32>) -> Build {
+    let op = Op::Gemm {
+        alpha,
+        beta: 1.0,
+        trans_a,
+        trans_b,
+    };
+    Build::Node(
+        op,
+        vec![
+            Build::Class(a),
+            Build::Const(b),
+            Build::Const(vec_tensor(c)),
+        ],
+    )
+}
+
 fn rules() -> Vec<Rule> {
     vec![
+        FnRule::rewrite("gemm-bn", |eg, _c, n| {
+            // batch_norm over the columns of a [M, N] gemm output
+            let Op::BatchNorm { epsilon } = op_of(n)? else {
+                return None;
+            };
+            if eg[n.children[0]].data.ty()?.rank() != 2 {
+                return None;
+            }
+            let p: Vec<_> = (1..5)
+                .map(|i| const_of(eg, n.children[i]))
+                .collect::<Option<_>>()?;
+            let (g, beta_bn, mu, var) = (f32s(&p[0])?, f32s(&p[1])?, f32s(&p[2])?, f32s(&p[3])?);
+            let (alpha, beta, ta, tb, a, b, c) =
+                const_gemms(eg, n.children[0]).into_iter().next()?;
+            let cols = g.len();
+            let s: Vec<f32> = (0..cols)
+                .map(|i| g[i] / (var[i] + epsilon).sqrt())
+                .collect();
+            let c0 = gemm_c_vector(&c, beta, cols)?;
+            let nc = (0..cols)
+                .map(|i| (c0[i] - mu[i]) * s[i] + beta_bn[i])
+                .collect();
+            Some(gemm_build(alpha, ta, tb, a, scale_gemm_b(&b, &s, tb)?, nc))
+        }),
+        FnRule::rewrite("gemm-mul", |eg, _c, n| {
+            let Op::Binary(BinaryOp::Mul) = op_of(n)? else {
+                return None;
+            };
+            (0..2).find_map(|side| {
+                let out = eg[n.children[side]].data.ty()?.shape.clone();
+                let k = const_of(eg, n.children[1 - side])?;
+                let (alpha, beta, ta, tb, a, b, c) =
+                    const_gemms(eg, n.children[side]).into_iter().next()?;
+                let s = per_axis(&k, &out, 1)?;
+                let c0 = gemm_c_vector(&c, beta, s.len())?;
+                let nc = c0.iter().zip(&s).map(|(x, y)| x * y).collect();
+                Some(gemm_build(alpha, ta, tb, a, scale_gemm_b(&b, &s, tb)?, nc))
+            })
+        }),
         FnRule::rewrite("softmax-recognize", |eg, _c, n| {
             let Op::Binary(BinaryOp::Div) = op_of(n)? else {
                 return None;
@@ -694,6 +805,67 @@ fn cases() -> Vec<Case> {
                     .unwrap();
                 let m = g.add("m", Op::Binary(BinaryOp::Mul), &[ln, gamma]).unwrap();
                 let y = g.add("a", Op::Binary(BinaryOp::Add), &[beta, m]).unwrap();
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "gemm-bn",
+            make: |s| {
+                let (m, k, n) = (1 + s as usize % 3, 5, 2 + s as usize % 4);
+                let mut g = Graph::new();
+                let a = g.add_input("a", TensorType::f32(&[m, k]));
+                let tb = s % 2 == 0;
+                let b = g.add_const("b", t(s, &if tb { [n, k] } else { [k, n] }, -1.0, 1.0));
+                let mut ins = vec![a, b];
+                if s % 3 != 0 {
+                    ins.push(g.add_const("c", t(s + 1, &[n], -1.0, 1.0)));
+                }
+                let gemm = Op::Gemm {
+                    alpha: 0.5,
+                    beta: 2.0,
+                    trans_a: false,
+                    trans_b: tb,
+                };
+                let y0 = g.add("gemm", gemm, &ins).expect("gemm");
+                let p: Vec<_> = (0..4)
+                    .map(|i| {
+                        g.add_const(
+                            &format!("p{i}"),
+                            t(s + 10 + i, &[n], if i == 3 { 0.5 } else { -1.0 }, 1.5),
+                        )
+                    })
+                    .collect();
+                let y = g
+                    .add(
+                        "bn",
+                        Op::BatchNorm { epsilon: 1e-3 },
+                        &[y0, p[0], p[1], p[2], p[3]],
+                    )
+                    .expect("bn");
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "gemm-mul",
+            make: |s| {
+                let (m, k, n) = (2, 4, 3 + s as usize % 3);
+                let mut g = Graph::new();
+                let a = g.add_input("a", TensorType::f32(&[m, k]));
+                let b = g.add_const("b", t(s, &[n, k], -1.0, 1.0));
+                let c = g.add_const("c", t(s + 1, &[1, n], -1.0, 1.0));
+                let gemm = Op::Gemm {
+                    alpha: 1.5,
+                    beta: 0.5,
+                    trans_a: false,
+                    trans_b: true,
+                };
+                let y0 = g.add("gemm", gemm, &[a, b, c]).expect("gemm");
+                let sc = g.add_const("scale", t(s + 2, &[n], -2.0, 2.0));
+                let y = g
+                    .add("mul", Op::Binary(BinaryOp::Mul), &[sc, y0])
+                    .expect("mul");
                 g.add_output("y", y);
                 g
             },
