@@ -1,12 +1,14 @@
 //! Cranelift IR building helpers: loops, memory access, constants and vector math.
 
 use cranelift_codegen::cursor::{Cursor, FuncCursor};
+use cranelift_codegen::ir::Function;
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
     types, Block, FuncRef, Inst, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
     Value,
 };
-use cranelift_frontend::{FunctionBuilder, Variable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_module::{FuncId, Module};
 use optc_ir::DType;
 use std::collections::HashMap;
 
@@ -36,6 +38,25 @@ pub(crate) struct Rt {
     pub powi: FuncRef,
 }
 
+/// The runtime imports of a module, declared once; `declare_in` makes them callable from
+/// one function.
+#[derive(Clone, Copy)]
+pub(crate) struct RtIds {
+    pub logf: FuncId,
+    pub powf: FuncId,
+    pub powi: FuncId,
+}
+
+impl RtIds {
+    pub fn declare_in<M: Module>(&self, module: &mut M, func: &mut Function) -> Rt {
+        Rt {
+            logf: module.declare_func_in_func(self.logf, func),
+            powf: module.declare_func_in_func(self.powf, func),
+            powi: module.declare_func_in_func(self.powi, func),
+        }
+    }
+}
+
 /// A kernel being built: the builder plus target facts.
 pub(crate) struct E<'f> {
     pub b: FunctionBuilder<'f>,
@@ -63,6 +84,32 @@ pub(crate) struct Split {
 
 #[allow(clippy::excessive_precision)]
 impl<'f> E<'f> {
+    /// Start building `func`: one sealed entry block that holds the function's parameters
+    /// (returned) and receives hoisted constants.
+    pub fn begin(
+        func: &'f mut Function,
+        fctx: &'f mut FunctionBuilderContext,
+        fma: bool,
+        rt: Rt,
+    ) -> (Self, Vec<Value>) {
+        let mut b = FunctionBuilder::new(func, fctx);
+        let blk = b.create_block();
+        b.append_block_params_for_function_params(blk);
+        b.switch_to_block(blk);
+        b.seal_block(blk);
+        let params = b.block_params(blk).to_vec();
+        let e = E {
+            b,
+            fma,
+            rt,
+            entry: Some(blk),
+            consts: HashMap::new(),
+            dummy: None,
+            split: None,
+        };
+        (e, params)
+    }
+
     pub fn ic(&mut self, v: i64) -> Value {
         self.b.ins().iconst(types::I64, v)
     }

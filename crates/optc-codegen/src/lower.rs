@@ -5,7 +5,7 @@
 //! the entry function resolves every value to its buffer (graph input, graph output, constant
 //! data object or workspace offset) and calls the kernels in schedule order.
 
-use crate::emit::{clty, mf, Rt, E, F32X4};
+use crate::emit::{clty, mf, RtIds, E, F32X4};
 use crate::plan::Arena;
 use crate::{CodegenError, Target, MAX_BYTES};
 use cranelift_codegen::ir::{
@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{
     types, AbiParam, Function, InstBuilder, StackSlotData, StackSlotKind, Type, UserFuncName,
     Value,
 };
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use optc_ir::{
     BinaryOp, DType, FusedStep, Graph, NodeId, Op, PadMode, ReduceKind, Tensor, TensorType,
@@ -134,6 +134,7 @@ pub fn lower_graph<M: Module>(
     let powi = module
         .declare_function("optc_rt_powi", Linkage::Import, &sigi)
         .map_err(|e| CodegenError::new(e.to_string()))?;
+    let rt_ids = RtIds { logf, powf, powi };
 
     let mut sigp = module.make_signature();
     sigp.params.push(AbiParam::new(ptr));
@@ -326,28 +327,9 @@ pub fn lower_graph<M: Module>(
                 .iter()
                 .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
                 .collect();
-            let rt = Rt {
-                logf: module.declare_func_in_func(logf, &mut ctx.func),
-                powf: module.declare_func_in_func(powf, &mut ctx.func),
-                powi: module.declare_func_in_func(powi, &mut ctx.func),
-            };
+            let rt = rt_ids.declare_in(module, &mut ctx.func);
             {
-                let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-                let mut e = E {
-                    b,
-                    fma: target.fma,
-                    rt,
-                    entry: None,
-                    consts: HashMap::new(),
-                    dummy: None,
-                    split: None,
-                };
-                let blk = e.b.create_block();
-                e.entry = Some(blk);
-                e.b.append_block_params_for_function_params(blk);
-                e.b.switch_to_block(blk);
-                e.b.seal_block(blk);
-                let tp = e.b.block_params(blk).to_vec();
+                let (mut e, tp) = E::begin(&mut ctx.func, &mut fctx, target.fma, rt);
                 let params: Vec<Value> = (0..nparams)
                     .map(|j| e.b.ins().load(ptr, mf(), tp[0], (j * 8) as i32))
                     .collect();
@@ -411,28 +393,9 @@ pub fn lower_graph<M: Module>(
                         (k, f)
                     })
                     .collect();
-                let rt = Rt {
-                    logf: module.declare_func_in_func(logf, &mut ctx.func),
-                    powf: module.declare_func_in_func(powf, &mut ctx.func),
-                    powi: module.declare_func_in_func(powi, &mut ctx.func),
-                };
+                let rt = rt_ids.declare_in(module, &mut ctx.func);
                 {
-                    let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-                    let mut e = E {
-                        b,
-                        fma: target.fma,
-                        rt,
-                        entry: None,
-                        consts: HashMap::new(),
-                        dummy: None,
-                        split: None,
-                    };
-                    let blk = e.b.create_block();
-                    e.entry = Some(blk);
-                    e.b.append_block_params_for_function_params(blk);
-                    e.b.switch_to_block(blk);
-                    e.b.seal_block(blk);
-                    let tp = e.b.block_params(blk).to_vec();
+                    let (mut e, tp) = E::begin(&mut ctx.func, &mut fctx, target.fma, rt);
                     let params: Vec<Value> = (0..nparams)
                         .map(|j| e.b.ins().load(ptr, mf(), tp[0], (j * 8) as i32))
                         .collect();
@@ -464,11 +427,7 @@ pub fn lower_graph<M: Module>(
             .iter()
             .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
             .collect();
-        let rt = Rt {
-            logf: module.declare_func_in_func(logf, &mut ctx.func),
-            powf: module.declare_func_in_func(powf, &mut ctx.func),
-            powi: module.declare_func_in_func(powi, &mut ctx.func),
-        };
+        let rt = rt_ids.declare_in(module, &mut ctx.func);
         let ukrs: HashMap<_, _> = match plan {
             Some(p) if task_fn.is_none() => p
                 .keys()
@@ -483,22 +442,7 @@ pub fn lower_graph<M: Module>(
         let task_ref = task_fn.map(|t| module.declare_func_in_func(t, &mut ctx.func));
         let par_ref = task_fn.map(|_| module.declare_func_in_func(par_for, &mut ctx.func));
         {
-            let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let mut e = E {
-                b,
-                fma: target.fma,
-                rt,
-                entry: None,
-                consts: HashMap::new(),
-                dummy: None,
-                split: None,
-            };
-            let blk = e.b.create_block();
-            e.entry = Some(blk);
-            e.b.append_block_params_for_function_params(blk);
-            e.b.switch_to_block(blk);
-            e.b.seal_block(blk);
-            let params = e.b.block_params(blk).to_vec();
+            let (mut e, params) = E::begin(&mut ctx.func, &mut fctx, target.fma, rt);
             let extra: Vec<Value> = gvs
                 .iter()
                 .map(|g| e.b.ins().symbol_value(ptr, *g))
@@ -586,11 +530,7 @@ pub fn lower_graph<M: Module>(
         .iter()
         .map(|k| module.declare_func_in_func(*k, &mut ctx.func))
         .collect();
-    let entry_rt = Rt {
-        logf: module.declare_func_in_func(logf, &mut ctx.func),
-        powf: module.declare_func_in_func(powf, &mut ctx.func),
-        powi: module.declare_func_in_func(powi, &mut ctx.func),
-    };
+    let entry_rt = rt_ids.declare_in(module, &mut ctx.func);
     let mut gv_of: HashMap<DataId, cranelift_codegen::ir::GlobalValue> = HashMap::new();
     // In id order, so the entry function (and `--emit clif`) is reproducible.
     let mut dids: Vec<DataId> = const_data.values().copied().collect();
@@ -599,21 +539,7 @@ pub fn lower_graph<M: Module>(
         gv_of.insert(*d, module.declare_data_in_func(*d, &mut ctx.func));
     }
     {
-        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut e = E {
-            b,
-            fma: target.fma,
-            rt: entry_rt,
-            entry: None,
-            consts: HashMap::new(),
-            dummy: None,
-            split: None,
-        };
-        let blk = e.b.create_block();
-        e.b.append_block_params_for_function_params(blk);
-        e.b.switch_to_block(blk);
-        e.b.seal_block(blk);
-        let p = e.b.block_params(blk).to_vec();
+        let (mut e, p) = E::begin(&mut ctx.func, &mut fctx, target.fma, entry_rt);
         let (pin, pout, pws) = (p[0], p[1], p[2]);
         let ptr_of = |e: &mut E, loc: Loc| -> Value {
             match loc {
