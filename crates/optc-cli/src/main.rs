@@ -1,7 +1,6 @@
 //! The `optc` command line.
 
 mod compile;
-mod tensor_pb;
 
 use clap::{Args, Parser, Subcommand};
 use optc::{Options, Tensor};
@@ -201,28 +200,18 @@ fn compile(c: &CompileArgs, bytes: &[u8]) -> Res<optc::CompiledModel> {
 }
 
 /// Inputs in model order: from `--inputs DIR`, `--input name=file.npy`, or random.
-fn gather_inputs(m: &optc::CompiledModel, i: &InputArgs) -> Res<Vec<Tensor>> {
+fn gather_inputs(
+    m: &optc::CompiledModel,
+    known: &HashMap<String, Tensor>,
+    seed: u64,
+) -> Res<Vec<Tensor>> {
     let types = m.input_types();
     let names = m.input_names();
-    let mut inputs = optc::random_inputs(&types, i.seed);
-    if let Some(dir) = &i.inputs_dir {
-        for (k, t) in inputs.iter_mut().enumerate() {
-            let p = dir.join(format!("input_{k}.pb"));
-            let b = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            *t = tensor_pb::decode(&b).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut inputs = optc::random_inputs(&types, seed);
+    for (t, name) in inputs.iter_mut().zip(names) {
+        if let Some(v) = known.get(name) {
+            *t = v.clone();
         }
-    }
-    for spec in &i.inputs {
-        let (name, file) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("--input '{spec}' must look like NAME=FILE.npy"))?;
-        let k = names.iter().position(|n| n == name).ok_or_else(|| {
-            format!(
-                "--input '{spec}': the model has no input '{name}' (it takes: {})",
-                names.join(", ")
-            )
-        })?;
-        inputs[k] = optc::npy::read(Path::new(file))?;
     }
     for ((t, want), name) in inputs.iter().zip(&types).zip(names) {
         if t.dtype() != want.dtype || t.shape() != want.shape.as_slice() {
@@ -267,8 +256,9 @@ fn safe_file_name(name: &str) -> String {
         .collect()
 }
 
-/// Input values given on the command line, by name, before compiling: a node that
-/// needs a constant (pads, a shape, clip bounds) may take it from them.
+/// Input values given on the command line (`--inputs DIR`, `--input NAME=FILE`), by
+/// name, read once before compiling: a node that needs a constant (pads, a shape, clip
+/// bounds) may take it from them, and `gather_inputs` runs the model on them.
 fn known_inputs(bytes: &[u8], i: &InputArgs) -> Res<HashMap<String, Tensor>> {
     let mut known = HashMap::new();
     if i.inputs_dir.is_none() && i.inputs.is_empty() {
@@ -278,32 +268,41 @@ fn known_inputs(bytes: &[u8], i: &InputArgs) -> Res<HashMap<String, Tensor>> {
     if let Some(dir) = &i.inputs_dir {
         for (k, name) in names.iter().enumerate() {
             let p = dir.join(format!("input_{k}.pb"));
-            if let Ok(b) = std::fs::read(&p) {
-                let t = tensor_pb::decode(&b).map_err(|e| format!("{}: {e}", p.display()))?;
-                known.insert(name.clone(), t);
-            }
+            let b = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let t = optc_onnx::tensor_from_pb(&b).map_err(|e| format!("{}: {e}", p.display()))?;
+            known.insert(name.clone(), t);
         }
     }
     for spec in &i.inputs {
-        if let Some((name, file)) = spec.split_once('=') {
-            if names.iter().any(|n| n == name) {
-                known.insert(name.to_string(), optc::npy::read(Path::new(file))?);
-            }
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--input '{spec}' must look like NAME=FILE.npy"))?;
+        if !names.iter().any(|n| n == name) {
+            return Err(format!(
+                "--input '{spec}': the model has no input '{name}' (it takes: {})",
+                names.join(", ")
+            ));
         }
+        known.insert(name.to_string(), optc::npy::read(Path::new(file))?);
     }
     Ok(known)
 }
 
-fn compile_with_inputs(c: &CompileArgs, bytes: &[u8], i: &InputArgs) -> Res<optc::CompiledModel> {
+fn compile_with_inputs(
+    c: &CompileArgs,
+    bytes: &[u8],
+    known: &HashMap<String, Tensor>,
+) -> Res<optc::CompiledModel> {
     let mut opts = options(c)?;
-    opts.input_values = known_inputs(bytes, i)?;
+    opts.input_values = known.clone();
     optc::compile_bytes(bytes, &opts).map_err(|e| format!("{}: {e}", c.model.display()))
 }
 
 fn cmd_run(a: RunArgs) -> Res<ExitCode> {
     let bytes = read_model(&a.c.model)?;
-    let mut m = compile_with_inputs(&a.c, &bytes, &a.i)?;
-    let inputs = gather_inputs(&m, &a.i)?;
+    let known = known_inputs(&bytes, &a.i)?;
+    let mut m = compile_with_inputs(&a.c, &bytes, &known)?;
+    let inputs = gather_inputs(&m, &known, a.i.seed)?;
     let outs = m.run(&inputs).map_err(|e| e.to_string())?;
     for (name, t) in m.output_names().iter().zip(&outs) {
         println!("{name}: {} {}", t.ty(), summary(t));
@@ -320,7 +319,7 @@ fn cmd_run(a: RunArgs) -> Res<ExitCode> {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         for (k, (name, t)) in m.output_names().iter().zip(&outs).enumerate() {
             let p = dir.join(format!("output_{k}.pb"));
-            std::fs::write(&p, tensor_pb::encode(t, name))
+            std::fs::write(&p, optc_onnx::tensor_to_pb(t, name))
                 .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
         }
     }
@@ -329,8 +328,9 @@ fn cmd_run(a: RunArgs) -> Res<ExitCode> {
 
 fn cmd_check(a: CheckArgs) -> Res<ExitCode> {
     let bytes = read_model(&a.c.model)?;
-    let mut m = compile_with_inputs(&a.c, &bytes, &a.i)?;
-    let inputs = gather_inputs(&m, &a.i)?;
+    let known = known_inputs(&bytes, &a.i)?;
+    let mut m = compile_with_inputs(&a.c, &bytes, &known)?;
+    let inputs = gather_inputs(&m, &known, a.i.seed)?;
     let ours = m.run(&inputs).map_err(|e| e.to_string())?;
     let theirs = optc_onnx::oracle::run_tract(&bytes, &inputs)?;
     if theirs.len() != ours.len() {

@@ -49,7 +49,7 @@ pub fn onnx_dtype(d: DType) -> i32 {
     }
 }
 
-fn tensor_proto_raw(name: &str, t: &Tensor) -> pb::TensorProto {
+pub(crate) fn tensor_proto_raw(name: &str, t: &Tensor) -> pb::TensorProto {
     pb::TensorProto {
         name: name.to_string(),
         dims: t.shape().iter().map(|&d| d as i64).collect(),

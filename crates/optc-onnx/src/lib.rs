@@ -98,6 +98,21 @@ pub fn input_names(bytes: &[u8]) -> Result<Vec<String>, ImportError> {
         .collect())
 }
 
+/// Decode a serialized `TensorProto` (an `input_N.pb` / `output_N.pb` file of the ONNX
+/// backend-test layout), with the same checks as initializers.
+pub fn tensor_from_pb(bytes: &[u8]) -> Result<optc_ir::Tensor, String> {
+    use prost::Message;
+    let p = tract_onnx::pb::TensorProto::decode(bytes)
+        .map_err(|e| format!("not a TensorProto: {e}"))?;
+    proto::tensor_from_proto(&p, &format!("tensor '{}'", p.name))
+}
+
+/// Encode a tensor as a serialized `TensorProto` named `name` (raw_data).
+pub fn tensor_to_pb(t: &optc_ir::Tensor, name: &str) -> Vec<u8> {
+    use prost::Message;
+    builder::tensor_proto_raw(name, t).encode_to_vec()
+}
+
 /// Parse a shape written as `1x3x224x224`.
 pub fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
     let s = s.trim();
