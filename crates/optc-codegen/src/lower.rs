@@ -16,8 +16,8 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use optc_ir::{
-    BinaryOp, DType, FusedStep, Graph, NodeId, Op, PadMode, ReduceKind, Tensor, TensorType,
-    UnaryOp, Value as IrValue,
+    BinaryOp, DType, FusedStep, Graph, NodeId, Op, ReduceKind, Tensor, TensorType, UnaryOp,
+    Value as IrValue,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -731,30 +731,7 @@ fn derived_data(info: &NodeInfo) -> R<Vec<Vec<u8>>> {
             for d in 0..r {
                 let n = xs[d] as i64;
                 for i in 0..out[d] as i64 {
-                    let mut p = i - pads[d];
-                    let src = if p >= 0 && p < n {
-                        Some(p)
-                    } else {
-                        match mode {
-                            PadMode::Constant => None,
-                            PadMode::Edge => Some(p.clamp(0, n - 1)),
-                            PadMode::Reflect => {
-                                if n == 1 {
-                                    Some(0)
-                                } else {
-                                    while p < 0 || p >= n {
-                                        if p < 0 {
-                                            p = -p;
-                                        }
-                                        if p >= n {
-                                            p = 2 * (n - 1) - p;
-                                        }
-                                    }
-                                    Some(p)
-                                }
-                            }
-                        }
-                    };
+                    let src = mode.source_index(i, pads[d], n);
                     tab.push(src.map_or(-1, |s| s * ist[d] as i64 * es));
                 }
             }
@@ -814,24 +791,8 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
                 },
                 _ => return Err(info.err("elementwise fused base expected")),
             };
-            let mut kmap: HashMap<usize, usize> = HashMap::new();
-            for st in steps {
-                if let FusedStep::Binary { input, .. } = st {
-                    if !kmap.contains_key(input) {
-                        kmap.insert(*input, opds.len());
-                        opds.push(Opd::bcast(ins[*input], &info.ins[*input], &oty.shape));
-                    }
-                }
-            }
             let mut chain = vec![first];
-            chain.extend(steps.iter().map(|st| match st {
-                FusedStep::Unary(u) => ChainStep::Unary(u.clone()),
-                FusedStep::Binary { op, input, swap } => ChainStep::Binary {
-                    op: *op,
-                    k: kmap[input],
-                    swap: *swap,
-                },
-            }));
+            chain.extend(chain_steps(info, ins, steps, &mut opds));
             map(
                 e,
                 info,
@@ -1056,6 +1017,35 @@ fn elementwise_base(info: &NodeInfo, base: &Op, base_inputs: usize) -> bool {
         }
 }
 
+/// The fused `steps` as a chain over `opds`: each extra input a step reads is appended to
+/// `opds` once (broadcast to the output) and referred to by its position there.
+fn chain_steps(
+    info: &NodeInfo,
+    ins: &[Value],
+    steps: &[FusedStep],
+    opds: &mut Vec<Opd>,
+) -> Vec<ChainStep> {
+    let oty = &info.outs[0];
+    let mut kmap: HashMap<usize, usize> = HashMap::new();
+    steps
+        .iter()
+        .map(|st| match st {
+            FusedStep::Unary(u) => ChainStep::Unary(u.clone()),
+            FusedStep::Binary { op, input, swap } => {
+                let k = *kmap.entry(*input).or_insert_with(|| {
+                    opds.push(Opd::bcast(ins[*input], &info.ins[*input], &oty.shape));
+                    opds.len() - 1
+                });
+                ChainStep::Binary {
+                    op: *op,
+                    k,
+                    swap: *swap,
+                }
+            }
+        })
+        .collect()
+}
+
 fn apply_chain(
     e: &mut E,
     info: &NodeInfo,
@@ -1068,26 +1058,7 @@ fn apply_chain(
     }
     let oty = &info.outs[0];
     let mut opds = vec![Opd::dense(out, oty)];
-    let mut kmap: HashMap<usize, usize> = HashMap::new();
-    for st in steps {
-        if let FusedStep::Binary { input, .. } = st {
-            if !kmap.contains_key(input) {
-                kmap.insert(*input, opds.len());
-                opds.push(Opd::bcast(ins[*input], &info.ins[*input], &oty.shape));
-            }
-        }
-    }
-    let chain = steps
-        .iter()
-        .map(|st| match st {
-            FusedStep::Unary(u) => ChainStep::Unary(u.clone()),
-            FusedStep::Binary { op, input, swap } => ChainStep::Binary {
-                op: *op,
-                k: kmap[input],
-                swap: *swap,
-            },
-        })
-        .collect();
+    let chain = chain_steps(info, ins, steps, &mut opds);
     map(
         e,
         info,

@@ -1245,30 +1245,7 @@ fn pad(x: &Tensor, pads: &[i64], mode: PadMode, value: f32, out: &[usize]) -> Re
         let n = xs[d] as i64;
         let mut m = Vec::with_capacity(out[d]);
         for i in 0..out[d] as i64 {
-            let mut p = i - pads[d];
-            let src = if p >= 0 && p < n {
-                Some(p)
-            } else {
-                match mode {
-                    PadMode::Constant => None,
-                    PadMode::Edge => Some(p.clamp(0, n - 1)),
-                    PadMode::Reflect => {
-                        if n == 1 {
-                            Some(0)
-                        } else {
-                            while p < 0 || p >= n {
-                                if p < 0 {
-                                    p = -p;
-                                }
-                                if p >= n {
-                                    p = 2 * (n - 1) - p;
-                                }
-                            }
-                            Some(p)
-                        }
-                    }
-                }
-            };
+            let src = mode.source_index(i, pads[d], n);
             m.push(src.map(|s| s as usize * ist[d]));
         }
         per_dim.push(m);

@@ -138,6 +138,33 @@ pub enum PadMode {
     Edge,
 }
 
+impl PadMode {
+    /// Along one dim of extent `n` padded by `begin` in front: the input index that output
+    /// index `i` reads, or `None` where the constant fills in.
+    pub fn source_index(self, i: i64, begin: i64, n: i64) -> Option<i64> {
+        let mut p = i - begin;
+        if p >= 0 && p < n {
+            return Some(p);
+        }
+        match self {
+            PadMode::Constant => None,
+            PadMode::Edge => Some(p.clamp(0, n - 1)),
+            PadMode::Reflect if n == 1 => Some(0),
+            PadMode::Reflect => {
+                while p < 0 || p >= n {
+                    if p < 0 {
+                        p = -p;
+                    }
+                    if p >= n {
+                        p = 2 * (n - 1) - p;
+                    }
+                }
+                Some(p)
+            }
+        }
+    }
+}
+
 /// Spatial attributes shared by Conv and the pools. `nsp` = number of spatial dims.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Window {
