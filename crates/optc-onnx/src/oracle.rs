@@ -116,11 +116,10 @@ pub fn run_tract(onnx: &[u8], inputs: &[Tensor]) -> Result<Vec<Tensor>, String> 
 /// Run `f`, turning a panic inside tract into an error (tract is the oracle, not the
 /// product: its bugs must not crash `optc check`).
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
-    match r {
+    // The panic hook is left alone: it is process-global, and swapping it here would
+    // race with (and silence) panics on other threads, e.g. failing tests running in
+    // parallel. tract's panic message is printed by the default hook; we add the error.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
             let msg = p
