@@ -546,3 +546,40 @@ fn large_elementwise_split_across_tasks() {
         check_all(&g, &inputs_for(&g, 5), TRANS);
     }
 }
+
+/// 3x3 stride-1 convs with constant weights take the Winograd F(2x2, 3x3) path on AVX2:
+/// odd and even output sizes (clipped edge tiles), asymmetric and zero pads, C not a
+/// multiple of 4, M not a multiple of 6, several row parts and tile blocks, a partial last
+/// tile block, batch 2, and the epilogues.
+#[test]
+fn conv_winograd() {
+    let w3 = |p: &[usize]| win(&[3, 3], &[1, 1], p, &[1, 1]);
+    let p1 = [1, 1, 1, 1];
+    conv_fused(&[1, 16, 4, 4], &[16, 16, 3, 3], w3(&p1), &[], 31);
+    conv_fused(&[2, 17, 9, 7], &[19, 17, 3, 3], w3(&p1), &[], 32);
+    conv_fused(
+        &[1, 20, 11, 30],
+        &[22, 20, 3, 3],
+        w3(&[0, 2, 1, 0]),
+        &[],
+        33,
+    );
+    conv_fused(&[1, 16, 10, 10], &[16, 16, 3, 3], w3(&[0; 4]), &[], 34);
+    conv_fused(&[1, 32, 6, 6], &[290, 32, 3, 3], w3(&p1), &[], 35);
+    conv_fused(&[1, 130, 8, 8], &[24, 130, 3, 3], w3(&p1), &[], 36);
+    conv_fused(&[1, 16, 40, 40], &[16, 16, 3, 3], w3(&p1), &[], 37);
+    let mut s = 40;
+    for steps in [
+        vec!["relu"],
+        vec!["relu6"],
+        vec!["res"],
+        vec!["res", "relu"],
+        vec!["bias", "relu"],
+        vec!["relu", "sigmoid"],
+        vec!["sigmoid", "res", "relu"],
+    ] {
+        s += 1;
+        conv_fused(&[1, 18, 7, 9], &[20, 18, 3, 3], w3(&p1), &steps, s);
+        conv_fused(&[2, 64, 14, 14], &[70, 64, 3, 3], w3(&p1), &steps, s + 100);
+    }
+}

@@ -11,6 +11,8 @@ use super::*;
 use crate::ukr::{Ep, UkrKey, MR, NR};
 use cranelift_codegen::ir::FuncRef;
 
+mod wino;
+
 /// Depth of one K block: a 16-column B panel of `KC` rows (16 KiB) stays in L1d (32 KiB).
 pub(crate) const KC: usize = 256;
 /// Rows of one M block: the `MC x KC` block of A (144 KiB) stays in L2 (512 KiB).
@@ -29,6 +31,9 @@ pub(super) enum Kind {
     Dw(ConvGeom),
     /// Implicit GEMM: A = weights (input 1), B = patches of input 0 (padded copy in scratch).
     Conv(ConvGeom),
+    /// Winograd F(2x2, 3x3) (see [`wino`]): `n` counts 2x2 output tiles (tile columns padded
+    /// to a multiple of 4), `k` is C, `chunk` tiles per unit.
+    Wino(ConvGeom),
 }
 
 /// How the microkernels read A.
@@ -80,6 +85,10 @@ impl Plan {
             Kind::Conv(g) | Kind::Dw(g) if g.hp != g.h || g.wp != g.w => {
                 g.n * g.c * g.hp * g.wp * 4
             }
+            Kind::Wino(g) => {
+                let wg = wino::wgeom(g);
+                g.n * g.c * wg.hb * wg.wb * 4
+            }
             _ => 0,
         }
     }
@@ -88,6 +97,7 @@ impl Plan {
         let b = match &self.kind {
             Kind::Conv(_) | Kind::MatRt { .. } => KC.min(self.k.max(1)) * self.chunk * 4,
             Kind::Mat | Kind::Dw(_) => 0,
+            Kind::Wino(_) => wino::task_bytes(self),
         };
         b + self.apack_bytes()
     }
@@ -122,6 +132,9 @@ impl Plan {
     pub fn keys(&self) -> Vec<UkrKey> {
         if matches!(self.kind, Kind::Dw(_)) {
             return vec![];
+        }
+        if matches!(self.kind, Kind::Wino(_)) {
+            return wino::keys(self);
         }
         let mut mrs = vec![];
         if self.m >= MR {
@@ -363,7 +376,17 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
             }
         }
     }
+    // 3x3 stride-1 convs with constant weights: Winograd F(2x2, 3x3).
+    let (kind, n, k) = match kind {
+        Kind::Conv(g) if wino::applies(&g, binfo.consts[1].is_some(), &ep) => {
+            let wg = wino::wgeom(&g);
+            let c = g.c;
+            (Kind::Wino(g), wg.th * wg.tw4, c)
+        }
+        kind => (kind, n, k),
+    };
     let chunk = match kind {
+        Kind::Wino(_) => wino::nb(k),
         Kind::Conv(_) => 128,
         Kind::Dw(_) => n,
         Kind::Mat | Kind::MatRt { .. } if m >= 256 => 512,
@@ -395,7 +418,9 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     };
     // Split rows too when there are few column units (e.g. 7x7 maps, small N).
     let cu = p.nimg * p.units_per_img();
-    if let Kind::Dw(_) = p.kind {
+    if let Kind::Wino(_) = p.kind {
+        p.mrows = wino::mrows(m, chunk);
+    } else if let Kind::Dw(_) = p.kind {
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
     } else if cu < 8 && m >= 2 * 4 * MR {
@@ -432,6 +457,7 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
 pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
     match &p.kind {
         Kind::MatRt { .. } | Kind::Dw(_) => Ok(vec![]),
+        Kind::Wino(g) => wino::derived(info, g),
         Kind::Mat => {
             let b = info.consts[1]
                 .as_ref()
@@ -558,6 +584,9 @@ fn if_else(e: &mut E, c: Value, then: &mut dyn FnMut(&mut E), els: &mut dyn FnMu
 /// Serial work before the tasks: the zero-padded input copy of a conv.
 pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
     // (Depthwise convs pad each channel inside their tasks: see `emit_dw`.)
+    if let Kind::Wino(g) = &p.kind {
+        return wino::emit_pre(e, info, g, c);
+    }
     let Kind::Conv(g) = &p.kind else {
         return Ok(());
     };
@@ -616,6 +645,10 @@ pub(super) fn emit_post(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> 
 
 /// The units of task `t` (of `p.tasks`).
 pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
+    if let Kind::Wino(g) = &p.kind {
+        wino::emit_task(e, p, g, c, t);
+        return;
+    }
     let units = p.units() as i64;
     let tasks = p.tasks as i64;
     // [t * U / T, (t + 1) * U / T)
@@ -756,8 +789,8 @@ fn emit_kblock(
     let ptr = types::I64;
     // B panel j of this block lives at `bbase + j * bstep`.
     let (bbase, bstep) = match &p.kind {
-        // Handled by `emit_dw`.
-        Kind::Dw(_) => (pack, 0),
+        // Handled by `emit_dw` / `wino`.
+        Kind::Dw(_) | Kind::Wino(_) => (pack, 0),
         Kind::Mat => {
             // packed[(col0/16 + j)][k][16]
             let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
@@ -799,7 +832,7 @@ fn emit_kblock(
         }
     };
     let (a, lda) = match &p.kind {
-        Kind::Dw(_) => (c.ins[1], 0),
+        Kind::Dw(_) | Kind::Wino(_) => (c.ins[1], 0),
         Kind::Mat => (c.ins[0], p.k as i64 * 4),
         Kind::MatRt { a_img, .. } => {
             let io = e.b.ins().imul_imm_s(img, *a_img);

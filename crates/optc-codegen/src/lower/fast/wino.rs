@@ -1,0 +1,578 @@
+//! Winograd F(2x2, 3x3) for 3x3, stride-1, undilated, ungrouped convs with constant weights.
+//!
+//! The output is cut into 2x2 tiles; tile `(ti, tj)` reads the 4x4 input window at
+//! `(2 ti, 2 tj)` of a zero-padded copy. With `B`, `G`, `A` the F(2, 3) matrices
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
+//!
+//! ```text
+//! U[xi][m][c] = (G g[m][c] G^T)[xi]          4x4 per (m, c), computed at compile time
+//! V[xi][c][t] = (B^T d[c][t] B)[xi]          4x4 per (c, tile), at run time
+//! M[xi][m][t] = sum_c U[xi][m][c] V[xi][c][t]  16 GEMMs (the AVX2 microkernels, K = C)
+//! Y[m][t]     = A^T M[.][m][t] A (+ bias, residual, Relu/Clip)   2x2 per (m, tile)
+//! ```
+//!
+//! so a tile costs 16 multiply-adds per (m, c) instead of 36: 2.25x fewer flops, plus the
+//! transforms. The arithmetic is exact in real numbers; in f32 the rounding differs from the
+//! direct sum (the transforms only add, subtract and halve), which the conv tests bound.
+//!
+//! Layout. Tile columns are padded to `tw4` (a multiple of 4) so that 4 consecutive tiles of
+//! a unit always share a tile row: the transforms work on `f32x4` vectors whose lanes are 4
+//! tiles. A work unit is `(image, block of NB tiles, row part)`; per task the scratch holds
+//! `V` (`16 x C x NB`, as `NB / 16` packed B panels per `xi`: exactly the microkernel's
+//! panel layout) and `M` (`16 x mrows x NB`). Consecutive units of a task that share a tile
+//! block (different row parts) reuse `V`.
+
+use super::*;
+use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
+
+/// Tile geometry of a Winograd conv.
+pub(super) struct WGeom {
+    /// Tile rows.
+    pub th: usize,
+    /// Tile columns, rounded up to a multiple of 4.
+    pub tw4: usize,
+    /// Padded input copy extents (`2 th + 2` x `2 tw4 + 2`).
+    pub hb: usize,
+    pub wb: usize,
+}
+
+pub(super) fn wgeom(g: &ConvGeom) -> WGeom {
+    let th = g.oh.div_ceil(2);
+    let tw4 = g.ow.div_ceil(2).div_ceil(4) * 4;
+    WGeom {
+        th,
+        tw4,
+        hb: 2 * th + 2,
+        wb: 2 * tw4 + 2,
+    }
+}
+
+/// Whether the conv takes the Winograd path.
+pub(super) fn applies(g: &ConvGeom, const_w: bool, ep: &[Ep]) -> bool {
+    const_w
+        && g.groups == 1
+        && (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
+        && g.c >= 16
+        && g.m >= 16
+        && g.oh >= 4
+        && g.ow >= 4
+        && ep
+            .iter()
+            .all(|x| matches!(x, Ep::BiasRow | Ep::Relu | Ep::Clip(..) | Ep::Residual))
+}
+
+/// Tiles per work unit: `V` (`16 x C x NB` floats) around 128-512 KiB.
+pub(super) fn nb(c: usize) -> usize {
+    if c <= 64 {
+        32
+    } else {
+        16
+    }
+}
+
+/// Rows per row part (a multiple of `MR`): `M` (`16 x mrows x NB` floats) stays in L2.
+pub(super) fn mrows(m: usize, nb: usize) -> usize {
+    let cap = (32768 / (16 * nb)).max(MR) / MR * MR;
+    let parts = m.div_ceil(cap);
+    m.div_ceil(parts).div_ceil(MR) * MR
+}
+
+/// Bytes between the `V` matrices of consecutive `xi`. The extra cache line keeps the 16
+/// matrices off the same L1 set (a power-of-two stride made the 16 streams of the transforms
+/// thrash one 8-way set).
+fn vstride(p: &Plan) -> usize {
+    p.k * p.chunk * 4 + 64
+}
+
+/// Bytes between the `M` matrices of consecutive `xi` (padded like [`vstride`]).
+fn xstride(p: &Plan) -> usize {
+    p.mrows * p.chunk * 4 + 64
+}
+
+/// Scratch bytes per task.
+pub(super) fn task_bytes(p: &Plan) -> usize {
+    16 * (vstride(p) + xstride(p))
+}
+
+/// The microkernels a Winograd node calls (packed A, full panels, plain store).
+pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
+    let last_rows = p.m - (p.m.div_ceil(p.mrows) - 1) * p.mrows;
+    let mut mrs = vec![];
+    for rows in [p.mrows, last_rows] {
+        if rows >= MR && !mrs.contains(&MR) {
+            mrs.push(MR);
+        }
+        if !rows.is_multiple_of(MR) && !mrs.contains(&(rows % MR)) {
+            mrs.push(rows % MR);
+        }
+    }
+    mrs.into_iter()
+        .map(|mr| UkrKey {
+            mr,
+            pa: true,
+            partial: false,
+            acc: false,
+            ep: vec![],
+        })
+        .collect()
+}
+
+/// Compile-time data: `U`, 16 matrices `M x C`, each packed in `MR`-row tiles (`[C][mr]`,
+/// tile of row `r` at `r * C` floats), matrix `xi` at `xi * M * C` floats.
+pub(super) fn derived(info: &NodeInfo, g: &ConvGeom) -> R<Vec<Vec<u8>>> {
+    let w = info.consts[1]
+        .as_ref()
+        .and_then(|w| w.as_f32())
+        .ok_or_else(|| info.err("conv weight is not constant f32"))?;
+    let (m, c) = (g.m, g.c);
+    let gm: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut u = vec![0f32; 16 * m * c];
+    for mm in 0..m {
+        for cc in 0..c {
+            let k = &w[(mm * c + cc) * 9..(mm * c + cc) * 9 + 9];
+            // t = G g (4x3), then U = t G^T (4x4).
+            let mut t = [[0f64; 3]; 4];
+            for (i, row) in t.iter_mut().enumerate() {
+                for (b, x) in row.iter_mut().enumerate() {
+                    *x = (0..3).map(|a| gm[i][a] * k[a * 3 + b] as f64).sum();
+                }
+            }
+            let tile = mm / MR;
+            let mr = MR.min(m - tile * MR);
+            let r = mm % MR;
+            for i in 0..4 {
+                for j in 0..4 {
+                    let v: f64 = (0..3).map(|b| t[i][b] * gm[j][b]).sum();
+                    let xi = i * 4 + j;
+                    u[xi * m * c + tile * MR * c + cc * mr + r] = v as f32;
+                }
+            }
+        }
+    }
+    Ok(vec![u.iter().flat_map(|x| x.to_le_bytes()).collect()])
+}
+
+/// Serial work before the tasks: the zero-padded input copy (`n x C x hb x wb`).
+pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, g: &ConvGeom, c: &Ctx) -> R<()> {
+    let wg = wgeom(g);
+    let total = g.n * g.c * wg.hb * wg.wb;
+    let zv = e.fc(F32X4, 0.0);
+    let z = e.ic(0);
+    e.loop_offs((total / 4) as i64, &[z], &[16], &mut |e, _i, o| {
+        e.st(zv, c.scratch, o[0]);
+    });
+    let zs = e.fc(types::F32, 0.0);
+    for t in (total / 4) * 4..total {
+        let o = e.ic(t as i64 * 4);
+        e.st(zs, c.scratch, o);
+    }
+    let plane = [g.n * g.c, g.h, g.w];
+    let dst = Opd {
+        p: c.scratch,
+        dt: DType::F32,
+        base: (g.ph * wg.wb + g.pw) as i64,
+        strides: vec![(wg.hb * wg.wb) as i64, wg.wb as i64, 1],
+    };
+    let src = Opd {
+        p: c.ins[0],
+        dt: DType::F32,
+        base: 0,
+        strides: vec![(g.h * g.w) as i64, g.w as i64, 1],
+    };
+    map(e, info, &plane, dst, &[src], &Ew::Copy)
+}
+
+/// `[a[l0], a[l1], b[l2], b[l3]]`-style lane shuffle of two `f32x4` (lanes 0-3 from `a`,
+/// 4-7 from `b`).
+fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let a8 = e.b.ins().bitcast(types::I8X16, le, a);
+    let b8 = e.b.ins().bitcast(types::I8X16, le, b);
+    let mut mask = Vec::with_capacity(16);
+    for l in lanes {
+        for k in 0..4 {
+            mask.push(l * 4 + k);
+        }
+    }
+    let imm = e.b.func.dfg.immediates.push(ConstantData::from(mask));
+    let r = e.b.ins().shuffle(a8, b8, imm);
+    e.b.ins().bitcast(F32X4, le, r)
+}
+
+/// The units of task `t`.
+pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, t: Value) {
+    let wg = wgeom(g);
+    let units = p.units() as i64;
+    let tasks = p.tasks as i64;
+    let a = e.b.ins().imul_imm_s(t, units);
+    let lo = e.b.ins().udiv_imm_u(a, tasks);
+    let t1 = e.b.ins().iadd_imm_s(t, 1);
+    let b = e.b.ins().imul_imm_s(t1, units);
+    let hi = e.b.ins().udiv_imm_u(b, tasks);
+    let o = e.b.ins().imul_imm_s(t, task_bytes(p) as i64);
+    let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
+    let vbuf = e.b.ins().iadd(c.scratch, o);
+    let mbuf = e.b.ins().iadd_imm_s(vbuf, 16 * vstride(p) as i64);
+    let upi = p.units_per_img();
+    let mparts = p.mparts();
+    let last_tiles = p.n - (upi - 1) * p.chunk;
+    let last_rows = p.m - (mparts - 1) * p.mrows;
+    // The tile block whose V is in the buffer (-1: none yet).
+    let have = e.b.declare_var(types::I64);
+    let m1 = e.ic(-1);
+    e.b.def_var(have, m1);
+    loop_range(e, lo, hi, &mut |e, u| {
+        let mp = e.b.ins().urem_imm_u(u, mparts as i64);
+        let u2 = e.b.ins().udiv_imm_u(u, mparts as i64);
+        let img = e.b.ins().udiv_imm_u(u2, upi as i64);
+        let ci = e.b.ins().urem_imm_u(u2, upi as i64);
+        let t0 = e.b.ins().imul_imm_s(ci, p.chunk as i64);
+        let row0 = e.b.ins().imul_imm_s(mp, p.mrows as i64);
+        let is_last_t = e.b.ins().icmp_imm_s(IntCC::Equal, ci, upi as i64 - 1);
+        let full = e.ic(p.chunk as i64 / 4);
+        let last = e.ic(last_tiles as i64 / 4);
+        let ngroups = e.b.ins().select(is_last_t, last, full);
+        let cur = e.b.use_var(have);
+        let fresh = e.b.ins().icmp(IntCC::NotEqual, cur, u2);
+        if_else(
+            e,
+            fresh,
+            &mut |e| {
+                input_transform(e, p, g, &wg, c, vbuf, img, t0, ngroups);
+            },
+            &mut |_| {},
+        );
+        e.b.def_var(have, u2);
+        let stage = |e: &mut E, rows: usize| {
+            gemms(e, p, c, vbuf, mbuf, row0, rows);
+            output_transform(e, p, g, &wg, c, mbuf, img, t0, ngroups, row0, rows);
+        };
+        if mparts == 1 || last_rows == p.mrows {
+            stage(e, last_rows);
+        } else {
+            let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, mp, mparts as i64 - 1);
+            if_else(e, is_last, &mut |e| stage(e, last_rows), &mut |e| {
+                stage(e, p.mrows)
+            });
+        }
+    });
+}
+
+/// `V` for the `ngroups` groups of 4 tiles from tile `t0` of image `img`; groups past
+/// `ngroups` (up to the unit's `NB / 4`) are zeroed.
+#[allow(clippy::too_many_arguments)]
+fn input_transform(
+    e: &mut E,
+    p: &Plan,
+    g: &ConvGeom,
+    wg: &WGeom,
+    c: &Ctx,
+    vbuf: Value,
+    img: Value,
+    t0: Value,
+    ngroups: Value,
+) {
+    let cn = g.c as i64;
+    let plane = (wg.hb * wg.wb * 4) as i64;
+    let rowb = (wg.wb * 4) as i64;
+    let vstride = vstride(p) as i64;
+    let io = e.b.ins().imul_imm_s(img, cn * plane);
+    let xb = e.b.ins().iadd(c.scratch, io);
+    let z = e.ic(0);
+    loop_range(e, z, ngroups, &mut |e, q| {
+        let t = e.b.ins().imul_imm_s(q, 4);
+        let t = e.b.ins().iadd(t0, t);
+        let ti = e.b.ins().udiv_imm_u(t, wg.tw4 as i64);
+        let tj = e.b.ins().urem_imm_u(t, wg.tw4 as i64);
+        // Input window: row 2 ti, column 2 tj.
+        let r0 = e.b.ins().imul_imm_s(ti, 2 * rowb);
+        let c0 = e.b.ins().imul_imm_s(tj, 8);
+        let so = e.b.ins().iadd(r0, c0);
+        let src = e.b.ins().iadd(xb, so);
+        // Destination: panel q / 4, lanes 4 (q % 4).
+        let pan = e.b.ins().ushr_imm_u(q, 2);
+        let po = e.b.ins().imul_imm_s(pan, cn * 64);
+        let lq = e.b.ins().band_imm_u(q, 3);
+        let lo = e.b.ins().imul_imm_s(lq, 16);
+        let doff = e.b.ins().iadd(po, lo);
+        let dst = e.b.ins().iadd(vbuf, doff);
+        e.loop_offs(cn, &[src, dst], &[plane, 64], &mut |e, _c, o| {
+            let (s, d) = (o[0], o[1]);
+            let mut w = [[None::<Value>; 4]; 4];
+            for (r, wr) in w.iter_mut().enumerate() {
+                let off = r as i32 * rowb as i32;
+                let l0 = e.b.ins().load(F32X4, mf(), s, off);
+                let l1 = e.b.ins().load(F32X4, mf(), s, off + 16);
+                let h0 = e.b.ins().load(F32X4, mf(), s, off + 8);
+                let h1 = e.b.ins().load(F32X4, mf(), s, off + 24);
+                let x0 = shuf(e, l0, l1, [0, 2, 4, 6]);
+                let x1 = shuf(e, l0, l1, [1, 3, 5, 7]);
+                let x2 = shuf(e, h0, h1, [0, 2, 4, 6]);
+                let x3 = shuf(e, h0, h1, [1, 3, 5, 7]);
+                wr[0] = Some(e.b.ins().fsub(x0, x2));
+                wr[1] = Some(e.b.ins().fadd(x1, x2));
+                wr[2] = Some(e.b.ins().fsub(x2, x1));
+                wr[3] = Some(e.b.ins().fsub(x1, x3));
+            }
+            let w = w.map(|r| r.map(|x| x.expect("set above")));
+            for j in 0..4 {
+                let v = [
+                    e.b.ins().fsub(w[0][j], w[2][j]),
+                    e.b.ins().fadd(w[1][j], w[2][j]),
+                    e.b.ins().fsub(w[2][j], w[1][j]),
+                    e.b.ins().fsub(w[1][j], w[3][j]),
+                ];
+                for (i, &x) in v.iter().enumerate() {
+                    let xi = (i * 4 + j) as i64;
+                    e.b.ins().store(mf(), x, d, (xi * vstride) as i32);
+                }
+            }
+        });
+    });
+    // Zero the groups past the last tile (their columns are computed, never stored).
+    let end = e.ic((p.chunk / 4) as i64);
+    let zv = e.fc(F32X4, 0.0);
+    loop_range(e, ngroups, end, &mut |e, q| {
+        let pan = e.b.ins().ushr_imm_u(q, 2);
+        let po = e.b.ins().imul_imm_s(pan, cn * 64);
+        let lq = e.b.ins().band_imm_u(q, 3);
+        let lo = e.b.ins().imul_imm_s(lq, 16);
+        let doff = e.b.ins().iadd(po, lo);
+        let dst = e.b.ins().iadd(vbuf, doff);
+        e.loop_offs(cn, &[dst], &[64], &mut |e, _c, o| {
+            for xi in 0..16i64 {
+                e.b.ins().store(mf(), zv, o[0], (xi * vstride) as i32);
+            }
+        });
+    });
+}
+
+/// The 16 GEMMs `M[xi][rows] = U[xi][row0 ..][C] @ V[xi]` for `rows` rows from `row0`.
+fn gemms(e: &mut E, p: &Plan, c: &Ctx, vbuf: Value, mbuf: Value, row0: Value, rows: usize) {
+    let (m, cn, nb) = (p.m as i64, p.k as i64, p.chunk as i64);
+    let npan = p.chunk / NR;
+    let ao = e.b.ins().imul_imm_s(row0, cn * 4);
+    let a0 = e.b.ins().iadd(c.extra[0], ao);
+    let kc = e.ic(cn);
+    let lda = e.ic(cn * 4);
+    let ldc = e.ic(nb * 4);
+    let nr = e.ic(NR as i64);
+    let key = |mr: usize| UkrKey {
+        mr,
+        pa: true,
+        partial: false,
+        acc: false,
+        ep: vec![],
+    };
+    let f6 = (rows >= MR).then(|| c.ukrs[&key(MR)]);
+    let frem = (!rows.is_multiple_of(MR)).then(|| c.ukrs[&key(rows % MR)]);
+    let nfull = (rows / MR) as i64;
+    e.loop_offs(
+        16,
+        &[a0, vbuf, mbuf],
+        &[m * cn * 4, vstride(p) as i64, xstride(p) as i64],
+        &mut |e, _xi, o| {
+            let (ax, vx, mx) = (o[0], o[1], o[2]);
+            let tile = |e: &mut E, f: FuncRef, a: Value, cp: Value| {
+                e.loop_offs(npan as i64, &[vx, cp], &[cn * 64, 64], &mut |e, _j, q| {
+                    e.b.ins()
+                        .call(f, &[a, q[0], q[1], kc, lda, ldc, nr, q[1], q[1]]);
+                });
+            };
+            if let Some(f) = f6 {
+                e.loop_offs(
+                    nfull,
+                    &[ax, mx],
+                    &[MR as i64 * cn * 4, MR as i64 * nb * 4],
+                    &mut |e, _r, q| tile(e, f, q[0], q[1]),
+                );
+            }
+            if let Some(f) = frem {
+                let a = e.b.ins().iadd_imm_s(ax, nfull * MR as i64 * cn * 4);
+                let cp = e.b.ins().iadd_imm_s(mx, nfull * MR as i64 * nb * 4);
+                tile(e, f, a, cp);
+            }
+        },
+    );
+}
+
+/// `Y = A^T M A` plus the epilogue for `rows` output channels from `row0`, stored as 2x2
+/// output tiles (clipped at the bottom and right edges).
+#[allow(clippy::too_many_arguments)]
+fn output_transform(
+    e: &mut E,
+    p: &Plan,
+    g: &ConvGeom,
+    wg: &WGeom,
+    c: &Ctx,
+    mbuf: Value,
+    img: Value,
+    t0: Value,
+    ngroups: Value,
+    row0: Value,
+    rows: usize,
+) {
+    let (ow, oh) = (g.ow as i64, g.oh as i64);
+    let oplane = oh * ow * 4;
+    let nb = p.chunk as i64;
+    let xstride = xstride(p) as i64;
+    let bias = p.bias_port.map(|q| c.ins[q]);
+    let res = p.res_port.map(|q| c.ins[q]);
+    // Valid columns of the last group of a tile row (8 when every group is full).
+    let vc_last = (g.ow - 2 * (wg.tw4 - 4)).min(8);
+    let odd_rows = g.oh % 2 == 1;
+    let io = e.b.ins().imul_imm_s(img, p.m as i64 * oplane);
+    let ro = e.b.ins().imul_imm_s(row0, oplane);
+    let obase = e.b.ins().iadd(io, ro);
+    let bo = e.b.ins().imul_imm_s(row0, 4);
+    let z = e.ic(0);
+    let zv = e.fc(F32X4, 0.0);
+    loop_range(e, z, ngroups, &mut |e, q| {
+        let t = e.b.ins().imul_imm_s(q, 4);
+        let t = e.b.ins().iadd(t0, t);
+        let ti = e.b.ins().udiv_imm_u(t, wg.tw4 as i64);
+        let tj = e.b.ins().urem_imm_u(t, wg.tw4 as i64);
+        let yr = e.b.ins().imul_imm_s(ti, 2 * ow * 4);
+        let yc = e.b.ins().imul_imm_s(tj, 8);
+        let yo = e.b.ins().iadd(yr, yc);
+        let yo = e.b.ins().iadd(obase, yo);
+        let mo = e.b.ins().imul_imm_s(q, 16);
+        let body = |e: &mut E, ncols: usize, two_rows: bool| {
+            e.loop_offs(
+                rows as i64,
+                &[mo, yo, bo],
+                &[nb * 4, oplane, 4],
+                &mut |e, _r, o| {
+                    let mp = e.b.ins().iadd(mbuf, o[0]);
+                    let mv: Vec<Value> = (0..16)
+                        .map(|xi| e.b.ins().load(F32X4, mf(), mp, (xi * xstride) as i32))
+                        .collect();
+                    let mut s = [[zv; 4]; 2];
+                    for j in 0..4 {
+                        let a = e.b.ins().fadd(mv[j], mv[4 + j]);
+                        s[0][j] = e.b.ins().fadd(a, mv[8 + j]);
+                        let b = e.b.ins().fsub(mv[4 + j], mv[8 + j]);
+                        s[1][j] = e.b.ins().fsub(b, mv[12 + j]);
+                    }
+                    let bv = bias.map(|bp| {
+                        let x = e.ld(types::F32, bp, o[2]);
+                        e.b.ins().splat(F32X4, x)
+                    });
+                    for (a, sa) in s.iter().enumerate() {
+                        if a == 1 && !two_rows {
+                            break;
+                        }
+                        let y0 = e.b.ins().fadd(sa[0], sa[1]);
+                        let y0 = e.b.ins().fadd(y0, sa[2]);
+                        let y1 = e.b.ins().fsub(sa[1], sa[2]);
+                        let y1 = e.b.ins().fsub(y1, sa[3]);
+                        // Interleave: output columns 2tj .. 2tj + 8 of row 2ti + a.
+                        let lo = shuf(e, y0, y1, [0, 4, 1, 5]);
+                        let hi = shuf(e, y0, y1, [2, 6, 3, 7]);
+                        let off = e.b.ins().iadd_imm_s(o[1], a as i64 * ow * 4);
+                        store_row(e, p, c.out, res, off, [lo, hi], bv, ncols);
+                    }
+                },
+            );
+        };
+        let rows_case = |e: &mut E, ncols: usize| {
+            if odd_rows {
+                let last_row = e.b.ins().icmp_imm_s(IntCC::Equal, ti, wg.th as i64 - 1);
+                if_else(e, last_row, &mut |e| body(e, ncols, false), &mut |e| {
+                    body(e, ncols, true)
+                });
+            } else {
+                body(e, ncols, true);
+            }
+        };
+        if vc_last == 8 {
+            rows_case(e, 8);
+        } else {
+            let last_col = e.b.ins().icmp_imm_s(IntCC::Equal, tj, wg.tw4 as i64 - 4);
+            if_else(e, last_col, &mut |e| rows_case(e, vc_last), &mut |e| {
+                rows_case(e, 8)
+            });
+        }
+    });
+}
+
+/// Epilogue and store of 8 output values (`v[0]`: columns 0-3, `v[1]`: 4-7) at byte offset
+/// `off` of the output (and of the residual); only the first `ncols` are written.
+#[allow(clippy::too_many_arguments)]
+fn store_row(
+    e: &mut E,
+    p: &Plan,
+    out: Value,
+    res: Option<Value>,
+    off: Value,
+    v: [Value; 2],
+    bias: Option<Value>,
+    ncols: usize,
+) {
+    if ncols == 8 {
+        for (h, &x) in v.iter().enumerate() {
+            let mut x = x;
+            for st in &p.ep {
+                x = match st {
+                    Ep::BiasRow => e.b.ins().fadd(x, bias.expect("bias port")),
+                    Ep::Residual => {
+                        let r = res.expect("residual port");
+                        let a = e.b.ins().iadd(r, off);
+                        let y = e.b.ins().load(F32X4, mf(), a, (h * 16) as i32);
+                        e.b.ins().fadd(x, y)
+                    }
+                    Ep::Relu => {
+                        let z = e.fc(F32X4, 0.0);
+                        e.clamp_lo(F32X4, x, z)
+                    }
+                    Ep::Clip(lo, hi) => {
+                        let l = e.fc(F32X4, f32::from_bits(*lo));
+                        let u = e.fc(F32X4, f32::from_bits(*hi));
+                        let y = e.clamp_lo(F32X4, x, l);
+                        e.clamp_hi(F32X4, y, u)
+                    }
+                    // Excluded by `applies`.
+                    Ep::BiasCol | Ep::Scale(_) => x,
+                };
+            }
+            let a = e.b.ins().iadd(out, off);
+            e.b.ins().store(mf(), x, a, (h * 16) as i32);
+        }
+        return;
+    }
+    for col in 0..ncols {
+        let mut x = e.b.ins().extractlane(v[col / 4], (col % 4) as u8);
+        for st in &p.ep {
+            x = match st {
+                Ep::BiasRow => {
+                    let b = e.b.ins().extractlane(bias.expect("bias port"), 0);
+                    e.b.ins().fadd(x, b)
+                }
+                Ep::Residual => {
+                    let r = res.expect("residual port");
+                    let a = e.b.ins().iadd(r, off);
+                    let y = e.b.ins().load(types::F32, mf(), a, (col * 4) as i32);
+                    e.b.ins().fadd(x, y)
+                }
+                Ep::Relu => {
+                    let z = e.fc(types::F32, 0.0);
+                    e.clamp_lo(types::F32, x, z)
+                }
+                Ep::Clip(lo, hi) => {
+                    let l = e.fc(types::F32, f32::from_bits(*lo));
+                    let u = e.fc(types::F32, f32::from_bits(*hi));
+                    let y = e.clamp_lo(types::F32, x, l);
+                    e.clamp_hi(types::F32, y, u)
+                }
+                Ep::BiasCol | Ep::Scale(_) => x,
+            };
+        }
+        let a = e.b.ins().iadd(out, off);
+        e.b.ins().store(mf(), x, a, (col * 4) as i32);
+    }
+}
