@@ -300,6 +300,27 @@ impl Target {
         };
         self.fma && has("has_avx2") && has("has_fma") && has("has_avx")
     }
+
+    /// Whether the AVX-512F microkernels (512-bit zmm, `iced-x86`) may be used: the AVX2/FMA
+    /// path is available and the target (`x86_64-avx512`, or `native` on such a host) has
+    /// AVX-512F.
+    pub fn has_avx512f(&self) -> bool {
+        let has = if self.native {
+            cfg!(target_arch = "x86_64") && host_has("has_avx512f")
+        } else {
+            self.features.contains(&"has_avx512f")
+        };
+        self.has_avx2_fma() && has
+    }
+
+    /// The microkernel ISA of the GEMM path (meaningful when [`Target::has_avx2_fma`]).
+    pub(crate) fn ukr_isa(&self) -> crate::ukr::Isa {
+        if self.has_avx512f() {
+            crate::ukr::Isa::Avx512
+        } else {
+            crate::ukr::Isa::Avx2
+        }
+    }
 }
 
 /// A 64-byte aligned scratch arena for [`JitModel::run`].

@@ -1,8 +1,12 @@
-//! AVX2/FMA SGEMM microkernels assembled with `iced-x86` and put into the Cranelift module with
-//! `Module::define_function_bytes` (Cranelift's x86-64 backend lowers only 128-bit vectors).
+//! AVX2/FMA and AVX-512F SGEMM microkernels assembled with `iced-x86` and put into the Cranelift
+//! module with `Module::define_function_bytes` (Cranelift's x86-64 backend lowers only 128-bit
+//! vectors).
 //!
-//! A microkernel computes one `mr x 16` tile (`mr <= 6`, 2 ymm accumulators per row):
+//! A microkernel computes one `mr x 16` tile (`mr <= 6`):
 //! `C[r][j] (+)= sum_k A[r][k] * B[k][j]`, then applies an epilogue chain and stores the tile.
+//! [`Isa::Avx2`] keeps 2 ymm accumulators per row; [`Isa::Avx512`] one zmm per row (see
+//! [`assemble_avx512`]). Both ISAs share the signature and the packed A/B layouts, so the
+//! driver (`lower::fast`) is the same for both; only [`UkrKey::isa`] differs.
 //!
 //! System-V ABI, no return value, no callee-saved register touched:
 //! `ukr(a, b, c, kc, lda_bytes, ldc_bytes, nr, bias, res)`
@@ -38,9 +42,19 @@ pub(crate) enum Ep {
     Scale(u32),
 }
 
-/// Which microkernel: rows, masked columns, accumulate into C, epilogue.
+/// Instruction set of a microkernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Isa {
+    /// AVX2 + FMA3, 256-bit ymm.
+    Avx2,
+    /// AVX-512F, 512-bit zmm with opmask registers and embedded broadcasts.
+    Avx512,
+}
+
+/// Which microkernel: ISA, rows, masked columns, accumulate into C, epilogue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct UkrKey {
+    pub isa: Isa,
     pub mr: usize,
     /// A is packed: `kc` groups of `mr` floats (k-major), `lda_bytes` ignored.
     pub pa: bool,
@@ -52,7 +66,11 @@ pub(crate) struct UkrKey {
 impl UkrKey {
     pub fn symbol(&self) -> String {
         let mut s = format!(
-            "optc_ukr_avx2_{}x16{}{}{}",
+            "optc_ukr_{}_{}x16{}{}{}",
+            match self.isa {
+                Isa::Avx2 => "avx2",
+                Isa::Avx512 => "avx512",
+            },
             self.mr,
             if self.pa { "_pa" } else { "" },
             if self.partial { "_p" } else { "" },
@@ -98,6 +116,13 @@ fn row(
 
 /// Assemble the microkernel `key` (position independent, no relocations).
 pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
+    match key.isa {
+        Isa::Avx2 => assemble_avx2(key),
+        Isa::Avx512 => assemble_avx512(key),
+    }
+}
+
+fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     let mr = key.mr;
     assert!((1..=MR).contains(&mr), "microkernel rows out of range");
     let mut a = CodeAssembler::new(64)?;
@@ -276,6 +301,202 @@ pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     a.assemble(0)
 }
 
+fn zmm(i: usize) -> AsmRegisterZmm {
+    [
+        zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13,
+        zmm14, zmm15,
+    ][i]
+}
+
+/// The AVX-512F microkernel: same signature, layouts and epilogues as the AVX2 one, a 16-column
+/// tile row is one zmm.
+///
+/// Registers: zmm0-5 accumulate rows 0-5 for even k steps, zmm6-11 for odd k steps (summed
+/// after the k loop), zmm12-15 hold B rows in the k loop and are temporaries in the epilogue;
+/// A is read with embedded broadcasts (`vfmadd231ps zmm, zmm, dword bcst [a]`). Partial tiles
+/// use opmask `k1 = (1 << nr) - 1`: zero-masked loads (`vmovups zmm{k1}{z}`, masked-out lanes
+/// do not fault) and masked stores.
+///
+/// Throughput: a 6x16 tile is only 6 zmm accumulators (a quarter of the register file). On
+/// AVX-512 hardware with 2 FMA ports and 4-cycle FMA latency, 8 independent chains are needed
+/// to keep both ports busy; 6 chains would reach at most 6/8 = 75% of peak. Splitting the
+/// accumulators over even/odd k steps gives 12 chains, but each k step still issues 7 loads
+/// (1 B row + 6 broadcasts) for 6 FMAs, so the 2 load ports cap it near 6/7 (~86%) of peak.
+/// Reaching peak needs a taller tile (e.g. 14x16 or 12x32: >= 2 FMAs per load and >= 8
+/// accumulators), i.e. a driver with a different `MR`/`NR`, packed-A tile height and packed-B
+/// panel width for this ISA; the driver in `lower::fast` is shared with AVX2 and keeps
+/// `MR = 6`, `NR = 16`.
+fn assemble_avx512(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
+    let mr = key.mr;
+    assert!((1..=MR).contains(&mr), "microkernel rows out of range");
+    let mut a = CodeAssembler::new(64)?;
+    let mut consts: Vec<(CodeLabel, u32)> = vec![];
+
+    for r in 0..mr {
+        a.vpxord(zmm(r), zmm(r), zmm(r))?;
+        a.vpxord(zmm(6 + r), zmm(6 + r), zmm(6 + r))?;
+    }
+    // r10 = a + 3 * lda
+    let pa = key.pa;
+    if !pa {
+        a.lea(r10, rdi + r8 * 2)?;
+        a.add(r10, r8)?;
+    }
+    let ka = if pa { 4 * mr as i32 } else { 4 };
+    let mut l4 = a.create_label();
+    let mut rem = a.create_label();
+    let mut l1 = a.create_label();
+    let mut done = a.create_label();
+    // k step `u` of an unrolled group: B row into zmm12+u, accumulators of parity u.
+    let step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
+        let bu = zmm(12 + u as usize);
+        let set = 6 * (u as usize & 1);
+        a.vmovups(bu, zmmword_ptr(rsi + 64 * u))?;
+        for r in 0..mr {
+            let m = if pa {
+                rdi + (4 * r as i32 + ka * u)
+            } else {
+                row(r, rdi, r10, r8, 4 * u)
+            };
+            a.vfmadd231ps(zmm(set + r), bu, dword_bcst(m))?;
+        }
+        Ok(())
+    };
+    a.mov(rax, rcx)?;
+    a.shr(rax, 2)?;
+    a.jz(rem)?;
+    a.set_label(&mut l4)?;
+    for u in 0..4 {
+        step(&mut a, u)?;
+    }
+    a.add(rsi, 256)?;
+    a.add(rdi, 4 * ka)?;
+    if !pa {
+        a.add(r10, 16)?;
+    }
+    a.dec(rax)?;
+    a.jnz(l4)?;
+    a.set_label(&mut rem)?;
+    a.and(rcx, 3)?;
+    a.jz(done)?;
+    a.set_label(&mut l1)?;
+    step(&mut a, 0)?;
+    a.add(rsi, 64)?;
+    a.add(rdi, ka)?;
+    if !pa {
+        a.add(r10, 4)?;
+    }
+    a.dec(rcx)?;
+    a.jnz(l1)?;
+    a.set_label(&mut done)?;
+    for r in 0..mr {
+        a.vaddps(zmm(r), zmm(r), zmm(6 + r))?;
+    }
+
+    // Epilogue. rdx/r10: C rows 0-2 / 3-5; r9: ldc; r11: bias; rax/rcx: residual rows.
+    a.lea(r10, rdx + r9 * 2)?;
+    a.add(r10, r9)?;
+    let p = key.partial;
+    if p {
+        // k1 = (1 << nr) - 1 (nr in 1..=16).
+        a.mov(rcx, qword_ptr(rsp + 8))?;
+        a.mov(eax, 1)?;
+        a.shl(eax, cl)?;
+        a.dec(eax)?;
+        a.kmovw(k1, eax)?;
+    }
+    a.mov(r11, qword_ptr(rsp + 16))?;
+    a.mov(rax, qword_ptr(rsp + 24))?;
+    a.lea(rcx, rax + r9 * 2)?;
+    a.add(rcx, r9)?;
+    // zmm12 = the 16 (or nr, rest zero) floats at `m`.
+    let load = |a: &mut CodeAssembler, m: AsmMemoryOperand| -> Result<(), IcedError> {
+        if p {
+            a.vmovups(zmm12.k1().z(), zmmword_ptr(m))
+        } else {
+            a.vmovups(zmm12, zmmword_ptr(m))
+        }
+    };
+    // acc += tile at (b012, b345)
+    let add_tile = |a: &mut CodeAssembler,
+                    b012: AsmRegister64,
+                    b345: AsmRegister64|
+     -> Result<(), IcedError> {
+        for r in 0..mr {
+            let m = row(r, b012, b345, r9, 0);
+            if p {
+                load(a, m)?;
+                a.vaddps(zmm(r), zmm(r), zmm12)?;
+            } else {
+                a.vaddps(zmm(r), zmm(r), zmmword_ptr(m))?;
+            }
+        }
+        Ok(())
+    };
+    if key.acc {
+        add_tile(&mut a, rdx, r10)?;
+    }
+    let mut konst = |a: &mut CodeAssembler, bits: u32| -> CodeLabel {
+        let l = a.create_label();
+        consts.push((l, bits));
+        l
+    };
+    for ep in &key.ep {
+        match *ep {
+            Ep::BiasRow => {
+                for r in 0..mr {
+                    a.vaddps(zmm(r), zmm(r), dword_bcst(r11 + 4 * r as i32))?;
+                }
+            }
+            Ep::BiasCol => {
+                load(&mut a, r11 + 0)?;
+                for r in 0..mr {
+                    a.vaddps(zmm(r), zmm(r), zmm12)?;
+                }
+            }
+            Ep::Relu => {
+                a.vpxord(zmm12, zmm12, zmm12)?;
+                for r in 0..mr {
+                    a.vmaxps(zmm(r), zmm(r), zmm12)?;
+                }
+            }
+            Ep::Clip(lo, hi) => {
+                let llo = konst(&mut a, lo);
+                let lhi = konst(&mut a, hi);
+                a.vbroadcastss(zmm12, dword_ptr(llo))?;
+                a.vbroadcastss(zmm13, dword_ptr(lhi))?;
+                for r in 0..mr {
+                    a.vmaxps(zmm(r), zmm(r), zmm12)?;
+                    a.vminps(zmm(r), zmm(r), zmm13)?;
+                }
+            }
+            Ep::Residual => add_tile(&mut a, rax, rcx)?,
+            Ep::Scale(s) => {
+                let l = konst(&mut a, s);
+                a.vbroadcastss(zmm12, dword_ptr(l))?;
+                for r in 0..mr {
+                    a.vmulps(zmm(r), zmm(r), zmm12)?;
+                }
+            }
+        }
+    }
+    for r in 0..mr {
+        let m = zmmword_ptr(row(r, rdx, r10, r9, 0));
+        if p {
+            a.vmovups(m.k1(), zmm(r))?;
+        } else {
+            a.vmovups(m, zmm(r))?;
+        }
+    }
+    a.vzeroupper()?;
+    a.ret()?;
+    for (mut l, bits) in consts {
+        a.set_label(&mut l)?;
+        a.dd(&[bits])?;
+    }
+    a.assemble(0)
+}
+
 /// Assemble a register-only FMA loop for measuring peak throughput:
 /// `fn(iters: u64)` runs `iters` iterations of `acc` independent `vfmadd231ps ymm` (8 lanes,
 /// 2 flops each), i.e. `iters * acc * 16` flops.
@@ -357,3 +578,8 @@ pub fn fma_peak_gflops(seconds: f64) -> Result<f64, crate::CodegenError> {
     unsafe { module.free_memory() };
     Ok(best)
 }
+
+#[cfg(test)]
+mod emu;
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,7 @@
 //! over up to [`MAX_TASKS`] tasks run by the `optc_rt_parallel_for` hook.
 
 use super::*;
-use crate::ukr::{Ep, UkrKey, MR, NR};
+use crate::ukr::{Ep, Isa, UkrKey, MR, NR};
 use cranelift_codegen::ir::FuncRef;
 
 mod wino;
@@ -67,6 +67,8 @@ pub(super) struct Plan {
     /// Rows per work unit (a multiple of `MR`, or all of M).
     pub mrows: usize,
     pub tasks: usize,
+    /// Microkernel instruction set.
+    pub isa: Isa,
 }
 
 impl Plan {
@@ -164,6 +166,7 @@ impl Plan {
             for &partial in &parts {
                 for &(acc, ep) in &kinds {
                     let k = UkrKey {
+                        isa: self.isa,
                         mr,
                         pa: self.amode != AMode::Direct,
                         partial,
@@ -415,6 +418,7 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         chunk,
         mrows: m,
         tasks: 1,
+        isa: target.ukr_isa(),
     };
     // Split rows too when there are few column units (e.g. 7x7 maps, small N).
     let cu = p.nimg * p.units_per_img();
@@ -877,6 +881,7 @@ fn emit_kblock(
                 bp: Value,
                 colb: Value| {
         let key = UkrKey {
+            isa: p.isa,
             mr,
             pa: amode != AMode::Direct,
             partial,

@@ -1,0 +1,381 @@
+//! Every microkernel variant of both ISAs, assembled and decoded back with iced-x86's decoder:
+//! the instruction stream must decode completely and contain the instructions the variant
+//! needs (and no instructions of the other ISA's vector width). The AVX-512 kernels cannot run
+//! on every host, so they are also executed by a small interpreter of the instructions they
+//! use (`emu`) and compared with a scalar reference GEMM.
+
+use super::*;
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+const CLIP_LO: u32 = 0xbf00_0000; // -0.5
+const CLIP_HI: u32 = 0x3fc0_0000; // 1.5
+const SCALE: u32 = 0x3f40_0000; // 0.75
+
+fn ep_lists() -> Vec<Vec<Ep>> {
+    vec![
+        vec![],
+        vec![Ep::BiasRow],
+        vec![Ep::BiasCol],
+        vec![Ep::Relu],
+        vec![Ep::Clip(CLIP_LO, CLIP_HI)],
+        vec![Ep::Residual],
+        vec![Ep::Scale(SCALE)],
+        vec![
+            Ep::BiasCol,
+            Ep::Residual,
+            Ep::Scale(SCALE),
+            Ep::Relu,
+            Ep::BiasRow,
+            Ep::Clip(CLIP_LO, CLIP_HI),
+        ],
+    ]
+}
+
+pub(super) fn all_keys(isa: Isa) -> Vec<UkrKey> {
+    let mut v = vec![];
+    for mr in 1..=MR {
+        for pa in [false, true] {
+            for partial in [false, true] {
+                for acc in [false, true] {
+                    for ep in ep_lists() {
+                        v.push(UkrKey {
+                            isa,
+                            mr,
+                            pa,
+                            partial,
+                            acc,
+                            ep,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Decode the code part of a kernel (up to and including its only `ret`); the rest is data.
+fn decode(key: &UkrKey, bytes: &[u8]) -> (Vec<Instruction>, usize) {
+    let mut d = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    let mut v = vec![];
+    while d.can_decode() {
+        let i = d.decode();
+        assert!(
+            !i.is_invalid(),
+            "{}: invalid instruction at {:#x}",
+            key.symbol(),
+            i.ip()
+        );
+        v.push(i);
+        if i.mnemonic() == Mnemonic::Ret {
+            return (v, d.position());
+        }
+    }
+    panic!("{}: no ret", key.symbol());
+}
+
+fn regs(i: &Instruction) -> impl Iterator<Item = Register> + '_ {
+    (0..i.op_count())
+        .filter(|&o| i.op_kind(o) == OpKind::Register)
+        .map(|o| i.op_register(o))
+        .chain([i.memory_base(), i.memory_index()])
+}
+
+fn count(ins: &[Instruction], f: impl Fn(&Instruction) -> bool) -> usize {
+    ins.iter().filter(|i| f(i)).count()
+}
+
+fn is_mem(i: &Instruction) -> bool {
+    (0..i.op_count()).any(|o| i.op_kind(o) == OpKind::Memory)
+}
+
+fn data_len(key: &UkrKey) -> usize {
+    let consts: usize = key
+        .ep
+        .iter()
+        .map(|e| match e {
+            Ep::Clip(..) => 8,
+            Ep::Scale(_) => 4,
+            _ => 0,
+        })
+        .sum();
+    let mask_tab = if key.isa == Isa::Avx2 { 128 } else { 0 };
+    consts + mask_tab
+}
+
+/// Common shape: complete decode, ends in `vzeroupper; ret`, then only the data.
+fn check_common(key: &UkrKey, bytes: &[u8], ins: &[Instruction], end: usize) {
+    let s = key.symbol();
+    let n = ins.len();
+    assert!(
+        n >= 2 && ins[n - 2].mnemonic() == Mnemonic::Vzeroupper,
+        "{s}"
+    );
+    assert_eq!(bytes.len() - end, data_len(key), "{s}: trailing data");
+    // Every branch stays inside the code.
+    for i in ins {
+        if matches!(i.mnemonic(), Mnemonic::Jne | Mnemonic::Je) {
+            assert!((i.near_branch_target() as usize) < end, "{s}");
+        }
+    }
+    let eps = |e: fn(&Ep) -> bool| key.ep.iter().filter(|x| e(x)).count();
+    let vec_op = |i: &Instruction, m: Mnemonic| i.mnemonic() == m;
+    // Relu: one vmax per accumulator; Clip: one vmax and one vmin per accumulator.
+    let per_row = if key.isa == Isa::Avx2 { 2 } else { 1 };
+    let accs = per_row * key.mr;
+    let relu = eps(|e| *e == Ep::Relu);
+    let clip = eps(|e| matches!(e, Ep::Clip(..)));
+    assert_eq!(
+        count(ins, |i| vec_op(i, Mnemonic::Vmaxps)),
+        (relu + clip) * accs,
+        "{s}: vmaxps"
+    );
+    assert_eq!(
+        count(ins, |i| vec_op(i, Mnemonic::Vminps)),
+        clip * accs,
+        "{s}: vminps"
+    );
+    assert_eq!(
+        count(ins, |i| vec_op(i, Mnemonic::Vmulps)),
+        eps(|e| matches!(e, Ep::Scale(_))) * accs,
+        "{s}: vmulps"
+    );
+    // Stores: one full-width store per accumulator into C.
+    let stores = count(ins, |i| {
+        matches!(i.mnemonic(), Mnemonic::Vmovups | Mnemonic::Vmaskmovps)
+            && i.op_kind(0) == OpKind::Memory
+    });
+    assert_eq!(stores, accs, "{s}: stores");
+}
+
+#[test]
+fn avx512_kernels_decode_to_zmm_code() {
+    for key in all_keys(Isa::Avx512) {
+        let s = key.symbol();
+        assert!(s.starts_with("optc_ukr_avx512_"), "{s}");
+        let bytes = assemble(&key).unwrap();
+        let (ins, end) = decode(&key, &bytes);
+        check_common(&key, &bytes, &ins, end);
+        let mr = key.mr;
+        // Nothing but zmm vector registers (no ymm/xmm, so no VEX-256 FMA or moves).
+        for i in &ins {
+            for r in regs(i) {
+                assert!(!r.is_ymm() && !r.is_xmm(), "{s}: {r:?} in {:?}", i.code());
+            }
+        }
+        // The FMAs: zmm accumulator += zmm B row * embedded f32 broadcast of A; 4 unrolled
+        // steps + 1 remainder step per row.
+        let fmas: Vec<_> = ins
+            .iter()
+            .filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps)
+            .collect();
+        assert_eq!(fmas.len(), 5 * mr, "{s}");
+        for i in &fmas {
+            assert!(
+                i.op0_register().is_zmm() && i.op1_register().is_zmm(),
+                "{s}"
+            );
+            assert_eq!(i.op2_kind(), OpKind::Memory, "{s}");
+            assert!(i.is_broadcast(), "{s}: FMA without embedded broadcast");
+            assert_eq!(i.memory_size(), iced_x86::MemorySize::Broadcast512_Float32);
+        }
+        // Partial tiles: opmask from nr, zero-masked loads and masked stores; full tiles: none.
+        let kmov = count(&ins, |i| i.mnemonic() == Mnemonic::Kmovw);
+        let masked = |store: bool| {
+            count(&ins, |i| {
+                i.has_op_mask()
+                    && i.op_mask() == Register::K1
+                    && (i.op_kind(0) == OpKind::Memory) == store
+            })
+        };
+        let loads = mr * (key.acc as usize + (key.ep.contains(&Ep::Residual)) as usize)
+            + key.ep.contains(&Ep::BiasCol) as usize;
+        if key.partial {
+            assert_eq!(kmov, 1, "{s}");
+            assert_eq!(masked(true), mr, "{s}: masked stores");
+            assert_eq!(masked(false), loads, "{s}: masked loads");
+            assert!(
+                ins.iter()
+                    .filter(|i| i.has_op_mask() && i.op_kind(0) != OpKind::Memory)
+                    .all(|i| i.zeroing_masking()),
+                "{s}: merge-masked load"
+            );
+        } else {
+            assert_eq!(kmov, 0, "{s}");
+            assert!(ins.iter().all(|i| !i.has_op_mask()), "{s}");
+            // acc / residual add straight from memory, full width.
+            let mem_adds = count(&ins, |i| {
+                i.mnemonic() == Mnemonic::Vaddps && is_mem(i) && !i.is_broadcast()
+            });
+            assert_eq!(
+                mem_adds,
+                loads - key.ep.contains(&Ep::BiasCol) as usize,
+                "{s}"
+            );
+        }
+        // Row bias: broadcast adds.
+        let row_bias = count(&ins, |i| {
+            i.mnemonic() == Mnemonic::Vaddps && i.is_broadcast()
+        });
+        assert_eq!(
+            row_bias,
+            mr * key.ep.iter().filter(|e| **e == Ep::BiasRow).count(),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn avx2_kernels_decode_to_ymm_code() {
+    for key in all_keys(Isa::Avx2) {
+        let s = key.symbol();
+        assert!(s.starts_with("optc_ukr_avx2_"), "{s}");
+        let bytes = assemble(&key).unwrap();
+        let (ins, end) = decode(&key, &bytes);
+        check_common(&key, &bytes, &ins, end);
+        for i in &ins {
+            assert!(!i.has_op_mask() && !i.is_broadcast(), "{s}: EVEX feature");
+            for r in regs(i) {
+                assert!(!r.is_zmm(), "{s}: {r:?}");
+            }
+        }
+        let fmas: Vec<_> = ins
+            .iter()
+            .filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps)
+            .collect();
+        assert_eq!(fmas.len(), 2 * 5 * key.mr, "{s}");
+        assert!(fmas
+            .iter()
+            .all(|i| (0..3).all(|o| i.op_register(o).is_ymm())));
+        let maskmov = count(&ins, |i| i.mnemonic() == Mnemonic::Vmaskmovps);
+        assert_eq!(maskmov > 0, key.partial, "{s}");
+    }
+}
+
+#[test]
+fn isas_have_distinct_symbols() {
+    let mut seen = std::collections::HashSet::new();
+    for isa in [Isa::Avx2, Isa::Avx512] {
+        for k in all_keys(isa) {
+            assert!(seen.insert(k.symbol()), "duplicate symbol {}", k.symbol());
+        }
+    }
+}
+
+/// Small multiples of 1/4: every product and partial sum below is exact in f32, so the
+/// kernel's summation order does not matter and results compare exactly.
+struct Quarters(u64);
+impl Quarters {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % 17) as f32 / 4.0 - 2.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn bytes_of(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Run one AVX-512 kernel in the interpreter and compare the tile with a scalar reference.
+fn check_avx512_tile(key: &UkrKey, code: &[u8], kc: usize, nr: usize, seed: u64) {
+    const CODE: u64 = 0x1000_0000;
+    const A: u64 = 0x2000_0000;
+    const B: u64 = 0x3000_0000;
+    const C: u64 = 0x4000_0000;
+    const BIAS: u64 = 0x5000_0000;
+    const RES: u64 = 0x6000_0000;
+    const STACK: u64 = 0x7000_0000;
+    let mr = key.mr;
+    let mut q = Quarters(seed);
+    let cols = if key.partial { nr } else { NR };
+    // Strides in floats; regions end right after the last valid element.
+    let lda = kc + 3;
+    let ldc = NR + 5;
+    let a: Vec<f32> = if key.pa {
+        q.vec(kc * mr)
+    } else {
+        q.vec(lda * (mr - 1) + kc)
+    };
+    let at = |r: usize, k: usize| {
+        if key.pa {
+            a[k * mr + r]
+        } else {
+            a[r * lda + k]
+        }
+    };
+    let b = q.vec(kc * NR);
+    let tile_len = ldc * (mr - 1) + cols;
+    let c0 = q.vec(tile_len);
+    let res = q.vec(tile_len);
+    let bias = q.vec(mr.max(cols));
+    let mut m = emu::Machine::new();
+    m.mem.push((CODE, code.to_vec()));
+    m.mem.push((A, bytes_of(&a)));
+    m.mem.push((B, bytes_of(&b)));
+    m.mem.push((C, bytes_of(&c0)));
+    m.mem.push((BIAS, bytes_of(&bias)));
+    m.mem.push((RES, bytes_of(&res)));
+    let stack: Vec<u8> = [0xdead_beef, nr as u64, BIAS, RES]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    m.mem.push((STACK, stack));
+    m.set(Register::RDI, A);
+    m.set(Register::RSI, B);
+    m.set(Register::RDX, C);
+    m.set(Register::RCX, kc as u64);
+    m.set(Register::R8, (lda * 4) as u64);
+    m.set(Register::R9, (ldc * 4) as u64);
+    m.set(Register::RSP, STACK);
+    m.run(code, CODE, 100_000);
+    let s = key.symbol();
+    for r in 0..mr {
+        for j in 0..NR {
+            let o = r * ldc + j;
+            if o >= tile_len {
+                continue;
+            }
+            let got = f32::from_bits(m.read32(C + 4 * o as u64));
+            if j >= cols {
+                assert_eq!(got.to_bits(), c0[o].to_bits(), "{s}: column {j} written");
+                continue;
+            }
+            let mut x = if key.acc { c0[o] } else { 0.0 };
+            for k in 0..kc {
+                x += at(r, k) * b[k * NR + j];
+            }
+            for e in &key.ep {
+                x = match *e {
+                    Ep::BiasRow => x + bias[r],
+                    Ep::BiasCol => x + bias[j],
+                    Ep::Relu => x.max(0.0),
+                    Ep::Clip(lo, hi) => x.max(f32::from_bits(lo)).min(f32::from_bits(hi)),
+                    Ep::Residual => x + res[o],
+                    Ep::Scale(sc) => x * f32::from_bits(sc),
+                };
+            }
+            assert_eq!(got, x, "{s} kc={kc} nr={nr}: C[{r}][{j}]");
+        }
+    }
+}
+
+#[test]
+fn avx512_kernels_compute_the_reference_tile() {
+    let mut seed = 1;
+    for key in all_keys(Isa::Avx512) {
+        let code = assemble(&key).unwrap();
+        for kc in [0, 1, 3, 4, 5, 9] {
+            let nrs: &[usize] = if key.partial { &[1, 7, 15, 16] } else { &[16] };
+            for &nr in nrs {
+                seed += 1;
+                check_avx512_tile(&key, &code, kc, nr, seed);
+            }
+        }
+    }
+}
