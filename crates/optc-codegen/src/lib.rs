@@ -314,8 +314,11 @@ impl Target {
     }
 
     /// The microkernel ISA of the GEMM path (meaningful when [`Target::has_avx2_fma`]).
+    /// AVX-512 kernels are chosen only for an explicit `x86_64-avx512` target: they are
+    /// checked by disassembly and an instruction-level emulator (`ukr/emu.rs`) but have not
+    /// yet run on AVX-512 hardware, so `native` keeps the measured AVX2 kernels.
     pub(crate) fn ukr_isa(&self) -> crate::ukr::Isa {
-        if self.has_avx512f() {
+        if !self.native && self.has_avx512f() {
             crate::ukr::Isa::Avx512
         } else {
             crate::ukr::Isa::Avx2

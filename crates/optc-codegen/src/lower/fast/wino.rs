@@ -109,6 +109,7 @@ pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
     mrs.into_iter()
         .map(|mr| UkrKey {
             mr,
+            isa: p.isa,
             pa: true,
             partial: false,
             acc: false,
@@ -364,6 +365,7 @@ fn gemms(e: &mut E, p: &Plan, c: &Ctx, vbuf: Value, mbuf: Value, row0: Value, ro
     let nr = e.ic(NR as i64);
     let key = |mr: usize| UkrKey {
         mr,
+        isa: p.isa,
         pa: true,
         partial: false,
         acc: false,
