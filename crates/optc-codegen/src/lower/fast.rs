@@ -87,10 +87,6 @@ impl Plan {
             Kind::Conv(g) | Kind::Dw(g) if g.hp != g.h || g.wp != g.w => {
                 g.n * g.c * g.hp * g.wp * 4
             }
-            Kind::Wino(g) => {
-                let wg = wino::wgeom(g);
-                g.n * g.c * wg.hb * wg.wb * 4
-            }
             _ => 0,
         }
     }
@@ -99,7 +95,7 @@ impl Plan {
         let b = match &self.kind {
             Kind::Conv(_) | Kind::MatRt { .. } => KC.min(self.k.max(1)) * self.chunk * 4,
             Kind::Mat | Kind::Dw(_) => 0,
-            Kind::Wino(_) => wino::task_bytes(self),
+            Kind::Wino(g) => wino::task_bytes(self, g),
         };
         b + self.apack_bytes()
     }
@@ -588,9 +584,6 @@ fn if_else(e: &mut E, c: Value, then: &mut dyn FnMut(&mut E), els: &mut dyn FnMu
 /// Serial work before the tasks: the zero-padded input copy of a conv.
 pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
     // (Depthwise convs pad each channel inside their tasks: see `emit_dw`.)
-    if let Kind::Wino(g) = &p.kind {
-        return wino::emit_pre(e, info, g, c);
-    }
     let Kind::Conv(g) = &p.kind else {
         return Ok(());
     };

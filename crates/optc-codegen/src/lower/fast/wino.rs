@@ -31,9 +31,17 @@ pub(super) struct WGeom {
     pub th: usize,
     /// Tile columns, rounded up to a multiple of 4.
     pub tw4: usize,
-    /// Padded input copy extents (`2 th + 2` x `2 tw4 + 2`).
+    /// Padded input extents (`2 th + 2` x `2 tw4 + 2`).
     pub hb: usize,
     pub wb: usize,
+}
+
+impl WGeom {
+    /// Rows of the zero-padded input window a unit of `nb` tiles (starting at a multiple of
+    /// `nb`) reads: its tiles span at most `(nb - 1) / tw4 + 2` tile rows.
+    pub fn win_rows(&self, nb: usize) -> usize {
+        (2 * ((nb - 1) / self.tw4 + 2) + 2).min(self.hb)
+    }
 }
 
 pub(super) fn wgeom(g: &ConvGeom) -> WGeom {
@@ -89,9 +97,15 @@ fn xstride(p: &Plan) -> usize {
     p.mrows * p.chunk * 4 + 64
 }
 
-/// Scratch bytes per task.
-pub(super) fn task_bytes(p: &Plan) -> usize {
-    16 * (vstride(p) + xstride(p))
+/// Bytes of a task's input window: `C x win_rows x wb`.
+fn win_bytes(p: &Plan, g: &ConvGeom) -> usize {
+    let wg = wgeom(g);
+    g.c * wg.win_rows(p.chunk) * wg.wb * 4
+}
+
+/// Scratch bytes per task: `V`, `M`, the input window.
+pub(super) fn task_bytes(p: &Plan, g: &ConvGeom) -> usize {
+    16 * (vstride(p) + xstride(p)) + win_bytes(p, g)
 }
 
 /// The microkernels a Winograd node calls (packed A, full panels, plain store).
@@ -158,36 +172,6 @@ pub(super) fn derived(info: &NodeInfo, g: &ConvGeom) -> R<Vec<Vec<u8>>> {
     Ok(vec![u.iter().flat_map(|x| x.to_le_bytes()).collect()])
 }
 
-/// Serial work before the tasks: the zero-padded input copy (`n x C x hb x wb`).
-pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, g: &ConvGeom, c: &Ctx) -> R<()> {
-    let wg = wgeom(g);
-    let total = g.n * g.c * wg.hb * wg.wb;
-    let zv = e.fc(F32X4, 0.0);
-    let z = e.ic(0);
-    e.loop_offs((total / 4) as i64, &[z], &[16], &mut |e, _i, o| {
-        e.st(zv, c.scratch, o[0]);
-    });
-    let zs = e.fc(types::F32, 0.0);
-    for t in (total / 4) * 4..total {
-        let o = e.ic(t as i64 * 4);
-        e.st(zs, c.scratch, o);
-    }
-    let plane = [g.n * g.c, g.h, g.w];
-    let dst = Opd {
-        p: c.scratch,
-        dt: DType::F32,
-        base: (g.ph * wg.wb + g.pw) as i64,
-        strides: vec![(wg.hb * wg.wb) as i64, wg.wb as i64, 1],
-    };
-    let src = Opd {
-        p: c.ins[0],
-        dt: DType::F32,
-        base: 0,
-        strides: vec![(g.h * g.w) as i64, g.w as i64, 1],
-    };
-    map(e, info, &plane, dst, &[src], &Ew::Copy)
-}
-
 /// `[a[l0], a[l1], b[l2], b[l3]]`-style lane shuffle of two `f32x4` (lanes 0-3 from `a`,
 /// 4-7 from `b`).
 fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
@@ -215,10 +199,10 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, t: Value) {
     let t1 = e.b.ins().iadd_imm_s(t, 1);
     let b = e.b.ins().imul_imm_s(t1, units);
     let hi = e.b.ins().udiv_imm_u(b, tasks);
-    let o = e.b.ins().imul_imm_s(t, task_bytes(p) as i64);
-    let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
+    let o = e.b.ins().imul_imm_s(t, task_bytes(p, g) as i64);
     let vbuf = e.b.ins().iadd(c.scratch, o);
     let mbuf = e.b.ins().iadd_imm_s(vbuf, 16 * vstride(p) as i64);
+    let win = e.b.ins().iadd_imm_s(mbuf, 16 * xstride(p) as i64);
     let upi = p.units_per_img();
     let mparts = p.mparts();
     let last_tiles = p.n - (upi - 1) * p.chunk;
@@ -244,7 +228,8 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, t: Value) {
             e,
             fresh,
             &mut |e| {
-                input_transform(e, p, g, &wg, c, vbuf, img, t0, ngroups);
+                input_window(e, p, g, &wg, c, win, img, t0, ngroups);
+                input_transform(e, p, g, &wg, c, vbuf, win, t0, ngroups);
             },
             &mut |_| {},
         );
@@ -264,8 +249,97 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, t: Value) {
     });
 }
 
-/// `V` for the `ngroups` groups of 4 tiles from tile `t0` of image `img`; groups past
-/// `ngroups` (up to the unit's `NB / 4`) are zeroed.
+/// Copy the input rows the unit from tile `t0` reads into the task's window `win`
+/// (`C x win_rows x wb`, zero-padded): window row `r` is padded-input row `2 ti0 + r`.
+/// Done inside the tasks, so no serial padded copy of the whole input precedes them.
+#[allow(clippy::too_many_arguments)]
+fn input_window(
+    e: &mut E,
+    p: &Plan,
+    g: &ConvGeom,
+    wg: &WGeom,
+    c: &Ctx,
+    win: Value,
+    img: Value,
+    t0: Value,
+    ngroups: Value,
+) {
+    let rows = wg.win_rows(p.chunk) as i64;
+    // Rows this unit reads: its tiles span tile rows ti0 ..= ti1.
+    let tl = e.b.ins().imul_imm_s(ngroups, 4);
+    let tl = e.b.ins().iadd(t0, tl);
+    let tl = e.b.ins().iadd_imm_s(tl, -1);
+    let ti1 = e.b.ins().udiv_imm_u(tl, wg.tw4 as i64);
+    let wrow = (wg.wb * 4) as i64;
+    let xrow = (g.w * 4) as i64;
+    let xplane = (g.h * g.w * 4) as i64;
+    let ti0 = e.b.ins().udiv_imm_u(t0, wg.tw4 as i64);
+    // Input row of window row 0 (may be negative: the top padding).
+    let y0 = e.b.ins().imul_imm_s(ti0, 2);
+    let y0 = e.b.ins().iadd_imm_s(y0, -(g.ph as i64));
+    let io = e.b.ins().imul_imm_s(img, g.c as i64 * xplane);
+    let yo = e.b.ins().imul_imm_s(y0, xrow);
+    let src0 = e.b.ins().iadd(io, yo);
+    let src0 = e.b.ins().iadd(c.ins[0], src0);
+    let zv = e.fc(F32X4, 0.0);
+    let zs = e.fc(types::F32, 0.0);
+    let zero = |e: &mut E, d: Value, from: usize, to: usize| {
+        let mut k = from;
+        while k + 4 <= to {
+            e.b.ins().store(mf(), zv, d, (k * 4) as i32);
+            k += 4;
+        }
+        while k < to {
+            e.b.ins().store(mf(), zs, d, (k * 4) as i32);
+            k += 1;
+        }
+    };
+    let (pw, w, wb) = (g.pw, g.w, wg.wb);
+    let span = e.b.ins().isub(ti1, ti0);
+    let nrows = e.b.ins().imul_imm_s(span, 2);
+    let nrows = e.b.ins().iadd_imm_s(nrows, 4);
+    let cap = e.ic(rows);
+    let nrows = e.b.ins().smin(nrows, cap);
+    e.loop_offs(
+        g.c as i64,
+        &[src0, win],
+        &[xplane, rows * wrow],
+        &mut |e, _c, o| {
+            let z = e.ic(0);
+            loop_range(e, z, nrows, &mut |e, r| {
+                let so = e.b.ins().imul_imm_s(r, xrow);
+                let s = e.b.ins().iadd(o[0], so);
+                let dof = e.b.ins().imul_imm_s(r, wrow);
+                let d = e.b.ins().iadd(o[1], dof);
+                let y = e.b.ins().iadd(y0, r);
+                let lo = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, y, 0);
+                let hi = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, y, g.h as i64);
+                let ok = e.b.ins().band(lo, hi);
+                if_else(
+                    e,
+                    ok,
+                    &mut |e| {
+                        zero(e, d, 0, pw);
+                        let nv = w / 4;
+                        for k in 0..nv {
+                            let v = e.b.ins().load(F32X4, mf(), s, (k * 16) as i32);
+                            e.b.ins().store(mf(), v, d, ((pw + 4 * k) * 4) as i32);
+                        }
+                        for k in 4 * nv..w {
+                            let v = e.b.ins().load(types::F32, mf(), s, (k * 4) as i32);
+                            e.b.ins().store(mf(), v, d, ((pw + k) * 4) as i32);
+                        }
+                        zero(e, d, pw + w, wb);
+                    },
+                    &mut |e| zero(e, d, 0, wb),
+                );
+            });
+        },
+    );
+}
+
+/// `V` for the `ngroups` groups of 4 tiles from tile `t0` (read from the window `win`);
+/// groups past `ngroups` (up to the unit's `NB / 4`) are zeroed.
 #[allow(clippy::too_many_arguments)]
 fn input_transform(
     e: &mut E,
@@ -274,16 +348,18 @@ fn input_transform(
     wg: &WGeom,
     c: &Ctx,
     vbuf: Value,
-    img: Value,
+    win: Value,
     t0: Value,
     ngroups: Value,
 ) {
+    let _ = c;
     let cn = g.c as i64;
-    let plane = (wg.hb * wg.wb * 4) as i64;
     let rowb = (wg.wb * 4) as i64;
+    let plane = wg.win_rows(p.chunk) as i64 * rowb;
     let vstride = vstride(p) as i64;
-    let io = e.b.ins().imul_imm_s(img, cn * plane);
-    let xb = e.b.ins().iadd(c.scratch, io);
+    let ti0 = e.b.ins().udiv_imm_u(t0, wg.tw4 as i64);
+    let wo = e.b.ins().imul_imm_s(ti0, -2 * rowb);
+    let xb = e.b.ins().iadd(win, wo);
     let z = e.ic(0);
     loop_range(e, z, ngroups, &mut |e, q| {
         let t = e.b.ins().imul_imm_s(q, 4);
