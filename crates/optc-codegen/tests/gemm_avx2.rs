@@ -347,6 +347,24 @@ fn maxpool_nan_and_padding() {
             vec![1, 1, 6, 9],
             win(&[2, 3], &[1, 2], &[0, 2, 1, 2], &[2, 1]),
         ),
+        // Big enough to split across tasks (ResNet's stem pool, fewer channels).
+        (
+            vec![1, 40, 56, 57],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        // Stride 3 (lane gathers), dilation 2 with stride 2, an output narrower than 4.
+        (
+            vec![2, 3, 20, 23],
+            win(&[2, 2], &[3, 3], &[1, 0, 0, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 15, 19],
+            win(&[3, 2], &[2, 2], &[2, 1, 2, 1], &[2, 2]),
+        ),
+        (
+            vec![1, 2, 7, 6],
+            win(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
     ] {
         let mut g = Graph::new();
         let x = g.add_input("x", f(&shape));

@@ -11,6 +11,7 @@ use super::*;
 use crate::ukr::{Ep, Isa, UkrKey, MR, NR};
 use cranelift_codegen::ir::FuncRef;
 
+mod pool;
 mod wino;
 
 /// Depth of one K block: a 16-column B panel of `KC` rows (16 KiB) stays in L1d (32 KiB).
@@ -34,6 +35,8 @@ pub(super) enum Kind {
     /// Winograd F(2x2, 3x3) (see [`wino`]): `n` counts 2x2 output tiles (tile columns padded
     /// to a multiple of 4), `k` is C, `chunk` tiles per unit.
     Wino(ConvGeom),
+    /// 2-D MaxPool (see [`pool`]): `m` planes, units of `mrows` planes.
+    Pool(Pool2d),
 }
 
 /// How the microkernels read A.
@@ -96,6 +99,7 @@ impl Plan {
             Kind::Conv(_) | Kind::MatRt { .. } => KC.min(self.k.max(1)) * self.chunk * 4,
             Kind::Mat | Kind::Dw(_) => 0,
             Kind::Wino(g) => wino::task_bytes(self, g),
+            Kind::Pool(g) => pool::task_bytes(g),
         };
         b + self.apack_bytes()
     }
@@ -128,7 +132,7 @@ impl Plan {
     }
     /// Every microkernel the node calls.
     pub fn keys(&self) -> Vec<UkrKey> {
-        if matches!(self.kind, Kind::Dw(_)) {
+        if matches!(self.kind, Kind::Dw(_) | Kind::Pool(_)) {
             return vec![];
         }
         if matches!(self.kind, Kind::Wino(_)) {
@@ -194,6 +198,9 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     };
     if !is_f32(&info.outs[0]) || info.outs.len() != 1 {
         return Ok(None);
+    }
+    if let Op::MaxPool { .. } = info.op {
+        return Ok(maxpool2d_geom(info).map(|g| pool_plan(g, target.ukr_isa())));
     }
     let out = &info.outs[0].shape;
     let nbase = match info.op {
@@ -386,6 +393,7 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     };
     let chunk = match kind {
         Kind::Wino(_) => wino::nb(k),
+        Kind::Pool(_) => n,
         Kind::Conv(_) => 128,
         Kind::Dw(_) => n,
         Kind::Mat | Kind::MatRt { .. } if m >= 256 => 512,
@@ -453,10 +461,38 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     Ok(Some(p))
 }
 
+/// MaxPool: units of planes, split across tasks when the node is big enough.
+fn pool_plan(g: Pool2d, isa: crate::ukr::Isa) -> Plan {
+    let mrows = pool::plane_rows(g.planes);
+    let work = g.planes * g.hp * g.wp * g.kh.max(g.kw);
+    let (m, n, k) = (g.planes, g.oh * g.ow, g.kh * g.kw);
+    let mut p = Plan {
+        kind: Kind::Pool(g),
+        isa,
+        amode: AMode::Direct,
+        m,
+        n,
+        k,
+        nimg: 1,
+        ep: vec![],
+        bias_port: None,
+        res_port: None,
+        rest: 0,
+        gemm_c_post: None,
+        chunk: n,
+        mrows,
+        tasks: 1,
+    };
+    if work >= 1 << 18 {
+        p.tasks = p.units().min(MAX_TASKS);
+    }
+    p
+}
+
 /// Compile-time data: the packed B (Mat) or the conv offset tables.
 pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
     match &p.kind {
-        Kind::MatRt { .. } | Kind::Dw(_) => Ok(vec![]),
+        Kind::MatRt { .. } | Kind::Dw(_) | Kind::Pool(_) => Ok(vec![]),
         Kind::Wino(g) => wino::derived(info, g),
         Kind::Mat => {
             let b = info.consts[1]
@@ -646,6 +682,10 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
         wino::emit_task(e, p, g, c, t);
         return;
     }
+    if let Kind::Pool(g) = &p.kind {
+        pool::emit_task(e, p, g, c, t);
+        return;
+    }
     let units = p.units() as i64;
     let tasks = p.tasks as i64;
     // [t * U / T, (t + 1) * U / T)
@@ -787,7 +827,7 @@ fn emit_kblock(
     // B panel j of this block lives at `bbase + j * bstep`.
     let (bbase, bstep) = match &p.kind {
         // Handled by `emit_dw` / `wino`.
-        Kind::Dw(_) | Kind::Wino(_) => (pack, 0),
+        Kind::Dw(_) | Kind::Wino(_) | Kind::Pool(_) => (pack, 0),
         Kind::Mat => {
             // packed[(col0/16 + j)][k][16]
             let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
@@ -829,7 +869,7 @@ fn emit_kblock(
         }
     };
     let (a, lda) = match &p.kind {
-        Kind::Dw(_) | Kind::Wino(_) => (c.ins[1], 0),
+        Kind::Dw(_) | Kind::Wino(_) | Kind::Pool(_) => (c.ins[1], 0),
         Kind::Mat => (c.ins[0], p.k as i64 * 4),
         Kind::MatRt { a_img, .. } => {
             let io = e.b.ins().imul_imm_s(img, *a_img);

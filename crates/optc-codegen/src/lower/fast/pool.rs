@@ -1,0 +1,203 @@
+//! 2-D MaxPool split across tasks by planes (image x channel), separable: a vertical max of
+//! the window rows into a row buffer, then a horizontal max along that row (stride 2 by an
+//! even/odd `shufps` deinterleave, stride 1 by unaligned loads, others by lane gathers).
+//!
+//! Semantics are the reference's: padding and NaN cells are skipped (`acc = v > acc || acc
+//! is NaN ? v : acc`, a max that ignores NaN unless every cell is NaN), which is associative
+//! and commutative, so the separable order gives the same result. Each task copies its plane
+//! into a NaN-padded buffer first.
+
+use super::*;
+use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
+
+/// Planes per work unit: about 32 units, at least 1 plane each.
+pub(super) fn plane_rows(planes: usize) -> usize {
+    planes.div_ceil(32).max(1)
+}
+
+/// Scratch bytes per task: the padded plane and the row buffer (with slack for the last
+/// vector's over-read).
+pub(super) fn task_bytes(g: &Pool2d) -> usize {
+    (g.hp * g.wp + g.wp + 32) * 4
+}
+
+/// `acc = (v > acc || acc is NaN) ? v : acc`.
+fn step(e: &mut E, ty: Type, v: Value, acc: Value) -> Value {
+    let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, acc);
+    let un = e.b.ins().fcmp(FloatCC::Unordered, acc, acc);
+    let take = e.b.ins().bor(gt, un);
+    e.fsel(ty, take, v, acc)
+}
+
+/// Lanes `[a[l0], a[l1], b[l2 - 4], b[l3 - 4]]` of two `f32x4`.
+fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let a8 = e.b.ins().bitcast(types::I8X16, le, a);
+    let b8 = e.b.ins().bitcast(types::I8X16, le, b);
+    let mut mask = Vec::with_capacity(16);
+    for l in lanes {
+        for k in 0..4 {
+            mask.push(l * 4 + k);
+        }
+    }
+    let imm = e.b.func.dfg.immediates.push(ConstantData::from(mask));
+    let r = e.b.ins().shuffle(a8, b8, imm);
+    e.b.ins().bitcast(F32X4, le, r)
+}
+
+/// The planes of task `t`.
+pub(super) fn emit_task(e: &mut E, p: &Plan, g: &Pool2d, c: &Ctx, t: Value) {
+    let units = p.units() as i64;
+    let tasks = p.tasks as i64;
+    let a = e.b.ins().imul_imm_s(t, units);
+    let lo = e.b.ins().udiv_imm_u(a, tasks);
+    let t1 = e.b.ins().iadd_imm_s(t, 1);
+    let b = e.b.ins().imul_imm_s(t1, units);
+    let hi = e.b.ins().udiv_imm_u(b, tasks);
+    let o = e.b.ins().imul_imm_s(t, task_bytes(g) as i64);
+    let pbuf = e.b.ins().iadd(c.scratch, o);
+    let vrow = e.b.ins().iadd_imm_s(pbuf, (g.hp * g.wp * 4) as i64);
+    // Units are runs of `mrows` planes (the last one shorter).
+    let p0 = e.b.ins().imul_imm_s(lo, p.mrows as i64);
+    let p1 = e.b.ins().imul_imm_s(hi, p.mrows as i64);
+    let cap = e.ic(g.planes as i64);
+    let p1 = e.b.ins().smin(p1, cap);
+    loop_range(e, p0, p1, &mut |e, pl| plane(e, g, c, pbuf, vrow, pl));
+}
+
+fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl: Value) {
+    let xplane = (g.h * g.w * 4) as i64;
+    let oplane = (g.oh * g.ow * 4) as i64;
+    let xo = e.b.ins().imul_imm_s(pl, xplane);
+    let x = e.b.ins().iadd(c.ins[0], xo);
+    let oo = e.b.ins().imul_imm_s(pl, oplane);
+    let out = e.b.ins().iadd(c.out, oo);
+    let nanv = e.fc(F32X4, f32::NAN);
+    let nans = e.fc(types::F32, f32::NAN);
+    let fill = |e: &mut E, d: Value, from: usize, to: usize| {
+        let mut k = from;
+        while k + 4 <= to {
+            e.b.ins().store(mf(), nanv, d, (k * 4) as i32);
+            k += 4;
+        }
+        while k < to {
+            e.b.ins().store(mf(), nans, d, (k * 4) as i32);
+            k += 1;
+        }
+    };
+    // NaN-padded copy: rows [0, ph) and [ph + h, hp) all NaN; the rest NaN | row | NaN.
+    let wrow = (g.wp * 4) as i64;
+    e.loop_offs(g.ph as i64, &[pbuf], &[wrow], &mut |e, _r, o| {
+        fill(e, o[0], 0, g.wp)
+    });
+    let d0 = e.b.ins().iadd_imm_s(pbuf, g.ph as i64 * wrow);
+    e.loop_offs(
+        g.h as i64,
+        &[x, d0],
+        &[(g.w * 4) as i64, wrow],
+        &mut |e, _r, o| {
+            let (s, d) = (o[0], o[1]);
+            fill(e, d, 0, g.pw);
+            for k in 0..g.w / 4 {
+                let v = e.b.ins().load(F32X4, mf(), s, (k * 16) as i32);
+                e.b.ins().store(mf(), v, d, ((g.pw + 4 * k) * 4) as i32);
+            }
+            for k in (g.w / 4) * 4..g.w {
+                let v = e.b.ins().load(types::F32, mf(), s, (k * 4) as i32);
+                e.b.ins().store(mf(), v, d, ((g.pw + k) * 4) as i32);
+            }
+            fill(e, d, g.pw + g.w, g.wp);
+        },
+    );
+    let d1 = e.b.ins().iadd_imm_s(pbuf, (g.ph + g.h) as i64 * wrow);
+    e.loop_offs(
+        (g.hp - g.ph - g.h) as i64,
+        &[d1],
+        &[wrow],
+        &mut |e, _r, o| fill(e, o[0], 0, g.wp),
+    );
+    // The row buffer's slack stays NaN (read by the last vector, never selected... but
+    // keep it defined).
+    fill(e, vrow, g.wp, g.wp + 32);
+    let nvr = g.wp / 4;
+    let nv = g.ow / 4;
+    let z = e.ic(0);
+    e.loop_offs(
+        g.oh as i64,
+        &[z, z],
+        &[(g.sh * g.wp * 4) as i64, (g.ow * 4) as i64],
+        &mut |e, _r, ro| {
+            // Vertical max of the window's rows.
+            let src = e.b.ins().iadd(pbuf, ro[0]);
+            let vert = |e: &mut E, ty: Type, off: i32| {
+                let mut acc = e.b.ins().load(ty, mf(), src, off);
+                for kh in 1..g.kh {
+                    let o = off + (kh * g.dh * g.wp * 4) as i32;
+                    let v = e.b.ins().load(ty, mf(), src, o);
+                    acc = step(e, ty, v, acc);
+                }
+                acc
+            };
+            for k in 0..nvr {
+                let v = vert(e, F32X4, (k * 16) as i32);
+                e.b.ins().store(mf(), v, vrow, (k * 16) as i32);
+            }
+            for k in nvr * 4..g.wp {
+                let v = vert(e, types::F32, (k * 4) as i32);
+                e.b.ins().store(mf(), v, vrow, (k * 4) as i32);
+            }
+            // Horizontal max along the row buffer.
+            let dst = e.b.ins().iadd(out, ro[1]);
+            let z = e.ic(0);
+            e.loop_offs(
+                nv as i64,
+                &[z, z],
+                &[(4 * g.sw * 4) as i64, 16],
+                &mut |e, _c, o| {
+                    let s = e.b.ins().iadd(vrow, o[0]);
+                    let mut acc = None;
+                    for kw in 0..g.kw {
+                        let off = (kw * g.dw * 4) as i32;
+                        let v = match g.sw {
+                            1 => e.b.ins().load(F32X4, mf(), s, off),
+                            2 => {
+                                let a = e.b.ins().load(F32X4, mf(), s, off);
+                                let b = e.b.ins().load(F32X4, mf(), s, off + 16);
+                                shuf(e, a, b, [0, 2, 4, 6])
+                            }
+                            sw => {
+                                let s0 = e.b.ins().load(types::F32, mf(), s, off);
+                                let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
+                                for l in 1..4 {
+                                    let x = e.b.ins().load(
+                                        types::F32,
+                                        mf(),
+                                        s,
+                                        off + (l * sw * 4) as i32,
+                                    );
+                                    v = e.b.ins().insertlane(v, x, l as u8);
+                                }
+                                v
+                            }
+                        };
+                        acc = Some(match acc {
+                            None => v,
+                            Some(a) => step(e, F32X4, v, a),
+                        });
+                    }
+                    let acc = acc.unwrap_or(nanv);
+                    e.st(acc, dst, o[1]);
+                },
+            );
+            for j in nv * 4..g.ow {
+                let mut acc = nans;
+                for kw in 0..g.kw {
+                    let off = ((j * g.sw + kw * g.dw) * 4) as i32;
+                    let v = e.b.ins().load(types::F32, mf(), vrow, off);
+                    acc = step(e, types::F32, v, acc);
+                }
+                e.b.ins().store(mf(), acc, dst, (j * 4) as i32);
+            }
+        },
+    );
+}
