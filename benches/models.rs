@@ -29,7 +29,7 @@ fn model_benches(c: &mut Criterion) {
         PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/optc-corpus/models");
     let listing = common::listing();
     let mut group = c.benchmark_group(format!("model_O3_t{threads}"));
-    group.sample_size(common::sample_size());
+    common::setup(&mut group);
     for name in models.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let path = dir.join(name).join("model.onnx");
         if !path.exists() {

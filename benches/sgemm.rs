@@ -144,7 +144,7 @@ fn sgemm_benches(c: &mut Criterion) {
 
 fn register(c: &mut Criterion, peak: f64, threads: usize) {
     let mut group = c.benchmark_group(format!("sgemm_t{threads}"));
-    group.sample_size(common::sample_size());
+    common::setup(&mut group);
     // Square shapes, then the batch-1 shapes of the corpus: MLP and classifier heads (M=1),
     // the ResNet-18 last stage as a GEMM (M=49 pixels), BERT-tiny projections (M=128 tokens).
     let mut shapes: Vec<(usize, usize, usize)> =
@@ -178,7 +178,7 @@ fn register(c: &mut Criterion, peak: f64, threads: usize) {
 
     // ResNet-18 conv layers (implicit GEMM, patches packed on the fly).
     let mut group = c.benchmark_group(format!("conv_t{threads}"));
-    group.sample_size(common::sample_size());
+    common::setup(&mut group);
     for (ci, m, hw, k, s) in [
         (3, 64, 224, 7, 2),
         (64, 64, 56, 3, 1),

@@ -2,7 +2,8 @@
 //! environment, and timing that keeps its own per-sample record so each bench can print a
 //! summary line (GFLOP/s, % of peak, ms) next to criterion's report.
 
-use criterion::{Bencher, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{Bencher, BenchmarkGroup, Criterion, SamplingMode};
 use std::time::{Duration, Instant};
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -30,6 +31,15 @@ pub fn config() -> Criterion {
         .measurement_time(Duration::from_secs_f64(secs))
         .warm_up_time(Duration::from_secs_f64(secs / 2.0))
         .sample_size(sample_size())
+}
+
+/// Per-group settings: exactly `sample_size()` samples (the summary lines take their median),
+/// flat sampling (every sample runs the same number of iterations, so a sample's mean is
+/// comparable with the others; criterion then reports the mean and its confidence interval
+/// instead of a regression slope).
+pub fn setup(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group.sample_size(sample_size());
+    group.sampling_mode(SamplingMode::Flat);
 }
 
 /// True when criterion only lists the benches (`cargo bench -- --list`): nothing is measured,
