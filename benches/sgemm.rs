@@ -2,8 +2,10 @@
 //! peak, as criterion benches.
 //!
 //! `cargo bench --bench sgemm` — env: `OPTC_BENCH_THREADS` (default 1), `OPTC_BENCH_TIME`
-//! (seconds of measurement per case, default 1), `OPTC_BENCH_SAMPLES` (default 20). Criterion
-//! filters work: `cargo bench --bench sgemm -- 'sgemm_t1/m1_'`.
+//! (seconds of measurement per case, default 1), `OPTC_BENCH_SAMPLES` (default 20),
+//! `OPTC_BENCH_PEAK` (GFLOP/s per core to use instead of measuring it: on a shared machine the
+//! SMT sibling's load can halve the measured peak). Criterion filters work:
+//! `cargo bench --bench sgemm -- 'sgemm_t1/m1_'`.
 //!
 //! First the 256-bit FMA peak is measured with a register-only loop of 10 independent
 //! `vfmadd231ps ymm` (`optc_codegen::ukr::fma_peak_gflops`) and printed with the implied clock
@@ -129,17 +131,53 @@ fn sgemm_benches(c: &mut Criterion) {
         // Still register the benches so `--list` shows them, but measure nothing.
         return register(c, 0.0, common::threads());
     }
-    let secs = if common::testing() { 0.2 } else { 1.0 };
-    let peak = optc_codegen::ukr::fma_peak_gflops(secs).expect("FMA peak");
-    println!(
-        "peak: {peak:.1} GFLOP/s per core (register-only loop, 10 independent vfmadd231ps ymm); \
-         implied clock {:.2} GHz = peak / 32 (2 FMA/cycle x 8 lanes x 2 flops)\n",
-        peak / 32.0
-    );
+    let peak = match std::env::var("OPTC_BENCH_PEAK")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        Some(p) if p > 0.0 => {
+            println!("peak: {p:.1} GFLOP/s per core (given by OPTC_BENCH_PEAK, not measured)\n");
+            p
+        }
+        _ => {
+            let secs = if common::testing() { 0.2 } else { 1.0 };
+            let p = optc_codegen::ukr::fma_peak_gflops(secs).expect("FMA peak");
+            println!(
+                "peak: {p:.1} GFLOP/s per core (register-only loop, 10 independent vfmadd231ps \
+                 ymm); implied clock {:.2} GHz = peak / 32 (2 FMA/cycle x 8 lanes x 2 flops)\n",
+                p / 32.0
+            );
+            p
+        }
+    };
     if common::testing() {
         println!("test mode: every case runs once; the numbers below are not measurements\n");
     }
     register(c, peak, common::threads());
+    let _ = START_PEAK.set(peak);
+}
+
+/// The peak used for the cases (measured or given), for the check at the end.
+static START_PEAK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// Measure the peak again after all cases: when it moved by more than 5%, other load shared
+/// the core (or the clock changed) and the % of peak above are unreliable; say so.
+fn peak_check(_: &mut Criterion) {
+    let (Some(&start), false) = (START_PEAK.get(), common::testing()) else {
+        return;
+    };
+    let Ok(end) = optc_codegen::ukr::fma_peak_gflops(1.0) else {
+        return;
+    };
+    let moved = (end / start - 1.0) * 100.0;
+    println!(
+        "peak re-measured after the cases: {end:.1} GFLOP/s ({moved:+.1}% vs the peak used above){}",
+        if moved.abs() > 5.0 {
+            ": the machine was busy or the clock changed, % of peak is unreliable"
+        } else {
+            ""
+        }
+    );
 }
 
 fn register(c: &mut Criterion, peak: f64, threads: usize) {
@@ -212,6 +250,6 @@ fn register(c: &mut Criterion, peak: f64, threads: usize) {
 criterion_group! {
     name = benches;
     config = common::config();
-    targets = sgemm_benches
+    targets = sgemm_benches, peak_check
 }
 criterion_main!(benches);
