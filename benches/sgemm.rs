@@ -1,95 +1,85 @@
-//! SGEMM and whole-model latency benchmarks (plain `harness = false` main: criterion is not
-//! vendored on this machine and would not build quickly; the timing method is the same idea:
-//! warm up, then the median of many timed runs).
+//! SGEMM (and ResNet-18 convs as implicit GEMM) throughput against this core's measured FMA
+//! peak, as criterion benches.
 //!
-//! `cargo bench --bench sgemm` — options via env: `OPTC_BENCH_THREADS` (default 1),
-//! `OPTC_BENCH_TIME` (seconds per case, default 1), `OPTC_BENCH_MODELS` (comma list of corpus
-//! models under `~/.cache/optc-corpus/models`, default: resnet18,mobilenet_v2,bert_tiny_l2_h128,
-//! mlp_784_512_256_10; `none` to skip).
+//! `cargo bench --bench sgemm` — env: `OPTC_BENCH_THREADS` (default 1), `OPTC_BENCH_TIME`
+//! (seconds of measurement per case, default 1), `OPTC_BENCH_SAMPLES` (default 20),
+//! `OPTC_BENCH_PEAK` (GFLOP/s per core to use instead of measuring it: on a shared machine the
+//! SMT sibling's load can halve the measured peak). Criterion filters work:
+//! `cargo bench --bench sgemm -- 'sgemm_t1/m1_'`.
 //!
-//! SGEMM is `C[M,N] = A[M,K] @ B[K,N]` with B constant (packed at compile time, as weights
-//! are), A an input. GFLOP/s = 2MNK / median time; % of peak is against the 256-bit FMA peak
-//! measured first with a register-only loop of 10 independent `vfmadd231ps ymm`.
+//! First the 256-bit FMA peak is measured with a register-only loop of 10 independent
+//! `vfmadd231ps ymm` (`optc_codegen::ukr::fma_peak_gflops`) and printed with the implied clock
+//! (peak / 32: 2 FMA ports x 8 lanes x 2 flops per cycle on Zen 3). Each GEMM is
+//! `C[M,N] = A[M,K] @ B[K,N]` compiled as a model through the public API, B a constant
+//! (packed at compile time, as weights are), A an input. Criterion's throughput is
+//! `Elements(2MNK)`, so its "elem/s" is FLOP/s; after each case one more line gives GFLOP/s
+//! from the median sample and the % of the measured peak (x threads).
 
-use optc_codegen::{compile_jit, Target};
+#[path = "common/mod.rs"]
+mod common;
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use optc_codegen::{compile_jit, JitModel, Target};
 use optc_ir::{Data, Graph, Op, Tensor, TensorType};
-use std::time::{Duration, Instant};
 
-fn rand(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect()
+/// One compiled case: the JIT module, its input and output buffers and workspace.
+struct Case {
+    jm: JitModel,
+    x: Tensor,
+    outs: Vec<Tensor>,
+    ws: optc_codegen::Workspace,
 }
 
-/// Median seconds of `f` over about `time`.
-fn median(time: Duration, mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
+impl Case {
+    fn new(g: &Graph, x: Tensor, threads: usize) -> Case {
+        let target = Target::host().expect("host target");
+        let mut jm = compile_jit(g, &target).expect("compile");
+        jm.set_threads(threads);
+        let outs = jm
+            .output_types()
+            .iter()
+            .map(|t| Tensor::zeros(t.dtype, t.shape.clone()))
+            .collect();
+        let ws = jm.new_workspace();
+        Case { jm, x, outs, ws }
     }
-    let mut v = vec![];
-    let t0 = Instant::now();
-    while t0.elapsed() < time || v.len() < 5 {
-        let t = Instant::now();
-        f();
-        v.push(t.elapsed().as_secs_f64());
+
+    fn run(&mut self) {
+        self.jm
+            .run(&[&self.x], &mut self.outs, &mut self.ws)
+            .expect("run");
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
-fn sgemm(m: usize, k: usize, n: usize, threads: usize, time: Duration, peak: f64) {
+fn matmul_graph(m: usize, k: usize, n: usize) -> Graph {
     let mut g = Graph::new();
     let a = g.add_input("a", TensorType::f32(&[m, k]));
     let b = g.add_const(
         "b",
-        Tensor::new(vec![k, n], Data::F32(rand(k * n, 2))).expect("tensor"),
+        Tensor::new(vec![k, n], Data::F32(common::rand(k * n, 2))).expect("tensor"),
     );
     let y = g.add("mm", Op::MatMul, &[a, b]).expect("matmul");
     g.add_output("y", y);
-    let target = Target::host().expect("host target");
-    let mut jm = compile_jit(&g, &target).expect("compile");
-    jm.set_threads(threads);
-    let x = Tensor::new(vec![m, k], Data::F32(rand(m * k, 1))).expect("tensor");
-    let mut outs = vec![Tensor::zeros(optc_ir::DType::F32, vec![m, n])];
-    let mut ws = jm.new_workspace();
-    let s = median(time, || {
-        jm.run(&[&x], &mut outs, &mut ws).expect("run");
-    });
-    let gf = 2.0 * (m * n * k) as f64 / s / 1e9;
-    println!(
-        "sgemm M={m:<5} K={k:<5} N={n:<5} threads={threads}  {:>9.3} ms  {gf:>7.1} GFLOP/s  {:>5.1}% of 1-core peak",
-        s * 1e3,
-        100.0 * gf / peak
-    );
+    g
 }
 
-/// A 2-D conv `[1, c, h, w] * [m, c, k, k]` (pad k/2, stride s) as one graph; GFLOP/s.
-#[allow(clippy::too_many_arguments)]
-fn conv(
-    c: usize,
-    m: usize,
-    hw: usize,
-    k: usize,
-    s: usize,
-    threads: usize,
-    time: Duration,
-    peak: f64,
-) {
+/// Output pixels of a conv with pad k/2.
+fn conv_pixels(hw: usize, k: usize, s: usize) -> usize {
+    let o = (hw + 2 * (k / 2) - k) / s + 1;
+    o * o
+}
+
+/// A 2-D conv `[1, c, hw, hw] * [m, c, k, k]` + bias (pad k/2, stride s) as one graph.
+fn conv_graph(c: usize, m: usize, hw: usize, k: usize, s: usize) -> Graph {
     let mut g = Graph::new();
     let x = g.add_input("x", TensorType::f32(&[1, c, hw, hw]));
     let wt = g.add_const(
         "w",
-        Tensor::new(vec![m, c, k, k], Data::F32(rand(m * c * k * k, 3))).expect("tensor"),
+        Tensor::new(vec![m, c, k, k], Data::F32(common::rand(m * c * k * k, 3))).expect("tensor"),
     );
     let b = g.add_const(
         "b",
-        Tensor::new(vec![m], Data::F32(rand(m, 4))).expect("tensor"),
+        Tensor::new(vec![m], Data::F32(common::rand(m, 4))).expect("tensor"),
     );
     let p = k / 2;
     let window = optc_ir::Window {
@@ -103,47 +93,101 @@ fn conv(
         .add("conv", Op::Conv { window, group: 1 }, &[x, wt, b])
         .expect("conv");
     g.add_output("y", y);
-    let target = Target::host().expect("host target");
-    let mut jm = compile_jit(&g, &target).expect("compile");
-    jm.set_threads(threads);
-    let oty = jm.output_types()[0].clone();
-    let o = oty.shape[2] * oty.shape[3];
-    let xt = Tensor::new(vec![1, c, hw, hw], Data::F32(rand(c * hw * hw, 1))).expect("tensor");
-    let mut outs = vec![Tensor::zeros(optc_ir::DType::F32, oty.shape.clone())];
-    let mut ws = jm.new_workspace();
-    let sec = median(time, || {
-        jm.run(&[&xt], &mut outs, &mut ws).expect("run");
+    g
+}
+
+/// Bench one case: `make` builds it (only when criterion actually runs the bench, so
+/// filtered-out cases are not compiled); `flops` per run. Prints the summary line after
+/// criterion's report.
+fn bench_case(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    label: &str,
+    flops: u64,
+    peak: f64,
+    threads: usize,
+    make: impl Fn() -> Case,
+) {
+    group.throughput(Throughput::Elements(flops));
+    let mut case: Option<Case> = None;
+    let mut record = vec![];
+    group.bench_function(id, |b| {
+        let case = case.get_or_insert_with(&make);
+        common::timed(b, &mut record, || case.run());
     });
-    let gf = 2.0 * (m * o * c * k * k) as f64 / sec / 1e9;
+    if let Some(s) = common::median(&record) {
+        let gf = flops as f64 / s / 1e9;
+        println!(
+            "{label:<40} threads={threads}  {:>9.3} ms  {gf:>7.1} GFLOP/s  {:>5.1}% of peak{}\n",
+            s * 1e3,
+            100.0 * gf / (peak * threads as f64),
+            if threads > 1 { " x threads" } else { "" },
+        );
+    }
+}
+
+fn sgemm_benches(c: &mut Criterion) {
+    if common::listing() {
+        // Still register the benches so `--list` shows them, but measure nothing.
+        return register(c, 0.0, common::threads());
+    }
+    let peak = match std::env::var("OPTC_BENCH_PEAK")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        Some(p) if p > 0.0 => {
+            println!("peak: {p:.1} GFLOP/s per core (given by OPTC_BENCH_PEAK, not measured)\n");
+            p
+        }
+        _ => {
+            let secs = if common::testing() { 0.2 } else { 1.0 };
+            let p = optc_codegen::ukr::fma_peak_gflops(secs).expect("FMA peak");
+            println!(
+                "peak: {p:.1} GFLOP/s per core (register-only loop, 10 independent vfmadd231ps \
+                 ymm); implied clock {:.2} GHz = peak / 32 (2 FMA/cycle x 8 lanes x 2 flops)\n",
+                p / 32.0
+            );
+            p
+        }
+    };
+    if common::testing() {
+        println!("test mode: every case runs once; the numbers below are not measurements\n");
+    }
+    register(c, peak, common::threads());
+    let _ = START_PEAK.set(peak);
+}
+
+/// The peak used for the cases (measured or given), for the check at the end.
+static START_PEAK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// Measure the peak again after all cases: when it moved by more than 5%, other load shared
+/// the core (or the clock changed) and the % of peak above are unreliable; say so.
+fn peak_check(_: &mut Criterion) {
+    let (Some(&start), false) = (START_PEAK.get(), common::testing()) else {
+        return;
+    };
+    let Ok(end) = optc_codegen::ukr::fma_peak_gflops(1.0) else {
+        return;
+    };
+    let moved = (end / start - 1.0) * 100.0;
     println!(
-        "conv  C={c:<4} M={m:<4} {hw}x{hw} k={k} s={s} threads={threads}  {:>9.3} ms  {gf:>7.1} GFLOP/s  {:>5.1}% of 1-core peak",
-        sec * 1e3,
-        100.0 * gf / peak
+        "peak re-measured after the cases: {end:.1} GFLOP/s ({moved:+.1}% vs the peak used above){}",
+        if moved.abs() > 5.0 {
+            ": the machine was busy or the clock changed, % of peak is unreliable"
+        } else {
+            ""
+        }
     );
 }
 
-fn main() {
-    let threads: usize = std::env::var("OPTC_BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let secs: f64 = std::env::var("OPTC_BENCH_TIME")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    let time = Duration::from_secs_f64(secs);
-    let peak = optc_codegen::ukr::fma_peak_gflops(1.0).expect("peak");
-    println!(
-        "peak: {peak:.1} GFLOP/s per core (register-only loop, 10 independent vfmadd231ps ymm; \
-         = {:.2} GHz x 2 FMA/cycle x 8 lanes x 2 flops)",
-        peak / 32.0
-    );
-    for s in [64, 256, 512, 1024] {
-        sgemm(s, s, s, threads, time, peak);
-    }
-    // Batch-1 shapes of the corpus: MLP and classifier heads (M=1), ResNet last stage as a
-    // GEMM (M=49 pixels), BERT-tiny projections (M=128 tokens, hidden 128/512).
-    for (m, k, n) in [
+fn register(c: &mut Criterion, peak: f64, threads: usize) {
+    let mut group = c.benchmark_group(format!("sgemm_t{threads}"));
+    common::setup(&mut group);
+    // Square shapes, then the batch-1 shapes of the corpus: MLP and classifier heads (M=1),
+    // the ResNet-18 last stage as a GEMM (M=49 pixels), BERT-tiny projections (M=128 tokens).
+    let mut shapes: Vec<(usize, usize, usize)> =
+        [64, 256, 512, 1024].iter().map(|&s| (s, s, s)).collect();
+    shapes.extend([
         (1, 784, 512),
         (1, 512, 256),
         (1, 512, 1000),
@@ -153,11 +197,27 @@ fn main() {
         (128, 128, 128),
         (128, 128, 512),
         (128, 512, 128),
-    ] {
-        sgemm(m, k, n, threads, time, peak);
+    ]);
+    for (m, k, n) in shapes {
+        bench_case(
+            &mut group,
+            &format!("m{m}_k{k}_n{n}"),
+            &format!("sgemm M={m} K={k} N={n}"),
+            2 * (m * n * k) as u64,
+            peak,
+            threads,
+            || {
+                let x = Tensor::new(vec![m, k], Data::F32(common::rand(m * k, 1))).expect("tensor");
+                Case::new(&matmul_graph(m, k, n), x, threads)
+            },
+        );
     }
+    group.finish();
+
     // ResNet-18 conv layers (implicit GEMM, patches packed on the fly).
-    for (c, m, hw, k, s) in [
+    let mut group = c.benchmark_group(format!("conv_t{threads}"));
+    common::setup(&mut group);
+    for (ci, m, hw, k, s) in [
         (3, 64, 224, 7, 2),
         (64, 64, 56, 3, 1),
         (128, 128, 28, 3, 1),
@@ -166,40 +226,30 @@ fn main() {
         (64, 128, 56, 1, 2),
         (256, 512, 14, 3, 2),
     ] {
-        conv(c, m, hw, k, s, threads, time, peak);
-    }
-    let models = std::env::var("OPTC_BENCH_MODELS").unwrap_or_else(|_| {
-        "resnet18,mobilenet_v2,bert_tiny_l2_h128,mlp_784_512_256_10".to_string()
-    });
-    if models == "none" {
-        return;
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    for name in models.split(',') {
-        let path = format!("{home}/.cache/optc-corpus/models/{name}/model.onnx");
-        if !std::path::Path::new(&path).exists() {
-            println!("model {name}: not found at {path}, skipped");
-            continue;
-        }
-        let opts = optc::Options {
-            opt_level: 3,
+        let o = conv_pixels(hw, k, s);
+        bench_case(
+            &mut group,
+            &format!("c{ci}_m{m}_{hw}x{hw}_k{k}_s{s}"),
+            &format!("conv C={ci} M={m} {hw}x{hw} k={k} s={s}"),
+            2 * (m * o * ci * k * k) as u64,
+            peak,
             threads,
-            ..Default::default()
-        };
-        let mut m = match optc::compile_file(std::path::Path::new(&path), &opts) {
-            Ok(m) => m,
-            Err(e) => {
-                println!("model {name}: {e}");
-                continue;
-            }
-        };
-        let inputs = optc::random_inputs(&m.input_types(), 0);
-        let s = median(time, || {
-            m.run(&inputs).expect("run");
-        });
-        println!(
-            "model {name:<24} -O3 threads={threads}  {:>9.3} ms",
-            s * 1e3
+            || {
+                let x = Tensor::new(
+                    vec![1, ci, hw, hw],
+                    Data::F32(common::rand(ci * hw * hw, 1)),
+                )
+                .expect("tensor");
+                Case::new(&conv_graph(ci, m, hw, k, s), x, threads)
+            },
         );
     }
+    group.finish();
 }
+
+criterion_group! {
+    name = benches;
+    config = common::config();
+    targets = sgemm_benches, peak_check
+}
+criterion_main!(benches);
