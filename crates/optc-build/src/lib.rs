@@ -72,6 +72,10 @@ pub struct Config {
     pub keep_clif: bool,
     /// Keep the disassembly ([`Artifacts::asm`], x86-64 only).
     pub keep_asm: bool,
+    /// Largest Winograd output tile for 3x3 stride-1 convs: 4 (default: F(4x4, 3x3) or
+    /// F(2x2, 3x3), whichever needs fewer flops), 2 (F(2x2, 3x3) only) or 0 (direct
+    /// convolution, the smallest rounding error).
+    pub winograd: usize,
 }
 
 /// Time spent in each stage.
@@ -149,9 +153,12 @@ pub fn compile_model(bytes: &[u8], cfg: &Config) -> Result<Artifacts, Error> {
         opt_level: cfg.opt_level,
         target: cfg.target.clone(),
         input_shapes: cfg.input_shapes.clone(),
+        winograd: cfg.winograd,
         ..Default::default()
     };
-    let target = Target::parse(&cfg.target).map_err(|e| err(e.to_string()))?;
+    let target = Target::parse(&cfg.target)
+        .and_then(|t| t.with_winograd(cfg.winograd))
+        .map_err(|e| err(e.to_string()))?;
     let t0 = Instant::now();
     let graph = optc::import_bytes(bytes, &opts).map_err(|e| err(e.to_string()))?;
     let import = t0.elapsed();
@@ -203,6 +210,7 @@ pub struct Build {
     model: Option<PathBuf>,
     target: Option<String>,
     opt_level: u8,
+    winograd: usize,
     input_shapes: HashMap<String, Vec<usize>>,
     out_dir: Option<PathBuf>,
     cargo_metadata: bool,
@@ -234,6 +242,7 @@ impl Build {
             model: None,
             target: None,
             opt_level: 3,
+            winograd: 4,
             input_shapes: HashMap::new(),
             out_dir: None,
             cargo_metadata: true,
@@ -256,6 +265,12 @@ impl Build {
     /// Optimization level 0..=3 (default 3).
     pub fn opt_level(&mut self, level: u8) -> &mut Build {
         self.opt_level = level;
+        self
+    }
+
+    /// Largest Winograd output tile for 3x3 stride-1 convs: 4 (default), 2, or 0 (off).
+    pub fn winograd(&mut self, max_tile: usize) -> &mut Build {
+        self.winograd = max_tile;
         self
     }
 
@@ -336,6 +351,7 @@ impl Build {
             source,
             keep_clif: false,
             keep_asm: false,
+            winograd: self.winograd,
         };
         let art = compile_model(&bytes, &cfg).map_err(|e| err(e.msg))?;
         std::fs::create_dir_all(&out_dir)

@@ -100,6 +100,7 @@ fn compile_model_is_reproducible_in_process() {
         source: "tiny_cnn.onnx".into(),
         keep_clif: false,
         keep_asm: false,
+        winograd: 4,
     };
     let a = compile_model(&bytes, &cfg).unwrap();
     let b = compile_model(&bytes, &cfg).unwrap();

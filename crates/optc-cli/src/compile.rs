@@ -49,6 +49,11 @@ pub struct CompileCli {
     /// Fix a dynamic input shape, e.g. `--input-shape input_ids=1x128`. Repeatable.
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     input_shapes: Vec<String>,
+    /// Largest Winograd output tile for 3x3 stride-1 convs: 4 = F(4x4,3x3) or F(2x2,3x3),
+    /// whichever needs fewer flops; 2 = F(2x2,3x3) only; 0 = direct convolution (the
+    /// smallest rounding error).
+    #[arg(long, default_value_t = 4, value_parser = crate::winograd_tile)]
+    winograd: usize,
     /// Report compile times.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -149,6 +154,7 @@ fn run(cli: &CompileCli) -> Result<(), String> {
         source,
         keep_clif: kinds.contains(&"clif"),
         keep_asm: kinds.contains(&"asm"),
+        winograd: cli.winograd,
     };
     let art = optc_build::compile_model(&bytes, &cfg).map_err(|e| {
         // Name the path as given on the command line.

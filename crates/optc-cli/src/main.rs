@@ -59,6 +59,20 @@ struct CompileArgs {
     /// Do not run the rule NAME. Repeatable.
     #[arg(long = "disable-rule", value_name = "NAME")]
     disabled_rules: Vec<String>,
+    /// Largest Winograd output tile for 3x3 stride-1 convs: 4 = F(4x4,3x3) or F(2x2,3x3),
+    /// whichever needs fewer flops; 2 = F(2x2,3x3) only; 0 = direct convolution (the
+    /// smallest rounding error).
+    #[arg(long, default_value_t = 4, value_parser = winograd_tile)]
+    winograd: usize,
+}
+
+fn winograd_tile(s: &str) -> Result<usize, String> {
+    match s {
+        "0" => Ok(0),
+        "2" => Ok(2),
+        "4" => Ok(4),
+        _ => Err(format!("must be 0 (off), 2 or 4, not '{s}'")),
+    }
 }
 
 impl CompileArgs {
@@ -187,6 +201,7 @@ fn options(c: &CompileArgs) -> Res<Options> {
         extra_rules,
         disabled_rules: c.disabled_rules.clone(),
         input_values: HashMap::new(),
+        winograd: c.winograd,
     })
 }
 

@@ -74,6 +74,8 @@ pub struct Target {
     pub(crate) fma: bool,
     /// Vector width in f32 lanes used by the generated kernels.
     vector_lanes: usize,
+    /// Largest Winograd output tile for 3x3 stride-1 convs (0 = off, 2, 4).
+    winograd: usize,
 }
 
 const TARGET_NAMES: [&str; 5] = [
@@ -160,6 +162,7 @@ impl Target {
             native: true,
             fma: cfg!(target_arch = "x86_64") && host_has("has_fma"),
             vector_lanes: 4,
+            winograd: 4,
         })
     }
 
@@ -174,6 +177,7 @@ impl Target {
                 native: false,
                 fma: false,
                 vector_lanes: 4,
+                winograd: 4,
             }),
             "x86_64-avx2" => Ok(Target {
                 name: name.to_string(),
@@ -181,6 +185,7 @@ impl Target {
                 native: false,
                 fma: true,
                 vector_lanes: 4,
+                winograd: 4,
             }),
             "x86_64-avx512" => Ok(Target {
                 name: name.to_string(),
@@ -188,6 +193,7 @@ impl Target {
                 native: false,
                 fma: true,
                 vector_lanes: 4,
+                winograd: 4,
             }),
             "aarch64-neon" => Ok(Target {
                 name: name.to_string(),
@@ -195,6 +201,7 @@ impl Target {
                 native: false,
                 fma: true,
                 vector_lanes: 4,
+                winograd: 4,
             }),
             _ => Err(CodegenError::new(format!(
                 "unknown target {name:?}; valid targets: {}",
@@ -205,6 +212,25 @@ impl Target {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Limit Winograd convolution (3x3, stride 1, constant weights, AVX2 path) to output
+    /// tiles of at most `max_tile`: 4 lets each conv take F(4x4, 3x3) or F(2x2, 3x3),
+    /// whichever needs fewer flops (the default); 2 allows only F(2x2, 3x3); 0 turns it off
+    /// (direct convolution: the smallest rounding error, see `lower/fast/wino.rs`).
+    pub fn with_winograd(mut self, max_tile: usize) -> Result<Target, CodegenError> {
+        if ![0, 2, 4].contains(&max_tile) {
+            return Err(CodegenError::new(format!(
+                "Winograd tile size must be 0 (off), 2 or 4, not {max_tile}"
+            )));
+        }
+        self.winograd = max_tile;
+        Ok(self)
+    }
+
+    /// Largest Winograd output tile (0 = off).
+    pub fn winograd(&self) -> usize {
+        self.winograd
     }
 
     /// Vector width (f32 lanes) of the generated kernels.

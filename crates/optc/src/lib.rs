@@ -42,6 +42,10 @@ pub struct Options {
     /// Input values known at compile time, by name: bound as constants only where a
     /// node needs a constant (see `optc_onnx::ImportOptions::input_values`).
     pub input_values: HashMap<String, Tensor>,
+    /// Largest Winograd output tile for 3x3 stride-1 convs: 4 (default: F(4x4, 3x3) or
+    /// F(2x2, 3x3), whichever needs fewer flops), 2 (F(2x2, 3x3) only) or 0 (direct
+    /// convolution, the smallest rounding error). See `optc_codegen::Target::with_winograd`.
+    pub winograd: usize,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
             disabled_rules: vec![],
             threads: 0,
             input_values: HashMap::new(),
+            winograd: 4,
         }
     }
 }
@@ -260,7 +265,7 @@ pub fn compile_graph(graph: Graph, opts: &Options) -> Result<CompiledModel> {
     let t0 = Instant::now();
     let (graph, report) = optimize_with(graph, opts)?;
     let optimize_t = t0.elapsed();
-    let target = Target::parse(&opts.target)?;
+    let target = Target::parse(&opts.target)?.with_winograd(opts.winograd)?;
     let t1 = Instant::now();
     let mut jit = optc_codegen::compile_jit(&graph, &target)?;
     jit.set_threads(opts.threads);

@@ -34,7 +34,8 @@ pub(super) enum Kind {
     Conv(ConvGeom),
     /// Winograd F(2x2, 3x3) (see [`wino`]): `n` counts 2x2 output tiles (tile columns padded
     /// to a multiple of 4), `k` is C, `chunk` tiles per unit.
-    Wino(ConvGeom),
+    /// The `usize` is the output tile size r (F(r x r, 3x3), r = 2 or 4).
+    Wino(ConvGeom, usize),
     /// 2-D MaxPool (see [`pool`]): `m` planes, units of `mrows` planes.
     Pool(Pool2d),
 }
@@ -98,7 +99,7 @@ impl Plan {
         let b = match &self.kind {
             Kind::Conv(_) | Kind::MatRt { .. } => KC.min(self.k.max(1)) * self.chunk * 4,
             Kind::Mat | Kind::Dw(_) => 0,
-            Kind::Wino(g) => wino::task_bytes(self, g),
+            Kind::Wino(g, r) => wino::task_bytes(self, g, *r),
             Kind::Pool(g) => pool::task_bytes(g),
         };
         b + self.apack_bytes()
@@ -135,7 +136,7 @@ impl Plan {
         if matches!(self.kind, Kind::Dw(_) | Kind::Pool(_)) {
             return vec![];
         }
-        if matches!(self.kind, Kind::Wino(_)) {
+        if matches!(self.kind, Kind::Wino(..)) {
             return wino::keys(self);
         }
         let mut mrs = vec![];
@@ -384,15 +385,18 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     }
     // 3x3 stride-1 convs with constant weights: Winograd F(2x2, 3x3).
     let (kind, n, k) = match kind {
-        Kind::Conv(g) if wino::applies(&g, binfo.consts[1].is_some(), &ep) => {
-            let wg = wino::wgeom(&g);
+        Kind::Conv(g)
+            if target.winograd() >= 2 && wino::applies(&g, binfo.consts[1].is_some(), &ep) =>
+        {
+            let r = wino::choose_r(&g, target.winograd());
+            let wg = wino::wgeom(&g, r);
             let c = g.c;
-            (Kind::Wino(g), wg.th * wg.tw4, c)
+            (Kind::Wino(g, r), wg.th * wg.tw4, c)
         }
         kind => (kind, n, k),
     };
     let chunk = match kind {
-        Kind::Wino(_) => wino::nb(k),
+        Kind::Wino(_, r) => wino::nb(k, r),
         Kind::Pool(_) => n,
         Kind::Conv(_) => 128,
         Kind::Dw(_) => n,
@@ -426,8 +430,8 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     };
     // Split rows too when there are few column units (e.g. 7x7 maps, small N).
     let cu = p.nimg * p.units_per_img();
-    if let Kind::Wino(_) = p.kind {
-        p.mrows = wino::mrows(m, chunk);
+    if let Kind::Wino(_, r) = p.kind {
+        p.mrows = wino::mrows(m, chunk, r);
     } else if let Kind::Dw(_) = p.kind {
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
@@ -493,7 +497,7 @@ fn pool_plan(g: Pool2d, isa: crate::ukr::Isa) -> Plan {
 pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
     match &p.kind {
         Kind::MatRt { .. } | Kind::Dw(_) | Kind::Pool(_) => Ok(vec![]),
-        Kind::Wino(g) => wino::derived(info, g),
+        Kind::Wino(g, r) => wino::derived(info, g, *r),
         Kind::Mat => {
             let b = info.consts[1]
                 .as_ref()
@@ -678,8 +682,8 @@ pub(super) fn emit_post(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> 
 
 /// The units of task `t` (of `p.tasks`).
 pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
-    if let Kind::Wino(g) = &p.kind {
-        wino::emit_task(e, p, g, c, t);
+    if let Kind::Wino(g, r) = &p.kind {
+        wino::emit_task(e, p, g, *r, c, t);
         return;
     }
     if let Kind::Pool(g) = &p.kind {
@@ -827,7 +831,7 @@ fn emit_kblock(
     // B panel j of this block lives at `bbase + j * bstep`.
     let (bbase, bstep) = match &p.kind {
         // Handled by `emit_dw` / `wino`.
-        Kind::Dw(_) | Kind::Wino(_) | Kind::Pool(_) => (pack, 0),
+        Kind::Dw(_) | Kind::Wino(..) | Kind::Pool(_) => (pack, 0),
         Kind::Mat => {
             // packed[(col0/16 + j)][k][16]
             let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
@@ -869,7 +873,7 @@ fn emit_kblock(
         }
     };
     let (a, lda) = match &p.kind {
-        Kind::Dw(_) | Kind::Wino(_) | Kind::Pool(_) => (c.ins[1], 0),
+        Kind::Dw(_) | Kind::Wino(..) | Kind::Pool(_) => (c.ins[1], 0),
         Kind::Mat => (c.ins[0], p.k as i64 * 4),
         Kind::MatRt { a_img, .. } => {
             let io = e.b.ins().imul_imm_s(img, *a_img);

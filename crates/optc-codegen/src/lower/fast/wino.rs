@@ -1,37 +1,50 @@
-//! Winograd F(2x2, 3x3) for 3x3, stride-1, undilated, ungrouped convs with constant weights.
+//! Winograd F(r x r, 3x3), r = 2 or 4, for 3x3, stride-1, undilated, ungrouped convs with
+//! constant weights.
 //!
-//! The output is cut into 2x2 tiles; tile `(ti, tj)` reads the 4x4 input window at
-//! `(2 ti, 2 tj)` of a zero-padded copy. With `B`, `G`, `A` the F(2, 3) matrices
-//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
+//! The output is cut into r x r tiles; tile `(ti, tj)` reads the n x n input window
+//! (n = r + 2) at `(r ti, r tj)` of the zero-padded input. With `B`, `G`, `A` the F(r, 3)
+//! matrices (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
 //!
 //! ```text
-//! U[xi][m][c] = (G g[m][c] G^T)[xi]          4x4 per (m, c), computed at compile time
-//! V[xi][c][t] = (B^T d[c][t] B)[xi]          4x4 per (c, tile), at run time
-//! M[xi][m][t] = sum_c U[xi][m][c] V[xi][c][t]  16 GEMMs (the AVX2 microkernels, K = C)
-//! Y[m][t]     = A^T M[.][m][t] A (+ bias, residual, Relu/Clip)   2x2 per (m, tile)
+//! U[xi][m][c] = (G g[m][c] G^T)[xi]          n x n per (m, c), computed at compile time
+//! V[xi][c][t] = (B^T d[c][t] B)[xi]          n x n per (c, tile), at run time
+//! M[xi][m][t] = sum_c U[xi][m][c] V[xi][c][t]  n^2 GEMMs (the AVX2 microkernels, K = C)
+//! Y[m][t]     = A^T M[.][m][t] A (+ bias, residual, Relu/Clip)   r x r per (m, tile)
 //! ```
 //!
-//! so a tile costs 16 multiply-adds per (m, c) instead of 36: 2.25x fewer flops, plus the
-//! transforms. The arithmetic is exact in real numbers; in f32 the rounding differs from the
-//! direct sum (the transforms only add, subtract and halve), which the conv tests bound.
+//! A tile costs n^2 multiply-adds per (m, c) instead of 9 r^2: F(2, 3) does 2.25x fewer,
+//! F(4, 3) 4x fewer, plus the transforms. The arithmetic is exact in real numbers; in f32 the
+//! rounding differs from the direct sum. F(2, 3)'s transforms only add, subtract and halve;
+//! F(4, 3)'s scale by up to 8 and 1/24 and lose about 3 more bits (measured on random
+//! ResNet-like data: max error / max output about 2e-6 at C = 128, against 4e-7 for F(2, 3)
+//! and 1.3e-7 for the direct sum). The plan picks, per conv, the variant with fewer GEMM
+//! flops after tile padding (F(4, 3) on large maps, F(2, 3) on 7x7).
 //!
 //! Layout. Tile columns are padded to `tw4` (a multiple of 4) so that 4 consecutive tiles of
 //! a unit always share a tile row: the transforms work on `f32x4` vectors whose lanes are 4
-//! tiles. A work unit is `(image, block of NB tiles, row part)`; per task the scratch holds
-//! `V` (`16 x C x NB`, as `NB / 16` packed B panels per `xi`: exactly the microkernel's
-//! panel layout) and `M` (`16 x mrows x NB`). Consecutive units of a task that share a tile
-//! block (different row parts) reuse `V`.
+//! tiles (gathered by even/odd shuffles for r = 2, by 4x4 transposes for r = 4). A work unit
+//! is `(image, block of NB tiles, row part)`; per task the scratch holds `V` (`n^2 x C x NB`,
+//! as `NB / 16` packed B panels per `xi`: exactly the microkernel's panel layout), `M`
+//! (`n^2 x mrows x NB`) and the zero-padded input rows the unit reads. Consecutive units of a
+//! task that share a tile block (different row parts) reuse `V`.
 
 use super::*;
 use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
 
 /// Tile geometry of a Winograd conv.
 pub(super) struct WGeom {
+    /// Output tile size (2 or 4).
+    pub r: usize,
+    /// Input tile size `r + 2`.
+    pub n: usize,
+    /// `n^2`: the number of GEMMs.
+    pub nxi: usize,
     /// Tile rows.
     pub th: usize,
     /// Tile columns, rounded up to a multiple of 4.
     pub tw4: usize,
-    /// Padded input extents (`2 th + 2` x `2 tw4 + 2`).
+    /// Padded input extents (`r th + 2` x `r tw4 + 4`; the last 2 columns are slack for the
+    /// vector loads of the last tile group).
     pub hb: usize,
     pub wb: usize,
 }
@@ -40,18 +53,36 @@ impl WGeom {
     /// Rows of the zero-padded input window a unit of `nb` tiles (starting at a multiple of
     /// `nb`) reads: its tiles span at most `(nb - 1) / tw4 + 2` tile rows.
     pub fn win_rows(&self, nb: usize) -> usize {
-        (2 * ((nb - 1) / self.tw4 + 2) + 2).min(self.hb)
+        (self.r * ((nb - 1) / self.tw4 + 2) + 2).min(self.hb)
     }
 }
 
-pub(super) fn wgeom(g: &ConvGeom) -> WGeom {
-    let th = g.oh.div_ceil(2);
-    let tw4 = g.ow.div_ceil(2).div_ceil(4) * 4;
+pub(super) fn wgeom(g: &ConvGeom, r: usize) -> WGeom {
+    let th = g.oh.div_ceil(r);
+    let tw4 = g.ow.div_ceil(r).div_ceil(4) * 4;
     WGeom {
+        r,
+        n: r + 2,
+        nxi: (r + 2) * (r + 2),
         th,
         tw4,
-        hb: 2 * th + 2,
-        wb: 2 * tw4 + 2,
+        hb: r * th + 2,
+        wb: r * tw4 + 4,
+    }
+}
+
+/// The output tile size (at most `max`) with the fewest GEMM flops (tiles padded to units
+/// of [`nb`]).
+pub(super) fn choose_r(g: &ConvGeom, max: usize) -> usize {
+    let flops = |r: usize| {
+        let wg = wgeom(g, r);
+        let nb = nb(g.c, r);
+        wg.nxi * (wg.th * wg.tw4).div_ceil(nb) * nb
+    };
+    if max >= 4 && flops(4) < flops(2) {
+        4
+    } else {
+        2
     }
 }
 
@@ -69,18 +100,19 @@ pub(super) fn applies(g: &ConvGeom, const_w: bool, ep: &[Ep]) -> bool {
             .all(|x| matches!(x, Ep::BiasRow | Ep::Relu | Ep::Clip(..) | Ep::Residual))
 }
 
-/// Tiles per work unit: `V` (`16 x C x NB` floats) around 128-512 KiB.
-pub(super) fn nb(c: usize) -> usize {
-    if c <= 64 {
+/// Tiles per work unit: `V` (`n^2 x C x NB` floats) around 128-512 KiB.
+pub(super) fn nb(c: usize, r: usize) -> usize {
+    if c * (r + 2) * (r + 2) <= 1024 {
         32
     } else {
         16
     }
 }
 
-/// Rows per row part (a multiple of `MR`): `M` (`16 x mrows x NB` floats) stays in L2.
-pub(super) fn mrows(m: usize, nb: usize) -> usize {
-    let cap = (32768 / (16 * nb)).max(MR) / MR * MR;
+/// Rows per row part (a multiple of `MR`): `M` (`n^2 x mrows x NB` floats, 128 KiB) stays
+/// in L2.
+pub(super) fn mrows(m: usize, nb: usize, r: usize) -> usize {
+    let cap = (32768 / ((r + 2) * (r + 2) * nb)).max(MR) / MR * MR;
     let parts = m.div_ceil(cap);
     m.div_ceil(parts).div_ceil(MR) * MR
 }
@@ -98,14 +130,14 @@ fn xstride(p: &Plan) -> usize {
 }
 
 /// Bytes of a task's input window: `C x win_rows x wb`.
-fn win_bytes(p: &Plan, g: &ConvGeom) -> usize {
-    let wg = wgeom(g);
+fn win_bytes(p: &Plan, wg: &WGeom, g: &ConvGeom) -> usize {
     g.c * wg.win_rows(p.chunk) * wg.wb * 4
 }
 
 /// Scratch bytes per task: `V`, `M`, the input window.
-pub(super) fn task_bytes(p: &Plan, g: &ConvGeom) -> usize {
-    16 * (vstride(p) + xstride(p)) + win_bytes(p, g)
+pub(super) fn task_bytes(p: &Plan, g: &ConvGeom, r: usize) -> usize {
+    let wg = wgeom(g, r);
+    wg.nxi * (vstride(p) + xstride(p)) + win_bytes(p, &wg, g)
 }
 
 /// The microkernels a Winograd node calls (packed A, full panels, plain store).
@@ -132,26 +164,43 @@ pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
         .collect()
 }
 
-/// Compile-time data: `U`, 16 matrices `M x C`, each packed in `MR`-row tiles (`[C][mr]`,
-/// tile of row `r` at `r * C` floats), matrix `xi` at `xi * M * C` floats.
-pub(super) fn derived(info: &NodeInfo, g: &ConvGeom) -> R<Vec<Vec<u8>>> {
+/// `G` of F(r, 3): `n x 3`.
+fn gmat(r: usize) -> Vec<[f64; 3]> {
+    if r == 2 {
+        vec![
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ]
+    } else {
+        vec![
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ]
+    }
+}
+
+/// Compile-time data: `U`, `n^2` matrices `M x C`, each packed in `MR`-row tiles
+/// (`[C][mr]`, tile of row `r` at `r * C` floats), matrix `xi` at `xi * M * C` floats.
+pub(super) fn derived(info: &NodeInfo, g: &ConvGeom, r: usize) -> R<Vec<Vec<u8>>> {
     let w = info.consts[1]
         .as_ref()
         .and_then(|w| w.as_f32())
         .ok_or_else(|| info.err("conv weight is not constant f32"))?;
     let (m, c) = (g.m, g.c);
-    let gm: [[f64; 3]; 4] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
-        [0.0, 0.0, 1.0],
-    ];
-    let mut u = vec![0f32; 16 * m * c];
+    let gm = gmat(r);
+    let n = gm.len();
+    let mut u = vec![0f32; n * n * m * c];
     for mm in 0..m {
         for cc in 0..c {
             let k = &w[(mm * c + cc) * 9..(mm * c + cc) * 9 + 9];
-            // t = G g (4x3), then U = t G^T (4x4).
-            let mut t = [[0f64; 3]; 4];
+            // t = G g (n x 3), then U = t G^T (n x n).
+            let mut t = vec![[0f64; 3]; n];
             for (i, row) in t.iter_mut().enumerate() {
                 for (b, x) in row.iter_mut().enumerate() {
                     *x = (0..3).map(|a| gm[i][a] * k[a * 3 + b] as f64).sum();
@@ -159,12 +208,12 @@ pub(super) fn derived(info: &NodeInfo, g: &ConvGeom) -> R<Vec<Vec<u8>>> {
             }
             let tile = mm / MR;
             let mr = MR.min(m - tile * MR);
-            let r = mm % MR;
-            for i in 0..4 {
-                for j in 0..4 {
+            let row = mm % MR;
+            for i in 0..n {
+                for j in 0..n {
                     let v: f64 = (0..3).map(|b| t[i][b] * gm[j][b]).sum();
-                    let xi = i * 4 + j;
-                    u[xi * m * c + tile * MR * c + cc * mr + r] = v as f32;
+                    let xi = i * n + j;
+                    u[xi * m * c + tile * MR * c + cc * mr + row] = v as f32;
                 }
             }
         }
@@ -190,8 +239,8 @@ fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
 }
 
 /// The units of task `t`.
-pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, t: Value) {
-    let wg = wgeom(g);
+pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t: Value) {
+    let wg = wgeom(g, r);
     let units = p.units() as i64;
     let tasks = p.tasks as i64;
     let a = e.b.ins().imul_imm_s(t, units);
@@ -199,10 +248,10 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, t: Value) {
     let t1 = e.b.ins().iadd_imm_s(t, 1);
     let b = e.b.ins().imul_imm_s(t1, units);
     let hi = e.b.ins().udiv_imm_u(b, tasks);
-    let o = e.b.ins().imul_imm_s(t, task_bytes(p, g) as i64);
+    let o = e.b.ins().imul_imm_s(t, task_bytes(p, g, r) as i64);
     let vbuf = e.b.ins().iadd(c.scratch, o);
-    let mbuf = e.b.ins().iadd_imm_s(vbuf, 16 * vstride(p) as i64);
-    let win = e.b.ins().iadd_imm_s(mbuf, 16 * xstride(p) as i64);
+    let mbuf = e.b.ins().iadd_imm_s(vbuf, (wg.nxi * vstride(p)) as i64);
+    let win = e.b.ins().iadd_imm_s(mbuf, (wg.nxi * xstride(p)) as i64);
     let upi = p.units_per_img();
     let mparts = p.mparts();
     let last_tiles = p.n - (upi - 1) * p.chunk;
@@ -235,7 +284,7 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, t: Value) {
         );
         e.b.def_var(have, u2);
         let stage = |e: &mut E, rows: usize| {
-            gemms(e, p, c, vbuf, mbuf, row0, rows);
+            gemms(e, p, &wg, c, vbuf, mbuf, row0, rows);
             output_transform(e, p, g, &wg, c, mbuf, img, t0, ngroups, row0, rows);
         };
         if mparts == 1 || last_rows == p.mrows {
@@ -250,7 +299,7 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, t: Value) {
 }
 
 /// Copy the input rows the unit from tile `t0` reads into the task's window `win`
-/// (`C x win_rows x wb`, zero-padded): window row `r` is padded-input row `2 ti0 + r`.
+/// (`C x win_rows x wb`, zero-padded): window row `i` is padded-input row `r ti0 + i`.
 /// Done inside the tasks, so no serial padded copy of the whole input precedes them.
 #[allow(clippy::too_many_arguments)]
 fn input_window(
@@ -275,7 +324,7 @@ fn input_window(
     let xplane = (g.h * g.w * 4) as i64;
     let ti0 = e.b.ins().udiv_imm_u(t0, wg.tw4 as i64);
     // Input row of window row 0 (may be negative: the top padding).
-    let y0 = e.b.ins().imul_imm_s(ti0, 2);
+    let y0 = e.b.ins().imul_imm_s(ti0, wg.r as i64);
     let y0 = e.b.ins().iadd_imm_s(y0, -(g.ph as i64));
     let io = e.b.ins().imul_imm_s(img, g.c as i64 * xplane);
     let yo = e.b.ins().imul_imm_s(y0, xrow);
@@ -296,8 +345,8 @@ fn input_window(
     };
     let (pw, w, wb) = (g.pw, g.w, wg.wb);
     let span = e.b.ins().isub(ti1, ti0);
-    let nrows = e.b.ins().imul_imm_s(span, 2);
-    let nrows = e.b.ins().iadd_imm_s(nrows, 4);
+    let nrows = e.b.ins().imul_imm_s(span, wg.r as i64);
+    let nrows = e.b.ins().iadd_imm_s(nrows, wg.n as i64);
     let cap = e.ic(rows);
     let nrows = e.b.ins().smin(nrows, cap);
     e.loop_offs(
@@ -338,6 +387,110 @@ fn input_window(
     );
 }
 
+/// `B^T d` of F(2, 3) along one line of 4 values.
+fn bt4(e: &mut E, d: &[Value]) -> Vec<Value> {
+    vec![
+        e.b.ins().fsub(d[0], d[2]),
+        e.b.ins().fadd(d[1], d[2]),
+        e.b.ins().fsub(d[2], d[1]),
+        e.b.ins().fsub(d[1], d[3]),
+    ]
+}
+
+/// `B^T d` of F(4, 3) along one line of 6 values:
+/// `B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+/// 0 4 0 -5 0 1]`.
+fn bt6(e: &mut E, d: &[Value]) -> Vec<Value> {
+    let (k4, km4, km5, k2) = (
+        e.fc(F32X4, 4.0),
+        e.fc(F32X4, -4.0),
+        e.fc(F32X4, -5.0),
+        e.fc(F32X4, 2.0),
+    );
+    let a = e.mul_add(km4, d[2], d[4]);
+    let b = e.mul_add(km4, d[1], d[3]);
+    let c = e.b.ins().fsub(d[4], d[2]);
+    let t = e.b.ins().fsub(d[3], d[1]);
+    let dd = e.b.ins().fmul(t, k2);
+    let r0 = e.mul_add(km5, d[2], d[4]);
+    let r0 = e.mul_add(k4, d[0], r0);
+    let r5 = e.mul_add(km5, d[3], d[5]);
+    let r5 = e.mul_add(k4, d[1], r5);
+    vec![
+        r0,
+        e.b.ins().fadd(a, b),
+        e.b.ins().fsub(a, b),
+        e.b.ins().fadd(c, dd),
+        e.b.ins().fsub(c, dd),
+        r5,
+    ]
+}
+
+/// `A^T m` of F(2, 3) along one line: `A^T = [1 1 1 0; 0 1 -1 -1]`.
+fn at4(e: &mut E, m: &[Value]) -> Vec<Value> {
+    let y0 = e.b.ins().fadd(m[0], m[1]);
+    let y0 = e.b.ins().fadd(y0, m[2]);
+    let y1 = e.b.ins().fsub(m[1], m[2]);
+    let y1 = e.b.ins().fsub(y1, m[3]);
+    vec![y0, y1]
+}
+
+/// `A^T m` of F(4, 3) along one line:
+/// `A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]`.
+fn at6(e: &mut E, m: &[Value]) -> Vec<Value> {
+    let (k2, k4, k8) = (e.fc(F32X4, 2.0), e.fc(F32X4, 4.0), e.fc(F32X4, 8.0));
+    let s = e.b.ins().fadd(m[1], m[2]);
+    let d = e.b.ins().fsub(m[1], m[2]);
+    let s2 = e.b.ins().fadd(m[3], m[4]);
+    let d2 = e.b.ins().fsub(m[3], m[4]);
+    let y0 = e.b.ins().fadd(m[0], s);
+    let y0 = e.b.ins().fadd(y0, s2);
+    let y1 = e.mul_add(k2, d2, d);
+    let y2 = e.mul_add(k4, s2, s);
+    let y3 = e.mul_add(k8, d2, d);
+    let y3 = e.b.ins().fadd(y3, m[5]);
+    vec![y0, y1, y2, y3]
+}
+
+/// Transpose a 4x4 block of `f32x4` rows.
+fn transpose4(e: &mut E, v: [Value; 4]) -> [Value; 4] {
+    let t0 = shuf(e, v[0], v[1], [0, 4, 1, 5]);
+    let t1 = shuf(e, v[2], v[3], [0, 4, 1, 5]);
+    let t2 = shuf(e, v[0], v[1], [2, 6, 3, 7]);
+    let t3 = shuf(e, v[2], v[3], [2, 6, 3, 7]);
+    [
+        shuf(e, t0, t1, [0, 1, 4, 5]),
+        shuf(e, t0, t1, [2, 3, 6, 7]),
+        shuf(e, t2, t3, [0, 1, 4, 5]),
+        shuf(e, t2, t3, [2, 3, 6, 7]),
+    ]
+}
+
+/// The `n` input values of one window row for 4 consecutive tiles (lanes = tiles); `s`
+/// points at the row's first column of the group.
+fn load_line(e: &mut E, wg: &WGeom, s: Value, off: i32) -> Vec<Value> {
+    let ld = |e: &mut E, o: i32| e.b.ins().load(F32X4, mf(), s, off + o);
+    if wg.r == 2 {
+        // Tile t's column k is at 2 t + k: even/odd deinterleave of columns 0..8 and 2..10.
+        let (l0, l1, h0, h1) = (ld(e, 0), ld(e, 16), ld(e, 8), ld(e, 24));
+        vec![
+            shuf(e, l0, l1, [0, 2, 4, 6]),
+            shuf(e, l0, l1, [1, 3, 5, 7]),
+            shuf(e, h0, h1, [0, 2, 4, 6]),
+            shuf(e, h0, h1, [1, 3, 5, 7]),
+        ]
+    } else {
+        // Tile t's column k is at 4 t + k: transposes of columns 0..16 and 4..20.
+        let l: Vec<Value> = (0..5).map(|k| ld(e, 16 * k)).collect();
+        let a = transpose4(e, [l[0], l[1], l[2], l[3]]);
+        let t0 = shuf(e, l[1], l[2], [0, 4, 1, 5]);
+        let t1 = shuf(e, l[3], l[4], [0, 4, 1, 5]);
+        let c4 = shuf(e, t0, t1, [0, 1, 4, 5]);
+        let c5 = shuf(e, t0, t1, [2, 3, 6, 7]);
+        vec![a[0], a[1], a[2], a[3], c4, c5]
+    }
+}
+
 /// `V` for the `ngroups` groups of 4 tiles from tile `t0` (read from the window `win`);
 /// groups past `ngroups` (up to the unit's `NB / 4`) are zeroed.
 #[allow(clippy::too_many_arguments)]
@@ -354,11 +507,12 @@ fn input_transform(
 ) {
     let _ = c;
     let cn = g.c as i64;
+    let (r, n) = (wg.r as i64, wg.n);
     let rowb = (wg.wb * 4) as i64;
     let plane = wg.win_rows(p.chunk) as i64 * rowb;
     let vstride = vstride(p) as i64;
     let ti0 = e.b.ins().udiv_imm_u(t0, wg.tw4 as i64);
-    let wo = e.b.ins().imul_imm_s(ti0, -2 * rowb);
+    let wo = e.b.ins().imul_imm_s(ti0, -r * rowb);
     let xb = e.b.ins().iadd(win, wo);
     let z = e.ic(0);
     loop_range(e, z, ngroups, &mut |e, q| {
@@ -366,9 +520,9 @@ fn input_transform(
         let t = e.b.ins().iadd(t0, t);
         let ti = e.b.ins().udiv_imm_u(t, wg.tw4 as i64);
         let tj = e.b.ins().urem_imm_u(t, wg.tw4 as i64);
-        // Input window: row 2 ti, column 2 tj.
-        let r0 = e.b.ins().imul_imm_s(ti, 2 * rowb);
-        let c0 = e.b.ins().imul_imm_s(tj, 8);
+        // Input window: row r ti, column r tj.
+        let r0 = e.b.ins().imul_imm_s(ti, r * rowb);
+        let c0 = e.b.ins().imul_imm_s(tj, r * 4);
         let so = e.b.ins().iadd(r0, c0);
         let src = e.b.ins().iadd(xb, so);
         // Destination: panel q / 4, lanes 4 (q % 4).
@@ -380,32 +534,22 @@ fn input_transform(
         let dst = e.b.ins().iadd(vbuf, doff);
         e.loop_offs(cn, &[src, dst], &[plane, 64], &mut |e, _c, o| {
             let (s, d) = (o[0], o[1]);
-            let mut w = [[None::<Value>; 4]; 4];
-            for (r, wr) in w.iter_mut().enumerate() {
-                let off = r as i32 * rowb as i32;
-                let l0 = e.b.ins().load(F32X4, mf(), s, off);
-                let l1 = e.b.ins().load(F32X4, mf(), s, off + 16);
-                let h0 = e.b.ins().load(F32X4, mf(), s, off + 8);
-                let h1 = e.b.ins().load(F32X4, mf(), s, off + 24);
-                let x0 = shuf(e, l0, l1, [0, 2, 4, 6]);
-                let x1 = shuf(e, l0, l1, [1, 3, 5, 7]);
-                let x2 = shuf(e, h0, h1, [0, 2, 4, 6]);
-                let x3 = shuf(e, h0, h1, [1, 3, 5, 7]);
-                wr[0] = Some(e.b.ins().fsub(x0, x2));
-                wr[1] = Some(e.b.ins().fadd(x1, x2));
-                wr[2] = Some(e.b.ins().fsub(x2, x1));
-                wr[3] = Some(e.b.ins().fsub(x1, x3));
-            }
-            let w = w.map(|r| r.map(|x| x.expect("set above")));
-            for j in 0..4 {
-                let v = [
-                    e.b.ins().fsub(w[0][j], w[2][j]),
-                    e.b.ins().fadd(w[1][j], w[2][j]),
-                    e.b.ins().fsub(w[2][j], w[1][j]),
-                    e.b.ins().fsub(w[1][j], w[3][j]),
-                ];
+            // w[row][j] = (d B)[row][j], then V[i][j] = (B^T w)[i][j].
+            let w: Vec<Vec<Value>> = (0..n)
+                .map(|row| {
+                    let line = load_line(e, wg, s, row as i32 * rowb as i32);
+                    if n == 4 {
+                        bt4(e, &line)
+                    } else {
+                        bt6(e, &line)
+                    }
+                })
+                .collect();
+            for j in 0..n {
+                let col: Vec<Value> = (0..n).map(|row| w[row][j]).collect();
+                let v = if n == 4 { bt4(e, &col) } else { bt6(e, &col) };
                 for (i, &x) in v.iter().enumerate() {
-                    let xi = (i * 4 + j) as i64;
+                    let xi = (i * n + j) as i64;
                     e.b.ins().store(mf(), x, d, (xi * vstride) as i32);
                 }
             }
@@ -414,6 +558,7 @@ fn input_transform(
     // Zero the groups past the last tile (their columns are computed, never stored).
     let end = e.ic((p.chunk / 4) as i64);
     let zv = e.fc(F32X4, 0.0);
+    let nxi = wg.nxi as i64;
     loop_range(e, ngroups, end, &mut |e, q| {
         let pan = e.b.ins().ushr_imm_u(q, 2);
         let po = e.b.ins().imul_imm_s(pan, cn * 64);
@@ -422,15 +567,25 @@ fn input_transform(
         let doff = e.b.ins().iadd(po, lo);
         let dst = e.b.ins().iadd(vbuf, doff);
         e.loop_offs(cn, &[dst], &[64], &mut |e, _c, o| {
-            for xi in 0..16i64 {
+            for xi in 0..nxi {
                 e.b.ins().store(mf(), zv, o[0], (xi * vstride) as i32);
             }
         });
     });
 }
 
-/// The 16 GEMMs `M[xi][rows] = U[xi][row0 ..][C] @ V[xi]` for `rows` rows from `row0`.
-fn gemms(e: &mut E, p: &Plan, c: &Ctx, vbuf: Value, mbuf: Value, row0: Value, rows: usize) {
+/// The `n^2` GEMMs `M[xi][rows] = U[xi][row0 ..][C] @ V[xi]` for `rows` rows from `row0`.
+#[allow(clippy::too_many_arguments)]
+fn gemms(
+    e: &mut E,
+    p: &Plan,
+    wg: &WGeom,
+    c: &Ctx,
+    vbuf: Value,
+    mbuf: Value,
+    row0: Value,
+    rows: usize,
+) {
     let (m, cn, nb) = (p.m as i64, p.k as i64, p.chunk as i64);
     let npan = p.chunk / NR;
     let ao = e.b.ins().imul_imm_s(row0, cn * 4);
@@ -451,7 +606,7 @@ fn gemms(e: &mut E, p: &Plan, c: &Ctx, vbuf: Value, mbuf: Value, row0: Value, ro
     let frem = (!rows.is_multiple_of(MR)).then(|| c.ukrs[&key(rows % MR)]);
     let nfull = (rows / MR) as i64;
     e.loop_offs(
-        16,
+        wg.nxi as i64,
         &[a0, vbuf, mbuf],
         &[m * cn * 4, vstride(p) as i64, xstride(p) as i64],
         &mut |e, _xi, o| {
@@ -479,7 +634,7 @@ fn gemms(e: &mut E, p: &Plan, c: &Ctx, vbuf: Value, mbuf: Value, row0: Value, ro
     );
 }
 
-/// `Y = A^T M A` plus the epilogue for `rows` output channels from `row0`, stored as 2x2
+/// `Y = A^T M A` plus the epilogue for `rows` output channels from `row0`, stored as r x r
 /// output tiles (clipped at the bottom and right edges).
 #[allow(clippy::too_many_arguments)]
 fn output_transform(
@@ -496,91 +651,96 @@ fn output_transform(
     rows: usize,
 ) {
     let (ow, oh) = (g.ow as i64, g.oh as i64);
+    let (r, n) = (wg.r, wg.n);
     let oplane = oh * ow * 4;
     let nb = p.chunk as i64;
     let xstride = xstride(p) as i64;
     let bias = p.bias_port.map(|q| c.ins[q]);
     let res = p.res_port.map(|q| c.ins[q]);
-    // Valid columns of the last group of a tile row (8 when every group is full).
-    let vc_last = (g.ow - 2 * (wg.tw4 - 4)).min(8);
-    let odd_rows = g.oh % 2 == 1;
+    // Valid columns of the last group of a tile row (4 r when every group is full), valid
+    // rows of the last tile row.
+    let vc_last = (g.ow - r * (wg.tw4 - 4)).min(4 * r);
+    let vr_last = g.oh - r * (wg.th - 1);
     let io = e.b.ins().imul_imm_s(img, p.m as i64 * oplane);
     let ro = e.b.ins().imul_imm_s(row0, oplane);
     let obase = e.b.ins().iadd(io, ro);
     let bo = e.b.ins().imul_imm_s(row0, 4);
     let z = e.ic(0);
-    let zv = e.fc(F32X4, 0.0);
     loop_range(e, z, ngroups, &mut |e, q| {
         let t = e.b.ins().imul_imm_s(q, 4);
         let t = e.b.ins().iadd(t0, t);
         let ti = e.b.ins().udiv_imm_u(t, wg.tw4 as i64);
         let tj = e.b.ins().urem_imm_u(t, wg.tw4 as i64);
-        let yr = e.b.ins().imul_imm_s(ti, 2 * ow * 4);
-        let yc = e.b.ins().imul_imm_s(tj, 8);
+        let yr = e.b.ins().imul_imm_s(ti, r as i64 * ow * 4);
+        let yc = e.b.ins().imul_imm_s(tj, r as i64 * 4);
         let yo = e.b.ins().iadd(yr, yc);
         let yo = e.b.ins().iadd(obase, yo);
         let mo = e.b.ins().imul_imm_s(q, 16);
-        let body = |e: &mut E, ncols: usize, two_rows: bool| {
+        let body = |e: &mut E, ncols: usize, nrows: usize| {
             e.loop_offs(
                 rows as i64,
                 &[mo, yo, bo],
                 &[nb * 4, oplane, 4],
                 &mut |e, _r, o| {
                     let mp = e.b.ins().iadd(mbuf, o[0]);
-                    let mv: Vec<Value> = (0..16)
-                        .map(|xi| e.b.ins().load(F32X4, mf(), mp, (xi * xstride) as i32))
-                        .collect();
-                    let mut s = [[zv; 4]; 2];
-                    for j in 0..4 {
-                        let a = e.b.ins().fadd(mv[j], mv[4 + j]);
-                        s[0][j] = e.b.ins().fadd(a, mv[8 + j]);
-                        let b = e.b.ins().fsub(mv[4 + j], mv[8 + j]);
-                        s[1][j] = e.b.ins().fsub(b, mv[12 + j]);
+                    // s[a][j] = (A^T M)[a][j], one column j at a time.
+                    let mut s = vec![vec![]; r];
+                    for j in 0..n {
+                        let col: Vec<Value> = (0..n)
+                            .map(|i| {
+                                let off = ((i * n + j) as i64 * xstride) as i32;
+                                e.b.ins().load(F32X4, mf(), mp, off)
+                            })
+                            .collect();
+                        let y = if n == 4 { at4(e, &col) } else { at6(e, &col) };
+                        for (a, v) in y.into_iter().enumerate() {
+                            s[a].push(v);
+                        }
                     }
                     let bv = bias.map(|bp| {
                         let x = e.ld(types::F32, bp, o[2]);
                         e.b.ins().splat(F32X4, x)
                     });
-                    for (a, sa) in s.iter().enumerate() {
-                        if a == 1 && !two_rows {
-                            break;
-                        }
-                        let y0 = e.b.ins().fadd(sa[0], sa[1]);
-                        let y0 = e.b.ins().fadd(y0, sa[2]);
-                        let y1 = e.b.ins().fsub(sa[1], sa[2]);
-                        let y1 = e.b.ins().fsub(y1, sa[3]);
-                        // Interleave: output columns 2tj .. 2tj + 8 of row 2ti + a.
-                        let lo = shuf(e, y0, y1, [0, 4, 1, 5]);
-                        let hi = shuf(e, y0, y1, [2, 6, 3, 7]);
+                    for (a, sa) in s.iter().enumerate().take(nrows) {
+                        // y[b] (lanes = 4 tiles) -> output columns r tj .. r tj + 4 r.
+                        let y = if n == 4 { at4(e, sa) } else { at6(e, sa) };
+                        let line: Vec<Value> = if r == 2 {
+                            vec![
+                                shuf(e, y[0], y[1], [0, 4, 1, 5]),
+                                shuf(e, y[0], y[1], [2, 6, 3, 7]),
+                            ]
+                        } else {
+                            transpose4(e, [y[0], y[1], y[2], y[3]]).to_vec()
+                        };
                         let off = e.b.ins().iadd_imm_s(o[1], a as i64 * ow * 4);
-                        store_row(e, p, c.out, res, off, [lo, hi], bv, ncols);
+                        store_row(e, p, c.out, res, off, &line, bv, ncols);
                     }
                 },
             );
         };
         let rows_case = |e: &mut E, ncols: usize| {
-            if odd_rows {
+            if vr_last < r {
                 let last_row = e.b.ins().icmp_imm_s(IntCC::Equal, ti, wg.th as i64 - 1);
-                if_else(e, last_row, &mut |e| body(e, ncols, false), &mut |e| {
-                    body(e, ncols, true)
+                if_else(e, last_row, &mut |e| body(e, ncols, vr_last), &mut |e| {
+                    body(e, ncols, r)
                 });
             } else {
-                body(e, ncols, true);
+                body(e, ncols, r);
             }
         };
-        if vc_last == 8 {
-            rows_case(e, 8);
+        if vc_last == 4 * r {
+            rows_case(e, 4 * r);
         } else {
             let last_col = e.b.ins().icmp_imm_s(IntCC::Equal, tj, wg.tw4 as i64 - 4);
             if_else(e, last_col, &mut |e| rows_case(e, vc_last), &mut |e| {
-                rows_case(e, 8)
+                rows_case(e, 4 * r)
             });
         }
     });
 }
 
-/// Epilogue and store of 8 output values (`v[0]`: columns 0-3, `v[1]`: 4-7) at byte offset
-/// `off` of the output (and of the residual); only the first `ncols` are written.
+/// Epilogue and store of `4 v.len()` output values (`v[h]`: columns `4h .. 4h + 4`) at byte
+/// offset `off` of the output (and of the residual); only the first `ncols` are written.
 #[allow(clippy::too_many_arguments)]
 fn store_row(
     e: &mut E,
@@ -588,42 +748,40 @@ fn store_row(
     out: Value,
     res: Option<Value>,
     off: Value,
-    v: [Value; 2],
+    v: &[Value],
     bias: Option<Value>,
     ncols: usize,
 ) {
-    if ncols == 8 {
-        for (h, &x) in v.iter().enumerate() {
-            let mut x = x;
-            for st in &p.ep {
-                x = match st {
-                    Ep::BiasRow => e.b.ins().fadd(x, bias.expect("bias port")),
-                    Ep::Residual => {
-                        let r = res.expect("residual port");
-                        let a = e.b.ins().iadd(r, off);
-                        let y = e.b.ins().load(F32X4, mf(), a, (h * 16) as i32);
-                        e.b.ins().fadd(x, y)
-                    }
-                    Ep::Relu => {
-                        let z = e.fc(F32X4, 0.0);
-                        e.clamp_lo(F32X4, x, z)
-                    }
-                    Ep::Clip(lo, hi) => {
-                        let l = e.fc(F32X4, f32::from_bits(*lo));
-                        let u = e.fc(F32X4, f32::from_bits(*hi));
-                        let y = e.clamp_lo(F32X4, x, l);
-                        e.clamp_hi(F32X4, y, u)
-                    }
-                    // Excluded by `applies`.
-                    Ep::BiasCol | Ep::Scale(_) => x,
-                };
-            }
-            let a = e.b.ins().iadd(out, off);
-            e.b.ins().store(mf(), x, a, (h * 16) as i32);
+    let full = ncols / 4;
+    for (h, &x) in v.iter().enumerate().take(full) {
+        let mut x = x;
+        for st in &p.ep {
+            x = match st {
+                Ep::BiasRow => e.b.ins().fadd(x, bias.expect("bias port")),
+                Ep::Residual => {
+                    let r = res.expect("residual port");
+                    let a = e.b.ins().iadd(r, off);
+                    let y = e.b.ins().load(F32X4, mf(), a, (h * 16) as i32);
+                    e.b.ins().fadd(x, y)
+                }
+                Ep::Relu => {
+                    let z = e.fc(F32X4, 0.0);
+                    e.clamp_lo(F32X4, x, z)
+                }
+                Ep::Clip(lo, hi) => {
+                    let l = e.fc(F32X4, f32::from_bits(*lo));
+                    let u = e.fc(F32X4, f32::from_bits(*hi));
+                    let y = e.clamp_lo(F32X4, x, l);
+                    e.clamp_hi(F32X4, y, u)
+                }
+                // Excluded by `applies`.
+                Ep::BiasCol | Ep::Scale(_) => x,
+            };
         }
-        return;
+        let a = e.b.ins().iadd(out, off);
+        e.b.ins().store(mf(), x, a, (h * 16) as i32);
     }
-    for col in 0..ncols {
+    for col in full * 4..ncols {
         let mut x = e.b.ins().extractlane(v[col / 4], (col % 4) as u8);
         for st in &p.ep {
             x = match st {
