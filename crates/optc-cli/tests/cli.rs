@@ -357,3 +357,41 @@ fn extra_rules_and_disabled_rules() {
         assert!(o.status.success(), "{lvl}: {:?}", text(&o));
     }
 }
+
+/// A 3x3 conv that takes the Winograd path on AVX2 hosts.
+fn conv_model(dir: &Path) -> PathBuf {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, 16, 12, 12]);
+    let w: Vec<f32> = (0..16 * 16 * 9)
+        .map(|i| (i as f32 * 0.37).sin() * 0.1)
+        .collect();
+    b.initializer("w", &Tensor::from_f32(vec![16, 16, 3, 3], w).unwrap());
+    b.node(
+        "Conv",
+        &["x", "w"],
+        &["y"],
+        vec![("pads", A::Ints(vec![1, 1, 1, 1]))],
+    );
+    b.output("y");
+    let p = dir.join("conv.onnx");
+    b.write(&p).unwrap();
+    p
+}
+
+#[test]
+fn winograd_flag() {
+    let d = tmpdir("winograd");
+    let m = conv_model(&d);
+    for w in ["0", "2", "4"] {
+        let o = optc(&["check", m.to_str().unwrap(), "--winograd", w]);
+        let (so, se) = text(&o);
+        assert!(o.status.success(), "--winograd {w}: {so}\n{se}");
+    }
+    let o = optc(&["check", m.to_str().unwrap(), "--winograd", "3"]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{se}");
+    assert!(
+        se.contains("--winograd") && se.contains("0 (off), 2 or 4"),
+        "{se}"
+    );
+}
