@@ -447,7 +447,11 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         p.mrows = m.div_ceil(want).div_ceil(MR).max(floor) * MR;
     }
     // Spread work only when a unit has enough of it (~256 KFLOP).
-    let flops = 2 * m * n * k * nimg;
+    let flops = match &p.kind {
+        // n counts tiles: each costs (r + 2)^2 multiply-adds per (m, c).
+        Kind::Wino(_, r) => 2 * m * n * k * nimg * (r + 2) * (r + 2),
+        _ => 2 * m * n * k * nimg,
+    };
     // Depthwise convs run ~8x fewer flops per cycle: split them at fewer flops.
     let min_flops = if matches!(p.kind, Kind::Dw(_)) {
         1 << 18
