@@ -147,6 +147,9 @@ pub fn lower_graph<M: Module>(
 
     let mut locs: HashMap<IrValue, Loc> = HashMap::new();
     let mut const_data: HashMap<u32, DataId> = HashMap::new();
+    let mut const_pending: Vec<(DataId, Arc<Tensor>)> = vec![];
+    // Constants some kernel (or a graph output) reads through their pointer.
+    let mut const_read: std::collections::HashSet<DataId> = std::collections::HashSet::new();
     let mut data_count = 0usize;
     let mut total_const = 0usize;
 
@@ -169,8 +172,11 @@ pub fn lower_graph<M: Module>(
                         if total_const > MAX_BYTES {
                             return Err(CodegenError::new("constants exceed 16 GiB"));
                         }
-                        let d = define_data(module, &mut data_count, t.data().to_le_bytes())?;
+                        // Declared now, defined once the plans say whether any kernel reads
+                        // it (weights that only feed packed copies are left out).
+                        let d = declare_data(module, &mut data_count)?;
                         const_data.insert(id.0, d);
+                        const_pending.push((d, t.clone()));
                         d
                     }
                 };
@@ -249,6 +255,13 @@ pub fn lower_graph<M: Module>(
             fresh.push((v, off, b));
         }
         let fp = fast::plan(&info, target)?;
+        for (j, v) in inputs.iter().enumerate() {
+            if let Some(Loc::Const(d)) = locs.get(v) {
+                if fp.as_ref().is_none_or(|p| p.reads_input(j)) {
+                    const_read.insert(*d);
+                }
+            }
+        }
         let sb = match &fp {
             Some(p) => p.scratch_bytes(),
             None => scratch_bytes(&info)?,
@@ -287,6 +300,19 @@ pub fn lower_graph<M: Module>(
     }
     let _ = pos;
     let workspace = arena.top;
+    for (_, v) in &out_copies {
+        if let Some(Loc::Const(d)) = locs.get(v) {
+            const_read.insert(*d);
+        }
+    }
+    for (d, t) in const_pending {
+        let bytes = if const_read.contains(&d) {
+            t.data().to_le_bytes()
+        } else {
+            vec![0]
+        };
+        define_declared(module, d, bytes)?;
+    }
 
     // Kernels.
     let mut ctx = module.make_context();
@@ -636,22 +662,32 @@ fn ew_split(info: &NodeInfo) -> Option<(usize, usize)> {
     None
 }
 
-fn define_data<M: Module>(module: &mut M, count: &mut usize, mut bytes: Vec<u8>) -> R<DataId> {
+fn define_data<M: Module>(module: &mut M, count: &mut usize, bytes: Vec<u8>) -> R<DataId> {
+    let id = declare_data(module, count)?;
+    define_declared(module, id, bytes)?;
+    Ok(id)
+}
+
+/// Declare the next `optc_data_N` (defined later by [`define_declared`]).
+fn declare_data<M: Module>(module: &mut M, count: &mut usize) -> R<DataId> {
     let name = format!("optc_data_{}", *count);
     *count += 1;
+    module
+        .declare_data(&name, Linkage::Local, false, false)
+        .map_err(|e| CodegenError::new(e.to_string()))
+}
+
+/// Define a declared data object (64-byte aligned; at least one byte).
+fn define_declared<M: Module>(module: &mut M, id: DataId, mut bytes: Vec<u8>) -> R<()> {
     if bytes.is_empty() {
         bytes.push(0);
     }
-    let id = module
-        .declare_data(&name, Linkage::Local, false, false)
-        .map_err(|e| CodegenError::new(e.to_string()))?;
     let mut d = DataDescription::new();
     d.define(bytes.into_boxed_slice());
     d.set_align(64);
     module
         .define_data(id, &d)
-        .map_err(|e| CodegenError::new(e.to_string()))?;
-    Ok(id)
+        .map_err(|e| CodegenError::new(e.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------------

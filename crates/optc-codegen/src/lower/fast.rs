@@ -82,6 +82,16 @@ impl Plan {
     fn mparts(&self) -> usize {
         self.m.div_ceil(self.mrows)
     }
+    /// Whether the generated code reads input `port` through its pointer: not the
+    /// constant weights the plan packs at compile time (they live in `derived` data).
+    pub fn reads_input(&self, port: usize) -> bool {
+        let packed = match &self.kind {
+            Kind::Mat | Kind::Wino(..) => true,
+            Kind::Conv(_) => self.amode == AMode::Const,
+            Kind::MatRt { .. } | Kind::Dw(_) | Kind::Pool(_) => false,
+        };
+        !(packed && port == 1)
+    }
     pub fn units(&self) -> usize {
         self.nimg * self.units_per_img() * self.mparts()
     }
