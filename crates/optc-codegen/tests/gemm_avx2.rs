@@ -509,6 +509,85 @@ fn depthwise_conv() {
     }
 }
 
+/// Depthwise geometries of the register-blocked kernel: unpadded (in place, scalar tails,
+/// lane gathers), stride 2 (even/odd deinterleave) with dilation and asymmetric pads, stride 3,
+/// mixed strides, odd output heights (single-row pass), 1-3 pixel row tails, many channels.
+#[test]
+fn depthwise_conv_geometries() {
+    let mut s = 300;
+    for (x, k, w) in [
+        (
+            vec![1, 6, 9, 10],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 5, 11, 13],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 15, 19],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[2, 2]),
+        ),
+        (
+            vec![1, 4, 13, 16],
+            [3, 3],
+            win(&[3, 3], &[3, 3], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 48, 57, 57],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[0, 0, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 8, 6, 7],
+            [1, 3],
+            win(&[1, 3], &[1, 1], &[0, 1, 0, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 9, 9],
+            [3, 3],
+            win(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 9, 14],
+            [3, 3],
+            win(&[3, 3], &[1, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![2, 16, 7, 7],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 24, 14, 14],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 5, 21],
+            [5, 5],
+            win(&[5, 5], &[2, 2], &[2, 2, 2, 2], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 1, 1],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+    ] {
+        for (bias, steps) in [
+            (true, vec!["relu6"]),
+            (false, vec!["res"]),
+            (true, vec!["relu", "res"]),
+        ] {
+            s += 1;
+            dw_case(&x, k, w.clone(), bias, &steps, s);
+        }
+    }
+}
+
 #[test]
 fn large_elementwise_split_across_tasks() {
     // Outputs of >= 65536 f32 elements are split into tasks along one dim.
