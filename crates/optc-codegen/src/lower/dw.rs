@@ -1,15 +1,14 @@
 //! Depthwise conv (`Kind::Dw`): one input channel per output channel, vectorized along output
-//! rows (f32x4), `ROWS` output rows per pass so every input vector load feeds up to `kh` of
-//! them, the epilogue applied in registers.
-//!
-//! A padded conv copies each channel into one zero-bordered plane per work unit (the borders
-//! are zeroed once per unit, only the interior is rewritten per channel). Reading from that
-//! plane may run past a row (the lanes are dropped) and past the last plane (into the slack
-//! that `Plan::pad_bytes` adds), which lets
-//! - stride 2 gather its 4 pixels with two vector loads and one `shufps` (even/odd lanes),
-//! - a row's last 1..3 pixels be computed as one vector and stored partially.
-//!
-//! An unpadded conv reads its input in place, never past a row: scalar tails, lane gathers.
+//! rows (f32x4), the epilogue applied in registers. The input is read in place (no padded
+//! copy), never outside a row of the channel:
+//! - output rows whose window is inside the input run `ROWS` at a time, each input vector
+//!   load feeding every kernel row that uses it; the others (pad borders) run one at a time
+//!   with the taps outside the input dropped at compile time,
+//! - in a row, the columns whose vector loads stay in the input run `4 * NV` then 4 at a time
+//!   (stride 2: two loads and one `shufps` give the even or odd lanes); a last partial group
+//!   is recomputed as one vector overlapping the previous one (not with a fused residual,
+//!   whose input may be the output buffer); the other columns are scalar, with the taps
+//!   outside the input dropped.
 
 use super::*;
 use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
@@ -19,21 +18,18 @@ const ROWS: usize = 2;
 /// Vectors (of 4 output pixels) per row per step.
 const NV: usize = 2;
 
-/// Bytes readable past the last padded plane (see the module docs).
-pub(super) fn slack_bytes(g: &ConvGeom) -> usize {
-    (8 * g.sw + 16) * 4
-}
-
+/// Per-channel state: weights and bias (scalars and splats).
 struct K<'a> {
     p: &'a Plan,
     g: &'a ConvGeom,
-    padded: bool,
-    /// Scalar weights and their splats.
     ws: Vec<Value>,
     wv: Vec<Value>,
     bs: Option<Value>,
     bv: Option<Value>,
 }
+
+/// Input rows of one output row (relative to a base input row) with their kernel rows.
+type RowTaps = Vec<(i64, usize)>;
 
 /// Channels `[row0, row0 + nch)` of image `img`.
 pub(super) fn emit_dw(
@@ -46,8 +42,6 @@ pub(super) fn emit_dw(
     nch: usize,
 ) {
     let kk = g.kh * g.kw;
-    let padded = p.pad_bytes() > 0;
-    let xplane = (g.hp * g.wp * 4) as i64;
     let iplane = (g.h * g.w * 4) as i64;
     let oplane = (g.oh * g.ow * 4) as i64;
     let ich = e.b.ins().imul_imm_s(img, g.c as i64);
@@ -56,44 +50,32 @@ pub(super) fn emit_dw(
     let oo = e.b.ins().imul_imm_s(ch0, oplane);
     let wo = e.b.ins().imul_imm_s(row0, (kk * 4) as i64);
     let bo = e.b.ins().imul_imm_s(row0, 4);
-    // The unit's plane: the slot of its first channel (units own disjoint channels).
-    let buf = if padded {
-        let po = e.b.ins().imul_imm_s(ch0, xplane);
-        let buf = e.b.ins().iadd(c.scratch, po);
-        let plane = g.hp * g.wp;
-        let zv = e.fc(F32X4, 0.0);
-        let z = e.ic(0);
-        e.loop_offs((plane / 4) as i64, &[z], &[16], &mut |e, _i, q| {
-            e.st(zv, buf, q[0]);
-        });
-        let zs = e.fc(types::F32, 0.0);
-        for t in (plane / 4) * 4..plane {
-            e.b.ins().store(mf(), zs, buf, (t * 4) as i32);
-        }
-        Some(buf)
-    } else {
-        None
-    };
     let bias = p.bias_port.map(|q| c.ins[q]);
     let res = p.res_port.map(|q| c.ins[q]);
+    // Output rows whose whole window is inside the input: [r_lo, r_hi).
+    let r_lo = g.ph.div_ceil(g.sh);
+    let span = (g.kh - 1) * g.dh;
+    let r_hi = if g.h + g.ph >= span + 1 {
+        ((g.h + g.ph - span - 1) / g.sh + 1).min(g.oh)
+    } else {
+        0
+    };
+    let (r_lo, r_hi) = if r_lo < r_hi { (r_lo, r_hi) } else { (0, 0) };
+    // Taps of output row `r` relative to input row `r0 * sh - ph`.
+    let taps = |r: usize, r0: usize| -> RowTaps {
+        (0..g.kh)
+            .filter_map(|kh| {
+                let ih = (r * g.sh + kh * g.dh) as i64 - g.ph as i64;
+                (ih >= 0 && ih < g.h as i64).then_some((ih - (r0 * g.sh) as i64 + g.ph as i64, kh))
+            })
+            .collect()
+    };
     e.loop_offs(
         nch as i64,
         &[io, oo, wo, bo],
         &[iplane, oplane, (kk * 4) as i64, 4],
         &mut |e, _ch, o| {
-            let xc = match buf {
-                Some(buf) => {
-                    let d0 = e.ic(((g.ph * g.wp + g.pw) * 4) as i64);
-                    e.loop_offs(
-                        g.h as i64,
-                        &[d0, o[0]],
-                        &[g.wp as i64 * 4, g.w as i64 * 4],
-                        &mut |e, _r, q| e.copy_bytes(buf, q[0], c.ins[0], q[1], g.w * 4),
-                    );
-                    buf
-                }
-                None => e.b.ins().iadd(c.ins[0], o[0]),
-            };
+            let xc = e.b.ins().iadd(c.ins[0], o[0]);
             let pw = e.b.ins().iadd(c.ins[1], o[2]);
             let ws: Vec<Value> = (0..kk)
                 .map(|q| e.b.ins().load(types::F32, mf(), pw, (q * 4) as i32))
@@ -107,7 +89,6 @@ pub(super) fn emit_dw(
             let k = K {
                 p,
                 g,
-                padded,
                 ws,
                 wv,
                 bs,
@@ -118,69 +99,128 @@ pub(super) fn emit_dw(
                 Some(r) => e.b.ins().iadd(r, o[1]),
                 None => op,
             };
-            let rows = ROWS.min(g.oh);
-            let nfull = g.oh / rows;
-            let xstep = (rows * g.sh * g.wp * 4) as i64;
-            let ostep = (rows * g.ow * 4) as i64;
-            e.loop_offs(
-                nfull as i64,
-                &[xc, op, rp],
-                &[xstep, ostep, ostep],
-                &mut |e, _r, q| row_pass(e, &k, rows, q[0], q[1], q[2]),
-            );
-            for r in nfull * rows..g.oh {
-                let x = e.b.ins().iadd_imm_s(xc, (r * g.sh * g.wp * 4) as i64);
+            // Pointers of output row `r` (input at its base row `r * sh - ph`, may be < 0).
+            let at = |e: &mut E, r: usize| {
+                let xo = ((r * g.sh) as i64 - g.ph as i64) * g.w as i64 * 4;
+                let x = e.b.ins().iadd_imm_s(xc, xo);
                 let oo = (r * g.ow * 4) as i64;
                 let o2 = e.b.ins().iadd_imm_s(op, oo);
                 let r2 = e.b.ins().iadd_imm_s(rp, oo);
-                row_pass(e, &k, 1, x, o2, r2);
+                (x, o2, r2)
+            };
+            for r in (0..r_lo).chain(r_hi.max(r_lo)..g.oh) {
+                let (x, o2, r2) = at(e, r);
+                row_pass(e, &k, &[taps(r, r)], x, o2, r2);
+            }
+            let nmid = r_hi - r_lo;
+            if nmid == 0 {
+                return;
+            }
+            let rows = ROWS.min(nmid);
+            let block: Vec<RowTaps> = (0..rows).map(|j| taps(r_lo + j, r_lo)).collect();
+            let nfull = nmid / rows;
+            let (x, o2, r2) = at(e, r_lo);
+            let ostep = (rows * g.ow * 4) as i64;
+            e.loop_offs(
+                nfull as i64,
+                &[x, o2, r2],
+                &[(rows * g.sh * g.w * 4) as i64, ostep, ostep],
+                &mut |e, _r, q| row_pass(e, &k, &block, q[0], q[1], q[2]),
+            );
+            for r in r_lo + nfull * rows..r_hi {
+                let (x, o2, r2) = at(e, r);
+                row_pass(e, &k, &[taps(r, r)], x, o2, r2);
             }
         },
     );
 }
 
-/// `nr` output rows: input row pointer `xp` (of the first output row), output and residual
-/// row pointers `op`, `rp`.
-fn row_pass(e: &mut E, k: &K, nr: usize, xp: Value, op: Value, rp: Value) {
+/// Highest input column a vector of output columns `[o0, o0 + 4)` loads (relative).
+fn vec_reach(g: &ConvGeom) -> usize {
+    let span = (g.kw - 1) * g.dw;
+    match g.sw {
+        1 => span + 3,
+        2 => span + 7,
+        s => span + 3 * s,
+    }
+}
+
+/// One pass over the columns of `rows.len()` output rows: `xp` points at the base input row
+/// (column 0), `op`/`rp` at the first output/residual row.
+fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value) {
     let g = k.g;
+    let all_kw: Vec<usize> = (0..g.kw).collect();
+    // Input column of output column `o`, tap 0.
+    let col = |o: usize| o as i64 * g.sw as i64 - g.pw as i64;
+    let kws = |o: usize| -> Vec<usize> {
+        (0..g.kw)
+            .filter(|&kw| {
+                let c = col(o) + (kw * g.dw) as i64;
+                c >= 0 && c < g.w as i64
+            })
+            .collect()
+    };
+    // Vector starts o0 with every load inside the row: o_lo <= o0 <= o_max.
+    let o_lo = g.pw.div_ceil(g.sw);
+    let reach = vec_reach(g) as i64;
+    let o_max = (g.w as i64 - 1 - reach + g.pw as i64).div_euclid(g.sw as i64);
+    let o_max = o_max.min(g.ow as i64 - 4);
+    let scalar = |e: &mut E, o: usize| {
+        let x = e.b.ins().iadd_imm_s(xp, col(o) * 4);
+        let of = (o * 4) as i64;
+        let oq = e.b.ins().iadd_imm_s(op, of);
+        let rq = e.b.ins().iadd_imm_s(rp, of);
+        px(e, k, rows, &kws(o), 0, x, oq, rq);
+    };
+    if o_max < o_lo as i64 {
+        for o in 0..g.ow {
+            scalar(e, o);
+        }
+        return;
+    }
+    let o_max = o_max as usize;
+    for o in 0..o_lo {
+        scalar(e, o);
+    }
+    // Columns [o_lo, o_max + 4) by vectors.
+    let ncols = o_max + 4 - o_lo;
     let step = 4 * NV;
-    let nstep = g.ow / step;
+    let nstep = ncols / step;
+    let x0 = e.b.ins().iadd_imm_s(xp, col(o_lo) * 4);
+    let o0 = e.b.ins().iadd_imm_s(op, (o_lo * 4) as i64);
+    let r0 = e.b.ins().iadd_imm_s(rp, (o_lo * 4) as i64);
     e.loop_offs(
         nstep as i64,
-        &[xp, op, rp],
+        &[x0, o0, r0],
         &[
             (step * g.sw * 4) as i64,
             (step * 4) as i64,
             (step * 4) as i64,
         ],
-        &mut |e, _i, q| px(e, k, nr, NV, 4, q[0], q[1], q[2]),
+        &mut |e, _i, q| px(e, k, rows, &all_kw, NV, q[0], q[1], q[2]),
     );
-    let mut done = nstep * step;
-    let at = |e: &mut E, done: usize| {
-        let x = e.b.ins().iadd_imm_s(xp, (done * g.sw * 4) as i64);
-        let o = e.b.ins().iadd_imm_s(op, (done * 4) as i64);
-        let r = e.b.ins().iadd_imm_s(rp, (done * 4) as i64);
-        (x, o, r)
+    let mut done = o_lo + nstep * step;
+    let vec_at = |e: &mut E, o: usize| {
+        let x = e.b.ins().iadd_imm_s(xp, col(o) * 4);
+        let oq = e.b.ins().iadd_imm_s(op, (o * 4) as i64);
+        let rq = e.b.ins().iadd_imm_s(rp, (o * 4) as i64);
+        px(e, k, rows, &all_kw, 1, x, oq, rq);
     };
-    while g.ow - done >= 4 {
-        let (x, o, r) = at(e, done);
-        px(e, k, nr, 1, 4, x, o, r);
+    while o_max + 4 - done >= 4 {
+        vec_at(e, done);
         done += 4;
     }
-    let rest = g.ow - done;
-    if rest == 0 {
-        return;
+    if done < o_max + 4 {
+        if k.p.res_port.is_none() && ncols >= 4 {
+            vec_at(e, o_max);
+        } else {
+            for o in done..o_max + 4 {
+                scalar(e, o);
+            }
+        }
     }
-    let (x, o, r) = at(e, done);
-    if k.padded {
-        px(e, k, nr, 1, rest, x, o, r);
-    } else {
-        e.loop_offs(
-            rest as i64,
-            &[x, o, r],
-            &[g.sw as i64 * 4, 4, 4],
-            &mut |e, _i, q| px(e, k, nr, 0, 1, q[0], q[1], q[2]),
-        );
+    for o in o_max + 4..g.ow {
+        scalar(e, o);
     }
 }
 
@@ -209,63 +249,70 @@ fn shuffle32(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
     )
 }
 
-/// `nr` output rows x `nv` vectors (or one scalar pixel when `nv == 0`) at input/output/
-/// residual pointers; only the first `lanes` pixels of each vector are stored.
+/// Output rows `rows` x `nv` vectors (or one scalar pixel when `nv == 0`) with kernel columns
+/// `kws`: `xp` at (base input row, first tap column), `op`/`rp` at the first output pixel.
 #[allow(clippy::too_many_arguments)]
-fn px(e: &mut E, k: &K, nr: usize, nv: usize, lanes: usize, xp: Value, op: Value, rp: Value) {
+fn px(
+    e: &mut E,
+    k: &K,
+    rows: &[RowTaps],
+    kws: &[usize],
+    nv: usize,
+    xp: Value,
+    op: Value,
+    rp: Value,
+) {
     let g = k.g;
     let vec = nv > 0;
     let ty = if vec { F32X4 } else { types::F32 };
     let nacc = nv.max(1);
     let z = e.fc(ty, 0.0);
-    let mut acc = vec![vec![z; nacc]; nr];
+    let mut acc = vec![vec![z; nacc]; rows.len()];
     // Stride-2 pairs loaded so far, by element offset.
     let mut pairs: HashMap<i64, (Value, Value)> = HashMap::new();
-    let pair = |e: &mut E, pairs: &mut HashMap<i64, (Value, Value)>, s: i64| {
-        *pairs.entry(s).or_insert_with(|| {
-            let a = e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32);
-            let b = e.b.ins().load(F32X4, mf(), xp, (s * 4 + 16) as i32);
-            (a, b)
-        })
-    };
-    let in_rows = (nr - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-    for ir in 0..in_rows {
-        // (output row, kernel row) pairs this input row feeds.
-        let uses: Vec<(usize, usize)> = (0..nr)
-            .filter_map(|j| {
-                let d = ir.checked_sub(j * g.sh)?;
-                (d % g.dh == 0 && d / g.dh < g.kh).then_some((j, d / g.dh))
-            })
-            .collect();
-        if uses.is_empty() {
-            continue;
+    // Input rows in order, with the (output row, kernel row) pairs they feed.
+    let mut irs: Vec<(i64, Vec<(usize, usize)>)> = vec![];
+    for (j, t) in rows.iter().enumerate() {
+        for &(ir, kh) in t {
+            match irs.iter_mut().find(|(r, _)| *r == ir) {
+                Some((_, u)) => u.push((j, kh)),
+                None => irs.push((ir, vec![(j, kh)])),
+            }
         }
-        for kw in 0..g.kw {
+    }
+    irs.sort_by_key(|(r, _)| *r);
+    let w = g.w as i64;
+    for (ir, uses) in &irs {
+        for &kw in kws {
             for v in 0..nacc {
-                let s = (ir * g.wp + v * 4 * g.sw + kw * g.dw) as i64;
+                let s = ir * w + (v * 4 * g.sw + kw * g.dw) as i64;
                 let xv = if !vec {
                     e.b.ins().load(types::F32, mf(), xp, (s * 4) as i32)
                 } else if g.sw == 1 {
                     e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32)
-                } else if g.sw == 2 && k.padded {
+                } else if g.sw == 2 {
                     if let Some(&(a, b)) = pairs.get(&(s - 1)) {
                         shuffle32(e, a, b, [1, 3, 5, 7])
                     } else {
-                        let (a, b) = pair(e, &mut pairs, s);
+                        let (a, b) = *pairs.entry(s).or_insert_with(|| {
+                            let a = e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32);
+                            let b = e.b.ins().load(F32X4, mf(), xp, (s * 4 + 16) as i32);
+                            (a, b)
+                        });
                         shuffle32(e, a, b, [0, 2, 4, 6])
                     }
                 } else {
                     let s0 = e.b.ins().load(types::F32, mf(), xp, (s * 4) as i32);
                     let mut x = e.b.ins().scalar_to_vector(F32X4, s0);
-                    for l in 1..lanes {
+                    for l in 1..4 {
                         let off = ((s + (l * g.sw) as i64) * 4) as i32;
                         let sl = e.b.ins().load(types::F32, mf(), xp, off);
                         x = e.b.ins().insertlane(x, sl, l as u8);
                     }
                     x
                 };
-                for &(j, khi) in &uses {
-                    let q = khi * g.kw + kw;
+                for &(j, kh) in uses {
+                    let q = kh * g.kw + kw;
                     let wq = if vec { k.wv[q] } else { k.ws[q] };
                     acc[j][v] = e.mul_add(wq, xv, acc[j][v]);
                 }
@@ -293,17 +340,7 @@ fn px(e: &mut E, k: &K, nr: usize, nv: usize, lanes: usize, xp: Value, op: Value
                         e.clamp_hi(ty, t, h)
                     }
                     Ep::Residual if k.p.res_port.is_some() => {
-                        let r = if !vec || lanes == 4 {
-                            e.b.ins().load(ty, mf(), rp, off)
-                        } else {
-                            let s0 = e.b.ins().load(types::F32, mf(), rp, off);
-                            let mut r = e.b.ins().scalar_to_vector(F32X4, s0);
-                            for l in 1..lanes {
-                                let sl = e.b.ins().load(types::F32, mf(), rp, off + (l * 4) as i32);
-                                r = e.b.ins().insertlane(r, sl, l as u8);
-                            }
-                            r
-                        };
+                        let r = e.b.ins().load(ty, mf(), rp, off);
                         e.b.ins().fadd(a, r)
                     }
                     Ep::Residual => a,
@@ -313,29 +350,7 @@ fn px(e: &mut E, k: &K, nr: usize, nv: usize, lanes: usize, xp: Value, op: Value
                     }
                 };
             }
-            store_lanes(e, a, vec, lanes, op, off);
+            e.b.ins().store(mf(), a, op, off);
         }
-    }
-}
-
-/// Store the first `lanes` lanes of `a` (all of a scalar).
-fn store_lanes(e: &mut E, a: Value, vec: bool, lanes: usize, p: Value, off: i32) {
-    if !vec || lanes == 4 {
-        e.b.ins().store(mf(), a, p, off);
-        return;
-    }
-    if lanes >= 2 {
-        let d = e.b.ins().bitcast(
-            types::F64X2,
-            MemFlagsData::new().with_endianness(Endianness::Little),
-            a,
-        );
-        let lo = e.b.ins().extractlane(d, 0);
-        e.b.ins().store(mf(), lo, p, off);
-    }
-    if lanes != 2 {
-        let l = if lanes == 1 { 0 } else { 2 };
-        let s = e.b.ins().extractlane(a, l as u8);
-        e.b.ins().store(mf(), s, p, off + (l * 4) as i32);
     }
 }

@@ -80,9 +80,7 @@ impl Plan {
     /// Bytes of the padded input copy at the start of scratch (conv only).
     pub fn pad_bytes(&self) -> usize {
         match &self.kind {
-            Kind::Dw(g) if g.hp != g.h || g.wp != g.w => {
-                g.n * g.c * g.hp * g.wp * 4 + dw::slack_bytes(g)
-            }
+            // (Depthwise convs read their input in place: see `dw`.)
             Kind::Conv(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
             _ => 0,
         }
@@ -561,7 +559,7 @@ fn if_else(e: &mut E, c: Value, then: &mut dyn FnMut(&mut E), els: &mut dyn FnMu
 
 /// Serial work before the tasks: the zero-padded input copy of a conv.
 pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
-    // (Depthwise convs pad each channel inside their tasks: see `emit_dw`.)
+    // (Depthwise convs read their input in place: see `dw`.)
     let Kind::Conv(g) = &p.kind else {
         return Ok(());
     };
