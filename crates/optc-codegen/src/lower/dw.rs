@@ -55,7 +55,7 @@ pub(super) fn emit_dw(
     // Output rows whose whole window is inside the input: [r_lo, r_hi).
     let r_lo = g.ph.div_ceil(g.sh);
     let span = (g.kh - 1) * g.dh;
-    let r_hi = if g.h + g.ph >= span + 1 {
+    let r_hi = if g.h + g.ph > span {
         ((g.h + g.ph - span - 1) / g.sh + 1).min(g.oh)
     } else {
         0
