@@ -8,7 +8,8 @@
 //!   (stride 2: two loads and one `shufps` give the even or odd lanes); a last partial group
 //!   is recomputed as one vector overlapping the previous one (not with a fused residual,
 //!   whose input may be the output buffer); the other columns are scalar, with the taps
-//!   outside the input dropped.
+//!   outside the input dropped, except with stride 1, where border vectors load the nearest
+//!   in-row vector and shift zeros in (`palignr`).
 
 use super::*;
 use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
@@ -170,8 +171,23 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
         let of = (o * 4) as i64;
         let oq = e.b.ins().iadd_imm_s(op, of);
         let rq = e.b.ins().iadd_imm_s(rp, of);
-        px(e, k, rows, &kws(o), 0, x, oq, rq);
+        px(e, k, rows, &kws(o), 0, None, x, oq, rq);
     };
+    // Stride 1: border vectors shift their out-of-row taps in as zeros (see `px`), so every
+    // column is in a vector; groups that would run past the row overlap the previous one.
+    let edges = g.sw == 1 && g.w >= 4 && g.ow >= 4 && k.p.res_port.is_none();
+    let edge_at = |e: &mut E, o: usize| {
+        let o = o.min(g.ow - 4);
+        let x = e.b.ins().iadd_imm_s(xp, col(o) * 4);
+        let oq = e.b.ins().iadd_imm_s(op, (o * 4) as i64);
+        px(e, k, rows, &all_kw, 1, Some(col(o)), x, oq, oq);
+    };
+    if edges && (o_max < o_lo.next_multiple_of(4) as i64) {
+        for o in (0..g.ow).step_by(4) {
+            edge_at(e, o);
+        }
+        return;
+    }
     if o_max < o_lo as i64 {
         for o in 0..g.ow {
             scalar(e, o);
@@ -179,9 +195,17 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
         return;
     }
     let o_max = o_max as usize;
-    for o in 0..o_lo {
-        scalar(e, o);
-    }
+    let o_lo = if edges {
+        for o in (0..o_lo).step_by(4) {
+            edge_at(e, o);
+        }
+        o_lo.next_multiple_of(4)
+    } else {
+        for o in 0..o_lo {
+            scalar(e, o);
+        }
+        o_lo
+    };
     // Columns [o_lo, o_max + 4) by vectors.
     let ncols = o_max + 4 - o_lo;
     let step = 4 * NV;
@@ -197,18 +221,24 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
             (step * 4) as i64,
             (step * 4) as i64,
         ],
-        &mut |e, _i, q| px(e, k, rows, &all_kw, NV, q[0], q[1], q[2]),
+        &mut |e, _i, q| px(e, k, rows, &all_kw, NV, None, q[0], q[1], q[2]),
     );
     let mut done = o_lo + nstep * step;
     let vec_at = |e: &mut E, o: usize| {
         let x = e.b.ins().iadd_imm_s(xp, col(o) * 4);
         let oq = e.b.ins().iadd_imm_s(op, (o * 4) as i64);
         let rq = e.b.ins().iadd_imm_s(rp, (o * 4) as i64);
-        px(e, k, rows, &all_kw, 1, x, oq, rq);
+        px(e, k, rows, &all_kw, 1, None, x, oq, rq);
     };
     while o_max + 4 - done >= 4 {
         vec_at(e, done);
         done += 4;
+    }
+    if edges {
+        for o in (done..g.ow).step_by(4) {
+            edge_at(e, o);
+        }
+        return;
     }
     if done < o_max + 4 {
         if k.p.res_port.is_none() && ncols >= 4 {
@@ -251,6 +281,8 @@ fn shuffle32(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
 
 /// Output rows `rows` x `nv` vectors (or one scalar pixel when `nv == 0`) with kernel columns
 /// `kws`: `xp` at (base input row, first tap column), `op`/`rp` at the first output pixel.
+/// `edge`: the input column of `xp` for a stride-1 vector (`nv == 1`) that may reach out of
+/// the row: its taps load the in-row vector nearest and shift zeros in (or are dropped).
 #[allow(clippy::too_many_arguments)]
 fn px(
     e: &mut E,
@@ -258,6 +290,7 @@ fn px(
     rows: &[RowTaps],
     kws: &[usize],
     nv: usize,
+    edge: Option<i64>,
     xp: Value,
     op: Value,
     rp: Value,
@@ -288,6 +321,23 @@ fn px(
                 let s = ir * w + (v * 4 * g.sw + kw * g.dw) as i64;
                 let xv = if !vec {
                     e.b.ins().load(types::F32, mf(), xp, (s * 4) as i32)
+                } else if let Some(x0) = edge {
+                    // Columns [a, a + 4) of input row `ir`, zeros outside [0, w).
+                    let a = x0 + (kw * g.dw) as i64;
+                    let row = ir * w - x0;
+                    if a + 3 < 0 || a >= w {
+                        continue;
+                    } else if a < 0 {
+                        let v = e.b.ins().load(F32X4, mf(), xp, (row * 4) as i32);
+                        let sh = (-a) as u8;
+                        shuffle32(e, z, v, [4 - sh, 5 - sh, 6 - sh, 7 - sh])
+                    } else if a + 3 >= w {
+                        let v = e.b.ins().load(F32X4, mf(), xp, ((row + w - 4) * 4) as i32);
+                        let ov = (a + 3 - (w - 1)) as u8;
+                        shuffle32(e, v, z, [ov, ov + 1, ov + 2, ov + 3])
+                    } else {
+                        e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32)
+                    }
                 } else if g.sw == 1 {
                     e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32)
                 } else if g.sw == 2 {
