@@ -387,7 +387,9 @@ fn px(
                         let l = e.fc(ty, f32::from_bits(lo));
                         let h = e.fc(ty, f32::from_bits(hi));
                         let t = e.clamp_lo(ty, a, l);
-                        e.clamp_hi(ty, t, h)
+                        // `h < t ? h : t`: the operand order that x64 lowers to `minps`.
+                        let c = e.b.ins().fcmp(FloatCC::LessThan, h, t);
+                        e.fsel(ty, c, h, t)
                     }
                     Ep::Residual if k.p.res_port.is_some() => {
                         let r = e.b.ins().load(ty, mf(), rp, off);
