@@ -141,7 +141,8 @@ fn vec_reach(g: &ConvGeom) -> usize {
     let span = (g.kw - 1) * g.dw;
     match g.sw {
         1 => span + 3,
-        2 => span + 7,
+        // The first tap reads pair `[a, a + 8)` (even lanes), later taps `[a - 1, a + 7)`.
+        2 => (span + 6).max(7),
         s => span + 3 * s,
     }
 }
@@ -176,6 +177,12 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
     // Stride 1: border vectors shift their out-of-row taps in as zeros (see `px`), so every
     // column is in a vector; groups that would run past the row overlap the previous one.
     let edges = g.sw == 1 && g.w >= 4 && g.ow >= 4 && k.p.res_port.is_none();
+    // Stride 2, pad 1: the vector at column 0 shifts a zero in for input column -1.
+    let left2 = g.sw == 2
+        && g.pw == 1
+        && g.ow >= 8
+        && k.p.res_port.is_none()
+        && (g.kw - 1) * g.dw + 5 < g.w;
     let edge_at = |e: &mut E, o: usize| {
         let o = o.min(g.ow - 4);
         let x = e.b.ins().iadd_imm_s(xp, col(o) * 4);
@@ -195,7 +202,7 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
         return;
     }
     let o_max = o_max as usize;
-    let o_lo = if edges {
+    let o_lo = if edges || (left2 && o_max >= 4) {
         for o in (0..o_lo).step_by(4) {
             edge_at(e, o);
         }
@@ -252,6 +259,20 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
     for o in o_max + 4..g.ow {
         scalar(e, o);
     }
+}
+
+/// Input elements `[s, s + 8)` from `xp` as two vectors (loaded once per `px`).
+fn load_pair(
+    e: &mut E,
+    pairs: &mut HashMap<i64, (Value, Value)>,
+    xp: Value,
+    s: i64,
+) -> (Value, Value) {
+    *pairs.entry(s).or_insert_with(|| {
+        let a = e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32);
+        let b = e.b.ins().load(F32X4, mf(), xp, (s * 4 + 16) as i32);
+        (a, b)
+    })
 }
 
 fn f32x4_to_bytes(e: &mut E, v: Value) -> Value {
@@ -321,7 +342,7 @@ fn px(
                 let s = ir * w + (v * 4 * g.sw + kw * g.dw) as i64;
                 let xv = if !vec {
                     e.b.ins().load(types::F32, mf(), xp, (s * 4) as i32)
-                } else if let Some(x0) = edge {
+                } else if let Some(x0) = edge.filter(|_| g.sw == 1) {
                     // Columns [a, a + 4) of input row `ir`, zeros outside [0, w).
                     let a = x0 + (kw * g.dw) as i64;
                     let row = ir * w - x0;
@@ -341,15 +362,23 @@ fn px(
                 } else if g.sw == 1 {
                     e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32)
                 } else if g.sw == 2 {
-                    if let Some(&(a, b)) = pairs.get(&(s - 1)) {
-                        shuffle32(e, a, b, [1, 3, 5, 7])
-                    } else {
-                        let (a, b) = *pairs.entry(s).or_insert_with(|| {
-                            let a = e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32);
-                            let b = e.b.ins().load(F32X4, mf(), xp, (s * 4 + 16) as i32);
-                            (a, b)
-                        });
+                    // Columns a, a + 2, a + 4, a + 6: even lanes of the pair at `a` or odd
+                    // lanes of the pair at `a - 1` (loaded for later taps: reach a + 6).
+                    if edge.is_some_and(|x0| x0 + (kw * g.dw) as i64 == -1) {
+                        // [0, x1, x3, x5]
+                        let (a, b) = load_pair(e, &mut pairs, xp, s + 1);
+                        let odd = shuffle32(e, a, b, [1, 3, 5, 7]);
+                        shuffle32(e, z, odd, [3, 4, 5, 6])
+                    } else if let Some(&(a, b)) = pairs.get(&s) {
                         shuffle32(e, a, b, [0, 2, 4, 6])
+                    } else if let Some(&(a, b)) = pairs.get(&(s - 1)) {
+                        shuffle32(e, a, b, [1, 3, 5, 7])
+                    } else if kw == 0 {
+                        let (a, b) = load_pair(e, &mut pairs, xp, s);
+                        shuffle32(e, a, b, [0, 2, 4, 6])
+                    } else {
+                        let (a, b) = load_pair(e, &mut pairs, xp, s - 1);
+                        shuffle32(e, a, b, [1, 3, 5, 7])
                     }
                 } else {
                     let s0 = e.b.ins().load(types::F32, mf(), xp, (s * 4) as i32);
