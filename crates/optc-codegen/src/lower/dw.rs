@@ -321,7 +321,12 @@ fn px(
     let ty = if vec { F32X4 } else { types::F32 };
     let nacc = nv.max(1);
     let z = e.fc(ty, 0.0);
-    let mut acc = vec![vec![z; nacc]; rows.len()];
+    // A leading bias step starts the sums (else the first tap is a multiply).
+    let bias0 = match (k.p.ep.first(), if vec { k.bv } else { k.bs }) {
+        (Some(Ep::BiasRow | Ep::BiasCol), Some(b)) => Some(b),
+        _ => None,
+    };
+    let mut acc: Vec<Vec<Option<Value>>> = vec![vec![bias0; nacc]; rows.len()];
     // Stride-2 pairs loaded so far, by element offset.
     let mut pairs: HashMap<i64, (Value, Value)> = HashMap::new();
     // Input rows in order, with the (output row, kernel row) pairs they feed.
@@ -393,16 +398,22 @@ fn px(
                 for &(j, kh) in uses {
                     let q = kh * g.kw + kw;
                     let wq = if vec { k.wv[q] } else { k.ws[q] };
-                    acc[j][v] = e.mul_add(wq, xv, acc[j][v]);
+                    let a = &mut acc[j][v];
+                    *a = Some(match *a {
+                        Some(a) => e.mul_add(wq, xv, a),
+                        None => e.b.ins().fmul(wq, xv),
+                    });
                 }
             }
         }
     }
+    let skip = bias0.is_some() as usize;
     for (j, row) in acc.into_iter().enumerate() {
         let ro = (j * g.ow * 4) as i32;
-        for (v, mut a) in row.into_iter().enumerate() {
+        for (v, a) in row.into_iter().enumerate() {
             let off = ro + (v * 16) as i32;
-            for st in &k.p.ep {
+            let mut a = a.unwrap_or(z);
+            for st in &k.p.ep[skip..] {
                 a = match *st {
                     Ep::BiasRow | Ep::BiasCol => match if vec { k.bv } else { k.bs } {
                         Some(b) => e.b.ins().fadd(a, b),
