@@ -298,6 +298,8 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
             }
             let nimg = g.n;
             if dw {
+                // Depth of one output: the window (not `c` windows).
+                let k = g.kh * g.kw;
                 (Kind::Dw(g), m, n, k, nimg, true)
             } else {
                 (Kind::Conv(g), m, n, k, nimg, true)
