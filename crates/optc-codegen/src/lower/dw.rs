@@ -9,7 +9,11 @@
 //!   is recomputed as one vector overlapping the previous one (not with a fused residual,
 //!   whose input may be the output buffer); the other columns are scalar, with the taps
 //!   outside the input dropped, except with stride 1, where border vectors load the nearest
-//!   in-row vector and shift zeros in (`palignr`).
+//!   in-row vector and shift zeros in (`palignr`), and for column 0 of a stride-2 pad-1 row.
+//!
+//! Cranelift's x64 FMA is destructive on a multiplicand, so every tap also costs a register
+//! copy; measured alternatives that did not pay: 1-4 rows x 1-3 vectors per step, per-kernel-row
+//! partial sums, weights reloaded per tap (more loads, worse).
 
 use super::*;
 use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
