@@ -11,6 +11,7 @@ use super::*;
 use crate::ukr::{Ep, Isa, UkrKey, MR, NR};
 use cranelift_codegen::ir::FuncRef;
 
+mod dw;
 mod pool;
 mod wino;
 
@@ -98,9 +99,8 @@ impl Plan {
     /// Bytes of the padded input copy at the start of scratch (conv only).
     pub fn pad_bytes(&self) -> usize {
         match &self.kind {
-            Kind::Conv(g) | Kind::Dw(g) if g.hp != g.h || g.wp != g.w => {
-                g.n * g.c * g.hp * g.wp * 4
-            }
+            // (Depthwise convs read their input in place: see `dw`.)
+            Kind::Conv(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
             _ => 0,
         }
     }
@@ -326,6 +326,8 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
             }
             let nimg = g.n;
             if dw {
+                // Depth of one output: the window (not `c` windows).
+                let k = g.kh * g.kw;
                 (Kind::Dw(g), m, n, k, nimg, true)
             } else {
                 (Kind::Conv(g), m, n, k, nimg, true)
@@ -637,7 +639,7 @@ fn if_else(e: &mut E, c: Value, then: &mut dyn FnMut(&mut E), els: &mut dyn FnMu
 
 /// Serial work before the tasks: the zero-padded input copy of a conv.
 pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
-    // (Depthwise convs pad each channel inside their tasks: see `emit_dw`.)
+    // (Depthwise convs read their input in place: see `dw`.)
     let Kind::Conv(g) = &p.kind else {
         return Ok(());
     };
@@ -780,7 +782,7 @@ fn emit_unit(
     mrows: usize,
 ) {
     if let Kind::Dw(g) = &p.kind {
-        emit_dw(e, p, g, c, img, row0, mrows);
+        dw::emit_dw(e, p, g, c, img, row0, mrows);
         return;
     }
     let kbs = p.kblocks();
@@ -1198,174 +1200,4 @@ fn pack_b_rt(e: &mut E, src: Value, dst: Value, ncols: usize, kc: usize, ldb: i6
             }
         });
     }
-}
-
-/// Depthwise conv: channels `[row0, row0 + nch)` of image `img`, 8/4/1 output pixels at a
-/// time with the window weights in registers, epilogue in registers.
-#[allow(clippy::too_many_arguments)]
-fn emit_dw(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, img: Value, row0: Value, nch: usize) {
-    let kk = g.kh * g.kw;
-    let xplane = (g.hp * g.wp) as i64 * 4;
-    let oplane = (g.oh * g.ow) as i64 * 4;
-    let x = if p.pad_bytes() > 0 {
-        c.scratch
-    } else {
-        c.ins[0]
-    };
-    let w = c.ins[1];
-    let bias = p.bias_port.map(|q| c.ins[q]);
-    let res = p.res_port.map(|q| c.ins[q]);
-    let ich = e.b.ins().imul_imm_s(img, g.c as i64);
-    let ch0 = e.b.ins().iadd(ich, row0);
-    let xo = e.b.ins().imul_imm_s(ch0, xplane);
-    let oo = e.b.ins().imul_imm_s(ch0, oplane);
-    let wo = e.b.ins().imul_imm_s(row0, (kk * 4) as i64);
-    let bo = e.b.ins().imul_imm_s(row0, 4);
-    e.loop_offs(
-        nch as i64,
-        &[xo, oo, wo, bo],
-        &[xplane, oplane, (kk * 4) as i64, 4],
-        &mut |e, _ch, o| {
-            if p.pad_bytes() > 0 {
-                // This channel's zero-padded plane, made here so it is hot in cache.
-                let zv = e.fc(F32X4, 0.0);
-                let plane = g.hp * g.wp;
-                e.loop_offs((plane / 4) as i64, &[o[0]], &[16], &mut |e, _i, q| {
-                    e.st(zv, c.scratch, q[0]);
-                });
-                let zs = e.fc(types::F32, 0.0);
-                for t in (plane / 4) * 4..plane {
-                    let q = e.b.ins().iadd_imm_s(o[0], t as i64 * 4);
-                    e.st(zs, c.scratch, q);
-                }
-                // input plane offset = channel index * h * w * 4 = xo / xplane * h * w * 4
-                let chi = e.b.ins().udiv_imm_u(o[0], xplane);
-                let so = e.b.ins().imul_imm_s(chi, (g.h * g.w * 4) as i64);
-                let d0 =
-                    e.b.ins()
-                        .iadd_imm_s(o[0], ((g.ph * g.wp + g.pw) * 4) as i64);
-                e.loop_offs(
-                    g.h as i64,
-                    &[d0, so],
-                    &[g.wp as i64 * 4, g.w as i64 * 4],
-                    &mut |e, _r, q| e.copy_bytes(c.scratch, q[0], c.ins[0], q[1], g.w * 4),
-                );
-            }
-            let pw = e.b.ins().iadd(w, o[2]);
-            let ws: Vec<Value> = (0..kk)
-                .map(|q| e.b.ins().load(types::F32, mf(), pw, (q * 4) as i32))
-                .collect();
-            let wv: Vec<Value> = ws.iter().map(|&s| e.b.ins().splat(F32X4, s)).collect();
-            let bs = bias.map(|bp| {
-                let a = e.b.ins().iadd(bp, o[3]);
-                e.b.ins().load(types::F32, mf(), a, 0)
-            });
-            let bv = bs.map(|s| e.b.ins().splat(F32X4, s));
-            let (xc, oc) = (o[0], o[1]);
-            e.loop_offs(
-                g.oh as i64,
-                &[xc, oc],
-                &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
-                &mut |e, _r, ro| {
-                    // `nv` vectors (4 pixels each) or one scalar pixel at (x, out) offsets.
-                    let px = |e: &mut E, nv: usize, xoff: Value, ooff: Value| {
-                        let vec = nv > 0;
-                        let ty = if vec { F32X4 } else { types::F32 };
-                        let nacc = nv.max(1);
-                        let pxp = e.b.ins().iadd(x, xoff);
-                        let z = e.fc(ty, 0.0);
-                        let mut acc = vec![z; nacc];
-                        for kh in 0..g.kh {
-                            for kw in 0..g.kw {
-                                let q = kh * g.kw + kw;
-                                for (j, a) in acc.iter_mut().enumerate() {
-                                    let off =
-                                        ((kh * g.dh * g.wp + kw * g.dw + j * 4 * g.sw) * 4) as i32;
-                                    let xv = if !vec {
-                                        e.b.ins().load(types::F32, mf(), pxp, off)
-                                    } else if g.sw == 1 {
-                                        e.b.ins().load(F32X4, mf(), pxp, off)
-                                    } else {
-                                        let s0 = e.b.ins().load(types::F32, mf(), pxp, off);
-                                        let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
-                                        for l in 1..4 {
-                                            let s = e.b.ins().load(
-                                                types::F32,
-                                                mf(),
-                                                pxp,
-                                                off + (l * g.sw * 4) as i32,
-                                            );
-                                            v = e.b.ins().insertlane(v, s, l as u8);
-                                        }
-                                        v
-                                    };
-                                    let wq = if vec { wv[q] } else { ws[q] };
-                                    *a = e.mul_add(wq, xv, *a);
-                                }
-                            }
-                        }
-                        let po = e.b.ins().iadd(c.out, ooff);
-                        let pr = res.map(|r| e.b.ins().iadd(r, ooff));
-                        for (j, a) in acc.iter_mut().enumerate() {
-                            for st in &p.ep {
-                                *a = match *st {
-                                    Ep::BiasRow | Ep::BiasCol => {
-                                        let b = if vec { bv } else { bs };
-                                        match b {
-                                            Some(b) => e.b.ins().fadd(*a, b),
-                                            None => *a,
-                                        }
-                                    }
-                                    Ep::Relu => {
-                                        let zz = e.fc(ty, 0.0);
-                                        e.clamp_lo(ty, *a, zz)
-                                    }
-                                    Ep::Clip(lo, hi) => {
-                                        let l = e.fc(ty, f32::from_bits(lo));
-                                        let h = e.fc(ty, f32::from_bits(hi));
-                                        let t = e.clamp_lo(ty, *a, l);
-                                        e.clamp_hi(ty, t, h)
-                                    }
-                                    Ep::Residual => match pr {
-                                        Some(r) => {
-                                            let v = e.b.ins().load(ty, mf(), r, (j * 16) as i32);
-                                            e.b.ins().fadd(*a, v)
-                                        }
-                                        None => *a,
-                                    },
-                                    Ep::Scale(sc) => {
-                                        let f = e.fc(ty, f32::from_bits(sc));
-                                        e.b.ins().fmul(*a, f)
-                                    }
-                                };
-                            }
-                            e.b.ins().store(mf(), *a, po, (j * 16) as i32);
-                        }
-                    };
-                    let n8 = g.ow / 8;
-                    e.loop_offs(
-                        n8 as i64,
-                        &[ro[0], ro[1]],
-                        &[(8 * g.sw) as i64 * 4, 32],
-                        &mut |e, _i, q| px(e, 2, q[0], q[1]),
-                    );
-                    let mut done = n8 * 8;
-                    if g.ow - done >= 4 {
-                        let xr = e.b.ins().iadd_imm_s(ro[0], (done * g.sw) as i64 * 4);
-                        let or = e.b.ins().iadd_imm_s(ro[1], done as i64 * 4);
-                        px(e, 1, xr, or);
-                        done += 4;
-                    }
-                    let xr = e.b.ins().iadd_imm_s(ro[0], (done * g.sw) as i64 * 4);
-                    let or = e.b.ins().iadd_imm_s(ro[1], done as i64 * 4);
-                    e.loop_offs(
-                        (g.ow - done) as i64,
-                        &[xr, or],
-                        &[g.sw as i64 * 4, 4],
-                        &mut |e, _i, q| px(e, 0, q[0], q[1]),
-                    );
-                },
-            );
-        },
-    );
 }
