@@ -9,7 +9,7 @@
 
 use super::*;
 use crate::ukr::{Ep, Isa, UkrKey, MR, NR};
-use cranelift_codegen::ir::FuncRef;
+use cranelift_codegen::ir::{AtomicRmwOp, FuncRef};
 
 mod dw;
 mod pool;
@@ -123,7 +123,12 @@ impl Plan {
         }
     }
     pub fn scratch_bytes(&self) -> usize {
-        self.pad_bytes() + self.tasks * self.pack_bytes()
+        self.mask_off() + 64
+    }
+    /// Byte offset of the node's buffer-slot mask (after the per-task buffers): see
+    /// [`acquire_slot`].
+    fn mask_off(&self) -> usize {
+        (self.pad_bytes() + self.tasks * self.pack_bytes()).div_ceil(64) * 64
     }
     fn kblocks(&self) -> Vec<usize> {
         if self.k == 0 {
@@ -449,14 +454,14 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
     } else if cu < 8 && m >= 2 * 4 * MR {
         let want = 8usize.div_ceil(cu);
-        // Every row part packs its own copy of B: keep parts >= 128 rows when B is packed
+        // Every row part packs its own copy of B: keep parts >= 48 rows when B is packed
         // at run time, so the packing stays small next to the product.
         let floor = if matches!(p.kind, Kind::Mat) {
-            4
+            4 * MR
         } else {
-            128 / MR
+            8 * MR
         };
-        p.mrows = m.div_ceil(want).div_ceil(MR).max(floor) * MR;
+        p.mrows = balanced_rows(m, want, floor, m);
     }
     // Spread work only when a unit has enough of it (~256 KFLOP).
     let flops = match &p.kind {
@@ -479,6 +484,43 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         p.units().min(MAX_TASKS)
     };
     Ok(Some(p))
+}
+
+/// Rows per part when splitting `m` rows into about `want` parts (multiples of `MR`, at
+/// least `min_rows` unless there is one part, at most `max_rows`). The pool's threads pull
+/// parts in order, so an odd count or a short last part idles one of two threads: among
+/// part counts up to `2 want`, keep those whose two-thread split (alternate parts) is
+/// within 3% of the most even one, and take the count nearest `want`.
+pub(super) fn balanced_rows(m: usize, want: usize, min_rows: usize, max_rows: usize) -> usize {
+    let mut cands: Vec<(usize, usize, usize)> = vec![];
+    for parts in 1..=(2 * want).max(1) {
+        let rows = m.div_ceil(parts).div_ceil(MR) * MR;
+        if parts > 1 && rows < min_rows {
+            break;
+        }
+        if rows > max_rows.max(MR) {
+            continue;
+        }
+        let n = m.div_ceil(rows);
+        let (mut a, mut b) = (0, 0);
+        for i in 0..n {
+            let s = rows.min(m - i * rows);
+            if i % 2 == 0 {
+                a += s;
+            } else {
+                b += s;
+            }
+        }
+        cands.push((a.max(b), n, rows));
+    }
+    let Some(best) = cands.iter().map(|c| c.0).min() else {
+        return m.div_ceil(MR) * MR;
+    };
+    cands
+        .iter()
+        .filter(|c| c.0 * 100 <= best * 103 + 100)
+        .min_by_key(|c| (c.1.abs_diff(want), c.2))
+        .map_or(m.div_ceil(MR) * MR, |c| c.2)
 }
 
 /// MaxPool: units of planes, split across tasks when the node is big enough.
@@ -639,6 +681,9 @@ fn if_else(e: &mut E, c: Value, then: &mut dyn FnMut(&mut E), els: &mut dyn FnMu
 
 /// Serial work before the tasks: the zero-padded input copy of a conv.
 pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
+    // All buffer slots free.
+    let z = e.ic(0);
+    e.b.ins().store(mf(), z, c.scratch, p.mask_off() as i32);
     // (Depthwise convs read their input in place: see `dw`.)
     let Kind::Conv(g) = &p.kind else {
         return Ok(());
@@ -696,6 +741,42 @@ pub(super) fn emit_post(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> 
     Ok(())
 }
 
+/// Claim a free buffer slot of the node (an index below `p.tasks`) for the running task.
+/// A task's scratch buffers belong to the slot, not to the task index: a thread that runs
+/// several tasks in a row (every task, at one thread) keeps reusing one warm set of
+/// buffers. At most `p.tasks` tasks run at once, so a free slot always exists.
+pub(super) fn acquire_slot(e: &mut E, p: &Plan, c: &Ctx) -> Value {
+    let addr = e.b.ins().iadd_imm_s(c.scratch, p.mask_off() as i64);
+    let head = e.b.create_block();
+    let done = e.b.create_block();
+    e.b.append_block_param(done, types::I64);
+    e.b.ins().jump(head, &[]);
+    e.b.switch_to_block(head);
+    let m = e.b.ins().atomic_load(types::I64, mf(), addr);
+    let free = e.b.ins().bnot(m);
+    let slot = e.b.ins().ctz(free);
+    let one = e.ic(1);
+    let bit = e.b.ins().ishl(one, slot);
+    let taken = e.b.ins().bor(m, bit);
+    let old = e.b.ins().atomic_cas(mf(), addr, m, taken);
+    let ok = e.b.ins().icmp(IntCC::Equal, old, m);
+    e.b.ins().brif(ok, done, &[slot.into()], head, &[]);
+    e.b.seal_block(head);
+    e.b.switch_to_block(done);
+    e.b.seal_block(done);
+    e.b.block_params(done)[0]
+}
+
+/// Give the slot back.
+pub(super) fn release_slot(e: &mut E, p: &Plan, c: &Ctx, slot: Value) {
+    let addr = e.b.ins().iadd_imm_s(c.scratch, p.mask_off() as i64);
+    let one = e.ic(1);
+    let bit = e.b.ins().ishl(one, slot);
+    let keep = e.b.ins().bnot(bit);
+    e.b.ins()
+        .atomic_rmw(types::I64, mf(), AtomicRmwOp::And, addr, keep);
+}
+
 /// The units of task `t` (of `p.tasks`).
 pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
     if let Kind::Wino(g, r) = &p.kind {
@@ -714,12 +795,14 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
     let t1 = e.b.ins().iadd_imm_s(t, 1);
     let b = e.b.ins().imul_imm_s(t1, units);
     let hi = e.b.ins().udiv_imm_u(b, tasks);
-    let pack = if p.pack_bytes() > 0 {
-        let o = e.b.ins().imul_imm_s(t, p.pack_bytes() as i64);
-        let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
-        e.b.ins().iadd(c.scratch, o)
-    } else {
-        c.scratch
+    let slot = (p.pack_bytes() > 0).then(|| acquire_slot(e, p, c));
+    let pack = match slot {
+        Some(slot) => {
+            let o = e.b.ins().imul_imm_s(slot, p.pack_bytes() as i64);
+            let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
+            e.b.ins().iadd(c.scratch, o)
+        }
+        None => c.scratch,
     };
     let upi = p.units_per_img();
     let mparts = p.mparts();
@@ -766,6 +849,9 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
             e.b.seal_block(join);
         }
     });
+    if let Some(slot) = slot {
+        release_slot(e, p, c, slot);
+    }
 }
 
 /// One unit: `ncols` columns from column `col0` of image `img`, all rows, all of K.

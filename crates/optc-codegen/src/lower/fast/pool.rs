@@ -54,7 +54,8 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &Pool2d, c: &Ctx, t: Value) {
     let t1 = e.b.ins().iadd_imm_s(t, 1);
     let b = e.b.ins().imul_imm_s(t1, units);
     let hi = e.b.ins().udiv_imm_u(b, tasks);
-    let o = e.b.ins().imul_imm_s(t, task_bytes(g) as i64);
+    let slot = super::acquire_slot(e, p, c);
+    let o = e.b.ins().imul_imm_s(slot, task_bytes(g) as i64);
     let pbuf = e.b.ins().iadd(c.scratch, o);
     let vrow = e.b.ins().iadd_imm_s(pbuf, (g.hp * g.wp * 4) as i64);
     // Units are runs of `mrows` planes (the last one shorter).
@@ -63,6 +64,7 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &Pool2d, c: &Ctx, t: Value) {
     let cap = e.ic(g.planes as i64);
     let p1 = e.b.ins().smin(p1, cap);
     loop_range(e, p0, p1, &mut |e, pl| plane(e, g, c, pbuf, vrow, pl));
+    super::release_slot(e, p, c, slot);
 }
 
 fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl: Value) {

@@ -113,8 +113,11 @@ pub(super) fn nb(c: usize, r: usize) -> usize {
 /// in L2.
 pub(super) fn mrows(m: usize, nb: usize, r: usize) -> usize {
     let cap = (32768 / ((r + 2) * (r + 2) * nb)).max(MR) / MR * MR;
-    let parts = m.div_ceil(cap);
-    m.div_ceil(parts).div_ceil(MR) * MR
+    if m <= cap {
+        return m.div_ceil(MR) * MR;
+    }
+    // Up to a third over the cap when that splits the rows more evenly between threads.
+    super::balanced_rows(m, m.div_ceil(cap), MR, cap + cap / 3)
 }
 
 /// Bytes between the `V` matrices of consecutive `xi`. The extra cache line keeps the 16
@@ -248,7 +251,8 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t:
     let t1 = e.b.ins().iadd_imm_s(t, 1);
     let b = e.b.ins().imul_imm_s(t1, units);
     let hi = e.b.ins().udiv_imm_u(b, tasks);
-    let o = e.b.ins().imul_imm_s(t, task_bytes(p, g, r) as i64);
+    let slot = super::acquire_slot(e, p, c);
+    let o = e.b.ins().imul_imm_s(slot, task_bytes(p, g, r) as i64);
     let vbuf = e.b.ins().iadd(c.scratch, o);
     let mbuf = e.b.ins().iadd_imm_s(vbuf, (wg.nxi * vstride(p)) as i64);
     let win = e.b.ins().iadd_imm_s(mbuf, (wg.nxi * xstride(p)) as i64);
@@ -296,6 +300,7 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t:
             });
         }
     });
+    super::release_slot(e, p, c, slot);
 }
 
 /// Copy the input rows the unit from tile `t0` reads into the task's window `win`
