@@ -423,6 +423,42 @@ impl fmt::Debug for JitModel {
     }
 }
 
+/// Profiling aid: with `OPTC_PERF_MAP=1` (or a directory), append the JIT's functions to
+/// `/tmp/perf-<pid>.map` (or `<dir>/perf-<pid>.map`), the symbol file `perf report` reads
+/// for JIT code. Sizes are the gaps between consecutive functions. Best effort: errors are
+/// ignored (it never affects compilation).
+fn write_perf_map(module: &JITModule, dir: &std::ffi::OsStr) {
+    use cranelift_module::Module;
+    use std::io::Write;
+    let mut funcs: Vec<(usize, String)> = module
+        .declarations()
+        .get_functions()
+        .filter(|(_, d)| d.linkage.is_definable())
+        .filter_map(|(id, d)| {
+            let name = d.name.clone()?;
+            Some((module.get_finalized_function(id) as usize, name))
+        })
+        .collect();
+    funcs.sort();
+    let dir = if dir == "1" {
+        std::path::PathBuf::from("/tmp")
+    } else {
+        std::path::PathBuf::from(dir)
+    };
+    let path = dir.join(format!("perf-{}.map", std::process::id()));
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    for (i, (addr, name)) in funcs.iter().enumerate() {
+        let size = funcs.get(i + 1).map_or(4096, |n| n.0 - addr).min(1 << 24);
+        let _ = writeln!(f, "{addr:x} {size:x} {name}");
+    }
+}
+
 /// Compile a graph to machine code in this process.
 pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenError> {
     let isa = target.jit_isa()?;
@@ -435,6 +471,9 @@ pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenEr
     module
         .finalize_definitions()
         .map_err(|e| CodegenError::new(format!("finalizing machine code: {e}")))?;
+    if let Some(path) = std::env::var_os("OPTC_PERF_MAP") {
+        write_perf_map(&module, &path);
+    }
     let ptr = module.get_finalized_function(lowered.entry);
     // SAFETY: `ptr` is the finalized entry function built by `lower_graph` with exactly the
     // `EntryFn` signature (three pointers in, i32 out, system-V calling convention).
