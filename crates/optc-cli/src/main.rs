@@ -473,6 +473,9 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
             compile_ms,
             threads
         );
+        if let Ok(t) = optc_codegen::Target::parse(&a.c.target) {
+            println!("target  {}", t.describe());
+        }
         println!(
             "{:<8} {:>12} {:>12} {:>8}",
             "engine", "median ms", "p90 ms", "runs"

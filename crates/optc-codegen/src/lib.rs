@@ -76,6 +76,73 @@ pub struct Target {
     vector_lanes: usize,
     /// Largest Winograd output tile for 3x3 stride-1 convs (0 = off, 2, 4).
     winograd: usize,
+    /// Architectural vector registers of the widest ISA level (16 ymm/xmm, 32 zmm/v).
+    vector_regs: usize,
+    /// Data cache sizes the blocking is derived from.
+    caches: Caches,
+    /// Cores (0 = unknown: the compiled code asks the runtime).
+    cores: usize,
+}
+
+/// Per-core data cache sizes in bytes (L3: shared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caches {
+    pub l1d: usize,
+    pub l2: usize,
+    pub l3: usize,
+}
+
+impl Caches {
+    /// Typical x86-64 sizes (Zen 3: 32 KiB L1d, 512 KiB L2, 32 MiB L3).
+    const X86: Caches = Caches {
+        l1d: 32 << 10,
+        l2: 512 << 10,
+        l3: 32 << 20,
+    };
+    /// Server AVX-512 parts (Ice Lake-SP: 48 KiB L1d, 1.25 MiB L2).
+    const AVX512: Caches = Caches {
+        l1d: 48 << 10,
+        l2: 1280 << 10,
+        l3: 32 << 20,
+    };
+    /// Arm Neoverse N1/V1 class (64 KiB L1d, 1 MiB L2).
+    const ARM: Caches = Caches {
+        l1d: 64 << 10,
+        l2: 1 << 20,
+        l3: 32 << 20,
+    };
+
+    /// This machine's caches from Linux sysfs (`/sys/devices/system/cpu/cpu0/cache`), each
+    /// size falling back to [`Caches::X86`]'s.
+    fn host() -> Caches {
+        let mut c = Caches::X86;
+        for i in 0..8 {
+            let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+            let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+            let (Some(level), Some(kind), Some(size)) = (read("level"), read("type"), read("size"))
+            else {
+                continue;
+            };
+            let size = size.trim();
+            let bytes = match size.strip_suffix('K') {
+                Some(k) => k.parse::<usize>().ok().map(|k| k << 10),
+                None => match size.strip_suffix('M') {
+                    Some(m) => m.parse::<usize>().ok().map(|m| m << 20),
+                    None => size.parse().ok(),
+                },
+            };
+            let Some(bytes) = bytes.filter(|&b| b > 0) else {
+                continue;
+            };
+            match (level.trim(), kind.trim()) {
+                ("1", "Data") => c.l1d = bytes,
+                ("2", _) => c.l2 = bytes,
+                ("3", _) => c.l3 = bytes,
+                _ => {}
+            }
+        }
+        c
+    }
 }
 
 const TARGET_NAMES: [&str; 5] = [
@@ -163,6 +230,9 @@ impl Target {
             fma: cfg!(target_arch = "x86_64") && host_has("has_fma"),
             vector_lanes: 4,
             winograd: 4,
+            vector_regs: if host_has("has_avx512f") { 32 } else { 16 },
+            caches: Caches::host(),
+            cores: runtime::available_cores(),
         })
     }
 
@@ -178,6 +248,9 @@ impl Target {
                 fma: false,
                 vector_lanes: 4,
                 winograd: 4,
+                vector_regs: 16,
+                caches: Caches::X86,
+                cores: 0,
             }),
             "x86_64-avx2" => Ok(Target {
                 name: name.to_string(),
@@ -186,6 +259,9 @@ impl Target {
                 fma: true,
                 vector_lanes: 4,
                 winograd: 4,
+                vector_regs: 16,
+                caches: Caches::X86,
+                cores: 0,
             }),
             "x86_64-avx512" => Ok(Target {
                 name: name.to_string(),
@@ -194,6 +270,9 @@ impl Target {
                 fma: true,
                 vector_lanes: 4,
                 winograd: 4,
+                vector_regs: 32,
+                caches: Caches::AVX512,
+                cores: 0,
             }),
             "aarch64-neon" => Ok(Target {
                 name: name.to_string(),
@@ -202,6 +281,9 @@ impl Target {
                 fma: true,
                 vector_lanes: 4,
                 winograd: 4,
+                vector_regs: 32,
+                caches: Caches::ARM,
+                cores: 0,
             }),
             _ => Err(CodegenError::new(format!(
                 "unknown target {name:?}; valid targets: {}",
@@ -236,6 +318,60 @@ impl Target {
     /// Vector width (f32 lanes) of the generated kernels.
     pub fn vector_lanes(&self) -> usize {
         self.vector_lanes
+    }
+
+    /// Architectural vector registers (16 for SSE/AVX2, 32 for AVX-512 and NEON).
+    pub fn vector_regs(&self) -> usize {
+        self.vector_regs
+    }
+
+    /// Data cache sizes (this machine's for `native`, typical ones for named targets).
+    pub fn caches(&self) -> Caches {
+        self.caches
+    }
+
+    /// Cores: this machine's for `native`, 0 (unknown, decided at run time) otherwise.
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
+    /// GEMM blocking from the caches: `(KC, MC)`. A `KC x 16` B panel takes half of L1d;
+    /// an `MC x KC` A block about 9/32 of L2 (Zen 3: 256 and 144).
+    pub(crate) fn blocking(&self) -> (usize, usize) {
+        let kc = (self.caches.l1d / 2 / (crate::ukr::NR * 4)).clamp(64, 512) / 8 * 8;
+        let mr = crate::ukr::MR;
+        let mc = (self.caches.l2 * 9 / 32 / (kc * 4)).clamp(4 * mr, 1024) / mr * mr;
+        (kc, mc)
+    }
+
+    /// One line: ISA level, vector widths, registers, caches, cores.
+    pub fn describe(&self) -> String {
+        let isa = if self.name.starts_with("aarch64") {
+            "NEON".to_string()
+        } else if self.ukr_isa() == crate::ukr::Isa::Avx512 {
+            "AVX-512F (512-bit microkernels)".to_string()
+        } else if self.has_avx2_fma() {
+            "AVX2+FMA (256-bit microkernels)".to_string()
+        } else {
+            "SSE4.2".to_string()
+        };
+        let (kc, mc) = self.blocking();
+        let kib = |b: usize| b >> 10;
+        format!(
+            "{}: {isa}, {}-lane Cranelift vectors, {} vector registers, L1d {} KiB, L2 {} KiB, \
+             L3 {} KiB, {} cores; GEMM blocking KC={kc} MC={mc}",
+            self.name,
+            self.vector_lanes,
+            self.vector_regs,
+            kib(self.caches.l1d),
+            kib(self.caches.l2),
+            kib(self.caches.l3),
+            if self.cores == 0 {
+                "run-time".to_string()
+            } else {
+                self.cores.to_string()
+            },
+        )
     }
 
     /// Whether fused multiply-add instructions are used.

@@ -15,10 +15,6 @@ mod dw;
 mod pool;
 mod wino;
 
-/// Depth of one K block: a 16-column B panel of `KC` rows (16 KiB) stays in L1d (32 KiB).
-pub(crate) const KC: usize = 256;
-/// Rows of one M block: the `MC x KC` block of A (144 KiB) stays in L2 (512 KiB).
-pub(crate) const MC: usize = 144;
 /// At most this many tasks per node (each conv task owns a `KC x chunk` packing buffer).
 pub(crate) const MAX_TASKS: usize = 16;
 
@@ -71,6 +67,11 @@ pub(super) struct Plan {
     pub chunk: usize,
     /// Rows per work unit (a multiple of `MR`, or all of M).
     pub mrows: usize,
+    /// Depth of one K block: a 16-column B panel of `kc` rows stays in L1d
+    /// ([`Target::blocking`]; 256 for a 32 KiB L1d).
+    pub kc: usize,
+    /// Rows of one M block: the `mc x kc` block of A stays in L2 (144 for 512 KiB).
+    pub mc: usize,
     pub tasks: usize,
     /// Microkernel instruction set.
     pub isa: Isa,
@@ -107,7 +108,7 @@ impl Plan {
     /// Packing buffer bytes per task (conv only).
     pub fn pack_bytes(&self) -> usize {
         let b = match &self.kind {
-            Kind::Conv(_) | Kind::MatRt { .. } => KC.min(self.k.max(1)) * self.chunk * 4,
+            Kind::Conv(_) | Kind::MatRt { .. } => self.kc.min(self.k.max(1)) * self.chunk * 4,
             Kind::Mat | Kind::Dw(_) => 0,
             Kind::Wino(g, r) => wino::task_bytes(self, g, *r),
             Kind::Pool(g) => pool::task_bytes(g),
@@ -117,7 +118,7 @@ impl Plan {
     /// Bytes of the run-time A packing buffer (at the end of the task's packing space).
     fn apack_bytes(&self) -> usize {
         if self.amode == AMode::Runtime {
-            MC.min(self.m) * KC.min(self.k.max(1)) * 4
+            self.mc.min(self.m) * self.kc.min(self.k.max(1)) * 4
         } else {
             0
         }
@@ -143,7 +144,7 @@ impl Plan {
     }
     /// Size of every K block but the last.
     fn kb(&self) -> usize {
-        let n = self.k.div_ceil(KC).max(1);
+        let n = self.k.div_ceil(self.kc).max(1);
         self.k.div_ceil(n).max(1)
     }
     /// Every microkernel the node calls.
@@ -160,7 +161,7 @@ impl Plan {
         }
         let last_rows = self.m - (self.mparts() - 1) * self.mrows;
         for rows in [self.mrows, last_rows] {
-            for mc in [MC.min(rows), rows % MC] {
+            for mc in [self.mc.min(rows), rows % self.mc] {
                 if mc % MR != 0 && !mrs.contains(&(mc % MR)) {
                     mrs.push(mc % MR);
                 }
@@ -442,6 +443,8 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         gemm_c_post,
         chunk,
         mrows: m,
+        kc: target.blocking().0,
+        mc: target.blocking().1,
         tasks: 1,
         isa: target.ukr_isa(),
     };
@@ -543,6 +546,8 @@ fn pool_plan(g: Pool2d, isa: crate::ukr::Isa) -> Plan {
         gemm_c_post: None,
         chunk: n,
         mrows,
+        kc: 256,
+        mc: 144,
         tasks: 1,
     };
     if work >= 1 << 18 {
@@ -1101,21 +1106,22 @@ fn emit_kblock(
             panel(e, true, bp, colb);
         }
     };
-    let nmb = mrows / MC;
+    let mcb = p.mc;
+    let nmb = mrows / mcb;
     let ar0 = e.b.ins().imul_imm_s(row0, lda);
     let cr0 = e.b.ins().imul_imm_s(row0, ldc);
     let br0 = e.b.ins().imul_imm_s(row0, 4);
     e.loop_offs(
         nmb as i64,
         &[ar0, cr0, br0],
-        &[MC as i64 * lda, MC as i64 * ldc, MC as i64 * 4],
-        &mut |e, _i, o| mblock(e, MC, o[0], o[1], o[2]),
+        &[mcb as i64 * lda, mcb as i64 * ldc, mcb as i64 * 4],
+        &mut |e, _i, o| mblock(e, mcb, o[0], o[1], o[2]),
     );
-    if !mrows.is_multiple_of(MC) {
-        let ar = e.b.ins().iadd_imm_s(ar0, (nmb * MC) as i64 * lda);
-        let cr = e.b.ins().iadd_imm_s(cr0, (nmb * MC) as i64 * ldc);
-        let br = e.b.ins().iadd_imm_s(br0, (nmb * MC) as i64 * 4);
-        mblock(e, mrows % MC, ar, cr, br);
+    if !mrows.is_multiple_of(mcb) {
+        let ar = e.b.ins().iadd_imm_s(ar0, (nmb * mcb) as i64 * lda);
+        let cr = e.b.ins().iadd_imm_s(cr0, (nmb * mcb) as i64 * ldc);
+        let br = e.b.ins().iadd_imm_s(br0, (nmb * mcb) as i64 * 4);
+        mblock(e, mrows % mcb, ar, cr, br);
     }
 }
 
