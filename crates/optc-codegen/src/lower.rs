@@ -5,15 +5,15 @@
 //! the entry function resolves every value to its buffer (graph input, graph output, constant
 //! data object or workspace offset) and calls the kernels in schedule order.
 
-use crate::emit::{clty, mf, RtIds, E, F32X4};
+use crate::emit::{clty, mf, RtIds, E, F32X4, I32X4};
 use crate::plan::Arena;
 use crate::{CodegenError, Target, MAX_BYTES};
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
-    types, AbiParam, Function, InstBuilder, StackSlotData, StackSlotKind, Type, UserFuncName,
-    Value,
+    types, AbiParam, Function, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
+    UserFuncName, Value,
 };
-use cranelift_frontend::FunctionBuilderContext;
+use cranelift_frontend::{FunctionBuilderContext, Variable};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use optc_ir::{
     BinaryOp, DType, FusedStep, Graph, NodeId, Op, ReduceKind, Tensor, TensorType, UnaryOp,
@@ -1619,6 +1619,84 @@ fn collapse(shape: &[usize], ops: &mut [&mut Vec<i64>]) -> Vec<usize> {
     dims
 }
 
+/// Lanes of the vector path of an elementwise function over bools mixed with f32 (`Where`
+/// with a bool condition, `IsNaN`: 4 lanes) or over bools only (`And`/`Or`: 16 lanes).
+/// Bool vectors are `I32X4` lanes of 0/1 (4 lanes) or `I8X16` bytes (16 lanes).
+fn mixed_lanes(f: &Ew, dts: &[DType], out: DType) -> Option<i64> {
+    use DType::{Bool, F32};
+    match f {
+        Ew::Where if dts == [Bool, F32, F32] && out == F32 => Some(4),
+        Ew::Unary(UnaryOp::IsNaN) if dts == [F32] && out == Bool => Some(4),
+        Ew::Binary(BinaryOp::And | BinaryOp::Or) if dts == [Bool, Bool] && out == Bool => Some(16),
+        _ => None,
+    }
+}
+
+fn le() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
+/// Load one vector of a `mixed_lanes` path from `p + off` (`bcast`: one element, splatted).
+fn vload_mixed(e: &mut E, dt: DType, lanes: i64, p: Value, off: Value, bcast: bool) -> Value {
+    match (dt, lanes, bcast) {
+        (DType::F32, _, false) => e.ld(F32X4, p, off),
+        (DType::F32, _, true) => {
+            let s = e.ld(types::F32, p, off);
+            e.b.ins().splat(F32X4, s)
+        }
+        (_, 16, false) => e.ld(types::I8X16, p, off),
+        (_, 16, true) => {
+            let s = e.ld(types::I8, p, off);
+            e.b.ins().splat(types::I8X16, s)
+        }
+        (_, _, false) => {
+            let w = e.ld(types::I32, p, off);
+            let v = e.b.ins().scalar_to_vector(types::I32X4, w);
+            let v = e.b.ins().bitcast(types::I8X16, le(), v);
+            let v = e.b.ins().uwiden_low(v);
+            e.b.ins().uwiden_low(v)
+        }
+        (_, _, true) => {
+            let s = e.ld(types::I8, p, off);
+            let w = e.b.ins().uextend(types::I32, s);
+            e.b.ins().splat(types::I32X4, w)
+        }
+    }
+}
+
+/// Store one vector of a `mixed_lanes` path (bool `I32X4` lanes of 0/1 narrow to 4 bytes).
+fn vstore_mixed(e: &mut E, dt: DType, lanes: i64, v: Value, p: Value, off: Value) {
+    if dt == DType::F32 || lanes == 16 {
+        e.st(v, p, off);
+        return;
+    }
+    let h = e.b.ins().snarrow(v, v);
+    let b = e.b.ins().snarrow(h, h);
+    let w = e.b.ins().bitcast(types::I32X4, le(), b);
+    let w = e.b.ins().extractlane(w, 0);
+    e.st(w, p, off);
+}
+
+/// The function of a `mixed_lanes` path on loaded vectors.
+fn ew_mixed(e: &mut E, f: &Ew, a: &[Value]) -> Value {
+    match f {
+        Ew::Where => {
+            let z = e.i32c(I32X4, 0);
+            let m = e.b.ins().icmp(IntCC::NotEqual, a[0], z);
+            let m = e.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+            e.b.ins().bitselect(m, a[1], a[2])
+        }
+        Ew::Unary(_) => {
+            // IsNaN: all-ones lanes where unordered, then 0/1.
+            let m = e.b.ins().fcmp(FloatCC::Unordered, a[0], a[0]);
+            let one = e.i32c(I32X4, 1);
+            e.b.ins().band(m, one)
+        }
+        Ew::Binary(BinaryOp::And) => e.b.ins().band(a[0], a[1]),
+        _ => e.b.ins().bor(a[0], a[1]),
+    }
+}
+
 /// Generic index-mapped elementwise loop: `out[i] = f(ins[k][i]...)` over `shape`.
 fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &Ew) -> R<()> {
     if shape.iter().product::<usize>() == 0 {
@@ -1674,11 +1752,13 @@ fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &E
     let odt = ops[0].dt;
     let ptrs: Vec<Value> = ops.iter().map(|o| o.p).collect();
     // Vector path: contiguous output, every input contiguous or broadcast along the inner dim.
-    let lanes: i64 = match f {
-        Ew::Copy => 16 / es[0],
+    let mixed = mixed_lanes(f, &dts, odt);
+    let lanes: i64 = match (f, mixed) {
+        (_, Some(l)) => l,
+        (Ew::Copy, _) => 16 / es[0],
         _ => 4,
     };
-    let vec_ok = ew_vectorizable(f, &dts, odt)
+    let vec_ok = (mixed.is_some() || ew_vectorizable(f, &dts, odt))
         && inner as i64 >= lanes
         && inner_st[0] == es[0]
         && inner_st[1..]
@@ -1692,6 +1772,21 @@ fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &E
         _ => F32X4,
     };
     let vty = if matches!(f, Ew::Copy) { vty } else { F32X4 };
+    // Vector path: an input broadcast along every dim is loaded and splatted once, before
+    // the loops.
+    let mut hoisted: Vec<Option<Value>> = vec![None; ops.len()];
+    if vec_ok {
+        for k in 1..ops.len() {
+            if inner_st[k] == 0 && outer_st[k].iter().all(|&s| s == 0) {
+                hoisted[k] = Some(if mixed.is_some() {
+                    vload_mixed(e, dts[k - 1], lanes, ptrs[k], base[k], true)
+                } else {
+                    let s = e.ld(vty.lane_type(), ptrs[k], base[k]);
+                    e.b.ins().splat(vty, s)
+                });
+            }
+        }
+    }
     let mut err: Option<CodegenError> = None;
     e.nest(&dims, &outer_st, &base, &mut |e, offs| {
         let mut rem_offs = offs.to_vec();
@@ -1702,13 +1797,22 @@ fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &E
             e.loop_offs(nv, offs, &steps, &mut |e, _i, o| {
                 let mut args = vec![];
                 for k in 1..o.len() {
-                    let v = if inner_st[k] == 0 {
+                    let v = if let Some(h) = hoisted[k] {
+                        h
+                    } else if mixed.is_some() {
+                        vload_mixed(e, dts[k - 1], lanes, ptrs[k], o[k], inner_st[k] == 0)
+                    } else if inner_st[k] == 0 {
                         let s = e.ld(vty.lane_type(), ptrs[k], o[k]);
                         e.b.ins().splat(vty, s)
                     } else {
                         e.ld(vty, ptrs[k], o[k])
                     };
                     args.push(v);
+                }
+                if mixed.is_some() {
+                    let r = ew_mixed(e, f, &args);
+                    vstore_mixed(e, odt, lanes, r, ptrs[0], o[0]);
+                    return;
                 }
                 let r = if matches!(f, Ew::Copy) {
                     Some(args[0])
@@ -3366,21 +3470,42 @@ fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
     let z = e.ic(0);
     e.loop_offs(rows as i64, &[z], &[(n * 4) as i64], &mut |e, _r, o| {
         let row = o[0];
-        let vmx = e.b.declare_var(F32X4);
-        let smx = e.b.declare_var(f);
+        // Row max with a compare-and-select (`v > a ? v : a`), four independent accumulators
+        // over 16 elements a step. A NaN in the row is skipped here but still reaches every
+        // output through the sum of exponentials, as with a NaN-propagating max.
         let ni = e.fc(F32X4, f32::NEG_INFINITY);
-        e.b.def_var(vmx, ni);
+        let accs: Vec<Variable> = (0..4)
+            .map(|_| {
+                let a = e.b.declare_var(F32X4);
+                e.b.def_var(a, ni);
+                a
+            })
+            .collect();
+        let vmax = |e: &mut E, a: Variable, v: Value| {
+            let cur = e.b.use_var(a);
+            let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, cur);
+            let na = e.fsel(F32X4, gt, v, cur);
+            e.b.def_var(a, na);
+        };
+        let n16 = n / 16;
+        e.loop_offs(n16 as i64, &[row], &[64], &mut |e, _j, oo| {
+            for (k, &a) in accs.iter().enumerate() {
+                let o = e.b.ins().iadd_imm_s(oo[0], 16 * k as i64);
+                let v = e.ld(F32X4, x, o);
+                vmax(e, a, v);
+            }
+        });
+        let row16 = e.b.ins().iadd_imm_s(row, (n16 * 64) as i64);
+        let smx = e.b.declare_var(f);
         let ns = e.fc(f, f32::NEG_INFINITY);
         e.b.def_var(smx, ns);
         e.vloop(
-            n,
-            &[row],
+            n % 16,
+            &[row16],
             &[true],
             &mut |e, oo| {
                 let v = e.ld(F32X4, x, oo[0]);
-                let a = e.b.use_var(vmx);
-                let na = e.b.ins().fmax(a, v);
-                e.b.def_var(vmx, na);
+                vmax(e, accs[0], v);
             },
             &mut |e, oo| {
                 let v = e.ld(f, x, oo[0]);
@@ -3389,7 +3514,12 @@ fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
                 e.b.def_var(smx, na);
             },
         );
-        let vm = e.b.use_var(vmx);
+        let mut vm = e.b.use_var(accs[0]);
+        for &a in &accs[1..] {
+            let w = e.b.use_var(a);
+            let gt = e.b.ins().fcmp(FloatCC::GreaterThan, w, vm);
+            vm = e.fsel(F32X4, gt, w, vm);
+        }
         let hm = e.hreduce(vm, true);
         let sm = e.b.use_var(smx);
         let m = e.b.ins().fmax(hm, sm);
@@ -3610,17 +3740,20 @@ fn layernorm_rows(
         let ep = e.fc(f, eps);
         let ve = e.b.ins().fadd(var, ep);
         let sd = e.b.ins().sqrt(ve);
-        let sdv = e.b.ins().splat(F32X4, sd);
+        // One division per row; every element is scaled by the reciprocal.
+        let one = e.fc(f, 1.0);
+        let rs = e.b.ins().fdiv(one, sd);
+        let rsv = e.b.ins().splat(F32X4, rs);
         let zz = e.ic(0);
         let apply = |e: &mut E, ty: Type, oo: &[Value]| {
             let (m, s) = if ty == F32X4 {
-                (meanv, sdv)
+                (meanv, rsv)
             } else {
-                (mean, sd)
+                (mean, rs)
             };
             let v = e.ld(ty, x, oo[0]);
             let c = e.b.ins().fsub(v, m);
-            let n = e.b.ins().fdiv(c, s);
+            let n = e.b.ins().fmul(c, s);
             let sc = if moving[0] || ty == f {
                 e.ld(ty, ins[1], oo[1])
             } else {

@@ -1246,3 +1246,86 @@ fn erf_series(x: f64) -> f64 {
         r
     }
 }
+
+/// The vector paths of bool-valued elementwise ops (IsNaN, And/Or over bytes, Where with a
+/// bool condition), with broadcasts and vector tails, against the interpreter.
+#[test]
+fn bool_elementwise_vector_paths() {
+    let nan = f32::NAN;
+    let v: Vec<f32> = (0..3 * 37)
+        .map(|i| match i % 7 {
+            0 => nan,
+            3 => f32::INFINITY,
+            5 => f32::NEG_INFINITY,
+            _ => i as f32 * 0.25 - 9.0,
+        })
+        .collect();
+    let t = Tensor::from_f32(vec![3, 37], v).unwrap();
+    // Where(IsNaN(x), 0, x), as after BERT's softmax.
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[3, 37]));
+    let z = g.add_input("z", f(&[1]));
+    let m = g.add("isnan", Op::Unary(UnaryOp::IsNaN), &[x]).unwrap();
+    let y = g.add("where", Op::Where, &[m, z, x]).unwrap();
+    g.add_output("m", m);
+    g.add_output("y", y);
+    let zt = Tensor::from_f32(vec![1], vec![0.0]).unwrap();
+    check(&g, &[t, zt], EXACT);
+    for (k, (a, b)) in [
+        (vec![3, 37], vec![37]),
+        (vec![3, 1], vec![3, 37]),
+        (vec![2, 3, 40], vec![2, 3, 40]),
+        (vec![5], vec![5]),
+        (vec![1], vec![2, 33]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for op in [BinaryOp::And, BinaryOp::Or] {
+            check_op(
+                Op::Binary(op),
+                &[ty(DType::Bool, &a), ty(DType::Bool, &b)],
+                EXACT,
+                20 + k as u64,
+            );
+        }
+        check_op(
+            Op::Where,
+            &[ty(DType::Bool, &a), f(&b), f(&[1])],
+            EXACT,
+            30 + k as u64,
+        );
+        check_op(
+            Op::Where,
+            &[ty(DType::Bool, &b), f(&a), f(&b)],
+            EXACT,
+            40 + k as u64,
+        );
+        check_op(Op::Unary(UnaryOp::IsNaN), &[f(&a)], EXACT, 50 + k as u64);
+    }
+}
+
+/// Softmax rows holding NaN, +-inf and fully masked (all -inf) rows, on the vectorized row
+/// path (lengths with and without a 16-element remainder).
+#[test]
+fn softmax_special_rows() {
+    for n in [37usize, 128] {
+        let mut v: Vec<f32> = (0..5 * n)
+            .map(|i| ((i * 13) % 17) as f32 * 0.5 - 4.0)
+            .collect();
+        v[3] = f32::NAN; // row 0
+        for x in &mut v[n..2 * n] {
+            *x = f32::NEG_INFINITY; // row 1: fully masked
+        }
+        v[2 * n + n - 1] = f32::INFINITY; // row 2
+        for i in (3 * n..4 * n).step_by(3) {
+            v[i] = f32::NEG_INFINITY; // row 3: partly masked
+        }
+        v[5 * n - 1] = f32::NAN; // row 4: NaN in the scalar tail or last vector
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[5, n]));
+        let y = g.add("sm", Op::Softmax { axis: 1 }, &[x]).unwrap();
+        g.add_output("y", y);
+        check(&g, &[Tensor::from_f32(vec![5, n], v).unwrap()], TRANS);
+    }
+}
