@@ -218,9 +218,24 @@ pub fn lower_graph<M: Module>(
     let mut scratch: Vec<Option<usize>> = vec![None; sched.len()];
     let mut infos: Vec<NodeInfo> = Vec::with_capacity(sched.len());
     let mut plans: Vec<Option<fast::Plan>> = Vec::with_capacity(sched.len());
+    // Reshapes whose output takes over their input's workspace block (no copy, no call).
+    let mut aliased: Vec<bool> = vec![false; sched.len()];
     for (i, &n) in sched.iter().enumerate() {
         let node = graph.node(n);
         let inputs = graph.node_inputs(n);
+        // A reshape of a workspace value read by nobody after it: same bytes, same block.
+        if let (Op::Reshape { .. }, [vin]) = (&node.op, inputs.as_slice()) {
+            let out = IrValue::new(n, 0);
+            if let Some(&Loc::Ws(off)) = locs.get(vin) {
+                if last_use.get(vin) == Some(&i)
+                    && !locs.contains_key(&out)
+                    && last_use.contains_key(&out)
+                {
+                    locs.insert(out, Loc::Ws(off));
+                    aliased[i] = true;
+                }
+            }
+        }
         let info = NodeInfo {
             name: &node.name,
             op: &node.op,
@@ -265,7 +280,7 @@ pub fn lower_graph<M: Module>(
         let mut dying: Vec<IrValue> = inputs
             .iter()
             .copied()
-            .filter(|v| last_use.get(v) == Some(&i))
+            .filter(|v| last_use.get(v) == Some(&i) && !aliased[i])
             .collect();
         dying.sort();
         dying.dedup();
@@ -495,6 +510,8 @@ pub fn lower_graph<M: Module>(
                         let nt = e.b.ins().iconst(types::I64, parts as i64);
                         e.b.ins().call(pr, &[fa, sa, nt]);
                     }
+                    // An aliased reshape: nothing to do (the entry does not call it).
+                    _ if aliased[i] => {}
                     _ => lower_node(&mut e, info, &params, &extra)?,
                 },
             }
@@ -550,6 +567,9 @@ pub fn lower_graph<M: Module>(
             }
         };
         for (i, &n) in sched.iter().enumerate() {
+            if aliased[i] {
+                continue;
+            }
             let mut args = vec![];
             for v in graph.node_inputs(n) {
                 let l = locs[&v];

@@ -1329,3 +1329,29 @@ fn softmax_special_rows() {
         check(&g, &[Tensor::from_f32(vec![5, n], v).unwrap()], TRANS);
     }
 }
+
+/// Reshapes that take over their input's workspace block (input dead after them), chained,
+/// next to ones that must copy (input read again later, graph input, graph output).
+#[test]
+fn reshape_aliasing_cases() {
+    let rs = |shape: &[usize]| Op::Reshape {
+        shape: shape.to_vec(),
+    };
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[4, 6]));
+    let a = g.add("a", Op::Unary(UnaryOp::Relu), &[x]).unwrap();
+    let r1 = g.add("r1", rs(&[2, 12]), &[a]).unwrap(); // a dies here: aliased
+    let r2 = g.add("r2", rs(&[24]), &[r1]).unwrap(); // chained alias
+    let b = g.add("b", Op::Unary(UnaryOp::Neg), &[r2]).unwrap();
+    let c = g.add("c", Op::Unary(UnaryOp::Abs), &[x]).unwrap();
+    let r3 = g.add("r3", rs(&[6, 4]), &[c]).unwrap(); // c read again below: copy
+    let d = g.add("d", Op::Binary(BinaryOp::Add), &[r3, r3]).unwrap();
+    let c2 = g.add("c2", Op::Unary(UnaryOp::Neg), &[c]).unwrap();
+    let r4 = g.add("r4", rs(&[24]), &[x]).unwrap(); // graph input
+    let e = g.add("e", Op::Unary(UnaryOp::Neg), &[b]).unwrap();
+    let r5 = g.add("r5", rs(&[3, 8]), &[e]).unwrap(); // graph output
+    for (k, v) in [b, d, c2, r4, r5].into_iter().enumerate() {
+        g.add_output(&format!("y{k}"), v);
+    }
+    check(&g, &inputs_for(&g, 9), EXACT);
+}
