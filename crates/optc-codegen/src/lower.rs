@@ -813,6 +813,7 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
             };
             let mut chain = vec![first];
             chain.extend(chain_steps(info, ins, steps, &mut opds));
+            fold_erf_div(info, ins, &opds, &mut chain);
             map(
                 e,
                 info,
@@ -1078,7 +1079,8 @@ fn apply_chain(
     }
     let oty = &info.outs[0];
     let mut opds = vec![Opd::dense(out, oty)];
-    let chain = chain_steps(info, ins, steps, &mut opds);
+    let mut chain = chain_steps(info, ins, steps, &mut opds);
+    fold_erf_div(info, ins, &opds, &mut chain);
     map(
         e,
         info,
@@ -1155,6 +1157,8 @@ enum Ew {
     BatchNorm(f32),
     /// `out = a + beta * b` (Gemm's C term).
     AddScaled(f32),
+    /// `erf(x * r)`.
+    ErfMul(f32),
     /// A fused step chain on f32: operand 0 is the running value, each step applies a
     /// unary op or a binary op with operand `k` (swapped: `operand op acc`).
     Chain(Vec<ChainStep>),
@@ -1163,7 +1167,48 @@ enum Ew {
 #[derive(Clone, Debug)]
 enum ChainStep {
     Unary(UnaryOp),
-    Binary { op: BinaryOp, k: usize, swap: bool },
+    Binary {
+        op: BinaryOp,
+        k: usize,
+        swap: bool,
+    },
+    /// `erf(acc / c)` for a constant `c`, evaluated as `erf(acc * r)` with `r = 1/c` (see
+    /// `fold_erf_div`).
+    ErfMul(f32),
+}
+
+/// Replace `acc / c` followed by `erf` (GELU's `erf(x / sqrt 2)`) by one `ErfMul(1/c)` step
+/// when `c` is a finite, nonzero scalar constant: a multiply instead of a divide. `erf(x * r)`
+/// differs from `erf(fl(x / c))` by under 1.5 ulp of the argument, which moves erf by at most
+/// 1.5 * 2^-24 relative (`|y erf'(y)| <= erf(y)`); with `E::erf`'s own 3.3e-7 the step stays
+/// within 5e-7 relative (`erf_of_quotient_error_bound`).
+fn fold_erf_div(info: &NodeInfo, ins: &[Value], opds: &[Opd], chain: &mut Vec<ChainStep>) {
+    let mut i = 0;
+    while i + 1 < chain.len() {
+        let r = match (&chain[i], &chain[i + 1]) {
+            (
+                ChainStep::Binary {
+                    op: BinaryOp::Div,
+                    k,
+                    swap: false,
+                },
+                ChainStep::Unary(UnaryOp::Erf),
+            ) => ins
+                .iter()
+                .position(|&v| v == opds[*k].p)
+                .and_then(|j| info.consts[j].as_ref())
+                .filter(|c| c.dtype() == DType::F32 && c.numel() == 1)
+                .map(|c| c.to_f64_vec()[0])
+                .filter(|c| c.is_finite() && *c != 0.0)
+                .map(|c| (1.0 / c) as f32)
+                .filter(|r| r.is_normal()),
+            _ => None,
+        };
+        if let Some(r) = r {
+            chain.splice(i..i + 2, [ChainStep::ErfMul(r)]);
+        }
+        i += 1;
+    }
 }
 
 /// Evaluate a chain with `one(f, args)` computing one unfused op.
@@ -1176,6 +1221,7 @@ fn eval_chain<X: Copy>(
     for st in steps {
         acc = match st {
             ChainStep::Unary(u) => one(&Ew::Unary(u.clone()), &[acc])?,
+            ChainStep::ErfMul(r) => one(&Ew::ErfMul(*r), &[acc])?,
             ChainStep::Binary { op, k, swap } => {
                 let pair = if *swap {
                     [args[*k], acc]
@@ -1208,7 +1254,7 @@ fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
                 | BinaryOp::Min
         ),
         Ew::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
-        Ew::BatchNorm(_) | Ew::AddScaled(_) => true,
+        Ew::BatchNorm(_) | Ew::AddScaled(_) | Ew::ErfMul(_) => true,
         Ew::Chain(steps) => steps.iter().all(|st| match st {
             ChainStep::Unary(u) => {
                 ew_vectorizable(&Ew::Unary(u.clone()), &[DType::F32], DType::F32)
@@ -1216,6 +1262,7 @@ fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
             ChainStep::Binary { op, .. } => {
                 ew_vectorizable(&Ew::Binary(*op), &[DType::F32, DType::F32], DType::F32)
             }
+            ChainStep::ErfMul(_) => true,
         }),
         _ => false,
     }
@@ -1304,6 +1351,11 @@ fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
                 }
                 _ => return None,
             }
+        }
+        Ew::ErfMul(r) => {
+            let rv = e.fc(ty, *r);
+            let y = e.b.ins().fmul(x, rv);
+            e.erf(ty, y)
         }
         Ew::PowConst(c) => {
             if *c == 1.0 {
@@ -3557,7 +3609,7 @@ fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
             &mut |e, oo| {
                 let v = e.ld(F32X4, x, oo[0]);
                 let d = e.b.ins().fsub(v, mv);
-                let ex = e.exp(F32X4, d);
+                let ex = e.exp_nonpos(F32X4, d);
                 e.st(ex, out, oo[0]);
                 let a = e.b.use_var(vsum);
                 let na = e.b.ins().fadd(a, ex);
@@ -3566,7 +3618,7 @@ fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
             &mut |e, oo| {
                 let v = e.ld(f, x, oo[0]);
                 let d = e.b.ins().fsub(v, m);
-                let ex = e.exp(f, d);
+                let ex = e.exp_nonpos(f, d);
                 e.st(ex, out, oo[0]);
                 let a = e.b.use_var(ssum);
                 let na = e.b.ins().fadd(a, ex);
@@ -3680,6 +3732,65 @@ fn lower_layernorm(
     Ok(())
 }
 
+/// Fold a contiguous row of `n` f32 at `p + row` into one sum: `step(e, ty, x, acc)` adds
+/// the term of a loaded `x` (f32x4 or f32) to an accumulator. Four independent vector
+/// accumulators over 16 elements a step (the additions' latency is hidden), then the tail.
+fn row_fold(
+    e: &mut E,
+    p: Value,
+    row: Value,
+    n: usize,
+    step: &dyn Fn(&mut E, Type, Value, Value) -> Value,
+) -> Value {
+    let f = types::F32;
+    let zv = e.fc(F32X4, 0.0);
+    let accs: Vec<Variable> = (0..4)
+        .map(|_| {
+            let a = e.b.declare_var(F32X4);
+            e.b.def_var(a, zv);
+            a
+        })
+        .collect();
+    let n16 = n / 16;
+    e.loop_offs(n16 as i64, &[row], &[64], &mut |e, _j, oo| {
+        for (k, &a) in accs.iter().enumerate() {
+            let o = e.b.ins().iadd_imm_s(oo[0], 16 * k as i64);
+            let v = e.ld(F32X4, p, o);
+            let cur = e.b.use_var(a);
+            let na = step(e, F32X4, v, cur);
+            e.b.def_var(a, na);
+        }
+    });
+    let row16 = e.b.ins().iadd_imm_s(row, (n16 * 64) as i64);
+    let ss = e.b.declare_var(f);
+    let zs = e.fc(f, 0.0);
+    e.b.def_var(ss, zs);
+    e.vloop(
+        n % 16,
+        &[row16],
+        &[true],
+        &mut |e, oo| {
+            let v = e.ld(F32X4, p, oo[0]);
+            let cur = e.b.use_var(accs[0]);
+            let na = step(e, F32X4, v, cur);
+            e.b.def_var(accs[0], na);
+        },
+        &mut |e, oo| {
+            let v = e.ld(f, p, oo[0]);
+            let cur = e.b.use_var(ss);
+            let na = step(e, f, v, cur);
+            e.b.def_var(ss, na);
+        },
+    );
+    let a: Vec<Value> = accs.iter().map(|&a| e.b.use_var(a)).collect();
+    let s01 = e.b.ins().fadd(a[0], a[1]);
+    let s23 = e.b.ins().fadd(a[2], a[3]);
+    let v = e.b.ins().fadd(s01, s23);
+    let h = e.hreduce(v, false);
+    let t = e.b.use_var(ss);
+    e.b.ins().fadd(h, t)
+}
+
 /// LayerNorm over contiguous rows of `d` elements; scale/bias are either contiguous over the
 /// row (`moving`) or a single broadcast value.
 fn layernorm_rows(
@@ -3697,65 +3808,15 @@ fn layernorm_rows(
     let z = e.ic(0);
     e.loop_offs(rows as i64, &[z], &[(d * 4) as i64], &mut |e, _r, o| {
         let row = o[0];
-        // mean
-        let vs = e.b.declare_var(F32X4);
-        let ss = e.b.declare_var(f);
-        let zv = e.fc(F32X4, 0.0);
-        let zs = e.fc(f, 0.0);
-        e.b.def_var(vs, zv);
-        e.b.def_var(ss, zs);
-        e.vloop(
-            d,
-            &[row],
-            &[true],
-            &mut |e, oo| {
-                let v = e.ld(F32X4, x, oo[0]);
-                let a = e.b.use_var(vs);
-                let na = e.b.ins().fadd(a, v);
-                e.b.def_var(vs, na);
-            },
-            &mut |e, oo| {
-                let v = e.ld(f, x, oo[0]);
-                let a = e.b.use_var(ss);
-                let na = e.b.ins().fadd(a, v);
-                e.b.def_var(ss, na);
-            },
-        );
-        let v = e.b.use_var(vs);
-        let h = e.hreduce(v, false);
-        let s = e.b.use_var(ss);
-        let sum = e.b.ins().fadd(h, s);
+        let sum = row_fold(e, x, row, d, &|e, _ty, v, a| e.b.ins().fadd(a, v));
         let dn = e.fc(f, d as f32);
         let mean = e.b.ins().fdiv(sum, dn);
         let meanv = e.b.ins().splat(F32X4, mean);
-        // variance
-        let vq = e.b.declare_var(F32X4);
-        let sq = e.b.declare_var(f);
-        e.b.def_var(vq, zv);
-        e.b.def_var(sq, zs);
-        e.vloop(
-            d,
-            &[row],
-            &[true],
-            &mut |e, oo| {
-                let v = e.ld(F32X4, x, oo[0]);
-                let c = e.b.ins().fsub(v, meanv);
-                let a = e.b.use_var(vq);
-                let na = e.mul_add(c, c, a);
-                e.b.def_var(vq, na);
-            },
-            &mut |e, oo| {
-                let v = e.ld(f, x, oo[0]);
-                let c = e.b.ins().fsub(v, mean);
-                let a = e.b.use_var(sq);
-                let na = e.mul_add(c, c, a);
-                e.b.def_var(sq, na);
-            },
-        );
-        let v = e.b.use_var(vq);
-        let h = e.hreduce(v, false);
-        let s = e.b.use_var(sq);
-        let q = e.b.ins().fadd(h, s);
+        let q = row_fold(e, x, row, d, &|e, ty, v, a| {
+            let m = if ty == F32X4 { meanv } else { mean };
+            let c = e.b.ins().fsub(v, m);
+            e.mul_add(c, c, a)
+        });
         let var = e.b.ins().fdiv(q, dn);
         let ep = e.fc(f, eps);
         let ve = e.b.ins().fadd(var, ep);
