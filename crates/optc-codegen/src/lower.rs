@@ -328,7 +328,11 @@ pub fn lower_graph<M: Module>(
         }
         // Microkernels and the task function of the AVX2 GEMM path.
         let mut task_fn: Option<FuncId> = None;
-        let ew = if plan.is_none() { ew_split(info) } else { None };
+        let ew = if plan.is_none() {
+            ew_split(info).or_else(|| softmax_split(info).map(|p| (0, p)))
+        } else {
+            None
+        };
         if let Some((dim, parts)) = ew {
             // A large f32 elementwise node: `parts` tasks, each a slice along `dim`.
             let mut ts = module.make_signature();
@@ -654,6 +658,21 @@ fn ew_split(info: &NodeInfo) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// A softmax over contiguous rows worth splitting across threads: the number of parts (row
+/// blocks of ~8K elements, ~10 us each, dividing the row count).
+fn softmax_split(info: &NodeInfo) -> Option<usize> {
+    let &Op::Softmax { axis } = info.op else {
+        return None;
+    };
+    let s = &info.ins[0].shape;
+    if s[axis + 1..].iter().product::<usize>() != 1 {
+        return None;
+    }
+    let rows: usize = s[..axis].iter().product();
+    let want = (info.ins[0].numel() / 8192).min(8);
+    (2..=want).rev().find(|&p| rows % p == 0)
 }
 
 fn define_data<M: Module>(module: &mut M, count: &mut usize, mut bytes: Vec<u8>) -> R<DataId> {
@@ -3489,7 +3508,18 @@ fn lower_softmax(e: &mut E, info: &NodeInfo, x: Value, out: Value, axis: usize) 
         return Ok(());
     }
     if inner == 1 {
-        softmax_rows(e, x, out, outer, n);
+        // A task of a split softmax (`softmax_split`) does its block of rows.
+        match e.split.clone() {
+            Some(sp) => {
+                let rows = outer / sp.parts;
+                let start = e.b.ins().imul_imm_s(sp.t, (rows * n * 4) as i64);
+                softmax_rows(e, x, out, start, rows, n);
+            }
+            None => {
+                let z = e.ic(0);
+                softmax_rows(e, x, out, z, outer, n);
+            }
+        }
         return Ok(());
     }
     let st = (inner * 4) as i64;
@@ -3536,11 +3566,10 @@ fn lower_softmax(e: &mut E, info: &NodeInfo, x: Value, out: Value, axis: usize) 
     Ok(())
 }
 
-/// Softmax over contiguous rows of `n` elements, vectorized.
-fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
+/// Softmax over `rows` contiguous rows of `n` elements from byte offset `start`, vectorized.
+fn softmax_rows(e: &mut E, x: Value, out: Value, start: Value, rows: usize, n: usize) {
     let f = types::F32;
-    let z = e.ic(0);
-    e.loop_offs(rows as i64, &[z], &[(n * 4) as i64], &mut |e, _r, o| {
+    e.loop_offs(rows as i64, &[start], &[(n * 4) as i64], &mut |e, _r, o| {
         let row = o[0];
         // Row max with a compare-and-select (`v > a ? v : a`), four independent accumulators
         // over 16 elements a step. A NaN in the row is skipped here but still reaches every

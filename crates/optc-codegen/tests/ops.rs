@@ -1410,3 +1410,31 @@ fn erf_of_quotient_error_bound() {
         );
     }
 }
+
+/// Softmaxes large enough to run as row blocks on several threads (`softmax_split`): 8 and 3
+/// blocks, on 1 thread and on all cores.
+#[test]
+fn softmax_split_across_tasks() {
+    for shape in [vec![2, 4, 64, 128], vec![3, 8192]] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let y = g
+            .add(
+                "sm",
+                Op::Softmax {
+                    axis: shape.len() - 1,
+                },
+                &[x],
+            )
+            .unwrap();
+        g.add_output("y", y);
+        let inputs = inputs_for(&g, 77);
+        let want = optc_ir::interp::run(&g, &inputs).unwrap();
+        let mut m = compile(&g);
+        for threads in [1, 0] {
+            m.set_threads(threads);
+            let got = run_jit(&m, &inputs).unwrap();
+            compare("softmax", &got[0], &want[0], TRANS);
+        }
+    }
+}
