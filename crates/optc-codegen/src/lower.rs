@@ -1788,6 +1788,90 @@ fn ew_mixed(e: &mut E, f: &Ew, a: &[Value]) -> Value {
     }
 }
 
+/// A 4-byte copy whose output is contiguous along the inner dim while the input is
+/// contiguous along an outer dim `j` (a transpose of the two): 4x4 tiles, four f32x4 loads
+/// along `j`, an in-register transpose (unpack lo/hi of dwords, then of qwords), four stores.
+/// Returns false (emitting nothing) when the shape does not fit.
+#[allow(clippy::too_many_arguments)]
+fn copy_4x4_tiles(
+    e: &mut E,
+    dims: &[usize],
+    inner: usize,
+    outer_st: &[Vec<i64>],
+    inner_st: &[i64],
+    es: &[i64],
+    base: &[Value],
+    ptrs: &[Value],
+) -> bool {
+    if es != [4, 4] || inner_st[0] != 4 || inner_st[1] == 4 || inner_st[1] == 0 || inner % 4 != 0 {
+        return false;
+    }
+    let Some(j) = (0..dims.len()).find(|&j| outer_st[1][j] == 4 && dims[j] % 4 == 0) else {
+        return false;
+    };
+    let rest: Vec<usize> = (0..dims.len()).filter(|&d| d != j).collect();
+    let rdims: Vec<usize> = rest.iter().map(|&d| dims[d]).collect();
+    let rst: Vec<Vec<i64>> = outer_st
+        .iter()
+        .map(|s| rest.iter().map(|&d| s[d]).collect())
+        .collect();
+    let (ojs, ins_) = (outer_st[0][j], inner_st[1]);
+    let shuf = |e: &mut E, a: Value, b: Value, lanes: [u8; 4], dq: bool| -> Value {
+        // Bytes of `a` are 0..16, of `b` 16..32; `lanes` are dword (or qword, `dq`) indices.
+        let mut m = [0u8; 16];
+        for (k, &l) in lanes.iter().enumerate() {
+            if dq {
+                if k < 2 {
+                    for t in 0..8 {
+                        m[k * 8 + t] = l * 8 + t as u8;
+                    }
+                }
+            } else {
+                for t in 0..4 {
+                    m[k * 4 + t] = l * 4 + t as u8;
+                }
+            }
+        }
+        let imm = e.b.func.dfg.immediates.push(m.to_vec().into());
+        e.b.ins().shuffle(a, b, imm)
+    };
+    e.nest(&rdims, &rst, base, &mut |e, offs| {
+        e.loop_offs(
+            (dims[j] / 4) as i64,
+            offs,
+            &[4 * ojs, 16],
+            &mut |e, _i, o1| {
+                e.loop_offs((inner / 4) as i64, o1, &[16, 4 * ins_], &mut |e, _k, o| {
+                    let a: Vec<Value> = (0..4)
+                        .map(|k| {
+                            let off = e.b.ins().iadd_imm_s(o[1], k * ins_);
+                            let v = e.ld(F32X4, ptrs[1], off);
+                            e.b.ins().bitcast(types::I8X16, le(), v)
+                        })
+                        .collect();
+                    // dword unpacks: t0 = a0.0 a1.0 a0.1 a1.1, t2 = a0.2 a1.2 a0.3 a1.3, ...
+                    let t0 = shuf(e, a[0], a[1], [0, 4, 1, 5], false);
+                    let t1 = shuf(e, a[2], a[3], [0, 4, 1, 5], false);
+                    let t2 = shuf(e, a[0], a[1], [2, 6, 3, 7], false);
+                    let t3 = shuf(e, a[2], a[3], [2, 6, 3, 7], false);
+                    let r = [
+                        shuf(e, t0, t1, [0, 2, 0, 0], true),
+                        shuf(e, t0, t1, [1, 3, 0, 0], true),
+                        shuf(e, t2, t3, [0, 2, 0, 0], true),
+                        shuf(e, t2, t3, [1, 3, 0, 0], true),
+                    ];
+                    for (k, &v) in r.iter().enumerate() {
+                        let off = e.b.ins().iadd_imm_s(o[0], k as i64 * ojs);
+                        let v = e.b.ins().bitcast(F32X4, le(), v);
+                        e.st(v, ptrs[0], off);
+                    }
+                });
+            },
+        );
+    });
+    true
+}
+
 /// Generic index-mapped elementwise loop: `out[i] = f(ins[k][i]...)` over `shape`.
 fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &Ew) -> R<()> {
     if shape.iter().product::<usize>() == 0 {
@@ -1842,6 +1926,12 @@ fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &E
     let dts: Vec<DType> = ops[1..].iter().map(|o| o.dt).collect();
     let odt = ops[0].dt;
     let ptrs: Vec<Value> = ops.iter().map(|o| o.p).collect();
+    if matches!(f, Ew::Copy)
+        && rt_base.is_none()
+        && copy_4x4_tiles(e, &dims, inner, &outer_st, &inner_st, &es, &base, &ptrs)
+    {
+        return Ok(());
+    }
     // Vector path: contiguous output, every input contiguous or broadcast along the inner dim.
     let mixed = mixed_lanes(f, &dts, odt);
     let lanes: i64 = match (f, mixed) {

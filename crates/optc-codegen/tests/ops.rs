@@ -1438,3 +1438,29 @@ fn softmax_split_across_tasks() {
         }
     }
 }
+
+/// Transposes that run as 4x4 register tiles (input contiguous along an outer output dim,
+/// both extents multiples of 4) and ones that do not fit the tiles, in f32 and i32.
+#[test]
+fn transpose_tiles() {
+    for (k, (shape, perm)) in [
+        (vec![8, 12], vec![1, 0]),
+        (vec![1, 16, 2, 8], vec![0, 2, 3, 1]),
+        (vec![3, 4, 5, 8], vec![0, 3, 1, 2]),
+        (vec![2, 4, 4, 3], vec![0, 2, 1, 3]),
+        (vec![6, 8], vec![1, 0]),
+        (vec![4, 4, 4], vec![2, 1, 0]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for dt in [DType::F32, DType::I32] {
+            check_op(
+                Op::Transpose { perm: perm.clone() },
+                &[ty(dt, &shape)],
+                EXACT,
+                60 + k as u64,
+            );
+        }
+    }
+}
