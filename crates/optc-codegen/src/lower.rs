@@ -329,7 +329,9 @@ pub fn lower_graph<M: Module>(
         // Microkernels and the task function of the AVX2 GEMM path.
         let mut task_fn: Option<FuncId> = None;
         let ew = if plan.is_none() {
-            ew_split(info).or_else(|| softmax_split(info).map(|p| (0, p)))
+            ew_split(info)
+                .or_else(|| softmax_split(info).map(|p| (0, p)))
+                .or_else(|| layernorm_split(info).map(|p| (0, p)))
         } else {
             None
         };
@@ -668,6 +670,26 @@ fn softmax_split(info: &NodeInfo) -> Option<usize> {
     };
     let s = &info.ins[0].shape;
     if s[axis + 1..].iter().product::<usize>() != 1 {
+        return None;
+    }
+    let rows: usize = s[..axis].iter().product();
+    let want = (info.ins[0].numel() / 8192).min(8);
+    (2..=want).rev().find(|&p| rows % p == 0)
+}
+
+/// A LayerNorm over the last dim (scale and bias per element of the row or single values)
+/// worth splitting across threads: the number of row blocks (of ~8K elements).
+fn layernorm_split(info: &NodeInfo) -> Option<usize> {
+    let &Op::LayerNorm { axis, .. } = info.op else {
+        return None;
+    };
+    let s = &info.ins[0].shape;
+    if axis + 1 != s.len() {
+        return None;
+    }
+    let d = s[axis];
+    let per_row = |t: &TensorType| t.numel() == 1 || (t.shape.len() == 1 && t.shape[0] == d);
+    if !info.ins[1..].iter().all(per_row) {
         return None;
     }
     let rows: usize = s[..axis].iter().product();
@@ -3802,7 +3824,16 @@ fn lower_layernorm(
         .collect();
     let has_bias = ins.len() > 2;
     if ndims.len() == 1 && sx[0] == 1 && ssc[0] <= 1 && sbi[0] <= 1 {
-        layernorm_rows(e, ins, out, outer, d, eps, [ssc[0] == 1, sbi[0] == 1]);
+        // A task of a split LayerNorm (`layernorm_split`) does its block of rows.
+        let (start, rows) = match e.split.clone() {
+            Some(sp) => {
+                let rows = outer / sp.parts;
+                (e.b.ins().imul_imm_s(sp.t, (rows * d * 4) as i64), rows)
+            }
+            None => (e.ic(0), outer),
+        };
+        let moving = [ssc[0] == 1, sbi[0] == 1];
+        layernorm_rows(e, ins, out, start, rows, d, eps, moving);
         return Ok(());
     }
     let z = e.ic(0);
@@ -3912,10 +3943,12 @@ fn row_fold(
 
 /// LayerNorm over contiguous rows of `d` elements; scale/bias are either contiguous over the
 /// row (`moving`) or a single broadcast value.
+#[allow(clippy::too_many_arguments)]
 fn layernorm_rows(
     e: &mut E,
     ins: &[Value],
     out: Value,
+    start: Value,
     rows: usize,
     d: usize,
     eps: f32,
@@ -3924,8 +3957,7 @@ fn layernorm_rows(
     let f = types::F32;
     let x = ins[0];
     let has_bias = ins.len() > 2;
-    let z = e.ic(0);
-    e.loop_offs(rows as i64, &[z], &[(d * 4) as i64], &mut |e, _r, o| {
+    e.loop_offs(rows as i64, &[start], &[(d * 4) as i64], &mut |e, _r, o| {
         let row = o[0];
         let sum = row_fold(e, x, row, d, &|e, _ty, v, a| e.b.ins().fadd(a, v));
         let dn = e.fc(f, d as f32);

@@ -1464,3 +1464,40 @@ fn transpose_tiles() {
         }
     }
 }
+
+/// LayerNorms large enough to run as row blocks on several threads (`layernorm_split`), with
+/// per-element and single-value scale/bias, on 1 thread and on all cores.
+#[test]
+fn layer_norm_split_across_tasks() {
+    let mut rng = Rng::new(12);
+    for (shape, sshape, bias) in [
+        (vec![4, 16, 256], vec![256], true),
+        (vec![3, 8192], vec![1], false),
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let s = g.add_const("s", f32t(&mut rng, &sshape));
+        let mut ins = vec![x, s];
+        if bias {
+            ins.push(g.add_const("b", f32t(&mut rng, &sshape)));
+        }
+        let ln = Op::LayerNorm {
+            axis: shape.len() - 1,
+            epsilon: 1e-5,
+        };
+        let y = g.add("ln", ln, &ins).unwrap();
+        g.add_output("y", y);
+        let inputs = inputs_for(&g, 13);
+        let want = optc_ir::interp::run(&g, &inputs).unwrap();
+        let mut m = compile(&g);
+        for threads in [1, 0] {
+            m.set_threads(threads);
+            let got = run_jit(&m, &inputs).unwrap();
+            let tol = Tol {
+                atol: 1e-5,
+                rtol: 1e-4,
+            };
+            compare("layer_norm", &got[0], &want[0], tol);
+        }
+    }
+}
