@@ -300,7 +300,41 @@ pub fn lower_graph<M: Module>(
         }
         infos.push(info);
     }
-    let _ = pos;
+    // `Where(IsNaN(s), c, s)` with a one-element f32 `c` and the IsNaN read by nobody else
+    // (BERT's masked-softmax cleanup): the Where replaces NaNs itself in one pass and the
+    // IsNaN is neither lowered nor called.
+    let mut nan_where: Vec<bool> = vec![false; sched.len()];
+    {
+        let mut users: HashMap<IrValue, usize> = HashMap::new();
+        for &n in &sched {
+            for v in graph.node_inputs(n) {
+                *users.entry(v).or_insert(0) += 1;
+            }
+        }
+        for o in &graph.outputs {
+            *users.entry(o.value).or_insert(0) += 1;
+        }
+        for (i, &n) in sched.iter().enumerate() {
+            let ins = graph.node_inputs(n);
+            let (Op::Where, [cond, _, x]) = (&graph.node(n).op, ins.as_slice()) else {
+                continue;
+            };
+            let Some(&j) = pos.get(&cond.node) else {
+                continue;
+            };
+            let is_nan_of_x = matches!(graph.node(cond.node).op, Op::Unary(UnaryOp::IsNaN))
+                && graph.node_inputs(cond.node).as_slice() == [*x];
+            let info = &infos[i];
+            let f32_ok = info.ins[1].dtype == DType::F32
+                && info.ins[1].numel() == 1
+                && info.ins[2].dtype == DType::F32
+                && info.ins[2].shape == info.outs[0].shape;
+            if is_nan_of_x && f32_ok && users.get(cond) == Some(&1) && !aliased[j] {
+                nan_where[i] = true;
+                aliased[j] = true;
+            }
+        }
+    }
     let workspace = arena.top;
 
     // Kernels.
@@ -518,6 +552,13 @@ pub fn lower_graph<M: Module>(
                     }
                     // An aliased reshape: nothing to do (the entry does not call it).
                     _ if aliased[i] => {}
+                    _ if nan_where[i] => {
+                        let oty = &info.outs[0];
+                        let c = Opd::bcast(params[1], &info.ins[1], &oty.shape);
+                        let x = Opd::dense(params[2], &info.ins[2]);
+                        let out = Opd::dense(params[3], oty);
+                        map(&mut e, info, &oty.shape, out, &[c, x], &Ew::NanTo)?
+                    }
                     _ => lower_node(&mut e, info, &params, &extra)?,
                 },
             }
@@ -1200,6 +1241,8 @@ enum Ew {
     AddScaled(f32),
     /// `erf(x * r)`.
     ErfMul(f32),
+    /// `isnan(b) ? a : b` (a fused `Where(IsNaN(b), a, b)`).
+    NanTo,
     /// A fused step chain on f32: operand 0 is the running value, each step applies a
     /// unary op or a binary op with operand `k` (swapped: `operand op acc`).
     Chain(Vec<ChainStep>),
@@ -1295,7 +1338,7 @@ fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
                 | BinaryOp::Min
         ),
         Ew::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
-        Ew::BatchNorm(_) | Ew::AddScaled(_) | Ew::ErfMul(_) => true,
+        Ew::BatchNorm(_) | Ew::AddScaled(_) | Ew::ErfMul(_) | Ew::NanTo => true,
         Ew::Chain(steps) => steps.iter().all(|st| match st {
             ChainStep::Unary(u) => {
                 ew_vectorizable(&Ew::Unary(u.clone()), &[DType::F32], DType::F32)
@@ -1392,6 +1435,10 @@ fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
                 }
                 _ => return None,
             }
+        }
+        Ew::NanTo => {
+            let m = e.b.ins().fcmp(FloatCC::Unordered, a[1], a[1]);
+            e.fsel(ty, m, x, a[1])
         }
         Ew::ErfMul(r) => {
             let rv = e.fc(ty, *r);

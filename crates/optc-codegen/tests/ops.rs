@@ -1501,3 +1501,32 @@ fn layer_norm_split_across_tasks() {
         }
     }
 }
+
+/// `Where(IsNaN(x), c, x)` with the IsNaN read only by the Where runs as one NaN-replacing
+/// pass; variants that must not fuse (IsNaN of another tensor, IsNaN also an output) too.
+#[test]
+fn where_isnan_fused_pass() {
+    let v: Vec<f32> = (0..2 * 45)
+        .map(|i| match i % 5 {
+            0 => f32::NAN,
+            2 => f32::NEG_INFINITY,
+            _ => i as f32 * 0.5 - 20.0,
+        })
+        .collect();
+    let t = Tensor::from_f32(vec![2, 45], v.clone()).unwrap();
+    let w = Tensor::from_f32(vec![2, 45], v.iter().rev().copied().collect()).unwrap();
+    for case in 0..3 {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[2, 45]));
+        let other = g.add_input("w", f(&[2, 45]));
+        let c = g.add_const("c", Tensor::from_f32(vec![1], vec![-7.25]).unwrap());
+        let src = if case == 1 { other } else { x };
+        let m = g.add("isnan", Op::Unary(UnaryOp::IsNaN), &[src]).unwrap();
+        let y = g.add("where", Op::Where, &[m, c, x]).unwrap();
+        g.add_output("y", y);
+        if case == 2 {
+            g.add_output("m", m);
+        }
+        check(&g, &[t.clone(), w.clone()], EXACT);
+    }
+}
