@@ -715,7 +715,7 @@ fn softmax_split(info: &NodeInfo) -> Option<usize> {
     }
     let rows: usize = s[..axis].iter().product();
     let want = (info.ins[0].numel() / 8192).min(8);
-    (2..=want).rev().find(|&p| rows % p == 0)
+    (2..=want).rev().find(|&p| rows.is_multiple_of(p))
 }
 
 /// A LayerNorm over the last dim (scale and bias per element of the row or single values)
@@ -735,7 +735,7 @@ fn layernorm_split(info: &NodeInfo) -> Option<usize> {
     }
     let rows: usize = s[..axis].iter().product();
     let want = (info.ins[0].numel() / 8192).min(8);
-    (2..=want).rev().find(|&p| rows % p == 0)
+    (2..=want).rev().find(|&p| rows.is_multiple_of(p))
 }
 
 fn define_data<M: Module>(module: &mut M, count: &mut usize, mut bytes: Vec<u8>) -> R<DataId> {
@@ -1872,10 +1872,16 @@ fn copy_4x4_tiles(
     base: &[Value],
     ptrs: &[Value],
 ) -> bool {
-    if es != [4, 4] || inner_st[0] != 4 || inner_st[1] == 4 || inner_st[1] == 0 || inner % 4 != 0 {
+    if es != [4, 4]
+        || inner_st[0] != 4
+        || inner_st[1] == 4
+        || inner_st[1] == 0
+        || !inner.is_multiple_of(4)
+    {
         return false;
     }
-    let Some(j) = (0..dims.len()).find(|&j| outer_st[1][j] == 4 && dims[j] % 4 == 0) else {
+    let Some(j) = (0..dims.len()).find(|&j| outer_st[1][j] == 4 && dims[j].is_multiple_of(4))
+    else {
         return false;
     };
     let rest: Vec<usize> = (0..dims.len()).filter(|&d| d != j).collect();
