@@ -5,15 +5,15 @@
 //! the entry function resolves every value to its buffer (graph input, graph output, constant
 //! data object or workspace offset) and calls the kernels in schedule order.
 
-use crate::emit::{clty, mf, RtIds, E, F32X4};
+use crate::emit::{clty, mf, RtIds, E, F32X4, I32X4};
 use crate::plan::Arena;
 use crate::{CodegenError, Target, MAX_BYTES};
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
-    types, AbiParam, Function, InstBuilder, StackSlotData, StackSlotKind, Type, UserFuncName,
-    Value,
+    types, AbiParam, Function, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
+    UserFuncName, Value,
 };
-use cranelift_frontend::FunctionBuilderContext;
+use cranelift_frontend::{FunctionBuilderContext, Variable};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use optc_ir::{
     BinaryOp, DType, FusedStep, Graph, NodeId, Op, ReduceKind, Tensor, TensorType, UnaryOp,
@@ -224,9 +224,24 @@ pub fn lower_graph<M: Module>(
     let mut scratch: Vec<Option<usize>> = vec![None; sched.len()];
     let mut infos: Vec<NodeInfo> = Vec::with_capacity(sched.len());
     let mut plans: Vec<Option<fast::Plan>> = Vec::with_capacity(sched.len());
+    // Reshapes whose output takes over their input's workspace block (no copy, no call).
+    let mut aliased: Vec<bool> = vec![false; sched.len()];
     for (i, &n) in sched.iter().enumerate() {
         let node = graph.node(n);
         let inputs = graph.node_inputs(n);
+        // A reshape of a workspace value read by nobody after it: same bytes, same block.
+        if let (Op::Reshape { .. }, [vin]) = (&node.op, inputs.as_slice()) {
+            let out = IrValue::new(n, 0);
+            if let Some(&Loc::Ws(off)) = locs.get(vin) {
+                if last_use.get(vin) == Some(&i)
+                    && !locs.contains_key(&out)
+                    && last_use.contains_key(&out)
+                {
+                    locs.insert(out, Loc::Ws(off));
+                    aliased[i] = true;
+                }
+            }
+        }
         let info = NodeInfo {
             name: &node.name,
             op: &node.op,
@@ -278,7 +293,7 @@ pub fn lower_graph<M: Module>(
         let mut dying: Vec<IrValue> = inputs
             .iter()
             .copied()
-            .filter(|v| last_use.get(v) == Some(&i))
+            .filter(|v| last_use.get(v) == Some(&i) && !aliased[i])
             .collect();
         dying.sort();
         dying.dedup();
@@ -298,7 +313,41 @@ pub fn lower_graph<M: Module>(
         }
         infos.push(info);
     }
-    let _ = pos;
+    // `Where(IsNaN(s), c, s)` with a one-element f32 `c` and the IsNaN read by nobody else
+    // (BERT's masked-softmax cleanup): the Where replaces NaNs itself in one pass and the
+    // IsNaN is neither lowered nor called.
+    let mut nan_where: Vec<bool> = vec![false; sched.len()];
+    {
+        let mut users: HashMap<IrValue, usize> = HashMap::new();
+        for &n in &sched {
+            for v in graph.node_inputs(n) {
+                *users.entry(v).or_insert(0) += 1;
+            }
+        }
+        for o in &graph.outputs {
+            *users.entry(o.value).or_insert(0) += 1;
+        }
+        for (i, &n) in sched.iter().enumerate() {
+            let ins = graph.node_inputs(n);
+            let (Op::Where, [cond, _, x]) = (&graph.node(n).op, ins.as_slice()) else {
+                continue;
+            };
+            let Some(&j) = pos.get(&cond.node) else {
+                continue;
+            };
+            let is_nan_of_x = matches!(graph.node(cond.node).op, Op::Unary(UnaryOp::IsNaN))
+                && graph.node_inputs(cond.node).as_slice() == [*x];
+            let info = &infos[i];
+            let f32_ok = info.ins[1].dtype == DType::F32
+                && info.ins[1].numel() == 1
+                && info.ins[2].dtype == DType::F32
+                && info.ins[2].shape == info.outs[0].shape;
+            if is_nan_of_x && f32_ok && users.get(cond) == Some(&1) && !aliased[j] {
+                nan_where[i] = true;
+                aliased[j] = true;
+            }
+        }
+    }
     let workspace = arena.top;
     for (_, v) in &out_copies {
         if let Some(Loc::Const(d)) = locs.get(v) {
@@ -339,7 +388,13 @@ pub fn lower_graph<M: Module>(
         }
         // Microkernels and the task function of the AVX2 GEMM path.
         let mut task_fn: Option<FuncId> = None;
-        let ew = if plan.is_none() { ew_split(info) } else { None };
+        let ew = if plan.is_none() {
+            ew_split(info)
+                .or_else(|| softmax_split(info).map(|p| (0, p)))
+                .or_else(|| layernorm_split(info).map(|p| (0, p)))
+        } else {
+            None
+        };
         if let Some((dim, parts)) = ew {
             // A large f32 elementwise node: `parts` tasks, each a slice along `dim`.
             let mut ts = module.make_signature();
@@ -521,6 +576,15 @@ pub fn lower_graph<M: Module>(
                         let nt = e.b.ins().iconst(types::I64, parts as i64);
                         e.b.ins().call(pr, &[fa, sa, nt]);
                     }
+                    // An aliased reshape: nothing to do (the entry does not call it).
+                    _ if aliased[i] => {}
+                    _ if nan_where[i] => {
+                        let oty = &info.outs[0];
+                        let c = Opd::bcast(params[1], &info.ins[1], &oty.shape);
+                        let x = Opd::dense(params[2], &info.ins[2]);
+                        let out = Opd::dense(params[3], oty);
+                        map(&mut e, info, &oty.shape, out, &[c, x], &Ew::NanTo)?
+                    }
                     _ => lower_node(&mut e, info, &params, &extra)?,
                 },
             }
@@ -576,6 +640,9 @@ pub fn lower_graph<M: Module>(
             }
         };
         for (i, &n) in sched.iter().enumerate() {
+            if aliased[i] {
+                continue;
+            }
             let mut args = vec![];
             for v in graph.node_inputs(n) {
                 let l = locs[&v];
@@ -660,6 +727,41 @@ fn ew_split(info: &NodeInfo) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// A softmax over contiguous rows worth splitting across threads: the number of parts (row
+/// blocks of ~8K elements, ~10 us each, dividing the row count).
+fn softmax_split(info: &NodeInfo) -> Option<usize> {
+    let &Op::Softmax { axis } = info.op else {
+        return None;
+    };
+    let s = &info.ins[0].shape;
+    if s[axis + 1..].iter().product::<usize>() != 1 {
+        return None;
+    }
+    let rows: usize = s[..axis].iter().product();
+    let want = (info.ins[0].numel() / 8192).min(8);
+    (2..=want).rev().find(|&p| rows.is_multiple_of(p))
+}
+
+/// A LayerNorm over the last dim (scale and bias per element of the row or single values)
+/// worth splitting across threads: the number of row blocks (of ~8K elements).
+fn layernorm_split(info: &NodeInfo) -> Option<usize> {
+    let &Op::LayerNorm { axis, .. } = info.op else {
+        return None;
+    };
+    let s = &info.ins[0].shape;
+    if axis + 1 != s.len() {
+        return None;
+    }
+    let d = s[axis];
+    let per_row = |t: &TensorType| t.numel() == 1 || (t.shape.len() == 1 && t.shape[0] == d);
+    if !info.ins[1..].iter().all(per_row) {
+        return None;
+    }
+    let rows: usize = s[..axis].iter().product();
+    let want = (info.ins[0].numel() / 8192).min(8);
+    (2..=want).rev().find(|&p| rows.is_multiple_of(p))
 }
 
 fn define_data<M: Module>(module: &mut M, count: &mut usize, bytes: Vec<u8>) -> R<DataId> {
@@ -829,6 +931,7 @@ fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> R<()>
             };
             let mut chain = vec![first];
             chain.extend(chain_steps(info, ins, steps, &mut opds));
+            fold_erf_div(info, ins, &opds, &mut chain);
             map(
                 e,
                 info,
@@ -1094,7 +1197,8 @@ fn apply_chain(
     }
     let oty = &info.outs[0];
     let mut opds = vec![Opd::dense(out, oty)];
-    let chain = chain_steps(info, ins, steps, &mut opds);
+    let mut chain = chain_steps(info, ins, steps, &mut opds);
+    fold_erf_div(info, ins, &opds, &mut chain);
     map(
         e,
         info,
@@ -1171,6 +1275,10 @@ enum Ew {
     BatchNorm(f32),
     /// `out = a + beta * b` (Gemm's C term).
     AddScaled(f32),
+    /// `erf(x * r)`.
+    ErfMul(f32),
+    /// `isnan(b) ? a : b` (a fused `Where(IsNaN(b), a, b)`).
+    NanTo,
     /// A fused step chain on f32: operand 0 is the running value, each step applies a
     /// unary op or a binary op with operand `k` (swapped: `operand op acc`).
     Chain(Vec<ChainStep>),
@@ -1179,7 +1287,48 @@ enum Ew {
 #[derive(Clone, Debug)]
 enum ChainStep {
     Unary(UnaryOp),
-    Binary { op: BinaryOp, k: usize, swap: bool },
+    Binary {
+        op: BinaryOp,
+        k: usize,
+        swap: bool,
+    },
+    /// `erf(acc / c)` for a constant `c`, evaluated as `erf(acc * r)` with `r = 1/c` (see
+    /// `fold_erf_div`).
+    ErfMul(f32),
+}
+
+/// Replace `acc / c` followed by `erf` (GELU's `erf(x / sqrt 2)`) by one `ErfMul(1/c)` step
+/// when `c` is a finite, nonzero scalar constant: a multiply instead of a divide. `erf(x * r)`
+/// differs from `erf(fl(x / c))` by under 1.5 ulp of the argument, which moves erf by at most
+/// 1.5 * 2^-24 relative (`|y erf'(y)| <= erf(y)`); with `E::erf`'s own 3.3e-7 the step stays
+/// within 5e-7 relative (`erf_of_quotient_error_bound`).
+fn fold_erf_div(info: &NodeInfo, ins: &[Value], opds: &[Opd], chain: &mut Vec<ChainStep>) {
+    let mut i = 0;
+    while i + 1 < chain.len() {
+        let r = match (&chain[i], &chain[i + 1]) {
+            (
+                ChainStep::Binary {
+                    op: BinaryOp::Div,
+                    k,
+                    swap: false,
+                },
+                ChainStep::Unary(UnaryOp::Erf),
+            ) => ins
+                .iter()
+                .position(|&v| v == opds[*k].p)
+                .and_then(|j| info.consts[j].as_ref())
+                .filter(|c| c.dtype() == DType::F32 && c.numel() == 1)
+                .map(|c| c.to_f64_vec()[0])
+                .filter(|c| c.is_finite() && *c != 0.0)
+                .map(|c| (1.0 / c) as f32)
+                .filter(|r| r.is_normal()),
+            _ => None,
+        };
+        if let Some(r) = r {
+            chain.splice(i..i + 2, [ChainStep::ErfMul(r)]);
+        }
+        i += 1;
+    }
 }
 
 /// Evaluate a chain with `one(f, args)` computing one unfused op.
@@ -1192,6 +1341,7 @@ fn eval_chain<X: Copy>(
     for st in steps {
         acc = match st {
             ChainStep::Unary(u) => one(&Ew::Unary(u.clone()), &[acc])?,
+            ChainStep::ErfMul(r) => one(&Ew::ErfMul(*r), &[acc])?,
             ChainStep::Binary { op, k, swap } => {
                 let pair = if *swap {
                     [args[*k], acc]
@@ -1224,7 +1374,7 @@ fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
                 | BinaryOp::Min
         ),
         Ew::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
-        Ew::BatchNorm(_) | Ew::AddScaled(_) => true,
+        Ew::BatchNorm(_) | Ew::AddScaled(_) | Ew::ErfMul(_) | Ew::NanTo => true,
         Ew::Chain(steps) => steps.iter().all(|st| match st {
             ChainStep::Unary(u) => {
                 ew_vectorizable(&Ew::Unary(u.clone()), &[DType::F32], DType::F32)
@@ -1232,6 +1382,7 @@ fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
             ChainStep::Binary { op, .. } => {
                 ew_vectorizable(&Ew::Binary(*op), &[DType::F32, DType::F32], DType::F32)
             }
+            ChainStep::ErfMul(_) => true,
         }),
         _ => false,
     }
@@ -1320,6 +1471,15 @@ fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
                 }
                 _ => return None,
             }
+        }
+        Ew::NanTo => {
+            let m = e.b.ins().fcmp(FloatCC::Unordered, a[1], a[1]);
+            e.fsel(ty, m, x, a[1])
+        }
+        Ew::ErfMul(r) => {
+            let rv = e.fc(ty, *r);
+            let y = e.b.ins().fmul(x, rv);
+            e.erf(ty, y)
         }
         Ew::PowConst(c) => {
             if *c == 1.0 {
@@ -1655,6 +1815,174 @@ fn collapse(shape: &[usize], ops: &mut [&mut Vec<i64>]) -> Vec<usize> {
     dims
 }
 
+/// Lanes of the vector path of an elementwise function over bools mixed with f32 (`Where`
+/// with a bool condition, `IsNaN`: 4 lanes) or over bools only (`And`/`Or`: 16 lanes).
+/// Bool vectors are `I32X4` lanes of 0/1 (4 lanes) or `I8X16` bytes (16 lanes).
+fn mixed_lanes(f: &Ew, dts: &[DType], out: DType) -> Option<i64> {
+    use DType::{Bool, F32};
+    match f {
+        Ew::Where if dts == [Bool, F32, F32] && out == F32 => Some(4),
+        Ew::Unary(UnaryOp::IsNaN) if dts == [F32] && out == Bool => Some(4),
+        Ew::Binary(BinaryOp::And | BinaryOp::Or) if dts == [Bool, Bool] && out == Bool => Some(16),
+        _ => None,
+    }
+}
+
+fn le() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
+/// Load one vector of a `mixed_lanes` path from `p + off` (`bcast`: one element, splatted).
+fn vload_mixed(e: &mut E, dt: DType, lanes: i64, p: Value, off: Value, bcast: bool) -> Value {
+    match (dt, lanes, bcast) {
+        (DType::F32, _, false) => e.ld(F32X4, p, off),
+        (DType::F32, _, true) => {
+            let s = e.ld(types::F32, p, off);
+            e.b.ins().splat(F32X4, s)
+        }
+        (_, 16, false) => e.ld(types::I8X16, p, off),
+        (_, 16, true) => {
+            let s = e.ld(types::I8, p, off);
+            e.b.ins().splat(types::I8X16, s)
+        }
+        (_, _, false) => {
+            let w = e.ld(types::I32, p, off);
+            let v = e.b.ins().scalar_to_vector(types::I32X4, w);
+            let v = e.b.ins().bitcast(types::I8X16, le(), v);
+            let v = e.b.ins().uwiden_low(v);
+            e.b.ins().uwiden_low(v)
+        }
+        (_, _, true) => {
+            let s = e.ld(types::I8, p, off);
+            let w = e.b.ins().uextend(types::I32, s);
+            e.b.ins().splat(types::I32X4, w)
+        }
+    }
+}
+
+/// Store one vector of a `mixed_lanes` path (bool `I32X4` lanes of 0/1 narrow to 4 bytes).
+fn vstore_mixed(e: &mut E, dt: DType, lanes: i64, v: Value, p: Value, off: Value) {
+    if dt == DType::F32 || lanes == 16 {
+        e.st(v, p, off);
+        return;
+    }
+    let h = e.b.ins().snarrow(v, v);
+    let b = e.b.ins().snarrow(h, h);
+    let w = e.b.ins().bitcast(types::I32X4, le(), b);
+    let w = e.b.ins().extractlane(w, 0);
+    e.st(w, p, off);
+}
+
+/// The function of a `mixed_lanes` path on loaded vectors.
+fn ew_mixed(e: &mut E, f: &Ew, a: &[Value]) -> Value {
+    match f {
+        Ew::Where => {
+            let z = e.i32c(I32X4, 0);
+            let m = e.b.ins().icmp(IntCC::NotEqual, a[0], z);
+            let m = e.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+            e.b.ins().bitselect(m, a[1], a[2])
+        }
+        Ew::Unary(_) => {
+            // IsNaN: all-ones lanes where unordered, then 0/1.
+            let m = e.b.ins().fcmp(FloatCC::Unordered, a[0], a[0]);
+            let one = e.i32c(I32X4, 1);
+            e.b.ins().band(m, one)
+        }
+        Ew::Binary(BinaryOp::And) => e.b.ins().band(a[0], a[1]),
+        _ => e.b.ins().bor(a[0], a[1]),
+    }
+}
+
+/// A 4-byte copy whose output is contiguous along the inner dim while the input is
+/// contiguous along an outer dim `j` (a transpose of the two): 4x4 tiles, four f32x4 loads
+/// along `j`, an in-register transpose (unpack lo/hi of dwords, then of qwords), four stores.
+/// Returns false (emitting nothing) when the shape does not fit.
+#[allow(clippy::too_many_arguments)]
+fn copy_4x4_tiles(
+    e: &mut E,
+    dims: &[usize],
+    inner: usize,
+    outer_st: &[Vec<i64>],
+    inner_st: &[i64],
+    es: &[i64],
+    base: &[Value],
+    ptrs: &[Value],
+) -> bool {
+    if es != [4, 4]
+        || inner_st[0] != 4
+        || inner_st[1] == 4
+        || inner_st[1] == 0
+        || !inner.is_multiple_of(4)
+    {
+        return false;
+    }
+    let Some(j) = (0..dims.len()).find(|&j| outer_st[1][j] == 4 && dims[j].is_multiple_of(4))
+    else {
+        return false;
+    };
+    let rest: Vec<usize> = (0..dims.len()).filter(|&d| d != j).collect();
+    let rdims: Vec<usize> = rest.iter().map(|&d| dims[d]).collect();
+    let rst: Vec<Vec<i64>> = outer_st
+        .iter()
+        .map(|s| rest.iter().map(|&d| s[d]).collect())
+        .collect();
+    let (ojs, ins_) = (outer_st[0][j], inner_st[1]);
+    let shuf = |e: &mut E, a: Value, b: Value, lanes: [u8; 4], dq: bool| -> Value {
+        // Bytes of `a` are 0..16, of `b` 16..32; `lanes` are dword (or qword, `dq`) indices.
+        let mut m = [0u8; 16];
+        for (k, &l) in lanes.iter().enumerate() {
+            if dq {
+                if k < 2 {
+                    for t in 0..8 {
+                        m[k * 8 + t] = l * 8 + t as u8;
+                    }
+                }
+            } else {
+                for t in 0..4 {
+                    m[k * 4 + t] = l * 4 + t as u8;
+                }
+            }
+        }
+        let imm = e.b.func.dfg.immediates.push(m.to_vec().into());
+        e.b.ins().shuffle(a, b, imm)
+    };
+    e.nest(&rdims, &rst, base, &mut |e, offs| {
+        e.loop_offs(
+            (dims[j] / 4) as i64,
+            offs,
+            &[4 * ojs, 16],
+            &mut |e, _i, o1| {
+                e.loop_offs((inner / 4) as i64, o1, &[16, 4 * ins_], &mut |e, _k, o| {
+                    let a: Vec<Value> = (0..4)
+                        .map(|k| {
+                            let off = e.b.ins().iadd_imm_s(o[1], k * ins_);
+                            let v = e.ld(F32X4, ptrs[1], off);
+                            e.b.ins().bitcast(types::I8X16, le(), v)
+                        })
+                        .collect();
+                    // dword unpacks: t0 = a0.0 a1.0 a0.1 a1.1, t2 = a0.2 a1.2 a0.3 a1.3, ...
+                    let t0 = shuf(e, a[0], a[1], [0, 4, 1, 5], false);
+                    let t1 = shuf(e, a[2], a[3], [0, 4, 1, 5], false);
+                    let t2 = shuf(e, a[0], a[1], [2, 6, 3, 7], false);
+                    let t3 = shuf(e, a[2], a[3], [2, 6, 3, 7], false);
+                    let r = [
+                        shuf(e, t0, t1, [0, 2, 0, 0], true),
+                        shuf(e, t0, t1, [1, 3, 0, 0], true),
+                        shuf(e, t2, t3, [0, 2, 0, 0], true),
+                        shuf(e, t2, t3, [1, 3, 0, 0], true),
+                    ];
+                    for (k, &v) in r.iter().enumerate() {
+                        let off = e.b.ins().iadd_imm_s(o[0], k as i64 * ojs);
+                        let v = e.b.ins().bitcast(F32X4, le(), v);
+                        e.st(v, ptrs[0], off);
+                    }
+                });
+            },
+        );
+    });
+    true
+}
+
 /// Generic index-mapped elementwise loop: `out[i] = f(ins[k][i]...)` over `shape`.
 fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &Ew) -> R<()> {
     if shape.iter().product::<usize>() == 0 {
@@ -1709,12 +2037,20 @@ fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &E
     let dts: Vec<DType> = ops[1..].iter().map(|o| o.dt).collect();
     let odt = ops[0].dt;
     let ptrs: Vec<Value> = ops.iter().map(|o| o.p).collect();
+    if matches!(f, Ew::Copy)
+        && rt_base.is_none()
+        && copy_4x4_tiles(e, &dims, inner, &outer_st, &inner_st, &es, &base, &ptrs)
+    {
+        return Ok(());
+    }
     // Vector path: contiguous output, every input contiguous or broadcast along the inner dim.
-    let lanes: i64 = match f {
-        Ew::Copy => 16 / es[0],
+    let mixed = mixed_lanes(f, &dts, odt);
+    let lanes: i64 = match (f, mixed) {
+        (_, Some(l)) => l,
+        (Ew::Copy, _) => 16 / es[0],
         _ => 4,
     };
-    let vec_ok = ew_vectorizable(f, &dts, odt)
+    let vec_ok = (mixed.is_some() || ew_vectorizable(f, &dts, odt))
         && inner as i64 >= lanes
         && inner_st[0] == es[0]
         && inner_st[1..]
@@ -1728,6 +2064,21 @@ fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &E
         _ => F32X4,
     };
     let vty = if matches!(f, Ew::Copy) { vty } else { F32X4 };
+    // Vector path: an input broadcast along every dim is loaded and splatted once, before
+    // the loops.
+    let mut hoisted: Vec<Option<Value>> = vec![None; ops.len()];
+    if vec_ok {
+        for k in 1..ops.len() {
+            if inner_st[k] == 0 && outer_st[k].iter().all(|&s| s == 0) {
+                hoisted[k] = Some(if mixed.is_some() {
+                    vload_mixed(e, dts[k - 1], lanes, ptrs[k], base[k], true)
+                } else {
+                    let s = e.ld(vty.lane_type(), ptrs[k], base[k]);
+                    e.b.ins().splat(vty, s)
+                });
+            }
+        }
+    }
     let mut err: Option<CodegenError> = None;
     e.nest(&dims, &outer_st, &base, &mut |e, offs| {
         let mut rem_offs = offs.to_vec();
@@ -1738,13 +2089,22 @@ fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &E
             e.loop_offs(nv, offs, &steps, &mut |e, _i, o| {
                 let mut args = vec![];
                 for k in 1..o.len() {
-                    let v = if inner_st[k] == 0 {
+                    let v = if let Some(h) = hoisted[k] {
+                        h
+                    } else if mixed.is_some() {
+                        vload_mixed(e, dts[k - 1], lanes, ptrs[k], o[k], inner_st[k] == 0)
+                    } else if inner_st[k] == 0 {
                         let s = e.ld(vty.lane_type(), ptrs[k], o[k]);
                         e.b.ins().splat(vty, s)
                     } else {
                         e.ld(vty, ptrs[k], o[k])
                     };
                     args.push(v);
+                }
+                if mixed.is_some() {
+                    let r = ew_mixed(e, f, &args);
+                    vstore_mixed(e, odt, lanes, r, ptrs[0], o[0]);
+                    return;
                 }
                 let r = if matches!(f, Ew::Copy) {
                     Some(args[0])
@@ -3349,7 +3709,18 @@ fn lower_softmax(e: &mut E, info: &NodeInfo, x: Value, out: Value, axis: usize) 
         return Ok(());
     }
     if inner == 1 {
-        softmax_rows(e, x, out, outer, n);
+        // A task of a split softmax (`softmax_split`) does its block of rows.
+        match e.split.clone() {
+            Some(sp) => {
+                let rows = outer / sp.parts;
+                let start = e.b.ins().imul_imm_s(sp.t, (rows * n * 4) as i64);
+                softmax_rows(e, x, out, start, rows, n);
+            }
+            None => {
+                let z = e.ic(0);
+                softmax_rows(e, x, out, z, outer, n);
+            }
+        }
         return Ok(());
     }
     let st = (inner * 4) as i64;
@@ -3396,27 +3767,47 @@ fn lower_softmax(e: &mut E, info: &NodeInfo, x: Value, out: Value, axis: usize) 
     Ok(())
 }
 
-/// Softmax over contiguous rows of `n` elements, vectorized.
-fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
+/// Softmax over `rows` contiguous rows of `n` elements from byte offset `start`, vectorized.
+fn softmax_rows(e: &mut E, x: Value, out: Value, start: Value, rows: usize, n: usize) {
     let f = types::F32;
-    let z = e.ic(0);
-    e.loop_offs(rows as i64, &[z], &[(n * 4) as i64], &mut |e, _r, o| {
+    e.loop_offs(rows as i64, &[start], &[(n * 4) as i64], &mut |e, _r, o| {
         let row = o[0];
-        let vmx = e.b.declare_var(F32X4);
-        let smx = e.b.declare_var(f);
+        // Row max with a compare-and-select (`v > a ? v : a`), four independent accumulators
+        // over 16 elements a step. A NaN in the row is skipped here but still reaches every
+        // output through the sum of exponentials, as with a NaN-propagating max.
         let ni = e.fc(F32X4, f32::NEG_INFINITY);
-        e.b.def_var(vmx, ni);
+        let accs: Vec<Variable> = (0..4)
+            .map(|_| {
+                let a = e.b.declare_var(F32X4);
+                e.b.def_var(a, ni);
+                a
+            })
+            .collect();
+        let vmax = |e: &mut E, a: Variable, v: Value| {
+            let cur = e.b.use_var(a);
+            let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, cur);
+            let na = e.fsel(F32X4, gt, v, cur);
+            e.b.def_var(a, na);
+        };
+        let n16 = n / 16;
+        e.loop_offs(n16 as i64, &[row], &[64], &mut |e, _j, oo| {
+            for (k, &a) in accs.iter().enumerate() {
+                let o = e.b.ins().iadd_imm_s(oo[0], 16 * k as i64);
+                let v = e.ld(F32X4, x, o);
+                vmax(e, a, v);
+            }
+        });
+        let row16 = e.b.ins().iadd_imm_s(row, (n16 * 64) as i64);
+        let smx = e.b.declare_var(f);
         let ns = e.fc(f, f32::NEG_INFINITY);
         e.b.def_var(smx, ns);
         e.vloop(
-            n,
-            &[row],
+            n % 16,
+            &[row16],
             &[true],
             &mut |e, oo| {
                 let v = e.ld(F32X4, x, oo[0]);
-                let a = e.b.use_var(vmx);
-                let na = e.b.ins().fmax(a, v);
-                e.b.def_var(vmx, na);
+                vmax(e, accs[0], v);
             },
             &mut |e, oo| {
                 let v = e.ld(f, x, oo[0]);
@@ -3425,7 +3816,12 @@ fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
                 e.b.def_var(smx, na);
             },
         );
-        let vm = e.b.use_var(vmx);
+        let mut vm = e.b.use_var(accs[0]);
+        for &a in &accs[1..] {
+            let w = e.b.use_var(a);
+            let gt = e.b.ins().fcmp(FloatCC::GreaterThan, w, vm);
+            vm = e.fsel(F32X4, gt, w, vm);
+        }
         let hm = e.hreduce(vm, true);
         let sm = e.b.use_var(smx);
         let m = e.b.ins().fmax(hm, sm);
@@ -3443,7 +3839,7 @@ fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
             &mut |e, oo| {
                 let v = e.ld(F32X4, x, oo[0]);
                 let d = e.b.ins().fsub(v, mv);
-                let ex = e.exp(F32X4, d);
+                let ex = e.exp_nonpos(F32X4, d);
                 e.st(ex, out, oo[0]);
                 let a = e.b.use_var(vsum);
                 let na = e.b.ins().fadd(a, ex);
@@ -3452,7 +3848,7 @@ fn softmax_rows(e: &mut E, x: Value, out: Value, rows: usize, n: usize) {
             &mut |e, oo| {
                 let v = e.ld(f, x, oo[0]);
                 let d = e.b.ins().fsub(v, m);
-                let ex = e.exp(f, d);
+                let ex = e.exp_nonpos(f, d);
                 e.st(ex, out, oo[0]);
                 let a = e.b.use_var(ssum);
                 let na = e.b.ins().fadd(a, ex);
@@ -3517,7 +3913,16 @@ fn lower_layernorm(
         .collect();
     let has_bias = ins.len() > 2;
     if ndims.len() == 1 && sx[0] == 1 && ssc[0] <= 1 && sbi[0] <= 1 {
-        layernorm_rows(e, ins, out, outer, d, eps, [ssc[0] == 1, sbi[0] == 1]);
+        // A task of a split LayerNorm (`layernorm_split`) does its block of rows.
+        let (start, rows) = match e.split.clone() {
+            Some(sp) => {
+                let rows = outer / sp.parts;
+                (e.b.ins().imul_imm_s(sp.t, (rows * d * 4) as i64), rows)
+            }
+            None => (e.ic(0), outer),
+        };
+        let moving = [ssc[0] == 1, sbi[0] == 1];
+        layernorm_rows(e, ins, out, start, rows, d, eps, moving);
         return Ok(());
     }
     let z = e.ic(0);
@@ -3566,12 +3971,73 @@ fn lower_layernorm(
     Ok(())
 }
 
+/// Fold a contiguous row of `n` f32 at `p + row` into one sum: `step(e, ty, x, acc)` adds
+/// the term of a loaded `x` (f32x4 or f32) to an accumulator. Four independent vector
+/// accumulators over 16 elements a step (the additions' latency is hidden), then the tail.
+fn row_fold(
+    e: &mut E,
+    p: Value,
+    row: Value,
+    n: usize,
+    step: &dyn Fn(&mut E, Type, Value, Value) -> Value,
+) -> Value {
+    let f = types::F32;
+    let zv = e.fc(F32X4, 0.0);
+    let accs: Vec<Variable> = (0..4)
+        .map(|_| {
+            let a = e.b.declare_var(F32X4);
+            e.b.def_var(a, zv);
+            a
+        })
+        .collect();
+    let n16 = n / 16;
+    e.loop_offs(n16 as i64, &[row], &[64], &mut |e, _j, oo| {
+        for (k, &a) in accs.iter().enumerate() {
+            let o = e.b.ins().iadd_imm_s(oo[0], 16 * k as i64);
+            let v = e.ld(F32X4, p, o);
+            let cur = e.b.use_var(a);
+            let na = step(e, F32X4, v, cur);
+            e.b.def_var(a, na);
+        }
+    });
+    let row16 = e.b.ins().iadd_imm_s(row, (n16 * 64) as i64);
+    let ss = e.b.declare_var(f);
+    let zs = e.fc(f, 0.0);
+    e.b.def_var(ss, zs);
+    e.vloop(
+        n % 16,
+        &[row16],
+        &[true],
+        &mut |e, oo| {
+            let v = e.ld(F32X4, p, oo[0]);
+            let cur = e.b.use_var(accs[0]);
+            let na = step(e, F32X4, v, cur);
+            e.b.def_var(accs[0], na);
+        },
+        &mut |e, oo| {
+            let v = e.ld(f, p, oo[0]);
+            let cur = e.b.use_var(ss);
+            let na = step(e, f, v, cur);
+            e.b.def_var(ss, na);
+        },
+    );
+    let a: Vec<Value> = accs.iter().map(|&a| e.b.use_var(a)).collect();
+    let s01 = e.b.ins().fadd(a[0], a[1]);
+    let s23 = e.b.ins().fadd(a[2], a[3]);
+    let v = e.b.ins().fadd(s01, s23);
+    let h = e.hreduce(v, false);
+    let t = e.b.use_var(ss);
+    e.b.ins().fadd(h, t)
+}
+
 /// LayerNorm over contiguous rows of `d` elements; scale/bias are either contiguous over the
 /// row (`moving`) or a single broadcast value.
+#[allow(clippy::too_many_arguments)]
 fn layernorm_rows(
     e: &mut E,
     ins: &[Value],
     out: Value,
+    start: Value,
     rows: usize,
     d: usize,
     eps: f32,
@@ -3580,83 +4046,35 @@ fn layernorm_rows(
     let f = types::F32;
     let x = ins[0];
     let has_bias = ins.len() > 2;
-    let z = e.ic(0);
-    e.loop_offs(rows as i64, &[z], &[(d * 4) as i64], &mut |e, _r, o| {
+    e.loop_offs(rows as i64, &[start], &[(d * 4) as i64], &mut |e, _r, o| {
         let row = o[0];
-        // mean
-        let vs = e.b.declare_var(F32X4);
-        let ss = e.b.declare_var(f);
-        let zv = e.fc(F32X4, 0.0);
-        let zs = e.fc(f, 0.0);
-        e.b.def_var(vs, zv);
-        e.b.def_var(ss, zs);
-        e.vloop(
-            d,
-            &[row],
-            &[true],
-            &mut |e, oo| {
-                let v = e.ld(F32X4, x, oo[0]);
-                let a = e.b.use_var(vs);
-                let na = e.b.ins().fadd(a, v);
-                e.b.def_var(vs, na);
-            },
-            &mut |e, oo| {
-                let v = e.ld(f, x, oo[0]);
-                let a = e.b.use_var(ss);
-                let na = e.b.ins().fadd(a, v);
-                e.b.def_var(ss, na);
-            },
-        );
-        let v = e.b.use_var(vs);
-        let h = e.hreduce(v, false);
-        let s = e.b.use_var(ss);
-        let sum = e.b.ins().fadd(h, s);
+        let sum = row_fold(e, x, row, d, &|e, _ty, v, a| e.b.ins().fadd(a, v));
         let dn = e.fc(f, d as f32);
         let mean = e.b.ins().fdiv(sum, dn);
         let meanv = e.b.ins().splat(F32X4, mean);
-        // variance
-        let vq = e.b.declare_var(F32X4);
-        let sq = e.b.declare_var(f);
-        e.b.def_var(vq, zv);
-        e.b.def_var(sq, zs);
-        e.vloop(
-            d,
-            &[row],
-            &[true],
-            &mut |e, oo| {
-                let v = e.ld(F32X4, x, oo[0]);
-                let c = e.b.ins().fsub(v, meanv);
-                let a = e.b.use_var(vq);
-                let na = e.mul_add(c, c, a);
-                e.b.def_var(vq, na);
-            },
-            &mut |e, oo| {
-                let v = e.ld(f, x, oo[0]);
-                let c = e.b.ins().fsub(v, mean);
-                let a = e.b.use_var(sq);
-                let na = e.mul_add(c, c, a);
-                e.b.def_var(sq, na);
-            },
-        );
-        let v = e.b.use_var(vq);
-        let h = e.hreduce(v, false);
-        let s = e.b.use_var(sq);
-        let q = e.b.ins().fadd(h, s);
+        let q = row_fold(e, x, row, d, &|e, ty, v, a| {
+            let m = if ty == F32X4 { meanv } else { mean };
+            let c = e.b.ins().fsub(v, m);
+            e.mul_add(c, c, a)
+        });
         let var = e.b.ins().fdiv(q, dn);
         let ep = e.fc(f, eps);
         let ve = e.b.ins().fadd(var, ep);
         let sd = e.b.ins().sqrt(ve);
-        let sdv = e.b.ins().splat(F32X4, sd);
+        // One division per row; every element is scaled by the reciprocal.
+        let one = e.fc(f, 1.0);
+        let rs = e.b.ins().fdiv(one, sd);
+        let rsv = e.b.ins().splat(F32X4, rs);
         let zz = e.ic(0);
         let apply = |e: &mut E, ty: Type, oo: &[Value]| {
             let (m, s) = if ty == F32X4 {
-                (meanv, sdv)
+                (meanv, rsv)
             } else {
-                (mean, sd)
+                (mean, rs)
             };
             let v = e.ld(ty, x, oo[0]);
             let c = e.b.ins().fsub(v, m);
-            let n = e.b.ins().fdiv(c, s);
+            let n = e.b.ins().fmul(c, s);
             let sc = if moving[0] || ty == f {
                 e.ld(ty, ins[1], oo[1])
             } else {
