@@ -701,7 +701,9 @@ impl JitModel {
         // 64-byte aligned, and the pointer arrays outlive the call. The generated code only
         // reads inputs/constants and writes outputs/workspace within those sizes.
         let prev = runtime::set_thread_count(self.threads);
+        let hot = runtime::run_begin();
         let status = unsafe { (self.entry)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), wsp) };
+        drop(hot);
         runtime::set_thread_count(prev);
         if status == 0 {
             return Ok(());

@@ -355,23 +355,31 @@ extern "C" fn count_task(ctx: *const u8, i: u64) {
 
 #[test]
 fn parallel_for_runs_every_index_once() {
-    use optc_codegen::runtime::{optc_rt_parallel_for, set_thread_count};
-    for threads in [1, 2, 4, 0] {
-        let prev = set_thread_count(threads);
-        for n in [0u64, 1, 2, 7, 1000] {
-            let counts: [std::sync::atomic::AtomicU32; 1000] =
-                std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0));
-            optc_rt_parallel_for(count_task, &counts as *const _ as *const u8, n);
-            for (i, c) in counts.iter().enumerate() {
-                let want = u32::from((i as u64) < n);
-                assert_eq!(
-                    c.load(std::sync::atomic::Ordering::Relaxed),
-                    want,
-                    "threads {threads} n {n} i {i}"
-                );
+    use optc_codegen::runtime::set_thread_count;
+    use optc_codegen::runtime::{optc_rt_parallel_for, run_begin, set_active_wait};
+    // Passive and active waiting, inside and outside a run (active workers poll between
+    // the run's parallel calls).
+    for (active, in_run) in [(true, false), (true, true), (false, true), (true, true)] {
+        set_active_wait(active);
+        for threads in [1, 2, 4, 0] {
+            let prev = set_thread_count(threads);
+            let guard = in_run.then(run_begin);
+            for n in [0u64, 1, 2, 7, 1000] {
+                let counts: [std::sync::atomic::AtomicU32; 1000] =
+                    std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0));
+                optc_rt_parallel_for(count_task, &counts as *const _ as *const u8, n);
+                for (i, c) in counts.iter().enumerate() {
+                    let want = u32::from((i as u64) < n);
+                    assert_eq!(
+                        c.load(std::sync::atomic::Ordering::Relaxed),
+                        want,
+                        "active {active} threads {threads} n {n} i {i}"
+                    );
+                }
             }
+            drop(guard);
+            set_thread_count(prev);
         }
-        set_thread_count(prev);
     }
 }
 
