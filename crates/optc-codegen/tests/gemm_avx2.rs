@@ -261,6 +261,20 @@ fn conv_implicit_gemm() {
         &[],
         5,
     );
+    // Stride 2 packs every other float with two loads and a shuffle: whole panels of such
+    // groups (ow = 16), groups mixed with row-crossing ones (ow = 17, batch 2), and an
+    // unpadded 1x1 stride-2 conv whose last groups end at the input's last float (the guard
+    // that keeps the second load inside the buffer).
+    let s2 = |p: &[usize]| win(&[3, 3], &[2, 2], p, &[1, 1]);
+    conv_fused(&[1, 16, 32, 32], &[24, 16, 3, 3], s2(&[1, 1, 1, 1]), &[], 8);
+    conv_fused(&[2, 8, 30, 33], &[10, 8, 3, 3], s2(&[1, 1, 1, 1]), &[], 9);
+    conv_fused(
+        &[1, 16, 16, 32],
+        &[12, 16, 1, 1],
+        win(&[1, 1], &[2, 2], &[0; 4], &[1, 1]),
+        &[],
+        10,
+    );
     // K = 64*9 = 576 over three KC blocks, M over MC, many pixel units.
     conv_fused(&[1, 64, 20, 19], &[150, 64, 3, 3], w3.clone(), &[], 6);
     conv_fused(

@@ -601,13 +601,30 @@ pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
                     }
                 })
                 .collect();
+            // Per group of 4 pixels: 1 = contiguous (one vector load per k), 2 = every other
+            // float (two loads and an even-lane shuffle per k; only where the second load's
+            // extra float stays inside the source buffer), 0 = gathered one by one.
+            let src_bytes = if p.pad_bytes() > 0 {
+                p.pad_bytes() / g.n
+            } else {
+                g.c * g.h * g.w * 4
+            } as i64;
+            let max_koff = koff.iter().copied().max().unwrap_or(0);
             let contig: Vec<i64> = (0..np / 4)
                 .map(|q| {
-                    let ok = (0..4).all(|l| {
-                        let x = 4 * q + l;
-                        x < p.n && pix[x] == pix[4 * q] + 4 * l as i64
-                    });
-                    ok as i64
+                    let step = |d: i64| {
+                        (0..4).all(|l| {
+                            let x = 4 * q + l;
+                            x < p.n && pix[x] == pix[4 * q] + d * l as i64
+                        })
+                    };
+                    if step(4) {
+                        1
+                    } else if step(8) && pix[4 * q] + max_koff + 32 <= src_bytes {
+                        2
+                    } else {
+                        0
+                    }
                 })
                 .collect();
             let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
@@ -1159,7 +1176,10 @@ fn pack_panels(
                 .collect();
             let f01 = e.b.ins().band(flags[0], flags[1]);
             let f23 = e.b.ins().band(flags[2], flags[3]);
-            let all = e.b.ins().band(f01, f23);
+            let f = e.b.ins().band(f01, f23);
+            // Flags are 0, 1 or 2: bit 0 of the AND is set iff all are 1, bit 1 iff all are 2.
+            let all = e.b.ins().band_imm_u(f, 1);
+            let all2 = e.b.ins().band_imm_u(f, 2);
             // Base pointer of every pixel of the panel.
             let po: Vec<Value> = (0..NR)
                 .map(|l| {
@@ -1184,35 +1204,86 @@ fn pack_panels(
                     });
                 },
                 &mut |e| {
-                    for g in 0..4 {
-                        let dg = e.b.ins().iadd_imm_s(dst, (g * 16) as i64);
-                        let pg = &po[4 * g..4 * g + 4];
-                        if_else(
-                            e,
-                            flags[g],
-                            &mut |e| {
-                                e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
-                                    let ko = e.ld(types::I64, kt, q[0]);
-                                    let v = e.ld(F32X4, pg[0], ko);
-                                    e.st(v, dg, q[1]);
+                    if_else(
+                        e,
+                        all2,
+                        &mut |e| {
+                            // Every group reads every other float (stride 2): two loads and
+                            // an even-lane shuffle per group and k.
+                            e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
+                                let ko = e.ld(types::I64, kt, q[0]);
+                                let d = e.b.ins().iadd(dst, q[1]);
+                                for g in 0..4 {
+                                    let v = evens(e, po[4 * g], ko);
+                                    e.b.ins().store(mf(), v, d, (g * 16) as i32);
+                                }
+                            });
+                        },
+                        &mut |e| {
+                            for g in 0..4 {
+                                let dg = e.b.ins().iadd_imm_s(dst, (g * 16) as i64);
+                                let pg = &po[4 * g..4 * g + 4];
+                                let is1 = e.b.ins().icmp_imm_s(IntCC::Equal, flags[g], 1);
+                                let is2 = e.b.ins().icmp_imm_s(IntCC::Equal, flags[g], 2);
+                                let vector = |e: &mut E, stride2: bool| {
+                                    e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
+                                        let ko = e.ld(types::I64, kt, q[0]);
+                                        let v = if stride2 {
+                                            evens(e, pg[0], ko)
+                                        } else {
+                                            e.ld(F32X4, pg[0], ko)
+                                        };
+                                        e.st(v, dg, q[1]);
+                                    });
+                                };
+                                if_else(e, is1, &mut |e| vector(e, false), &mut |e| {
+                                    if_else(e, is2, &mut |e| vector(e, true), &mut |e| {
+                                        e.loop_offs(
+                                            kc as i64,
+                                            &[zz, zz],
+                                            &[8, 64],
+                                            &mut |e, _k, q| {
+                                                let ko = e.ld(types::I64, kt, q[0]);
+                                                let d = e.b.ins().iadd(dg, q[1]);
+                                                for l in 0..4 {
+                                                    let v = e.ld(types::F32, pg[l], ko);
+                                                    e.b.ins().store(mf(), v, d, (l * 4) as i32);
+                                                }
+                                            },
+                                        );
+                                    })
                                 });
-                            },
-                            &mut |e| {
-                                e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
-                                    let ko = e.ld(types::I64, kt, q[0]);
-                                    let d = e.b.ins().iadd(dg, q[1]);
-                                    for l in 0..4 {
-                                        let v = e.ld(types::F32, pg[l], ko);
-                                        e.b.ins().store(mf(), v, d, (l * 4) as i32);
-                                    }
-                                });
-                            },
-                        );
-                    }
+                            }
+                        },
+                    );
                 },
             );
         },
     );
+}
+
+/// Lanes `[l0, l1, l2, l3]` of the 8 lanes of `a` (0-3) and `b` (4-7), two `f32x4`.
+pub(super) fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+    use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let a8 = e.b.ins().bitcast(types::I8X16, le, a);
+    let b8 = e.b.ins().bitcast(types::I8X16, le, b);
+    let mask: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| l * 4 + k))
+        .collect();
+    let imm = e.b.func.dfg.immediates.push(ConstantData::from(mask));
+    let r = e.b.ins().shuffle(a8, b8, imm);
+    e.b.ins().bitcast(F32X4, le, r)
+}
+
+/// Floats 0, 2, 4, 6 from `p + off` (reads 8 floats less one: the caller guarantees the
+/// eighth is inside the buffer).
+fn evens(e: &mut E, p: Value, off: Value) -> Value {
+    let a = e.b.ins().iadd(p, off);
+    let lo = e.b.ins().load(F32X4, mf(), a, 0);
+    let hi = e.b.ins().load(F32X4, mf(), a, 16);
+    shuf(e, lo, hi, [0, 2, 4, 6])
 }
 
 /// Pack `mc` rows of A (row 0 at `src`, rows `lda` bytes apart, `kc` floats each) into row

@@ -16,7 +16,6 @@
 //! partial sums, weights reloaded per tap (more loads, worse).
 
 use super::*;
-use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
 
 /// Output rows computed together.
 const ROWS: usize = 2;
@@ -279,31 +278,6 @@ fn load_pair(
     })
 }
 
-fn f32x4_to_bytes(e: &mut E, v: Value) -> Value {
-    e.b.ins().bitcast(
-        types::I8X16,
-        MemFlagsData::new().with_endianness(Endianness::Little),
-        v,
-    )
-}
-
-/// Lanes `[l0, l1, l2, l3]` of the concatenation `a ++ b` (f32x4 each).
-fn shuffle32(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-    let ab = f32x4_to_bytes(e, a);
-    let bb = f32x4_to_bytes(e, b);
-    let mask: Vec<u8> = lanes
-        .iter()
-        .flat_map(|&l| (0..4).map(move |i| l * 4 + i))
-        .collect();
-    let imm = e.b.func.dfg.immediates.push(ConstantData::from(mask));
-    let s = e.b.ins().shuffle(ab, bb, imm);
-    e.b.ins().bitcast(
-        F32X4,
-        MemFlagsData::new().with_endianness(Endianness::Little),
-        s,
-    )
-}
-
 /// Output rows `rows` x `nv` vectors (or one scalar pixel when `nv == 0`) with kernel columns
 /// `kws`: `xp` at (base input row, first tap column), `op`/`rp` at the first output pixel.
 /// `edge`: the input column of `xp` for a stride-1 vector (`nv == 1`) that may reach out of
@@ -360,11 +334,11 @@ fn px(
                     } else if a < 0 {
                         let v = e.b.ins().load(F32X4, mf(), xp, (row * 4) as i32);
                         let sh = (-a) as u8;
-                        shuffle32(e, z, v, [4 - sh, 5 - sh, 6 - sh, 7 - sh])
+                        shuf(e, z, v, [4 - sh, 5 - sh, 6 - sh, 7 - sh])
                     } else if a + 3 >= w {
                         let v = e.b.ins().load(F32X4, mf(), xp, ((row + w - 4) * 4) as i32);
                         let ov = (a + 3 - (w - 1)) as u8;
-                        shuffle32(e, v, z, [ov, ov + 1, ov + 2, ov + 3])
+                        shuf(e, v, z, [ov, ov + 1, ov + 2, ov + 3])
                     } else {
                         e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32)
                     }
@@ -376,18 +350,18 @@ fn px(
                     if edge.is_some_and(|x0| x0 + (kw * g.dw) as i64 == -1) {
                         // [0, x1, x3, x5]
                         let (a, b) = load_pair(e, &mut pairs, xp, s + 1);
-                        let odd = shuffle32(e, a, b, [1, 3, 5, 7]);
-                        shuffle32(e, z, odd, [3, 4, 5, 6])
+                        let odd = shuf(e, a, b, [1, 3, 5, 7]);
+                        shuf(e, z, odd, [3, 4, 5, 6])
                     } else if let Some(&(a, b)) = pairs.get(&s) {
-                        shuffle32(e, a, b, [0, 2, 4, 6])
+                        shuf(e, a, b, [0, 2, 4, 6])
                     } else if let Some(&(a, b)) = pairs.get(&(s - 1)) {
-                        shuffle32(e, a, b, [1, 3, 5, 7])
+                        shuf(e, a, b, [1, 3, 5, 7])
                     } else if kw == 0 {
                         let (a, b) = load_pair(e, &mut pairs, xp, s);
-                        shuffle32(e, a, b, [0, 2, 4, 6])
+                        shuf(e, a, b, [0, 2, 4, 6])
                     } else {
                         let (a, b) = load_pair(e, &mut pairs, xp, s - 1);
-                        shuffle32(e, a, b, [1, 3, 5, 7])
+                        shuf(e, a, b, [1, 3, 5, 7])
                     }
                 } else {
                     let s0 = e.b.ins().load(types::F32, mf(), xp, (s * 4) as i32);

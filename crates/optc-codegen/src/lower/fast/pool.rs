@@ -8,7 +8,6 @@
 //! into a NaN-padded buffer first.
 
 use super::*;
-use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
 
 /// Planes per work unit: about 32 units, at least 1 plane each.
 pub(super) fn plane_rows(planes: usize) -> usize {
@@ -27,22 +26,6 @@ fn step(e: &mut E, ty: Type, v: Value, acc: Value) -> Value {
     let un = e.b.ins().fcmp(FloatCC::Unordered, acc, acc);
     let take = e.b.ins().bor(gt, un);
     e.fsel(ty, take, v, acc)
-}
-
-/// Lanes `[a[l0], a[l1], b[l2 - 4], b[l3 - 4]]` of two `f32x4`.
-fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-    let le = MemFlagsData::new().with_endianness(Endianness::Little);
-    let a8 = e.b.ins().bitcast(types::I8X16, le, a);
-    let b8 = e.b.ins().bitcast(types::I8X16, le, b);
-    let mut mask = Vec::with_capacity(16);
-    for l in lanes {
-        for k in 0..4 {
-            mask.push(l * 4 + k);
-        }
-    }
-    let imm = e.b.func.dfg.immediates.push(ConstantData::from(mask));
-    let r = e.b.ins().shuffle(a8, b8, imm);
-    e.b.ins().bitcast(F32X4, le, r)
 }
 
 /// The planes of task `t`.

@@ -29,7 +29,6 @@
 //! task that share a tile block (different row parts) reuse `V`.
 
 use super::*;
-use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
 
 /// Tile geometry of a Winograd conv.
 pub(super) struct WGeom {
@@ -222,23 +221,6 @@ pub(super) fn derived(info: &NodeInfo, g: &ConvGeom, r: usize) -> R<Vec<Vec<u8>>
         }
     }
     Ok(vec![u.iter().flat_map(|x| x.to_le_bytes()).collect()])
-}
-
-/// `[a[l0], a[l1], b[l2], b[l3]]`-style lane shuffle of two `f32x4` (lanes 0-3 from `a`,
-/// 4-7 from `b`).
-fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-    let le = MemFlagsData::new().with_endianness(Endianness::Little);
-    let a8 = e.b.ins().bitcast(types::I8X16, le, a);
-    let b8 = e.b.ins().bitcast(types::I8X16, le, b);
-    let mut mask = Vec::with_capacity(16);
-    for l in lanes {
-        for k in 0..4 {
-            mask.push(l * 4 + k);
-        }
-    }
-    let imm = e.b.func.dfg.immediates.push(ConstantData::from(mask));
-    let r = e.b.ins().shuffle(a8, b8, imm);
-    e.b.ins().bitcast(F32X4, le, r)
 }
 
 /// The units of task `t`.
