@@ -763,6 +763,33 @@ pub(super) fn emit_post(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> 
     Ok(())
 }
 
+/// The units `[t U / T, (t + 1) U / T)` of task `t` (U units, T tasks).
+pub(super) fn task_units(e: &mut E, p: &Plan, t: Value) -> (Value, Value) {
+    let units = p.units() as i64;
+    let tasks = p.tasks as i64;
+    let a = e.b.ins().imul_imm_s(t, units);
+    let lo = e.b.ins().udiv_imm_u(a, tasks);
+    let t1 = e.b.ins().iadd_imm_s(t, 1);
+    let b = e.b.ins().imul_imm_s(t1, units);
+    let hi = e.b.ins().udiv_imm_u(b, tasks);
+    (lo, hi)
+}
+
+/// Store the constant `x` (an `f32`) to floats `[from, to)` of `d` (vectors, then scalars).
+pub(super) fn fill(e: &mut E, d: Value, from: usize, to: usize, x: f32) {
+    let v = e.fc(F32X4, x);
+    let s = e.fc(types::F32, x);
+    let mut k = from;
+    while k + 4 <= to {
+        e.b.ins().store(mf(), v, d, (k * 4) as i32);
+        k += 4;
+    }
+    while k < to {
+        e.b.ins().store(mf(), s, d, (k * 4) as i32);
+        k += 1;
+    }
+}
+
 /// Claim a free buffer slot of the node (an index below `p.tasks`) for the running task.
 /// A task's scratch buffers belong to the slot, not to the task index: a thread that runs
 /// several tasks in a row (every task, at one thread) keeps reusing one warm set of
@@ -809,14 +836,7 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
         pool::emit_task(e, p, g, c, t);
         return;
     }
-    let units = p.units() as i64;
-    let tasks = p.tasks as i64;
-    // [t * U / T, (t + 1) * U / T)
-    let a = e.b.ins().imul_imm_s(t, units);
-    let lo = e.b.ins().udiv_imm_u(a, tasks);
-    let t1 = e.b.ins().iadd_imm_s(t, 1);
-    let b = e.b.ins().imul_imm_s(t1, units);
-    let hi = e.b.ins().udiv_imm_u(b, tasks);
+    let (lo, hi) = task_units(e, p, t);
     let slot = (p.pack_bytes() > 0).then(|| acquire_slot(e, p, c));
     let pack = match slot {
         Some(slot) => {

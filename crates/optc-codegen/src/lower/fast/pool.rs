@@ -30,13 +30,7 @@ fn step(e: &mut E, ty: Type, v: Value, acc: Value) -> Value {
 
 /// The planes of task `t`.
 pub(super) fn emit_task(e: &mut E, p: &Plan, g: &Pool2d, c: &Ctx, t: Value) {
-    let units = p.units() as i64;
-    let tasks = p.tasks as i64;
-    let a = e.b.ins().imul_imm_s(t, units);
-    let lo = e.b.ins().udiv_imm_u(a, tasks);
-    let t1 = e.b.ins().iadd_imm_s(t, 1);
-    let b = e.b.ins().imul_imm_s(t1, units);
-    let hi = e.b.ins().udiv_imm_u(b, tasks);
+    let (lo, hi) = super::task_units(e, p, t);
     let slot = super::acquire_slot(e, p, c);
     let o = e.b.ins().imul_imm_s(slot, task_bytes(g) as i64);
     let pbuf = e.b.ins().iadd(c.scratch, o);
@@ -59,17 +53,7 @@ fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl: Value) {
     let out = e.b.ins().iadd(c.out, oo);
     let nanv = e.fc(F32X4, f32::NAN);
     let nans = e.fc(types::F32, f32::NAN);
-    let fill = |e: &mut E, d: Value, from: usize, to: usize| {
-        let mut k = from;
-        while k + 4 <= to {
-            e.b.ins().store(mf(), nanv, d, (k * 4) as i32);
-            k += 4;
-        }
-        while k < to {
-            e.b.ins().store(mf(), nans, d, (k * 4) as i32);
-            k += 1;
-        }
-    };
+    let fill = |e: &mut E, d: Value, from: usize, to: usize| super::fill(e, d, from, to, f32::NAN);
     // NaN-padded copy: rows [0, ph) and [ph + h, hp) all NaN; the rest NaN | row | NaN.
     let wrow = (g.wp * 4) as i64;
     e.loop_offs(g.ph as i64, &[pbuf], &[wrow], &mut |e, _r, o| {

@@ -226,13 +226,7 @@ pub(super) fn derived(info: &NodeInfo, g: &ConvGeom, r: usize) -> R<Vec<Vec<u8>>
 /// The units of task `t`.
 pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t: Value) {
     let wg = wgeom(g, r);
-    let units = p.units() as i64;
-    let tasks = p.tasks as i64;
-    let a = e.b.ins().imul_imm_s(t, units);
-    let lo = e.b.ins().udiv_imm_u(a, tasks);
-    let t1 = e.b.ins().iadd_imm_s(t, 1);
-    let b = e.b.ins().imul_imm_s(t1, units);
-    let hi = e.b.ins().udiv_imm_u(b, tasks);
+    let (lo, hi) = super::task_units(e, p, t);
     let slot = super::acquire_slot(e, p, c);
     let o = e.b.ins().imul_imm_s(slot, task_bytes(p, g, r) as i64);
     let vbuf = e.b.ins().iadd(c.scratch, o);
@@ -317,19 +311,7 @@ fn input_window(
     let yo = e.b.ins().imul_imm_s(y0, xrow);
     let src0 = e.b.ins().iadd(io, yo);
     let src0 = e.b.ins().iadd(c.ins[0], src0);
-    let zv = e.fc(F32X4, 0.0);
-    let zs = e.fc(types::F32, 0.0);
-    let zero = |e: &mut E, d: Value, from: usize, to: usize| {
-        let mut k = from;
-        while k + 4 <= to {
-            e.b.ins().store(mf(), zv, d, (k * 4) as i32);
-            k += 4;
-        }
-        while k < to {
-            e.b.ins().store(mf(), zs, d, (k * 4) as i32);
-            k += 1;
-        }
-    };
+    let zero = |e: &mut E, d: Value, from: usize, to: usize| super::fill(e, d, from, to, 0.0);
     let (pw, w, wb) = (g.pw, g.w, wg.wb);
     let span = e.b.ins().isub(ti1, ti0);
     let nrows = e.b.ins().imul_imm_s(span, wg.r as i64);
