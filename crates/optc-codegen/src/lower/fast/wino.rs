@@ -142,7 +142,7 @@ pub(super) fn task_bytes(p: &Plan, g: &ConvGeom, r: usize) -> usize {
     wg.nxi * (vstride(p) + xstride(p)) + win_bytes(p, &wg, g)
 }
 
-/// The microkernels a Winograd node calls (packed A, full panels, plain store).
+/// The microkernels a Winograd node calls.
 pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
     let last_rows = p.m - (p.m.div_ceil(p.mrows) - 1) * p.mrows;
     let mut mrs = vec![];
@@ -154,16 +154,19 @@ pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
             mrs.push(rows % MR);
         }
     }
-    mrs.into_iter()
-        .map(|mr| UkrKey {
-            mr,
-            isa: p.isa,
-            pa: true,
-            partial: false,
-            acc: false,
-            ep: vec![],
-        })
-        .collect()
+    mrs.into_iter().map(|mr| ukr_key(p, mr)).collect()
+}
+
+/// The `mr`-row microkernel of the GEMMs: packed A (U), full panels, plain store.
+fn ukr_key(p: &Plan, mr: usize) -> UkrKey {
+    UkrKey {
+        mr,
+        isa: p.isa,
+        pa: true,
+        partial: false,
+        acc: false,
+        ep: vec![],
+    }
 }
 
 /// `G` of F(r, 3): `n x 3`.
@@ -563,16 +566,8 @@ fn gemms(
     let lda = e.ic(cn * 4);
     let ldc = e.ic(nb * 4);
     let nr = e.ic(NR as i64);
-    let key = |mr: usize| UkrKey {
-        mr,
-        isa: p.isa,
-        pa: true,
-        partial: false,
-        acc: false,
-        ep: vec![],
-    };
-    let f6 = (rows >= MR).then(|| c.ukrs[&key(MR)]);
-    let frem = (!rows.is_multiple_of(MR)).then(|| c.ukrs[&key(rows % MR)]);
+    let f6 = (rows >= MR).then(|| c.ukrs[&ukr_key(p, MR)]);
+    let frem = (!rows.is_multiple_of(MR)).then(|| c.ukrs[&ukr_key(p, rows % MR)]);
     let nfull = (rows / MR) as i64;
     e.loop_offs(
         wg.nxi as i64,
