@@ -58,6 +58,9 @@ pub(crate) struct UkrKey {
     pub mr: usize,
     /// A is packed: `kc` groups of `mr` floats (k-major), `lda_bytes` ignored.
     pub pa: bool,
+    /// Only the panel's first 8 columns (AVX2): one ymm accumulator per row. For a last panel
+    /// of at most 8 valid columns (e.g. 49 = 3 x 16 + 1), half the work of a full tile.
+    pub half: bool,
     pub partial: bool,
     pub acc: bool,
     pub ep: Vec<Ep>,
@@ -66,13 +69,14 @@ pub(crate) struct UkrKey {
 impl UkrKey {
     pub fn symbol(&self) -> String {
         let mut s = format!(
-            "optc_ukr_{}_{}x16{}{}{}",
+            "optc_ukr_{}_{}x16{}{}{}{}",
             match self.isa {
                 Isa::Avx2 => "avx2",
                 Isa::Avx512 => "avx512",
             },
             self.mr,
             if self.pa { "_pa" } else { "" },
+            if self.half { "_h" } else { "" },
             if self.partial { "_p" } else { "" },
             if self.acc { "_acc" } else { "" }
         );
@@ -128,8 +132,13 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let mut consts: Vec<(CodeLabel, u32)> = vec![];
     let mut mask_tab = a.create_label();
+    // Accumulator halves per row: 2 (16 columns) or 1 (`half`: 8 columns).
+    let nh = if key.half { 1 } else { 2 };
+    let accs: Vec<usize> = (0..mr)
+        .flat_map(|r| (0..nh).map(move |h| 2 * r + h))
+        .collect();
 
-    for r in 0..2 * mr {
+    for &r in &accs {
         a.vxorps(ymm(r), ymm(r), ymm(r))?;
     }
     // r10 = a + 3 * lda
@@ -145,7 +154,9 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     let mut done = a.create_label();
     let step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
         a.vmovups(ymm12, ymmword_ptr(rsi + 64 * u))?;
-        a.vmovups(ymm13, ymmword_ptr(rsi + (64 * u + 32)))?;
+        if nh == 2 {
+            a.vmovups(ymm13, ymmword_ptr(rsi + (64 * u + 32)))?;
+        }
         for r in 0..mr {
             let t = ymm(14 + (r & 1));
             let m = if pa {
@@ -155,7 +166,9 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
             };
             a.vbroadcastss(t, dword_ptr(m))?;
             a.vfmadd231ps(ymm(2 * r), ymm12, t)?;
-            a.vfmadd231ps(ymm(2 * r + 1), ymm13, t)?;
+            if nh == 2 {
+                a.vfmadd231ps(ymm(2 * r + 1), ymm13, t)?;
+            }
         }
         Ok(())
     };
@@ -197,7 +210,9 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         a.sub(rsi, rdi)?;
         a.lea(rdi, ptr(mask_tab))?;
         a.vmovups(ymm12, ymmword_ptr(rdi + rsi * 4))?;
-        a.vmovups(ymm13, ymmword_ptr(rdi + rsi * 4 + 32))?;
+        if nh == 2 {
+            a.vmovups(ymm13, ymmword_ptr(rdi + rsi * 4 + 32))?;
+        }
     }
     a.mov(r11, qword_ptr(rsp + 16))?;
     a.mov(rax, qword_ptr(rsp + 24))?;
@@ -209,7 +224,7 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
                     b345: AsmRegister64|
      -> Result<(), IcedError> {
         for r in 0..mr {
-            for h in 0..2 {
+            for h in 0..nh {
                 let m = ymmword_ptr(row(r, b012, b345, r9, 32 * h as i32));
                 if p {
                     a.vmaskmovps(ymm14, ymm(12 + h), m)?;
@@ -235,25 +250,33 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
                 for r in 0..mr {
                     a.vbroadcastss(ymm14, dword_ptr(r11 + 4 * r as i32))?;
                     a.vaddps(ymm(2 * r), ymm(2 * r), ymm14)?;
-                    a.vaddps(ymm(2 * r + 1), ymm(2 * r + 1), ymm14)?;
+                    if nh == 2 {
+                        a.vaddps(ymm(2 * r + 1), ymm(2 * r + 1), ymm14)?;
+                    }
                 }
             }
             Ep::BiasCol => {
                 if p {
                     a.vmaskmovps(ymm14, ymm12, ymmword_ptr(r11))?;
-                    a.vmaskmovps(ymm15, ymm13, ymmword_ptr(r11 + 32))?;
+                    if nh == 2 {
+                        a.vmaskmovps(ymm15, ymm13, ymmword_ptr(r11 + 32))?;
+                    }
                 } else {
                     a.vmovups(ymm14, ymmword_ptr(r11))?;
-                    a.vmovups(ymm15, ymmword_ptr(r11 + 32))?;
+                    if nh == 2 {
+                        a.vmovups(ymm15, ymmword_ptr(r11 + 32))?;
+                    }
                 }
                 for r in 0..mr {
                     a.vaddps(ymm(2 * r), ymm(2 * r), ymm14)?;
-                    a.vaddps(ymm(2 * r + 1), ymm(2 * r + 1), ymm15)?;
+                    if nh == 2 {
+                        a.vaddps(ymm(2 * r + 1), ymm(2 * r + 1), ymm15)?;
+                    }
                 }
             }
             Ep::Relu => {
                 a.vxorps(ymm14, ymm14, ymm14)?;
-                for r in 0..2 * mr {
+                for &r in &accs {
                     a.vmaxps(ymm(r), ymm(r), ymm14)?;
                 }
             }
@@ -262,7 +285,7 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
                 let lhi = konst(&mut a, hi);
                 a.vbroadcastss(ymm14, dword_ptr(llo))?;
                 a.vbroadcastss(ymm15, dword_ptr(lhi))?;
-                for r in 0..2 * mr {
+                for &r in &accs {
                     a.vmaxps(ymm(r), ymm(r), ymm14)?;
                     a.vminps(ymm(r), ymm(r), ymm15)?;
                 }
@@ -271,14 +294,14 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
             Ep::Scale(s) => {
                 let l = konst(&mut a, s);
                 a.vbroadcastss(ymm14, dword_ptr(l))?;
-                for r in 0..2 * mr {
+                for &r in &accs {
                     a.vmulps(ymm(r), ymm(r), ymm14)?;
                 }
             }
         }
     }
     for r in 0..mr {
-        for h in 0..2 {
+        for h in 0..nh {
             let m = ymmword_ptr(row(r, rdx, r10, r9, 32 * h as i32));
             if p {
                 a.vmaskmovps(m, ymm(12 + h), ymm(2 * r + h))?;
@@ -327,6 +350,7 @@ fn zmm(i: usize) -> AsmRegisterZmm {
 /// panel width for this ISA; the driver in `lower::fast` is shared with AVX2 and keeps
 /// `MR = 6`, `NR = 16`.
 fn assemble_avx512(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
+    assert!(!key.half, "half-panel kernels are AVX2 only");
     let mr = key.mr;
     assert!((1..=MR).contains(&mr), "microkernel rows out of range");
     let mut a = CodeAssembler::new(64)?;

@@ -799,3 +799,29 @@ fn conv_winograd_cases(wino: usize) {
         );
     }
 }
+
+/// Last panels of at most 8 columns take the 8-column (half) microkernels: 7x7 maps (49 =
+/// 3 x 16 + 1), 14x14 (196 = 12 x 16 + 4), N = 8, 24, 40 exactly and N = 9 (a 9-column tail
+/// stays on the full kernel), with accumulation over K blocks and the epilogues.
+#[test]
+fn half_panel_tails() {
+    let w1 = win(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
+    conv_fused(&[1, 40, 7, 7], &[50, 40, 1, 1], w1.clone(), &["relu6"], 61);
+    conv_fused(&[1, 300, 7, 7], &[20, 300, 1, 1], w1.clone(), &["res"], 62);
+    conv_fused(
+        &[2, 24, 14, 14],
+        &[13, 24, 1, 1],
+        w1.clone(),
+        &["bias", "relu"],
+        63,
+    );
+    for (m, k, n) in [
+        (7, 33, 8),
+        (13, 300, 24),
+        (6, 17, 40),
+        (5, 9, 9),
+        (1, 600, 5),
+    ] {
+        matmul_case(m, k, n, 64 + n as u64);
+    }
+}

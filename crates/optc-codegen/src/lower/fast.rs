@@ -94,6 +94,10 @@ impl Plan {
         };
         !(packed && port == 1)
     }
+    /// Whether a last panel of `tail` valid columns uses the 8-column (half) microkernel.
+    fn half_tail(&self, tail: usize) -> bool {
+        self.isa == Isa::Avx2 && tail <= NR / 2
+    }
     pub fn units(&self) -> usize {
         self.nimg * self.units_per_img() * self.mparts()
     }
@@ -167,10 +171,13 @@ impl Plan {
                 }
             }
         }
-        let mut parts = vec![false];
+        // (partial, half) of the panels: full ones, and the tails of a unit's columns.
+        let mut parts = vec![(false, false)];
         let last = self.n - (self.units_per_img() - 1) * self.chunk;
-        if !last.is_multiple_of(NR) || !self.chunk.is_multiple_of(NR) {
-            parts.push(true);
+        for tail in [last % NR, self.chunk % NR] {
+            if tail > 0 && !parts.contains(&(true, self.half_tail(tail))) {
+                parts.push((true, self.half_tail(tail)));
+            }
         }
         let nkb = self.kblocks().len();
         let mut kinds = vec![(false, nkb == 1)];
@@ -180,12 +187,13 @@ impl Plan {
         }
         let mut keys = vec![];
         for &mr in &mrs {
-            for &partial in &parts {
+            for &(partial, half) in &parts {
                 for &(acc, ep) in &kinds {
                     let k = UkrKey {
                         isa: self.isa,
                         mr,
                         pa: self.amode != AMode::Direct,
+                        half,
                         partial,
                         acc,
                         ep: if ep { self.ep.clone() } else { vec![] },
@@ -1065,6 +1073,7 @@ fn emit_kblock(
             isa: p.isa,
             mr,
             pa: amode != AMode::Direct,
+            half: partial && p.half_tail(nr_last),
             partial,
             acc,
             ep: ep.clone(),

@@ -33,19 +33,28 @@ fn ep_lists() -> Vec<Vec<Ep>> {
 
 pub(super) fn all_keys(isa: Isa) -> Vec<UkrKey> {
     let mut v = vec![];
+    // Half-panel (8-column) kernels exist for AVX2 only.
+    let halves: &[bool] = if isa == Isa::Avx2 {
+        &[false, true]
+    } else {
+        &[false]
+    };
     for mr in 1..=MR {
         for pa in [false, true] {
-            for partial in [false, true] {
-                for acc in [false, true] {
-                    for ep in ep_lists() {
-                        v.push(UkrKey {
-                            isa,
-                            mr,
-                            pa,
-                            partial,
-                            acc,
-                            ep,
-                        });
+            for &half in halves {
+                for partial in [false, true] {
+                    for acc in [false, true] {
+                        for ep in ep_lists() {
+                            v.push(UkrKey {
+                                isa,
+                                mr,
+                                pa,
+                                half,
+                                partial,
+                                acc,
+                                ep,
+                            });
+                        }
                     }
                 }
             }
@@ -121,7 +130,11 @@ fn check_common(key: &UkrKey, bytes: &[u8], ins: &[Instruction], end: usize) {
     let eps = |e: fn(&Ep) -> bool| key.ep.iter().filter(|x| e(x)).count();
     let vec_op = |i: &Instruction, m: Mnemonic| i.mnemonic() == m;
     // Relu: one vmax per accumulator; Clip: one vmax and one vmin per accumulator.
-    let per_row = if key.isa == Isa::Avx2 { 2 } else { 1 };
+    let per_row = if key.isa == Isa::Avx2 && !key.half {
+        2
+    } else {
+        1
+    };
     let accs = per_row * key.mr;
     let relu = eps(|e| *e == Ep::Relu);
     let clip = eps(|e| matches!(e, Ep::Clip(..)));
@@ -243,7 +256,9 @@ fn avx2_kernels_decode_to_ymm_code() {
             .iter()
             .filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps)
             .collect();
-        assert_eq!(fmas.len(), 2 * 5 * key.mr, "{s}");
+        // 4x-unrolled loop + remainder step, one FMA per accumulator (2 per row, 1 if half).
+        let per_row = if key.half { 1 } else { 2 };
+        assert_eq!(fmas.len(), per_row * 5 * key.mr, "{s}");
         assert!(fmas
             .iter()
             .all(|i| (0..3).all(|o| i.op_register(o).is_ymm())));

@@ -163,6 +163,7 @@ fn ukr_key(p: &Plan, mr: usize) -> UkrKey {
         mr,
         isa: p.isa,
         pa: true,
+        half: false,
         partial: false,
         acc: false,
         ep: vec![],
