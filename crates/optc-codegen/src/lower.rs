@@ -395,44 +395,26 @@ pub fn lower_graph<M: Module>(
         } else {
             None
         };
+        let task = TaskFn {
+            info,
+            name: format!("{entry_name}_k{i}_task"),
+            dids: &dids,
+            rt_ids: &rt_ids,
+            fma: target.fma,
+            nparams,
+        };
         if let Some((dim, parts)) = ew {
             // A large f32 elementwise node: `parts` tasks, each a slice along `dim`.
-            let mut ts = module.make_signature();
-            ts.params.push(AbiParam::new(ptr));
-            ts.params.push(AbiParam::new(types::I64));
-            let tid = module
-                .declare_function(&format!("{entry_name}_k{i}_task"), Linkage::Local, &ts)
-                .map_err(|e| info.err(e.to_string()))?;
-            ctx.func = Function::with_name_signature(UserFuncName::user(0, tid.as_u32()), ts);
-            let gvs: Vec<_> = dids
-                .iter()
-                .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
-                .collect();
-            let rt = rt_ids.declare_in(module, &mut ctx.func);
-            {
-                let (mut e, tp) = E::begin(&mut ctx.func, &mut fctx, target.fma, rt);
-                let params: Vec<Value> = (0..nparams)
-                    .map(|j| e.b.ins().load(ptr, mf(), tp[0], (j * 8) as i32))
-                    .collect();
-                let extra: Vec<Value> = gvs
-                    .iter()
-                    .map(|g| e.b.ins().symbol_value(ptr, *g))
-                    .collect();
+            let body = &mut |e: &mut E, params: &[Value], extra: &[Value], _: &_, t: Value| {
                 e.split = Some(crate::emit::Split {
                     shape: info.outs[0].shape.clone(),
                     dim,
                     parts,
-                    t: tp[1],
+                    t,
                 });
-                lower_node(&mut e, info, &params, &extra)?;
-                e.b.ins().return_(&[]);
-                e.b.finalize(module.target_config());
-            }
-            module
-                .define_function(tid, &mut ctx)
-                .map_err(|e| info.err(format!("cranelift: {e:?}")))?;
-            module.clear_context(&mut ctx);
-            task_fn = Some(tid);
+                lower_node(e, info, params, extra)
+            };
+            task_fn = Some(task.define(module, &mut ctx, &mut fctx, &[], body)?);
         }
         if let Some(p) = plan {
             for key in p.keys() {
@@ -455,52 +437,24 @@ pub fn lower_graph<M: Module>(
                 ukr_ids.insert(key, id);
             }
             if p.tasks > 1 {
-                let mut ts = module.make_signature();
-                ts.params.push(AbiParam::new(ptr));
-                ts.params.push(AbiParam::new(types::I64));
-                let tid = module
-                    .declare_function(&format!("{entry_name}_k{i}_task"), Linkage::Local, &ts)
-                    .map_err(|e| info.err(e.to_string()))?;
-                ctx.func = Function::with_name_signature(UserFuncName::user(0, tid.as_u32()), ts);
-                let gvs: Vec<_> = dids
-                    .iter()
-                    .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
-                    .collect();
-                let ukrs: HashMap<_, _> = p
+                let keys: Vec<_> = p
                     .keys()
                     .into_iter()
-                    .map(|k| {
-                        let f = module.declare_func_in_func(ukr_ids[&k], &mut ctx.func);
-                        (k, f)
-                    })
+                    .map(|k| (k.clone(), ukr_ids[&k]))
                     .collect();
-                let rt = rt_ids.declare_in(module, &mut ctx.func);
-                {
-                    let (mut e, tp) = E::begin(&mut ctx.func, &mut fctx, target.fma, rt);
-                    let params: Vec<Value> = (0..nparams)
-                        .map(|j| e.b.ins().load(ptr, mf(), tp[0], (j * 8) as i32))
-                        .collect();
-                    let extra: Vec<Value> = gvs
-                        .iter()
-                        .map(|g| e.b.ins().symbol_value(ptr, *g))
-                        .collect();
-                    let nin = info.ins.len();
+                let nin = info.ins.len();
+                let body = &mut |e: &mut E, params: &[Value], extra: &[Value], ukrs: &_, t| {
                     let c = fast::Ctx {
                         ins: &params[..nin],
                         out: params[nin],
                         scratch: params[nparams - 1],
-                        extra: &extra,
-                        ukrs: &ukrs,
+                        extra,
+                        ukrs,
                     };
-                    fast::emit_task(&mut e, p, &c, tp[1]);
-                    e.b.ins().return_(&[]);
-                    e.b.finalize(module.target_config());
-                }
-                module
-                    .define_function(tid, &mut ctx)
-                    .map_err(|e| info.err(format!("cranelift: {e:?}")))?;
-                module.clear_context(&mut ctx);
-                task_fn = Some(tid);
+                    fast::emit_task(e, p, &c, t);
+                    Ok(())
+                };
+                task_fn = Some(task.define(module, &mut ctx, &mut fctx, &keys, body)?);
             }
         }
         ctx.func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
@@ -540,20 +494,7 @@ pub fn lower_graph<M: Module>(
                     };
                     fast::emit_pre(&mut e, info, p, &c)?;
                     match (task_ref, par_ref) {
-                        (Some(tr), Some(pr)) => {
-                            let slot = e.b.create_sized_stack_slot(StackSlotData::new(
-                                StackSlotKind::ExplicitSlot,
-                                (nparams * 8) as u32,
-                                3,
-                            ));
-                            let sa = e.b.ins().stack_addr(ptr, slot, 0);
-                            for (j, &v) in params.iter().enumerate() {
-                                e.b.ins().store(mf(), v, sa, (j * 8) as i32);
-                            }
-                            let fa = e.b.ins().func_addr(ptr, tr);
-                            let nt = e.b.ins().iconst(types::I64, p.tasks as i64);
-                            e.b.ins().call(pr, &[fa, sa, nt]);
-                        }
+                        (Some(tr), Some(pr)) => call_parallel(&mut e, &params, tr, pr, p.tasks),
                         _ => {
                             let z = e.ic(0);
                             fast::emit_task(&mut e, p, &c, z);
@@ -563,18 +504,7 @@ pub fn lower_graph<M: Module>(
                 }
                 None => match (task_ref, par_ref, ew) {
                     (Some(tr), Some(pr), Some((_, parts))) => {
-                        let slot = e.b.create_sized_stack_slot(StackSlotData::new(
-                            StackSlotKind::ExplicitSlot,
-                            (nparams * 8) as u32,
-                            3,
-                        ));
-                        let sa = e.b.ins().stack_addr(ptr, slot, 0);
-                        for (j, &v) in params.iter().enumerate() {
-                            e.b.ins().store(mf(), v, sa, (j * 8) as i32);
-                        }
-                        let fa = e.b.ins().func_addr(ptr, tr);
-                        let nt = e.b.ins().iconst(types::I64, parts as i64);
-                        e.b.ins().call(pr, &[fa, sa, nt]);
+                        call_parallel(&mut e, &params, tr, pr, parts)
                     }
                     // An aliased reshape: nothing to do (the entry does not call it).
                     _ if aliased[i] => {}
@@ -762,6 +692,99 @@ fn layernorm_split(info: &NodeInfo) -> Option<usize> {
     let rows: usize = s[..axis].iter().product();
     let want = (info.ins[0].numel() / 8192).min(8);
     (2..=want).rev().find(|&p| rows.is_multiple_of(p))
+}
+
+/// What a node's task function (`fn(params: *const ptr, t: i64)`, run by
+/// `optc_rt_parallel_for`) needs: it loads the kernel's parameters from the array the kernel
+/// passes, declares the node's data and microkernels, and lets `body` emit task `t`.
+struct TaskFn<'a> {
+    info: &'a NodeInfo<'a>,
+    name: String,
+    dids: &'a [DataId],
+    rt_ids: &'a RtIds,
+    fma: bool,
+    nparams: usize,
+}
+
+/// Emits one task: `(e, params, extra data, microkernels, t)`.
+type TaskBody<'b> = dyn FnMut(
+        &mut E,
+        &[Value],
+        &[Value],
+        &HashMap<crate::ukr::UkrKey, cranelift_codegen::ir::FuncRef>,
+        Value,
+    ) -> R<()>
+    + 'b;
+
+impl TaskFn<'_> {
+    fn define<M: Module>(
+        &self,
+        module: &mut M,
+        ctx: &mut cranelift_codegen::Context,
+        fctx: &mut FunctionBuilderContext,
+        ukr_ids: &[(crate::ukr::UkrKey, FuncId)],
+        body: &mut TaskBody<'_>,
+    ) -> R<FuncId> {
+        let ptr = module.target_config().pointer_type();
+        let mut ts = module.make_signature();
+        ts.params.push(AbiParam::new(ptr));
+        ts.params.push(AbiParam::new(types::I64));
+        let tid = module
+            .declare_function(&self.name, Linkage::Local, &ts)
+            .map_err(|e| self.info.err(e.to_string()))?;
+        ctx.func = Function::with_name_signature(UserFuncName::user(0, tid.as_u32()), ts);
+        let gvs: Vec<_> = self
+            .dids
+            .iter()
+            .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
+            .collect();
+        let ukrs: HashMap<_, _> = ukr_ids
+            .iter()
+            .map(|(k, id)| (k.clone(), module.declare_func_in_func(*id, &mut ctx.func)))
+            .collect();
+        let rt = self.rt_ids.declare_in(module, &mut ctx.func);
+        {
+            let (mut e, tp) = E::begin(&mut ctx.func, fctx, self.fma, rt);
+            let params: Vec<Value> = (0..self.nparams)
+                .map(|j| e.b.ins().load(ptr, mf(), tp[0], (j * 8) as i32))
+                .collect();
+            let extra: Vec<Value> = gvs
+                .iter()
+                .map(|g| e.b.ins().symbol_value(ptr, *g))
+                .collect();
+            body(&mut e, &params, &extra, &ukrs, tp[1])?;
+            e.b.ins().return_(&[]);
+            e.b.finalize(module.target_config());
+        }
+        module
+            .define_function(tid, ctx)
+            .map_err(|e| self.info.err(format!("cranelift: {e:?}")))?;
+        module.clear_context(ctx);
+        Ok(tid)
+    }
+}
+
+/// Run task function `task` for `0..n` through `optc_rt_parallel_for` (`par`), handing it the
+/// kernel's parameters in a stack array.
+fn call_parallel(
+    e: &mut E,
+    params: &[Value],
+    task: cranelift_codegen::ir::FuncRef,
+    par: cranelift_codegen::ir::FuncRef,
+    n: usize,
+) {
+    let slot = e.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (params.len() * 8) as u32,
+        3,
+    ));
+    let sa = e.b.ins().stack_addr(types::I64, slot, 0);
+    for (j, &v) in params.iter().enumerate() {
+        e.b.ins().store(mf(), v, sa, (j * 8) as i32);
+    }
+    let fa = e.b.ins().func_addr(types::I64, task);
+    let nt = e.b.ins().iconst(types::I64, n as i64);
+    e.b.ins().call(par, &[fa, sa, nt]);
 }
 
 fn define_data<M: Module>(module: &mut M, count: &mut usize, bytes: Vec<u8>) -> R<DataId> {
