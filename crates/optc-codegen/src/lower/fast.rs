@@ -882,21 +882,9 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
             by_rows(e, last_cols);
         } else {
             let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, ci, upi as i64 - 1);
-            let t = |e: &mut E| by_rows(e, last_cols);
-            let tb = e.b.create_block();
-            let eb = e.b.create_block();
-            let join = e.b.create_block();
-            e.b.ins().brif(is_last, tb, &[], eb, &[]);
-            e.b.switch_to_block(tb);
-            e.b.seal_block(tb);
-            t(e);
-            e.b.ins().jump(join, &[]);
-            e.b.switch_to_block(eb);
-            e.b.seal_block(eb);
-            by_rows(e, p.chunk);
-            e.b.ins().jump(join, &[]);
-            e.b.switch_to_block(join);
-            e.b.seal_block(join);
+            if_else(e, is_last, &mut |e| by_rows(e, last_cols), &mut |e| {
+                by_rows(e, p.chunk)
+            });
         }
     });
     if let Some(slot) = slot {

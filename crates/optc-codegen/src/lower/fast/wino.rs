@@ -464,6 +464,15 @@ fn load_line(e: &mut E, wg: &WGeom, s: Value, off: i32) -> Vec<Value> {
     }
 }
 
+/// Tile row and column of the first tile of group `q` (4 tiles) of the unit from tile `t0`.
+fn group_tile(e: &mut E, wg: &WGeom, t0: Value, q: Value) -> (Value, Value) {
+    let t = e.b.ins().imul_imm_s(q, 4);
+    let t = e.b.ins().iadd(t0, t);
+    let ti = e.b.ins().udiv_imm_u(t, wg.tw4 as i64);
+    let tj = e.b.ins().urem_imm_u(t, wg.tw4 as i64);
+    (ti, tj)
+}
+
 /// `V` for the `ngroups` groups of 4 tiles from tile `t0` (read from the window `win`);
 /// groups past `ngroups` (up to the unit's `NB / 4`) are zeroed.
 #[allow(clippy::too_many_arguments)]
@@ -489,10 +498,7 @@ fn input_transform(
     let xb = e.b.ins().iadd(win, wo);
     let z = e.ic(0);
     loop_range(e, z, ngroups, &mut |e, q| {
-        let t = e.b.ins().imul_imm_s(q, 4);
-        let t = e.b.ins().iadd(t0, t);
-        let ti = e.b.ins().udiv_imm_u(t, wg.tw4 as i64);
-        let tj = e.b.ins().urem_imm_u(t, wg.tw4 as i64);
+        let (ti, tj) = group_tile(e, wg, t0, q);
         // Input window: row r ti, column r tj.
         let r0 = e.b.ins().imul_imm_s(ti, r * rowb);
         let c0 = e.b.ins().imul_imm_s(tj, r * 4);
@@ -632,10 +638,7 @@ fn output_transform(
     let bo = e.b.ins().imul_imm_s(row0, 4);
     let z = e.ic(0);
     loop_range(e, z, ngroups, &mut |e, q| {
-        let t = e.b.ins().imul_imm_s(q, 4);
-        let t = e.b.ins().iadd(t0, t);
-        let ti = e.b.ins().udiv_imm_u(t, wg.tw4 as i64);
-        let tj = e.b.ins().urem_imm_u(t, wg.tw4 as i64);
+        let (ti, tj) = group_tile(e, wg, t0, q);
         let yr = e.b.ins().imul_imm_s(ti, r as i64 * ow * 4);
         let yc = e.b.ins().imul_imm_s(tj, r as i64 * 4);
         let yo = e.b.ins().iadd(yr, yc);
