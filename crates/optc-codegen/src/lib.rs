@@ -241,54 +241,36 @@ impl Target {
     pub fn parse(name: &str) -> Result<Target, CodegenError> {
         match name {
             "native" => Target::host(),
-            "x86_64-sse4.2" => Ok(Target {
-                name: name.to_string(),
-                features: SSE42.to_vec(),
-                native: false,
-                fma: false,
-                vector_lanes: 4,
-                winograd: 4,
-                vector_regs: 16,
-                caches: Caches::X86,
-                cores: 0,
-            }),
-            "x86_64-avx2" => Ok(Target {
-                name: name.to_string(),
-                features: AVX2.to_vec(),
-                native: false,
-                fma: true,
-                vector_lanes: 4,
-                winograd: 4,
-                vector_regs: 16,
-                caches: Caches::X86,
-                cores: 0,
-            }),
-            "x86_64-avx512" => Ok(Target {
-                name: name.to_string(),
-                features: AVX512.to_vec(),
-                native: false,
-                fma: true,
-                vector_lanes: 4,
-                winograd: 4,
-                vector_regs: 32,
-                caches: Caches::AVX512,
-                cores: 0,
-            }),
-            "aarch64-neon" => Ok(Target {
-                name: name.to_string(),
-                features: vec![],
-                native: false,
-                fma: true,
-                vector_lanes: 4,
-                winograd: 4,
-                vector_regs: 32,
-                caches: Caches::ARM,
-                cores: 0,
-            }),
+            "x86_64-sse4.2" => Ok(Target::named(name, &SSE42, false, 16, Caches::X86)),
+            "x86_64-avx2" => Ok(Target::named(name, &AVX2, true, 16, Caches::X86)),
+            "x86_64-avx512" => Ok(Target::named(name, &AVX512, true, 32, Caches::AVX512)),
+            "aarch64-neon" => Ok(Target::named(name, &[], true, 32, Caches::ARM)),
             _ => Err(CodegenError::new(format!(
                 "unknown target {name:?}; valid targets: {}",
                 TARGET_NAMES.join(", ")
             ))),
+        }
+    }
+
+    /// A named (non-native) target: ISA flags, FMA, vector registers, typical caches; the
+    /// core count is left to run time.
+    fn named(
+        name: &str,
+        features: &[&'static str],
+        fma: bool,
+        vector_regs: usize,
+        caches: Caches,
+    ) -> Target {
+        Target {
+            name: name.to_string(),
+            features: features.to_vec(),
+            native: false,
+            fma,
+            vector_lanes: 4,
+            winograd: 4,
+            vector_regs,
+            caches,
+            cores: 0,
         }
     }
 
