@@ -118,6 +118,49 @@ fn row(
     }
 }
 
+/// The k loop shared by the kernels: `kc` (rcx) steps, 4 at a time then one at a time;
+/// `step(a, u)` emits step `u` of a group (B at `rsi + 64 u`, A at `rdi + ka u` or, unpacked,
+/// the rows from `rdi`/`r10` at `4 u`). Advances rsi, rdi (and r10 for unpacked A).
+fn k_loop(
+    a: &mut CodeAssembler,
+    pa: bool,
+    ka: i32,
+    step: &mut dyn FnMut(&mut CodeAssembler, i32) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    let mut l4 = a.create_label();
+    let mut rem = a.create_label();
+    let mut l1 = a.create_label();
+    let mut done = a.create_label();
+    a.mov(rax, rcx)?;
+    a.shr(rax, 2)?;
+    a.jz(rem)?;
+    a.set_label(&mut l4)?;
+    for u in 0..4 {
+        step(a, u)?;
+    }
+    a.add(rsi, 256)?;
+    a.add(rdi, 4 * ka)?;
+    if !pa {
+        a.add(r10, 16)?;
+    }
+    a.dec(rax)?;
+    a.jnz(l4)?;
+    a.set_label(&mut rem)?;
+    a.and(rcx, 3)?;
+    a.jz(done)?;
+    a.set_label(&mut l1)?;
+    step(a, 0)?;
+    a.add(rsi, 64)?;
+    a.add(rdi, ka)?;
+    if !pa {
+        a.add(r10, 4)?;
+    }
+    a.dec(rcx)?;
+    a.jnz(l1)?;
+    a.set_label(&mut done)?;
+    Ok(())
+}
+
 /// Assemble the microkernel `key` (position independent, no relocations).
 pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     match key.isa {
@@ -148,11 +191,7 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         a.add(r10, r8)?;
     }
     let ka = if pa { 4 * mr as i32 } else { 4 };
-    let mut l4 = a.create_label();
-    let mut rem = a.create_label();
-    let mut l1 = a.create_label();
-    let mut done = a.create_label();
-    let step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
+    let mut step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
         a.vmovups(ymm12, ymmword_ptr(rsi + 64 * u))?;
         if nh == 2 {
             a.vmovups(ymm13, ymmword_ptr(rsi + (64 * u + 32)))?;
@@ -172,33 +211,7 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         }
         Ok(())
     };
-    a.mov(rax, rcx)?;
-    a.shr(rax, 2)?;
-    a.jz(rem)?;
-    a.set_label(&mut l4)?;
-    for u in 0..4 {
-        step(&mut a, u)?;
-    }
-    a.add(rsi, 256)?;
-    a.add(rdi, 4 * ka)?;
-    if !pa {
-        a.add(r10, 16)?;
-    }
-    a.dec(rax)?;
-    a.jnz(l4)?;
-    a.set_label(&mut rem)?;
-    a.and(rcx, 3)?;
-    a.jz(done)?;
-    a.set_label(&mut l1)?;
-    step(&mut a, 0)?;
-    a.add(rsi, 64)?;
-    a.add(rdi, ka)?;
-    if !pa {
-        a.add(r10, 4)?;
-    }
-    a.dec(rcx)?;
-    a.jnz(l1)?;
-    a.set_label(&mut done)?;
+    k_loop(&mut a, pa, ka, &mut step)?;
 
     // Epilogue. rdx/r10: C rows 0-2 / 3-5; r9: ldc; r11: bias; rax/rcx: residual rows.
     a.lea(r10, rdx + r9 * 2)?;
@@ -367,12 +380,8 @@ fn assemble_avx512(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         a.add(r10, r8)?;
     }
     let ka = if pa { 4 * mr as i32 } else { 4 };
-    let mut l4 = a.create_label();
-    let mut rem = a.create_label();
-    let mut l1 = a.create_label();
-    let mut done = a.create_label();
     // k step `u` of an unrolled group: B row into zmm12+u, accumulators of parity u.
-    let step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
+    let mut step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
         let bu = zmm(12 + u as usize);
         let set = 6 * (u as usize & 1);
         a.vmovups(bu, zmmword_ptr(rsi + 64 * u))?;
@@ -386,33 +395,7 @@ fn assemble_avx512(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         }
         Ok(())
     };
-    a.mov(rax, rcx)?;
-    a.shr(rax, 2)?;
-    a.jz(rem)?;
-    a.set_label(&mut l4)?;
-    for u in 0..4 {
-        step(&mut a, u)?;
-    }
-    a.add(rsi, 256)?;
-    a.add(rdi, 4 * ka)?;
-    if !pa {
-        a.add(r10, 16)?;
-    }
-    a.dec(rax)?;
-    a.jnz(l4)?;
-    a.set_label(&mut rem)?;
-    a.and(rcx, 3)?;
-    a.jz(done)?;
-    a.set_label(&mut l1)?;
-    step(&mut a, 0)?;
-    a.add(rsi, 64)?;
-    a.add(rdi, ka)?;
-    if !pa {
-        a.add(r10, 4)?;
-    }
-    a.dec(rcx)?;
-    a.jnz(l1)?;
-    a.set_label(&mut done)?;
+    k_loop(&mut a, pa, ka, &mut step)?;
     for r in 0..mr {
         a.vaddps(zmm(r), zmm(r), zmm(6 + r))?;
     }
