@@ -388,37 +388,7 @@ impl<'f> E<'f> {
         let lo = self.fc(ty, -86.64);
         let xc = self.clamp_hi(ty, x, hi);
         let xc = self.clamp_lo(ty, xc, lo);
-        let log2e = self.fc(ty, std::f32::consts::LOG2_E);
-        let magic = self.fc(ty, 12582912.0);
-        let t = self.mul_add(xc, log2e, magic);
-        let n = self.b.ins().fsub(t, magic);
-        let c1 = self.fc(ty, -0.693359375);
-        let c2 = self.fc(ty, 2.12194440e-4);
-        let r = self.mul_add(n, c1, xc);
-        let r = self.mul_add(n, c2, r);
-        let p = self.poly(
-            ty,
-            r,
-            &[
-                1.987_569_2e-4,
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                1.666_666_5e-1,
-                5.000_000_1e-1,
-            ],
-        );
-        let r2 = self.b.ins().fmul(r, r);
-        let one = self.fc(ty, 1.0);
-        let rp1 = self.b.ins().fadd(r, one);
-        let y = self.mul_add(p, r2, rp1);
-        let it = Self::int_ty(ty);
-        let tb = self.bits_of(ty, t);
-        let off = self.i32c(it, 0x4B40_0000 - 126);
-        let e = self.b.ins().isub(tb, off);
-        let e = self.b.ins().ishl_imm_s(e, 23);
-        let scale = self.float_of(ty, e);
-        let res = self.b.ins().fmul(y, scale);
+        let res = self.exp_reduced(ty, xc, 126);
         let two = self.fc(ty, 2.0);
         let res = self.b.ins().fmul(res, two);
         let big = self.fc(ty, 88.72284);
@@ -427,11 +397,10 @@ impl<'f> E<'f> {
         self.fsel(ty, over, inf, res)
     }
 
-    /// `exp(x)` for `x <= 0` or NaN (softmax's `x - max`), as `exp` without the overflow
-    /// handling: same reduction and polynomial, scale `2^n` with `n` in [-125, 0].
-    pub fn exp_nonpos(&mut self, ty: Type, x: Value) -> Value {
-        let lo = self.fc(ty, -86.64);
-        let xc = self.clamp_lo(ty, x, lo);
+    /// `exp(xc) / 2^(127 - bias)` for a clamped `xc`: `n = round(xc / ln 2)`, a degree-7
+    /// polynomial on the Cody-Waite reduced `r = xc - n ln 2`, times `2^(n + bias - 127)`
+    /// built in the exponent bits (`bias` 127: `2^n`; 126: `2^(n-1)`, for `n` up to 128).
+    fn exp_reduced(&mut self, ty: Type, xc: Value, bias: i32) -> Value {
         let log2e = self.fc(ty, std::f32::consts::LOG2_E);
         let magic = self.fc(ty, 12582912.0);
         let t = self.mul_add(xc, log2e, magic);
@@ -458,11 +427,19 @@ impl<'f> E<'f> {
         let y = self.mul_add(p, r2, rp1);
         let it = Self::int_ty(ty);
         let tb = self.bits_of(ty, t);
-        let off = self.i32c(it, 0x4B40_0000 - 127);
+        let off = self.i32c(it, 0x4B40_0000 - bias);
         let e = self.b.ins().isub(tb, off);
         let e = self.b.ins().ishl_imm_s(e, 23);
         let scale = self.float_of(ty, e);
         self.b.ins().fmul(y, scale)
+    }
+
+    /// `exp(x)` for `x <= 0` or NaN (softmax's `x - max`), as `exp` without the overflow
+    /// handling: same reduction and polynomial, scale `2^n` with `n` in [-125, 0].
+    pub fn exp_nonpos(&mut self, ty: Type, x: Value) -> Value {
+        let lo = self.fc(ty, -86.64);
+        let xc = self.clamp_lo(ty, x, lo);
+        self.exp_reduced(ty, xc, 127)
     }
 
     pub fn sigmoid(&mut self, ty: Type, x: Value) -> Value {
