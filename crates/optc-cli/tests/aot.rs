@@ -68,31 +68,8 @@ fn run_c(dir: &Path, model: &Path, name: &str, inputs: &[Tensor], n_out: usize) 
     ]);
     assert!(dir.join(format!("{name}.h")).exists());
     let exe = dir.join(format!("{name}_app"));
-    let cc = Command::new("cc")
-        .arg("-O2")
-        .arg("-Wall")
-        .arg("-Werror")
-        .arg(format!("-DOPTC_MODEL={name}"))
-        .arg("-I")
-        .arg(dir)
-        .arg(root().join("examples/c/main.c"))
-        .arg(&obj)
-        .arg("-lm")
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "cc failed: {}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
-    let mut args = vec![];
-    for (i, t) in inputs.iter().enumerate() {
-        let p = dir.join(format!("in{i}.bin"));
-        std::fs::write(&p, t.data().to_le_bytes()).unwrap();
-        args.push(p);
-    }
+    link_c_example("cc", &["-O2", "-Wall", "-Werror"], name, dir, &obj, &exe);
+    let mut args = write_inputs(dir, "", inputs);
     let outs: Vec<PathBuf> = (0..n_out)
         .map(|i| dir.join(format!("out{i}.bin")))
         .collect();
@@ -104,6 +81,42 @@ fn run_c(dir: &Path, model: &Path, name: &str, inputs: &[Tensor], n_out: usize) 
         String::from_utf8_lossy(&run.stderr)
     );
     outs.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// Build the C example against the object `obj` of model `name` (header in `dir`) with the
+/// C compiler `cc` and extra `flags`.
+fn link_c_example(cc: &str, flags: &[&str], name: &str, dir: &Path, obj: &Path, exe: &Path) {
+    let out = Command::new(cc)
+        .args(flags)
+        .arg(format!("-DOPTC_MODEL={name}"))
+        .arg("-I")
+        .arg(dir)
+        .arg(root().join("examples/c/main.c"))
+        .arg(obj)
+        .arg("-lm")
+        .arg("-o")
+        .arg(exe)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cc} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Write `inputs` as raw little-endian files `dir/{prefix}in{i}.bin` (the C example's input
+/// format); returns their paths.
+fn write_inputs(dir: &Path, prefix: &str, inputs: &[Tensor]) -> Vec<PathBuf> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let p = dir.join(format!("{prefix}in{i}.bin"));
+            std::fs::write(&p, t.data().to_le_bytes()).unwrap();
+            p
+        })
+        .collect()
 }
 
 fn jit(bytes: &[u8], inputs: &[Tensor]) -> Vec<Vec<u8>> {
@@ -437,29 +450,8 @@ fn aarch64_object_runs_under_qemu_like_the_jit() {
             obj.to_str().unwrap(),
         ]);
         let exe = dir.join(format!("{name}_arm"));
-        let cc = Command::new("aarch64-linux-gnu-gcc")
-            .arg("-O2")
-            .arg(format!("-DOPTC_MODEL={name}"))
-            .arg("-I")
-            .arg(&dir)
-            .arg(root().join("examples/c/main.c"))
-            .arg(&obj)
-            .arg("-lm")
-            .arg("-o")
-            .arg(&exe)
-            .output()
-            .unwrap();
-        assert!(
-            cc.status.success(),
-            "{}",
-            String::from_utf8_lossy(&cc.stderr)
-        );
-        let mut args = vec![];
-        for (i, t) in inputs.iter().enumerate() {
-            let p = dir.join(format!("{name}_in{i}.bin"));
-            std::fs::write(&p, t.data().to_le_bytes()).unwrap();
-            args.push(p);
-        }
+        link_c_example("aarch64-linux-gnu-gcc", &["-O2"], name, &dir, &obj, &exe);
+        let mut args = write_inputs(&dir, &format!("{name}_"), &inputs);
         let want = jit(&std::fs::read(&model).unwrap(), &inputs);
         let outs: Vec<PathBuf> = (0..want.len())
             .map(|i| dir.join(format!("{name}_out{i}.bin")))
@@ -516,28 +508,8 @@ fn runtime_error_names_the_node_like_the_jit() {
     let obj = dir.join("gather.o");
     optc(&[model.to_str().unwrap(), "-o", obj.to_str().unwrap()]);
     let exe = dir.join("gather_app");
-    let cc = Command::new("cc")
-        .arg("-DOPTC_MODEL=gather")
-        .arg("-I")
-        .arg(&dir)
-        .arg(root().join("examples/c/main.c"))
-        .arg(&obj)
-        .arg("-lm")
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
-    let mut args = vec![];
-    for (i, t) in inputs.iter().enumerate() {
-        let p = dir.join(format!("in{i}.bin"));
-        std::fs::write(&p, t.data().to_le_bytes()).unwrap();
-        args.push(p);
-    }
+    link_c_example("cc", &[], "gather", &dir, &obj, &exe);
+    let mut args = write_inputs(&dir, "", &inputs);
     args.push(dir.join("out0.bin"));
     let run = Command::new(&exe).args(&args).output().unwrap();
     assert_eq!(run.status.code(), Some(1));

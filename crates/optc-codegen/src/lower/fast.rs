@@ -225,7 +225,7 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         return Ok(None);
     }
     if let Op::MaxPool { .. } = info.op {
-        return Ok(maxpool2d_geom(info).map(|g| pool_plan(g, target.ukr_isa())));
+        return Ok(maxpool2d_geom(info).map(|g| pool_plan(g, target)));
     }
     let out = &info.outs[0].shape;
     let nbase = match info.op {
@@ -535,13 +535,14 @@ pub(super) fn balanced_rows(m: usize, want: usize, min_rows: usize, max_rows: us
 }
 
 /// MaxPool: units of planes, split across tasks when the node is big enough.
-fn pool_plan(g: Pool2d, isa: crate::ukr::Isa) -> Plan {
+fn pool_plan(g: Pool2d, target: &Target) -> Plan {
+    let (kc, mc) = target.blocking();
     let mrows = pool::plane_rows(g.planes);
     let work = g.planes * g.hp * g.wp * g.kh.max(g.kw);
     let (m, n, k) = (g.planes, g.oh * g.ow, g.kh * g.kw);
     let mut p = Plan {
         kind: Kind::Pool(g),
-        isa,
+        isa: target.ukr_isa(),
         amode: AMode::Direct,
         m,
         n,
@@ -554,8 +555,8 @@ fn pool_plan(g: Pool2d, isa: crate::ukr::Isa) -> Plan {
         gemm_c_post: None,
         chunk: n,
         mrows,
-        kc: 256,
-        mc: 144,
+        kc,
+        mc,
         tasks: 1,
     };
     if work >= 1 << 18 {
