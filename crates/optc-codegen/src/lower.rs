@@ -143,7 +143,7 @@ pub fn lower_graph<M: Module>(
     let par_for = module
         .declare_function("optc_rt_parallel_for", Linkage::Import, &sigp)
         .map_err(|e| CodegenError::new(e.to_string()))?;
-    let mut ukr_ids: HashMap<crate::ukr::UkrKey, FuncId> = HashMap::new();
+    let mut ukr_ids: HashMap<crate::ukr::Routine, FuncId> = HashMap::new();
 
     let mut locs: HashMap<IrValue, Loc> = HashMap::new();
     let mut const_data: HashMap<u32, DataId> = HashMap::new();
@@ -417,14 +417,15 @@ pub fn lower_graph<M: Module>(
             task_fn = Some(task.define(module, &mut ctx, &mut fctx, &[], body)?);
         }
         if let Some(p) = plan {
-            for key in p.keys() {
+            for key in p.routines() {
                 if ukr_ids.contains_key(&key) {
                     continue;
                 }
-                let bytes = crate::ukr::assemble(&key)
+                let bytes = key
+                    .assemble()
                     .map_err(|e| info.err(format!("assembling microkernel: {e}")))?;
                 let mut us = module.make_signature();
-                for _ in 0..9 {
+                for _ in 0..key.nparams() {
                     us.params.push(AbiParam::new(types::I64));
                 }
                 let name = format!("{entry_name}_{}", key.symbol());
@@ -438,7 +439,7 @@ pub fn lower_graph<M: Module>(
             }
             if p.tasks > 1 {
                 let keys: Vec<_> = p
-                    .keys()
+                    .routines()
                     .into_iter()
                     .map(|k| (k.clone(), ukr_ids[&k]))
                     .collect();
@@ -465,7 +466,7 @@ pub fn lower_graph<M: Module>(
         let rt = rt_ids.declare_in(module, &mut ctx.func);
         let ukrs: HashMap<_, _> = match plan {
             Some(p) if task_fn.is_none() => p
-                .keys()
+                .routines()
                 .into_iter()
                 .map(|k| {
                     let f = module.declare_func_in_func(ukr_ids[&k], &mut ctx.func);
@@ -711,7 +712,7 @@ type TaskBody<'b> = dyn FnMut(
         &mut E,
         &[Value],
         &[Value],
-        &HashMap<crate::ukr::UkrKey, cranelift_codegen::ir::FuncRef>,
+        &HashMap<crate::ukr::Routine, cranelift_codegen::ir::FuncRef>,
         Value,
     ) -> R<()>
     + 'b;
@@ -722,7 +723,7 @@ impl TaskFn<'_> {
         module: &mut M,
         ctx: &mut cranelift_codegen::Context,
         fctx: &mut FunctionBuilderContext,
-        ukr_ids: &[(crate::ukr::UkrKey, FuncId)],
+        ukr_ids: &[(crate::ukr::Routine, FuncId)],
         body: &mut TaskBody<'_>,
     ) -> R<FuncId> {
         let ptr = module.target_config().pointer_type();

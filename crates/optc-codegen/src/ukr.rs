@@ -161,6 +161,36 @@ fn k_loop(
     Ok(())
 }
 
+/// A routine assembled with `iced-x86` and defined into the module: a GEMM microkernel or a
+/// depthwise row kernel ([`dw`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Routine {
+    Gemm(UkrKey),
+    Dw(dw::DwKey),
+}
+
+impl Routine {
+    pub fn symbol(&self) -> String {
+        match self {
+            Routine::Gemm(k) => k.symbol(),
+            Routine::Dw(k) => k.symbol(),
+        }
+    }
+    /// Integer (pointer / count) parameters.
+    pub fn nparams(&self) -> usize {
+        match self {
+            Routine::Gemm(_) => 9,
+            Routine::Dw(_) => 5,
+        }
+    }
+    pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
+        match self {
+            Routine::Gemm(k) => assemble(k),
+            Routine::Dw(k) => dw::assemble(k),
+        }
+    }
+}
+
 /// Assemble the microkernel `key` (position independent, no relocations).
 pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     match key.isa {
@@ -586,6 +616,7 @@ pub fn fma_peak_gflops(seconds: f64) -> Result<f64, crate::CodegenError> {
     Ok(best)
 }
 
+pub(crate) mod dw;
 #[cfg(test)]
 mod emu;
 #[cfg(test)]

@@ -712,6 +712,113 @@ fn depthwise_conv_geometries() {
     }
 }
 
+/// Geometries of the assembled depthwise kernels (`ukr::dw`, used without a fused residual):
+/// wide rows (inner column loop, several vectors per step, an overlapping last group), rows of
+/// 1-9 outputs (partial stores of every length), stride 2 and mixed strides, pads 0-2,
+/// dilation, 1-D and 2x2 kernels, batch 2 with many channels; every epilogue.
+#[test]
+fn depthwise_conv_assembled() {
+    let mut cases: Vec<(Vec<usize>, [usize; 2], Window)> = vec![
+        (
+            vec![1, 3, 9, 70],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 20, 130],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 8, 40],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 9, 41],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 12, 45],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[2, 2, 2, 2], &[2, 2]),
+        ),
+        (
+            vec![1, 3, 12, 47],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[2, 2, 2, 2], &[2, 2]),
+        ),
+        (
+            vec![1, 4, 10, 34],
+            [2, 2],
+            win(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 4, 37],
+            [1, 3],
+            win(&[1, 3], &[1, 1], &[0, 1, 0, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 10, 19],
+            [3, 1],
+            win(&[3, 1], &[1, 1], &[1, 0, 1, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 9, 50],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[0, 2, 1, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 17, 33],
+            [3, 3],
+            win(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 9, 40],
+            [3, 3],
+            win(&[3, 3], &[1, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![2, 37, 13, 29],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 40, 14, 14],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+    ];
+    for w in 1..=9 {
+        cases.push((
+            vec![1, 2, 5, w],
+            [3, 3],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ));
+    }
+    for w in [3, 5, 9, 13, 15, 17] {
+        cases.push((
+            vec![1, 2, 7, w],
+            [3, 3],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ));
+    }
+    let mut s = 500;
+    for (x, k, w) in cases {
+        for (bias, steps) in [
+            (true, vec![]),
+            (false, vec![]),
+            (true, vec!["relu6"]),
+            (false, vec!["relu"]),
+            (true, vec!["sigmoid"]),
+        ] {
+            s += 1;
+            dw_case(&x, k, w.clone(), bias, &steps, s);
+        }
+    }
+}
+
 #[test]
 fn large_elementwise_split_across_tasks() {
     // Outputs of >= 65536 f32 elements are split into tasks along one dim.

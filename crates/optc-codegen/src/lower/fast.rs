@@ -8,7 +8,7 @@
 //! over up to [`MAX_TASKS`] tasks run by the `optc_rt_parallel_for` hook.
 
 use super::*;
-use crate::ukr::{Ep, Isa, UkrKey, MR, NR};
+use crate::ukr::{Ep, Isa, Routine, UkrKey, MR, NR};
 use cranelift_codegen::ir::{AtomicRmwOp, FuncRef};
 
 mod dw;
@@ -150,6 +150,14 @@ impl Plan {
     fn kb(&self) -> usize {
         let n = self.k.div_ceil(self.kc).max(1);
         self.k.div_ceil(n).max(1)
+    }
+    /// Every assembled routine the node calls.
+    pub fn routines(&self) -> Vec<Routine> {
+        let mut r: Vec<Routine> = self.keys().into_iter().map(Routine::Gemm).collect();
+        if let Kind::Dw(g) = &self.kind {
+            r.extend(dw::routines(self, g).into_iter().map(Routine::Dw));
+        }
+        r
     }
     /// Every microkernel the node calls.
     pub fn keys(&self) -> Vec<UkrKey> {
@@ -666,7 +674,14 @@ pub(super) struct Ctx<'a> {
     pub out: Value,
     pub scratch: Value,
     pub extra: &'a [Value],
-    pub ukrs: &'a HashMap<UkrKey, FuncRef>,
+    pub ukrs: &'a HashMap<Routine, FuncRef>,
+}
+
+impl Ctx<'_> {
+    /// The GEMM microkernel `key` (declared by [`Plan::routines`]).
+    fn ukr(&self, key: UkrKey) -> FuncRef {
+        self.ukrs[&Routine::Gemm(key)]
+    }
 }
 
 /// `for i in lo..hi` with runtime bounds.
@@ -1067,7 +1082,7 @@ fn emit_kblock(
             acc,
             ep: ep.clone(),
         };
-        let f = c.ukrs[&key];
+        let f = c.ukr(key);
         let pa = match amode {
             AMode::Direct => e.b.ins().iadd(a, arow),
             AMode::Const => {

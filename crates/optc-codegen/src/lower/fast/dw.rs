@@ -1,9 +1,11 @@
-//! Depthwise conv (`Kind::Dw`): one input channel per output channel, vectorized along output
-//! rows (f32x4), the epilogue applied in registers. The input is read in place (no padded
-//! copy), never outside a row of the channel:
-//! - output rows whose window is inside the input run `ROWS` at a time, each input vector
-//!   load feeding every kernel row that uses it; the others (pad borders) run one at a time
-//!   with the taps outside the input dropped at compile time,
+//! Depthwise conv (`Kind::Dw`): one input channel per output channel, the epilogue applied in
+//! registers, the input read in place (no padded copy), never outside a row of the channel.
+//!
+//! When [`DwKey::supports`] the geometry and epilogue (stride 1 or 2, at most 9 taps, no fused
+//! residual), the whole unit is one call of an assembled ymm kernel ([`crate::ukr::dw`]: 8
+//! outputs per vector, borders by masked loads). Otherwise the f32x4 code below:
+//! - output rows run `ROWS` at a time ([`passes`]), each input vector load feeding every
+//!   kernel row that uses it, the taps outside the input dropped at compile time,
 //! - in a row, the columns whose vector loads stay in the input run `4 * NV` then 4 at a time
 //!   (stride 2: two loads and one `shufps` give the even or odd lanes); a last partial group
 //!   is recomputed as one vector overlapping the previous one (not with a fused residual,
@@ -16,6 +18,7 @@
 //! partial sums, weights reloaded per tap (more loads, worse).
 
 use super::*;
+use crate::ukr::dw::{passes, DwGeom, DwKey, RowTaps};
 
 /// Output rows computed together.
 const ROWS: usize = 2;
@@ -32,8 +35,38 @@ struct K<'a> {
     bv: Option<Value>,
 }
 
-/// Input rows of one output row (relative to a base input row) with their kernel rows.
-type RowTaps = Vec<(i64, usize)>;
+fn dw_geom(g: &ConvGeom) -> DwGeom {
+    DwGeom {
+        h: g.h,
+        w: g.w,
+        oh: g.oh,
+        ow: g.ow,
+        kh: g.kh,
+        kw: g.kw,
+        sh: g.sh,
+        sw: g.sw,
+        dh: g.dh,
+        dw: g.dw,
+        ph: g.ph,
+        pw: g.pw,
+    }
+}
+
+/// The assembled kernel of this node, if it can use one.
+fn dw_key(p: &Plan, g: &ConvGeom) -> Option<DwKey> {
+    let ep: Vec<Ep> =
+        p.ep.iter()
+            .filter(|s| p.bias_port.is_some() || !matches!(s, Ep::BiasRow | Ep::BiasCol))
+            .copied()
+            .collect();
+    let dg = dw_geom(g);
+    (p.res_port.is_none() && DwKey::supports(&dg, &ep)).then_some(DwKey { g: dg, ep })
+}
+
+/// The assembled kernel [`emit_dw`] calls, if any.
+pub(super) fn routines(p: &Plan, g: &ConvGeom) -> Vec<DwKey> {
+    dw_key(p, g).into_iter().collect()
+}
 
 /// Channels `[row0, row0 + nch)` of image `img`.
 pub(super) fn emit_dw(
@@ -56,24 +89,19 @@ pub(super) fn emit_dw(
     let bo = e.b.ins().imul_imm_s(row0, 4);
     let bias = p.bias_port.map(|q| c.ins[q]);
     let res = p.res_port.map(|q| c.ins[q]);
-    // Output rows whose whole window is inside the input: [r_lo, r_hi).
-    let r_lo = g.ph.div_ceil(g.sh);
-    let span = (g.kh - 1) * g.dh;
-    let r_hi = if g.h + g.ph > span {
-        ((g.h + g.ph - span - 1) / g.sh + 1).min(g.oh)
-    } else {
-        0
-    };
-    let (r_lo, r_hi) = if r_lo < r_hi { (r_lo, r_hi) } else { (0, 0) };
-    // Taps of output row `r` relative to input row `r0 * sh - ph`.
-    let taps = |r: usize, r0: usize| -> RowTaps {
-        (0..g.kh)
-            .filter_map(|kh| {
-                let ih = (r * g.sh + kh * g.dh) as i64 - g.ph as i64;
-                (ih >= 0 && ih < g.h as i64).then_some((ih - (r0 * g.sh) as i64 + g.ph as i64, kh))
-            })
-            .collect()
-    };
+    if let Some(&f) = dw_key(p, g).and_then(|k| c.ukrs.get(&Routine::Dw(k))) {
+        let x = e.b.ins().iadd(c.ins[0], io);
+        let o = e.b.ins().iadd(c.out, oo);
+        let w = e.b.ins().iadd(c.ins[1], wo);
+        let b = match bias {
+            Some(bp) => e.b.ins().iadd(bp, bo),
+            None => w,
+        };
+        let n = e.ic(nch as i64);
+        e.b.ins().call(f, &[x, o, w, b, n]);
+        return;
+    }
+    let passes = passes(&dw_geom(g), ROWS);
     e.loop_offs(
         nch as i64,
         &[io, oo, wo, bo],
@@ -112,28 +140,20 @@ pub(super) fn emit_dw(
                 let r2 = e.b.ins().iadd_imm_s(rp, oo);
                 (x, o2, r2)
             };
-            for r in (0..r_lo).chain(r_hi.max(r_lo)..g.oh) {
-                let (x, o2, r2) = at(e, r);
-                row_pass(e, &k, &[taps(r, r)], x, o2, r2);
-            }
-            let nmid = r_hi - r_lo;
-            if nmid == 0 {
-                return;
-            }
-            let rows = ROWS.min(nmid);
-            let block: Vec<RowTaps> = (0..rows).map(|j| taps(r_lo + j, r_lo)).collect();
-            let nfull = nmid / rows;
-            let (x, o2, r2) = at(e, r_lo);
-            let ostep = (rows * g.ow * 4) as i64;
-            e.loop_offs(
-                nfull as i64,
-                &[x, o2, r2],
-                &[(rows * g.sh * g.w * 4) as i64, ostep, ostep],
-                &mut |e, _r, q| row_pass(e, &k, &block, q[0], q[1], q[2]),
-            );
-            for r in r_lo + nfull * rows..r_hi {
-                let (x, o2, r2) = at(e, r);
-                row_pass(e, &k, &[taps(r, r)], x, o2, r2);
+            for pass in &passes {
+                let (x, o2, r2) = at(e, pass.first);
+                if pass.count == 1 {
+                    row_pass(e, &k, &pass.rows, x, o2, r2);
+                    continue;
+                }
+                let rows = pass.rows.len();
+                let ostep = (rows * g.ow * 4) as i64;
+                e.loop_offs(
+                    pass.count as i64,
+                    &[x, o2, r2],
+                    &[(rows * g.sh * g.w * 4) as i64, ostep, ostep],
+                    &mut |e, _r, q| row_pass(e, &k, &pass.rows, q[0], q[1], q[2]),
+                );
             }
         },
     );

@@ -573,8 +573,8 @@ fn gemms(
     let lda = e.ic(cn * 4);
     let ldc = e.ic(nb * 4);
     let nr = e.ic(NR as i64);
-    let f6 = (rows >= MR).then(|| c.ukrs[&ukr_key(p, MR)]);
-    let frem = (!rows.is_multiple_of(MR)).then(|| c.ukrs[&ukr_key(p, rows % MR)]);
+    let f6 = (rows >= MR).then(|| c.ukr(ukr_key(p, MR)));
+    let frem = (!rows.is_multiple_of(MR)).then(|| c.ukr(ukr_key(p, rows % MR)));
     let nfull = (rows / MR) as i64;
     e.loop_offs(
         wg.nxi as i64,
