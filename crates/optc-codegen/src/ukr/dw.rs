@@ -271,8 +271,9 @@ pub(crate) fn assemble(key: &DwKey) -> Result<Vec<u8>, IcedError> {
             } else if nmain == 1 {
                 group(&mut a, key, &pass.rows, v, r10, r11, gl, false, &mut mk)?;
             }
-            for gi in gl + nmain * v..gr {
-                group(&mut a, key, &pass.rows, 1, r10, r11, gi, false, &mut mk)?;
+            if n % v > 0 {
+                let gi = gl + nmain * v;
+                group(&mut a, key, &pass.rows, n % v, r10, r11, gi, false, &mut mk)?;
             }
         }
         if pass.count > 1 {
@@ -349,7 +350,7 @@ fn group(
     }
     irs.sort_by_key(|(r, _)| *r);
     let o0 = start(g, gi);
-    for (ir, uses) in &irs {
+    for (ir, uses) in irs.iter().filter(|_| g.sw == 1) {
         for kw in 0..g.kw {
             let s = (kw * g.dw) as i64;
             for v in 0..nv {
@@ -360,56 +361,64 @@ fn group(
                     }
                     Ok(())
                 };
-                if g.sw == 1 {
-                    let c0 = ov - g.pw as i64 + s;
-                    let m = xb + (ir * in_row + 4 * c0) as i32;
-                    let bits = if edge { lanes(c0, g.w) } else { 0xff };
-                    if bits == 0 {
-                        continue;
-                    }
-                    if bits != 0xff {
-                        let l = mk.get(a, bits);
-                        a.vmovups(ymm14, ymmword_ptr(l))?;
-                        a.vmaskmovps(ymm15, ymm14, ymmword_ptr(m))?;
-                        fma(a, ymm15)?;
-                    } else if uses.len() == 1 {
-                        let (j, kh) = uses[0];
-                        a.vfmadd231ps(acc(j, v), ymm(kh * g.kw + kw), ymmword_ptr(m))?;
-                    } else {
-                        a.vmovups(ymm15, ymmword_ptr(m))?;
-                        fma(a, ymm15)?;
-                    }
-                } else {
-                    // Columns c0 + s % 2 + 2i of the 16 from the even start c0.
-                    let (start, imm) = if s % 2 == 0 { (s, 0x88) } else { (s - 1, 0xDD) };
-                    let c0 = 2 * ov - g.pw as i64 + start;
-                    let m = xb + (ir * in_row + 4 * c0) as i32;
-                    let (b0, b1) = if edge {
-                        (lanes(c0, g.w), lanes(c0 + 8, g.w))
-                    } else {
-                        (0xff, 0xff)
-                    };
-                    if b0 == 0 && b1 == 0 {
-                        continue;
-                    }
-                    if b0 != 0xff || b1 != 0xff {
-                        for (half, bits, dst) in [(0, b0, ymm13), (32, b1, ymm14)] {
-                            if bits == 0 {
-                                a.vxorps(dst, dst, dst)?;
-                            } else if bits == 0xff {
-                                a.vmovups(dst, ymmword_ptr(m + half))?;
-                            } else {
-                                let l = mk.get(a, bits);
-                                a.vmovups(ymm15, ymmword_ptr(l))?;
-                                a.vmaskmovps(dst, ymm15, ymmword_ptr(m + half))?;
-                            }
-                        }
-                        a.vshufps(ymm15, ymm13, ymm14, imm)?;
-                    } else {
-                        a.vmovups(ymm14, ymmword_ptr(m))?;
-                        a.vshufps(ymm15, ymm14, ymmword_ptr(m + 32), imm)?;
-                    }
+                let c0 = ov - g.pw as i64 + s;
+                let m = xb + (ir * in_row + 4 * c0) as i32;
+                let bits = if edge { lanes(c0, g.w) } else { 0xff };
+                if bits == 0 {
+                    continue;
+                }
+                if bits != 0xff {
+                    let l = mk.get(a, bits);
+                    a.vmovups(ymm14, ymmword_ptr(l))?;
+                    a.vmaskmovps(ymm15, ymm14, ymmword_ptr(m))?;
                     fma(a, ymm15)?;
+                } else if uses.len() == 1 {
+                    let (j, kh) = uses[0];
+                    a.vfmadd231ps(acc(j, v), ymm(kh * g.kw + kw), ymmword_ptr(m))?;
+                } else {
+                    a.vmovups(ymm15, ymmword_ptr(m))?;
+                    fma(a, ymm15)?;
+                }
+            }
+        }
+    }
+    // Stride 2: per input row and vector, the pair of vectors at each even start is loaded
+    // once (ymm13, ymm14) for the taps that read it (e.g. kw 0 and 1).
+    for (ir, uses) in irs.iter().filter(|_| g.sw == 2) {
+        for v in 0..nv {
+            let ov = o0 + 8 * v as i64;
+            let mut loaded: Option<i64> = None;
+            for kw in 0..g.kw {
+                let s = (kw * g.dw) as i64;
+                // Columns c0 + s % 2 + 2i of the 16 from the even start c0.
+                let (start, imm) = if s % 2 == 0 { (s, 0x88) } else { (s - 1, 0xDD) };
+                let c0 = 2 * ov - g.pw as i64 + start;
+                let m = xb + (ir * in_row + 4 * c0) as i32;
+                let (b0, b1) = if edge {
+                    (lanes(c0, g.w), lanes(c0 + 8, g.w))
+                } else {
+                    (0xff, 0xff)
+                };
+                if b0 == 0 && b1 == 0 {
+                    continue;
+                }
+                if loaded != Some(start) {
+                    for (half, bits, dst) in [(0, b0, ymm13), (32, b1, ymm14)] {
+                        if bits == 0 {
+                            a.vxorps(dst, dst, dst)?;
+                        } else if bits == 0xff {
+                            a.vmovups(dst, ymmword_ptr(m + half))?;
+                        } else {
+                            let l = mk.get(a, bits);
+                            a.vmovups(ymm15, ymmword_ptr(l))?;
+                            a.vmaskmovps(dst, ymm15, ymmword_ptr(m + half))?;
+                        }
+                    }
+                    loaded = Some(start);
+                }
+                a.vshufps(ymm15, ymm13, ymm14, imm)?;
+                for &(j, kh) in uses {
+                    a.vfmadd231ps(acc(j, v), ymm(kh * g.kw + kw), ymm15)?;
                 }
             }
         }
