@@ -101,6 +101,21 @@ pub(crate) fn passes(g: &DwGeom, rows: usize) -> Vec<Pass> {
     v
 }
 
+/// The input rows of a block in order, with the (output row, kernel row) pairs they feed.
+pub(crate) fn input_rows(rows: &[RowTaps]) -> Vec<(i64, Vec<(usize, usize)>)> {
+    let mut irs: Vec<(i64, Vec<(usize, usize)>)> = vec![];
+    for (j, t) in rows.iter().enumerate() {
+        for &(ir, kh) in t {
+            match irs.iter_mut().find(|(r, _)| *r == ir) {
+                Some((_, u)) => u.push((j, kh)),
+                None => irs.push((ir, vec![(j, kh)])),
+            }
+        }
+    }
+    irs.sort_by_key(|(r, _)| *r);
+    irs
+}
+
 /// One depthwise kernel: geometry and epilogue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct DwKey {
@@ -338,17 +353,7 @@ fn group(
             }
         }
     }
-    // Input rows in order, with the (output row, kernel row) pairs they feed.
-    let mut irs: Vec<(i64, Vec<(usize, usize)>)> = vec![];
-    for (j, t) in rows.iter().enumerate() {
-        for &(ir, kh) in t {
-            match irs.iter_mut().find(|(r, _)| *r == ir) {
-                Some((_, u)) => u.push((j, kh)),
-                None => irs.push((ir, vec![(j, kh)])),
-            }
-        }
-    }
-    irs.sort_by_key(|(r, _)| *r);
+    let irs = input_rows(rows);
     let o0 = start(g, gi);
     for (ir, uses) in irs.iter().filter(|_| g.sw == 1) {
         for kw in 0..g.kw {

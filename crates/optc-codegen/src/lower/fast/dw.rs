@@ -18,7 +18,7 @@
 //! partial sums, weights reloaded per tap (more loads, worse).
 
 use super::*;
-use crate::ukr::dw::{passes, DwGeom, DwKey, RowTaps};
+use crate::ukr::dw::{input_rows, passes, DwGeom, DwKey, RowTaps};
 
 /// Output rows computed together.
 const ROWS: usize = 2;
@@ -327,17 +327,7 @@ fn px(
     let mut acc: Vec<Vec<Option<Value>>> = vec![vec![bias0; nacc]; rows.len()];
     // Stride-2 pairs loaded so far, by element offset.
     let mut pairs: HashMap<i64, (Value, Value)> = HashMap::new();
-    // Input rows in order, with the (output row, kernel row) pairs they feed.
-    let mut irs: Vec<(i64, Vec<(usize, usize)>)> = vec![];
-    for (j, t) in rows.iter().enumerate() {
-        for &(ir, kh) in t {
-            match irs.iter_mut().find(|(r, _)| *r == ir) {
-                Some((_, u)) => u.push((j, kh)),
-                None => irs.push((ir, vec![(j, kh)])),
-            }
-        }
-    }
-    irs.sort_by_key(|(r, _)| *r);
+    let irs = input_rows(rows);
     let w = g.w as i64;
     for (ir, uses) in &irs {
         for &kw in kws {
