@@ -161,12 +161,13 @@ fn k_loop(
     Ok(())
 }
 
-/// A routine assembled with `iced-x86` and defined into the module: a GEMM microkernel or a
-/// depthwise row kernel ([`dw`]).
+/// A routine assembled with `iced-x86` and defined into the module: a GEMM microkernel, a
+/// depthwise kernel ([`dw`]) or a direct-conv kernel ([`dc`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Routine {
     Gemm(UkrKey),
     Dw(dw::DwKey),
+    Dc(dc::DcKey),
 }
 
 impl Routine {
@@ -174,19 +175,21 @@ impl Routine {
         match self {
             Routine::Gemm(k) => k.symbol(),
             Routine::Dw(k) => k.symbol(),
+            Routine::Dc(k) => k.symbol(),
         }
     }
     /// Integer (pointer / count) parameters.
     pub fn nparams(&self) -> usize {
         match self {
             Routine::Gemm(_) => 9,
-            Routine::Dw(_) => 5,
+            Routine::Dw(_) | Routine::Dc(_) => 5,
         }
     }
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
         match self {
             Routine::Gemm(k) => assemble(k),
             Routine::Dw(k) => dw::assemble(k),
+            Routine::Dc(k) => dc::assemble(k),
         }
     }
 }
@@ -616,6 +619,7 @@ pub fn fma_peak_gflops(seconds: f64) -> Result<f64, crate::CodegenError> {
     Ok(best)
 }
 
+pub(crate) mod dc;
 pub(crate) mod dw;
 #[cfg(test)]
 mod emu;

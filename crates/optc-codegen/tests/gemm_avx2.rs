@@ -498,6 +498,85 @@ fn matmul_runtime_b() {
     check_all(&g, &inputs_for(&g, 81), TOL);
 }
 
+/// Convs with few input channels whose output rows are whole 16-pixel steps run the
+/// assembled direct-conv kernel (`ukr::dc`): stride 1 and 2 (and mixed), dilation, 1-4 input
+/// channels, kernels up to 64 taps, output channels that are not a multiple of 6, batch 2,
+/// every epilogue; plus neighbours that take the implicit GEMM (a residual, 24-pixel rows,
+/// too many taps, stride 2 without pads).
+#[test]
+fn conv_direct_few_channels() {
+    let cases: Vec<(Vec<usize>, Vec<usize>, Window)> = vec![
+        (
+            vec![1, 3, 32, 32],
+            vec![8, 3, 3, 3],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![2, 3, 20, 64],
+            vec![13, 3, 3, 3],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 1, 9, 48],
+            vec![7, 1, 5, 5],
+            win(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
+        ),
+        (
+            vec![1, 4, 17, 32],
+            vec![6, 4, 3, 3],
+            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 33, 64],
+            vec![5, 2, 3, 3],
+            win(&[3, 3], &[2, 2], &[2, 2, 2, 2], &[2, 2]),
+        ),
+        (
+            vec![1, 1, 20, 32],
+            vec![4, 1, 7, 7],
+            win(&[7, 7], &[1, 1], &[3, 3, 3, 3], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 24, 16],
+            vec![32, 3, 3, 3],
+            win(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 10, 31],
+            vec![9, 3, 2, 2],
+            win(&[2, 2], &[2, 2], &[0, 1, 1, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 12, 24],
+            vec![8, 3, 3, 3],
+            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 9, 33],
+            vec![8, 3, 3, 3],
+            win(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 8, 16],
+            vec![4, 3, 5, 5],
+            win(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
+        ),
+    ];
+    let mut s = 700;
+    for (x, w, win) in cases {
+        for steps in [
+            vec![],
+            vec!["relu"],
+            vec!["relu6"],
+            vec!["bias", "relu"],
+            vec!["res"],
+        ] {
+            s += 1;
+            conv_fused(&x, &w, win.clone(), &steps, s);
+        }
+    }
+}
+
 /// Depthwise conv (+ bias) with fused steps.
 fn dw_case(x: &[usize], k: [usize; 2], window: Window, bias: bool, steps: &[&str], seed: u64) {
     let mut rng = Rng::new(seed);

@@ -8,6 +8,7 @@
 //! over up to [`MAX_TASKS`] tasks run by the `optc_rt_parallel_for` hook.
 
 use super::*;
+use crate::ukr::dc::DcKey;
 use crate::ukr::{Ep, Isa, Routine, UkrKey, MR, NR};
 use cranelift_codegen::ir::{AtomicRmwOp, FuncRef};
 
@@ -157,7 +158,55 @@ impl Plan {
         if let Kind::Dw(g) = &self.kind {
             r.extend(dw::routines(self, g).into_iter().map(Routine::Dw));
         }
+        if let Kind::Conv(g) = &self.kind {
+            let last_cols = self.n - (self.units_per_img() - 1) * self.chunk;
+            let last_rows = self.m - (self.mparts() - 1) * self.mrows;
+            for ncols in [self.chunk, last_cols] {
+                for mrows in [self.mrows, last_rows] {
+                    if let Some(k) = self.dc_key(g, ncols, mrows) {
+                        let k = Routine::Dc(k);
+                        if !r.contains(&k) {
+                            r.push(k);
+                        }
+                    }
+                }
+            }
+        }
         r
+    }
+    /// The direct-conv kernel of a unit of `ncols` pixels x `mrows` channels, if the conv
+    /// has one ([`crate::ukr::dc`]): few input channels, constant weights, one K block.
+    fn dc_key(&self, g: &ConvGeom, ncols: usize, mrows: usize) -> Option<DcKey> {
+        let ep: Vec<Ep> = self
+            .ep
+            .iter()
+            .filter(|s| self.bias_port.is_some() || !matches!(s, Ep::BiasRow | Ep::BiasCol))
+            .copied()
+            .collect();
+        // Stride 2 reads one float past a row's window: only from the padded copy.
+        let ok = self.amode == AMode::Const
+            && g.groups == 1
+            && self.kblocks().len() == 1
+            && self.res_port.is_none()
+            && (g.sw == 1 || self.pad_bytes() > 0)
+            && ncols.is_multiple_of(16)
+            && DcKey::supports(g.c, g.kh, g.kw, g.sw, g.ow, &ep);
+        ok.then_some(DcKey {
+            c: g.c,
+            hp: g.hp,
+            wp: g.wp,
+            ow: g.ow,
+            kh: g.kh,
+            kw: g.kw,
+            sh: g.sh,
+            sw: g.sw,
+            dh: g.dh,
+            dw: g.dw,
+            n: self.n,
+            mrows,
+            ncols,
+            ep,
+        })
     }
     /// Every microkernel the node calls.
     pub fn keys(&self) -> Vec<UkrKey> {
@@ -924,6 +973,42 @@ fn emit_unit(
     if let Kind::Dw(g) = &p.kind {
         dw::emit_dw(e, p, g, c, img, row0, mrows);
         return;
+    }
+    if let Kind::Conv(g) = &p.kind {
+        let f = p.dc_key(g, ncols, mrows).map(Routine::Dc);
+        if let Some(&f) = f.and_then(|k| c.ukrs.get(&k)) {
+            // Window origin of pixel col0: (row * sh, col * sw) of the padded image.
+            let x = if p.pad_bytes() > 0 {
+                c.scratch
+            } else {
+                c.ins[0]
+            };
+            let io = e.b.ins().imul_imm_s(img, (g.c * g.hp * g.wp * 4) as i64);
+            let r = e.b.ins().udiv_imm_u(col0, g.ow as i64);
+            let col = e.b.ins().urem_imm_u(col0, g.ow as i64);
+            let ro = e.b.ins().imul_imm_s(r, (g.sh * g.wp * 4) as i64);
+            let co = e.b.ins().imul_imm_s(col, (g.sw * 4) as i64);
+            let xo = e.b.ins().iadd(io, ro);
+            let xo = e.b.ins().iadd(xo, co);
+            let xp = e.b.ins().iadd(x, xo);
+            let oo = e.b.ins().imul_imm_s(img, (p.m * p.n * 4) as i64);
+            let ro = e.b.ins().imul_imm_s(row0, (p.n * 4) as i64);
+            let co = e.b.ins().imul_imm_s(col0, 4);
+            let oo = e.b.ins().iadd(oo, ro);
+            let oo = e.b.ins().iadd(oo, co);
+            let op = e.b.ins().iadd(c.out, oo);
+            let ao = e.b.ins().imul_imm_s(row0, (p.k * 4) as i64);
+            let ap = e.b.ins().iadd(c.extra[3], ao);
+            let bp = match p.bias_port {
+                Some(q) => {
+                    let bo = e.b.ins().imul_imm_s(row0, 4);
+                    e.b.ins().iadd(c.ins[q], bo)
+                }
+                None => ap,
+            };
+            e.b.ins().call(f, &[xp, op, ap, bp, col]);
+            return;
+        }
     }
     let kbs = p.kblocks();
     let nkb = kbs.len();
