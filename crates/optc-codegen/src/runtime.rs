@@ -108,6 +108,8 @@ struct PoolState {
     /// Helpers still wanted for the current job.
     want: usize,
     generation: u64,
+    /// Workers asleep on `Pool::wake` (none while they poll during a run: no wake-up call).
+    sleepers: usize,
 }
 
 struct Pool {
@@ -119,6 +121,9 @@ struct Pool {
     workers: usize,
     /// `PoolState::generation`, readable without the lock (for spinning workers).
     gen: AtomicU64,
+    /// The caller of the current job sleeps on `finished` (else the worker that finishes the
+    /// job's last item need not lock and notify).
+    caller_asleep: std::sync::atomic::AtomicBool,
     /// Model runs in progress that may post jobs ([`RunGuard`]): while there is one, idle
     /// workers poll for the next job instead of sleeping, so the many short parallel nodes
     /// of a run do not each pay a futex wake-up (tens of microseconds) before a worker
@@ -195,12 +200,14 @@ fn pool() -> &'static Pool {
                 job: None,
                 want: 0,
                 generation: 0,
+                sleepers: 0,
             }),
             wake: Condvar::new(),
             finished: Condvar::new(),
             busy: Mutex::new(()),
             workers,
             gen: AtomicU64::new(0),
+            caller_asleep: std::sync::atomic::AtomicBool::new(false),
             hot: AtomicUsize::new(0),
         }));
         for k in 0..workers {
@@ -247,14 +254,19 @@ fn worker(p: &'static Pool) {
                     break None;
                 }
                 // Sleeps while idle between runs: no spinning.
+                st.sleepers += 1;
                 st = p.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.sleepers -= 1;
             }
         };
         let Some(job) = job else {
             continue;
         };
         job.work();
-        if job.done.load(Ordering::Acquire) == job.n {
+        // `done` (AcqRel in `work`) then the flag, SeqCst on both sides with the caller's flag
+        // then `done`: one of the two sees the other's write.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if job.done.load(Ordering::Acquire) == job.n && p.caller_asleep.load(Ordering::SeqCst) {
             let _g = p.state.lock().unwrap_or_else(|e| e.into_inner());
             p.finished.notify_all();
         }
@@ -302,10 +314,14 @@ pub extern "C" fn optc_rt_parallel_for(task: TaskFn, ctx: *const u8, n: u64) {
         st.want = helpers;
         st.generation = st.generation.wrapping_add(1);
         p.gen.store(st.generation, Ordering::Release);
-        p.wake.notify_all();
+        if st.sleepers > 0 {
+            p.wake.notify_all();
+        }
     }
     job.work();
-    // Wait (briefly spinning, then sleeping) until helpers finished their items.
+    // Wait until helpers finished their items: briefly spinning, then (during a run with
+    // active waiting) yielding, else sleeping.
+    let polling = p.hot.load(Ordering::Acquire) > 0 && active_wait().load(Ordering::Relaxed);
     let mut spins = 0u32;
     while job.done.load(Ordering::Acquire) < n {
         if spins < 2000 {
@@ -313,13 +329,20 @@ pub extern "C" fn optc_rt_parallel_for(task: TaskFn, ctx: *const u8, n: u64) {
             std::hint::spin_loop();
             continue;
         }
+        if polling {
+            std::thread::yield_now();
+            continue;
+        }
         let st = p.state.lock().unwrap_or_else(|e| e.into_inner());
+        p.caller_asleep.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         if job.done.load(Ordering::Acquire) < n {
             let _st = p
                 .finished
                 .wait_timeout(st, std::time::Duration::from_millis(1))
                 .unwrap_or_else(|e| e.into_inner());
         }
+        p.caller_asleep.store(false, Ordering::SeqCst);
     }
     {
         let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
