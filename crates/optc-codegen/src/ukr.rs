@@ -161,6 +161,28 @@ fn k_loop(
     Ok(())
 }
 
+/// Accumulator registers of the AVX2 k loop: set 0 is `accs` (the epilogue's registers);
+/// when `accs` are fewer than the 8 independent FMA chains that hide the FMA latency
+/// (2 ports x 4 cycles), 2 or 4 sets (a power of two, at most 12 registers in all) take the
+/// remaining registers of ymm0-11.
+fn acc_sets(accs: &[usize]) -> Vec<Vec<usize>> {
+    let n = accs.len();
+    let mut nsets = 1;
+    while n * nsets < 8 && n * nsets * 2 <= 12 && nsets < 4 {
+        nsets *= 2;
+    }
+    let mut free = (0..12).filter(|r| !accs.contains(r));
+    let mut v = vec![accs.to_vec()];
+    for _ in 1..nsets {
+        v.push(
+            (0..n)
+                .map(|_| free.next().expect("12 accumulators"))
+                .collect(),
+        );
+    }
+    v
+}
+
 /// Assemble the microkernel `key` (position independent, no relocations).
 pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     match key.isa {
@@ -181,8 +203,14 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         .flat_map(|r| (0..nh).map(move |h| 2 * r + h))
         .collect();
 
-    for &r in &accs {
-        a.vxorps(ymm(r), ymm(r), ymm(r))?;
+    // Accumulator sets: `set[s][i]` accumulates `accs[i]` over the k steps `u` of an
+    // unrolled group with `u % nsets == s` (summed into set 0 after the k loop).
+    let set = acc_sets(&accs);
+    let nsets = set.len();
+    for s in &set {
+        for &r in s {
+            a.vxorps(ymm(r), ymm(r), ymm(r))?;
+        }
     }
     // r10 = a + 3 * lda
     let pa = key.pa;
@@ -192,6 +220,7 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     }
     let ka = if pa { 4 * mr as i32 } else { 4 };
     let mut step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
+        let acc = &set[u as usize % nsets];
         a.vmovups(ymm12, ymmword_ptr(rsi + 64 * u))?;
         if nh == 2 {
             a.vmovups(ymm13, ymmword_ptr(rsi + (64 * u + 32)))?;
@@ -204,14 +233,25 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
                 row(r, rdi, r10, r8, 4 * u)
             };
             a.vbroadcastss(t, dword_ptr(m))?;
-            a.vfmadd231ps(ymm(2 * r), ymm12, t)?;
+            a.vfmadd231ps(ymm(acc[nh * r]), ymm12, t)?;
             if nh == 2 {
-                a.vfmadd231ps(ymm(2 * r + 1), ymm13, t)?;
+                a.vfmadd231ps(ymm(acc[nh * r + 1]), ymm13, t)?;
             }
         }
         Ok(())
     };
     k_loop(&mut a, pa, ka, &mut step)?;
+    // Pairwise: set s += set s + half, halving the sets.
+    let mut live = nsets;
+    while live > 1 {
+        live /= 2;
+        for s in 0..live {
+            for (i, &r) in set[s].iter().enumerate() {
+                let o = set[s + live][i];
+                a.vaddps(ymm(r), ymm(r), ymm(o))?;
+            }
+        }
+    }
 
     // Epilogue. rdx/r10: C rows 0-2 / 3-5; r9: ldc; r11: bias; rax/rcx: residual rows.
     a.lea(r10, rdx + r9 * 2)?;

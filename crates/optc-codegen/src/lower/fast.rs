@@ -456,6 +456,11 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         tasks: 1,
         isa: target.ukr_isa(),
     };
+    // Fewer rows than a tile (e.g. a batch-1 classifier): B is read once, so K blocks buy
+    // no reuse; one block streams every panel from start to end.
+    if matches!(p.kind, Kind::Mat) && m < MR {
+        p.kc = k.max(1);
+    }
     // Split rows too when there are few column units (e.g. 7x7 maps, small N).
     let cu = p.nimg * p.units_per_img();
     if let Kind::Wino(_, r) = p.kind {
@@ -722,17 +727,36 @@ pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
     if p.pad_bytes() == 0 {
         return Ok(());
     }
-    let total = g.n * g.c * g.hp * g.wp;
-    let zv = e.fc(F32X4, 0.0);
+    // Zero only the border: per plane, the span before the first interior row's data,
+    // the gaps between interior rows (right pad + next left pad) and the span after the
+    // last one.
+    let plane_b = (g.hp * g.wp * 4) as i64;
+    let head = g.ph * g.wp + g.pw;
+    let gap = g.wp - g.w;
+    let tail_at = (g.ph + g.h.max(1) - 1) * g.wp + g.pw + g.w;
     let z = e.ic(0);
-    e.loop_offs((total / 4) as i64, &[z], &[16], &mut |e, _i, o| {
-        e.st(zv, c.scratch, o[0]);
+    e.loop_offs((g.n * g.c) as i64, &[z], &[plane_b], &mut |e, _i, o| {
+        let base = e.b.ins().iadd(c.scratch, o[0]);
+        if g.h == 0 || g.w == 0 {
+            zero_span(e, base, g.hp * g.wp);
+            return;
+        }
+        zero_span(e, base, head);
+        if gap > 0 && g.h > 1 {
+            let first = ((head + g.w) * 4) as i64;
+            let r0 = e.b.ins().iadd_imm_s(base, first);
+            e.loop_offs(
+                (g.h - 1) as i64,
+                &[r0],
+                &[(g.wp * 4) as i64],
+                &mut |e, _r, q| {
+                    zero_span(e, q[0], gap);
+                },
+            );
+        }
+        let t = e.b.ins().iadd_imm_s(base, (tail_at * 4) as i64);
+        zero_span(e, t, g.hp * g.wp - tail_at);
     });
-    let zs = e.fc(types::F32, 0.0);
-    for t in (total / 4) * 4..total {
-        let o = e.ic(t as i64 * 4);
-        e.st(zs, c.scratch, o);
-    }
     let plane = [g.n * g.c, g.h, g.w];
     let dst = Opd {
         p: c.scratch,
@@ -797,6 +821,23 @@ pub(super) fn fill(e: &mut E, d: Value, from: usize, to: usize, x: f32) {
         e.b.ins().store(mf(), s, d, (k * 4) as i32);
         k += 1;
     }
+}
+
+/// Store zeros to `len` floats at `d`: unrolled when short, else an `f32x4` loop and a tail.
+fn zero_span(e: &mut E, d: Value, len: usize) {
+    if len <= 32 {
+        fill(e, d, 0, len, 0.0);
+        return;
+    }
+    let zv = e.fc(F32X4, 0.0);
+    let z = e.ic(0);
+    e.loop_offs((len / 16) as i64, &[z], &[64], &mut |e, _i, o| {
+        let a = e.b.ins().iadd(d, o[0]);
+        for l in 0..4 {
+            e.b.ins().store(mf(), zv, a, l * 16);
+        }
+    });
+    fill(e, d, len / 16 * 16, len, 0.0);
 }
 
 /// Claim a free buffer slot of the node (an index below `p.tasks`) for the running task.
