@@ -63,6 +63,12 @@ pub(crate) struct UkrKey {
     pub half: bool,
     pub partial: bool,
     pub acc: bool,
+    /// Stored transposed (AVX2 only, see [`assemble_tn_store`]): for small N with the roles
+    /// swapped, the tile's rows are pixels, its 16 columns output channels; channel `j` goes
+    /// to `c + j ldc_bytes`, pixel `r` to `+ 4 r`. With `acc`, the sum so far is read from
+    /// `res` in row layout (rows 64 bytes apart). Not with `half`, `partial`, `BiasRow` or
+    /// `Residual`.
+    pub tn: bool,
     pub ep: Vec<Ep>,
 }
 
@@ -80,6 +86,9 @@ impl UkrKey {
             if self.partial { "_p" } else { "" },
             if self.acc { "_acc" } else { "" }
         );
+        if self.tn {
+            s.push_str("_tn");
+        }
         for e in &self.ep {
             match e {
                 Ep::BiasRow => s.push_str("_br"),
@@ -213,6 +222,19 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         }
     }
     // r10 = a + 3 * lda
+    let tn = key.tn;
+    if tn {
+        assert!(
+            !key.half && !key.partial,
+            "transposed kernels are full tiles"
+        );
+        assert!(
+            key.ep
+                .iter()
+                .all(|e| !matches!(e, Ep::BiasRow | Ep::Residual)),
+            "transposed kernels take no row bias or residual"
+        );
+    }
     let pa = key.pa;
     if !pa {
         a.lea(r10, rdi + r8 * 2)?;
@@ -289,7 +311,15 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         }
         Ok(())
     };
-    if key.acc {
+    if key.acc && tn {
+        // The partial sums of the earlier K blocks: a row-layout tile at `res`, 64-byte rows.
+        for r in 0..mr {
+            for h in 0..2 {
+                let m = ymmword_ptr(rax + (64 * r + 32 * h) as i32);
+                a.vaddps(ymm(2 * r + h), ymm(2 * r + h), m)?;
+            }
+        }
+    } else if key.acc {
         add_tile(&mut a, rdx, r10)?;
     }
     let mut konst = |a: &mut CodeAssembler, bits: u32| -> CodeLabel {
@@ -353,13 +383,17 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
             }
         }
     }
-    for r in 0..mr {
-        for h in 0..nh {
-            let m = ymmword_ptr(row(r, rdx, r10, r9, 32 * h as i32));
-            if p {
-                a.vmaskmovps(m, ymm(12 + h), ymm(2 * r + h))?;
-            } else {
-                a.vmovups(m, ymm(2 * r + h))?;
+    if tn {
+        assemble_tn_store(&mut a, mr)?;
+    } else {
+        for r in 0..mr {
+            for h in 0..nh {
+                let m = ymmword_ptr(row(r, rdx, r10, r9, 32 * h as i32));
+                if p {
+                    a.vmaskmovps(m, ymm(12 + h), ymm(2 * r + h))?;
+                } else {
+                    a.vmovups(m, ymm(2 * r + h))?;
+                }
             }
         }
     }
@@ -375,6 +409,91 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         a.dd(&[bits])?;
     }
     a.assemble(0)
+}
+
+fn xmm(i: usize) -> AsmRegisterXmm {
+    [
+        xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
+        xmm14, xmm15,
+    ][i]
+}
+
+/// The transposed store of a `tn` tile: rows `r < mr` (pixels) of accumulators
+/// `ymm(2 r + h)` (channels `8 h ..`) go to channel `j` at `rdx + j * r9`, float `r`.
+/// Rows are taken 4 at a time (a 4x4 transpose per 128-bit lane: xmm stores, the high lane by
+/// `vextractf128` to memory), then 2 (unpack: 64-bit stores) and 1 (`vextractps`).
+/// Channel `j` is addressed from base `j / 3` (rdx, r10, rax, rcx, rdi, rsi: `rdx + 3 (j / 3)
+/// r9`) plus `(j % 3) r9`. Clobbers the accumulators and ymm12-15.
+fn assemble_tn_store(a: &mut CodeAssembler, mr: usize) -> Result<(), IcedError> {
+    let bases = [rdx, r10, rax, rcx, rdi, rsi];
+    a.lea(r8, r9 + r9 * 2)?;
+    a.lea(r10, rdx + r8)?;
+    a.lea(rax, r10 + r8)?;
+    a.lea(rcx, rax + r8)?;
+    a.lea(rdi, rcx + r8)?;
+    a.lea(rsi, rdi + r8)?;
+    let at = |j: usize, r: usize| -> AsmMemoryOperand {
+        let b = bases[j / 3];
+        let d = 4 * r as i32;
+        match j % 3 {
+            0 => b + d,
+            1 => b + r9 + d,
+            _ => b + r9 * 2 + d,
+        }
+    };
+    let mut groups = vec![];
+    let mut r0 = 0;
+    while r0 < mr {
+        let g = match mr - r0 {
+            x if x >= 4 => 4,
+            x if x >= 2 => 2,
+            _ => 1,
+        };
+        groups.push((r0, g));
+        r0 += g;
+    }
+    for (r0, g) in groups {
+        for h in 0..2 {
+            let reg = |i: usize| 2 * (r0 + i) + h;
+            let c0 = 8 * h;
+            match g {
+                4 => {
+                    a.vunpcklps(ymm12, ymm(reg(0)), ymm(reg(1)))?;
+                    a.vunpckhps(ymm13, ymm(reg(0)), ymm(reg(1)))?;
+                    a.vunpcklps(ymm14, ymm(reg(2)), ymm(reg(3)))?;
+                    a.vunpckhps(ymm15, ymm(reg(2)), ymm(reg(3)))?;
+                    a.vunpcklpd(ymm(reg(0)), ymm12, ymm14)?;
+                    a.vunpckhpd(ymm(reg(1)), ymm12, ymm14)?;
+                    a.vunpcklpd(ymm(reg(2)), ymm13, ymm15)?;
+                    a.vunpckhpd(ymm(reg(3)), ymm13, ymm15)?;
+                    for i in 0..4 {
+                        a.vmovups(xmmword_ptr(at(c0 + i, r0)), xmm(reg(i)))?;
+                        a.vextractf128(xmmword_ptr(at(c0 + 4 + i, r0)), ymm(reg(i)), 1)?;
+                    }
+                }
+                2 => {
+                    a.vunpcklps(ymm12, ymm(reg(0)), ymm(reg(1)))?;
+                    a.vunpckhps(ymm13, ymm(reg(0)), ymm(reg(1)))?;
+                    a.vextractf128(xmm14, ymm12, 1)?;
+                    a.vextractf128(xmm15, ymm13, 1)?;
+                    for (t, c) in [(12, 0), (13, 2), (14, 4), (15, 6)] {
+                        a.vmovlps(qword_ptr(at(c0 + c, r0)), xmm(t))?;
+                        a.vmovhps(qword_ptr(at(c0 + c + 1, r0)), xmm(t))?;
+                    }
+                }
+                _ => {
+                    a.vextractf128(xmm14, ymm(reg(0)), 1)?;
+                    for (t, c) in [(reg(0), 0), (14, 4)] {
+                        a.vmovss(dword_ptr(at(c0 + c, r0)), xmm(t))?;
+                        for l in 1..4 {
+                            a.vextractps(dword_ptr(at(c0 + c + l, r0)), xmm(t), l as i32)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn zmm(i: usize) -> AsmRegisterZmm {

@@ -13,6 +13,7 @@ use cranelift_codegen::ir::{AtomicRmwOp, FuncRef};
 
 mod dw;
 mod pool;
+mod tn;
 mod wino;
 
 /// At most this many tasks per node (each conv task owns a `KC x chunk` packing buffer).
@@ -35,6 +36,10 @@ pub(super) enum Kind {
     Wino(ConvGeom, usize),
     /// 2-D MaxPool (see [`pool`]): `m` planes, units of `mrows` planes.
     Pool(Pool2d),
+    /// 1x1 conv on a small map with the GEMM roles swapped (see [`tn`]): pixels are the
+    /// microkernel rows, output channels the 16-wide panels of the packed weights
+    /// (`extra[0]`); units of `mrows` channels.
+    Tn,
 }
 
 /// How the microkernels read A.
@@ -88,7 +93,7 @@ impl Plan {
     /// constant weights the plan packs at compile time (they live in `derived` data).
     pub fn reads_input(&self, port: usize) -> bool {
         let packed = match &self.kind {
-            Kind::Mat | Kind::Wino(..) => true,
+            Kind::Mat | Kind::Wino(..) | Kind::Tn => true,
             Kind::Conv(_) => self.amode == AMode::Const,
             Kind::MatRt { .. } | Kind::Dw(_) | Kind::Pool(_) => false,
         };
@@ -101,11 +106,14 @@ impl Plan {
     pub fn units(&self) -> usize {
         self.nimg * self.units_per_img() * self.mparts()
     }
-    /// Bytes of the padded input copy at the start of scratch (conv only).
+    /// Bytes of the serial pre-pass's buffer at the start of scratch: the padded input copy
+    /// of a conv, the packed input of a swapped 1x1 conv.
     pub fn pad_bytes(&self) -> usize {
         match &self.kind {
             // (Depthwise convs read their input in place: see `dw`.)
             Kind::Conv(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
+            // The packed input of a swapped 1x1 conv.
+            Kind::Tn => tn::apack_bytes(self),
             _ => 0,
         }
     }
@@ -114,6 +122,7 @@ impl Plan {
         let b = match &self.kind {
             Kind::Conv(_) | Kind::MatRt { .. } => self.kc.min(self.k.max(1)) * self.chunk * 4,
             Kind::Mat | Kind::Dw(_) => 0,
+            Kind::Tn => tn::tmp_bytes(self),
             Kind::Wino(g, r) => wino::task_bytes(self, g, *r),
             Kind::Pool(g) => pool::task_bytes(g),
         };
@@ -159,6 +168,9 @@ impl Plan {
         if matches!(self.kind, Kind::Wino(..)) {
             return wino::keys(self);
         }
+        if matches!(self.kind, Kind::Tn) {
+            return tn::keys(self);
+        }
         let mut mrs = vec![];
         if self.m >= MR {
             mrs.push(MR);
@@ -196,6 +208,7 @@ impl Plan {
                         half,
                         partial,
                         acc,
+                        tn: false,
                         ep: if ep { self.ep.clone() } else { vec![] },
                     };
                     if !keys.contains(&k) {
@@ -419,13 +432,22 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
             let c = g.c;
             (Kind::Wino(g, r), wg.th * wg.tw4, c)
         }
+        // 1x1 convs on small maps: pixels as tile rows.
+        Kind::Conv(g)
+            if conv_is_gemm(&g)
+                && binfo.consts[1].is_some()
+                && tn::applies(target.ukr_isa(), m, n, &ep) =>
+        {
+            ep = tn::ep(&ep);
+            (Kind::Tn, n, k)
+        }
         kind => (kind, n, k),
     };
     let chunk = match kind {
         Kind::Wino(_, r) => wino::nb(k, r),
         Kind::Pool(_) => n,
         Kind::Conv(_) => 128,
-        Kind::Dw(_) => n,
+        Kind::Dw(_) | Kind::Tn => n,
         Kind::Mat | Kind::MatRt { .. } if m >= 256 => 512,
         Kind::Mat | Kind::MatRt { .. } if m >= 64 => 256,
         Kind::Mat | Kind::MatRt { .. } => 64,
@@ -465,6 +487,8 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
     let cu = p.nimg * p.units_per_img();
     if let Kind::Wino(_, r) = p.kind {
         p.mrows = wino::mrows(m, chunk, r);
+    } else if let Kind::Tn = p.kind {
+        p.mrows = tn::mrows(m);
     } else if let Kind::Dw(_) = p.kind {
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
@@ -575,6 +599,7 @@ pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
     match &p.kind {
         Kind::MatRt { .. } | Kind::Dw(_) | Kind::Pool(_) => Ok(vec![]),
         Kind::Wino(g, r) => wino::derived(info, g, *r),
+        Kind::Tn => tn::derived(info, p),
         Kind::Mat => {
             let b = info.consts[1]
                 .as_ref()
@@ -720,6 +745,10 @@ pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
     // All buffer slots free.
     let z = e.ic(0);
     e.b.ins().store(mf(), z, c.scratch, p.mask_off() as i32);
+    if let Kind::Tn = p.kind {
+        tn::emit_pack(e, p, c);
+        return Ok(());
+    }
     // (Depthwise convs read their input in place: see `dw`.)
     let Kind::Conv(g) = &p.kind else {
         return Ok(());
@@ -886,6 +915,10 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
         pool::emit_task(e, p, g, c, t);
         return;
     }
+    if let Kind::Tn = &p.kind {
+        tn::emit_task(e, p, c, t);
+        return;
+    }
     let (lo, hi) = task_units(e, p, t);
     let slot = (p.pack_bytes() > 0).then(|| acquire_slot(e, p, c));
     let pack = match slot {
@@ -1013,7 +1046,7 @@ fn emit_kblock(
     // B panel j of this block lives at `bbase + j * bstep`.
     let (bbase, bstep) = match &p.kind {
         // Handled by `emit_dw` / `wino`.
-        Kind::Dw(_) | Kind::Wino(..) | Kind::Pool(_) => (pack, 0),
+        Kind::Dw(_) | Kind::Wino(..) | Kind::Pool(_) | Kind::Tn => (pack, 0),
         Kind::Mat => {
             // packed[(col0/16 + j)][k][16]
             let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
@@ -1055,7 +1088,7 @@ fn emit_kblock(
         }
     };
     let (a, lda) = match &p.kind {
-        Kind::Dw(_) | Kind::Wino(..) | Kind::Pool(_) => (c.ins[1], 0),
+        Kind::Dw(_) | Kind::Wino(..) | Kind::Pool(_) | Kind::Tn => (c.ins[1], 0),
         Kind::Mat => (c.ins[0], p.k as i64 * 4),
         Kind::MatRt { a_img, .. } => {
             let io = e.b.ins().imul_imm_s(img, *a_img);
@@ -1106,6 +1139,7 @@ fn emit_kblock(
             half: partial && p.half_tail(nr_last),
             partial,
             acc,
+            tn: false,
             ep: ep.clone(),
         };
         let f = c.ukrs[&key];

@@ -52,10 +52,33 @@ pub(super) fn all_keys(isa: Isa) -> Vec<UkrKey> {
                                 half,
                                 partial,
                                 acc,
+                                tn: false,
                                 ep,
                             });
                         }
                     }
+                }
+            }
+        }
+    }
+    // Transposed-store kernels (AVX2): packed A, full tiles, no row bias or residual.
+    if isa == Isa::Avx2 {
+        for mr in 1..=MR {
+            for acc in [false, true] {
+                for ep in ep_lists() {
+                    if ep.iter().any(|e| matches!(e, Ep::BiasRow | Ep::Residual)) {
+                        continue;
+                    }
+                    v.push(UkrKey {
+                        isa,
+                        mr,
+                        pa: true,
+                        half: false,
+                        partial: false,
+                        acc,
+                        tn: true,
+                        ep,
+                    });
                 }
             }
         }
@@ -153,12 +176,15 @@ fn check_common(key: &UkrKey, bytes: &[u8], ins: &[Instruction], end: usize) {
         eps(|e| matches!(e, Ep::Scale(_))) * accs,
         "{s}: vmulps"
     );
-    // Stores: one full-width store per accumulator into C.
-    let stores = count(ins, |i| {
-        matches!(i.mnemonic(), Mnemonic::Vmovups | Mnemonic::Vmaskmovps)
-            && i.op_kind(0) == OpKind::Memory
-    });
-    assert_eq!(stores, accs, "{s}: stores");
+    let stores = count(ins, |i| i.op_kind(0) == OpKind::Memory);
+    if key.tn {
+        // Transposed: per group of 4, 2 or 1 rows, 8 stores (one per channel) per 8 channels.
+        let groups = key.mr / 4 + (key.mr % 4) / 2 + key.mr % 2;
+        assert_eq!(stores, 16 * groups, "{s}: stores");
+    } else {
+        // One full-width store per accumulator into C.
+        assert_eq!(stores, accs, "{s}: stores");
+    }
 }
 
 #[test]
