@@ -65,9 +65,9 @@ pub(crate) struct UkrKey {
     pub acc: bool,
     /// Stored transposed (AVX2 only, see [`assemble_tn_store`]): for small N with the roles
     /// swapped, the tile's rows are pixels, its 16 columns output channels; channel `j` goes
-    /// to `c + j ldc_bytes`, pixel `r` to `+ 4 r`. With `acc`, the sum so far is read from
-    /// `res` in row layout (rows 64 bytes apart). Not with `half`, `partial`, `BiasRow` or
-    /// `Residual`.
+    /// to `c + j ldc_bytes`, pixel `r` to `+ 4 r`. With `acc`, the sum so far is read in row
+    /// layout (rows 64 bytes apart) from the `nr` argument (a pointer here). A residual (same
+    /// layout as C) only as the last epilogue step. Not with `half`, `partial` or `BiasRow`.
     pub tn: bool,
     pub ep: Vec<Ep>,
 }
@@ -228,11 +228,13 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
             !key.half && !key.partial,
             "transposed kernels are full tiles"
         );
+        let n = key.ep.len();
         assert!(
             key.ep
                 .iter()
-                .all(|e| !matches!(e, Ep::BiasRow | Ep::Residual)),
-            "transposed kernels take no row bias or residual"
+                .enumerate()
+                .all(|(i, e)| *e != Ep::BiasRow && (*e != Ep::Residual || i + 1 == n)),
+            "transposed kernels take no row bias, and a residual last only"
         );
     }
     let pa = key.pa;
@@ -312,10 +314,12 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         Ok(())
     };
     if key.acc && tn {
-        // The partial sums of the earlier K blocks: a row-layout tile at `res`, 64-byte rows.
+        // The partial sums of the earlier K blocks: a row-layout tile (64-byte rows) at the
+        // `nr` argument.
+        a.mov(rdi, qword_ptr(rsp + 8))?;
         for r in 0..mr {
             for h in 0..2 {
-                let m = ymmword_ptr(rax + (64 * r + 32 * h) as i32);
+                let m = ymmword_ptr(rdi + (64 * r + 32 * h) as i32);
                 a.vaddps(ymm(2 * r + h), ymm(2 * r + h), m)?;
             }
         }
@@ -373,6 +377,8 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
                     a.vminps(ymm(r), ymm(r), ymm15)?;
                 }
             }
+            // (Transposed: added in the store.)
+            Ep::Residual if tn => {}
             Ep::Residual => add_tile(&mut a, rax, rcx)?,
             Ep::Scale(s) => {
                 let l = konst(&mut a, s);
@@ -384,7 +390,7 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         }
     }
     if tn {
-        assemble_tn_store(&mut a, mr)?;
+        assemble_tn_store(&mut a, mr, key.ep.contains(&Ep::Residual))?;
     } else {
         for r in 0..mr {
             for h in 0..nh {
@@ -423,9 +429,15 @@ fn xmm(i: usize) -> AsmRegisterXmm {
 /// Rows are taken 4 at a time (a 4x4 transpose per 128-bit lane: xmm stores, the high lane by
 /// `vextractf128` to memory), then 2 (unpack: 64-bit stores) and 1 (`vextractps`).
 /// Channel `j` is addressed from base `j / 3` (rdx, r10, rax, rcx, rdi, rsi: `rdx + 3 (j / 3)
-/// r9`) plus `(j % 3) r9`. Clobbers the accumulators and ymm12-15.
-fn assemble_tn_store(a: &mut CodeAssembler, mr: usize) -> Result<(), IcedError> {
+/// r9`) plus `(j % 3) r9`. With `res` (its tile at rax on entry), every piece adds the same
+/// piece of the residual (at `piece + r11`, r11 = res - c, through `lea r8`) before its store.
+/// Clobbers the accumulators and ymm12-15.
+fn assemble_tn_store(a: &mut CodeAssembler, mr: usize, res: bool) -> Result<(), IcedError> {
     let bases = [rdx, r10, rax, rcx, rdi, rsi];
+    if res {
+        a.mov(r11, rax)?;
+        a.sub(r11, rdx)?;
+    }
     a.lea(r8, r9 + r9 * 2)?;
     a.lea(r10, rdx + r8)?;
     a.lea(rax, r10 + r8)?;
@@ -467,8 +479,20 @@ fn assemble_tn_store(a: &mut CodeAssembler, mr: usize) -> Result<(), IcedError> 
                     a.vunpcklpd(ymm(reg(2)), ymm13, ymm15)?;
                     a.vunpckhpd(ymm(reg(3)), ymm13, ymm15)?;
                     for i in 0..4 {
-                        a.vmovups(xmmword_ptr(at(c0 + i, r0)), xmm(reg(i)))?;
-                        a.vextractf128(xmmword_ptr(at(c0 + 4 + i, r0)), ymm(reg(i)), 1)?;
+                        let (lo, hi) = (at(c0 + i, r0), at(c0 + 4 + i, r0));
+                        if res {
+                            // (High lane first: a 128-bit VEX op zeroes it.)
+                            a.vextractf128(xmm14, ymm(reg(i)), 1)?;
+                            a.lea(r8, hi)?;
+                            a.vaddps(xmm14, xmm14, xmmword_ptr(r8 + r11))?;
+                            a.vmovups(xmmword_ptr(hi), xmm14)?;
+                            a.lea(r8, lo)?;
+                            a.vaddps(xmm(reg(i)), xmm(reg(i)), xmmword_ptr(r8 + r11))?;
+                            a.vmovups(xmmword_ptr(lo), xmm(reg(i)))?;
+                        } else {
+                            a.vmovups(xmmword_ptr(lo), xmm(reg(i)))?;
+                            a.vextractf128(xmmword_ptr(hi), ymm(reg(i)), 1)?;
+                        }
                     }
                 }
                 2 => {
@@ -477,16 +501,37 @@ fn assemble_tn_store(a: &mut CodeAssembler, mr: usize) -> Result<(), IcedError> 
                     a.vextractf128(xmm14, ymm12, 1)?;
                     a.vextractf128(xmm15, ymm13, 1)?;
                     for (t, c) in [(12, 0), (13, 2), (14, 4), (15, 6)] {
-                        a.vmovlps(qword_ptr(at(c0 + c, r0)), xmm(t))?;
-                        a.vmovhps(qword_ptr(at(c0 + c + 1, r0)), xmm(t))?;
+                        let (m0, m1) = (at(c0 + c, r0), at(c0 + c + 1, r0));
+                        if res {
+                            // The two channels' residual pieces into one xmm (the group's
+                            // rows are free now).
+                            let (tmp, tmp2) = (xmm(reg(0)), xmm(reg(1)));
+                            a.lea(r8, m0)?;
+                            a.vmovsd(tmp, qword_ptr(r8 + r11))?;
+                            a.lea(r8, m1)?;
+                            a.vmovsd(tmp2, qword_ptr(r8 + r11))?;
+                            a.vmovlhps(tmp, tmp, tmp2)?;
+                            a.vaddps(xmm(t), xmm(t), tmp)?;
+                        }
+                        a.vmovlps(qword_ptr(m0), xmm(t))?;
+                        a.vmovhps(qword_ptr(m1), xmm(t))?;
                     }
                 }
                 _ => {
                     a.vextractf128(xmm14, ymm(reg(0)), 1)?;
                     for (t, c) in [(reg(0), 0), (14, 4)] {
-                        a.vmovss(dword_ptr(at(c0 + c, r0)), xmm(t))?;
-                        for l in 1..4 {
-                            a.vextractps(dword_ptr(at(c0 + c + l, r0)), xmm(t), l as i32)?;
+                        for l in 0..4 {
+                            let m = at(c0 + c + l, r0);
+                            if res {
+                                a.vpermilps(xmm15, xmm(t), l as i32)?;
+                                a.lea(r8, m)?;
+                                a.vaddss(xmm15, xmm15, dword_ptr(r8 + r11))?;
+                                a.vmovss(dword_ptr(m), xmm15)?;
+                            } else if l == 0 {
+                                a.vmovss(dword_ptr(m), xmm(t))?;
+                            } else {
+                                a.vextractps(dword_ptr(m), xmm(t), l as i32)?;
+                            }
                         }
                     }
                 }

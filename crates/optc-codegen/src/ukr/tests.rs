@@ -61,12 +61,18 @@ pub(super) fn all_keys(isa: Isa) -> Vec<UkrKey> {
             }
         }
     }
-    // Transposed-store kernels (AVX2): packed A, full tiles, no row bias or residual.
+    // Transposed-store kernels (AVX2): packed A, full tiles, no row bias, a residual last.
     if isa == Isa::Avx2 {
         for mr in 1..=MR {
             for acc in [false, true] {
                 for ep in ep_lists() {
-                    if ep.iter().any(|e| matches!(e, Ep::BiasRow | Ep::Residual)) {
+                    let n = ep.len();
+                    let res_last = |i: usize, e: &Ep| *e != Ep::Residual || i + 1 == n;
+                    if ep
+                        .iter()
+                        .enumerate()
+                        .any(|(i, e)| *e == Ep::BiasRow || !res_last(i, e))
+                    {
                         continue;
                     }
                     v.push(UkrKey {

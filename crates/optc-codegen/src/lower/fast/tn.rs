@@ -16,14 +16,17 @@ use super::*;
 
 /// Whether a 1x1 conv of `m` output channels on `n` pixels takes this path: AVX2, `m` a
 /// multiple of 16, at most 64 pixels whose 16-column panels cost at least 4% more than
-/// 6-pixel tiles, and no residual in the epilogue.
+/// 6-pixel tiles, and a residual only as the last epilogue step.
 pub(super) fn applies(isa: Isa, m: usize, n: usize, ep_list: &[Ep]) -> bool {
     if isa != Isa::Avx2 || m == 0 || !m.is_multiple_of(NR) || n == 0 || n > 64 {
         return false;
     }
+    // A residual (added in the transposed store) only as the last step.
+    let n_ep = ep_list.len();
     if ep_list
         .iter()
-        .any(|e| matches!(e, Ep::Residual | Ep::BiasCol))
+        .enumerate()
+        .any(|(i, e)| *e == Ep::BiasCol || (*e == Ep::Residual && i + 1 < n_ep))
     {
         return false;
     }
@@ -224,6 +227,7 @@ fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, ro
     let tmp_ld = e.ic((NR * 4) as i64);
     let nrv = e.ic(NR as i64);
     let bias = p.bias_port.map(|q| c.ins[q]);
+    let res = p.res_port.map(|q| c.ins[q]);
     let kbs = p.kblocks();
     let nkb = kbs.len();
     e.loop_offs(
@@ -253,8 +257,16 @@ fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, ro
                             .iadd_imm_s(x, (t * MR * k * 4 + k0 * mr * 4) as i64);
                     let tt = e.b.ins().iadd_imm_s(tmp, (t * MR * NR * 4) as i64);
                     if tn {
-                        let cc = e.b.ins().iadd_imm_s(cp, (t * MR * 4) as i64);
-                        e.b.ins().call(f, &[a, bp, cc, kcv, ldv, ldv, nrv, pb, tt]);
+                        // C and the residual: the same offset from the output / residual;
+                        // the sums so far (`tmp`) in the `nr` argument.
+                        let off = e.b.ins().iadd_imm_s(o[1], (t * MR * 4) as i64);
+                        let off = e.b.ins().iadd(oo, off);
+                        let cc = e.b.ins().iadd(c.out, off);
+                        let pr = match res {
+                            Some(rv) => e.b.ins().iadd(rv, off),
+                            None => cc,
+                        };
+                        e.b.ins().call(f, &[a, bp, cc, kcv, ldv, ldv, tt, pb, pr]);
                     } else {
                         e.b.ins()
                             .call(f, &[a, bp, tt, kcv, tmp_ld, tmp_ld, nrv, tt, tt]);
@@ -281,13 +293,15 @@ mod tests {
         assert!(applies(Isa::Avx2, 1280, 49, &relu6));
         assert!(applies(Isa::Avx2, 16, 1, &[]));
         assert!(applies(Isa::Avx2, 32, 25, &[]));
-        // Exact panels, 14x14, non-multiples of 16 channels, AVX-512, residuals: no.
+        assert!(applies(Isa::Avx2, 160, 49, &[Ep::BiasRow, Ep::Residual]));
+        // Exact panels, 14x14, non-multiples of 16 channels, AVX-512, steps after a
+        // residual: no.
         assert!(!applies(Isa::Avx2, 1280, 64, &[]));
         assert!(!applies(Isa::Avx2, 64, 16, &[]));
         assert!(!applies(Isa::Avx2, 1280, 196, &[]));
         assert!(!applies(Isa::Avx2, 1000, 49, &[]));
         assert!(!applies(Isa::Avx512, 1280, 49, &[]));
-        assert!(!applies(Isa::Avx2, 1280, 49, &[Ep::BiasRow, Ep::Residual]));
+        assert!(!applies(Isa::Avx2, 160, 49, &[Ep::Residual, Ep::Relu]));
         assert_eq!(ep(&relu6)[0], Ep::BiasCol);
         assert_eq!(mrows(1280), 160);
         assert_eq!(mrows(48), 16);
