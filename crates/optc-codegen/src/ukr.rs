@@ -216,7 +216,36 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     // unrolled group with `u % nsets == s` (summed into set 0 after the k loop).
     let set = acc_sets(&accs);
     let nsets = set.len();
-    for s in &set {
+    // A bias as the first epilogue step of a tile that does not accumulate into C starts the
+    // accumulators (set 0) instead of being added at the end (a column bias only for full
+    // panels: the partial mask is made in the epilogue).
+    let bias_init = !key.acc
+        && match key.ep.first() {
+            Some(Ep::BiasRow) => true,
+            Some(Ep::BiasCol) => !key.partial,
+            _ => false,
+        };
+    if bias_init {
+        a.mov(r11, qword_ptr(rsp + 16))?;
+        if key.ep[0] == Ep::BiasRow {
+            for r in 0..mr {
+                a.vbroadcastss(ymm(accs[nh * r]), dword_ptr(r11 + 4 * r as i32))?;
+                if nh == 2 {
+                    a.vmovaps(ymm(accs[nh * r + 1]), ymm(accs[nh * r]))?;
+                }
+            }
+        } else {
+            for r in 0..mr {
+                for h in 0..nh {
+                    a.vmovups(ymm(accs[nh * r + h]), ymmword_ptr(r11 + 32 * h as i32))?;
+                }
+            }
+        }
+    }
+    for (i, s) in set.iter().enumerate() {
+        if i == 0 && bias_init {
+            continue;
+        }
         for &r in s {
             a.vxorps(ymm(r), ymm(r), ymm(r))?;
         }
@@ -331,7 +360,7 @@ fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         consts.push((l, bits));
         l
     };
-    for ep in &key.ep {
+    for ep in &key.ep[usize::from(bias_init)..] {
         match *ep {
             Ep::BiasRow => {
                 for r in 0..mr {
