@@ -1416,7 +1416,50 @@ fn pack_a(e: &mut E, src: Value, dst: Value, mc: usize, kc: usize, lda: i64) {
 
 /// Pack `kc` rows x `ncols` columns of a row-major B (`src` at the block's top-left, rows
 /// `ldb` bytes apart) into panels of `[kc][16]` at `dst`, zero-padding the last panel.
+/// Deep blocks (`kc > 32`) row by row: each row is read front to back and scattered over the
+/// panels (measured on MobileNetV2's projects, K = 96, 144: a third less packing time than
+/// panel by panel, which reads `kc` rows one line at a time); shallow ones panel by panel
+/// (K = 16 at 112x112: row by row was slower).
 fn pack_b_rt(e: &mut E, src: Value, dst: Value, ncols: usize, kc: usize, ldb: i64) {
+    if kc <= 32 {
+        pack_b_panels(e, src, dst, ncols, kc, ldb);
+        return;
+    }
+    let full = ncols / NR;
+    let rest = ncols % NR;
+    let pstep = (kc * NR * 4) as i64;
+    let zv = e.fc(F32X4, 0.0);
+    e.loop_offs(kc as i64, &[src, dst], &[ldb, 64], &mut |e, _k, q| {
+        let (sk, dk) = (q[0], q[1]);
+        e.loop_offs(
+            full as i64,
+            &[sk, dk],
+            &[(NR * 4) as i64, pstep],
+            &mut |e, _j, o| {
+                let v: Vec<Value> = (0..4)
+                    .map(|l| e.b.ins().load(F32X4, mf(), o[0], l * 16))
+                    .collect();
+                for (l, &x) in v.iter().enumerate() {
+                    e.b.ins().store(mf(), x, o[1], (l * 16) as i32);
+                }
+            },
+        );
+        if rest > 0 {
+            let s = e.b.ins().iadd_imm_s(sk, (full * NR * 4) as i64);
+            let d = e.b.ins().iadd_imm_s(dk, full as i64 * pstep);
+            for l in 0..4 {
+                e.b.ins().store(mf(), zv, d, l * 16);
+            }
+            for j in 0..rest {
+                let x = e.b.ins().load(types::F32, mf(), s, (j * 4) as i32);
+                e.b.ins().store(mf(), x, d, (j * 4) as i32);
+            }
+        }
+    });
+}
+
+/// Panel by panel: [`pack_b_rt`] for shallow blocks (`kc` rows of one line each per panel).
+fn pack_b_panels(e: &mut E, src: Value, dst: Value, ncols: usize, kc: usize, ldb: i64) {
     let full = ncols / NR;
     let rest = ncols % NR;
     let pstep = (kc * NR * 4) as i64;
