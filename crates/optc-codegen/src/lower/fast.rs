@@ -741,7 +741,7 @@ fn if_else(e: &mut E, c: Value, then: &mut dyn FnMut(&mut E), els: &mut dyn FnMu
 }
 
 /// Serial work before the tasks: the zero-padded input copy of a conv.
-pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
+pub(super) fn emit_pre(e: &mut E, _info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
     // All buffer slots free.
     let z = e.ic(0);
     e.b.ins().store(mf(), z, c.scratch, p.mask_off() as i32);
@@ -786,20 +786,53 @@ pub(super) fn emit_pre(e: &mut E, info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> {
         let t = e.b.ins().iadd_imm_s(base, (tail_at * 4) as i64);
         zero_span(e, t, g.hp * g.wp - tail_at);
     });
-    let plane = [g.n * g.c, g.h, g.w];
-    let dst = Opd {
-        p: c.scratch,
-        dt: DType::F32,
-        base: (g.ph * g.wp + g.pw) as i64,
-        strides: vec![(g.hp * g.wp) as i64, g.wp as i64, 1],
+    // The interior, row by row.
+    let d0 =
+        e.b.ins()
+            .iadd_imm_s(c.scratch, ((g.ph * g.wp + g.pw) * 4) as i64);
+    e.loop_offs(
+        (g.n * g.c) as i64,
+        &[c.ins[0], d0],
+        &[(g.h * g.w * 4) as i64, plane_b],
+        &mut |e, _i, o| {
+            e.loop_offs(
+                g.h as i64,
+                &[o[0], o[1]],
+                &[(g.w * 4) as i64, (g.wp * 4) as i64],
+                &mut |e, _r, q| copy_span(e, q[0], q[1], g.w),
+            );
+        },
+    );
+    Ok(())
+}
+
+/// Copy `len` floats from `s` to `d`: `f32x4` groups of 4 (unrolled when short, else a
+/// loop), then the tail.
+fn copy_span(e: &mut E, s: Value, d: Value, len: usize) {
+    let group = |e: &mut E, s: Value, d: Value, nv: usize| {
+        let v: Vec<Value> = (0..nv)
+            .map(|l| e.b.ins().load(F32X4, mf(), s, (l * 16) as i32))
+            .collect();
+        for (l, &x) in v.iter().enumerate() {
+            e.b.ins().store(mf(), x, d, (l * 16) as i32);
+        }
     };
-    let src = Opd {
-        p: c.ins[0],
-        dt: DType::F32,
-        base: 0,
-        strides: vec![(g.h * g.w) as i64, g.w as i64, 1],
-    };
-    map(e, info, &plane, dst, &[src], &Ew::Copy)
+    let nv = len / 4;
+    if nv <= 16 {
+        group(e, s, d, nv);
+    } else {
+        e.loop_offs((nv / 4) as i64, &[s, d], &[64, 64], &mut |e, _i, o| {
+            group(e, o[0], o[1], 4)
+        });
+        let o = (nv / 4 * 64) as i64;
+        let s2 = e.b.ins().iadd_imm_s(s, o);
+        let d2 = e.b.ins().iadd_imm_s(d, o);
+        group(e, s2, d2, nv % 4);
+    }
+    for t in nv * 4..len {
+        let x = e.b.ins().load(types::F32, mf(), s, (t * 4) as i32);
+        e.b.ins().store(mf(), x, d, (t * 4) as i32);
+    }
 }
 
 /// Serial work after the tasks: Gemm's general C term and fused steps the tile store skipped.
