@@ -57,10 +57,18 @@ pub(super) fn ep(ep_list: &[Ep]) -> Vec<Ep> {
         .collect()
 }
 
-/// Channel rows per unit: a multiple of 16, about 8 units per image.
+/// Channel rows per unit (a multiple of 16): the fewest panels per unit giving at most 16
+/// units, an even count if one exists (two threads pulling units in order then finish
+/// together: 10 panels as 10 units, not 5 of 2 split 3 / 2).
 pub(super) fn mrows(m: usize) -> usize {
     let panels = m / NR;
-    panels.div_ceil(panels.min(8)) * NR
+    let ok = |pu: usize| panels.div_ceil(pu) <= MAX_TASKS;
+    let even = (1..=panels).find(|&pu| {
+        let u = panels.div_ceil(pu);
+        ok(pu) && u.is_multiple_of(2) && (u - 1) * pu < panels && panels.is_multiple_of(pu)
+    });
+    let pu = even.unwrap_or_else(|| (1..=panels).find(|&pu| ok(pu)).unwrap_or(panels.max(1)));
+    pu * NR
 }
 
 /// Bytes of the packed input (all images) at the start of the scratch.
@@ -303,7 +311,9 @@ mod tests {
         assert!(!applies(Isa::Avx512, 1280, 49, &[]));
         assert!(!applies(Isa::Avx2, 160, 49, &[Ep::Residual, Ep::Relu]));
         assert_eq!(ep(&relu6)[0], Ep::BiasCol);
-        assert_eq!(mrows(1280), 160);
+        assert_eq!(mrows(1280), 80);
+        assert_eq!(mrows(960), 80);
+        assert_eq!(mrows(160), 16);
         assert_eq!(mrows(48), 16);
     }
 }
