@@ -489,6 +489,7 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         p.mrows = wino::mrows(m, chunk, r);
     } else if let Kind::Tn = p.kind {
         p.mrows = tn::mrows(m);
+        p.kc = tn::KC;
     } else if let Kind::Dw(_) = p.kind {
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);

@@ -14,6 +14,10 @@
 
 use super::*;
 
+/// Depth of a K block: a panel's block (`KC x 64` bytes) and a pixel tile's (`KC x 24`)
+/// together in L1 (32 KiB), e.g. K = 320 in one block.
+pub(super) const KC: usize = 384;
+
 /// Whether a 1x1 conv of `m` output channels on `n` pixels takes this path: AVX2, `m` a
 /// multiple of 16, at most 64 pixels whose 16-column panels cost at least 4% more than
 /// 6-pixel tiles, and a residual only as the last epilogue step.
