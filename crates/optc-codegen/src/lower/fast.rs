@@ -432,11 +432,11 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
             let c = g.c;
             (Kind::Wino(g, r), wg.th * wg.tw4, c)
         }
-        // 1x1 convs on small maps: pixels as tile rows.
+        // 1x1 convs on small maps: pixels as tile rows (see `tn::applies`).
         Kind::Conv(g)
             if conv_is_gemm(&g)
                 && binfo.consts[1].is_some()
-                && tn::applies(target.ukr_isa(), m, n, &ep) =>
+                && tn::applies(target.ukr_isa(), m, k, n, &ep) =>
         {
             ep = tn::ep(&ep);
             (Kind::Tn, n, k)
