@@ -315,7 +315,8 @@ fn conv_epilogues() {
 #[test]
 fn matmul_epilogues() {
     let mut rng = Rng::new(77);
-    for (m, k, n) in [(1, 20, 37), (49, 300, 40)] {
+    // (Fewer than 6 rows: one K block however deep, kernels with 2 or 4 accumulator sets.)
+    for (m, k, n) in [(1, 20, 37), (49, 300, 40), (3, 701, 21), (2, 6, 9)] {
         for steps in [
             vec!["bias", "relu"],
             vec!["res"],
@@ -1009,5 +1010,40 @@ fn half_panel_tails() {
         (1, 600, 5),
     ] {
         matmul_case(m, k, n, 64 + n as u64);
+    }
+}
+
+/// 1x1 convs on small maps with 16k output channels swap the GEMM roles (pixels as the
+/// microkernel's rows, tiles stored transposed): 7x7 (49 = 8 x 6 + 1), 5x5, 3x3, 2x2, 1x1,
+/// 1x5 and 2x7 maps (last tiles of every height), batches, K not a multiple of 4, in 1, 2 or
+/// 3 K blocks, several channel units, every epilogue; a residual (added in the transposed
+/// store) as the last step, and followed by a step (the usual path); deep convs on maps of
+/// up to 256 pixels.
+#[test]
+fn small_map_1x1_swapped() {
+    let w1 = win(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
+    let cases: [(&[usize], &[usize], &[&str]); 18] = [
+        (&[1, 40, 7, 7], &[64, 40, 1, 1], &["relu6"]),
+        (&[1, 1000, 3, 3], &[32, 1000, 1, 1], &["relu6"]),
+        (&[2, 301, 7, 7], &[160, 301, 1, 1], &["relu6"]),
+        (&[1, 17, 3, 3], &[32, 17, 1, 1], &["relu"]),
+        (&[1, 8, 1, 1], &[16, 8, 1, 1], &[]),
+        (&[1, 5, 2, 2], &[48, 5, 1, 1], &["bias", "relu"]),
+        (&[3, 12, 5, 5], &[32, 12, 1, 1], &["relu6"]),
+        (&[1, 7, 1, 5], &[16, 7, 1, 1], &["relu"]),
+        (&[1, 9, 2, 7], &[16, 9, 1, 1], &[]),
+        (&[1, 24, 7, 7], &[32, 24, 1, 1], &["res"]),
+        (&[1, 24, 7, 7], &[32, 24, 1, 1], &["relu", "sigmoid"]),
+        (&[2, 500, 7, 7], &[48, 500, 1, 1], &["res"]),
+        (&[1, 17, 3, 3], &[32, 17, 1, 1], &["relu6", "res"]),
+        (&[1, 9, 2, 7], &[16, 9, 1, 1], &["res"]),
+        (&[1, 5, 2, 2], &[16, 5, 1, 1], &["res"]),
+        (&[1, 24, 7, 7], &[32, 24, 1, 1], &["res", "relu"]),
+        // Deep convs on up to 256 pixels: 14x14 (196 = 32 x 6 + 4), 9x11.
+        (&[1, 400, 14, 14], &[32, 400, 1, 1], &["res"]),
+        (&[2, 100, 9, 11], &[16, 100, 1, 1], &["relu6"]),
+    ];
+    for (i, (x, w, steps)) in cases.iter().enumerate() {
+        conv_fused(x, w, w1.clone(), steps, 90 + i as u64);
     }
 }

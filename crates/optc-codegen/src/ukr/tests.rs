@@ -52,10 +52,39 @@ pub(super) fn all_keys(isa: Isa) -> Vec<UkrKey> {
                                 half,
                                 partial,
                                 acc,
+                                tn: false,
                                 ep,
                             });
                         }
                     }
+                }
+            }
+        }
+    }
+    // Transposed-store kernels (AVX2): packed A, full tiles, no row bias, a residual last.
+    if isa == Isa::Avx2 {
+        for mr in 1..=MR {
+            for acc in [false, true] {
+                for ep in ep_lists() {
+                    let n = ep.len();
+                    let res_last = |i: usize, e: &Ep| *e != Ep::Residual || i + 1 == n;
+                    if ep
+                        .iter()
+                        .enumerate()
+                        .any(|(i, e)| *e == Ep::BiasRow || !res_last(i, e))
+                    {
+                        continue;
+                    }
+                    v.push(UkrKey {
+                        isa,
+                        mr,
+                        pa: true,
+                        half: false,
+                        partial: false,
+                        acc,
+                        tn: true,
+                        ep,
+                    });
                 }
             }
         }
@@ -153,12 +182,15 @@ fn check_common(key: &UkrKey, bytes: &[u8], ins: &[Instruction], end: usize) {
         eps(|e| matches!(e, Ep::Scale(_))) * accs,
         "{s}: vmulps"
     );
-    // Stores: one full-width store per accumulator into C.
-    let stores = count(ins, |i| {
-        matches!(i.mnemonic(), Mnemonic::Vmovups | Mnemonic::Vmaskmovps)
-            && i.op_kind(0) == OpKind::Memory
-    });
-    assert_eq!(stores, accs, "{s}: stores");
+    let stores = count(ins, |i| i.op_kind(0) == OpKind::Memory);
+    if key.tn {
+        // Transposed: per group of 4, 2 or 1 rows, 8 stores (one per channel) per 8 channels.
+        let groups = key.mr / 4 + (key.mr % 4) / 2 + key.mr % 2;
+        assert_eq!(stores, 16 * groups, "{s}: stores");
+    } else {
+        // One full-width store per accumulator into C.
+        assert_eq!(stores, accs, "{s}: stores");
+    }
 }
 
 #[test]

@@ -166,6 +166,7 @@ fn ukr_key(p: &Plan, mr: usize) -> UkrKey {
         half: false,
         partial: false,
         acc: false,
+        tn: false,
         ep: vec![],
     }
 }

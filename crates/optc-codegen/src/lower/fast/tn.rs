@@ -1,0 +1,339 @@
+//! 1x1 convs on small maps (`Kind::Tn`, e.g. MobileNetV2's 7x7 stage: N = 49 pixels, and its
+//! deep 14x14 projects; see [`applies`]) with the GEMM roles swapped: the microkernel's rows are pixels and its 16 columns output
+//! channels, from the weights packed at compile time into 16-channel panels (`[M / 16][K][16]`,
+//! the layout of a constant MatMul B). Compared with pixels as 16-wide panels (49 = 3 x 16 +
+//! a 1-column tail computed 8 wide), no column is wasted.
+//!
+//! Before the tasks, the input `[K][N]` of every image is packed into 6-pixel tiles
+//! (`[N / 6][K][6]`, the last tile `[K][N % 6]`, the layout of packed A) at the start of
+//! the node's scratch. A unit is a group of channel panels of one image; per panel and K
+//! block (the panel's block stays in L1), every pixel tile (streamed from L2). With one K
+//! block, the `tn` microkernels apply the epilogue and store the tile transposed into the
+//! NCHW output; with several, the partial sums go to a per-task buffer of row-layout tiles
+//! (plain kernels, 64-byte rows) and the last block's `tn` kernel adds them.
+
+use super::*;
+
+/// Depth of a K block: a panel's block (`KC x 64` bytes) and a pixel tile's (`KC x 24`)
+/// together in L1 (32 KiB), e.g. K = 320 in one block.
+pub(super) const KC: usize = 384;
+
+/// Whether a 1x1 conv of `m` output channels, depth `k`, on `n` pixels takes this path:
+/// AVX2, `m` a multiple of 16, a residual only as the last epilogue step, and
+/// - at most 64 pixels whose 16-column panels cost at least 4% more than 6-pixel tiles, or
+/// - at most 256 pixels, tiles costing no more than panels, and `k >= m`: the usual path
+///   splits the few column units by rows, each part packing the deep B again (measured on
+///   MobileNetV2's 14x14 projects, K = 384, 576: 7-10% faster; its expands, K = 64, 96 for
+///   M = 384, 576, were 1-2% slower).
+pub(super) fn applies(isa: Isa, m: usize, k: usize, n: usize, ep_list: &[Ep]) -> bool {
+    if isa != Isa::Avx2 || m == 0 || !m.is_multiple_of(NR) || n == 0 || n > 256 {
+        return false;
+    }
+    // A residual (added in the transposed store) only as the last step.
+    let n_ep = ep_list.len();
+    if ep_list
+        .iter()
+        .enumerate()
+        .any(|(i, e)| *e == Ep::BiasCol || (*e == Ep::Residual && i + 1 < n_ep))
+    {
+        return false;
+    }
+    // Columns computed: full panels, and a tail of <= 8 columns on the half kernel.
+    let tail = n % NR;
+    let cols = n / NR * NR
+        + match tail {
+            0 => 0,
+            t if t <= NR / 2 => NR / 2,
+            _ => NR,
+        };
+    // Rows computed: full tiles, and a last tile of `n % 6` rows, which costs about 2 rows
+    // at least (with the k steps over several accumulator sets, its loads bound it).
+    let rows = n / MR * MR
+        + match n % MR {
+            0 => 0,
+            r => r.max(2),
+        };
+    if n <= 64 {
+        rows * 100 < cols * 96
+    } else {
+        rows <= cols && k >= m
+    }
+}
+
+/// The epilogue of the swapped tiles: the conv's per-channel bias is per column.
+pub(super) fn ep(ep_list: &[Ep]) -> Vec<Ep> {
+    ep_list
+        .iter()
+        .map(|e| if *e == Ep::BiasRow { Ep::BiasCol } else { *e })
+        .collect()
+}
+
+/// Channel rows per unit (a multiple of 16): the fewest panels per unit giving at most 16
+/// units, an even count if one exists (two threads pulling units in order then finish
+/// together: 10 panels as 10 units, not 5 of 2 split 3 / 2).
+pub(super) fn mrows(m: usize) -> usize {
+    let panels = m / NR;
+    let ok = |pu: usize| panels.div_ceil(pu) <= MAX_TASKS;
+    let even = (1..=panels).find(|&pu| {
+        let u = panels.div_ceil(pu);
+        ok(pu) && u.is_multiple_of(2) && (u - 1) * pu < panels && panels.is_multiple_of(pu)
+    });
+    let pu = even.unwrap_or_else(|| (1..=panels).find(|&pu| ok(pu)).unwrap_or(panels.max(1)));
+    pu * NR
+}
+
+/// Bytes of the packed input (all images) at the start of the scratch.
+pub(super) fn apack_bytes(p: &Plan) -> usize {
+    p.nimg * p.k * p.n.div_ceil(MR) * MR * 4
+}
+
+/// Bytes of a task's partial-sum tiles (one panel's tiles), with several K blocks.
+pub(super) fn tmp_bytes(p: &Plan) -> usize {
+    if p.kblocks().len() > 1 {
+        p.n.div_ceil(MR) * MR * NR * 4
+    } else {
+        0
+    }
+}
+
+pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
+    let mut mrs = vec![];
+    if p.n >= MR {
+        mrs.push(MR);
+    }
+    if !p.n.is_multiple_of(MR) {
+        mrs.push(p.n % MR);
+    }
+    let multi = p.kblocks().len() > 1;
+    let mut v = vec![];
+    for mr in mrs {
+        if multi {
+            v.push(key(p, mr, false, false));
+            v.push(key(p, mr, false, true));
+        }
+        v.push(key(p, mr, true, multi));
+    }
+    v
+}
+
+/// The `mr`-row kernel: `tn` (the transposed store with the epilogue) or plain (row-layout
+/// partial sums, no epilogue); `acc`: add the sums so far.
+fn key(p: &Plan, mr: usize, tn: bool, acc: bool) -> UkrKey {
+    UkrKey {
+        isa: p.isa,
+        mr,
+        pa: true,
+        half: false,
+        partial: false,
+        acc,
+        tn,
+        ep: if tn { p.ep.clone() } else { vec![] },
+    }
+}
+
+/// The weights `W[M][K]` as 16-channel panels `[M / 16][K][16]`.
+pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
+    let w = info.consts[1]
+        .as_ref()
+        .and_then(|w| w.as_f32())
+        .ok_or_else(|| info.err("conv weight is not constant f32"))?;
+    let (m, k) = (p.m, p.k);
+    let mut out = vec![0f32; m * k];
+    for ch in 0..m {
+        for kk in 0..k {
+            out[((ch / NR) * k + kk) * NR + ch % NR] = w[ch * k + kk];
+        }
+    }
+    Ok(vec![out.iter().flat_map(|x| x.to_le_bytes()).collect()])
+}
+
+/// Pack every image's input into pixel tiles at the start of the scratch (serial, before
+/// the tasks): per k, a full tile is one `f32x4` and one 64-bit copy.
+pub(super) fn emit_pack(e: &mut E, p: &Plan, c: &Ctx) {
+    let (n, k) = (p.n, p.k);
+    let full = n / MR;
+    let rest = n % MR;
+    let tile_b = (MR * k * 4) as i64;
+    let z = e.ic(0);
+    let img_b = (k * n.div_ceil(MR) * MR * 4) as i64;
+    e.loop_offs(
+        p.nimg as i64,
+        &[z, z],
+        &[(k * n * 4) as i64, img_b],
+        &mut |e, _i, o| {
+            let src = e.b.ins().iadd(c.ins[0], o[0]);
+            let dst = e.b.ins().iadd(c.scratch, o[1]);
+            let zz = e.ic(0);
+            e.loop_offs(
+                k as i64,
+                &[zz, zz, zz],
+                &[(n * 4) as i64, (MR * 4) as i64, (rest * 4) as i64],
+                &mut |e, _k, q| {
+                    let s = e.b.ins().iadd(src, q[0]);
+                    let d = e.b.ins().iadd(dst, q[1]);
+                    for t in 0..full {
+                        let so = (t * MR * 4) as i32;
+                        let v = e.b.ins().load(F32X4, mf(), s, so);
+                        let w = e.b.ins().load(types::F64, mf(), s, so + 16);
+                        let dof = (t as i64 * tile_b) as i32;
+                        e.b.ins().store(mf(), v, d, dof);
+                        e.b.ins().store(mf(), w, d, dof + 16);
+                    }
+                    if rest > 0 {
+                        let dr = e.b.ins().iadd(dst, q[2]);
+                        for r in 0..rest {
+                            let so = ((full * MR + r) * 4) as i32;
+                            let x = e.b.ins().load(types::F32, mf(), s, so);
+                            let dof = (full as i64 * tile_b) as i32 + (r * 4) as i32;
+                            e.b.ins().store(mf(), x, dr, dof);
+                        }
+                    }
+                },
+            );
+        },
+    );
+}
+
+/// The units of task `t`: per unit, its channel panels, each over all pixel tiles.
+pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
+    let (lo, hi) = task_units(e, p, t);
+    let slot = (p.pack_bytes() > 0).then(|| acquire_slot(e, p, c));
+    let tmp = match slot {
+        Some(slot) => {
+            let o = e.b.ins().imul_imm_s(slot, p.pack_bytes() as i64);
+            let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
+            e.b.ins().iadd(c.scratch, o)
+        }
+        None => c.scratch,
+    };
+    let mparts = p.mparts();
+    let last_rows = p.m - (mparts - 1) * p.mrows;
+    loop_range(e, lo, hi, &mut |e, u| {
+        let mp = e.b.ins().urem_imm_u(u, mparts as i64);
+        let img = e.b.ins().udiv_imm_u(u, mparts as i64);
+        if mparts == 1 || last_rows == p.mrows {
+            emit_unit(e, p, c, tmp, img, mp, last_rows);
+        } else {
+            let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, mp, mparts as i64 - 1);
+            if_else(
+                e,
+                is_last,
+                &mut |e| emit_unit(e, p, c, tmp, img, mp, last_rows),
+                &mut |e| emit_unit(e, p, c, tmp, img, mp, p.mrows),
+            );
+        }
+    });
+    if let Some(slot) = slot {
+        release_slot(e, p, c, slot);
+    }
+}
+
+/// Channels `[mp * mrows, + rows)` of image `img`.
+fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, rows: usize) {
+    let (n, k) = (p.n, p.k);
+    let ldc = (n * 4) as i64;
+    let tiles = n.div_ceil(MR);
+    let xo = e.b.ins().imul_imm_s(img, (k * tiles * MR * 4) as i64);
+    let x = e.b.ins().iadd(c.scratch, xo);
+    let oo = e.b.ins().imul_imm_s(img, (p.m * n * 4) as i64);
+    let out = e.b.ins().iadd(c.out, oo);
+    // First panel of the unit: B, C and bias offsets.
+    let pan0 = e.b.ins().imul_imm_s(mp, (p.mrows / NR) as i64);
+    let bo = e.b.ins().imul_imm_s(pan0, (k * NR * 4) as i64);
+    let co = e.b.ins().imul_imm_s(pan0, NR as i64 * ldc);
+    let biaso = e.b.ins().imul_imm_s(pan0, (NR * 4) as i64);
+    let ldv = e.ic(ldc);
+    let tmp_ld = e.ic((NR * 4) as i64);
+    let nrv = e.ic(NR as i64);
+    let bias = p.bias_port.map(|q| c.ins[q]);
+    let res = p.res_port.map(|q| c.ins[q]);
+    let kbs = p.kblocks();
+    let nkb = kbs.len();
+    e.loop_offs(
+        (rows / NR) as i64,
+        &[bo, co, biaso],
+        &[(k * NR * 4) as i64, NR as i64 * ldc, (NR * 4) as i64],
+        &mut |e, _j, o| {
+            let cp = e.b.ins().iadd(out, o[1]);
+            let pb = match bias {
+                Some(bv) => e.b.ins().iadd(bv, o[2]),
+                None => cp,
+            };
+            // K block `[k0, k0 + kc)`: every tile.
+            let block = |e: &mut E, k0: usize, kc: usize, b: usize| {
+                // The last block stores transposed (adding the sums so far when there are
+                // several blocks); the others keep row-layout sums in `tmp`.
+                let tn = b + 1 == nkb;
+                let acc = if tn { nkb > 1 } else { b > 0 };
+                let bp = e.b.ins().iadd_imm_s(o[0], (k0 * NR * 4) as i64);
+                let bp = e.b.ins().iadd(c.extra[0], bp);
+                let kcv = e.ic(kc as i64);
+                for t in 0..tiles {
+                    let mr = MR.min(n - t * MR);
+                    let f = c.ukr(key(p, mr, tn, acc));
+                    let a =
+                        e.b.ins()
+                            .iadd_imm_s(x, (t * MR * k * 4 + k0 * mr * 4) as i64);
+                    let tt = e.b.ins().iadd_imm_s(tmp, (t * MR * NR * 4) as i64);
+                    if tn {
+                        // C and the residual: the same offset from the output / residual;
+                        // the sums so far (`tmp`) in the `nr` argument.
+                        let off = e.b.ins().iadd_imm_s(o[1], (t * MR * 4) as i64);
+                        let off = e.b.ins().iadd(oo, off);
+                        let cc = e.b.ins().iadd(c.out, off);
+                        let pr = match res {
+                            Some(rv) => e.b.ins().iadd(rv, off),
+                            None => cc,
+                        };
+                        e.b.ins().call(f, &[a, bp, cc, kcv, ldv, ldv, tt, pb, pr]);
+                    } else {
+                        e.b.ins()
+                            .call(f, &[a, bp, tt, kcv, tmp_ld, tmp_ld, nrv, tt, tt]);
+                    }
+                }
+            };
+            let mut k0 = 0;
+            for (b, &kc) in kbs.iter().enumerate() {
+                block(e, k0, kc, b);
+                k0 += kc;
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swaps_short_pixel_rows() {
+        let relu6 = [Ep::BiasRow, Ep::Clip(0, 0x40c0_0000)];
+        // 7x7: 56 columns computed as panels, 50 row-equivalents as tiles.
+        assert!(applies(Isa::Avx2, 1280, 320, 49, &relu6));
+        assert!(applies(Isa::Avx2, 16, 8, 1, &[]));
+        assert!(applies(Isa::Avx2, 32, 8, 25, &[]));
+        assert!(applies(
+            Isa::Avx2,
+            160,
+            960,
+            49,
+            &[Ep::BiasRow, Ep::Residual]
+        ));
+        // 14x14 projects; not 28x28 ones.
+        assert!(applies(Isa::Avx2, 96, 576, 196, &[]));
+        assert!(!applies(Isa::Avx2, 32, 192, 784, &[]));
+        // Exact panels, 14x14 expands, non-multiples of 16 channels, AVX-512, steps after a
+        // residual: no.
+        assert!(!applies(Isa::Avx2, 1280, 320, 64, &[]));
+        assert!(!applies(Isa::Avx2, 64, 64, 16, &[]));
+        assert!(!applies(Isa::Avx2, 576, 96, 196, &[]));
+        assert!(!applies(Isa::Avx2, 1000, 320, 49, &[]));
+        assert!(!applies(Isa::Avx512, 1280, 320, 49, &[]));
+        assert!(!applies(Isa::Avx2, 160, 960, 49, &[Ep::Residual, Ep::Relu]));
+        assert_eq!(ep(&relu6)[0], Ep::BiasCol);
+        assert_eq!(mrows(1280), 80);
+        assert_eq!(mrows(960), 80);
+        assert_eq!(mrows(160), 16);
+        assert_eq!(mrows(48), 16);
+    }
+}
