@@ -562,6 +562,12 @@ fn conv_direct_few_channels() {
             vec![4, 3, 5, 5],
             win(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
         ),
+        // 16 outputs x stride 2 = 32 > the row's 31 columns: the next row's origin is behind.
+        (
+            vec![1, 2, 10, 31],
+            vec![5, 2, 3, 1],
+            win(&[3, 1], &[1, 2], &[1, 0, 1, 0], &[1, 1]),
+        ),
     ];
     let mut s = 700;
     for (x, w, win) in cases {

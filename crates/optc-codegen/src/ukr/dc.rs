@@ -144,7 +144,10 @@ pub(crate) fn assemble(key: &DcKey) -> Result<Vec<u8>, IcedError> {
     a.cmp(r8, key.ow as i32)?;
     a.jne(same)?;
     a.xor(r8, r8)?;
-    a.add(rdi, ((key.sh * key.wp - key.ow * key.sw) * 4) as i32)?;
+    a.add(
+        rdi,
+        ((key.sh * key.wp) as i64 - (key.ow * key.sw) as i64) as i32 * 4,
+    )?;
     a.set_label(&mut same)?;
     a.dec(r9)?;
     a.jnz(step)?;
