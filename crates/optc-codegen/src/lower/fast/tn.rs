@@ -254,6 +254,7 @@ fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, ro
     let (n, k) = (p.n, p.k);
     let ldc = (n * 4) as i64;
     let tl = tiles(n);
+    let nfull = tl.iter().take_while(|t| t.1 == MR).count();
     let xo = e.b.ins().imul_imm_s(img, (k * n * 4) as i64);
     let x = e.b.ins().iadd(c.scratch, xo);
     let oo = e.b.ins().imul_imm_s(img, (p.m * n * 4) as i64);
@@ -289,14 +290,14 @@ fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, ro
                 let bp = e.b.ins().iadd_imm_s(o[0], (k0 * NR * 4) as i64);
                 let bp = e.b.ins().iadd(c.extra[0], bp);
                 let kcv = e.ic(kc as i64);
-                for &(r0, mr) in &tl {
+                // One tile of `mr` rows: packed A at `a`, its sums at `tt`, C at `r4` bytes
+                // from the panel's row start.
+                let call = |e: &mut E, mr: usize, a: Value, tt: Value, r4: Value| {
                     let f = c.ukrs[&key(p, mr, tn, acc)];
-                    let a = e.b.ins().iadd_imm_s(x, (r0 * k * 4 + k0 * mr * 4) as i64);
-                    let tt = e.b.ins().iadd_imm_s(tmp, (r0 * NR * 4) as i64);
                     if tn {
                         // C and the residual: the same offset from the output / residual;
                         // the sums so far (`tmp`) in the `nr` argument.
-                        let off = e.b.ins().iadd_imm_s(o[1], (r0 * 4) as i64);
+                        let off = e.b.ins().iadd(o[1], r4);
                         let off = e.b.ins().iadd(oo, off);
                         let cc = e.b.ins().iadd(c.out, off);
                         let pr = match res {
@@ -308,6 +309,21 @@ fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, ro
                         e.b.ins()
                             .call(f, &[a, bp, tt, kcv, tmp_ld, tmp_ld, nrv, tt, tt]);
                     }
+                };
+                // The full tiles (the first `nfull`, rows 6 t) in a loop, then the others.
+                let a0 = e.b.ins().iadd_imm_s(x, (k0 * MR * 4) as i64);
+                let z = e.ic(0);
+                e.loop_offs(
+                    nfull as i64,
+                    &[a0, tmp, z],
+                    &[(MR * k * 4) as i64, (MR * NR * 4) as i64, (MR * 4) as i64],
+                    &mut |e, _t, q| call(e, MR, q[0], q[1], q[2]),
+                );
+                for &(r0, mr) in &tl[nfull..] {
+                    let a = e.b.ins().iadd_imm_s(x, (r0 * k * 4 + k0 * mr * 4) as i64);
+                    let tt = e.b.ins().iadd_imm_s(tmp, (r0 * NR * 4) as i64);
+                    let r4 = e.ic((r0 * 4) as i64);
+                    call(e, mr, a, tt, r4);
                 }
             };
             let mut k0 = 0;
