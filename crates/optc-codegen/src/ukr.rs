@@ -206,11 +206,14 @@ impl Routine {
 /// Accumulator registers of the AVX2 k loop: set 0 is `accs` (the epilogue's registers);
 /// when `accs` are fewer than the 8 independent FMA chains that hide the FMA latency
 /// (2 ports x 4 cycles), 2 or 4 sets (a power of two, at most 12 registers in all) take the
-/// remaining registers of ymm0-11.
+/// remaining registers of ymm0-11. Not for 1 or 2 accumulators (one-row tiles: a batch-1
+/// classifier is bound by streaming B anyway, and its k-sequential sum stays bit-identical
+/// to the portable kernels', which `aarch64_object_runs_under_qemu_like_the_jit` compares on
+/// tiny_cnn).
 fn acc_sets(accs: &[usize]) -> Vec<Vec<usize>> {
     let n = accs.len();
     let mut nsets = 1;
-    while n * nsets < 8 && n * nsets * 2 <= 12 && nsets < 4 {
+    while n > 2 && n * nsets < 8 && n * nsets * 2 <= 12 && nsets < 4 {
         nsets *= 2;
     }
     let mut free = (0..12).filter(|r| !accs.contains(r));

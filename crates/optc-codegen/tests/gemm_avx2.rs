@@ -315,7 +315,7 @@ fn conv_epilogues() {
 #[test]
 fn matmul_epilogues() {
     let mut rng = Rng::new(77);
-    // (Fewer than 6 rows: one K block however deep, kernels with 2 or 4 accumulator sets.)
+    // (Fewer than 6 rows, over several K blocks: kernels with 2 accumulator sets.)
     for (m, k, n) in [(1, 20, 37), (49, 300, 40), (3, 701, 21), (2, 6, 9)] {
         for steps in [
             vec!["bias", "relu"],

@@ -535,11 +535,6 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> R<Option<Plan>> {
         tasks: 1,
         isa: target.ukr_isa(),
     };
-    // Fewer rows than a tile (e.g. a batch-1 classifier): B is read once, so K blocks buy
-    // no reuse; one block streams every panel from start to end.
-    if matches!(p.kind, Kind::Mat) && m < MR {
-        p.kc = k.max(1);
-    }
     // Split rows too when there are few column units (e.g. 7x7 maps, small N).
     let cu = p.nimg * p.units_per_img();
     if let Kind::Wino(_, r) = p.kind {

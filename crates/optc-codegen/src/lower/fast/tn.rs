@@ -5,7 +5,8 @@
 //! a 1-column tail computed 8 wide), no column is wasted.
 //!
 //! Before the tasks, the input `[K][N]` of every image is packed into 6-pixel tiles
-//! (`[N / 6][K][6]`, the last tile `[K][N % 6]`, the layout of packed A) at the start of
+//! (`[K][6]` each, the last `[K][N % 6]`, or 4 + 3 rather than 6 + 1: see [`tiles`]; the
+//! layout of packed A) at the start of
 //! the node's scratch. A unit is a group of channel panels of one image; per panel and K
 //! block (the panel's block stays in L1), every pixel tile (streamed from L2). With one K
 //! block, the `tn` microkernels apply the epilogue and store the tile transposed into the
@@ -82,28 +83,51 @@ pub(super) fn mrows(m: usize) -> usize {
     pu * NR
 }
 
-/// Bytes of the packed input (all images) at the start of the scratch.
-pub(super) fn apack_bytes(p: &Plan) -> usize {
-    p.nimg * p.k * p.n.div_ceil(MR) * MR * 4
+/// The pixel tiles `(first row, rows)`: 6 rows each, the last `n % 6`; a last single row
+/// (one accumulator pair, FMA-latency bound) joins the tile before it as 4 + 3 rows.
+fn tiles(n: usize) -> Vec<(usize, usize)> {
+    let mut v: Vec<(usize, usize)> = (0..n / MR).map(|t| (t * MR, MR)).collect();
+    match n % MR {
+        0 => {}
+        1 if n > MR => {
+            let (r0, _) = v.pop().expect("a full tile");
+            v.push((r0, 4));
+            v.push((r0 + 4, 3));
+        }
+        r => v.push((n - r, r)),
+    }
+    v
 }
 
-/// Bytes of a task's partial-sum tiles (one panel's tiles), with several K blocks.
+/// Bytes of the packed input (all images) at the start of the scratch: tile `(r0, mr)` of
+/// an image at `r0 K` floats, `[K][mr]`.
+pub(super) fn apack_bytes(p: &Plan) -> usize {
+    p.nimg * p.k * p.n * 4
+}
+
+/// Bytes of a task's partial-sum tiles (one panel's tiles, row `r` at `64 r` bytes), with
+/// several K blocks.
 pub(super) fn tmp_bytes(p: &Plan) -> usize {
     if p.kblocks().len() > 1 {
-        p.n.div_ceil(MR) * MR * NR * 4
+        p.n * NR * 4
     } else {
         0
     }
 }
 
-pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
+/// The distinct tile heights.
+fn heights(n: usize) -> Vec<usize> {
     let mut mrs = vec![];
-    if p.n >= MR {
-        mrs.push(MR);
+    for (_, mr) in tiles(n) {
+        if !mrs.contains(&mr) {
+            mrs.push(mr);
+        }
     }
-    if !p.n.is_multiple_of(MR) {
-        mrs.push(p.n % MR);
-    }
+    mrs
+}
+
+pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
+    let mrs = heights(p.n);
     let multi = p.kblocks().len() > 1;
     let mut v = vec![];
     for mr in mrs {
@@ -148,48 +172,45 @@ pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
 }
 
 /// Pack every image's input into pixel tiles at the start of the scratch (serial, before
-/// the tasks): per k, a full tile is one `f32x4` and one 64-bit copy.
+/// the tasks): per k, each tile's `mr` floats in pieces of 4, 2 and 1.
 pub(super) fn emit_pack(e: &mut E, p: &Plan, c: &Ctx) {
     let (n, k) = (p.n, p.k);
-    let full = n / MR;
-    let rest = n % MR;
-    let tile_b = (MR * k * 4) as i64;
+    let tl = tiles(n);
+    let mrs = heights(n);
     let z = e.ic(0);
-    let img_b = (k * n.div_ceil(MR) * MR * 4) as i64;
     e.loop_offs(
         p.nimg as i64,
         &[z, z],
-        &[(k * n * 4) as i64, img_b],
+        &[(k * n * 4) as i64, (k * n * 4) as i64],
         &mut |e, _i, o| {
             let src = e.b.ins().iadd(c.ins[0], o[0]);
             let dst = e.b.ins().iadd(c.scratch, o[1]);
-            let zz = e.ic(0);
-            e.loop_offs(
-                k as i64,
-                &[zz, zz, zz],
-                &[(n * 4) as i64, (MR * 4) as i64, (rest * 4) as i64],
-                &mut |e, _k, q| {
-                    let s = e.b.ins().iadd(src, q[0]);
-                    let d = e.b.ins().iadd(dst, q[1]);
-                    for t in 0..full {
-                        let so = (t * MR * 4) as i32;
-                        let v = e.b.ins().load(F32X4, mf(), s, so);
-                        let w = e.b.ins().load(types::F64, mf(), s, so + 16);
-                        let dof = (t as i64 * tile_b) as i32;
-                        e.b.ins().store(mf(), v, d, dof);
-                        e.b.ins().store(mf(), w, d, dof + 16);
+            // Offsets per k: the input row, then row k of a tile of each height.
+            let mut init = vec![e.ic(0)];
+            let mut steps = vec![(n * 4) as i64];
+            for &mr in &mrs {
+                init.push(init[0]);
+                steps.push((mr * 4) as i64);
+            }
+            e.loop_offs(k as i64, &init, &steps, &mut |e, _k, q| {
+                let s = e.b.ins().iadd(src, q[0]);
+                for &(r0, mr) in &tl {
+                    let h = mrs.iter().position(|&x| x == mr).expect("a height");
+                    let d = e.b.ins().iadd(dst, q[1 + h]);
+                    let dof = (r0 * k * 4) as i32;
+                    let mut r = 0;
+                    while r < mr {
+                        let (ty, w) = match mr - r {
+                            x if x >= 4 => (F32X4, 4),
+                            x if x >= 2 => (types::F64, 2),
+                            _ => (types::F32, 1),
+                        };
+                        let v = e.b.ins().load(ty, mf(), s, ((r0 + r) * 4) as i32);
+                        e.b.ins().store(mf(), v, d, dof + (r * 4) as i32);
+                        r += w;
                     }
-                    if rest > 0 {
-                        let dr = e.b.ins().iadd(dst, q[2]);
-                        for r in 0..rest {
-                            let so = ((full * MR + r) * 4) as i32;
-                            let x = e.b.ins().load(types::F32, mf(), s, so);
-                            let dof = (full as i64 * tile_b) as i32 + (r * 4) as i32;
-                            e.b.ins().store(mf(), x, dr, dof);
-                        }
-                    }
-                },
-            );
+                }
+            });
         },
     );
 }
@@ -232,8 +253,9 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
 fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, rows: usize) {
     let (n, k) = (p.n, p.k);
     let ldc = (n * 4) as i64;
-    let tiles = n.div_ceil(MR);
-    let xo = e.b.ins().imul_imm_s(img, (k * tiles * MR * 4) as i64);
+    let tl = tiles(n);
+    let nfull = tl.iter().take_while(|t| t.1 == MR).count();
+    let xo = e.b.ins().imul_imm_s(img, (k * n * 4) as i64);
     let x = e.b.ins().iadd(c.scratch, xo);
     let oo = e.b.ins().imul_imm_s(img, (p.m * n * 4) as i64);
     let out = e.b.ins().iadd(c.out, oo);
@@ -268,17 +290,14 @@ fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, ro
                 let bp = e.b.ins().iadd_imm_s(o[0], (k0 * NR * 4) as i64);
                 let bp = e.b.ins().iadd(c.extra[0], bp);
                 let kcv = e.ic(kc as i64);
-                for t in 0..tiles {
-                    let mr = MR.min(n - t * MR);
+                // One tile of `mr` rows: packed A at `a`, its sums at `tt`, C at `r4` bytes
+                // from the panel's row start.
+                let call = |e: &mut E, mr: usize, a: Value, tt: Value, r4: Value| {
                     let f = c.ukr(key(p, mr, tn, acc));
-                    let a =
-                        e.b.ins()
-                            .iadd_imm_s(x, (t * MR * k * 4 + k0 * mr * 4) as i64);
-                    let tt = e.b.ins().iadd_imm_s(tmp, (t * MR * NR * 4) as i64);
                     if tn {
                         // C and the residual: the same offset from the output / residual;
                         // the sums so far (`tmp`) in the `nr` argument.
-                        let off = e.b.ins().iadd_imm_s(o[1], (t * MR * 4) as i64);
+                        let off = e.b.ins().iadd(o[1], r4);
                         let off = e.b.ins().iadd(oo, off);
                         let cc = e.b.ins().iadd(c.out, off);
                         let pr = match res {
@@ -290,6 +309,21 @@ fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, ro
                         e.b.ins()
                             .call(f, &[a, bp, tt, kcv, tmp_ld, tmp_ld, nrv, tt, tt]);
                     }
+                };
+                // The full tiles (the first `nfull`, rows 6 t) in a loop, then the others.
+                let a0 = e.b.ins().iadd_imm_s(x, (k0 * MR * 4) as i64);
+                let z = e.ic(0);
+                e.loop_offs(
+                    nfull as i64,
+                    &[a0, tmp, z],
+                    &[(MR * k * 4) as i64, (MR * NR * 4) as i64, (MR * 4) as i64],
+                    &mut |e, _t, q| call(e, MR, q[0], q[1], q[2]),
+                );
+                for &(r0, mr) in &tl[nfull..] {
+                    let a = e.b.ins().iadd_imm_s(x, (r0 * k * 4 + k0 * mr * 4) as i64);
+                    let tt = e.b.ins().iadd_imm_s(tmp, (r0 * NR * 4) as i64);
+                    let r4 = e.ic((r0 * 4) as i64);
+                    call(e, mr, a, tt, r4);
                 }
             };
             let mut k0 = 0;
@@ -335,5 +369,9 @@ mod tests {
         assert_eq!(mrows(960), 80);
         assert_eq!(mrows(160), 16);
         assert_eq!(mrows(48), 16);
+        assert_eq!(tiles(49)[7..], [(42, 4), (46, 3)]);
+        assert_eq!(tiles(14), [(0, 6), (6, 6), (12, 2)]);
+        assert_eq!(tiles(1), [(0, 1)]);
+        assert_eq!(tiles(12), [(0, 6), (6, 6)]);
     }
 }
