@@ -5,14 +5,16 @@
 //! tile; with K = 27 the packing and the tile epilogues cost about as much as the FMAs. These
 //! kernels gather the patches in registers instead: per step of 16 output pixels (two ymm) of
 //! one row, for each tile of 6 output channels, every tap `k = (c, kh, kw)` loads the two input
-//! vectors (stride 2: two loads and a `vshufps` each, lanes in the order
-//! `[o0 o1 o4 o5 | o2 o3 o6 o7]`, restored by one `vpermpd` per accumulator at the end) and
-//! does 12 FMAs with the tile's weights broadcast from the packed A (`[K][mr]` per tile, see
-//! `lower::fast::AMode::Const`). 12 accumulators, 10 loads per 12 FMAs.
+//! vectors and does 12 FMAs with the tile's weights broadcast from the packed A (`[K][mr]` per
+//! tile, see `lower::fast::AMode::Const`). 12 accumulators, 8 loads per 12 FMAs.
+//!
+//! Stride 2 reads a deinterleaved padded copy (`lower::fast::emit_deinterleaved_copy`: each
+//! padded row holds its even columns, then its odd ones), so the 8 inputs of a tap are one
+//! contiguous load: column `2 o + s` is position `o + s / 2` of the even (s even) or odd part.
 //!
 //! System-V ABI, no return value; rbx is saved and restored:
 //! `dc(x, o, a, bias, col)`: `x` is the (padded) input image at the window origin of the
-//! unit's first pixel, `o` the output at (first channel, first pixel), `a` the packed A tile of
+//! unit's first pixel (stride 2: position `col` of its deinterleaved row), `o` the output at (first channel, first pixel), `a` the packed A tile of
 //! the first channel, `bias` its bias (read only with a bias epilogue), `col` the first pixel's
 //! column in its output row.
 
@@ -138,16 +140,16 @@ pub(crate) fn assemble(key: &DcKey) -> Result<Vec<u8>, IcedError> {
     }
     // Next 16 pixels; at the end of an output row, the next row's window origin.
     a.add(rsi, 64)?;
-    a.add(rdi, (16 * key.sw * 4) as i32)?;
+    // (Stride 1: 16 columns; stride 2: 16 positions of the deinterleaved row.)
+    a.add(rdi, 64)?;
     a.add(r8, 16)?;
     let mut same = a.create_label();
     a.cmp(r8, key.ow as i32)?;
     a.jne(same)?;
     a.xor(r8, r8)?;
-    a.add(
-        rdi,
-        ((key.sh * key.wp) as i64 - (key.ow * key.sw) as i64) as i32 * 4,
-    )?;
+    // (Stride 2: the row's `ow` positions of the deinterleaved copy were used.)
+    let used = if key.sw == 2 { key.ow } else { key.ow * key.sw };
+    a.add(rdi, ((key.sh * key.wp) as i64 - used as i64) as i32 * 4)?;
     a.set_label(&mut same)?;
     a.dec(r9)?;
     a.jnz(step)?;
@@ -193,10 +195,15 @@ fn tile(
                         let m = rdi + (base + 4 * (s + 8 * v as i64)) as i32;
                         a.vmovups(x, ymmword_ptr(m))?;
                     } else {
-                        let (start, imm) = if s % 2 == 0 { (s, 0x88) } else { (s - 1, 0xDD) };
-                        let m = rdi + (base + 4 * (start + 16 * v as i64)) as i32;
-                        a.vmovups(ymm15, ymmword_ptr(m))?;
-                        a.vshufps(x, ymm15, ymmword_ptr(m + 32), imm)?;
+                        // Deinterleaved rows: input column 2 o + s is at `o + s / 2` of the
+                        // even part (s even) or of the odd part (s odd).
+                        let part = if s % 2 == 0 {
+                            0
+                        } else {
+                            key.wp.div_ceil(2) as i64
+                        };
+                        let m = rdi + (base + 4 * (part + s / 2 + 8 * v as i64)) as i32;
+                        a.vmovups(x, ymmword_ptr(m))?;
                     }
                 }
                 for i in 0..mr {
@@ -212,11 +219,6 @@ fn tile(
         .flat_map(|i| (0..2).map(move |v| (i, v)))
         .map(|(i, v)| acc(i, v))
         .collect();
-    if key.sw == 2 {
-        for &r in &all {
-            a.vpermpd(r, r, 0xD8)?;
-        }
-    }
     let mut konst = |a: &mut CodeAssembler, bits: u32| -> CodeLabel {
         let l = a.create_label();
         consts.push((l, bits));
