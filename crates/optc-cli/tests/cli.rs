@@ -169,6 +169,32 @@ fn check_passes_and_reports_errors() {
     );
 }
 
+/// Outputs so small that `atol` alone would accept anything get a note pointing at `--atol 0`;
+/// outputs of normal size do not.
+#[test]
+fn check_notes_outputs_below_atol() {
+    let d = tmpdir("tiny");
+    for (scale, noted) in [(1e-9f32, true), (1.0f32, false)] {
+        let mut b = ModelBuilder::new(17);
+        b.input("x", DType::F32, &[1, 8]);
+        b.initializer(
+            "s",
+            &Tensor::new(vec![1], optc_ir::Data::F32(vec![scale])).unwrap(),
+        );
+        b.node("Mul", &["x", "s"], &["y"], vec![]);
+        b.output("y");
+        let p = d.join("tiny.onnx");
+        b.write(&p).unwrap();
+        let o = optc(&["check", p.to_str().unwrap()]);
+        let (so, se) = text(&o);
+        assert!(o.status.success(), "{so}\n{se}");
+        assert_eq!(so.contains("note: y (|values| <="), noted, "{so}");
+        let o = optc(&["check", p.to_str().unwrap(), "--atol", "0"]);
+        let (so, _) = text(&o);
+        assert!(o.status.success() && !so.contains("note:"), "{so}");
+    }
+}
+
 #[test]
 fn truncated_model_one_paragraph_exit_1() {
     let d = tmpdir("trunc");

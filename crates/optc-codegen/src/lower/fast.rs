@@ -883,7 +883,13 @@ pub(super) fn emit_pre(e: &mut E, _info: &NodeInfo, p: &Plan, c: &Ctx) -> R<()> 
 fn emit_deinterleaved_copy(e: &mut E, g: &ConvGeom, c: &Ctx) {
     let half = g.wp.div_ceil(2);
     // Position of padded column j in its row.
-    let pos = |j: usize| if j.is_multiple_of(2) { j / 2 } else { half + j / 2 };
+    let pos = |j: usize| {
+        if j.is_multiple_of(2) {
+            j / 2
+        } else {
+            half + j / 2
+        }
+    };
     let plane_b = (g.hp * g.wp * 4) as i64;
     let row_b = (g.wp * 4) as i64;
     let z = e.ic(0);
