@@ -1034,6 +1034,53 @@ fn zero_span(e: &mut E, d: Value, len: usize) {
     fill(e, d, len / 16 * 16, len, 0.0);
 }
 
+/// The running task's buffers: a claimed slot's packing space (after the padded input copy
+/// at the start of scratch), or scratch itself when the node packs nothing. Release the slot
+/// (if any) at the task's end.
+pub(super) fn task_buffers(e: &mut E, p: &Plan, c: &Ctx) -> (Option<Value>, Value) {
+    let slot = (p.pack_bytes() > 0).then(|| acquire_slot(e, p, c));
+    let buf = match slot {
+        Some(slot) => {
+            let o = e.b.ins().imul_imm_s(slot, p.pack_bytes() as i64);
+            let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
+            e.b.ins().iadd(c.scratch, o)
+        }
+        None => c.scratch,
+    };
+    (slot, buf)
+}
+
+/// Where unit `u` lies: M part `mp` (first row `row0`) of column unit `ci` (first column
+/// `col0`) of image `img`; units run M parts fastest, then column units, then images
+/// (`cu = img * units_per_img + ci` counts column units over all images).
+pub(super) struct UnitAt {
+    pub mp: Value,
+    pub cu: Value,
+    pub img: Value,
+    pub ci: Value,
+    pub col0: Value,
+    pub row0: Value,
+}
+
+pub(super) fn unit_at(e: &mut E, p: &Plan, u: Value) -> UnitAt {
+    let mparts = p.mparts() as i64;
+    let upi = p.units_per_img() as i64;
+    let mp = e.b.ins().urem_imm_u(u, mparts);
+    let u2 = e.b.ins().udiv_imm_u(u, mparts);
+    let img = e.b.ins().udiv_imm_u(u2, upi);
+    let ci = e.b.ins().urem_imm_u(u2, upi);
+    let col0 = e.b.ins().imul_imm_s(ci, p.chunk as i64);
+    let row0 = e.b.ins().imul_imm_s(mp, p.mrows as i64);
+    UnitAt {
+        mp,
+        cu: u2,
+        img,
+        ci,
+        col0,
+        row0,
+    }
+}
+
 /// Claim a free buffer slot of the node (an index below `p.tasks`) for the running task.
 /// A task's scratch buffers belong to the slot, not to the task index: a thread that runs
 /// several tasks in a row (every task, at one thread) keeps reusing one warm set of
@@ -1085,26 +1132,20 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
         return;
     }
     let (lo, hi) = task_units(e, p, t);
-    let slot = (p.pack_bytes() > 0).then(|| acquire_slot(e, p, c));
-    let pack = match slot {
-        Some(slot) => {
-            let o = e.b.ins().imul_imm_s(slot, p.pack_bytes() as i64);
-            let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
-            e.b.ins().iadd(c.scratch, o)
-        }
-        None => c.scratch,
-    };
+    let (slot, pack) = task_buffers(e, p, c);
     let upi = p.units_per_img();
     let mparts = p.mparts();
     let last_cols = p.n - (upi - 1) * p.chunk;
     let last_rows = p.m - (mparts - 1) * p.mrows;
     loop_range(e, lo, hi, &mut |e, u| {
-        let mp = e.b.ins().urem_imm_u(u, mparts as i64);
-        let u2 = e.b.ins().udiv_imm_u(u, mparts as i64);
-        let img = e.b.ins().udiv_imm_u(u2, upi as i64);
-        let ci = e.b.ins().urem_imm_u(u2, upi as i64);
-        let col0 = e.b.ins().imul_imm_s(ci, p.chunk as i64);
-        let row0 = e.b.ins().imul_imm_s(mp, p.mrows as i64);
+        let UnitAt {
+            mp,
+            img,
+            ci,
+            col0,
+            row0,
+            ..
+        } = unit_at(e, p, u);
         let by_rows = |e: &mut E, ncols: usize| {
             if mparts == 1 || last_rows == p.mrows {
                 emit_unit(e, p, c, pack, img, col0, ncols, row0, last_rows);

@@ -218,15 +218,7 @@ pub(super) fn emit_pack(e: &mut E, p: &Plan, c: &Ctx) {
 /// The units of task `t`: per unit, its channel panels, each over all pixel tiles.
 pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
     let (lo, hi) = task_units(e, p, t);
-    let slot = (p.pack_bytes() > 0).then(|| acquire_slot(e, p, c));
-    let tmp = match slot {
-        Some(slot) => {
-            let o = e.b.ins().imul_imm_s(slot, p.pack_bytes() as i64);
-            let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
-            e.b.ins().iadd(c.scratch, o)
-        }
-        None => c.scratch,
-    };
+    let (slot, tmp) = task_buffers(e, p, c);
     let mparts = p.mparts();
     let last_rows = p.m - (mparts - 1) * p.mrows;
     loop_range(e, lo, hi, &mut |e, u| {

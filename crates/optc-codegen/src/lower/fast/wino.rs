@@ -246,12 +246,15 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t:
     let m1 = e.ic(-1);
     e.b.def_var(have, m1);
     loop_range(e, lo, hi, &mut |e, u| {
-        let mp = e.b.ins().urem_imm_u(u, mparts as i64);
-        let u2 = e.b.ins().udiv_imm_u(u, mparts as i64);
-        let img = e.b.ins().udiv_imm_u(u2, upi as i64);
-        let ci = e.b.ins().urem_imm_u(u2, upi as i64);
-        let t0 = e.b.ins().imul_imm_s(ci, p.chunk as i64);
-        let row0 = e.b.ins().imul_imm_s(mp, p.mrows as i64);
+        // (The column units are tile blocks: `t0` is the first tile.)
+        let super::UnitAt {
+            mp,
+            cu: u2,
+            img,
+            ci,
+            col0: t0,
+            row0,
+        } = super::unit_at(e, p, u);
         let is_last_t = e.b.ins().icmp_imm_s(IntCC::Equal, ci, upi as i64 - 1);
         let full = e.ic(p.chunk as i64 / 4);
         let last = e.ic(last_tiles as i64 / 4);
