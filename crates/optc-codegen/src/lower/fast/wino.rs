@@ -501,6 +501,15 @@ fn input_transform(
     let wo = e.b.ins().imul_imm_s(ti0, -r * rowb);
     let xb = e.b.ins().iadd(win, wo);
     let z = e.ic(0);
+    // Destination of tile group q: panel q / 4, lanes 4 (q % 4).
+    let group_dst = |e: &mut E, q: Value| {
+        let pan = e.b.ins().ushr_imm_u(q, 2);
+        let po = e.b.ins().imul_imm_s(pan, cn * 64);
+        let lq = e.b.ins().band_imm_u(q, 3);
+        let lo = e.b.ins().imul_imm_s(lq, 16);
+        let doff = e.b.ins().iadd(po, lo);
+        e.b.ins().iadd(vbuf, doff)
+    };
     loop_range(e, z, ngroups, &mut |e, q| {
         let (ti, tj) = group_tile(e, wg, t0, q);
         // Input window: row r ti, column r tj.
@@ -508,13 +517,7 @@ fn input_transform(
         let c0 = e.b.ins().imul_imm_s(tj, r * 4);
         let so = e.b.ins().iadd(r0, c0);
         let src = e.b.ins().iadd(xb, so);
-        // Destination: panel q / 4, lanes 4 (q % 4).
-        let pan = e.b.ins().ushr_imm_u(q, 2);
-        let po = e.b.ins().imul_imm_s(pan, cn * 64);
-        let lq = e.b.ins().band_imm_u(q, 3);
-        let lo = e.b.ins().imul_imm_s(lq, 16);
-        let doff = e.b.ins().iadd(po, lo);
-        let dst = e.b.ins().iadd(vbuf, doff);
+        let dst = group_dst(e, q);
         e.loop_offs(cn, &[src, dst], &[plane, 64], &mut |e, _c, o| {
             let (s, d) = (o[0], o[1]);
             // w[row][j] = (d B)[row][j], then V[i][j] = (B^T w)[i][j].
@@ -543,12 +546,7 @@ fn input_transform(
     let zv = e.fc(F32X4, 0.0);
     let nxi = wg.nxi as i64;
     loop_range(e, ngroups, end, &mut |e, q| {
-        let pan = e.b.ins().ushr_imm_u(q, 2);
-        let po = e.b.ins().imul_imm_s(pan, cn * 64);
-        let lq = e.b.ins().band_imm_u(q, 3);
-        let lo = e.b.ins().imul_imm_s(lq, 16);
-        let doff = e.b.ins().iadd(po, lo);
-        let dst = e.b.ins().iadd(vbuf, doff);
+        let dst = group_dst(e, q);
         e.loop_offs(cn, &[dst], &[64], &mut |e, _c, o| {
             for xi in 0..nxi {
                 e.b.ins().store(mf(), zv, o[0], (xi * vstride) as i32);
