@@ -72,6 +72,65 @@ pub(crate) struct UkrKey {
     pub ep: Vec<Ep>,
 }
 
+/// The epilogue's part of a kernel symbol.
+pub(crate) fn ep_symbol(ep: &[Ep]) -> String {
+    let mut s = String::new();
+    for e in ep {
+        match e {
+            Ep::BiasRow => s.push_str("_br"),
+            Ep::BiasCol => s.push_str("_bc"),
+            Ep::Relu => s.push_str("_relu"),
+            Ep::Clip(a, b) => s.push_str(&format!("_clip{a:08x}{b:08x}")),
+            Ep::Residual => s.push_str("_res"),
+            Ep::Scale(a) => s.push_str(&format!("_s{a:08x}")),
+        }
+    }
+    s
+}
+
+/// A pointwise epilogue step (Relu, Clip, Scale) on `regs`, with `tmp` as scratch and
+/// `konst` placing f32 constants after the code (the depthwise and direct-conv kernels; a
+/// bias or residual step is the kernel's own).
+pub(crate) fn ep_pointwise(
+    a: &mut CodeAssembler,
+    ep: Ep,
+    regs: &[AsmRegisterYmm],
+    tmp: AsmRegisterYmm,
+    konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
+) -> Result<(), IcedError> {
+    match ep {
+        Ep::Relu => {
+            a.vxorps(tmp, tmp, tmp)?;
+            for &r in regs {
+                a.vmaxps(r, r, tmp)?;
+            }
+        }
+        Ep::Clip(lo, hi) => {
+            let llo = konst(a, lo);
+            let lhi = konst(a, hi);
+            a.vbroadcastss(tmp, dword_ptr(llo))?;
+            for &r in regs {
+                a.vmaxps(r, r, tmp)?;
+            }
+            a.vbroadcastss(tmp, dword_ptr(lhi))?;
+            for &r in regs {
+                a.vminps(r, r, tmp)?;
+            }
+        }
+        Ep::Scale(sc) => {
+            let l = konst(a, sc);
+            a.vbroadcastss(tmp, dword_ptr(l))?;
+            for &r in regs {
+                a.vmulps(r, r, tmp)?;
+            }
+        }
+        Ep::BiasRow | Ep::BiasCol | Ep::Residual => {
+            unreachable!("not a pointwise epilogue step")
+        }
+    }
+    Ok(())
+}
+
 impl UkrKey {
     pub fn symbol(&self) -> String {
         let mut s = format!(
@@ -89,21 +148,12 @@ impl UkrKey {
         if self.tn {
             s.push_str("_tn");
         }
-        for e in &self.ep {
-            match e {
-                Ep::BiasRow => s.push_str("_br"),
-                Ep::BiasCol => s.push_str("_bc"),
-                Ep::Relu => s.push_str("_relu"),
-                Ep::Clip(a, b) => s.push_str(&format!("_clip{a:08x}{b:08x}")),
-                Ep::Residual => s.push_str("_res"),
-                Ep::Scale(a) => s.push_str(&format!("_s{a:08x}")),
-            }
-        }
+        s.push_str(&ep_symbol(&self.ep));
         s
     }
 }
 
-fn ymm(i: usize) -> AsmRegisterYmm {
+pub(crate) fn ymm(i: usize) -> AsmRegisterYmm {
     [
         ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13,
         ymm14, ymm15,

@@ -18,7 +18,7 @@
 //! the first channel, `bias` its bias (read only with a bias epilogue), `col` the first pixel's
 //! column in its output row.
 
-use super::Ep;
+use super::{ep_pointwise, ymm, Ep};
 use iced_x86::code_asm::*;
 
 /// One direct-conv kernel: a unit of `ncols` output pixels x `mrows` output channels.
@@ -74,24 +74,9 @@ impl DcKey {
             self.mrows,
             self.ncols
         );
-        for e in &self.ep {
-            match e {
-                Ep::BiasRow | Ep::BiasCol => s.push_str("_b"),
-                Ep::Relu => s.push_str("_relu"),
-                Ep::Clip(a, b) => s.push_str(&format!("_clip{a:08x}{b:08x}")),
-                Ep::Residual => s.push_str("_res"),
-                Ep::Scale(a) => s.push_str(&format!("_s{a:08x}")),
-            }
-        }
+        s.push_str(&super::ep_symbol(&self.ep));
         s
     }
-}
-
-fn ymm(i: usize) -> AsmRegisterYmm {
-    [
-        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13,
-        ymm14, ymm15,
-    ][i]
 }
 
 /// Assemble the kernel `key` (position independent, no relocations).
@@ -233,32 +218,8 @@ fn tile(
                     a.vaddps(acc(i, 1), acc(i, 1), ymm15)?;
                 }
             }
-            Ep::Relu => {
-                a.vxorps(ymm15, ymm15, ymm15)?;
-                for &r in &all {
-                    a.vmaxps(r, r, ymm15)?;
-                }
-            }
-            Ep::Clip(lo, hi) => {
-                let llo = konst(a, lo);
-                let lhi = konst(a, hi);
-                a.vbroadcastss(ymm15, dword_ptr(llo))?;
-                for &r in &all {
-                    a.vmaxps(r, r, ymm15)?;
-                }
-                a.vbroadcastss(ymm15, dword_ptr(lhi))?;
-                for &r in &all {
-                    a.vminps(r, r, ymm15)?;
-                }
-            }
-            Ep::Scale(sc) => {
-                let l = konst(a, sc);
-                a.vbroadcastss(ymm15, dword_ptr(l))?;
-                for &r in &all {
-                    a.vmulps(r, r, ymm15)?;
-                }
-            }
             Ep::Residual => unreachable!("checked by DcKey::supports"),
+            _ => ep_pointwise(a, *ep, &all, ymm15, &mut konst)?,
         }
     }
     for i in 0..mr {

@@ -25,7 +25,7 @@
 //! (`kh * kw` per channel) and bias `bias` (one per channel, read only when the epilogue has
 //! a bias), planes and weights contiguous.
 
-use super::Ep;
+use super::{ep_pointwise, ymm, Ep};
 use iced_x86::code_asm::*;
 use std::collections::HashMap;
 
@@ -146,15 +146,7 @@ impl DwKey {
             "optc_dw_avx2_{}x{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}",
             g.h, g.w, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw
         );
-        for e in &self.ep {
-            match e {
-                Ep::BiasRow | Ep::BiasCol => s.push_str("_b"),
-                Ep::Relu => s.push_str("_relu"),
-                Ep::Clip(a, b) => s.push_str(&format!("_clip{a:08x}{b:08x}")),
-                Ep::Residual => s.push_str("_res"),
-                Ep::Scale(a) => s.push_str(&format!("_s{a:08x}")),
-            }
-        }
+        s.push_str(&super::ep_symbol(&self.ep));
         s
     }
 }
@@ -164,13 +156,6 @@ fn xmm_of(r: AsmRegisterYmm) -> AsmRegisterXmm {
     [
         xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
         xmm14, xmm15,
-    ][i]
-}
-
-fn ymm(i: usize) -> AsmRegisterYmm {
-    [
-        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13,
-        ymm14, ymm15,
     ][i]
 }
 
@@ -445,32 +430,8 @@ fn group(
                     a.vaddps(r, r, ymm15)?;
                 }
             }
-            Ep::Relu => {
-                a.vxorps(ymm15, ymm15, ymm15)?;
-                for &r in &all {
-                    a.vmaxps(r, r, ymm15)?;
-                }
-            }
-            Ep::Clip(lo, hi) => {
-                let llo = mk.konst(a, lo);
-                let lhi = mk.konst(a, hi);
-                a.vbroadcastss(ymm15, dword_ptr(llo))?;
-                for &r in &all {
-                    a.vmaxps(r, r, ymm15)?;
-                }
-                a.vbroadcastss(ymm15, dword_ptr(lhi))?;
-                for &r in &all {
-                    a.vminps(r, r, ymm15)?;
-                }
-            }
-            Ep::Scale(sc) => {
-                let l = mk.konst(a, sc);
-                a.vbroadcastss(ymm15, dword_ptr(l))?;
-                for &r in &all {
-                    a.vmulps(r, r, ymm15)?;
-                }
-            }
             Ep::Residual => unreachable!("checked by DwKey::supports"),
+            _ => ep_pointwise(a, *ep, &all, ymm15, &mut |a, b| mk.konst(a, b))?,
         }
     }
     let out_row = (g.ow * 4) as i64;
