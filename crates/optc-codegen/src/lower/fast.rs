@@ -188,16 +188,20 @@ impl Plan {
     fn dc_deinterleaved(&self, g: &ConvGeom) -> bool {
         g.sw == 2 && self.dc_key(g, self.chunk, self.mrows).is_some()
     }
-    /// The direct-conv kernel of a unit of `ncols` pixels x `mrows` channels, if the conv
-    /// has one ([`crate::ukr::dc`]): few input channels, constant weights, one K block.
-    fn dc_key(&self, g: &ConvGeom, ncols: usize, mrows: usize) -> Option<DcKey> {
-        let ep: Vec<Ep> = self
-            .ep
+    /// The epilogue an assembled dw/dc kernel applies: `ep` without bias steps when the node
+    /// has no bias input.
+    pub(super) fn kernel_ep(&self) -> Vec<Ep> {
+        self.ep
             .iter()
             .filter(|s| self.bias_port.is_some() || !matches!(s, Ep::BiasRow | Ep::BiasCol))
             .copied()
-            .collect();
-        // Stride 2 reads one float past a row's window: only from the padded copy.
+            .collect()
+    }
+    /// The direct-conv kernel of a unit of `ncols` pixels x `mrows` channels, if the conv
+    /// has one ([`crate::ukr::dc`]): few input channels, constant weights, one K block.
+    fn dc_key(&self, g: &ConvGeom, ncols: usize, mrows: usize) -> Option<DcKey> {
+        let ep = self.kernel_ep();
+        // Stride 2 reads the deinterleaved padded copy, which exists only with pads.
         let ok = self.amode == AMode::Const
             && g.groups == 1
             && self.kblocks().len() == 1

@@ -54,11 +54,7 @@ fn dw_geom(g: &ConvGeom) -> DwGeom {
 
 /// The assembled kernel of this node, if it can use one.
 fn dw_key(p: &Plan, g: &ConvGeom) -> Option<DwKey> {
-    let ep: Vec<Ep> =
-        p.ep.iter()
-            .filter(|s| p.bias_port.is_some() || !matches!(s, Ep::BiasRow | Ep::BiasCol))
-            .copied()
-            .collect();
+    let ep = p.kernel_ep();
     let dg = dw_geom(g);
     (p.res_port.is_none() && DwKey::supports(&dg, &ep)).then_some(DwKey { g: dg, ep })
 }
