@@ -1197,24 +1197,16 @@ fn emit_unit(
     if let Kind::Conv(g) = &p.kind {
         let f = p.dc_key(g, ncols, mrows).map(Routine::Dc);
         if let Some(&f) = f.and_then(|k| c.ukrs.get(&k)) {
-            // Window origin of pixel col0: (row * sh, col * sw) of the padded image.
-            let x = if p.pad_bytes() > 0 {
-                c.scratch
-            } else {
-                c.ins[0]
-            };
-            let io = e.b.ins().imul_imm_s(img, (g.c * g.hp * g.wp * 4) as i64);
+            // Window origin of pixel col0: input row `row * sh`, and position `col` of that
+            // row (stride 1: column `col`; stride 2, the deinterleaved copy: the even
+            // column `2 col`).
+            let xb = conv_image(e, p, g, c, img);
             let r = e.b.ins().udiv_imm_u(col0, g.ow as i64);
             let col = e.b.ins().urem_imm_u(col0, g.ow as i64);
             let ro = e.b.ins().imul_imm_s(r, (g.sh * g.wp * 4) as i64);
-            // (Stride 2: the deinterleaved copy has output column `col`'s even input column
-            // at position `col` of the row.)
-            let co =
-                e.b.ins()
-                    .imul_imm_s(col, if g.sw == 2 { 4 } else { 4 * g.sw as i64 });
-            let xo = e.b.ins().iadd(io, ro);
-            let xo = e.b.ins().iadd(xo, co);
-            let xp = e.b.ins().iadd(x, xo);
+            let co = e.b.ins().imul_imm_s(col, 4);
+            let xo = e.b.ins().iadd(ro, co);
+            let xp = e.b.ins().iadd(xb, xo);
             let oo = e.b.ins().imul_imm_s(img, (p.m * p.n * 4) as i64);
             let ro = e.b.ins().imul_imm_s(row0, (p.n * 4) as i64);
             let co = e.b.ins().imul_imm_s(col0, 4);
@@ -1272,6 +1264,17 @@ fn emit_unit(
     );
 }
 
+/// Image `img` of a conv's input: its padded copy in scratch, or the input itself.
+fn conv_image(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, img: Value) -> Value {
+    let x = if p.pad_bytes() > 0 {
+        c.scratch
+    } else {
+        c.ins[0]
+    };
+    let io = e.b.ins().imul_imm_s(img, (g.c * g.hp * g.wp * 4) as i64);
+    e.b.ins().iadd(x, io)
+}
+
 /// One K block `[k0, k0 + kc)` of a unit: pack (conv), then every tile.
 #[allow(clippy::too_many_arguments)]
 fn emit_kblock(
@@ -1306,13 +1309,7 @@ fn emit_kblock(
             (e.b.ins().iadd(c.extra[0], o), (p.k * NR * 4) as i64)
         }
         Kind::Conv(g) => {
-            let x = if p.pad_bytes() > 0 {
-                c.scratch
-            } else {
-                c.ins[0]
-            };
-            let io = e.b.ins().imul_imm_s(img, (g.c * g.hp * g.wp * 4) as i64);
-            let xb = e.b.ins().iadd(x, io);
+            let xb = conv_image(e, p, g, c, img);
             if conv_is_gemm(g) {
                 // 1x1, stride 1, unpadded: the input is already B[C][H*W], row-major.
                 let hw = (g.h * g.w * 4) as i64;
