@@ -132,9 +132,9 @@ pub(crate) fn assemble(key: &DcKey) -> Result<Vec<u8>, IcedError> {
     a.cmp(r8, key.ow as i32)?;
     a.jne(same)?;
     a.xor(r8, r8)?;
-    // (Stride 2: the row's `ow` positions of the deinterleaved copy were used.)
-    let used = if key.sw == 2 { key.ow } else { key.ow * key.sw };
-    a.add(rdi, ((key.sh * key.wp) as i64 - used as i64) as i32 * 4)?;
+    // A row of outputs advanced `ow` positions (columns, or at stride 2 positions of the
+    // deinterleaved copy); the next output row starts `sh` input rows down.
+    a.add(rdi, ((key.sh * key.wp) as i64 - key.ow as i64) as i32 * 4)?;
     a.set_label(&mut same)?;
     a.dec(r9)?;
     a.jnz(step)?;
