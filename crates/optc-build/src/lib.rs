@@ -27,17 +27,15 @@
 //! `cargo:rerun-if-changed` lines. A bad model stops the build with a message naming the
 //! model file (no panic). [`Build::try_compile`] returns the error instead.
 //!
-//! [`compile_model`] is the underlying step (bytes → every artifact), used by the `optc` CLI.
+//! The compile itself is `optc::compile_object` (re-exported here with [`Options`],
+//! [`ObjectOptions`] and [`Artifacts`]): the same pipeline the `optc` CLI and the JIT use.
 
 // The first example is a build script: its `fn main` is the point.
 #![allow(clippy::needless_doctest_main)]
 
-use optc_codegen::aot::{self, AotModel, AotOptions};
-use optc_codegen::Target;
-use std::collections::HashMap;
+pub use optc::{compile_object, Artifacts, ObjectOptions, Options};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// A compile error: which model and what went wrong.
 #[derive(Debug, Clone)]
@@ -54,136 +52,6 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-
-/// What to compile and how (shared by [`Build`] and the `optc` CLI).
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Symbol name of the model: symbols are `optc_<name>_run`, ...
-    pub name: String,
-    /// Target name (see `optc_codegen::Target::parse`).
-    pub target: String,
-    /// Optimization level 0..=3.
-    pub opt_level: u8,
-    /// Shapes for inputs with dynamic dims, by input name.
-    pub input_shapes: HashMap<String, Vec<usize>>,
-    /// Name of the model in generated comments (a file name, for reproducible output).
-    pub source: String,
-    /// Keep the Cranelift IR ([`Artifacts::clif`]).
-    pub keep_clif: bool,
-    /// Keep the disassembly ([`Artifacts::asm`], x86-64 only).
-    pub keep_asm: bool,
-    /// Largest Winograd output tile for 3x3 stride-1 convs: 4 (default: F(4x4, 3x3) or
-    /// F(2x2, 3x3), whichever needs fewer flops), 2 (F(2x2, 3x3) only) or 0 (direct
-    /// convolution, the smallest rounding error).
-    pub winograd: usize,
-}
-
-/// Time spent in each stage.
-#[derive(Clone, Debug, Default)]
-pub struct Timings {
-    pub import: Duration,
-    pub optimize: Duration,
-    pub codegen: Duration,
-}
-
-/// Everything one compilation produces.
-#[derive(Clone, Debug)]
-pub struct Artifacts {
-    pub model: AotModel,
-    /// The optimized graph (for `ir` and `dot` output).
-    pub graph: optc::Graph,
-    pub timings: Timings,
-    source: String,
-}
-
-impl Artifacts {
-    /// The relocatable object.
-    pub fn object(&self) -> &[u8] {
-        &self.model.object
-    }
-    /// A static archive holding the object as `<name>.o`.
-    pub fn staticlib(&self) -> Vec<u8> {
-        aot::static_archive(
-            &format!("{}.o", self.model.name),
-            &self.model.object,
-            &self.model.exported_symbols(),
-        )
-    }
-    /// The C header.
-    pub fn header(&self) -> String {
-        aot::c_header(&self.model, &self.source)
-    }
-    /// The safe Rust bindings (`include!` them; link the static archive and libm).
-    pub fn rust(&self) -> String {
-        aot::rust_bindings(&self.model, &self.source)
-    }
-    /// Cranelift IR of every function (when [`Config::keep_clif`]).
-    pub fn clif(&self) -> &str {
-        &self.model.clif
-    }
-    /// Disassembly (when [`Config::keep_asm`]).
-    pub fn asm(&self) -> &str {
-        &self.model.asm
-    }
-    /// The optimized graph in optc's text format.
-    pub fn ir(&self) -> String {
-        optc_ir_text(&self.graph)
-    }
-    /// The optimized graph in Graphviz format.
-    pub fn dot(&self) -> String {
-        optc_ir_dot(&self.graph)
-    }
-}
-
-fn optc_ir_text(g: &optc::Graph) -> String {
-    optc_ir::text::print(g)
-}
-
-fn optc_ir_dot(g: &optc::Graph) -> String {
-    optc_ir::dot::to_dot(g)
-}
-
-/// Import, optimize and compile ONNX `bytes` to an object and its descriptions.
-pub fn compile_model(bytes: &[u8], cfg: &Config) -> Result<Artifacts, Error> {
-    let err = |msg: String| Error {
-        model: cfg.source.clone(),
-        msg,
-    };
-    let opts = optc::Options {
-        opt_level: cfg.opt_level,
-        target: cfg.target.clone(),
-        input_shapes: cfg.input_shapes.clone(),
-        winograd: cfg.winograd,
-        ..Default::default()
-    };
-    let target = Target::parse(&cfg.target)
-        .and_then(|t| t.with_winograd(cfg.winograd))
-        .map_err(|e| err(e.to_string()))?;
-    let t0 = Instant::now();
-    let graph = optc::import_bytes(bytes, &opts).map_err(|e| err(e.to_string()))?;
-    let import = t0.elapsed();
-    let t1 = Instant::now();
-    let (graph, _report) = optc::optimize_with(graph, &opts).map_err(|e| err(e.to_string()))?;
-    let optimize = t1.elapsed();
-    let t2 = Instant::now();
-    let aopts = AotOptions {
-        name: cfg.name.clone(),
-        keep_clif: cfg.keep_clif,
-        keep_asm: cfg.keep_asm,
-    };
-    let model = aot::compile_object(&graph, &target, &aopts).map_err(|e| err(e.to_string()))?;
-    let codegen = t2.elapsed();
-    Ok(Artifacts {
-        model,
-        graph,
-        timings: Timings {
-            import,
-            optimize,
-            codegen,
-        },
-        source: cfg.source.clone(),
-    })
-}
 
 /// The optc target for a Rust target triple and its enabled features (the values of cargo's
 /// `TARGET` and `CARGO_CFG_TARGET_FEATURE`).
@@ -209,9 +77,8 @@ pub fn target_for(triple: &str, features: &str) -> Result<String, String> {
 pub struct Build {
     model: Option<PathBuf>,
     target: Option<String>,
-    opt_level: u8,
-    winograd: usize,
-    input_shapes: HashMap<String, Vec<usize>>,
+    /// Everything but the target (set from `TARGET` at compile time unless given).
+    opts: Options,
     out_dir: Option<PathBuf>,
     cargo_metadata: bool,
 }
@@ -241,9 +108,10 @@ impl Build {
         Build {
             model: None,
             target: None,
-            opt_level: 3,
-            winograd: 4,
-            input_shapes: HashMap::new(),
+            opts: Options {
+                opt_level: 3,
+                ..Options::default()
+            },
             out_dir: None,
             cargo_metadata: true,
         }
@@ -264,19 +132,29 @@ impl Build {
 
     /// Optimization level 0..=3 (default 3).
     pub fn opt_level(&mut self, level: u8) -> &mut Build {
-        self.opt_level = level;
+        self.opts.opt_level = level;
         self
     }
 
     /// Largest Winograd output tile for 3x3 stride-1 convs: 4 (default), 2, or 0 (off).
     pub fn winograd(&mut self, max_tile: usize) -> &mut Build {
-        self.winograd = max_tile;
+        self.opts.winograd = max_tile;
         self
     }
 
     /// Fix the shape of an input with dynamic dims.
     pub fn input_shape(&mut self, name: &str, dims: &[usize]) -> &mut Build {
-        self.input_shapes.insert(name.to_string(), dims.to_vec());
+        self.opts
+            .input_shapes
+            .insert(name.to_string(), dims.to_vec());
+        self
+    }
+
+    /// Every compile option at once (the same [`Options`] as the JIT and the CLI: extra
+    /// rules, disabled rules, ...). The target still comes from [`Build::target`], else from
+    /// cargo; the options' `target` field is ignored.
+    pub fn options(&mut self, opts: Options) -> &mut Build {
+        self.opts = opts;
         self
     }
 
@@ -338,22 +216,22 @@ impl Build {
         };
         let bytes =
             std::fs::read(&model).map_err(|e| err(format!("cannot read the model: {e}")))?;
-        let sym = aot::symbol_name(name);
+        let sym = optc_codegen::aot::symbol_name(name);
         let source = model
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| shown.clone());
-        let cfg = Config {
-            name: sym.clone(),
+        let opts = Options {
             target: target.clone(),
-            opt_level: self.opt_level,
-            input_shapes: self.input_shapes.clone(),
+            ..self.opts.clone()
+        };
+        let obj = ObjectOptions {
+            name: sym.clone(),
             source,
             keep_clif: false,
             keep_asm: false,
-            winograd: self.winograd,
         };
-        let art = compile_model(&bytes, &cfg).map_err(|e| err(e.msg))?;
+        let art = compile_object(&bytes, &opts, &obj).map_err(|e| err(e.to_string()))?;
         std::fs::create_dir_all(&out_dir)
             .map_err(|e| err(format!("cannot create {}: {e}", out_dir.display())))?;
         let out = Output {

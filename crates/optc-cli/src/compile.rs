@@ -1,8 +1,8 @@
 //! `optc MODEL.onnx [--target T] [-O N] [-o OUT] [--emit LIST] [-v]`: ahead-of-time
 //! compilation to an object file and the files around it.
 
+use crate::options::CompileArgs;
 use clap::Parser;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -27,14 +27,8 @@ const KINDS: [(&str, &str); 8] = [
     after_help = "Other commands: optc run|check|bench|explain ... (see `optc help`)."
 )]
 pub struct CompileCli {
-    /// The ONNX model.
-    model: PathBuf,
-    /// Target: native, x86_64-sse4.2, x86_64-avx2, x86_64-avx512, aarch64-neon.
-    #[arg(long, default_value = "native")]
-    target: String,
-    /// Optimization level 0-3.
-    #[arg(short = 'O', default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
-    opt_level: u8,
+    #[command(flatten)]
+    c: CompileArgs,
     /// Output file. With one `--emit` kind it is that file; with several it is the object
     /// (or the first kind) and the others take its stem with their own extension.
     #[arg(short = 'o', value_name = "OUT")]
@@ -46,14 +40,6 @@ pub struct CompileCli {
     /// Symbol name of the model (`optc_<name>_run`) [default: the output's file stem].
     #[arg(long)]
     name: Option<String>,
-    /// Fix a dynamic input shape, e.g. `--input-shape input_ids=1x128`. Repeatable.
-    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-    input_shapes: Vec<String>,
-    /// Largest Winograd output tile for 3x3 stride-1 convs: 4 = F(4x4,3x3) or F(2x2,3x3),
-    /// whichever needs fewer flops; 2 = F(2x2,3x3) only; 0 = direct convolution (the
-    /// smallest rounding error).
-    #[arg(long, default_value_t = 4, value_parser = crate::winograd_tile)]
-    winograd: usize,
     /// Report compile times.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -106,7 +92,7 @@ fn run(cli: &CompileCli) -> Result<(), String> {
     };
     let base: PathBuf = match &cli.output {
         Some(o) => o.clone(),
-        None => cli.model.with_extension(ext(primary)),
+        None => cli.c.model.with_extension(ext(primary)),
     };
     let path_of = |k: &str| -> PathBuf {
         // `-o` names the primary output when it is the only kind or has its extension
@@ -130,36 +116,24 @@ fn run(cli: &CompileCli) -> Result<(), String> {
             .unwrap_or_else(|| "model".into())
     };
     let name = cli.name.clone().unwrap_or_else(|| stem(&base));
-    let mut input_shapes = HashMap::new();
-    for s in &cli.input_shapes {
-        let (n, dims) = s
-            .rsplit_once('=')
-            .ok_or_else(|| format!("--input-shape '{s}' must look like NAME=1x3x224x224"))?;
-        let shape =
-            optc_onnx::parse_shape(dims).map_err(|e| format!("--input-shape '{s}': {e}"))?;
-        input_shapes.insert(n.to_string(), shape);
-    }
-    let bytes = std::fs::read(&cli.model)
-        .map_err(|e| format!("cannot read {}: {e}", cli.model.display()))?;
+    let opts = cli.c.options(3)?;
+    let bytes = std::fs::read(&cli.c.model)
+        .map_err(|e| format!("cannot read {}: {e}", cli.c.model.display()))?;
     let source = cli
+        .c
         .model
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let cfg = optc_build::Config {
-        name: optc_codegen::aot::symbol_name(&name),
-        target: cli.target.clone(),
-        opt_level: cli.opt_level,
-        input_shapes,
+    let obj = optc::ObjectOptions {
+        name,
         source,
         keep_clif: kinds.contains(&"clif"),
         keep_asm: kinds.contains(&"asm"),
-        winograd: cli.winograd,
     };
-    let art = optc_build::compile_model(&bytes, &cfg).map_err(|e| {
-        // Name the path as given on the command line.
-        format!("{}: {}", cli.model.display(), e.msg)
-    })?;
+    // Errors name the path as given on the command line.
+    let art = optc::compile_object(&bytes, &opts, &obj)
+        .map_err(|e| format!("{}: {e}", cli.c.model.display()))?;
     let t_write = Instant::now();
     for k in &kinds {
         let p = path_of(k);
@@ -178,7 +152,7 @@ fn run(cli: &CompileCli) -> Result<(), String> {
         println!("wrote {} ({k}, {} bytes)", p.display(), data.len());
     }
     if cli.verbose {
-        let t = &art.timings;
+        let t = &art.report.timings;
         eprintln!(
             "compile time: import {:.3} s, optimize {:.3} s, codegen {:.3} s, write {:.3} s, total {:.3} s",
             t.import.as_secs_f64(),

@@ -1,10 +1,12 @@
 //! The `optc` command line.
 
 mod compile;
+mod options;
 
 use clap::{Args, Parser, Subcommand};
 use optc::{Options, Tensor};
 use optc_onnx::oracle::TractModel;
+use options::CompileArgs;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,48 +39,12 @@ enum Cmd {
     Explain(ExplainArgs),
 }
 
+/// Threads of a compiled model run in this process.
 #[derive(Args, Clone)]
-struct CompileArgs {
-    /// The ONNX model.
-    model: PathBuf,
-    /// Optimization level 0-3 [default: 2; 3 for explain].
-    #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3))]
-    opt_level: Option<u8>,
-    /// Target: native, x86_64-sse4.2, x86_64-avx2.
-    #[arg(long, default_value = "native")]
-    target: String,
+struct ThreadArgs {
     /// Threads the compiled model uses (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Fix a dynamic input shape, e.g. `--input-shape input_ids=1x128`. Repeatable.
-    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-    input_shapes: Vec<String>,
-    /// Load extra rewrite rules (`.rules` syntax: `name: lhs => rhs`). Repeatable.
-    #[arg(long = "rules", value_name = "FILE")]
-    rules: Vec<PathBuf>,
-    /// Do not run the rule NAME. Repeatable.
-    #[arg(long = "disable-rule", value_name = "NAME")]
-    disabled_rules: Vec<String>,
-    /// Largest Winograd output tile for 3x3 stride-1 convs: 4 = F(4x4,3x3) or F(2x2,3x3),
-    /// whichever needs fewer flops; 2 = F(2x2,3x3) only; 0 = direct convolution (the
-    /// smallest rounding error).
-    #[arg(long, default_value_t = 4, value_parser = winograd_tile)]
-    winograd: usize,
-}
-
-fn winograd_tile(s: &str) -> Result<usize, String> {
-    match s {
-        "0" => Ok(0),
-        "2" => Ok(2),
-        "4" => Ok(4),
-        _ => Err(format!("must be 0 (off), 2 or 4, not '{s}'")),
-    }
-}
-
-impl CompileArgs {
-    fn level(&self) -> u8 {
-        self.opt_level.unwrap_or(2)
-    }
 }
 
 #[derive(Args)]
@@ -109,6 +75,8 @@ struct RunArgs {
     #[command(flatten)]
     c: CompileArgs,
     #[command(flatten)]
+    t: ThreadArgs,
+    #[command(flatten)]
     i: InputArgs,
     /// Write each output as `<name>.npy` into this directory.
     #[arg(long, value_name = "DIR")]
@@ -123,6 +91,8 @@ struct CheckArgs {
     #[command(flatten)]
     c: CompileArgs,
     #[command(flatten)]
+    t: ThreadArgs,
+    #[command(flatten)]
     i: InputArgs,
     /// Relative tolerance.
     #[arg(long, default_value_t = 1e-4)]
@@ -136,6 +106,8 @@ struct CheckArgs {
 struct BenchArgs {
     #[command(flatten)]
     c: CompileArgs,
+    #[command(flatten)]
+    t: ThreadArgs,
     /// Print one JSON object (optc's `median_ms`, `p90_ms`; tract's too with `--tract`).
     #[arg(long)]
     json: bool,
@@ -177,40 +149,19 @@ fn main() -> ExitCode {
 
 type Res<T> = Result<T, String>;
 
-fn options(c: &CompileArgs) -> Res<Options> {
-    let mut input_shapes = HashMap::new();
-    for s in &c.input_shapes {
-        let (name, dims) = s
-            .rsplit_once('=')
-            .ok_or_else(|| format!("--input-shape '{s}' must look like NAME=1x3x224x224"))?;
-        let shape =
-            optc_onnx::parse_shape(dims).map_err(|e| format!("--input-shape '{s}': {e}"))?;
-        input_shapes.insert(name.to_string(), shape);
-    }
-    let mut extra_rules = vec![];
-    for f in &c.rules {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| format!("--rules {}: {e}", f.display()))?;
-        extra_rules.push((f.display().to_string(), text));
-    }
-    Ok(Options {
-        threads: c.threads,
-        opt_level: c.level(),
-        target: c.target.clone(),
-        input_shapes,
-        extra_rules,
-        disabled_rules: c.disabled_rules.clone(),
-        input_values: HashMap::new(),
-        winograd: c.winograd,
-    })
+/// Options of a command that compiles in this process (default -O2).
+fn jit_options(c: &CompileArgs, t: &ThreadArgs) -> Res<Options> {
+    let mut o = c.options(2)?;
+    o.threads = t.threads;
+    Ok(o)
 }
 
 fn read_model(path: &Path) -> Res<Vec<u8>> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn compile(c: &CompileArgs, bytes: &[u8]) -> Res<optc::CompiledModel> {
-    let opts = options(c)?;
+fn compile(c: &CompileArgs, t: &ThreadArgs, bytes: &[u8]) -> Res<optc::CompiledModel> {
+    let opts = jit_options(c, t)?;
     optc::compile_bytes(bytes, &opts).map_err(|e| format!("{}: {e}", c.model.display()))
 }
 
@@ -305,10 +256,11 @@ fn known_inputs(bytes: &[u8], i: &InputArgs) -> Res<HashMap<String, Tensor>> {
 
 fn compile_with_inputs(
     c: &CompileArgs,
+    t: &ThreadArgs,
     bytes: &[u8],
     known: &HashMap<String, Tensor>,
 ) -> Res<optc::CompiledModel> {
-    let mut opts = options(c)?;
+    let mut opts = jit_options(c, t)?;
     opts.input_values = known.clone();
     optc::compile_bytes(bytes, &opts).map_err(|e| format!("{}: {e}", c.model.display()))
 }
@@ -316,7 +268,7 @@ fn compile_with_inputs(
 fn cmd_run(a: RunArgs) -> Res<ExitCode> {
     let bytes = read_model(&a.c.model)?;
     let known = known_inputs(&bytes, &a.i)?;
-    let mut m = compile_with_inputs(&a.c, &bytes, &known)?;
+    let mut m = compile_with_inputs(&a.c, &a.t, &bytes, &known)?;
     let inputs = gather_inputs(&m, &known, a.i.seed)?;
     let outs = m.run(&inputs).map_err(|e| e.to_string())?;
     for (name, t) in m.output_names().iter().zip(&outs) {
@@ -344,7 +296,7 @@ fn cmd_run(a: RunArgs) -> Res<ExitCode> {
 fn cmd_check(a: CheckArgs) -> Res<ExitCode> {
     let bytes = read_model(&a.c.model)?;
     let known = known_inputs(&bytes, &a.i)?;
-    let mut m = compile_with_inputs(&a.c, &bytes, &known)?;
+    let mut m = compile_with_inputs(&a.c, &a.t, &bytes, &known)?;
     let inputs = gather_inputs(&m, &known, a.i.seed)?;
     let ours = m.run(&inputs).map_err(|e| e.to_string())?;
     let theirs = optc_onnx::oracle::run_tract(&bytes, &inputs)?;
@@ -433,13 +385,13 @@ fn measure(seconds: f64, mut f: impl FnMut() -> Res<()>) -> Res<Stats> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
-    let threads = match a.c.threads {
+    let threads = match a.t.threads {
         0 => optc_codegen::runtime::available_cores(),
         t => t,
     };
     let bytes = read_model(&a.c.model)?;
     let t0 = Instant::now();
-    let mut m = compile(&a.c, &bytes)?;
+    let mut m = compile(&a.c, &a.t, &bytes)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     let inputs = optc::random_inputs(&m.input_types(), 0);
     let refs: Vec<&Tensor> = inputs.iter().collect();
@@ -467,7 +419,7 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
             "{{\"model\": {:?}, \"threads\": {}, \"opt_level\": {}, \"target\": {:?}, \"compile_ms\": {:.3}, \"runs\": {}, \"median_ms\": {:.6}, \"p90_ms\": {:.6}",
             a.c.model.display().to_string(),
             threads,
-            a.c.level(),
+            a.c.level_or(2),
             a.c.target,
             compile_ms,
             ours.runs,
@@ -486,7 +438,7 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
         println!("model   {}", a.c.model.display());
         println!(
             "optc    -O{} target {}, compiled in {:.0} ms; threads: {}",
-            a.c.level(),
+            a.c.level_or(2),
             a.c.target,
             compile_ms,
             threads
@@ -517,16 +469,13 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn cmd_explain(mut a: ExplainArgs) -> Res<ExitCode> {
-    a.c.opt_level.get_or_insert(3);
-    let opts = options(&a.c)?;
+fn cmd_explain(a: ExplainArgs) -> Res<ExitCode> {
+    let opts = a.c.options(3)?;
     let bytes = read_model(&a.c.model)?;
-    let t0 = Instant::now();
-    let graph =
-        optc::import_bytes(&bytes, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
-    let import = t0.elapsed();
-    let (g, r) =
-        optc::optimize_with(graph, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
+    let (g, report) =
+        optc::optimize_bytes(&bytes, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
+    let import = report.timings.import;
+    let r = report.optimizer;
     let mut out = String::new();
     use std::fmt::Write;
     let _ = writeln!(

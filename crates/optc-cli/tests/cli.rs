@@ -384,6 +384,35 @@ fn extra_rules_and_disabled_rules() {
     }
 }
 
+#[test]
+fn every_command_shares_the_compile_options() {
+    // One pipeline: the rule options reach ahead-of-time compiles and every subcommand.
+    let d = tmpdir("shared-options");
+    let m = explain_model(&d);
+    let (m, out) = (m.to_str().unwrap(), d.join("m.o"));
+    let out = out.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["run", m],
+        &["check", m],
+        &["bench", m, "--time", "0"],
+        &["explain", m],
+        &[m, "-o", out],
+    ];
+    for cmd in commands {
+        let args = [cmd, &["--disable-rule", "no-such-rule"]].concat();
+        let o = optc(&args);
+        let (_, se) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {se}");
+        assert!(se.contains("no-such-rule"), "{args:?}: {se}");
+    }
+    let o = optc(&[m, "-o", out, "--disable-rule", "neg-neg", "-v"]);
+    let (_, se) = text(&o);
+    assert!(
+        o.status.success() && se.contains("compile time: import"),
+        "{se}"
+    );
+}
+
 /// A 3x3 conv that takes the Winograd path on AVX2 hosts.
 fn conv_model(dir: &Path) -> PathBuf {
     let mut b = ModelBuilder::new(17);

@@ -1,0 +1,199 @@
+//! The compile pipeline: import → optimize → code generation, shared by the JIT
+//! ([`crate::compile_bytes`]), ahead-of-time compiles ([`crate::compile_object`]), the CLI and
+//! `optc-build`. Every compile goes through [`front`] (import and optimize as [`Options`] say,
+//! and the target) and reports one [`Report`].
+
+use crate::{Error, Options, Result};
+use optc_codegen::Target;
+use optc_ir::Graph;
+use optc_onnx::ImportOptions;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Time spent in each stage of a compile.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub import: Duration,
+    pub optimize: Duration,
+    pub codegen: Duration,
+}
+
+impl Timings {
+    pub fn total(&self) -> Duration {
+        self.import + self.optimize + self.codegen
+    }
+}
+
+/// What one compile did: the time per stage and what the optimizer did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub timings: Timings,
+    /// Per phase: passes, iterations, e-graph size, rules fired; cost before and after.
+    pub optimizer: optc_egraph::Report,
+}
+
+/// Read a model file (the error names the path).
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Import an ONNX file into the IR (no optimization).
+pub fn import_file(path: &Path, opts: &Options) -> Result<Graph> {
+    import_bytes(&read_file(path)?, opts)
+}
+
+/// Import ONNX bytes into the IR (no optimization).
+pub fn import_bytes(bytes: &[u8], opts: &Options) -> Result<Graph> {
+    let iopts = ImportOptions {
+        input_shapes: opts.input_shapes.clone(),
+        input_values: opts.input_values.clone(),
+    };
+    Ok(optc_onnx::import_bytes(bytes, &iopts)?)
+}
+
+/// The target `opts` names, with its Winograd limit.
+pub fn target(opts: &Options) -> Result<Target> {
+    Ok(Target::parse(&opts.target)?.with_winograd(opts.winograd)?)
+}
+
+/// A graph ready for code generation: optimized, with its target and what it took.
+pub(crate) struct Front {
+    pub graph: Graph,
+    pub target: Target,
+    pub report: Report,
+}
+
+/// The front of every compile: check the target, import `bytes` (when given, else take
+/// `graph`), optimize.
+pub(crate) fn front(source: Source, opts: &Options) -> Result<Front> {
+    let target = target(opts)?;
+    let mut report = Report::default();
+    let graph = match source {
+        Source::Bytes(bytes) => {
+            let t0 = Instant::now();
+            let g = import_bytes(bytes, opts)?;
+            report.timings.import = t0.elapsed();
+            g
+        }
+        Source::Graph(g) => g,
+    };
+    let t1 = Instant::now();
+    let (graph, optimizer) = optimize_with(graph, opts)?;
+    report.timings.optimize = t1.elapsed();
+    report.optimizer = optimizer;
+    Ok(Front {
+        graph,
+        target,
+        report,
+    })
+}
+
+/// Import and optimize ONNX `bytes` as `opts` say (the target is checked too): the graph
+/// code generation would see, and the report so far (no codegen time). `optc explain`.
+pub fn optimize_bytes(bytes: &[u8], opts: &Options) -> Result<(Graph, Report)> {
+    let f = front(Source::Bytes(bytes), opts)?;
+    Ok((f.graph, f.report))
+}
+
+/// What a compile starts from.
+pub(crate) enum Source<'a> {
+    Bytes(&'a [u8]),
+    Graph(Graph),
+}
+
+/// Every registered optimizer pass, in no particular order (levels order them).
+pub fn passes() -> Vec<optc_egraph::Pass> {
+    vec![
+        optc_pass_simplify::pass(),
+        optc_pass_fold::pass(),
+        optc_pass_fuse::pass(),
+        optc_pass_layout::pass(),
+    ]
+}
+
+/// The passes `opts` asks for: the registered ones plus `extra_rules`, without
+/// `disabled_rules` (an unknown rule name is an error listing the known ones).
+pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
+    let mut ps = passes();
+    if !opts.extra_rules.is_empty() {
+        let mut rules = vec![];
+        for (origin, text) in &opts.extra_rules {
+            rules.extend(optc_egraph::rules::load_rules(text, origin).map_err(Error::Input)?);
+        }
+        ps.push(optc_egraph::Pass {
+            name: "user",
+            level: 1,
+            exact: true,
+            folds: false,
+            rules,
+            cases: vec![],
+        });
+    }
+    for name in &opts.disabled_rules {
+        let known = ps
+            .iter()
+            .any(|p| p.rules.iter().any(|r| r.name.as_str() == name));
+        if !known {
+            let mut all: Vec<String> = ps
+                .iter()
+                .flat_map(|p| p.rules.iter().map(|r| r.name.to_string()))
+                .collect();
+            all.sort();
+            return Err(Error::Input(format!(
+                "--disable-rule {name}: no such rule (rules: {})",
+                all.join(", ")
+            )));
+        }
+    }
+    for p in &mut ps {
+        p.rules
+            .retain(|r| !opts.disabled_rules.iter().any(|d| d == r.name.as_str()));
+    }
+    Ok(ps)
+}
+
+/// Optimize a graph at `opt_level` (0..=3) with the registered passes; returns the
+/// optimized graph and a report of what each phase did.
+pub fn optimize_with_report(graph: Graph, opt_level: u8) -> Result<(Graph, optc_egraph::Report)> {
+    let opts = Options {
+        opt_level,
+        ..Default::default()
+    };
+    optimize_with(graph, &opts)
+}
+
+/// Optimize a graph as `opts` says (level, extra and disabled rules).
+pub fn optimize_with(graph: Graph, opts: &Options) -> Result<(Graph, optc_egraph::Report)> {
+    let opt_level = opts.opt_level;
+    if opt_level > 3 {
+        return Err(Error::Input(format!(
+            "optimization level {opt_level} does not exist; use 0, 1, 2 or 3"
+        )));
+    }
+    graph.verify()?;
+    if opt_level == 0 {
+        let (cost, nodes) = optc_egraph::graph_cost(&graph, &optc_egraph::CostModel::host());
+        let report = optc_egraph::Report {
+            level: 0,
+            nodes_before: nodes,
+            nodes_after: nodes,
+            cost_before: cost,
+            cost_after: cost,
+            ..Default::default()
+        };
+        return Ok((graph, report));
+    }
+    let (g, report) = optc_egraph::optimize(
+        &graph,
+        &passes_for(opts)?,
+        opt_level,
+        &optc_egraph::Limits::default(),
+        &optc_egraph::CostModel::host(),
+    )?;
+    Ok((g, report))
+}
+
+/// Optimize a graph at `opt_level` (0..=3).
+pub fn optimize(graph: Graph, opt_level: u8) -> Result<Graph> {
+    Ok(optimize_with_report(graph, opt_level)?.0)
+}
