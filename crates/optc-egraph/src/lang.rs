@@ -1,7 +1,7 @@
 //! The e-graph language: one e-node per IR op, attributes included.
 
 use egg::{Id, Language};
-use optc_ir::{BinaryOp, ConstId, Op, UnaryOp};
+use optc_ir::{Attrs, ConstId, Op, OpKind};
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -95,57 +95,15 @@ impl fmt::Display for ENode {
             Kind::Input(i) => write!(f, "input{i}"),
             Kind::Const(c) => write!(f, "c{}", c.0),
             Kind::Proj(i) => write!(f, "proj{i}"),
-            Kind::Op(k) => f.write_str(op_symbol(&k.op).as_deref().unwrap_or(k.op.name())),
+            Kind::Op(k) => f.write_str(k.op.name()),
         }
     }
 }
 
-/// The ops a `.rules` file may name, by their text-format name: those without
+/// The op a `.rules` file names `name`: an op of the table (`optc_ir::OPS`) without
 /// attributes. Ops with attributes are matched by conditional rules written in Rust.
 pub fn op_from_name(name: &str) -> Option<Op> {
-    use BinaryOp as B;
-    use UnaryOp as U;
-    Some(match name {
-        "identity" => Op::Unary(U::Identity),
-        "relu" => Op::Unary(U::Relu),
-        "sigmoid" => Op::Unary(U::Sigmoid),
-        "hard_swish" => Op::Unary(U::HardSwish),
-        "tanh" => Op::Unary(U::Tanh),
-        "erf" => Op::Unary(U::Erf),
-        "exp" => Op::Unary(U::Exp),
-        "log" => Op::Unary(U::Log),
-        "sqrt" => Op::Unary(U::Sqrt),
-        "neg" => Op::Unary(U::Neg),
-        "abs" => Op::Unary(U::Abs),
-        "not" => Op::Unary(U::Not),
-        "is_nan" => Op::Unary(U::IsNaN),
-        "add" => Op::Binary(B::Add),
-        "sub" => Op::Binary(B::Sub),
-        "mul" => Op::Binary(B::Mul),
-        "div" => Op::Binary(B::Div),
-        "pow" => Op::Binary(B::Pow),
-        "max" => Op::Binary(B::Max),
-        "min" => Op::Binary(B::Min),
-        "equal" => Op::Binary(B::Equal),
-        "greater" => Op::Binary(B::Greater),
-        "less" => Op::Binary(B::Less),
-        "greater_or_equal" => Op::Binary(B::GreaterOrEqual),
-        "less_or_equal" => Op::Binary(B::LessOrEqual),
-        "and" => Op::Binary(B::And),
-        "or" => Op::Binary(B::Or),
-        "where" => Op::Where,
-        "matmul" => Op::MatMul,
-        _ => return None,
-    })
-}
-
-/// The rule-file name of an op, when it has one (see [`op_from_name`]).
-pub fn op_symbol(op: &Op) -> Option<String> {
-    let n = op.name();
-    match op_from_name(n) {
-        Some(o) if &o == op => Some(n.to_string()),
-        _ => None,
-    }
+    OpKind::from_name(name)?.build(Attrs::new(name)).ok()
 }
 
 impl egg::FromOp for ENode {

@@ -5,7 +5,8 @@ use optc_egraph::{
     rules::const_of, single_user, Build, Case, ENode, FnRule, Kind, OptEGraph, Pass, Rule,
 };
 use optc_ir::{
-    BinaryOp, DType, Data, FusedStep, Graph, Op, ReduceKind, Tensor, TensorType, UnaryOp, Window,
+    BinaryOp, DType, Data, FusedStep, Graph, Op, Prop, ReduceKind, Tensor, TensorType, UnaryOp,
+    Window,
 };
 
 /// The pass.
@@ -119,40 +120,6 @@ fn conv_build(op: Op, x: optc_egraph::egg::Id, w: Tensor, b: Vec<f32>) -> Build 
 /// Longest step chain a fusion rule builds.
 const MAX_STEPS: usize = 16;
 
-fn step_unary(u: &UnaryOp) -> bool {
-    !matches!(u, UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Identity)
-}
-
-fn step_binary(b: BinaryOp) -> bool {
-    matches!(
-        b,
-        BinaryOp::Add
-            | BinaryOp::Sub
-            | BinaryOp::Mul
-            | BinaryOp::Div
-            | BinaryOp::Max
-            | BinaryOp::Min
-            | BinaryOp::Pow
-    )
-}
-
-/// Ops worth fusing a step chain into (their output stays in registers/cache).
-fn fusible_base(op: &Op) -> bool {
-    match op {
-        Op::Conv { .. }
-        | Op::Gemm { .. }
-        | Op::MatMul
-        | Op::BatchNorm { .. }
-        | Op::LayerNorm { .. }
-        | Op::Softmax { .. }
-        | Op::MaxPool { .. }
-        | Op::AveragePool { .. } => true,
-        Op::Unary(u) => step_unary(u),
-        Op::Binary(b) => step_binary(*b),
-        _ => false,
-    }
-}
-
 /// The ways class `c` can be a fused base consumed by class `user`:
 /// (base op, base input count, steps so far, children). Empty unless `user` is its only
 /// consumer, so fusion never computes a value twice.
@@ -174,7 +141,7 @@ fn fused_forms(eg: &OptEGraph, c: Id, user: Id) -> Vec<(Op, usize, Vec<FusedStep
                 steps.clone(),
                 n.children.clone(),
             )),
-            op if fusible_base(op) => {
+            op if op.has(Prop::FusedBase) => {
                 Some((op.clone(), n.children.len(), vec![], n.children.clone()))
             }
             _ => None,
@@ -481,8 +448,10 @@ fn rules() -> Vec<Rule> {
             })
         }),
         FnRule::rewrite("fuse-unary", |eg, class, n| {
-            let Op::Unary(u) = op_of(n)? else { return None };
-            if !step_unary(u) {
+            let op @ Op::Unary(u) = op_of(n)? else {
+                return None;
+            };
+            if !op.has(Prop::FusedStep) {
                 return None;
             }
             let (base, bi, mut steps, ch) =
@@ -491,10 +460,10 @@ fn rules() -> Vec<Rule> {
             Some(fused_build(base, bi, steps, &ch))
         }),
         FnRule::rewrite("fuse-binary", |eg, class, n| {
-            let Op::Binary(b) = op_of(n)? else {
+            let op @ Op::Binary(b) = op_of(n)? else {
                 return None;
             };
-            if !step_binary(*b) {
+            if !op.has(Prop::FusedStep) {
                 return None;
             }
             (0..2).find_map(|side| {
