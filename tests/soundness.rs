@@ -3,7 +3,7 @@
 //! with the reference interpreter. A rule without a soundness case fails this test.
 
 use optc_egraph::egg::{ENodeOrVar, Language, RecExpr};
-use optc_egraph::{CostModel, ENode, Kind, Limits, Pass};
+use optc_egraph::{CostModel, ENode, ENodeKind, Limits, Pass};
 use optc_ir::{DType, Graph, Op, TensorType, Value};
 use std::collections::HashMap;
 
@@ -22,7 +22,7 @@ fn instantiate(ast: &RecExpr<ENodeOrVar<ENode>>, ty: &TensorType) -> Option<Grap
                     .or_insert_with(|| g.add_input(&format!("{name}{k}"), ty.clone()))
             }
             ENodeOrVar::ENode(e) => match &e.kind {
-                Kind::Op(k) => {
+                ENodeKind::Op(k) => {
                     let ch: Vec<Value> =
                         e.children().iter().map(|c| vals[usize::from(*c)]).collect();
                     g.add(&format!("n{i}"), k.op.clone(), &ch).ok()?

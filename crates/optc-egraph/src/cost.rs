@@ -5,7 +5,7 @@
 //! [`optc_ir::CostClass`] in the op table.
 
 use crate::analysis::OptEGraph;
-use crate::lang::{ENode, Kind};
+use crate::lang::{ENode, ENodeKind};
 use optc_ir::CostClass::{self, Transcendental};
 use optc_ir::{FusedStep, Op, TensorType};
 
@@ -128,8 +128,8 @@ impl egg::CostFunction<ENode> for EGraphCost<'_> {
     type Cost = f64;
     fn cost<C: FnMut(egg::Id) -> f64>(&mut self, enode: &ENode, mut costs: C) -> f64 {
         let own = match &enode.kind {
-            Kind::Input(_) | Kind::Const(_) | Kind::Proj(_) => 0.0,
-            Kind::Op(k) => {
+            ENodeKind::Input(_) | ENodeKind::Const(_) | ENodeKind::Proj(_) => 0.0,
+            ENodeKind::Op(k) => {
                 let ins: Option<Vec<&TensorType>> = enode
                     .children
                     .iter()

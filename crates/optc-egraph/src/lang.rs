@@ -44,9 +44,9 @@ impl Ord for OpKey {
     }
 }
 
-/// What an e-node computes.
+/// What an e-node computes (its operator; the children are its operands).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
+pub enum ENodeKind {
     /// Graph input number n.
     Input(usize),
     /// A constant from the optimizer's constant table.
@@ -60,22 +60,31 @@ pub enum Kind {
 /// An e-node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ENode {
-    pub kind: Kind,
+    pub kind: ENodeKind,
     pub children: Vec<Id>,
 }
 
 impl ENode {
-    pub fn op(op: Op, children: Vec<Id>) -> ENode {
+    /// An e-node computing `op` on `children`.
+    pub fn from_op(op: Op, children: Vec<Id>) -> ENode {
         ENode {
-            kind: Kind::Op(OpKey::new(op)),
+            kind: ENodeKind::Op(OpKey::new(op)),
             children,
+        }
+    }
+
+    /// The IR op this e-node computes, unless it is an input, a constant or a projection.
+    pub fn op(&self) -> Option<&Op> {
+        match &self.kind {
+            ENodeKind::Op(k) => Some(&k.op),
+            _ => None,
         }
     }
 }
 
 impl Language for ENode {
-    type Discriminant = Kind;
-    fn discriminant(&self) -> Kind {
+    type Discriminant = ENodeKind;
+    fn discriminant(&self) -> ENodeKind {
         self.kind.clone()
     }
     fn matches(&self, other: &Self) -> bool {
@@ -92,10 +101,10 @@ impl Language for ENode {
 impl fmt::Display for ENode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Input(i) => write!(f, "input{i}"),
-            Kind::Const(c) => write!(f, "c{}", c.0),
-            Kind::Proj(i) => write!(f, "proj{i}"),
-            Kind::Op(k) => f.write_str(k.op.name()),
+            ENodeKind::Input(i) => write!(f, "input{i}"),
+            ENodeKind::Const(c) => write!(f, "c{}", c.0),
+            ENodeKind::Proj(i) => write!(f, "proj{i}"),
+            ENodeKind::Op(k) => f.write_str(k.op.name()),
         }
     }
 }
@@ -111,7 +120,7 @@ impl egg::FromOp for ENode {
     fn from_op(op: &str, children: Vec<Id>) -> Result<Self, String> {
         if let Some(i) = op.strip_prefix("proj").and_then(|s| s.parse().ok()) {
             return Ok(ENode {
-                kind: Kind::Proj(i),
+                kind: ENodeKind::Proj(i),
                 children,
             });
         }
@@ -124,7 +133,7 @@ impl egg::FromOp for ENode {
                         children.len()
                     ));
                 }
-                Ok(ENode::op(o, children))
+                Ok(ENode::from_op(o, children))
             }
             None => Err(format!(
                 "unknown op '{op}' in a rule (rule files can name ops without attributes; \

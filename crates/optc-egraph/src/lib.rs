@@ -6,6 +6,7 @@
 //! - [`convert`]: IR → e-graph → IR.
 //! - [`rules`]: `.rules` files (s-expressions) and conditional rules in Rust, all
 //!   type-guarded.
+//! - [`query`]: what rules ask the e-graph (ops in a class, types, constants).
 //! - [`cost`]: the cost model.
 //! - [`Pass`], [`optimize`]: passes by level, phases, stats for `optc explain`.
 
@@ -13,13 +14,14 @@ pub mod analysis;
 pub mod convert;
 pub mod cost;
 pub mod lang;
+pub mod query;
 pub mod rules;
 
 pub use egg;
 
 pub use analysis::{single_user, Data, OptAnalysis, OptEGraph};
 pub use cost::{CostModel, EGraphCost};
-pub use lang::{ENode, Kind, OpKey};
+pub use lang::{ENode, ENodeKind, OpKey};
 pub use rules::{Build, FnRule, Rule};
 
 use optc_ir::{Graph, IrError, Result};

@@ -5,7 +5,7 @@
 //! with a larger `1`).
 
 use crate::analysis::{OptAnalysis, OptEGraph};
-use crate::lang::{ENode, Kind};
+use crate::lang::{ENode, ENodeKind};
 use egg::{
     Applier, ENodeOrVar, Id, Language, Pattern, PatternAst, Rewrite, SearchMatches, Searcher,
     Subst, Symbol, Var,
@@ -50,20 +50,15 @@ pub fn add_build(eg: &mut OptEGraph, b: &Build) -> Id {
         Build::Const(t) => {
             let c = eg.analysis.intern(t.clone());
             eg.add(ENode {
-                kind: Kind::Const(c),
+                kind: ENodeKind::Const(c),
                 children: vec![],
             })
         }
         Build::Node(op, ch) => {
             let children = ch.iter().map(|c| add_build(eg, c)).collect();
-            eg.add(ENode::op(op.clone(), children))
+            eg.add(ENode::from_op(op.clone(), children))
         }
     }
-}
-
-/// The constant tensor of a class, if it is one.
-pub fn const_of(eg: &OptEGraph, id: Id) -> Option<Arc<Tensor>> {
-    eg[id].data.konst.map(|c| eg.analysis.tensor(c).clone())
 }
 
 /// `f(egraph, class, node)`: the rewrite of `node` (in e-class `class`), if any.
@@ -154,7 +149,7 @@ fn pattern_types(
         let t = match n {
             ENodeOrVar::Var(v) => eg[*subst.get(*v)?].data.types.clone(),
             ENodeOrVar::ENode(e) => match &e.kind {
-                Kind::Op(k) => {
+                ENodeKind::Op(k) => {
                     let ins: Option<Vec<&TensorType>> = e
                         .children()
                         .iter()
@@ -165,9 +160,9 @@ fn pattern_types(
                         .collect();
                     k.op.infer(&ins?).ok()?
                 }
-                Kind::Proj(i) => vec![tys[usize::from(e.children[0])].get(*i)?.clone()],
-                Kind::Input(i) => vec![eg.analysis.input_types.get(*i)?.clone()],
-                Kind::Const(c) => vec![eg.analysis.consts.get(c.0 as usize)?.ty()],
+                ENodeKind::Proj(i) => vec![tys[usize::from(e.children[0])].get(*i)?.clone()],
+                ENodeKind::Input(i) => vec![eg.analysis.input_types.get(*i)?.clone()],
+                ENodeKind::Const(c) => vec![eg.analysis.consts.get(c.0 as usize)?.ty()],
             },
         };
         if t.is_empty() {

@@ -1,7 +1,8 @@
 //! The `layout` pass: transpose sinking and cancellation. See README.md.
 
 use optc_egraph::egg::Id;
-use optc_egraph::{rules::const_of, Build, Case, ENode, FnRule, Kind, OptEGraph, Pass, Rule};
+use optc_egraph::query::const_of;
+use optc_egraph::{Build, Case, FnRule, OptEGraph, Pass, Rule};
 use optc_ir::{BinaryOp, Data, Graph, Op, Tensor, TensorType, UnaryOp};
 
 /// The pass.
@@ -16,19 +17,12 @@ pub fn pass() -> Pass {
     }
 }
 
-fn op_of(n: &ENode) -> Option<&Op> {
-    match &n.kind {
-        Kind::Op(k) => Some(&k.op),
-        _ => None,
-    }
-}
-
 /// `(perm, x)` for each transpose node in class `c`.
 fn transposes(eg: &OptEGraph, c: Id) -> Vec<(Vec<usize>, Id)> {
     eg[c]
         .nodes
         .iter()
-        .filter_map(|n| match op_of(n)? {
+        .filter_map(|n| match n.op()? {
             Op::Transpose { perm } => Some((perm.clone(), n.children[0])),
             _ => None,
         })
@@ -58,31 +52,28 @@ fn transpose_const(t: &Tensor, perm: &[usize]) -> Option<Tensor> {
 fn rules() -> Vec<Rule> {
     vec![
         FnRule::rewrite("transpose-unary", |eg, _c, n| {
-            let Op::Unary(u) = op_of(n)? else { return None };
+            let Op::Unary(u) = n.op()? else { return None };
             let (perm, x) = transposes(eg, n.children[0]).into_iter().next()?;
             let inner = Build::Node(Op::Unary(u.clone()), vec![Build::Class(x)]);
             Some(Build::Node(Op::Transpose { perm }, vec![inner]))
         }),
         FnRule::rewrite("transpose-unary-rev", |eg, _c, n| {
-            let Op::Transpose { perm } = op_of(n)? else {
+            let Op::Transpose { perm } = n.op()? else {
                 return None;
             };
-            eg[n.children[0]]
-                .nodes
-                .iter()
-                .find_map(|m| match op_of(m)? {
-                    Op::Unary(u) => {
-                        let t = Build::Node(
-                            Op::Transpose { perm: perm.clone() },
-                            vec![Build::Class(m.children[0])],
-                        );
-                        Some(Build::Node(Op::Unary(u.clone()), vec![t]))
-                    }
-                    _ => None,
-                })
+            eg[n.children[0]].nodes.iter().find_map(|m| match m.op()? {
+                Op::Unary(u) => {
+                    let t = Build::Node(
+                        Op::Transpose { perm: perm.clone() },
+                        vec![Build::Class(m.children[0])],
+                    );
+                    Some(Build::Node(Op::Unary(u.clone()), vec![t]))
+                }
+                _ => None,
+            })
         }),
         FnRule::rewrite("transpose-binary", |eg, _c, n| {
-            let Op::Binary(b) = op_of(n)? else {
+            let Op::Binary(b) = n.op()? else {
                 return None;
             };
             let ta = transposes(eg, n.children[0]);
@@ -98,7 +89,7 @@ fn rules() -> Vec<Rule> {
             })
         }),
         FnRule::rewrite("transpose-binary-const", |eg, _c, n| {
-            let Op::Binary(b) = op_of(n)? else {
+            let Op::Binary(b) = n.op()? else {
                 return None;
             };
             (0..2).find_map(|side| {

@@ -1,6 +1,7 @@
 //! The `simplify` pass: no-op removal and merging of data movement. See README.md.
 
-use optc_egraph::{rules, Build, Case, FnRule, Kind, OptEGraph, Pass, Rule};
+use optc_egraph::query::{all_equal, const_of, ops_in, ty_of};
+use optc_egraph::{rules, Build, Case, FnRule, Pass, Rule};
 use optc_ir::{BinaryOp, DType, Data, Graph, Op, PadMode, SliceDim, Tensor, TensorType, UnaryOp};
 
 const RULES: &str = include_str!("../simplify.rules");
@@ -20,106 +21,64 @@ pub fn pass() -> Pass {
     }
 }
 
-fn child_ty(eg: &OptEGraph, n: &optc_egraph::ENode, i: usize) -> Option<TensorType> {
-    eg[*n.children.get(i)?].data.ty().cloned()
-}
-
-/// The op nodes in the class of child `i` of `n`.
-fn child_ops<'a>(
-    eg: &'a OptEGraph,
-    n: &optc_egraph::ENode,
-    i: usize,
-) -> Vec<(&'a Op, Vec<optc_egraph::egg::Id>)> {
-    let Some(&c) = n.children.get(i) else {
-        return vec![];
-    };
-    eg[c]
-        .nodes
-        .iter()
-        .filter_map(|m| match &m.kind {
-            Kind::Op(k) => Some((&k.op, m.children.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn op_of(n: &optc_egraph::ENode) -> Option<&Op> {
-    match &n.kind {
-        Kind::Op(k) => Some(&k.op),
-        _ => None,
-    }
-}
-
-fn all_eq(t: &Tensor, v: f64) -> bool {
-    t.numel() > 0 && t.to_f64_vec().iter().all(|&x| x == v)
-}
-
 fn conditional_rules() -> Vec<Rule> {
     vec![
-        FnRule::rewrite("reshape-same", |eg, _c, n| match op_of(n)? {
-            Op::Reshape { shape } if child_ty(eg, n, 0)?.shape == *shape => {
+        FnRule::rewrite("reshape-same", |eg, _c, n| match n.op()? {
+            Op::Reshape { shape } if ty_of(eg, n.children[0])?.shape == *shape => {
                 Some(Build::Class(n.children[0]))
             }
             _ => None,
         }),
-        FnRule::rewrite("reshape-reshape", |eg, _c, n| match op_of(n)? {
-            Op::Reshape { shape } => {
-                child_ops(eg, n, 0)
-                    .into_iter()
-                    .find_map(|(op, ch)| match op {
-                        Op::Reshape { .. } => Some(Build::Node(
-                            Op::Reshape {
-                                shape: shape.clone(),
-                            },
-                            vec![Build::Class(ch[0])],
-                        )),
-                        _ => None,
-                    })
-            }
+        FnRule::rewrite("reshape-reshape", |eg, _c, n| match n.op()? {
+            Op::Reshape { shape } => ops_in(eg, n.children[0]).find_map(|(op, ch)| match op {
+                Op::Reshape { .. } => Some(Build::Node(
+                    Op::Reshape {
+                        shape: shape.clone(),
+                    },
+                    vec![Build::Class(ch[0])],
+                )),
+                _ => None,
+            }),
             _ => None,
         }),
-        FnRule::rewrite("transpose-identity", |_, _c, n| match op_of(n)? {
+        FnRule::rewrite("transpose-identity", |_, _c, n| match n.op()? {
             Op::Transpose { perm } if perm.iter().enumerate().all(|(i, &p)| i == p) => {
                 Some(Build::Class(n.children[0]))
             }
             _ => None,
         }),
-        FnRule::rewrite("transpose-transpose", |eg, _c, n| match op_of(n)? {
-            Op::Transpose { perm: p2 } => {
-                child_ops(eg, n, 0)
-                    .into_iter()
-                    .find_map(|(op, ch)| match op {
-                        Op::Transpose { perm: p1 } if p1.len() == p2.len() => {
-                            let q: Vec<usize> = p2.iter().map(|&j| p1[j]).collect();
-                            Some(Build::Node(
-                                Op::Transpose { perm: q },
-                                vec![Build::Class(ch[0])],
-                            ))
-                        }
-                        _ => None,
-                    })
-            }
+        FnRule::rewrite("transpose-transpose", |eg, _c, n| match n.op()? {
+            Op::Transpose { perm: p2 } => ops_in(eg, n.children[0]).find_map(|(op, ch)| match op {
+                Op::Transpose { perm: p1 } if p1.len() == p2.len() => {
+                    let q: Vec<usize> = p2.iter().map(|&j| p1[j]).collect();
+                    Some(Build::Node(
+                        Op::Transpose { perm: q },
+                        vec![Build::Class(ch[0])],
+                    ))
+                }
+                _ => None,
+            }),
             _ => None,
         }),
-        FnRule::rewrite("expand-same", |eg, _c, n| match op_of(n)? {
+        FnRule::rewrite("expand-same", |eg, _c, n| match n.op()? {
             Op::Expand { .. } => {
-                Some(Build::Class(n.children[0])).filter(|_| child_ty(eg, n, 0).is_some())
+                Some(Build::Class(n.children[0])).filter(|_| ty_of(eg, n.children[0]).is_some())
             }
             _ => None,
         }),
-        FnRule::rewrite("cast-same", |eg, _c, n| match op_of(n)? {
-            Op::Cast { to } if child_ty(eg, n, 0)?.dtype == *to => {
+        FnRule::rewrite("cast-same", |eg, _c, n| match n.op()? {
+            Op::Cast { to } if ty_of(eg, n.children[0])?.dtype == *to => {
                 Some(Build::Class(n.children[0]))
             }
             _ => None,
         }),
-        FnRule::rewrite("concat-single", |_, _c, n| match op_of(n)? {
+        FnRule::rewrite("concat-single", |_, _c, n| match n.op()? {
             Op::Concat { .. } if n.children.len() == 1 => Some(Build::Class(n.children[0])),
             _ => None,
         }),
-        FnRule::rewrite("slice-full", |eg, _c, n| match op_of(n)? {
+        FnRule::rewrite("slice-full", |eg, _c, n| match n.op()? {
             Op::Slice { dims } => {
-                let t = child_ty(eg, n, 0)?;
+                let t = ty_of(eg, n.children[0])?;
                 let full = dims
                     .iter()
                     .zip(&t.shape)
@@ -128,39 +87,39 @@ fn conditional_rules() -> Vec<Rule> {
             }
             _ => None,
         }),
-        FnRule::rewrite("pad-zero", |_, _c, n| match op_of(n)? {
+        FnRule::rewrite("pad-zero", |_, _c, n| match n.op()? {
             Op::Pad { pads, .. } if pads.iter().all(|&p| p == 0) => {
                 Some(Build::Class(n.children[0]))
             }
             _ => None,
         }),
         FnRule::rewrite("neutral-element", |eg, _c, n| {
-            let op = op_of(n)?;
-            let k = |i: usize| rules::const_of(eg, n.children[i]);
+            let op = n.op()?;
+            let k = |i: usize| const_of(eg, n.children[i]);
             match op {
                 Op::Binary(BinaryOp::Mul) => {
-                    if k(1).is_some_and(|t| all_eq(&t, 1.0)) {
+                    if k(1).is_some_and(|t| all_equal(&t, 1.0)) {
                         Some(Build::Class(n.children[0]))
-                    } else if k(0).is_some_and(|t| all_eq(&t, 1.0)) {
+                    } else if k(0).is_some_and(|t| all_equal(&t, 1.0)) {
                         Some(Build::Class(n.children[1]))
                     } else {
                         None
                     }
                 }
                 Op::Binary(BinaryOp::Add) => {
-                    if k(1).is_some_and(|t| all_eq(&t, 0.0)) {
+                    if k(1).is_some_and(|t| all_equal(&t, 0.0)) {
                         Some(Build::Class(n.children[0]))
-                    } else if k(0).is_some_and(|t| all_eq(&t, 0.0)) {
+                    } else if k(0).is_some_and(|t| all_equal(&t, 0.0)) {
                         Some(Build::Class(n.children[1]))
                     } else {
                         None
                     }
                 }
-                Op::Binary(BinaryOp::Sub) if k(1).is_some_and(|t| all_eq(&t, 0.0)) => {
+                Op::Binary(BinaryOp::Sub) if k(1).is_some_and(|t| all_equal(&t, 0.0)) => {
                     Some(Build::Class(n.children[0]))
                 }
                 Op::Binary(BinaryOp::Div | BinaryOp::Pow)
-                    if k(1).is_some_and(|t| all_eq(&t, 1.0)) =>
+                    if k(1).is_some_and(|t| all_equal(&t, 1.0)) =>
                 {
                     Some(Build::Class(n.children[0]))
                 }
