@@ -1,7 +1,10 @@
 //! The e-graph language: one e-node per IR op, attributes included.
+//!
+//! Op names in `.rules` files come from the op table (`optc_ir::OpKind::from_name`); see
+//! [`crate::pattern`].
 
 use egg::{Id, Language};
-use optc_ir::{Attrs, ConstId, Op, OpKind};
+use optc_ir::{ConstId, Op};
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -105,40 +108,6 @@ impl fmt::Display for ENode {
             ENodeKind::Const(c) => write!(f, "c{}", c.0),
             ENodeKind::Proj(i) => write!(f, "proj{i}"),
             ENodeKind::Op(k) => f.write_str(k.op.name()),
-        }
-    }
-}
-
-/// The op a `.rules` file names `name`: an op of the table (`optc_ir::OPS`) without
-/// attributes. Ops with attributes are matched by conditional rules written in Rust.
-pub fn op_from_name(name: &str) -> Option<Op> {
-    OpKind::from_name(name)?.build(Attrs::new(name)).ok()
-}
-
-impl egg::FromOp for ENode {
-    type Error = String;
-    fn from_op(op: &str, children: Vec<Id>) -> Result<Self, String> {
-        if let Some(i) = op.strip_prefix("proj").and_then(|s| s.parse().ok()) {
-            return Ok(ENode {
-                kind: ENodeKind::Proj(i),
-                children,
-            });
-        }
-        match op_from_name(op) {
-            Some(o) => {
-                let (lo, hi) = o.arity();
-                if children.len() < lo || children.len() > hi {
-                    return Err(format!(
-                        "{op} takes {lo}..={hi} operands, got {}",
-                        children.len()
-                    ));
-                }
-                Ok(ENode::from_op(o, children))
-            }
-            None => Err(format!(
-                "unknown op '{op}' in a rule (rule files can name ops without attributes; \
-                 write rules over ops with attributes in Rust)"
-            )),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Rules: s-expression rules from `.rules` files, and conditional rules written in Rust.
+//! Rules: rules as data (`.rules` files, see [`crate::pattern`]) and rules written in Rust
+//! ([`FnRule`]), both run as egg rewrites.
 //!
 //! Every rule is type-guarded: a rewrite only fires when the new term has exactly the
 //! dtype and shape of the class it joins (broadcasting can change shapes, e.g. `x * 1`
@@ -6,6 +7,7 @@
 
 use crate::analysis::{OptAnalysis, OptEGraph};
 use crate::lang::{ENode, ENodeKind};
+use crate::pattern::DataRule;
 use egg::{
     Applier, ENodeOrVar, Id, Language, Pattern, PatternAst, Rewrite, SearchMatches, Searcher,
     Subst, Symbol, Var,
@@ -13,13 +15,27 @@ use egg::{
 use optc_ir::{Op, Tensor, TensorType};
 use std::sync::Arc;
 
-pub type Rule = Rewrite<ENode, OptAnalysis>;
+/// A rule of a pass: the rewrite the e-graph runs, and for a rule written as data, the rule
+/// as written (the soundness check instantiates it; a Rust rule needs a `Case` instead).
+#[derive(Clone)]
+pub struct Rule {
+    pub rewrite: Rewrite<ENode, OptAnalysis>,
+    pub data: Option<Arc<DataRule>>,
+}
 
-/// A term to build: an existing class, an op over terms, or a new constant.
+impl Rule {
+    pub fn name(&self) -> &str {
+        self.rewrite.name.as_str()
+    }
+}
+
+/// A term to build: an existing class, an op over terms, output `i` of a multi-output
+/// term, or a new constant.
 #[derive(Clone, Debug)]
 pub enum Build {
     Class(Id),
     Node(Op, Vec<Build>),
+    Proj(usize, Box<Build>),
     Const(Tensor),
 }
 
@@ -40,6 +56,7 @@ pub fn build_types(eg: &OptEGraph, b: &Build) -> Option<Vec<TensorType>> {
             let refs: Vec<&TensorType> = tys.iter().collect();
             op.infer(&refs).ok()
         }
+        Build::Proj(i, inner) => Some(vec![build_types(eg, inner)?.get(*i)?.clone()]),
     }
 }
 
@@ -57,6 +74,13 @@ pub fn add_build(eg: &mut OptEGraph, b: &Build) -> Id {
         Build::Node(op, ch) => {
             let children = ch.iter().map(|c| add_build(eg, c)).collect();
             eg.add(ENode::from_op(op.clone(), children))
+        }
+        Build::Proj(i, inner) => {
+            let tuple = add_build(eg, inner);
+            eg.add(ENode {
+                kind: ENodeKind::Proj(*i),
+                children: vec![tuple],
+            })
         }
     }
 }
@@ -76,8 +100,11 @@ impl FnRule {
         f: impl Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync + 'static,
     ) -> Rule {
         let f: Arc<RuleFn> = Arc::new(f);
-        Rewrite::new(name, FnRule { f: f.clone() }, FnRule { f })
-            .expect("FnRule binds no variables")
+        Rule {
+            rewrite: Rewrite::new(name, FnRule { f: f.clone() }, FnRule { f })
+                .expect("FnRule binds no variables"),
+            data: None,
+        }
     }
 
     fn results(&self, eg: &OptEGraph, eclass: Id) -> Vec<Build> {
@@ -198,75 +225,10 @@ impl Applier<ENode, OptAnalysis> for TypedPattern {
     }
 }
 
-/// An s-expression rule as written in a `.rules` file.
-#[derive(Clone, Debug)]
-pub struct RuleText {
-    pub name: String,
-    pub lhs: String,
-    pub rhs: String,
-}
-
-/// Parse a `.rules` file. Lines: `name: LHS => RHS` or `name: LHS <=> RHS` (both
-/// directions; the reverse is named `name-rev`); `#` starts a comment. Errors carry the
-/// origin and line number.
-pub fn parse_rules(text: &str, origin: &str) -> Result<Vec<RuleText>, String> {
-    let mut out = vec![];
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let at = |m: &str| format!("{origin}:{}: {m}", i + 1);
-        let (name, body) = line
-            .split_once(':')
-            .ok_or_else(|| at("expected `name: lhs => rhs`"))?;
-        let name = name.trim();
-        if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(at("a rule name is one word"));
-        }
-        let (lhs, rhs, both) = if let Some((l, r)) = body.split_once("<=>") {
-            (l, r, true)
-        } else if let Some((l, r)) = body.split_once("=>") {
-            (l, r, false)
-        } else {
-            return Err(at("expected `=>` or `<=>`"));
-        };
-        let (lhs, rhs) = (lhs.trim().to_string(), rhs.trim().to_string());
-        for side in [&lhs, &rhs] {
-            side.parse::<Pattern<ENode>>()
-                .map_err(|e| at(&format!("{e}")))?;
-        }
-        if both {
-            out.push(RuleText {
-                name: format!("{name}-rev"),
-                lhs: rhs.clone(),
-                rhs: lhs.clone(),
-            });
-        }
-        out.push(RuleText {
-            name: name.to_string(),
-            lhs,
-            rhs,
-        });
-    }
-    let mut seen = std::collections::HashSet::new();
-    for r in &out {
-        if !seen.insert(r.name.clone()) {
-            return Err(format!("{origin}: rule {} is defined twice", r.name));
-        }
-    }
-    Ok(out)
-}
-
-/// Turn parsed rule text into a type-guarded rewrite.
-pub fn to_rewrite(r: &RuleText) -> Result<Rule, String> {
-    let lhs: Pattern<ENode> = r.lhs.parse().map_err(|e| format!("rule {}: {e}", r.name))?;
-    let rhs: Pattern<ENode> = r.rhs.parse().map_err(|e| format!("rule {}: {e}", r.name))?;
-    Rewrite::new(r.name.as_str(), lhs, TypedPattern { rhs })
-        .map_err(|e| format!("rule {}: {e}", r.name))
-}
-
-/// Parse a `.rules` file into rewrites.
+/// Parse a `.rules` file into rules (see [`crate::rule_file`] for the syntax).
 pub fn load_rules(text: &str, origin: &str) -> Result<Vec<Rule>, String> {
-    parse_rules(text, origin)?.iter().map(to_rewrite).collect()
+    crate::rule_file::parse_rules(text, origin)?
+        .into_iter()
+        .map(DataRule::to_rule)
+        .collect()
 }

@@ -192,13 +192,11 @@ pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
         });
     }
     for name in &opts.disabled_rules {
-        let known = ps
-            .iter()
-            .any(|p| p.rules.iter().any(|r| r.name.as_str() == name));
+        let known = ps.iter().any(|p| p.rules.iter().any(|r| r.name() == name));
         if !known {
             let mut all: Vec<String> = ps
                 .iter()
-                .flat_map(|p| p.rules.iter().map(|r| r.name.to_string()))
+                .flat_map(|p| p.rules.iter().map(|r| r.name().to_string()))
                 .collect();
             all.sort();
             return Err(Error::Input(format!(
@@ -209,7 +207,7 @@ pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
     }
     for p in &mut ps {
         p.rules
-            .retain(|r| !opts.disabled_rules.iter().any(|d| d == r.name.as_str()));
+            .retain(|r| !opts.disabled_rules.iter().any(|d| d == r.name()));
     }
     Ok(ps)
 }
