@@ -281,7 +281,7 @@ fn bench_json() {
 }
 
 fn explain_model(dir: &Path) -> PathBuf {
-    // conv + relu + (x * 1) + double negation: fusion, neutral-element and neg-neg fire
+    // conv + relu + (x * 1) + double negation: fusion, mul-one and neg-neg fire
     let mut b = ModelBuilder::new(17);
     b.input("x", DType::F32, &[1, 2, 5, 5]);
     let w: Vec<f32> = (0..36).map(|i| (i as f32 * 0.3).cos()).collect();
@@ -315,7 +315,7 @@ fn explain_reports_rules_and_emits_ir_and_dot() {
         so.contains("-O3") && so.contains("stopped:") && so.contains("e-graph"),
         "{so}"
     );
-    for rule in ["fuse-unary", "neutral-element", "neg-neg"] {
+    for rule in ["fuse-unary", "mul-one", "neg-neg"] {
         let line = so
             .lines()
             .find(|l| l.trim_start().starts_with(rule))
