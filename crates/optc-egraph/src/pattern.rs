@@ -13,11 +13,11 @@
 //! compiled matcher), with the same type guard. Either way a rewrite only joins a class
 //! when its result has exactly that class's dtype and shape (see [`crate::rules`]).
 
-use crate::analysis::{OptAnalysis, OptEGraph};
+use crate::analysis::OptEGraph;
 use crate::lang::{ENode, ENodeKind};
 use crate::query::{all_equal, const_of};
-use crate::rules::{add_build, build_types, Build, Rule, TypedPattern};
-use egg::{Applier, ENodeOrVar, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol};
+use crate::rules::{type_guard, Build, ByClass, ClassRewrite, Rule, TypedPattern};
+use egg::{ENodeOrVar, Id, PatternAst, Rewrite};
 use optc_ir::{AttrValue, Attrs, Family, Op, OpKind, Tensor};
 use std::sync::Arc;
 
@@ -406,15 +406,11 @@ impl DataRule {
     /// right side, when it has exactly the class's type (the type guard) and is not the
     /// class itself.
     pub fn results(&self, eg: &OptEGraph, class: Id) -> Vec<Build> {
-        let want = &eg[class].data.types;
         self.matches(eg, class)
             .iter()
             .filter(|b| self.conditions_hold(eg, b))
             .filter_map(|b| self.instantiate(eg, b))
-            .filter(|r| {
-                build_types(eg, r).as_ref() == Some(want)
-                    && !matches!(r, Build::Class(c) if eg.find(*c) == eg.find(class))
-            })
+            .filter(|r| type_guard(eg, class, r))
             .collect()
     }
 
@@ -447,10 +443,9 @@ impl DataRule {
             let rhs = egg::Pattern::new(rule.pattern_ast(&rule.rhs).map_err(err)?);
             Rewrite::new(rule.name.as_str(), lhs, TypedPattern { rhs })
         } else {
-            let (search, apply) = (AttrRule(rule.clone()), AttrRule(rule.clone()));
-            Rewrite::new(rule.name.as_str(), search, apply)
+            Ok(ByClass::rewrite(&rule.name, rule.clone()))
         }
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(err)?;
         Ok(Rule {
             rewrite,
             data: Some(rule),
@@ -493,47 +488,8 @@ impl DataRule {
     }
 }
 
-/// The searcher and applier of a rule with attributes, as for [`crate::FnRule`]: the search
-/// reports each class the rule rewrites (once), the applier adds every result there.
-struct AttrRule(Arc<DataRule>);
-
-impl Searcher<ENode, OptAnalysis> for AttrRule {
-    fn search_eclass_with_limit(
-        &self,
-        eg: &OptEGraph,
-        eclass: Id,
-        limit: usize,
-    ) -> Option<SearchMatches<'_, ENode>> {
-        if limit == 0 || self.0.results(eg, eclass).is_empty() {
-            return None;
-        }
-        Some(SearchMatches {
-            eclass,
-            substs: vec![Subst::default()],
-            ast: None,
-        })
-    }
-    fn vars(&self) -> Vec<egg::Var> {
-        vec![]
-    }
-}
-
-impl Applier<ENode, OptAnalysis> for AttrRule {
-    fn apply_one(
-        &self,
-        eg: &mut OptEGraph,
-        eclass: Id,
-        _: &Subst,
-        _: Option<&PatternAst<ENode>>,
-        _: Symbol,
-    ) -> Vec<Id> {
-        let mut changed = vec![];
-        for b in self.0.results(eg, eclass) {
-            let id = add_build(eg, &b);
-            if eg.union(eclass, id) {
-                changed.push(id);
-            }
-        }
-        changed
+impl ClassRewrite for DataRule {
+    fn results(&self, eg: &OptEGraph, class: Id) -> Vec<Build> {
+        DataRule::results(self, eg, class)
     }
 }

@@ -93,7 +93,16 @@ fn describe(t: Option<&Tok>) -> String {
     }
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
+    fn new(toks: &'a [Tok], vars: &'a mut Vec<VarInfo>, side: Side) -> Parser<'a> {
+        Parser {
+            toks,
+            pos: 0,
+            vars,
+            side,
+        }
+    }
+
     fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.pos)
     }
@@ -449,12 +458,7 @@ fn parse_rule(name: &str, lhs: &str, rhs: &str) -> Result<DataRule, String> {
     let (rt, ct) = rt_all.split_at(split);
     let mut vars = vec![];
     let lhs = {
-        let mut p = Parser {
-            toks: &lt,
-            pos: 0,
-            vars: &mut vars,
-            side: Side::Left,
-        };
+        let mut p = Parser::new(&lt, &mut vars, Side::Left);
         let t = p.term()?;
         if p.pos != lt.len() {
             return Err(format!(
@@ -467,12 +471,7 @@ fn parse_rule(name: &str, lhs: &str, rhs: &str) -> Result<DataRule, String> {
         }
         t
     };
-    let mut p = Parser {
-        toks: rt,
-        pos: 0,
-        vars: &mut vars,
-        side: Side::Right,
-    };
+    let mut p = Parser::new(rt, &mut vars, Side::Right);
     let rhs = p.term()?;
     if p.pos != rt.len() {
         return Err(format!(
@@ -483,12 +482,7 @@ fn parse_rule(name: &str, lhs: &str, rhs: &str) -> Result<DataRule, String> {
     let mut conditions = vec![];
     if !ct.is_empty() {
         let ct = &ct[1..];
-        let mut p = Parser {
-            toks: ct,
-            pos: 0,
-            vars: &mut vars,
-            side: Side::Right,
-        };
+        let mut p = Parser::new(ct, &mut vars, Side::Right);
         while p.pos < ct.len() {
             let c = p.call()?;
             match &c {

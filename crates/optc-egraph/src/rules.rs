@@ -85,57 +85,43 @@ pub fn add_build(eg: &mut OptEGraph, b: &Build) -> Id {
     }
 }
 
-/// `f(egraph, class, node)`: the rewrite of `node` (in e-class `class`), if any.
-type RuleFn = dyn Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync;
-
-/// A conditional rule in Rust: for each e-node, `f` decides whether it rewrites and to what.
-pub struct FnRule {
-    f: Arc<RuleFn>,
+/// The type guard: whether `b` may join class `class`: it has exactly the class's types,
+/// and it is not the class itself (a no-op rewrite is not a match).
+pub fn type_guard(eg: &OptEGraph, class: Id, b: &Build) -> bool {
+    build_types(eg, b).as_ref() == Some(&eg[class].data.types)
+        && !matches!(b, Build::Class(c) if eg.find(*c) == eg.find(class))
 }
 
-impl FnRule {
-    /// Make a rewrite named `name` from `f`.
-    pub fn rewrite(
-        name: &str,
-        f: impl Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync + 'static,
-    ) -> Rule {
-        let f: Arc<RuleFn> = Arc::new(f);
-        Rule {
-            rewrite: Rewrite::new(name, FnRule { f: f.clone() }, FnRule { f })
-                .expect("FnRule binds no variables"),
-            data: None,
-        }
-    }
+/// A rule that says, for an e-class, what to rewrite it to (each result type-guarded).
+pub(crate) trait ClassRewrite: Send + Sync + 'static {
+    fn results(&self, eg: &OptEGraph, class: Id) -> Vec<Build>;
+}
 
-    fn results(&self, eg: &OptEGraph, eclass: Id) -> Vec<Build> {
-        let want = &eg[eclass].data.types;
-        eg[eclass]
-            .nodes
-            .iter()
-            .filter_map(|n| (self.f)(eg, eclass, n))
-            .filter(|b| {
-                // type guard, and no-op rewrites into the same class are not matches
-                build_types(eg, b).as_ref() == Some(want)
-                    && !matches!(b, Build::Class(c) if eg.find(*c) == eg.find(eclass))
-            })
-            .collect()
+/// A [`ClassRewrite`] as egg's searcher and applier: the search reports each class the rule
+/// rewrites (once, with an empty substitution), the applier adds every result there.
+pub(crate) struct ByClass<R>(pub Arc<R>);
+
+impl<R: ClassRewrite> ByClass<R> {
+    /// The rewrite named `name` running `rule`.
+    pub(crate) fn rewrite(name: &str, rule: Arc<R>) -> Rewrite<ENode, OptAnalysis> {
+        Rewrite::new(name, ByClass(rule.clone()), ByClass(rule))
+            .expect("a ClassRewrite binds no variables")
     }
 }
 
-impl Searcher<ENode, OptAnalysis> for FnRule {
+impl<R: ClassRewrite> Searcher<ENode, OptAnalysis> for ByClass<R> {
     fn search_eclass_with_limit(
         &self,
         eg: &OptEGraph,
         eclass: Id,
         limit: usize,
     ) -> Option<SearchMatches<'_, ENode>> {
-        let n = self.results(eg, eclass).len().min(limit);
-        if n == 0 {
+        if limit == 0 || self.0.results(eg, eclass).is_empty() {
             return None;
         }
         Some(SearchMatches {
             eclass,
-            substs: vec![Subst::default(); 1],
+            substs: vec![Subst::default()],
             ast: None,
         })
     }
@@ -144,7 +130,7 @@ impl Searcher<ENode, OptAnalysis> for FnRule {
     }
 }
 
-impl Applier<ENode, OptAnalysis> for FnRule {
+impl<R: ClassRewrite> Applier<ENode, OptAnalysis> for ByClass<R> {
     fn apply_one(
         &self,
         eg: &mut OptEGraph,
@@ -154,13 +140,45 @@ impl Applier<ENode, OptAnalysis> for FnRule {
         _: Symbol,
     ) -> Vec<Id> {
         let mut changed = vec![];
-        for b in self.results(eg, eclass) {
+        for b in self.0.results(eg, eclass) {
             let id = add_build(eg, &b);
             if eg.union(eclass, id) {
                 changed.push(id);
             }
         }
         changed
+    }
+}
+
+/// `f(egraph, class, node)`: the rewrite of `node` (in e-class `class`), if any.
+type RuleFn = dyn Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync;
+
+/// A conditional rule in Rust: for each e-node, `f` decides whether it rewrites and to what.
+pub struct FnRule {
+    f: Box<RuleFn>,
+}
+
+impl FnRule {
+    /// Make a rewrite named `name` from `f`.
+    pub fn rewrite(
+        name: &str,
+        f: impl Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync + 'static,
+    ) -> Rule {
+        Rule {
+            rewrite: ByClass::rewrite(name, Arc::new(FnRule { f: Box::new(f) })),
+            data: None,
+        }
+    }
+}
+
+impl ClassRewrite for FnRule {
+    fn results(&self, eg: &OptEGraph, eclass: Id) -> Vec<Build> {
+        eg[eclass]
+            .nodes
+            .iter()
+            .filter_map(|n| (self.f)(eg, eclass, n))
+            .filter(|b| type_guard(eg, eclass, b))
+            .collect()
     }
 }
 

@@ -16,7 +16,6 @@ use crate::lang::{ENode, ENodeKind};
 use crate::pattern::{DataRule, Expr, Func, Head, Sort, Term};
 use crate::rules::Build;
 use egg::Id;
-use optc_ir::attr::PadModeName;
 use optc_ir::{
     AttrType, AttrValue, Attrs, DType, Data, Family, Graph, Op, OpKind, Tensor, TensorType, Value,
     OPS,
@@ -281,10 +280,7 @@ fn attr_candidates(key: &str, ty: AttrType, ins: &[&TensorType]) -> Vec<AttrValu
             v.iter().map(|&x| AttrValue::Float(x)).collect()
         }
         AttrType::Bool => vec![AttrValue::Bool(false), AttrValue::Bool(true)],
-        AttrType::Word => DType::ALL
-            .iter()
-            .map(|d| d.name())
-            .chain(PadModeName::MODES.iter().map(|m| m.1))
+        AttrType::Word => optc_ir::attr::words()
             .map(|w| AttrValue::Word(w.to_string()))
             .collect(),
         AttrType::Sizes | AttrType::Ints => {

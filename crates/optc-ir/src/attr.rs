@@ -277,69 +277,30 @@ fn ints_of(v: &[usize]) -> AttrValue {
     AttrValue::Ints(v.iter().map(|&x| x as i64).collect())
 }
 
-impl Codec for Size {
-    type Value = usize;
-    fn specs(field: &'static str, out: &mut Vec<AttrSpec>) {
-        out.push(spec(field, AttrType::Size));
-    }
-    fn write(v: &usize, field: &'static str, out: &mut Vec<(&'static str, AttrValue)>) {
-        out.push((field, AttrValue::Int(*v as i64)));
-    }
-    fn read(field: &'static str, a: &mut Attrs) -> Result<usize> {
-        a.size(field)
-    }
+/// The codecs of fields that are one attribute of the field's name.
+macro_rules! single_codec {
+    ($($codec:ident: $t:ty, $ty:ident, |$v:ident| $write:expr, $read:ident;)*) => {$(
+        impl Codec for $codec {
+            type Value = $t;
+            fn specs(field: &'static str, out: &mut Vec<AttrSpec>) {
+                out.push(spec(field, AttrType::$ty));
+            }
+            fn write($v: &$t, field: &'static str, out: &mut Vec<(&'static str, AttrValue)>) {
+                out.push((field, $write));
+            }
+            fn read(field: &'static str, a: &mut Attrs) -> Result<$t> {
+                a.$read(field)
+            }
+        }
+    )*};
 }
 
-impl Codec for Float {
-    type Value = f32;
-    fn specs(field: &'static str, out: &mut Vec<AttrSpec>) {
-        out.push(spec(field, AttrType::Float));
-    }
-    fn write(v: &f32, field: &'static str, out: &mut Vec<(&'static str, AttrValue)>) {
-        out.push((field, AttrValue::Float(*v)));
-    }
-    fn read(field: &'static str, a: &mut Attrs) -> Result<f32> {
-        a.float(field)
-    }
-}
-
-impl Codec for Bool {
-    type Value = bool;
-    fn specs(field: &'static str, out: &mut Vec<AttrSpec>) {
-        out.push(spec(field, AttrType::Bool));
-    }
-    fn write(v: &bool, field: &'static str, out: &mut Vec<(&'static str, AttrValue)>) {
-        out.push((field, AttrValue::Bool(*v)));
-    }
-    fn read(field: &'static str, a: &mut Attrs) -> Result<bool> {
-        a.bool(field)
-    }
-}
-
-impl Codec for Sizes {
-    type Value = Vec<usize>;
-    fn specs(field: &'static str, out: &mut Vec<AttrSpec>) {
-        out.push(spec(field, AttrType::Sizes));
-    }
-    fn write(v: &Vec<usize>, field: &'static str, out: &mut Vec<(&'static str, AttrValue)>) {
-        out.push((field, ints_of(v)));
-    }
-    fn read(field: &'static str, a: &mut Attrs) -> Result<Vec<usize>> {
-        a.sizes(field)
-    }
-}
-
-impl Codec for Ints {
-    type Value = Vec<i64>;
-    fn specs(field: &'static str, out: &mut Vec<AttrSpec>) {
-        out.push(spec(field, AttrType::Ints));
-    }
-    fn write(v: &Vec<i64>, field: &'static str, out: &mut Vec<(&'static str, AttrValue)>) {
-        out.push((field, AttrValue::Ints(v.clone())));
-    }
-    fn read(field: &'static str, a: &mut Attrs) -> Result<Vec<i64>> {
-        a.ints(field)
-    }
+single_codec! {
+    Size: usize, Size, |v| AttrValue::Int(*v as i64), size;
+    Float: f32, Float, |v| AttrValue::Float(*v), float;
+    Bool: bool, Bool, |v| AttrValue::Bool(*v), bool;
+    Sizes: Vec<usize>, Sizes, |v| ints_of(v), sizes;
+    Ints: Vec<i64>, Ints, |v| AttrValue::Ints(v.clone()), ints;
 }
 
 impl Codec for DTypeName {
@@ -357,6 +318,14 @@ impl Codec for DTypeName {
             None => bail!("{}: unknown dtype '{w}'", a.op),
         }
     }
+}
+
+/// Every word a [`AttrType::Word`] attribute takes: the dtype names and the pad modes.
+pub fn words() -> impl Iterator<Item = &'static str> {
+    DType::ALL
+        .iter()
+        .map(|d| d.name())
+        .chain(PadModeName::MODES.iter().map(|m| m.1))
 }
 
 impl PadModeName {

@@ -1,10 +1,9 @@
 //! The op table does not drift: every kind has one entry, one name, and its attributes
 //! round-trip through the text form; every `Op` reaches the entry of its own kind.
 
-use optc_ir::attr::PadModeName;
 use optc_ir::{
-    AttrText, AttrType, AttrValue, Attrs, BinaryOp, ConstId, DType, Family, FusedStep, Op, OpKind,
-    Prop, ReduceKind, UnaryOp, Window, OPS,
+    AttrText, AttrType, AttrValue, Attrs, BinaryOp, ConstId, Family, FusedStep, Op, OpKind, Prop,
+    ReduceKind, UnaryOp, Window, OPS,
 };
 use std::collections::HashSet;
 
@@ -16,10 +15,7 @@ fn sample(ty: AttrType, i: usize) -> Vec<AttrValue> {
         AttrType::Bool => vec![AttrValue::Bool(i % 2 == 1)],
         AttrType::Sizes => vec![AttrValue::Ints(vec![1, i as i64, 2])],
         AttrType::Ints => vec![AttrValue::Ints(vec![-1, i as i64, 2])],
-        AttrType::Word => DType::ALL
-            .iter()
-            .map(|d| d.name())
-            .chain(PadModeName::MODES.iter().map(|m| m.1))
+        AttrType::Word => optc_ir::attr::words()
             .map(|w| AttrValue::Word(w.to_string()))
             .collect(),
     }
