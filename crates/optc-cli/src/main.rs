@@ -37,6 +37,26 @@ enum Cmd {
     Bench(BenchArgs),
     /// Optimize a model and report what each pass and rule did (default -O3).
     Explain(ExplainArgs),
+    /// Rule files: `optc rules check FILE` checks each rule before it is trusted.
+    Rules(RulesArgs),
+}
+
+#[derive(Args)]
+struct RulesArgs {
+    #[command(subcommand)]
+    cmd: RulesCmd,
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Check each rule of a `.rules` file: instantiate its left side on random shapes,
+    /// dtypes and values, run both sides in the reference interpreter and compare them
+    /// exactly. Prints `ok (N instances)` or `UNSOUND:` with a counterexample per rule;
+    /// exits 1 if a rule is unsound or could not be checked.
+    Check {
+        /// The `.rules` file.
+        file: PathBuf,
+    },
 }
 
 /// Threads of a compiled model run in this process.
@@ -126,7 +146,7 @@ fn main() -> ExitCode {
     // `optc MODEL.onnx [...]`: ahead-of-time compilation (see compile.rs).
     let args: Vec<String> = std::env::args().collect();
     if let Some(first) = args.get(1) {
-        let sub = ["run", "check", "bench", "explain", "help"];
+        let sub = ["run", "check", "bench", "explain", "rules", "help"];
         if !first.starts_with('-') && !sub.contains(&first.as_str()) {
             return compile::main_compile(args);
         }
@@ -137,6 +157,7 @@ fn main() -> ExitCode {
         Cmd::Check(a) => cmd_check(a),
         Cmd::Bench(a) => cmd_bench(a),
         Cmd::Explain(a) => cmd_explain(a),
+        Cmd::Rules(a) => cmd_rules(a),
     };
     match r {
         Ok(code) => code,
@@ -148,6 +169,34 @@ fn main() -> ExitCode {
 }
 
 type Res<T> = Result<T, String>;
+
+fn cmd_rules(a: RulesArgs) -> Res<ExitCode> {
+    let RulesCmd::Check { file } = a.cmd;
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let checks =
+        optc::check_rules(&file.display().to_string(), &text).map_err(|e| e.to_string())?;
+    let mut failed = 0;
+    for (rule, verdict) in checks {
+        let name = rule.name();
+        match verdict {
+            optc::Verdict::Sound { instances } => println!("{name}: ok ({instances} instances)"),
+            optc::Verdict::Unsound(c) => {
+                failed += 1;
+                println!("{name}: UNSOUND: its two sides differ on this instance:\n{c}");
+            }
+            optc::Verdict::NotChecked(why) => {
+                failed += 1;
+                println!("{name}: NOT CHECKED: {why}");
+            }
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
 
 /// Options of a command that compiles in this process (default -O2).
 fn jit_options(c: &CompileArgs, t: &ThreadArgs) -> Res<Options> {

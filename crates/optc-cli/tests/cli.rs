@@ -281,7 +281,7 @@ fn bench_json() {
 }
 
 fn explain_model(dir: &Path) -> PathBuf {
-    // conv + relu + (x * 1) + double negation: fusion, neutral-element and neg-neg fire
+    // conv + relu + (x * 1) + double negation: fusion, mul-one and neg-neg fire
     let mut b = ModelBuilder::new(17);
     b.input("x", DType::F32, &[1, 2, 5, 5]);
     let w: Vec<f32> = (0..36).map(|i| (i as f32 * 0.3).cos()).collect();
@@ -315,7 +315,7 @@ fn explain_reports_rules_and_emits_ir_and_dot() {
         so.contains("-O3") && so.contains("stopped:") && so.contains("e-graph"),
         "{so}"
     );
-    for rule in ["fuse-unary", "neutral-element", "neg-neg"] {
+    for rule in ["fuse-unary", "mul-one", "neg-neg"] {
         let line = so
             .lines()
             .find(|l| l.trim_start().starts_with(rule))
@@ -411,6 +411,68 @@ fn every_command_shares_the_compile_options() {
         o.status.success() && se.contains("compile time: import"),
         "{se}"
     );
+}
+
+#[test]
+fn rules_are_checked_before_they_are_trusted() {
+    let d = tmpdir("rulecheck");
+    let good = d.join("good.rules");
+    std::fs::write(
+        &good,
+        "double-neg: (neg (neg ?x)) => ?x\n\
+         tt: (transpose[perm=?p] (transpose[perm=?q] ?x)) => (transpose[perm=(permute ?q ?p)] ?x)\n",
+    )
+    .unwrap();
+    let o = optc(&["rules", "check", good.to_str().unwrap()]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(
+        so.contains("double-neg: ok (") && so.contains("tt: ok ("),
+        "{so}"
+    );
+    let bad = d.join("bad.rules");
+    std::fs::write(
+        &bad,
+        "double-neg: (neg (neg ?x)) => ?x\nwrong: (relu ?x) => (abs ?x)\n",
+    )
+    .unwrap();
+    let o = optc(&["rules", "check", bad.to_str().unwrap()]);
+    let (so, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{so}");
+    assert!(so.contains("double-neg: ok ("), "{so}");
+    // the counterexample: the graph with both sides, its inputs and both outputs
+    assert!(so.contains("wrong: UNSOUND"), "{so}");
+    for part in [
+        "relu(",
+        "abs(",
+        "return %lhs",
+        "input %x",
+        "lhs = f32",
+        "rhs = f32",
+    ] {
+        assert!(so.contains(part), "{part}:\n{so}");
+    }
+    // every command with --rules refuses the unsound rule, naming it
+    let m = explain_model(&d);
+    for cmd in ["explain", "run", "check"] {
+        let o = optc(&[cmd, m.to_str().unwrap(), "--rules", bad.to_str().unwrap()]);
+        let (so, se) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {so}\n{se}");
+        assert!(
+            se.contains("rule wrong is unsound") && se.contains("abs("),
+            "{cmd}: {se}"
+        );
+    }
+    // and a sound one is used
+    let o = optc(&[
+        "explain",
+        m.to_str().unwrap(),
+        "--rules",
+        good.to_str().unwrap(),
+    ]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(so.contains("double-neg"), "{so}");
 }
 
 /// A 3x3 conv that takes the Winograd path on AVX2 hosts.

@@ -1,7 +1,7 @@
 //! The e-class analysis: dtype and shape of every class, and constant-ness, with
 //! constant folding through the reference interpreter.
 
-use crate::lang::{ENode, Kind};
+use crate::lang::{ENode, ENodeKind};
 use egg::{DidMerge, EGraph, Id};
 use optc_ir::{ConstId, Op, Tensor, TensorType};
 use std::collections::HashMap;
@@ -125,8 +125,7 @@ pub fn single_user(egraph: &OptEGraph, class: Id, user: Id) -> bool {
         let p = egraph.find(p);
         p == user
             || !egraph[p].nodes.iter().any(|n| {
-                let fused =
-                    matches!(&n.kind, Kind::Op(k) if matches!(k.op, optc_ir::Op::Fused { .. }));
+                let fused = matches!(n.op(), Some(Op::Fused { .. }));
                 !fused && n.children.iter().any(|&c| egraph.find(c) == class)
             })
     })
@@ -137,7 +136,7 @@ impl egg::Analysis<ENode> for OptAnalysis {
 
     fn make(egraph: &mut OptEGraph, enode: &ENode, _id: Id) -> Data {
         match &enode.kind {
-            Kind::Input(i) => Data {
+            ENodeKind::Input(i) => Data {
                 types: egraph
                     .analysis
                     .input_types
@@ -147,7 +146,7 @@ impl egg::Analysis<ENode> for OptAnalysis {
                     .collect(),
                 konst: None,
             },
-            Kind::Const(c) => Data {
+            ENodeKind::Const(c) => Data {
                 types: egraph
                     .analysis
                     .consts
@@ -157,7 +156,7 @@ impl egg::Analysis<ENode> for OptAnalysis {
                     .collect(),
                 konst: Some(*c),
             },
-            Kind::Proj(i) => {
+            ENodeKind::Proj(i) => {
                 let t = enode
                     .children
                     .first()
@@ -167,7 +166,7 @@ impl egg::Analysis<ENode> for OptAnalysis {
                     konst: None,
                 }
             }
-            Kind::Op(k) => {
+            ENodeKind::Op(k) => {
                 let tys: Option<Vec<TensorType>> = enode
                     .children
                     .iter()
@@ -210,10 +209,13 @@ impl egg::Analysis<ENode> for OptAnalysis {
 
     fn modify(egraph: &mut OptEGraph, id: Id) {
         if let Some(c) = egraph[id].data.konst {
-            let has = egraph[id].nodes.iter().any(|n| n.kind == Kind::Const(c));
+            let has = egraph[id]
+                .nodes
+                .iter()
+                .any(|n| n.kind == ENodeKind::Const(c));
             if !has {
                 let k = egraph.add(ENode {
-                    kind: Kind::Const(c),
+                    kind: ENodeKind::Const(c),
                     children: vec![],
                 });
                 egraph.union(id, k);

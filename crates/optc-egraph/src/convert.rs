@@ -1,7 +1,7 @@
 //! IR ⇄ e-graph.
 
 use crate::analysis::{OptAnalysis, OptEGraph};
-use crate::lang::{ENode, Kind};
+use crate::lang::{ENode, ENodeKind};
 use egg::{CostFunction, Extractor, Id};
 use optc_ir::{bail, Graph, NodeId, Op, Result, Value};
 use std::collections::{HashMap, HashSet};
@@ -14,6 +14,8 @@ pub struct Converted {
     pub input_names: Vec<String>,
     /// Preferred node names per class (the IR name of the first node that became it).
     pub names: HashMap<Id, String>,
+    /// The class of each graph node (a multi-output node's class is its tuple).
+    pub classes: HashMap<NodeId, Id>,
 }
 
 /// Build an e-graph holding `graph`. `fold_limit`: see [`OptAnalysis::fold_limit`].
@@ -26,9 +28,9 @@ pub fn to_egraph(graph: &Graph, fold_limit: usize) -> Result<Converted> {
     for n in graph.topo_order()? {
         let node = graph.node(n);
         let kind = match &node.op {
-            Op::Input { index } => Kind::Input(*index),
-            Op::Constant { id } => Kind::Const(*id),
-            op => Kind::Op(crate::lang::OpKey::new(op.clone())),
+            Op::Input { index } => ENodeKind::Input(*index),
+            Op::Constant { id } => ENodeKind::Const(*id),
+            op => ENodeKind::Op(crate::lang::OpKey::new(op.clone())),
         };
         let mut children = vec![];
         for v in graph.node_inputs(n) {
@@ -54,6 +56,7 @@ pub fn to_egraph(graph: &Graph, fold_limit: usize) -> Result<Converted> {
         roots,
         input_names: graph.inputs.iter().map(|i| i.name.clone()).collect(),
         names,
+        classes: class,
     })
 }
 
@@ -71,7 +74,7 @@ fn value_class(
     };
     if graph.node(v.node).outputs.len() > 1 {
         Ok(eg.add(ENode {
-            kind: Kind::Proj(v.port),
+            kind: ENodeKind::Proj(v.port),
             children: vec![id],
         }))
     } else {
@@ -82,118 +85,95 @@ fn value_class(
 /// Extract the cheapest graph from the e-graph by `cost`.
 pub fn to_graph<C: CostFunction<ENode>>(c: &Converted, cost: C) -> Result<Graph> {
     let eg = &c.egraph;
-    let ex = Extractor::new(eg, cost);
-    let mut g = Graph::new();
-    g.consts = eg.analysis.consts.clone();
-    let mut inputs = vec![];
+    let mut x = Extraction {
+        eg,
+        ex: Extractor::new(eg, cost),
+        g: Graph::new(),
+        inputs: vec![],
+        built: HashMap::new(),
+        names: &c.names,
+        used: c.input_names.iter().cloned().collect(),
+        counter: 0,
+    };
+    x.g.consts = eg.analysis.consts.clone();
     for (i, name) in c.input_names.iter().enumerate() {
-        inputs.push(g.add_input(name, eg.analysis.input_types[i].clone()));
+        let v = x.g.add_input(name, eg.analysis.input_types[i].clone());
+        x.inputs.push(v);
     }
-    let mut built: HashMap<Id, Vec<Value>> = HashMap::new();
-    let mut used_names: HashSet<String> = c.input_names.iter().cloned().collect();
-    let mut counter = 0usize;
     for (name, root) in &c.roots {
-        let v = build(
-            eg,
-            &ex,
-            *root,
-            &mut g,
-            &inputs,
-            &mut built,
-            &c.names,
-            &mut used_names,
-            &mut counter,
-            0,
-        )?;
-        g.add_output(name, v);
+        let v = x.value(*root, 0)?;
+        x.g.add_output(name, v);
     }
+    let mut g = x.g;
     g.compact_consts()?;
     g.verify()?;
     Ok(g)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build<C: CostFunction<ENode>>(
-    eg: &OptEGraph,
-    ex: &Extractor<C, ENode, OptAnalysis>,
-    id: Id,
-    g: &mut Graph,
-    inputs: &[Value],
-    built: &mut HashMap<Id, Vec<Value>>,
-    names: &HashMap<Id, String>,
-    used: &mut HashSet<String>,
-    counter: &mut usize,
-    depth: usize,
-) -> Result<Value> {
-    let id = eg.find(id);
-    if let Some(v) = built.get(&id) {
-        return Ok(v[0]);
-    }
-    if depth > 100_000 {
-        bail!("extraction recursed too deep");
-    }
-    let node = ex.find_best_node(id).clone();
-    let v = match &node.kind {
-        Kind::Input(i) => inputs[*i],
-        Kind::Const(cid) => {
-            let name = fresh(names.get(&id), used, counter);
-            g.add_const_ref(&name, *cid)?
+/// The state of one extraction: the graph built so far and the IR values of the classes
+/// already in it.
+struct Extraction<'a, C: CostFunction<ENode>> {
+    eg: &'a OptEGraph,
+    ex: Extractor<'a, C, ENode, OptAnalysis>,
+    g: Graph,
+    inputs: Vec<Value>,
+    built: HashMap<Id, Vec<Value>>,
+    names: &'a HashMap<Id, String>,
+    used: HashSet<String>,
+    counter: usize,
+}
+
+impl<C: CostFunction<ENode>> Extraction<'_, C> {
+    /// The IR value of class `id`, building its best term first if needed.
+    fn value(&mut self, id: Id, depth: usize) -> Result<Value> {
+        let id = self.eg.find(id);
+        if let Some(v) = self.built.get(&id) {
+            return Ok(v[0]);
         }
-        Kind::Proj(i) => {
-            let tuple = eg.find(node.children[0]);
-            if !built.contains_key(&tuple) {
-                let tnode = ex.find_best_node(tuple).clone();
-                let Kind::Op(k) = &tnode.kind else {
-                    bail!("proj of a non-op")
-                };
-                let mut ch = vec![];
-                for &c in &tnode.children {
-                    ch.push(build(
-                        eg,
-                        ex,
-                        c,
-                        g,
-                        inputs,
-                        built,
-                        names,
-                        used,
-                        counter,
-                        depth + 1,
-                    )?);
+        if depth > 100_000 {
+            bail!("extraction recursed too deep");
+        }
+        let node = self.ex.find_best_node(id).clone();
+        let v = match &node.kind {
+            ENodeKind::Input(i) => self.inputs[*i],
+            ENodeKind::Const(cid) => {
+                let name = fresh(self.names.get(&id), &mut self.used, &mut self.counter);
+                self.g.add_const_ref(&name, *cid)?
+            }
+            ENodeKind::Proj(i) => {
+                let tuple = self.eg.find(node.children[0]);
+                if !self.built.contains_key(&tuple) {
+                    let tnode = self.ex.find_best_node(tuple).clone();
+                    let ENodeKind::Op(k) = &tnode.kind else {
+                        bail!("proj of a non-op")
+                    };
+                    let outs = self.op_node(tuple, &k.op, &tnode.children, depth)?;
+                    self.built.insert(tuple, outs);
                 }
-                let name = fresh(names.get(&tuple), used, counter);
-                let outs = g.add_node(&name, k.op.clone(), &ch)?;
-                built.insert(tuple, outs);
+                self.built[&tuple][*i]
             }
-            built[&tuple][*i]
+            ENodeKind::Op(k) => {
+                let outs = self.op_node(id, &k.op, &node.children, depth)?;
+                if outs.len() != 1 {
+                    self.built.insert(id, outs.clone());
+                    return Ok(outs[0]);
+                }
+                outs[0]
+            }
+        };
+        self.built.insert(id, vec![v]);
+        Ok(v)
+    }
+
+    /// Add `op` over the values of `children` as the node of class `id`.
+    fn op_node(&mut self, id: Id, op: &Op, children: &[Id], depth: usize) -> Result<Vec<Value>> {
+        let mut ch = vec![];
+        for &c in children {
+            ch.push(self.value(c, depth + 1)?);
         }
-        Kind::Op(k) => {
-            let mut ch = vec![];
-            for &c in &node.children {
-                ch.push(build(
-                    eg,
-                    ex,
-                    c,
-                    g,
-                    inputs,
-                    built,
-                    names,
-                    used,
-                    counter,
-                    depth + 1,
-                )?);
-            }
-            let name = fresh(names.get(&id), used, counter);
-            let outs = g.add_node(&name, k.op.clone(), &ch)?;
-            if outs.len() != 1 {
-                built.insert(id, outs.clone());
-                return Ok(outs[0]);
-            }
-            outs[0]
-        }
-    };
-    built.insert(id, vec![v]);
-    Ok(v)
+        let name = fresh(self.names.get(&id), &mut self.used, &mut self.counter);
+        self.g.add_node(&name, op.clone(), &ch)
+    }
 }
 
 /// A unique node name: the preferred one if free, else `n<k>`.

@@ -1,11 +1,13 @@
 //! The cost model: estimated seconds per node on a target.
 //!
 //! `cost = max(flops / flops_per_s, bytes / bytes_per_s) + kernel_overhead_s`.
-//! All machine constants live here.
+//! All machine constants live here; which formula prices an op is its
+//! [`optc_ir::CostClass`] in the op table.
 
 use crate::analysis::OptEGraph;
-use crate::lang::{ENode, Kind};
-use optc_ir::{Op, TensorType, UnaryOp};
+use crate::lang::{ENode, ENodeKind};
+use optc_ir::CostClass::{self, Transcendental};
+use optc_ir::{FusedStep, Op, TensorType};
 
 /// Machine constants of a target.
 #[derive(Clone, Debug)]
@@ -55,13 +57,9 @@ impl CostModel {
             let step_ops: f64 = steps
                 .iter()
                 .map(|s| match s {
-                    optc_ir::FusedStep::Unary(
-                        UnaryOp::Sigmoid
-                        | UnaryOp::Tanh
-                        | UnaryOp::Erf
-                        | UnaryOp::Exp
-                        | UnaryOp::Log,
-                    ) => self.transcendental_ops,
+                    FusedStep::Unary(u) if Op::Unary(u.clone()).info().cost == Transcendental => {
+                        self.transcendental_ops
+                    }
                     _ => 1.0,
                 })
                 .sum();
@@ -72,51 +70,47 @@ impl CostModel {
         let out_n: usize = outs.iter().map(|t| t.numel()).sum();
         let bytes: usize = ins.iter().map(|t| t.size_bytes()).sum::<usize>()
             + outs.iter().map(|t| t.size_bytes()).sum::<usize>();
-        let (dense, elem) = match op {
-            Op::MatMul => {
-                let k = ins
-                    .first()
-                    .and_then(|t| t.shape.last())
-                    .copied()
-                    .unwrap_or(1);
-                (2.0 * out_n as f64 * k as f64, 0.0)
-            }
-            Op::Gemm { trans_a, .. } => {
-                let a = ins.first().map(|t| t.shape.clone()).unwrap_or_default();
-                let k = if *trans_a { a.first() } else { a.get(1) }
-                    .copied()
-                    .unwrap_or(1);
-                (2.0 * out_n as f64 * k as f64, out_n as f64)
-            }
-            Op::Conv { window, .. } => {
-                let cin_g = ins
-                    .get(1)
-                    .and_then(|w| w.shape.get(1))
-                    .copied()
-                    .unwrap_or(1);
-                let k: usize = window.kernel.iter().product();
-                (2.0 * out_n as f64 * (cin_g * k) as f64, out_n as f64)
-            }
-            Op::Unary(u) => {
-                let t = match u {
-                    UnaryOp::Sigmoid
-                    | UnaryOp::Tanh
-                    | UnaryOp::Erf
-                    | UnaryOp::Exp
-                    | UnaryOp::Log => self.transcendental_ops,
-                    _ => 1.0,
-                };
-                (0.0, t * out_n as f64)
-            }
-            Op::Softmax { .. } => (0.0, (self.transcendental_ops + 3.0) * out_n as f64),
-            Op::LayerNorm { .. } | Op::BatchNorm { .. } => (0.0, 6.0 * out_n as f64),
-            Op::Binary(_) | Op::Where | Op::Cast { .. } => (0.0, out_n as f64),
-            Op::MaxPool { window } | Op::AveragePool { window, .. } => (
-                0.0,
-                (out_n * window.kernel.iter().product::<usize>()) as f64,
-            ),
-            Op::Reduce { .. } => (0.0, ins.first().map(|t| t.numel()).unwrap_or(0) as f64),
-            _ => (0.0, 0.0),
+        let (dense, elem) = match op.info().cost {
+            CostClass::Dense => match op {
+                Op::MatMul => {
+                    let k = ins
+                        .first()
+                        .and_then(|t| t.shape.last())
+                        .copied()
+                        .unwrap_or(1);
+                    (2.0 * out_n as f64 * k as f64, 0.0)
+                }
+                Op::Gemm { trans_a, .. } => {
+                    let a = ins.first().map(|t| t.shape.clone()).unwrap_or_default();
+                    let k = if *trans_a { a.first() } else { a.get(1) }
+                        .copied()
+                        .unwrap_or(1);
+                    (2.0 * out_n as f64 * k as f64, out_n as f64)
+                }
+                Op::Conv { window, .. } => {
+                    let cin_g = ins
+                        .get(1)
+                        .and_then(|w| w.shape.get(1))
+                        .copied()
+                        .unwrap_or(1);
+                    let k: usize = window.kernel.iter().product();
+                    (2.0 * out_n as f64 * (cin_g * k) as f64, out_n as f64)
+                }
+                _ => (0.0, 0.0),
+            },
+            CostClass::Elementwise => (0.0, out_n as f64),
+            Transcendental => (0.0, self.transcendental_ops * out_n as f64),
+            CostClass::Softmax => (0.0, (self.transcendental_ops + 3.0) * out_n as f64),
+            CostClass::Normalization => (0.0, 6.0 * out_n as f64),
+            CostClass::Window => match op {
+                Op::MaxPool { window } | Op::AveragePool { window, .. } => (
+                    0.0,
+                    (out_n * window.kernel.iter().product::<usize>()) as f64,
+                ),
+                _ => (0.0, 0.0),
+            },
+            CostClass::Reduction => (0.0, ins.first().map(|t| t.numel()).unwrap_or(0) as f64),
+            CostClass::Memory | CostClass::Fused => (0.0, 0.0),
         };
         let compute = dense / self.dense_flops_per_s + elem / self.elementwise_per_s;
         compute.max(bytes as f64 / self.bytes_per_s) + self.kernel_overhead_s
@@ -134,8 +128,8 @@ impl egg::CostFunction<ENode> for EGraphCost<'_> {
     type Cost = f64;
     fn cost<C: FnMut(egg::Id) -> f64>(&mut self, enode: &ENode, mut costs: C) -> f64 {
         let own = match &enode.kind {
-            Kind::Input(_) | Kind::Const(_) | Kind::Proj(_) => 0.0,
-            Kind::Op(k) => {
+            ENodeKind::Input(_) | ENodeKind::Const(_) | ENodeKind::Proj(_) => 0.0,
+            ENodeKind::Op(k) => {
                 let ins: Option<Vec<&TensorType>> = enode
                     .children
                     .iter()

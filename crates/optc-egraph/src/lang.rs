@@ -1,7 +1,10 @@
 //! The e-graph language: one e-node per IR op, attributes included.
+//!
+//! Op names in `.rules` files come from the op table (`optc_ir::OpKind::from_name`); see
+//! [`crate::pattern`].
 
 use egg::{Id, Language};
-use optc_ir::{BinaryOp, ConstId, Op, UnaryOp};
+use optc_ir::{ConstId, Op};
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -44,9 +47,9 @@ impl Ord for OpKey {
     }
 }
 
-/// What an e-node computes.
+/// What an e-node computes (its operator; the children are its operands).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
+pub enum ENodeKind {
     /// Graph input number n.
     Input(usize),
     /// A constant from the optimizer's constant table.
@@ -60,22 +63,31 @@ pub enum Kind {
 /// An e-node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ENode {
-    pub kind: Kind,
+    pub kind: ENodeKind,
     pub children: Vec<Id>,
 }
 
 impl ENode {
-    pub fn op(op: Op, children: Vec<Id>) -> ENode {
+    /// An e-node computing `op` on `children`.
+    pub fn from_op(op: Op, children: Vec<Id>) -> ENode {
         ENode {
-            kind: Kind::Op(OpKey::new(op)),
+            kind: ENodeKind::Op(OpKey::new(op)),
             children,
+        }
+    }
+
+    /// The IR op this e-node computes, unless it is an input, a constant or a projection.
+    pub fn op(&self) -> Option<&Op> {
+        match &self.kind {
+            ENodeKind::Op(k) => Some(&k.op),
+            _ => None,
         }
     }
 }
 
 impl Language for ENode {
-    type Discriminant = Kind;
-    fn discriminant(&self) -> Kind {
+    type Discriminant = ENodeKind;
+    fn discriminant(&self) -> ENodeKind {
         self.kind.clone()
     }
     fn matches(&self, other: &Self) -> bool {
@@ -92,86 +104,10 @@ impl Language for ENode {
 impl fmt::Display for ENode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Input(i) => write!(f, "input{i}"),
-            Kind::Const(c) => write!(f, "c{}", c.0),
-            Kind::Proj(i) => write!(f, "proj{i}"),
-            Kind::Op(k) => f.write_str(op_symbol(&k.op).as_deref().unwrap_or(k.op.name())),
-        }
-    }
-}
-
-/// The ops a `.rules` file may name, by their text-format name: those without
-/// attributes. Ops with attributes are matched by conditional rules written in Rust.
-pub fn op_from_name(name: &str) -> Option<Op> {
-    use BinaryOp as B;
-    use UnaryOp as U;
-    Some(match name {
-        "identity" => Op::Unary(U::Identity),
-        "relu" => Op::Unary(U::Relu),
-        "sigmoid" => Op::Unary(U::Sigmoid),
-        "hard_swish" => Op::Unary(U::HardSwish),
-        "tanh" => Op::Unary(U::Tanh),
-        "erf" => Op::Unary(U::Erf),
-        "exp" => Op::Unary(U::Exp),
-        "log" => Op::Unary(U::Log),
-        "sqrt" => Op::Unary(U::Sqrt),
-        "neg" => Op::Unary(U::Neg),
-        "abs" => Op::Unary(U::Abs),
-        "not" => Op::Unary(U::Not),
-        "is_nan" => Op::Unary(U::IsNaN),
-        "add" => Op::Binary(B::Add),
-        "sub" => Op::Binary(B::Sub),
-        "mul" => Op::Binary(B::Mul),
-        "div" => Op::Binary(B::Div),
-        "pow" => Op::Binary(B::Pow),
-        "max" => Op::Binary(B::Max),
-        "min" => Op::Binary(B::Min),
-        "equal" => Op::Binary(B::Equal),
-        "greater" => Op::Binary(B::Greater),
-        "less" => Op::Binary(B::Less),
-        "greater_or_equal" => Op::Binary(B::GreaterOrEqual),
-        "less_or_equal" => Op::Binary(B::LessOrEqual),
-        "and" => Op::Binary(B::And),
-        "or" => Op::Binary(B::Or),
-        "where" => Op::Where,
-        "matmul" => Op::MatMul,
-        _ => return None,
-    })
-}
-
-/// The rule-file name of an op, when it has one (see [`op_from_name`]).
-pub fn op_symbol(op: &Op) -> Option<String> {
-    let n = op.name();
-    match op_from_name(n) {
-        Some(o) if &o == op => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-impl egg::FromOp for ENode {
-    type Error = String;
-    fn from_op(op: &str, children: Vec<Id>) -> Result<Self, String> {
-        if let Some(i) = op.strip_prefix("proj").and_then(|s| s.parse().ok()) {
-            return Ok(ENode {
-                kind: Kind::Proj(i),
-                children,
-            });
-        }
-        match op_from_name(op) {
-            Some(o) => {
-                let (lo, hi) = o.arity();
-                if children.len() < lo || children.len() > hi {
-                    return Err(format!(
-                        "{op} takes {lo}..={hi} operands, got {}",
-                        children.len()
-                    ));
-                }
-                Ok(ENode::op(o, children))
-            }
-            None => Err(format!(
-                "unknown op '{op}' in a rule (rule files can name ops without attributes; \
-                 write rules over ops with attributes in Rust)"
-            )),
+            ENodeKind::Input(i) => write!(f, "input{i}"),
+            ENodeKind::Const(c) => write!(f, "c{}", c.0),
+            ENodeKind::Proj(i) => write!(f, "proj{i}"),
+            ENodeKind::Op(k) => f.write_str(k.op.name()),
         }
     }
 }

@@ -4,8 +4,11 @@
 //! - [`lang`]: one e-node per IR op (attributes included), `Proj` for multi-output ops.
 //! - [`analysis`]: dtype/shape per e-class, constants, folding through the interpreter.
 //! - [`convert`]: IR → e-graph → IR.
-//! - [`rules`]: `.rules` files (s-expressions) and conditional rules in Rust, all
-//!   type-guarded.
+//! - [`rules`]: a pass's rules (data or Rust), all type-guarded; [`FnRule`] for Rust.
+//! - [`rule_file`], [`pattern`]: rules as data (`.rules` files): syntax, matching with
+//!   attributes, building.
+//! - [`soundness`]: checking a rule on random instances against the reference interpreter.
+//! - [`query`]: what rules ask the e-graph (ops in a class, types, constants).
 //! - [`cost`]: the cost model.
 //! - [`Pass`], [`optimize`]: passes by level, phases, stats for `optc explain`.
 
@@ -13,13 +16,18 @@ pub mod analysis;
 pub mod convert;
 pub mod cost;
 pub mod lang;
+pub mod pattern;
+pub mod query;
+pub mod rule_file;
 pub mod rules;
+pub mod soundness;
 
 pub use egg;
 
 pub use analysis::{single_user, Data, OptAnalysis, OptEGraph};
 pub use cost::{CostModel, EGraphCost};
-pub use lang::{ENode, Kind, OpKey};
+pub use lang::{ENode, ENodeKind, OpKey};
+pub use pattern::DataRule;
 pub use rules::{Build, FnRule, Rule};
 
 use optc_ir::{Graph, IrError, Result};
@@ -37,8 +45,8 @@ pub struct Pass {
     /// folding happens in the e-class analysis).
     pub folds: bool,
     pub rules: Vec<Rule>,
-    /// Soundness cases: for each rule, graphs its left side matches. The soundness test
-    /// fails for a rule without one (`.rules` rules are instantiated automatically).
+    /// Soundness cases of the Rust rules: for each, graphs it fires on. The soundness test
+    /// fails for a Rust rule without one (rules as data are instantiated automatically).
     pub cases: Vec<Case>,
 }
 
@@ -137,7 +145,10 @@ pub fn run_phase(
     let t0 = Instant::now();
     let folds = passes.iter().any(|p| p.folds);
     let mut conv = convert::to_egraph(graph, if folds { 4096 } else { 0 })?;
-    let rules: Vec<&Rule> = passes.iter().flat_map(|p| p.rules.iter()).collect();
+    let rules: Vec<&egg::Rewrite<ENode, OptAnalysis>> = passes
+        .iter()
+        .flat_map(|p| p.rules.iter().map(|r| &r.rewrite))
+        .collect();
     let egraph = std::mem::take(&mut conv.egraph);
     let runner = egg::Runner::default()
         .with_egraph(egraph)

@@ -1,11 +1,13 @@
-//! Rules: s-expression rules from `.rules` files, and conditional rules written in Rust.
+//! Rules: rules as data (`.rules` files, see [`crate::pattern`]) and rules written in Rust
+//! ([`FnRule`]), both run as egg rewrites.
 //!
 //! Every rule is type-guarded: a rewrite only fires when the new term has exactly the
 //! dtype and shape of the class it joins (broadcasting can change shapes, e.g. `x * 1`
 //! with a larger `1`).
 
 use crate::analysis::{OptAnalysis, OptEGraph};
-use crate::lang::{ENode, Kind};
+use crate::lang::{ENode, ENodeKind};
+use crate::pattern::DataRule;
 use egg::{
     Applier, ENodeOrVar, Id, Language, Pattern, PatternAst, Rewrite, SearchMatches, Searcher,
     Subst, Symbol, Var,
@@ -13,13 +15,27 @@ use egg::{
 use optc_ir::{Op, Tensor, TensorType};
 use std::sync::Arc;
 
-pub type Rule = Rewrite<ENode, OptAnalysis>;
+/// A rule of a pass: the rewrite the e-graph runs, and for a rule written as data, the rule
+/// as written (the soundness check instantiates it; a Rust rule needs a `Case` instead).
+#[derive(Clone)]
+pub struct Rule {
+    pub rewrite: Rewrite<ENode, OptAnalysis>,
+    pub data: Option<Arc<DataRule>>,
+}
 
-/// A term to build: an existing class, an op over terms, or a new constant.
+impl Rule {
+    pub fn name(&self) -> &str {
+        self.rewrite.name.as_str()
+    }
+}
+
+/// A term to build: an existing class, an op over terms, output `i` of a multi-output
+/// term, or a new constant.
 #[derive(Clone, Debug)]
 pub enum Build {
     Class(Id),
     Node(Op, Vec<Build>),
+    Proj(usize, Box<Build>),
     Const(Tensor),
 }
 
@@ -40,6 +56,7 @@ pub fn build_types(eg: &OptEGraph, b: &Build) -> Option<Vec<TensorType>> {
             let refs: Vec<&TensorType> = tys.iter().collect();
             op.infer(&refs).ok()
         }
+        Build::Proj(i, inner) => Some(vec![build_types(eg, inner)?.get(*i)?.clone()]),
     }
 }
 
@@ -50,70 +67,61 @@ pub fn add_build(eg: &mut OptEGraph, b: &Build) -> Id {
         Build::Const(t) => {
             let c = eg.analysis.intern(t.clone());
             eg.add(ENode {
-                kind: Kind::Const(c),
+                kind: ENodeKind::Const(c),
                 children: vec![],
             })
         }
         Build::Node(op, ch) => {
             let children = ch.iter().map(|c| add_build(eg, c)).collect();
-            eg.add(ENode::op(op.clone(), children))
+            eg.add(ENode::from_op(op.clone(), children))
+        }
+        Build::Proj(i, inner) => {
+            let tuple = add_build(eg, inner);
+            eg.add(ENode {
+                kind: ENodeKind::Proj(*i),
+                children: vec![tuple],
+            })
         }
     }
 }
 
-/// The constant tensor of a class, if it is one.
-pub fn const_of(eg: &OptEGraph, id: Id) -> Option<Arc<Tensor>> {
-    eg[id].data.konst.map(|c| eg.analysis.tensor(c).clone())
+/// The type guard: whether `b` may join class `class`: it has exactly the class's types,
+/// and it is not the class itself (a no-op rewrite is not a match).
+pub fn type_guard(eg: &OptEGraph, class: Id, b: &Build) -> bool {
+    build_types(eg, b).as_ref() == Some(&eg[class].data.types)
+        && !matches!(b, Build::Class(c) if eg.find(*c) == eg.find(class))
 }
 
-/// `f(egraph, class, node)`: the rewrite of `node` (in e-class `class`), if any.
-type RuleFn = dyn Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync;
-
-/// A conditional rule in Rust: for each e-node, `f` decides whether it rewrites and to what.
-pub struct FnRule {
-    f: Arc<RuleFn>,
+/// A rule that says, for an e-class, what to rewrite it to (each result type-guarded).
+pub(crate) trait ClassRewrite: Send + Sync + 'static {
+    fn results(&self, eg: &OptEGraph, class: Id) -> Vec<Build>;
 }
 
-impl FnRule {
-    /// Make a rewrite named `name` from `f`.
-    pub fn rewrite(
-        name: &str,
-        f: impl Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync + 'static,
-    ) -> Rule {
-        let f: Arc<RuleFn> = Arc::new(f);
-        Rewrite::new(name, FnRule { f: f.clone() }, FnRule { f })
-            .expect("FnRule binds no variables")
-    }
+/// A [`ClassRewrite`] as egg's searcher and applier: the search reports each class the rule
+/// rewrites (once, with an empty substitution), the applier adds every result there.
+pub(crate) struct ByClass<R>(pub Arc<R>);
 
-    fn results(&self, eg: &OptEGraph, eclass: Id) -> Vec<Build> {
-        let want = &eg[eclass].data.types;
-        eg[eclass]
-            .nodes
-            .iter()
-            .filter_map(|n| (self.f)(eg, eclass, n))
-            .filter(|b| {
-                // type guard, and no-op rewrites into the same class are not matches
-                build_types(eg, b).as_ref() == Some(want)
-                    && !matches!(b, Build::Class(c) if eg.find(*c) == eg.find(eclass))
-            })
-            .collect()
+impl<R: ClassRewrite> ByClass<R> {
+    /// The rewrite named `name` running `rule`.
+    pub(crate) fn rewrite(name: &str, rule: Arc<R>) -> Rewrite<ENode, OptAnalysis> {
+        Rewrite::new(name, ByClass(rule.clone()), ByClass(rule))
+            .expect("a ClassRewrite binds no variables")
     }
 }
 
-impl Searcher<ENode, OptAnalysis> for FnRule {
+impl<R: ClassRewrite> Searcher<ENode, OptAnalysis> for ByClass<R> {
     fn search_eclass_with_limit(
         &self,
         eg: &OptEGraph,
         eclass: Id,
         limit: usize,
     ) -> Option<SearchMatches<'_, ENode>> {
-        let n = self.results(eg, eclass).len().min(limit);
-        if n == 0 {
+        if limit == 0 || self.0.results(eg, eclass).is_empty() {
             return None;
         }
         Some(SearchMatches {
             eclass,
-            substs: vec![Subst::default(); 1],
+            substs: vec![Subst::default()],
             ast: None,
         })
     }
@@ -122,7 +130,7 @@ impl Searcher<ENode, OptAnalysis> for FnRule {
     }
 }
 
-impl Applier<ENode, OptAnalysis> for FnRule {
+impl<R: ClassRewrite> Applier<ENode, OptAnalysis> for ByClass<R> {
     fn apply_one(
         &self,
         eg: &mut OptEGraph,
@@ -132,13 +140,45 @@ impl Applier<ENode, OptAnalysis> for FnRule {
         _: Symbol,
     ) -> Vec<Id> {
         let mut changed = vec![];
-        for b in self.results(eg, eclass) {
+        for b in self.0.results(eg, eclass) {
             let id = add_build(eg, &b);
             if eg.union(eclass, id) {
                 changed.push(id);
             }
         }
         changed
+    }
+}
+
+/// `f(egraph, class, node)`: the rewrite of `node` (in e-class `class`), if any.
+type RuleFn = dyn Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync;
+
+/// A conditional rule in Rust: for each e-node, `f` decides whether it rewrites and to what.
+pub struct FnRule {
+    f: Box<RuleFn>,
+}
+
+impl FnRule {
+    /// Make a rewrite named `name` from `f`.
+    pub fn rewrite(
+        name: &str,
+        f: impl Fn(&OptEGraph, Id, &ENode) -> Option<Build> + Send + Sync + 'static,
+    ) -> Rule {
+        Rule {
+            rewrite: ByClass::rewrite(name, Arc::new(FnRule { f: Box::new(f) })),
+            data: None,
+        }
+    }
+}
+
+impl ClassRewrite for FnRule {
+    fn results(&self, eg: &OptEGraph, eclass: Id) -> Vec<Build> {
+        eg[eclass]
+            .nodes
+            .iter()
+            .filter_map(|n| (self.f)(eg, eclass, n))
+            .filter(|b| type_guard(eg, eclass, b))
+            .collect()
     }
 }
 
@@ -154,7 +194,7 @@ fn pattern_types(
         let t = match n {
             ENodeOrVar::Var(v) => eg[*subst.get(*v)?].data.types.clone(),
             ENodeOrVar::ENode(e) => match &e.kind {
-                Kind::Op(k) => {
+                ENodeKind::Op(k) => {
                     let ins: Option<Vec<&TensorType>> = e
                         .children()
                         .iter()
@@ -165,9 +205,9 @@ fn pattern_types(
                         .collect();
                     k.op.infer(&ins?).ok()?
                 }
-                Kind::Proj(i) => vec![tys[usize::from(e.children[0])].get(*i)?.clone()],
-                Kind::Input(i) => vec![eg.analysis.input_types.get(*i)?.clone()],
-                Kind::Const(c) => vec![eg.analysis.consts.get(c.0 as usize)?.ty()],
+                ENodeKind::Proj(i) => vec![tys[usize::from(e.children[0])].get(*i)?.clone()],
+                ENodeKind::Input(i) => vec![eg.analysis.input_types.get(*i)?.clone()],
+                ENodeKind::Const(c) => vec![eg.analysis.consts.get(c.0 as usize)?.ty()],
             },
         };
         if t.is_empty() {
@@ -203,75 +243,10 @@ impl Applier<ENode, OptAnalysis> for TypedPattern {
     }
 }
 
-/// An s-expression rule as written in a `.rules` file.
-#[derive(Clone, Debug)]
-pub struct RuleText {
-    pub name: String,
-    pub lhs: String,
-    pub rhs: String,
-}
-
-/// Parse a `.rules` file. Lines: `name: LHS => RHS` or `name: LHS <=> RHS` (both
-/// directions; the reverse is named `name-rev`); `#` starts a comment. Errors carry the
-/// origin and line number.
-pub fn parse_rules(text: &str, origin: &str) -> Result<Vec<RuleText>, String> {
-    let mut out = vec![];
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let at = |m: &str| format!("{origin}:{}: {m}", i + 1);
-        let (name, body) = line
-            .split_once(':')
-            .ok_or_else(|| at("expected `name: lhs => rhs`"))?;
-        let name = name.trim();
-        if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(at("a rule name is one word"));
-        }
-        let (lhs, rhs, both) = if let Some((l, r)) = body.split_once("<=>") {
-            (l, r, true)
-        } else if let Some((l, r)) = body.split_once("=>") {
-            (l, r, false)
-        } else {
-            return Err(at("expected `=>` or `<=>`"));
-        };
-        let (lhs, rhs) = (lhs.trim().to_string(), rhs.trim().to_string());
-        for side in [&lhs, &rhs] {
-            side.parse::<Pattern<ENode>>()
-                .map_err(|e| at(&format!("{e}")))?;
-        }
-        if both {
-            out.push(RuleText {
-                name: format!("{name}-rev"),
-                lhs: rhs.clone(),
-                rhs: lhs.clone(),
-            });
-        }
-        out.push(RuleText {
-            name: name.to_string(),
-            lhs,
-            rhs,
-        });
-    }
-    let mut seen = std::collections::HashSet::new();
-    for r in &out {
-        if !seen.insert(r.name.clone()) {
-            return Err(format!("{origin}: rule {} is defined twice", r.name));
-        }
-    }
-    Ok(out)
-}
-
-/// Turn parsed rule text into a type-guarded rewrite.
-pub fn to_rewrite(r: &RuleText) -> Result<Rule, String> {
-    let lhs: Pattern<ENode> = r.lhs.parse().map_err(|e| format!("rule {}: {e}", r.name))?;
-    let rhs: Pattern<ENode> = r.rhs.parse().map_err(|e| format!("rule {}: {e}", r.name))?;
-    Rewrite::new(r.name.as_str(), lhs, TypedPattern { rhs })
-        .map_err(|e| format!("rule {}: {e}", r.name))
-}
-
-/// Parse a `.rules` file into rewrites.
+/// Parse a `.rules` file into rules (see [`crate::rule_file`] for the syntax).
 pub fn load_rules(text: &str, origin: &str) -> Result<Vec<Rule>, String> {
-    parse_rules(text, origin)?.iter().map(to_rewrite).collect()
+    crate::rule_file::parse_rules(text, origin)?
+        .into_iter()
+        .map(DataRule::to_rule)
+        .collect()
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`Graph`]: a `petgraph` dataflow graph of [`Node`]s, each holding an [`Op`].
 //! - [`Op`]: every operator, with its shape/dtype inference ([`Op::infer`]).
+//! - [`op_table`]: every kind of op once: name, arity, attributes ([`attr`]), properties.
 //! - [`Tensor`]: constants and values; constants live in [`Graph::consts`].
 //! - [`interp`]: the reference interpreter that defines each op's semantics.
 //! - [`text`]: the deterministic text format (printer and parser).
@@ -10,12 +11,15 @@ mod dtype;
 mod error;
 mod graph;
 mod op;
+pub mod op_table;
 mod tensor;
 
+pub mod attr;
 pub mod dot;
 pub mod interp;
 pub mod text;
 
+pub use attr::{AttrSpec, AttrText, AttrType, AttrValue, Attrs};
 pub use dtype::DType;
 pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, GraphInput, GraphOutput, Node, NodeId, Value};
@@ -23,4 +27,5 @@ pub use op::{
     broadcast_shapes, BinaryOp, ConstId, FusedStep, Op, PadMode, ReduceKind, SliceDim, TensorType,
     UnaryOp, Window,
 };
+pub use op_table::{CostClass, Family, OpInfo, OpKind, Prop, OPS};
 pub use tensor::{checked_numel, numel, strides, Data, Tensor};

@@ -48,11 +48,11 @@
 //! inline tensor defined for `ci`, else `consts[i]`, else (for an id no node refers to) an
 //! empty placeholder `f32[0]`; its length is `max(consts.len(), highest id + 1)`.
 
+use crate::attr::AttrText;
 use crate::{
-    bail, ConstId, DType, Data, Graph, IrError, NodeId, Op, PadMode, ReduceKind, Result, SliceDim,
-    Tensor, TensorType, UnaryOp, Value, Window,
+    bail, AttrValue, Attrs, ConstId, DType, Data, Family, FusedStep, Graph, IrError, Node, NodeId,
+    Op, OpKind, Result, Tensor, TensorType, Value,
 };
-use crate::{BinaryOp, Node};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::Arc;
@@ -97,11 +97,6 @@ fn fmt_f32(x: f32) -> String {
     format!("{x:?}")
 }
 
-fn fmt_list<T: std::fmt::Display>(v: &[T]) -> String {
-    let parts: Vec<String> = v.iter().map(|x| x.to_string()).collect();
-    format!("[{}]", parts.join(","))
-}
-
 fn fmt_data(d: &Data) -> String {
     let parts: Vec<String> = match d {
         Data::F32(v) => v.iter().map(|&x| fmt_f32(x)).collect(),
@@ -114,40 +109,20 @@ fn fmt_data(d: &Data) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-fn window_attrs(w: &Window, pool: bool) -> Vec<(&'static str, String)> {
-    let mut a = vec![
-        ("kernel", fmt_list(&w.kernel)),
-        ("strides", fmt_list(&w.strides)),
-        ("pads", fmt_list(&w.pads)),
-        ("dilations", fmt_list(&w.dilations)),
-    ];
-    if pool {
-        a.push(("ceil_mode", w.ceil_mode.to_string()));
-    }
-    a
-}
-
-fn pad_mode_name(m: PadMode) -> &'static str {
-    match m {
-        PadMode::Constant => "constant",
-        PadMode::Reflect => "reflect",
-        PadMode::Edge => "edge",
-    }
-}
-
-/// The attributes of an op, in print order.
-/// A fused step as one word: `relu`, `clip+0.0+6.0`, `add+3`, `sub+3+swap`.
-fn step_word(st: &crate::FusedStep) -> String {
+/// A fused step as one word: `relu`, `clip+0.0+6.0`, `add+3`, `sub+3+swap` (a unary step's
+/// attribute values follow its name in table order).
+fn step_word(st: &FusedStep) -> String {
     match st {
-        crate::FusedStep::Unary(u) => {
-            let mut w = Op::Unary(u.clone()).name().to_string();
-            for (_, v) in op_attrs(&Op::Unary(u.clone())) {
+        FusedStep::Unary(u) => {
+            let op = Op::Unary(u.clone());
+            let mut w = op.name().to_string();
+            for (_, v) in op.attrs() {
                 w.push('+');
-                w.push_str(&v);
+                w.push_str(&v.to_string());
             }
             w
         }
-        crate::FusedStep::Binary { op, input, swap } => {
+        FusedStep::Binary { op, input, swap } => {
             let mut w = format!("{}+{input}", Op::Binary(*op).name());
             if *swap {
                 w.push_str("+swap");
@@ -157,42 +132,48 @@ fn step_word(st: &crate::FusedStep) -> String {
     }
 }
 
-fn parse_step(w: &str) -> Result<crate::FusedStep> {
+fn parse_step(w: &str) -> Result<FusedStep> {
     let parts: Vec<&str> = w.split('+').collect();
-    let f = |i: usize| -> Result<f32> {
-        match parts.get(i) {
-            Some(p) => parse_num(p, "steps", "a number"),
-            None => bail!("fused step '{w}' is missing a parameter"),
-        }
+    let Some(kind) = OpKind::from_name(parts[0]) else {
+        bail!("unknown op '{}'", parts[0]);
     };
-    let unary = |u: UnaryOp| Ok(crate::FusedStep::Unary(u));
-    let mut attrs = Attrs {
-        op: parts[0].to_string(),
-        map: HashMap::new(),
-    };
-    match parts[0] {
-        "leaky_relu" => unary(UnaryOp::LeakyRelu { alpha: f(1)? }),
-        "clip" => unary(UnaryOp::Clip {
-            min: f(1)?,
-            max: f(2)?,
-        }),
-        "hard_sigmoid" => unary(UnaryOp::HardSigmoid {
-            alpha: f(1)?,
-            beta: f(2)?,
-        }),
-        name => match build_op(name, &mut attrs)? {
-            Op::Unary(u) if parts.len() == 1 => unary(u),
-            Op::Binary(op) if parts.len() >= 2 && parts.len() <= 3 => {
-                let input = parse_num(parts[1], "steps", "an input index")?;
-                let swap = match parts.get(2) {
-                    None => false,
-                    Some(&"swap") => true,
-                    Some(o) => bail!("fused step '{w}': expected 'swap', found '{o}'"),
-                };
-                Ok(crate::FusedStep::Binary { op, input, swap })
+    match kind.info().family {
+        Family::Unary => {
+            let specs = kind.attr_specs();
+            if parts.len() - 1 < specs.len() {
+                bail!("fused step '{w}' is missing a parameter");
             }
-            _ => bail!("'{w}' is not a fused step"),
-        },
+            if parts.len() - 1 > specs.len() {
+                bail!("'{w}' is not a fused step");
+            }
+            let mut attrs = Attrs::new(parts[0]);
+            for (s, p) in specs.iter().zip(&parts[1..]) {
+                attrs.insert(
+                    s.key,
+                    AttrValue::parse(s.key, s.ty, &AttrText::Word(p.to_string()))?,
+                )?;
+            }
+            match kind.build(attrs)? {
+                Op::Unary(u) => Ok(FusedStep::Unary(u)),
+                _ => bail!("'{w}' is not a fused step"),
+            }
+        }
+        Family::Binary if parts.len() >= 2 && parts.len() <= 3 => {
+            let Op::Binary(op) = kind.build(Attrs::new(parts[0]))? else {
+                bail!("'{w}' is not a fused step");
+            };
+            let input = match parts[1].parse() {
+                Ok(i) => i,
+                Err(_) => bail!("attribute steps: '{}' is not an input index", parts[1]),
+            };
+            let swap = match parts.get(2) {
+                None => false,
+                Some(&"swap") => true,
+                Some(o) => bail!("fused step '{w}': expected 'swap', found '{o}'"),
+            };
+            Ok(FusedStep::Binary { op, input, swap })
+        }
+        _ => bail!("'{w}' is not a fused step"),
     }
 }
 
@@ -204,6 +185,8 @@ fn op_word(op: &Op) -> String {
     }
 }
 
+/// The attributes of an op, in print order: the table's, and for a fused op its base's,
+/// `base_inputs` and `steps`.
 fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
     match op {
         Op::Fused {
@@ -217,68 +200,11 @@ fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
             a.push(("steps", format!("[{}]", words.join(", "))));
             a
         }
-        Op::Input { .. } | Op::Constant { .. } | Op::Where | Op::MatMul | Op::Binary(_) => vec![],
-        Op::Unary(u) => match u {
-            UnaryOp::LeakyRelu { alpha } => vec![("alpha", fmt_f32(*alpha))],
-            UnaryOp::Clip { min, max } => vec![("min", fmt_f32(*min)), ("max", fmt_f32(*max))],
-            UnaryOp::HardSigmoid { alpha, beta } => {
-                vec![("alpha", fmt_f32(*alpha)), ("beta", fmt_f32(*beta))]
-            }
-            _ => vec![],
-        },
-        Op::Cast { to } => vec![("to", to.name().to_string())],
-        Op::Gemm {
-            alpha,
-            beta,
-            trans_a,
-            trans_b,
-        } => vec![
-            ("alpha", fmt_f32(*alpha)),
-            ("beta", fmt_f32(*beta)),
-            ("trans_a", trans_a.to_string()),
-            ("trans_b", trans_b.to_string()),
-        ],
-        Op::Conv { window, group } => {
-            let mut a = window_attrs(window, false);
-            a.push(("group", group.to_string()));
-            a
-        }
-        Op::BatchNorm { epsilon } => vec![("epsilon", fmt_f32(*epsilon))],
-        Op::MaxPool { window } => window_attrs(window, true),
-        Op::AveragePool {
-            window,
-            count_include_pad,
-        } => {
-            let mut a = window_attrs(window, true);
-            a.push(("count_include_pad", count_include_pad.to_string()));
-            a
-        }
-        Op::Reduce { axes, keepdims, .. } => {
-            vec![("axes", fmt_list(axes)), ("keepdims", keepdims.to_string())]
-        }
-        Op::Softmax { axis } => vec![("axis", axis.to_string())],
-        Op::LayerNorm { axis, epsilon } => {
-            vec![("axis", axis.to_string()), ("epsilon", fmt_f32(*epsilon))]
-        }
-        Op::Reshape { shape } | Op::Expand { shape } => vec![("shape", fmt_list(shape))],
-        Op::Transpose { perm } => vec![("perm", fmt_list(perm))],
-        Op::Concat { axis } | Op::Gather { axis } => vec![("axis", axis.to_string())],
-        Op::Split { axis, sizes } => vec![("axis", axis.to_string()), ("sizes", fmt_list(sizes))],
-        Op::Slice { dims } => {
-            let starts: Vec<i64> = dims.iter().map(|d| d.start).collect();
-            let steps: Vec<i64> = dims.iter().map(|d| d.step).collect();
-            let lens: Vec<usize> = dims.iter().map(|d| d.len).collect();
-            vec![
-                ("starts", fmt_list(&starts)),
-                ("steps", fmt_list(&steps)),
-                ("lens", fmt_list(&lens)),
-            ]
-        }
-        Op::Pad { pads, mode, value } => vec![
-            ("pads", fmt_list(pads)),
-            ("mode", pad_mode_name(*mode).to_string()),
-            ("value", fmt_f32(*value)),
-        ],
+        _ => op
+            .attrs()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect(),
     }
 }
 
@@ -608,242 +534,62 @@ impl<'a> Cur<'a> {
     }
 }
 
-enum AttrVal {
-    Word(String),
-    List(Vec<String>),
-}
-
-/// Attributes of one node, consumed by the op builder; leftovers are an error.
-struct Attrs {
-    op: String,
-    map: HashMap<String, AttrVal>,
-}
-
-fn parse_num<T: std::str::FromStr>(s: &str, key: &str, what: &str) -> Result<T> {
-    match s.parse() {
-        Ok(v) => Ok(v),
-        Err(_) => bail!("attribute {key}: '{s}' is not {what}"),
-    }
-}
-
-impl Attrs {
-    fn take(&mut self, key: &str) -> Result<AttrVal> {
-        match self.map.remove(key) {
+/// Build the op written `word` with attributes `raw` (as text): the op table gives the
+/// attributes' types. `fused.<base>` takes its base's attributes plus `base_inputs` and
+/// `steps`.
+fn build_op(word: &str, mut raw: HashMap<String, AttrText>) -> Result<Op> {
+    if let Some(base) = word.strip_prefix("fused.") {
+        let mut take = |key: &str| match raw.remove(key) {
             Some(v) => Ok(v),
-            None => bail!("{} needs attribute '{}'", self.op, key),
-        }
-    }
-    fn word(&mut self, key: &str) -> Result<String> {
-        match self.take(key)? {
-            AttrVal::Word(w) => Ok(w),
-            AttrVal::List(_) => bail!("attribute {key} must be a single value, not a list"),
-        }
-    }
-    fn list(&mut self, key: &str) -> Result<Vec<String>> {
-        match self.take(key)? {
-            AttrVal::List(l) => Ok(l),
-            AttrVal::Word(_) => bail!("attribute {key} must be a list [..]"),
-        }
-    }
-    fn usize(&mut self, key: &str) -> Result<usize> {
-        parse_num(&self.word(key)?, key, "a non-negative integer")
-    }
-    fn f32(&mut self, key: &str) -> Result<f32> {
-        parse_num(&self.word(key)?, key, "a number")
-    }
-    fn bool(&mut self, key: &str) -> Result<bool> {
-        parse_num(&self.word(key)?, key, "true or false")
-    }
-    fn usizes(&mut self, key: &str) -> Result<Vec<usize>> {
-        self.list(key)?
-            .iter()
-            .map(|s| parse_num(s, key, "a non-negative integer"))
-            .collect()
-    }
-    fn i64s(&mut self, key: &str) -> Result<Vec<i64>> {
-        self.list(key)?
-            .iter()
-            .map(|s| parse_num(s, key, "an integer"))
-            .collect()
-    }
-    fn window(&mut self, pool: bool) -> Result<Window> {
-        Ok(Window {
-            kernel: self.usizes("kernel")?,
-            strides: self.usizes("strides")?,
-            pads: self.usizes("pads")?,
-            dilations: self.usizes("dilations")?,
-            ceil_mode: if pool { self.bool("ceil_mode")? } else { false },
-        })
-    }
-    fn finish(self) -> Result<()> {
-        let mut left: Vec<&String> = self.map.keys().collect();
-        left.sort();
-        if let Some(k) = left.first() {
-            bail!("{} has no attribute '{}'", self.op, k);
-        }
-        Ok(())
-    }
-}
-
-fn build_op(name: &str, a: &mut Attrs) -> Result<Op> {
-    if let Some(base) = name.strip_prefix("fused.") {
-        let base = build_op(base, a)?;
-        let base_inputs = a.usize("base_inputs")?;
-        let steps = a
-            .list("steps")?
-            .iter()
-            .map(|w| parse_step(w))
-            .collect::<Result<Vec<_>>>()?;
+            None => bail!("{word} needs attribute '{key}'"),
+        };
+        let base_inputs = match take("base_inputs")? {
+            AttrText::Word(w) => match w.parse() {
+                Ok(n) => n,
+                Err(_) => bail!("attribute base_inputs: '{w}' is not a non-negative integer"),
+            },
+            AttrText::List(_) => {
+                bail!("attribute base_inputs must be a single value, not a list")
+            }
+        };
+        let steps = match take("steps")? {
+            AttrText::List(l) => l
+                .iter()
+                .map(|w| parse_step(w))
+                .collect::<Result<Vec<_>>>()?,
+            AttrText::Word(_) => bail!("attribute steps must be a list [..]"),
+        };
+        let base = build_plain(word, base, raw)?;
         return Ok(Op::Fused {
             base: Box::new(base),
             base_inputs,
             steps,
         });
     }
-    use BinaryOp as B;
-    use UnaryOp as U;
-    let un = |u: UnaryOp| Ok(Op::Unary(u));
-    let bin = |b: BinaryOp| Ok(Op::Binary(b));
-    let red = |kind: ReduceKind, a: &mut Attrs| -> Result<Op> {
-        Ok(Op::Reduce {
-            kind,
-            axes: a.usizes("axes")?,
-            keepdims: a.bool("keepdims")?,
-        })
+    build_plain(word, word, raw)
+}
+
+/// Build the op named `name` (written `word`) from text attributes.
+fn build_plain(word: &str, name: &str, raw: HashMap<String, AttrText>) -> Result<Op> {
+    let Some(kind) = OpKind::from_name(name) else {
+        bail!("unknown op '{name}'");
     };
-    match name {
-        "identity" => un(U::Identity),
-        "relu" => un(U::Relu),
-        "leaky_relu" => un(U::LeakyRelu {
-            alpha: a.f32("alpha")?,
-        }),
-        "clip" => un(U::Clip {
-            min: a.f32("min")?,
-            max: a.f32("max")?,
-        }),
-        "sigmoid" => un(U::Sigmoid),
-        "hard_sigmoid" => un(U::HardSigmoid {
-            alpha: a.f32("alpha")?,
-            beta: a.f32("beta")?,
-        }),
-        "hard_swish" => un(U::HardSwish),
-        "tanh" => un(U::Tanh),
-        "erf" => un(U::Erf),
-        "exp" => un(U::Exp),
-        "log" => un(U::Log),
-        "sqrt" => un(U::Sqrt),
-        "neg" => un(U::Neg),
-        "abs" => un(U::Abs),
-        "not" => un(U::Not),
-        "is_nan" => un(U::IsNaN),
-        "add" => bin(B::Add),
-        "sub" => bin(B::Sub),
-        "mul" => bin(B::Mul),
-        "div" => bin(B::Div),
-        "pow" => bin(B::Pow),
-        "max" => bin(B::Max),
-        "min" => bin(B::Min),
-        "equal" => bin(B::Equal),
-        "greater" => bin(B::Greater),
-        "less" => bin(B::Less),
-        "greater_or_equal" => bin(B::GreaterOrEqual),
-        "less_or_equal" => bin(B::LessOrEqual),
-        "and" => bin(B::And),
-        "or" => bin(B::Or),
-        "where" => Ok(Op::Where),
-        "cast" => {
-            let w = a.word("to")?;
-            match DType::from_name(&w) {
-                Some(to) => Ok(Op::Cast { to }),
-                None => bail!("cast: unknown dtype '{w}'"),
-            }
+    let specs = kind.attr_specs();
+    let mut attrs = Attrs::new(word);
+    let mut unknown = vec![];
+    let mut keys: Vec<&String> = raw.keys().collect();
+    keys.sort();
+    for k in keys {
+        match specs.iter().find(|s| s.key == k.as_str()) {
+            Some(s) => attrs.insert(k, AttrValue::parse(k, s.ty, &raw[k])?)?,
+            None => unknown.push(k),
         }
-        "matmul" => Ok(Op::MatMul),
-        "gemm" => Ok(Op::Gemm {
-            alpha: a.f32("alpha")?,
-            beta: a.f32("beta")?,
-            trans_a: a.bool("trans_a")?,
-            trans_b: a.bool("trans_b")?,
-        }),
-        "conv" => Ok(Op::Conv {
-            window: a.window(false)?,
-            group: a.usize("group")?,
-        }),
-        "batch_norm" => Ok(Op::BatchNorm {
-            epsilon: a.f32("epsilon")?,
-        }),
-        "max_pool" => Ok(Op::MaxPool {
-            window: a.window(true)?,
-        }),
-        "avg_pool" => Ok(Op::AveragePool {
-            window: a.window(true)?,
-            count_include_pad: a.bool("count_include_pad")?,
-        }),
-        "reduce_sum" => red(ReduceKind::Sum, a),
-        "reduce_mean" => red(ReduceKind::Mean, a),
-        "reduce_max" => red(ReduceKind::Max, a),
-        "reduce_l2" => red(ReduceKind::L2, a),
-        "softmax" => Ok(Op::Softmax {
-            axis: a.usize("axis")?,
-        }),
-        "layer_norm" => Ok(Op::LayerNorm {
-            axis: a.usize("axis")?,
-            epsilon: a.f32("epsilon")?,
-        }),
-        "reshape" => Ok(Op::Reshape {
-            shape: a.usizes("shape")?,
-        }),
-        "transpose" => Ok(Op::Transpose {
-            perm: a.usizes("perm")?,
-        }),
-        "concat" => Ok(Op::Concat {
-            axis: a.usize("axis")?,
-        }),
-        "split" => Ok(Op::Split {
-            axis: a.usize("axis")?,
-            sizes: a.usizes("sizes")?,
-        }),
-        "slice" => {
-            let starts = a.i64s("starts")?;
-            let steps = a.i64s("steps")?;
-            let lens = a.usizes("lens")?;
-            if starts.len() != steps.len() || starts.len() != lens.len() {
-                bail!("slice: starts, steps and lens must have the same length");
-            }
-            Ok(Op::Slice {
-                dims: (0..starts.len())
-                    .map(|i| SliceDim {
-                        start: starts[i],
-                        step: steps[i],
-                        len: lens[i],
-                    })
-                    .collect(),
-            })
-        }
-        "pad" => {
-            let pads = a.i64s("pads")?;
-            let m = a.word("mode")?;
-            let mode = match m.as_str() {
-                "constant" => PadMode::Constant,
-                "reflect" => PadMode::Reflect,
-                "edge" => PadMode::Edge,
-                _ => bail!("pad: unknown mode '{m}' (constant, reflect or edge)"),
-            };
-            Ok(Op::Pad {
-                pads,
-                mode,
-                value: a.f32("value")?,
-            })
-        }
-        "gather" => Ok(Op::Gather {
-            axis: a.usize("axis")?,
-        }),
-        "expand" => Ok(Op::Expand {
-            shape: a.usizes("shape")?,
-        }),
-        "input" => bail!("inputs are declared in the graph(...) header"),
-        _ => bail!("unknown op '{name}'"),
     }
+    let op = kind.build(attrs)?;
+    if let Some(k) = unknown.first() {
+        bail!("{word} has no attribute '{k}'");
+    }
+    Ok(op)
 }
 
 fn parse_data(words: &[String], ty: &TensorType) -> Result<Data> {
@@ -943,21 +689,18 @@ impl Parser<'_> {
                 c.expect(',')?;
             }
         }
-        let mut attrs = Attrs {
-            op: op_name.clone(),
-            map: HashMap::new(),
-        };
+        let mut attrs: HashMap<String, AttrText> = HashMap::new();
         if c.eat('{') && !c.eat('}') {
             loop {
                 let k = c.word()?;
                 c.expect('=')?;
                 c.ws();
                 let v = if c.peek() == Some('[') {
-                    AttrVal::List(c.word_list()?)
+                    AttrText::List(c.word_list()?)
                 } else {
-                    AttrVal::Word(c.word()?)
+                    AttrText::Word(c.word()?)
                 };
-                if attrs.map.insert(k.clone(), v).is_some() {
+                if attrs.insert(k.clone(), v).is_some() {
                     bail!("attribute '{k}' given twice");
                 }
                 if c.eat('}') {
@@ -966,8 +709,7 @@ impl Parser<'_> {
                 c.expect(',')?;
             }
         }
-        let op = build_op(&op_name, &mut attrs)?;
-        attrs.finish()?;
+        let op = build_op(&op_name, attrs)?;
         let stated = if c.eat(':') { Some(c.types()?) } else { None };
         if !c.at_end() {
             bail!("unexpected {} at the end of the line", c.found());

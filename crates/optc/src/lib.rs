@@ -26,10 +26,11 @@ pub use error::{Error, Result};
 pub use inputs::{compare, random_inputs, Diff};
 pub use model::{compile_bytes, compile_file, compile_graph, CompiledModel};
 pub use object::{compile_object, compile_object_graph, Artifacts, ObjectOptions};
+pub use optc_egraph::soundness::Verdict;
 pub use optc_ir::{checked_numel, DType, Data, Graph, Tensor, TensorType};
 pub use optc_onnx::ImportOptions;
 pub use options::Options;
 pub use pipeline::{
-    import_bytes, import_file, optimize, optimize_bytes, optimize_with, optimize_with_report,
-    passes, passes_for, target, Report, Timings,
+    check_rules, import_bytes, import_file, optimize, optimize_bytes, optimize_with,
+    optimize_with_report, passes, passes_for, target, Report, Timings,
 };

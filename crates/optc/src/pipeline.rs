@@ -3,7 +3,7 @@
 //! `optc-build`. Every compile goes through [`front`] (import and optimize as [`Options`] say,
 //! and the target) and reports one [`Report`].
 
-use crate::{Error, Options, Result};
+use crate::{Error, Options, Result, Verdict};
 use optc_codegen::Target;
 use optc_ir::Graph;
 use optc_onnx::ImportOptions;
@@ -112,13 +112,18 @@ pub fn passes() -> Vec<optc_egraph::Pass> {
 }
 
 /// The passes `opts` asks for: the registered ones plus `extra_rules`, without
-/// `disabled_rules` (an unknown rule name is an error listing the known ones).
+/// `disabled_rules` (an unknown rule name is an error listing the known ones). Every extra
+/// rule is checked first ([`check_rules`]): an unsound one, or one no instance makes fire,
+/// is an error naming it (with the counterexample).
 pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
     let mut ps = passes();
     if !opts.extra_rules.is_empty() {
         let mut rules = vec![];
         for (origin, text) in &opts.extra_rules {
-            rules.extend(optc_egraph::rules::load_rules(text, origin).map_err(Error::Input)?);
+            for (rule, verdict) in check_rules(origin, text)? {
+                refuse_unchecked(origin, rule.name(), verdict)?;
+                rules.push(rule);
+            }
         }
         ps.push(optc_egraph::Pass {
             name: "user",
@@ -130,13 +135,11 @@ pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
         });
     }
     for name in &opts.disabled_rules {
-        let known = ps
-            .iter()
-            .any(|p| p.rules.iter().any(|r| r.name.as_str() == name));
+        let known = ps.iter().any(|p| p.rules.iter().any(|r| r.name() == name));
         if !known {
             let mut all: Vec<String> = ps
                 .iter()
-                .flat_map(|p| p.rules.iter().map(|r| r.name.to_string()))
+                .flat_map(|p| p.rules.iter().map(|r| r.name().to_string()))
                 .collect();
             all.sort();
             return Err(Error::Input(format!(
@@ -147,9 +150,38 @@ pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
     }
     for p in &mut ps {
         p.rules
-            .retain(|r| !opts.disabled_rules.iter().any(|d| d == r.name.as_str()));
+            .retain(|r| !opts.disabled_rules.iter().any(|d| d == r.name()));
     }
     Ok(ps)
+}
+
+/// Parse a `.rules` file (named `origin` in errors) and check each rule on random
+/// instances against the reference interpreter (`optc_egraph::soundness::check`).
+pub fn check_rules(origin: &str, text: &str) -> Result<Vec<(optc_egraph::Rule, Verdict)>> {
+    let rules = optc_egraph::rules::load_rules(text, origin).map_err(Error::Input)?;
+    Ok(rules
+        .into_iter()
+        .map(|r| {
+            let v = match &r.data {
+                Some(d) => optc_egraph::soundness::check(d),
+                None => Verdict::NotChecked("it is not a rule as data".into()),
+            };
+            (r, v)
+        })
+        .collect())
+}
+
+fn refuse_unchecked(origin: &str, name: &str, verdict: Verdict) -> Result<()> {
+    match verdict {
+        Verdict::Sound { .. } => Ok(()),
+        Verdict::Unsound(c) => Err(Error::Input(format!(
+            "--rules {origin}: rule {name} is unsound, refusing to use it. Its two sides \
+             differ on this instance:\n{c}"
+        ))),
+        Verdict::NotChecked(why) => Err(Error::Input(format!(
+            "--rules {origin}: rule {name} could not be checked, refusing to use it: {why}"
+        ))),
+    }
 }
 
 /// Optimize a graph at `opt_level` (0..=3) with the registered passes; returns the

@@ -1,11 +1,11 @@
 //! The `fuse` pass: folding affine ops into weights, and GEMM formation. See README.md.
 
 use optc_egraph::egg::Id;
-use optc_egraph::{
-    rules::const_of, single_user, Build, Case, ENode, FnRule, Kind, OptEGraph, Pass, Rule,
-};
+use optc_egraph::query::{const_of, ops_in, same, scalar_of, ty_of};
+use optc_egraph::{single_user, Build, Case, FnRule, OptEGraph, Pass, Rule};
 use optc_ir::{
-    BinaryOp, DType, Data, FusedStep, Graph, Op, ReduceKind, Tensor, TensorType, UnaryOp, Window,
+    BinaryOp, DType, Data, FusedStep, Graph, Op, Prop, ReduceKind, Tensor, TensorType, UnaryOp,
+    Window,
 };
 
 /// The pass.
@@ -20,33 +20,10 @@ pub fn pass() -> Pass {
     }
 }
 
-fn op_of(n: &ENode) -> Option<&Op> {
-    match &n.kind {
-        Kind::Op(k) => Some(&k.op),
-        _ => None,
-    }
-}
-
-/// Op nodes in the class of `id`.
-fn ops_in(eg: &OptEGraph, id: optc_egraph::egg::Id) -> Vec<(Op, Vec<optc_egraph::egg::Id>)> {
-    eg[id]
-        .nodes
-        .iter()
-        .filter_map(|m| match &m.kind {
-            Kind::Op(k) => Some((k.op.clone(), m.children.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn f32s(t: &Tensor) -> Option<&[f32]> {
-    t.as_f32()
-}
-
 /// A constant broadcast against an output of shape `out` that varies only along `axis`:
 /// its values per index of that axis.
 fn per_axis(c: &Tensor, out: &[usize], axis: usize) -> Option<Vec<f32>> {
-    let v = f32s(c)?;
+    let v = Tensor::as_f32(c)?;
     let r = out.len();
     if c.shape().len() > r {
         return None;
@@ -70,7 +47,7 @@ fn per_axis(c: &Tensor, out: &[usize], axis: usize) -> Option<Vec<f32>> {
 
 /// Scale each of the `m` leading blocks of `w` by `s[m]`.
 fn scale_rows(w: &Tensor, s: &[f32]) -> Option<Tensor> {
-    let v = f32s(w)?;
+    let v = Tensor::as_f32(w)?;
     let m = s.len();
     if m == 0 || v.len() % m != 0 {
         return None;
@@ -85,12 +62,8 @@ fn vec_tensor(v: Vec<f32>) -> Tensor {
 }
 
 /// Conv nodes with constant weight (and bias) in class `id`: (op, x, W, b).
-fn const_convs(
-    eg: &OptEGraph,
-    id: optc_egraph::egg::Id,
-) -> Vec<(Op, optc_egraph::egg::Id, Tensor, Option<Tensor>)> {
+fn const_convs(eg: &OptEGraph, id: Id) -> Vec<(Op, Id, Tensor, Option<Tensor>)> {
     ops_in(eg, id)
-        .into_iter()
         .filter_map(|(op, ch)| match op {
             Op::Conv { .. } => {
                 let w = const_of(eg, ch[1])?;
@@ -98,14 +71,14 @@ fn const_convs(
                     Some(&b) => Some((*const_of(eg, b)?).clone()),
                     None => None,
                 };
-                Some((op, ch[0], (*w).clone(), b))
+                Some((op.clone(), ch[0], (*w).clone(), b))
             }
             _ => None,
         })
         .collect()
 }
 
-fn conv_build(op: Op, x: optc_egraph::egg::Id, w: Tensor, b: Vec<f32>) -> Build {
+fn conv_build(op: Op, x: Id, w: Tensor, b: Vec<f32>) -> Build {
     Build::Node(
         op,
         vec![
@@ -119,51 +92,17 @@ fn conv_build(op: Op, x: optc_egraph::egg::Id, w: Tensor, b: Vec<f32>) -> Build 
 /// Longest step chain a fusion rule builds.
 const MAX_STEPS: usize = 16;
 
-fn step_unary(u: &UnaryOp) -> bool {
-    !matches!(u, UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Identity)
-}
-
-fn step_binary(b: BinaryOp) -> bool {
-    matches!(
-        b,
-        BinaryOp::Add
-            | BinaryOp::Sub
-            | BinaryOp::Mul
-            | BinaryOp::Div
-            | BinaryOp::Max
-            | BinaryOp::Min
-            | BinaryOp::Pow
-    )
-}
-
-/// Ops worth fusing a step chain into (their output stays in registers/cache).
-fn fusible_base(op: &Op) -> bool {
-    match op {
-        Op::Conv { .. }
-        | Op::Gemm { .. }
-        | Op::MatMul
-        | Op::BatchNorm { .. }
-        | Op::LayerNorm { .. }
-        | Op::Softmax { .. }
-        | Op::MaxPool { .. }
-        | Op::AveragePool { .. } => true,
-        Op::Unary(u) => step_unary(u),
-        Op::Binary(b) => step_binary(*b),
-        _ => false,
-    }
-}
-
 /// The ways class `c` can be a fused base consumed by class `user`:
 /// (base op, base input count, steps so far, children). Empty unless `user` is its only
 /// consumer, so fusion never computes a value twice.
 fn fused_forms(eg: &OptEGraph, c: Id, user: Id) -> Vec<(Op, usize, Vec<FusedStep>, Vec<Id>)> {
-    if eg[c].data.ty().map(|t| t.dtype) != Some(DType::F32) || !single_user(eg, c, user) {
+    if ty_of(eg, c).map(|t| t.dtype) != Some(DType::F32) || !single_user(eg, c, user) {
         return vec![];
     }
     let mut forms: Vec<_> = eg[c]
         .nodes
         .iter()
-        .filter_map(|n| match op_of(n)? {
+        .filter_map(|n| match n.op()? {
             Op::Fused {
                 base,
                 base_inputs,
@@ -174,7 +113,7 @@ fn fused_forms(eg: &OptEGraph, c: Id, user: Id) -> Vec<(Op, usize, Vec<FusedStep
                 steps.clone(),
                 n.children.clone(),
             )),
-            op if fusible_base(op) => {
+            op if op.has(Prop::FusedBase) => {
                 Some((op.clone(), n.children.len(), vec![], n.children.clone()))
             }
             _ => None,
@@ -197,53 +136,38 @@ fn fused_build(base: Op, base_inputs: usize, steps: Vec<FusedStep>, children: &[
     Build::Node(op, children.iter().map(|&c| Build::Class(c)).collect())
 }
 
-/// The ops in class `c` (with their children) that `pred` accepts.
-fn find_ops(eg: &OptEGraph, c: Id, pred: impl Fn(&Op) -> bool) -> Vec<(Op, Vec<Id>)> {
+/// `Reduce{kind, axes, keepdims: true}(x)` in class `c`: returns (axes, x).
+fn keep_reduce(eg: &OptEGraph, c: Id, kind: ReduceKind) -> Vec<(Vec<usize>, Id)> {
     ops_in(eg, c)
-        .into_iter()
-        .filter(|(op, _)| pred(op))
+        .filter_map(|(op, ch)| match op {
+            Op::Reduce {
+                kind: k,
+                keepdims: true,
+                axes,
+            } if *k == kind => Some((axes.clone(), ch[0])),
+            _ => None,
+        })
         .collect()
 }
 
-fn same(eg: &OptEGraph, a: Id, b: Id) -> bool {
-    eg.find(a) == eg.find(b)
-}
-
-/// A scalar constant's value.
-fn scalar(eg: &OptEGraph, c: Id) -> Option<f32> {
-    let t = const_of(eg, c)?;
-    (t.numel() == 1).then(|| t.to_f64_vec()[0] as f32)
-}
-
-/// `Reduce{kind, axes, keepdims: true}(x)` in class `c`: returns (axes, x).
-fn keep_reduce(eg: &OptEGraph, c: Id, kind: ReduceKind) -> Vec<(Vec<usize>, Id)> {
-    find_ops(
-        eg,
-        c,
-        |op| matches!(op, Op::Reduce { kind: k, keepdims: true, .. } if *k == kind),
-    )
-    .into_iter()
-    .filter_map(|(op, ch)| match op {
-        Op::Reduce { axes, .. } => Some((axes, ch[0])),
-        _ => None,
-    })
-    .collect()
+/// The children of each op `op` in class `c`.
+fn operands_of<'a>(eg: &'a OptEGraph, c: Id, op: &'a Op) -> impl Iterator<Item = &'a [Id]> {
+    ops_in(eg, c)
+        .filter(move |(o, _)| *o == op)
+        .map(|(_, ch)| ch)
 }
 
 /// `exp(x)` or `exp(x - reduce_max(x))` in class `a`, reduced over `axes`: the softmax input.
 fn softmax_input(eg: &OptEGraph, a: Id, axes: &[usize]) -> Option<Id> {
-    find_ops(eg, a, |op| *op == Op::Unary(UnaryOp::Exp))
-        .into_iter()
-        .map(|(_, ch)| {
+    operands_of(eg, a, &Op::Unary(UnaryOp::Exp))
+        .map(|ch| {
             let x = ch[0];
-            let shifted = find_ops(eg, x, |op| *op == Op::Binary(BinaryOp::Sub))
-                .into_iter()
-                .find_map(|(_, s)| {
-                    keep_reduce(eg, s[1], ReduceKind::Max)
-                        .into_iter()
-                        .find(|(ax, m)| ax == axes && same(eg, *m, s[0]))
-                        .map(|_| s[0])
-                });
+            let shifted = operands_of(eg, x, &Op::Binary(BinaryOp::Sub)).find_map(|s| {
+                keep_reduce(eg, s[1], ReduceKind::Max)
+                    .into_iter()
+                    .find(|(ax, m)| ax == axes && same(eg, *m, s[0]))
+                    .map(|_| s[0])
+            });
             shifted.unwrap_or(x)
         })
         .next()
@@ -252,15 +176,13 @@ fn softmax_input(eg: &OptEGraph, a: Id, axes: &[usize]) -> Option<Id> {
 /// Layer normalization over trailing `axes` in its primitive form: `d / sqrt(mean(d²) + ε)`
 /// with `d = x - mean(x)`. Returns (x, ε).
 fn layer_norm_parts(eg: &OptEGraph, d: Id, s: Id) -> Option<(Id, Vec<usize>, f32)> {
-    let (x, axes) = find_ops(eg, d, |op| *op == Op::Binary(BinaryOp::Sub))
-        .into_iter()
-        .find_map(|(_, ch)| {
-            keep_reduce(eg, ch[1], ReduceKind::Mean)
-                .into_iter()
-                .find(|(_, m)| same(eg, *m, ch[0]))
-                .map(|(ax, _)| (ch[0], ax))
-        })?;
-    let rank = eg[x].data.ty()?.rank();
+    let (x, axes) = operands_of(eg, d, &Op::Binary(BinaryOp::Sub)).find_map(|ch| {
+        keep_reduce(eg, ch[1], ReduceKind::Mean)
+            .into_iter()
+            .find(|(_, m)| same(eg, *m, ch[0]))
+            .map(|(ax, _)| (ch[0], ax))
+    })?;
+    let rank = ty_of(eg, x)?.rank();
     if axes.is_empty()
         || axes
             .iter()
@@ -269,42 +191,35 @@ fn layer_norm_parts(eg: &OptEGraph, d: Id, s: Id) -> Option<(Id, Vec<usize>, f32
     {
         return None;
     }
-    find_ops(eg, s, |op| *op == Op::Unary(UnaryOp::Sqrt))
-        .into_iter()
-        .find_map(|(_, sq)| {
-            find_ops(eg, sq[0], |op| *op == Op::Binary(BinaryOp::Add))
-                .into_iter()
-                .find_map(|(_, ad)| {
-                    (0..2).find_map(|k| {
-                        let eps = scalar(eg, ad[1 - k])?;
-                        keep_reduce(eg, ad[k], ReduceKind::Mean)
-                            .into_iter()
-                            .find_map(|(ax, p)| {
-                                if ax != axes {
-                                    return None;
-                                }
-                                let squares = ops_in(eg, p).into_iter().any(|(op, c)| match op {
-                                    Op::Binary(BinaryOp::Pow) => {
-                                        same(eg, c[0], d) && scalar(eg, c[1]) == Some(2.0)
-                                    }
-                                    Op::Binary(BinaryOp::Mul) => {
-                                        same(eg, c[0], d) && same(eg, c[1], d)
-                                    }
-                                    _ => false,
-                                });
-                                squares.then(|| (x, axes.clone(), eps))
-                            })
+    operands_of(eg, s, &Op::Unary(UnaryOp::Sqrt)).find_map(|sq| {
+        operands_of(eg, sq[0], &Op::Binary(BinaryOp::Add)).find_map(|ad| {
+            (0..2).find_map(|k| {
+                let eps = scalar_of(eg, ad[1 - k])?;
+                keep_reduce(eg, ad[k], ReduceKind::Mean)
+                    .into_iter()
+                    .find_map(|(ax, p)| {
+                        if ax != axes {
+                            return None;
+                        }
+                        let squares = ops_in(eg, p).any(|(op, c)| match op {
+                            Op::Binary(BinaryOp::Pow) => {
+                                same(eg, c[0], d) && scalar_of(eg, c[1]) == Some(2.0)
+                            }
+                            Op::Binary(BinaryOp::Mul) => same(eg, c[0], d) && same(eg, c[1], d),
+                            _ => false,
+                        });
+                        squares.then(|| (x, axes.clone(), eps))
                     })
-                })
+            })
         })
+    })
 }
 
 /// Gemm nodes with constant B (and C) in class `id`: (alpha, beta, trans_a, trans_b, a, B, C).
 #[allow(clippy::type_complexity)]
 fn const_gemms(eg: &OptEGraph, id: Id) -> Vec<(f32, f32, bool, bool, Id, Tensor, Option<Tensor>)> {
     ops_in(eg, id)
-        .into_iter()
-        .filter_map(|(op, ch)| match op {
+        .filter_map(|(op, ch)| match *op {
             Op::Gemm {
                 alpha,
                 beta,
@@ -329,7 +244,7 @@ fn scale_gemm_b(b: &Tensor, s: &[f32], trans_b: bool) -> Option<Tensor> {
     if trans_b {
         return scale_rows(b, s);
     }
-    let v = f32s(b)?;
+    let v = Tensor::as_f32(b)?;
     let n = s.len();
     if b.shape().len() != 2 || b.shape()[1] != n {
         return None;
@@ -343,7 +258,7 @@ fn gemm_c_vector(c: &Option<Tensor>, beta: f32, n: usize) -> Option<Vec<f32>> {
     match c {
         None => Some(vec![0.0; n]),
         Some(c) => {
-            let v = f32s(c)?;
+            let v = Tensor::as_f32(c)?;
             let cols = match c.shape() {
                 [] | [1] | [1, 1] => vec![v[0]; n],
                 [k] | [1, k] if *k == n => v.to_vec(),
@@ -375,7 +290,7 @@ fn rules() -> Vec<Rule> {
     vec![
         FnRule::rewrite("gemm-bn", |eg, _c, n| {
             // batch_norm over the columns of a [M, N] gemm output
-            let Op::BatchNorm { epsilon } = op_of(n)? else {
+            let Op::BatchNorm { epsilon } = n.op()? else {
                 return None;
             };
             if eg[n.children[0]].data.ty()?.rank() != 2 {
@@ -384,7 +299,12 @@ fn rules() -> Vec<Rule> {
             let p: Vec<_> = (1..5)
                 .map(|i| const_of(eg, n.children[i]))
                 .collect::<Option<_>>()?;
-            let (g, beta_bn, mu, var) = (f32s(&p[0])?, f32s(&p[1])?, f32s(&p[2])?, f32s(&p[3])?);
+            let (g, beta_bn, mu, var) = (
+                Tensor::as_f32(&p[0])?,
+                Tensor::as_f32(&p[1])?,
+                Tensor::as_f32(&p[2])?,
+                Tensor::as_f32(&p[3])?,
+            );
             let (alpha, beta, ta, tb, a, b, c) =
                 const_gemms(eg, n.children[0]).into_iter().next()?;
             let cols = g.len();
@@ -398,7 +318,7 @@ fn rules() -> Vec<Rule> {
             Some(gemm_build(alpha, ta, tb, a, scale_gemm_b(&b, &s, tb)?, nc))
         }),
         FnRule::rewrite("gemm-mul", |eg, _c, n| {
-            let Op::Binary(BinaryOp::Mul) = op_of(n)? else {
+            let Op::Binary(BinaryOp::Mul) = n.op()? else {
                 return None;
             };
             (0..2).find_map(|side| {
@@ -413,7 +333,7 @@ fn rules() -> Vec<Rule> {
             })
         }),
         FnRule::rewrite("softmax-recognize", |eg, _c, n| {
-            let Op::Binary(BinaryOp::Div) = op_of(n)? else {
+            let Op::Binary(BinaryOp::Div) = n.op()? else {
                 return None;
             };
             let (a, s) = (n.children[0], n.children[1]);
@@ -431,11 +351,11 @@ fn rules() -> Vec<Rule> {
                 })
         }),
         FnRule::rewrite("layernorm-recognize", |eg, _c, n| {
-            let Op::Binary(BinaryOp::Div) = op_of(n)? else {
+            let Op::Binary(BinaryOp::Div) = n.op()? else {
                 return None;
             };
             let (x, axes, epsilon) = layer_norm_parts(eg, n.children[0], n.children[1])?;
-            let ty = eg[x].data.ty()?;
+            let ty = ty_of(eg, x)?;
             let norm: Vec<usize> = ty.shape[axes[0]..].to_vec();
             let ones =
                 Tensor::new(norm.clone(), Data::F32(vec![1.0; norm.iter().product()])).ok()?;
@@ -449,40 +369,40 @@ fn rules() -> Vec<Rule> {
         }),
         FnRule::rewrite("layernorm-affine", |eg, _c, n| {
             // layer_norm(x, 1) * γ → layer_norm(x, γ); layer_norm(x, γ) + β → layer_norm(x, γ, β)
-            let Op::Binary(b @ (BinaryOp::Mul | BinaryOp::Add)) = op_of(n)? else {
+            let Op::Binary(b @ (BinaryOp::Mul | BinaryOp::Add)) = n.op()? else {
                 return None;
             };
             (0..2).find_map(|side| {
                 let p = n.children[1 - side];
                 const_of(eg, p)?;
-                find_ops(eg, n.children[side], |op| {
-                    matches!(op, Op::LayerNorm { .. })
-                })
-                .into_iter()
-                .find_map(|(op, ch)| {
-                    let scale = const_of(eg, ch[1])?;
-                    let ok = match b {
-                        BinaryOp::Mul => {
-                            ch.len() == 2 && scale.to_f64_vec().iter().all(|&v| v == 1.0)
+                ops_in(eg, n.children[side])
+                    .filter(|(op, _)| matches!(op, Op::LayerNorm { .. }))
+                    .find_map(|(op, ch)| {
+                        let scale = const_of(eg, ch[1])?;
+                        let ok = match b {
+                            BinaryOp::Mul => {
+                                ch.len() == 2 && scale.to_f64_vec().iter().all(|&v| v == 1.0)
+                            }
+                            _ => ch.len() == 2,
+                        };
+                        if !ok {
+                            return None;
                         }
-                        _ => ch.len() == 2,
-                    };
-                    if !ok {
-                        return None;
-                    }
-                    let (s, bias) = match b {
-                        BinaryOp::Mul => (Build::Class(p), vec![]),
-                        _ => (Build::Class(ch[1]), vec![Build::Class(p)]),
-                    };
-                    let mut args = vec![Build::Class(ch[0]), s];
-                    args.extend(bias);
-                    Some(Build::Node(op, args))
-                })
+                        let (s, bias) = match b {
+                            BinaryOp::Mul => (Build::Class(p), vec![]),
+                            _ => (Build::Class(ch[1]), vec![Build::Class(p)]),
+                        };
+                        let mut args = vec![Build::Class(ch[0]), s];
+                        args.extend(bias);
+                        Some(Build::Node(op.clone(), args))
+                    })
             })
         }),
         FnRule::rewrite("fuse-unary", |eg, class, n| {
-            let Op::Unary(u) = op_of(n)? else { return None };
-            if !step_unary(u) {
+            let op @ Op::Unary(u) = n.op()? else {
+                return None;
+            };
+            if !op.has(Prop::FusedStep) {
                 return None;
             }
             let (base, bi, mut steps, ch) =
@@ -491,10 +411,10 @@ fn rules() -> Vec<Rule> {
             Some(fused_build(base, bi, steps, &ch))
         }),
         FnRule::rewrite("fuse-binary", |eg, class, n| {
-            let Op::Binary(b) = op_of(n)? else {
+            let op @ Op::Binary(b) = n.op()? else {
                 return None;
             };
-            if !step_binary(*b) {
+            if !op.has(Prop::FusedStep) {
                 return None;
             }
             (0..2).find_map(|side| {
@@ -522,25 +442,30 @@ fn rules() -> Vec<Rule> {
             })
         }),
         FnRule::rewrite("conv-bn", |eg, _c, n| {
-            let Op::BatchNorm { epsilon } = op_of(n)? else {
+            let Op::BatchNorm { epsilon } = n.op()? else {
                 return None;
             };
             let p: Vec<_> = (1..5)
                 .map(|i| const_of(eg, n.children[i]))
                 .collect::<Option<_>>()?;
-            let (g, beta, mu, var) = (f32s(&p[0])?, f32s(&p[1])?, f32s(&p[2])?, f32s(&p[3])?);
+            let (g, beta, mu, var) = (
+                Tensor::as_f32(&p[0])?,
+                Tensor::as_f32(&p[1])?,
+                Tensor::as_f32(&p[2])?,
+                Tensor::as_f32(&p[3])?,
+            );
             let (op, x, w, b) = const_convs(eg, n.children[0]).into_iter().next()?;
             let m = w.shape()[0];
             let s: Vec<f32> = (0..m).map(|i| g[i] / (var[i] + epsilon).sqrt()).collect();
             let b0 = b
                 .as_ref()
-                .and_then(|b| f32s(b).map(|v| v.to_vec()))
+                .and_then(|b| Tensor::as_f32(b).map(|v| v.to_vec()))
                 .unwrap_or(vec![0.0; m]);
             let nb = (0..m).map(|i| (b0[i] - mu[i]) * s[i] + beta[i]).collect();
             Some(conv_build(op, x, scale_rows(&w, &s)?, nb))
         }),
         FnRule::rewrite("conv-mul", |eg, _c, n| {
-            let Op::Binary(BinaryOp::Mul) = op_of(n)? else {
+            let Op::Binary(BinaryOp::Mul) = n.op()? else {
                 return None;
             };
             (0..2).find_map(|side| {
@@ -550,14 +475,14 @@ fn rules() -> Vec<Rule> {
                 let s = per_axis(&c, &out, 1)?;
                 let b0 = b
                     .as_ref()
-                    .and_then(|b| f32s(b).map(|v| v.to_vec()))
+                    .and_then(|b| Tensor::as_f32(b).map(|v| v.to_vec()))
                     .unwrap_or(vec![0.0; s.len()]);
                 let nb = b0.iter().zip(&s).map(|(a, b)| a * b).collect();
                 Some(conv_build(op, x, scale_rows(&w, &s)?, nb))
             })
         }),
         FnRule::rewrite("conv-add", |eg, _c, n| {
-            let Op::Binary(BinaryOp::Add) = op_of(n)? else {
+            let Op::Binary(BinaryOp::Add) = n.op()? else {
                 return None;
             };
             (0..2).find_map(|side| {
@@ -567,40 +492,38 @@ fn rules() -> Vec<Rule> {
                 let a = per_axis(&c, &out, 1)?;
                 let b0 = b
                     .as_ref()
-                    .and_then(|b| f32s(b).map(|v| v.to_vec()))
+                    .and_then(|b| Tensor::as_f32(b).map(|v| v.to_vec()))
                     .unwrap_or(vec![0.0; a.len()]);
                 let nb = b0.iter().zip(&a).map(|(x, y)| x + y).collect();
                 Some(conv_build(op, x, w, nb))
             })
         }),
         FnRule::rewrite("matmul-add-gemm", |eg, _c, n| {
-            let Op::Binary(BinaryOp::Add) = op_of(n)? else {
+            let Op::Binary(BinaryOp::Add) = n.op()? else {
                 return None;
             };
             (0..2).find_map(|side| {
                 let c = n.children[1 - side];
-                let ct = eg[c].data.ty()?.clone();
-                ops_in(eg, n.children[side])
-                    .into_iter()
-                    .find_map(|(op, ch)| {
-                        if op != Op::MatMul {
-                            return None;
-                        }
-                        let (a, b) = (eg[ch[0]].data.ty()?, eg[ch[1]].data.ty()?);
-                        if a.rank() != 2 || b.rank() != 2 || ct.rank() > 2 {
-                            return None;
-                        }
-                        let gemm = Op::Gemm {
-                            alpha: 1.0,
-                            beta: 1.0,
-                            trans_a: false,
-                            trans_b: false,
-                        };
-                        Some(Build::Node(
-                            gemm,
-                            vec![Build::Class(ch[0]), Build::Class(ch[1]), Build::Class(c)],
-                        ))
-                    })
+                let ct = ty_of(eg, c)?.clone();
+                ops_in(eg, n.children[side]).find_map(|(op, ch)| {
+                    if *op != Op::MatMul {
+                        return None;
+                    }
+                    let (a, b) = (eg[ch[0]].data.ty()?, eg[ch[1]].data.ty()?);
+                    if a.rank() != 2 || b.rank() != 2 || ct.rank() > 2 {
+                        return None;
+                    }
+                    let gemm = Op::Gemm {
+                        alpha: 1.0,
+                        beta: 1.0,
+                        trans_a: false,
+                        trans_b: false,
+                    };
+                    Some(Build::Node(
+                        gemm,
+                        vec![Build::Class(ch[0]), Build::Class(ch[1]), Build::Class(c)],
+                    ))
+                })
             })
         }),
     ]
