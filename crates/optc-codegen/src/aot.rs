@@ -3,8 +3,8 @@
 //! archive).
 //!
 //! An object is self-contained except for libm (`logf`, `pow`) and libc: every runtime
-//! function the generated code calls ([`crate::runtime::symbols`]) is emitted into the object
-//! as a local function (see [`RUNTIME_EMITTERS`]), so several models link into one binary.
+//! function the generated code calls ([`crate::runtime::SYMBOLS`]) is emitted into the object
+//! as a local function (see `emitter`), so several models link into one binary.
 //!
 //! Symbols of a model named `NAME` (all other symbols are local):
 //! - `int32_t optc_NAME_run(const void *const *inputs, void *const *outputs, void *workspace)`
@@ -12,13 +12,13 @@
 //!
 //! Constants (weights) live in read-only data. Output is byte-for-byte reproducible.
 
+use crate::runtime::{self, RuntimeFunction};
 use crate::{CodegenError, Target};
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
     types, AbiParam, Function, InstBuilder, Signature, UserFuncName,
 };
-use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{
@@ -114,55 +114,6 @@ pub fn symbol_name(name: &str) -> String {
     s
 }
 
-impl Target {
-    /// The target triple of the generated code.
-    pub fn triple(&self) -> String {
-        if self.name.starts_with("aarch64") {
-            "aarch64-unknown-linux-gnu".to_string()
-        } else if self.native {
-            target_lexicon_host()
-        } else {
-            "x86_64-unknown-linux-gnu".to_string()
-        }
-    }
-
-    /// A Cranelift ISA for an object file: position-independent, any host.
-    fn aot_isa(&self) -> R<cranelift_codegen::isa::OwnedTargetIsa> {
-        let mut flags = settings::builder();
-        for (k, v) in [
-            // See `Target::jit_isa` for why `none`.
-            ("opt_level", "none"),
-            ("use_colocated_libcalls", "false"),
-            ("is_pic", "true"),
-            ("enable_verifier", "true"),
-        ] {
-            flags
-                .set(k, v)
-                .map_err(|e| CodegenError::new(format!("cranelift setting {k}={v}: {e}")))?;
-        }
-        let isa_builder = if self.native {
-            cranelift_native::builder()
-                .map_err(|e| CodegenError::new(format!("host machine is not supported: {e}")))?
-        } else {
-            let triple = self.triple();
-            let mut b = cranelift_codegen::isa::lookup_by_name(&triple)
-                .map_err(|e| CodegenError::new(format!("backend for {triple} unavailable: {e}")))?;
-            for f in &self.features {
-                b.enable(f)
-                    .map_err(|e| CodegenError::new(format!("ISA flag {f}: {e}")))?;
-            }
-            b
-        };
-        isa_builder
-            .finish(settings::Flags::new(flags))
-            .map_err(|e| CodegenError::new(format!("building the ISA: {e}")))
-    }
-}
-
-fn target_lexicon_host() -> String {
-    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Runtime functions emitted into the object.
 
@@ -173,38 +124,16 @@ type Emitter = fn(
     &mut dyn FnMut(&str, Signature, &mut Function) -> R<cranelift_codegen::ir::FuncRef>,
 ) -> R<()>;
 
-/// Every runtime symbol with the signature the generated code calls it with
-/// (`(params, returns)`) and its emitter. A test checks this covers
-/// [`crate::runtime::symbols`]: when you add a runtime function, add its emitter here.
-#[allow(clippy::type_complexity)]
-pub const RUNTIME_EMITTERS: &[(&str, &[types::Type], &[types::Type], Emitter)] = &[
-    ("optc_rt_logf", &[types::F32], &[types::F32], emit_logf),
-    (
-        "optc_rt_powf",
-        &[types::F32, types::F32],
-        &[types::F32],
-        emit_powf,
-    ),
-    (
-        "optc_rt_powi",
-        &[
-            types::I64,
-            types::F64,
-            types::I32,
-            types::I64,
-            types::I64,
-            types::I64,
-        ],
-        &[types::I64],
-        emit_powi,
-    ),
-    (
-        "optc_rt_parallel_for",
-        &[types::I64, types::I64, types::I64],
-        &[],
-        emit_parallel_for,
-    ),
-];
+/// The in-object implementation of a runtime function (the host one is in
+/// [`crate::runtime`]; a test checks that both compute the same).
+fn emitter(f: RuntimeFunction) -> Emitter {
+    match f {
+        RuntimeFunction::Log => emit_logf,
+        RuntimeFunction::Pow => emit_powf,
+        RuntimeFunction::IntegerPow => emit_powi,
+        RuntimeFunction::ParallelFor => emit_parallel_for,
+    }
+}
 
 fn sig_of(
     call_conv: cranelift_codegen::isa::CallConv,
@@ -405,28 +334,24 @@ fn define_runtime<M: Module>(module: &mut M) -> R<()> {
     let mut ctx = module.make_context();
     let cfg = module.target_config();
     for (_, name, sig) in imports {
-        let Some((_, p, r, emit)) = RUNTIME_EMITTERS.iter().find(|e| e.0 == name) else {
+        let Some(symbol) = runtime::lookup(&name) else {
             return Err(CodegenError::new(format!(
-                "generated code calls runtime function {name}, which AOT compilation cannot \
-                 emit yet (add it to optc_codegen::aot::RUNTIME_EMITTERS)"
+                "generated code calls {name}, which is not in the runtime table \
+                 (optc_codegen::runtime::SYMBOLS)"
             )));
         };
-        let fix = |t: types::Type| if t == types::I64 { ptr } else { t };
-        let want = sig_of(
-            sig.call_conv,
-            &p.iter().map(|t| fix(*t)).collect::<Vec<_>>(),
-            &r.iter().map(|t| fix(*t)).collect::<Vec<_>>(),
-        );
+        let want = symbol.signature(sig.call_conv, ptr);
         let got: Vec<_> = sig.params.iter().map(|a| a.value_type).collect();
         let got_r: Vec<_> = sig.returns.iter().map(|a| a.value_type).collect();
         let want_p: Vec<_> = want.params.iter().map(|a| a.value_type).collect();
         let want_r: Vec<_> = want.returns.iter().map(|a| a.value_type).collect();
         if got != want_p || got_r != want_r {
             return Err(CodegenError::new(format!(
-                "runtime function {name} is called with signature {sig}, but its AOT emitter \
-                 implements {want}"
+                "runtime function {name} is called with signature {sig}, but the runtime \
+                 table says {want}"
             )));
         }
+        let emit = emitter(symbol.function);
         let id = module
             .declare_function(&name, Linkage::Local, &sig)
             .map_err(|e| CodegenError::new(format!("declaring {name}: {e}")))?;
@@ -566,12 +491,12 @@ fn disassemble(out: &mut String, name: &str, code: &[u8]) {
 /// Lower `graph` for `target` into a relocatable object.
 pub fn compile_object(graph: &Graph, target: &Target, opts: &AotOptions) -> R<AotModel> {
     let name = symbol_name(&opts.name);
-    if opts.keep_asm && target.name.starts_with("aarch64") {
+    if opts.keep_asm && target.name().starts_with("aarch64") {
         return Err(CodegenError::new(
             "assembly output (--emit asm) is only available for x86-64 targets",
         ));
     }
-    let isa = target.aot_isa()?;
+    let isa = target.object_isa()?;
     let triple = isa.triple().to_string();
     let builder = ObjectBuilder::new(
         isa,
@@ -642,7 +567,7 @@ pub fn compile_object(graph: &Graph, target: &Target, opts: &AotOptions) -> R<Ao
         .collect();
     Ok(AotModel {
         name,
-        target: target.name.clone(),
+        target: target.name().to_string(),
         triple,
         object,
         inputs,
@@ -1161,18 +1086,6 @@ impl {ty} {{
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_runtime_symbol_has_an_aot_emitter() {
-        for (name, _) in crate::runtime::symbols() {
-            assert!(
-                RUNTIME_EMITTERS.iter().any(|e| e.0 == name),
-                "runtime symbol {name} has no AOT emitter: add one to \
-                 optc_codegen::aot::RUNTIME_EMITTERS (a Cranelift function with the same \
-                 behaviour, defined inside the object)"
-            );
-        }
-    }
-
     /// The emitted runtime functions (JIT-compiled here) compute exactly what the host
     /// functions in `runtime.rs` compute.
     #[cfg(target_arch = "x86_64")]
@@ -1186,29 +1099,35 @@ mod tests {
             cranelift_module::default_libcall_names(),
         ));
         let cc = m.isa().default_call_conv();
+        let ptr_ty = m.isa().pointer_type();
         let mut ids = vec![];
-        for (name, p, r, _) in RUNTIME_EMITTERS {
+        for symbol in &runtime::SYMBOLS {
+            let sig = symbol.signature(cc, ptr_ty);
             let id = m
-                .declare_function(name, Linkage::Import, &sig_of(cc, p, r))
+                .declare_function(symbol.name, Linkage::Import, &sig)
                 .unwrap();
             ids.push(id);
         }
         define_runtime(&mut m).unwrap();
         m.finalize_definitions().unwrap();
-        let ptr = |i: usize| m.get_finalized_function(ids[i]);
+        let ptr = |f: RuntimeFunction| m.get_finalized_function(ids[f as usize]);
         // SAFETY: each pointer is a finalized function with exactly the transmuted signature
-        // (RUNTIME_EMITTERS' params and returns, system-V).
+        // (the runtime table's params and returns, system-V).
         let (logf, powf, powi, par) = unsafe {
             (
-                std::mem::transmute::<*const u8, extern "C" fn(f32) -> f32>(ptr(0)),
-                std::mem::transmute::<*const u8, extern "C" fn(f32, f32) -> f32>(ptr(1)),
+                std::mem::transmute::<*const u8, extern "C" fn(f32) -> f32>(ptr(
+                    RuntimeFunction::Log,
+                )),
+                std::mem::transmute::<*const u8, extern "C" fn(f32, f32) -> f32>(ptr(
+                    RuntimeFunction::Pow,
+                )),
                 std::mem::transmute::<*const u8, extern "C" fn(i64, f64, i32, i64, i64, i64) -> i64>(
-                    ptr(2),
+                    ptr(RuntimeFunction::IntegerPow),
                 ),
                 std::mem::transmute::<
                     *const u8,
                     extern "C" fn(extern "C" fn(*const u8, u64), *const u8, u64),
-                >(ptr(3)),
+                >(ptr(RuntimeFunction::ParallelFor)),
             )
         };
         let fs = [

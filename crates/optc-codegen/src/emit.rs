@@ -1,5 +1,7 @@
 //! Cranelift IR building helpers: loops, memory access, constants and vector math.
 
+use crate::error::{CodegenError, RuntimeError};
+use crate::runtime::{RuntimeFunction, SYMBOLS};
 use cranelift_codegen::cursor::{Cursor, FuncCursor};
 use cranelift_codegen::ir::Function;
 use cranelift_codegen::ir::{
@@ -8,7 +10,7 @@ use cranelift_codegen::ir::{
     Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
-use cranelift_module::{FuncId, Module};
+use cranelift_module::{FuncId, Linkage, Module};
 use optc_ir::DType;
 use std::collections::HashMap;
 
@@ -38,21 +40,37 @@ pub(crate) struct Rt {
     pub powi: FuncRef,
 }
 
-/// The runtime imports of a module, declared once; `declare_in` makes them callable from
-/// one function.
-#[derive(Clone, Copy)]
+/// The runtime imports of a module ([`crate::runtime::SYMBOLS`], in table order), declared
+/// once; `declare_in` makes the math functions callable from one function.
 pub(crate) struct RtIds {
-    pub logf: FuncId,
-    pub powf: FuncId,
-    pub powi: FuncId,
+    ids: Vec<FuncId>,
 }
 
 impl RtIds {
+    pub fn declare<M: Module>(module: &mut M) -> Result<RtIds, CodegenError> {
+        let call_conv = module.isa().default_call_conv();
+        let pointer = module.target_config().pointer_type();
+        let ids = SYMBOLS
+            .iter()
+            .map(|s| {
+                module
+                    .declare_function(s.name, Linkage::Import, &s.signature(call_conv, pointer))
+                    .map_err(|e| CodegenError::new(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RtIds { ids })
+    }
+
+    /// The module's import of `f`.
+    pub fn id(&self, f: RuntimeFunction) -> FuncId {
+        self.ids[f as usize]
+    }
+
     pub fn declare_in<M: Module>(&self, module: &mut M, func: &mut Function) -> Rt {
         Rt {
-            logf: module.declare_func_in_func(self.logf, func),
-            powf: module.declare_func_in_func(self.powf, func),
-            powi: module.declare_func_in_func(self.powi, func),
+            logf: module.declare_func_in_func(self.id(RuntimeFunction::Log), func),
+            powf: module.declare_func_in_func(self.id(RuntimeFunction::Pow), func),
+            powi: module.declare_func_in_func(self.id(RuntimeFunction::IntegerPow), func),
         }
     }
 }
@@ -530,15 +548,15 @@ impl<'f> E<'f> {
         self.b.inst_results(c)[0]
     }
 
-    /// Return `code` from the kernel when `cond` (an i8 truth value) holds.
-    pub fn fail_if(&mut self, cond: Value, code: i64) {
+    /// Return `error`'s code from the kernel when `cond` (an i8 truth value) holds.
+    pub fn fail_if(&mut self, cond: Value, error: RuntimeError) {
         let bad = self.b.create_block();
         let ok = self.b.create_block();
         self.b.ins().brif(cond, bad, &[], ok, &[]);
         self.b.switch_to_block(bad);
         self.b.seal_block(bad);
         self.b.set_cold_block(bad);
-        let c = self.b.ins().iconst(types::I32, code);
+        let c = self.b.ins().iconst(types::I32, error.code() as i64);
         self.b.ins().return_(&[c]);
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);

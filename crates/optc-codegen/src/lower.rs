@@ -7,7 +7,8 @@
 
 use crate::emit::{clty, mf, RtIds, E, F32X4, I32X4};
 use crate::plan::Arena;
-use crate::{CodegenError, Target, MAX_BYTES};
+use crate::runtime::RuntimeFunction;
+use crate::{CodegenError, RuntimeError, Target, MAX_BYTES};
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
     types, AbiParam, Function, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
@@ -23,11 +24,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 mod fast;
-
-/// Runtime error code: a gather index is out of range.
-pub const ERR_GATHER_INDEX: i32 = 1;
-/// Runtime error code: integer division by zero.
-pub const ERR_DIV_ZERO: i32 = 2;
 
 type R<T> = Result<T, CodegenError>;
 
@@ -108,41 +104,8 @@ pub fn lower_graph<M: Module>(
     let ptr = module.target_config().pointer_type();
 
     // Runtime imports.
-    let mut sig1 = module.make_signature();
-    sig1.params.push(AbiParam::new(types::F32));
-    sig1.returns.push(AbiParam::new(types::F32));
-    let mut sig2 = sig1.clone();
-    sig2.params.push(AbiParam::new(types::F32));
-    let logf = module
-        .declare_function("optc_rt_logf", Linkage::Import, &sig1)
-        .map_err(|e| CodegenError::new(e.to_string()))?;
-    let powf = module
-        .declare_function("optc_rt_powf", Linkage::Import, &sig2)
-        .map_err(|e| CodegenError::new(e.to_string()))?;
-    let mut sigi = module.make_signature();
-    for t in [
-        types::I64,
-        types::F64,
-        types::I32,
-        types::I64,
-        types::I64,
-        types::I64,
-    ] {
-        sigi.params.push(AbiParam::new(t));
-    }
-    sigi.returns.push(AbiParam::new(types::I64));
-    let powi = module
-        .declare_function("optc_rt_powi", Linkage::Import, &sigi)
-        .map_err(|e| CodegenError::new(e.to_string()))?;
-    let rt_ids = RtIds { logf, powf, powi };
-
-    let mut sigp = module.make_signature();
-    sigp.params.push(AbiParam::new(ptr));
-    sigp.params.push(AbiParam::new(ptr));
-    sigp.params.push(AbiParam::new(types::I64));
-    let par_for = module
-        .declare_function("optc_rt_parallel_for", Linkage::Import, &sigp)
-        .map_err(|e| CodegenError::new(e.to_string()))?;
+    let rt_ids = RtIds::declare(module)?;
+    let par_for = rt_ids.id(RuntimeFunction::ParallelFor);
     let mut ukr_ids: HashMap<crate::ukr::Routine, FuncId> = HashMap::new();
 
     let mut locs: HashMap<IrValue, Loc> = HashMap::new();
@@ -1650,7 +1613,7 @@ fn ew_scalar(
                     BinaryOp::Mul => e.b.ins().imul(x, y),
                     BinaryOp::Div => {
                         let z = e.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
-                        e.fail_if(z, ERR_DIV_ZERO as i64);
+                        e.fail_if(z, RuntimeError::DivisionByZero);
                         if sg {
                             let m1 = e.b.ins().icmp_imm_s(IntCC::Equal, y, -1);
                             let one = e.b.ins().iconst(ty, 1);
@@ -2288,7 +2251,7 @@ fn lower_gather(
                 let lo = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, k, 0);
                 let hi = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, k, a);
                 let bad = e.b.ins().bor(lo, hi);
-                e.fail_if(bad, ERR_GATHER_INDEX as i64);
+                e.fail_if(bad, RuntimeError::GatherIndex);
                 let so = e.b.ins().imul_imm_s(k, qb);
                 let so = e.b.ins().iadd(so, o1[0]);
                 e.copy_bytes(out, o2[1], d, so, qb as usize);
