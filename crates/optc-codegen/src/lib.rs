@@ -21,11 +21,12 @@ pub mod lower;
 mod plan;
 pub mod runtime;
 mod target;
-pub mod ukr;
+mod x64;
 
 pub use error::{CodegenError, RuntimeError};
 pub use jit::{compile_jit, JitModel, Workspace};
 pub use target::{Caches, Target};
+pub use x64::asm::{fma_peak_gflops, fma_peak_loop};
 
 /// Largest workspace or constant size we accept (16 GiB).
 pub const MAX_BYTES: usize = 16 << 30;

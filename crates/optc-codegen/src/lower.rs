@@ -106,7 +106,7 @@ pub fn lower_graph<M: Module>(
     // Runtime imports.
     let rt_ids = RtIds::declare(module)?;
     let par_for = rt_ids.id(RuntimeFunction::ParallelFor);
-    let mut ukr_ids: HashMap<crate::ukr::Routine, FuncId> = HashMap::new();
+    let mut ukr_ids: HashMap<crate::x64::asm::Routine, FuncId> = HashMap::new();
 
     let mut locs: HashMap<IrValue, Loc> = HashMap::new();
     let mut const_data: HashMap<u32, DataId> = HashMap::new();
@@ -675,7 +675,7 @@ type TaskBody<'b> = dyn FnMut(
         &mut E,
         &[Value],
         &[Value],
-        &HashMap<crate::ukr::Routine, cranelift_codegen::ir::FuncRef>,
+        &HashMap<crate::x64::asm::Routine, cranelift_codegen::ir::FuncRef>,
         Value,
     ) -> R<()>
     + 'b;
@@ -686,7 +686,7 @@ impl TaskFn<'_> {
         module: &mut M,
         ctx: &mut cranelift_codegen::Context,
         fctx: &mut FunctionBuilderContext,
-        ukr_ids: &[(crate::ukr::Routine, FuncId)],
+        ukr_ids: &[(crate::x64::asm::Routine, FuncId)],
         body: &mut TaskBody<'_>,
     ) -> R<FuncId> {
         let ptr = module.target_config().pointer_type();

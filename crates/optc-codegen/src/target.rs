@@ -263,8 +263,8 @@ impl Target {
     /// GEMM blocking from the caches: `(KC, MC)`. A `KC x 16` B panel takes half of L1d;
     /// an `MC x KC` A block about 9/32 of L2 (Zen 3: 256 and 144).
     pub(crate) fn blocking(&self) -> (usize, usize) {
-        let kc = (self.caches.l1d / 2 / (crate::ukr::NR * 4)).clamp(64, 512) / 8 * 8;
-        let mr = crate::ukr::MR;
+        let kc = (self.caches.l1d / 2 / (crate::x64::asm::NR * 4)).clamp(64, 512) / 8 * 8;
+        let mr = crate::x64::asm::MR;
         let mc = (self.caches.l2 * 9 / 32 / (kc * 4)).clamp(4 * mr, 1024) / mr * mr;
         (kc, mc)
     }
@@ -273,7 +273,7 @@ impl Target {
     pub fn describe(&self) -> String {
         let isa = if self.name.starts_with("aarch64") {
             "NEON".to_string()
-        } else if self.ukr_isa() == crate::ukr::Isa::Avx512 {
+        } else if self.ukr_isa() == crate::x64::asm::Isa::Avx512 {
             "AVX-512F (512-bit microkernels)".to_string()
         } else if self.has_avx2_fma() {
             "AVX2+FMA (256-bit microkernels)".to_string()
@@ -443,11 +443,11 @@ impl Target {
     /// AVX-512 kernels are chosen only for an explicit `x86_64-avx512` target: they are
     /// checked by disassembly and an instruction-level emulator (`ukr/emu.rs`) but have not
     /// yet run on AVX-512 hardware, so `native` keeps the measured AVX2 kernels.
-    pub(crate) fn ukr_isa(&self) -> crate::ukr::Isa {
+    pub(crate) fn ukr_isa(&self) -> crate::x64::asm::Isa {
         if !self.native && self.has_avx512f() {
-            crate::ukr::Isa::Avx512
+            crate::x64::asm::Isa::Avx512
         } else {
-            crate::ukr::Isa::Avx2
+            crate::x64::asm::Isa::Avx2
         }
     }
 }

@@ -1,15 +1,15 @@
 //! The AVX2/FMA GEMM path (BLIS style): MatMul/Gemm with a constant B packed at compile time
 //! into 16-column panels, and ungrouped Conv as an implicit GEMM (`W[M, C*KH*KW] @ patches`)
 //! whose patch panels are packed on the fly, one K block at a time, into per-task scratch.
-//! The `mr x 16` tiles are computed by the `iced-x86` microkernels of [`crate::ukr`], which
+//! The `mr x 16` tiles are computed by the `iced-x86` microkernels of [`crate::x64::asm`], which
 //! also apply the epilogue (bias, Relu/Clip, residual add, alpha) before the store.
 //!
 //! Work is split into column units (`chunk` columns of one image); a node's units are spread
 //! over up to [`MAX_TASKS`] tasks run by the `optc_rt_parallel_for` hook.
 
 use super::*;
-use crate::ukr::dc::DcKey;
-use crate::ukr::{Ep, Isa, Routine, UkrKey, MR, NR};
+use crate::x64::asm::direct_conv::DcKey;
+use crate::x64::asm::{Ep, Isa, Routine, UkrKey, MR, NR};
 use cranelift_codegen::ir::{AtomicRmwOp, FuncRef};
 
 mod dw;
@@ -198,7 +198,7 @@ impl Plan {
             .collect()
     }
     /// The direct-conv kernel of a unit of `ncols` pixels x `mrows` channels, if the conv
-    /// has one ([`crate::ukr::dc`]): few input channels, constant weights, one K block.
+    /// has one ([`crate::x64::asm::direct_conv`]): few input channels, constant weights, one K block.
     fn dc_key(&self, g: &ConvGeom, ncols: usize, mrows: usize) -> Option<DcKey> {
         let ep = self.kernel_ep();
         // Stride 2 reads the deinterleaved padded copy, which exists only with pads.

@@ -2,7 +2,7 @@
 //! registers, the input read in place (no padded copy), never outside a row of the channel.
 //!
 //! When [`DwKey::supports`] the geometry and epilogue (stride 1 or 2, at most 9 taps, no fused
-//! residual), the whole unit is one call of an assembled ymm kernel ([`crate::ukr::dw`]: 8
+//! residual), the whole unit is one call of an assembled ymm kernel ([`crate::x64::asm::depthwise`]: 8
 //! outputs per vector, borders by masked loads). Otherwise the f32x4 code below:
 //! - output rows run `ROWS` at a time ([`passes`]), each input vector load feeding every
 //!   kernel row that uses it, the taps outside the input dropped at compile time,
@@ -18,7 +18,7 @@
 //! partial sums, weights reloaded per tap (more loads, worse).
 
 use super::*;
-use crate::ukr::dw::{input_rows, passes, DwGeom, DwKey, RowTaps};
+use crate::x64::asm::depthwise::{input_rows, passes, DwGeom, DwKey, RowTaps};
 
 /// Output rows computed together.
 const ROWS: usize = 2;

@@ -18,7 +18,8 @@
 //! the first channel, `bias` its bias (read only with a bias epilogue), `col` the first pixel's
 //! column in its output row.
 
-use super::{ep_pointwise, ymm, Ep};
+use super::epilogue::{ep_pointwise, ep_symbol, Ep};
+use super::registers::ymm;
 use iced_x86::code_asm::*;
 
 /// One direct-conv kernel: a unit of `ncols` output pixels x `mrows` output channels.
@@ -74,7 +75,7 @@ impl DcKey {
             self.mrows,
             self.ncols
         );
-        s.push_str(&super::ep_symbol(&self.ep));
+        s.push_str(&ep_symbol(&self.ep));
         s
     }
 }

@@ -2,9 +2,11 @@
 //! the instruction stream must decode completely and contain the instructions the variant
 //! needs (and no instructions of the other ISA's vector width). The AVX-512 kernels cannot run
 //! on every host, so they are also executed by a small interpreter of the instructions they
-//! use (`emu`) and compared with a scalar reference GEMM.
+//! use (`emulator.rs`) and compared with a scalar reference GEMM.
 
-use super::*;
+use super::emulator::Machine;
+use super::epilogue::Ep;
+use super::gemm::{assemble, Isa, UkrKey, MR, NR};
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
 const CLIP_LO: u32 = 0xbf00_0000; // -0.5
@@ -361,7 +363,7 @@ fn check_avx512_tile(key: &UkrKey, code: &[u8], kc: usize, nr: usize, seed: u64)
     let c0 = q.vec(tile_len);
     let res = q.vec(tile_len);
     let bias = q.vec(mr.max(cols));
-    let mut m = emu::Machine::new();
+    let mut m = Machine::new();
     m.mem.push((CODE, code.to_vec()));
     m.mem.push((A, bytes_of(&a)));
     m.mem.push((B, bytes_of(&b)));

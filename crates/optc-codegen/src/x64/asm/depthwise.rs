@@ -25,7 +25,8 @@
 //! (`kh * kw` per channel) and bias `bias` (one per channel, read only when the epilogue has
 //! a bias), planes and weights contiguous.
 
-use super::{ep_pointwise, ymm, Ep};
+use super::epilogue::{ep_pointwise, ep_symbol, Ep};
+use super::registers::ymm;
 use iced_x86::code_asm::*;
 use std::collections::HashMap;
 
@@ -146,7 +147,7 @@ impl DwKey {
             "optc_dw_avx2_{}x{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}",
             g.h, g.w, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw
         );
-        s.push_str(&super::ep_symbol(&self.ep));
+        s.push_str(&ep_symbol(&self.ep));
         s
     }
 }
