@@ -634,3 +634,125 @@ impl<'f> E<'f> {
         }
     }
 }
+
+/// `for i in lo..hi` with runtime bounds.
+pub(crate) fn loop_range(e: &mut E, lo: Value, hi: Value, body: &mut dyn FnMut(&mut E, Value)) {
+    let iv = e.b.declare_var(types::I64);
+    e.b.def_var(iv, lo);
+    let header = e.b.create_block();
+    let bodyb = e.b.create_block();
+    let exit = e.b.create_block();
+    e.b.ins().jump(header, &[]);
+    e.b.switch_to_block(header);
+    let i = e.b.use_var(iv);
+    let c = e.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+    e.b.ins().brif(c, bodyb, &[], exit, &[]);
+    e.b.switch_to_block(bodyb);
+    e.b.seal_block(bodyb);
+    body(e, i);
+    let i2 = e.b.ins().iadd_imm_s(i, 1);
+    e.b.def_var(iv, i2);
+    e.b.ins().jump(header, &[]);
+    e.b.seal_block(header);
+    e.b.switch_to_block(exit);
+    e.b.seal_block(exit);
+}
+
+/// `if c { then() } else { els() }`.
+pub(crate) fn if_else(
+    e: &mut E,
+    c: Value,
+    then: &mut dyn FnMut(&mut E),
+    els: &mut dyn FnMut(&mut E),
+) {
+    let tb = e.b.create_block();
+    let eb = e.b.create_block();
+    let join = e.b.create_block();
+    e.b.ins().brif(c, tb, &[], eb, &[]);
+    e.b.switch_to_block(tb);
+    e.b.seal_block(tb);
+    then(e);
+    e.b.ins().jump(join, &[]);
+    e.b.switch_to_block(eb);
+    e.b.seal_block(eb);
+    els(e);
+    e.b.ins().jump(join, &[]);
+    e.b.switch_to_block(join);
+    e.b.seal_block(join);
+}
+
+/// Copy `len` floats from `s` to `d`: `f32x4` groups of 4 (unrolled when short, else a
+/// loop), then the tail.
+pub(crate) fn copy_span(e: &mut E, s: Value, d: Value, len: usize) {
+    let group = |e: &mut E, s: Value, d: Value, nv: usize| {
+        let v: Vec<Value> = (0..nv)
+            .map(|l| e.b.ins().load(F32X4, mf(), s, (l * 16) as i32))
+            .collect();
+        for (l, &x) in v.iter().enumerate() {
+            e.b.ins().store(mf(), x, d, (l * 16) as i32);
+        }
+    };
+    let nv = len / 4;
+    if nv <= 16 {
+        group(e, s, d, nv);
+    } else {
+        e.loop_offs((nv / 4) as i64, &[s, d], &[64, 64], &mut |e, _i, o| {
+            group(e, o[0], o[1], 4)
+        });
+        let o = (nv / 4 * 64) as i64;
+        let s2 = e.b.ins().iadd_imm_s(s, o);
+        let d2 = e.b.ins().iadd_imm_s(d, o);
+        group(e, s2, d2, nv % 4);
+    }
+    for t in nv * 4..len {
+        let x = e.b.ins().load(types::F32, mf(), s, (t * 4) as i32);
+        e.b.ins().store(mf(), x, d, (t * 4) as i32);
+    }
+}
+
+/// Store the constant `x` (an `f32`) to floats `[from, to)` of `d` (vectors, then scalars).
+pub(crate) fn fill(e: &mut E, d: Value, from: usize, to: usize, x: f32) {
+    let v = e.fc(F32X4, x);
+    let s = e.fc(types::F32, x);
+    let mut k = from;
+    while k + 4 <= to {
+        e.b.ins().store(mf(), v, d, (k * 4) as i32);
+        k += 4;
+    }
+    while k < to {
+        e.b.ins().store(mf(), s, d, (k * 4) as i32);
+        k += 1;
+    }
+}
+
+/// Store zeros to `len` floats at `d`: unrolled when short, else an `f32x4` loop and a tail.
+pub(crate) fn zero_span(e: &mut E, d: Value, len: usize) {
+    if len <= 32 {
+        fill(e, d, 0, len, 0.0);
+        return;
+    }
+    let zv = e.fc(F32X4, 0.0);
+    let z = e.ic(0);
+    e.loop_offs((len / 16) as i64, &[z], &[64], &mut |e, _i, o| {
+        let a = e.b.ins().iadd(d, o[0]);
+        for l in 0..4 {
+            e.b.ins().store(mf(), zv, a, l * 16);
+        }
+    });
+    fill(e, d, len / 16 * 16, len, 0.0);
+}
+
+/// Lanes `[l0, l1, l2, l3]` of the 8 lanes of `a` (0-3) and `b` (4-7), two `f32x4`.
+pub(crate) fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+    use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let a8 = e.b.ins().bitcast(types::I8X16, le, a);
+    let b8 = e.b.ins().bitcast(types::I8X16, le, b);
+    let mask: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| l * 4 + k))
+        .collect();
+    let imm = e.b.func.dfg.immediates.push(ConstantData::from(mask));
+    let r = e.b.ins().shuffle(a8, b8, imm);
+    e.b.ins().bitcast(F32X4, le, r)
+}

@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+/// A result whose error is, unless said otherwise, a [`CodegenError`].
+pub(crate) type Result<T, E = CodegenError> = std::result::Result<T, E>;
+
 /// An error of code generation or of running generated code.
 #[derive(Debug, Clone)]
 pub struct CodegenError {

@@ -23,8 +23,6 @@ use optc_ir::{
 use std::collections::HashMap;
 use std::sync::Arc;
 
-mod fast;
-
 type R<T> = Result<T, CodegenError>;
 
 /// What `lower_graph` produced.
@@ -58,22 +56,22 @@ fn bytes_of(ty: &TensorType) -> R<usize> {
 }
 
 /// Information about one op node handed to its lowering.
-struct NodeInfo<'g> {
-    name: &'g str,
-    op: &'g Op,
-    ins: Vec<TensorType>,
-    outs: Vec<TensorType>,
-    consts: Vec<Option<Arc<Tensor>>>,
+pub(crate) struct NodeInfo<'g> {
+    pub name: &'g str,
+    pub op: &'g Op,
+    pub ins: Vec<TensorType>,
+    pub outs: Vec<TensorType>,
+    pub consts: Vec<Option<Arc<Tensor>>>,
 }
 
 impl NodeInfo<'_> {
-    fn err(&self, msg: impl Into<String>) -> CodegenError {
+    pub fn err(&self, msg: impl Into<String>) -> CodegenError {
         CodegenError::at(self.name, self.op.name(), msg)
     }
 }
 
 /// The base op of a fused node, as a node of its own writing the fused node's output.
-fn base_info<'g>(info: &NodeInfo<'g>) -> Option<NodeInfo<'g>> {
+pub(crate) fn base_info<'g>(info: &NodeInfo<'g>) -> Option<NodeInfo<'g>> {
     match info.op {
         Op::Fused {
             base, base_inputs, ..
@@ -186,7 +184,7 @@ pub fn lower_graph<M: Module>(
     let mut arena = Arena::default();
     let mut scratch: Vec<Option<usize>> = vec![None; sched.len()];
     let mut infos: Vec<NodeInfo> = Vec::with_capacity(sched.len());
-    let mut plans: Vec<Option<fast::Plan>> = Vec::with_capacity(sched.len());
+    let mut plans: Vec<Option<crate::x64::Plan>> = Vec::with_capacity(sched.len());
     // Reshapes whose output takes over their input's workspace block (no copy, no call).
     let mut aliased: Vec<bool> = vec![false; sched.len()];
     for (i, &n) in sched.iter().enumerate() {
@@ -232,7 +230,7 @@ pub fn lower_graph<M: Module>(
             locs.insert(v, Loc::Ws(off));
             fresh.push((v, off, b));
         }
-        let fp = fast::plan(&info, target)?;
+        let fp = crate::x64::plan(&info, target)?;
         for (j, v) in inputs.iter().enumerate() {
             if let Some(Loc::Const(d)) = locs.get(v) {
                 if fp.as_ref().is_none_or(|p| p.reads_input(j)) {
@@ -342,7 +340,7 @@ pub fn lower_graph<M: Module>(
             .map_err(|e| info.err(e.to_string()))?;
         let plan = plans[i].as_ref();
         let derived = match plan {
-            Some(p) => fast::derived(info, p)?,
+            Some(p) => crate::x64::derived(info, p)?,
             None => derived_data(info)?,
         };
         let mut dids = vec![];
@@ -408,14 +406,14 @@ pub fn lower_graph<M: Module>(
                     .collect();
                 let nin = info.ins.len();
                 let body = &mut |e: &mut E, params: &[Value], extra: &[Value], ukrs: &_, t| {
-                    let c = fast::Ctx {
+                    let c = crate::x64::Ctx {
                         ins: &params[..nin],
                         out: params[nin],
                         scratch: params[nparams - 1],
                         extra,
                         ukrs,
                     };
-                    fast::emit_task(e, p, &c, t);
+                    crate::x64::emit_task(e, p, &c, t);
                     Ok(())
                 };
                 task_fn = Some(task.define(module, &mut ctx, &mut fctx, &keys, body)?);
@@ -449,22 +447,22 @@ pub fn lower_graph<M: Module>(
             match plan {
                 Some(p) => {
                     let nin = info.ins.len();
-                    let c = fast::Ctx {
+                    let c = crate::x64::Ctx {
                         ins: &params[..nin],
                         out: params[nin],
                         scratch: params[nparams - 1],
                         extra: &extra,
                         ukrs: &ukrs,
                     };
-                    fast::emit_pre(&mut e, info, p, &c)?;
+                    crate::x64::emit_pre(&mut e, info, p, &c)?;
                     match (task_ref, par_ref) {
                         (Some(tr), Some(pr)) => call_parallel(&mut e, &params, tr, pr, p.tasks),
                         _ => {
                             let z = e.ic(0);
-                            fast::emit_task(&mut e, p, &c, z);
+                            crate::x64::emit_task(&mut e, p, &c, z);
                         }
                     }
-                    fast::emit_post(&mut e, info, p, &c)?;
+                    crate::x64::emit_post(&mut e, info, p, &c)?;
                 }
                 None => match (task_ref, par_ref, ew) {
                     (Some(tr), Some(pr), Some((_, parts))) => {
@@ -1172,7 +1170,7 @@ fn chain_steps(
         .collect()
 }
 
-fn apply_chain(
+pub(crate) fn apply_chain(
     e: &mut E,
     info: &NodeInfo,
     ins: &[Value],
@@ -1203,15 +1201,15 @@ fn elem_strides(shape: &[usize]) -> Vec<i64> {
 /// An operand of an index-mapped loop: pointer, dtype, base element offset and element strides
 /// per loop dim (0 = broadcast, negative allowed).
 #[derive(Clone)]
-struct Opd {
-    p: Value,
-    dt: DType,
-    base: i64,
-    strides: Vec<i64>,
+pub(crate) struct Opd {
+    pub p: Value,
+    pub dt: DType,
+    pub base: i64,
+    pub strides: Vec<i64>,
 }
 
 impl Opd {
-    fn dense(p: Value, ty: &TensorType) -> Opd {
+    pub fn dense(p: Value, ty: &TensorType) -> Opd {
         Opd {
             p,
             dt: ty.dtype,
@@ -1220,7 +1218,7 @@ impl Opd {
         }
     }
     /// `ty` broadcast (numpy, right-aligned) to `out`.
-    fn bcast(p: Value, ty: &TensorType, out: &[usize]) -> Opd {
+    pub fn bcast(p: Value, ty: &TensorType, out: &[usize]) -> Opd {
         Opd {
             p,
             dt: ty.dtype,
@@ -1252,7 +1250,7 @@ fn bcast_strides(shape: &[usize], out: &[usize]) -> Vec<i64> {
 
 /// Elementwise functions of a `map`.
 #[derive(Clone, Debug)]
-enum Ew {
+pub(crate) enum Ew {
     Copy,
     Unary(UnaryOp),
     Binary(BinaryOp),
@@ -1272,7 +1270,7 @@ enum Ew {
 }
 
 #[derive(Clone, Debug)]
-enum ChainStep {
+pub(crate) enum ChainStep {
     Unary(UnaryOp),
     Binary {
         op: BinaryOp,
@@ -1971,7 +1969,14 @@ fn copy_4x4_tiles(
 }
 
 /// Generic index-mapped elementwise loop: `out[i] = f(ins[k][i]...)` over `shape`.
-fn map(e: &mut E, info: &NodeInfo, shape: &[usize], out: Opd, ins: &[Opd], f: &Ew) -> R<()> {
+pub(crate) fn map(
+    e: &mut E,
+    info: &NodeInfo,
+    shape: &[usize],
+    out: Opd,
+    ins: &[Opd],
+    f: &Ew,
+) -> R<()> {
     if shape.iter().product::<usize>() == 0 {
         return Ok(());
     }
@@ -2575,39 +2580,39 @@ fn tile(
 // ---------------------------------------------------------------------------------------------
 // Convolution.
 
-struct ConvGeom {
-    n: usize,
-    c: usize,
+pub(crate) struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
     /// input extents (2-D view; 1-D convs have h = 1)
-    h: usize,
-    w: usize,
-    m: usize,
-    groups: usize,
-    cg: usize,
-    mg: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    dh: usize,
-    dw: usize,
-    ph: usize,
-    pw: usize,
+    pub h: usize,
+    pub w: usize,
+    pub m: usize,
+    pub groups: usize,
+    pub cg: usize,
+    pub mg: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub ph: usize,
+    pub pw: usize,
     /// padded extents
-    hp: usize,
-    wp: usize,
-    oh: usize,
-    ow: usize,
+    pub hp: usize,
+    pub wp: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 /// The 2-D view of a 1-D or 2-D conv, and the constant weight when it is packed.
 /// A 1x1, stride-1, unpadded, ungrouped conv is a batched GEMM `W[M, C] @ X[n][C, H*W]`.
-fn conv_is_gemm(g: &ConvGeom) -> bool {
+pub(crate) fn conv_is_gemm(g: &ConvGeom) -> bool {
     g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.groups == 1 && g.hp == g.h && g.wp == g.w
 }
 
 /// `None` for convs with more than two spatial dims (lowered by the generic scalar path).
-fn conv_geom(info: &NodeInfo) -> R<Option<(ConvGeom, Option<Arc<Tensor>>)>> {
+pub(crate) fn conv_geom(info: &NodeInfo) -> R<Option<(ConvGeom, Option<Arc<Tensor>>)>> {
     let (window, group) = match info.op {
         Op::Conv { window, group } => (window, *group),
         _ => return Err(info.err("not a conv")),
@@ -3275,25 +3280,25 @@ fn lower_pool(
 /// buffer, where a NaN cell never replaces a non-NaN maximum and is replaced by any cell
 /// (exactly the reference's "padding and NaN cells are skipped" rule, as long as every window
 /// holds at least one real cell, which we check).
-struct Pool2d {
-    planes: usize,
-    h: usize,
-    w: usize,
-    hp: usize,
-    wp: usize,
-    oh: usize,
-    ow: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    dh: usize,
-    dw: usize,
-    ph: usize,
-    pw: usize,
+pub(crate) struct Pool2d {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub hp: usize,
+    pub wp: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub ph: usize,
+    pub pw: usize,
 }
 
-fn maxpool2d_geom(info: &NodeInfo) -> Option<Pool2d> {
+pub(crate) fn maxpool2d_geom(info: &NodeInfo) -> Option<Pool2d> {
     let Op::MaxPool { window: w } = info.op else {
         return None;
     };

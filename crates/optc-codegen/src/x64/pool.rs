@@ -7,7 +7,11 @@
 //! and commutative, so the separable order gives the same result. Each task copies its plane
 //! into a NaN-padded buffer first.
 
-use super::*;
+use super::plan::Plan;
+use super::tasks::{acquire_slot, release_slot, task_units, Ctx};
+use crate::emit::{fill, loop_range, mf, shuf, E, F32X4};
+use crate::lower::Pool2d;
+use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 
 /// Planes per work unit: about 32 units, at least 1 plane each.
 pub(super) fn plane_rows(planes: usize) -> usize {
@@ -21,7 +25,7 @@ pub(super) fn task_bytes(g: &Pool2d) -> usize {
 }
 
 /// `acc = (v > acc || acc is NaN) ? v : acc`.
-fn step(e: &mut E, ty: Type, v: Value, acc: Value) -> Value {
+pub(super) fn step(e: &mut E, ty: Type, v: Value, acc: Value) -> Value {
     let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, acc);
     let un = e.b.ins().fcmp(FloatCC::Unordered, acc, acc);
     let take = e.b.ins().bor(gt, un);
@@ -30,8 +34,8 @@ fn step(e: &mut E, ty: Type, v: Value, acc: Value) -> Value {
 
 /// The planes of task `t`.
 pub(super) fn emit_task(e: &mut E, p: &Plan, g: &Pool2d, c: &Ctx, t: Value) {
-    let (lo, hi) = super::task_units(e, p, t);
-    let slot = super::acquire_slot(e, p, c);
+    let (lo, hi) = task_units(e, p, t);
+    let slot = acquire_slot(e, p, c);
     let o = e.b.ins().imul_imm_s(slot, task_bytes(g) as i64);
     let pbuf = e.b.ins().iadd(c.scratch, o);
     let vrow = e.b.ins().iadd_imm_s(pbuf, (g.hp * g.wp * 4) as i64);
@@ -41,10 +45,10 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &Pool2d, c: &Ctx, t: Value) {
     let cap = e.ic(g.planes as i64);
     let p1 = e.b.ins().smin(p1, cap);
     loop_range(e, p0, p1, &mut |e, pl| plane(e, g, c, pbuf, vrow, pl));
-    super::release_slot(e, p, c, slot);
+    release_slot(e, p, c, slot);
 }
 
-fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl: Value) {
+pub(super) fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl: Value) {
     let xplane = (g.h * g.w * 4) as i64;
     let oplane = (g.oh * g.ow * 4) as i64;
     let xo = e.b.ins().imul_imm_s(pl, xplane);
@@ -53,7 +57,7 @@ fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl: Value) {
     let out = e.b.ins().iadd(c.out, oo);
     let nanv = e.fc(F32X4, f32::NAN);
     let nans = e.fc(types::F32, f32::NAN);
-    let fill = |e: &mut E, d: Value, from: usize, to: usize| super::fill(e, d, from, to, f32::NAN);
+    let fill = |e: &mut E, d: Value, from: usize, to: usize| fill(e, d, from, to, f32::NAN);
     // NaN-padded copy: rows [0, ph) and [ph + h, hp) all NaN; the rest NaN | row | NaN.
     let wrow = (g.wp * 4) as i64;
     e.loop_offs(g.ph as i64, &[pbuf], &[wrow], &mut |e, _r, o| {

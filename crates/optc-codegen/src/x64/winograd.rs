@@ -28,7 +28,13 @@
 //! (`n^2 x mrows x NB`) and the zero-padded input rows the unit reads. Consecutive units of a
 //! task that share a tile block (different row parts) reuse `V`.
 
-use super::*;
+use super::asm::{Ep, UkrKey, MR, NR};
+use super::plan::{balanced_rows, Plan};
+use super::tasks::{acquire_slot, release_slot, task_units, unit_at, Ctx, UnitAt};
+use crate::emit::{fill, if_else, loop_range, mf, shuf, E, F32X4};
+use crate::error::Result;
+use crate::lower::{ConvGeom, NodeInfo};
+use cranelift_codegen::ir::{condcodes::IntCC, types, FuncRef, InstBuilder, Value};
 
 /// Tile geometry of a Winograd conv.
 pub(super) struct WGeom {
@@ -116,7 +122,7 @@ pub(super) fn mrows(m: usize, nb: usize, r: usize) -> usize {
         return m.div_ceil(MR) * MR;
     }
     // Up to a third over the cap when that splits the rows more evenly between threads.
-    super::balanced_rows(m, m.div_ceil(cap), MR, cap + cap / 3)
+    balanced_rows(m, m.div_ceil(cap), MR, cap + cap / 3)
 }
 
 /// Bytes between the `V` matrices of consecutive `xi`. The extra cache line keeps the 16
@@ -194,7 +200,7 @@ fn gmat(r: usize) -> Vec<[f64; 3]> {
 
 /// Compile-time data: `U`, `n^2` matrices `M x C`, each packed in `MR`-row tiles
 /// (`[C][mr]`, tile of row `r` at `r * C` floats), matrix `xi` at `xi * M * C` floats.
-pub(super) fn derived(info: &NodeInfo, g: &ConvGeom, r: usize) -> R<Vec<Vec<u8>>> {
+pub(super) fn derived(info: &NodeInfo, g: &ConvGeom, r: usize) -> Result<Vec<Vec<u8>>> {
     let w = info.consts[1]
         .as_ref()
         .and_then(|w| w.as_f32())
@@ -231,8 +237,8 @@ pub(super) fn derived(info: &NodeInfo, g: &ConvGeom, r: usize) -> R<Vec<Vec<u8>>
 /// The units of task `t`.
 pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t: Value) {
     let wg = wgeom(g, r);
-    let (lo, hi) = super::task_units(e, p, t);
-    let slot = super::acquire_slot(e, p, c);
+    let (lo, hi) = task_units(e, p, t);
+    let slot = acquire_slot(e, p, c);
     let o = e.b.ins().imul_imm_s(slot, task_bytes(p, g, r) as i64);
     let vbuf = e.b.ins().iadd(c.scratch, o);
     let mbuf = e.b.ins().iadd_imm_s(vbuf, (wg.nxi * vstride(p)) as i64);
@@ -247,14 +253,14 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t:
     e.b.def_var(have, m1);
     loop_range(e, lo, hi, &mut |e, u| {
         // (The column units are tile blocks: `t0` is the first tile.)
-        let super::UnitAt {
+        let UnitAt {
             mp,
             cu: u2,
             img,
             ci,
             col0: t0,
             row0,
-        } = super::unit_at(e, p, u);
+        } = unit_at(e, p, u);
         let is_last_t = e.b.ins().icmp_imm_s(IntCC::Equal, ci, upi as i64 - 1);
         let full = e.ic(p.chunk as i64 / 4);
         let last = e.ic(last_tiles as i64 / 4);
@@ -284,7 +290,7 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t:
             });
         }
     });
-    super::release_slot(e, p, c, slot);
+    release_slot(e, p, c, slot);
 }
 
 /// Copy the input rows the unit from tile `t0` reads into the task's window `win`
@@ -319,7 +325,7 @@ fn input_window(
     let yo = e.b.ins().imul_imm_s(y0, xrow);
     let src0 = e.b.ins().iadd(io, yo);
     let src0 = e.b.ins().iadd(c.ins[0], src0);
-    let zero = |e: &mut E, d: Value, from: usize, to: usize| super::fill(e, d, from, to, 0.0);
+    let zero = |e: &mut E, d: Value, from: usize, to: usize| fill(e, d, from, to, 0.0);
     let (pw, w, wb) = (g.pw, g.w, wg.wb);
     let span = e.b.ins().isub(ti1, ti0);
     let nrows = e.b.ins().imul_imm_s(span, wg.r as i64);

@@ -17,8 +17,14 @@
 //! copy; measured alternatives that did not pay: 1-4 rows x 1-3 vectors per step, per-kernel-row
 //! partial sums, weights reloaded per tap (more loads, worse).
 
-use super::*;
-use crate::x64::asm::depthwise::{input_rows, passes, DwGeom, DwKey, RowTaps};
+use super::asm::depthwise::{input_rows, passes, DwGeom, DwKey, RowTaps};
+use super::asm::{Ep, Routine};
+use super::plan::Plan;
+use super::tasks::Ctx;
+use crate::emit::{mf, shuf, E, F32X4};
+use crate::lower::ConvGeom;
+use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Value};
+use std::collections::HashMap;
 
 /// Output rows computed together.
 const ROWS: usize = 2;
@@ -26,7 +32,7 @@ const ROWS: usize = 2;
 const NV: usize = 2;
 
 /// Per-channel state: weights and bias (scalars and splats).
-struct K<'a> {
+pub(super) struct K<'a> {
     p: &'a Plan,
     g: &'a ConvGeom,
     ws: Vec<Value>,

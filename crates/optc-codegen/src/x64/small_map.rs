@@ -13,7 +13,13 @@
 //! NCHW output; with several, the partial sums go to a per-task buffer of row-layout tiles
 //! (plain kernels, 64-byte rows) and the last block's `tn` kernel adds them.
 
-use super::*;
+use super::asm::{Ep, Isa, UkrKey, MR, NR};
+use super::plan::{Plan, MAX_TASKS};
+use super::tasks::{release_slot, task_buffers, task_units, Ctx};
+use crate::emit::{if_else, loop_range, mf, E, F32X4};
+use crate::error::Result;
+use crate::lower::NodeInfo;
+use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 
 /// Depth of a K block: a panel's block (`KC x 64` bytes) and a pixel tile's (`KC x 24`)
 /// together in L1 (32 KiB), e.g. K = 320 in one block.
@@ -85,7 +91,7 @@ pub(super) fn mrows(m: usize) -> usize {
 
 /// The pixel tiles `(first row, rows)`: 6 rows each, the last `n % 6`; a last single row
 /// (one accumulator pair, FMA-latency bound) joins the tile before it as 4 + 3 rows.
-fn tiles(n: usize) -> Vec<(usize, usize)> {
+pub(super) fn tiles(n: usize) -> Vec<(usize, usize)> {
     let mut v: Vec<(usize, usize)> = (0..n / MR).map(|t| (t * MR, MR)).collect();
     match n % MR {
         0 => {}
@@ -142,7 +148,7 @@ pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
 
 /// The `mr`-row kernel: `tn` (the transposed store with the epilogue) or plain (row-layout
 /// partial sums, no epilogue); `acc`: add the sums so far.
-fn key(p: &Plan, mr: usize, tn: bool, acc: bool) -> UkrKey {
+pub(super) fn key(p: &Plan, mr: usize, tn: bool, acc: bool) -> UkrKey {
     UkrKey {
         isa: p.isa,
         mr,
@@ -156,7 +162,7 @@ fn key(p: &Plan, mr: usize, tn: bool, acc: bool) -> UkrKey {
 }
 
 /// The weights `W[M][K]` as 16-channel panels `[M / 16][K][16]`.
-pub(super) fn derived(info: &NodeInfo, p: &Plan) -> R<Vec<Vec<u8>>> {
+pub(super) fn derived(info: &NodeInfo, p: &Plan) -> Result<Vec<Vec<u8>>> {
     let w = info.consts[1]
         .as_ref()
         .and_then(|w| w.as_f32())
@@ -242,7 +248,15 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
 }
 
 /// Channels `[mp * mrows, + rows)` of image `img`.
-fn emit_unit(e: &mut E, p: &Plan, c: &Ctx, tmp: Value, img: Value, mp: Value, rows: usize) {
+pub(super) fn emit_unit(
+    e: &mut E,
+    p: &Plan,
+    c: &Ctx,
+    tmp: Value,
+    img: Value,
+    mp: Value,
+    rows: usize,
+) {
     let (n, k) = (p.n, p.k);
     let ldc = (n * 4) as i64;
     let tl = tiles(n);
