@@ -756,3 +756,25 @@ pub(crate) fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
     let r = e.b.ins().shuffle(a8, b8, imm);
     e.b.ins().bitcast(F32X4, le, r)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pools.
+
+/// Nested loops over `dims` giving each loop index (i64).
+pub(crate) fn loops_idx(
+    e: &mut E,
+    dims: &[usize],
+    idx: &mut Vec<Value>,
+    body: &mut dyn FnMut(&mut E, &[Value]),
+) {
+    if idx.len() == dims.len() {
+        body(e, idx);
+        return;
+    }
+    let d = dims[idx.len()];
+    e.loop_n(d as i64, &mut |e, i| {
+        idx.push(i);
+        loops_idx(e, dims, idx, body);
+        idx.pop();
+    });
+}

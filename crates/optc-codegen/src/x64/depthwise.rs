@@ -22,7 +22,7 @@ use super::asm::{Ep, Routine};
 use super::plan::Plan;
 use super::tasks::Ctx;
 use crate::emit::{mf, shuf, E, F32X4};
-use crate::lower::ConvGeom;
+use crate::ops::conv::ConvGeom;
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Value};
 use std::collections::HashMap;
 

@@ -5,7 +5,7 @@ use super::asm::direct_conv::DcKey;
 use super::plan::{AMode, Plan};
 use super::tasks::Ctx;
 use crate::emit::{mf, shuf, zero_span, E, F32X4};
-use crate::lower::ConvGeom;
+use crate::ops::conv::ConvGeom;
 use cranelift_codegen::ir::{types, InstBuilder};
 
 impl Plan {

@@ -8,7 +8,7 @@ use super::packing::{pack_a, pack_b_rt, pack_panels};
 use super::plan::{AMode, Kind, Plan};
 use super::tasks::Ctx;
 use crate::emit::E;
-use crate::lower::{conv_is_gemm, ConvGeom};
+use crate::ops::conv::{conv_is_gemm, ConvGeom};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 /// One unit: `ncols` columns from column `col0` of image `img`, all rows, all of K.

@@ -9,7 +9,8 @@ use super::tasks::Ctx;
 use super::{small_map, winograd};
 use crate::emit::{if_else, mf, shuf, E, F32X4};
 use crate::error::Result;
-use crate::lower::NodeInfo;
+use crate::node::NodeInfo;
+use crate::ops::matmul::pack_b;
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 use optc_ir::Op;
 
@@ -18,25 +19,14 @@ pub(crate) fn derived(info: &NodeInfo, p: &Plan) -> Result<Vec<Vec<u8>>> {
     match &p.kind {
         Kind::MatRt { .. } | Kind::Dw(_) | Kind::Pool(_) => Ok(vec![]),
         Kind::Wino(g, r) => winograd::derived(info, g, *r),
-        Kind::Tn => small_map::derived(info, p),
+        Kind::Tn => small_map::derived(info),
         Kind::Mat => {
             let b = info.consts[1]
                 .as_ref()
                 .ok_or_else(|| info.err("B is not constant"))?;
             let trans = matches!(info.op, Op::Gemm { trans_b: true, .. })
                 || matches!(info.op, Op::Fused { base, .. } if matches!(**base, Op::Gemm { trans_b: true, .. }));
-            let v = b.as_f32().ok_or_else(|| info.err("B is not f32"))?;
-            let (r, c) = (b.shape()[0], b.shape()[1]);
-            let (k, n) = if trans { (c, r) } else { (r, c) };
-            let tiles = n.div_ceil(NR);
-            let mut out = vec![0f32; tiles * k * NR];
-            for kk in 0..k {
-                for j in 0..n {
-                    let x = if trans { v[j * c + kk] } else { v[kk * c + j] };
-                    out[((j / NR) * k + kk) * NR + j % NR] = x;
-                }
-            }
-            Ok(vec![out.iter().flat_map(|x| x.to_le_bytes()).collect()])
+            Ok(vec![pack_b(info, b, trans, NR)?])
         }
         Kind::Conv(g) => {
             let plane = g.hp * g.wp;

@@ -4,9 +4,9 @@
 use super::asm::{Ep, Isa, Routine, UkrKey, MR, NR};
 use super::{depthwise, pool, small_map, winograd};
 use crate::error::Result;
-use crate::lower::{
-    base_info, conv_geom, conv_is_gemm, maxpool2d_geom, ConvGeom, NodeInfo, Pool2d,
-};
+use crate::node::{base_info, NodeInfo};
+use crate::ops::conv::{conv_geom, conv_is_gemm, ConvGeom};
+use crate::ops::pool::{maxpool2d_geom, Pool2d};
 use crate::target::Target;
 use optc_ir::{BinaryOp, DType, FusedStep, Op, TensorType, UnaryOp};
 

@@ -10,7 +10,7 @@
 use super::plan::Plan;
 use super::tasks::{acquire_slot, release_slot, task_units, Ctx};
 use crate::emit::{fill, loop_range, mf, shuf, E, F32X4};
-use crate::lower::Pool2d;
+use crate::ops::pool::Pool2d;
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 
 /// Planes per work unit: about 32 units, at least 1 plane each.

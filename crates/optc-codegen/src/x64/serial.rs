@@ -8,7 +8,11 @@ use super::small_map;
 use super::tasks::Ctx;
 use crate::emit::{copy_span, mf, zero_span, E};
 use crate::error::Result;
-use crate::lower::{apply_chain, map, Ew, NodeInfo, Opd};
+use crate::node::NodeInfo;
+use crate::ops::elementwise::Ew;
+use crate::ops::fused::apply_chain;
+use crate::ops::map::map;
+use crate::ops::operand::Opd;
 use cranelift_codegen::ir::InstBuilder;
 use optc_ir::Op;
 

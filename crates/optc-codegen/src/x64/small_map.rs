@@ -18,7 +18,8 @@ use super::plan::{Plan, MAX_TASKS};
 use super::tasks::{release_slot, task_buffers, task_units, Ctx};
 use crate::emit::{if_else, loop_range, mf, E, F32X4};
 use crate::error::Result;
-use crate::lower::NodeInfo;
+use crate::node::NodeInfo;
+use crate::ops::matmul::pack_b;
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 
 /// Depth of a K block: a panel's block (`KC x 64` bytes) and a pixel tile's (`KC x 24`)
@@ -162,19 +163,13 @@ pub(super) fn key(p: &Plan, mr: usize, tn: bool, acc: bool) -> UkrKey {
 }
 
 /// The weights `W[M][K]` as 16-channel panels `[M / 16][K][16]`.
-pub(super) fn derived(info: &NodeInfo, p: &Plan) -> Result<Vec<Vec<u8>>> {
+pub(super) fn derived(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
     let w = info.consts[1]
         .as_ref()
-        .and_then(|w| w.as_f32())
+        .filter(|w| w.as_f32().is_some())
         .ok_or_else(|| info.err("conv weight is not constant f32"))?;
-    let (m, k) = (p.m, p.k);
-    let mut out = vec![0f32; m * k];
-    for ch in 0..m {
-        for kk in 0..k {
-            out[((ch / NR) * k + kk) * NR + ch % NR] = w[ch * k + kk];
-        }
-    }
-    Ok(vec![out.iter().flat_map(|x| x.to_le_bytes()).collect()])
+    // The weights `[M][K]` (a 1x1 kernel) are the transposed B of the swapped product.
+    Ok(vec![pack_b(info, w, true, NR)?])
 }
 
 /// Pack every image's input into pixel tiles at the start of the scratch (serial, before

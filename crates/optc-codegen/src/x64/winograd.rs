@@ -33,7 +33,8 @@ use super::plan::{balanced_rows, Plan};
 use super::tasks::{acquire_slot, release_slot, task_units, unit_at, Ctx, UnitAt};
 use crate::emit::{fill, if_else, loop_range, mf, shuf, E, F32X4};
 use crate::error::Result;
-use crate::lower::{ConvGeom, NodeInfo};
+use crate::node::NodeInfo;
+use crate::ops::conv::ConvGeom;
 use cranelift_codegen::ir::{condcodes::IntCC, types, FuncRef, InstBuilder, Value};
 
 /// Tile geometry of a Winograd conv.
