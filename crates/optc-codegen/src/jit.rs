@@ -4,7 +4,7 @@
 
 use crate::error::{CodegenError, RuntimeError};
 use crate::target::Target;
-use crate::{lower, runtime};
+use crate::{module, runtime};
 use cranelift_jit::{JITBuilder, JITModule};
 use optc_ir::{Graph, Tensor, TensorType};
 use std::fmt;
@@ -125,7 +125,7 @@ pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenEr
         jb.symbol(s.name, (s.address)());
     }
     let mut module = JITModule::new(jb);
-    let lowered = lower::lower_graph(&mut module, graph, target, "optc_main_run")?;
+    let lowered = module::lower_graph(&mut module, graph, target, "optc_main_run")?;
     module
         .finalize_definitions()
         .map_err(|e| CodegenError::new(format!("finalizing machine code: {e}")))?;

@@ -2,7 +2,7 @@
 //! size limits every kernel relies on.
 
 use crate::error::{CodegenError, Result};
-use optc_ir::{Op, Tensor, TensorType};
+use optc_ir::{Graph, NodeId, Op, Tensor, TensorType};
 use std::sync::Arc;
 
 /// Largest single tensor: kernels address within a tensor with 32-bit displacements.
@@ -27,7 +27,27 @@ pub(crate) struct NodeInfo<'g> {
     pub consts: Vec<Option<Arc<Tensor>>>,
 }
 
-impl NodeInfo<'_> {
+impl<'g> NodeInfo<'g> {
+    /// Node `n` of `graph`.
+    pub fn of(graph: &'g Graph, n: NodeId) -> Result<NodeInfo<'g>> {
+        let node = graph.node(n);
+        let inputs = graph.node_inputs(n);
+        Ok(NodeInfo {
+            name: &node.name,
+            op: &node.op,
+            ins: inputs
+                .iter()
+                .map(|v| graph.value_type(*v).cloned())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| CodegenError::at(&node.name, node.op.name(), e.msg))?,
+            outs: node.outputs.clone(),
+            consts: inputs
+                .iter()
+                .map(|v| graph.const_value(*v).cloned())
+                .collect(),
+        })
+    }
+
     pub fn err(&self, msg: impl Into<String>) -> CodegenError {
         CodegenError::at(self.name, self.op.name(), msg)
     }

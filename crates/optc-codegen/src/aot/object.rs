@@ -37,7 +37,7 @@ pub fn compile_object(graph: &Graph, target: &Target, opts: &AotOptions) -> R<Ao
         asm: String::new(),
     };
     let run_name = format!("optc_{name}_run");
-    let lowered = crate::lower::lower_graph(&mut module, graph, target, &run_name)?;
+    let lowered = crate::module::lower_graph(&mut module, graph, target, &run_name)?;
     define_runtime(&mut module)?;
 
     // `uint64_t optc_NAME_workspace_size(void)`.

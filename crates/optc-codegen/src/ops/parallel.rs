@@ -3,9 +3,17 @@
 use crate::node::NodeInfo;
 use optc_ir::{DType, Op, TensorType};
 
+/// Whether a generic node runs as tasks: `(dim, parts)`, each task a slice of the output
+/// along `dim` (elementwise nodes) or a block of rows (softmax, layernorm: `dim` 0).
+pub(crate) fn task_split(info: &NodeInfo) -> Option<(usize, usize)> {
+    ew_split(info)
+        .or_else(|| softmax_split(info).map(|p| (0, p)))
+        .or_else(|| layernorm_split(info).map(|p| (0, p)))
+}
+
 /// A large f32 elementwise node worth splitting across threads: `(dim, parts)` such that
 /// `parts` divides the output's extent along `dim`.
-pub(crate) fn ew_split(info: &NodeInfo) -> Option<(usize, usize)> {
+fn ew_split(info: &NodeInfo) -> Option<(usize, usize)> {
     let ok = match info.op {
         Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } => true,
         Op::Fused { base, .. } => matches!(**base, Op::Unary(_) | Op::Binary(_)),
@@ -38,7 +46,7 @@ pub(crate) fn ew_split(info: &NodeInfo) -> Option<(usize, usize)> {
 
 /// A softmax over contiguous rows worth splitting across threads: the number of parts (row
 /// blocks of ~8K elements, ~10 us each, dividing the row count).
-pub(crate) fn softmax_split(info: &NodeInfo) -> Option<usize> {
+fn softmax_split(info: &NodeInfo) -> Option<usize> {
     let &Op::Softmax { axis } = info.op else {
         return None;
     };
@@ -53,7 +61,7 @@ pub(crate) fn softmax_split(info: &NodeInfo) -> Option<usize> {
 
 /// A LayerNorm over the last dim (scale and bias per element of the row or single values)
 /// worth splitting across threads: the number of row blocks (of ~8K elements).
-pub(crate) fn layernorm_split(info: &NodeInfo) -> Option<usize> {
+fn layernorm_split(info: &NodeInfo) -> Option<usize> {
     let &Op::LayerNorm { axis, .. } = info.op else {
         return None;
     };

@@ -2,7 +2,7 @@
 //! run of channels, 8 output columns per ymm.
 //!
 //! Cranelift's x86-64 backend lowers only 128-bit vectors and its FMA overwrites a
-//! multiplicand (a register copy per tap), so the f32x4 depthwise code in `lower::fast::dw`
+//! multiplicand (a register copy per tap), so the f32x4 depthwise code in `crate::x64::depthwise`
 //! runs at about a quarter of the FMA peak. These kernels keep the channel's `kh * kw <= 9`
 //! weights in ymm0-8 and up to 6 accumulators in ymm9-14, and resolve the geometry at
 //! assembly time:

@@ -6,9 +6,9 @@
 //! kernels gather the patches in registers instead: per step of 16 output pixels (two ymm) of
 //! one row, for each tile of 6 output channels, every tap `k = (c, kh, kw)` loads the two input
 //! vectors and does 12 FMAs with the tile's weights broadcast from the packed A (`[K][mr]` per
-//! tile, see `lower::fast::AMode::Const`). 12 accumulators, 8 loads per 12 FMAs.
+//! tile, see `crate::x64::plan::AMode::Const`). 12 accumulators, 8 loads per 12 FMAs.
 //!
-//! Stride 2 reads a deinterleaved padded copy (`lower::fast::emit_deinterleaved_copy`: each
+//! Stride 2 reads a deinterleaved padded copy (`crate::x64::direct_conv`: each
 //! padded row holds its even columns, then its odd ones), so the 8 inputs of a tap are one
 //! contiguous load: column `2 o + s` is position `o + s / 2` of the even (s even) or odd part.
 //!

@@ -6,7 +6,7 @@
 //! `C[r][j] (+)= sum_k A[r][k] * B[k][j]`, then applies an epilogue chain and stores the tile.
 //! [`Isa::Avx2`] keeps 2 ymm accumulators per row; [`Isa::Avx512`] one zmm per row (see
 //! [`assemble_avx512`]). Both ISAs share the signature and the packed A/B layouts, so the
-//! driver (`lower::fast`) is the same for both; only [`UkrKey::isa`] differs.
+//! driver (`crate::x64`) is the same for both; only [`UkrKey::isa`] differs.
 //!
 //! System-V ABI, no return value, no callee-saved register touched:
 //! `ukr(a, b, c, kc, lda_bytes, ldc_bytes, nr, bias, res)`

@@ -22,7 +22,7 @@ use iced_x86::code_asm::*;
 /// (1 B row + 6 broadcasts) for 6 FMAs, so the 2 load ports cap it near 6/7 (~86%) of peak.
 /// Reaching peak needs a taller tile (e.g. 14x16 or 12x32: >= 2 FMAs per load and >= 8
 /// accumulators), i.e. a driver with a different `MR`/`NR`, packed-A tile height and packed-B
-/// panel width for this ISA; the driver in `lower::fast` is shared with AVX2 and keeps
+/// panel width for this ISA; the driver in `crate::x64` is shared with AVX2 and keeps
 /// `MR = 6`, `NR = 16`.
 pub(super) fn assemble_avx512(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     assert!(!key.half, "half-panel kernels are AVX2 only");

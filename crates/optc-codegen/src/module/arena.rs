@@ -1,4 +1,4 @@
-//! Static memory planning: offsets in one workspace arena, reused by liveness.
+//! The workspace arena of the memory plan: offsets in one block, reused by liveness.
 
 /// A best-fit free-list allocator over a growing arena; every block is 64-byte aligned.
 #[derive(Default)]
