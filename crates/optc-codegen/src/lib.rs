@@ -11,7 +11,7 @@
 //!   tasks, Winograd, depthwise, direct conv, swapped-roles 1x1 convs, max pools, and
 //!   `x64/asm/`, the routines assembled with `iced-x86`.
 //! - [`runtime`]: the one table of host functions generated code calls, and the thread pool.
-//! - `emit.rs`: the function builder the lowering writes through (loops, loads, constants,
+//! - `builder.rs`: the function builder the lowering writes through (loops, loads, constants,
 //!   vector math); `node.rs`: the node being lowered; `peephole.rs`: the two graph rewrites
 //!   codegen still does itself.
 //!
@@ -29,7 +29,7 @@
 //! stderr.
 
 pub mod aot;
-mod emit;
+mod builder;
 mod error;
 mod jit;
 mod module;

@@ -7,13 +7,13 @@
 //! - `acc / c` followed by `erf` in a fused chain (GELU's `erf(x / sqrt 2)`) becomes one
 //!   `erf(acc * (1 / c))` step ([`fold_erf_div`]).
 
-use crate::emit::E;
+use crate::builder::Emitter;
 use crate::error::Result;
 use crate::node::NodeInfo;
-use crate::ops::elementwise::Ew;
+use crate::ops::elementwise::Elementwise;
 use crate::ops::fused::ChainStep;
 use crate::ops::map::map;
-use crate::ops::operand::Opd;
+use crate::ops::operand::Operand;
 use cranelift_codegen::ir::Value;
 use optc_ir::{BinaryOp, DType, Graph, NodeId, Op, UnaryOp, Value as IrValue};
 use std::collections::HashMap;
@@ -65,23 +65,23 @@ pub(crate) fn nan_wheres(
 
 /// The kernel of a Where found by [`nan_wheres`]: `isnan(x) ? c : x` (`params`: the kernel's
 /// condition, `c`, `x`, output).
-pub(crate) fn lower_nan_where(e: &mut E, info: &NodeInfo, params: &[Value]) -> Result<()> {
+pub(crate) fn lower_nan_where(e: &mut Emitter, info: &NodeInfo, params: &[Value]) -> Result<()> {
     let oty = &info.outs[0];
-    let c = Opd::bcast(params[1], &info.ins[1], &oty.shape);
-    let x = Opd::dense(params[2], &info.ins[2]);
-    let out = Opd::dense(params[3], oty);
-    map(e, info, &oty.shape, out, &[c, x], &Ew::NanTo)
+    let c = Operand::broadcast(params[1], &info.ins[1], &oty.shape);
+    let x = Operand::dense(params[2], &info.ins[2]);
+    let out = Operand::dense(params[3], oty);
+    map(e, info, &oty.shape, out, &[c, x], &Elementwise::NanTo)
 }
 
 /// Replace `acc / c` followed by `erf` (GELU's `erf(x / sqrt 2)`) by one `ErfMul(1/c)` step
 /// when `c` is a finite, nonzero scalar constant: a multiply instead of a divide. `erf(x * r)`
 /// differs from `erf(fl(x / c))` by under 1.5 ulp of the argument, which moves erf by at most
-/// 1.5 * 2^-24 relative (`|y erf'(y)| <= erf(y)`); with `E::erf`'s own 3.3e-7 the step stays
+/// 1.5 * 2^-24 relative (`|y erf'(y)| <= erf(y)`); with `Emitter::erf`'s own 3.3e-7 the step stays
 /// within 5e-7 relative (`erf_of_quotient_error_bound`).
 pub(crate) fn fold_erf_div(
     info: &NodeInfo,
     ins: &[Value],
-    opds: &[Opd],
+    operands: &[Operand],
     chain: &mut Vec<ChainStep>,
 ) {
     let mut i = 0;
@@ -96,7 +96,7 @@ pub(crate) fn fold_erf_div(
                 ChainStep::Unary(UnaryOp::Erf),
             ) => ins
                 .iter()
-                .position(|&v| v == opds[*k].p)
+                .position(|&v| v == operands[*k].p)
                 .and_then(|j| info.consts[j].as_ref())
                 .filter(|c| c.dtype() == DType::F32 && c.numel() == 1)
                 .map(|c| c.to_f64_vec()[0])

@@ -224,7 +224,7 @@ impl Target {
     /// Limit Winograd convolution (3x3, stride 1, constant weights, AVX2 path) to output
     /// tiles of at most `max_tile`: 4 lets each conv take F(4x4, 3x3) or F(2x2, 3x3),
     /// whichever needs fewer flops (the default); 2 allows only F(2x2, 3x3); 0 turns it off
-    /// (direct convolution: the smallest rounding error, see `lower/fast/wino.rs`).
+    /// (direct convolution: the smallest rounding error, see `x64/winograd.rs`).
     pub fn with_winograd(mut self, max_tile: usize) -> Result<Target, CodegenError> {
         if ![0, 2, 4].contains(&max_tile) {
             return Err(CodegenError::new(format!(
@@ -273,7 +273,7 @@ impl Target {
     pub fn describe(&self) -> String {
         let isa = if self.name.starts_with("aarch64") {
             "NEON".to_string()
-        } else if self.ukr_isa() == crate::x64::asm::Isa::Avx512 {
+        } else if self.microkernel_isa() == crate::x64::asm::Isa::Avx512 {
             "AVX-512F (512-bit microkernels)".to_string()
         } else if self.has_avx2_fma() {
             "AVX2+FMA (256-bit microkernels)".to_string()
@@ -384,7 +384,7 @@ impl Target {
 /// with `speed`, the e-graph pass re-places pure instructions at their uses, which strings
 /// out each FMA accumulator chain at the end of the loop body and makes every load live
 /// across it (spills everywhere): measured 2x slower conv/GEMM kernels. The kernels are
-/// emitted in a good order already, constants are hoisted by hand (see `emit::E::fc`).
+/// emitted in a good order already, constants are hoisted by hand (see `Emitter::float_const` in `builder.rs`).
 fn cranelift_flags(position_independent: bool) -> Result<settings::Flags, CodegenError> {
     let mut flags = settings::builder();
     let pic = if position_independent {
@@ -441,9 +441,9 @@ impl Target {
 
     /// The microkernel ISA of the GEMM path (meaningful when [`Target::has_avx2_fma`]).
     /// AVX-512 kernels are chosen only for an explicit `x86_64-avx512` target: they are
-    /// checked by disassembly and an instruction-level emulator (`ukr/emu.rs`) but have not
+    /// checked by disassembly and an instruction-level emulator (`x64/asm/emulator.rs`) but have not
     /// yet run on AVX-512 hardware, so `native` keeps the measured AVX2 kernels.
-    pub(crate) fn ukr_isa(&self) -> crate::x64::asm::Isa {
+    pub(crate) fn microkernel_isa(&self) -> crate::x64::asm::Isa {
         if !self.native && self.has_avx512f() {
             crate::x64::asm::Isa::Avx512
         } else {

@@ -3,7 +3,7 @@
 use super::model::{symbol_name, AotModel, AotOptions, AotTensor};
 use super::recorder::Recorder;
 use super::runtime::define_runtime;
-use crate::error::CodegenError;
+use crate::error::{CodegenError, Result};
 use crate::target::Target;
 use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, UserFuncName};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -11,10 +11,8 @@ use cranelift_module::{Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use optc_ir::Graph;
 
-type R<T> = Result<T, CodegenError>;
-
 /// Lower `graph` for `target` into a relocatable object.
-pub fn compile_object(graph: &Graph, target: &Target, opts: &AotOptions) -> R<AotModel> {
+pub fn compile_object(graph: &Graph, target: &Target, opts: &AotOptions) -> Result<AotModel> {
     let name = symbol_name(&opts.name);
     if opts.keep_asm && target.name().starts_with("aarch64") {
         return Err(CodegenError::new(

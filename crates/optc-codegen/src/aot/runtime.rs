@@ -2,7 +2,7 @@
 //! object as local functions: one [`RuntimeEmitter`] per [`RuntimeFunction`], instruction for
 //! instruction what the host function computes (a test compares them).
 
-use crate::error::CodegenError;
+use crate::error::{CodegenError, Result};
 use crate::runtime::{self, RuntimeFunction};
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
@@ -11,14 +11,12 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Linkage, Module};
 
-type R<T> = Result<T, CodegenError>;
-
 /// Declares an imported libm function by name and signature in the function being built.
-type Libm<'a> = dyn FnMut(&str, Signature, &mut Function) -> R<FuncRef> + 'a;
+type Libm<'a> = dyn FnMut(&str, Signature, &mut Function) -> Result<FuncRef> + 'a;
 
 /// Emits the body of one runtime function into `b` (entry block already created, sealed and
 /// holding the parameters), importing libm functions through `libm`.
-type RuntimeEmitter = fn(&mut FunctionBuilder, &mut Libm<'_>) -> R<()>;
+type RuntimeEmitter = fn(&mut FunctionBuilder, &mut Libm<'_>) -> Result<()>;
 
 /// The in-object implementation of a runtime function (the host one is in
 /// [`crate::runtime`]; a test checks that both compute the same).
@@ -50,7 +48,7 @@ fn params(b: &FunctionBuilder) -> Vec<cranelift_codegen::ir::Value> {
 }
 
 /// `logf(x)` from libm (what Rust's `f32::ln` calls).
-fn emit_logf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> R<()> {
+fn emit_logf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
     let p = params(b);
     let cc = b.func.signature.call_conv;
     let f = libm("logf", sig_of(cc, &[types::F32], &[types::F32]), b.func)?;
@@ -61,7 +59,7 @@ fn emit_logf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> R<()> {
 }
 
 /// `(f32)pow((f64)x, (f64)y)` (see `runtime::optc_rt_powf`).
-fn emit_powf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> R<()> {
+fn emit_powf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
     let p = params(b);
     let cc = b.func.signature.call_conv;
     let f = libm(
@@ -79,7 +77,7 @@ fn emit_powf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> R<()> {
 }
 
 /// `runtime::optc_rt_powi`, instruction for instruction.
-fn emit_powi(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> R<()> {
+fn emit_powi(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
     let p = params(b);
     let (x, ef, is_int, ei, lo, hi) = (p[0], p[1], p[2], p[3], p[4], p[5]);
     let cc = b.func.signature.call_conv;
@@ -177,7 +175,7 @@ fn emit_powi(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> R<()> {
 }
 
 /// `optc_rt_parallel_for(task, ctx, n)`: calls `task(ctx, i)` for `i` in `0..n`, serially.
-fn emit_parallel_for(b: &mut FunctionBuilder, _libm: &mut Libm<'_>) -> R<()> {
+fn emit_parallel_for(b: &mut FunctionBuilder, _libm: &mut Libm<'_>) -> Result<()> {
     let p = params(b);
     let (task, ctx, n) = (p[0], p[1], p[2]);
     let cc = b.func.signature.call_conv;
@@ -205,7 +203,7 @@ fn emit_parallel_for(b: &mut FunctionBuilder, _libm: &mut Libm<'_>) -> R<()> {
 }
 
 /// Define every imported runtime function of `module` locally.
-pub(super) fn define_runtime<M: Module>(module: &mut M) -> R<()> {
+pub(super) fn define_runtime<M: Module>(module: &mut M) -> Result<()> {
     let imports: Vec<(FuncId, String, Signature)> = module
         .declarations()
         .get_functions()
@@ -247,7 +245,7 @@ pub(super) fn define_runtime<M: Module>(module: &mut M) -> R<()> {
             b.switch_to_block(blk);
             b.seal_block(blk);
             let inner = &mut *module;
-            let mut libm = |lname: &str, s: Signature, func: &mut Function| -> R<FuncRef> {
+            let mut libm = |lname: &str, s: Signature, func: &mut Function| -> Result<FuncRef> {
                 let f = inner
                     .declare_function(lname, Linkage::Import, &s)
                     .map_err(|e| CodegenError::new(format!("declaring {lname}: {e}")))?;

@@ -4,7 +4,7 @@
 use super::memory::{Location, MemoryPlan};
 use crate::error::{CodegenError, Result};
 use crate::node::bytes_of;
-use crate::x64::Plan;
+use crate::x64::KernelPlan;
 use crate::MAX_BYTES;
 use cranelift_module::{DataDescription, DataId, Linkage, Module};
 use optc_ir::{Graph, NodeId, Op, Tensor};
@@ -126,7 +126,7 @@ impl Constants {
 pub(super) fn read_through_pointer(
     graph: &Graph,
     schedule: &[NodeId],
-    plans: &[Option<Plan>],
+    plans: &[Option<KernelPlan>],
     memory: &MemoryPlan,
 ) -> HashSet<DataId> {
     let mut read = HashSet::new();

@@ -3,8 +3,9 @@
 //! kernels in schedule order (returning `((kernel + 1) << 8) | code` when one fails), then
 //! copies the graph outputs that are not written in place.
 
+use super::imports::RuntimeImports;
 use super::memory::{Location, MemoryPlan};
-use crate::emit::{mf, RtIds, E};
+use crate::builder::{tensor_flags, Emitter};
 use crate::error::{CodegenError, Result};
 use crate::node::bytes_of;
 use cranelift_codegen::ir::{
@@ -36,7 +37,7 @@ impl EntryFunction<'_> {
         module: &mut M,
         ctx: &mut Context,
         fctx: &mut FunctionBuilderContext,
-        runtime: &RtIds,
+        runtime: &RuntimeImports,
         fma: bool,
     ) -> Result<FuncId> {
         let ptr = module.target_config().pointer_type();
@@ -63,12 +64,14 @@ impl EntryFunction<'_> {
             gv_of.insert(*d, module.declare_data_in_func(*d, &mut ctx.func));
         }
         {
-            let (mut e, p) = E::begin(&mut ctx.func, fctx, fma, entry_rt);
+            let (mut e, p) = Emitter::begin(&mut ctx.func, fctx, fma, entry_rt);
             let (pin, pout, pws) = (p[0], p[1], p[2]);
-            let ptr_of = |e: &mut E, loc: Location| -> Value {
+            let ptr_of = |e: &mut Emitter, loc: Location| -> Value {
                 match loc {
-                    Location::Input(i) => e.b.ins().load(ptr, mf(), pin, (i * 8) as i32),
-                    Location::Output(j) => e.b.ins().load(ptr, mf(), pout, (j * 8) as i32),
+                    Location::Input(i) => e.b.ins().load(ptr, tensor_flags(), pin, (i * 8) as i32),
+                    Location::Output(j) => {
+                        e.b.ins().load(ptr, tensor_flags(), pout, (j * 8) as i32)
+                    }
                     Location::Constant(d) => e.b.ins().symbol_value(ptr, gv_of[&d]),
                     Location::Workspace(off) => e.b.ins().iadd_imm_s(pws, off as i64),
                 }
@@ -106,7 +109,7 @@ impl EntryFunction<'_> {
                 let src = ptr_of(&mut e, locs[&v]);
                 let dst = ptr_of(&mut e, Location::Output(j));
                 let n = bytes_of(&memory.output_types[j])?;
-                let z = e.ic(0);
+                let z = e.int_const(0);
                 e.copy_bytes(dst, z, src, z, n);
             }
             let z = e.b.ins().iconst(types::I32, 0);

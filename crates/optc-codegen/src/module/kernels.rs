@@ -5,17 +5,18 @@
 //! lowering.
 
 use super::constants::DataObjects;
-use super::tasks::{call_parallel, TaskFn};
-use crate::emit::{RtIds, Split, E};
+use super::imports::RuntimeImports;
+use super::tasks::{call_parallel, TaskFunction};
+use crate::builder::{Emitter, Partition};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::parallel::task_split;
-use crate::ops::{derived_data, lower_node};
+use crate::ops::{kernel_data, lower_node};
 use crate::peephole::lower_nan_where;
 use crate::runtime::RuntimeFunction;
 use crate::target::Target;
 use crate::x64::asm::Routine;
-use crate::x64::{self, Plan};
+use crate::x64::{self, KernelPlan};
 use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, UserFuncName, Value};
 use cranelift_codegen::Context;
 use cranelift_frontend::FunctionBuilderContext;
@@ -39,7 +40,7 @@ pub(super) struct KernelWriter<'a> {
     pub target: &'a Target,
     /// The entry function's name, the prefix of every kernel's.
     pub entry_name: &'a str,
-    pub runtime: &'a RtIds,
+    pub runtime: &'a RuntimeImports,
     pub data: DataObjects,
     pub ctx: Context,
     pub fctx: FunctionBuilderContext,
@@ -51,7 +52,7 @@ impl<'a> KernelWriter<'a> {
     pub fn new(
         target: &'a Target,
         entry_name: &'a str,
-        runtime: &'a RtIds,
+        runtime: &'a RuntimeImports,
         data: DataObjects,
         ctx: Context,
     ) -> Self {
@@ -72,7 +73,7 @@ impl<'a> KernelWriter<'a> {
         module: &mut M,
         i: usize,
         info: &NodeInfo,
-        plan: Option<&Plan>,
+        plan: Option<&KernelPlan>,
         what: KernelBody,
     ) -> Result<FuncId> {
         let ptr = module.target_config().pointer_type();
@@ -88,40 +89,41 @@ impl<'a> KernelWriter<'a> {
             .map_err(|e| info.err(e.to_string()))?;
         let derived = match plan {
             Some(p) => x64::derived(info, p)?,
-            None => derived_data(info)?,
+            None => kernel_data(info)?,
         };
-        let mut dids = vec![];
+        let mut data_ids = vec![];
         for d in derived {
-            dids.push(self.data.define(module, d)?);
+            data_ids.push(self.data.define(module, d)?);
         }
         // Microkernels and the task function of the AVX2 GEMM path.
-        let mut task_fn: Option<FuncId> = None;
+        let mut task_function: Option<FuncId> = None;
         let ew = if plan.is_none() {
             task_split(info)
         } else {
             None
         };
-        let task = TaskFn {
+        let task = TaskFunction {
             info,
             name: format!("{entry_name}_k{i}_task"),
-            dids: &dids,
-            rt_ids: self.runtime,
+            data_ids: &data_ids,
+            runtime: self.runtime,
             fma: self.target.fma,
             nparams,
         };
         let (ctx, fctx) = (&mut self.ctx, &mut self.fctx);
         if let Some((dim, parts)) = ew {
             // A large f32 elementwise node: `parts` tasks, each a slice along `dim`.
-            let body = &mut |e: &mut E, params: &[Value], extra: &[Value], _: &_, t: Value| {
-                e.split = Some(Split {
-                    shape: info.outs[0].shape.clone(),
-                    dim,
-                    parts,
-                    t,
-                });
-                lower_node(e, info, params, extra)
-            };
-            task_fn = Some(task.define(module, ctx, fctx, &[], body)?);
+            let body =
+                &mut |e: &mut Emitter, params: &[Value], extra: &[Value], _: &_, t: Value| {
+                    e.partition = Some(Partition {
+                        shape: info.outs[0].shape.clone(),
+                        dim,
+                        parts,
+                        t,
+                    });
+                    lower_node(e, info, params, extra)
+                };
+            task_function = Some(task.define(module, ctx, fctx, &[], body)?);
         }
         if let Some(p) = plan {
             define_routines(module, &mut self.routines, entry_name, info, p)?;
@@ -132,28 +134,32 @@ impl<'a> KernelWriter<'a> {
                     .map(|k| (k.clone(), self.routines[&k]))
                     .collect();
                 let nin = info.ins.len();
-                let body = &mut |e: &mut E, params: &[Value], extra: &[Value], ukrs: &_, t| {
-                    let c = x64::Ctx {
+                let body = &mut |e: &mut Emitter,
+                                 params: &[Value],
+                                 extra: &[Value],
+                                 microkernels: &_,
+                                 t| {
+                    let c = x64::KernelArgs {
                         ins: &params[..nin],
                         out: params[nin],
                         scratch: params[nparams - 1],
                         extra,
-                        ukrs,
+                        microkernels,
                     };
                     x64::emit_task(e, p, &c, t);
                     Ok(())
                 };
-                task_fn = Some(task.define(module, ctx, fctx, &keys, body)?);
+                task_function = Some(task.define(module, ctx, fctx, &keys, body)?);
             }
         }
         ctx.func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
-        let gvs: Vec<_> = dids
+        let gvs: Vec<_> = data_ids
             .iter()
             .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
             .collect();
-        let rt = self.runtime.declare_in(module, &mut ctx.func);
-        let ukrs: HashMap<_, _> = match plan {
-            Some(p) if task_fn.is_none() => p
+        let runtime_refs = self.runtime.declare_in(module, &mut ctx.func);
+        let microkernels: HashMap<_, _> = match plan {
+            Some(p) if task_function.is_none() => p
                 .routines()
                 .into_iter()
                 .map(|k| {
@@ -163,11 +169,12 @@ impl<'a> KernelWriter<'a> {
                 .collect(),
             _ => HashMap::new(),
         };
-        let task_ref = task_fn.map(|t| module.declare_func_in_func(t, &mut ctx.func));
+        let task_ref = task_function.map(|t| module.declare_func_in_func(t, &mut ctx.func));
         let par_for = self.runtime.id(RuntimeFunction::ParallelFor);
-        let par_ref = task_fn.map(|_| module.declare_func_in_func(par_for, &mut ctx.func));
+        let par_ref = task_function.map(|_| module.declare_func_in_func(par_for, &mut ctx.func));
         {
-            let (mut e, params) = E::begin(&mut ctx.func, fctx, self.target.fma, rt);
+            let (mut e, params) =
+                Emitter::begin(&mut ctx.func, fctx, self.target.fma, runtime_refs);
             let extra: Vec<Value> = gvs
                 .iter()
                 .map(|g| e.b.ins().symbol_value(ptr, *g))
@@ -175,18 +182,18 @@ impl<'a> KernelWriter<'a> {
             match plan {
                 Some(p) => {
                     let nin = info.ins.len();
-                    let c = x64::Ctx {
+                    let c = x64::KernelArgs {
                         ins: &params[..nin],
                         out: params[nin],
                         scratch: params[nparams - 1],
                         extra: &extra,
-                        ukrs: &ukrs,
+                        microkernels: &microkernels,
                     };
                     x64::emit_pre(&mut e, info, p, &c)?;
                     match (task_ref, par_ref) {
                         (Some(tr), Some(pr)) => call_parallel(&mut e, &params, tr, pr, p.tasks),
                         _ => {
-                            let z = e.ic(0);
+                            let z = e.int_const(0);
                             x64::emit_task(&mut e, p, &c, z);
                         }
                     }
@@ -226,7 +233,7 @@ fn define_routines<M: Module>(
     routines: &mut HashMap<Routine, FuncId>,
     entry_name: &str,
     info: &NodeInfo,
-    plan: &Plan,
+    plan: &KernelPlan,
 ) -> Result<()> {
     for key in plan.routines() {
         if routines.contains_key(&key) {

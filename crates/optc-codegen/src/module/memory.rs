@@ -53,7 +53,7 @@ pub(super) struct MemoryPlan {
 }
 
 impl MemoryPlan {
-    /// Plan `schedule` (the op nodes of `order`), whose nodes are `nodes` and need
+    /// KernelPlan `schedule` (the op nodes of `order`), whose nodes are `nodes` and need
     /// `scratch_bytes` each.
     pub fn new(
         graph: &Graph,

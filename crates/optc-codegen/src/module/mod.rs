@@ -9,18 +9,18 @@
 //!    assembled routines of its x64 plan and its task function (`tasks.rs`),
 //! 4. the entry function (`entry.rs`), which calls the kernels in schedule order.
 //!
-//! Before the kernels: every node's x64 plan ([`crate::x64::plan`]; `None`: the generic
+//! Before the kernels: every node's x64 plan ([`crate::x64::kernel_plan`]; `None`: the generic
 //! lowering of [`crate::ops`]), the memory plan (`memory.rs`: workspace offsets by liveness,
 //! reshape aliasing, scratch) and the peepholes of [`crate::peephole`].
 
 mod arena;
 mod constants;
 mod entry;
+mod imports;
 mod kernels;
 mod memory;
 mod tasks;
 
-use crate::emit::RtIds;
 use crate::error::{CodegenError, Result};
 use crate::node::NodeInfo;
 use crate::ops::scratch_bytes;
@@ -30,6 +30,7 @@ use crate::x64;
 use constants::{Constants, DataObjects};
 use cranelift_module::{FuncId, Module};
 use entry::EntryFunction;
+use imports::RuntimeImports;
 use kernels::{KernelBody, KernelWriter};
 use memory::MemoryPlan;
 use optc_ir::{Graph, TensorType};
@@ -56,7 +57,7 @@ pub(crate) fn lower_graph<M: Module>(
     let order = graph
         .topo_order()
         .map_err(|e| CodegenError::new(e.msg.clone()))?;
-    let runtime = RtIds::declare(module)?;
+    let runtime = RuntimeImports::declare(module)?;
     let mut data = DataObjects::default();
     let constants = Constants::declare(module, graph, &order, &mut data)?;
 
@@ -65,9 +66,9 @@ pub(crate) fn lower_graph<M: Module>(
         .iter()
         .map(|&n| NodeInfo::of(graph, n))
         .collect::<Result<_>>()?;
-    let plans: Vec<Option<x64::Plan>> = nodes
+    let plans: Vec<Option<x64::KernelPlan>> = nodes
         .iter()
-        .map(|info| x64::plan(info, target))
+        .map(|info| x64::kernel_plan(info, target))
         .collect::<Result<_>>()?;
     let scratch: Vec<usize> = nodes
         .iter()

@@ -2,7 +2,8 @@
 //! through `optc_rt_parallel_for`; its kernel hands the task function its own parameters in a
 //! stack array.
 
-use crate::emit::{mf, RtIds, E};
+use super::imports::RuntimeImports;
+use crate::builder::{tensor_flags, Emitter};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::x64::asm::Routine;
@@ -18,26 +19,26 @@ use std::collections::HashMap;
 /// What a node's task function (`fn(params: *const ptr, t: i64)`, run by
 /// `optc_rt_parallel_for`) needs: it loads the kernel's parameters from the array the kernel
 /// passes, declares the node's data and microkernels, and lets `body` emit task `t`.
-pub(super) struct TaskFn<'a> {
+pub(super) struct TaskFunction<'a> {
     pub info: &'a NodeInfo<'a>,
     pub name: String,
-    pub dids: &'a [DataId],
-    pub rt_ids: &'a RtIds,
+    pub data_ids: &'a [DataId],
+    pub runtime: &'a RuntimeImports,
     pub fma: bool,
     pub nparams: usize,
 }
 
 /// Emits one task: `(e, params, extra data, microkernels, t)`.
-pub(super) type TaskBody<'b> =
-    dyn FnMut(&mut E, &[Value], &[Value], &HashMap<Routine, FuncRef>, Value) -> Result<()> + 'b;
+pub(super) type TaskBody<'b> = dyn FnMut(&mut Emitter, &[Value], &[Value], &HashMap<Routine, FuncRef>, Value) -> Result<()>
+    + 'b;
 
-impl TaskFn<'_> {
+impl TaskFunction<'_> {
     pub fn define<M: Module>(
         &self,
         module: &mut M,
         ctx: &mut Context,
         fctx: &mut FunctionBuilderContext,
-        ukr_ids: &[(Routine, FuncId)],
+        microkernel_ids: &[(Routine, FuncId)],
         body: &mut TaskBody<'_>,
     ) -> Result<FuncId> {
         let ptr = module.target_config().pointer_type();
@@ -49,25 +50,25 @@ impl TaskFn<'_> {
             .map_err(|e| self.info.err(e.to_string()))?;
         ctx.func = Function::with_name_signature(UserFuncName::user(0, tid.as_u32()), ts);
         let gvs: Vec<_> = self
-            .dids
+            .data_ids
             .iter()
             .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
             .collect();
-        let ukrs: HashMap<_, _> = ukr_ids
+        let microkernels: HashMap<_, _> = microkernel_ids
             .iter()
             .map(|(k, id)| (k.clone(), module.declare_func_in_func(*id, &mut ctx.func)))
             .collect();
-        let rt = self.rt_ids.declare_in(module, &mut ctx.func);
+        let runtime_refs = self.runtime.declare_in(module, &mut ctx.func);
         {
-            let (mut e, tp) = E::begin(&mut ctx.func, fctx, self.fma, rt);
+            let (mut e, tp) = Emitter::begin(&mut ctx.func, fctx, self.fma, runtime_refs);
             let params: Vec<Value> = (0..self.nparams)
-                .map(|j| e.b.ins().load(ptr, mf(), tp[0], (j * 8) as i32))
+                .map(|j| e.b.ins().load(ptr, tensor_flags(), tp[0], (j * 8) as i32))
                 .collect();
             let extra: Vec<Value> = gvs
                 .iter()
                 .map(|g| e.b.ins().symbol_value(ptr, *g))
                 .collect();
-            body(&mut e, &params, &extra, &ukrs, tp[1])?;
+            body(&mut e, &params, &extra, &microkernels, tp[1])?;
             e.b.ins().return_(&[]);
             e.b.finalize(module.target_config());
         }
@@ -81,7 +82,13 @@ impl TaskFn<'_> {
 
 /// Run task function `task` for `0..n` through `optc_rt_parallel_for` (`par`), handing it the
 /// kernel's parameters in a stack array.
-pub(super) fn call_parallel(e: &mut E, params: &[Value], task: FuncRef, par: FuncRef, n: usize) {
+pub(super) fn call_parallel(
+    e: &mut Emitter,
+    params: &[Value],
+    task: FuncRef,
+    par: FuncRef,
+    n: usize,
+) {
     let slot = e.b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
         (params.len() * 8) as u32,
@@ -89,7 +96,7 @@ pub(super) fn call_parallel(e: &mut E, params: &[Value], task: FuncRef, par: Fun
     ));
     let sa = e.b.ins().stack_addr(types::I64, slot, 0);
     for (j, &v) in params.iter().enumerate() {
-        e.b.ins().store(mf(), v, sa, (j * 8) as i32);
+        e.b.ins().store(tensor_flags(), v, sa, (j * 8) as i32);
     }
     let fa = e.b.ins().func_addr(types::I64, task);
     let nt = e.b.ins().iconst(types::I64, n as i64);

@@ -2,13 +2,13 @@
 //! unpadded one as a GEMM, 16 output channels per step with packed constant weights, depthwise
 //! by rows of 4 pixels), any other rank by the scalar window loop.
 
-use crate::emit::{loops_idx, mf, E, F32X4};
+use crate::builder::{index_loops, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::{NodeInfo, MAX_TENSOR_BYTES};
-use crate::ops::elementwise::Ew;
+use crate::ops::elementwise::Elementwise;
 use crate::ops::map::map;
-use crate::ops::matmul::{gemm, Mm};
-use crate::ops::operand::{elem_strides, Opd};
+use crate::ops::matmul::{gemm, BatchedGemm};
+use crate::ops::operand::{element_strides, Operand};
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 use optc_ir::{DType, Op, Tensor};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 // ---------------------------------------------------------------------------------------------
 // Convolution.
 
-pub(crate) struct ConvGeom {
+pub(crate) struct ConvGeometry {
     pub n: usize,
     pub c: usize,
     /// input extents (2-D view; 1-D convs have h = 1)
@@ -43,12 +43,14 @@ pub(crate) struct ConvGeom {
 
 /// The 2-D view of a 1-D or 2-D conv, and the constant weight when it is packed.
 /// A 1x1, stride-1, unpadded, ungrouped conv is a batched GEMM `W[M, C] @ X[n][C, H*W]`.
-pub(crate) fn conv_is_gemm(g: &ConvGeom) -> bool {
+pub(crate) fn conv_is_gemm(g: &ConvGeometry) -> bool {
     g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.groups == 1 && g.hp == g.h && g.wp == g.w
 }
 
 /// `None` for convs with more than two spatial dims (lowered by the generic scalar path).
-pub(crate) fn conv_geom(info: &NodeInfo) -> Result<Option<(ConvGeom, Option<Arc<Tensor>>)>> {
+pub(crate) fn conv_geometry(
+    info: &NodeInfo,
+) -> Result<Option<(ConvGeometry, Option<Arc<Tensor>>)>> {
     let (window, group) = match info.op {
         Op::Conv { window, group } => (window, *group),
         _ => return Err(info.err("not a conv")),
@@ -58,7 +60,7 @@ pub(crate) fn conv_geom(info: &NodeInfo) -> Result<Option<(ConvGeom, Option<Arc<
     let os = &info.outs[0].shape;
     let nsp = window.nsp();
     let g = match nsp {
-        1 => ConvGeom {
+        1 => ConvGeometry {
             n: xs[0],
             c: xs[1],
             h: 1,
@@ -80,7 +82,7 @@ pub(crate) fn conv_geom(info: &NodeInfo) -> Result<Option<(ConvGeom, Option<Arc<
             oh: 1,
             ow: os[2],
         },
-        2 => ConvGeom {
+        2 => ConvGeometry {
             n: xs[0],
             c: xs[1],
             h: xs[2],
@@ -116,7 +118,7 @@ pub(crate) fn conv_geom(info: &NodeInfo) -> Result<Option<(ConvGeom, Option<Arc<
 pub(super) fn conv_scratch_bytes(info: &NodeInfo) -> Result<usize> {
     if let Op::Conv { window, .. } = info.op {
         if window.pads.iter().any(|&p| p > 0) {
-            let Some((g, _)) = conv_geom(info)? else {
+            let Some((g, _)) = conv_geometry(info)? else {
                 return Ok(0);
             };
             let n =
@@ -133,8 +135,8 @@ pub(super) fn conv_scratch_bytes(info: &NodeInfo) -> Result<usize> {
 }
 
 /// A conv's constant weights packed for the 16-channel vector path: `[g][mb][c*kh*kw][16]`.
-pub(super) fn conv_derived_data(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
-    let Some((g, packed)) = conv_geom(info)? else {
+pub(super) fn conv_kernel_data(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
+    let Some((g, packed)) = conv_geometry(info)? else {
         return Ok(vec![]);
     };
     if let Some(w) = packed {
@@ -159,7 +161,7 @@ pub(super) fn conv_derived_data(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
 }
 
 pub(super) fn lower_conv(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     ins: &[Value],
     out: Value,
@@ -169,12 +171,12 @@ pub(super) fn lower_conv(
     if info.outs[0].numel() == 0 {
         return Ok(());
     }
-    let Some((g, packed)) = conv_geom(info)? else {
+    let Some((g, packed)) = conv_geometry(info)? else {
         return lower_conv_nd(e, info, ins, out);
     };
     if conv_is_gemm(&g) {
         let hw = g.h * g.w;
-        let mm = Mm {
+        let mm = BatchedGemm {
             batch: vec![g.n],
             bst: [vec![0], vec![(g.c * hw) as i64], vec![(g.m * hw) as i64]],
             m: g.m,
@@ -190,16 +192,23 @@ pub(super) fn lower_conv(
         gemm(e, &mm, ins[1], ins[0], out);
         if ins.len() > 2 {
             let oty = &info.outs[0];
-            let o = Opd::dense(out, oty);
+            let o = Operand::dense(out, oty);
             let mut st = vec![0i64; oty.rank()];
             st[1] = 1;
-            let b = Opd {
+            let b = Operand {
                 p: ins[2],
                 dt: DType::F32,
                 base: 0,
                 strides: st,
             };
-            map(e, info, &oty.shape, o.clone(), &[o, b], &Ew::AddScaled(1.0))?;
+            map(
+                e,
+                info,
+                &oty.shape,
+                o.clone(),
+                &[o, b],
+                &Elementwise::AddScaled(1.0),
+            )?;
         }
         return Ok(());
     }
@@ -207,30 +216,30 @@ pub(super) fn lower_conv(
     // 1. Padded copy of the input in scratch.
     let x = if padded {
         let total = g.n * g.c * g.hp * g.wp;
-        let zv = e.fc(F32X4, 0.0);
-        let z = e.ic(0);
-        e.loop_offs((total / 4) as i64, &[z], &[16], &mut |e, _i, o| {
-            e.st(zv, scratch, o[0]);
+        let zv = e.float_const(F32X4, 0.0);
+        let z = e.int_const(0);
+        e.loop_offsets((total / 4) as i64, &[z], &[16], &mut |e, _i, o| {
+            e.store(zv, scratch, o[0]);
         });
-        let zs = e.fc(types::F32, 0.0);
+        let zs = e.float_const(types::F32, 0.0);
         for t in (total / 4) * 4..total {
-            let o = e.ic(t as i64 * 4);
-            e.st(zs, scratch, o);
+            let o = e.int_const(t as i64 * 4);
+            e.store(zs, scratch, o);
         }
         let plane = [g.n * g.c, g.h, g.w];
-        let dst = Opd {
+        let dst = Operand {
             p: scratch,
             dt: DType::F32,
             base: (g.ph * g.wp + g.pw) as i64,
             strides: vec![(g.hp * g.wp) as i64, g.wp as i64, 1],
         };
-        let src = Opd {
+        let src = Operand {
             p: ins[0],
             dt: DType::F32,
             base: 0,
             strides: vec![(g.h * g.w) as i64, g.w as i64, 1],
         };
-        map(e, info, &plane, dst, &[src], &Ew::Copy)?;
+        map(e, info, &plane, dst, &[src], &Elementwise::Copy)?;
         scratch
     } else {
         ins[0]
@@ -238,7 +247,7 @@ pub(super) fn lower_conv(
     let bias = ins.get(2).copied();
     let xplane = (g.hp * g.wp) as i64 * 4;
     let oplane = (g.oh * g.ow) as i64 * 4;
-    let z = e.ic(0);
+    let z = e.int_const(0);
     if packed.is_some() {
         // Vectorized over 16 output channels with packed weights [g][mb][c*kh*kw][16].
         let wp = extra[0];
@@ -246,14 +255,14 @@ pub(super) fn lower_conv(
         let full = g.mg / 16;
         let r = (g.cg * g.kh * g.kw) as i64;
         let blk_w = r * 64;
-        let zb = e.ic(0);
-        e.loop_offs(
+        let zb = e.int_const(0);
+        e.loop_offsets(
             g.n as i64,
             &[z, z],
             &[g.c as i64 * xplane, g.m as i64 * oplane],
             &mut |e, _n, on| {
                 // groups: x, out, packed weights, bias (byte offsets)
-                e.loop_offs(
+                e.loop_offsets(
                     g.groups as i64,
                     &[on[0], on[1], zb, zb],
                     &[
@@ -263,45 +272,48 @@ pub(super) fn lower_conv(
                         g.mg as i64 * 4,
                     ],
                     &mut |e, _gi, og| {
-                        let block = |e: &mut E, nch: usize, oo: Value, wo: Value, bo: Value| {
-                            let nvec = nch.div_ceil(4);
-                            e.loop_offs(
-                                g.oh as i64,
-                                &[og[0], oo],
-                                &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
-                                &mut |e, _oh, oh| {
-                                    let np = if nvec <= 2 { 3 } else { 2 };
-                                    let pairs = g.ow / np;
-                                    e.loop_offs(
-                                        pairs as i64,
-                                        &[oh[0], oh[1]],
-                                        &[(np * g.sw) as i64 * 4, np as i64 * 4],
-                                        &mut |e, _ow, o| {
-                                            conv_pixel_packed(
-                                                e, &g, np, x, wp, wo, o[0], out, o[1], oplane,
-                                                nvec, nch, bias, bo,
-                                            );
-                                        },
-                                    );
-                                    let rest = g.ow % np;
-                                    let xr =
-                                        e.b.ins().iadd_imm_s(oh[0], (pairs * np * g.sw) as i64 * 4);
-                                    let or = e.b.ins().iadd_imm_s(oh[1], (pairs * np) as i64 * 4);
-                                    e.loop_offs(
-                                        rest as i64,
-                                        &[xr, or],
-                                        &[g.sw as i64 * 4, 4],
-                                        &mut |e, _ow, o| {
-                                            conv_pixel_packed(
-                                                e, &g, 1, x, wp, wo, o[0], out, o[1], oplane, nvec,
-                                                nch, bias, bo,
-                                            );
-                                        },
-                                    );
-                                },
-                            );
-                        };
-                        e.loop_offs(
+                        let block =
+                            |e: &mut Emitter, nch: usize, oo: Value, wo: Value, bo: Value| {
+                                let nvec = nch.div_ceil(4);
+                                e.loop_offsets(
+                                    g.oh as i64,
+                                    &[og[0], oo],
+                                    &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
+                                    &mut |e, _oh, oh| {
+                                        let np = if nvec <= 2 { 3 } else { 2 };
+                                        let pairs = g.ow / np;
+                                        e.loop_offsets(
+                                            pairs as i64,
+                                            &[oh[0], oh[1]],
+                                            &[(np * g.sw) as i64 * 4, np as i64 * 4],
+                                            &mut |e, _ow, o| {
+                                                conv_pixel_packed(
+                                                    e, &g, np, x, wp, wo, o[0], out, o[1], oplane,
+                                                    nvec, nch, bias, bo,
+                                                );
+                                            },
+                                        );
+                                        let rest = g.ow % np;
+                                        let xr =
+                                            e.b.ins()
+                                                .iadd_imm_s(oh[0], (pairs * np * g.sw) as i64 * 4);
+                                        let or =
+                                            e.b.ins().iadd_imm_s(oh[1], (pairs * np) as i64 * 4);
+                                        e.loop_offsets(
+                                            rest as i64,
+                                            &[xr, or],
+                                            &[g.sw as i64 * 4, 4],
+                                            &mut |e, _ow, o| {
+                                                conv_pixel_packed(
+                                                    e, &g, 1, x, wp, wo, o[0], out, o[1], oplane,
+                                                    nvec, nch, bias, bo,
+                                                );
+                                            },
+                                        );
+                                    },
+                                );
+                            };
+                        e.loop_offsets(
                             full as i64,
                             &[og[1], og[2], og[3]],
                             &[16 * oplane, blk_w, 64],
@@ -321,13 +333,13 @@ pub(super) fn lower_conv(
         // Vectorized over output width.
         let w = ins[1];
         let wsz = (g.cg * g.kh * g.kw) as i64 * 4;
-        e.loop_offs(
+        e.loop_offsets(
             g.n as i64,
             &[z, z],
             &[g.c as i64 * xplane, g.m as i64 * oplane],
             &mut |e, _n, on| {
-                let zz = e.ic(0);
-                e.loop_offs(
+                let zz = e.int_const(0);
+                e.loop_offsets(
                     g.m as i64,
                     &[zz, on[1]],
                     &[wsz, oplane],
@@ -339,32 +351,39 @@ pub(super) fn lower_conv(
                         let bv = match bias {
                             Some(bp) => {
                                 let bo = e.b.ins().imul_imm_s(mi, 4);
-                                e.ld(types::F32, bp, bo)
+                                e.load(types::F32, bp, bo)
                             }
-                            None => e.fc(types::F32, 0.0),
+                            None => e.float_const(types::F32, 0.0),
                         };
                         if g.cg == 1 && g.kh * g.kw <= 16 {
                             // Depthwise-like: the window weights stay in registers.
                             let wv: Vec<Value> = (0..g.kh * g.kw)
                                 .map(|c| {
                                     let a = e.b.ins().iadd(w, om[0]);
-                                    let s = e.b.ins().load(types::F32, mf(), a, (c * 4) as i32);
+                                    let s = e.b.ins().load(
+                                        types::F32,
+                                        tensor_flags(),
+                                        a,
+                                        (c * 4) as i32,
+                                    );
                                     e.b.ins().splat(F32X4, s)
                                 })
                                 .collect();
                             let bsplat = e.b.ins().splat(F32X4, bv);
-                            e.loop_offs(
+                            e.loop_offsets(
                                 g.oh as i64,
                                 &[xo, om[1]],
                                 &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
                                 &mut |e, _oh, oh| {
                                     let n8 = g.ow / 8;
-                                    e.loop_offs(
+                                    e.loop_offsets(
                                         n8 as i64,
                                         &[oh[0], oh[1]],
                                         &[(8 * g.sw) as i64 * 4, 32],
                                         &mut |e, _i, o| {
-                                            dw_block(e, &g, x, &wv, o[0], out, o[1], bsplat, 2);
+                                            depthwise_block(
+                                                e, &g, x, &wv, o[0], out, o[1], bsplat, 2,
+                                            );
                                         },
                                     );
                                     let mut done = n8 * 8;
@@ -372,13 +391,13 @@ pub(super) fn lower_conv(
                                         let xr =
                                             e.b.ins().iadd_imm_s(oh[0], (done * g.sw) as i64 * 4);
                                         let or = e.b.ins().iadd_imm_s(oh[1], done as i64 * 4);
-                                        dw_block(e, &g, x, &wv, xr, out, or, bsplat, 1);
+                                        depthwise_block(e, &g, x, &wv, xr, out, or, bsplat, 1);
                                         done += 4;
                                     }
                                     let rest = g.ow - done;
                                     let xr = e.b.ins().iadd_imm_s(oh[0], (done * g.sw) as i64 * 4);
                                     let or = e.b.ins().iadd_imm_s(oh[1], done as i64 * 4);
-                                    e.loop_offs(
+                                    e.loop_offsets(
                                         rest as i64,
                                         &[xr, or],
                                         &[g.sw as i64 * 4, 4],
@@ -392,13 +411,13 @@ pub(super) fn lower_conv(
                             );
                             return;
                         }
-                        e.loop_offs(
+                        e.loop_offsets(
                             g.oh as i64,
                             &[xo, om[1]],
                             &[(g.sh * g.wp) as i64 * 4, g.ow as i64 * 4],
                             &mut |e, _oh, oh| {
                                 let nv = g.ow / 4;
-                                e.loop_offs(
+                                e.loop_offsets(
                                     nv as i64,
                                     &[oh[0], oh[1]],
                                     &[(4 * g.sw) as i64 * 4, 16],
@@ -409,7 +428,7 @@ pub(super) fn lower_conv(
                                 let rest = g.ow % 4;
                                 let xr = e.b.ins().iadd_imm_s(oh[0], (nv * 4 * g.sw) as i64 * 4);
                                 let or = e.b.ins().iadd_imm_s(oh[1], (nv * 4) as i64 * 4);
-                                e.loop_offs(
+                                e.loop_offsets(
                                     rest as i64,
                                     &[xr, or],
                                     &[g.sw as i64 * 4, 4],
@@ -430,9 +449,9 @@ pub(super) fn lower_conv(
 /// `4 * nv` consecutive output pixels of one output channel reading one input channel, with the
 /// window weights `wv` (splatted) already in registers.
 #[allow(clippy::too_many_arguments)]
-fn dw_block(
-    e: &mut E,
-    g: &ConvGeom,
+fn depthwise_block(
+    e: &mut Emitter,
+    g: &ConvGeometry,
     x: Value,
     wv: &[Value],
     xo: Value,
@@ -448,14 +467,17 @@ fn dw_block(
             for (j, acc) in accs.iter_mut().enumerate() {
                 let xoff = ((kh * g.dh * g.wp + kw * g.dw + j * 4 * g.sw) * 4) as i32;
                 let xv = if g.sw == 1 {
-                    e.b.ins().load(F32X4, mf(), px, xoff)
+                    e.b.ins().load(F32X4, tensor_flags(), px, xoff)
                 } else {
-                    let s0 = e.b.ins().load(types::F32, mf(), px, xoff);
+                    let s0 = e.b.ins().load(types::F32, tensor_flags(), px, xoff);
                     let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
                     for l in 1..4 {
-                        let s =
-                            e.b.ins()
-                                .load(types::F32, mf(), px, xoff + (l * g.sw * 4) as i32);
+                        let s = e.b.ins().load(
+                            types::F32,
+                            tensor_flags(),
+                            px,
+                            xoff + (l * g.sw * 4) as i32,
+                        );
                         v = e.b.ins().insertlane(v, s, l as u8);
                     }
                     v
@@ -466,7 +488,7 @@ fn dw_block(
     }
     let po = e.b.ins().iadd(out, oo);
     for (j, &acc) in accs.iter().enumerate() {
-        e.b.ins().store(mf(), acc, po, (j * 16) as i32);
+        e.b.ins().store(tensor_flags(), acc, po, (j * 16) as i32);
     }
 }
 
@@ -474,8 +496,8 @@ fn dw_block(
 /// the first window in the first input channel of the group), packed weights at `wbase`.
 #[allow(clippy::too_many_arguments)]
 fn conv_pixel_packed(
-    e: &mut E,
-    g: &ConvGeom,
+    e: &mut Emitter,
+    g: &ConvGeometry,
     np: usize,
     x: Value,
     wp: Value,
@@ -492,14 +514,14 @@ fn conv_pixel_packed(
     let accs: Vec<_> = (0..nvec * np)
         .map(|_| {
             let v = e.b.declare_var(F32X4);
-            let z = e.fc(F32X4, 0.0);
+            let z = e.float_const(F32X4, 0.0);
             e.b.def_var(v, z);
             v
         })
         .collect();
     let xplane = (g.hp * g.wp) as i64 * 4;
     let kk = (g.kh * g.kw) as i64;
-    e.loop_offs(
+    e.loop_offsets(
         g.cg as i64,
         &[xo, wo],
         &[xplane, kk * 64],
@@ -511,11 +533,14 @@ fn conv_pixel_packed(
                 for kw in 0..g.kw {
                     let cell = (kh * g.kw + kw) as i32 * 64;
                     let wv: Vec<Value> = (0..nvec)
-                        .map(|j| e.b.ins().load(F32X4, mf(), pw, cell + j as i32 * 16))
+                        .map(|j| {
+                            e.b.ins()
+                                .load(F32X4, tensor_flags(), pw, cell + j as i32 * 16)
+                        })
                         .collect();
                     for p in 0..np {
                         let xoff = ((kh * g.dh * g.wp + kw * g.dw + p * g.sw) * 4) as i32;
-                        let s = e.b.ins().load(types::F32, mf(), px, xoff);
+                        let s = e.b.ins().load(types::F32, tensor_flags(), px, xoff);
                         let sv = e.b.ins().splat(F32X4, s);
                         for j in 0..nvec {
                             let k = p * nvec + j;
@@ -541,11 +566,17 @@ fn conv_pixel_packed(
                 }
                 let mut s = e.b.ins().extractlane(v, l as u8);
                 if let Some(bp) = pb {
-                    let bb = e.b.ins().load(types::F32, mf(), bp, (ch * 4) as i32);
+                    let bb =
+                        e.b.ins()
+                            .load(types::F32, tensor_flags(), bp, (ch * 4) as i32);
                     s = e.b.ins().fadd(s, bb);
                 }
-                e.b.ins()
-                    .store(mf(), s, po, (ch as i64 * oplane + p as i64 * 4) as i32);
+                e.b.ins().store(
+                    tensor_flags(),
+                    s,
+                    po,
+                    (ch as i64 * oplane + p as i64 * 4) as i32,
+                );
             }
         }
     }
@@ -554,8 +585,8 @@ fn conv_pixel_packed(
 /// Four (vector) or one (scalar) consecutive output pixels of one output channel.
 #[allow(clippy::too_many_arguments)]
 fn conv_row(
-    e: &mut E,
-    g: &ConvGeom,
+    e: &mut Emitter,
+    g: &ConvGeometry,
     x: Value,
     w: Value,
     wo: Value,
@@ -575,7 +606,7 @@ fn conv_row(
     e.b.def_var(acc, init);
     let xplane = (g.hp * g.wp) as i64 * 4;
     let kk = (g.kh * g.kw) as i64;
-    e.loop_offs(
+    e.loop_offsets(
         g.cg as i64,
         &[xo, wo],
         &[xplane, kk * 4],
@@ -586,20 +617,26 @@ fn conv_row(
             for kh in 0..g.kh {
                 for kw in 0..g.kw {
                     let xoff = ((kh * g.dh * g.wp + kw * g.dw) * 4) as i32;
-                    let ws =
-                        e.b.ins()
-                            .load(types::F32, mf(), pw, ((kh * g.kw + kw) * 4) as i32);
+                    let ws = e.b.ins().load(
+                        types::F32,
+                        tensor_flags(),
+                        pw,
+                        ((kh * g.kw + kw) * 4) as i32,
+                    );
                     let xv = if !vector {
-                        e.b.ins().load(types::F32, mf(), px, xoff)
+                        e.b.ins().load(types::F32, tensor_flags(), px, xoff)
                     } else if g.sw == 1 {
-                        e.b.ins().load(F32X4, mf(), px, xoff)
+                        e.b.ins().load(F32X4, tensor_flags(), px, xoff)
                     } else {
-                        let s0 = e.b.ins().load(types::F32, mf(), px, xoff);
+                        let s0 = e.b.ins().load(types::F32, tensor_flags(), px, xoff);
                         let mut v = e.b.ins().splat(F32X4, s0);
                         for l in 1..4 {
-                            let s =
-                                e.b.ins()
-                                    .load(types::F32, mf(), px, xoff + (l * g.sw * 4) as i32);
+                            let s = e.b.ins().load(
+                                types::F32,
+                                tensor_flags(),
+                                px,
+                                xoff + (l * g.sw * 4) as i32,
+                            );
                             v = e.b.ins().insertlane(v, s, l as u8);
                         }
                         v
@@ -616,11 +653,11 @@ fn conv_row(
         },
     );
     let v = e.b.use_var(acc);
-    e.st(v, out, oo);
+    e.store(v, out, oo);
 }
 
 /// Any-rank convolution, scalar: the interpreter's window semantics, one output at a time.
-fn lower_conv_nd(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> Result<()> {
+fn lower_conv_nd(e: &mut Emitter, info: &NodeInfo, ins: &[Value], out: Value) -> Result<()> {
     let (w, group) = match info.op {
         Op::Conv { window, group } => (window.clone(), *group),
         _ => return Err(info.err("not a conv")),
@@ -631,41 +668,41 @@ fn lower_conv_nd(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> Resul
     let nsp = w.nsp();
     let isp = xs[2..].to_vec();
     let osp = os[2..].to_vec();
-    let ist = elem_strides(&isp);
-    let kst = elem_strides(&w.kernel);
-    let ost = elem_strides(&osp);
+    let ist = element_strides(&isp);
+    let kst = element_strides(&w.kernel);
+    let ost = element_strides(&osp);
     let iplane = isp.iter().product::<usize>() as i64 * 4;
     let oplane = osp.iter().product::<usize>() as i64 * 4;
     let ksz = w.kernel.iter().product::<usize>() as i64 * 4;
     let (c, m, cg) = (xs[1] as i64, ws[0] as i64, ws[1] as i64);
     let mg = m / group as i64;
     let bias = ins.get(2).copied();
-    let z = e.ic(0);
-    e.loop_offs(
+    let z = e.int_const(0);
+    e.loop_offsets(
         xs[0] as i64,
         &[z, z],
         &[c * iplane, m * oplane],
         &mut |e, _n, on| {
-            let zz = e.ic(0);
-            e.loop_offs(m, &[zz, on[1]], &[cg * ksz, oplane], &mut |e, mi, om| {
+            let zz = e.int_const(0);
+            e.loop_offsets(m, &[zz, on[1]], &[cg * ksz, oplane], &mut |e, mi, om| {
                 let gi = e.b.ins().udiv_imm_u(mi, mg);
                 let xg = e.b.ins().imul_imm_s(gi, cg * iplane);
                 let xg = e.b.ins().iadd(xg, on[0]);
                 let init = match bias {
                     Some(bp) => {
                         let bo = e.b.ins().imul_imm_s(mi, 4);
-                        e.ld(types::F32, bp, bo)
+                        e.load(types::F32, bp, bo)
                     }
-                    None => e.fc(types::F32, 0.0),
+                    None => e.float_const(types::F32, 0.0),
                 };
                 let mut oidx = vec![];
-                loops_idx(e, &osp, &mut oidx, &mut |e, o| {
+                index_loops(e, &osp, &mut oidx, &mut |e, o| {
                     let o = o.to_vec();
                     let acc = e.b.declare_var(types::F32);
                     e.b.def_var(acc, init);
-                    e.loop_offs(cg, &[xg, om[0]], &[iplane, ksz], &mut |e, _ci, oc| {
+                    e.loop_offsets(cg, &[xg, om[0]], &[iplane, ksz], &mut |e, _ci, oc| {
                         let mut kidx = vec![];
-                        loops_idx(e, &w.kernel, &mut kidx, &mut |e, k| {
+                        index_loops(e, &w.kernel, &mut kidx, &mut |e, k| {
                             let mut valid = e.b.ins().iconst(types::I8, 1);
                             let mut xoff = e.b.ins().iconst(types::I64, 0);
                             let mut woff = oc[1];
@@ -687,10 +724,10 @@ fn lower_conv_nd(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> Resul
                                 woff = e.b.ins().iadd(woff, t);
                             }
                             let xoff = e.b.ins().iadd(xoff, oc[0]);
-                            let xv = e.ld_if(types::F32, valid, ins[0], xoff);
-                            let zf = e.fc(types::F32, 0.0);
+                            let xv = e.load_if(types::F32, valid, ins[0], xoff);
+                            let zf = e.float_const(types::F32, 0.0);
                             let xv = e.b.ins().select(valid, xv, zf);
-                            let wv = e.ld(types::F32, ins[1], woff);
+                            let wv = e.load(types::F32, ins[1], woff);
                             let a = e.b.use_var(acc);
                             let na = e.mul_add(xv, wv, a);
                             e.b.def_var(acc, na);
@@ -702,7 +739,7 @@ fn lower_conv_nd(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> Resul
                         let t = e.b.ins().imul_imm_s(o[d], ost[d] * 4);
                         ooff = e.b.ins().iadd(ooff, t);
                     }
-                    e.st(r, out, ooff);
+                    e.store(r, out, ooff);
                 });
             });
         },

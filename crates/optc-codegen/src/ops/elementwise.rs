@@ -1,18 +1,18 @@
-//! Elementwise ops: the functions a `map` applies ([`Ew`]), and the Unary, Binary, Where,
+//! Elementwise ops: the functions a `map` applies ([`Elementwise`]), and the Unary, Binary, Where,
 //! Cast and BatchNorm nodes.
 
-use crate::emit::E;
+use crate::builder::Emitter;
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::fused::ChainStep;
 use crate::ops::map::map;
-use crate::ops::operand::Opd;
+use crate::ops::operand::Operand;
 use cranelift_codegen::ir::Value;
 use optc_ir::{BinaryOp, DType, UnaryOp};
 
 /// Elementwise functions of a `map`.
 #[derive(Clone, Debug)]
-pub(crate) enum Ew {
+pub(crate) enum Elementwise {
     Copy,
     Unary(UnaryOp),
     Binary(BinaryOp),
@@ -31,16 +31,16 @@ pub(crate) enum Ew {
     Chain(Vec<ChainStep>),
 }
 
-pub(super) fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
-    if matches!(f, Ew::Copy) {
+pub(super) fn vectorizable(f: &Elementwise, dts: &[DType], out: DType) -> bool {
+    if matches!(f, Elementwise::Copy) {
         return true;
     }
     if out != DType::F32 || dts.iter().any(|&d| d != DType::F32) {
         return false;
     }
     match f {
-        Ew::Unary(u) => !matches!(u, UnaryOp::Log | UnaryOp::Not | UnaryOp::IsNaN),
-        Ew::Binary(b) => matches!(
+        Elementwise::Unary(u) => !matches!(u, UnaryOp::Log | UnaryOp::Not | UnaryOp::IsNaN),
+        Elementwise::Binary(b) => matches!(
             b,
             BinaryOp::Add
                 | BinaryOp::Sub
@@ -49,15 +49,20 @@ pub(super) fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
                 | BinaryOp::Max
                 | BinaryOp::Min
         ),
-        Ew::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
-        Ew::BatchNorm(_) | Ew::AddScaled(_) | Ew::ErfMul(_) | Ew::NanTo => true,
-        Ew::Chain(steps) => steps.iter().all(|st| match st {
+        Elementwise::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
+        Elementwise::BatchNorm(_)
+        | Elementwise::AddScaled(_)
+        | Elementwise::ErfMul(_)
+        | Elementwise::NanTo => true,
+        Elementwise::Chain(steps) => steps.iter().all(|st| match st {
             ChainStep::Unary(u) => {
-                ew_vectorizable(&Ew::Unary(u.clone()), &[DType::F32], DType::F32)
+                vectorizable(&Elementwise::Unary(u.clone()), &[DType::F32], DType::F32)
             }
-            ChainStep::Binary { op, .. } => {
-                ew_vectorizable(&Ew::Binary(*op), &[DType::F32, DType::F32], DType::F32)
-            }
+            ChainStep::Binary { op, .. } => vectorizable(
+                &Elementwise::Binary(*op),
+                &[DType::F32, DType::F32],
+                DType::F32,
+            ),
             ChainStep::ErfMul(_) => true,
         }),
         _ => false,
@@ -67,18 +72,20 @@ pub(super) fn ew_vectorizable(f: &Ew, dts: &[DType], out: DType) -> bool {
 /// Lanes of the vector path of an elementwise function over bools mixed with f32 (`Where`
 /// with a bool condition, `IsNaN`: 4 lanes) or over bools only (`And`/`Or`: 16 lanes).
 /// Bool vectors are `I32X4` lanes of 0/1 (4 lanes) or `I8X16` bytes (16 lanes).
-pub(super) fn mixed_lanes(f: &Ew, dts: &[DType], out: DType) -> Option<i64> {
+pub(super) fn mixed_lanes(f: &Elementwise, dts: &[DType], out: DType) -> Option<i64> {
     use DType::{Bool, F32};
     match f {
-        Ew::Where if dts == [Bool, F32, F32] && out == F32 => Some(4),
-        Ew::Unary(UnaryOp::IsNaN) if dts == [F32] && out == Bool => Some(4),
-        Ew::Binary(BinaryOp::And | BinaryOp::Or) if dts == [Bool, Bool] && out == Bool => Some(16),
+        Elementwise::Where if dts == [Bool, F32, F32] && out == F32 => Some(4),
+        Elementwise::Unary(UnaryOp::IsNaN) if dts == [F32] && out == Bool => Some(4),
+        Elementwise::Binary(BinaryOp::And | BinaryOp::Or) if dts == [Bool, Bool] && out == Bool => {
+            Some(16)
+        }
         _ => None,
     }
 }
 
 pub(super) fn lower_unary(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     x: Value,
     out: Value,
@@ -86,16 +93,16 @@ pub(super) fn lower_unary(
 ) -> Result<()> {
     let oty = &info.outs[0];
     let f = if *u == UnaryOp::Identity {
-        Ew::Copy
+        Elementwise::Copy
     } else {
-        Ew::Unary(u.clone())
+        Elementwise::Unary(u.clone())
     };
-    let x = Opd::bcast(x, &info.ins[0], &oty.shape);
-    map(e, info, &oty.shape, Opd::dense(out, oty), &[x], &f)
+    let x = Operand::broadcast(x, &info.ins[0], &oty.shape);
+    map(e, info, &oty.shape, Operand::dense(out, oty), &[x], &f)
 }
 
 pub(super) fn lower_binary(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     ins: &[Value],
     out: Value,
@@ -104,48 +111,60 @@ pub(super) fn lower_binary(
     let oty = &info.outs[0];
     let f = match (bop, &info.consts[1]) {
         (BinaryOp::Pow, Some(c)) if c.numel() == 1 && info.ins[0].dtype == DType::F32 => {
-            Ew::PowConst(c.to_f64_vec()[0] as f32)
+            Elementwise::PowConst(c.to_f64_vec()[0] as f32)
         }
-        _ => Ew::Binary(bop),
+        _ => Elementwise::Binary(bop),
     };
-    let a = Opd::bcast(ins[0], &info.ins[0], &oty.shape);
-    let b = Opd::bcast(ins[1], &info.ins[1], &oty.shape);
-    map(e, info, &oty.shape, Opd::dense(out, oty), &[a, b], &f)
+    let a = Operand::broadcast(ins[0], &info.ins[0], &oty.shape);
+    let b = Operand::broadcast(ins[1], &info.ins[1], &oty.shape);
+    map(e, info, &oty.shape, Operand::dense(out, oty), &[a, b], &f)
 }
 
-pub(super) fn lower_where(e: &mut E, info: &NodeInfo, ins: &[Value], out: Value) -> Result<()> {
+pub(super) fn lower_where(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+) -> Result<()> {
     let oty = &info.outs[0];
-    let v: Vec<Opd> = (0..3)
-        .map(|k| Opd::bcast(ins[k], &info.ins[k], &oty.shape))
+    let v: Vec<Operand> = (0..3)
+        .map(|k| Operand::broadcast(ins[k], &info.ins[k], &oty.shape))
         .collect();
-    map(e, info, &oty.shape, Opd::dense(out, oty), &v, &Ew::Where)
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &v,
+        &Elementwise::Where,
+    )
 }
 
-pub(super) fn lower_cast(e: &mut E, info: &NodeInfo, x: Value, out: Value) -> Result<()> {
+pub(super) fn lower_cast(e: &mut Emitter, info: &NodeInfo, x: Value, out: Value) -> Result<()> {
     let oty = &info.outs[0];
     let f = if info.ins[0].dtype == oty.dtype {
-        Ew::Copy
+        Elementwise::Copy
     } else {
-        Ew::Cast
+        Elementwise::Cast
     };
-    let x = Opd::bcast(x, &info.ins[0], &oty.shape);
-    map(e, info, &oty.shape, Opd::dense(out, oty), &[x], &f)
+    let x = Operand::broadcast(x, &info.ins[0], &oty.shape);
+    map(e, info, &oty.shape, Operand::dense(out, oty), &[x], &f)
 }
 
 /// Inference BatchNorm: `(x - mean) / sqrt(var + eps) * scale + bias`, per channel (dim 1).
 pub(super) fn lower_batchnorm(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     ins: &[Value],
     out: Value,
     eps: f32,
 ) -> Result<()> {
     let oty = &info.outs[0];
-    let mut v = vec![Opd::bcast(ins[0], &info.ins[0], &oty.shape)];
+    let mut v = vec![Operand::broadcast(ins[0], &info.ins[0], &oty.shape)];
     for &p in &ins[1..5] {
         let mut st = vec![0i64; oty.rank()];
         st[1] = 1;
-        v.push(Opd {
+        v.push(Operand {
             p,
             dt: DType::F32,
             base: 0,
@@ -156,8 +175,8 @@ pub(super) fn lower_batchnorm(
         e,
         info,
         &oty.shape,
-        Opd::dense(out, oty),
+        Operand::dense(out, oty),
         &v,
-        &Ew::BatchNorm(eps),
+        &Elementwise::BatchNorm(eps),
     )
 }

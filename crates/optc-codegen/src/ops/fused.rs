@@ -1,12 +1,12 @@
 //! Fused nodes (`Op::Fused`): a base op and a chain of unary/binary steps applied in registers,
 //! one pass, no intermediate tensors.
 
-use crate::emit::E;
+use crate::builder::Emitter;
 use crate::error::Result;
 use crate::node::NodeInfo;
-use crate::ops::elementwise::Ew;
+use crate::ops::elementwise::Elementwise;
 use crate::ops::map::map;
-use crate::ops::operand::Opd;
+use crate::ops::operand::Operand;
 use crate::peephole::fold_erf_div;
 use cranelift_codegen::ir::Value;
 use optc_ir::{BinaryOp, DType, FusedStep, Op, UnaryOp};
@@ -36,13 +36,13 @@ pub(super) fn elementwise_base(info: &NodeInfo, base: &Op, base_inputs: usize) -
         }
 }
 
-/// The fused `steps` as a chain over `opds`: each extra input a step reads is appended to
-/// `opds` once (broadcast to the output) and referred to by its position there.
+/// The fused `steps` as a chain over `operands`: each extra input a step reads is appended to
+/// `operands` once (broadcast to the output) and referred to by its position there.
 fn chain_steps(
     info: &NodeInfo,
     ins: &[Value],
     steps: &[FusedStep],
-    opds: &mut Vec<Opd>,
+    operands: &mut Vec<Operand>,
 ) -> Vec<ChainStep> {
     let oty = &info.outs[0];
     let mut kmap: HashMap<usize, usize> = HashMap::new();
@@ -52,8 +52,12 @@ fn chain_steps(
             FusedStep::Unary(u) => ChainStep::Unary(u.clone()),
             FusedStep::Binary { op, input, swap } => {
                 let k = *kmap.entry(*input).or_insert_with(|| {
-                    opds.push(Opd::bcast(ins[*input], &info.ins[*input], &oty.shape));
-                    opds.len() - 1
+                    operands.push(Operand::broadcast(
+                        ins[*input],
+                        &info.ins[*input],
+                        &oty.shape,
+                    ));
+                    operands.len() - 1
                 });
                 ChainStep::Binary {
                     op: *op,
@@ -66,7 +70,7 @@ fn chain_steps(
 }
 
 pub(crate) fn apply_chain(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     ins: &[Value],
     out: Value,
@@ -76,16 +80,16 @@ pub(crate) fn apply_chain(
         return Ok(());
     }
     let oty = &info.outs[0];
-    let mut opds = vec![Opd::dense(out, oty)];
-    let mut chain = chain_steps(info, ins, steps, &mut opds);
-    fold_erf_div(info, ins, &opds, &mut chain);
+    let mut operands = vec![Operand::dense(out, oty)];
+    let mut chain = chain_steps(info, ins, steps, &mut operands);
+    fold_erf_div(info, ins, &operands, &mut chain);
     map(
         e,
         info,
         &oty.shape,
-        Opd::dense(out, oty),
-        &opds,
-        &Ew::Chain(chain),
+        Operand::dense(out, oty),
+        &operands,
+        &Elementwise::Chain(chain),
     )
 }
 
@@ -106,20 +110,20 @@ pub(crate) enum ChainStep {
 pub(super) fn eval_chain<X: Copy>(
     steps: &[ChainStep],
     args: &[X],
-    mut one: impl FnMut(&Ew, &[X]) -> Option<X>,
+    mut one: impl FnMut(&Elementwise, &[X]) -> Option<X>,
 ) -> Option<X> {
     let mut acc = args[0];
     for st in steps {
         acc = match st {
-            ChainStep::Unary(u) => one(&Ew::Unary(u.clone()), &[acc])?,
-            ChainStep::ErfMul(r) => one(&Ew::ErfMul(*r), &[acc])?,
+            ChainStep::Unary(u) => one(&Elementwise::Unary(u.clone()), &[acc])?,
+            ChainStep::ErfMul(r) => one(&Elementwise::ErfMul(*r), &[acc])?,
             ChainStep::Binary { op, k, swap } => {
                 let pair = if *swap {
                     [args[*k], acc]
                 } else {
                     [acc, args[*k]]
                 };
-                one(&Ew::Binary(*op), &pair)?
+                one(&Elementwise::Binary(*op), &pair)?
             }
         };
     }
@@ -129,7 +133,7 @@ pub(super) fn eval_chain<X: Copy>(
 /// A fused node whose base is an f32 elementwise op: the base is the chain's first step, one
 /// loop for the whole chain.
 pub(super) fn lower_elementwise_chain(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     ins: &[Value],
     out: Value,
@@ -138,8 +142,8 @@ pub(super) fn lower_elementwise_chain(
     steps: &[FusedStep],
 ) -> Result<()> {
     let oty = &info.outs[0];
-    let mut opds: Vec<Opd> = (0..base_inputs)
-        .map(|k| Opd::bcast(ins[k], &info.ins[k], &oty.shape))
+    let mut operands: Vec<Operand> = (0..base_inputs)
+        .map(|k| Operand::broadcast(ins[k], &info.ins[k], &oty.shape))
         .collect();
     let first = match base {
         Op::Unary(u) => ChainStep::Unary(u.clone()),
@@ -151,14 +155,14 @@ pub(super) fn lower_elementwise_chain(
         _ => return Err(info.err("elementwise fused base expected")),
     };
     let mut chain = vec![first];
-    chain.extend(chain_steps(info, ins, steps, &mut opds));
-    fold_erf_div(info, ins, &opds, &mut chain);
+    chain.extend(chain_steps(info, ins, steps, &mut operands));
+    fold_erf_div(info, ins, &operands, &mut chain);
     map(
         e,
         info,
         &oty.shape,
-        Opd::dense(out, oty),
-        &opds,
-        &Ew::Chain(chain),
+        Operand::dense(out, oty),
+        &operands,
+        &Elementwise::Chain(chain),
     )
 }

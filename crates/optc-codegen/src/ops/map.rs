@@ -2,12 +2,12 @@
 //! when the innermost dim is contiguous (or broadcast) for every operand, 4x4 tile copies for
 //! transposes, and a task's slice of a node split across threads.
 
-use crate::emit::{clty, E, F32X4};
+use crate::builder::{element_type, Emitter, F32X4};
 use crate::error::{CodegenError, Result};
 use crate::node::NodeInfo;
-use crate::ops::elementwise::{ew_vectorizable, mixed_lanes, Ew};
-use crate::ops::math::{ew_float, ew_mixed, ew_scalar};
-use crate::ops::operand::{collapse, Opd};
+use crate::ops::elementwise::{mixed_lanes, vectorizable, Elementwise};
+use crate::ops::math::{float_math, mixed_math, scalar_math};
+use crate::ops::operand::{collapse, Operand};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
 use optc_ir::DType;
 
@@ -16,27 +16,27 @@ pub(super) fn le() -> MemFlagsData {
 }
 
 /// Load one vector of a `mixed_lanes` path from `p + off` (`bcast`: one element, splatted).
-fn vload_mixed(e: &mut E, dt: DType, lanes: i64, p: Value, off: Value, bcast: bool) -> Value {
+fn vload_mixed(e: &mut Emitter, dt: DType, lanes: i64, p: Value, off: Value, bcast: bool) -> Value {
     match (dt, lanes, bcast) {
-        (DType::F32, _, false) => e.ld(F32X4, p, off),
+        (DType::F32, _, false) => e.load(F32X4, p, off),
         (DType::F32, _, true) => {
-            let s = e.ld(types::F32, p, off);
+            let s = e.load(types::F32, p, off);
             e.b.ins().splat(F32X4, s)
         }
-        (_, 16, false) => e.ld(types::I8X16, p, off),
+        (_, 16, false) => e.load(types::I8X16, p, off),
         (_, 16, true) => {
-            let s = e.ld(types::I8, p, off);
+            let s = e.load(types::I8, p, off);
             e.b.ins().splat(types::I8X16, s)
         }
         (_, _, false) => {
-            let w = e.ld(types::I32, p, off);
+            let w = e.load(types::I32, p, off);
             let v = e.b.ins().scalar_to_vector(types::I32X4, w);
             let v = e.b.ins().bitcast(types::I8X16, le(), v);
             let v = e.b.ins().uwiden_low(v);
             e.b.ins().uwiden_low(v)
         }
         (_, _, true) => {
-            let s = e.ld(types::I8, p, off);
+            let s = e.load(types::I8, p, off);
             let w = e.b.ins().uextend(types::I32, s);
             e.b.ins().splat(types::I32X4, w)
         }
@@ -44,16 +44,16 @@ fn vload_mixed(e: &mut E, dt: DType, lanes: i64, p: Value, off: Value, bcast: bo
 }
 
 /// Store one vector of a `mixed_lanes` path (bool `I32X4` lanes of 0/1 narrow to 4 bytes).
-fn vstore_mixed(e: &mut E, dt: DType, lanes: i64, v: Value, p: Value, off: Value) {
+fn vstore_mixed(e: &mut Emitter, dt: DType, lanes: i64, v: Value, p: Value, off: Value) {
     if dt == DType::F32 || lanes == 16 {
-        e.st(v, p, off);
+        e.store(v, p, off);
         return;
     }
     let h = e.b.ins().snarrow(v, v);
     let b = e.b.ins().snarrow(h, h);
     let w = e.b.ins().bitcast(types::I32X4, le(), b);
     let w = e.b.ins().extractlane(w, 0);
-    e.st(w, p, off);
+    e.store(w, p, off);
 }
 
 /// A 4-byte copy whose output is contiguous along the inner dim while the input is
@@ -62,7 +62,7 @@ fn vstore_mixed(e: &mut E, dt: DType, lanes: i64, v: Value, p: Value, off: Value
 /// Returns false (emitting nothing) when the shape does not fit.
 #[allow(clippy::too_many_arguments)]
 fn copy_4x4_tiles(
-    e: &mut E,
+    e: &mut Emitter,
     dims: &[usize],
     inner: usize,
     outer_st: &[Vec<i64>],
@@ -90,7 +90,7 @@ fn copy_4x4_tiles(
         .map(|s| rest.iter().map(|&d| s[d]).collect())
         .collect();
     let (ojs, ins_) = (outer_st[0][j], inner_st[1]);
-    let shuf = |e: &mut E, a: Value, b: Value, lanes: [u8; 4], dq: bool| -> Value {
+    let shuffle_lanes = |e: &mut Emitter, a: Value, b: Value, lanes: [u8; 4], dq: bool| -> Value {
         // Bytes of `a` are 0..16, of `b` 16..32; `lanes` are dword (or qword, `dq`) indices.
         let mut m = [0u8; 16];
         for (k, &l) in lanes.iter().enumerate() {
@@ -110,34 +110,34 @@ fn copy_4x4_tiles(
         e.b.ins().shuffle(a, b, imm)
     };
     e.nest(&rdims, &rst, base, &mut |e, offs| {
-        e.loop_offs(
+        e.loop_offsets(
             (dims[j] / 4) as i64,
             offs,
             &[4 * ojs, 16],
             &mut |e, _i, o1| {
-                e.loop_offs((inner / 4) as i64, o1, &[16, 4 * ins_], &mut |e, _k, o| {
+                e.loop_offsets((inner / 4) as i64, o1, &[16, 4 * ins_], &mut |e, _k, o| {
                     let a: Vec<Value> = (0..4)
                         .map(|k| {
                             let off = e.b.ins().iadd_imm_s(o[1], k * ins_);
-                            let v = e.ld(F32X4, ptrs[1], off);
+                            let v = e.load(F32X4, ptrs[1], off);
                             e.b.ins().bitcast(types::I8X16, le(), v)
                         })
                         .collect();
                     // dword unpacks: t0 = a0.0 a1.0 a0.1 a1.1, t2 = a0.2 a1.2 a0.3 a1.3, ...
-                    let t0 = shuf(e, a[0], a[1], [0, 4, 1, 5], false);
-                    let t1 = shuf(e, a[2], a[3], [0, 4, 1, 5], false);
-                    let t2 = shuf(e, a[0], a[1], [2, 6, 3, 7], false);
-                    let t3 = shuf(e, a[2], a[3], [2, 6, 3, 7], false);
+                    let t0 = shuffle_lanes(e, a[0], a[1], [0, 4, 1, 5], false);
+                    let t1 = shuffle_lanes(e, a[2], a[3], [0, 4, 1, 5], false);
+                    let t2 = shuffle_lanes(e, a[0], a[1], [2, 6, 3, 7], false);
+                    let t3 = shuffle_lanes(e, a[2], a[3], [2, 6, 3, 7], false);
                     let r = [
-                        shuf(e, t0, t1, [0, 2, 0, 0], true),
-                        shuf(e, t0, t1, [1, 3, 0, 0], true),
-                        shuf(e, t2, t3, [0, 2, 0, 0], true),
-                        shuf(e, t2, t3, [1, 3, 0, 0], true),
+                        shuffle_lanes(e, t0, t1, [0, 2, 0, 0], true),
+                        shuffle_lanes(e, t0, t1, [1, 3, 0, 0], true),
+                        shuffle_lanes(e, t2, t3, [0, 2, 0, 0], true),
+                        shuffle_lanes(e, t2, t3, [1, 3, 0, 0], true),
                     ];
                     for (k, &v) in r.iter().enumerate() {
                         let off = e.b.ins().iadd_imm_s(o[0], k as i64 * ojs);
                         let v = e.b.ins().bitcast(F32X4, le(), v);
-                        e.st(v, ptrs[0], off);
+                        e.store(v, ptrs[0], off);
                     }
                 });
             },
@@ -148,19 +148,22 @@ fn copy_4x4_tiles(
 
 /// Generic index-mapped elementwise loop: `out[i] = f(ins[k][i]...)` over `shape`.
 pub(crate) fn map(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     shape: &[usize],
-    out: Opd,
-    ins: &[Opd],
-    f: &Ew,
+    out: Operand,
+    ins: &[Operand],
+    f: &Elementwise,
 ) -> Result<()> {
     if shape.iter().product::<usize>() == 0 {
         return Ok(());
     }
-    let mut ops: Vec<Opd> = std::iter::once(out).chain(ins.iter().cloned()).collect();
+    let mut ops: Vec<Operand> = std::iter::once(out).chain(ins.iter().cloned()).collect();
     // A task's part of a split node: a slice along `dim`, at a run-time offset.
-    let split = e.split.clone().filter(|sp| sp.shape.as_slice() == shape);
+    let split = e
+        .partition
+        .clone()
+        .filter(|sp| sp.shape.as_slice() == shape);
     let mut part_shape = shape.to_vec();
     let mut rt_base: Option<Vec<Value>> = None;
     if let Some(sp) = &split {
@@ -198,7 +201,11 @@ pub(crate) fn map(
         .zip(&es)
         .map(|(o, s)| o.strides.get(nd).copied().unwrap_or(0) * s)
         .collect();
-    let mut base: Vec<Value> = ops.iter().zip(&es).map(|(o, s)| e.ic(o.base * s)).collect();
+    let mut base: Vec<Value> = ops
+        .iter()
+        .zip(&es)
+        .map(|(o, s)| e.int_const(o.base * s))
+        .collect();
     if let Some(rb) = &rt_base {
         for (b, r) in base.iter_mut().zip(rb) {
             *b = e.b.ins().iadd(*b, *r);
@@ -207,7 +214,7 @@ pub(crate) fn map(
     let dts: Vec<DType> = ops[1..].iter().map(|o| o.dt).collect();
     let odt = ops[0].dt;
     let ptrs: Vec<Value> = ops.iter().map(|o| o.p).collect();
-    if matches!(f, Ew::Copy)
+    if matches!(f, Elementwise::Copy)
         && rt_base.is_none()
         && copy_4x4_tiles(e, &dims, inner, &outer_st, &inner_st, &es, &base, &ptrs)
     {
@@ -217,10 +224,10 @@ pub(crate) fn map(
     let mixed = mixed_lanes(f, &dts, odt);
     let lanes: i64 = match (f, mixed) {
         (_, Some(l)) => l,
-        (Ew::Copy, _) => 16 / es[0],
+        (Elementwise::Copy, _) => 16 / es[0],
         _ => 4,
     };
-    let vec_ok = (mixed.is_some() || ew_vectorizable(f, &dts, odt))
+    let vec_ok = (mixed.is_some() || vectorizable(f, &dts, odt))
         && inner as i64 >= lanes
         && inner_st[0] == es[0]
         && inner_st[1..]
@@ -233,7 +240,11 @@ pub(crate) fn map(
         8 => types::I64X2,
         _ => F32X4,
     };
-    let vty = if matches!(f, Ew::Copy) { vty } else { F32X4 };
+    let vty = if matches!(f, Elementwise::Copy) {
+        vty
+    } else {
+        F32X4
+    };
     // Vector path: an input broadcast along every dim is loaded and splatted once, before
     // the loops.
     let mut hoisted: Vec<Option<Value>> = vec![None; ops.len()];
@@ -243,7 +254,7 @@ pub(crate) fn map(
                 hoisted[k] = Some(if mixed.is_some() {
                     vload_mixed(e, dts[k - 1], lanes, ptrs[k], base[k], true)
                 } else {
-                    let s = e.ld(vty.lane_type(), ptrs[k], base[k]);
+                    let s = e.load(vty.lane_type(), ptrs[k], base[k]);
                     e.b.ins().splat(vty, s)
                 });
             }
@@ -256,7 +267,7 @@ pub(crate) fn map(
         if vec_ok {
             let nv = inner as i64 / lanes;
             let steps: Vec<i64> = inner_st.iter().map(|s| s * lanes).collect();
-            e.loop_offs(nv, offs, &steps, &mut |e, _i, o| {
+            e.loop_offsets(nv, offs, &steps, &mut |e, _i, o| {
                 let mut args = vec![];
                 for k in 1..o.len() {
                     let v = if let Some(h) = hoisted[k] {
@@ -264,25 +275,25 @@ pub(crate) fn map(
                     } else if mixed.is_some() {
                         vload_mixed(e, dts[k - 1], lanes, ptrs[k], o[k], inner_st[k] == 0)
                     } else if inner_st[k] == 0 {
-                        let s = e.ld(vty.lane_type(), ptrs[k], o[k]);
+                        let s = e.load(vty.lane_type(), ptrs[k], o[k]);
                         e.b.ins().splat(vty, s)
                     } else {
-                        e.ld(vty, ptrs[k], o[k])
+                        e.load(vty, ptrs[k], o[k])
                     };
                     args.push(v);
                 }
                 if mixed.is_some() {
-                    let r = ew_mixed(e, f, &args);
+                    let r = mixed_math(e, f, &args);
                     vstore_mixed(e, odt, lanes, r, ptrs[0], o[0]);
                     return;
                 }
-                let r = if matches!(f, Ew::Copy) {
+                let r = if matches!(f, Elementwise::Copy) {
                     Some(args[0])
                 } else {
-                    ew_float(e, F32X4, f, &args)
+                    float_math(e, F32X4, f, &args)
                 };
                 if let Some(r) = r {
-                    e.st(r, ptrs[0], o[0]);
+                    e.store(r, ptrs[0], o[0]);
                 }
             });
             rem = inner as i64 % lanes;
@@ -292,13 +303,13 @@ pub(crate) fn map(
                 .map(|(&o, &s)| e.b.ins().iadd_imm_s(o, s * nv * lanes))
                 .collect();
         }
-        e.loop_offs(rem, &rem_offs, &inner_st, &mut |e, _i, o| {
+        e.loop_offsets(rem, &rem_offs, &inner_st, &mut |e, _i, o| {
             let mut args = vec![];
             for k in 1..o.len() {
-                args.push(e.ld(clty(dts[k - 1]), ptrs[k], o[k]));
+                args.push(e.load(element_type(dts[k - 1]), ptrs[k], o[k]));
             }
-            match ew_scalar(e, info, f, &args, &dts, odt) {
-                Ok(r) => e.st(r, ptrs[0], o[0]),
+            match scalar_math(e, info, f, &args, &dts, odt) {
+                Ok(r) => e.store(r, ptrs[0], o[0]),
                 Err(x) => {
                     if err.is_none() {
                         err = Some(x);

@@ -1,10 +1,10 @@
-//! One element function ([`Ew`]) as Cranelift IR: float math on scalars or f32x4 vectors,
+//! One element function ([`Elementwise`]) as Cranelift IR: float math on scalars or f32x4 vectors,
 //! integer and bool math on scalars, the bool/f32 vector paths, and `Cast` semantics.
 
-use crate::emit::{clty, E, F32X4, I32X4};
+use crate::builder::{element_type, Emitter, F32X4, I32X4};
 use crate::error::{Result, RuntimeError};
 use crate::node::NodeInfo;
-use crate::ops::elementwise::Ew;
+use crate::ops::elementwise::Elementwise;
 use crate::ops::fused::eval_chain;
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
@@ -13,54 +13,54 @@ use cranelift_codegen::ir::{
 use optc_ir::{BinaryOp, DType, UnaryOp};
 
 /// Float elementwise math on scalar `F32` or `F32X4` values.
-pub(super) fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value> {
-    if let Ew::Chain(steps) = f {
-        return eval_chain(steps, a, |g, v| ew_float(e, ty, g, v));
+pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]) -> Option<Value> {
+    if let Elementwise::Chain(steps) = f {
+        return eval_chain(steps, a, |g, v| float_math(e, ty, g, v));
     }
     let x = a[0];
     Some(match f {
-        Ew::Unary(u) => match u {
+        Elementwise::Unary(u) => match u {
             UnaryOp::Identity => x,
             UnaryOp::Relu => {
-                let z = e.fc(ty, 0.0);
+                let z = e.float_const(ty, 0.0);
                 e.clamp_lo(ty, x, z)
             }
             UnaryOp::LeakyRelu { alpha } => {
-                let z = e.fc(ty, 0.0);
-                let al = e.fc(ty, *alpha);
+                let z = e.float_const(ty, 0.0);
+                let al = e.float_const(ty, *alpha);
                 let m = e.b.ins().fmul(x, al);
                 let c = e.b.ins().fcmp(FloatCC::LessThan, x, z);
-                e.fsel(ty, c, m, x)
+                e.select_float(ty, c, m, x)
             }
             UnaryOp::Clip { min, max } => {
                 let mut v = x;
                 if *min > f32::NEG_INFINITY {
-                    let lo = e.fc(ty, *min);
+                    let lo = e.float_const(ty, *min);
                     v = e.clamp_lo(ty, v, lo);
                 }
                 if *max < f32::INFINITY {
-                    let hi = e.fc(ty, *max);
+                    let hi = e.float_const(ty, *max);
                     v = e.clamp_hi(ty, v, hi);
                 }
                 v
             }
             UnaryOp::Sigmoid => e.sigmoid(ty, x),
             UnaryOp::HardSigmoid { alpha, beta } => {
-                let al = e.fc(ty, *alpha);
-                let be = e.fc(ty, *beta);
+                let al = e.float_const(ty, *alpha);
+                let be = e.float_const(ty, *beta);
                 let v = e.mul_add(x, al, be);
-                let z = e.fc(ty, 0.0);
-                let o = e.fc(ty, 1.0);
+                let z = e.float_const(ty, 0.0);
+                let o = e.float_const(ty, 1.0);
                 let v = e.clamp_hi(ty, v, o);
                 e.clamp_lo(ty, v, z)
             }
             UnaryOp::HardSwish => {
-                let six = e.fc(ty, 6.0);
-                let h = e.fc(ty, 0.5);
+                let six = e.float_const(ty, 6.0);
+                let h = e.float_const(ty, 0.5);
                 let d = e.b.ins().fdiv(x, six);
                 let v = e.b.ins().fadd(d, h);
-                let z = e.fc(ty, 0.0);
-                let o = e.fc(ty, 1.0);
+                let z = e.float_const(ty, 0.0);
+                let o = e.float_const(ty, 1.0);
                 let v = e.clamp_hi(ty, v, o);
                 let v = e.clamp_lo(ty, v, z);
                 e.b.ins().fmul(x, v)
@@ -72,7 +72,7 @@ pub(super) fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value
                 if ty.is_vector() {
                     return None;
                 }
-                let f = e.rt.logf;
+                let f = e.runtime.log;
                 e.call1(f, x)
             }
             UnaryOp::Sqrt => e.b.ins().sqrt(x),
@@ -80,7 +80,7 @@ pub(super) fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value
             UnaryOp::Abs => e.b.ins().fabs(x),
             UnaryOp::Not | UnaryOp::IsNaN => return None,
         },
-        Ew::Binary(b) => {
+        Elementwise::Binary(b) => {
             let y = a[1];
             match b {
                 BinaryOp::Add => e.b.ins().fadd(x, y),
@@ -90,22 +90,22 @@ pub(super) fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value
                 BinaryOp::Max => e.b.ins().fmax(x, y),
                 BinaryOp::Min => e.b.ins().fmin(x, y),
                 BinaryOp::Pow if !ty.is_vector() => {
-                    let f = e.rt.powf;
+                    let f = e.runtime.pow;
                     e.call2(f, x, y)
                 }
                 _ => return None,
             }
         }
-        Ew::NanTo => {
+        Elementwise::NanTo => {
             let m = e.b.ins().fcmp(FloatCC::Unordered, a[1], a[1]);
-            e.fsel(ty, m, x, a[1])
+            e.select_float(ty, m, x, a[1])
         }
-        Ew::ErfMul(r) => {
-            let rv = e.fc(ty, *r);
+        Elementwise::ErfMul(r) => {
+            let rv = e.float_const(ty, *r);
             let y = e.b.ins().fmul(x, rv);
             e.erf(ty, y)
         }
-        Ew::PowConst(c) => {
+        Elementwise::PowConst(c) => {
             if *c == 1.0 {
                 x
             } else if *c == 2.0 {
@@ -118,22 +118,22 @@ pub(super) fn ew_float(e: &mut E, ty: Type, f: &Ew, a: &[Value]) -> Option<Value
             } else if ty.is_vector() {
                 return None;
             } else {
-                let f = e.rt.powf;
-                let cv = e.fc(ty, *c);
+                let f = e.runtime.pow;
+                let cv = e.float_const(ty, *c);
                 e.call2(f, x, cv)
             }
         }
-        Ew::BatchNorm(eps) => {
+        Elementwise::BatchNorm(eps) => {
             let (sc, bi, mean, var) = (a[1], a[2], a[3], a[4]);
-            let ep = e.fc(ty, *eps);
-            let v = e.b.ins().fadd(var, ep);
+            let epilogue = e.float_const(ty, *eps);
+            let v = e.b.ins().fadd(var, epilogue);
             let sd = e.b.ins().sqrt(v);
             let d = e.b.ins().fsub(x, mean);
             let n = e.b.ins().fdiv(d, sd);
             e.mul_add(n, sc, bi)
         }
-        Ew::AddScaled(beta) => {
-            let bt = e.fc(ty, *beta);
+        Elementwise::AddScaled(beta) => {
+            let bt = e.float_const(ty, *beta);
             e.mul_add(a[1], bt, x)
         }
         _ => return None,
@@ -144,22 +144,22 @@ pub(super) fn is_signed(dt: DType) -> bool {
     matches!(dt, DType::I64 | DType::I32 | DType::I8)
 }
 
-/// Scalar elementwise function on native values (`clty` of each dtype).
-pub(super) fn ew_scalar(
-    e: &mut E,
+/// Scalar elementwise function on native values (`element_type` of each dtype).
+pub(super) fn scalar_math(
+    e: &mut Emitter,
     info: &NodeInfo,
-    f: &Ew,
+    f: &Elementwise,
     a: &[Value],
     dts: &[DType],
     out: DType,
 ) -> Result<Value> {
-    if matches!(f, Ew::Copy) {
+    if matches!(f, Elementwise::Copy) {
         return Ok(a[0]);
     }
-    if let Ew::Chain(steps) = f {
+    if let Elementwise::Chain(steps) = f {
         let mut err = None;
         let r = eval_chain(steps, a, |g, v| {
-            match ew_scalar(e, info, g, v, &vec![DType::F32; v.len()], DType::F32) {
+            match scalar_math(e, info, g, v, &vec![DType::F32; v.len()], DType::F32) {
                 Ok(x) => Some(x),
                 Err(x) => {
                     err.get_or_insert(x);
@@ -169,23 +169,26 @@ pub(super) fn ew_scalar(
         });
         return r.ok_or_else(|| err.unwrap_or_else(|| info.err("fused step chain")));
     }
-    if dts[0] == DType::F32 && out == DType::F32 && !matches!(f, Ew::Cast | Ew::Where) {
+    if dts[0] == DType::F32
+        && out == DType::F32
+        && !matches!(f, Elementwise::Cast | Elementwise::Where)
+    {
         let mut args = a.to_vec();
-        if let Ew::Binary(BinaryOp::Pow) = f {
+        if let Elementwise::Binary(BinaryOp::Pow) = f {
             if dts[1] != DType::F32 {
                 args[1] = int_to_f32(e, a[1], dts[1]);
             }
         }
-        if let Some(v) = ew_float(e, types::F32, f, &args) {
+        if let Some(v) = float_math(e, types::F32, f, &args) {
             return Ok(v);
         }
     }
     let x = a[0];
     let dt = dts[0];
-    let ty = clty(dt);
+    let ty = element_type(dt);
     let sg = is_signed(dt);
     let v = match f {
-        Ew::Unary(u) => match u {
+        Elementwise::Unary(u) => match u {
             UnaryOp::IsNaN => e.b.ins().fcmp(FloatCC::Unordered, x, x),
             UnaryOp::Not => e.b.ins().bxor_imm_s(x, 1),
             UnaryOp::Identity => x,
@@ -230,7 +233,7 @@ pub(super) fn ew_scalar(
             }
             _ => return Err(info.err(format!("{} does not take {}", info.op.name(), dt))),
         },
-        Ew::Binary(b) => {
+        Elementwise::Binary(b) => {
             let y = a[1];
             if dt == DType::F32 {
                 let cc = match b {
@@ -306,7 +309,7 @@ pub(super) fn ew_scalar(
                         let edt = dts[1];
                         let (ef, is_int, ei) = if edt == DType::F32 {
                             let ef = e.b.ins().fpromote(types::F64, y);
-                            (ef, 0, e.ic(0))
+                            (ef, 0, e.int_const(0))
                         } else {
                             let ei = cast(e, y, edt, DType::I64);
                             let ef = e.b.ins().fcvt_from_sint(types::F64, ei);
@@ -314,9 +317,9 @@ pub(super) fn ew_scalar(
                         };
                         let (lo, hi) = int_range(dt);
                         let isi = e.b.ins().iconst(types::I32, is_int);
-                        let lo = e.ic(lo);
-                        let hi = e.ic(hi);
-                        let f = e.rt.powi;
+                        let lo = e.int_const(lo);
+                        let hi = e.int_const(hi);
+                        let f = e.runtime.integer_pow;
                         let c = e.b.ins().call(f, &[x64, ef, isi, ei, lo, hi]);
                         let r = e.b.inst_results(c)[0];
                         if ty == types::I64 {
@@ -328,8 +331,8 @@ pub(super) fn ew_scalar(
                 }
             }
         }
-        Ew::Where => e.b.ins().select(a[0], a[1], a[2]),
-        Ew::Cast => cast(e, x, dt, out),
+        Elementwise::Where => e.b.ins().select(a[0], a[1], a[2]),
+        Elementwise::Cast => cast(e, x, dt, out),
         _ => return Err(info.err(format!("unsupported elementwise op on {dt}"))),
     };
     Ok(v)
@@ -345,7 +348,7 @@ pub(super) fn int_range(dt: DType) -> (i64, i64) {
     }
 }
 
-fn int_to_f32(e: &mut E, x: Value, dt: DType) -> Value {
+fn int_to_f32(e: &mut Emitter, x: Value, dt: DType) -> Value {
     match dt {
         DType::F32 => x,
         DType::I64 | DType::I32 => e.b.ins().fcvt_from_sint(types::F32, x),
@@ -362,14 +365,14 @@ fn int_to_f32(e: &mut E, x: Value, dt: DType) -> Value {
 
 /// `Cast` semantics (see the interpreter): float→int truncates and saturates (NaN → 0),
 /// int→int wraps, anything→bool is `x != 0`, bool→number is 0/1.
-pub(super) fn cast(e: &mut E, x: Value, from: DType, to: DType) -> Value {
+pub(super) fn cast(e: &mut Emitter, x: Value, from: DType, to: DType) -> Value {
     if from == to {
         return x;
     }
-    let tt = clty(to);
+    let tt = element_type(to);
     if to == DType::Bool {
         return if from == DType::F32 {
-            let z = e.fc(types::F32, 0.0);
+            let z = e.float_const(types::F32, 0.0);
             e.b.ins().fcmp(FloatCC::NotEqual, x, z)
         } else {
             e.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
@@ -393,7 +396,7 @@ pub(super) fn cast(e: &mut E, x: Value, from: DType, to: DType) -> Value {
         };
     }
     // int/bool → int
-    let fb = clty(from).bits();
+    let fb = element_type(from).bits();
     let tb = tt.bits();
     if fb == tb {
         x
@@ -407,21 +410,21 @@ pub(super) fn cast(e: &mut E, x: Value, from: DType, to: DType) -> Value {
 }
 
 /// The function of a `mixed_lanes` path on loaded vectors.
-pub(super) fn ew_mixed(e: &mut E, f: &Ew, a: &[Value]) -> Value {
+pub(super) fn mixed_math(e: &mut Emitter, f: &Elementwise, a: &[Value]) -> Value {
     match f {
-        Ew::Where => {
-            let z = e.i32c(I32X4, 0);
+        Elementwise::Where => {
+            let z = e.i32_const(I32X4, 0);
             let m = e.b.ins().icmp(IntCC::NotEqual, a[0], z);
             let m = e.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
             e.b.ins().bitselect(m, a[1], a[2])
         }
-        Ew::Unary(_) => {
+        Elementwise::Unary(_) => {
             // IsNaN: all-ones lanes where unordered, then 0/1.
             let m = e.b.ins().fcmp(FloatCC::Unordered, a[0], a[0]);
-            let one = e.i32c(I32X4, 1);
+            let one = e.i32_const(I32X4, 1);
             e.b.ins().band(m, one)
         }
-        Ew::Binary(BinaryOp::And) => e.b.ins().band(a[0], a[1]),
+        Elementwise::Binary(BinaryOp::And) => e.b.ins().band(a[0], a[1]),
         _ => e.b.ins().bor(a[0], a[1]),
     }
 }

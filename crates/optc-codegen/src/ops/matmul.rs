@@ -1,12 +1,12 @@
 //! MatMul and Gemm on the generic path: a batched GEMM of f32x4 register tiles (`MR x 8`),
 //! a constant B packed into 8-column tiles at compile time.
 
-use crate::emit::{mf, E, F32X4};
+use crate::builder::{tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
-use crate::ops::elementwise::Ew;
+use crate::ops::elementwise::Elementwise;
 use crate::ops::map::map;
-use crate::ops::operand::{bcast_strides, elem_strides, Opd};
+use crate::ops::operand::{broadcast_strides, element_strides, Operand};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use optc_ir::{Op, Tensor};
 
@@ -36,7 +36,7 @@ pub(crate) fn pack_b(info: &NodeInfo, b: &Tensor, trans: bool, columns: usize) -
 // Matrix products.
 
 /// One batched GEMM: `out[b] = alpha * A[b] @ B[b]` with element strides.
-pub(super) struct Mm {
+pub(super) struct BatchedGemm {
     pub batch: Vec<usize>,
     /// Element strides per batch dim: a, b, out.
     pub bst: [Vec<i64>; 3],
@@ -52,7 +52,7 @@ pub(super) struct Mm {
     pub alpha: f32,
 }
 
-impl Mm {
+impl BatchedGemm {
     /// Byte offset of column `c` of B (row 0).
     fn boff(&self, c: usize) -> i64 {
         match self.b_packed {
@@ -70,7 +70,7 @@ impl Mm {
 }
 
 pub(super) fn lower_matmul(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     ins: &[Value],
     out: Value,
@@ -89,9 +89,9 @@ pub(super) fn lower_matmul(
     let ba = &sa[..sa.len() - 2];
     let bb = &sb[..sb.len() - 2];
     let batch = optc_ir::broadcast_shapes(ba, bb).map_err(|x| info.err(x.msg))?;
-    let sta = elem_strides(&sa);
-    let stb = elem_strides(&sb);
-    let mm = Mm {
+    let sta = element_strides(&sa);
+    let stb = element_strides(&sb);
+    let mm = BatchedGemm {
         bst: [
             batch_strides(ba, &batch, (m * k) as i64),
             batch_strides(bb, &batch, (k * n) as i64),
@@ -109,7 +109,7 @@ pub(super) fn lower_matmul(
         alpha: 1.0,
     };
     if let Some(&packed) = extra.first() {
-        let mm = Mm {
+        let mm = BatchedGemm {
             b_packed: Some((k * NR * 4) as i64),
             bk: NR as i64,
             bn: 1,
@@ -124,11 +124,14 @@ pub(super) fn lower_matmul(
 
 /// Element strides of batch dims `s` broadcast to `batch`, where one matrix has `mat` elements.
 fn batch_strides(s: &[usize], batch: &[usize], mat: i64) -> Vec<i64> {
-    bcast_strides(s, batch).iter().map(|&x| x * mat).collect()
+    broadcast_strides(s, batch)
+        .iter()
+        .map(|&x| x * mat)
+        .collect()
 }
 
 pub(super) fn lower_gemm(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     ins: &[Value],
     out: Value,
@@ -160,7 +163,7 @@ pub(super) fn lower_gemm(
     } else {
         (ins[1], sb[1] as i64, 1, None)
     };
-    let mm = Mm {
+    let mm = BatchedGemm {
         batch: vec![],
         bst: [vec![], vec![], vec![]],
         m,
@@ -176,21 +179,21 @@ pub(super) fn lower_gemm(
     gemm(e, &mm, ins[0], bp, out);
     if ins.len() > 2 && beta != 0.0 {
         let oty = &info.outs[0];
-        let o = Opd::dense(out, oty);
-        let c = Opd::bcast(ins[2], &info.ins[2], &oty.shape);
+        let o = Operand::dense(out, oty);
+        let c = Operand::broadcast(ins[2], &info.ins[2], &oty.shape);
         map(
             e,
             info,
             &oty.shape,
             o.clone(),
             &[o, c],
-            &Ew::AddScaled(beta),
+            &Elementwise::AddScaled(beta),
         )?;
     }
     Ok(())
 }
 
-pub(super) fn gemm(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value) {
+pub(super) fn gemm(e: &mut Emitter, mm: &BatchedGemm, a: Value, b: Value, out: Value) {
     if mm.m * mm.n == 0 {
         return;
     }
@@ -199,7 +202,7 @@ pub(super) fn gemm(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value) {
         .iter()
         .map(|v| v.iter().map(|x| x * 4).collect())
         .collect();
-    let z = e.ic(0);
+    let z = e.int_const(0);
     e.nest(&mm.batch, &bst, &[z, z, z], &mut |e, offs| {
         gemm2d(e, mm, a, b, out, offs[0], offs[1], offs[2]);
     });
@@ -207,7 +210,16 @@ pub(super) fn gemm(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value) {
 
 /// One 2-D product; `ao`, `bo`, `oo` are byte offsets of this batch's matrices.
 #[allow(clippy::too_many_arguments)]
-fn gemm2d(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value, ao: Value, bo: Value, oo: Value) {
+fn gemm2d(
+    e: &mut Emitter,
+    mm: &BatchedGemm,
+    a: Value,
+    b: Value,
+    out: Value,
+    ao: Value,
+    bo: Value,
+    oo: Value,
+) {
     const MR: usize = 6;
     let vec_ok = mm.bn == 1;
     let row_step_a = mm.am * 4;
@@ -220,14 +232,14 @@ fn gemm2d(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value, ao: Value, bo: Val
     };
     let tile_step = mm.boff(NR);
     // `ncols` columns starting at B byte offset `bo` / output byte offset `oo` (row 0).
-    let block = |e: &mut E, ncols: usize, bo: Value, oo: Value| {
+    let block = |e: &mut Emitter, ncols: usize, bo: Value, oo: Value| {
         let nv_full = if vec_ok { ncols / 8 } else { 0 };
         let n8 = nv_full * 8;
         let n4 = if vec_ok && ncols - n8 >= 4 { 4 } else { 0 };
         let ncols_vec = n8 + n4;
-        let rows = |e: &mut E, mr: usize, ao: Value, oo: Value| {
+        let rows = |e: &mut Emitter, mr: usize, ao: Value, oo: Value| {
             if nv_full > 0 {
-                e.loop_offs(
+                e.loop_offsets(
                     nv_full as i64,
                     &[bo, oo],
                     &[tile_step, 32],
@@ -245,7 +257,7 @@ fn gemm2d(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value, ao: Value, bo: Val
             if rest > 0 {
                 let bo0 = e.b.ins().iadd_imm_s(bo, mm.boff(ncols_vec));
                 let oo0 = e.b.ins().iadd_imm_s(oo, ncols_vec as i64 * 4);
-                e.loop_offs(
+                e.loop_offsets(
                     rest as i64,
                     &[bo0, oo0],
                     &[mm.bn * 4, 4],
@@ -258,7 +270,7 @@ fn gemm2d(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value, ao: Value, bo: Val
         let mb = mm.m / MR;
         let mrem = mm.m % MR;
         if mb > 0 {
-            e.loop_offs(
+            e.loop_offsets(
                 mb as i64,
                 &[ao, oo],
                 &[row_step_a * MR as i64, row_step_o * MR as i64],
@@ -277,7 +289,7 @@ fn gemm2d(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value, ao: Value, bo: Val
         block(e, nc, bo, oo);
         return;
     }
-    e.loop_offs(
+    e.loop_offsets(
         nblocks as i64,
         &[bo, oo],
         &[mm.boff(nc), nc as i64 * 4],
@@ -293,8 +305,8 @@ fn gemm2d(e: &mut E, mm: &Mm, a: Value, b: Value, out: Value, ao: Value, bo: Val
 /// `mr` rows × (`nv` f32x4 vectors, or one scalar column when `nv == 0`) of the output.
 #[allow(clippy::too_many_arguments)]
 fn tile(
-    e: &mut E,
-    mm: &Mm,
+    e: &mut Emitter,
+    mm: &BatchedGemm,
     mr: usize,
     nv: usize,
     a: Value,
@@ -309,12 +321,12 @@ fn tile(
     let accs: Vec<_> = (0..mr * ncol)
         .map(|_| {
             let v = e.b.declare_var(ty);
-            let z = e.fc(ty, 0.0);
+            let z = e.float_const(ty, 0.0);
             e.b.def_var(v, z);
             v
         })
         .collect();
-    e.loop_offs(
+    e.loop_offsets(
         mm.k as i64,
         &[ao, bo],
         &[mm.ak * 4, mm.bk_bytes()],
@@ -322,12 +334,15 @@ fn tile(
             let pa = e.b.ins().iadd(a, o[0]);
             let pb = e.b.ins().iadd(b, o[1]);
             let bv: Vec<Value> = (0..ncol)
-                .map(|j| e.b.ins().load(ty, mf(), pb, (j * 16) as i32))
+                .map(|j| e.b.ins().load(ty, tensor_flags(), pb, (j * 16) as i32))
                 .collect();
             for r in 0..mr {
-                let s =
-                    e.b.ins()
-                        .load(types::F32, mf(), pa, (r as i64 * mm.am * 4) as i32);
+                let s = e.b.ins().load(
+                    types::F32,
+                    tensor_flags(),
+                    pa,
+                    (r as i64 * mm.am * 4) as i32,
+                );
                 let av = if nv == 0 {
                     s
                 } else {
@@ -346,11 +361,11 @@ fn tile(
         for j in 0..ncol {
             let mut v = e.b.use_var(accs[r * ncol + j]);
             if mm.alpha != 1.0 {
-                let al = e.fc(ty, mm.alpha);
+                let al = e.float_const(ty, mm.alpha);
                 v = e.b.ins().fmul(v, al);
             }
             let off = r as i64 * mm.n as i64 * 4 + j as i64 * 16;
-            e.b.ins().store(mf(), v, po, off as i32);
+            e.b.ins().store(tensor_flags(), v, po, off as i32);
         }
     }
 }

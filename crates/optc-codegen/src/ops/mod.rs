@@ -1,6 +1,6 @@
 //! Generic lowering: every op as Cranelift IR (f32x4 vectors where they apply, scalar code
 //! otherwise), for every target. [`lower_node`] dispatches a node to its op family;
-//! [`scratch_bytes`] and [`derived_data`] say what else the node's kernel needs.
+//! [`scratch_bytes`] and [`kernel_data`] say what else the node's kernel needs.
 //!
 //! - `operand.rs`, `map.rs`: the index-mapped loop every elementwise and movement op runs
 //!   (`out[i] = f(in_k[i]...)` over strided, broadcast operands, vectorized on the innermost
@@ -22,11 +22,12 @@ pub(crate) mod operand;
 pub(crate) mod parallel;
 pub(crate) mod pool;
 pub(crate) mod reduce;
+mod transcendental;
 
-use crate::emit::E;
+use crate::builder::Emitter;
 use crate::error::Result;
 use crate::node::{base_info, NodeInfo};
-use crate::ops::conv::{conv_derived_data, conv_scratch_bytes, lower_conv};
+use crate::ops::conv::{conv_kernel_data, conv_scratch_bytes, lower_conv};
 use crate::ops::elementwise::{
     lower_batchnorm, lower_binary, lower_cast, lower_unary, lower_where,
 };
@@ -37,7 +38,7 @@ use crate::ops::movement::{
     lower_transpose, pad_table,
 };
 use crate::ops::norm::{lower_layernorm, lower_softmax};
-use crate::ops::pool::{lower_maxpool2d, lower_pool, maxpool2d_geom};
+use crate::ops::pool::{lower_maxpool2d, lower_pool, maxpool2d_geometry};
 use crate::ops::reduce::lower_reduce;
 use cranelift_codegen::ir::Value;
 use optc_ir::Op;
@@ -45,7 +46,12 @@ use optc_ir::Op;
 // ---------------------------------------------------------------------------------------------
 // Node lowering.
 
-pub(crate) fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value]) -> Result<()> {
+pub(crate) fn lower_node(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    p: &[Value],
+    extra: &[Value],
+) -> Result<()> {
     let nin = info.ins.len();
     let outp = &p[nin..nin + info.outs.len()];
     let scratch = p[nin + info.outs.len()];
@@ -87,7 +93,7 @@ pub(crate) fn lower_node(e: &mut E, info: &NodeInfo, p: &[Value], extra: &[Value
         Op::MatMul => lower_matmul(e, info, ins, outp[0], extra),
         Op::Gemm { .. } => lower_gemm(e, info, ins, outp[0], extra),
         Op::Conv { .. } => lower_conv(e, info, ins, outp[0], scratch, extra),
-        Op::MaxPool { window } => match maxpool2d_geom(info) {
+        Op::MaxPool { window } => match maxpool2d_geometry(info) {
             Some(g) => lower_maxpool2d(e, info, &g, ins[0], outp[0], scratch),
             None => lower_pool(e, info, ins[0], outp[0], window, None),
         },
@@ -113,7 +119,7 @@ pub(crate) fn scratch_bytes(info: &NodeInfo) -> Result<usize> {
     if let Some(b) = base_info(info) {
         return scratch_bytes(&b);
     }
-    if let Some(g) = maxpool2d_geom(info) {
+    if let Some(g) = maxpool2d_geometry(info) {
         return Ok(g.planes * g.hp * g.wp * 4);
     }
     match info.op {
@@ -123,12 +129,12 @@ pub(crate) fn scratch_bytes(info: &NodeInfo) -> Result<usize> {
 }
 
 /// Constant data a kernel needs besides its inputs (packed weights, index tables).
-pub(crate) fn derived_data(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn kernel_data(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
     if let Some(b) = base_info(info) {
-        return derived_data(&b);
+        return kernel_data(&b);
     }
     match info.op {
-        Op::Conv { .. } => conv_derived_data(info),
+        Op::Conv { .. } => conv_kernel_data(info),
         Op::Gemm { trans_b, .. } => match &info.consts[1] {
             Some(b) => Ok(vec![pack_b(info, b, *trans_b, NR)?]),
             None => Ok(vec![]),

@@ -4,42 +4,42 @@
 use cranelift_codegen::ir::Value;
 use optc_ir::{DType, TensorType};
 
-pub(super) fn elem_strides(shape: &[usize]) -> Vec<i64> {
+pub(super) fn element_strides(shape: &[usize]) -> Vec<i64> {
     optc_ir::strides(shape).iter().map(|&s| s as i64).collect()
 }
 
 /// An operand of an index-mapped loop: pointer, dtype, base element offset and element strides
 /// per loop dim (0 = broadcast, negative allowed).
 #[derive(Clone)]
-pub(crate) struct Opd {
+pub(crate) struct Operand {
     pub p: Value,
     pub dt: DType,
     pub base: i64,
     pub strides: Vec<i64>,
 }
 
-impl Opd {
-    pub fn dense(p: Value, ty: &TensorType) -> Opd {
-        Opd {
+impl Operand {
+    pub fn dense(p: Value, ty: &TensorType) -> Operand {
+        Operand {
             p,
             dt: ty.dtype,
             base: 0,
-            strides: elem_strides(&ty.shape),
+            strides: element_strides(&ty.shape),
         }
     }
     /// `ty` broadcast (numpy, right-aligned) to `out`.
-    pub fn bcast(p: Value, ty: &TensorType, out: &[usize]) -> Opd {
-        Opd {
+    pub fn broadcast(p: Value, ty: &TensorType, out: &[usize]) -> Operand {
+        Operand {
             p,
             dt: ty.dtype,
             base: 0,
-            strides: bcast_strides(&ty.shape, out),
+            strides: broadcast_strides(&ty.shape, out),
         }
     }
 }
 
-pub(super) fn bcast_strides(shape: &[usize], out: &[usize]) -> Vec<i64> {
-    let s = elem_strides(shape);
+pub(super) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<i64> {
+    let s = element_strides(shape);
     let r = out.len();
     let k = shape.len();
     (0..r)

@@ -6,14 +6,14 @@ use optc_ir::{DType, Op, TensorType};
 /// Whether a generic node runs as tasks: `(dim, parts)`, each task a slice of the output
 /// along `dim` (elementwise nodes) or a block of rows (softmax, layernorm: `dim` 0).
 pub(crate) fn task_split(info: &NodeInfo) -> Option<(usize, usize)> {
-    ew_split(info)
+    elementwise_split(info)
         .or_else(|| softmax_split(info).map(|p| (0, p)))
         .or_else(|| layernorm_split(info).map(|p| (0, p)))
 }
 
 /// A large f32 elementwise node worth splitting across threads: `(dim, parts)` such that
 /// `parts` divides the output's extent along `dim`.
-fn ew_split(info: &NodeInfo) -> Option<(usize, usize)> {
+fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
     let ok = match info.op {
         Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } => true,
         Op::Fused { base, .. } => matches!(**base, Op::Unary(_) | Op::Binary(_)),

@@ -1,10 +1,10 @@
 //! Reductions (sum, mean, max, L2) over any axes.
 
-use crate::emit::{clty, E, F32X4};
+use crate::builder::{element_type, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::math::{int_range, is_signed};
-use crate::ops::operand::{collapse, elem_strides};
+use crate::ops::operand::{collapse, element_strides};
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 use optc_ir::{DType, ReduceKind};
 
@@ -12,7 +12,7 @@ use optc_ir::{DType, ReduceKind};
 // Reductions and normalizations.
 
 pub(super) fn lower_reduce(
-    e: &mut E,
+    e: &mut Emitter,
     info: &NodeInfo,
     x: Value,
     out: Value,
@@ -22,14 +22,14 @@ pub(super) fn lower_reduce(
     let xs = &info.ins[0].shape;
     let dt = info.ins[0].dtype;
     let es = dt.size() as i64;
-    let ty = clty(dt);
-    let xst = elem_strides(xs);
+    let ty = element_type(dt);
+    let xst = element_strides(xs);
     let kept: Vec<usize> = (0..xs.len()).filter(|d| !axes.contains(d)).collect();
     let kdims: Vec<usize> = kept.iter().map(|&d| xs[d]).collect();
     if kdims.iter().product::<usize>() == 0 {
         return Ok(());
     }
-    let ost = elem_strides(&kdims);
+    let ost = element_strides(&kdims);
     let count: usize = axes.iter().map(|&a| xs[a]).product();
     let mut rdims: Vec<usize> = axes.iter().map(|&a| xs[a]).collect();
     let mut rst: Vec<i64> = axes.iter().map(|&a| xst[a]).collect();
@@ -43,7 +43,7 @@ pub(super) fn lower_reduce(
         kept.iter().map(|&d| xst[d] * es).collect(),
         ost.iter().map(|s| s * es).collect(),
     ];
-    let z = e.ic(0);
+    let z = e.int_const(0);
     let is_f = dt == DType::F32;
     let sg = is_signed(dt);
     let contiguous_inner = rdims.len() == 1 && rst[0] == 1;
@@ -51,17 +51,17 @@ pub(super) fn lower_reduce(
         return Err(info.err("reduce_max over an empty axis of an integer tensor"));
     }
     e.nest(&kdims, &kst, &[z, z], &mut |e, o| {
-        let init = |e: &mut E, ty: Type| -> Value {
+        let init = |e: &mut Emitter, ty: Type| -> Value {
             match (kind, is_f) {
-                (ReduceKind::Max, true) if count == 0 => e.fc(ty, f32::NEG_INFINITY),
+                (ReduceKind::Max, true) if count == 0 => e.float_const(ty, f32::NEG_INFINITY),
                 // NaN start: the first element always wins, later NaNs are ignored.
-                (ReduceKind::Max, true) => e.fc(ty, f32::NAN),
-                (_, true) => e.fc(ty, 0.0),
+                (ReduceKind::Max, true) => e.float_const(ty, f32::NAN),
+                (_, true) => e.float_const(ty, 0.0),
                 (ReduceKind::Max, false) => e.b.ins().iconst(ty, int_range(dt).0),
                 (_, false) => e.b.ins().iconst(ty, 0),
             }
         };
-        let combine = |e: &mut E, a: Value, v: Value| -> Value {
+        let combine = |e: &mut Emitter, a: Value, v: Value| -> Value {
             match (kind, is_f) {
                 (ReduceKind::Max, true) => nan_ignoring_max(e, a, v),
                 (ReduceKind::L2, _) => e.mul_add(v, v, a),
@@ -87,8 +87,8 @@ pub(super) fn lower_reduce(
             let vacc = e.b.declare_var(F32X4);
             let vi = init(e, F32X4);
             e.b.def_var(vacc, vi);
-            e.loop_offs(nv as i64, &[o[0]], &[16], &mut |e, _i, oo| {
-                let v = e.ld(F32X4, x, oo[0]);
+            e.loop_offsets(nv as i64, &[o[0]], &[16], &mut |e, _i, oo| {
+                let v = e.load(F32X4, x, oo[0]);
                 let a = e.b.use_var(vacc);
                 let na = combine(e, a, v);
                 e.b.def_var(vacc, na);
@@ -108,7 +108,7 @@ pub(super) fn lower_reduce(
         }
         let rstb: Vec<Vec<i64>> = vec![rst.iter().map(|s| s * es).collect()];
         e.nest(&rem_dims, &rstb, &[start], &mut |e, ro| {
-            let v = e.ld(ty, x, ro[0]);
+            let v = e.load(ty, x, ro[0]);
             let a = e.b.use_var(acc);
             let na = combine(e, a, v);
             e.b.def_var(acc, na);
@@ -117,7 +117,7 @@ pub(super) fn lower_reduce(
         match kind {
             ReduceKind::Mean if count > 0 => {
                 if is_f {
-                    let c = e.fc(types::F32, count as f32);
+                    let c = e.float_const(types::F32, count as f32);
                     r = e.b.ins().fdiv(r, c);
                 } else {
                     let c = e.b.ins().iconst(ty, count as i64);
@@ -128,20 +128,20 @@ pub(super) fn lower_reduce(
                     };
                 }
             }
-            ReduceKind::Mean if is_f => r = e.fc(types::F32, f32::NAN),
+            ReduceKind::Mean if is_f => r = e.float_const(types::F32, f32::NAN),
             ReduceKind::L2 => r = e.b.ins().sqrt(r),
             _ => {}
         }
-        e.st(r, out, o[1]);
+        e.store(r, out, o[1]);
     });
     Ok(())
 }
 
 /// `v` when it is greater than `a` or `a` is NaN, else `a` (scalar or f32x4).
-fn nan_ignoring_max(e: &mut E, a: Value, v: Value) -> Value {
+fn nan_ignoring_max(e: &mut Emitter, a: Value, v: Value) -> Value {
     let ty = e.b.func.dfg.value_type(a);
     let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, a);
     let un = e.b.ins().fcmp(FloatCC::Unordered, a, a);
     let take = e.b.ins().bor(gt, un);
-    e.fsel(ty, take, v, a)
+    e.select_float(ty, take, v, a)
 }

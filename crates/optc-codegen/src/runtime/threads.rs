@@ -51,23 +51,23 @@ impl Job {
     }
 }
 
-struct PoolState {
+struct ThreadPoolState {
     job: Option<Arc<Job>>,
     /// Helpers still wanted for the current job.
     want: usize,
     generation: u64,
-    /// Workers asleep on `Pool::wake` (none while they poll during a run: no wake-up call).
+    /// Workers asleep on `ThreadPool::wake` (none while they poll during a run: no wake-up call).
     sleepers: usize,
 }
 
-struct Pool {
-    state: Mutex<PoolState>,
+struct ThreadPool {
+    state: Mutex<ThreadPoolState>,
     wake: Condvar,
     finished: Condvar,
     /// Only one job at a time; other callers run serially.
     busy: Mutex<()>,
     workers: usize,
-    /// `PoolState::generation`, readable without the lock (for spinning workers).
+    /// `ThreadPoolState::generation`, readable without the lock (for spinning workers).
     gen: AtomicU64,
     /// The caller of the current job sleeps on `finished` (else the worker that finishes the
     /// job's last item need not lock and notify).
@@ -83,7 +83,7 @@ struct Pool {
 /// serving loop, a benchmark) find them awake.
 const GRACE: std::time::Duration = std::time::Duration::from_micros(50);
 
-/// Marks a model run in progress (see `Pool::hot`); dropping it ends the run.
+/// Marks a model run in progress (see `ThreadPool::hot`); dropping it ends the run.
 pub struct RunGuard(bool);
 
 /// Whether workers poll during runs (see [`set_active_wait`]).
@@ -139,12 +139,12 @@ impl Drop for RunGuard {
     }
 }
 
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<&'static Pool> = OnceLock::new();
+fn pool() -> &'static ThreadPool {
+    static POOL: OnceLock<&'static ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {
         let workers = available_cores().saturating_sub(1).min(63);
-        let p: &'static Pool = Box::leak(Box::new(Pool {
-            state: Mutex::new(PoolState {
+        let p: &'static ThreadPool = Box::leak(Box::new(ThreadPool {
+            state: Mutex::new(ThreadPoolState {
                 job: None,
                 want: 0,
                 generation: 0,
@@ -167,11 +167,11 @@ fn pool() -> &'static Pool {
     })
 }
 
-fn worker(p: &'static Pool) {
+fn worker(p: &'static ThreadPool) {
     let mut seen = 0u64;
     loop {
         // During a run, and for `GRACE` after the last one ended (back-to-back runs), poll
-        // for the next job (see `Pool::hot`); then sleep.
+        // for the next job (see `ThreadPool::hot`); then sleep.
         let mut cool: Option<std::time::Instant> = None;
         let active = active_wait().load(Ordering::Relaxed);
         while active && p.gen.load(Ordering::Acquire) == seen {

@@ -1,7 +1,7 @@
-//! Depthwise conv (`Kind::Dw`): one input channel per output channel, the epilogue applied in
+//! Depthwise conv (`Strategy::Depthwise`): one input channel per output channel, the epilogue applied in
 //! registers, the input read in place (no padded copy), never outside a row of the channel.
 //!
-//! When [`DwKey::supports`] the geometry and epilogue (stride 1 or 2, at most 9 taps, no fused
+//! When [`DepthwiseKey::supports`] the geometry and epilogue (stride 1 or 2, at most 9 taps, no fused
 //! residual), the whole unit is one call of an assembled ymm kernel ([`crate::x64::asm::depthwise`]: 8
 //! outputs per vector, borders by masked loads). Otherwise the f32x4 code below:
 //! - output rows run `ROWS` at a time ([`passes`]), each input vector load feeding every
@@ -17,12 +17,12 @@
 //! copy; measured alternatives that did not pay: 1-4 rows x 1-3 vectors per step, per-kernel-row
 //! partial sums, weights reloaded per tap (more loads, worse).
 
-use super::asm::depthwise::{input_rows, passes, DwGeom, DwKey, RowTaps};
-use super::asm::{Ep, Routine};
-use super::plan::Plan;
-use super::tasks::Ctx;
-use crate::emit::{mf, shuf, E, F32X4};
-use crate::ops::conv::ConvGeom;
+use super::asm::depthwise::{input_rows, passes, DepthwiseGeometry, DepthwiseKey, RowTaps};
+use super::asm::{Epilogue, Routine};
+use super::kernel_plan::KernelPlan;
+use super::tasks::KernelArgs;
+use crate::builder::{shuffle_lanes, tensor_flags, Emitter, F32X4};
+use crate::ops::conv::ConvGeometry;
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Value};
 use std::collections::HashMap;
 
@@ -33,16 +33,16 @@ const NV: usize = 2;
 
 /// Per-channel state: weights and bias (scalars and splats).
 pub(super) struct K<'a> {
-    p: &'a Plan,
-    g: &'a ConvGeom,
+    p: &'a KernelPlan,
+    g: &'a ConvGeometry,
     ws: Vec<Value>,
     wv: Vec<Value>,
     bs: Option<Value>,
     bv: Option<Value>,
 }
 
-fn dw_geom(g: &ConvGeom) -> DwGeom {
-    DwGeom {
+fn depthwise_geometry(g: &ConvGeometry) -> DepthwiseGeometry {
+    DepthwiseGeometry {
         h: g.h,
         w: g.w,
         oh: g.oh,
@@ -59,23 +59,24 @@ fn dw_geom(g: &ConvGeom) -> DwGeom {
 }
 
 /// The assembled kernel of this node, if it can use one.
-fn dw_key(p: &Plan, g: &ConvGeom) -> Option<DwKey> {
-    let ep = p.kernel_ep();
-    let dg = dw_geom(g);
-    (p.res_port.is_none() && DwKey::supports(&dg, &ep)).then_some(DwKey { g: dg, ep })
+fn depthwise_key(p: &KernelPlan, g: &ConvGeometry) -> Option<DepthwiseKey> {
+    let epilogue = p.kernel_epilogue();
+    let dg = depthwise_geometry(g);
+    (p.res_port.is_none() && DepthwiseKey::supports(&dg, &epilogue))
+        .then_some(DepthwiseKey { g: dg, epilogue })
 }
 
-/// The assembled kernel [`emit_dw`] calls, if any.
-pub(super) fn routines(p: &Plan, g: &ConvGeom) -> Vec<DwKey> {
-    dw_key(p, g).into_iter().collect()
+/// The assembled kernel [`emit_depthwise`] calls, if any.
+pub(super) fn routines(p: &KernelPlan, g: &ConvGeometry) -> Vec<DepthwiseKey> {
+    depthwise_key(p, g).into_iter().collect()
 }
 
 /// Channels `[row0, row0 + nch)` of image `img`.
-pub(super) fn emit_dw(
-    e: &mut E,
-    p: &Plan,
-    g: &ConvGeom,
-    c: &Ctx,
+pub(super) fn emit_depthwise(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    c: &KernelArgs,
     img: Value,
     row0: Value,
     nch: usize,
@@ -91,7 +92,7 @@ pub(super) fn emit_dw(
     let bo = e.b.ins().imul_imm_s(row0, 4);
     let bias = p.bias_port.map(|q| c.ins[q]);
     let res = p.res_port.map(|q| c.ins[q]);
-    if let Some(&f) = dw_key(p, g).and_then(|k| c.ukrs.get(&Routine::Dw(k))) {
+    if let Some(&f) = depthwise_key(p, g).and_then(|k| c.microkernels.get(&Routine::Depthwise(k))) {
         let x = e.b.ins().iadd(c.ins[0], io);
         let o = e.b.ins().iadd(c.out, oo);
         let w = e.b.ins().iadd(c.ins[1], wo);
@@ -99,12 +100,12 @@ pub(super) fn emit_dw(
             Some(bp) => e.b.ins().iadd(bp, bo),
             None => w,
         };
-        let n = e.ic(nch as i64);
+        let n = e.int_const(nch as i64);
         e.b.ins().call(f, &[x, o, w, b, n]);
         return;
     }
-    let passes = passes(&dw_geom(g), ROWS);
-    e.loop_offs(
+    let passes = passes(&depthwise_geometry(g), ROWS);
+    e.loop_offsets(
         nch as i64,
         &[io, oo, wo, bo],
         &[iplane, oplane, (kk * 4) as i64, 4],
@@ -112,12 +113,15 @@ pub(super) fn emit_dw(
             let xc = e.b.ins().iadd(c.ins[0], o[0]);
             let pw = e.b.ins().iadd(c.ins[1], o[2]);
             let ws: Vec<Value> = (0..kk)
-                .map(|q| e.b.ins().load(types::F32, mf(), pw, (q * 4) as i32))
+                .map(|q| {
+                    e.b.ins()
+                        .load(types::F32, tensor_flags(), pw, (q * 4) as i32)
+                })
                 .collect();
             let wv: Vec<Value> = ws.iter().map(|&s| e.b.ins().splat(F32X4, s)).collect();
             let bs = bias.map(|bp| {
                 let a = e.b.ins().iadd(bp, o[3]);
-                e.b.ins().load(types::F32, mf(), a, 0)
+                e.b.ins().load(types::F32, tensor_flags(), a, 0)
             });
             let bv = bs.map(|s| e.b.ins().splat(F32X4, s));
             let k = K {
@@ -134,7 +138,7 @@ pub(super) fn emit_dw(
                 None => op,
             };
             // Pointers of output row `r` (input at its base row `r * sh - ph`, may be < 0).
-            let at = |e: &mut E, r: usize| {
+            let at = |e: &mut Emitter, r: usize| {
                 let xo = ((r * g.sh) as i64 - g.ph as i64) * g.w as i64 * 4;
                 let x = e.b.ins().iadd_imm_s(xc, xo);
                 let oo = (r * g.ow * 4) as i64;
@@ -150,7 +154,7 @@ pub(super) fn emit_dw(
                 }
                 let rows = pass.rows.len();
                 let ostep = (rows * g.ow * 4) as i64;
-                e.loop_offs(
+                e.loop_offsets(
                     pass.count as i64,
                     &[x, o2, r2],
                     &[(rows * g.sh * g.w * 4) as i64, ostep, ostep],
@@ -162,7 +166,7 @@ pub(super) fn emit_dw(
 }
 
 /// Highest input column a vector of output columns `[o0, o0 + 4)` loads (relative).
-fn vec_reach(g: &ConvGeom) -> usize {
+fn vec_reach(g: &ConvGeometry) -> usize {
     let span = (g.kw - 1) * g.dw;
     match g.sw {
         1 => span + 3,
@@ -174,7 +178,7 @@ fn vec_reach(g: &ConvGeom) -> usize {
 
 /// One pass over the columns of `rows.len()` output rows: `xp` points at the base input row
 /// (column 0), `op`/`rp` at the first output/residual row.
-fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value) {
+fn row_pass(e: &mut Emitter, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value) {
     let g = k.g;
     let all_kw: Vec<usize> = (0..g.kw).collect();
     // Input column of output column `o`, tap 0.
@@ -192,7 +196,7 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
     let reach = vec_reach(g) as i64;
     let o_max = (g.w as i64 - 1 - reach + g.pw as i64).div_euclid(g.sw as i64);
     let o_max = o_max.min(g.ow as i64 - 4);
-    let scalar = |e: &mut E, o: usize| {
+    let scalar = |e: &mut Emitter, o: usize| {
         let x = e.b.ins().iadd_imm_s(xp, col(o) * 4);
         let of = (o * 4) as i64;
         let oq = e.b.ins().iadd_imm_s(op, of);
@@ -208,7 +212,7 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
         && g.ow >= 8
         && k.p.res_port.is_none()
         && (g.kw - 1) * g.dw + 5 < g.w;
-    let edge_at = |e: &mut E, o: usize| {
+    let edge_at = |e: &mut Emitter, o: usize| {
         let o = o.min(g.ow - 4);
         let x = e.b.ins().iadd_imm_s(xp, col(o) * 4);
         let oq = e.b.ins().iadd_imm_s(op, (o * 4) as i64);
@@ -245,7 +249,7 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
     let x0 = e.b.ins().iadd_imm_s(xp, col(o_lo) * 4);
     let o0 = e.b.ins().iadd_imm_s(op, (o_lo * 4) as i64);
     let r0 = e.b.ins().iadd_imm_s(rp, (o_lo * 4) as i64);
-    e.loop_offs(
+    e.loop_offsets(
         nstep as i64,
         &[x0, o0, r0],
         &[
@@ -256,7 +260,7 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
         &mut |e, _i, q| px(e, k, rows, &all_kw, NV, None, q[0], q[1], q[2]),
     );
     let mut done = o_lo + nstep * step;
-    let vec_at = |e: &mut E, o: usize| {
+    let vec_at = |e: &mut Emitter, o: usize| {
         let x = e.b.ins().iadd_imm_s(xp, col(o) * 4);
         let oq = e.b.ins().iadd_imm_s(op, (o * 4) as i64);
         let rq = e.b.ins().iadd_imm_s(rp, (o * 4) as i64);
@@ -288,14 +292,16 @@ fn row_pass(e: &mut E, k: &K, rows: &[RowTaps], xp: Value, op: Value, rp: Value)
 
 /// Input elements `[s, s + 8)` from `xp` as two vectors (loaded once per `px`).
 fn load_pair(
-    e: &mut E,
+    e: &mut Emitter,
     pairs: &mut HashMap<i64, (Value, Value)>,
     xp: Value,
     s: i64,
 ) -> (Value, Value) {
     *pairs.entry(s).or_insert_with(|| {
-        let a = e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32);
-        let b = e.b.ins().load(F32X4, mf(), xp, (s * 4 + 16) as i32);
+        let a = e.b.ins().load(F32X4, tensor_flags(), xp, (s * 4) as i32);
+        let b =
+            e.b.ins()
+                .load(F32X4, tensor_flags(), xp, (s * 4 + 16) as i32);
         (a, b)
     })
 }
@@ -306,7 +312,7 @@ fn load_pair(
 /// the row: its taps load the in-row vector nearest and shift zeros in (or are dropped).
 #[allow(clippy::too_many_arguments)]
 fn px(
-    e: &mut E,
+    e: &mut Emitter,
     k: &K,
     rows: &[RowTaps],
     kws: &[usize],
@@ -320,10 +326,10 @@ fn px(
     let vec = nv > 0;
     let ty = if vec { F32X4 } else { types::F32 };
     let nacc = nv.max(1);
-    let z = e.fc(ty, 0.0);
+    let z = e.float_const(ty, 0.0);
     // A leading bias step starts the sums (else the first tap is a multiply).
-    let bias0 = match (k.p.ep.first(), if vec { k.bv } else { k.bs }) {
-        (Some(Ep::BiasRow | Ep::BiasCol), Some(b)) => Some(b),
+    let bias0 = match (k.p.epilogue.first(), if vec { k.bv } else { k.bs }) {
+        (Some(Epilogue::BiasRow | Epilogue::BiasCol), Some(b)) => Some(b),
         _ => None,
     };
     let mut acc: Vec<Vec<Option<Value>>> = vec![vec![bias0; nacc]; rows.len()];
@@ -336,7 +342,8 @@ fn px(
             for v in 0..nacc {
                 let s = ir * w + (v * 4 * g.sw + kw * g.dw) as i64;
                 let xv = if !vec {
-                    e.b.ins().load(types::F32, mf(), xp, (s * 4) as i32)
+                    e.b.ins()
+                        .load(types::F32, tensor_flags(), xp, (s * 4) as i32)
                 } else if let Some(x0) = edge.filter(|_| g.sw == 1) {
                     // Columns [a, a + 4) of input row `ir`, zeros outside [0, w).
                     let a = x0 + (kw * g.dw) as i64;
@@ -344,43 +351,47 @@ fn px(
                     if a + 3 < 0 || a >= w {
                         continue;
                     } else if a < 0 {
-                        let v = e.b.ins().load(F32X4, mf(), xp, (row * 4) as i32);
+                        let v = e.b.ins().load(F32X4, tensor_flags(), xp, (row * 4) as i32);
                         let sh = (-a) as u8;
-                        shuf(e, z, v, [4 - sh, 5 - sh, 6 - sh, 7 - sh])
+                        shuffle_lanes(e, z, v, [4 - sh, 5 - sh, 6 - sh, 7 - sh])
                     } else if a + 3 >= w {
-                        let v = e.b.ins().load(F32X4, mf(), xp, ((row + w - 4) * 4) as i32);
+                        let v =
+                            e.b.ins()
+                                .load(F32X4, tensor_flags(), xp, ((row + w - 4) * 4) as i32);
                         let ov = (a + 3 - (w - 1)) as u8;
-                        shuf(e, v, z, [ov, ov + 1, ov + 2, ov + 3])
+                        shuffle_lanes(e, v, z, [ov, ov + 1, ov + 2, ov + 3])
                     } else {
-                        e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32)
+                        e.b.ins().load(F32X4, tensor_flags(), xp, (s * 4) as i32)
                     }
                 } else if g.sw == 1 {
-                    e.b.ins().load(F32X4, mf(), xp, (s * 4) as i32)
+                    e.b.ins().load(F32X4, tensor_flags(), xp, (s * 4) as i32)
                 } else if g.sw == 2 {
                     // Columns a, a + 2, a + 4, a + 6: even lanes of the pair at `a` or odd
                     // lanes of the pair at `a - 1` (loaded for later taps: reach a + 6).
                     if edge.is_some_and(|x0| x0 + (kw * g.dw) as i64 == -1) {
                         // [0, x1, x3, x5]
                         let (a, b) = load_pair(e, &mut pairs, xp, s + 1);
-                        let odd = shuf(e, a, b, [1, 3, 5, 7]);
-                        shuf(e, z, odd, [3, 4, 5, 6])
+                        let odd = shuffle_lanes(e, a, b, [1, 3, 5, 7]);
+                        shuffle_lanes(e, z, odd, [3, 4, 5, 6])
                     } else if let Some(&(a, b)) = pairs.get(&s) {
-                        shuf(e, a, b, [0, 2, 4, 6])
+                        shuffle_lanes(e, a, b, [0, 2, 4, 6])
                     } else if let Some(&(a, b)) = pairs.get(&(s - 1)) {
-                        shuf(e, a, b, [1, 3, 5, 7])
+                        shuffle_lanes(e, a, b, [1, 3, 5, 7])
                     } else if kw == 0 {
                         let (a, b) = load_pair(e, &mut pairs, xp, s);
-                        shuf(e, a, b, [0, 2, 4, 6])
+                        shuffle_lanes(e, a, b, [0, 2, 4, 6])
                     } else {
                         let (a, b) = load_pair(e, &mut pairs, xp, s - 1);
-                        shuf(e, a, b, [1, 3, 5, 7])
+                        shuffle_lanes(e, a, b, [1, 3, 5, 7])
                     }
                 } else {
-                    let s0 = e.b.ins().load(types::F32, mf(), xp, (s * 4) as i32);
+                    let s0 =
+                        e.b.ins()
+                            .load(types::F32, tensor_flags(), xp, (s * 4) as i32);
                     let mut x = e.b.ins().scalar_to_vector(F32X4, s0);
                     for l in 1..4 {
                         let off = ((s + (l * g.sw) as i64) * 4) as i32;
-                        let sl = e.b.ins().load(types::F32, mf(), xp, off);
+                        let sl = e.b.ins().load(types::F32, tensor_flags(), xp, off);
                         x = e.b.ins().insertlane(x, sl, l as u8);
                     }
                     x
@@ -403,36 +414,36 @@ fn px(
         for (v, a) in row.into_iter().enumerate() {
             let off = ro + (v * 16) as i32;
             let mut a = a.unwrap_or(z);
-            for st in &k.p.ep[skip..] {
+            for st in &k.p.epilogue[skip..] {
                 a = match *st {
-                    Ep::BiasRow | Ep::BiasCol => match if vec { k.bv } else { k.bs } {
+                    Epilogue::BiasRow | Epilogue::BiasCol => match if vec { k.bv } else { k.bs } {
                         Some(b) => e.b.ins().fadd(a, b),
                         None => a,
                     },
-                    Ep::Relu => {
-                        let zz = e.fc(ty, 0.0);
+                    Epilogue::Relu => {
+                        let zz = e.float_const(ty, 0.0);
                         e.clamp_lo(ty, a, zz)
                     }
-                    Ep::Clip(lo, hi) => {
-                        let l = e.fc(ty, f32::from_bits(lo));
-                        let h = e.fc(ty, f32::from_bits(hi));
+                    Epilogue::Clip(lo, hi) => {
+                        let l = e.float_const(ty, f32::from_bits(lo));
+                        let h = e.float_const(ty, f32::from_bits(hi));
                         let t = e.clamp_lo(ty, a, l);
                         // `h < t ? h : t`: the operand order that x64 lowers to `minps`.
                         let c = e.b.ins().fcmp(FloatCC::LessThan, h, t);
-                        e.fsel(ty, c, h, t)
+                        e.select_float(ty, c, h, t)
                     }
-                    Ep::Residual if k.p.res_port.is_some() => {
-                        let r = e.b.ins().load(ty, mf(), rp, off);
+                    Epilogue::Residual if k.p.res_port.is_some() => {
+                        let r = e.b.ins().load(ty, tensor_flags(), rp, off);
                         e.b.ins().fadd(a, r)
                     }
-                    Ep::Residual => a,
-                    Ep::Scale(sc) => {
-                        let f = e.fc(ty, f32::from_bits(sc));
+                    Epilogue::Residual => a,
+                    Epilogue::Scale(sc) => {
+                        let f = e.float_const(ty, f32::from_bits(sc));
                         e.b.ins().fmul(a, f)
                     }
                 };
             }
-            e.b.ins().store(mf(), a, op, off);
+            e.b.ins().store(tensor_flags(), a, op, off);
         }
     }
 }

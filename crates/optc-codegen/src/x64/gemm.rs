@@ -2,21 +2,21 @@
 //! (when it pays), then one microkernel call per `mr x 16` tile, the epilogue in the last
 //! block's calls.
 
-use super::asm::{Routine, UkrKey, MR, NR};
+use super::asm::{MicrokernelKey, Routine, MR, NR};
 use super::depthwise;
+use super::kernel_plan::{ALayout, KernelPlan, Strategy};
 use super::packing::{pack_a, pack_b_rt, pack_panels};
-use super::plan::{AMode, Kind, Plan};
-use super::tasks::Ctx;
-use crate::emit::E;
-use crate::ops::conv::{conv_is_gemm, ConvGeom};
+use super::tasks::KernelArgs;
+use crate::builder::Emitter;
+use crate::ops::conv::{conv_is_gemm, ConvGeometry};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 /// One unit: `ncols` columns from column `col0` of image `img`, all rows, all of K.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn emit_unit(
-    e: &mut E,
-    p: &Plan,
-    c: &Ctx,
+    e: &mut Emitter,
+    p: &KernelPlan,
+    c: &KernelArgs,
     pack: Value,
     img: Value,
     col0: Value,
@@ -24,13 +24,13 @@ pub(super) fn emit_unit(
     row0: Value,
     mrows: usize,
 ) {
-    if let Kind::Dw(g) = &p.kind {
-        depthwise::emit_dw(e, p, g, c, img, row0, mrows);
+    if let Strategy::Depthwise(g) = &p.kind {
+        depthwise::emit_depthwise(e, p, g, c, img, row0, mrows);
         return;
     }
-    if let Kind::Conv(g) = &p.kind {
-        let f = p.dc_key(g, ncols, mrows).map(Routine::Dc);
-        if let Some(&f) = f.and_then(|k| c.ukrs.get(&k)) {
+    if let Strategy::ImplicitGemm(g) = &p.kind {
+        let f = p.direct_conv_key(g, ncols, mrows).map(Routine::DirectConv);
+        if let Some(&f) = f.and_then(|k| c.microkernels.get(&k)) {
             // Window origin of pixel col0: input row `row * sh`, and position `col` of that
             // row (stride 1: column `col`; stride 2, the deinterleaved copy: the even
             // column `2 col`).
@@ -62,7 +62,7 @@ pub(super) fn emit_unit(
     }
     let kbs = p.kblocks();
     let nkb = kbs.len();
-    let z = e.ic(0);
+    let z = e.int_const(0);
     if nkb == 1 {
         emit_kblock(
             e, p, c, pack, img, col0, ncols, row0, mrows, z, kbs[0], false, true,
@@ -73,14 +73,14 @@ pub(super) fn emit_unit(
     emit_kblock(
         e, p, c, pack, img, col0, ncols, row0, mrows, z, kb, false, false,
     );
-    let kstart = e.ic(kb as i64);
+    let kstart = e.int_const(kb as i64);
     let mids = nkb as i64 - 2;
-    e.loop_offs(mids, &[kstart], &[kb as i64], &mut |e, _i, o| {
+    e.loop_offsets(mids, &[kstart], &[kb as i64], &mut |e, _i, o| {
         emit_kblock(
             e, p, c, pack, img, col0, ncols, row0, mrows, o[0], kb, true, false,
         );
     });
-    let k0 = e.ic((p.k - kbs[nkb - 1]) as i64);
+    let k0 = e.int_const((p.k - kbs[nkb - 1]) as i64);
     emit_kblock(
         e,
         p,
@@ -99,7 +99,13 @@ pub(super) fn emit_unit(
 }
 
 /// Image `img` of a conv's input: its padded copy in scratch, or the input itself.
-fn conv_image(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, img: Value) -> Value {
+fn conv_image(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    c: &KernelArgs,
+    img: Value,
+) -> Value {
     let x = if p.pad_bytes() > 0 {
         c.scratch
     } else {
@@ -112,9 +118,9 @@ fn conv_image(e: &mut E, p: &Plan, g: &ConvGeom, c: &Ctx, img: Value) -> Value {
 /// One K block `[k0, k0 + kc)` of a unit: pack (conv), then every tile.
 #[allow(clippy::too_many_arguments)]
 fn emit_kblock(
-    e: &mut E,
-    p: &Plan,
-    c: &Ctx,
+    e: &mut Emitter,
+    p: &KernelPlan,
+    c: &KernelArgs,
     pack: Value,
     img: Value,
     col0: Value,
@@ -132,9 +138,12 @@ fn emit_kblock(
     let ptr = types::I64;
     // B panel j of this block lives at `bbase + j * bstep`.
     let (bbase, bstep) = match &p.kind {
-        // Handled by `emit_dw` / `wino`.
-        Kind::Dw(_) | Kind::Wino(..) | Kind::Pool(_) | Kind::Tn => (pack, 0),
-        Kind::Mat => {
+        // Handled by `emit_depthwise` / `winograd`.
+        Strategy::Depthwise(_)
+        | Strategy::Winograd(..)
+        | Strategy::MaxPool(_)
+        | Strategy::SmallMap => (pack, 0),
+        Strategy::GemmConstantB => {
             // packed[(col0/16 + j)][k][16]
             let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
             let o = e.b.ins().imul_imm_s(pan, (p.k * NR * 4) as i64);
@@ -142,7 +151,7 @@ fn emit_kblock(
             let o = e.b.ins().iadd(o, ko);
             (e.b.ins().iadd(c.extra[0], o), (p.k * NR * 4) as i64)
         }
-        Kind::Conv(g) => {
+        Strategy::ImplicitGemm(g) => {
             let xb = conv_image(e, p, g, c, img);
             if conv_is_gemm(g) {
                 // 1x1, stride 1, unpadded: the input is already B[C][H*W], row-major.
@@ -157,8 +166,8 @@ fn emit_kblock(
             }
             (pack, (kc * NR * 4) as i64)
         }
-        Kind::MatRt { b_img, .. } => {
-            let io = e.b.ins().imul_imm_s(img, *b_img);
+        Strategy::GemmRuntimeB { b_image, .. } => {
+            let io = e.b.ins().imul_imm_s(img, *b_image);
             let ko = e.b.ins().imul_imm_s(k0, (p.n * 4) as i64);
             let co = e.b.ins().imul_imm_s(col0, 4);
             let o = e.b.ins().iadd(io, ko);
@@ -169,24 +178,27 @@ fn emit_kblock(
         }
     };
     let (a, lda) = match &p.kind {
-        Kind::Dw(_) | Kind::Wino(..) | Kind::Pool(_) | Kind::Tn => (c.ins[1], 0),
-        Kind::Mat => (c.ins[0], p.k as i64 * 4),
-        Kind::MatRt { a_img, .. } => {
-            let io = e.b.ins().imul_imm_s(img, *a_img);
+        Strategy::Depthwise(_)
+        | Strategy::Winograd(..)
+        | Strategy::MaxPool(_)
+        | Strategy::SmallMap => (c.ins[1], 0),
+        Strategy::GemmConstantB => (c.ins[0], p.k as i64 * 4),
+        Strategy::GemmRuntimeB { a_image, .. } => {
+            let io = e.b.ins().imul_imm_s(img, *a_image);
             (e.b.ins().iadd(c.ins[0], io), p.k as i64 * 4)
         }
-        Kind::Conv(_) => (c.ins[1], p.k as i64 * 4),
+        Strategy::ImplicitGemm(_) => (c.ins[1], p.k as i64 * 4),
     };
     let ldc = p.n as i64 * 4;
-    let amode = p.amode;
-    let a = match amode {
-        AMode::Const => c.extra[3],
+    let a_layout = p.a_layout;
+    let a = match a_layout {
+        ALayout::PackedAtCompileTime => c.extra[3],
         _ => {
             let ko = e.b.ins().imul_imm_s(k0, 4);
             e.b.ins().iadd(a, ko)
         }
     };
-    let apack = if amode == AMode::Runtime {
+    let apack = if a_layout == ALayout::PackedAtRunTime {
         e.b.ins()
             .iadd_imm_s(pack, (p.pack_bytes() - p.apack_bytes()) as i64)
     } else {
@@ -195,16 +207,16 @@ fn emit_kblock(
     let io = e.b.ins().imul_imm_s(img, (p.m * p.n * 4) as i64);
     let co = e.b.ins().imul_imm_s(col0, 4);
     let cbase_off = e.b.ins().iadd(io, co);
-    let kcv = e.ic(kc as i64);
-    let ldav = e.ic(lda);
-    let ldcv = e.ic(ldc);
-    let ep = if last { p.ep.clone() } else { vec![] };
+    let kcv = e.int_const(kc as i64);
+    let ldav = e.int_const(lda);
+    let ldcv = e.int_const(ldc);
+    let epilogue = if last { p.epilogue.clone() } else { vec![] };
     let bias = p.bias_port.map(|q| c.ins[q]);
     let res = p.res_port.map(|q| c.ins[q]);
-    let row_bias = matches!(p.kind, Kind::Conv(_));
+    let row_bias = matches!(p.kind, Strategy::ImplicitGemm(_));
     let _ = ptr;
     // One tile: `mr` rows at A/C row offsets, panel at `bp`, column offset `colb` (bytes).
-    let tile = |e: &mut E,
+    let tile = |e: &mut Emitter,
                 mr: usize,
                 partial: bool,
                 ablk: Value,
@@ -213,25 +225,25 @@ fn emit_kblock(
                 rowb: Value,
                 bp: Value,
                 colb: Value| {
-        let key = UkrKey {
+        let key = MicrokernelKey {
             isa: p.isa,
             mr,
-            pa: amode != AMode::Direct,
+            pa: a_layout != ALayout::InPlace,
             half: partial && p.half_tail(nr_last),
             partial,
             acc,
-            tn: false,
-            ep: ep.clone(),
+            transposed: false,
+            epilogue: epilogue.clone(),
         };
-        let f = c.ukr(key);
-        let pa = match amode {
-            AMode::Direct => e.b.ins().iadd(a, arow),
-            AMode::Const => {
+        let f = c.microkernel(key);
+        let pa = match a_layout {
+            ALayout::InPlace => e.b.ins().iadd(a, arow),
+            ALayout::PackedAtCompileTime => {
                 let ko = e.b.ins().imul_imm_s(k0, (4 * mr) as i64);
                 let o = e.b.ins().iadd(arow, ko);
                 e.b.ins().iadd(a, o)
             }
-            AMode::Runtime => {
+            ALayout::PackedAtRunTime => {
                 let rel = e.b.ins().isub(arow, ablk);
                 let t = e.b.ins().udiv_imm_u(rel, lda);
                 let o = e.b.ins().imul_imm_s(t, (kc * 4) as i64);
@@ -241,7 +253,7 @@ fn emit_kblock(
         let coff = e.b.ins().iadd(cbase_off, crow);
         let coff = e.b.ins().iadd(coff, colb);
         let pc = e.b.ins().iadd(c.out, coff);
-        let nr = e.ic(if partial { nr_last as i64 } else { NR as i64 });
+        let nr = e.int_const(if partial { nr_last as i64 } else { NR as i64 });
         let pb = match bias {
             Some(bv) => {
                 if row_bias {
@@ -261,10 +273,10 @@ fn emit_kblock(
             .call(f, &[pa, bp, pc, kcv, ldav, ldcv, nr, pb, pr]);
     };
     // Rows of one M block at row offset (a, c, bias) with `mc` rows, all panels.
-    let mblock = |e: &mut E, mc: usize, ar: Value, cr: Value, br: Value| {
-        let panel = |e: &mut E, partial: bool, bp: Value, colb: Value| {
+    let mblock = |e: &mut Emitter, mc: usize, ar: Value, cr: Value, br: Value| {
+        let panel = |e: &mut Emitter, partial: bool, bp: Value, colb: Value| {
             let nfull = mc / MR;
-            e.loop_offs(
+            e.loop_offsets(
                 nfull as i64,
                 &[ar, cr, br],
                 &[MR as i64 * lda, MR as i64 * ldc, MR as i64 * 4],
@@ -278,12 +290,12 @@ fn emit_kblock(
                 tile(e, rem, partial, ar, a2, c2, b2, bp, colb);
             }
         };
-        if amode == AMode::Runtime {
+        if a_layout == ALayout::PackedAtRunTime {
             let src = e.b.ins().iadd(a, ar);
             pack_a(e, src, apack, mc, kc, lda);
         }
-        let zc = e.ic(0);
-        e.loop_offs(
+        let zc = e.int_const(0);
+        e.loop_offsets(
             full as i64,
             &[bbase, zc],
             &[bstep, (NR * 4) as i64],
@@ -293,7 +305,7 @@ fn emit_kblock(
         );
         if nr_last > 0 {
             let bp = e.b.ins().iadd_imm_s(bbase, full as i64 * bstep);
-            let colb = e.ic((full * NR * 4) as i64);
+            let colb = e.int_const((full * NR * 4) as i64);
             panel(e, true, bp, colb);
         }
     };
@@ -302,7 +314,7 @@ fn emit_kblock(
     let ar0 = e.b.ins().imul_imm_s(row0, lda);
     let cr0 = e.b.ins().imul_imm_s(row0, ldc);
     let br0 = e.b.ins().imul_imm_s(row0, 4);
-    e.loop_offs(
+    e.loop_offsets(
         nmb as i64,
         &[ar0, cr0, br0],
         &[mcb as i64 * lda, mcb as i64 * ldc, mcb as i64 * 4],

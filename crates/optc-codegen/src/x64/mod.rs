@@ -11,15 +11,15 @@ pub(crate) mod asm;
 mod depthwise;
 mod direct_conv;
 mod gemm;
+mod kernel_plan;
 mod packing;
-mod plan;
 mod pool;
 mod serial;
 mod small_map;
 mod tasks;
 mod winograd;
 
+pub(crate) use kernel_plan::{kernel_plan, KernelPlan};
 pub(crate) use packing::derived;
-pub(crate) use plan::{plan, Plan};
 pub(crate) use serial::{emit_post, emit_pre};
-pub(crate) use tasks::{emit_task, Ctx};
+pub(crate) use tasks::{emit_task, KernelArgs};

@@ -4,23 +4,23 @@
 //! buffers.
 
 use super::asm::{MR, NR};
-use super::plan::{AMode, Kind, Plan};
-use super::tasks::Ctx;
+use super::kernel_plan::{ALayout, KernelPlan, Strategy};
+use super::tasks::KernelArgs;
 use super::{small_map, winograd};
-use crate::emit::{if_else, mf, shuf, E, F32X4};
+use crate::builder::{if_else, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::matmul::pack_b;
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 use optc_ir::Op;
 
-/// Compile-time data: the packed B (Mat) or the conv offset tables.
-pub(crate) fn derived(info: &NodeInfo, p: &Plan) -> Result<Vec<Vec<u8>>> {
+/// Compile-time data: the packed B (`GemmConstantB`) or the conv offset tables.
+pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
     match &p.kind {
-        Kind::MatRt { .. } | Kind::Dw(_) | Kind::Pool(_) => Ok(vec![]),
-        Kind::Wino(g, r) => winograd::derived(info, g, *r),
-        Kind::Tn => small_map::derived(info),
-        Kind::Mat => {
+        Strategy::GemmRuntimeB { .. } | Strategy::Depthwise(_) | Strategy::MaxPool(_) => Ok(vec![]),
+        Strategy::Winograd(g, r) => winograd::derived(info, g, *r),
+        Strategy::SmallMap => small_map::derived(info),
+        Strategy::GemmConstantB => {
             let b = info.consts[1]
                 .as_ref()
                 .ok_or_else(|| info.err("B is not constant"))?;
@@ -28,7 +28,7 @@ pub(crate) fn derived(info: &NodeInfo, p: &Plan) -> Result<Vec<Vec<u8>>> {
                 || matches!(info.op, Op::Fused { base, .. } if matches!(**base, Op::Gemm { trans_b: true, .. }));
             Ok(vec![pack_b(info, b, trans, NR)?])
         }
-        Kind::Conv(g) => {
+        Strategy::ImplicitGemm(g) => {
             let plane = g.hp * g.wp;
             let mut koff: Vec<i64> = Vec::with_capacity(p.k);
             for c in 0..g.c {
@@ -77,7 +77,7 @@ pub(crate) fn derived(info: &NodeInfo, p: &Plan) -> Result<Vec<Vec<u8>>> {
                 .collect();
             let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
             let mut v = vec![bytes(&koff), bytes(&pix), bytes(&contig)];
-            if p.amode == AMode::Const {
+            if p.a_layout == ALayout::PackedAtCompileTime {
                 let w = info.consts[1]
                     .as_ref()
                     .and_then(|w| w.as_f32())
@@ -103,8 +103,8 @@ pub(crate) fn derived(info: &NodeInfo, p: &Plan) -> Result<Vec<Vec<u8>>> {
 /// `kc x 16` at `pack`; `xb` is this image's (padded) input.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pack_panels(
-    e: &mut E,
-    c: &Ctx,
+    e: &mut Emitter,
+    c: &KernelArgs,
     pack: Value,
     xb: Value,
     col0: Value,
@@ -116,8 +116,8 @@ pub(super) fn pack_panels(
     let kb = e.b.ins().imul_imm_s(k0, 8);
     let kt = e.b.ins().iadd(koff, kb);
     let pixo = e.b.ins().imul_imm_s(col0, 8);
-    let z = e.ic(0);
-    e.loop_offs(
+    let z = e.int_const(0);
+    e.loop_offsets(
         npan as i64,
         &[z, pixo],
         &[(kc * NR * 4) as i64, (NR * 8) as i64],
@@ -128,7 +128,7 @@ pub(super) fn pack_panels(
             let flags: Vec<Value> = (0..4)
                 .map(|g| {
                     let f = e.b.ins().iadd_imm_s(fo, (g * 8) as i64);
-                    e.ld(types::I64, contig, f)
+                    e.load(types::I64, contig, f)
                 })
                 .collect();
             let f01 = e.b.ins().band(flags[0], flags[1]);
@@ -141,22 +141,22 @@ pub(super) fn pack_panels(
             let po: Vec<Value> = (0..NR)
                 .map(|l| {
                     let off = e.b.ins().iadd_imm_s(o[1], (l * 8) as i64);
-                    let pv = e.ld(types::I64, pix, off);
+                    let pv = e.load(types::I64, pix, off);
                     e.b.ins().iadd(xb, pv)
                 })
                 .collect();
-            let zz = e.ic(0);
+            let zz = e.int_const(0);
             if_else(
                 e,
                 all,
                 &mut |e| {
                     // Every group of 4 pixels is contiguous: one offset load per k.
-                    e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
-                        let ko = e.ld(types::I64, kt, q[0]);
+                    e.loop_offsets(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
+                        let ko = e.load(types::I64, kt, q[0]);
                         let d = e.b.ins().iadd(dst, q[1]);
                         for g in 0..4 {
-                            let v = e.ld(F32X4, po[4 * g], ko);
-                            e.b.ins().store(mf(), v, d, (g * 16) as i32);
+                            let v = e.load(F32X4, po[4 * g], ko);
+                            e.b.ins().store(tensor_flags(), v, d, (g * 16) as i32);
                         }
                     });
                 },
@@ -167,12 +167,12 @@ pub(super) fn pack_panels(
                         &mut |e| {
                             // Every group reads every other float (stride 2): two loads and
                             // an even-lane shuffle per group and k.
-                            e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
-                                let ko = e.ld(types::I64, kt, q[0]);
+                            e.loop_offsets(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
+                                let ko = e.load(types::I64, kt, q[0]);
                                 let d = e.b.ins().iadd(dst, q[1]);
                                 for g in 0..4 {
                                     let v = evens(e, po[4 * g], ko);
-                                    e.b.ins().store(mf(), v, d, (g * 16) as i32);
+                                    e.b.ins().store(tensor_flags(), v, d, (g * 16) as i32);
                                 }
                             });
                         },
@@ -182,29 +182,39 @@ pub(super) fn pack_panels(
                                 let pg = &po[4 * g..4 * g + 4];
                                 let is1 = e.b.ins().icmp_imm_s(IntCC::Equal, flags[g], 1);
                                 let is2 = e.b.ins().icmp_imm_s(IntCC::Equal, flags[g], 2);
-                                let vector = |e: &mut E, stride2: bool| {
-                                    e.loop_offs(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
-                                        let ko = e.ld(types::I64, kt, q[0]);
-                                        let v = if stride2 {
-                                            evens(e, pg[0], ko)
-                                        } else {
-                                            e.ld(F32X4, pg[0], ko)
-                                        };
-                                        e.st(v, dg, q[1]);
-                                    });
+                                let vector = |e: &mut Emitter, stride2: bool| {
+                                    e.loop_offsets(
+                                        kc as i64,
+                                        &[zz, zz],
+                                        &[8, 64],
+                                        &mut |e, _k, q| {
+                                            let ko = e.load(types::I64, kt, q[0]);
+                                            let v = if stride2 {
+                                                evens(e, pg[0], ko)
+                                            } else {
+                                                e.load(F32X4, pg[0], ko)
+                                            };
+                                            e.store(v, dg, q[1]);
+                                        },
+                                    );
                                 };
                                 if_else(e, is1, &mut |e| vector(e, false), &mut |e| {
                                     if_else(e, is2, &mut |e| vector(e, true), &mut |e| {
-                                        e.loop_offs(
+                                        e.loop_offsets(
                                             kc as i64,
                                             &[zz, zz],
                                             &[8, 64],
                                             &mut |e, _k, q| {
-                                                let ko = e.ld(types::I64, kt, q[0]);
+                                                let ko = e.load(types::I64, kt, q[0]);
                                                 let d = e.b.ins().iadd(dg, q[1]);
                                                 for l in 0..4 {
-                                                    let v = e.ld(types::F32, pg[l], ko);
-                                                    e.b.ins().store(mf(), v, d, (l * 4) as i32);
+                                                    let v = e.load(types::F32, pg[l], ko);
+                                                    e.b.ins().store(
+                                                        tensor_flags(),
+                                                        v,
+                                                        d,
+                                                        (l * 4) as i32,
+                                                    );
                                                 }
                                             },
                                         );
@@ -221,20 +231,20 @@ pub(super) fn pack_panels(
 
 /// Floats 0, 2, 4, 6 from `p + off` (reads 8 floats less one: the caller guarantees the
 /// eighth is inside the buffer).
-fn evens(e: &mut E, p: Value, off: Value) -> Value {
+fn evens(e: &mut Emitter, p: Value, off: Value) -> Value {
     let a = e.b.ins().iadd(p, off);
-    let lo = e.b.ins().load(F32X4, mf(), a, 0);
-    let hi = e.b.ins().load(F32X4, mf(), a, 16);
-    shuf(e, lo, hi, [0, 2, 4, 6])
+    let lo = e.b.ins().load(F32X4, tensor_flags(), a, 0);
+    let hi = e.b.ins().load(F32X4, tensor_flags(), a, 16);
+    shuffle_lanes(e, lo, hi, [0, 2, 4, 6])
 }
 
 /// Pack `mc` rows of A (row 0 at `src`, rows `lda` bytes apart, `kc` floats each) into row
 /// tiles of `MR` (`[kc][MR]`, the last tile `[kc][mc % MR]`) at `dst`.
-pub(super) fn pack_a(e: &mut E, src: Value, dst: Value, mc: usize, kc: usize, lda: i64) {
+pub(super) fn pack_a(e: &mut Emitter, src: Value, dst: Value, mc: usize, kc: usize, lda: i64) {
     let nfull = mc / MR;
-    let tiles = |e: &mut E, mr: usize, s0: Value, d0: Value| {
-        let zz = e.ic(0);
-        e.loop_offs(
+    let tiles = |e: &mut Emitter, mr: usize, s0: Value, d0: Value| {
+        let zz = e.int_const(0);
+        e.loop_offsets(
             kc as i64,
             &[zz, zz],
             &[4, (4 * mr) as i64],
@@ -242,15 +252,18 @@ pub(super) fn pack_a(e: &mut E, src: Value, dst: Value, mc: usize, kc: usize, ld
                 let s = e.b.ins().iadd(s0, q[0]);
                 let d = e.b.ins().iadd(d0, q[1]);
                 let v: Vec<Value> = (0..mr)
-                    .map(|r| e.b.ins().load(types::F32, mf(), s, (r as i64 * lda) as i32))
+                    .map(|r| {
+                        e.b.ins()
+                            .load(types::F32, tensor_flags(), s, (r as i64 * lda) as i32)
+                    })
                     .collect();
                 for (r, &x) in v.iter().enumerate() {
-                    e.b.ins().store(mf(), x, d, (r * 4) as i32);
+                    e.b.ins().store(tensor_flags(), x, d, (r * 4) as i32);
                 }
             },
         );
     };
-    e.loop_offs(
+    e.loop_offsets(
         nfull as i64,
         &[src, dst],
         &[MR as i64 * lda, (MR * kc * 4) as i64],
@@ -269,7 +282,14 @@ pub(super) fn pack_a(e: &mut E, src: Value, dst: Value, mc: usize, kc: usize, ld
 /// panels (measured on MobileNetV2's projects, K = 96, 144: a third less packing time than
 /// panel by panel, which reads `kc` rows one line at a time); shallow ones panel by panel
 /// (K = 16 at 112x112: row by row was slower).
-pub(super) fn pack_b_rt(e: &mut E, src: Value, dst: Value, ncols: usize, kc: usize, ldb: i64) {
+pub(super) fn pack_b_rt(
+    e: &mut Emitter,
+    src: Value,
+    dst: Value,
+    ncols: usize,
+    kc: usize,
+    ldb: i64,
+) {
     if kc <= 32 {
         pack_b_panels(e, src, dst, ncols, kc, ldb);
         return;
@@ -277,19 +297,19 @@ pub(super) fn pack_b_rt(e: &mut E, src: Value, dst: Value, ncols: usize, kc: usi
     let full = ncols / NR;
     let rest = ncols % NR;
     let pstep = (kc * NR * 4) as i64;
-    let zv = e.fc(F32X4, 0.0);
-    e.loop_offs(kc as i64, &[src, dst], &[ldb, 64], &mut |e, _k, q| {
+    let zv = e.float_const(F32X4, 0.0);
+    e.loop_offsets(kc as i64, &[src, dst], &[ldb, 64], &mut |e, _k, q| {
         let (sk, dk) = (q[0], q[1]);
-        e.loop_offs(
+        e.loop_offsets(
             full as i64,
             &[sk, dk],
             &[(NR * 4) as i64, pstep],
             &mut |e, _j, o| {
                 let v: Vec<Value> = (0..4)
-                    .map(|l| e.b.ins().load(F32X4, mf(), o[0], l * 16))
+                    .map(|l| e.b.ins().load(F32X4, tensor_flags(), o[0], l * 16))
                     .collect();
                 for (l, &x) in v.iter().enumerate() {
-                    e.b.ins().store(mf(), x, o[1], (l * 16) as i32);
+                    e.b.ins().store(tensor_flags(), x, o[1], (l * 16) as i32);
                 }
             },
         );
@@ -297,36 +317,38 @@ pub(super) fn pack_b_rt(e: &mut E, src: Value, dst: Value, ncols: usize, kc: usi
             let s = e.b.ins().iadd_imm_s(sk, (full * NR * 4) as i64);
             let d = e.b.ins().iadd_imm_s(dk, full as i64 * pstep);
             for l in 0..4 {
-                e.b.ins().store(mf(), zv, d, l * 16);
+                e.b.ins().store(tensor_flags(), zv, d, l * 16);
             }
             for j in 0..rest {
-                let x = e.b.ins().load(types::F32, mf(), s, (j * 4) as i32);
-                e.b.ins().store(mf(), x, d, (j * 4) as i32);
+                let x =
+                    e.b.ins()
+                        .load(types::F32, tensor_flags(), s, (j * 4) as i32);
+                e.b.ins().store(tensor_flags(), x, d, (j * 4) as i32);
             }
         }
     });
 }
 
 /// Panel by panel: [`pack_b_rt`] for shallow blocks (`kc` rows of one line each per panel).
-fn pack_b_panels(e: &mut E, src: Value, dst: Value, ncols: usize, kc: usize, ldb: i64) {
+fn pack_b_panels(e: &mut Emitter, src: Value, dst: Value, ncols: usize, kc: usize, ldb: i64) {
     let full = ncols / NR;
     let rest = ncols % NR;
     let pstep = (kc * NR * 4) as i64;
-    e.loop_offs(
+    e.loop_offsets(
         full as i64,
         &[src, dst],
         &[(NR * 4) as i64, pstep],
         &mut |e, _j, o| {
             let (s0, d0) = (o[0], o[1]);
-            let zz = e.ic(0);
-            e.loop_offs(kc as i64, &[zz, zz], &[ldb, 64], &mut |e, _k, q| {
+            let zz = e.int_const(0);
+            e.loop_offsets(kc as i64, &[zz, zz], &[ldb, 64], &mut |e, _k, q| {
                 let s = e.b.ins().iadd(s0, q[0]);
                 let d = e.b.ins().iadd(d0, q[1]);
                 let v: Vec<Value> = (0..4)
-                    .map(|l| e.b.ins().load(F32X4, mf(), s, l * 16))
+                    .map(|l| e.b.ins().load(F32X4, tensor_flags(), s, l * 16))
                     .collect();
                 for (l, &x) in v.iter().enumerate() {
-                    e.b.ins().store(mf(), x, d, (l * 16) as i32);
+                    e.b.ins().store(tensor_flags(), x, d, (l * 16) as i32);
                 }
             });
         },
@@ -334,17 +356,19 @@ fn pack_b_panels(e: &mut E, src: Value, dst: Value, ncols: usize, kc: usize, ldb
     if rest > 0 {
         let s0 = e.b.ins().iadd_imm_s(src, (full * NR * 4) as i64);
         let d0 = e.b.ins().iadd_imm_s(dst, full as i64 * pstep);
-        let zv = e.fc(F32X4, 0.0);
-        let zz = e.ic(0);
-        e.loop_offs(kc as i64, &[zz, zz], &[ldb, 64], &mut |e, _k, q| {
+        let zv = e.float_const(F32X4, 0.0);
+        let zz = e.int_const(0);
+        e.loop_offsets(kc as i64, &[zz, zz], &[ldb, 64], &mut |e, _k, q| {
             let s = e.b.ins().iadd(s0, q[0]);
             let d = e.b.ins().iadd(d0, q[1]);
             for l in 0..4 {
-                e.b.ins().store(mf(), zv, d, l * 16);
+                e.b.ins().store(tensor_flags(), zv, d, l * 16);
             }
             for j in 0..rest {
-                let x = e.b.ins().load(types::F32, mf(), s, (j * 4) as i32);
-                e.b.ins().store(mf(), x, d, (j * 4) as i32);
+                let x =
+                    e.b.ins()
+                        .load(types::F32, tensor_flags(), s, (j * 4) as i32);
+                e.b.ins().store(tensor_flags(), x, d, (j * 4) as i32);
             }
         });
     }

@@ -7,10 +7,10 @@
 //! and commutative, so the separable order gives the same result. Each task copies its plane
 //! into a NaN-padded buffer first.
 
-use super::plan::Plan;
-use super::tasks::{acquire_slot, release_slot, task_units, Ctx};
-use crate::emit::{fill, loop_range, mf, shuf, E, F32X4};
-use crate::ops::pool::Pool2d;
+use super::kernel_plan::KernelPlan;
+use super::tasks::{acquire_slot, release_slot, task_units, KernelArgs};
+use crate::builder::{fill, loop_range, shuffle_lanes, tensor_flags, Emitter, F32X4};
+use crate::ops::pool::MaxPoolGeometry;
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 
 /// Planes per work unit: about 32 units, at least 1 plane each.
@@ -20,20 +20,26 @@ pub(super) fn plane_rows(planes: usize) -> usize {
 
 /// Scratch bytes per task: the padded plane and the row buffer (with slack for the last
 /// vector's over-read).
-pub(super) fn task_bytes(g: &Pool2d) -> usize {
+pub(super) fn task_bytes(g: &MaxPoolGeometry) -> usize {
     (g.hp * g.wp + g.wp + 32) * 4
 }
 
 /// `acc = (v > acc || acc is NaN) ? v : acc`.
-pub(super) fn step(e: &mut E, ty: Type, v: Value, acc: Value) -> Value {
+pub(super) fn step(e: &mut Emitter, ty: Type, v: Value, acc: Value) -> Value {
     let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, acc);
     let un = e.b.ins().fcmp(FloatCC::Unordered, acc, acc);
     let take = e.b.ins().bor(gt, un);
-    e.fsel(ty, take, v, acc)
+    e.select_float(ty, take, v, acc)
 }
 
 /// The planes of task `t`.
-pub(super) fn emit_task(e: &mut E, p: &Plan, g: &Pool2d, c: &Ctx, t: Value) {
+pub(super) fn emit_task(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &MaxPoolGeometry,
+    c: &KernelArgs,
+    t: Value,
+) {
     let (lo, hi) = task_units(e, p, t);
     let slot = acquire_slot(e, p, c);
     let o = e.b.ins().imul_imm_s(slot, task_bytes(g) as i64);
@@ -42,29 +48,36 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &Pool2d, c: &Ctx, t: Value) {
     // Units are runs of `mrows` planes (the last one shorter).
     let p0 = e.b.ins().imul_imm_s(lo, p.mrows as i64);
     let p1 = e.b.ins().imul_imm_s(hi, p.mrows as i64);
-    let cap = e.ic(g.planes as i64);
+    let cap = e.int_const(g.planes as i64);
     let p1 = e.b.ins().smin(p1, cap);
     loop_range(e, p0, p1, &mut |e, pl| plane(e, g, c, pbuf, vrow, pl));
     release_slot(e, p, c, slot);
 }
 
-pub(super) fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl: Value) {
+pub(super) fn plane(
+    e: &mut Emitter,
+    g: &MaxPoolGeometry,
+    c: &KernelArgs,
+    pbuf: Value,
+    vrow: Value,
+    pl: Value,
+) {
     let xplane = (g.h * g.w * 4) as i64;
     let oplane = (g.oh * g.ow * 4) as i64;
     let xo = e.b.ins().imul_imm_s(pl, xplane);
     let x = e.b.ins().iadd(c.ins[0], xo);
     let oo = e.b.ins().imul_imm_s(pl, oplane);
     let out = e.b.ins().iadd(c.out, oo);
-    let nanv = e.fc(F32X4, f32::NAN);
-    let nans = e.fc(types::F32, f32::NAN);
-    let fill = |e: &mut E, d: Value, from: usize, to: usize| fill(e, d, from, to, f32::NAN);
+    let nanv = e.float_const(F32X4, f32::NAN);
+    let nans = e.float_const(types::F32, f32::NAN);
+    let fill = |e: &mut Emitter, d: Value, from: usize, to: usize| fill(e, d, from, to, f32::NAN);
     // NaN-padded copy: rows [0, ph) and [ph + h, hp) all NaN; the rest NaN | row | NaN.
     let wrow = (g.wp * 4) as i64;
-    e.loop_offs(g.ph as i64, &[pbuf], &[wrow], &mut |e, _r, o| {
+    e.loop_offsets(g.ph as i64, &[pbuf], &[wrow], &mut |e, _r, o| {
         fill(e, o[0], 0, g.wp)
     });
     let d0 = e.b.ins().iadd_imm_s(pbuf, g.ph as i64 * wrow);
-    e.loop_offs(
+    e.loop_offsets(
         g.h as i64,
         &[x, d0],
         &[(g.w * 4) as i64, wrow],
@@ -72,18 +85,22 @@ pub(super) fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl
             let (s, d) = (o[0], o[1]);
             fill(e, d, 0, g.pw);
             for k in 0..g.w / 4 {
-                let v = e.b.ins().load(F32X4, mf(), s, (k * 16) as i32);
-                e.b.ins().store(mf(), v, d, ((g.pw + 4 * k) * 4) as i32);
+                let v = e.b.ins().load(F32X4, tensor_flags(), s, (k * 16) as i32);
+                e.b.ins()
+                    .store(tensor_flags(), v, d, ((g.pw + 4 * k) * 4) as i32);
             }
             for k in (g.w / 4) * 4..g.w {
-                let v = e.b.ins().load(types::F32, mf(), s, (k * 4) as i32);
-                e.b.ins().store(mf(), v, d, ((g.pw + k) * 4) as i32);
+                let v =
+                    e.b.ins()
+                        .load(types::F32, tensor_flags(), s, (k * 4) as i32);
+                e.b.ins()
+                    .store(tensor_flags(), v, d, ((g.pw + k) * 4) as i32);
             }
             fill(e, d, g.pw + g.w, g.wp);
         },
     );
     let d1 = e.b.ins().iadd_imm_s(pbuf, (g.ph + g.h) as i64 * wrow);
-    e.loop_offs(
+    e.loop_offsets(
         (g.hp - g.ph - g.h) as i64,
         &[d1],
         &[wrow],
@@ -94,35 +111,35 @@ pub(super) fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl
     fill(e, vrow, g.wp, g.wp + 32);
     let nvr = g.wp / 4;
     let nv = g.ow / 4;
-    let z = e.ic(0);
-    e.loop_offs(
+    let z = e.int_const(0);
+    e.loop_offsets(
         g.oh as i64,
         &[z, z],
         &[(g.sh * g.wp * 4) as i64, (g.ow * 4) as i64],
         &mut |e, _r, ro| {
             // Vertical max of the window's rows.
             let src = e.b.ins().iadd(pbuf, ro[0]);
-            let vert = |e: &mut E, ty: Type, off: i32| {
-                let mut acc = e.b.ins().load(ty, mf(), src, off);
+            let vert = |e: &mut Emitter, ty: Type, off: i32| {
+                let mut acc = e.b.ins().load(ty, tensor_flags(), src, off);
                 for kh in 1..g.kh {
                     let o = off + (kh * g.dh * g.wp * 4) as i32;
-                    let v = e.b.ins().load(ty, mf(), src, o);
+                    let v = e.b.ins().load(ty, tensor_flags(), src, o);
                     acc = step(e, ty, v, acc);
                 }
                 acc
             };
             for k in 0..nvr {
                 let v = vert(e, F32X4, (k * 16) as i32);
-                e.b.ins().store(mf(), v, vrow, (k * 16) as i32);
+                e.b.ins().store(tensor_flags(), v, vrow, (k * 16) as i32);
             }
             for k in nvr * 4..g.wp {
                 let v = vert(e, types::F32, (k * 4) as i32);
-                e.b.ins().store(mf(), v, vrow, (k * 4) as i32);
+                e.b.ins().store(tensor_flags(), v, vrow, (k * 4) as i32);
             }
             // Horizontal max along the row buffer.
             let dst = e.b.ins().iadd(out, ro[1]);
-            let z = e.ic(0);
-            e.loop_offs(
+            let z = e.int_const(0);
+            e.loop_offsets(
                 nv as i64,
                 &[z, z],
                 &[(4 * g.sw * 4) as i64, 16],
@@ -132,19 +149,19 @@ pub(super) fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl
                     for kw in 0..g.kw {
                         let off = (kw * g.dw * 4) as i32;
                         let v = match g.sw {
-                            1 => e.b.ins().load(F32X4, mf(), s, off),
+                            1 => e.b.ins().load(F32X4, tensor_flags(), s, off),
                             2 => {
-                                let a = e.b.ins().load(F32X4, mf(), s, off);
-                                let b = e.b.ins().load(F32X4, mf(), s, off + 16);
-                                shuf(e, a, b, [0, 2, 4, 6])
+                                let a = e.b.ins().load(F32X4, tensor_flags(), s, off);
+                                let b = e.b.ins().load(F32X4, tensor_flags(), s, off + 16);
+                                shuffle_lanes(e, a, b, [0, 2, 4, 6])
                             }
                             sw => {
-                                let s0 = e.b.ins().load(types::F32, mf(), s, off);
+                                let s0 = e.b.ins().load(types::F32, tensor_flags(), s, off);
                                 let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
                                 for l in 1..4 {
                                     let x = e.b.ins().load(
                                         types::F32,
-                                        mf(),
+                                        tensor_flags(),
                                         s,
                                         off + (l * sw * 4) as i32,
                                     );
@@ -159,17 +176,17 @@ pub(super) fn plane(e: &mut E, g: &Pool2d, c: &Ctx, pbuf: Value, vrow: Value, pl
                         });
                     }
                     let acc = acc.unwrap_or(nanv);
-                    e.st(acc, dst, o[1]);
+                    e.store(acc, dst, o[1]);
                 },
             );
             for j in nv * 4..g.ow {
                 let mut acc = nans;
                 for kw in 0..g.kw {
                     let off = ((j * g.sw + kw * g.dw) * 4) as i32;
-                    let v = e.b.ins().load(types::F32, mf(), vrow, off);
+                    let v = e.b.ins().load(types::F32, tensor_flags(), vrow, off);
                     acc = step(e, types::F32, v, acc);
                 }
-                e.b.ins().store(mf(), acc, dst, (j * 4) as i32);
+                e.b.ins().store(tensor_flags(), acc, dst, (j * 4) as i32);
             }
         },
     );

@@ -1,4 +1,4 @@
-//! 1x1 convs on small maps (`Kind::Tn`, e.g. MobileNetV2's 7x7 stage: N = 49 pixels, and its
+//! 1x1 convs on small maps (`Strategy::SmallMap`, e.g. MobileNetV2's 7x7 stage: N = 49 pixels, and its
 //! deep 14x14 projects; see [`applies`]) with the GEMM roles swapped: the microkernel's rows are pixels and its 16 columns output
 //! channels, from the weights packed at compile time into 16-channel panels (`[M / 16][K][16]`,
 //! the layout of a constant MatMul B). Compared with pixels as 16-wide panels (49 = 3 x 16 +
@@ -9,14 +9,14 @@
 //! layout of packed A) at the start of
 //! the node's scratch. A unit is a group of channel panels of one image; per panel and K
 //! block (the panel's block stays in L1), every pixel tile (streamed from L2). With one K
-//! block, the `tn` microkernels apply the epilogue and store the tile transposed into the
+//! block, the `transposed` microkernels apply the epilogue and store the tile transposed into the
 //! NCHW output; with several, the partial sums go to a per-task buffer of row-layout tiles
-//! (plain kernels, 64-byte rows) and the last block's `tn` kernel adds them.
+//! (plain kernels, 64-byte rows) and the last block's `transposed` kernel adds them.
 
-use super::asm::{Ep, Isa, UkrKey, MR, NR};
-use super::plan::{Plan, MAX_TASKS};
-use super::tasks::{release_slot, task_buffers, task_units, Ctx};
-use crate::emit::{if_else, loop_range, mf, E, F32X4};
+use super::asm::{Epilogue, Isa, MicrokernelKey, MR, NR};
+use super::kernel_plan::{KernelPlan, MAX_TASKS};
+use super::tasks::{release_slot, task_buffers, task_units, KernelArgs};
+use crate::builder::{if_else, loop_range, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::matmul::pack_b;
@@ -33,16 +33,16 @@ pub(super) const KC: usize = 384;
 ///   splits the few column units by rows, each part packing the deep B again (measured on
 ///   MobileNetV2's 14x14 projects, K = 384, 576: 7-10% faster; its expands, K = 64, 96 for
 ///   M = 384, 576, were 1-2% slower).
-pub(super) fn applies(isa: Isa, m: usize, k: usize, n: usize, ep_list: &[Ep]) -> bool {
+pub(super) fn applies(isa: Isa, m: usize, k: usize, n: usize, epilogues: &[Epilogue]) -> bool {
     if isa != Isa::Avx2 || m == 0 || !m.is_multiple_of(NR) || n == 0 || n > 256 {
         return false;
     }
     // A residual (added in the transposed store) only as the last step.
-    let n_ep = ep_list.len();
-    if ep_list
+    let n_ep = epilogues.len();
+    if epilogues
         .iter()
         .enumerate()
-        .any(|(i, e)| *e == Ep::BiasCol || (*e == Ep::Residual && i + 1 < n_ep))
+        .any(|(i, e)| *e == Epilogue::BiasCol || (*e == Epilogue::Residual && i + 1 < n_ep))
     {
         return false;
     }
@@ -69,10 +69,16 @@ pub(super) fn applies(isa: Isa, m: usize, k: usize, n: usize, ep_list: &[Ep]) ->
 }
 
 /// The epilogue of the swapped tiles: the conv's per-channel bias is per column.
-pub(super) fn ep(ep_list: &[Ep]) -> Vec<Ep> {
-    ep_list
+pub(super) fn epilogue(epilogues: &[Epilogue]) -> Vec<Epilogue> {
+    epilogues
         .iter()
-        .map(|e| if *e == Ep::BiasRow { Ep::BiasCol } else { *e })
+        .map(|e| {
+            if *e == Epilogue::BiasRow {
+                Epilogue::BiasCol
+            } else {
+                *e
+            }
+        })
         .collect()
 }
 
@@ -108,13 +114,13 @@ pub(super) fn tiles(n: usize) -> Vec<(usize, usize)> {
 
 /// Bytes of the packed input (all images) at the start of the scratch: tile `(r0, mr)` of
 /// an image at `r0 K` floats, `[K][mr]`.
-pub(super) fn apack_bytes(p: &Plan) -> usize {
+pub(super) fn apack_bytes(p: &KernelPlan) -> usize {
     p.nimg * p.k * p.n * 4
 }
 
 /// Bytes of a task's partial-sum tiles (one panel's tiles, row `r` at `64 r` bytes), with
 /// several K blocks.
-pub(super) fn tmp_bytes(p: &Plan) -> usize {
+pub(super) fn tmp_bytes(p: &KernelPlan) -> usize {
     if p.kblocks().len() > 1 {
         p.n * NR * 4
     } else {
@@ -133,7 +139,7 @@ fn heights(n: usize) -> Vec<usize> {
     mrs
 }
 
-pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
+pub(super) fn keys(p: &KernelPlan) -> Vec<MicrokernelKey> {
     let mrs = heights(p.n);
     let multi = p.kblocks().len() > 1;
     let mut v = vec![];
@@ -147,18 +153,22 @@ pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
     v
 }
 
-/// The `mr`-row kernel: `tn` (the transposed store with the epilogue) or plain (row-layout
+/// The `mr`-row kernel: `transposed` (the transposed store with the epilogue) or plain (row-layout
 /// partial sums, no epilogue); `acc`: add the sums so far.
-pub(super) fn key(p: &Plan, mr: usize, tn: bool, acc: bool) -> UkrKey {
-    UkrKey {
+pub(super) fn key(p: &KernelPlan, mr: usize, transposed: bool, acc: bool) -> MicrokernelKey {
+    MicrokernelKey {
         isa: p.isa,
         mr,
         pa: true,
         half: false,
         partial: false,
         acc,
-        tn,
-        ep: if tn { p.ep.clone() } else { vec![] },
+        transposed,
+        epilogue: if transposed {
+            p.epilogue.clone()
+        } else {
+            vec![]
+        },
     }
 }
 
@@ -174,12 +184,12 @@ pub(super) fn derived(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
 
 /// Pack every image's input into pixel tiles at the start of the scratch (serial, before
 /// the tasks): per k, each tile's `mr` floats in pieces of 4, 2 and 1.
-pub(super) fn emit_pack(e: &mut E, p: &Plan, c: &Ctx) {
+pub(super) fn emit_pack(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs) {
     let (n, k) = (p.n, p.k);
     let tl = tiles(n);
     let mrs = heights(n);
-    let z = e.ic(0);
-    e.loop_offs(
+    let z = e.int_const(0);
+    e.loop_offsets(
         p.nimg as i64,
         &[z, z],
         &[(k * n * 4) as i64, (k * n * 4) as i64],
@@ -187,13 +197,13 @@ pub(super) fn emit_pack(e: &mut E, p: &Plan, c: &Ctx) {
             let src = e.b.ins().iadd(c.ins[0], o[0]);
             let dst = e.b.ins().iadd(c.scratch, o[1]);
             // Offsets per k: the input row, then row k of a tile of each height.
-            let mut init = vec![e.ic(0)];
+            let mut init = vec![e.int_const(0)];
             let mut steps = vec![(n * 4) as i64];
             for &mr in &mrs {
                 init.push(init[0]);
                 steps.push((mr * 4) as i64);
             }
-            e.loop_offs(k as i64, &init, &steps, &mut |e, _k, q| {
+            e.loop_offsets(k as i64, &init, &steps, &mut |e, _k, q| {
                 let s = e.b.ins().iadd(src, q[0]);
                 for &(r0, mr) in &tl {
                     let h = mrs.iter().position(|&x| x == mr).expect("a height");
@@ -206,8 +216,8 @@ pub(super) fn emit_pack(e: &mut E, p: &Plan, c: &Ctx) {
                             x if x >= 2 => (types::F64, 2),
                             _ => (types::F32, 1),
                         };
-                        let v = e.b.ins().load(ty, mf(), s, ((r0 + r) * 4) as i32);
-                        e.b.ins().store(mf(), v, d, dof + (r * 4) as i32);
+                        let v = e.b.ins().load(ty, tensor_flags(), s, ((r0 + r) * 4) as i32);
+                        e.b.ins().store(tensor_flags(), v, d, dof + (r * 4) as i32);
                         r += w;
                     }
                 }
@@ -217,7 +227,7 @@ pub(super) fn emit_pack(e: &mut E, p: &Plan, c: &Ctx) {
 }
 
 /// The units of task `t`: per unit, its channel panels, each over all pixel tiles.
-pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
+pub(super) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Value) {
     let (lo, hi) = task_units(e, p, t);
     let (slot, tmp) = task_buffers(e, p, c);
     let mparts = p.mparts();
@@ -244,9 +254,9 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
 
 /// Channels `[mp * mrows, + rows)` of image `img`.
 pub(super) fn emit_unit(
-    e: &mut E,
-    p: &Plan,
-    c: &Ctx,
+    e: &mut Emitter,
+    p: &KernelPlan,
+    c: &KernelArgs,
     tmp: Value,
     img: Value,
     mp: Value,
@@ -265,14 +275,14 @@ pub(super) fn emit_unit(
     let bo = e.b.ins().imul_imm_s(pan0, (k * NR * 4) as i64);
     let co = e.b.ins().imul_imm_s(pan0, NR as i64 * ldc);
     let biaso = e.b.ins().imul_imm_s(pan0, (NR * 4) as i64);
-    let ldv = e.ic(ldc);
-    let tmp_ld = e.ic((NR * 4) as i64);
-    let nrv = e.ic(NR as i64);
+    let ldv = e.int_const(ldc);
+    let tmp_ld = e.int_const((NR * 4) as i64);
+    let nrv = e.int_const(NR as i64);
     let bias = p.bias_port.map(|q| c.ins[q]);
     let res = p.res_port.map(|q| c.ins[q]);
     let kbs = p.kblocks();
     let nkb = kbs.len();
-    e.loop_offs(
+    e.loop_offsets(
         (rows / NR) as i64,
         &[bo, co, biaso],
         &[(k * NR * 4) as i64, NR as i64 * ldc, (NR * 4) as i64],
@@ -283,19 +293,19 @@ pub(super) fn emit_unit(
                 None => cp,
             };
             // K block `[k0, k0 + kc)`: every tile.
-            let block = |e: &mut E, k0: usize, kc: usize, b: usize| {
+            let block = |e: &mut Emitter, k0: usize, kc: usize, b: usize| {
                 // The last block stores transposed (adding the sums so far when there are
                 // several blocks); the others keep row-layout sums in `tmp`.
-                let tn = b + 1 == nkb;
-                let acc = if tn { nkb > 1 } else { b > 0 };
+                let transposed = b + 1 == nkb;
+                let acc = if transposed { nkb > 1 } else { b > 0 };
                 let bp = e.b.ins().iadd_imm_s(o[0], (k0 * NR * 4) as i64);
                 let bp = e.b.ins().iadd(c.extra[0], bp);
-                let kcv = e.ic(kc as i64);
+                let kcv = e.int_const(kc as i64);
                 // One tile of `mr` rows: packed A at `a`, its sums at `tt`, C at `r4` bytes
                 // from the panel's row start.
-                let call = |e: &mut E, mr: usize, a: Value, tt: Value, r4: Value| {
-                    let f = c.ukr(key(p, mr, tn, acc));
-                    if tn {
+                let call = |e: &mut Emitter, mr: usize, a: Value, tt: Value, r4: Value| {
+                    let f = c.microkernel(key(p, mr, transposed, acc));
+                    if transposed {
                         // C and the residual: the same offset from the output / residual;
                         // the sums so far (`tmp`) in the `nr` argument.
                         let off = e.b.ins().iadd(o[1], r4);
@@ -313,8 +323,8 @@ pub(super) fn emit_unit(
                 };
                 // The full tiles (the first `nfull`, rows 6 t) in a loop, then the others.
                 let a0 = e.b.ins().iadd_imm_s(x, (k0 * MR * 4) as i64);
-                let z = e.ic(0);
-                e.loop_offs(
+                let z = e.int_const(0);
+                e.loop_offsets(
                     nfull as i64,
                     &[a0, tmp, z],
                     &[(MR * k * 4) as i64, (MR * NR * 4) as i64, (MR * 4) as i64],
@@ -323,7 +333,7 @@ pub(super) fn emit_unit(
                 for &(r0, mr) in &tl[nfull..] {
                     let a = e.b.ins().iadd_imm_s(x, (r0 * k * 4 + k0 * mr * 4) as i64);
                     let tt = e.b.ins().iadd_imm_s(tmp, (r0 * NR * 4) as i64);
-                    let r4 = e.ic((r0 * 4) as i64);
+                    let r4 = e.int_const((r0 * 4) as i64);
                     call(e, mr, a, tt, r4);
                 }
             };
@@ -342,7 +352,7 @@ mod tests {
 
     #[test]
     fn swaps_short_pixel_rows() {
-        let relu6 = [Ep::BiasRow, Ep::Clip(0, 0x40c0_0000)];
+        let relu6 = [Epilogue::BiasRow, Epilogue::Clip(0, 0x40c0_0000)];
         // 7x7: 56 columns computed as panels, 50 row-equivalents as tiles.
         assert!(applies(Isa::Avx2, 1280, 320, 49, &relu6));
         assert!(applies(Isa::Avx2, 16, 8, 1, &[]));
@@ -352,7 +362,7 @@ mod tests {
             160,
             960,
             49,
-            &[Ep::BiasRow, Ep::Residual]
+            &[Epilogue::BiasRow, Epilogue::Residual]
         ));
         // 14x14 projects; not 28x28 ones.
         assert!(applies(Isa::Avx2, 96, 576, 196, &[]));
@@ -364,8 +374,14 @@ mod tests {
         assert!(!applies(Isa::Avx2, 576, 96, 196, &[]));
         assert!(!applies(Isa::Avx2, 1000, 320, 49, &[]));
         assert!(!applies(Isa::Avx512, 1280, 320, 49, &[]));
-        assert!(!applies(Isa::Avx2, 160, 960, 49, &[Ep::Residual, Ep::Relu]));
-        assert_eq!(ep(&relu6)[0], Ep::BiasCol);
+        assert!(!applies(
+            Isa::Avx2,
+            160,
+            960,
+            49,
+            &[Epilogue::Residual, Epilogue::Relu]
+        ));
+        assert_eq!(epilogue(&relu6)[0], Epilogue::BiasCol);
         assert_eq!(mrows(1280), 80);
         assert_eq!(mrows(960), 80);
         assert_eq!(mrows(160), 16);

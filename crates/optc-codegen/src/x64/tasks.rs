@@ -1,32 +1,32 @@
-//! Tasks: a node's work units spread over up to [`super::plan::MAX_TASKS`] tasks run by
+//! Tasks: a node's work units spread over up to [`super::kernel_plan::MAX_TASKS`] tasks run by
 //! `optc_rt_parallel_for`, each claiming a slot of per-task buffers in the node's scratch.
 
-use super::asm::{Routine, UkrKey};
+use super::asm::{MicrokernelKey, Routine};
 use super::gemm::emit_unit;
-use super::plan::{Kind, Plan};
+use super::kernel_plan::{KernelPlan, Strategy};
 use super::{pool, small_map, winograd};
-use crate::emit::{if_else, loop_range, mf, E};
+use crate::builder::{if_else, loop_range, tensor_flags, Emitter};
 use cranelift_codegen::ir::{condcodes::IntCC, types, AtomicRmwOp, FuncRef, InstBuilder, Value};
 use std::collections::HashMap;
 
 /// Everything a task needs: node pointers and the microkernels.
-pub(crate) struct Ctx<'a> {
+pub(crate) struct KernelArgs<'a> {
     pub ins: &'a [Value],
     pub out: Value,
     pub scratch: Value,
     pub extra: &'a [Value],
-    pub ukrs: &'a HashMap<Routine, FuncRef>,
+    pub microkernels: &'a HashMap<Routine, FuncRef>,
 }
 
-impl Ctx<'_> {
-    /// The GEMM microkernel `key` (declared by [`Plan::routines`]).
-    pub(super) fn ukr(&self, key: UkrKey) -> FuncRef {
-        self.ukrs[&Routine::Gemm(key)]
+impl KernelArgs<'_> {
+    /// The GEMM microkernel `key` (declared by [`KernelPlan::routines`]).
+    pub(super) fn microkernel(&self, key: MicrokernelKey) -> FuncRef {
+        self.microkernels[&Routine::Microkernel(key)]
     }
 }
 
 /// The units `[t U / T, (t + 1) U / T)` of task `t` (U units, T tasks).
-pub(super) fn task_units(e: &mut E, p: &Plan, t: Value) -> (Value, Value) {
+pub(super) fn task_units(e: &mut Emitter, p: &KernelPlan, t: Value) -> (Value, Value) {
     let units = p.units() as i64;
     let tasks = p.tasks as i64;
     let a = e.b.ins().imul_imm_s(t, units);
@@ -40,7 +40,11 @@ pub(super) fn task_units(e: &mut E, p: &Plan, t: Value) -> (Value, Value) {
 /// The running task's buffers: a claimed slot's packing space (after the padded input copy
 /// at the start of scratch), or scratch itself when the node packs nothing. Release the slot
 /// (if any) at the task's end.
-pub(super) fn task_buffers(e: &mut E, p: &Plan, c: &Ctx) -> (Option<Value>, Value) {
+pub(super) fn task_buffers(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    c: &KernelArgs,
+) -> (Option<Value>, Value) {
     let slot = (p.pack_bytes() > 0).then(|| acquire_slot(e, p, c));
     let buf = match slot {
         Some(slot) => {
@@ -65,7 +69,7 @@ pub(super) struct UnitAt {
     pub row0: Value,
 }
 
-pub(super) fn unit_at(e: &mut E, p: &Plan, u: Value) -> UnitAt {
+pub(super) fn unit_at(e: &mut Emitter, p: &KernelPlan, u: Value) -> UnitAt {
     let mparts = p.mparts() as i64;
     let upi = p.units_per_img() as i64;
     let mp = e.b.ins().urem_imm_u(u, mparts);
@@ -88,20 +92,20 @@ pub(super) fn unit_at(e: &mut E, p: &Plan, u: Value) -> UnitAt {
 /// A task's scratch buffers belong to the slot, not to the task index: a thread that runs
 /// several tasks in a row (every task, at one thread) keeps reusing one warm set of
 /// buffers. At most `p.tasks` tasks run at once, so a free slot always exists.
-pub(super) fn acquire_slot(e: &mut E, p: &Plan, c: &Ctx) -> Value {
+pub(super) fn acquire_slot(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs) -> Value {
     let addr = e.b.ins().iadd_imm_s(c.scratch, p.mask_off() as i64);
     let head = e.b.create_block();
     let done = e.b.create_block();
     e.b.append_block_param(done, types::I64);
     e.b.ins().jump(head, &[]);
     e.b.switch_to_block(head);
-    let m = e.b.ins().atomic_load(types::I64, mf(), addr);
+    let m = e.b.ins().atomic_load(types::I64, tensor_flags(), addr);
     let free = e.b.ins().bnot(m);
     let slot = e.b.ins().ctz(free);
-    let one = e.ic(1);
+    let one = e.int_const(1);
     let bit = e.b.ins().ishl(one, slot);
     let taken = e.b.ins().bor(m, bit);
-    let old = e.b.ins().atomic_cas(mf(), addr, m, taken);
+    let old = e.b.ins().atomic_cas(tensor_flags(), addr, m, taken);
     let ok = e.b.ins().icmp(IntCC::Equal, old, m);
     e.b.ins().brif(ok, done, &[slot.into()], head, &[]);
     e.b.seal_block(head);
@@ -111,26 +115,26 @@ pub(super) fn acquire_slot(e: &mut E, p: &Plan, c: &Ctx) -> Value {
 }
 
 /// Give the slot back.
-pub(super) fn release_slot(e: &mut E, p: &Plan, c: &Ctx, slot: Value) {
+pub(super) fn release_slot(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, slot: Value) {
     let addr = e.b.ins().iadd_imm_s(c.scratch, p.mask_off() as i64);
-    let one = e.ic(1);
+    let one = e.int_const(1);
     let bit = e.b.ins().ishl(one, slot);
     let keep = e.b.ins().bnot(bit);
     e.b.ins()
-        .atomic_rmw(types::I64, mf(), AtomicRmwOp::And, addr, keep);
+        .atomic_rmw(types::I64, tensor_flags(), AtomicRmwOp::And, addr, keep);
 }
 
 /// The units of task `t` (of `p.tasks`).
-pub(crate) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
-    if let Kind::Wino(g, r) = &p.kind {
+pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Value) {
+    if let Strategy::Winograd(g, r) = &p.kind {
         winograd::emit_task(e, p, g, *r, c, t);
         return;
     }
-    if let Kind::Pool(g) = &p.kind {
+    if let Strategy::MaxPool(g) = &p.kind {
         pool::emit_task(e, p, g, c, t);
         return;
     }
-    if let Kind::Tn = &p.kind {
+    if let Strategy::SmallMap = &p.kind {
         small_map::emit_task(e, p, c, t);
         return;
     }
@@ -149,7 +153,7 @@ pub(crate) fn emit_task(e: &mut E, p: &Plan, c: &Ctx, t: Value) {
             row0,
             ..
         } = unit_at(e, p, u);
-        let by_rows = |e: &mut E, ncols: usize| {
+        let by_rows = |e: &mut Emitter, ncols: usize| {
             if mparts == 1 || last_rows == p.mrows {
                 emit_unit(e, p, c, pack, img, col0, ncols, row0, last_rows);
             } else {

@@ -28,17 +28,17 @@
 //! (`n^2 x mrows x NB`) and the zero-padded input rows the unit reads. Consecutive units of a
 //! task that share a tile block (different row parts) reuse `V`.
 
-use super::asm::{Ep, UkrKey, MR, NR};
-use super::plan::{balanced_rows, Plan};
-use super::tasks::{acquire_slot, release_slot, task_units, unit_at, Ctx, UnitAt};
-use crate::emit::{fill, if_else, loop_range, mf, shuf, E, F32X4};
+use super::asm::{Epilogue, MicrokernelKey, MR, NR};
+use super::kernel_plan::{balanced_rows, KernelPlan};
+use super::tasks::{acquire_slot, release_slot, task_units, unit_at, KernelArgs, UnitAt};
+use crate::builder::{fill, if_else, loop_range, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
-use crate::ops::conv::ConvGeom;
+use crate::ops::conv::ConvGeometry;
 use cranelift_codegen::ir::{condcodes::IntCC, types, FuncRef, InstBuilder, Value};
 
 /// Tile geometry of a Winograd conv.
-pub(super) struct WGeom {
+pub(super) struct WinogradGeometry {
     /// Output tile size (2 or 4).
     pub r: usize,
     /// Input tile size `r + 2`.
@@ -55,7 +55,7 @@ pub(super) struct WGeom {
     pub wb: usize,
 }
 
-impl WGeom {
+impl WinogradGeometry {
     /// Rows of the zero-padded input window a unit of `nb` tiles (starting at a multiple of
     /// `nb`) reads: its tiles span at most `(nb - 1) / tw4 + 2` tile rows.
     pub fn win_rows(&self, nb: usize) -> usize {
@@ -63,10 +63,10 @@ impl WGeom {
     }
 }
 
-pub(super) fn wgeom(g: &ConvGeom, r: usize) -> WGeom {
+pub(super) fn winograd_geometry(g: &ConvGeometry, r: usize) -> WinogradGeometry {
     let th = g.oh.div_ceil(r);
     let tw4 = g.ow.div_ceil(r).div_ceil(4) * 4;
-    WGeom {
+    WinogradGeometry {
         r,
         n: r + 2,
         nxi: (r + 2) * (r + 2),
@@ -79,9 +79,9 @@ pub(super) fn wgeom(g: &ConvGeom, r: usize) -> WGeom {
 
 /// The output tile size (at most `max`) with the fewest GEMM flops (tiles padded to units
 /// of [`nb`]).
-pub(super) fn choose_r(g: &ConvGeom, max: usize) -> usize {
+pub(super) fn choose_r(g: &ConvGeometry, max: usize) -> usize {
     let flops = |r: usize| {
-        let wg = wgeom(g, r);
+        let wg = winograd_geometry(g, r);
         let nb = nb(g.c, r);
         wg.nxi * (wg.th * wg.tw4).div_ceil(nb) * nb
     };
@@ -93,7 +93,7 @@ pub(super) fn choose_r(g: &ConvGeom, max: usize) -> usize {
 }
 
 /// Whether the conv takes the Winograd path.
-pub(super) fn applies(g: &ConvGeom, const_w: bool, ep: &[Ep]) -> bool {
+pub(super) fn applies(g: &ConvGeometry, const_w: bool, epilogue: &[Epilogue]) -> bool {
     const_w
         && g.groups == 1
         && (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
@@ -101,9 +101,12 @@ pub(super) fn applies(g: &ConvGeom, const_w: bool, ep: &[Ep]) -> bool {
         && g.m >= 16
         && g.oh >= 4
         && g.ow >= 4
-        && ep
-            .iter()
-            .all(|x| matches!(x, Ep::BiasRow | Ep::Relu | Ep::Clip(..) | Ep::Residual))
+        && epilogue.iter().all(|x| {
+            matches!(
+                x,
+                Epilogue::BiasRow | Epilogue::Relu | Epilogue::Clip(..) | Epilogue::Residual
+            )
+        })
 }
 
 /// Tiles per work unit: `V` (`n^2 x C x NB` floats) around 128-512 KiB.
@@ -129,28 +132,28 @@ pub(super) fn mrows(m: usize, nb: usize, r: usize) -> usize {
 /// Bytes between the `V` matrices of consecutive `xi`. The extra cache line keeps the 16
 /// matrices off the same L1 set (a power-of-two stride made the 16 streams of the transforms
 /// thrash one 8-way set).
-fn vstride(p: &Plan) -> usize {
+fn vstride(p: &KernelPlan) -> usize {
     p.k * p.chunk * 4 + 64
 }
 
 /// Bytes between the `M` matrices of consecutive `xi` (padded like [`vstride`]).
-fn xstride(p: &Plan) -> usize {
+fn xstride(p: &KernelPlan) -> usize {
     p.mrows * p.chunk * 4 + 64
 }
 
 /// Bytes of a task's input window: `C x win_rows x wb`.
-fn win_bytes(p: &Plan, wg: &WGeom, g: &ConvGeom) -> usize {
+fn win_bytes(p: &KernelPlan, wg: &WinogradGeometry, g: &ConvGeometry) -> usize {
     g.c * wg.win_rows(p.chunk) * wg.wb * 4
 }
 
 /// Scratch bytes per task: `V`, `M`, the input window.
-pub(super) fn task_bytes(p: &Plan, g: &ConvGeom, r: usize) -> usize {
-    let wg = wgeom(g, r);
+pub(super) fn task_bytes(p: &KernelPlan, g: &ConvGeometry, r: usize) -> usize {
+    let wg = winograd_geometry(g, r);
     wg.nxi * (vstride(p) + xstride(p)) + win_bytes(p, &wg, g)
 }
 
 /// The microkernels a Winograd node calls.
-pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
+pub(super) fn keys(p: &KernelPlan) -> Vec<MicrokernelKey> {
     let last_rows = p.m - (p.m.div_ceil(p.mrows) - 1) * p.mrows;
     let mut mrs = vec![];
     for rows in [p.mrows, last_rows] {
@@ -161,20 +164,20 @@ pub(super) fn keys(p: &Plan) -> Vec<UkrKey> {
             mrs.push(rows % MR);
         }
     }
-    mrs.into_iter().map(|mr| ukr_key(p, mr)).collect()
+    mrs.into_iter().map(|mr| microkernel_key(p, mr)).collect()
 }
 
 /// The `mr`-row microkernel of the GEMMs: packed A (U), full panels, plain store.
-fn ukr_key(p: &Plan, mr: usize) -> UkrKey {
-    UkrKey {
+fn microkernel_key(p: &KernelPlan, mr: usize) -> MicrokernelKey {
+    MicrokernelKey {
         mr,
         isa: p.isa,
         pa: true,
         half: false,
         partial: false,
         acc: false,
-        tn: false,
-        ep: vec![],
+        transposed: false,
+        epilogue: vec![],
     }
 }
 
@@ -201,7 +204,7 @@ fn gmat(r: usize) -> Vec<[f64; 3]> {
 
 /// Compile-time data: `U`, `n^2` matrices `M x C`, each packed in `MR`-row tiles
 /// (`[C][mr]`, tile of row `r` at `r * C` floats), matrix `xi` at `xi * M * C` floats.
-pub(super) fn derived(info: &NodeInfo, g: &ConvGeom, r: usize) -> Result<Vec<Vec<u8>>> {
+pub(super) fn derived(info: &NodeInfo, g: &ConvGeometry, r: usize) -> Result<Vec<Vec<u8>>> {
     let w = info.consts[1]
         .as_ref()
         .and_then(|w| w.as_f32())
@@ -236,8 +239,15 @@ pub(super) fn derived(info: &NodeInfo, g: &ConvGeom, r: usize) -> Result<Vec<Vec
 }
 
 /// The units of task `t`.
-pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t: Value) {
-    let wg = wgeom(g, r);
+pub(super) fn emit_task(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    r: usize,
+    c: &KernelArgs,
+    t: Value,
+) {
+    let wg = winograd_geometry(g, r);
     let (lo, hi) = task_units(e, p, t);
     let slot = acquire_slot(e, p, c);
     let o = e.b.ins().imul_imm_s(slot, task_bytes(p, g, r) as i64);
@@ -250,7 +260,7 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t:
     let last_rows = p.m - (mparts - 1) * p.mrows;
     // The tile block whose V is in the buffer (-1: none yet).
     let have = e.b.declare_var(types::I64);
-    let m1 = e.ic(-1);
+    let m1 = e.int_const(-1);
     e.b.def_var(have, m1);
     loop_range(e, lo, hi, &mut |e, u| {
         // (The column units are tile blocks: `t0` is the first tile.)
@@ -263,8 +273,8 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t:
             row0,
         } = unit_at(e, p, u);
         let is_last_t = e.b.ins().icmp_imm_s(IntCC::Equal, ci, upi as i64 - 1);
-        let full = e.ic(p.chunk as i64 / 4);
-        let last = e.ic(last_tiles as i64 / 4);
+        let full = e.int_const(p.chunk as i64 / 4);
+        let last = e.int_const(last_tiles as i64 / 4);
         let ngroups = e.b.ins().select(is_last_t, last, full);
         let cur = e.b.use_var(have);
         let fresh = e.b.ins().icmp(IntCC::NotEqual, cur, u2);
@@ -278,7 +288,7 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t:
             &mut |_| {},
         );
         e.b.def_var(have, u2);
-        let stage = |e: &mut E, rows: usize| {
+        let stage = |e: &mut Emitter, rows: usize| {
             gemms(e, p, &wg, c, vbuf, mbuf, row0, rows);
             output_transform(e, p, g, &wg, c, mbuf, img, t0, ngroups, row0, rows);
         };
@@ -299,11 +309,11 @@ pub(super) fn emit_task(e: &mut E, p: &Plan, g: &ConvGeom, r: usize, c: &Ctx, t:
 /// Done inside the tasks, so no serial padded copy of the whole input precedes them.
 #[allow(clippy::too_many_arguments)]
 fn input_window(
-    e: &mut E,
-    p: &Plan,
-    g: &ConvGeom,
-    wg: &WGeom,
-    c: &Ctx,
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    wg: &WinogradGeometry,
+    c: &KernelArgs,
     win: Value,
     img: Value,
     t0: Value,
@@ -326,19 +336,19 @@ fn input_window(
     let yo = e.b.ins().imul_imm_s(y0, xrow);
     let src0 = e.b.ins().iadd(io, yo);
     let src0 = e.b.ins().iadd(c.ins[0], src0);
-    let zero = |e: &mut E, d: Value, from: usize, to: usize| fill(e, d, from, to, 0.0);
+    let zero = |e: &mut Emitter, d: Value, from: usize, to: usize| fill(e, d, from, to, 0.0);
     let (pw, w, wb) = (g.pw, g.w, wg.wb);
     let span = e.b.ins().isub(ti1, ti0);
     let nrows = e.b.ins().imul_imm_s(span, wg.r as i64);
     let nrows = e.b.ins().iadd_imm_s(nrows, wg.n as i64);
-    let cap = e.ic(rows);
+    let cap = e.int_const(rows);
     let nrows = e.b.ins().smin(nrows, cap);
-    e.loop_offs(
+    e.loop_offsets(
         g.c as i64,
         &[src0, win],
         &[xplane, rows * wrow],
         &mut |e, _c, o| {
-            let z = e.ic(0);
+            let z = e.int_const(0);
             loop_range(e, z, nrows, &mut |e, r| {
                 let so = e.b.ins().imul_imm_s(r, xrow);
                 let s = e.b.ins().iadd(o[0], so);
@@ -355,12 +365,15 @@ fn input_window(
                         zero(e, d, 0, pw);
                         let nv = w / 4;
                         for k in 0..nv {
-                            let v = e.b.ins().load(F32X4, mf(), s, (k * 16) as i32);
-                            e.b.ins().store(mf(), v, d, ((pw + 4 * k) * 4) as i32);
+                            let v = e.b.ins().load(F32X4, tensor_flags(), s, (k * 16) as i32);
+                            e.b.ins()
+                                .store(tensor_flags(), v, d, ((pw + 4 * k) * 4) as i32);
                         }
                         for k in 4 * nv..w {
-                            let v = e.b.ins().load(types::F32, mf(), s, (k * 4) as i32);
-                            e.b.ins().store(mf(), v, d, ((pw + k) * 4) as i32);
+                            let v =
+                                e.b.ins()
+                                    .load(types::F32, tensor_flags(), s, (k * 4) as i32);
+                            e.b.ins().store(tensor_flags(), v, d, ((pw + k) * 4) as i32);
                         }
                         zero(e, d, pw + w, wb);
                     },
@@ -372,7 +385,7 @@ fn input_window(
 }
 
 /// `B^T d` of F(2, 3) along one line of 4 values.
-fn bt4(e: &mut E, d: &[Value]) -> Vec<Value> {
+fn bt4(e: &mut Emitter, d: &[Value]) -> Vec<Value> {
     vec![
         e.b.ins().fsub(d[0], d[2]),
         e.b.ins().fadd(d[1], d[2]),
@@ -384,12 +397,12 @@ fn bt4(e: &mut E, d: &[Value]) -> Vec<Value> {
 /// `B^T d` of F(4, 3) along one line of 6 values:
 /// `B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
 /// 0 4 0 -5 0 1]`.
-fn bt6(e: &mut E, d: &[Value]) -> Vec<Value> {
+fn bt6(e: &mut Emitter, d: &[Value]) -> Vec<Value> {
     let (k4, km4, km5, k2) = (
-        e.fc(F32X4, 4.0),
-        e.fc(F32X4, -4.0),
-        e.fc(F32X4, -5.0),
-        e.fc(F32X4, 2.0),
+        e.float_const(F32X4, 4.0),
+        e.float_const(F32X4, -4.0),
+        e.float_const(F32X4, -5.0),
+        e.float_const(F32X4, 2.0),
     );
     let a = e.mul_add(km4, d[2], d[4]);
     let b = e.mul_add(km4, d[1], d[3]);
@@ -411,7 +424,7 @@ fn bt6(e: &mut E, d: &[Value]) -> Vec<Value> {
 }
 
 /// `A^T m` of F(2, 3) along one line: `A^T = [1 1 1 0; 0 1 -1 -1]`.
-fn at4(e: &mut E, m: &[Value]) -> Vec<Value> {
+fn at4(e: &mut Emitter, m: &[Value]) -> Vec<Value> {
     let y0 = e.b.ins().fadd(m[0], m[1]);
     let y0 = e.b.ins().fadd(y0, m[2]);
     let y1 = e.b.ins().fsub(m[1], m[2]);
@@ -421,8 +434,12 @@ fn at4(e: &mut E, m: &[Value]) -> Vec<Value> {
 
 /// `A^T m` of F(4, 3) along one line:
 /// `A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]`.
-fn at6(e: &mut E, m: &[Value]) -> Vec<Value> {
-    let (k2, k4, k8) = (e.fc(F32X4, 2.0), e.fc(F32X4, 4.0), e.fc(F32X4, 8.0));
+fn at6(e: &mut Emitter, m: &[Value]) -> Vec<Value> {
+    let (k2, k4, k8) = (
+        e.float_const(F32X4, 2.0),
+        e.float_const(F32X4, 4.0),
+        e.float_const(F32X4, 8.0),
+    );
     let s = e.b.ins().fadd(m[1], m[2]);
     let d = e.b.ins().fsub(m[1], m[2]);
     let s2 = e.b.ins().fadd(m[3], m[4]);
@@ -437,46 +454,46 @@ fn at6(e: &mut E, m: &[Value]) -> Vec<Value> {
 }
 
 /// Transpose a 4x4 block of `f32x4` rows.
-fn transpose4(e: &mut E, v: [Value; 4]) -> [Value; 4] {
-    let t0 = shuf(e, v[0], v[1], [0, 4, 1, 5]);
-    let t1 = shuf(e, v[2], v[3], [0, 4, 1, 5]);
-    let t2 = shuf(e, v[0], v[1], [2, 6, 3, 7]);
-    let t3 = shuf(e, v[2], v[3], [2, 6, 3, 7]);
+fn transpose4(e: &mut Emitter, v: [Value; 4]) -> [Value; 4] {
+    let t0 = shuffle_lanes(e, v[0], v[1], [0, 4, 1, 5]);
+    let t1 = shuffle_lanes(e, v[2], v[3], [0, 4, 1, 5]);
+    let t2 = shuffle_lanes(e, v[0], v[1], [2, 6, 3, 7]);
+    let t3 = shuffle_lanes(e, v[2], v[3], [2, 6, 3, 7]);
     [
-        shuf(e, t0, t1, [0, 1, 4, 5]),
-        shuf(e, t0, t1, [2, 3, 6, 7]),
-        shuf(e, t2, t3, [0, 1, 4, 5]),
-        shuf(e, t2, t3, [2, 3, 6, 7]),
+        shuffle_lanes(e, t0, t1, [0, 1, 4, 5]),
+        shuffle_lanes(e, t0, t1, [2, 3, 6, 7]),
+        shuffle_lanes(e, t2, t3, [0, 1, 4, 5]),
+        shuffle_lanes(e, t2, t3, [2, 3, 6, 7]),
     ]
 }
 
 /// The `n` input values of one window row for 4 consecutive tiles (lanes = tiles); `s`
 /// points at the row's first column of the group.
-fn load_line(e: &mut E, wg: &WGeom, s: Value, off: i32) -> Vec<Value> {
-    let ld = |e: &mut E, o: i32| e.b.ins().load(F32X4, mf(), s, off + o);
+fn load_line(e: &mut Emitter, wg: &WinogradGeometry, s: Value, off: i32) -> Vec<Value> {
+    let ld = |e: &mut Emitter, o: i32| e.b.ins().load(F32X4, tensor_flags(), s, off + o);
     if wg.r == 2 {
         // Tile t's column k is at 2 t + k: even/odd deinterleave of columns 0..8 and 2..10.
         let (l0, l1, h0, h1) = (ld(e, 0), ld(e, 16), ld(e, 8), ld(e, 24));
         vec![
-            shuf(e, l0, l1, [0, 2, 4, 6]),
-            shuf(e, l0, l1, [1, 3, 5, 7]),
-            shuf(e, h0, h1, [0, 2, 4, 6]),
-            shuf(e, h0, h1, [1, 3, 5, 7]),
+            shuffle_lanes(e, l0, l1, [0, 2, 4, 6]),
+            shuffle_lanes(e, l0, l1, [1, 3, 5, 7]),
+            shuffle_lanes(e, h0, h1, [0, 2, 4, 6]),
+            shuffle_lanes(e, h0, h1, [1, 3, 5, 7]),
         ]
     } else {
         // Tile t's column k is at 4 t + k: transposes of columns 0..16 and 4..20.
         let l: Vec<Value> = (0..5).map(|k| ld(e, 16 * k)).collect();
         let a = transpose4(e, [l[0], l[1], l[2], l[3]]);
-        let t0 = shuf(e, l[1], l[2], [0, 4, 1, 5]);
-        let t1 = shuf(e, l[3], l[4], [0, 4, 1, 5]);
-        let c4 = shuf(e, t0, t1, [0, 1, 4, 5]);
-        let c5 = shuf(e, t0, t1, [2, 3, 6, 7]);
+        let t0 = shuffle_lanes(e, l[1], l[2], [0, 4, 1, 5]);
+        let t1 = shuffle_lanes(e, l[3], l[4], [0, 4, 1, 5]);
+        let c4 = shuffle_lanes(e, t0, t1, [0, 1, 4, 5]);
+        let c5 = shuffle_lanes(e, t0, t1, [2, 3, 6, 7]);
         vec![a[0], a[1], a[2], a[3], c4, c5]
     }
 }
 
 /// Tile row and column of the first tile of group `q` (4 tiles) of the unit from tile `t0`.
-fn group_tile(e: &mut E, wg: &WGeom, t0: Value, q: Value) -> (Value, Value) {
+fn group_tile(e: &mut Emitter, wg: &WinogradGeometry, t0: Value, q: Value) -> (Value, Value) {
     let t = e.b.ins().imul_imm_s(q, 4);
     let t = e.b.ins().iadd(t0, t);
     let ti = e.b.ins().udiv_imm_u(t, wg.tw4 as i64);
@@ -488,11 +505,11 @@ fn group_tile(e: &mut E, wg: &WGeom, t0: Value, q: Value) -> (Value, Value) {
 /// groups past `ngroups` (up to the unit's `NB / 4`) are zeroed.
 #[allow(clippy::too_many_arguments)]
 fn input_transform(
-    e: &mut E,
-    p: &Plan,
-    g: &ConvGeom,
-    wg: &WGeom,
-    c: &Ctx,
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    wg: &WinogradGeometry,
+    c: &KernelArgs,
     vbuf: Value,
     win: Value,
     t0: Value,
@@ -507,9 +524,9 @@ fn input_transform(
     let ti0 = e.b.ins().udiv_imm_u(t0, wg.tw4 as i64);
     let wo = e.b.ins().imul_imm_s(ti0, -r * rowb);
     let xb = e.b.ins().iadd(win, wo);
-    let z = e.ic(0);
+    let z = e.int_const(0);
     // Destination of tile group q: panel q / 4, lanes 4 (q % 4).
-    let group_dst = |e: &mut E, q: Value| {
+    let group_dst = |e: &mut Emitter, q: Value| {
         let pan = e.b.ins().ushr_imm_u(q, 2);
         let po = e.b.ins().imul_imm_s(pan, cn * 64);
         let lq = e.b.ins().band_imm_u(q, 3);
@@ -525,7 +542,7 @@ fn input_transform(
         let so = e.b.ins().iadd(r0, c0);
         let src = e.b.ins().iadd(xb, so);
         let dst = group_dst(e, q);
-        e.loop_offs(cn, &[src, dst], &[plane, 64], &mut |e, _c, o| {
+        e.loop_offsets(cn, &[src, dst], &[plane, 64], &mut |e, _c, o| {
             let (s, d) = (o[0], o[1]);
             // w[row][j] = (d B)[row][j], then V[i][j] = (B^T w)[i][j].
             let w: Vec<Vec<Value>> = (0..n)
@@ -543,20 +560,21 @@ fn input_transform(
                 let v = if n == 4 { bt4(e, &col) } else { bt6(e, &col) };
                 for (i, &x) in v.iter().enumerate() {
                     let xi = (i * n + j) as i64;
-                    e.b.ins().store(mf(), x, d, (xi * vstride) as i32);
+                    e.b.ins().store(tensor_flags(), x, d, (xi * vstride) as i32);
                 }
             }
         });
     });
     // Zero the groups past the last tile (their columns are computed, never stored).
-    let end = e.ic((p.chunk / 4) as i64);
-    let zv = e.fc(F32X4, 0.0);
+    let end = e.int_const((p.chunk / 4) as i64);
+    let zv = e.float_const(F32X4, 0.0);
     let nxi = wg.nxi as i64;
     loop_range(e, ngroups, end, &mut |e, q| {
         let dst = group_dst(e, q);
-        e.loop_offs(cn, &[dst], &[64], &mut |e, _c, o| {
+        e.loop_offsets(cn, &[dst], &[64], &mut |e, _c, o| {
             for xi in 0..nxi {
-                e.b.ins().store(mf(), zv, o[0], (xi * vstride) as i32);
+                e.b.ins()
+                    .store(tensor_flags(), zv, o[0], (xi * vstride) as i32);
             }
         });
     });
@@ -565,10 +583,10 @@ fn input_transform(
 /// The `n^2` GEMMs `M[xi][rows] = U[xi][row0 ..][C] @ V[xi]` for `rows` rows from `row0`.
 #[allow(clippy::too_many_arguments)]
 fn gemms(
-    e: &mut E,
-    p: &Plan,
-    wg: &WGeom,
-    c: &Ctx,
+    e: &mut Emitter,
+    p: &KernelPlan,
+    wg: &WinogradGeometry,
+    c: &KernelArgs,
     vbuf: Value,
     mbuf: Value,
     row0: Value,
@@ -578,27 +596,27 @@ fn gemms(
     let npan = p.chunk / NR;
     let ao = e.b.ins().imul_imm_s(row0, cn * 4);
     let a0 = e.b.ins().iadd(c.extra[0], ao);
-    let kc = e.ic(cn);
-    let lda = e.ic(cn * 4);
-    let ldc = e.ic(nb * 4);
-    let nr = e.ic(NR as i64);
-    let f6 = (rows >= MR).then(|| c.ukr(ukr_key(p, MR)));
-    let frem = (!rows.is_multiple_of(MR)).then(|| c.ukr(ukr_key(p, rows % MR)));
+    let kc = e.int_const(cn);
+    let lda = e.int_const(cn * 4);
+    let ldc = e.int_const(nb * 4);
+    let nr = e.int_const(NR as i64);
+    let f6 = (rows >= MR).then(|| c.microkernel(microkernel_key(p, MR)));
+    let frem = (!rows.is_multiple_of(MR)).then(|| c.microkernel(microkernel_key(p, rows % MR)));
     let nfull = (rows / MR) as i64;
-    e.loop_offs(
+    e.loop_offsets(
         wg.nxi as i64,
         &[a0, vbuf, mbuf],
         &[m * cn * 4, vstride(p) as i64, xstride(p) as i64],
         &mut |e, _xi, o| {
             let (ax, vx, mx) = (o[0], o[1], o[2]);
-            let tile = |e: &mut E, f: FuncRef, a: Value, cp: Value| {
-                e.loop_offs(npan as i64, &[vx, cp], &[cn * 64, 64], &mut |e, _j, q| {
+            let tile = |e: &mut Emitter, f: FuncRef, a: Value, cp: Value| {
+                e.loop_offsets(npan as i64, &[vx, cp], &[cn * 64, 64], &mut |e, _j, q| {
                     e.b.ins()
                         .call(f, &[a, q[0], q[1], kc, lda, ldc, nr, q[1], q[1]]);
                 });
             };
             if let Some(f) = f6 {
-                e.loop_offs(
+                e.loop_offsets(
                     nfull,
                     &[ax, mx],
                     &[MR as i64 * cn * 4, MR as i64 * nb * 4],
@@ -618,11 +636,11 @@ fn gemms(
 /// output tiles (clipped at the bottom and right edges).
 #[allow(clippy::too_many_arguments)]
 fn output_transform(
-    e: &mut E,
-    p: &Plan,
-    g: &ConvGeom,
-    wg: &WGeom,
-    c: &Ctx,
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    wg: &WinogradGeometry,
+    c: &KernelArgs,
     mbuf: Value,
     img: Value,
     t0: Value,
@@ -645,7 +663,7 @@ fn output_transform(
     let ro = e.b.ins().imul_imm_s(row0, oplane);
     let obase = e.b.ins().iadd(io, ro);
     let bo = e.b.ins().imul_imm_s(row0, 4);
-    let z = e.ic(0);
+    let z = e.int_const(0);
     loop_range(e, z, ngroups, &mut |e, q| {
         let (ti, tj) = group_tile(e, wg, t0, q);
         let yr = e.b.ins().imul_imm_s(ti, r as i64 * ow * 4);
@@ -653,8 +671,8 @@ fn output_transform(
         let yo = e.b.ins().iadd(yr, yc);
         let yo = e.b.ins().iadd(obase, yo);
         let mo = e.b.ins().imul_imm_s(q, 16);
-        let body = |e: &mut E, ncols: usize, nrows: usize| {
-            e.loop_offs(
+        let body = |e: &mut Emitter, ncols: usize, nrows: usize| {
+            e.loop_offsets(
                 rows as i64,
                 &[mo, yo, bo],
                 &[nb * 4, oplane, 4],
@@ -666,7 +684,7 @@ fn output_transform(
                         let col: Vec<Value> = (0..n)
                             .map(|i| {
                                 let off = ((i * n + j) as i64 * xstride) as i32;
-                                e.b.ins().load(F32X4, mf(), mp, off)
+                                e.b.ins().load(F32X4, tensor_flags(), mp, off)
                             })
                             .collect();
                         let y = if n == 4 { at4(e, &col) } else { at6(e, &col) };
@@ -675,7 +693,7 @@ fn output_transform(
                         }
                     }
                     let bv = bias.map(|bp| {
-                        let x = e.ld(types::F32, bp, o[2]);
+                        let x = e.load(types::F32, bp, o[2]);
                         e.b.ins().splat(F32X4, x)
                     });
                     for (a, sa) in s.iter().enumerate().take(nrows) {
@@ -683,8 +701,8 @@ fn output_transform(
                         let y = if n == 4 { at4(e, sa) } else { at6(e, sa) };
                         let line: Vec<Value> = if r == 2 {
                             vec![
-                                shuf(e, y[0], y[1], [0, 4, 1, 5]),
-                                shuf(e, y[0], y[1], [2, 6, 3, 7]),
+                                shuffle_lanes(e, y[0], y[1], [0, 4, 1, 5]),
+                                shuffle_lanes(e, y[0], y[1], [2, 6, 3, 7]),
                             ]
                         } else {
                             transpose4(e, [y[0], y[1], y[2], y[3]]).to_vec()
@@ -695,7 +713,7 @@ fn output_transform(
                 },
             );
         };
-        let rows_case = |e: &mut E, ncols: usize| {
+        let rows_case = |e: &mut Emitter, ncols: usize| {
             if vr_last < r {
                 let last_row = e.b.ins().icmp_imm_s(IntCC::Equal, ti, wg.th as i64 - 1);
                 if_else(e, last_row, &mut |e| body(e, ncols, vr_last), &mut |e| {
@@ -720,8 +738,8 @@ fn output_transform(
 /// offset `off` of the output (and of the residual); only the first `ncols` are written.
 #[allow(clippy::too_many_arguments)]
 fn store_row(
-    e: &mut E,
-    p: &Plan,
+    e: &mut Emitter,
+    p: &KernelPlan,
     out: Value,
     res: Option<Value>,
     off: Value,
@@ -732,60 +750,62 @@ fn store_row(
     let full = ncols / 4;
     for (h, &x) in v.iter().enumerate().take(full) {
         let mut x = x;
-        for st in &p.ep {
+        for st in &p.epilogue {
             x = match st {
-                Ep::BiasRow => e.b.ins().fadd(x, bias.expect("bias port")),
-                Ep::Residual => {
+                Epilogue::BiasRow => e.b.ins().fadd(x, bias.expect("bias port")),
+                Epilogue::Residual => {
                     let r = res.expect("residual port");
                     let a = e.b.ins().iadd(r, off);
-                    let y = e.b.ins().load(F32X4, mf(), a, (h * 16) as i32);
+                    let y = e.b.ins().load(F32X4, tensor_flags(), a, (h * 16) as i32);
                     e.b.ins().fadd(x, y)
                 }
-                Ep::Relu => {
-                    let z = e.fc(F32X4, 0.0);
+                Epilogue::Relu => {
+                    let z = e.float_const(F32X4, 0.0);
                     e.clamp_lo(F32X4, x, z)
                 }
-                Ep::Clip(lo, hi) => {
-                    let l = e.fc(F32X4, f32::from_bits(*lo));
-                    let u = e.fc(F32X4, f32::from_bits(*hi));
+                Epilogue::Clip(lo, hi) => {
+                    let l = e.float_const(F32X4, f32::from_bits(*lo));
+                    let u = e.float_const(F32X4, f32::from_bits(*hi));
                     let y = e.clamp_lo(F32X4, x, l);
                     e.clamp_hi(F32X4, y, u)
                 }
                 // Excluded by `applies`.
-                Ep::BiasCol | Ep::Scale(_) => x,
+                Epilogue::BiasCol | Epilogue::Scale(_) => x,
             };
         }
         let a = e.b.ins().iadd(out, off);
-        e.b.ins().store(mf(), x, a, (h * 16) as i32);
+        e.b.ins().store(tensor_flags(), x, a, (h * 16) as i32);
     }
     for col in full * 4..ncols {
         let mut x = e.b.ins().extractlane(v[col / 4], (col % 4) as u8);
-        for st in &p.ep {
+        for st in &p.epilogue {
             x = match st {
-                Ep::BiasRow => {
+                Epilogue::BiasRow => {
                     let b = e.b.ins().extractlane(bias.expect("bias port"), 0);
                     e.b.ins().fadd(x, b)
                 }
-                Ep::Residual => {
+                Epilogue::Residual => {
                     let r = res.expect("residual port");
                     let a = e.b.ins().iadd(r, off);
-                    let y = e.b.ins().load(types::F32, mf(), a, (col * 4) as i32);
+                    let y =
+                        e.b.ins()
+                            .load(types::F32, tensor_flags(), a, (col * 4) as i32);
                     e.b.ins().fadd(x, y)
                 }
-                Ep::Relu => {
-                    let z = e.fc(types::F32, 0.0);
+                Epilogue::Relu => {
+                    let z = e.float_const(types::F32, 0.0);
                     e.clamp_lo(types::F32, x, z)
                 }
-                Ep::Clip(lo, hi) => {
-                    let l = e.fc(types::F32, f32::from_bits(*lo));
-                    let u = e.fc(types::F32, f32::from_bits(*hi));
+                Epilogue::Clip(lo, hi) => {
+                    let l = e.float_const(types::F32, f32::from_bits(*lo));
+                    let u = e.float_const(types::F32, f32::from_bits(*hi));
                     let y = e.clamp_lo(types::F32, x, l);
                     e.clamp_hi(types::F32, y, u)
                 }
-                Ep::BiasCol | Ep::Scale(_) => x,
+                Epilogue::BiasCol | Epilogue::Scale(_) => x,
             };
         }
         let a = e.b.ins().iadd(out, off);
-        e.b.ins().store(mf(), x, a, (col * 4) as i32);
+        e.b.ins().store(tensor_flags(), x, a, (col * 4) as i32);
     }
 }

@@ -6,7 +6,7 @@
 //! runs at about a quarter of the FMA peak. These kernels keep the channel's `kh * kw <= 9`
 //! weights in ymm0-8 and up to 6 accumulators in ymm9-14, and resolve the geometry at
 //! assembly time:
-//! - rows: the rows whose window is inside the input run [`DwGeom::rows`] at a time, each
+//! - rows: the rows whose window is inside the input run [`DepthwiseGeometry::rows`] at a time, each
 //!   input row feeding every output row that uses it; the border rows run alone with the taps
 //!   outside the input dropped ([`passes`]);
 //! - columns: groups of 8 outputs. Inner groups (every load inside the row, 8 valid outputs)
@@ -25,7 +25,7 @@
 //! (`kh * kw` per channel) and bias `bias` (one per channel, read only when the epilogue has
 //! a bias), planes and weights contiguous.
 
-use super::epilogue::{ep_pointwise, ep_symbol, Ep};
+use super::epilogue::{epilogue_pointwise, epilogue_symbol, Epilogue};
 use super::registers::ymm;
 use iced_x86::code_asm::*;
 use std::collections::HashMap;
@@ -36,7 +36,7 @@ pub(crate) type RowTaps = Vec<(i64, usize)>;
 
 /// The geometry of one channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct DwGeom {
+pub(crate) struct DepthwiseGeometry {
     pub h: usize,
     pub w: usize,
     pub oh: usize,
@@ -51,7 +51,7 @@ pub(crate) struct DwGeom {
     pub pw: usize,
 }
 
-impl DwGeom {
+impl DepthwiseGeometry {
     /// Output rows computed together in the inner rows: more for narrow maps, whose rows are
     /// only one or two groups (accumulators otherwise idle).
     pub fn rows(&self) -> usize {
@@ -72,7 +72,7 @@ pub(crate) struct Pass {
 }
 
 /// Taps of output row `r` relative to input row `r0 * sh - ph`.
-fn taps(g: &DwGeom, r: usize, r0: usize) -> RowTaps {
+fn taps(g: &DepthwiseGeometry, r: usize, r0: usize) -> RowTaps {
     (0..g.kh)
         .filter_map(|kh| {
             let ih = (r * g.sh + kh * g.dh) as i64 - g.ph as i64;
@@ -83,7 +83,7 @@ fn taps(g: &DwGeom, r: usize, r0: usize) -> RowTaps {
 
 /// Output rows in blocks of `rows` (the last one shorter), in increasing order; consecutive
 /// blocks with the same taps (the rows whose windows are inside the input) form one pass.
-pub(crate) fn passes(g: &DwGeom, rows: usize) -> Vec<Pass> {
+pub(crate) fn passes(g: &DepthwiseGeometry, rows: usize) -> Vec<Pass> {
     let rows = rows.max(1);
     let mut v: Vec<Pass> = vec![];
     for first in (0..g.oh).step_by(rows) {
@@ -119,21 +119,21 @@ pub(crate) fn input_rows(rows: &[RowTaps]) -> Vec<(i64, Vec<(usize, usize)>)> {
 
 /// One depthwise kernel: geometry and epilogue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct DwKey {
-    pub g: DwGeom,
-    /// Epilogue (no residual: see [`DwKey::supports`]).
-    pub ep: Vec<Ep>,
+pub(crate) struct DepthwiseKey {
+    pub g: DepthwiseGeometry,
+    /// Epilogue (no residual: see [`DepthwiseKey::supports`]).
+    pub epilogue: Vec<Epilogue>,
 }
 
-impl DwKey {
+impl DepthwiseKey {
     /// Whether a kernel exists for this geometry and epilogue.
-    pub fn supports(g: &DwGeom, ep: &[Ep]) -> bool {
+    pub fn supports(g: &DepthwiseGeometry, epilogue: &[Epilogue]) -> bool {
         (g.sw == 1 || g.sw == 2)
             && g.kh * g.kw <= 9
             && g.kh * g.kw > 0
             && g.ow > 0
             && g.oh > 0
-            && !ep.contains(&Ep::Residual)
+            && !epilogue.contains(&Epilogue::Residual)
             // Displacements inside a plane stay far inside i32.
             && g.h * g.w * 4 < 1 << 28
             && g.oh * g.ow * 4 < 1 << 28
@@ -147,7 +147,7 @@ impl DwKey {
             "optc_dw_avx2_{}x{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}",
             g.h, g.w, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw
         );
-        s.push_str(&ep_symbol(&self.ep));
+        s.push_str(&epilogue_symbol(&self.epilogue));
         s
     }
 }
@@ -178,7 +178,7 @@ impl Masks {
         self.order.push(bits);
         l
     }
-    fn konst(&mut self, a: &mut CodeAssembler, bits: u32) -> CodeLabel {
+    fn constant(&mut self, a: &mut CodeAssembler, bits: u32) -> CodeLabel {
         let l = a.create_label();
         self.consts.push((l, bits));
         l
@@ -187,7 +187,7 @@ impl Masks {
 
 /// First output column of group `gi`: `8 gi`, except that a last partial group overlaps the
 /// previous one (all 8 lanes valid) when the row has at least 8 outputs.
-fn start(g: &DwGeom, gi: usize) -> i64 {
+fn start(g: &DepthwiseGeometry, gi: usize) -> i64 {
     if g.ow >= 8 {
         (8 * gi).min(g.ow - 8) as i64
     } else {
@@ -203,9 +203,12 @@ fn lanes(c0: i64, w: usize) -> u8 {
 }
 
 /// Assemble the kernel `key` (position independent, no relocations).
-pub(crate) fn assemble(key: &DwKey) -> Result<Vec<u8>, IcedError> {
+pub(crate) fn assemble(key: &DepthwiseKey) -> Result<Vec<u8>, IcedError> {
     let g = &key.g;
-    assert!(DwKey::supports(g, &key.ep), "unsupported depthwise kernel");
+    assert!(
+        DepthwiseKey::supports(g, &key.epilogue),
+        "unsupported depthwise kernel"
+    );
     let mut a = CodeAssembler::new(64)?;
     let mut mk = Masks::default();
     let kk = g.kh * g.kw;
@@ -316,7 +319,7 @@ pub(crate) fn assemble(key: &DwKey) -> Result<Vec<u8>, IcedError> {
 #[allow(clippy::too_many_arguments)]
 fn group(
     a: &mut CodeAssembler,
-    key: &DwKey,
+    key: &DepthwiseKey,
     rows: &[RowTaps],
     nv: usize,
     xb: AsmRegister64,
@@ -329,7 +332,10 @@ fn group(
     let nr = rows.len();
     let in_row = (g.w * 4) as i64;
     let acc = |j: usize, v: usize| ymm(9 + j * nv + v);
-    let bias0 = matches!(key.ep.first(), Some(Ep::BiasRow | Ep::BiasCol));
+    let bias0 = matches!(
+        key.epilogue.first(),
+        Some(Epilogue::BiasRow | Epilogue::BiasCol)
+    );
     for j in 0..nr {
         for v in 0..nv {
             if bias0 {
@@ -423,16 +429,16 @@ fn group(
             a.vpermpd(r, r, 0xD8)?;
         }
     }
-    for ep in &key.ep[bias0 as usize..] {
-        match *ep {
-            Ep::BiasRow | Ep::BiasCol => {
+    for epilogue in &key.epilogue[bias0 as usize..] {
+        match *epilogue {
+            Epilogue::BiasRow | Epilogue::BiasCol => {
                 a.vbroadcastss(ymm15, dword_ptr(rcx))?;
                 for &r in &all {
                     a.vaddps(r, r, ymm15)?;
                 }
             }
-            Ep::Residual => unreachable!("checked by DwKey::supports"),
-            _ => ep_pointwise(a, *ep, &all, ymm15, &mut |a, b| mk.konst(a, b))?,
+            Epilogue::Residual => unreachable!("checked by DepthwiseKey::supports"),
+            _ => epilogue_pointwise(a, *epilogue, &all, ymm15, &mut |a, b| mk.constant(a, b))?,
         }
     }
     let out_row = (g.ow * 4) as i64;

@@ -6,7 +6,7 @@
 //! kernels gather the patches in registers instead: per step of 16 output pixels (two ymm) of
 //! one row, for each tile of 6 output channels, every tap `k = (c, kh, kw)` loads the two input
 //! vectors and does 12 FMAs with the tile's weights broadcast from the packed A (`[K][mr]` per
-//! tile, see `crate::x64::plan::AMode::Const`). 12 accumulators, 8 loads per 12 FMAs.
+//! tile, see `crate::x64::kernel_plan::ALayout::PackedAtCompileTime`). 12 accumulators, 8 loads per 12 FMAs.
 //!
 //! Stride 2 reads a deinterleaved padded copy (`crate::x64::direct_conv`: each
 //! padded row holds its even columns, then its odd ones), so the 8 inputs of a tap are one
@@ -18,13 +18,13 @@
 //! the first channel, `bias` its bias (read only with a bias epilogue), `col` the first pixel's
 //! column in its output row.
 
-use super::epilogue::{ep_pointwise, ep_symbol, Ep};
+use super::epilogue::{epilogue_pointwise, epilogue_symbol, Epilogue};
 use super::registers::ymm;
 use iced_x86::code_asm::*;
 
 /// One direct-conv kernel: a unit of `ncols` output pixels x `mrows` output channels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct DcKey {
+pub(crate) struct DirectConvKey {
     /// Input channels and padded input extents.
     pub c: usize,
     pub hp: usize,
@@ -42,20 +42,27 @@ pub(crate) struct DcKey {
     /// pixels of the unit (a multiple of 16).
     pub mrows: usize,
     pub ncols: usize,
-    pub ep: Vec<Ep>,
+    pub epilogue: Vec<Epilogue>,
 }
 
-impl DcKey {
+impl DirectConvKey {
     /// Whether a kernel exists: stride 1 or 2 along rows, rows of whole 16-pixel steps, at
     /// most 4 input channels and 64 taps, no residual.
-    pub fn supports(c: usize, kh: usize, kw: usize, sw: usize, ow: usize, ep: &[Ep]) -> bool {
+    pub fn supports(
+        c: usize,
+        kh: usize,
+        kw: usize,
+        sw: usize,
+        ow: usize,
+        epilogue: &[Epilogue],
+    ) -> bool {
         (sw == 1 || sw == 2)
             && c <= 4
             && c * kh * kw <= 64
             && kh * kw > 1
             && ow.is_multiple_of(16)
             && ow > 0
-            && !ep.contains(&Ep::Residual)
+            && !epilogue.contains(&Epilogue::Residual)
     }
 
     pub fn symbol(&self) -> String {
@@ -75,15 +82,15 @@ impl DcKey {
             self.mrows,
             self.ncols
         );
-        s.push_str(&ep_symbol(&self.ep));
+        s.push_str(&epilogue_symbol(&self.epilogue));
         s
     }
 }
 
 /// Assemble the kernel `key` (position independent, no relocations).
-pub(crate) fn assemble(key: &DcKey) -> Result<Vec<u8>, IcedError> {
+pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
     assert!(
-        DcKey::supports(key.c, key.kh, key.kw, key.sw, key.ow, &key.ep)
+        DirectConvKey::supports(key.c, key.kh, key.kw, key.sw, key.ow, &key.epilogue)
             && key.mrows > 0
             && key.ncols.is_multiple_of(16)
             && key.ncols > 0,
@@ -153,12 +160,15 @@ pub(crate) fn assemble(key: &DcKey) -> Result<Vec<u8>, IcedError> {
 /// output at `rax`.
 fn tile(
     a: &mut CodeAssembler,
-    key: &DcKey,
+    key: &DirectConvKey,
     mr: usize,
     consts: &mut Vec<(CodeLabel, u32)>,
 ) -> Result<(), IcedError> {
     let acc = |i: usize, v: usize| ymm(2 * i + v);
-    let bias0 = matches!(key.ep.first(), Some(Ep::BiasRow | Ep::BiasCol));
+    let bias0 = matches!(
+        key.epilogue.first(),
+        Some(Epilogue::BiasRow | Epilogue::BiasCol)
+    );
     for i in 0..mr {
         for v in 0..2 {
             if bias0 {
@@ -210,17 +220,17 @@ fn tile(
         consts.push((l, bits));
         l
     };
-    for ep in &key.ep[bias0 as usize..] {
-        match *ep {
-            Ep::BiasRow | Ep::BiasCol => {
+    for epilogue in &key.epilogue[bias0 as usize..] {
+        match *epilogue {
+            Epilogue::BiasRow | Epilogue::BiasCol => {
                 for i in 0..mr {
                     a.vbroadcastss(ymm15, dword_ptr(r11 + 4 * i as i32))?;
                     a.vaddps(acc(i, 0), acc(i, 0), ymm15)?;
                     a.vaddps(acc(i, 1), acc(i, 1), ymm15)?;
                 }
             }
-            Ep::Residual => unreachable!("checked by DcKey::supports"),
-            _ => ep_pointwise(a, *ep, &all, ymm15, &mut konst)?,
+            Epilogue::Residual => unreachable!("checked by DirectConvKey::supports"),
+            _ => epilogue_pointwise(a, *epilogue, &all, ymm15, &mut konst)?,
         }
     }
     for i in 0..mr {

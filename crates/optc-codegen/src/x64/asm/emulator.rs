@@ -63,7 +63,7 @@ fn gpr(r: Register) -> (usize, usize) {
     } else if let Some(i) = find(&GPRS8) {
         (i, 1)
     } else {
-        panic!("emu: register {r:?}")
+        panic!("emulator: register {r:?}")
     }
 }
 
@@ -91,7 +91,7 @@ impl Machine {
                 return &mut bytes[o..o + len];
             }
         }
-        panic!("emu: access of {len} bytes at {addr:#x} outside every region");
+        panic!("emulator: access of {len} bytes at {addr:#x} outside every region");
     }
     pub fn read32(&mut self, addr: u64) -> u32 {
         u32::from_le_bytes(self.slot(addr, 4).try_into().unwrap())
@@ -108,7 +108,7 @@ impl Machine {
             8 => v,
             4 => v & 0xffff_ffff,
             1 => v & 0xff,
-            s => panic!("emu: {s}-byte register"),
+            s => panic!("emulator: {s}-byte register"),
         }
     }
     /// Write a general register (32-bit writes zero-extend).
@@ -116,7 +116,7 @@ impl Machine {
         let v = match gpr(r).1 {
             8 => v,
             4 => v & 0xffff_ffff,
-            s => panic!("emu: write of {s}-byte register"),
+            s => panic!("emulator: write of {s}-byte register"),
         };
         self.gpr[gi(r)] = v;
     }
@@ -134,7 +134,7 @@ impl Machine {
         a
     }
     fn zi(r: Register) -> usize {
-        assert!(r.is_zmm(), "emu: vector register {r:?} is not a zmm");
+        assert!(r.is_zmm(), "emulator: vector register {r:?} is not a zmm");
         r as usize - Register::ZMM0 as usize
     }
     fn ki(r: Register) -> usize {
@@ -166,7 +166,7 @@ impl Machine {
                     v
                 }
             }
-            k => panic!("emu: operand kind {k:?}"),
+            k => panic!("emulator: operand kind {k:?}"),
         }
     }
     /// Write a zmm destination under the instruction's mask (merge or zero).
@@ -202,7 +202,7 @@ impl Machine {
             | OpKind::Immediate8to64
             | OpKind::Immediate32to64
             | OpKind::Immediate64 => i.immediate(o),
-            k => panic!("emu: operand kind {k:?}"),
+            k => panic!("emulator: operand kind {k:?}"),
         }
     }
 
@@ -211,7 +211,11 @@ impl Machine {
         let mut d = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
         for _ in 0..limit {
             let i = d.decode();
-            assert!(!i.is_invalid(), "emu: invalid instruction at {:#x}", i.ip());
+            assert!(
+                !i.is_invalid(),
+                "emulator: invalid instruction at {:#x}",
+                i.ip()
+            );
             let mut jump = None;
             match i.mnemonic() {
                 Mnemonic::Ret => return,
@@ -288,13 +292,13 @@ impl Machine {
                 // x86 semantics: the second source unless the first is strictly greater/less.
                 Mnemonic::Vmaxps => self.lanes(&i, |a, b| if a > b { a } else { b }),
                 Mnemonic::Vminps => self.lanes(&i, |a, b| if a < b { a } else { b }),
-                m => panic!("emu: instruction {m:?} at {:#x}", i.ip()),
+                m => panic!("emulator: instruction {m:?} at {:#x}", i.ip()),
             }
             if let Some(t) = jump {
                 d.set_position((t - ip) as usize).unwrap();
                 d.set_ip(t);
             }
         }
-        panic!("emu: no ret after {limit} instructions");
+        panic!("emulator: no ret after {limit} instructions");
     }
 }

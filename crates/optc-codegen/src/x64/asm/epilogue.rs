@@ -5,7 +5,7 @@ use iced_x86::code_asm::*;
 
 /// One epilogue step, applied to the whole tile in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Ep {
+pub(crate) enum Epilogue {
     /// `+= bias[row]`
     BiasRow,
     /// `+= bias[col]`
@@ -21,16 +21,16 @@ pub(crate) enum Ep {
 }
 
 /// The epilogue's part of a kernel symbol.
-pub(crate) fn ep_symbol(ep: &[Ep]) -> String {
+pub(crate) fn epilogue_symbol(epilogue: &[Epilogue]) -> String {
     let mut s = String::new();
-    for e in ep {
+    for e in epilogue {
         match e {
-            Ep::BiasRow => s.push_str("_br"),
-            Ep::BiasCol => s.push_str("_bc"),
-            Ep::Relu => s.push_str("_relu"),
-            Ep::Clip(a, b) => s.push_str(&format!("_clip{a:08x}{b:08x}")),
-            Ep::Residual => s.push_str("_res"),
-            Ep::Scale(a) => s.push_str(&format!("_s{a:08x}")),
+            Epilogue::BiasRow => s.push_str("_br"),
+            Epilogue::BiasCol => s.push_str("_bc"),
+            Epilogue::Relu => s.push_str("_relu"),
+            Epilogue::Clip(a, b) => s.push_str(&format!("_clip{a:08x}{b:08x}")),
+            Epilogue::Residual => s.push_str("_res"),
+            Epilogue::Scale(a) => s.push_str(&format!("_s{a:08x}")),
         }
     }
     s
@@ -39,21 +39,21 @@ pub(crate) fn ep_symbol(ep: &[Ep]) -> String {
 /// A pointwise epilogue step (Relu, Clip, Scale) on `regs`, with `tmp` as scratch and
 /// `konst` placing f32 constants after the code (the depthwise and direct-conv kernels; a
 /// bias or residual step is the kernel's own).
-pub(crate) fn ep_pointwise(
+pub(crate) fn epilogue_pointwise(
     a: &mut CodeAssembler,
-    ep: Ep,
+    epilogue: Epilogue,
     regs: &[AsmRegisterYmm],
     tmp: AsmRegisterYmm,
     konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
 ) -> Result<(), IcedError> {
-    match ep {
-        Ep::Relu => {
+    match epilogue {
+        Epilogue::Relu => {
             a.vxorps(tmp, tmp, tmp)?;
             for &r in regs {
                 a.vmaxps(r, r, tmp)?;
             }
         }
-        Ep::Clip(lo, hi) => {
+        Epilogue::Clip(lo, hi) => {
             let llo = konst(a, lo);
             let lhi = konst(a, hi);
             a.vbroadcastss(tmp, dword_ptr(llo))?;
@@ -65,14 +65,14 @@ pub(crate) fn ep_pointwise(
                 a.vminps(r, r, tmp)?;
             }
         }
-        Ep::Scale(sc) => {
+        Epilogue::Scale(sc) => {
             let l = konst(a, sc);
             a.vbroadcastss(tmp, dword_ptr(l))?;
             for &r in regs {
                 a.vmulps(r, r, tmp)?;
             }
         }
-        Ep::BiasRow | Ep::BiasCol | Ep::Residual => {
+        Epilogue::BiasRow | Epilogue::BiasCol | Epilogue::Residual => {
             unreachable!("not a pointwise epilogue step")
         }
     }

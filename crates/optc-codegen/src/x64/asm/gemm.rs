@@ -6,10 +6,10 @@
 //! `C[r][j] (+)= sum_k A[r][k] * B[k][j]`, then applies an epilogue chain and stores the tile.
 //! [`Isa::Avx2`] keeps 2 ymm accumulators per row; [`Isa::Avx512`] one zmm per row (see
 //! [`assemble_avx512`]). Both ISAs share the signature and the packed A/B layouts, so the
-//! driver (`crate::x64`) is the same for both; only [`UkrKey::isa`] differs.
+//! driver (`crate::x64`) is the same for both; only [`MicrokernelKey::isa`] differs.
 //!
 //! System-V ABI, no return value, no callee-saved register touched:
-//! `ukr(a, b, c, kc, lda_bytes, ldc_bytes, nr, bias, res)`
+//! `microkernel(a, b, c, kc, lda_bytes, ldc_bytes, nr, bias, res)`
 //! - `a`: row 0 of the A block (rows `lda_bytes` apart, k contiguous),
 //! - `b`: a packed B panel: `kc` rows of 16 floats (64 bytes each), zero-padded columns,
 //! - `c`: top-left of the output tile (rows `ldc_bytes` apart),
@@ -18,7 +18,7 @@
 //! - `bias`: per-row bias (`bias[r]`) or per-column bias (`bias[j]`) of this tile,
 //! - `res`: a residual tile with the same layout as `c`.
 
-use super::epilogue::{ep_symbol, Ep};
+use super::epilogue::{epilogue_symbol, Epilogue};
 use super::gemm_avx2::assemble_avx2;
 use super::gemm_avx512::assemble_avx512;
 use iced_x86::code_asm::*;
@@ -39,7 +39,7 @@ pub(crate) enum Isa {
 
 /// Which microkernel: ISA, rows, masked columns, accumulate into C, epilogue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct UkrKey {
+pub(crate) struct MicrokernelKey {
     pub isa: Isa,
     pub mr: usize,
     /// A is packed: `kc` groups of `mr` floats (k-major), `lda_bytes` ignored.
@@ -49,16 +49,16 @@ pub(crate) struct UkrKey {
     pub half: bool,
     pub partial: bool,
     pub acc: bool,
-    /// Stored transposed (AVX2 only, see [`assemble_tn_store`]): for small N with the roles
+    /// Stored transposed (AVX2 only, see [`assemble_transposed_store`]): for small N with the roles
     /// swapped, the tile's rows are pixels, its 16 columns output channels; channel `j` goes
     /// to `c + j ldc_bytes`, pixel `r` to `+ 4 r`. With `acc`, the sum so far is read in row
     /// layout (rows 64 bytes apart) from the `nr` argument (a pointer here). A residual (same
     /// layout as C) only as the last epilogue step. Not with `half`, `partial` or `BiasRow`.
-    pub tn: bool,
-    pub ep: Vec<Ep>,
+    pub transposed: bool,
+    pub epilogue: Vec<Epilogue>,
 }
 
-impl UkrKey {
+impl MicrokernelKey {
     pub fn symbol(&self) -> String {
         let mut s = format!(
             "optc_ukr_{}_{}x16{}{}{}{}",
@@ -72,10 +72,10 @@ impl UkrKey {
             if self.partial { "_p" } else { "" },
             if self.acc { "_acc" } else { "" }
         );
-        if self.tn {
+        if self.transposed {
             s.push_str("_tn");
         }
-        s.push_str(&ep_symbol(&self.ep));
+        s.push_str(&epilogue_symbol(&self.epilogue));
         s
     }
 }
@@ -141,7 +141,7 @@ pub(super) fn k_loop(
 }
 
 /// Assemble the microkernel `key` (position independent, no relocations).
-pub(crate) fn assemble(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
+pub(crate) fn assemble(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> {
     match key.isa {
         Isa::Avx2 => assemble_avx2(key),
         Isa::Avx512 => assemble_avx512(key),

@@ -1,8 +1,8 @@
 //! The AVX2/FMA microkernel: two ymm accumulators per tile row (one for `half` kernels), and
 //! the transposed store of the swapped-roles kernels.
 
-use super::epilogue::Ep;
-use super::gemm::{k_loop, row, UkrKey, MR};
+use super::epilogue::Epilogue;
+use super::gemm::{k_loop, row, MicrokernelKey, MR};
 use super::registers::{xmm, ymm};
 use iced_x86::code_asm::*;
 
@@ -31,7 +31,7 @@ fn acc_sets(accs: &[usize]) -> Vec<Vec<usize>> {
     v
 }
 
-pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
+pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> {
     let mr = key.mr;
     assert!((1..=MR).contains(&mr), "microkernel rows out of range");
     let mut a = CodeAssembler::new(64)?;
@@ -51,14 +51,14 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     // accumulators (set 0) instead of being added at the end (a column bias only for full
     // panels: the partial mask is made in the epilogue).
     let bias_init = !key.acc
-        && match key.ep.first() {
-            Some(Ep::BiasRow) => true,
-            Some(Ep::BiasCol) => !key.partial,
+        && match key.epilogue.first() {
+            Some(Epilogue::BiasRow) => true,
+            Some(Epilogue::BiasCol) => !key.partial,
             _ => false,
         };
     if bias_init {
         a.mov(r11, qword_ptr(rsp + 16))?;
-        if key.ep[0] == Ep::BiasRow {
+        if key.epilogue[0] == Epilogue::BiasRow {
             for r in 0..mr {
                 a.vbroadcastss(ymm(accs[nh * r]), dword_ptr(r11 + 4 * r as i32))?;
                 if nh == 2 {
@@ -82,18 +82,18 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         }
     }
     // r10 = a + 3 * lda
-    let tn = key.tn;
-    if tn {
+    let transposed = key.transposed;
+    if transposed {
         assert!(
             !key.half && !key.partial,
             "transposed kernels are full tiles"
         );
-        let n = key.ep.len();
+        let n = key.epilogue.len();
         assert!(
-            key.ep
+            key.epilogue
                 .iter()
                 .enumerate()
-                .all(|(i, e)| *e != Ep::BiasRow && (*e != Ep::Residual || i + 1 == n)),
+                .all(|(i, e)| *e != Epilogue::BiasRow && (*e != Epilogue::Residual || i + 1 == n)),
             "transposed kernels take no row bias, and a residual last only"
         );
     }
@@ -173,7 +173,7 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         }
         Ok(())
     };
-    if key.acc && tn {
+    if key.acc && transposed {
         // The partial sums of the earlier K blocks: a row-layout tile (64-byte rows) at the
         // `nr` argument.
         a.mov(rdi, qword_ptr(rsp + 8))?;
@@ -191,9 +191,9 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         consts.push((l, bits));
         l
     };
-    for ep in &key.ep[usize::from(bias_init)..] {
-        match *ep {
-            Ep::BiasRow => {
+    for epilogue in &key.epilogue[usize::from(bias_init)..] {
+        match *epilogue {
+            Epilogue::BiasRow => {
                 for r in 0..mr {
                     a.vbroadcastss(ymm14, dword_ptr(r11 + 4 * r as i32))?;
                     a.vaddps(ymm(2 * r), ymm(2 * r), ymm14)?;
@@ -202,7 +202,7 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
                     }
                 }
             }
-            Ep::BiasCol => {
+            Epilogue::BiasCol => {
                 if p {
                     a.vmaskmovps(ymm14, ymm12, ymmword_ptr(r11))?;
                     if nh == 2 {
@@ -221,13 +221,13 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
                     }
                 }
             }
-            Ep::Relu => {
+            Epilogue::Relu => {
                 a.vxorps(ymm14, ymm14, ymm14)?;
                 for &r in &accs {
                     a.vmaxps(ymm(r), ymm(r), ymm14)?;
                 }
             }
-            Ep::Clip(lo, hi) => {
+            Epilogue::Clip(lo, hi) => {
                 let llo = konst(&mut a, lo);
                 let lhi = konst(&mut a, hi);
                 a.vbroadcastss(ymm14, dword_ptr(llo))?;
@@ -238,9 +238,9 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
                 }
             }
             // (Transposed: added in the store.)
-            Ep::Residual if tn => {}
-            Ep::Residual => add_tile(&mut a, rax, rcx)?,
-            Ep::Scale(s) => {
+            Epilogue::Residual if transposed => {}
+            Epilogue::Residual => add_tile(&mut a, rax, rcx)?,
+            Epilogue::Scale(s) => {
                 let l = konst(&mut a, s);
                 a.vbroadcastss(ymm14, dword_ptr(l))?;
                 for &r in &accs {
@@ -249,8 +249,8 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
             }
         }
     }
-    if tn {
-        assemble_tn_store(&mut a, mr, key.ep.contains(&Ep::Residual))?;
+    if transposed {
+        assemble_transposed_store(&mut a, mr, key.epilogue.contains(&Epilogue::Residual))?;
     } else {
         for r in 0..mr {
             for h in 0..nh {
@@ -277,7 +277,7 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
     a.assemble(0)
 }
 
-/// The transposed store of a `tn` tile: rows `r < mr` (pixels) of accumulators
+/// The transposed store of a `transposed` tile: rows `r < mr` (pixels) of accumulators
 /// `ymm(2 r + h)` (channels `8 h ..`) go to channel `j` at `rdx + j * r9`, float `r`.
 /// Rows are taken 4 at a time (a 4x4 transpose per 128-bit lane: xmm stores, the high lane by
 /// `vextractf128` to memory), then 2 (unpack: 64-bit stores) and 1 (`vextractps`).
@@ -285,7 +285,7 @@ pub(super) fn assemble_avx2(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
 /// r9`) plus `(j % 3) r9`. With `res` (its tile at rax on entry), every piece adds the same
 /// piece of the residual (at `piece + r11`, r11 = res - c, through `lea r8`) before its store.
 /// Clobbers the accumulators and ymm12-15.
-fn assemble_tn_store(a: &mut CodeAssembler, mr: usize, res: bool) -> Result<(), IcedError> {
+fn assemble_transposed_store(a: &mut CodeAssembler, mr: usize, res: bool) -> Result<(), IcedError> {
     let bases = [rdx, r10, rax, rcx, rdi, rsi];
     if res {
         a.mov(r11, rax)?;

@@ -1,8 +1,8 @@
 //! The AVX-512F microkernel: one zmm accumulator per tile row, and a second set for odd k
 //! steps.
 
-use super::epilogue::Ep;
-use super::gemm::{k_loop, row, UkrKey, MR};
+use super::epilogue::Epilogue;
+use super::gemm::{k_loop, row, MicrokernelKey, MR};
 use super::registers::zmm;
 use iced_x86::code_asm::*;
 
@@ -24,7 +24,7 @@ use iced_x86::code_asm::*;
 /// accumulators), i.e. a driver with a different `MR`/`NR`, packed-A tile height and packed-B
 /// panel width for this ISA; the driver in `crate::x64` is shared with AVX2 and keeps
 /// `MR = 6`, `NR = 16`.
-pub(super) fn assemble_avx512(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
+pub(super) fn assemble_avx512(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> {
     assert!(!key.half, "half-panel kernels are AVX2 only");
     let mr = key.mr;
     assert!((1..=MR).contains(&mr), "microkernel rows out of range");
@@ -110,26 +110,26 @@ pub(super) fn assemble_avx512(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
         consts.push((l, bits));
         l
     };
-    for ep in &key.ep {
-        match *ep {
-            Ep::BiasRow => {
+    for epilogue in &key.epilogue {
+        match *epilogue {
+            Epilogue::BiasRow => {
                 for r in 0..mr {
                     a.vaddps(zmm(r), zmm(r), dword_bcst(r11 + 4 * r as i32))?;
                 }
             }
-            Ep::BiasCol => {
+            Epilogue::BiasCol => {
                 load(&mut a, r11 + 0)?;
                 for r in 0..mr {
                     a.vaddps(zmm(r), zmm(r), zmm12)?;
                 }
             }
-            Ep::Relu => {
+            Epilogue::Relu => {
                 a.vpxord(zmm12, zmm12, zmm12)?;
                 for r in 0..mr {
                     a.vmaxps(zmm(r), zmm(r), zmm12)?;
                 }
             }
-            Ep::Clip(lo, hi) => {
+            Epilogue::Clip(lo, hi) => {
                 let llo = konst(&mut a, lo);
                 let lhi = konst(&mut a, hi);
                 a.vbroadcastss(zmm12, dword_ptr(llo))?;
@@ -139,8 +139,8 @@ pub(super) fn assemble_avx512(key: &UkrKey) -> Result<Vec<u8>, IcedError> {
                     a.vminps(zmm(r), zmm(r), zmm13)?;
                 }
             }
-            Ep::Residual => add_tile(&mut a, rax, rcx)?,
-            Ep::Scale(s) => {
+            Epilogue::Residual => add_tile(&mut a, rax, rcx)?,
+            Epilogue::Scale(s) => {
                 let l = konst(&mut a, s);
                 a.vbroadcastss(zmm12, dword_ptr(l))?;
                 for r in 0..mr {

@@ -26,7 +26,7 @@ mod emulator;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use epilogue::Ep;
-pub(crate) use gemm::{Isa, UkrKey, MR, NR};
+pub(crate) use epilogue::Epilogue;
+pub(crate) use gemm::{Isa, MicrokernelKey, MR, NR};
 pub use peak::{fma_peak_gflops, fma_peak_loop};
 pub(crate) use routine::Routine;

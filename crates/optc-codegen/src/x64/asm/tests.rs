@@ -5,35 +5,35 @@
 //! use (`emulator.rs`) and compared with a scalar reference GEMM.
 
 use super::emulator::Machine;
-use super::epilogue::Ep;
-use super::gemm::{assemble, Isa, UkrKey, MR, NR};
+use super::epilogue::Epilogue;
+use super::gemm::{assemble, Isa, MicrokernelKey, MR, NR};
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
 const CLIP_LO: u32 = 0xbf00_0000; // -0.5
 const CLIP_HI: u32 = 0x3fc0_0000; // 1.5
 const SCALE: u32 = 0x3f40_0000; // 0.75
 
-fn ep_lists() -> Vec<Vec<Ep>> {
+fn ep_lists() -> Vec<Vec<Epilogue>> {
     vec![
         vec![],
-        vec![Ep::BiasRow],
-        vec![Ep::BiasCol],
-        vec![Ep::Relu],
-        vec![Ep::Clip(CLIP_LO, CLIP_HI)],
-        vec![Ep::Residual],
-        vec![Ep::Scale(SCALE)],
+        vec![Epilogue::BiasRow],
+        vec![Epilogue::BiasCol],
+        vec![Epilogue::Relu],
+        vec![Epilogue::Clip(CLIP_LO, CLIP_HI)],
+        vec![Epilogue::Residual],
+        vec![Epilogue::Scale(SCALE)],
         vec![
-            Ep::BiasCol,
-            Ep::Residual,
-            Ep::Scale(SCALE),
-            Ep::Relu,
-            Ep::BiasRow,
-            Ep::Clip(CLIP_LO, CLIP_HI),
+            Epilogue::BiasCol,
+            Epilogue::Residual,
+            Epilogue::Scale(SCALE),
+            Epilogue::Relu,
+            Epilogue::BiasRow,
+            Epilogue::Clip(CLIP_LO, CLIP_HI),
         ],
     ]
 }
 
-pub(super) fn all_keys(isa: Isa) -> Vec<UkrKey> {
+pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
     let mut v = vec![];
     // Half-panel (8-column) kernels exist for AVX2 only.
     let halves: &[bool] = if isa == Isa::Avx2 {
@@ -46,16 +46,16 @@ pub(super) fn all_keys(isa: Isa) -> Vec<UkrKey> {
             for &half in halves {
                 for partial in [false, true] {
                     for acc in [false, true] {
-                        for ep in ep_lists() {
-                            v.push(UkrKey {
+                        for epilogue in ep_lists() {
+                            v.push(MicrokernelKey {
                                 isa,
                                 mr,
                                 pa,
                                 half,
                                 partial,
                                 acc,
-                                tn: false,
-                                ep,
+                                transposed: false,
+                                epilogue,
                             });
                         }
                     }
@@ -67,25 +67,25 @@ pub(super) fn all_keys(isa: Isa) -> Vec<UkrKey> {
     if isa == Isa::Avx2 {
         for mr in 1..=MR {
             for acc in [false, true] {
-                for ep in ep_lists() {
-                    let n = ep.len();
-                    let res_last = |i: usize, e: &Ep| *e != Ep::Residual || i + 1 == n;
-                    if ep
+                for epilogue in ep_lists() {
+                    let n = epilogue.len();
+                    let res_last = |i: usize, e: &Epilogue| *e != Epilogue::Residual || i + 1 == n;
+                    if epilogue
                         .iter()
                         .enumerate()
-                        .any(|(i, e)| *e == Ep::BiasRow || !res_last(i, e))
+                        .any(|(i, e)| *e == Epilogue::BiasRow || !res_last(i, e))
                     {
                         continue;
                     }
-                    v.push(UkrKey {
+                    v.push(MicrokernelKey {
                         isa,
                         mr,
                         pa: true,
                         half: false,
                         partial: false,
                         acc,
-                        tn: true,
-                        ep,
+                        transposed: true,
+                        epilogue,
                     });
                 }
             }
@@ -95,7 +95,7 @@ pub(super) fn all_keys(isa: Isa) -> Vec<UkrKey> {
 }
 
 /// Decode the code part of a kernel (up to and including its only `ret`); the rest is data.
-fn decode(key: &UkrKey, bytes: &[u8]) -> (Vec<Instruction>, usize) {
+fn decode(key: &MicrokernelKey, bytes: &[u8]) -> (Vec<Instruction>, usize) {
     let mut d = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
     let mut v = vec![];
     while d.can_decode() {
@@ -129,13 +129,13 @@ fn is_mem(i: &Instruction) -> bool {
     (0..i.op_count()).any(|o| i.op_kind(o) == OpKind::Memory)
 }
 
-fn data_len(key: &UkrKey) -> usize {
+fn data_len(key: &MicrokernelKey) -> usize {
     let consts: usize = key
-        .ep
+        .epilogue
         .iter()
         .map(|e| match e {
-            Ep::Clip(..) => 8,
-            Ep::Scale(_) => 4,
+            Epilogue::Clip(..) => 8,
+            Epilogue::Scale(_) => 4,
             _ => 0,
         })
         .sum();
@@ -144,7 +144,7 @@ fn data_len(key: &UkrKey) -> usize {
 }
 
 /// Common shape: complete decode, ends in `vzeroupper; ret`, then only the data.
-fn check_common(key: &UkrKey, bytes: &[u8], ins: &[Instruction], end: usize) {
+fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: usize) {
     let s = key.symbol();
     let n = ins.len();
     assert!(
@@ -158,7 +158,7 @@ fn check_common(key: &UkrKey, bytes: &[u8], ins: &[Instruction], end: usize) {
             assert!((i.near_branch_target() as usize) < end, "{s}");
         }
     }
-    let eps = |e: fn(&Ep) -> bool| key.ep.iter().filter(|x| e(x)).count();
+    let eps = |e: fn(&Epilogue) -> bool| key.epilogue.iter().filter(|x| e(x)).count();
     let vec_op = |i: &Instruction, m: Mnemonic| i.mnemonic() == m;
     // Relu: one vmax per accumulator; Clip: one vmax and one vmin per accumulator.
     let per_row = if key.isa == Isa::Avx2 && !key.half {
@@ -167,8 +167,8 @@ fn check_common(key: &UkrKey, bytes: &[u8], ins: &[Instruction], end: usize) {
         1
     };
     let accs = per_row * key.mr;
-    let relu = eps(|e| *e == Ep::Relu);
-    let clip = eps(|e| matches!(e, Ep::Clip(..)));
+    let relu = eps(|e| *e == Epilogue::Relu);
+    let clip = eps(|e| matches!(e, Epilogue::Clip(..)));
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vmaxps)),
         (relu + clip) * accs,
@@ -181,11 +181,11 @@ fn check_common(key: &UkrKey, bytes: &[u8], ins: &[Instruction], end: usize) {
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vmulps)),
-        eps(|e| matches!(e, Ep::Scale(_))) * accs,
+        eps(|e| matches!(e, Epilogue::Scale(_))) * accs,
         "{s}: vmulps"
     );
     let stores = count(ins, |i| i.op_kind(0) == OpKind::Memory);
-    if key.tn {
+    if key.transposed {
         // Transposed: per group of 4, 2 or 1 rows, 8 stores (one per channel) per 8 channels.
         let groups = key.mr / 4 + (key.mr % 4) / 2 + key.mr % 2;
         assert_eq!(stores, 16 * groups, "{s}: stores");
@@ -235,8 +235,8 @@ fn avx512_kernels_decode_to_zmm_code() {
                     && (i.op_kind(0) == OpKind::Memory) == store
             })
         };
-        let loads = mr * (key.acc as usize + (key.ep.contains(&Ep::Residual)) as usize)
-            + key.ep.contains(&Ep::BiasCol) as usize;
+        let loads = mr * (key.acc as usize + (key.epilogue.contains(&Epilogue::Residual)) as usize)
+            + key.epilogue.contains(&Epilogue::BiasCol) as usize;
         if key.partial {
             assert_eq!(kmov, 1, "{s}");
             assert_eq!(masked(true), mr, "{s}: masked stores");
@@ -256,7 +256,7 @@ fn avx512_kernels_decode_to_zmm_code() {
             });
             assert_eq!(
                 mem_adds,
-                loads - key.ep.contains(&Ep::BiasCol) as usize,
+                loads - key.epilogue.contains(&Epilogue::BiasCol) as usize,
                 "{s}"
             );
         }
@@ -266,7 +266,11 @@ fn avx512_kernels_decode_to_zmm_code() {
         });
         assert_eq!(
             row_bias,
-            mr * key.ep.iter().filter(|e| **e == Ep::BiasRow).count(),
+            mr * key
+                .epilogue
+                .iter()
+                .filter(|e| **e == Epilogue::BiasRow)
+                .count(),
             "{s}"
         );
     }
@@ -332,7 +336,7 @@ fn bytes_of(v: &[f32]) -> Vec<u8> {
 }
 
 /// Run one AVX-512 kernel in the interpreter and compare the tile with a scalar reference.
-fn check_avx512_tile(key: &UkrKey, code: &[u8], kc: usize, nr: usize, seed: u64) {
+fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, seed: u64) {
     const CODE: u64 = 0x1000_0000;
     const A: u64 = 0x2000_0000;
     const B: u64 = 0x3000_0000;
@@ -399,14 +403,14 @@ fn check_avx512_tile(key: &UkrKey, code: &[u8], kc: usize, nr: usize, seed: u64)
             for k in 0..kc {
                 x += at(r, k) * b[k * NR + j];
             }
-            for e in &key.ep {
+            for e in &key.epilogue {
                 x = match *e {
-                    Ep::BiasRow => x + bias[r],
-                    Ep::BiasCol => x + bias[j],
-                    Ep::Relu => x.max(0.0),
-                    Ep::Clip(lo, hi) => x.max(f32::from_bits(lo)).min(f32::from_bits(hi)),
-                    Ep::Residual => x + res[o],
-                    Ep::Scale(sc) => x * f32::from_bits(sc),
+                    Epilogue::BiasRow => x + bias[r],
+                    Epilogue::BiasCol => x + bias[j],
+                    Epilogue::Relu => x.max(0.0),
+                    Epilogue::Clip(lo, hi) => x.max(f32::from_bits(lo)).min(f32::from_bits(hi)),
+                    Epilogue::Residual => x + res[o],
+                    Epilogue::Scale(sc) => x * f32::from_bits(sc),
                 };
             }
             assert_eq!(got, x, "{s} kc={kc} nr={nr}: C[{r}][{j}]");

@@ -1,29 +1,28 @@
-//! Cranelift IR building helpers: loops, memory access, constants and vector math.
+//! The function builder every lowering writes through ([`Emitter`]): Cranelift's `FunctionBuilder`
+//! plus the target's FMA, the runtime functions a kernel may call, constants hoisted to the
+//! entry block, counted and offset-carrying loops, loads and stores of tensor data, and a few
+//! control-flow and memory helpers (`if_else`, `loop_range`, `fill`, `copy_span`, `shuffle_lanes`).
+//! The float approximations (exp, tanh, erf, sigmoid) are in `ops/transcendental.rs`.
 
-use crate::error::{CodegenError, RuntimeError};
-use crate::runtime::{RuntimeFunction, SYMBOLS};
+use crate::error::RuntimeError;
 use cranelift_codegen::cursor::{Cursor, FuncCursor};
-use cranelift_codegen::ir::Function;
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
-    types, Block, FuncRef, Inst, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
-    Value,
+    types, Block, FuncRef, Function, Inst, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind,
+    Type, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
-use cranelift_module::{FuncId, Linkage, Module};
 use optc_ir::DType;
 use std::collections::HashMap;
 
 pub(crate) const F32X4: Type = types::F32X4;
 pub(crate) const I32X4: Type = types::I32X4;
-
 /// Memory flags for loads/stores of tensor data: never trap, not assumed aligned.
-pub(crate) fn mf() -> MemFlagsData {
+pub(crate) fn tensor_flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
-
 /// Cranelift type of one element of `dt` (bool, u8 and i8 are bytes).
-pub(crate) fn clty(dt: DType) -> Type {
+pub(crate) fn element_type(dt: DType) -> Type {
     match dt {
         DType::F32 => types::F32,
         DType::I64 => types::I64,
@@ -31,84 +30,44 @@ pub(crate) fn clty(dt: DType) -> Type {
         DType::Bool | DType::U8 | DType::I8 => types::I8,
     }
 }
-
 /// Runtime function references available inside a kernel.
 #[derive(Clone, Copy)]
-pub(crate) struct Rt {
-    pub logf: FuncRef,
-    pub powf: FuncRef,
-    pub powi: FuncRef,
+pub(crate) struct RuntimeRefs {
+    pub log: FuncRef,
+    pub pow: FuncRef,
+    pub integer_pow: FuncRef,
 }
-
-/// The runtime imports of a module ([`crate::runtime::SYMBOLS`], in table order), declared
-/// once; `declare_in` makes the math functions callable from one function.
-pub(crate) struct RtIds {
-    ids: Vec<FuncId>,
-}
-
-impl RtIds {
-    pub fn declare<M: Module>(module: &mut M) -> Result<RtIds, CodegenError> {
-        let call_conv = module.isa().default_call_conv();
-        let pointer = module.target_config().pointer_type();
-        let ids = SYMBOLS
-            .iter()
-            .map(|s| {
-                module
-                    .declare_function(s.name, Linkage::Import, &s.signature(call_conv, pointer))
-                    .map_err(|e| CodegenError::new(e.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(RtIds { ids })
-    }
-
-    /// The module's import of `f`.
-    pub fn id(&self, f: RuntimeFunction) -> FuncId {
-        self.ids[f as usize]
-    }
-
-    pub fn declare_in<M: Module>(&self, module: &mut M, func: &mut Function) -> Rt {
-        Rt {
-            logf: module.declare_func_in_func(self.id(RuntimeFunction::Log), func),
-            powf: module.declare_func_in_func(self.id(RuntimeFunction::Pow), func),
-            powi: module.declare_func_in_func(self.id(RuntimeFunction::IntegerPow), func),
-        }
-    }
-}
-
 /// A kernel being built: the builder plus target facts.
-pub(crate) struct E<'f> {
+pub(crate) struct Emitter<'f> {
     pub b: FunctionBuilder<'f>,
     pub fma: bool,
-    pub rt: Rt,
+    pub runtime: RuntimeRefs,
     /// The entry block: vector/float constants are materialized there once (hoisted out of
     /// every loop) and reused.
     pub entry: Option<Block>,
     pub consts: HashMap<(Type, u32), Value>,
-    /// Address of a zeroed 16-byte stack slot (see `ld_if`), created on first use.
+    /// Address of a zeroed 16-byte stack slot (see `load_if`), created on first use.
     pub dummy: Option<Value>,
     /// When set, `map`s over exactly `shape` only do part `t` of `parts` along `dim`
     /// (a task of a node split across threads).
-    pub split: Option<Split>,
+    pub partition: Option<Partition>,
 }
-
-/// One part of an elementwise node split across tasks (see `E::split`).
+/// One part of an elementwise node split across tasks (see `Emitter::partition`).
 #[derive(Clone)]
-pub(crate) struct Split {
+pub(crate) struct Partition {
     pub shape: Vec<usize>,
     pub dim: usize,
     pub parts: usize,
     pub t: Value,
 }
-
-#[allow(clippy::excessive_precision)]
-impl<'f> E<'f> {
+impl<'f> Emitter<'f> {
     /// Start building `func`: one sealed entry block that holds the function's parameters
     /// (returned) and receives hoisted constants.
     pub fn begin(
         func: &'f mut Function,
         fctx: &'f mut FunctionBuilderContext,
         fma: bool,
-        rt: Rt,
+        runtime: RuntimeRefs,
     ) -> (Self, Vec<Value>) {
         let mut b = FunctionBuilder::new(func, fctx);
         let blk = b.create_block();
@@ -116,30 +75,30 @@ impl<'f> E<'f> {
         b.switch_to_block(blk);
         b.seal_block(blk);
         let params = b.block_params(blk).to_vec();
-        let e = E {
+        let e = Emitter {
             b,
             fma,
-            rt,
+            runtime,
             entry: Some(blk),
             consts: HashMap::new(),
             dummy: None,
-            split: None,
+            partition: None,
         };
         (e, params)
     }
 
-    pub fn ic(&mut self, v: i64) -> Value {
+    pub fn int_const(&mut self, v: i64) -> Value {
         self.b.ins().iconst(types::I64, v)
     }
 
-    pub fn ld(&mut self, ty: Type, p: Value, off: Value) -> Value {
+    pub fn load(&mut self, ty: Type, p: Value, off: Value) -> Value {
         let a = self.b.ins().iadd(p, off);
-        self.b.ins().load(ty, mf(), a, 0)
+        self.b.ins().load(ty, tensor_flags(), a, 0)
     }
 
     /// Load from `p + off` when `valid` (an i8 truth value), else from a zeroed stack slot:
     /// never touches memory outside the tensor, whatever `off` is.
-    pub fn ld_if(&mut self, ty: Type, valid: Value, p: Value, off: Value) -> Value {
+    pub fn load_if(&mut self, ty: Type, valid: Value, p: Value, off: Value) -> Value {
         let dummy = match self.dummy {
             Some(d) => d,
             None => {
@@ -153,15 +112,15 @@ impl<'f> E<'f> {
                         let mut cur = FuncCursor::new(&mut *self.b.func).at_inst(inst);
                         let a = cur.ins().stack_addr(types::I64, slot, 0);
                         let z = cur.ins().iconst(types::I64, 0);
-                        cur.ins().store(mf(), z, a, 0);
-                        cur.ins().store(mf(), z, a, 8);
+                        cur.ins().store(tensor_flags(), z, a, 0);
+                        cur.ins().store(tensor_flags(), z, a, 8);
                         a
                     }
                     None => {
                         let a = self.b.ins().stack_addr(types::I64, slot, 0);
                         let z = self.b.ins().iconst(types::I64, 0);
-                        self.b.ins().store(mf(), z, a, 0);
-                        self.b.ins().store(mf(), z, a, 8);
+                        self.b.ins().store(tensor_flags(), z, a, 0);
+                        self.b.ins().store(tensor_flags(), z, a, 8);
                         a
                     }
                 };
@@ -173,26 +132,26 @@ impl<'f> E<'f> {
         };
         let a = self.b.ins().iadd(p, off);
         let a = self.b.ins().select(valid, a, dummy);
-        self.b.ins().load(ty, mf(), a, 0)
+        self.b.ins().load(ty, tensor_flags(), a, 0)
     }
 
-    pub fn st(&mut self, v: Value, p: Value, off: Value) {
+    pub fn store(&mut self, v: Value, p: Value, off: Value) {
         let a = self.b.ins().iadd(p, off);
-        self.b.ins().store(mf(), v, a, 0);
+        self.b.ins().store(tensor_flags(), v, a, 0);
     }
 
     /// `for i in 0..n { body(i) }`, with `i: i64`. Emits nothing for `n == 0`, no loop for 1.
-    pub fn loop_n(&mut self, n: i64, body: &mut dyn FnMut(&mut Self, Value)) {
+    pub fn loop_count(&mut self, n: i64, body: &mut dyn FnMut(&mut Self, Value)) {
         if n <= 0 {
             return;
         }
         if n == 1 {
-            let z = self.ic(0);
+            let z = self.int_const(0);
             body(self, z);
             return;
         }
         let iv = self.b.declare_var(types::I64);
-        let z = self.ic(0);
+        let z = self.int_const(0);
         self.b.def_var(iv, z);
         let header = self.b.create_block();
         let bodyb = self.b.create_block();
@@ -214,7 +173,7 @@ impl<'f> E<'f> {
     }
 
     /// Loop `n` times carrying byte offsets `offs[k]` that advance by `steps[k]` per iteration.
-    pub fn loop_offs(
+    pub fn loop_offsets(
         &mut self,
         n: i64,
         offs: &[Value],
@@ -233,7 +192,7 @@ impl<'f> E<'f> {
             })
             .collect();
         let steps = steps.to_vec();
-        self.loop_n(n, &mut |e, i| {
+        self.loop_count(n, &mut |e, i| {
             let cur: Vec<Value> = vars.iter().map(|&v| e.b.use_var(v)).collect();
             body(e, i, &cur);
             for (k, &v) in vars.iter().enumerate() {
@@ -262,7 +221,7 @@ impl<'f> E<'f> {
         let rest: Vec<Vec<i64>> = strides.iter().map(|s| s[1..].to_vec()).collect();
         let d0 = dims[0] as i64;
         let inner = &dims[1..];
-        self.loop_offs(d0, base, &steps, &mut |e, _i, offs| {
+        self.loop_offsets(d0, base, &steps, &mut |e, _i, offs| {
             e.nest(inner, &rest, offs, body);
         });
     }
@@ -278,7 +237,7 @@ impl<'f> E<'f> {
 
     /// A constant `bits` of type `ty` (`F32`, `I32`, or splatted `F32X4`/`I32X4`), hoisted to the
     /// entry block and shared.
-    fn konst(&mut self, ty: Type, bits: u32) -> Value {
+    fn constant(&mut self, ty: Type, bits: u32) -> Value {
         if let Some(v) = self.consts.get(&(ty, bits)) {
             return *v;
         }
@@ -319,14 +278,14 @@ impl<'f> E<'f> {
     }
 
     /// f32 constant, splatted when `ty` is a vector.
-    pub fn fc(&mut self, ty: Type, c: f32) -> Value {
-        self.konst(ty, c.to_bits())
+    pub fn float_const(&mut self, ty: Type, c: f32) -> Value {
+        self.constant(ty, c.to_bits())
     }
 
     /// i32 constant of the integer type matching `ty` (I32 or I32X4).
-    pub fn i32c(&mut self, ty: Type, c: i32) -> Value {
+    pub fn i32_const(&mut self, ty: Type, c: i32) -> Value {
         let t = if ty.is_vector() { I32X4 } else { types::I32 };
-        self.konst(t, c as u32)
+        self.constant(t, c as u32)
     }
 
     /// `a * b + c`, fused when the target has FMA.
@@ -340,7 +299,7 @@ impl<'f> E<'f> {
     }
 
     /// `cond ? x : y` for a comparison result of `fcmp` on `ty` (scalar or vector).
-    pub fn fsel(&mut self, ty: Type, cond: Value, x: Value, y: Value) -> Value {
+    pub fn select_float(&mut self, ty: Type, cond: Value, x: Value, y: Value) -> Value {
         if ty.is_vector() {
             let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), cond);
             self.b.ins().bitselect(m, x, y)
@@ -352,189 +311,13 @@ impl<'f> E<'f> {
     /// `x < lo ? lo : x` (NaN stays NaN).
     pub fn clamp_lo(&mut self, ty: Type, x: Value, lo: Value) -> Value {
         let c = self.b.ins().fcmp(FloatCC::LessThan, x, lo);
-        self.fsel(ty, c, lo, x)
+        self.select_float(ty, c, lo, x)
     }
 
     /// `x > hi ? hi : x` (NaN stays NaN).
     pub fn clamp_hi(&mut self, ty: Type, x: Value, hi: Value) -> Value {
         let c = self.b.ins().fcmp(FloatCC::GreaterThan, x, hi);
-        self.fsel(ty, c, hi, x)
-    }
-
-    fn int_ty(ty: Type) -> Type {
-        if ty.is_vector() {
-            I32X4
-        } else {
-            types::I32
-        }
-    }
-
-    fn bits_of(&mut self, ty: Type, x: Value) -> Value {
-        self.b
-            .ins()
-            .bitcast(Self::int_ty(ty), MemFlagsData::new(), x)
-    }
-
-    fn float_of(&mut self, ty: Type, x: Value) -> Value {
-        self.b.ins().bitcast(ty, MemFlagsData::new(), x)
-    }
-
-    /// `|x|` with the sign of `s`.
-    fn copysign(&mut self, ty: Type, mag: Value, s: Value) -> Value {
-        let it = Self::int_ty(ty);
-        let sb = self.bits_of(ty, s);
-        let mask = self.i32c(it, i32::MIN);
-        let sign = self.b.ins().band(sb, mask);
-        let mb = self.bits_of(ty, mag);
-        let r = self.b.ins().bor(mb, sign);
-        self.float_of(ty, r)
-    }
-
-    fn poly(&mut self, ty: Type, x: Value, coefs: &[f32]) -> Value {
-        let mut p = self.fc(ty, coefs[0]);
-        for &c in &coefs[1..] {
-            let cv = self.fc(ty, c);
-            p = self.mul_add(p, x, cv);
-        }
-        p
-    }
-
-    /// `exp(x)` (Cody–Waite reduction, Cephes degree-6 polynomial; ~1 ulp), scalar or f32x4.
-    pub fn exp(&mut self, ty: Type, x: Value) -> Value {
-        // n = round(x / ln 2) stays in [-125, 128]; the scale 2^n is built as 2^(n-1) * 2.
-        let hi = self.fc(ty, 88.72283);
-        let lo = self.fc(ty, -86.64);
-        let xc = self.clamp_hi(ty, x, hi);
-        let xc = self.clamp_lo(ty, xc, lo);
-        let res = self.exp_reduced(ty, xc, 126);
-        let two = self.fc(ty, 2.0);
-        let res = self.b.ins().fmul(res, two);
-        let big = self.fc(ty, 88.72284);
-        let over = self.b.ins().fcmp(FloatCC::GreaterThan, x, big);
-        let inf = self.fc(ty, f32::INFINITY);
-        self.fsel(ty, over, inf, res)
-    }
-
-    /// `exp(xc) / 2^(127 - bias)` for a clamped `xc`: `n = round(xc / ln 2)`, a degree-7
-    /// polynomial on the Cody-Waite reduced `r = xc - n ln 2`, times `2^(n + bias - 127)`
-    /// built in the exponent bits (`bias` 127: `2^n`; 126: `2^(n-1)`, for `n` up to 128).
-    fn exp_reduced(&mut self, ty: Type, xc: Value, bias: i32) -> Value {
-        let log2e = self.fc(ty, std::f32::consts::LOG2_E);
-        let magic = self.fc(ty, 12582912.0);
-        let t = self.mul_add(xc, log2e, magic);
-        let n = self.b.ins().fsub(t, magic);
-        let c1 = self.fc(ty, -0.693359375);
-        let c2 = self.fc(ty, 2.12194440e-4);
-        let r = self.mul_add(n, c1, xc);
-        let r = self.mul_add(n, c2, r);
-        let p = self.poly(
-            ty,
-            r,
-            &[
-                1.987_569_2e-4,
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                1.666_666_5e-1,
-                5.000_000_1e-1,
-            ],
-        );
-        let r2 = self.b.ins().fmul(r, r);
-        let one = self.fc(ty, 1.0);
-        let rp1 = self.b.ins().fadd(r, one);
-        let y = self.mul_add(p, r2, rp1);
-        let it = Self::int_ty(ty);
-        let tb = self.bits_of(ty, t);
-        let off = self.i32c(it, 0x4B40_0000 - bias);
-        let e = self.b.ins().isub(tb, off);
-        let e = self.b.ins().ishl_imm_s(e, 23);
-        let scale = self.float_of(ty, e);
-        self.b.ins().fmul(y, scale)
-    }
-
-    /// `exp(x)` for `x <= 0` or NaN (softmax's `x - max`), as `exp` without the overflow
-    /// handling: same reduction and polynomial, scale `2^n` with `n` in [-125, 0].
-    pub fn exp_nonpos(&mut self, ty: Type, x: Value) -> Value {
-        let lo = self.fc(ty, -86.64);
-        let xc = self.clamp_lo(ty, x, lo);
-        self.exp_reduced(ty, xc, 127)
-    }
-
-    pub fn sigmoid(&mut self, ty: Type, x: Value) -> Value {
-        let nx = self.b.ins().fneg(x);
-        let e = self.exp(ty, nx);
-        let one = self.fc(ty, 1.0);
-        let d = self.b.ins().fadd(one, e);
-        self.b.ins().fdiv(one, d)
-    }
-
-    pub fn tanh(&mut self, ty: Type, x: Value) -> Value {
-        let ax = self.b.ins().fabs(x);
-        // Small |x|: Cephes tanhf odd polynomial.
-        let z = self.b.ins().fmul(x, x);
-        let p = self.poly(
-            ty,
-            z,
-            &[
-                -5.704_988_7e-3,
-                2.063_908_9e-2,
-                -5.373_971_6e-2,
-                1.333_144_2e-1,
-                -3.333_328_2e-1,
-            ],
-        );
-        let pz = self.b.ins().fmul(p, z);
-        let small = self.mul_add(pz, x, x);
-        // Large |x|: 1 - 2 / (exp(2|x|) + 1), with the sign of x.
-        let two = self.fc(ty, 2.0);
-        let a2 = self.b.ins().fmul(ax, two);
-        let e = self.exp(ty, a2);
-        let one = self.fc(ty, 1.0);
-        let d = self.b.ins().fadd(e, one);
-        let q = self.b.ins().fdiv(two, d);
-        let mag = self.b.ins().fsub(one, q);
-        let large = self.copysign(ty, mag, x);
-        let lim = self.fc(ty, 0.625);
-        let is_small = self.b.ins().fcmp(FloatCC::LessThan, ax, lim);
-        self.fsel(ty, is_small, small, large)
-    }
-
-    /// `erf(x)`: the rational minimax approximation `x * P(x^2) / Q(x^2)` (degree 13 / 8, as
-    /// in Eigen's and XLA's f32 erf) on `x` clamped to [-4, 4] (where erf rounds to +-1).
-    /// Max relative error 3.3e-7 (under 3 ulp; `transcendental_error_bounds`) over the f32
-    /// range; NaN stays NaN.
-    pub fn erf(&mut self, ty: Type, x: Value) -> Value {
-        let hi = self.fc(ty, 4.0);
-        let lo = self.fc(ty, -4.0);
-        let xc = self.clamp_hi(ty, x, hi);
-        let xc = self.clamp_lo(ty, xc, lo);
-        let z = self.b.ins().fmul(xc, xc);
-        let p = self.poly(
-            ty,
-            z,
-            &[
-                -2.726_142_4e-10,
-                2.770_681_5e-8,
-                -2.101_024e-6,
-                -5.692_506_2e-5,
-                -7.349_906_4e-4,
-                -2.954_6e-3,
-                -1.609_603_3e-2,
-            ],
-        );
-        let q = self.poly(
-            ty,
-            z,
-            &[
-                -1.45660715e-5,
-                -2.133_740_5e-4,
-                -1.682_827e-3,
-                -7.373_329_3e-3,
-                -1.426_473_9e-2,
-            ],
-        );
-        let xp = self.b.ins().fmul(xc, p);
-        self.b.ins().fdiv(xp, q)
+        self.select_float(ty, c, hi, x)
     }
 
     /// Scalar f32 call of a runtime function of one argument.
@@ -564,7 +347,7 @@ impl<'f> E<'f> {
 
     /// Over `n` contiguous f32 elements: `vbody` once per f32x4 chunk, then `sbody` once per
     /// tail element. Offset `k` advances by 16 (vector) / 4 (scalar) bytes when `moving[k]`.
-    pub fn vloop(
+    pub fn vector_loop(
         &mut self,
         n: usize,
         offs: &[Value],
@@ -574,7 +357,7 @@ impl<'f> E<'f> {
     ) {
         let nv = n / 4;
         let vst: Vec<i64> = moving.iter().map(|&m| if m { 16 } else { 0 }).collect();
-        self.loop_offs(nv as i64, offs, &vst, &mut |e, _i, o| vbody(e, o));
+        self.loop_offsets(nv as i64, offs, &vst, &mut |e, _i, o| vbody(e, o));
         let rest = n % 4;
         if rest > 0 {
             let start: Vec<Value> = offs
@@ -589,12 +372,12 @@ impl<'f> E<'f> {
                 })
                 .collect();
             let sst: Vec<i64> = moving.iter().map(|&m| if m { 4 } else { 0 }).collect();
-            self.loop_offs(rest as i64, &start, &sst, &mut |e, _i, o| sbody(e, o));
+            self.loop_offsets(rest as i64, &start, &sst, &mut |e, _i, o| sbody(e, o));
         }
     }
 
     /// Horizontal sum (or max) of an f32x4.
-    pub fn hreduce(&mut self, v: Value, max: bool) -> Value {
+    pub fn horizontal_reduce(&mut self, v: Value, max: bool) -> Value {
         let mut r = self.b.ins().extractlane(v, 0);
         for l in 1..4u8 {
             let s = self.b.ins().extractlane(v, l);
@@ -612,9 +395,9 @@ impl<'f> E<'f> {
         let chunks = n / 16;
         let mut done = 0usize;
         if chunks > 0 {
-            self.loop_offs(chunks as i64, &[doff, so], &[16, 16], &mut |e, _i, o| {
-                let v = e.ld(types::I8X16, src, o[1]);
-                e.st(v, dst, o[0]);
+            self.loop_offsets(chunks as i64, &[doff, so], &[16, 16], &mut |e, _i, o| {
+                let v = e.load(types::I8X16, src, o[1]);
+                e.store(v, dst, o[0]);
             });
             done = chunks * 16;
         }
@@ -627,16 +410,20 @@ impl<'f> E<'f> {
             while n - done >= w {
                 let d = self.b.ins().iadd_imm_s(doff, done as i64);
                 let s = self.b.ins().iadd_imm_s(so, done as i64);
-                let v = self.ld(ty, src, s);
-                self.st(v, dst, d);
+                let v = self.load(ty, src, s);
+                self.store(v, dst, d);
                 done += w;
             }
         }
     }
 }
-
 /// `for i in lo..hi` with runtime bounds.
-pub(crate) fn loop_range(e: &mut E, lo: Value, hi: Value, body: &mut dyn FnMut(&mut E, Value)) {
+pub(crate) fn loop_range(
+    e: &mut Emitter,
+    lo: Value,
+    hi: Value,
+    body: &mut dyn FnMut(&mut Emitter, Value),
+) {
     let iv = e.b.declare_var(types::I64);
     e.b.def_var(iv, lo);
     let header = e.b.create_block();
@@ -657,13 +444,12 @@ pub(crate) fn loop_range(e: &mut E, lo: Value, hi: Value, body: &mut dyn FnMut(&
     e.b.switch_to_block(exit);
     e.b.seal_block(exit);
 }
-
 /// `if c { then() } else { els() }`.
 pub(crate) fn if_else(
-    e: &mut E,
+    e: &mut Emitter,
     c: Value,
-    then: &mut dyn FnMut(&mut E),
-    els: &mut dyn FnMut(&mut E),
+    then: &mut dyn FnMut(&mut Emitter),
+    els: &mut dyn FnMut(&mut Emitter),
 ) {
     let tb = e.b.create_block();
     let eb = e.b.create_block();
@@ -680,23 +466,43 @@ pub(crate) fn if_else(
     e.b.switch_to_block(join);
     e.b.seal_block(join);
 }
+// ---------------------------------------------------------------------------------------------
+// Pools.
 
+/// Nested loops over `dims` giving each loop index (i64).
+pub(crate) fn index_loops(
+    e: &mut Emitter,
+    dims: &[usize],
+    idx: &mut Vec<Value>,
+    body: &mut dyn FnMut(&mut Emitter, &[Value]),
+) {
+    if idx.len() == dims.len() {
+        body(e, idx);
+        return;
+    }
+    let d = dims[idx.len()];
+    e.loop_count(d as i64, &mut |e, i| {
+        idx.push(i);
+        index_loops(e, dims, idx, body);
+        idx.pop();
+    });
+}
 /// Copy `len` floats from `s` to `d`: `f32x4` groups of 4 (unrolled when short, else a
 /// loop), then the tail.
-pub(crate) fn copy_span(e: &mut E, s: Value, d: Value, len: usize) {
-    let group = |e: &mut E, s: Value, d: Value, nv: usize| {
+pub(crate) fn copy_span(e: &mut Emitter, s: Value, d: Value, len: usize) {
+    let group = |e: &mut Emitter, s: Value, d: Value, nv: usize| {
         let v: Vec<Value> = (0..nv)
-            .map(|l| e.b.ins().load(F32X4, mf(), s, (l * 16) as i32))
+            .map(|l| e.b.ins().load(F32X4, tensor_flags(), s, (l * 16) as i32))
             .collect();
         for (l, &x) in v.iter().enumerate() {
-            e.b.ins().store(mf(), x, d, (l * 16) as i32);
+            e.b.ins().store(tensor_flags(), x, d, (l * 16) as i32);
         }
     };
     let nv = len / 4;
     if nv <= 16 {
         group(e, s, d, nv);
     } else {
-        e.loop_offs((nv / 4) as i64, &[s, d], &[64, 64], &mut |e, _i, o| {
+        e.loop_offsets((nv / 4) as i64, &[s, d], &[64, 64], &mut |e, _i, o| {
             group(e, o[0], o[1], 4)
         });
         let o = (nv / 4 * 64) as i64;
@@ -705,45 +511,44 @@ pub(crate) fn copy_span(e: &mut E, s: Value, d: Value, len: usize) {
         group(e, s2, d2, nv % 4);
     }
     for t in nv * 4..len {
-        let x = e.b.ins().load(types::F32, mf(), s, (t * 4) as i32);
-        e.b.ins().store(mf(), x, d, (t * 4) as i32);
+        let x =
+            e.b.ins()
+                .load(types::F32, tensor_flags(), s, (t * 4) as i32);
+        e.b.ins().store(tensor_flags(), x, d, (t * 4) as i32);
     }
 }
-
 /// Store the constant `x` (an `f32`) to floats `[from, to)` of `d` (vectors, then scalars).
-pub(crate) fn fill(e: &mut E, d: Value, from: usize, to: usize, x: f32) {
-    let v = e.fc(F32X4, x);
-    let s = e.fc(types::F32, x);
+pub(crate) fn fill(e: &mut Emitter, d: Value, from: usize, to: usize, x: f32) {
+    let v = e.float_const(F32X4, x);
+    let s = e.float_const(types::F32, x);
     let mut k = from;
     while k + 4 <= to {
-        e.b.ins().store(mf(), v, d, (k * 4) as i32);
+        e.b.ins().store(tensor_flags(), v, d, (k * 4) as i32);
         k += 4;
     }
     while k < to {
-        e.b.ins().store(mf(), s, d, (k * 4) as i32);
+        e.b.ins().store(tensor_flags(), s, d, (k * 4) as i32);
         k += 1;
     }
 }
-
 /// Store zeros to `len` floats at `d`: unrolled when short, else an `f32x4` loop and a tail.
-pub(crate) fn zero_span(e: &mut E, d: Value, len: usize) {
+pub(crate) fn zero_span(e: &mut Emitter, d: Value, len: usize) {
     if len <= 32 {
         fill(e, d, 0, len, 0.0);
         return;
     }
-    let zv = e.fc(F32X4, 0.0);
-    let z = e.ic(0);
-    e.loop_offs((len / 16) as i64, &[z], &[64], &mut |e, _i, o| {
+    let zv = e.float_const(F32X4, 0.0);
+    let z = e.int_const(0);
+    e.loop_offsets((len / 16) as i64, &[z], &[64], &mut |e, _i, o| {
         let a = e.b.ins().iadd(d, o[0]);
         for l in 0..4 {
-            e.b.ins().store(mf(), zv, a, l * 16);
+            e.b.ins().store(tensor_flags(), zv, a, l * 16);
         }
     });
     fill(e, d, len / 16 * 16, len, 0.0);
 }
-
 /// Lanes `[l0, l1, l2, l3]` of the 8 lanes of `a` (0-3) and `b` (4-7), two `f32x4`.
-pub(crate) fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+pub(crate) fn shuffle_lanes(e: &mut Emitter, a: Value, b: Value, lanes: [u8; 4]) -> Value {
     use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
     let le = MemFlagsData::new().with_endianness(Endianness::Little);
     let a8 = e.b.ins().bitcast(types::I8X16, le, a);
@@ -755,26 +560,4 @@ pub(crate) fn shuf(e: &mut E, a: Value, b: Value, lanes: [u8; 4]) -> Value {
     let imm = e.b.func.dfg.immediates.push(ConstantData::from(mask));
     let r = e.b.ins().shuffle(a8, b8, imm);
     e.b.ins().bitcast(F32X4, le, r)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pools.
-
-/// Nested loops over `dims` giving each loop index (i64).
-pub(crate) fn loops_idx(
-    e: &mut E,
-    dims: &[usize],
-    idx: &mut Vec<Value>,
-    body: &mut dyn FnMut(&mut E, &[Value]),
-) {
-    if idx.len() == dims.len() {
-        body(e, idx);
-        return;
-    }
-    let d = dims[idx.len()];
-    e.loop_n(d as i64, &mut |e, i| {
-        idx.push(i);
-        loops_idx(e, dims, idx, body);
-        idx.pop();
-    });
 }

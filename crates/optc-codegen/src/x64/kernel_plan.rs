@@ -1,61 +1,61 @@
-//! The per-node decision of the x64 path: which strategy ([`Kind`]) a node takes, its GEMM
-//! shape, blocking, epilogue and task split ([`Plan`]), and every assembled routine it calls.
+//! The per-node decision of the x64 path: which strategy ([`Strategy`]) a node takes, its GEMM
+//! shape, blocking, epilogue and task split ([`KernelPlan`]), and every assembled routine it calls.
 
-use super::asm::{Ep, Isa, Routine, UkrKey, MR, NR};
+use super::asm::{Epilogue, Isa, MicrokernelKey, Routine, MR, NR};
 use super::{depthwise, pool, small_map, winograd};
 use crate::error::Result;
 use crate::node::{base_info, NodeInfo};
-use crate::ops::conv::{conv_geom, conv_is_gemm, ConvGeom};
-use crate::ops::pool::{maxpool2d_geom, Pool2d};
+use crate::ops::conv::{conv_geometry, conv_is_gemm, ConvGeometry};
+use crate::ops::pool::{maxpool2d_geometry, MaxPoolGeometry};
 use crate::target::Target;
 use optc_ir::{BinaryOp, DType, FusedStep, Op, TensorType, UnaryOp};
 
 /// At most this many tasks per node (each conv task owns a `KC x chunk` packing buffer).
 pub(crate) const MAX_TASKS: usize = 16;
 
-pub(super) enum Kind {
+pub(super) enum Strategy {
     /// `C[mt, n] = A[mt, k] @ B` with B packed (`extra[0]`), A = input 0.
-    Mat,
+    GemmConstantB,
     /// `C[i] = A[i] @ B[i]` with B an input (packed per unit and K block at run time);
     /// images `i` are the batch (B 2-D: one image, A's batch dims folded into M).
-    MatRt { a_img: i64, b_img: i64 },
+    GemmRuntimeB { a_image: i64, b_image: i64 },
     /// Depthwise conv (one input channel per output channel), vectorized along output rows,
     /// the epilogue applied in registers; units are channel groups.
-    Dw(ConvGeom),
+    Depthwise(ConvGeometry),
     /// Implicit GEMM: A = weights (input 1), B = patches of input 0 (padded copy in scratch).
-    Conv(ConvGeom),
-    /// Winograd F(2x2, 3x3) (see [`wino`]): `n` counts 2x2 output tiles (tile columns padded
+    ImplicitGemm(ConvGeometry),
+    /// Winograd F(2x2, 3x3) (see [`winograd`]): `n` counts 2x2 output tiles (tile columns padded
     /// to a multiple of 4), `k` is C, `chunk` tiles per unit.
     /// The `usize` is the output tile size r (F(r x r, 3x3), r = 2 or 4).
-    Wino(ConvGeom, usize),
+    Winograd(ConvGeometry, usize),
     /// 2-D MaxPool (see [`pool`]): `m` planes, units of `mrows` planes.
-    Pool(Pool2d),
-    /// 1x1 conv on a small map with the GEMM roles swapped (see [`tn`]): pixels are the
+    MaxPool(MaxPoolGeometry),
+    /// 1x1 conv on a small map with the GEMM roles swapped (see [`small_map`]): pixels are the
     /// microkernel rows, output channels the 16-wide panels of the packed weights
     /// (`extra[0]`); units of `mrows` channels.
-    Tn,
+    SmallMap,
 }
 
 /// How the microkernels read A.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum AMode {
+pub(super) enum ALayout {
     /// Rows of A in place (`lda` apart).
-    Direct,
+    InPlace,
     /// Packed at compile time (constant conv weights, `extra[3]`): row tiles of `MR`
     /// (the last one `M % MR`) stored `[K][mr]`, tile of row `r` at `r * K` floats.
-    Const,
+    PackedAtCompileTime,
     /// Packed per (M block, K block) at run time into the task's scratch.
-    Runtime,
+    PackedAtRunTime,
 }
 
-pub(crate) struct Plan {
-    pub(super) kind: Kind,
-    pub(super) amode: AMode,
+pub(crate) struct KernelPlan {
+    pub(super) kind: Strategy,
+    pub(super) a_layout: ALayout,
     pub(super) m: usize,
     pub(super) n: usize,
     pub(super) k: usize,
     pub(super) nimg: usize,
-    pub(super) ep: Vec<Ep>,
+    pub(super) epilogue: Vec<Epilogue>,
     pub(super) bias_port: Option<usize>,
     pub(super) res_port: Option<usize>,
     /// Fused steps from this index on are applied afterwards by the generic chain pass.
@@ -76,7 +76,7 @@ pub(crate) struct Plan {
     pub(super) isa: Isa,
 }
 
-impl Plan {
+impl KernelPlan {
     pub(super) fn units_per_img(&self) -> usize {
         self.n.div_ceil(self.chunk)
     }
@@ -87,9 +87,9 @@ impl Plan {
     /// constant weights the plan packs at compile time (they live in `derived` data).
     pub fn reads_input(&self, port: usize) -> bool {
         let packed = match &self.kind {
-            Kind::Mat | Kind::Wino(..) | Kind::Tn => true,
-            Kind::Conv(_) => self.amode == AMode::Const,
-            Kind::MatRt { .. } | Kind::Dw(_) | Kind::Pool(_) => false,
+            Strategy::GemmConstantB | Strategy::Winograd(..) | Strategy::SmallMap => true,
+            Strategy::ImplicitGemm(_) => self.a_layout == ALayout::PackedAtCompileTime,
+            Strategy::GemmRuntimeB { .. } | Strategy::Depthwise(_) | Strategy::MaxPool(_) => false,
         };
         !(packed && port == 1)
     }
@@ -104,27 +104,29 @@ impl Plan {
     /// of a conv, the packed input of a swapped 1x1 conv.
     pub fn pad_bytes(&self) -> usize {
         match &self.kind {
-            // (Depthwise convs read their input in place: see `dw`.)
-            Kind::Conv(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
+            // (Depthwise convs read their input in place: see `depthwise`.)
+            Strategy::ImplicitGemm(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
             // The packed input of a swapped 1x1 conv.
-            Kind::Tn => small_map::apack_bytes(self),
+            Strategy::SmallMap => small_map::apack_bytes(self),
             _ => 0,
         }
     }
     /// Packing buffer bytes per task (conv only).
     pub fn pack_bytes(&self) -> usize {
         let b = match &self.kind {
-            Kind::Conv(_) | Kind::MatRt { .. } => self.kc.min(self.k.max(1)) * self.chunk * 4,
-            Kind::Mat | Kind::Dw(_) => 0,
-            Kind::Tn => small_map::tmp_bytes(self),
-            Kind::Wino(g, r) => winograd::task_bytes(self, g, *r),
-            Kind::Pool(g) => pool::task_bytes(g),
+            Strategy::ImplicitGemm(_) | Strategy::GemmRuntimeB { .. } => {
+                self.kc.min(self.k.max(1)) * self.chunk * 4
+            }
+            Strategy::GemmConstantB | Strategy::Depthwise(_) => 0,
+            Strategy::SmallMap => small_map::tmp_bytes(self),
+            Strategy::Winograd(g, r) => winograd::task_bytes(self, g, *r),
+            Strategy::MaxPool(g) => pool::task_bytes(g),
         };
         b + self.apack_bytes()
     }
     /// Bytes of the run-time A packing buffer (at the end of the task's packing space).
     pub(super) fn apack_bytes(&self) -> usize {
-        if self.amode == AMode::Runtime {
+        if self.a_layout == ALayout::PackedAtRunTime {
             self.mc.min(self.m) * self.kc.min(self.k.max(1)) * 4
         } else {
             0
@@ -156,17 +158,21 @@ impl Plan {
     }
     /// Every assembled routine the node calls.
     pub fn routines(&self) -> Vec<Routine> {
-        let mut r: Vec<Routine> = self.keys().into_iter().map(Routine::Gemm).collect();
-        if let Kind::Dw(g) = &self.kind {
-            r.extend(depthwise::routines(self, g).into_iter().map(Routine::Dw));
+        let mut r: Vec<Routine> = self.keys().into_iter().map(Routine::Microkernel).collect();
+        if let Strategy::Depthwise(g) = &self.kind {
+            r.extend(
+                depthwise::routines(self, g)
+                    .into_iter()
+                    .map(Routine::Depthwise),
+            );
         }
-        if let Kind::Conv(g) = &self.kind {
+        if let Strategy::ImplicitGemm(g) = &self.kind {
             let last_cols = self.n - (self.units_per_img() - 1) * self.chunk;
             let last_rows = self.m - (self.mparts() - 1) * self.mrows;
             for ncols in [self.chunk, last_cols] {
                 for mrows in [self.mrows, last_rows] {
-                    if let Some(k) = self.dc_key(g, ncols, mrows) {
-                        let k = Routine::Dc(k);
+                    if let Some(k) = self.direct_conv_key(g, ncols, mrows) {
+                        let k = Routine::DirectConv(k);
                         if !r.contains(&k) {
                             r.push(k);
                         }
@@ -176,24 +182,26 @@ impl Plan {
         }
         r
     }
-    /// The epilogue an assembled dw/dc kernel applies: `ep` without bias steps when the node
+    /// The epilogue an assembled dw/dc kernel applies: `epilogue` without bias steps when the node
     /// has no bias input.
-    pub(super) fn kernel_ep(&self) -> Vec<Ep> {
-        self.ep
+    pub(super) fn kernel_epilogue(&self) -> Vec<Epilogue> {
+        self.epilogue
             .iter()
-            .filter(|s| self.bias_port.is_some() || !matches!(s, Ep::BiasRow | Ep::BiasCol))
+            .filter(|s| {
+                self.bias_port.is_some() || !matches!(s, Epilogue::BiasRow | Epilogue::BiasCol)
+            })
             .copied()
             .collect()
     }
     /// Every microkernel the node calls.
-    pub fn keys(&self) -> Vec<UkrKey> {
-        if matches!(self.kind, Kind::Dw(_) | Kind::Pool(_)) {
+    pub fn keys(&self) -> Vec<MicrokernelKey> {
+        if matches!(self.kind, Strategy::Depthwise(_) | Strategy::MaxPool(_)) {
             return vec![];
         }
-        if matches!(self.kind, Kind::Wino(..)) {
+        if matches!(self.kind, Strategy::Winograd(..)) {
             return winograd::keys(self);
         }
-        if matches!(self.kind, Kind::Tn) {
+        if matches!(self.kind, Strategy::SmallMap) {
             return small_map::keys(self);
         }
         let mut mrs = vec![];
@@ -225,16 +233,20 @@ impl Plan {
         let mut keys = vec![];
         for &mr in &mrs {
             for &(partial, half) in &parts {
-                for &(acc, ep) in &kinds {
-                    let k = UkrKey {
+                for &(acc, epilogue) in &kinds {
+                    let k = MicrokernelKey {
                         isa: self.isa,
                         mr,
-                        pa: self.amode != AMode::Direct,
+                        pa: self.a_layout != ALayout::InPlace,
                         half,
                         partial,
                         acc,
-                        tn: false,
-                        ep: if ep { self.ep.clone() } else { vec![] },
+                        transposed: false,
+                        epilogue: if epilogue {
+                            self.epilogue.clone()
+                        } else {
+                            vec![]
+                        },
                     };
                     if !keys.contains(&k) {
                         keys.push(k);
@@ -251,7 +263,7 @@ fn is_f32(t: &TensorType) -> bool {
 }
 
 /// The plan for `info` on the AVX2 path, or `None` when the node takes the generic path.
-pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
+pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
     if !target.has_avx2_fma() {
         return Ok(None);
     }
@@ -263,7 +275,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
         return Ok(None);
     }
     if let Op::MaxPool { .. } = info.op {
-        return Ok(maxpool2d_geom(info).map(|g| pool_plan(g, target)));
+        return Ok(maxpool2d_geometry(info).map(|g| pool_plan(g, target)));
     }
     let out = &info.outs[0].shape;
     let nbase = match info.op {
@@ -272,7 +284,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
     };
     let sub = base_info(info);
     let binfo = sub.as_ref().unwrap_or(info);
-    let mut ep = vec![];
+    let mut epilogue = vec![];
     let mut bias_port = None;
     let mut res_port = None;
     let mut gemm_c_post = None;
@@ -291,7 +303,17 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
                 if mt == 0 || mt * n != info.outs[0].numel() {
                     return Ok(None);
                 }
-                (Kind::MatRt { a_img: 0, b_img: 0 }, mt, n, k, 1, false)
+                (
+                    Strategy::GemmRuntimeB {
+                        a_image: 0,
+                        b_image: 0,
+                    },
+                    mt,
+                    n,
+                    k,
+                    1,
+                    false,
+                )
             } else {
                 if sa.len() != sb.len() || sa[..sa.len() - 2] != sb[..sb.len() - 2] {
                     return Ok(None);
@@ -301,9 +323,9 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
                 if m == 0 || nimg == 0 || nimg * m * n != info.outs[0].numel() {
                     return Ok(None);
                 }
-                let kind = Kind::MatRt {
-                    a_img: (m * k * 4) as i64,
-                    b_img: (k * n * 4) as i64,
+                let kind = Strategy::GemmRuntimeB {
+                    a_image: (m * k * 4) as i64,
+                    b_image: (k * n * 4) as i64,
                 };
                 (kind, m, n, k, nimg, false)
             }
@@ -324,7 +346,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
             if mt * n != info.outs[0].numel() || mt == 0 || n == 0 {
                 return Ok(None);
             }
-            (Kind::Mat, mt, n, k, 1, false)
+            (Strategy::GemmConstantB, mt, n, k, 1, false)
         }
         Op::Gemm {
             alpha,
@@ -341,24 +363,24 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
                 return Ok(None);
             }
             if *alpha != 1.0 {
-                ep.push(Ep::Scale(alpha.to_bits()));
+                epilogue.push(Epilogue::Scale(alpha.to_bits()));
             }
             if nbase > 2 && *beta != 0.0 {
                 let cs = &info.ins[2].shape;
                 if *beta == 1.0 && (cs.as_slice() == [n] || cs.as_slice() == [1, n]) {
-                    ep.push(Ep::BiasCol);
+                    epilogue.push(Epilogue::BiasCol);
                     bias_port = Some(2);
                 } else if *beta == 1.0 && cs.as_slice() == [m, n] {
-                    ep.push(Ep::Residual);
+                    epilogue.push(Epilogue::Residual);
                     res_port = Some(2);
                 } else {
                     gemm_c_post = Some(*beta);
                 }
             }
-            (Kind::Mat, m, n, k, 1, false)
+            (Strategy::GemmConstantB, m, n, k, 1, false)
         }
         Op::Conv { .. } => {
-            let Some((g, _)) = conv_geom(binfo)? else {
+            let Some((g, _)) = conv_geometry(binfo)? else {
                 return Ok(None);
             };
             if !info.ins.iter().take(3).all(is_f32) {
@@ -373,16 +395,16 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
                 return Ok(None);
             }
             if nbase > 2 {
-                ep.push(Ep::BiasRow);
+                epilogue.push(Epilogue::BiasRow);
                 bias_port = Some(2);
             }
             let nimg = g.n;
             if dw {
                 // Depth of one output: the window (not `c` windows).
                 let k = g.kh * g.kw;
-                (Kind::Dw(g), m, n, k, nimg, true)
+                (Strategy::Depthwise(g), m, n, k, nimg, true)
             } else {
-                (Kind::Conv(g), m, n, k, nimg, true)
+                (Strategy::ImplicitGemm(g), m, n, k, nimg, true)
             }
         }
         _ => return Ok(None),
@@ -394,9 +416,9 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
     }
     for (i, st) in steps.iter().enumerate().take(rest) {
         let e = match st {
-            FusedStep::Unary(UnaryOp::Relu) => Some(Ep::Relu),
+            FusedStep::Unary(UnaryOp::Relu) => Some(Epilogue::Relu),
             FusedStep::Unary(UnaryOp::Clip { min, max }) => {
-                Some(Ep::Clip(min.to_bits(), max.to_bits()))
+                Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
             }
             FusedStep::Binary {
                 op: BinaryOp::Add,
@@ -406,7 +428,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
                 let s = &info.ins[*input].shape;
                 if s == out && res_port.is_none() {
                     res_port = Some(*input);
-                    Some(Ep::Residual)
+                    Some(Epilogue::Residual)
                 } else if bias_port.is_none() && s.len() <= out.len() {
                     // Rank-aligned: a bias broadcasts along rows (conv channels) or columns.
                     let pad = out.len() - s.len();
@@ -426,9 +448,9 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
                     if ok {
                         bias_port = Some(*input);
                         Some(if bias_is_row {
-                            Ep::BiasRow
+                            Epilogue::BiasRow
                         } else {
-                            Ep::BiasCol
+                            Epilogue::BiasCol
                         })
                     } else {
                         None
@@ -440,7 +462,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
             _ => None,
         };
         match e {
-            Some(x) => ep.push(x),
+            Some(x) => epilogue.push(x),
             None => {
                 rest = i;
                 break;
@@ -449,49 +471,54 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
     }
     // 3x3 stride-1 convs with constant weights: Winograd F(2x2, 3x3).
     let (kind, n, k) = match kind {
-        Kind::Conv(g)
-            if target.winograd() >= 2 && winograd::applies(&g, binfo.consts[1].is_some(), &ep) =>
+        Strategy::ImplicitGemm(g)
+            if target.winograd() >= 2
+                && winograd::applies(&g, binfo.consts[1].is_some(), &epilogue) =>
         {
             let r = winograd::choose_r(&g, target.winograd());
-            let wg = winograd::wgeom(&g, r);
+            let wg = winograd::winograd_geometry(&g, r);
             let c = g.c;
-            (Kind::Wino(g, r), wg.th * wg.tw4, c)
+            (Strategy::Winograd(g, r), wg.th * wg.tw4, c)
         }
         // 1x1 convs on small maps: pixels as tile rows (see `small_map::applies`).
-        Kind::Conv(g)
+        Strategy::ImplicitGemm(g)
             if conv_is_gemm(&g)
                 && binfo.consts[1].is_some()
-                && small_map::applies(target.ukr_isa(), m, k, n, &ep) =>
+                && small_map::applies(target.microkernel_isa(), m, k, n, &epilogue) =>
         {
-            ep = small_map::ep(&ep);
-            (Kind::Tn, n, k)
+            epilogue = small_map::epilogue(&epilogue);
+            (Strategy::SmallMap, n, k)
         }
         kind => (kind, n, k),
     };
     let chunk = match kind {
-        Kind::Wino(_, r) => winograd::nb(k, r),
-        Kind::Pool(_) => n,
-        Kind::Conv(_) => 128,
-        Kind::Dw(_) | Kind::Tn => n,
-        Kind::Mat | Kind::MatRt { .. } if m >= 256 => 512,
-        Kind::Mat | Kind::MatRt { .. } if m >= 64 => 256,
-        Kind::Mat | Kind::MatRt { .. } => 64,
+        Strategy::Winograd(_, r) => winograd::nb(k, r),
+        Strategy::MaxPool(_) => n,
+        Strategy::ImplicitGemm(_) => 128,
+        Strategy::Depthwise(_) | Strategy::SmallMap => n,
+        Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } if m >= 256 => 512,
+        Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } if m >= 64 => 256,
+        Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } => 64,
     };
-    let amode = match kind {
-        Kind::Conv(_) if binfo.consts[1].is_some() => AMode::Const,
+    let a_layout = match kind {
+        Strategy::ImplicitGemm(_) if binfo.consts[1].is_some() => ALayout::PackedAtCompileTime,
         // Packing A pays off only when a unit reuses it over many panels (measured: it
         // costs ~20% at 4 panels per unit, gains ~20% at 1024^3).
-        Kind::Mat | Kind::MatRt { .. } if chunk >= 256 && n >= 256 && k >= 256 => AMode::Runtime,
-        _ => AMode::Direct,
+        Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. }
+            if chunk >= 256 && n >= 256 && k >= 256 =>
+        {
+            ALayout::PackedAtRunTime
+        }
+        _ => ALayout::InPlace,
     };
-    let mut p = Plan {
+    let mut p = KernelPlan {
         kind,
-        amode,
+        a_layout,
         m,
         n,
         k,
         nimg,
-        ep,
+        epilogue,
         bias_port,
         res_port,
         rest,
@@ -501,23 +528,23 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
         kc: target.blocking().0,
         mc: target.blocking().1,
         tasks: 1,
-        isa: target.ukr_isa(),
+        isa: target.microkernel_isa(),
     };
     // Split rows too when there are few column units (e.g. 7x7 maps, small N).
     let cu = p.nimg * p.units_per_img();
-    if let Kind::Wino(_, r) = p.kind {
+    if let Strategy::Winograd(_, r) = p.kind {
         p.mrows = winograd::mrows(m, chunk, r);
-    } else if let Kind::Tn = p.kind {
+    } else if let Strategy::SmallMap = p.kind {
         p.mrows = small_map::mrows(m);
         p.kc = small_map::KC;
-    } else if let Kind::Dw(_) = p.kind {
+    } else if let Strategy::Depthwise(_) = p.kind {
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
     } else if cu < 8 && m >= 2 * 4 * MR {
         let want = 8usize.div_ceil(cu);
         // Every row part packs its own copy of B: keep parts >= 48 rows when B is packed
         // at run time, so the packing stays small next to the product.
-        let floor = if matches!(p.kind, Kind::Mat) {
+        let floor = if matches!(p.kind, Strategy::GemmConstantB) {
             4 * MR
         } else {
             8 * MR
@@ -527,11 +554,11 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<Plan>> {
     // Spread work only when a unit has enough of it (~256 KFLOP).
     let flops = match &p.kind {
         // n counts tiles: each costs (r + 2)^2 multiply-adds per (m, c).
-        Kind::Wino(_, r) => 2 * m * n * k * nimg * (r + 2) * (r + 2),
+        Strategy::Winograd(_, r) => 2 * m * n * k * nimg * (r + 2) * (r + 2),
         _ => 2 * m * n * k * nimg,
     };
     // Depthwise convs run ~8x fewer flops per cycle: split them at fewer flops.
-    let min_flops = if matches!(p.kind, Kind::Dw(_)) {
+    let min_flops = if matches!(p.kind, Strategy::Depthwise(_)) {
         1 << 18
     } else if m <= 4 {
         // Few rows: bound by streaming B (weights) from memory, which two cores do faster.
@@ -585,20 +612,20 @@ pub(super) fn balanced_rows(m: usize, want: usize, min_rows: usize, max_rows: us
 }
 
 /// MaxPool: units of planes, split across tasks when the node is big enough.
-fn pool_plan(g: Pool2d, target: &Target) -> Plan {
+fn pool_plan(g: MaxPoolGeometry, target: &Target) -> KernelPlan {
     let (kc, mc) = target.blocking();
     let mrows = pool::plane_rows(g.planes);
     let work = g.planes * g.hp * g.wp * g.kh.max(g.kw);
     let (m, n, k) = (g.planes, g.oh * g.ow, g.kh * g.kw);
-    let mut p = Plan {
-        kind: Kind::Pool(g),
-        isa: target.ukr_isa(),
-        amode: AMode::Direct,
+    let mut p = KernelPlan {
+        kind: Strategy::MaxPool(g),
+        isa: target.microkernel_isa(),
+        a_layout: ALayout::InPlace,
         m,
         n,
         k,
         nimg: 1,
-        ep: vec![],
+        epilogue: vec![],
         bias_port: None,
         res_port: None,
         rest: 0,
