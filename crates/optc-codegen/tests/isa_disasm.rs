@@ -10,7 +10,7 @@ use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
 use object::{Object, ObjectSection, ObjectSymbol};
 use optc_codegen::aot::{compile_object, AotOptions};
 use optc_codegen::Target;
-use optc_ir::{FusedStep, Graph, Op, UnaryOp, Window};
+use optc_ir::{FusedStep, Graph, Op, UnaryOp};
 
 /// Conv(+bias, Relu) as an implicit GEMM and a MatMul with a constant B: both take the
 /// microkernel path on x86-64 targets with AVX2/FMA.
@@ -20,13 +20,7 @@ fn conv_gemm_graph() -> Graph {
     let x = g.add_input("x", f(&[1, 8, 12, 12]));
     let w = g.add_const("w", f32t(&mut rng, &[20, 8, 3, 3]));
     let b = g.add_const("b", f32t(&mut rng, &[20]));
-    let window = Window {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        pads: vec![1, 1, 1, 1],
-        dilations: vec![1, 1],
-        ceil_mode: false,
-    };
+    let window = square_window(3, 1, 1);
     let conv = Op::Fused {
         base: Box::new(Op::Conv { window, group: 1 }),
         base_inputs: 3,
