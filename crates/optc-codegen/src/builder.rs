@@ -1,7 +1,7 @@
 //! The function builder every lowering writes through ([`Emitter`]): Cranelift's `FunctionBuilder`
 //! plus the target's FMA, the runtime functions a kernel may call, constants hoisted to the
 //! entry block, counted and offset-carrying loops, loads and stores of tensor data, and a few
-//! control-flow and memory helpers (`if_else`, `loop_range`, `fill`, `copy_span`, `shuffle_lanes`).
+//! control-flow and memory helpers (`if_else`, `fill`, `copy_span`, `shuffle_lanes`).
 //! The float approximations (exp, tanh, erf, sigmoid) are in `ops/transcendental.rs`.
 
 use crate::error::RuntimeError;
@@ -52,6 +52,12 @@ pub(crate) struct Emitter<'f> {
     /// (a task of a node split across threads).
     pub partition: Option<Partition>,
 }
+/// Where a counted loop ends.
+enum LoopEnd {
+    Constant(i64),
+    Value(Value),
+}
+
 /// One part of an elementwise node split across tasks (see `Emitter::partition`).
 #[derive(Clone)]
 pub(crate) struct Partition {
@@ -140,6 +146,21 @@ impl<'f> Emitter<'f> {
         self.b.ins().store(tensor_flags(), v, a, 0);
     }
 
+    /// Four floats `stride` floats apart from `p + off`, loaded one by one into an f32x4
+    /// (lane 0 by `scalar_to_vector`).
+    pub fn gather4(&mut self, p: Value, off: i32, stride: usize) -> Value {
+        let s0 = self.b.ins().load(types::F32, tensor_flags(), p, off);
+        let mut v = self.b.ins().scalar_to_vector(F32X4, s0);
+        for l in 1..4 {
+            let s = self
+                .b
+                .ins()
+                .load(types::F32, tensor_flags(), p, off + (l * stride * 4) as i32);
+            v = self.b.ins().insertlane(v, s, l as u8);
+        }
+        v
+    }
+
     /// `for i in 0..n { body(i) }`, with `i: i64`. Emits nothing for `n == 0`, no loop for 1.
     pub fn loop_count(&mut self, n: i64, body: &mut dyn FnMut(&mut Self, Value)) {
         if n <= 0 {
@@ -150,16 +171,29 @@ impl<'f> Emitter<'f> {
             body(self, z);
             return;
         }
-        let iv = self.b.declare_var(types::I64);
         let z = self.int_const(0);
-        self.b.def_var(iv, z);
+        self.loop_below(z, LoopEnd::Constant(n), body);
+    }
+
+    /// `for i in lo..hi` with `hi` known at run time only.
+    pub fn loop_range(&mut self, lo: Value, hi: Value, body: &mut dyn FnMut(&mut Self, Value)) {
+        self.loop_below(lo, LoopEnd::Value(hi), body);
+    }
+
+    /// `i = start; while i < end { body(i); i += 1 }` (signed).
+    fn loop_below(&mut self, start: Value, end: LoopEnd, body: &mut dyn FnMut(&mut Self, Value)) {
+        let iv = self.b.declare_var(types::I64);
+        self.b.def_var(iv, start);
         let header = self.b.create_block();
         let bodyb = self.b.create_block();
         let exit = self.b.create_block();
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
         let i = self.b.use_var(iv);
-        let c = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, n);
+        let c = match end {
+            LoopEnd::Constant(n) => self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, n),
+            LoopEnd::Value(hi) => self.b.ins().icmp(IntCC::SignedLessThan, i, hi),
+        };
         self.b.ins().brif(c, bodyb, &[], exit, &[]);
         self.b.switch_to_block(bodyb);
         self.b.seal_block(bodyb);
@@ -416,33 +450,6 @@ impl<'f> Emitter<'f> {
             }
         }
     }
-}
-/// `for i in lo..hi` with runtime bounds.
-pub(crate) fn loop_range(
-    e: &mut Emitter,
-    lo: Value,
-    hi: Value,
-    body: &mut dyn FnMut(&mut Emitter, Value),
-) {
-    let iv = e.b.declare_var(types::I64);
-    e.b.def_var(iv, lo);
-    let header = e.b.create_block();
-    let bodyb = e.b.create_block();
-    let exit = e.b.create_block();
-    e.b.ins().jump(header, &[]);
-    e.b.switch_to_block(header);
-    let i = e.b.use_var(iv);
-    let c = e.b.ins().icmp(IntCC::SignedLessThan, i, hi);
-    e.b.ins().brif(c, bodyb, &[], exit, &[]);
-    e.b.switch_to_block(bodyb);
-    e.b.seal_block(bodyb);
-    body(e, i);
-    let i2 = e.b.ins().iadd_imm_s(i, 1);
-    e.b.def_var(iv, i2);
-    e.b.ins().jump(header, &[]);
-    e.b.seal_block(header);
-    e.b.switch_to_block(exit);
-    e.b.seal_block(exit);
 }
 /// `if c { then() } else { els() }`.
 pub(crate) fn if_else(

@@ -175,36 +175,8 @@ impl JitModel {
         outputs: &mut [Tensor],
         ws: &mut Workspace,
     ) -> Result<(), CodegenError> {
-        if inputs.len() != self.inputs.len() {
-            return Err(CodegenError::new(format!(
-                "expected {} inputs, got {}",
-                self.inputs.len(),
-                inputs.len()
-            )));
-        }
-        for (i, (t, ty)) in inputs.iter().zip(&self.inputs).enumerate() {
-            if t.dtype() != ty.dtype || t.shape() != ty.shape.as_slice() {
-                return Err(CodegenError::new(format!(
-                    "input {i} must be {ty}, got {}",
-                    t.ty()
-                )));
-            }
-        }
-        if outputs.len() != self.outputs.len() {
-            return Err(CodegenError::new(format!(
-                "expected {} outputs, got {}",
-                self.outputs.len(),
-                outputs.len()
-            )));
-        }
-        for (i, (t, ty)) in outputs.iter().zip(&self.outputs).enumerate() {
-            if t.dtype() != ty.dtype || t.shape() != ty.shape.as_slice() {
-                return Err(CodegenError::new(format!(
-                    "output {i} must be {ty}, got {}",
-                    t.ty()
-                )));
-            }
-        }
+        check_tensors("input", inputs.iter().copied(), &self.inputs)?;
+        check_tensors("output", outputs.iter(), &self.outputs)?;
         if ws.size() < self.workspace {
             return Err(CodegenError::new(format!(
                 "workspace has {} bytes, the model needs {}",
@@ -241,4 +213,28 @@ impl JitModel {
             None => Err(CodegenError::new(what)),
         }
     }
+}
+
+/// `got` has the dtypes and shapes of `want` (`what`: "input" or "output").
+fn check_tensors<'t>(
+    what: &str,
+    got: impl ExactSizeIterator<Item = &'t Tensor>,
+    want: &[TensorType],
+) -> Result<(), CodegenError> {
+    if got.len() != want.len() {
+        return Err(CodegenError::new(format!(
+            "expected {} {what}s, got {}",
+            want.len(),
+            got.len()
+        )));
+    }
+    for (i, (t, ty)) in got.zip(want).enumerate() {
+        if t.dtype() != ty.dtype || t.shape() != ty.shape.as_slice() {
+            return Err(CodegenError::new(format!(
+                "{what} {i} must be {ty}, got {}",
+                t.ty()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -193,14 +193,7 @@ pub(super) fn lower_conv(
         if ins.len() > 2 {
             let oty = &info.outs[0];
             let o = Operand::dense(out, oty);
-            let mut st = vec![0i64; oty.rank()];
-            st[1] = 1;
-            let b = Operand {
-                p: ins[2],
-                dt: DType::F32,
-                base: 0,
-                strides: st,
-            };
+            let b = Operand::per_channel(ins[2], oty.rank());
             map(
                 e,
                 info,
@@ -469,18 +462,7 @@ fn depthwise_block(
                 let xv = if g.sw == 1 {
                     e.b.ins().load(F32X4, tensor_flags(), px, xoff)
                 } else {
-                    let s0 = e.b.ins().load(types::F32, tensor_flags(), px, xoff);
-                    let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
-                    for l in 1..4 {
-                        let s = e.b.ins().load(
-                            types::F32,
-                            tensor_flags(),
-                            px,
-                            xoff + (l * g.sw * 4) as i32,
-                        );
-                        v = e.b.ins().insertlane(v, s, l as u8);
-                    }
-                    v
+                    e.gather4(px, xoff, g.sw)
                 };
                 *acc = e.mul_add(wv[kh * g.kw + kw], xv, *acc);
             }

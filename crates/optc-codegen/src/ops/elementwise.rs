@@ -31,6 +31,19 @@ pub(crate) enum Elementwise {
     Chain(Vec<ChainStep>),
 }
 
+/// The f32 binary ops with an f32x4 form (the others run scalar).
+pub(super) fn is_vector_binary(b: BinaryOp) -> bool {
+    matches!(
+        b,
+        BinaryOp::Add
+            | BinaryOp::Sub
+            | BinaryOp::Mul
+            | BinaryOp::Div
+            | BinaryOp::Max
+            | BinaryOp::Min
+    )
+}
+
 pub(super) fn vectorizable(f: &Elementwise, dts: &[DType], out: DType) -> bool {
     if matches!(f, Elementwise::Copy) {
         return true;
@@ -40,15 +53,7 @@ pub(super) fn vectorizable(f: &Elementwise, dts: &[DType], out: DType) -> bool {
     }
     match f {
         Elementwise::Unary(u) => !matches!(u, UnaryOp::Log | UnaryOp::Not | UnaryOp::IsNaN),
-        Elementwise::Binary(b) => matches!(
-            b,
-            BinaryOp::Add
-                | BinaryOp::Sub
-                | BinaryOp::Mul
-                | BinaryOp::Div
-                | BinaryOp::Max
-                | BinaryOp::Min
-        ),
+        Elementwise::Binary(b) => is_vector_binary(*b),
         Elementwise::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
         Elementwise::BatchNorm(_)
         | Elementwise::AddScaled(_)
@@ -162,14 +167,7 @@ pub(super) fn lower_batchnorm(
     let oty = &info.outs[0];
     let mut v = vec![Operand::broadcast(ins[0], &info.ins[0], &oty.shape)];
     for &p in &ins[1..5] {
-        let mut st = vec![0i64; oty.rank()];
-        st[1] = 1;
-        v.push(Operand {
-            p,
-            dt: DType::F32,
-            base: 0,
-            strides: st,
-        });
+        v.push(Operand::per_channel(p, oty.rank()));
     }
     map(
         e,

@@ -4,7 +4,7 @@
 use crate::builder::Emitter;
 use crate::error::Result;
 use crate::node::NodeInfo;
-use crate::ops::elementwise::Elementwise;
+use crate::ops::elementwise::{is_vector_binary, Elementwise};
 use crate::ops::map::map;
 use crate::ops::operand::Operand;
 use crate::peephole::fold_erf_div;
@@ -23,15 +23,7 @@ pub(super) fn elementwise_base(info: &NodeInfo, base: &Op, base_inputs: usize) -
         && info.outs[0].dtype == DType::F32
         && match base {
             Op::Unary(u) => !matches!(u, UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Identity),
-            Op::Binary(b) => matches!(
-                b,
-                BinaryOp::Add
-                    | BinaryOp::Sub
-                    | BinaryOp::Mul
-                    | BinaryOp::Div
-                    | BinaryOp::Max
-                    | BinaryOp::Min
-            ),
+            Op::Binary(b) => is_vector_binary(*b),
             _ => false,
         }
 }

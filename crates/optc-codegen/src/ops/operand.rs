@@ -27,6 +27,17 @@ impl Operand {
             strides: element_strides(&ty.shape),
         }
     }
+    /// One f32 per channel (dim 1) of a rank-`rank` output: scale, bias, mean, variance.
+    pub fn per_channel(p: Value, rank: usize) -> Operand {
+        let mut strides = vec![0i64; rank];
+        strides[1] = 1;
+        Operand {
+            p,
+            dt: DType::F32,
+            base: 0,
+            strides,
+        }
+    }
     /// `ty` broadcast (numpy, right-aligned) to `out`.
     pub fn broadcast(p: Value, ty: &TensorType, out: &[usize]) -> Operand {
         Operand {

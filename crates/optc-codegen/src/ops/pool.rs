@@ -279,19 +279,7 @@ pub(super) fn lower_maxpool2d(
                                     let v = if g.sw == 1 {
                                         e.b.ins().load(F32X4, tensor_flags(), px, off)
                                     } else {
-                                        let s0 =
-                                            e.b.ins().load(types::F32, tensor_flags(), px, off);
-                                        let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
-                                        for l in 1..4 {
-                                            let s = e.b.ins().load(
-                                                types::F32,
-                                                tensor_flags(),
-                                                px,
-                                                off + (l * g.sw * 4) as i32,
-                                            );
-                                            v = e.b.ins().insertlane(v, s, l as u8);
-                                        }
-                                        v
+                                        e.gather4(px, off, g.sw)
                                     };
                                     acc = step(e, F32X4, v, acc);
                                 }

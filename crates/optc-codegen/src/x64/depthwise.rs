@@ -385,16 +385,7 @@ fn px(
                         shuffle_lanes(e, a, b, [1, 3, 5, 7])
                     }
                 } else {
-                    let s0 =
-                        e.b.ins()
-                            .load(types::F32, tensor_flags(), xp, (s * 4) as i32);
-                    let mut x = e.b.ins().scalar_to_vector(F32X4, s0);
-                    for l in 1..4 {
-                        let off = ((s + (l * g.sw) as i64) * 4) as i32;
-                        let sl = e.b.ins().load(types::F32, tensor_flags(), xp, off);
-                        x = e.b.ins().insertlane(x, sl, l as u8);
-                    }
-                    x
+                    e.gather4(xp, (s * 4) as i32, g.sw)
                 };
                 for &(j, kh) in uses {
                     let q = kh * g.kw + kw;

@@ -11,19 +11,38 @@ use crate::builder::Emitter;
 use crate::ops::conv::{conv_is_gemm, ConvGeometry};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
-/// One unit: `ncols` columns from column `col0` of image `img`, all rows, all of K.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn emit_unit(
-    e: &mut Emitter,
-    p: &KernelPlan,
-    c: &KernelArgs,
-    pack: Value,
-    img: Value,
-    col0: Value,
-    ncols: usize,
-    row0: Value,
-    mrows: usize,
-) {
+/// A work unit of the GEMM family: `ncols` columns from column `col0` of image `img`, `mrows`
+/// rows from row `row0`, all of K, packing into the task's buffer `pack`.
+#[derive(Clone, Copy)]
+pub(super) struct Unit {
+    pub pack: Value,
+    pub img: Value,
+    pub col0: Value,
+    pub ncols: usize,
+    pub row0: Value,
+    pub mrows: usize,
+}
+
+/// One K block `[k0, k0 + kc)`: `acc` adds to the partial sums of the blocks before, `last`
+/// applies the epilogue.
+#[derive(Clone, Copy)]
+struct KBlock {
+    k0: Value,
+    kc: usize,
+    acc: bool,
+    last: bool,
+}
+
+/// One unit.
+pub(super) fn emit_unit(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit) {
+    let Unit {
+        img,
+        col0,
+        ncols,
+        row0,
+        mrows,
+        ..
+    } = unit;
     if let Strategy::Depthwise(g) = &p.kind {
         depthwise::emit_depthwise(e, p, g, c, img, row0, mrows);
         return;
@@ -63,39 +82,20 @@ pub(super) fn emit_unit(
     let kbs = p.kblocks();
     let nkb = kbs.len();
     let z = e.int_const(0);
+    let block = |k0, kc, acc, last| KBlock { k0, kc, acc, last };
     if nkb == 1 {
-        emit_kblock(
-            e, p, c, pack, img, col0, ncols, row0, mrows, z, kbs[0], false, true,
-        );
+        emit_kblock(e, p, c, unit, block(z, kbs[0], false, true));
         return;
     }
     let kb = kbs[0];
-    emit_kblock(
-        e, p, c, pack, img, col0, ncols, row0, mrows, z, kb, false, false,
-    );
+    emit_kblock(e, p, c, unit, block(z, kb, false, false));
     let kstart = e.int_const(kb as i64);
     let mids = nkb as i64 - 2;
     e.loop_offsets(mids, &[kstart], &[kb as i64], &mut |e, _i, o| {
-        emit_kblock(
-            e, p, c, pack, img, col0, ncols, row0, mrows, o[0], kb, true, false,
-        );
+        emit_kblock(e, p, c, unit, block(o[0], kb, true, false));
     });
     let k0 = e.int_const((p.k - kbs[nkb - 1]) as i64);
-    emit_kblock(
-        e,
-        p,
-        c,
-        pack,
-        img,
-        col0,
-        ncols,
-        row0,
-        mrows,
-        k0,
-        kbs[nkb - 1],
-        true,
-        true,
-    );
+    emit_kblock(e, p, c, unit, block(k0, kbs[nkb - 1], true, true));
 }
 
 /// Image `img` of a conv's input: its padded copy in scratch, or the input itself.
@@ -115,23 +115,17 @@ fn conv_image(
     e.b.ins().iadd(x, io)
 }
 
-/// One K block `[k0, k0 + kc)` of a unit: pack (conv), then every tile.
-#[allow(clippy::too_many_arguments)]
-fn emit_kblock(
-    e: &mut Emitter,
-    p: &KernelPlan,
-    c: &KernelArgs,
-    pack: Value,
-    img: Value,
-    col0: Value,
-    ncols: usize,
-    row0: Value,
-    mrows: usize,
-    k0: Value,
-    kc: usize,
-    acc: bool,
-    last: bool,
-) {
+/// One K block of a unit: pack (conv), then every tile.
+fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, block: KBlock) {
+    let Unit {
+        pack,
+        img,
+        col0,
+        ncols,
+        row0,
+        mrows,
+    } = unit;
+    let KBlock { k0, kc, acc, last } = block;
     let npan = ncols.div_ceil(NR);
     let full = ncols / NR;
     let nr_last = ncols % NR;

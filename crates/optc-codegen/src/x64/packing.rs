@@ -146,85 +146,55 @@ pub(super) fn pack_panels(
                 })
                 .collect();
             let zz = e.int_const(0);
-            if_else(
-                e,
-                all,
-                &mut |e| {
-                    // Every group of 4 pixels is contiguous: one offset load per k.
-                    e.loop_offsets(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
-                        let ko = e.load(types::I64, kt, q[0]);
-                        let d = e.b.ins().iadd(dst, q[1]);
-                        for g in 0..4 {
-                            let v = e.load(F32X4, po[4 * g], ko);
-                            e.b.ins().store(tensor_flags(), v, d, (g * 16) as i32);
-                        }
-                    });
-                },
-                &mut |e| {
-                    if_else(
-                        e,
-                        all2,
-                        &mut |e| {
-                            // Every group reads every other float (stride 2): two loads and
-                            // an even-lane shuffle per group and k.
+            // Every group of 4 pixels is contiguous (one offset load per k), or reads every
+            // other float (stride 2: two loads and an even-lane shuffle per group and k).
+            let panels = |e: &mut Emitter, stride2: bool| {
+                e.loop_offsets(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
+                    let ko = e.load(types::I64, kt, q[0]);
+                    let d = e.b.ins().iadd(dst, q[1]);
+                    for g in 0..4 {
+                        let v = if stride2 {
+                            evens(e, po[4 * g], ko)
+                        } else {
+                            e.load(F32X4, po[4 * g], ko)
+                        };
+                        e.b.ins().store(tensor_flags(), v, d, (g * 16) as i32);
+                    }
+                });
+            };
+            if_else(e, all, &mut |e| panels(e, false), &mut |e| {
+                if_else(e, all2, &mut |e| panels(e, true), &mut |e| {
+                    for g in 0..4 {
+                        let dg = e.b.ins().iadd_imm_s(dst, (g * 16) as i64);
+                        let pg = &po[4 * g..4 * g + 4];
+                        let is1 = e.b.ins().icmp_imm_s(IntCC::Equal, flags[g], 1);
+                        let is2 = e.b.ins().icmp_imm_s(IntCC::Equal, flags[g], 2);
+                        let vector = |e: &mut Emitter, stride2: bool| {
                             e.loop_offsets(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
                                 let ko = e.load(types::I64, kt, q[0]);
-                                let d = e.b.ins().iadd(dst, q[1]);
-                                for g in 0..4 {
-                                    let v = evens(e, po[4 * g], ko);
-                                    e.b.ins().store(tensor_flags(), v, d, (g * 16) as i32);
-                                }
-                            });
-                        },
-                        &mut |e| {
-                            for g in 0..4 {
-                                let dg = e.b.ins().iadd_imm_s(dst, (g * 16) as i64);
-                                let pg = &po[4 * g..4 * g + 4];
-                                let is1 = e.b.ins().icmp_imm_s(IntCC::Equal, flags[g], 1);
-                                let is2 = e.b.ins().icmp_imm_s(IntCC::Equal, flags[g], 2);
-                                let vector = |e: &mut Emitter, stride2: bool| {
-                                    e.loop_offsets(
-                                        kc as i64,
-                                        &[zz, zz],
-                                        &[8, 64],
-                                        &mut |e, _k, q| {
-                                            let ko = e.load(types::I64, kt, q[0]);
-                                            let v = if stride2 {
-                                                evens(e, pg[0], ko)
-                                            } else {
-                                                e.load(F32X4, pg[0], ko)
-                                            };
-                                            e.store(v, dg, q[1]);
-                                        },
-                                    );
+                                let v = if stride2 {
+                                    evens(e, pg[0], ko)
+                                } else {
+                                    e.load(F32X4, pg[0], ko)
                                 };
-                                if_else(e, is1, &mut |e| vector(e, false), &mut |e| {
-                                    if_else(e, is2, &mut |e| vector(e, true), &mut |e| {
-                                        e.loop_offsets(
-                                            kc as i64,
-                                            &[zz, zz],
-                                            &[8, 64],
-                                            &mut |e, _k, q| {
-                                                let ko = e.load(types::I64, kt, q[0]);
-                                                let d = e.b.ins().iadd(dg, q[1]);
-                                                for l in 0..4 {
-                                                    let v = e.load(types::F32, pg[l], ko);
-                                                    e.b.ins().store(
-                                                        tensor_flags(),
-                                                        v,
-                                                        d,
-                                                        (l * 4) as i32,
-                                                    );
-                                                }
-                                            },
-                                        );
-                                    })
+                                e.store(v, dg, q[1]);
+                            });
+                        };
+                        if_else(e, is1, &mut |e| vector(e, false), &mut |e| {
+                            if_else(e, is2, &mut |e| vector(e, true), &mut |e| {
+                                e.loop_offsets(kc as i64, &[zz, zz], &[8, 64], &mut |e, _k, q| {
+                                    let ko = e.load(types::I64, kt, q[0]);
+                                    let d = e.b.ins().iadd(dg, q[1]);
+                                    for l in 0..4 {
+                                        let v = e.load(types::F32, pg[l], ko);
+                                        e.b.ins().store(tensor_flags(), v, d, (l * 4) as i32);
+                                    }
                                 });
-                            }
-                        },
-                    );
-                },
-            );
+                            })
+                        });
+                    }
+                });
+            });
         },
     );
 }

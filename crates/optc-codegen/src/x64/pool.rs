@@ -9,7 +9,7 @@
 
 use super::kernel_plan::KernelPlan;
 use super::tasks::{acquire_slot, release_slot, task_units, KernelArgs};
-use crate::builder::{fill, loop_range, shuffle_lanes, tensor_flags, Emitter, F32X4};
+use crate::builder::{fill, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::ops::pool::MaxPoolGeometry;
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 
@@ -50,7 +50,7 @@ pub(super) fn emit_task(
     let p1 = e.b.ins().imul_imm_s(hi, p.mrows as i64);
     let cap = e.int_const(g.planes as i64);
     let p1 = e.b.ins().smin(p1, cap);
-    loop_range(e, p0, p1, &mut |e, pl| plane(e, g, c, pbuf, vrow, pl));
+    e.loop_range(p0, p1, &mut |e, pl| plane(e, g, c, pbuf, vrow, pl));
     release_slot(e, p, c, slot);
 }
 
@@ -155,20 +155,7 @@ pub(super) fn plane(
                                 let b = e.b.ins().load(F32X4, tensor_flags(), s, off + 16);
                                 shuffle_lanes(e, a, b, [0, 2, 4, 6])
                             }
-                            sw => {
-                                let s0 = e.b.ins().load(types::F32, tensor_flags(), s, off);
-                                let mut v = e.b.ins().scalar_to_vector(F32X4, s0);
-                                for l in 1..4 {
-                                    let x = e.b.ins().load(
-                                        types::F32,
-                                        tensor_flags(),
-                                        s,
-                                        off + (l * sw * 4) as i32,
-                                    );
-                                    v = e.b.ins().insertlane(v, x, l as u8);
-                                }
-                                v
-                            }
+                            sw => e.gather4(s, off, sw),
                         };
                         acc = Some(match acc {
                             None => v,

@@ -16,7 +16,7 @@
 use super::asm::{Epilogue, Isa, MicrokernelKey, MR, NR};
 use super::kernel_plan::{KernelPlan, MAX_TASKS};
 use super::tasks::{release_slot, task_buffers, task_units, KernelArgs};
-use crate::builder::{if_else, loop_range, tensor_flags, Emitter, F32X4};
+use crate::builder::{if_else, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::matmul::pack_b;
@@ -232,7 +232,7 @@ pub(super) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
     let (slot, tmp) = task_buffers(e, p, c);
     let mparts = p.mparts();
     let last_rows = p.m - (mparts - 1) * p.mrows;
-    loop_range(e, lo, hi, &mut |e, u| {
+    e.loop_range(lo, hi, &mut |e, u| {
         let mp = e.b.ins().urem_imm_u(u, mparts as i64);
         let img = e.b.ins().udiv_imm_u(u, mparts as i64);
         if mparts == 1 || last_rows == p.mrows {

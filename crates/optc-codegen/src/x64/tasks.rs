@@ -2,10 +2,10 @@
 //! `optc_rt_parallel_for`, each claiming a slot of per-task buffers in the node's scratch.
 
 use super::asm::{MicrokernelKey, Routine};
-use super::gemm::emit_unit;
+use super::gemm::{emit_unit, Unit};
 use super::kernel_plan::{KernelPlan, Strategy};
 use super::{pool, small_map, winograd};
-use crate::builder::{if_else, loop_range, tensor_flags, Emitter};
+use crate::builder::{if_else, tensor_flags, Emitter};
 use cranelift_codegen::ir::{condcodes::IntCC, types, AtomicRmwOp, FuncRef, InstBuilder, Value};
 use std::collections::HashMap;
 
@@ -144,7 +144,7 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
     let mparts = p.mparts();
     let last_cols = p.n - (upi - 1) * p.chunk;
     let last_rows = p.m - (mparts - 1) * p.mrows;
-    loop_range(e, lo, hi, &mut |e, u| {
+    e.loop_range(lo, hi, &mut |e, u| {
         let UnitAt {
             mp,
             img,
@@ -153,16 +153,24 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
             row0,
             ..
         } = unit_at(e, p, u);
+        let unit = |ncols, mrows| Unit {
+            pack,
+            img,
+            col0,
+            ncols,
+            row0,
+            mrows,
+        };
         let by_rows = |e: &mut Emitter, ncols: usize| {
             if mparts == 1 || last_rows == p.mrows {
-                emit_unit(e, p, c, pack, img, col0, ncols, row0, last_rows);
+                emit_unit(e, p, c, unit(ncols, last_rows));
             } else {
                 let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, mp, mparts as i64 - 1);
                 if_else(
                     e,
                     is_last,
-                    &mut |e| emit_unit(e, p, c, pack, img, col0, ncols, row0, last_rows),
-                    &mut |e| emit_unit(e, p, c, pack, img, col0, ncols, row0, p.mrows),
+                    &mut |e| emit_unit(e, p, c, unit(ncols, last_rows)),
+                    &mut |e| emit_unit(e, p, c, unit(ncols, p.mrows)),
                 );
             }
         };

@@ -31,7 +31,7 @@
 use super::asm::{Epilogue, MicrokernelKey, MR, NR};
 use super::kernel_plan::{balanced_rows, KernelPlan};
 use super::tasks::{acquire_slot, release_slot, task_units, unit_at, KernelArgs, UnitAt};
-use crate::builder::{fill, if_else, loop_range, shuffle_lanes, tensor_flags, Emitter, F32X4};
+use crate::builder::{fill, if_else, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::conv::ConvGeometry;
@@ -262,7 +262,7 @@ pub(super) fn emit_task(
     let have = e.b.declare_var(types::I64);
     let m1 = e.int_const(-1);
     e.b.def_var(have, m1);
-    loop_range(e, lo, hi, &mut |e, u| {
+    e.loop_range(lo, hi, &mut |e, u| {
         // (The column units are tile blocks: `t0` is the first tile.)
         let UnitAt {
             mp,
@@ -349,7 +349,7 @@ fn input_window(
         &[xplane, rows * wrow],
         &mut |e, _c, o| {
             let z = e.int_const(0);
-            loop_range(e, z, nrows, &mut |e, r| {
+            e.loop_range(z, nrows, &mut |e, r| {
                 let so = e.b.ins().imul_imm_s(r, xrow);
                 let s = e.b.ins().iadd(o[0], so);
                 let dof = e.b.ins().imul_imm_s(r, wrow);
@@ -534,7 +534,7 @@ fn input_transform(
         let doff = e.b.ins().iadd(po, lo);
         e.b.ins().iadd(vbuf, doff)
     };
-    loop_range(e, z, ngroups, &mut |e, q| {
+    e.loop_range(z, ngroups, &mut |e, q| {
         let (ti, tj) = group_tile(e, wg, t0, q);
         // Input window: row r ti, column r tj.
         let r0 = e.b.ins().imul_imm_s(ti, r * rowb);
@@ -569,7 +569,7 @@ fn input_transform(
     let end = e.int_const((p.chunk / 4) as i64);
     let zv = e.float_const(F32X4, 0.0);
     let nxi = wg.nxi as i64;
-    loop_range(e, ngroups, end, &mut |e, q| {
+    e.loop_range(ngroups, end, &mut |e, q| {
         let dst = group_dst(e, q);
         e.loop_offsets(cn, &[dst], &[64], &mut |e, _c, o| {
             for xi in 0..nxi {
@@ -664,7 +664,7 @@ fn output_transform(
     let obase = e.b.ins().iadd(io, ro);
     let bo = e.b.ins().imul_imm_s(row0, 4);
     let z = e.int_const(0);
-    loop_range(e, z, ngroups, &mut |e, q| {
+    e.loop_range(z, ngroups, &mut |e, q| {
         let (ti, tj) = group_tile(e, wg, t0, q);
         let yr = e.b.ins().imul_imm_s(ti, r as i64 * ow * 4);
         let yc = e.b.ins().imul_imm_s(tj, r as i64 * 4);
