@@ -1,6 +1,10 @@
 //! The code-generation target: which instruction-set features the generated code may use,
 //! the vector registers and data caches the kernels are blocked for, and the Cranelift ISA
 //! (for the JIT in this process, or for an object file on any host).
+//!
+//! Targets: `native` (this machine: its features, caches and cores), `x86_64-sse4.2` (the
+//! generic f32x4 lowering only), `x86_64-avx2` and `x86_64-avx512` (the x64 path with AVX2 or
+//! AVX-512F microkernels) and `aarch64-neon` (the generic lowering; AOT from any host).
 
 use crate::error::CodegenError;
 use cranelift_codegen::isa::{Builder as IsaBuilder, OwnedTargetIsa};
@@ -380,11 +384,11 @@ impl Target {
     }
 }
 
-/// The Cranelift settings of every function we compile. `opt_level` is `none` on purpose:
-/// with `speed`, the e-graph pass re-places pure instructions at their uses, which strings
-/// out each FMA accumulator chain at the end of the loop body and makes every load live
-/// across it (spills everywhere): measured 2x slower conv/GEMM kernels. The kernels are
-/// emitted in a good order already, constants are hoisted by hand (see `Emitter::float_const` in `builder.rs`).
+/// The Cranelift settings of every function we compile. `opt_level` is `none` on purpose: with
+/// `speed`, the e-graph pass re-places pure instructions at their uses, which strings out each FMA
+/// accumulator chain at the end of the loop body and makes every load live across it (spills
+/// everywhere): measured 2x slower conv/GEMM kernels. The kernels are emitted in a good order
+/// already, constants are hoisted by hand (see `Emitter::float_const` in `builder.rs`).
 fn cranelift_flags(position_independent: bool) -> Result<settings::Flags, CodegenError> {
     let mut flags = settings::builder();
     let pic = if position_independent {
@@ -439,10 +443,10 @@ impl Target {
         self.has_avx2_fma() && has
     }
 
-    /// The microkernel ISA of the GEMM path (meaningful when [`Target::has_avx2_fma`]).
-    /// AVX-512 kernels are chosen only for an explicit `x86_64-avx512` target: they are
-    /// checked by disassembly and an instruction-level emulator (`x64/asm/emulator.rs`) but have not
-    /// yet run on AVX-512 hardware, so `native` keeps the measured AVX2 kernels.
+    /// The microkernel ISA of the GEMM path (meaningful when [`Target::has_avx2_fma`]). AVX-512
+    /// kernels are chosen only for an explicit `x86_64-avx512` target: they are checked by
+    /// disassembly and an instruction-level emulator (`x64/asm/emulator.rs`) but have not yet run
+    /// on AVX-512 hardware, so `native` keeps the measured AVX2 kernels.
     pub(crate) fn microkernel_isa(&self) -> crate::x64::asm::Isa {
         if !self.native && self.has_avx512f() {
             crate::x64::asm::Isa::Avx512

@@ -1,21 +1,23 @@
-//! Depthwise conv (`Strategy::Depthwise`): one input channel per output channel, the epilogue applied in
-//! registers, the input read in place (no padded copy), never outside a row of the channel.
+//! Depthwise conv (`Strategy::Depthwise`): one input channel per output channel, the epilogue
+//! applied in registers, the input read in place (no padded copy), never outside a row of the
+//! channel.
 //!
-//! When [`DepthwiseKey::supports`] the geometry and epilogue (stride 1 or 2, at most 9 taps, no fused
-//! residual), the whole unit is one call of an assembled ymm kernel ([`crate::x64::asm::depthwise`]: 8
-//! outputs per vector, borders by masked loads). Otherwise the f32x4 code below:
-//! - output rows run `ROWS` at a time ([`passes`]), each input vector load feeding every
-//!   kernel row that uses it, the taps outside the input dropped at compile time,
+//! When [`DepthwiseKey::supports`] the geometry and epilogue (stride 1 or 2, at most 9 taps, no
+//! fused residual), the whole unit is one call of an assembled ymm kernel
+//! ([`crate::x64::asm::depthwise`]: 8 outputs per vector, borders by masked loads). Otherwise the
+//! f32x4 code below:
+//! - output rows run `ROWS` at a time ([`passes`]), each input vector load feeding every kernel row
+//!   that uses it, the taps outside the input dropped at compile time,
 //! - in a row, the columns whose vector loads stay in the input run `4 * NV` then 4 at a time
-//!   (stride 2: two loads and one `shufps` give the even or odd lanes); a last partial group
-//!   is recomputed as one vector overlapping the previous one (not with a fused residual,
-//!   whose input may be the output buffer); the other columns are scalar, with the taps
-//!   outside the input dropped, except with stride 1, where border vectors load the nearest
-//!   in-row vector and shift zeros in (`palignr`), and for column 0 of a stride-2 pad-1 row.
+//!   (stride 2: two loads and one `shufps` give the even or odd lanes); a last partial group is
+//!   recomputed as one vector overlapping the previous one (not with a fused residual, whose input
+//!   may be the output buffer); the other columns are scalar, with the taps outside the input
+//!   dropped, except with stride 1, where border vectors load the nearest in-row vector and shift
+//!   zeros in (`palignr`), and for column 0 of a stride-2 pad-1 row.
 //!
-//! Cranelift's x64 FMA is destructive on a multiplicand, so every tap also costs a register
-//! copy; measured alternatives that did not pay: 1-4 rows x 1-3 vectors per step, per-kernel-row
-//! partial sums, weights reloaded per tap (more loads, worse).
+//! Cranelift's x64 FMA is destructive on a multiplicand, so every tap also costs a register copy;
+//! measured alternatives that did not pay: 1-4 rows x 1-3 vectors per step, per-kernel-row partial
+//! sums, weights reloaded per tap (more loads, worse).
 
 use super::asm::depthwise::{input_rows, passes, DepthwiseGeometry, DepthwiseKey, RowTaps};
 use super::asm::{Epilogue, Routine};

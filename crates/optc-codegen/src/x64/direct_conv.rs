@@ -1,5 +1,9 @@
-//! Driving the assembled direct-conv kernels ([`super::asm::direct_conv`]): which units take
-//! them, and the deinterleaved padded input copy their stride-2 variant reads.
+//! Driving the assembled direct-conv kernels ([`super::asm::direct_conv`]) of convs with few
+//! input channels (a network's first conv): an ungrouped conv with constant weights, at most 4
+//! input channels and 64 taps, stride 1 or 2 along rows, output rows of whole 16-pixel steps,
+//! one K block and no fused residual calls one kernel per unit instead of packing patches for
+//! the microkernels. Stride 2 reads a deinterleaved padded input copy (each padded row's even
+//! columns, then its odd ones), made before the tasks.
 
 use super::asm::direct_conv::DirectConvKey;
 use super::kernel_plan::{ALayout, KernelPlan};
@@ -15,8 +19,8 @@ impl KernelPlan {
         g.sw == 2 && self.direct_conv_key(g, self.chunk, self.mrows).is_some()
     }
 
-    /// The direct-conv kernel of a unit of `ncols` pixels x `mrows` channels, if the conv
-    /// has one ([`crate::x64::asm::direct_conv`]): few input channels, constant weights, one K block.
+    /// The direct-conv kernel of a unit of `ncols` pixels x `mrows` channels, if the conv has one
+    /// ([`crate::x64::asm::direct_conv`]): few input channels, constant weights, one K block.
     pub(super) fn direct_conv_key(
         &self,
         g: &ConvGeometry,
@@ -51,11 +55,11 @@ impl KernelPlan {
     }
 }
 
-/// The padded input copy of a stride-2 conv run by the direct-conv kernel ([`KernelPlan::direct_conv_key`]):
-/// each padded row of `wp` floats holds its even columns, then its odd columns (`ceil(wp / 2)`
-/// and `floor(wp / 2)` floats), so a tap of 8 stride-2 outputs is one contiguous load. Zeroes
-/// the pad rows and, per input row, its pad columns; the interior by f32x4 pairs split into
-/// even and odd lanes.
+/// The padded input copy of a stride-2 conv run by the direct-conv kernel
+/// ([`KernelPlan::direct_conv_key`]): each padded row of `wp` floats holds its even columns, then
+/// its odd columns (`ceil(wp / 2)` and `floor(wp / 2)` floats), so a tap of 8 stride-2 outputs is
+/// one contiguous load. Zeroes the pad rows and, per input row, its pad columns; the interior by
+/// f32x4 pairs split into even and odd lanes.
 pub(super) fn emit_deinterleaved_copy(e: &mut Emitter, g: &ConvGeometry, c: &KernelArgs) {
     let half = g.wp.div_ceil(2);
     // Position of padded column j in its row.

@@ -222,10 +222,10 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         let key = MicrokernelKey {
             isa: p.isa,
             mr,
-            pa: a_layout != ALayout::InPlace,
+            packed_a: a_layout != ALayout::InPlace,
             half: partial && p.half_tail(nr_last),
             partial,
-            acc,
+            accumulate: acc,
             transposed: false,
             epilogue: epilogue.clone(),
         };

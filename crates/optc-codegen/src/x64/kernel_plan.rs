@@ -136,7 +136,7 @@ impl KernelPlan {
         self.mask_off() + 64
     }
     /// Byte offset of the node's buffer-slot mask (after the per-task buffers): see
-    /// [`acquire_slot`].
+    /// [`super::tasks::acquire_slot`].
     pub(super) fn mask_off(&self) -> usize {
         (self.pad_bytes() + self.tasks * self.pack_bytes()).div_ceil(64) * 64
     }
@@ -237,10 +237,10 @@ impl KernelPlan {
                     let k = MicrokernelKey {
                         isa: self.isa,
                         mr,
-                        pa: self.a_layout != ALayout::InPlace,
+                        packed_a: self.a_layout != ALayout::InPlace,
                         half,
                         partial,
-                        acc,
+                        accumulate: acc,
                         transposed: false,
                         epilogue: if epilogue {
                             self.epilogue.clone()

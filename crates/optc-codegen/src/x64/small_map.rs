@@ -1,17 +1,16 @@
-//! 1x1 convs on small maps (`Strategy::SmallMap`, e.g. MobileNetV2's 7x7 stage: N = 49 pixels, and its
-//! deep 14x14 projects; see [`applies`]) with the GEMM roles swapped: the microkernel's rows are pixels and its 16 columns output
-//! channels, from the weights packed at compile time into 16-channel panels (`[M / 16][K][16]`,
-//! the layout of a constant MatMul B). Compared with pixels as 16-wide panels (49 = 3 x 16 +
-//! a 1-column tail computed 8 wide), no column is wasted.
+//! 1x1 convs on small maps (`Strategy::SmallMap`, e.g. MobileNetV2's 7x7 stage: N = 49 pixels, and
+//! its deep 14x14 projects; see [`applies`]) with the GEMM roles swapped: the microkernel's rows
+//! are pixels and its 16 columns output channels, from the weights packed at compile time into
+//! 16-channel panels (`[M / 16][K][16]`, the layout of a constant MatMul B). Compared with pixels
+//! as 16-wide panels (49 = 3 x 16 + a 1-column tail computed 8 wide), no column is wasted.
 //!
-//! Before the tasks, the input `[K][N]` of every image is packed into 6-pixel tiles
-//! (`[K][6]` each, the last `[K][N % 6]`, or 4 + 3 rather than 6 + 1: see [`tiles`]; the
-//! layout of packed A) at the start of
-//! the node's scratch. A unit is a group of channel panels of one image; per panel and K
-//! block (the panel's block stays in L1), every pixel tile (streamed from L2). With one K
-//! block, the `transposed` microkernels apply the epilogue and store the tile transposed into the
-//! NCHW output; with several, the partial sums go to a per-task buffer of row-layout tiles
-//! (plain kernels, 64-byte rows) and the last block's `transposed` kernel adds them.
+//! Before the tasks, the input `[K][N]` of every image is packed into 6-pixel tiles (`[K][6]` each,
+//! the last `[K][N % 6]`, or 4 + 3 rather than 6 + 1: see [`tiles`]; the layout of packed A) at the
+//! start of the node's scratch. A unit is a group of channel panels of one image; per panel and K
+//! block (the panel's block stays in L1), every pixel tile (streamed from L2). With one K block,
+//! the `transposed` microkernels apply the epilogue and store the tile transposed into the NCHW
+//! output; with several, the partial sums go to a per-task buffer of row-layout tiles (plain
+//! kernels, 64-byte rows) and the last block's `transposed` kernel adds them.
 
 use super::asm::{Epilogue, Isa, MicrokernelKey, MR, NR};
 use super::kernel_plan::{KernelPlan, MAX_TASKS};
@@ -159,10 +158,10 @@ pub(super) fn key(p: &KernelPlan, mr: usize, transposed: bool, acc: bool) -> Mic
     MicrokernelKey {
         isa: p.isa,
         mr,
-        pa: true,
+        packed_a: true,
         half: false,
         partial: false,
-        acc,
+        accumulate: acc,
         transposed,
         epilogue: if transposed {
             p.epilogue.clone()

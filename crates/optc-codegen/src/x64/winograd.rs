@@ -172,10 +172,10 @@ fn microkernel_key(p: &KernelPlan, mr: usize) -> MicrokernelKey {
     MicrokernelKey {
         mr,
         isa: p.isa,
-        pa: true,
+        packed_a: true,
         half: false,
         partial: false,
-        acc: false,
+        accumulate: false,
         transposed: false,
         epilogue: vec![],
     }

@@ -1,29 +1,28 @@
-//! Depthwise-conv kernels (AVX2/FMA, ymm) assembled with `iced-x86`: every output pixel of a
-//! run of channels, 8 output columns per ymm.
+//! Depthwise-conv kernels (AVX2/FMA, ymm) assembled with `iced-x86`: every output pixel of a run of
+//! channels, 8 output columns per ymm.
 //!
-//! Cranelift's x86-64 backend lowers only 128-bit vectors and its FMA overwrites a
-//! multiplicand (a register copy per tap), so the f32x4 depthwise code in `crate::x64::depthwise`
-//! runs at about a quarter of the FMA peak. These kernels keep the channel's `kh * kw <= 9`
-//! weights in ymm0-8 and up to 6 accumulators in ymm9-14, and resolve the geometry at
-//! assembly time:
-//! - rows: the rows whose window is inside the input run [`DepthwiseGeometry::rows`] at a time, each
-//!   input row feeding every output row that uses it; the border rows run alone with the taps
+//! Cranelift's x86-64 backend lowers only 128-bit vectors and its FMA overwrites a multiplicand (a
+//! register copy per tap), so the f32x4 depthwise code in `crate::x64::depthwise` runs at about a
+//! quarter of the FMA peak. These kernels keep the channel's `kh * kw <= 9` weights in ymm0-8 and
+//! up to 6 accumulators in ymm9-14, and resolve the geometry at assembly time:
+//! - rows: the rows whose window is inside the input run [`DepthwiseGeometry::rows`] at a time,
+//!   each input row feeding every output row that uses it; the border rows run alone with the taps
 //!   outside the input dropped ([`passes`]);
-//! - columns: groups of 8 outputs. Inner groups (every load inside the row, 8 valid outputs)
-//!   run in a loop, several vectors per step; the groups at the borders are unrolled with
-//!   `vmaskmovps` loads that read zeros for columns outside the row (the pads) and a masked
-//!   store for a last partial group;
-//! - stride 1: every tap is one `vfmadd231ps acc, w, [x + off]` (the load folded into the
-//!   FMA), or one load into ymm15 shared by the rows that use that input row;
-//! - stride 2: outputs `o < 8` need input columns `2o + s`: `vshufps` of the two vectors at an
-//!   even start picks even (`0x88`) or odd (`0xDD`) lanes in the order
-//!   `[o0 o1 o4 o5 | o2 o3 o6 o7]`; every tap uses that order, so one `vpermpd 0xD8` per
-//!   accumulator restores it before the epilogue.
+//! - columns: groups of 8 outputs. Inner groups (every load inside the row, 8 valid outputs) run in
+//!   a loop, several vectors per step; the groups at the borders are unrolled with `vmaskmovps`
+//!   loads that read zeros for columns outside the row (the pads) and a masked store for a last
+//!   partial group;
+//! - stride 1: every tap is one `vfmadd231ps acc, w, [x + off]` (the load folded into the FMA), or
+//!   one load into ymm15 shared by the rows that use that input row;
+//! - stride 2: outputs `o < 8` need input columns `2o + s`: `vshufps` of the two vectors at an even
+//!   start picks even (`0x88`) or odd (`0xDD`) lanes in the order `[o0 o1 o4 o5 | o2 o3 o6 o7]`;
+//!   every tap uses that order, so one `vpermpd 0xD8` per accumulator restores it before the
+//!   epilogue.
 //!
-//! System-V ABI, no return value; rbx and r12 are saved and restored:
-//! `dw(x, o, w, bias, nch)`: `nch` channels from input plane `x`, output plane `o`, weights `w`
-//! (`kh * kw` per channel) and bias `bias` (one per channel, read only when the epilogue has
-//! a bias), planes and weights contiguous.
+//! System-V ABI, no return value; rbx and r12 are saved and restored: `dw(x, o, w, bias, nch)`:
+//! `nch` channels from input plane `x`, output plane `o`, weights `w` (`kh * kw` per channel) and
+//! bias `bias` (one per channel, read only when the epilogue has a bias), planes and weights
+//! contiguous.
 
 use super::epilogue::{epilogue_pointwise, epilogue_symbol, Epilogue};
 use super::registers::ymm;

@@ -1,20 +1,20 @@
-//! Direct-conv kernels (AVX2/FMA, ymm) for convs with few input channels (a network's first
-//! conv: 3 channels, K = 27), assembled with `iced-x86`.
+//! Direct-conv kernels (AVX2/FMA, ymm) for convs with few input channels (a network's first conv: 3
+//! channels, K = 27), assembled with `iced-x86`.
 //!
-//! The implicit GEMM packs `K x 16` patch panels per unit and calls a microkernel per 6-row
-//! tile; with K = 27 the packing and the tile epilogues cost about as much as the FMAs. These
-//! kernels gather the patches in registers instead: per step of 16 output pixels (two ymm) of
-//! one row, for each tile of 6 output channels, every tap `k = (c, kh, kw)` loads the two input
-//! vectors and does 12 FMAs with the tile's weights broadcast from the packed A (`[K][mr]` per
-//! tile, see `crate::x64::kernel_plan::ALayout::PackedAtCompileTime`). 12 accumulators, 8 loads per 12 FMAs.
+//! The implicit GEMM packs `K x 16` patch panels per unit and calls a microkernel per 6-row tile;
+//! with K = 27 the packing and the tile epilogues cost about as much as the FMAs. These kernels
+//! gather the patches in registers instead: per step of 16 output pixels (two ymm) of one row, for
+//! each tile of 6 output channels, every tap `k = (c, kh, kw)` loads the two input vectors and does
+//! 12 FMAs with the tile's weights broadcast from the packed A (`[K][mr]` per tile, see
+//! `crate::x64::kernel_plan::ALayout::PackedAtCompileTime`). 12 accumulators, 8 loads per 12 FMAs.
 //!
-//! Stride 2 reads a deinterleaved padded copy (`crate::x64::direct_conv`: each
-//! padded row holds its even columns, then its odd ones), so the 8 inputs of a tap are one
-//! contiguous load: column `2 o + s` is position `o + s / 2` of the even (s even) or odd part.
+//! Stride 2 reads a deinterleaved padded copy (`crate::x64::direct_conv`: each padded row holds its
+//! even columns, then its odd ones), so the 8 inputs of a tap are one contiguous load: column `2 o
+//! + s` is position `o + s / 2` of the even (s even) or odd part.
 //!
-//! System-V ABI, no return value; rbx is saved and restored:
-//! `dc(x, o, a, bias, col)`: `x` is the (padded) input image at the window origin of the
-//! unit's first pixel (stride 2: position `col` of its deinterleaved row), `o` the output at (first channel, first pixel), `a` the packed A tile of
+//! System-V ABI, no return value; rbx is saved and restored: `dc(x, o, a, bias, col)`: `x` is the
+//! (padded) input image at the window origin of the unit's first pixel (stride 2: position `col` of
+//! its deinterleaved row), `o` the output at (first channel, first pixel), `a` the packed A tile of
 //! the first channel, `bias` its bias (read only with a bias epilogue), `col` the first pixel's
 //! column in its output row.
 

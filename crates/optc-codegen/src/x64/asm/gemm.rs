@@ -1,15 +1,15 @@
-//! The AVX2/FMA and AVX-512F SGEMM microkernels assembled with `iced-x86` and put into the Cranelift
-//! module with `Module::define_function_bytes` (Cranelift's x86-64 backend lowers only 128-bit
-//! vectors).
+//! The AVX2/FMA and AVX-512F SGEMM microkernels assembled with `iced-x86` and put into the
+//! Cranelift module with `Module::define_function_bytes` (Cranelift's x86-64 backend lowers only
+//! 128-bit vectors).
 //!
-//! A microkernel computes one `mr x 16` tile (`mr <= 6`):
-//! `C[r][j] (+)= sum_k A[r][k] * B[k][j]`, then applies an epilogue chain and stores the tile.
-//! [`Isa::Avx2`] keeps 2 ymm accumulators per row; [`Isa::Avx512`] one zmm per row (see
-//! [`assemble_avx512`]). Both ISAs share the signature and the packed A/B layouts, so the
-//! driver (`crate::x64`) is the same for both; only [`MicrokernelKey::isa`] differs.
+//! A microkernel computes one `mr x 16` tile (`mr <= 6`): `C[r][j] (+)= sum_k A[r][k] * B[k][j]`,
+//! then applies an epilogue chain and stores the tile. [`Isa::Avx2`] keeps 2 ymm accumulators per
+//! row; [`Isa::Avx512`] one zmm per row (see [`assemble_avx512`]). Both ISAs share the signature
+//! and the packed A/B layouts, so the driver (`crate::x64`) is the same for both; only
+//! [`MicrokernelKey::isa`] differs.
 //!
-//! System-V ABI, no return value, no callee-saved register touched:
-//! `microkernel(a, b, c, kc, lda_bytes, ldc_bytes, nr, bias, res)`
+//! System-V ABI, no return value, no callee-saved register touched: `microkernel(a, b, c, kc,
+//! lda_bytes, ldc_bytes, nr, bias, res)`
 //! - `a`: row 0 of the A block (rows `lda_bytes` apart, k contiguous),
 //! - `b`: a packed B panel: `kc` rows of 16 floats (64 bytes each), zero-padded columns,
 //! - `c`: top-left of the output tile (rows `ldc_bytes` apart),
@@ -43,17 +43,18 @@ pub(crate) struct MicrokernelKey {
     pub isa: Isa,
     pub mr: usize,
     /// A is packed: `kc` groups of `mr` floats (k-major), `lda_bytes` ignored.
-    pub pa: bool,
+    pub packed_a: bool,
     /// Only the panel's first 8 columns (AVX2): one ymm accumulator per row. For a last panel
     /// of at most 8 valid columns (e.g. 49 = 3 x 16 + 1), half the work of a full tile.
     pub half: bool,
     pub partial: bool,
-    pub acc: bool,
-    /// Stored transposed (AVX2 only, see [`assemble_transposed_store`]): for small N with the roles
-    /// swapped, the tile's rows are pixels, its 16 columns output channels; channel `j` goes
-    /// to `c + j ldc_bytes`, pixel `r` to `+ 4 r`. With `acc`, the sum so far is read in row
-    /// layout (rows 64 bytes apart) from the `nr` argument (a pointer here). A residual (same
-    /// layout as C) only as the last epilogue step. Not with `half`, `partial` or `BiasRow`.
+    /// Add to C (the partial sums of earlier K blocks) instead of overwriting it.
+    pub accumulate: bool,
+    /// Stored transposed (AVX2 only, see `assemble_transposed_store` in `gemm_avx2.rs`): for
+    /// small N with the roles swapped, the tile's rows are pixels, its 16 columns output channels;
+    /// channel `j` goes to `c + j ldc_bytes`, pixel `r` to `+ 4 r`. With `acc`, the sum so far is
+    /// read in row layout (rows 64 bytes apart) from the `nr` argument (a pointer here). A residual
+    /// (same layout as C) only as the last epilogue step. Not with `half`, `partial` or `BiasRow`.
     pub transposed: bool,
     pub epilogue: Vec<Epilogue>,
 }
@@ -67,10 +68,10 @@ impl MicrokernelKey {
                 Isa::Avx512 => "avx512",
             },
             self.mr,
-            if self.pa { "_pa" } else { "" },
+            if self.packed_a { "_pa" } else { "" },
             if self.half { "_h" } else { "" },
             if self.partial { "_p" } else { "" },
-            if self.acc { "_acc" } else { "" }
+            if self.accumulate { "_acc" } else { "" }
         );
         if self.transposed {
             s.push_str("_tn");
@@ -102,7 +103,7 @@ pub(super) fn row(
 /// the rows from `rdi`/`r10` at `4 u`). Advances rsi, rdi (and r10 for unpacked A).
 pub(super) fn k_loop(
     a: &mut CodeAssembler,
-    pa: bool,
+    packed_a: bool,
     ka: i32,
     step: &mut dyn FnMut(&mut CodeAssembler, i32) -> Result<(), IcedError>,
 ) -> Result<(), IcedError> {
@@ -119,7 +120,7 @@ pub(super) fn k_loop(
     }
     a.add(rsi, 256)?;
     a.add(rdi, 4 * ka)?;
-    if !pa {
+    if !packed_a {
         a.add(r10, 16)?;
     }
     a.dec(rax)?;
@@ -131,7 +132,7 @@ pub(super) fn k_loop(
     step(a, 0)?;
     a.add(rsi, 64)?;
     a.add(rdi, ka)?;
-    if !pa {
+    if !packed_a {
         a.add(r10, 4)?;
     }
     a.dec(rcx)?;

@@ -50,7 +50,7 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
     // A bias as the first epilogue step of a tile that does not accumulate into C starts the
     // accumulators (set 0) instead of being added at the end (a column bias only for full
     // panels: the partial mask is made in the epilogue).
-    let bias_init = !key.acc
+    let bias_init = !key.accumulate
         && match key.epilogue.first() {
             Some(Epilogue::BiasRow) => true,
             Some(Epilogue::BiasCol) => !key.partial,
@@ -97,12 +97,12 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
             "transposed kernels take no row bias, and a residual last only"
         );
     }
-    let pa = key.pa;
-    if !pa {
+    let packed_a = key.packed_a;
+    if !packed_a {
         a.lea(r10, rdi + r8 * 2)?;
         a.add(r10, r8)?;
     }
-    let ka = if pa { 4 * mr as i32 } else { 4 };
+    let ka = if packed_a { 4 * mr as i32 } else { 4 };
     let mut step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
         let acc = &set[u as usize % nsets];
         a.vmovups(ymm12, ymmword_ptr(rsi + 64 * u))?;
@@ -111,7 +111,7 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
         }
         for r in 0..mr {
             let t = ymm(14 + (r & 1));
-            let m = if pa {
+            let m = if packed_a {
                 rdi + (4 * r as i32 + ka * u)
             } else {
                 row(r, rdi, r10, r8, 4 * u)
@@ -124,7 +124,7 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
         }
         Ok(())
     };
-    k_loop(&mut a, pa, ka, &mut step)?;
+    k_loop(&mut a, packed_a, ka, &mut step)?;
     // Pairwise: set s += set s + half, halving the sets.
     let mut live = nsets;
     while live > 1 {
@@ -173,7 +173,7 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
         }
         Ok(())
     };
-    if key.acc && transposed {
+    if key.accumulate && transposed {
         // The partial sums of the earlier K blocks: a row-layout tile (64-byte rows) at the
         // `nr` argument.
         a.mov(rdi, qword_ptr(rsp + 8))?;
@@ -183,7 +183,7 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
                 a.vaddps(ymm(2 * r + h), ymm(2 * r + h), m)?;
             }
         }
-    } else if key.acc {
+    } else if key.accumulate {
         add_tile(&mut a, rdx, r10)?;
     }
     let mut konst = |a: &mut CodeAssembler, bits: u32| -> CodeLabel {

@@ -36,19 +36,19 @@ pub(super) fn assemble_avx512(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError
         a.vpxord(zmm(6 + r), zmm(6 + r), zmm(6 + r))?;
     }
     // r10 = a + 3 * lda
-    let pa = key.pa;
-    if !pa {
+    let packed_a = key.packed_a;
+    if !packed_a {
         a.lea(r10, rdi + r8 * 2)?;
         a.add(r10, r8)?;
     }
-    let ka = if pa { 4 * mr as i32 } else { 4 };
+    let ka = if packed_a { 4 * mr as i32 } else { 4 };
     // k step `u` of an unrolled group: B row into zmm12+u, accumulators of parity u.
     let mut step = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
         let bu = zmm(12 + u as usize);
         let set = 6 * (u as usize & 1);
         a.vmovups(bu, zmmword_ptr(rsi + 64 * u))?;
         for r in 0..mr {
-            let m = if pa {
+            let m = if packed_a {
                 rdi + (4 * r as i32 + ka * u)
             } else {
                 row(r, rdi, r10, r8, 4 * u)
@@ -57,7 +57,7 @@ pub(super) fn assemble_avx512(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError
         }
         Ok(())
     };
-    k_loop(&mut a, pa, ka, &mut step)?;
+    k_loop(&mut a, packed_a, ka, &mut step)?;
     for r in 0..mr {
         a.vaddps(zmm(r), zmm(r), zmm(6 + r))?;
     }
@@ -102,7 +102,7 @@ pub(super) fn assemble_avx512(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError
         }
         Ok(())
     };
-    if key.acc {
+    if key.accumulate {
         add_tile(&mut a, rdx, r10)?;
     }
     let mut konst = |a: &mut CodeAssembler, bits: u32| -> CodeLabel {

@@ -42,7 +42,7 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
         &[false]
     };
     for mr in 1..=MR {
-        for pa in [false, true] {
+        for packed_a in [false, true] {
             for &half in halves {
                 for partial in [false, true] {
                     for acc in [false, true] {
@@ -50,10 +50,10 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
                             v.push(MicrokernelKey {
                                 isa,
                                 mr,
-                                pa,
+                                packed_a,
                                 half,
                                 partial,
-                                acc,
+                                accumulate: acc,
                                 transposed: false,
                                 epilogue,
                             });
@@ -80,10 +80,10 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
                     v.push(MicrokernelKey {
                         isa,
                         mr,
-                        pa: true,
+                        packed_a: true,
                         half: false,
                         partial: false,
-                        acc,
+                        accumulate: acc,
                         transposed: true,
                         epilogue,
                     });
@@ -235,7 +235,8 @@ fn avx512_kernels_decode_to_zmm_code() {
                     && (i.op_kind(0) == OpKind::Memory) == store
             })
         };
-        let loads = mr * (key.acc as usize + (key.epilogue.contains(&Epilogue::Residual)) as usize)
+        let loads = mr
+            * (key.accumulate as usize + (key.epilogue.contains(&Epilogue::Residual)) as usize)
             + key.epilogue.contains(&Epilogue::BiasCol) as usize;
         if key.partial {
             assert_eq!(kmov, 1, "{s}");
@@ -350,13 +351,13 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
     // Strides in floats; regions end right after the last valid element.
     let lda = kc + 3;
     let ldc = NR + 5;
-    let a: Vec<f32> = if key.pa {
+    let a: Vec<f32> = if key.packed_a {
         q.vec(kc * mr)
     } else {
         q.vec(lda * (mr - 1) + kc)
     };
     let at = |r: usize, k: usize| {
-        if key.pa {
+        if key.packed_a {
             a[k * mr + r]
         } else {
             a[r * lda + k]
@@ -399,7 +400,7 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
                 assert_eq!(got.to_bits(), c0[o].to_bits(), "{s}: column {j} written");
                 continue;
             }
-            let mut x = if key.acc { c0[o] } else { 0.0 };
+            let mut x = if key.accumulate { c0[o] } else { 0.0 };
             for k in 0..kc {
                 x += at(r, k) * b[k * NR + j];
             }
