@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)]
 //! Convolution on the generic path: 1-D and 2-D convs through a padded input copy (a 1x1
 //! unpadded one as a GEMM, 16 output channels per step with packed constant weights, depthwise
 //! by rows of 4 pixels), any other rank by the scalar window loop.

@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)]
 //! Depthwise conv (`Strategy::Depthwise`): one input channel per output channel, the epilogue
 //! applied in registers, the input read in place (no padded copy), never outside a row of the
 //! channel.

@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)]
 //! Packing for the microkernels: at compile time, the constant operands (a MatMul's B into
 //! 16-column panels, a conv's weights into `MR`-row tiles of A, the conv's patch offset
 //! tables); at run time, A blocks, B panels and conv patches, per K block into the task's

@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)]
 //! Winograd F(r x r, 3x3), r = 2 or 4, for 3x3, stride-1, undilated, ungrouped convs with
 //! constant weights.
 //!
