@@ -91,17 +91,17 @@ fn decode_x86(name: &str, code: &[u8]) -> Vec<iced_x86::Instruction> {
 #[test]
 fn avx512_object_has_zmm_microkernels() {
     let obj = object_for("x86_64-avx512");
-    assert!(functions(&obj, "_optc_ukr_avx2_").is_empty());
-    let ukrs = functions(&obj, "_optc_ukr_avx512_");
+    assert!(functions(&obj, "_optc_microkernel_avx2_").is_empty());
+    let kernels = functions(&obj, "_optc_microkernel_avx512_");
     // Full and partial tiles, several row counts, Relu epilogue on the conv.
     assert!(
-        ukrs.len() >= 4,
+        kernels.len() >= 4,
         "{:?}",
-        ukrs.iter().map(|u| &u.0).collect::<Vec<_>>()
+        kernels.iter().map(|u| &u.0).collect::<Vec<_>>()
     );
-    assert!(ukrs.iter().any(|u| has_part(&u.0, "p")));
-    assert!(ukrs.iter().any(|u| has_part(&u.0, "relu")));
-    for (name, code) in &ukrs {
+    assert!(kernels.iter().any(|u| has_part(&u.0, "p")));
+    assert!(kernels.iter().any(|u| has_part(&u.0, "relu")));
+    for (name, code) in &kernels {
         let ins = decode_x86(name, code);
         let zmm_fma = ins
             .iter()
@@ -135,10 +135,10 @@ fn avx512_object_has_zmm_microkernels() {
 #[test]
 fn avx2_object_has_ymm_microkernels() {
     let obj = object_for("x86_64-avx2");
-    assert!(functions(&obj, "_optc_ukr_avx512_").is_empty());
-    let ukrs = functions(&obj, "_optc_ukr_avx2_");
-    assert!(ukrs.len() >= 4);
-    for (name, code) in &ukrs {
+    assert!(functions(&obj, "_optc_microkernel_avx512_").is_empty());
+    let kernels = functions(&obj, "_optc_microkernel_avx2_");
+    assert!(kernels.len() >= 4);
+    for (name, code) in &kernels {
         let ins = decode_x86(name, code);
         assert!(ins
             .iter()

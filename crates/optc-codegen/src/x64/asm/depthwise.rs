@@ -143,7 +143,7 @@ impl DepthwiseKey {
     pub fn symbol(&self) -> String {
         let g = &self.g;
         let mut s = format!(
-            "optc_dw_avx2_{}x{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}",
+            "optc_depthwise_avx2_{}x{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}",
             g.h, g.w, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw
         );
         s.push_str(&epilogue_symbol(&self.epilogue));

@@ -67,7 +67,7 @@ impl DirectConvKey {
 
     pub fn symbol(&self) -> String {
         let mut s = format!(
-            "optc_dc_avx2_c{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_ow{}_n{}_m{}_u{}",
+            "optc_direct_conv_avx2_c{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_ow{}_n{}_m{}_u{}",
             self.c,
             self.hp,
             self.wp,

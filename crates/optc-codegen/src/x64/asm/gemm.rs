@@ -62,7 +62,7 @@ pub(crate) struct MicrokernelKey {
 impl MicrokernelKey {
     pub fn symbol(&self) -> String {
         let mut s = format!(
-            "optc_ukr_{}_{}x16{}{}{}{}",
+            "optc_microkernel_{}_{}x16{}{}{}{}",
             match self.isa {
                 Isa::Avx2 => "avx2",
                 Isa::Avx512 => "avx512",
@@ -74,7 +74,7 @@ impl MicrokernelKey {
             if self.accumulate { "_acc" } else { "" }
         );
         if self.transposed {
-            s.push_str("_tn");
+            s.push_str("_transposed");
         }
         s.push_str(&epilogue_symbol(&self.epilogue));
         s

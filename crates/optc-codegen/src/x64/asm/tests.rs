@@ -199,7 +199,7 @@ fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: us
 fn avx512_kernels_decode_to_zmm_code() {
     for key in all_keys(Isa::Avx512) {
         let s = key.symbol();
-        assert!(s.starts_with("optc_ukr_avx512_"), "{s}");
+        assert!(s.starts_with("optc_microkernel_avx512_"), "{s}");
         let bytes = assemble(&key).unwrap();
         let (ins, end) = decode(&key, &bytes);
         check_common(&key, &bytes, &ins, end);
@@ -281,7 +281,7 @@ fn avx512_kernels_decode_to_zmm_code() {
 fn avx2_kernels_decode_to_ymm_code() {
     for key in all_keys(Isa::Avx2) {
         let s = key.symbol();
-        assert!(s.starts_with("optc_ukr_avx2_"), "{s}");
+        assert!(s.starts_with("optc_microkernel_avx2_"), "{s}");
         let bytes = assemble(&key).unwrap();
         let (ins, end) = decode(&key, &bytes);
         check_common(&key, &bytes, &ins, end);
