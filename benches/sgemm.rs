@@ -8,7 +8,7 @@
 //! `cargo bench --bench sgemm -- 'sgemm_t1/m1_'`.
 //!
 //! First the 256-bit FMA peak is measured with a register-only loop of 10 independent
-//! `vfmadd231ps ymm` (`optc_codegen::ukr::fma_peak_gflops`) and printed with the implied clock
+//! `vfmadd231ps ymm` (`optc_codegen::fma_peak_gflops`) and printed with the implied clock
 //! (peak / 32: 2 FMA ports x 8 lanes x 2 flops per cycle on Zen 3). Each GEMM is
 //! `C[M,N] = A[M,K] @ B[K,N]` compiled as a model through the public API, B a constant
 //! (packed at compile time, as weights are), A an input. Criterion's throughput is
@@ -141,7 +141,7 @@ fn sgemm_benches(c: &mut Criterion) {
         }
         _ => {
             let secs = if common::testing() { 0.2 } else { 1.0 };
-            let p = optc_codegen::ukr::fma_peak_gflops(secs).expect("FMA peak");
+            let p = optc_codegen::fma_peak_gflops(secs).expect("FMA peak");
             println!(
                 "peak: {p:.1} GFLOP/s per core (register-only loop, 10 independent vfmadd231ps \
                  ymm); implied clock {:.2} GHz = peak / 32 (2 FMA/cycle x 8 lanes x 2 flops)\n",
@@ -166,7 +166,7 @@ fn peak_check(_: &mut Criterion) {
     let (Some(&start), false) = (START_PEAK.get(), common::testing()) else {
         return;
     };
-    let Ok(end) = optc_codegen::ukr::fma_peak_gflops(1.0) else {
+    let Ok(end) = optc_codegen::fma_peak_gflops(1.0) else {
         return;
     };
     let moved = (end / start - 1.0) * 100.0;

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use optc_codegen::{compile_jit, Target};
+use optc_codegen::Target;
 use optc_ir::{interp, BinaryOp, FusedStep, Graph, Op, Tensor, UnaryOp, Window};
 
 const TOL: Tol = Tol {
@@ -16,49 +16,12 @@ const TOL: Tol = Tol {
 const WINO_REL: f64 = 1e-5;
 
 fn targets() -> Vec<Target> {
-    targets_w(4)
-}
-
-/// The targets with Winograd convolution limited to `max_tile` (0 = direct convolution).
-fn targets_w(max_tile: usize) -> Vec<Target> {
-    let mut v = vec![];
-    for name in ["x86_64-avx2", "x86_64-sse4.2"] {
-        if let Ok(t) = Target::parse(name).and_then(|t| t.with_winograd(max_tile)) {
-            // Only targets this host can run.
-            let mut g = Graph::new();
-            let x = g.add_input("x", f(&[1]));
-            g.add_output("y", x);
-            if compile_jit(&g, &t).is_ok() {
-                v.push(t);
-            }
-        }
-    }
-    v
+    runnable_targets(4)
 }
 
 /// Run on every target at 1 and 2 threads; compare with the interpreter.
 fn check_all(g: &Graph, inputs: &[Tensor], tol: Tol) {
-    check_on(g, inputs, tol, &targets())
-}
-
-/// [`check_all`] on `targets`.
-fn check_on(g: &Graph, inputs: &[Tensor], tol: Tol, targets: &[Target]) {
-    let want = interp::run(g, inputs).unwrap_or_else(|e| panic!("interp: {e}"));
-    for t in targets {
-        let mut m = compile_jit(g, t).unwrap_or_else(|e| panic!("compile {}: {e}", t.name()));
-        for threads in [1, 2] {
-            m.set_threads(threads);
-            let got = run_jit(&m, inputs).unwrap_or_else(|e| panic!("run: {e}"));
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                compare(
-                    &format!("{} threads={threads} output {i}", t.name()),
-                    a,
-                    b,
-                    tol,
-                );
-            }
-        }
-    }
+    check_targets(g, inputs, tol, &targets())
 }
 
 fn matmul_case(m: usize, k: usize, n: usize, seed: u64) {
@@ -136,16 +99,6 @@ fn gemm_const_b_with_c_and_alpha() {
     }
 }
 
-fn win(k: &[usize], s: &[usize], p: &[usize], d: &[usize]) -> Window {
-    Window {
-        kernel: k.to_vec(),
-        strides: s.to_vec(),
-        pads: p.to_vec(),
-        dilations: d.to_vec(),
-        ceil_mode: false,
-    }
-}
-
 /// Conv (+ bias) with fused steps, direct convolution (no Winograd).
 fn conv_fused(x: &[usize], w: &[usize], window: Window, steps: &[&str], seed: u64) {
     conv_fused_w(x, w, window, steps, seed, 0)
@@ -165,31 +118,15 @@ fn conv_fused_w(x: &[usize], w: &[usize], window: Window, steps: &[&str], seed: 
         .unwrap_or_else(|e| panic!("{e:?}"))[0]
         .clone();
     let mut ins = vec![xv, wv, bv];
-    let mut fs = vec![];
-    for s in steps {
-        match *s {
-            "relu" => fs.push(FusedStep::Unary(UnaryOp::Relu)),
-            "relu6" => fs.push(FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 })),
-            "sigmoid" => fs.push(FusedStep::Unary(UnaryOp::Sigmoid)),
-            "res" => {
-                ins.push(g.add_input("r", oty.clone()));
-                fs.push(FusedStep::Binary {
-                    op: BinaryOp::Add,
-                    input: ins.len() - 1,
-                    swap: true,
-                });
-            }
-            "bias" => {
-                ins.push(g.add_const("b2", f32t(&mut rng, &[1, w[0], 1, 1])));
-                fs.push(FusedStep::Binary {
-                    op: BinaryOp::Add,
-                    input: ins.len() - 1,
-                    swap: false,
-                });
-            }
-            _ => unreachable!(),
-        }
-    }
+    let fs = fused_steps(
+        &mut g,
+        &mut ins,
+        &mut rng,
+        steps,
+        &oty,
+        &[1, w[0], 1, 1],
+        true,
+    );
     let op = if fs.is_empty() {
         ins.truncate(3);
         conv
@@ -226,38 +163,38 @@ fn conv_fused_w(x: &[usize], w: &[usize], window: Window, steps: &[&str], seed: 
             .fold(0f64, |m, &v| m.max((v as f64).abs()));
         tol.atol = tol.atol.max(WINO_REL * scale);
     }
-    check_on(&g, &inputs, tol, &targets_w(wino));
+    check_targets(&g, &inputs, tol, &runnable_targets(wino));
 }
 
 #[test]
 fn conv_implicit_gemm() {
-    let w3 = win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);
+    let w3 = window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);
     conv_fused(&[1, 3, 7, 9], &[16, 3, 3, 3], w3.clone(), &[], 1);
     conv_fused(
         &[2, 5, 11, 10],
         &[19, 5, 3, 3],
-        win(&[3, 3], &[2, 2], &[1, 0, 2, 1], &[1, 1]),
+        window(&[3, 3], &[2, 2], &[1, 0, 2, 1], &[1, 1]),
         &[],
         2,
     );
     conv_fused(
         &[1, 8, 5, 6],
         &[12, 8, 1, 1],
-        win(&[1, 1], &[1, 1], &[0; 4], &[1, 1]),
+        window(&[1, 1], &[1, 1], &[0; 4], &[1, 1]),
         &[],
         3,
     );
     conv_fused(
         &[1, 7, 9, 8],
         &[5, 7, 1, 1],
-        win(&[1, 1], &[2, 2], &[0; 4], &[1, 1]),
+        window(&[1, 1], &[2, 2], &[0; 4], &[1, 1]),
         &[],
         4,
     );
     conv_fused(
         &[1, 4, 12, 13],
         &[9, 4, 3, 2],
-        win(&[3, 2], &[1, 2], &[2, 1, 0, 1], &[2, 1]),
+        window(&[3, 2], &[1, 2], &[2, 1, 0, 1], &[2, 1]),
         &[],
         5,
     );
@@ -265,13 +202,13 @@ fn conv_implicit_gemm() {
     // groups (ow = 16), groups mixed with row-crossing ones (ow = 17, batch 2), and an
     // unpadded 1x1 stride-2 conv whose last groups end at the input's last float (the guard
     // that keeps the second load inside the buffer).
-    let s2 = |p: &[usize]| win(&[3, 3], &[2, 2], p, &[1, 1]);
+    let s2 = |p: &[usize]| window(&[3, 3], &[2, 2], p, &[1, 1]);
     conv_fused(&[1, 16, 32, 32], &[24, 16, 3, 3], s2(&[1, 1, 1, 1]), &[], 8);
     conv_fused(&[2, 8, 30, 33], &[10, 8, 3, 3], s2(&[1, 1, 1, 1]), &[], 9);
     conv_fused(
         &[1, 16, 16, 32],
         &[12, 16, 1, 1],
-        win(&[1, 1], &[2, 2], &[0; 4], &[1, 1]),
+        window(&[1, 1], &[2, 2], &[0; 4], &[1, 1]),
         &[],
         10,
     );
@@ -280,7 +217,7 @@ fn conv_implicit_gemm() {
     conv_fused(
         &[1, 3, 23, 23],
         &[8, 3, 7, 7],
-        win(&[7, 7], &[2, 2], &[3, 3, 3, 3], &[1, 1]),
+        window(&[7, 7], &[2, 2], &[3, 3, 3, 3], &[1, 1]),
         &[],
         7,
     );
@@ -288,8 +225,8 @@ fn conv_implicit_gemm() {
 
 #[test]
 fn conv_epilogues() {
-    let w3 = win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);
-    let w1 = win(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
+    let w3 = window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);
+    let w1 = window(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
     let mut s = 10;
     for steps in [
         vec!["relu"],
@@ -326,29 +263,8 @@ fn matmul_epilogues() {
             let a = g.add_input("a", f(&[m, k]));
             let b = g.add_const("b", f32t(&mut rng, &[k, n]));
             let mut ins = vec![a, b];
-            let mut fs = vec![];
-            for st in &steps {
-                match *st {
-                    "bias" => {
-                        ins.push(g.add_const("bias", f32t(&mut rng, &[n])));
-                        fs.push(FusedStep::Binary {
-                            op: BinaryOp::Add,
-                            input: ins.len() - 1,
-                            swap: false,
-                        });
-                    }
-                    "res" => {
-                        ins.push(g.add_input("r", f(&[m, n])));
-                        fs.push(FusedStep::Binary {
-                            op: BinaryOp::Add,
-                            input: ins.len() - 1,
-                            swap: false,
-                        });
-                    }
-                    "relu" => fs.push(FusedStep::Unary(UnaryOp::Relu)),
-                    _ => fs.push(FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 })),
-                }
-            }
+            let out = f(&[m, n]);
+            let fs = fused_steps(&mut g, &mut ins, &mut rng, &steps, &out, &[n], false);
             let op = Op::Fused {
                 base: Box::new(Op::MatMul),
                 base_inputs: 2,
@@ -404,33 +320,33 @@ fn maxpool_nan_and_padding() {
     for (shape, w) in [
         (
             vec![1, 3, 12, 13],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![2, 2, 9, 17],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 1, 6, 9],
-            win(&[2, 3], &[1, 2], &[0, 2, 1, 2], &[2, 1]),
+            window(&[2, 3], &[1, 2], &[0, 2, 1, 2], &[2, 1]),
         ),
         // Big enough to split across tasks (ResNet's stem pool, fewer channels).
         (
             vec![1, 40, 56, 57],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         // Stride 3 (lane gathers), dilation 2 with stride 2, an output narrower than 4.
         (
             vec![2, 3, 20, 23],
-            win(&[2, 2], &[3, 3], &[1, 0, 0, 1], &[1, 1]),
+            window(&[2, 2], &[3, 3], &[1, 0, 0, 1], &[1, 1]),
         ),
         (
             vec![1, 2, 15, 19],
-            win(&[3, 2], &[2, 2], &[2, 1, 2, 1], &[2, 2]),
+            window(&[3, 2], &[2, 2], &[2, 1, 2, 1], &[2, 2]),
         ),
         (
             vec![1, 2, 7, 6],
-            win(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
         ),
     ] {
         let mut g = Graph::new();
@@ -510,63 +426,63 @@ fn conv_direct_few_channels() {
         (
             vec![1, 3, 32, 32],
             vec![8, 3, 3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![2, 3, 20, 64],
             vec![13, 3, 3, 3],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 1, 9, 48],
             vec![7, 1, 5, 5],
-            win(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
+            window(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
         ),
         (
             vec![1, 4, 17, 32],
             vec![6, 4, 3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 2, 33, 64],
             vec![5, 2, 3, 3],
-            win(&[3, 3], &[2, 2], &[2, 2, 2, 2], &[2, 2]),
+            window(&[3, 3], &[2, 2], &[2, 2, 2, 2], &[2, 2]),
         ),
         (
             vec![1, 1, 20, 32],
             vec![4, 1, 7, 7],
-            win(&[7, 7], &[1, 1], &[3, 3, 3, 3], &[1, 1]),
+            window(&[7, 7], &[1, 1], &[3, 3, 3, 3], &[1, 1]),
         ),
         (
             vec![1, 3, 24, 16],
             vec![32, 3, 3, 3],
-            win(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 3, 10, 31],
             vec![9, 3, 2, 2],
-            win(&[2, 2], &[2, 2], &[0, 1, 1, 0], &[1, 1]),
+            window(&[2, 2], &[2, 2], &[0, 1, 1, 0], &[1, 1]),
         ),
         (
             vec![1, 3, 12, 24],
             vec![8, 3, 3, 3],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 3, 9, 33],
             vec![8, 3, 3, 3],
-            win(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
         ),
         (
             vec![1, 3, 8, 16],
             vec![4, 3, 5, 5],
-            win(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
+            window(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
         ),
         // 16 outputs x stride 2 = 32 > the row's 31 columns: the next row's origin is behind.
         (
             vec![1, 2, 10, 31],
             vec![5, 2, 3, 1],
-            win(&[3, 1], &[1, 2], &[1, 0, 1, 0], &[1, 1]),
+            window(&[3, 1], &[1, 2], &[1, 0, 1, 0], &[1, 1]),
         ),
     ];
     let mut s = 700;
@@ -600,23 +516,15 @@ fn dw_case(x: &[usize], k: [usize; 2], window: Window, bias: bool, steps: &[&str
     let refs: Vec<&optc_ir::TensorType> = tys.iter().take(ins.len()).collect();
     let oty = conv.infer(&refs).unwrap_or_else(|e| panic!("{e:?}"))[0].clone();
     let nb = ins.len();
-    let mut fs = vec![];
-    for s in steps {
-        match *s {
-            "relu" => fs.push(FusedStep::Unary(UnaryOp::Relu)),
-            "relu6" => fs.push(FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 })),
-            "sigmoid" => fs.push(FusedStep::Unary(UnaryOp::Sigmoid)),
-            "res" => {
-                ins.push(g.add_input("r", oty.clone()));
-                fs.push(FusedStep::Binary {
-                    op: BinaryOp::Add,
-                    input: ins.len() - 1,
-                    swap: false,
-                });
-            }
-            _ => unreachable!(),
-        }
-    }
+    let fs = fused_steps(
+        &mut g,
+        &mut ins,
+        &mut rng,
+        steps,
+        &oty,
+        &[1, c, 1, 1],
+        false,
+    );
     let op = if fs.is_empty() {
         conv
     } else {
@@ -638,32 +546,32 @@ fn depthwise_conv() {
         (
             vec![1, 5, 9, 11],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![2, 3, 12, 13],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 4, 7, 3],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[0, 1, 2, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[0, 1, 2, 1], &[1, 1]),
         ),
         (
             vec![1, 2, 14, 17],
             [5, 5],
-            win(&[5, 5], &[1, 2], &[2, 2, 2, 2], &[1, 1]),
+            window(&[5, 5], &[1, 2], &[2, 2, 2, 2], &[1, 1]),
         ),
         (
             vec![1, 3, 10, 12],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[2, 2, 2, 2], &[2, 2]),
+            window(&[3, 3], &[1, 1], &[2, 2, 2, 2], &[2, 2]),
         ),
         (
             vec![1, 40, 30, 30],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
     ] {
         for (bias, steps) in [
@@ -689,102 +597,102 @@ fn depthwise_conv_geometries() {
         (
             vec![1, 6, 9, 10],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[0, 0, 0, 0], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[0, 0, 0, 0], &[1, 1]),
         ),
         (
             vec![1, 5, 11, 13],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
         ),
         (
             vec![1, 3, 15, 19],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[2, 2]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[2, 2]),
         ),
         (
             vec![1, 4, 13, 16],
             [3, 3],
-            win(&[3, 3], &[3, 3], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[3, 3], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 48, 57, 57],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[0, 0, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[0, 0, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 8, 6, 7],
             [1, 3],
-            win(&[1, 3], &[1, 1], &[0, 1, 0, 1], &[1, 1]),
+            window(&[1, 3], &[1, 1], &[0, 1, 0, 1], &[1, 1]),
         ),
         (
             vec![1, 3, 9, 9],
             [3, 3],
-            win(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 3, 9, 14],
             [3, 3],
-            win(&[3, 3], &[1, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![2, 16, 7, 7],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 24, 14, 14],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 2, 5, 21],
             [5, 5],
-            win(&[5, 5], &[2, 2], &[2, 2, 2, 2], &[1, 1]),
+            window(&[5, 5], &[2, 2], &[2, 2, 2, 2], &[1, 1]),
         ),
         (
             vec![1, 3, 1, 1],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 5, 10, 34],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 4, 9, 16],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 6, 8, 18],
             [1, 1],
-            win(&[1, 1], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+            window(&[1, 1], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
         ),
         (
             vec![1, 3, 6, 4],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[2, 3, 2, 3], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[2, 3, 2, 3], &[1, 1]),
         ),
         (
             vec![1, 3, 9, 12],
             [7, 7],
-            win(&[7, 7], &[1, 1], &[3, 3, 3, 3], &[1, 1]),
+            window(&[7, 7], &[1, 1], &[3, 3, 3, 3], &[1, 1]),
         ),
         (
             vec![1, 5, 6, 4],
             [5, 5],
-            win(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
+            window(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
         ),
         (
             vec![1, 4, 1, 20],
             [1, 5],
-            win(&[1, 5], &[1, 1], &[0, 2, 0, 2], &[1, 1]),
+            window(&[1, 5], &[1, 1], &[0, 2, 0, 2], &[1, 1]),
         ),
         (
             vec![1, 2, 11, 23],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[1, 4, 1, 4], &[1, 3]),
+            window(&[3, 3], &[1, 1], &[1, 4, 1, 4], &[1, 3]),
         ),
     ] {
         for (bias, steps) in [
@@ -808,86 +716,86 @@ fn depthwise_conv_assembled() {
         (
             vec![1, 3, 9, 70],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 2, 20, 130],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 3, 8, 40],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[0, 0, 0, 0], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[0, 0, 0, 0], &[1, 1]),
         ),
         (
             vec![1, 3, 9, 41],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
         ),
         (
             vec![1, 3, 12, 45],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[2, 2, 2, 2], &[2, 2]),
+            window(&[3, 3], &[1, 1], &[2, 2, 2, 2], &[2, 2]),
         ),
         (
             vec![1, 3, 12, 47],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[2, 2, 2, 2], &[2, 2]),
+            window(&[3, 3], &[2, 2], &[2, 2, 2, 2], &[2, 2]),
         ),
         (
             vec![1, 4, 10, 34],
             [2, 2],
-            win(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+            window(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
         ),
         (
             vec![1, 3, 4, 37],
             [1, 3],
-            win(&[1, 3], &[1, 1], &[0, 1, 0, 1], &[1, 1]),
+            window(&[1, 3], &[1, 1], &[0, 1, 0, 1], &[1, 1]),
         ),
         (
             vec![1, 3, 10, 19],
             [3, 1],
-            win(&[3, 1], &[1, 1], &[1, 0, 1, 0], &[1, 1]),
+            window(&[3, 1], &[1, 1], &[1, 0, 1, 0], &[1, 1]),
         ),
         (
             vec![1, 2, 9, 50],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[0, 2, 1, 0], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[0, 2, 1, 0], &[1, 1]),
         ),
         (
             vec![1, 3, 17, 33],
             [3, 3],
-            win(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 3, 9, 40],
             [3, 3],
-            win(&[3, 3], &[1, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![2, 37, 13, 29],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ),
         (
             vec![1, 40, 14, 14],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
     ];
     for w in 1..=9 {
         cases.push((
             vec![1, 2, 5, w],
             [3, 3],
-            win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
         ));
     }
     for w in [3, 5, 9, 13, 15, 17] {
         cases.push((
             vec![1, 2, 7, w],
             [3, 3],
-            win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ));
     }
     let mut s = 500;
@@ -955,7 +863,7 @@ fn conv_winograd() {
 }
 
 fn conv_winograd_cases(wino: usize) {
-    let w3 = |p: &[usize]| win(&[3, 3], &[1, 1], p, &[1, 1]);
+    let w3 = |p: &[usize]| window(&[3, 3], &[1, 1], p, &[1, 1]);
     let p1 = [1, 1, 1, 1];
     conv_fused_w(&[1, 16, 4, 4], &[16, 16, 3, 3], w3(&p1), &[], 31, wino);
     conv_fused_w(&[2, 17, 9, 7], &[19, 17, 3, 3], w3(&p1), &[], 32, wino);
@@ -998,7 +906,7 @@ fn conv_winograd_cases(wino: usize) {
 /// stays on the full kernel), with accumulation over K blocks and the epilogues.
 #[test]
 fn half_panel_tails() {
-    let w1 = win(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
+    let w1 = window(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
     conv_fused(&[1, 40, 7, 7], &[50, 40, 1, 1], w1.clone(), &["relu6"], 61);
     conv_fused(&[1, 300, 7, 7], &[20, 300, 1, 1], w1.clone(), &["res"], 62);
     conv_fused(
@@ -1027,7 +935,7 @@ fn half_panel_tails() {
 /// up to 256 pixels.
 #[test]
 fn small_map_1x1_swapped() {
-    let w1 = win(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
+    let w1 = window(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
     let cases: [(&[usize], &[usize], &[&str]); 18] = [
         (&[1, 40, 7, 7], &[64, 40, 1, 1], &["relu6"]),
         (&[1, 1000, 3, 3], &[32, 1000, 1, 1], &["relu6"]),

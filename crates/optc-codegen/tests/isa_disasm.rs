@@ -10,7 +10,7 @@ use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
 use object::{Object, ObjectSection, ObjectSymbol};
 use optc_codegen::aot::{compile_object, AotOptions};
 use optc_codegen::Target;
-use optc_ir::{FusedStep, Graph, Op, UnaryOp, Window};
+use optc_ir::{FusedStep, Graph, Op, UnaryOp};
 
 /// Conv(+bias, Relu) as an implicit GEMM and a MatMul with a constant B: both take the
 /// microkernel path on x86-64 targets with AVX2/FMA.
@@ -20,13 +20,7 @@ fn conv_gemm_graph() -> Graph {
     let x = g.add_input("x", f(&[1, 8, 12, 12]));
     let w = g.add_const("w", f32t(&mut rng, &[20, 8, 3, 3]));
     let b = g.add_const("b", f32t(&mut rng, &[20]));
-    let window = Window {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        pads: vec![1, 1, 1, 1],
-        dilations: vec![1, 1],
-        ceil_mode: false,
-    };
+    let window = square_window(3, 1, 1);
     let conv = Op::Fused {
         base: Box::new(Op::Conv { window, group: 1 }),
         base_inputs: 3,
@@ -97,17 +91,17 @@ fn decode_x86(name: &str, code: &[u8]) -> Vec<iced_x86::Instruction> {
 #[test]
 fn avx512_object_has_zmm_microkernels() {
     let obj = object_for("x86_64-avx512");
-    assert!(functions(&obj, "_optc_ukr_avx2_").is_empty());
-    let ukrs = functions(&obj, "_optc_ukr_avx512_");
+    assert!(functions(&obj, "_optc_microkernel_avx2_").is_empty());
+    let kernels = functions(&obj, "_optc_microkernel_avx512_");
     // Full and partial tiles, several row counts, Relu epilogue on the conv.
     assert!(
-        ukrs.len() >= 4,
+        kernels.len() >= 4,
         "{:?}",
-        ukrs.iter().map(|u| &u.0).collect::<Vec<_>>()
+        kernels.iter().map(|u| &u.0).collect::<Vec<_>>()
     );
-    assert!(ukrs.iter().any(|u| has_part(&u.0, "p")));
-    assert!(ukrs.iter().any(|u| has_part(&u.0, "relu")));
-    for (name, code) in &ukrs {
+    assert!(kernels.iter().any(|u| has_part(&u.0, "p")));
+    assert!(kernels.iter().any(|u| has_part(&u.0, "relu")));
+    for (name, code) in &kernels {
         let ins = decode_x86(name, code);
         let zmm_fma = ins
             .iter()
@@ -141,10 +135,10 @@ fn avx512_object_has_zmm_microkernels() {
 #[test]
 fn avx2_object_has_ymm_microkernels() {
     let obj = object_for("x86_64-avx2");
-    assert!(functions(&obj, "_optc_ukr_avx512_").is_empty());
-    let ukrs = functions(&obj, "_optc_ukr_avx2_");
-    assert!(ukrs.len() >= 4);
-    for (name, code) in &ukrs {
+    assert!(functions(&obj, "_optc_microkernel_avx512_").is_empty());
+    let kernels = functions(&obj, "_optc_microkernel_avx2_");
+    assert!(kernels.len() >= 4);
+    for (name, code) in &kernels {
         let ins = decode_x86(name, code);
         assert!(ins
             .iter()

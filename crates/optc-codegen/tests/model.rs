@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use optc_codegen::{compile_jit, Target};
-use optc_ir::{BinaryOp, DType, Graph, Op, Tensor, UnaryOp, Window};
+use optc_ir::{BinaryOp, DType, Graph, Op, Tensor, UnaryOp};
 
 #[test]
 fn long_chain_reuses_workspace() {
@@ -103,13 +103,7 @@ fn small_cnn() -> Graph {
     let x = g.add_input("x", f(&[1, 3, 16, 16]));
     let w1 = g.add_const("w1", f32t(&mut rng, &[16, 3, 3, 3]));
     let b1 = g.add_const("b1", f32t(&mut rng, &[16]));
-    let win = |k: usize, s: usize, p: usize| Window {
-        kernel: vec![k, k],
-        strides: vec![s, s],
-        pads: vec![p; 4],
-        dilations: vec![1, 1],
-        ceil_mode: false,
-    };
+    let win = square_window;
     let c1 = g
         .add(
             "c1",
@@ -479,13 +473,7 @@ fn transformer_block() {
 #[test]
 fn resnet_and_mobilenet_blocks() {
     let mut rng = Rng::new(31);
-    let win = |k: usize, s: usize, p: usize| Window {
-        kernel: vec![k, k],
-        strides: vec![s, s],
-        pads: vec![p; 4],
-        dilations: vec![1, 1],
-        ceil_mode: false,
-    };
+    let win = square_window;
     let mut g = Graph::new();
     let x = g.add_input("x", f(&[1, 16, 12, 12]));
     let mut bn = |g: &mut Graph, name: &str, v, c: usize| {

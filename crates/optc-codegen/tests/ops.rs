@@ -394,13 +394,11 @@ fn gemm_variants() {
     }
 }
 
+/// [`window`] with or without ceil mode.
 fn win(kernel: &[usize], strides: &[usize], pads: &[usize], dil: &[usize], ceil: bool) -> Window {
     Window {
-        kernel: kernel.to_vec(),
-        strides: strides.to_vec(),
-        pads: pads.to_vec(),
-        dilations: dil.to_vec(),
         ceil_mode: ceil,
+        ..window(kernel, strides, pads, dil)
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use optc_ir::{BinaryOp, DType, Op, ReduceKind, SliceDim, Window};
+use optc_ir::{BinaryOp, DType, Op, ReduceKind, SliceDim};
 
 fn rand_shape(rng: &mut Rng, rank: usize, max: i64) -> Vec<usize> {
     (0..rank).map(|_| rng.int(1, max + 1) as usize).collect()
@@ -165,13 +165,7 @@ fn random_conv_and_pool() {
         let pads: Vec<usize> = (0..4).map(|_| rng.int(0, 3) as usize).collect();
         let h = (dh * (kh - 1) + 1 + rng.int(0, 6) as usize).max(1);
         let w = (dw * (kw - 1) + 1 + rng.int(0, 9) as usize).max(1);
-        let window = Window {
-            kernel: vec![kh, kw],
-            strides: vec![sh, sw],
-            pads: pads.clone(),
-            dilations: vec![dh, dw],
-            ceil_mode: false,
-        };
+        let window = window(&[kh, kw], &[sh, sw], &pads, &[dh, dw]);
         let x = f(&[rng.int(1, 3) as usize, cg * group, h, w]);
         let wt = f(&[mg * group, cg, kh, kw]);
         let b = f(&[mg * group]);

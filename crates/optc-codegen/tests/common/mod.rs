@@ -1,8 +1,11 @@
 #![allow(dead_code)]
-//! Shared helpers: deterministic inputs, JIT vs interpreter comparison.
+//! Shared helpers: deterministic inputs, JIT vs interpreter comparison (on the host target,
+//! or on several targets and thread counts), windows, and fused steps by name.
 
 use optc_codegen::{compile_jit, JitModel, Target};
-use optc_ir::{interp, DType, Data, Graph, Tensor, TensorType};
+use optc_ir::{
+    interp, BinaryOp, DType, Data, FusedStep, Graph, Tensor, TensorType, UnaryOp, Value, Window,
+};
 
 pub struct Rng(u64);
 
@@ -114,6 +117,43 @@ pub fn check_with(g: &Graph, inputs: &[Tensor], tol: Tol, target: &Target) {
     }
 }
 
+/// [`check_with`] on every target of `targets`, each run at 1 and 2 threads.
+pub fn check_targets(g: &Graph, inputs: &[Tensor], tol: Tol, targets: &[Target]) {
+    let want = interp::run(g, inputs).unwrap_or_else(|e| panic!("interp: {e}"));
+    for t in targets {
+        let mut m = compile_jit(g, t).unwrap_or_else(|e| panic!("compile {}: {e}", t.name()));
+        for threads in [1, 2] {
+            m.set_threads(threads);
+            let got = run_jit(&m, inputs).unwrap_or_else(|e| panic!("run: {e}"));
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                compare(
+                    &format!("{} threads={threads} output {i}", t.name()),
+                    a,
+                    b,
+                    tol,
+                );
+            }
+        }
+    }
+}
+
+/// The named x86-64 targets (`x86_64-avx2`, `x86_64-sse4.2`) this host can run, with
+/// Winograd convolution limited to `max_tile` (0 = direct convolution).
+pub fn runnable_targets(max_tile: usize) -> Vec<Target> {
+    let mut v = vec![];
+    for name in ["x86_64-avx2", "x86_64-sse4.2"] {
+        if let Ok(t) = Target::parse(name).and_then(|t| t.with_winograd(max_tile)) {
+            let mut g = Graph::new();
+            let x = g.add_input("x", f(&[1]));
+            g.add_output("y", x);
+            if compile_jit(&g, &t).is_ok() {
+                v.push(t);
+            }
+        }
+    }
+    v
+}
+
 pub fn check(g: &Graph, inputs: &[Tensor], tol: Tol) {
     check_with(g, inputs, tol, &Target::host().unwrap());
 }
@@ -150,4 +190,59 @@ pub fn f(shape: &[usize]) -> TensorType {
 }
 pub fn ty(dt: DType, shape: &[usize]) -> TensorType {
     TensorType::new(dt, shape.to_vec())
+}
+
+/// A window (no ceil mode).
+pub fn window(kernel: &[usize], strides: &[usize], pads: &[usize], dilations: &[usize]) -> Window {
+    Window {
+        kernel: kernel.to_vec(),
+        strides: strides.to_vec(),
+        pads: pads.to_vec(),
+        dilations: dilations.to_vec(),
+        ceil_mode: false,
+    }
+}
+
+/// A 2-D `k x k` window with stride `s` and padding `p` on every side.
+pub fn square_window(k: usize, s: usize, p: usize) -> Window {
+    window(&[k, k], &[s, s], &[p; 4], &[1, 1])
+}
+
+/// Fused steps by name, appending the inputs they read to `ins`: "relu", "relu6",
+/// "sigmoid", "res" (adds a graph input of type `out`, on the right unless `res_swap`) and
+/// "bias" (adds a constant of shape `bias`).
+pub fn fused_steps(
+    g: &mut Graph,
+    ins: &mut Vec<Value>,
+    rng: &mut Rng,
+    names: &[&str],
+    out: &TensorType,
+    bias: &[usize],
+    res_swap: bool,
+) -> Vec<FusedStep> {
+    fn add(ins: &mut Vec<Value>, v: Value, swap: bool) -> FusedStep {
+        ins.push(v);
+        FusedStep::Binary {
+            op: BinaryOp::Add,
+            input: ins.len() - 1,
+            swap,
+        }
+    }
+    names
+        .iter()
+        .map(|name| match *name {
+            "relu" => FusedStep::Unary(UnaryOp::Relu),
+            "relu6" => FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 }),
+            "sigmoid" => FusedStep::Unary(UnaryOp::Sigmoid),
+            "res" => {
+                let r = g.add_input("r", out.clone());
+                add(ins, r, res_swap)
+            }
+            "bias" => {
+                let b = g.add_const("step_bias", f32t(rng, bias));
+                add(ins, b, false)
+            }
+            other => panic!("unknown fused step {other:?}"),
+        })
+        .collect()
 }

@@ -1,0 +1,240 @@
+//! Running a compiled model in this process: [`compile_jit`] lowers a graph with
+//! `cranelift-jit`, [`JitModel::run`] checks the tensors and calls the entry function with a
+//! [`Workspace`].
+
+use crate::error::{CodegenError, RuntimeError};
+use crate::target::Target;
+use crate::{module, runtime};
+use cranelift_jit::{JITBuilder, JITModule};
+use optc_ir::{Graph, Tensor, TensorType};
+use std::fmt;
+use std::sync::Mutex;
+
+/// A 64-byte aligned scratch arena for [`JitModel::run`].
+pub struct Workspace {
+    buf: Vec<Block64>,
+    size: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Block64([u8; 64]);
+
+impl Workspace {
+    pub fn new(size: usize) -> Workspace {
+        Workspace {
+            buf: vec![Block64([0; 64]); size.div_ceil(64)],
+            size,
+        }
+    }
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.buf.as_mut_ptr() as *mut u8
+    }
+}
+
+type EntryFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+
+/// A compiled model living in this process.
+pub struct JitModel {
+    /// Kept alive (and freed on drop) because `entry` points into its memory.
+    module: Mutex<Option<JITModule>>,
+    entry: EntryFn,
+    inputs: Vec<TensorType>,
+    outputs: Vec<TensorType>,
+    workspace: usize,
+    /// `(node name, op name)` in schedule order, for runtime error messages.
+    nodes: Vec<(String, String)>,
+    /// Threads `run` may use (0 = all cores).
+    threads: usize,
+}
+
+// SAFETY: `entry` points to immutable, finalized machine code that only touches the buffers
+// handed to it; the module is behind a Mutex and only touched on drop.
+unsafe impl Send for JitModel {}
+// SAFETY: as above; `run` takes `&self` and the generated code keeps no global state.
+unsafe impl Sync for JitModel {}
+
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        let m = match self.module.get_mut() {
+            Ok(m) => m.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(m) = m {
+            // SAFETY: we own the only handle to the code (`entry`), and it cannot be called
+            // after `self` is dropped.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+impl fmt::Debug for JitModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JitModel")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("workspace", &self.workspace)
+            .finish()
+    }
+}
+
+/// Profiling aid: with `OPTC_PERF_MAP=1` (or a directory), append the JIT's functions to
+/// `/tmp/perf-<pid>.map` (or `<dir>/perf-<pid>.map`), the symbol file `perf report` reads
+/// for JIT code. Sizes are the gaps between consecutive functions. Best effort: errors are
+/// ignored (it never affects compilation).
+fn write_perf_map(module: &JITModule, dir: &std::ffi::OsStr) {
+    use cranelift_module::Module;
+    use std::io::Write;
+    let mut funcs: Vec<(usize, String)> = module
+        .declarations()
+        .get_functions()
+        .filter(|(_, d)| d.linkage.is_definable())
+        .filter_map(|(id, d)| {
+            let name = d.name.clone()?;
+            Some((module.get_finalized_function(id) as usize, name))
+        })
+        .collect();
+    funcs.sort();
+    let dir = if dir == "1" {
+        std::path::PathBuf::from("/tmp")
+    } else {
+        std::path::PathBuf::from(dir)
+    };
+    let path = dir.join(format!("perf-{}.map", std::process::id()));
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    for (i, (addr, name)) in funcs.iter().enumerate() {
+        let size = funcs.get(i + 1).map_or(4096, |n| n.0 - addr).min(1 << 24);
+        let _ = writeln!(f, "{addr:x} {size:x} {name}");
+    }
+}
+
+/// Compile a graph to machine code in this process.
+pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenError> {
+    let isa = target.jit_isa()?;
+    let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    for s in &runtime::SYMBOLS {
+        jb.symbol(s.name, (s.address)());
+    }
+    let mut module = JITModule::new(jb);
+    let lowered = module::lower_graph(&mut module, graph, target, "optc_main_run")?;
+    module
+        .finalize_definitions()
+        .map_err(|e| CodegenError::new(format!("finalizing machine code: {e}")))?;
+    if let Some(path) = std::env::var_os("OPTC_PERF_MAP") {
+        write_perf_map(&module, &path);
+    }
+    let ptr = module.get_finalized_function(lowered.entry);
+    // SAFETY: `ptr` is the finalized entry function built by `lower_graph` with exactly the
+    // `EntryFn` signature (three pointers in, i32 out, system-V calling convention).
+    let entry: EntryFn = unsafe { std::mem::transmute::<*const u8, EntryFn>(ptr) };
+    Ok(JitModel {
+        module: Mutex::new(Some(module)),
+        entry,
+        inputs: graph.input_types(),
+        outputs: lowered.output_types,
+        workspace: lowered.workspace,
+        nodes: lowered.nodes,
+        threads: 0,
+    })
+}
+
+impl JitModel {
+    /// Threads `run` may use: 0 = all cores (the default), 1 = serial.
+    pub fn set_threads(&mut self, n: usize) {
+        self.threads = n;
+    }
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+    pub fn input_types(&self) -> &[TensorType] {
+        &self.inputs
+    }
+    pub fn output_types(&self) -> &[TensorType] {
+        &self.outputs
+    }
+    pub fn workspace_size(&self) -> usize {
+        self.workspace
+    }
+    pub fn new_workspace(&self) -> Workspace {
+        Workspace::new(self.workspace)
+    }
+
+    /// Run on `inputs` (graph order), writing `outputs` (graph order) in place.
+    pub fn run(
+        &self,
+        inputs: &[&Tensor],
+        outputs: &mut [Tensor],
+        ws: &mut Workspace,
+    ) -> Result<(), CodegenError> {
+        check_tensors("input", inputs.iter().copied(), &self.inputs)?;
+        check_tensors("output", outputs.iter(), &self.outputs)?;
+        if ws.size() < self.workspace {
+            return Err(CodegenError::new(format!(
+                "workspace has {} bytes, the model needs {}",
+                ws.size(),
+                self.workspace
+            )));
+        }
+        let in_ptrs: Vec<*const u8> = inputs.iter().map(|t| t.data().as_ptr()).collect();
+        let out_ptrs: Vec<*mut u8> = outputs
+            .iter_mut()
+            .map(|t| t.data_mut().as_mut_ptr())
+            .collect();
+        let wsp = ws.as_mut_ptr();
+        // SAFETY: every input and output buffer was checked above to have exactly the dtype and
+        // shape the code was generated for, the workspace is at least `workspace_size` bytes and
+        // 64-byte aligned, and the pointer arrays outlive the call. The generated code only
+        // reads inputs/constants and writes outputs/workspace within those sizes.
+        let prev = runtime::set_thread_count(self.threads);
+        let hot = runtime::run_begin();
+        let status = unsafe { (self.entry)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), wsp) };
+        drop(hot);
+        runtime::set_thread_count(prev);
+        if status == 0 {
+            return Ok(());
+        }
+        let pos = (status >> 8) as usize;
+        let code = status & 0xff;
+        let what = match RuntimeError::from_code(code) {
+            Some(e) => e.message().to_string(),
+            None => format!("runtime error code {code}"),
+        };
+        match pos.checked_sub(1).and_then(|p| self.nodes.get(p)) {
+            Some((n, op)) => Err(CodegenError::at(n, op, what)),
+            None => Err(CodegenError::new(what)),
+        }
+    }
+}
+
+/// `got` has the dtypes and shapes of `want` (`what`: "input" or "output").
+fn check_tensors<'t>(
+    what: &str,
+    got: impl ExactSizeIterator<Item = &'t Tensor>,
+    want: &[TensorType],
+) -> Result<(), CodegenError> {
+    if got.len() != want.len() {
+        return Err(CodegenError::new(format!(
+            "expected {} {what}s, got {}",
+            want.len(),
+            got.len()
+        )));
+    }
+    for (i, (t, ty)) in got.zip(want).enumerate() {
+        if t.dtype() != ty.dtype || t.shape() != ty.shape.as_slice() {
+            return Err(CodegenError::new(format!(
+                "{what} {i} must be {ty}, got {}",
+                t.ty()
+            )));
+        }
+    }
+    Ok(())
+}

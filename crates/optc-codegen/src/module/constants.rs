@@ -1,0 +1,148 @@
+//! Constant data: the module's numbered data objects (`optc_data_N`), one per graph constant
+//! and one per piece of a kernel's compile-time data (packed weights, index tables).
+
+use super::memory::{Location, MemoryPlan};
+use crate::error::{CodegenError, Result};
+use crate::node::bytes_of;
+use crate::x64::KernelPlan;
+use crate::MAX_BYTES;
+use cranelift_module::{DataDescription, DataId, Linkage, Module};
+use optc_ir::{Graph, NodeId, Op, Tensor};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Numbers the module's data objects in declaration order.
+#[derive(Default)]
+pub(super) struct DataObjects {
+    count: usize,
+}
+
+impl DataObjects {
+    /// Declare the next `optc_data_N` (defined later by [`define_declared`]).
+    pub fn declare<M: Module>(&mut self, module: &mut M) -> Result<DataId> {
+        let name = format!("optc_data_{}", self.count);
+        self.count += 1;
+        module
+            .declare_data(&name, Linkage::Local, false, false)
+            .map_err(|e| CodegenError::new(e.to_string()))
+    }
+
+    /// Declare and define the next data object.
+    pub fn define<M: Module>(&mut self, module: &mut M, bytes: Vec<u8>) -> Result<DataId> {
+        let id = self.declare(module)?;
+        define_declared(module, id, bytes)?;
+        Ok(id)
+    }
+}
+
+/// Define a declared data object (64-byte aligned; at least one byte).
+fn define_declared<M: Module>(module: &mut M, id: DataId, mut bytes: Vec<u8>) -> Result<()> {
+    if bytes.is_empty() {
+        bytes.push(0);
+    }
+    let mut d = DataDescription::new();
+    d.define(bytes.into_boxed_slice());
+    d.set_align(64);
+    module
+        .define_data(id, &d)
+        .map_err(|e| CodegenError::new(e.to_string()))
+}
+
+/// The graph's constants: a data object per constant tensor, declared first (in schedule
+/// order) and defined once the kernel plans say which ones a kernel reads through their
+/// pointer (weights that only feed packed copies are left out).
+pub(super) struct Constants {
+    by_id: HashMap<u32, DataId>,
+    pending: Vec<(DataId, Arc<Tensor>)>,
+}
+
+impl Constants {
+    /// Declare a data object for every constant node of `order`.
+    pub fn declare<M: Module>(
+        module: &mut M,
+        graph: &Graph,
+        order: &[NodeId],
+        data: &mut DataObjects,
+    ) -> Result<Constants> {
+        let mut c = Constants {
+            by_id: HashMap::new(),
+            pending: vec![],
+        };
+        let mut total = 0usize;
+        for &n in order {
+            let node = graph.node(n);
+            let Op::Constant { id } = &node.op else {
+                continue;
+            };
+            let t = graph.const_tensor(*id).ok_or_else(|| {
+                CodegenError::at(&node.name, "const", format!("missing constant c{}", id.0))
+            })?;
+            if c.by_id.contains_key(&id.0) {
+                continue;
+            }
+            total = total.saturating_add(bytes_of(&t.ty())?);
+            if total > MAX_BYTES {
+                return Err(CodegenError::new("constants exceed 16 GiB"));
+            }
+            let d = data.declare(module)?;
+            c.by_id.insert(id.0, d);
+            c.pending.push((d, t.clone()));
+        }
+        Ok(c)
+    }
+
+    /// The data object of constant node `n`.
+    pub fn data_of(&self, graph: &Graph, n: NodeId) -> Option<DataId> {
+        match &graph.node(n).op {
+            Op::Constant { id } => self.by_id.get(&id.0).copied(),
+            _ => None,
+        }
+    }
+
+    /// Every constant's data object, in declaration order.
+    pub fn ids(&self) -> Vec<DataId> {
+        let mut ids: Vec<DataId> = self.by_id.values().copied().collect();
+        ids.sort_by_key(|d| d.as_u32());
+        ids
+    }
+
+    /// Define every constant: its bytes when it is in `read`, else a single byte.
+    pub fn define<M: Module>(self, module: &mut M, read: &HashSet<DataId>) -> Result<()> {
+        for (d, t) in self.pending {
+            let bytes = if read.contains(&d) {
+                t.data().to_le_bytes()
+            } else {
+                vec![0]
+            };
+            define_declared(module, d, bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// The constants some kernel (or a graph output) reads through their pointer: every constant
+/// input of a node on the generic path, those an x64 plan does not pack at compile time, and
+/// constants that are graph outputs.
+pub(super) fn read_through_pointer(
+    graph: &Graph,
+    schedule: &[NodeId],
+    plans: &[Option<KernelPlan>],
+    memory: &MemoryPlan,
+) -> HashSet<DataId> {
+    let mut read = HashSet::new();
+    for (i, &n) in schedule.iter().enumerate() {
+        for (j, v) in graph.node_inputs(n).iter().enumerate() {
+            if let Some(Location::Constant(d)) = memory.locations.get(v) {
+                if plans[i].as_ref().is_none_or(|p| p.reads_input(j)) {
+                    read.insert(*d);
+                }
+            }
+        }
+    }
+    for (_, v) in &memory.output_copies {
+        if let Some(Location::Constant(d)) = memory.locations.get(v) {
+            read.insert(*d);
+        }
+    }
+    read
+}

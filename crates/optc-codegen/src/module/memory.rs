@@ -1,0 +1,181 @@
+//! Memory planning: where every value lives. Graph inputs and outputs in the caller's
+//! buffers (an op's output that is a graph output is written in place), constants in their
+//! data objects, everything else at an offset of one workspace block, reused by liveness
+//! ([`Arena`]: a value's block is freed after its last use in the schedule), plus each
+//! node's scratch for the duration of its kernel.
+//!
+//! Reshape aliasing: a reshape of a workspace value that nobody reads after it takes over
+//! its input's block (same bytes, no copy); its kernel is neither lowered nor called.
+
+use super::arena::Arena;
+use super::constants::Constants;
+use crate::error::{CodegenError, Result};
+use crate::node::{bytes_of, NodeInfo};
+use crate::MAX_BYTES;
+use cranelift_module::DataId;
+use optc_ir::{Graph, NodeId, Op, TensorType, Value as IrValue};
+use std::collections::HashMap;
+
+/// Where a value lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Location {
+    /// Graph input `i` (the entry's `inputs[i]`).
+    Input(usize),
+    /// Graph output `j` (the entry's `outputs[j]`).
+    Output(usize),
+    Constant(DataId),
+    /// A byte offset in the workspace.
+    Workspace(usize),
+}
+
+/// The op nodes of `order` (inputs and constants are no kernels).
+pub(super) fn schedule(graph: &Graph, order: &[NodeId]) -> Vec<NodeId> {
+    order
+        .iter()
+        .copied()
+        .filter(|&n| !matches!(graph.node(n).op, Op::Input { .. } | Op::Constant { .. }))
+        .collect()
+}
+
+/// The memory plan of a schedule.
+pub(super) struct MemoryPlan {
+    pub locations: HashMap<IrValue, Location>,
+    /// Workspace offset of each scheduled node's scratch, if it needs any.
+    pub scratch: Vec<Option<usize>>,
+    /// Reshapes whose output takes over their input's workspace block.
+    pub aliased: Vec<bool>,
+    /// Graph outputs the entry function copies `(output, value)`: graph inputs, constants and
+    /// values that are an earlier output too.
+    pub output_copies: Vec<(usize, IrValue)>,
+    pub output_types: Vec<TensorType>,
+    /// Bytes of workspace the plan needs.
+    pub workspace: usize,
+}
+
+impl MemoryPlan {
+    /// KernelPlan `schedule` (the op nodes of `order`), whose nodes are `nodes` and need
+    /// `scratch_bytes` each.
+    pub fn new(
+        graph: &Graph,
+        order: &[NodeId],
+        schedule: &[NodeId],
+        constants: &Constants,
+        nodes: &[NodeInfo],
+        scratch_bytes: &[usize],
+    ) -> Result<MemoryPlan> {
+        let mut locs: HashMap<IrValue, Location> = HashMap::new();
+        for &n in order {
+            match &graph.node(n).op {
+                Op::Input { index } => {
+                    locs.insert(IrValue::new(n, 0), Location::Input(*index));
+                }
+                Op::Constant { .. } => {
+                    if let Some(d) = constants.data_of(graph, n) {
+                        locs.insert(IrValue::new(n, 0), Location::Constant(d));
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        // Graph outputs produced by op nodes are written in place.
+        let mut output_copies: Vec<(usize, IrValue)> = vec![];
+        let mut output_types = vec![];
+        for (j, o) in graph.outputs.iter().enumerate() {
+            let ty = graph
+                .value_type(o.value)
+                .map_err(|e| CodegenError::new(e.msg))?
+                .clone();
+            bytes_of(&ty)?;
+            output_types.push(ty);
+            let is_op = !matches!(
+                graph.node(o.value.node).op,
+                Op::Input { .. } | Op::Constant { .. }
+            );
+            if is_op && !locs.contains_key(&o.value) {
+                locs.insert(o.value, Location::Output(j));
+            } else {
+                output_copies.push((j, o.value));
+            }
+        }
+
+        let mut last_use: HashMap<IrValue, usize> = HashMap::new();
+        for (i, &n) in schedule.iter().enumerate() {
+            for v in graph.node_inputs(n) {
+                last_use.insert(v, i);
+            }
+        }
+        let mut arena = Arena::default();
+        let mut scratch: Vec<Option<usize>> = vec![None; schedule.len()];
+        let mut aliased: Vec<bool> = vec![false; schedule.len()];
+        for (i, &n) in schedule.iter().enumerate() {
+            let node = graph.node(n);
+            let info = &nodes[i];
+            let inputs = graph.node_inputs(n);
+            // A reshape of a workspace value read by nobody after it: same bytes, same block.
+            if let (Op::Reshape { .. }, [vin]) = (&node.op, inputs.as_slice()) {
+                let out = IrValue::new(n, 0);
+                if let Some(&Location::Workspace(off)) = locs.get(vin) {
+                    if last_use.get(vin) == Some(&i)
+                        && !locs.contains_key(&out)
+                        && last_use.contains_key(&out)
+                    {
+                        locs.insert(out, Location::Workspace(off));
+                        aliased[i] = true;
+                    }
+                }
+            }
+            let mut fresh = vec![];
+            for (p, ty) in node.outputs.iter().enumerate() {
+                let v = IrValue::new(n, p);
+                if locs.contains_key(&v) {
+                    continue;
+                }
+                let b = bytes_of(ty).map_err(|e| info.err(e.msg))?;
+                let off = arena
+                    .alloc(b)
+                    .ok_or_else(|| info.err("workspace size overflows"))?;
+                locs.insert(v, Location::Workspace(off));
+                fresh.push((v, off, b));
+            }
+            let sb = scratch_bytes[i];
+            if sb > 0 {
+                let off = arena
+                    .alloc(sb)
+                    .ok_or_else(|| info.err("workspace size overflows"))?;
+                scratch[i] = Some(off);
+                arena.free(off, sb);
+            }
+            // Free values whose last use is this node, and outputs nobody reads.
+            let mut dying: Vec<IrValue> = inputs
+                .iter()
+                .copied()
+                .filter(|v| last_use.get(v) == Some(&i) && !aliased[i])
+                .collect();
+            dying.sort();
+            dying.dedup();
+            for (v, off, b) in &fresh {
+                if !last_use.contains_key(v) {
+                    arena.free(*off, *b);
+                }
+            }
+            for v in dying {
+                if let Some(Location::Workspace(off)) = locs.get(&v) {
+                    let b = bytes_of(graph.value_type(v).map_err(|e| CodegenError::new(e.msg))?)?;
+                    arena.free(*off, b);
+                }
+            }
+            if arena.top > MAX_BYTES {
+                return Err(info.err(format!("workspace would exceed {MAX_BYTES} bytes (16 GiB)")));
+            }
+        }
+        Ok(MemoryPlan {
+            locations: locs,
+            scratch,
+            aliased,
+            output_copies,
+            output_types,
+            workspace: arena.top,
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! Lowering a graph into a Cranelift module, generic over `cranelift_module::Module` (the JIT
+//! and AOT objects share it). [`lower_graph`] declares and defines, in this order (which
+//! numbers the symbols of an object: keep it):
+//!
+//! 1. the runtime imports ([`crate::runtime::SYMBOLS`]),
+//! 2. a data object per graph constant (`constants.rs`), defined once the kernel plans say
+//!    which ones a kernel reads,
+//! 3. one kernel function per scheduled node (`kernels.rs`), with its compile-time data, the
+//!    assembled routines of its x64 plan and its task function (`tasks.rs`),
+//! 4. the entry function (`entry.rs`), which calls the kernels in schedule order.
+//!
+//! Before the kernels: every node's x64 plan ([`crate::x64::kernel_plan`]; `None`: the generic
+//! lowering of [`crate::ops`]), the memory plan (`memory.rs`: workspace offsets by liveness,
+//! reshape aliasing, scratch) and the peepholes of [`crate::peephole`].
+
+mod arena;
+mod constants;
+mod entry;
+mod imports;
+mod kernels;
+mod memory;
+mod tasks;
+
+use crate::error::{CodegenError, Result};
+use crate::node::NodeInfo;
+use crate::ops::scratch_bytes;
+use crate::peephole;
+use crate::target::Target;
+use crate::x64;
+use constants::{Constants, DataObjects};
+use cranelift_module::{FuncId, Module};
+use entry::EntryFunction;
+use imports::RuntimeImports;
+use kernels::{KernelBody, KernelWriter};
+use memory::MemoryPlan;
+use optc_ir::{Graph, TensorType};
+
+/// What `lower_graph` produced.
+pub(crate) struct Lowered {
+    pub entry: FuncId,
+    pub workspace: usize,
+    pub output_types: Vec<TensorType>,
+    /// `(node name, op name)` of every kernel, in schedule order.
+    pub nodes: Vec<(String, String)>,
+}
+
+/// Lower `graph` into `module`; defines the entry function `entry_name`.
+pub(crate) fn lower_graph<M: Module>(
+    module: &mut M,
+    graph: &Graph,
+    target: &Target,
+    entry_name: &str,
+) -> Result<Lowered> {
+    graph
+        .verify()
+        .map_err(|e| CodegenError::new(format!("invalid graph: {e}")))?;
+    let order = graph
+        .topo_order()
+        .map_err(|e| CodegenError::new(e.msg.clone()))?;
+    let runtime = RuntimeImports::declare(module)?;
+    let mut data = DataObjects::default();
+    let constants = Constants::declare(module, graph, &order, &mut data)?;
+
+    let schedule = memory::schedule(graph, &order);
+    let nodes: Vec<NodeInfo> = schedule
+        .iter()
+        .map(|&n| NodeInfo::of(graph, n))
+        .collect::<Result<_>>()?;
+    let plans: Vec<Option<x64::KernelPlan>> = nodes
+        .iter()
+        .map(|info| x64::kernel_plan(info, target))
+        .collect::<Result<_>>()?;
+    let scratch: Vec<usize> = nodes
+        .iter()
+        .zip(&plans)
+        .map(|(info, plan)| match plan {
+            Some(p) => Ok(p.scratch_bytes()),
+            None => scratch_bytes(info),
+        })
+        .collect::<Result<_>>()?;
+    let memory = MemoryPlan::new(graph, &order, &schedule, &constants, &nodes, &scratch)?;
+    let (nan_wheres, folded) = peephole::nan_wheres(graph, &schedule, &nodes, &memory.aliased);
+    let skipped: Vec<bool> = (0..schedule.len())
+        .map(|i| memory.aliased[i] || folded[i])
+        .collect();
+
+    let read = constants::read_through_pointer(graph, &schedule, &plans, &memory);
+    let constant_ids = constants.ids();
+    constants.define(module, &read)?;
+    let mut writer = KernelWriter::new(target, entry_name, &runtime, data, module.make_context());
+    let mut kernels = Vec::with_capacity(schedule.len());
+    for (i, info) in nodes.iter().enumerate() {
+        let body = if skipped[i] {
+            KernelBody::Nothing
+        } else if nan_wheres[i] {
+            KernelBody::NanWhere
+        } else {
+            KernelBody::Node
+        };
+        kernels.push(writer.define(module, i, info, plans[i].as_ref(), body)?);
+    }
+    let entry = EntryFunction {
+        name: entry_name,
+        graph,
+        schedule: &schedule,
+        memory: &memory,
+        constants: &constant_ids,
+        kernels: &kernels,
+        skipped: &skipped,
+    }
+    .define(
+        module,
+        &mut writer.ctx,
+        &mut writer.fctx,
+        &runtime,
+        target.fma,
+    )?;
+
+    Ok(Lowered {
+        entry,
+        workspace: memory.workspace,
+        output_types: memory.output_types,
+        nodes: nodes
+            .iter()
+            .map(|i| (i.name.to_string(), i.op.name().to_string()))
+            .collect(),
+    })
+}

@@ -1,0 +1,180 @@
+//! Elementwise ops: the functions a `map` applies ([`Elementwise`]), and the Unary, Binary, Where,
+//! Cast and BatchNorm nodes.
+
+use crate::builder::Emitter;
+use crate::error::Result;
+use crate::node::NodeInfo;
+use crate::ops::fused::ChainStep;
+use crate::ops::map::map;
+use crate::ops::operand::Operand;
+use cranelift_codegen::ir::Value;
+use optc_ir::{BinaryOp, DType, UnaryOp};
+
+/// Elementwise functions of a `map`.
+#[derive(Clone, Debug)]
+pub(crate) enum Elementwise {
+    Copy,
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    PowConst(f32),
+    Where,
+    Cast,
+    BatchNorm(f32),
+    /// `out = a + beta * b` (Gemm's C term).
+    AddScaled(f32),
+    /// `erf(x * r)`.
+    ErfMul(f32),
+    /// `isnan(b) ? a : b` (a fused `Where(IsNaN(b), a, b)`).
+    NanTo,
+    /// A fused step chain on f32: operand 0 is the running value, each step applies a
+    /// unary op or a binary op with operand `k` (swapped: `operand op acc`).
+    Chain(Vec<ChainStep>),
+}
+
+/// The f32 binary ops with an f32x4 form (the others run scalar).
+pub(super) fn is_vector_binary(b: BinaryOp) -> bool {
+    matches!(
+        b,
+        BinaryOp::Add
+            | BinaryOp::Sub
+            | BinaryOp::Mul
+            | BinaryOp::Div
+            | BinaryOp::Max
+            | BinaryOp::Min
+    )
+}
+
+pub(super) fn vectorizable(f: &Elementwise, dts: &[DType], out: DType) -> bool {
+    if matches!(f, Elementwise::Copy) {
+        return true;
+    }
+    if out != DType::F32 || dts.iter().any(|&d| d != DType::F32) {
+        return false;
+    }
+    match f {
+        Elementwise::Unary(u) => !matches!(u, UnaryOp::Log | UnaryOp::Not | UnaryOp::IsNaN),
+        Elementwise::Binary(b) => is_vector_binary(*b),
+        Elementwise::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
+        Elementwise::BatchNorm(_)
+        | Elementwise::AddScaled(_)
+        | Elementwise::ErfMul(_)
+        | Elementwise::NanTo => true,
+        Elementwise::Chain(steps) => steps.iter().all(|st| match st {
+            ChainStep::Unary(u) => {
+                vectorizable(&Elementwise::Unary(u.clone()), &[DType::F32], DType::F32)
+            }
+            ChainStep::Binary { op, .. } => vectorizable(
+                &Elementwise::Binary(*op),
+                &[DType::F32, DType::F32],
+                DType::F32,
+            ),
+            ChainStep::ErfMul(_) => true,
+        }),
+        _ => false,
+    }
+}
+
+/// Lanes of the vector path of an elementwise function over bools mixed with f32 (`Where`
+/// with a bool condition, `IsNaN`: 4 lanes) or over bools only (`And`/`Or`: 16 lanes).
+/// Bool vectors are `I32X4` lanes of 0/1 (4 lanes) or `I8X16` bytes (16 lanes).
+pub(super) fn mixed_lanes(f: &Elementwise, dts: &[DType], out: DType) -> Option<i64> {
+    use DType::{Bool, F32};
+    match f {
+        Elementwise::Where if dts == [Bool, F32, F32] && out == F32 => Some(4),
+        Elementwise::Unary(UnaryOp::IsNaN) if dts == [F32] && out == Bool => Some(4),
+        Elementwise::Binary(BinaryOp::And | BinaryOp::Or) if dts == [Bool, Bool] && out == Bool => {
+            Some(16)
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn lower_unary(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    x: Value,
+    out: Value,
+    u: &UnaryOp,
+) -> Result<()> {
+    let oty = &info.outs[0];
+    let f = if *u == UnaryOp::Identity {
+        Elementwise::Copy
+    } else {
+        Elementwise::Unary(u.clone())
+    };
+    let x = Operand::broadcast(x, &info.ins[0], &oty.shape);
+    map(e, info, &oty.shape, Operand::dense(out, oty), &[x], &f)
+}
+
+pub(super) fn lower_binary(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    bop: BinaryOp,
+) -> Result<()> {
+    let oty = &info.outs[0];
+    let f = match (bop, &info.consts[1]) {
+        (BinaryOp::Pow, Some(c)) if c.numel() == 1 && info.ins[0].dtype == DType::F32 => {
+            Elementwise::PowConst(c.to_f64_vec()[0] as f32)
+        }
+        _ => Elementwise::Binary(bop),
+    };
+    let a = Operand::broadcast(ins[0], &info.ins[0], &oty.shape);
+    let b = Operand::broadcast(ins[1], &info.ins[1], &oty.shape);
+    map(e, info, &oty.shape, Operand::dense(out, oty), &[a, b], &f)
+}
+
+pub(super) fn lower_where(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+) -> Result<()> {
+    let oty = &info.outs[0];
+    let v: Vec<Operand> = (0..3)
+        .map(|k| Operand::broadcast(ins[k], &info.ins[k], &oty.shape))
+        .collect();
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &v,
+        &Elementwise::Where,
+    )
+}
+
+pub(super) fn lower_cast(e: &mut Emitter, info: &NodeInfo, x: Value, out: Value) -> Result<()> {
+    let oty = &info.outs[0];
+    let f = if info.ins[0].dtype == oty.dtype {
+        Elementwise::Copy
+    } else {
+        Elementwise::Cast
+    };
+    let x = Operand::broadcast(x, &info.ins[0], &oty.shape);
+    map(e, info, &oty.shape, Operand::dense(out, oty), &[x], &f)
+}
+
+/// Inference BatchNorm: `(x - mean) / sqrt(var + eps) * scale + bias`, per channel (dim 1).
+pub(super) fn lower_batchnorm(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    eps: f32,
+) -> Result<()> {
+    let oty = &info.outs[0];
+    let mut v = vec![Operand::broadcast(ins[0], &info.ins[0], &oty.shape)];
+    for &p in &ins[1..5] {
+        v.push(Operand::per_channel(p, oty.rank()));
+    }
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &v,
+        &Elementwise::BatchNorm(eps),
+    )
+}

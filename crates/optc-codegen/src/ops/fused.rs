@@ -1,0 +1,160 @@
+//! Fused nodes (`Op::Fused`): a base op and a chain of unary/binary steps applied in registers,
+//! one pass, no intermediate tensors.
+
+use crate::builder::Emitter;
+use crate::error::Result;
+use crate::node::NodeInfo;
+use crate::ops::elementwise::{is_vector_binary, Elementwise};
+use crate::ops::map::map;
+use crate::ops::operand::Operand;
+use crate::peephole::fold_erf_div;
+use cranelift_codegen::ir::Value;
+use optc_ir::{BinaryOp, DType, FusedStep, Op, UnaryOp};
+use std::collections::HashMap;
+
+/// Apply fused `steps` in place on the output `out` of a fused node (one pass).
+/// Whether a fused node's base is an f32 elementwise op that can run as the first step
+/// of its chain (Pow keeps its own kernel: constant exponents have a fast path there).
+pub(super) fn elementwise_base(info: &NodeInfo, base: &Op, base_inputs: usize) -> bool {
+    let f32_ins = info.ins[..base_inputs]
+        .iter()
+        .all(|t| t.dtype == DType::F32);
+    f32_ins
+        && info.outs[0].dtype == DType::F32
+        && match base {
+            Op::Unary(u) => !matches!(u, UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Identity),
+            Op::Binary(b) => is_vector_binary(*b),
+            _ => false,
+        }
+}
+
+/// The fused `steps` as a chain over `operands`: each extra input a step reads is appended to
+/// `operands` once (broadcast to the output) and referred to by its position there.
+fn chain_steps(
+    info: &NodeInfo,
+    ins: &[Value],
+    steps: &[FusedStep],
+    operands: &mut Vec<Operand>,
+) -> Vec<ChainStep> {
+    let oty = &info.outs[0];
+    let mut kmap: HashMap<usize, usize> = HashMap::new();
+    steps
+        .iter()
+        .map(|st| match st {
+            FusedStep::Unary(u) => ChainStep::Unary(u.clone()),
+            FusedStep::Binary { op, input, swap } => {
+                let k = *kmap.entry(*input).or_insert_with(|| {
+                    operands.push(Operand::broadcast(
+                        ins[*input],
+                        &info.ins[*input],
+                        &oty.shape,
+                    ));
+                    operands.len() - 1
+                });
+                ChainStep::Binary {
+                    op: *op,
+                    k,
+                    swap: *swap,
+                }
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn apply_chain(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    steps: &[FusedStep],
+) -> Result<()> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let oty = &info.outs[0];
+    let mut operands = vec![Operand::dense(out, oty)];
+    let mut chain = chain_steps(info, ins, steps, &mut operands);
+    fold_erf_div(info, ins, &operands, &mut chain);
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &operands,
+        &Elementwise::Chain(chain),
+    )
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum ChainStep {
+    Unary(UnaryOp),
+    Binary {
+        op: BinaryOp,
+        k: usize,
+        swap: bool,
+    },
+    /// `erf(acc / c)` for a constant `c`, evaluated as `erf(acc * r)` with `r = 1/c` (see
+    /// `fold_erf_div`).
+    ErfMul(f32),
+}
+
+/// Evaluate a chain with `one(f, args)` computing one unfused op.
+pub(super) fn eval_chain<X: Copy>(
+    steps: &[ChainStep],
+    args: &[X],
+    mut one: impl FnMut(&Elementwise, &[X]) -> Option<X>,
+) -> Option<X> {
+    let mut acc = args[0];
+    for st in steps {
+        acc = match st {
+            ChainStep::Unary(u) => one(&Elementwise::Unary(u.clone()), &[acc])?,
+            ChainStep::ErfMul(r) => one(&Elementwise::ErfMul(*r), &[acc])?,
+            ChainStep::Binary { op, k, swap } => {
+                let pair = if *swap {
+                    [args[*k], acc]
+                } else {
+                    [acc, args[*k]]
+                };
+                one(&Elementwise::Binary(*op), &pair)?
+            }
+        };
+    }
+    Some(acc)
+}
+
+/// A fused node whose base is an f32 elementwise op: the base is the chain's first step, one
+/// loop for the whole chain.
+pub(super) fn lower_elementwise_chain(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    base: &Op,
+    base_inputs: usize,
+    steps: &[FusedStep],
+) -> Result<()> {
+    let oty = &info.outs[0];
+    let mut operands: Vec<Operand> = (0..base_inputs)
+        .map(|k| Operand::broadcast(ins[k], &info.ins[k], &oty.shape))
+        .collect();
+    let first = match base {
+        Op::Unary(u) => ChainStep::Unary(u.clone()),
+        Op::Binary(b) => ChainStep::Binary {
+            op: *b,
+            k: 1,
+            swap: false,
+        },
+        _ => return Err(info.err("elementwise fused base expected")),
+    };
+    let mut chain = vec![first];
+    chain.extend(chain_steps(info, ins, steps, &mut operands));
+    fold_erf_div(info, ins, &operands, &mut chain);
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &operands,
+        &Elementwise::Chain(chain),
+    )
+}

@@ -1,0 +1,430 @@
+//! One element function ([`Elementwise`]) as Cranelift IR: float math on scalars or f32x4 vectors,
+//! integer and bool math on scalars, the bool/f32 vector paths, and `Cast` semantics.
+
+use crate::builder::{element_type, Emitter, F32X4, I32X4};
+use crate::error::{Result, RuntimeError};
+use crate::node::NodeInfo;
+use crate::ops::elementwise::Elementwise;
+use crate::ops::fused::eval_chain;
+use cranelift_codegen::ir::{
+    condcodes::{FloatCC, IntCC},
+    types, InstBuilder, MemFlagsData, Type, Value,
+};
+use optc_ir::{BinaryOp, DType, UnaryOp};
+
+/// Float elementwise math on scalar `F32` or `F32X4` values.
+pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]) -> Option<Value> {
+    if let Elementwise::Chain(steps) = f {
+        return eval_chain(steps, a, |g, v| float_math(e, ty, g, v));
+    }
+    let x = a[0];
+    Some(match f {
+        Elementwise::Unary(u) => match u {
+            UnaryOp::Identity => x,
+            UnaryOp::Relu => {
+                let z = e.float_const(ty, 0.0);
+                e.clamp_lo(ty, x, z)
+            }
+            UnaryOp::LeakyRelu { alpha } => {
+                let z = e.float_const(ty, 0.0);
+                let al = e.float_const(ty, *alpha);
+                let m = e.b.ins().fmul(x, al);
+                let c = e.b.ins().fcmp(FloatCC::LessThan, x, z);
+                e.select_float(ty, c, m, x)
+            }
+            UnaryOp::Clip { min, max } => {
+                let mut v = x;
+                if *min > f32::NEG_INFINITY {
+                    let lo = e.float_const(ty, *min);
+                    v = e.clamp_lo(ty, v, lo);
+                }
+                if *max < f32::INFINITY {
+                    let hi = e.float_const(ty, *max);
+                    v = e.clamp_hi(ty, v, hi);
+                }
+                v
+            }
+            UnaryOp::Sigmoid => e.sigmoid(ty, x),
+            UnaryOp::HardSigmoid { alpha, beta } => {
+                let al = e.float_const(ty, *alpha);
+                let be = e.float_const(ty, *beta);
+                let v = e.mul_add(x, al, be);
+                let z = e.float_const(ty, 0.0);
+                let o = e.float_const(ty, 1.0);
+                let v = e.clamp_hi(ty, v, o);
+                e.clamp_lo(ty, v, z)
+            }
+            UnaryOp::HardSwish => {
+                let six = e.float_const(ty, 6.0);
+                let h = e.float_const(ty, 0.5);
+                let d = e.b.ins().fdiv(x, six);
+                let v = e.b.ins().fadd(d, h);
+                let z = e.float_const(ty, 0.0);
+                let o = e.float_const(ty, 1.0);
+                let v = e.clamp_hi(ty, v, o);
+                let v = e.clamp_lo(ty, v, z);
+                e.b.ins().fmul(x, v)
+            }
+            UnaryOp::Tanh => e.tanh(ty, x),
+            UnaryOp::Erf => e.erf(ty, x),
+            UnaryOp::Exp => e.exp(ty, x),
+            UnaryOp::Log => {
+                if ty.is_vector() {
+                    return None;
+                }
+                let f = e.runtime.log;
+                e.call1(f, x)
+            }
+            UnaryOp::Sqrt => e.b.ins().sqrt(x),
+            UnaryOp::Neg => e.b.ins().fneg(x),
+            UnaryOp::Abs => e.b.ins().fabs(x),
+            UnaryOp::Not | UnaryOp::IsNaN => return None,
+        },
+        Elementwise::Binary(b) => {
+            let y = a[1];
+            match b {
+                BinaryOp::Add => e.b.ins().fadd(x, y),
+                BinaryOp::Sub => e.b.ins().fsub(x, y),
+                BinaryOp::Mul => e.b.ins().fmul(x, y),
+                BinaryOp::Div => e.b.ins().fdiv(x, y),
+                BinaryOp::Max => e.b.ins().fmax(x, y),
+                BinaryOp::Min => e.b.ins().fmin(x, y),
+                BinaryOp::Pow if !ty.is_vector() => {
+                    let f = e.runtime.pow;
+                    e.call2(f, x, y)
+                }
+                _ => return None,
+            }
+        }
+        Elementwise::NanTo => {
+            let m = e.b.ins().fcmp(FloatCC::Unordered, a[1], a[1]);
+            e.select_float(ty, m, x, a[1])
+        }
+        Elementwise::ErfMul(r) => {
+            let rv = e.float_const(ty, *r);
+            let y = e.b.ins().fmul(x, rv);
+            e.erf(ty, y)
+        }
+        Elementwise::PowConst(c) => {
+            if *c == 1.0 {
+                x
+            } else if *c == 2.0 {
+                e.b.ins().fmul(x, x)
+            } else if *c == 3.0 {
+                let x2 = e.b.ins().fmul(x, x);
+                e.b.ins().fmul(x2, x)
+            } else if *c == 0.5 {
+                e.b.ins().sqrt(x)
+            } else if ty.is_vector() {
+                return None;
+            } else {
+                let f = e.runtime.pow;
+                let cv = e.float_const(ty, *c);
+                e.call2(f, x, cv)
+            }
+        }
+        Elementwise::BatchNorm(eps) => {
+            let (sc, bi, mean, var) = (a[1], a[2], a[3], a[4]);
+            let epilogue = e.float_const(ty, *eps);
+            let v = e.b.ins().fadd(var, epilogue);
+            let sd = e.b.ins().sqrt(v);
+            let d = e.b.ins().fsub(x, mean);
+            let n = e.b.ins().fdiv(d, sd);
+            e.mul_add(n, sc, bi)
+        }
+        Elementwise::AddScaled(beta) => {
+            let bt = e.float_const(ty, *beta);
+            e.mul_add(a[1], bt, x)
+        }
+        _ => return None,
+    })
+}
+
+pub(super) fn is_signed(dt: DType) -> bool {
+    matches!(dt, DType::I64 | DType::I32 | DType::I8)
+}
+
+/// Scalar elementwise function on native values (`element_type` of each dtype).
+pub(super) fn scalar_math(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    f: &Elementwise,
+    a: &[Value],
+    dts: &[DType],
+    out: DType,
+) -> Result<Value> {
+    if matches!(f, Elementwise::Copy) {
+        return Ok(a[0]);
+    }
+    if let Elementwise::Chain(steps) = f {
+        let mut err = None;
+        let r = eval_chain(steps, a, |g, v| {
+            match scalar_math(e, info, g, v, &vec![DType::F32; v.len()], DType::F32) {
+                Ok(x) => Some(x),
+                Err(x) => {
+                    err.get_or_insert(x);
+                    None
+                }
+            }
+        });
+        return r.ok_or_else(|| err.unwrap_or_else(|| info.err("fused step chain")));
+    }
+    if dts[0] == DType::F32
+        && out == DType::F32
+        && !matches!(f, Elementwise::Cast | Elementwise::Where)
+    {
+        let mut args = a.to_vec();
+        if let Elementwise::Binary(BinaryOp::Pow) = f {
+            if dts[1] != DType::F32 {
+                args[1] = int_to_f32(e, a[1], dts[1]);
+            }
+        }
+        if let Some(v) = float_math(e, types::F32, f, &args) {
+            return Ok(v);
+        }
+    }
+    let x = a[0];
+    let dt = dts[0];
+    let ty = element_type(dt);
+    let sg = is_signed(dt);
+    let v = match f {
+        Elementwise::Unary(u) => match u {
+            UnaryOp::IsNaN => e.b.ins().fcmp(FloatCC::Unordered, x, x),
+            UnaryOp::Not => e.b.ins().bxor_imm_s(x, 1),
+            UnaryOp::Identity => x,
+            UnaryOp::Relu => {
+                let z = e.b.ins().iconst(ty, 0);
+                if sg {
+                    e.b.ins().smax(x, z)
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Neg => e.b.ins().ineg(x),
+            UnaryOp::Abs => {
+                if sg {
+                    e.b.ins().iabs(x)
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Clip { min, max } => {
+                let (lo, hi) = int_range(dt);
+                let mut v = x;
+                if *min > lo as f32 {
+                    let l = (*min as f64).clamp(lo as f64, hi as f64) as i64;
+                    let c = e.b.ins().iconst(ty, l);
+                    v = if sg {
+                        e.b.ins().smax(v, c)
+                    } else {
+                        e.b.ins().umax(v, c)
+                    };
+                }
+                if *max < hi as f32 {
+                    let h = (*max as f64).clamp(lo as f64, hi as f64) as i64;
+                    let c = e.b.ins().iconst(ty, h);
+                    v = if sg {
+                        e.b.ins().smin(v, c)
+                    } else {
+                        e.b.ins().umin(v, c)
+                    };
+                }
+                v
+            }
+            _ => return Err(info.err(format!("{} does not take {}", info.op.name(), dt))),
+        },
+        Elementwise::Binary(b) => {
+            let y = a[1];
+            if dt == DType::F32 {
+                let cc = match b {
+                    BinaryOp::Equal => FloatCC::Equal,
+                    BinaryOp::Greater => FloatCC::GreaterThan,
+                    BinaryOp::Less => FloatCC::LessThan,
+                    BinaryOp::GreaterOrEqual => FloatCC::GreaterThanOrEqual,
+                    BinaryOp::LessOrEqual => FloatCC::LessThanOrEqual,
+                    _ => return Err(info.err(format!("unsupported f32 op {b:?}"))),
+                };
+                e.b.ins().fcmp(cc, x, y)
+            } else {
+                let cmp = |s: IntCC, u: IntCC| if sg { s } else { u };
+                match b {
+                    BinaryOp::Add => e.b.ins().iadd(x, y),
+                    BinaryOp::Sub => e.b.ins().isub(x, y),
+                    BinaryOp::Mul => e.b.ins().imul(x, y),
+                    BinaryOp::Div => {
+                        let z = e.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+                        e.fail_if(z, RuntimeError::DivisionByZero);
+                        if sg {
+                            let m1 = e.b.ins().icmp_imm_s(IntCC::Equal, y, -1);
+                            let one = e.b.ins().iconst(ty, 1);
+                            let ys = e.b.ins().select(m1, one, y);
+                            let q = e.b.ins().sdiv(x, ys);
+                            let nx = e.b.ins().ineg(x);
+                            e.b.ins().select(m1, nx, q)
+                        } else {
+                            e.b.ins().udiv(x, y)
+                        }
+                    }
+                    BinaryOp::Max => {
+                        if sg {
+                            e.b.ins().smax(x, y)
+                        } else {
+                            e.b.ins().umax(x, y)
+                        }
+                    }
+                    BinaryOp::Min => {
+                        if sg {
+                            e.b.ins().smin(x, y)
+                        } else {
+                            e.b.ins().umin(x, y)
+                        }
+                    }
+                    BinaryOp::Equal => e.b.ins().icmp(IntCC::Equal, x, y),
+                    BinaryOp::Greater => e.b.ins().icmp(
+                        cmp(IntCC::SignedGreaterThan, IntCC::UnsignedGreaterThan),
+                        x,
+                        y,
+                    ),
+                    BinaryOp::Less => {
+                        e.b.ins()
+                            .icmp(cmp(IntCC::SignedLessThan, IntCC::UnsignedLessThan), x, y)
+                    }
+                    BinaryOp::GreaterOrEqual => e.b.ins().icmp(
+                        cmp(
+                            IntCC::SignedGreaterThanOrEqual,
+                            IntCC::UnsignedGreaterThanOrEqual,
+                        ),
+                        x,
+                        y,
+                    ),
+                    BinaryOp::LessOrEqual => e.b.ins().icmp(
+                        cmp(IntCC::SignedLessThanOrEqual, IntCC::UnsignedLessThanOrEqual),
+                        x,
+                        y,
+                    ),
+                    BinaryOp::And => e.b.ins().band(x, y),
+                    BinaryOp::Or => e.b.ins().bor(x, y),
+                    BinaryOp::Pow => {
+                        let x64 = cast(e, x, dt, DType::I64);
+                        let edt = dts[1];
+                        let (ef, is_int, ei) = if edt == DType::F32 {
+                            let ef = e.b.ins().fpromote(types::F64, y);
+                            (ef, 0, e.int_const(0))
+                        } else {
+                            let ei = cast(e, y, edt, DType::I64);
+                            let ef = e.b.ins().fcvt_from_sint(types::F64, ei);
+                            (ef, 1, ei)
+                        };
+                        let (lo, hi) = int_range(dt);
+                        let isi = e.b.ins().iconst(types::I32, is_int);
+                        let lo = e.int_const(lo);
+                        let hi = e.int_const(hi);
+                        let f = e.runtime.integer_pow;
+                        let c = e.b.ins().call(f, &[x64, ef, isi, ei, lo, hi]);
+                        let r = e.b.inst_results(c)[0];
+                        if ty == types::I64 {
+                            r
+                        } else {
+                            e.b.ins().ireduce(ty, r)
+                        }
+                    }
+                }
+            }
+        }
+        Elementwise::Where => e.b.ins().select(a[0], a[1], a[2]),
+        Elementwise::Cast => cast(e, x, dt, out),
+        _ => return Err(info.err(format!("unsupported elementwise op on {dt}"))),
+    };
+    Ok(v)
+}
+
+pub(super) fn int_range(dt: DType) -> (i64, i64) {
+    match dt {
+        DType::I64 => (i64::MIN, i64::MAX),
+        DType::I32 => (i32::MIN as i64, i32::MAX as i64),
+        DType::I8 => (-128, 127),
+        DType::U8 => (0, 255),
+        _ => (0, 1),
+    }
+}
+
+fn int_to_f32(e: &mut Emitter, x: Value, dt: DType) -> Value {
+    match dt {
+        DType::F32 => x,
+        DType::I64 | DType::I32 => e.b.ins().fcvt_from_sint(types::F32, x),
+        DType::I8 => {
+            let w = e.b.ins().sextend(types::I32, x);
+            e.b.ins().fcvt_from_sint(types::F32, w)
+        }
+        DType::U8 | DType::Bool => {
+            let w = e.b.ins().uextend(types::I32, x);
+            e.b.ins().fcvt_from_sint(types::F32, w)
+        }
+    }
+}
+
+/// `Cast` semantics (see the interpreter): float→int truncates and saturates (NaN → 0),
+/// int→int wraps, anything→bool is `x != 0`, bool→number is 0/1.
+pub(super) fn cast(e: &mut Emitter, x: Value, from: DType, to: DType) -> Value {
+    if from == to {
+        return x;
+    }
+    let tt = element_type(to);
+    if to == DType::Bool {
+        return if from == DType::F32 {
+            let z = e.float_const(types::F32, 0.0);
+            e.b.ins().fcmp(FloatCC::NotEqual, x, z)
+        } else {
+            e.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
+        };
+    }
+    if to == DType::F32 {
+        return int_to_f32(e, x, from);
+    }
+    if from == DType::F32 {
+        return match to {
+            DType::I64 | DType::I32 => e.b.ins().fcvt_to_sint_sat(tt, x),
+            _ => {
+                let w = e.b.ins().fcvt_to_sint_sat(types::I32, x);
+                let (lo, hi) = int_range(to);
+                let l = e.b.ins().iconst(types::I32, lo);
+                let h = e.b.ins().iconst(types::I32, hi);
+                let w = e.b.ins().smax(w, l);
+                let w = e.b.ins().smin(w, h);
+                e.b.ins().ireduce(types::I8, w)
+            }
+        };
+    }
+    // int/bool → int
+    let fb = element_type(from).bits();
+    let tb = tt.bits();
+    if fb == tb {
+        x
+    } else if fb > tb {
+        e.b.ins().ireduce(tt, x)
+    } else if is_signed(from) {
+        e.b.ins().sextend(tt, x)
+    } else {
+        e.b.ins().uextend(tt, x)
+    }
+}
+
+/// The function of a `mixed_lanes` path on loaded vectors.
+pub(super) fn mixed_math(e: &mut Emitter, f: &Elementwise, a: &[Value]) -> Value {
+    match f {
+        Elementwise::Where => {
+            let z = e.i32_const(I32X4, 0);
+            let m = e.b.ins().icmp(IntCC::NotEqual, a[0], z);
+            let m = e.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+            e.b.ins().bitselect(m, a[1], a[2])
+        }
+        Elementwise::Unary(_) => {
+            // IsNaN: all-ones lanes where unordered, then 0/1.
+            let m = e.b.ins().fcmp(FloatCC::Unordered, a[0], a[0]);
+            let one = e.i32_const(I32X4, 1);
+            e.b.ins().band(m, one)
+        }
+        Elementwise::Binary(BinaryOp::And) => e.b.ins().band(a[0], a[1]),
+        _ => e.b.ins().bor(a[0], a[1]),
+    }
+}

@@ -1,0 +1,312 @@
+//! Data movement: Reshape, Expand, Transpose, Slice, Concat, Split (index-mapped copies), Pad
+//! (through a compile-time index table) and Gather (checked indices).
+
+use crate::builder::{element_type, Emitter};
+use crate::error::{Result, RuntimeError};
+use crate::node::NodeInfo;
+use crate::ops::elementwise::Elementwise;
+use crate::ops::map::map;
+use crate::ops::math::cast;
+use crate::ops::operand::{element_strides, Operand};
+use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
+use optc_ir::{DType, PadMode, SliceDim, TensorType};
+
+/// A reshape that is not aliased by the memory plan: a flat copy.
+pub(super) fn lower_reshape(e: &mut Emitter, info: &NodeInfo, x: Value, out: Value) -> Result<()> {
+    let oty = &info.outs[0];
+    let x = Operand::dense(x, &info.ins[0]);
+    let n = oty.numel();
+    map(
+        e,
+        info,
+        &[n],
+        Operand::dense(out, &TensorType::new(oty.dtype, vec![n])),
+        &[Operand {
+            strides: vec![1],
+            ..x
+        }],
+        &Elementwise::Copy,
+    )
+}
+
+pub(super) fn lower_expand(e: &mut Emitter, info: &NodeInfo, x: Value, out: Value) -> Result<()> {
+    let oty = &info.outs[0];
+    let x = Operand::broadcast(x, &info.ins[0], &oty.shape);
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &[x],
+        &Elementwise::Copy,
+    )
+}
+
+pub(super) fn lower_transpose(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    x: Value,
+    out: Value,
+    perm: &[usize],
+) -> Result<()> {
+    let oty = &info.outs[0];
+    let xs = element_strides(&info.ins[0].shape);
+    let st = perm.iter().map(|&q| xs[q]).collect();
+    let x = Operand {
+        p: x,
+        dt: oty.dtype,
+        base: 0,
+        strides: st,
+    };
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &[x],
+        &Elementwise::Copy,
+    )
+}
+
+pub(super) fn lower_slice(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    x: Value,
+    out: Value,
+    dims: &[SliceDim],
+) -> Result<()> {
+    let oty = &info.outs[0];
+    let xs = element_strides(&info.ins[0].shape);
+    let base = dims.iter().zip(&xs).map(|(d, s)| d.start * s).sum();
+    let st = dims.iter().zip(&xs).map(|(d, s)| d.step * s).collect();
+    let x = Operand {
+        p: x,
+        dt: oty.dtype,
+        base,
+        strides: st,
+    };
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &[x],
+        &Elementwise::Copy,
+    )
+}
+
+pub(super) fn lower_concat(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    axis: usize,
+) -> Result<()> {
+    let oty = &info.outs[0];
+    let os = element_strides(&oty.shape);
+    let mut at = 0i64;
+    for (k, t) in info.ins.iter().enumerate() {
+        let o = Operand {
+            p: out,
+            dt: oty.dtype,
+            base: at * os[axis],
+            strides: os.clone(),
+        };
+        map(
+            e,
+            info,
+            &t.shape,
+            o,
+            &[Operand::dense(ins[k], t)],
+            &Elementwise::Copy,
+        )?;
+        at += t.shape[axis] as i64;
+    }
+    Ok(())
+}
+
+pub(super) fn lower_split(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    x: Value,
+    outs: &[Value],
+    axis: usize,
+) -> Result<()> {
+    let xs = element_strides(&info.ins[0].shape);
+    let mut at = 0i64;
+    for (j, t) in info.outs.iter().enumerate() {
+        let src = Operand {
+            p: x,
+            dt: t.dtype,
+            base: at * xs[axis],
+            strides: xs.clone(),
+        };
+        map(
+            e,
+            info,
+            &t.shape,
+            Operand::dense(outs[j], t),
+            &[src],
+            &Elementwise::Copy,
+        )?;
+        at += t.shape[axis] as i64;
+    }
+    Ok(())
+}
+
+/// Pad's index table: per dim and output index, the input byte offset along that dim, or -1
+/// for the fill value.
+pub(super) fn pad_table(info: &NodeInfo, pads: &[i64], mode: PadMode) -> Vec<u8> {
+    let xs = &info.ins[0].shape;
+    let out = &info.outs[0].shape;
+    let r = xs.len();
+    let es = info.ins[0].dtype.size() as i64;
+    let ist = optc_ir::strides(xs);
+    let mut tab: Vec<i64> = vec![];
+    for d in 0..r {
+        let n = xs[d] as i64;
+        for i in 0..out[d] as i64 {
+            let src = mode.source_index(i, pads[d], n);
+            tab.push(src.map_or(-1, |s| s * ist[d] as i64 * es));
+        }
+    }
+    tab.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data movement with index tables and gathers.
+
+pub(super) fn lower_pad(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    x: Value,
+    out: Value,
+    tab: Value,
+    value: f32,
+) -> Result<()> {
+    let oty = &info.outs[0];
+    if oty.numel() == 0 {
+        return Ok(());
+    }
+    let dt = oty.dtype;
+    let ty = element_type(dt);
+    let es = dt.size() as i64;
+    let fillf = e.float_const(types::F32, value);
+    let fill = cast(e, fillf, DType::F32, dt);
+    let shape = oty.shape.clone();
+    let mut tab_off = vec![];
+    let mut acc = 0i64;
+    for &n in &shape {
+        tab_off.push(acc);
+        acc += n as i64 * 8;
+    }
+    let ost = element_strides(&shape);
+    let in_empty = info.ins[0].numel() == 0;
+    #[allow(clippy::too_many_arguments)]
+    fn rec(
+        e: &mut Emitter,
+        d: usize,
+        shape: &[usize],
+        tab_off: &[i64],
+        ost: &[i64],
+        es: i64,
+        p: (Value, Value, Value),
+        st: (Value, Value, Value),
+        leaf: &mut dyn FnMut(&mut Emitter, Value, Value, Value),
+    ) {
+        if d == shape.len() {
+            leaf(e, st.0, st.1, st.2);
+            return;
+        }
+        let tab = p.2;
+        let (ooff, ioff, valid) = st;
+        let step = ost[d] * es;
+        let tstart = e.int_const(tab_off[d]);
+        e.loop_offsets(
+            shape[d] as i64,
+            &[ooff, tstart],
+            &[step, 8],
+            &mut |e, _i, o| {
+                let t = e.load(types::I64, tab, o[1]);
+                let ok = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, t, 0);
+                let v = e.b.ins().band(valid, ok);
+                let z = e.int_const(0);
+                let t = e.b.ins().select(ok, t, z);
+                let io = e.b.ins().iadd(ioff, t);
+                rec(e, d + 1, shape, tab_off, ost, es, p, (o[0], io, v), leaf);
+            },
+        );
+    }
+    let z = e.int_const(0);
+    let t = e.b.ins().iconst(types::I8, if in_empty { 0 } else { 1 });
+    rec(
+        e,
+        0,
+        &shape,
+        &tab_off,
+        &ost,
+        es,
+        (x, out, tab),
+        (z, z, t),
+        &mut |e, ooff, ioff, valid| {
+            let v = e.load_if(ty, valid, x, ioff);
+            let r = e.b.ins().select(valid, v, fill);
+            e.store(r, out, ooff);
+        },
+    );
+    Ok(())
+}
+
+pub(super) fn lower_gather(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    d: Value,
+    idx: Value,
+    out: Value,
+    axis: usize,
+) -> Result<()> {
+    let ds = &info.ins[0].shape;
+    let ity = &info.ins[1];
+    let dt = info.ins[0].dtype;
+    let es = dt.size() as i64;
+    let a = ds[axis] as i64;
+    let pre: usize = ds[..axis].iter().product();
+    let q: usize = ds[axis + 1..].iter().product();
+    let ni = ity.numel();
+    if info.outs[0].numel() == 0 {
+        // Still validate indices when there are any.
+        if ni == 0 || pre == 0 {
+            return Ok(());
+        }
+    }
+    let isz = ity.dtype.size() as i64;
+    let qb = q as i64 * es;
+    let z = e.int_const(0);
+    e.loop_offsets(
+        pre as i64,
+        &[z, z],
+        &[a * qb, ni as i64 * qb],
+        &mut |e, _p, o1| {
+            let z = e.int_const(0);
+            e.loop_offsets(ni as i64, &[z, o1[1]], &[isz, qb], &mut |e, _j, o2| {
+                let k = e.load(element_type(ity.dtype), idx, o2[0]);
+                let k = if ity.dtype == DType::I64 {
+                    k
+                } else {
+                    e.b.ins().sextend(types::I64, k)
+                };
+                let neg = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, k, 0);
+                let ka = e.b.ins().iadd_imm_s(k, a);
+                let k = e.b.ins().select(neg, ka, k);
+                let lo = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, k, 0);
+                let hi = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, k, a);
+                let bad = e.b.ins().bor(lo, hi);
+                e.fail_if(bad, RuntimeError::GatherIndex);
+                let so = e.b.ins().imul_imm_s(k, qb);
+                let so = e.b.ins().iadd(so, o1[0]);
+                e.copy_bytes(out, o2[1], d, so, qb as usize);
+            });
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Which generic nodes are worth splitting across tasks, and into how many parts.
+
+use crate::node::NodeInfo;
+use optc_ir::{DType, Op, TensorType};
+
+/// Whether a generic node runs as tasks: `(dim, parts)`, each task a slice of the output
+/// along `dim` (elementwise nodes) or a block of rows (softmax, layernorm: `dim` 0).
+pub(crate) fn task_split(info: &NodeInfo) -> Option<(usize, usize)> {
+    elementwise_split(info)
+        .or_else(|| softmax_split(info).map(|p| (0, p)))
+        .or_else(|| layernorm_split(info).map(|p| (0, p)))
+}
+
+/// A large f32 elementwise node worth splitting across threads: `(dim, parts)` such that
+/// `parts` divides the output's extent along `dim`.
+fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
+    let ok = match info.op {
+        Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } => true,
+        Op::Fused { base, .. } => matches!(**base, Op::Unary(_) | Op::Binary(_)),
+        _ => false,
+    };
+    if !ok || info.outs.len() != 1 {
+        return None;
+    }
+    if !info
+        .ins
+        .iter()
+        .chain(&info.outs)
+        .all(|t| t.dtype == DType::F32)
+    {
+        return None;
+    }
+    let o = &info.outs[0];
+    if o.numel() < (1 << 16) {
+        return None;
+    }
+    for parts in [8, 4, 2] {
+        for (d, &n) in o.shape.iter().enumerate() {
+            if n >= parts && n % parts == 0 {
+                return Some((d, parts));
+            }
+        }
+    }
+    None
+}
+
+/// A softmax over contiguous rows worth splitting across threads: the number of parts (row
+/// blocks of ~8K elements, ~10 us each, dividing the row count).
+fn softmax_split(info: &NodeInfo) -> Option<usize> {
+    let &Op::Softmax { axis } = info.op else {
+        return None;
+    };
+    let s = &info.ins[0].shape;
+    if s[axis + 1..].iter().product::<usize>() != 1 {
+        return None;
+    }
+    let rows: usize = s[..axis].iter().product();
+    let want = (info.ins[0].numel() / 8192).min(8);
+    (2..=want).rev().find(|&p| rows.is_multiple_of(p))
+}
+
+/// A LayerNorm over the last dim (scale and bias per element of the row or single values)
+/// worth splitting across threads: the number of row blocks (of ~8K elements).
+fn layernorm_split(info: &NodeInfo) -> Option<usize> {
+    let &Op::LayerNorm { axis, .. } = info.op else {
+        return None;
+    };
+    let s = &info.ins[0].shape;
+    if axis + 1 != s.len() {
+        return None;
+    }
+    let d = s[axis];
+    let per_row = |t: &TensorType| t.numel() == 1 || (t.shape.len() == 1 && t.shape[0] == d);
+    if !info.ins[1..].iter().all(per_row) {
+        return None;
+    }
+    let rows: usize = s[..axis].iter().product();
+    let want = (info.ins[0].numel() / 8192).min(8);
+    (2..=want).rev().find(|&p| rows.is_multiple_of(p))
+}

@@ -1,0 +1,147 @@
+//! Reductions (sum, mean, max, L2) over any axes.
+
+use crate::builder::{element_type, Emitter, F32X4};
+use crate::error::Result;
+use crate::node::NodeInfo;
+use crate::ops::math::{int_range, is_signed};
+use crate::ops::operand::{collapse, element_strides};
+use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
+use optc_ir::{DType, ReduceKind};
+
+// ---------------------------------------------------------------------------------------------
+// Reductions and normalizations.
+
+pub(super) fn lower_reduce(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    x: Value,
+    out: Value,
+    kind: ReduceKind,
+    axes: &[usize],
+) -> Result<()> {
+    let xs = &info.ins[0].shape;
+    let dt = info.ins[0].dtype;
+    let es = dt.size() as i64;
+    let ty = element_type(dt);
+    let xst = element_strides(xs);
+    let kept: Vec<usize> = (0..xs.len()).filter(|d| !axes.contains(d)).collect();
+    let kdims: Vec<usize> = kept.iter().map(|&d| xs[d]).collect();
+    if kdims.iter().product::<usize>() == 0 {
+        return Ok(());
+    }
+    let ost = element_strides(&kdims);
+    let count: usize = axes.iter().map(|&a| xs[a]).product();
+    let mut rdims: Vec<usize> = axes.iter().map(|&a| xs[a]).collect();
+    let mut rst: Vec<i64> = axes.iter().map(|&a| xst[a]).collect();
+    let rdims = {
+        let mut refs = [&mut rst];
+        let d = collapse(&rdims, &mut refs);
+        rdims.clear();
+        d
+    };
+    let kst: Vec<Vec<i64>> = vec![
+        kept.iter().map(|&d| xst[d] * es).collect(),
+        ost.iter().map(|s| s * es).collect(),
+    ];
+    let z = e.int_const(0);
+    let is_f = dt == DType::F32;
+    let sg = is_signed(dt);
+    let contiguous_inner = rdims.len() == 1 && rst[0] == 1;
+    if count == 0 && kind == ReduceKind::Max && !is_f {
+        return Err(info.err("reduce_max over an empty axis of an integer tensor"));
+    }
+    e.nest(&kdims, &kst, &[z, z], &mut |e, o| {
+        let init = |e: &mut Emitter, ty: Type| -> Value {
+            match (kind, is_f) {
+                (ReduceKind::Max, true) if count == 0 => e.float_const(ty, f32::NEG_INFINITY),
+                // NaN start: the first element always wins, later NaNs are ignored.
+                (ReduceKind::Max, true) => e.float_const(ty, f32::NAN),
+                (_, true) => e.float_const(ty, 0.0),
+                (ReduceKind::Max, false) => e.b.ins().iconst(ty, int_range(dt).0),
+                (_, false) => e.b.ins().iconst(ty, 0),
+            }
+        };
+        let combine = |e: &mut Emitter, a: Value, v: Value| -> Value {
+            match (kind, is_f) {
+                (ReduceKind::Max, true) => nan_ignoring_max(e, a, v),
+                (ReduceKind::L2, _) => e.mul_add(v, v, a),
+                (_, true) => e.b.ins().fadd(a, v),
+                (ReduceKind::Max, false) => {
+                    if sg {
+                        e.b.ins().smax(a, v)
+                    } else {
+                        e.b.ins().umax(a, v)
+                    }
+                }
+                (_, false) => e.b.ins().iadd(a, v),
+            }
+        };
+        let acc = e.b.declare_var(ty);
+        let iv = init(e, ty);
+        e.b.def_var(acc, iv);
+        let mut start = o[0];
+        let mut rem_dims = rdims.clone();
+        if is_f && contiguous_inner && rdims[0] >= 8 {
+            let n = rdims[0];
+            let nv = n / 4;
+            let vacc = e.b.declare_var(F32X4);
+            let vi = init(e, F32X4);
+            e.b.def_var(vacc, vi);
+            e.loop_offsets(nv as i64, &[o[0]], &[16], &mut |e, _i, oo| {
+                let v = e.load(F32X4, x, oo[0]);
+                let a = e.b.use_var(vacc);
+                let na = combine(e, a, v);
+                e.b.def_var(vacc, na);
+            });
+            let v = e.b.use_var(vacc);
+            let mut r = e.b.ins().extractlane(v, 0);
+            for l in 1..4u8 {
+                let s = e.b.ins().extractlane(v, l);
+                r = match kind {
+                    ReduceKind::Max => nan_ignoring_max(e, r, s),
+                    _ => e.b.ins().fadd(r, s),
+                };
+            }
+            e.b.def_var(acc, r);
+            start = e.b.ins().iadd_imm_s(o[0], nv as i64 * 16);
+            rem_dims = vec![n % 4];
+        }
+        let rstb: Vec<Vec<i64>> = vec![rst.iter().map(|s| s * es).collect()];
+        e.nest(&rem_dims, &rstb, &[start], &mut |e, ro| {
+            let v = e.load(ty, x, ro[0]);
+            let a = e.b.use_var(acc);
+            let na = combine(e, a, v);
+            e.b.def_var(acc, na);
+        });
+        let mut r = e.b.use_var(acc);
+        match kind {
+            ReduceKind::Mean if count > 0 => {
+                if is_f {
+                    let c = e.float_const(types::F32, count as f32);
+                    r = e.b.ins().fdiv(r, c);
+                } else {
+                    let c = e.b.ins().iconst(ty, count as i64);
+                    r = if sg {
+                        e.b.ins().sdiv(r, c)
+                    } else {
+                        e.b.ins().udiv(r, c)
+                    };
+                }
+            }
+            ReduceKind::Mean if is_f => r = e.float_const(types::F32, f32::NAN),
+            ReduceKind::L2 => r = e.b.ins().sqrt(r),
+            _ => {}
+        }
+        e.store(r, out, o[1]);
+    });
+    Ok(())
+}
+
+/// `v` when it is greater than `a` or `a` is NaN, else `a` (scalar or f32x4).
+fn nan_ignoring_max(e: &mut Emitter, a: Value, v: Value) -> Value {
+    let ty = e.b.func.dfg.value_type(a);
+    let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, a);
+    let un = e.b.ins().fcmp(FloatCC::Unordered, a, a);
+    let take = e.b.ins().bor(gt, un);
+    e.select_float(ty, take, v, a)
+}

@@ -1,0 +1,47 @@
+//! The math functions generated code calls on the host (the JIT); AOT objects carry
+//! instruction-for-instruction equivalents (`aot::runtime`).
+
+/// `ln(x)` in f32.
+pub extern "C" fn optc_rt_logf(x: f32) -> f32 {
+    x.ln()
+}
+
+/// `x^y` computed in f64 and rounded once (matches the reference interpreter).
+pub extern "C" fn optc_rt_powf(x: f32, y: f32) -> f32 {
+    (x as f64).powf(y as f64) as f32
+}
+
+/// `Pow` with an integer base (see the interpreter): a non-negative integer exponent gives the
+/// wrapping power (computed in i64; the caller truncates to the element width); any other
+/// exponent computes `powf` in f64 and converts back, saturating to `[lo, hi]` (NaN → 0).
+pub extern "C" fn optc_rt_powi(x: i64, ef: f64, is_int: i32, ei: i64, lo: i64, hi: i64) -> i64 {
+    let k = if is_int != 0 {
+        Some(ei)
+    } else if ef.fract() == 0.0 && (0.0..1.8e19).contains(&ef) {
+        Some(ef as i64)
+    } else {
+        None
+    };
+    match k {
+        Some(k) if k >= 0 => {
+            let (mut base, mut e, mut acc) = (x, k as u64, 1i64);
+            while e > 0 {
+                if e & 1 == 1 {
+                    acc = acc.wrapping_mul(base);
+                }
+                base = base.wrapping_mul(base);
+                e >>= 1;
+            }
+            acc
+        }
+        _ => {
+            let f = if is_int != 0 { ei as f64 } else { ef };
+            let r = (x as f64).powf(f);
+            if r.is_nan() {
+                0
+            } else {
+                r.clamp(lo as f64, hi as f64) as i64
+            }
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! Depthwise-conv kernels (AVX2/FMA, ymm) assembled with `iced-x86`: every output pixel of a run of
+//! channels, 8 output columns per ymm.
+//!
+//! Cranelift's x86-64 backend lowers only 128-bit vectors and its FMA overwrites a multiplicand (a
+//! register copy per tap), so the f32x4 depthwise code in `crate::x64::depthwise` runs at about a
+//! quarter of the FMA peak. These kernels keep the channel's `kh * kw <= 9` weights in ymm0-8 and
+//! up to 6 accumulators in ymm9-14, and resolve the geometry at assembly time:
+//! - rows: the rows whose window is inside the input run [`DepthwiseGeometry::rows`] at a time,
+//!   each input row feeding every output row that uses it; the border rows run alone with the taps
+//!   outside the input dropped ([`passes`]);
+//! - columns: groups of 8 outputs. Inner groups (every load inside the row, 8 valid outputs) run in
+//!   a loop, several vectors per step; the groups at the borders are unrolled with `vmaskmovps`
+//!   loads that read zeros for columns outside the row (the pads) and a masked store for a last
+//!   partial group;
+//! - stride 1: every tap is one `vfmadd231ps acc, w, [x + off]` (the load folded into the FMA), or
+//!   one load into ymm15 shared by the rows that use that input row;
+//! - stride 2: outputs `o < 8` need input columns `2o + s`: `vshufps` of the two vectors at an even
+//!   start picks even (`0x88`) or odd (`0xDD`) lanes in the order `[o0 o1 o4 o5 | o2 o3 o6 o7]`;
+//!   every tap uses that order, so one `vpermpd 0xD8` per accumulator restores it before the
+//!   epilogue.
+//!
+//! System-V ABI, no return value; rbx and r12 are saved and restored: `dw(x, o, w, bias, nch)`:
+//! `nch` channels from input plane `x`, output plane `o`, weights `w` (`kh * kw` per channel) and
+//! bias `bias` (one per channel, read only when the epilogue has a bias), planes and weights
+//! contiguous.
+
+use super::epilogue::{epilogue_pointwise, epilogue_symbol, Epilogue};
+use super::registers::ymm;
+use iced_x86::code_asm::*;
+use std::collections::HashMap;
+
+/// Input rows (relative to a block's base row `r * sh - ph`) with their kernel rows, per output
+/// row of the block.
+pub(crate) type RowTaps = Vec<(i64, usize)>;
+
+/// The geometry of one channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DepthwiseGeometry {
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub ph: usize,
+    pub pw: usize,
+}
+
+impl DepthwiseGeometry {
+    /// Output rows computed together in the inner rows: more for narrow maps, whose rows are
+    /// only one or two groups (accumulators otherwise idle).
+    pub fn rows(&self) -> usize {
+        if self.ow <= 16 {
+            4
+        } else {
+            2
+        }
+    }
+}
+
+/// The row passes of a channel, in order: `count` consecutive blocks of `rows.len()` output
+/// rows from row `first`.
+pub(crate) struct Pass {
+    pub first: usize,
+    pub rows: Vec<RowTaps>,
+    pub count: usize,
+}
+
+/// Taps of output row `r` relative to input row `r0 * sh - ph`.
+fn taps(g: &DepthwiseGeometry, r: usize, r0: usize) -> RowTaps {
+    (0..g.kh)
+        .filter_map(|kh| {
+            let ih = (r * g.sh + kh * g.dh) as i64 - g.ph as i64;
+            (ih >= 0 && ih < g.h as i64).then_some((ih - (r0 * g.sh) as i64 + g.ph as i64, kh))
+        })
+        .collect()
+}
+
+/// Output rows in blocks of `rows` (the last one shorter), in increasing order; consecutive
+/// blocks with the same taps (the rows whose windows are inside the input) form one pass.
+pub(crate) fn passes(g: &DepthwiseGeometry, rows: usize) -> Vec<Pass> {
+    let rows = rows.max(1);
+    let mut v: Vec<Pass> = vec![];
+    for first in (0..g.oh).step_by(rows) {
+        let t: Vec<RowTaps> = (first..(first + rows).min(g.oh))
+            .map(|r| taps(g, r, first))
+            .collect();
+        match v.last_mut() {
+            Some(p) if p.rows == t && p.first + p.count * rows == first => p.count += 1,
+            _ => v.push(Pass {
+                first,
+                rows: t,
+                count: 1,
+            }),
+        }
+    }
+    v
+}
+
+/// The input rows of a block in order, with the (output row, kernel row) pairs they feed.
+pub(crate) fn input_rows(rows: &[RowTaps]) -> Vec<(i64, Vec<(usize, usize)>)> {
+    let mut irs: Vec<(i64, Vec<(usize, usize)>)> = vec![];
+    for (j, t) in rows.iter().enumerate() {
+        for &(ir, kh) in t {
+            match irs.iter_mut().find(|(r, _)| *r == ir) {
+                Some((_, u)) => u.push((j, kh)),
+                None => irs.push((ir, vec![(j, kh)])),
+            }
+        }
+    }
+    irs.sort_by_key(|(r, _)| *r);
+    irs
+}
+
+/// One depthwise kernel: geometry and epilogue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DepthwiseKey {
+    pub g: DepthwiseGeometry,
+    /// Epilogue (no residual: see [`DepthwiseKey::supports`]).
+    pub epilogue: Vec<Epilogue>,
+}
+
+impl DepthwiseKey {
+    /// Whether a kernel exists for this geometry and epilogue.
+    pub fn supports(g: &DepthwiseGeometry, epilogue: &[Epilogue]) -> bool {
+        (g.sw == 1 || g.sw == 2)
+            && g.kh * g.kw <= 9
+            && g.kh * g.kw > 0
+            && g.ow > 0
+            && g.oh > 0
+            && !epilogue.contains(&Epilogue::Residual)
+            // Displacements inside a plane stay far inside i32.
+            && g.h * g.w * 4 < 1 << 28
+            && g.oh * g.ow * 4 < 1 << 28
+            && g.sh <= 16
+            && g.dw <= 64
+    }
+
+    pub fn symbol(&self) -> String {
+        let g = &self.g;
+        let mut s = format!(
+            "optc_depthwise_avx2_{}x{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}",
+            g.h, g.w, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw
+        );
+        s.push_str(&epilogue_symbol(&self.epilogue));
+        s
+    }
+}
+
+fn xmm_of(r: AsmRegisterYmm) -> AsmRegisterXmm {
+    let i = (0..16).find(|&i| ymm(i) == r).unwrap_or(0);
+    [
+        xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
+        xmm14, xmm15,
+    ][i]
+}
+
+/// Lane masks (bit `l` = lane `l` valid) and their 32-byte constants.
+#[derive(Default)]
+struct Masks {
+    labels: HashMap<u8, CodeLabel>,
+    order: Vec<u8>,
+    consts: Vec<(CodeLabel, u32)>,
+}
+
+impl Masks {
+    fn get(&mut self, a: &mut CodeAssembler, bits: u8) -> CodeLabel {
+        if let Some(&l) = self.labels.get(&bits) {
+            return l;
+        }
+        let l = a.create_label();
+        self.labels.insert(bits, l);
+        self.order.push(bits);
+        l
+    }
+    fn constant(&mut self, a: &mut CodeAssembler, bits: u32) -> CodeLabel {
+        let l = a.create_label();
+        self.consts.push((l, bits));
+        l
+    }
+}
+
+/// First output column of group `gi`: `8 gi`, except that a last partial group overlaps the
+/// previous one (all 8 lanes valid) when the row has at least 8 outputs.
+fn start(g: &DepthwiseGeometry, gi: usize) -> i64 {
+    if g.ow >= 8 {
+        (8 * gi).min(g.ow - 8) as i64
+    } else {
+        0
+    }
+}
+
+/// Valid lanes of 8 consecutive columns from `c0` in a row of `w`.
+fn lanes(c0: i64, w: usize) -> u8 {
+    (0..8)
+        .filter(|&l| c0 + l >= 0 && c0 + l < w as i64)
+        .fold(0u8, |m, l| m | 1 << l)
+}
+
+/// Assemble the kernel `key` (position independent, no relocations).
+pub(crate) fn assemble(key: &DepthwiseKey) -> Result<Vec<u8>, IcedError> {
+    let g = &key.g;
+    assert!(
+        DepthwiseKey::supports(g, &key.epilogue),
+        "unsupported depthwise kernel"
+    );
+    let mut a = CodeAssembler::new(64)?;
+    let mut mk = Masks::default();
+    let kk = g.kh * g.kw;
+    let in_row = (g.w * 4) as i64;
+    let out_row = (g.ow * 4) as i64;
+    // Column groups: inner ones [gl, gr).
+    let ng = g.ow.div_ceil(8);
+    let inner = |gi: usize| -> bool {
+        let o0 = (8 * gi) as i64;
+        o0 + 8 <= g.ow as i64
+            && (0..g.kw).all(|kw| {
+                let s = (kw * g.dw) as i64;
+                let (c0, n) = if g.sw == 1 {
+                    (o0 - g.pw as i64 + s, 8)
+                } else {
+                    (2 * o0 - g.pw as i64 + (s & !1), 16)
+                };
+                c0 >= 0 && c0 + n <= g.w as i64
+            })
+    };
+    let gl = (0..ng).find(|&gi| inner(gi)).unwrap_or(ng);
+    let gr = (gl..ng).find(|&gi| !inner(gi)).unwrap_or(ng);
+    let passes = passes(g, g.rows());
+
+    a.push(rbx)?;
+    a.push(r12)?;
+    let mut chan = a.create_label();
+    let mut end = a.create_label();
+    a.test(r8, r8)?;
+    a.jz(end)?;
+    a.set_label(&mut chan)?;
+    for q in 0..kk {
+        a.vbroadcastss(ymm(q), dword_ptr(rdx + 4 * q as i32))?;
+    }
+    for pass in &passes {
+        let nr = pass.rows.len();
+        let xo = (pass.first * g.sh) as i64 * in_row - g.ph as i64 * in_row;
+        a.lea(r10, rdi + xo as i32)?;
+        a.lea(r11, rsi + (pass.first as i64 * out_row) as i32)?;
+        let mut rl = a.create_label();
+        if pass.count > 1 {
+            a.mov(r9, pass.count as i64)?;
+            a.set_label(&mut rl)?;
+        }
+        for gi in (0..gl).chain(gr..ng) {
+            group(&mut a, key, &pass.rows, 1, r10, r11, gi, true, &mut mk)?;
+        }
+        let n = gr - gl;
+        if n > 0 {
+            let accs = if g.sw == 1 { 6 } else { 4 };
+            let v = (accs / nr).max(1);
+            let nmain = n / v;
+            if nmain > 1 {
+                a.lea(rax, r10 + (32 * gl * g.sw) as i32)?;
+                a.lea(rbx, r11 + (32 * gl) as i32)?;
+                a.mov(r12, nmain as i64)?;
+                let mut col_loop = a.create_label();
+                a.set_label(&mut col_loop)?;
+                group(&mut a, key, &pass.rows, v, rax, rbx, 0, false, &mut mk)?;
+                a.add(rax, (8 * v * g.sw * 4) as i32)?;
+                a.add(rbx, (32 * v) as i32)?;
+                a.dec(r12)?;
+                a.jnz(col_loop)?;
+            } else if nmain == 1 {
+                group(&mut a, key, &pass.rows, v, r10, r11, gl, false, &mut mk)?;
+            }
+            if n % v > 0 {
+                let gi = gl + nmain * v;
+                group(&mut a, key, &pass.rows, n % v, r10, r11, gi, false, &mut mk)?;
+            }
+        }
+        if pass.count > 1 {
+            a.add(r10, (nr * g.sh) as i32 * in_row as i32)?;
+            a.add(r11, nr as i32 * out_row as i32)?;
+            a.dec(r9)?;
+            a.jnz(rl)?;
+        }
+    }
+    a.add(rdi, (g.h * g.w * 4) as i32)?;
+    a.add(rsi, (g.oh * g.ow * 4) as i32)?;
+    a.add(rdx, (kk * 4) as i32)?;
+    a.add(rcx, 4)?;
+    a.dec(r8)?;
+    a.jnz(chan)?;
+    a.set_label(&mut end)?;
+    a.vzeroupper()?;
+    a.pop(r12)?;
+    a.pop(rbx)?;
+    a.ret()?;
+    for bits in mk.order.clone() {
+        let mut l = mk.labels[&bits];
+        a.set_label(&mut l)?;
+        let v: Vec<u32> = (0..8)
+            .map(|i| if bits >> i & 1 == 1 { u32::MAX } else { 0 })
+            .collect();
+        a.dd(&v)?;
+    }
+    for (mut l, bits) in mk.consts.clone() {
+        a.set_label(&mut l)?;
+        a.dd(&[bits])?;
+    }
+    a.assemble(0)
+}
+
+/// `rows.len() x nv` vectors of 8 outputs: output group `gi` (and the next `nv - 1`) of the
+/// block whose base input row is at `xb` (column 0) and first output row at `ob` (column 0).
+/// `edge`: loads and the store are masked to the row (one vector).
+#[allow(clippy::too_many_arguments)]
+fn group(
+    a: &mut CodeAssembler,
+    key: &DepthwiseKey,
+    rows: &[RowTaps],
+    nv: usize,
+    xb: AsmRegister64,
+    ob: AsmRegister64,
+    gi: usize,
+    edge: bool,
+    mk: &mut Masks,
+) -> Result<(), IcedError> {
+    let g = &key.g;
+    let nr = rows.len();
+    let in_row = (g.w * 4) as i64;
+    let acc = |j: usize, v: usize| ymm(9 + j * nv + v);
+    let bias0 = matches!(
+        key.epilogue.first(),
+        Some(Epilogue::BiasRow | Epilogue::BiasCol)
+    );
+    for j in 0..nr {
+        for v in 0..nv {
+            if bias0 {
+                a.vbroadcastss(acc(j, v), dword_ptr(rcx))?;
+            } else {
+                a.vxorps(acc(j, v), acc(j, v), acc(j, v))?;
+            }
+        }
+    }
+    let irs = input_rows(rows);
+    let o0 = start(g, gi);
+    for (ir, uses) in irs.iter().filter(|_| g.sw == 1) {
+        for kw in 0..g.kw {
+            let s = (kw * g.dw) as i64;
+            for v in 0..nv {
+                let ov = o0 + 8 * v as i64;
+                let fma = |a: &mut CodeAssembler, x: AsmRegisterYmm| -> Result<(), IcedError> {
+                    for &(j, kh) in uses {
+                        a.vfmadd231ps(acc(j, v), ymm(kh * g.kw + kw), x)?;
+                    }
+                    Ok(())
+                };
+                let c0 = ov - g.pw as i64 + s;
+                let m = xb + (ir * in_row + 4 * c0) as i32;
+                let bits = if edge { lanes(c0, g.w) } else { 0xff };
+                if bits == 0 {
+                    continue;
+                }
+                if bits != 0xff {
+                    let l = mk.get(a, bits);
+                    a.vmovups(ymm14, ymmword_ptr(l))?;
+                    a.vmaskmovps(ymm15, ymm14, ymmword_ptr(m))?;
+                    fma(a, ymm15)?;
+                } else if uses.len() == 1 {
+                    let (j, kh) = uses[0];
+                    a.vfmadd231ps(acc(j, v), ymm(kh * g.kw + kw), ymmword_ptr(m))?;
+                } else {
+                    a.vmovups(ymm15, ymmword_ptr(m))?;
+                    fma(a, ymm15)?;
+                }
+            }
+        }
+    }
+    // Stride 2: per input row and vector, the pair of vectors at each even start is loaded
+    // once (ymm13, ymm14) for the taps that read it (e.g. kw 0 and 1).
+    for (ir, uses) in irs.iter().filter(|_| g.sw == 2) {
+        for v in 0..nv {
+            let ov = o0 + 8 * v as i64;
+            let mut loaded: Option<i64> = None;
+            for kw in 0..g.kw {
+                let s = (kw * g.dw) as i64;
+                // Columns c0 + s % 2 + 2i of the 16 from the even start c0.
+                let (start, imm) = if s % 2 == 0 { (s, 0x88) } else { (s - 1, 0xDD) };
+                let c0 = 2 * ov - g.pw as i64 + start;
+                let m = xb + (ir * in_row + 4 * c0) as i32;
+                let (b0, b1) = if edge {
+                    (lanes(c0, g.w), lanes(c0 + 8, g.w))
+                } else {
+                    (0xff, 0xff)
+                };
+                if b0 == 0 && b1 == 0 {
+                    continue;
+                }
+                if loaded != Some(start) {
+                    for (half, bits, dst) in [(0, b0, ymm13), (32, b1, ymm14)] {
+                        if bits == 0 {
+                            a.vxorps(dst, dst, dst)?;
+                        } else if bits == 0xff {
+                            a.vmovups(dst, ymmword_ptr(m + half))?;
+                        } else {
+                            let l = mk.get(a, bits);
+                            a.vmovups(ymm15, ymmword_ptr(l))?;
+                            a.vmaskmovps(dst, ymm15, ymmword_ptr(m + half))?;
+                        }
+                    }
+                    loaded = Some(start);
+                }
+                a.vshufps(ymm15, ymm13, ymm14, imm)?;
+                for &(j, kh) in uses {
+                    a.vfmadd231ps(acc(j, v), ymm(kh * g.kw + kw), ymm15)?;
+                }
+            }
+        }
+    }
+    let all: Vec<AsmRegisterYmm> = (0..nr)
+        .flat_map(|j| (0..nv).map(move |v| (j, v)))
+        .map(|(j, v)| acc(j, v))
+        .collect();
+    if g.sw == 2 {
+        for &r in &all {
+            a.vpermpd(r, r, 0xD8)?;
+        }
+    }
+    for epilogue in &key.epilogue[bias0 as usize..] {
+        match *epilogue {
+            Epilogue::BiasRow | Epilogue::BiasCol => {
+                a.vbroadcastss(ymm15, dword_ptr(rcx))?;
+                for &r in &all {
+                    a.vaddps(r, r, ymm15)?;
+                }
+            }
+            Epilogue::Residual => unreachable!("checked by DepthwiseKey::supports"),
+            _ => epilogue_pointwise(a, *epilogue, &all, ymm15, &mut |a, b| mk.constant(a, b))?,
+        }
+    }
+    let out_row = (g.ow * 4) as i64;
+    // Valid outputs of this vector: 8, or all of a row shorter than 8.
+    let nvalid = (g.ow as i64 - o0).min(8) as usize;
+    for j in 0..nr {
+        for v in 0..nv {
+            let d = (j as i64 * out_row + 4 * o0 + 32 * v as i64) as i32;
+            let r = acc(j, v);
+            if nvalid == 8 {
+                a.vmovups(ymmword_ptr(ob + d), r)?;
+                continue;
+            }
+            // Lanes [0, nvalid): the low half, then 2 and 1 lanes of the next half.
+            let x = xmm_of(r);
+            let (mut src, mut rem, mut d) = (x, nvalid, d);
+            if rem >= 4 {
+                a.vmovups(xmmword_ptr(ob + d), x)?;
+                a.vextractf128(xmm15, r, 1)?;
+                src = xmm15;
+                rem -= 4;
+                d += 16;
+            }
+            if rem >= 2 {
+                a.vmovlps(qword_ptr(ob + d), src)?;
+                if rem == 3 {
+                    a.vextractps(dword_ptr(ob + d + 8), src, 2)?;
+                }
+            } else if rem == 1 {
+                a.vmovss(dword_ptr(ob + d), src)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! A small interpreter for the x86-64 instructions the AVX-512 microkernels use, so that their
+//! results can be checked on hosts without AVX-512 (test only). Memory is a set of virtual
+//! regions; any access outside them (e.g. a masked-off lane that is read anyway) panics.
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+const GPRS: [Register; 16] = [
+    Register::RAX,
+    Register::RCX,
+    Register::RDX,
+    Register::RBX,
+    Register::RSP,
+    Register::RBP,
+    Register::RSI,
+    Register::RDI,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+    Register::R12,
+    Register::R13,
+    Register::R14,
+    Register::R15,
+];
+
+pub(super) struct Machine {
+    pub gpr: [u64; 16],
+    zmm: [[u32; 16]; 32],
+    k: [u16; 8],
+    zf: bool,
+    /// `(base address, bytes)`.
+    pub mem: Vec<(u64, Vec<u8>)>,
+}
+
+/// 32-bit halves of [`GPRS`], then the low bytes the kernels use.
+const GPRS32: [Register; 16] = [
+    Register::EAX,
+    Register::ECX,
+    Register::EDX,
+    Register::EBX,
+    Register::ESP,
+    Register::EBP,
+    Register::ESI,
+    Register::EDI,
+    Register::R8D,
+    Register::R9D,
+    Register::R10D,
+    Register::R11D,
+    Register::R12D,
+    Register::R13D,
+    Register::R14D,
+    Register::R15D,
+];
+const GPRS8: [Register; 4] = [Register::AL, Register::CL, Register::DL, Register::BL];
+
+/// Index and size in bytes of a general register.
+fn gpr(r: Register) -> (usize, usize) {
+    let find = |t: &[Register]| t.iter().position(|&g| g == r);
+    if let Some(i) = find(&GPRS) {
+        (i, 8)
+    } else if let Some(i) = find(&GPRS32) {
+        (i, 4)
+    } else if let Some(i) = find(&GPRS8) {
+        (i, 1)
+    } else {
+        panic!("emulator: register {r:?}")
+    }
+}
+
+fn gi(r: Register) -> usize {
+    gpr(r).0
+}
+
+impl Machine {
+    pub fn new() -> Machine {
+        Machine {
+            gpr: [0; 16],
+            zmm: [[0; 16]; 32],
+            k: [0; 8],
+            zf: false,
+            mem: vec![],
+        }
+    }
+    pub fn set(&mut self, r: Register, v: u64) {
+        self.gpr[gi(r)] = v;
+    }
+    fn slot(&mut self, addr: u64, len: usize) -> &mut [u8] {
+        for (base, bytes) in &mut self.mem {
+            if addr >= *base && addr + len as u64 <= *base + bytes.len() as u64 {
+                let o = (addr - *base) as usize;
+                return &mut bytes[o..o + len];
+            }
+        }
+        panic!("emulator: access of {len} bytes at {addr:#x} outside every region");
+    }
+    pub fn read32(&mut self, addr: u64) -> u32 {
+        u32::from_le_bytes(self.slot(addr, 4).try_into().unwrap())
+    }
+    fn read64(&mut self, addr: u64) -> u64 {
+        u64::from_le_bytes(self.slot(addr, 8).try_into().unwrap())
+    }
+    fn write32(&mut self, addr: u64, v: u32) {
+        self.slot(addr, 4).copy_from_slice(&v.to_le_bytes());
+    }
+    fn reg(&self, r: Register) -> u64 {
+        let v = self.gpr[gi(r)];
+        match gpr(r).1 {
+            8 => v,
+            4 => v & 0xffff_ffff,
+            1 => v & 0xff,
+            s => panic!("emulator: {s}-byte register"),
+        }
+    }
+    /// Write a general register (32-bit writes zero-extend).
+    fn wreg(&mut self, r: Register, v: u64) {
+        let v = match gpr(r).1 {
+            8 => v,
+            4 => v & 0xffff_ffff,
+            s => panic!("emulator: write of {s}-byte register"),
+        };
+        self.gpr[gi(r)] = v;
+    }
+    fn addr(&self, i: &Instruction) -> u64 {
+        if i.is_ip_rel_memory_operand() {
+            return i.ip_rel_memory_address();
+        }
+        let mut a = i.memory_displacement64();
+        if i.memory_base() != Register::None {
+            a = a.wrapping_add(self.reg(i.memory_base()));
+        }
+        if i.memory_index() != Register::None {
+            a = a.wrapping_add(self.reg(i.memory_index()) * i.memory_index_scale() as u64);
+        }
+        a
+    }
+    fn zi(r: Register) -> usize {
+        assert!(r.is_zmm(), "emulator: vector register {r:?} is not a zmm");
+        r as usize - Register::ZMM0 as usize
+    }
+    fn ki(r: Register) -> usize {
+        assert!((Register::K0 as usize..=Register::K7 as usize).contains(&(r as usize)));
+        r as usize - Register::K0 as usize
+    }
+    fn mask(&self, i: &Instruction) -> u16 {
+        if i.has_op_mask() {
+            self.k[Self::ki(i.op_mask())]
+        } else {
+            0xffff
+        }
+    }
+    /// A vector source operand (register, 16 floats, or an f32 broadcast).
+    fn vsrc(&mut self, i: &Instruction, o: u32, mask: u16) -> [u32; 16] {
+        match i.op_kind(o) {
+            OpKind::Register => self.zmm[Self::zi(i.op_register(o))],
+            OpKind::Memory => {
+                let a = self.addr(i);
+                if i.is_broadcast() || i.mnemonic() == Mnemonic::Vbroadcastss {
+                    [self.read32(a); 16]
+                } else {
+                    let mut v = [0; 16];
+                    for (l, x) in v.iter_mut().enumerate() {
+                        if mask >> l & 1 == 1 {
+                            *x = self.read32(a + 4 * l as u64);
+                        }
+                    }
+                    v
+                }
+            }
+            k => panic!("emulator: operand kind {k:?}"),
+        }
+    }
+    /// Write a zmm destination under the instruction's mask (merge or zero).
+    fn vdst(&mut self, i: &Instruction, v: [u32; 16]) {
+        let m = self.mask(i);
+        let d = &mut self.zmm[Self::zi(i.op0_register())];
+        for l in 0..16 {
+            if m >> l & 1 == 1 {
+                d[l] = v[l];
+            } else if i.zeroing_masking() {
+                d[l] = 0;
+            }
+        }
+    }
+    fn lanes(&mut self, i: &Instruction, f: impl Fn(f32, f32) -> f32) {
+        let a = self.vsrc(i, 1, 0xffff);
+        let b = self.vsrc(i, 2, 0xffff);
+        let mut r = [0; 16];
+        for l in 0..16 {
+            r[l] = f(f32::from_bits(a[l]), f32::from_bits(b[l])).to_bits();
+        }
+        self.vdst(i, r);
+    }
+    fn src64(&mut self, i: &Instruction, o: u32) -> u64 {
+        match i.op_kind(o) {
+            OpKind::Register => self.reg(i.op_register(o)),
+            OpKind::Memory => {
+                let a = self.addr(i);
+                self.read64(a)
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+            | OpKind::Immediate64 => i.immediate(o),
+            k => panic!("emulator: operand kind {k:?}"),
+        }
+    }
+
+    /// Run `code` (loaded at `ip`) from its start until `ret`; at most `limit` instructions.
+    pub fn run(&mut self, code: &[u8], ip: u64, limit: usize) {
+        let mut d = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+        for _ in 0..limit {
+            let i = d.decode();
+            assert!(
+                !i.is_invalid(),
+                "emulator: invalid instruction at {:#x}",
+                i.ip()
+            );
+            let mut jump = None;
+            match i.mnemonic() {
+                Mnemonic::Ret => return,
+                Mnemonic::Vzeroupper => {}
+                Mnemonic::Lea => {
+                    let a = self.addr(&i);
+                    self.wreg(i.op0_register(), a);
+                }
+                Mnemonic::Mov => {
+                    let v = self.src64(&i, 1);
+                    self.wreg(i.op0_register(), v);
+                }
+                Mnemonic::Add | Mnemonic::Sub | Mnemonic::And | Mnemonic::Shr | Mnemonic::Shl => {
+                    let r = i.op0_register();
+                    let (a, b) = (self.reg(r), self.src64(&i, 1));
+                    let v = match i.mnemonic() {
+                        Mnemonic::Add => a.wrapping_add(b),
+                        Mnemonic::Sub => a.wrapping_sub(b),
+                        Mnemonic::And => a & b,
+                        Mnemonic::Shr => a >> (b & 63),
+                        _ => a << (b & 31),
+                    };
+                    self.wreg(r, v);
+                    self.zf = self.reg(r) == 0;
+                }
+                Mnemonic::Dec => {
+                    let r = i.op0_register();
+                    let v = self.reg(r).wrapping_sub(1);
+                    self.wreg(r, v);
+                    self.zf = self.reg(r) == 0;
+                }
+                Mnemonic::Je => jump = self.zf.then(|| i.near_branch_target()),
+                Mnemonic::Jne => jump = (!self.zf).then(|| i.near_branch_target()),
+                Mnemonic::Kmovw => {
+                    self.k[Self::ki(i.op0_register())] = self.reg(i.op1_register()) as u16;
+                }
+                Mnemonic::Vpxord => {
+                    let (a, b) = (self.vsrc(&i, 1, 0xffff), self.vsrc(&i, 2, 0xffff));
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        r[l] = a[l] ^ b[l];
+                    }
+                    self.vdst(&i, r);
+                }
+                Mnemonic::Vmovups | Mnemonic::Vbroadcastss => {
+                    let m = self.mask(&i);
+                    if i.op_kind(0) == OpKind::Memory {
+                        let v = self.zmm[Self::zi(i.op1_register())];
+                        let a = self.addr(&i);
+                        for (l, &x) in v.iter().enumerate() {
+                            if m >> l & 1 == 1 {
+                                self.write32(a + 4 * l as u64, x);
+                            }
+                        }
+                    } else {
+                        let v = self.vsrc(&i, 1, m);
+                        self.vdst(&i, v);
+                    }
+                }
+                Mnemonic::Vfmadd231ps => {
+                    let acc = self.zmm[Self::zi(i.op0_register())];
+                    let a = self.vsrc(&i, 1, 0xffff);
+                    let b = self.vsrc(&i, 2, 0xffff);
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        r[l] = f32::from_bits(a[l])
+                            .mul_add(f32::from_bits(b[l]), f32::from_bits(acc[l]))
+                            .to_bits();
+                    }
+                    self.vdst(&i, r);
+                }
+                Mnemonic::Vaddps => self.lanes(&i, |a, b| a + b),
+                Mnemonic::Vmulps => self.lanes(&i, |a, b| a * b),
+                // x86 semantics: the second source unless the first is strictly greater/less.
+                Mnemonic::Vmaxps => self.lanes(&i, |a, b| if a > b { a } else { b }),
+                Mnemonic::Vminps => self.lanes(&i, |a, b| if a < b { a } else { b }),
+                m => panic!("emulator: instruction {m:?} at {:#x}", i.ip()),
+            }
+            if let Some(t) = jump {
+                d.set_position((t - ip) as usize).unwrap();
+                d.set_ip(t);
+            }
+        }
+        panic!("emulator: no ret after {limit} instructions");
+    }
+}

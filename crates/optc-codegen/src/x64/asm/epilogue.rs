@@ -1,0 +1,80 @@
+//! The epilogue a kernel applies to its tile before the store: bias, activation, residual,
+//! scale, in order.
+
+use iced_x86::code_asm::*;
+
+/// One epilogue step, applied to the whole tile in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Epilogue {
+    /// `+= bias[row]`
+    BiasRow,
+    /// `+= bias[col]`
+    BiasCol,
+    /// `max(x, 0)`
+    Relu,
+    /// `min(max(x, lo), hi)` (f32 bit patterns)
+    Clip(u32, u32),
+    /// `+= res[row][col]`
+    Residual,
+    /// `*= s` (f32 bit pattern)
+    Scale(u32),
+}
+
+/// The epilogue's part of a kernel symbol.
+pub(crate) fn epilogue_symbol(epilogue: &[Epilogue]) -> String {
+    let mut s = String::new();
+    for e in epilogue {
+        match e {
+            Epilogue::BiasRow => s.push_str("_br"),
+            Epilogue::BiasCol => s.push_str("_bc"),
+            Epilogue::Relu => s.push_str("_relu"),
+            Epilogue::Clip(a, b) => s.push_str(&format!("_clip{a:08x}{b:08x}")),
+            Epilogue::Residual => s.push_str("_res"),
+            Epilogue::Scale(a) => s.push_str(&format!("_s{a:08x}")),
+        }
+    }
+    s
+}
+
+/// A pointwise epilogue step (Relu, Clip, Scale) on `regs`, with `tmp` as scratch and
+/// `konst` placing f32 constants after the code (the depthwise and direct-conv kernels; a
+/// bias or residual step is the kernel's own).
+pub(crate) fn epilogue_pointwise(
+    a: &mut CodeAssembler,
+    epilogue: Epilogue,
+    regs: &[AsmRegisterYmm],
+    tmp: AsmRegisterYmm,
+    konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
+) -> Result<(), IcedError> {
+    match epilogue {
+        Epilogue::Relu => {
+            a.vxorps(tmp, tmp, tmp)?;
+            for &r in regs {
+                a.vmaxps(r, r, tmp)?;
+            }
+        }
+        Epilogue::Clip(lo, hi) => {
+            let llo = konst(a, lo);
+            let lhi = konst(a, hi);
+            a.vbroadcastss(tmp, dword_ptr(llo))?;
+            for &r in regs {
+                a.vmaxps(r, r, tmp)?;
+            }
+            a.vbroadcastss(tmp, dword_ptr(lhi))?;
+            for &r in regs {
+                a.vminps(r, r, tmp)?;
+            }
+        }
+        Epilogue::Scale(sc) => {
+            let l = konst(a, sc);
+            a.vbroadcastss(tmp, dword_ptr(l))?;
+            for &r in regs {
+                a.vmulps(r, r, tmp)?;
+            }
+        }
+        Epilogue::BiasRow | Epilogue::BiasCol | Epilogue::Residual => {
+            unreachable!("not a pointwise epilogue step")
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! A register-only FMA loop that measures the core's peak (benches).
+
+use super::registers::ymm;
+use iced_x86::code_asm::*;
+
+/// Assemble a register-only FMA loop for measuring peak throughput:
+/// `fn(iters: u64)` runs `iters` iterations of `acc` independent `vfmadd231ps ymm` (8 lanes,
+/// 2 flops each), i.e. `iters * acc * 16` flops.
+pub fn fma_peak_loop(acc: usize) -> Result<Vec<u8>, IcedError> {
+    let acc = acc.clamp(1, 14);
+    let mut a = CodeAssembler::new(64)?;
+    for r in 0..acc {
+        a.vxorps(ymm(r), ymm(r), ymm(r))?;
+    }
+    a.vxorps(ymm14, ymm14, ymm14)?;
+    a.vxorps(ymm15, ymm15, ymm15)?;
+    let mut l = a.create_label();
+    let mut out = a.create_label();
+    a.test(rdi, rdi)?;
+    a.jz(out)?;
+    a.set_label(&mut l)?;
+    for r in 0..acc {
+        a.vfmadd231ps(ymm(r), ymm14, ymm15)?;
+    }
+    a.dec(rdi)?;
+    a.jnz(l)?;
+    a.set_label(&mut out)?;
+    a.vzeroupper()?;
+    a.ret()?;
+    a.assemble(0)
+}
+
+/// Measure this core's 256-bit FMA peak: run [`fma_peak_loop`] (10 independent accumulators,
+/// so FMA latency is hidden) through the JIT for about `seconds`, best of 5; GFLOP/s.
+pub fn fma_peak_gflops(seconds: f64) -> Result<f64, crate::CodegenError> {
+    use cranelift_codegen::ir::{types, AbiParam};
+    use cranelift_jit::{JITBuilder, JITModule};
+    use cranelift_module::{Linkage, Module};
+    let err = |e: String| crate::CodegenError::new(e);
+    const ACC: usize = 10;
+    let bytes = fma_peak_loop(ACC).map_err(|e| err(e.to_string()))?;
+    let isa = crate::Target::host()?.jit_isa()?;
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ));
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(types::I64));
+    let id = module
+        .declare_function("optc_fma_peak", Linkage::Local, &sig)
+        .map_err(|e| err(e.to_string()))?;
+    module
+        .define_function_bytes(id, 16, &bytes, &[])
+        .map_err(|e| err(e.to_string()))?;
+    module
+        .finalize_definitions()
+        .map_err(|e| err(e.to_string()))?;
+    let p = module.get_finalized_function(id);
+    // SAFETY: `p` is the finalized `fma_peak_loop` routine: System-V `fn(u64)`, touches only
+    // vector registers (and ends with vzeroupper).
+    let f: extern "C" fn(u64) = unsafe { std::mem::transmute::<*const u8, extern "C" fn(u64)>(p) };
+    // Calibrate, then best of 5 runs of ~seconds/5.
+    let mut iters = 1u64 << 16;
+    loop {
+        let t = std::time::Instant::now();
+        f(iters);
+        if t.elapsed().as_secs_f64() > 0.02 {
+            break;
+        }
+        iters *= 2;
+    }
+    let t = std::time::Instant::now();
+    f(iters);
+    let per = t.elapsed().as_secs_f64() / iters as f64;
+    let n = ((seconds / 5.0 / per) as u64).max(1);
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        f(n);
+        let s = t.elapsed().as_secs_f64();
+        best = best.max((n * ACC as u64 * 16) as f64 / s / 1e9);
+    }
+    // SAFETY: `f` is not called after this point.
+    unsafe { module.free_memory() };
+    Ok(best)
+}

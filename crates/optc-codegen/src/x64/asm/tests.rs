@@ -1,0 +1,435 @@
+//! Every microkernel variant of both ISAs, assembled and decoded back with iced-x86's decoder:
+//! the instruction stream must decode completely and contain the instructions the variant
+//! needs (and no instructions of the other ISA's vector width). The AVX-512 kernels cannot run
+//! on every host, so they are also executed by a small interpreter of the instructions they
+//! use (`emulator.rs`) and compared with a scalar reference GEMM.
+
+use super::emulator::Machine;
+use super::epilogue::Epilogue;
+use super::gemm::{assemble, Isa, MicrokernelKey, MR, NR};
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+const CLIP_LO: u32 = 0xbf00_0000; // -0.5
+const CLIP_HI: u32 = 0x3fc0_0000; // 1.5
+const SCALE: u32 = 0x3f40_0000; // 0.75
+
+fn ep_lists() -> Vec<Vec<Epilogue>> {
+    vec![
+        vec![],
+        vec![Epilogue::BiasRow],
+        vec![Epilogue::BiasCol],
+        vec![Epilogue::Relu],
+        vec![Epilogue::Clip(CLIP_LO, CLIP_HI)],
+        vec![Epilogue::Residual],
+        vec![Epilogue::Scale(SCALE)],
+        vec![
+            Epilogue::BiasCol,
+            Epilogue::Residual,
+            Epilogue::Scale(SCALE),
+            Epilogue::Relu,
+            Epilogue::BiasRow,
+            Epilogue::Clip(CLIP_LO, CLIP_HI),
+        ],
+    ]
+}
+
+pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
+    let mut v = vec![];
+    // Half-panel (8-column) kernels exist for AVX2 only.
+    let halves: &[bool] = if isa == Isa::Avx2 {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for mr in 1..=MR {
+        for packed_a in [false, true] {
+            for &half in halves {
+                for partial in [false, true] {
+                    for acc in [false, true] {
+                        for epilogue in ep_lists() {
+                            v.push(MicrokernelKey {
+                                isa,
+                                mr,
+                                packed_a,
+                                half,
+                                partial,
+                                accumulate: acc,
+                                transposed: false,
+                                epilogue,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Transposed-store kernels (AVX2): packed A, full tiles, no row bias, a residual last.
+    if isa == Isa::Avx2 {
+        for mr in 1..=MR {
+            for acc in [false, true] {
+                for epilogue in ep_lists() {
+                    let n = epilogue.len();
+                    let res_last = |i: usize, e: &Epilogue| *e != Epilogue::Residual || i + 1 == n;
+                    if epilogue
+                        .iter()
+                        .enumerate()
+                        .any(|(i, e)| *e == Epilogue::BiasRow || !res_last(i, e))
+                    {
+                        continue;
+                    }
+                    v.push(MicrokernelKey {
+                        isa,
+                        mr,
+                        packed_a: true,
+                        half: false,
+                        partial: false,
+                        accumulate: acc,
+                        transposed: true,
+                        epilogue,
+                    });
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Decode the code part of a kernel (up to and including its only `ret`); the rest is data.
+fn decode(key: &MicrokernelKey, bytes: &[u8]) -> (Vec<Instruction>, usize) {
+    let mut d = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    let mut v = vec![];
+    while d.can_decode() {
+        let i = d.decode();
+        assert!(
+            !i.is_invalid(),
+            "{}: invalid instruction at {:#x}",
+            key.symbol(),
+            i.ip()
+        );
+        v.push(i);
+        if i.mnemonic() == Mnemonic::Ret {
+            return (v, d.position());
+        }
+    }
+    panic!("{}: no ret", key.symbol());
+}
+
+fn regs(i: &Instruction) -> impl Iterator<Item = Register> + '_ {
+    (0..i.op_count())
+        .filter(|&o| i.op_kind(o) == OpKind::Register)
+        .map(|o| i.op_register(o))
+        .chain([i.memory_base(), i.memory_index()])
+}
+
+fn count(ins: &[Instruction], f: impl Fn(&Instruction) -> bool) -> usize {
+    ins.iter().filter(|i| f(i)).count()
+}
+
+fn is_mem(i: &Instruction) -> bool {
+    (0..i.op_count()).any(|o| i.op_kind(o) == OpKind::Memory)
+}
+
+fn data_len(key: &MicrokernelKey) -> usize {
+    let consts: usize = key
+        .epilogue
+        .iter()
+        .map(|e| match e {
+            Epilogue::Clip(..) => 8,
+            Epilogue::Scale(_) => 4,
+            _ => 0,
+        })
+        .sum();
+    let mask_tab = if key.isa == Isa::Avx2 { 128 } else { 0 };
+    consts + mask_tab
+}
+
+/// Common shape: complete decode, ends in `vzeroupper; ret`, then only the data.
+fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: usize) {
+    let s = key.symbol();
+    let n = ins.len();
+    assert!(
+        n >= 2 && ins[n - 2].mnemonic() == Mnemonic::Vzeroupper,
+        "{s}"
+    );
+    assert_eq!(bytes.len() - end, data_len(key), "{s}: trailing data");
+    // Every branch stays inside the code.
+    for i in ins {
+        if matches!(i.mnemonic(), Mnemonic::Jne | Mnemonic::Je) {
+            assert!((i.near_branch_target() as usize) < end, "{s}");
+        }
+    }
+    let eps = |e: fn(&Epilogue) -> bool| key.epilogue.iter().filter(|x| e(x)).count();
+    let vec_op = |i: &Instruction, m: Mnemonic| i.mnemonic() == m;
+    // Relu: one vmax per accumulator; Clip: one vmax and one vmin per accumulator.
+    let per_row = if key.isa == Isa::Avx2 && !key.half {
+        2
+    } else {
+        1
+    };
+    let accs = per_row * key.mr;
+    let relu = eps(|e| *e == Epilogue::Relu);
+    let clip = eps(|e| matches!(e, Epilogue::Clip(..)));
+    assert_eq!(
+        count(ins, |i| vec_op(i, Mnemonic::Vmaxps)),
+        (relu + clip) * accs,
+        "{s}: vmaxps"
+    );
+    assert_eq!(
+        count(ins, |i| vec_op(i, Mnemonic::Vminps)),
+        clip * accs,
+        "{s}: vminps"
+    );
+    assert_eq!(
+        count(ins, |i| vec_op(i, Mnemonic::Vmulps)),
+        eps(|e| matches!(e, Epilogue::Scale(_))) * accs,
+        "{s}: vmulps"
+    );
+    let stores = count(ins, |i| i.op_kind(0) == OpKind::Memory);
+    if key.transposed {
+        // Transposed: per group of 4, 2 or 1 rows, 8 stores (one per channel) per 8 channels.
+        let groups = key.mr / 4 + (key.mr % 4) / 2 + key.mr % 2;
+        assert_eq!(stores, 16 * groups, "{s}: stores");
+    } else {
+        // One full-width store per accumulator into C.
+        assert_eq!(stores, accs, "{s}: stores");
+    }
+}
+
+#[test]
+fn avx512_kernels_decode_to_zmm_code() {
+    for key in all_keys(Isa::Avx512) {
+        let s = key.symbol();
+        assert!(s.starts_with("optc_microkernel_avx512_"), "{s}");
+        let bytes = assemble(&key).unwrap();
+        let (ins, end) = decode(&key, &bytes);
+        check_common(&key, &bytes, &ins, end);
+        let mr = key.mr;
+        // Nothing but zmm vector registers (no ymm/xmm, so no VEX-256 FMA or moves).
+        for i in &ins {
+            for r in regs(i) {
+                assert!(!r.is_ymm() && !r.is_xmm(), "{s}: {r:?} in {:?}", i.code());
+            }
+        }
+        // The FMAs: zmm accumulator += zmm B row * embedded f32 broadcast of A; 4 unrolled
+        // steps + 1 remainder step per row.
+        let fmas: Vec<_> = ins
+            .iter()
+            .filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps)
+            .collect();
+        assert_eq!(fmas.len(), 5 * mr, "{s}");
+        for i in &fmas {
+            assert!(
+                i.op0_register().is_zmm() && i.op1_register().is_zmm(),
+                "{s}"
+            );
+            assert_eq!(i.op2_kind(), OpKind::Memory, "{s}");
+            assert!(i.is_broadcast(), "{s}: FMA without embedded broadcast");
+            assert_eq!(i.memory_size(), iced_x86::MemorySize::Broadcast512_Float32);
+        }
+        // Partial tiles: opmask from nr, zero-masked loads and masked stores; full tiles: none.
+        let kmov = count(&ins, |i| i.mnemonic() == Mnemonic::Kmovw);
+        let masked = |store: bool| {
+            count(&ins, |i| {
+                i.has_op_mask()
+                    && i.op_mask() == Register::K1
+                    && (i.op_kind(0) == OpKind::Memory) == store
+            })
+        };
+        let loads = mr
+            * (key.accumulate as usize + (key.epilogue.contains(&Epilogue::Residual)) as usize)
+            + key.epilogue.contains(&Epilogue::BiasCol) as usize;
+        if key.partial {
+            assert_eq!(kmov, 1, "{s}");
+            assert_eq!(masked(true), mr, "{s}: masked stores");
+            assert_eq!(masked(false), loads, "{s}: masked loads");
+            assert!(
+                ins.iter()
+                    .filter(|i| i.has_op_mask() && i.op_kind(0) != OpKind::Memory)
+                    .all(|i| i.zeroing_masking()),
+                "{s}: merge-masked load"
+            );
+        } else {
+            assert_eq!(kmov, 0, "{s}");
+            assert!(ins.iter().all(|i| !i.has_op_mask()), "{s}");
+            // acc / residual add straight from memory, full width.
+            let mem_adds = count(&ins, |i| {
+                i.mnemonic() == Mnemonic::Vaddps && is_mem(i) && !i.is_broadcast()
+            });
+            assert_eq!(
+                mem_adds,
+                loads - key.epilogue.contains(&Epilogue::BiasCol) as usize,
+                "{s}"
+            );
+        }
+        // Row bias: broadcast adds.
+        let row_bias = count(&ins, |i| {
+            i.mnemonic() == Mnemonic::Vaddps && i.is_broadcast()
+        });
+        assert_eq!(
+            row_bias,
+            mr * key
+                .epilogue
+                .iter()
+                .filter(|e| **e == Epilogue::BiasRow)
+                .count(),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn avx2_kernels_decode_to_ymm_code() {
+    for key in all_keys(Isa::Avx2) {
+        let s = key.symbol();
+        assert!(s.starts_with("optc_microkernel_avx2_"), "{s}");
+        let bytes = assemble(&key).unwrap();
+        let (ins, end) = decode(&key, &bytes);
+        check_common(&key, &bytes, &ins, end);
+        for i in &ins {
+            assert!(!i.has_op_mask() && !i.is_broadcast(), "{s}: EVEX feature");
+            for r in regs(i) {
+                assert!(!r.is_zmm(), "{s}: {r:?}");
+            }
+        }
+        let fmas: Vec<_> = ins
+            .iter()
+            .filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps)
+            .collect();
+        // 4x-unrolled loop + remainder step, one FMA per accumulator (2 per row, 1 if half).
+        let per_row = if key.half { 1 } else { 2 };
+        assert_eq!(fmas.len(), per_row * 5 * key.mr, "{s}");
+        assert!(fmas
+            .iter()
+            .all(|i| (0..3).all(|o| i.op_register(o).is_ymm())));
+        let maskmov = count(&ins, |i| i.mnemonic() == Mnemonic::Vmaskmovps);
+        assert_eq!(maskmov > 0, key.partial, "{s}");
+    }
+}
+
+#[test]
+fn isas_have_distinct_symbols() {
+    let mut seen = std::collections::HashSet::new();
+    for isa in [Isa::Avx2, Isa::Avx512] {
+        for k in all_keys(isa) {
+            assert!(seen.insert(k.symbol()), "duplicate symbol {}", k.symbol());
+        }
+    }
+}
+
+/// Small multiples of 1/4: every product and partial sum below is exact in f32, so the
+/// kernel's summation order does not matter and results compare exactly.
+struct Quarters(u64);
+impl Quarters {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % 17) as f32 / 4.0 - 2.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn bytes_of(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Run one AVX-512 kernel in the interpreter and compare the tile with a scalar reference.
+fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, seed: u64) {
+    const CODE: u64 = 0x1000_0000;
+    const A: u64 = 0x2000_0000;
+    const B: u64 = 0x3000_0000;
+    const C: u64 = 0x4000_0000;
+    const BIAS: u64 = 0x5000_0000;
+    const RES: u64 = 0x6000_0000;
+    const STACK: u64 = 0x7000_0000;
+    let mr = key.mr;
+    let mut q = Quarters(seed);
+    let cols = if key.partial { nr } else { NR };
+    // Strides in floats; regions end right after the last valid element.
+    let lda = kc + 3;
+    let ldc = NR + 5;
+    let a: Vec<f32> = if key.packed_a {
+        q.vec(kc * mr)
+    } else {
+        q.vec(lda * (mr - 1) + kc)
+    };
+    let at = |r: usize, k: usize| {
+        if key.packed_a {
+            a[k * mr + r]
+        } else {
+            a[r * lda + k]
+        }
+    };
+    let b = q.vec(kc * NR);
+    let tile_len = ldc * (mr - 1) + cols;
+    let c0 = q.vec(tile_len);
+    let res = q.vec(tile_len);
+    let bias = q.vec(mr.max(cols));
+    let mut m = Machine::new();
+    m.mem.push((CODE, code.to_vec()));
+    m.mem.push((A, bytes_of(&a)));
+    m.mem.push((B, bytes_of(&b)));
+    m.mem.push((C, bytes_of(&c0)));
+    m.mem.push((BIAS, bytes_of(&bias)));
+    m.mem.push((RES, bytes_of(&res)));
+    let stack: Vec<u8> = [0xdead_beef, nr as u64, BIAS, RES]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    m.mem.push((STACK, stack));
+    m.set(Register::RDI, A);
+    m.set(Register::RSI, B);
+    m.set(Register::RDX, C);
+    m.set(Register::RCX, kc as u64);
+    m.set(Register::R8, (lda * 4) as u64);
+    m.set(Register::R9, (ldc * 4) as u64);
+    m.set(Register::RSP, STACK);
+    m.run(code, CODE, 100_000);
+    let s = key.symbol();
+    for r in 0..mr {
+        for j in 0..NR {
+            let o = r * ldc + j;
+            if o >= tile_len {
+                continue;
+            }
+            let got = f32::from_bits(m.read32(C + 4 * o as u64));
+            if j >= cols {
+                assert_eq!(got.to_bits(), c0[o].to_bits(), "{s}: column {j} written");
+                continue;
+            }
+            let mut x = if key.accumulate { c0[o] } else { 0.0 };
+            for k in 0..kc {
+                x += at(r, k) * b[k * NR + j];
+            }
+            for e in &key.epilogue {
+                x = match *e {
+                    Epilogue::BiasRow => x + bias[r],
+                    Epilogue::BiasCol => x + bias[j],
+                    Epilogue::Relu => x.max(0.0),
+                    Epilogue::Clip(lo, hi) => x.max(f32::from_bits(lo)).min(f32::from_bits(hi)),
+                    Epilogue::Residual => x + res[o],
+                    Epilogue::Scale(sc) => x * f32::from_bits(sc),
+                };
+            }
+            assert_eq!(got, x, "{s} kc={kc} nr={nr}: C[{r}][{j}]");
+        }
+    }
+}
+
+#[test]
+fn avx512_kernels_compute_the_reference_tile() {
+    let mut seed = 1;
+    for key in all_keys(Isa::Avx512) {
+        let code = assemble(&key).unwrap();
+        for kc in [0, 1, 3, 4, 5, 9] {
+            let nrs: &[usize] = if key.partial { &[1, 7, 15, 16] } else { &[16] };
+            for &nr in nrs {
+                seed += 1;
+                check_avx512_tile(&key, &code, kc, nr, seed);
+            }
+        }
+    }
+}

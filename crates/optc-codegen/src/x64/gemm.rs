@@ -1,0 +1,323 @@
+//! The GEMM driver of a work unit: per K block, pack B (conv patches, or a run-time B), pack A
+//! (when it pays), then one microkernel call per `mr x 16` tile, the epilogue in the last
+//! block's calls.
+
+use super::asm::{MicrokernelKey, Routine, MR, NR};
+use super::depthwise;
+use super::kernel_plan::{ALayout, KernelPlan, Strategy};
+use super::packing::{pack_a, pack_b_rt, pack_panels};
+use super::tasks::KernelArgs;
+use crate::builder::Emitter;
+use crate::ops::conv::{conv_is_gemm, ConvGeometry};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+
+/// A work unit of the GEMM family: `ncols` columns from column `col0` of image `img`, `mrows`
+/// rows from row `row0`, all of K, packing into the task's buffer `pack`.
+#[derive(Clone, Copy)]
+pub(super) struct Unit {
+    pub pack: Value,
+    pub img: Value,
+    pub col0: Value,
+    pub ncols: usize,
+    pub row0: Value,
+    pub mrows: usize,
+}
+
+/// One K block `[k0, k0 + kc)`: `acc` adds to the partial sums of the blocks before, `last`
+/// applies the epilogue.
+#[derive(Clone, Copy)]
+struct KBlock {
+    k0: Value,
+    kc: usize,
+    acc: bool,
+    last: bool,
+}
+
+/// One unit.
+pub(super) fn emit_unit(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit) {
+    let Unit {
+        img,
+        col0,
+        ncols,
+        row0,
+        mrows,
+        ..
+    } = unit;
+    if let Strategy::Depthwise(g) = &p.kind {
+        depthwise::emit_depthwise(e, p, g, c, img, row0, mrows);
+        return;
+    }
+    if let Strategy::ImplicitGemm(g) = &p.kind {
+        let f = p.direct_conv_key(g, ncols, mrows).map(Routine::DirectConv);
+        if let Some(&f) = f.and_then(|k| c.microkernels.get(&k)) {
+            // Window origin of pixel col0: input row `row * sh`, and position `col` of that
+            // row (stride 1: column `col`; stride 2, the deinterleaved copy: the even
+            // column `2 col`).
+            let xb = conv_image(e, p, g, c, img);
+            let r = e.b.ins().udiv_imm_u(col0, g.ow as i64);
+            let col = e.b.ins().urem_imm_u(col0, g.ow as i64);
+            let ro = e.b.ins().imul_imm_s(r, (g.sh * g.wp * 4) as i64);
+            let co = e.b.ins().imul_imm_s(col, 4);
+            let xo = e.b.ins().iadd(ro, co);
+            let xp = e.b.ins().iadd(xb, xo);
+            let oo = e.b.ins().imul_imm_s(img, (p.m * p.n * 4) as i64);
+            let ro = e.b.ins().imul_imm_s(row0, (p.n * 4) as i64);
+            let co = e.b.ins().imul_imm_s(col0, 4);
+            let oo = e.b.ins().iadd(oo, ro);
+            let oo = e.b.ins().iadd(oo, co);
+            let op = e.b.ins().iadd(c.out, oo);
+            let ao = e.b.ins().imul_imm_s(row0, (p.k * 4) as i64);
+            let ap = e.b.ins().iadd(c.extra[3], ao);
+            let bp = match p.bias_port {
+                Some(q) => {
+                    let bo = e.b.ins().imul_imm_s(row0, 4);
+                    e.b.ins().iadd(c.ins[q], bo)
+                }
+                None => ap,
+            };
+            e.b.ins().call(f, &[xp, op, ap, bp, col]);
+            return;
+        }
+    }
+    let kbs = p.kblocks();
+    let nkb = kbs.len();
+    let z = e.int_const(0);
+    let block = |k0, kc, acc, last| KBlock { k0, kc, acc, last };
+    if nkb == 1 {
+        emit_kblock(e, p, c, unit, block(z, kbs[0], false, true));
+        return;
+    }
+    let kb = kbs[0];
+    emit_kblock(e, p, c, unit, block(z, kb, false, false));
+    let kstart = e.int_const(kb as i64);
+    let mids = nkb as i64 - 2;
+    e.loop_offsets(mids, &[kstart], &[kb as i64], &mut |e, _i, o| {
+        emit_kblock(e, p, c, unit, block(o[0], kb, true, false));
+    });
+    let k0 = e.int_const((p.k - kbs[nkb - 1]) as i64);
+    emit_kblock(e, p, c, unit, block(k0, kbs[nkb - 1], true, true));
+}
+
+/// Image `img` of a conv's input: its padded copy in scratch, or the input itself.
+fn conv_image(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    c: &KernelArgs,
+    img: Value,
+) -> Value {
+    let x = if p.pad_bytes() > 0 {
+        c.scratch
+    } else {
+        c.ins[0]
+    };
+    let io = e.b.ins().imul_imm_s(img, (g.c * g.hp * g.wp * 4) as i64);
+    e.b.ins().iadd(x, io)
+}
+
+/// One K block of a unit: pack (conv), then every tile.
+fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, block: KBlock) {
+    let Unit {
+        pack,
+        img,
+        col0,
+        ncols,
+        row0,
+        mrows,
+    } = unit;
+    let KBlock { k0, kc, acc, last } = block;
+    let npan = ncols.div_ceil(NR);
+    let full = ncols / NR;
+    let nr_last = ncols % NR;
+    let ptr = types::I64;
+    // B panel j of this block lives at `bbase + j * bstep`.
+    let (bbase, bstep) = match &p.kind {
+        // Handled by `emit_depthwise` / `winograd`.
+        Strategy::Depthwise(_)
+        | Strategy::Winograd(..)
+        | Strategy::MaxPool(_)
+        | Strategy::SmallMap => (pack, 0),
+        Strategy::GemmConstantB => {
+            // packed[(col0/16 + j)][k][16]
+            let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
+            let o = e.b.ins().imul_imm_s(pan, (p.k * NR * 4) as i64);
+            let ko = e.b.ins().imul_imm_s(k0, (NR * 4) as i64);
+            let o = e.b.ins().iadd(o, ko);
+            (e.b.ins().iadd(c.extra[0], o), (p.k * NR * 4) as i64)
+        }
+        Strategy::ImplicitGemm(g) => {
+            let xb = conv_image(e, p, g, c, img);
+            if conv_is_gemm(g) {
+                // 1x1, stride 1, unpadded: the input is already B[C][H*W], row-major.
+                let hw = (g.h * g.w * 4) as i64;
+                let ko = e.b.ins().imul_imm_s(k0, hw);
+                let co = e.b.ins().imul_imm_s(col0, 4);
+                let o = e.b.ins().iadd(ko, co);
+                let src = e.b.ins().iadd(xb, o);
+                pack_b_rt(e, src, pack, ncols, kc, hw);
+            } else {
+                pack_panels(e, c, pack, xb, col0, npan, k0, kc);
+            }
+            (pack, (kc * NR * 4) as i64)
+        }
+        Strategy::GemmRuntimeB { b_image, .. } => {
+            let io = e.b.ins().imul_imm_s(img, *b_image);
+            let ko = e.b.ins().imul_imm_s(k0, (p.n * 4) as i64);
+            let co = e.b.ins().imul_imm_s(col0, 4);
+            let o = e.b.ins().iadd(io, ko);
+            let o = e.b.ins().iadd(o, co);
+            let src = e.b.ins().iadd(c.ins[1], o);
+            pack_b_rt(e, src, pack, ncols, kc, (p.n * 4) as i64);
+            (pack, (kc * NR * 4) as i64)
+        }
+    };
+    let (a, lda) = match &p.kind {
+        Strategy::Depthwise(_)
+        | Strategy::Winograd(..)
+        | Strategy::MaxPool(_)
+        | Strategy::SmallMap => (c.ins[1], 0),
+        Strategy::GemmConstantB => (c.ins[0], p.k as i64 * 4),
+        Strategy::GemmRuntimeB { a_image, .. } => {
+            let io = e.b.ins().imul_imm_s(img, *a_image);
+            (e.b.ins().iadd(c.ins[0], io), p.k as i64 * 4)
+        }
+        Strategy::ImplicitGemm(_) => (c.ins[1], p.k as i64 * 4),
+    };
+    let ldc = p.n as i64 * 4;
+    let a_layout = p.a_layout;
+    let a = match a_layout {
+        ALayout::PackedAtCompileTime => c.extra[3],
+        _ => {
+            let ko = e.b.ins().imul_imm_s(k0, 4);
+            e.b.ins().iadd(a, ko)
+        }
+    };
+    let apack = if a_layout == ALayout::PackedAtRunTime {
+        e.b.ins()
+            .iadd_imm_s(pack, (p.pack_bytes() - p.apack_bytes()) as i64)
+    } else {
+        pack
+    };
+    let io = e.b.ins().imul_imm_s(img, (p.m * p.n * 4) as i64);
+    let co = e.b.ins().imul_imm_s(col0, 4);
+    let cbase_off = e.b.ins().iadd(io, co);
+    let kcv = e.int_const(kc as i64);
+    let ldav = e.int_const(lda);
+    let ldcv = e.int_const(ldc);
+    let epilogue = if last { p.epilogue.clone() } else { vec![] };
+    let bias = p.bias_port.map(|q| c.ins[q]);
+    let res = p.res_port.map(|q| c.ins[q]);
+    let row_bias = matches!(p.kind, Strategy::ImplicitGemm(_));
+    let _ = ptr;
+    // One tile: `mr` rows at A/C row offsets, panel at `bp`, column offset `colb` (bytes).
+    let tile = |e: &mut Emitter,
+                mr: usize,
+                partial: bool,
+                ablk: Value,
+                arow: Value,
+                crow: Value,
+                rowb: Value,
+                bp: Value,
+                colb: Value| {
+        let key = MicrokernelKey {
+            isa: p.isa,
+            mr,
+            packed_a: a_layout != ALayout::InPlace,
+            half: partial && p.half_tail(nr_last),
+            partial,
+            accumulate: acc,
+            transposed: false,
+            epilogue: epilogue.clone(),
+        };
+        let f = c.microkernel(key);
+        let pa = match a_layout {
+            ALayout::InPlace => e.b.ins().iadd(a, arow),
+            ALayout::PackedAtCompileTime => {
+                let ko = e.b.ins().imul_imm_s(k0, (4 * mr) as i64);
+                let o = e.b.ins().iadd(arow, ko);
+                e.b.ins().iadd(a, o)
+            }
+            ALayout::PackedAtRunTime => {
+                let rel = e.b.ins().isub(arow, ablk);
+                let t = e.b.ins().udiv_imm_u(rel, lda);
+                let o = e.b.ins().imul_imm_s(t, (kc * 4) as i64);
+                e.b.ins().iadd(apack, o)
+            }
+        };
+        let coff = e.b.ins().iadd(cbase_off, crow);
+        let coff = e.b.ins().iadd(coff, colb);
+        let pc = e.b.ins().iadd(c.out, coff);
+        let nr = e.int_const(if partial { nr_last as i64 } else { NR as i64 });
+        let pb = match bias {
+            Some(bv) => {
+                if row_bias {
+                    e.b.ins().iadd(bv, rowb)
+                } else {
+                    let cc = e.b.ins().iadd(co, colb);
+                    e.b.ins().iadd(bv, cc)
+                }
+            }
+            None => pc,
+        };
+        let pr = match res {
+            Some(rv) => e.b.ins().iadd(rv, coff),
+            None => pc,
+        };
+        e.b.ins()
+            .call(f, &[pa, bp, pc, kcv, ldav, ldcv, nr, pb, pr]);
+    };
+    // Rows of one M block at row offset (a, c, bias) with `mc` rows, all panels.
+    let mblock = |e: &mut Emitter, mc: usize, ar: Value, cr: Value, br: Value| {
+        let panel = |e: &mut Emitter, partial: bool, bp: Value, colb: Value| {
+            let nfull = mc / MR;
+            e.loop_offsets(
+                nfull as i64,
+                &[ar, cr, br],
+                &[MR as i64 * lda, MR as i64 * ldc, MR as i64 * 4],
+                &mut |e, _i, o| tile(e, MR, partial, ar, o[0], o[1], o[2], bp, colb),
+            );
+            let rem = mc % MR;
+            if rem > 0 {
+                let a2 = e.b.ins().iadd_imm_s(ar, (nfull * MR) as i64 * lda);
+                let c2 = e.b.ins().iadd_imm_s(cr, (nfull * MR) as i64 * ldc);
+                let b2 = e.b.ins().iadd_imm_s(br, (nfull * MR) as i64 * 4);
+                tile(e, rem, partial, ar, a2, c2, b2, bp, colb);
+            }
+        };
+        if a_layout == ALayout::PackedAtRunTime {
+            let src = e.b.ins().iadd(a, ar);
+            pack_a(e, src, apack, mc, kc, lda);
+        }
+        let zc = e.int_const(0);
+        e.loop_offsets(
+            full as i64,
+            &[bbase, zc],
+            &[bstep, (NR * 4) as i64],
+            &mut |e, _j, o| {
+                panel(e, false, o[0], o[1]);
+            },
+        );
+        if nr_last > 0 {
+            let bp = e.b.ins().iadd_imm_s(bbase, full as i64 * bstep);
+            let colb = e.int_const((full * NR * 4) as i64);
+            panel(e, true, bp, colb);
+        }
+    };
+    let mcb = p.mc;
+    let nmb = mrows / mcb;
+    let ar0 = e.b.ins().imul_imm_s(row0, lda);
+    let cr0 = e.b.ins().imul_imm_s(row0, ldc);
+    let br0 = e.b.ins().imul_imm_s(row0, 4);
+    e.loop_offsets(
+        nmb as i64,
+        &[ar0, cr0, br0],
+        &[mcb as i64 * lda, mcb as i64 * ldc, mcb as i64 * 4],
+        &mut |e, _i, o| mblock(e, mcb, o[0], o[1], o[2]),
+    );
+    if !mrows.is_multiple_of(mcb) {
+        let ar = e.b.ins().iadd_imm_s(ar0, (nmb * mcb) as i64 * lda);
+        let cr = e.b.ins().iadd_imm_s(cr0, (nmb * mcb) as i64 * ldc);
+        let br = e.b.ins().iadd_imm_s(br0, (nmb * mcb) as i64 * 4);
+        mblock(e, mrows % mcb, ar, cr, br);
+    }
+}

@@ -1,0 +1,643 @@
+//! The per-node decision of the x64 path: which strategy ([`Strategy`]) a node takes, its GEMM
+//! shape, blocking, epilogue and task split ([`KernelPlan`]), and every assembled routine it calls.
+
+use super::asm::{Epilogue, Isa, MicrokernelKey, Routine, MR, NR};
+use super::{depthwise, pool, small_map, winograd};
+use crate::error::Result;
+use crate::node::{base_info, NodeInfo};
+use crate::ops::conv::{conv_geometry, conv_is_gemm, ConvGeometry};
+use crate::ops::pool::{maxpool2d_geometry, MaxPoolGeometry};
+use crate::target::Target;
+use optc_ir::{BinaryOp, DType, FusedStep, Op, TensorType, UnaryOp};
+
+/// At most this many tasks per node (each conv task owns a `KC x chunk` packing buffer).
+pub(crate) const MAX_TASKS: usize = 16;
+
+pub(super) enum Strategy {
+    /// `C[mt, n] = A[mt, k] @ B` with B packed (`extra[0]`), A = input 0.
+    GemmConstantB,
+    /// `C[i] = A[i] @ B[i]` with B an input (packed per unit and K block at run time);
+    /// images `i` are the batch (B 2-D: one image, A's batch dims folded into M).
+    GemmRuntimeB { a_image: i64, b_image: i64 },
+    /// Depthwise conv (one input channel per output channel), vectorized along output rows,
+    /// the epilogue applied in registers; units are channel groups.
+    Depthwise(ConvGeometry),
+    /// Implicit GEMM: A = weights (input 1), B = patches of input 0 (padded copy in scratch).
+    ImplicitGemm(ConvGeometry),
+    /// Winograd F(2x2, 3x3) (see [`winograd`]): `n` counts 2x2 output tiles (tile columns padded
+    /// to a multiple of 4), `k` is C, `chunk` tiles per unit.
+    /// The `usize` is the output tile size r (F(r x r, 3x3), r = 2 or 4).
+    Winograd(ConvGeometry, usize),
+    /// 2-D MaxPool (see [`pool`]): `m` planes, units of `mrows` planes.
+    MaxPool(MaxPoolGeometry),
+    /// 1x1 conv on a small map with the GEMM roles swapped (see [`small_map`]): pixels are the
+    /// microkernel rows, output channels the 16-wide panels of the packed weights
+    /// (`extra[0]`); units of `mrows` channels.
+    SmallMap,
+}
+
+/// How the microkernels read A.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum ALayout {
+    /// Rows of A in place (`lda` apart).
+    InPlace,
+    /// Packed at compile time (constant conv weights, `extra[3]`): row tiles of `MR`
+    /// (the last one `M % MR`) stored `[K][mr]`, tile of row `r` at `r * K` floats.
+    PackedAtCompileTime,
+    /// Packed per (M block, K block) at run time into the task's scratch.
+    PackedAtRunTime,
+}
+
+pub(crate) struct KernelPlan {
+    pub(super) kind: Strategy,
+    pub(super) a_layout: ALayout,
+    pub(super) m: usize,
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) nimg: usize,
+    pub(super) epilogue: Vec<Epilogue>,
+    pub(super) bias_port: Option<usize>,
+    pub(super) res_port: Option<usize>,
+    /// Fused steps from this index on are applied afterwards by the generic chain pass.
+    pub(super) rest: usize,
+    /// Gemm's `beta * C` term applied afterwards (when it is not an epilogue step).
+    pub(super) gemm_c_post: Option<f32>,
+    /// Columns per work unit (a multiple of `NR`).
+    pub(super) chunk: usize,
+    /// Rows per work unit (a multiple of `MR`, or all of M).
+    pub(super) mrows: usize,
+    /// Depth of one K block: a 16-column B panel of `kc` rows stays in L1d
+    /// ([`Target::blocking`]; 256 for a 32 KiB L1d).
+    pub(super) kc: usize,
+    /// Rows of one M block: the `mc x kc` block of A stays in L2 (144 for 512 KiB).
+    pub(super) mc: usize,
+    pub(crate) tasks: usize,
+    /// Microkernel instruction set.
+    pub(super) isa: Isa,
+}
+
+impl KernelPlan {
+    pub(super) fn units_per_img(&self) -> usize {
+        self.n.div_ceil(self.chunk)
+    }
+    pub(super) fn mparts(&self) -> usize {
+        self.m.div_ceil(self.mrows)
+    }
+    /// Whether the generated code reads input `port` through its pointer: not the
+    /// constant weights the plan packs at compile time (they live in `derived` data).
+    pub fn reads_input(&self, port: usize) -> bool {
+        let packed = match &self.kind {
+            Strategy::GemmConstantB | Strategy::Winograd(..) | Strategy::SmallMap => true,
+            Strategy::ImplicitGemm(_) => self.a_layout == ALayout::PackedAtCompileTime,
+            Strategy::GemmRuntimeB { .. } | Strategy::Depthwise(_) | Strategy::MaxPool(_) => false,
+        };
+        !(packed && port == 1)
+    }
+    /// Whether a last panel of `tail` valid columns uses the 8-column (half) microkernel.
+    pub(super) fn half_tail(&self, tail: usize) -> bool {
+        self.isa == Isa::Avx2 && tail <= NR / 2
+    }
+    pub fn units(&self) -> usize {
+        self.nimg * self.units_per_img() * self.mparts()
+    }
+    /// Bytes of the serial pre-pass's buffer at the start of scratch: the padded input copy
+    /// of a conv, the packed input of a swapped 1x1 conv.
+    pub fn pad_bytes(&self) -> usize {
+        match &self.kind {
+            // (Depthwise convs read their input in place: see `depthwise`.)
+            Strategy::ImplicitGemm(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
+            // The packed input of a swapped 1x1 conv.
+            Strategy::SmallMap => small_map::apack_bytes(self),
+            _ => 0,
+        }
+    }
+    /// Packing buffer bytes per task (conv only).
+    pub fn pack_bytes(&self) -> usize {
+        let b = match &self.kind {
+            Strategy::ImplicitGemm(_) | Strategy::GemmRuntimeB { .. } => {
+                self.kc.min(self.k.max(1)) * self.chunk * 4
+            }
+            Strategy::GemmConstantB | Strategy::Depthwise(_) => 0,
+            Strategy::SmallMap => small_map::tmp_bytes(self),
+            Strategy::Winograd(g, r) => winograd::task_bytes(self, g, *r),
+            Strategy::MaxPool(g) => pool::task_bytes(g),
+        };
+        b + self.apack_bytes()
+    }
+    /// Bytes of the run-time A packing buffer (at the end of the task's packing space).
+    pub(super) fn apack_bytes(&self) -> usize {
+        if self.a_layout == ALayout::PackedAtRunTime {
+            self.mc.min(self.m) * self.kc.min(self.k.max(1)) * 4
+        } else {
+            0
+        }
+    }
+    pub fn scratch_bytes(&self) -> usize {
+        self.mask_off() + 64
+    }
+    /// Byte offset of the node's buffer-slot mask (after the per-task buffers): see
+    /// [`super::tasks::acquire_slot`].
+    pub(super) fn mask_off(&self) -> usize {
+        (self.pad_bytes() + self.tasks * self.pack_bytes()).div_ceil(64) * 64
+    }
+    pub(super) fn kblocks(&self) -> Vec<usize> {
+        if self.k == 0 {
+            return vec![0];
+        }
+        // Even blocks (a short last block would pay the C reload for little work).
+        let kb = self.kb();
+        let n = self.k.div_ceil(kb);
+        let mut v = vec![kb; n - 1];
+        v.push(self.k - (n - 1) * kb);
+        v
+    }
+    /// Size of every K block but the last.
+    pub(super) fn kb(&self) -> usize {
+        let n = self.k.div_ceil(self.kc).max(1);
+        self.k.div_ceil(n).max(1)
+    }
+    /// Every assembled routine the node calls.
+    pub fn routines(&self) -> Vec<Routine> {
+        let mut r: Vec<Routine> = self.keys().into_iter().map(Routine::Microkernel).collect();
+        if let Strategy::Depthwise(g) = &self.kind {
+            r.extend(
+                depthwise::routines(self, g)
+                    .into_iter()
+                    .map(Routine::Depthwise),
+            );
+        }
+        if let Strategy::ImplicitGemm(g) = &self.kind {
+            let last_cols = self.n - (self.units_per_img() - 1) * self.chunk;
+            let last_rows = self.m - (self.mparts() - 1) * self.mrows;
+            for ncols in [self.chunk, last_cols] {
+                for mrows in [self.mrows, last_rows] {
+                    if let Some(k) = self.direct_conv_key(g, ncols, mrows) {
+                        let k = Routine::DirectConv(k);
+                        if !r.contains(&k) {
+                            r.push(k);
+                        }
+                    }
+                }
+            }
+        }
+        r
+    }
+    /// The epilogue an assembled dw/dc kernel applies: `epilogue` without bias steps when the node
+    /// has no bias input.
+    pub(super) fn kernel_epilogue(&self) -> Vec<Epilogue> {
+        self.epilogue
+            .iter()
+            .filter(|s| {
+                self.bias_port.is_some() || !matches!(s, Epilogue::BiasRow | Epilogue::BiasCol)
+            })
+            .copied()
+            .collect()
+    }
+    /// Every microkernel the node calls.
+    pub fn keys(&self) -> Vec<MicrokernelKey> {
+        if matches!(self.kind, Strategy::Depthwise(_) | Strategy::MaxPool(_)) {
+            return vec![];
+        }
+        if matches!(self.kind, Strategy::Winograd(..)) {
+            return winograd::keys(self);
+        }
+        if matches!(self.kind, Strategy::SmallMap) {
+            return small_map::keys(self);
+        }
+        let mut mrs = vec![];
+        if self.m >= MR {
+            mrs.push(MR);
+        }
+        let last_rows = self.m - (self.mparts() - 1) * self.mrows;
+        for rows in [self.mrows, last_rows] {
+            for mc in [self.mc.min(rows), rows % self.mc] {
+                if mc % MR != 0 && !mrs.contains(&(mc % MR)) {
+                    mrs.push(mc % MR);
+                }
+            }
+        }
+        // (partial, half) of the panels: full ones, and the tails of a unit's columns.
+        let mut parts = vec![(false, false)];
+        let last = self.n - (self.units_per_img() - 1) * self.chunk;
+        for tail in [last % NR, self.chunk % NR] {
+            if tail > 0 && !parts.contains(&(true, self.half_tail(tail))) {
+                parts.push((true, self.half_tail(tail)));
+            }
+        }
+        let nkb = self.kblocks().len();
+        let mut kinds = vec![(false, nkb == 1)];
+        if nkb > 1 {
+            kinds.push((true, false));
+            kinds.push((true, true));
+        }
+        let mut keys = vec![];
+        for &mr in &mrs {
+            for &(partial, half) in &parts {
+                for &(acc, epilogue) in &kinds {
+                    let k = MicrokernelKey {
+                        isa: self.isa,
+                        mr,
+                        packed_a: self.a_layout != ALayout::InPlace,
+                        half,
+                        partial,
+                        accumulate: acc,
+                        transposed: false,
+                        epilogue: if epilogue {
+                            self.epilogue.clone()
+                        } else {
+                            vec![]
+                        },
+                    };
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+            }
+        }
+        keys
+    }
+}
+
+fn is_f32(t: &TensorType) -> bool {
+    t.dtype == DType::F32
+}
+
+/// The plan for `info` on the AVX2 path, or `None` when the node takes the generic path.
+pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
+    if !target.has_avx2_fma() {
+        return Ok(None);
+    }
+    let (base, steps): (&Op, &[FusedStep]) = match info.op {
+        Op::Fused { base, steps, .. } => (base, steps),
+        op => (op, &[]),
+    };
+    if !is_f32(&info.outs[0]) || info.outs.len() != 1 {
+        return Ok(None);
+    }
+    if let Op::MaxPool { .. } = info.op {
+        return Ok(maxpool2d_geometry(info).map(|g| pool_plan(g, target)));
+    }
+    let out = &info.outs[0].shape;
+    let nbase = match info.op {
+        Op::Fused { base_inputs, .. } => *base_inputs,
+        _ => info.ins.len(),
+    };
+    let sub = base_info(info);
+    let binfo = sub.as_ref().unwrap_or(info);
+    let mut epilogue = vec![];
+    let mut bias_port = None;
+    let mut res_port = None;
+    let mut gemm_c_post = None;
+    let (kind, m, n, k, nimg, bias_is_row) = match base {
+        Op::MatMul if info.consts[1].is_none() => {
+            let (sa, sb) = (&info.ins[0].shape, &info.ins[1].shape);
+            if !is_f32(&info.ins[0]) || !is_f32(&info.ins[1]) || sa.len() < 2 || sb.len() < 2 {
+                return Ok(None);
+            }
+            let (k, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+            if sa.last() != Some(&k) || k == 0 || n == 0 {
+                return Ok(None);
+            }
+            if sb.len() == 2 {
+                let mt = info.ins[0].numel() / k;
+                if mt == 0 || mt * n != info.outs[0].numel() {
+                    return Ok(None);
+                }
+                (
+                    Strategy::GemmRuntimeB {
+                        a_image: 0,
+                        b_image: 0,
+                    },
+                    mt,
+                    n,
+                    k,
+                    1,
+                    false,
+                )
+            } else {
+                if sa.len() != sb.len() || sa[..sa.len() - 2] != sb[..sb.len() - 2] {
+                    return Ok(None);
+                }
+                let m = sa[sa.len() - 2];
+                let nimg: usize = sa[..sa.len() - 2].iter().product();
+                if m == 0 || nimg == 0 || nimg * m * n != info.outs[0].numel() {
+                    return Ok(None);
+                }
+                let kind = Strategy::GemmRuntimeB {
+                    a_image: (m * k * 4) as i64,
+                    b_image: (k * n * 4) as i64,
+                };
+                (kind, m, n, k, nimg, false)
+            }
+        }
+        Op::MatMul => {
+            let Some(b) = &info.consts[1] else {
+                return Ok(None);
+            };
+            if b.shape().len() != 2 || !is_f32(&info.ins[0]) || b.dtype() != DType::F32 {
+                return Ok(None);
+            }
+            let (k, n) = (b.shape()[0], b.shape()[1]);
+            let sa = &info.ins[0].shape;
+            if sa.last() != Some(&k) || k == 0 {
+                return Ok(None);
+            }
+            let mt = info.ins[0].numel() / k;
+            if mt * n != info.outs[0].numel() || mt == 0 || n == 0 {
+                return Ok(None);
+            }
+            (Strategy::GemmConstantB, mt, n, k, 1, false)
+        }
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            ..
+        } => {
+            if *trans_a || info.consts[1].is_none() || !is_f32(&info.ins[0]) {
+                return Ok(None);
+            }
+            let (m, k) = (info.ins[0].shape[0], info.ins[0].shape[1]);
+            let n = out[1];
+            if m * n == 0 || k == 0 {
+                return Ok(None);
+            }
+            if *alpha != 1.0 {
+                epilogue.push(Epilogue::Scale(alpha.to_bits()));
+            }
+            if nbase > 2 && *beta != 0.0 {
+                let cs = &info.ins[2].shape;
+                if *beta == 1.0 && (cs.as_slice() == [n] || cs.as_slice() == [1, n]) {
+                    epilogue.push(Epilogue::BiasCol);
+                    bias_port = Some(2);
+                } else if *beta == 1.0 && cs.as_slice() == [m, n] {
+                    epilogue.push(Epilogue::Residual);
+                    res_port = Some(2);
+                } else {
+                    gemm_c_post = Some(*beta);
+                }
+            }
+            (Strategy::GemmConstantB, m, n, k, 1, false)
+        }
+        Op::Conv { .. } => {
+            let Some((g, _)) = conv_geometry(binfo)? else {
+                return Ok(None);
+            };
+            if !info.ins.iter().take(3).all(is_f32) {
+                return Ok(None);
+            }
+            let dw = g.groups > 1 && g.cg == 1 && g.mg == 1;
+            if g.groups != 1 && !dw {
+                return Ok(None);
+            }
+            let (m, n, k) = (g.m, g.oh * g.ow, g.c * g.kh * g.kw);
+            if m * n * g.n == 0 || k == 0 {
+                return Ok(None);
+            }
+            if nbase > 2 {
+                epilogue.push(Epilogue::BiasRow);
+                bias_port = Some(2);
+            }
+            let nimg = g.n;
+            if dw {
+                // Depth of one output: the window (not `c` windows).
+                let k = g.kh * g.kw;
+                (Strategy::Depthwise(g), m, n, k, nimg, true)
+            } else {
+                (Strategy::ImplicitGemm(g), m, n, k, nimg, true)
+            }
+        }
+        _ => return Ok(None),
+    };
+    // Fused steps that the tile store can apply.
+    let mut rest = steps.len();
+    if gemm_c_post.is_some() {
+        rest = 0;
+    }
+    for (i, st) in steps.iter().enumerate().take(rest) {
+        let e = match st {
+            FusedStep::Unary(UnaryOp::Relu) => Some(Epilogue::Relu),
+            FusedStep::Unary(UnaryOp::Clip { min, max }) => {
+                Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
+            }
+            FusedStep::Binary {
+                op: BinaryOp::Add,
+                input,
+                ..
+            } if is_f32(&info.ins[*input]) => {
+                let s = &info.ins[*input].shape;
+                if s == out && res_port.is_none() {
+                    res_port = Some(*input);
+                    Some(Epilogue::Residual)
+                } else if bias_port.is_none() && s.len() <= out.len() {
+                    // Rank-aligned: a bias broadcasts along rows (conv channels) or columns.
+                    let pad = out.len() - s.len();
+                    let dims: Vec<usize> = std::iter::repeat_n(1, pad)
+                        .chain(s.iter().copied())
+                        .collect();
+                    let ok = if bias_is_row {
+                        dims.len() == 4
+                            && dims
+                                .iter()
+                                .enumerate()
+                                .all(|(d, &x)| x == 1 || (d == 1 && x == m))
+                            && dims[1] == m
+                    } else {
+                        dims.last() == Some(&n) && dims[..dims.len() - 1].iter().all(|&x| x == 1)
+                    };
+                    if ok {
+                        bias_port = Some(*input);
+                        Some(if bias_is_row {
+                            Epilogue::BiasRow
+                        } else {
+                            Epilogue::BiasCol
+                        })
+                    } else {
+                        None
+                    }
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match e {
+            Some(x) => epilogue.push(x),
+            None => {
+                rest = i;
+                break;
+            }
+        }
+    }
+    // 3x3 stride-1 convs with constant weights: Winograd F(2x2, 3x3).
+    let (kind, n, k) = match kind {
+        Strategy::ImplicitGemm(g)
+            if target.winograd() >= 2
+                && winograd::applies(&g, binfo.consts[1].is_some(), &epilogue) =>
+        {
+            let r = winograd::choose_r(&g, target.winograd());
+            let wg = winograd::winograd_geometry(&g, r);
+            let c = g.c;
+            (Strategy::Winograd(g, r), wg.th * wg.tw4, c)
+        }
+        // 1x1 convs on small maps: pixels as tile rows (see `small_map::applies`).
+        Strategy::ImplicitGemm(g)
+            if conv_is_gemm(&g)
+                && binfo.consts[1].is_some()
+                && small_map::applies(target.microkernel_isa(), m, k, n, &epilogue) =>
+        {
+            epilogue = small_map::epilogue(&epilogue);
+            (Strategy::SmallMap, n, k)
+        }
+        kind => (kind, n, k),
+    };
+    let chunk = match kind {
+        Strategy::Winograd(_, r) => winograd::nb(k, r),
+        Strategy::MaxPool(_) => n,
+        Strategy::ImplicitGemm(_) => 128,
+        Strategy::Depthwise(_) | Strategy::SmallMap => n,
+        Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } if m >= 256 => 512,
+        Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } if m >= 64 => 256,
+        Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } => 64,
+    };
+    let a_layout = match kind {
+        Strategy::ImplicitGemm(_) if binfo.consts[1].is_some() => ALayout::PackedAtCompileTime,
+        // Packing A pays off only when a unit reuses it over many panels (measured: it
+        // costs ~20% at 4 panels per unit, gains ~20% at 1024^3).
+        Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. }
+            if chunk >= 256 && n >= 256 && k >= 256 =>
+        {
+            ALayout::PackedAtRunTime
+        }
+        _ => ALayout::InPlace,
+    };
+    let mut p = KernelPlan {
+        kind,
+        a_layout,
+        m,
+        n,
+        k,
+        nimg,
+        epilogue,
+        bias_port,
+        res_port,
+        rest,
+        gemm_c_post,
+        chunk,
+        mrows: m,
+        kc: target.blocking().0,
+        mc: target.blocking().1,
+        tasks: 1,
+        isa: target.microkernel_isa(),
+    };
+    // Split rows too when there are few column units (e.g. 7x7 maps, small N).
+    let cu = p.nimg * p.units_per_img();
+    if let Strategy::Winograd(_, r) = p.kind {
+        p.mrows = winograd::mrows(m, chunk, r);
+    } else if let Strategy::SmallMap = p.kind {
+        p.mrows = small_map::mrows(m);
+        p.kc = small_map::KC;
+    } else if let Strategy::Depthwise(_) = p.kind {
+        // Channel groups: about 16 units.
+        p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
+    } else if cu < 8 && m >= 2 * 4 * MR {
+        let want = 8usize.div_ceil(cu);
+        // Every row part packs its own copy of B: keep parts >= 48 rows when B is packed
+        // at run time, so the packing stays small next to the product.
+        let floor = if matches!(p.kind, Strategy::GemmConstantB) {
+            4 * MR
+        } else {
+            8 * MR
+        };
+        p.mrows = balanced_rows(m, want, floor, m);
+    }
+    // Spread work only when a unit has enough of it (~256 KFLOP).
+    let flops = match &p.kind {
+        // n counts tiles: each costs (r + 2)^2 multiply-adds per (m, c).
+        Strategy::Winograd(_, r) => 2 * m * n * k * nimg * (r + 2) * (r + 2),
+        _ => 2 * m * n * k * nimg,
+    };
+    // Depthwise convs run ~8x fewer flops per cycle: split them at fewer flops.
+    let min_flops = if matches!(p.kind, Strategy::Depthwise(_)) {
+        1 << 18
+    } else if m <= 4 {
+        // Few rows: bound by streaming B (weights) from memory, which two cores do faster.
+        1 << 19
+    } else {
+        1 << 21
+    };
+    p.tasks = if flops < min_flops {
+        1
+    } else {
+        p.units().min(MAX_TASKS)
+    };
+    Ok(Some(p))
+}
+
+/// Rows per part when splitting `m` rows into about `want` parts (multiples of `MR`, at
+/// least `min_rows` unless there is one part, at most `max_rows`). The pool's threads pull
+/// parts in order, so an odd count or a short last part idles one of two threads: among
+/// part counts up to `2 want`, keep those whose two-thread split (alternate parts) is
+/// within 3% of the most even one, and take the count nearest `want`.
+pub(super) fn balanced_rows(m: usize, want: usize, min_rows: usize, max_rows: usize) -> usize {
+    let mut cands: Vec<(usize, usize, usize)> = vec![];
+    for parts in 1..=(2 * want).max(1) {
+        let rows = m.div_ceil(parts).div_ceil(MR) * MR;
+        if parts > 1 && rows < min_rows {
+            break;
+        }
+        if rows > max_rows.max(MR) {
+            continue;
+        }
+        let n = m.div_ceil(rows);
+        let (mut a, mut b) = (0, 0);
+        for i in 0..n {
+            let s = rows.min(m - i * rows);
+            if i % 2 == 0 {
+                a += s;
+            } else {
+                b += s;
+            }
+        }
+        cands.push((a.max(b), n, rows));
+    }
+    let Some(best) = cands.iter().map(|c| c.0).min() else {
+        return m.div_ceil(MR) * MR;
+    };
+    cands
+        .iter()
+        .filter(|c| c.0 * 100 <= best * 103 + 100)
+        .min_by_key(|c| (c.1.abs_diff(want), c.2))
+        .map_or(m.div_ceil(MR) * MR, |c| c.2)
+}
+
+/// MaxPool: units of planes, split across tasks when the node is big enough.
+fn pool_plan(g: MaxPoolGeometry, target: &Target) -> KernelPlan {
+    let (kc, mc) = target.blocking();
+    let mrows = pool::plane_rows(g.planes);
+    let work = g.planes * g.hp * g.wp * g.kh.max(g.kw);
+    let (m, n, k) = (g.planes, g.oh * g.ow, g.kh * g.kw);
+    let mut p = KernelPlan {
+        kind: Strategy::MaxPool(g),
+        isa: target.microkernel_isa(),
+        a_layout: ALayout::InPlace,
+        m,
+        n,
+        k,
+        nimg: 1,
+        epilogue: vec![],
+        bias_port: None,
+        res_port: None,
+        rest: 0,
+        gemm_c_post: None,
+        chunk: n,
+        mrows,
+        kc,
+        mc,
+        tasks: 1,
+    };
+    if work >= 1 << 18 {
+        p.tasks = p.units().min(MAX_TASKS);
+    }
+    p
+}

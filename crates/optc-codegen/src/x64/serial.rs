@@ -1,0 +1,121 @@
+//! A node's serial work around its tasks: the conv's zero-padded input copy (or the swapped
+//! 1x1 conv's input packing) before, Gemm's general C term and the fused steps the tiles did
+//! not apply after.
+
+use super::direct_conv::emit_deinterleaved_copy;
+use super::kernel_plan::{KernelPlan, Strategy};
+use super::small_map;
+use super::tasks::KernelArgs;
+use crate::builder::{copy_span, tensor_flags, zero_span, Emitter};
+use crate::error::Result;
+use crate::node::NodeInfo;
+use crate::ops::elementwise::Elementwise;
+use crate::ops::fused::apply_chain;
+use crate::ops::map::map;
+use crate::ops::operand::Operand;
+use cranelift_codegen::ir::InstBuilder;
+use optc_ir::Op;
+
+/// Serial work before the tasks: the zero-padded input copy of a conv.
+pub(crate) fn emit_pre(
+    e: &mut Emitter,
+    _info: &NodeInfo,
+    p: &KernelPlan,
+    c: &KernelArgs,
+) -> Result<()> {
+    // All buffer slots free.
+    let z = e.int_const(0);
+    e.b.ins()
+        .store(tensor_flags(), z, c.scratch, p.mask_off() as i32);
+    if let Strategy::SmallMap = p.kind {
+        small_map::emit_pack(e, p, c);
+        return Ok(());
+    }
+    // (Depthwise convs read their input in place: see `depthwise`.)
+    let Strategy::ImplicitGemm(g) = &p.kind else {
+        return Ok(());
+    };
+    if p.pad_bytes() == 0 {
+        return Ok(());
+    }
+    if p.direct_conv_deinterleaved(g) {
+        emit_deinterleaved_copy(e, g, c);
+        return Ok(());
+    }
+    // Zero only the border: per plane, the span before the first interior row's data,
+    // the gaps between interior rows (right pad + next left pad) and the span after the
+    // last one.
+    let plane_b = (g.hp * g.wp * 4) as i64;
+    let head = g.ph * g.wp + g.pw;
+    let gap = g.wp - g.w;
+    let tail_at = (g.ph + g.h.max(1) - 1) * g.wp + g.pw + g.w;
+    let z = e.int_const(0);
+    e.loop_offsets((g.n * g.c) as i64, &[z], &[plane_b], &mut |e, _i, o| {
+        let base = e.b.ins().iadd(c.scratch, o[0]);
+        if g.h == 0 || g.w == 0 {
+            zero_span(e, base, g.hp * g.wp);
+            return;
+        }
+        zero_span(e, base, head);
+        if gap > 0 && g.h > 1 {
+            let first = ((head + g.w) * 4) as i64;
+            let r0 = e.b.ins().iadd_imm_s(base, first);
+            e.loop_offsets(
+                (g.h - 1) as i64,
+                &[r0],
+                &[(g.wp * 4) as i64],
+                &mut |e, _r, q| {
+                    zero_span(e, q[0], gap);
+                },
+            );
+        }
+        let t = e.b.ins().iadd_imm_s(base, (tail_at * 4) as i64);
+        zero_span(e, t, g.hp * g.wp - tail_at);
+    });
+    // The interior, row by row.
+    let d0 =
+        e.b.ins()
+            .iadd_imm_s(c.scratch, ((g.ph * g.wp + g.pw) * 4) as i64);
+    e.loop_offsets(
+        (g.n * g.c) as i64,
+        &[c.ins[0], d0],
+        &[(g.h * g.w * 4) as i64, plane_b],
+        &mut |e, _i, o| {
+            e.loop_offsets(
+                g.h as i64,
+                &[o[0], o[1]],
+                &[(g.w * 4) as i64, (g.wp * 4) as i64],
+                &mut |e, _r, q| copy_span(e, q[0], q[1], g.w),
+            );
+        },
+    );
+    Ok(())
+}
+
+/// Serial work after the tasks: Gemm's general C term and fused steps the tile store skipped.
+pub(crate) fn emit_post(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    p: &KernelPlan,
+    c: &KernelArgs,
+) -> Result<()> {
+    let oty = &info.outs[0];
+    if let Some(beta) = p.gemm_c_post {
+        let o = Operand::dense(c.out, oty);
+        let cc = Operand::broadcast(c.ins[2], &info.ins[2], &oty.shape);
+        map(
+            e,
+            info,
+            &oty.shape,
+            o.clone(),
+            &[o, cc],
+            &Elementwise::AddScaled(beta),
+        )?;
+    }
+    if let Op::Fused { steps, .. } = info.op {
+        if p.rest < steps.len() {
+            apply_chain(e, info, c.ins, c.out, &steps[p.rest..])?;
+        }
+    }
+    Ok(())
+}

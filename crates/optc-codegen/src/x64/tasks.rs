@@ -1,0 +1,189 @@
+//! Tasks: a node's work units spread over up to [`super::kernel_plan::MAX_TASKS`] tasks run by
+//! `optc_rt_parallel_for`, each claiming a slot of per-task buffers in the node's scratch.
+
+use super::asm::{MicrokernelKey, Routine};
+use super::gemm::{emit_unit, Unit};
+use super::kernel_plan::{KernelPlan, Strategy};
+use super::{pool, small_map, winograd};
+use crate::builder::{if_else, tensor_flags, Emitter};
+use cranelift_codegen::ir::{condcodes::IntCC, types, AtomicRmwOp, FuncRef, InstBuilder, Value};
+use std::collections::HashMap;
+
+/// Everything a task needs: node pointers and the microkernels.
+pub(crate) struct KernelArgs<'a> {
+    pub ins: &'a [Value],
+    pub out: Value,
+    pub scratch: Value,
+    pub extra: &'a [Value],
+    pub microkernels: &'a HashMap<Routine, FuncRef>,
+}
+
+impl KernelArgs<'_> {
+    /// The GEMM microkernel `key` (declared by [`KernelPlan::routines`]).
+    pub(super) fn microkernel(&self, key: MicrokernelKey) -> FuncRef {
+        self.microkernels[&Routine::Microkernel(key)]
+    }
+}
+
+/// The units `[t U / T, (t + 1) U / T)` of task `t` (U units, T tasks).
+pub(super) fn task_units(e: &mut Emitter, p: &KernelPlan, t: Value) -> (Value, Value) {
+    let units = p.units() as i64;
+    let tasks = p.tasks as i64;
+    let a = e.b.ins().imul_imm_s(t, units);
+    let lo = e.b.ins().udiv_imm_u(a, tasks);
+    let t1 = e.b.ins().iadd_imm_s(t, 1);
+    let b = e.b.ins().imul_imm_s(t1, units);
+    let hi = e.b.ins().udiv_imm_u(b, tasks);
+    (lo, hi)
+}
+
+/// The running task's buffers: a claimed slot's packing space (after the padded input copy
+/// at the start of scratch), or scratch itself when the node packs nothing. Release the slot
+/// (if any) at the task's end.
+pub(super) fn task_buffers(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    c: &KernelArgs,
+) -> (Option<Value>, Value) {
+    let slot = (p.pack_bytes() > 0).then(|| acquire_slot(e, p, c));
+    let buf = match slot {
+        Some(slot) => {
+            let o = e.b.ins().imul_imm_s(slot, p.pack_bytes() as i64);
+            let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
+            e.b.ins().iadd(c.scratch, o)
+        }
+        None => c.scratch,
+    };
+    (slot, buf)
+}
+
+/// Where unit `u` lies: M part `mp` (first row `row0`) of column unit `ci` (first column
+/// `col0`) of image `img`; units run M parts fastest, then column units, then images
+/// (`cu = img * units_per_img + ci` counts column units over all images).
+pub(super) struct UnitAt {
+    pub mp: Value,
+    pub cu: Value,
+    pub img: Value,
+    pub ci: Value,
+    pub col0: Value,
+    pub row0: Value,
+}
+
+pub(super) fn unit_at(e: &mut Emitter, p: &KernelPlan, u: Value) -> UnitAt {
+    let mparts = p.mparts() as i64;
+    let upi = p.units_per_img() as i64;
+    let mp = e.b.ins().urem_imm_u(u, mparts);
+    let u2 = e.b.ins().udiv_imm_u(u, mparts);
+    let img = e.b.ins().udiv_imm_u(u2, upi);
+    let ci = e.b.ins().urem_imm_u(u2, upi);
+    let col0 = e.b.ins().imul_imm_s(ci, p.chunk as i64);
+    let row0 = e.b.ins().imul_imm_s(mp, p.mrows as i64);
+    UnitAt {
+        mp,
+        cu: u2,
+        img,
+        ci,
+        col0,
+        row0,
+    }
+}
+
+/// Claim a free buffer slot of the node (an index below `p.tasks`) for the running task.
+/// A task's scratch buffers belong to the slot, not to the task index: a thread that runs
+/// several tasks in a row (every task, at one thread) keeps reusing one warm set of
+/// buffers. At most `p.tasks` tasks run at once, so a free slot always exists.
+pub(super) fn acquire_slot(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs) -> Value {
+    let addr = e.b.ins().iadd_imm_s(c.scratch, p.mask_off() as i64);
+    let head = e.b.create_block();
+    let done = e.b.create_block();
+    e.b.append_block_param(done, types::I64);
+    e.b.ins().jump(head, &[]);
+    e.b.switch_to_block(head);
+    let m = e.b.ins().atomic_load(types::I64, tensor_flags(), addr);
+    let free = e.b.ins().bnot(m);
+    let slot = e.b.ins().ctz(free);
+    let one = e.int_const(1);
+    let bit = e.b.ins().ishl(one, slot);
+    let taken = e.b.ins().bor(m, bit);
+    let old = e.b.ins().atomic_cas(tensor_flags(), addr, m, taken);
+    let ok = e.b.ins().icmp(IntCC::Equal, old, m);
+    e.b.ins().brif(ok, done, &[slot.into()], head, &[]);
+    e.b.seal_block(head);
+    e.b.switch_to_block(done);
+    e.b.seal_block(done);
+    e.b.block_params(done)[0]
+}
+
+/// Give the slot back.
+pub(super) fn release_slot(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, slot: Value) {
+    let addr = e.b.ins().iadd_imm_s(c.scratch, p.mask_off() as i64);
+    let one = e.int_const(1);
+    let bit = e.b.ins().ishl(one, slot);
+    let keep = e.b.ins().bnot(bit);
+    e.b.ins()
+        .atomic_rmw(types::I64, tensor_flags(), AtomicRmwOp::And, addr, keep);
+}
+
+/// The units of task `t` (of `p.tasks`).
+pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Value) {
+    if let Strategy::Winograd(g, r) = &p.kind {
+        winograd::emit_task(e, p, g, *r, c, t);
+        return;
+    }
+    if let Strategy::MaxPool(g) = &p.kind {
+        pool::emit_task(e, p, g, c, t);
+        return;
+    }
+    if let Strategy::SmallMap = &p.kind {
+        small_map::emit_task(e, p, c, t);
+        return;
+    }
+    let (lo, hi) = task_units(e, p, t);
+    let (slot, pack) = task_buffers(e, p, c);
+    let upi = p.units_per_img();
+    let mparts = p.mparts();
+    let last_cols = p.n - (upi - 1) * p.chunk;
+    let last_rows = p.m - (mparts - 1) * p.mrows;
+    e.loop_range(lo, hi, &mut |e, u| {
+        let UnitAt {
+            mp,
+            img,
+            ci,
+            col0,
+            row0,
+            ..
+        } = unit_at(e, p, u);
+        let unit = |ncols, mrows| Unit {
+            pack,
+            img,
+            col0,
+            ncols,
+            row0,
+            mrows,
+        };
+        let by_rows = |e: &mut Emitter, ncols: usize| {
+            if mparts == 1 || last_rows == p.mrows {
+                emit_unit(e, p, c, unit(ncols, last_rows));
+            } else {
+                let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, mp, mparts as i64 - 1);
+                if_else(
+                    e,
+                    is_last,
+                    &mut |e| emit_unit(e, p, c, unit(ncols, last_rows)),
+                    &mut |e| emit_unit(e, p, c, unit(ncols, p.mrows)),
+                );
+            }
+        };
+        if upi == 1 || last_cols == p.chunk {
+            by_rows(e, last_cols);
+        } else {
+            let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, ci, upi as i64 - 1);
+            if_else(e, is_last, &mut |e| by_rows(e, last_cols), &mut |e| {
+                by_rows(e, p.chunk)
+            });
+        }
+    });
+    if let Some(slot) = slot {
+        release_slot(e, p, c, slot);
+    }
+}
