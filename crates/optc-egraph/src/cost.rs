@@ -14,6 +14,9 @@ use optc_ir::{FusedStep, Op, TensorType};
 pub struct CostModel {
     /// Attainable f32 FLOP/s of dense kernels (GEMM, conv).
     pub dense_flops_per_s: f64,
+    /// Attainable int8 multiply-add pairs (as FLOPs: 2 per multiply-add) per second of the
+    /// quantized contractions.
+    pub int8_ops_per_s: f64,
     /// Attainable elementwise f32 ops per second.
     pub elementwise_per_s: f64,
     /// Cost of a transcendental (exp, tanh, erf, ...) in elementwise ops.
@@ -33,6 +36,9 @@ impl CostModel {
     pub fn host() -> CostModel {
         CostModel {
             dense_flops_per_s: 5.394e10,
+            // Not measured yet: twice the f32 rate (vpmaddubsw does 32 multiply-adds per
+            // instruction against 8 for an f32 FMA, at half the issue rate).
+            int8_ops_per_s: 2.0 * 5.394e10,
             elementwise_per_s: 4.219e9,
             transcendental_ops: 6.1,
             bytes_per_s: 2.148e10,
@@ -70,6 +76,7 @@ impl CostModel {
         let out_n: usize = outs.iter().map(|t| t.numel()).sum();
         let bytes: usize = ins.iter().map(|t| t.size_bytes()).sum::<usize>()
             + outs.iter().map(|t| t.size_bytes()).sum::<usize>();
+        let mut int8 = 0.0;
         let (dense, elem) = match op.info().cost {
             CostClass::Dense => match op {
                 Op::MatMul => {
@@ -96,6 +103,19 @@ impl CostModel {
                     let k: usize = window.kernel.iter().product();
                     (2.0 * out_n as f64 * (cin_g * k) as f64, out_n as f64)
                 }
+                Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. } => {
+                    // The reduction length is the weights' row length (matmul: w is
+                    // [K, N]; conv: [M, C/group, k...]); quantizing the input costs a few
+                    // elementwise ops per input element.
+                    let w = ins.get(1).map(|t| t.shape.clone()).unwrap_or_default();
+                    let k = match op {
+                        Op::QuantizedMatMul { .. } => w.first().copied().unwrap_or(1),
+                        _ => w.iter().skip(1).product(),
+                    };
+                    int8 = 2.0 * out_n as f64 * k as f64;
+                    let x_n = ins.first().map(|t| t.numel()).unwrap_or(0);
+                    (0.0, 4.0 * x_n as f64 + 2.0 * out_n as f64)
+                }
                 _ => (0.0, 0.0),
             },
             CostClass::Elementwise => (0.0, out_n as f64),
@@ -112,7 +132,9 @@ impl CostModel {
             CostClass::Reduction => (0.0, ins.first().map(|t| t.numel()).unwrap_or(0) as f64),
             CostClass::Memory | CostClass::Fused => (0.0, 0.0),
         };
-        let compute = dense / self.dense_flops_per_s + elem / self.elementwise_per_s;
+        let compute = dense / self.dense_flops_per_s
+            + int8 / self.int8_ops_per_s
+            + elem / self.elementwise_per_s;
         compute.max(bytes as f64 / self.bytes_per_s) + self.kernel_overhead_s
     }
 }

@@ -6,7 +6,7 @@
 //! field of an [`crate::Op`] variant to and from its attribute values (most fields are one
 //! attribute; a conv's [`Window`] is four, a pool's five, a slice's dims three).
 
-use crate::{bail, DType, IrError, PadMode, Result, SliceDim, Window};
+use crate::{bail, ActivationQuantization, DType, IrError, PadMode, Result, SliceDim, Window};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -262,6 +262,8 @@ pub struct Ints;
 pub struct DTypeName;
 /// A [`PadMode`] field as `constant`, `reflect` or `edge`.
 pub struct PadModeName;
+/// An [`ActivationQuantization`] field as `dynamic` or `static`.
+pub struct ActivationQuantizationName;
 /// A conv's [`Window`]: `kernel`, `strides`, `pads`, `dilations` (`ceil_mode` is false).
 pub struct ConvWindow;
 /// A pool's [`Window`]: `kernel`, `strides`, `pads`, `dilations`, `ceil_mode`.
@@ -326,6 +328,31 @@ pub fn words() -> impl Iterator<Item = &'static str> {
         .iter()
         .map(|d| d.name())
         .chain(PadModeName::MODES.iter().map(|m| m.1))
+        .chain(ActivationQuantization::NAMES.iter().map(|m| m.1))
+}
+
+impl Codec for ActivationQuantizationName {
+    type Value = ActivationQuantization;
+    fn specs(field: &'static str, out: &mut Vec<AttrSpec>) {
+        out.push(spec(field, AttrType::Word));
+    }
+    fn write(
+        v: &ActivationQuantization,
+        field: &'static str,
+        out: &mut Vec<(&'static str, AttrValue)>,
+    ) {
+        out.push((field, AttrValue::Word(v.name().to_string())));
+    }
+    fn read(field: &'static str, a: &mut Attrs) -> Result<ActivationQuantization> {
+        let w = a.word(field)?;
+        match ActivationQuantization::NAMES.iter().find(|(_, n)| *n == w) {
+            Some((m, _)) => Ok(*m),
+            None => bail!(
+                "{}: unknown activation quantization '{w}' (dynamic or static)",
+                a.op
+            ),
+        }
+    }
 }
 
 impl PadModeName {

@@ -17,6 +17,8 @@
 //! - `Pow` with an integer base: a non-negative integer exponent gives the wrapping integer
 //!   power; any other exponent computes `powf` in `f64` and casts back (truncating, saturating).
 
+mod quantized;
+
 use crate::{
     bail, broadcast_shapes, strides, BinaryOp, DType, Data, Graph, IrError, Op, PadMode,
     ReduceKind, Result, Tensor, TensorType, UnaryOp, Value, Window,
@@ -502,6 +504,18 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
             trans_b,
         } => one(gemm(x, *alpha, *beta, *trans_a, *trans_b, &out[0].shape)?),
         Op::Conv { window, group } => one(conv(x, window, *group, &out[0].shape)?),
+        Op::QuantizedMatMul { activation } => one(quantized::matmul(x, *activation)?),
+        Op::QuantizedConv {
+            window,
+            group,
+            activation,
+        } => one(quantized::conv(
+            x,
+            window,
+            *group,
+            *activation,
+            &out[0].shape,
+        )?),
         Op::BatchNorm { epsilon } => {
             let xs = f32s(x[0])?;
             let (sc, bi, me, va) = (f32s(x[1])?, f32s(x[2])?, f32s(x[3])?, f32s(x[4])?);

@@ -12,6 +12,7 @@ mod error;
 mod graph;
 mod op;
 pub mod op_table;
+pub mod quantized;
 mod tensor;
 
 pub mod attr;
@@ -28,4 +29,5 @@ pub use op::{
     UnaryOp, Window,
 };
 pub use op_table::{CostClass, Family, OpInfo, OpKind, Prop, OPS};
+pub use quantized::{ActivationQuantization, QuantParams};
 pub use tensor::{checked_numel, numel, strides, Data, Tensor};

@@ -4,6 +4,7 @@
 //! `auto_pad`, opset differences and shape-typed inputs into the static attributes below,
 //! so every op here is fully described by its attributes and its input types.
 
+use crate::quantized::{self, ActivationQuantization};
 use crate::{bail, checked_numel, DType, Result};
 use std::fmt;
 
@@ -214,7 +215,7 @@ impl Window {
         Ok(out)
     }
 
-    fn check(&self, what: &str) -> Result<()> {
+    pub(crate) fn check(&self, what: &str) -> Result<()> {
         let n = self.nsp();
         if self.strides.len() != n || self.dilations.len() != n || self.pads.len() != 2 * n {
             bail!("{what}: kernel, strides, dilations and pads disagree on the number of spatial dims");
@@ -342,6 +343,17 @@ pub enum Op {
     /// Broadcast to `broadcast(input.shape, shape)`.
     Expand {
         shape: Vec<usize>,
+    },
+    /// `x [..., M, K] @ w [K, N]` in int8 with f32 in and out: see [`crate::quantized`] for
+    /// the inputs and the exact semantics.
+    QuantizedMatMul {
+        activation: ActivationQuantization,
+    },
+    /// A conv in int8 with f32 in and out: see [`crate::quantized`].
+    QuantizedConv {
+        window: Window,
+        group: usize,
+        activation: ActivationQuantization,
     },
     /// `base` on the first `base_inputs` inputs, then `steps` applied elementwise to its
     /// result in order, without intermediate tensors: epilogues of Conv/Gemm/MatMul (bias,
@@ -572,6 +584,14 @@ impl Op {
                 }
                 one(TensorType::f32(&[m, n]))
             }
+            Op::QuantizedMatMul { activation } => {
+                one(quantized::infer_matmul(*activation, inputs)?)
+            }
+            Op::QuantizedConv {
+                window,
+                group,
+                activation,
+            } => one(quantized::infer_conv(window, *group, *activation, inputs)?),
             Op::Conv { window, group } => {
                 window.check("conv")?;
                 if window.ceil_mode {

@@ -282,6 +282,11 @@ op_table! {
         (Op::Gemm { alpha, beta, trans_a, trans_b });
     Conv "conv" (2, 3) Contraction Dense [FusedBase] {window: ConvWindow, group: Size}
         (Op::Conv { window, group });
+    QuantizedMatMul "quantized_matmul" (3, 6) Contraction Dense [FusedBase]
+        {activation: ActivationQuantizationName} (Op::QuantizedMatMul { activation });
+    QuantizedConv "quantized_conv" (3, 6) Contraction Dense [FusedBase]
+        {window: ConvWindow, group: Size, activation: ActivationQuantizationName}
+        (Op::QuantizedConv { window, group, activation });
 
     BatchNorm "batch_norm" (5, 5) Normalization Normalization [FusedBase] {epsilon: Float}
         (Op::BatchNorm { epsilon });

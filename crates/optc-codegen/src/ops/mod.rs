@@ -108,6 +108,8 @@ pub(crate) fn lower_node(
         } => lower_reduce(e, info, ins[0], outp[0], *kind, axes),
         Op::Softmax { axis } => lower_softmax(e, info, ins[0], outp[0], *axis),
         Op::LayerNorm { axis, epsilon } => lower_layernorm(e, info, ins, outp[0], *axis, *epsilon),
+        Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. } => Err(info
+            .err("quantized contractions have no code generation yet (the interpreter runs them)")),
     }
 }
 
