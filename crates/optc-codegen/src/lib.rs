@@ -12,8 +12,8 @@
 //!   `x64/asm/`, the routines assembled with `iced-x86`.
 //! - [`runtime`]: the one table of host functions generated code calls, and the thread pool.
 //! - `builder.rs`: the function builder the lowering writes through (loops, loads, constants,
-//!   vector math); `node.rs`: the node being lowered; `peephole.rs`: the two graph rewrites
-//!   codegen still does itself.
+//!   vector math); `node.rs`: the node being lowered. Codegen never rewrites the graph: that
+//!   is the optimizer's job (`passes/`).
 //!
 //! Invariants: nothing imports from a parent module; the objects and their CLIF are
 //! byte-for-byte reproducible, so declarations keep their order; every kernel addresses a
@@ -35,7 +35,6 @@ mod jit;
 mod module;
 mod node;
 mod ops;
-mod peephole;
 pub mod runtime;
 mod target;
 mod x64;

@@ -41,7 +41,37 @@ fn unaries() -> Vec<(UnaryOp, Tol)> {
         (UnaryOp::Neg, EXACT),
         (UnaryOp::Abs, EXACT),
         (UnaryOp::IsNaN, EXACT),
+        (UnaryOp::NanTo { value: -2.5 }, EXACT),
     ]
+}
+
+#[test]
+fn nan_to_replaces_nans_alone_and_as_a_fused_step() {
+    let v: Vec<f32> = (0..37)
+        .map(|i| match i % 5 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            _ => i as f32 * 0.25 - 3.0,
+        })
+        .collect();
+    let t = Tensor::from_f32(vec![37], v).unwrap();
+    let nan_to = UnaryOp::NanTo { value: 0.0 };
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[37]));
+    let y = g.add("n", Op::Unary(nan_to.clone()), &[x]).unwrap();
+    g.add_output("y", y);
+    check(&g, std::slice::from_ref(&t), EXACT);
+    // sqrt then nan_to as one fused chain: the NaNs sqrt makes are replaced too
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[37]));
+    let fused = Op::Fused {
+        base: Box::new(Op::Unary(UnaryOp::Sqrt)),
+        base_inputs: 1,
+        steps: vec![FusedStep::Unary(nan_to)],
+    };
+    let y = g.add("n", fused, &[x]).unwrap();
+    g.add_output("y", y);
+    check(&g, &[t], ARITH);
 }
 
 #[test]

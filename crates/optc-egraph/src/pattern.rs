@@ -70,16 +70,20 @@ pub enum Func {
     /// `(all ?v n)`: every element of `v` equals `n`; `v` is a list attribute, or a class
     /// that must be a constant (with at least one element).
     All,
+    /// `(scalar ?c)`: the value of `c`, a class that must be a one-element f32 constant, as
+    /// a float attribute.
+    Scalar,
 }
 
 impl Func {
     /// Every function with its name and number of arguments.
-    pub const ALL: [(Func, &'static str, usize); 5] = [
+    pub const ALL: [(Func, &'static str, usize); 6] = [
         (Func::Permute, "permute", 2),
         (Func::Inverse, "inverse", 1),
         (Func::Single, "single", 1),
         (Func::IsIdentity, "is-identity", 1),
         (Func::All, "all", 2),
+        (Func::Scalar, "scalar", 1),
     ];
 
     pub fn from_name(name: &str) -> Option<(Func, usize)> {
@@ -309,6 +313,14 @@ fn call(eg: &OptEGraph, f: Func, args: &[Val]) -> Option<Val> {
             Some(Val::Bool(
                 perm.iter().enumerate().all(|(i, &p)| p == i as i64),
             ))
+        }
+        Func::Scalar => {
+            let Val::Class(c) = &args[0] else { return None };
+            let t = const_of(eg, *c)?;
+            match t.as_f32()? {
+                [v] => Some(Val::Attr(AttrValue::Float(*v))),
+                _ => None,
+            }
         }
         Func::All => {
             let Val::Attr(n) = &args[1] else { return None };

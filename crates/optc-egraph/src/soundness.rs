@@ -217,6 +217,33 @@ fn leaves(rule: &DataRule) -> Vec<Leaf> {
         }
     }
     folded(&rule.rhs, false, &mut out);
+    // A class read as a value (`(scalar ?c)`) must be a constant.
+    fn read_classes(e: &Expr, out: &mut Vec<Leaf>) {
+        if let Expr::Call(f, args) = e {
+            for a in args {
+                match a {
+                    Expr::Var(v) if *f == Func::Scalar => out[*v] = Leaf::Random,
+                    _ => read_classes(a, out),
+                }
+            }
+        }
+    }
+    fn attr_reads(t: &Term, out: &mut Vec<Leaf>) {
+        if let Term::Node {
+            attrs, children, ..
+        } = t
+        {
+            for (_, e) in attrs {
+                read_classes(e, out);
+            }
+            for c in children {
+                attr_reads(c, out);
+            }
+        } else if let Term::Fold(inner) = t {
+            attr_reads(inner, out);
+        }
+    }
+    attr_reads(&rule.rhs, &mut out);
     for c in &rule.conditions {
         if let Expr::Call(Func::All, args) = c {
             if let [Expr::Var(v), Expr::Lit(n)] = args.as_slice() {

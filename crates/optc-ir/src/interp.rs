@@ -749,6 +749,12 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
         UnaryOp::Identity => Ok(x.data().clone()),
         UnaryOp::Not => Ok(Data::Bool(sl::<bool>(x)?.iter().map(|&b| !b).collect())),
         UnaryOp::IsNaN => Ok(Data::Bool(f32s(x)?.iter().map(|v| v.is_nan()).collect())),
+        UnaryOp::NanTo { value } => Ok(Data::F32(
+            f32s(x)?
+                .iter()
+                .map(|&v| if v.is_nan() { *value } else { v })
+                .collect(),
+        )),
         UnaryOp::Relu => with_num_type!(x.dtype(), "relu", T => Ok(T::wrap(
             sl::<T>(x)?.iter().map(|&v| if v < T::zero() { T::zero() } else { v }).collect()
         ))),

@@ -82,6 +82,10 @@ pub enum UnaryOp {
     Not,
     /// f32 → bool
     IsNaN,
+    /// `isnan(x) ? value : x` (f32).
+    NanTo {
+        value: f32,
+    },
 }
 
 /// Elementwise ops of two inputs with numpy broadcasting. Both inputs have the same dtype

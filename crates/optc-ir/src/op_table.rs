@@ -93,6 +93,8 @@ pub enum CostClass {
     Elementwise,
     /// One transcendental function (exp, log, tanh, ...) per output element.
     Transcendental,
+    /// One division per output element (slower than a multiply).
+    Division,
     /// Multiply-adds of a contraction (the FLOPs depend on the op's shapes).
     Dense,
     /// A few passes over the input (mean, variance, scale).
@@ -257,11 +259,13 @@ op_table! {
     Abs "abs" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Abs));
     Not "not" (1, 1) Unary Elementwise [] {} (Op::Unary(U::Not));
     IsNaN "is_nan" (1, 1) Unary Elementwise [] {} (Op::Unary(U::IsNaN));
+    NanTo "nan_to" (1, 1) Unary Elementwise [FusedStep FusedBase] {value: Float}
+        (Op::Unary(U::NanTo { value }));
 
     Add "add" (2, 2) Binary Elementwise [Commutative FusedStep FusedBase] {} (Op::Binary(B::Add));
     Sub "sub" (2, 2) Binary Elementwise [FusedStep FusedBase] {} (Op::Binary(B::Sub));
     Mul "mul" (2, 2) Binary Elementwise [Commutative FusedStep FusedBase] {} (Op::Binary(B::Mul));
-    Div "div" (2, 2) Binary Elementwise [FusedStep FusedBase] {} (Op::Binary(B::Div));
+    Div "div" (2, 2) Binary Division [FusedStep FusedBase] {} (Op::Binary(B::Div));
     Pow "pow" (2, 2) Binary Elementwise [FusedStep FusedBase] {} (Op::Binary(B::Pow));
     Max "max" (2, 2) Binary Elementwise [Commutative FusedStep FusedBase] {} (Op::Binary(B::Max));
     Min "min" (2, 2) Binary Elementwise [Commutative FusedStep FusedBase] {} (Op::Binary(B::Min));

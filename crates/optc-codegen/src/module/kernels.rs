@@ -12,7 +12,6 @@ use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::parallel::task_split;
 use crate::ops::{kernel_data, lower_node};
-use crate::peephole::lower_nan_where;
 use crate::runtime::RuntimeFunction;
 use crate::target::Target;
 use crate::x64::asm::Routine;
@@ -28,11 +27,8 @@ use std::collections::HashMap;
 pub(super) enum KernelBody {
     /// Its node's lowering (the x64 plan's, or the generic one).
     Node,
-    /// Nothing: an aliased reshape, or an IsNaN folded into its Where (see
-    /// [`crate::peephole`]); the entry does not call it.
+    /// Nothing: an aliased reshape (see [`super::memory`]); the entry does not call it.
     Nothing,
-    /// A `Where(IsNaN(x), c, x)` that replaces NaNs itself (see [`crate::peephole`]).
-    NanWhere,
 }
 
 /// Defines the kernels of a module, in schedule order.
@@ -204,7 +200,6 @@ impl<'a> KernelWriter<'a> {
                         call_parallel(&mut e, &params, tr, pr, parts)
                     }
                     _ if what == KernelBody::Nothing => {}
-                    _ if what == KernelBody::NanWhere => lower_nan_where(&mut e, info, &params)?,
                     _ => lower_node(&mut e, info, &params, &extra)?,
                 },
             }

@@ -11,7 +11,7 @@
 //!
 //! Before the kernels: every node's x64 plan ([`crate::x64::kernel_plan`]; `None`: the generic
 //! lowering of [`crate::ops`]), the memory plan (`memory.rs`: workspace offsets by liveness,
-//! reshape aliasing, scratch) and the peepholes of [`crate::peephole`].
+//! reshape aliasing, scratch).
 
 mod arena;
 mod constants;
@@ -24,7 +24,6 @@ mod tasks;
 use crate::error::{CodegenError, Result};
 use crate::node::NodeInfo;
 use crate::ops::scratch_bytes;
-use crate::peephole;
 use crate::target::Target;
 use crate::x64;
 use constants::{Constants, DataObjects};
@@ -79,10 +78,7 @@ pub(crate) fn lower_graph<M: Module>(
         })
         .collect::<Result<_>>()?;
     let memory = MemoryPlan::new(graph, &order, &schedule, &constants, &nodes, &scratch)?;
-    let (nan_wheres, folded) = peephole::nan_wheres(graph, &schedule, &nodes, &memory.aliased);
-    let skipped: Vec<bool> = (0..schedule.len())
-        .map(|i| memory.aliased[i] || folded[i])
-        .collect();
+    let skipped = memory.aliased.clone();
 
     let read = constants::read_through_pointer(graph, &schedule, &plans, &memory);
     let constant_ids = constants.ids();
@@ -92,8 +88,6 @@ pub(crate) fn lower_graph<M: Module>(
     for (i, info) in nodes.iter().enumerate() {
         let body = if skipped[i] {
             KernelBody::Nothing
-        } else if nan_wheres[i] {
-            KernelBody::NanWhere
         } else {
             KernelBody::Node
         };

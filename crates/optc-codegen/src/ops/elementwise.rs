@@ -22,10 +22,6 @@ pub(crate) enum Elementwise {
     BatchNorm(f32),
     /// `out = a + beta * b` (Gemm's C term).
     AddScaled(f32),
-    /// `erf(x * r)`.
-    ErfMul(f32),
-    /// `isnan(b) ? a : b` (a fused `Where(IsNaN(b), a, b)`).
-    NanTo,
     /// A fused step chain on f32: operand 0 is the running value, each step applies a
     /// unary op or a binary op with operand `k` (swapped: `operand op acc`).
     Chain(Vec<ChainStep>),
@@ -55,10 +51,7 @@ pub(super) fn vectorizable(f: &Elementwise, dts: &[DType], out: DType) -> bool {
         Elementwise::Unary(u) => !matches!(u, UnaryOp::Log | UnaryOp::Not | UnaryOp::IsNaN),
         Elementwise::Binary(b) => is_vector_binary(*b),
         Elementwise::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
-        Elementwise::BatchNorm(_)
-        | Elementwise::AddScaled(_)
-        | Elementwise::ErfMul(_)
-        | Elementwise::NanTo => true,
+        Elementwise::BatchNorm(_) | Elementwise::AddScaled(_) => true,
         Elementwise::Chain(steps) => steps.iter().all(|st| match st {
             ChainStep::Unary(u) => {
                 vectorizable(&Elementwise::Unary(u.clone()), &[DType::F32], DType::F32)
@@ -68,7 +61,6 @@ pub(super) fn vectorizable(f: &Elementwise, dts: &[DType], out: DType) -> bool {
                 &[DType::F32, DType::F32],
                 DType::F32,
             ),
-            ChainStep::ErfMul(_) => true,
         }),
         _ => false,
     }

@@ -7,7 +7,6 @@ use crate::node::NodeInfo;
 use crate::ops::elementwise::{is_vector_binary, Elementwise};
 use crate::ops::map::map;
 use crate::ops::operand::Operand;
-use crate::peephole::fold_erf_div;
 use cranelift_codegen::ir::Value;
 use optc_ir::{BinaryOp, DType, FusedStep, Op, UnaryOp};
 use std::collections::HashMap;
@@ -73,8 +72,7 @@ pub(crate) fn apply_chain(
     }
     let oty = &info.outs[0];
     let mut operands = vec![Operand::dense(out, oty)];
-    let mut chain = chain_steps(info, ins, steps, &mut operands);
-    fold_erf_div(info, ins, &operands, &mut chain);
+    let chain = chain_steps(info, ins, steps, &mut operands);
     map(
         e,
         info,
@@ -88,14 +86,7 @@ pub(crate) fn apply_chain(
 #[derive(Clone, Debug)]
 pub(crate) enum ChainStep {
     Unary(UnaryOp),
-    Binary {
-        op: BinaryOp,
-        k: usize,
-        swap: bool,
-    },
-    /// `erf(acc / c)` for a constant `c`, evaluated as `erf(acc * r)` with `r = 1/c` (see
-    /// `fold_erf_div`).
-    ErfMul(f32),
+    Binary { op: BinaryOp, k: usize, swap: bool },
 }
 
 /// Evaluate a chain with `one(f, args)` computing one unfused op.
@@ -108,7 +99,6 @@ pub(super) fn eval_chain<X: Copy>(
     for st in steps {
         acc = match st {
             ChainStep::Unary(u) => one(&Elementwise::Unary(u.clone()), &[acc])?,
-            ChainStep::ErfMul(r) => one(&Elementwise::ErfMul(*r), &[acc])?,
             ChainStep::Binary { op, k, swap } => {
                 let pair = if *swap {
                     [args[*k], acc]
@@ -148,7 +138,6 @@ pub(super) fn lower_elementwise_chain(
     };
     let mut chain = vec![first];
     chain.extend(chain_steps(info, ins, steps, &mut operands));
-    fold_erf_div(info, ins, &operands, &mut chain);
     map(
         e,
         info,

@@ -78,6 +78,11 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
             UnaryOp::Sqrt => e.b.ins().sqrt(x),
             UnaryOp::Neg => e.b.ins().fneg(x),
             UnaryOp::Abs => e.b.ins().fabs(x),
+            UnaryOp::NanTo { value } => {
+                let m = e.b.ins().fcmp(FloatCC::Unordered, x, x);
+                let v = e.float_const(ty, *value);
+                e.select_float(ty, m, v, x)
+            }
             UnaryOp::Not | UnaryOp::IsNaN => return None,
         },
         Elementwise::Binary(b) => {
@@ -95,15 +100,6 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
                 }
                 _ => return None,
             }
-        }
-        Elementwise::NanTo => {
-            let m = e.b.ins().fcmp(FloatCC::Unordered, a[1], a[1]);
-            e.select_float(ty, m, x, a[1])
-        }
-        Elementwise::ErfMul(r) => {
-            let rv = e.float_const(ty, *r);
-            let y = e.b.ins().fmul(x, rv);
-            e.erf(ty, y)
         }
         Elementwise::PowConst(c) => {
             if *c == 1.0 {
