@@ -1,28 +1,10 @@
 //! The builder's models load and run in tract (an independent ONNX implementation).
 
+mod common;
+
+use common::run_tract;
 use optc_ir::{DType, Tensor};
 use optc_onnx::builder::{Attr, ModelBuilder};
-use tract_onnx::prelude::*;
-
-fn run_tract(bytes: &[u8], x: tract_onnx::prelude::Tensor) -> Vec<f32> {
-    let shape = x.shape().to_vec();
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .unwrap()
-        .with_input_fact(0, f32::fact(&shape).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let out = model.run(tvec![x.into()]).unwrap();
-    out[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
-}
 
 #[test]
 fn builder_model_runs_in_tract_raw_and_typed_initializers() {
@@ -46,15 +28,15 @@ fn builder_model_runs_in_tract_raw_and_typed_initializers() {
                 vec![("alpha", Attr::Float(0.1))],
             )
             .output("y");
-        let x = tract_ndarray::arr2(&[[1.0f32, -2.0]]).into_tensor();
-        let got = run_tract(&m.to_bytes(), x);
+        let x = Tensor::from_f32(vec![1, 2], vec![1.0, -2.0]).unwrap();
+        let got = run_tract(&m.to_bytes(), &[x]);
         // Independent arithmetic: x @ w + b, then leaky relu.
         let pre = [1. - 8. + 0.5, 2. - 10. - 0.5, 3. - 12. + 1.0];
         let want: Vec<f32> = pre
             .iter()
             .map(|&v: &f32| if v < 0. { 0.1 * v } else { v })
             .collect();
-        assert_eq!(got, want, "typed={typed}");
+        assert_eq!(got[0].as_f32().unwrap(), want, "typed={typed}");
     }
 }
 
@@ -70,8 +52,9 @@ fn builder_dynamic_dim_and_int_attrs() {
         )
         .node("Softmax", &["t"], &["y"], vec![("axis", Attr::Int(0))])
         .output("y");
-    let x = tract_ndarray::arr2(&[[0.0f32, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]).into_tensor();
-    let got = run_tract(&m.to_bytes(), x);
+    let x = Tensor::zeros(DType::F32, vec![2, 4]);
+    let theirs = run_tract(&m.to_bytes(), &[x]);
+    let got = theirs[0].as_f32().unwrap();
     assert_eq!(got.len(), 8);
     for v in got {
         assert!((v - 0.25).abs() < 1e-6, "{v}"); // softmax over 4 equal values

@@ -1,5 +1,8 @@
 //! Bad input gives one clear error, never a panic.
 
+mod common;
+
+use common::{binary_model, import, one_node_model, unary_model};
 use optc_ir::{DType, Tensor};
 use optc_onnx::builder::{Attr, ModelBuilder};
 use optc_onnx::{import_bytes, import_file, parse_shape, ImportOptions};
@@ -25,6 +28,18 @@ fn shapes(kv: &[(&str, &[usize])]) -> ImportOptions {
             .collect::<HashMap<_, _>>(),
         ..Default::default()
     }
+}
+
+/// A model `y = x + w` of the f32 input `x` of shape [2] and the initializer `w` given as
+/// its proto (for encodings the builder does not make).
+fn add_initializer_model(w: pb::TensorProto) -> ModelBuilder {
+    let name = w.name.clone();
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2])
+        .initializer_proto(w)
+        .node("Add", &["x", &name], &["y"], vec![])
+        .output("y");
+    m
 }
 
 fn cnn() -> ModelBuilder {
@@ -131,7 +146,7 @@ fn unsorted_nodes_are_sorted_and_cycles_are_errors() {
         .node("Relu", &["a"], &["y"], vec![])
         .node("Neg", &["x"], &["a"], vec![])
         .output("y");
-    let g = import_bytes(&m.to_bytes(), &ImportOptions::default()).unwrap();
+    let g = import(&m);
     assert_eq!(g.g.node_count(), 3);
 
     let mut m = ModelBuilder::new(13);
@@ -147,10 +162,7 @@ fn unsorted_nodes_are_sorted_and_cycles_are_errors() {
 
 #[test]
 fn dynamic_dims_and_overrides() {
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[-1, 3, 4])
-        .node("Relu", &["x"], &["y"], vec![])
-        .output("y");
+    let m = unary_model(13, "Relu", &[-1, 3, 4], vec![]);
     let e = err(&m);
     assert!(
         e.contains("input 'x' has a dynamic dimension (d0)") && e.contains("--input-shape x=1x3x4"),
@@ -186,26 +198,18 @@ fn parse_shapes() {
 #[test]
 fn unsupported_dtypes_and_bad_tensors() {
     // float16 initializer
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[2])
-        .initializer_proto(pb::TensorProto {
-            name: "h".into(),
-            dims: vec![2],
-            data_type: 10,
-            raw_data: vec![0; 4],
-            ..Default::default()
-        })
-        .node("Add", &["x", "h"], &["y"], vec![])
-        .output("y");
+    let m = add_initializer_model(pb::TensorProto {
+        name: "h".into(),
+        dims: vec![2],
+        data_type: 10,
+        raw_data: vec![0; 4],
+        ..Default::default()
+    });
     let e = err(&m);
     assert!(e.contains("'h'") && e.contains("FLOAT16"), "{e}");
 
     // double input
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[2])
-        .node("Relu", &["x"], &["y"], vec![])
-        .output("y");
-    let mut p = m.to_proto();
+    let mut p = unary_model(13, "Relu", &[2], vec![]).to_proto();
     if let Some(pb::type_proto::Value::TensorType(t)) = p.graph.as_mut().unwrap().input[0]
         .r#type
         .as_mut()
@@ -230,57 +234,41 @@ fn unsupported_dtypes_and_bad_tensors() {
         (vec![3], vec![0u8; 8]),
         (vec![-1], vec![]),
     ] {
-        let mut m = ModelBuilder::new(13);
-        m.input("x", DType::F32, &[2])
-            .initializer_proto(pb::TensorProto {
-                name: "w".into(),
-                dims: dims.clone(),
-                data_type: 1,
-                raw_data: raw,
-                ..Default::default()
-            })
-            .node("Add", &["x", "w"], &["y"], vec![])
-            .output("y");
+        let m = add_initializer_model(pb::TensorProto {
+            name: "w".into(),
+            dims: dims.clone(),
+            data_type: 1,
+            raw_data: raw,
+            ..Default::default()
+        });
         let e = err(&m);
         assert!(e.contains("'w'"), "{dims:?}: {e}");
     }
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[2])
-        .initializer_proto(pb::TensorProto {
-            name: "w".into(),
-            dims: vec![2],
-            data_type: 1,
-            data_location: Some(1),
-            ..Default::default()
-        })
-        .node("Add", &["x", "w"], &["y"], vec![])
-        .output("y");
+    let m = add_initializer_model(pb::TensorProto {
+        name: "w".into(),
+        dims: vec![2],
+        data_type: 1,
+        data_location: Some(1),
+        ..Default::default()
+    });
     let e = err(&m);
     assert!(e.contains("'w'") && e.contains("external"), "{e}");
 
     // Cast to an unsupported type.
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[2])
-        .node("Cast", &["x"], &["y"], vec![("to", Attr::Int(10))])
-        .output("y");
+    let m = unary_model(13, "Cast", &[2], vec![("to", Attr::Int(10))]);
     let e = err(&m);
     assert!(e.contains("'y' (Cast)") && e.contains("FLOAT16"), "{e}");
 }
 
 #[test]
 fn unsupported_attributes_and_outputs() {
-    let mut m = ModelBuilder::new(15);
-    m.input("x", DType::F32, &[2, 3]);
-    for p in ["s", "b", "m", "v"] {
-        m.initializer(p, &Tensor::from_f32(vec![3], vec![1.0; 3]).unwrap());
-    }
-    m.node(
+    let m = one_node_model(
+        15,
         "BatchNormalization",
-        &["x", "s", "b", "m", "v"],
-        &["y"],
+        &[("x", DType::F32, &[2, 3])],
+        &["s", "b", "m", "v"].map(|p| (p, Tensor::from_f32(vec![3], vec![1.0; 3]).unwrap())),
         vec![("training_mode", Attr::Int(1))],
-    )
-    .output("y");
+    );
     let e = err(&m);
     assert!(
         e.contains("'y' (BatchNormalization)") && e.contains("training_mode"),
@@ -321,21 +309,26 @@ fn unsupported_attributes_and_outputs() {
         "{e}"
     );
 
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::I64, &[2])
-        .node("ConstantOfShape", &["x"], &["y"], vec![])
-        .output("y");
+    let m = one_node_model(
+        13,
+        "ConstantOfShape",
+        &[("x", DType::I64, &[2])],
+        &[],
+        vec![],
+    );
     let e = err(&m);
     assert!(
         e.contains("(ConstantOfShape)") && e.contains("computed at run time"),
         "{e}"
     );
 
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[2, 3])
-        .input("s", DType::I64, &[2])
-        .node("Reshape", &["x", "s"], &["y"], vec![])
-        .output("y");
+    let m = one_node_model(
+        13,
+        "Reshape",
+        &[("x", DType::F32, &[2, 3]), ("s", DType::I64, &[2])],
+        &[],
+        vec![],
+    );
     let e = err(&m);
     assert!(
         e.contains("'y' (Reshape)") && e.contains("computed at run time"),
@@ -343,11 +336,7 @@ fn unsupported_attributes_and_outputs() {
     );
 
     // Shape errors from the IR name the node.
-    let mut m = ModelBuilder::new(13);
-    m.input("a", DType::F32, &[2, 3])
-        .input("b", DType::F32, &[4, 5])
-        .node("MatMul", &["a", "b"], &["y"], vec![])
-        .output("y");
+    let m = binary_model("MatMul", &[2, 3], &[4, 5]);
     let e = err(&m);
     assert!(e.contains("'y' (MatMul)"), "{e}");
 
@@ -377,22 +366,26 @@ fn absurd_attributes_are_errors_not_overflows() {
         ("dilations", Attr::Ints(vec![1 << 62, 1])),
         ("group", Attr::Int(i64::MAX)),
     ] {
-        let mut m = ModelBuilder::new(13);
-        m.input("x", DType::F32, &[1, 1, 4, 4])
-            .initializer("w", &w)
-            .node("Conv", &["x", "w"], &["y"], vec![(k, v)])
-            .output("y");
+        let m = one_node_model(
+            13,
+            "Conv",
+            &[("x", DType::F32, &[1, 1, 4, 4])],
+            &[("w", w.clone())],
+            vec![(k, v)],
+        );
         let e = err(&m);
         assert!(e.contains("'y' (Conv)"), "{k}: {e}");
     }
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[2])
-        .initializer(
+    let m = one_node_model(
+        13,
+        "Pad",
+        &[("x", DType::F32, &[2])],
+        &[(
             "p",
-            &Tensor::from_i64(vec![2], vec![i64::MAX, i64::MIN]).unwrap(),
-        )
-        .node("Pad", &["x", "p"], &["y"], vec![])
-        .output("y");
+            Tensor::from_i64(vec![2], vec![i64::MAX, i64::MIN]).unwrap(),
+        )],
+        vec![],
+    );
     let e = err(&m);
     assert!(e.contains("'y' (Pad)"), "{e}");
     let mut m = ModelBuilder::new(18);

@@ -1,45 +1,21 @@
 //! Constant folding during import.
 
+mod common;
+
+use common::{import, ops, run_tract};
 use optc_ir::{DType, Graph, Op, Tensor, UnaryOp};
 use optc_onnx::builder::{Attr, ModelBuilder};
-use optc_onnx::{import_bytes, ImportOptions};
-use tract_onnx::prelude::*;
 
-fn import(m: &ModelBuilder) -> Graph {
-    import_bytes(&m.to_bytes(), &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn ops(g: &Graph) -> Vec<Op> {
-    g.topo_order()
-        .unwrap()
-        .into_iter()
-        .map(|n| g.node(n).op.clone())
-        .filter(|o| !matches!(o, Op::Input { .. } | Op::Constant { .. }))
-        .collect()
-}
-
-/// Run the model in tract on an f32 input and return the output as f32.
-fn tract_run(bytes: &[u8], x: &[f32], shape: &[usize]) -> (Vec<usize>, Vec<f32>) {
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let t = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), x.to_vec())
-        .unwrap()
-        .into_tensor();
-    let out = model.run(tvec![t.into()]).unwrap();
-    let o = out[0].cast_to::<f32>().unwrap();
-    (
-        o.shape().to_vec(),
-        o.to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect(),
-    )
+/// The constant second operand of the graph's binary op (the folded part of the model).
+fn folded_operand(g: &Graph) -> Tensor {
+    let op =
+        g.g.node_indices()
+            .find(|&n| matches!(g.node(n).op, Op::Binary(_)))
+            .expect("a binary op");
+    let c = g
+        .const_value(g.node_inputs(op)[1])
+        .expect("folded constant");
+    Tensor::clone(c)
 }
 
 #[test]
@@ -69,8 +45,8 @@ fn shape_chain_folds_to_a_single_reshape() {
     assert_eq!(ops(&g), vec![Op::Reshape { shape: vec![2, 12] }]);
     // Only the input and the reshape remain.
     assert_eq!(g.g.node_count(), 2);
-    let (shape, _) = tract_run(&m.to_bytes(), &[0.0; 24], &[2, 3, 4]);
-    assert_eq!(g.output_types()[0].shape, shape);
+    let theirs = run_tract(&m.to_bytes(), &[Tensor::zeros(DType::F32, vec![2, 3, 4])]);
+    assert_eq!(g.output_types()[0].shape, theirs[0].shape());
 }
 
 #[test]
@@ -103,14 +79,9 @@ fn size_constant_of_shape_range_and_small_arith_fold() {
     assert_eq!(o.len(), 1, "{o:?}");
     assert!(matches!(o[0], Op::Binary(optc_ir::BinaryOp::Add)));
     // The folded constant equals what tract computes for x = 0.
-    let (_, want) = tract_run(&m.to_bytes(), &[0.0; 12], &[3, 4]);
-    let add =
-        g.g.node_indices()
-            .find(|&n| matches!(g.node(n).op, Op::Binary(_)))
-            .unwrap();
-    let ins = g.node_inputs(add);
-    let c = g.const_value(ins[1]).expect("folded constant");
-    assert_eq!(c.as_f32().unwrap(), &want[..]);
+    let want = run_tract(&m.to_bytes(), &[Tensor::zeros(DType::F32, vec![3, 4])]);
+    let c = folded_operand(&g);
+    assert_eq!(c.as_f32().unwrap(), want[0].as_f32().unwrap());
 }
 
 #[test]
@@ -132,13 +103,10 @@ fn constant_only_model_output_is_identity_of_constant() {
             Op::Unary(UnaryOp::Identity)
         ]
     );
-    let (_, y) = tract_run(&m.to_bytes(), &[0.0, 0.0], &[2]);
-    let add =
-        g.g.node_indices()
-            .find(|&n| matches!(g.node(n).op, Op::Binary(_)))
-            .unwrap();
-    let e = g.const_value(g.node_inputs(add)[1]).unwrap();
-    for (a, b) in e.as_f32().unwrap().iter().zip(&y) {
+    let theirs = run_tract(&m.to_bytes(), &[Tensor::zeros(DType::F32, vec![2])]);
+    let y = theirs[0].as_f32().unwrap();
+    let e = folded_operand(&g);
+    for (a, b) in e.as_f32().unwrap().iter().zip(y) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
 }

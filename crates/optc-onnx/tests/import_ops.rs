@@ -1,99 +1,13 @@
 //! Each op imports to the right IR op, and the IR's inferred output shapes agree with the
 //! shapes tract (an independent ONNX implementation) infers for the same model.
 
-use optc_ir::{DType, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor, UnaryOp};
+mod common;
+
+use common::{
+    binary_model, f32t, i64t, import, import_checked, one_node_model, only_op, ops, unary_model,
+};
+use optc_ir::{DType, Op, PadMode, ReduceKind, SliceDim, Tensor, UnaryOp};
 use optc_onnx::builder::{Attr, ModelBuilder};
-use optc_onnx::{import_bytes, ImportOptions};
-use tract_onnx::prelude::*;
-
-/// Output (dtype name, shape) per graph output, as tract infers them.
-fn tract_outputs(bytes: &[u8]) -> Vec<(String, Vec<usize>)> {
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .unwrap_or_else(|e| panic!("tract loads the model: {e:?}"))
-        .into_typed()
-        .unwrap_or_else(|e| panic!("tract types the model: {e:?}"));
-    model
-        .output_outlets()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            let f = model.outlet_fact(*o).unwrap();
-            let dt = match f.datum_type {
-                DatumType::F32 => "f32",
-                DatumType::I64 => "i64",
-                DatumType::I32 => "i32",
-                DatumType::Bool => "bool",
-                DatumType::U8 => "u8",
-                DatumType::I8 => "i8",
-                DatumType::TDim => "i64",
-                o => panic!("unexpected tract dtype {o:?}"),
-            };
-            (
-                dt.to_string(),
-                f.shape.as_concrete().expect("concrete shape").to_vec(),
-            )
-        })
-        .collect()
-}
-
-/// Import and compare output types with tract.
-fn import(m: &ModelBuilder) -> Graph {
-    import_bytes(&m.to_bytes(), &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn check(m: &ModelBuilder) -> Graph {
-    let bytes = m.to_bytes();
-    let g = import_bytes(&bytes, &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    let ours: Vec<(String, Vec<usize>)> = g
-        .output_types()
-        .into_iter()
-        .map(|t| (t.dtype.name().to_string(), t.shape))
-        .collect();
-    assert_eq!(
-        ours,
-        tract_outputs(&bytes),
-        "output types differ from tract"
-    );
-    g
-}
-
-/// The ops of the graph's non-input, non-constant nodes, in topological order.
-fn ops(g: &Graph) -> Vec<Op> {
-    g.topo_order()
-        .unwrap()
-        .into_iter()
-        .map(|n| g.node(n).op.clone())
-        .filter(|o| !matches!(o, Op::Input { .. } | Op::Constant { .. }))
-        .collect()
-}
-
-fn only_op(g: &Graph) -> Op {
-    let o = ops(g);
-    assert_eq!(o.len(), 1, "expected one op, got {o:?}");
-    o[0].clone()
-}
-
-fn f32t(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    Tensor::from_f32(
-        shape.to_vec(),
-        (0..n).map(|i| (i as f32) * 0.01 - 0.3).collect(),
-    )
-    .unwrap()
-}
-
-fn i64t(v: &[i64]) -> Tensor {
-    Tensor::from_i64(vec![v.len()], v.to_vec()).unwrap()
-}
-
-fn unary_model(opset: i64, op: &str, shape: &[i64], attrs: Vec<(&str, Attr)>) -> ModelBuilder {
-    let mut m = ModelBuilder::new(opset);
-    m.input("x", DType::F32, shape)
-        .node(op, &["x"], &["y"], attrs)
-        .output("y");
-    m
-}
 
 #[test]
 fn elementwise_unary_ops() {
@@ -125,14 +39,14 @@ fn elementwise_unary_ops() {
         ("Abs", vec![], UnaryOp::Abs),
     ];
     for (op, attrs, want) in cases {
-        let g = check(&unary_model(17, op, &[2, 3], attrs));
+        let g = import_checked(&unary_model(17, op, &[2, 3], attrs));
         assert_eq!(only_op(&g), Op::Unary(want), "{op}");
     }
 }
 
 #[test]
 fn clip_opset_6_attributes_and_11_inputs() {
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         6,
         "Clip",
         &[4],
@@ -153,7 +67,7 @@ fn clip_opset_6_attributes_and_11_inputs() {
         .node("Clip", &["x", "lo", "hi"], &["y"], vec![])
         .node("Clip", &["y", "", "hi"], &["z"], vec![])
         .output("z");
-    let g = check(&m);
+    let g = import_checked(&m);
     assert_eq!(
         ops(&g),
         vec![
@@ -169,20 +83,10 @@ fn clip_opset_6_attributes_and_11_inputs() {
 #[test]
 fn binary_and_variadic() {
     for op in ["Add", "Sub", "Mul", "Div", "Pow"] {
-        let mut m = ModelBuilder::new(13);
-        m.input("a", DType::F32, &[2, 1, 4])
-            .input("b", DType::F32, &[3, 1])
-            .node(op, &["a", "b"], &["y"], vec![])
-            .output("y");
-        check(&m);
+        import_checked(&binary_model(op, &[2, 1, 4], &[3, 1]));
     }
     for op in ["Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"] {
-        let mut m = ModelBuilder::new(13);
-        m.input("a", DType::F32, &[2, 4])
-            .input("b", DType::F32, &[4])
-            .node(op, &["a", "b"], &["y"], vec![])
-            .output("y");
-        check(&m);
+        import_checked(&binary_model(op, &[2, 4], &[4]));
     }
     let mut m = ModelBuilder::new(13);
     m.input("a", DType::Bool, &[3])
@@ -191,7 +95,7 @@ fn binary_and_variadic() {
         .node("Or", &["c", "b"], &["d"], vec![])
         .node("Not", &["d"], &["y"], vec![])
         .output("y");
-    check(&m);
+    import_checked(&m);
     // Max of three inputs: a chain of two binary ops. Min of one: identity.
     let mut m = ModelBuilder::new(13);
     m.input("a", DType::F32, &[3])
@@ -200,28 +104,23 @@ fn binary_and_variadic() {
         .node("Max", &["a", "b", "c"], &["y"], vec![])
         .node("Min", &["y"], &["z"], vec![])
         .output("z");
-    let g = check(&m);
+    let g = import_checked(&m);
     assert_eq!(ops(&g).len(), 2);
 }
 
 #[test]
 fn gemm_matmul() {
-    let mut m = ModelBuilder::new(13);
-    m.input("a", DType::F32, &[4, 3])
-        .initializer("b", &f32t(&[5, 4]))
-        .initializer("c", &f32t(&[5]))
-        .node(
-            "Gemm",
-            &["a", "b", "c"],
-            &["y"],
-            vec![
-                ("transA", Attr::Int(1)),
-                ("transB", Attr::Int(1)),
-                ("alpha", Attr::Float(0.5)),
-            ],
-        )
-        .output("y");
-    let g = check(&m);
+    let g = import_checked(&one_node_model(
+        13,
+        "Gemm",
+        &[("a", DType::F32, &[4, 3])],
+        &[("b", f32t(&[5, 4])), ("c", f32t(&[5]))],
+        vec![
+            ("transA", Attr::Int(1)),
+            ("transB", Attr::Int(1)),
+            ("alpha", Attr::Float(0.5)),
+        ],
+    ));
     assert_eq!(
         only_op(&g),
         Op::Gemm {
@@ -231,31 +130,22 @@ fn gemm_matmul() {
             trans_b: true
         }
     );
-    let mut m = ModelBuilder::new(13);
-    m.input("a", DType::F32, &[2, 1, 4, 3])
-        .input("b", DType::F32, &[5, 3, 6])
-        .node("MatMul", &["a", "b"], &["y"], vec![])
-        .output("y");
-    assert_eq!(only_op(&check(&m)), Op::MatMul);
+    let m = binary_model("MatMul", &[2, 1, 4, 3], &[5, 3, 6]);
+    assert_eq!(only_op(&import_checked(&m)), Op::MatMul);
 }
 
 fn conv_model(x: &[i64], w: &[usize], attrs: Vec<(&str, Attr)>, bias: bool) -> ModelBuilder {
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, x).initializer("w", &f32t(w));
+    let mut constants = vec![("w", f32t(w))];
     if bias {
-        m.initializer("b", &f32t(&[w[0]]));
-        m.node("Conv", &["x", "w", "b"], &["y"], attrs);
-    } else {
-        m.node("Conv", &["x", "w"], &["y"], attrs);
+        constants.push(("b", f32t(&[w[0]])));
     }
-    m.output("y");
-    m
+    one_node_model(13, "Conv", &[("x", DType::F32, x)], &constants, attrs)
 }
 
 #[test]
 fn conv_variants() {
     // 2-D with pads and strides.
-    let g = check(&conv_model(
+    let g = import_checked(&conv_model(
         &[1, 3, 9, 8],
         &[4, 3, 3, 3],
         vec![
@@ -274,7 +164,7 @@ fn conv_variants() {
         o => panic!("{o:?}"),
     }
     // Depthwise with dilation, kernel from weight.
-    check(&conv_model(
+    import_checked(&conv_model(
         &[1, 6, 10, 10],
         &[6, 1, 3, 3],
         vec![
@@ -284,7 +174,7 @@ fn conv_variants() {
         false,
     ));
     // 1-D.
-    check(&conv_model(
+    import_checked(&conv_model(
         &[2, 4, 11],
         &[8, 2, 3],
         vec![("group", Attr::Int(2))],
@@ -293,7 +183,7 @@ fn conv_variants() {
     // auto_pad variants, odd sizes and strides.
     for ap in ["SAME_UPPER", "SAME_LOWER", "VALID"] {
         for (h, s) in [(7, 2), (8, 3), (5, 1)] {
-            let g = check(&conv_model(
+            let g = import_checked(&conv_model(
                 &[1, 2, h, h + 1],
                 &[3, 2, 4, 3],
                 vec![
@@ -318,7 +208,7 @@ fn conv_variants() {
 
 #[test]
 fn pools() {
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         13,
         "MaxPool",
         &[1, 2, 9, 9],
@@ -329,7 +219,7 @@ fn pools() {
         ],
     ));
     assert!(matches!(only_op(&g), Op::MaxPool { window } if window.ceil_mode));
-    check(&unary_model(
+    import_checked(&unary_model(
         13,
         "MaxPool",
         &[1, 2, 10, 10],
@@ -339,7 +229,7 @@ fn pools() {
             ("strides", Attr::Ints(vec![3, 2])),
         ],
     ));
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         13,
         "AveragePool",
         &[1, 2, 8, 8],
@@ -356,7 +246,7 @@ fn pools() {
             ..
         }
     ));
-    let g = check(&unary_model(13, "GlobalAveragePool", &[1, 4, 5, 6], vec![]));
+    let g = import_checked(&unary_model(13, "GlobalAveragePool", &[1, 4, 5, 6], vec![]));
     assert_eq!(
         only_op(&g),
         Op::Reduce {
@@ -365,7 +255,7 @@ fn pools() {
             keepdims: true
         }
     );
-    let g = check(&unary_model(13, "GlobalMaxPool", &[1, 4, 5], vec![]));
+    let g = import_checked(&unary_model(13, "GlobalMaxPool", &[1, 4, 5], vec![]));
     assert!(matches!(
         only_op(&g),
         Op::Reduce {
@@ -377,28 +267,27 @@ fn pools() {
 
 #[test]
 fn batchnorm_layernorm() {
-    let mut m = ModelBuilder::new(15);
-    m.input("x", DType::F32, &[2, 3, 4, 4]);
-    for p in ["s", "b", "m", "v"] {
-        m.initializer(p, &f32t(&[3]));
-    }
-    m.node(
+    let m = one_node_model(
+        15,
         "BatchNormalization",
-        &["x", "s", "b", "m", "v"],
-        &["y"],
+        &[("x", DType::F32, &[2, 3, 4, 4])],
+        &["s", "b", "m", "v"].map(|p| (p, f32t(&[3]))),
         vec![],
-    )
-    .output("y");
-    assert_eq!(only_op(&check(&m)), Op::BatchNorm { epsilon: 1e-5 });
-
-    let mut m = ModelBuilder::new(17);
-    m.input("x", DType::F32, &[2, 5, 8])
-        .initializer("s", &f32t(&[8]))
-        .initializer("b", &f32t(&[8]))
-        .node("LayerNormalization", &["x", "s", "b"], &["y"], vec![])
-        .output("y");
+    );
     assert_eq!(
-        only_op(&check(&m)),
+        only_op(&import_checked(&m)),
+        Op::BatchNorm { epsilon: 1e-5 }
+    );
+
+    let m = one_node_model(
+        17,
+        "LayerNormalization",
+        &[("x", DType::F32, &[2, 5, 8])],
+        &[("s", f32t(&[8])), ("b", f32t(&[8]))],
+        vec![],
+    );
+    assert_eq!(
+        only_op(&import_checked(&m)),
         Op::LayerNorm {
             axis: 2,
             epsilon: 1e-5
@@ -409,7 +298,7 @@ fn batchnorm_layernorm() {
 #[test]
 fn reductions_across_opsets() {
     // ReduceSum: attribute axes at opset 11, input axes at 13.
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         11,
         "ReduceSum",
         &[2, 3, 4],
@@ -426,13 +315,15 @@ fn reductions_across_opsets() {
             keepdims: false
         }
     );
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[2, 3, 4])
-        .initializer("ax", &i64t(&[1]))
-        .node("ReduceSum", &["x", "ax"], &["y"], vec![])
-        .output("y");
+    let m = one_node_model(
+        13,
+        "ReduceSum",
+        &[("x", DType::F32, &[2, 3, 4])],
+        &[("ax", i64t(&[1]))],
+        vec![],
+    );
     assert_eq!(
-        only_op(&check(&m)),
+        only_op(&import_checked(&m)),
         Op::Reduce {
             kind: ReduceKind::Sum,
             axes: vec![1],
@@ -440,7 +331,7 @@ fn reductions_across_opsets() {
         }
     );
     // ReduceMean: attribute at 13, input at 18; empty axes reduce all.
-    check(&unary_model(
+    import_checked(&unary_model(
         13,
         "ReduceMean",
         &[2, 3, 4],
@@ -452,7 +343,7 @@ fn reductions_across_opsets() {
         .node("ReduceMax", &["x", "ax"], &["y"], vec![])
         .node("ReduceL2", &["y"], &["z"], vec![])
         .output("z");
-    let o = ops(&check(&m));
+    let o = ops(&import_checked(&m));
     assert_eq!(
         o[1],
         Op::Reduce {
@@ -462,7 +353,7 @@ fn reductions_across_opsets() {
         }
     );
     // noop_with_empty_axes
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         18,
         "ReduceMean",
         &[2, 3],
@@ -474,7 +365,7 @@ fn reductions_across_opsets() {
 #[test]
 fn softmax_opset_11_vs_13() {
     // opset 13: a single axis (default -1).
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         13,
         "Softmax",
         &[2, 3, 4],
@@ -482,7 +373,7 @@ fn softmax_opset_11_vs_13() {
     ));
     assert_eq!(only_op(&g), Op::Softmax { axis: 1 });
     // opset 11: axis 1 flattens to 2-D [2, 12].
-    let g = check(&unary_model(11, "Softmax", &[2, 3, 4], vec![]));
+    let g = import_checked(&unary_model(11, "Softmax", &[2, 3, 4], vec![]));
     assert_eq!(
         ops(&g),
         vec![
@@ -493,7 +384,7 @@ fn softmax_opset_11_vs_13() {
             }
         ]
     );
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         11,
         "Softmax",
         &[2, 3, 4],
@@ -504,35 +395,10 @@ fn softmax_opset_11_vs_13() {
 
 #[test]
 fn shape_ops() {
-    let g = check(&unary_model(
-        13,
-        "Flatten",
-        &[2, 3, 4],
-        vec![("axis", Attr::Int(2))],
-    ));
-    assert_eq!(only_op(&g), Op::Reshape { shape: vec![6, 4] });
-    let g = check(&unary_model(13, "Transpose", &[2, 3, 4], vec![]));
-    assert_eq!(
-        only_op(&g),
-        Op::Transpose {
-            perm: vec![2, 1, 0]
-        }
-    );
-
-    let mut m = ModelBuilder::new(14);
-    m.input("x", DType::F32, &[2, 3, 4])
-        .initializer("s", &i64t(&[0, -1, 2]))
-        .node("Reshape", &["x", "s"], &["y"], vec![])
-        .output("y");
-    assert_eq!(
-        only_op(&check(&m)),
-        Op::Reshape {
-            shape: vec![2, 6, 2]
-        }
-    );
-
-    let mut m = ModelBuilder::new(13);
-    m.input("a", DType::F32, &[2, 3])
+    // Concat reads one input twice.
+    let mut concat = ModelBuilder::new(13);
+    concat
+        .input("a", DType::F32, &[2, 3])
         .input("b", DType::F32, &[2, 5])
         .node(
             "Concat",
@@ -541,47 +407,87 @@ fn shape_ops() {
             vec![("axis", Attr::Int(-1))],
         )
         .output("y");
-    assert_eq!(only_op(&check(&m)), Op::Concat { axis: 1 });
-
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[5, 4])
-        .initializer(
-            "i",
-            &Tensor::from_i64(vec![2, 2], vec![0, -1, 2, 1]).unwrap(),
-        )
-        .node("Gather", &["x", "i"], &["y"], vec![("axis", Attr::Int(-2))])
-        .output("y");
-    assert_eq!(only_op(&check(&m)), Op::Gather { axis: 0 });
-
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[3, 1])
-        .initializer("s", &i64t(&[2, 1, 4]))
-        .node("Expand", &["x", "s"], &["y"], vec![])
-        .output("y");
-    assert_eq!(
-        only_op(&check(&m)),
-        Op::Expand {
-            shape: vec![2, 1, 4]
-        }
-    );
-
-    let mut m = ModelBuilder::new(13);
-    m.input("c", DType::Bool, &[3, 1])
-        .input("a", DType::F32, &[3, 4])
-        .input("b", DType::F32, &[4])
-        .node("Where", &["c", "a", "b"], &["y"], vec![])
-        .output("y");
-    assert_eq!(only_op(&check(&m)), Op::Where);
-
-    let g = check(&unary_model(13, "Cast", &[3], vec![("to", Attr::Int(7))]));
-    assert_eq!(only_op(&g), Op::Cast { to: DType::I64 });
-    let g = check(&unary_model(13, "IsNaN", &[3], vec![]));
-    assert_eq!(only_op(&g), Op::Unary(UnaryOp::IsNaN));
+    let x = |shape: &'static [i64]| [("x", DType::F32, shape)];
+    let cases: Vec<(ModelBuilder, Op)> = vec![
+        (
+            unary_model(13, "Flatten", &[2, 3, 4], vec![("axis", Attr::Int(2))]),
+            Op::Reshape { shape: vec![6, 4] },
+        ),
+        (
+            unary_model(13, "Transpose", &[2, 3, 4], vec![]),
+            Op::Transpose {
+                perm: vec![2, 1, 0],
+            },
+        ),
+        (
+            one_node_model(
+                14,
+                "Reshape",
+                &x(&[2, 3, 4]),
+                &[("s", i64t(&[0, -1, 2]))],
+                vec![],
+            ),
+            Op::Reshape {
+                shape: vec![2, 6, 2],
+            },
+        ),
+        (concat, Op::Concat { axis: 1 }),
+        (
+            one_node_model(
+                13,
+                "Gather",
+                &x(&[5, 4]),
+                &[(
+                    "i",
+                    Tensor::from_i64(vec![2, 2], vec![0, -1, 2, 1]).unwrap(),
+                )],
+                vec![("axis", Attr::Int(-2))],
+            ),
+            Op::Gather { axis: 0 },
+        ),
+        (
+            one_node_model(
+                13,
+                "Expand",
+                &x(&[3, 1]),
+                &[("s", i64t(&[2, 1, 4]))],
+                vec![],
+            ),
+            Op::Expand {
+                shape: vec![2, 1, 4],
+            },
+        ),
+        (
+            one_node_model(
+                13,
+                "Where",
+                &[
+                    ("c", DType::Bool, &[3, 1]),
+                    ("a", DType::F32, &[3, 4]),
+                    ("b", DType::F32, &[4]),
+                ],
+                &[],
+                vec![],
+            ),
+            Op::Where,
+        ),
+        (
+            unary_model(13, "Cast", &[3], vec![("to", Attr::Int(7))]),
+            Op::Cast { to: DType::I64 },
+        ),
+        (
+            unary_model(13, "IsNaN", &[3], vec![]),
+            Op::Unary(UnaryOp::IsNaN),
+        ),
+    ];
+    for (m, want) in cases {
+        assert_eq!(only_op(&import_checked(&m)), want);
+    }
 }
 
 #[test]
 fn squeeze_unsqueeze_11_vs_13() {
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         11,
         "Squeeze",
         &[1, 3, 1, 2],
@@ -596,7 +502,7 @@ fn squeeze_unsqueeze_11_vs_13() {
     // tract needs `axes` at opset 11; the spec squeezes every 1-dim when it is absent.
     let g = import(&unary_model(11, "Squeeze", &[1, 3, 1, 2], vec![]));
     assert_eq!(only_op(&g), Op::Reshape { shape: vec![3, 2] });
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         11,
         "Unsqueeze",
         &[3, 2],
@@ -616,7 +522,7 @@ fn squeeze_unsqueeze_11_vs_13() {
         .node("Squeeze", &["x", "a"], &["y"], vec![])
         .node("Unsqueeze", &["y", "b"], &["z"], vec![])
         .output("z");
-    let g = check(&m);
+    let g = import_checked(&m);
     assert_eq!(
         ops(&g),
         vec![
@@ -630,81 +536,65 @@ fn squeeze_unsqueeze_11_vs_13() {
     );
 }
 
+/// A Split at `opset` of the f32 input `x` of `shape` into `parts` outputs, reading the
+/// part sizes from an input when `sizes` is given.
+fn split_model(
+    opset: i64,
+    shape: &[i64],
+    sizes: Option<&[i64]>,
+    parts: usize,
+    attrs: Vec<(&str, Attr)>,
+) -> ModelBuilder {
+    let outputs = &["a", "b", "c"][..parts];
+    let mut m = ModelBuilder::new(opset);
+    m.input("x", DType::F32, shape);
+    let mut inputs = vec!["x"];
+    if let Some(s) = sizes {
+        m.initializer("s", &i64t(s));
+        inputs.push("s");
+    }
+    m.node("Split", &inputs, outputs, attrs);
+    for o in outputs {
+        m.output(o);
+    }
+    m
+}
+
 #[test]
 fn split_11_13_18() {
-    let g = check(&{
-        let mut m = ModelBuilder::new(11);
-        m.input("x", DType::F32, &[2, 7])
-            .node(
-                "Split",
-                &["x"],
-                &["a", "b"],
+    let cases = [
+        (
+            split_model(
+                11,
+                &[2, 7],
+                None,
+                2,
                 vec![("axis", Attr::Int(1)), ("split", Attr::Ints(vec![3, 4]))],
-            )
-            .output("a")
-            .output("b");
-        m
-    });
-    assert_eq!(
-        only_op(&g),
-        Op::Split {
-            axis: 1,
-            sizes: vec![3, 4]
-        }
-    );
-    let g = check(&{
-        let mut m = ModelBuilder::new(13);
-        m.input("x", DType::F32, &[6, 2])
-            .initializer("s", &i64t(&[1, 5]))
-            .node("Split", &["x", "s"], &["a", "b"], vec![])
-            .output("a")
-            .output("b");
-        m
-    });
-    assert_eq!(
-        only_op(&g),
-        Op::Split {
-            axis: 0,
-            sizes: vec![1, 5]
-        }
-    );
-    let g = check(&{
-        let mut m = ModelBuilder::new(13);
-        m.input("x", DType::F32, &[6, 2])
-            .node("Split", &["x"], &["a", "b", "c"], vec![])
-            .output("a")
-            .output("b")
-            .output("c");
-        m
-    });
-    assert_eq!(
-        only_op(&g),
-        Op::Split {
-            axis: 0,
-            sizes: vec![2, 2, 2]
-        }
-    );
-    let g = check(&{
-        let mut m = ModelBuilder::new(18);
-        m.input("x", DType::F32, &[2, 7])
-            .node(
-                "Split",
-                &["x"],
-                &["a", "b", "c"],
+            ),
+            1,
+            vec![3, 4],
+        ),
+        (
+            split_model(13, &[6, 2], Some(&[1, 5]), 2, vec![]),
+            0,
+            vec![1, 5],
+        ),
+        (split_model(13, &[6, 2], None, 3, vec![]), 0, vec![2, 2, 2]),
+        (
+            split_model(
+                18,
+                &[2, 7],
+                None,
+                3,
                 vec![("axis", Attr::Int(-1)), ("num_outputs", Attr::Int(3))],
-            )
-            .output("a")
-            .output("b")
-            .output("c");
-        m
-    });
-    assert_eq!(
-        only_op(&g),
-        Op::Split {
-            axis: 1,
-            sizes: vec![3, 3, 1]
-        }
-    );
+            ),
+            1,
+            vec![3, 3, 1],
+        ),
+    ];
+    for (m, axis, sizes) in cases {
+        assert_eq!(only_op(&import_checked(&m)), Op::Split { axis, sizes });
+    }
 }
 
 fn slice_model(
@@ -754,13 +644,13 @@ fn slice_variants() {
         (vec![4, 6], vec![0], vec![-1], Some(vec![-1]), None),
     ];
     for (shape, st, en, ax, sp) in cases {
-        check(&slice_model(&shape, &st, &en, ax.as_deref(), sp.as_deref()));
+        import_checked(&slice_model(&shape, &st, &en, ax.as_deref(), sp.as_deref()));
     }
     // Empty result (tract rejects start > end, so no tract comparison here).
     let g = import(&slice_model(&[10, 2], &[5], &[2], None, None));
     assert_eq!(g.output_types()[0].shape, vec![0, 2]);
     // One exact check of the normalized form.
-    let g = check(&slice_model(&[10], &[-1], &[i64::MIN], None, Some(&[-2])));
+    let g = import_checked(&slice_model(&[10], &[-1], &[i64::MIN], None, Some(&[-2])));
     assert_eq!(
         only_op(&g),
         Op::Slice {
@@ -772,7 +662,7 @@ fn slice_variants() {
         }
     );
     // opset 9 attributes.
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         9,
         "Slice",
         &[4, 5],
@@ -803,7 +693,7 @@ fn slice_variants() {
 
 #[test]
 fn pad_opsets() {
-    let g = check(&unary_model(
+    let g = import_checked(&unary_model(
         2,
         "Pad",
         &[2, 3],
@@ -820,37 +710,33 @@ fn pad_opsets() {
             value: 1.5
         }
     );
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[2, 3, 4])
-        .initializer("p", &i64t(&[0, 1, 2, 0, 1, 2]))
-        .node(
-            "Pad",
-            &["x", "p"],
-            &["y"],
-            vec![("mode", Attr::Str("reflect".into()))],
-        )
-        .output("y");
+    let m = one_node_model(
+        13,
+        "Pad",
+        &[("x", DType::F32, &[2, 3, 4])],
+        &[("p", i64t(&[0, 1, 2, 0, 1, 2]))],
+        vec![("mode", Attr::Str("reflect".into()))],
+    );
     assert!(matches!(
-        only_op(&check(&m)),
+        only_op(&import_checked(&m)),
         Op::Pad {
             mode: PadMode::Reflect,
             ..
         }
     ));
-    let mut m = ModelBuilder::new(18);
-    m.input("x", DType::F32, &[2, 3, 4])
-        .initializer("p", &i64t(&[1, 2, 3, 0]))
-        .initializer("v", &Tensor::scalar_f32(-1.0))
-        .initializer("a", &i64t(&[-1, 0]))
-        .node(
-            "Pad",
-            &["x", "p", "v", "a"],
-            &["y"],
-            vec![("mode", Attr::Str("edge".into()))],
-        )
-        .output("y");
+    let m = one_node_model(
+        18,
+        "Pad",
+        &[("x", DType::F32, &[2, 3, 4])],
+        &[
+            ("p", i64t(&[1, 2, 3, 0])),
+            ("v", Tensor::scalar_f32(-1.0)),
+            ("a", i64t(&[-1, 0])),
+        ],
+        vec![("mode", Attr::Str("edge".into()))],
+    );
     assert_eq!(
-        only_op(&check(&m)),
+        only_op(&import_checked(&m)),
         Op::Pad {
             pads: vec![2, 0, 1, 0, 0, 3],
             mode: PadMode::Edge,
@@ -868,7 +754,7 @@ fn identity_dropout_and_io_aliases() {
         .node("Identity", &["d"], &["y"], vec![])
         .output("y")
         .output("w");
-    let g = check(&m);
+    let g = import_checked(&m);
     assert_eq!(g.outputs[0].name, "y");
     assert_eq!(g.outputs[1].name, "w");
     assert_eq!(
@@ -899,7 +785,7 @@ fn initializer_encodings_and_dtypes() {
             }
             m.output(&n);
         }
-        let g = import_bytes(&m.to_bytes(), &ImportOptions::default()).unwrap();
+        let g = import(&m);
         for (i, t) in ts.iter().enumerate() {
             let v = g.outputs[i].value;
             let c = match g.const_value(v) {

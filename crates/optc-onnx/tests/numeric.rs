@@ -1,9 +1,11 @@
 //! Imported graphs compute what tract computes on the original model (IR interpreter vs
 //! tract), for small models exercising attribute defaults and opset differences.
 
+mod common;
+
+use common::{import, run_tract};
 use optc_ir::{DType, Data, Tensor};
 use optc_onnx::builder::{Attr, ModelBuilder};
-use optc_onnx::{import_bytes, ImportOptions};
 
 fn rand_t(shape: &[usize], seed: &mut u64) -> Tensor {
     let n: usize = shape.iter().product();
@@ -19,10 +21,9 @@ fn rand_t(shape: &[usize], seed: &mut u64) -> Tensor {
 }
 
 fn compare(m: &ModelBuilder, inputs: &[Tensor]) {
-    let bytes = m.to_bytes();
-    let g = import_bytes(&bytes, &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let g = import(m);
     let ours = optc_ir::interp::run(&g, inputs).unwrap_or_else(|e| panic!("{e}"));
-    let theirs = optc_onnx::oracle::run_tract(&bytes, inputs).unwrap();
+    let theirs = run_tract(&m.to_bytes(), inputs);
     assert_eq!(ours.len(), theirs.len());
     for (a, b) in ours.iter().zip(&theirs) {
         assert_eq!(a.shape(), b.shape());
