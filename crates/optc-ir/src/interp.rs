@@ -234,17 +234,9 @@ macro_rules! int_elem {
             fn from_f64(x: f64) -> $t {
                 x as $t
             }
-            fn ipow(self, mut e: u64) -> $t {
-                let mut base = self;
-                let mut acc: $t = 1;
-                while e > 0 {
-                    if e & 1 == 1 {
-                        acc = acc.wrapping_mul(base);
-                    }
-                    base = base.wrapping_mul(base);
-                    e >>= 1;
-                }
-                acc
+            fn ipow(self, e: u64) -> $t {
+                // Wrapping in i64, then truncated: the same bits as wrapping in `$t`.
+                wrapping_pow(self as i64, e) as $t
             }
         }
     };
@@ -253,6 +245,20 @@ int_elem!(i64, I64);
 int_elem!(i32, I32);
 int_elem!(u8, U8);
 int_elem!(i8, I8);
+
+/// `base^exp` with wrapping multiplication (square and multiply): integer `Pow`'s semantics
+/// for a non-negative exponent. Generated code calls it too (`optc_rt_powi`).
+pub fn wrapping_pow(base: i64, exp: u64) -> i64 {
+    let (mut base, mut e, mut acc) = (base, exp, 1i64);
+    while e > 0 {
+        if e & 1 == 1 {
+            acc = acc.wrapping_mul(base);
+        }
+        base = base.wrapping_mul(base);
+        e >>= 1;
+    }
+    acc
+}
 
 /// Run `$body` with `$T` bound to the Rust element type of a [`DType`].
 macro_rules! with_type {

@@ -23,17 +23,7 @@ pub extern "C" fn optc_rt_powi(x: i64, ef: f64, is_int: i32, ei: i64, lo: i64, h
         None
     };
     match k {
-        Some(k) if k >= 0 => {
-            let (mut base, mut e, mut acc) = (x, k as u64, 1i64);
-            while e > 0 {
-                if e & 1 == 1 {
-                    acc = acc.wrapping_mul(base);
-                }
-                base = base.wrapping_mul(base);
-                e >>= 1;
-            }
-            acc
-        }
+        Some(k) if k >= 0 => optc_ir::interp::wrapping_pow(x, k as u64),
         _ => {
             let f = if is_int != 0 { ei as f64 } else { ef };
             let r = (x as f64).powf(f);
