@@ -8,27 +8,11 @@ use optc_onnx::builder::ModelBuilder;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const OPTC: &str = env!("CARGO_BIN_EXE_optc");
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{optc_ok as optc, root};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("optc-aot-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn optc(args: &[&str]) -> std::process::Output {
-    let out = Command::new(OPTC).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "optc {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::tmpdir("aot", name)
 }
 
 /// Two inputs and two outputs of different dtypes; exercises the runtime functions
@@ -296,32 +280,15 @@ fn check_elf(bytes: &[u8], arch: object::Architecture, name: &str) {
 fn cross_compiles_to_aarch64_elf() {
     let dir = tmp("arm");
     let model = root().join("examples/models/tiny_cnn.onnx");
-    let out = dir.join("tiny.o");
-    optc(&[
-        model.to_str().unwrap(),
-        "--target",
-        "aarch64-neon",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    check_elf(
-        &std::fs::read(&out).unwrap(),
-        object::Architecture::Aarch64,
-        "tiny",
-    );
-    let out = dir.join("tiny512.o");
-    optc(&[
-        model.to_str().unwrap(),
-        "--target",
-        "x86_64-avx512",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    check_elf(
-        &std::fs::read(&out).unwrap(),
-        object::Architecture::X86_64,
-        "tiny512",
-    );
+    for (target, arch, name) in [
+        ("aarch64-neon", object::Architecture::Aarch64, "tiny"),
+        ("x86_64-avx512", object::Architecture::X86_64, "tiny512"),
+    ] {
+        let out = dir.join(format!("{name}.o"));
+        let m = model.to_str().unwrap();
+        optc(&[m, "--target", target, "-o", out.to_str().unwrap()]);
+        check_elf(&std::fs::read(&out).unwrap(), arch, name);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -368,19 +335,15 @@ fn bad_model_is_a_readable_error() {
     let dir = tmp("bad");
     let m = dir.join("broken.onnx");
     std::fs::write(&m, b"this is not onnx").unwrap();
-    let o = Command::new(OPTC).arg(&m).output().unwrap();
+    let o = common::optc(&[m.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("broken.onnx"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // Unknown target.
     let model = root().join("examples/models/tiny_cnn.onnx");
-    let o = Command::new(OPTC)
-        .arg(&model)
-        .args(["--target", "riscv", "-o"])
-        .arg(dir.join("x.o"))
-        .output()
-        .unwrap();
+    let (m, x) = (model.to_str().unwrap(), dir.join("x.o"));
+    let o = common::optc(&[m, "--target", "riscv", "-o", x.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("aarch64-neon"));
     // The JIT refuses a foreign target with a clear message.
@@ -397,12 +360,7 @@ fn bad_model_is_a_readable_error() {
         assert!(e.contains("cannot run on this host"), "{e}");
     }
     // Existing subcommands still work.
-    let o = Command::new(OPTC)
-        .args(["run", "-O1"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    optc(&["run", "-O1", m]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -3,27 +3,12 @@
 use optc_ir::{DType, Tensor};
 use optc_onnx::builder::{Attr as A, ModelBuilder};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn optc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_optc"))
-        .args(args)
-        .output()
-        .expect("optc runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{optc, text};
 
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("optc-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmpdir("cli", name)
 }
 
 fn model(dir: &Path) -> PathBuf {
