@@ -132,8 +132,8 @@ fn run(cli: &CompileCli) -> Result<(), String> {
         keep_asm: kinds.contains(&"asm"),
     };
     // Errors name the path as given on the command line.
-    let art = optc::compile_object(&bytes, &opts, &obj)
-        .map_err(|e| format!("{}: {e}", cli.c.model.display()))?;
+    let art = optc::compile_object(&bytes, &opts, &obj).map_err(|e| cli.c.compile_error(e))?;
+    cli.c.show_compression(art.report.compression.as_ref())?;
     let t_write = Instant::now();
     for k in &kinds {
         let p = path_of(k);

@@ -211,7 +211,9 @@ fn read_model(path: &Path) -> Res<Vec<u8>> {
 
 fn compile(c: &CompileArgs, t: &ThreadArgs, bytes: &[u8]) -> Res<optc::CompiledModel> {
     let opts = jit_options(c, t)?;
-    optc::compile_bytes(bytes, &opts).map_err(|e| format!("{}: {e}", c.model.display()))
+    let m = optc::compile_bytes(bytes, &opts).map_err(|e| c.compile_error(e))?;
+    c.show_compression(m.report().compression.as_ref())?;
+    Ok(m)
 }
 
 /// Inputs in model order: from `--inputs DIR`, `--input name=file.npy`, or random.
@@ -311,7 +313,9 @@ fn compile_with_inputs(
 ) -> Res<optc::CompiledModel> {
     let mut opts = jit_options(c, t)?;
     opts.input_values = known.clone();
-    optc::compile_bytes(bytes, &opts).map_err(|e| format!("{}: {e}", c.model.display()))
+    let m = optc::compile_bytes(bytes, &opts).map_err(|e| c.compile_error(e))?;
+    c.show_compression(m.report().compression.as_ref())?;
+    Ok(m)
 }
 
 fn cmd_run(a: RunArgs) -> Res<ExitCode> {

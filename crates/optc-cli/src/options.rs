@@ -32,6 +32,33 @@ pub struct CompileArgs {
     /// smallest rounding error).
     #[arg(long, default_value_t = 4, value_parser = winograd_tile)]
     pub winograd: usize,
+    /// Lossy: quantize the contractions with constant weights (`int8`: int8 weights per
+    /// output channel; dynamic activations for MatMul/Gemm, calibrated static ones for convs).
+    /// Runs only when given, at any -O level; the output error is measured and reported.
+    #[arg(long, value_name = "KIND", value_parser = optc::compress::Quantization::parse)]
+    pub quantize: Option<optc::compress::Quantization>,
+    /// Calibration inputs: `input_<i>.pb`, `input_<i>_<k>.pb`, `.npy` files or
+    /// `test_data_set_<k>/` directories. Repeatable. Without it, seeded random inputs.
+    #[arg(long, value_name = "DIR")]
+    pub calibrate: Vec<PathBuf>,
+    /// Inputs the error is measured on (default: the calibration inputs). Repeatable.
+    #[arg(long = "eval", value_name = "DIR")]
+    pub eval: Vec<PathBuf>,
+    /// Integer class labels (.npy) of the evaluation rows: reports top-1 accuracy.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Error budget of lossy rewrites, e.g. `cos=0.99,top1=0.995,acc=0.005,abs=0.1,rel=0.05`
+    /// (min cosine, min top-1 agreement (or max disagreement when below 0.5), max top-1
+    /// accuracy drop with --labels, max abs, max rel). Over it, layers stay f32; if the
+    /// measured model is still over, the compile fails.
+    #[arg(long = "max-error", value_name = "BUDGET", value_parser = optc::compress::Budget::parse)]
+    pub max_error: Option<optc::compress::Budget>,
+    /// Print the whole compression report (md or json) on stderr, or into --report-file.
+    #[arg(long, value_parser = ["md", "json"])]
+    pub report: Option<String>,
+    /// Write the compression report here instead of stderr.
+    #[arg(long = "report-file", value_name = "FILE", requires = "report")]
+    pub report_file: Option<PathBuf>,
 }
 
 fn winograd_tile(s: &str) -> Result<usize, String> {
@@ -73,7 +100,51 @@ impl CompileArgs {
             extra_rules,
             disabled_rules: self.disabled_rules.clone(),
             winograd: self.winograd,
+            compress: optc::compress::CompressOptions {
+                quantize: self.quantize,
+                calibrate: self.calibrate.clone(),
+                eval: self.eval.clone(),
+                labels: self.labels.clone(),
+                max_error: self.max_error.clone().unwrap_or_default(),
+                random_sets: 0,
+                measure_latency: true,
+            },
             ..Options::default()
         })
+    }
+
+    /// Show what the lossy passes did: the summary on stderr, or the whole report as asked.
+    pub fn show_compression(
+        &self,
+        report: Option<&optc::compress::CompressionReport>,
+    ) -> Result<(), String> {
+        let Some(r) = report else { return Ok(()) };
+        let text = match self.report.as_deref() {
+            Some("md") => r.markdown(),
+            Some("json") => r.json() + "\n",
+            _ => {
+                eprint!("{}", r.summary());
+                return Ok(());
+            }
+        };
+        match &self.report_file {
+            Some(p) => {
+                std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
+            }
+            None => {
+                eprint!("{text}");
+                Ok(())
+            }
+        }
+    }
+
+    /// An error of a compile; an over-budget compile shows its report first.
+    pub fn compile_error(&self, e: optc::Error) -> String {
+        if let optc::Error::OverBudget(r) = &e {
+            if self.report.is_some() {
+                let _ = self.show_compression(Some(r));
+            }
+        }
+        format!("{}: {e}", self.model.display())
     }
 }

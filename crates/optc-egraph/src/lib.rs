@@ -10,12 +10,14 @@
 //! - [`soundness`]: checking a rule on random instances against the reference interpreter.
 //! - [`query`]: what rules ask the e-graph (ops in a class, types, constants).
 //! - [`cost`]: the cost model.
+//! - [`lossy`]: lossy alternatives in the e-graph and extraction under an error budget.
 //! - [`Pass`], [`optimize`]: passes by level, phases, stats for `optc explain`.
 
 pub mod analysis;
 pub mod convert;
 pub mod cost;
 pub mod lang;
+pub mod lossy;
 pub mod pattern;
 pub mod query;
 pub mod rule_file;

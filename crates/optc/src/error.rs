@@ -15,6 +15,8 @@ pub enum Error {
     Codegen(optc_codegen::CodegenError),
     /// The inputs passed to `run` do not match the model.
     Input(String),
+    /// A lossy compile measured an error beyond its budget (the report says where).
+    OverBudget(Box<crate::compress::CompressionReport>),
 }
 
 impl fmt::Display for Error {
@@ -25,6 +27,12 @@ impl fmt::Display for Error {
             Error::Ir(e) => write!(f, "{e}"),
             Error::Codegen(e) => write!(f, "{e}"),
             Error::Input(e) => write!(f, "{e}"),
+            Error::OverBudget(r) => write!(
+                f,
+                "the compressed model is over the error budget ({}); measured:\n{}",
+                r.budget,
+                r.summary().trim_end()
+            ),
         }
     }
 }

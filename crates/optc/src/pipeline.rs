@@ -30,6 +30,10 @@ pub struct Report {
     pub timings: Timings,
     /// Per phase: passes, iterations, e-graph size, rules fired; cost before and after.
     pub optimizer: optc_egraph::Report,
+    /// What the lossy passes did, when asked for.
+    pub compression: Option<crate::compress::CompressionReport>,
+    /// Time spent compressing (calibration, measurement).
+    pub compress_time: Duration,
 }
 
 /// Read a model file (the error names the path).
@@ -68,6 +72,10 @@ pub(crate) struct Front {
 pub(crate) fn front(source: Source, opts: &Options) -> Result<Front> {
     let target = target(opts)?;
     let mut report = Report::default();
+    let bytes = match &source {
+        Source::Bytes(b) => Some(*b),
+        Source::Graph(_) => None,
+    };
     let graph = match source {
         Source::Bytes(bytes) => {
             let t0 = Instant::now();
@@ -81,6 +89,35 @@ pub(crate) fn front(source: Source, opts: &Options) -> Result<Front> {
     let (graph, optimizer) = optimize_with(graph, opts)?;
     report.timings.optimize = t1.elapsed();
     report.optimizer = optimizer;
+    let graph = if opts.compress.lossy() {
+        let t2 = Instant::now();
+        let graph_for = |shapes: &std::collections::HashMap<String, Vec<usize>>| -> Result<Graph> {
+            let Some(bytes) = bytes else {
+                return Err(Error::Input(
+                    "calibration and evaluation data must have the graph's own input shapes \
+                     when a graph (not an ONNX model) is compiled"
+                        .into(),
+                ));
+            };
+            let mut o = opts.clone();
+            o.compress = Default::default();
+            o.input_shapes
+                .extend(shapes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok(optimize_with(import_bytes(bytes, &o)?, &o)?.0)
+        };
+        let (g, r) = crate::compress::compress(graph, opts, &graph_for)?;
+        report.compress_time = t2.elapsed();
+        let passed = r.passed();
+        report.compression = Some(r);
+        if !passed {
+            return Err(Error::OverBudget(Box::new(
+                report.compression.take().expect("just set"),
+            )));
+        }
+        g
+    } else {
+        graph
+    };
     Ok(Front {
         graph,
         target,

@@ -1,0 +1,474 @@
+//! Lossy compression (`--quantize int8`): calibration, per-layer alternatives in the e-graph,
+//! extraction under an error budget, measurement of the compiled model, and the report.
+//!
+//! The steps, in order:
+//! 1. input sets: `--calibrate DIR` (else seeded random inputs, with a warning that the task
+//!    accuracy is unknown) and `--eval DIR` (else the calibration sets); the model is
+//!    re-imported for every input shape they hold (a calibration batch may differ from the
+//!    compiled batch);
+//! 2. reference outputs: the same model without lossy rewrites, run by the JIT;
+//! 3. activation ranges of every conv's input on the calibration sets (static quantization);
+//! 4. alternatives ([`quantize::add_alternatives`]) added to the e-graph of the optimized
+//!    graph, each with its estimated cost;
+//! 5. with a budget (`--max-error`): each alternative's error measured alone (the model with
+//!    only that layer changed, on the calibration sets), in units of the budget;
+//! 6. the choice per layer ([`optc_egraph::lossy::choose`]);
+//! 7. the compressed model run on the evaluation sets and compared with the reference; over
+//!    budget, the layer with the largest estimated error goes back to f32 and it is measured
+//!    again (a few rounds), then the compile fails with the report;
+//! 8. the report ([`report::CompressionReport`]): per output the errors, per layer the choice,
+//!    weight bytes, parameters, FLOPs and latency before and after.
+
+pub mod budget;
+pub mod dataset;
+pub mod metrics;
+mod progress;
+pub mod quantize;
+pub mod report;
+
+pub use budget::Budget;
+pub use dataset::Dataset;
+pub use metrics::OutputError;
+pub use report::CompressionReport;
+
+use crate::{Error, Options, Result};
+use optc_egraph::convert::{to_egraph, to_graph, Converted};
+use optc_egraph::lossy::{choose, Alternative, Choice, ChoiceCost};
+use optc_egraph::CostModel;
+use optc_ir::{Graph, Tensor};
+use progress::Progress;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Lossy quantization asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantization {
+    Int8,
+}
+
+impl Quantization {
+    pub fn parse(s: &str) -> std::result::Result<Quantization, String> {
+        match s {
+            "int8" => Ok(Quantization::Int8),
+            _ => Err(format!("unknown quantization '{s}' (int8)")),
+        }
+    }
+}
+
+/// The lossy options of a compile. Nothing lossy runs unless one is set.
+#[derive(Clone, Debug, Default)]
+pub struct CompressOptions {
+    pub quantize: Option<Quantization>,
+    /// Calibration data directories (see [`dataset`]).
+    pub calibrate: Vec<PathBuf>,
+    /// Evaluation data directories (default: the calibration data).
+    pub eval: Vec<PathBuf>,
+    /// Integer class labels (`.npy`) of the evaluation sets' rows, for top-1 accuracy.
+    pub labels: Option<PathBuf>,
+    pub max_error: Budget,
+    /// Random calibration sets made when no `calibrate` directory is given.
+    pub random_sets: usize,
+    /// Measure latency before and after (needs a target this host runs).
+    pub measure_latency: bool,
+}
+
+impl CompressOptions {
+    /// Whether any lossy rewrite is asked for.
+    pub fn lossy(&self) -> bool {
+        self.quantize.is_some()
+    }
+}
+
+/// How to get the optimized graph for given input shapes (re-import for other shapes).
+pub(crate) type GraphFor<'a> = dyn Fn(&HashMap<String, Vec<usize>>) -> Result<Graph> + 'a;
+
+/// A graph for one input shape, its reference model and its alternatives.
+struct Shaped {
+    conv: Converted,
+    alts: Vec<Alternative>,
+    reference: Vec<Vec<Tensor>>,
+    sets: Vec<usize>,
+}
+
+fn jit(graph: Graph, threads: usize) -> Result<crate::CompiledModel> {
+    let opts = Options {
+        opt_level: 0,
+        threads,
+        ..Options::default()
+    };
+    crate::compile_graph(graph, &opts)
+}
+
+fn run_sets(model: &mut crate::CompiledModel, sets: &[&Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
+    sets.iter().map(|s| model.run(s)).collect()
+}
+
+fn shape_key(set: &[Tensor]) -> Vec<Vec<usize>> {
+    set.iter().map(|t| t.shape().to_vec()).collect()
+}
+
+/// The choice of `alts` (of one graph) that takes the alternatives named in `taken`
+/// (layer, label).
+fn choice_by_name(alts: &[Alternative], taken: &[(String, String)]) -> Choice {
+    alts.iter()
+        .enumerate()
+        .filter(|(_, a)| taken.iter().any(|(l, b)| *l == a.layer && *b == a.label))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn extract(
+    conv: &Converted,
+    alts: &[Alternative],
+    choice: &Choice,
+    model: &CostModel,
+) -> Result<Graph> {
+    let cost = ChoiceCost::new(&conv.egraph, model, alts, choice);
+    Ok(to_graph(conv, cost)?)
+}
+
+/// The error of `errs` in units of `budget` (the largest share of any limit).
+fn budget_share(budget: &Budget, errs: &[OutputError]) -> f64 {
+    let share = |err: f64, allowed: f64| {
+        if err <= 0.0 {
+            0.0
+        } else if allowed <= 0.0 {
+            f64::INFINITY
+        } else {
+            err / allowed
+        }
+    };
+    let mut worst = 0f64;
+    for e in errs {
+        if let Some(c) = budget.min_cosine {
+            worst = worst.max(share(1.0 - e.min_cosine, 1.0 - c));
+        }
+        if let (Some(t), Some(a)) = (budget.min_top1, e.top1_agreement) {
+            worst = worst.max(share(1.0 - a, 1.0 - t));
+        }
+        if let (Some(d), Some((r, g))) = (budget.max_accuracy_drop, e.accuracy) {
+            worst = worst.max(share(r - g, d));
+        }
+        if let Some(a) = budget.max_abs {
+            worst = worst.max(share(e.max_abs, a));
+        }
+        if let Some(r) = budget.max_rel {
+            worst = worst.max(share(e.max_rel, r));
+        }
+    }
+    worst
+}
+
+/// Input names and the sets of `dirs` (or random ones).
+fn datasets(
+    graph: &Graph,
+    opts: &CompressOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(Dataset, Dataset)> {
+    let names: Vec<String> = graph.inputs.iter().map(|i| i.name.clone()).collect();
+    let mut cal = Dataset::default();
+    for d in &opts.calibrate {
+        cal.extend(dataset::load_dir(d, &names)?);
+    }
+    if cal.is_empty() {
+        let n = if opts.random_sets == 0 {
+            4
+        } else {
+            opts.random_sets
+        };
+        cal = Dataset::random(&graph.input_types(), n, 7);
+        warnings.push(format!(
+            "no calibration data (--calibrate DIR): calibrated and measured on {}; the task \
+             accuracy of the compressed model is unknown",
+            cal.source
+        ));
+    }
+    let mut eval = Dataset::default();
+    for d in &opts.eval {
+        eval.extend(dataset::load_dir(d, &names)?);
+    }
+    if eval.is_empty() {
+        eval = cal.clone();
+    }
+    for (what, d) in [("calibration", &cal), ("evaluation", &eval)] {
+        for (k, set) in d.sets.iter().enumerate() {
+            for ((t, ty), name) in set.iter().zip(graph.input_types()).zip(&names) {
+                if t.dtype() != ty.dtype || t.shape().len() != ty.shape.len() {
+                    return Err(Error::Input(format!(
+                        "{what} set {k} ({}): input '{name}' is {}, the model takes {ty}",
+                        d.source,
+                        t.ty(),
+                    )));
+                }
+            }
+        }
+    }
+    Ok((cal, eval))
+}
+
+/// Compress the optimized `graph` (compiled for its own input shapes) as `opts.compress`
+/// says. `graph_for` gives the optimized graph for other input shapes.
+pub(crate) fn compress(
+    graph: Graph,
+    opts: &Options,
+    graph_for: &GraphFor,
+) -> Result<(Graph, CompressionReport)> {
+    let t0 = Instant::now();
+    let copts = &opts.compress;
+    let model = CostModel::host();
+    let threads = opts.threads;
+    let mut report = CompressionReport {
+        budget: copts.max_error.clone(),
+        ..Default::default()
+    };
+    let (cal, eval) = datasets(&graph, copts, &mut report.warnings)?;
+    report.calibration = format!("{} ({} set(s))", cal.source, cal.len());
+    report.evaluation = format!("{} ({} set(s))", eval.source, eval.len());
+    let labels = match &copts.labels {
+        Some(p) => Some(metrics::read_labels(p)?),
+        None => None,
+    };
+    let names: Vec<String> = graph.inputs.iter().map(|i| i.name.clone()).collect();
+    let output_names: Vec<String> = graph.outputs.iter().map(|o| o.name.clone()).collect();
+
+    // 1-2. A graph per input shape (calibration sets first, then evaluation sets), and the
+    // reference outputs.
+    let all_sets: Vec<&Vec<Tensor>> = cal.sets.iter().chain(&eval.sets).collect();
+    let mut by_shape: BTreeMap<Vec<Vec<usize>>, Vec<usize>> = BTreeMap::new();
+    for (i, s) in all_sets.iter().enumerate() {
+        by_shape.entry(shape_key(s)).or_default().push(i);
+    }
+    let mut progress = Progress::new("reference outputs", by_shape.len());
+    let mut shaped: Vec<(Vec<Vec<usize>>, Shaped)> = vec![];
+    let mut ranges: HashMap<String, (f32, f32)> = HashMap::new();
+    for (key, sets) in &by_shape {
+        let shapes: HashMap<String, Vec<usize>> =
+            names.iter().cloned().zip(key.iter().cloned()).collect();
+        let own: Vec<Vec<usize>> = graph.input_types().into_iter().map(|t| t.shape).collect();
+        let g = if *key == own {
+            graph.clone()
+        } else {
+            graph_for(&shapes)?
+        };
+        let mut m = jit(g.clone(), threads)?;
+        let inputs: Vec<&Vec<Tensor>> = sets.iter().map(|&i| all_sets[i]).collect();
+        let reference = run_sets(&mut m, &inputs)?;
+        // 3. Activation ranges of conv inputs, from the calibration sets of this shape.
+        let cal_sets: Vec<&Vec<Tensor>> = sets
+            .iter()
+            .filter(|&&i| i < cal.len())
+            .map(|&i| all_sets[i])
+            .collect();
+        if !cal_sets.is_empty() {
+            observe_ranges(&g, &cal_sets, threads, &mut ranges)?;
+        }
+        let conv = to_egraph(&g, 0)?;
+        shaped.push((
+            key.clone(),
+            Shaped {
+                conv,
+                alts: vec![],
+                reference,
+                sets: sets.clone(),
+            },
+        ));
+        progress.step();
+    }
+    progress.done();
+    for (_, s) in &mut shaped {
+        s.alts = quantize::add_alternatives(&mut s.conv, &ranges, &model);
+    }
+    let mut main = to_egraph(&graph, 0)?;
+    let mut alts = quantize::add_alternatives(&mut main, &ranges, &model);
+
+    // Measure `taken` on the sets selected by `pick` (calibration or evaluation sets).
+    let measure = |taken: &[(String, String)],
+                   shaped: &[(Vec<Vec<usize>>, Shaped)],
+                   pick: &dyn Fn(usize) -> bool|
+     -> Result<Vec<OutputError>> {
+        let (mut want, mut got) = (vec![], vec![]);
+        for (_, s) in shaped {
+            let idx: Vec<usize> = (0..s.sets.len()).filter(|&j| pick(s.sets[j])).collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let choice = choice_by_name(&s.alts, taken);
+            let g = extract(&s.conv, &s.alts, &choice, &model)?;
+            let mut m = jit(g, threads)?;
+            for j in idx {
+                got.push(m.run(all_sets[s.sets[j]])?);
+                want.push(s.reference[j].clone());
+            }
+        }
+        Ok(metrics::compare(&output_names, &want, &got, None))
+    };
+    let ncal = cal.len();
+    let is_cal = move |i: usize| i < ncal;
+
+    // 5. Per-alternative errors (only with a budget).
+    let budget = (!copts.max_error.is_empty()).then_some(&copts.max_error);
+    let mut progress = Progress::new("per-layer sensitivity", alts.len());
+    for a in &mut alts {
+        a.error = Some(match budget {
+            Some(b) => {
+                let errs = measure(&[(a.layer.clone(), a.label.clone())], &shaped, &is_cal)?;
+                budget_share(b, &errs)
+            }
+            None => 0.0,
+        });
+        progress.step();
+    }
+    progress.done();
+
+    // 6-7. Choose, measure on the evaluation sets, back off while over budget.
+    let mut selection = choose(&alts, budget.map(|_| 1.0));
+    let ncal_eval = cal.len();
+    let is_eval = move |i: usize| i >= ncal_eval;
+    let eval_labels = labels.as_deref();
+    let mut rounds = 0;
+    let final_errors = loop {
+        let taken: Vec<(String, String)> = selection
+            .choice
+            .iter()
+            .map(|&i| (alts[i].layer.clone(), alts[i].label.clone()))
+            .collect();
+        let errs = measure_eval(
+            &taken,
+            &shaped,
+            &all_sets,
+            &is_eval,
+            &output_names,
+            eval_labels,
+            &model,
+            threads,
+        )?;
+        let over = budget.map(|b| b.violations(&errs)).unwrap_or_default();
+        if over.is_empty() || selection.choice.is_empty() || rounds >= 8 {
+            report.violations = over;
+            break errs;
+        }
+        // The taken alternative with the largest estimated error goes back to f32.
+        let worst = *selection
+            .choice
+            .iter()
+            .max_by(|&&a, &&b| {
+                alts[a]
+                    .error
+                    .unwrap_or(0.0)
+                    .total_cmp(&alts[b].error.unwrap_or(0.0))
+                    .then(alts[a].saving().total_cmp(&alts[b].saving()).reverse())
+            })
+            .expect("non-empty");
+        selection.notes.push(format!(
+            "{}: back to f32 after measuring ({}; estimated {:.3} of the budget)",
+            alts[worst].layer,
+            over.join("; "),
+            alts[worst].error.unwrap_or(0.0)
+        ));
+        selection.choice.remove(&worst);
+        rounds += 1;
+    };
+    let compressed = extract(&main, &alts, &selection.choice, &model)?;
+    report.outputs = final_errors;
+    report.layers = report::layer_rows(&alts, &selection);
+    report.notes = selection.notes.clone();
+    report.before = report::Size::of(&graph);
+    report.after = report::Size::of(&compressed);
+    if copts.measure_latency {
+        report.latency = report::latency(&graph, &compressed, opts).ok();
+    }
+    report.time = t0.elapsed();
+    Ok((compressed, report))
+}
+
+/// The errors of the compressed model (alternatives `taken`) on the evaluation sets, with
+/// labels when given.
+#[allow(clippy::too_many_arguments)]
+fn measure_eval(
+    taken: &[(String, String)],
+    shaped: &[(Vec<Vec<usize>>, Shaped)],
+    all_sets: &[&Vec<Tensor>],
+    pick: &dyn Fn(usize) -> bool,
+    output_names: &[String],
+    labels: Option<&[i64]>,
+    model: &CostModel,
+    threads: usize,
+) -> Result<Vec<OutputError>> {
+    // Evaluation sets in their original order (labels follow it).
+    let mut order: Vec<(usize, usize, usize)> = vec![];
+    for (si, (_, s)) in shaped.iter().enumerate() {
+        for (j, &set) in s.sets.iter().enumerate() {
+            if pick(set) {
+                order.push((set, si, j));
+            }
+        }
+    }
+    order.sort();
+    let mut models: HashMap<usize, crate::CompiledModel> = HashMap::new();
+    let (mut want, mut got) = (vec![], vec![]);
+    for (set, si, j) in order {
+        let s = &shaped[si].1;
+        let m = match models.entry(si) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let choice = choice_by_name(&s.alts, taken);
+                let g = extract(&s.conv, &s.alts, &choice, model)?;
+                e.insert(jit(g, threads)?)
+            }
+        };
+        got.push(m.run(all_sets[set])?);
+        want.push(s.reference[j].clone());
+    }
+    Ok(metrics::compare(output_names, &want, &got, labels))
+}
+
+/// Min and max of the activation input of every conv of `g` over `sets`, by layer name.
+fn observe_ranges(
+    g: &Graph,
+    sets: &[&Vec<Tensor>],
+    threads: usize,
+    ranges: &mut HashMap<String, (f32, f32)>,
+) -> Result<()> {
+    let mut observed = g.clone();
+    let mut layers = vec![];
+    for n in g.topo_order()? {
+        let node = g.node(n);
+        let is_conv = match &node.op {
+            optc_ir::Op::Conv { .. } => true,
+            optc_ir::Op::Fused { base, .. } => matches!(**base, optc_ir::Op::Conv { .. }),
+            _ => false,
+        };
+        if !is_conv {
+            continue;
+        }
+        let Some(&x) = g.node_inputs(n).first() else {
+            continue;
+        };
+        observed.add_output(&format!("observe {}", node.name), x);
+        layers.push(node.name.clone());
+    }
+    if layers.is_empty() {
+        return Ok(());
+    }
+    let first = g.outputs.len();
+    let mut m = jit(observed, threads)?;
+    for s in sets {
+        let outs = m.run(s)?;
+        for (name, t) in layers.iter().zip(&outs[first..]) {
+            let Some(v) = t.as_f32() else { continue };
+            let (lo, hi) = v
+                .iter()
+                .filter(|x| x.is_finite())
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+                    (l.min(x), h.max(x))
+                });
+            if lo <= hi {
+                let e = ranges.entry(name.clone()).or_insert((lo, hi));
+                e.0 = e.0.min(lo);
+                e.1 = e.1.max(hi);
+            }
+        }
+    }
+    Ok(())
+}
