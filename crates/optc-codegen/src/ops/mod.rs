@@ -110,6 +110,13 @@ pub(crate) fn lower_node(
         Op::LayerNorm { axis, epsilon } => lower_layernorm(e, info, ins, outp[0], *axis, *epsilon),
         Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. } => Err(info
             .err("quantized contractions have no code generation yet (the interpreter runs them)")),
+        Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::DynamicQuantizeLinear
+        | Op::MatMulInteger
+        | Op::ConvInteger { .. } => Err(info.err(
+            "linear quantization ops have no code generation yet (the interpreter runs them)",
+        )),
     }
 }
 
