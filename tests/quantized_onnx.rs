@@ -1,7 +1,7 @@
 //! Quantized ONNX models against onnxruntime's outputs: every case of
 //! `tests/data/quantized/` (made by its `make_fixtures.py` with onnxruntime; see there) is
-//! imported and run in the reference interpreter (the JIT follows with the generic
-//! lowering). The interpreter and -O0 must give onnxruntime's outputs bit for bit (optc
+//! imported and run in the reference interpreter, and compiled and run by the JIT at -O0
+//! and -O2. The interpreter and -O0 must give onnxruntime's outputs bit for bit (optc
 //! follows onnxruntime's arithmetic step by step: integers exact, the same f32 operations
 //! in the same order). So must -O2 on the single-op cases. The `tool_*` cases are whole
 //! models made by onnxruntime's quantization tool: at -O2 `passes/quantize` moves them onto
@@ -105,5 +105,18 @@ fn quantized_onnx_cases_match_onnxruntime() {
         let g = optc::import_bytes(&bytes, &opts).unwrap_or_else(|e| panic!("{case}: {e}"));
         let got = optc_ir::interp::run(&g, &inputs).unwrap_or_else(|e| panic!("{case}: {e}"));
         compare(&case, "interpreter", &got, &want, false);
+        for level in [0, 2] {
+            let opts = Options {
+                opt_level: level,
+                ..Default::default()
+            };
+            let mut m = optc::compile_bytes(&bytes, &opts)
+                .unwrap_or_else(|e| panic!("{case} -O{level}: {e}"));
+            let got = m
+                .run(&inputs)
+                .unwrap_or_else(|e| panic!("{case} -O{level}: {e}"));
+            let rewritten = level > 0 && case.starts_with("tool_");
+            compare(&case, &format!("JIT -O{level}"), &got, &want, rewritten);
+        }
     }
 }

@@ -111,6 +111,13 @@ fn dequantize_linear_onnx_examples() {
             295.0, -960.0, -270.0, -375.0, -470.0,
         ])
     );
+    // Per axis without a zero point.
+    let x = t(&[2, 2], Data::I8(vec![1, -2, 3, -4]));
+    let y = eval1(
+        &Op::DequantizeLinear { axis: 1 },
+        &[&x, &f32s(&[2], &[0.5, 2.0])],
+    );
+    assert_eq!(y.data(), &Data::F32(vec![0.5, -4.0, 1.5, -8.0]));
     // i32 (a bias): no zero point; a large difference rounds once to f32.
     let x = t(&[3], Data::I32(vec![i32::MAX, -7, i32::MIN]));
     let y = eval1(&Op::DequantizeLinear { axis: 0 }, &[&x, &f32s(&[], &[0.5])]);

@@ -29,6 +29,21 @@ pub(crate) enum Elementwise {
     /// A fused step chain on f32: operand 0 is the running value, each step applies a
     /// unary op or a binary op with operand `k` (swapped: `operand op acc`).
     Chain(Vec<ChainStep>),
+    /// `QuantizeLinear`: operands x (f32), scale (f32), zero point (u8/i8, when `zero`);
+    /// `clamp(round_half_even(x / scale) + zero, lo, hi)` (see `optc_ir::linear_quantization`).
+    Quantize {
+        lo: i32,
+        hi: i32,
+        zero: bool,
+    },
+    /// `DequantizeLinear`: operands x (u8/i8/i32), scale, zero point (when `zero`);
+    /// `f32(x - zero) * scale`.
+    Dequantize {
+        zero: bool,
+    },
+    /// `i32(x) - i32(zero)` of two integer operands: a zero point taken off (integer
+    /// contractions work on the shifted values).
+    Shift,
 }
 
 /// The f32 binary ops with an f32x4 form (the others run scalar).

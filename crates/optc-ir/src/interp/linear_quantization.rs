@@ -18,15 +18,15 @@ fn param_index(shape: &[usize], axis: usize, per_axis: bool) -> impl Fn(usize) -
     }
 }
 
-/// A zero point's values as i64 (0 when absent).
-fn zeros_of(t: Option<&&Tensor>) -> Vec<i64> {
-    t.map_or(vec![0], |z| z.to_i64_vec())
+/// A zero point's values as i64, one per scale (0 when absent).
+fn zeros_of(t: Option<&&Tensor>, scales: usize) -> Vec<i64> {
+    t.map_or(vec![0; scales], |z| z.to_i64_vec())
 }
 
 pub(super) fn quantize_linear(x: &[&Tensor], axis: usize, out: DType) -> Result<Data> {
     let v = f32s(x[0])?;
     let scale = f32s(x[1])?;
-    let zero = zeros_of(x.get(2));
+    let zero = zeros_of(x.get(2), scale.len());
     let Some((lo, hi)) = range(out) else {
         bail!("cannot quantize to {out}");
     };
@@ -44,7 +44,7 @@ pub(super) fn quantize_linear(x: &[&Tensor], axis: usize, out: DType) -> Result<
 pub(super) fn dequantize_linear(x: &[&Tensor], axis: usize) -> Result<Data> {
     let v = x[0].to_i64_vec();
     let scale = f32s(x[1])?;
-    let zero = zeros_of(x.get(2));
+    let zero = zeros_of(x.get(2), scale.len());
     let at = param_index(x[0].shape(), axis, scale.len() != 1);
     Ok(Data::F32(
         v.iter()
@@ -122,8 +122,8 @@ pub(super) fn conv_integer(
     out: &[usize],
 ) -> Result<Data> {
     let (xv, wv) = (x[0].to_i64_vec(), x[1].to_i64_vec());
-    let xz = zeros_of(x.get(2))[0];
-    let wz = zeros_of(x.get(3));
+    let xz = zeros_of(x.get(2), 1)[0];
+    let wz = zeros_of(x.get(3), 1);
     let xs = x[0].shape();
     let ws = x[1].shape();
     let (nb, c, m) = (xs[0], xs[1], ws[0]);
