@@ -472,6 +472,26 @@ pub(super) fn mixed_math(e: &mut Emitter, f: &Elementwise, a: &[Value]) -> Value
             e.b.ins().band(m, one)
         }
         Elementwise::Binary(BinaryOp::And) => e.b.ins().band(a[0], a[1]),
+        Elementwise::Quantize { lo, hi, zero } => {
+            // the scalar path's steps, on f32x4 (zero point lanes widened to i32)
+            let z = if *zero {
+                e.b.ins().fcvt_from_sint(F32X4, a[2])
+            } else {
+                e.float_const(F32X4, 0.0)
+            };
+            let q = e.b.ins().fdiv(a[0], a[1]);
+            let r = round_add_clamp(e, F32X4, q, z, *lo, *hi);
+            e.b.ins().fcvt_to_sint_sat(I32X4, r)
+        }
+        Elementwise::Dequantize { zero } => {
+            let d = if *zero {
+                e.b.ins().isub(a[0], a[2])
+            } else {
+                a[0]
+            };
+            let f = e.b.ins().fcvt_from_sint(F32X4, d);
+            e.b.ins().fmul(f, a[1])
+        }
         _ => e.b.ins().bor(a[0], a[1]),
     }
 }
