@@ -366,12 +366,15 @@ fn rules() -> Vec<Rule> {
                 children(x, (*w).clone(), ws, Some((s, z)), None),
             ))
         }),
-        FnRule::rewrite("dequantize-constant", |eg, _c, n| {
+        FnRule::rewrite("dequantize-constant", |eg, class, n| {
             // The constant folding of DequantizeLinear, which the analysis leaves to this
-            // pass: weights no rule above consumed become f32.
+            // pass: weights no rule above consumed become f32 (once).
             let op @ Op::DequantizeLinear { .. } = n.op()? else {
                 return None;
             };
+            if eg[class].data.konst.is_some() {
+                return None;
+            }
             let ins: Vec<Arc<Tensor>> = n
                 .children
                 .iter()
