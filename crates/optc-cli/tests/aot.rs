@@ -364,6 +364,66 @@ fn bad_model_is_a_readable_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Compile `model` for AArch64, link the C example with the cross gcc, run it under qemu-user
+/// on `inputs` and compare with the x86-64 JIT: f32 outputs within rounding (the x86-64 JIT
+/// sums in the order of its AVX2 kernels, the AArch64 object in that of its NEON / portable
+/// code), everything else bit for bit.
+fn aarch64_matches_jit(dir: &Path, model: &Path, name: &str, inputs: &[Tensor]) {
+    let obj = dir.join(format!("{name}.o"));
+    optc(&[
+        model.to_str().unwrap(),
+        "--target",
+        "aarch64-neon",
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    let exe = dir.join(format!("{name}_arm"));
+    link_c_example("aarch64-linux-gnu-gcc", &["-O2"], name, dir, &obj, &exe);
+    let mut args = write_inputs(dir, &format!("{name}_"), inputs);
+    let want = jit(&std::fs::read(model).unwrap(), inputs);
+    let outs: Vec<PathBuf> = (0..want.len())
+        .map(|i| dir.join(format!("{name}_out{i}.bin")))
+        .collect();
+    args.extend(outs.iter().cloned());
+    let run = Command::new("qemu-aarch64")
+        .arg("-L")
+        .arg("/usr/aarch64-linux-gnu")
+        .arg(&exe)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let otys = optc::import_bytes(&std::fs::read(model).unwrap(), &optc::Options::default())
+        .unwrap()
+        .output_types();
+    for (i, p) in outs.iter().enumerate() {
+        let got = std::fs::read(p).unwrap();
+        if otys[i].dtype != DType::F32 {
+            assert_eq!(
+                got, want[i],
+                "{name}: output {i} differs from the x86-64 JIT"
+            );
+            continue;
+        }
+        assert_eq!(got.len(), want[i].len(), "{name}: output {i} size");
+        let f = |b: &[u8]| -> Vec<f32> {
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        for (j, (a, b)) in f(&got).iter().zip(f(&want[i])).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 + 1e-5 * b.abs() || (a.is_nan() && b.is_nan()),
+                "{name}: output {i} element {j}: AArch64 {a} vs x86-64 JIT {b}"
+            );
+        }
+    }
+}
+
 /// Cross-compiled objects run: link the C example with the AArch64 cross gcc and run it under
 /// qemu-user (`.ci/run` installs both; outside CI the test is skipped when they are missing),
 /// and match the x86-64 JIT (f32 within rounding).
@@ -400,61 +460,50 @@ fn aarch64_object_runs_under_qemu_like_the_jit() {
         (m2.clone(), "two", vec![x, n]),
     ];
     for (model, name, inputs) in cases {
-        let obj = dir.join(format!("{name}.o"));
-        optc(&[
-            model.to_str().unwrap(),
-            "--target",
-            "aarch64-neon",
-            "-o",
-            obj.to_str().unwrap(),
-        ]);
-        let exe = dir.join(format!("{name}_arm"));
-        link_c_example("aarch64-linux-gnu-gcc", &["-O2"], name, &dir, &obj, &exe);
-        let mut args = write_inputs(&dir, &format!("{name}_"), &inputs);
-        let want = jit(&std::fs::read(&model).unwrap(), &inputs);
-        let outs: Vec<PathBuf> = (0..want.len())
-            .map(|i| dir.join(format!("{name}_out{i}.bin")))
-            .collect();
-        args.extend(outs.iter().cloned());
-        let run = Command::new("qemu-aarch64")
-            .arg("-L")
-            .arg("/usr/aarch64-linux-gnu")
-            .arg(&exe)
-            .args(&args)
+        aarch64_matches_jit(&dir, &model, name, &inputs);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The quantized ONNX fixtures (`tests/data/quantized`: the quantization ops, the integer and
+/// int8 contractions on the generic lowering) run as AArch64 objects under qemu like the
+/// x86-64 JIT.
+#[test]
+fn quantized_models_run_under_qemu_like_the_jit() {
+    let have = |t: &str| {
+        Command::new(t)
+            .arg("--version")
             .output()
-            .unwrap();
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("qemu-aarch64") || !have("aarch64-linux-gnu-gcc") {
         assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
+            std::env::var_os("CI").is_none(),
+            "CI must have qemu-aarch64 and aarch64-linux-gnu-gcc (see .ci/run)"
         );
-        // f32 outputs within rounding: the x86-64 JIT sums in the order of its AVX2 kernels,
-        // the AArch64 object in that of its NEON / portable code. Everything else bit for bit.
-        let otys = optc::import_bytes(&std::fs::read(&model).unwrap(), &optc::Options::default())
-            .unwrap()
-            .output_types();
-        for (i, p) in outs.iter().enumerate() {
-            let got = std::fs::read(p).unwrap();
-            if otys[i].dtype != DType::F32 {
-                assert_eq!(
-                    got, want[i],
-                    "{name}: output {i} differs from the x86-64 JIT"
-                );
-                continue;
-            }
-            assert_eq!(got.len(), want[i].len(), "{name}: output {i} size");
-            let f = |b: &[u8]| -> Vec<f32> {
-                b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
-            };
-            for (j, (a, b)) in f(&got).iter().zip(f(&want[i])).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-6 + 1e-5 * b.abs() || (a.is_nan() && b.is_nan()),
-                    "{name}: output {i} element {j}: AArch64 {a} vs x86-64 JIT {b}"
-                );
-            }
-        }
+        eprintln!("skipped: qemu-aarch64 or aarch64-linux-gnu-gcc is not installed");
+        return;
+    }
+    let dir = tmp("qemu_quantized");
+    let data = root().join("tests/data/quantized");
+    for case in [
+        "quantize_per_axis_negative",
+        "quantize_per_axis_0_i8",
+        "dequantize_per_axis_i8",
+        "dynamic_quantize_mixed",
+        "matmul_integer_batched_both",
+        "conv_integer_group",
+        "qlinear_conv_per_channel_bias",
+        "qlinear_matmul_per_column_i8_out",
+        "tool_dynamic_mlp_per_channel",
+        "tool_static_cnn_per_channel",
+    ] {
+        let inputs: Vec<Tensor> = (0..)
+            .map(|i| data.join(case).join(format!("input_{i}.pb")))
+            .take_while(|p| p.exists())
+            .map(|p| optc_onnx::tensor_from_pb(&std::fs::read(p).unwrap()).unwrap())
+            .collect();
+        aarch64_matches_jit(&dir, &data.join(case).join("model.onnx"), case, &inputs);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

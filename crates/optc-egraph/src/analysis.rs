@@ -85,7 +85,10 @@ impl OptAnalysis {
 
 fn fold(egraph: &mut OptEGraph, op: &Op, children: &[Id], out: &TensorType) -> Option<ConstId> {
     let limit = egraph.analysis.fold_limit;
-    if limit == 0 {
+    // A DequantizeLinear of constants would quadruple int8 weights into f32 ones before the
+    // rules of `passes/quantize` see them (they put the int8 weights into int8 ops, and fold
+    // the rest themselves: `dequantize-constant`).
+    if limit == 0 || matches!(op, Op::DequantizeLinear { .. }) {
         return None;
     }
     let mut ins = Vec::with_capacity(children.len());

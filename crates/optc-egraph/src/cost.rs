@@ -124,6 +124,23 @@ impl CostModel {
                     let x_n = ins.first().map(|t| t.numel()).unwrap_or(0);
                     (0.0, 4.0 * x_n as f64 + 2.0 * out_n as f64)
                 }
+                Op::MatMulInteger => {
+                    let k = ins
+                        .first()
+                        .and_then(|t| t.shape.last())
+                        .copied()
+                        .unwrap_or(1);
+                    int8 = 2.0 * out_n as f64 * k as f64;
+                    (0.0, 0.0)
+                }
+                Op::ConvInteger { .. } => {
+                    let k: usize = ins
+                        .get(1)
+                        .map(|w| w.shape.iter().skip(1).product())
+                        .unwrap_or(1);
+                    int8 = 2.0 * out_n as f64 * k as f64;
+                    (0.0, 0.0)
+                }
                 _ => (0.0, 0.0),
             },
             CostClass::Elementwise => (0.0, out_n as f64),

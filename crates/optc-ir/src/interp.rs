@@ -17,6 +17,7 @@
 //! - `Pow` with an integer base: a non-negative integer exponent gives the wrapping integer
 //!   power; any other exponent computes `powf` in `f64` and casts back (truncating, saturating).
 
+mod linear_quantization;
 mod quantized;
 
 use crate::{
@@ -520,6 +521,24 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
             window,
             *group,
             *activation,
+            &out[0].shape,
+        )?),
+        Op::QuantizeLinear { axis } => one(linear_quantization::quantize_linear(
+            x,
+            *axis,
+            out[0].dtype,
+        )?),
+        Op::DequantizeLinear { axis } => one(linear_quantization::dequantize_linear(x, *axis)?),
+        Op::DynamicQuantizeLinear => linear_quantization::dynamic_quantize_linear(x[0])?
+            .into_iter()
+            .zip(out)
+            .map(|(d, t)| tensor(t, d))
+            .collect(),
+        Op::MatMulInteger => one(linear_quantization::matmul_integer(x)?),
+        Op::ConvInteger { window, group } => one(linear_quantization::conv_integer(
+            x,
+            window,
+            *group,
             &out[0].shape,
         )?),
         Op::BatchNorm { epsilon } => {

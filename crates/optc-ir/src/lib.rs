@@ -10,6 +10,7 @@
 mod dtype;
 mod error;
 mod graph;
+pub mod linear_quantization;
 mod op;
 pub mod op_table;
 pub mod quantized;

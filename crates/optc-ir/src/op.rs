@@ -4,6 +4,7 @@
 //! `auto_pad`, opset differences and shape-typed inputs into the static attributes below,
 //! so every op here is fully described by its attributes and its input types.
 
+use crate::linear_quantization;
 use crate::quantized::{self, ActivationQuantization};
 use crate::{bail, checked_numel, DType, Result};
 use std::fmt;
@@ -359,6 +360,24 @@ pub enum Op {
         group: usize,
         activation: ActivationQuantization,
     },
+    /// ONNX `QuantizeLinear`: f32 to u8/i8 with a scale and zero point per tensor or per
+    /// index of `axis`. See [`crate::linear_quantization`] for this op and the four below.
+    QuantizeLinear {
+        axis: usize,
+    },
+    /// ONNX `DequantizeLinear`: u8/i8/i32 to f32, `(x - zero) * scale`.
+    DequantizeLinear {
+        axis: usize,
+    },
+    /// ONNX `DynamicQuantizeLinear`: three outputs, `y` (u8), its scale and zero point.
+    DynamicQuantizeLinear,
+    /// ONNX `MatMulInteger`: `(a - a_zero) @ (b - b_zero)` in i32, numpy batching.
+    MatMulInteger,
+    /// ONNX `ConvInteger`: a conv of `(x - x_zero)` and `(w - w_zero)` in i32.
+    ConvInteger {
+        window: Window,
+        group: usize,
+    },
     /// `base` on the first `base_inputs` inputs, then `steps` applied elementwise to its
     /// result in order, without intermediate tensors: epilogues of Conv/Gemm/MatMul (bias,
     /// activation, residual add) and chains of elementwise ops. The base must have one f32
@@ -396,11 +415,94 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// Output shape of numpy `matmul` of `a` and `b` (rank-1 operands promoted, batch dims
+/// broadcast); `what` names the op in errors.
+pub(crate) fn matmul_shape(what: &str, a: &TensorType, b: &TensorType) -> Result<Vec<usize>> {
+    if a.rank() == 0 || b.rank() == 0 {
+        bail!("{what} does not take scalars");
+    }
+    let mut sa = a.shape.clone();
+    let mut sb = b.shape.clone();
+    let (pa, pb) = (sa.len() == 1, sb.len() == 1);
+    if pa {
+        sa.insert(0, 1);
+    }
+    if pb {
+        sb.push(1);
+    }
+    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+    if k != k2 {
+        bail!(
+            "{what} inner dims differ: {:?} @ {:?} ({} vs {})",
+            a.shape,
+            b.shape,
+            k,
+            k2
+        );
+    }
+    let mut s = broadcast_shapes(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
+    if !pa {
+        s.push(m);
+    }
+    if !pb {
+        s.push(n);
+    }
+    Ok(s)
+}
+
+/// Output shape of a conv of `x [N, C, *sp]` with `w [M, C/group, *k]` (the window's and
+/// the group's rules); `what` names the op in errors.
+pub(crate) fn conv_shape(
+    what: &str,
+    window: &Window,
+    group: usize,
+    x: &TensorType,
+    w: &TensorType,
+) -> Result<Vec<usize>> {
+    window.check(what)?;
+    if window.ceil_mode {
+        bail!("{what} has no ceil_mode");
+    }
+    let nsp = window.nsp();
+    if x.rank() != nsp + 2 || w.rank() != nsp + 2 {
+        bail!(
+            "{what} with {} spatial dims needs rank-{} input and weight, got {:?} and {:?}",
+            nsp,
+            nsp + 2,
+            x.shape,
+            w.shape
+        );
+    }
+    let (c, m) = (x.shape[1], w.shape[0]);
+    if group == 0 || c % group != 0 || m % group != 0 || w.shape[1] * group != c {
+        bail!(
+            "{what}: input has {} channels, weight {:?}, group {} do not agree",
+            c,
+            w.shape,
+            group
+        );
+    }
+    if w.shape[2..] != window.kernel[..] {
+        bail!(
+            "{what}: weight {:?} does not match kernel {:?}",
+            w.shape,
+            window.kernel
+        );
+    }
+    let mut s = vec![x.shape[0], m];
+    for i in 0..nsp {
+        s.push(window.out_dim(i, x.shape[i + 2])?);
+    }
+    Ok(s)
+}
+
 impl Op {
     /// Number of outputs.
     pub fn num_outputs(&self) -> usize {
         match self {
             Op::Split { sizes, .. } => sizes.len(),
+            Op::DynamicQuantizeLinear => 3,
             _ => 1,
         }
     }
@@ -515,37 +617,7 @@ impl Op {
                 if a.dtype != DType::F32 || b.dtype != DType::F32 {
                     bail!("matmul needs f32, got {} and {}", a.dtype, b.dtype);
                 }
-                if a.rank() == 0 || b.rank() == 0 {
-                    bail!("matmul does not take scalars");
-                }
-                let mut sa = a.shape.clone();
-                let mut sb = b.shape.clone();
-                let (pa, pb) = (sa.len() == 1, sb.len() == 1);
-                if pa {
-                    sa.insert(0, 1);
-                }
-                if pb {
-                    sb.push(1);
-                }
-                let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
-                let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
-                if k != k2 {
-                    bail!(
-                        "matmul inner dims differ: {:?} @ {:?} ({} vs {})",
-                        a.shape,
-                        b.shape,
-                        k,
-                        k2
-                    );
-                }
-                let mut s = broadcast_shapes(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
-                if !pa {
-                    s.push(m);
-                }
-                if !pb {
-                    s.push(n);
-                }
-                one(TensorType::new(DType::F32, s))
+                one(TensorType::new(DType::F32, matmul_shape("matmul", a, b)?))
             }
             Op::Gemm {
                 trans_a, trans_b, ..
@@ -597,51 +669,31 @@ impl Op {
                 activation,
             } => one(quantized::infer_conv(window, *group, *activation, inputs)?),
             Op::Conv { window, group } => {
-                window.check("conv")?;
-                if window.ceil_mode {
-                    bail!("conv has no ceil_mode");
-                }
                 let (x, w) = (inputs[0], inputs[1]);
-                let nsp = window.nsp();
-                if x.rank() != nsp + 2 || w.rank() != nsp + 2 {
-                    bail!(
-                        "conv with {} spatial dims needs rank-{} input and weight, got {:?} and {:?}",
-                        nsp,
-                        nsp + 2,
-                        x.shape,
-                        w.shape
-                    );
-                }
                 if x.dtype != DType::F32 || w.dtype != DType::F32 {
                     bail!("conv needs f32");
                 }
-                let (c, m) = (x.shape[1], w.shape[0]);
-                if *group == 0 || c % group != 0 || m % group != 0 || w.shape[1] * group != c {
-                    bail!(
-                        "conv: input has {} channels, weight {:?}, group {} do not agree",
-                        c,
-                        w.shape,
-                        group
-                    );
-                }
-                if w.shape[2..] != window.kernel[..] {
-                    bail!(
-                        "conv: weight {:?} does not match kernel {:?}",
-                        w.shape,
-                        window.kernel
-                    );
-                }
+                let s = conv_shape("conv", window, *group, x, w)?;
                 if let Some(b) = inputs.get(2) {
-                    if b.shape != [m] {
-                        bail!("conv bias must have shape [{m}], got {:?}", b.shape);
+                    if b.shape != [w.shape[0]] {
+                        bail!(
+                            "conv bias must have shape [{}], got {:?}",
+                            w.shape[0],
+                            b.shape
+                        );
                     }
-                }
-                let mut s = vec![x.shape[0], m];
-                for i in 0..nsp {
-                    s.push(window.out_dim(i, x.shape[i + 2])?);
                 }
                 one(TensorType::f32(&s))
             }
+            Op::QuantizeLinear { axis } => one(linear_quantization::infer_quantize(*axis, inputs)?),
+            Op::DequantizeLinear { axis } => {
+                one(linear_quantization::infer_dequantize(*axis, inputs)?)
+            }
+            Op::DynamicQuantizeLinear => linear_quantization::infer_dynamic(inputs[0]),
+            Op::MatMulInteger => one(linear_quantization::infer_matmul_integer(inputs)?),
+            Op::ConvInteger { window, group } => one(linear_quantization::infer_conv_integer(
+                window, *group, inputs,
+            )?),
             Op::BatchNorm { .. } => {
                 let x = x.unwrap();
                 if x.rank() < 2 || x.dtype != DType::F32 {

@@ -31,15 +31,17 @@ pub enum Family {
     Binary,
     /// `where`: elementwise, three inputs.
     Select,
-    /// `cast`: elementwise dtype conversion.
+    /// `cast`, `quantize_linear`, `dequantize_linear`: elementwise dtype conversions (the
+    /// last two with parameters per tensor or per index of an axis).
     Convert,
-    /// Sums of products: matmul, gemm, conv.
+    /// Sums of products: matmul, gemm, conv, their quantized and integer forms.
     Contraction,
     /// batch_norm, layer_norm, softmax.
     Normalization,
     /// Sliding-window reductions: max_pool, avg_pool.
     Pool,
-    /// Reductions over axes.
+    /// Reductions over axes; `dynamic_quantize_linear` (the whole tensor's range chooses
+    /// the scale and zero point it is quantized with).
     Reduction,
     /// Data movement: reshape, transpose, concat, split, slice, pad, gather, expand.
     Movement,
@@ -279,6 +281,12 @@ op_table! {
 
     Where "where" (3, 3) Select Elementwise [] {} (Op::Where);
     Cast "cast" (1, 1) Convert Elementwise [] {to: DTypeName} (Op::Cast { to });
+    QuantizeLinear "quantize_linear" (2, 3) Convert Elementwise [] {axis: Size}
+        (Op::QuantizeLinear { axis });
+    DequantizeLinear "dequantize_linear" (2, 3) Convert Elementwise [] {axis: Size}
+        (Op::DequantizeLinear { axis });
+    DynamicQuantizeLinear "dynamic_quantize_linear" (1, 1) Reduction Reduction [] {}
+        (Op::DynamicQuantizeLinear);
 
     MatMul "matmul" (2, 2) Contraction Dense [FusedBase] {} (Op::MatMul);
     Gemm "gemm" (2, 3) Contraction Dense [FusedBase]
@@ -291,6 +299,9 @@ op_table! {
     QuantizedConv "quantized_conv" (3, 6) Contraction Dense [FusedBase]
         {window: ConvWindow, group: Size, activation: ActivationQuantizationName}
         (Op::QuantizedConv { window, group, activation });
+    MatMulInteger "matmul_integer" (2, 4) Contraction Dense [] {} (Op::MatMulInteger);
+    ConvInteger "conv_integer" (2, 4) Contraction Dense [] {window: ConvWindow, group: Size}
+        (Op::ConvInteger { window, group });
 
     BatchNorm "batch_norm" (5, 5) Normalization Normalization [FusedBase] {epsilon: Float}
         (Op::BatchNorm { epsilon });

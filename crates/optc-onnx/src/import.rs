@@ -11,6 +11,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tract_onnx::pb;
 
+mod quantization;
+
 type R<T> = Result<T, String>;
 
 /// Results with at most this many elements are folded for any op.
@@ -35,8 +37,11 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvInteger",
+    "DequantizeLinear",
     "Div",
     "Dropout",
+    "DynamicQuantizeLinear",
     "Equal",
     "Erf",
     "Exp",
@@ -58,6 +63,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "LessOrEqual",
     "Log",
     "MatMul",
+    "MatMulInteger",
     "Max",
     "MaxPool",
     "Min",
@@ -67,6 +73,9 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Or",
     "Pad",
     "Pow",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
     "Range",
     "Reciprocal",
     "ReduceL2",
@@ -233,6 +242,15 @@ impl Ctx {
                 }
             }
         }
+        let values: Vec<Value> = ins.iter().map(|v| self.materialize(v)).collect();
+        let n = self.unique(name);
+        let outs = self.g.add_node(&n, op, &values).map_err(|e| e.msg)?;
+        Ok(outs.into_iter().map(Val::Dyn).collect())
+    }
+
+    /// Add `op` on `ins` without folding it, even when every input is constant (a
+    /// `DequantizeLinear` of int8 weights stays int8: the optimizer decides).
+    fn emit_kept(&mut self, name: &str, op: Op, ins: &[Val]) -> R<Vec<Val>> {
         let values: Vec<Value> = ins.iter().map(|v| self.materialize(v)).collect();
         let n = self.unique(name);
         let outs = self.g.add_node(&n, op, &values).map_err(|e| e.msg)?;
@@ -862,29 +880,20 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "Conv" => {
             let x = req(0)?;
             let w = req(1)?;
-            let (xt, wt) = (ctx.ty(&x), ctx.ty(&w));
-            if wt.rank() < 3 || xt.rank() != wt.rank() {
-                return Err(format!(
-                    "input {} and weight {} must have the same rank >= 3",
-                    xt, wt
-                ));
-            }
-            let kernel = match a.ints("kernel_shape") {
-                Some(k) => dims_of(&k, "kernel_shape")?,
-                None => wt.shape[2..].to_vec(),
-            };
-            let window = window(&a, &xt, kernel, false)?;
-            let group = a.int_or("group", 1);
-            let group = usize::try_from(group)
-                .ok()
-                .filter(|&g| g <= LIMIT_DIM)
-                .ok_or_else(|| format!("bad group {group}"))?;
+            let (window, group) = conv_attrs(&a, &ctx.ty(&x), &ctx.ty(&w))?;
             let mut ins = vec![x, w];
             if let Some(b) = inp(2) {
                 ins.push(b);
             }
             one(ctx.emit1(name, Op::Conv { window, group }, &ins, false)?)
         }
+        "QuantizeLinear"
+        | "DequantizeLinear"
+        | "DynamicQuantizeLinear"
+        | "MatMulInteger"
+        | "ConvInteger"
+        | "QLinearMatMul"
+        | "QLinearConv" => quantization::convert(ctx, node, name),
         "MaxPool" | "AveragePool" => {
             let x = req(0)?;
             let xt = ctx.ty(&x);
@@ -1567,6 +1576,28 @@ fn slice_dims(
         };
     }
     Ok(dims)
+}
+
+/// The window and group of a conv (Conv, ConvInteger, QLinearConv) of input `xt` with weight
+/// `wt`.
+fn conv_attrs(a: &Attrs, xt: &TensorType, wt: &TensorType) -> R<(Window, usize)> {
+    if wt.rank() < 3 || xt.rank() != wt.rank() {
+        return Err(format!(
+            "input {} and weight {} must have the same rank >= 3",
+            xt, wt
+        ));
+    }
+    let kernel = match a.ints("kernel_shape") {
+        Some(k) => dims_of(&k, "kernel_shape")?,
+        None => wt.shape[2..].to_vec(),
+    };
+    let window = window(a, xt, kernel, false)?;
+    let group = a.int_or("group", 1);
+    let group = usize::try_from(group)
+        .ok()
+        .filter(|&g| g <= LIMIT_DIM)
+        .ok_or_else(|| format!("bad group {group}"))?;
+    Ok((window, group))
 }
 
 /// Window attributes of Conv / pools, with auto_pad resolved.

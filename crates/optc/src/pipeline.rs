@@ -145,6 +145,7 @@ pub fn passes() -> Vec<optc_egraph::Pass> {
         optc_pass_fold::pass(),
         optc_pass_fuse::pass(),
         optc_pass_layout::pass(),
+        optc_pass_quantize::pass(),
     ]
 }
 

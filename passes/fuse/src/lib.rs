@@ -4,8 +4,8 @@ use optc_egraph::egg::Id;
 use optc_egraph::query::{const_of, ops_in, same, scalar_of, ty_of};
 use optc_egraph::{single_user, Build, Case, FnRule, OptEGraph, Pass, Rule};
 use optc_ir::{
-    BinaryOp, DType, Data, FusedStep, Graph, Op, Prop, ReduceKind, Tensor, TensorType, UnaryOp,
-    Window,
+    BinaryOp, DType, Data, Family, FusedStep, Graph, Op, Prop, ReduceKind, Tensor, TensorType,
+    UnaryOp, Window,
 };
 
 /// The pass.
@@ -119,10 +119,11 @@ fn fused_forms(eg: &OptEGraph, c: Id, user: Id) -> Vec<(Op, usize, Vec<FusedStep
             _ => None,
         })
         .collect();
-    // Heavy bases first: a chain belongs in the store of a conv/GEMM, not of an add. Among
-    // equals, a base without a division (`erf-div-to-mul` offers `x * (1/c)` next to `x / c`).
+    // Heavy bases first: a chain belongs in the store of a contraction (conv, GEMM, their
+    // int8 forms), not of an add. Among equals, a base without a division
+    // (`erf-div-to-mul` offers `x * (1/c)` next to `x / c`).
     forms.sort_by_key(|(base, _, steps, _)| {
-        let heavy = matches!(base, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul);
+        let heavy = base.info().family == Family::Contraction;
         let divides = base.info().cost == optc_ir::CostClass::Division;
         (!heavy, usize::MAX - steps.len(), divides)
     });

@@ -11,7 +11,7 @@ use crate::ops::map::map;
 use crate::ops::matmul::{gemm, BatchedGemm};
 use crate::ops::operand::{element_strides, Operand};
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
-use optc_ir::{DType, Op, Tensor};
+use optc_ir::{DType, Op, Tensor, Window};
 use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------------------
@@ -42,23 +42,15 @@ pub(crate) struct ConvGeometry {
     pub ow: usize,
 }
 
-/// The 2-D view of a 1-D or 2-D conv, and the constant weight when it is packed.
-/// A 1x1, stride-1, unpadded, ungrouped conv is a batched GEMM `W[M, C] @ X[n][C, H*W]`.
-pub(crate) fn conv_is_gemm(g: &ConvGeometry) -> bool {
-    g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.groups == 1 && g.hp == g.h && g.wp == g.w
-}
-
-/// `None` for convs with more than two spatial dims (lowered by the generic scalar path).
-pub(crate) fn conv_geometry(
-    info: &NodeInfo,
-) -> Result<Option<(ConvGeometry, Option<Arc<Tensor>>)>> {
-    let (window, group) = match info.op {
-        Op::Conv { window, group } => (window, *group),
-        _ => return Err(info.err("not a conv")),
-    };
-    let xs = &info.ins[0].shape;
-    let ws = &info.ins[1].shape;
-    let os = &info.outs[0].shape;
+/// The 2-D view of a conv of input shape `xs`, weight shape `ws` and output shape `os` with
+/// `window` and `group` (1-D convs have h = 1); `None` beyond two spatial dims.
+pub(crate) fn window_geometry(
+    window: &Window,
+    group: usize,
+    xs: &[usize],
+    ws: &[usize],
+    os: &[usize],
+) -> Option<ConvGeometry> {
     let nsp = window.nsp();
     let g = match nsp {
         1 => ConvGeometry {
@@ -105,7 +97,33 @@ pub(crate) fn conv_geometry(
             oh: os[2],
             ow: os[3],
         },
-        _ => return Ok(None),
+        _ => return None,
+    };
+    Some(g)
+}
+
+/// The 2-D view of a 1-D or 2-D conv, and the constant weight when it is packed.
+/// A 1x1, stride-1, unpadded, ungrouped conv is a batched GEMM `W[M, C] @ X[n][C, H*W]`.
+pub(crate) fn conv_is_gemm(g: &ConvGeometry) -> bool {
+    g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.groups == 1 && g.hp == g.h && g.wp == g.w
+}
+
+/// `None` for convs with more than two spatial dims (lowered by the generic scalar path).
+pub(crate) fn conv_geometry(
+    info: &NodeInfo,
+) -> Result<Option<(ConvGeometry, Option<Arc<Tensor>>)>> {
+    let (window, group) = match info.op {
+        Op::Conv { window, group } => (window, *group),
+        _ => return Err(info.err("not a conv")),
+    };
+    let Some(g) = window_geometry(
+        window,
+        group,
+        &info.ins[0].shape,
+        &info.ins[1].shape,
+        &info.outs[0].shape,
+    ) else {
+        return Ok(None);
     };
     let packed = if g.mg >= 8 && !conv_is_gemm(&g) {
         info.consts[1].clone()

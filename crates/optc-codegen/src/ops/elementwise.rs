@@ -25,6 +25,21 @@ pub(crate) enum Elementwise {
     /// A fused step chain on f32: operand 0 is the running value, each step applies a
     /// unary op or a binary op with operand `k` (swapped: `operand op acc`).
     Chain(Vec<ChainStep>),
+    /// `QuantizeLinear`: operands x (f32), scale (f32), zero point (u8/i8, when `zero`);
+    /// `clamp(round_half_even(x / scale) + zero, lo, hi)` (see `optc_ir::linear_quantization`).
+    Quantize {
+        lo: i32,
+        hi: i32,
+        zero: bool,
+    },
+    /// `DequantizeLinear`: operands x (u8/i8/i32), scale, zero point (when `zero`);
+    /// `f32(x - zero) * scale`.
+    Dequantize {
+        zero: bool,
+    },
+    /// `i32(x) - i32(zero)` of two integer operands: a zero point taken off (integer
+    /// contractions work on the shifted values).
+    Shift,
 }
 
 /// The f32 binary ops with an f32x4 form (the others run scalar).
@@ -67,8 +82,9 @@ pub(super) fn vectorizable(f: &Elementwise, dts: &[DType], out: DType) -> bool {
 }
 
 /// Lanes of the vector path of an elementwise function over bools mixed with f32 (`Where`
-/// with a bool condition, `IsNaN`: 4 lanes) or over bools only (`And`/`Or`: 16 lanes).
-/// Bool vectors are `I32X4` lanes of 0/1 (4 lanes) or `I8X16` bytes (16 lanes).
+/// with a bool condition, `IsNaN`: 4 lanes), over bools only (`And`/`Or`: 16 lanes), or
+/// over u8/i8 mixed with f32 (`Quantize`, `Dequantize`: 4 lanes). Bool and byte vectors are
+/// `I32X4` lanes (4 lanes) or `I8X16` bytes (16 lanes).
 pub(super) fn mixed_lanes(f: &Elementwise, dts: &[DType], out: DType) -> Option<i64> {
     use DType::{Bool, F32};
     match f {
@@ -76,6 +92,22 @@ pub(super) fn mixed_lanes(f: &Elementwise, dts: &[DType], out: DType) -> Option<
         Elementwise::Unary(UnaryOp::IsNaN) if dts == [F32] && out == Bool => Some(4),
         Elementwise::Binary(BinaryOp::And | BinaryOp::Or) if dts == [Bool, Bool] && out == Bool => {
             Some(16)
+        }
+        // Quantization: bytes widened to i32x4 lanes (and narrowed back) next to f32x4.
+        Elementwise::Quantize { .. }
+            if dts[..2] == [F32, F32]
+                && dts[2..].iter().all(|&d| d == out)
+                && matches!(out, DType::U8 | DType::I8) =>
+        {
+            Some(4)
+        }
+        Elementwise::Dequantize { .. }
+            if matches!(dts[0], DType::U8 | DType::I8)
+                && dts[1] == F32
+                && dts[2..].iter().all(|&d| d == dts[0])
+                && out == F32 =>
+        {
+            Some(4)
         }
         _ => None,
     }

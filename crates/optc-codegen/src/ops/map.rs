@@ -15,7 +15,8 @@ pub(super) fn le() -> MemFlagsData {
     MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
 }
 
-/// Load one vector of a `mixed_lanes` path from `p + off` (`bcast`: one element, splatted).
+/// Load one vector of a `mixed_lanes` path from `p + off` (`bcast`: one element, splatted);
+/// bytes are widened to i32 lanes (signed for i8).
 fn vload_mixed(e: &mut Emitter, dt: DType, lanes: i64, p: Value, off: Value, bcast: bool) -> Value {
     match (dt, lanes, bcast) {
         (DType::F32, _, false) => e.load(F32X4, p, off),
@@ -32,12 +33,21 @@ fn vload_mixed(e: &mut Emitter, dt: DType, lanes: i64, p: Value, off: Value, bca
             let w = e.load(types::I32, p, off);
             let v = e.b.ins().scalar_to_vector(types::I32X4, w);
             let v = e.b.ins().bitcast(types::I8X16, le(), v);
-            let v = e.b.ins().uwiden_low(v);
-            e.b.ins().uwiden_low(v)
+            if dt == DType::I8 {
+                let v = e.b.ins().swiden_low(v);
+                e.b.ins().swiden_low(v)
+            } else {
+                let v = e.b.ins().uwiden_low(v);
+                e.b.ins().uwiden_low(v)
+            }
         }
         (_, _, true) => {
             let s = e.load(types::I8, p, off);
-            let w = e.b.ins().uextend(types::I32, s);
+            let w = if dt == DType::I8 {
+                e.b.ins().sextend(types::I32, s)
+            } else {
+                e.b.ins().uextend(types::I32, s)
+            };
             e.b.ins().splat(types::I32X4, w)
         }
     }
@@ -49,8 +59,14 @@ fn vstore_mixed(e: &mut Emitter, dt: DType, lanes: i64, v: Value, p: Value, off:
         e.store(v, p, off);
         return;
     }
-    let h = e.b.ins().snarrow(v, v);
-    let b = e.b.ins().snarrow(h, h);
+    // u8 lanes 0..=255 need the unsigned narrowing (bools and i8 fit the signed one)
+    let b = if dt == DType::U8 {
+        let h = e.b.ins().unarrow(v, v);
+        e.b.ins().unarrow(h, h)
+    } else {
+        let h = e.b.ins().snarrow(v, v);
+        e.b.ins().snarrow(h, h)
+    };
     let w = e.b.ins().bitcast(types::I32X4, le(), b);
     let w = e.b.ins().extractlane(w, 0);
     e.store(w, p, off);

@@ -329,9 +329,56 @@ pub(super) fn scalar_math(
         }
         Elementwise::Where => e.b.ins().select(a[0], a[1], a[2]),
         Elementwise::Cast => cast(e, x, dt, out),
+        Elementwise::Quantize { lo, hi, zero } => {
+            let z = if *zero {
+                int_to_f32(e, a[2], dts[2])
+            } else {
+                e.float_const(types::F32, 0.0)
+            };
+            let q = e.b.ins().fdiv(x, a[1]);
+            let r = round_add_clamp(e, types::F32, q, z, *lo, *hi);
+            let w = e.b.ins().fcvt_to_sint_sat(types::I32, r);
+            e.b.ins().ireduce(types::I8, w)
+        }
+        Elementwise::Dequantize { zero } => {
+            let xi = cast(e, x, dt, DType::I64);
+            let d = if *zero {
+                let zi = cast(e, a[2], dts[2], DType::I64);
+                e.b.ins().isub(xi, zi)
+            } else {
+                xi
+            };
+            let f = e.b.ins().fcvt_from_sint(types::F32, d);
+            e.b.ins().fmul(f, a[1])
+        }
+        Elementwise::Shift => {
+            let xi = cast(e, x, dt, DType::I32);
+            let zi = cast(e, a[1], dts[1], DType::I32);
+            e.b.ins().isub(xi, zi)
+        }
         _ => return Err(info.err(format!("unsupported elementwise op on {dt}"))),
     };
     Ok(v)
+}
+
+/// `clamp(round_half_even(q) + zero, lo, hi)` on f32 scalars or `F32X4` vectors, NaN giving
+/// `lo` (the comparison before the minimum): the quantization step every quantizing
+/// lowering shares (see `optc_ir::linear_quantization::quantize`).
+pub(crate) fn round_add_clamp(
+    e: &mut Emitter,
+    ty: Type,
+    q: Value,
+    zero: Value,
+    lo: i32,
+    hi: i32,
+) -> Value {
+    let r = e.b.ins().nearest(q);
+    let r = e.b.ins().fadd(r, zero);
+    let l = e.float_const(ty, lo as f32);
+    let above = e.b.ins().fcmp(FloatCC::GreaterThan, r, l);
+    let r = e.select_float(ty, above, r, l);
+    let h = e.float_const(ty, hi as f32);
+    e.clamp_hi(ty, r, h)
 }
 
 pub(super) fn int_range(dt: DType) -> (i64, i64) {
@@ -421,6 +468,26 @@ pub(super) fn mixed_math(e: &mut Emitter, f: &Elementwise, a: &[Value]) -> Value
             e.b.ins().band(m, one)
         }
         Elementwise::Binary(BinaryOp::And) => e.b.ins().band(a[0], a[1]),
+        Elementwise::Quantize { lo, hi, zero } => {
+            // the scalar path's steps, on f32x4 (zero point lanes widened to i32)
+            let z = if *zero {
+                e.b.ins().fcvt_from_sint(F32X4, a[2])
+            } else {
+                e.float_const(F32X4, 0.0)
+            };
+            let q = e.b.ins().fdiv(a[0], a[1]);
+            let r = round_add_clamp(e, F32X4, q, z, *lo, *hi);
+            e.b.ins().fcvt_to_sint_sat(I32X4, r)
+        }
+        Elementwise::Dequantize { zero } => {
+            let d = if *zero {
+                e.b.ins().isub(a[0], a[2])
+            } else {
+                a[0]
+            };
+            let f = e.b.ins().fcvt_from_sint(F32X4, d);
+            e.b.ins().fmul(f, a[1])
+        }
         _ => e.b.ins().bor(a[0], a[1]),
     }
 }

@@ -7,12 +7,15 @@
 //!   contiguous dim),
 //! - `elementwise.rs` (with `math.rs`, the per-element float/int functions), `fused.rs`
 //!   (fused step chains), `movement.rs`, `matmul.rs`, `conv.rs`, `pool.rs`, `reduce.rs`,
-//!   `norm.rs` (softmax, layernorm): the op families,
+//!   `norm.rs` (softmax, layernorm), `quantize.rs` (QuantizeLinear, DequantizeLinear,
+//!   DynamicQuantizeLinear), `integer.rs` (MatMulInteger, ConvInteger, QuantizedMatMul,
+//!   QuantizedConv on one i32 GEMM): the op families,
 //! - `parallel.rs`: which generic nodes are split across tasks.
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod fused;
+pub(crate) mod integer;
 pub(crate) mod map;
 pub(crate) mod math;
 pub(crate) mod matmul;
@@ -21,6 +24,7 @@ pub(crate) mod norm;
 pub(crate) mod operand;
 pub(crate) mod parallel;
 pub(crate) mod pool;
+pub(crate) mod quantize;
 pub(crate) mod reduce;
 mod transcendental;
 
@@ -108,8 +112,21 @@ pub(crate) fn lower_node(
         } => lower_reduce(e, info, ins[0], outp[0], *kind, axes),
         Op::Softmax { axis } => lower_softmax(e, info, ins[0], outp[0], *axis),
         Op::LayerNorm { axis, epsilon } => lower_layernorm(e, info, ins, outp[0], *axis, *epsilon),
-        Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. } => Err(info
-            .err("quantized contractions have no code generation yet (the interpreter runs them)")),
+        Op::QuantizedMatMul { activation } => {
+            integer::lower_quantized_matmul(e, info, ins, outp[0], scratch, *activation)
+        }
+        Op::QuantizedConv { activation, .. } => {
+            integer::lower_quantized_conv(e, info, ins, outp[0], scratch, *activation)
+        }
+        Op::MatMulInteger => integer::lower_matmul_integer(e, info, ins, outp[0], scratch),
+        Op::ConvInteger { .. } => integer::lower_conv_integer(e, info, ins, outp[0], scratch),
+        Op::QuantizeLinear { axis } => {
+            quantize::lower_quantize_linear(e, info, ins, outp[0], *axis)
+        }
+        Op::DequantizeLinear { axis } => {
+            quantize::lower_dequantize_linear(e, info, ins, outp[0], *axis)
+        }
+        Op::DynamicQuantizeLinear => quantize::lower_dynamic_quantize_linear(e, info, ins[0], outp),
     }
 }
 
@@ -126,6 +143,10 @@ pub(crate) fn scratch_bytes(info: &NodeInfo) -> Result<usize> {
     }
     match info.op {
         Op::Conv { .. } => conv_scratch_bytes(info),
+        Op::MatMulInteger
+        | Op::ConvInteger { .. }
+        | Op::QuantizedMatMul { .. }
+        | Op::QuantizedConv { .. } => integer::scratch_bytes(info),
         _ => Ok(0),
     }
 }

@@ -1,0 +1,1 @@
+By0JPllmnnnopppqrrrstttuvvvwxxxyzzz{|||}~~~€€€‚‚‚ƒ„„„…†††‡ˆˆˆ‰ŠŠŠ‹ŒŒŒŽŽŽ‘’’’“”
