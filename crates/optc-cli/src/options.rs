@@ -106,8 +106,8 @@ impl CompileArgs {
                 eval: self.eval.clone(),
                 labels: self.labels.clone(),
                 max_error: self.max_error.clone().unwrap_or_default(),
-                random_sets: 0,
                 measure_latency: true,
+                ..Default::default()
             },
             ..Options::default()
         })

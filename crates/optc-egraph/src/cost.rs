@@ -113,8 +113,9 @@ impl CostModel {
                 }
                 Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. } => {
                     // The reduction length is the weights' row length (matmul: w is
-                    // [K, N]; conv: [M, C/group, k...]); quantizing the input costs a few
-                    // elementwise ops per input element.
+                    // [K, N]; conv: [M, C/group, k...]); quantizing the input while packing
+                    // costs about one elementwise op per input element, the dequantizing
+                    // epilogue one per output element.
                     let w = ins.get(1).map(|t| t.shape.clone()).unwrap_or_default();
                     let k = match op {
                         Op::QuantizedMatMul { .. } => w.first().copied().unwrap_or(1),
@@ -122,7 +123,7 @@ impl CostModel {
                     };
                     int8 = 2.0 * out_n as f64 * k as f64;
                     let x_n = ins.first().map(|t| t.numel()).unwrap_or(0);
-                    (0.0, 4.0 * x_n as f64 + 2.0 * out_n as f64)
+                    (0.0, (x_n + out_n) as f64)
                 }
                 Op::MatMulInteger => {
                     let k = ins

@@ -40,8 +40,8 @@ pub struct Alternative {
     /// Estimated seconds of the exact node and of this alternative.
     pub exact_cost: f64,
     pub cost: f64,
-    /// Estimated error in units of the budget (the whole budget is 1.0); `None` until
-    /// measured.
+    /// Estimated error in units of the budget (the whole budget is 1.0); `None` when not
+    /// measured (no budget: counted as 0).
     pub error: Option<f64>,
 }
 
@@ -54,8 +54,8 @@ impl Alternative {
 /// Which alternatives (indices into the list) are taken; at most one per class.
 pub type Choice = HashSet<usize>;
 
-/// The extraction cost with a [`Choice`]: taken alternatives and exact nodes cost what the
-/// model says, alternatives not taken cost infinity; `adjust` may reprice a taken one
+/// The extraction cost with a [`Choice`]: a class with a taken alternative can only be that
+/// alternative, alternatives not taken cost infinity, the rest cost what the model says; `adjust` may reprice a taken one
 /// (e.g. a kernel scheme the op alone does not show).
 pub struct ChoiceCost<'a> {
     pub inner: EGraphCost<'a>,
@@ -72,12 +72,22 @@ impl<'a> ChoiceCost<'a> {
         alternatives: &[Alternative],
         choice: &Choice,
     ) -> Self {
-        let banned = alternatives
+        // Alternatives not taken, and every other node of a class whose alternative is taken
+        // (the choice is forced, even where the model thinks the exact node cheaper).
+        let mut banned: HashSet<ENode> = alternatives
             .iter()
             .enumerate()
             .filter(|(i, _)| !choice.contains(i))
             .map(|(_, a)| a.node.clone())
             .collect();
+        for &i in choice {
+            let a = &alternatives[i];
+            for n in &egraph[a.class].nodes {
+                if *n != a.node {
+                    banned.insert(n.clone());
+                }
+            }
+        }
         let repriced = alternatives
             .iter()
             .enumerate()
@@ -131,7 +141,7 @@ fn by_class(alts: &[Alternative]) -> Vec<Vec<usize>> {
     let mut classes: Vec<Id> = vec![];
     let mut groups: HashMap<Id, Vec<usize>> = HashMap::new();
     for (i, a) in alts.iter().enumerate() {
-        if a.saving() <= 0.0 || a.error.is_none_or(|e| !e.is_finite()) {
+        if a.saving() <= 0.0 || a.error.is_some_and(|e| !e.is_finite()) {
             continue;
         }
         if !groups.contains_key(&a.class) {

@@ -57,7 +57,7 @@ impl Quantization {
 }
 
 /// The lossy options of a compile. Nothing lossy runs unless one is set.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CompressOptions {
     pub quantize: Option<Quantization>,
     /// Calibration data directories (see [`dataset`]).
@@ -71,6 +71,24 @@ pub struct CompressOptions {
     pub random_sets: usize,
     /// Measure latency before and after (needs a target this host runs).
     pub measure_latency: bool,
+    /// When the measured model is over budget: how many times the layer with the largest
+    /// estimated error goes back to f32 before the compile fails.
+    pub fallback_rounds: usize,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions {
+            quantize: None,
+            calibrate: vec![],
+            eval: vec![],
+            labels: None,
+            max_error: Budget::default(),
+            random_sets: 4,
+            measure_latency: false,
+            fallback_rounds: 8,
+        }
+    }
 }
 
 impl CompressOptions {
@@ -309,15 +327,12 @@ pub(crate) fn compress(
     // 5. Per-alternative errors (only with a budget).
     let budget = (!copts.max_error.is_empty()).then_some(&copts.max_error);
     let mut progress = Progress::new("per-layer sensitivity", alts.len());
-    for a in &mut alts {
-        a.error = Some(match budget {
-            Some(b) => {
-                let errs = measure(&[(a.layer.clone(), a.label.clone())], &shaped, &is_cal)?;
-                budget_share(b, &errs)
-            }
-            None => 0.0,
-        });
-        progress.step();
+    if let Some(b) = budget {
+        for a in &mut alts {
+            let errs = measure(&[(a.layer.clone(), a.label.clone())], &shaped, &is_cal)?;
+            a.error = Some(budget_share(b, &errs));
+            progress.step();
+        }
     }
     progress.done();
 
@@ -344,7 +359,7 @@ pub(crate) fn compress(
             threads,
         )?;
         let over = budget.map(|b| b.violations(&errs)).unwrap_or_default();
-        if over.is_empty() || selection.choice.is_empty() || rounds >= 8 {
+        if over.is_empty() || selection.choice.is_empty() || rounds >= copts.fallback_rounds {
             report.violations = over;
             break errs;
         }
