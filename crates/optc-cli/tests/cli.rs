@@ -89,7 +89,37 @@ fn npy_inputs_are_used() {
     let o = optc(&["run", m.to_str().unwrap(), "--input", &ba]);
     let (_, se) = text(&o);
     assert_eq!(o.status.code(), Some(1));
-    assert!(se.contains("'x'") && se.contains("f32[2,5]"), "{se}");
+    // (the importer takes dynamic dims from given values, so it checks them first)
+    assert!(
+        se.contains("'x'") && se.contains("x=5x2") && se.contains(": 2x5"),
+        "{se}"
+    );
+}
+
+#[test]
+fn dynamic_dims_come_from_the_given_inputs() {
+    // A dynamic batch: `run --input` needs no --input-shape; the output follows the data.
+    let d = tmpdir("dyn");
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[-1, 3]);
+    b.node("Relu", &["x"], &["y"], vec![]);
+    b.output("y");
+    let m = d.join("dyn.onnx");
+    std::fs::write(&m, b.to_bytes()).unwrap();
+    for batch in [1, 7] {
+        let x = Tensor::from_f32(vec![batch, 3], vec![-1.0; batch * 3]).unwrap();
+        optc::npy::write(&d.join("x.npy"), &x).unwrap();
+        let arg = format!("x={}", d.join("x.npy").display());
+        let o = optc(&["run", m.to_str().unwrap(), "--input", &arg]);
+        let (so, se) = text(&o);
+        assert!(o.status.success(), "{se}");
+        assert!(so.contains(&format!("f32[{batch},3]")), "{so}");
+    }
+    // without data the error says how to fix the shape
+    let o = optc(&["run", m.to_str().unwrap()]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(se.contains("--input-shape x="), "{se}");
 }
 
 #[test]

@@ -546,7 +546,16 @@ fn input_type(inp: &pb::ValueInfoProto, opts: &ImportOptions) -> R<TensorType> {
             onnx_type_name(tt.elem_type)
         )
     })?;
-    let over = opts.input_shapes.get(name);
+    // A shape given for the input, else the shape of a value given for it (`optc run
+    // --inputs`: dynamic dims taken from the data).
+    let (over, given_as): (Option<Vec<usize>>, String) = match opts.input_shapes.get(name) {
+        Some(s) => (Some(s.clone()), "--input-shape".into()),
+        None => (
+            opts.input_values.get(name).map(|t| t.shape().to_vec()),
+            format!("the {} value given for it", name),
+        ),
+    };
+    let over = over.as_ref();
     let shape = match &tt.shape {
         None => match over {
             Some(s) => s.clone(),
@@ -582,7 +591,7 @@ fn input_type(inp: &pb::ValueInfoProto, opts: &ImportOptions) -> R<TensorType> {
                         && s.iter().zip(&model_dims).all(|(a, b)| b.is_none_or(|b| b == *a));
                     if !ok {
                         return Err(format!(
-                            "--input-shape {name}={} contradicts the model's shape of input '{name}': {}",
+                            "{given_as} ({name}={}) contradicts the model's shape of input '{name}': {}",
                             s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
                             show(&model_dims)
                         ));
