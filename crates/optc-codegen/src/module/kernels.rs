@@ -159,7 +159,7 @@ impl<'a> KernelWriter<'a> {
             .collect();
         let runtime_refs = self.runtime.declare_in(module, &mut ctx.func);
         let microkernels: HashMap<_, _> = match plan {
-            Some(p) if task_function.is_none() => p
+            Some(p) if task_function.is_none() || p.calls_routines_before_tasks() => p
                 .routines()
                 .into_iter()
                 .map(|k| {

@@ -4,8 +4,8 @@
 
 use super::direct_conv::emit_deinterleaved_copy;
 use super::kernel_plan::{KernelPlan, Strategy};
-use super::small_map;
 use super::tasks::KernelArgs;
+use super::{int8, small_map};
 use crate::builder::{copy_span, tensor_flags, zero_span, Emitter};
 use crate::error::Result;
 use crate::node::NodeInfo;
@@ -16,7 +16,8 @@ use crate::ops::operand::Operand;
 use cranelift_codegen::ir::InstBuilder;
 use optc_ir::Op;
 
-/// Serial work before the tasks: the zero-padded input copy of a conv.
+/// Serial work before the tasks: the zero-padded input copy of a conv (an int8 node's:
+/// its activations quantized, see [`int8::emit_pre`]).
 pub(crate) fn emit_pre(
     e: &mut Emitter,
     _info: &NodeInfo,
@@ -29,6 +30,10 @@ pub(crate) fn emit_pre(
         .store(tensor_flags(), z, c.scratch, p.mask_off() as i32);
     if let Strategy::SmallMap = p.kind {
         small_map::emit_pack(e, p, c);
+        return Ok(());
+    }
+    if let Strategy::Int8(q) = &p.kind {
+        int8::emit_pre(e, p, q, c);
         return Ok(());
     }
     // (Depthwise convs read their input in place: see `depthwise`.)
