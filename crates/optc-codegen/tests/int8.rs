@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use optc_codegen::{compile_jit, pairs_never_saturate, Target};
+use optc_codegen::{compile_jit, int8_plans, pairs_never_saturate, Target};
 use optc_ir::quantized::ActivationQuantization;
 use optc_ir::{BinaryOp, Data, FusedStep, Graph, Op, Tensor, TensorType, UnaryOp, Value, Window};
 
@@ -520,6 +520,29 @@ fn objects_name_the_int8_scheme() {
             .object
     };
     let has = |o: &[u8], s: &str| o.windows(s.len()).any(|w| w == s.as_bytes());
+    // The plans say which scheme and why.
+    let avx2 = Target::parse("x86_64-avx2").unwrap();
+    let plans = int8_plans(&g7, &avx2).unwrap();
+    assert_eq!(plans.len(), 1);
+    assert!(
+        plans[0]
+            .1
+            .contains("scheme bytepairs (no weight pair can saturate)"),
+        "{plans:?}"
+    );
+    let plans = int8_plans(&g8, &avx2).unwrap();
+    assert!(
+        plans[0]
+            .1
+            .contains("scheme wordpairs (a weight pair could saturate"),
+        "{plans:?}"
+    );
+    assert!(plans[0].1.contains("static activations"), "{plans:?}");
+    let plans = int8_plans(&conv, &Target::parse("x86_64-avx512").unwrap()).unwrap();
+    assert!(
+        plans[0].1.starts_with("int8 conv 3x3") && plans[0].1.contains("vnni"),
+        "{plans:?}"
+    );
     let o = object(&g7, "x86_64-avx2");
     assert!(has(&o, "optc_int8_bytepairs_matmul") && !has(&o, "optc_int8_wordpairs"));
     let o = object(&g8, "x86_64-avx2");

@@ -36,7 +36,7 @@ mod small_map;
 mod tasks;
 mod winograd;
 
-pub use int8::pairs_never_saturate;
+pub use int8::{int8_plans, pairs_never_saturate};
 pub(crate) use kernel_plan::{kernel_plan, KernelPlan};
 pub(crate) use packing::derived;
 pub(crate) use serial::{emit_post, emit_pre};

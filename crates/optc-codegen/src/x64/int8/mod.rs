@@ -484,6 +484,35 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     Ok(Some(p))
 }
 
+/// `(node name, plan)` of every int8 node of `graph` on `target`, in topological order: form
+/// and shape, scheme and why, activation mode, tile epilogue, tasks (what `OPTC_INT8_PLAN=1`
+/// prints while compiling). Nodes that take the generic lowering are not listed.
+pub fn int8_plans(
+    graph: &optc_ir::Graph,
+    target: &Target,
+) -> std::result::Result<Vec<(String, String)>, crate::error::CodegenError> {
+    let order = graph
+        .topo_order()
+        .map_err(|e| crate::error::CodegenError::new(e.msg))?;
+    let mut v = vec![];
+    for n in order {
+        let info = NodeInfo::of(graph, n)?;
+        let base = match info.op {
+            Op::Fused { base, .. } => &**base,
+            op => op,
+        };
+        if !matches!(base, Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. }) {
+            continue;
+        }
+        if let Some(p) = plan(&info, target)? {
+            if let Strategy::Int8(q) = &p.kind {
+                v.push((info.name.to_string(), q.describe(&p)));
+            }
+        }
+    }
+    Ok(v)
+}
+
 /// The row-tile heights the units of `p` use (full `MR` tiles and the remainders of M blocks).
 fn tile_heights(p: &KernelPlan) -> Vec<usize> {
     let mut v = vec![];
