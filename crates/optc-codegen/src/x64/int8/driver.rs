@@ -292,7 +292,7 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
             e.loop_offsets(nfull as i64, &[r0], &[MR as i64], &mut |e, _i, o| {
                 tile(e, MR, partial, o[0], bp, colb)
             });
-            if mc % MR > 0 {
+            if !mc.is_multiple_of(MR) {
                 let r = e.b.ins().iadd_imm_s(r0, (nfull * MR) as i64);
                 tile(e, mc % MR, partial, r, bp, colb);
             }

@@ -564,7 +564,7 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
     }
     let last = p.n - (p.units_per_img() - 1) * p.chunk;
     let mut partial = vec![false];
-    if last % NR > 0 || p.chunk % NR > 0 {
+    if !last.is_multiple_of(NR) || !p.chunk.is_multiple_of(NR) {
         partial.push(true);
     }
     let nkb = p.kblocks().len();
