@@ -568,7 +568,7 @@ fn quantize_rows_match_the_definition() {
     }
     let mut q = Rng(11);
     for eb in [1usize, 2] {
-        for k in [1usize, 7, 8, 9, 16, 37] {
+        for k in [1usize, 7, 8, 9, 16, 37, 64, 100, 131] {
             let key = QuantizeKey::Rows {
                 element_bytes: eb,
                 k,

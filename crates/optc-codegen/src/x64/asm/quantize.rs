@@ -187,15 +187,39 @@ fn assemble_rows(eb: usize, k: usize) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let mut tab = a.create_label();
     let mut c255 = a.create_label();
+    let mut order = a.create_label();
     let mut row_loop = a.create_label();
-    let mut chunk_loop = a.create_label();
     let mut end = a.create_label();
     load_params(&mut a, r8, c255)?;
-    let (full, tail) = (k / 8, k % 8);
+    // Blocks of 32 (u8) or 16 (u16) elements, then chunks of 8, then the masked tail.
+    let per_block = 32 / eb;
+    let blocks = k / per_block;
+    let (chunks, tail) = (k % per_block / 8, k % 8);
     if tail > 0 {
         a.lea(rax, ptr(tab))?;
         a.vmovdqu(ymm11, ymmword_ptr(rax + 4 * (8 - tail) as i32))?;
     }
+    if blocks > 0 && eb == 1 {
+        a.vmovdqu(ymm10, ymmword_ptr(order))?;
+    }
+    // A block at r9 to r10: quantized vectors packed to u16 then u8 (within 128-bit lanes),
+    // then the dwords (u8) or qwords (u16) put back in order.
+    let block = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        let n = per_block / 8;
+        for i in 0..n {
+            a.vmovups(ymm(i), ymmword_ptr(r9 + 32 * i as i32))?;
+            quantize(a, ymm(i))?;
+        }
+        a.vpackusdw(ymm0, ymm0, ymm1)?;
+        if eb == 1 {
+            a.vpackusdw(ymm2, ymm2, ymm3)?;
+            a.vpackuswb(ymm0, ymm0, ymm2)?;
+            a.vpermd(ymm0, ymm10, ymm0)?;
+        } else {
+            a.vpermq(ymm0, ymm0, 0xd8)?;
+        }
+        a.vmovdqu(ymmword_ptr(r10), ymm0)
+    };
     // 8 floats at r9 (masked: the tail) to 8 elements at r10.
     let chunk = |a: &mut CodeAssembler, masked: bool| -> Result<(), IcedError> {
         if masked {
@@ -218,14 +242,20 @@ fn assemble_rows(eb: usize, k: usize) -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut row_loop)?;
     a.mov(r9, rdi)?;
     a.mov(r10, rsi)?;
-    if full > 0 {
-        a.mov(rax, full as i64)?;
-        a.set_label(&mut chunk_loop)?;
+    if blocks > 0 {
+        let mut l = a.create_label();
+        a.mov(rax, blocks as i64)?;
+        a.set_label(&mut l)?;
+        block(&mut a)?;
+        a.add(r9, (4 * per_block) as i32)?;
+        a.add(r10, 32)?;
+        a.dec(rax)?;
+        a.jnz(l)?;
+    }
+    for _ in 0..chunks {
         chunk(&mut a, false)?;
         a.add(r9, 32)?;
         a.add(r10, 8 * eb as i32)?;
-        a.dec(rax)?;
-        a.jnz(chunk_loop)?;
     }
     if tail > 0 {
         chunk(&mut a, true)?;
@@ -238,6 +268,8 @@ fn assemble_rows(eb: usize, k: usize) -> Result<Vec<u8>, IcedError> {
     a.vzeroupper()?;
     a.ret()?;
     lane_table(&mut a, &mut tab)?;
+    a.set_label(&mut order)?;
+    a.dd(&[0, 4, 1, 5, 2, 6, 3, 7])?;
     a.set_label(&mut c255)?;
     a.dd(&[F255])?;
     a.assemble(0)
