@@ -360,6 +360,18 @@ fn conv_large_reduction_and_tasks() {
             61,
         );
         check_exact(&g, 61);
+        // Two images whose channels do not fill the last dword plane, quantized in parallel
+        // parts.
+        let g = conv_graph(
+            &[2, 21, 24, 24],
+            &[40, 21, 3, 3],
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+            1,
+            &q(act, wlim, false),
+            &[],
+            62,
+        );
+        check_exact(&g, 62);
     }
 }
 

@@ -173,6 +173,14 @@ impl KernelPlan {
     pub fn calls_routines_before_tasks(&self) -> bool {
         matches!(self.kind, Strategy::Int8(_))
     }
+    /// Parts of the serial work before the tasks that run in parallel (0: none; an int8
+    /// node's activation quantization, see [`super::emit_prepare`]).
+    pub fn prepare_parts(&self) -> usize {
+        match &self.kind {
+            Strategy::Int8(q) => q.prepare_parts(self),
+            _ => 0,
+        }
+    }
     /// Every assembled routine the node calls.
     pub fn routines(&self) -> Vec<Routine> {
         if let Strategy::Int8(q) = &self.kind {

@@ -39,5 +39,5 @@ mod winograd;
 pub use int8::{int8_plans, pairs_never_saturate};
 pub(crate) use kernel_plan::{kernel_plan, KernelPlan};
 pub(crate) use packing::derived;
-pub(crate) use serial::{emit_post, emit_pre};
+pub(crate) use serial::{emit_post, emit_pre, emit_prepare};
 pub(crate) use tasks::{emit_task, KernelArgs};

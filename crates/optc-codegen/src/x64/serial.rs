@@ -13,7 +13,7 @@ use crate::ops::elementwise::Elementwise;
 use crate::ops::fused::apply_chain;
 use crate::ops::map::map;
 use crate::ops::operand::Operand;
-use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::{InstBuilder, Value};
 use optc_ir::Op;
 
 /// Serial work before the tasks: the zero-padded input copy of a conv (an int8 node's:
@@ -95,6 +95,14 @@ pub(crate) fn emit_pre(
         },
     );
     Ok(())
+}
+
+/// Part `t` of the parallel preparation (of [`KernelPlan::prepare_parts`]), run after
+/// [`emit_pre`] and before the tasks.
+pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Value) {
+    if let Strategy::Int8(q) = &p.kind {
+        int8::emit_prepare(e, p, q, c, t);
+    }
 }
 
 /// Serial work after the tasks: Gemm's general C term and fused steps the tile store skipped.

@@ -4,7 +4,7 @@
 
 use super::depthwise;
 use super::{int8_key, plane_key, Form, Int8Plan};
-use crate::builder::{tensor_flags, Emitter};
+use crate::builder::{if_else, tensor_flags, Emitter};
 use crate::x64::asm::int8::Dequantize;
 use crate::x64::asm::quantize::{
     QuantizeKey, PARAM_INVERSE, PARAM_SCALE, PARAM_ZERO_F32, PARAM_ZERO_U32,
@@ -14,7 +14,7 @@ use crate::x64::gemm::Unit;
 use crate::x64::kernel_plan::KernelPlan;
 use crate::x64::packing::pack_panels;
 use crate::x64::tasks::KernelArgs;
-use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Value};
+use cranelift_codegen::ir::{condcodes::FloatCC, condcodes::IntCC, types, InstBuilder, Value};
 
 /// Where the parameter block and the channel tables are: `(params, offsets, scales)`.
 pub(super) fn tables(e: &mut Emitter, q: &Int8Plan, c: &KernelArgs) -> (Value, Value, Value) {
@@ -34,7 +34,8 @@ fn call(e: &mut Emitter, c: &KernelArgs, r: Routine, args: &[Value]) {
 
 /// Serial work before the tasks: the dynamic activation parameters (one range pass, then
 /// `QuantParams::from_range` in scalar code) and channel tables, then the activations
-/// quantized into scratch (matmul rows; conv dword planes).
+/// quantized into scratch (matmul rows; conv dword planes) unless that runs in parallel
+/// parts ([`emit_prepare`]).
 pub(in crate::x64) fn emit_pre(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs) {
     let (params, offsets, scales) = tables(e, q, c);
     let f32t = types::F32;
@@ -84,6 +85,44 @@ pub(in crate::x64) fn emit_pre(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c:
             e.store(v, scales, o[0]);
         });
     }
+    if q.prepare_parts(p) < 2 {
+        let z = e.int_const(0);
+        quantize_part(e, p, q, c, z, 1);
+    }
+}
+
+/// Part `t` of the activations' quantization split into [`Int8Plan::prepare_parts`] parts.
+pub(in crate::x64) fn emit_prepare(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    q: &Int8Plan,
+    c: &KernelArgs,
+    t: Value,
+) {
+    quantize_part(e, p, q, c, t, q.prepare_parts(p));
+}
+
+/// `[t T / parts, (t + 1) T / parts)` of `T` items.
+fn part_range(e: &mut Emitter, t: Value, total: usize, parts: usize) -> (Value, Value) {
+    let a = e.b.ins().imul_imm_s(t, total as i64);
+    let lo = e.b.ins().udiv_imm_u(a, parts as i64);
+    let t1 = e.b.ins().iadd_imm_s(t, 1);
+    let b = e.b.ins().imul_imm_s(t1, total as i64);
+    let hi = e.b.ins().udiv_imm_u(b, parts as i64);
+    (lo, hi)
+}
+
+/// Quantize part `t` of `parts` of the activations into scratch: matmul rows, or conv dword
+/// planes (over all images).
+fn quantize_part(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    q: &Int8Plan,
+    c: &KernelArgs,
+    t: Value,
+    parts: usize,
+) {
+    let (params, _, _) = tables(e, q, c);
     let act = e.b.ins().iadd_imm_s(c.scratch, q.activations_at() as i64);
     match &q.form {
         Form::MatMul => {
@@ -91,44 +130,45 @@ pub(in crate::x64) fn emit_pre(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c:
                 element_bytes: q.scheme.element_bytes(),
                 k: q.depth,
             };
-            let rows = e.int_const(p.m as i64);
+            let (r0, r1) = part_range(e, t, p.m, parts);
+            let rows = e.b.ins().isub(r1, r0);
+            let xo = e.b.ins().imul_imm_s(r0, (q.depth * 4) as i64);
+            let x = e.b.ins().iadd(c.ins[0], xo);
+            let ao = e.b.ins().imul_imm_s(r0, q.lda as i64);
+            let a = e.b.ins().iadd(act, ao);
             let ldd = e.int_const(q.lda as i64);
-            call(
-                e,
-                c,
-                Routine::Quantize(key),
-                &[c.ins[0], act, rows, ldd, params],
-            );
+            call(e, c, Routine::Quantize(key), &[x, a, rows, ldd, params]);
         }
         Form::Conv(g) => {
+            // Dword plane `i` (of all images): image `i / planes`, channels from
+            // `(i % planes) per`; the last plane of an image may hold fewer channels.
             let per = q.channels_per_dword();
-            let (full, tail) = (g.c / per, g.c % per);
+            let tail = g.c % per;
             let src_plane = (g.h * g.w * 4) as i64;
             let dst_plane = (g.hp * g.wp * 4) as i64;
-            let z = e.int_const(0);
-            e.loop_offsets(
-                g.n as i64,
-                &[c.ins[0], act],
-                &[g.c as i64 * src_plane, q.planes as i64 * dst_plane],
-                &mut |e, _img, o| {
-                    let key = Routine::Quantize(QuantizeKey::Plane(plane_key(q, g, per)));
-                    e.loop_offsets(
-                        full as i64,
-                        &[o[0], o[1]],
-                        &[per as i64 * src_plane, dst_plane],
-                        &mut |e, _j, s| call(e, c, key.clone(), &[s[0], s[1], params]),
-                    );
-                    if tail > 0 {
-                        let key = Routine::Quantize(QuantizeKey::Plane(plane_key(q, g, tail)));
-                        let s =
-                            e.b.ins()
-                                .iadd_imm_s(o[0], full as i64 * per as i64 * src_plane);
-                        let d = e.b.ins().iadd_imm_s(o[1], full as i64 * dst_plane);
-                        call(e, c, key, &[s, d, params]);
-                    }
-                },
-            );
-            let _ = z;
+            let (i0, i1) = part_range(e, t, g.n * q.planes, parts);
+            e.loop_range(i0, i1, &mut |e, i| {
+                let img = e.b.ins().udiv_imm_u(i, q.planes as i64);
+                let j = e.b.ins().urem_imm_u(i, q.planes as i64);
+                let so = e.b.ins().imul_imm_s(img, g.c as i64 * src_plane);
+                let so2 = e.b.ins().imul_imm_s(j, per as i64 * src_plane);
+                let so = e.b.ins().iadd(so, so2);
+                let s = e.b.ins().iadd(c.ins[0], so);
+                let d = e.b.ins().imul_imm_s(i, dst_plane);
+                let d = e.b.ins().iadd(act, d);
+                let plane = |e: &mut Emitter, channels: usize| {
+                    let key = Routine::Quantize(QuantizeKey::Plane(plane_key(q, g, channels)));
+                    call(e, c, key, &[s, d, params]);
+                };
+                if tail == 0 {
+                    plane(e, per);
+                } else if g.c < per {
+                    plane(e, tail);
+                } else {
+                    let last = e.b.ins().icmp_imm_s(IntCC::Equal, j, q.planes as i64 - 1);
+                    if_else(e, last, &mut |e| plane(e, tail), &mut |e| plane(e, per));
+                }
+            });
         }
         Form::Depthwise(_) => {}
     }

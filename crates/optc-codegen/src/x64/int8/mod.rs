@@ -33,7 +33,7 @@ mod depthwise;
 mod driver;
 mod packing;
 
-pub(super) use driver::{emit_pre, emit_unit};
+pub(super) use driver::{emit_pre, emit_prepare, emit_unit};
 pub(crate) use packing::derived;
 
 use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
@@ -154,6 +154,18 @@ impl Int8Plan {
             Form::MatMul => 0,
             Form::Conv(_) => p.kc.min(self.groups.max(1)) * p.chunk * self.scheme.row_group_bytes(),
             Form::Depthwise(g) => g.hp * g.wp * 4,
+        }
+    }
+    /// Parallel parts of the activations' quantization (0: done serially before the tasks):
+    /// as many as tasks when the node has tasks and enough activations to share.
+    pub fn prepare_parts(&self, p: &KernelPlan) -> usize {
+        if p.tasks < 2 || self.x_numel < 1 << 14 {
+            return 0;
+        }
+        match &self.form {
+            Form::MatMul => p.tasks.min(p.m),
+            Form::Conv(g) => p.tasks.min(g.n * self.planes),
+            Form::Depthwise(_) => 0,
         }
     }
     fn contraction(&self) -> Contraction {
