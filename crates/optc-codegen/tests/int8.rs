@@ -1,7 +1,7 @@
 //! The int8 path of `QuantizedMatMul` / `QuantizedConv` against the reference interpreter,
 //! bit for bit: M, N, K edges (1, primes, tile, panel and K-block boundaries, K not a multiple
 //! of 4, batch dims), dynamic and static activations, with and without bias, fused epilogues,
-//! conv geometries (strides, pads, dilation, 1x1, 3x3, a first conv, 1-D, depthwise), 1 and 2
+//! conv geometries (strides, pads, dilation, 1x1, 3x3, a first conv, 1-D, groups, depthwise), 1 and 2
 //! threads; weights that need the exact scheme; the AVX-512 target's VNNI kernels in objects.
 
 mod common;
@@ -435,6 +435,54 @@ fn depthwise_convs() {
                 s += 1;
                 let ws = [c, 1, w.kernel[0], w.kernel[1]];
                 let g = conv_graph(&xs, &ws, w.clone(), c, &q(act, 128, s % 2 == 0), steps, s);
+                check_exact(&g, s);
+            }
+        }
+    }
+}
+
+#[test]
+fn grouped_convs() {
+    // (input, output channels, groups, window): channel counts per group that fill dword
+    // planes or not, output channels per group below, at and over a tile, a channel
+    // multiplier (one input channel per group, several outputs), tasks.
+    let cases = [
+        (vec![1, 8, 9, 9], 8, 2, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (
+            vec![2, 12, 7, 7],
+            18,
+            3,
+            win([3, 3], [2, 2], [1; 4], [1, 1]),
+        ),
+        (
+            vec![1, 10, 6, 11],
+            20,
+            2,
+            win([1, 1], [1, 1], [0; 4], [1, 1]),
+        ),
+        (vec![1, 4, 8, 8], 12, 4, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (
+            vec![1, 64, 16, 16],
+            128,
+            8,
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+        ),
+    ];
+    let mut s = 110;
+    for (xs, m, group, w) in cases {
+        let ws = [m, xs[1] / group, w.kernel[0], w.kernel[1]];
+        for act in [DYNAMIC, STATIC] {
+            for wlim in [64, 128] {
+                s += 1;
+                let g = conv_graph(
+                    &xs,
+                    &ws,
+                    w.clone(),
+                    group,
+                    &q(act, wlim, s % 2 == 0),
+                    &["relu"],
+                    s,
+                );
                 check_exact(&g, s);
             }
         }

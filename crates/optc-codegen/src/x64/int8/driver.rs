@@ -140,17 +140,19 @@ fn quantize_part(
             call(e, c, Routine::Quantize(key), &[x, a, rows, ldd, params]);
         }
         Form::Conv(g) => {
-            // Dword plane `i` (of all images): image `i / planes`, channels from
-            // `(i % planes) per`; the last plane of an image may hold fewer channels.
+            // Dword plane `i` (of all images): plane `j = i % ppg` of conv group `i / ppg`
+            // counted over all images (images follow each other in the input too), channels
+            // from `cg (i / ppg) + per j`; a group's last plane may hold fewer channels.
             let per = q.channels_per_dword();
-            let tail = g.c % per;
+            let ppg = q.planes_per_group() as i64;
+            let tail = g.cg % per;
             let src_plane = (g.h * g.w * 4) as i64;
             let dst_plane = (g.hp * g.wp * 4) as i64;
             let (i0, i1) = part_range(e, t, g.n * q.planes, parts);
             e.loop_range(i0, i1, &mut |e, i| {
-                let img = e.b.ins().udiv_imm_u(i, q.planes as i64);
-                let j = e.b.ins().urem_imm_u(i, q.planes as i64);
-                let so = e.b.ins().imul_imm_s(img, g.c as i64 * src_plane);
+                let gi = e.b.ins().udiv_imm_u(i, ppg);
+                let j = e.b.ins().urem_imm_u(i, ppg);
+                let so = e.b.ins().imul_imm_s(gi, g.cg as i64 * src_plane);
                 let so2 = e.b.ins().imul_imm_s(j, per as i64 * src_plane);
                 let so = e.b.ins().iadd(so, so2);
                 let s = e.b.ins().iadd(c.ins[0], so);
@@ -162,10 +164,10 @@ fn quantize_part(
                 };
                 if tail == 0 {
                     plane(e, per);
-                } else if g.c < per {
+                } else if g.cg < per {
                     plane(e, tail);
                 } else {
-                    let last = e.b.ins().icmp_imm_s(IntCC::Equal, j, q.planes as i64 - 1);
+                    let last = e.b.ins().icmp_imm_s(IntCC::Equal, j, ppg - 1);
                     if_else(e, last, &mut |e| plane(e, tail), &mut |e| plane(e, per));
                 }
             });
@@ -254,10 +256,17 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
             (e.b.ins().iadd(c.extra[fd], o), q.groups as i64 * pgb)
         }
         Form::Conv(g) => {
-            let io =
-                e.b.ins()
-                    .imul_imm_s(img, (q.planes * g.hp * g.wp * 4) as i64);
-            let xb = e.b.ins().iadd(act, io);
+            let plane = (g.hp * g.wp * 4) as i64;
+            let io = e.b.ins().imul_imm_s(img, q.planes as i64 * plane);
+            let mut xb = e.b.ins().iadd(act, io);
+            if g.groups > 1 {
+                // The unit's rows are conv group `row0 / mg`'s: its planes.
+                let gi = e.b.ins().udiv_imm_u(row0, g.mg as i64);
+                let go =
+                    e.b.ins()
+                        .imul_imm_s(gi, q.planes_per_group() as i64 * plane);
+                xb = e.b.ins().iadd(xb, go);
+            }
             let spg = q.slots_per_group();
             let sub = KernelArgs {
                 ins: c.ins,

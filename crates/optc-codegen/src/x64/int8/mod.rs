@@ -26,8 +26,9 @@
 //! - Depthwise convs: exact integer sums in f32 (every partial sum is an integer below 2^24),
 //!   vectorized per channel by Cranelift; their fused steps run afterwards.
 //!
-//! Nodes whose weights or weight scales are not constants (or static activation parameters
-//! that are not) take the generic lowering; grouped convs other than depthwise too.
+//! Grouped convs: each conv group's channels start their own dword planes, a unit's rows are
+//! one group's output channels. Nodes whose weights or weight scales are not constants (or
+//! static activation parameters that are not) take the generic lowering.
 
 mod depthwise;
 mod driver;
@@ -110,6 +111,13 @@ impl Int8Plan {
             _ => 1,
         }
     }
+    /// Dword planes of one conv group's input channels.
+    pub fn planes_per_group(&self) -> usize {
+        match &self.form {
+            Form::Conv(g) => g.cg.div_ceil(self.channels_per_dword()),
+            _ => 0,
+        }
+    }
     /// Channels in one dword of a quantized conv plane.
     pub fn channels_per_dword(&self) -> usize {
         4 / self.scheme.element_bytes()
@@ -179,8 +187,20 @@ impl Int8Plan {
         let form = match &self.form {
             Form::MatMul => format!("matmul M={} K={} N={}", p.m, self.depth, p.n),
             Form::Conv(g) => format!(
-                "conv {}x{} stride {}x{} M={} K={} pixels={} images={}",
-                g.kh, g.kw, g.sh, g.sw, p.m, self.depth, p.n, g.n
+                "conv {}x{} stride {}x{} M={} K={} pixels={} images={}{}",
+                g.kh,
+                g.kw,
+                g.sh,
+                g.sw,
+                p.m,
+                self.depth,
+                p.n,
+                g.n,
+                if g.groups > 1 {
+                    format!(" groups={}", g.groups)
+                } else {
+                    String::new()
+                }
             ),
             Form::Depthwise(g) => format!(
                 "depthwise conv {}x{} stride {}x{} channels={} pixels={}",
@@ -326,16 +346,14 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
                 return Ok(None);
             }
             let nimg = g.n;
-            if g.groups == 1 {
-                (Form::Conv(g), m, n, k, nimg)
-            } else if g.cg == 1 && g.mg == 1 {
+            if g.groups > 1 && g.cg == 1 && g.mg == 1 {
                 // Exact f32 sums need every partial sum below 2^24.
                 if k * 255 * 128 >= 1 << 24 {
                     return Ok(None);
                 }
                 (Form::Depthwise(g), m, n, k, nimg)
             } else {
-                return Ok(None);
+                (Form::Conv(g), m, n, k, nimg)
             }
         }
     };
@@ -405,8 +423,10 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
             (groups, groups, 0, depth.div_ceil(8) * 8 * eb)
         }
         Form::Conv(g) => {
-            let planes = g.c.div_ceil(4 / eb);
-            let slots = planes * g.kh * g.kw;
+            // Every conv group's channels start a dword plane of their own.
+            let per_group = g.cg.div_ceil(4 / eb);
+            let planes = g.groups * per_group;
+            let slots = per_group * g.kh * g.kw;
             let groups = if scheme == Scheme::WordPairs {
                 slots.div_ceil(2)
             } else {
@@ -467,7 +487,14 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         isa: target.microkernel_isa(),
     };
     let cu = p.nimg * p.units_per_img();
-    if is_depthwise {
+    let conv_groups = match q_form_groups(&p) {
+        Some((groups, mg)) if groups > 1 => Some(mg),
+        _ => None,
+    };
+    if let Some(mg) = conv_groups {
+        // A unit's rows are one conv group's output channels (the tiles read its patches).
+        p.mrows = mg;
+    } else if is_depthwise {
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
     } else if cu < 8 && m >= 2 * 4 * MR {
@@ -525,6 +552,17 @@ pub fn int8_plans(
     Ok(v)
 }
 
+/// `(groups, output channels per group)` of a conv node.
+fn q_form_groups(p: &KernelPlan) -> Option<(usize, usize)> {
+    match &p.kind {
+        Strategy::Int8(q) => match &q.form {
+            Form::Conv(g) => Some((g.groups, g.mg)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The row-tile heights the units of `p` use (full `MR` tiles and the remainders of M blocks).
 fn tile_heights(p: &KernelPlan) -> Vec<usize> {
     let mut v = vec![];
@@ -561,11 +599,11 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
         Form::Conv(g) => {
             let per = q.channels_per_dword();
             let mut counts = vec![];
-            if g.c >= per {
+            if g.cg >= per {
                 counts.push(per);
             }
-            if g.c % per > 0 {
-                counts.push(g.c % per);
+            if g.cg % per > 0 {
+                counts.push(g.cg % per);
             }
             for channels in counts {
                 r.push(Routine::Quantize(QuantizeKey::Plane(plane_key(

@@ -170,7 +170,8 @@ fn patch_tables(q: &Int8Plan, p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> 
             }
         })
         .collect();
-    let src_bytes = (q.planes * plane * 4) as i64;
+    // (A group's patches read from its first plane on: at least its own planes follow.)
+    let src_bytes = (q.planes_per_group() * plane * 4) as i64;
     let max_koff = koff.iter().copied().max().unwrap_or(0);
     let contig: Vec<i64> = (0..np / 4)
         .map(|x| {
@@ -193,8 +194,9 @@ fn patch_tables(q: &Int8Plan, p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> 
     vec![bytes(&koff), bytes(&pix), bytes(&contig)]
 }
 
-/// A conv's weights `[M, C, kh, kw]` as `MR`-row tiles `[group][mr][..]` over the slot order
-/// of its patches (tile `t` at `t * MR * groups * row_group_bytes`).
+/// A conv's weights `[M, C / groups, kh, kw]` as `MR`-row tiles `[group][mr][..]` over the slot
+/// order of its patches, per conv group (the tile of rows from `r` at `r * groups *
+/// row_group_bytes`; a conv group's last tile may be short).
 fn weight_tiles(q: &Int8Plan, g: &ConvGeometry, w: &[i8]) -> Vec<u8> {
     let rgb = q.scheme.row_group_bytes();
     let eb = q.scheme.element_bytes();
@@ -202,12 +204,14 @@ fn weight_tiles(q: &Int8Plan, g: &ConvGeometry, w: &[i8]) -> Vec<u8> {
     let spg = q.slots_per_group();
     let (m, cg, taps) = (g.m, g.cg, g.kh * g.kw);
     let mut out = vec![0u8; m * q.groups * rgb];
-    for t in 0..m.div_ceil(MR) {
-        let mr = MR.min(m - t * MR);
-        let base = t * MR * q.groups * rgb;
+    let tiles = (0..g.groups).flat_map(|gi| {
+        (0..g.mg.div_ceil(MR)).map(move |t| (gi * g.mg + t * MR, MR.min(g.mg - t * MR)))
+    });
+    for (row0, mr) in tiles {
+        let base = row0 * q.groups * rgb;
         for grp in 0..q.groups {
             for r in 0..mr {
-                let o = t * MR + r;
+                let o = row0 + r;
                 for sp in 0..spg {
                     let s = grp * spg + sp;
                     if s >= q.slots {
