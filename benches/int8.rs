@@ -18,7 +18,8 @@
 //! that is the direct convolution's count: an effective rate); the int8 times include the
 //! activation quantization. The table at the end takes each case's fastest sample (on a
 //! shared machine the least disturbed one; the per-case lines also give the median). Shapes: BERT-tiny (M = 128 tokens, hidden 128, FFN 512), MiniLM-L6
-//! (hidden 384, FFN 1536), the ResNet-18 3x3 convs.
+//! (hidden 384, FFN 1536), the ResNet-18 3x3 convs, its first conv and a 1x1 stride-2 one,
+//! MobileNet-v2 pointwise and depthwise convs (depthwise int8: exact f32 sums, no scheme).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -119,6 +120,9 @@ fn matmul_graph(m: usize, k: usize, n: usize, v: Variant) -> Graph {
 }
 
 fn conv_graph(c: usize, m: usize, hw: usize, k: usize, s: usize, v: Variant) -> Graph {
+    let group = if m == 0 { c } else { 1 };
+    let m = if m == 0 { c } else { m };
+    let cg = c / group;
     let mut g = Graph::new();
     let x = g.add_input("x", TensorType::f32(&[1, c, hw, hw]));
     let p = k / 2;
@@ -131,19 +135,19 @@ fn conv_graph(c: usize, m: usize, hw: usize, k: usize, s: usize, v: Variant) -> 
     };
     let bias = g.add_const("bias", f32_tensor(&[m], 4));
     let y = if matches!(v, Variant::F32 | Variant::F32Direct) {
-        let w = g.add_const("w", f32_tensor(&[m, c, k, k], 3));
-        g.add("conv", Op::Conv { window, group: 1 }, &[x, w, bias])
+        let w = g.add_const("w", f32_tensor(&[m, cg, k, k], 3));
+        g.add("conv", Op::Conv { window, group }, &[x, w, bias])
             .expect("conv")
     } else {
-        let n = m * c * k * k;
-        let w = Tensor::new(vec![m, c, k, k], Data::I8(weights(n, v.wlim(), 3))).expect("w");
+        let n = m * cg * k * k;
+        let w = Tensor::new(vec![m, cg, k, k], Data::I8(weights(n, v.wlim(), 3))).expect("w");
         let w = g.add_const("w", w);
         let ws = g.add_const("ws", f32_tensor(&[m], 5));
         let xs = g.add_const("xs", Tensor::scalar_f32(1.0 / 255.0));
         let xz = g.add_const("xz", Tensor::new(vec![], Data::U8(vec![128])).expect("xz"));
         let op = Op::QuantizedConv {
             window,
-            group: 1,
+            group,
             activation: ActivationQuantization::Static,
         };
         g.add("qconv", op, &[x, w, ws, xs, xz, bias])
@@ -236,9 +240,17 @@ fn int8_benches(c: &mut Criterion) {
         (512, 512, 7, 3, 1),
         (128, 256, 28, 3, 2),
         (3, 64, 224, 7, 2),
+        (64, 128, 56, 1, 2),
+        // MobileNet-v2: pointwise convs, then depthwise ones (M = 0: one per channel).
+        (144, 24, 56, 1, 1),
+        (384, 64, 14, 1, 1),
+        (960, 160, 7, 1, 1),
+        (144, 0, 56, 3, 1),
+        (96, 0, 112, 3, 2),
     ] {
         let o = (hw + 2 * (k / 2) - k) / s + 1;
-        let variants: &[Variant] = if k == 3 && s == 1 {
+        let (cg, mm) = if m == 0 { (1, ci) } else { (ci, m) };
+        let variants: &[Variant] = if k == 3 && s == 1 && m > 0 {
             &[
                 Variant::F32,
                 Variant::F32Direct,
@@ -256,10 +268,16 @@ fn int8_benches(c: &mut Criterion) {
             };
             bench_case(
                 &mut group,
-                &format!("c{ci}_m{m}_{hw}x{hw}_k{k}_s{s}"),
-                &format!("conv C={ci} M={m} {hw}x{hw} k={k} s={s}"),
+                &format!(
+                    "c{ci}_m{mm}_{hw}x{hw}_k{k}_s{s}{}",
+                    if m == 0 { "_dw" } else { "" }
+                ),
+                &format!(
+                    "{} C={ci} M={mm} {hw}x{hw} k={k} s={s}",
+                    if m == 0 { "depthwise" } else { "conv" }
+                ),
                 v,
-                2 * (m * o * o * ci * k * k) as u64,
+                2 * (mm * o * o * cg * k * k) as u64,
                 threads,
                 || {
                     let x = f32_tensor(&[1, ci, hw, hw], 1);

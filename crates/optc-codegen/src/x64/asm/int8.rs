@@ -14,7 +14,7 @@
 //!   the plan proves it per layer at compile time.
 //! - [`Scheme::WordPairs`] (AVX2): both operands widened to 16 bits at packing time, `vpmaddwd`
 //!   sums pairs into i32 without any saturation, `vpaddd` accumulates. Exact for every weight;
-//!   twice the operand bytes and, measured on Zen 3, ~60% of the `BytePairs` rate.
+//!   twice the operand bytes and, measured on Zen 3, 70-85% of the `BytePairs` rate.
 //! - [`Scheme::DotProduct`] (AVX-512 VNNI, `x86_64-avx512`): `vpdpbusd` adds the 4 u8 x s8
 //!   products of a dword into the i32 lane without intermediate saturation: exact for every
 //!   weight, the `BytePairs` layout.

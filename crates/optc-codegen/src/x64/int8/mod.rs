@@ -18,8 +18,9 @@
 //!   Padding is the zero point, which the correction cancels.
 //! - The scheme ([`Scheme`]): `DotProduct` (VNNI) on `x86_64-avx512`; otherwise `BytePairs`
 //!   when [`pairs_never_saturate`] proves that no weight pair of the packing can saturate
-//!   `vpmaddubsw`'s s16 sums, else the exact `WordPairs` (measured on Zen 3: ~1.9x the f32
-//!   FMA rate for `BytePairs`, ~1.2x for `WordPairs`). Kernel symbols name the scheme;
+//!   `vpmaddubsw`'s s16 sums, else the exact `WordPairs` (on Zen 3, `benches/int8.rs`: GEMMs
+//!   at 1.6-2.0x the f32 path's rate with `BytePairs`, 1.3-1.6x with `WordPairs`). Kernel
+//!   symbols name the scheme;
 //!   `OPTC_INT8_PLAN=1` prints every int8 node's plan to stderr.
 //! - Epilogue in the tile store: `f32(acc) * (xs * ws[c])`, `+ bias[c]`, then the fused Relu,
 //!   Clip, residual or bias steps; steps it cannot take run afterwards (`emit_post`).
