@@ -426,12 +426,20 @@ fn depthwise_convs() {
         (vec![2, 5, 11, 9], win([3, 3], [2, 2], [1; 4], [1, 1])),
         (vec![1, 32, 7, 7], win([5, 5], [1, 1], [2; 4], [1, 1])),
         (vec![1, 3, 9, 9], win([3, 3], [3, 3], [0, 0, 2, 2], [2, 2])),
+        // Wide rows (several 8-column groups), no padding; tasks.
+        (vec![1, 40, 20, 37], win([3, 3], [1, 1], [0; 4], [1, 1])),
+        (vec![1, 96, 30, 30], win([3, 3], [2, 2], [1; 4], [1, 1])),
     ];
     let mut s = 90;
     for (xs, w) in cases {
         let c = xs[1];
         for act in [DYNAMIC, STATIC] {
-            for steps in [&[][..], &["relu6"][..]] {
+            for steps in [
+                &[][..],
+                &["relu6"][..],
+                &["relu", "res"][..],
+                &["bias", "relu"][..],
+            ] {
                 s += 1;
                 let ws = [c, 1, w.kernel[0], w.kernel[1]];
                 let g = conv_graph(&xs, &ws, w.clone(), c, &q(act, 128, s % 2 == 0), steps, s);

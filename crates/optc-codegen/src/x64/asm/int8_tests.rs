@@ -567,7 +567,7 @@ fn quantize_rows_match_the_definition() {
         return;
     }
     let mut q = Rng(11);
-    for eb in [1usize, 2] {
+    for eb in [1usize, 2, 4] {
         for k in [1usize, 7, 8, 9, 16, 37, 64, 100, 131] {
             let key = QuantizeKey::Rows {
                 element_bytes: eb,
@@ -593,16 +593,21 @@ fn quantize_rows_match_the_definition() {
                 let inv = params.inverse();
                 for r in 0..rows {
                     for i in 0..k.div_ceil(8) * 8 {
-                        let want = if i < k {
+                        let q = if i < k {
                             params.quantize(x[r * k + i], inv)
                         } else {
                             zero
-                        } as u16;
+                        };
                         let at = r * ldd + i * eb;
-                        let got = if eb == 1 {
-                            dst[at] as u16
-                        } else {
-                            u16::from_le_bytes([dst[at], dst[at + 1]])
+                        let (got, want) = match eb {
+                            1 => (dst[at] as i32, q as i32),
+                            2 => (u16::from_le_bytes([dst[at], dst[at + 1]]) as i32, q as i32),
+                            _ => {
+                                let v = f32::from_le_bytes(dst[at..at + 4].try_into().unwrap());
+                                let want = q as f32 - zero as f32;
+                                assert_eq!(v.to_bits(), want.to_bits(), "k={k} {r} {i}");
+                                (0, 0)
+                            }
                         };
                         assert_eq!(got, want, "k={k} eb={eb} row {r} element {i}");
                     }

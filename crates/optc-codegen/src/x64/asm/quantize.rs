@@ -40,7 +40,8 @@ pub(crate) enum QuantizeKey {
     Range,
     /// `rows(x, dst, rows, ldd, params)`: rows of `k` contiguous floats into rows of
     /// `element_bytes`-byte elements `ldd` bytes apart; writes `k` rounded up to 8 elements
-    /// (the ones past `k` hold the zero point).
+    /// (the ones past `k` hold the zero point). Elements of 4 bytes are `q - zero` as f32
+    /// (exact integers; 0 past `k`).
     Rows { element_bytes: usize, k: usize },
     /// `plane(x, dst, params)`: input planes `h x w` (channel `i` at `x + i * h * w * 4`) into
     /// one zero-padded `hp x wp` plane of dwords: element `i` of a dword (byte or u16) is
@@ -52,6 +53,12 @@ impl QuantizeKey {
     pub fn symbol(&self) -> String {
         match self {
             QuantizeKey::Range => "optc_quantize_range".to_string(),
+            QuantizeKey::Rows {
+                element_bytes: 4,
+                k,
+            } => {
+                format!("optc_quantize_rows_centered_f32_k{k}")
+            }
             QuantizeKey::Rows { element_bytes, k } => {
                 format!("optc_quantize_rows_u{}_k{k}", 8 * element_bytes)
             }
@@ -183,7 +190,7 @@ fn assemble_range() -> Result<Vec<u8>, IcedError> {
 }
 
 fn assemble_rows(eb: usize, k: usize) -> Result<Vec<u8>, IcedError> {
-    assert!(eb == 1 || eb == 2);
+    assert!(eb == 1 || eb == 2 || eb == 4);
     let mut a = CodeAssembler::new(64)?;
     let mut tab = a.create_label();
     let mut c255 = a.create_label();
@@ -191,10 +198,13 @@ fn assemble_rows(eb: usize, k: usize) -> Result<Vec<u8>, IcedError> {
     let mut row_loop = a.create_label();
     let mut end = a.create_label();
     load_params(&mut a, r8, c255)?;
-    // Blocks of 32 (u8) or 16 (u16) elements, then chunks of 8, then the masked tail.
-    let per_block = 32 / eb;
+    // Blocks of 32 (u8) or 16 (u16) elements, then chunks of 8, then the masked tail (f32:
+    // chunks only).
+    let per_block = if eb == 4 { usize::MAX } else { 32 / eb };
     let blocks = k / per_block;
     let (chunks, tail) = (k % per_block / 8, k % 8);
+    // (f32: a loop of chunks.)
+    let chunk_loop = eb == 4 && chunks > 0;
     if tail > 0 {
         a.lea(rax, ptr(tab))?;
         a.vmovdqu(ymm11, ymmword_ptr(rax + 4 * (8 - tail) as i32))?;
@@ -227,6 +237,16 @@ fn assemble_rows(eb: usize, k: usize) -> Result<Vec<u8>, IcedError> {
         } else {
             a.vmovups(ymm0, ymmword_ptr(r9))?;
         }
+        if eb == 4 {
+            // q - zero, still in f32 (no conversion).
+            a.vmulps(ymm0, ymm0, ymm13)?;
+            a.vroundps(ymm0, ymm0, 0)?;
+            a.vaddps(ymm0, ymm0, ymm14)?;
+            a.vmaxps(ymm0, ymm0, ymm12)?;
+            a.vminps(ymm0, ymm0, ymm15)?;
+            a.vsubps(ymm0, ymm0, ymm14)?;
+            return a.vmovups(ymmword_ptr(r10), ymm0);
+        }
         quantize(a, ymm0)?;
         a.vextracti128(xmm1, ymm0, 1)?;
         a.vpackusdw(xmm0, xmm0, xmm1)?;
@@ -252,10 +272,21 @@ fn assemble_rows(eb: usize, k: usize) -> Result<Vec<u8>, IcedError> {
         a.dec(rax)?;
         a.jnz(l)?;
     }
-    for _ in 0..chunks {
+    if chunk_loop {
+        let mut l = a.create_label();
+        a.mov(rax, chunks as i64)?;
+        a.set_label(&mut l)?;
         chunk(&mut a, false)?;
         a.add(r9, 32)?;
-        a.add(r10, 8 * eb as i32)?;
+        a.add(r10, 32)?;
+        a.dec(rax)?;
+        a.jnz(l)?;
+    } else {
+        for _ in 0..chunks {
+            chunk(&mut a, false)?;
+            a.add(r9, 32)?;
+            a.add(r10, 8 * eb as i32)?;
+        }
     }
     if tail > 0 {
         chunk(&mut a, true)?;

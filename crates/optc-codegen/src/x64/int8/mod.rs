@@ -162,7 +162,7 @@ impl Int8Plan {
         match &self.form {
             Form::MatMul => 0,
             Form::Conv(_) => p.kc.min(self.groups.max(1)) * p.chunk * self.scheme.row_group_bytes(),
-            Form::Depthwise(g) => g.hp * g.wp * 4,
+            Form::Depthwise(g) => depthwise::buffer_bytes(g, p.mrows),
         }
     }
     /// Parallel parts of the activations' quantization (0: done serially before the tasks):
@@ -358,16 +358,17 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
             }
         }
     };
-    // Fused steps the tile store applies (depthwise: none, the chain runs afterwards).
+    // Fused steps the tile store applies (depthwise: Relu and Clip; the rest of the chain runs
+    // afterwards).
     let channel_rows = !matches!(form, Form::MatMul);
     let mut tile_steps = vec![];
     let (mut step_bias_port, mut res_port) = (None, None);
     let mut rest = steps.len();
-    if matches!(form, Form::Depthwise(_)) {
-        rest = 0;
-    }
+    let depthwise = matches!(form, Form::Depthwise(_));
     for (i, st) in steps.iter().enumerate().take(rest) {
         let e = match st {
+            // Depthwise convs apply Relu and Clip only.
+            FusedStep::Binary { .. } if depthwise => None,
             FusedStep::Unary(UnaryOp::Relu) => Some(Epilogue::Relu),
             FusedStep::Unary(UnaryOp::Clip { min, max }) => {
                 Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
@@ -592,7 +593,13 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
         r.push(Routine::Quantize(QuantizeKey::Range));
     }
     match &q.form {
-        Form::Depthwise(_) => return r,
+        Form::Depthwise(g) => {
+            r.push(Routine::Quantize(depthwise::rows_key(g)));
+            if let Some(k) = depthwise::sum_key(g) {
+                r.push(Routine::Depthwise(k));
+            }
+            return r;
+        }
         Form::MatMul => r.push(Routine::Quantize(QuantizeKey::Rows {
             element_bytes: eb,
             k: q.depth,
