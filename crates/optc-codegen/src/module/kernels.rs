@@ -288,7 +288,7 @@ fn define_routines<M: Module>(
             .declare_function(&name, Linkage::Local, &us)
             .map_err(|e| info.err(e.to_string()))?;
         module
-            .define_function_bytes(id, 16, &bytes, &[])
+            .define_function_bytes(id, key.alignment(), &bytes, &[])
             .map_err(|e| info.err(format!("defining microkernel: {e}")))?;
         routines.insert(key, id);
     }

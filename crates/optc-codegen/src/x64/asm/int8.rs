@@ -42,7 +42,8 @@
 use super::epilogue::{epilogue_symbol, Epilogue};
 use super::int8_avx2::assemble_avx2;
 use super::int8_vnni::assemble_vnni;
-use iced_x86::IcedError;
+use iced_x86::code_asm::{CodeAssembler, CodeLabel};
+use iced_x86::{BlockEncoderOptions, IcedError};
 
 /// How the kernel sums u8 x s8 products (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,6 +144,28 @@ impl Int8Key {
     /// Whether channels run along the tile's rows.
     pub fn channel_rows(&self) -> bool {
         self.contraction == Contraction::Conv
+    }
+}
+
+/// Bytes every int8 kernel is aligned to in the module (see [`assemble_loop_aligned`]).
+pub(crate) const INT8_ALIGN: u64 = 64;
+
+/// Assemble `build(pad)` with the NOP padding `pad` that starts its k loop (the returned
+/// label) on a 64-byte boundary of the kernel (itself 64-byte aligned): measured on Zen 3,
+/// the 6x16 `BytePairs` kernel runs 20-25% slower at some loop placements.
+pub(super) fn assemble_loop_aligned(
+    build: &dyn Fn(usize) -> Result<(CodeAssembler, CodeLabel), IcedError>,
+) -> Result<Vec<u8>, IcedError> {
+    let mut pad = 0;
+    loop {
+        let (mut a, l) = build(pad)?;
+        let r = a.assemble_options(0, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+        let off = (r.label_ip(&l)? % INT8_ALIGN) as usize;
+        // (Padding can lengthen a branch over it: then once more; correct code either way.)
+        if off == 0 || pad >= 4 * INT8_ALIGN as usize {
+            return Ok(r.inner.code_buffer);
+        }
+        pad += INT8_ALIGN as usize - off;
     }
 }
 

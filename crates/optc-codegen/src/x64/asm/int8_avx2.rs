@@ -9,11 +9,16 @@
 
 use super::epilogue::Epilogue;
 use super::gemm::row;
-use super::int8::{Contraction, Int8Key, Scheme};
+use super::int8::{assemble_loop_aligned, Contraction, Int8Key, Scheme};
 use super::registers::ymm;
 use iced_x86::code_asm::*;
 
 pub(super) fn assemble_avx2(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
+    assemble_loop_aligned(&|pad| build(key, pad))
+}
+
+/// The kernel with `pad` bytes of NOPs before its k loop (returned: the loop's label).
+fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedError> {
     let mr = key.mr;
     assert!((1..=6).contains(&mr), "int8 microkernel rows out of range");
     assert!(key.scheme != Scheme::DotProduct, "VNNI kernels are AVX-512");
@@ -128,6 +133,9 @@ pub(super) fn assemble_avx2(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     a.mov(rax, rcx)?;
     a.shr(rax, 1)?;
     a.jz(rem)?;
+    if pad > 0 {
+        a.nops_with_size(pad)?;
+    }
     a.set_label(&mut l2)?;
     group(&mut a, 0)?;
     group(&mut a, 1)?;
@@ -167,7 +175,7 @@ pub(super) fn assemble_avx2(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
         store(&mut a, false)?;
         a.vzeroupper()?;
         a.ret()?;
-        return finish(a, p, mask_tab, ones, consts);
+        return finish(a, p, mask_tab, ones, consts).map(|a| (a, l2));
     };
 
     // Dequantize: f32(acc) * scale[c].
@@ -273,7 +281,7 @@ pub(super) fn assemble_avx2(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     store(&mut a, true)?;
     a.vzeroupper()?;
     a.ret()?;
-    finish(a, p, mask_tab, ones, consts)
+    finish(a, p, mask_tab, ones, consts).map(|a| (a, l2))
 }
 
 /// The data after the code: the column mask table (partial tiles), the 16-bit ones and the f32
@@ -284,7 +292,7 @@ fn finish(
     mut mask_tab: CodeLabel,
     ones: Option<CodeLabel>,
     consts: Vec<(CodeLabel, u32)>,
-) -> Result<Vec<u8>, IcedError> {
+) -> Result<CodeAssembler, IcedError> {
     if partial {
         a.set_label(&mut mask_tab)?;
         let mut tab = [0u32; 32];
@@ -299,5 +307,5 @@ fn finish(
         a.set_label(&mut l)?;
         a.dd(&[bits])?;
     }
-    a.assemble(0)
+    Ok(a)
 }

@@ -129,9 +129,21 @@ fn int8_kernels_decode_to_their_scheme() {
             assert_eq!(converts, if key.last.is_some() { accs } else { 0 }, "{s}");
             let stores = ins
                 .iter()
-                .filter(|i| i.op_count() > 0 && i.op_kind(0) == OpKind::Memory)
+                .filter(|i| {
+                    i.op_count() > 0
+                        && i.op_kind(0) == OpKind::Memory
+                        && i.mnemonic() != Mnemonic::Nop
+                })
                 .count();
             assert_eq!(stores, accs, "{s}: stores");
+            // The k loop (the target of its backward branch) starts on a 64-byte boundary.
+            let back = ins
+                .iter()
+                .filter(|i| i.mnemonic() == Mnemonic::Jne)
+                .map(|i| i.near_branch_target())
+                .min()
+                .expect("a k loop");
+            assert_eq!(back % 64, 0, "{s}: k loop at {back:#x}");
             for i in &ins {
                 for r in vector_regs(i) {
                     if scheme == Scheme::DotProduct {
@@ -417,7 +429,7 @@ fn native(bytes: &[u8], nparams: usize) -> (JITModule, *const u8) {
     let id = module
         .declare_function("routine", Linkage::Local, &sig)
         .unwrap();
-    module.define_function_bytes(id, 16, bytes, &[]).unwrap();
+    module.define_function_bytes(id, 64, bytes, &[]).unwrap();
     module.finalize_definitions().unwrap();
     let p = module.get_finalized_function(id);
     (module, p)

@@ -10,11 +10,16 @@
 
 use super::epilogue::Epilogue;
 use super::gemm::row;
-use super::int8::{Contraction, Int8Key, Scheme};
+use super::int8::{assemble_loop_aligned, Contraction, Int8Key, Scheme};
 use super::registers::zmm;
 use iced_x86::code_asm::*;
 
 pub(super) fn assemble_vnni(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
+    assemble_loop_aligned(&|pad| build(key, pad))
+}
+
+/// The kernel with `pad` bytes of NOPs before its k loop (returned: the loop's label).
+fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedError> {
     let mr = key.mr;
     assert!((1..=6).contains(&mr), "int8 microkernel rows out of range");
     assert_eq!(key.scheme, Scheme::DotProduct);
@@ -91,6 +96,9 @@ pub(super) fn assemble_vnni(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     a.mov(rax, rcx)?;
     a.shr(rax, 1)?;
     a.jz(rem)?;
+    if pad > 0 {
+        a.nops_with_size(pad)?;
+    }
     a.set_label(&mut l2)?;
     group(&mut a, 0)?;
     group(&mut a, 1)?;
@@ -120,7 +128,7 @@ pub(super) fn assemble_vnni(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
         }
         a.vzeroupper()?;
         a.ret()?;
-        return a.assemble(0);
+        return Ok((a, l2));
     };
     for r in 0..mr {
         a.vcvtdq2ps(zmm(r), zmm(r))?;
@@ -222,5 +230,5 @@ pub(super) fn assemble_vnni(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
         a.set_label(&mut l)?;
         a.dd(&[bits])?;
     }
-    a.assemble(0)
+    Ok((a, l2))
 }

@@ -3,7 +3,7 @@
 use super::depthwise::{self, DepthwiseKey};
 use super::direct_conv::{self, DirectConvKey};
 use super::gemm::{self, MicrokernelKey};
-use super::int8::{self, Int8Key, INT8_PARAMS};
+use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
 use super::quantize::QuantizeKey;
 use iced_x86::IcedError;
 
@@ -27,6 +27,13 @@ impl Routine {
             Routine::DirectConv(k) => k.symbol(),
             Routine::Int8(k) => k.symbol(),
             Routine::Quantize(k) => k.symbol(),
+        }
+    }
+    /// Alignment in the module, bytes (int8 kernels align their k loop to 64 bytes).
+    pub fn alignment(&self) -> u64 {
+        match self {
+            Routine::Int8(_) => INT8_ALIGN,
+            _ => 16,
         }
     }
     /// Integer (pointer / count) parameters.
