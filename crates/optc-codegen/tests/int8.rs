@@ -331,6 +331,10 @@ fn conv_geometries() {
             9,
             win([3, 3], [1, 1], [0, 2, 1, 0], [1, 1]),
         ),
+        // 1x1 stride 1 unpadded (the planes read in place), several column units and K
+        // blocks.
+        (vec![2, 12, 20, 21], 10, win([1, 1], [1, 1], [0; 4], [1, 1])),
+        (vec![1, 1100, 6, 7], 8, win([1, 1], [1, 1], [0; 4], [1, 1])),
     ];
     let mut s = 40;
     for (xs, m, w) in cases {

@@ -28,8 +28,8 @@
 //!
 //! System-V ABI, no return value, no callee-saved register touched:
 //! `kernel(a, b, c, groups, lda, ldc, nr, offset, scale, bias, res)`
-//! - `groups`: K groups of this block (any value, 0 included), `lda`: matmul row stride,
-//!   `ldc`: output row stride, bytes,
+//! - `groups`: K groups of this block (any value, 0 included), `lda`: matmul row stride (an
+//!   `unpacked` conv's plane stride), `ldc`: output row stride, bytes,
 //! - `nr`: valid columns (1..=16) of `partial` kernels,
 //! - `offset`: i32 per channel of the tile (`-xz * sum of the channel's weights`: the zero-point
 //!   correction; the starting value of a `first` block), padded to whole tiles,
@@ -109,6 +109,10 @@ pub(crate) struct Int8Key {
     pub mr: usize,
     /// Only `nr` of the 16 columns are valid (masked loads and stores).
     pub partial: bool,
+    /// Conv only: `b` is not packed but the quantized input itself (1x1 stride-1 unpadded
+    /// convs): the dword slots of a K group are whole planes apart, `lda` bytes (a
+    /// `WordPairs` group's two slots too).
+    pub unpacked: bool,
     /// The first K block: start from `offset` (else from the i32 partial sums in `c`).
     pub first: bool,
     /// The last K block: dequantize and store f32 (else store the i32 partial sums).
@@ -128,6 +132,9 @@ impl Int8Key {
             if self.partial { "_p" } else { "" },
             if self.first { "" } else { "_acc" },
         );
+        if self.unpacked {
+            s.push_str("_unpacked");
+        }
         match &self.last {
             None => s.push_str("_partial_sums"),
             Some(d) => {

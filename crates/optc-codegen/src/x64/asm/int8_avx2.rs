@@ -88,13 +88,29 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         a.vpsrlw(ymm11, ymm11, 15)?;
     }
 
-    // One K group at displacement `u` groups from rsi/rdi.
+    // One K group at displacement `u` groups from rsi/rdi (unpacked: its planes from rsi,
+    // which then moves on to the next group).
+    let unpacked = key.unpacked;
+    assert!(
+        !unpacked || !matmul,
+        "only conv kernels read unpacked planes"
+    );
     let group = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
         let pairs = if words { 2 } else { 1 };
         for pair in 0..pairs {
-            let bo = u * gb + 64 * pair;
-            a.vmovdqu(ymm12, ymmword_ptr(rsi + bo))?;
-            a.vmovdqu(ymm13, ymmword_ptr(rsi + bo + 32))?;
+            let bm = |d: i32| {
+                if unpacked {
+                    if pair == 0 {
+                        rsi + d
+                    } else {
+                        rsi + r8 + d
+                    }
+                } else {
+                    rsi + (u * gb + 64 * pair + d)
+                }
+            };
+            a.vmovdqu(ymm12, ymmword_ptr(bm(0)))?;
+            a.vmovdqu(ymm13, ymmword_ptr(bm(32)))?;
             for r in 0..mr {
                 let ao = u * ga + 4 * pair;
                 let m = if matmul {
@@ -124,6 +140,13 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                 }
             }
         }
+        if unpacked {
+            if words {
+                a.lea(rsi, rsi + r8 * 2)?;
+            } else {
+                a.add(rsi, r8)?;
+            }
+        }
         Ok(())
     };
     // Two groups per iteration, then the odd one.
@@ -139,7 +162,9 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
     a.set_label(&mut l2)?;
     group(&mut a, 0)?;
     group(&mut a, 1)?;
-    a.add(rsi, 2 * gb)?;
+    if !unpacked {
+        a.add(rsi, 2 * gb)?;
+    }
     a.add(rdi, 2 * ga)?;
     if matmul {
         a.add(r10, 2 * ga)?;

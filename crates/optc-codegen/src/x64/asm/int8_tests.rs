@@ -44,7 +44,11 @@ fn step_lists(rows: bool, bias: bool) -> Vec<Vec<Epilogue>> {
 
 fn all_keys(scheme: Scheme) -> Vec<Int8Key> {
     let mut v = vec![];
-    for contraction in [Contraction::MatMul, Contraction::Conv] {
+    for (contraction, unpacked) in [
+        (Contraction::MatMul, false),
+        (Contraction::Conv, false),
+        (Contraction::Conv, true),
+    ] {
         for mr in 1..=6 {
             for partial in [false, true] {
                 for first in [false, true] {
@@ -60,6 +64,7 @@ fn all_keys(scheme: Scheme) -> Vec<Int8Key> {
                             contraction,
                             mr,
                             partial,
+                            unpacked,
                             first,
                             last,
                         });
@@ -229,13 +234,28 @@ fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> 
             v[at + i] = *b;
         }
     };
-    // Element `j` of group `g` for 16 panel columns: byte offset.
-    let panel_at = |g: usize, col: usize, j: usize| match key.scheme {
-        Scheme::WordPairs => 128 * g + 64 * (j / 2) + 4 * col + 2 * (j % 2),
-        _ => 64 * g + 4 * col + j,
+    // Element `j` of group `g` for 16 panel columns: byte offset (unpacked: the dword slots
+    // `stride` bytes apart).
+    let stride = 64 * 3 + 16;
+    let panel_at = |g: usize, col: usize, j: usize| match (key.scheme, key.unpacked) {
+        (Scheme::WordPairs, false) => 128 * g + 64 * (j / 2) + 4 * col + 2 * (j % 2),
+        (Scheme::WordPairs, true) => (2 * g + j / 2) * stride + 4 * col + 2 * (j % 2),
+        (_, false) => 64 * g + 4 * col + j,
+        (_, true) => g * stride + 4 * col + j,
     };
-    let mut b = vec![0u8; groups.max(1) * key.scheme.panel_group_bytes()];
-    let lda = if conv { 0 } else { 4 * groups * eb + 12 };
+    let b_len = if key.unpacked {
+        (2 * groups.max(1) + 1) * stride
+    } else {
+        groups.max(1) * key.scheme.panel_group_bytes()
+    };
+    let mut b = vec![0u8; b_len];
+    let lda = if key.unpacked {
+        stride
+    } else if conv {
+        0
+    } else {
+        4 * groups * eb + 12
+    };
     let mut a = vec![0u8; if conv { groups * mr * 4 * eb } else { lda * mr }.max(1)];
     for g in 0..groups {
         for j in 0..4 {
@@ -499,6 +519,7 @@ fn byte_pairs_saturate_where_word_pairs_do_not() {
             contraction: Contraction::MatMul,
             mr: 1,
             partial: false,
+            unpacked: false,
             first: true,
             last: None,
         };

@@ -75,10 +75,21 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
     }
 
     // Group `u` of an iteration: accumulator set `u`, panel register zmm12 + u.
+    let unpacked = key.unpacked;
+    assert!(
+        !unpacked || !matmul,
+        "only conv kernels read unpacked planes"
+    );
     let group = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
         let b = zmm(12 + u as usize);
         let set = 6 * u as usize;
-        a.vmovdqu32(b, zmmword_ptr(rsi + u * gb))?;
+        if unpacked {
+            // The group's plane at rsi; rsi moves on to the next one.
+            a.vmovdqu32(b, zmmword_ptr(rsi))?;
+            a.add(rsi, r8)?;
+        } else {
+            a.vmovdqu32(b, zmmword_ptr(rsi + u * gb))?;
+        }
         for r in 0..mr {
             let ao = u * ga;
             if matmul {
@@ -102,7 +113,9 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
     a.set_label(&mut l2)?;
     group(&mut a, 0)?;
     group(&mut a, 1)?;
-    a.add(rsi, 2 * gb)?;
+    if !unpacked {
+        a.add(rsi, 2 * gb)?;
+    }
     a.add(rdi, 2 * ga)?;
     if matmul {
         a.add(r10, 2 * ga)?;

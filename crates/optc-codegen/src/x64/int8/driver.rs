@@ -268,16 +268,24 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
                 xb = e.b.ins().iadd(xb, go);
             }
             let spg = q.slots_per_group();
-            let sub = KernelArgs {
-                ins: c.ins,
-                out: c.out,
-                scratch: c.scratch,
-                extra: &c.extra[fd..],
-                microkernels: c.microkernels,
-            };
             let s0 = e.b.ins().imul_imm_s(k0, spg as i64);
-            pack_panels(e, &sub, pack, xb, col0, npan, s0, kc * spg);
-            (pack, kc as i64 * pgb)
+            if q.unpacked {
+                // Panel j's slot s: 16 pixels from column col0 + 16 j of plane s.
+                let co = e.b.ins().imul_imm_s(col0, 4);
+                let so = e.b.ins().imul_imm_s(s0, plane);
+                let o = e.b.ins().iadd(co, so);
+                (e.b.ins().iadd(xb, o), (NR * 4) as i64)
+            } else {
+                let sub = KernelArgs {
+                    ins: c.ins,
+                    out: c.out,
+                    scratch: c.scratch,
+                    extra: &c.extra[fd..],
+                    microkernels: c.microkernels,
+                };
+                pack_panels(e, &sub, pack, xb, col0, npan, s0, kc * spg);
+                (pack, kc as i64 * pgb)
+            }
         }
         Form::Depthwise(_) => unreachable!("depthwise units are not GEMM blocks"),
     };
@@ -286,7 +294,12 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
     let co = e.b.ins().imul_imm_s(col0, 4);
     let cbase = e.b.ins().iadd(io, co);
     let kcv = e.int_const(kc as i64);
-    let ldav = e.int_const(q.lda as i64);
+    // (An unpacked conv's planes are `lda` apart.)
+    let lda = match &q.form {
+        Form::Conv(g) if q.unpacked => g.hp * g.wp * 4,
+        _ => q.lda,
+    };
+    let ldav = e.int_const(lda as i64);
     let ldcv = e.int_const(ldc);
     let dq = last.then(|| Dequantize {
         bias: q.bias_port.is_some(),

@@ -86,6 +86,9 @@ pub(crate) struct Int8Plan {
     pub planes: usize,
     /// Matmul: bytes per quantized activation row.
     pub lda: usize,
+    /// Conv: the kernels read the quantized planes in place (1x1, stride 1, unpadded: the
+    /// patches are the planes), no patch packing.
+    pub unpacked: bool,
     /// Why the scheme was chosen.
     pub reason: &'static str,
 }
@@ -148,7 +151,8 @@ impl Int8Plan {
     pub fn activation_bytes(&self, p: &KernelPlan) -> usize {
         match &self.form {
             Form::MatMul => p.m * self.lda,
-            Form::Conv(g) => g.n * self.planes * g.hp * g.wp * 4,
+            // (Slack: an unpacked partial panel reads up to 16 pixels.)
+            Form::Conv(g) => g.n * self.planes * g.hp * g.wp * 4 + 64,
             Form::Depthwise(_) => 0,
         }
     }
@@ -161,6 +165,7 @@ impl Int8Plan {
     pub fn task_bytes(&self, p: &KernelPlan) -> usize {
         match &self.form {
             Form::MatMul => 0,
+            Form::Conv(_) if self.unpacked => 0,
             Form::Conv(_) => p.kc.min(self.groups.max(1)) * p.chunk * self.scheme.row_group_bytes(),
             Form::Depthwise(g) => depthwise::buffer_bytes(g, p.mrows),
         }
@@ -438,6 +443,16 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         }
         Form::Depthwise(_) => (depth, depth, 0, 0),
     };
+    // (WordPairs read two planes per group: only with whole groups of planes.)
+    let unpacked = match &form {
+        Form::Conv(g) => {
+            (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1)
+                && g.hp == g.h
+                && g.wp == g.w
+                && (scheme != Scheme::WordPairs || slots % 2 == 0)
+        }
+        _ => false,
+    };
     let q = Int8Plan {
         scheme,
         form,
@@ -453,6 +468,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         groups,
         planes,
         lda,
+        unpacked,
         reason,
     };
     let caches = target.caches();
@@ -660,6 +676,7 @@ pub(super) fn int8_key(
         contraction: q.contraction(),
         mr,
         partial,
+        unpacked: q.unpacked,
         first,
         last,
     }
