@@ -121,7 +121,9 @@ const AVX2: [&str; 11] = [
     "has_lzcnt",
 ];
 
-/// AVX-512 (F, VL, DQ): for AOT objects, and JIT on hosts that have it.
+/// AVX-512 (F, VL, DQ): for AOT objects, and JIT on hosts that have it. The int8 kernels of
+/// quantized contractions on this target also need AVX-512 VNNI (`vpdpbusd`: Cascade Lake,
+/// Ice Lake, Zen 4 and later).
 const AVX512: [&str; 14] = [
     "has_sse3",
     "has_ssse3",

@@ -1,6 +1,7 @@
 //! Ahead-of-time objects for targets this host may not be able to run contain the expected
 //! machine code: the GEMM/conv microkernels of an `x86_64-avx512` object are zmm code (decoded
-//! with iced-x86), those of an `x86_64-avx2` object ymm code, and an `aarch64-neon` object's
+//! with iced-x86; its int8 kernels `vpdpbusd`), those of an `x86_64-avx2` object ymm code (its
+//! int8 kernels `vpmaddubsw`/`vpmaddwd`), and an `aarch64-neon` object's
 //! kernels use NEON vector arithmetic (checked by instruction encoding, and with
 //! `aarch64-linux-gnu-objdump` when it is installed).
 
@@ -10,7 +11,8 @@ use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
 use object::{Object, ObjectSection, ObjectSymbol};
 use optc_codegen::aot::{compile_object, AotOptions};
 use optc_codegen::Target;
-use optc_ir::{FusedStep, Graph, Op, UnaryOp};
+use optc_ir::quantized::ActivationQuantization;
+use optc_ir::{Data, FusedStep, Graph, Op, Tensor, UnaryOp};
 
 /// Conv(+bias, Relu) as an implicit GEMM and a MatMul with a constant B: both take the
 /// microkernel path on x86-64 targets with AVX2/FMA.
@@ -150,6 +152,111 @@ fn avx2_object_has_ymm_microkernels() {
                 }
             }
         }
+    }
+}
+
+/// A quantized conv (static activations, fused Relu) and a quantized matmul (dynamic), with
+/// 7-bit weights (`BytePairs` on AVX2).
+fn int8_object_for(target: &str) -> Vec<u8> {
+    let mut rng = Rng::new(3);
+    let mut g = Graph::new();
+    let i8s = |rng: &mut Rng, shape: &[usize]| {
+        let n = shape.iter().product();
+        let v = (0..n).map(|_| rng.int(-64, 65) as i8).collect();
+        Tensor::new(shape.to_vec(), Data::I8(v)).unwrap()
+    };
+    let x = g.add_input("x", f(&[1, 8, 12, 12]));
+    let w = g.add_const("w", i8s(&mut rng, &[20, 8, 3, 3]));
+    let ws = g.add_const("ws", f32t(&mut rng, &[20]));
+    let xs = g.add_const("xs", Tensor::scalar_f32(0.02));
+    let xz = g.add_const("xz", Tensor::new(vec![], Data::U8(vec![7])).unwrap());
+    let conv = Op::Fused {
+        base: Box::new(Op::QuantizedConv {
+            window: square_window(3, 1, 1),
+            group: 1,
+            activation: ActivationQuantization::Static,
+        }),
+        base_inputs: 5,
+        steps: vec![FusedStep::Unary(UnaryOp::Relu)],
+    };
+    let y = g.add("qconv", conv, &[x, w, ws, xs, xz]).unwrap();
+    g.add_output("y", y);
+    let a = g.add_input("a", f(&[13, 40]));
+    let wm = g.add_const("wm", i8s(&mut rng, &[40, 37]));
+    let wsm = g.add_const("wsm", f32t(&mut rng, &[37]));
+    let op = Op::QuantizedMatMul {
+        activation: ActivationQuantization::Dynamic,
+    };
+    let z = g.add("qmm", op, &[a, wm, wsm]).unwrap();
+    g.add_output("z", z);
+    let opts = AotOptions {
+        name: "int8".into(),
+        ..Default::default()
+    };
+    compile_object(&g, &Target::parse(target).unwrap(), &opts)
+        .unwrap_or_else(|e| panic!("{target}: {e}"))
+        .object
+}
+
+#[test]
+fn int8_kernels_of_each_x86_target() {
+    // AVX-512: VNNI `vpdpbusd` on zmm only; AVX2: `vpmaddubsw` + `vpmaddwd` on ymm only.
+    for (target, kind, other, mnemonic, zmm) in [
+        (
+            "x86_64-avx512",
+            "_optc_int8_vnni_",
+            "_optc_int8_bytepairs_",
+            Mnemonic::Vpdpbusd,
+            true,
+        ),
+        (
+            "x86_64-avx2",
+            "_optc_int8_bytepairs_",
+            "_optc_int8_vnni_",
+            Mnemonic::Vpmaddubsw,
+            false,
+        ),
+    ] {
+        let obj = int8_object_for(target);
+        assert!(functions(&obj, other).is_empty(), "{target}");
+        let kernels = functions(&obj, kind);
+        let names: Vec<&String> = kernels.iter().map(|k| &k.0).collect();
+        // Matmul and conv kernels, full and partial tiles, the conv's Relu.
+        assert!(names.iter().any(|n| n.contains("_matmul_")), "{names:?}");
+        assert!(names.iter().any(|n| n.contains("_conv_")), "{names:?}");
+        assert!(names.iter().any(|n| has_part(n, "p")), "{names:?}");
+        assert!(names.iter().any(|n| has_part(n, "relu")), "{names:?}");
+        for (name, code) in &kernels {
+            let ins = decode_x86(name, code);
+            let products: Vec<_> = ins.iter().filter(|i| i.mnemonic() == mnemonic).collect();
+            assert!(!products.is_empty(), "{name}: no {mnemonic:?}");
+            assert!(
+                products
+                    .iter()
+                    .all(|i| i.op0_register().is_zmm() == zmm && i.op0_register().is_ymm() != zmm),
+                "{name}"
+            );
+            if !zmm {
+                assert!(
+                    ins.iter().any(|i| i.mnemonic() == Mnemonic::Vpmaddwd),
+                    "{name}"
+                );
+            }
+            assert_eq!(
+                ins.iter().any(|i| i.mnemonic() == Mnemonic::Vmaxps),
+                has_part(name, "relu"),
+                "{name}"
+            );
+        }
+        // The activation quantizers are AVX2 routines on both targets.
+        assert!(
+            !functions(&obj, "_optc_quantize_range").is_empty(),
+            "{target}"
+        );
+        assert!(
+            !functions(&obj, "_optc_quantize_plane_").is_empty(),
+            "{target}"
+        );
     }
 }
 

@@ -148,6 +148,38 @@ impl<'a> KernelWriter<'a> {
                 task_function = Some(task.define(module, ctx, fctx, &keys, body)?);
             }
         }
+        // A node whose serial work before the tasks is split into parallel parts too (an int8
+        // node's activation quantization): a second task function, run first.
+        let mut prepare_function: Option<FuncId> = None;
+        if let Some(p) = plan.filter(|p| p.prepare_parts() > 1) {
+            let keys: Vec<_> = p
+                .routines()
+                .into_iter()
+                .map(|k| (k.clone(), self.routines[&k]))
+                .collect();
+            let nin = info.ins.len();
+            let prepare = TaskFunction {
+                info,
+                name: format!("{entry_name}_k{i}_prepare"),
+                data_ids: &data_ids,
+                runtime: self.runtime,
+                fma: self.target.fma,
+                nparams,
+            };
+            let body =
+                &mut |e: &mut Emitter, params: &[Value], extra: &[Value], microkernels: &_, t| {
+                    let c = x64::KernelArgs {
+                        ins: &params[..nin],
+                        out: params[nin],
+                        scratch: params[nparams - 1],
+                        extra,
+                        microkernels,
+                    };
+                    x64::emit_prepare(e, p, &c, t);
+                    Ok(())
+                };
+            prepare_function = Some(prepare.define(module, ctx, fctx, &keys, body)?);
+        }
         ctx.func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
         let gvs: Vec<_> = data_ids
             .iter()
@@ -155,7 +187,7 @@ impl<'a> KernelWriter<'a> {
             .collect();
         let runtime_refs = self.runtime.declare_in(module, &mut ctx.func);
         let microkernels: HashMap<_, _> = match plan {
-            Some(p) if task_function.is_none() => p
+            Some(p) if task_function.is_none() || p.calls_routines_before_tasks() => p
                 .routines()
                 .into_iter()
                 .map(|k| {
@@ -167,7 +199,9 @@ impl<'a> KernelWriter<'a> {
         };
         let task_ref = task_function.map(|t| module.declare_func_in_func(t, &mut ctx.func));
         let par_for = self.runtime.id(RuntimeFunction::ParallelFor);
-        let par_ref = task_function.map(|_| module.declare_func_in_func(par_for, &mut ctx.func));
+        let par_ref = (task_function.is_some() || prepare_function.is_some())
+            .then(|| module.declare_func_in_func(par_for, &mut ctx.func));
+        let prepare_ref = prepare_function.map(|f| module.declare_func_in_func(f, &mut ctx.func));
         {
             let (mut e, params) =
                 Emitter::begin(&mut ctx.func, fctx, self.target.fma, runtime_refs);
@@ -186,6 +220,9 @@ impl<'a> KernelWriter<'a> {
                         microkernels: &microkernels,
                     };
                     x64::emit_pre(&mut e, info, p, &c)?;
+                    if let (Some(pf), Some(pr)) = (prepare_ref, par_ref) {
+                        call_parallel(&mut e, &params, pf, pr, p.prepare_parts());
+                    }
                     match (task_ref, par_ref) {
                         (Some(tr), Some(pr)) => call_parallel(&mut e, &params, tr, pr, p.tasks),
                         _ => {
@@ -246,7 +283,7 @@ fn define_routines<M: Module>(
             .declare_function(&name, Linkage::Local, &us)
             .map_err(|e| info.err(e.to_string()))?;
         module
-            .define_function_bytes(id, 16, &bytes, &[])
+            .define_function_bytes(id, key.alignment(), &bytes, &[])
             .map_err(|e| info.err(format!("defining microkernel: {e}")))?;
         routines.insert(key, id);
     }

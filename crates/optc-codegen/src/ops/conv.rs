@@ -113,7 +113,7 @@ pub(crate) fn conv_geometry(
     info: &NodeInfo,
 ) -> Result<Option<(ConvGeometry, Option<Arc<Tensor>>)>> {
     let (window, group) = match info.op {
-        Op::Conv { window, group } => (window, *group),
+        Op::Conv { window, group } | Op::QuantizedConv { window, group, .. } => (window, *group),
         _ => return Err(info.err("not a conv")),
     };
     let Some(g) = window_geometry(

@@ -3,10 +3,10 @@
 //! block's calls.
 
 use super::asm::{MicrokernelKey, Routine, MR, NR};
-use super::depthwise;
 use super::kernel_plan::{ALayout, KernelPlan, Strategy};
 use super::packing::{pack_a, pack_b_rt, pack_panels};
 use super::tasks::KernelArgs;
+use super::{depthwise, int8};
 use crate::builder::Emitter;
 use crate::ops::conv::{conv_is_gemm, ConvGeometry};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
@@ -45,6 +45,10 @@ pub(super) fn emit_unit(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: U
     } = unit;
     if let Strategy::Depthwise(g) = &p.kind {
         depthwise::emit_depthwise(e, p, g, c, img, row0, mrows);
+        return;
+    }
+    if let Strategy::Int8(q) = &p.kind {
+        int8::emit_unit(e, p, q, c, unit);
         return;
     }
     if let Strategy::ImplicitGemm(g) = &p.kind {
@@ -132,11 +136,12 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
     let ptr = types::I64;
     // B panel j of this block lives at `bbase + j * bstep`.
     let (bbase, bstep) = match &p.kind {
-        // Handled by `emit_depthwise` / `winograd`.
+        // Handled by `emit_depthwise` / `winograd` / `int8`.
         Strategy::Depthwise(_)
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
-        | Strategy::SmallMap => (pack, 0),
+        | Strategy::SmallMap
+        | Strategy::Int8(_) => (pack, 0),
         Strategy::GemmConstantB => {
             // packed[(col0/16 + j)][k][16]
             let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
@@ -175,7 +180,8 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         Strategy::Depthwise(_)
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
-        | Strategy::SmallMap => (c.ins[1], 0),
+        | Strategy::SmallMap
+        | Strategy::Int8(_) => (c.ins[1], 0),
         Strategy::GemmConstantB => (c.ins[0], p.k as i64 * 4),
         Strategy::GemmRuntimeB { a_image, .. } => {
             let io = e.b.ins().imul_imm_s(img, *a_image);

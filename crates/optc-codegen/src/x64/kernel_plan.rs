@@ -2,6 +2,7 @@
 //! shape, blocking, epilogue and task split ([`KernelPlan`]), and every assembled routine it calls.
 
 use super::asm::{Epilogue, Isa, MicrokernelKey, Routine, MR, NR};
+use super::int8::{self, Int8Plan};
 use super::{depthwise, pool, small_map, winograd};
 use crate::error::Result;
 use crate::node::{base_info, NodeInfo};
@@ -34,6 +35,8 @@ pub(super) enum Strategy {
     /// microkernel rows, output channels the 16-wide panels of the packed weights
     /// (`extra[0]`); units of `mrows` channels.
     SmallMap,
+    /// A quantized contraction on the int8 microkernels (see [`int8`]): `k` counts K groups.
+    Int8(Box<Int8Plan>),
 }
 
 /// How the microkernels read A.
@@ -86,10 +89,16 @@ impl KernelPlan {
     /// Whether the generated code reads input `port` through its pointer: not the
     /// constant weights the plan packs at compile time (they live in `derived` data).
     pub fn reads_input(&self, port: usize) -> bool {
+        if let Strategy::Int8(q) = &self.kind {
+            return q.reads_input(port);
+        }
         let packed = match &self.kind {
             Strategy::GemmConstantB | Strategy::Winograd(..) | Strategy::SmallMap => true,
             Strategy::ImplicitGemm(_) => self.a_layout == ALayout::PackedAtCompileTime,
-            Strategy::GemmRuntimeB { .. } | Strategy::Depthwise(_) | Strategy::MaxPool(_) => false,
+            Strategy::GemmRuntimeB { .. }
+            | Strategy::Depthwise(_)
+            | Strategy::MaxPool(_)
+            | Strategy::Int8(_) => false,
         };
         !(packed && port == 1)
     }
@@ -108,6 +117,8 @@ impl KernelPlan {
             Strategy::ImplicitGemm(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
             // The packed input of a swapped 1x1 conv.
             Strategy::SmallMap => small_map::apack_bytes(self),
+            // Parameters, channel tables, quantized activations.
+            Strategy::Int8(q) => q.prefix_bytes(self),
             _ => 0,
         }
     }
@@ -121,6 +132,7 @@ impl KernelPlan {
             Strategy::SmallMap => small_map::tmp_bytes(self),
             Strategy::Winograd(g, r) => winograd::task_bytes(self, g, *r),
             Strategy::MaxPool(g) => pool::task_bytes(g),
+            Strategy::Int8(q) => q.task_bytes(self),
         };
         b + self.apack_bytes()
     }
@@ -156,8 +168,24 @@ impl KernelPlan {
         let n = self.k.div_ceil(self.kc).max(1);
         self.k.div_ceil(n).max(1)
     }
+    /// Whether the serial work before the tasks calls assembled routines (an int8 node's
+    /// quantizing ones), so the kernel function declares them too.
+    pub fn calls_routines_before_tasks(&self) -> bool {
+        matches!(self.kind, Strategy::Int8(_))
+    }
+    /// Parts of the serial work before the tasks that run in parallel (0: none; an int8
+    /// node's activation quantization, see [`super::emit_prepare`]).
+    pub fn prepare_parts(&self) -> usize {
+        match &self.kind {
+            Strategy::Int8(q) => q.prepare_parts(self),
+            _ => 0,
+        }
+    }
     /// Every assembled routine the node calls.
     pub fn routines(&self) -> Vec<Routine> {
+        if let Strategy::Int8(q) = &self.kind {
+            return int8::routines(self, q);
+        }
         let mut r: Vec<Routine> = self.keys().into_iter().map(Routine::Microkernel).collect();
         if let Strategy::Depthwise(g) = &self.kind {
             r.extend(
@@ -195,7 +223,10 @@ impl KernelPlan {
     }
     /// Every microkernel the node calls.
     pub fn keys(&self) -> Vec<MicrokernelKey> {
-        if matches!(self.kind, Strategy::Depthwise(_) | Strategy::MaxPool(_)) {
+        if matches!(
+            self.kind,
+            Strategy::Depthwise(_) | Strategy::MaxPool(_) | Strategy::Int8(_)
+        ) {
             return vec![];
         }
         if matches!(self.kind, Strategy::Winograd(..)) {
@@ -271,6 +302,9 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         Op::Fused { base, steps, .. } => (base, steps),
         op => (op, &[]),
     };
+    if matches!(base, Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. }) {
+        return int8::plan(info, target);
+    }
     if !is_f32(&info.outs[0]) || info.outs.len() != 1 {
         return Ok(None);
     }
@@ -492,6 +526,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         kind => (kind, n, k),
     };
     let chunk = match kind {
+        Strategy::Int8(_) => unreachable!("int8 nodes are planned by `int8::plan`"),
         Strategy::Winograd(_, r) => winograd::nb(k, r),
         Strategy::MaxPool(_) => n,
         Strategy::ImplicitGemm(_) => 128,

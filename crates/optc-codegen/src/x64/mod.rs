@@ -21,12 +21,13 @@
 //! - the other strategies: `winograd.rs` (3x3 stride-1 convs, F(2x2) or F(4x4)),
 //!   `depthwise.rs`, `direct_conv.rs` (few input channels: a network's first conv),
 //!   `small_map.rs` (1x1 convs on small maps, the GEMM roles swapped), `pool.rs` (2-D max
-//!   pools, separable).
+//!   pools, separable), `int8/` (the quantized contractions on the int8 microkernels).
 
 pub(crate) mod asm;
 mod depthwise;
 mod direct_conv;
 mod gemm;
+pub(crate) mod int8;
 mod kernel_plan;
 mod packing;
 mod pool;
@@ -35,7 +36,8 @@ mod small_map;
 mod tasks;
 mod winograd;
 
+pub use int8::{int8_plans, pairs_never_saturate};
 pub(crate) use kernel_plan::{kernel_plan, KernelPlan};
 pub(crate) use packing::derived;
-pub(crate) use serial::{emit_post, emit_pre};
+pub(crate) use serial::{emit_post, emit_pre, emit_prepare};
 pub(crate) use tasks::{emit_task, KernelArgs};

@@ -7,7 +7,7 @@
 use super::asm::{MR, NR};
 use super::kernel_plan::{ALayout, KernelPlan, Strategy};
 use super::tasks::KernelArgs;
-use super::{small_map, winograd};
+use super::{int8, small_map, winograd};
 use crate::builder::{if_else, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
@@ -21,6 +21,7 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
         Strategy::GemmRuntimeB { .. } | Strategy::Depthwise(_) | Strategy::MaxPool(_) => Ok(vec![]),
         Strategy::Winograd(g, r) => winograd::derived(info, g, *r),
         Strategy::SmallMap => small_map::derived(info),
+        Strategy::Int8(q) => int8::derived(info, p, q),
         Strategy::GemmConstantB => {
             let b = info.consts[1]
                 .as_ref()

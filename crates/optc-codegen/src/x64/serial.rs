@@ -4,8 +4,8 @@
 
 use super::direct_conv::emit_deinterleaved_copy;
 use super::kernel_plan::{KernelPlan, Strategy};
-use super::small_map;
 use super::tasks::KernelArgs;
+use super::{int8, small_map};
 use crate::builder::{copy_span, tensor_flags, zero_span, Emitter};
 use crate::error::Result;
 use crate::node::NodeInfo;
@@ -13,10 +13,11 @@ use crate::ops::elementwise::Elementwise;
 use crate::ops::fused::apply_chain;
 use crate::ops::map::map;
 use crate::ops::operand::Operand;
-use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::{InstBuilder, Value};
 use optc_ir::Op;
 
-/// Serial work before the tasks: the zero-padded input copy of a conv.
+/// Serial work before the tasks: the zero-padded input copy of a conv (an int8 node's:
+/// its activations quantized, see [`int8::emit_pre`]).
 pub(crate) fn emit_pre(
     e: &mut Emitter,
     _info: &NodeInfo,
@@ -29,6 +30,10 @@ pub(crate) fn emit_pre(
         .store(tensor_flags(), z, c.scratch, p.mask_off() as i32);
     if let Strategy::SmallMap = p.kind {
         small_map::emit_pack(e, p, c);
+        return Ok(());
+    }
+    if let Strategy::Int8(q) = &p.kind {
+        int8::emit_pre(e, p, q, c);
         return Ok(());
     }
     // (Depthwise convs read their input in place: see `depthwise`.)
@@ -90,6 +95,14 @@ pub(crate) fn emit_pre(
         },
     );
     Ok(())
+}
+
+/// Part `t` of the parallel preparation (of [`KernelPlan::prepare_parts`]), run after
+/// [`emit_pre`] and before the tasks.
+pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Value) {
+    if let Strategy::Int8(q) = &p.kind {
+        int8::emit_prepare(e, p, q, c, t);
+    }
 }
 
 /// Serial work after the tasks: Gemm's general C term and fused steps the tile store skipped.

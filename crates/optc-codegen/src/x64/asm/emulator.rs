@@ -1,5 +1,6 @@
-//! A small interpreter for the x86-64 instructions the AVX-512 microkernels use, so that their
-//! results can be checked on hosts without AVX-512 (test only). Memory is a set of virtual
+//! A small interpreter for the x86-64 instructions the AVX-512 microkernels use (the f32 ones
+//! and the int8 VNNI ones), so that their results can be checked on hosts without AVX-512
+//! (test only). Memory is a set of virtual
 //! regions; any access outside them (e.g. a masked-off lane that is read anyway) panics.
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
@@ -154,7 +155,12 @@ impl Machine {
             OpKind::Register => self.zmm[Self::zi(i.op_register(o))],
             OpKind::Memory => {
                 let a = self.addr(i);
-                if i.is_broadcast() || i.mnemonic() == Mnemonic::Vbroadcastss {
+                if i.is_broadcast()
+                    || matches!(
+                        i.mnemonic(),
+                        Mnemonic::Vbroadcastss | Mnemonic::Vpbroadcastd
+                    )
+                {
                     [self.read32(a); 16]
                 } else {
                     let mut v = [0; 16];
@@ -219,7 +225,7 @@ impl Machine {
             let mut jump = None;
             match i.mnemonic() {
                 Mnemonic::Ret => return,
-                Mnemonic::Vzeroupper => {}
+                Mnemonic::Vzeroupper | Mnemonic::Nop => {}
                 Mnemonic::Lea => {
                     let a = self.addr(&i);
                     self.wreg(i.op0_register(), a);
@@ -260,7 +266,11 @@ impl Machine {
                     }
                     self.vdst(&i, r);
                 }
-                Mnemonic::Vmovups | Mnemonic::Vbroadcastss => {
+                Mnemonic::Vmovups
+                | Mnemonic::Vmovdqu32
+                | Mnemonic::Vmovdqa32
+                | Mnemonic::Vbroadcastss
+                | Mnemonic::Vpbroadcastd => {
                     let m = self.mask(&i);
                     if i.op_kind(0) == OpKind::Memory {
                         let v = self.zmm[Self::zi(i.op1_register())];
@@ -284,6 +294,41 @@ impl Machine {
                         r[l] = f32::from_bits(a[l])
                             .mul_add(f32::from_bits(b[l]), f32::from_bits(acc[l]))
                             .to_bits();
+                    }
+                    self.vdst(&i, r);
+                }
+                // Per dword lane: + the 4 products of unsigned bytes of the first source and
+                // signed bytes of the second, without saturation (wrapping i32).
+                Mnemonic::Vpdpbusd => {
+                    let acc = self.zmm[Self::zi(i.op0_register())];
+                    let a = self.vsrc(&i, 1, 0xffff);
+                    let b = self.vsrc(&i, 2, 0xffff);
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        let mut s = acc[l] as i32;
+                        for j in 0..4 {
+                            let u = (a[l] >> (8 * j)) as u8 as i32;
+                            let v = (b[l] >> (8 * j)) as u8 as i8 as i32;
+                            s = s.wrapping_add(u * v);
+                        }
+                        r[l] = s as u32;
+                    }
+                    self.vdst(&i, r);
+                }
+                Mnemonic::Vpaddd => {
+                    let (a, b) = (self.vsrc(&i, 1, 0xffff), self.vsrc(&i, 2, 0xffff));
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        r[l] = a[l].wrapping_add(b[l]);
+                    }
+                    self.vdst(&i, r);
+                }
+                // i32 to f32, rounded to nearest even (MXCSR's default, Rust's `as`).
+                Mnemonic::Vcvtdq2ps => {
+                    let a = self.vsrc(&i, 1, 0xffff);
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        r[l] = (a[l] as i32 as f32).to_bits();
                     }
                     self.vdst(&i, r);
                 }

@@ -5,11 +5,14 @@
 //!   conv, Winograd and swapped-roles node of the x64 path calls,
 //! - `depthwise.rs`: whole depthwise-conv units,
 //! - `direct_conv.rs`: convs with few input channels (a network's first conv),
+//! - `int8.rs` (with `int8_avx2.rs`, `int8_vnni.rs`): the int8 microkernels of the quantized
+//!   contractions, and `quantize.rs`: the routines that quantize their f32 activations,
 //! - `epilogue.rs`: the bias/activation/residual/scale steps applied before a tile's store,
 //! - `routine.rs`: [`Routine`], the one key type of every assembled routine a node calls,
 //! - `peak.rs`: the FMA-peak loop of the benches,
 //! - `emulator.rs` (tests): an interpreter of the AVX-512 instructions the kernels use, so
-//!   they are checked on hosts without AVX-512; `tests.rs` decodes every variant.
+//!   they are checked on hosts without AVX-512; `tests.rs` decodes every variant,
+//!   `int8_tests.rs` every int8 kernel (and runs the VNNI ones in the emulator).
 
 pub(crate) mod depthwise;
 pub(crate) mod direct_conv;
@@ -17,12 +20,18 @@ mod epilogue;
 mod gemm;
 mod gemm_avx2;
 mod gemm_avx512;
+pub(crate) mod int8;
+mod int8_avx2;
+mod int8_vnni;
 mod peak;
+pub(crate) mod quantize;
 mod registers;
 mod routine;
 
 #[cfg(test)]
 mod emulator;
+#[cfg(test)]
+mod int8_tests;
 #[cfg(test)]
 mod tests;
 

@@ -3,15 +3,20 @@
 use super::depthwise::{self, DepthwiseKey};
 use super::direct_conv::{self, DirectConvKey};
 use super::gemm::{self, MicrokernelKey};
+use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
+use super::quantize::QuantizeKey;
 use iced_x86::IcedError;
 
 /// A routine assembled with `iced-x86` and defined into the module: a GEMM microkernel, a
-/// depthwise kernel ([`depthwise`]) or a direct-conv kernel ([`direct_conv`]).
+/// depthwise kernel ([`depthwise`]), a direct-conv kernel ([`direct_conv`]), an int8
+/// microkernel ([`int8`]) or an activation-quantizing routine ([`super::quantize`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Routine {
     Microkernel(MicrokernelKey),
     Depthwise(DepthwiseKey),
     DirectConv(DirectConvKey),
+    Int8(Int8Key),
+    Quantize(QuantizeKey),
 }
 
 impl Routine {
@@ -20,6 +25,15 @@ impl Routine {
             Routine::Microkernel(k) => k.symbol(),
             Routine::Depthwise(k) => k.symbol(),
             Routine::DirectConv(k) => k.symbol(),
+            Routine::Int8(k) => k.symbol(),
+            Routine::Quantize(k) => k.symbol(),
+        }
+    }
+    /// Alignment in the module, bytes (int8 kernels align their k loop to 64 bytes).
+    pub fn alignment(&self) -> u64 {
+        match self {
+            Routine::Int8(_) => INT8_ALIGN,
+            _ => 16,
         }
     }
     /// Integer (pointer / count) parameters.
@@ -27,6 +41,8 @@ impl Routine {
         match self {
             Routine::Microkernel(_) => 9,
             Routine::Depthwise(_) | Routine::DirectConv(_) => 5,
+            Routine::Int8(_) => INT8_PARAMS,
+            Routine::Quantize(k) => k.nparams(),
         }
     }
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
@@ -34,6 +50,8 @@ impl Routine {
             Routine::Microkernel(k) => gemm::assemble(k),
             Routine::Depthwise(k) => depthwise::assemble(k),
             Routine::DirectConv(k) => direct_conv::assemble(k),
+            Routine::Int8(k) => int8::assemble(k),
+            Routine::Quantize(k) => k.assemble(),
         }
     }
 }

@@ -1,0 +1,754 @@
+//! The int8 microkernels and the quantizing routines: every variant decodes to the
+//! instructions of its scheme; the VNNI kernels run in the emulator (`emulator.rs`) and the
+//! AVX2 ones natively (on AVX2 hosts) against a scalar reference of the tile; the saturation
+//! of `vpmaddubsw` is shown on weights the plan must not give to `BytePairs`; the quantizing
+//! routines against `optc_ir::quantized::QuantParams`.
+
+use super::emulator::Machine;
+use super::epilogue::Epilogue;
+use super::int8::{assemble, Contraction, Dequantize, Int8Key, Scheme};
+use super::quantize::{PlaneKey, QuantizeKey};
+use crate::target::Target;
+use cranelift_codegen::ir::{types, AbiParam};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use optc_ir::quantized::QuantParams;
+
+const CLIP_LO: u32 = 0xc000_0000; // -2.0
+const CLIP_HI: u32 = 0x4080_0000; // 4.0
+
+/// Fused step lists of a tile whose channels run along rows (`rows`), with or without the
+/// op's own bias (a fused bias only without it).
+fn step_lists(rows: bool, bias: bool) -> Vec<Vec<Epilogue>> {
+    let fused_bias = if rows {
+        Epilogue::BiasRow
+    } else {
+        Epilogue::BiasCol
+    };
+    let mut v = vec![
+        vec![],
+        vec![Epilogue::Relu],
+        vec![Epilogue::Clip(CLIP_LO, CLIP_HI)],
+        vec![Epilogue::Residual, Epilogue::Relu],
+    ];
+    if !bias {
+        v.push(vec![
+            fused_bias,
+            Epilogue::Residual,
+            Epilogue::Clip(CLIP_LO, CLIP_HI),
+        ]);
+    }
+    v
+}
+
+fn all_keys(scheme: Scheme) -> Vec<Int8Key> {
+    let mut v = vec![];
+    for (contraction, unpacked) in [
+        (Contraction::MatMul, false),
+        (Contraction::Conv, false),
+        (Contraction::Conv, true),
+    ] {
+        for mr in 1..=6 {
+            for partial in [false, true] {
+                for first in [false, true] {
+                    let mut lasts = vec![None];
+                    for bias in [false, true] {
+                        for steps in step_lists(contraction == Contraction::Conv, bias) {
+                            lasts.push(Some(Dequantize { bias, steps }));
+                        }
+                    }
+                    for last in lasts {
+                        v.push(Int8Key {
+                            scheme,
+                            contraction,
+                            mr,
+                            partial,
+                            unpacked,
+                            first,
+                            last,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The code part (up to the only `ret`).
+fn decode(key: &Int8Key, bytes: &[u8]) -> Vec<Instruction> {
+    let mut d = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    let mut v = vec![];
+    while d.can_decode() {
+        let i = d.decode();
+        assert!(!i.is_invalid(), "{}: invalid instruction", key.symbol());
+        v.push(i);
+        if i.mnemonic() == Mnemonic::Ret {
+            return v;
+        }
+    }
+    panic!("{}: no ret", key.symbol());
+}
+
+fn count(ins: &[Instruction], m: Mnemonic) -> usize {
+    ins.iter().filter(|i| i.mnemonic() == m).count()
+}
+
+fn vector_regs(i: &Instruction) -> impl Iterator<Item = Register> + '_ {
+    (0..i.op_count())
+        .filter(|&o| i.op_kind(o) == OpKind::Register)
+        .map(|o| i.op_register(o))
+        .filter(|r| r.is_xmm() || r.is_ymm() || r.is_zmm())
+}
+
+#[test]
+fn int8_kernels_decode_to_their_scheme() {
+    let mut symbols = std::collections::HashSet::new();
+    for scheme in [Scheme::BytePairs, Scheme::WordPairs, Scheme::DotProduct] {
+        for key in all_keys(scheme) {
+            let s = key.symbol();
+            assert!(symbols.insert(s.clone()), "duplicate symbol {s}");
+            assert!(s.contains(scheme.name()), "{s}");
+            let ins = decode(&key, &assemble(&key).unwrap());
+            let n = ins.len();
+            assert_eq!(ins[n - 2].mnemonic(), Mnemonic::Vzeroupper, "{s}");
+            let mr = key.mr;
+            // The k loop: two unrolled groups and the odd one.
+            let (maddubsw, maddwd, dpbusd) = match scheme {
+                Scheme::BytePairs => (3 * 2 * mr, 3 * 2 * mr, 0),
+                Scheme::WordPairs => (0, 3 * 4 * mr, 0),
+                Scheme::DotProduct => (0, 0, 3 * mr),
+            };
+            assert_eq!(count(&ins, Mnemonic::Vpmaddubsw), maddubsw, "{s}");
+            assert_eq!(count(&ins, Mnemonic::Vpmaddwd), maddwd, "{s}");
+            assert_eq!(count(&ins, Mnemonic::Vpdpbusd), dpbusd, "{s}");
+            // Dequantizing kernels convert every accumulator once and store floats; the others
+            // store the i32 sums.
+            let accs = if scheme == Scheme::DotProduct {
+                mr
+            } else {
+                2 * mr
+            };
+            let converts = count(&ins, Mnemonic::Vcvtdq2ps);
+            assert_eq!(converts, if key.last.is_some() { accs } else { 0 }, "{s}");
+            let stores = ins
+                .iter()
+                .filter(|i| {
+                    i.op_count() > 0
+                        && i.op_kind(0) == OpKind::Memory
+                        && i.mnemonic() != Mnemonic::Nop
+                })
+                .count();
+            assert_eq!(stores, accs, "{s}: stores");
+            // The k loop (the target of its backward branch) starts on a 64-byte boundary.
+            let back = ins
+                .iter()
+                .filter(|i| i.mnemonic() == Mnemonic::Jne)
+                .map(|i| i.near_branch_target())
+                .min()
+                .expect("a k loop");
+            assert_eq!(back % 64, 0, "{s}: k loop at {back:#x}");
+            for i in &ins {
+                for r in vector_regs(i) {
+                    if scheme == Scheme::DotProduct {
+                        assert!(r.is_zmm(), "{s}: {r:?} in {:?}", i.code());
+                    } else {
+                        assert!(!r.is_zmm(), "{s}: {r:?}");
+                    }
+                }
+            }
+            if scheme == Scheme::DotProduct {
+                // A conv's weights are embedded dword broadcasts; a matmul's activations are
+                // broadcast into zmm14 first (`vpdpbusd` takes the unsigned operand first).
+                let bcst = ins
+                    .iter()
+                    .filter(|i| i.mnemonic() == Mnemonic::Vpdpbusd && i.is_broadcast())
+                    .count();
+                let conv = key.contraction == Contraction::Conv;
+                assert_eq!(bcst, if conv { 3 * mr } else { 0 }, "{s}");
+                assert_eq!(count(&ins, Mnemonic::Kmovw), key.partial as usize, "{s}");
+            } else {
+                assert!(ins.iter().all(|i| !i.has_op_mask()), "{s}: EVEX");
+            }
+        }
+    }
+}
+
+/// Deterministic values.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+    fn f32(&mut self) -> f32 {
+        self.int(-1000, 1000) as f32 / 256.0
+    }
+}
+
+/// One tile's operands, built from logical values and laid out for `key`.
+struct TileData {
+    a: Vec<u8>,
+    b: Vec<u8>,
+    c: Vec<u8>,
+    offset: Vec<i32>,
+    scale: Vec<f32>,
+    bias: Vec<f32>,
+    res: Vec<f32>,
+    lda: usize,
+    ldc: usize,
+    /// The expected tile (f32 bits, or i32 sums).
+    want: Vec<u32>,
+}
+
+/// Activations `act[r or c][k]` (u8) and weights `w[k][channel]` (i8), `groups` K groups.
+fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> TileData {
+    let mut q = Rng(seed);
+    let mr = key.mr;
+    let k = 4 * groups;
+    let eb = key.scheme.element_bytes();
+    let conv = key.contraction == Contraction::Conv;
+    // Logical operands: x[i][k] with i = row (matmul) or column (conv); w[k][j] with j =
+    // column (matmul) or row (conv).
+    let xrows = if conv { 16 } else { mr };
+    let wcols = if conv { mr } else { 16 };
+    let x: Vec<Vec<i64>> = (0..xrows)
+        .map(|_| (0..k).map(|_| q.int(0, 255)).collect())
+        .collect();
+    let w: Vec<Vec<i64>> = (0..k)
+        .map(|_| {
+            (0..wcols)
+                .map(|_| q.int(-w_lim.min(128), w_lim.min(127)))
+                .collect()
+        })
+        .collect();
+    let put = |v: &mut Vec<u8>, at: usize, x: i64, bytes: usize| {
+        for (i, b) in x.to_le_bytes().iter().take(bytes).enumerate() {
+            v[at + i] = *b;
+        }
+    };
+    // Element `j` of group `g` for 16 panel columns: byte offset (unpacked: the dword slots
+    // `stride` bytes apart).
+    let stride = 64 * 3 + 16;
+    let panel_at = |g: usize, col: usize, j: usize| match (key.scheme, key.unpacked) {
+        (Scheme::WordPairs, false) => 128 * g + 64 * (j / 2) + 4 * col + 2 * (j % 2),
+        (Scheme::WordPairs, true) => (2 * g + j / 2) * stride + 4 * col + 2 * (j % 2),
+        (_, false) => 64 * g + 4 * col + j,
+        (_, true) => g * stride + 4 * col + j,
+    };
+    let b_len = if key.unpacked {
+        (2 * groups.max(1) + 1) * stride
+    } else {
+        groups.max(1) * key.scheme.panel_group_bytes()
+    };
+    let mut b = vec![0u8; b_len];
+    let lda = if key.unpacked {
+        stride
+    } else if conv {
+        0
+    } else {
+        4 * groups * eb + 12
+    };
+    let mut a = vec![0u8; if conv { groups * mr * 4 * eb } else { lda * mr }.max(1)];
+    for g in 0..groups {
+        for j in 0..4 {
+            let kk = 4 * g + j;
+            for col in 0..16 {
+                let v = if conv { x[col][kk] } else { w[kk][col] };
+                put(&mut b, panel_at(g, col, j), v, eb);
+            }
+            for r in 0..mr {
+                let (at, v) = if conv {
+                    (g * mr * 4 * eb + r * 4 * eb + j * eb, w[kk][r])
+                } else {
+                    (r * lda + (4 * g + j) * eb, x[r][kk])
+                };
+                put(&mut a, at, v, eb);
+            }
+        }
+    }
+    let ldc = 16 + 3;
+    let cols = if key.partial { nr } else { 16 };
+    let tile_len = ldc * (mr - 1) + cols;
+    let c0: Vec<u32> = (0..tile_len)
+        .map(|_| q.int(-100_000, 100_000) as i32 as u32)
+        .collect();
+    let res: Vec<f32> = (0..tile_len).map(|_| q.f32()).collect();
+    // Channel tables padded to 16 entries.
+    let offset: Vec<i32> = (0..16).map(|_| q.int(-50_000, 50_000) as i32).collect();
+    let scale: Vec<f32> = (0..16).map(|_| q.int(1, 300) as f32 / 65536.0).collect();
+    let bias: Vec<f32> = (0..16).map(|_| q.f32()).collect();
+    let mut want = c0.clone();
+    for r in 0..mr {
+        for col in 0..cols {
+            let ch = if conv { r } else { col };
+            let o = r * ldc + col;
+            let mut acc: i32 = if key.first { offset[ch] } else { c0[o] as i32 };
+            for kk in 0..k {
+                let (xv, wv) = if conv {
+                    (x[col][kk], w[kk][r])
+                } else {
+                    (x[r][kk], w[kk][col])
+                };
+                acc = acc.wrapping_add((xv * wv) as i32);
+            }
+            want[o] = match &key.last {
+                None => acc as u32,
+                Some(d) => {
+                    let mut y = acc as f32 * scale[ch];
+                    if d.bias {
+                        y += bias[ch];
+                    }
+                    for s in &d.steps {
+                        y = match *s {
+                            Epilogue::BiasRow | Epilogue::BiasCol => y + bias[ch],
+                            Epilogue::Relu => y.max(0.0),
+                            Epilogue::Clip(lo, hi) => {
+                                y.max(f32::from_bits(lo)).min(f32::from_bits(hi))
+                            }
+                            Epilogue::Residual => y + res[o],
+                            Epilogue::Scale(_) => unreachable!(),
+                        };
+                    }
+                    y.to_bits()
+                }
+            };
+        }
+    }
+    TileData {
+        a,
+        b,
+        c: c0.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        offset,
+        scale,
+        bias,
+        res,
+        lda,
+        ldc: ldc * 4,
+        want,
+    }
+}
+
+fn le<T: Copy>(v: &[T], f: impl Fn(T) -> [u8; 4]) -> Vec<u8> {
+    v.iter().flat_map(|&x| f(x)).collect()
+}
+
+fn check_tile(key: &Int8Key, got: &[u32], want: &[u32], what: &str) {
+    for (o, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let float = key.last.is_some();
+        assert!(
+            g == w,
+            "{} {what}: element {o} got {} want {}",
+            key.symbol(),
+            if float {
+                f32::from_bits(g).to_string()
+            } else {
+                (g as i32).to_string()
+            },
+            if float {
+                f32::from_bits(w).to_string()
+            } else {
+                (w as i32).to_string()
+            },
+        );
+    }
+}
+
+/// Run one VNNI kernel in the emulator.
+fn emulate(key: &Int8Key, code: &[u8], d: &TileData, groups: usize, nr: usize) -> Vec<u32> {
+    const CODE: u64 = 0x1000_0000;
+    const A: u64 = 0x2000_0000;
+    const B: u64 = 0x3000_0000;
+    const C: u64 = 0x4000_0000;
+    const OFFSET: u64 = 0x5000_0000;
+    const SCALE: u64 = 0x5100_0000;
+    const BIAS: u64 = 0x5200_0000;
+    const RES: u64 = 0x6000_0000;
+    const STACK: u64 = 0x7000_0000;
+    let mut m = Machine::new();
+    m.mem.push((CODE, code.to_vec()));
+    m.mem.push((A, d.a.clone()));
+    m.mem.push((B, d.b.clone()));
+    m.mem.push((C, d.c.clone()));
+    m.mem.push((OFFSET, le(&d.offset, i32::to_le_bytes)));
+    m.mem.push((SCALE, le(&d.scale, f32::to_le_bytes)));
+    // A bias is not padded: only the valid columns of a matmul tile exist.
+    let nb = if key.channel_rows() || !key.partial {
+        16
+    } else {
+        nr
+    };
+    m.mem.push((BIAS, le(&d.bias[..nb], f32::to_le_bytes)));
+    m.mem.push((RES, le(&d.res, f32::to_le_bytes)));
+    let stack: Vec<u8> = [0xdead_beef, nr as u64, OFFSET, SCALE, BIAS, RES]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    m.mem.push((STACK, stack));
+    m.set(Register::RDI, A);
+    m.set(Register::RSI, B);
+    m.set(Register::RDX, C);
+    m.set(Register::RCX, groups as u64);
+    m.set(Register::R8, d.lda as u64);
+    m.set(Register::R9, d.ldc as u64);
+    m.set(Register::RSP, STACK);
+    m.run(code, CODE, 1_000_000);
+    (0..d.want.len())
+        .map(|o| m.read32(C + 4 * o as u64))
+        .collect()
+}
+
+#[test]
+fn vnni_kernels_compute_the_reference_tile() {
+    let mut seed = 1;
+    for key in all_keys(Scheme::DotProduct) {
+        let code = assemble(&key).unwrap();
+        for groups in [0, 1, 2, 3, 5] {
+            let nrs: &[usize] = if key.partial { &[1, 9, 16] } else { &[16] };
+            for &nr in nrs {
+                seed += 1;
+                // Full-range weights: `vpdpbusd` never saturates.
+                let d = tile_data(&key, groups, nr, 128, seed);
+                let got = emulate(&key, &code, &d, groups, nr);
+                check_tile(&key, &got, &d.want, &format!("groups={groups} nr={nr}"));
+            }
+        }
+    }
+}
+
+/// The AVX2 kernels' signature.
+type Kernel = extern "C" fn(
+    *const u8,
+    *const u8,
+    *mut u8,
+    u64,
+    u64,
+    u64,
+    u64,
+    *const i32,
+    *const f32,
+    *const f32,
+    *const f32,
+);
+
+/// Machine code defined into a JIT module of this process (kept alive by the module).
+fn native(bytes: &[u8], nparams: usize) -> (JITModule, *const u8) {
+    let isa = Target::parse("x86_64-avx2").unwrap().jit_isa().unwrap();
+    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let mut sig = module.make_signature();
+    for _ in 0..nparams {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    let id = module
+        .declare_function("routine", Linkage::Local, &sig)
+        .unwrap();
+    module.define_function_bytes(id, 64, bytes, &[]).unwrap();
+    module.finalize_definitions().unwrap();
+    let p = module.get_finalized_function(id);
+    (module, p)
+}
+
+fn host_has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Run one AVX2 kernel natively on `d`.
+fn run_native(key: &Int8Key, d: &TileData, groups: usize, nr: usize) -> Vec<u32> {
+    let (_module, p) = native(&assemble(key).unwrap(), 11);
+    // SAFETY: `p` is the finalized code of an int8 kernel, whose signature is `Kernel`
+    // (System-V, 11 integer/pointer arguments); `_module` keeps it mapped during the call.
+    let f: Kernel = unsafe { std::mem::transmute::<*const u8, Kernel>(p) };
+    let mut c = d.c.clone();
+    // The kernel reads only the valid columns of a partial bias and the `groups` of `a`/`b`.
+    f(
+        d.a.as_ptr(),
+        d.b.as_ptr(),
+        c.as_mut_ptr(),
+        groups as u64,
+        d.lda as u64,
+        d.ldc as u64,
+        nr as u64,
+        d.offset.as_ptr(),
+        d.scale.as_ptr(),
+        d.bias.as_ptr(),
+        d.res.as_ptr(),
+    );
+    c.chunks(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn avx2_kernels_compute_the_reference_tile() {
+    if !host_has_avx2() {
+        return;
+    }
+    let mut seed = 7;
+    for scheme in [Scheme::BytePairs, Scheme::WordPairs] {
+        for key in all_keys(scheme) {
+            for groups in [0, 1, 2, 5] {
+                let nrs: &[usize] = if key.partial { &[1, 8, 15] } else { &[16] };
+                for &nr in nrs {
+                    seed += 1;
+                    // BytePairs: weights whose pairs cannot saturate (|w| <= 64); WordPairs:
+                    // the full range.
+                    let lim = if scheme == Scheme::BytePairs { 64 } else { 128 };
+                    let d = tile_data(&key, groups, nr, lim, seed);
+                    let got = run_native(&key, &d, groups, nr);
+                    check_tile(&key, &got, &d.want, &format!("groups={groups} nr={nr}"));
+                }
+            }
+        }
+    }
+}
+
+/// Weights (127, 127) against activations (255, 255): the pair sum 64770 saturates to 32767
+/// in `vpmaddubsw`. `BytePairs` computes the wrong tile; `WordPairs` and VNNI the right one.
+#[test]
+fn byte_pairs_saturate_where_word_pairs_do_not() {
+    let saturating = |scheme: Scheme| {
+        let key = Int8Key {
+            scheme,
+            contraction: Contraction::MatMul,
+            mr: 1,
+            partial: false,
+            unpacked: false,
+            first: true,
+            last: None,
+        };
+        let mut d = tile_data(&key, 1, 16, 1, 3);
+        // Every weight 127, every activation 255; offsets 0.
+        let eb = scheme.element_bytes();
+        for g in d.b.chunks_mut(eb) {
+            g[0] = 127;
+            if eb == 2 {
+                g[1] = 0;
+            }
+        }
+        for x in d.a.iter_mut().take(4 * eb).step_by(eb) {
+            *x = 255;
+        }
+        d.offset.fill(0);
+        (key, d, 4 * 255 * 127)
+    };
+    let (key, d, exact) = saturating(Scheme::DotProduct);
+    let got = emulate(&key, &assemble(&key).unwrap(), &d, 1, 16);
+    assert!(got.iter().all(|&x| x as i32 == exact), "{got:?}");
+    if !host_has_avx2() {
+        return;
+    }
+    let (key, d, exact) = saturating(Scheme::WordPairs);
+    let got = run_native(&key, &d, 1, 16);
+    assert!(got.iter().all(|&x| x as i32 == exact), "{got:?}");
+    let (key, d, exact) = saturating(Scheme::BytePairs);
+    let got = run_native(&key, &d, 1, 16);
+    assert!(
+        got.iter()
+            .all(|&x| x as i32 == 2 * 32767 && x as i32 != exact),
+        "{got:?}"
+    );
+}
+
+/// Values that exercise the quantizer's edges: NaN, infinities, signed zeros, ties of the
+/// rounding, values far outside the range.
+fn edge_values(q: &mut Rng, n: usize) -> Vec<f32> {
+    let special = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        2.5,
+        -2.5,
+        1e30,
+        -1e30,
+        3.0e-39,
+    ];
+    (0..n)
+        .map(|i| {
+            if i % 7 == 3 {
+                special[(q.next() % special.len() as u64) as usize]
+            } else {
+                q.f32()
+            }
+        })
+        .collect()
+}
+
+fn params_block(p: QuantParams) -> Vec<u8> {
+    let mut v = vec![];
+    v.extend(p.inverse().to_le_bytes());
+    v.extend((p.zero as f32).to_le_bytes());
+    v.extend((p.zero as u32).to_le_bytes());
+    v.extend(p.scale.to_le_bytes());
+    v
+}
+
+#[test]
+fn quantize_rows_match_the_definition() {
+    if !host_has_avx2() {
+        return;
+    }
+    let mut q = Rng(11);
+    for eb in [1usize, 2, 4] {
+        for k in [1usize, 7, 8, 9, 16, 37, 64, 100, 131] {
+            let key = QuantizeKey::Rows {
+                element_bytes: eb,
+                k,
+            };
+            let (_module, p) = native(&key.assemble().unwrap(), 5);
+            type Rows = extern "C" fn(*const f32, *mut u8, u64, u64, *const u8);
+            // SAFETY: the finalized code of a `Rows` routine (5 integer/pointer arguments).
+            let f: Rows = unsafe { std::mem::transmute::<*const u8, Rows>(p) };
+            for (scale, zero) in [(0.03f32, 0u8), (0.0117, 128), (1.0, 255), (7.5, 3)] {
+                let params = QuantParams { scale, zero };
+                let rows = 3;
+                let x = edge_values(&mut q, rows * k);
+                let ldd = (k.div_ceil(8) * 8 * eb) + 5;
+                let mut dst = vec![0xaau8; ldd * rows];
+                f(
+                    x.as_ptr(),
+                    dst.as_mut_ptr(),
+                    rows as u64,
+                    ldd as u64,
+                    params_block(params).as_ptr(),
+                );
+                let inv = params.inverse();
+                for r in 0..rows {
+                    for i in 0..k.div_ceil(8) * 8 {
+                        let q = if i < k {
+                            params.quantize(x[r * k + i], inv)
+                        } else {
+                            zero
+                        };
+                        let at = r * ldd + i * eb;
+                        let (got, want) = match eb {
+                            1 => (dst[at] as i32, q as i32),
+                            2 => (u16::from_le_bytes([dst[at], dst[at + 1]]) as i32, q as i32),
+                            _ => {
+                                let v = f32::from_le_bytes(dst[at..at + 4].try_into().unwrap());
+                                let want = q as f32 - zero as f32;
+                                assert_eq!(v.to_bits(), want.to_bits(), "k={k} {r} {i}");
+                                (0, 0)
+                            }
+                        };
+                        assert_eq!(got, want, "k={k} eb={eb} row {r} element {i}");
+                    }
+                    // Nothing written past the row's elements.
+                    assert_eq!(dst[r * ldd + ldd - 1], 0xaa);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quantize_range_matches_the_definition() {
+    if !host_has_avx2() {
+        return;
+    }
+    let (_module, p) = native(&QuantizeKey::Range.assemble().unwrap(), 3);
+    type Range = extern "C" fn(*const f32, u64, *mut f32);
+    // SAFETY: the finalized code of the `Range` routine (3 integer/pointer arguments).
+    let f: Range = unsafe { std::mem::transmute::<*const u8, Range>(p) };
+    let mut q = Rng(5);
+    for n in [0usize, 1, 5, 8, 15, 16, 17, 40, 1001] {
+        let mut x = edge_values(&mut q, n);
+        // Without infinities too (the usual case).
+        for pass in 0..2 {
+            if pass == 1 {
+                x.iter_mut()
+                    .filter(|v| v.is_infinite())
+                    .for_each(|v| *v = 1.0);
+            }
+            let mut out = [7.0f32; 2];
+            f(x.as_ptr(), n as u64, out.as_mut_ptr());
+            let (mut lo, mut hi) = (0f32, 0f32);
+            for &v in &x {
+                if v < lo {
+                    lo = v;
+                }
+                if v > hi {
+                    hi = v;
+                }
+            }
+            assert_eq!(out[0].to_bits(), lo.to_bits(), "n={n}");
+            assert_eq!(out[1].to_bits(), hi.to_bits(), "n={n}");
+            assert_eq!(
+                QuantParams::from_range(out[0], out[1]),
+                QuantParams::dynamic(&x)
+            );
+        }
+    }
+}
+
+#[test]
+fn quantize_planes_match_the_definition() {
+    if !host_has_avx2() {
+        return;
+    }
+    let mut q = Rng(9);
+    for eb in [1usize, 2] {
+        for channels in 1..=4 / eb {
+            for (h, w, ph, pw, extra_h, extra_w) in [
+                (3, 5, 1, 1, 1, 1),
+                (2, 17, 0, 0, 0, 0),
+                (4, 8, 2, 3, 0, 3),
+                (1, 1, 3, 3, 3, 3),
+                (5, 9, 0, 2, 1, 0),
+            ] {
+                let (hp, wp) = (h + ph + extra_h, w + pw + extra_w);
+                let key = PlaneKey {
+                    element_bytes: eb,
+                    channels,
+                    h,
+                    w,
+                    ph,
+                    pw,
+                    hp,
+                    wp,
+                };
+                let (_module, p) = native(&QuantizeKey::Plane(key).assemble().unwrap(), 3);
+                type Plane = extern "C" fn(*const f32, *mut u32, *const u8);
+                // SAFETY: the finalized code of a `Plane` routine (3 pointer arguments).
+                let f: Plane = unsafe { std::mem::transmute::<*const u8, Plane>(p) };
+                let params = QuantParams {
+                    scale: 0.02,
+                    zero: 131,
+                };
+                let x = edge_values(&mut q, channels * h * w);
+                let mut dst = vec![0x5a5a_5a5au32; hp * wp + 1];
+                f(x.as_ptr(), dst.as_mut_ptr(), params_block(params).as_ptr());
+                let inv = params.inverse();
+                for y in 0..hp {
+                    for xx in 0..wp {
+                        let mut want = 0u32;
+                        for e in 0..4 / eb {
+                            let inside = y >= ph && y < ph + h && xx >= pw && xx < pw + w;
+                            let v = if !inside {
+                                params.zero as u32
+                            } else if e < channels {
+                                params.quantize(x[e * h * w + (y - ph) * w + xx - pw], inv) as u32
+                            } else {
+                                0
+                            };
+                            want |= v << (8 * eb * e);
+                        }
+                        assert_eq!(dst[y * wp + xx], want, "{key:?}: padded pixel ({y}, {xx})");
+                    }
+                }
+                assert_eq!(dst[hp * wp], 0x5a5a_5a5a, "{key:?}: written past the plane");
+            }
+        }
+    }
+}

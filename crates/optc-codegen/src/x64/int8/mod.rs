@@ -1,0 +1,697 @@
+//! The int8 path of `QuantizedMatMul` and `QuantizedConv` (semantics: `optc_ir::quantized`,
+//! reproduced bit for bit): the per-node plan ([`Int8Plan`], from [`plan`]), the compile-time
+//! data (`packing.rs`), the serial pre-pass and the GEMM units (`driver.rs`), depthwise convs
+//! (`depthwise.rs`).
+//!
+//! - Weights (constant i8) are packed at compile time for the int8 microkernels
+//!   (`crate::x64::asm::int8`): a matmul's `[K, N]` into 16-column panels of K groups of 4, a
+//!   conv's `[M, C, kh, kw]` into `MR`-row tiles over the same K order as its patches. The
+//!   zero-point correction `-xz * sum(w of channel c)` is folded into a per-channel i32 table
+//!   (static activations: entirely at compile time; dynamic: the sums at compile time, the
+//!   product with `xz` in the pre-pass), which starts every tile's accumulators.
+//! - Activations are quantized once per run before the tasks by the AVX2 routines of
+//!   `crate::x64::asm::quantize` (dynamic mode: after one range pass over the input): a matmul's
+//!   rows into u8 (u16 for `WordPairs`) rows; a conv's input into zero-padded planes of dwords,
+//!   each dword the 4 (u16: 2) channels of one pixel, so a conv's K order is (channel group,
+//!   kh, kw, channel within the group) and one K group of a patch panel is one dword per
+//!   pixel, packed by the f32 path's patch packer (`pack_panels`: it moves 4-byte elements).
+//!   Padding is the zero point, which the correction cancels.
+//! - The scheme ([`Scheme`]): `DotProduct` (VNNI) on `x86_64-avx512`; otherwise `BytePairs`
+//!   when [`pairs_never_saturate`] proves that no weight pair of the packing can saturate
+//!   `vpmaddubsw`'s s16 sums, else the exact `WordPairs` (on Zen 3, `benches/int8.rs`: GEMMs
+//!   at 1.6-2.0x the f32 path's rate with `BytePairs`, 1.3-1.6x with `WordPairs`). Kernel
+//!   symbols name the scheme;
+//!   `OPTC_INT8_PLAN=1` prints every int8 node's plan to stderr.
+//! - Epilogue in the tile store: `f32(acc) * (xs * ws[c])`, `+ bias[c]`, then the fused Relu,
+//!   Clip, residual or bias steps; steps it cannot take run afterwards (`emit_post`).
+//! - Depthwise convs: exact integer sums in f32 (every partial sum is an integer below 2^24),
+//!   vectorized per channel by Cranelift; their fused steps run afterwards.
+//!
+//! Grouped convs: each conv group's channels start their own dword planes, a unit's rows are
+//! one group's output channels. Nodes whose weights or weight scales are not constants (or
+//! static activation parameters that are not) take the generic lowering.
+
+mod depthwise;
+mod driver;
+mod packing;
+
+pub(super) use driver::{emit_pre, emit_prepare, emit_unit};
+pub(crate) use packing::derived;
+
+use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
+use super::asm::quantize::{PlaneKey, QuantizeKey};
+use super::asm::{Epilogue, Isa, Routine, MR, NR};
+use super::kernel_plan::{balanced_rows, ALayout, KernelPlan, Strategy, MAX_TASKS};
+use crate::error::Result;
+use crate::node::{base_info, NodeInfo, MAX_TENSOR_BYTES};
+use crate::ops::conv::{conv_geometry, ConvGeometry};
+use crate::target::Target;
+use optc_ir::quantized::{ActivationQuantization, QuantParams};
+use optc_ir::{BinaryOp, DType, Data, FusedStep, Op, Tensor, UnaryOp};
+
+/// Which contraction an int8 node is.
+pub(crate) enum Form {
+    MatMul,
+    /// Ungrouped conv: implicit GEMM over the quantized dword planes.
+    Conv(ConvGeometry),
+    /// One input channel per output channel.
+    Depthwise(ConvGeometry),
+}
+
+/// The int8 part of a node's plan (the GEMM shape, blocking and task split are in its
+/// [`KernelPlan`]: `m` x `n` tiles over `k` = [`Int8Plan::groups`] K groups).
+pub(crate) struct Int8Plan {
+    pub scheme: Scheme,
+    pub form: Form,
+    /// Static activation parameters (constants of the op); `None`: dynamic.
+    pub params: Option<QuantParams>,
+    /// Elements of the activation input.
+    pub x_numel: usize,
+    /// The op's bias input.
+    pub bias_port: Option<usize>,
+    /// The input of a fused bias step (only when the op has no bias).
+    pub step_bias_port: Option<usize>,
+    pub res_port: Option<usize>,
+    /// Fused steps applied in the tile store.
+    pub steps: Vec<Epilogue>,
+    /// Output channels (a matmul's N, a conv's M).
+    pub channels: usize,
+    /// Reduction length.
+    pub depth: usize,
+    /// Dword slots of the K order (matmul: `ceil(K / 4)` groups; conv: planes x taps).
+    pub slots: usize,
+    /// K groups of the microkernels.
+    pub groups: usize,
+    /// Conv: dword planes per image.
+    pub planes: usize,
+    /// Matmul: bytes per quantized activation row.
+    pub lda: usize,
+    /// Conv: the kernels read the quantized planes in place (1x1, stride 1, unpadded: the
+    /// patches are the planes), no patch packing.
+    pub unpacked: bool,
+    /// Why the scheme was chosen.
+    pub reason: &'static str,
+}
+
+/// The parameter block (see `crate::x64::asm::quantize`) and, at +16/+20, the dynamic range.
+const PARAMS_BYTES: usize = 64;
+
+fn align64(n: usize) -> usize {
+    n.div_ceil(64) * 64
+}
+
+impl Int8Plan {
+    pub fn is_static(&self) -> bool {
+        self.params.is_some()
+    }
+    /// Channel tables are padded to whole panels.
+    pub fn padded_channels(&self) -> usize {
+        self.channels.div_ceil(NR) * NR
+    }
+    /// Dword slots per K group (2 for `WordPairs`: one per pair).
+    pub fn slots_per_group(&self) -> usize {
+        match self.scheme {
+            Scheme::WordPairs => 2,
+            _ => 1,
+        }
+    }
+    /// Dword planes of one conv group's input channels.
+    pub fn planes_per_group(&self) -> usize {
+        match &self.form {
+            Form::Conv(g) => g.cg.div_ceil(self.channels_per_dword()),
+            _ => 0,
+        }
+    }
+    /// Channels in one dword of a quantized conv plane.
+    pub fn channels_per_dword(&self) -> usize {
+        4 / self.scheme.element_bytes()
+    }
+    /// Whether the generated code reads input `port` (not: the weights and weight scales,
+    /// static activation parameters: compile-time data).
+    pub fn reads_input(&self, port: usize) -> bool {
+        let fixed = if self.is_static() { 5 } else { 3 };
+        port == 0 || port >= fixed
+    }
+    /// Scratch offsets of the run-time tables (dynamic mode: offsets then scales).
+    pub fn offsets_at(&self) -> usize {
+        PARAMS_BYTES
+    }
+    pub fn scales_at(&self) -> usize {
+        self.offsets_at() + align64(4 * self.padded_channels())
+    }
+    /// Scratch offset of the quantized activations.
+    pub fn activations_at(&self) -> usize {
+        if self.is_static() {
+            PARAMS_BYTES
+        } else {
+            self.scales_at() + align64(4 * self.padded_channels())
+        }
+    }
+    /// Bytes of the quantized activations.
+    pub fn activation_bytes(&self, p: &KernelPlan) -> usize {
+        match &self.form {
+            Form::MatMul => p.m * self.lda,
+            // (Slack: an unpacked partial panel reads up to 16 pixels.)
+            Form::Conv(g) => g.n * self.planes * g.hp * g.wp * 4 + 64,
+            Form::Depthwise(_) => 0,
+        }
+    }
+    /// Scratch before the per-task buffers.
+    pub fn prefix_bytes(&self, p: &KernelPlan) -> usize {
+        align64(self.activations_at() + self.activation_bytes(p))
+    }
+    /// Per-task buffer: a conv's patch panels of one K block, a depthwise channel's padded
+    /// plane.
+    pub fn task_bytes(&self, p: &KernelPlan) -> usize {
+        match &self.form {
+            Form::MatMul => 0,
+            Form::Conv(_) if self.unpacked => 0,
+            Form::Conv(_) => p.kc.min(self.groups.max(1)) * p.chunk * self.scheme.row_group_bytes(),
+            Form::Depthwise(g) => depthwise::buffer_bytes(g, p.mrows),
+        }
+    }
+    /// Parallel parts of the activations' quantization (0: done serially before the tasks):
+    /// as many as tasks when the node has tasks and enough activations to share.
+    pub fn prepare_parts(&self, p: &KernelPlan) -> usize {
+        if p.tasks < 2 || self.x_numel < 1 << 14 {
+            return 0;
+        }
+        match &self.form {
+            Form::MatMul => p.tasks.min(p.m),
+            Form::Conv(g) => p.tasks.min(g.n * self.planes),
+            Form::Depthwise(_) => 0,
+        }
+    }
+    fn contraction(&self) -> Contraction {
+        match self.form {
+            Form::MatMul => Contraction::MatMul,
+            _ => Contraction::Conv,
+        }
+    }
+    /// One line: form, shape, scheme and why, activation mode, epilogue, tasks.
+    pub fn describe(&self, p: &KernelPlan) -> String {
+        let form = match &self.form {
+            Form::MatMul => format!("matmul M={} K={} N={}", p.m, self.depth, p.n),
+            Form::Conv(g) => format!(
+                "conv {}x{} stride {}x{} M={} K={} pixels={} images={}{}",
+                g.kh,
+                g.kw,
+                g.sh,
+                g.sw,
+                p.m,
+                self.depth,
+                p.n,
+                g.n,
+                if g.groups > 1 {
+                    format!(" groups={}", g.groups)
+                } else {
+                    String::new()
+                }
+            ),
+            Form::Depthwise(g) => format!(
+                "depthwise conv {}x{} stride {}x{} channels={} pixels={}",
+                g.kh, g.kw, g.sh, g.sw, p.m, p.n
+            ),
+        };
+        let scheme = match self.form {
+            Form::Depthwise(_) => "exact f32 sums".to_string(),
+            _ => format!("scheme {} ({})", self.scheme.name(), self.reason),
+        };
+        format!(
+            "int8 {form}, {scheme}, {} activations, tile epilogue [{}], {} task(s)",
+            if self.is_static() {
+                "static"
+            } else {
+                "dynamic"
+            },
+            self.steps
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            p.tasks
+        )
+    }
+}
+
+/// One `vpmaddubsw` pair: with activations in 0..=255 its s16 sum stays in range iff the
+/// positive weights sum to at most 128 (255 x 128 = 32640 <= 32767) and so do the negative
+/// ones' magnitudes (-32640 >= -32768).
+pub(crate) fn pair_is_safe(a: i8, b: i8) -> bool {
+    let pos = |x: i8| (x as i32).max(0);
+    let neg = |x: i8| (-(x as i32)).max(0);
+    pos(a) + pos(b) <= 128 && neg(a) + neg(b) <= 128
+}
+
+/// Whether the `BytePairs` int8 kernels are exact for these weights of a `QuantizedMatMul`
+/// (`[K, N]`) or `QuantizedConv` (`[M, C / group, k...]`): `vpmaddubsw` adds the products of
+/// u8 activations and i8 weights in pairs into a saturating s16, and the packing pairs
+/// K = (2i, 2i + 1) of a matmul column, and input channels (2i, 2i + 1) at the same kernel
+/// tap of a conv's output channel. True when every pair passes `pair_is_safe`: always when
+/// every |w| <= 64 (7-bit weights). Depthwise convs (one input channel per group) sum exactly
+/// whatever the weights. False for other ops or non-i8 weights.
+pub fn pairs_never_saturate(op: &Op, weights: &Tensor) -> bool {
+    let Data::I8(w) = weights.data() else {
+        return false;
+    };
+    let s = weights.shape();
+    match op {
+        Op::QuantizedMatMul { .. } if s.len() == 2 => {
+            let (k, n) = (s[0], s[1]);
+            (0..k / 2)
+                .all(|i| (0..n).all(|c| pair_is_safe(w[2 * i * n + c], w[(2 * i + 1) * n + c])))
+        }
+        Op::QuantizedConv { .. } if s.len() >= 2 => {
+            let (m, cg) = (s[0], s[1]);
+            let taps: usize = s[2..].iter().product();
+            (0..m).all(|o| {
+                (0..cg / 2).all(|i| {
+                    (0..taps).all(|t| {
+                        let at = |ch: usize| w[(o * cg + ch) * taps + t];
+                        pair_is_safe(at(2 * i), at(2 * i + 1))
+                    })
+                })
+            })
+        }
+        _ => false,
+    }
+}
+
+fn is_f32(t: &optc_ir::TensorType) -> bool {
+    t.dtype == DType::F32
+}
+
+/// The plan of a `QuantizedMatMul`/`QuantizedConv` node (plain or the base of a fused node) on
+/// the x64 path, or `None` (the generic lowering).
+pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
+    let (base, steps): (&Op, &[FusedStep]) = match info.op {
+        Op::Fused { base, steps, .. } => (base, steps),
+        op => (op, &[]),
+    };
+    let act = match base {
+        Op::QuantizedMatMul { activation } | Op::QuantizedConv { activation, .. } => *activation,
+        _ => return Ok(None),
+    };
+    if !target.has_avx2_fma() || info.outs.len() != 1 || !is_f32(&info.outs[0]) {
+        return Ok(None);
+    }
+    let sub = base_info(info);
+    let binfo = sub.as_ref().unwrap_or(info);
+    let fixed = act.fixed_inputs();
+    let (Some(w), Some(ws)) = (&binfo.consts[1], &binfo.consts[2]) else {
+        return Ok(None);
+    };
+    if w.dtype() != DType::I8 || ws.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let params = match act {
+        ActivationQuantization::Dynamic => None,
+        ActivationQuantization::Static => {
+            let (Some(xs), Some(xz)) = (&binfo.consts[3], &binfo.consts[4]) else {
+                return Ok(None);
+            };
+            let (Some(&scale), Data::U8(z)) = (xs.as_f32().and_then(|v| v.first()), xz.data())
+            else {
+                return Ok(None);
+            };
+            if !(scale > 0.0 && scale.is_finite()) {
+                return Err(info.err(format!(
+                    "the activation scale must be positive and finite, got {scale}"
+                )));
+            }
+            Some(QuantParams { scale, zero: z[0] })
+        }
+    };
+    let bias_port = (binfo.ins.len() > fixed).then_some(fixed);
+    let x = &binfo.ins[0];
+    let out = &info.outs[0].shape;
+    let avx512 = target.microkernel_isa() == Isa::Avx512;
+    let (scheme, reason) = if avx512 {
+        (Scheme::DotProduct, "VNNI sums without saturation")
+    } else if pairs_never_saturate(base, w) {
+        (Scheme::BytePairs, "no weight pair can saturate")
+    } else {
+        (Scheme::WordPairs, "a weight pair could saturate vpmaddubsw")
+    };
+    let eb = scheme.element_bytes();
+    let (form, m, n, depth, nimg) = match base {
+        Op::QuantizedMatMul { .. } => {
+            let (k, n) = (w.shape()[0], w.shape()[1]);
+            let m = x.numel() / k.max(1);
+            if k == 0 || n == 0 || m == 0 {
+                return Ok(None);
+            }
+            (Form::MatMul, m, n, k, 1)
+        }
+        _ => {
+            let Some((g, _)) = conv_geometry(binfo)? else {
+                return Ok(None);
+            };
+            let (m, n, k) = (g.m, g.oh * g.ow, g.cg * g.kh * g.kw);
+            if m * n * g.n == 0 || k == 0 {
+                return Ok(None);
+            }
+            let nimg = g.n;
+            if g.groups > 1 && g.cg == 1 && g.mg == 1 {
+                // Exact f32 sums need every partial sum below 2^24.
+                if k * 255 * 128 >= 1 << 24 {
+                    return Ok(None);
+                }
+                (Form::Depthwise(g), m, n, k, nimg)
+            } else {
+                (Form::Conv(g), m, n, k, nimg)
+            }
+        }
+    };
+    // Fused steps the tile store applies (depthwise: Relu and Clip; the rest of the chain runs
+    // afterwards).
+    let channel_rows = !matches!(form, Form::MatMul);
+    let mut tile_steps = vec![];
+    let (mut step_bias_port, mut res_port) = (None, None);
+    let mut rest = steps.len();
+    let depthwise = matches!(form, Form::Depthwise(_));
+    for (i, st) in steps.iter().enumerate().take(rest) {
+        let e = match st {
+            // Depthwise convs apply Relu and Clip only.
+            FusedStep::Binary { .. } if depthwise => None,
+            FusedStep::Unary(UnaryOp::Relu) => Some(Epilogue::Relu),
+            FusedStep::Unary(UnaryOp::Clip { min, max }) => {
+                Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
+            }
+            FusedStep::Binary {
+                op: BinaryOp::Add,
+                input,
+                ..
+            } if is_f32(&info.ins[*input]) => {
+                let s = &info.ins[*input].shape;
+                if s == out && res_port.is_none() {
+                    res_port = Some(*input);
+                    Some(Epilogue::Residual)
+                } else if bias_port.is_none() && step_bias_port.is_none() && s.len() <= out.len() {
+                    // Rank-aligned: one value per channel, broadcast along everything else.
+                    let pad = out.len() - s.len();
+                    let dims: Vec<usize> = std::iter::repeat_n(1, pad)
+                        .chain(s.iter().copied())
+                        .collect();
+                    let ok = if channel_rows {
+                        dims.len() == 4
+                            && dims[1] == m
+                            && dims.iter().enumerate().all(|(d, &x)| x == 1 || d == 1)
+                    } else {
+                        dims.last() == Some(&n) && dims[..dims.len() - 1].iter().all(|&x| x == 1)
+                    };
+                    if ok {
+                        step_bias_port = Some(*input);
+                        Some(if channel_rows {
+                            Epilogue::BiasRow
+                        } else {
+                            Epilogue::BiasCol
+                        })
+                    } else {
+                        None
+                    }
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match e {
+            Some(x) => tile_steps.push(x),
+            None => {
+                rest = i;
+                break;
+            }
+        }
+    }
+    let (slots, groups, planes, lda) = match &form {
+        Form::MatMul => {
+            let groups = depth.div_ceil(4);
+            (groups, groups, 0, depth.div_ceil(8) * 8 * eb)
+        }
+        Form::Conv(g) => {
+            // Every conv group's channels start a dword plane of their own.
+            let per_group = g.cg.div_ceil(4 / eb);
+            let planes = g.groups * per_group;
+            let slots = per_group * g.kh * g.kw;
+            let groups = if scheme == Scheme::WordPairs {
+                slots.div_ceil(2)
+            } else {
+                slots
+            };
+            (slots, groups, planes, 0)
+        }
+        Form::Depthwise(_) => (depth, depth, 0, 0),
+    };
+    // (WordPairs read two planes per group: only with whole groups of planes.)
+    let unpacked = match &form {
+        Form::Conv(g) => {
+            (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1)
+                && g.hp == g.h
+                && g.wp == g.w
+                && (scheme != Scheme::WordPairs || slots % 2 == 0)
+        }
+        _ => false,
+    };
+    let q = Int8Plan {
+        scheme,
+        form,
+        params,
+        x_numel: x.numel(),
+        bias_port,
+        step_bias_port,
+        res_port,
+        steps: tile_steps,
+        channels: if channel_rows { m } else { n },
+        depth,
+        slots,
+        groups,
+        planes,
+        lda,
+        unpacked,
+        reason,
+    };
+    let caches = target.caches();
+    let pgb = scheme.panel_group_bytes();
+    let rgb = scheme.row_group_bytes();
+    // A K block's panel takes half of L1d; an M block of A about 9/32 of L2.
+    let kc = (caches.l1d / 2 / pgb).clamp(16, 1024);
+    let mc = (caches.l2 * 9 / 32 / (kc.min(groups) * rgb).max(1)).clamp(4 * MR, 1024) / MR * MR;
+    let chunk = match q.form {
+        Form::Conv(_) => 128,
+        Form::Depthwise(_) => n,
+        Form::MatMul if m >= 256 => 512,
+        Form::MatMul if m >= 64 => 256,
+        Form::MatMul => 64,
+    };
+    let is_depthwise = matches!(q.form, Form::Depthwise(_));
+    let mut p = KernelPlan {
+        kind: Strategy::Int8(Box::new(q)),
+        a_layout: ALayout::InPlace,
+        m,
+        n,
+        k: groups,
+        nimg,
+        epilogue: vec![],
+        bias_port: None,
+        res_port: None,
+        rest,
+        gemm_c_post: None,
+        chunk,
+        mrows: m,
+        kc,
+        mc,
+        tasks: 1,
+        isa: target.microkernel_isa(),
+    };
+    let cu = p.nimg * p.units_per_img();
+    let conv_groups = match q_form_groups(&p) {
+        Some((groups, mg)) if groups > 1 => Some(mg),
+        _ => None,
+    };
+    if let Some(mg) = conv_groups {
+        // A unit's rows are one conv group's output channels (the tiles read its patches).
+        p.mrows = mg;
+    } else if is_depthwise {
+        // Channel groups: about 16 units.
+        p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
+    } else if cu < 8 && m >= 2 * 4 * MR {
+        p.mrows = balanced_rows(m, 8usize.div_ceil(cu), 4 * MR, m);
+    }
+    // Spread work only when a unit has enough of it: int8 MACs run about twice as fast as
+    // f32 FMAs, so twice the f32 path's threshold.
+    let macs = m * n * depth * nimg;
+    let min_macs = if is_depthwise { 1 << 17 } else { 1 << 21 };
+    p.tasks = if macs < min_macs {
+        1
+    } else {
+        p.units().min(MAX_TASKS)
+    };
+    // Sizes the kernels address with 32-bit offsets.
+    let Strategy::Int8(q) = &p.kind else {
+        unreachable!()
+    };
+    let scratch = q.prefix_bytes(&p) + p.tasks * q.task_bytes(&p);
+    if scratch > MAX_TENSOR_BYTES {
+        return Err(info.err("the quantized activations are too large"));
+    }
+    if std::env::var_os("OPTC_INT8_PLAN").is_some() {
+        eprintln!("node {}: {}", info.name, q.describe(&p));
+    }
+    Ok(Some(p))
+}
+
+/// `(node name, plan)` of every int8 node of `graph` on `target`, in topological order: form
+/// and shape, scheme and why, activation mode, tile epilogue, tasks (what `OPTC_INT8_PLAN=1`
+/// prints while compiling). Nodes that take the generic lowering are not listed.
+pub fn int8_plans(
+    graph: &optc_ir::Graph,
+    target: &Target,
+) -> std::result::Result<Vec<(String, String)>, crate::error::CodegenError> {
+    let order = graph
+        .topo_order()
+        .map_err(|e| crate::error::CodegenError::new(e.msg))?;
+    let mut v = vec![];
+    for n in order {
+        let info = NodeInfo::of(graph, n)?;
+        let base = match info.op {
+            Op::Fused { base, .. } => &**base,
+            op => op,
+        };
+        if !matches!(base, Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. }) {
+            continue;
+        }
+        if let Some(p) = plan(&info, target)? {
+            if let Strategy::Int8(q) = &p.kind {
+                v.push((info.name.to_string(), q.describe(&p)));
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// `(groups, output channels per group)` of a conv node.
+fn q_form_groups(p: &KernelPlan) -> Option<(usize, usize)> {
+    match &p.kind {
+        Strategy::Int8(q) => match &q.form {
+            Form::Conv(g) => Some((g.groups, g.mg)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The row-tile heights the units of `p` use (full `MR` tiles and the remainders of M blocks).
+fn tile_heights(p: &KernelPlan) -> Vec<usize> {
+    let mut v = vec![];
+    let last_rows = p.m - (p.mparts() - 1) * p.mrows;
+    for rows in [p.mrows, last_rows] {
+        let mut blocks = vec![p.mc; rows / p.mc];
+        if rows % p.mc > 0 {
+            blocks.push(rows % p.mc);
+        }
+        for b in blocks {
+            for h in [MR.min(b), b % MR] {
+                if h > 0 && !v.contains(&h) {
+                    v.push(h);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Every routine an int8 node calls.
+pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
+    let mut r = vec![];
+    let eb = q.scheme.element_bytes();
+    if !q.is_static() {
+        r.push(Routine::Quantize(QuantizeKey::Range));
+    }
+    match &q.form {
+        Form::Depthwise(g) => {
+            r.push(Routine::Quantize(depthwise::rows_key(g)));
+            if let Some(k) = depthwise::sum_key(g) {
+                r.push(Routine::Depthwise(k));
+            }
+            return r;
+        }
+        Form::MatMul => r.push(Routine::Quantize(QuantizeKey::Rows {
+            element_bytes: eb,
+            k: q.depth,
+        })),
+        Form::Conv(g) => {
+            let per = q.channels_per_dword();
+            let mut counts = vec![];
+            if g.cg >= per {
+                counts.push(per);
+            }
+            if g.cg % per > 0 {
+                counts.push(g.cg % per);
+            }
+            for channels in counts {
+                r.push(Routine::Quantize(QuantizeKey::Plane(plane_key(
+                    q, g, channels,
+                ))));
+            }
+        }
+    }
+    let last = p.n - (p.units_per_img() - 1) * p.chunk;
+    let mut partial = vec![false];
+    if !last.is_multiple_of(NR) || !p.chunk.is_multiple_of(NR) {
+        partial.push(true);
+    }
+    let nkb = p.kblocks().len();
+    let dq = Some(Dequantize {
+        bias: q.bias_port.is_some(),
+        steps: q.steps.clone(),
+    });
+    let blocks = if nkb == 1 {
+        vec![(true, dq)]
+    } else {
+        vec![(true, None), (false, None), (false, dq)]
+    };
+    for mr in tile_heights(p) {
+        for &partial in &partial {
+            for (first, last) in &blocks {
+                let k = Routine::Int8(int8_key(q, mr, partial, *first, last.clone()));
+                if !r.contains(&k) {
+                    r.push(k);
+                }
+            }
+        }
+    }
+    r
+}
+
+pub(super) fn int8_key(
+    q: &Int8Plan,
+    mr: usize,
+    partial: bool,
+    first: bool,
+    last: Option<Dequantize>,
+) -> Int8Key {
+    Int8Key {
+        scheme: q.scheme,
+        contraction: q.contraction(),
+        mr,
+        partial,
+        unpacked: q.unpacked,
+        first,
+        last,
+    }
+}
+
+/// The plane routine for `channels` input planes of conv `g`.
+pub(super) fn plane_key(q: &Int8Plan, g: &ConvGeometry, channels: usize) -> PlaneKey {
+    PlaneKey {
+        element_bytes: q.scheme.element_bytes(),
+        channels,
+        h: g.h,
+        w: g.w,
+        ph: g.ph,
+        pw: g.pw,
+        hp: g.hp,
+        wp: g.wp,
+    }
+}

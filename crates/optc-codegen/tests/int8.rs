@@ -1,0 +1,658 @@
+//! The int8 path of `QuantizedMatMul` / `QuantizedConv` against the reference interpreter,
+//! bit for bit: M, N, K edges (1, primes, tile, panel and K-block boundaries, K not a multiple
+//! of 4, batch dims), dynamic and static activations, with and without bias, fused epilogues,
+//! conv geometries (strides, pads, dilation, 1x1, 3x3, a first conv, 1-D, groups, depthwise), 1 and 2
+//! threads; weights that need the exact scheme; the AVX-512 target's VNNI kernels in objects.
+
+mod common;
+use common::*;
+use optc_codegen::{compile_jit, int8_plans, pairs_never_saturate, Target};
+use optc_ir::quantized::ActivationQuantization;
+use optc_ir::{BinaryOp, Data, FusedStep, Graph, Op, Tensor, TensorType, UnaryOp, Value, Window};
+
+const DYNAMIC: ActivationQuantization = ActivationQuantization::Dynamic;
+const STATIC: ActivationQuantization = ActivationQuantization::Static;
+
+/// The x86-64 targets with the int8 path this host runs.
+fn targets() -> Vec<Target> {
+    let mut v = vec![];
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        v.push(Target::parse("x86_64-avx2").unwrap());
+    }
+    v
+}
+
+fn i8_tensor(rng: &mut Rng, shape: &[usize], lim: i64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|_| rng.int(-lim, lim + 1).clamp(-128, 127) as i8)
+        .collect();
+    Tensor::new(shape.to_vec(), Data::I8(v)).unwrap()
+}
+
+/// Per-channel (or one) weight scales, positive.
+fn scales(rng: &mut Rng, n: usize) -> Tensor {
+    let v = (0..n).map(|_| rng.f32(0.001, 0.05)).collect();
+    Tensor::new(vec![n], Data::F32(v)).unwrap()
+}
+
+/// The quantized inputs after `x` (weights, scales, static parameters, bias) as constants.
+struct Quant {
+    act: ActivationQuantization,
+    /// Weight magnitude limit: 64 makes every pair safe (`BytePairs`), 128 needs `WordPairs`.
+    wlim: i64,
+    bias: bool,
+    /// One weight scale for all channels.
+    one_scale: bool,
+}
+
+fn quant_inputs(
+    g: &mut Graph,
+    rng: &mut Rng,
+    q: &Quant,
+    wshape: &[usize],
+    channels: usize,
+) -> Vec<Value> {
+    let mut v = vec![g.add_const("w", i8_tensor(rng, wshape, q.wlim))];
+    v.push(g.add_const("ws", scales(rng, if q.one_scale { 1 } else { channels })));
+    if q.act == STATIC {
+        v.push(g.add_const("xs", Tensor::scalar_f32(rng.f32(0.01, 0.03))));
+        let z = rng.int(0, 256) as u8;
+        v.push(g.add_const("xz", Tensor::new(vec![], Data::U8(vec![z])).unwrap()));
+    }
+    if q.bias {
+        v.push(g.add_const("b", f32t(rng, &[channels])));
+    }
+    v
+}
+
+/// Fused steps by name: "relu", "relu6", "res" (adds a graph input of the output's type),
+/// "bias" (adds a constant of shape `bias`); every added value has a name of its own.
+fn steps_named(
+    g: &mut Graph,
+    ins: &mut Vec<Value>,
+    rng: &mut Rng,
+    names: &[&str],
+    out: &TensorType,
+    bias: &[usize],
+) -> Vec<FusedStep> {
+    let add = |ins: &mut Vec<Value>, v: Value, i: usize| {
+        ins.push(v);
+        FusedStep::Binary {
+            op: BinaryOp::Add,
+            input: ins.len() - 1,
+            swap: i % 2 == 1,
+        }
+    };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match *name {
+            "relu" => FusedStep::Unary(UnaryOp::Relu),
+            "relu6" => FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 }),
+            "res" => {
+                let r = g.add_input(&format!("r{i}"), out.clone());
+                add(ins, r, i)
+            }
+            "bias" => {
+                let b = g.add_const(&format!("step_bias{i}"), f32t(rng, bias));
+                add(ins, b, i)
+            }
+            other => panic!("unknown fused step {other:?}"),
+        })
+        .collect()
+}
+
+/// Add `op` on `ins` with fused `steps` (names as in `common::fused_steps`), output `y`.
+fn finish(g: &mut Graph, rng: &mut Rng, op: Op, mut ins: Vec<Value>, steps: &[&str]) {
+    let tys: Vec<TensorType> = ins
+        .iter()
+        .map(|v| g.value_type(*v).unwrap().clone())
+        .collect();
+    let refs: Vec<&TensorType> = tys.iter().collect();
+    let out = op.infer(&refs).unwrap_or_else(|e| panic!("{e:?}"))[0].clone();
+    let y = if steps.is_empty() {
+        g.add("q", op, &ins).unwrap()
+    } else {
+        let base_inputs = ins.len();
+        let bias_shape: Vec<usize> = match &op {
+            Op::QuantizedConv { .. } => vec![out.shape[1], 1, 1],
+            _ => vec![*out.shape.last().unwrap()],
+        };
+        let fs = steps_named(g, &mut ins, rng, steps, &out, &bias_shape);
+        let fused = Op::Fused {
+            base: Box::new(op),
+            base_inputs,
+            steps: fs,
+        };
+        g.add("q", fused, &ins).unwrap()
+    };
+    g.add_output("y", y);
+}
+
+fn matmul_graph(xs: &[usize], n: usize, q: &Quant, steps: &[&str], seed: u64) -> Graph {
+    let mut rng = Rng::new(seed);
+    let mut g = Graph::new();
+    let k = *xs.last().unwrap();
+    let x = g.add_input("x", f(xs));
+    let mut ins = vec![x];
+    ins.extend(quant_inputs(&mut g, &mut rng, q, &[k, n], n));
+    finish(
+        &mut g,
+        &mut rng,
+        Op::QuantizedMatMul { activation: q.act },
+        ins,
+        steps,
+    );
+    g
+}
+
+fn conv_graph(
+    xs: &[usize],
+    ws: &[usize],
+    window: Window,
+    group: usize,
+    q: &Quant,
+    steps: &[&str],
+    seed: u64,
+) -> Graph {
+    let mut rng = Rng::new(seed);
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(xs));
+    let mut ins = vec![x];
+    ins.extend(quant_inputs(&mut g, &mut rng, q, ws, ws[0]));
+    let op = Op::QuantizedConv {
+        window,
+        group,
+        activation: q.act,
+    };
+    finish(&mut g, &mut rng, op, ins, steps);
+    g
+}
+
+/// Compile for every target, run at 1 and 2 threads, compare exactly with the interpreter.
+fn check_exact(g: &Graph, seed: u64) {
+    let inputs = inputs_for(g, seed);
+    check_targets(g, &inputs, EXACT, &targets());
+}
+
+fn q(act: ActivationQuantization, wlim: i64, bias: bool) -> Quant {
+    Quant {
+        act,
+        wlim,
+        bias,
+        one_scale: false,
+    }
+}
+
+#[test]
+fn matmul_edges() {
+    let mut s = 0;
+    for &m in &[1usize, 5, 6, 7, 13] {
+        for &n in &[1usize, 16, 17, 33] {
+            for &k in &[1usize, 3, 4, 5, 17] {
+                s += 1;
+                let act = if s % 2 == 0 { DYNAMIC } else { STATIC };
+                let wlim = if s % 3 == 0 { 128 } else { 64 };
+                check_exact(
+                    &matmul_graph(&[m, k], n, &q(act, wlim, s % 4 < 2), &[], s),
+                    s,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_both_modes_and_schemes() {
+    for (i, act) in [DYNAMIC, STATIC].into_iter().enumerate() {
+        for wlim in [64, 128] {
+            for bias in [false, true] {
+                for one_scale in [false, true] {
+                    let qq = Quant {
+                        act,
+                        wlim,
+                        bias,
+                        one_scale,
+                    };
+                    let seed = 100 + i as u64 * 10 + wlim as u64 + bias as u64 + one_scale as u64;
+                    check_exact(&matmul_graph(&[37, 129], 45, &qq, &[], seed), seed);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_blocked_and_threaded() {
+    // K over several K blocks (a partial last one), M over several M blocks and row parts,
+    // N over several column units, split into tasks.
+    for (m, k, n, wlim) in [
+        (151, 2001, 67, 64),
+        (151, 1031, 67, 128),
+        (300, 256, 530, 64),
+        (1, 784, 512, 128),
+        (128, 384, 384, 64),
+        (64, 512, 64, 128),
+    ] {
+        for act in [DYNAMIC, STATIC] {
+            let seed = (m + k + n) as u64;
+            check_exact(
+                &matmul_graph(&[m, k], n, &q(act, wlim, true), &[], seed),
+                seed,
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_batched_activations() {
+    for act in [DYNAMIC, STATIC] {
+        check_exact(
+            &matmul_graph(&[2, 3, 7, 40], 23, &q(act, 64, true), &[], 9),
+            9,
+        );
+        check_exact(&matmul_graph(&[40], 23, &q(act, 128, false), &[], 10), 10);
+    }
+}
+
+#[test]
+fn matmul_fused_epilogues() {
+    let lists: [&[&str]; 6] = [
+        &["relu"],
+        &["relu6"],
+        &["res"],
+        &["res", "relu"],
+        &["bias", "relu6"],
+        // The second bias is not a tile step: it and what follows run afterwards.
+        &["bias", "bias", "relu"],
+    ];
+    for (i, steps) in lists.iter().enumerate() {
+        for act in [DYNAMIC, STATIC] {
+            for bias in [false, true] {
+                let seed = 20 + i as u64;
+                let g = matmul_graph(&[2, 13, 70], 35, &q(act, 64, bias), steps, seed);
+                check_exact(&g, seed);
+            }
+        }
+    }
+}
+
+/// Values at the quantizer's edges in the activations: NaN (0 after quantization, ignored by
+/// the range), infinities, signed zeros, exact ties of the rounding.
+#[test]
+fn matmul_special_activation_values() {
+    for act in [DYNAMIC, STATIC] {
+        for with_inf in [false, true] {
+            let g = matmul_graph(&[5, 24], 20, &q(act, 128, true), &[], 3);
+            let mut rng = Rng::new(4);
+            let mut x: Vec<f32> = (0..120).map(|_| rng.f32(-2.0, 2.0)).collect();
+            x[3] = f32::NAN;
+            x[10] = -0.0;
+            x[11] = 0.5;
+            x[12] = -2.5;
+            if with_inf {
+                x[50] = f32::INFINITY;
+                x[70] = f32::NEG_INFINITY;
+            }
+            let inputs = vec![Tensor::new(vec![5, 24], Data::F32(x)).unwrap()];
+            check_targets(&g, &inputs, EXACT, &targets());
+        }
+    }
+}
+
+fn win(k: [usize; 2], s: [usize; 2], p: [usize; 4], d: [usize; 2]) -> Window {
+    window(&k, &s, &p, &d)
+}
+
+#[test]
+fn conv_geometries() {
+    // (input [n, c, h, w], output channels, window)
+    let cases: Vec<(Vec<usize>, usize, Window)> = vec![
+        (vec![1, 8, 9, 9], 16, win([1, 1], [1, 1], [0; 4], [1, 1])),
+        (vec![2, 5, 7, 11], 7, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (vec![1, 16, 14, 14], 13, win([3, 3], [2, 2], [1; 4], [1, 1])),
+        (
+            vec![1, 6, 13, 13],
+            8,
+            win([5, 5], [1, 1], [4, 4, 4, 4], [2, 2]),
+        ),
+        // A network's first conv: 3 channels, 7x7 stride 2.
+        (vec![1, 3, 32, 32], 16, win([7, 7], [2, 2], [3; 4], [1, 1])),
+        (
+            vec![1, 2, 10, 6],
+            5,
+            win([3, 2], [1, 2], [0, 1, 2, 0], [1, 1]),
+        ),
+        // 1x1 stride 2, and a map wider than a patch panel with pads on one side.
+        (vec![1, 12, 10, 10], 24, win([1, 1], [2, 2], [0; 4], [1, 1])),
+        (
+            vec![1, 4, 5, 40],
+            9,
+            win([3, 3], [1, 1], [0, 2, 1, 0], [1, 1]),
+        ),
+        // 1x1 stride 1 unpadded (the planes read in place), several column units and K
+        // blocks.
+        (vec![2, 12, 20, 21], 10, win([1, 1], [1, 1], [0; 4], [1, 1])),
+        (vec![1, 1100, 6, 7], 8, win([1, 1], [1, 1], [0; 4], [1, 1])),
+    ];
+    let mut s = 40;
+    for (xs, m, w) in cases {
+        let ws = [m, xs[1], w.kernel[0], w.kernel[1]];
+        for act in [DYNAMIC, STATIC] {
+            for wlim in [64, 128] {
+                s += 1;
+                let g = conv_graph(&xs, &ws, w.clone(), 1, &q(act, wlim, s % 2 == 0), &[], s);
+                check_exact(&g, s);
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_large_reduction_and_tasks() {
+    // K = 256 x 9 over several K blocks, enough work for tasks, output channels over several
+    // row parts.
+    for (act, wlim) in [(STATIC, 64), (DYNAMIC, 128)] {
+        let g = conv_graph(
+            &[1, 256, 12, 12],
+            &[70, 256, 3, 3],
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+            1,
+            &q(act, wlim, true),
+            &["relu"],
+            61,
+        );
+        check_exact(&g, 61);
+        // Two images whose channels do not fill the last dword plane, quantized in parallel
+        // parts.
+        let g = conv_graph(
+            &[2, 21, 24, 24],
+            &[40, 21, 3, 3],
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+            1,
+            &q(act, wlim, false),
+            &[],
+            62,
+        );
+        check_exact(&g, 62);
+    }
+}
+
+#[test]
+fn conv_1d() {
+    for act in [DYNAMIC, STATIC] {
+        let g = conv_graph(
+            &[2, 6, 30],
+            &[10, 6, 3],
+            window(&[3], &[2], &[1, 1], &[1]),
+            1,
+            &q(act, 128, true),
+            &[],
+            70,
+        );
+        check_exact(&g, 70);
+    }
+}
+
+#[test]
+fn conv_fused_epilogues() {
+    let lists: [&[&str]; 5] = [
+        &["relu"],
+        &["relu6"],
+        &["res", "relu"],
+        &["bias", "res", "relu6"],
+        &["relu", "bias", "bias"],
+    ];
+    for (i, steps) in lists.iter().enumerate() {
+        for act in [DYNAMIC, STATIC] {
+            for bias in [false, true] {
+                let seed = 80 + i as u64;
+                let g = conv_graph(
+                    &[1, 9, 8, 8],
+                    &[11, 9, 3, 3],
+                    win([3, 3], [1, 1], [1; 4], [1, 1]),
+                    1,
+                    &q(act, 64, bias),
+                    steps,
+                    seed,
+                );
+                check_exact(&g, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn depthwise_convs() {
+    let cases = [
+        (vec![1, 8, 10, 10], win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (vec![2, 5, 11, 9], win([3, 3], [2, 2], [1; 4], [1, 1])),
+        (vec![1, 32, 7, 7], win([5, 5], [1, 1], [2; 4], [1, 1])),
+        (vec![1, 3, 9, 9], win([3, 3], [3, 3], [0, 0, 2, 2], [2, 2])),
+        // Wide rows (several 8-column groups), no padding; tasks.
+        (vec![1, 40, 20, 37], win([3, 3], [1, 1], [0; 4], [1, 1])),
+        (vec![1, 96, 30, 30], win([3, 3], [2, 2], [1; 4], [1, 1])),
+    ];
+    let mut s = 90;
+    for (xs, w) in cases {
+        let c = xs[1];
+        for act in [DYNAMIC, STATIC] {
+            for steps in [
+                &[][..],
+                &["relu6"][..],
+                &["relu", "res"][..],
+                &["bias", "relu"][..],
+            ] {
+                s += 1;
+                let ws = [c, 1, w.kernel[0], w.kernel[1]];
+                let g = conv_graph(&xs, &ws, w.clone(), c, &q(act, 128, s % 2 == 0), steps, s);
+                check_exact(&g, s);
+            }
+        }
+    }
+}
+
+#[test]
+fn grouped_convs() {
+    // (input, output channels, groups, window): channel counts per group that fill dword
+    // planes or not, output channels per group below, at and over a tile, a channel
+    // multiplier (one input channel per group, several outputs), tasks.
+    let cases = [
+        (vec![1, 8, 9, 9], 8, 2, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (
+            vec![2, 12, 7, 7],
+            18,
+            3,
+            win([3, 3], [2, 2], [1; 4], [1, 1]),
+        ),
+        (
+            vec![1, 10, 6, 11],
+            20,
+            2,
+            win([1, 1], [1, 1], [0; 4], [1, 1]),
+        ),
+        (vec![1, 4, 8, 8], 12, 4, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (
+            vec![1, 64, 16, 16],
+            128,
+            8,
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+        ),
+    ];
+    let mut s = 110;
+    for (xs, m, group, w) in cases {
+        let ws = [m, xs[1] / group, w.kernel[0], w.kernel[1]];
+        for act in [DYNAMIC, STATIC] {
+            for wlim in [64, 128] {
+                s += 1;
+                let g = conv_graph(
+                    &xs,
+                    &ws,
+                    w.clone(),
+                    group,
+                    &q(act, wlim, s % 2 == 0),
+                    &["relu"],
+                    s,
+                );
+                check_exact(&g, s);
+            }
+        }
+    }
+}
+
+/// Weights that can saturate `vpmaddubsw` (a pair 127, 127) are not proven safe, and the node
+/// still computes exactly (on `WordPairs`); 7-bit weights are proven safe.
+#[test]
+fn saturating_weights_take_the_exact_scheme() {
+    let op = Op::QuantizedMatMul {
+        activation: DYNAMIC,
+    };
+    let mut w = vec![1i8; 8 * 4];
+    let safe = Tensor::new(vec![8, 4], Data::I8(w.clone())).unwrap();
+    assert!(pairs_never_saturate(&op, &safe));
+    // Rows 2 and 3 of column 1 form a pair: 127 + 127 > 128.
+    w[2 * 4 + 1] = 127;
+    w[3 * 4 + 1] = 127;
+    let bad = Tensor::new(vec![8, 4], Data::I8(w.clone())).unwrap();
+    assert!(!pairs_never_saturate(&op, &bad));
+    // Opposite signs never saturate; rows 3 and 4 are in different pairs.
+    w[3 * 4 + 1] = -127;
+    w[4 * 4 + 1] = 127;
+    let ok = Tensor::new(vec![8, 4], Data::I8(w)).unwrap();
+    assert!(pairs_never_saturate(&op, &ok));
+    // |w| <= 64 everywhere is always safe; -128 with -1 is not.
+    let seven: Vec<i8> = (0..64).map(|i| (i % 129) as i8 - 64).collect();
+    let t = Tensor::new(vec![16, 4], Data::I8(seven)).unwrap();
+    assert!(pairs_never_saturate(&op, &t));
+    let t = Tensor::new(vec![2, 1], Data::I8(vec![-128, -1])).unwrap();
+    assert!(!pairs_never_saturate(&op, &t));
+    // A conv pairs input channels at the same tap.
+    let conv = Op::QuantizedConv {
+        window: win([1, 1], [1, 1], [0; 4], [1, 1]),
+        group: 1,
+        activation: STATIC,
+    };
+    let t = Tensor::new(vec![1, 2, 1, 1], Data::I8(vec![100, 100])).unwrap();
+    assert!(!pairs_never_saturate(&conv, &t));
+    let t = Tensor::new(vec![2, 1, 1, 1], Data::I8(vec![100, 100])).unwrap();
+    assert!(pairs_never_saturate(&conv, &t));
+
+    // Activations that saturate the naive scheme: every x at the top of the range, weights
+    // 127: a pair sum of 2 x 255 x 127 = 64770.
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[3, 16]));
+    let wv = g.add_const(
+        "w",
+        Tensor::new(vec![16, 5], Data::I8(vec![127; 80])).unwrap(),
+    );
+    let ws = g.add_const("ws", Tensor::from_f32(vec![1], vec![0.01]).unwrap());
+    let y = g
+        .add(
+            "q",
+            Op::QuantizedMatMul {
+                activation: DYNAMIC,
+            },
+            &[x, wv, ws],
+        )
+        .unwrap();
+    g.add_output("y", y);
+    let inputs = vec![Tensor::new(vec![3, 16], Data::F32(vec![3.0; 48])).unwrap()];
+    check_targets(&g, &inputs, EXACT, &targets());
+    // The interpreter's exact sum: 16 x 255 x 127 (zero point 0, scale 3 / 255).
+    let want = optc_ir::interp::run(&g, &inputs).unwrap();
+    let xs = 3.0f32 / 255.0;
+    let exact = (16 * 255 * 127) as f32 * (xs * 0.01);
+    assert!(want[0].as_f32().unwrap().iter().all(|&v| v == exact));
+}
+
+/// `x86_64-avx512` objects hold VNNI kernels (`vpdpbusd`) and no AVX2 int8 kernel; AVX2
+/// objects name the scheme each node took.
+#[test]
+fn objects_name_the_int8_scheme() {
+    let g7 = matmul_graph(&[4, 64], 32, &q(DYNAMIC, 64, true), &["relu"], 1);
+    let g8 = matmul_graph(&[4, 64], 32, &q(STATIC, 128, true), &[], 2);
+    let conv = conv_graph(
+        &[1, 4, 6, 6],
+        &[8, 4, 3, 3],
+        win([3, 3], [1, 1], [1; 4], [1, 1]),
+        1,
+        &q(STATIC, 128, false),
+        &[],
+        3,
+    );
+    let object = |g: &Graph, t: &str| {
+        let target = Target::parse(t).unwrap();
+        let opts = optc_codegen::aot::AotOptions {
+            name: "m".to_string(),
+            ..Default::default()
+        };
+        optc_codegen::aot::compile_object(g, &target, &opts)
+            .unwrap_or_else(|e| panic!("{t}: {e}"))
+            .object
+    };
+    let has = |o: &[u8], s: &str| o.windows(s.len()).any(|w| w == s.as_bytes());
+    // The plans say which scheme and why.
+    let avx2 = Target::parse("x86_64-avx2").unwrap();
+    let plans = int8_plans(&g7, &avx2).unwrap();
+    assert_eq!(plans.len(), 1);
+    assert!(
+        plans[0]
+            .1
+            .contains("scheme bytepairs (no weight pair can saturate)"),
+        "{plans:?}"
+    );
+    let plans = int8_plans(&g8, &avx2).unwrap();
+    assert!(
+        plans[0]
+            .1
+            .contains("scheme wordpairs (a weight pair could saturate"),
+        "{plans:?}"
+    );
+    assert!(plans[0].1.contains("static activations"), "{plans:?}");
+    let plans = int8_plans(&conv, &Target::parse("x86_64-avx512").unwrap()).unwrap();
+    assert!(
+        plans[0].1.starts_with("int8 conv 3x3") && plans[0].1.contains("vnni"),
+        "{plans:?}"
+    );
+    let o = object(&g7, "x86_64-avx2");
+    assert!(has(&o, "optc_int8_bytepairs_matmul") && !has(&o, "optc_int8_wordpairs"));
+    let o = object(&g8, "x86_64-avx2");
+    assert!(has(&o, "optc_int8_wordpairs_matmul") && !has(&o, "optc_int8_bytepairs"));
+    for g in [&g7, &g8, &conv] {
+        let o = object(g, "x86_64-avx512");
+        assert!(has(&o, "optc_int8_vnni_"), "no VNNI kernel");
+        assert!(!has(&o, "optc_int8_bytepairs") && !has(&o, "optc_int8_wordpairs"));
+    }
+    // The int8 weights are stored once, as bytes: the object is far smaller than the f32
+    // weights would be.
+    let big = matmul_graph(&[4, 512], 512, &q(STATIC, 64, false), &[], 4);
+    let o = object(&big, "x86_64-avx2");
+    assert!(o.len() < 512 * 512 + 64 * 1024, "{} bytes", o.len());
+}
+
+/// A bad static scale is an error naming the node.
+#[test]
+fn bad_static_scale_is_an_error() {
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[2, 8]));
+    let w = g.add_const("w", Tensor::new(vec![8, 3], Data::I8(vec![1; 24])).unwrap());
+    let ws = g.add_const("ws", Tensor::from_f32(vec![1], vec![0.1]).unwrap());
+    let xs = g.add_const("xs", Tensor::scalar_f32(0.0));
+    let xz = g.add_const("xz", Tensor::new(vec![], Data::U8(vec![3])).unwrap());
+    let y = g
+        .add(
+            "qmm",
+            Op::QuantizedMatMul { activation: STATIC },
+            &[x, w, ws, xs, xz],
+        )
+        .unwrap();
+    g.add_output("y", y);
+    for t in targets() {
+        let Err(e) = compile_jit(&g, &t) else {
+            panic!("a zero activation scale compiled")
+        };
+        assert!(e.to_string().contains("qmm"), "{e}");
+        assert!(e.to_string().contains("scale"), "{e}");
+    }
+}
