@@ -49,8 +49,9 @@ pub struct CompileArgs {
     pub labels: Option<PathBuf>,
     /// Error budget of lossy rewrites, e.g. `cos=0.99,top1=0.995,acc=0.005,abs=0.1,rel=0.05`
     /// (min cosine, min top-1 agreement (or max disagreement when below 0.5), max top-1
-    /// accuracy drop with --labels, max abs, max rel). Over it, layers stay f32; if the
-    /// measured model is still over, the compile fails.
+    /// accuracy drop with --labels, max abs, max rel); `output=NAME` (repeatable) limits only
+    /// the named outputs. Over it, layers stay f32; if the measured model is still over, the
+    /// compile fails.
     #[arg(long = "max-error", value_name = "BUDGET", value_parser = optc::compress::Budget::parse)]
     pub max_error: Option<optc::compress::Budget>,
     /// Print the whole compression report (md or json) on stderr, or into --report-file.

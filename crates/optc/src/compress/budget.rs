@@ -1,4 +1,5 @@
-//! The error budget of lossy compiles (`--max-error cos=0.99,top1=0.995,abs=0.05`).
+//! The error budget of lossy compiles (`--max-error cos=0.99,top1=0.995,abs=0.05`), on every
+//! output or on the outputs named by `output=NAME` (repeatable).
 
 use super::metrics::OutputError;
 use std::fmt;
@@ -18,16 +19,26 @@ pub struct Budget {
     pub max_abs: Option<f64>,
     /// Largest difference relative to the output's largest magnitude (`rel=0.02`).
     pub max_rel: Option<f64>,
+    /// The outputs the limits apply to (`output=sentence_embedding`); empty: every output.
+    pub outputs: Vec<String>,
 }
 
 impl Budget {
-    /// Parse `key=value,...` with keys `cos`, `top1`, `acc`, `abs`, `rel`.
+    /// Parse `key=value,...` with keys `cos`, `top1`, `acc`, `abs`, `rel` and `output`.
     pub fn parse(s: &str) -> Result<Budget, String> {
         let mut b = Budget::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| {
-                format!("'{part}': expected key=value (keys: cos, top1, acc, abs, rel)")
+                format!("'{part}': expected key=value (keys: cos, top1, acc, abs, rel, output)")
             })?;
+            if k.trim() == "output" {
+                let name = v.trim();
+                if name.is_empty() {
+                    return Err(format!("'{part}': expected an output name"));
+                }
+                b.outputs.push(name.to_string());
+                continue;
+            }
             let v: f64 = v
                 .trim()
                 .parse()
@@ -51,7 +62,7 @@ impl Budget {
                 "rel" => b.max_rel = Some(v),
                 other => {
                     return Err(format!(
-                        "unknown budget key '{other}' (keys: cos, top1, acc, abs, rel)"
+                        "unknown budget key '{other}' (keys: cos, top1, acc, abs, rel, output)"
                     ))
                 }
             }
@@ -59,14 +70,23 @@ impl Budget {
         Ok(b)
     }
 
+    /// No limit is set (`output=` alone limits nothing).
     pub fn is_empty(&self) -> bool {
-        *self == Budget::default()
+        Budget {
+            outputs: vec![],
+            ..self.clone()
+        } == Budget::default()
+    }
+
+    /// Whether the limits apply to the output `name`.
+    pub fn applies_to(&self, name: &str) -> bool {
+        self.outputs.is_empty() || self.outputs.iter().any(|o| o == name)
     }
 
     /// Every way `errors` break this budget (empty: within it).
     pub fn violations(&self, errors: &[OutputError]) -> Vec<String> {
         let mut v = vec![];
-        for e in errors {
+        for e in errors.iter().filter(|e| self.applies_to(&e.name)) {
             if let Some(c) = self.min_cosine {
                 if e.min_cosine < c {
                     v.push(format!("{}: cosine {:.5} < {c}", e.name, e.min_cosine));
@@ -123,8 +143,10 @@ impl fmt::Display for Budget {
         }
         if parts.is_empty() {
             f.write_str("none")
-        } else {
+        } else if self.outputs.is_empty() {
             f.write_str(&parts.join(", "))
+        } else {
+            write!(f, "{} (on {})", parts.join(", "), self.outputs.join(", "))
         }
     }
 }
@@ -152,5 +174,21 @@ mod tests {
         let v = b.violations(&[e]);
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].contains("top-1") && v[1].contains("abs"), "{v:?}");
+        // Limits on named outputs leave the others alone.
+        let on = Budget::parse("cos=0.9999,output=z").unwrap();
+        assert_eq!(on.outputs, ["z"]);
+        assert!(on.violations(&v_errors("y", 0.99)).is_empty());
+        assert_eq!(on.violations(&v_errors("z", 0.99)).len(), 1);
+        assert_eq!(on.to_string(), "cosine >= 0.9999 (on z)");
+        assert!(Budget::parse("output=z").unwrap().is_empty());
+        assert!(Budget::parse("output=").is_err());
+    }
+
+    fn v_errors(name: &str, cos: f64) -> Vec<OutputError> {
+        vec![OutputError {
+            name: name.into(),
+            min_cosine: cos,
+            ..Default::default()
+        }]
     }
 }

@@ -158,7 +158,7 @@ fn budget_share(budget: &Budget, errs: &[OutputError]) -> f64 {
         }
     };
     let mut worst = 0f64;
-    for e in errs {
+    for e in errs.iter().filter(|e| budget.applies_to(&e.name)) {
         if let Some(c) = budget.min_cosine {
             worst = worst.max(share(1.0 - e.min_cosine, 1.0 - c));
         }
@@ -249,6 +249,17 @@ pub(crate) fn compress(
     };
     let names: Vec<String> = graph.inputs.iter().map(|i| i.name.clone()).collect();
     let output_names: Vec<String> = graph.outputs.iter().map(|o| o.name.clone()).collect();
+    if let Some(bad) = copts
+        .max_error
+        .outputs
+        .iter()
+        .find(|o| !output_names.contains(o))
+    {
+        return Err(Error::Input(format!(
+            "--max-error output={bad}: the model has no such output (outputs: {})",
+            output_names.join(", ")
+        )));
+    }
 
     // 1-2. A graph per input shape (calibration sets first, then evaluation sets), and the
     // reference outputs.

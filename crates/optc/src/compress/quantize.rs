@@ -65,18 +65,6 @@ pub fn quantize_rows(w: &[f32], channels: usize, bits: WeightBits) -> (Vec<i8>, 
     (q, scales)
 }
 
-/// Whether no pair of consecutive reduction values of one output channel can saturate
-/// `vpmaddubsw` with u8 activations: `255 * (|a| + |b|) <= 32767` for every pair `(2j,
-/// 2j+1)` of each row (`rows` rows of `per` values, the reduction order of the packing).
-pub fn pairs_never_saturate(q: &[i8], rows: usize) -> bool {
-    let per = q.len() / rows.max(1);
-    (0..rows).all(|r| {
-        q[r * per..(r + 1) * per]
-            .chunks(2)
-            .all(|p| 255 * p.iter().map(|v| (*v as i32).abs()).sum::<i32>() <= 32767)
-    })
-}
-
 /// A contraction with constant weights that has an int8 alternative.
 struct Layer {
     /// The op (a Conv, Gemm or MatMul) and, when fused, its steps and base input count.
@@ -213,7 +201,6 @@ fn int8_build(
         _ => return None,
     };
     let (q, scales) = quantize_rows(&rows_of_w, channels, bits);
-    let safe = pairs_never_saturate(&q, channels);
     // The op's weight layout: conv [M, C/g, k...] is the row layout; matmul wants [K, N].
     let wq: Vec<i8> = match &layer.base {
         Op::Conv { .. } => q,
@@ -228,9 +215,12 @@ fn int8_build(
             t
         }
     };
+    let wq = Tensor::new(wq_shape, Data::I8(wq)).ok()?;
+    // The pairing rule of the x64 kernels (the exact 16-bit scheme otherwise).
+    let safe = optc_codegen::pairs_never_saturate(&op, &wq);
     let mut children = vec![
         Build::Class(layer.children[0]),
-        Build::Const(Tensor::new(wq_shape, Data::I8(wq)).ok()?),
+        Build::Const(wq),
         Build::Const(f32_tensor(vec![channels], scales)),
     ];
     if let Some(p) = activation {
@@ -399,14 +389,5 @@ mod tests {
         // a zero row keeps scale 1
         let (q, s) = quantize_rows(&[0.0, 0.0], 1, WeightBits::Eight);
         assert_eq!((q, s), (vec![0, 0], vec![1.0]));
-    }
-
-    #[test]
-    fn saturation_of_pairs() {
-        assert!(pairs_never_saturate(&[63, -63, 63, 63], 1));
-        assert!(pairs_never_saturate(&[127, 1], 1));
-        assert!(!pairs_never_saturate(&[127, 2], 1));
-        // pairs do not cross rows
-        assert!(pairs_never_saturate(&[1, 127, 127, 1], 2));
     }
 }
