@@ -17,6 +17,20 @@ pub struct CostModel {
     /// Attainable int8 multiply-add pairs (as FLOPs: 2 per multiply-add) per second of the
     /// quantized contractions.
     pub int8_ops_per_s: f64,
+    /// The same for int8 convs (implicit GEMM: patches quantized and packed on the fly).
+    pub int8_conv_ops_per_s: f64,
+    /// The same with exact 16-bit products (`vpmaddwd`), for int8 weights whose byte pairs
+    /// could saturate `vpmaddubsw`.
+    pub int8_exact_pairs_ops_per_s: f64,
+    /// How much faster than `dense_flops_per_s` an f32 3x3 stride-1 conv runs (codegen takes
+    /// Winograd F(4x4, 3x3) for them), counting the direct conv's FLOPs, on maps whose 4x4
+    /// output tiles are full (partial tiles waste the rest).
+    pub winograd_speedup: f64,
+    /// Effective FLOP/s of f32 depthwise convs (one input channel per group: memory-bound).
+    pub depthwise_flops_per_s: f64,
+    /// Effective operations per second of int8 depthwise convs (a quantization pass, then
+    /// exact integer sums in f32).
+    pub int8_depthwise_ops_per_s: f64,
     /// Attainable elementwise f32 ops per second.
     pub elementwise_per_s: f64,
     /// Cost of a transcendental (exp, tanh, erf, ...) in elementwise ops.
@@ -38,9 +52,18 @@ impl CostModel {
     pub fn host() -> CostModel {
         CostModel {
             dense_flops_per_s: 5.394e10,
-            // Not measured yet: twice the f32 rate (vpmaddubsw does 32 multiply-adds per
-            // instruction against 8 for an f32 FMA, at half the issue rate).
-            int8_ops_per_s: 2.0 * 5.394e10,
+            // The ratios to the f32 GEMM measured by `cargo bench --bench int8` (benches/
+            // README.md, 2026-12-03, one thread): int8 GEMM 1.7-2.3x (vpmaddubsw kernels),
+            // f32 Winograd 3x3 convs 1.7-2.0x the direct rate on 14x14 to 56x56 maps,
+            // depthwise f32 0.4-0.7x, int8 depthwise half of f32.
+            int8_ops_per_s: 1.9 * 5.394e10,
+            // Convs (3x3 stride 1 and 2, 7x7, 1x1): 1.1-1.8x, most near 1.3x.
+            int8_conv_ops_per_s: 1.3 * 5.394e10,
+            // Exact 16-bit pairs: 0.7-0.85x the byte-pair rate (same bench).
+            int8_exact_pairs_ops_per_s: 1.45 * 5.394e10,
+            winograd_speedup: 2.0,
+            depthwise_flops_per_s: 0.55 * 5.394e10,
+            int8_depthwise_ops_per_s: 0.27 * 5.394e10,
             elementwise_per_s: 4.219e9,
             transcendental_ops: 6.1,
             // Not measured: `vdivps` has about 4x the reciprocal throughput of `vmulps`.
@@ -102,14 +125,23 @@ impl CostModel {
                         .unwrap_or(1);
                     (2.0 * out_n as f64 * k as f64, out_n as f64)
                 }
-                Op::Conv { window, .. } => {
+                Op::Conv { window, group } => {
                     let cin_g = ins
                         .get(1)
                         .and_then(|w| w.shape.get(1))
                         .copied()
                         .unwrap_or(1);
                     let k: usize = window.kernel.iter().product();
-                    (2.0 * out_n as f64 * (cin_g * k) as f64, out_n as f64)
+                    let flops = 2.0 * out_n as f64 * (cin_g * k) as f64;
+                    let rate = if is_depthwise(*group, cin_g) {
+                        self.depthwise_flops_per_s
+                    } else if *group == 1 && cin_g >= 16 {
+                        self.dense_flops_per_s * self.winograd_gain(window, outs)
+                    } else {
+                        self.dense_flops_per_s
+                    };
+                    // In units of dense FLOPs.
+                    (flops * self.dense_flops_per_s / rate, out_n as f64)
                 }
                 Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. } => {
                     // The reduction length is the weights' row length (matmul: w is
@@ -122,6 +154,14 @@ impl CostModel {
                         _ => w.iter().skip(1).product(),
                     };
                     int8 = 2.0 * out_n as f64 * k as f64;
+                    if let Op::QuantizedConv { group, .. } = op {
+                        // In units of the int8 GEMM rate.
+                        int8 *= if is_depthwise(*group, w.get(1).copied().unwrap_or(1)) {
+                            self.int8_ops_per_s / self.int8_depthwise_ops_per_s
+                        } else {
+                            self.int8_ops_per_s / self.int8_conv_ops_per_s
+                        };
+                    }
                     let x_n = ins.first().map(|t| t.numel()).unwrap_or(0);
                     (0.0, (x_n + out_n) as f64)
                 }
@@ -166,6 +206,31 @@ impl CostModel {
     }
 }
 
+impl CostModel {
+    /// The speedup of Winograd on an f32 conv with this window (1 when it does not apply): 3x3,
+    /// stride 1, no dilation, at least 4x4 outputs; partial 4x4 tiles count as whole ones.
+    fn winograd_gain(&self, window: &optc_ir::Window, outs: &[TensorType]) -> f64 {
+        let s = outs.first().map(|t| t.shape.as_slice()).unwrap_or(&[]);
+        let applies = window.kernel == [3, 3]
+            && window.strides == [1, 1]
+            && window.dilations == [1, 1]
+            && s.len() == 4
+            && s[2] >= 4
+            && s[3] >= 4;
+        if !applies {
+            return 1.0;
+        }
+        let tiles = |d: usize| d.div_ceil(4) * 4;
+        let used = (s[2] * s[3]) as f64 / (tiles(s[2]) * tiles(s[3])) as f64;
+        (self.winograd_speedup * used).max(1.0)
+    }
+}
+
+/// A conv with one input channel per group, more than one group.
+fn is_depthwise(group: usize, cin_per_group: usize) -> bool {
+    group > 1 && cin_per_group == 1
+}
+
 /// An egg cost function over an e-graph: tree cost in estimated seconds. Ill-typed
 /// terms cost infinity so they are never extracted.
 pub struct EGraphCost<'a> {
@@ -197,5 +262,76 @@ impl egg::CostFunction<ENode> for EGraphCost<'_> {
         let mut cs: Vec<f64> = enode.children.iter().map(|&c| costs(c)).collect();
         cs.sort_by(|a, b| a.total_cmp(b));
         cs.into_iter().fold(own, |acc, c| acc + c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use optc_ir::quantized::ActivationQuantization;
+    use optc_ir::{DType, Window};
+
+    fn window(k: usize, s: usize) -> Window {
+        Window {
+            kernel: vec![k, k],
+            strides: vec![s, s],
+            pads: vec![k / 2; 4],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+        }
+    }
+
+    /// f32 and int8 cost of a conv `c -> m` (m = 0: depthwise) with `k x k` taps on `hw` maps.
+    fn conv_costs(c: usize, m: usize, hw: usize, k: usize, s: usize) -> (f64, f64) {
+        let cm = CostModel::host();
+        let (group, m) = if m == 0 { (c, c) } else { (1, m) };
+        let x = TensorType::f32(&[1, c, hw, hw]);
+        let o = vec![TensorType::f32(&[1, m, hw / s, hw / s])];
+        let w = TensorType::f32(&[m, c / group, k, k]);
+        let wq = TensorType::new(DType::I8, w.shape.clone());
+        let ws = TensorType::f32(&[m]);
+        let f32_op = Op::Conv {
+            window: window(k, s),
+            group,
+        };
+        let int8_op = Op::QuantizedConv {
+            window: window(k, s),
+            group,
+            activation: ActivationQuantization::Static,
+        };
+        (
+            cm.op_cost(&f32_op, &[&x, &w], &o),
+            cm.op_cost(&int8_op, &[&x, &wq, &ws], &o),
+        )
+    }
+
+    /// The pricing follows `cargo bench --bench int8`: int8 wins on GEMMs and strided convs,
+    /// loses to Winograd on 3x3 stride-1 convs and on depthwise convs.
+    #[test]
+    fn int8_against_f32_as_measured() {
+        let cm = CostModel::host();
+        let x = TensorType::f32(&[128, 384]);
+        let o = vec![TensorType::f32(&[128, 1536])];
+        let f = cm.op_cost(&Op::MatMul, &[&x, &TensorType::f32(&[384, 1536])], &o);
+        let q = cm.op_cost(
+            &Op::QuantizedMatMul {
+                activation: ActivationQuantization::Dynamic,
+            },
+            &[
+                &x,
+                &TensorType::new(DType::I8, vec![384, 1536]),
+                &TensorType::f32(&[1536]),
+            ],
+            &o,
+        );
+        assert!(q < f / 1.5, "int8 GEMM {q} vs f32 {f}");
+        let (f, q) = conv_costs(64, 64, 56, 3, 1);
+        assert!(q > f, "3x3 stride 1: Winograd f32 {f} vs int8 {q}");
+        let (f, q) = conv_costs(128, 256, 28, 3, 2);
+        assert!(q < f, "3x3 stride 2: f32 {f} vs int8 {q}");
+        let (f, q) = conv_costs(144, 0, 56, 3, 1);
+        assert!(q > f, "depthwise: f32 {f} vs int8 {q}");
+        let (f, q) = conv_costs(64, 128, 56, 1, 1);
+        assert!(q < f, "1x1: f32 {f} vs int8 {q}");
     }
 }

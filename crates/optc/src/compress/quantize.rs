@@ -4,7 +4,7 @@
 //! scale)`, with `qmax` 127 (8-bit) or 63 (7-bit). 7-bit weights can never saturate the
 //! AVX2 kernels' `vpmaddubsw` pair sums (`255 * (63 + 63) < 32767`), so every layer gets the
 //! fast scheme; 8-bit weights halve the rounding error but a layer whose packed pairs could
-//! saturate takes an exact scheme about half as fast. Both are alternatives, and the budget
+//! saturate takes an exact scheme about 0.75x as fast. Both are alternatives, and the budget
 //! decides per layer.
 //!
 //! Activations: dynamic (scale per tensor at run time) for MatMul/Gemm, the transformer
@@ -285,7 +285,7 @@ pub fn candidates(conv: &Converted) -> Vec<(egg::Id, ENode, String)> {
 /// Add the int8 alternatives of every candidate layer to the e-graph: 7-bit and 8-bit weights
 /// (the 8-bit one only when it differs). `ranges`: activation ranges of conv inputs by layer
 /// name (convs without one get none). Costs from `model`; an 8-bit layer whose pairs could
-/// saturate costs twice the int8 estimate (the exact scheme).
+/// saturate runs at the exact 16-bit scheme's rate.
 pub fn add_alternatives(
     conv: &mut Converted,
     ranges: &HashMap<String, (f32, f32)>,
@@ -332,7 +332,7 @@ pub fn add_alternatives(
             conv.egraph.union(class, id);
             let mut cost = node_cost(&conv.egraph, &enode, model);
             if !safe {
-                cost *= 2.0;
+                cost *= model.int8_ops_per_s / model.int8_exact_pairs_ops_per_s;
             }
             out.push(Alternative {
                 class,

@@ -19,8 +19,11 @@ pub struct LayerRow {
     pub estimated_error: Option<f64>,
     /// Estimated time saved (seconds) by the choice.
     pub saving: f64,
-    /// The alternatives it had, with their estimated errors.
-    pub alternatives: Vec<(String, Option<f64>)>,
+    /// The alternatives it had, with their estimated errors and savings (seconds; negative:
+    /// estimated slower than f32).
+    pub alternatives: Vec<(String, Option<f64>, f64)>,
+    /// Why a layer stayed f32.
+    pub why_f32: Option<String>,
 }
 
 /// Weights and arithmetic of a graph.
@@ -121,12 +124,30 @@ pub fn layer_rows(alts: &[Alternative], sel: &Selection) -> Vec<LayerRow> {
             choice: "f32".into(),
             ..Default::default()
         });
-        row.alternatives.push((a.label.clone(), a.error));
+        row.alternatives
+            .push((a.label.clone(), a.error, a.saving()));
         if sel.choice.contains(&i) {
             row.choice = a.label.clone();
             row.estimated_error = a.error;
             row.saving = a.saving();
         }
+    }
+    for row in rows.values_mut().filter(|r| r.choice == "f32") {
+        let faster = row.alternatives.iter().any(|(_, _, s)| *s > 0.0);
+        let finite = row
+            .alternatives
+            .iter()
+            .any(|(_, e, s)| *s > 0.0 && e.is_none_or(f64::is_finite));
+        row.why_f32 = Some(
+            if !faster {
+                "no alternative is estimated faster than f32"
+            } else if !finite {
+                "its alternatives' error could not be measured"
+            } else {
+                "the error budget"
+            }
+            .to_string(),
+        );
     }
     rows.into_values().collect()
 }
@@ -276,13 +297,17 @@ impl CompressionReport {
             let alts: Vec<String> = l
                 .alternatives
                 .iter()
-                .map(|(a, e)| format!("{a}: {}", opt(*e, 3)))
+                .map(|(a, e, sv)| format!("{a}: {}, {:.1} us", opt(*e, 3), sv * 1e6))
                 .collect();
+            let choice = match &l.why_f32 {
+                Some(w) => format!("f32 ({w})"),
+                None => l.choice.clone(),
+            };
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {:.1} us | {} |",
                 l.layer,
-                l.choice,
+                choice,
                 opt(l.estimated_error, 3),
                 l.saving * 1e6,
                 alts.join("; ")
@@ -383,11 +408,12 @@ impl CompressionReport {
             .iter()
             .map(|l| {
                 format!(
-                    "{{\"layer\": {}, \"choice\": {}, \"estimated_error\": {}, \"saving_s\": {}}}",
+                    "{{\"layer\": {}, \"choice\": {}, \"estimated_error\": {}, \"saving_s\": {}, \"why_f32\": {}}}",
                     esc(&l.layer),
                     esc(&l.choice),
                     onum(l.estimated_error),
-                    num(l.saving)
+                    num(l.saving),
+                    l.why_f32.as_deref().map_or("null".to_string(), esc)
                 )
             })
             .collect();
