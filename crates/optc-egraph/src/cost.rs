@@ -22,10 +22,10 @@ pub struct CostModel {
     /// The same with exact 16-bit products (`vpmaddwd`), for int8 weights whose byte pairs
     /// could saturate `vpmaddubsw`.
     pub int8_exact_pairs_ops_per_s: f64,
-    /// How much faster than `dense_flops_per_s` an f32 3x3 stride-1 conv runs (codegen takes
-    /// Winograd F(4x4, 3x3) for them), counting the direct conv's FLOPs, on maps whose 4x4
-    /// output tiles are full (partial tiles waste the rest).
-    pub winograd_speedup: f64,
+    /// The share of the multiplies Winograd saves on f32 3x3 stride-1 convs that shows as
+    /// speed (the transforms cost the rest): F(4x4, 3x3) multiplies 4x less, and such convs
+    /// ran 2x faster than direct ones on large maps.
+    pub winograd_efficiency: f64,
     /// Effective FLOP/s of f32 depthwise convs (one input channel per group: memory-bound).
     pub depthwise_flops_per_s: f64,
     /// Effective operations per second of int8 depthwise convs (a quantization pass, then
@@ -61,7 +61,7 @@ impl CostModel {
             int8_conv_ops_per_s: 1.3 * 5.394e10,
             // Exact 16-bit pairs: 0.7-0.85x the byte-pair rate (same bench).
             int8_exact_pairs_ops_per_s: 1.45 * 5.394e10,
-            winograd_speedup: 2.0,
+            winograd_efficiency: 0.5,
             depthwise_flops_per_s: 0.55 * 5.394e10,
             int8_depthwise_ops_per_s: 0.27 * 5.394e10,
             elementwise_per_s: 4.219e9,
@@ -208,7 +208,9 @@ impl CostModel {
 
 impl CostModel {
     /// The speedup of Winograd on an f32 conv with this window (1 when it does not apply): 3x3,
-    /// stride 1, no dilation, at least 4x4 outputs; partial 4x4 tiles count as whole ones.
+    /// stride 1, no dilation, at least 4x4 outputs. Like codegen (`x64/winograd.rs`), tiles of
+    /// F(2x2) or F(4x4) (tile columns rounded up to 4) are computed in units of 16, the better
+    /// of the two counts, and small maps gain nothing.
     fn winograd_gain(&self, window: &optc_ir::Window, outs: &[TensorType]) -> f64 {
         let s = outs.first().map(|t| t.shape.as_slice()).unwrap_or(&[]);
         let applies = window.kernel == [3, 3]
@@ -220,9 +222,13 @@ impl CostModel {
         if !applies {
             return 1.0;
         }
-        let tiles = |d: usize| d.div_ceil(4) * 4;
-        let used = (s[2] * s[3]) as f64 / (tiles(s[2]) * tiles(s[3])) as f64;
-        (self.winograd_speedup * used).max(1.0)
+        let (h, w) = (s[2], s[3]);
+        let gemm = |r: usize| {
+            let tiles = h.div_ceil(r) * w.div_ceil(r).div_ceil(4) * 4;
+            (r + 2) * (r + 2) * tiles.div_ceil(16) * 16
+        };
+        let ratio = (9 * h * w) as f64 / gemm(2).min(gemm(4)) as f64;
+        (self.winograd_efficiency * ratio).max(1.0)
     }
 }
 

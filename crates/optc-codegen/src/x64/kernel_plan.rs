@@ -293,6 +293,100 @@ fn is_f32(t: &TensorType) -> bool {
     t.dtype == DType::F32
 }
 
+/// The output a tile store writes: `m` rows by `n` columns, a per-channel bias broadcast along
+/// rows (`bias_is_row`: conv channels) or columns.
+pub(super) struct TileShape {
+    pub m: usize,
+    pub n: usize,
+    pub bias_is_row: bool,
+}
+
+/// The leading fused steps a tile store applies, and the ports they read.
+pub(super) struct TileSteps {
+    pub epilogue: Vec<Epilogue>,
+    /// The input of a bias Add (one value per row or column).
+    pub bias_port: Option<usize>,
+    /// The input of a residual Add (the output's shape).
+    pub residual_port: Option<usize>,
+    /// Index of the first step the tiles do not apply.
+    pub rest: usize,
+}
+
+/// The longest prefix of `steps` a tile store applies: Relu, Clip, one residual Add of the
+/// output's shape (unless `has_residual`), one bias Add broadcast along the tile's rows or
+/// columns (unless `has_bias`); binary steps only when `binary`.
+pub(super) fn tile_steps(
+    info: &NodeInfo,
+    steps: &[FusedStep],
+    shape: TileShape,
+    has_bias: bool,
+    has_residual: bool,
+    binary: bool,
+) -> TileSteps {
+    let out = &info.outs[0].shape;
+    let TileShape { m, n, bias_is_row } = shape;
+    let mut t = TileSteps {
+        epilogue: vec![],
+        bias_port: None,
+        residual_port: None,
+        rest: steps.len(),
+    };
+    for (i, st) in steps.iter().enumerate() {
+        let e = match st {
+            FusedStep::Binary { .. } if !binary => None,
+            FusedStep::Unary(UnaryOp::Relu) => Some(Epilogue::Relu),
+            FusedStep::Unary(UnaryOp::Clip { min, max }) => {
+                Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
+            }
+            FusedStep::Binary {
+                op: BinaryOp::Add,
+                input,
+                ..
+            } if is_f32(&info.ins[*input]) => {
+                let s = &info.ins[*input].shape;
+                if s == out && !has_residual && t.residual_port.is_none() {
+                    t.residual_port = Some(*input);
+                    Some(Epilogue::Residual)
+                } else if !has_bias && t.bias_port.is_none() && s.len() <= out.len() {
+                    // Rank-aligned: a bias broadcasts along rows (conv channels) or columns.
+                    let pad = out.len() - s.len();
+                    let dims: Vec<usize> = std::iter::repeat_n(1, pad)
+                        .chain(s.iter().copied())
+                        .collect();
+                    let ok = if bias_is_row {
+                        dims.len() == 4
+                            && dims[1] == m
+                            && dims.iter().enumerate().all(|(d, &x)| x == 1 || d == 1)
+                    } else {
+                        dims.last() == Some(&n) && dims[..dims.len() - 1].iter().all(|&x| x == 1)
+                    };
+                    if ok {
+                        t.bias_port = Some(*input);
+                        Some(if bias_is_row {
+                            Epilogue::BiasRow
+                        } else {
+                            Epilogue::BiasCol
+                        })
+                    } else {
+                        None
+                    }
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match e {
+            Some(x) => t.epilogue.push(x),
+            None => {
+                t.rest = i;
+                break;
+            }
+        }
+    }
+    t
+}
+
 /// The plan for `info` on the AVX2 path, or `None` when the node takes the generic path.
 pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
     if !target.has_avx2_fma() {
@@ -444,70 +538,28 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         _ => return Ok(None),
     };
     // Fused steps that the tile store can apply.
-    let mut rest = steps.len();
-    if gemm_c_post.is_some() {
-        rest = 0;
-    }
-    for (i, st) in steps.iter().enumerate().take(rest) {
-        let e = match st {
-            FusedStep::Unary(UnaryOp::Relu) => Some(Epilogue::Relu),
-            FusedStep::Unary(UnaryOp::Clip { min, max }) => {
-                Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
-            }
-            FusedStep::Binary {
-                op: BinaryOp::Add,
-                input,
-                ..
-            } if is_f32(&info.ins[*input]) => {
-                let s = &info.ins[*input].shape;
-                if s == out && res_port.is_none() {
-                    res_port = Some(*input);
-                    Some(Epilogue::Residual)
-                } else if bias_port.is_none() && s.len() <= out.len() {
-                    // Rank-aligned: a bias broadcasts along rows (conv channels) or columns.
-                    let pad = out.len() - s.len();
-                    let dims: Vec<usize> = std::iter::repeat_n(1, pad)
-                        .chain(s.iter().copied())
-                        .collect();
-                    let ok = if bias_is_row {
-                        dims.len() == 4
-                            && dims
-                                .iter()
-                                .enumerate()
-                                .all(|(d, &x)| x == 1 || (d == 1 && x == m))
-                            && dims[1] == m
-                    } else {
-                        dims.last() == Some(&n) && dims[..dims.len() - 1].iter().all(|&x| x == 1)
-                    };
-                    if ok {
-                        bias_port = Some(*input);
-                        Some(if bias_is_row {
-                            Epilogue::BiasRow
-                        } else {
-                            Epilogue::BiasCol
-                        })
-                    } else {
-                        None
-                    }
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        };
-        match e {
-            Some(x) => epilogue.push(x),
-            None => {
-                rest = i;
-                break;
-            }
-        }
-    }
+    let rest = if gemm_c_post.is_some() {
+        0
+    } else {
+        let tile = tile_steps(
+            info,
+            steps,
+            TileShape { m, n, bias_is_row },
+            bias_port.is_some(),
+            res_port.is_some(),
+            true,
+        );
+        epilogue.extend(tile.epilogue);
+        bias_port = bias_port.or(tile.bias_port);
+        res_port = res_port.or(tile.residual_port);
+        tile.rest
+    };
     // 3x3 stride-1 convs with constant weights: Winograd F(2x2, 3x3).
     let (kind, n, k) = match kind {
         Strategy::ImplicitGemm(g)
             if target.winograd() >= 2
-                && winograd::applies(&g, binfo.consts[1].is_some(), &epilogue) =>
+                && winograd::applies(&g, binfo.consts[1].is_some(), &epilogue)
+                && winograd::saves_multiplies(&g, winograd::choose_r(&g, target.winograd())) =>
         {
             let r = winograd::choose_r(&g, target.winograd());
             let wg = winograd::winograd_geometry(&g, r);
@@ -525,9 +577,9 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         }
         kind => (kind, n, k),
     };
-    let chunk = match kind {
+    let chunk = match &kind {
         Strategy::Int8(_) => unreachable!("int8 nodes are planned by `int8::plan`"),
-        Strategy::Winograd(_, r) => winograd::nb(k, r),
+        Strategy::Winograd(g, r) => winograd::unit_tiles(g, *r),
         Strategy::MaxPool(_) => n,
         Strategy::ImplicitGemm(_) => 128,
         Strategy::Depthwise(_) | Strategy::SmallMap => n,

@@ -78,19 +78,35 @@ pub(super) fn winograd_geometry(g: &ConvGeometry, r: usize) -> WinogradGeometry 
     }
 }
 
-/// The output tile size (at most `max`) with the fewest GEMM flops (tiles padded to units
-/// of [`nb`]).
+/// Tiles per work unit: [`nb`], or fewer on small maps (the GEMMs compute whole units: a
+/// unit of one image's tiles rounded up to a panel).
+pub(super) fn unit_tiles(g: &ConvGeometry, r: usize) -> usize {
+    let wg = winograd_geometry(g, r);
+    nb(g.c, r).min((wg.th * wg.tw4).div_ceil(NR) * NR)
+}
+
+/// Multiplies per output channel and input channel of one image in the GEMMs of F(r x r, 3x3),
+/// with the tiles padded to whole units.
+fn gemm_multiplies(g: &ConvGeometry, r: usize) -> usize {
+    let wg = winograd_geometry(g, r);
+    let u = unit_tiles(g, r);
+    wg.nxi * (wg.th * wg.tw4).div_ceil(u) * u
+}
+
+/// The output tile size (at most `max`) with the fewest GEMM multiplies.
 pub(super) fn choose_r(g: &ConvGeometry, max: usize) -> usize {
-    let flops = |r: usize| {
-        let wg = winograd_geometry(g, r);
-        let nb = nb(g.c, r);
-        wg.nxi * (wg.th * wg.tw4).div_ceil(nb) * nb
-    };
-    if max >= 4 && flops(4) < flops(2) {
+    if max >= 4 && gemm_multiplies(g, 4) < gemm_multiplies(g, 2) {
         4
     } else {
         2
     }
+}
+
+/// Whether F(r x r, 3x3) multiplies no more than direct convolution: on small maps (e.g. 4x4)
+/// the padded tiles cost more than they save (measured: a 64->128 conv on 360 4x4 maps ran
+/// 4x slower in Winograd than direct).
+pub(super) fn saves_multiplies(g: &ConvGeometry, r: usize) -> bool {
+    gemm_multiplies(g, r) <= g.kh * g.kw * g.oh * g.ow
 }
 
 /// Whether the conv takes the Winograd path.

@@ -41,13 +41,15 @@ pub(crate) use packing::derived;
 use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
 use super::asm::quantize::{PlaneKey, QuantizeKey};
 use super::asm::{Epilogue, Isa, Routine, MR, NR};
-use super::kernel_plan::{balanced_rows, ALayout, KernelPlan, Strategy, MAX_TASKS};
+use super::kernel_plan::{
+    balanced_rows, tile_steps, ALayout, KernelPlan, Strategy, TileShape, MAX_TASKS,
+};
 use crate::error::Result;
 use crate::node::{base_info, NodeInfo, MAX_TENSOR_BYTES};
 use crate::ops::conv::{conv_geometry, ConvGeometry};
 use crate::target::Target;
 use optc_ir::quantized::{ActivationQuantization, QuantParams};
-use optc_ir::{BinaryOp, DType, Data, FusedStep, Op, Tensor, UnaryOp};
+use optc_ir::{DType, Data, FusedStep, Op, Tensor};
 
 /// Which contraction an int8 node is.
 pub(crate) enum Form {
@@ -324,7 +326,6 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     };
     let bias_port = (binfo.ins.len() > fixed).then_some(fixed);
     let x = &binfo.ins[0];
-    let out = &info.outs[0].shape;
     let avx512 = target.microkernel_isa() == Isa::Avx512;
     let (scheme, reason) = if avx512 {
         (Scheme::DotProduct, "VNNI sums without saturation")
@@ -366,64 +367,20 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     // Fused steps the tile store applies (depthwise: Relu and Clip; the rest of the chain runs
     // afterwards).
     let channel_rows = !matches!(form, Form::MatMul);
-    let mut tile_steps = vec![];
-    let (mut step_bias_port, mut res_port) = (None, None);
-    let mut rest = steps.len();
-    let depthwise = matches!(form, Form::Depthwise(_));
-    for (i, st) in steps.iter().enumerate().take(rest) {
-        let e = match st {
-            // Depthwise convs apply Relu and Clip only.
-            FusedStep::Binary { .. } if depthwise => None,
-            FusedStep::Unary(UnaryOp::Relu) => Some(Epilogue::Relu),
-            FusedStep::Unary(UnaryOp::Clip { min, max }) => {
-                Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
-            }
-            FusedStep::Binary {
-                op: BinaryOp::Add,
-                input,
-                ..
-            } if is_f32(&info.ins[*input]) => {
-                let s = &info.ins[*input].shape;
-                if s == out && res_port.is_none() {
-                    res_port = Some(*input);
-                    Some(Epilogue::Residual)
-                } else if bias_port.is_none() && step_bias_port.is_none() && s.len() <= out.len() {
-                    // Rank-aligned: one value per channel, broadcast along everything else.
-                    let pad = out.len() - s.len();
-                    let dims: Vec<usize> = std::iter::repeat_n(1, pad)
-                        .chain(s.iter().copied())
-                        .collect();
-                    let ok = if channel_rows {
-                        dims.len() == 4
-                            && dims[1] == m
-                            && dims.iter().enumerate().all(|(d, &x)| x == 1 || d == 1)
-                    } else {
-                        dims.last() == Some(&n) && dims[..dims.len() - 1].iter().all(|&x| x == 1)
-                    };
-                    if ok {
-                        step_bias_port = Some(*input);
-                        Some(if channel_rows {
-                            Epilogue::BiasRow
-                        } else {
-                            Epilogue::BiasCol
-                        })
-                    } else {
-                        None
-                    }
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        };
-        match e {
-            Some(x) => tile_steps.push(x),
-            None => {
-                rest = i;
-                break;
-            }
-        }
-    }
+    let tile = tile_steps(
+        info,
+        steps,
+        TileShape {
+            m,
+            n,
+            bias_is_row: channel_rows,
+        },
+        bias_port.is_some(),
+        false,
+        !matches!(form, Form::Depthwise(_)),
+    );
+    let (epilogue, step_bias_port, res_port, rest) =
+        (tile.epilogue, tile.bias_port, tile.residual_port, tile.rest);
     let (slots, groups, planes, lda) = match &form {
         Form::MatMul => {
             let groups = depth.div_ceil(4);
@@ -461,7 +418,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         bias_port,
         step_bias_port,
         res_port,
-        steps: tile_steps,
+        steps: epilogue,
         channels: if channel_rows { m } else { n },
         depth,
         slots,
