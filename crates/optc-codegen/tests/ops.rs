@@ -3,7 +3,8 @@
 mod common;
 use common::*;
 use optc_ir::{
-    BinaryOp, DType, FusedStep, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor, UnaryOp, Window,
+    BinaryOp, DType, Data, FusedStep, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor, UnaryOp,
+    Window,
 };
 
 fn unaries() -> Vec<(UnaryOp, Tol)> {
@@ -37,6 +38,22 @@ fn unaries() -> Vec<(UnaryOp, Tol)> {
         (UnaryOp::Tanh, TRANS),
         (UnaryOp::Erf, TRANS),
         (UnaryOp::Exp, TRANS),
+        (
+            UnaryOp::FakeQuantize {
+                scale: 0.037,
+                zero: 120.0,
+                signed: false,
+            },
+            EXACT,
+        ),
+        (
+            UnaryOp::FakeQuantize {
+                scale: 0.011,
+                zero: -7.0,
+                signed: true,
+            },
+            EXACT,
+        ),
         (UnaryOp::Sqrt, ARITH),
         (UnaryOp::Neg, EXACT),
         (UnaryOp::Abs, EXACT),
@@ -72,6 +89,91 @@ fn nan_to_replaces_nans_alone_and_as_a_fused_step() {
     let y = g.add("n", fused, &[x]).unwrap();
     g.add_output("y", y);
     check(&g, &[t], ARITH);
+}
+
+/// Bit for bit the interpreter's QuantizeLinear then DequantizeLinear: ties, both ends of
+/// the range, NaN and infinities; alone, and as the fused step of a conv whose sums are exact
+/// (integer inputs and weights), on the x64 path and the generic one.
+#[test]
+fn fake_quantize_is_exactly_quantize_then_dequantize() {
+    let scale = 0.25f32;
+    let v: Vec<f32> = (0..61)
+        .map(|i| match i % 7 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => f32::NEG_INFINITY,
+            _ => (i as f32 - 30.0) * 2.5 + 0.125, // ties at x / scale = k + 0.5
+        })
+        .collect();
+    let t = Tensor::from_f32(vec![61], v).unwrap();
+    for (zero, signed) in [(100.0, false), (-20.0, true)] {
+        let fq = UnaryOp::FakeQuantize {
+            scale,
+            zero,
+            signed,
+        };
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[61]));
+        let y = g.add("fq", Op::Unary(fq), &[x]).unwrap();
+        g.add_output("y", y);
+        // the oracle: the interpreter's own QuantizeLinear -> DequantizeLinear
+        let mut r = Graph::new();
+        let x = r.add_input("x", f(&[61]));
+        let s = r.add_const("s", Tensor::scalar_f32(scale));
+        let z = if signed {
+            Tensor::new(vec![], Data::I8(vec![zero as i8])).unwrap()
+        } else {
+            Tensor::new(vec![], Data::U8(vec![zero as u8])).unwrap()
+        };
+        let z = r.add_const("z", z);
+        let q = r
+            .add("q", Op::QuantizeLinear { axis: 0 }, &[x, s, z])
+            .unwrap();
+        let d = r
+            .add("d", Op::DequantizeLinear { axis: 0 }, &[q, s, z])
+            .unwrap();
+        r.add_output("y", d);
+        let want = optc_ir::interp::run(&r, std::slice::from_ref(&t)).unwrap();
+        let got = optc_ir::interp::run(&g, std::slice::from_ref(&t)).unwrap();
+        assert_eq!(
+            format!("{:?}", want[0].data()),
+            format!("{:?}", got[0].data()),
+            "interpreter: fake_quantize against QuantizeLinear -> DequantizeLinear"
+        );
+        check(&g, std::slice::from_ref(&t), EXACT);
+        // conv + fake_quantize: integer sums, exact in f32 whatever their order
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[1, 16, 6, 6]));
+        let w: Vec<f32> = (0..32 * 16 * 9)
+            .map(|i| ((i * 7) % 5) as f32 - 2.0)
+            .collect();
+        let w = g.add_const("w", Tensor::from_f32(vec![32, 16, 3, 3], w).unwrap());
+        let window = optc_ir::Window {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            pads: vec![1; 4],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+        };
+        let fused = Op::Fused {
+            base: Box::new(Op::Conv { window, group: 1 }),
+            base_inputs: 2,
+            steps: vec![
+                FusedStep::Unary(UnaryOp::Relu),
+                FusedStep::Unary(UnaryOp::FakeQuantize {
+                    scale: 2.0,
+                    zero,
+                    signed,
+                }),
+            ],
+        };
+        let y = g.add("conv", fused, &[x, w]).unwrap();
+        g.add_output("y", y);
+        let xs: Vec<f32> = (0..16 * 36).map(|i| ((i * 3) % 7) as f32 - 3.0).collect();
+        let xs = Tensor::from_f32(vec![1, 16, 6, 6], xs).unwrap();
+        // (direct convolution: Winograd's transforms round)
+        check_targets(&g, &[xs], EXACT, &runnable_targets(0));
+    }
 }
 
 #[test]

@@ -122,8 +122,11 @@ pub fn single_user(egraph: &OptEGraph, class: Id, user: Id) -> bool {
     {
         return false;
     }
+    let is_root = |c: Id| egraph.analysis.roots.iter().any(|&r| egraph.find(r) == c);
     // Consumers are classes holding an unfused e-node that reads `class`; fused e-nodes
-    // are alternative forms of those consumers.
+    // are alternative forms of those consumers. A consumer whose only consumer is `user`
+    // is another form of `user` (e.g. `Q` in `DQ(Q(x))` when `user` also holds the
+    // fake-quantize of `x`): extraction takes one node of `user`, so never both.
     egraph[class].parents().all(|p| {
         let p = egraph.find(p);
         p == user
@@ -131,6 +134,7 @@ pub fn single_user(egraph: &OptEGraph, class: Id, user: Id) -> bool {
                 let fused = matches!(n.op(), Some(Op::Fused { .. }));
                 !fused && n.children.iter().any(|&c| egraph.find(c) == class)
             })
+            || (!is_root(p) && egraph[p].parents().all(|q| egraph.find(q) == user))
     })
 }
 

@@ -774,6 +774,23 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
         UnaryOp::Identity => Ok(x.data().clone()),
         UnaryOp::Not => Ok(Data::Bool(sl::<bool>(x)?.iter().map(|&b| !b).collect())),
         UnaryOp::IsNaN => Ok(Data::Bool(f32s(x)?.iter().map(|v| v.is_nan()).collect())),
+        UnaryOp::FakeQuantize {
+            scale,
+            zero,
+            signed,
+        } => {
+            let (lo, hi) = if *signed { (-128, 127) } else { (0, 255) };
+            let z = *zero as i32;
+            Ok(Data::F32(
+                f32s(x)?
+                    .iter()
+                    .map(|&v| {
+                        let q = crate::linear_quantization::quantize(v, *scale, z, lo, hi);
+                        crate::linear_quantization::dequantize(q as i64, z as i64, *scale)
+                    })
+                    .collect(),
+            ))
+        }
         UnaryOp::NanTo { value } => Ok(Data::F32(
             f32s(x)?
                 .iter()

@@ -87,6 +87,14 @@ pub enum UnaryOp {
     NanTo {
         value: f32,
     },
+    /// `DequantizeLinear(QuantizeLinear(x, scale, zero), scale, zero)` on f32, per tensor:
+    /// `f32(clamp(round_half_even(x / scale) + zero, lo, hi) - zero) * scale` with `[lo, hi]`
+    /// the u8 range, or i8's when `signed` (NaN gives `lo`). `zero` is an integer in range.
+    FakeQuantize {
+        scale: f32,
+        zero: f32,
+        signed: bool,
+    },
 }
 
 /// Elementwise ops of two inputs with numpy broadcasting. Both inputs have the same dtype
@@ -563,6 +571,28 @@ impl Op {
                     UnaryOp::Clip { .. } => {
                         if x.dtype == DType::Bool {
                             bail!("clip does not take bool");
+                        }
+                    }
+                    UnaryOp::FakeQuantize {
+                        scale,
+                        zero,
+                        signed,
+                    } => {
+                        let (lo, hi) = if *signed {
+                            (-128.0, 127.0)
+                        } else {
+                            (0.0, 255.0)
+                        };
+                        if !(*scale > 0.0 && scale.is_finite()) {
+                            bail!(
+                                "fake_quantize: the scale must be positive and finite, got {scale}"
+                            );
+                        }
+                        if !(zero.fract() == 0.0 && (lo..=hi).contains(zero)) {
+                            bail!("fake_quantize: the zero point {zero} is not an integer in {lo}..={hi}");
+                        }
+                        if x.dtype != DType::F32 {
+                            bail!("fake_quantize needs f32, got {}", x.dtype);
                         }
                     }
                     _ => {

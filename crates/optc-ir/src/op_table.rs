@@ -263,6 +263,9 @@ op_table! {
     IsNaN "is_nan" (1, 1) Unary Elementwise [] {} (Op::Unary(U::IsNaN));
     NanTo "nan_to" (1, 1) Unary Elementwise [FusedStep FusedBase] {value: Float}
         (Op::Unary(U::NanTo { value }));
+    FakeQuantize "fake_quantize" (1, 1) Unary Division [FusedStep FusedBase]
+        {scale: Float, zero: Float, signed: Bool}
+        (Op::Unary(U::FakeQuantize { scale, zero, signed }));
 
     Add "add" (2, 2) Binary Elementwise [Commutative FusedStep FusedBase] {} (Op::Binary(B::Add));
     Sub "sub" (2, 2) Binary Elementwise [FusedStep FusedBase] {} (Op::Binary(B::Sub));
@@ -281,7 +284,7 @@ op_table! {
 
     Where "where" (3, 3) Select Elementwise [] {} (Op::Where);
     Cast "cast" (1, 1) Convert Elementwise [] {to: DTypeName} (Op::Cast { to });
-    QuantizeLinear "quantize_linear" (2, 3) Convert Elementwise [] {axis: Size}
+    QuantizeLinear "quantize_linear" (2, 3) Convert Division [] {axis: Size}
         (Op::QuantizeLinear { axis });
     DequantizeLinear "dequantize_linear" (2, 3) Convert Elementwise [] {axis: Size}
         (Op::DequantizeLinear { axis });

@@ -2,7 +2,7 @@
 
 use optc_egraph::egg::Id;
 use optc_egraph::query::{const_of, ops_in, same, scalar_of, ty_of};
-use optc_egraph::{single_user, Build, Case, FnRule, OptEGraph, Pass, Rule};
+use optc_egraph::{single_user, Build, Case, CostModel, FnRule, OptEGraph, Pass, Rule};
 use optc_ir::{
     BinaryOp, DType, Data, Family, FusedStep, Graph, Op, Prop, ReduceKind, Tensor, TensorType,
     UnaryOp, Window,
@@ -99,7 +99,7 @@ fn fused_forms(eg: &OptEGraph, c: Id, user: Id) -> Vec<(Op, usize, Vec<FusedStep
     if ty_of(eg, c).map(|t| t.dtype) != Some(DType::F32) || !single_user(eg, c, user) {
         return vec![];
     }
-    let mut forms: Vec<_> = eg[c]
+    let forms: Vec<_> = eg[c]
         .nodes
         .iter()
         .filter_map(|n| match n.op()? {
@@ -120,14 +120,31 @@ fn fused_forms(eg: &OptEGraph, c: Id, user: Id) -> Vec<(Op, usize, Vec<FusedStep
         })
         .collect();
     // Heavy bases first: a chain belongs in the store of a contraction (conv, GEMM, their
-    // int8 forms), not of an add. Among equals, a base without a division
-    // (`erf-div-to-mul` offers `x * (1/c)` next to `x / c`).
-    forms.sort_by_key(|(base, _, steps, _)| {
-        let heavy = base.info().family == Family::Contraction;
-        let divides = base.info().cost == optc_ir::CostClass::Division;
-        (!heavy, usize::MAX - steps.len(), divides)
-    });
-    forms
+    // int8 forms), not of an add; then longer chains. Among equals, the base the cost model
+    // prices lowest (an int8 conv next to its f32 form, `x * (1/c)` next to `x / c`).
+    let model = CostModel::host();
+    let out = ty_of(eg, c);
+    let cost = |base: &Op, children: &[Id], inputs: usize| -> f64 {
+        let ins: Option<Vec<&TensorType>> = children
+            .iter()
+            .take(inputs)
+            .map(|&k| ty_of(eg, k))
+            .collect();
+        match (ins, out) {
+            (Some(ins), Some(out)) => model.op_cost(base, &ins, std::slice::from_ref(out)),
+            _ => f64::INFINITY,
+        }
+    };
+    let mut keyed: Vec<_> = forms
+        .into_iter()
+        .map(|f| {
+            let heavy = f.0.info().family == Family::Contraction;
+            let key = (!heavy, usize::MAX - f.2.len());
+            (key, cost(&f.0, &f.3, f.1), f)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    keyed.into_iter().map(|(_, _, f)| f).collect()
 }
 
 fn fused_build(base: Op, base_inputs: usize, steps: Vec<FusedStep>, children: &[Id]) -> Build {

@@ -85,9 +85,9 @@ fn scale_product(eg: &OptEGraph, s: Id, tuple: Id) -> Option<Arc<Tensor>> {
 }
 
 /// `DequantizeLinear(QuantizeLinear(x, s, z), s, z)` with a constant per-tensor scale and
-/// zero point (equal values on both sides) in class `xd`: `(x, s, z)`, the zero point as
-/// u8 (an i8 one plus 128: the same quantization, shifted).
-fn quantized_input(eg: &OptEGraph, xd: Id) -> Option<(Id, Tensor, Tensor)> {
+/// zero point (equal values on both sides) in class `xd`: `(x, s, z, z's dtype)` (u8
+/// without a zero point).
+fn round_trip(eg: &OptEGraph, xd: Id) -> Option<(Id, f32, i64, DType)> {
     let params = |ch: &[Id]| -> Option<(f32, i64, DType)> {
         let s = const_of(eg, ch[1])?;
         let s = (s.dtype() == DType::F32 && s.numel() == 1).then(|| s.to_f64_vec()[0] as f32)?;
@@ -105,25 +105,26 @@ fn quantized_input(eg: &OptEGraph, xd: Id) -> Option<(Id, Tensor, Tensor)> {
         .filter(|(op, _)| matches!(op, Op::DequantizeLinear { .. }))
         .find_map(|(_, dch)| {
             let (s, z, dt) = params(dch)?;
-            if !(s > 0.0 && s.is_finite()) {
+            if !(s > 0.0 && s.is_finite()) || !matches!(dt, DType::U8 | DType::I8) {
                 return None;
             }
             ops_in(eg, dch[0])
                 .filter(|(op, _)| matches!(op, Op::QuantizeLinear { .. }))
                 .find_map(|(_, qch)| {
                     let (s2, z2, dt2) = params(qch)?;
-                    if s2.to_bits() != s.to_bits() || z2 != z || dt2 != dt {
-                        return None;
-                    }
-                    let z = match dt {
-                        DType::U8 => z,
-                        DType::I8 => z + 128,
-                        _ => return None,
-                    };
-                    let zt = Tensor::new(vec![], Data::U8(vec![z as u8])).ok()?;
-                    Some((qch[0], Tensor::scalar_f32(s), zt))
+                    (s2.to_bits() == s.to_bits() && z2 == z && dt2 == dt)
+                        .then_some((qch[0], s, z, dt))
                 })
         })
+}
+
+/// [`round_trip`] as the parameters of a static quantized contraction: `(x, s, z)`, the zero
+/// point as u8 (an i8 one plus 128: the same quantization, shifted).
+fn quantized_input(eg: &OptEGraph, xd: Id) -> Option<(Id, Tensor, Tensor)> {
+    let (x, s, z, dt) = round_trip(eg, xd)?;
+    let z = if dt == DType::I8 { z + 128 } else { z };
+    let zt = Tensor::new(vec![], Data::U8(vec![z as u8])).ok()?;
+    Some((x, Tensor::scalar_f32(s), zt))
 }
 
 /// `DequantizeLinear(W, ws[, 0])` of constant symmetric i8 weights in class `wd`, the scales
@@ -366,6 +367,23 @@ fn rules() -> Vec<Rule> {
                 children(x, (*w).clone(), ws, Some((s, z)), None),
             ))
         }),
+        FnRule::rewrite("fake-quantize", |eg, class, n| {
+            // DQ(Q(x, s, z), s, z) on f32, per tensor: one elementwise op (a fused step),
+            // bit for bit the same.
+            let Op::DequantizeLinear { .. } = n.op()? else {
+                return None;
+            };
+            let (x, scale, zero, dt) = round_trip(eg, class)?;
+            if ty_of(eg, x)?.dtype != DType::F32 {
+                return None;
+            }
+            let op = Op::Unary(optc_ir::UnaryOp::FakeQuantize {
+                scale,
+                zero: zero as f32,
+                signed: dt == DType::I8,
+            });
+            Some(Build::Node(op, vec![Build::Class(x)]))
+        }),
         FnRule::rewrite("dequantize-constant", |eg, class, n| {
             // The constant folding of DequantizeLinear, which the analysis leaves to this
             // pass: weights no rule above consumed become f32 (once).
@@ -595,6 +613,32 @@ fn cases() -> Vec<Case> {
                 let x = qdq_input(&mut g, TensorType::f32(&[2, 3, k]), false);
                 let w = dq_weight(&mut g, s, &[k, n], 1, s % 2 == 0);
                 let y = g.add("mm", Op::MatMul, &[x, w]).expect("matmul");
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "fake-quantize",
+            make: |s| {
+                // Any scale: the rewrite is exact (values around every rounding boundary
+                // and beyond the range come from the random inputs).
+                let mut g = Graph::new();
+                let x = g.add_input("x", TensorType::f32(&[3, 7]));
+                let sc = g.add_const("s", Tensor::scalar_f32(0.0173 + s as f32 * 0.01));
+                let z = if s % 2 == 0 {
+                    g.add_const("z", Tensor::new(vec![], Data::I8(vec![-5])).expect("z"))
+                } else {
+                    g.add_const("z", scalar_u8(131))
+                };
+                let q = g
+                    .add("q", Op::QuantizeLinear { axis: 0 }, &[x, sc, z])
+                    .expect("q");
+                let d = g
+                    .add("dq", Op::DequantizeLinear { axis: 0 }, &[q, sc, z])
+                    .expect("dq");
+                let y = g
+                    .add("relu", Op::Unary(optc_ir::UnaryOp::Relu), &[d])
+                    .expect("relu");
                 g.add_output("y", y);
                 g
             },

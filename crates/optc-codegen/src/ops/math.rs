@@ -78,6 +78,21 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
             UnaryOp::Sqrt => e.b.ins().sqrt(x),
             UnaryOp::Neg => e.b.ins().fneg(x),
             UnaryOp::Abs => e.b.ins().fabs(x),
+            UnaryOp::FakeQuantize {
+                scale,
+                zero,
+                signed,
+            } => {
+                // optc_ir::linear_quantization's quantize, then dequantize: `q - zero` is a
+                // small integer, exact in f32.
+                let (lo, hi) = if *signed { (-128, 127) } else { (0, 255) };
+                let s = e.float_const(ty, *scale);
+                let z = e.float_const(ty, *zero);
+                let q = e.b.ins().fdiv(x, s);
+                let q = round_add_clamp(e, ty, q, z, lo, hi);
+                let d = e.b.ins().fsub(q, z);
+                e.b.ins().fmul(d, s)
+            }
             UnaryOp::NanTo { value } => {
                 let m = e.b.ins().fcmp(FloatCC::Unordered, x, x);
                 let v = e.float_const(ty, *value);
