@@ -105,7 +105,7 @@ fn round_trip(eg: &OptEGraph, xd: Id) -> Option<(Id, f32, i64, DType)> {
         .filter(|(op, _)| matches!(op, Op::DequantizeLinear { .. }))
         .find_map(|(_, dch)| {
             let (s, z, dt) = params(dch)?;
-            if !(s > 0.0 && s.is_finite()) || !matches!(dt, DType::U8 | DType::I8) {
+            if !(s > 0.0 && s.is_finite() && matches!(dt, DType::U8 | DType::I8)) {
                 return None;
             }
             ops_in(eg, dch[0])
