@@ -153,7 +153,15 @@ fn by_class(alts: &[Alternative]) -> Vec<Vec<usize>> {
         .into_iter()
         .map(|c| {
             let mut g = groups.remove(&c).unwrap_or_default();
-            g.sort_by(|&a, &b| alts[a].cost.total_cmp(&alts[b].cost).then(a.cmp(&b)));
+            // Cheapest first; at equal cost, the smaller estimated error.
+            let err = |i: usize| alts[i].error.unwrap_or(0.0);
+            g.sort_by(|&a, &b| {
+                alts[a]
+                    .cost
+                    .total_cmp(&alts[b].cost)
+                    .then(err(a).total_cmp(&err(b)))
+                    .then(a.cmp(&b))
+            });
             g
         })
         .collect()

@@ -7,7 +7,9 @@
 //!    re-imported for every input shape they hold (a calibration batch may differ from the
 //!    compiled batch);
 //! 2. reference outputs: the same model without lossy rewrites, run by the JIT;
-//! 3. activation ranges of every conv's input on the calibration sets (static quantization);
+//! 3. activation ranges of every conv's input on the calibration sets (static quantization):
+//!    min-max, and the 0.01-99.99th percentiles where they clip a tail (both become
+//!    alternatives, the budget picks);
 //! 4. alternatives ([`quantize::add_alternatives`]) added to the e-graph of the optimized
 //!    graph, each with its estimated cost;
 //! 5. with a budget (`--max-error`): each alternative's error measured alone (the model with
@@ -37,6 +39,7 @@ use optc_egraph::lossy::{choose, Alternative, Choice, ChoiceCost};
 use optc_egraph::CostModel;
 use optc_ir::{Graph, Tensor};
 use progress::Progress;
+use quantize::ActivationRange;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -270,7 +273,7 @@ pub(crate) fn compress(
     }
     let mut progress = Progress::new("reference outputs", by_shape.len());
     let mut shaped: Vec<(Vec<Vec<usize>>, Shaped)> = vec![];
-    let mut ranges: HashMap<String, (f32, f32)> = HashMap::new();
+    let mut ranges: HashMap<String, ActivationRange> = HashMap::new();
     for (key, sets) in &by_shape {
         let shapes: HashMap<String, Vec<usize>> =
             names.iter().cloned().zip(key.iter().cloned()).collect();
@@ -337,9 +340,11 @@ pub(crate) fn compress(
 
     // 5. Per-alternative errors (only with a budget).
     let budget = (!copts.max_error.is_empty()).then_some(&copts.max_error);
-    let mut progress = Progress::new("per-layer sensitivity", alts.len());
+    // (Alternatives estimated no faster than f32 are never chosen: not measured.)
+    let faster = alts.iter().filter(|a| a.saving() > 0.0).count();
+    let mut progress = Progress::new("per-layer sensitivity", faster);
     if let Some(b) = budget {
-        for a in &mut alts {
+        for a in alts.iter_mut().filter(|a| a.saving() > 0.0) {
             let errs = measure(&[(a.layer.clone(), a.label.clone())], &shaped, &is_cal)?;
             a.error = Some(budget_share(b, &errs));
             progress.step();
@@ -454,7 +459,7 @@ fn observe_ranges(
     g: &Graph,
     sets: &[&Vec<Tensor>],
     threads: usize,
-    ranges: &mut HashMap<String, (f32, f32)>,
+    ranges: &mut HashMap<String, ActivationRange>,
 ) -> Result<()> {
     let mut observed = g.clone();
     let mut layers = vec![];
@@ -483,18 +488,76 @@ fn observe_ranges(
         let outs = m.run(s)?;
         for (name, t) in layers.iter().zip(&outs[first..]) {
             let Some(v) = t.as_f32() else { continue };
-            let (lo, hi) = v
-                .iter()
-                .filter(|x| x.is_finite())
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
-                    (l.min(x), h.max(x))
-                });
-            if lo <= hi {
-                let e = ranges.entry(name.clone()).or_insert((lo, hi));
-                e.0 = e.0.min(lo);
-                e.1 = e.1.max(hi);
-            }
+            let Some(seen) = observe(v) else { continue };
+            ranges
+                .entry(name.clone())
+                .and_modify(|r| {
+                    r.min_max.0 = r.min_max.0.min(seen.min_max.0);
+                    r.min_max.1 = r.min_max.1.max(seen.min_max.1);
+                    r.percentile = match (r.percentile, seen.percentile) {
+                        (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+                        (a, b) => a.or(b),
+                    };
+                })
+                .or_insert(seen);
+        }
+    }
+    // A percentile range only where it clips a real tail (at least 10% of the width).
+    for r in ranges.values_mut() {
+        let width = |(lo, hi): (f32, f32)| hi.max(0.0) - lo.min(0.0);
+        if r.percentile
+            .is_some_and(|p| width(p) > 0.9 * width(r.min_max))
+        {
+            r.percentile = None;
         }
     }
     Ok(())
+}
+
+/// The range of the finite values of `v`: smallest and largest, and the 0.01th and 99.99th
+/// percentiles of an evenly strided sample of at most 2^16 of them.
+fn observe(v: &[f32]) -> Option<ActivationRange> {
+    let stride = v.len().div_ceil(1 << 16).max(1);
+    let mut sample: Vec<f32> = v
+        .iter()
+        .step_by(stride)
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    let (lo, hi) = v
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+            (l.min(x), h.max(x))
+        });
+    if lo > hi {
+        return None;
+    }
+    sample.sort_by(f32::total_cmp);
+    let at = |q: f64| sample[((sample.len() - 1) as f64 * q).round() as usize];
+    let percentile = (!sample.is_empty()).then(|| (at(0.0001), at(0.9999)));
+    Some(ActivationRange {
+        min_max: (lo, hi),
+        percentile,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observed_ranges_and_percentiles() {
+        // 0..=99_999 / 1000 plus one outlier, a NaN and an infinity.
+        let mut v: Vec<f32> = (0..100_000).map(|i| i as f32 / 1000.0).collect();
+        v.extend([1.0e4, f32::NAN, f32::INFINITY]);
+        let r = observe(&v).unwrap();
+        assert_eq!(r.min_max, (0.0, 1.0e4));
+        let (lo, hi) = r.percentile.unwrap();
+        // a strided sample of 2^16 values: the percentiles within a stride of the exact ones
+        assert!(lo.abs() < 0.05, "{lo}");
+        assert!((hi - 99.99).abs() < 0.05, "{hi}");
+        assert!(observe(&[f32::NAN]).is_none());
+        assert_eq!(observe(&[2.0]).unwrap().percentile, Some((2.0, 2.0)));
+    }
 }

@@ -282,13 +282,24 @@ pub fn candidates(conv: &Converted) -> Vec<(egg::Id, ENode, String)> {
     out
 }
 
+/// The activation ranges calibration observed at a conv's input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActivationRange {
+    /// The smallest and largest value seen.
+    pub min_max: (f32, f32),
+    /// The 0.01th and 99.99th percentiles (outliers clipped: a finer step for the rest), when
+    /// they are narrower than `min_max`.
+    pub percentile: Option<(f32, f32)>,
+}
+
 /// Add the int8 alternatives of every candidate layer to the e-graph: 7-bit and 8-bit weights
-/// (the 8-bit one only when it differs). `ranges`: activation ranges of conv inputs by layer
-/// name (convs without one get none). Costs from `model`; an 8-bit layer whose pairs could
-/// saturate runs at the exact 16-bit scheme's rate.
+/// (the 8-bit one only when it differs), and for convs one per activation range (min-max,
+/// percentile). `ranges`: activation ranges of conv inputs by layer name (convs without one
+/// get none). Costs from `model`; an 8-bit layer whose pairs could saturate runs at the exact
+/// 16-bit scheme's rate.
 pub fn add_alternatives(
     conv: &mut Converted,
-    ranges: &HashMap<String, (f32, f32)>,
+    ranges: &HashMap<String, ActivationRange>,
     model: &CostModel,
 ) -> Vec<Alternative> {
     let mut out = vec![];
@@ -297,31 +308,29 @@ pub fn add_alternatives(
             continue;
         };
         let exact_cost = node_cost(&conv.egraph, &node, model);
-        // 8-bit weights that pair safely are as fast as 7-bit ones and more accurate: then
-        // they are the only alternative.
-        let eight = int8_build(
-            &conv.egraph,
-            &layer,
-            WeightBits::Eight,
-            ranges.get(&name).copied(),
-        );
-        let mut builds = vec![];
-        match eight {
-            Some((b, true)) => builds.push((WeightBits::Eight, b, true)),
-            Some((b, false)) => {
-                if let Some((b7, s7)) = int8_build(
-                    &conv.egraph,
-                    &layer,
-                    WeightBits::Seven,
-                    ranges.get(&name).copied(),
-                ) {
-                    builds.push((WeightBits::Seven, b7, s7));
-                }
-                builds.push((WeightBits::Eight, b, false));
-            }
-            None => {}
+        let observed = ranges.get(&name);
+        let mut variants: Vec<(Option<(f32, f32)>, &str)> = vec![(observed.map(|r| r.min_max), "")];
+        if let Some(p) = observed.and_then(|r| r.percentile) {
+            variants.push((Some(p), ", percentile range"));
         }
-        for (bits, build, safe) in builds {
+        let mut builds = vec![];
+        for (range, suffix) in variants {
+            // 8-bit weights that pair safely are as fast as 7-bit ones and more accurate:
+            // then they are the only alternative.
+            match int8_build(&conv.egraph, &layer, WeightBits::Eight, range) {
+                Some((b, true)) => builds.push((WeightBits::Eight, suffix, b, true)),
+                Some((b, false)) => {
+                    if let Some((b7, s7)) =
+                        int8_build(&conv.egraph, &layer, WeightBits::Seven, range)
+                    {
+                        builds.push((WeightBits::Seven, suffix, b7, s7));
+                    }
+                    builds.push((WeightBits::Eight, suffix, b, false));
+                }
+                None => {}
+            }
+        }
+        for (bits, suffix, build, safe) in builds {
             let Build::Node(op, ch) = &build else {
                 continue;
             };
@@ -339,10 +348,10 @@ pub fn add_alternatives(
                 node: enode,
                 layer: name.clone(),
                 label: if safe {
-                    bits.label().to_string()
+                    format!("{}{suffix}", bits.label())
                 } else {
                     format!(
-                        "{} (exact 16-bit scheme: pairs could saturate)",
+                        "{}{suffix} (exact 16-bit scheme: pairs could saturate)",
                         bits.label()
                     )
                 },
