@@ -122,7 +122,13 @@ fn quantized_onnx_cases_match_onnxruntime() {
                     .graph()
                     .g
                     .node_weights()
-                    .filter(|n| n.op.name().starts_with("quantized_"))
+                    .filter(|n| {
+                        let base = match &n.op {
+                            optc_ir::Op::Fused { base, .. } => base,
+                            op => op,
+                        };
+                        base.name().starts_with("quantized_")
+                    })
                     .count();
                 assert!(int8 >= 2, "{case} -O{level}: {int8} int8 ops");
             }

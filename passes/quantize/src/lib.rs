@@ -118,13 +118,17 @@ fn round_trip(eg: &OptEGraph, xd: Id) -> Option<(Id, f32, i64, DType)> {
         })
 }
 
-/// [`round_trip`] as the parameters of a static quantized contraction: `(x, s, z)`, the zero
-/// point as u8 (an i8 one plus 128: the same quantization, shifted).
+/// [`round_trip`] as the input of a static quantized contraction: `(xd, s, z)`, the zero
+/// point as u8 (an i8 one plus 128: the same quantization, shifted). The contraction reads
+/// the dequantized value `xd` itself (not `x`): quantizing it again with `s` and `z` gives
+/// back exactly the integers `Q` made (`|q - z| <= 255`, so the reciprocal's rounding cannot
+/// move it by half a step), and the producer of `x` keeps a single consumer, `Q`, whose
+/// round trip `fuse` then puts in its store as a `fake_quantize` step.
 fn quantized_input(eg: &OptEGraph, xd: Id) -> Option<(Id, Tensor, Tensor)> {
-    let (x, s, z, dt) = round_trip(eg, xd)?;
+    let (_, s, z, dt) = round_trip(eg, xd)?;
     let z = if dt == DType::I8 { z + 128 } else { z };
     let zt = Tensor::new(vec![], Data::U8(vec![z as u8])).ok()?;
-    Some((x, Tensor::scalar_f32(s), zt))
+    Some((xd, Tensor::scalar_f32(s), zt))
 }
 
 /// `DequantizeLinear(W, ws[, 0])` of constant symmetric i8 weights in class `wd`, the scales
