@@ -53,9 +53,13 @@ impl CostModel {
         CostModel {
             dense_flops_per_s: 5.394e10,
             // The ratios to the f32 GEMM measured by `cargo bench --bench int8` (benches/
-            // README.md, 2026-12-03, one thread): int8 GEMM 1.7-2.3x (vpmaddubsw kernels),
-            // f32 Winograd 3x3 convs 1.7-2.0x the direct rate on 14x14 to 56x56 maps,
-            // depthwise f32 0.4-0.7x, int8 depthwise half of f32.
+            // README.md, 2026-12-03, one thread, fastest samples): int8 GEMM 1.7-2.3x
+            // (vpmaddubsw kernels), f32 Winograd 3x3 convs 1.7-2.0x the direct rate on 14x14
+            // to 56x56 maps, depthwise f32 0.4-0.7x, int8 depthwise half of f32. The
+            // calibration example prints the same ratios (three runs on 2026-12-04: int8 GEMM
+            // 1.5-1.6, int8 conv 1.7-2.1, exact pairs 1.2-1.8, Winograd efficiency 0.52-0.64,
+            // depthwise 0.7-1.0 and 0.2-0.4: this VM varies by ~30% between runs, so take
+            // several).
             int8_ops_per_s: 1.9 * 5.394e10,
             // Convs (3x3 stride 1 and 2, 7x7, 1x1): 1.1-1.8x, most near 1.3x.
             int8_conv_ops_per_s: 1.3 * 5.394e10,
@@ -222,14 +226,19 @@ impl CostModel {
         if !applies {
             return 1.0;
         }
-        let (h, w) = (s[2], s[3]);
-        let gemm = |r: usize| {
-            let tiles = h.div_ceil(r) * w.div_ceil(r).div_ceil(4) * 4;
-            (r + 2) * (r + 2) * tiles.div_ceil(16) * 16
-        };
-        let ratio = (9 * h * w) as f64 / gemm(2).min(gemm(4)) as f64;
-        (self.winograd_efficiency * ratio).max(1.0)
+        (self.winograd_efficiency * winograd_multiply_ratio(s[2], s[3])).max(1.0)
     }
+}
+
+/// How many times fewer multiplies Winograd does than direct convolution on an `h x w` output
+/// map of a 3x3 conv: F(2x2) or F(4x4), whichever needs fewer, with tile columns rounded up to
+/// 4 and tiles computed in units of 16 (as codegen does).
+pub fn winograd_multiply_ratio(h: usize, w: usize) -> f64 {
+    let gemm = |r: usize| {
+        let tiles = h.div_ceil(r) * w.div_ceil(r).div_ceil(4) * 4;
+        (r + 2) * (r + 2) * tiles.div_ceil(16) * 16
+    };
+    (9 * h * w) as f64 / gemm(2).min(gemm(4)) as f64
 }
 
 /// A conv with one input channel per group, more than one group.
