@@ -127,6 +127,14 @@ fn quantized_model_and_report_against_an_independent_computation() {
     let interp = optc_ir::interp::run(m.graph(), std::slice::from_ref(&sets[0])).unwrap();
     let d = optc::compare(&jit[0], &interp[0], 1e-5, 1e-5).unwrap();
     assert!(d.allclose, "{d:?}");
+    // Every layer says what it computes and, when it stayed f32, why.
+    for l in &r.layers {
+        assert!(
+            l.what.starts_with("conv ") || l.what.starts_with("matmul "),
+            "{l:?}"
+        );
+        assert_eq!(l.choice == "f32", l.why_f32.is_some(), "{l:?}");
+    }
     // The markdown and JSON reports carry the same numbers.
     assert!(r.markdown().contains(&format!("{:.6}", o.min_cosine)));
     assert!(r.json().contains("\"within_budget\": true"));

@@ -312,6 +312,7 @@ pub(crate) fn compress(
         s.alts = quantize::add_alternatives(&mut s.conv, &ranges, &model);
     }
     let mut main = to_egraph(&graph, 0)?;
+    let descriptions = quantize::descriptions(&main);
     let mut alts = quantize::add_alternatives(&mut main, &ranges, &model);
 
     // Measure `taken` on the sets selected by `pick` (calibration or evaluation sets).
@@ -402,7 +403,7 @@ pub(crate) fn compress(
     };
     let compressed = extract(&main, &alts, &selection.choice, &model)?;
     report.outputs = final_errors;
-    report.layers = report::layer_rows(&alts, &selection);
+    report.layers = report::layer_rows(&alts, &selection, &descriptions);
     report.notes = selection.notes.clone();
     report.before = report::Size::of(&graph);
     report.after = report::Size::of(&compressed);

@@ -264,6 +264,48 @@ fn int8_build(
     Some((build, safe))
 }
 
+/// What each candidate layer computes, by layer name: `conv 3x3/2 64->128` (kernel, stride
+/// when not 1, channels, groups when not 1) or `matmul 384x1536` (the weight's K x N); a
+/// fused layer's name is usually its last step's (`.../relu/Relu`), this says what it is.
+pub fn descriptions(conv: &Converted) -> HashMap<String, String> {
+    let eg = &conv.egraph;
+    let mut out = HashMap::new();
+    for (_, node, name) in candidates(conv) {
+        let Some(layer) = layer_of(eg, &node) else {
+            continue;
+        };
+        let Some(w) = eg[layer.children[1]].data.ty() else {
+            continue;
+        };
+        let what = match &layer.base {
+            Op::Conv { window, group } => {
+                let k: Vec<String> = window.kernel.iter().map(|d| d.to_string()).collect();
+                let mut d = format!("conv {}", k.join("x"));
+                if window.strides.iter().any(|&s| s != 1) {
+                    let s: Vec<String> = window.strides.iter().map(|d| d.to_string()).collect();
+                    d += &format!("/{}", s.join("x"));
+                }
+                d += &format!(" {}->{}", w.shape[1] * group, w.shape[0]);
+                if *group > 1 {
+                    d += &format!(" groups {group}");
+                }
+                d
+            }
+            Op::Gemm { trans_b: true, .. } => format!("matmul {}x{}", w.shape[1], w.shape[0]),
+            _ => format!(
+                "matmul {}",
+                w.shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x")
+            ),
+        };
+        out.insert(name, what);
+    }
+    out
+}
+
 /// The layers of a converted graph that can take an int8 alternative, by class, with the
 /// class's node and its name.
 pub fn candidates(conv: &Converted) -> Vec<(egg::Id, ENode, String)> {

@@ -13,6 +13,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerRow {
     pub layer: String,
+    /// What it computes (`conv 3x3 64->64`, `matmul 384x1536`).
+    pub what: String,
     /// The chosen alternative's label, or `f32`.
     pub choice: String,
     /// Estimated error of the chosen alternative, in units of the budget (0 without one).
@@ -116,11 +118,16 @@ pub struct CompressionReport {
 }
 
 /// The report rows of every layer with alternatives.
-pub fn layer_rows(alts: &[Alternative], sel: &Selection) -> Vec<LayerRow> {
+pub fn layer_rows(
+    alts: &[Alternative],
+    sel: &Selection,
+    what: &std::collections::HashMap<String, String>,
+) -> Vec<LayerRow> {
     let mut rows: BTreeMap<String, LayerRow> = BTreeMap::new();
     for (i, a) in alts.iter().enumerate() {
         let row = rows.entry(a.layer.clone()).or_insert_with(|| LayerRow {
             layer: a.layer.clone(),
+            what: what.get(&a.layer).cloned().unwrap_or_default(),
             choice: "f32".into(),
             ..Default::default()
         });
@@ -292,7 +299,7 @@ impl CompressionReport {
                     .map_or("-".into(), |(r, g)| format!("{r:.4} -> {g:.4}"))
             );
         }
-        s.push_str("\n## Layers\n\n| layer | choice | estimated error (budget units) | estimated saving | alternatives |\n|---|---|---:|---:|---|\n");
+        s.push_str("\n## Layers\n\n| layer | what | choice | estimated error (budget units) | estimated saving | alternatives |\n|---|---|---|---:|---:|---|\n");
         for l in &self.layers {
             let alts: Vec<String> = l
                 .alternatives
@@ -305,8 +312,9 @@ impl CompressionReport {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1} us | {} |",
+                "| {} | {} | {} | {} | {:.1} us | {} |",
                 l.layer,
+                l.what,
                 choice,
                 opt(l.estimated_error, 3),
                 l.saving * 1e6,
@@ -408,8 +416,9 @@ impl CompressionReport {
             .iter()
             .map(|l| {
                 format!(
-                    "{{\"layer\": {}, \"choice\": {}, \"estimated_error\": {}, \"saving_s\": {}, \"why_f32\": {}}}",
+                    "{{\"layer\": {}, \"what\": {}, \"choice\": {}, \"estimated_error\": {}, \"saving_s\": {}, \"why_f32\": {}}}",
                     esc(&l.layer),
+                    esc(&l.what),
                     esc(&l.choice),
                     onum(l.estimated_error),
                     num(l.saving),
