@@ -570,6 +570,16 @@ fn cmd_explain(a: ExplainArgs) -> Res<ExitCode> {
         r.cost_before * 1e3,
         r.cost_after * 1e3
     );
+    // Which int8 kernels the quantized contractions take on this target, and why.
+    if let Ok(target) = optc::pipeline::target(&opts) {
+        let plans = optc_codegen::int8_plans(&g, &target).unwrap_or_default();
+        if !plans.is_empty() {
+            let _ = writeln!(out, "int8 kernels ({}):", opts.target);
+            for (name, plan) in plans {
+                let _ = writeln!(out, "    {name}: {plan}");
+            }
+        }
+    }
     match a.emit.as_deref() {
         Some("ir") => {
             eprint!("{out}");

@@ -527,3 +527,26 @@ fn winograd_flag() {
         "{se}"
     );
 }
+
+#[test]
+fn explain_lists_the_int8_kernels_and_why() {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/quantized/tool_dynamic_mlp/model.onnx");
+    for (target, scheme) in [("x86_64-avx2", "scheme "), ("x86_64-avx512", "scheme vnni")] {
+        let o = optc(&["explain", m.to_str().unwrap(), "--target", target]);
+        let (so, se) = text(&o);
+        assert!(o.status.success(), "{so}\n{se}");
+        let section = so
+            .split_once(&format!("int8 kernels ({target}):"))
+            .unwrap_or_else(|| panic!("no int8 section:\n{so}"))
+            .1;
+        assert!(
+            section.contains("int8 matmul") && section.contains(scheme),
+            "{so}"
+        );
+    }
+    // A model without int8 ops has no such section.
+    let d = tmpdir("explain_f32");
+    let o = optc(&["explain", explain_model(&d).to_str().unwrap()]);
+    assert!(!text(&o).0.contains("int8 kernels"));
+}
