@@ -114,15 +114,10 @@ fn fold(egraph: &mut OptEGraph, op: &Op, children: &[Id], out: &TensorType) -> O
 pub fn single_user(egraph: &OptEGraph, class: Id, user: Id) -> bool {
     let class = egraph.find(class);
     let user = egraph.find(user);
-    if egraph
-        .analysis
-        .roots
-        .iter()
-        .any(|&r| egraph.find(r) == class)
-    {
+    let is_root = |c: Id| egraph.analysis.roots.iter().any(|&r| egraph.find(r) == c);
+    if is_root(class) {
         return false;
     }
-    let is_root = |c: Id| egraph.analysis.roots.iter().any(|&r| egraph.find(r) == c);
     // Consumers are classes holding an unfused e-node that reads `class`; fused e-nodes
     // are alternative forms of those consumers. A consumer whose only consumer is `user`
     // is another form of `user` (e.g. `Q` in `DQ(Q(x))` when `user` also holds the

@@ -44,7 +44,8 @@ pub(super) struct K<'a> {
     bv: Option<Value>,
 }
 
-fn depthwise_geometry(g: &ConvGeometry) -> DepthwiseGeometry {
+/// The assembled kernel's view of a depthwise conv.
+pub(super) fn depthwise_geometry(g: &ConvGeometry) -> DepthwiseGeometry {
     DepthwiseGeometry {
         h: g.h,
         w: g.w,

@@ -12,9 +12,10 @@ use super::driver::tables;
 use super::Int8Plan;
 use crate::builder::{shuffle_lanes, tensor_flags, zero_span, Emitter, F32X4};
 use crate::ops::conv::ConvGeometry;
-use crate::x64::asm::depthwise::{DepthwiseGeometry, DepthwiseKey};
+use crate::x64::asm::depthwise::DepthwiseKey;
 use crate::x64::asm::quantize::QuantizeKey;
 use crate::x64::asm::{Epilogue, Routine};
+use crate::x64::depthwise::depthwise_geometry;
 use crate::x64::gemm::Unit;
 use crate::x64::kernel_plan::KernelPlan;
 use crate::x64::tasks::KernelArgs;
@@ -23,20 +24,7 @@ use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value}
 /// The f32 depthwise kernel (`crate::x64::asm::depthwise`, no epilogue) that sums the windows
 /// of quantized planes, when it supports the geometry.
 pub(super) fn sum_key(g: &ConvGeometry) -> Option<DepthwiseKey> {
-    let dg = DepthwiseGeometry {
-        h: g.h,
-        w: g.w,
-        oh: g.oh,
-        ow: g.ow,
-        kh: g.kh,
-        kw: g.kw,
-        sh: g.sh,
-        sw: g.sw,
-        dh: g.dh,
-        dw: g.dw,
-        ph: g.ph,
-        pw: g.pw,
-    };
+    let dg = depthwise_geometry(g);
     DepthwiseKey::supports(&dg, &[]).then(|| DepthwiseKey {
         g: dg,
         epilogue: vec![],
