@@ -579,6 +579,13 @@ fn cmd_explain(a: ExplainArgs) -> Res<ExitCode> {
                 let _ = writeln!(out, "    {name}: {plan}");
             }
         }
+        let plans = optc_codegen::sparse_plans(&g, &target).unwrap_or_default();
+        if !plans.is_empty() {
+            let _ = writeln!(out, "sparse kernels ({}):", opts.target);
+            for (name, plan) in plans {
+                let _ = writeln!(out, "    {name}: {plan}");
+            }
+        }
     }
     match a.emit.as_deref() {
         Some("ir") => {

@@ -32,11 +32,21 @@ pub struct CompileArgs {
     /// smallest rounding error).
     #[arg(long, default_value_t = 4, value_parser = winograd_tile)]
     pub winograd: usize,
+    /// Sparse kernels for constant weights with zeros (exact): `auto` where the cost model
+    /// says they beat the dense kernels (below about 40% density), `off`, or `always` (any
+    /// weight with a zero: to measure them).
+    #[arg(long, default_value = "auto", value_parser = optc_ir::sparsity::SparseMode::parse)]
+    pub sparse: optc_ir::sparsity::SparseMode,
     /// Lossy: quantize the contractions with constant weights (`int8`: int8 weights per
     /// output channel; dynamic activations for MatMul/Gemm, calibrated static ones for convs).
     /// Runs only when given, at any -O level; the output error is measured and reported.
     #[arg(long, value_name = "KIND", value_parser = optc::compress::Quantization::parse)]
     pub quantize: Option<optc::compress::Quantization>,
+    /// Lossy: magnitude pruning, the fraction of each layer's weights smallest in magnitude
+    /// set to zero (`0.9`; several, comma-separated, are alternatives the budget picks from),
+    /// run by the sparse kernels where they are faster. Like --quantize: measured and reported.
+    #[arg(long, value_name = "FRACTIONS", value_delimiter = ',', value_parser = optc::compress::prune::parse_fraction)]
+    pub prune: Vec<f64>,
     /// Calibration inputs: `input_<i>.pb`, `input_<i>_<k>.pb`, `.npy` files or
     /// `test_data_set_<k>/` directories. Repeatable. Without it, seeded random inputs.
     #[arg(long, value_name = "DIR")]
@@ -101,8 +111,10 @@ impl CompileArgs {
             extra_rules,
             disabled_rules: self.disabled_rules.clone(),
             winograd: self.winograd,
+            sparse: self.sparse,
             compress: optc::compress::CompressOptions {
                 quantize: self.quantize,
+                prune: self.prune.clone(),
                 calibrate: self.calibrate.clone(),
                 eval: self.eval.clone(),
                 labels: self.labels.clone(),

@@ -43,7 +43,7 @@ pub use error::{CodegenError, RuntimeError};
 pub use jit::{compile_jit, JitModel, Workspace};
 pub use target::{Caches, Target};
 pub use x64::asm::{fma_peak_gflops, fma_peak_loop};
-pub use x64::{int8_plans, pairs_never_saturate};
+pub use x64::{int8_plans, pairs_never_saturate, sparse_plans};
 
 /// Largest workspace or constant size we accept (16 GiB).
 pub const MAX_BYTES: usize = 16 << 30;

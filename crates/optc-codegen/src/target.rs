@@ -23,6 +23,8 @@ pub struct Target {
     vector_lanes: usize,
     /// Largest Winograd output tile for 3x3 stride-1 convs (0 = off, 2, 4).
     winograd: usize,
+    /// When constant weights with zeros take the sparse kernels.
+    sparse: optc_ir::sparsity::SparseMode,
     /// Architectural vector registers of the widest ISA level (16 ymm/xmm, 32 zmm/v).
     vector_regs: usize,
     /// Data cache sizes the blocking is derived from.
@@ -179,6 +181,7 @@ impl Target {
             fma: cfg!(target_arch = "x86_64") && host_has("has_fma"),
             vector_lanes: 4,
             winograd: 4,
+            sparse: Default::default(),
             vector_regs: if host_has("has_avx512f") { 32 } else { 16 },
             caches: Caches::host(),
             cores: crate::runtime::available_cores(),
@@ -217,6 +220,7 @@ impl Target {
             fma,
             vector_lanes: 4,
             winograd: 4,
+            sparse: Default::default(),
             vector_regs,
             caches,
             cores: 0,
@@ -244,6 +248,17 @@ impl Target {
     /// Largest Winograd output tile (0 = off).
     pub fn winograd(&self) -> usize {
         self.winograd
+    }
+
+    /// When constant weights with zeros take the sparse kernels (AVX2 path): `Auto` where
+    /// `optc_ir::sparsity::sparse_pays`, `Off`, or `Always`.
+    pub fn with_sparse(mut self, mode: optc_ir::sparsity::SparseMode) -> Target {
+        self.sparse = mode;
+        self
+    }
+
+    pub fn sparse(&self) -> optc_ir::sparsity::SparseMode {
+        self.sparse
     }
 
     /// Vector width (f32 lanes) of the generated kernels.

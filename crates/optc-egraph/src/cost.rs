@@ -8,6 +8,7 @@ use crate::analysis::OptEGraph;
 use crate::lang::{ENode, ENodeKind};
 use optc_ir::CostClass::{self, Transcendental};
 use optc_ir::{FusedStep, Op, TensorType};
+use std::collections::HashMap;
 
 /// Machine constants of a target.
 #[derive(Clone, Debug)]
@@ -241,6 +242,71 @@ pub fn winograd_multiply_ratio(h: usize, w: usize) -> f64 {
     (9 * h * w) as f64 / gemm(2).min(gemm(4)) as f64
 }
 
+/// An f32 contraction a sparse kernel may run: MatMul, Gemm, an ungrouped Conv (fused or not).
+fn is_contraction(op: &Op) -> bool {
+    let base = match op {
+        Op::Fused { base, .. } => &**base,
+        op => op,
+    };
+    matches!(
+        base,
+        Op::MatMul | Op::Gemm { trans_a: false, .. } | Op::Conv { group: 1, .. }
+    )
+}
+
+impl CostModel {
+    /// The cost of the contraction `op` (MatMul, Gemm, ungrouped Conv, fused or not) when its
+    /// constant weight stores `nonzeros` of `len` values and the sparse kernel pays
+    /// ([`optc_ir::sparsity::sparse_pays`], the rule codegen follows): the dense
+    /// contraction's time replaced by the sparse one's; `None` when the dense kernel stays.
+    pub fn sparse_op_cost(
+        &self,
+        op: &Op,
+        ins: &[&TensorType],
+        outs: &[TensorType],
+        nonzeros: usize,
+        len: usize,
+    ) -> Option<f64> {
+        let base = match op {
+            Op::Fused { base, .. } => &**base,
+            op => op,
+        };
+        let out = outs.first()?;
+        let out_n = out.numel();
+        let w = &ins.get(1)?.shape;
+        // Dense flops, their rate as op_cost prices them, and the sparse kernel's columns.
+        let (flops, rate, columns) = match base {
+            Op::MatMul | Op::Gemm { .. } => {
+                let n = *out.shape.last()?;
+                let k = w.iter().product::<usize>() / n.max(1);
+                (
+                    2.0 * (out_n * k) as f64,
+                    self.dense_flops_per_s,
+                    out_n / n.max(1),
+                )
+            }
+            Op::Conv { window, group: 1 } => {
+                let k: usize = w.iter().skip(1).product();
+                let pixels: usize = out.shape.iter().skip(2).product();
+                let rate = if w.get(1).copied().unwrap_or(1) >= 16 {
+                    self.dense_flops_per_s * self.winograd_gain(window, outs)
+                } else {
+                    self.dense_flops_per_s
+                };
+                (2.0 * (out_n * k) as f64, rate, pixels)
+            }
+            _ => return None,
+        };
+        if !optc_ir::sparsity::sparse_pays(nonzeros, len, columns) {
+            return None;
+        }
+        let ratio = optc_ir::sparsity::sparse_cost_ratio(nonzeros, len, columns);
+        let dense = self.op_cost(op, ins, outs);
+        let sparse = flops * ratio / self.dense_flops_per_s;
+        Some((dense - flops / rate + sparse).max(sparse + self.kernel_overhead_s))
+    }
+}
+
 /// A conv with one input channel per group, more than one group.
 fn is_depthwise(group: usize, cin_per_group: usize) -> bool {
     group > 1 && cin_per_group == 1
@@ -251,6 +317,31 @@ fn is_depthwise(group: usize, cin_per_group: usize) -> bool {
 pub struct EGraphCost<'a> {
     pub egraph: &'a OptEGraph,
     pub model: CostModel,
+    /// Nonzeros and length of constant classes already counted (weights' sparsity).
+    pub nonzeros: HashMap<egg::Id, (usize, usize)>,
+}
+
+impl<'a> EGraphCost<'a> {
+    pub fn new(egraph: &'a OptEGraph, model: CostModel) -> Self {
+        EGraphCost {
+            egraph,
+            model,
+            nonzeros: HashMap::new(),
+        }
+    }
+
+    /// Nonzeros and length of the f32 constant class `id`, if it is one.
+    fn nonzeros_of(&mut self, id: egg::Id) -> Option<(usize, usize)> {
+        let id = self.egraph.find(id);
+        if let Some(&v) = self.nonzeros.get(&id) {
+            return Some(v);
+        }
+        let t = crate::query::const_of(self.egraph, id)?;
+        let v = t.as_f32()?;
+        let counted = (optc_ir::sparsity::nonzeros(v), v.len());
+        self.nonzeros.insert(id, counted);
+        Some(counted)
+    }
 }
 
 impl egg::CostFunction<ENode> for EGraphCost<'_> {
@@ -266,7 +357,17 @@ impl egg::CostFunction<ENode> for EGraphCost<'_> {
                     .collect();
                 let outs = k.op.infer(ins.as_deref().unwrap_or(&[])).ok();
                 match (ins, outs) {
-                    (Some(ins), Some(outs)) => self.model.op_cost(&k.op, &ins, &outs),
+                    (Some(ins), Some(outs)) => {
+                        let weight = match enode.children.get(1) {
+                            Some(&w) if is_contraction(&k.op) => self.nonzeros_of(w),
+                            _ => None,
+                        };
+                        weight
+                            .and_then(|(nnz, len)| {
+                                self.model.sparse_op_cost(&k.op, &ins, &outs, nnz, len)
+                            })
+                            .unwrap_or_else(|| self.model.op_cost(&k.op, &ins, &outs))
+                    }
                     _ => f64::INFINITY,
                 }
             }

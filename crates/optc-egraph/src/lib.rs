@@ -179,10 +179,7 @@ pub fn run_phase(
     for r in &mut conv.roots {
         r.1 = conv.egraph.find(r.1);
     }
-    let cost = EGraphCost {
-        egraph: &conv.egraph,
-        model: model.clone(),
-    };
+    let cost = EGraphCost::new(&conv.egraph, model.clone());
     let out =
         convert::to_graph(&conv, cost).map_err(|e| IrError::new(format!("extraction: {e}")))?;
     let mut report = report;

@@ -95,10 +95,7 @@ impl<'a> ChoiceCost<'a> {
             .map(|(_, a)| (a.node.clone(), a.cost))
             .collect();
         ChoiceCost {
-            inner: EGraphCost {
-                egraph,
-                model: model.clone(),
-            },
+            inner: EGraphCost::new(egraph, model.clone()),
             banned,
             repriced,
         }

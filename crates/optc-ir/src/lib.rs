@@ -14,6 +14,7 @@ pub mod linear_quantization;
 mod op;
 pub mod op_table;
 pub mod quantized;
+pub mod sparsity;
 mod tensor;
 
 pub mod attr;

@@ -28,6 +28,9 @@ pub struct Options {
     /// F(2x2, 3x3), whichever needs fewer flops), 2 (F(2x2, 3x3) only) or 0 (direct
     /// convolution, the smallest rounding error). See `optc_codegen::Target::with_winograd`.
     pub winograd: usize,
+    /// When constant weights with zeros take the sparse kernels (exact): `Auto` (where the
+    /// cost model says they pay), `Off`, `Always`.
+    pub sparse: optc_ir::sparsity::SparseMode,
     /// Lossy compression (quantization, with calibration, budget and report). Nothing lossy
     /// runs unless asked for here, whatever the `opt_level`.
     pub compress: crate::compress::CompressOptions,
@@ -44,6 +47,7 @@ impl Default for Options {
             threads: 0,
             input_values: HashMap::new(),
             winograd: 4,
+            sparse: Default::default(),
             compress: Default::default(),
         }
     }

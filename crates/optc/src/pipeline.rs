@@ -57,7 +57,9 @@ pub fn import_bytes(bytes: &[u8], opts: &Options) -> Result<Graph> {
 
 /// The target `opts` names, with its Winograd limit.
 pub fn target(opts: &Options) -> Result<Target> {
-    Ok(Target::parse(&opts.target)?.with_winograd(opts.winograd)?)
+    Ok(Target::parse(&opts.target)?
+        .with_winograd(opts.winograd)?
+        .with_sparse(opts.sparse))
 }
 
 /// A graph ready for code generation: optimized, with its target and what it took.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 // ---------------------------------------------------------------------------------------------
 // Convolution.
 
+#[derive(Clone, Debug)]
 pub(crate) struct ConvGeometry {
     pub n: usize,
     pub c: usize,

@@ -6,7 +6,7 @@ use super::asm::{MicrokernelKey, Routine, MR, NR};
 use super::kernel_plan::{ALayout, KernelPlan, Strategy};
 use super::packing::{pack_a, pack_b_rt, pack_panels};
 use super::tasks::KernelArgs;
-use super::{depthwise, int8};
+use super::{depthwise, int8, sparse};
 use crate::builder::Emitter;
 use crate::ops::conv::{conv_is_gemm, ConvGeometry};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
@@ -49,6 +49,10 @@ pub(super) fn emit_unit(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: U
     }
     if let Strategy::Int8(q) = &p.kind {
         int8::emit_unit(e, p, q, c, unit);
+        return;
+    }
+    if let Strategy::Sparse(s) = &p.kind {
+        sparse::emit_unit(e, p, s, c, unit);
         return;
     }
     if let Strategy::ImplicitGemm(g) = &p.kind {
@@ -103,7 +107,7 @@ pub(super) fn emit_unit(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: U
 }
 
 /// Image `img` of a conv's input: its padded copy in scratch, or the input itself.
-fn conv_image(
+pub(super) fn conv_image(
     e: &mut Emitter,
     p: &KernelPlan,
     g: &ConvGeometry,
@@ -141,7 +145,8 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
         | Strategy::SmallMap
-        | Strategy::Int8(_) => (pack, 0),
+        | Strategy::Int8(_)
+        | Strategy::Sparse(_) => (pack, 0),
         Strategy::GemmConstantB => {
             // packed[(col0/16 + j)][k][16]
             let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
@@ -181,7 +186,8 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
         | Strategy::SmallMap
-        | Strategy::Int8(_) => (c.ins[1], 0),
+        | Strategy::Int8(_)
+        | Strategy::Sparse(_) => (c.ins[1], 0),
         Strategy::GemmConstantB => (c.ins[0], p.k as i64 * 4),
         Strategy::GemmRuntimeB { a_image, .. } => {
             let io = e.b.ins().imul_imm_s(img, *a_image);

@@ -3,6 +3,7 @@
 
 use super::asm::{Epilogue, Isa, MicrokernelKey, Routine, MR, NR};
 use super::int8::{self, Int8Plan};
+use super::sparse::{self, SparseKind, SparsePlan};
 use super::{depthwise, pool, small_map, winograd};
 use crate::error::Result;
 use crate::node::{base_info, NodeInfo};
@@ -37,6 +38,9 @@ pub(super) enum Strategy {
     SmallMap,
     /// A quantized contraction on the int8 microkernels (see [`int8`]): `k` counts K groups.
     Int8(Box<Int8Plan>),
+    /// A contraction with a mostly-zero constant weight (see [`sparse`]): `m` rows of the
+    /// weight (conv output channels, MatMul output features), `n` columns (pixels, A's rows).
+    Sparse(Box<SparsePlan>),
 }
 
 /// How the microkernels read A.
@@ -95,6 +99,7 @@ impl KernelPlan {
         let packed = match &self.kind {
             Strategy::GemmConstantB | Strategy::Winograd(..) | Strategy::SmallMap => true,
             Strategy::ImplicitGemm(_) => self.a_layout == ALayout::PackedAtCompileTime,
+            Strategy::Sparse(_) => true,
             Strategy::GemmRuntimeB { .. }
             | Strategy::Depthwise(_)
             | Strategy::MaxPool(_)
@@ -115,6 +120,10 @@ impl KernelPlan {
         match &self.kind {
             // (Depthwise convs read their input in place: see `depthwise`.)
             Strategy::ImplicitGemm(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
+            Strategy::Sparse(s) => match &s.kind {
+                SparseKind::Conv(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
+                _ => 0,
+            },
             // The packed input of a swapped 1x1 conv.
             Strategy::SmallMap => small_map::apack_bytes(self),
             // Parameters, channel tables, quantized activations.
@@ -133,6 +142,7 @@ impl KernelPlan {
             Strategy::Winograd(g, r) => winograd::task_bytes(self, g, *r),
             Strategy::MaxPool(g) => pool::task_bytes(g),
             Strategy::Int8(q) => q.task_bytes(self),
+            Strategy::Sparse(s) => s.task_bytes(self),
         };
         b + self.apack_bytes()
     }
@@ -186,6 +196,9 @@ impl KernelPlan {
         if let Strategy::Int8(q) = &self.kind {
             return int8::routines(self, q);
         }
+        if let Strategy::Sparse(s) = &self.kind {
+            return sparse::routines(self, s);
+        }
         let mut r: Vec<Routine> = self.keys().into_iter().map(Routine::Microkernel).collect();
         if let Strategy::Depthwise(g) = &self.kind {
             r.extend(
@@ -225,7 +238,7 @@ impl KernelPlan {
     pub fn keys(&self) -> Vec<MicrokernelKey> {
         if matches!(
             self.kind,
-            Strategy::Depthwise(_) | Strategy::MaxPool(_) | Strategy::Int8(_)
+            Strategy::Depthwise(_) | Strategy::MaxPool(_) | Strategy::Int8(_) | Strategy::Sparse(_)
         ) {
             return vec![];
         }
@@ -554,6 +567,28 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         res_port = res_port.or(tile.residual_port);
         tile.rest
     };
+    // Mostly-zero constant weights: the sparse kernels (before Winograd, whose transformed
+    // weights are dense).
+    let (kind, m, n) = match sparse::choose(
+        info,
+        binfo,
+        &kind,
+        m,
+        n,
+        &epilogue,
+        gemm_c_post,
+        target.sparse(),
+    ) {
+        Some((plan, e)) => {
+            let (m, n) = match plan.kind {
+                SparseKind::MatMul { .. } => (n, m),
+                SparseKind::Conv(_) => (m, n),
+            };
+            epilogue = e;
+            (Strategy::Sparse(Box::new(plan)), m, n)
+        }
+        None => (kind, m, n),
+    };
     // 3x3 stride-1 convs with constant weights: Winograd F(2x2, 3x3).
     let (kind, n, k) = match kind {
         Strategy::ImplicitGemm(g)
@@ -579,6 +614,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     };
     let chunk = match &kind {
         Strategy::Int8(_) => unreachable!("int8 nodes are planned by `int8::plan`"),
+        Strategy::Sparse(_) => sparse::CHUNK,
         Strategy::Winograd(g, r) => winograd::unit_tiles(g, *r),
         Strategy::MaxPool(_) => n,
         Strategy::ImplicitGemm(_) => 128,
@@ -624,6 +660,8 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     } else if let Strategy::SmallMap = p.kind {
         p.mrows = small_map::mrows(m);
         p.kc = small_map::KC;
+    } else if let Strategy::Sparse(_) = p.kind {
+        p.mrows = sparse::mrows(m, cu);
     } else if let Strategy::Depthwise(_) = p.kind {
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
@@ -642,6 +680,8 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     let flops = match &p.kind {
         // n counts tiles: each costs (r + 2)^2 multiply-adds per (m, c).
         Strategy::Winograd(_, r) => 2 * m * n * k * nimg * (r + 2) * (r + 2),
+        // Each stored weight costs about what two dense multiply-adds do.
+        Strategy::Sparse(s) => 4 * s.nonzeros * n * nimg,
         _ => 2 * m * n * k * nimg,
     };
     // Depthwise convs run ~8x fewer flops per cycle: split them at fewer flops.

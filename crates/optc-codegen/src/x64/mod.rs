@@ -21,7 +21,8 @@
 //! - the other strategies: `winograd.rs` (3x3 stride-1 convs, F(2x2) or F(4x4)),
 //!   `depthwise.rs`, `direct_conv.rs` (few input channels: a network's first conv),
 //!   `small_map.rs` (1x1 convs on small maps, the GEMM roles swapped), `pool.rs` (2-D max
-//!   pools, separable), `int8/` (the quantized contractions on the int8 microkernels).
+//!   pools, separable), `int8/` (the quantized contractions on the int8 microkernels),
+//!   `sparse.rs` (contractions whose constant weight is mostly zeros).
 
 pub(crate) mod asm;
 mod depthwise;
@@ -33,6 +34,7 @@ mod packing;
 mod pool;
 mod serial;
 mod small_map;
+pub(crate) mod sparse;
 mod tasks;
 mod winograd;
 
@@ -40,4 +42,5 @@ pub use int8::{int8_plans, pairs_never_saturate};
 pub(crate) use kernel_plan::{kernel_plan, KernelPlan};
 pub(crate) use packing::derived;
 pub(crate) use serial::{emit_post, emit_pre, emit_prepare};
+pub use sparse::sparse_plans;
 pub(crate) use tasks::{emit_task, KernelArgs};

@@ -7,10 +7,11 @@
 use super::asm::{MR, NR};
 use super::kernel_plan::{ALayout, KernelPlan, Strategy};
 use super::tasks::KernelArgs;
-use super::{int8, small_map, winograd};
+use super::{int8, small_map, sparse, winograd};
 use crate::builder::{if_else, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
+use crate::ops::conv::ConvGeometry;
 use crate::ops::matmul::pack_b;
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 use optc_ir::Op;
@@ -30,55 +31,9 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
                 || matches!(info.op, Op::Fused { base, .. } if matches!(**base, Op::Gemm { trans_b: true, .. }));
             Ok(vec![pack_b(info, b, trans, NR)?])
         }
+        Strategy::Sparse(plan) => sparse::derived(info, plan, p),
         Strategy::ImplicitGemm(g) => {
-            let plane = g.hp * g.wp;
-            let mut koff: Vec<i64> = Vec::with_capacity(p.k);
-            for c in 0..g.c {
-                for kh in 0..g.kh {
-                    for kw in 0..g.kw {
-                        koff.push(((c * plane + kh * g.dh * g.wp + kw * g.dw) * 4) as i64);
-                    }
-                }
-            }
-            let np = p.n.div_ceil(NR) * NR;
-            let pix: Vec<i64> = (0..np)
-                .map(|q| {
-                    if q < p.n {
-                        let (oh, ow) = (q / g.ow, q % g.ow);
-                        ((oh * g.sh * g.wp + ow * g.sw) * 4) as i64
-                    } else {
-                        0
-                    }
-                })
-                .collect();
-            // Per group of 4 pixels: 1 = contiguous (one vector load per k), 2 = every other
-            // float (two loads and an even-lane shuffle per k; only where the second load's
-            // extra float stays inside the source buffer), 0 = gathered one by one.
-            let src_bytes = if p.pad_bytes() > 0 {
-                p.pad_bytes() / g.n
-            } else {
-                g.c * g.h * g.w * 4
-            } as i64;
-            let max_koff = koff.iter().copied().max().unwrap_or(0);
-            let contig: Vec<i64> = (0..np / 4)
-                .map(|q| {
-                    let step = |d: i64| {
-                        (0..4).all(|l| {
-                            let x = 4 * q + l;
-                            x < p.n && pix[x] == pix[4 * q] + d * l as i64
-                        })
-                    };
-                    if step(4) {
-                        1
-                    } else if step(8) && pix[4 * q] + max_koff + 32 <= src_bytes {
-                        2
-                    } else {
-                        0
-                    }
-                })
-                .collect();
-            let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-            let mut v = vec![bytes(&koff), bytes(&pix), bytes(&contig)];
+            let mut v = conv_tables(p, g);
             if p.a_layout == ALayout::PackedAtCompileTime {
                 let w = info.consts[1]
                     .as_ref()
@@ -99,6 +54,60 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
             Ok(v)
         }
     }
+}
+
+/// The patch tables of a conv's panel packing ([`pack_panels`]): each tap's offset in the
+/// (padded) input image, each output pixel's window origin, and per 4 pixels whether they
+/// load contiguously.
+pub(super) fn conv_tables(p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> {
+    let plane = g.hp * g.wp;
+    let mut koff: Vec<i64> = Vec::with_capacity(p.k);
+    for c in 0..g.c {
+        for kh in 0..g.kh {
+            for kw in 0..g.kw {
+                koff.push(((c * plane + kh * g.dh * g.wp + kw * g.dw) * 4) as i64);
+            }
+        }
+    }
+    let np = p.n.div_ceil(NR) * NR;
+    let pix: Vec<i64> = (0..np)
+        .map(|q| {
+            if q < p.n {
+                let (oh, ow) = (q / g.ow, q % g.ow);
+                ((oh * g.sh * g.wp + ow * g.sw) * 4) as i64
+            } else {
+                0
+            }
+        })
+        .collect();
+    // Per group of 4 pixels: 1 = contiguous (one vector load per k), 2 = every other
+    // float (two loads and an even-lane shuffle per k; only where the second load's
+    // extra float stays inside the source buffer), 0 = gathered one by one.
+    let src_bytes = if p.pad_bytes() > 0 {
+        p.pad_bytes() / g.n
+    } else {
+        g.c * g.h * g.w * 4
+    } as i64;
+    let max_koff = koff.iter().copied().max().unwrap_or(0);
+    let contig: Vec<i64> = (0..np / 4)
+        .map(|q| {
+            let step = |d: i64| {
+                (0..4).all(|l| {
+                    let x = 4 * q + l;
+                    x < p.n && pix[x] == pix[4 * q] + d * l as i64
+                })
+            };
+            if step(4) {
+                1
+            } else if step(8) && pix[4 * q] + max_koff + 32 <= src_bytes {
+                2
+            } else {
+                0
+            }
+        })
+        .collect();
+    let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    vec![bytes(&koff), bytes(&pix), bytes(&contig)]
 }
 
 /// Pack patches `[k0, k0 + kc)` of columns `col0 .. col0 + 16 * npan` into `npan` panels of

@@ -4,6 +4,7 @@
 
 use super::direct_conv::emit_deinterleaved_copy;
 use super::kernel_plan::{KernelPlan, Strategy};
+use super::sparse::SparseKind;
 use super::tasks::KernelArgs;
 use super::{int8, small_map};
 use crate::builder::{copy_span, tensor_flags, zero_span, Emitter};
@@ -37,13 +38,18 @@ pub(crate) fn emit_pre(
         return Ok(());
     }
     // (Depthwise convs read their input in place: see `depthwise`.)
-    let Strategy::ImplicitGemm(g) = &p.kind else {
-        return Ok(());
+    let g = match &p.kind {
+        Strategy::ImplicitGemm(g) => g,
+        Strategy::Sparse(s) => match &s.kind {
+            SparseKind::Conv(g) => g,
+            SparseKind::MatMul { .. } => return Ok(()),
+        },
+        _ => return Ok(()),
     };
     if p.pad_bytes() == 0 {
         return Ok(());
     }
-    if p.direct_conv_deinterleaved(g) {
+    if matches!(p.kind, Strategy::ImplicitGemm(_)) && p.direct_conv_deinterleaved(g) {
         emit_deinterleaved_copy(e, g, c);
         return Ok(());
     }

@@ -1,4 +1,4 @@
-//! Lossy compression (`--quantize int8`): calibration, per-layer alternatives in the e-graph,
+//! Lossy compression (`--quantize int8`, `--prune F`): calibration, per-layer alternatives in the e-graph,
 //! extraction under an error budget, measurement of the compiled model, and the report.
 //!
 //! The steps, in order:
@@ -10,8 +10,8 @@
 //! 3. activation ranges of every conv's input on the calibration sets (static quantization):
 //!    min-max, and the 0.01-99.99th percentiles where they clip a tail (both become
 //!    alternatives, the budget picks);
-//! 4. alternatives ([`quantize::add_alternatives`]) added to the e-graph of the optimized
-//!    graph, each with its estimated cost;
+//! 4. alternatives ([`quantize::add_alternatives`], [`prune::add_alternatives`]) added to
+//!    the e-graph of the optimized graph, each with its estimated cost;
 //! 5. with a budget (`--max-error`): each alternative's error measured alone (the model with
 //!    only that layer changed, on the calibration sets), in units of the budget;
 //! 6. the choice per layer ([`optc_egraph::lossy::choose`]);
@@ -25,6 +25,7 @@ pub mod budget;
 pub mod dataset;
 pub mod metrics;
 mod progress;
+pub mod prune;
 pub mod quantize;
 pub mod report;
 
@@ -63,6 +64,9 @@ impl Quantization {
 #[derive(Clone, Debug)]
 pub struct CompressOptions {
     pub quantize: Option<Quantization>,
+    /// Magnitude pruning: per layer, each fraction of the weights smallest in magnitude
+    /// zeroed is one alternative (`--prune 0.9`, `--prune 0.5,0.7,0.9`).
+    pub prune: Vec<f64>,
     /// Calibration data directories (see [`dataset`]).
     pub calibrate: Vec<PathBuf>,
     /// Evaluation data directories (default: the calibration data).
@@ -83,6 +87,7 @@ impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
             quantize: None,
+            prune: vec![],
             calibrate: vec![],
             eval: vec![],
             labels: None,
@@ -97,7 +102,7 @@ impl Default for CompressOptions {
 impl CompressOptions {
     /// Whether any lossy rewrite is asked for.
     pub fn lossy(&self) -> bool {
-        self.quantize.is_some()
+        self.quantize.is_some() || !self.prune.is_empty()
     }
 }
 
@@ -308,12 +313,28 @@ pub(crate) fn compress(
         progress.step();
     }
     progress.done();
+    let add_alternatives = |conv: &mut Converted| {
+        let mut alts = vec![];
+        if copts.quantize.is_some() {
+            alts = quantize::add_alternatives(conv, &ranges, &model);
+        }
+        if !copts.prune.is_empty() {
+            alts.extend(prune::add_alternatives(conv, &copts.prune, &model));
+            // (Classes canonical after the last rebuild.)
+            for a in &mut alts {
+                a.class = conv.egraph.find(a.class);
+                let eg = &conv.egraph;
+                a.node = optc_egraph::egg::Language::map_children(a.node.clone(), |c| eg.find(c));
+            }
+        }
+        alts
+    };
     for (_, s) in &mut shaped {
-        s.alts = quantize::add_alternatives(&mut s.conv, &ranges, &model);
+        s.alts = add_alternatives(&mut s.conv);
     }
     let mut main = to_egraph(&graph, 0)?;
     let descriptions = quantize::descriptions(&main);
-    let mut alts = quantize::add_alternatives(&mut main, &ranges, &model);
+    let mut alts = add_alternatives(&mut main);
 
     // Measure `taken` on the sets selected by `pick` (calibration or evaluation sets).
     let measure = |taken: &[(String, String)],

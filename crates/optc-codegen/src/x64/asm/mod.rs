@@ -7,6 +7,8 @@
 //! - `direct_conv.rs`: convs with few input channels (a network's first conv),
 //! - `int8.rs` (with `int8_avx2.rs`, `int8_vnni.rs`): the int8 microkernels of the quantized
 //!   contractions, and `quantize.rs`: the routines that quantize their f32 activations,
+//! - `sparse.rs`: the sparse kernel (rows of a mostly-zero constant weight times dense panels),
+//!   and `transpose.rs`: the 8x8-block transposing copy that packs its MatMul panels,
 //! - `epilogue.rs`: the bias/activation/residual/scale steps applied before a tile's store,
 //! - `routine.rs`: [`Routine`], the one key type of every assembled routine a node calls,
 //! - `peak.rs`: the FMA-peak loop of the benches,
@@ -27,6 +29,8 @@ mod peak;
 pub(crate) mod quantize;
 mod registers;
 mod routine;
+pub(crate) mod sparse;
+pub(crate) mod transpose;
 
 #[cfg(test)]
 mod emulator;
@@ -39,3 +43,5 @@ pub(crate) use epilogue::Epilogue;
 pub(crate) use gemm::{Isa, MicrokernelKey, MR, NR};
 pub use peak::{fma_peak_gflops, fma_peak_loop};
 pub(crate) use routine::Routine;
+pub(crate) use sparse::SparseKey;
+pub(crate) use transpose::TransposeKey;

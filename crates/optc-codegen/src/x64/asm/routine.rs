@@ -5,11 +5,14 @@ use super::direct_conv::{self, DirectConvKey};
 use super::gemm::{self, MicrokernelKey};
 use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
 use super::quantize::QuantizeKey;
+use super::sparse::{self, SparseKey, SPARSE_PARAMS};
+use super::transpose::{self, TransposeKey, TRANSPOSE_PARAMS};
 use iced_x86::IcedError;
 
 /// A routine assembled with `iced-x86` and defined into the module: a GEMM microkernel, a
 /// depthwise kernel ([`depthwise`]), a direct-conv kernel ([`direct_conv`]), an int8
-/// microkernel ([`int8`]) or an activation-quantizing routine ([`super::quantize`]).
+/// microkernel ([`int8`]), an activation-quantizing routine ([`super::quantize`]) or a sparse
+/// kernel ([`sparse`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Routine {
     Microkernel(MicrokernelKey),
@@ -17,6 +20,8 @@ pub(crate) enum Routine {
     DirectConv(DirectConvKey),
     Int8(Int8Key),
     Quantize(QuantizeKey),
+    Sparse(SparseKey),
+    Transpose(TransposeKey),
 }
 
 impl Routine {
@@ -27,6 +32,8 @@ impl Routine {
             Routine::DirectConv(k) => k.symbol(),
             Routine::Int8(k) => k.symbol(),
             Routine::Quantize(k) => k.symbol(),
+            Routine::Sparse(k) => k.symbol(),
+            Routine::Transpose(k) => k.symbol(),
         }
     }
     /// Alignment in the module, bytes (int8 kernels align their k loop to 64 bytes).
@@ -43,6 +50,8 @@ impl Routine {
             Routine::Depthwise(_) | Routine::DirectConv(_) => 5,
             Routine::Int8(_) => INT8_PARAMS,
             Routine::Quantize(k) => k.nparams(),
+            Routine::Sparse(_) => SPARSE_PARAMS,
+            Routine::Transpose(_) => TRANSPOSE_PARAMS,
         }
     }
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
@@ -52,6 +61,8 @@ impl Routine {
             Routine::DirectConv(k) => direct_conv::assemble(k),
             Routine::Int8(k) => int8::assemble(k),
             Routine::Quantize(k) => k.assemble(),
+            Routine::Sparse(k) => sparse::assemble(k),
+            Routine::Transpose(k) => transpose::assemble(k),
         }
     }
 }

@@ -1,0 +1,252 @@
+//! The sparse kernels (`--sparse`, exact) and magnitude pruning (`--prune`, lossy).
+//!
+//! Sparse against dense: on integer-valued weights and inputs every partial sum is exact in
+//! f32, so the sparse kernels (which skip the zero weights and sum in their own order) must
+//! give the dense kernels' output bit for bit; on real values they must agree with tract
+//! within rounding. Each case checks that the sparse kernel really ran (`sparse_plans`).
+
+mod common;
+
+use common::Rng;
+use optc::compress::{Budget, CompressOptions};
+use optc::{DType, Options, Tensor};
+use optc_ir::sparsity::SparseMode;
+use optc_onnx::builder::{Attr as A, ModelBuilder};
+
+/// Values in `{-3..3}` (`integers`) or uniform in [-1, 1], each zero with probability
+/// `1 - density`.
+fn sparse_tensor(r: &mut Rng, shape: &[usize], density: f64, integers: bool) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            let keep = (r.below(1000) as f64) < density * 1000.0;
+            let x = if integers {
+                r.below(7) as f32 - 3.0
+            } else {
+                r.f32(-1.0, 1.0)
+            };
+            if keep {
+                x
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::new(shape.to_vec(), optc_ir::Data::F32(v)).unwrap()
+}
+
+fn dense_tensor(r: &mut Rng, shape: &[usize], integers: bool) -> Tensor {
+    sparse_tensor(r, shape, 1.0, integers)
+}
+
+/// A model: `kind` "matmul" (x[m,k] @ w[k,n] + b, relu), "gemm" (transB, bias), "conv3"
+/// (3x3 pad 1, bias, relu) or "conv1" (1x1, no bias).
+fn model(
+    kind: &str,
+    dims: [usize; 3],
+    density: f64,
+    integers: bool,
+    seed: u64,
+) -> (Vec<u8>, Tensor) {
+    let mut r = Rng::new(seed);
+    let mut b = ModelBuilder::new(17);
+    let [m, k, n] = dims;
+    let x = match kind {
+        "matmul" => {
+            b.input("x", DType::F32, &[m as i64, k as i64]);
+            b.initializer("w", &sparse_tensor(&mut r, &[k, n], density, integers));
+            b.initializer("b", &dense_tensor(&mut r, &[n], integers));
+            b.node("MatMul", &["x", "w"], &["mm"], vec![]);
+            b.node("Add", &["mm", "b"], &["a"], vec![]);
+            b.node("Relu", &["a"], &["y"], vec![]);
+            dense_tensor(&mut r, &[m, k], integers)
+        }
+        "gemm" => {
+            b.input("x", DType::F32, &[m as i64, k as i64]);
+            b.initializer("w", &sparse_tensor(&mut r, &[n, k], density, integers));
+            b.initializer("b", &dense_tensor(&mut r, &[n], integers));
+            b.node(
+                "Gemm",
+                &["x", "w", "b"],
+                &["y"],
+                vec![("transB", A::Int(1))],
+            );
+            dense_tensor(&mut r, &[m, k], integers)
+        }
+        "conv3" | "conv1" => {
+            // m: images, k: input channels, n: output channels; 7x9 maps.
+            let kk = if kind == "conv3" { 3 } else { 1 };
+            b.input("x", DType::F32, &[m as i64, k as i64, 7, 9]);
+            b.initializer(
+                "w",
+                &sparse_tensor(&mut r, &[n, k, kk, kk], density, integers),
+            );
+            let p = (kk / 2) as i64;
+            let attrs = vec![
+                ("pads", A::Ints(vec![p; 4])),
+                ("kernel_shape", A::Ints(vec![kk as i64; 2])),
+            ];
+            if kind == "conv3" {
+                b.initializer("b", &dense_tensor(&mut r, &[n], integers));
+                b.node("Conv", &["x", "w", "b"], &["c"], attrs);
+                b.node("Relu", &["c"], &["y"], vec![]);
+            } else {
+                b.node("Conv", &["x", "w"], &["y"], attrs);
+            }
+            dense_tensor(&mut r, &[m, k, 7, 9], integers)
+        }
+        _ => unreachable!(),
+    };
+    b.output("y");
+    (b.to_bytes(), x)
+}
+
+fn with_sparse(mode: SparseMode) -> Options {
+    Options {
+        sparse: mode,
+        target: "x86_64-avx2".into(),
+        ..Options::default()
+    }
+}
+
+fn host_runs_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+const CASES: &[(&str, [usize; 3])] = &[
+    ("matmul", [128, 64, 48]),
+    ("matmul", [37, 20, 29]),
+    ("matmul", [9, 129, 8]),
+    ("gemm", [50, 96, 130]),
+    ("gemm", [16, 8, 3]),
+    ("conv3", [2, 5, 19]),
+    ("conv1", [3, 16, 24]),
+];
+
+#[test]
+fn sparse_kernels_match_dense_bit_for_bit_on_integer_values() {
+    if !host_runs_avx2() {
+        return;
+    }
+    for (i, &(kind, dims)) in CASES.iter().enumerate() {
+        for density in [0.05, 0.3, 0.9] {
+            let (bytes, x) = model(kind, dims, density, true, 10 + i as u64);
+            let mut sparse = optc::compile_bytes(&bytes, &with_sparse(SparseMode::Always)).unwrap();
+            let mut dense = optc::compile_bytes(&bytes, &with_sparse(SparseMode::Off)).unwrap();
+            let target = optc_codegen::Target::parse("x86_64-avx2").unwrap();
+            let plans = optc_codegen::sparse_plans(
+                sparse.graph(),
+                &target.clone().with_sparse(SparseMode::Always),
+            )
+            .unwrap();
+            assert_eq!(plans.len(), 1, "{kind} {dims:?} {density}: {plans:?}");
+            assert!(optc_codegen::sparse_plans(
+                dense.graph(),
+                &target.clone().with_sparse(SparseMode::Off)
+            )
+            .unwrap()
+            .is_empty());
+            let s = sparse.run(std::slice::from_ref(&x)).unwrap();
+            let d = dense.run(std::slice::from_ref(&x)).unwrap();
+            let (s, d) = (s[0].as_f32().unwrap(), d[0].as_f32().unwrap());
+            for (j, (a, b)) in s.iter().zip(d).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{kind} {dims:?} {density}: element {j}: sparse {a} dense {b}"
+                );
+            }
+            // Not trivially zero.
+            assert!(s.iter().any(|v| *v != 0.0), "{kind} {dims:?}");
+        }
+    }
+}
+
+#[test]
+fn sparse_kernels_match_tract_on_real_values() {
+    if !host_runs_avx2() {
+        return;
+    }
+    for (i, &(kind, dims)) in CASES.iter().enumerate() {
+        let (bytes, x) = model(kind, dims, 0.2, false, 40 + i as u64);
+        let mut m = optc::compile_bytes(&bytes, &with_sparse(SparseMode::Auto)).unwrap();
+        let got = m.run(std::slice::from_ref(&x)).unwrap();
+        let want = optc_onnx::oracle::run_tract(&bytes, std::slice::from_ref(&x)).unwrap();
+        let d = optc::compare(&got[0], &want[0], 1e-4, 1e-5).unwrap();
+        assert!(d.allclose, "{kind} {dims:?}: {d:?}");
+    }
+}
+
+#[test]
+fn auto_takes_the_sparse_kernel_only_on_sparse_weights() {
+    let target = optc_codegen::Target::parse("x86_64-avx2").unwrap();
+    let opts = || Options {
+        target: "x86_64-avx2".into(),
+        ..Options::default()
+    };
+    for (density, sparse) in [(0.1, true), (0.9, false)] {
+        let (bytes, _) = model("matmul", [64, 128, 128], density, false, 3);
+        let g = optc::compile_bytes(&bytes, &opts()).unwrap();
+        let plans = optc_codegen::sparse_plans(g.graph(), &target).unwrap();
+        assert_eq!(!plans.is_empty(), sparse, "density {density}: {plans:?}");
+    }
+}
+
+#[test]
+fn pruning_is_measured_and_reported() {
+    let (bytes, x) = model("matmul", [64, 128, 96], 1.0, false, 7);
+    let d = std::env::temp_dir().join(format!("optc-prune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("input_0.pb"), optc_onnx::tensor_to_pb(&x, "x")).unwrap();
+    let opts = |budget: &str| Options {
+        compress: CompressOptions {
+            prune: vec![0.5, 0.9],
+            calibrate: vec![d.clone()],
+            max_error: Budget::parse(budget).unwrap(),
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    // No budget: the fastest alternative (90% zeros) is taken; the report's error is the
+    // pruned graph's, measured independently by the interpreter.
+    let m = optc::compile_bytes(&bytes, &opts("")).unwrap();
+    let r = m.report().compression.clone().expect("a report");
+    assert_eq!(r.layers.len(), 1);
+    assert_eq!(r.layers[0].choice, "pruned 90%", "{:?}", r.layers);
+    let want = optc_onnx::oracle::run_tract(&bytes, std::slice::from_ref(&x)).unwrap();
+    let got = optc_ir::interp::run(m.graph(), std::slice::from_ref(&x)).unwrap();
+    let max_abs = want[0]
+        .as_f32()
+        .unwrap()
+        .iter()
+        .zip(got[0].as_f32().unwrap())
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max);
+    assert!(max_abs > 0.0);
+    assert!(
+        (r.outputs[0].max_abs - max_abs).abs() <= 1e-4 * max_abs,
+        "{} vs {max_abs}",
+        r.outputs[0].max_abs
+    );
+    let w = m
+        .graph()
+        .g
+        .node_weights()
+        .find_map(|n| match &n.op {
+            optc_ir::Op::Constant { id } => m
+                .graph()
+                .const_tensor(*id)
+                .filter(|t| t.numel() == 128 * 96)
+                .cloned(),
+            _ => None,
+        })
+        .expect("the weight");
+    let zeros = w.as_f32().unwrap().iter().filter(|v| **v == 0.0).count();
+    assert_eq!(zeros, (0.9f64 * 128.0 * 96.0).round() as usize);
+    // A tight budget keeps the layer exact.
+    let m = optc::compile_bytes(&bytes, &opts("cos=0.99999")).unwrap();
+    let r = m.report().compression.clone().expect("a report");
+    assert_eq!(r.layers[0].choice, "f32", "{:?}", r.layers);
+    let _ = std::fs::remove_dir_all(&d);
+}
