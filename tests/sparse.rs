@@ -119,6 +119,9 @@ const CASES: &[(&str, [usize; 3])] = &[
     ("matmul", [9, 129, 8]),
     ("gemm", [50, 96, 130]),
     ("gemm", [16, 8, 3]),
+    ("matmul", [1, 40, 33]),
+    ("gemm", [3, 64, 20]),
+    ("gemm", [7, 13, 9]),
     ("conv3", [2, 5, 19]),
     ("conv1", [3, 16, 24]),
 ];
@@ -249,4 +252,104 @@ fn pruning_is_measured_and_reported() {
     let r = m.report().compression.clone().expect("a report");
     assert_eq!(r.layers[0].choice, "f32", "{:?}", r.layers);
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A MatMul + bias whose weight has rank 3 exactly, and a conv whose `[M, C*9]` weight does.
+fn low_rank_models() -> Vec<(Vec<u8>, Tensor)> {
+    let mut r = Rng::new(21);
+    let mut out = vec![];
+    // x [32, 40] @ W [40, 36] + b, W = U V with U [40, 3], V [3, 36].
+    let (k, n, rank) = (40, 36, 3);
+    let u: Vec<f32> = (0..k * rank).map(|_| r.f32(-1.0, 1.0)).collect();
+    let v: Vec<f32> = (0..rank * n).map(|_| r.f32(-1.0, 1.0)).collect();
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| {
+            (0..rank)
+                .map(|j| u[(i / n) * rank + j] * v[j * n + i % n])
+                .sum()
+        })
+        .collect();
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[32, k as i64]);
+    b.initializer("w", &Tensor::from_f32(vec![k, n], w).unwrap());
+    b.initializer("b", &dense_tensor(&mut r, &[n], false));
+    b.node("MatMul", &["x", "w"], &["mm"], vec![]);
+    b.node("Add", &["mm", "b"], &["y"], vec![]);
+    b.output("y");
+    out.push((b.to_bytes(), dense_tensor(&mut r, &[32, k], false)));
+    // Conv 3x3, 8 -> 24 channels, weight rank 2 as [24, 72].
+    let (m, c) = (24, 8);
+    let u: Vec<f32> = (0..m * 2).map(|_| r.f32(-1.0, 1.0)).collect();
+    let v: Vec<f32> = (0..2 * c * 9).map(|_| r.f32(-1.0, 1.0)).collect();
+    let w: Vec<f32> = (0..m * c * 9)
+        .map(|i| {
+            (0..2)
+                .map(|j| u[(i / (c * 9)) * 2 + j] * v[j * c * 9 + i % (c * 9)])
+                .sum()
+        })
+        .collect();
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, c as i64, 12, 12]);
+    b.initializer("w", &Tensor::from_f32(vec![m, c, 3, 3], w).unwrap());
+    b.initializer("b", &dense_tensor(&mut r, &[m], false));
+    b.node(
+        "Conv",
+        &["x", "w", "b"],
+        &["c"],
+        vec![("pads", A::Ints(vec![1; 4]))],
+    );
+    b.node("Relu", &["c"], &["y"], vec![]);
+    b.output("y");
+    out.push((b.to_bytes(), dense_tensor(&mut r, &[1, c, 12, 12], false)));
+    out
+}
+
+#[test]
+fn low_rank_factors_an_exactly_low_rank_weight() {
+    use optc::compress::lowrank::LowRank;
+    for (i, (bytes, x)) in low_rank_models().into_iter().enumerate() {
+        let opts = Options {
+            compress: CompressOptions {
+                low_rank: Some(LowRank::Energy(0.9999)),
+                ..Default::default()
+            },
+            ..Options::default()
+        };
+        let mut m = optc::compile_bytes(&bytes, &opts).unwrap();
+        let r = m.report().compression.clone().expect("a report");
+        assert!(
+            r.layers[0].choice.starts_with("low-rank r=3")
+                || r.layers[0].choice.starts_with("low-rank r=2"),
+            "model {i}: {:?}",
+            r.layers
+        );
+        assert!(r.after.flops < r.before.flops, "model {i}");
+        // Two contractions now, and the same function (the weight had that rank): tract on
+        // the original model is the oracle.
+        let contractions = m
+            .graph()
+            .g
+            .node_weights()
+            .filter(|n| {
+                let base = match &n.op {
+                    optc_ir::Op::Fused { base, .. } => &**base,
+                    op => op,
+                };
+                matches!(
+                    base,
+                    optc_ir::Op::MatMul | optc_ir::Op::Gemm { .. } | optc_ir::Op::Conv { .. }
+                )
+            })
+            .count();
+        assert_eq!(
+            contractions,
+            2,
+            "model {i}: {}",
+            optc_ir::text::print(m.graph())
+        );
+        let got = m.run(std::slice::from_ref(&x)).unwrap();
+        let want = optc_onnx::oracle::run_tract(&bytes, std::slice::from_ref(&x)).unwrap();
+        let d = optc::compare(&got[0], &want[0], 1e-3, 1e-4).unwrap();
+        assert!(d.allclose, "model {i}: {d:?}");
+    }
 }

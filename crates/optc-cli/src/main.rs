@@ -2,6 +2,7 @@
 
 mod compile;
 mod options;
+mod sweep;
 
 use clap::{Args, Parser, Subcommand};
 use optc::{Options, Tensor};
@@ -39,6 +40,21 @@ enum Cmd {
     Explain(ExplainArgs),
     /// Rule files: `optc rules check FILE` checks each rule before it is trusted.
     Rules(RulesArgs),
+    /// Run every lossy pass at a grid of settings (int8; prune 0.5/0.7/0.9; low-rank energy
+    /// 0.99/0.95/0.9), print the table (setting, error, top-1, weight bytes, latency) and
+    /// write the error-vs-latency trade-off as an SVG plot with the Pareto front marked.
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    c: CompileArgs,
+    #[command(flatten)]
+    t: ThreadArgs,
+    /// Where the SVG plot goes.
+    #[arg(long, value_name = "FILE", default_value = "sweep.svg")]
+    svg: PathBuf,
 }
 
 #[derive(Args)]
@@ -146,7 +162,7 @@ fn main() -> ExitCode {
     // `optc MODEL.onnx [...]`: ahead-of-time compilation (see compile.rs).
     let args: Vec<String> = std::env::args().collect();
     if let Some(first) = args.get(1) {
-        let sub = ["run", "check", "bench", "explain", "rules", "help"];
+        let sub = ["run", "check", "bench", "explain", "rules", "sweep", "help"];
         if !first.starts_with('-') && !sub.contains(&first.as_str()) {
             return compile::main_compile(args);
         }
@@ -157,6 +173,7 @@ fn main() -> ExitCode {
         Cmd::Check(a) => cmd_check(a),
         Cmd::Bench(a) => cmd_bench(a),
         Cmd::Explain(a) => cmd_explain(a),
+        Cmd::Sweep(a) => cmd_sweep(a),
         Cmd::Rules(a) => cmd_rules(a),
     };
     match r {
@@ -316,6 +333,63 @@ fn compile_with_inputs(
     let m = optc::compile_bytes(bytes, &opts).map_err(|e| c.compile_error(e))?;
     c.show_compression(m.report().compression.as_ref())?;
     Ok(m)
+}
+
+fn cmd_sweep(a: SweepArgs) -> Res<ExitCode> {
+    let bytes = read_model(&a.c.model)?;
+    if a.c.quantize.is_some() || !a.c.prune.is_empty() || a.c.low_rank.is_some() {
+        return Err(
+            "optc sweep runs its own grid of lossy settings: drop --quantize, --prune and --low-rank"
+                .into(),
+        );
+    }
+    let base = a.c.options(2)?.compress;
+    let labels = base.labels.is_some();
+    let mut rows = vec![sweep::Row::original()];
+    for setting in sweep::grid(&base) {
+        eprintln!("sweep: {} ...", setting.name);
+        let opts = sweep::options_for(&a.c, &setting, a.t.threads)?;
+        let report = match optc::compile_bytes(&bytes, &opts) {
+            Ok(m) => m.report().compression.clone(),
+            Err(optc::Error::OverBudget(r)) => Some(*r),
+            Err(e) => return Err(a.c.compile_error(e)),
+        };
+        if let Some(r) = report {
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            rows.push(sweep::Row::of(&setting.name, &r));
+        }
+    }
+    print!("{}", sweep::table(&rows[1..]));
+    let front = sweep::pareto(&rows);
+    println!(
+        "Pareto front: {}",
+        front
+            .iter()
+            .map(|&i| rows[i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // The model's name: its file's, or its directory's for `.../NAME/model.onnx`.
+    let stem = |p: &Path| p.file_stem().map(|f| f.to_string_lossy().to_string());
+    let name = match stem(&a.c.model) {
+        Some(s) if s == "model" => {
+            a.c.model
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|f| f.to_string_lossy().to_string())
+        }
+        s => s,
+    };
+    let title = format!(
+        "{}: error vs latency, one setting per point",
+        name.unwrap_or_else(|| "model".into())
+    );
+    std::fs::write(&a.svg, sweep::svg(&rows, &title, labels))
+        .map_err(|e| format!("cannot write {}: {e}", a.svg.display()))?;
+    println!("wrote {}", a.svg.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_run(a: RunArgs) -> Res<ExitCode> {

@@ -47,6 +47,12 @@ pub struct CompileArgs {
     /// run by the sparse kernels where they are faster. Like --quantize: measured and reported.
     #[arg(long, value_name = "FRACTIONS", value_delimiter = ',', value_parser = optc::compress::prune::parse_fraction)]
     pub prune: Vec<f64>,
+    /// Lossy: low-rank factorization of the weights by truncated SVD: `energy=0.95` (the
+    /// smallest rank keeping that share of the squared singular values), `rank=N`, or `auto`
+    /// (energies 0.99, 0.95, 0.9, 0.8 as alternatives the budget picks from). Only ranks
+    /// below the break-even that the cost model prices faster.
+    #[arg(long = "low-rank", value_name = "HOW", value_parser = optc::compress::lowrank::LowRank::parse)]
+    pub low_rank: Option<optc::compress::lowrank::LowRank>,
     /// Calibration inputs: `input_<i>.pb`, `input_<i>_<k>.pb`, `.npy` files or
     /// `test_data_set_<k>/` directories. Repeatable. Without it, seeded random inputs.
     #[arg(long, value_name = "DIR")]
@@ -115,6 +121,7 @@ impl CompileArgs {
             compress: optc::compress::CompressOptions {
                 quantize: self.quantize,
                 prune: self.prune.clone(),
+                low_rank: self.low_rank.clone(),
                 calibrate: self.calibrate.clone(),
                 eval: self.eval.clone(),
                 labels: self.labels.clone(),

@@ -550,3 +550,45 @@ fn explain_lists_the_int8_kernels_and_why() {
     let o = optc(&["explain", explain_model(&d).to_str().unwrap()]);
     assert!(!text(&o).0.contains("int8 kernels"));
 }
+
+#[test]
+fn sweep_prints_the_table_and_writes_the_plot() {
+    let d = tmpdir("sweep");
+    // A classifier: x [16, 32] -> Gemm 32x64 + Relu -> Gemm 64x10.
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[16, 32]);
+    let w1: Vec<f32> = (0..64 * 32)
+        .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+        .collect();
+    let w2: Vec<f32> = (0..10 * 64)
+        .map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5)
+        .collect();
+    b.initializer("w1", &Tensor::from_f32(vec![64, 32], w1).unwrap());
+    b.initializer("w2", &Tensor::from_f32(vec![10, 64], w2).unwrap());
+    b.node("Gemm", &["x", "w1"], &["h"], vec![("transB", A::Int(1))]);
+    b.node("Relu", &["h"], &["r"], vec![]);
+    b.node("Gemm", &["r", "w2"], &["y"], vec![("transB", A::Int(1))]);
+    b.output("y");
+    let m = d.join("m.onnx");
+    b.write(&m).unwrap();
+    let svg = d.join("s.svg");
+    let o = optc(&["sweep", m.to_str().unwrap(), "--svg", svg.to_str().unwrap()]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    for setting in [
+        "| int8 |",
+        "| prune 0.5 |",
+        "| prune 0.9 |",
+        "| low-rank energy=0.9 |",
+    ] {
+        assert!(so.contains(setting), "{setting}: {so}");
+    }
+    assert!(so.contains("Pareto front: "), "{so}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"));
+    assert!(plot.contains("Pareto front") && plot.contains("prune 0.9"));
+    // The lossy flags belong to the grid.
+    let o = optc(&["sweep", m.to_str().unwrap(), "--prune", "0.5"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("own grid"), "{}", text(&o).1);
+}

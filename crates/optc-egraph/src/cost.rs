@@ -288,6 +288,10 @@ impl CostModel {
             Op::Conv { window, group: 1 } => {
                 let k: usize = w.iter().skip(1).product();
                 let pixels: usize = out.shape.iter().skip(2).product();
+                if pixels < 8 {
+                    // (Convs take the sparse kernels on 8 pixels or more.)
+                    return None;
+                }
                 let rate = if w.get(1).copied().unwrap_or(1) >= 16 {
                     self.dense_flops_per_s * self.winograd_gain(window, outs)
                 } else {

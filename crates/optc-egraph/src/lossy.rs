@@ -166,6 +166,19 @@ fn by_class(alts: &[Alternative]) -> Vec<Vec<usize>> {
 
 /// Pick alternatives whose summed error fits `budget` (1.0 = the whole budget; `None`: no
 /// budget, take the cheapest of every class), saving as much as the greedy finds.
+/// The option after alternative `i` in its class's order (cheapest first): the next
+/// costlier, usually more accurate, alternative, or `None` (the exact node comes next).
+pub fn next_option(alts: &[Alternative], i: usize) -> Option<usize> {
+    by_class(alts)
+        .into_iter()
+        .find(|g| g.contains(&i))
+        .and_then(|g| {
+            g.iter()
+                .position(|&j| j == i)
+                .and_then(|p| g.get(p + 1).copied())
+        })
+}
+
 pub fn choose(alts: &[Alternative], budget: Option<f64>) -> Selection {
     let groups = by_class(alts);
     // Position of each class in its list of options: 0 = cheapest alternative; len = exact.

@@ -12,21 +12,29 @@
 /// weight (`benches/sparse.rs`).
 pub const SPARSE_EFFICIENCY: f64 = 0.45;
 
+/// The same for fewer than 8 columns (a MatMul on a few rows, e.g. a batch-1 classifier):
+/// one scalar multiply-add per stored weight and column, against a dense kernel bound by
+/// streaming the weights.
+pub const SCALAR_EFFICIENCY: f64 = 0.15;
+
 /// The fraction of the dense cost a sparse kernel takes for `nonzeros` of `len` weights
-/// over `columns` columns (lanes rounded up to vectors of 8).
+/// over `columns` columns (lanes rounded up to vectors of 8; below 8 columns, scalar).
 pub fn sparse_cost_ratio(nonzeros: usize, len: usize, columns: usize) -> f64 {
     if len == 0 || columns == 0 {
         return f64::INFINITY;
     }
-    let lanes = columns.div_ceil(8) * 8;
     let density = nonzeros as f64 / len as f64;
+    if columns < 8 {
+        return density / SCALAR_EFFICIENCY;
+    }
+    let lanes = columns.div_ceil(8) * 8;
     density * (lanes as f64 / columns as f64) / SPARSE_EFFICIENCY
 }
 
 /// Whether the sparse kernel beats the dense one (with a margin of 10% for the packing it
-/// adds): at least 8 columns and a cost ratio below 0.9.
+/// adds): a cost ratio below 0.9.
 pub fn sparse_pays(nonzeros: usize, len: usize, columns: usize) -> bool {
-    columns >= 8 && sparse_cost_ratio(nonzeros, len, columns) < 0.9
+    sparse_cost_ratio(nonzeros, len, columns) < 0.9
 }
 
 /// When constant weights take the sparse kernels.
@@ -37,8 +45,8 @@ pub enum SparseMode {
     Auto,
     /// Never (dense kernels only).
     Off,
-    /// Wherever the weight has a zero and there are at least 8 columns (to measure the
-    /// kernels; slower than dense on dense weights).
+    /// Wherever the weight has a zero (to measure the kernels; slower than dense on dense
+    /// weights).
     Always,
 }
 
@@ -57,7 +65,7 @@ impl SparseMode {
         match self {
             SparseMode::Auto => sparse_pays(nonzeros, len, columns),
             SparseMode::Off => false,
-            SparseMode::Always => columns >= 8 && nonzeros < len,
+            SparseMode::Always => columns >= 1 && nonzeros < len,
         }
     }
 }
@@ -76,8 +84,10 @@ mod tests {
         assert!(!sparse_pays(100, 100, 1024));
         assert!(!sparse_pays(50, 100, 1024));
         assert!(sparse_pays(10, 100, 128));
-        // Too few columns, and lanes wasted on 9 columns.
-        assert!(!sparse_pays(10, 100, 4));
+        // Few columns: the scalar kernel, which pays only further down; lanes wasted on 9
+        // columns.
+        assert!(!sparse_pays(20, 100, 4));
+        assert!(sparse_pays(10, 100, 1));
         assert!(sparse_cost_ratio(10, 100, 9) > sparse_cost_ratio(10, 100, 16));
     }
 }

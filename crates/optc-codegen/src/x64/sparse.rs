@@ -45,12 +45,26 @@ pub(crate) struct SparsePlan {
     pub kind: SparseKind,
     /// Stored weights.
     pub nonzeros: usize,
+    /// A MatMul on fewer than 8 rows of A: the scalar kernel reads A in place (no panels).
+    pub scalar: bool,
 }
 
 impl SparsePlan {
     /// Bytes of the packed panels of one unit.
     pub fn task_bytes(&self, p: &KernelPlan) -> usize {
+        if self.scalar {
+            return 0;
+        }
         p.k * p.chunk * 4 + self.tile_bytes(p)
+    }
+    /// Bytes between the rows of the dense operand the entries' offsets count: a panel's
+    /// 16 floats, or one float of A read in place.
+    fn entry_stride(&self) -> usize {
+        if self.scalar {
+            4
+        } else {
+            NR * 4
+        }
     }
     /// A MatMul's output tile (`mrows x 32`, stored directly, then transposed into Y by
     /// 8x8 blocks), after the panels.
@@ -130,7 +144,7 @@ pub(crate) fn derived(info: &NodeInfo, plan: &SparsePlan, p: &KernelPlan) -> Res
         starts.extend(count.to_le_bytes());
         for (kk, &w) in rows[r * p.k..(r + 1) * p.k].iter().enumerate() {
             if w != 0.0 {
-                entries.extend(((kk * NR * 4) as u32).to_le_bytes());
+                entries.extend(((kk * plan.entry_stride()) as u32).to_le_bytes());
                 entries.extend(w.to_le_bytes());
                 count += 1;
             }
@@ -151,6 +165,15 @@ fn calls(ncols: usize) -> Vec<(usize, usize)> {
 
 /// The kernel of `cols` columns; a MatMul's stores transposed into Y unless `to_tile`.
 fn key(p: &KernelPlan, plan: &SparsePlan, cols: usize, to_tile: bool) -> SparseKey {
+    if plan.scalar {
+        return SparseKey {
+            vectors: 0,
+            cols,
+            panel_stride: (p.k * 4) as i32,
+            transposed_ldo: (p.m * 4) as i32,
+            epilogue: p.kernel_epilogue(),
+        };
+    }
     SparseKey {
         vectors: cols.div_ceil(8).next_power_of_two(),
         cols,
@@ -192,6 +215,9 @@ fn transpose_key(p: &KernelPlan, plan: &SparsePlan) -> Option<TransposeKey> {
 
 /// Every kernel the node calls.
 pub(crate) fn routines(p: &KernelPlan, plan: &SparsePlan) -> Vec<Routine> {
+    if plan.scalar {
+        return vec![Routine::Sparse(key(p, plan, p.n, false))];
+    }
     let last = p.n - (p.units_per_img() - 1) * p.chunk;
     let mut r: Vec<Routine> = transpose_key(p, plan)
         .map(Routine::Transpose)
@@ -235,6 +261,21 @@ pub(super) fn emit_unit(
         row0,
         mrows,
     } = unit;
+    if plan.scalar {
+        let f = c.microkernels[&Routine::Sparse(key(p, plan, ncols, false))];
+        let st = e.b.ins().imul_imm_s(row0, 4);
+        let starts = e.b.ins().iadd(c.extra[3], st);
+        let out = e.b.ins().iadd(c.out, st);
+        let bias = match p.bias_port {
+            Some(q) => e.b.ins().iadd(c.ins[q], st),
+            None => c.out,
+        };
+        let rows = e.int_const(mrows as i64);
+        let zero = e.int_const(0);
+        e.b.ins()
+            .call(f, &[c.ins[0], out, starts, c.extra[4], rows, zero, bias]);
+        return;
+    }
     let (src, out_img) = match &plan.kind {
         SparseKind::Conv(g) => {
             let x = if p.pad_bytes() > 0 {
@@ -405,12 +446,27 @@ pub(super) fn choose(
             let kind = SparseKind::MatMul {
                 trans_b: trans_b(info),
             };
-            Some((SparsePlan { kind, nonzeros }, e))
+            let scalar = m < 8;
+            Some((
+                SparsePlan {
+                    kind,
+                    nonzeros,
+                    scalar,
+                },
+                e,
+            ))
         }
-        Strategy::ImplicitGemm(g) => {
+        Strategy::ImplicitGemm(g) if n >= 8 => {
             let nonzeros = nonzeros_if_sparse(mode, w, m, n)?;
             let kind = SparseKind::Conv(g.clone());
-            Some((SparsePlan { kind, nonzeros }, e))
+            Some((
+                SparsePlan {
+                    kind,
+                    nonzeros,
+                    scalar: false,
+                },
+                e,
+            ))
         }
         _ => None,
     }

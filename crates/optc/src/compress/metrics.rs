@@ -19,6 +19,12 @@ pub struct OutputError {
     pub mean_cosine: f64,
     /// Rows (over the last dimension) whose arg-max agrees, when the output has scores.
     pub top1_agreement: Option<f64>,
+    /// A smooth estimate of the share of rows whose arg-max could flip: per row the share of
+    /// the reference's margin (its best score over the runner-up) the change used up, to the
+    /// 4th power (a flipped row counts 1). Per-layer estimates under a top-1 budget use it:
+    /// on a few calibration rows one layer rarely flips a row outright, but it moves rows
+    /// toward flipping, and those moves add up across layers.
+    pub top1_risk: Option<f64>,
     /// Top-1 accuracy against labels: `(reference, compressed)`.
     pub accuracy: Option<(f64, f64)>,
     /// Samples the cosine was taken over.
@@ -68,6 +74,7 @@ pub fn compare(
         };
         let (mut cos_sum, mut max_ref) = (0f64, 0f64);
         let (mut rows, mut agree) = (0usize, 0usize);
+        let mut risk = 0f64;
         let (mut ref_ok, mut got_ok) = (0usize, 0usize);
         let mut label_rows = 0usize;
         let mut scored = true;
@@ -105,6 +112,26 @@ pub fn compare(
                 let (a, b) = (argmax(wr), argmax(gr));
                 rows += 1;
                 agree += (a == b) as usize;
+                risk += if a != b {
+                    1.0
+                } else {
+                    // The share of the reference's margin over its runner-up this change
+                    // used up (1: flipped), to the 4th power: a smooth step at 1.
+                    let best_other = |row: &[f32]| {
+                        row.iter()
+                            .enumerate()
+                            .filter(|&(i, _)| i != a)
+                            .map(|(_, &v)| v as f64)
+                            .fold(f64::NEG_INFINITY, f64::max)
+                    };
+                    let margin = wr[a] as f64 - best_other(wr);
+                    let now = gr[a] as f64 - best_other(gr);
+                    if margin > 0.0 {
+                        ((margin - now) / margin).clamp(0.0, 1.0).powi(4)
+                    } else {
+                        0.0
+                    }
+                };
                 if let Some(l) = labels.and_then(|l| l.get(label_rows + r)) {
                     ref_ok += (a as i64 == *l) as usize;
                     got_ok += (b as i64 == *l) as usize;
@@ -126,6 +153,7 @@ pub fn compare(
         };
         if scored && rows > 0 {
             e.top1_agreement = Some(agree as f64 / rows as f64);
+            e.top1_risk = Some(risk / rows as f64);
             if let Some(l) = labels {
                 if l.len() == rows {
                     e.accuracy = Some((ref_ok as f64 / rows as f64, got_ok as f64 / rows as f64));
@@ -173,6 +201,8 @@ mod tests {
         assert!((e.min_cosine - c2).abs() < 1e-12 && c2 < c1);
         assert!((e.mean_cosine - (c1 + c2) / 2.0).abs() < 1e-12);
         assert_eq!(e.top1_agreement, Some(0.5));
+        // Row 1 flipped (1); row 0's margin grew (0).
+        assert_eq!(e.top1_risk, Some(1.0 / 2.0));
         // labels 2 and 1: the reference gets the first right only, the other both
         assert_eq!(e.accuracy, Some((0.5, 1.0)));
         assert_eq!(e.samples, 2);

@@ -1,4 +1,4 @@
-//! Lossy compression (`--quantize int8`, `--prune F`): calibration, per-layer alternatives in the e-graph,
+//! Lossy compression (`--quantize int8`, `--prune F`, `--low-rank`): calibration, per-layer alternatives in the e-graph,
 //! extraction under an error budget, measurement of the compiled model, and the report.
 //!
 //! The steps, in order:
@@ -10,8 +10,9 @@
 //! 3. activation ranges of every conv's input on the calibration sets (static quantization):
 //!    min-max, and the 0.01-99.99th percentiles where they clip a tail (both become
 //!    alternatives, the budget picks);
-//! 4. alternatives ([`quantize::add_alternatives`], [`prune::add_alternatives`]) added to
-//!    the e-graph of the optimized graph, each with its estimated cost;
+//! 4. alternatives ([`quantize::add_alternatives`], [`prune::add_alternatives`],
+//!    [`lowrank::add_alternatives`]) added to the e-graph of the optimized graph, each with
+//!    its estimated cost;
 //! 5. with a budget (`--max-error`): each alternative's error measured alone (the model with
 //!    only that layer changed, on the calibration sets), in units of the budget;
 //! 6. the choice per layer ([`optc_egraph::lossy::choose`]);
@@ -21,8 +22,11 @@
 //! 8. the report ([`report::CompressionReport`]): per output the errors, per layer the choice,
 //!    weight bytes, parameters, FLOPs and latency before and after.
 
+pub mod bias_correction;
 pub mod budget;
 pub mod dataset;
+pub mod eigen;
+pub mod lowrank;
 pub mod metrics;
 mod progress;
 pub mod prune;
@@ -67,6 +71,8 @@ pub struct CompressOptions {
     /// Magnitude pruning: per layer, each fraction of the weights smallest in magnitude
     /// zeroed is one alternative (`--prune 0.9`, `--prune 0.5,0.7,0.9`).
     pub prune: Vec<f64>,
+    /// Low-rank factorization of the weights (`--low-rank energy=0.95 | rank=N | auto`).
+    pub low_rank: Option<lowrank::LowRank>,
     /// Calibration data directories (see [`dataset`]).
     pub calibrate: Vec<PathBuf>,
     /// Evaluation data directories (default: the calibration data).
@@ -88,13 +94,14 @@ impl Default for CompressOptions {
         CompressOptions {
             quantize: None,
             prune: vec![],
+            low_rank: None,
             calibrate: vec![],
             eval: vec![],
             labels: None,
             max_error: Budget::default(),
             random_sets: 4,
             measure_latency: false,
-            fallback_rounds: 8,
+            fallback_rounds: 32,
         }
     }
 }
@@ -102,7 +109,7 @@ impl Default for CompressOptions {
 impl CompressOptions {
     /// Whether any lossy rewrite is asked for.
     pub fn lossy(&self) -> bool {
-        self.quantize.is_some() || !self.prune.is_empty()
+        self.quantize.is_some() || !self.prune.is_empty() || self.low_rank.is_some()
     }
 }
 
@@ -170,11 +177,20 @@ fn budget_share(budget: &Budget, errs: &[OutputError]) -> f64 {
         if let Some(c) = budget.min_cosine {
             worst = worst.max(share(1.0 - e.min_cosine, 1.0 - c));
         }
-        if let (Some(t), Some(a)) = (budget.min_top1, e.top1_agreement) {
-            worst = worst.max(share(1.0 - a, 1.0 - t));
+        // (The smooth flip estimate where the outputs have scores: at least the rows that
+        // flipped.)
+        let disagreement = e.top1_risk.or(e.top1_agreement.map(|a| 1.0 - a));
+        if let (Some(t), Some(d)) = (budget.min_top1, disagreement) {
+            worst = worst.max(share(d, 1.0 - t));
         }
-        if let (Some(d), Some((r, g))) = (budget.max_accuracy_drop, e.accuracy) {
-            worst = worst.max(share(r - g, d));
+        if let Some(d) = budget.max_accuracy_drop {
+            // Labels (evaluation sets) measure the drop; without them (calibration sets) a
+            // flip can cost at most one correct row.
+            match (e.accuracy, disagreement) {
+                (Some((r, g)), _) => worst = worst.max(share(r - g, d)),
+                (None, Some(x)) => worst = worst.max(share(x, d)),
+                _ => {}
+            }
         }
         if let Some(a) = budget.max_abs {
             worst = worst.max(share(e.max_abs, a));
@@ -279,6 +295,7 @@ pub(crate) fn compress(
     let mut progress = Progress::new("reference outputs", by_shape.len());
     let mut shaped: Vec<(Vec<Vec<usize>>, Shaped)> = vec![];
     let mut ranges: HashMap<String, ActivationRange> = HashMap::new();
+    let mut means = bias_correction::InputMeans::default();
     for (key, sets) in &by_shape {
         let shapes: HashMap<String, Vec<usize>> =
             names.iter().cloned().zip(key.iter().cloned()).collect();
@@ -298,7 +315,7 @@ pub(crate) fn compress(
             .map(|&i| all_sets[i])
             .collect();
         if !cal_sets.is_empty() {
-            observe_ranges(&g, &cal_sets, threads, &mut ranges)?;
+            observe_inputs(&g, &cal_sets, threads, &mut ranges, &mut means)?;
         }
         let conv = to_egraph(&g, 0)?;
         shaped.push((
@@ -314,12 +331,27 @@ pub(crate) fn compress(
     }
     progress.done();
     let add_alternatives = |conv: &mut Converted| {
+        // The layers as the optimizer left them (before any alternative joins their class).
+        let layers = quantize::candidates(conv);
         let mut alts = vec![];
         if copts.quantize.is_some() {
             alts = quantize::add_alternatives(conv, &ranges, &model);
         }
-        if !copts.prune.is_empty() {
-            alts.extend(prune::add_alternatives(conv, &copts.prune, &model));
+        if let Some(how) = &copts.low_rank {
+            alts.extend(lowrank::add_alternatives(
+                conv, &layers, how, &means, &model,
+            ));
+        }
+        if !copts.prune.is_empty() || copts.low_rank.is_some() {
+            if !copts.prune.is_empty() {
+                alts.extend(prune::add_alternatives(
+                    conv,
+                    &layers,
+                    &copts.prune,
+                    &means,
+                    &model,
+                ));
+            }
             // (Classes canonical after the last rebuild.)
             for a in &mut alts {
                 a.class = conv.egraph.find(a.class);
@@ -365,10 +397,23 @@ pub(crate) fn compress(
     // (Alternatives estimated no faster than f32 are never chosen: not measured.)
     let faster = alts.iter().filter(|a| a.saving() > 0.0).count();
     let mut progress = Progress::new("per-layer sensitivity", faster);
+    // Per alternative, how much it moves the outputs alone (1 - mean cosine over the budget's
+    // outputs): a continuous tiebreak where the budget's own metric is coarse (top-1 on a
+    // few calibration rows is often exactly unchanged by any one layer).
+    let mut perturbation = vec![0f64; alts.len()];
     if let Some(b) = budget {
-        for a in alts.iter_mut().filter(|a| a.saving() > 0.0) {
+        for (i, a) in alts
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, a)| a.saving() > 0.0)
+        {
             let errs = measure(&[(a.layer.clone(), a.label.clone())], &shaped, &is_cal)?;
             a.error = Some(budget_share(b, &errs));
+            perturbation[i] = errs
+                .iter()
+                .filter(|e| b.applies_to(&e.name))
+                .map(|e| 1.0 - e.mean_cosine)
+                .fold(0.0, f64::max);
             progress.step();
         }
     }
@@ -401,7 +446,13 @@ pub(crate) fn compress(
             report.violations = over;
             break errs;
         }
-        // The taken alternative with the largest estimated error goes back to f32.
+        // The taken alternative with the largest estimated error steps back; at equal
+        // estimates, the one that moves the outputs most per unit of saving it gives up.
+        let harm = |i: usize| {
+            let next_saving =
+                optc_egraph::lossy::next_option(&alts, i).map_or(0.0, |n| alts[n].saving());
+            perturbation[i] / (alts[i].saving() - next_saving).max(1e-12)
+        };
         let worst = *selection
             .choice
             .iter()
@@ -410,16 +461,25 @@ pub(crate) fn compress(
                     .error
                     .unwrap_or(0.0)
                     .total_cmp(&alts[b].error.unwrap_or(0.0))
-                    .then(alts[a].saving().total_cmp(&alts[b].saving()).reverse())
+                    .then(harm(a).total_cmp(&harm(b)))
             })
             .expect("non-empty");
+        // It steps to its class's next (more accurate) alternative, or back to f32.
+        let next = optc_egraph::lossy::next_option(&alts, worst);
         selection.notes.push(format!(
-            "{}: back to f32 after measuring ({}; estimated {:.3} of the budget)",
+            "{}: {} after measuring ({}; estimated {:.3} of the budget)",
             alts[worst].layer,
+            match next {
+                Some(n) => format!("{} instead of {}", alts[n].label, alts[worst].label),
+                None => "back to f32".to_string(),
+            },
             over.join("; "),
             alts[worst].error.unwrap_or(0.0)
         ));
         selection.choice.remove(&worst);
+        if let Some(n) = next {
+            selection.choice.insert(n);
+        }
         rounds += 1;
     };
     let compressed = extract(&main, &alts, &selection.choice, &model)?;
@@ -477,29 +537,33 @@ fn measure_eval(
 }
 
 /// Min and max of the activation input of every conv of `g` over `sets`, by layer name.
-fn observe_ranges(
+/// Observe the inputs of the contractions on the calibration sets: the activation ranges of
+/// conv inputs (static int8) and every contraction's per-channel input means (bias
+/// correction).
+fn observe_inputs(
     g: &Graph,
     sets: &[&Vec<Tensor>],
     threads: usize,
     ranges: &mut HashMap<String, ActivationRange>,
+    means: &mut bias_correction::InputMeans,
 ) -> Result<()> {
     let mut observed = g.clone();
     let mut layers = vec![];
     for n in g.topo_order()? {
         let node = g.node(n);
-        let is_conv = match &node.op {
-            optc_ir::Op::Conv { .. } => true,
-            optc_ir::Op::Fused { base, .. } => matches!(**base, optc_ir::Op::Conv { .. }),
-            _ => false,
+        let base = match &node.op {
+            optc_ir::Op::Fused { base, .. } => &**base,
+            op => op,
         };
-        if !is_conv {
+        let is_conv = matches!(base, optc_ir::Op::Conv { .. });
+        if !is_conv && !matches!(base, optc_ir::Op::MatMul | optc_ir::Op::Gemm { .. }) {
             continue;
         }
         let Some(&x) = g.node_inputs(n).first() else {
             continue;
         };
         observed.add_output(&format!("observe {}", node.name), x);
-        layers.push(node.name.clone());
+        layers.push((node.name.clone(), is_conv));
     }
     if layers.is_empty() {
         return Ok(());
@@ -508,7 +572,11 @@ fn observe_ranges(
     let mut m = jit(observed, threads)?;
     for s in sets {
         let outs = m.run(s)?;
-        for (name, t) in layers.iter().zip(&outs[first..]) {
+        for ((name, is_conv), t) in layers.iter().zip(&outs[first..]) {
+            means.add(name, t, *is_conv);
+            if !is_conv {
+                continue;
+            }
             let Some(v) = t.as_f32() else { continue };
             let Some(seen) = observe(v) else { continue };
             ranges

@@ -8,7 +8,7 @@
 //! a pruned layer the sparse kernel would not run faster is never chosen. Several fractions
 //! (`--prune 0.5,0.7,0.9`) are several alternatives: the budget picks per layer.
 
-use super::quantize::candidates;
+use super::bias_correction::{self, InputMeans};
 use optc_egraph::convert::Converted;
 use optc_egraph::lossy::Alternative;
 use optc_egraph::{egg, CostModel, ENode, OptEGraph};
@@ -55,11 +55,13 @@ fn prunable(op: &Op) -> bool {
 /// Add a pruned alternative per fraction to every candidate layer; costs from `model`.
 pub fn add_alternatives(
     conv: &mut Converted,
+    layers: &[(egg::Id, ENode, String)],
     fractions: &[f64],
+    means: &InputMeans,
     model: &CostModel,
 ) -> Vec<Alternative> {
     let mut out = vec![];
-    for (class, node, name) in candidates(conv) {
+    for (class, node, name) in layers.iter().cloned() {
         let Some(op) = node.op().cloned() else {
             continue;
         };
@@ -89,13 +91,37 @@ pub fn add_alternatives(
             let cost = sparse_aware_cost(&conv.egraph, &enode, model, &pruned);
             out.push(Alternative {
                 class,
-                node: enode,
+                node: enode.clone(),
                 layer: name.clone(),
                 label: format!("pruned {:.0}%", 100.0 * f),
                 exact_cost,
                 cost,
                 error: None,
             });
+            // The same with the bias corrected for the removed weights' mean contribution.
+            let base = match &op {
+                Op::Fused { base, .. } => &**base,
+                op => op,
+            };
+            let delta: Vec<f32> = values.iter().zip(&pruned).map(|(a, b)| a - b).collect();
+            let corrected = means
+                .mean(&name)
+                .and_then(|m| bias_correction::shift(base, w.shape(), &delta, &m))
+                .and_then(|sh| bias_correction::corrected_children(&mut conv.egraph, &enode, &sh));
+            if let Some(ch) = corrected {
+                let e2 = ENode::from_op(op.clone(), ch);
+                let id = conv.egraph.add(e2.clone());
+                conv.egraph.union(class, id);
+                out.push(Alternative {
+                    class,
+                    node: e2,
+                    layer: name.clone(),
+                    label: format!("pruned {:.0}%, bias corrected", 100.0 * f),
+                    exact_cost,
+                    cost,
+                    error: None,
+                });
+            }
         }
     }
     conv.egraph.rebuild();

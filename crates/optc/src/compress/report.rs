@@ -35,8 +35,13 @@ pub struct Size {
     pub weight_bytes: usize,
     /// Elements of every constant.
     pub parameters: usize,
+    /// Nonzero elements of every constant (what a sparse kernel stores of a pruned weight).
+    pub nonzeros: usize,
     /// 2 x multiply-adds of the f32 contractions (conv, matmul, gemm).
     pub flops: f64,
+    /// The same with the multiply-adds by zero weights left out (what the sparse kernels
+    /// skip).
+    pub nonzero_flops: f64,
     /// 2 x multiply-adds of the int8 contractions.
     pub int8_ops: f64,
 }
@@ -52,6 +57,10 @@ impl Size {
                     if let Some(t) = g.const_tensor(id) {
                         s.weight_bytes += t.numel() * t.dtype().size();
                         s.parameters += t.numel();
+                        s.nonzeros += match t.as_f32() {
+                            Some(v) => optc_ir::sparsity::nonzeros(v),
+                            None => t.numel(),
+                        };
                     }
                 }
                 continue;
@@ -68,6 +77,16 @@ impl Size {
                 .unwrap_or_default();
             let out: usize = node.outputs.first().map(|t| t.numel()).unwrap_or(0);
             let macs = |k: usize| 2.0 * out as f64 * k as f64;
+            // The weight's density (constant f32 weights).
+            let density = ins
+                .get(1)
+                .and_then(|&v| g.const_value(v))
+                .and_then(|t| {
+                    let v = t.as_f32()?;
+                    Some(optc_ir::sparsity::nonzeros(v) as f64 / v.len().max(1) as f64)
+                })
+                .unwrap_or(1.0);
+            let f0 = s.flops;
             match base {
                 Op::Conv { .. } => s.flops += macs(wshape.iter().skip(1).product()),
                 Op::QuantizedConv { .. } => s.int8_ops += macs(wshape.iter().skip(1).product()),
@@ -85,6 +104,7 @@ impl Size {
                 }
                 _ => {}
             }
+            s.nonzero_flops += (s.flops - f0) * density;
         }
         s
     }
@@ -218,7 +238,8 @@ impl CompressionReport {
         self.violations.is_empty()
     }
 
-    fn taken(&self) -> usize {
+    /// Layers that took an alternative.
+    pub fn taken(&self) -> usize {
         self.layers.iter().filter(|l| l.choice != "f32").count()
     }
 
@@ -335,9 +356,20 @@ impl CompressionReport {
         );
         let _ = writeln!(
             s,
+            "| nonzero parameters | {} | {} |",
+            self.before.nonzeros, self.after.nonzeros
+        );
+        let _ = writeln!(
+            s,
             "| f32 GFLOP | {} | {} |",
             gflop(self.before.flops),
             gflop(self.after.flops)
+        );
+        let _ = writeln!(
+            s,
+            "| f32 GFLOP on nonzero weights | {} | {} |",
+            gflop(self.before.nonzero_flops),
+            gflop(self.after.nonzero_flops)
         );
         let _ = writeln!(
             s,
@@ -428,10 +460,12 @@ impl CompressionReport {
             .collect();
         let size = |s: &Size| {
             format!(
-                "{{\"weight_bytes\": {}, \"parameters\": {}, \"flops\": {}, \"int8_ops\": {}}}",
+                "{{\"weight_bytes\": {}, \"parameters\": {}, \"nonzeros\": {}, \"flops\": {}, \"nonzero_flops\": {}, \"int8_ops\": {}}}",
                 s.weight_bytes,
                 s.parameters,
+                s.nonzeros,
                 num(s.flops),
+                num(s.nonzero_flops),
                 num(s.int8_ops)
             )
         };

@@ -27,7 +27,9 @@ use iced_x86::code_asm::*;
 /// One sparse kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SparseKey {
-    /// ymm vectors per row (1, 2 or 4): 8, 16 or 32 columns.
+    /// ymm vectors per row (1, 2 or 4): 8, 16 or 32 columns; 0: `cols` (1..=7) scalar
+    /// columns `panel_stride` bytes apart (a MatMul with fewer than 8 rows of A, read in
+    /// place: column `j` is row `j` of A).
     pub vectors: usize,
     /// Valid columns (`8 (vectors / 2) < cols <= 8 vectors`); the rest is not stored.
     pub cols: usize,
@@ -42,7 +44,7 @@ pub(crate) struct SparseKey {
 impl SparseKey {
     pub fn symbol(&self) -> String {
         let mut s = format!("optc_sparse_avx2_{}v_{}c", self.vectors, self.cols);
-        if self.vectors > 2 {
+        if self.vectors > 2 || self.vectors == 0 {
             s.push_str(&format!("_ps{}", self.panel_stride));
         }
         if self.transposed_ldo != 0 {
@@ -53,10 +55,18 @@ impl SparseKey {
     }
     /// Accumulator sets: `vectors * sets` chains (at least 8: 2 FMA ports x 4 cycles).
     pub fn sets(&self) -> usize {
-        match self.vectors {
+        match self.accumulators() {
             1 => 8,
-            2 => 4,
+            2 | 3 => 4,
             _ => 2,
+        }
+    }
+    /// Accumulators per set: the vectors, or the scalar columns.
+    fn accumulators(&self) -> usize {
+        if self.vectors == 0 {
+            self.cols
+        } else {
+            self.vectors
         }
     }
     /// Whether the kernel applies `epilogue`: per-row bias, Relu, Clip, Scale.
@@ -74,22 +84,36 @@ impl SparseKey {
 pub(crate) const SPARSE_PARAMS: usize = 7;
 
 fn vector_disp(key: &SparseKey, t: usize) -> i32 {
+    if key.vectors == 0 {
+        return t as i32 * key.panel_stride;
+    }
     (t / 2) as i32 * key.panel_stride + (t % 2) as i32 * 32
+}
+
+/// Register number of accumulator `t` of set `u`.
+fn s_index(u: usize, t: usize, per_set: usize) -> usize {
+    u * per_set + t
 }
 
 /// Assemble `key` (position independent, no relocations).
 pub(crate) fn assemble(key: &SparseKey) -> Result<Vec<u8>, IcedError> {
-    let (nv, sets) = (key.vectors, key.sets());
-    assert!(
-        matches!(nv, 1 | 2 | 4),
-        "sparse kernels have 1, 2 or 4 vectors"
-    );
-    assert!(
-        key.cols > 8 * (nv / 2) && key.cols <= 8 * nv,
-        "columns out of range"
-    );
+    let (scalar, sets) = (key.vectors == 0, key.sets());
+    let nv = key.accumulators();
+    if scalar {
+        assert!((1..8).contains(&key.cols), "1 to 7 scalar columns");
+        assert!(key.transposed_ldo != 0, "scalar columns store transposed");
+    } else {
+        assert!(
+            matches!(nv, 1 | 2 | 4),
+            "sparse kernels have 1, 2 or 4 vectors"
+        );
+        assert!(
+            key.cols > 8 * (nv / 2) && key.cols <= 8 * nv,
+            "columns out of range"
+        );
+    }
     assert!(SparseKey::supports(&key.epilogue), "unsupported epilogue");
-    let acc = |s: usize, t: usize| ymm(s * nv + t);
+    let acc = |s: usize, t: usize| ymm(s_index(s, t, nv));
     let (wreg, tmp) = (ymm15, ymm14);
     let mut a = CodeAssembler::new(64)?;
     let mut consts: Vec<(CodeLabel, u32)> = vec![];
@@ -124,8 +148,13 @@ pub(crate) fn assemble(key: &SparseKey) -> Result<Vec<u8>, IcedError> {
         a.mov(r12d, dword_ptr(rax + 8 * u as i32))?;
         a.vbroadcastss(wreg, dword_ptr(rax + (8 * u + 4) as i32))?;
         for t in 0..nv {
-            let m = ymmword_ptr(rdi + r12 + vector_disp(key, t));
-            a.vfmadd231ps(acc(u, t), wreg, m)?;
+            if scalar {
+                let m = dword_ptr(rdi + r12 + vector_disp(key, t));
+                a.vfmadd231ss(xmm(s_index(u, t, nv)), xmm15, m)?;
+            } else {
+                let m = ymmword_ptr(rdi + r12 + vector_disp(key, t));
+                a.vfmadd231ps(acc(u, t), wreg, m)?;
+            }
         }
         Ok(())
     };
@@ -189,6 +218,12 @@ pub(crate) fn assemble(key: &SparseKey) -> Result<Vec<u8>, IcedError> {
             }
         }
         a.add(rsi, r9)?;
+    } else if scalar {
+        for t in 0..nv {
+            let m = dword_ptr(rsi + t as i32 * key.transposed_ldo);
+            a.vmovss(m, xmm(t))?;
+        }
+        a.add(rsi, 4)?;
     } else {
         let ldo = key.transposed_ldo;
         for t in 0..nv {
