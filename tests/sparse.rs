@@ -353,3 +353,106 @@ fn low_rank_factors_an_exactly_low_rank_weight() {
         assert!(d.allclose, "model {i}: {d:?}");
     }
 }
+
+/// Channel pruning against an independent computation: removing a producer's output channels
+/// (and the consumer's inputs that read them) computes what the original model computes when
+/// the consumer's weights on those channels are zero, which tract runs on the original model.
+#[test]
+fn channel_pruning_matches_zeroed_consumer_weights() {
+    for flatten in [false, true] {
+        let mut r = Rng::new(if flatten { 31 } else { 30 });
+        let (c, m, hw) = (3usize, 8usize, 6usize);
+        let w1 = dense_tensor(&mut r, &[m, c, 3, 3], false);
+        let b1 = dense_tensor(&mut r, &[m], false);
+        // Consumer: a 3x3 conv 8 -> 5 after a 2x2 max pool, or a Gemm on the flattened map.
+        let (w2_shape, per): (Vec<usize>, usize) = if flatten {
+            (vec![10, m * hw * hw], hw * hw)
+        } else {
+            (vec![5, m, 3, 3], 1)
+        };
+        let w2 = dense_tensor(&mut r, &w2_shape, false);
+        let build = |w2: &Tensor| {
+            let mut b = ModelBuilder::new(17);
+            b.input("x", DType::F32, &[2, c as i64, hw as i64, hw as i64]);
+            b.initializer("w1", &w1);
+            b.initializer("b1", &b1);
+            b.initializer("w2", w2);
+            let pads = ("pads", A::Ints(vec![1; 4]));
+            b.node("Conv", &["x", "w1", "b1"], &["c1"], vec![pads.clone()]);
+            b.node("Relu", &["c1"], &["r1"], vec![]);
+            if flatten {
+                b.node("Flatten", &["r1"], &["f"], vec![]);
+                b.node("Gemm", &["f", "w2"], &["y"], vec![("transB", A::Int(1))]);
+            } else {
+                b.node(
+                    "MaxPool",
+                    &["r1"],
+                    &["p"],
+                    vec![
+                        ("kernel_shape", A::Ints(vec![2, 2])),
+                        ("strides", A::Ints(vec![2, 2])),
+                    ],
+                );
+                b.node("Conv", &["p", "w2"], &["y"], vec![pads]);
+            }
+            b.output("y");
+            b.to_bytes()
+        };
+        let bytes = build(&w2);
+        let opts = Options {
+            compress: CompressOptions {
+                prune_channels: vec![0.5],
+                ..Default::default()
+            },
+            ..Options::default()
+        };
+        let mut m8 = optc::compile_bytes(&bytes, &opts).unwrap();
+        let rep = m8.report().compression.clone().expect("a report");
+        assert!(
+            rep.layers
+                .iter()
+                .any(|l| l.choice.starts_with("channels pruned 50% (4 of 8 kept)")),
+            "flatten {flatten}: {:?}",
+            rep.layers
+        );
+        assert!(rep.after.parameters < rep.before.parameters);
+        // The channels with the smallest L1 norm of w1, zeroed in w2 instead.
+        let v1 = w1.as_f32().unwrap();
+        let norm = |o: usize| {
+            v1[o * c * 9..(o + 1) * c * 9]
+                .iter()
+                .map(|x| x.abs())
+                .sum::<f32>()
+        };
+        let mut order: Vec<usize> = (0..m).collect();
+        order.sort_by(|&a, &b| norm(a).total_cmp(&norm(b)));
+        let removed = &order[..m / 2];
+        let mut z = w2.as_f32().unwrap().to_vec();
+        let inner = z.len() / w2_shape[0];
+        for o in 0..w2_shape[0] {
+            for &ch in removed {
+                let span = if flatten {
+                    ch * per..(ch + 1) * per
+                } else {
+                    ch * 9..(ch + 1) * 9
+                };
+                for i in span {
+                    z[o * inner + i] = 0.0;
+                }
+            }
+        }
+        let zeroed = build(&Tensor::new(w2_shape.clone(), optc_ir::Data::F32(z)).unwrap());
+        let x = dense_tensor(&mut r, &[2, c, hw, hw], false);
+        let got = m8.run(std::slice::from_ref(&x)).unwrap();
+        let want = optc_onnx::oracle::run_tract(&zeroed, std::slice::from_ref(&x)).unwrap();
+        let d = optc::compare(&got[0], &want[0], 1e-4, 1e-5).unwrap();
+        assert!(d.allclose, "flatten {flatten}: {d:?}");
+        // And not the unpruned model's output.
+        let orig = optc_onnx::oracle::run_tract(&bytes, std::slice::from_ref(&x)).unwrap();
+        assert!(
+            !optc::compare(&got[0], &orig[0], 1e-4, 1e-5)
+                .unwrap()
+                .allclose
+        );
+    }
+}

@@ -47,6 +47,11 @@ pub struct CompileArgs {
     /// run by the sparse kernels where they are faster. Like --quantize: measured and reported.
     #[arg(long, value_name = "FRACTIONS", value_delimiter = ',', value_parser = optc::compress::prune::parse_fraction)]
     pub prune: Vec<f64>,
+    /// Lossy: structured channel pruning, the fraction of a layer's output channels with the
+    /// smallest L1 norm removed together with the next layer's matching inputs (chains of
+    /// conv/Gemm/MatMul through pools, activations and a flatten); the tensors shrink.
+    #[arg(long = "prune-channels", value_name = "FRACTIONS", value_delimiter = ',', value_parser = optc::compress::prune::parse_fraction)]
+    pub prune_channels: Vec<f64>,
     /// Lossy: low-rank factorization of the weights by truncated SVD: `energy=0.95` (the
     /// smallest rank keeping that share of the squared singular values), `rank=N`, or `auto`
     /// (energies 0.99, 0.95, 0.9, 0.8 as alternatives the budget picks from). Only ranks
@@ -122,6 +127,7 @@ impl CompileArgs {
                 quantize: self.quantize,
                 prune: self.prune.clone(),
                 low_rank: self.low_rank.clone(),
+                prune_channels: self.prune_channels.clone(),
                 calibrate: self.calibrate.clone(),
                 eval: self.eval.clone(),
                 labels: self.labels.clone(),

@@ -301,7 +301,12 @@ impl CostModel {
             }
             _ => return None,
         };
-        if !optc_ir::sparsity::sparse_pays(nonzeros, len, columns) {
+        if !optc_ir::sparsity::sparse_pays_over(
+            nonzeros,
+            len,
+            columns,
+            rate / self.dense_flops_per_s,
+        ) {
             return None;
         }
         let ratio = optc_ir::sparsity::sparse_cost_ratio(nonzeros, len, columns);

@@ -34,7 +34,13 @@ pub fn sparse_cost_ratio(nonzeros: usize, len: usize, columns: usize) -> f64 {
 /// Whether the sparse kernel beats the dense one (with a margin of 10% for the packing it
 /// adds): a cost ratio below 0.9.
 pub fn sparse_pays(nonzeros: usize, len: usize, columns: usize) -> bool {
-    sparse_cost_ratio(nonzeros, len, columns) < 0.9
+    sparse_pays_over(nonzeros, len, columns, 1.0)
+}
+
+/// The same against a dense kernel `dense_gain` times faster than the plain GEMM (a 3x3
+/// conv's Winograd: about 2x on 28x28 maps, `benches/sparse.rs`).
+pub fn sparse_pays_over(nonzeros: usize, len: usize, columns: usize, dense_gain: f64) -> bool {
+    sparse_cost_ratio(nonzeros, len, columns) * dense_gain.max(1.0) < 0.9
 }
 
 /// When constant weights take the sparse kernels.
@@ -60,10 +66,16 @@ impl SparseMode {
         }
     }
     /// Whether a weight with `nonzeros` of `len` values over `columns` columns takes the
-    /// sparse kernel.
-    pub fn takes_sparse(self, nonzeros: usize, len: usize, columns: usize) -> bool {
+    /// sparse kernel, against a dense kernel `dense_gain` times the plain GEMM's speed.
+    pub fn takes_sparse(
+        self,
+        nonzeros: usize,
+        len: usize,
+        columns: usize,
+        dense_gain: f64,
+    ) -> bool {
         match self {
-            SparseMode::Auto => sparse_pays(nonzeros, len, columns),
+            SparseMode::Auto => sparse_pays_over(nonzeros, len, columns, dense_gain),
             SparseMode::Off => false,
             SparseMode::Always => columns >= 1 && nonzeros < len,
         }

@@ -569,6 +569,17 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     };
     // Mostly-zero constant weights: the sparse kernels (before Winograd, whose transformed
     // weights are dense).
+    // The dense kernel the sparse one competes with: Winograd where it would run the conv.
+    let dense_gain = match &kind {
+        Strategy::ImplicitGemm(g)
+            if target.winograd() >= 2
+                && winograd::applies(g, binfo.consts[1].is_some(), &epilogue)
+                && winograd::saves_multiplies(g, winograd::choose_r(g, target.winograd())) =>
+        {
+            winograd::dense_gain(g, winograd::choose_r(g, target.winograd()))
+        }
+        _ => 1.0,
+    };
     let (kind, m, n) = match sparse::choose(
         info,
         binfo,
@@ -578,6 +589,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         &epilogue,
         gemm_c_post,
         target.sparse(),
+        dense_gain,
     ) {
         Some((plan, e)) => {
             let (m, n) = match plan.kind {

@@ -394,10 +394,16 @@ pub(super) fn emit_unit(
 
 /// The weight's nonzeros when it takes the sparse kernel: see
 /// [`optc_ir::sparsity::SparseMode::takes_sparse`].
-fn nonzeros_if_sparse(mode: SparseMode, w: &Tensor, rows: usize, columns: usize) -> Option<usize> {
+fn nonzeros_if_sparse(
+    mode: SparseMode,
+    w: &Tensor,
+    rows: usize,
+    columns: usize,
+    dense_gain: f64,
+) -> Option<usize> {
     let v = w.as_f32()?;
     let nnz = optc_ir::sparsity::nonzeros(v);
-    (rows > 0 && mode.takes_sparse(nnz, v.len(), columns)).then_some(nnz)
+    (rows > 0 && mode.takes_sparse(nnz, v.len(), columns, dense_gain)).then_some(nnz)
 }
 
 /// Whether the node is a MatMul-family op with the weight stored `[N][K]`.
@@ -433,6 +439,7 @@ pub(super) fn choose(
     epilogue: &[Epilogue],
     gemm_c_post: Option<f32>,
     mode: SparseMode,
+    dense_gain: f64,
 ) -> Option<(SparsePlan, Vec<Epilogue>)> {
     if gemm_c_post.is_some() {
         return None;
@@ -442,7 +449,7 @@ pub(super) fn choose(
     match kind {
         // Rows: B's N columns; columns: A's M rows.
         Strategy::GemmConstantB => {
-            let nonzeros = nonzeros_if_sparse(mode, w, n, m)?;
+            let nonzeros = nonzeros_if_sparse(mode, w, n, m, 1.0)?;
             let kind = SparseKind::MatMul {
                 trans_b: trans_b(info),
             };
@@ -457,7 +464,7 @@ pub(super) fn choose(
             ))
         }
         Strategy::ImplicitGemm(g) if n >= 8 => {
-            let nonzeros = nonzeros_if_sparse(mode, w, m, n)?;
+            let nonzeros = nonzeros_if_sparse(mode, w, m, n, dense_gain)?;
             let kind = SparseKind::Conv(g.clone());
             Some((
                 SparsePlan {

@@ -6,56 +6,6 @@
 
 use optc_egraph::{egg::Id, ENode, ENodeKind, OptEGraph};
 use optc_ir::{BinaryOp, Data, FusedStep, Op, Tensor};
-use std::collections::HashMap;
-
-/// Per layer (by name), the sum and count of its input per channel (a conv's channel dim 1,
-/// a MatMul/Gemm's last dim) over the calibration sets.
-#[derive(Default, Debug)]
-pub struct InputMeans {
-    sums: HashMap<String, (Vec<f64>, u64)>,
-}
-
-impl InputMeans {
-    pub fn add(&mut self, layer: &str, t: &Tensor, conv: bool) {
-        let Some(v) = t.as_f32() else { return };
-        let s = t.shape();
-        let (channels, inner) = if conv {
-            if s.len() < 2 {
-                return;
-            }
-            (s[1], s[2..].iter().product::<usize>())
-        } else {
-            match s.last() {
-                Some(&k) if k > 0 => (k, 1),
-                _ => return,
-            }
-        };
-        if channels == 0 || v.is_empty() {
-            return;
-        }
-        let e = self
-            .sums
-            .entry(layer.to_string())
-            .or_insert_with(|| (vec![0.0; channels], 0));
-        if e.0.len() != channels {
-            return;
-        }
-        let block = channels * inner;
-        for chunk in v.chunks(block) {
-            for (c, sum) in e.0.iter_mut().enumerate() {
-                let part = &chunk[(c * inner).min(chunk.len())..((c + 1) * inner).min(chunk.len())];
-                *sum += part.iter().map(|&x| x as f64).sum::<f64>();
-            }
-        }
-        e.1 += (v.len() / channels) as u64;
-    }
-
-    /// The mean input per channel of `layer`.
-    pub fn mean(&self, layer: &str) -> Option<Vec<f64>> {
-        let (s, n) = self.sums.get(layer)?;
-        (*n > 0).then(|| s.iter().map(|x| x / *n as f64).collect())
-    }
-}
 
 /// The bias shift per output channel: `delta = W - W'` (in the weight's layout for `base`)
 /// applied to `mean`.
@@ -174,12 +124,5 @@ mod tests {
             shift(&Op::MatMul, &[2, 3], &delta, &[1.0, 2.0]),
             Some(vec![0.0, 0.0, 1.0])
         );
-        let mut m = InputMeans::default();
-        let t = Tensor::new(vec![2, 2], Data::F32(vec![1.0, 2.0, 3.0, 6.0])).unwrap();
-        m.add("l", &t, false);
-        assert_eq!(m.mean("l"), Some(vec![2.0, 4.0]));
-        let t = Tensor::new(vec![1, 2, 1, 2], Data::F32(vec![1.0, 3.0, 5.0, 7.0])).unwrap();
-        m.add("c", &t, true);
-        assert_eq!(m.mean("c"), Some(vec![2.0, 6.0]));
     }
 }

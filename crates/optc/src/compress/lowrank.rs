@@ -13,8 +13,9 @@
 //! A rank is offered only below the break-even `rows * cols / (rows + cols)` (fewer
 //! multiply-adds) and only when the cost model prices the pair cheaper than the original.
 
-use super::bias_correction::{self, InputMeans};
+use super::bias_correction;
 use super::eigen::symmetric_eigen;
+use super::input_stats::InputStats;
 use optc_egraph::convert::Converted;
 use optc_egraph::lossy::Alternative;
 use optc_egraph::{egg, CostModel, ENode, ENodeKind, OptEGraph};
@@ -67,14 +68,143 @@ impl LowRank {
     }
 }
 
-/// The factors of a `rows x cols` matrix `w` at every rank asked for: `(rank, energy kept,
-/// L [rows x r], R [r x cols])`.
-fn factorizations(
+/// One factorization: `(rank, energy kept, L [rows x r], R [r x cols])`.
+type Factors = (usize, f64, Vec<f32>, Vec<f32>);
+
+/// `a [n x k] @ b [k x m]` in f64.
+fn matmul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
+    let mut c = vec![0f64; n * m];
+    for i in 0..n {
+        let row = &mut c[i * m..(i + 1) * m];
+        for p in 0..k {
+            let x = a[i * k + p];
+            if x == 0.0 {
+                continue;
+            }
+            for (o, &y) in row.iter_mut().zip(&b[p * m..(p + 1) * m]) {
+                *o += x * y;
+            }
+        }
+    }
+    c
+}
+
+fn transpose(a: &[f64], n: usize, m: usize) -> Vec<f64> {
+    let mut t = vec![0f64; n * m];
+    for i in 0..n {
+        for j in 0..m {
+            t[j * n + i] = a[i * m + j];
+        }
+    }
+    t
+}
+
+/// The ranks `how` asks for, from the eigenvalues (descending) of a Gram matrix, below the
+/// break-even of a `rows x cols` weight, with the energy each keeps.
+fn ranks(values: &[f64], how: &LowRank, rows: usize, cols: usize) -> Vec<(usize, f64)> {
+    let n = values.len();
+    let total: f64 = values.iter().map(|v| v.max(0.0)).sum();
+    if total <= 0.0 {
+        return vec![];
+    }
+    let mut cum = vec![0f64; n + 1];
+    for i in 0..n {
+        cum[i + 1] = cum[i] + values[i].max(0.0);
+    }
+    let mut rs: Vec<usize> = how
+        .energies()
+        .iter()
+        .map(|&e| (1..=n).find(|&r| cum[r] >= e * total).unwrap_or(n))
+        .collect();
+    if let LowRank::Rank(r) = how {
+        rs.push((*r).min(n));
+    }
+    rs.sort_unstable();
+    rs.dedup();
+    let break_even = rows * cols / (rows + cols).max(1);
+    rs.into_iter()
+        .filter(|&r| r < break_even)
+        .map(|r| (r, cum[r] / total))
+        .collect()
+}
+
+fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// The first `r` columns of the `n x n` matrix `v`.
+fn leading(v: &[f64], n: usize, r: usize) -> Vec<f64> {
+    (0..n)
+        .flat_map(|i| (0..r).map(move |j| (i, j)))
+        .map(|(i, j)| v[i * n + j])
+        .collect()
+}
+
+/// The factors of `x @ W` (`W`: `rows = K` inputs by `cols = N` outputs) that keep the most
+/// of the layer's OUTPUT on the calibration inputs, whose second moment is `c = E[x x^T]`
+/// (`K x K`): the truncated SVD of `S W` with `S = C^(1/2)`, mapped back. Calibration-aware:
+/// input directions the data never excites cost nothing to drop. With `N <= K` it needs only
+/// `W^T C W`: `W ~ (W V_r) V_r^T`; otherwise `W ~ (S^-1 U_r) (U_r^T S W)`.
+fn weighted_factorizations(
     w: &[f32],
     rows: usize,
     cols: usize,
+    c: &[f64],
     how: &LowRank,
-) -> Vec<(usize, f64, Vec<f32>, Vec<f32>)> {
+) -> Vec<Factors> {
+    let (k, n) = (rows, cols);
+    let wd: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+    if n <= k {
+        let cw = matmul(c, &wd, k, k, n);
+        let g = matmul(&transpose(&wd, k, n), &cw, n, k, n);
+        let (values, v) = symmetric_eigen(&g, n);
+        return ranks(&values, how, rows, cols)
+            .into_iter()
+            .map(|(r, energy)| {
+                let vr = leading(&v, n, r);
+                let l = matmul(&wd, &vr, k, n, r);
+                (r, energy, to_f32(&l), to_f32(&transpose(&vr, n, r)))
+            })
+            .collect();
+    }
+    // S = E L^(1/2) E^T and its inverse (eigenvalues floored: directions the inputs never
+    // take are not blown up).
+    let (lam, e) = symmetric_eigen(c, k);
+    let floor = lam.first().copied().unwrap_or(0.0).max(0.0) * 1e-8 + 1e-30;
+    let root = |pow: f64| -> Vec<f64> {
+        let mut m = vec![0f64; k * k];
+        for (q, &l) in lam.iter().enumerate() {
+            let f = l.max(floor).powf(pow);
+            for i in 0..k {
+                let a = e[i * k + q] * f;
+                if a == 0.0 {
+                    continue;
+                }
+                for j in 0..k {
+                    m[i * k + j] += a * e[j * k + q];
+                }
+            }
+        }
+        m
+    };
+    let (s, s_inv) = (root(0.5), root(-0.5));
+    let m = matmul(&s, &wd, k, k, n);
+    let g = matmul(&m, &transpose(&m, k, n), k, n, k);
+    let (values, u) = symmetric_eigen(&g, k);
+    ranks(&values, how, rows, cols)
+        .into_iter()
+        .map(|(r, energy)| {
+            let ur = leading(&u, k, r);
+            let l = matmul(&s_inv, &ur, k, k, r);
+            let rt = matmul(&transpose(&ur, k, r), &m, r, k, n);
+            (r, energy, to_f32(&l), to_f32(&rt))
+        })
+        .collect()
+}
+
+/// The factors of a `rows x cols` matrix `w` at every rank asked for (plain truncated SVD:
+/// the most of the weight's own energy).
+fn factorizations(w: &[f32], rows: usize, cols: usize, how: &LowRank) -> Vec<Factors> {
     let left = rows <= cols;
     let n = rows.min(cols);
     // Gram matrix of the smaller side.
@@ -204,7 +334,7 @@ pub fn add_alternatives(
     conv: &mut Converted,
     layers: &[(egg::Id, ENode, String)],
     how: &LowRank,
-    means: &InputMeans,
+    means: &InputStats,
     model: &CostModel,
 ) -> Vec<Alternative> {
     let mut out = vec![];
@@ -223,7 +353,21 @@ pub fn add_alternatives(
             continue;
         };
         let exact_cost = node_cost(&conv.egraph, &node, model);
-        for (r, energy, l, rt) in factorizations(&wm, rows, cols, how) {
+        // Calibration-aware for MatMul/Gemm when the inputs' second moment was observed.
+        let second = match base {
+            Op::Conv { .. } => None,
+            _ => means
+                .second_moment(&name)
+                .filter(|c| c.len() == rows * rows),
+        };
+        let (factors, how_label) = match &second {
+            Some(c) => (
+                weighted_factorizations(&wm, rows, cols, c, how),
+                "output energy",
+            ),
+            None => (factorizations(&wm, rows, cols, how), "energy"),
+        };
+        for (r, energy, l, rt) in factors {
             // What the factors leave out, as a `rows x cols` matrix (for bias correction).
             let delta: Vec<f32> = (0..rows * cols)
                 .map(|i| {
@@ -315,7 +459,7 @@ pub fn add_alternatives(
             let cost = first_cost + node_cost(&conv.egraph, &enode, model);
             let id = conv.egraph.add(enode.clone());
             conv.egraph.union(class, id);
-            let label = format!("low-rank r={r} ({:.1}% energy)", 100.0 * energy);
+            let label = format!("low-rank r={r} ({:.1}% {how_label})", 100.0 * energy);
             out.push(Alternative {
                 class,
                 node: enode.clone(),
@@ -402,6 +546,34 @@ mod tests {
             for j in 0..rows {
                 let p: f32 = (0..*rank).map(|k| l[i * rank + k] * rt[k * rows + j]).sum();
                 assert!((p - wt[i * rows + j]).abs() < 1e-4);
+            }
+        }
+        // Calibration-aware, both branches (N <= K and N > K): an input second moment that
+        // is not the identity still reproduces an exactly rank-2 weight.
+        for (wm, r, c) in [(w.clone(), rows, cols), (wt.clone(), cols, rows)] {
+            let mom: Vec<f64> = (0..r * r)
+                .map(|i| {
+                    let (a, b) = (i / r, i % r);
+                    if a == b {
+                        1.0 + a as f64
+                    } else {
+                        0.1
+                    }
+                })
+                .collect();
+            let f = weighted_factorizations(&wm, r, c, &mom, &LowRank::Rank(2));
+            let (rank, energy, l, rt) = &f[0];
+            assert_eq!(*rank, 2);
+            assert!(*energy > 0.999999, "{energy}");
+            for i in 0..r {
+                for j in 0..c {
+                    let p: f32 = (0..*rank).map(|k| l[i * rank + k] * rt[k * c + j]).sum();
+                    assert!(
+                        (p - wm[i * c + j]).abs() < 1e-3,
+                        "{r}x{c} {i},{j}: {p} vs {}",
+                        wm[i * c + j]
+                    );
+                }
             }
         }
         // Ranks at or above the break-even are not offered.

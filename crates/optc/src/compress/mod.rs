@@ -24,8 +24,10 @@
 
 pub mod bias_correction;
 pub mod budget;
+pub mod channels;
 pub mod dataset;
 pub mod eigen;
+pub mod input_stats;
 pub mod lowrank;
 pub mod metrics;
 mod progress;
@@ -71,6 +73,9 @@ pub struct CompressOptions {
     /// Magnitude pruning: per layer, each fraction of the weights smallest in magnitude
     /// zeroed is one alternative (`--prune 0.9`, `--prune 0.5,0.7,0.9`).
     pub prune: Vec<f64>,
+    /// Structured channel pruning: each fraction of a chain producer's output channels (and
+    /// its consumer's matching inputs) removed is one alternative (`--prune-channels 0.25`).
+    pub prune_channels: Vec<f64>,
     /// Low-rank factorization of the weights (`--low-rank energy=0.95 | rank=N | auto`).
     pub low_rank: Option<lowrank::LowRank>,
     /// Calibration data directories (see [`dataset`]).
@@ -95,6 +100,7 @@ impl Default for CompressOptions {
             quantize: None,
             prune: vec![],
             low_rank: None,
+            prune_channels: vec![],
             calibrate: vec![],
             eval: vec![],
             labels: None,
@@ -109,7 +115,10 @@ impl Default for CompressOptions {
 impl CompressOptions {
     /// Whether any lossy rewrite is asked for.
     pub fn lossy(&self) -> bool {
-        self.quantize.is_some() || !self.prune.is_empty() || self.low_rank.is_some()
+        self.quantize.is_some()
+            || !self.prune.is_empty()
+            || self.low_rank.is_some()
+            || !self.prune_channels.is_empty()
     }
 }
 
@@ -295,7 +304,7 @@ pub(crate) fn compress(
     let mut progress = Progress::new("reference outputs", by_shape.len());
     let mut shaped: Vec<(Vec<Vec<usize>>, Shaped)> = vec![];
     let mut ranges: HashMap<String, ActivationRange> = HashMap::new();
-    let mut means = bias_correction::InputMeans::default();
+    let mut means = input_stats::InputStats::default();
     for (key, sets) in &by_shape {
         let shapes: HashMap<String, Vec<usize>> =
             names.iter().cloned().zip(key.iter().cloned()).collect();
@@ -342,7 +351,15 @@ pub(crate) fn compress(
                 conv, &layers, how, &means, &model,
             ));
         }
-        if !copts.prune.is_empty() || copts.low_rank.is_some() {
+        if !copts.prune_channels.is_empty() {
+            alts.extend(channels::add_alternatives(
+                conv,
+                &layers,
+                &copts.prune_channels,
+                &model,
+            ));
+        }
+        if !copts.prune.is_empty() || copts.low_rank.is_some() || !copts.prune_channels.is_empty() {
             if !copts.prune.is_empty() {
                 alts.extend(prune::add_alternatives(
                     conv,
@@ -545,7 +562,7 @@ fn observe_inputs(
     sets: &[&Vec<Tensor>],
     threads: usize,
     ranges: &mut HashMap<String, ActivationRange>,
-    means: &mut bias_correction::InputMeans,
+    means: &mut input_stats::InputStats,
 ) -> Result<()> {
     let mut observed = g.clone();
     let mut layers = vec![];

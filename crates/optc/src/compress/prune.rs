@@ -8,7 +8,8 @@
 //! a pruned layer the sparse kernel would not run faster is never chosen. Several fractions
 //! (`--prune 0.5,0.7,0.9`) are several alternatives: the budget picks per layer.
 
-use super::bias_correction::{self, InputMeans};
+use super::bias_correction;
+use super::input_stats::InputStats;
 use optc_egraph::convert::Converted;
 use optc_egraph::lossy::Alternative;
 use optc_egraph::{egg, CostModel, ENode, OptEGraph};
@@ -57,7 +58,7 @@ pub fn add_alternatives(
     conv: &mut Converted,
     layers: &[(egg::Id, ENode, String)],
     fractions: &[f64],
-    means: &InputMeans,
+    means: &InputStats,
     model: &CostModel,
 ) -> Vec<Alternative> {
     let mut out = vec![];
