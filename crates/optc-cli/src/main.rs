@@ -40,8 +40,8 @@ enum Cmd {
     Explain(ExplainArgs),
     /// Rule files: `optc rules check FILE` checks each rule before it is trusted.
     Rules(RulesArgs),
-    /// Run every lossy pass at a grid of settings (int8; prune 0.5/0.7/0.9; low-rank energy
-    /// 0.99/0.95/0.9), print the table (setting, error, top-1, weight bytes, latency) and
+    /// Run every lossy pass at a grid of settings (int8; prune 0.5/0.7/0.9; channels
+    /// 0.25/0.5; low-rank energy 0.99/0.95/0.9), print the table (setting, error, top-1, weight bytes, latency) and
     /// write the error-vs-latency trade-off as an SVG plot with the Pareto front marked.
     Sweep(SweepArgs),
 }
@@ -337,9 +337,14 @@ fn compile_with_inputs(
 
 fn cmd_sweep(a: SweepArgs) -> Res<ExitCode> {
     let bytes = read_model(&a.c.model)?;
-    if a.c.quantize.is_some() || !a.c.prune.is_empty() || a.c.low_rank.is_some() {
+    if a.c.quantize.is_some()
+        || !a.c.prune.is_empty()
+        || !a.c.prune_channels.is_empty()
+        || a.c.low_rank.is_some()
+    {
         return Err(
-            "optc sweep runs its own grid of lossy settings: drop --quantize, --prune and --low-rank"
+            "optc sweep runs its own grid of lossy settings: drop --quantize, --prune, \
+             --prune-channels and --low-rank"
                 .into(),
         );
     }

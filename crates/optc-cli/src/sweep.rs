@@ -12,7 +12,8 @@ pub struct Setting {
     pub compress: CompressOptions,
 }
 
-/// The grid: int8; magnitude pruning 0.5/0.7/0.9; low-rank energies 0.99/0.95/0.9. Every
+/// The grid: int8; magnitude pruning 0.5/0.7/0.9; channel pruning 0.25/0.5; low-rank
+/// energies 0.99/0.95/0.9. Every
 /// setting applies to every layer where it is faster (no budget), so each row shows what
 /// that setting alone costs and buys.
 pub fn grid(base: &CompressOptions) -> Vec<Setting> {
@@ -20,6 +21,7 @@ pub fn grid(base: &CompressOptions) -> Vec<Setting> {
         let mut c = CompressOptions {
             quantize: None,
             prune: vec![],
+            prune_channels: vec![],
             low_rank: None,
             ..base.clone()
         };
@@ -34,6 +36,12 @@ pub fn grid(base: &CompressOptions) -> Vec<Setting> {
         v.push(Setting {
             name: format!("prune {p}"),
             compress: with(&|c| c.prune = vec![p]),
+        });
+    }
+    for p in [0.25, 0.5] {
+        v.push(Setting {
+            name: format!("channels {p}"),
+            compress: with(&|c| c.prune_channels = vec![p]),
         });
     }
     for e in [0.99, 0.95, 0.9] {

@@ -198,27 +198,31 @@ pub fn choose(alts: &[Alternative], budget: Option<f64>) -> Selection {
             if err <= b {
                 break;
             }
-            // The move with the least saving lost per unit of error removed.
-            let mut best: Option<(usize, f64)> = None;
+            // The move with the least saving lost per unit of error removed: a class steps
+            // to any later option (a costlier alternative, or the exact node at the end) with
+            // a smaller error (errors need not fall along the cost order).
+            let mut best: Option<(usize, usize, f64)> = None;
             for (k, g) in groups.iter().enumerate() {
                 let Some(&now) = g.get(pos[k]) else { continue };
-                let (next_err, next_saving) = match g.get(pos[k] + 1) {
-                    Some(&n) => (alts[n].error.unwrap_or(0.0), alts[n].saving()),
-                    None => (0.0, 0.0),
-                };
-                let removed = alts[now].error.unwrap_or(0.0) - next_err;
-                if removed <= 0.0 {
-                    continue;
-                }
-                let lost = alts[now].saving() - next_saving;
-                let ratio = lost / removed;
-                if best.is_none_or(|(_, r)| ratio < r) {
-                    best = Some((k, ratio));
+                for to in pos[k] + 1..=g.len() {
+                    let (next_err, next_saving) = match g.get(to) {
+                        Some(&n) => (alts[n].error.unwrap_or(0.0), alts[n].saving()),
+                        None => (0.0, 0.0),
+                    };
+                    let removed = alts[now].error.unwrap_or(0.0) - next_err;
+                    if removed <= 0.0 {
+                        continue;
+                    }
+                    let lost = alts[now].saving() - next_saving;
+                    let ratio = lost / removed;
+                    if best.is_none_or(|(_, _, r)| ratio < r) {
+                        best = Some((k, to, ratio));
+                    }
                 }
             }
-            let Some((k, _)) = best else { break };
+            let Some((k, to, _)) = best else { break };
             let now = groups[k][pos[k]];
-            pos[k] += 1;
+            pos[k] = to;
             match groups[k].get(pos[k]) {
                 Some(&n) => notes.push(format!(
                     "{}: {} instead of {} (estimated error {:.3} of the budget)",

@@ -1,6 +1,6 @@
 //! What calibration observes at the input of each contraction: the mean per channel (bias
 //! correction) and, for MatMul/Gemm inputs of at most [`MAX_SECOND_MOMENT`] features, the
-//! second moment `E[x x^T]` (activation-aware low-rank factorization).
+//! second moment `E[x x^T]` and covariance (activation-aware low-rank factorization).
 
 use optc_ir::Tensor;
 use std::collections::HashMap;
@@ -83,6 +83,21 @@ impl InputStats {
         (e.rows > 0).then(|| e.sums.iter().map(|x| x / e.rows as f64).collect())
     }
 
+    /// The covariance `E[x x^T] - E[x] E[x]^T` (`K x K`, row-major, symmetric) of a MatMul's
+    /// input: what a weight change costs in output variance (its mean shift is what bias
+    /// correction removes).
+    pub fn covariance(&self, layer: &str) -> Option<Vec<f64>> {
+        let mut c = self.second_moment(layer)?;
+        let mu = self.mean(layer)?;
+        let k = mu.len();
+        for i in 0..k {
+            for j in 0..k {
+                c[i * k + j] -= mu[i] * mu[j];
+            }
+        }
+        Some(c)
+    }
+
     /// `E[x x^T]` (`K x K`, row-major, symmetric) of a MatMul's input.
     pub fn second_moment(&self, layer: &str) -> Option<Vec<f64>> {
         let e = self.layers.get(layer)?;
@@ -115,6 +130,8 @@ mod tests {
         assert_eq!(m.mean("l"), Some(vec![2.0, 4.0]));
         // (x x^T of [1, 2] + of [3, 6]) / 2
         assert_eq!(m.second_moment("l"), Some(vec![5.0, 10.0, 10.0, 20.0]));
+        // minus the mean's outer product [[4, 8], [8, 16]]
+        assert_eq!(m.covariance("l"), Some(vec![1.0, 2.0, 2.0, 4.0]));
         let t = Tensor::new(vec![1, 2, 1, 2], Data::F32(vec![1.0, 3.0, 5.0, 7.0])).unwrap();
         m.add("c", &t, true);
         assert_eq!(m.mean("c"), Some(vec![2.0, 6.0]));

@@ -141,8 +141,9 @@ fn leading(v: &[f64], n: usize, r: usize) -> Vec<f64> {
 }
 
 /// The factors of `x @ W` (`W`: `rows = K` inputs by `cols = N` outputs) that keep the most
-/// of the layer's OUTPUT on the calibration inputs, whose second moment is `c = E[x x^T]`
-/// (`K x K`): the truncated SVD of `S W` with `S = C^(1/2)`, mapped back. Calibration-aware:
+/// of the layer's OUTPUT variance on the calibration inputs, whose covariance is `c` (`K x
+/// K`; the mean shift is left to bias correction): the truncated SVD of `S W` with
+/// `S = C^(1/2)`, mapped back. Calibration-aware:
 /// input directions the data never excites cost nothing to drop. With `N <= K` it needs only
 /// `W^T C W`: `W ~ (W V_r) V_r^T`; otherwise `W ~ (S^-1 U_r) (U_r^T S W)`.
 fn weighted_factorizations(
@@ -353,17 +354,15 @@ pub fn add_alternatives(
             continue;
         };
         let exact_cost = node_cost(&conv.egraph, &node, model);
-        // Calibration-aware for MatMul/Gemm when the inputs' second moment was observed.
+        // Calibration-aware for MatMul/Gemm when the inputs' covariance was observed.
         let second = match base {
             Op::Conv { .. } => None,
-            _ => means
-                .second_moment(&name)
-                .filter(|c| c.len() == rows * rows),
+            _ => means.covariance(&name).filter(|c| c.len() == rows * rows),
         };
         let (factors, how_label) = match &second {
             Some(c) => (
                 weighted_factorizations(&wm, rows, cols, c, how),
-                "output energy",
+                "output variance",
             ),
             None => (factorizations(&wm, rows, cols, how), "energy"),
         };
