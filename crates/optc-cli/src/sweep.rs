@@ -268,18 +268,27 @@ pub fn svg(rows: &[Row], title: &str, labels: bool) -> String {
             pts.join(" ")
         );
     }
-    // Labels placed right of their point, moved down past labels already placed nearby.
+    // Labels right of their point, moved to the nearest line free of labels placed before.
     let mut placed: Vec<(f64, f64)> = vec![];
     for (i, r) in rows.iter().enumerate() {
         let on = front.contains(&i);
         let (cx, cy) = (x(r.relative_latency()), y(r.plotted_error()));
-        let (lx, mut ly) = (cx + 8.0, cy + 4.0);
-        while placed
-            .iter()
-            .any(|&(px, py)| (px - lx).abs() < 150.0 && (py - ly).abs() < 14.0)
-        {
-            ly += 14.0;
-        }
+        // The nearest free line: 0, one up, one down, two up, ... inside the plot area.
+        let lx = cx + 8.0;
+        let free = |y: f64| {
+            y > mt + 10.0
+                && y < mt + ph - 6.0
+                && !placed
+                    .iter()
+                    .any(|&(px, py): &(f64, f64)| (px - lx).abs() < 150.0 && (py - y).abs() < 14.0)
+        };
+        let ly = (0..40)
+            .map(|i| {
+                let step = 14.0 * ((i + 1) / 2) as f64;
+                cy + 4.0 + if i % 2 == 1 { -step } else { step }
+            })
+            .find(|&y| free(y))
+            .unwrap_or(cy + 4.0);
         placed.push((lx, ly));
         if (ly - cy - 4.0).abs() > 1.0 {
             let _ = writeln!(
