@@ -8,6 +8,7 @@
 mod common;
 
 use common::Rng;
+use optc::compress::prune::PruneAmount;
 use optc::compress::{Budget, CompressOptions};
 use optc::{DType, Options, Tensor};
 use optc_ir::sparsity::SparseMode;
@@ -204,7 +205,7 @@ fn pruning_is_measured_and_reported() {
     std::fs::write(d.join("input_0.pb"), optc_onnx::tensor_to_pb(&x, "x")).unwrap();
     let opts = |budget: &str| Options {
         compress: CompressOptions {
-            prune: vec![0.5, 0.9],
+            prune: vec![PruneAmount::Fraction(0.5), PruneAmount::Fraction(0.9)],
             calibrate: vec![d.clone()],
             max_error: Budget::parse(budget).unwrap(),
             ..Default::default()
@@ -232,21 +233,52 @@ fn pruning_is_measured_and_reported() {
         "{} vs {max_abs}",
         r.outputs[0].max_abs
     );
-    let w = m
-        .graph()
-        .g
-        .node_weights()
-        .find_map(|n| match &n.op {
-            optc_ir::Op::Constant { id } => m
-                .graph()
-                .const_tensor(*id)
-                .filter(|t| t.numel() == 128 * 96)
-                .cloned(),
-            _ => None,
-        })
-        .expect("the weight");
+    let w_of = |m: &optc::CompiledModel| {
+        m.graph()
+            .g
+            .node_weights()
+            .find_map(|n| match &n.op {
+                optc_ir::Op::Constant { id } => m
+                    .graph()
+                    .const_tensor(*id)
+                    .filter(|t| t.numel() == 128 * 96)
+                    .cloned(),
+                _ => None,
+            })
+            .expect("the weight")
+    };
+    let w = w_of(&m);
     let zeros = w.as_f32().unwrap().iter().filter(|v| **v == 0.0).count();
     assert_eq!(zeros, (0.9f64 * 128.0 * 96.0).round() as usize);
+    // One global threshold: exactly the weights below it go.
+    let threshold = Options {
+        compress: CompressOptions {
+            prune: vec![PruneAmount::Threshold(0.9)],
+            ..opts("").compress
+        },
+        ..Options::default()
+    };
+    let m2 = optc::compile_bytes(&bytes, &threshold).unwrap();
+    let r2 = m2.report().compression.clone().expect("a report");
+    assert!(
+        r2.layers[0].choice.starts_with("pruned |w| < 0.9"),
+        "{:?}",
+        r2.layers
+    );
+    let original = w_of(&optc::compile_bytes(&bytes, &Options::default()).unwrap());
+    let small = original
+        .as_f32()
+        .unwrap()
+        .iter()
+        .filter(|v| v.abs() < 0.9)
+        .count();
+    let zeros2 = w_of(&m2)
+        .as_f32()
+        .unwrap()
+        .iter()
+        .filter(|v| **v == 0.0)
+        .count();
+    assert_eq!(zeros2, small);
     // A tight budget keeps the layer exact.
     let m = optc::compile_bytes(&bytes, &opts("cos=0.99999")).unwrap();
     let r = m.report().compression.clone().expect("a report");

@@ -43,10 +43,11 @@ pub struct CompileArgs {
     #[arg(long, value_name = "KIND", value_parser = optc::compress::Quantization::parse)]
     pub quantize: Option<optc::compress::Quantization>,
     /// Lossy: magnitude pruning, the fraction of each layer's weights smallest in magnitude
-    /// set to zero (`0.9`; several, comma-separated, are alternatives the budget picks from),
-    /// run by the sparse kernels where they are faster. Like --quantize: measured and reported.
-    #[arg(long, value_name = "FRACTIONS", value_delimiter = ',', value_parser = optc::compress::prune::parse_fraction)]
-    pub prune: Vec<f64>,
+    /// set to zero (`0.9`), or every weight below one global magnitude (`threshold=0.01`);
+    /// several, comma-separated, are alternatives the budget picks from. Run by the sparse
+    /// kernels where they are faster. Like --quantize: measured and reported.
+    #[arg(long, value_name = "AMOUNTS", value_delimiter = ',', value_parser = optc::compress::prune::PruneAmount::parse)]
+    pub prune: Vec<optc::compress::prune::PruneAmount>,
     /// Lossy: structured channel pruning, the fraction of a layer's output channels with the
     /// smallest L1 norm removed together with the next layer's matching inputs (chains of
     /// conv/Gemm/MatMul through pools, activations and a flatten); the tensors shrink.

@@ -3,6 +3,7 @@
 //! trade-off as an SVG plot with the Pareto front marked.
 
 use crate::options::CompileArgs;
+use optc::compress::prune::PruneAmount;
 use optc::compress::{lowrank::LowRank, CompressOptions, CompressionReport, Quantization};
 use std::fmt::Write as _;
 
@@ -35,7 +36,7 @@ pub fn grid(base: &CompressOptions) -> Vec<Setting> {
     for p in [0.5, 0.7, 0.9] {
         v.push(Setting {
             name: format!("prune {p}"),
-            compress: with(&|c| c.prune = vec![p]),
+            compress: with(&|c| c.prune = vec![PruneAmount::Fraction(p)]),
         });
     }
     for p in [0.25, 0.5] {

@@ -70,9 +70,10 @@ impl Quantization {
 #[derive(Clone, Debug)]
 pub struct CompressOptions {
     pub quantize: Option<Quantization>,
-    /// Magnitude pruning: per layer, each fraction of the weights smallest in magnitude
-    /// zeroed is one alternative (`--prune 0.9`, `--prune 0.5,0.7,0.9`).
-    pub prune: Vec<f64>,
+    /// Magnitude pruning: per layer, each amount (a fraction of the weights smallest in
+    /// magnitude, or a global magnitude threshold) is one alternative (`--prune 0.9`,
+    /// `--prune 0.5,0.7,0.9`, `--prune threshold=0.01`).
+    pub prune: Vec<prune::PruneAmount>,
     /// Structured channel pruning: each fraction of a chain producer's output channels (and
     /// its consumer's matching inputs) removed is one alternative (`--prune-channels 0.25`).
     pub prune_channels: Vec<f64>,

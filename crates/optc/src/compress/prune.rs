@@ -1,4 +1,5 @@
-//! Magnitude-pruning alternatives of the contractions with constant weights (`--prune F`).
+//! Magnitude-pruning alternatives of the contractions with constant weights (`--prune F`,
+//! or one global magnitude `--prune threshold=T`).
 //!
 //! Per layer, the fraction `F` of the weight's values smallest in magnitude become zeros
 //! (unstructured: any position; ties at the threshold broken by position, so exactly
@@ -53,11 +54,63 @@ fn prunable(op: &Op) -> bool {
     )
 }
 
-/// Add a pruned alternative per fraction to every candidate layer; costs from `model`.
+/// How much of a layer `--prune` zeroes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PruneAmount {
+    /// This fraction of each layer's weights, the smallest in magnitude (`0.9`).
+    Fraction(f64),
+    /// Every weight below this magnitude, in every layer (`threshold=0.01`: one global
+    /// threshold, so layers with many small weights lose more).
+    Threshold(f64),
+}
+
+impl PruneAmount {
+    /// `0.9` (a fraction in (0, 1)) or `threshold=T` (T > 0).
+    pub fn parse(s: &str) -> Result<PruneAmount, String> {
+        if let Some(t) = s.trim().strip_prefix("threshold=") {
+            let v: f64 = t
+                .trim()
+                .parse()
+                .map_err(|_| format!("--prune threshold '{t}' is not a number"))?;
+            return if v > 0.0 && v.is_finite() {
+                Ok(PruneAmount::Threshold(v))
+            } else {
+                Err(format!("--prune threshold {v} must be above 0"))
+            };
+        }
+        parse_fraction(s).map(PruneAmount::Fraction)
+    }
+
+    /// `w` pruned.
+    pub fn apply(self, w: &[f32]) -> Vec<f32> {
+        match self {
+            PruneAmount::Fraction(f) => prune_smallest(w, f),
+            PruneAmount::Threshold(t) => w
+                .iter()
+                .map(|&v| if (v.abs() as f64) < t { 0.0 } else { v })
+                .collect(),
+        }
+    }
+
+    fn label(self, pruned: &[f32]) -> String {
+        match self {
+            PruneAmount::Fraction(f) => format!("pruned {:.0}%", 100.0 * f),
+            PruneAmount::Threshold(t) => {
+                let zeros = pruned.iter().filter(|v| **v == 0.0).count();
+                format!(
+                    "pruned |w| < {t} ({:.0}%)",
+                    100.0 * zeros as f64 / pruned.len().max(1) as f64
+                )
+            }
+        }
+    }
+}
+
+/// Add a pruned alternative per amount to every candidate layer; costs from `model`.
 pub fn add_alternatives(
     conv: &mut Converted,
     layers: &[(egg::Id, ENode, String)],
-    fractions: &[f64],
+    amounts: &[PruneAmount],
     means: &InputStats,
     model: &CostModel,
 ) -> Vec<Alternative> {
@@ -74,8 +127,12 @@ pub fn add_alternatives(
         };
         let Some(values) = w.as_f32() else { continue };
         let exact_cost = sparse_aware_cost(&conv.egraph, &node, model, values);
-        for &f in fractions {
-            let pruned = prune_smallest(values, f);
+        for &f in amounts {
+            let pruned = f.apply(values);
+            if pruned == values {
+                continue;
+            }
+            let label = f.label(&pruned);
             let Ok(t) = Tensor::new(w.shape().to_vec(), Data::F32(pruned.clone())) else {
                 continue;
             };
@@ -94,7 +151,7 @@ pub fn add_alternatives(
                 class,
                 node: enode.clone(),
                 layer: name.clone(),
-                label: format!("pruned {:.0}%", 100.0 * f),
+                label: label.clone(),
                 exact_cost,
                 cost,
                 error: None,
@@ -117,7 +174,7 @@ pub fn add_alternatives(
                     class,
                     node: e2,
                     layer: name.clone(),
-                    label: format!("pruned {:.0}%, bias corrected", 100.0 * f),
+                    label: format!("{label}, bias corrected"),
                     exact_cost,
                     cost,
                     error: None,
@@ -166,6 +223,11 @@ mod tests {
         assert_eq!(prune_smallest(&w, 0.0), w.to_vec());
         assert!(prune_smallest(&w, 1.0).iter().all(|&v| v == 0.0));
         assert_eq!(parse_fractions("0.5, 0.9").unwrap(), vec![0.5, 0.9]);
+        let t = PruneAmount::parse("threshold=0.15").unwrap();
+        assert_eq!(t, PruneAmount::Threshold(0.15));
+        assert_eq!(t.apply(&w), vec![0.5, 0.0, 0.0, 2.0, -3.0, 0.2, 0.0, -0.2]);
+        assert!(PruneAmount::parse("threshold=-1").is_err());
+        assert_eq!(PruneAmount::parse("0.7"), Ok(PruneAmount::Fraction(0.7)));
         assert!(parse_fractions("1.5").is_err());
         assert!(parse_fractions("x").is_err());
     }
