@@ -20,9 +20,127 @@ struct Layer {
 #[derive(Default, Debug)]
 pub struct InputStats {
     layers: HashMap<String, Layer>,
+    /// A conv's patches (`C * KH * KW` values per output position, as its weight rows).
+    patches: HashMap<String, Layer>,
+    /// Collect second moments (MatMul inputs, conv patches) too: only the pruning and
+    /// low-rank passes use them.
+    pub moments: bool,
+}
+
+/// `sum x x^T` (upper triangle) of one vector into `outer` (`k x k`).
+fn add_outer(outer: &mut [f64], x: &[f64]) {
+    let k = x.len();
+    for i in 0..k {
+        let xi = x[i];
+        if xi == 0.0 {
+            continue;
+        }
+        let row = &mut outer[i * k + i..(i + 1) * k];
+        for (o, &xj) in row.iter_mut().zip(&x[i..]) {
+            *o += xi * xj;
+        }
+    }
+}
+
+/// The symmetric matrix of an upper triangle divided by `n`.
+fn symmetric(outer: &[f64], k: usize, n: u64) -> Vec<f64> {
+    let mut m = vec![0f64; k * k];
+    for i in 0..k {
+        for j in i..k {
+            let v = outer[i * k + j] / n as f64;
+            m[i * k + j] = v;
+            m[j * k + i] = v;
+        }
+    }
+    m
 }
 
 impl InputStats {
+    pub fn new(moments: bool) -> InputStats {
+        InputStats {
+            moments,
+            ..Default::default()
+        }
+    }
+
+    /// Add the patches of a conv's input `x [N, C, H, W]` for a 2-D `window` (zero padding):
+    /// their sums and second moment, in the weight's `(c, kh, kw)` order.
+    pub fn add_patches(&mut self, layer: &str, x: &Tensor, window: &optc_ir::Window) {
+        let (Some(v), s) = (x.as_f32(), x.shape()) else {
+            return;
+        };
+        if !self.moments || s.len() != 4 || window.kernel.len() != 2 {
+            return;
+        }
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let (kh, kw) = (window.kernel[0], window.kernel[1]);
+        let (sh, sw) = (window.strides[0], window.strides[1]);
+        let (dh, dw) = (window.dilations[0], window.dilations[1]);
+        let (pt, pl, pb, pr) = (
+            window.pads[0],
+            window.pads[1],
+            window.pads[2],
+            window.pads[3],
+        );
+        let k = c * kh * kw;
+        if k > MAX_SECOND_MOMENT || kh == 0 || kw == 0 || sh == 0 || sw == 0 {
+            return;
+        }
+        let span = |size: usize, pad: usize, kk: usize, d: usize, st: usize| {
+            (size + pad)
+                .checked_sub(d * (kk - 1) + 1)
+                .map(|x| x / st + 1)
+        };
+        let (Some(oh), Some(ow)) = (span(h + pt, pb, kh, dh, sh), span(w + pl, pr, kw, dw, sw))
+        else {
+            return;
+        };
+        let e = self
+            .patches
+            .entry(layer.to_string())
+            .or_insert_with(|| Layer {
+                sums: vec![0.0; k],
+                outer: vec![0.0; k * k],
+                rows: 0,
+            });
+        if e.sums.len() != k {
+            return;
+        }
+        let mut patch = vec![0f64; k];
+        for img in 0..n {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    for ci in 0..c {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (y * sh + ky * dh) as isize - pt as isize;
+                                let ix = (xo * sw + kx * dw) as isize - pl as isize;
+                                let inside =
+                                    iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
+                                patch[(ci * kh + ky) * kw + kx] = if inside {
+                                    v[((img * c + ci) * h + iy as usize) * w + ix as usize] as f64
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                    for (sum, &p) in e.sums.iter_mut().zip(&patch) {
+                        *sum += p;
+                    }
+                    add_outer(&mut e.outer, &patch);
+                    e.rows += 1;
+                }
+            }
+        }
+    }
+
+    /// `E[p p^T]` of a conv's patches (`K x K`, `K = C * KH * KW`).
+    pub fn patch_second_moment(&self, layer: &str) -> Option<Vec<f64>> {
+        let e = self.patches.get(layer)?;
+        (e.rows > 0).then(|| symmetric(&e.outer, e.sums.len(), e.rows))
+    }
+
     /// Add one observed input `t` of `layer`: a conv's (channels on dim 1) or a MatMul's
     /// (features on the last dim).
     pub fn add(&mut self, layer: &str, t: &Tensor, conv: bool) {
@@ -47,7 +165,7 @@ impl InputStats {
             .entry(layer.to_string())
             .or_insert_with(|| Layer {
                 sums: vec![0.0; channels],
-                outer: if !conv && channels <= MAX_SECOND_MOMENT {
+                outer: if self.moments && !conv && channels <= MAX_SECOND_MOMENT {
                     vec![0.0; channels * channels]
                 } else {
                     vec![]
@@ -65,13 +183,7 @@ impl InputStats {
             }
             if !e.outer.is_empty() && chunk.len() == channels {
                 let x: Vec<f64> = chunk.iter().map(|&a| a as f64).collect();
-                for i in 0..channels {
-                    let xi = x[i];
-                    let row = &mut e.outer[i * channels + i..(i + 1) * channels];
-                    for (o, &xj) in row.iter_mut().zip(&x[i..]) {
-                        *o += xi * xj;
-                    }
-                }
+                add_outer(&mut e.outer, &x);
             }
         }
         e.rows += (v.len() / channels) as u64;
@@ -104,16 +216,7 @@ impl InputStats {
         if e.outer.is_empty() || e.rows == 0 {
             return None;
         }
-        let k = e.sums.len();
-        let mut m = vec![0f64; k * k];
-        for i in 0..k {
-            for j in i..k {
-                let v = e.outer[i * k + j] / e.rows as f64;
-                m[i * k + j] = v;
-                m[j * k + i] = v;
-            }
-        }
-        Some(m)
+        Some(symmetric(&e.outer, e.sums.len(), e.rows))
     }
 }
 
@@ -124,7 +227,7 @@ mod tests {
 
     #[test]
     fn means_and_second_moments() {
-        let mut m = InputStats::default();
+        let mut m = InputStats::new(true);
         let t = Tensor::new(vec![2, 2], Data::F32(vec![1.0, 2.0, 3.0, 6.0])).unwrap();
         m.add("l", &t, false);
         assert_eq!(m.mean("l"), Some(vec![2.0, 4.0]));
@@ -136,5 +239,23 @@ mod tests {
         m.add("c", &t, true);
         assert_eq!(m.mean("c"), Some(vec![2.0, 6.0]));
         assert_eq!(m.second_moment("c"), None);
+        // Patches of a 1x2 map with a 1x2 window padded by one column on each side: three
+        // positions [0, 1], [1, 2], [2, 0] of the one channel.
+        let window = optc_ir::Window {
+            kernel: vec![1, 2],
+            strides: vec![1, 1],
+            pads: vec![0, 1, 0, 1],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+        };
+        let t = Tensor::new(vec![1, 1, 1, 2], Data::F32(vec![1.0, 2.0])).unwrap();
+        m.add_patches("p", &t, &window);
+        // (0,1), (1,2), (2,0): E[p0^2] = 5/3, E[p0 p1] = 2/3, E[p1^2] = 5/3
+        let got = m.patch_second_moment("p").unwrap();
+        let want = [5.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0, 5.0 / 3.0];
+        assert!(
+            got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{got:?}"
+        );
     }
 }

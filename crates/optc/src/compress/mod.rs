@@ -305,7 +305,8 @@ pub(crate) fn compress(
     let mut progress = Progress::new("reference outputs", by_shape.len());
     let mut shaped: Vec<(Vec<Vec<usize>>, Shaped)> = vec![];
     let mut ranges: HashMap<String, ActivationRange> = HashMap::new();
-    let mut means = input_stats::InputStats::default();
+    let mut means =
+        input_stats::InputStats::new(!copts.prune.is_empty() || copts.low_rank.is_some());
     for (key, sets) in &by_shape {
         let shapes: HashMap<String, Vec<usize>> =
             names.iter().cloned().zip(key.iter().cloned()).collect();
@@ -581,7 +582,11 @@ fn observe_inputs(
             continue;
         };
         observed.add_output(&format!("observe {}", node.name), x);
-        layers.push((node.name.clone(), is_conv));
+        let window = match base {
+            optc_ir::Op::Conv { window, group: 1 } => Some(window.clone()),
+            _ => None,
+        };
+        layers.push((node.name.clone(), is_conv, window));
     }
     if layers.is_empty() {
         return Ok(());
@@ -590,8 +595,11 @@ fn observe_inputs(
     let mut m = jit(observed, threads)?;
     for s in sets {
         let outs = m.run(s)?;
-        for ((name, is_conv), t) in layers.iter().zip(&outs[first..]) {
+        for ((name, is_conv, window), t) in layers.iter().zip(&outs[first..]) {
             means.add(name, t, *is_conv);
+            if let Some(w) = window {
+                means.add_patches(name, t, w);
+            }
             if !is_conv {
                 continue;
             }

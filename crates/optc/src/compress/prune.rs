@@ -106,6 +106,103 @@ impl PruneAmount {
     }
 }
 
+/// Solve `a x = b` for a symmetric positive definite `a` (`n x n`, row-major) by Cholesky.
+fn cholesky_solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Option<Vec<f64>> {
+    for j in 0..n {
+        let mut d = a[j * n + j];
+        for k in 0..j {
+            d -= a[j * n + k] * a[j * n + k];
+        }
+        if d <= 0.0 || !d.is_finite() {
+            return None;
+        }
+        let d = d.sqrt();
+        a[j * n + j] = d;
+        for i in j + 1..n {
+            let mut v = a[i * n + j];
+            for k in 0..j {
+                v -= a[i * n + k] * a[j * n + k];
+            }
+            a[i * n + j] = v / d;
+        }
+    }
+    for i in 0..n {
+        let mut v = b[i];
+        for k in 0..i {
+            v -= a[i * n + k] * b[k];
+        }
+        b[i] = v / a[i * n + i];
+    }
+    for i in (0..n).rev() {
+        let mut v = b[i];
+        for k in i + 1..n {
+            v -= a[k * n + i] * b[k];
+        }
+        b[i] = v / a[i * n + i];
+    }
+    Some(b)
+}
+
+/// The kept weights re-fit by least squares so the layer's output on the calibration inputs
+/// moves least (the pruning mask stays): per output, `w'_S = (C_SS + l I)^-1 C_S: w` with
+/// `C = E[x x^T]` of the inputs (`k x k`; a conv's patches). `None` when the layout is not
+/// known or the solves would be too large (sum of `|S|^3` over outputs above 4e9).
+pub fn reconstruct(
+    base: &Op,
+    shape: &[usize],
+    w: &[f32],
+    pruned: &[f32],
+    c: &[f64],
+) -> Option<Vec<f32>> {
+    // (outputs, inputs per output, index of (output, input) in the weight)
+    let (outs, k, row_major) = match base {
+        Op::Conv { group: 1, .. } if shape.len() >= 3 => {
+            (shape[0], shape[1..].iter().product(), true)
+        }
+        Op::Gemm { trans_b: true, .. } if shape.len() == 2 => (shape[0], shape[1], true),
+        Op::MatMul | Op::Gemm { trans_b: false, .. } if shape.len() == 2 => {
+            (shape[1], shape[0], false)
+        }
+        _ => return None,
+    };
+    if c.len() != k * k || w.len() != outs * k {
+        return None;
+    }
+    let at = |o: usize, j: usize| if row_major { o * k + j } else { j * outs + o };
+    let work: f64 = (0..outs)
+        .map(|o| ((0..k).filter(|&j| pruned[at(o, j)] != 0.0).count() as f64).powi(3))
+        .sum();
+    if work > 4e9 {
+        return None;
+    }
+    let ridge = 1e-6 * (0..k).map(|i| c[i * k + i]).sum::<f64>() / k.max(1) as f64 + 1e-12;
+    let mut out = pruned.to_vec();
+    for o in 0..outs {
+        let keep: Vec<usize> = (0..k).filter(|&j| pruned[at(o, j)] != 0.0).collect();
+        let s = keep.len();
+        if s == 0 || s == k {
+            continue;
+        }
+        let mut a = vec![0f64; s * s];
+        for (p, &i) in keep.iter().enumerate() {
+            for (q, &j) in keep.iter().enumerate() {
+                a[p * s + q] = c[i * k + j];
+            }
+            a[p * s + p] += ridge;
+        }
+        let b: Vec<f64> = keep
+            .iter()
+            .map(|&i| (0..k).map(|j| c[i * k + j] * w[at(o, j)] as f64).sum())
+            .collect();
+        if let Some(x) = cholesky_solve(a, b, s) {
+            for (p, &i) in keep.iter().enumerate() {
+                out[at(o, i)] = x[p] as f32;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Add a pruned alternative per amount to every candidate layer; costs from `model`.
 pub fn add_alternatives(
     conv: &mut Converted,
@@ -180,6 +277,36 @@ pub fn add_alternatives(
                     error: None,
                 });
             }
+            // The kept weights re-fit to the calibration inputs (same zeros, same speed).
+            let moment = match base {
+                Op::Conv { .. } => means.patch_second_moment(&name),
+                _ => means.second_moment(&name),
+            };
+            let refit = moment.and_then(|c| reconstruct(base, w.shape(), values, &pruned, &c));
+            if let Some(r) = refit {
+                let Ok(t) = Tensor::new(w.shape().to_vec(), Data::F32(r)) else {
+                    continue;
+                };
+                let c = conv.egraph.analysis.intern(t);
+                let wid = conv.egraph.add(ENode {
+                    kind: optc_egraph::ENodeKind::Const(c),
+                    children: vec![],
+                });
+                let mut children = node.children.clone();
+                children[1] = wid;
+                let e3 = ENode::from_op(op.clone(), children);
+                let id = conv.egraph.add(e3.clone());
+                conv.egraph.union(class, id);
+                out.push(Alternative {
+                    class,
+                    node: e3,
+                    layer: name.clone(),
+                    label: format!("{label}, reconstructed"),
+                    exact_cost,
+                    cost,
+                    error: None,
+                });
+            }
         }
     }
     conv.egraph.rebuild();
@@ -212,6 +339,62 @@ pub fn parse_fractions(s: &str) -> Result<Vec<f64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `(w - w')^T C (w - w')` per output, summed: the output error the reconstruction
+    /// minimizes.
+    fn output_error(w: &[f32], v: &[f32], c: &[f64], outs: usize, k: usize) -> f64 {
+        (0..outs)
+            .map(|o| {
+                let d: Vec<f64> = (0..k)
+                    .map(|j| (w[o * k + j] - v[o * k + j]) as f64)
+                    .collect();
+                (0..k)
+                    .map(|i| (0..k).map(|j| d[i] * c[i * k + j] * d[j]).sum::<f64>())
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn reconstruction_keeps_the_mask_and_lowers_the_output_error() {
+        // Gemm (transB): 3 outputs of 4 inputs; correlated inputs.
+        let (outs, k) = (3, 4);
+        let w: Vec<f32> = vec![
+            0.9, -0.2, 0.4, 0.1, -0.3, 0.8, 0.05, -0.6, 0.2, 0.2, -0.7, 0.5,
+        ];
+        let c: Vec<f64> = (0..k * k)
+            .map(|i| {
+                let (a, b) = (i / k, i % k);
+                if a == b {
+                    1.0
+                } else {
+                    0.6
+                }
+            })
+            .collect();
+        let pruned = prune_smallest(&w, 0.5);
+        let op = Op::Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: true,
+        };
+        let r = reconstruct(&op, &[outs, k], &w, &pruned, &c).unwrap();
+        for (a, b) in pruned.iter().zip(&r) {
+            assert_eq!(*a == 0.0, *b == 0.0, "the mask stays");
+        }
+        let (before, after) = (
+            output_error(&w, &pruned, &c, outs, k),
+            output_error(&w, &r, &c, outs, k),
+        );
+        assert!(after < 0.8 * before, "{after} vs {before}");
+        // Uncorrelated inputs: the kept weights are already the best fit.
+        let eye: Vec<f64> = (0..k * k)
+            .map(|i| f64::from(u8::from(i / k == i % k)))
+            .collect();
+        let r = reconstruct(&op, &[outs, k], &w, &pruned, &eye).unwrap();
+        assert!(r.iter().zip(&pruned).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
 
     #[test]
     fn prunes_the_smallest_magnitudes() {
