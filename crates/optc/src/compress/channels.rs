@@ -10,6 +10,8 @@
 //! after a flatten) that read them. The alternative joins `B`'s class: `B'(chain'(P'(x)))`.
 //! Groups that branch (residual adds, concat) are not pruned yet.
 
+use super::input_stats::InputStats;
+use super::prune::reconstruct;
 use optc_egraph::convert::Converted;
 use optc_egraph::lossy::Alternative;
 use optc_egraph::{egg, CostModel, ENode, ENodeKind, OptEGraph};
@@ -161,19 +163,23 @@ fn pruned_producer(eg: &mut OptEGraph, p: &ENode, keep: &[usize], m: usize) -> O
     Some(ENode::from_op(op, children))
 }
 
-/// Add a channel-pruned alternative per fraction to every chain's consumer.
+/// Add a channel-pruned alternative per fraction to every chain's consumer; also returns the
+/// chains' producer classes (a group's alternative rebuilds its producer, so the producer's
+/// own alternatives cannot combine with it).
 pub fn add_alternatives(
     conv: &mut Converted,
     layers: &[(egg::Id, ENode, String)],
     fractions: &[f64],
+    means: &InputStats,
+    refit: bool,
     model: &CostModel,
-) -> Vec<Alternative> {
+) -> (Vec<Alternative>, Vec<egg::Id>) {
     let mut out = vec![];
     let uses = users(conv);
     // The groups first, on the graph as converted (every class one node); a layer is the
     // consumer of at most one group and then not the producer of another (the two
     // alternatives would each assume the other layer unchanged).
-    let mut groups: Vec<(egg::Id, ENode, String, Vec<ENode>, ENode)> = vec![];
+    let mut groups: Vec<(egg::Id, ENode, String, Vec<ENode>, ENode, egg::Id)> = vec![];
     let mut consumers: Vec<egg::Id> = vec![];
     let mut order: Vec<&(egg::Id, ENode, String)> = layers.iter().collect();
     order.sort_by_key(|l| usize::from(l.0));
@@ -231,9 +237,10 @@ pub fn add_alternatives(
             continue;
         }
         consumers.push(eg.find(class));
-        groups.push((class, node, name, chain, p));
+        groups.push((class, node, name, chain, p, pclass));
     }
-    for (class, node, name, chain, p) in groups {
+    let producers: Vec<egg::Id> = groups.iter().map(|g| g.5).collect();
+    for (class, node, name, chain, p, _) in groups {
         let eg = &conv.egraph;
         let bop = node.op().cloned().expect("an op");
         let bbase = base_of(&bop).clone();
@@ -312,36 +319,73 @@ pub fn add_alternatives(
                 .iter()
                 .flat_map(|&c| (c * per..(c + 1) * per).collect::<Vec<_>>())
                 .collect();
-            let Some((bs, bv)) = slice_axis(&bw, in_axis, &feats) else {
-                continue;
-            };
-            let Some(wid) = add_const(eg, bs, bv) else {
-                continue;
-            };
-            let mut ch = node.children.clone();
-            ch[0] = below;
-            ch[1] = wid;
-            let b2 = ENode::from_op(bop.clone(), ch);
-            let ins: Option<Vec<&TensorType>> =
-                b2.children.iter().map(|&c| eg[c].data.ty()).collect();
-            let same = ins
-                .and_then(|ins| b2.op()?.infer(&ins).ok())
-                .is_some_and(|o| Some(&o[0]) == eg[class].data.ty());
-            if !same {
-                continue;
+            // The consumer's weights on the kept inputs: as they are, and re-fit by least
+            // squares to its inputs' second moment (the removed channels' share taken over
+            // by the kept ones, where they correlate).
+            let (rows, patches) = means.samples(&name);
+            let moment = match &bbase {
+                Op::Conv { .. } => means.patch_second_moment(&name).map(|c| (c, patches)),
+                _ => means.second_moment(&name).map(|c| (c, rows)),
             }
-            cost += node_cost(eg, &b2, model);
-            let id = eg.add(b2.clone());
-            eg.union(class, id);
-            out.push(Alternative {
-                class,
-                node: b2,
-                layer: name.clone(),
-                label: format!("channels pruned {:.0}% ({keep_n} of {m} kept)", 100.0 * f),
-                exact_cost,
-                cost,
-                error: None,
+            .filter(|_| refit);
+            let refit = moment.and_then(|(c, samples)| {
+                let bv = bw.as_f32()?;
+                let outer: usize = bw.shape()[..in_axis].iter().product();
+                let inner: usize = bw.shape()[in_axis + 1..].iter().product();
+                let n_in = bw.shape()[in_axis];
+                let mut masked = bv.to_vec();
+                for o in 0..outer {
+                    for j in 0..n_in {
+                        if feats.binary_search(&j).is_err() {
+                            let at = (o * n_in + j) * inner;
+                            masked[at..at + inner].fill(0.0);
+                        }
+                    }
+                }
+                let r = reconstruct(&bbase, bw.shape(), bv, &masked, &c, samples)?;
+                Tensor::new(bw.shape().to_vec(), Data::F32(r)).ok()
             });
+            // The re-fit one first: without a budget the first of equally fast ones is taken.
+            let mut variants = vec![];
+            if let Some(t) = refit {
+                variants.push((std::sync::Arc::new(t), ", reconstructed"));
+            }
+            variants.push((bw.clone(), ""));
+            for (weights, suffix) in variants {
+                let Some((bs, bv)) = slice_axis(&weights, in_axis, &feats) else {
+                    continue;
+                };
+                let Some(wid) = add_const(eg, bs, bv) else {
+                    continue;
+                };
+                let mut ch = node.children.clone();
+                ch[0] = below;
+                ch[1] = wid;
+                let b2 = ENode::from_op(bop.clone(), ch);
+                let ins: Option<Vec<&TensorType>> =
+                    b2.children.iter().map(|&c| eg[c].data.ty()).collect();
+                let same = ins
+                    .and_then(|ins| b2.op()?.infer(&ins).ok())
+                    .is_some_and(|o| Some(&o[0]) == eg[class].data.ty());
+                if !same {
+                    continue;
+                }
+                let total = cost + node_cost(eg, &b2, model);
+                let id = eg.add(b2.clone());
+                eg.union(class, id);
+                out.push(Alternative {
+                    class,
+                    node: b2,
+                    layer: name.clone(),
+                    label: format!(
+                        "channels pruned {:.0}% ({keep_n} of {m} kept){suffix}",
+                        100.0 * f
+                    ),
+                    exact_cost,
+                    cost: total,
+                    error: None,
+                });
+            }
         }
     }
     conv.egraph.rebuild();
@@ -350,7 +394,8 @@ pub fn add_alternatives(
         let eg = &conv.egraph;
         a.node = egg::Language::map_children(a.node.clone(), |c| eg.find(c));
     }
-    out
+    let producers = producers.iter().map(|&p| conv.egraph.find(p)).collect();
+    (out, producers)
 }
 
 fn node_cost(eg: &OptEGraph, n: &ENode, model: &CostModel) -> f64 {

@@ -135,6 +135,14 @@ impl InputStats {
         }
     }
 
+    /// Inputs observed of `layer` (rows of a MatMul's input) and patches of a conv's.
+    pub fn samples(&self, layer: &str) -> (u64, u64) {
+        (
+            self.layers.get(layer).map_or(0, |e| e.rows),
+            self.patches.get(layer).map_or(0, |e| e.rows),
+        )
+    }
+
     /// `E[p p^T]` of a conv's patches (`K x K`, `K = C * KH * KW`).
     pub fn patch_second_moment(&self, layer: &str) -> Option<Vec<f64>> {
         let e = self.patches.get(layer)?;

@@ -79,6 +79,9 @@ pub struct CompressOptions {
     pub prune_channels: Vec<f64>,
     /// Low-rank factorization of the weights (`--low-rank energy=0.95 | rank=N | auto`).
     pub low_rank: Option<lowrank::LowRank>,
+    /// Offer pruned layers with their remaining weights re-fit to the calibration inputs
+    /// (default true; false leaves the plain and bias-corrected variants only).
+    pub reconstruct: bool,
     /// Calibration data directories (see [`dataset`]).
     pub calibrate: Vec<PathBuf>,
     /// Evaluation data directories (default: the calibration data).
@@ -102,6 +105,7 @@ impl Default for CompressOptions {
             prune: vec![],
             low_rank: None,
             prune_channels: vec![],
+            reconstruct: true,
             calibrate: vec![],
             eval: vec![],
             labels: None,
@@ -305,8 +309,11 @@ pub(crate) fn compress(
     let mut progress = Progress::new("reference outputs", by_shape.len());
     let mut shaped: Vec<(Vec<Vec<usize>>, Shaped)> = vec![];
     let mut ranges: HashMap<String, ActivationRange> = HashMap::new();
-    let mut means =
-        input_stats::InputStats::new(!copts.prune.is_empty() || copts.low_rank.is_some());
+    // Second moments (costly on wide layers) only for the passes that use them.
+    let mut means = input_stats::InputStats::new(
+        copts.low_rank.is_some()
+            || (copts.reconstruct && (!copts.prune.is_empty() || !copts.prune_channels.is_empty())),
+    );
     for (key, sets) in &by_shape {
         let shapes: HashMap<String, Vec<usize>> =
             names.iter().cloned().zip(key.iter().cloned()).collect();
@@ -353,13 +360,18 @@ pub(crate) fn compress(
                 conv, &layers, how, &means, &model,
             ));
         }
+        let mut producers = vec![];
         if !copts.prune_channels.is_empty() {
-            alts.extend(channels::add_alternatives(
+            let (a, p) = channels::add_alternatives(
                 conv,
                 &layers,
                 &copts.prune_channels,
+                &means,
+                copts.reconstruct,
                 &model,
-            ));
+            );
+            alts.extend(a);
+            producers = p;
         }
         if !copts.prune.is_empty() || copts.low_rank.is_some() || !copts.prune_channels.is_empty() {
             if !copts.prune.is_empty() {
@@ -368,6 +380,7 @@ pub(crate) fn compress(
                     &layers,
                     &copts.prune,
                     &means,
+                    copts.reconstruct,
                     &model,
                 ));
             }
@@ -376,6 +389,14 @@ pub(crate) fn compress(
                 a.class = conv.egraph.find(a.class);
                 let eg = &conv.egraph;
                 a.node = optc_egraph::egg::Language::map_children(a.node.clone(), |c| eg.find(c));
+            }
+            // A channel group rebuilds its producer: the producer's own alternatives would be
+            // dropped when the group is taken, so they are not offered next to it. (They stay
+            // in the list, priced as saving nothing: an alternative the list does not name
+            // would not be banned from the extraction.)
+            let producers: Vec<_> = producers.iter().map(|&p| conv.egraph.find(p)).collect();
+            for a in alts.iter_mut().filter(|a| producers.contains(&a.class)) {
+                a.cost = a.exact_cost;
             }
         }
         alts

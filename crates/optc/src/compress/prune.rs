@@ -106,8 +106,8 @@ impl PruneAmount {
     }
 }
 
-/// Solve `a x = b` for a symmetric positive definite `a` (`n x n`, row-major) by Cholesky.
-fn cholesky_solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Option<Vec<f64>> {
+/// The Cholesky factor `L` (lower, row-major) of a symmetric positive definite `n x n` `a`.
+fn cholesky(mut a: Vec<f64>, n: usize) -> Option<Vec<f64>> {
     for j in 0..n {
         let mut d = a[j * n + j];
         for k in 0..j {
@@ -126,33 +126,42 @@ fn cholesky_solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Option<Vec<f64>
             a[i * n + j] = v / d;
         }
     }
+    Some(a)
+}
+
+/// Solve `L L^T x = b`.
+fn cholesky_solve(l: &[f64], mut b: Vec<f64>, n: usize) -> Vec<f64> {
     for i in 0..n {
         let mut v = b[i];
         for k in 0..i {
-            v -= a[i * n + k] * b[k];
+            v -= l[i * n + k] * b[k];
         }
-        b[i] = v / a[i * n + i];
+        b[i] = v / l[i * n + i];
     }
     for i in (0..n).rev() {
         let mut v = b[i];
         for k in i + 1..n {
-            v -= a[k * n + i] * b[k];
+            v -= l[k * n + i] * b[k];
         }
-        b[i] = v / a[i * n + i];
+        b[i] = v / l[i * n + i];
     }
-    Some(b)
+    b
 }
 
 /// The kept weights re-fit by least squares so the layer's output on the calibration inputs
-/// moves least (the pruning mask stays): per output, `w'_S = (C_SS + l I)^-1 C_S: w` with
-/// `C = E[x x^T]` of the inputs (`k x k`; a conv's patches). `None` when the layout is not
-/// known or the solves would be too large (sum of `|S|^3` over outputs above 4e9).
+/// moves least (the pruning mask stays): per output, `w'_S = (C_SS + l I)^-1 (C_S: w + l w_S)` with
+/// `C = E[x x^T]` of the inputs (`k x k`; a conv's patches) over `samples` inputs. The ridge
+/// `l` is the mean diagonal times `0.01 + k / samples`: with fewer samples than inputs (a
+/// classifier's FC layer on a few hundred calibration images) `C` is singular and the plain
+/// fit would learn the calibration set; the ridge pulls it toward the pruned weights. `None`
+/// when the layout is not known or the solves would be too large (about 1e10 flops).
 pub fn reconstruct(
     base: &Op,
     shape: &[usize],
     w: &[f32],
     pruned: &[f32],
     c: &[f64],
+    samples: u64,
 ) -> Option<Vec<f32>> {
     // (outputs, inputs per output, index of (output, input) in the weight)
     let (outs, k, row_major) = match base {
@@ -169,35 +178,60 @@ pub fn reconstruct(
         return None;
     }
     let at = |o: usize, j: usize| if row_major { o * k + j } else { j * outs + o };
-    let work: f64 = (0..outs)
-        .map(|o| ((0..k).filter(|&j| pruned[at(o, j)] != 0.0).count() as f64).powi(3))
-        .sum();
-    if work > 4e9 {
+    // Outputs with the same kept inputs (all of them, after channel pruning) share one
+    // factorization.
+    let kept: Vec<Vec<usize>> = (0..outs)
+        .map(|o| (0..k).filter(|&j| pruned[at(o, j)] != 0.0).collect())
+        .collect();
+    let mut distinct: Vec<&Vec<usize>> = kept.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    let work: f64 = distinct
+        .iter()
+        .map(|s| (s.len() as f64).powi(3) / 3.0)
+        .sum::<f64>()
+        + kept
+            .iter()
+            .map(|s| (s.len() as f64).powi(2) * 2.0)
+            .sum::<f64>();
+    if work > 1e10 {
         return None;
     }
-    let ridge = 1e-6 * (0..k).map(|i| c[i * k + i]).sum::<f64>() / k.max(1) as f64 + 1e-12;
+    let mean_diag = (0..k).map(|i| c[i * k + i]).sum::<f64>() / k.max(1) as f64;
+    let ridge = mean_diag * (0.01 + k as f64 / samples.max(1) as f64) + 1e-12;
+    let mut factors: std::collections::HashMap<&Vec<usize>, Option<Vec<f64>>> =
+        std::collections::HashMap::new();
     let mut out = pruned.to_vec();
-    for o in 0..outs {
-        let keep: Vec<usize> = (0..k).filter(|&j| pruned[at(o, j)] != 0.0).collect();
+    for (o, keep) in kept.iter().enumerate() {
         let s = keep.len();
         if s == 0 || s == k {
             continue;
         }
-        let mut a = vec![0f64; s * s];
-        for (p, &i) in keep.iter().enumerate() {
-            for (q, &j) in keep.iter().enumerate() {
-                a[p * s + q] = c[i * k + j];
+        let l = factors.entry(keep).or_insert_with(|| {
+            let mut a = vec![0f64; s * s];
+            for (p, &i) in keep.iter().enumerate() {
+                for (q, &j) in keep.iter().enumerate() {
+                    a[p * s + q] = c[i * k + j];
+                }
+                a[p * s + p] += ridge;
             }
-            a[p * s + p] += ridge;
-        }
+            cholesky(a, s)
+        });
+        let Some(l) = l else { continue };
+        // Minimize the output error plus `ridge |w'_S - w_S|^2`: the ridge pulls toward
+        // the kept weights as they were, not toward zero.
         let b: Vec<f64> = keep
             .iter()
-            .map(|&i| (0..k).map(|j| c[i * k + j] * w[at(o, j)] as f64).sum())
+            .map(|&i| {
+                (0..k)
+                    .map(|j| c[i * k + j] * w[at(o, j)] as f64)
+                    .sum::<f64>()
+                    + ridge * w[at(o, i)] as f64
+            })
             .collect();
-        if let Some(x) = cholesky_solve(a, b, s) {
-            for (p, &i) in keep.iter().enumerate() {
-                out[at(o, i)] = x[p] as f32;
-            }
+        let x = cholesky_solve(l, b, s);
+        for (p, &i) in keep.iter().enumerate() {
+            out[at(o, i)] = x[p] as f32;
         }
     }
     Some(out)
@@ -209,6 +243,7 @@ pub fn add_alternatives(
     layers: &[(egg::Id, ENode, String)],
     amounts: &[PruneAmount],
     means: &InputStats,
+    refit: bool,
     model: &CostModel,
 ) -> Vec<Alternative> {
     let mut out = vec![];
@@ -244,6 +279,7 @@ pub fn add_alternatives(
             let id = conv.egraph.add(enode.clone());
             conv.egraph.union(class, id);
             let cost = sparse_aware_cost(&conv.egraph, &enode, model, &pruned);
+            let first = out.len();
             out.push(Alternative {
                 class,
                 node: enode.clone(),
@@ -278,11 +314,14 @@ pub fn add_alternatives(
                 });
             }
             // The kept weights re-fit to the calibration inputs (same zeros, same speed).
+            let (rows, patches) = means.samples(&name);
             let moment = match base {
-                Op::Conv { .. } => means.patch_second_moment(&name),
-                _ => means.second_moment(&name),
-            };
-            let refit = moment.and_then(|c| reconstruct(base, w.shape(), values, &pruned, &c));
+                Op::Conv { .. } => means.patch_second_moment(&name).map(|c| (c, patches)),
+                _ => means.second_moment(&name).map(|c| (c, rows)),
+            }
+            .filter(|_| refit);
+            let refit =
+                moment.and_then(|(c, n)| reconstruct(base, w.shape(), values, &pruned, &c, n));
             if let Some(r) = refit {
                 let Ok(t) = Tensor::new(w.shape().to_vec(), Data::F32(r)) else {
                     continue;
@@ -307,6 +346,9 @@ pub fn add_alternatives(
                     error: None,
                 });
             }
+            // The most accurate variant first: without a budget (no errors measured) the
+            // choice among equally fast alternatives takes the first.
+            out[first..].reverse();
         }
     }
     conv.egraph.rebuild();
@@ -379,7 +421,7 @@ mod tests {
             trans_a: false,
             trans_b: true,
         };
-        let r = reconstruct(&op, &[outs, k], &w, &pruned, &c).unwrap();
+        let r = reconstruct(&op, &[outs, k], &w, &pruned, &c, 1 << 20).unwrap();
         for (a, b) in pruned.iter().zip(&r) {
             assert_eq!(*a == 0.0, *b == 0.0, "the mask stays");
         }
@@ -392,7 +434,7 @@ mod tests {
         let eye: Vec<f64> = (0..k * k)
             .map(|i| f64::from(u8::from(i / k == i % k)))
             .collect();
-        let r = reconstruct(&op, &[outs, k], &w, &pruned, &eye).unwrap();
+        let r = reconstruct(&op, &[outs, k], &w, &pruned, &eye, 1 << 20).unwrap();
         assert!(r.iter().zip(&pruned).all(|(a, b)| (a - b).abs() < 1e-5));
     }
 
