@@ -10,11 +10,12 @@
 //! after a flatten) that read them. The alternative joins `B`'s class: `B'(chain'(P'(x)))`.
 //! Groups that branch (residual adds, concat) are not pruned yet.
 
+use super::alternative::{add_f32, node_cost};
 use super::input_stats::InputStats;
 use super::prune::reconstruct;
 use optc_egraph::convert::Converted;
 use optc_egraph::lossy::Alternative;
-use optc_egraph::{egg, CostModel, ENode, ENodeKind, OptEGraph};
+use optc_egraph::{egg, CostModel, ENode, OptEGraph};
 use optc_ir::{Data, Op, Tensor, TensorType};
 use std::collections::HashMap;
 
@@ -56,15 +57,6 @@ fn f32_const(eg: &OptEGraph, id: egg::Id) -> Option<std::sync::Arc<Tensor>> {
     let t = optc_egraph::query::const_of(eg, id)?;
     t.as_f32()?;
     Some(t)
-}
-
-fn add_const(eg: &mut OptEGraph, shape: Vec<usize>, v: Vec<f32>) -> Option<egg::Id> {
-    let t = Tensor::new(shape, Data::F32(v)).ok()?;
-    let c = eg.analysis.intern(t);
-    Some(eg.add(ENode {
-        kind: ENodeKind::Const(c),
-        children: vec![],
-    }))
 }
 
 /// Keep the `keep` (sorted) entries of `axis` of a row-major tensor.
@@ -146,7 +138,7 @@ fn pruned_producer(eg: &mut OptEGraph, p: &ENode, keep: &[usize], m: usize) -> O
     let mut children = p.children.clone();
     let w = f32_const(eg, p.children[1])?;
     let (ws, wv) = slice_axis(&w, out_axis, keep)?;
-    children[1] = add_const(eg, ws, wv)?;
+    children[1] = add_f32(eg, ws, wv)?;
     for (i, &c) in p.children.iter().enumerate().skip(2) {
         let t = f32_const(eg, c)?;
         if t.numel() == 1 {
@@ -158,7 +150,7 @@ fn pruned_producer(eg: &mut OptEGraph, p: &ENode, keep: &[usize], m: usize) -> O
         // The channel axis of a constant broadcast against the output: its one non-1 dim.
         let axis = t.shape().iter().position(|&d| d == m)?;
         let (s, v) = slice_axis(&t, axis, keep)?;
-        children[i] = add_const(eg, s, v)?;
+        children[i] = add_f32(eg, s, v)?;
     }
     Some(ENode::from_op(op, children))
 }
@@ -355,7 +347,7 @@ pub fn add_alternatives(
                 let Some((bs, bv)) = slice_axis(&weights, in_axis, &feats) else {
                     continue;
                 };
-                let Some(wid) = add_const(eg, bs, bv) else {
+                let Some(wid) = add_f32(eg, bs, bv) else {
                     continue;
                 };
                 let mut ch = node.children.clone();
@@ -396,14 +388,4 @@ pub fn add_alternatives(
     }
     let producers = producers.iter().map(|&p| conv.egraph.find(p)).collect();
     (out, producers)
-}
-
-fn node_cost(eg: &OptEGraph, n: &ENode, model: &CostModel) -> f64 {
-    let Some(op) = n.op() else { return 0.0 };
-    let ins: Option<Vec<&TensorType>> = n.children.iter().map(|&c| eg[c].data.ty()).collect();
-    let Some(ins) = ins else { return f64::INFINITY };
-    match op.infer(&ins) {
-        Ok(outs) => model.op_cost(op, &ins, &outs),
-        Err(_) => f64::INFINITY,
-    }
 }

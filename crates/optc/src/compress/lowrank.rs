@@ -13,12 +13,13 @@
 //! A rank is offered only below the break-even `rows * cols / (rows + cols)` (fewer
 //! multiply-adds) and only when the cost model prices the pair cheaper than the original.
 
+use super::alternative::{add_tensor, node_cost};
 use super::bias_correction;
 use super::eigen::symmetric_eigen;
 use super::input_stats::InputStats;
 use optc_egraph::convert::Converted;
 use optc_egraph::lossy::Alternative;
-use optc_egraph::{egg, CostModel, ENode, ENodeKind, OptEGraph};
+use optc_egraph::{egg, CostModel, ENode};
 use optc_ir::{Data, Op, Tensor, TensorType, Window};
 
 /// How ranks are chosen.
@@ -275,26 +276,8 @@ fn factorizations(w: &[f32], rows: usize, cols: usize, how: &LowRank) -> Vec<Fac
         .collect()
 }
 
-fn node_cost(eg: &OptEGraph, n: &ENode, model: &CostModel) -> f64 {
-    let Some(op) = n.op() else { return 0.0 };
-    let ins: Option<Vec<&TensorType>> = n.children.iter().map(|&c| eg[c].data.ty()).collect();
-    let Some(ins) = ins else { return f64::INFINITY };
-    match op.infer(&ins) {
-        Ok(outs) => model.op_cost(op, &ins, &outs),
-        Err(_) => f64::INFINITY,
-    }
-}
-
 fn tensor(shape: Vec<usize>, v: Vec<f32>) -> Tensor {
     Tensor::new(shape, Data::F32(v)).expect("length matches")
-}
-
-fn add_const(eg: &mut OptEGraph, t: Tensor) -> egg::Id {
-    let c = eg.analysis.intern(t);
-    eg.add(ENode {
-        kind: ENodeKind::Const(c),
-        children: vec![],
-    })
 }
 
 /// The layer's weight as a matrix: `(rows, cols, values)` with `x @ W` (MatMul/Gemm) or
@@ -377,9 +360,9 @@ pub fn add_alternatives(
             let x = node.children[0];
             let (first, second_op, second_w) = match &base {
                 Op::MatMul | Op::Gemm { .. } => {
-                    let p = add_const(&mut conv.egraph, tensor(vec![rows, r], l));
+                    let p = add_tensor(&mut conv.egraph, tensor(vec![rows, r], l));
                     let first = ENode::from_op(Op::MatMul, vec![x, p]);
-                    let q = add_const(&mut conv.egraph, tensor(vec![r, cols], rt));
+                    let q = add_tensor(&mut conv.egraph, tensor(vec![r, cols], rt));
                     let second = match &base {
                         Op::Gemm { alpha, beta, .. } => Op::Gemm {
                             alpha: *alpha,
@@ -395,7 +378,7 @@ pub fn add_alternatives(
                     let s = w.shape();
                     let mut rshape = vec![r];
                     rshape.extend_from_slice(&s[1..]);
-                    let b = add_const(&mut conv.egraph, tensor(rshape, rt));
+                    let b = add_tensor(&mut conv.egraph, tensor(rshape, rt));
                     let first = ENode::from_op(
                         Op::Conv {
                             window: window.clone(),
@@ -406,7 +389,7 @@ pub fn add_alternatives(
                     let nsp = window.kernel.len();
                     let mut lshape = vec![rows, r];
                     lshape.extend(std::iter::repeat_n(1, nsp));
-                    let a = add_const(&mut conv.egraph, tensor(lshape, l));
+                    let a = add_tensor(&mut conv.egraph, tensor(lshape, l));
                     let one = Window {
                         kernel: vec![1; nsp],
                         strides: vec![1; nsp],

@@ -22,6 +22,7 @@
 //! 8. the report ([`report::CompressionReport`]): per output the errors, per layer the choice,
 //!    weight bytes, parameters, FLOPs and latency before and after.
 
+mod alternative;
 pub mod bias_correction;
 pub mod budget;
 pub mod channels;

@@ -10,6 +10,7 @@
 //! Activations: dynamic (scale per tensor at run time) for MatMul/Gemm, the transformer
 //! case; static for convs, from the calibration data's range of the conv's input (min-max).
 
+use super::alternative::node_cost;
 use optc_egraph::convert::Converted;
 use optc_egraph::lossy::Alternative;
 use optc_egraph::rules::{add_build, Build};
@@ -410,17 +411,6 @@ pub fn add_alternatives(
         a.node = egg::Language::map_children(a.node.clone(), |c| eg.find(c));
     }
     out
-}
-
-/// Estimated seconds of one e-node (its own cost, children excluded).
-fn node_cost(eg: &OptEGraph, n: &ENode, model: &CostModel) -> f64 {
-    let Some(op) = n.op() else { return 0.0 };
-    let ins: Option<Vec<&TensorType>> = n.children.iter().map(|&c| eg[c].data.ty()).collect();
-    let Some(ins) = ins else { return f64::INFINITY };
-    match op.infer(&ins) {
-        Ok(outs) => model.op_cost(op, &ins, &outs),
-        Err(_) => f64::INFINITY,
-    }
 }
 
 #[cfg(test)]
