@@ -224,29 +224,9 @@ fn factorizations(w: &[f32], rows: usize, cols: usize, how: &LowRank) -> Vec<Fac
         }
     }
     let (values, vectors) = symmetric_eigen(&g, n);
-    let total: f64 = values.iter().map(|v| v.max(0.0)).sum();
-    if total <= 0.0 {
-        return vec![];
-    }
-    let mut cum = vec![0f64; n + 1];
-    for i in 0..n {
-        cum[i + 1] = cum[i] + values[i].max(0.0);
-    }
-    let mut ranks: Vec<usize> = how
-        .energies()
-        .iter()
-        .map(|&e| (1..=n).find(|&r| cum[r] >= e * total).unwrap_or(n))
-        .collect();
-    if let LowRank::Rank(r) = how {
-        ranks.push((*r).min(n));
-    }
-    ranks.sort_unstable();
-    ranks.dedup();
-    let break_even = rows * cols / (rows + cols).max(1);
-    ranks
+    ranks(&values, how, rows, cols)
         .into_iter()
-        .filter(|&r| r < break_even)
-        .map(|r| {
+        .map(|(r, energy)| {
             let vec = |k: usize, j: usize| vectors[k * n + j];
             let (l, rt) = if left {
                 // W ~ U_r (U_r^T W)
@@ -271,7 +251,7 @@ fn factorizations(w: &[f32], rows: usize, cols: usize, how: &LowRank) -> Vec<Fac
                     .collect();
                 (l, rt)
             };
-            (r, cum[r] / total, l, rt)
+            (r, energy, l, rt)
         })
         .collect()
 }

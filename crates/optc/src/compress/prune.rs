@@ -9,12 +9,13 @@
 //! a pruned layer the sparse kernel would not run faster is never chosen. Several fractions
 //! (`--prune 0.5,0.7,0.9`) are several alternatives: the budget picks per layer.
 
+use super::alternative::add_f32;
 use super::bias_correction;
 use super::input_stats::InputStats;
 use optc_egraph::convert::Converted;
 use optc_egraph::lossy::Alternative;
 use optc_egraph::{egg, CostModel, ENode, OptEGraph};
-use optc_ir::{Data, Op, Tensor, TensorType};
+use optc_ir::{Op, TensorType};
 
 /// `w` with the `fraction` of its values smallest in magnitude set to zero.
 pub fn prune_smallest(w: &[f32], fraction: f64) -> Vec<f32> {
@@ -237,6 +238,23 @@ pub fn reconstruct(
     Some(out)
 }
 
+/// `node` with its weight (input 1) replaced by the f32 `values` of `shape`, added to the
+/// e-graph and joined to `class`.
+fn join_with_weight(
+    conv: &mut Converted,
+    class: egg::Id,
+    node: &ENode,
+    shape: &[usize],
+    values: Vec<f32>,
+) -> Option<ENode> {
+    let mut children = node.children.clone();
+    children[1] = add_f32(&mut conv.egraph, shape.to_vec(), values)?;
+    let enode = ENode::from_op(node.op()?.clone(), children);
+    let id = conv.egraph.add(enode.clone());
+    conv.egraph.union(class, id);
+    Some(enode)
+}
+
 /// Add a pruned alternative per amount to every candidate layer; costs from `model`.
 pub fn add_alternatives(
     conv: &mut Converted,
@@ -265,19 +283,10 @@ pub fn add_alternatives(
                 continue;
             }
             let label = f.label(&pruned);
-            let Ok(t) = Tensor::new(w.shape().to_vec(), Data::F32(pruned.clone())) else {
+            let Some(enode) = join_with_weight(conv, class, &node, w.shape(), pruned.clone())
+            else {
                 continue;
             };
-            let c = conv.egraph.analysis.intern(t);
-            let wid = conv.egraph.add(ENode {
-                kind: optc_egraph::ENodeKind::Const(c),
-                children: vec![],
-            });
-            let mut children = node.children.clone();
-            children[1] = wid;
-            let enode = ENode::from_op(op.clone(), children);
-            let id = conv.egraph.add(enode.clone());
-            conv.egraph.union(class, id);
             let cost = sparse_aware_cost(&conv.egraph, &enode, model, &pruned);
             let first = out.len();
             out.push(Alternative {
@@ -322,20 +331,8 @@ pub fn add_alternatives(
             .filter(|_| refit);
             let refit =
                 moment.and_then(|(c, n)| reconstruct(base, w.shape(), values, &pruned, &c, n));
-            if let Some(r) = refit {
-                let Ok(t) = Tensor::new(w.shape().to_vec(), Data::F32(r)) else {
-                    continue;
-                };
-                let c = conv.egraph.analysis.intern(t);
-                let wid = conv.egraph.add(ENode {
-                    kind: optc_egraph::ENodeKind::Const(c),
-                    children: vec![],
-                });
-                let mut children = node.children.clone();
-                children[1] = wid;
-                let e3 = ENode::from_op(op.clone(), children);
-                let id = conv.egraph.add(e3.clone());
-                conv.egraph.union(class, id);
+            let refit = refit.and_then(|r| join_with_weight(conv, class, &node, w.shape(), r));
+            if let Some(e3) = refit {
                 out.push(Alternative {
                     class,
                     node: e3,
