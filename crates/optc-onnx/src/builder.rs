@@ -25,6 +25,9 @@ pub enum Attr {
     Floats(Vec<f32>),
     Str(String),
     Tensor(Tensor),
+    /// A graph (the body of `If`, `Loop`, `Scan`): the builder's inputs, nodes,
+    /// initializers and outputs.
+    Graph(Box<ModelBuilder>),
 }
 
 /// Builds a `ModelProto` node by node.
@@ -108,8 +111,40 @@ fn attr_proto(name: &str, a: Attr) -> pb::AttributeProto {
             p.r#type = T::Tensor as i32;
             p.t = Some(tensor_proto_raw("", &t));
         }
+        Attr::Graph(g) => {
+            p.r#type = T::Graph as i32;
+            p.g = Some(g.graph_proto());
+        }
     }
     p
+}
+
+/// A typed value: a negative dim is dynamic (`dim_param` "d<i>").
+fn value_info(name: &str, dtype: DType, shape: &[i64]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::dimension::Value as DV;
+    let dims = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| pb::tensor_shape_proto::Dimension {
+            denotation: String::new(),
+            value: Some(if d < 0 {
+                DV::DimParam(format!("d{i}"))
+            } else {
+                DV::DimValue(d)
+            }),
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(pb::TypeProto {
+            denotation: String::new(),
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: onnx_dtype(dtype),
+                shape: Some(pb::TensorShapeProto { dim: dims }),
+            })),
+        }),
+        doc_string: String::new(),
+    }
 }
 
 impl ModelBuilder {
@@ -126,30 +161,15 @@ impl ModelBuilder {
 
     /// A graph input. A negative dim is dynamic (`dim_param` "d<i>").
     pub fn input(&mut self, name: &str, dtype: DType, shape: &[i64]) -> &mut Self {
-        use pb::tensor_shape_proto::dimension::Value as DV;
-        let dims = shape
-            .iter()
-            .enumerate()
-            .map(|(i, &d)| pb::tensor_shape_proto::Dimension {
-                denotation: String::new(),
-                value: Some(if d < 0 {
-                    DV::DimParam(format!("d{i}"))
-                } else {
-                    DV::DimValue(d)
-                }),
-            })
-            .collect();
-        self.inputs.push(pb::ValueInfoProto {
-            name: name.to_string(),
-            r#type: Some(pb::TypeProto {
-                denotation: String::new(),
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: onnx_dtype(dtype),
-                    shape: Some(pb::TensorShapeProto { dim: dims }),
-                })),
-            }),
-            doc_string: String::new(),
-        });
+        let v = value_info(name, dtype, shape);
+        self.inputs.push(v);
+        self
+    }
+
+    /// A graph output with its type (bodies of control-flow ops declare theirs).
+    pub fn output_typed(&mut self, name: &str, dtype: DType, shape: &[i64]) -> &mut Self {
+        let v = value_info(name, dtype, shape);
+        self.outputs.push(v);
         self
     }
 
@@ -227,6 +247,18 @@ impl ModelBuilder {
         self
     }
 
+    /// The graph proto (the model's graph, or a body for [`Attr::Graph`]).
+    pub fn graph_proto(&self) -> pb::GraphProto {
+        pb::GraphProto {
+            node: self.nodes.clone(),
+            name: "g".into(),
+            initializer: self.initializers.clone(),
+            input: self.inputs.clone(),
+            output: self.outputs.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The model proto.
     pub fn to_proto(&self) -> pb::ModelProto {
         pb::ModelProto {
@@ -236,14 +268,7 @@ impl ModelBuilder {
                 version: self.opset,
             }],
             producer_name: "optc-onnx builder".into(),
-            graph: Some(pb::GraphProto {
-                node: self.nodes.clone(),
-                name: "g".into(),
-                initializer: self.initializers.clone(),
-                input: self.inputs.clone(),
-                output: self.outputs.clone(),
-                ..Default::default()
-            }),
+            graph: Some(self.graph_proto()),
             ..Default::default()
         }
     }

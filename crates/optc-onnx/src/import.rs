@@ -11,6 +11,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tract_onnx::pb;
 
+mod attention;
+mod control_flow;
+mod decompose;
 mod quantization;
 
 type R<T> = Result<T, String>;
@@ -24,11 +27,18 @@ const LIMIT_DIM: usize = 1 << 31;
 /// Largest tensor the importer itself creates (ConstantOfShape, Range).
 const CREATE_MAX: usize = 1 << 28;
 
-/// Every op type the importer understands (default domain).
+/// Whether the importer understands op type `op` of the default domain.
+fn supported(op: &str) -> bool {
+    SUPPORTED_OPS.contains(&op) || decompose::OPS.contains(&op)
+}
+
+/// The op types the importer maps onto IR ops of their own (default domain); the ops
+/// imported as compositions of others are listed in `decompose::OPS`.
 pub const SUPPORTED_OPS: &[&str] = &[
     "Abs",
     "Add",
     "And",
+    "Attention",
     "AveragePool",
     "BatchNormalization",
     "Cast",
@@ -56,12 +66,14 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "HardSigmoid",
     "HardSwish",
     "Identity",
+    "If",
     "IsNaN",
     "LayerNormalization",
     "LeakyRelu",
     "Less",
     "LessOrEqual",
     "Log",
+    "Loop",
     "MatMul",
     "MatMulInteger",
     "Max",
@@ -84,6 +96,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ReduceSum",
     "Relu",
     "Reshape",
+    "Scan",
     "Shape",
     "Sigmoid",
     "Size",
@@ -163,6 +176,9 @@ struct Ctx {
     env: HashMap<String, Val>,
     names: HashSet<String>,
     const_nodes: HashMap<usize, Value>,
+    /// Graph inputs whose values the caller gave (`ImportOptions::input_values`) but
+    /// that are not bound as constants in this round.
+    known_inputs: HashSet<String>,
 }
 
 impl Ctx {
@@ -257,6 +273,25 @@ impl Ctx {
         Ok(outs.into_iter().map(Val::Dyn).collect())
     }
 
+    /// The graph inputs value `v` is computed from.
+    fn inputs_behind(&self, v: &Val) -> Vec<String> {
+        let Val::Dyn(v) = v else { return vec![] };
+        let mut seen = HashSet::new();
+        let mut stack = vec![v.node];
+        let mut out = vec![];
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            if let Some(i) = self.g.inputs.iter().find(|i| i.node == n) {
+                out.push(i.name.clone());
+            }
+            stack.extend(self.g.node_inputs(n).into_iter().map(|v| v.node));
+        }
+        out.sort();
+        out
+    }
+
     fn emit1(&mut self, name: &str, op: Op, ins: &[Val], fold_any: bool) -> R<Val> {
         let mut v = self.emit(name, op, ins, fold_any)?;
         if v.len() != 1 {
@@ -346,27 +381,9 @@ fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<St
         .as_ref()
         .ok_or_else(|| "the model has no graph".to_string())?;
 
-    // 1. Unsupported ops, all at once.
-    let labels: Vec<String> = graph
-        .node
-        .iter()
-        .enumerate()
-        .map(|(i, n)| node_label(n, i))
-        .collect();
+    // 1. Unsupported ops, all at once (inside If/Loop/Scan bodies too).
     let mut unsupported: Vec<(String, Vec<String>)> = vec![];
-    for (n, label) in graph.node.iter().zip(&labels) {
-        let key = if !is_default_domain(&n.domain) {
-            format!("{}::{}", n.domain, n.op_type)
-        } else if !SUPPORTED_OPS.contains(&n.op_type.as_str()) {
-            n.op_type.clone()
-        } else {
-            continue;
-        };
-        match unsupported.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(label.clone()),
-            None => unsupported.push((key, vec![label.clone()])),
-        }
-    }
+    collect_unsupported(graph, "", &mut unsupported);
     if !unsupported.is_empty() {
         let list: Vec<String> = unsupported
             .iter()
@@ -419,6 +436,12 @@ fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<St
         env: HashMap::new(),
         names: HashSet::new(),
         const_nodes: HashMap::new(),
+        known_inputs: opts
+            .input_values
+            .keys()
+            .filter(|k| !bound.contains(*k))
+            .cloned()
+            .collect(),
     };
     for inp in &real_inputs {
         let ty = input_type(inp, opts)?;
@@ -454,53 +477,8 @@ fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<St
         });
     }
 
-    // 4. Topological order, and the check that every input exists.
-    let order = topo_order(graph, &labels, &ctx.env)?;
-
-    // Names used by some node or graph output (to detect used unsupported outputs).
-    let mut used: HashSet<&str> = HashSet::new();
-    for n in &graph.node {
-        for i in &n.input {
-            used.insert(i.as_str());
-        }
-    }
-    for o in &graph.output {
-        used.insert(o.name.as_str());
-    }
-
-    // 5. Nodes.
-    for &i in &order {
-        let node = &graph.node[i];
-        let label = &labels[i];
-        let outs = convert(&mut ctx, node, label)
-            .map_err(|e| format!("node '{label}' ({}): {e}", node.op_type))?;
-        for (k, oname) in node.output.iter().enumerate() {
-            if oname.is_empty() {
-                continue;
-            }
-            match outs.get(k).cloned().flatten() {
-                Some(v) => {
-                    let v = match v {
-                        Val::Const { t, .. } => Val::Const {
-                            t,
-                            name: oname.clone(),
-                        },
-                        d => d,
-                    };
-                    ctx.env.insert(oname.clone(), v);
-                }
-                None => {
-                    if used.contains(oname.as_str()) {
-                        return Err(format!(
-                            "node '{label}' ({}): output #{k} ('{oname}') is not supported, \
-                             but the model uses it",
-                            node.op_type
-                        ));
-                    }
-                }
-            }
-        }
-    }
+    // 4-5. The nodes, in topological order.
+    import_nodes(&mut ctx, graph, "")?;
 
     // 6. Graph outputs.
     if graph.output.is_empty() {
@@ -531,6 +509,143 @@ fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<St
         .verify()
         .map_err(|e| format!("the imported graph is invalid: {}", e.msg))?;
     Ok(ctx.g)
+}
+
+/// Every op type of `graph` (and of the bodies of its If/Loop/Scan nodes) the importer does
+/// not know, with the nodes that use it.
+fn collect_unsupported(
+    graph: &pb::GraphProto,
+    prefix: &str,
+    unsupported: &mut Vec<(String, Vec<String>)>,
+) {
+    for (i, n) in graph.node.iter().enumerate() {
+        let label = format!("{prefix}{}", node_label(n, i));
+        for (attr, sub) in subgraphs(n) {
+            collect_unsupported(sub, &format!("{label}/{attr}/"), unsupported);
+        }
+        let key = if !is_default_domain(&n.domain) {
+            format!("{}::{}", n.domain, n.op_type)
+        } else if !supported(&n.op_type) {
+            n.op_type.clone()
+        } else {
+            continue;
+        };
+        match unsupported.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(label),
+            None => unsupported.push((key, vec![label])),
+        }
+    }
+}
+
+/// The graphs a node holds as attributes (If's branches, Loop's and Scan's bodies), with
+/// the attribute names.
+fn subgraphs(n: &pb::NodeProto) -> Vec<(&str, &pb::GraphProto)> {
+    let mut out = vec![];
+    for a in &n.attribute {
+        if let Some(g) = &a.g {
+            out.push((a.name.as_str(), g));
+        }
+        for g in &a.graphs {
+            out.push((a.name.as_str(), g));
+        }
+    }
+    out
+}
+
+/// Values a graph reads from the scopes around it: names its nodes (and their bodies) use
+/// that neither its inputs, its initializers nor its nodes define.
+fn outer_names(graph: &pb::GraphProto) -> BTreeSet<String> {
+    let mut defined: HashSet<&str> = HashSet::new();
+    defined.extend(graph.input.iter().map(|i| i.name.as_str()));
+    defined.extend(graph.initializer.iter().map(|i| i.name.as_str()));
+    for n in &graph.node {
+        defined.extend(n.output.iter().map(|o| o.as_str()));
+    }
+    let mut out = BTreeSet::new();
+    for n in &graph.node {
+        for i in &n.input {
+            if !i.is_empty() && !defined.contains(i.as_str()) {
+                out.insert(i.clone());
+            }
+        }
+        for (_, sub) in subgraphs(n) {
+            for i in outer_names(sub) {
+                if !defined.contains(i.as_str()) {
+                    out.insert(i);
+                }
+            }
+        }
+    }
+    for o in &graph.output {
+        if !defined.contains(o.name.as_str()) {
+            out.insert(o.name.clone());
+        }
+    }
+    out
+}
+
+/// Every value node `n` reads: its inputs, and the outer values its bodies read.
+fn node_reads(n: &pb::NodeProto) -> Vec<String> {
+    let mut out: Vec<String> = n.input.iter().filter(|s| !s.is_empty()).cloned().collect();
+    for (_, sub) in subgraphs(n) {
+        out.extend(outer_names(sub));
+    }
+    out
+}
+
+/// Translate the nodes of `graph` (the model's graph, or a body whose inputs `ctx.env`
+/// already binds) in topological order; labels in errors start with `prefix`.
+fn import_nodes(ctx: &mut Ctx, graph: &pb::GraphProto, prefix: &str) -> R<()> {
+    let labels: Vec<String> = graph
+        .node
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{prefix}{}", node_label(n, i)))
+        .collect();
+    let order = topo_order(graph, &labels, &ctx.env)?;
+
+    // Names used by some node, body or graph output (to detect used unsupported outputs).
+    let mut used: HashSet<String> = HashSet::new();
+    for n in &graph.node {
+        used.extend(node_reads(n));
+    }
+    for o in &graph.output {
+        used.insert(o.name.clone());
+    }
+
+    for &i in &order {
+        let node = &graph.node[i];
+        let label = &labels[i];
+        let outs = convert(ctx, node, label)
+            .map_err(|e| format!("node '{label}' ({}): {e}", node.op_type))?;
+        for (k, oname) in node.output.iter().enumerate() {
+            if oname.is_empty() {
+                continue;
+            }
+            match outs.get(k).cloned().flatten() {
+                Some(v) => {
+                    let v = match v {
+                        Val::Const { t, .. } => Val::Const {
+                            t,
+                            name: oname.clone(),
+                        },
+                        d => d,
+                    };
+                    ctx.env.insert(oname.clone(), v);
+                }
+                None => {
+                    if used.contains(oname.as_str()) {
+                        return Err(format!(
+                            "node '{label}' ({}): output #{k} ('{oname}') is not supported, \
+                             but the model uses it",
+                            node.op_type
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn input_type(inp: &pb::ValueInfoProto, opts: &ImportOptions) -> R<TensorType> {
@@ -655,8 +770,8 @@ fn topo_order(
     let mut indeg = vec![0usize; count];
     let mut users: Vec<Vec<usize>> = vec![vec![]; count];
     for (i, n) in graph.node.iter().enumerate() {
-        for inp in &n.input {
-            if inp.is_empty() || env.contains_key(inp) {
+        for inp in &node_reads(n) {
+            if env.contains_key(inp) {
                 continue;
             }
             match producer.get(inp.as_str()) {
@@ -695,6 +810,30 @@ fn topo_order(
         ));
     }
     Ok(order)
+}
+
+/// The axes a Reduce* node reduces (sorted, distinct) and its `keepdims`, from its
+/// `axes` (attribute or input, as the opset says) and `noop_with_empty_axes`; `None` when
+/// the node passes its input through.
+fn reduce_axes(a: &Attrs, rank: usize, axes: Option<Vec<i64>>) -> R<Option<(Vec<usize>, bool)>> {
+    let keepdims = a.int_or("keepdims", 1) != 0;
+    let axes = axes.unwrap_or_default();
+    let mut ax: Vec<usize> = if axes.is_empty() {
+        if a.int_or("noop_with_empty_axes", 0) != 0 {
+            return Ok(None);
+        }
+        (0..rank).collect()
+    } else {
+        axes.iter()
+            .map(|&x| norm_axis(x, rank, "axis"))
+            .collect::<R<_>>()?
+    };
+    ax.sort();
+    ax.dedup();
+    if ax.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((ax, keepdims)))
 }
 
 /// Constant scalar of a tensor as f32.
@@ -903,6 +1042,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         | "ConvInteger"
         | "QLinearMatMul"
         | "QLinearConv" => quantization::convert(ctx, node, name),
+        "If" | "Loop" | "Scan" => control_flow::convert(ctx, node, name),
+        "Attention" => attention::convert(ctx, node, name),
+        op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "MaxPool" | "AveragePool" => {
             let x = req(0)?;
             let xt = ctx.ty(&x);
@@ -979,23 +1121,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             } else {
                 a.ints("axes")
             };
-            let keepdims = a.int_or("keepdims", 1) != 0;
-            let axes = axes.unwrap_or_default();
-            let mut ax: Vec<usize> = if axes.is_empty() {
-                if a.int_or("noop_with_empty_axes", 0) != 0 {
-                    return one(x);
-                }
-                (0..r).collect()
-            } else {
-                axes.iter()
-                    .map(|&x| norm_axis(x, r, "axis"))
-                    .collect::<R<_>>()?
-            };
-            ax.sort();
-            ax.dedup();
-            if ax.is_empty() {
+            let Some((ax, keepdims)) = reduce_axes(&a, r, axes)? else {
                 return one(x);
-            }
+            };
             let op = Op::Reduce {
                 kind,
                 axes: ax,

@@ -1,0 +1,663 @@
+//! ONNX ops that are exactly a short composition of ops optc already has, imported as that
+//! composition (the optimizer fuses the elementwise chains again, so nothing is lost at
+//! run time): the activation functions `Elu`, `Selu`, `Celu`, `Softplus`, `Softsign`,
+//! `Mish`, `ThresholdedRelu`, `Shrink`, `Gelu`, `PRelu`; `LogSoftmax`; the reductions
+//! `ReduceL1`, `ReduceSumSquare`, `ReduceLogSum`, `ReduceLogSumExp`; `Mean`; `CastLike`;
+//! data movement `Tile`, `DepthToSpace`, `SpaceToDepth`; `Trilu` and `OneHot` (with masks
+//! known at compile time); `InstanceNormalization` and `GroupNormalization` (a layer
+//! norm over the right axes, then the per-channel scale and bias); `LpNormalization`;
+//! `MeanVarianceNormalization`; `RMSNormalization`.
+//!
+//! Each formula is the one the ONNX spec gives, written where it matters in its
+//! numerically stable form (`Softplus(x) = max(x, 0) + log(1 + exp(-|x|))`, `LogSoftmax`
+//! and `ReduceLogSumExp` shifted by the maximum).
+
+use super::{norm_axis, reduce_axes, Ctx, Val, R};
+use crate::proto::Attrs;
+use optc_ir::{BinaryOp, DType, Data, Op, ReduceKind, Tensor, UnaryOp};
+use std::sync::Arc;
+use tract_onnx::pb;
+
+/// Builds the nodes of one decomposition, named `<node>/<step>`; the last one takes the
+/// node's own name.
+struct Steps<'c> {
+    ctx: &'c mut Ctx,
+    name: String,
+    count: usize,
+}
+
+impl Steps<'_> {
+    fn op(&mut self, op: Op, ins: &[Val]) -> R<Val> {
+        self.count += 1;
+        let n = format!("{}/{}", self.name, self.count);
+        self.ctx.emit1(&n, op, ins, false)
+    }
+
+    fn last(&mut self, op: Op, ins: &[Val]) -> R<Val> {
+        let n = self.name.clone();
+        self.ctx.emit1(&n, op, ins, false)
+    }
+
+    fn unary(&mut self, u: UnaryOp, x: &Val) -> R<Val> {
+        self.op(Op::Unary(u), std::slice::from_ref(x))
+    }
+
+    fn binary(&mut self, b: BinaryOp, x: &Val, y: &Val) -> R<Val> {
+        self.op(Op::Binary(b), &[x.clone(), y.clone()])
+    }
+
+    fn constant(&mut self, t: Tensor) -> Val {
+        self.count += 1;
+        Val::Const {
+            t: Arc::new(t),
+            name: format!("{}/{}", self.name, self.count),
+        }
+    }
+
+    fn f32(&mut self, v: f32) -> Val {
+        self.constant(Tensor::scalar_f32(v))
+    }
+
+    fn reshape(&mut self, x: &Val, shape: Vec<usize>) -> R<Val> {
+        self.count += 1;
+        let n = format!("{}/{}", self.name, self.count);
+        self.ctx
+            .emit1(&n, Op::Reshape { shape }, std::slice::from_ref(x), true)
+    }
+
+    fn reduce(&mut self, kind: ReduceKind, x: &Val, axes: &[usize], keepdims: bool) -> R<Val> {
+        self.op(
+            Op::Reduce {
+                kind,
+                axes: axes.to_vec(),
+                keepdims,
+            },
+            std::slice::from_ref(x),
+        )
+    }
+
+    /// `max(x, 0) + log(1 + exp(-|x|))`: softplus without overflow.
+    fn softplus(&mut self, x: &Val) -> R<Val> {
+        let zero = self.f32(0.0);
+        let one = self.f32(1.0);
+        let pos = self.binary(BinaryOp::Max, x, &zero)?;
+        let abs = self.unary(UnaryOp::Abs, x)?;
+        let neg = self.unary(UnaryOp::Neg, &abs)?;
+        let e = self.unary(UnaryOp::Exp, &neg)?;
+        let s = self.binary(BinaryOp::Add, &one, &e)?;
+        let l = self.unary(UnaryOp::Log, &s)?;
+        self.binary(BinaryOp::Add, &pos, &l)
+    }
+
+    /// `alpha * (exp(x) - 1)` where `x <= 0`, `x` elsewhere.
+    fn elu(&mut self, x: &Val, alpha: f32) -> R<Val> {
+        let zero = self.f32(0.0);
+        let one = self.f32(1.0);
+        let a = self.f32(alpha);
+        let e = self.unary(UnaryOp::Exp, x)?;
+        let em1 = self.binary(BinaryOp::Sub, &e, &one)?;
+        let neg = self.binary(BinaryOp::Mul, &a, &em1)?;
+        let pos = self.binary(BinaryOp::Greater, x, &zero)?;
+        self.op(Op::Where, &[pos, x.clone(), neg])
+    }
+}
+
+fn input(ctx: &Ctx, node: &pb::NodeProto, k: usize) -> Option<Val> {
+    node.input
+        .get(k)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| ctx.env.get(s).cloned())
+}
+
+fn required(ctx: &Ctx, node: &pb::NodeProto, k: usize) -> R<Val> {
+    input(ctx, node, k).ok_or_else(|| format!("required input #{k} is missing"))
+}
+
+fn constant_input(ctx: &Ctx, node: &pb::NodeProto, k: usize, what: &str) -> R<Option<Arc<Tensor>>> {
+    match input(ctx, node, k) {
+        None => Ok(None),
+        Some(Val::Const { t, .. }) => Ok(Some(t)),
+        Some(Val::Dyn(_)) => {
+            super::want_const(&node.input[k]);
+            Err(format!(
+                "input #{k} ('{}', the {what}) must be a constant, but it is computed at run time",
+                node.input[k]
+            ))
+        }
+    }
+}
+
+fn need_f32(ctx: &Ctx, x: &Val, op: &str) -> R<()> {
+    let t = ctx.ty(x);
+    if t.dtype != DType::F32 {
+        return Err(format!("{op} of {} is not supported (f32 only)", t.dtype));
+    }
+    Ok(())
+}
+
+/// The op types this module imports.
+pub(super) const OPS: &[&str] = &[
+    "CastLike",
+    "Celu",
+    "DepthToSpace",
+    "Elu",
+    "Gelu",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "LogSoftmax",
+    "LpNormalization",
+    "Mean",
+    "MeanVarianceNormalization",
+    "Mish",
+    "OneHot",
+    "PRelu",
+    "ReduceL1",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+    "RMSNormalization",
+    "Selu",
+    "Shrink",
+    "Softplus",
+    "Softsign",
+    "SpaceToDepth",
+    "ThresholdedRelu",
+    "Tile",
+    "Trilu",
+];
+
+pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
+    let a = Attrs { node };
+    let op_type = node.op_type.as_str();
+    let x = required(ctx, node, 0)?;
+    let xt = ctx.ty(&x);
+    let opset = ctx.opset;
+    let float_ops = [
+        "Celu",
+        "Elu",
+        "Gelu",
+        "GroupNormalization",
+        "InstanceNormalization",
+        "LogSoftmax",
+        "LpNormalization",
+        "MeanVarianceNormalization",
+        "Mish",
+        "PRelu",
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+        "RMSNormalization",
+        "Selu",
+        "Softplus",
+        "Softsign",
+        "ThresholdedRelu",
+    ];
+    if float_ops.contains(&op_type) {
+        need_f32(ctx, &x, op_type)?;
+    }
+    // Constant inputs, read before the steps borrow the context.
+    let second = input(ctx, node, 1);
+    let third = input(ctx, node, 2);
+    let mut s = Steps {
+        ctx,
+        name: name.to_string(),
+        count: 0,
+    };
+    let out = match op_type {
+        "Elu" => {
+            let alpha = a.float_or("alpha", 1.0);
+            s.elu(&x, alpha)?
+        }
+        "Selu" => {
+            let alpha = a.float_or("alpha", 1.673_263_2);
+            let gamma = a.float_or("gamma", 1.050_701);
+            let y = s.elu(&x, alpha)?;
+            let g = s.f32(gamma);
+            s.last(Op::Binary(BinaryOp::Mul), &[g, y])?
+        }
+        "Celu" => {
+            let alpha = a.float_or("alpha", 1.0);
+            if alpha == 0.0 {
+                return Err("alpha must not be 0".into());
+            }
+            let inv = s.f32(1.0 / alpha);
+            let scaled = s.binary(BinaryOp::Mul, &x, &inv)?;
+            let e = s.elu(&scaled, alpha)?;
+            let zero = s.f32(0.0);
+            let pos = s.binary(BinaryOp::Max, &x, &zero)?;
+            let neg = s.binary(BinaryOp::Min, &e, &zero)?;
+            s.last(Op::Binary(BinaryOp::Add), &[pos, neg])?
+        }
+        "Softplus" => s.softplus(&x)?,
+        "Softsign" => {
+            let one = s.f32(1.0);
+            let abs = s.unary(UnaryOp::Abs, &x)?;
+            let d = s.binary(BinaryOp::Add, &one, &abs)?;
+            s.last(Op::Binary(BinaryOp::Div), &[x, d])?
+        }
+        "Mish" => {
+            let sp = s.softplus(&x)?;
+            let t = s.unary(UnaryOp::Tanh, &sp)?;
+            s.last(Op::Binary(BinaryOp::Mul), &[x, t])?
+        }
+        "ThresholdedRelu" => {
+            let alpha = s.f32(a.float_or("alpha", 1.0));
+            let zero = s.f32(0.0);
+            let keep = s.binary(BinaryOp::Greater, &x, &alpha)?;
+            s.last(Op::Where, &[keep, x, zero])?
+        }
+        "Shrink" => {
+            need_f32(s.ctx, &x, "Shrink")?;
+            let lambd = a.float_or("lambd", 0.5);
+            let bias = a.float_or("bias", 0.0);
+            let lo = s.f32(-lambd);
+            let hi = s.f32(lambd);
+            let b = s.f32(bias);
+            let zero = s.f32(0.0);
+            let below = s.binary(BinaryOp::Less, &x, &lo)?;
+            let above = s.binary(BinaryOp::Greater, &x, &hi)?;
+            let plus = s.binary(BinaryOp::Add, &x, &b)?;
+            let minus = s.binary(BinaryOp::Sub, &x, &b)?;
+            let inner = s.op(Op::Where, &[above, minus, zero])?;
+            s.last(Op::Where, &[below, plus, inner])?
+        }
+        "Gelu" => {
+            let half = s.f32(0.5);
+            let one = s.f32(1.0);
+            let inner = match a.string("approximate").as_deref().unwrap_or("none") {
+                "none" => {
+                    let k = s.f32(std::f32::consts::FRAC_1_SQRT_2);
+                    let z = s.binary(BinaryOp::Mul, &x, &k)?;
+                    s.unary(UnaryOp::Erf, &z)?
+                }
+                "tanh" => {
+                    let c = s.f32(0.044_715);
+                    let k = s.f32((2.0 / std::f32::consts::PI).sqrt());
+                    let x2 = s.binary(BinaryOp::Mul, &x, &x)?;
+                    let x3 = s.binary(BinaryOp::Mul, &x2, &x)?;
+                    let cx3 = s.binary(BinaryOp::Mul, &c, &x3)?;
+                    let sum = s.binary(BinaryOp::Add, &x, &cx3)?;
+                    let z = s.binary(BinaryOp::Mul, &k, &sum)?;
+                    s.unary(UnaryOp::Tanh, &z)?
+                }
+                other => {
+                    return Err(format!(
+                        "approximate '{other}' is not supported (none, tanh)"
+                    ))
+                }
+            };
+            let p = s.binary(BinaryOp::Add, &one, &inner)?;
+            let hx = s.binary(BinaryOp::Mul, &half, &x)?;
+            s.last(Op::Binary(BinaryOp::Mul), &[hx, p])?
+        }
+        "PRelu" => {
+            let slope = second.ok_or("the slope (input #1) is missing")?;
+            let zero = s.f32(0.0);
+            let neg = s.binary(BinaryOp::Less, &x, &zero)?;
+            let scaled = s.binary(BinaryOp::Mul, &x, &slope)?;
+            let y = s.op(Op::Where, &[neg, scaled, x.clone()])?;
+            if s.ctx.ty(&y) != xt {
+                return Err(format!(
+                    "the slope {} does not broadcast to the input {xt}",
+                    s.ctx.ty(&slope)
+                ));
+            }
+            y
+        }
+        "LogSoftmax" => {
+            let r = xt.rank();
+            if opset >= 13 {
+                let axis = norm_axis(a.int_or("axis", -1), r, "axis")?;
+                log_softmax(&mut s, &x, axis)?
+            } else {
+                // Before opset 13 the input is seen as 2-D, split at `axis`.
+                let axis = norm_axis(a.int_or("axis", 1), r, "axis")?;
+                let outer: usize = xt.shape[..axis].iter().product();
+                let inner: usize = xt.shape[axis..].iter().product();
+                let flat = s.reshape(&x, vec![outer, inner])?;
+                let y = log_softmax(&mut s, &flat, 1)?;
+                s.reshape(&y, xt.shape.clone())?
+            }
+        }
+        "ReduceL1" | "ReduceSumSquare" | "ReduceLogSum" | "ReduceLogSumExp" => {
+            let axes = if opset >= 18 {
+                constant_input(s.ctx, node, 1, "axes")?.map(|t| t.to_i64_vec())
+            } else {
+                a.ints("axes")
+            };
+            let Some((axes, keepdims)) = reduce_axes(&a, xt.rank(), axes)? else {
+                return Ok(vec![Some(x)]);
+            };
+            match op_type {
+                "ReduceL1" => {
+                    let abs = s.unary(UnaryOp::Abs, &x)?;
+                    s.reduce(ReduceKind::Sum, &abs, &axes, keepdims)?
+                }
+                "ReduceSumSquare" => {
+                    let sq = s.binary(BinaryOp::Mul, &x, &x)?;
+                    s.reduce(ReduceKind::Sum, &sq, &axes, keepdims)?
+                }
+                "ReduceLogSum" => {
+                    let sum = s.reduce(ReduceKind::Sum, &x, &axes, keepdims)?;
+                    s.last(Op::Unary(UnaryOp::Log), &[sum])?
+                }
+                _ => {
+                    // log(sum(exp(x - m))) + m, m the maximum (kept where it is -inf or
+                    // +inf so that no inf - inf appears).
+                    let m = s.reduce(ReduceKind::Max, &x, &axes, true)?;
+                    let finite = finite_or_zero(&mut s, &m)?;
+                    let d = s.binary(BinaryOp::Sub, &x, &finite)?;
+                    let e = s.unary(UnaryOp::Exp, &d)?;
+                    let sum = s.reduce(ReduceKind::Sum, &e, &axes, keepdims)?;
+                    let l = s.unary(UnaryOp::Log, &sum)?;
+                    let shift = if keepdims {
+                        finite
+                    } else {
+                        let shape = s.ctx.ty(&l).shape;
+                        s.reshape(&finite, shape)?
+                    };
+                    s.last(Op::Binary(BinaryOp::Add), &[l, shift])?
+                }
+            }
+        }
+        "Mean" => {
+            let xs: Vec<Val> = (0..node.input.len())
+                .map(|k| required(s.ctx, node, k))
+                .collect::<R<_>>()?;
+            need_f32(s.ctx, &x, "Mean")?;
+            let mut acc = xs[0].clone();
+            for v in &xs[1..] {
+                acc = s.binary(BinaryOp::Add, &acc, v)?;
+            }
+            let n = s.f32(xs.len() as f32);
+            s.last(Op::Binary(BinaryOp::Div), &[acc, n])?
+        }
+        "CastLike" => {
+            let target = second.ok_or("the target (input #1) is missing")?;
+            let to = s.ctx.ty(&target).dtype;
+            if to == xt.dtype {
+                x
+            } else {
+                let n = s.name.clone();
+                s.ctx.emit1(&n, Op::Cast { to }, &[x], true)?
+            }
+        }
+        "Tile" => {
+            let repeats = constant_input(s.ctx, node, 1, "repeats")?
+                .ok_or("the repeats (input #1) are missing")?
+                .to_i64_vec();
+            if repeats.len() != xt.rank() {
+                return Err(format!(
+                    "repeats {repeats:?} must have one entry per dim of {xt}"
+                ));
+            }
+            let mut spread = vec![];
+            let mut expanded = vec![];
+            let mut out = vec![];
+            for (&d, &r) in xt.shape.iter().zip(&repeats) {
+                let r = usize::try_from(r)
+                    .map_err(|_| format!("repeats {repeats:?} has a negative entry"))?;
+                spread.extend([1, d]);
+                expanded.extend([r, d]);
+                out.push(r.checked_mul(d).ok_or("the result is too large")?);
+            }
+            optc_ir::checked_numel(&out).map_err(|e| e.msg)?;
+            let sp = s.reshape(&x, spread)?;
+            let ex = s.op(Op::Expand { shape: expanded }, &[sp])?;
+            s.reshape(&ex, out)?
+        }
+        "DepthToSpace" | "SpaceToDepth" => {
+            let b = a
+                .int("blocksize")
+                .ok_or("attribute 'blocksize' is missing")?;
+            let b = usize::try_from(b)
+                .ok()
+                .filter(|&b| b > 0)
+                .ok_or_else(|| format!("blocksize {b} must be positive"))?;
+            let [n, c, h, w] = xt.shape[..] else {
+                return Err(format!("the input must have rank 4, it is {xt}"));
+            };
+            if op_type == "DepthToSpace" {
+                if c % (b * b) != 0 {
+                    return Err(format!(
+                        "{c} channels are not a multiple of blocksize² = {}",
+                        b * b
+                    ));
+                }
+                let c2 = c / (b * b);
+                let crd = crd_mode(&a)?;
+                let (split, perm) = if crd {
+                    (vec![n, c2, b, b, h, w], vec![0, 1, 4, 2, 5, 3])
+                } else {
+                    (vec![n, b, b, c2, h, w], vec![0, 3, 4, 1, 5, 2])
+                };
+                let r = s.reshape(&x, split)?;
+                let t = s.op(Op::Transpose { perm }, &[r])?;
+                s.reshape(&t, vec![n, c2, h * b, w * b])?
+            } else {
+                if h % b != 0 || w % b != 0 {
+                    return Err(format!(
+                        "the spatial dims {h}x{w} are not multiples of blocksize {b}"
+                    ));
+                }
+                let perm = if crd_mode(&a)? {
+                    vec![0, 1, 3, 5, 2, 4]
+                } else {
+                    vec![0, 3, 5, 1, 2, 4]
+                };
+                let r = s.reshape(&x, vec![n, c, h / b, b, w / b, b])?;
+                let t = s.op(Op::Transpose { perm }, &[r])?;
+                s.reshape(&t, vec![n, c * b * b, h / b, w / b])?
+            }
+        }
+        "Trilu" => {
+            let upper = a.int_or("upper", 1) != 0;
+            let k = match constant_input(s.ctx, node, 1, "k")? {
+                Some(t) => *t.to_i64_vec().first().ok_or("k is empty")?,
+                None => 0,
+            };
+            let r = xt.rank();
+            if r < 2 {
+                return Err(format!("the input must have rank >= 2, it is {xt}"));
+            }
+            let (rows, cols) = (xt.shape[r - 2], xt.shape[r - 1]);
+            let mask: Vec<bool> = (0..rows * cols)
+                .map(|i| {
+                    let (row, col) = ((i / cols) as i64, (i % cols) as i64);
+                    if upper {
+                        col - row >= k
+                    } else {
+                        col - row <= k
+                    }
+                })
+                .collect();
+            let m = s.constant(Tensor::new(vec![rows, cols], Data::Bool(mask)).map_err(|e| e.msg)?);
+            let zero = s.constant(Tensor::zeros(xt.dtype, vec![]));
+            s.last(Op::Where, &[m, x, zero])?
+        }
+        "OneHot" => {
+            let depth = constant_input(s.ctx, node, 1, "depth")?
+                .ok_or("the depth (input #1) is missing")?;
+            let depth = *depth.to_f64_vec().first().ok_or("depth is empty")?;
+            if !(depth >= 1.0 && depth <= (1u64 << 24) as f64) {
+                return Err(format!("depth {depth} is out of range"));
+            }
+            let depth = depth as usize;
+            let values = third.ok_or("the values (input #2) are missing")?;
+            let vt = s.ctx.ty(&values);
+            if vt.numel() != 2 {
+                return Err(format!(
+                    "values must hold two elements [off, on], it is {vt}"
+                ));
+            }
+            let r = xt.rank() + 1;
+            let axis = norm_axis(a.int_or("axis", -1), r, "axis")?;
+            // Indices as i64 (floats are truncated, as the spec says), negatives from the end.
+            let idx = if xt.dtype == DType::I64 {
+                x
+            } else {
+                s.op(Op::Cast { to: DType::I64 }, &[x])?
+            };
+            let zero = s.constant(Tensor::scalar_i64(0));
+            let d = s.constant(Tensor::scalar_i64(depth as i64));
+            let negative = s.binary(BinaryOp::Less, &idx, &zero)?;
+            let wrapped = s.binary(BinaryOp::Add, &idx, &d)?;
+            let idx = s.op(Op::Where, &[negative, wrapped, idx])?;
+            let mut shape = xt.shape.clone();
+            shape.insert(axis, 1);
+            let idx = s.reshape(&idx, shape)?;
+            let mut range_shape = vec![1; r];
+            range_shape[axis] = depth;
+            let range = s.constant(
+                Tensor::from_i64(range_shape, (0..depth as i64).collect()).map_err(|e| e.msg)?,
+            );
+            let hot = s.binary(BinaryOp::Equal, &idx, &range)?;
+            let flat = s.reshape(&values, vec![2])?;
+            let pick = |k: i64| Op::Slice {
+                dims: vec![optc_ir::SliceDim {
+                    start: k,
+                    step: 1,
+                    len: 1,
+                }],
+            };
+            let off = s.op(pick(0), std::slice::from_ref(&flat))?;
+            let on = s.op(pick(1), &[flat])?;
+            let off = s.reshape(&off, vec![])?;
+            let on = s.reshape(&on, vec![])?;
+            s.last(Op::Where, &[hot, on, off])?
+        }
+        "InstanceNormalization" | "GroupNormalization" => {
+            let eps = a.float_or("epsilon", 1e-5);
+            let scale = second.ok_or("the scale (input #1) is missing")?;
+            let bias = third.ok_or("the bias (input #2) is missing")?;
+            let r = xt.rank();
+            if r < 3 {
+                return Err(format!("the input must have rank >= 3, it is {xt}"));
+            }
+            let (n, c) = (xt.shape[0], xt.shape[1]);
+            let spatial: usize = xt.shape[2..].iter().product();
+            let groups = if op_type == "InstanceNormalization" {
+                c
+            } else {
+                let g = a
+                    .int("num_groups")
+                    .ok_or("attribute 'num_groups' is missing")?;
+                usize::try_from(g)
+                    .ok()
+                    .filter(|&g| g > 0 && c % g == 0)
+                    .ok_or_else(|| format!("num_groups {g} does not divide {c} channels"))?
+            };
+            let st = s.ctx.ty(&scale);
+            // GroupNormalization before opset 21 scales per group, later per channel.
+            let per_group = op_type == "GroupNormalization" && opset < 21;
+            let params = if per_group { groups } else { c };
+            for (p, what) in [(&st, "scale"), (&s.ctx.ty(&bias), "bias")] {
+                if p.numel() != params || p.dtype != DType::F32 {
+                    return Err(format!("the {what} must be {params} f32 values, it is {p}"));
+                }
+            }
+            let grouped = s.reshape(&x, vec![n, groups, c / groups * spatial])?;
+            let one = s.f32(1.0);
+            let normed = s.op(
+                Op::LayerNorm {
+                    axis: 2,
+                    epsilon: eps,
+                },
+                &[grouped, one],
+            )?;
+            let (normed, pshape) = if per_group {
+                (normed, vec![groups, 1])
+            } else {
+                let back = s.reshape(&normed, vec![n, c, spatial])?;
+                (back, vec![c, 1])
+            };
+            let sc = s.reshape(&scale, pshape.clone())?;
+            let bi = s.reshape(&bias, pshape)?;
+            let scaled = s.binary(BinaryOp::Mul, &normed, &sc)?;
+            let y = s.binary(BinaryOp::Add, &scaled, &bi)?;
+            s.reshape(&y, xt.shape.clone())?
+        }
+        "LpNormalization" => {
+            let axis = norm_axis(a.int_or("axis", -1), xt.rank(), "axis")?;
+            let norm = match a.int_or("p", 2) {
+                1 => {
+                    let abs = s.unary(UnaryOp::Abs, &x)?;
+                    s.reduce(ReduceKind::Sum, &abs, &[axis], true)?
+                }
+                2 => s.reduce(ReduceKind::L2, &x, &[axis], true)?,
+                p => return Err(format!("p = {p} is not supported (1 or 2)")),
+            };
+            // A zero norm divides by one (the vector stays zero, as the spec's reference
+            // computes).
+            let zero = s.f32(0.0);
+            let one = s.f32(1.0);
+            let is_zero = s.binary(BinaryOp::Equal, &norm, &zero)?;
+            let norm = s.op(Op::Where, &[is_zero, one, norm])?;
+            s.last(Op::Binary(BinaryOp::Div), &[x, norm])?
+        }
+        "RMSNormalization" => {
+            if a.int_or("stash_type", 1) != 1 {
+                return Err("stash_type other than 1 (f32) is not supported".into());
+            }
+            let scale = second.ok_or("the scale (input #1) is missing")?;
+            let axis = norm_axis(a.int_or("axis", -1), xt.rank(), "axis")?;
+            let axes: Vec<usize> = (axis..xt.rank()).collect();
+            let sq = s.binary(BinaryOp::Mul, &x, &x)?;
+            let mean = s.reduce(ReduceKind::Mean, &sq, &axes, true)?;
+            let eps = s.f32(a.float_or("epsilon", 1e-5));
+            let me = s.binary(BinaryOp::Add, &mean, &eps)?;
+            let rms = s.unary(UnaryOp::Sqrt, &me)?;
+            let y = s.binary(BinaryOp::Div, &x, &rms)?;
+            s.last(Op::Binary(BinaryOp::Mul), &[y, scale])?
+        }
+        "MeanVarianceNormalization" => {
+            let axes = a.ints("axes").unwrap_or_else(|| vec![0, 2, 3]);
+            let mut axes: Vec<usize> = axes
+                .iter()
+                .map(|&v| norm_axis(v, xt.rank(), "axis"))
+                .collect::<R<_>>()?;
+            axes.sort();
+            axes.dedup();
+            let mean = s.reduce(ReduceKind::Mean, &x, &axes, true)?;
+            let d = s.binary(BinaryOp::Sub, &x, &mean)?;
+            let sq = s.binary(BinaryOp::Mul, &d, &d)?;
+            let var = s.reduce(ReduceKind::Mean, &sq, &axes, true)?;
+            let eps = s.f32(1e-9);
+            let ve = s.binary(BinaryOp::Add, &var, &eps)?;
+            let sd = s.unary(UnaryOp::Sqrt, &ve)?;
+            s.last(Op::Binary(BinaryOp::Div), &[d, sd])?
+        }
+        other => return Err(format!("{other} is not a decomposed op")),
+    };
+    Ok(vec![Some(out)])
+}
+
+/// Whether a DepthToSpace / SpaceToDepth node is in CRD mode (else DCR, the default).
+fn crd_mode(a: &Attrs) -> R<bool> {
+    match a.string("mode").as_deref() {
+        None | Some("DCR") => Ok(false),
+        Some("CRD") => Ok(true),
+        Some(m) => Err(format!("mode '{m}' is not supported (DCR, CRD)")),
+    }
+}
+
+/// `x - m - log(sum(exp(x - m)))` along `axis`, `m` the maximum.
+fn log_softmax(s: &mut Steps, x: &Val, axis: usize) -> R<Val> {
+    let m = s.reduce(ReduceKind::Max, x, &[axis], true)?;
+    let m = finite_or_zero(s, &m)?;
+    let d = s.binary(BinaryOp::Sub, x, &m)?;
+    let e = s.unary(UnaryOp::Exp, &d)?;
+    let sum = s.reduce(ReduceKind::Sum, &e, &[axis], true)?;
+    let l = s.unary(UnaryOp::Log, &sum)?;
+    s.binary(BinaryOp::Sub, &d, &l)
+}
+
+/// `m` where it is finite, 0 where it is ±inf or NaN (a shift that keeps `x - m` free of
+/// `inf - inf`).
+fn finite_or_zero(s: &mut Steps, m: &Val) -> R<Val> {
+    let zero = s.f32(0.0);
+    // |m| < inf is false for ±inf and NaN.
+    let abs = s.unary(UnaryOp::Abs, m)?;
+    let inf = s.f32(f32::INFINITY);
+    let finite = s.binary(BinaryOp::Less, &abs, &inf)?;
+    s.op(Op::Where, &[finite, m.clone(), zero])
+}
