@@ -423,3 +423,93 @@ fn mean_and_cast_like_match_tract() {
     );
     assert_eq!(got[0].to_i64_vec(), vec![1, -2, 3, 0]);
 }
+
+/// NegativeLogLikelihoodLoss / SoftmaxCrossEntropyLoss by the spec's loops: per element the
+/// negated (log-softmaxed) input at the target class, times the target's weight; ignored
+/// targets count neither loss nor weight; `mean` divides by the weights picked.
+fn loss_reference(
+    x: &[f64],
+    (n, c, d): (usize, usize, usize),
+    target: &[i64],
+    weight: Option<&[f64]>,
+    ignore: Option<i64>,
+    softmax: bool,
+) -> (Vec<f64>, f64, f64) {
+    let mut losses = vec![0.0; n * d];
+    let (mut total, mut weights) = (0.0, 0.0);
+    for b in 0..n {
+        for k in 0..d {
+            let at = |cls: usize| x[(b * c + cls) * d + k];
+            let t = target[b * d + k];
+            if Some(t) == ignore {
+                continue;
+            }
+            let mut v = at(t as usize);
+            if softmax {
+                let m = (0..c).map(at).fold(f64::NEG_INFINITY, f64::max);
+                let lse = (0..c).map(|j| (at(j) - m).exp()).sum::<f64>().ln() + m;
+                v -= lse;
+            }
+            let w = weight.map_or(1.0, |w| w[t as usize]);
+            losses[b * d + k] = -v * w;
+            total += -v * w;
+            weights += w;
+        }
+    }
+    (losses, total, weights)
+}
+
+#[test]
+fn losses_follow_the_spec() {
+    let mut s = 12u64;
+    let (n, c, d) = (3usize, 4usize, 5usize);
+    let x = rand_t(&[n, c, d], &mut s, 3.0);
+    let target: Vec<i64> = (0..n * d).map(|i| ((i * 7 + 1) % c) as i64).collect();
+    let weight = rand_t(&[c], &mut s, 1.0);
+    let wv: Vec<f64> = weight.to_f64_vec().iter().map(|w| w.abs() + 0.1).collect();
+    let weight = Tensor::from_f32(vec![c], wv.iter().map(|&w| w as f32).collect()).unwrap();
+    let xv = x.to_f64_vec();
+    let ti = Tensor::from_i64(vec![n, d], target.clone()).unwrap();
+    for softmax in [false, true] {
+        let op = if softmax {
+            "SoftmaxCrossEntropyLoss"
+        } else {
+            "NegativeLogLikelihoodLoss"
+        };
+        for (reduction, ignore, weighted) in [
+            ("mean", Some(0), true),
+            ("sum", None, false),
+            ("none", Some(2), true),
+            ("mean", None, false),
+        ] {
+            let mut m = ModelBuilder::new(13);
+            m.input("x", DType::F32, &[n as i64, c as i64, d as i64])
+                .input("t", DType::I64, &[n as i64, d as i64]);
+            let mut ins = vec!["x", "t"];
+            if weighted {
+                m.initializer("w", &weight);
+                ins.push("w");
+            }
+            let mut attrs = vec![("reduction", Attr::Str(reduction.into()))];
+            if let Some(i) = ignore {
+                attrs.push(("ignore_index", Attr::Int(i)));
+            }
+            m.node(op, &ins, &["y"], attrs).output("y");
+            let got = interp(&m, &[x.clone(), ti.clone()]);
+            let (losses, total, weights) = loss_reference(
+                &xv,
+                (n, c, d),
+                &target,
+                weighted.then_some(&wv[..]),
+                ignore,
+                softmax,
+            );
+            let what = format!("{op} {reduction} {ignore:?} {weighted}");
+            match reduction {
+                "none" => assert_close(&got[0], &losses, &[n, d], &what),
+                "sum" => assert_close(&got[0], &[total], &[], &what),
+                _ => assert_close(&got[0], &[total / weights], &[], &what),
+            }
+        }
+    }
+}

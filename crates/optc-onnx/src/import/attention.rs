@@ -326,10 +326,35 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 let w = s.additive_mask(q_len, kv_len, |i, j| allowed(i + offset - j))?;
                 bias = Some(s.add_bias(bias, w)?);
             }
-            Some(_) => {
-                return Err(
-                    "a sliding window together with nonpad_kv_seqlen is not supported".into(),
-                )
+            Some(n) => {
+                // offset = nonpad[b] - q_len, diff = i + offset - j:
+                // diff <= left  <=>  nonpad[b] <= left - i + j + q_len,
+                // -diff <= right <=> j - i + q_len - right <= nonpad[b].
+                let q = q_len as i64;
+                if left >= 0 {
+                    let w = per_batch_mask(
+                        &mut s,
+                        n,
+                        batch,
+                        q_len,
+                        kv_len,
+                        |i, j| left - i + j + q,
+                        BinaryOp::GreaterOrEqual,
+                    )?;
+                    bias = Some(s.add_bias(bias, w)?);
+                }
+                if right >= 0 {
+                    let w = per_batch_mask(
+                        &mut s,
+                        n,
+                        batch,
+                        q_len,
+                        kv_len,
+                        |i, j| j - i + q - right,
+                        BinaryOp::LessOrEqual,
+                    )?;
+                    bias = Some(s.add_bias(bias, w)?);
+                }
             }
         }
     }

@@ -149,6 +149,7 @@ pub(super) const OPS: &[&str] = &[
     "Mean",
     "MeanVarianceNormalization",
     "Mish",
+    "NegativeLogLikelihoodLoss",
     "OneHot",
     "PRelu",
     "ReduceL1",
@@ -158,6 +159,7 @@ pub(super) const OPS: &[&str] = &[
     "RMSNormalization",
     "Selu",
     "Shrink",
+    "SoftmaxCrossEntropyLoss",
     "Softplus",
     "Softsign",
     "SpaceToDepth",
@@ -182,11 +184,13 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "LpNormalization",
         "MeanVarianceNormalization",
         "Mish",
+        "NegativeLogLikelihoodLoss",
         "PRelu",
         "ReduceLogSum",
         "ReduceLogSumExp",
         "RMSNormalization",
         "Selu",
+        "SoftmaxCrossEntropyLoss",
         "Softplus",
         "Softsign",
         "ThresholdedRelu",
@@ -203,6 +207,17 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         count: 0,
     };
     let out = match op_type {
+        "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => {
+            let target = second.ok_or("the target (input #1) is missing")?;
+            return loss(
+                &mut s,
+                &a,
+                op_type == "SoftmaxCrossEntropyLoss",
+                x,
+                target,
+                third,
+            );
+        }
         "Elu" => {
             let alpha = a.float_or("alpha", 1.0);
             s.elu(&x, alpha)?
@@ -629,6 +644,123 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         other => return Err(format!("{other} is not a decomposed op")),
     };
     Ok(vec![Some(out)])
+}
+
+/// `NegativeLogLikelihoodLoss` of `x` (log-probabilities `[N, C, d...]`), or
+/// `SoftmaxCrossEntropyLoss` of `x` (scores: their log-softmax over axis 1 first, also the
+/// optional second output), with the targets `[N, d...]` picked by a one-hot mask over
+/// the classes. Weights, `ignore_index` and the reductions as the spec's reference computes
+/// them (including its `mean`: the weighted sum over the sum of the weights picked).
+fn loss(
+    s: &mut Steps,
+    a: &Attrs,
+    softmax: bool,
+    x: Val,
+    target: Val,
+    weight: Option<Val>,
+) -> R<Vec<Option<Val>>> {
+    let xt = s.ctx.ty(&x);
+    let tt = s.ctx.ty(&target);
+    let r = xt.rank();
+    if r < 2 || tt.rank() + 1 != r || tt.shape[0] != xt.shape[0] || tt.shape[1..] != xt.shape[2..] {
+        return Err(format!(
+            "the target {tt} does not fit the input {xt} ([N, C, d...] and [N, d...])"
+        ));
+    }
+    if !matches!(tt.dtype, DType::I64 | DType::I32) {
+        return Err(format!("the target must be i32 or i64, it is {}", tt.dtype));
+    }
+    let classes = xt.shape[1];
+    let reduction = a.string("reduction").unwrap_or_else(|| "mean".into());
+    if !["none", "sum", "mean"].contains(&reduction.as_str()) {
+        return Err(format!(
+            "reduction '{reduction}' is not supported (none, sum, mean)"
+        ));
+    }
+    let ignore = a.int("ignore_index");
+    let log_prob = if softmax {
+        Some(log_softmax(s, &x, 1)?)
+    } else {
+        None
+    };
+    let x = log_prob.clone().unwrap_or(x);
+    let t = if tt.dtype == DType::I64 {
+        target
+    } else {
+        s.op(Op::Cast { to: DType::I64 }, &[target])?
+    };
+    // One-hot over the classes: [N, 1, d...] == [1, C, 1...].
+    let mut shape = tt.shape.clone();
+    shape.insert(1, 1);
+    let mut range_shape = vec![1; r];
+    range_shape[1] = classes;
+    let range = s.constant(
+        Tensor::from_i64(range_shape.clone(), (0..classes as i64).collect()).map_err(|e| e.msg)?,
+    );
+    let hot_of = |s: &mut Steps, t: &Val| -> R<Val> {
+        let t1 = s.reshape(t, shape.clone())?;
+        s.binary(BinaryOp::Equal, &t1, &range)
+    };
+    let hot = hot_of(s, &t)?;
+    let zero = s.f32(0.0);
+    let picked = s.op(Op::Where, &[hot, x, zero.clone()])?;
+    let picked = s.reduce(ReduceKind::Sum, &picked, &[1], false)?;
+    let mut loss = s.unary(UnaryOp::Neg, &picked)?;
+    let ignored = match ignore {
+        Some(i) => {
+            let iv = s.constant(Tensor::scalar_i64(i));
+            Some(s.binary(BinaryOp::Equal, &t, &iv)?)
+        }
+        None => None,
+    };
+    if let Some(ig) = &ignored {
+        loss = s.op(Op::Where, &[ig.clone(), zero.clone(), loss])?;
+    }
+    // The weight picked per element (the class clipped into range, as numpy's take).
+    let picked_weight = match weight {
+        Some(w) => {
+            let wt = s.ctx.ty(&w);
+            if wt.shape != [classes] || wt.dtype != DType::F32 {
+                return Err(format!("the weight must be f32[{classes}], it is {wt}"));
+            }
+            let lo = s.constant(Tensor::scalar_i64(0));
+            let hi = s.constant(Tensor::scalar_i64(classes as i64 - 1));
+            let clipped = s.binary(BinaryOp::Max, &t, &lo)?;
+            let clipped = s.binary(BinaryOp::Min, &clipped, &hi)?;
+            let hot = hot_of(s, &clipped)?;
+            let w = s.reshape(&w, range_shape.clone())?;
+            let pw = s.op(Op::Where, &[hot, w, zero.clone()])?;
+            let pw = s.reduce(ReduceKind::Sum, &pw, &[1], false)?;
+            Some(match &ignored {
+                Some(ig) => s.op(Op::Where, &[ig.clone(), zero.clone(), pw])?,
+                None => pw,
+            })
+        }
+        // The reference weighs ignored elements 0 and others 1 (NegativeLogLikelihoodLoss
+        // does not when ignore_index is -1: its mean then counts every element).
+        None => match &ignored {
+            Some(ig) if softmax || ignore != Some(-1) => {
+                let one = s.f32(1.0);
+                Some(s.op(Op::Where, &[ig.clone(), zero.clone(), one])?)
+            }
+            _ => None,
+        },
+    };
+    if let Some(w) = &picked_weight {
+        loss = s.binary(BinaryOp::Mul, w, &loss)?;
+    }
+    let all: Vec<usize> = (0..tt.rank()).collect();
+    let out = match (reduction.as_str(), &picked_weight) {
+        ("none", _) => loss,
+        ("sum", _) => s.reduce(ReduceKind::Sum, &loss, &all, false)?,
+        (_, Some(w)) => {
+            let total = s.reduce(ReduceKind::Sum, &loss, &all, false)?;
+            let weights = s.reduce(ReduceKind::Sum, w, &all, false)?;
+            s.binary(BinaryOp::Div, &total, &weights)?
+        }
+        _ => s.reduce(ReduceKind::Mean, &loss, &all, false)?,
+    };
+    Ok(vec![Some(out), log_prob])
 }
 
 /// Whether a DepthToSpace / SpaceToDepth node is in CRD mode (else DCR, the default).
