@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tract_onnx::pb;
 
 mod quantization;
+mod recurrent;
 
 type R<T> = Result<T, String>;
 
@@ -53,6 +54,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "GlobalMaxPool",
     "Greater",
     "GreaterOrEqual",
+    "GRU",
     "HardSigmoid",
     "HardSwish",
     "Identity",
@@ -62,6 +64,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Less",
     "LessOrEqual",
     "Log",
+    "LSTM",
     "MatMul",
     "MatMulInteger",
     "Max",
@@ -84,6 +87,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ReduceSum",
     "Relu",
     "Reshape",
+    "RNN",
     "Shape",
     "Sigmoid",
     "Size",
@@ -903,6 +907,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         | "ConvInteger"
         | "QLinearMatMul"
         | "QLinearConv" => quantization::convert(ctx, node, name),
+        "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),
         "MaxPool" | "AveragePool" => {
             let x = req(0)?;
             let xt = ctx.ty(&x);
