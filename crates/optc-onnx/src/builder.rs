@@ -24,6 +24,7 @@ pub enum Attr {
     Float(f32),
     Floats(Vec<f32>),
     Str(String),
+    Strs(Vec<String>),
     Tensor(Tensor),
     /// A graph (the body of `If`, `Loop`, `Scan`): the builder's inputs, nodes,
     /// initializers and outputs.
@@ -106,6 +107,10 @@ fn attr_proto(name: &str, a: Attr) -> pb::AttributeProto {
         Attr::Str(s) => {
             p.r#type = T::String as i32;
             p.s = s.into_bytes();
+        }
+        Attr::Strs(v) => {
+            p.r#type = T::Strings as i32;
+            p.strings = v.into_iter().map(String::into_bytes).collect();
         }
         Attr::Tensor(t) => {
             p.r#type = T::Tensor as i32;

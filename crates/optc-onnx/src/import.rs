@@ -15,6 +15,7 @@ mod attention;
 mod control_flow;
 mod decompose;
 mod quantization;
+mod recurrent;
 
 type R<T> = Result<T, String>;
 
@@ -63,6 +64,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "GlobalMaxPool",
     "Greater",
     "GreaterOrEqual",
+    "GRU",
     "HardSigmoid",
     "HardSwish",
     "Identity",
@@ -74,6 +76,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "LessOrEqual",
     "Log",
     "Loop",
+    "LSTM",
     "MatMul",
     "MatMulInteger",
     "Max",
@@ -97,6 +100,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Relu",
     "Reshape",
     "Scan",
+    "RNN",
     "Shape",
     "Sigmoid",
     "Size",
@@ -1045,6 +1049,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "If" | "Loop" | "Scan" => control_flow::convert(ctx, node, name),
         "Attention" => attention::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
+        "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),
         "MaxPool" | "AveragePool" => {
             let x = req(0)?;
             let xt = ctx.ty(&x);
