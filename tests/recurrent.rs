@@ -516,7 +516,13 @@ fn forward_against_tract() {
         // Longer, zero initial states, bias.
         let mut c = case(kind);
         (c.steps, c.batch, c.initial_h, c.initial_c, c.seed) = (7, 3, false, false, 2);
-        check_tract(&format!("{k} seven steps"), &c);
+        if kind == Kind::Lstm {
+            // tract 0.23.9 fails on an LSTM with a zero initial state and a batch > 1
+            // ("Clashing resolution for expression. 1=1 != 3").
+            check_reference(&format!("{k} seven steps"), &c);
+        } else {
+            check_tract(&format!("{k} seven steps"), &c);
+        }
         // Only the last state; only the sequence.
         let mut c = case(kind);
         c.outputs = [false, true, false];
