@@ -100,6 +100,10 @@ impl Act {
     }
 }
 
+/// The `activations`, `activation_alpha` and `activation_beta` attributes, and the
+/// activations they mean (every direction's).
+type Activations = (Vec<&'static str>, Vec<f32>, Vec<f32>, Vec<Act>);
+
 /// One recurrent node and its data.
 #[derive(Clone)]
 struct Case {
@@ -120,7 +124,7 @@ struct Case {
     input_forget: bool,
     linear_before_reset: bool,
     /// `activations`, `activation_alpha`, `activation_beta` attributes and what they mean.
-    activations: Option<(Vec<&'static str>, Vec<f32>, Vec<f32>, Vec<Act>)>,
+    activations: Option<Activations>,
     /// Which of Y, Y_h, Y_c the node produces.
     outputs: [bool; 3],
     seed: u64,
@@ -270,9 +274,9 @@ impl Case {
             }
         }
         m.node_named("rec", self.kind.op(), &ins, &outs, attrs);
-        for k in 0..3 {
-            if self.outputs[k] {
-                m.output(names[k]);
+        for (name, wanted) in names.iter().zip(self.outputs) {
+            if wanted {
+                m.output(name);
             }
         }
         (m.to_bytes(), runtime)
@@ -339,10 +343,7 @@ impl Case {
                 s + b.as_ref().map_or(0.0, |b| b[d * 2 * g * h + g * h + row])
             };
             for bi in 0..n {
-                let len = self
-                    .lengths
-                    .as_ref()
-                    .map_or(t_len, |l| l[bi] as usize);
+                let len = self.lengths.as_ref().map_or(t_len, |l| l[bi] as usize);
                 let mut hs: Vec<f32> = (0..h)
                     .map(|j| h0.as_ref().map_or(0.0, |s| state_at(s, d, bi, j)))
                     .collect();
@@ -361,8 +362,8 @@ impl Case {
                     let mut cn = vec![0f32; h];
                     match self.kind {
                         Kind::Rnn => {
-                            for j in 0..h {
-                                hn[j] = a[0].apply(clip(wrow(j, &xt) + rrow(j, &hs)));
+                            for (j, out) in hn.iter_mut().enumerate() {
+                                *out = a[0].apply(clip(wrow(j, &xt) + rrow(j, &hs)));
                             }
                         }
                         Kind::Gru => {
@@ -384,9 +385,12 @@ impl Case {
                             }
                         }
                         Kind::Lstm => {
-                            let peep = |k: usize, j: usize| p.as_ref().map_or(0.0, |p| p[d * 3 * h + k * h + j]);
+                            let peep = |k: usize, j: usize| {
+                                p.as_ref().map_or(0.0, |p| p[d * 3 * h + k * h + j])
+                            };
                             for j in 0..h {
-                                let pre = |gate: usize| wrow(gate * h + j, &xt) + rrow(gate * h + j, &hs);
+                                let pre =
+                                    |gate: usize| wrow(gate * h + j, &xt) + rrow(gate * h + j, &hs);
                                 let ig = a[0].apply(clip(pre(0) + peep(0, j) * cs[j]));
                                 let fg = if self.input_forget {
                                     1.0 - ig
@@ -620,10 +624,25 @@ fn every_activation_against_the_reference() {
         ("Affine", vec![0.7], vec![-0.2], Act::Affine(0.7, -0.2)),
         ("LeakyRelu", vec![], vec![], Act::LeakyRelu(0.01)),
         ("LeakyRelu", vec![0.2], vec![], Act::LeakyRelu(0.2)),
-        ("ThresholdedRelu", vec![0.3], vec![], Act::ThresholdedRelu(0.3)),
-        ("ScaledTanh", vec![1.5], vec![0.6], Act::ScaledTanh(1.5, 0.6)),
+        (
+            "ThresholdedRelu",
+            vec![0.3],
+            vec![],
+            Act::ThresholdedRelu(0.3),
+        ),
+        (
+            "ScaledTanh",
+            vec![1.5],
+            vec![0.6],
+            Act::ScaledTanh(1.5, 0.6),
+        ),
         ("HardSigmoid", vec![], vec![], Act::HardSigmoid(0.2, 0.5)),
-        ("HardSigmoid", vec![0.3], vec![0.4], Act::HardSigmoid(0.3, 0.4)),
+        (
+            "HardSigmoid",
+            vec![0.3],
+            vec![0.4],
+            Act::HardSigmoid(0.3, 0.4),
+        ),
         ("Elu", vec![], vec![], Act::Elu(1.0)),
         ("Elu", vec![0.5], vec![], Act::Elu(0.5)),
         ("Softsign", vec![], vec![], Act::Softsign),
@@ -690,7 +709,10 @@ fn shorter_sequences_are_masked() {
             check_reference(&format!("{} {direction} lengths 5 2 1", kind.op()), &c);
             (c.layout, c.initial_h, c.initial_c) = (1, false, false);
             check_reference(
-                &format!("{} {direction} lengths 5 2 1, layout 1, zero states", kind.op()),
+                &format!(
+                    "{} {direction} lengths 5 2 1, layout 1, zero states",
+                    kind.op()
+                ),
                 &c,
             );
         }
@@ -705,12 +727,11 @@ fn one_matmul_projects_every_step() {
     (c.direction, c.steps, c.initial_h, c.initial_c) = ("bidirectional", 6, false, false);
     let (bytes, _) = c.model(&c.data());
     let g = optc::import_bytes(&bytes, &optc::Options::default()).unwrap();
-    let matmuls: Vec<(String, Vec<usize>)> = g
-        .g
-        .node_weights()
-        .filter(|n| n.op == optc_ir::Op::MatMul)
-        .map(|n| (n.name.clone(), n.outputs[0].shape.clone()))
-        .collect();
+    let matmuls: Vec<(String, Vec<usize>)> =
+        g.g.node_weights()
+            .filter(|n| n.op == optc_ir::Op::MatMul)
+            .map(|n| (n.name.clone(), n.outputs[0].shape.clone()))
+            .collect();
     assert_eq!(matmuls.len(), 1 + 2 * 5, "{matmuls:?}");
     let projection: Vec<_> = matmuls.iter().filter(|(_, s)| s == &[12, 40]).collect();
     assert_eq!(projection.len(), 1, "{matmuls:?}");
@@ -743,12 +764,21 @@ fn unsupported_forms_are_refused_naming_node_and_attribute() {
     };
     let cases: Vec<(Vec<(&'static str, Attr)>, &str)> = vec![
         (
-            vec![("activations", Attr::Strs(vec!["Sigmoid".into(), "Gelu".into(), "Tanh".into()]))],
+            vec![(
+                "activations",
+                Attr::Strs(vec!["Sigmoid".into(), "Gelu".into(), "Tanh".into()]),
+            )],
             "activation 'Gelu' is not supported",
         ),
         (vec![("layout", Attr::Int(2))], "attribute 'layout' = 2"),
-        (vec![("direction", Attr::Str("sideways".into()))], "attribute 'direction' = 'sideways'"),
-        (vec![("hidden_size", Attr::Int(6))], "attribute 'hidden_size' = 6"),
+        (
+            vec![("direction", Attr::Str("sideways".into()))],
+            "attribute 'direction' = 'sideways'",
+        ),
+        (
+            vec![("hidden_size", Attr::Int(6))],
+            "attribute 'hidden_size' = 6",
+        ),
         (vec![("clip", Attr::Float(-1.0))], "attribute 'clip' = -1"),
         (
             vec![("direction", Attr::Str("bidirectional".into()))],
@@ -757,32 +787,57 @@ fn unsupported_forms_are_refused_naming_node_and_attribute() {
     ];
     for (attrs, want) in cases {
         let e = import_error(&c, node(attrs));
-        assert!(e.contains("node 'lstm' (LSTM)") && e.contains(want), "{want}: {e}");
+        assert!(
+            e.contains("node 'lstm' (LSTM)") && e.contains(want),
+            "{want}: {e}"
+        );
     }
     // input_forget belongs to LSTM, linear_before_reset to GRU.
     let e = import_error(&c, |m| {
-        m.node_named("gru", "GRU", &["x", "w", "r"], &["y"], vec![("input_forget", Attr::Int(1))])
-            .output("y");
+        m.node_named(
+            "gru",
+            "GRU",
+            &["x", "w", "r"],
+            &["y"],
+            vec![("input_forget", Attr::Int(1))],
+        )
+        .output("y");
     });
-    assert!(e.contains("node 'gru' (GRU)") && e.contains("'input_forget'"), "{e}");
+    assert!(
+        e.contains("node 'gru' (GRU)") && e.contains("'input_forget'"),
+        "{e}"
+    );
     // sequence_lens must be constant, and within the sequence.
     let e = import_error(&c, |m| {
         m.input("lens", optc::DType::I32, &[2])
             .node_named("lstm", "LSTM", &["x", "w", "r", "", "lens"], &["y"], vec![])
             .output("y");
     });
-    assert!(e.contains("node 'lstm' (LSTM)") && e.contains("sequence_lens ('lens') must be a constant"), "{e}");
+    assert!(
+        e.contains("node 'lstm' (LSTM)") && e.contains("sequence_lens ('lens') must be a constant"),
+        "{e}"
+    );
     let e = import_error(&c, |m| {
-        m.initializer("lens", &Tensor::new(vec![2], Data::I32(vec![4, 0])).unwrap())
-            .node_named("lstm", "LSTM", &["x", "w", "r", "", "lens"], &["y"], vec![])
-            .output("y");
+        m.initializer(
+            "lens",
+            &Tensor::new(vec![2], Data::I32(vec![4, 0])).unwrap(),
+        )
+        .node_named("lstm", "LSTM", &["x", "w", "r", "", "lens"], &["y"], vec![])
+        .output("y");
     });
-    assert!(e.contains("node 'lstm' (LSTM)") && e.contains("holds 0"), "{e}");
+    assert!(
+        e.contains("node 'lstm' (LSTM)") && e.contains("holds 0"),
+        "{e}"
+    );
     // A bias of the wrong shape.
     let e = import_error(&c, |m| {
         m.initializer("b", &Tensor::zeros(optc::DType::F32, vec![1, 20]))
             .node_named("lstm", "LSTM", &["x", "w", "r", "b"], &["y"], vec![])
             .output("y");
     });
-    assert!(e.contains("node 'lstm' (LSTM)") && e.contains("input B has shape [1, 20], expected [1, 40]"), "{e}");
+    assert!(
+        e.contains("node 'lstm' (LSTM)")
+            && e.contains("input B has shape [1, 20], expected [1, 40]"),
+        "{e}"
+    );
 }

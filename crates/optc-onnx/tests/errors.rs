@@ -110,15 +110,15 @@ fn truncated_and_corrupted_files_never_panic() {
 fn all_unsupported_ops_in_one_error() {
     let mut m = ModelBuilder::new(17);
     m.input("x", DType::F32, &[1, 2, 3])
-        .node_named("lstm_1", "LSTM", &["x"], &["a"], vec![])
-        .node_named("lstm_2", "LSTM", &["a"], &["b"], vec![])
+        .node_named("strings_1", "StringNormalizer", &["x"], &["a"], vec![])
+        .node_named("strings_2", "StringNormalizer", &["a"], &["b"], vec![])
         .node_named("", "If", &["b"], &["c"], vec![])
         .node("Relu", &["c"], &["y"], vec![])
         .output("y");
     let e = err(&m);
     assert_eq!(
         e,
-        "model uses 2 unsupported op types (opset 17): LSTM (nodes: lstm_1, lstm_2), If (nodes: If_2)"
+        "model uses 2 unsupported op types (opset 17): StringNormalizer (nodes: strings_1, strings_2), If (nodes: If_2)"
     );
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[3])

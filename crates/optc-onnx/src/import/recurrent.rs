@@ -134,7 +134,9 @@ fn activations(a: &Attrs, kind: Kind, directions: usize) -> R<Vec<Activation>> {
             "leakyrelu" => Activation::LeakyRelu {
                 alpha: alpha(Some(0.01))?,
             },
-            "thresholdedrelu" => Activation::ThresholdedRelu { alpha: alpha(None)? },
+            "thresholdedrelu" => Activation::ThresholdedRelu {
+                alpha: alpha(None)?,
+            },
             "elu" => Activation::Elu {
                 alpha: alpha(Some(1.0))?,
             },
@@ -261,7 +263,11 @@ impl Unroll<'_> {
     /// `x[ranges]`, one `(start, end)` per dim.
     fn slice(&mut self, what: &str, x: Val, ranges: &[(usize, usize)]) -> R<Val> {
         let shape = self.shape(&x);
-        if ranges.iter().zip(&shape).all(|(&(s, e), &d)| s == 0 && e == d) {
+        if ranges
+            .iter()
+            .zip(&shape)
+            .all(|(&(s, e), &d)| s == 0 && e == d)
+        {
             return Ok(x);
         }
         let dims = ranges
@@ -450,7 +456,11 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let batch_first = match a.int_or("layout", 0) {
         0 => false,
         1 => true,
-        l => return Err(format!("attribute 'layout' = {l} is not supported (0 or 1)")),
+        l => {
+            return Err(format!(
+                "attribute 'layout' = {l} is not supported (0 or 1)"
+            ))
+        }
     };
     let direction = a.string("direction").unwrap_or_else(|| "forward".into());
     let (directions, reverse_only) = match direction.as_str() {
@@ -471,7 +481,11 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let input_forget = match (kind, a.int_or("input_forget", 0)) {
         (_, 0) => false,
         (Kind::Lstm, _) => true,
-        (_, v) => return Err(format!("attribute 'input_forget' = {v} is an LSTM attribute")),
+        (_, v) => {
+            return Err(format!(
+                "attribute 'input_forget' = {v} is an LSTM attribute"
+            ))
+        }
     };
     let linear_before_reset = match (kind, a.int_or("linear_before_reset", 0)) {
         (_, 0) => false,
@@ -659,7 +673,11 @@ fn unroll(
         let wb = u.slice("w_bias", b.clone(), &[(0, directions), (0, width)])?;
         let mut rb = u.slice("r_bias", b, &[(0, directions), (width, 2 * width)])?;
         if gru_reset_after {
-            let h = u.slice("r_bias_h", rb.clone(), &[(0, directions), (2 * hidden, width)])?;
+            let h = u.slice(
+                "r_bias_h",
+                rb.clone(),
+                &[(0, directions), (2 * hidden, width)],
+            )?;
             bias_h = Some(h);
             let zr = u.slice("r_bias_zr", rb, &[(0, directions), (0, 2 * hidden)])?;
             let zeros = Val::Const {
@@ -702,10 +720,7 @@ fn unroll(
             let xp = u.slice(
                 &format!("{at}/input"),
                 projection.clone(),
-                &[
-                    (t * batch, (t + 1) * batch),
-                    (d * width, (d + 1) * width),
-                ],
+                &[(t * batch, (t + 1) * batch), (d * width, (d + 1) * width)],
             )?;
             let activations = &layer.activations[d * layer.kind.default_activations().len()..];
             let (new_h, new_c) = match layer.kind {
@@ -758,7 +773,11 @@ fn unroll(
                     )?);
                     if let Some(nc) = new_c {
                         let held_c = c.unwrap_or(zero);
-                        c = Some(u.op(&format!("{at}/c_masked"), Op::Where, &[mask, nc, held_c])?);
+                        c = Some(u.op(
+                            &format!("{at}/c_masked"),
+                            Op::Where,
+                            &[mask, nc, held_c],
+                        )?);
                     }
                 }
             }
@@ -769,7 +788,10 @@ fn unroll(
             last_c.push(u.reshape(&format!("{dir}/y_c"), c, vec![1, batch, hidden])?);
         }
         if wanted[0] {
-            let outputs: Vec<Val> = outputs.into_iter().map(|o| o.ok_or_else(|| "a step is missing".to_string())).collect::<R<_>>()?;
+            let outputs: Vec<Val> = outputs
+                .into_iter()
+                .map(|o| o.ok_or_else(|| "a step is missing".to_string()))
+                .collect::<R<_>>()?;
             let all = concat(u, &format!("{dir}/y_rows"), outputs, 0)?;
             ys.push(u.reshape(&format!("{dir}/y"), all, vec![steps, 1, batch, hidden])?);
         }
@@ -837,7 +859,11 @@ fn direction_weights(
     };
     let rd = u.entry(&format!("{dir}/r"), r.clone(), d)?;
     let (recurrent, recurrent_h) = if layer.kind == Kind::Gru && !layer.linear_before_reset {
-        let zr = u.slice(&format!("{dir}/r_zr"), rd.clone(), &[(0, 2 * hidden), (0, hidden)])?;
+        let zr = u.slice(
+            &format!("{dir}/r_zr"),
+            rd.clone(),
+            &[(0, 2 * hidden), (0, hidden)],
+        )?;
         let h = u.slice(
             &format!("{dir}/r_h"),
             rd,
@@ -909,14 +935,15 @@ fn gru_step(
     let [xz, xr, xh]: [Val; 3] = parts.try_into().map_err(|_| "bad gate split")?;
     let (z, candidate_pre) = if layer.linear_before_reset {
         // ht = g(Xt*Wh^T + rt (.) (Ht-1*Rh^T + Rbh) + Wbh)
-        let (hz, hr, hh) = match recurrent(u, &format!("{at}/recurrent"), h.clone(), &weights.recurrent)? {
-            Some(all) => {
-                let parts = u.split(&format!("{at}/recurrent_gates"), all, 3)?;
-                let [z, r, hh]: [Val; 3] = parts.try_into().map_err(|_| "bad gate split")?;
-                (Some(z), Some(r), Some(hh))
-            }
-            None => (None, None, None),
-        };
+        let (hz, hr, hh) =
+            match recurrent(u, &format!("{at}/recurrent"), h.clone(), &weights.recurrent)? {
+                Some(all) => {
+                    let parts = u.split(&format!("{at}/recurrent_gates"), all, 3)?;
+                    let [z, r, hh]: [Val; 3] = parts.try_into().map_err(|_| "bad gate split")?;
+                    (Some(z), Some(r), Some(hh))
+                }
+                None => (None, None, None),
+            };
         let z = u.add_maybe(&format!("{at}/z_preactivation"), xz, hz)?;
         let r = u.add_maybe(&format!("{at}/r_preactivation"), xr, hr)?;
         let z = u.activate(&format!("{at}/z"), f, layer.clip, z)?;
@@ -932,14 +959,15 @@ fn gru_step(
         (z, u.add_maybe(&format!("{at}/h_preactivation"), xh, reset)?)
     } else {
         // ht = g(Xt*Wh^T + (rt (.) Ht-1)*Rh^T + Rbh + Wbh)
-        let (hz, hr) = match recurrent(u, &format!("{at}/recurrent"), h.clone(), &weights.recurrent)? {
-            Some(all) => {
-                let parts = u.split(&format!("{at}/recurrent_gates"), all, 2)?;
-                let [z, r]: [Val; 2] = parts.try_into().map_err(|_| "bad gate split")?;
-                (Some(z), Some(r))
-            }
-            None => (None, None),
-        };
+        let (hz, hr) =
+            match recurrent(u, &format!("{at}/recurrent"), h.clone(), &weights.recurrent)? {
+                Some(all) => {
+                    let parts = u.split(&format!("{at}/recurrent_gates"), all, 2)?;
+                    let [z, r]: [Val; 2] = parts.try_into().map_err(|_| "bad gate split")?;
+                    (Some(z), Some(r))
+                }
+                None => (None, None),
+            };
         let z = u.add_maybe(&format!("{at}/z_preactivation"), xz, hz)?;
         let r = u.add_maybe(&format!("{at}/r_preactivation"), xr, hr)?;
         let z = u.activate(&format!("{at}/z"), f, layer.clip, z)?;
@@ -948,18 +976,30 @@ fn gru_step(
                 let r = u.activate(&format!("{at}/r"), f, layer.clip, r)?;
                 let reset = u.binary(&format!("{at}/reset"), BinaryOp::Mul, r, h.clone())?;
                 let rh = weights.recurrent_h.as_ref().ok_or("Rh is missing")?;
-                Some(u.op(&format!("{at}/recurrent_h"), Op::MatMul, &[reset, rh.clone()])?)
+                Some(u.op(
+                    &format!("{at}/recurrent_h"),
+                    Op::MatMul,
+                    &[reset, rh.clone()],
+                )?)
             }
             // rt (.) 0 = 0: the reset gate does not matter.
             None => None,
         };
-        (z, u.add_maybe(&format!("{at}/h_preactivation"), xh, recurrent_h)?)
+        (
+            z,
+            u.add_maybe(&format!("{at}/h_preactivation"), xh, recurrent_h)?,
+        )
     };
     let candidate = u.activate(&format!("{at}/candidate"), g, layer.clip, candidate_pre)?;
     // Ht = (1 - zt) (.) ht + zt (.) Ht-1
     let one = u.scalar(1.0);
     let keep_new = u.binary(&format!("{at}/update"), BinaryOp::Sub, one, z.clone())?;
-    let new = u.binary(&format!("{at}/h_new_part"), BinaryOp::Mul, keep_new, candidate)?;
+    let new = u.binary(
+        &format!("{at}/h_new_part"),
+        BinaryOp::Mul,
+        keep_new,
+        candidate,
+    )?;
     match h {
         Some(h) => {
             let old = u.binary(&format!("{at}/h_old_part"), BinaryOp::Mul, z, h)?;
@@ -1016,7 +1056,12 @@ fn lstm_step(
     let new = u.binary(&format!("{at}/c_new_part"), BinaryOp::Mul, i, cg)?;
     let c_new = match &c {
         Some(c) => {
-            let old = u.binary(&format!("{at}/c_old_part"), BinaryOp::Mul, forget, c.clone())?;
+            let old = u.binary(
+                &format!("{at}/c_old_part"),
+                BinaryOp::Mul,
+                forget,
+                c.clone(),
+            )?;
             u.binary(&format!("{at}/c"), BinaryOp::Add, old, new)?
         }
         None => new,
@@ -1096,10 +1141,19 @@ mod tests {
     #[test]
     fn bad_activation_lists_are_refused() {
         let cases: Vec<(Vec<pb::AttributeProto>, &str)> = vec![
-            (vec![strings("activations", &["Gelu"])], "activation 'Gelu' is not supported"),
-            (vec![strings("activations", &["Tanh", "Tanh"])], "needs 1 (1 per direction)"),
             (
-                vec![strings("activations", &["Affine"]), floats("activation_alpha", &[1.0])],
+                vec![strings("activations", &["Gelu"])],
+                "activation 'Gelu' is not supported",
+            ),
+            (
+                vec![strings("activations", &["Tanh", "Tanh"])],
+                "needs 1 (1 per direction)",
+            ),
+            (
+                vec![
+                    strings("activations", &["Affine"]),
+                    floats("activation_alpha", &[1.0]),
+                ],
                 "needs a value in 'activation_beta'",
             ),
             (
@@ -1107,7 +1161,10 @@ mod tests {
                 "needs a value in 'activation_alpha'",
             ),
             (
-                vec![strings("activations", &["Tanh"]), floats("activation_alpha", &[1.0])],
+                vec![
+                    strings("activations", &["Tanh"]),
+                    floats("activation_alpha", &[1.0]),
+                ],
                 "1 and 0 values more than the activations",
             ),
         ];
