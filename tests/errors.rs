@@ -106,14 +106,15 @@ fn cycle_is_an_error() {
 }
 
 #[test]
-fn dynamic_dims_need_an_override() {
+fn dynamic_dims_are_sized_by_an_override_or_by_the_run() {
     let mut b = ModelBuilder::new(17);
     b.input("tokens", DType::F32, &[-1, 16]);
     b.node("Relu", &["tokens"], &["y"], vec![]);
     b.output("y");
     let bytes = b.to_bytes();
-    let e = compile_err(&bytes, &Options::default());
-    assert!(e.contains("tokens") && e.contains("--input-shape"), "{e}");
+    // Without sizes nothing is compiled until a run gives them (tests/shapes.rs).
+    let m = optc::compile_bytes(&bytes, &Options::default()).unwrap();
+    assert_eq!(m.compile_count(), 0);
     let mut opts = Options::default();
     opts.input_shapes.insert("tokens".into(), vec![3, 16]);
     let mut m = optc::compile_bytes(&bytes, &opts).unwrap();
@@ -155,8 +156,13 @@ fn absurd_sizes_are_errors() {
     b.initializer("big", &Tensor::from_f32(vec![3], vec![1.0; 3]).unwrap());
     b.node("Reshape", &["big", "x"], &["y"], vec![]);
     b.output("y");
-    let e = compile_err(&b.to_bytes(), &Options::default());
+    // The shape is an input: compiled at the run, for its value, and refused there.
+    let mut m = optc::compile_bytes(&b.to_bytes(), &Options::default()).unwrap();
+    assert!(m.waits_for_values().is_some());
+    let shape = Tensor::from_i64(vec![2], vec![1 << 40, 1 << 40]).unwrap();
+    let e = m.run(&[shape]).unwrap_err().to_string();
     assert!(!e.is_empty());
+    assert_eq!(m.compile_count(), 0);
 }
 
 #[test]
@@ -227,8 +233,14 @@ fn known_input_values_are_bound_only_where_a_constant_is_needed() {
     b.node_named("pad", "Pad", &["x", "pads"], &["y"], vec![]);
     b.output("y");
     let bytes = b.to_bytes();
-    let e = compile_err(&bytes, &Options::default());
-    assert!(e.contains("pad") && e.contains("constant"), "{e}");
+    // Without its value the compile waits for the first run's.
+    let m = optc::compile_bytes(&bytes, &Options::default()).unwrap();
+    let e = m.waits_for_values().unwrap();
+    assert!(
+        e.to_string().contains("pad") && e.to_string().contains("constant"),
+        "{e}"
+    );
+    assert_eq!(e.needs_values(), ["pads".to_string()]);
     let pads = Tensor::from_i64(vec![4], vec![0, 1, 1, 0]).unwrap();
     let mut opts = Options::default();
     opts.input_values.insert("pads".into(), pads.clone());

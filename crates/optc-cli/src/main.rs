@@ -229,8 +229,52 @@ fn read_model(path: &Path) -> Res<Vec<u8>> {
 fn compile(c: &CompileArgs, t: &ThreadArgs, bytes: &[u8]) -> Res<optc::CompiledModel> {
     let opts = jit_options(c, t)?;
     let m = optc::compile_bytes(bytes, &opts).map_err(|e| c.compile_error(e))?;
+    require_compiled(&m)?;
     c.show_compression(m.report().compression.as_ref())?;
     Ok(m)
+}
+
+/// A model with dynamic dims is compiled only once their sizes are known: from
+/// `--input-shape`, or from the inputs given (`--inputs`, `--input`). Name what is missing.
+fn require_compiled(m: &optc::CompiledModel) -> Res<()> {
+    if !m.compiled_shapes().is_empty() {
+        return Ok(());
+    }
+    if let Some(e) = m.waits_for_values() {
+        return Err(format!(
+            "{e}\n(give the value of {} with --inputs DIR or --input NAME=FILE.npy: the model \
+             is then compiled for it)",
+            e.needs_values()
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let missing: Vec<String> = m
+        .declared_inputs()
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| !d.is_static())
+        .map(|d| {
+            let example: Vec<String> = match &d.dims {
+                Some(dims) => dims
+                    .iter()
+                    .map(|x| x.fixed().unwrap_or(1).to_string())
+                    .collect(),
+                None => vec!["1".into()],
+            };
+            format!(
+                "input '{}' has dynamic dims ({d}): pass --input-shape {}={}, or its value \
+                 with --inputs DIR / --input {}=FILE.npy",
+                d.name,
+                d.name,
+                example.join("x"),
+                d.name
+            )
+        })
+        .collect();
+    Err(missing.join("; "))
 }
 
 /// Inputs in model order: from `--inputs DIR`, `--input name=file.npy`, or random.
@@ -331,6 +375,7 @@ fn compile_with_inputs(
     let mut opts = jit_options(c, t)?;
     opts.input_values = known.clone();
     let m = optc::compile_bytes(bytes, &opts).map_err(|e| c.compile_error(e))?;
+    require_compiled(&m)?;
     c.show_compression(m.report().compression.as_ref())?;
     Ok(m)
 }

@@ -2,7 +2,7 @@
 //! translation of every node.
 
 use crate::proto::{dtype_of, onnx_type_name, tensor_from_proto, Attrs, SUPPORTED_TYPES};
-use crate::ImportOptions;
+use crate::{DeclaredInput, Dim, ImportOptions};
 use optc_ir::{
     checked_numel, BinaryOp, DType, Data, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor,
     TensorType, UnaryOp, Value, Window,
@@ -13,9 +13,12 @@ use tract_onnx::pb;
 
 mod attention;
 mod control_flow;
+mod conv_transpose;
 mod decompose;
 mod quantization;
 mod recurrent;
+mod resize;
+mod steps;
 
 type R<T> = Result<T, String>;
 
@@ -49,6 +52,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ConstantOfShape",
     "Conv",
     "ConvInteger",
+    "ConvTranspose",
     "DequantizeLinear",
     "Div",
     "Dropout",
@@ -99,6 +103,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ReduceSum",
     "Relu",
     "Reshape",
+    "Resize",
     "Scan",
     "RNN",
     "Shape",
@@ -114,6 +119,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Tanh",
     "Transpose",
     "Unsqueeze",
+    "Upsample",
     "Where",
 ];
 
@@ -277,6 +283,46 @@ impl Ctx {
         Ok(outs.into_iter().map(Val::Dyn).collect())
     }
 
+    /// The value of `node`'s input #k, when the node has one there.
+    fn input(&self, node: &pb::NodeProto, k: usize) -> Option<Val> {
+        node.input
+            .get(k)
+            .filter(|s| !s.is_empty())
+            .and_then(|s| self.env.get(s).cloned())
+    }
+
+    /// The value of `node`'s input #k; an error when it has none.
+    fn required(&self, node: &pb::NodeProto, k: usize) -> R<Val> {
+        self.input(node, k)
+            .ok_or_else(|| format!("required input #{k} is missing"))
+    }
+
+    /// The constant at `node`'s input #k (the `what`), `None` when the node has no input
+    /// there; an error when it is computed at run time (noting the inputs behind it, see
+    /// [`Ctx::want`]).
+    fn constant_input(&self, node: &pb::NodeProto, k: usize, what: &str) -> R<Option<Arc<Tensor>>> {
+        match self.input(node, k) {
+            None => Ok(None),
+            Some(Val::Const { t, .. }) => Ok(Some(t)),
+            Some(v @ Val::Dyn(_)) => {
+                want_const(&node.input[k]);
+                self.want(&v);
+                Err(format!(
+                    "input #{k} ('{}', the {what}) must be a constant, but it is computed at run time",
+                    node.input[k]
+                ))
+            }
+        }
+    }
+
+    /// Note that `v` was needed as a constant: the graph inputs it is computed from are
+    /// the ones whose values would let the import go on (see `ImportError::needs_values`).
+    fn want(&self, v: &Val) {
+        for i in self.inputs_behind(v) {
+            want_const(&i);
+        }
+    }
+
     /// The graph inputs value `v` is computed from.
     fn inputs_behind(&self, v: &Val) -> Vec<String> {
         let Val::Dyn(v) = v else { return vec![] };
@@ -329,20 +375,91 @@ fn node_label(n: &pb::NodeProto, i: usize) -> String {
     }
 }
 
-pub fn import_model(model: &pb::ModelProto, opts: &ImportOptions) -> R<Graph> {
+/// Import `model`; also returns the graph inputs whose given values
+/// (`ImportOptions::input_values`) were bound as constants, sorted: the graph is only valid
+/// for runs with exactly those values.
+/// On failure, the error and the graph inputs whose values (not given) a node needed as
+/// constants.
+pub fn import_model(
+    model: &pb::ModelProto,
+    opts: &ImportOptions,
+) -> Result<(Graph, Vec<String>), (String, Vec<String>)> {
     // Bind known input values only where a node needs a constant, one round at a time.
     let mut bound: HashSet<String> = HashSet::new();
     loop {
         let (r, wanted) = import_with(model, opts, &bound);
         let more: Vec<String> = wanted
-            .into_iter()
-            .filter(|w| opts.input_values.contains_key(w) && !bound.contains(w))
+            .iter()
+            .filter(|w| opts.input_values.contains_key(*w) && !bound.contains(*w))
+            .cloned()
             .collect();
-        match r {
-            Err(_) if !more.is_empty() => bound.extend(more),
-            r => return r,
+        if r.is_err() && !more.is_empty() {
+            bound.extend(more);
+            continue;
         }
+        let mut bound: Vec<String> = bound.into_iter().collect();
+        bound.sort();
+        return match r {
+            Ok(g) => Ok((g, bound)),
+            Err(e) => {
+                // Graph inputs whose values would have let the import go on.
+                let inputs = model.graph.as_ref().map(|g| &g.input[..]).unwrap_or(&[]);
+                let mut needs: Vec<String> = wanted
+                    .into_iter()
+                    .filter(|w| !opts.input_values.contains_key(w))
+                    .filter(|w| inputs.iter().any(|i| &i.name == w))
+                    .collect();
+                needs.sort();
+                needs.dedup();
+                Err((e, needs))
+            }
+        };
     }
+}
+
+/// The declared type of every graph input that is not an initializer, in order.
+pub fn declared_inputs(model: &pb::ModelProto) -> R<Vec<DeclaredInput>> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| "the model has no graph".to_string())?;
+    let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    graph
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(declared_input)
+        .collect()
+}
+
+fn declared_input(inp: &pb::ValueInfoProto) -> R<DeclaredInput> {
+    use pb::tensor_shape_proto::dimension::Value as DV;
+    let name = &inp.name;
+    let tt = match inp.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => t,
+        None => return Err(format!("input '{name}' has no tensor type")),
+    };
+    let dtype = dtype_of(tt.elem_type).ok_or_else(|| {
+        format!(
+            "input '{name}' has element type {}, which is not supported (supported: {SUPPORTED_TYPES})",
+            onnx_type_name(tt.elem_type)
+        )
+    })?;
+    let dims = tt.shape.as_ref().map(|sp| {
+        sp.dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(DV::DimValue(v)) if *v >= 0 => Dim::Fixed(*v as usize),
+                Some(DV::DimParam(s)) if !s.is_empty() => Dim::Named(s.clone()),
+                _ => Dim::Named("?".into()),
+            })
+            .collect()
+    });
+    Ok(DeclaredInput {
+        name: name.clone(),
+        dtype,
+        dims,
+    })
 }
 
 fn import_with(
@@ -653,18 +770,8 @@ fn import_nodes(ctx: &mut Ctx, graph: &pb::GraphProto, prefix: &str) -> R<()> {
 }
 
 fn input_type(inp: &pb::ValueInfoProto, opts: &ImportOptions) -> R<TensorType> {
-    use pb::tensor_shape_proto::dimension::Value as DV;
-    let name = &inp.name;
-    let tt = match inp.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(pb::type_proto::Value::TensorType(t)) => t,
-        None => return Err(format!("input '{name}' has no tensor type")),
-    };
-    let dtype = dtype_of(tt.elem_type).ok_or_else(|| {
-        format!(
-            "input '{name}' has element type {}, which is not supported (supported: {SUPPORTED_TYPES})",
-            onnx_type_name(tt.elem_type)
-        )
-    })?;
+    let DeclaredInput { name, dtype, dims } = declared_input(inp)?;
+    let name = &name;
     // A shape given for the input, else the shape of a value given for it (`optc run
     // --inputs`: dynamic dims taken from the data).
     let (over, given_as): (Option<Vec<usize>>, String) = match opts.input_shapes.get(name) {
@@ -674,68 +781,48 @@ fn input_type(inp: &pb::ValueInfoProto, opts: &ImportOptions) -> R<TensorType> {
             format!("the {} value given for it", name),
         ),
     };
-    let over = over.as_ref();
-    let shape = match &tt.shape {
-        None => match over {
-            Some(s) => s.clone(),
-            None => {
+    let show = |ds: &[Dim]| {
+        ds.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
+    };
+    let shape = match (&dims, over) {
+        (None, Some(s)) => s,
+        (None, None) => {
+            return Err(format!(
+                "input '{name}' has no shape in the model; pass --input-shape {name}=<dims>, e.g. {name}=1x3x224x224"
+            ))
+        }
+        (Some(model_dims), Some(s)) => {
+            let ok = s.len() == model_dims.len()
+                && s.iter().zip(model_dims).all(|(a, b)| b.admits(*a));
+            if !ok {
                 return Err(format!(
-                    "input '{name}' has no shape in the model; pass --input-shape {name}=<dims>, e.g. {name}=1x3x224x224"
-                ))
+                    "{given_as} ({name}={}) contradicts the model's shape of input '{name}': {}",
+                    s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+                    show(model_dims)
+                ));
             }
-        },
-        Some(sp) => {
-            let model_dims: Vec<Option<usize>> = sp
-                .dim
-                .iter()
-                .map(|d| match &d.value {
-                    Some(DV::DimValue(v)) if *v >= 0 => Some(*v as usize),
-                    _ => None,
-                })
-                .collect();
-            let show = |ds: &[Option<usize>]| {
-                ds.iter()
-                    .zip(&sp.dim)
-                    .map(|(d, p)| match (d, &p.value) {
-                        (Some(v), _) => v.to_string(),
-                        (None, Some(DV::DimParam(s))) if !s.is_empty() => s.clone(),
-                        _ => "?".to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("x")
-            };
-            match over {
-                Some(s) => {
-                    let ok = s.len() == model_dims.len()
-                        && s.iter().zip(&model_dims).all(|(a, b)| b.is_none_or(|b| b == *a));
-                    if !ok {
-                        return Err(format!(
-                            "{given_as} ({name}={}) contradicts the model's shape of input '{name}': {}",
-                            s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
-                            show(&model_dims)
-                        ));
-                    }
-                    s.clone()
-                }
-                None => {
-                    if let Some(k) = model_dims.iter().position(|d| d.is_none()) {
-                        let pname = match &sp.dim[k].value {
-                            Some(DV::DimParam(s)) if !s.is_empty() => s.clone(),
-                            _ => format!("dim {k}"),
-                        };
-                        let example: Vec<String> = model_dims
-                            .iter()
-                            .map(|d| d.map_or("1".to_string(), |v| v.to_string()))
-                            .collect();
-                        return Err(format!(
-                            "input '{name}' has a dynamic dimension ({pname}) in shape {}; pass --input-shape {name}={}",
-                            show(&model_dims),
-                            example.join("x")
-                        ));
-                    }
-                    model_dims.into_iter().flatten().collect()
-                }
+            s
+        }
+        (Some(model_dims), None) => {
+            if let Some(k) = model_dims.iter().position(|d| d.fixed().is_none()) {
+                let pname = match &model_dims[k] {
+                    Dim::Named(n) if n != "?" => n.clone(),
+                    _ => format!("dim {k}"),
+                };
+                let example: Vec<String> = model_dims
+                    .iter()
+                    .map(|d| d.fixed().unwrap_or(1).to_string())
+                    .collect();
+                return Err(format!(
+                    "input '{name}' has a dynamic dimension ({pname}) in shape {}; pass --input-shape {name}={}",
+                    show(model_dims),
+                    example.join("x")
+                ));
             }
+            model_dims.iter().filter_map(Dim::fixed).collect()
         }
     };
     let n = checked_numel(&shape).map_err(|e| format!("input '{name}': {e}"))?;
@@ -870,8 +957,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         match inp(k) {
             None => Ok(None),
             Some(Val::Const { t, .. }) => Ok(Some(t)),
-            Some(Val::Dyn(_)) => {
+            Some(v @ Val::Dyn(_)) => {
                 want_const(&node.input[k]);
+                ctx.want(&v);
                 Err(format!(
                     "input #{k} ('{}', the {what}) must be a constant, but it is computed at run time",
                     node.input[k]
@@ -1048,6 +1136,8 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         | "QLinearConv" => quantization::convert(ctx, node, name),
         "If" | "Loop" | "Scan" => control_flow::convert(ctx, node, name),
         "Attention" => attention::convert(ctx, node, name),
+        "ConvTranspose" => conv_transpose::convert(ctx, node, name),
+        "Resize" | "Upsample" => resize::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),
         "MaxPool" | "AveragePool" => {
@@ -1505,9 +1595,12 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "ConstantOfShape" => {
             let s = match inp(0) {
                 Some(Val::Const { t, .. }) => t,
-                _ => {
+                other => {
                     if let Some(i) = node.input.first() {
                         want_const(i);
+                    }
+                    if let Some(v) = &other {
+                        ctx.want(v);
                     }
                     return Err(
                         "needs a constant shape input, but it is computed at run time".into(),
@@ -1544,9 +1637,12 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 match inp(k) {
                     Some(Val::Const { t, .. }) if t.numel() == 1 => cs.push(t),
                     Some(Val::Const { .. }) => return Err(format!("{what} must be a scalar")),
-                    _ => {
+                    other => {
                         if let Some(i) = node.input.get(k) {
                             want_const(i);
+                        }
+                        if let Some(v) = &other {
+                            ctx.want(v);
                         }
                         return Err(format!(
                             "needs a constant {what}, but it is computed at run time"

@@ -27,21 +27,112 @@ pub struct ImportOptions {
     pub input_values: HashMap<String, optc_ir::Tensor>,
 }
 
+/// One dimension of a graph input as the model declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(usize),
+    /// A dynamic dimension: its symbolic name (`batch`, `seq`), or `?` when unnamed.
+    Named(String),
+}
+
+impl Dim {
+    /// The size, when fixed.
+    pub fn fixed(&self) -> Option<usize> {
+        match self {
+            Dim::Fixed(v) => Some(*v),
+            Dim::Named(_) => None,
+        }
+    }
+
+    /// Whether a run-time size `n` fits this dimension.
+    pub fn admits(&self, n: usize) -> bool {
+        self.fixed().is_none_or(|v| v == n)
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(v) => write!(f, "{v}"),
+            Dim::Named(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A graph input as the model declares it (before any shape is chosen).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredInput {
+    pub name: String,
+    pub dtype: optc_ir::DType,
+    /// The declared dims; `None` when the model gives no shape at all.
+    pub dims: Option<Vec<Dim>>,
+}
+
+impl DeclaredInput {
+    /// Whether every dim is fixed (the input has one possible shape).
+    pub fn is_static(&self) -> bool {
+        self.dims
+            .as_ref()
+            .is_some_and(|d| d.iter().all(|d| d.fixed().is_some()))
+    }
+
+    /// Whether a tensor of `dtype` and `shape` may be given for this input.
+    pub fn admits(&self, dtype: optc_ir::DType, shape: &[usize]) -> bool {
+        dtype == self.dtype
+            && self.dims.as_ref().is_none_or(|d| {
+                d.len() == shape.len() && d.iter().zip(shape).all(|(d, &n)| d.admits(n))
+            })
+    }
+}
+
+impl fmt::Display for DeclaredInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.dims {
+            Some(d) => {
+                let dims: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+                write!(f, "{}[{}]", self.dtype, dims.join(","))
+            }
+            None => write!(f, "{}[any shape]", self.dtype),
+        }
+    }
+}
+
+/// An imported model: the graph, and the inputs whose given values it was specialized to.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub graph: optc_ir::Graph,
+    /// Graph inputs bound to the value given in `ImportOptions::input_values` because a
+    /// node needed a constant there (sorted): the graph is valid only for those values.
+    pub bound_inputs: Vec<String>,
+}
+
 /// Why a model could not be imported. The message names the node (or tensor, or input)
 /// and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportError {
     msg: String,
+    needs_values: Vec<String>,
 }
 
 impl ImportError {
     pub fn new(msg: impl Into<String>) -> Self {
-        ImportError { msg: msg.into() }
+        ImportError {
+            msg: msg.into(),
+            needs_values: vec![],
+        }
     }
 
     /// The message, as displayed.
     pub fn message(&self) -> &str {
         &self.msg
+    }
+
+    /// Graph inputs whose values, had they been given (`ImportOptions::input_values`),
+    /// would have let the import go on: a node needed a constant computed from them (an
+    /// `If` condition over branches of different shapes, a loop's trip count, a shape).
+    pub fn needs_values(&self) -> &[String] {
+        &self.needs_values
     }
 }
 
@@ -58,43 +149,71 @@ pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<optc_ir::Graph, 
     let bytes = std::fs::read(path).map_err(|e| {
         ImportError::new(format!("cannot read ONNX file {}: {}", path.display(), e))
     })?;
-    import_bytes(&bytes, opts)
-        .map_err(|e| ImportError::new(format!("{}: {}", path.display(), e.msg)))
+    import_bytes(&bytes, opts).map_err(|e| ImportError {
+        msg: format!("{}: {}", path.display(), e.msg),
+        needs_values: e.needs_values,
+    })
 }
 
 /// Import an ONNX model from its protobuf bytes.
 pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<optc_ir::Graph, ImportError> {
+    Ok(import_bytes_bound(bytes, opts)?.graph)
+}
+
+/// Import an ONNX model from its protobuf bytes, saying which given input values the graph
+/// was specialized to.
+pub fn import_bytes_bound(bytes: &[u8], opts: &ImportOptions) -> Result<Imported, ImportError> {
+    let model = parse(bytes)?;
+    let (graph, bound_inputs) = import::import_model(&model, opts)
+        .map_err(|(msg, needs_values)| ImportError { msg, needs_values })?;
+    Ok(Imported {
+        graph,
+        bound_inputs,
+    })
+}
+
+fn parse(bytes: &[u8]) -> Result<tract_onnx::pb::ModelProto, ImportError> {
     use tract_onnx::prelude::Framework;
-    let model = tract_onnx::onnx()
+    tract_onnx::onnx()
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| {
             ImportError::new(format!(
                 "the file is not a valid ONNX model (truncated or corrupted protobuf?): {e}"
             ))
-        })?;
-    import::import_model(&model, opts).map_err(ImportError::new)
+        })
+}
+
+/// What a model takes and gives, as declared, before any import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    /// The graph inputs (initializers excluded), in order.
+    pub inputs: Vec<DeclaredInput>,
+    /// The names of the graph outputs, in order.
+    pub outputs: Vec<String>,
+}
+
+/// The model's inputs and outputs as declared.
+pub fn interface(bytes: &[u8]) -> Result<Interface, ImportError> {
+    let model = parse(bytes)?;
+    let inputs = import::declared_inputs(&model).map_err(ImportError::new)?;
+    let outputs = model
+        .graph
+        .as_ref()
+        .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
+        .unwrap_or_default();
+    Ok(Interface { inputs, outputs })
+}
+
+/// The model's graph inputs (initializers excluded) as declared, in order.
+pub fn declared_inputs(bytes: &[u8]) -> Result<Vec<DeclaredInput>, ImportError> {
+    import::declared_inputs(&parse(bytes)?).map_err(ImportError::new)
 }
 
 /// Names of the model's graph inputs (initializers excluded), in order.
 pub fn input_names(bytes: &[u8]) -> Result<Vec<String>, ImportError> {
-    use tract_onnx::prelude::Framework;
-    let model = tract_onnx::onnx()
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| {
-            ImportError::new(format!(
-                "the file is not a valid ONNX model (truncated or corrupted protobuf?): {e}"
-            ))
-        })?;
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| ImportError::new("the model has no graph"))?;
-    let inits: std::collections::HashSet<&str> =
-        g.initializer.iter().map(|t| t.name.as_str()).collect();
-    Ok(g.input
-        .iter()
-        .filter(|i| !inits.contains(i.name.as_str()))
-        .map(|i| i.name.clone())
+    Ok(declared_inputs(bytes)?
+        .into_iter()
+        .map(|i| i.name)
         .collect())
 }
 

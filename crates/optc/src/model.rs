@@ -1,21 +1,54 @@
 //! [`CompiledModel`]: a model compiled to machine code in this process (JIT).
+//!
+//! Code is compiled for static shapes. A model whose inputs have dynamic dims (`batch`,
+//! `seq`) is compiled once per distinct set of input shapes it is run with: each such
+//! *variant* is kept in a small least-recently-used cache ([`Options::shape_cache`]), so a
+//! run with shapes seen before costs nothing extra, and a run with new shapes costs one
+//! compile (import, optimization and code generation: tens to hundreds of milliseconds;
+//! [`CompiledModel::compile_count`] says how many there were). The same holds for inputs a
+//! node needs as constants (an `If` condition, a shape): the variant is specialized to
+//! their values and a run with other values compiles another variant, never reuses a
+//! variant made for different values.
 
 use crate::pipeline::{front, read_file, Report, Source};
 use crate::{Error, Options, Result};
 use optc_codegen::{JitModel, Workspace};
 use optc_ir::{Graph, Tensor, TensorType};
+use optc_onnx::DeclaredInput;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-/// A model compiled to machine code, ready to run. Owns its workspace, so `run` takes
+/// A model compiled to machine code, ready to run. Owns its workspaces, so `run` takes
 /// `&mut self`; compile once per thread to run on several threads.
 pub struct CompiledModel {
+    /// What new variants are compiled from; `None` for a model compiled from a graph
+    /// (one variant, its shapes fixed).
+    recompile: Option<Recompile>,
+    input_names: Vec<String>,
+    output_names: Vec<String>,
+    /// Compiled variants, the most recently used first.
+    variants: Vec<Variant>,
+    compiles: usize,
+    /// Why the compile waits for the first run's input values, when it does.
+    deferred: Option<optc_onnx::ImportError>,
+}
+
+/// The ONNX model and options a variant is compiled from.
+struct Recompile {
+    bytes: Arc<[u8]>,
+    opts: Options,
+    declared: Vec<DeclaredInput>,
+}
+
+/// The model compiled for one set of input shapes (and values of bound inputs).
+struct Variant {
     graph: Graph,
     jit: JitModel,
     ws: Workspace,
-    input_names: Vec<String>,
-    output_names: Vec<String>,
     report: Report,
+    /// Inputs bound to a value at compile time: (input index, value).
+    bound: Vec<(usize, Tensor)>,
 }
 
 /// Compile an ONNX file.
@@ -23,46 +56,129 @@ pub fn compile_file(path: &Path, opts: &Options) -> Result<CompiledModel> {
     compile_bytes(&read_file(path)?, opts)
 }
 
-/// Compile ONNX bytes.
+/// Compile ONNX bytes. A model with dynamic dims that `opts` does not size
+/// (`input_shapes`, or the shapes of `input_values`) is compiled at its first run, for the
+/// shapes of that run's inputs.
 pub fn compile_bytes(bytes: &[u8], opts: &Options) -> Result<CompiledModel> {
-    compile(Source::Bytes(bytes), opts)
+    let interface = optc_onnx::interface(bytes)?;
+    let names: Vec<&str> = interface.inputs.iter().map(|i| i.name.as_str()).collect();
+    let mut unknown: Vec<&String> = (opts.input_shapes.keys())
+        .chain(opts.input_values.keys())
+        .filter(|k| !names.contains(&k.as_str()))
+        .collect();
+    unknown.sort();
+    if let Some(k) = unknown.first() {
+        let what = if opts.input_shapes.contains_key(*k) {
+            "--input-shape"
+        } else {
+            "a value given"
+        };
+        return Err(Error::Input(format!(
+            "{what} names '{k}', but the model has no such input; its inputs are: {}",
+            names
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let sized = interface.inputs.iter().all(|i| {
+        i.is_static()
+            || opts.input_shapes.contains_key(&i.name)
+            || opts.input_values.contains_key(&i.name)
+    });
+    let mut m = CompiledModel {
+        recompile: Some(Recompile {
+            bytes: bytes.into(),
+            opts: opts.clone(),
+            declared: interface.inputs.clone(),
+        }),
+        input_names: interface.inputs.into_iter().map(|i| i.name).collect(),
+        output_names: interface.outputs,
+        variants: vec![],
+        compiles: 0,
+        deferred: None,
+    };
+    if !sized {
+        return Ok(m);
+    }
+    match m.compile_variant(Source::Bytes(bytes), opts) {
+        Ok(v) => m.variants.push(v),
+        // A node needs the value of an input (an `If` condition, a trip count): compile
+        // at the first run, for its values.
+        Err(Error::Import(e)) if !e.needs_values().is_empty() => m.deferred = Some(e),
+        Err(e) => return Err(e),
+    }
+    Ok(m)
 }
 
 /// Compile an IR graph.
 pub fn compile_graph(graph: Graph, opts: &Options) -> Result<CompiledModel> {
-    compile(Source::Graph(graph), opts)
-}
-
-fn compile(source: Source, opts: &Options) -> Result<CompiledModel> {
-    let f = front(source, opts)?;
-    let mut report = f.report;
-    let t = Instant::now();
-    let mut jit = optc_codegen::compile_jit(&f.graph, &f.target)?;
-    jit.set_threads(opts.threads);
-    report.timings.codegen = t.elapsed();
-    let ws = jit.new_workspace();
-    let graph = f.graph;
     let input_names = graph.inputs.iter().map(|i| i.name.clone()).collect();
     let output_names = graph.outputs.iter().map(|o| o.name.clone()).collect();
-    Ok(CompiledModel {
-        graph,
-        jit,
-        ws,
+    let mut m = CompiledModel {
+        recompile: None,
         input_names,
         output_names,
-        report,
-    })
+        variants: vec![],
+        compiles: 0,
+        deferred: None,
+    };
+    let v = m.compile_variant(Source::Graph(graph), opts)?;
+    m.variants.push(v);
+    Ok(m)
 }
 
 impl CompiledModel {
-    /// The (optimized) IR this model was compiled from.
-    pub fn graph(&self) -> &Graph {
-        &self.graph
+    fn compile_variant(&mut self, source: Source, opts: &Options) -> Result<Variant> {
+        let f = front(source, opts)?;
+        let mut report = f.report;
+        let t = Instant::now();
+        let mut jit = optc_codegen::compile_jit(&f.graph, &f.target)?;
+        jit.set_threads(opts.threads);
+        report.timings.codegen = t.elapsed();
+        let ws = jit.new_workspace();
+        let mut bound = vec![];
+        for name in &f.bound_inputs {
+            let k = self.input_names.iter().position(|n| n == name);
+            if let (Some(k), Some(v)) = (k, opts.input_values.get(name)) {
+                bound.push((k, v.clone()));
+            }
+        }
+        self.compiles += 1;
+        Ok(Variant {
+            graph: f.graph,
+            jit,
+            ws,
+            report,
+            bound,
+        })
     }
 
-    /// What the compile did: time per stage and the optimizer's report.
+    /// The variant run last (or compiled last), if any.
+    fn current(&self) -> Option<&Variant> {
+        self.variants.first()
+    }
+
+    /// The (optimized) IR of the current variant: the one run last, or compiled last. A
+    /// model with dynamic dims compiled without their sizes has no variant before its first
+    /// run; its graph is empty until then.
+    pub fn graph(&self) -> &Graph {
+        static EMPTY: OnceLock<Graph> = OnceLock::new();
+        match self.current() {
+            Some(v) => &v.graph,
+            None => EMPTY.get_or_init(Graph::new),
+        }
+    }
+
+    /// What the compile of the current variant did: time per stage and the optimizer's
+    /// report (empty before the first compile).
     pub fn report(&self) -> &Report {
-        &self.report
+        static EMPTY: OnceLock<Report> = OnceLock::new();
+        match self.current() {
+            Some(v) => &v.report,
+            None => EMPTY.get_or_init(Report::default),
+        }
     }
 
     pub fn input_names(&self) -> &[String] {
@@ -73,48 +189,65 @@ impl CompiledModel {
         &self.output_names
     }
 
+    /// The input types of the current variant; empty when nothing is compiled yet (a model
+    /// with dynamic dims before its first run: see [`CompiledModel::declared_inputs`]).
     pub fn input_types(&self) -> Vec<TensorType> {
-        self.jit.input_types().to_vec()
+        self.current()
+            .map(|v| v.jit.input_types().to_vec())
+            .unwrap_or_default()
     }
 
+    /// The output types of the current variant; empty when nothing is compiled yet.
     pub fn output_types(&self) -> Vec<TensorType> {
-        self.jit.output_types().to_vec()
+        self.current()
+            .map(|v| v.jit.output_types().to_vec())
+            .unwrap_or_default()
     }
 
-    /// Bytes of scratch memory the compiled code uses (allocated once, at compile time).
+    /// The inputs as the ONNX model declares them, dynamic dims by name; `None` for a
+    /// model compiled from an IR graph.
+    pub fn declared_inputs(&self) -> Option<&[DeclaredInput]> {
+        self.recompile.as_ref().map(|r| r.declared.as_slice())
+    }
+
+    /// When the model was compiled without a variant because a node needs the value of an
+    /// input (an `If` condition over branches of different shapes, a loop's trip count):
+    /// the importer's error, whose `needs_values` names those inputs. Each run then
+    /// compiles (or reuses) a variant for its values.
+    pub fn waits_for_values(&self) -> Option<&optc_onnx::ImportError> {
+        self.deferred.as_ref()
+    }
+
+    /// The input shapes of every compiled variant, the most recently used first.
+    pub fn compiled_shapes(&self) -> Vec<Vec<Vec<usize>>> {
+        self.variants
+            .iter()
+            .map(|v| {
+                v.jit
+                    .input_types()
+                    .iter()
+                    .map(|t| t.shape.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// How many times this model was compiled (the first compile and one per new variant,
+    /// including variants compiled again after the cache dropped them).
+    pub fn compile_count(&self) -> usize {
+        self.compiles
+    }
+
+    /// Bytes of scratch memory the current variant uses (allocated once, at compile time).
     pub fn workspace_size(&self) -> usize {
-        self.jit.workspace_size()
-    }
-
-    /// Check inputs against the model: count, dtype and shape, naming the culprit.
-    fn check_inputs(&self, inputs: &[&Tensor]) -> Result<()> {
-        let want = self.jit.input_types();
-        if inputs.len() != want.len() {
-            return Err(Error::Input(format!(
-                "the model takes {} input(s) ({}), got {}",
-                want.len(),
-                self.input_names.join(", "),
-                inputs.len()
-            )));
-        }
-        for ((t, w), name) in inputs.iter().zip(want).zip(&self.input_names) {
-            if t.dtype() != w.dtype || t.shape() != w.shape.as_slice() {
-                return Err(Error::Input(format!(
-                    "input '{}' must be {}, got {}",
-                    name,
-                    w,
-                    t.ty()
-                )));
-            }
-        }
-        Ok(())
+        self.current().map_or(0, |v| v.jit.workspace_size())
     }
 
     /// Run on inputs in model order; returns the outputs in model order.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         let refs: Vec<&Tensor> = inputs.iter().collect();
+        self.select(&refs)?;
         let mut outs: Vec<Tensor> = self
-            .jit
             .output_types()
             .iter()
             .map(|t| Tensor::zeros(t.dtype, t.shape.clone()))
@@ -150,10 +283,108 @@ impl CompiledModel {
         self.run(&ordered)
     }
 
-    /// Run into preallocated outputs (no allocation).
+    /// Run into preallocated outputs. No allocation when a variant for these input shapes
+    /// exists (the outputs must have its output types).
     pub fn run_into(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<()> {
-        self.check_inputs(inputs)?;
-        self.jit.run(inputs, outputs, &mut self.ws)?;
+        self.select(inputs)?;
+        let v = &mut self.variants[0];
+        v.jit.run(inputs, outputs, &mut v.ws)?;
         Ok(())
+    }
+
+    /// Make the variant for `inputs` the current one, compiling it when there is none.
+    fn select(&mut self, inputs: &[&Tensor]) -> Result<()> {
+        if inputs.len() != self.input_names.len() {
+            return Err(Error::Input(format!(
+                "the model takes {} input(s) ({}), got {}",
+                self.input_names.len(),
+                self.input_names.join(", "),
+                inputs.len()
+            )));
+        }
+        if let Some(k) = self.variants.iter().position(|v| v.fits(inputs)) {
+            self.variants[..=k].rotate_right(1);
+            return Ok(());
+        }
+        let Some(r) = &self.recompile else {
+            // A graph's one variant: say what it takes.
+            return Err(self.mismatch(inputs));
+        };
+        for ((t, d), name) in inputs.iter().zip(&r.declared).zip(&self.input_names) {
+            if !d.admits(t.dtype(), t.shape()) {
+                return Err(Error::Input(format!(
+                    "input '{name}' must be {d}, got {}",
+                    t.ty()
+                )));
+            }
+        }
+        if r.opts.compress.lossy() {
+            return Err(Error::Input(format!(
+                "this model was compressed for the input shapes {}; a run with other shapes \
+                 needs its own compile (with its own calibration): {}",
+                self.shapes_text(),
+                self.mismatch(inputs)
+            )));
+        }
+        let mut opts = r.opts.clone();
+        for (t, name) in inputs.iter().zip(&self.input_names) {
+            opts.input_shapes.insert(name.clone(), t.shape().to_vec());
+            opts.input_values.insert(name.clone(), (*t).clone());
+        }
+        let bytes = r.bytes.clone();
+        let v = self.compile_variant(Source::Bytes(&bytes), &opts)?;
+        let capacity = self
+            .recompile
+            .as_ref()
+            .map_or(1, |r| r.opts.shape_cache.max(1));
+        self.variants.insert(0, v);
+        self.variants.truncate(capacity);
+        Ok(())
+    }
+
+    /// The error for inputs no variant takes (and none may be compiled for).
+    fn mismatch(&self, inputs: &[&Tensor]) -> Error {
+        if let Some(v) = self.current() {
+            for (((t, w), name), k) in inputs
+                .iter()
+                .zip(v.jit.input_types())
+                .zip(&self.input_names)
+                .zip(0..)
+            {
+                if t.dtype() != w.dtype || t.shape() != w.shape.as_slice() {
+                    return Error::Input(format!("input '{}' must be {}, got {}", name, w, t.ty()));
+                }
+                if let Some((_, b)) = v.bound.iter().find(|(i, _)| *i == k) {
+                    if b != *t {
+                        return Error::Input(format!(
+                            "input '{name}' was bound to its value at compile time (a node \
+                             needs it as a constant), and this run gives another value"
+                        ));
+                    }
+                }
+            }
+        }
+        Error::Input("the inputs do not match the compiled model".into())
+    }
+
+    fn shapes_text(&self) -> String {
+        self.input_types()
+            .iter()
+            .zip(&self.input_names)
+            .map(|(t, n)| format!("{n}: {t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Variant {
+    /// Whether this variant was compiled for these inputs: their types, and the values of
+    /// the inputs it bound.
+    fn fits(&self, inputs: &[&Tensor]) -> bool {
+        let types_match = inputs
+            .iter()
+            .zip(self.jit.input_types())
+            .all(|(t, w)| t.dtype() == w.dtype && t.shape() == w.shape.as_slice());
+        types_match && self.bound.iter().all(|(k, b)| inputs[*k] == b)
     }
 }

@@ -34,6 +34,10 @@ pub struct Options {
     /// Lossy compression (quantization, with calibration, budget and report). Nothing lossy
     /// runs unless asked for here, whatever the `opt_level`.
     pub compress: crate::compress::CompressOptions,
+    /// How many variants a `CompiledModel` keeps: one per distinct set of input shapes (and
+    /// values of inputs bound at compile time) it ran with; the least recently used goes
+    /// first. At least 1; default 8.
+    pub shape_cache: usize,
 }
 
 impl Default for Options {
@@ -49,6 +53,7 @@ impl Default for Options {
             winograd: 4,
             sparse: Default::default(),
             compress: Default::default(),
+            shape_cache: 8,
         }
     }
 }

@@ -48,11 +48,14 @@ pub fn import_file(path: &Path, opts: &Options) -> Result<Graph> {
 
 /// Import ONNX bytes into the IR (no optimization).
 pub fn import_bytes(bytes: &[u8], opts: &Options) -> Result<Graph> {
-    let iopts = ImportOptions {
+    Ok(optc_onnx::import_bytes(bytes, &import_options(opts))?)
+}
+
+fn import_options(opts: &Options) -> ImportOptions {
+    ImportOptions {
         input_shapes: opts.input_shapes.clone(),
         input_values: opts.input_values.clone(),
-    };
-    Ok(optc_onnx::import_bytes(bytes, &iopts)?)
+    }
 }
 
 /// The target `opts` names, with its Winograd limit.
@@ -67,6 +70,9 @@ pub(crate) struct Front {
     pub graph: Graph,
     pub target: Target,
     pub report: Report,
+    /// Inputs bound to their value in `Options::input_values` (see
+    /// `optc_onnx::Imported::bound_inputs`).
+    pub bound_inputs: Vec<String>,
 }
 
 /// The front of every compile: check the target, import `bytes` (when given, else take
@@ -78,14 +84,14 @@ pub(crate) fn front(source: Source, opts: &Options) -> Result<Front> {
         Source::Bytes(b) => Some(*b),
         Source::Graph(_) => None,
     };
-    let graph = match source {
+    let (graph, bound_inputs) = match source {
         Source::Bytes(bytes) => {
             let t0 = Instant::now();
-            let g = import_bytes(bytes, opts)?;
+            let imported = optc_onnx::import_bytes_bound(bytes, &import_options(opts))?;
             report.timings.import = t0.elapsed();
-            g
+            (imported.graph, imported.bound_inputs)
         }
-        Source::Graph(g) => g,
+        Source::Graph(g) => (g, vec![]),
     };
     let t1 = Instant::now();
     let (graph, optimizer) = optimize_with(graph, opts)?;
@@ -124,6 +130,7 @@ pub(crate) fn front(source: Source, opts: &Options) -> Result<Front> {
         graph,
         target,
         report,
+        bound_inputs,
     })
 }
 

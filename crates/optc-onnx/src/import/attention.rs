@@ -6,56 +6,13 @@
 //! joined again. The masks that depend only on shapes are constants; a boolean or float
 //! `attn_mask` and `nonpad_kv_seqlen` may be computed at run time.
 
+use super::steps::Steps;
 use super::{Ctx, Val, R};
 use crate::proto::Attrs;
 use optc_ir::{BinaryOp, DType, Data, Op, ReduceKind, Tensor, UnaryOp};
-use std::sync::Arc;
 use tract_onnx::pb;
 
-struct Steps<'c> {
-    ctx: &'c mut Ctx,
-    name: String,
-    count: usize,
-}
-
 impl Steps<'_> {
-    fn op(&mut self, op: Op, ins: &[Val]) -> R<Val> {
-        self.count += 1;
-        let n = format!("{}/{}", self.name, self.count);
-        self.ctx.emit1(&n, op, ins, false)
-    }
-
-    fn binary(&mut self, b: BinaryOp, x: &Val, y: &Val) -> R<Val> {
-        self.op(Op::Binary(b), &[x.clone(), y.clone()])
-    }
-
-    fn constant(&mut self, t: Tensor) -> Val {
-        self.count += 1;
-        Val::Const {
-            t: Arc::new(t),
-            name: format!("{}/{}", self.name, self.count),
-        }
-    }
-
-    fn f32(&mut self, v: f32) -> Val {
-        self.constant(Tensor::scalar_f32(v))
-    }
-
-    fn reshape(&mut self, x: &Val, shape: Vec<usize>) -> R<Val> {
-        self.count += 1;
-        let n = format!("{}/{}", self.name, self.count);
-        self.ctx
-            .emit1(&n, Op::Reshape { shape }, std::slice::from_ref(x), true)
-    }
-
-    fn transpose(&mut self, x: &Val, perm: Vec<usize>) -> R<Val> {
-        self.op(Op::Transpose { perm }, std::slice::from_ref(x))
-    }
-
-    fn shape(&self, x: &Val) -> Vec<usize> {
-        self.ctx.ty(x).shape
-    }
-
     /// `[B, S, heads * size]` -> `[B, heads, S, size]`.
     fn split_heads(&mut self, x: &Val, heads: usize, what: &str) -> R<Val> {
         let s = self.shape(x);
@@ -97,22 +54,15 @@ impl Steps<'_> {
     }
 }
 
-fn input(ctx: &Ctx, node: &pb::NodeProto, k: usize) -> Option<Val> {
-    node.input
-        .get(k)
-        .filter(|s| !s.is_empty())
-        .and_then(|s| ctx.env.get(s).cloned())
-}
-
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
     let a = Attrs { node };
-    let q = input(ctx, node, 0).ok_or("Q (input #0) is missing")?;
-    let k = input(ctx, node, 1).ok_or("K (input #1) is missing")?;
-    let v = input(ctx, node, 2).ok_or("V (input #2) is missing")?;
-    let mask = input(ctx, node, 3);
-    let past_key = input(ctx, node, 4);
-    let past_value = input(ctx, node, 5);
-    let nonpad = input(ctx, node, 6);
+    let q = ctx.input(node, 0).ok_or("Q (input #0) is missing")?;
+    let k = ctx.input(node, 1).ok_or("K (input #1) is missing")?;
+    let v = ctx.input(node, 2).ok_or("V (input #2) is missing")?;
+    let mask = ctx.input(node, 3);
+    let past_key = ctx.input(node, 4);
+    let past_value = ctx.input(node, 5);
+    let nonpad = ctx.input(node, 6);
     for (x, what) in [(&q, "Q"), (&k, "K"), (&v, "V")] {
         let t = ctx.ty(x);
         if t.dtype != DType::F32 {
@@ -150,11 +100,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     if left < -1 || right < -1 {
         return Err("left_window_size / right_window_size must be -1 or nonnegative".into());
     }
-    let mut s = Steps {
-        ctx,
-        name: name.to_string(),
-        count: 0,
-    };
+    let mut s = Steps::new(ctx, name);
 
     // 1. Heads.
     let (q, k, v) = if rank == 3 {

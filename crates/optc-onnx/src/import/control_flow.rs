@@ -33,13 +33,6 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     }
 }
 
-fn input(ctx: &Ctx, node: &pb::NodeProto, k: usize) -> Option<Val> {
-    node.input
-        .get(k)
-        .filter(|s| !s.is_empty())
-        .and_then(|s| ctx.env.get(s).cloned())
-}
-
 fn body<'a>(node: &'a pb::NodeProto, attr: &str) -> R<&'a pb::GraphProto> {
     Attrs { node }
         .get(attr)
@@ -104,7 +97,9 @@ fn known_bool(t: &Tensor, what: &str) -> R<bool> {
 }
 
 fn convert_if(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
-    let cond = input(ctx, node, 0).ok_or("the condition (input #0) is missing")?;
+    let cond = ctx
+        .input(node, 0)
+        .ok_or("the condition (input #0) is missing")?;
     let then_branch = body(node, "then_branch")?;
     let else_branch = body(node, "else_branch")?;
     let check_count = |outs: &[Val], which: &str| -> R<()> {
@@ -165,6 +160,9 @@ fn convert_if(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<V
     for (k, (a, b)) in t.into_iter().zip(e).enumerate() {
         let (ta, tb) = (ctx.ty(&a), ctx.ty(&b));
         if ta != tb {
+            for i in &behind {
+                want_const(i);
+            }
             return Err(format!(
                 "the condition is computed at run time, so both branches run and one output \
                  is selected, but output #{k} is {ta} in then_branch and {tb} in else_branch \
@@ -240,7 +238,10 @@ fn stack(ctx: &mut Ctx, name: &str, items: Vec<Val>, axis: usize) -> R<Val> {
 fn convert_loop(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
     let graph = body(node, "body")?;
     let carried: Vec<Val> = (2..node.input.len())
-        .map(|k| input(ctx, node, k).ok_or_else(|| format!("input #{k} is missing")))
+        .map(|k| {
+            ctx.input(node, k)
+                .ok_or_else(|| format!("input #{k} is missing"))
+        })
         .collect::<R<_>>()?;
     let n = carried.len();
     if graph.input.len() != n + 2 || graph.output.len() < n + 1 {
@@ -254,7 +255,7 @@ fn convert_loop(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option
         ));
     }
     let scans = graph.output.len() - n - 1;
-    let trip_count = match input(ctx, node, 0) {
+    let trip_count = match ctx.input(node, 0) {
         None => None,
         Some(Val::Const { t, .. }) => {
             let v = t.to_i64_vec();
@@ -266,27 +267,29 @@ fn convert_loop(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option
             }
             Some(v[0].max(0))
         }
-        Some(Val::Dyn(_)) => {
+        Some(v @ Val::Dyn(_)) => {
+            ctx.want(&v);
             return Err(
                 "the trip count (input #0) is computed at run time; optc unrolls loops and \
                  needs it at compile time"
                     .into(),
-            )
+            );
         }
     };
-    let given_cond = input(ctx, node, 1);
+    let given_cond = ctx.input(node, 1);
     let mut cond = match &given_cond {
         None => true,
         Some(Val::Const { t, .. }) => known_bool(t, "the initial condition")?,
-        Some(Val::Dyn(_)) => {
+        Some(v @ Val::Dyn(_)) => {
+            ctx.want(v);
             return Err(
                 "the initial condition (input #1) is computed at run time; optc unrolls loops \
                  and needs it at compile time"
                     .into(),
-            )
+            );
         }
     };
-    let iteration_type = match input(ctx, node, 0) {
+    let iteration_type = match ctx.input(node, 0) {
         Some(v) => ctx.ty(&v).dtype,
         None => DType::I64,
     };
@@ -366,7 +369,10 @@ fn convert_scan(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option
     let m = m as usize;
     let n = nin - m;
     let all: Vec<Val> = (0..nin)
-        .map(|k| input(ctx, node, k).ok_or_else(|| format!("input #{k} is missing")))
+        .map(|k| {
+            ctx.input(node, k)
+                .ok_or_else(|| format!("input #{k} is missing"))
+        })
         .collect::<R<_>>()?;
     let (states, scan_inputs) = all.split_at(n);
     let k_out = graph

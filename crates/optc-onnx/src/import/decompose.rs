@@ -12,70 +12,13 @@
 //! numerically stable form (`Softplus(x) = max(x, 0) + log(1 + exp(-|x|))`, `LogSoftmax`
 //! and `ReduceLogSumExp` shifted by the maximum).
 
+use super::steps::Steps;
 use super::{norm_axis, reduce_axes, Ctx, Val, R};
 use crate::proto::Attrs;
 use optc_ir::{BinaryOp, DType, Data, Op, ReduceKind, Tensor, UnaryOp};
-use std::sync::Arc;
 use tract_onnx::pb;
 
-/// Builds the nodes of one decomposition, named `<node>/<step>`; the last one takes the
-/// node's own name.
-struct Steps<'c> {
-    ctx: &'c mut Ctx,
-    name: String,
-    count: usize,
-}
-
 impl Steps<'_> {
-    fn op(&mut self, op: Op, ins: &[Val]) -> R<Val> {
-        self.count += 1;
-        let n = format!("{}/{}", self.name, self.count);
-        self.ctx.emit1(&n, op, ins, false)
-    }
-
-    fn last(&mut self, op: Op, ins: &[Val]) -> R<Val> {
-        let n = self.name.clone();
-        self.ctx.emit1(&n, op, ins, false)
-    }
-
-    fn unary(&mut self, u: UnaryOp, x: &Val) -> R<Val> {
-        self.op(Op::Unary(u), std::slice::from_ref(x))
-    }
-
-    fn binary(&mut self, b: BinaryOp, x: &Val, y: &Val) -> R<Val> {
-        self.op(Op::Binary(b), &[x.clone(), y.clone()])
-    }
-
-    fn constant(&mut self, t: Tensor) -> Val {
-        self.count += 1;
-        Val::Const {
-            t: Arc::new(t),
-            name: format!("{}/{}", self.name, self.count),
-        }
-    }
-
-    fn f32(&mut self, v: f32) -> Val {
-        self.constant(Tensor::scalar_f32(v))
-    }
-
-    fn reshape(&mut self, x: &Val, shape: Vec<usize>) -> R<Val> {
-        self.count += 1;
-        let n = format!("{}/{}", self.name, self.count);
-        self.ctx
-            .emit1(&n, Op::Reshape { shape }, std::slice::from_ref(x), true)
-    }
-
-    fn reduce(&mut self, kind: ReduceKind, x: &Val, axes: &[usize], keepdims: bool) -> R<Val> {
-        self.op(
-            Op::Reduce {
-                kind,
-                axes: axes.to_vec(),
-                keepdims,
-            },
-            std::slice::from_ref(x),
-        )
-    }
-
     /// `max(x, 0) + log(1 + exp(-|x|))`: softplus without overflow.
     fn softplus(&mut self, x: &Val) -> R<Val> {
         let zero = self.f32(0.0);
@@ -99,31 +42,6 @@ impl Steps<'_> {
         let neg = self.binary(BinaryOp::Mul, &a, &em1)?;
         let pos = self.binary(BinaryOp::Greater, x, &zero)?;
         self.op(Op::Where, &[pos, x.clone(), neg])
-    }
-}
-
-fn input(ctx: &Ctx, node: &pb::NodeProto, k: usize) -> Option<Val> {
-    node.input
-        .get(k)
-        .filter(|s| !s.is_empty())
-        .and_then(|s| ctx.env.get(s).cloned())
-}
-
-fn required(ctx: &Ctx, node: &pb::NodeProto, k: usize) -> R<Val> {
-    input(ctx, node, k).ok_or_else(|| format!("required input #{k} is missing"))
-}
-
-fn constant_input(ctx: &Ctx, node: &pb::NodeProto, k: usize, what: &str) -> R<Option<Arc<Tensor>>> {
-    match input(ctx, node, k) {
-        None => Ok(None),
-        Some(Val::Const { t, .. }) => Ok(Some(t)),
-        Some(Val::Dyn(_)) => {
-            super::want_const(&node.input[k]);
-            Err(format!(
-                "input #{k} ('{}', the {what}) must be a constant, but it is computed at run time",
-                node.input[k]
-            ))
-        }
     }
 }
 
@@ -171,7 +89,7 @@ pub(super) const OPS: &[&str] = &[
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
     let a = Attrs { node };
     let op_type = node.op_type.as_str();
-    let x = required(ctx, node, 0)?;
+    let x = ctx.required(node, 0)?;
     let xt = ctx.ty(&x);
     let opset = ctx.opset;
     let float_ops = [
@@ -199,13 +117,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         need_f32(ctx, &x, op_type)?;
     }
     // Constant inputs, read before the steps borrow the context.
-    let second = input(ctx, node, 1);
-    let third = input(ctx, node, 2);
-    let mut s = Steps {
-        ctx,
-        name: name.to_string(),
-        count: 0,
-    };
+    let second = ctx.input(node, 1);
+    let third = ctx.input(node, 2);
+    let mut s = Steps::new(ctx, name);
     let out = match op_type {
         "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => {
             let target = second.ok_or("the target (input #1) is missing")?;
@@ -335,7 +249,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         }
         "ReduceL1" | "ReduceSumSquare" | "ReduceLogSum" | "ReduceLogSumExp" => {
             let axes = if opset >= 18 {
-                constant_input(s.ctx, node, 1, "axes")?.map(|t| t.to_i64_vec())
+                s.ctx
+                    .constant_input(node, 1, "axes")?
+                    .map(|t| t.to_i64_vec())
             } else {
                 a.ints("axes")
             };
@@ -376,7 +292,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         }
         "Mean" => {
             let xs: Vec<Val> = (0..node.input.len())
-                .map(|k| required(s.ctx, node, k))
+                .map(|k| s.ctx.required(node, k))
                 .collect::<R<_>>()?;
             need_f32(s.ctx, &x, "Mean")?;
             let mut acc = xs[0].clone();
@@ -397,7 +313,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             }
         }
         "Tile" => {
-            let repeats = constant_input(s.ctx, node, 1, "repeats")?
+            let repeats = s
+                .ctx
+                .constant_input(node, 1, "repeats")?
                 .ok_or("the repeats (input #1) are missing")?
                 .to_i64_vec();
             if repeats.len() != xt.rank() {
@@ -466,7 +384,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         }
         "Trilu" => {
             let upper = a.int_or("upper", 1) != 0;
-            let k = match constant_input(s.ctx, node, 1, "k")? {
+            let k = match s.ctx.constant_input(node, 1, "k")? {
                 Some(t) => *t.to_i64_vec().first().ok_or("k is empty")?,
                 None => 0,
             };
@@ -490,7 +408,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             s.last(Op::Where, &[m, x, zero])?
         }
         "OneHot" => {
-            let depth = constant_input(s.ctx, node, 1, "depth")?
+            let depth = s
+                .ctx
+                .constant_input(node, 1, "depth")?
                 .ok_or("the depth (input #1) is missing")?;
             let depth = *depth.to_f64_vec().first().ok_or("depth is empty")?;
             if !(depth >= 1.0 && depth <= (1u64 << 24) as f64) {

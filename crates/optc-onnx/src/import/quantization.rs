@@ -18,15 +18,9 @@ use std::sync::Arc;
 use tract_onnx::pb;
 
 /// Input `k` of `node` (`None` when absent or given as an empty name).
-fn input(ctx: &Ctx, node: &pb::NodeProto, k: usize) -> Option<Val> {
-    node.input
-        .get(k)
-        .filter(|s| !s.is_empty())
-        .and_then(|s| ctx.env.get(s).cloned())
-}
-
 fn required(ctx: &Ctx, node: &pb::NodeProto, k: usize, what: &str) -> R<Val> {
-    input(ctx, node, k).ok_or_else(|| format!("required input #{k} (the {what}) is missing"))
+    ctx.input(node, k)
+        .ok_or_else(|| format!("required input #{k} (the {what}) is missing"))
 }
 
 fn constant(t: Tensor, name: String) -> Val {
@@ -122,7 +116,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 ));
             }
             let axis = param_axis(&a, opset, &xt, &st)?;
-            let zero = input(ctx, node, 2);
+            let zero = ctx.input(node, 2);
             let wanted = match a.int_or("output_dtype", 0) {
                 0 => None,
                 code => match dtype_of(code as i32) {
@@ -174,7 +168,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             }
             let axis = param_axis(&a, opset, &xt, &st)?;
             let mut ins = vec![x, scale];
-            ins.extend(input(ctx, node, 2));
+            ins.extend(ctx.input(node, 2));
             // Never folded here: int8 weights stay int8 until the optimizer decides.
             let mut v = ctx.emit_kept(name, Op::DequantizeLinear { axis }, &ins)?;
             one(v.remove(0))
@@ -195,7 +189,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let a_ = required(ctx, node, 0, "input A")?;
             let b = required(ctx, node, 1, "input B")?;
             let mut ins = vec![a_.clone(), b.clone()];
-            let (za, zb) = (input(ctx, node, 2), input(ctx, node, 3));
+            let (za, zb) = (ctx.input(node, 2), ctx.input(node, 3));
             if za.is_some() || zb.is_some() {
                 let za = match za {
                     Some(z) => per_row(ctx, &format!("{name}/a_zero"), z)?,
@@ -211,7 +205,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let w = required(ctx, node, 1, "weight")?;
             let (window, group) = conv_attrs(&a, &ctx.ty(&x), &ctx.ty(&w))?;
             let mut ins = vec![x.clone(), w];
-            let (zx, zw) = (input(ctx, node, 2), input(ctx, node, 3));
+            let (zx, zw) = (ctx.input(node, 2), ctx.input(node, 3));
             if zx.is_some() || zw.is_some() {
                 ins.push(
                     zx.unwrap_or_else(|| zeros(ctx.ty(&x).dtype, &[], format!("{name}/x_zero"))),
@@ -274,7 +268,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 false,
             )?;
             let rank = xt.rank();
-            if let Some(b) = input(ctx, node, 8) {
+            if let Some(b) = ctx.input(node, 8) {
                 let bt = ctx.ty(&b);
                 if bt.dtype != DType::I32 || bt.shape != [wt.shape[0]] {
                     return Err(format!("the bias must be i32[{}], got {bt}", wt.shape[0]));

@@ -179,13 +179,6 @@ fn activations(a: &Attrs, kind: Kind, directions: usize) -> R<Vec<Activation>> {
 }
 
 /// Input `k` of `node` (`None` when absent or given as an empty name).
-fn input(ctx: &Ctx, node: &pb::NodeProto, k: usize) -> Option<Val> {
-    node.input
-        .get(k)
-        .filter(|s| !s.is_empty())
-        .and_then(|s| ctx.env.get(s).cloned())
-}
-
 /// An f32 input `k` (`what` names it in errors) of shape `shape`, if present.
 fn float_input(
     ctx: &Ctx,
@@ -194,7 +187,7 @@ fn float_input(
     what: &str,
     shape: Option<&[usize]>,
 ) -> R<Option<Val>> {
-    let Some(v) = input(ctx, node, k) else {
+    let Some(v) = ctx.input(node, k) else {
         return Ok(None);
     };
     let t = ctx.ty(&v);
@@ -579,11 +572,12 @@ fn sequence_lengths(
     steps: usize,
     batch: usize,
 ) -> R<Option<Vec<usize>>> {
-    let t = match input(ctx, node, 4) {
+    let t = match ctx.input(node, 4) {
         None => return Ok(None),
         Some(Val::Const { t, .. }) => t,
-        Some(Val::Dyn(_)) => {
+        Some(v @ Val::Dyn(_)) => {
             want_const(&node.input[4]);
+            ctx.want(&v);
             return Err(format!(
                 "input sequence_lens ('{}') must be a constant, but it is computed at run time",
                 node.input[4]

@@ -1,0 +1,230 @@
+//! ONNX `ConvTranspose`, imported as the convolution it equals: the input with `stride - 1`
+//! zeros inserted after every element (a reshape, a pad and a reshape), padded (or cropped)
+//! so the window lands where the transposed convolution's output starts, and convolved at
+//! stride 1 with the kernel's spatial axes flipped and its in/out channels swapped per
+//! group (computed once at import time for a constant weight).
+//!
+//! Output extent per spatial axis: the full transposed convolution has
+//! `s * (in - 1) + d * (k - 1) + 1` positions; output `o` is full position `o + pad_begin`
+//! (zero past its end: `output_padding`, or an `output_shape` larger than the full one).
+//! `pads`, `auto_pad` and `output_shape` resolve as the ONNX reference implementation
+//! does.
+
+use super::steps::Steps;
+use super::{Ctx, Val, R};
+use crate::proto::Attrs;
+use optc_ir::{DType, Op, PadMode, SliceDim, Window};
+use tract_onnx::pb;
+
+pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
+    let a = Attrs { node };
+    let x = ctx
+        .input(node, 0)
+        .ok_or("required input #0 (X) is missing")?;
+    let w = ctx
+        .input(node, 1)
+        .ok_or("required input #1 (W) is missing")?;
+    let bias = ctx.input(node, 2);
+    let (xt, wt) = (ctx.ty(&x), ctx.ty(&w));
+    if xt.dtype != DType::F32 || wt.dtype != DType::F32 {
+        return Err(format!(
+            "ConvTranspose is supported for f32 input and weight, got {xt} and {wt}"
+        ));
+    }
+    if wt.rank() < 3 || xt.rank() != wt.rank() {
+        return Err(format!(
+            "input {xt} and weight {wt} must have the same rank >= 3"
+        ));
+    }
+    let nsp = xt.rank() - 2;
+    let group = a.int_or("group", 1);
+    let group = usize::try_from(group)
+        .ok()
+        .filter(|&g| g >= 1)
+        .ok_or_else(|| format!("bad group {group}"))?;
+    let c_in = xt.shape[1];
+    if wt.shape[0] != c_in || !c_in.is_multiple_of(group) {
+        return Err(format!(
+            "weight {wt} must have the input's {c_in} channels first, a multiple of group {group}"
+        ));
+    }
+    let c_out = wt.shape[1] * group;
+    let kernel = wt.shape[2..].to_vec();
+    if let Some(k) = a.ints("kernel_shape") {
+        if k.len() != nsp || k.iter().zip(&kernel).any(|(a, b)| *a != *b as i64) {
+            return Err(format!("kernel_shape {k:?} does not match the weight {wt}"));
+        }
+    }
+    let per_axis = |n: &str, default: i64, min: i64| -> R<Vec<i64>> {
+        match a.ints(n) {
+            None => Ok(vec![default; nsp]),
+            Some(v) if v.len() == nsp && v.iter().all(|&e| e >= min) => Ok(v),
+            Some(v) => Err(format!(
+                "attribute '{n}' {v:?} needs {nsp} entries, each at least {min}"
+            )),
+        }
+    };
+    let strides = per_axis("strides", 1, 1)?;
+    let dilations = per_axis("dilations", 1, 1)?;
+    let output_padding = per_axis("output_padding", 0, 0)?;
+    let output_shape = match a.ints("output_shape") {
+        None => None,
+        // Older models give it with the batch and channel dims.
+        Some(v) if v.len() == nsp || v.len() == nsp + 2 => Some(v[v.len() - nsp..].to_vec()),
+        Some(v) => return Err(format!("output_shape {v:?} needs {nsp} entries")),
+    };
+    let auto_pad = a.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let same = match auto_pad.as_str() {
+        "SAME_UPPER" | "SAME_LOWER" => true,
+        "NOTSET" | "VALID" => false,
+        other => return Err(format!("auto_pad '{other}' is not an ONNX value")),
+    };
+    let input: Vec<i64> = xt.shape[2..].iter().map(|&d| d as i64).collect();
+    let k: Vec<i64> = kernel.iter().map(|&d| d as i64).collect();
+    let full: Vec<i64> = (0..nsp)
+        .map(|i| strides[i] * (input[i] - 1) + dilations[i] * (k[i] - 1) + 1)
+        .collect();
+    // Where the output starts in the full result, and its extent.
+    let (begin, out): (Vec<i64>, Vec<i64>) = match a.ints("pads") {
+        Some(p) if !same && auto_pad != "VALID" => {
+            if p.len() != 2 * nsp || p.iter().any(|&e| e < 0) {
+                return Err(format!("pads {p:?} needs {} entries >= 0", 2 * nsp));
+            }
+            let out = match &output_shape {
+                Some(o) => o.clone(),
+                None => (0..nsp)
+                    .map(|i| full[i] + output_padding[i] - p[i] - p[nsp + i])
+                    .collect(),
+            };
+            (p[..nsp].to_vec(), out)
+        }
+        _ if same => {
+            let out = match &output_shape {
+                Some(o) => o.clone(),
+                None => (0..nsp).map(|i| input[i] * strides[i]).collect(),
+            };
+            let begin = (0..nsp)
+                .map(|i| {
+                    let total = full[i] + output_padding[i] - out[i];
+                    if auto_pad == "SAME_UPPER" {
+                        total.div_euclid(2)
+                    } else {
+                        total - total.div_euclid(2)
+                    }
+                })
+                .collect();
+            (begin, out)
+        }
+        _ => {
+            let out = match &output_shape {
+                Some(o) => o.clone(),
+                None => (0..nsp).map(|i| full[i] + output_padding[i]).collect(),
+            };
+            (vec![0; nsp], out)
+        }
+    };
+    if let Some(i) = (0..nsp).find(|&i| out[i] < 1) {
+        return Err(format!(
+            "the output would have extent {} on spatial axis {i} (input {xt}, weight {wt})",
+            out[i]
+        ));
+    }
+
+    let mut s = Steps::new(ctx, name);
+    // 1. Zeros inserted: [N, C, a, b] -> [N, C, a, 1, b, 1] -> pad -> [N, C, a*s, b*s].
+    let mut z = x;
+    if strides.iter().any(|&v| v > 1) {
+        let mut split = xt.shape[..2].to_vec();
+        let mut ends = vec![0i64; 2];
+        for i in 0..nsp {
+            split.push(xt.shape[2 + i]);
+            split.push(1);
+            ends.push(0);
+            ends.push(strides[i] - 1);
+        }
+        let r = s.reshape(&z, split)?;
+        let mut pad = vec![0i64; ends.len()];
+        pad.extend(ends);
+        let p = s.op(
+            Op::Pad {
+                pads: pad,
+                mode: PadMode::Constant,
+                value: 0.0,
+            },
+            &[r],
+        )?;
+        let mut merged = xt.shape[..2].to_vec();
+        for i in 0..nsp {
+            merged.push(xt.shape[2 + i] * strides[i] as usize);
+        }
+        z = s.reshape(&p, merged)?;
+    }
+    // 2. Conv pads; negative ones crop the input first.
+    let mut conv_pads = vec![0usize; 2 * nsp];
+    let mut crop = vec![0i64; 2 * (nsp + 2)];
+    for i in 0..nsp {
+        let reach = dilations[i] * (k[i] - 1);
+        let p0 = reach - begin[i];
+        let inserted = input[i] * strides[i];
+        let proper = strides[i] * (input[i] - 1) + 1;
+        let p1 = out[i] - proper - p0 + reach - (inserted - proper);
+        for (p, slot) in [(p0, i), (p1, nsp + i)] {
+            if p >= 0 {
+                conv_pads[slot] = p as usize;
+            } else {
+                let at = if slot < nsp { 2 + i } else { nsp + 2 + 2 + i };
+                crop[at] = p;
+            }
+        }
+    }
+    if crop.iter().any(|&c| c != 0) {
+        z = s.op(
+            Op::Pad {
+                pads: crop,
+                mode: PadMode::Constant,
+                value: 0.0,
+            },
+            &[z],
+        )?;
+    }
+    // 3. The kernel: [C_in, C_out/g, k..] -> [C_out, C_in/g, k..], spatial axes flipped.
+    let (cig, cog) = (c_in / group, c_out / group);
+    let mut grouped = vec![group, cig, cog];
+    grouped.extend(&kernel);
+    let mut perm = vec![0, 2, 1];
+    perm.extend(3..3 + nsp);
+    let mut conv_shape = vec![c_out, cig];
+    conv_shape.extend(&kernel);
+    let wg = s.reshape(&w, grouped)?;
+    let wt2 = s.fold(Op::Transpose { perm }, &[wg])?;
+    let wc = s.reshape(&wt2, conv_shape.clone())?;
+    let mut dims: Vec<SliceDim> = conv_shape
+        .iter()
+        .map(|&n| SliceDim {
+            start: 0,
+            step: 1,
+            len: n,
+        })
+        .collect();
+    for (i, &kk) in kernel.iter().enumerate() {
+        dims[2 + i] = SliceDim {
+            start: kk as i64 - 1,
+            step: -1,
+            len: kk,
+        };
+    }
+    let flipped = s.fold(Op::Slice { dims }, &[wc])?;
+    // 4. The convolution.
+    let window = Window {
+        kernel,
+        strides: vec![1; nsp],
+        pads: conv_pads,
+        dilations: dilations.iter().map(|&d| d as usize).collect(),
+        ceil_mode: false,
+    };
+    let mut ins = vec![z, flipped];
+    if let Some(b) = bias {
+        ins.push(b);
+    }
+    Ok(vec![Some(s.last(Op::Conv { window, group }, &ins)?)])
+}

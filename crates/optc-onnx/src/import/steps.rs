@@ -1,0 +1,88 @@
+//! [`Steps`]: builds the nodes of an ONNX op imported as a composition of IR ops
+//! (`decompose.rs`, `attention.rs`, `resize.rs`, `conv_transpose.rs`), each named
+//! `<node>/<step>`; [`Steps::last`] gives the node's own name to its final step.
+
+use super::{Ctx, Val, R};
+use optc_ir::{BinaryOp, Op, ReduceKind, Tensor, UnaryOp};
+use std::sync::Arc;
+
+pub(super) struct Steps<'c> {
+    pub ctx: &'c mut Ctx,
+    pub name: String,
+    pub count: usize,
+}
+
+impl<'c> Steps<'c> {
+    pub fn new(ctx: &'c mut Ctx, name: &str) -> Self {
+        Steps {
+            ctx,
+            name: name.to_string(),
+            count: 0,
+        }
+    }
+
+    pub fn op(&mut self, op: Op, ins: &[Val]) -> R<Val> {
+        self.count += 1;
+        let n = format!("{}/{}", self.name, self.count);
+        self.ctx.emit1(&n, op, ins, false)
+    }
+
+    /// Like [`Steps::op`], but computed at import time whenever the inputs are constants
+    /// (for weights: the size cap of ordinary folding does not apply).
+    pub fn fold(&mut self, op: Op, ins: &[Val]) -> R<Val> {
+        self.count += 1;
+        let n = format!("{}/{}", self.name, self.count);
+        self.ctx.emit1(&n, op, ins, true)
+    }
+
+    pub fn last(&mut self, op: Op, ins: &[Val]) -> R<Val> {
+        let n = self.name.clone();
+        self.ctx.emit1(&n, op, ins, false)
+    }
+
+    pub fn unary(&mut self, u: UnaryOp, x: &Val) -> R<Val> {
+        self.op(Op::Unary(u), std::slice::from_ref(x))
+    }
+
+    pub fn binary(&mut self, b: BinaryOp, x: &Val, y: &Val) -> R<Val> {
+        self.op(Op::Binary(b), &[x.clone(), y.clone()])
+    }
+
+    pub fn constant(&mut self, t: Tensor) -> Val {
+        self.count += 1;
+        Val::Const {
+            t: Arc::new(t),
+            name: format!("{}/{}", self.name, self.count),
+        }
+    }
+
+    pub fn f32(&mut self, v: f32) -> Val {
+        self.constant(Tensor::scalar_f32(v))
+    }
+
+    pub fn reshape(&mut self, x: &Val, shape: Vec<usize>) -> R<Val> {
+        self.count += 1;
+        let n = format!("{}/{}", self.name, self.count);
+        self.ctx
+            .emit1(&n, Op::Reshape { shape }, std::slice::from_ref(x), true)
+    }
+
+    pub fn transpose(&mut self, x: &Val, perm: Vec<usize>) -> R<Val> {
+        self.op(Op::Transpose { perm }, std::slice::from_ref(x))
+    }
+
+    pub fn reduce(&mut self, kind: ReduceKind, x: &Val, axes: &[usize], keepdims: bool) -> R<Val> {
+        self.op(
+            Op::Reduce {
+                kind,
+                axes: axes.to_vec(),
+                keepdims,
+            },
+            std::slice::from_ref(x),
+        )
+    }
+
+    pub fn shape(&self, x: &Val) -> Vec<usize> {
+        self.ctx.ty(x).shape
+    }
+}
