@@ -1,0 +1,192 @@
+//! `ConvTranspose`, imported as a convolution over the zero-inserted input, against tract
+//! (and the interpreter) over strides, pads, dilations, groups, output padding, output
+//! shapes, auto_pad and 1-3 spatial dims; the weight constant or given at run time.
+
+mod common;
+
+use common::*;
+use optc_onnx::builder::Attr as A;
+
+fn case(
+    label: &str,
+    x: &[usize],
+    w: &[usize],
+    bias: bool,
+    weight_input: bool,
+    attrs: Vec<(&str, A)>,
+) {
+    let mut r = Rng::new(label.len() as u64 + 7);
+    let xt = r.tensor(x, -1.0, 1.0);
+    let wt = r.tensor(w, -1.0, 1.0);
+    let mut ins = vec![("x", xt, false), ("w", wt, !weight_input)];
+    if bias {
+        let c_out = w[1]
+            * attrs
+                .iter()
+                .find(|(n, _)| *n == "group")
+                .map_or(1, |(_, a)| match a {
+                    A::Int(g) => *g as usize,
+                    _ => 1,
+                });
+        ins.push(("b", r.tensor(&[c_out], -1.0, 1.0), true));
+    }
+    check_op(label, "ConvTranspose", 17, &ins, attrs, 1);
+}
+
+#[test]
+fn strides_pads_and_dilations() {
+    case("plain", &[1, 2, 4, 5], &[2, 3, 3, 3], false, false, vec![]);
+    case(
+        "stride 2",
+        &[2, 3, 4, 4],
+        &[3, 2, 3, 3],
+        true,
+        false,
+        vec![("strides", A::Ints(vec![2, 2]))],
+    );
+    case(
+        "stride 3x2, pads",
+        &[1, 2, 3, 5],
+        &[2, 4, 3, 2],
+        true,
+        false,
+        vec![
+            ("strides", A::Ints(vec![3, 2])),
+            ("pads", A::Ints(vec![1, 0, 2, 1])),
+        ],
+    );
+    case(
+        "dilation 2, stride 2, pads larger than the kernel reach",
+        &[1, 1, 5, 4],
+        &[1, 2, 2, 3],
+        false,
+        false,
+        vec![
+            ("strides", A::Ints(vec![2, 2])),
+            ("dilations", A::Ints(vec![2, 1])),
+            ("pads", A::Ints(vec![3, 2, 3, 2])),
+        ],
+    );
+    case(
+        "output padding",
+        &[1, 2, 3, 3],
+        &[2, 2, 3, 3],
+        true,
+        false,
+        vec![
+            ("strides", A::Ints(vec![2, 3])),
+            ("output_padding", A::Ints(vec![1, 2])),
+        ],
+    );
+}
+
+#[test]
+fn groups_and_run_time_weights() {
+    case(
+        "groups 2",
+        &[1, 4, 3, 3],
+        &[4, 3, 2, 2],
+        true,
+        false,
+        vec![("group", A::Int(2)), ("strides", A::Ints(vec![2, 2]))],
+    );
+    case(
+        "depthwise",
+        &[2, 3, 4, 4],
+        &[3, 1, 3, 3],
+        false,
+        false,
+        vec![("group", A::Int(3)), ("pads", A::Ints(vec![1, 1, 1, 1]))],
+    );
+    case(
+        "weight at run time",
+        &[1, 2, 3, 4],
+        &[2, 3, 3, 2],
+        false,
+        true,
+        vec![("strides", A::Ints(vec![2, 1]))],
+    );
+}
+
+#[test]
+fn output_shape_and_auto_pad() {
+    case(
+        "output_shape",
+        &[1, 1, 3, 3],
+        &[1, 2, 3, 3],
+        false,
+        false,
+        vec![
+            ("strides", A::Ints(vec![3, 2])),
+            ("output_shape", A::Ints(vec![10, 8])),
+        ],
+    );
+    for mode in ["SAME_UPPER", "SAME_LOWER"] {
+        case(
+            mode,
+            &[1, 2, 3, 4],
+            &[2, 2, 4, 3],
+            true,
+            false,
+            vec![
+                ("strides", A::Ints(vec![2, 2])),
+                ("auto_pad", A::Str(mode.into())),
+            ],
+        );
+    }
+}
+
+#[test]
+fn one_and_three_spatial_dims() {
+    case(
+        "1d",
+        &[2, 3, 7],
+        &[3, 2, 4],
+        true,
+        false,
+        vec![("strides", A::Ints(vec![3])), ("pads", A::Ints(vec![1, 2]))],
+    );
+    case(
+        "3d",
+        &[1, 2, 3, 3, 2],
+        &[2, 2, 2, 2, 2],
+        false,
+        false,
+        vec![("strides", A::Ints(vec![2, 1, 2]))],
+    );
+}
+
+#[test]
+fn bad_attributes_name_the_problem() {
+    let mut r = Rng::new(1);
+    let (bytes, _) = one_node(
+        "ConvTranspose",
+        17,
+        &[
+            ("x", r.tensor(&[1, 2, 3, 3], -1.0, 1.0), false),
+            ("w", r.tensor(&[3, 2, 3, 3], -1.0, 1.0), true),
+        ],
+        vec![],
+        1,
+    );
+    let e = optc::compile_bytes(&bytes, &optc::Options::default())
+        .err()
+        .expect("channels differ")
+        .to_string();
+    assert!(e.contains("ConvTranspose") && e.contains("channels"), "{e}");
+    let (bytes, _) = one_node(
+        "ConvTranspose",
+        17,
+        &[
+            ("x", r.tensor(&[1, 2, 3, 3], -1.0, 1.0), false),
+            ("w", r.tensor(&[2, 2, 3, 3], -1.0, 1.0), true),
+        ],
+        vec![("strides", A::Ints(vec![0, 1]))],
+        1,
+    );
+    let e = optc::compile_bytes(&bytes, &optc::Options::default())
+        .err()
+        .expect("stride 0")
+        .to_string();
+    assert!(e.contains("strides"), "{e}");
+}
