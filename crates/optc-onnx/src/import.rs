@@ -1267,11 +1267,20 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             if let Some(b) = inp(2) {
                 ins.push(b);
             }
-            let op = Op::LayerNorm {
-                axis,
-                epsilon: a.float_or("epsilon", 1e-5),
+            let epsilon = a.float_or("epsilon", 1e-5);
+            let stats = if node.output.iter().skip(1).any(|o| !o.is_empty()) {
+                let (mean, inv) =
+                    decompose::layer_norm_statistics(ctx, name, &ins[0], axis, epsilon)?;
+                (Some(mean), Some(inv))
+            } else {
+                (None, None)
             };
-            Ok(vec![Some(ctx.emit1(name, op, &ins, false)?), None, None])
+            let op = Op::LayerNorm { axis, epsilon };
+            Ok(vec![
+                Some(ctx.emit1(name, op, &ins, false)?),
+                stats.0,
+                stats.1,
+            ])
         }
         "Flatten" => {
             let x = req(0)?;

@@ -84,6 +84,15 @@ pub(super) const OPS: &[&str] = &[
     "ThresholdedRelu",
     "Tile",
     "Trilu",
+    "Swish",
+    "SwiGLU",
+    "LpPool",
+    "LRN",
+    "CenterCropPad",
+    "HannWindow",
+    "HammingWindow",
+    "BlackmanWindow",
+    "EyeLike",
 ];
 
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
@@ -112,6 +121,10 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "Softplus",
         "Softsign",
         "ThresholdedRelu",
+        "Swish",
+        "SwiGLU",
+        "LpPool",
+        "LRN",
     ];
     if float_ops.contains(&op_type) {
         need_f32(ctx, &x, op_type)?;
@@ -289,6 +302,103 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                     s.last(Op::Binary(BinaryOp::Add), &[l, shift])?
                 }
             }
+        }
+        "Swish" | "SwiGLU" => {
+            let alpha = a.float_or("alpha", 1.0);
+            let scaled = if alpha == 1.0 {
+                x.clone()
+            } else {
+                let al = s.f32(alpha);
+                s.binary(BinaryOp::Mul, &x, &al)?
+            };
+            let gate = s.unary(UnaryOp::Sigmoid, &scaled)?;
+            if op_type == "Swish" {
+                s.last(Op::Binary(BinaryOp::Mul), &[x, gate])?
+            } else {
+                let b = second.ok_or("input #1 (B) is missing")?;
+                if s.ctx.ty(&b) != xt {
+                    return Err(format!(
+                        "A {xt} and B {} must have the same type (SwiGLU does not broadcast)",
+                        s.ctx.ty(&b)
+                    ));
+                }
+                let swish = s.binary(BinaryOp::Mul, &x, &gate)?;
+                s.last(Op::Binary(BinaryOp::Mul), &[swish, b])?
+            }
+        }
+        "LpPool" => lp_pool(&mut s, &a, x)?,
+        "LRN" => local_response_norm(&mut s, &a, x)?,
+        "CenterCropPad" => {
+            let shape = s
+                .ctx
+                .constant_input(node, 1, "shape")?
+                .ok_or("the shape (input #1) is missing")?
+                .to_i64_vec();
+            center_crop_pad(&mut s, &a, x, &shape)?
+        }
+        "HannWindow" | "HammingWindow" | "BlackmanWindow" => {
+            let size = s
+                .ctx
+                .constant_input(node, 0, "size")?
+                .ok_or("the size (input #0) is missing")?
+                .to_i64_vec();
+            let size = match size[..] {
+                [n] if (0..=1 << 24).contains(&n) => n as usize,
+                _ => return Err(format!("size {size:?} must be one value in 0..=2^24")),
+            };
+            let to = a.int_or("output_datatype", 1);
+            if to != 1 {
+                return Err(format!(
+                    "output_datatype {to} is not supported (only 1, float32)"
+                ));
+            }
+            let n = if a.int_or("periodic", 1) != 0 {
+                size as f64
+            } else {
+                size as f64 - 1.0
+            };
+            let pi = std::f64::consts::PI;
+            let v: Vec<f32> = (0..size)
+                .map(|i| {
+                    let i = i as f64;
+                    (match op_type {
+                        "HannWindow" => (pi * i / n).sin().powi(2),
+                        "HammingWindow" => {
+                            let alpha = 25.0 / 46.0;
+                            alpha - (1.0 - alpha) * (2.0 * pi * i / n).cos()
+                        }
+                        _ => {
+                            0.42 - 0.5 * (2.0 * pi * i / n).cos() + 0.08 * (4.0 * pi * i / n).cos()
+                        }
+                    }) as f32
+                })
+                .collect();
+            s.constant(Tensor::from_f32(vec![size], v).map_err(|e| e.msg)?)
+        }
+        "EyeLike" => {
+            let (rows, cols) = match xt.shape[..] {
+                [n] => (n, n),
+                [r, c] => (r, c),
+                _ => return Err(format!("the input {xt} must have rank 1 or 2")),
+            };
+            let k = a.int_or("k", 0);
+            let ones: Vec<f32> = (0..rows * cols)
+                .map(|p| ((p % cols) as i64 - (p / cols) as i64 == k) as u8 as f32)
+                .collect();
+            let eye = Tensor::from_f32(vec![rows, cols], ones).map_err(|e| e.msg)?;
+            let to = match a.int("dtype") {
+                None => xt.dtype,
+                Some(code) => crate::proto::dtype_of(code as i32).ok_or_else(|| {
+                    format!(
+                        "dtype {} is not supported",
+                        crate::proto::onnx_type_name(code as i32)
+                    )
+                })?,
+            };
+            let t = optc_ir::interp::eval_op(&Op::Cast { to }, &[&eye])
+                .map_err(|e| e.msg)?
+                .remove(0);
+            s.constant(t)
         }
         "Mean" => {
             let xs: Vec<Val> = (0..node.input.len())
@@ -564,6 +674,167 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         other => return Err(format!("{other} is not a decomposed op")),
     };
     Ok(vec![Some(out)])
+}
+
+/// The second and third outputs of `LayerNormalization`: the mean and `1 / sqrt(var + eps)`
+/// over the axes from `axis` on, kept as dims of extent 1.
+pub(super) fn layer_norm_statistics(
+    ctx: &mut Ctx,
+    name: &str,
+    x: &Val,
+    axis: usize,
+    epsilon: f32,
+) -> R<(Val, Val)> {
+    need_f32(ctx, x, "LayerNormalization")?;
+    let r = ctx.ty(x).rank();
+    let axes: Vec<usize> = (axis..r).collect();
+    let mut s = Steps::new(ctx, &format!("{name}:1"));
+    let mean = s.reduce(ReduceKind::Mean, x, &axes, true)?;
+    let centered = s.binary(BinaryOp::Sub, x, &mean)?;
+    let sq = s.binary(BinaryOp::Mul, &centered, &centered)?;
+    let var = s.reduce(ReduceKind::Mean, &sq, &axes, true)?;
+    let eps = s.f32(epsilon);
+    let shifted = s.binary(BinaryOp::Add, &var, &eps)?;
+    let root = s.unary(UnaryOp::Sqrt, &shifted)?;
+    let one = s.f32(1.0);
+    let inv = s.binary(BinaryOp::Div, &one, &root)?;
+    Ok((mean, inv))
+}
+
+/// `LpPool`: `(sum over the window of |x|^p)^(1/p)`, padding counting as zeros. The sums
+/// are a depthwise convolution with a kernel of ones (a `ceil_mode` window that hangs past
+/// the end sums what it covers).
+fn lp_pool(s: &mut Steps, a: &Attrs, x: Val) -> R<Val> {
+    let xt = s.ctx.ty(&x);
+    let k = a
+        .ints("kernel_shape")
+        .ok_or("attribute 'kernel_shape' is missing")?;
+    let kernel = super::dims_of(&k, "kernel_shape")?;
+    let mut window = super::window(a, &xt, kernel.clone(), a.int_or("ceil_mode", 0) != 0)?;
+    let pool = Op::AveragePool {
+        window: window.clone(),
+        count_include_pad: true,
+    };
+    let out = pool.infer(&[&xt]).map_err(|e| e.msg)?[0].shape.clone();
+    let nsp = kernel.len();
+    for i in 0..nsp {
+        let reach =
+            (out[2 + i] - 1) * window.strides[i] + (kernel[i] - 1) * window.dilations[i] + 1;
+        let have = xt.shape[2 + i] + window.pads[i] + window.pads[nsp + i];
+        window.pads[nsp + i] += reach.saturating_sub(have);
+    }
+    window.ceil_mode = false;
+    let p = a.int_or("p", 2);
+    if p < 1 {
+        return Err(format!("p {p} must be at least 1"));
+    }
+    let abs = s.unary(UnaryOp::Abs, &x)?;
+    let powered = match p {
+        1 => abs,
+        2 => s.binary(BinaryOp::Mul, &abs, &abs)?,
+        _ => {
+            let e = s.f32(p as f32);
+            s.binary(BinaryOp::Pow, &abs, &e)?
+        }
+    };
+    let c = xt.shape[1];
+    let mut wshape = vec![c, 1];
+    wshape.extend(&kernel);
+    let n: usize = wshape.iter().product();
+    let ones = s.constant(Tensor::from_f32(wshape, vec![1.0; n]).map_err(|e| e.msg)?);
+    let sum = s.op(Op::Conv { window, group: c }, &[powered, ones])?;
+    match p {
+        1 => Ok(sum),
+        2 => s.last(Op::Unary(UnaryOp::Sqrt), &[sum]),
+        _ => {
+            let e = s.f32(1.0 / p as f32);
+            s.last(Op::Binary(BinaryOp::Pow), &[sum, e])
+        }
+    }
+}
+
+/// `LRN`: `x / (bias + alpha / size * sum of x^2 over the `size` channels around)^beta`;
+/// the channel sum as a convolution of ones over `[N, 1, C, H*W]`.
+fn local_response_norm(s: &mut Steps, a: &Attrs, x: Val) -> R<Val> {
+    let xt = s.ctx.ty(&x);
+    if xt.rank() < 3 {
+        return Err(format!("the input {xt} must have rank 3 or more"));
+    }
+    let size = a.int("size").ok_or("attribute 'size' is missing")?;
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|&n| n >= 1 && n <= xt.shape[1].max(1) * 2 + 1)
+        .ok_or_else(|| format!("size {size} must be at least 1 (and not absurd)"))?;
+    let (alpha, beta, bias) = (
+        a.float_or("alpha", 1e-4),
+        a.float_or("beta", 0.75),
+        a.float_or("bias", 1.0),
+    );
+    let (n, c) = (xt.shape[0], xt.shape[1]);
+    let rest: usize = xt.shape[2..].iter().product();
+    let sq = s.binary(BinaryOp::Mul, &x, &x)?;
+    let flat = s.reshape(&sq, vec![n, 1, c, rest])?;
+    let ones =
+        s.constant(Tensor::from_f32(vec![1, 1, size, 1], vec![1.0; size]).map_err(|e| e.msg)?);
+    let window = optc_ir::Window {
+        kernel: vec![size, 1],
+        strides: vec![1, 1],
+        pads: vec![(size - 1) / 2, 0, size / 2, 0],
+        dilations: vec![1, 1],
+        ceil_mode: false,
+    };
+    let sums = s.op(Op::Conv { window, group: 1 }, &[flat, ones])?;
+    let sums = s.reshape(&sums, xt.shape.clone())?;
+    let scale = s.f32(alpha / size as f32);
+    let scaled = s.binary(BinaryOp::Mul, &sums, &scale)?;
+    let b = s.f32(bias);
+    let base = s.binary(BinaryOp::Add, &scaled, &b)?;
+    let e = s.f32(-beta);
+    let factor = s.binary(BinaryOp::Pow, &base, &e)?;
+    s.last(Op::Binary(BinaryOp::Mul), &[x, factor])
+}
+
+/// `CenterCropPad`: per axis, the centered window of the target extent (cropped where
+/// smaller, zero-padded where larger; an odd difference puts the extra element at the end).
+fn center_crop_pad(s: &mut Steps, a: &Attrs, x: Val, shape: &[i64]) -> R<Val> {
+    let xt = s.ctx.ty(&x);
+    let r = xt.rank();
+    let axes: Vec<usize> = match a.ints("axes") {
+        Some(v) => v
+            .iter()
+            .map(|&ax| norm_axis(ax, r, "axis"))
+            .collect::<R<_>>()?,
+        None => (0..r).collect(),
+    };
+    if shape.len() != axes.len() {
+        return Err(format!(
+            "shape {shape:?} needs one entry per axis ({})",
+            axes.len()
+        ));
+    }
+    let mut pads = vec![0i64; 2 * r];
+    for (&ax, &want) in axes.iter().zip(shape) {
+        if want < 0 {
+            return Err(format!("shape {shape:?} has a negative entry"));
+        }
+        let d = want - xt.shape[ax] as i64;
+        // crop: negative pads; the odd element goes at the end either way
+        let (begin, end) = if d >= 0 {
+            (d / 2, d - d / 2)
+        } else {
+            (-((-d) / 2), -((-d) - (-d) / 2))
+        };
+        pads[ax] = begin;
+        pads[r + ax] = end;
+    }
+    s.last(
+        Op::Pad {
+            pads,
+            mode: optc_ir::PadMode::Constant,
+            value: 0.0,
+        },
+        &[x],
+    )
 }
 
 /// `NegativeLogLikelihoodLoss` of `x` (log-probabilities `[N, C, d...]`), or

@@ -1,0 +1,214 @@
+//! Ops imported as compositions of IR ops (`import/decompose.rs`): LRN, LpPool,
+//! CenterCropPad, Swish, SwiGLU, the window functions, EyeLike and LayerNormalization's
+//! statistics outputs. Against tract where it has the op, else against the spec's formula
+//! computed here.
+
+mod common;
+
+use common::*;
+use optc::{DType, Options, Tensor};
+use optc_onnx::builder::{Attr as A, ModelBuilder};
+
+fn run_model(b: &ModelBuilder, inputs: &[Tensor]) -> Vec<Tensor> {
+    let mut m = optc::compile_bytes(&b.to_bytes(), &Options::default()).unwrap();
+    m.run(inputs).unwrap()
+}
+
+fn close(got: &Tensor, want: &[f64], what: &str) {
+    let g = got.to_f64_vec();
+    assert_eq!(g.len(), want.len(), "{what}");
+    for (k, (a, b)) in g.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 + 1e-4 * b.abs(),
+            "{what} [{k}]: {a} vs {b}"
+        );
+    }
+}
+
+#[test]
+fn lrn_against_tract() {
+    let mut r = Rng::new(1);
+    for size in [1, 3, 4, 5] {
+        check_op(
+            &format!("LRN size {size}"),
+            "LRN",
+            13,
+            &[("x", r.tensor(&[2, 6, 3, 4], -2.0, 2.0), false)],
+            vec![
+                ("size", A::Int(size)),
+                ("alpha", A::Float(0.02)),
+                ("beta", A::Float(0.6)),
+                ("bias", A::Float(1.5)),
+            ],
+            1,
+        );
+    }
+}
+
+/// `(sum of |x|^p over the window)^(1/p)` by direct loops, for [1, 1, H, W].
+fn lp_pool_reference(
+    x: &Tensor,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    p: i32,
+) -> (Vec<usize>, Vec<f64>) {
+    let (h, w) = (x.shape()[2], x.shape()[3]);
+    let v = x.to_f64_vec();
+    let oh = (h + 2 * pad - k) / stride + 1;
+    let ow = (w + 2 * pad - k) / stride + 1;
+    let mut out = vec![];
+    for i in 0..oh {
+        for j in 0..ow {
+            let mut sum = 0.0;
+            for di in 0..k {
+                for dj in 0..k {
+                    let (si, sj) = (
+                        (i * stride + di) as i64 - pad as i64,
+                        (j * stride + dj) as i64 - pad as i64,
+                    );
+                    if si >= 0 && sj >= 0 && (si as usize) < h && (sj as usize) < w {
+                        sum += v[si as usize * w + sj as usize].abs().powi(p);
+                    }
+                }
+            }
+            out.push(sum.powf(1.0 / p as f64));
+        }
+    }
+    (vec![1, 1, oh, ow], out)
+}
+
+#[test]
+fn lp_pool_sums_powers_with_zero_padding() {
+    let x = Rng::new(2).tensor(&[1, 1, 6, 7], -2.0, 2.0);
+    for (k, stride, pad, p) in [(2, 1, 0, 2), (3, 2, 1, 2), (3, 1, 1, 3), (2, 2, 0, 1)] {
+        let mut b = ModelBuilder::new(18);
+        b.input("x", DType::F32, &[1, 1, 6, 7]);
+        b.node(
+            "LpPool",
+            &["x"],
+            &["y"],
+            vec![
+                ("kernel_shape", A::Ints(vec![k as i64; 2])),
+                ("strides", A::Ints(vec![stride as i64; 2])),
+                ("pads", A::Ints(vec![pad as i64; 4])),
+                ("p", A::Int(p as i64)),
+            ],
+        );
+        b.output("y");
+        let y = run_model(&b, std::slice::from_ref(&x));
+        let (shape, want) = lp_pool_reference(&x, k, stride, pad, p);
+        assert_eq!(y[0].shape(), shape.as_slice());
+        close(&y[0], &want, &format!("k{k} s{stride} p{pad} p={p}"));
+    }
+}
+
+#[test]
+fn center_crop_pad_crops_and_pads_around_the_center() {
+    let x = Tensor::from_i64(vec![3, 4], (0..12).collect()).unwrap();
+    let mut b = ModelBuilder::new(18);
+    b.input("x", DType::I64, &[3, 4]);
+    b.initializer("shape", &Tensor::from_i64(vec![2], vec![6, 1]).unwrap());
+    b.node("CenterCropPad", &["x", "shape"], &["y"], vec![]);
+    b.output("y");
+    let y = run_model(&b, std::slice::from_ref(&x));
+    // rows: 3 -> 6 pads 1 before, 2 after; cols: 4 -> 1 keeps column (4 - 1) / 2 = 1
+    assert_eq!(y[0].shape(), &[6, 1]);
+    assert_eq!(y[0].to_i64_vec(), vec![0, 1, 5, 9, 0, 0]);
+}
+
+#[test]
+fn swish_and_swiglu_follow_their_formulas() {
+    let mut r = Rng::new(3);
+    let (a, g) = (r.tensor(&[2, 5], -4.0, 4.0), r.tensor(&[2, 5], -1.0, 1.0));
+    let mut b = ModelBuilder::new(24);
+    b.input("a", DType::F32, &[2, 5])
+        .input("g", DType::F32, &[2, 5]);
+    b.node("Swish", &["a"], &["s"], vec![("alpha", A::Float(1.5))]);
+    b.node("SwiGLU", &["a", "g"], &["t"], vec![]);
+    b.output("s").output("t");
+    let y = run_model(&b, &[a.clone(), g.clone()]);
+    let av = a.to_f64_vec();
+    let swish: Vec<f64> = av.iter().map(|v| v / (1.0 + (-1.5 * v).exp())).collect();
+    let glu: Vec<f64> = av
+        .iter()
+        .zip(g.to_f64_vec())
+        .map(|(v, w)| v / (1.0 + (-v).exp()) * w)
+        .collect();
+    close(&y[0], &swish, "Swish");
+    close(&y[1], &glu, "SwiGLU");
+}
+
+#[test]
+fn window_functions_and_eye_like() {
+    let n = 7usize;
+    for (op, periodic) in [
+        ("HannWindow", 1),
+        ("HammingWindow", 0),
+        ("BlackmanWindow", 1),
+    ] {
+        let mut b = ModelBuilder::new(17);
+        b.initializer("size", &Tensor::scalar_i64(n as i64));
+        b.node(op, &["size"], &["y"], vec![("periodic", A::Int(periodic))]);
+        b.output("y");
+        let y = run_model(&b, &[]);
+        let len = if periodic == 1 {
+            n as f64
+        } else {
+            n as f64 - 1.0
+        };
+        let pi = std::f64::consts::PI;
+        let want: Vec<f64> = (0..n)
+            .map(|i| {
+                let t = i as f64 / len;
+                match op {
+                    "HannWindow" => 0.5 - 0.5 * (2.0 * pi * t).cos(),
+                    "HammingWindow" => 0.543_478_26 - 0.456_521_74 * (2.0 * pi * t).cos(),
+                    _ => 0.42 - 0.5 * (2.0 * pi * t).cos() + 0.08 * (4.0 * pi * t).cos(),
+                }
+            })
+            .collect();
+        close(&y[0], &want, op);
+    }
+    check_op(
+        "EyeLike k=1",
+        "EyeLike",
+        13,
+        &[("x", Rng::new(4).tensor(&[3, 5], -1.0, 1.0), false)],
+        vec![("k", A::Int(1))],
+        1,
+    );
+}
+
+#[test]
+fn layer_norm_statistics_outputs() {
+    let x = Rng::new(5).tensor(&[2, 3, 4], -2.0, 2.0);
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[2, 3, 4]);
+    b.initializer(
+        "scale",
+        &Tensor::from_f32(vec![3, 4], vec![1.0; 12]).unwrap(),
+    );
+    b.node(
+        "LayerNormalization",
+        &["x", "scale"],
+        &["y", "mean", "inv"],
+        vec![("axis", A::Int(1)), ("epsilon", A::Float(1e-3))],
+    );
+    b.output("y").output("mean").output("inv");
+    let y = run_model(&b, std::slice::from_ref(&x));
+    let v = x.to_f64_vec();
+    let (mut means, mut invs, mut normed) = (vec![], vec![], vec![]);
+    for row in v.chunks(12) {
+        let m = row.iter().sum::<f64>() / 12.0;
+        let var = row.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / 12.0;
+        let inv = 1.0 / (var + 1e-3).sqrt();
+        means.push(m);
+        invs.push(inv);
+        normed.extend(row.iter().map(|a| (a - m) * inv));
+    }
+    assert_eq!(y[1].shape(), &[2, 1, 1]);
+    close(&y[0], &normed, "Y");
+    close(&y[1], &means, "Mean");
+    close(&y[2], &invs, "InvStdDev");
+}
