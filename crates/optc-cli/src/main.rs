@@ -461,10 +461,16 @@ fn cmd_run(a: RunArgs) -> Res<ExitCode> {
     if let Some(dir) = &a.outputs {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Outputs of a narrow ONNX type (float16, ...) are written in their own encoding.
+        let types = optc_onnx::interface(&bytes)
+            .map(|i| i.output_types)
+            .unwrap_or_default();
         for (k, (name, t)) in m.output_names().iter().zip(&outs).enumerate() {
             let p = dir.join(format!("output_{k}.pb"));
-            std::fs::write(&p, optc_onnx::tensor_to_pb(t, name))
-                .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+            let code = types.get(k).copied().unwrap_or(0);
+            let pb = optc_onnx::tensor_to_pb_as(t, name, code)
+                .map_err(|e| format!("output '{name}': {e}"))?;
+            std::fs::write(&p, pb).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
         }
     }
     Ok(ExitCode::SUCCESS)

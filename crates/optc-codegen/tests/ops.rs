@@ -3,8 +3,8 @@
 mod common;
 use common::*;
 use optc_ir::{
-    BinaryOp, DType, Data, FusedStep, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor, UnaryOp,
-    Window,
+    BinaryOp, DType, Data, FusedStep, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor, TensorType,
+    UnaryOp, Window,
 };
 
 fn unaries() -> Vec<(UnaryOp, Tol)> {
@@ -59,7 +59,82 @@ fn unaries() -> Vec<(UnaryOp, Tol)> {
         (UnaryOp::Abs, EXACT),
         (UnaryOp::IsNaN, EXACT),
         (UnaryOp::NanTo { value: -2.5 }, EXACT),
+        (UnaryOp::RoundToHalf { bfloat: false }, EXACT),
+        (UnaryOp::RoundToHalf { bfloat: true }, EXACT),
     ]
+}
+
+/// Values where rounding to binary16 / bfloat16 is delicate: ties, the subnormal range,
+/// the largest finite values and past them, infinities and NaN; every lane position of the
+/// vector loop and the scalar tail.
+#[test]
+fn round_to_half_at_the_edges_of_each_format() {
+    let mut v: Vec<f32> = vec![
+        0.0,
+        -0.0,
+        1.0 + 1.0 / 2048.0, // tie between 1 and 1 + 2^-10: stays 1 (even)
+        1.0 + 3.0 / 2048.0, // tie: rounds up to the even 1 + 2^-9
+        65504.0,
+        65519.0,
+        65520.0, // tie past the largest finite value: infinity
+        -70000.0,
+        6.0e-5,            // just below the smallest normal: subnormal spacing
+        3.0e-8,            // below half the smallest subnormal: zero
+        2.98e-8,           // to zero
+        6.0e-8,            // to the smallest subnormal 2^-24
+        1.0 + 1.0 / 256.0, // bfloat16 tie
+        3.4e38,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+    ];
+    let mut r = Rng::new(9);
+    for _ in 0..45 {
+        let e = (r.f32(-30.0, 20.0)) as i32;
+        v.push(r.f32(-1.0, 1.0) * 2f32.powi(e));
+    }
+    let n = v.len();
+    let t = Tensor::from_f32(vec![n], v).unwrap();
+    for bfloat in [false, true] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[n]));
+        let y = g
+            .add("r", Op::Unary(UnaryOp::RoundToHalf { bfloat }), &[x])
+            .unwrap();
+        g.add_output("y", y);
+        check(&g, std::slice::from_ref(&t), EXACT);
+    }
+}
+
+#[test]
+fn wrap_keeps_the_low_bits() {
+    let v: Vec<i64> = vec![
+        0,
+        1,
+        -1,
+        32767,
+        32768,
+        -32768,
+        -32769,
+        65535,
+        65536,
+        1 << 40,
+        -(1 << 33) + 7,
+        4_294_967_295,
+        4_294_967_296,
+    ];
+    let n = v.len();
+    let t = Tensor::from_i64(vec![n], v).unwrap();
+    for (bits, signed) in [(16, true), (16, false), (32, false), (8, true)] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(DType::I64, vec![n]));
+        let y = g
+            .add("w", Op::Unary(UnaryOp::Wrap { bits, signed }), &[x])
+            .unwrap();
+        g.add_output("y", y);
+        check(&g, std::slice::from_ref(&t), EXACT);
+    }
 }
 
 #[test]

@@ -791,6 +791,25 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
                     .collect(),
             ))
         }
+        UnaryOp::RoundToHalf { bfloat } => Ok(Data::F32(
+            f32s(x)?
+                .iter()
+                .map(|&v| crate::narrow::round_to_half(v, *bfloat))
+                .collect(),
+        )),
+        UnaryOp::Wrap { bits, signed } => match x.data() {
+            Data::I64(v) => Ok(Data::I64(
+                v.iter()
+                    .map(|&a| crate::narrow::wrap(a, *bits, *signed))
+                    .collect(),
+            )),
+            Data::I32(v) => Ok(Data::I32(
+                v.iter()
+                    .map(|&a| crate::narrow::wrap(a as i64, *bits, *signed) as i32)
+                    .collect(),
+            )),
+            _ => bail!("wrap needs i64 or i32, got {}", x.dtype()),
+        },
         UnaryOp::NanTo { value } => Ok(Data::F32(
             f32s(x)?
                 .iter()

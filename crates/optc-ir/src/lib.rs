@@ -11,6 +11,7 @@ mod dtype;
 mod error;
 mod graph;
 pub mod linear_quantization;
+pub mod narrow;
 mod op;
 pub mod op_table;
 pub mod quantized;

@@ -95,6 +95,17 @@ pub enum UnaryOp {
         zero: f32,
         signed: bool,
     },
+    /// f32 rounded to the nearest binary16 value (bfloat16 when `bfloat`), ties to even:
+    /// how optc keeps ONNX `float16` / `bfloat16` values exact (see [`crate::narrow`]).
+    RoundToHalf {
+        bfloat: bool,
+    },
+    /// An integer (i64 or i32) wrapped to `bits` bits, two's complement when `signed`: how
+    /// optc keeps ONNX `int16` / `uint16` / `uint32` values exact (see [`crate::narrow`]).
+    Wrap {
+        bits: usize,
+        signed: bool,
+    },
 }
 
 /// Elementwise ops of two inputs with numpy broadcasting. Both inputs have the same dtype
@@ -571,6 +582,14 @@ impl Op {
                     UnaryOp::Clip { .. } => {
                         if x.dtype == DType::Bool {
                             bail!("clip does not take bool");
+                        }
+                    }
+                    UnaryOp::Wrap { bits, .. } => {
+                        if !matches!(x.dtype, DType::I64 | DType::I32) {
+                            bail!("wrap needs i64 or i32, got {}", x.dtype);
+                        }
+                        if !(1..=63).contains(bits) {
+                            bail!("wrap: bits must be in 1..=63, got {bits}");
                         }
                     }
                     UnaryOp::FakeQuantize {

@@ -266,6 +266,10 @@ op_table! {
     FakeQuantize "fake_quantize" (1, 1) Unary Division [FusedStep FusedBase]
         {scale: Float, zero: Float, signed: Bool}
         (Op::Unary(U::FakeQuantize { scale, zero, signed }));
+    RoundToHalf "round_to_half" (1, 1) Unary Elementwise [FusedStep FusedBase] {bfloat: Bool}
+        (Op::Unary(U::RoundToHalf { bfloat }));
+    Wrap "wrap" (1, 1) Unary Elementwise [] {bits: Size, signed: Bool}
+        (Op::Unary(U::Wrap { bits, signed }));
 
     Add "add" (2, 2) Binary Elementwise [Commutative FusedStep FusedBase] {} (Op::Binary(B::Add));
     Sub "sub" (2, 2) Binary Elementwise [FusedStep FusedBase] {} (Op::Binary(B::Sub));

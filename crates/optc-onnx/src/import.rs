@@ -1,7 +1,7 @@
 //! The importer proper: model checks, initializers, inputs, topological order, and the
 //! translation of every node.
 
-use crate::proto::{dtype_of, onnx_type_name, tensor_from_proto, Attrs, SUPPORTED_TYPES};
+use crate::proto::{onnx_type_name, tensor_from_proto, Attrs, SUPPORTED_TYPES};
 use crate::{DeclaredInput, Dim, ImportOptions};
 use optc_ir::{
     checked_numel, BinaryOp, DType, Data, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor,
@@ -15,6 +15,7 @@ mod attention;
 mod control_flow;
 mod conv_transpose;
 mod decompose;
+mod narrowing;
 mod quantization;
 mod recurrent;
 mod resize;
@@ -189,6 +190,8 @@ struct Ctx {
     /// Graph inputs whose values the caller gave (`ImportOptions::input_values`) but
     /// that are not bound as constants in this round.
     known_inputs: HashSet<String>,
+    /// ONNX values of a narrow type, held widened (`narrowing.rs`).
+    narrow: HashMap<String, crate::narrow::Narrow>,
 }
 
 impl Ctx {
@@ -439,7 +442,7 @@ fn declared_input(inp: &pb::ValueInfoProto) -> R<DeclaredInput> {
         Some(pb::type_proto::Value::TensorType(t)) => t,
         None => return Err(format!("input '{name}' has no tensor type")),
     };
-    let dtype = dtype_of(tt.elem_type).ok_or_else(|| {
+    let dtype = crate::proto::held_as(tt.elem_type).ok_or_else(|| {
         format!(
             "input '{name}' has element type {}, which is not supported (supported: {SUPPORTED_TYPES})",
             onnx_type_name(tt.elem_type)
@@ -459,6 +462,7 @@ fn declared_input(inp: &pb::ValueInfoProto) -> R<DeclaredInput> {
         name: name.clone(),
         dtype,
         dims,
+        narrow: crate::narrow::Narrow::of(tt.elem_type),
     })
 }
 
@@ -563,7 +567,13 @@ fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<St
             .filter(|k| !bound.contains(*k))
             .cloned()
             .collect(),
+        narrow: HashMap::new(),
     };
+    for p in &graph.initializer {
+        if let Some(n) = crate::narrow::Narrow::of(p.data_type) {
+            ctx.narrow.insert(p.name.clone(), n);
+        }
+    }
     for inp in &real_inputs {
         let ty = input_type(inp, opts)?;
         let n = ctx.unique(&inp.name);
@@ -588,6 +598,15 @@ fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<St
                 }
             }
             _ => Val::Dyn(v),
+        };
+        // A narrow input: held widened, its values brought into the type first.
+        let val = match declared_input(inp)?.narrow {
+            Some(n) => {
+                ctx.narrow.insert(inp.name.clone(), n);
+                let name = ctx.unique(&format!("{}/narrow", inp.name));
+                ctx.emit1(&name, n.op(), &[val], false)?
+            }
+            None => val,
         };
         ctx.env.insert(inp.name.clone(), val);
     }
@@ -737,7 +756,9 @@ fn import_nodes(ctx: &mut Ctx, graph: &pb::GraphProto, prefix: &str) -> R<()> {
     for &i in &order {
         let node = &graph.node[i];
         let label = &labels[i];
-        let outs = convert(ctx, node, label)
+        let outs = narrowing::check_inputs(ctx, node)
+            .and_then(|()| convert(ctx, node, label))
+            .and_then(|outs| narrowing::narrow_outputs(ctx, node, label, outs))
             .map_err(|e| format!("node '{label}' ({}): {e}", node.op_type))?;
         for (k, oname) in node.output.iter().enumerate() {
             if oname.is_empty() {
@@ -770,7 +791,9 @@ fn import_nodes(ctx: &mut Ctx, graph: &pb::GraphProto, prefix: &str) -> R<()> {
 }
 
 fn input_type(inp: &pb::ValueInfoProto, opts: &ImportOptions) -> R<TensorType> {
-    let DeclaredInput { name, dtype, dims } = declared_input(inp)?;
+    let DeclaredInput {
+        name, dtype, dims, ..
+    } = declared_input(inp)?;
     let name = &name;
     // A shape given for the input, else the shape of a value given for it (`optc run
     // --inputs`: dynamic dims taken from the data).
@@ -1088,7 +1111,8 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         }
         "Cast" => {
             let to = a.int("to").ok_or("attribute 'to' is missing")?;
-            let to = dtype_of(to as i32).ok_or_else(|| {
+            // A narrow target is held widened; `narrowing` rounds or wraps after.
+            let to = crate::proto::held_as(to as i32).ok_or_else(|| {
                 format!(
                     "cast to {} is not supported (supported: {SUPPORTED_TYPES})",
                     onnx_type_name(to as i32)

@@ -7,6 +7,7 @@
 
 pub mod builder;
 mod import;
+pub mod narrow;
 pub mod oracle;
 mod proto;
 
@@ -67,6 +68,8 @@ pub struct DeclaredInput {
     pub dtype: optc_ir::DType,
     /// The declared dims; `None` when the model gives no shape at all.
     pub dims: Option<Vec<Dim>>,
+    /// When the ONNX type is a narrow one held as `dtype` (`narrow`): which.
+    pub narrow: Option<narrow::Narrow>,
 }
 
 impl DeclaredInput {
@@ -190,18 +193,28 @@ pub struct Interface {
     pub inputs: Vec<DeclaredInput>,
     /// The names of the graph outputs, in order.
     pub outputs: Vec<String>,
+    /// The declared ONNX element type code of each output (0 when not declared).
+    pub output_types: Vec<i32>,
 }
 
 /// The model's inputs and outputs as declared.
 pub fn interface(bytes: &[u8]) -> Result<Interface, ImportError> {
     let model = parse(bytes)?;
     let inputs = import::declared_inputs(&model).map_err(ImportError::new)?;
-    let outputs = model
-        .graph
-        .as_ref()
-        .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
-        .unwrap_or_default();
-    Ok(Interface { inputs, outputs })
+    let graph_outputs = model.graph.as_ref().map(|g| &g.output[..]).unwrap_or(&[]);
+    let outputs = graph_outputs.iter().map(|o| o.name.clone()).collect();
+    let output_types = graph_outputs
+        .iter()
+        .map(|o| match o.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(tract_onnx::pb::type_proto::Value::TensorType(t)) => t.elem_type,
+            None => 0,
+        })
+        .collect();
+    Ok(Interface {
+        inputs,
+        outputs,
+        output_types,
+    })
 }
 
 /// The model's graph inputs (initializers excluded) as declared, in order.
@@ -230,6 +243,20 @@ pub fn tensor_from_pb(bytes: &[u8]) -> Result<optc_ir::Tensor, String> {
 pub fn tensor_to_pb(t: &optc_ir::Tensor, name: &str) -> Vec<u8> {
     use prost::Message;
     builder::tensor_proto_raw(name, t).encode_to_vec()
+}
+
+/// Encode a tensor as a serialized `TensorProto` of ONNX element type `code`: a narrow type
+/// (`narrow`) is written in its own encoding from the wide tensor that holds it; any other
+/// code writes the tensor as it is.
+pub fn tensor_to_pb_as(t: &optc_ir::Tensor, name: &str, code: i32) -> Result<Vec<u8>, String> {
+    use prost::Message;
+    let Some(n) = narrow::Narrow::of(code) else {
+        return Ok(tensor_to_pb(t, name));
+    };
+    let mut p = builder::tensor_proto_raw(name, t);
+    p.data_type = n.code();
+    p.raw_data = n.encode(t)?;
+    Ok(p.encode_to_vec())
 }
 
 /// Parse a shape written as `1x3x224x224`.

@@ -24,7 +24,14 @@ pub fn dtype_of(code: i32) -> Option<DType> {
     })
 }
 
-pub const SUPPORTED_TYPES: &str = "FLOAT, UINT8, INT8, INT32, INT64, BOOL";
+pub const SUPPORTED_TYPES: &str =
+    "FLOAT, FLOAT16, BFLOAT16, UINT8, INT8, INT16, UINT16, INT32, UINT32, INT64, BOOL";
+
+/// The IR dtype that holds ONNX element type `code`: its own, or the wide type of a
+/// narrow one (`crate::narrow`).
+pub fn held_as(code: i32) -> Option<DType> {
+    dtype_of(code).or_else(|| crate::narrow::Narrow::of(code).map(|n| n.wide()))
+}
 
 /// Decode a tensor proto. `what` names it in errors ("initializer 'w'").
 pub fn tensor_from_proto(p: &pb::TensorProto, what: &str) -> Result<Tensor, String> {
@@ -40,6 +47,17 @@ pub fn tensor_from_proto(p: &pb::TensorProto, what: &str) -> Result<Tensor, Stri
         return Err(format!(
             "{what} is a segment of a tensor, which is not supported"
         ));
+    }
+    if let Some(narrow) = crate::narrow::Narrow::of(p.data_type) {
+        let mut shape = Vec::with_capacity(p.dims.len());
+        for &d in &p.dims {
+            let d =
+                usize::try_from(d).map_err(|_| format!("{what} has a bad dim in {:?}", p.dims))?;
+            shape.push(d);
+        }
+        let n = checked_numel(&shape).map_err(|e| format!("{what}: {e}"))?;
+        let data = narrow.decode(p, n).map_err(|e| format!("{what}: {e}"))?;
+        return Tensor::new(shape, data).map_err(|e| format!("{what}: {e}"));
     }
     let dtype = dtype_of(p.data_type).ok_or_else(|| {
         format!(

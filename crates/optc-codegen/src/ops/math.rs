@@ -93,12 +93,13 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
                 let d = e.b.ins().fsub(q, z);
                 e.b.ins().fmul(d, s)
             }
+            UnaryOp::RoundToHalf { bfloat } => round_to_half(e, ty, x, *bfloat),
             UnaryOp::NanTo { value } => {
                 let m = e.b.ins().fcmp(FloatCC::Unordered, x, x);
                 let v = e.float_const(ty, *value);
                 e.select_float(ty, m, v, x)
             }
-            UnaryOp::Not | UnaryOp::IsNaN => return None,
+            UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Wrap { .. } => return None,
         },
         Elementwise::Binary(b) => {
             let y = a[1];
@@ -212,6 +213,15 @@ pub(super) fn scalar_math(
                 }
             }
             UnaryOp::Neg => e.b.ins().ineg(x),
+            UnaryOp::Wrap { bits, signed } => {
+                let shift = (ty.bits() as usize).saturating_sub(*bits) as i64;
+                let up = e.b.ins().ishl_imm_s(x, shift);
+                if *signed {
+                    e.b.ins().sshr_imm_s(up, shift)
+                } else {
+                    e.b.ins().ushr_imm_u(up, shift)
+                }
+            }
             UnaryOp::Abs => {
                 if sg {
                     e.b.ins().iabs(x)
@@ -379,6 +389,59 @@ pub(super) fn scalar_math(
 /// `clamp(round_half_even(q) + zero, lo, hi)` on f32 scalars or `F32X4` vectors, NaN giving
 /// `lo` (the comparison before the minimum): the quantization step every quantizing
 /// lowering shares (see `optc_ir::linear_quantization::quantize`).
+/// `optc_ir::narrow::round_to_half` on a scalar f32 or an f32x4: the f32 bits rounded to
+/// binary16's 10 (bfloat16's 7) mantissa bits, ties to even; for binary16 also the subnormal
+/// range (multiples of 2^-24) and overflow to infinity. NaN stays NaN.
+fn round_to_half(e: &mut Emitter, ty: Type, x: Value, bfloat: bool) -> Value {
+    let ity = if ty.is_vector() { I32X4 } else { types::I32 };
+    let flags = crate::ops::map::le();
+    let bits = if ty.is_vector() {
+        e.b.ins().bitcast(ity, flags, x)
+    } else {
+        e.b.ins().bitcast(ity, MemFlagsData::new(), x)
+    };
+    let (shift, half, keep) = if bfloat {
+        (16, 0x7FFF, 0xFFFF_0000u32 as i32)
+    } else {
+        (13, 0x0FFF, !0x1FFF)
+    };
+    let one = e.i32_const(ty, 1);
+    let lsb = e.b.ins().ushr_imm_u(bits, shift);
+    let lsb = e.b.ins().band(lsb, one);
+    let h = e.i32_const(ty, half);
+    let add = e.b.ins().iadd(h, lsb);
+    let r = e.b.ins().iadd(bits, add);
+    let k = e.i32_const(ty, keep);
+    let r = e.b.ins().band(r, k);
+    let mut y = if ty.is_vector() {
+        e.b.ins().bitcast(ty, flags, r)
+    } else {
+        e.b.ins().bitcast(ty, MemFlagsData::new(), r)
+    };
+    if !bfloat {
+        let a = e.b.ins().fabs(y);
+        let max = e.float_const(ty, optc_ir::narrow::HALF_MAX);
+        let over = e.b.ins().fcmp(FloatCC::GreaterThan, a, max);
+        let inf = e.float_const(ty, f32::INFINITY);
+        let minus_inf = e.float_const(ty, f32::NEG_INFINITY);
+        let zero = e.float_const(ty, 0.0);
+        let negative = e.b.ins().fcmp(FloatCC::LessThan, x, zero);
+        let signed_inf = e.select_float(ty, negative, minus_inf, inf);
+        y = e.select_float(ty, over, signed_inf, y);
+        let scale = e.float_const(ty, 16_777_216.0);
+        let unscale = e.float_const(ty, 1.0 / 16_777_216.0);
+        let t = e.b.ins().fmul(x, scale);
+        let t = e.b.ins().nearest(t);
+        let sub = e.b.ins().fmul(t, unscale);
+        let ax = e.b.ins().fabs(x);
+        let normal = e.float_const(ty, optc_ir::narrow::HALF_MIN_NORMAL);
+        let small = e.b.ins().fcmp(FloatCC::LessThan, ax, normal);
+        y = e.select_float(ty, small, sub, y);
+    }
+    let nan = e.b.ins().fcmp(FloatCC::Unordered, x, x);
+    e.select_float(ty, nan, x, y)
+}
+
 pub(crate) fn round_add_clamp(
     e: &mut Emitter,
     ty: Type,

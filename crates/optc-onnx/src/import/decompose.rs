@@ -388,7 +388,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let eye = Tensor::from_f32(vec![rows, cols], ones).map_err(|e| e.msg)?;
             let to = match a.int("dtype") {
                 None => xt.dtype,
-                Some(code) => crate::proto::dtype_of(code as i32).ok_or_else(|| {
+                Some(code) => crate::proto::held_as(code as i32).ok_or_else(|| {
                     format!(
                         "dtype {} is not supported",
                         crate::proto::onnx_type_name(code as i32)
