@@ -212,3 +212,140 @@ fn layer_norm_statistics_outputs() {
     close(&y[1], &means, "Mean");
     close(&y[2], &invs, "InvStdDev");
 }
+
+#[test]
+fn rounding_and_sign_against_tract() {
+    let mut r = Rng::new(6);
+    for op in ["Floor", "Ceil", "Round", "Sign"] {
+        let mut x = r.tensor(&[3, 7], -4.0, 4.0);
+        if op == "Round" {
+            // ties: half-integers go to the even neighbour
+            x = Tensor::from_f32(vec![8], vec![-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.49, -0.0])
+                .unwrap();
+        }
+        check_op(op, op, 13, &[("x", x, false)], vec![], 1);
+    }
+    check_op(
+        "Sign i64",
+        "Sign",
+        13,
+        &[("x", r.tensor_i64(&[9], -3, 4), false)],
+        vec![],
+        1,
+    );
+}
+
+#[test]
+fn arg_extremes_reduce_min_and_hardmax_against_tract() {
+    let mut r = Rng::new(7);
+    // repeated values so that first and last occurrences differ
+    let v: Vec<f32> = (0..60).map(|_| (r.below(5) as f32) - 2.0).collect();
+    let x = Tensor::from_f32(vec![3, 4, 5], v).unwrap();
+    for op in ["ArgMax", "ArgMin"] {
+        for (axis, keepdims, last) in [(0, 1, 0), (1, 0, 1), (2, 1, 1), (-1, 0, 0)] {
+            check_op(
+                &format!("{op} axis {axis} keepdims {keepdims} last {last}"),
+                op,
+                13,
+                &[("x", x.clone(), false)],
+                vec![
+                    ("axis", A::Int(axis)),
+                    ("keepdims", A::Int(keepdims)),
+                    ("select_last_index", A::Int(last)),
+                ],
+                1,
+            );
+        }
+    }
+    check_op(
+        "ArgMax i64",
+        "ArgMax",
+        13,
+        &[("x", r.tensor_i64(&[4, 6], -5, 5), false)],
+        vec![("axis", A::Int(1))],
+        1,
+    );
+    for axis in [0, 2] {
+        check_op(
+            &format!("Hardmax axis {axis}"),
+            "Hardmax",
+            13,
+            &[("x", x.clone(), false)],
+            vec![("axis", A::Int(axis))],
+            1,
+        );
+    }
+    check_op(
+        "ReduceMin",
+        "ReduceMin",
+        13,
+        &[("x", r.tensor(&[3, 4, 5], -2.0, 2.0), false)],
+        vec![("axes", A::Ints(vec![0, 2])), ("keepdims", A::Int(0))],
+        1,
+    );
+}
+
+#[test]
+fn integer_mod_and_float_cumsum_against_tract() {
+    let a = Tensor::from_i64(vec![8], vec![7, -7, 7, -7, 0, 13, -13, 5]).unwrap();
+    let b = Tensor::from_i64(vec![8], vec![3, 3, -3, -3, 4, 5, 5, -13]).unwrap();
+    for fmod in [0, 1] {
+        check_op(
+            &format!("Mod fmod={fmod}"),
+            "Mod",
+            13,
+            &[("a", a.clone(), false), ("b", b.clone(), false)],
+            vec![("fmod", A::Int(fmod))],
+            1,
+        );
+    }
+    let x = Rng::new(8).tensor(&[2, 5, 3], -1.0, 1.0);
+    for (axis, exclusive, reverse) in [(1, 0, 0), (1, 1, 0), (2, 0, 1), (0, 1, 1)] {
+        check_op(
+            &format!("CumSum axis {axis} exclusive {exclusive} reverse {reverse}"),
+            "CumSum",
+            14,
+            &[
+                ("x", x.clone(), false),
+                ("axis", Tensor::scalar_i64(axis), true),
+            ],
+            vec![
+                ("exclusive", A::Int(exclusive)),
+                ("reverse", A::Int(reverse)),
+            ],
+            1,
+        );
+    }
+}
+
+#[test]
+fn xor_and_is_inf_follow_their_definitions() {
+    let mut r = Rng::new(9);
+    let (p, q) = (r.tensor_bool(&[10]), r.tensor_bool(&[10]));
+    let mut b = ModelBuilder::new(13);
+    b.input("p", DType::Bool, &[10])
+        .input("q", DType::Bool, &[10]);
+    b.input("x", DType::F32, &[5]);
+    b.node("Xor", &["p", "q"], &["y"], vec![]);
+    b.node(
+        "IsInf",
+        &["x"],
+        &["i"],
+        vec![("detect_negative", A::Int(0))],
+    );
+    b.output("y").output("i");
+    let x = Tensor::from_f32(
+        vec![5],
+        vec![1.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0],
+    )
+    .unwrap();
+    let y = run_model(&b, &[p.clone(), q.clone(), x]);
+    let want: Vec<f64> = p
+        .to_f64_vec()
+        .iter()
+        .zip(q.to_f64_vec())
+        .map(|(a, b)| ((*a != 0.0) != (b != 0.0)) as u8 as f64)
+        .collect();
+    assert_eq!(y[0].to_f64_vec(), want);
+    assert_eq!(y[1].to_f64_vec(), vec![0.0, 1.0, 0.0, 0.0, 0.0]);
+}

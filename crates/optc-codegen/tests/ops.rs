@@ -59,6 +59,9 @@ fn unaries() -> Vec<(UnaryOp, Tol)> {
         (UnaryOp::Abs, EXACT),
         (UnaryOp::IsNaN, EXACT),
         (UnaryOp::NanTo { value: -2.5 }, EXACT),
+        (UnaryOp::Floor, EXACT),
+        (UnaryOp::Ceil, EXACT),
+        (UnaryOp::Round, EXACT),
         (UnaryOp::RoundToHalf { bfloat: false }, EXACT),
         (UnaryOp::RoundToHalf { bfloat: true }, EXACT),
     ]

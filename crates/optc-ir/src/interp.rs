@@ -843,6 +843,9 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
                     .collect()
             )))
         }
+        UnaryOp::Floor => fmap(&f64::floor),
+        UnaryOp::Ceil => fmap(&f64::ceil),
+        UnaryOp::Round => fmap(&f64::round_ties_even),
         UnaryOp::LeakyRelu { alpha } => {
             let a = *alpha as f64;
             fmap(&|v| if v < 0.0 { a * v } else { v })

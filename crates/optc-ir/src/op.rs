@@ -79,6 +79,12 @@ pub enum UnaryOp {
     Sqrt,
     Neg,
     Abs,
+    /// Round down to an integer (f32).
+    Floor,
+    /// Round up to an integer (f32).
+    Ceil,
+    /// Round to the nearest integer, ties to even (f32).
+    Round,
     /// bool → bool
     Not,
     /// f32 → bool

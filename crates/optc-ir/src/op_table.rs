@@ -259,6 +259,9 @@ op_table! {
     Sqrt "sqrt" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Sqrt));
     Neg "neg" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Neg));
     Abs "abs" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Abs));
+    Floor "floor" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Floor));
+    Ceil "ceil" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Ceil));
+    Round "round" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Round));
     Not "not" (1, 1) Unary Elementwise [] {} (Op::Unary(U::Not));
     IsNaN "is_nan" (1, 1) Unary Elementwise [] {} (Op::Unary(U::IsNaN));
     NanTo "nan_to" (1, 1) Unary Elementwise [FusedStep FusedBase] {value: Float}

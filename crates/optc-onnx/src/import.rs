@@ -47,6 +47,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "AveragePool",
     "BatchNormalization",
     "Cast",
+    "Ceil",
     "Clip",
     "Concat",
     "Constant",
@@ -63,6 +64,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Exp",
     "Expand",
     "Flatten",
+    "Floor",
     "Gather",
     "Gemm",
     "GlobalAveragePool",
@@ -105,6 +107,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Relu",
     "Reshape",
     "Resize",
+    "Round",
     "Scan",
     "RNN",
     "Shape",
@@ -1041,6 +1044,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "Sqrt" => unary!(UnaryOp::Sqrt),
         "Neg" => unary!(UnaryOp::Neg),
         "Abs" => unary!(UnaryOp::Abs),
+        "Floor" => unary!(UnaryOp::Floor),
+        "Ceil" => unary!(UnaryOp::Ceil),
+        "Round" => unary!(UnaryOp::Round),
         "Not" => unary!(UnaryOp::Not),
         "IsNaN" => unary!(UnaryOp::IsNaN),
         "Reciprocal" => {
@@ -1254,9 +1260,13 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let x = req(0)?;
             let xt = ctx.ty(&x);
             let r = xt.rank();
+            let narrow = ctx.narrow.get(&node.input[0]).copied();
             if opset >= 13 {
                 let axis = norm_axis(a.int_or("axis", -1), r, "axis")?;
-                one(ctx.emit1(name, Op::Softmax { axis }, &[x], false)?)
+                match narrow.filter(|n| n.wide() == DType::F32) {
+                    Some(n) => one(narrowing::softmax(ctx, name, x, axis, n)?),
+                    None => one(ctx.emit1(name, Op::Softmax { axis }, &[x], false)?),
+                }
             } else {
                 let axis = norm_axis(a.int_or("axis", 1), r, "axis")?;
                 if axis + 1 == r {

@@ -78,6 +78,9 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
             UnaryOp::Sqrt => e.b.ins().sqrt(x),
             UnaryOp::Neg => e.b.ins().fneg(x),
             UnaryOp::Abs => e.b.ins().fabs(x),
+            UnaryOp::Floor => e.b.ins().floor(x),
+            UnaryOp::Ceil => e.b.ins().ceil(x),
+            UnaryOp::Round => e.b.ins().nearest(x),
             UnaryOp::FakeQuantize {
                 scale,
                 zero,

@@ -93,6 +93,15 @@ pub(super) const OPS: &[&str] = &[
     "HammingWindow",
     "BlackmanWindow",
     "EyeLike",
+    "Sign",
+    "Xor",
+    "IsInf",
+    "ArgMax",
+    "ArgMin",
+    "ReduceMin",
+    "Hardmax",
+    "Mod",
+    "CumSum",
 ];
 
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
@@ -325,6 +334,145 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 let swish = s.binary(BinaryOp::Mul, &x, &gate)?;
                 s.last(Op::Binary(BinaryOp::Mul), &[swish, b])?
             }
+        }
+        "Sign" => {
+            if xt.dtype == DType::Bool {
+                return Err("Sign does not take bool".into());
+            }
+            let zero = s.constant(cast_scalar(0.0, xt.dtype)?);
+            let pos = s.binary(BinaryOp::Greater, &x, &zero)?;
+            let neg = s.binary(BinaryOp::Less, &x, &zero)?;
+            let p = s.op(Op::Cast { to: xt.dtype }, &[pos])?;
+            let n = s.op(Op::Cast { to: xt.dtype }, &[neg])?;
+            s.last(Op::Binary(BinaryOp::Sub), &[p, n])?
+        }
+        "Xor" => {
+            let y = second.ok_or("input #1 (B) is missing")?;
+            let eq = s.binary(BinaryOp::Equal, &x, &y)?;
+            s.last(Op::Unary(UnaryOp::Not), &[eq])?
+        }
+        "IsInf" => {
+            need_f32(s.ctx, &x, "IsInf")?;
+            let mut found: Option<Val> = None;
+            for (attr, v) in [
+                ("detect_positive", f32::INFINITY),
+                ("detect_negative", f32::NEG_INFINITY),
+            ] {
+                if a.int_or(attr, 1) != 0 {
+                    let c = s.f32(v);
+                    let eq = s.binary(BinaryOp::Equal, &x, &c)?;
+                    found = Some(match found {
+                        None => eq,
+                        Some(f) => s.binary(BinaryOp::Or, &f, &eq)?,
+                    });
+                }
+            }
+            match found {
+                Some(f) => f,
+                None => {
+                    let f = s.f32(0.0);
+                    let eq = s.binary(BinaryOp::Equal, &x, &f)?;
+                    let t = s.binary(BinaryOp::Equal, &x, &f)?;
+                    let never = s.unary(UnaryOp::Not, &t)?;
+                    s.binary(BinaryOp::And, &eq, &never)?
+                }
+            }
+        }
+        "ArgMax" | "ArgMin" | "Hardmax" => {
+            let hard = op_type == "Hardmax";
+            let default_axis = if hard && opset < 13 {
+                1
+            } else if hard {
+                -1
+            } else {
+                0
+            };
+            let axis = norm_axis(a.int_or("axis", default_axis), xt.rank().max(1), "axis")?;
+            if hard && opset < 13 {
+                return Err("Hardmax before opset 13 (2-D coerced axes) is not supported".into());
+            }
+            arg_extreme(
+                &mut s,
+                x,
+                axis,
+                op_type == "ArgMin",
+                a.int_or("select_last_index", 0) != 0,
+                a.int_or("keepdims", 1) != 0,
+                hard,
+            )?
+        }
+        "ReduceMin" => {
+            if matches!(xt.dtype, DType::Bool | DType::U8) {
+                return Err(format!("ReduceMin on {} is not supported", xt.dtype));
+            }
+            let axes = if opset >= 18 {
+                s.ctx
+                    .constant_input(node, 1, "axes")?
+                    .map(|t| t.to_i64_vec())
+            } else {
+                a.ints("axes")
+            };
+            let keepdims = a.int_or("keepdims", 1) != 0;
+            let noop = a.int_or("noop_with_empty_axes", 0) != 0;
+            let axes: Vec<usize> = match axes {
+                Some(v) if !v.is_empty() => v
+                    .iter()
+                    .map(|&ax| norm_axis(ax, xt.rank(), "axis"))
+                    .collect::<R<_>>()?,
+                _ if noop => return Ok(vec![Some(x)]),
+                _ => (0..xt.rank()).collect(),
+            };
+            if axes.iter().any(|&ax| xt.shape[ax] == 0) {
+                return Err("ReduceMin over an empty axis is not supported".into());
+            }
+            let neg = s.unary(UnaryOp::Neg, &x)?;
+            let m = s.reduce(ReduceKind::Max, &neg, &axes, keepdims)?;
+            s.last(Op::Unary(UnaryOp::Neg), &[m])?
+        }
+        "Mod" => {
+            let y = second.ok_or("input #1 (B) is missing")?;
+            if !matches!(xt.dtype, DType::I64 | DType::I32 | DType::I8 | DType::U8) {
+                return Err(format!(
+                    "Mod is supported on integers (optc has no exact float remainder yet), got {xt}"
+                ));
+            }
+            // Truncated remainder; for fmod = 0 moved to the divisor's sign (Python's %).
+            let q = s.binary(BinaryOp::Div, &x, &y)?;
+            let qy = s.binary(BinaryOp::Mul, &q, &y)?;
+            let r = s.binary(BinaryOp::Sub, &x, &qy)?;
+            if a.int_or("fmod", 0) != 0 {
+                r
+            } else {
+                let zero = s.constant(cast_scalar(0.0, xt.dtype)?);
+                let r_neg = s.binary(BinaryOp::Less, &r, &zero)?;
+                let y_neg = s.binary(BinaryOp::Less, &y, &zero)?;
+                let r_zero = s.binary(BinaryOp::Equal, &r, &zero)?;
+                let differ = s.binary(BinaryOp::Equal, &r_neg, &y_neg)?;
+                let differ = s.unary(UnaryOp::Not, &differ)?;
+                let nonzero = s.unary(UnaryOp::Not, &r_zero)?;
+                let fix = s.binary(BinaryOp::And, &differ, &nonzero)?;
+                let shifted = s.binary(BinaryOp::Add, &r, &y)?;
+                s.last(Op::Where, &[fix, shifted, r])?
+            }
+        }
+        "CumSum" => {
+            need_f32(s.ctx, &x, "CumSum")?;
+            let axis = s
+                .ctx
+                .constant_input(node, 1, "axis")?
+                .ok_or("the axis (input #1) is missing")?
+                .to_i64_vec();
+            let axis = match axis[..] {
+                [ax] => norm_axis(ax, xt.rank(), "axis")?,
+                _ => return Err(format!("axis {axis:?} must be one value")),
+            };
+            cumulative_sum(
+                &mut s,
+                x,
+                axis,
+                a.int_or("exclusive", 0) != 0,
+                a.int_or("reverse", 0) != 0,
+            )?
         }
         "LpPool" => lp_pool(&mut s, &a, x)?,
         "LRN" => local_response_norm(&mut s, &a, x)?,
@@ -674,6 +822,107 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         other => return Err(format!("{other} is not a decomposed op")),
     };
     Ok(vec![Some(out)])
+}
+
+/// A scalar constant of `dtype` with value `v`.
+fn cast_scalar(v: f32, dtype: DType) -> R<Tensor> {
+    Ok(
+        optc_ir::interp::eval_op(&Op::Cast { to: dtype }, &[&Tensor::scalar_f32(v)])
+            .map_err(|e| e.msg)?
+            .remove(0),
+    )
+}
+
+/// `ArgMax` / `ArgMin` (int64 indices of the first, or last, extreme along `axis`), or
+/// `Hardmax` (1 at the first maximum, 0 elsewhere): the extreme by a max reduction, the
+/// index by a max reduction over the positions where it is reached.
+fn arg_extreme(
+    s: &mut Steps,
+    x: Val,
+    axis: usize,
+    min: bool,
+    last: bool,
+    keepdims: bool,
+    hard: bool,
+) -> R<Val> {
+    let xt = s.ctx.ty(&x);
+    if xt.dtype == DType::Bool || (min && xt.dtype == DType::U8) {
+        return Err(format!("{} input is not supported", xt.dtype));
+    }
+    let n = xt.shape[axis];
+    if n == 0 {
+        return Err(format!("axis {axis} of {xt} is empty"));
+    }
+    if n > 1 << 24 {
+        return Err(format!("axis {axis} of {xt} is too long"));
+    }
+    let v = if min { s.unary(UnaryOp::Neg, &x)? } else { x };
+    let m = s.reduce(ReduceKind::Max, &v, &[axis], true)?;
+    let at = s.binary(BinaryOp::Equal, &v, &m)?;
+    // Positions along the axis as f32 (exact below 2^24), negated to find the first.
+    let mut shape = vec![1; xt.rank()];
+    shape[axis] = n;
+    let sign = if last { 1.0 } else { -1.0 };
+    let iota = s.constant(
+        Tensor::from_f32(shape, (0..n).map(|i| sign * i as f32).collect()).map_err(|e| e.msg)?,
+    );
+    let never = s.f32(f32::NEG_INFINITY);
+    let cand = s.op(Op::Where, &[at, iota.clone(), never])?;
+    let pick = s.reduce(ReduceKind::Max, &cand, &[axis], true)?;
+    if hard {
+        let hit = s.binary(BinaryOp::Equal, &iota, &pick)?;
+        return s.last(Op::Cast { to: xt.dtype }, &[hit]);
+    }
+    let pos = if last {
+        pick
+    } else {
+        s.unary(UnaryOp::Neg, &pick)?
+    };
+    let idx = s.op(Op::Cast { to: DType::I64 }, &[pos])?;
+    if keepdims {
+        Ok(idx)
+    } else {
+        let mut out = xt.shape.clone();
+        out.remove(axis);
+        s.reshape(&idx, out)
+    }
+}
+
+/// `CumSum` along `axis`: a `MatMul` with a constant triangular matrix of ones (strict
+/// for `exclusive`, flipped for `reverse`), the axis moved last and back.
+fn cumulative_sum(s: &mut Steps, x: Val, axis: usize, exclusive: bool, reverse: bool) -> R<Val> {
+    let xt = s.ctx.ty(&x);
+    let r = xt.rank();
+    let n = xt.shape[axis];
+    if n > 4096 {
+        return Err(format!("axis {axis} of {xt} is longer than optc's 4096"));
+    }
+    // w[i][j] = 1 when input i counts towards output j.
+    let w: Vec<f32> = (0..n * n)
+        .map(|k| {
+            let (i, j) = (k / n, k % n);
+            let counts = match (reverse, exclusive) {
+                (false, false) => i <= j,
+                (false, true) => i < j,
+                (true, false) => i >= j,
+                (true, true) => i > j,
+            };
+            counts as u8 as f32
+        })
+        .collect();
+    let w = s.constant(Tensor::from_f32(vec![n, n], w).map_err(|e| e.msg)?);
+    if axis + 1 == r {
+        return s.last(Op::MatMul, &[x, w]);
+    }
+    let mut perm: Vec<usize> = (0..r).filter(|&d| d != axis).collect();
+    perm.push(axis);
+    let mut back = vec![0; r];
+    for (k, &d) in perm.iter().enumerate() {
+        back[d] = k;
+    }
+    let moved = s.transpose(&x, perm)?;
+    let summed = s.op(Op::MatMul, &[moved, w])?;
+    s.last(Op::Transpose { perm: back }, &[summed])
 }
 
 /// The second and third outputs of `LayerNormalization`: the mean and `1 / sqrt(var + eps)`

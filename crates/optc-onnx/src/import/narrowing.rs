@@ -3,6 +3,7 @@
 //! computes a new value of such a type. Ops that only move or select values (reshapes,
 //! slices, gathers, concatenations, max/min, where, ...) keep the type without one.
 
+use super::steps::Steps;
 use super::{Ctx, Val, R};
 use crate::narrow::Narrow;
 use crate::proto::Attrs;
@@ -63,6 +64,31 @@ pub(super) fn check_inputs(ctx: &Ctx, node: &pb::NodeProto) -> R<()> {
         );
     }
     Ok(())
+}
+
+/// `Softmax` of a narrow float along `axis` as the ONNX reference computes it in that type:
+/// every step (`x - max`, `exp`, the sum) rounded to it, the division rounded by the node's
+/// own narrowing. A fused f32 softmax rounded once differs in the last place.
+pub(super) fn softmax(ctx: &mut Ctx, name: &str, x: Val, axis: usize, narrow: Narrow) -> R<Val> {
+    use optc_ir::{BinaryOp, Op, ReduceKind, UnaryOp};
+    if narrow == Narrow::Bf16 {
+        // The reference sums in bfloat16 (each partial sum rounded): a sum in f32 differs
+        // by a unit in the last place in many outputs.
+        return Err(
+            "Softmax on bfloat16 is not supported (optc sums in f32, which differs \
+                    from bfloat16 summation in the last place)"
+                .into(),
+        );
+    }
+    let mut s = Steps::new(ctx, name);
+    let m = s.reduce(ReduceKind::Max, &x, &[axis], true)?;
+    let d = s.binary(BinaryOp::Sub, &x, &m)?;
+    let d = s.op(narrow.op(), &[d])?;
+    let e = s.unary(UnaryOp::Exp, &d)?;
+    let e = s.op(narrow.op(), &[e])?;
+    let sum = s.reduce(ReduceKind::Sum, &e, &[axis], true)?;
+    let sum = s.op(narrow.op(), &[sum])?;
+    s.last(Op::Binary(BinaryOp::Div), &[e, sum])
 }
 
 /// The narrow type of the tensor proto a node's attribute holds, if any.
