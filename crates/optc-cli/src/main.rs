@@ -144,6 +144,10 @@ struct BenchArgs {
     c: CompileArgs,
     #[command(flatten)]
     t: ThreadArgs,
+    /// The inputs to measure on (default: random ones); values a node needs at compile
+    /// time (an `If` on a sample rate) come from them, as for `run`.
+    #[command(flatten)]
+    i: InputArgs,
     /// Print one JSON object (optc's `median_ms`, `p90_ms`; tract's too with `--tract`).
     #[arg(long)]
     json: bool,
@@ -224,14 +228,6 @@ fn jit_options(c: &CompileArgs, t: &ThreadArgs) -> Res<Options> {
 
 fn read_model(path: &Path) -> Res<Vec<u8>> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-fn compile(c: &CompileArgs, t: &ThreadArgs, bytes: &[u8]) -> Res<optc::CompiledModel> {
-    let opts = jit_options(c, t)?;
-    let m = optc::compile_bytes(bytes, &opts).map_err(|e| c.compile_error(e))?;
-    require_compiled(&m)?;
-    c.show_compression(m.report().compression.as_ref())?;
-    Ok(m)
 }
 
 /// A model with dynamic dims is compiled only once their sizes are known: from
@@ -573,10 +569,11 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
         t => t,
     };
     let bytes = read_model(&a.c.model)?;
+    let known = known_inputs(&bytes, &a.i)?;
     let t0 = Instant::now();
-    let mut m = compile(&a.c, &a.t, &bytes)?;
+    let mut m = compile_with_inputs(&a.c, &a.t, &bytes, &known)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let inputs = optc::random_inputs(&m.input_types(), 0);
+    let inputs = gather_inputs(&m, &known, a.i.seed)?;
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let mut outs: Vec<Tensor> = m
         .output_types()
