@@ -15,6 +15,7 @@ mod attention;
 mod control_flow;
 mod conv_transpose;
 mod decompose;
+mod einsum;
 mod narrowing;
 mod quantization;
 mod recurrent;
@@ -59,6 +60,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Div",
     "Dropout",
     "DynamicQuantizeLinear",
+    "Einsum",
     "Equal",
     "Erf",
     "Exp",
@@ -1167,6 +1169,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "If" | "Loop" | "Scan" => control_flow::convert(ctx, node, name),
         "Attention" => attention::convert(ctx, node, name),
         "ConvTranspose" => conv_transpose::convert(ctx, node, name),
+        "Einsum" => einsum::convert(ctx, node, name),
         "Resize" | "Upsample" => resize::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),

@@ -47,21 +47,20 @@ const MOVES: &[&str] = &[
 /// Ops whose outputs are indices or shapes, never of their inputs' type.
 const INDICES: &[&str] = &["ArgMax", "ArgMin", "NonZero", "Shape", "Size"];
 
-/// Refuse what optc cannot compute as the narrow type does: an `Attention` on bfloat16
-/// inputs. optc computes the composition in f32 and rounds once; the ONNX reference rounds
+/// Refuse what optc cannot compute as the narrow type does: `Attention` and `Einsum` on
+/// bfloat16 inputs. optc computes the composition in f32 and rounds once; the ONNX reference rounds
 /// every step to bfloat16, and the two differ by a bfloat16 unit (0.4%) in many outputs.
 pub(super) fn check_inputs(ctx: &Ctx, node: &pb::NodeProto) -> R<()> {
     let bf16 = node
         .input
         .iter()
         .any(|n| ctx.narrow.get(n) == Some(&Narrow::Bf16));
-    if bf16 && node.op_type == "Attention" {
-        return Err(
-            "Attention on bfloat16 inputs is not supported (optc would compute it in \
-                    f32 and round once, which differs from bfloat16 arithmetic by a unit in \
-                    the last place)"
-                .into(),
-        );
+    if bf16 && ["Attention", "Einsum"].contains(&node.op_type.as_str()) {
+        return Err(format!(
+            "{} on bfloat16 inputs is not supported (optc would compute it in f32 and round \
+             once, which differs from bfloat16 arithmetic by a unit in the last place)",
+            node.op_type
+        ));
     }
     Ok(())
 }
