@@ -1225,3 +1225,26 @@ fn constant_and_shape_folding() {
         "shape chain not folded: {kinds:?}"
     );
 }
+
+#[test]
+fn trigonometric_and_hyperbolic_functions_against_tract() {
+    let mut r = Rng::new(31);
+    for op in [
+        "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+    ] {
+        // inside each function's domain
+        let (lo, hi) = match op {
+            "Asin" | "Acos" | "Atanh" => (-0.99, 0.99),
+            "Acosh" => (1.0, 9.0),
+            _ => (-3.0, 3.0),
+        };
+        check_op(
+            op,
+            op,
+            13,
+            &[("x", r.tensor(&[5, 7], lo, hi), false)],
+            vec![],
+            1,
+        );
+    }
+}

@@ -36,6 +36,7 @@ pub(crate) struct RuntimeRefs {
     pub log: FuncRef,
     pub pow: FuncRef,
     pub integer_pow: FuncRef,
+    pub unary_math: FuncRef,
 }
 /// A kernel being built: the builder plus target facts.
 pub(crate) struct Emitter<'f> {

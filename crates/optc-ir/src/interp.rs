@@ -846,6 +846,17 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
         UnaryOp::Floor => fmap(&f64::floor),
         UnaryOp::Ceil => fmap(&f64::ceil),
         UnaryOp::Round => fmap(&f64::round_ties_even),
+        UnaryOp::Sin => fmap(&f64::sin),
+        UnaryOp::Cos => fmap(&f64::cos),
+        UnaryOp::Tan => fmap(&f64::tan),
+        UnaryOp::Asin => fmap(&f64::asin),
+        UnaryOp::Acos => fmap(&f64::acos),
+        UnaryOp::Atan => fmap(&f64::atan),
+        UnaryOp::Sinh => fmap(&f64::sinh),
+        UnaryOp::Cosh => fmap(&f64::cosh),
+        UnaryOp::Asinh => fmap(&f64::asinh),
+        UnaryOp::Acosh => fmap(&f64::acosh),
+        UnaryOp::Atanh => fmap(&f64::atanh),
         UnaryOp::LeakyRelu { alpha } => {
             let a = *alpha as f64;
             fmap(&|v| if v < 0.0 { a * v } else { v })

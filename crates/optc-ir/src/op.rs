@@ -85,6 +85,18 @@ pub enum UnaryOp {
     Ceil,
     /// Round to the nearest integer, ties to even (f32).
     Round,
+    /// The trigonometric and hyperbolic functions of f32 (libm's `sinf`, ..., `atanhf`).
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Asinh,
+    Acosh,
+    Atanh,
     /// bool → bool
     Not,
     /// f32 → bool

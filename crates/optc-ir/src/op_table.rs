@@ -262,6 +262,17 @@ op_table! {
     Floor "floor" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Floor));
     Ceil "ceil" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Ceil));
     Round "round" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::Round));
+    Sin "sin" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Sin));
+    Cos "cos" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Cos));
+    Tan "tan" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Tan));
+    Asin "asin" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Asin));
+    Acos "acos" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Acos));
+    Atan "atan" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Atan));
+    Sinh "sinh" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Sinh));
+    Cosh "cosh" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Cosh));
+    Asinh "asinh" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Asinh));
+    Acosh "acosh" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Acosh));
+    Atanh "atanh" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Atanh));
     Not "not" (1, 1) Unary Elementwise [] {} (Op::Unary(U::Not));
     IsNaN "is_nan" (1, 1) Unary Elementwise [] {} (Op::Unary(U::IsNaN));
     NanTo "nan_to" (1, 1) Unary Elementwise [FusedStep FusedBase] {value: Float}

@@ -26,7 +26,42 @@ fn emitter(f: RuntimeFunction) -> RuntimeEmitter {
         RuntimeFunction::Pow => emit_powf,
         RuntimeFunction::IntegerPow => emit_powi,
         RuntimeFunction::ParallelFor => emit_parallel_for,
+        RuntimeFunction::UnaryMath => emit_unary_math,
     }
+}
+
+/// `runtime::optc_rt_unary_math`: a jump on the code to a call of the libm function.
+fn emit_unary_math(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
+    let p = params(b);
+    let (x, code) = (p[0], p[1]);
+    let cc = b.func.signature.call_conv;
+    let blocks: Vec<_> = runtime::UNARY_MATH
+        .iter()
+        .map(|_| b.create_block())
+        .collect();
+    let fallback = b.create_block();
+    let table: Vec<_> = blocks
+        .iter()
+        .map(|&blk| b.func.dfg.block_call(blk, &[]))
+        .collect();
+    let default = b.func.dfg.block_call(fallback, &[]);
+    let jt = b
+        .func
+        .create_jump_table(cranelift_codegen::ir::JumpTableData::new(default, &table));
+    b.ins().br_table(code, jt);
+    for (&blk, name) in blocks.iter().zip(runtime::UNARY_MATH) {
+        b.switch_to_block(blk);
+        b.seal_block(blk);
+        let f = libm(name, sig_of(cc, &[types::F32], &[types::F32]), b.func)?;
+        let c = b.ins().call(f, &[x]);
+        let r = b.inst_results(c)[0];
+        b.ins().return_(&[r]);
+    }
+    b.switch_to_block(fallback);
+    b.seal_block(fallback);
+    let nan = b.ins().f32const(f32::NAN);
+    b.ins().return_(&[nan]);
+    Ok(())
 }
 
 fn sig_of(
@@ -327,6 +362,21 @@ mod tests {
             f32::NAN,
             123.456,
         ];
+        // SAFETY: as above, the runtime table's signature of `optc_rt_unary_math`.
+        let unary_math = unsafe {
+            std::mem::transmute::<*const u8, extern "C" fn(f32, i32) -> f32>(ptr(
+                RuntimeFunction::UnaryMath,
+            ))
+        };
+        for &x in &fs {
+            for code in 0..=runtime::UNARY_MATH.len() as i32 {
+                assert_eq!(
+                    unary_math(x, code).to_bits(),
+                    crate::runtime::optc_rt_unary_math(x, code).to_bits(),
+                    "unary math {code} ({x})"
+                );
+            }
+        }
         for &x in &fs {
             assert_eq!(
                 logf(x).to_bits(),

@@ -38,6 +38,7 @@ impl RuntimeImports {
             log: module.declare_func_in_func(self.id(RuntimeFunction::Log), func),
             pow: module.declare_func_in_func(self.id(RuntimeFunction::Pow), func),
             integer_pow: module.declare_func_in_func(self.id(RuntimeFunction::IntegerPow), func),
+            unary_math: module.declare_func_in_func(self.id(RuntimeFunction::UnaryMath), func),
         }
     }
 }

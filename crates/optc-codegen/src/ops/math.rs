@@ -78,6 +78,41 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
             UnaryOp::Sqrt => e.b.ins().sqrt(x),
             UnaryOp::Neg => e.b.ins().fneg(x),
             UnaryOp::Abs => e.b.ins().fabs(x),
+            UnaryOp::Sin
+            | UnaryOp::Cos
+            | UnaryOp::Tan
+            | UnaryOp::Asin
+            | UnaryOp::Acos
+            | UnaryOp::Atan
+            | UnaryOp::Sinh
+            | UnaryOp::Cosh
+            | UnaryOp::Asinh
+            | UnaryOp::Acosh
+            | UnaryOp::Atanh => {
+                if ty.is_vector() {
+                    return None;
+                }
+                let code = [
+                    UnaryOp::Sin,
+                    UnaryOp::Cos,
+                    UnaryOp::Tan,
+                    UnaryOp::Asin,
+                    UnaryOp::Acos,
+                    UnaryOp::Atan,
+                    UnaryOp::Sinh,
+                    UnaryOp::Cosh,
+                    UnaryOp::Asinh,
+                    UnaryOp::Acosh,
+                    UnaryOp::Atanh,
+                ]
+                .iter()
+                .position(|v| v == u)
+                .unwrap_or(0);
+                let f = e.runtime.unary_math;
+                let c = e.b.ins().iconst(types::I32, code as i64);
+                let call = e.b.ins().call(f, &[x, c]);
+                e.b.inst_results(call)[0]
+            }
             UnaryOp::Floor => e.b.ins().floor(x),
             UnaryOp::Ceil => e.b.ins().ceil(x),
             UnaryOp::Round => e.b.ins().nearest(x),

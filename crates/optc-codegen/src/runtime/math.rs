@@ -35,3 +35,46 @@ pub extern "C" fn optc_rt_powi(x: i64, ef: f64, is_int: i32, ei: i64, lo: i64, h
         }
     }
 }
+
+/// The libm functions behind [`optc_rt_unary_math`], by code (`UnaryOp::Sin` is 0, ...).
+pub const UNARY_MATH: [&str; 11] = [
+    "sinf", "cosf", "tanf", "asinf", "acosf", "atanf", "sinhf", "coshf", "asinhf", "acoshf",
+    "atanhf",
+];
+
+extern "C" {
+    fn sinf(x: f32) -> f32;
+    fn cosf(x: f32) -> f32;
+    fn tanf(x: f32) -> f32;
+    fn asinf(x: f32) -> f32;
+    fn acosf(x: f32) -> f32;
+    fn atanf(x: f32) -> f32;
+    fn sinhf(x: f32) -> f32;
+    fn coshf(x: f32) -> f32;
+    fn asinhf(x: f32) -> f32;
+    fn acoshf(x: f32) -> f32;
+    fn atanhf(x: f32) -> f32;
+}
+
+/// libm function number `code` of [`UNARY_MATH`] at `x` (NaN for an unknown code). AOT
+/// objects call the same libm functions.
+pub extern "C" fn optc_rt_unary_math(x: f32, code: i32) -> f32 {
+    // SAFETY: the libm functions of one f32 argument are defined for every input (NaN, inf
+    // and out-of-domain values give NaN or inf); the C library the process links provides them.
+    unsafe {
+        match code {
+            0 => sinf(x),
+            1 => cosf(x),
+            2 => tanf(x),
+            3 => asinf(x),
+            4 => acosf(x),
+            5 => atanf(x),
+            6 => sinhf(x),
+            7 => coshf(x),
+            8 => asinhf(x),
+            9 => acoshf(x),
+            10 => atanhf(x),
+            _ => f32::NAN,
+        }
+    }
+}

@@ -4,7 +4,8 @@
 //! equivalent of each into the object (`aot::runtime`, one emitter per [`RuntimeFunction`],
 //! checked against the host functions by a test).
 //!
-//! - `math.rs`: `logf`, `powf` and the integer `pow` of the elementwise kernels,
+//! - `math.rs`: `logf`, `powf`, the integer `pow` and libm's trigonometric and hyperbolic
+//!   functions of the elementwise kernels,
 //! - `threads.rs`: `optc_rt_parallel_for` and the persistent thread pool behind it.
 
 use cranelift_codegen::ir::{types, AbiParam, Signature, Type};
@@ -13,7 +14,7 @@ use cranelift_codegen::isa::CallConv;
 mod math;
 mod threads;
 
-pub use math::{optc_rt_logf, optc_rt_powf, optc_rt_powi};
+pub use math::{optc_rt_logf, optc_rt_powf, optc_rt_powi, optc_rt_unary_math, UNARY_MATH};
 pub use threads::{
     available_cores, optc_rt_parallel_for, run_begin, set_active_wait, set_thread_count, RunGuard,
     TaskFn,
@@ -30,6 +31,9 @@ pub enum RuntimeFunction {
     IntegerPow,
     /// `task(ctx, i)` for every `i` in `0..n`, on the thread pool.
     ParallelFor,
+    /// One of libm's f32 trigonometric and hyperbolic functions, chosen by a code
+    /// ([`UNARY_MATH`]).
+    UnaryMath,
 }
 
 /// The type of a parameter or result of a runtime function.
@@ -79,7 +83,7 @@ impl RuntimeSymbol {
 }
 
 /// Every runtime function, in the order the lowering declares them.
-pub static SYMBOLS: [RuntimeSymbol; 4] = [
+pub static SYMBOLS: [RuntimeSymbol; 5] = [
     RuntimeSymbol {
         function: RuntimeFunction::Log,
         name: "optc_rt_logf",
@@ -114,6 +118,13 @@ pub static SYMBOLS: [RuntimeSymbol; 4] = [
         params: &[AbiType::Pointer, AbiType::Pointer, AbiType::I64],
         returns: &[],
         address: || optc_rt_parallel_for as *const u8,
+    },
+    RuntimeSymbol {
+        function: RuntimeFunction::UnaryMath,
+        name: "optc_rt_unary_math",
+        params: &[AbiType::F32, AbiType::I32],
+        returns: &[AbiType::F32],
+        address: || optc_rt_unary_math as *const u8,
     },
 ];
 
