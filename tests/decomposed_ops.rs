@@ -349,3 +349,51 @@ fn xor_and_is_inf_follow_their_definitions() {
     assert_eq!(y[0].to_f64_vec(), want);
     assert_eq!(y[1].to_f64_vec(), vec![0.0, 1.0, 0.0, 0.0, 0.0]);
 }
+
+#[test]
+fn bit_shifts_follow_the_reference_rules() {
+    // int32: amounts outside 0..32 give 0, or -1 for a negative value shifted right.
+    let x = Tensor::from_i64(vec![6], vec![5, -5, 1, -8, 7, -1]).unwrap();
+    let k = Tensor::from_i64(vec![6], vec![1, 2, 31, 40, -1, 3]).unwrap();
+    for (dir, want) in [
+        ("LEFT", vec![10i64, -20, i32::MIN as i64, 0, 0, -8]),
+        ("RIGHT", vec![2, -2, 0, -1, 0, -1]),
+    ] {
+        let mut b = ModelBuilder::new(28);
+        b.input("x", DType::I32, &[6]).input("k", DType::I32, &[6]);
+        b.node(
+            "BitShift",
+            &["x", "k"],
+            &["y"],
+            vec![("direction", A::Str(dir.into()))],
+        );
+        b.output("y");
+        let cast = |t: &Tensor| {
+            optc_ir::interp::eval_op(&optc_ir::Op::Cast { to: DType::I32 }, &[t])
+                .unwrap()
+                .remove(0)
+        };
+        let y = run_model(&b, &[cast(&x), cast(&k)]);
+        assert_eq!(y[0].to_i64_vec(), want, "{dir}");
+    }
+    // uint16 (held widened): shifted out bits are gone.
+    let mut b = ModelBuilder::new(18);
+    b.input("x", DType::I64, &[3]).input("k", DType::I64, &[3]);
+    b.node("Cast", &["x"], &["xu"], vec![("to", A::Int(4))]);
+    b.node("Cast", &["k"], &["ku"], vec![("to", A::Int(4))]);
+    b.node(
+        "BitShift",
+        &["xu", "ku"],
+        &["y"],
+        vec![("direction", A::Str("LEFT".into()))],
+    );
+    b.output("y");
+    let y = run_model(
+        &b,
+        &[
+            Tensor::from_i64(vec![3], vec![0x8001, 3, 1]).unwrap(),
+            Tensor::from_i64(vec![3], vec![1, 15, 16]).unwrap(),
+        ],
+    );
+    assert_eq!(y[0].to_i64_vec(), vec![2, 0x8000, 0]);
+}

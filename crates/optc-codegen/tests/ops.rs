@@ -1749,3 +1749,40 @@ fn where_isnan_fused_pass() {
         check(&g, &[t.clone(), w.clone()], EXACT);
     }
 }
+
+#[test]
+fn bitwise_ops_on_every_integer_type() {
+    let a: Vec<i64> = vec![0, 1, -1, 5, -128, 127, 85, -86, 3, 64, -7, 100];
+    let b: Vec<i64> = vec![1, 0, 3, 7, 1, 2, 15, 4, 9, 6, 33, 70];
+    let n = a.len();
+    for dt in [DType::I64, DType::I32, DType::I8, DType::U8] {
+        let cast = |v: &[i64]| {
+            optc_ir::interp::eval_op(
+                &Op::Cast { to: dt },
+                &[&Tensor::from_i64(vec![n], v.to_vec()).unwrap()],
+            )
+            .unwrap()
+            .remove(0)
+        };
+        let (ta, tb) = (cast(&a), cast(&b));
+        for op in [
+            BinaryOp::BitAnd,
+            BinaryOp::BitOr,
+            BinaryOp::BitXor,
+            BinaryOp::ShiftLeft,
+            BinaryOp::ShiftRight,
+        ] {
+            let mut g = Graph::new();
+            let x = g.add_input("x", TensorType::new(dt, vec![n]));
+            let y = g.add_input("y", TensorType::new(dt, vec![n]));
+            let z = g.add("b", Op::Binary(op), &[x, y]).unwrap();
+            g.add_output("z", z);
+            check(&g, &[ta.clone(), tb.clone()], EXACT);
+        }
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(dt, vec![n]));
+        let z = g.add("n", Op::Unary(UnaryOp::BitNot), &[x]).unwrap();
+        g.add_output("z", z);
+        check(&g, std::slice::from_ref(&ta), EXACT);
+    }
+}

@@ -773,6 +773,13 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
     match u {
         UnaryOp::Identity => Ok(x.data().clone()),
         UnaryOp::Not => Ok(Data::Bool(sl::<bool>(x)?.iter().map(|&b| !b).collect())),
+        UnaryOp::BitNot => match x.data() {
+            Data::I64(v) => Ok(Data::I64(v.iter().map(|a| !a).collect())),
+            Data::I32(v) => Ok(Data::I32(v.iter().map(|a| !a).collect())),
+            Data::I8(v) => Ok(Data::I8(v.iter().map(|a| !a).collect())),
+            Data::U8(v) => Ok(Data::U8(v.iter().map(|a| !a).collect())),
+            _ => bail!("bit_not needs integers, got {}", x.dtype()),
+        },
         UnaryOp::IsNaN => Ok(Data::Bool(f32s(x)?.iter().map(|v| v.is_nan()).collect())),
         UnaryOp::FakeQuantize {
             scale,
@@ -932,7 +939,14 @@ fn binary_num<T: Num>(op: BinaryOp, a: &[T], b: &[T], ia: &[usize], ib: &[usize]
         BinaryOp::Less => cmp(&|x, y| x < y),
         BinaryOp::GreaterOrEqual => cmp(&|x, y| x >= y),
         BinaryOp::LessOrEqual => cmp(&|x, y| x <= y),
-        BinaryOp::Pow | BinaryOp::And | BinaryOp::Or => {
+        BinaryOp::Pow
+        | BinaryOp::And
+        | BinaryOp::Or
+        | BinaryOp::BitAnd
+        | BinaryOp::BitOr
+        | BinaryOp::BitXor
+        | BinaryOp::ShiftLeft
+        | BinaryOp::ShiftRight => {
             bail!("{:?} does not take {}", op, T::DT)
         }
     })
@@ -972,9 +986,43 @@ fn pow_num<T: Num>(a: &[T], e: &Tensor, ia: &[usize], ib: &[usize]) -> Data {
     )
 }
 
+/// The bitwise ops on integers, computed on their i64 values (sign- or zero-extended) and
+/// wrapped to the element width; shift amounts are taken modulo the width.
+fn bitwise(op: BinaryOp, a: &Tensor, b: &Tensor, ia: &[usize], ib: &[usize]) -> Result<Data> {
+    let dt = a.dtype();
+    let width: u64 = match dt {
+        DType::I64 => 64,
+        DType::I32 => 32,
+        DType::I8 | DType::U8 => 8,
+        _ => bail!("{:?} needs integers, got {}", op, dt),
+    };
+    let (x, y) = (a.to_i64_vec(), b.to_i64_vec());
+    let v = (0..ia.len()).map(|i| {
+        let (p, q) = (x[ia[i]], y[ib[i]]);
+        let k = (q as u64 % width) as u32;
+        match op {
+            BinaryOp::BitAnd => p & q,
+            BinaryOp::BitOr => p | q,
+            BinaryOp::BitXor => p ^ q,
+            BinaryOp::ShiftLeft => p.wrapping_shl(k),
+            // arithmetic on a sign-extended value, logical on a zero-extended one
+            _ => p >> k,
+        }
+    });
+    Ok(match dt {
+        DType::I64 => Data::I64(v.collect()),
+        DType::I32 => Data::I32(v.map(|r| r as i32).collect()),
+        DType::I8 => Data::I8(v.map(|r| r as i8).collect()),
+        _ => Data::U8(v.map(|r| r as u8).collect()),
+    })
+}
+
 fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Data> {
     let ia = bcast_index(out, a.shape());
     let ib = bcast_index(out, b.shape());
+    if op.is_bitwise() {
+        return bitwise(op, a, b, &ia, &ib);
+    }
     if op == BinaryOp::Pow {
         return with_num_type!(a.dtype(), "pow", T => Ok(pow_num::<T>(sl::<T>(a)?, b, &ia, &ib)));
     }

@@ -99,6 +99,8 @@ pub enum UnaryOp {
     Atanh,
     /// bool → bool
     Not,
+    /// Bitwise not of integers.
+    BitNot,
     /// f32 → bool
     IsNaN,
     /// `isnan(x) ? value : x` (f32).
@@ -145,9 +147,30 @@ pub enum BinaryOp {
     LessOrEqual,
     And,
     Or,
+    /// Bitwise and of integers (two's complement).
+    BitAnd,
+    /// Bitwise or of integers.
+    BitOr,
+    /// Bitwise exclusive or of integers.
+    BitXor,
+    /// `x << (y mod width)` of integers, wrapping in the element width.
+    ShiftLeft,
+    /// `x >> (y mod width)` of integers: arithmetic for signed types, logical for unsigned.
+    ShiftRight,
 }
 
 impl BinaryOp {
+    /// The integer-only bitwise ops.
+    pub fn is_bitwise(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::BitAnd
+                | BinaryOp::BitOr
+                | BinaryOp::BitXor
+                | BinaryOp::ShiftLeft
+                | BinaryOp::ShiftRight
+        )
+    }
     pub fn is_comparison(self) -> bool {
         matches!(
             self,
@@ -602,6 +625,11 @@ impl Op {
                             bail!("clip does not take bool");
                         }
                     }
+                    UnaryOp::BitNot => {
+                        if !x.dtype.is_int() {
+                            bail!("bit_not needs integers, got {}", x.dtype);
+                        }
+                    }
                     UnaryOp::Wrap { bits, .. } => {
                         if !matches!(x.dtype, DType::I64 | DType::I32) {
                             bail!("wrap needs i64 or i32, got {}", x.dtype);
@@ -652,6 +680,9 @@ impl Op {
                 }
                 if b.is_logical() && a.dtype != DType::Bool {
                     bail!("{} needs bool, got {}", self.name(), a.dtype);
+                }
+                if b.is_bitwise() && !a.dtype.is_int() {
+                    bail!("{} needs integers, got {}", self.name(), a.dtype);
                 }
                 if !b.is_logical()
                     && (a.dtype == DType::Bool || c.dtype == DType::Bool)

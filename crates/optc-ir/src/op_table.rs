@@ -274,6 +274,7 @@ op_table! {
     Acosh "acosh" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Acosh));
     Atanh "atanh" (1, 1) Unary Transcendental [] {} (Op::Unary(U::Atanh));
     Not "not" (1, 1) Unary Elementwise [] {} (Op::Unary(U::Not));
+    BitNot "bit_not" (1, 1) Unary Elementwise [] {} (Op::Unary(U::BitNot));
     IsNaN "is_nan" (1, 1) Unary Elementwise [] {} (Op::Unary(U::IsNaN));
     NanTo "nan_to" (1, 1) Unary Elementwise [FusedStep FusedBase] {value: Float}
         (Op::Unary(U::NanTo { value }));
@@ -299,6 +300,11 @@ op_table! {
     LessOrEqual "less_or_equal" (2, 2) Binary Elementwise [] {} (Op::Binary(B::LessOrEqual));
     And "and" (2, 2) Binary Elementwise [Commutative] {} (Op::Binary(B::And));
     Or "or" (2, 2) Binary Elementwise [Commutative] {} (Op::Binary(B::Or));
+    BitAnd "bit_and" (2, 2) Binary Elementwise [Commutative] {} (Op::Binary(B::BitAnd));
+    BitOr "bit_or" (2, 2) Binary Elementwise [Commutative] {} (Op::Binary(B::BitOr));
+    BitXor "bit_xor" (2, 2) Binary Elementwise [Commutative] {} (Op::Binary(B::BitXor));
+    ShiftLeft "shift_left" (2, 2) Binary Elementwise [] {} (Op::Binary(B::ShiftLeft));
+    ShiftRight "shift_right" (2, 2) Binary Elementwise [] {} (Op::Binary(B::ShiftRight));
 
     Where "where" (3, 3) Select Elementwise [] {} (Op::Where);
     Cast "cast" (1, 1) Convert Elementwise [] {to: DTypeName} (Op::Cast { to });

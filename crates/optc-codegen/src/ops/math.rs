@@ -137,7 +137,7 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
                 let v = e.float_const(ty, *value);
                 e.select_float(ty, m, v, x)
             }
-            UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Wrap { .. } => return None,
+            UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Wrap { .. } | UnaryOp::BitNot => return None,
         },
         Elementwise::Binary(b) => {
             let y = a[1];
@@ -241,6 +241,7 @@ pub(super) fn scalar_math(
         Elementwise::Unary(u) => match u {
             UnaryOp::IsNaN => e.b.ins().fcmp(FloatCC::Unordered, x, x),
             UnaryOp::Not => e.b.ins().bxor_imm_s(x, 1),
+            UnaryOp::BitNot => e.b.ins().bnot(x),
             UnaryOp::Identity => x,
             UnaryOp::Relu => {
                 let z = e.b.ins().iconst(ty, 0);
@@ -361,8 +362,18 @@ pub(super) fn scalar_math(
                         x,
                         y,
                     ),
-                    BinaryOp::And => e.b.ins().band(x, y),
-                    BinaryOp::Or => e.b.ins().bor(x, y),
+                    BinaryOp::And | BinaryOp::BitAnd => e.b.ins().band(x, y),
+                    BinaryOp::Or | BinaryOp::BitOr => e.b.ins().bor(x, y),
+                    BinaryOp::BitXor => e.b.ins().bxor(x, y),
+                    // Cranelift takes shift amounts modulo the width, as the op says.
+                    BinaryOp::ShiftLeft => e.b.ins().ishl(x, y),
+                    BinaryOp::ShiftRight => {
+                        if sg {
+                            e.b.ins().sshr(x, y)
+                        } else {
+                            e.b.ins().ushr(x, y)
+                        }
+                    }
                     BinaryOp::Pow => {
                         let x64 = cast(e, x, dt, DType::I64);
                         let edt = dts[1];

@@ -102,6 +102,7 @@ pub(super) const OPS: &[&str] = &[
     "Hardmax",
     "Mod",
     "CumSum",
+    "BitShift",
 ];
 
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
@@ -473,6 +474,49 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 a.int_or("exclusive", 0) != 0,
                 a.int_or("reverse", 0) != 0,
             )?
+        }
+        "BitShift" => {
+            let y = second.ok_or("input #1 (Y) is missing")?;
+            if !xt.dtype.is_int() {
+                return Err(format!("BitShift needs integers, got {xt}"));
+            }
+            // The type's width (a narrow type's own), and its signedness.
+            let narrow = s.ctx.narrow.get(&node.input[0]).copied();
+            let (width, signed) = match (narrow, xt.dtype) {
+                (Some(crate::narrow::Narrow::I16), _) => (16, true),
+                (Some(crate::narrow::Narrow::U16), _) => (16, false),
+                (Some(crate::narrow::Narrow::U32), _) => (32, false),
+                (_, DType::I32) => (32, true),
+                (_, DType::I8) => (8, true),
+                (_, DType::U8) => (8, false),
+                _ => (64, true),
+            };
+            let left = match a.string("direction").as_deref() {
+                Some("LEFT") => true,
+                Some("RIGHT") => false,
+                d => return Err(format!("direction {d:?} must be LEFT or RIGHT")),
+            };
+            // Amounts outside 0..width give 0 (or -1 for a negative value shifted right).
+            let zero = s.constant(cast_scalar(0.0, xt.dtype)?);
+            let w = s.constant(cast_scalar(width as f32, xt.dtype)?);
+            let low = s.binary(BinaryOp::GreaterOrEqual, &y, &zero)?;
+            let high = s.binary(BinaryOp::Less, &y, &w)?;
+            let valid = s.binary(BinaryOp::And, &low, &high)?;
+            let amount = s.op(Op::Where, &[valid.clone(), y, zero.clone()])?;
+            let op = if left {
+                BinaryOp::ShiftLeft
+            } else {
+                BinaryOp::ShiftRight
+            };
+            let shifted = s.binary(op, &x, &amount)?;
+            let fill = if !left && signed {
+                let minus = s.constant(cast_scalar(-1.0, xt.dtype)?);
+                let negative = s.binary(BinaryOp::Less, &x, &zero)?;
+                s.op(Op::Where, &[negative, minus, zero])?
+            } else {
+                zero
+            };
+            s.last(Op::Where, &[valid, shifted, fill])?
         }
         "LpPool" => lp_pool(&mut s, &a, x)?,
         "LRN" => local_response_norm(&mut s, &a, x)?,
