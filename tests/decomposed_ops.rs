@@ -397,3 +397,78 @@ fn bit_shifts_follow_the_reference_rules() {
     );
     assert_eq!(y[0].to_i64_vec(), vec![2, 0x8000, 0]);
 }
+
+#[test]
+fn gather_elements_and_gather_nd_against_tract() {
+    let mut r = Rng::new(10);
+    let data = r.tensor(&[3, 4, 5], -1.0, 1.0);
+    for axis in [0i64, 1, 2, -1] {
+        let ax = axis.rem_euclid(3) as usize;
+        let mut ishape = vec![3, 4, 5];
+        ishape[ax] = 6;
+        let n = [3, 4, 5][ax] as i64;
+        let idx = r.tensor_i64(&ishape, -n, n);
+        check_op(
+            &format!("GatherElements axis {axis}"),
+            "GatherElements",
+            13,
+            &[("x", data.clone(), false), ("i", idx, false)],
+            vec![("axis", A::Int(axis))],
+            1,
+        );
+    }
+    // smaller indices than the data in the other dims
+    check_op(
+        "GatherElements narrow",
+        "GatherElements",
+        13,
+        &[
+            ("x", data.clone(), false),
+            ("i", r.tensor_i64(&[2, 3, 1], 0, 5), false),
+        ],
+        vec![("axis", A::Int(2))],
+        1,
+    );
+    for (ishape, batch_dims, hi) in [
+        (vec![4, 2], 0, 3),
+        (vec![2, 3], 0, 3),
+        (vec![2, 2, 1], 0, 3),
+        (vec![3, 2, 1], 1, 4),
+        (vec![3, 1], 1, 4),
+    ] {
+        check_op(
+            &format!("GatherND {ishape:?} batch_dims {batch_dims}"),
+            "GatherND",
+            13,
+            &[
+                ("x", data.clone(), false),
+                ("i", r.tensor_i64(&ishape, 0, hi), false),
+            ],
+            vec![("batch_dims", A::Int(batch_dims))],
+            1,
+        );
+    }
+}
+
+#[test]
+fn out_of_range_gather_indices_are_run_time_errors() {
+    for (op, bad) in [
+        ("GatherElements", 4i64),
+        ("GatherElements", -5),
+        ("GatherND", 3),
+    ] {
+        let mut b = ModelBuilder::new(13);
+        b.input("x", DType::F32, &[3, 4])
+            .input("i", DType::I64, &[3, 1]);
+        b.node(op, &["x", "i"], &["y"], vec![]);
+        b.output("y");
+        let mut m = optc::compile_bytes(&b.to_bytes(), &Options::default()).unwrap();
+        let x = Rng::new(1).tensor(&[3, 4], -1.0, 1.0);
+        let i = Tensor::from_i64(vec![3, 1], vec![0, bad, 1]).unwrap();
+        let e = m.run(&[x, i]).expect_err(op).to_string();
+        assert!(
+            e.to_lowercase().contains("index") || e.contains("range"),
+            "{op}: {e}"
+        );
+    }
+}

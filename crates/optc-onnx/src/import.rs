@@ -16,6 +16,7 @@ mod control_flow;
 mod conv_transpose;
 mod decompose;
 mod einsum;
+mod gather;
 mod narrowing;
 mod quantization;
 mod recurrent;
@@ -80,6 +81,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Flatten",
     "Floor",
     "Gather",
+    "GatherElements",
+    "GatherND",
     "Gemm",
     "GlobalAveragePool",
     "GlobalMaxPool",
@@ -1200,6 +1203,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "Attention" => attention::convert(ctx, node, name),
         "ConvTranspose" => conv_transpose::convert(ctx, node, name),
         "Einsum" => einsum::convert(ctx, node, name),
+        "GatherElements" | "GatherND" => gather::convert(ctx, node, name),
         "Resize" | "Upsample" => resize::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),
