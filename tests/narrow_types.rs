@@ -148,3 +148,53 @@ fn narrow_tensors_round_trip_through_tensor_protos() {
         assert_eq!(back.to_f64_vec(), want, "type {code}");
     }
 }
+
+const UINT64: i64 = 13;
+
+#[test]
+fn uint64_orders_by_its_unsigned_value() {
+    // the bits of 1, 2^63 + 5, 2^64 - 1 and of 2^63, 3, 2^64 - 2
+    let a = Tensor::from_i64(vec![3], vec![1, i64::MIN + 5, -1]).unwrap();
+    let b = Tensor::from_i64(vec![3], vec![i64::MIN, 3, -2]).unwrap();
+    let mut m = ModelBuilder::new(17);
+    m.input("a", DType::I64, &[3]).input("b", DType::I64, &[3]);
+    m.node("Cast", &["a"], &["au"], vec![("to", A::Int(UINT64))]);
+    m.node("Cast", &["b"], &["bu"], vec![("to", A::Int(UINT64))]);
+    m.node("Greater", &["au", "bu"], &["g"], vec![]);
+    m.node("Max", &["au", "bu"], &["mx"], vec![]);
+    m.node("Add", &["au", "bu"], &["s"], vec![]);
+    m.node("ArgMax", &["au"], &["i"], vec![("keepdims", A::Int(0))]);
+    m.output("g").output("mx").output("s").output("i");
+    let mut c = optc::compile_bytes(&m.to_bytes(), &Options::default()).unwrap();
+    let y = c.run(&[a.clone(), b.clone()]).unwrap();
+    let (ua, ub): (Vec<u64>, Vec<u64>) = (
+        a.to_i64_vec().iter().map(|&v| v as u64).collect(),
+        b.to_i64_vec().iter().map(|&v| v as u64).collect(),
+    );
+    let greater: Vec<f64> = ua
+        .iter()
+        .zip(&ub)
+        .map(|(x, z)| (x > z) as u8 as f64)
+        .collect();
+    assert_eq!(y[0].to_f64_vec(), greater);
+    let max: Vec<i64> = ua.iter().zip(&ub).map(|(x, z)| *x.max(z) as i64).collect();
+    assert_eq!(y[1].to_i64_vec(), max);
+    let sum: Vec<i64> = ua
+        .iter()
+        .zip(&ub)
+        .map(|(x, z)| x.wrapping_add(*z) as i64)
+        .collect();
+    assert_eq!(y[2].to_i64_vec(), sum);
+    assert_eq!(y[3].to_i64_vec(), vec![2]);
+    // Division would read the bits as signed: refused, naming the node.
+    let mut m = ModelBuilder::new(17);
+    m.input("a", DType::I64, &[3]);
+    m.node("Cast", &["a"], &["au"], vec![("to", A::Int(UINT64))]);
+    m.node_named("halve", "Div", &["au", "au"], &["y"], vec![]);
+    m.output("y");
+    let e = optc::compile_bytes(&m.to_bytes(), &Options::default())
+        .err()
+        .expect("Div on uint64")
+        .to_string();
+    assert!(e.contains("'halve'") && e.contains("uint64"), "{e}");
+}

@@ -626,8 +626,13 @@ fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<St
         let val = match declared_input(inp)?.narrow {
             Some(n) => {
                 ctx.narrow.insert(inp.name.clone(), n);
-                let name = ctx.unique(&format!("{}/narrow", inp.name));
-                ctx.emit1(&name, n.op(), &[val], false)?
+                match n.op() {
+                    Some(op) => {
+                        let name = ctx.unique(&format!("{}/narrow", inp.name));
+                        ctx.emit1(&name, op, &[val], false)?
+                    }
+                    None => val,
+                }
             }
             None => val,
         };
@@ -780,7 +785,11 @@ fn import_nodes(ctx: &mut Ctx, graph: &pb::GraphProto, prefix: &str) -> R<()> {
         let node = &graph.node[i];
         let label = &labels[i];
         let outs = narrowing::check_inputs(ctx, node)
-            .and_then(|()| convert(ctx, node, label))
+            .and_then(|()| narrowing::unsigned_order_in(ctx, node, label))
+            .and_then(|saved| {
+                let outs = convert(ctx, node, label);
+                narrowing::unsigned_order_out(ctx, node, label, saved, outs?)
+            })
             .and_then(|outs| narrowing::narrow_outputs(ctx, node, label, outs))
             .map_err(|e| format!("node '{label}' ({}): {e}", node.op_type))?;
         for (k, oname) in node.output.iter().enumerate() {

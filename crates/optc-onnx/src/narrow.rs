@@ -2,7 +2,9 @@
 //! as f32, `int16`, `uint16` and `uint32` as i64. A value of such a type is rounded (or
 //! wrapped) back into its type wherever it is produced, so every result is the one the
 //! narrow type gives; it crosses the API as the wide type (`optc run` reads and writes the
-//! narrow encoding in `.pb` files).
+//! narrow encoding in `.pb` files). `uint64` is held as the same 64 bits in an i64: exact
+//! for wrapping arithmetic and bits; orderings go through a sign-bit flip, and the ops that
+//! would read the bits as signed are refused (`import/narrowing.rs`).
 
 use optc_ir::{DType, Data, Op, Tensor, UnaryOp};
 use tract_onnx::pb;
@@ -15,6 +17,7 @@ pub enum Narrow {
     I16,
     U16,
     U32,
+    U64,
 }
 
 impl Narrow {
@@ -27,6 +30,7 @@ impl Narrow {
             T::Int16 => Narrow::I16,
             T::Uint16 => Narrow::U16,
             T::Uint32 => Narrow::U32,
+            T::Uint64 => Narrow::U64,
             _ => return None,
         })
     }
@@ -40,6 +44,7 @@ impl Narrow {
             Narrow::I16 => T::Int16,
             Narrow::U16 => T::Uint16,
             Narrow::U32 => T::Uint32,
+            Narrow::U64 => T::Uint64,
         }) as i32
     }
 
@@ -51,9 +56,11 @@ impl Narrow {
         }
     }
 
-    /// The op that brings a wide value back into the type.
-    pub fn op(self) -> Op {
-        Op::Unary(match self {
+    /// The op that brings a wide value back into the type (none for uint64: every i64
+    /// holds a uint64's bits).
+    pub fn op(self) -> Option<Op> {
+        Some(Op::Unary(match self {
+            Narrow::U64 => return None,
             Narrow::F16 => UnaryOp::RoundToHalf { bfloat: false },
             Narrow::Bf16 => UnaryOp::RoundToHalf { bfloat: true },
             Narrow::I16 => UnaryOp::Wrap {
@@ -68,12 +75,13 @@ impl Narrow {
                 bits: 32,
                 signed: false,
             },
-        })
+        }))
     }
 
     /// Bytes per element in ONNX's raw encoding.
     pub fn size(self) -> usize {
         match self {
+            Narrow::U64 => 8,
             Narrow::U32 => 4,
             _ => 2,
         }
@@ -95,8 +103,8 @@ impl Narrow {
                 .map(|c| c.iter().rev().fold(0u64, |acc, &b| (acc << 8) | b as u64))
                 .collect()
         } else {
-            // int32_data holds 16-bit types (one per entry), uint64_data holds uint32.
-            let v: Vec<u64> = if self == Narrow::U32 {
+            // int32_data holds 16-bit types (one per entry), uint64_data the unsigned ones.
+            let v: Vec<u64> = if matches!(self, Narrow::U32 | Narrow::U64) {
                 p.uint64_data.clone()
             } else {
                 p.int32_data.iter().map(|&x| x as u32 as u64).collect()
@@ -122,6 +130,7 @@ impl Narrow {
             Narrow::I16 => Data::I64(words.iter().map(|&w| w as u16 as i16 as i64).collect()),
             Narrow::U16 => Data::I64(words.iter().map(|&w| w as u16 as i64).collect()),
             Narrow::U32 => Data::I64(words.iter().map(|&w| w as u32 as i64).collect()),
+            Narrow::U64 => Data::I64(words.iter().map(|&w| w as i64).collect()),
         })
     }
 
@@ -148,6 +157,11 @@ impl Narrow {
             (Narrow::U32, Data::I64(v)) => {
                 for &x in v {
                     out.extend((x as u32).to_le_bytes());
+                }
+            }
+            (Narrow::U64, Data::I64(v)) => {
+                for &x in v {
+                    out.extend((x as u64).to_le_bytes());
                 }
             }
             _ => {

@@ -7,6 +7,7 @@ use super::steps::Steps;
 use super::{Ctx, Val, R};
 use crate::narrow::Narrow;
 use crate::proto::Attrs;
+use optc_ir::DType;
 use tract_onnx::pb;
 
 /// Ops whose outputs are some of their inputs' values, moved or selected: exact in the
@@ -55,6 +56,32 @@ pub(super) fn check_inputs(ctx: &Ctx, node: &pb::NodeProto) -> R<()> {
         .input
         .iter()
         .any(|n| ctx.narrow.get(n) == Some(&Narrow::Bf16));
+    let op = node.op_type.as_str();
+    let u64_input = node
+        .input
+        .iter()
+        .any(|n| ctx.narrow.get(n) == Some(&Narrow::U64));
+    if u64_input {
+        let a = Attrs { node };
+        let refused = if !UINT64_OPS.contains(&op) && !MOVES.contains(&op) {
+            true
+        } else if op == "BitShift" {
+            a.string("direction").as_deref() != Some("LEFT")
+        } else if op == "Cast" {
+            // to another integer type: the low bits, as C converts
+            !a.int("to")
+                .and_then(|t| crate::proto::held_as(t as i32))
+                .is_some_and(|d| matches!(d, DType::I64 | DType::I32 | DType::I8 | DType::U8))
+        } else {
+            false
+        };
+        if refused {
+            return Err(format!(
+                "{op} on uint64 is not supported (optc holds uint64 values as int64 bits; \
+                 this op would read them as signed)"
+            ));
+        }
+    }
     if bf16 && ["Attention", "Einsum"].contains(&node.op_type.as_str()) {
         return Err(format!(
             "{} on bfloat16 inputs is not supported (optc would compute it in f32 and round \
@@ -63,6 +90,104 @@ pub(super) fn check_inputs(ctx: &Ctx, node: &pb::NodeProto) -> R<()> {
         ));
     }
     Ok(())
+}
+
+/// Ops whose result on uint64 values held as int64 bits is right as it is (wrapping
+/// arithmetic, bits, moves) or through the sign-bit flip of [`unsigned_order_in`].
+const UINT64_OPS: &[&str] = &[
+    "Add",
+    "ArgMax",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseNot",
+    "BitwiseOr",
+    "BitwiseXor",
+    "Cast",
+    "CastLike",
+    "Constant",
+    "ConstantOfShape",
+    "Equal",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "Mul",
+    "ReduceMax",
+    "Shape",
+    "Size",
+    "Sub",
+    "Sum",
+];
+
+/// Ops that order their inputs: on uint64 they see the values with the sign bit flipped
+/// (an order-preserving map onto int64).
+const ORDERING: &[&str] = &[
+    "ArgMax",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "Max",
+    "Min",
+    "ReduceMax",
+];
+
+/// For an ordering op on uint64 inputs: rebind those inputs to their sign-flipped values;
+/// returns the bindings to restore after the node is converted.
+pub(super) fn unsigned_order_in(
+    ctx: &mut Ctx,
+    node: &pb::NodeProto,
+    label: &str,
+) -> R<Vec<(String, Val)>> {
+    let mut saved = vec![];
+    if !ORDERING.contains(&node.op_type.as_str()) {
+        return Ok(saved);
+    }
+    for (k, name) in node.input.iter().enumerate() {
+        if name.is_empty() || ctx.narrow.get(name) != Some(&Narrow::U64) {
+            continue;
+        }
+        let Some(v) = ctx.env.get(name).cloned() else {
+            continue;
+        };
+        let flipped = sign_flip(ctx, &format!("{label}/unsigned{k}"), v.clone())?;
+        ctx.env.insert(name.clone(), flipped);
+        saved.push((name.clone(), v));
+    }
+    Ok(saved)
+}
+
+/// Undo [`unsigned_order_in`]: restore the inputs and flip value outputs back.
+pub(super) fn unsigned_order_out(
+    ctx: &mut Ctx,
+    node: &pb::NodeProto,
+    label: &str,
+    saved: Vec<(String, Val)>,
+    mut outs: Vec<Option<Val>>,
+) -> R<Vec<Option<Val>>> {
+    if saved.is_empty() {
+        return Ok(outs);
+    }
+    for (name, v) in saved {
+        ctx.env.insert(name, v);
+    }
+    if ["Max", "Min", "ReduceMax"].contains(&node.op_type.as_str()) {
+        if let Some(Some(v)) = outs.first().cloned() {
+            outs[0] = Some(sign_flip(ctx, &format!("{label}/unsigned"), v)?);
+        }
+    }
+    Ok(outs)
+}
+
+fn sign_flip(ctx: &mut Ctx, name: &str, v: Val) -> R<Val> {
+    use optc_ir::{BinaryOp, Op, Tensor};
+    let n = ctx.unique(&format!("{name}/sign_bit"));
+    let bit = Val::Const {
+        t: std::sync::Arc::new(Tensor::scalar_i64(i64::MIN)),
+        name: n,
+    };
+    let n = ctx.unique(name);
+    ctx.emit1(&n, Op::Binary(BinaryOp::BitXor), &[v, bit], false)
 }
 
 /// `Softmax` of a narrow float along `axis` as the ONNX reference computes it in that type:
@@ -82,11 +207,12 @@ pub(super) fn softmax(ctx: &mut Ctx, name: &str, x: Val, axis: usize, narrow: Na
     let mut s = Steps::new(ctx, name);
     let m = s.reduce(ReduceKind::Max, &x, &[axis], true)?;
     let d = s.binary(BinaryOp::Sub, &x, &m)?;
-    let d = s.op(narrow.op(), &[d])?;
+    let round = narrow.op().ok_or("not a float type")?;
+    let d = s.op(round.clone(), &[d])?;
     let e = s.unary(UnaryOp::Exp, &d)?;
-    let e = s.op(narrow.op(), &[e])?;
+    let e = s.op(round.clone(), &[e])?;
     let sum = s.reduce(ReduceKind::Sum, &e, &[axis], true)?;
-    let sum = s.op(narrow.op(), &[sum])?;
+    let sum = s.op(round, &[sum])?;
     s.last(Op::Binary(BinaryOp::Div), &[e, sum])
 }
 
@@ -140,11 +266,12 @@ pub(super) fn narrow_outputs(
         if ctx.ty(&v).dtype != narrow.wide() || (op == "TopK" && k == 1) {
             continue;
         }
-        let v = if apply {
-            let name = ctx.unique(&format!("{label}/narrow{k}"));
-            ctx.emit1(&name, narrow.op(), &[v], false)?
-        } else {
-            v
+        let v = match narrow.op().filter(|_| apply) {
+            Some(op) => {
+                let name = ctx.unique(&format!("{label}/narrow{k}"));
+                ctx.emit1(&name, op, &[v], false)?
+            }
+            None => v,
         };
         if let Some(o) = node.output.get(k).filter(|o| !o.is_empty()) {
             ctx.narrow.insert(o.clone(), narrow);
