@@ -472,3 +472,35 @@ fn out_of_range_gather_indices_are_run_time_errors() {
         );
     }
 }
+
+#[test]
+fn top_k_against_tract() {
+    let mut r = Rng::new(12);
+    // repeated values: ties go to the lower index
+    let v: Vec<f32> = (0..48).map(|_| (r.below(6) as f32) * 0.5 - 1.0).collect();
+    let x = Tensor::from_f32(vec![4, 12], v).unwrap();
+    for (k, axis, largest) in [(3, 1, 1), (1, 0, 1), (5, -1, 0), (4, 0, 0)] {
+        check_op(
+            &format!("TopK k={k} axis={axis} largest={largest}"),
+            "TopK",
+            11,
+            &[
+                ("x", x.clone(), false),
+                ("k", Tensor::from_i64(vec![1], vec![k]).unwrap(), true),
+            ],
+            vec![("axis", A::Int(axis)), ("largest", A::Int(largest))],
+            2,
+        );
+    }
+    check_op(
+        "TopK i64",
+        "TopK",
+        11,
+        &[
+            ("x", r.tensor_i64(&[3, 7], -4, 4), false),
+            ("k", Tensor::from_i64(vec![1], vec![4]).unwrap(), true),
+        ],
+        vec![],
+        2,
+    );
+}

@@ -103,6 +103,7 @@ pub(super) const OPS: &[&str] = &[
     "Mod",
     "CumSum",
     "BitShift",
+    "TopK",
 ];
 
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
@@ -518,6 +519,23 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             };
             s.last(Op::Where, &[valid, shifted, fill])?
         }
+        "TopK" => {
+            let k = if opset >= 10 {
+                s.ctx
+                    .constant_input(node, 1, "k")?
+                    .ok_or("the k (input #1) is missing")?
+                    .to_i64_vec()
+            } else {
+                vec![a.int("k").ok_or("attribute 'k' is missing")?]
+            };
+            let k = match k[..] {
+                [k] if k >= 0 => k as usize,
+                _ => return Err(format!("k {k:?} must be one non-negative value")),
+            };
+            let axis = norm_axis(a.int_or("axis", -1), xt.rank().max(1), "axis")?;
+            let (values, indices) = top_k(&mut s, x, axis, k, a.int_or("largest", 1) != 0)?;
+            return Ok(vec![Some(values), Some(indices)]);
+        }
         "LpPool" => lp_pool(&mut s, &a, x)?,
         "LRN" => local_response_norm(&mut s, &a, x)?,
         "CenterCropPad" => {
@@ -930,6 +948,95 @@ fn arg_extreme(
         out.remove(axis);
         s.reshape(&idx, out)
     }
+}
+
+/// Most `k` the `TopK` composition unrolls (one max reduction per selected element).
+const TOP_K_MAX: usize = 128;
+
+/// `TopK`: the `k` largest (or smallest) values along `axis`, sorted, ties by the lower
+/// index, with their int64 indices. Selected one at a time: the extreme of what is not yet
+/// taken, its first position, then that position marked taken.
+fn top_k(s: &mut Steps, x: Val, axis: usize, k: usize, largest: bool) -> R<(Val, Val)> {
+    let xt = s.ctx.ty(&x);
+    if matches!(xt.dtype, DType::Bool | DType::U8) {
+        return Err(format!("TopK on {} is not supported", xt.dtype));
+    }
+    let n = xt.shape.get(axis).copied().unwrap_or(1);
+    if k > n {
+        return Err(format!("k {k} is larger than axis {axis} of {xt}"));
+    }
+    if k > TOP_K_MAX {
+        return Err(format!(
+            "k {k} is larger than the {TOP_K_MAX} optc's TopK unrolls"
+        ));
+    }
+    if n > 1 << 24 {
+        return Err(format!("axis {axis} of {xt} is too long"));
+    }
+    let v = if largest {
+        x
+    } else {
+        s.unary(UnaryOp::Neg, &x)?
+    };
+    let mut shape = vec![1; xt.rank()];
+    shape[axis] = n;
+    let iota = s.constant(
+        Tensor::from_f32(shape.clone(), (0..n).map(|i| -(i as f32)).collect())
+            .map_err(|e| e.msg)?,
+    );
+    // Below every value of the type (taken positions are also excluded by `taken`).
+    let lowest = s.constant(match xt.dtype {
+        DType::F32 => Tensor::scalar_f32(f32::NEG_INFINITY),
+        DType::I64 => Tensor::scalar_i64(i64::MIN),
+        DType::I32 => cast_scalar(i32::MIN as f32, DType::I32)?,
+        other => cast_scalar(-128.0, other)?,
+    });
+    let never = s.f32(f32::NEG_INFINITY);
+    let mut taken = s.constant(Tensor::new(shape, Data::Bool(vec![false; n])).map_err(|e| e.msg)?);
+    let (mut values, mut indices) = (vec![], vec![]);
+    for _ in 0..k {
+        let cand = s.op(Op::Where, &[taken.clone(), lowest.clone(), v.clone()])?;
+        let m = s.reduce(ReduceKind::Max, &cand, &[axis], true)?;
+        let eq = s.binary(BinaryOp::Equal, &cand, &m)?;
+        let free = s.unary(UnaryOp::Not, &taken)?;
+        let at = s.binary(BinaryOp::And, &eq, &free)?;
+        let pos = s.op(Op::Where, &[at, iota.clone(), never.clone()])?;
+        let first = s.reduce(ReduceKind::Max, &pos, &[axis], true)?;
+        let hit = s.binary(BinaryOp::Equal, &iota, &first)?;
+        taken = s.binary(BinaryOp::Or, &taken, &hit)?;
+        let idx = s.unary(UnaryOp::Neg, &first)?;
+        indices.push(s.op(Op::Cast { to: DType::I64 }, &[idx])?);
+        values.push(if largest {
+            m
+        } else {
+            s.unary(UnaryOp::Neg, &m)?
+        });
+    }
+    if k == 0 {
+        // empty along the axis
+        let dims: Vec<optc_ir::SliceDim> = xt
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(d, &len)| optc_ir::SliceDim {
+                start: 0,
+                step: 1,
+                len: if d == axis { 0 } else { len },
+            })
+            .collect();
+        let empty = s.op(Op::Slice { dims }, &[v])?;
+        let indices = s.op(Op::Cast { to: DType::I64 }, std::slice::from_ref(&empty))?;
+        return Ok((empty, indices));
+    }
+    let join = |s: &mut Steps, parts: Vec<Val>| -> R<Val> {
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().expect("one"));
+        }
+        s.op(Op::Concat { axis }, &parts)
+    };
+    let values = join(s, values)?;
+    let indices = join(s, indices)?;
+    Ok((values, indices))
 }
 
 /// `CumSum` along `axis`: a `MatMul` with a constant triangular matrix of ones (strict
