@@ -248,3 +248,16 @@ fn a_trip_count_given_at_run_time_compiles_per_count() {
     }
     assert_eq!(m.compile_count(), 3);
 }
+
+#[test]
+fn unsupported_ops_of_a_model_compiled_later_are_reported_at_once() {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[-1, 4])
+        .node_named("u", "Unique", &["x"], &["y"], vec![])
+        .output("y");
+    let e = optc::compile_bytes(&b.to_bytes(), &Options::default())
+        .err()
+        .expect("Unique is not supported")
+        .to_string();
+    assert!(e.contains("Unique") && e.contains("u"), "{e}");
+}

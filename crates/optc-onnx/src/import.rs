@@ -443,6 +443,25 @@ pub fn import_model(
     }
 }
 
+/// Every unsupported op type of `graph` (and of its subgraphs) in one error.
+pub fn check_supported(graph: &pb::GraphProto, opset: i64) -> R<()> {
+    let mut unsupported: Vec<(String, Vec<String>)> = vec![];
+    collect_unsupported(graph, "", &mut unsupported);
+    if unsupported.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = unsupported
+        .iter()
+        .map(|(k, v)| format!("{k} (nodes: {})", v.join(", ")))
+        .collect();
+    Err(format!(
+        "model uses {} unsupported op type{} (opset {opset}): {}",
+        unsupported.len(),
+        if unsupported.len() == 1 { "" } else { "s" },
+        list.join(", ")
+    ))
+}
+
 /// The declared type of every graph input that is not an initializer, in order.
 pub fn declared_inputs(model: &pb::ModelProto) -> R<Vec<DeclaredInput>> {
     let graph = model
@@ -530,20 +549,7 @@ fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<St
         .ok_or_else(|| "the model has no graph".to_string())?;
 
     // 1. Unsupported ops, all at once (inside If/Loop/Scan bodies too).
-    let mut unsupported: Vec<(String, Vec<String>)> = vec![];
-    collect_unsupported(graph, "", &mut unsupported);
-    if !unsupported.is_empty() {
-        let list: Vec<String> = unsupported
-            .iter()
-            .map(|(k, v)| format!("{k} (nodes: {})", v.join(", ")))
-            .collect();
-        return Err(format!(
-            "model uses {} unsupported op type{} (opset {opset}): {}",
-            unsupported.len(),
-            if unsupported.len() == 1 { "" } else { "s" },
-            list.join(", ")
-        ));
-    }
+    check_supported(graph, opset)?;
     if !graph.sparse_initializer.is_empty() {
         return Err("sparse initializers are not supported".into());
     }

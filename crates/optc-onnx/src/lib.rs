@@ -217,6 +217,24 @@ pub fn interface(bytes: &[u8]) -> Result<Interface, ImportError> {
     })
 }
 
+/// Every unsupported op type of the model in one error (what an import would report
+/// first, without importing: for models compiled later, at their first run).
+pub fn check_ops(bytes: &[u8]) -> Result<(), ImportError> {
+    let model = parse(bytes)?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ImportError::new("the model has no graph"))?;
+    let opset = model
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .max()
+        .unwrap_or(0);
+    import::check_supported(graph, opset).map_err(ImportError::new)
+}
+
 /// The model's graph inputs (initializers excluded) as declared, in order.
 pub fn declared_inputs(bytes: &[u8]) -> Result<Vec<DeclaredInput>, ImportError> {
     import::declared_inputs(&parse(bytes)?).map_err(ImportError::new)

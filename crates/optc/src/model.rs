@@ -100,6 +100,8 @@ pub fn compile_bytes(bytes: &[u8], opts: &Options) -> Result<CompiledModel> {
         deferred: None,
     };
     if !sized {
+        // Compiled at the first run; unsupported ops are reported now.
+        optc_onnx::check_ops(bytes)?;
         return Ok(m);
     }
     match m.compile_variant(Source::Bytes(bytes), opts) {
