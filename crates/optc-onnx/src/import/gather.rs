@@ -87,7 +87,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         let mut linear = batch;
         let mut any_bad: Option<Val> = None;
         let strides = optc_ir::strides(&dt.shape[b..b + q]);
-        for j in 0..q {
+        for (j, &stride) in strides.iter().enumerate() {
             // indices[..., j]
             let mut dims: Vec<SliceDim> = it
                 .shape
@@ -113,7 +113,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 None => bad,
                 Some(prev) => s.binary(BinaryOp::Or, &prev, &bad)?,
             });
-            let stride = s.constant(Tensor::scalar_i64(strides[j] as i64));
+            let stride = s.constant(Tensor::scalar_i64(stride as i64));
             let scaled = s.binary(BinaryOp::Mul, &idx, &stride)?;
             linear = s.binary(BinaryOp::Add, &linear, &scaled)?;
         }
