@@ -504,3 +504,43 @@ fn top_k_against_tract() {
         2,
     );
 }
+
+#[test]
+fn float_mod_against_tract_and_the_divisor_sign_rule() {
+    let mut r = Rng::new(44);
+    let a = r.tensor(&[3, 6], -20.0, 20.0);
+    let mut b = r.tensor(&[6], 0.5, 4.0);
+    if let optc::Data::F32(v) = b.data_mut() {
+        for (k, x) in v.iter_mut().enumerate() {
+            if k % 2 == 1 {
+                *x = -*x;
+            }
+        }
+    }
+    // fmod = 1: C's fmod (the dividend's sign), against tract.
+    check_op(
+        "Mod f32 fmod=1",
+        "Mod",
+        13,
+        &[("a", a.clone(), false), ("b", b.clone(), false)],
+        vec![("fmod", A::Int(1))],
+        1,
+    );
+    // fmod = 0: numpy's `mod` (the divisor's sign), computed here in f64.
+    let mut m = ModelBuilder::new(13);
+    m.input("a", DType::F32, &[3, 6])
+        .input("b", DType::F32, &[6])
+        .node("Mod", &["a", "b"], &["y"], vec![("fmod", A::Int(0))])
+        .output("y");
+    let got = run_model(&m, &[a.clone(), b.clone()]);
+    let (av, bv) = (a.to_f64_vec(), b.to_f64_vec());
+    let want: Vec<f64> = av
+        .iter()
+        .enumerate()
+        .map(|(k, &x)| {
+            let y = bv[k % 6];
+            x - (x / y).floor() * y
+        })
+        .collect();
+    close(&got[0], &want, "Mod f32 fmod=0");
+}

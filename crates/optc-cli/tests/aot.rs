@@ -16,7 +16,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 /// Two inputs and two outputs of different dtypes; exercises the runtime functions
-/// (`logf`, `powf`, integer `pow`) that AOT objects define themselves.
+/// (`logf`, `powf`, integer `pow`, `fmodf`) that AOT objects define themselves.
 fn two_io_model() -> Vec<u8> {
     let mut b = ModelBuilder::new(17);
     b.input("x", DType::F32, &[2, 3]);
@@ -25,7 +25,14 @@ fn two_io_model() -> Vec<u8> {
     b.node("Abs", &["x"], &["a"], vec![]);
     b.node("Log", &["a"], &["l"], vec![]);
     b.node("Pow", &["a", "x"], &["p"], vec![]);
-    b.node("Add", &["l", "p"], &["y"], vec![]);
+    b.node("Add", &["l", "p"], &["lp"], vec![]);
+    b.node(
+        "Mod",
+        &["x", "l"],
+        &["r"],
+        vec![("fmod", optc_onnx::builder::Attr::Int(1))],
+    );
+    b.node("Add", &["lp", "r"], &["y"], vec![]);
     b.initializer(
         "f",
         &Tensor::from_f32(vec![5], vec![0.5, 2.0, -1.0, 3.0, 2.5]).unwrap(),

@@ -37,6 +37,7 @@ pub(crate) struct RuntimeRefs {
     pub pow: FuncRef,
     pub integer_pow: FuncRef,
     pub unary_math: FuncRef,
+    pub fmod: FuncRef,
 }
 /// A kernel being built: the builder plus target facts.
 pub(crate) struct Emitter<'f> {

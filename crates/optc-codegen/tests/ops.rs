@@ -1786,3 +1786,46 @@ fn bitwise_ops_on_every_integer_type() {
         check(&g, std::slice::from_ref(&ta), EXACT);
     }
 }
+
+#[test]
+fn fmod_is_exact_on_edge_values() {
+    let v = [
+        7.5f32,
+        -7.5,
+        0.0,
+        -0.0,
+        1e30,
+        -3.25,
+        f32::INFINITY,
+        f32::NAN,
+        5.0,
+        2.5,
+        -1e-30,
+        123.456,
+    ];
+    let d = [
+        2.0f32,
+        2.0,
+        3.0,
+        -3.0,
+        7.0,
+        -0.5,
+        2.0,
+        1.0,
+        0.0,
+        f32::INFINITY,
+        3.0,
+        -0.1,
+    ];
+    let x = Tensor::from_f32(vec![v.len()], v.to_vec()).unwrap();
+    let y = Tensor::from_f32(vec![d.len()], d.to_vec()).unwrap();
+    let mut g = Graph::new();
+    let a = g.add_input("a", f(&[v.len()]));
+    let b = g.add_input("b", f(&[d.len()]));
+    let r = g.add("fmod", Op::Binary(BinaryOp::FMod), &[a, b]).unwrap();
+    g.add_output("y", r);
+    check(&g, &[x, y], EXACT);
+    for (a, b) in bcast_cases() {
+        check_op(Op::Binary(BinaryOp::FMod), &[f(&a), f(&b)], EXACT, 31);
+    }
+}

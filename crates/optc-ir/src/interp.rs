@@ -939,7 +939,11 @@ fn binary_num<T: Num>(op: BinaryOp, a: &[T], b: &[T], ia: &[usize], ib: &[usize]
         BinaryOp::Less => cmp(&|x, y| x < y),
         BinaryOp::GreaterOrEqual => cmp(&|x, y| x >= y),
         BinaryOp::LessOrEqual => cmp(&|x, y| x <= y),
+        BinaryOp::FMod if T::DT == DType::F32 => {
+            arith(&|x, y| T::from_f64((x.to_f64() as f32 % y.to_f64() as f32) as f64))
+        }
         BinaryOp::Pow
+        | BinaryOp::FMod
         | BinaryOp::And
         | BinaryOp::Or
         | BinaryOp::BitAnd

@@ -157,6 +157,9 @@ pub enum BinaryOp {
     ShiftLeft,
     /// `x >> (y mod width)` of integers: arithmetic for signed types, logical for unsigned.
     ShiftRight,
+    /// C's `fmod` of f32: `x - trunc(x / y) * y` computed exactly, the sign of `x` (NaN for a
+    /// zero `y`).
+    FMod,
 }
 
 impl BinaryOp {
@@ -683,6 +686,9 @@ impl Op {
                 }
                 if b.is_bitwise() && !a.dtype.is_int() {
                     bail!("{} needs integers, got {}", self.name(), a.dtype);
+                }
+                if *b == BinaryOp::FMod && a.dtype != DType::F32 {
+                    bail!("fmod needs f32, got {}", a.dtype);
                 }
                 if !b.is_logical()
                     && (a.dtype == DType::Bool || c.dtype == DType::Bool)

@@ -305,6 +305,7 @@ op_table! {
     BitXor "bit_xor" (2, 2) Binary Elementwise [Commutative] {} (Op::Binary(B::BitXor));
     ShiftLeft "shift_left" (2, 2) Binary Elementwise [] {} (Op::Binary(B::ShiftLeft));
     ShiftRight "shift_right" (2, 2) Binary Elementwise [] {} (Op::Binary(B::ShiftRight));
+    FMod "fmod" (2, 2) Binary Division [] {} (Op::Binary(B::FMod));
 
     Where "where" (3, 3) Select Elementwise [] {} (Op::Where);
     Cast "cast" (1, 1) Convert Elementwise [] {to: DTypeName} (Op::Cast { to });

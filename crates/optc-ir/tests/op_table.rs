@@ -188,7 +188,7 @@ fn every_op_variant_and_case_has_its_kind() {
         .collect();
     assert_eq!(unary.len(), 35, "{unary:?}");
     let binary = OPS.iter().filter(|i| i.family == Family::Binary).count();
-    assert_eq!(binary, 19);
+    assert_eq!(binary, 20);
     for b in [BinaryOp::Add, BinaryOp::Pow, BinaryOp::Or] {
         assert_eq!(Op::Binary(b).info().family, Family::Binary);
     }

@@ -27,6 +27,7 @@ fn emitter(f: RuntimeFunction) -> RuntimeEmitter {
         RuntimeFunction::IntegerPow => emit_powi,
         RuntimeFunction::ParallelFor => emit_parallel_for,
         RuntimeFunction::UnaryMath => emit_unary_math,
+        RuntimeFunction::FMod => emit_fmodf,
     }
 }
 
@@ -80,6 +81,21 @@ fn params(b: &FunctionBuilder) -> Vec<cranelift_codegen::ir::Value> {
         .current_block()
         .expect("emitters start in the entry block");
     b.block_params(blk).to_vec()
+}
+
+/// `fmodf(x, y)` from libm (what Rust's `%` on f32 calls).
+fn emit_fmodf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
+    let p = params(b);
+    let cc = b.func.signature.call_conv;
+    let f = libm(
+        "fmodf",
+        sig_of(cc, &[types::F32, types::F32], &[types::F32]),
+        b.func,
+    )?;
+    let c = b.ins().call(f, &[p[0], p[1]]);
+    let r = b.inst_results(c)[0];
+    b.ins().return_(&[r]);
+    Ok(())
 }
 
 /// `logf(x)` from libm (what Rust's `f32::ln` calls).
@@ -374,6 +390,21 @@ mod tests {
                     unary_math(x, code).to_bits(),
                     crate::runtime::optc_rt_unary_math(x, code).to_bits(),
                     "unary math {code} ({x})"
+                );
+            }
+        }
+        // SAFETY: as above, the runtime table's signature of `optc_rt_fmodf`.
+        let fmodf = unsafe {
+            std::mem::transmute::<*const u8, extern "C" fn(f32, f32) -> f32>(ptr(
+                RuntimeFunction::FMod,
+            ))
+        };
+        for &x in &fs {
+            for &y in &fs {
+                let (got, want) = (fmodf(x, y), crate::runtime::optc_rt_fmodf(x, y));
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "fmodf({x}, {y})"
                 );
             }
         }

@@ -39,6 +39,7 @@ impl RuntimeImports {
             pow: module.declare_func_in_func(self.id(RuntimeFunction::Pow), func),
             integer_pow: module.declare_func_in_func(self.id(RuntimeFunction::IntegerPow), func),
             unary_math: module.declare_func_in_func(self.id(RuntimeFunction::UnaryMath), func),
+            fmod: module.declare_func_in_func(self.id(RuntimeFunction::FMod), func),
         }
     }
 }

@@ -152,6 +152,10 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
                     let f = e.runtime.pow;
                     e.call2(f, x, y)
                 }
+                BinaryOp::FMod if !ty.is_vector() => {
+                    let f = e.runtime.fmod;
+                    e.call2(f, x, y)
+                }
                 _ => return None,
             }
         }
@@ -373,6 +377,9 @@ pub(super) fn scalar_math(
                         } else {
                             e.b.ins().ushr(x, y)
                         }
+                    }
+                    BinaryOp::FMod => {
+                        return Err(info.err(format!("fmod does not take {dt}")));
                     }
                     BinaryOp::Pow => {
                         let x64 = cast(e, x, dt, DType::I64);

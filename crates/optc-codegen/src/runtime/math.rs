@@ -78,3 +78,8 @@ pub extern "C" fn optc_rt_unary_math(x: f32, code: i32) -> f32 {
         }
     }
 }
+
+/// C's `fmod` in f32 (Rust's `%` on f32, which calls libm's `fmodf`).
+pub extern "C" fn optc_rt_fmodf(x: f32, y: f32) -> f32 {
+    x % y
+}

@@ -14,7 +14,9 @@ use cranelift_codegen::isa::CallConv;
 mod math;
 mod threads;
 
-pub use math::{optc_rt_logf, optc_rt_powf, optc_rt_powi, optc_rt_unary_math, UNARY_MATH};
+pub use math::{
+    optc_rt_fmodf, optc_rt_logf, optc_rt_powf, optc_rt_powi, optc_rt_unary_math, UNARY_MATH,
+};
 pub use threads::{
     available_cores, optc_rt_parallel_for, run_begin, set_active_wait, set_thread_count, RunGuard,
     TaskFn,
@@ -34,6 +36,8 @@ pub enum RuntimeFunction {
     /// One of libm's f32 trigonometric and hyperbolic functions, chosen by a code
     /// ([`UNARY_MATH`]).
     UnaryMath,
+    /// C's `fmod` in f32.
+    FMod,
 }
 
 /// The type of a parameter or result of a runtime function.
@@ -83,7 +87,7 @@ impl RuntimeSymbol {
 }
 
 /// Every runtime function, in the order the lowering declares them.
-pub static SYMBOLS: [RuntimeSymbol; 5] = [
+pub static SYMBOLS: [RuntimeSymbol; 6] = [
     RuntimeSymbol {
         function: RuntimeFunction::Log,
         name: "optc_rt_logf",
@@ -125,6 +129,13 @@ pub static SYMBOLS: [RuntimeSymbol; 5] = [
         params: &[AbiType::F32, AbiType::I32],
         returns: &[AbiType::F32],
         address: || optc_rt_unary_math as *const u8,
+    },
+    RuntimeSymbol {
+        function: RuntimeFunction::FMod,
+        name: "optc_rt_fmodf",
+        params: &[AbiType::F32, AbiType::F32],
+        returns: &[AbiType::F32],
+        address: || optc_rt_fmodf as *const u8,
     },
 ];
 

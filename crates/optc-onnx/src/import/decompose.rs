@@ -433,15 +433,21 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         }
         "Mod" => {
             let y = second.ok_or("input #1 (B) is missing")?;
-            if !matches!(xt.dtype, DType::I64 | DType::I32 | DType::I8 | DType::U8) {
-                return Err(format!(
-                    "Mod is supported on integers (optc has no exact float remainder yet), got {xt}"
-                ));
+            if !matches!(
+                xt.dtype,
+                DType::F32 | DType::I64 | DType::I32 | DType::I8 | DType::U8
+            ) {
+                return Err(format!("Mod needs a float or an integer, got {xt}"));
             }
-            // Truncated remainder; for fmod = 0 moved to the divisor's sign (Python's %).
-            let q = s.binary(BinaryOp::Div, &x, &y)?;
-            let qy = s.binary(BinaryOp::Mul, &q, &y)?;
-            let r = s.binary(BinaryOp::Sub, &x, &qy)?;
+            // Truncated remainder (floats: C's fmod, exact); for fmod = 0 moved to the
+            // divisor's sign (Python's %, numpy's `mod`, also on floats).
+            let r = if xt.dtype == DType::F32 {
+                s.binary(BinaryOp::FMod, &x, &y)?
+            } else {
+                let q = s.binary(BinaryOp::Div, &x, &y)?;
+                let qy = s.binary(BinaryOp::Mul, &q, &y)?;
+                s.binary(BinaryOp::Sub, &x, &qy)?
+            };
             if a.int_or("fmod", 0) != 0 {
                 r
             } else {
