@@ -15,6 +15,7 @@ mod attention;
 mod control_flow;
 mod conv_transpose;
 mod decompose;
+mod indexing;
 mod narrowing;
 mod quantization;
 mod recurrent;
@@ -43,6 +44,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Abs",
     "Add",
     "And",
+    "ArgMax",
+    "ArgMin",
     "Attention",
     "AveragePool",
     "BatchNormalization",
@@ -54,6 +57,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "ConvInteger",
     "ConvTranspose",
+    "CumSum",
     "DequantizeLinear",
     "Div",
     "Dropout",
@@ -64,6 +68,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Expand",
     "Flatten",
     "Gather",
+    "GatherElements",
+    "GatherND",
     "Gemm",
     "GlobalAveragePool",
     "GlobalMaxPool",
@@ -101,12 +107,17 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ReduceL2",
     "ReduceMax",
     "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
     "ReduceSum",
     "Relu",
     "Reshape",
     "Resize",
-    "Scan",
     "RNN",
+    "Scan",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
     "Shape",
     "Sigmoid",
     "Size",
@@ -118,6 +129,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Sub",
     "Sum",
     "Tanh",
+    "TopK",
     "Transpose",
     "Unsqueeze",
     "Upsample",
@@ -1221,11 +1233,13 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let v = ctx.emit1(name, op, &ins, false)?;
             Ok(vec![Some(v), None, None, None, None])
         }
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" => {
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" | "ReduceMin" | "ReduceProd" => {
             let kind = match op_type {
                 "ReduceMean" => ReduceKind::Mean,
                 "ReduceSum" => ReduceKind::Sum,
                 "ReduceMax" => ReduceKind::Max,
+                "ReduceMin" => ReduceKind::Min,
+                "ReduceProd" => ReduceKind::Prod,
                 _ => ReduceKind::L2,
             };
             let x = req(0)?;
@@ -1571,6 +1585,8 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let axis = norm_axis(a.int_or("axis", 0), r, "axis")?;
             one(ctx.emit1(name, Op::Gather { axis }, &[d, i], true)?)
         }
+        "ArgMax" | "ArgMin" | "CumSum" | "TopK" | "GatherElements" | "GatherND"
+        | "ScatterElements" | "Scatter" | "ScatterND" => indexing::convert(ctx, node, name),
         "Expand" => {
             let x = req(0)?;
             let s = cinp(1, "shape")?.ok_or("shape input is missing")?;
