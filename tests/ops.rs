@@ -1225,3 +1225,152 @@ fn constant_and_shape_folding() {
         "shape chain not folded: {kinds:?}"
     );
 }
+
+#[test]
+fn reduce_min_and_prod() {
+    let mut r = Rng::new(41);
+    let t = r.tensor(&[2, 3, 5, 4], -2.0, 2.0);
+    for axes in [vec![1], vec![-1], vec![2, 3], vec![]] {
+        for keep in [0, 1] {
+            for op in ["ReduceMin", "ReduceProd"] {
+                let mut attrs = vec![("keepdims", A::Int(keep))];
+                if !axes.is_empty() {
+                    attrs.push(("axes", ints(&axes)));
+                }
+                check_op(
+                    &format!("{op} {axes:?} keep{keep}"),
+                    op,
+                    13,
+                    &[x(t.clone())],
+                    attrs,
+                    1,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn arg_max_and_min() {
+    let mut r = Rng::new(43);
+    let t = r.tensor(&[3, 4, 5], -2.0, 2.0);
+    for axis in [0, 1, -1] {
+        for keep in [0, 1] {
+            for op in ["ArgMax", "ArgMin"] {
+                check_op(
+                    &format!("{op} axis {axis} keep{keep}"),
+                    op,
+                    13,
+                    &[x(t.clone())],
+                    vec![("axis", A::Int(axis)), ("keepdims", A::Int(keep))],
+                    1,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cumsum_directions() {
+    let mut r = Rng::new(47);
+    let t = r.tensor(&[3, 4, 5], -2.0, 2.0);
+    for axis in [0, 2, -2] {
+        for exclusive in [0, 1] {
+            for reverse in [0, 1] {
+                check_op(
+                    &format!("CumSum axis {axis} exclusive {exclusive} reverse {reverse}"),
+                    "CumSum",
+                    14,
+                    &[x(t.clone()), init("axis", Tensor::scalar_i64(axis))],
+                    vec![
+                        ("exclusive", A::Int(exclusive)),
+                        ("reverse", A::Int(reverse)),
+                    ],
+                    1,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn top_k_largest_and_smallest() {
+    let mut r = Rng::new(53);
+    let t = r.tensor(&[3, 6, 4], -2.0, 2.0);
+    for (axis, k) in [(1, 3), (-1, 2), (0, 3)] {
+        for largest in [0, 1] {
+            check_op(
+                &format!("TopK axis {axis} k {k} largest {largest}"),
+                "TopK",
+                11,
+                &[x(t.clone()), init("k", i64s(&[k]))],
+                vec![("axis", A::Int(axis)), ("largest", A::Int(largest))],
+                2,
+            );
+        }
+    }
+}
+
+#[test]
+fn gather_elements_and_nd() {
+    let mut r = Rng::new(59);
+    let data = r.tensor(&[4, 5, 3], -1.0, 1.0);
+    for axis in [0i64, 1, 2] {
+        let n = [4, 5, 3][axis as usize];
+        let idx = r.tensor_i64(&[3, 2, 3], -n, n);
+        check_op(
+            &format!("GatherElements axis {axis}"),
+            "GatherElements",
+            13,
+            &[inp("d", data.clone()), inp("i", idx)],
+            vec![("axis", A::Int(axis))],
+            1,
+        );
+    }
+    // tract takes no negative GatherND / ScatterND indices (the interpreter tests cover them).
+    let idx = Tensor::from_i64(vec![3, 2], vec![0, 1, 3, 4, 2, 4]).unwrap();
+    check_op(
+        "GatherND",
+        "GatherND",
+        13,
+        &[inp("d", data.clone()), inp("i", idx)],
+        vec![],
+        1,
+    );
+    let idx = Tensor::from_i64(vec![4, 2, 1], vec![0, 4, 1, 2, 3, 3, 0, 0]).unwrap();
+    check_op(
+        "GatherND batch_dims 1",
+        "GatherND",
+        13,
+        &[inp("d", data), inp("i", idx)],
+        vec![("batch_dims", A::Int(1))],
+        1,
+    );
+}
+
+#[test]
+fn scatter_elements_and_nd() {
+    let mut r = Rng::new(61);
+    let data = r.tensor(&[4, 5], -1.0, 1.0);
+    // Distinct targets per column (rows 3, 0 and -3), so the order of updates cannot matter.
+    let idx = Tensor::from_i64(vec![3, 5], [[3i64; 5], [0; 5], [-3; 5]].concat()).unwrap();
+    let upd = r.tensor(&[3, 5], -1.0, 1.0);
+    check_op(
+        "ScatterElements axis 0",
+        "ScatterElements",
+        11,
+        &[inp("d", data.clone()), inp("i", idx), inp("u", upd)],
+        vec![("axis", A::Int(0))],
+        1,
+    );
+    let idx = Tensor::from_i64(vec![2, 1], vec![2, 3]).unwrap();
+    let upd = r.tensor(&[2, 5], -1.0, 1.0);
+    check_op(
+        "ScatterND rows",
+        "ScatterND",
+        11,
+        &[inp("d", data), inp("i", idx), inp("u", upd)],
+        vec![],
+        1,
+    );
+}

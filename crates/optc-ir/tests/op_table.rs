@@ -166,6 +166,8 @@ fn every_op_variant_and_case_has_its_kind() {
         (ReduceKind::Mean, "reduce_mean"),
         (ReduceKind::Max, "reduce_max"),
         (ReduceKind::L2, "reduce_l2"),
+        (ReduceKind::Min, "reduce_min"),
+        (ReduceKind::Prod, "reduce_prod"),
     ] {
         ops.push((
             Op::Reduce {
@@ -186,7 +188,7 @@ fn every_op_variant_and_case_has_its_kind() {
         .filter(|i| i.family == Family::Unary)
         .map(|i| i.name)
         .collect();
-    assert_eq!(unary.len(), 18, "{unary:?}");
+    assert_eq!(unary.len(), 20, "{unary:?}");
     let binary = OPS.iter().filter(|i| i.family == Family::Binary).count();
     assert_eq!(binary, 14);
     for b in [BinaryOp::Add, BinaryOp::Pow, BinaryOp::Or] {
