@@ -88,11 +88,14 @@ fn float16_overflows_to_infinity_and_casts_back_exactly() {
     assert_eq!(y[3], 2.0 * 0.333_251_953_125);
 }
 
+/// How a narrow integer type wraps an exact result.
+type Wrapping = fn(i128) -> i64;
+
 #[test]
 fn narrow_integers_wrap() {
     let a = Tensor::from_i64(vec![4], vec![30000, -30000, 65535, 4_000_000_000]).unwrap();
     let b = Tensor::from_i64(vec![4], vec![10000, -10000, 2, 500_000_000]).unwrap();
-    let cases: [(i64, &str, fn(i128) -> i64); 4] = [
+    let cases: [(i64, &str, Wrapping); 4] = [
         (INT16, "Add", |v| v as i16 as i64),
         (UINT16, "Mul", |v| v as u16 as i64),
         (UINT32, "Add", |v| v as u32 as i64),

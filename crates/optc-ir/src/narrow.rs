@@ -139,7 +139,7 @@ mod tests {
             } else {
                 let hi = finite[i];
                 let (dl, dh) = ((x - lo) as f64, (hi - x) as f64);
-                if dl < dh || (dl == dh && f16_bits(lo) % 2 == 0) {
+                if dl < dh || (dl == dh && f16_bits(lo).is_multiple_of(2)) {
                     lo
                 } else {
                     hi

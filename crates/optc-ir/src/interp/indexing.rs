@@ -213,11 +213,9 @@ fn combine<T: Num>(r: ScatterReduction, a: T, u: T) -> T {
         ScatterReduction::Add => a.add(u),
         ScatterReduction::Mul => a.mul(u),
         ScatterReduction::Max | ScatterReduction::Min => {
-            if a.is_nan() {
-                a
-            } else if u.is_nan() {
-                u
-            } else if (r == ScatterReduction::Max) == (u > a) && u != a {
+            // NaN on either side wins; otherwise the greater (smaller) one.
+            let wins = u != a && (r == ScatterReduction::Max) == (u > a);
+            if !a.is_nan() && (u.is_nan() || wins) {
                 u
             } else {
                 a

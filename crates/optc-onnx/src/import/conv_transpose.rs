@@ -136,11 +136,11 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     if strides.iter().any(|&v| v > 1) {
         let mut split = xt.shape[..2].to_vec();
         let mut ends = vec![0i64; 2];
-        for i in 0..nsp {
+        for (i, &stride) in strides.iter().enumerate().take(nsp) {
             split.push(xt.shape[2 + i]);
             split.push(1);
             ends.push(0);
-            ends.push(strides[i] - 1);
+            ends.push(stride - 1);
         }
         let r = s.reshape(&z, split)?;
         let mut pad = vec![0i64; ends.len()];
@@ -154,8 +154,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             &[r],
         )?;
         let mut merged = xt.shape[..2].to_vec();
-        for i in 0..nsp {
-            merged.push(xt.shape[2 + i] * strides[i] as usize);
+        for (i, &stride) in strides.iter().enumerate().take(nsp) {
+            merged.push(xt.shape[2 + i] * stride as usize);
         }
         z = s.reshape(&p, merged)?;
     }
