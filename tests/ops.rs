@@ -1374,3 +1374,116 @@ fn scatter_elements_and_nd() {
         1,
     );
 }
+
+#[test]
+fn einsum_equations() {
+    let mut r = Rng::new(67);
+    let cases: Vec<(&str, Vec<Vec<usize>>)> = vec![
+        ("ij,jk->ik", vec![vec![3, 4], vec![4, 5]]),
+        ("bij,bjk->bik", vec![vec![2, 3, 4], vec![2, 4, 5]]),
+        ("i,i->", vec![vec![6], vec![6]]),
+        ("ij->i", vec![vec![3, 4]]),
+        ("ij->ji", vec![vec![3, 4]]),
+        ("ii->i", vec![vec![4, 4]]),
+        ("bii->bi", vec![vec![2, 3, 3]]),
+        ("...ij,...jk->...ik", vec![vec![2, 3, 4], vec![2, 4, 5]]),
+        ("ij,jk", vec![vec![3, 4], vec![4, 5]]),
+        (
+            "abc,cd,de->abe",
+            vec![vec![2, 3, 4], vec![4, 5], vec![5, 2]],
+        ),
+        ("ij,ij->ij", vec![vec![3, 4], vec![3, 4]]),
+        ("i,j->ij", vec![vec![3], vec![4]]),
+        // (tract gives "ijk->" the input's shape, not numpy's scalar; "i,i->" covers that.)
+        ("ijk->j", vec![vec![2, 3, 4]]),
+        ("bhqd,bhkd->bhqk", vec![vec![2, 2, 3, 4], vec![2, 2, 5, 4]]),
+        ("ijk,jil->kl", vec![vec![2, 3, 4], vec![3, 2, 5]]),
+    ];
+    let names = ["a", "b", "c"];
+    for (eq, shapes) in cases {
+        let ins: Vec<_> = shapes
+            .iter()
+            .zip(names)
+            .map(|(s, n)| inp(n, r.tensor(s, -1.0, 1.0)))
+            .collect();
+        check_op(
+            &format!("Einsum {eq}"),
+            "Einsum",
+            12,
+            &ins,
+            vec![("equation", A::Str(eq.to_string()))],
+            1,
+        );
+    }
+}
+
+/// numpy's einsum by definition: every assignment of the labels, the product of the
+/// operands' elements added into the output element (explicit equations, no ellipsis).
+fn einsum_by_definition(eq: &str, ins: &[Tensor]) -> (Vec<usize>, Vec<f64>) {
+    let (lhs, out) = eq.split_once("->").unwrap();
+    let terms: Vec<Vec<char>> = lhs.split(',').map(|t| t.chars().collect()).collect();
+    let mut labels: Vec<char> = vec![];
+    let mut extent = std::collections::HashMap::new();
+    for (t, x) in terms.iter().zip(ins) {
+        for (&c, &n) in t.iter().zip(x.shape()) {
+            if !labels.contains(&c) {
+                labels.push(c);
+            }
+            extent.insert(c, n);
+        }
+    }
+    let out: Vec<char> = out.chars().collect();
+    let oshape: Vec<usize> = out.iter().map(|c| extent[c]).collect();
+    let mut y = vec![0f64; oshape.iter().product()];
+    let total: usize = labels.iter().map(|c| extent[c]).product();
+    let flat = |ls: &[char], at: &std::collections::HashMap<char, usize>| {
+        ls.iter().fold(0, |o, c| o * extent[c] + at[c])
+    };
+    for mut p in 0..total {
+        let mut at = std::collections::HashMap::new();
+        for c in labels.iter().rev() {
+            at.insert(*c, p % extent[c]);
+            p /= extent[c];
+        }
+        let prod: f64 = terms
+            .iter()
+            .zip(ins)
+            .map(|(t, x)| x.as_f32().unwrap()[flat(t, &at)] as f64)
+            .product();
+        y[flat(&out, &at)] += prod;
+    }
+    (oshape, y)
+}
+
+/// The equations tract does not take: optc against einsum's definition.
+#[test]
+fn einsum_beyond_tract() {
+    let mut r = Rng::new(71);
+    for (eq, shapes) in [
+        ("ijk->", vec![vec![2, 3, 4]]),
+        ("iij,jk->ik", vec![vec![3, 3, 4], vec![4, 2]]),
+        ("iji,jk->k", vec![vec![3, 2, 3], vec![2, 4]]),
+    ] {
+        let ins: Vec<Tensor> = shapes.iter().map(|s| r.tensor(s, -1.0, 1.0)).collect();
+        let mut b = optc_onnx::builder::ModelBuilder::new(12);
+        let names = ["a", "b"];
+        for (n, t) in names.iter().zip(&ins) {
+            let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+            b.input(n, DType::F32, &dims);
+        }
+        b.node(
+            "Einsum",
+            &names[..ins.len()],
+            &["y"],
+            vec![("equation", A::Str(eq.to_string()))],
+        );
+        b.output("y");
+        let mut m = optc::compile_bytes(&b.to_bytes(), &optc::Options::default()).unwrap();
+        let got = m.run(&ins).unwrap().remove(0);
+        let (shape, want) = einsum_by_definition(eq, &ins);
+        assert_eq!(got.shape(), &shape[..], "{eq}");
+        for (g, w) in got.as_f32().unwrap().iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{eq}: {g} vs {w}");
+        }
+    }
+}

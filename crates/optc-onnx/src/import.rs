@@ -15,6 +15,7 @@ mod attention;
 mod control_flow;
 mod conv_transpose;
 mod decompose;
+mod einsum;
 mod indexing;
 mod narrowing;
 mod quantization;
@@ -62,6 +63,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Div",
     "Dropout",
     "DynamicQuantizeLinear",
+    "Einsum",
     "Equal",
     "Erf",
     "Exp",
@@ -1585,6 +1587,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let axis = norm_axis(a.int_or("axis", 0), r, "axis")?;
             one(ctx.emit1(name, Op::Gather { axis }, &[d, i], true)?)
         }
+        "Einsum" => einsum::convert(ctx, node, name),
         "ArgMax" | "ArgMin" | "CumSum" | "TopK" | "GatherElements" | "GatherND"
         | "ScatterElements" | "Scatter" | "ScatterND" => indexing::convert(ctx, node, name),
         "Expand" => {
