@@ -270,6 +270,38 @@ fn indexing_ops_check_indices() {
     }
 }
 
+/// What Einsum's composition cannot do is an error naming the node.
+#[test]
+fn einsum_limits_are_errors() {
+    for (eq, dtype, shapes, needle) in [
+        ("ij,jk->ik", DType::I64, vec![vec![2, 3], vec![3, 2]], "f32"),
+        (
+            "ij,jk->ik",
+            DType::F32,
+            vec![vec![2, 3], vec![1, 2]],
+            "extents",
+        ),
+        ("ij->k", DType::F32, vec![vec![2, 3]], "'k'"),
+        ("ijk->i", DType::F32, vec![vec![2, 3]], "labels"),
+    ] {
+        let mut b = ModelBuilder::new(12);
+        let names = ["a", "b"];
+        for (n, s) in names.iter().zip(&shapes) {
+            b.input(n, dtype, s);
+        }
+        b.node_named(
+            "contraction",
+            "Einsum",
+            &names[..shapes.len()],
+            &["y"],
+            vec![("equation", A::Str(eq.into()))],
+        );
+        b.output("y");
+        let e = compile_err(&b.to_bytes(), &Options::default());
+        assert!(e.contains("contraction") && e.contains(needle), "{eq}: {e}");
+    }
+}
+
 #[test]
 fn unknown_target_is_an_error() {
     let opts = Options {

@@ -23,7 +23,12 @@ struct Term {
     labels: Vec<char>,
 }
 
-/// Parse one side's term: letters, at most one `...` standing for `ell` labels (`'0'..`).
+/// The label of ellipsis dim `k`: a private-use character, never a letter.
+fn ellipsis_label(k: usize) -> char {
+    char::from_u32(0xE000 + k as u32).unwrap_or('\u{E000}')
+}
+
+/// Parse one side's term: letters, at most one `...` standing for `ell` labels.
 fn parse_term(t: &str, rank: Option<usize>, ell: &mut Option<usize>) -> R<Vec<char>> {
     let t = t.trim();
     let parts: Vec<&str> = t.split("...").collect();
@@ -54,7 +59,7 @@ fn parse_term(t: &str, rank: Option<usize>, ell: &mut Option<usize>) -> R<Vec<ch
             }
         }
         *ell = Some(n);
-        out.extend((0..n).map(|k| char::from(b'0' + k as u8)));
+        out.extend((0..n).map(ellipsis_label));
         out.extend(parts[1].chars());
     } else if let Some(r) = rank {
         if letters != r {
@@ -240,9 +245,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 .copied()
                 .collect();
             once.sort();
-            let mut o: Vec<char> = (0..ell.unwrap_or(0))
-                .map(|k| char::from(b'0' + k as u8))
-                .collect();
+            let mut o: Vec<char> = (0..ell.unwrap_or(0)).map(ellipsis_label).collect();
             o.extend(once);
             o
         }
