@@ -213,6 +213,88 @@ fn gather_out_of_range_at_run_time() {
     assert!(ok.is_ok());
 }
 
+/// Constant indices out of range are import errors naming the node (the data computed at
+/// run time); the same indices given at run time make the run fail, naming the node.
+#[test]
+fn indexing_ops_check_indices() {
+    let bad = Tensor::from_i64(vec![2, 2], vec![0, 1, 2, 3]).unwrap();
+    let good = Tensor::from_i64(vec![2, 2], vec![0, 1, -3, 2]).unwrap();
+    for (op, with_updates) in [
+        ("GatherElements", false),
+        ("ScatterElements", true),
+        ("GatherND", false),
+        ("ScatterND", true),
+    ] {
+        let build = |constant: bool| {
+            let mut b = ModelBuilder::new(16);
+            b.input("x", DType::F32, &[3, 3]);
+            if constant {
+                b.initializer("i", &bad);
+            } else {
+                b.input("i", DType::I64, &[2, 2]);
+            }
+            let upd_shape: &[i64] = if op == "ScatterND" { &[2] } else { &[2, 2] };
+            let mut ins = vec!["x", "i"];
+            if with_updates {
+                b.input("u", DType::F32, upd_shape);
+                ins.push("u");
+            }
+            b.node_named("picker", op, &ins, &["y"], vec![]);
+            b.output("y");
+            b.to_bytes()
+        };
+        let e = compile_err(&build(true), &Options::default());
+        assert!(e.contains("picker") && e.contains("range"), "{op}: {e}");
+        let mut m = optc::compile_bytes(&build(false), &Options::default()).unwrap();
+        let mut r = Rng::new(2);
+        let mut inputs = vec![r.tensor(&[3, 3], -1.0, 1.0), bad.clone()];
+        if with_updates {
+            let shape = if op == "ScatterND" {
+                vec![2]
+            } else {
+                vec![2, 2]
+            };
+            inputs.push(r.tensor(&shape, -1.0, 1.0));
+        }
+        let e = m.run(&inputs).unwrap_err().to_string();
+        assert!(e.contains("picker") && e.contains("range"), "{op}: {e}");
+        inputs[1] = good.clone();
+        assert!(m.run(&inputs).is_ok(), "{op}");
+    }
+}
+
+/// What Einsum's composition cannot do is an error naming the node.
+#[test]
+fn einsum_limits_are_errors() {
+    for (eq, dtype, shapes, needle) in [
+        ("ij,jk->ik", DType::I64, vec![vec![2, 3], vec![3, 2]], "f32"),
+        (
+            "ij,jk->ik",
+            DType::F32,
+            vec![vec![2, 3], vec![1, 2]],
+            "extents",
+        ),
+        ("ij->k", DType::F32, vec![vec![2, 3]], "'k'"),
+        ("ijk->i", DType::F32, vec![vec![2, 3]], "labels"),
+    ] {
+        let mut b = ModelBuilder::new(12);
+        let names = ["a", "b"];
+        for (n, s) in names.iter().zip(&shapes) {
+            b.input(n, dtype, s);
+        }
+        b.node_named(
+            "contraction",
+            "Einsum",
+            &names[..shapes.len()],
+            &["y"],
+            vec![("equation", A::Str(eq.into()))],
+        );
+        b.output("y");
+        let e = compile_err(&b.to_bytes(), &Options::default());
+        assert!(e.contains("contraction") && e.contains(needle), "{eq}: {e}");
+    }
+}
+
 #[test]
 fn unknown_target_is_an_error() {
     let opts = Options {

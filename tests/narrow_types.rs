@@ -198,3 +198,31 @@ fn uint64_orders_by_its_unsigned_value() {
         .to_string();
     assert!(e.contains("'halve'") && e.contains("uint64"), "{e}");
 }
+
+/// A float16 scatter that adds computes new values: they are rounded back to float16.
+#[test]
+fn half_scatter_add_rounds() {
+    let mut r = Rng::new(5);
+    let data = r.tensor(&[6], -70.0, 70.0);
+    let upd = r.tensor(&[3], -3.0, 3.0);
+    let mut b = ModelBuilder::new(18);
+    b.input("d", DType::F32, &[6]).input("u", DType::F32, &[3]);
+    b.initializer("i", &Tensor::from_i64(vec![3], vec![4, 0, -1]).unwrap());
+    b.node("Cast", &["d"], &["dn"], vec![("to", A::Int(FLOAT16))]);
+    b.node("Cast", &["u"], &["un"], vec![("to", A::Int(FLOAT16))]);
+    b.node(
+        "ScatterElements",
+        &["dn", "i", "un"],
+        &["y"],
+        vec![("reduction", A::Str("add".into()))],
+    );
+    b.output("y");
+    let y = run(&b.to_bytes(), &[data.clone(), upd.clone()]);
+    let h = |v: f64| round_to_half(v as f32, false) as f64;
+    let mut want: Vec<f64> = data.to_f64_vec().iter().map(|&v| h(v)).collect();
+    for (k, &at) in [4usize, 0, 5].iter().enumerate() {
+        let u = h(upd.to_f64_vec()[k]);
+        want[at] = h(want[at] + u);
+    }
+    assert_eq!(y.to_f64_vec(), want);
+}

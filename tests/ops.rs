@@ -1248,3 +1248,265 @@ fn trigonometric_and_hyperbolic_functions_against_tract() {
         );
     }
 }
+
+#[test]
+fn reduce_min_and_prod() {
+    let mut r = Rng::new(41);
+    let t = r.tensor(&[2, 3, 5, 4], -2.0, 2.0);
+    for axes in [vec![1], vec![-1], vec![2, 3], vec![]] {
+        for keep in [0, 1] {
+            for op in ["ReduceMin", "ReduceProd"] {
+                let mut attrs = vec![("keepdims", A::Int(keep))];
+                if !axes.is_empty() {
+                    attrs.push(("axes", ints(&axes)));
+                }
+                check_op(
+                    &format!("{op} {axes:?} keep{keep}"),
+                    op,
+                    13,
+                    &[x(t.clone())],
+                    attrs,
+                    1,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn arg_max_and_min() {
+    let mut r = Rng::new(43);
+    let t = r.tensor(&[3, 4, 5], -2.0, 2.0);
+    for axis in [0, 1, -1] {
+        for keep in [0, 1] {
+            for op in ["ArgMax", "ArgMin"] {
+                check_op(
+                    &format!("{op} axis {axis} keep{keep}"),
+                    op,
+                    13,
+                    &[x(t.clone())],
+                    vec![("axis", A::Int(axis)), ("keepdims", A::Int(keep))],
+                    1,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cumsum_directions() {
+    let mut r = Rng::new(47);
+    let t = r.tensor(&[3, 4, 5], -2.0, 2.0);
+    for axis in [0, 2, -2] {
+        for exclusive in [0, 1] {
+            for reverse in [0, 1] {
+                check_op(
+                    &format!("CumSum axis {axis} exclusive {exclusive} reverse {reverse}"),
+                    "CumSum",
+                    14,
+                    &[x(t.clone()), init("axis", Tensor::scalar_i64(axis))],
+                    vec![
+                        ("exclusive", A::Int(exclusive)),
+                        ("reverse", A::Int(reverse)),
+                    ],
+                    1,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn top_k_largest_and_smallest() {
+    let mut r = Rng::new(53);
+    let t = r.tensor(&[3, 6, 4], -2.0, 2.0);
+    for (axis, k) in [(1, 3), (-1, 2), (0, 3)] {
+        for largest in [0, 1] {
+            check_op(
+                &format!("TopK axis {axis} k {k} largest {largest}"),
+                "TopK",
+                11,
+                &[x(t.clone()), init("k", i64s(&[k]))],
+                vec![("axis", A::Int(axis)), ("largest", A::Int(largest))],
+                2,
+            );
+        }
+    }
+}
+
+#[test]
+fn gather_elements_and_nd() {
+    let mut r = Rng::new(59);
+    let data = r.tensor(&[4, 5, 3], -1.0, 1.0);
+    for axis in [0i64, 1, 2] {
+        let n = [4, 5, 3][axis as usize];
+        let idx = r.tensor_i64(&[3, 2, 3], -n, n);
+        check_op(
+            &format!("GatherElements axis {axis}"),
+            "GatherElements",
+            13,
+            &[inp("d", data.clone()), inp("i", idx)],
+            vec![("axis", A::Int(axis))],
+            1,
+        );
+    }
+    // tract takes no negative GatherND / ScatterND indices (the interpreter tests cover them).
+    let idx = Tensor::from_i64(vec![3, 2], vec![0, 1, 3, 4, 2, 4]).unwrap();
+    check_op(
+        "GatherND",
+        "GatherND",
+        13,
+        &[inp("d", data.clone()), inp("i", idx)],
+        vec![],
+        1,
+    );
+    let idx = Tensor::from_i64(vec![4, 2, 1], vec![0, 4, 1, 2, 3, 3, 0, 0]).unwrap();
+    check_op(
+        "GatherND batch_dims 1",
+        "GatherND",
+        13,
+        &[inp("d", data), inp("i", idx)],
+        vec![("batch_dims", A::Int(1))],
+        1,
+    );
+}
+
+#[test]
+fn scatter_elements_and_nd() {
+    let mut r = Rng::new(61);
+    let data = r.tensor(&[4, 5], -1.0, 1.0);
+    // Distinct targets per column (rows 3, 0 and -3), so the order of updates cannot matter.
+    let idx = Tensor::from_i64(vec![3, 5], [[3i64; 5], [0; 5], [-3; 5]].concat()).unwrap();
+    let upd = r.tensor(&[3, 5], -1.0, 1.0);
+    check_op(
+        "ScatterElements axis 0",
+        "ScatterElements",
+        11,
+        &[inp("d", data.clone()), inp("i", idx), inp("u", upd)],
+        vec![("axis", A::Int(0))],
+        1,
+    );
+    let idx = Tensor::from_i64(vec![2, 1], vec![2, 3]).unwrap();
+    let upd = r.tensor(&[2, 5], -1.0, 1.0);
+    check_op(
+        "ScatterND rows",
+        "ScatterND",
+        11,
+        &[inp("d", data), inp("i", idx), inp("u", upd)],
+        vec![],
+        1,
+    );
+}
+
+#[test]
+fn einsum_equations() {
+    let mut r = Rng::new(67);
+    let cases: Vec<(&str, Vec<Vec<usize>>)> = vec![
+        ("ij,jk->ik", vec![vec![3, 4], vec![4, 5]]),
+        ("bij,bjk->bik", vec![vec![2, 3, 4], vec![2, 4, 5]]),
+        ("i,i->", vec![vec![6], vec![6]]),
+        ("ij->i", vec![vec![3, 4]]),
+        ("ij->ji", vec![vec![3, 4]]),
+        ("ii->i", vec![vec![4, 4]]),
+        ("bii->bi", vec![vec![2, 3, 3]]),
+        ("...ij,...jk->...ik", vec![vec![2, 3, 4], vec![2, 4, 5]]),
+        ("ij,jk", vec![vec![3, 4], vec![4, 5]]),
+        (
+            "abc,cd,de->abe",
+            vec![vec![2, 3, 4], vec![4, 5], vec![5, 2]],
+        ),
+        ("ij,ij->ij", vec![vec![3, 4], vec![3, 4]]),
+        ("i,j->ij", vec![vec![3], vec![4]]),
+        // (tract gives "ijk->" the input's shape, not numpy's scalar; "i,i->" covers that.)
+        ("ijk->j", vec![vec![2, 3, 4]]),
+        ("bhqd,bhkd->bhqk", vec![vec![2, 2, 3, 4], vec![2, 2, 5, 4]]),
+        ("ijk,jil->kl", vec![vec![2, 3, 4], vec![3, 2, 5]]),
+    ];
+    let names = ["a", "b", "c"];
+    for (eq, shapes) in cases {
+        let ins: Vec<_> = shapes
+            .iter()
+            .zip(names)
+            .map(|(s, n)| inp(n, r.tensor(s, -1.0, 1.0)))
+            .collect();
+        check_op(
+            &format!("Einsum {eq}"),
+            "Einsum",
+            12,
+            &ins,
+            vec![("equation", A::Str(eq.to_string()))],
+            1,
+        );
+    }
+}
+
+/// numpy's einsum by definition: every assignment of the labels, the product of the
+/// operands' elements added into the output element (explicit equations, no ellipsis).
+fn einsum_by_definition(eq: &str, ins: &[Tensor]) -> (Vec<usize>, Vec<f64>) {
+    let (lhs, out) = eq.split_once("->").unwrap();
+    let terms: Vec<Vec<char>> = lhs.split(',').map(|t| t.chars().collect()).collect();
+    let mut labels: Vec<char> = vec![];
+    let mut extent = std::collections::HashMap::new();
+    for (t, x) in terms.iter().zip(ins) {
+        for (&c, &n) in t.iter().zip(x.shape()) {
+            if !labels.contains(&c) {
+                labels.push(c);
+            }
+            extent.insert(c, n);
+        }
+    }
+    let out: Vec<char> = out.chars().collect();
+    let oshape: Vec<usize> = out.iter().map(|c| extent[c]).collect();
+    let mut y = vec![0f64; oshape.iter().product()];
+    let total: usize = labels.iter().map(|c| extent[c]).product();
+    let flat = |ls: &[char], at: &std::collections::HashMap<char, usize>| {
+        ls.iter().fold(0, |o, c| o * extent[c] + at[c])
+    };
+    for mut p in 0..total {
+        let mut at = std::collections::HashMap::new();
+        for c in labels.iter().rev() {
+            at.insert(*c, p % extent[c]);
+            p /= extent[c];
+        }
+        let prod: f64 = terms
+            .iter()
+            .zip(ins)
+            .map(|(t, x)| x.as_f32().unwrap()[flat(t, &at)] as f64)
+            .product();
+        y[flat(&out, &at)] += prod;
+    }
+    (oshape, y)
+}
+
+/// The equations tract does not take: optc against einsum's definition.
+#[test]
+fn einsum_beyond_tract() {
+    let mut r = Rng::new(71);
+    for (eq, shapes) in [
+        ("ijk->", vec![vec![2, 3, 4]]),
+        ("iij,jk->ik", vec![vec![3, 3, 4], vec![4, 2]]),
+        ("iji,jk->k", vec![vec![3, 2, 3], vec![2, 4]]),
+    ] {
+        let ins: Vec<Tensor> = shapes.iter().map(|s| r.tensor(s, -1.0, 1.0)).collect();
+        let mut b = optc_onnx::builder::ModelBuilder::new(12);
+        let names = ["a", "b"];
+        for (n, t) in names.iter().zip(&ins) {
+            let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+            b.input(n, DType::F32, &dims);
+        }
+        b.node(
+            "Einsum",
+            &names[..ins.len()],
+            &["y"],
+            vec![("equation", A::Str(eq.to_string()))],
+        );
+        b.output("y");
+        let mut m = optc::compile_bytes(&b.to_bytes(), &optc::Options::default()).unwrap();
+        let got = m.run(&ins).unwrap().remove(0);
+        let (shape, want) = einsum_by_definition(eq, &ins);
+        assert_eq!(got.shape(), &shape[..], "{eq}");
+        for (g, w) in got.as_f32().unwrap().iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{eq}: {g} vs {w}");
+        }
+    }
+}

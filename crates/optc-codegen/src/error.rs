@@ -45,15 +45,21 @@ impl std::error::Error for CodegenError {}
 /// What a kernel reports in the low byte of a failing status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeError {
-    /// A Gather index is out of range.
+    /// A Gather, GatherElements or GatherND index is out of range.
     GatherIndex = 1,
     /// An integer division by zero.
     DivisionByZero = 2,
+    /// A ScatterElements / ScatterND index is out of range.
+    ScatterIndex = 3,
 }
 
 impl RuntimeError {
     /// Every runtime error, by code.
-    pub const ALL: [RuntimeError; 2] = [RuntimeError::GatherIndex, RuntimeError::DivisionByZero];
+    pub const ALL: [RuntimeError; 3] = [
+        RuntimeError::GatherIndex,
+        RuntimeError::DivisionByZero,
+        RuntimeError::ScatterIndex,
+    ];
 
     /// The status code (the low byte of the entry function's return value).
     pub fn code(self) -> i32 {
@@ -70,6 +76,7 @@ impl RuntimeError {
         match self {
             RuntimeError::GatherIndex => "gather index out of range",
             RuntimeError::DivisionByZero => "integer division by zero",
+            RuntimeError::ScatterIndex => "scatter index out of range",
         }
     }
 }

@@ -6,7 +6,10 @@
 //! field of an [`crate::Op`] variant to and from its attribute values (most fields are one
 //! attribute; a conv's [`Window`] is four, a pool's five, a slice's dims three).
 
-use crate::{bail, ActivationQuantization, DType, IrError, PadMode, Result, SliceDim, Window};
+use crate::{
+    bail, ActivationQuantization, DType, IrError, PadMode, Result, ScatterReduction, SliceDim,
+    Window,
+};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -264,6 +267,8 @@ pub struct DTypeName;
 pub struct PadModeName;
 /// An [`ActivationQuantization`] field as `dynamic` or `static`.
 pub struct ActivationQuantizationName;
+/// A [`ScatterReduction`] field as `none`, `add`, `mul`, `max` or `min`.
+pub struct ScatterReductionName;
 /// A conv's [`Window`]: `kernel`, `strides`, `pads`, `dilations` (`ceil_mode` is false).
 pub struct ConvWindow;
 /// A pool's [`Window`]: `kernel`, `strides`, `pads`, `dilations`, `ceil_mode`.
@@ -329,6 +334,27 @@ pub fn words() -> impl Iterator<Item = &'static str> {
         .map(|d| d.name())
         .chain(PadModeName::MODES.iter().map(|m| m.1))
         .chain(ActivationQuantization::NAMES.iter().map(|m| m.1))
+        .chain(ScatterReduction::NAMES.iter().map(|m| m.1))
+}
+
+impl Codec for ScatterReductionName {
+    type Value = ScatterReduction;
+    fn specs(field: &'static str, out: &mut Vec<AttrSpec>) {
+        out.push(spec(field, AttrType::Word));
+    }
+    fn write(v: &ScatterReduction, field: &'static str, out: &mut Vec<(&'static str, AttrValue)>) {
+        out.push((field, AttrValue::Word(v.name().to_string())));
+    }
+    fn read(field: &'static str, a: &mut Attrs) -> Result<ScatterReduction> {
+        let w = a.word(field)?;
+        match ScatterReduction::from_name(&w) {
+            Some(r) => Ok(r),
+            None => bail!(
+                "{}: unknown reduction '{w}' (none, add, mul, max or min)",
+                a.op
+            ),
+        }
+    }
 }
 
 impl Codec for ActivationQuantizationName {

@@ -322,6 +322,8 @@ macro_rules! with_num_type {
     };
 }
 
+mod indexing;
+
 /// Map each `Data` variant's vector `$v` through `$e` (which yields a `Vec` of the same type).
 macro_rules! map_data {
     ($d:expr, $v:ident => $e:expr) => {
@@ -621,6 +623,28 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
         Op::Pad { pads, mode, value } => one(pad(x[0], pads, *mode, *value, &out[0].shape)?),
         Op::Gather { axis } => one(gather(x[0], x[1], *axis)?),
         Op::Expand { .. } => one(take(x[0].data(), &bcast_index(&out[0].shape, x[0].shape()))),
+        Op::Arg {
+            largest,
+            axis,
+            select_last_index,
+            ..
+        } => one(indexing::arg(x[0], *largest, *axis, *select_last_index)?),
+        Op::CumSum {
+            axis,
+            exclusive,
+            reverse,
+        } => one(indexing::cumsum(x[0], *axis, *exclusive, *reverse)?),
+        Op::TopK { axis, k, largest } => indexing::top_k(x[0], *axis, *k, *largest)?
+            .into_iter()
+            .zip(out)
+            .map(|(d, t)| tensor(t, d))
+            .collect(),
+        Op::GatherElements { axis } => one(indexing::gather_elements(x[0], x[1], *axis)?),
+        Op::GatherNd { batch_dims } => one(indexing::gather_nd(x[0], x[1], *batch_dims)?),
+        Op::ScatterElements { axis, reduction } => one(indexing::scatter_elements(
+            x[0], x[1], x[2], *axis, *reduction,
+        )?),
+        Op::ScatterNd { reduction } => one(indexing::scatter_nd(x[0], x[1], x[2], *reduction)?),
     }
 }
 
@@ -1255,6 +1279,8 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out: &TensorType) -> Res
         let mut acc = vec![
             match kind {
                 ReduceKind::Max => f64::NEG_INFINITY,
+                ReduceKind::Min => f64::INFINITY,
+                ReduceKind::Prod => 1.0,
                 _ => 0.0,
             };
             nout
@@ -1265,10 +1291,16 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out: &TensorType) -> Res
             match kind {
                 ReduceKind::Sum | ReduceKind::Mean => acc[o] += e,
                 ReduceKind::L2 => acc[o] += e * e,
-                ReduceKind::Max => {
+                ReduceKind::Prod => acc[o] *= e,
+                ReduceKind::Max | ReduceKind::Min => {
                     if !e.is_nan() {
                         seen_num[o] = true;
-                        if e > acc[o] {
+                        let wins = if kind == ReduceKind::Max {
+                            e > acc[o]
+                        } else {
+                            e < acc[o]
+                        };
+                        if wins {
                             acc[o] = e;
                         }
                     }
@@ -1280,10 +1312,10 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out: &TensorType) -> Res
             .enumerate()
             .map(|(i, &a)| {
                 (match kind {
-                    ReduceKind::Sum => a,
+                    ReduceKind::Sum | ReduceKind::Prod => a,
                     ReduceKind::Mean => a / count as f64,
                     ReduceKind::L2 => a.sqrt(),
-                    ReduceKind::Max => {
+                    ReduceKind::Max | ReduceKind::Min => {
                         if count > 0 && !seen_num[i] {
                             f64::NAN
                         } else {
@@ -1295,22 +1327,40 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out: &TensorType) -> Res
             .collect();
         return Ok(Data::F32(r));
     }
+    if x.dtype() == DType::Bool {
+        // Max is "any", min is "all" (the inference admits nothing else on bool).
+        let v = sl::<bool>(x)?;
+        if count == 0 {
+            bail!(
+                "{} over an empty axis of a bool tensor",
+                ReduceKind::name(kind)
+            );
+        }
+        let max = kind == ReduceKind::Max;
+        let mut acc = vec![!max; nout];
+        for (&o, &e) in dst.iter().zip(v) {
+            acc[o] = if max { acc[o] || e } else { acc[o] && e };
+        }
+        return Ok(Data::Bool(acc));
+    }
     with_num_type!(x.dtype(), "reduce", T => {
         let v = sl::<T>(x)?;
-        if kind == ReduceKind::Max && count == 0 {
-            bail!("reduce_max over an empty axis of an integer tensor");
+        if matches!(kind, ReduceKind::Max | ReduceKind::Min) && count == 0 {
+            bail!("{} over an empty axis of an integer tensor", ReduceKind::name(kind));
         }
         let mut acc: Vec<Option<T>> = vec![None; nout];
         for (&o, &e) in dst.iter().zip(v) {
             acc[o] = Some(match (acc[o], kind) {
                 (None, _) => e,
                 (Some(a), ReduceKind::Max) => if e > a { e } else { a },
+                (Some(a), ReduceKind::Min) => if e < a { e } else { a },
+                (Some(a), ReduceKind::Prod) => a.mul(e),
                 (Some(a), _) => a.add(e),
             });
         }
         let mut r = Vec::with_capacity(nout);
         for a in acc {
-            let s = a.unwrap_or(T::zero());
+            let s = a.unwrap_or(if kind == ReduceKind::Prod { T::from_i64(1) } else { T::zero() });
             r.push(match kind {
                 ReduceKind::Mean => match s.div(T::from_i64(count as i64)) {
                     Some(q) => q,

@@ -28,8 +28,8 @@ pub use dtype::DType;
 pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, GraphInput, GraphOutput, Node, NodeId, Value};
 pub use op::{
-    broadcast_shapes, BinaryOp, ConstId, FusedStep, Op, PadMode, ReduceKind, SliceDim, TensorType,
-    UnaryOp, Window,
+    broadcast_shapes, BinaryOp, ConstId, FusedStep, Op, PadMode, ReduceKind, ScatterReduction,
+    SliceDim, TensorType, UnaryOp, Window,
 };
 pub use op_table::{CostClass, Family, OpInfo, OpKind, Prop, OPS};
 pub use quantized::{ActivationQuantization, QuantParams};

@@ -197,6 +197,62 @@ pub enum ReduceKind {
     Max,
     /// `sqrt(sum(x^2))`
     L2,
+    /// Like `Max`, the other way (NaN ignored unless every cell is NaN).
+    Min,
+    /// Product (`1` over an empty axis).
+    Prod,
+}
+
+impl ReduceKind {
+    /// The op's name (`reduce_sum`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceKind::Sum => "reduce_sum",
+            ReduceKind::Mean => "reduce_mean",
+            ReduceKind::Max => "reduce_max",
+            ReduceKind::L2 => "reduce_l2",
+            ReduceKind::Min => "reduce_min",
+            ReduceKind::Prod => "reduce_prod",
+        }
+    }
+}
+
+/// How `ScatterElements` / `ScatterNd` combine an update with the element it lands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScatterReduction {
+    /// The update replaces the element (of duplicate indices, the last update wins).
+    Replace,
+    Add,
+    Mul,
+    /// numpy `maximum` (NaN propagates).
+    Max,
+    /// numpy `minimum` (NaN propagates).
+    Min,
+}
+
+impl ScatterReduction {
+    /// Every reduction with its name (ONNX's `reduction` attribute values).
+    pub const NAMES: [(ScatterReduction, &'static str); 5] = [
+        (ScatterReduction::Replace, "none"),
+        (ScatterReduction::Add, "add"),
+        (ScatterReduction::Mul, "mul"),
+        (ScatterReduction::Max, "max"),
+        (ScatterReduction::Min, "min"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        ScatterReduction::NAMES
+            .iter()
+            .find(|(r, _)| *r == self)
+            .map_or("none", |r| r.1)
+    }
+
+    pub fn from_name(name: &str) -> Option<ScatterReduction> {
+        ScatterReduction::NAMES
+            .iter()
+            .find(|r| r.1 == name)
+            .map(|r| r.0)
+    }
 }
 
 /// Padding modes of `Pad`.
@@ -408,6 +464,49 @@ pub enum Op {
     Gather {
         axis: usize,
     },
+    /// ONNX `ArgMax` (`largest`) / `ArgMin` along `axis`: the i64 index of the first extreme
+    /// (the last when `select_last_index`); NaN counts as the extreme.
+    Arg {
+        largest: bool,
+        axis: usize,
+        keepdims: bool,
+        select_last_index: bool,
+    },
+    /// Running sums along `axis`; `exclusive` leaves the element itself out, `reverse` sums
+    /// from the end.
+    CumSum {
+        axis: usize,
+        exclusive: bool,
+        reverse: bool,
+    },
+    /// The `k` largest (smallest) elements along `axis`, in order, and their i64 indices:
+    /// two outputs. Equal elements keep index order; NaN is greater than every number.
+    TopK {
+        axis: usize,
+        k: usize,
+        largest: bool,
+    },
+    /// Inputs data, indices (i64 or i32, negative counts from the end, the data's rank);
+    /// `out[i] = data[i with i[axis] replaced by indices[i]]`.
+    GatherElements {
+        axis: usize,
+    },
+    /// Inputs data, indices `[b..., m..., q]` (i64 or i32): ONNX `GatherND`.
+    GatherNd {
+        batch_dims: usize,
+    },
+    /// Inputs data, indices, updates (indices and updates of one shape, the data's rank):
+    /// a copy of data where `out[i with i[axis] replaced by indices[i]] (op)= updates[i]`,
+    /// in index order.
+    ScatterElements {
+        axis: usize,
+        reduction: ScatterReduction,
+    },
+    /// Inputs data, indices `[m..., q]`, updates `[m..., data.shape[q..]...]`: ONNX
+    /// `ScatterND`, in index order.
+    ScatterNd {
+        reduction: ScatterReduction,
+    },
     /// Broadcast to `broadcast(input.shape, shape)`.
     Expand {
         shape: Vec<usize>,
@@ -560,12 +659,55 @@ pub(crate) fn conv_shape(
     Ok(s)
 }
 
+/// Indices of a gather or scatter must be i64 or i32.
+fn index_dtype(what: &str, i: &TensorType) -> Result<()> {
+    if !matches!(i.dtype, DType::I64 | DType::I32) {
+        bail!("{what} indices must be i64 or i32, got {}", i.dtype);
+    }
+    Ok(())
+}
+
+/// Indices of `GatherElements` / `ScatterElements`: the data's rank, no longer than the data
+/// along every other axis.
+fn same_rank_indices(what: &str, axis: usize, d: &TensorType, i: &TensorType) -> Result<()> {
+    if axis >= d.rank() || i.rank() != d.rank() {
+        bail!("{what}: axis {axis} with data {d} and indices {i} of another rank");
+    }
+    for k in 0..d.rank() {
+        if k != axis && i.shape[k] > d.shape[k] {
+            bail!("{what}: indices {i} are larger than data {d} along axis {k}");
+        }
+    }
+    Ok(())
+}
+
+/// The depth `q` (last dim) of `GatherND` / `ScatterND` indices after `batch` batch dims.
+fn nd_depth(what: &str, batch: usize, d: &TensorType, i: &TensorType) -> Result<usize> {
+    if i.rank() == 0 || batch >= i.rank() || batch >= d.rank().max(1) {
+        bail!("{what}: indices {i} and data {d} do not fit {batch} batch dims");
+    }
+    let q = i.shape[i.rank() - 1];
+    if q == 0 || batch + q > d.rank() || i.shape[..batch] != d.shape[..batch] {
+        bail!("{what}: indices {i} do not index data {d} after {batch} batch dims");
+    }
+    Ok(q)
+}
+
+/// Bool data only takes the plain scatter.
+fn scatter_dtype(what: &str, r: ScatterReduction, d: &TensorType) -> Result<()> {
+    if d.dtype == DType::Bool && r != ScatterReduction::Replace {
+        bail!("{what}: reduction {} does not take bool", r.name());
+    }
+    Ok(())
+}
+
 impl Op {
     /// Number of outputs.
     pub fn num_outputs(&self) -> usize {
         match self {
             Op::Split { sizes, .. } => sizes.len(),
             Op::DynamicQuantizeLinear => 3,
+            Op::TopK { .. } => 2,
             _ => 1,
         }
     }
@@ -849,7 +991,9 @@ impl Op {
                         x.rank()
                     );
                 }
-                if x.dtype == DType::Bool || (*kind == ReduceKind::L2 && x.dtype != DType::F32) {
+                if (x.dtype == DType::Bool && !matches!(kind, ReduceKind::Max | ReduceKind::Min))
+                    || (*kind == ReduceKind::L2 && x.dtype != DType::F32)
+                {
                     bail!("{} does not take {}", self.name(), x.dtype);
                 }
                 let mut s = vec![];
@@ -1032,6 +1176,93 @@ impl Op {
                 s.extend_from_slice(&i.shape);
                 s.extend_from_slice(&d.shape[axis + 1..]);
                 one(TensorType::new(d.dtype, s))
+            }
+            Op::Arg { axis, keepdims, .. } => {
+                let x = x.unwrap();
+                if *axis >= x.rank() || x.dtype == DType::Bool {
+                    bail!(
+                        "{} axis {} needs a numeric input of higher rank, got {}",
+                        self.name(),
+                        axis,
+                        x
+                    );
+                }
+                if x.shape[*axis] == 0 {
+                    bail!("{} over an empty axis", self.name());
+                }
+                let mut s = x.shape.clone();
+                if *keepdims {
+                    s[*axis] = 1;
+                } else {
+                    s.remove(*axis);
+                }
+                one(TensorType::new(DType::I64, s))
+            }
+            Op::CumSum { axis, .. } => {
+                let x = x.unwrap();
+                if *axis >= x.rank() || x.dtype == DType::Bool {
+                    bail!(
+                        "cumsum axis {} needs a numeric input of higher rank, got {}",
+                        axis,
+                        x
+                    );
+                }
+                one(x.clone())
+            }
+            Op::TopK { axis, k, .. } => {
+                let x = x.unwrap();
+                if *axis >= x.rank() || x.dtype == DType::Bool {
+                    bail!(
+                        "top_k axis {} needs a numeric input of higher rank, got {}",
+                        axis,
+                        x
+                    );
+                }
+                if *k > x.shape[*axis] {
+                    bail!("top_k: k = {} is larger than axis {} of {}", k, axis, x);
+                }
+                let mut s = x.shape.clone();
+                s[*axis] = *k;
+                Ok(vec![
+                    TensorType::new(x.dtype, s.clone()),
+                    TensorType::new(DType::I64, s),
+                ])
+            }
+            Op::GatherElements { axis } => {
+                let (d, i) = (inputs[0], inputs[1]);
+                index_dtype(self.name(), i)?;
+                same_rank_indices(self.name(), *axis, d, i)?;
+                one(TensorType::new(d.dtype, i.shape.clone()))
+            }
+            Op::GatherNd { batch_dims } => {
+                let (d, i) = (inputs[0], inputs[1]);
+                index_dtype(self.name(), i)?;
+                let q = nd_depth(self.name(), *batch_dims, d, i)?;
+                let mut s = i.shape[..i.rank() - 1].to_vec();
+                s.extend_from_slice(&d.shape[batch_dims + q..]);
+                one(TensorType::new(d.dtype, s))
+            }
+            Op::ScatterElements { axis, reduction } => {
+                let (d, i, u) = (inputs[0], inputs[1], inputs[2]);
+                index_dtype(self.name(), i)?;
+                same_rank_indices(self.name(), *axis, d, i)?;
+                if u.shape != i.shape || u.dtype != d.dtype {
+                    bail!("scatter_elements: updates {} must have the indices' shape {:?} and the data's dtype {}", u, i.shape, d.dtype);
+                }
+                scatter_dtype(self.name(), *reduction, d)?;
+                one(d.clone())
+            }
+            Op::ScatterNd { reduction } => {
+                let (d, i, u) = (inputs[0], inputs[1], inputs[2]);
+                index_dtype(self.name(), i)?;
+                let q = nd_depth(self.name(), 0, d, i)?;
+                let mut s = i.shape[..i.rank() - 1].to_vec();
+                s.extend_from_slice(&d.shape[q..]);
+                if u.shape != s || u.dtype != d.dtype {
+                    bail!("scatter_nd: updates {} must be {}{:?}", u, d.dtype, s);
+                }
+                scatter_dtype(self.name(), *reduction, d)?;
+                one(d.clone())
             }
             Op::Expand { shape } => {
                 let x = x.unwrap();

@@ -43,7 +43,8 @@ pub enum Family {
     /// Reductions over axes; `dynamic_quantize_linear` (the whole tensor's range chooses
     /// the scale and zero point it is quantized with).
     Reduction,
-    /// Data movement: reshape, transpose, concat, split, slice, pad, gather, expand.
+    /// Data movement: reshape, transpose, concat, split, slice, pad, gather, expand, and the
+    /// indexed gathers and scatters.
     Movement,
     /// `Op::Fused`: a base op and an elementwise chain.
     Fused,
@@ -350,6 +351,20 @@ op_table! {
         (Op::Reduce { kind: R::Max, axes, keepdims });
     ReduceL2 "reduce_l2" (1, 1) Reduction Reduction [] {axes: Sizes, keepdims: Bool}
         (Op::Reduce { kind: R::L2, axes, keepdims });
+    ReduceMin "reduce_min" (1, 1) Reduction Reduction [] {axes: Sizes, keepdims: Bool}
+        (Op::Reduce { kind: R::Min, axes, keepdims });
+    ReduceProd "reduce_prod" (1, 1) Reduction Reduction [] {axes: Sizes, keepdims: Bool}
+        (Op::Reduce { kind: R::Prod, axes, keepdims });
+    ArgMax "arg_max" (1, 1) Reduction Reduction []
+        {axis: Size, keepdims: Bool, select_last_index: Bool}
+        (Op::Arg { largest: true, axis, keepdims, select_last_index });
+    ArgMin "arg_min" (1, 1) Reduction Reduction []
+        {axis: Size, keepdims: Bool, select_last_index: Bool}
+        (Op::Arg { largest: false, axis, keepdims, select_last_index });
+    CumSum "cumsum" (1, 1) Reduction Reduction [] {axis: Size, exclusive: Bool, reverse: Bool}
+        (Op::CumSum { axis, exclusive, reverse });
+    TopK "top_k" (1, 1) Reduction Reduction [] {axis: Size, k: Size, largest: Bool}
+        (Op::TopK { axis, k, largest });
 
     Reshape "reshape" (1, 1) Movement Memory [] {shape: Sizes} (Op::Reshape { shape });
     Transpose "transpose" (1, 1) Movement Memory [] {perm: Sizes} (Op::Transpose { perm });
@@ -360,6 +375,13 @@ op_table! {
         (Op::Pad { pads, mode, value });
     Gather "gather" (2, 2) Movement Memory [] {axis: Size} (Op::Gather { axis });
     Expand "expand" (1, 1) Movement Memory [] {shape: Sizes} (Op::Expand { shape });
+    GatherElements "gather_elements" (2, 2) Movement Memory [] {axis: Size}
+        (Op::GatherElements { axis });
+    GatherNd "gather_nd" (2, 2) Movement Memory [] {batch_dims: Size} (Op::GatherNd { batch_dims });
+    ScatterElements "scatter_elements" (3, 3) Movement Memory []
+        {axis: Size, reduction: ScatterReductionName} (Op::ScatterElements { axis, reduction });
+    ScatterNd "scatter_nd" (3, 3) Movement Memory [] {reduction: ScatterReductionName}
+        (Op::ScatterNd { reduction });
 
     Fused "fused" (0, usize::MAX) Fused Fused [] {} (Op::Fused { .. })
         else bail!("fused ops are written fused.<base> with base_inputs and steps");

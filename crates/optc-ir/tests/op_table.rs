@@ -166,6 +166,8 @@ fn every_op_variant_and_case_has_its_kind() {
         (ReduceKind::Mean, "reduce_mean"),
         (ReduceKind::Max, "reduce_max"),
         (ReduceKind::L2, "reduce_l2"),
+        (ReduceKind::Min, "reduce_min"),
+        (ReduceKind::Prod, "reduce_prod"),
     ] {
         ops.push((
             Op::Reduce {

@@ -16,7 +16,7 @@ mod control_flow;
 mod conv_transpose;
 mod decompose;
 mod einsum;
-mod gather;
+mod indexing;
 mod narrowing;
 mod quantization;
 mod recurrent;
@@ -51,6 +51,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Asinh",
     "Atan",
     "Atanh",
+    "ArgMax",
+    "ArgMin",
     "Attention",
     "AveragePool",
     "BatchNormalization",
@@ -69,6 +71,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ConvTranspose",
     "Cos",
     "Cosh",
+    "CumSum",
     "DequantizeLinear",
     "Div",
     "Dropout",
@@ -120,6 +123,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ReduceL2",
     "ReduceMax",
     "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
     "ReduceSum",
     "Relu",
     "Reshape",
@@ -127,6 +132,9 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "RNN",
     "Round",
     "Scan",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
     "Shape",
     "Sigmoid",
     "Sin",
@@ -141,6 +149,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Sum",
     "Tan",
     "Tanh",
+    "TopK",
     "Transpose",
     "Unsqueeze",
     "Upsample",
@@ -1217,8 +1226,6 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "If" | "Loop" | "Scan" => control_flow::convert(ctx, node, name),
         "Attention" => attention::convert(ctx, node, name),
         "ConvTranspose" => conv_transpose::convert(ctx, node, name),
-        "Einsum" => einsum::convert(ctx, node, name),
-        "GatherElements" | "GatherND" => gather::convert(ctx, node, name),
         "Resize" | "Upsample" => resize::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),
@@ -1279,11 +1286,13 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let v = ctx.emit1(name, op, &ins, false)?;
             Ok(vec![Some(v), None, None, None, None])
         }
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" => {
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" | "ReduceMin" | "ReduceProd" => {
             let kind = match op_type {
                 "ReduceMean" => ReduceKind::Mean,
                 "ReduceSum" => ReduceKind::Sum,
                 "ReduceMax" => ReduceKind::Max,
+                "ReduceMin" => ReduceKind::Min,
+                "ReduceProd" => ReduceKind::Prod,
                 _ => ReduceKind::L2,
             };
             let x = req(0)?;
@@ -1633,6 +1642,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let axis = norm_axis(a.int_or("axis", 0), r, "axis")?;
             one(ctx.emit1(name, Op::Gather { axis }, &[d, i], true)?)
         }
+        "Einsum" => einsum::convert(ctx, node, name),
+        "ArgMax" | "ArgMin" | "CumSum" | "TopK" | "GatherElements" | "GatherND"
+        | "ScatterElements" | "Scatter" | "ScatterND" => indexing::convert(ctx, node, name),
         "Expand" => {
             let x = req(0)?;
             let s = cinp(1, "shape")?.ok_or("shape input is missing")?;

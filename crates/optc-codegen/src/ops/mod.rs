@@ -9,12 +9,14 @@
 //!   (fused step chains), `movement.rs`, `matmul.rs`, `conv.rs`, `pool.rs`, `reduce.rs`,
 //!   `norm.rs` (softmax, layernorm), `quantize.rs` (QuantizeLinear, DequantizeLinear,
 //!   DynamicQuantizeLinear), `integer.rs` (MatMulInteger, ConvInteger, QuantizedMatMul,
-//!   QuantizedConv on one i32 GEMM): the op families,
+//!   QuantizedConv on one i32 GEMM), `indexing.rs` (ArgMax/ArgMin, CumSum, TopK, the
+//!   element and ND gathers and scatters): the op families,
 //! - `parallel.rs`: which generic nodes are split across tasks.
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod fused;
+pub(crate) mod indexing;
 pub(crate) mod integer;
 pub(crate) mod map;
 pub(crate) mod math;
@@ -127,6 +129,40 @@ pub(crate) fn lower_node(
             quantize::lower_dequantize_linear(e, info, ins, outp[0], *axis)
         }
         Op::DynamicQuantizeLinear => quantize::lower_dynamic_quantize_linear(e, info, ins[0], outp),
+        Op::Arg {
+            largest,
+            axis,
+            select_last_index,
+            ..
+        } => indexing::lower_arg(
+            e,
+            info,
+            ins[0],
+            outp[0],
+            *largest,
+            *axis,
+            *select_last_index,
+        ),
+        Op::CumSum {
+            axis,
+            exclusive,
+            reverse,
+        } => indexing::lower_cumsum(e, info, ins[0], outp[0], *axis, *exclusive, *reverse),
+        Op::TopK { axis, k, largest } => {
+            indexing::lower_top_k(e, info, ins[0], outp, *axis, *k, *largest)
+        }
+        Op::GatherElements { axis } => {
+            indexing::lower_gather_elements(e, info, ins[0], ins[1], outp[0], *axis)
+        }
+        Op::GatherNd { batch_dims } => {
+            indexing::lower_gather_nd(e, info, ins[0], ins[1], outp[0], *batch_dims)
+        }
+        Op::ScatterElements { axis, reduction } => {
+            indexing::lower_scatter_elements(e, info, ins, outp[0], *axis, *reduction)
+        }
+        Op::ScatterNd { reduction } => {
+            indexing::lower_scatter_nd(e, info, ins, outp[0], *reduction)
+        }
     }
 }
 

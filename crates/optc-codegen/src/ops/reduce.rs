@@ -1,4 +1,4 @@
-//! Reductions (sum, mean, max, L2) over any axes.
+//! Reductions (sum, mean, max, min, product, L2) over any axes.
 
 use crate::builder::{element_type, Emitter, F32X4};
 use crate::error::Result;
@@ -47,24 +47,34 @@ pub(super) fn lower_reduce(
     let is_f = dt == DType::F32;
     let sg = is_signed(dt);
     let contiguous_inner = rdims.len() == 1 && rst[0] == 1;
-    if count == 0 && kind == ReduceKind::Max && !is_f {
-        return Err(info.err("reduce_max over an empty axis of an integer tensor"));
+    let extreme = matches!(kind, ReduceKind::Max | ReduceKind::Min);
+    if count == 0 && extreme && !is_f {
+        return Err(info.err(format!(
+            "{} over an empty axis of an integer tensor",
+            kind.name()
+        )));
     }
     e.nest(&kdims, &kst, &[z, z], &mut |e, o| {
         let init = |e: &mut Emitter, ty: Type| -> Value {
             match (kind, is_f) {
                 (ReduceKind::Max, true) if count == 0 => e.float_const(ty, f32::NEG_INFINITY),
+                (ReduceKind::Min, true) if count == 0 => e.float_const(ty, f32::INFINITY),
                 // NaN start: the first element always wins, later NaNs are ignored.
-                (ReduceKind::Max, true) => e.float_const(ty, f32::NAN),
+                (ReduceKind::Max | ReduceKind::Min, true) => e.float_const(ty, f32::NAN),
+                (ReduceKind::Prod, true) => e.float_const(ty, 1.0),
                 (_, true) => e.float_const(ty, 0.0),
                 (ReduceKind::Max, false) => e.b.ins().iconst(ty, int_range(dt).0),
+                (ReduceKind::Min, false) => e.b.ins().iconst(ty, int_range(dt).1),
+                (ReduceKind::Prod, false) => e.b.ins().iconst(ty, 1),
                 (_, false) => e.b.ins().iconst(ty, 0),
             }
         };
         let combine = |e: &mut Emitter, a: Value, v: Value| -> Value {
             match (kind, is_f) {
-                (ReduceKind::Max, true) => nan_ignoring_max(e, a, v),
+                (ReduceKind::Max, true) => nan_ignoring(e, a, v, FloatCC::GreaterThan),
+                (ReduceKind::Min, true) => nan_ignoring(e, a, v, FloatCC::LessThan),
                 (ReduceKind::L2, _) => e.mul_add(v, v, a),
+                (ReduceKind::Prod, true) => e.b.ins().fmul(a, v),
                 (_, true) => e.b.ins().fadd(a, v),
                 (ReduceKind::Max, false) => {
                     if sg {
@@ -73,6 +83,14 @@ pub(super) fn lower_reduce(
                         e.b.ins().umax(a, v)
                     }
                 }
+                (ReduceKind::Min, false) => {
+                    if sg {
+                        e.b.ins().smin(a, v)
+                    } else {
+                        e.b.ins().umin(a, v)
+                    }
+                }
+                (ReduceKind::Prod, false) => e.b.ins().imul(a, v),
                 (_, false) => e.b.ins().iadd(a, v),
             }
         };
@@ -98,7 +116,9 @@ pub(super) fn lower_reduce(
             for l in 1..4u8 {
                 let s = e.b.ins().extractlane(v, l);
                 r = match kind {
-                    ReduceKind::Max => nan_ignoring_max(e, r, s),
+                    ReduceKind::Max => nan_ignoring(e, r, s, FloatCC::GreaterThan),
+                    ReduceKind::Min => nan_ignoring(e, r, s, FloatCC::LessThan),
+                    ReduceKind::Prod => e.b.ins().fmul(r, s),
                     _ => e.b.ins().fadd(r, s),
                 };
             }
@@ -137,10 +157,11 @@ pub(super) fn lower_reduce(
     Ok(())
 }
 
-/// `v` when it is greater than `a` or `a` is NaN, else `a` (scalar or f32x4).
-fn nan_ignoring_max(e: &mut Emitter, a: Value, v: Value) -> Value {
+/// `v` when `v wins a` (greater than for max, less than for min) or `a` is NaN, else `a`
+/// (scalar or f32x4).
+fn nan_ignoring(e: &mut Emitter, a: Value, v: Value, wins: FloatCC) -> Value {
     let ty = e.b.func.dfg.value_type(a);
-    let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, a);
+    let gt = e.b.ins().fcmp(wins, v, a);
     let un = e.b.ins().fcmp(FloatCC::Unordered, a, a);
     let take = e.b.ins().bor(gt, un);
     e.select_float(ty, take, v, a)

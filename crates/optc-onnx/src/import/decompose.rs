@@ -96,14 +96,9 @@ pub(super) const OPS: &[&str] = &[
     "Sign",
     "Xor",
     "IsInf",
-    "ArgMax",
-    "ArgMin",
-    "ReduceMin",
     "Hardmax",
     "Mod",
-    "CumSum",
     "BitShift",
-    "TopK",
 ];
 
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
@@ -380,56 +375,12 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 }
             }
         }
-        "ArgMax" | "ArgMin" | "Hardmax" => {
-            let hard = op_type == "Hardmax";
-            let default_axis = if hard && opset < 13 {
-                1
-            } else if hard {
-                -1
-            } else {
-                0
-            };
-            let axis = norm_axis(a.int_or("axis", default_axis), xt.rank().max(1), "axis")?;
-            if hard && opset < 13 {
+        "Hardmax" => {
+            if opset < 13 {
                 return Err("Hardmax before opset 13 (2-D coerced axes) is not supported".into());
             }
-            arg_extreme(
-                &mut s,
-                x,
-                axis,
-                op_type == "ArgMin",
-                a.int_or("select_last_index", 0) != 0,
-                a.int_or("keepdims", 1) != 0,
-                hard,
-            )?
-        }
-        "ReduceMin" => {
-            if matches!(xt.dtype, DType::Bool | DType::U8) {
-                return Err(format!("ReduceMin on {} is not supported", xt.dtype));
-            }
-            let axes = if opset >= 18 {
-                s.ctx
-                    .constant_input(node, 1, "axes")?
-                    .map(|t| t.to_i64_vec())
-            } else {
-                a.ints("axes")
-            };
-            let keepdims = a.int_or("keepdims", 1) != 0;
-            let noop = a.int_or("noop_with_empty_axes", 0) != 0;
-            let axes: Vec<usize> = match axes {
-                Some(v) if !v.is_empty() => v
-                    .iter()
-                    .map(|&ax| norm_axis(ax, xt.rank(), "axis"))
-                    .collect::<R<_>>()?,
-                _ if noop => return Ok(vec![Some(x)]),
-                _ => (0..xt.rank()).collect(),
-            };
-            if axes.iter().any(|&ax| xt.shape[ax] == 0) {
-                return Err("ReduceMin over an empty axis is not supported".into());
-            }
-            let neg = s.unary(UnaryOp::Neg, &x)?;
-            let m = s.reduce(ReduceKind::Max, &neg, &axes, keepdims)?;
-            s.last(Op::Unary(UnaryOp::Neg), &[m])?
+            let axis = norm_axis(a.int_or("axis", -1), xt.rank().max(1), "axis")?;
+            hardmax(&mut s, x, axis)?
         }
         "Mod" => {
             let y = second.ok_or("input #1 (B) is missing")?;
@@ -462,25 +413,6 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 let shifted = s.binary(BinaryOp::Add, &r, &y)?;
                 s.last(Op::Where, &[fix, shifted, r])?
             }
-        }
-        "CumSum" => {
-            need_f32(s.ctx, &x, "CumSum")?;
-            let axis = s
-                .ctx
-                .constant_input(node, 1, "axis")?
-                .ok_or("the axis (input #1) is missing")?
-                .to_i64_vec();
-            let axis = match axis[..] {
-                [ax] => norm_axis(ax, xt.rank(), "axis")?,
-                _ => return Err(format!("axis {axis:?} must be one value")),
-            };
-            cumulative_sum(
-                &mut s,
-                x,
-                axis,
-                a.int_or("exclusive", 0) != 0,
-                a.int_or("reverse", 0) != 0,
-            )?
         }
         "BitShift" => {
             let y = second.ok_or("input #1 (Y) is missing")?;
@@ -524,23 +456,6 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 zero
             };
             s.last(Op::Where, &[valid, shifted, fill])?
-        }
-        "TopK" => {
-            let k = if opset >= 10 {
-                s.ctx
-                    .constant_input(node, 1, "k")?
-                    .ok_or("the k (input #1) is missing")?
-                    .to_i64_vec()
-            } else {
-                vec![a.int("k").ok_or("attribute 'k' is missing")?]
-            };
-            let k = match k[..] {
-                [k] if k >= 0 => k as usize,
-                _ => return Err(format!("k {k:?} must be one non-negative value")),
-            };
-            let axis = norm_axis(a.int_or("axis", -1), xt.rank().max(1), "axis")?;
-            let (values, indices) = top_k(&mut s, x, axis, k, a.int_or("largest", 1) != 0)?;
-            return Ok(vec![Some(values), Some(indices)]);
         }
         "LpPool" => lp_pool(&mut s, &a, x)?,
         "LRN" => local_response_norm(&mut s, &a, x)?,
@@ -901,185 +816,28 @@ fn cast_scalar(v: f32, dtype: DType) -> R<Tensor> {
     )
 }
 
-/// `ArgMax` / `ArgMin` (int64 indices of the first, or last, extreme along `axis`), or
-/// `Hardmax` (1 at the first maximum, 0 elsewhere): the extreme by a max reduction, the
-/// index by a max reduction over the positions where it is reached.
-fn arg_extreme(
-    s: &mut Steps,
-    x: Val,
-    axis: usize,
-    min: bool,
-    last: bool,
-    keepdims: bool,
-    hard: bool,
-) -> R<Val> {
+/// `Hardmax`: 1 at the first maximum along `axis`, 0 elsewhere: the maximum by a max
+/// reduction, its first position by a max reduction over the positions where it is reached.
+fn hardmax(s: &mut Steps, x: Val, axis: usize) -> R<Val> {
     let xt = s.ctx.ty(&x);
-    if xt.dtype == DType::Bool || (min && xt.dtype == DType::U8) {
-        return Err(format!("{} input is not supported", xt.dtype));
-    }
+    need_f32(s.ctx, &x, "Hardmax")?;
     let n = xt.shape[axis];
-    if n == 0 {
-        return Err(format!("axis {axis} of {xt} is empty"));
+    if n == 0 || n > 1 << 24 {
+        return Err(format!("axis {axis} of {xt} is empty or too long"));
     }
-    if n > 1 << 24 {
-        return Err(format!("axis {axis} of {xt} is too long"));
-    }
-    let v = if min { s.unary(UnaryOp::Neg, &x)? } else { x };
-    let m = s.reduce(ReduceKind::Max, &v, &[axis], true)?;
-    let at = s.binary(BinaryOp::Equal, &v, &m)?;
+    let m = s.reduce(ReduceKind::Max, &x, &[axis], true)?;
+    let at = s.binary(BinaryOp::Equal, &x, &m)?;
     // Positions along the axis as f32 (exact below 2^24), negated to find the first.
     let mut shape = vec![1; xt.rank()];
     shape[axis] = n;
-    let sign = if last { 1.0 } else { -1.0 };
     let iota = s.constant(
-        Tensor::from_f32(shape, (0..n).map(|i| sign * i as f32).collect()).map_err(|e| e.msg)?,
+        Tensor::from_f32(shape, (0..n).map(|i| -(i as f32)).collect()).map_err(|e| e.msg)?,
     );
     let never = s.f32(f32::NEG_INFINITY);
     let cand = s.op(Op::Where, &[at, iota.clone(), never])?;
     let pick = s.reduce(ReduceKind::Max, &cand, &[axis], true)?;
-    if hard {
-        let hit = s.binary(BinaryOp::Equal, &iota, &pick)?;
-        return s.last(Op::Cast { to: xt.dtype }, &[hit]);
-    }
-    let pos = if last {
-        pick
-    } else {
-        s.unary(UnaryOp::Neg, &pick)?
-    };
-    let idx = s.op(Op::Cast { to: DType::I64 }, &[pos])?;
-    if keepdims {
-        Ok(idx)
-    } else {
-        let mut out = xt.shape.clone();
-        out.remove(axis);
-        s.reshape(&idx, out)
-    }
-}
-
-/// Most `k` the `TopK` composition unrolls (one max reduction per selected element).
-const TOP_K_MAX: usize = 128;
-
-/// `TopK`: the `k` largest (or smallest) values along `axis`, sorted, ties by the lower
-/// index, with their int64 indices. Selected one at a time: the extreme of what is not yet
-/// taken, its first position, then that position marked taken.
-fn top_k(s: &mut Steps, x: Val, axis: usize, k: usize, largest: bool) -> R<(Val, Val)> {
-    let xt = s.ctx.ty(&x);
-    if matches!(xt.dtype, DType::Bool | DType::U8) {
-        return Err(format!("TopK on {} is not supported", xt.dtype));
-    }
-    let n = xt.shape.get(axis).copied().unwrap_or(1);
-    if k > n {
-        return Err(format!("k {k} is larger than axis {axis} of {xt}"));
-    }
-    if k > TOP_K_MAX {
-        return Err(format!(
-            "k {k} is larger than the {TOP_K_MAX} optc's TopK unrolls"
-        ));
-    }
-    if n > 1 << 24 {
-        return Err(format!("axis {axis} of {xt} is too long"));
-    }
-    let v = if largest {
-        x
-    } else {
-        s.unary(UnaryOp::Neg, &x)?
-    };
-    let mut shape = vec![1; xt.rank()];
-    shape[axis] = n;
-    let iota = s.constant(
-        Tensor::from_f32(shape.clone(), (0..n).map(|i| -(i as f32)).collect())
-            .map_err(|e| e.msg)?,
-    );
-    // Below every value of the type (taken positions are also excluded by `taken`).
-    let lowest = s.constant(match xt.dtype {
-        DType::F32 => Tensor::scalar_f32(f32::NEG_INFINITY),
-        DType::I64 => Tensor::scalar_i64(i64::MIN),
-        DType::I32 => cast_scalar(i32::MIN as f32, DType::I32)?,
-        other => cast_scalar(-128.0, other)?,
-    });
-    let never = s.f32(f32::NEG_INFINITY);
-    let mut taken = s.constant(Tensor::new(shape, Data::Bool(vec![false; n])).map_err(|e| e.msg)?);
-    let (mut values, mut indices) = (vec![], vec![]);
-    for _ in 0..k {
-        let cand = s.op(Op::Where, &[taken.clone(), lowest.clone(), v.clone()])?;
-        let m = s.reduce(ReduceKind::Max, &cand, &[axis], true)?;
-        let eq = s.binary(BinaryOp::Equal, &cand, &m)?;
-        let free = s.unary(UnaryOp::Not, &taken)?;
-        let at = s.binary(BinaryOp::And, &eq, &free)?;
-        let pos = s.op(Op::Where, &[at, iota.clone(), never.clone()])?;
-        let first = s.reduce(ReduceKind::Max, &pos, &[axis], true)?;
-        let hit = s.binary(BinaryOp::Equal, &iota, &first)?;
-        taken = s.binary(BinaryOp::Or, &taken, &hit)?;
-        let idx = s.unary(UnaryOp::Neg, &first)?;
-        indices.push(s.op(Op::Cast { to: DType::I64 }, &[idx])?);
-        values.push(if largest {
-            m
-        } else {
-            s.unary(UnaryOp::Neg, &m)?
-        });
-    }
-    if k == 0 {
-        // empty along the axis
-        let dims: Vec<optc_ir::SliceDim> = xt
-            .shape
-            .iter()
-            .enumerate()
-            .map(|(d, &len)| optc_ir::SliceDim {
-                start: 0,
-                step: 1,
-                len: if d == axis { 0 } else { len },
-            })
-            .collect();
-        let empty = s.op(Op::Slice { dims }, &[v])?;
-        let indices = s.op(Op::Cast { to: DType::I64 }, std::slice::from_ref(&empty))?;
-        return Ok((empty, indices));
-    }
-    let join = |s: &mut Steps, parts: Vec<Val>| -> R<Val> {
-        if parts.len() == 1 {
-            return Ok(parts.into_iter().next().expect("one"));
-        }
-        s.op(Op::Concat { axis }, &parts)
-    };
-    let values = join(s, values)?;
-    let indices = join(s, indices)?;
-    Ok((values, indices))
-}
-
-/// `CumSum` along `axis`: a `MatMul` with a constant triangular matrix of ones (strict
-/// for `exclusive`, flipped for `reverse`), the axis moved last and back.
-fn cumulative_sum(s: &mut Steps, x: Val, axis: usize, exclusive: bool, reverse: bool) -> R<Val> {
-    let xt = s.ctx.ty(&x);
-    let r = xt.rank();
-    let n = xt.shape[axis];
-    if n > 4096 {
-        return Err(format!("axis {axis} of {xt} is longer than optc's 4096"));
-    }
-    // w[i][j] = 1 when input i counts towards output j.
-    let w: Vec<f32> = (0..n * n)
-        .map(|k| {
-            let (i, j) = (k / n, k % n);
-            let counts = match (reverse, exclusive) {
-                (false, false) => i <= j,
-                (false, true) => i < j,
-                (true, false) => i >= j,
-                (true, true) => i > j,
-            };
-            counts as u8 as f32
-        })
-        .collect();
-    let w = s.constant(Tensor::from_f32(vec![n, n], w).map_err(|e| e.msg)?);
-    if axis + 1 == r {
-        return s.last(Op::MatMul, &[x, w]);
-    }
-    let mut perm: Vec<usize> = (0..r).filter(|&d| d != axis).collect();
-    perm.push(axis);
-    let mut back = vec![0; r];
-    for (k, &d) in perm.iter().enumerate() {
-        back[d] = k;
-    }
-    let moved = s.transpose(&x, perm)?;
-    let summed = s.op(Op::MatMul, &[moved, w])?;
-    s.last(Op::Transpose { perm: back }, &[summed])
+    let hit = s.binary(BinaryOp::Equal, &iota, &pick)?;
+    s.last(Op::Cast { to: xt.dtype }, &[hit])
 }
 
 /// The second and third outputs of `LayerNormalization`: the mean and `1 / sqrt(var + eps)`

@@ -256,6 +256,12 @@ pub(super) fn narrow_outputs(
             .and_then(|d| Narrow::of(d as i32))
             .map(|n| (n, false)),
         _ if INDICES.contains(&op) => None,
+        // A scatter that adds or multiplies computes new values; the others only move.
+        "ScatterElements" | "ScatterND"
+            if matches!(a.string("reduction").as_deref(), Some("add" | "mul")) =>
+        {
+            input_type.map(|n| (n, true))
+        }
         _ => input_type.map(|n| (n, !MOVES.contains(&op))),
     };
     let Some((narrow, apply)) = decided else {
