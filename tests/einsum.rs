@@ -62,7 +62,7 @@ fn bad_equations_name_the_problem() {
     for (eq, want) in [
         ("ij->iz", "'z'"),
         ("ij->i", ""),
-        ("ijk->i", "names 3 dims"),
+        ("ijk->i", "3 labels"),
         ("i1->i", "not a letter"),
     ] {
         let (bytes, _) = one_node(
