@@ -544,3 +544,70 @@ fn float_mod_against_tract_and_the_divisor_sign_rule() {
         .collect();
     close(&got[0], &want, "Mod f32 fmod=0");
 }
+
+/// RotaryEmbedding by its definition, for a [B, H, S, D] input with position ids.
+fn rotary_reference(
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    pos: &[i64],
+    rd: usize,
+    interleaved: bool,
+) -> Vec<f64> {
+    let [b, h, s, d] = x.shape() else { panic!() };
+    let (b, h, s, d) = (*b, *h, *s, *d);
+    let (xv, cv, sv) = (x.to_f64_vec(), cos.to_f64_vec(), sin.to_f64_vec());
+    let half = rd / 2;
+    let mut out = xv.clone();
+    for bi in 0..b {
+        for hi in 0..h {
+            for si in 0..s {
+                let p = pos[bi * s + si] as usize;
+                let base = ((bi * h + hi) * s + si) * d;
+                for j in 0..half {
+                    let (i1, i2) = if interleaved {
+                        (2 * j, 2 * j + 1)
+                    } else {
+                        (j, j + half)
+                    };
+                    let (x1, x2) = (xv[base + i1], xv[base + i2]);
+                    let (c, sn) = (cv[p * half + j], sv[p * half + j]);
+                    out[base + i1] = c * x1 - sn * x2;
+                    out[base + i2] = sn * x1 + c * x2;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rotary_embedding_rotates_pairs_by_the_caches() {
+    let mut r = Rng::new(13);
+    let (b, h, s, d, rd, positions) = (2, 3, 4, 8, 6, 10);
+    let x = r.tensor(&[b, h, s, d], -1.0, 1.0);
+    let cos = r.tensor(&[positions, rd / 2], -1.0, 1.0);
+    let sin = r.tensor(&[positions, rd / 2], -1.0, 1.0);
+    let pos: Vec<i64> = (0..(b * s) as i64)
+        .map(|k| (k * 3) % positions as i64)
+        .collect();
+    for interleaved in [0, 1] {
+        let mut m = ModelBuilder::new(23);
+        m.input("x", DType::F32, &[b as i64, h as i64, s as i64, d as i64]);
+        m.initializer("cos", &cos).initializer("sin", &sin);
+        m.initializer("pos", &Tensor::from_i64(vec![b, s], pos.clone()).unwrap());
+        m.node(
+            "RotaryEmbedding",
+            &["x", "cos", "sin", "pos"],
+            &["y"],
+            vec![
+                ("interleaved", A::Int(interleaved)),
+                ("rotary_embedding_dim", A::Int(rd as i64)),
+            ],
+        );
+        m.output("y");
+        let y = run_model(&m, std::slice::from_ref(&x));
+        let want = rotary_reference(&x, &cos, &sin, &pos, rd, interleaved == 1);
+        close(&y[0], &want, &format!("interleaved {interleaved}"));
+    }
+}

@@ -21,6 +21,7 @@ mod narrowing;
 mod quantization;
 mod recurrent;
 mod resize;
+mod rotary;
 mod steps;
 
 type R<T> = Result<T, String>;
@@ -47,12 +48,12 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Acosh",
     "Add",
     "And",
+    "ArgMax",
+    "ArgMin",
     "Asin",
     "Asinh",
     "Atan",
     "Atanh",
-    "ArgMax",
-    "ArgMin",
     "Attention",
     "AveragePool",
     "BatchNormalization",
@@ -130,6 +131,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Reshape",
     "Resize",
     "RNN",
+    "RotaryEmbedding",
     "Round",
     "Scan",
     "Scatter",
@@ -1227,6 +1229,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "Attention" => attention::convert(ctx, node, name),
         "ConvTranspose" => conv_transpose::convert(ctx, node, name),
         "Resize" | "Upsample" => resize::convert(ctx, node, name),
+        "RotaryEmbedding" => rotary::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),
         "MaxPool" | "AveragePool" => {
