@@ -63,23 +63,10 @@ pub(super) fn vectorizable(f: &Elementwise, dts: &[DType], out: DType) -> bool {
         return false;
     }
     match f {
-        Elementwise::Unary(u) => !matches!(
-            u,
-            UnaryOp::Log
-                | UnaryOp::Not
-                | UnaryOp::IsNaN
-                | UnaryOp::Sin
-                | UnaryOp::Cos
-                | UnaryOp::Tan
-                | UnaryOp::Asin
-                | UnaryOp::Acos
-                | UnaryOp::Atan
-                | UnaryOp::Sinh
-                | UnaryOp::Cosh
-                | UnaryOp::Asinh
-                | UnaryOp::Acosh
-                | UnaryOp::Atanh
-        ),
+        Elementwise::Unary(u) => {
+            !matches!(u, UnaryOp::Log | UnaryOp::Not | UnaryOp::IsNaN)
+                && crate::ops::math::libm_code(u).is_none()
+        }
         Elementwise::Binary(b) => is_vector_binary(*b),
         Elementwise::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),
         Elementwise::BatchNorm(_) | Elementwise::AddScaled(_) => true,

@@ -12,6 +12,26 @@ use cranelift_codegen::ir::{
 };
 use optc_ir::{BinaryOp, DType, UnaryOp};
 
+/// The trigonometric and hyperbolic ops, computed by libm through the runtime's
+/// `optc_rt_unary_math`: their code there (the index in `runtime::UNARY_MATH`).
+pub(super) fn libm_code(u: &UnaryOp) -> Option<usize> {
+    [
+        UnaryOp::Sin,
+        UnaryOp::Cos,
+        UnaryOp::Tan,
+        UnaryOp::Asin,
+        UnaryOp::Acos,
+        UnaryOp::Atan,
+        UnaryOp::Sinh,
+        UnaryOp::Cosh,
+        UnaryOp::Asinh,
+        UnaryOp::Acosh,
+        UnaryOp::Atanh,
+    ]
+    .iter()
+    .position(|v| v == u)
+}
+
 /// Float elementwise math on scalar `F32` or `F32X4` values.
 pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]) -> Option<Value> {
     if let Elementwise::Chain(steps) = f {
@@ -78,36 +98,11 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
             UnaryOp::Sqrt => e.b.ins().sqrt(x),
             UnaryOp::Neg => e.b.ins().fneg(x),
             UnaryOp::Abs => e.b.ins().fabs(x),
-            UnaryOp::Sin
-            | UnaryOp::Cos
-            | UnaryOp::Tan
-            | UnaryOp::Asin
-            | UnaryOp::Acos
-            | UnaryOp::Atan
-            | UnaryOp::Sinh
-            | UnaryOp::Cosh
-            | UnaryOp::Asinh
-            | UnaryOp::Acosh
-            | UnaryOp::Atanh => {
+            u if libm_code(u).is_some() => {
                 if ty.is_vector() {
                     return None;
                 }
-                let code = [
-                    UnaryOp::Sin,
-                    UnaryOp::Cos,
-                    UnaryOp::Tan,
-                    UnaryOp::Asin,
-                    UnaryOp::Acos,
-                    UnaryOp::Atan,
-                    UnaryOp::Sinh,
-                    UnaryOp::Cosh,
-                    UnaryOp::Asinh,
-                    UnaryOp::Acosh,
-                    UnaryOp::Atanh,
-                ]
-                .iter()
-                .position(|v| v == u)
-                .unwrap_or(0);
+                let code = libm_code(u).unwrap_or(0);
                 let f = e.runtime.unary_math;
                 let c = e.b.ins().iconst(types::I32, code as i64);
                 let call = e.b.ins().call(f, &[x, c]);
@@ -137,7 +132,8 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
                 let v = e.float_const(ty, *value);
                 e.select_float(ty, m, v, x)
             }
-            UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::Wrap { .. } | UnaryOp::BitNot => return None,
+            // Not float math (and the libm ops are taken above).
+            _ => return None,
         },
         Elementwise::Binary(b) => {
             let y = a[1];

@@ -8,7 +8,7 @@
 use super::steps::Steps;
 use super::{Ctx, Val, R};
 use crate::proto::Attrs;
-use optc_ir::{BinaryOp, DType, Op, SliceDim};
+use optc_ir::{BinaryOp, DType, Op};
 use tract_onnx::pb;
 
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
@@ -74,34 +74,16 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     }
     let cos = s.reshape(&cos, vec![shape4[0], shape4[1], 1, half])?;
     let sin = s.reshape(&sin, vec![shape4[0], shape4[1], 1, half])?;
-    let last = |s: &mut Steps, v: &Val, start: usize, step: i64, len: usize| -> R<Val> {
-        let sh = s.shape(v);
-        let mut dims: Vec<SliceDim> = sh
-            .iter()
-            .map(|&n| SliceDim {
-                start: 0,
-                step: 1,
-                len: n,
-            })
-            .collect();
-        let k = dims.len() - 1;
-        dims[k] = SliceDim {
-            start: start as i64,
-            step,
-            len,
-        };
-        s.op(Op::Slice { dims }, std::slice::from_ref(v))
-    };
     let interleaved = a.int_or("interleaved", 0) != 0;
     let (x1, x2) = if interleaved {
         (
-            last(&mut s, &x4, 0, 2, half)?,
-            last(&mut s, &x4, 1, 2, half)?,
+            s.slice_axis(&x4, 3, 0, 2, half)?,
+            s.slice_axis(&x4, 3, 1, 2, half)?,
         )
     } else {
         (
-            last(&mut s, &x4, 0, 1, half)?,
-            last(&mut s, &x4, half, 1, half)?,
+            s.slice_axis(&x4, 3, 0, 1, half)?,
+            s.slice_axis(&x4, 3, half as i64, 1, half)?,
         )
     };
     let c1 = s.binary(BinaryOp::Mul, &cos, &x1)?;
@@ -124,7 +106,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         s.op(Op::Concat { axis: 3 }, &[real, imag])?
     };
     let out4 = if rd < d {
-        let rest = last(&mut s, &x4, rd, 1, d - rd)?;
+        let rest = s.slice_axis(&x4, 3, rd as i64, 1, d - rd)?;
         s.op(Op::Concat { axis: 3 }, &[rotated, rest])?
     } else {
         rotated

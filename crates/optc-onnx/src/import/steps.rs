@@ -3,7 +3,7 @@
 //! `<node>/<step>`; [`Steps::last`] gives the node's own name to its final step.
 
 use super::{Ctx, Val, R};
-use optc_ir::{BinaryOp, Op, ReduceKind, Tensor, UnaryOp};
+use optc_ir::{BinaryOp, Op, ReduceKind, SliceDim, Tensor, UnaryOp};
 use std::sync::Arc;
 
 pub(super) struct Steps<'c> {
@@ -80,6 +80,28 @@ impl<'c> Steps<'c> {
             },
             std::slice::from_ref(x),
         )
+    }
+
+    /// `x` sliced along `axis` only: `len` elements from `start`, `step` apart.
+    pub fn slice_axis(
+        &mut self,
+        x: &Val,
+        axis: usize,
+        start: i64,
+        step: i64,
+        len: usize,
+    ) -> R<Val> {
+        let mut dims: Vec<SliceDim> = self
+            .shape(x)
+            .iter()
+            .map(|&n| SliceDim {
+                start: 0,
+                step: 1,
+                len: n,
+            })
+            .collect();
+        dims[axis] = SliceDim { start, step, len };
+        self.op(Op::Slice { dims }, std::slice::from_ref(x))
     }
 
     pub fn shape(&self, x: &Val) -> Vec<usize> {
