@@ -611,3 +611,147 @@ fn rotary_embedding_rotates_pairs_by_the_caches() {
         close(&y[0], &want, &format!("interleaved {interleaved}"));
     }
 }
+
+/// GridSample on one [H, W] plane by the ONNX reference's rules, written out here.
+fn grid_sample_reference(
+    plane: &[f64],
+    (h, w): (usize, usize),
+    gx: f64,
+    gy: f64,
+    linear: bool,
+    padding: &str,
+    align: bool,
+) -> f64 {
+    let denorm = |g: f64, len: usize| {
+        if align {
+            (g + 1.0) / 2.0 * (len as f64 - 1.0)
+        } else {
+            ((g + 1.0) * len as f64 - 1.0) / 2.0
+        }
+    };
+    let border = |len: usize| {
+        if align {
+            (0.0, len as f64 - 1.0)
+        } else {
+            (-0.5, len as f64 - 0.5)
+        }
+    };
+    let reflect = |x: f64, lo: f64, hi: f64| {
+        let rng = hi - lo;
+        if x < lo {
+            let dx = lo - x;
+            let n = (dx / rng).floor();
+            let r = dx - n * rng;
+            if n % 2.0 == 0.0 {
+                lo + r
+            } else {
+                hi - r
+            }
+        } else if x > hi {
+            let dx = x - hi;
+            let n = (dx / rng).floor();
+            let r = dx - n * rng;
+            if n % 2.0 == 0.0 {
+                hi - r
+            } else {
+                lo + r
+            }
+        } else {
+            x
+        }
+    };
+    let fix = |x: f64, len: usize| {
+        let (lo, hi) = border(len);
+        if x >= lo && x <= hi {
+            return x;
+        }
+        match padding {
+            "border" => x.clamp(0.0, len as f64 - 1.0),
+            "reflection" => reflect(x, lo, hi),
+            _ => x,
+        }
+    };
+    let pixel = |i: i64, j: i64| -> f64 {
+        let (ylo, yhi) = border(h);
+        let (xlo, xhi) = border(w);
+        let (i, j) = match padding {
+            "zeros" => {
+                if i < 0 || j < 0 || i >= h as i64 || j >= w as i64 {
+                    return 0.0;
+                }
+                (i, j)
+            }
+            "border" => (i.clamp(0, h as i64 - 1), j.clamp(0, w as i64 - 1)),
+            _ => (
+                reflect(i as f64, ylo, yhi) as i64,
+                reflect(j as f64, xlo, xhi) as i64,
+            ),
+        };
+        plane[i as usize * w + j as usize]
+    };
+    let (mut y, mut x) = (denorm(gy, h), denorm(gx, w));
+    if !linear {
+        y = y.round_ties_even();
+        x = x.round_ties_even();
+    }
+    let (y, x) = (fix(y, h), fix(x, w));
+    if !linear {
+        return pixel(y as i64, x as i64);
+    }
+    let (y0, x0) = (y.floor(), x.floor());
+    let (wy, wx) = (y - y0, x - x0);
+    let (y0, x0) = (y0 as i64, x0 as i64);
+    let top = pixel(y0, x0) * (1.0 - wx) + pixel(y0, x0 + 1) * wx;
+    let bottom = pixel(y0 + 1, x0) * (1.0 - wx) + pixel(y0 + 1, x0 + 1) * wx;
+    top * (1.0 - wy) + bottom * wy
+}
+
+#[test]
+fn grid_sample_follows_the_reference_rules() {
+    let mut r = Rng::new(14);
+    let (n, c, h, w, oh, ow) = (2, 3, 4, 5, 3, 4);
+    let x = r.tensor(&[n, c, h, w], -1.0, 1.0);
+    // coordinates inside and well outside [-1, 1]
+    let grid = r.tensor(&[n, oh, ow, 2], -2.2, 2.2);
+    for mode in ["bilinear", "nearest"] {
+        for padding in ["zeros", "border", "reflection"] {
+            for align in [0, 1] {
+                let mut m = ModelBuilder::new(16);
+                m.input("x", DType::F32, &[n as i64, c as i64, h as i64, w as i64]);
+                m.input("g", DType::F32, &[n as i64, oh as i64, ow as i64, 2]);
+                m.node(
+                    "GridSample",
+                    &["x", "g"],
+                    &["y"],
+                    vec![
+                        ("mode", A::Str(mode.into())),
+                        ("padding_mode", A::Str(padding.into())),
+                        ("align_corners", A::Int(align)),
+                    ],
+                );
+                m.output("y");
+                let y = run_model(&m, &[x.clone(), grid.clone()]);
+                let (xv, gv) = (x.to_f64_vec(), grid.to_f64_vec());
+                let mut want = vec![];
+                for b in 0..n {
+                    for ch in 0..c {
+                        let plane = &xv[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
+                        for p in 0..oh * ow {
+                            let g = (b * oh * ow + p) * 2;
+                            want.push(grid_sample_reference(
+                                plane,
+                                (h, w),
+                                gv[g],
+                                gv[g + 1],
+                                mode == "bilinear",
+                                padding,
+                                align == 1,
+                            ));
+                        }
+                    }
+                }
+                close(&y[0], &want, &format!("{mode} {padding} align {align}"));
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ mod control_flow;
 mod conv_transpose;
 mod decompose;
 mod einsum;
+mod grid_sample;
 mod indexing;
 mod narrowing;
 mod quantization;
@@ -92,6 +93,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "GlobalMaxPool",
     "Greater",
     "GreaterOrEqual",
+    "GridSample",
     "GRU",
     "HardSigmoid",
     "HardSwish",
@@ -1230,6 +1232,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "ConvTranspose" => conv_transpose::convert(ctx, node, name),
         "Resize" | "Upsample" => resize::convert(ctx, node, name),
         "RotaryEmbedding" => rotary::convert(ctx, node, name),
+        "GridSample" => grid_sample::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),
         "MaxPool" | "AveragePool" => {

@@ -1,0 +1,268 @@
+//! ONNX `GridSample` (2-D and 3-D; `bilinear`/`linear` and `nearest`; every padding mode and
+//! `align_corners`), imported as the ONNX reference computes it: per spatial dim the grid's
+//! coordinate is unnormalized, brought inside the borders (`border`: clamped, `reflection`:
+//! reflected), and the neighbouring pixels (the nearest one, or the 2^d corners with their
+//! linear weights) are gathered from the flattened input; a pixel outside the input is 0
+//! (`zeros`), the edge one (`border`) or its reflection (`reflection`). `bicubic` is refused.
+
+use super::steps::Steps;
+use super::{Ctx, Val, R};
+use crate::proto::Attrs;
+use optc_ir::{BinaryOp, DType, Op, Tensor, UnaryOp};
+use tract_onnx::pb;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Padding {
+    Zeros,
+    Border,
+    Reflection,
+}
+
+pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
+    let a = Attrs { node };
+    let x = ctx.required(node, 0)?;
+    let grid = ctx.required(node, 1)?;
+    let (xt, gt) = (ctx.ty(&x), ctx.ty(&grid));
+    if xt.dtype != DType::F32 || gt.dtype != DType::F32 {
+        return Err(format!("GridSample is supported on f32, got {xt} and {gt}"));
+    }
+    let d = xt.rank().saturating_sub(2);
+    if !(2..=3).contains(&d)
+        || gt.rank() != d + 2
+        || gt.shape[0] != xt.shape[0]
+        || gt.shape[d + 1] != d
+    {
+        return Err(format!(
+            "input {xt} and grid {gt} must be [N, C, spatial..] and [N, out.., {d}] with 2 or 3 spatial dims"
+        ));
+    }
+    let linear = match a.string("mode").as_deref().unwrap_or("linear") {
+        "linear" | "bilinear" => true,
+        "nearest" => false,
+        m => {
+            return Err(format!(
+                "mode '{m}' is not supported (linear and nearest are)"
+            ))
+        }
+    };
+    let padding = match a.string("padding_mode").as_deref().unwrap_or("zeros") {
+        "zeros" => Padding::Zeros,
+        "border" => Padding::Border,
+        "reflection" => Padding::Reflection,
+        p => return Err(format!("padding_mode '{p}' is not an ONNX value")),
+    };
+    let align = a.int_or("align_corners", 0) != 0;
+    let (n, c) = (xt.shape[0], xt.shape[1]);
+    let dims = &xt.shape[2..];
+    let out_sp = &gt.shape[1..=d];
+    let plane: usize = dims.iter().product();
+    let total = xt.numel();
+    if total >= 1 << 24 {
+        return Err(format!("the input {xt} is too large for optc's GridSample"));
+    }
+    let mut s = Steps::new(ctx, name);
+    // [N, 1, out..]: where the output pixel reads; one coordinate per spatial dim.
+    let mut coord_shape = vec![n, 1];
+    coord_shape.extend(out_sp);
+    let mut coords = vec![];
+    for i in 0..d {
+        // the grid's last axis holds (x, y[, z]): dim i is its entry d-1-i
+        let g = s.slice_axis(&grid, d + 1, (d - 1 - i) as i64, 1, 1)?;
+        let g = s.reshape(&g, coord_shape.clone())?;
+        let len = dims[i] as f32;
+        let one = s.f32(1.0);
+        let g1 = s.binary(BinaryOp::Add, &g, &one)?;
+        let v = if align {
+            let k = s.f32((len - 1.0) / 2.0);
+            s.binary(BinaryOp::Mul, &g1, &k)?
+        } else {
+            let l = s.f32(len);
+            let t = s.binary(BinaryOp::Mul, &g1, &l)?;
+            let t = s.binary(BinaryOp::Sub, &t, &one)?;
+            let h = s.f32(0.5);
+            s.binary(BinaryOp::Mul, &t, &h)?
+        };
+        let v = if linear {
+            v
+        } else {
+            s.unary(UnaryOp::Round, &v)?
+        };
+        let (lo, hi) = if align {
+            (0.0, len - 1.0)
+        } else {
+            (-0.5, len - 0.5)
+        };
+        let v = match padding {
+            Padding::Zeros => v,
+            Padding::Border => clamp_outside(&mut s, &v, lo, hi, 0.0, len - 1.0)?,
+            Padding::Reflection => reflect(&mut s, &v, lo, hi)?,
+        };
+        coords.push((v, lo, hi));
+    }
+    // Base offset of every (n, c) plane: [N, C, 1..].
+    let mut base_shape = vec![n, c];
+    base_shape.extend(std::iter::repeat_n(1, d));
+    let base = s.constant(
+        Tensor::from_f32(base_shape, (0..n * c).map(|p| (p * plane) as f32).collect())
+            .map_err(|e| e.msg)?,
+    );
+    let flat = s.reshape(&x, vec![total])?;
+    let strides = optc_ir::strides(dims);
+    // Per dim: the (index, weight) pairs of the neighbours.
+    let mut taps: Vec<Vec<(Val, Option<Val>)>> = vec![];
+    for &(ref v, _, _) in &coords {
+        if linear {
+            let f = s.unary(UnaryOp::Floor, v)?;
+            let one = s.f32(1.0);
+            let f1 = s.binary(BinaryOp::Add, &f, &one)?;
+            let w1 = s.binary(BinaryOp::Sub, v, &f)?;
+            let w0 = s.binary(BinaryOp::Sub, &one, &w1)?;
+            taps.push(vec![(f, Some(w0)), (f1, Some(w1))]);
+        } else {
+            // integral already (rounded, then clamped or reflected onto integers)
+            taps.push(vec![(v.clone(), None)]);
+        }
+    }
+    let mut acc: Option<Val> = None;
+    let corners: usize = taps.iter().map(|t| t.len()).product();
+    for corner in 0..corners {
+        let mut rem = corner;
+        let mut offset: Option<Val> = None;
+        let mut weight: Option<Val> = None;
+        let mut valid: Option<Val> = None;
+        for (i, t) in taps.iter().enumerate() {
+            let (idx, w) = &t[rem % t.len()];
+            rem /= t.len();
+            let len = dims[i] as f32;
+            let (idx, ok) = pixel_index(&mut s, idx, len, padding, coords[i].1, coords[i].2)?;
+            let st = s.f32(strides[i] as f32);
+            let term = s.binary(BinaryOp::Mul, &idx, &st)?;
+            offset = Some(match offset {
+                None => term,
+                Some(o) => s.binary(BinaryOp::Add, &o, &term)?,
+            });
+            if let Some(w) = w {
+                weight = Some(match weight {
+                    None => w.clone(),
+                    Some(o) => s.binary(BinaryOp::Mul, &o, w)?,
+                });
+            }
+            if let Some(ok) = ok {
+                valid = Some(match valid {
+                    None => ok,
+                    Some(o) => s.binary(BinaryOp::And, &o, &ok)?,
+                });
+            }
+        }
+        let offset = offset.expect("at least one spatial dim");
+        let at = s.binary(BinaryOp::Add, &base, &offset)?;
+        let at = s.op(Op::Cast { to: DType::I64 }, &[at])?;
+        let mut v = s.op(Op::Gather { axis: 0 }, &[flat.clone(), at])?;
+        if let Some(ok) = valid {
+            let zero = s.f32(0.0);
+            v = s.op(Op::Where, &[ok, v, zero])?;
+        }
+        if let Some(w) = weight {
+            v = s.binary(BinaryOp::Mul, &v, &w)?;
+        }
+        acc = Some(match acc {
+            None => v,
+            Some(a) => s.binary(BinaryOp::Add, &a, &v)?,
+        });
+    }
+    Ok(vec![acc])
+}
+
+/// `v` clamped to `[a, b]` where it lies outside `[lo, hi]`.
+fn clamp_outside(s: &mut Steps, v: &Val, lo: f32, hi: f32, a: f32, b: f32) -> R<Val> {
+    let (l, h) = (s.f32(lo), s.f32(hi));
+    let below = s.binary(BinaryOp::Less, v, &l)?;
+    let above = s.binary(BinaryOp::Greater, v, &h)?;
+    let out = s.binary(BinaryOp::Or, &below, &above)?;
+    let clamped = s.op(
+        Op::Unary(UnaryOp::Clip { min: a, max: b }),
+        std::slice::from_ref(v),
+    )?;
+    s.op(Op::Where, &[out, clamped, v.clone()])
+}
+
+/// The reference's reflection of `v` into `[lo, hi]` (repeatedly, by the nearer border).
+fn reflect(s: &mut Steps, v: &Val, lo: f32, hi: f32) -> R<Val> {
+    let range = hi - lo;
+    let (l, h) = (s.f32(lo), s.f32(hi));
+    let rng = s.f32(range);
+    let two = s.f32(2.0);
+    // distance past the border it crossed, how many ranges, and the rest
+    let side = |s: &mut Steps, dx: Val, near: &Val, far: &Val, toward: f32| -> R<Val> {
+        let q = s.binary(BinaryOp::Div, &dx, &rng)?;
+        let k = s.unary(UnaryOp::Floor, &q)?;
+        let kr = s.binary(BinaryOp::Mul, &k, &rng)?;
+        let r = s.binary(BinaryOp::Sub, &dx, &kr)?;
+        let half = s.binary(BinaryOp::Div, &k, &two)?;
+        let fl = s.unary(UnaryOp::Floor, &half)?;
+        let even = s.binary(BinaryOp::Equal, &half, &fl)?;
+        let sign = s.f32(toward);
+        let rs = s.binary(BinaryOp::Mul, &r, &sign)?;
+        let from_near = s.binary(BinaryOp::Add, near, &rs)?;
+        let from_far = s.binary(BinaryOp::Sub, far, &rs)?;
+        s.op(Op::Where, &[even, from_near, from_far])
+    };
+    let below = s.binary(BinaryOp::Less, v, &l)?;
+    let dx = s.binary(BinaryOp::Sub, &l, v)?;
+    let low = side(s, dx, &l, &h, 1.0)?;
+    let above = s.binary(BinaryOp::Greater, v, &h)?;
+    let dx = s.binary(BinaryOp::Sub, v, &h)?;
+    let high = side(s, dx, &h, &l, -1.0)?;
+    let v2 = s.op(Op::Where, &[above, high, v.clone()])?;
+    s.op(Op::Where, &[below, low, v2])
+}
+
+/// The pixel an integer index `i` reads along a dim of `len`, as the reference's
+/// `_pixel_at_array`: with `zeros` padding also whether it lies inside (else the value is 0).
+fn pixel_index(
+    s: &mut Steps,
+    i: &Val,
+    len: f32,
+    padding: Padding,
+    lo: f32,
+    hi: f32,
+) -> R<(Val, Option<Val>)> {
+    match padding {
+        Padding::Zeros => {
+            let zero = s.f32(0.0);
+            let top = s.f32(len - 1.0);
+            let ge = s.binary(BinaryOp::GreaterOrEqual, i, &zero)?;
+            let le = s.binary(BinaryOp::LessOrEqual, i, &top)?;
+            let ok = s.binary(BinaryOp::And, &ge, &le)?;
+            let safe = s.op(Op::Where, &[ok.clone(), i.clone(), zero])?;
+            Ok((safe, Some(ok)))
+        }
+        Padding::Border => Ok((
+            s.op(
+                Op::Unary(UnaryOp::Clip {
+                    min: 0.0,
+                    max: len - 1.0,
+                }),
+                std::slice::from_ref(i),
+            )?,
+            None,
+        )),
+        Padding::Reflection => {
+            let r = reflect(s, i, lo, hi)?;
+            // int(): toward zero, then kept inside for safety
+            let neg = s.f32(0.0);
+            let is_neg = s.binary(BinaryOp::Less, &r, &neg)?;
+            let up = s.unary(UnaryOp::Ceil, &r)?;
+            let down = s.unary(UnaryOp::Floor, &r)?;
+            let t = s.op(Op::Where, &[is_neg, up, down])?;
+            let t = s.op(
+                Op::Unary(UnaryOp::Clip {
+                    min: 0.0,
+                    max: len - 1.0,
+                }),
+                &[t],
+            )?;
+            Ok((t, None))
+        }
+    }
+}
