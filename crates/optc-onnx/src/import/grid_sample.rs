@@ -65,11 +65,11 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let mut coord_shape = vec![n, 1];
     coord_shape.extend(out_sp);
     let mut coords = vec![];
-    for i in 0..d {
+    for (i, &dim) in dims.iter().enumerate() {
         // the grid's last axis holds (x, y[, z]): dim i is its entry d-1-i
         let g = s.slice_axis(&grid, d + 1, (d - 1 - i) as i64, 1, 1)?;
         let g = s.reshape(&g, coord_shape.clone())?;
-        let len = dims[i] as f32;
+        let len = dim as f32;
         let one = s.f32(1.0);
         let g1 = s.binary(BinaryOp::Add, &g, &one)?;
         let v = if align {
@@ -110,7 +110,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let strides = optc_ir::strides(dims);
     // Per dim: the (index, weight) pairs of the neighbours.
     let mut taps: Vec<Vec<(Val, Option<Val>)>> = vec![];
-    for &(ref v, _, _) in &coords {
+    for (v, _, _) in &coords {
         if linear {
             let f = s.unary(UnaryOp::Floor, v)?;
             let one = s.f32(1.0);
