@@ -618,7 +618,7 @@ fn grid_sample_reference(
     (h, w): (usize, usize),
     gx: f64,
     gy: f64,
-    linear: bool,
+    (linear, cubic): (bool, bool),
     padding: &str,
     align: bool,
 ) -> f64 {
@@ -701,6 +701,26 @@ fn grid_sample_reference(
     let (y0, x0) = (y.floor(), x.floor());
     let (wy, wx) = (y - y0, x - x0);
     let (y0, x0) = (y0 as i64, x0 as i64);
+    if cubic {
+        // Keys' cubic convolution, a = -0.75, taps at -1..=2 from the floor
+        let k = |d: f64| {
+            let (a, d) = (-0.75, d.abs());
+            if d <= 1.0 {
+                ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
+            } else {
+                ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
+            }
+        };
+        let mut v = 0.0;
+        for i in -1..=2i64 {
+            let mut row = 0.0;
+            for j in -1..=2i64 {
+                row += pixel(y0 + i, x0 + j) * k(j as f64 - wx);
+            }
+            v += row * k(i as f64 - wy);
+        }
+        return v;
+    }
     let top = pixel(y0, x0) * (1.0 - wx) + pixel(y0, x0 + 1) * wx;
     let bottom = pixel(y0 + 1, x0) * (1.0 - wx) + pixel(y0 + 1, x0 + 1) * wx;
     top * (1.0 - wy) + bottom * wy
@@ -713,7 +733,7 @@ fn grid_sample_follows_the_reference_rules() {
     let x = r.tensor(&[n, c, h, w], -1.0, 1.0);
     // coordinates inside and well outside [-1, 1]
     let grid = r.tensor(&[n, oh, ow, 2], -2.2, 2.2);
-    for mode in ["bilinear", "nearest"] {
+    for mode in ["bilinear", "nearest", "bicubic"] {
         for padding in ["zeros", "border", "reflection"] {
             for align in [0, 1] {
                 let mut m = ModelBuilder::new(16);
@@ -743,7 +763,7 @@ fn grid_sample_follows_the_reference_rules() {
                                 (h, w),
                                 gv[g],
                                 gv[g + 1],
-                                mode == "bilinear",
+                                (mode != "nearest", mode == "bicubic"),
                                 padding,
                                 align == 1,
                             ));

@@ -1,15 +1,23 @@
-//! ONNX `GridSample` (2-D and 3-D; `bilinear`/`linear` and `nearest`; every padding mode and
+//! ONNX `GridSample` (2-D and 3-D; `linear`, `nearest` and `cubic`; every padding mode and
 //! `align_corners`), imported as the ONNX reference computes it: per spatial dim the grid's
 //! coordinate is unnormalized, brought inside the borders (`border`: clamped, `reflection`:
 //! reflected), and the neighbouring pixels (the nearest one, or the 2^d corners with their
-//! linear weights) are gathered from the flattened input; a pixel outside the input is 0
-//! (`zeros`), the edge one (`border`) or its reflection (`reflection`). `bicubic` is refused.
+//! linear weights, or the 4^d of the cubic convolution with a = -0.75) are gathered from the
+//! flattened input; a pixel outside the input is 0 (`zeros`), the edge one (`border`) or its
+//! reflection (`reflection`).
 
 use super::steps::Steps;
 use super::{Ctx, Val, R};
 use crate::proto::Attrs;
 use optc_ir::{BinaryOp, DType, Op, Tensor, UnaryOp};
 use tract_onnx::pb;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Linear,
+    Nearest,
+    Cubic,
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Padding {
@@ -36,15 +44,13 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             "input {xt} and grid {gt} must be [N, C, spatial..] and [N, out.., {d}] with 2 or 3 spatial dims"
         ));
     }
-    let linear = match a.string("mode").as_deref().unwrap_or("linear") {
-        "linear" | "bilinear" => true,
-        "nearest" => false,
-        m => {
-            return Err(format!(
-                "mode '{m}' is not supported (linear and nearest are)"
-            ))
-        }
+    let mode = match a.string("mode").as_deref().unwrap_or("linear") {
+        "linear" | "bilinear" => Mode::Linear,
+        "nearest" => Mode::Nearest,
+        "cubic" | "bicubic" => Mode::Cubic,
+        m => return Err(format!("mode '{m}' is not an ONNX value")),
     };
+    let linear = mode != Mode::Nearest;
     let padding = match a.string("padding_mode").as_deref().unwrap_or("zeros") {
         "zeros" => Padding::Zeros,
         "border" => Padding::Border,
@@ -111,7 +117,18 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     // Per dim: the (index, weight) pairs of the neighbours.
     let mut taps: Vec<Vec<(Val, Option<Val>)>> = vec![];
     for (v, _, _) in &coords {
-        if linear {
+        if mode == Mode::Cubic {
+            let f = s.unary(UnaryOp::Floor, v)?;
+            let t = s.binary(BinaryOp::Sub, v, &f)?;
+            let weights = cubic_weights(&mut s, &t)?;
+            let mut tap = vec![];
+            for (k, w) in weights.into_iter().enumerate() {
+                let off = s.f32(k as f32 - 1.0);
+                let idx = s.binary(BinaryOp::Add, &f, &off)?;
+                tap.push((idx, Some(w)));
+            }
+            taps.push(tap);
+        } else if linear {
             let f = s.unary(UnaryOp::Floor, v)?;
             let one = s.f32(1.0);
             let f1 = s.binary(BinaryOp::Add, &f, &one)?;
@@ -171,6 +188,36 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         });
     }
     Ok(vec![acc])
+}
+
+/// The cubic convolution weights (a = -0.75) of the taps at -1, 0, 1 and 2 from the floor,
+/// for the fraction `t`, in the reference's formulas.
+fn cubic_weights(s: &mut Steps, t: &Val) -> R<Vec<Val>> {
+    const A: f32 = -0.75;
+    // a polynomial in u with the given coefficients, highest power first (Horner)
+    let poly = |s: &mut Steps, u: &Val, coeffs: &[f32]| -> R<Val> {
+        let mut acc = s.f32(coeffs[0]);
+        for &c in &coeffs[1..] {
+            let m = s.binary(BinaryOp::Mul, &acc, u)?;
+            let k = s.f32(c);
+            acc = s.binary(BinaryOp::Add, &m, &k)?;
+        }
+        Ok(acc)
+    };
+    // |x| in (1, 2): A x^3 - 5A x^2 + 8A x - 4A; |x| <= 1: (A+2) x^3 - (A+3) x^2 + 1
+    let far = [A, -5.0 * A, 8.0 * A, -4.0 * A];
+    let near = [A + 2.0, -(A + 3.0), 0.0, 1.0];
+    let one = s.f32(1.0);
+    let two = s.f32(2.0);
+    let t1 = s.binary(BinaryOp::Add, t, &one)?;
+    let u1 = s.binary(BinaryOp::Sub, &one, t)?;
+    let u2 = s.binary(BinaryOp::Sub, &two, t)?;
+    Ok(vec![
+        poly(s, &t1, &far)?,
+        poly(s, t, &near)?,
+        poly(s, &u1, &near)?,
+        poly(s, &u2, &far)?,
+    ])
 }
 
 /// `v` clamped to `[a, b]` where it lies outside `[lo, hi]`.
