@@ -254,7 +254,7 @@ impl CompiledModel {
             .iter()
             .map(|t| Tensor::zeros(t.dtype, t.shape.clone()))
             .collect();
-        self.run_into(&refs, &mut outs)?;
+        self.run_current(&refs, &mut outs)?;
         Ok(outs)
     }
 
@@ -289,6 +289,11 @@ impl CompiledModel {
     /// exists (the outputs must have its output types).
     pub fn run_into(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<()> {
         self.select(inputs)?;
+        self.run_current(inputs, outputs)
+    }
+
+    /// Run the current variant (`select` made it the one for `inputs`).
+    fn run_current(&mut self, inputs: &[&Tensor], outputs: &mut [Tensor]) -> Result<()> {
         let v = &mut self.variants[0];
         v.jit.run(inputs, outputs, &mut v.ws)?;
         Ok(())

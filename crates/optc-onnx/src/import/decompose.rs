@@ -336,7 +336,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             if xt.dtype == DType::Bool {
                 return Err("Sign does not take bool".into());
             }
-            let zero = s.constant(cast_scalar(0.0, xt.dtype)?);
+            let zero = s.scalar(0.0, xt.dtype)?;
             let pos = s.binary(BinaryOp::Greater, &x, &zero)?;
             let neg = s.binary(BinaryOp::Less, &x, &zero)?;
             let p = s.op(Op::Cast { to: xt.dtype }, &[pos])?;
@@ -402,7 +402,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             if a.int_or("fmod", 0) != 0 {
                 r
             } else {
-                let zero = s.constant(cast_scalar(0.0, xt.dtype)?);
+                let zero = s.scalar(0.0, xt.dtype)?;
                 let r_neg = s.binary(BinaryOp::Less, &r, &zero)?;
                 let y_neg = s.binary(BinaryOp::Less, &y, &zero)?;
                 let r_zero = s.binary(BinaryOp::Equal, &r, &zero)?;
@@ -436,8 +436,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 d => return Err(format!("direction {d:?} must be LEFT or RIGHT")),
             };
             // Amounts outside 0..width give 0 (or -1 for a negative value shifted right).
-            let zero = s.constant(cast_scalar(0.0, xt.dtype)?);
-            let w = s.constant(cast_scalar(width as f32, xt.dtype)?);
+            let zero = s.scalar(0.0, xt.dtype)?;
+            let w = s.scalar(width as f32, xt.dtype)?;
             let low = s.binary(BinaryOp::GreaterOrEqual, &y, &zero)?;
             let high = s.binary(BinaryOp::Less, &y, &w)?;
             let valid = s.binary(BinaryOp::And, &low, &high)?;
@@ -449,7 +449,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             };
             let shifted = s.binary(op, &x, &amount)?;
             let fill = if !left && signed {
-                let minus = s.constant(cast_scalar(-1.0, xt.dtype)?);
+                let minus = s.scalar(-1.0, xt.dtype)?;
                 let negative = s.binary(BinaryOp::Less, &x, &zero)?;
                 s.op(Op::Where, &[negative, minus, zero])?
             } else {
@@ -805,15 +805,6 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         other => return Err(format!("{other} is not a decomposed op")),
     };
     Ok(vec![Some(out)])
-}
-
-/// A scalar constant of `dtype` with value `v`.
-fn cast_scalar(v: f32, dtype: DType) -> R<Tensor> {
-    Ok(
-        optc_ir::interp::eval_op(&Op::Cast { to: dtype }, &[&Tensor::scalar_f32(v)])
-            .map_err(|e| e.msg)?
-            .remove(0),
-    )
 }
 
 /// `Hardmax`: 1 at the first maximum along `axis`, 0 elsewhere: the maximum by a max

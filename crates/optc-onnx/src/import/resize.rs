@@ -288,27 +288,28 @@ fn apply(
                      larger than optc builds ({MATRIX_MAX} entries)"
                 ));
             }
-            let mut m = vec![0f32; n_out * n_in];
+            let is_last = last && !outside;
+            // The interpolation matrix W [out, in], or its transpose when x multiplies it.
+            let left = axis + 2 == rank;
+            let mut w = vec![0f32; n_out * n_in];
             for (o, r) in map.rows.iter().enumerate() {
-                for &(i, w) in r {
-                    m[o * n_in + i] += w as f32;
+                for &(i, wt) in r {
+                    let at = if left { o * n_in + i } else { i * n_out + o };
+                    w[at] += wt as f32;
                 }
             }
-            let is_last = last && !outside;
-            if axis + 1 == rank {
-                // x @ W^T
-                let mut t = vec![0f32; n_in * n_out];
-                for o in 0..n_out {
-                    for i in 0..n_in {
-                        t[i * n_out + o] = m[o * n_in + i];
-                    }
-                }
-                let w = s.constant(Tensor::from_f32(vec![n_in, n_out], t).map_err(|e| e.msg)?);
-                emit(s, Op::MatMul, &[x.clone(), w], is_last)?
-            } else if axis + 2 == rank {
+            let shape = if left {
+                vec![n_out, n_in]
+            } else {
+                vec![n_in, n_out]
+            };
+            let w = s.constant(Tensor::from_f32(shape, w).map_err(|e| e.msg)?);
+            if left {
                 // W @ x
-                let w = s.constant(Tensor::from_f32(vec![n_out, n_in], m).map_err(|e| e.msg)?);
                 emit(s, Op::MatMul, &[w, x.clone()], is_last)?
+            } else if axis + 1 == rank {
+                // x @ W^T
+                emit(s, Op::MatMul, &[x.clone(), w], is_last)?
             } else {
                 // Move the axis last, x @ W^T, move it back.
                 let mut perm: Vec<usize> = (0..rank).filter(|&d| d != axis).collect();
@@ -318,13 +319,6 @@ fn apply(
                     back[d] = k;
                 }
                 let moved = s.transpose(x, perm)?;
-                let mut t = vec![0f32; n_in * n_out];
-                for o in 0..n_out {
-                    for i in 0..n_in {
-                        t[i * n_out + o] = m[o * n_in + i];
-                    }
-                }
-                let w = s.constant(Tensor::from_f32(vec![n_in, n_out], t).map_err(|e| e.msg)?);
                 let r = s.op(Op::MatMul, &[moved, w])?;
                 emit(s, Op::Transpose { perm: back }, &[r], is_last)?
             }
@@ -338,13 +332,7 @@ fn apply(
     let mask =
         s.constant(Tensor::new(mask_shape, Data::Bool(map.outside.clone())).map_err(|e| e.msg)?);
     let dtype = s.ctx.ty(x).dtype;
-    let fill = optc_ir::interp::eval_op(
-        &Op::Cast { to: dtype },
-        &[&Tensor::scalar_f32(extrapolation)],
-    )
-    .map_err(|e| e.msg)?
-    .remove(0);
-    let fill = s.constant(fill);
+    let fill = s.scalar(extrapolation, dtype)?;
     emit(s, Op::Where, &[mask, fill, resized], last)
 }
 

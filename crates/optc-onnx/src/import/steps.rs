@@ -3,7 +3,7 @@
 //! `<node>/<step>`; [`Steps::last`] gives the node's own name to its final step.
 
 use super::{Ctx, Val, R};
-use optc_ir::{BinaryOp, Op, ReduceKind, SliceDim, Tensor, UnaryOp};
+use optc_ir::{BinaryOp, DType, Op, ReduceKind, SliceDim, Tensor, UnaryOp};
 use std::sync::Arc;
 
 pub(super) struct Steps<'c> {
@@ -58,6 +58,14 @@ impl<'c> Steps<'c> {
 
     pub fn f32(&mut self, v: f32) -> Val {
         self.constant(Tensor::scalar_f32(v))
+    }
+
+    /// A scalar constant `v` of `dtype` (converted as `Cast` converts).
+    pub fn scalar(&mut self, v: f32, dtype: DType) -> R<Val> {
+        let t = optc_ir::interp::eval_op(&Op::Cast { to: dtype }, &[&Tensor::scalar_f32(v)])
+            .map_err(|e| e.msg)?
+            .remove(0);
+        Ok(self.constant(t))
     }
 
     pub fn reshape(&mut self, x: &Val, shape: Vec<usize>) -> R<Val> {
