@@ -50,7 +50,7 @@ pub(crate) fn epilogue_pointwise(
         Epilogue::Relu => {
             a.vxorps(tmp, tmp, tmp)?;
             for &r in regs {
-                a.vmaxps(r, r, tmp)?;
+                a.vmaxps(r, tmp, r)?;
             }
         }
         Epilogue::Clip(lo, hi) => {
@@ -58,11 +58,11 @@ pub(crate) fn epilogue_pointwise(
             let lhi = konst(a, hi);
             a.vbroadcastss(tmp, dword_ptr(llo))?;
             for &r in regs {
-                a.vmaxps(r, r, tmp)?;
+                a.vmaxps(r, tmp, r)?;
             }
             a.vbroadcastss(tmp, dword_ptr(lhi))?;
             for &r in regs {
-                a.vminps(r, r, tmp)?;
+                a.vminps(r, tmp, r)?;
             }
         }
         Epilogue::Scale(sc) => {

@@ -224,7 +224,7 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
             Epilogue::Relu => {
                 a.vxorps(ymm14, ymm14, ymm14)?;
                 for &r in &accs {
-                    a.vmaxps(ymm(r), ymm(r), ymm14)?;
+                    a.vmaxps(ymm(r), ymm14, ymm(r))?;
                 }
             }
             Epilogue::Clip(lo, hi) => {
@@ -233,8 +233,8 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
                 a.vbroadcastss(ymm14, dword_ptr(llo))?;
                 a.vbroadcastss(ymm15, dword_ptr(lhi))?;
                 for &r in &accs {
-                    a.vmaxps(ymm(r), ymm(r), ymm14)?;
-                    a.vminps(ymm(r), ymm(r), ymm15)?;
+                    a.vmaxps(ymm(r), ymm14, ymm(r))?;
+                    a.vminps(ymm(r), ymm15, ymm(r))?;
                 }
             }
             // (Transposed: added in the store.)

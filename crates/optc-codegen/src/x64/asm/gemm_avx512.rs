@@ -126,7 +126,7 @@ pub(super) fn assemble_avx512(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError
             Epilogue::Relu => {
                 a.vpxord(zmm12, zmm12, zmm12)?;
                 for r in 0..mr {
-                    a.vmaxps(zmm(r), zmm(r), zmm12)?;
+                    a.vmaxps(zmm(r), zmm12, zmm(r))?;
                 }
             }
             Epilogue::Clip(lo, hi) => {
@@ -135,8 +135,8 @@ pub(super) fn assemble_avx512(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError
                 a.vbroadcastss(zmm12, dword_ptr(llo))?;
                 a.vbroadcastss(zmm13, dword_ptr(lhi))?;
                 for r in 0..mr {
-                    a.vmaxps(zmm(r), zmm(r), zmm12)?;
-                    a.vminps(zmm(r), zmm(r), zmm13)?;
+                    a.vmaxps(zmm(r), zmm12, zmm(r))?;
+                    a.vminps(zmm(r), zmm13, zmm(r))?;
                 }
             }
             Epilogue::Residual => add_tile(&mut a, rax, rcx)?,

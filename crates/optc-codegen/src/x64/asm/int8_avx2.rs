@@ -274,7 +274,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
             Epilogue::Relu => {
                 a.vxorps(ymm14, ymm14, ymm14)?;
                 for &r in &accs {
-                    a.vmaxps(r, r, ymm14)?;
+                    a.vmaxps(r, ymm14, r)?;
                 }
             }
             Epilogue::Clip(lo, hi) => {
@@ -283,8 +283,8 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                 a.vbroadcastss(ymm14, dword_ptr(llo))?;
                 a.vbroadcastss(ymm15, dword_ptr(lhi))?;
                 for &r in &accs {
-                    a.vmaxps(r, r, ymm14)?;
-                    a.vminps(r, r, ymm15)?;
+                    a.vmaxps(r, ymm14, r)?;
+                    a.vminps(r, ymm15, r)?;
                 }
             }
             Epilogue::Residual => {

@@ -203,7 +203,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
             Epilogue::Relu => {
                 a.vpxord(zmm12, zmm12, zmm12)?;
                 for r in 0..mr {
-                    a.vmaxps(zmm(r), zmm(r), zmm12)?;
+                    a.vmaxps(zmm(r), zmm12, zmm(r))?;
                 }
             }
             Epilogue::Clip(lo, hi) => {
@@ -212,8 +212,8 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                 a.vbroadcastss(zmm12, dword_ptr(llo))?;
                 a.vbroadcastss(zmm13, dword_ptr(lhi))?;
                 for r in 0..mr {
-                    a.vmaxps(zmm(r), zmm(r), zmm12)?;
-                    a.vminps(zmm(r), zmm(r), zmm13)?;
+                    a.vmaxps(zmm(r), zmm12, zmm(r))?;
+                    a.vminps(zmm(r), zmm13, zmm(r))?;
                 }
             }
             Epilogue::Residual => {
