@@ -127,6 +127,10 @@ impl Graph {
         let outputs = op
             .infer(&refs)
             .map_err(|e| IrError::new(format!("node {name} ({}): {}", op.name(), e)))?;
+        for t in &outputs {
+            crate::checked_numel(&t.shape)
+                .map_err(|e| IrError::new(format!("node {name} ({}): {}", op.name(), e.msg)))?;
+        }
         let n = outputs.len();
         let node = self.g.add_node(Node {
             name: name.to_string(),

@@ -33,4 +33,4 @@ pub use op::{
 };
 pub use op_table::{CostClass, Family, OpInfo, OpKind, Prop, OPS};
 pub use quantized::{ActivationQuantization, QuantParams};
-pub use tensor::{checked_numel, numel, strides, Data, Tensor};
+pub use tensor::{checked_numel, numel, strides, Data, Tensor, MAX_ELEMENTS};

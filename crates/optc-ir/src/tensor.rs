@@ -283,7 +283,12 @@ impl Tensor {
     }
 }
 
-/// Element count with overflow checking (absurd shapes are an error, not a panic).
+/// The most elements one tensor may have (16 GiB of f32): larger shapes are refused where
+/// they first appear, before anything is allocated for them.
+pub const MAX_ELEMENTS: usize = 1 << 32;
+
+/// Element count with overflow checking; above [`MAX_ELEMENTS`] is an error too (absurd
+/// shapes are an error, not a panic or an allocation failure).
 pub fn checked_numel(shape: &[usize]) -> Result<usize> {
     let mut n: usize = 1;
     for &d in shape {
@@ -291,6 +296,13 @@ pub fn checked_numel(shape: &[usize]) -> Result<usize> {
             Some(n) => n,
             None => bail!("shape {:?} has more elements than fit in memory", shape),
         };
+    }
+    if n > MAX_ELEMENTS {
+        bail!(
+            "shape {:?} has {} elements, more than optc's limit of 2^32 per tensor",
+            shape,
+            n
+        );
     }
     Ok(n)
 }

@@ -32,9 +32,9 @@ const FOLD_SMALL: usize = 4096;
 /// Shape-computation ops fold up to this many elements.
 const FOLD_MAX: usize = 1 << 24;
 /// Largest pad, stride, kernel extent or group accepted (guards overflow downstream).
-const LIMIT_DIM: usize = 1 << 31;
+pub(super) const LIMIT_DIM: usize = 1 << 31;
 /// Largest tensor the importer itself creates (ConstantOfShape, Range).
-const CREATE_MAX: usize = 1 << 28;
+pub(super) const CREATE_MAX: usize = 1 << 28;
 
 /// Whether the importer understands op type `op` of the default domain.
 fn supported(op: &str) -> bool {

@@ -78,6 +78,12 @@ impl MemoryPlan {
             }
         }
 
+        // Inputs are the caller's buffers, but kernels address them with 32-bit offsets too.
+        for (i, ty) in graph.input_types().iter().enumerate() {
+            bytes_of(ty).map_err(|e| {
+                CodegenError::new(format!("input {i} ('{}'): {}", graph.inputs[i].name, e.msg))
+            })?;
+        }
         // Graph outputs produced by op nodes are written in place.
         let mut output_copies: Vec<(usize, IrValue)> = vec![];
         let mut output_types = vec![];

@@ -58,20 +58,30 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let per_axis = |n: &str, default: i64, min: i64| -> R<Vec<i64>> {
         match a.ints(n) {
             None => Ok(vec![default; nsp]),
-            Some(v) if v.len() == nsp && v.iter().all(|&e| e >= min) => Ok(v),
+            Some(v) if v.len() == nsp && v.iter().all(|&e| e >= min && e <= LIMIT) => Ok(v),
             Some(v) => Err(format!(
-                "attribute '{n}' {v:?} needs {nsp} entries, each at least {min}"
+                "attribute '{n}' {v:?} needs {nsp} entries, each at least {min} and at most {LIMIT}"
             )),
         }
     };
+    const LIMIT: i64 = super::LIMIT_DIM as i64;
     let strides = per_axis("strides", 1, 1)?;
     let dilations = per_axis("dilations", 1, 1)?;
     let output_padding = per_axis("output_padding", 0, 0)?;
     let output_shape = match a.ints("output_shape") {
         None => None,
         // Older models give it with the batch and channel dims.
-        Some(v) if v.len() == nsp || v.len() == nsp + 2 => Some(v[v.len() - nsp..].to_vec()),
-        Some(v) => return Err(format!("output_shape {v:?} needs {nsp} entries")),
+        Some(v)
+            if (v.len() == nsp || v.len() == nsp + 2)
+                && v.iter().all(|&e| (0..=LIMIT).contains(&e)) =>
+        {
+            Some(v[v.len() - nsp..].to_vec())
+        }
+        Some(v) => {
+            return Err(format!(
+                "output_shape {v:?} needs {nsp} entries between 0 and {LIMIT}"
+            ))
+        }
     };
     let auto_pad = a.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
     let same = match auto_pad.as_str() {
@@ -82,13 +92,21 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let input: Vec<i64> = xt.shape[2..].iter().map(|&d| d as i64).collect();
     let k: Vec<i64> = kernel.iter().map(|&d| d as i64).collect();
     let full: Vec<i64> = (0..nsp)
-        .map(|i| strides[i] * (input[i] - 1) + dilations[i] * (k[i] - 1) + 1)
-        .collect();
+        .map(|i| {
+            let span = strides[i].checked_mul(input[i] - 1)?;
+            span.checked_add(dilations[i].checked_mul(k[i] - 1)?)?
+                .checked_add(1)
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("the output of input {xt} with strides {strides:?} is too large"))?;
     // Where the output starts in the full result, and its extent.
     let (begin, out): (Vec<i64>, Vec<i64>) = match a.ints("pads") {
         Some(p) if !same && auto_pad != "VALID" => {
-            if p.len() != 2 * nsp || p.iter().any(|&e| e < 0) {
-                return Err(format!("pads {p:?} needs {} entries >= 0", 2 * nsp));
+            if p.len() != 2 * nsp || p.iter().any(|&e| !(0..=LIMIT).contains(&e)) {
+                return Err(format!(
+                    "pads {p:?} needs {} entries in 0..={LIMIT}",
+                    2 * nsp
+                ));
             }
             let out = match &output_shape {
                 Some(o) => o.clone(),

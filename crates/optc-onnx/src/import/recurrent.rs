@@ -501,6 +501,12 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             "an empty sequence, batch or hidden state (X {xt}, R {rt}) is not supported"
         ));
     }
+    if steps > MAX_STEPS {
+        return Err(format!(
+            "the sequence has {steps} steps (X {xt}); optc unrolls recurrent layers over \
+             their steps, up to {MAX_STEPS}"
+        ));
+    }
     if let Some(h) = a.int("hidden_size") {
         if h != hidden as i64 {
             return Err(format!(
@@ -564,6 +570,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     };
     unroll(&mut u, &layer, x, w, r, b, states, peepholes, wanted)
 }
+
+/// The longest sequence a recurrent layer is unrolled over.
+const MAX_STEPS: usize = 1 << 14;
 
 /// `sequence_lens` as lengths per batch entry, `None` when absent or all full length.
 fn sequence_lengths(

@@ -291,6 +291,13 @@ fn apply(
             let is_last = last && !outside;
             // The interpolation matrix W [out, in], or its transpose when x multiplies it.
             let left = axis + 2 == rank;
+            if n_out.saturating_mul(n_in) > super::CREATE_MAX {
+                return Err(format!(
+                    "the {n_out} x {n_in} interpolation matrix of an axis is larger than {} \
+                     entries",
+                    super::CREATE_MAX
+                ));
+            }
             let mut w = vec![0f32; n_out * n_in];
             for (o, r) in map.rows.iter().enumerate() {
                 for &(i, wt) in r {
@@ -347,6 +354,12 @@ fn axis_map(
 ) -> R<AxisMap> {
     if n_in == 0 {
         return Err("cannot resize an empty axis".into());
+    }
+    if n_out > super::CREATE_MAX {
+        return Err(format!(
+            "an axis resized from {n_in} to {n_out} entries; optc resizes axes up to {}",
+            super::CREATE_MAX
+        ));
     }
     let input = n_in as f64;
     let width = scale * input;
