@@ -1,0 +1,126 @@
+//! Differential testing: a graph run by the interpreter (the oracle) and compiled by
+//! optc, at several `-O` levels and on every target this host runs; outputs must agree.
+
+use optc::{Options, Tensor};
+use optc_ir::{DType, Graph};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The targets whose code runs on this host (the JIT needs the host to have the features).
+pub fn host_targets() -> Vec<&'static str> {
+    let mut t = vec!["native"];
+    #[cfg(target_arch = "x86_64")]
+    {
+        t.push("x86_64-sse4.2");
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            t.push("x86_64-avx2");
+        }
+    }
+    t
+}
+
+/// Floats agree when `|got - want| <= ATOL * scale + RTOL * |want|`, `scale` being the
+/// largest magnitude of the reference output (at least 1): kernels sum in other orders
+/// and use polynomial approximations of exp/tanh/erf.
+const RTOL: f64 = 1e-3;
+const ATOL: f64 = 1e-4;
+
+/// How many compiled configurations agreed with the interpreter, and how many optc
+/// refused, since the process started (the tests print them: a generator whose graphs
+/// are all refused tests nothing).
+pub static AGREED: AtomicUsize = AtomicUsize::new(0);
+pub static REFUSED: AtomicUsize = AtomicUsize::new(0);
+
+/// What one compiled configuration did with the graph.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The outputs agree with the interpreter.
+    Agrees,
+    /// optc refused the graph with an error (allowed: the message is kept).
+    Refused(String),
+}
+
+/// Run `graph` in the interpreter on random inputs (`seed`), then compile it at each of
+/// `levels` for the native target (and at the last level for the other host targets, with
+/// two threads) and compare. Panics, with the graph printed, when an output differs.
+/// Returns what each configuration did (empty when the interpreter itself refuses).
+pub fn check(graph: &Graph, levels: &[u8], seed: u64) -> Vec<(String, Outcome)> {
+    let inputs = optc::random_inputs(&graph.input_types(), seed);
+    let Ok(want) = optc_ir::interp::run(graph, &inputs) else {
+        return vec![];
+    };
+    let mut configs: Vec<(u8, &str, usize)> = levels.iter().map(|&l| (l, "native", 1)).collect();
+    if let Some(&last) = levels.last() {
+        for t in host_targets().into_iter().skip(1) {
+            configs.push((last, t, 2));
+        }
+    }
+    let mut outcomes = vec![];
+    for (level, target, threads) in configs {
+        let name = format!("-O{level} --target {target} --threads {threads}");
+        let opts = Options {
+            opt_level: level,
+            target: target.to_string(),
+            threads,
+            ..Default::default()
+        };
+        let got = optc::compile_graph(graph.clone(), &opts).and_then(|mut m| m.run(&inputs));
+        let outcome = match got {
+            Err(e) => {
+                REFUSED.fetch_add(1, Ordering::Relaxed);
+                Outcome::Refused(e.to_string())
+            }
+            Ok(got) => {
+                if let Err(why) = agree(&got, &want) {
+                    panic!(
+                        "optc {name} differs from the interpreter: {why}\n\
+                         inputs: random_inputs(seed {seed})\ngraph:\n{}",
+                        optc_ir::text::print(graph)
+                    );
+                }
+                AGREED.fetch_add(1, Ordering::Relaxed);
+                Outcome::Agrees
+            }
+        };
+        outcomes.push((name, outcome));
+    }
+    outcomes
+}
+
+/// Whether compiled outputs agree with the reference's.
+pub fn agree(got: &[Tensor], want: &[Tensor]) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{} outputs, the reference has {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let exact = !matches!(w.dtype(), DType::F32);
+        let scale = w
+            .to_f64_vec()
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(1.0f64, |m, v| m.max(v.abs()));
+        let (rtol, atol) = if exact {
+            (0.0, 0.0)
+        } else {
+            (RTOL, ATOL * scale)
+        };
+        match optc::compare(g, w, rtol, atol) {
+            Err(e) => return Err(format!("output {i}: {e}")),
+            Ok(d) if !d.allclose => {
+                return Err(format!(
+                    "output {i} ({} {:?}): max abs error {:.3e}, max rel {:.3e} \
+                     (allowed {atol:.1e} + {rtol:.0e} x |reference|)",
+                    w.dtype(),
+                    w.shape(),
+                    d.max_abs,
+                    d.max_rel
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}

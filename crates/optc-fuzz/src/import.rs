@@ -1,0 +1,62 @@
+//! Target: the ONNX importer on bytes.
+
+use crate::RUN_MAX_ELEMENTS;
+use optc_ir::Graph;
+
+/// Import `data` as an ONNX model: an error must say something; an imported graph must
+/// verify, and when small, the interpreter runs it on random inputs without panicking.
+/// The other entry points that read a model's bytes (`interface`, `check_ops`) are called
+/// too.
+pub fn target(data: &[u8]) {
+    let _ = optc_onnx::interface(data);
+    let _ = optc_onnx::check_ops(data);
+    if let Some(graph) = import(data) {
+        if small(&graph) {
+            let inputs = optc::random_inputs(&graph.input_types(), 1);
+            let _ = optc_ir::interp::run(&graph, &inputs);
+        }
+    }
+}
+
+/// Import, compile at -O2 and run what imports, comparing the compiled model with the
+/// interpreter on the imported graph ([`crate::differential::check`]).
+pub fn target_compiled(data: &[u8]) {
+    if let Some(graph) = import(data) {
+        if small(&graph) {
+            crate::differential::check(&graph, &[2], 1);
+        }
+    }
+}
+
+/// The imported graph, or `None` after checking the error is a real message.
+pub fn import(data: &[u8]) -> Option<Graph> {
+    match optc_onnx::import_bytes(data, &Default::default()) {
+        Ok(graph) => {
+            if let Err(e) = graph.verify() {
+                panic!("the importer made a graph that does not verify: {e}");
+            }
+            Some(graph)
+        }
+        Err(e) => {
+            assert!(
+                !e.message().trim().is_empty(),
+                "an import error without a message"
+            );
+            None
+        }
+    }
+}
+
+/// Whether every tensor of `graph` (inputs, constants, node outputs) is small enough to run.
+pub fn small(graph: &Graph) -> bool {
+    let Ok(order) = graph.topo_order() else {
+        return false;
+    };
+    let fits = |t: &optc_ir::TensorType| {
+        optc_ir::checked_numel(&t.shape).is_ok_and(|n| n <= RUN_MAX_ELEMENTS)
+    };
+    graph.input_types().iter().all(fits)
+        && order
+            .iter()
+            .all(|&n| graph.node(n).outputs.iter().all(fits))
+}
