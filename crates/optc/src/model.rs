@@ -19,8 +19,14 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-/// A model compiled to machine code, ready to run. Owns its workspaces, so `run` takes
-/// `&mut self`; compile once per thread to run on several threads.
+/// A model compiled to machine code, ready to run.
+///
+/// It owns the workspaces its runs write to, so `run` takes `&mut self`. To run one model
+/// on several threads, give each thread a handle from [`CompiledModel::share`]: the
+/// handles share the machine code (compiled once) and each has workspaces of its own.
+/// `CompiledModel` is `Send` and `Sync` (a handle can move to the thread that runs it);
+/// the generated code keeps no global state, and the thread pool it calls serves one
+/// parallel node at a time (a second caller runs its node on its own thread meanwhile).
 pub struct CompiledModel {
     /// What new variants are compiled from; `None` for a model compiled from a graph
     /// (one variant, its shapes fixed).
@@ -35,6 +41,7 @@ pub struct CompiledModel {
 }
 
 /// The ONNX model and options a variant is compiled from.
+#[derive(Clone)]
 struct Recompile {
     bytes: Arc<[u8]>,
     opts: Options,
@@ -43,8 +50,9 @@ struct Recompile {
 
 /// The model compiled for one set of input shapes (and values of bound inputs).
 struct Variant {
-    graph: Graph,
-    jit: JitModel,
+    graph: Arc<Graph>,
+    /// Shared by the handles [`CompiledModel::share`] makes; the workspace is each's own.
+    jit: Arc<JitModel>,
     ws: Workspace,
     report: Report,
     /// Inputs bound to a value at compile time: (input index, value).
@@ -149,12 +157,36 @@ impl CompiledModel {
         }
         self.compiles += 1;
         Ok(Variant {
-            graph: f.graph,
-            jit,
+            graph: Arc::new(f.graph),
+            jit: Arc::new(jit),
             ws,
             report,
             bound,
         })
+    }
+
+    /// Another handle on this model for another thread: the same compiled variants (their
+    /// machine code and constants are shared, not copied or compiled again), fresh
+    /// workspaces of its own. Shapes compiled later by one handle are that handle's own.
+    pub fn share(&self) -> CompiledModel {
+        CompiledModel {
+            recompile: self.recompile.clone(),
+            input_names: self.input_names.clone(),
+            output_names: self.output_names.clone(),
+            variants: self
+                .variants
+                .iter()
+                .map(|v| Variant {
+                    graph: v.graph.clone(),
+                    jit: v.jit.clone(),
+                    ws: v.jit.new_workspace(),
+                    report: v.report.clone(),
+                    bound: v.bound.clone(),
+                })
+                .collect(),
+            compiles: 0,
+            deferred: self.deferred.clone(),
+        }
     }
 
     /// The variant run last (or compiled last), if any.
@@ -393,5 +425,15 @@ impl Variant {
             .zip(self.jit.input_types())
             .all(|(t, w)| t.dtype() == w.dtype && t.shape() == w.shape.as_slice());
         types_match && self.bound.iter().all(|(k, b)| inputs[*k] == b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Compile-time check of what the type promises its users.
+    #[test]
+    fn compiled_model_is_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::CompiledModel>();
     }
 }
