@@ -35,6 +35,8 @@ pub fn generate(data: &[u8]) -> Option<Graph> {
         values: vec![],
         consts: 0,
         inputs: 0,
+        specials: true,
+        inexact: Default::default(),
     };
     gen.inputs(&mut src);
     gen.inputs = gen.values.len();
@@ -79,6 +81,11 @@ struct Generator {
     consts: usize,
     /// How many of `values` are graph inputs.
     inputs: usize,
+    /// Whether float constants may hold special values (NaN, infinities, ...).
+    specials: bool,
+    /// Float values optc may compute with other rounding than the interpreter (another
+    /// summation order, a polynomial exp): see [`rounds`].
+    inexact: std::collections::HashSet<Value>,
 }
 
 impl Generator {
@@ -140,11 +147,26 @@ impl Generator {
         let span = (hi - lo + 1).max(1) as u64;
         let int = |rng: &mut SplitMix| lo + (rng.next_u64() % span) as i64;
         let data = match dtype {
-            DType::F32 => Data::F32(
-                (0..n)
-                    .map(|_| ((self.rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
-                    .collect(),
-            ),
+            DType::F32 => {
+                // One constant in eight holds some special values: NaN, infinities, -0,
+                // huge and tiny numbers (kernels must treat them as the interpreter does).
+                // Not conv weights: a tap over padding is skipped by the interpreter and
+                // some kernels, multiplied as 0 x w by others, and 0 x inf is NaN (which
+                // one the spec means is open; see the regressions README).
+                let special = self.specials && self.rng.below(8) == 0;
+                Data::F32(
+                    (0..n)
+                        .map(|_| {
+                            if special && self.rng.below(4) == 0 {
+                                SPECIAL[self.rng.below(SPECIAL.len())]
+                            } else {
+                                ((self.rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0
+                                    - 1.0
+                            }
+                        })
+                        .collect(),
+                )
+            }
             DType::I64 => Data::I64((0..n).map(|_| int(&mut self.rng)).collect()),
             DType::I32 => Data::I32((0..n).map(|_| int(&mut self.rng) as i32).collect()),
             DType::Bool => Data::Bool((0..n).map(|_| self.rng.next_u64() & 1 == 1).collect()),
@@ -178,6 +200,9 @@ impl Generator {
                 }
             }
             8 => {
+                if self.inexact.contains(&x) {
+                    return false;
+                }
                 let c = self.constant(xt.dtype, vec![], (-1, 1));
                 let cond = match self.graph.add("cond", Op::Binary(BinaryOp::Less), &[x, c]) {
                     Ok(v) => v,
@@ -394,8 +419,25 @@ impl Generator {
                 }
             }
         };
+        // A rounding difference must not flip a discontinuous op (see `sensitive`).
+        let from_inexact = inputs.iter().any(|v| self.inexact.contains(v));
+        if from_inexact && sensitive(&op) {
+            return false;
+        }
+        let rounds = from_inexact || rounds(&op);
         match self.graph.add_node(&name, op, &inputs) {
             Ok(outs) => {
+                if rounds {
+                    for &v in &outs {
+                        if self
+                            .graph
+                            .value_type(v)
+                            .is_ok_and(|t| t.dtype == DType::F32)
+                        {
+                            self.inexact.insert(v);
+                        }
+                    }
+                }
                 let node = outs[0].node;
                 let types = self.graph.node(node).outputs.clone();
                 if types.iter().any(|t| t.numel() > MAX_ELEMENTS) {
@@ -499,7 +541,9 @@ impl Generator {
                 let co = group * per_group;
                 let mut wshape = vec![co, c / group];
                 wshape.extend(&kernel);
+                self.specials = false;
                 let mut inputs = vec![self.constant(DType::F32, wshape, (-1, 1))];
+                self.specials = true;
                 if src.chance(1, 2) {
                     inputs.push(self.constant(DType::F32, vec![co], (-1, 1)));
                 }
@@ -541,6 +585,68 @@ impl Generator {
     }
 }
 
+/// Whether `op` may round its float result differently in optc than in the interpreter:
+/// sums in another order (contractions, reductions, normalizations) or approximations
+/// (exp, tanh, erf, ...). Exact ops (IEEE add/mul/div, max, moves, casts) do not.
+fn rounds(op: &Op) -> bool {
+    use UnaryOp as U;
+    match op {
+        Op::Unary(u) => matches!(
+            u,
+            U::Sigmoid
+                | U::Tanh
+                | U::Erf
+                | U::Exp
+                | U::Log
+                | U::Sqrt
+                | U::Sin
+                | U::Cos
+                | U::Atan
+                | U::Sinh
+                | U::Asinh
+                | U::HardSigmoid { .. }
+                | U::HardSwish
+        ),
+        Op::Binary(b) => matches!(b, BinaryOp::Pow),
+        Op::Reduce { kind, .. } => !matches!(kind, ReduceKind::Max | ReduceKind::Min),
+        Op::MatMul
+        | Op::Gemm { .. }
+        | Op::Conv { .. }
+        | Op::AveragePool { .. }
+        | Op::Softmax { .. }
+        | Op::LayerNorm { .. }
+        | Op::CumSum { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether a last-place difference in `op`'s float inputs can change its result by more
+/// than a tolerance: steps (floor, comparisons, casts to integers, indices), poles and
+/// branch points (division, log, sqrt near 0, fmod, pow). Such ops take only exact values.
+fn sensitive(op: &Op) -> bool {
+    use UnaryOp as U;
+    match op {
+        Op::Unary(u) => matches!(
+            u,
+            U::Floor | U::Ceil | U::Round | U::Sqrt | U::Log | U::IsNaN | U::Not
+        ),
+        Op::Binary(b) => matches!(
+            b,
+            BinaryOp::Div
+                | BinaryOp::Pow
+                | BinaryOp::FMod
+                | BinaryOp::Equal
+                | BinaryOp::Greater
+                | BinaryOp::Less
+                | BinaryOp::GreaterOrEqual
+                | BinaryOp::LessOrEqual
+        ),
+        Op::Cast { to } => *to != DType::F32,
+        Op::Arg { .. } | Op::TopK { .. } => true,
+        _ => false,
+    }
+}
+
 /// A shape `shape` broadcasts to: a leading dim added, a 1 stretched.
 fn expanded(src: &mut Source, shape: &[usize]) -> Vec<usize> {
     let mut s: Vec<usize> = shape
@@ -552,6 +658,11 @@ fn expanded(src: &mut Source, shape: &[usize]) -> Vec<usize> {
     }
     s
 }
+
+/// Float values that behave unlike the others.
+/// (No huge finite values: the interpreter sums in f64, optc in f32, and 1e18 squared or
+/// cancelled against another differs by more than any tolerance.)
+const SPECIAL: [f32; 5] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, -1e-30];
 
 const BINARY: [BinaryOp; 14] = [
     BinaryOp::Add,

@@ -401,3 +401,56 @@ fn absurd_attributes_are_errors_not_overflows() {
     let e = err(&m);
     assert!(e.contains("(Split)"), "{e}");
 }
+
+/// Subgraphs nested hundreds deep (an `If` in the branch of an `If` ...) are refused with
+/// an error, not a stack overflow.
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    for depth in [20usize, 400] {
+        let mut inner = ModelBuilder::new(13);
+        inner
+            .node("Relu", &["x"], &["t0"], vec![])
+            .output_typed("t0", DType::F32, &[2]);
+        for level in 1..depth {
+            let mut other = ModelBuilder::new(13);
+            other
+                .node("Neg", &["x"], &[&format!("e{level}")], vec![])
+                .output_typed(&format!("e{level}"), DType::F32, &[2]);
+            let mut outer = ModelBuilder::new(13);
+            let out = format!("t{level}");
+            outer
+                .node(
+                    "If",
+                    &["c"],
+                    &[&out],
+                    vec![
+                        ("then_branch", Attr::Graph(Box::new(inner))),
+                        ("else_branch", Attr::Graph(Box::new(other))),
+                    ],
+                )
+                .output_typed(&out, DType::F32, &[2]);
+            inner = outer;
+        }
+        let mut top = ModelBuilder::new(13);
+        top.input("x", DType::F32, &[2])
+            .input("c", DType::Bool, &[])
+            .node(
+                "If",
+                &["c"],
+                &["y"],
+                vec![
+                    ("then_branch", Attr::Graph(Box::new(inner.clone()))),
+                    ("else_branch", Attr::Graph(Box::new(inner))),
+                ],
+            )
+            .output("y");
+        let result = optc_onnx::import_bytes(&top.to_bytes(), &Default::default());
+        if depth == 20 {
+            result.unwrap_or_else(|e| panic!("20 levels import: {e}"));
+        } else {
+            // The protobuf decoder's recursion limit refuses it before the importer runs.
+            let e = result.expect_err("400 levels are refused").to_string();
+            assert!(e.contains("not a valid ONNX model"), "{e}");
+        }
+    }
+}

@@ -177,7 +177,7 @@ pub(super) fn lower_gemm(
         alpha,
     };
     gemm(e, &mm, ins[0], bp, out);
-    if ins.len() > 2 && beta != 0.0 {
+    if ins.len() > 2 && !c_vanishes(beta, info.consts[2].as_deref()) {
         let oty = &info.outs[0];
         let o = Operand::dense(out, oty);
         let c = Operand::broadcast(ins[2], &info.ins[2], &oty.shape);
@@ -191,6 +191,12 @@ pub(super) fn lower_gemm(
         )?;
     }
     Ok(())
+}
+
+/// Whether Gemm's `beta * C` adds nothing: `beta` is 0 and C a constant without NaN or
+/// infinities (`0 * inf` is NaN, so a run-time or non-finite C is still added).
+pub(crate) fn c_vanishes(beta: f32, c: Option<&optc_ir::Tensor>) -> bool {
+    beta == 0.0 && c.is_some_and(|t| t.to_f64_vec().iter().all(|v| v.is_finite()))
 }
 
 pub(super) fn gemm(e: &mut Emitter, mm: &BatchedGemm, a: Value, b: Value, out: Value) {

@@ -506,7 +506,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
             if *alpha != 1.0 {
                 epilogue.push(Epilogue::Scale(alpha.to_bits()));
             }
-            if nbase > 2 && *beta != 0.0 {
+            if nbase > 2 && !crate::ops::matmul::c_vanishes(*beta, info.consts[2].as_deref()) {
                 let cs = &info.ins[2].shape;
                 if *beta == 1.0 && (cs.as_slice() == [n] || cs.as_slice() == [1, n]) {
                     epilogue.push(Epilogue::BiasCol);

@@ -1,0 +1,77 @@
+//! The bugs the fuzz targets found, each as the smallest graph that shows it, checked by
+//! the differential harness (interpreter vs optc at -O0..-O3 on every host target). The
+//! raw inputs that found them are in `regressions/`; these stay meaningful when the
+//! generator changes.
+
+use optc_fuzz::differential::{check, Outcome};
+use optc_ir::{DType, Graph, Op, Tensor, TensorType, UnaryOp, Window};
+
+fn f32s(shape: &[usize], f: impl Fn(usize) -> f32) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_f32(shape.to_vec(), (0..n).map(f).collect()).expect("length matches")
+}
+
+fn all_agree(graph: &Graph) {
+    let outcomes = check(graph, &[0, 1, 2, 3], 1);
+    assert!(!outcomes.is_empty(), "the interpreter runs the graph");
+    for (config, outcome) in outcomes {
+        assert!(matches!(outcome, Outcome::Agrees), "{config}: {outcome:?}");
+    }
+}
+
+/// A Relu or Clip fused into a conv / GEMM microkernel turned NaN into 0.
+#[test]
+fn nan_through_fused_relu_and_clip() {
+    for unary in [
+        UnaryOp::Relu,
+        UnaryOp::Clip {
+            min: -0.5,
+            max: 0.5,
+        },
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 8, 6, 6]));
+        // One NaN weight per output channel 3: its whole output plane is NaN.
+        let w = f32s(&[16, 8, 3, 3], |i| {
+            if i / 72 == 3 {
+                f32::NAN
+            } else {
+                ((i * 7919) % 13) as f32 / 13.0 - 0.5
+            }
+        });
+        let w = g.add_const("w", w);
+        let window = Window {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+        };
+        let c = g
+            .add("conv", Op::Conv { window, group: 1 }, &[x, w])
+            .unwrap();
+        let y = g.add("act", Op::Unary(unary), &[c]).unwrap();
+        g.add_output("y", y);
+        all_agree(&g);
+    }
+}
+
+/// Gemm with beta = 0 skipped C, but `0 * NaN` and `0 * inf` are NaN.
+#[test]
+fn gemm_with_beta_zero_still_multiplies_a_non_finite_c() {
+    for (c_shape, special) in [(vec![4usize, 5], f32::NAN), (vec![5], f32::INFINITY)] {
+        let mut g = Graph::new();
+        let a = g.add_input("a", TensorType::new(DType::F32, vec![4, 3]));
+        let b = g.add_const("b", f32s(&[3, 5], |i| i as f32 * 0.1 - 0.7));
+        let c = g.add_const("c", f32s(&c_shape, |i| if i == 2 { special } else { 1.0 }));
+        let op = Op::Gemm {
+            alpha: 1.0,
+            beta: 0.0,
+            trans_a: false,
+            trans_b: false,
+        };
+        let y = g.add("gemm", op, &[a, b, c]).unwrap();
+        g.add_output("y", y);
+        all_agree(&g);
+    }
+}
