@@ -8,8 +8,8 @@
 
 use crate::source::{Source, SplitMix};
 use optc_ir::{
-    BinaryOp, DType, Data, Graph, Op, PadMode, ReduceKind, SliceDim, Tensor, TensorType, UnaryOp,
-    Value, Window,
+    BinaryOp, DType, Data, Graph, Op, PadMode, ReduceKind, ScatterReduction, SliceDim, Tensor,
+    TensorType, UnaryOp, Value, Window,
 };
 
 /// Extents the generator uses: 1, primes, powers of two and their neighbours.
@@ -148,10 +148,10 @@ impl Generator {
         let int = |rng: &mut SplitMix| lo + (rng.next_u64() % span) as i64;
         let data = match dtype {
             DType::F32 => {
-                // One constant in eight holds some special values: NaN, infinities, -0,
-                // huge and tiny numbers (kernels must treat them as the interpreter does).
+                // One constant in eight holds some special values (`SPECIAL`): kernels
+                // must treat them as the interpreter does.
                 // Not conv weights: a tap over padding is skipped by the interpreter and
-                // some kernels, multiplied as 0 x w by others, and 0 x inf is NaN (which
+                // some kernels, multiplied as 0 x w by others, and 0 x NaN is NaN (which
                 // one the spec means is open; see the regressions README).
                 let special = self.specials && self.rng.below(8) == 0;
                 Data::F32(
@@ -183,7 +183,7 @@ impl Generator {
         let (x, xt) = self.operand(src);
         let rank = xt.rank();
         let name = format!("n{}", self.values.len());
-        let (op, inputs): (Op, Vec<Value>) = match src.below(22) {
+        let (op, inputs): (Op, Vec<Value>) = match src.below(26) {
             0..=3 => (Op::Unary(self.unary(src)), vec![x]),
             4..=7 => {
                 let op = *src.pick(&BINARY);
@@ -372,6 +372,95 @@ impl Generator {
                 let mode = *src.pick(&[PadMode::Constant, PadMode::Reflect, PadMode::Edge]);
                 let value = *src.pick(&[0.0, 1.5]);
                 (Op::Pad { pads, mode, value }, vec![x])
+            }
+            22 => {
+                if rank < 2 || xt.shape[1] == 0 {
+                    return false;
+                }
+                let c = xt.shape[1];
+                let mut inputs = vec![x];
+                for (lo, hi) in [(-1, 1), (-1, 1), (-1, 1), (1, 2)] {
+                    inputs.push(self.constant(DType::F32, vec![c], (lo, hi)));
+                }
+                let epsilon = *src.pick(&[1e-5, 0.1]);
+                (Op::BatchNorm { epsilon }, inputs)
+            }
+            23 => {
+                // Both operands computed at run time (attention-like batched products).
+                let (y, yt) = self.operand(src);
+                if rank >= 2 && yt.rank() >= 2 && src.chance(1, 2) {
+                    let mut perm: Vec<usize> = (0..yt.rank()).collect();
+                    perm.swap(yt.rank() - 2, yt.rank() - 1);
+                    match self.graph.add("yt", Op::Transpose { perm }, &[y]) {
+                        Ok(t) => (Op::MatMul, vec![x, t]),
+                        Err(_) => return false,
+                    }
+                } else {
+                    (Op::MatMul, vec![x, y])
+                }
+            }
+            24 => {
+                // Quantize then dequantize (u8 or i8, per tensor or per axis).
+                if xt.dtype != DType::F32 || self.inexact.contains(&x) {
+                    return false;
+                }
+                let signed = src.chance(1, 2);
+                let per_axis = rank > 0 && src.chance(1, 3);
+                let axis = if per_axis { src.below(rank) } else { 0 };
+                let shape = if per_axis {
+                    vec![xt.shape[axis]]
+                } else {
+                    vec![]
+                };
+                let scale = self.constant(DType::F32, shape.clone(), (1, 1));
+                let zt = if signed { DType::I8 } else { DType::U8 };
+                let zero = self.constant(zt, shape, if signed { (-3, 3) } else { (120, 130) });
+                let q = match self
+                    .graph
+                    .add("q", Op::QuantizeLinear { axis }, &[x, scale, zero])
+                {
+                    Ok(q) => q,
+                    Err(_) => return false,
+                };
+                (Op::DequantizeLinear { axis }, vec![q, scale, zero])
+            }
+            25 => {
+                if rank == 0 {
+                    return false;
+                }
+                if src.chance(1, 2) {
+                    // GatherND with index tuples over the leading dims.
+                    let depth = src.range(1, rank);
+                    let rows = src.range(1, 4);
+                    let mut data = vec![];
+                    for _ in 0..rows {
+                        for d in 0..depth {
+                            data.push(src.below(xt.shape[d].max(1)) as i64);
+                        }
+                    }
+                    let idx = Tensor::new(vec![rows, depth], Data::I64(data)).expect("sized");
+                    self.consts += 1;
+                    let idx = self.graph.add_const(&format!("c{}", self.consts), idx);
+                    (Op::GatherNd { batch_dims: 0 }, vec![x, idx])
+                } else {
+                    let axis = src.below(rank);
+                    let n = xt.shape[axis] as i64;
+                    let mut shape = xt.shape.clone();
+                    shape[axis] = src.range(1, xt.shape[axis].max(1));
+                    let idx = self.constant(DType::I64, shape.clone(), (-n, n - 1));
+                    let updates = self.constant(xt.dtype, shape, (-3, 3));
+                    let reduction = *src.pick(&[
+                        ScatterReduction::Replace,
+                        ScatterReduction::Add,
+                        ScatterReduction::Mul,
+                        ScatterReduction::Max,
+                        ScatterReduction::Min,
+                    ]);
+                    (
+                        Op::ScatterElements { axis, reduction },
+                        vec![x, idx, updates],
+                    )
+                }
             }
             _ => {
                 if rank == 0 {
@@ -615,6 +704,7 @@ fn rounds(op: &Op) -> bool {
         | Op::AveragePool { .. }
         | Op::Softmax { .. }
         | Op::LayerNorm { .. }
+        | Op::BatchNorm { .. }
         | Op::CumSum { .. } => true,
         _ => false,
     }
@@ -659,10 +749,11 @@ fn expanded(src: &mut Source, shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// Float values that behave unlike the others.
-/// (No huge finite values: the interpreter sums in f64, optc in f32, and 1e18 squared or
-/// cancelled against another differs by more than any tolerance.)
-const SPECIAL: [f32; 5] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, -1e-30];
+/// Float values that behave unlike the others: NaN (must propagate), -0 and a tiny value.
+/// (No infinities: inf times a value the kernels round differently from the interpreter,
+/// 0 against 1e-9, is NaN against inf; no huge finite values: the interpreter sums in f64,
+/// optc in f32, and 1e18 squared or cancelled differs by more than any tolerance.)
+const SPECIAL: [f32; 3] = [f32::NAN, -0.0, -1e-30];
 
 const BINARY: [BinaryOp; 14] = [
     BinaryOp::Add,
