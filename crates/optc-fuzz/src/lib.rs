@@ -13,7 +13,8 @@
 //! - [`text::target`]: the IR text parser (what parses prints and parses back the same);
 //! - [`graphs::target`]: a random well-typed graph ([`graphs::generate`]) run by the
 //!   interpreter and compiled at -O0..-O3 ([`differential`]); outputs must agree;
-//! - [`inputs::target`]: `CompiledModel::run` with inputs of wrong shapes and types.
+//! - [`inputs::target`]: `CompiledModel::run` with inputs of wrong shapes and types;
+//! - [`tensors::target`]: the `.pb` and `.npy` tensor readers.
 
 pub mod differential;
 pub mod graphs;
@@ -22,6 +23,7 @@ pub mod inputs;
 pub mod mutate;
 pub mod seeds;
 pub mod source;
+pub mod tensors;
 pub mod text;
 
 /// Graphs or models above this many elements in one tensor are skipped by the targets

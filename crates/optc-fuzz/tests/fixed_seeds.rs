@@ -202,3 +202,43 @@ fn wrong_inputs() {
         case("inputs", &rng.bytes(32), optc_fuzz::inputs::target);
     }
 }
+
+#[test]
+fn tensor_files() {
+    run_regressions("tensors", optc_fuzz::tensors::target);
+    let mut rng = SplitMix::new(7);
+    let seeds: Vec<Vec<u8>> = {
+        let t = optc_ir::Tensor::from_f32(vec![2, 3], vec![1.0, -2.0, 0.5, 3.0, f32::NAN, 0.0])
+            .expect("6 values");
+        let i = optc_ir::Tensor::new(vec![4], optc_ir::Data::I64(vec![1, -1, 1 << 40, 0]))
+            .expect("4 values");
+        vec![
+            optc_onnx::tensor_to_pb(&t, "x"),
+            optc_onnx::tensor_to_pb(&i, "i"),
+            optc::npy::to_bytes(&t),
+            optc::npy::to_bytes(&i),
+        ]
+    };
+    for seed in &seeds {
+        case("tensors", seed, optc_fuzz::tensors::target);
+        for _ in 0..1500 * scale() {
+            let mut b = seed.clone();
+            for _ in 0..1 + rng.below(3) {
+                if b.is_empty() {
+                    break;
+                }
+                let at = rng.below(b.len());
+                match rng.below(4) {
+                    0 => b.truncate(at),
+                    1 => b[at] ^= 1 << rng.below(8),
+                    2 => b[at] = [0, 0xff, b'9', b','][rng.below(4)],
+                    _ => {
+                        let chunk = b[at..(at + 1 + rng.below(12)).min(b.len())].to_vec();
+                        b.splice(at..at, chunk);
+                    }
+                }
+            }
+            case("tensors", &b, optc_fuzz::tensors::target);
+        }
+    }
+}
