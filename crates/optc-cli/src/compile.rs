@@ -40,7 +40,7 @@ pub struct CompileCli {
     /// Symbol name of the model (`optc_<name>_run`) [default: the output's file stem].
     #[arg(long)]
     name: Option<String>,
-    /// Report compile times.
+    /// Report compile times, sizes and memory (the run's needs, the compile's peak).
     #[arg(short = 'v', long)]
     verbose: bool,
 }
@@ -170,6 +170,20 @@ fn run(cli: &CompileCli) -> Result<(), String> {
             art.model.workspace,
             art.model.object.len()
         );
+        eprintln!(
+            "memory: the object's run needs its workspace ({} bytes) and the caller's input and \
+             output buffers, nothing else; this compile peaked at {} resident",
+            art.model.workspace,
+            peak_resident().unwrap_or_else(|| "an unknown amount".into())
+        );
     }
     Ok(())
+}
+
+/// The process's peak resident memory (Linux: `VmHWM` of /proc/self/status).
+fn peak_resident() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(format!("{:.1} MiB", kib as f64 / 1024.0))
 }

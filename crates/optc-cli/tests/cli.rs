@@ -426,6 +426,12 @@ fn every_command_shares_the_compile_options() {
         o.status.success() && se.contains("compile time: import"),
         "{se}"
     );
+    // -v says what the object's run needs and what the compile took.
+    assert!(
+        se.contains("memory: the object's run needs its workspace"),
+        "{se}"
+    );
+    assert!(se.contains("MiB resident"), "{se}");
 }
 
 #[test]
