@@ -19,13 +19,33 @@ pub fn target(data: &[u8]) {
 }
 
 /// Import, compile at -O2 and run what imports, comparing the compiled model with the
-/// interpreter on the imported graph ([`crate::differential::check`]).
+/// interpreter on the imported graph ([`crate::differential::check`]) when its float
+/// constants are tame (finite, at most 1e4 in magnitude: mutated weights of 1e30 overflow
+/// optc's f32 sums where the interpreter's f64 sums do not); otherwise the compiled model
+/// only has to run or refuse without crashing.
 pub fn target_compiled(data: &[u8]) {
     if let Some(graph) = import(data) {
-        if small(&graph) {
+        if !small(&graph) {
+            return;
+        }
+        if tame(&graph) {
             crate::differential::check(&graph, &[2], 1);
+        } else {
+            let inputs = optc::random_inputs(&graph.input_types(), 1);
+            let _ =
+                optc::compile_graph(graph, &Default::default()).and_then(|mut m| m.run(&inputs));
         }
     }
+}
+
+/// Whether every float constant of `graph` is finite and at most 1e4 in magnitude.
+fn tame(graph: &Graph) -> bool {
+    graph.consts.iter().all(|t| {
+        t.dtype() != optc_ir::DType::F32
+            || t.to_f64_vec()
+                .iter()
+                .all(|v| v.is_finite() && v.abs() <= 1e4)
+    })
 }
 
 /// The imported graph, or `None` after checking the error is a real message.
