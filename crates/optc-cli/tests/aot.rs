@@ -171,7 +171,8 @@ fn c_example_matches_jit_with_two_inputs_and_outputs_of_different_dtypes() {
 
 #[test]
 fn two_models_link_into_one_program() {
-    // Runtime helpers are local symbols: linking two objects must not clash.
+    // Runtime helpers are local symbols: linking two objects must not clash; the headers
+    // both declare the parallel-for types, once.
     let dir = tmp("c-link2");
     let model = root().join("examples/models/tiny_cnn.onnx");
     let bytes = two_io_model();
@@ -185,12 +186,14 @@ fn two_models_link_into_one_program() {
     std::fs::write(
         &main,
         "#include \"a.h\"\n#include \"b.h\"\nint main(void) { \
+         optc_a_set_parallel_for(NULL, NULL); optc_b_set_parallel_for(NULL, NULL); \
          return (optc_a_workspace_size() == OPTC_A_WORKSPACE_SIZE && \
          optc_b_workspace_size() == OPTC_B_WORKSPACE_SIZE) ? 0 : 1; }\n",
     )
     .unwrap();
     let exe = dir.join("m");
     let cc = Command::new("cc")
+        .args(["-std=c99", "-pedantic-errors", "-Wall", "-Werror"])
         .arg("-I")
         .arg(&dir)
         .arg(&main)
@@ -261,6 +264,7 @@ fn check_elf(bytes: &[u8], arch: object::Architecture, name: &str) {
     for s in [
         format!("optc_{name}_run"),
         format!("optc_{name}_workspace_size"),
+        format!("optc_{name}_set_parallel_for"),
     ] {
         let sym = f
             .symbols()
