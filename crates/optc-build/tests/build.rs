@@ -130,3 +130,167 @@ fn target_follows_the_cargo_target() {
         .unwrap_err()
         .contains("riscv64"));
 }
+
+/// A model whose nodes the kernel plans split into parallel items: a 3x3 conv + relu, a 1x1
+/// conv, a 65,536-element elementwise node and a matmul.
+fn parallel_model() -> Vec<u8> {
+    use optc::{DType, Tensor};
+    let weights = |shape: Vec<usize>, seed: f32| {
+        let n: usize = shape.iter().product();
+        let v = (0..n)
+            .map(|i| (i as f32 * 0.37 + seed).sin() * 0.1)
+            .collect();
+        Tensor::from_f32(shape, v).unwrap()
+    };
+    let mut b = optc_onnx::builder::ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, 16, 32, 32]);
+    b.initializer("w1", &weights(vec![32, 16, 3, 3], 0.0));
+    b.initializer("w2", &weights(vec![64, 32, 1, 1], 2.0));
+    let shape = Tensor::new(vec![2], optc::Data::I64(vec![64, 1024])).unwrap();
+    b.initializer("shape", &shape);
+    b.initializer("w3", &weights(vec![1024, 48], 3.0));
+    let pads = optc_onnx::builder::Attr::Ints(vec![1; 4]);
+    b.node("Conv", &["x", "w1"], &["c1"], vec![("pads", pads)]);
+    b.node("Relu", &["c1"], &["r1"], vec![]);
+    b.node("Conv", &["r1", "w2"], &["c2"], vec![]);
+    b.node("Tanh", &["c2"], &["t"], vec![]);
+    b.node("Mul", &["t", "c2"], &["m"], vec![]);
+    b.node("Reshape", &["m", "shape"], &["rows"], vec![]);
+    b.node("MatMul", &["rows", "w3"], &["y"], vec![]);
+    b.output("y");
+    b.to_bytes()
+}
+
+/// A program using the generated bindings (`par.rs`): runs the model on the f32 input in
+/// `argv[1]` with the parallel-for given by `argv[2]` and writes the output to `argv[3]`;
+/// prints on stderr how many parallel loops went through the threads function.
+const BINDINGS_MAIN: &str = r#"
+include!("par.rs");
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static LOOPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Two threads (a scoped one and the caller), each calling `work`.
+fn two_threads(work: &(dyn Fn() + Sync)) {
+    LOOPS.fetch_add(1, Ordering::Relaxed);
+    std::thread::scope(|s| {
+        s.spawn(work);
+        work();
+    });
+}
+
+/// Three threads calling `work` twice each.
+fn three_threads_twice(work: &(dyn Fn() + Sync)) {
+    LOOPS.fetch_add(1, Ordering::Relaxed);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                work();
+                work();
+            });
+        }
+    });
+}
+
+/// Never calls `work`: the bindings run the items afterwards.
+fn no_threads(_work: &(dyn Fn() + Sync)) {
+    LOOPS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bytes = std::fs::read(&args[1]).unwrap();
+    let input: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let threads: Option<fn(&(dyn Fn() + Sync))> = match args[2].as_str() {
+        "two" => Some(two_threads),
+        "three-twice" => Some(three_threads_twice),
+        "none" => Some(no_threads),
+        _ => None,
+    };
+    Par::set_parallel_for(threads);
+    let mut model = Par::new();
+    let y = model.run_slices(&input).unwrap();
+    let out: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&args[3], out).unwrap();
+    eprintln!("loops: {}", LOOPS.load(Ordering::Relaxed));
+}
+"#;
+
+/// The generated Rust bindings hand the model's parallel nodes to the program's threads
+/// (`set_parallel_for`): a program compiled with rustc against the archive and the bindings
+/// (warnings denied) computes exactly what the JIT computes, serially, on two or three
+/// threads, and when the threads function never calls `work`; the threads function was
+/// called for the parallel nodes.
+#[test]
+fn rust_bindings_run_parallel_nodes_on_the_program_threads() {
+    let dir = tmp("threads");
+    let bytes = parallel_model();
+    let opts = Options {
+        target: "native".into(),
+        opt_level: 3,
+        ..Options::default()
+    };
+    let obj = ObjectOptions {
+        name: "par".into(),
+        source: "par.onnx".into(),
+        keep_clif: false,
+        keep_asm: false,
+    };
+    let a = compile_object(&bytes, &opts, &obj).unwrap();
+    std::fs::write(dir.join("libpar.a"), a.staticlib()).unwrap();
+    std::fs::write(dir.join("par.rs"), a.rust()).unwrap();
+    std::fs::write(dir.join("main.rs"), BINDINGS_MAIN).unwrap();
+    let exe = dir.join("par_app");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = std::process::Command::new(rustc)
+        .current_dir(&dir)
+        .args(["--edition", "2021", "-D", "warnings", "main.rs", "-L", "."])
+        .args(["-l", "static=par", "-l", "m", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rustc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let graph = optc::import_bytes(&bytes, &opts).unwrap();
+    let inputs = optc::random_inputs(&graph.input_types(), 5);
+    std::fs::write(dir.join("x.bin"), inputs[0].data().to_le_bytes()).unwrap();
+    let want = optc::compile_bytes(&bytes, &opts)
+        .unwrap()
+        .run(&inputs)
+        .unwrap()[0]
+        .data()
+        .to_le_bytes();
+    for (threads, loops) in [("serial", 0), ("two", 3), ("three-twice", 3), ("none", 3)] {
+        let y = dir.join(format!("y_{threads}.bin"));
+        let run = std::process::Command::new(&exe)
+            .arg(dir.join("x.bin"))
+            .arg(threads)
+            .arg(&y)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{threads}: {stderr}");
+        let n: usize = stderr
+            .trim()
+            .strip_prefix("loops: ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{threads}: {stderr}"));
+        if loops == 0 {
+            assert_eq!(n, 0, "{threads}");
+        } else {
+            assert!(n >= loops, "{threads}: {n} parallel loops");
+        }
+        assert!(
+            std::fs::read(&y).unwrap() == want,
+            "{threads}: the bindings' output differs from the JIT's"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

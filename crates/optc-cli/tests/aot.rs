@@ -45,9 +45,49 @@ fn two_io_model() -> Vec<u8> {
     b.to_bytes()
 }
 
+/// Nodes big enough that the kernel plans split them into several parallel items: a 3x3
+/// conv + relu, a 1x1 conv, a 65,536-element elementwise node and a matmul.
+fn parallel_model() -> Vec<u8> {
+    let weights = |shape: Vec<usize>, seed: f32| {
+        let n: usize = shape.iter().product();
+        let v = (0..n)
+            .map(|i| (i as f32 * 0.37 + seed).sin() * 0.1)
+            .collect();
+        Tensor::from_f32(shape, v).unwrap()
+    };
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, 16, 32, 32]);
+    b.initializer("w1", &weights(vec![32, 16, 3, 3], 0.0));
+    b.initializer("b1", &weights(vec![32], 1.0));
+    b.initializer("w2", &weights(vec![64, 32, 1, 1], 2.0));
+    b.initializer(
+        "shape",
+        &Tensor::new(vec![2], optc::Data::I64(vec![64, 1024])).unwrap(),
+    );
+    b.initializer("w3", &weights(vec![1024, 48], 3.0));
+    let pads = optc_onnx::builder::Attr::Ints(vec![1; 4]);
+    b.node("Conv", &["x", "w1", "b1"], &["c1"], vec![("pads", pads)]);
+    b.node("Relu", &["c1"], &["r1"], vec![]);
+    b.node("Conv", &["r1", "w2"], &["c2"], vec![]);
+    b.node("Tanh", &["c2"], &["t"], vec![]);
+    b.node("Mul", &["t", "c2"], &["m"], vec![]);
+    b.node("Reshape", &["m", "shape"], &["rows"], vec![]);
+    b.node("MatMul", &["rows", "w3"], &["y"], vec![]);
+    b.output("y");
+    b.output("m");
+    b.to_bytes()
+}
+
 /// Compile `model` with optc (AOT, into `dir`), link the C example, run it on `inputs` and
 /// return its outputs as raw bytes.
 fn run_c(dir: &Path, model: &Path, name: &str, inputs: &[Tensor], n_out: usize) -> Vec<Vec<u8>> {
+    let exe = build_c(dir, model, name);
+    run_built(dir, &exe, inputs, n_out, None).0
+}
+
+/// Compile `model` with optc (AOT, `-O3` for this machine, into `dir`) and link the C
+/// example against it; returns the program.
+fn build_c(dir: &Path, model: &Path, name: &str) -> PathBuf {
     let obj = dir.join(format!("{name}.o"));
     optc(&[
         model.to_str().unwrap(),
@@ -60,18 +100,43 @@ fn run_c(dir: &Path, model: &Path, name: &str, inputs: &[Tensor], n_out: usize) 
     assert!(dir.join(format!("{name}.h")).exists());
     let exe = dir.join(format!("{name}_app"));
     link_c_example("cc", &["-O2", "-Wall", "-Werror"], name, dir, &obj, &exe);
+    exe
+}
+
+/// Run the C example `exe` on `inputs` (with `OPTC_THREADS=threads` when given); returns its
+/// outputs as raw bytes and its stderr.
+fn run_built(
+    dir: &Path,
+    exe: &Path,
+    inputs: &[Tensor],
+    n_out: usize,
+    threads: Option<usize>,
+) -> (Vec<Vec<u8>>, String) {
     let mut args = write_inputs(dir, "", inputs);
     let outs: Vec<PathBuf> = (0..n_out)
         .map(|i| dir.join(format!("out{i}.bin")))
         .collect();
     args.extend(outs.iter().cloned());
-    let run = Command::new(&exe).args(&args).output().unwrap();
-    assert!(
-        run.status.success(),
-        "C app failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    outs.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    let mut cmd = Command::new(exe);
+    cmd.args(&args).env_remove("OPTC_THREADS");
+    if let Some(t) = threads {
+        cmd.env("OPTC_THREADS", t.to_string());
+    }
+    let run = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "C app failed: {stderr}");
+    let outs = outs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    (outs, stderr)
+}
+
+/// The parallel loops the C example ran on its thread pool (`OPTC_THREADS` set), from its
+/// report on stderr.
+fn pool_loops(stderr: &str) -> usize {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("parallel loops on the pool"))
+        .unwrap_or_else(|| panic!("no thread pool report in: {stderr}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Build the C example against the object `obj` of model `name` (header in `dir`) with the
@@ -85,6 +150,7 @@ fn link_c_example(cc: &str, flags: &[&str], name: &str, dir: &Path, obj: &Path, 
         .arg(root().join("examples/c/main.c"))
         .arg(obj)
         .arg("-lm")
+        .arg("-pthread")
         .arg("-o")
         .arg(exe)
         .output()
@@ -140,6 +206,42 @@ fn c_example_matches_jit_bit_for_bit_on_bundled_model() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An object run through the C example's thread pool (`OPTC_THREADS=2`, the callback given
+/// to `optc_NAME_set_parallel_for`) computes exactly what the JIT and the serial object
+/// compute: the same items, each computed the same way, on whichever thread.
+#[test]
+fn c_example_on_two_threads_matches_jit_bit_for_bit() {
+    let dir = tmp("c-threads");
+    let bytes = parallel_model();
+    let model = dir.join("par.onnx");
+    std::fs::write(&model, &bytes).unwrap();
+    let graph = optc::import_bytes(&bytes, &optc::Options::default()).unwrap();
+    let inputs = optc::random_inputs(&graph.input_types(), 21);
+    let want = jit(&bytes, &inputs);
+    let exe = build_c(&dir, &model, "par");
+    let (serial, report) = run_built(&dir, &exe, &inputs, 2, Some(1));
+    assert_eq!(pool_loops(&report), 0, "{report}");
+    assert_eq!(serial, want, "AOT (C, serial) and JIT outputs differ");
+    for run in 0..3 {
+        let (threaded, report) = run_built(&dir, &exe, &inputs, 2, Some(2));
+        // Every parallel node went through the callback: at least the two convs, the
+        // elementwise node and the matmul.
+        assert!(pool_loops(&report) >= 3, "run {run}: {report}");
+        assert_eq!(
+            threaded, want,
+            "run {run}: AOT (C, 2 threads) and JIT outputs differ"
+        );
+    }
+    let h = std::fs::read_to_string(dir.join("par.h")).unwrap();
+    for s in [
+        "typedef void (*optc_task_fn)(const void *ctx, uint64_t i);",
+        "void optc_par_set_parallel_for(optc_parallel_for_fn f, void *user);",
+    ] {
+        assert!(h.contains(s), "header lacks {s}:\n{h}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn c_example_matches_jit_with_two_inputs_and_outputs_of_different_dtypes() {
     let dir = tmp("c-two");
@@ -171,7 +273,8 @@ fn c_example_matches_jit_with_two_inputs_and_outputs_of_different_dtypes() {
 
 #[test]
 fn two_models_link_into_one_program() {
-    // Runtime helpers are local symbols: linking two objects must not clash.
+    // Runtime helpers are local symbols: linking two objects must not clash; the headers
+    // both declare the parallel-for types, once.
     let dir = tmp("c-link2");
     let model = root().join("examples/models/tiny_cnn.onnx");
     let bytes = two_io_model();
@@ -185,12 +288,14 @@ fn two_models_link_into_one_program() {
     std::fs::write(
         &main,
         "#include \"a.h\"\n#include \"b.h\"\nint main(void) { \
+         optc_a_set_parallel_for(NULL, NULL); optc_b_set_parallel_for(NULL, NULL); \
          return (optc_a_workspace_size() == OPTC_A_WORKSPACE_SIZE && \
          optc_b_workspace_size() == OPTC_B_WORKSPACE_SIZE) ? 0 : 1; }\n",
     )
     .unwrap();
     let exe = dir.join("m");
     let cc = Command::new("cc")
+        .args(["-std=c99", "-pedantic-errors", "-Wall", "-Werror"])
         .arg("-I")
         .arg(&dir)
         .arg(&main)
@@ -261,6 +366,7 @@ fn check_elf(bytes: &[u8], arch: object::Architecture, name: &str) {
     for s in [
         format!("optc_{name}_run"),
         format!("optc_{name}_workspace_size"),
+        format!("optc_{name}_set_parallel_for"),
     ] {
         let sym = f
             .symbols()
@@ -374,8 +480,15 @@ fn bad_model_is_a_readable_error() {
 /// Compile `model` for AArch64, link the C example with the cross gcc, run it under qemu-user
 /// on `inputs` and compare with the x86-64 JIT: f32 outputs within rounding (the x86-64 JIT
 /// sums in the order of its AVX2 kernels, the AArch64 object in that of its NEON / portable
-/// code), everything else bit for bit.
-fn aarch64_matches_jit(dir: &Path, model: &Path, name: &str, inputs: &[Tensor]) {
+/// code), everything else bit for bit. With `threads`, runs with `OPTC_THREADS=threads`;
+/// returns the program's stderr.
+fn aarch64_matches_jit(
+    dir: &Path,
+    model: &Path,
+    name: &str,
+    inputs: &[Tensor],
+    threads: Option<usize>,
+) -> String {
     let obj = dir.join(format!("{name}.o"));
     optc(&[
         model.to_str().unwrap(),
@@ -392,18 +505,18 @@ fn aarch64_matches_jit(dir: &Path, model: &Path, name: &str, inputs: &[Tensor]) 
         .map(|i| dir.join(format!("{name}_out{i}.bin")))
         .collect();
     args.extend(outs.iter().cloned());
-    let run = Command::new("qemu-aarch64")
-        .arg("-L")
+    let mut qemu = Command::new("qemu-aarch64");
+    qemu.arg("-L")
         .arg("/usr/aarch64-linux-gnu")
         .arg(&exe)
         .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+        .env_remove("OPTC_THREADS");
+    if let Some(t) = threads {
+        qemu.env("OPTC_THREADS", t.to_string());
+    }
+    let run = qemu.output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{stderr}");
     let otys = optc::import_bytes(&std::fs::read(model).unwrap(), &optc::Options::default())
         .unwrap()
         .output_types();
@@ -429,6 +542,7 @@ fn aarch64_matches_jit(dir: &Path, model: &Path, name: &str, inputs: &[Tensor]) 
             );
         }
     }
+    stderr
 }
 
 /// Cross-compiled objects run: link the C example with the AArch64 cross gcc and run it under
@@ -467,8 +581,17 @@ fn aarch64_object_runs_under_qemu_like_the_jit() {
         (m2.clone(), "two", vec![x, n]),
     ];
     for (model, name, inputs) in cases {
-        aarch64_matches_jit(&dir, &model, name, &inputs);
+        aarch64_matches_jit(&dir, &model, name, &inputs, None);
     }
+    // Parallel nodes through the C example's thread pool (the callback the AArch64 object
+    // calls).
+    let par = dir.join("par.onnx");
+    let par_bytes = parallel_model();
+    std::fs::write(&par, &par_bytes).unwrap();
+    let g = optc::import_bytes(&par_bytes, &optc::Options::default()).unwrap();
+    let inputs = optc::random_inputs(&g.input_types(), 4);
+    let report = aarch64_matches_jit(&dir, &par, "par", &inputs, Some(2));
+    assert!(pool_loops(&report) > 0, "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -510,7 +633,13 @@ fn quantized_models_run_under_qemu_like_the_jit() {
             .take_while(|p| p.exists())
             .map(|p| optc_onnx::tensor_from_pb(&std::fs::read(p).unwrap()).unwrap())
             .collect();
-        aarch64_matches_jit(&dir, &data.join(case).join("model.onnx"), case, &inputs);
+        aarch64_matches_jit(
+            &dir,
+            &data.join(case).join("model.onnx"),
+            case,
+            &inputs,
+            None,
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

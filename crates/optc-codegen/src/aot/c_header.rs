@@ -59,10 +59,28 @@ pub fn c_header(m: &AotModel, source: &str) -> String {
          \x20*   workspace:  at least OPTC_{up}_WORKSPACE_SIZE bytes, 64-byte aligned; scratch.\n\
          \x20* Returns 0 on success, else ((kernel + 1) << 8) | code where code is\n\
          \x20* {codes}.\n\
-         \x20* Reentrant: no global state; concurrent calls need separate workspaces. */\n\
+         \x20* Reentrant: concurrent calls need separate workspaces. The only global state is\n\
+         \x20* the parallel-for callback (optc_{n}_set_parallel_for). */\n\
          int32_t optc_{n}_run(const void *const *inputs, void *const *outputs, void *workspace);\n\n\
          /* Bytes of workspace optc_{n}_run needs (= OPTC_{up}_WORKSPACE_SIZE). */\n\
-         uint64_t optc_{n}_workspace_size(void);\n\n",
+         uint64_t optc_{n}_workspace_size(void);\n\n\
+         #ifndef OPTC_PARALLEL_FOR_FN_DEFINED\n\
+         #define OPTC_PARALLEL_FOR_FN_DEFINED\n\
+         /* One item of a parallel loop: does item i of the work ctx describes. */\n\
+         typedef void (*optc_task_fn)(const void *ctx, uint64_t i);\n\
+         /* A parallel for-loop the program supplies (the same type in every optc header): it\n\
+         \x20* must call task(ctx, i) exactly once for every i in [0, n), on any threads (the\n\
+         \x20* calling one included), and return only when all those calls have returned. */\n\
+         typedef void (*optc_parallel_for_fn)(void *user, optc_task_fn task, const void *ctx,\n\
+         \x20                                    uint64_t n);\n\
+         #endif\n\n\
+         /* Run the parallel parts of optc_{n}_run (nodes split into independent items) through\n\
+         \x20* f: each is one call f(user, task, ctx, n) made on the thread running the model.\n\
+         \x20* NULL (the initial state) runs them serially on that thread. Set it before runs\n\
+         \x20* start, never while a run of this model is in progress; f may be called from\n\
+         \x20* several threads at once when runs are concurrent. Results do not depend on f: the\n\
+         \x20* items are the same, each computed the same way, whichever thread runs it. */\n\
+         void optc_{n}_set_parallel_for(optc_parallel_for_fn f, void *user);\n\n",
         codes = RuntimeError::ALL
             .iter()
             .map(|e| format!("{} ({})", e.code(), e.message()))

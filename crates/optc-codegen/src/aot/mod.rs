@@ -14,6 +14,10 @@
 //! Symbols of a model named `NAME` (all other symbols are local):
 //! - `int32_t optc_NAME_run(const void *const *inputs, void *const *outputs, void *workspace)`
 //! - `uint64_t optc_NAME_workspace_size(void)`
+//! - `void optc_NAME_set_parallel_for(optc_parallel_for_fn f, void *user)`: the embedder's
+//!   parallel for-loop (see `c_header.rs`), kept in a zero-initialized writable slot local
+//!   to the object; the object's `optc_rt_parallel_for` calls it when set, else loops
+//!   serially.
 //!
 //! Constants (weights) live in read-only data. Output is byte-for-byte reproducible.
 

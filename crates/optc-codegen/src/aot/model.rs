@@ -61,9 +61,17 @@ impl AotModel {
     pub fn workspace_symbol(&self) -> String {
         format!("optc_{}_workspace_size", self.name)
     }
+    /// `optc_<name>_set_parallel_for`.
+    pub fn set_parallel_for_symbol(&self) -> String {
+        format!("optc_{}_set_parallel_for", self.name)
+    }
     /// Every global symbol the object defines.
     pub fn exported_symbols(&self) -> Vec<String> {
-        vec![self.run_symbol(), self.workspace_symbol()]
+        vec![
+            self.run_symbol(),
+            self.workspace_symbol(),
+            self.set_parallel_for_symbol(),
+        ]
     }
 }
 

@@ -6,17 +6,48 @@ use crate::error::{CodegenError, Result};
 use crate::runtime::{self, RuntimeFunction};
 use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
-    types, AbiParam, FuncRef, Function, InstBuilder, Signature, UserFuncName,
+    types, AbiParam, FuncRef, Function, GlobalValue, InstBuilder, MemFlagsData, Signature,
+    UserFuncName,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 
-/// Declares an imported libm function by name and signature in the function being built.
-type Libm<'a> = dyn FnMut(&str, Signature, &mut Function) -> Result<FuncRef> + 'a;
+/// What a runtime function's body refers to outside itself, declared in the function being
+/// built.
+trait Imports {
+    /// An imported libm function, by name and signature.
+    fn libm(&mut self, name: &str, sig: Signature, func: &mut Function) -> Result<FuncRef>;
+    /// The address of the object's parallel-for callback slot ([`CALLBACK_SLOT`]).
+    fn callback_slot(&mut self, func: &mut Function) -> GlobalValue;
+}
+
+/// [`Imports`] declared in `module`.
+struct ModuleImports<'a, M: Module> {
+    module: &'a mut M,
+    slot: DataId,
+}
+
+impl<M: Module> Imports for ModuleImports<'_, M> {
+    fn libm(&mut self, name: &str, sig: Signature, func: &mut Function) -> Result<FuncRef> {
+        let f = self
+            .module
+            .declare_function(name, Linkage::Import, &sig)
+            .map_err(|e| CodegenError::new(format!("declaring {name}: {e}")))?;
+        Ok(self.module.declare_func_in_func(f, func))
+    }
+    fn callback_slot(&mut self, func: &mut Function) -> GlobalValue {
+        self.module.declare_data_in_func(self.slot, func)
+    }
+}
+
+/// The object-local data the model's `set_parallel_for` entry point writes and
+/// `optc_rt_parallel_for` reads: two pointers, the embedder's callback (null: run serially)
+/// and its user pointer. Zero-initialized, so an object runs serially until one is set.
+const CALLBACK_SLOT: &str = "optc_parallel_for_callback";
 
 /// Emits the body of one runtime function into `b` (entry block already created, sealed and
-/// holding the parameters), importing libm functions through `libm`.
-type RuntimeEmitter = fn(&mut FunctionBuilder, &mut Libm<'_>) -> Result<()>;
+/// holding the parameters), declaring what it calls or reads through `imports`.
+type RuntimeEmitter = fn(&mut FunctionBuilder, &mut dyn Imports) -> Result<()>;
 
 /// The in-object implementation of a runtime function (the host one is in
 /// [`crate::runtime`]; a test checks that both compute the same).
@@ -32,7 +63,7 @@ fn emitter(f: RuntimeFunction) -> RuntimeEmitter {
 }
 
 /// `runtime::optc_rt_unary_math`: a jump on the code to a call of the libm function.
-fn emit_unary_math(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
+fn emit_unary_math(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<()> {
     let p = params(b);
     let (x, code) = (p[0], p[1]);
     let cc = b.func.signature.call_conv;
@@ -53,7 +84,7 @@ fn emit_unary_math(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
     for (&blk, name) in blocks.iter().zip(runtime::UNARY_MATH) {
         b.switch_to_block(blk);
         b.seal_block(blk);
-        let f = libm(name, sig_of(cc, &[types::F32], &[types::F32]), b.func)?;
+        let f = imports.libm(name, sig_of(cc, &[types::F32], &[types::F32]), b.func)?;
         let c = b.ins().call(f, &[x]);
         let r = b.inst_results(c)[0];
         b.ins().return_(&[r]);
@@ -84,10 +115,10 @@ fn params(b: &FunctionBuilder) -> Vec<cranelift_codegen::ir::Value> {
 }
 
 /// `fmodf(x, y)` from libm (what Rust's `%` on f32 calls).
-fn emit_fmodf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
+fn emit_fmodf(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<()> {
     let p = params(b);
     let cc = b.func.signature.call_conv;
-    let f = libm(
+    let f = imports.libm(
         "fmodf",
         sig_of(cc, &[types::F32, types::F32], &[types::F32]),
         b.func,
@@ -99,10 +130,10 @@ fn emit_fmodf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
 }
 
 /// `logf(x)` from libm (what Rust's `f32::ln` calls).
-fn emit_logf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
+fn emit_logf(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<()> {
     let p = params(b);
     let cc = b.func.signature.call_conv;
-    let f = libm("logf", sig_of(cc, &[types::F32], &[types::F32]), b.func)?;
+    let f = imports.libm("logf", sig_of(cc, &[types::F32], &[types::F32]), b.func)?;
     let c = b.ins().call(f, &[p[0]]);
     let r = b.inst_results(c)[0];
     b.ins().return_(&[r]);
@@ -110,10 +141,10 @@ fn emit_logf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
 }
 
 /// `(f32)pow((f64)x, (f64)y)` (see `runtime::optc_rt_powf`).
-fn emit_powf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
+fn emit_powf(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<()> {
     let p = params(b);
     let cc = b.func.signature.call_conv;
-    let f = libm(
+    let f = imports.libm(
         "pow",
         sig_of(cc, &[types::F64, types::F64], &[types::F64]),
         b.func,
@@ -128,11 +159,11 @@ fn emit_powf(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
 }
 
 /// `runtime::optc_rt_powi`, instruction for instruction.
-fn emit_powi(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
+fn emit_powi(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<()> {
     let p = params(b);
     let (x, ef, is_int, ei, lo, hi) = (p[0], p[1], p[2], p[3], p[4], p[5]);
     let cc = b.func.signature.call_conv;
-    let pow = libm(
+    let pow = imports.libm(
         "pow",
         sig_of(cc, &[types::F64, types::F64], &[types::F64]),
         b.func,
@@ -225,12 +256,35 @@ fn emit_powi(b: &mut FunctionBuilder, libm: &mut Libm<'_>) -> Result<()> {
     Ok(())
 }
 
-/// `optc_rt_parallel_for(task, ctx, n)`: calls `task(ctx, i)` for `i` in `0..n`, serially.
-fn emit_parallel_for(b: &mut FunctionBuilder, _libm: &mut Libm<'_>) -> Result<()> {
+/// `optc_rt_parallel_for(task, ctx, n)`: when the embedder has set a callback (in
+/// [`CALLBACK_SLOT`], see [`define_parallel_for_setter`]), `callback(user, task, ctx, n)`,
+/// which runs `task(ctx, i)` for every `i` in `0..n` on its threads; else the same calls
+/// serially, in order.
+fn emit_parallel_for(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<()> {
     let p = params(b);
     let (task, ctx, n) = (p[0], p[1], p[2]);
     let cc = b.func.signature.call_conv;
-    let task_sig = b.import_signature(sig_of(cc, &[types::I64, types::I64], &[]));
+    let ptr = b.func.dfg.value_type(task);
+    let slot = imports.callback_slot(b.func);
+    let slot = b.ins().symbol_value(ptr, slot);
+    let callback = b.ins().load(ptr, MemFlagsData::trusted(), slot, 0);
+    let user = b
+        .ins()
+        .load(ptr, MemFlagsData::trusted(), slot, ptr.bytes() as i32);
+    let threaded = b.create_block();
+    let serial = b.create_block();
+    b.ins().brif(callback, threaded, &[], serial, &[]);
+
+    b.switch_to_block(threaded);
+    b.seal_block(threaded);
+    let callback_sig = b.import_signature(sig_of(cc, &[ptr, ptr, ptr, types::I64], &[]));
+    b.ins()
+        .call_indirect(callback_sig, callback, &[user, task, ctx, n]);
+    b.ins().return_(&[]);
+
+    b.switch_to_block(serial);
+    b.seal_block(serial);
+    let task_sig = b.import_signature(sig_of(cc, &[ptr, types::I64], &[]));
     let hdr = b.create_block();
     let body = b.create_block();
     let done = b.create_block();
@@ -253,8 +307,42 @@ fn emit_parallel_for(b: &mut FunctionBuilder, _libm: &mut Libm<'_>) -> Result<()
     Ok(())
 }
 
-/// Define every imported runtime function of `module` locally.
-pub(super) fn define_runtime<M: Module>(module: &mut M) -> Result<()> {
+/// `void NAME(optc_parallel_for_fn callback, void *user)`, exported: stores both in
+/// [`CALLBACK_SLOT`] (a null callback: serial again).
+fn define_parallel_for_setter<M: Module>(module: &mut M, name: &str, slot: DataId) -> Result<()> {
+    let ptr = module.isa().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr)]);
+    let id = module
+        .declare_function(name, Linkage::Export, &sig)
+        .map_err(|e| CodegenError::new(format!("declaring {name}: {e}")))?;
+    let mut ctx = module.make_context();
+    ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+    let slot = module.declare_data_in_func(slot, &mut ctx.func);
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let blk = b.create_block();
+        b.append_block_params_for_function_params(blk);
+        b.switch_to_block(blk);
+        b.seal_block(blk);
+        let p = params(&b);
+        let addr = b.ins().symbol_value(ptr, slot);
+        b.ins()
+            .store(MemFlagsData::trusted(), p[1], addr, ptr.bytes() as i32);
+        b.ins().store(MemFlagsData::trusted(), p[0], addr, 0);
+        b.ins().return_(&[]);
+        b.finalize(module.target_config());
+    }
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| CodegenError::new(format!("cranelift ({name}): {e:?}")))
+}
+
+/// Define every imported runtime function of `module` locally, and the exported
+/// `setter_name(callback, user)` that hands `optc_rt_parallel_for` the embedder's threads
+/// (the object-local [`CALLBACK_SLOT`]).
+pub(super) fn define_runtime<M: Module>(module: &mut M, setter_name: &str) -> Result<()> {
     let imports: Vec<(FuncId, String, Signature)> = module
         .declarations()
         .get_functions()
@@ -263,6 +351,16 @@ pub(super) fn define_runtime<M: Module>(module: &mut M) -> Result<()> {
         .filter(|(_, n, _)| n.starts_with("optc_rt_"))
         .collect();
     let ptr = module.isa().pointer_type();
+    let slot = module
+        .declare_data(CALLBACK_SLOT, Linkage::Local, true, false)
+        .map_err(|e| CodegenError::new(format!("declaring {CALLBACK_SLOT}: {e}")))?;
+    let mut zeros = DataDescription::new();
+    zeros.define_zeroinit(2 * ptr.bytes() as usize);
+    zeros.set_align(u64::from(ptr.bytes()));
+    module
+        .define_data(slot, &zeros)
+        .map_err(|e| CodegenError::new(format!("defining {CALLBACK_SLOT}: {e}")))?;
+    define_parallel_for_setter(module, setter_name, slot)?;
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = module.make_context();
     let cfg = module.target_config();
@@ -295,14 +393,11 @@ pub(super) fn define_runtime<M: Module>(module: &mut M) -> Result<()> {
             b.append_block_params_for_function_params(blk);
             b.switch_to_block(blk);
             b.seal_block(blk);
-            let inner = &mut *module;
-            let mut libm = |lname: &str, s: Signature, func: &mut Function| -> Result<FuncRef> {
-                let f = inner
-                    .declare_function(lname, Linkage::Import, &s)
-                    .map_err(|e| CodegenError::new(format!("declaring {lname}: {e}")))?;
-                Ok(inner.declare_func_in_func(f, func))
+            let mut imports = ModuleImports {
+                module: &mut *module,
+                slot,
             };
-            emit(&mut b, &mut libm)?;
+            emit(&mut b, &mut imports)?;
             b.finalize(cfg);
         }
         module
@@ -340,7 +435,12 @@ mod tests {
                 .unwrap();
             ids.push(id);
         }
-        define_runtime(&mut m).unwrap();
+        define_runtime(&mut m, "optc_test_set_parallel_for").unwrap();
+        let Some(cranelift_module::FuncOrDataId::Func(setter)) =
+            m.get_name("optc_test_set_parallel_for")
+        else {
+            panic!("no setter defined");
+        };
         m.finalize_definitions().unwrap();
         let ptr = |f: RuntimeFunction| m.get_finalized_function(ids[f as usize]);
         // SAFETY: each pointer is a finalized function with exactly the transmuted signature
@@ -467,6 +567,50 @@ mod tests {
             assert_eq!(h.load(std::sync::atomic::Ordering::Relaxed), i as u64 + 1);
         }
         par(task, &hits as *const _ as *const u8, 0);
+
+        // With a callback set, `optc_rt_parallel_for` hands it the whole loop: here two
+        // threads, one taking the even items, the other the odd ones.
+        type Task = extern "C" fn(*const u8, u64);
+        extern "C" fn two_threads(user: *mut u8, task: Task, ctx: *const u8, n: u64) {
+            // SAFETY: user points to the `AtomicU64` call counter below, alive during runs.
+            let calls = unsafe { &*(user as *const std::sync::atomic::AtomicU64) };
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ctx = ctx as usize;
+            std::thread::scope(|s| {
+                for first in [0, 1] {
+                    s.spawn(move || {
+                        for i in (first..n).step_by(2) {
+                            task(ctx as *const u8, i);
+                        }
+                    });
+                }
+            });
+        }
+        // SAFETY: the setter is a finalized function of this signature (two pointers).
+        let set = unsafe {
+            std::mem::transmute::<
+                *const u8,
+                extern "C" fn(Option<extern "C" fn(*mut u8, Task, *const u8, u64)>, *mut u8),
+            >(m.get_finalized_function(setter))
+        };
+        let calls = std::sync::atomic::AtomicU64::new(0);
+        set(Some(two_threads), &calls as *const _ as *mut u8);
+        par(task, &hits as *const _ as *const u8, 8);
+        par(task, &hits as *const _ as *const u8, 3);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+        for (i, h) in hits.iter().enumerate() {
+            let want = (i as u64 + 1) * if i < 3 { 3 } else { 2 };
+            assert_eq!(
+                h.load(std::sync::atomic::Ordering::Relaxed),
+                want,
+                "item {i}"
+            );
+        }
+        // A null callback: serial again.
+        set(None, std::ptr::null_mut());
+        par(task, &hits as *const _ as *const u8, 1);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(hits[0].load(std::sync::atomic::Ordering::Relaxed), 4);
         // SAFETY: no code from the module runs after this.
         unsafe { m.free_memory() };
     }

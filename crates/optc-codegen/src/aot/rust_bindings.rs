@@ -63,8 +63,42 @@ pub fn rust_bindings(m: &AotModel, source: &str) -> String {
         r#"
 #[allow(dead_code)]
 mod optc_{n}_ffi {{
+    /// `optc_task_fn` of the C header: item `i` of the work `ctx` describes.
+    pub type Task = unsafe extern "C" fn(ctx: *const u8, i: u64);
+    /// `optc_parallel_for_fn` of the C header.
+    pub type ParallelFor = unsafe extern "C" fn(user: *mut u8, task: Task, ctx: *const u8, n: u64);
+
     extern "C" {{
         pub fn optc_{n}_run(inputs: *const *const u8, outputs: *const *mut u8, workspace: *mut u8) -> i32;
+        pub fn optc_{n}_set_parallel_for(f: Option<ParallelFor>, user: *mut u8);
+    }}
+
+    /// The `optc_parallel_for_fn` the bindings install: `user` is null (run serially) or the
+    /// `fn(&(dyn Fn() + Sync))` given to `set_parallel_for`, which runs `work` on its
+    /// threads; `work` claims the items from a shared counter, so each runs exactly once
+    /// whoever calls it, and what the threads left runs here after they return.
+    ///
+    /// # Safety
+    /// Only the generated code calls it, with its own task and context.
+    pub unsafe extern "C" fn parallel_for(user: *mut u8, task: Task, ctx: *const u8, n: u64) {{
+        let ctx = ctx as usize;
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let work = || loop {{
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n {{
+                return;
+            }}
+            // SAFETY: the generated code calls this with its own task and context, and each
+            // item i < n is claimed once, so it runs task(ctx, i) exactly once per item.
+            unsafe {{ task(ctx as *const u8, i) }};
+        }};
+        if !user.is_null() {{
+            // SAFETY: `set_parallel_for` stores nothing but null or such a function pointer in
+            // `user` (a function pointer is a data pointer's size on optc's targets).
+            let threads = unsafe {{ std::mem::transmute::<*mut u8, fn(&(dyn Fn() + Sync))>(user) }};
+            threads(&work);
+        }}
+        work();
     }}
 }}
 
@@ -78,9 +112,10 @@ mod optc_{n}_ffi {{
 ///
 /// # Threading
 /// An instance owns its workspace and output buffers: [`{ty}::run`] takes `&mut self`, so
-/// one instance runs one inference at a time, on the calling thread (the generated code
-/// starts no threads and has no global state). `{ty}` is `Send` and `Sync`: move instances
-/// between threads, or create one per thread to run in parallel.
+/// one instance runs one inference at a time. The generated code starts no threads: a run
+/// computes on the calling thread, unless [`{ty}::set_parallel_for`] gave the model threads
+/// for its parallel nodes (its only global state). `{ty}` is `Send` and `Sync`: move
+/// instances between threads, or create one per thread to run in parallel.
 ///
 /// # Allocation
 /// Only [`{ty}::new`] allocates; `run` and `run_slices` do not.
@@ -277,6 +312,26 @@ impl {ty} {{
     pub fn run_slices(&mut self, {slice_params}) -> Result<{slice_ret}, {ty}Error> {{
 {checks}        self.call([{in_slice_ptrs}])?;
         Ok({slice_vals})
+    }}
+
+    /// Run the parallel parts of this model's runs (every instance's) on threads the
+    /// program supplies. `threads(work)` must call `work` from each thread it wants to use
+    /// (the calling thread may be one) and return when all those calls have returned: with
+    /// rayon, `|work| rayon::broadcast(|_| work())`; with the standard library,
+    /// `|work| std::thread::scope(|s| {{ s.spawn(work); work(); }})`. `work` takes the items
+    /// of a parallel node from a shared counter until none is left, so any number of calls
+    /// is correct, and items no call took run on the calling thread once `threads` returns.
+    /// `None` (the default) runs them serially on the calling thread. Outputs are the same
+    /// bit for bit either way. Meant to be set before runs start: a run in progress on
+    /// another thread uses the old or the new setting for each parallel node. A panic in
+    /// `threads` aborts the process (it is called from the generated code).
+    pub fn set_parallel_for(threads: Option<fn(&(dyn Fn() + Sync))>) {{
+        let user = threads.map_or(std::ptr::null_mut(), |f| f as *mut u8);
+        let f: Option<optc_{n}_ffi::ParallelFor> = threads.map(|_| optc_{n}_ffi::parallel_for as optc_{n}_ffi::ParallelFor);
+        // SAFETY: the generated setter stores the two pointers (aligned word stores, each
+        // seen whole by a run in progress); `parallel_for` accepts any `user` this function
+        // stores, null included, so every mix of old and new values is valid.
+        unsafe {{ optc_{n}_ffi::optc_{n}_set_parallel_for(f, user) }}
     }}
 
     fn call(&mut self, inputs: [*const u8; {ni}]) -> Result<(), {ty}Error> {{

@@ -31,7 +31,8 @@ pub enum RuntimeFunction {
     Pow,
     /// `Pow` with an integer base.
     IntegerPow,
-    /// `task(ctx, i)` for every `i` in `0..n`, on the thread pool.
+    /// `task(ctx, i)` for every `i` in `0..n`, on the thread pool (in objects: through the
+    /// embedder's callback, or serially).
     ParallelFor,
     /// One of libm's f32 trigonometric and hyperbolic functions, chosen by a code
     /// ([`UNARY_MATH`]).
