@@ -196,7 +196,7 @@ pub(super) fn lower_gemm(
 /// Whether Gemm's `beta * C` adds nothing: `beta` is 0 and C a constant without NaN or
 /// infinities (`0 * inf` is NaN, so a run-time or non-finite C is still added).
 pub(crate) fn c_vanishes(beta: f32, c: Option<&optc_ir::Tensor>) -> bool {
-    beta == 0.0 && c.is_some_and(|t| t.to_f64_vec().iter().all(|v| v.is_finite()))
+    beta == 0.0 && c.is_some_and(|t| t.as_f32().is_none_or(|v| v.iter().all(|x| x.is_finite())))
 }
 
 pub(super) fn gemm(e: &mut Emitter, mm: &BatchedGemm, a: Value, b: Value, out: Value) {
