@@ -35,7 +35,6 @@ pub fn generate(data: &[u8]) -> Option<Graph> {
         values: vec![],
         consts: 0,
         inputs: 0,
-        specials: true,
         inexact: Default::default(),
     };
     gen.inputs(&mut src);
@@ -81,8 +80,6 @@ struct Generator {
     consts: usize,
     /// How many of `values` are graph inputs.
     inputs: usize,
-    /// Whether float constants may hold special values (NaN, infinities, ...).
-    specials: bool,
     /// Float values optc may compute with other rounding than the interpreter (another
     /// summation order, a polynomial exp): see [`rounds`].
     inexact: std::collections::HashSet<Value>,
@@ -142,6 +139,17 @@ impl Generator {
     }
 
     fn constant(&mut self, dtype: DType, shape: Vec<usize>, ints: (i64, i64)) -> Value {
+        self.constant_of(dtype, shape, ints, true)
+    }
+
+    /// A constant; float ones may hold special values when `specials` is set.
+    fn constant_of(
+        &mut self,
+        dtype: DType,
+        shape: Vec<usize>,
+        ints: (i64, i64),
+        specials: bool,
+    ) -> Value {
         let n: usize = shape.iter().product();
         let (lo, hi) = ints;
         let span = (hi - lo + 1).max(1) as u64;
@@ -153,7 +161,7 @@ impl Generator {
                 // Not conv weights: a tap over padding is skipped by the interpreter and
                 // some kernels, multiplied as 0 x w by others, and 0 x NaN is NaN (which
                 // one the spec means is open; see the regressions README).
-                let special = self.specials && self.rng.below(8) == 0;
+                let special = specials && self.rng.below(8) == 0;
                 Data::F32(
                     (0..n)
                         .map(|_| {
@@ -630,9 +638,7 @@ impl Generator {
                 let co = group * per_group;
                 let mut wshape = vec![co, c / group];
                 wshape.extend(&kernel);
-                self.specials = false;
-                let mut inputs = vec![self.constant(DType::F32, wshape, (-1, 1))];
-                self.specials = true;
+                let mut inputs = vec![self.constant_of(DType::F32, wshape, (-1, 1), false)];
                 if src.chance(1, 2) {
                     inputs.push(self.constant(DType::F32, vec![co], (-1, 1)));
                 }
