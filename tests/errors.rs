@@ -190,6 +190,13 @@ fn wrong_run_inputs_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("'x'"), "{e}");
+    // an input given twice is an error, not "the first one wins"
+    let x = r.tensor(&[1, 3, 8, 8], -1.0, 1.0);
+    let e = m
+        .run_named(&[("x", x.clone()), ("x", x)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'x' is given twice"), "{e}");
     // the model still works after the errors
     let x = r.tensor(&[1, 3, 8, 8], -1.0, 1.0);
     check("after errors", &bytes, std::slice::from_ref(&x));

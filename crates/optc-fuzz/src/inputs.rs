@@ -71,7 +71,7 @@ pub fn target(data: &[u8]) {
         let mut src = Source::new(data);
         let k = src.below(models.len());
         let (bytes, model) = &mut models[k];
-        let inputs = describe(&mut src);
+        let mut inputs = describe(&mut src);
         let result = match src.below(3) {
             0 => model.run(&inputs),
             1 => {
@@ -80,7 +80,26 @@ pub fn target(data: &[u8]) {
                     .iter()
                     .map(|t| (*src.pick(&names), t.clone()))
                     .collect();
-                model.run_named(&named)
+                let result = model.run_named(&named);
+                if result.is_ok() {
+                    let order = optc_onnx::input_names(bytes).expect("the model reads");
+                    assert!(
+                        named.len() == order.len(),
+                        "run_named succeeded on {} inputs for a model of {}: {:?}",
+                        named.len(),
+                        order.len(),
+                        named.iter().map(|(n, _)| n).collect::<Vec<_>>()
+                    );
+                    // The inputs in model order, as the interpreter takes them.
+                    inputs = order
+                        .iter()
+                        .map(|n| {
+                            let given = named.iter().find(|(m, _)| m == n);
+                            given.expect("a run without an input succeeded").1.clone()
+                        })
+                        .collect();
+                }
+                result
             }
             _ => {
                 let refs: Vec<&Tensor> = inputs.iter().collect();

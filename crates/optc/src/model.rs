@@ -305,7 +305,10 @@ impl CompiledModel {
                 }
             }
         }
-        for (n, _) in inputs {
+        for (i, (n, _)) in inputs.iter().enumerate() {
+            if inputs[..i].iter().any(|(m, _)| m == n) {
+                return Err(Error::Input(format!("input '{n}' is given twice")));
+            }
             if !self.input_names.iter().any(|m| m == n) {
                 return Err(Error::Input(format!(
                     "the model has no input '{}' (it takes: {})",
