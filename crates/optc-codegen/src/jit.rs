@@ -125,7 +125,7 @@ pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenEr
         jb.symbol(s.name, (s.address)());
     }
     let mut module = JITModule::new(jb);
-    let lowered = module::lower_graph(&mut module, graph, target, "optc_main_run")?;
+    let lowered = module::lower_graph(&mut module, graph, target, "optc_main_run", false)?;
     module
         .finalize_definitions()
         .map_err(|e| CodegenError::new(format!("finalizing machine code: {e}")))?;

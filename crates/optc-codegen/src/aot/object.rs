@@ -35,7 +35,7 @@ pub fn compile_object(graph: &Graph, target: &Target, opts: &AotOptions) -> Resu
         asm: String::new(),
     };
     let run_name = format!("optc_{name}_run");
-    let lowered = crate::module::lower_graph(&mut module, graph, target, &run_name)?;
+    let lowered = crate::module::lower_graph(&mut module, graph, target, &run_name, true)?;
     define_runtime(&mut module, &format!("optc_{name}_set_parallel_for"))?;
 
     // `uint64_t optc_NAME_workspace_size(void)`.

@@ -27,6 +27,24 @@ impl DataObjects {
             .map_err(|e| CodegenError::new(e.to_string()))
     }
 
+    /// Define the next data object as `bytes` zeroed, writable bytes (no bytes in an
+    /// object file: `.bss`), which the generated code fills (see
+    /// `x64::winograd_weights`).
+    pub fn define_zeroed<M: Module>(&mut self, module: &mut M, bytes: usize) -> Result<DataId> {
+        let name = format!("optc_data_{}", self.count);
+        self.count += 1;
+        let id = module
+            .declare_data(&name, Linkage::Local, true, false)
+            .map_err(|e| CodegenError::new(e.to_string()))?;
+        let mut d = DataDescription::new();
+        d.define_zeroinit(bytes.max(1));
+        d.set_align(64);
+        module
+            .define_data(id, &d)
+            .map_err(|e| CodegenError::new(e.to_string()))?;
+        Ok(id)
+    }
+
     /// Declare and define the next data object.
     pub fn define<M: Module>(&mut self, module: &mut M, bytes: Vec<u8>) -> Result<DataId> {
         let id = self.declare(module)?;

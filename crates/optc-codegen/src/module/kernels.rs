@@ -40,6 +40,9 @@ pub(super) struct KernelWriter<'a> {
     pub data: DataObjects,
     pub ctx: Context,
     pub fctx: FunctionBuilderContext,
+    /// Data a kernel may compute at the first run instead of storing it (a Winograd conv's
+    /// `U`) is computed then: for AOT objects, which then hold each weight once.
+    pub weights_at_first_run: bool,
     /// Assembled routines defined so far.
     routines: HashMap<Routine, FuncId>,
 }
@@ -51,6 +54,7 @@ impl<'a> KernelWriter<'a> {
         runtime: &'a RuntimeImports,
         data: DataObjects,
         ctx: Context,
+        weights_at_first_run: bool,
     ) -> Self {
         KernelWriter {
             target,
@@ -59,6 +63,7 @@ impl<'a> KernelWriter<'a> {
             data,
             ctx,
             fctx: FunctionBuilderContext::new(),
+            weights_at_first_run,
             routines: HashMap::new(),
         }
     }
@@ -83,13 +88,24 @@ impl<'a> KernelWriter<'a> {
         let fid = module
             .declare_function(&format!("{entry_name}_k{i}"), Linkage::Local, &sig)
             .map_err(|e| info.err(e.to_string()))?;
-        let derived = match plan {
-            Some(p) => x64::derived(info, p)?,
-            None => kernel_data(info)?,
+        let first_run = match plan {
+            Some(p) if self.weights_at_first_run => x64::first_run_weights(info, p)?,
+            _ => None,
         };
         let mut data_ids = vec![];
-        for d in derived {
-            data_ids.push(self.data.define(module, d)?);
+        // The 3x3 weights a first run transforms (not among the task functions' data).
+        let mut raw_id = None;
+        if let Some(f) = &first_run {
+            data_ids.push(self.data.define_zeroed(module, f.zeroed_bytes())?);
+            raw_id = Some(self.data.define(module, f.raw.clone())?);
+        } else {
+            let derived = match plan {
+                Some(p) => x64::derived(info, p)?,
+                None => kernel_data(info)?,
+            };
+            for d in derived {
+                data_ids.push(self.data.define(module, d)?);
+            }
         }
         // Microkernels and the task function of the AVX2 GEMM path.
         let mut task_function: Option<FuncId> = None;
@@ -185,6 +201,7 @@ impl<'a> KernelWriter<'a> {
             .iter()
             .map(|d| module.declare_data_in_func(*d, &mut ctx.func))
             .collect();
+        let raw_gv = raw_id.map(|d| module.declare_data_in_func(d, &mut ctx.func));
         let runtime_refs = self.runtime.declare_in(module, &mut ctx.func);
         let microkernels: HashMap<_, _> = match plan {
             Some(p) if task_function.is_none() || p.calls_routines_before_tasks() => p
@@ -209,6 +226,10 @@ impl<'a> KernelWriter<'a> {
                 .iter()
                 .map(|g| e.b.ins().symbol_value(ptr, *g))
                 .collect();
+            if let (Some(f), Some(raw)) = (&first_run, raw_gv) {
+                let raw = e.b.ins().symbol_value(ptr, raw);
+                f.emit(&mut e, extra[0], raw);
+            }
             match plan {
                 Some(p) => {
                     let nin = info.ins.len();

@@ -43,12 +43,15 @@ pub(crate) struct Lowered {
     pub nodes: Vec<(String, String)>,
 }
 
-/// Lower `graph` into `module`; defines the entry function `entry_name`.
+/// Lower `graph` into `module`; defines the entry function `entry_name`. With
+/// `weights_at_first_run` (AOT objects), weight transforms that would grow the stored data
+/// run at the first run instead (see `x64::winograd_weights`).
 pub(crate) fn lower_graph<M: Module>(
     module: &mut M,
     graph: &Graph,
     target: &Target,
     entry_name: &str,
+    weights_at_first_run: bool,
 ) -> Result<Lowered> {
     graph
         .verify()
@@ -83,7 +86,14 @@ pub(crate) fn lower_graph<M: Module>(
     let read = constants::read_through_pointer(graph, &schedule, &plans, &memory);
     let constant_ids = constants.ids();
     constants.define(module, &read)?;
-    let mut writer = KernelWriter::new(target, entry_name, &runtime, data, module.make_context());
+    let mut writer = KernelWriter::new(
+        target,
+        entry_name,
+        &runtime,
+        data,
+        module.make_context(),
+        weights_at_first_run,
+    );
     let mut kernels = Vec::with_capacity(schedule.len());
     for (i, info) in nodes.iter().enumerate() {
         let body = if skipped[i] {

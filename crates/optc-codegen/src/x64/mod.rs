@@ -37,10 +37,11 @@ mod small_map;
 pub(crate) mod sparse;
 mod tasks;
 mod winograd;
+mod winograd_weights;
 
 pub use int8::{int8_plans, pairs_never_saturate};
 pub(crate) use kernel_plan::{kernel_plan, KernelPlan};
-pub(crate) use packing::derived;
+pub(crate) use packing::{derived, first_run_weights};
 pub(crate) use serial::{emit_post, emit_pre, emit_prepare};
 pub use sparse::sparse_plans;
 pub(crate) use tasks::{emit_task, KernelArgs};

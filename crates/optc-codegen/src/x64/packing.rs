@@ -7,7 +7,8 @@
 use super::asm::{MR, NR};
 use super::kernel_plan::{ALayout, KernelPlan, Strategy};
 use super::tasks::KernelArgs;
-use super::{int8, small_map, sparse, winograd};
+use super::winograd_weights::{self, FirstRunWeights};
+use super::{int8, small_map, sparse};
 use crate::builder::{if_else, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
@@ -16,11 +17,25 @@ use crate::ops::matmul::pack_b;
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 use optc_ir::Op;
 
+/// Data computed by the generated code at the first run instead of stored (AOT objects):
+/// a Winograd conv's `U`, 1.8-4x its weights. Its kernel then takes, instead of
+/// [`derived`]'s data, a zeroed writable object of [`FirstRunWeights::zeroed_bytes`] (the
+/// same `extra[0]`) and the weights.
+pub(crate) fn first_run_weights(
+    info: &NodeInfo,
+    p: &KernelPlan,
+) -> Result<Option<FirstRunWeights>> {
+    match &p.kind {
+        Strategy::Winograd(g, r) => FirstRunWeights::new(info, g, *r).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Compile-time data: the packed B (`GemmConstantB`) or the conv offset tables.
 pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
     match &p.kind {
         Strategy::GemmRuntimeB { .. } | Strategy::Depthwise(_) | Strategy::MaxPool(_) => Ok(vec![]),
-        Strategy::Winograd(g, r) => winograd::derived(info, g, *r),
+        Strategy::Winograd(g, r) => winograd_weights::transformed(info, g, *r),
         Strategy::SmallMap => small_map::derived(info),
         Strategy::Int8(q) => int8::derived(info, p, q),
         Strategy::GemmConstantB => {

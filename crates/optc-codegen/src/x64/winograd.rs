@@ -7,7 +7,7 @@
 //! matrices (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
 //!
 //! ```text
-//! U[xi][m][c] = (G g[m][c] G^T)[xi]          n x n per (m, c), computed at compile time
+//! U[xi][m][c] = (G g[m][c] G^T)[xi]          n x n per (m, c), once (winograd_weights.rs)
 //! V[xi][c][t] = (B^T d[c][t] B)[xi]          n x n per (c, tile), at run time
 //! M[xi][m][t] = sum_c U[xi][m][c] V[xi][c][t]  n^2 GEMMs (the AVX2 microkernels, K = C)
 //! Y[m][t]     = A^T M[.][m][t] A (+ bias, residual, Relu/Clip)   r x r per (m, tile)
@@ -33,8 +33,6 @@ use super::asm::{Epilogue, MicrokernelKey, MR, NR};
 use super::kernel_plan::{balanced_rows, KernelPlan};
 use super::tasks::{acquire_slot, release_slot, task_units, unit_at, KernelArgs, UnitAt};
 use crate::builder::{fill, if_else, shuffle_lanes, tensor_flags, Emitter, F32X4};
-use crate::error::Result;
-use crate::node::NodeInfo;
 use crate::ops::conv::ConvGeometry;
 use cranelift_codegen::ir::{condcodes::IntCC, types, FuncRef, InstBuilder, Value};
 
@@ -205,63 +203,6 @@ fn microkernel_key(p: &KernelPlan, mr: usize) -> MicrokernelKey {
         transposed: false,
         epilogue: vec![],
     }
-}
-
-/// `G` of F(r, 3): `n x 3`.
-fn gmat(r: usize) -> Vec<[f64; 3]> {
-    if r == 2 {
-        vec![
-            [1.0, 0.0, 0.0],
-            [0.5, 0.5, 0.5],
-            [0.5, -0.5, 0.5],
-            [0.0, 0.0, 1.0],
-        ]
-    } else {
-        vec![
-            [1.0 / 4.0, 0.0, 0.0],
-            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-            [0.0, 0.0, 1.0],
-        ]
-    }
-}
-
-/// Compile-time data: `U`, `n^2` matrices `M x C`, each packed in `MR`-row tiles
-/// (`[C][mr]`, tile of row `r` at `r * C` floats), matrix `xi` at `xi * M * C` floats.
-pub(super) fn derived(info: &NodeInfo, g: &ConvGeometry, r: usize) -> Result<Vec<Vec<u8>>> {
-    let w = info.consts[1]
-        .as_ref()
-        .and_then(|w| w.as_f32())
-        .ok_or_else(|| info.err("conv weight is not constant f32"))?;
-    let (m, c) = (g.m, g.c);
-    let gm = gmat(r);
-    let n = gm.len();
-    let mut u = vec![0f32; n * n * m * c];
-    for mm in 0..m {
-        for cc in 0..c {
-            let k = &w[(mm * c + cc) * 9..(mm * c + cc) * 9 + 9];
-            // t = G g (n x 3), then U = t G^T (n x n).
-            let mut t = vec![[0f64; 3]; n];
-            for (i, row) in t.iter_mut().enumerate() {
-                for (b, x) in row.iter_mut().enumerate() {
-                    *x = (0..3).map(|a| gm[i][a] * k[a * 3 + b] as f64).sum();
-                }
-            }
-            let tile = mm / MR;
-            let mr = MR.min(m - tile * MR);
-            let row = mm % MR;
-            for i in 0..n {
-                for j in 0..n {
-                    let v: f64 = (0..3).map(|b| t[i][b] * gm[j][b]).sum();
-                    let xi = i * n + j;
-                    u[xi * m * c + tile * MR * c + cc * mr + row] = v as f32;
-                }
-            }
-        }
-    }
-    Ok(vec![u.iter().flat_map(|x| x.to_le_bytes()).collect()])
 }
 
 /// The units of task `t`.
