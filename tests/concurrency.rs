@@ -114,3 +114,38 @@ fn shared_handles_compile_new_shapes_on_their_own() {
     });
     assert_eq!(first.compile_count(), 1);
 }
+
+/// Runs at two threads while other threads of the process keep every core busy: the pool's
+/// workers see their yields give the cores away, sleep between nodes and move off the
+/// caller's CPU (`runtime/threads.rs`); every output must still be right.
+#[test]
+fn runs_stay_right_while_other_threads_keep_the_cores_busy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (cnn, cnn_inputs) = resnet_style_stage();
+    let opts = Options {
+        threads: 2,
+        ..Default::default()
+    };
+    let mut model = optc::compile_bytes(&cnn, &opts).expect("compiles");
+    let stop = AtomicBool::new(false);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..cores {
+            s.spawn(|| {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            });
+        }
+        // Stops the busy threads however the runs end (a failed check unwinds through it).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        check_runs("busy cores", &mut model, &cnn, &cnn_inputs, 0);
+    });
+}

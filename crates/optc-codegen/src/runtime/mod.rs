@@ -11,6 +11,7 @@
 use cranelift_codegen::ir::{types, AbiParam, Signature, Type};
 use cranelift_codegen::isa::CallConv;
 
+mod affinity;
 mod math;
 mod threads;
 
