@@ -138,18 +138,8 @@ impl Generator {
         }
     }
 
+    /// A constant; one float constant in eight holds some special values.
     fn constant(&mut self, dtype: DType, shape: Vec<usize>, ints: (i64, i64)) -> Value {
-        self.constant_of(dtype, shape, ints, true)
-    }
-
-    /// A constant; float ones may hold special values when `specials` is set.
-    fn constant_of(
-        &mut self,
-        dtype: DType,
-        shape: Vec<usize>,
-        ints: (i64, i64),
-        specials: bool,
-    ) -> Value {
         let n: usize = shape.iter().product();
         let (lo, hi) = ints;
         let span = (hi - lo + 1).max(1) as u64;
@@ -157,11 +147,9 @@ impl Generator {
         let data = match dtype {
             DType::F32 => {
                 // One constant in eight holds some special values (`SPECIAL`): kernels
-                // must treat them as the interpreter does.
-                // Not conv weights: a tap over padding is skipped by the interpreter and
-                // some kernels, multiplied as 0 x w by others, and 0 x NaN is NaN (which
-                // one the spec means is open; see the regressions README).
-                let special = specials && self.rng.below(8) == 0;
+                // must treat them as the interpreter does (a NaN conv weight over padding
+                // too: 0 x NaN is NaN).
+                let special = self.rng.below(8) == 0;
                 Data::F32(
                     (0..n)
                         .map(|_| {
@@ -638,7 +626,7 @@ impl Generator {
                 let co = group * per_group;
                 let mut wshape = vec![co, c / group];
                 wshape.extend(&kernel);
-                let mut inputs = vec![self.constant_of(DType::F32, wshape, (-1, 1), false)];
+                let mut inputs = vec![self.constant(DType::F32, wshape, (-1, 1))];
                 if src.chance(1, 2) {
                     inputs.push(self.constant(DType::F32, vec![co], (-1, 1)));
                 }

@@ -75,3 +75,48 @@ fn gemm_with_beta_zero_still_multiplies_a_non_finite_c() {
         all_agree(&g);
     }
 }
+
+/// A NaN conv weight over padding: the input is padded with zeros and multiplied, and
+/// `0 x NaN` is NaN, so the border outputs of that channel are NaN too. The interpreter and
+/// the depthwise kernels skipped such taps (a finite border); im2col and Winograd multiplied.
+#[test]
+fn nan_conv_weight_over_padding_is_nan_at_the_border() {
+    // (input channels, group, kernel, stride, pads): a 1x1 conv whose border outputs read
+    // only padding, depthwise 3x3 at stride 1 and 2, and a grouped 3x3.
+    for (c, group, k, stride, pad) in [
+        (8, 1, 1, 1, 1),
+        (8, 8, 3, 1, 1),
+        (8, 8, 3, 2, 1),
+        (8, 2, 3, 1, 2),
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, c, 6, 6]));
+        let per = c / group * k * k;
+        // Output channel 3: one NaN weight (its first tap).
+        let w = f32s(&[8, c / group, k, k], |i| {
+            if i == 3 * per {
+                f32::NAN
+            } else {
+                ((i * 7919) % 13) as f32 / 13.0 - 0.5
+            }
+        });
+        let w = g.add_const("w", w);
+        let window = Window {
+            kernel: vec![k, k],
+            strides: vec![stride, stride],
+            pads: vec![pad; 4],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+        };
+        let y = g.add("conv", Op::Conv { window, group }, &[x, w]).unwrap();
+        g.add_output("y", y);
+        // The interpreter (the oracle): channel 3's corner output is NaN, channel 2's is not.
+        let inputs = optc::random_inputs(&g.input_types(), 3);
+        let out = optc_ir::interp::run(&g, &inputs).expect("the interpreter runs it");
+        let y = out[0].to_f64_vec();
+        let plane = y.len() / 8;
+        assert!(y[3 * plane].is_nan(), "{c} {group} {k} {stride} {pad}");
+        assert!(!y[2 * plane].is_nan(), "{c} {group} {k} {stride} {pad}");
+        all_agree(&g);
+    }
+}

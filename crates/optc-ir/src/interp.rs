@@ -1192,6 +1192,13 @@ fn conv(x: &[&Tensor], w: &Window, group: usize, out: &[usize]) -> Result<Data> 
     let isz: usize = xs[2..].iter().product();
     let ksz: usize = w.kernel.iter().product();
     let cells = window_cells(w, &xs[2..], &out[2..]);
+    // The input is padded with zeros and multiplied like the rest (as the spec's reference
+    // and the kernels that pack or copy a padded input do): a tap over padding adds
+    // `0 x w`, which is 0 unless `w` is NaN or infinite, and then NaN.
+    let nonfinite: Vec<bool> = wv
+        .chunks(ksz)
+        .map(|k| k.iter().any(|x| !x.is_finite()))
+        .collect();
     let mut y = Vec::with_capacity(nb * m * cells.len());
     for n in 0..nb {
         for oc in 0..m {
@@ -1203,6 +1210,12 @@ fn conv(x: &[&Tensor], w: &Window, group: usize, out: &[usize]) -> Result<Data> 
                     let wb = (oc * cg + ci) * ksz;
                     for &(ki, off) in cl {
                         acc += xv[xb + off] as f64 * wv[wb + ki] as f64;
+                    }
+                    if cl.len() < ksz && nonfinite[oc * cg + ci] {
+                        let over_padding = (0..ksz).filter(|ki| !cl.iter().any(|c| c.0 == *ki));
+                        for ki in over_padding {
+                            acc += 0.0 * wv[wb + ki] as f64;
+                        }
                     }
                 }
                 y.push(acc as f32);

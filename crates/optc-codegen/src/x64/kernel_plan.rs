@@ -527,7 +527,14 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
             if !info.ins.iter().take(3).all(is_f32) {
                 return Ok(None);
             }
-            let dw = g.groups > 1 && g.cg == 1 && g.mg == 1;
+            // The depthwise kernels drop some taps over padding (`0 x w`), which is exact only
+            // for finite weights: with a NaN or infinite one (or weights known only at run
+            // time) the generic lowering multiplies a padded copy.
+            let finite_weight = info.consts[1]
+                .as_ref()
+                .and_then(|w| w.as_f32())
+                .is_some_and(|w| w.iter().all(|x| x.is_finite()));
+            let dw = g.groups > 1 && g.cg == 1 && g.mg == 1 && finite_weight;
             if g.groups != 1 && !dw {
                 return Ok(None);
             }
