@@ -67,7 +67,7 @@ impl OptAnalysis {
         let d = t.digest();
         if let Some(ids) = self.by_digest.get(&d) {
             for &id in ids {
-                if *self.consts[id.0 as usize] == t {
+                if self.consts[id.0 as usize].identical(&t) {
                     return id;
                 }
             }

@@ -120,3 +120,20 @@ fn nan_conv_weight_over_padding_is_nan_at_the_border() {
         all_agree(&g);
     }
 }
+
+/// Equality saturation never settled on a graph with a NaN constant: the constant folder
+/// interned each folded NaN as a new constant (NaN != NaN), so every iteration added nodes
+/// until the runner's limits (30 s at -O3 for these 4 nodes; the `graphs` target's timeout).
+#[test]
+fn nan_constants_fold_to_one_constant() {
+    let mut g = Graph::new();
+    let x = g.add_input("x", TensorType::new(DType::F32, vec![]));
+    let t = g.add("t", Op::Transpose { perm: vec![] }, &[x]).unwrap();
+    let c = g.add_const("c", f32s(&[], |_| f32::NAN));
+    let m = g
+        .add("m", Op::Binary(optc_ir::BinaryOp::Max), &[c, x])
+        .unwrap();
+    g.add_output("m", m);
+    g.add_output("t", t);
+    all_agree(&g);
+}

@@ -262,6 +262,21 @@ impl Tensor {
     }
 
     /// A stable 64-bit FNV-1a digest of dtype, shape and data. Used by the text format.
+    /// Whether `other` is the same tensor bit for bit: same shape, type and element bits
+    /// (unlike `==`, a NaN equals the same NaN, and -0.0 differs from 0.0). What interning
+    /// constants needs: with `==`, a folded NaN never matched its earlier copy.
+    pub fn identical(&self, other: &Tensor) -> bool {
+        if self.shape != other.shape {
+            return false;
+        }
+        match (&self.data, &other.data) {
+            (Data::F32(a), Data::F32(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (a, b) => a == b,
+        }
+    }
+
     pub fn digest(&self) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut eat = |b: u8| {
