@@ -88,16 +88,16 @@ impl<'a> KernelWriter<'a> {
         let fid = module
             .declare_function(&format!("{entry_name}_k{i}"), Linkage::Local, &sig)
             .map_err(|e| info.err(e.to_string()))?;
-        let first_run = match plan {
+        let mut first_run = match plan {
             Some(p) if self.weights_at_first_run => x64::first_run_weights(info, p)?,
             _ => None,
         };
         let mut data_ids = vec![];
         // The 3x3 weights a first run transforms (not among the task functions' data).
         let mut raw_id = None;
-        if let Some(f) = &first_run {
+        if let Some(f) = &mut first_run {
             data_ids.push(self.data.define_zeroed(module, f.zeroed_bytes())?);
-            raw_id = Some(self.data.define(module, f.raw.clone())?);
+            raw_id = Some(self.data.define(module, std::mem::take(&mut f.raw))?);
         } else {
             let derived = match plan {
                 Some(p) => x64::derived(info, p)?,

@@ -88,7 +88,8 @@ pub(super) fn transformed(info: &NodeInfo, g: &ConvGeometry, r: usize) -> Result
 
 /// `U` computed by the generated code at the first run, from the 3x3 weights.
 pub(crate) struct FirstRunWeights {
-    /// The 3x3 weights as stored in the model (`M x C x 3 x 3` f32).
+    /// The 3x3 weights as stored in the model (`M x C x 3 x 3` f32), until the kernel writer
+    /// takes them for its data object.
     pub raw: Vec<u8>,
     m: usize,
     c: usize,
