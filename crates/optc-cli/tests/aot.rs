@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{optc_ok as optc, root};
+use common::{compile_object, jit, optc_ok as optc, root};
 
 fn tmp(name: &str) -> PathBuf {
     common::tmpdir("aot", name)
@@ -48,13 +48,7 @@ fn two_io_model() -> Vec<u8> {
 /// Nodes big enough that the kernel plans split them into several parallel items: a 3x3
 /// conv + relu, a 1x1 conv, a 65,536-element elementwise node and a matmul.
 fn parallel_model() -> Vec<u8> {
-    let weights = |shape: Vec<usize>, seed: f32| {
-        let n: usize = shape.iter().product();
-        let v = (0..n)
-            .map(|i| (i as f32 * 0.37 + seed).sin() * 0.1)
-            .collect();
-        Tensor::from_f32(shape, v).unwrap()
-    };
+    let weights = |shape, seed| common::weights(shape, seed, 0.1);
     let mut b = ModelBuilder::new(17);
     b.input("x", DType::F32, &[1, 16, 32, 32]);
     b.initializer("w1", &weights(vec![32, 16, 3, 3], 0.0));
@@ -89,14 +83,7 @@ fn run_c(dir: &Path, model: &Path, name: &str, inputs: &[Tensor], n_out: usize) 
 /// example against it; returns the program.
 fn build_c(dir: &Path, model: &Path, name: &str) -> PathBuf {
     let obj = dir.join(format!("{name}.o"));
-    optc(&[
-        model.to_str().unwrap(),
-        "--target",
-        "native",
-        "-O3",
-        "-o",
-        obj.to_str().unwrap(),
-    ]);
+    compile_object(model, &obj);
     assert!(dir.join(format!("{name}.h")).exists());
     let exe = dir.join(format!("{name}_app"));
     link_c_example("cc", &["-O2", "-Wall", "-Werror"], name, dir, &obj, &exe);
@@ -173,20 +160,6 @@ fn write_inputs(dir: &Path, prefix: &str, inputs: &[Tensor]) -> Vec<PathBuf> {
             std::fs::write(&p, t.data().to_le_bytes()).unwrap();
             p
         })
-        .collect()
-}
-
-fn jit(bytes: &[u8], inputs: &[Tensor]) -> Vec<Vec<u8>> {
-    let opts = optc::Options {
-        opt_level: 3,
-        target: "native".into(),
-        ..Default::default()
-    };
-    let mut m = optc::compile_bytes(bytes, &opts).unwrap();
-    m.run(inputs)
-        .unwrap()
-        .iter()
-        .map(|t| t.data().to_le_bytes())
         .collect()
 }
 

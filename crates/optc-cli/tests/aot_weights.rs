@@ -3,23 +3,17 @@
 //! zeroed memory instead; concurrent first runs compute them once and all runs give the
 //! JIT's bits.
 
-use optc::{DType, Tensor};
+use optc::DType;
 use optc_onnx::builder::{Attr, ModelBuilder};
 use std::process::Command;
 
 mod common;
-use common::optc_ok as optc;
+use common::{compile_object, jit};
 
 /// Three 3x3 convs the plans run as Winograd: F(4, 3) on the 16x16 maps (`U` 4x the
 /// weights), F(2, 3) on the 8x8 map (1.8x).
 fn winograd_model() -> (Vec<u8>, usize) {
-    let weights = |shape: Vec<usize>, seed: f32| {
-        let n: usize = shape.iter().product();
-        let v = (0..n)
-            .map(|i| (i as f32 * 0.37 + seed).sin() * 0.05)
-            .collect();
-        Tensor::from_f32(shape, v).unwrap()
-    };
+    let weights = |shape, seed| common::weights(shape, seed, 0.05);
     let mut b = ModelBuilder::new(17);
     b.input("x", DType::F32, &[1, 32, 16, 16]);
     let shapes = [
@@ -132,14 +126,7 @@ fn winograd_weights_are_stored_once_and_transformed_at_the_first_run() {
     let model = dir.join("wino.onnx");
     std::fs::write(&model, &bytes).unwrap();
     let obj = dir.join("wino.o");
-    optc(&[
-        model.to_str().unwrap(),
-        "--target",
-        "native",
-        "-O3",
-        "-o",
-        obj.to_str().unwrap(),
-    ]);
+    compile_object(&model, &obj);
     let (stored, zeroed) = data_bytes(&std::fs::read(&obj).unwrap());
     // The weights (packed for the kernels, MR-row tiles, no padding here) and little else;
     // `U` (4x + 4x + 1.8x the conv weights) is in the zeroed sections.
@@ -185,18 +172,9 @@ fn winograd_weights_are_stored_once_and_transformed_at_the_first_run() {
             String::from_utf8_lossy(&run.stderr)
         );
     }
-    let opts = optc::Options {
-        opt_level: 3,
-        target: "native".into(),
-        ..Default::default()
-    };
-    let want = optc::compile_bytes(&bytes, &opts)
-        .unwrap()
-        .run(&inputs)
-        .unwrap();
     assert_eq!(
         std::fs::read(&out).unwrap(),
-        want[0].data().to_le_bytes(),
+        jit(&bytes, &inputs)[0],
         "the object's first runs and the JIT (U computed at compile time) differ"
     );
     let _ = std::fs::remove_dir_all(&dir);

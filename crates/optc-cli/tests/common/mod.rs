@@ -45,3 +45,40 @@ pub fn tmpdir(tag: &str, name: &str) -> PathBuf {
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
+
+/// Compile `model` ahead of time for this machine at -O3 into the object `obj` (and its
+/// header next to it).
+pub fn compile_object(model: &Path, obj: &Path) {
+    optc_ok(&[
+        model.to_str().unwrap(),
+        "--target",
+        "native",
+        "-O3",
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+}
+
+/// The JIT's outputs (-O3, this machine) for `inputs`, as raw little-endian bytes.
+pub fn jit(bytes: &[u8], inputs: &[optc::Tensor]) -> Vec<Vec<u8>> {
+    let opts = optc::Options {
+        opt_level: 3,
+        target: "native".into(),
+        ..Default::default()
+    };
+    let mut m = optc::compile_bytes(bytes, &opts).unwrap();
+    m.run(inputs)
+        .unwrap()
+        .iter()
+        .map(|t| t.data().to_le_bytes())
+        .collect()
+}
+
+/// Deterministic f32 weights of `shape` (small, varied; `seed` shifts them).
+pub fn weights(shape: Vec<usize>, seed: f32, scale: f32) -> optc::Tensor {
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|i| (i as f32 * 0.37 + seed).sin() * scale)
+        .collect();
+    optc::Tensor::from_f32(shape, v).unwrap()
+}
