@@ -166,6 +166,81 @@ fn sparse_kernels_match_dense_bit_for_bit_on_integer_values() {
     }
 }
 
+/// A skipped zero weight still multiplies: `0 x inf` and `0 x NaN` are NaN. With infinities
+/// and NaNs in the dense operand, a sparse output is NaN where the row has a zero weight at a
+/// non-finite value and the kernel's own sum (+-inf, or finite) where every such value met a
+/// stored weight: the dense kernels' result, NaN for NaN and bit for bit otherwise (integer
+/// values: every finite partial sum is exact).
+#[test]
+fn skipped_zero_weights_times_non_finite_values_are_nan() {
+    if !host_runs_avx2() {
+        return;
+    }
+    let mut kinds = [0usize; 3];
+    for (i, &(kind, dims)) in CASES.iter().enumerate() {
+        for (density, specials) in [
+            (0.3, [f32::INFINITY, f32::NEG_INFINITY, f32::NAN]),
+            (0.05, [f32::INFINITY; 3]),
+        ] {
+            let (bytes, x) = model(kind, dims, density, true, 40 + i as u64);
+            let mut v = x.as_f32().unwrap().to_vec();
+            let len = v.len();
+            // A few specials, at most one per 7 values: some columns meet none.
+            for (j, s) in specials.iter().enumerate() {
+                v[(j * 7919 + 3) % len] = *s;
+            }
+            let x = Tensor::new(x.shape().to_vec(), optc_ir::Data::F32(v)).unwrap();
+            let mut sparse = optc::compile_bytes(&bytes, &with_sparse(SparseMode::Always)).unwrap();
+            let mut dense = optc::compile_bytes(&bytes, &with_sparse(SparseMode::Off)).unwrap();
+            let s = sparse.run(std::slice::from_ref(&x)).unwrap();
+            let d = dense.run(std::slice::from_ref(&x)).unwrap();
+            let (s, d) = (s[0].as_f32().unwrap(), d[0].as_f32().unwrap());
+            for (j, (a, b)) in s.iter().zip(d).enumerate() {
+                assert!(
+                    (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits(),
+                    "{kind} {dims:?} {density}: element {j}: sparse {a} dense {b}"
+                );
+                kinds[usize::from(b.is_infinite()) + 2 * usize::from(b.is_nan())] += 1;
+            }
+        }
+    }
+    // Every kind of output occurs: finite, infinite (each non-finite value met a stored
+    // weight) and NaN.
+    assert!(kinds.iter().all(|&n| n > 0), "finite, inf, NaN: {kinds:?}");
+}
+
+/// Two sparse layers of different K in one model: their kernels of the same width are one
+/// routine (a second definition of the same symbol was an error compiling resnet18 pruned).
+#[test]
+fn sparse_layers_of_different_widths_share_kernels() {
+    if !host_runs_avx2() {
+        return;
+    }
+    // 1x1 convs over 48 pixels: calls of 32 and 16 columns; K = 8 and 16.
+    let mut r = Rng::new(5);
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, 8, 4, 12]);
+    b.initializer("w1", &sparse_tensor(&mut r, &[16, 8, 1, 1], 0.3, true));
+    b.initializer("w2", &sparse_tensor(&mut r, &[8, 16, 1, 1], 0.3, true));
+    let attrs = || vec![("kernel_shape", A::Ints(vec![1, 1]))];
+    b.node("Conv", &["x", "w1"], &["h"], attrs());
+    b.node("Relu", &["h"], &["a"], vec![]);
+    b.node("Conv", &["a", "w2"], &["c"], attrs());
+    b.node("Relu", &["c"], &["y"], vec![]);
+    b.output("y");
+    let bytes = b.to_bytes();
+    let x = dense_tensor(&mut r, &[1, 8, 4, 12], true);
+    let mut sparse = optc::compile_bytes(&bytes, &with_sparse(SparseMode::Always)).unwrap();
+    let mut dense = optc::compile_bytes(&bytes, &with_sparse(SparseMode::Off)).unwrap();
+    let target = optc_codegen::Target::parse("x86_64-avx2").unwrap();
+    let plans = optc_codegen::sparse_plans(sparse.graph(), &target.with_sparse(SparseMode::Always))
+        .unwrap();
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    let s = sparse.run(std::slice::from_ref(&x)).unwrap();
+    let d = dense.run(std::slice::from_ref(&x)).unwrap();
+    assert_eq!(s[0].as_f32().unwrap(), d[0].as_f32().unwrap());
+}
+
 #[test]
 fn sparse_kernels_match_tract_on_real_values() {
     if !host_runs_avx2() {

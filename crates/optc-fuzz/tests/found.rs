@@ -137,3 +137,27 @@ fn nan_constants_fold_to_one_constant() {
     g.add_output("t", t);
     all_agree(&g);
 }
+
+/// The sparse kernels skipped zero weights, so `NaN x 0` added 0: `sqrt(x)` (NaN for x < 0)
+/// into a MatMul with a weight of zeros gave 0 where the interpreter gives NaN. Also a weight
+/// of 20% density (rows that meet the NaN through a stored weight, rows that do not), on
+/// 1 row (the scalar kernel) and 20 rows (panels).
+#[test]
+fn nan_times_a_skipped_zero_weight_is_nan() {
+    for (rows, k, n, stored_every) in [(1, 1, 1, 0), (1, 12, 9, 5), (20, 12, 9, 5)] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![rows, k]));
+        let s = g.add("s", Op::Unary(UnaryOp::Sqrt), &[x]).unwrap();
+        let w = f32s(&[k, n], |i| {
+            if stored_every == 0 || i % stored_every != 0 {
+                -0.0
+            } else {
+                ((i * 7919) % 13) as f32 / 13.0 - 0.5
+            }
+        });
+        let w = g.add_const("w", w);
+        let y = g.add("mm", Op::MatMul, &[s, w]).unwrap();
+        g.add_output("y", y);
+        all_agree(&g);
+    }
+}

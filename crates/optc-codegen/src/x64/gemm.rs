@@ -166,7 +166,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
                 let src = e.b.ins().iadd(xb, o);
                 pack_b_rt(e, src, pack, ncols, kc, hw);
             } else {
-                pack_panels(e, c, pack, xb, col0, npan, k0, kc);
+                pack_panels(e, c, pack, xb, col0, npan, k0, kc, None);
             }
             (pack, (kc * NR * 4) as i64)
         }

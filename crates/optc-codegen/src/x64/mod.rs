@@ -35,6 +35,7 @@ mod pool;
 mod serial;
 mod small_map;
 pub(crate) mod sparse;
+mod sparse_skipped;
 mod tasks;
 mod winograd;
 mod winograd_weights;

@@ -6,6 +6,7 @@
 
 use super::asm::{MR, NR};
 use super::kernel_plan::{ALayout, KernelPlan, Strategy};
+use super::sparse_skipped::Check;
 use super::tasks::KernelArgs;
 use super::winograd_weights::{self, FirstRunWeights};
 use super::{int8, small_map, sparse};
@@ -137,6 +138,7 @@ pub(super) fn pack_panels(
     npan: usize,
     k0: Value,
     kc: usize,
+    check: Option<&Check>,
 ) {
     let (koff, pix, contig) = (c.extra[0], c.extra[1], c.extra[2]);
     let kb = e.b.ins().imul_imm_s(k0, 8);
@@ -185,6 +187,9 @@ pub(super) fn pack_panels(
                             e.load(F32X4, po[4 * g], ko)
                         };
                         e.b.ins().store(tensor_flags(), v, d, (g * 16) as i32);
+                        if let Some(check) = check {
+                            check.vector(e, g, v);
+                        }
                     }
                 });
             };
@@ -204,6 +209,9 @@ pub(super) fn pack_panels(
                                     e.load(F32X4, pg[0], ko)
                                 };
                                 e.store(v, dg, q[1]);
+                                if let Some(check) = check {
+                                    check.vector(e, g, v);
+                                }
                             });
                         };
                         if_else(e, is1, &mut |e| vector(e, false), &mut |e| {
@@ -214,6 +222,9 @@ pub(super) fn pack_panels(
                                     for l in 0..4 {
                                         let v = e.load(types::F32, pg[l], ko);
                                         e.b.ins().store(tensor_flags(), v, d, (l * 4) as i32);
+                                        if let Some(check) = check {
+                                            check.scalar(e, v);
+                                        }
                                     }
                                 });
                             })

@@ -19,6 +19,7 @@ use super::asm::{Epilogue, Routine, SparseKey, TransposeKey, NR};
 use super::gemm::Unit;
 use super::kernel_plan::{KernelPlan, Strategy};
 use super::packing::{conv_tables, pack_panels};
+use super::sparse_skipped::{self, Check};
 use super::tasks::KernelArgs;
 use crate::builder::Emitter;
 use crate::error::Result;
@@ -174,10 +175,17 @@ fn key(p: &KernelPlan, plan: &SparsePlan, cols: usize, to_tile: bool) -> SparseK
             epilogue: p.kernel_epilogue(),
         };
     }
+    let vectors = cols.div_ceil(8).next_power_of_two();
     SparseKey {
-        vectors: cols.div_ceil(8).next_power_of_two(),
+        vectors,
         cols,
-        panel_stride: (p.k * NR * 4) as i32,
+        // Only a 4-vector row reads a second panel (and its symbol names the stride): two
+        // nodes of different K share the narrower kernels.
+        panel_stride: if vectors > 2 {
+            (p.k * NR * 4) as i32
+        } else {
+            0
+        },
         transposed_ldo: match plan.kind {
             SparseKind::MatMul { .. } if !to_tile => (p.m * 4) as i32,
             _ => 0,
@@ -272,8 +280,13 @@ pub(super) fn emit_unit(
         };
         let rows = e.int_const(mrows as i64);
         let zero = e.int_const(0);
+        let check = Check::new(e);
+        check.scan(e, c.ins[0], p.n * p.k);
+        let any = check.any(e);
         e.b.ins()
             .call(f, &[c.ins[0], out, starts, c.extra[4], rows, zero, bias]);
+        let o = sparse_skipped::operand(e, p, plan, c, &unit, zero);
+        sparse_skipped::emit(e, p, &unit, &o, any);
         return;
     }
     let (src, out_img) = match &plan.kind {
@@ -290,6 +303,7 @@ pub(super) fn emit_unit(
         SparseKind::MatMul { .. } => (c.ins[0], e.int_const(0)),
     };
     let z = e.int_const(0);
+    let check = Check::new(e);
     match transpose_key(p, plan) {
         // Whole panels of A by 8x8 blocks, a last partial one by the patch packing.
         Some(tk) => {
@@ -305,15 +319,28 @@ pub(super) fn emit_unit(
                     e.b.ins().call(f, &[o[0], o[1], kblocks]);
                 },
             );
+            // The rows of A the transposes read, contiguous.
+            check.scan(e, a0, ncols / NR * NR * p.k);
             if ncols % NR != 0 {
                 let full = ncols / NR;
                 let dst = e.b.ins().iadd_imm_s(pack, (full * p.k * NR * 4) as i64);
                 let c0 = e.b.ins().iadd_imm_s(col0, (full * NR) as i64);
-                pack_panels(e, c, dst, src, c0, 1, z, p.k);
+                pack_panels(e, c, dst, src, c0, 1, z, p.k, Some(&check));
             }
         }
-        None => pack_panels(e, c, pack, src, col0, ncols.div_ceil(NR), z, p.k),
+        None => pack_panels(
+            e,
+            c,
+            pack,
+            src,
+            col0,
+            ncols.div_ceil(NR),
+            z,
+            p.k,
+            Some(&check),
+        ),
     }
+    let any = check.any(e);
     let starts_off = e.b.ins().imul_imm_s(row0, 4);
     let starts = e.b.ins().iadd(c.extra[3], starts_off);
     let entries = c.extra[4];
@@ -390,6 +417,8 @@ pub(super) fn emit_unit(
             }
         }
     }
+    let o = sparse_skipped::operand(e, p, plan, c, &unit, out_img);
+    sparse_skipped::emit(e, p, &unit, &o, any);
 }
 
 /// The weight's nonzeros when it takes the sparse kernel: see

@@ -283,7 +283,7 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
                     extra: &c.extra[fd..],
                     microkernels: c.microkernels,
                 };
-                pack_panels(e, &sub, pack, xb, col0, npan, s0, kc * spg);
+                pack_panels(e, &sub, pack, xb, col0, npan, s0, kc * spg, None);
                 (pack, kc as i64 * pgb)
             }
         }
