@@ -160,6 +160,16 @@ struct BenchArgs {
     /// Seconds to measure each engine for (after warm-up); at least 5 runs are made.
     #[arg(long, default_value_t = 3.0)]
     time: f64,
+    /// Also profile per node: compile a second time with a mark before each kernel, run
+    /// for --time seconds, and print per node (a fused node as `Conv+Add+Relu`) the time
+    /// per run, its share, GFLOP/s and % of the FMA peak (of the threads used), slowest first.
+    #[arg(long)]
+    profile: bool,
+    /// With --profile (implied): write the first 20 profiled runs as a Chrome trace (JSON for
+    /// chrome://tracing or ui.perfetto.dev): kernels on the calling thread, each parallel
+    /// task on the thread that ran it.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -583,6 +593,20 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
     let ours = measure(a.time, || {
         m.run_into(&refs, &mut outs).map_err(|e| e.to_string())
     })?;
+    let profile = if a.profile || a.trace.is_some() {
+        let mut opts = jit_options(&a.c, &a.t)?;
+        opts.input_values = known.clone();
+        opts.profile = true;
+        let mut pm = optc::compile_bytes(&bytes, &opts).map_err(|e| a.c.compile_error(e))?;
+        let p = optc::profile::profile(&mut pm, &inputs, a.time).map_err(|e| e.to_string())?;
+        if let Some(path) = &a.trace {
+            std::fs::write(path, p.chrome_trace(20))
+                .map_err(|e| format!("--trace {}: {e}", path.display()))?;
+        }
+        Some(p)
+    } else {
+        None
+    };
     let with_tract = if a.json { a.tract } else { !a.no_tract };
     let tract = if with_tract {
         let facts: Vec<_> = inputs
@@ -611,6 +635,23 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
                 ", \"tract_median_ms\": {:.6}, \"tract_p90_ms\": {:.6}",
                 t.median_ms, t.p90_ms
             );
+        }
+        if let Some(p) = &profile {
+            let nodes: Vec<String> = p
+                .nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{{\"name\": {:?}, \"op\": {:?}, \"ms\": {:.6}, \"share\": {:.6}, \"gflops\": {}}}",
+                        n.name,
+                        n.op,
+                        n.ms,
+                        n.share,
+                        n.gflops().map_or("null".to_string(), |g| format!("{g:.3}"))
+                    )
+                })
+                .collect();
+            s += &format!(", \"profile\": [{}]", nodes.join(", "));
         }
         s += "}";
         println!("{s}");
@@ -641,8 +682,54 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
             );
             println!("optc / tract (median): {:.2}", ours.median_ms / t.median_ms);
         }
+        if let Some(p) = &profile {
+            print_profile(p, threads);
+            if let Some(path) = &a.trace {
+                println!("trace   {} (the first 20 profiled runs)", path.display());
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The per-node table of `bench --profile`.
+fn print_profile(p: &optc::profile::Profile, threads: usize) {
+    // One core's 256-bit FMA peak (x86-64 with AVX2 and FMA; else no % column).
+    let peak = optc_codegen::fma_peak_gflops(0.1)
+        .ok()
+        .map(|g| g * threads as f64);
+    println!(
+        "profile {} runs, {:.3} ms per run in kernels{}",
+        p.runs,
+        p.ms_per_run,
+        peak.map_or(String::new(), |g| format!(
+            "; FMA peak {g:.1} GFLOP/s ({threads} thread(s))"
+        ))
+    );
+    println!(
+        "{:>9} {:>6} {:>8} {:>6} {:>6}  {:<24} node",
+        "ms/run", "share", "GFLOP/s", "%peak", "tasks", "op"
+    );
+    for n in &p.nodes {
+        let g = n.gflops();
+        println!(
+            "{:>9.4} {:>5.1}% {:>8} {:>6} {:>6}  {:<24} {}",
+            n.ms,
+            100.0 * n.share,
+            g.map_or("-".to_string(), |g| format!("{g:.1}")),
+            match (g, peak) {
+                (Some(g), Some(pk)) => format!("{:.0}%", 100.0 * g / pk),
+                _ => "-".to_string(),
+            },
+            if n.tasks_per_run > 0.0 {
+                format!("{:.0}", n.tasks_per_run)
+            } else {
+                "-".to_string()
+            },
+            n.op,
+            n.name
+        );
+    }
 }
 
 fn ms(d: std::time::Duration) -> f64 {

@@ -516,6 +516,90 @@ fn conv_model(dir: &Path) -> PathBuf {
     p
 }
 
+/// `bench --profile` prints every kernel with its time, share and GFLOP/s; `--trace` writes
+/// a Chrome trace with each kernel of the first runs and the tasks of both threads.
+#[test]
+fn bench_profile_and_trace() {
+    let d = tmpdir("profile");
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, 32, 28, 28]);
+    let w: Vec<f32> = (0..64 * 32 * 9)
+        .map(|i| (i as f32 * 0.37).sin() * 0.1)
+        .collect();
+    b.initializer("w", &Tensor::from_f32(vec![64, 32, 3, 3], w).unwrap());
+    b.node_named(
+        "conv_big",
+        "Conv",
+        &["x", "w"],
+        &["c"],
+        vec![("pads", A::Ints(vec![1, 1, 1, 1]))],
+    );
+    b.node_named("act", "Relu", &["c"], &["r"], vec![]);
+    b.node_named("pool", "GlobalAveragePool", &["r"], &["y"], vec![]);
+    b.output("y");
+    let m = d.join("profile.onnx");
+    b.write(&m).unwrap();
+    let trace = d.join("trace.json");
+    let o = optc(&[
+        "bench",
+        m.to_str().unwrap(),
+        "--no-tract",
+        "--time",
+        "0.3",
+        "--threads",
+        "2",
+        "--profile",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    let rows: Vec<&str> = so
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("ms/run"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("trace"))
+        .collect();
+    // The conv with its fused Relu, and the pool; shares add up to 100%.
+    assert_eq!(rows.len(), 2, "{so}");
+    let conv = rows.iter().find(|r| r.contains("conv+relu")).expect(&so);
+    let pool = rows
+        .iter()
+        .find(|r| r.contains("global_average_pool") || r.contains("pool"))
+        .expect(&so);
+    let field = |r: &str, i: usize| r.split_whitespace().nth(i).unwrap().to_string();
+    let share = |r: &str| field(r, 1).trim_end_matches('%').parse::<f64>().unwrap();
+    assert!((share(conv) + share(pool) - 100.0).abs() < 0.3, "{so}");
+    // 2 x 64 x 28 x 28 x 32 x 9 FLOPs in the conv's time.
+    let (ms, gflops) = (
+        field(conv, 0).parse::<f64>().unwrap(),
+        field(conv, 2).parse::<f64>().unwrap(),
+    );
+    let want = 2.0 * 64.0 * 784.0 * 288.0 / (ms * 1e6);
+    assert!(
+        (gflops - want).abs() <= 0.01 * want + 0.1,
+        "{gflops} vs {want}: {so}"
+    );
+    assert_eq!(field(pool, 2), "-", "{so}");
+
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = t["traceEvents"].as_array().unwrap();
+    let spans = |f: &dyn Fn(&serde_json::Value) -> bool| {
+        events.iter().filter(|e| e["ph"] == "X" && f(e)).count()
+    };
+    // 20 runs of two kernels on the caller.
+    assert_eq!(spans(&|e| e["tid"] == 0 && e["cat"] != "task"), 40, "{t}");
+    // The conv's tasks, each on the caller (0) or the worker (1): which, the scheduler
+    // decides (on a busy machine the caller may run them all).
+    let tasks = spans(&|e| e["cat"] == "task");
+    assert!(tasks >= 20, "{t}");
+    assert_eq!(
+        tasks,
+        spans(&|e| e["cat"] == "task" && (e["tid"] == 0 || e["tid"] == 1))
+    );
+}
+
 #[test]
 fn winograd_flag() {
     let d = tmpdir("winograd");

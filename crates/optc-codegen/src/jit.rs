@@ -47,6 +47,8 @@ pub struct JitModel {
     workspace: usize,
     /// `(node name, op name)` in schedule order, for runtime error messages.
     nodes: Vec<(String, String)>,
+    /// Every kernel of the schedule, for profiles.
+    kernels: Vec<crate::KernelInfo>,
     /// Threads `run` may use (0 = all cores).
     threads: usize,
 }
@@ -143,6 +145,7 @@ pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenEr
         outputs: lowered.output_types,
         workspace: lowered.workspace,
         nodes: lowered.nodes,
+        kernels: lowered.kernel_info,
         threads: 0,
     })
 }
@@ -163,6 +166,10 @@ impl JitModel {
     }
     pub fn workspace_size(&self) -> usize {
         self.workspace
+    }
+    /// The kernels in schedule order (what `runtime::profile` marks number).
+    pub fn kernels(&self) -> &[crate::KernelInfo] {
+        &self.kernels
     }
     pub fn new_workspace(&self) -> Workspace {
         Workspace::new(self.workspace)

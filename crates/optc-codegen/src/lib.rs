@@ -41,6 +41,7 @@ mod x64;
 
 pub use error::{CodegenError, RuntimeError};
 pub use jit::{compile_jit, JitModel, Workspace};
+pub use module::KernelInfo;
 pub use target::{Caches, Target};
 pub use x64::asm::{fma_peak_gflops, fma_peak_loop};
 pub use x64::{int8_plans, pairs_never_saturate, sparse_plans};

@@ -25,6 +25,8 @@ pub struct Target {
     winograd: usize,
     /// When constant weights with zeros take the sparse kernels.
     sparse: optc_ir::sparsity::SparseMode,
+    /// The entry function marks each kernel's start for `runtime::profile` (JIT only).
+    profile: bool,
     /// Architectural vector registers of the widest ISA level (16 ymm/xmm, 32 zmm/v).
     vector_regs: usize,
     /// Data cache sizes the blocking is derived from.
@@ -182,6 +184,7 @@ impl Target {
             vector_lanes: 4,
             winograd: 4,
             sparse: Default::default(),
+            profile: false,
             vector_regs: if host_has("has_avx512f") { 32 } else { 16 },
             caches: Caches::host(),
             cores: crate::runtime::available_cores(),
@@ -221,6 +224,7 @@ impl Target {
             vector_lanes: 4,
             winograd: 4,
             sparse: Default::default(),
+            profile: false,
             vector_regs,
             caches,
             cores: 0,
@@ -259,6 +263,18 @@ impl Target {
 
     pub fn sparse(&self) -> optc_ir::sparsity::SparseMode {
         self.sparse
+    }
+
+    /// Code that records each kernel's time for [`crate::runtime::profile`] (`optc bench
+    /// --profile`): a call before each kernel, nothing else changes. JIT only: an object
+    /// compiled for profiling is refused.
+    pub fn with_profile(mut self, on: bool) -> Target {
+        self.profile = on;
+        self
+    }
+
+    pub fn profile(&self) -> bool {
+        self.profile
     }
 
     /// Vector width (f32 lanes) of the generated kernels.

@@ -20,6 +20,7 @@ mod tensor;
 
 pub mod attr;
 pub mod dot;
+pub mod flops;
 pub mod interp;
 pub mod text;
 

@@ -22,6 +22,7 @@ pub mod npy;
 mod object;
 mod options;
 pub mod pipeline;
+pub mod profile;
 
 pub use error::{Error, Result};
 pub use inputs::{compare, random_inputs, Diff};

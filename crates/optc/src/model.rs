@@ -205,6 +205,15 @@ impl CompiledModel {
         }
     }
 
+    /// The kernels of the current variant in schedule order (what a profile numbers; empty
+    /// before the first compile).
+    pub fn kernels(&self) -> &[optc_codegen::KernelInfo] {
+        match self.current() {
+            Some(v) => v.jit.kernels(),
+            None => &[],
+        }
+    }
+
     /// What the compile of the current variant did: time per stage and the optimizer's
     /// report (empty before the first compile).
     pub fn report(&self) -> &Report {

@@ -38,6 +38,9 @@ pub struct Options {
     /// values of inputs bound at compile time) it ran with; the least recently used goes
     /// first. At least 1; default 8.
     pub shape_cache: usize,
+    /// Compile for per-node profiling (`optc bench --profile`, [`crate::profile`]): a call
+    /// to the runtime before each kernel. JIT only.
+    pub profile: bool,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             sparse: Default::default(),
             compress: Default::default(),
             shape_cache: 8,
+            profile: false,
         }
     }
 }

@@ -62,7 +62,8 @@ fn import_options(opts: &Options) -> ImportOptions {
 pub fn target(opts: &Options) -> Result<Target> {
     Ok(Target::parse(&opts.target)?
         .with_winograd(opts.winograd)?
-        .with_sparse(opts.sparse))
+        .with_sparse(opts.sparse)
+        .with_profile(opts.profile))
 }
 
 /// A graph ready for code generation: optimized, with its target and what it took.

@@ -35,6 +35,11 @@ pub fn compile_object(graph: &Graph, target: &Target, opts: &AotOptions) -> Resu
         asm: String::new(),
     };
     let run_name = format!("optc_{name}_run");
+    if target.profile() {
+        return Err(CodegenError::new(
+            "profiling is for JIT runs (optc bench --profile); objects are not profiled",
+        ));
+    }
     let lowered = crate::module::lower_graph(&mut module, graph, target, &run_name, true)?;
     define_runtime(&mut module, &format!("optc_{name}_set_parallel_for"))?;
 

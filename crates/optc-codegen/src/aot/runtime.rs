@@ -59,7 +59,14 @@ fn emitter(f: RuntimeFunction) -> RuntimeEmitter {
         RuntimeFunction::ParallelFor => emit_parallel_for,
         RuntimeFunction::UnaryMath => emit_unary_math,
         RuntimeFunction::FMod => emit_fmodf,
+        RuntimeFunction::ProfileMark => emit_return,
     }
+}
+
+/// `runtime::profile::optc_rt_profile_mark` when nothing records: objects are not profiled.
+fn emit_return(b: &mut FunctionBuilder, _imports: &mut dyn Imports) -> Result<()> {
+    b.ins().return_(&[]);
+    Ok(())
 }
 
 /// `runtime::optc_rt_unary_math`: a jump on the code to a call of the libm function.

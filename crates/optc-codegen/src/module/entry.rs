@@ -8,6 +8,7 @@ use super::memory::{Location, MemoryPlan};
 use crate::builder::{tensor_flags, Emitter};
 use crate::error::{CodegenError, Result};
 use crate::node::bytes_of;
+use crate::runtime::RuntimeFunction;
 use cranelift_codegen::ir::{
     types, AbiParam, Function, GlobalValue, InstBuilder, UserFuncName, Value,
 };
@@ -29,6 +30,8 @@ pub(super) struct EntryFunction<'a> {
     pub kernels: &'a [FuncId],
     /// Scheduled nodes whose kernel is not called (aliased reshapes, folded IsNaN).
     pub skipped: &'a [bool],
+    /// Call `optc_rt_profile_mark(i)` before kernel `i` and `(kernels)` after the last.
+    pub profile: bool,
 }
 
 impl EntryFunction<'_> {
@@ -58,6 +61,9 @@ impl EntryFunction<'_> {
             .map(|k| module.declare_func_in_func(*k, &mut ctx.func))
             .collect();
         let entry_rt = runtime.declare_in(module, &mut ctx.func);
+        let mark = self.profile.then(|| {
+            module.declare_func_in_func(runtime.id(RuntimeFunction::ProfileMark), &mut ctx.func)
+        });
         let mut gv_of: HashMap<DataId, GlobalValue> = HashMap::new();
         // In id order, so the entry function (and `--emit clif`) is reproducible.
         for d in self.constants {
@@ -79,6 +85,10 @@ impl EntryFunction<'_> {
             for (i, &n) in self.schedule.iter().enumerate() {
                 if self.skipped[i] {
                     continue;
+                }
+                if let Some(mark) = mark {
+                    let k = e.int_const(i as i64);
+                    e.b.ins().call(mark, &[k]);
                 }
                 let mut args = vec![];
                 for v in graph.node_inputs(n) {
@@ -104,6 +114,10 @@ impl EntryFunction<'_> {
                 e.b.ins().return_(&[code]);
                 e.b.switch_to_block(ok);
                 e.b.seal_block(ok);
+            }
+            if let Some(mark) = mark {
+                let k = e.int_const(self.schedule.len() as i64);
+                e.b.ins().call(mark, &[k]);
             }
             for &(j, v) in &memory.output_copies {
                 let src = ptr_of(&mut e, locs[&v]);

@@ -41,6 +41,21 @@ pub(crate) struct Lowered {
     pub output_types: Vec<TensorType>,
     /// `(node name, op name)` of every kernel, in schedule order.
     pub nodes: Vec<(String, String)>,
+    /// Per kernel (schedule order): what it computes, for profiles.
+    pub kernel_info: Vec<KernelInfo>,
+}
+
+/// A kernel as a profile shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelInfo {
+    pub name: String,
+    /// The op, a fused node as its base and steps (`Conv+Add+Relu`).
+    pub op: String,
+    /// Floating-point operations of one run (2 per multiply-add of a contraction, see
+    /// [`optc_ir::flops`]); 0 when the kernel is not called (an aliased reshape).
+    pub flops: f64,
+    /// Not called: its output aliases its input.
+    pub skipped: bool,
 }
 
 /// Lower `graph` into `module`; defines the entry function `entry_name`. With
@@ -111,6 +126,7 @@ pub(crate) fn lower_graph<M: Module>(
         constants: &constant_ids,
         kernels: &kernels,
         skipped: &skipped,
+        profile: target.profile(),
     }
     .define(
         module,
@@ -127,6 +143,21 @@ pub(crate) fn lower_graph<M: Module>(
         nodes: nodes
             .iter()
             .map(|i| (i.name.to_string(), i.op.name().to_string()))
+            .collect(),
+        kernel_info: schedule
+            .iter()
+            .zip(&nodes)
+            .zip(&skipped)
+            .map(|((&n, info), &skipped)| KernelInfo {
+                name: info.name.to_string(),
+                op: optc_ir::flops::describe(info.op),
+                flops: if skipped {
+                    0.0
+                } else {
+                    optc_ir::flops::node_flops(graph, n)
+                },
+                skipped,
+            })
             .collect(),
     })
 }

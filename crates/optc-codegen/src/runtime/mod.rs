@@ -6,13 +6,15 @@
 //!
 //! - `math.rs`: `logf`, `powf`, the integer `pow` and libm's trigonometric and hyperbolic
 //!   functions of the elementwise kernels,
-//! - `threads.rs`: `optc_rt_parallel_for` and the persistent thread pool behind it.
+//! - `threads.rs`: `optc_rt_parallel_for` and the persistent thread pool behind it
+//!   (`affinity.rs`: CPU moves under contention, `profile.rs`: per-node profiles).
 
 use cranelift_codegen::ir::{types, AbiParam, Signature, Type};
 use cranelift_codegen::isa::CallConv;
 
 mod affinity;
 mod math;
+pub mod profile;
 mod threads;
 
 pub use math::{
@@ -40,6 +42,9 @@ pub enum RuntimeFunction {
     UnaryMath,
     /// C's `fmod` in f32.
     FMod,
+    /// Code compiled for profiling calls it before each kernel (`profile.rs`; a no-op in
+    /// objects).
+    ProfileMark,
 }
 
 /// The type of a parameter or result of a runtime function.
@@ -89,7 +94,7 @@ impl RuntimeSymbol {
 }
 
 /// Every runtime function, in the order the lowering declares them.
-pub static SYMBOLS: [RuntimeSymbol; 6] = [
+pub static SYMBOLS: [RuntimeSymbol; 7] = [
     RuntimeSymbol {
         function: RuntimeFunction::Log,
         name: "optc_rt_logf",
@@ -138,6 +143,13 @@ pub static SYMBOLS: [RuntimeSymbol; 6] = [
         params: &[AbiType::F32, AbiType::F32],
         returns: &[AbiType::F32],
         address: || optc_rt_fmodf as *const u8,
+    },
+    RuntimeSymbol {
+        function: RuntimeFunction::ProfileMark,
+        name: "optc_rt_profile_mark",
+        params: &[AbiType::I64],
+        returns: &[],
+        address: || profile::optc_rt_profile_mark as *const u8,
     },
 ];
 

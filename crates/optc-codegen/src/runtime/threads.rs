@@ -19,6 +19,7 @@
 //! core again, so it spins.
 
 use super::affinity::{current_cpu, Affinity};
+use super::profile::{self, now_ns};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -58,7 +59,13 @@ impl Job {
             if i >= self.n {
                 return;
             }
-            (self.f)(self.ctx as *const u8, i);
+            if profile::on() {
+                let t = now_ns();
+                (self.f)(self.ctx as *const u8, i);
+                profile::task(t);
+            } else {
+                (self.f)(self.ctx as *const u8, i);
+            }
             self.done.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -152,15 +159,6 @@ const CONTENDED_FOR: std::time::Duration = std::time::Duration::from_millis(200)
 /// yields waits a whole scheduler time slice (milliseconds) for a core again.
 const JOIN_SPIN: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Nanoseconds since the first call (a clock for atomics).
-fn now_ns() -> u64 {
-    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-    EPOCH
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_nanos() as u64
-}
-
 /// Marks a model run in progress (see `ThreadPool::hot`); dropping it ends the run.
 pub struct RunGuard(bool);
 
@@ -242,13 +240,14 @@ fn pool() -> &'static ThreadPool {
         for k in 0..workers {
             let _ = std::thread::Builder::new()
                 .name(format!("optc-worker-{k}"))
-                .spawn(move || worker(p));
+                .spawn(move || worker(p, k));
         }
         p
     })
 }
 
-fn worker(p: &'static ThreadPool) {
+fn worker(p: &'static ThreadPool, index: usize) {
+    profile::set_thread(index as u32 + 1);
     let mut seen = 0u64;
     let mut polled = Polling::new();
     let mut affinity = Affinity::new();
