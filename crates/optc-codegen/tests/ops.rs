@@ -1553,6 +1553,43 @@ fn softmax_special_rows() {
     }
 }
 
+/// Softmax outputs below 2^-126 are 0, never subnormal (a subnormal makes each multiply that
+/// reads it take a microcode assist: attention's probabilities times V ran 100x slower), and
+/// still match the interpreter; both the contiguous rows and the strided axis.
+#[test]
+fn softmax_outputs_are_never_subnormal() {
+    // Rows spread over 0..-200: exp(x - max) reaches the subnormal range; a row of equal
+    // values (sum 64) makes exp(-85) / 64 subnormal too.
+    let n = 64usize;
+    let mut v: Vec<f32> = (0..3 * n).map(|i| -((i % n) as f32) * 3.2).collect();
+    for (j, x) in v[2 * n..].iter_mut().enumerate() {
+        *x = if j == 0 { -85.0 } else { 0.0 };
+    }
+    for (shape, axis) in [(vec![3, n], 1), (vec![n, 3], 0)] {
+        let input = if axis == 1 {
+            v.clone()
+        } else {
+            // Transposed: the softmax axis is the strided one.
+            (0..3 * n).map(|i| v[(i % 3) * n + i / 3]).collect()
+        };
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let y = g.add("sm", Op::Softmax { axis }, &[x]).unwrap();
+        g.add_output("y", y);
+        let t = Tensor::from_f32(shape.clone(), input).unwrap();
+        check(&g, std::slice::from_ref(&t), TRANS);
+        let out = run_jit(&compile(&g), &[t]).unwrap();
+        let out = out[0].as_f32().unwrap();
+        assert!(out.iter().any(|&p| p == 0.0), "{shape:?}: nothing flushed");
+        for &p in out {
+            assert!(
+                p == 0.0 || p >= f32::MIN_POSITIVE,
+                "{shape:?}: subnormal {p:e}"
+            );
+        }
+    }
+}
+
 /// Reshapes that take over their input's workspace block (input dead after them), chained,
 /// next to ones that must copy (input read again later, graph input, graph output).
 #[test]

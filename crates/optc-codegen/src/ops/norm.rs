@@ -71,14 +71,33 @@ pub(super) fn lower_softmax(
             let sm = e.b.use_var(sum);
             let one = e.float_const(f, 1.0);
             let inv = e.b.ins().fdiv(one, sm);
+            let (tiny, _) = flush_threshold(e, sm);
             e.loop_offsets(n as i64, &[base], &[st], &mut |e, _j, oo| {
                 let v = e.load(f, out, oo[0]);
+                let v = flush(e, f, v, tiny);
                 let r = e.b.ins().fmul(v, inv);
                 e.store(r, out, oo[0]);
             });
         },
     );
     Ok(())
+}
+
+/// Below what exponential a softmax output would be subnormal (`exp < total * 2^-126`), as
+/// a scalar and splat. Such outputs are 0: an error under 2^-126, where a subnormal would
+/// make every multiply that reads it take a microcode assist (attention's probabilities times
+/// V ran 100x slower on BERT-style models whose scores spread wide).
+fn flush_threshold(e: &mut Emitter, total: Value) -> (Value, Value) {
+    let min = e.float_const(types::F32, f32::MIN_POSITIVE);
+    let t = e.b.ins().fmul(total, min);
+    (t, e.b.ins().splat(F32X4, t))
+}
+
+/// `v < threshold ? 0 : v` (NaN stays NaN), before the multiply that would make it subnormal.
+fn flush(e: &mut Emitter, ty: Type, v: Value, threshold: Value) -> Value {
+    let small = e.b.ins().fcmp(FloatCC::LessThan, v, threshold);
+    let zero = e.float_const(ty, 0.0);
+    e.select_float(ty, small, zero, v)
 }
 
 /// Softmax over `rows` contiguous rows of `n` elements from byte offset `start`, vectorized.
@@ -176,17 +195,20 @@ fn softmax_rows(e: &mut Emitter, x: Value, out: Value, start: Value, rows: usize
         let one = e.float_const(f, 1.0);
         let inv = e.b.ins().fdiv(one, total);
         let iv = e.b.ins().splat(F32X4, inv);
+        let (tiny, tv) = flush_threshold(e, total);
         e.vector_loop(
             n,
             &[row],
             &[true],
             &mut |e, oo| {
                 let v = e.load(F32X4, out, oo[0]);
+                let v = flush(e, F32X4, v, tv);
                 let r = e.b.ins().fmul(v, iv);
                 e.store(r, out, oo[0]);
             },
             &mut |e, oo| {
                 let v = e.load(f, out, oo[0]);
+                let v = flush(e, f, v, tiny);
                 let r = e.b.ins().fmul(v, inv);
                 e.store(r, out, oo[0]);
             },
