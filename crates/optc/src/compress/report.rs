@@ -70,13 +70,6 @@ impl Size {
                 op => op,
             };
             let ins = g.node_inputs(n);
-            let wshape = ins
-                .get(1)
-                .and_then(|v| g.value_type(*v).ok())
-                .map(|t| t.shape.clone())
-                .unwrap_or_default();
-            let out: usize = node.outputs.first().map(|t| t.numel()).unwrap_or(0);
-            let macs = |k: usize| 2.0 * out as f64 * k as f64;
             // The weight's density (constant f32 weights).
             let density = ins
                 .get(1)
@@ -87,22 +80,10 @@ impl Size {
                 })
                 .unwrap_or(1.0);
             let f0 = s.flops;
+            let work = optc_ir::flops::node_flops(g, n);
             match base {
-                Op::Conv { .. } => s.flops += macs(wshape.iter().skip(1).product()),
-                Op::QuantizedConv { .. } => s.int8_ops += macs(wshape.iter().skip(1).product()),
-                Op::MatMul => s.flops += macs(wshape.first().copied().unwrap_or(0)),
-                Op::Gemm { trans_b, .. } => {
-                    let k = if *trans_b {
-                        wshape.get(1)
-                    } else {
-                        wshape.first()
-                    };
-                    s.flops += macs(k.copied().unwrap_or(0))
-                }
-                Op::QuantizedMatMul { .. } => {
-                    s.int8_ops += macs(wshape.first().copied().unwrap_or(0))
-                }
-                _ => {}
+                Op::QuantizedConv { .. } | Op::QuantizedMatMul { .. } => s.int8_ops += work,
+                _ => s.flops += work,
             }
             s.nonzero_flops += (s.flops - f0) * density;
         }
