@@ -51,7 +51,16 @@ pub struct JitModel {
     kernels: Vec<crate::KernelInfo>,
     /// Threads `run` may use (0 = all cores).
     threads: usize,
+    /// How long the last run took (ns): a run this short stays on the caller's thread while
+    /// another process contends for the cores ([`SHORT_RUN`]).
+    last_run_ns: std::sync::atomic::AtomicU64,
 }
+
+/// Runs shorter than this take one thread while the cores are contended: a pool worker then
+/// needs about 140 us to be scheduled for each parallel node, longer than the whole run
+/// (measured on the MLP, 40 us a run: 2 threads under one busy process were 15% slower
+/// than 1).
+const SHORT_RUN: std::time::Duration = std::time::Duration::from_micros(300);
 
 // SAFETY: `entry` points to immutable, finalized machine code that only touches the buffers
 // handed to it; the module is behind a Mutex and only touched on drop.
@@ -147,6 +156,7 @@ pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenEr
         nodes: lowered.nodes,
         kernels: lowered.kernel_info,
         threads: 0,
+        last_run_ns: std::sync::atomic::AtomicU64::new(u64::MAX),
     })
 }
 
@@ -201,9 +211,19 @@ impl JitModel {
         // shape the code was generated for, the workspace is at least `workspace_size` bytes and
         // 64-byte aligned, and the pointer arrays outlive the call. The generated code only
         // reads inputs/constants and writes outputs/workspace within those sizes.
-        let prev = runtime::set_thread_count(self.threads);
+        use std::sync::atomic::Ordering::Relaxed;
+        let short = self.last_run_ns.load(Relaxed) < SHORT_RUN.as_nanos() as u64;
+        let threads = if short && self.threads != 1 && runtime::contended() {
+            1
+        } else {
+            self.threads
+        };
+        let prev = runtime::set_thread_count(threads);
         let hot = runtime::run_begin();
+        let start = std::time::Instant::now();
         let status = unsafe { (self.entry)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), wsp) };
+        self.last_run_ns
+            .store(start.elapsed().as_nanos() as u64, Relaxed);
         drop(hot);
         runtime::set_thread_count(prev);
         if status == 0 {

@@ -21,8 +21,8 @@ pub use math::{
     optc_rt_fmodf, optc_rt_logf, optc_rt_powf, optc_rt_powi, optc_rt_unary_math, UNARY_MATH,
 };
 pub use threads::{
-    available_cores, optc_rt_parallel_for, run_begin, set_active_wait, set_thread_count, RunGuard,
-    TaskFn,
+    available_cores, contended, optc_rt_parallel_for, run_begin, set_active_wait, set_thread_count,
+    RunGuard, TaskFn,
 };
 
 /// A runtime function, the index of its row in [`SYMBOLS`].

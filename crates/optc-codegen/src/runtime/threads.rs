@@ -16,7 +16,8 @@
 //! work, but landed on the caller's CPU often (1.05-1.15x, erratic); kept off it, resnet18
 //! runs 1.36x and mobilenet_v2 1.22x faster than one thread (its ~55 nodes of ~170 us pay a
 //! wake-up each). A caller that yields or sleeps at a node's end waits a time slice for its
-//! core again, so it spins.
+//! core again, so it spins. A whole run shorter than a wake-up (`JitModel::run`: under
+//! 300 us, the MLP) takes one thread while [`contended`] (0.87x -> 1.0x for the MLP).
 
 use super::affinity::{current_cpu, Affinity};
 use super::profile::{self, now_ns};
@@ -216,8 +217,16 @@ impl Drop for RunGuard {
     }
 }
 
+/// Whether the pool's workers found, within the last 200 ms, that another process wants the
+/// cores (see [`Polling`]). False before the pool exists.
+pub fn contended() -> bool {
+    POOL.get()
+        .is_some_and(|p| p.contended_until.load(Ordering::Relaxed) > now_ns())
+}
+
+static POOL: OnceLock<&'static ThreadPool> = OnceLock::new();
+
 fn pool() -> &'static ThreadPool {
-    static POOL: OnceLock<&'static ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {
         let workers = available_cores().saturating_sub(1).min(63);
         let p: &'static ThreadPool = Box::leak(Box::new(ThreadPool {
