@@ -1,6 +1,7 @@
 //! The whole test models of `tests/common/models.rs` compiled for each explicit x86-64 target
 //! this host can run (`x86_64-sse4.2`: no AVX, no FMA, the generic 128-bit kernels;
-//! `x86_64-avx2`: the AVX2/FMA microkernel GEMM path), at -O0 and -O3, against tract.
+//! `x86_64-avx2`: the AVX2/FMA microkernel GEMM path; `x86_64-avx512` on AVX-512 hosts), at
+//! -O0 and -O3, against tract.
 //! (`tests/models.rs` runs them at the `native` target only.)
 
 mod common;
@@ -25,6 +26,17 @@ fn host_runs(target: &str) -> bool {
             #[cfg(target_arch = "x86_64")]
             {
                 std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            false
+        }
+        "x86_64-avx512" => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                host_runs("x86_64-avx2")
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512dq")
             }
             #[cfg(not(target_arch = "x86_64"))]
             false
@@ -79,4 +91,11 @@ fn models_at_sse42() {
 #[test]
 fn models_at_avx2() {
     check_target("x86_64-avx2");
+}
+
+/// The AVX-512 microkernels (zmm GEMM, conv, depthwise, int8) on AVX-512 hardware; skipped
+/// elsewhere (they are also checked by disassembly and emulation, `isa_disasm.rs`).
+#[test]
+fn models_at_avx512() {
+    check_target("x86_64-avx512");
 }

@@ -13,6 +13,12 @@ pub fn host_targets() -> Vec<&'static str> {
         t.push("x86_64-sse4.2");
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             t.push("x86_64-avx2");
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512dq")
+            {
+                t.push("x86_64-avx512");
+            }
         }
     }
     t

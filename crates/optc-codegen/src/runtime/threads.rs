@@ -335,6 +335,19 @@ fn worker(p: &'static ThreadPool, index: usize) {
     }
 }
 
+/// `task(ctx, i)` for every `i` in `0..n` on this thread (each a task of a recording).
+fn serial(task: TaskFn, ctx: *const u8, n: u64) {
+    for i in 0..n {
+        if profile::on() {
+            let t = now_ns();
+            task(ctx, i);
+            profile::task(t);
+        } else {
+            task(ctx, i);
+        }
+    }
+}
+
 /// Run `task(ctx, i)` for every `i` in `0..n`, possibly concurrently on the pool's threads
 /// (as many as [`set_thread_count`] allows for the calling thread). Returns when all are done.
 ///
@@ -347,9 +360,7 @@ pub extern "C" fn optc_rt_parallel_for(task: TaskFn, ctx: *const u8, n: u64) {
         t => t,
     };
     if n <= 1 || threads <= 1 {
-        for i in 0..n {
-            task(ctx, i);
-        }
+        serial(task, ctx, n);
         return;
     }
     let p = pool();
@@ -357,9 +368,7 @@ pub extern "C" fn optc_rt_parallel_for(task: TaskFn, ctx: *const u8, n: u64) {
     let guard = match p.busy.try_lock() {
         Ok(g) if helpers > 0 => g,
         _ => {
-            for i in 0..n {
-                task(ctx, i);
-            }
+            serial(task, ctx, n);
             return;
         }
     };
