@@ -439,6 +439,16 @@ fn rules() -> Vec<Rule> {
             }
             (0..2).find_map(|side| {
                 let other = n.children[1 - side];
+                // `x * sigmoid(x)` (SiLU): the other operand reads the base itself, so the
+                // base would be computed for it and again inside the fused node.
+                let base_class = eg.find(n.children[side]);
+                if eg[other]
+                    .nodes
+                    .iter()
+                    .any(|m| m.children.iter().any(|&k| eg.find(k) == base_class))
+                {
+                    return None;
+                }
                 let (base, bi, mut steps, mut ch) = fused_forms(eg, n.children[side], class)
                     .into_iter()
                     .next()?;
