@@ -683,7 +683,7 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
             println!("optc / tract (median): {:.2}", ours.median_ms / t.median_ms);
         }
         if let Some(p) = &profile {
-            print_profile(p, threads);
+            print_profile(p, threads, &a.c.target);
             if let Some(path) = &a.trace {
                 println!("trace   {} (the first 20 profiled runs)", path.display());
             }
@@ -693,17 +693,24 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
 }
 
 /// The per-node table of `bench --profile`.
-fn print_profile(p: &optc::profile::Profile, threads: usize) {
-    // One core's 256-bit FMA peak (x86-64 with AVX2 and FMA; else no % column).
-    let peak = optc_codegen::fma_peak_gflops(0.1)
-        .ok()
+fn print_profile(p: &optc::profile::Profile, threads: usize, target: &str) {
+    // One core's FMA peak at the width of the target's microkernels (x86-64 with AVX2 and
+    // FMA; else no % column).
+    let parsed = optc_codegen::Target::parse(target).ok();
+    let peak = parsed
+        .as_ref()
+        .and_then(|t| optc_codegen::fma_peak_gflops_for(t, 0.1).ok())
         .map(|g| g * threads as f64);
+    let width = match &parsed {
+        Some(t) if t.describe().contains("512-bit") => "512-bit",
+        _ => "256-bit",
+    };
     println!(
         "profile {} runs, {:.3} ms per run in kernels{}",
         p.runs,
         p.ms_per_run,
         peak.map_or(String::new(), |g| format!(
-            "; FMA peak {g:.1} GFLOP/s ({threads} thread(s))"
+            "; {width} FMA peak {g:.1} GFLOP/s ({threads} thread(s))"
         ))
     );
     println!(

@@ -43,7 +43,7 @@ pub use error::{CodegenError, RuntimeError};
 pub use jit::{compile_jit, JitModel, Workspace};
 pub use module::KernelInfo;
 pub use target::{Caches, Target};
-pub use x64::asm::{fma_peak_gflops, fma_peak_loop};
+pub use x64::asm::{fma_peak_gflops, fma_peak_gflops_for, fma_peak_loop, fma_peak_loop_512};
 pub use x64::{int8_plans, pairs_never_saturate, sparse_plans};
 
 /// Largest workspace or constant size we accept (16 GiB).

@@ -41,7 +41,7 @@ mod tests;
 
 pub(crate) use epilogue::Epilogue;
 pub(crate) use gemm::{Isa, MicrokernelKey, MR, NR};
-pub use peak::{fma_peak_gflops, fma_peak_loop};
+pub use peak::{fma_peak_gflops, fma_peak_gflops_for, fma_peak_loop, fma_peak_loop_512};
 pub(crate) use routine::Routine;
 pub(crate) use sparse::SparseKey;
 pub(crate) use transpose::TransposeKey;
