@@ -378,11 +378,25 @@ fn compile_with_inputs(
     bytes: &[u8],
     known: &HashMap<String, Tensor>,
 ) -> Res<optc::CompiledModel> {
+    let m = compile_jit(c, t, bytes, known, false)?;
+    c.show_compression(m.report().compression.as_ref())?;
+    Ok(m)
+}
+
+/// The JIT compile of `run`, `check` and `bench` (`profile`: with the per-kernel marks of
+/// `bench --profile`).
+fn compile_jit(
+    c: &CompileArgs,
+    t: &ThreadArgs,
+    bytes: &[u8],
+    known: &HashMap<String, Tensor>,
+    profile: bool,
+) -> Res<optc::CompiledModel> {
     let mut opts = jit_options(c, t)?;
     opts.input_values = known.clone();
+    opts.profile = profile;
     let m = optc::compile_bytes(bytes, &opts).map_err(|e| c.compile_error(e))?;
     require_compiled(&m)?;
-    c.show_compression(m.report().compression.as_ref())?;
     Ok(m)
 }
 
@@ -594,10 +608,7 @@ fn cmd_bench(a: BenchArgs) -> Res<ExitCode> {
         m.run_into(&refs, &mut outs).map_err(|e| e.to_string())
     })?;
     let profile = if a.profile || a.trace.is_some() {
-        let mut opts = jit_options(&a.c, &a.t)?;
-        opts.input_values = known.clone();
-        opts.profile = true;
-        let mut pm = optc::compile_bytes(&bytes, &opts).map_err(|e| a.c.compile_error(e))?;
+        let mut pm = compile_jit(&a.c, &a.t, &bytes, &known, true)?;
         let p = optc::profile::profile(&mut pm, &inputs, a.time).map_err(|e| e.to_string())?;
         if let Some(path) = &a.trace {
             std::fs::write(path, p.chrome_trace(20))

@@ -60,13 +60,7 @@ impl Job {
             if i >= self.n {
                 return;
             }
-            if profile::on() {
-                let t = now_ns();
-                (self.f)(self.ctx as *const u8, i);
-                profile::task(t);
-            } else {
-                (self.f)(self.ctx as *const u8, i);
-            }
+            run_task(self.f, self.ctx as *const u8, i);
             self.done.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -335,16 +329,21 @@ fn worker(p: &'static ThreadPool, index: usize) {
     }
 }
 
-/// `task(ctx, i)` for every `i` in `0..n` on this thread (each a task of a recording).
+/// `task(ctx, i)`, recorded as a task while a profile records.
+fn run_task(task: TaskFn, ctx: *const u8, i: u64) {
+    if profile::on() {
+        let t = now_ns();
+        task(ctx, i);
+        profile::task(t);
+    } else {
+        task(ctx, i);
+    }
+}
+
+/// `task(ctx, i)` for every `i` in `0..n` on this thread.
 fn serial(task: TaskFn, ctx: *const u8, n: u64) {
     for i in 0..n {
-        if profile::on() {
-            let t = now_ns();
-            task(ctx, i);
-            profile::task(t);
-        } else {
-            task(ctx, i);
-        }
+        run_task(task, ctx, i);
     }
 }
 

@@ -1,52 +1,40 @@
 //! A register-only FMA loop that measures the core's peak (benches).
 
 use super::registers::{ymm, zmm};
+use iced_x86::code_asm::asm_traits::{CodeAsmVfmadd231ps, CodeAsmVxorps};
 use iced_x86::code_asm::*;
 
 /// Assemble a register-only FMA loop for measuring peak throughput:
 /// `fn(iters: u64)` runs `iters` iterations of `acc` independent `vfmadd231ps ymm` (8 lanes,
 /// 2 flops each), i.e. `iters * acc * 16` flops.
 pub fn fma_peak_loop(acc: usize) -> Result<Vec<u8>, IcedError> {
-    let acc = acc.clamp(1, 14);
-    let mut a = CodeAssembler::new(64)?;
-    for r in 0..acc {
-        a.vxorps(ymm(r), ymm(r), ymm(r))?;
-    }
-    a.vxorps(ymm14, ymm14, ymm14)?;
-    a.vxorps(ymm15, ymm15, ymm15)?;
-    let mut l = a.create_label();
-    let mut out = a.create_label();
-    a.test(rdi, rdi)?;
-    a.jz(out)?;
-    a.set_label(&mut l)?;
-    for r in 0..acc {
-        a.vfmadd231ps(ymm(r), ymm14, ymm15)?;
-    }
-    a.dec(rdi)?;
-    a.jnz(l)?;
-    a.set_label(&mut out)?;
-    a.vzeroupper()?;
-    a.ret()?;
-    a.assemble(0)
+    fma_loop(acc, ymm)
 }
 
 /// [`fma_peak_loop`] with `vfmadd231ps zmm` (16 lanes): `iters * acc * 32` flops. Needs
 /// AVX-512F.
 pub fn fma_peak_loop_512(acc: usize) -> Result<Vec<u8>, IcedError> {
+    fma_loop(acc, zmm)
+}
+
+/// The loop of [`fma_peak_loop`] on the vector registers `reg` names (registers 14 and 15
+/// are the sources).
+fn fma_loop<R: Copy>(acc: usize, reg: fn(usize) -> R) -> Result<Vec<u8>, IcedError>
+where
+    CodeAssembler: CodeAsmVxorps<R, R, R> + CodeAsmVfmadd231ps<R, R, R>,
+{
     let acc = acc.clamp(1, 14);
     let mut a = CodeAssembler::new(64)?;
-    for r in 0..acc {
-        a.vxorps(zmm(r), zmm(r), zmm(r))?;
+    for r in (0..acc).chain([14, 15]) {
+        a.vxorps(reg(r), reg(r), reg(r))?;
     }
-    a.vxorps(zmm(14), zmm(14), zmm(14))?;
-    a.vxorps(zmm(15), zmm(15), zmm(15))?;
     let mut l = a.create_label();
     let mut out = a.create_label();
     a.test(rdi, rdi)?;
     a.jz(out)?;
     a.set_label(&mut l)?;
     for r in 0..acc {
-        a.vfmadd231ps(zmm(r), zmm(14), zmm(15))?;
+        a.vfmadd231ps(reg(r), reg(14), reg(15))?;
     }
     a.dec(rdi)?;
     a.jnz(l)?;
