@@ -214,6 +214,18 @@ fn conv_implicit_gemm() {
     );
     // K = 64*9 = 576 over three KC blocks, M over MC, many pixel units.
     conv_fused(&[1, 64, 20, 19], &[150, 64, 3, 3], w3.clone(), &[], 6);
+    // Small maps split by rows pack their patches once before the tasks: one column unit
+    // (7x7: a wide tile and a partial wide one), two units of two images (14x14), and a 1x1
+    // conv read as a GEMM; with fused steps (residual, relu) in the last K block's tiles.
+    conv_fused(&[1, 64, 7, 7], &[128, 64, 3, 3], w3.clone(), &["relu"], 11);
+    conv_fused(&[2, 32, 14, 14], &[96, 32, 3, 3], w3.clone(), &[], 12);
+    conv_fused(
+        &[1, 256, 7, 7],
+        &[128, 256, 1, 1],
+        window(&[1, 1], &[1, 1], &[0; 4], &[1, 1]),
+        &["res", "relu"],
+        13,
+    );
     conv_fused(
         &[1, 3, 23, 23],
         &[8, 3, 7, 7],

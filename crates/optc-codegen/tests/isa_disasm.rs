@@ -105,13 +105,19 @@ fn avx512_object_has_zmm_microkernels() {
     assert!(kernels.iter().any(|u| has_part(&u.0, "relu")));
     for (name, code) in &kernels {
         let ins = decode_x86(name, code);
+        // 16-column tiles take A by embedded broadcast; 32-column (`6x32`) tiles broadcast
+        // it into a register for the FMAs of both panels.
+        let wide = name.contains("x32");
         let zmm_fma = ins
             .iter()
             .filter(|i| {
                 i.mnemonic() == Mnemonic::Vfmadd231ps
                     && i.op0_register().is_zmm()
-                    && i.op2_kind() == OpKind::Memory
-                    && i.is_broadcast()
+                    && if wide {
+                        i.op2_register().is_zmm()
+                    } else {
+                        i.op2_kind() == OpKind::Memory && i.is_broadcast()
+                    }
             })
             .count();
         let ymm_fma = ins

@@ -3,13 +3,13 @@
 //! block's calls.
 
 use super::asm::{MicrokernelKey, Routine, MR, NR};
-use super::kernel_plan::{ALayout, KernelPlan, Strategy};
+use super::kernel_plan::{ALayout, KernelPlan, Strategy, TailTile};
 use super::packing::{pack_a, pack_b_rt, pack_panels};
 use super::tasks::KernelArgs;
 use super::{depthwise, int8, sparse};
-use crate::builder::Emitter;
+use crate::builder::{if_else, Emitter};
 use crate::ops::conv::{conv_is_gemm, ConvGeometry};
-use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
 
 /// A work unit of the GEMM family: `ncols` columns from column `col0` of image `img`, `mrows`
 /// rows from row `row0`, all of K, packing into the task's buffer `pack`.
@@ -123,6 +123,97 @@ pub(super) fn conv_image(
     e.b.ins().iadd(x, io)
 }
 
+/// Pack the patches `[k0, k0 + kc)` of columns `col0 .. col0 + ncols` of image `img` into
+/// panels `[panel][kc][16]` at `dst`.
+#[allow(clippy::too_many_arguments)]
+fn pack_patches(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    c: &KernelArgs,
+    dst: Value,
+    img: Value,
+    col0: Value,
+    ncols: usize,
+    k0: Value,
+    kc: usize,
+) {
+    let xb = conv_image(e, p, g, c, img);
+    if conv_is_gemm(g) {
+        // 1x1, stride 1, unpadded: the input is already B[C][H*W], row-major.
+        let hw = (g.h * g.w * 4) as i64;
+        let ko = e.b.ins().imul_imm_s(k0, hw);
+        let co = e.b.ins().imul_imm_s(col0, 4);
+        let o = e.b.ins().iadd(ko, co);
+        let src = e.b.ins().iadd(xb, o);
+        pack_b_rt(e, src, dst, ncols, kc, hw);
+    } else {
+        pack_panels(e, c, dst, xb, col0, ncols.div_ceil(NR), k0, kc, None);
+    }
+}
+
+/// Where the shared patches of K block `k0` of column unit `ci` of image `img` start (see
+/// [`KernelPlan::shared_patches`]).
+fn patches_at(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    c: &KernelArgs,
+    img: Value,
+    ci: Value,
+    k0: Value,
+) -> Value {
+    let panel_row = (p.unit_panels() * NR * 4) as i64;
+    let ui = e.b.ins().imul_imm_s(img, p.units_per_img() as i64);
+    let ui = e.b.ins().iadd(ui, ci);
+    let uo = e.b.ins().imul_imm_s(ui, p.k as i64 * panel_row);
+    let ko = e.b.ins().imul_imm_s(k0, panel_row);
+    let o = e.b.ins().iadd(uo, ko);
+    let o = e.b.ins().iadd_imm_s(o, p.patches_off() as i64);
+    e.b.ins().iadd(c.scratch, o)
+}
+
+/// Part `t` of the shared patch packing (before the tasks): K block `t % blocks` of column
+/// unit `t / blocks` (over all images).
+pub(super) fn emit_pack_patches(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Value) {
+    let Strategy::ImplicitGemm(g) = &p.kind else {
+        return;
+    };
+    let kbs = p.kblocks();
+    let nkb = kbs.len();
+    let upi = p.units_per_img();
+    let kbi = e.b.ins().urem_imm_u(t, nkb as i64);
+    let cu = e.b.ins().udiv_imm_u(t, nkb as i64);
+    let img = e.b.ins().udiv_imm_u(cu, upi as i64);
+    let ci = e.b.ins().urem_imm_u(cu, upi as i64);
+    let k0 = e.b.ins().imul_imm_s(kbi, p.kb() as i64);
+    let col0 = e.b.ins().imul_imm_s(ci, p.chunk as i64);
+    let dst = patches_at(e, p, c, img, ci, k0);
+    let last_cols = p.n - (upi - 1) * p.chunk;
+    let full_cols = p.chunk.min(p.n);
+    // The block's depth and the unit's columns are compile-time sizes: branch on the last.
+    let last_kb = e.b.ins().icmp_imm_s(IntCC::Equal, kbi, nkb as i64 - 1);
+    let last_unit = e.b.ins().icmp_imm_s(IntCC::Equal, ci, upi as i64 - 1);
+    let for_depth = |e: &mut Emitter, kc: usize| {
+        if last_cols == full_cols {
+            pack_patches(e, p, g, c, dst, img, col0, full_cols, k0, kc);
+        } else {
+            if_else(
+                e,
+                last_unit,
+                &mut |e| pack_patches(e, p, g, c, dst, img, col0, last_cols, k0, kc),
+                &mut |e| pack_patches(e, p, g, c, dst, img, col0, full_cols, k0, kc),
+            );
+        }
+    };
+    if kbs[nkb - 1] == kbs[0] {
+        for_depth(e, kbs[0]);
+    } else {
+        if_else(e, last_kb, &mut |e| for_depth(e, kbs[nkb - 1]), &mut |e| {
+            for_depth(e, kbs[0])
+        });
+    }
+}
+
 /// One K block of a unit: pack (conv), then every tile.
 fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, block: KBlock) {
     let Unit {
@@ -134,9 +225,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         mrows,
     } = unit;
     let KBlock { k0, kc, acc, last } = block;
-    let npan = ncols.div_ceil(NR);
-    let full = ncols / NR;
-    let nr_last = ncols % NR;
+    let tiles = p.column_tiles(ncols);
     let ptr = types::I64;
     // B panel j of this block lives at `bbase + j * bstep`.
     let (bbase, bstep) = match &p.kind {
@@ -155,19 +244,13 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
             let o = e.b.ins().iadd(o, ko);
             (e.b.ins().iadd(c.extra[0], o), (p.k * NR * 4) as i64)
         }
+        Strategy::ImplicitGemm(_) if p.shared_patches() => {
+            // Packed before the tasks (`emit_pack_patches`).
+            let ci = e.b.ins().udiv_imm_u(col0, p.chunk as i64);
+            (patches_at(e, p, c, img, ci, k0), (kc * NR * 4) as i64)
+        }
         Strategy::ImplicitGemm(g) => {
-            let xb = conv_image(e, p, g, c, img);
-            if conv_is_gemm(g) {
-                // 1x1, stride 1, unpadded: the input is already B[C][H*W], row-major.
-                let hw = (g.h * g.w * 4) as i64;
-                let ko = e.b.ins().imul_imm_s(k0, hw);
-                let co = e.b.ins().imul_imm_s(col0, 4);
-                let o = e.b.ins().iadd(ko, co);
-                let src = e.b.ins().iadd(xb, o);
-                pack_b_rt(e, src, pack, ncols, kc, hw);
-            } else {
-                pack_panels(e, c, pack, xb, col0, npan, k0, kc, None);
-            }
+            pack_patches(e, p, g, c, pack, img, col0, ncols, k0, kc);
             (pack, (kc * NR * 4) as i64)
         }
         Strategy::GemmRuntimeB { b_image, .. } => {
@@ -193,6 +276,10 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
             let io = e.b.ins().imul_imm_s(img, *a_image);
             (e.b.ins().iadd(c.ins[0], io), p.k as i64 * 4)
         }
+        // Rows of a K block's packed weights are `kc` floats apart (see `packing::derived`).
+        Strategy::ImplicitGemm(_) if p.a_layout == ALayout::PackedAtCompileTime => {
+            (c.ins[1], kc as i64 * 4)
+        }
         Strategy::ImplicitGemm(_) => (c.ins[1], p.k as i64 * 4),
     };
     let ldc = p.n as i64 * 4;
@@ -216,26 +303,30 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
     let kcv = e.int_const(kc as i64);
     let ldav = e.int_const(lda);
     let ldcv = e.int_const(ldc);
+    let bstepv = e.int_const(bstep);
     let epilogue = if last { p.epilogue.clone() } else { vec![] };
     let bias = p.bias_port.map(|q| c.ins[q]);
     let res = p.res_port.map(|q| c.ins[q]);
     let row_bias = matches!(p.kind, Strategy::ImplicitGemm(_));
     let _ = ptr;
-    // One tile: `mr` rows at A/C row offsets, panel at `bp`, column offset `colb` (bytes).
+    // One tile: `mr` rows at A/C row offsets, panel at `bp`, column offset `colb` (bytes),
+    // columns `cols` (the tile's shape and valid columns).
     let tile = |e: &mut Emitter,
                 mr: usize,
-                partial: bool,
+                cols: TailTile,
                 ablk: Value,
                 arow: Value,
                 crow: Value,
                 rowb: Value,
                 bp: Value,
                 colb: Value| {
+        let partial = cols.partial();
         let key = MicrokernelKey {
             isa: p.isa,
             mr,
+            wide: cols.wide,
             packed_a: a_layout != ALayout::InPlace,
-            half: partial && p.half_tail(nr_last),
+            half: cols.half,
             partial,
             accumulate: acc,
             transposed: false,
@@ -245,7 +336,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         let pa = match a_layout {
             ALayout::InPlace => e.b.ins().iadd(a, arow),
             ALayout::PackedAtCompileTime => {
-                let ko = e.b.ins().imul_imm_s(k0, (4 * mr) as i64);
+                let ko = e.b.ins().imul_imm_s(k0, (4 * p.m) as i64);
                 let o = e.b.ins().iadd(arow, ko);
                 e.b.ins().iadd(a, o)
             }
@@ -259,7 +350,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         let coff = e.b.ins().iadd(cbase_off, crow);
         let coff = e.b.ins().iadd(coff, colb);
         let pc = e.b.ins().iadd(c.out, coff);
-        let nr = e.int_const(if partial { nr_last as i64 } else { NR as i64 });
+        let nr = e.int_const(cols.valid as i64);
         let pb = match bias {
             Some(bv) => {
                 if row_bias {
@@ -275,25 +366,30 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
             Some(rv) => e.b.ins().iadd(rv, coff),
             None => pc,
         };
-        e.b.ins()
-            .call(f, &[pa, bp, pc, kcv, ldav, ldcv, nr, pb, pr]);
+        if cols.wide {
+            e.b.ins()
+                .call(f, &[pa, bp, pc, kcv, ldav, ldcv, nr, pb, pr, bstepv]);
+        } else {
+            e.b.ins()
+                .call(f, &[pa, bp, pc, kcv, ldav, ldcv, nr, pb, pr]);
+        }
     };
     // Rows of one M block at row offset (a, c, bias) with `mc` rows, all panels.
     let mblock = |e: &mut Emitter, mc: usize, ar: Value, cr: Value, br: Value| {
-        let panel = |e: &mut Emitter, partial: bool, bp: Value, colb: Value| {
+        let panel = |e: &mut Emitter, cols: TailTile, bp: Value, colb: Value| {
             let nfull = mc / MR;
             e.loop_offsets(
                 nfull as i64,
                 &[ar, cr, br],
                 &[MR as i64 * lda, MR as i64 * ldc, MR as i64 * 4],
-                &mut |e, _i, o| tile(e, MR, partial, ar, o[0], o[1], o[2], bp, colb),
+                &mut |e, _i, o| tile(e, MR, cols, ar, o[0], o[1], o[2], bp, colb),
             );
             let rem = mc % MR;
             if rem > 0 {
                 let a2 = e.b.ins().iadd_imm_s(ar, (nfull * MR) as i64 * lda);
                 let c2 = e.b.ins().iadd_imm_s(cr, (nfull * MR) as i64 * ldc);
                 let b2 = e.b.ins().iadd_imm_s(br, (nfull * MR) as i64 * 4);
-                tile(e, rem, partial, ar, a2, c2, b2, bp, colb);
+                tile(e, rem, cols, ar, a2, c2, b2, bp, colb);
             }
         };
         if a_layout == ALayout::PackedAtRunTime {
@@ -301,18 +397,25 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
             pack_a(e, src, apack, mc, kc, lda);
         }
         let zc = e.int_const(0);
+        let per = if tiles.wide { 2 } else { 1 };
+        let whole = TailTile {
+            panel: 0,
+            wide: tiles.wide,
+            half: false,
+            valid: per * NR,
+        };
         e.loop_offsets(
-            full as i64,
+            tiles.count as i64,
             &[bbase, zc],
-            &[bstep, (NR * 4) as i64],
+            &[per as i64 * bstep, (per * NR * 4) as i64],
             &mut |e, _j, o| {
-                panel(e, false, o[0], o[1]);
+                panel(e, whole, o[0], o[1]);
             },
         );
-        if nr_last > 0 {
-            let bp = e.b.ins().iadd_imm_s(bbase, full as i64 * bstep);
-            let colb = e.int_const((full * NR * 4) as i64);
-            panel(e, true, bp, colb);
+        if let Some(t) = tiles.tail {
+            let bp = e.b.ins().iadd_imm_s(bbase, t.panel as i64 * bstep);
+            let colb = e.int_const((t.panel * NR * 4) as i64);
+            panel(e, t, bp, colb);
         }
     };
     let mcb = p.mc;

@@ -48,11 +48,36 @@ pub(super) enum Strategy {
 pub(super) enum ALayout {
     /// Rows of A in place (`lda` apart).
     InPlace,
-    /// Packed at compile time (constant conv weights, `extra[3]`): row tiles of `MR`
-    /// (the last one `M % MR`) stored `[K][mr]`, tile of row `r` at `r * K` floats.
+    /// Packed at compile time (constant conv weights, `extra[3]`): per K block `[k0, k0 +
+    /// kc)` (at `k0 M` floats), row tiles of `MR` (the last one `M % MR`) stored `[kc][mr]`,
+    /// the tile of row `r` at `r kc` floats.
     PackedAtCompileTime,
     /// Packed per (M block, K block) at run time into the task's scratch.
     PackedAtRunTime,
+}
+
+/// The tiles over a unit's columns: `count` tiles of `NR` columns (`2 NR` when `wide`), one
+/// panel (two when wide) apart, then at most one tail tile.
+pub(super) struct ColumnTiles {
+    pub wide: bool,
+    pub count: usize,
+    pub tail: Option<TailTile>,
+}
+
+/// The last tile of a unit's columns: from panel `panel`, `valid` columns (partial when not
+/// all of its `NR` or `2 NR`).
+#[derive(Clone, Copy)]
+pub(super) struct TailTile {
+    pub panel: usize,
+    pub wide: bool,
+    pub half: bool,
+    pub valid: usize,
+}
+
+impl TailTile {
+    pub fn partial(&self) -> bool {
+        self.valid < if self.wide { 2 * NR } else { NR }
+    }
 }
 
 pub(crate) struct KernelPlan {
@@ -111,6 +136,52 @@ impl KernelPlan {
     pub(super) fn half_tail(&self, tail: usize) -> bool {
         self.isa == Isa::Avx2 && tail <= NR / 2
     }
+    /// How the GEMM driver covers `ncols` columns with microkernel tiles: AVX-512 takes
+    /// panels two at a time (`mr x 32` wide tiles), AVX2 one at a time.
+    pub(super) fn column_tiles(&self, ncols: usize) -> ColumnTiles {
+        let full = ncols / NR;
+        let rest = ncols % NR;
+        if self.isa == Isa::Avx512 {
+            let tail = match (full % 2 == 1, rest > 0) {
+                // The last full panel and the partial one: a partial wide tile.
+                (true, true) => Some(TailTile {
+                    panel: full - 1,
+                    wide: true,
+                    half: false,
+                    valid: NR + rest,
+                }),
+                (true, false) => Some(TailTile {
+                    panel: full - 1,
+                    wide: false,
+                    half: false,
+                    valid: NR,
+                }),
+                (false, true) => Some(TailTile {
+                    panel: full,
+                    wide: false,
+                    half: false,
+                    valid: rest,
+                }),
+                (false, false) => None,
+            };
+            ColumnTiles {
+                wide: true,
+                count: full / 2,
+                tail,
+            }
+        } else {
+            ColumnTiles {
+                wide: false,
+                count: full,
+                tail: (rest > 0).then(|| TailTile {
+                    panel: full,
+                    wide: false,
+                    half: self.half_tail(rest),
+                    valid: rest,
+                }),
+            }
+        }
+    }
     pub fn units(&self) -> usize {
         self.nimg * self.units_per_img() * self.mparts()
     }
@@ -131,9 +202,57 @@ impl KernelPlan {
             _ => 0,
         }
     }
+    /// Whether a conv split by rows packs its patches once, before the tasks, into the
+    /// node's scratch (every K block of every column unit, in parallel parts: see
+    /// [`super::gemm::emit_pack_patches`]), rather than once per row part. Small maps (7x7,
+    /// 14x14: one or two column units) split M into parts that would each pack all of B:
+    /// measured on ResNet-18's 7x7 stage, the packing was a quarter of the conv's time.
+    pub(super) fn shared_patches(&self) -> bool {
+        let Strategy::ImplicitGemm(g) = &self.kind else {
+            return false;
+        };
+        let last_cols = self.n - (self.units_per_img() - 1) * self.chunk;
+        let last_rows = self.m - (self.mparts() - 1) * self.mrows;
+        let direct = [self.chunk.min(self.n), last_cols].iter().any(|&nc| {
+            [self.mrows, last_rows]
+                .iter()
+                .any(|&mr| self.direct_conv_key(g, nc, mr).is_some())
+        });
+        self.mparts() > 1
+            && self.patch_parts() > 1
+            && !direct
+            && self.patches_bytes() >= 1 << 16
+            && self.patches_bytes() <= 1 << 25
+    }
+    /// Panels of a full column unit.
+    pub(super) fn unit_panels(&self) -> usize {
+        self.chunk.div_ceil(NR)
+    }
+    /// Bytes of all patches, packed: per image and column unit, `K` rows of the unit's panels
+    /// (each K block `[panel][kc][16]` at `k0 x panels x 64` bytes).
+    fn patches_bytes(&self) -> usize {
+        self.nimg * self.units_per_img() * self.k * self.unit_panels() * NR * 4
+    }
+    /// Parts of the patch packing: (image, column unit, K block).
+    pub(super) fn patch_parts(&self) -> usize {
+        self.nimg * self.units_per_img() * self.kblocks().len()
+    }
+    /// Byte offset of the shared patches in scratch (after the padded input copy).
+    pub(super) fn patches_off(&self) -> usize {
+        self.pad_bytes().div_ceil(64) * 64
+    }
+    /// Bytes before the per-task buffers: the padded input copy (and the shared patches).
+    pub(super) fn prefix_bytes(&self) -> usize {
+        if self.shared_patches() {
+            self.patches_off() + self.patches_bytes()
+        } else {
+            self.pad_bytes()
+        }
+    }
     /// Packing buffer bytes per task (conv only).
     pub fn pack_bytes(&self) -> usize {
         let b = match &self.kind {
+            Strategy::ImplicitGemm(_) if self.shared_patches() => 0,
             Strategy::ImplicitGemm(_) | Strategy::GemmRuntimeB { .. } => {
                 self.kc.min(self.k.max(1)) * self.chunk * 4
             }
@@ -160,7 +279,7 @@ impl KernelPlan {
     /// Byte offset of the node's buffer-slot mask (after the per-task buffers): see
     /// [`super::tasks::acquire_slot`].
     pub(super) fn mask_off(&self) -> usize {
-        (self.pad_bytes() + self.tasks * self.pack_bytes()).div_ceil(64) * 64
+        (self.prefix_bytes() + self.tasks * self.pack_bytes()).div_ceil(64) * 64
     }
     pub(super) fn kblocks(&self) -> Vec<usize> {
         if self.k == 0 {
@@ -186,6 +305,9 @@ impl KernelPlan {
     /// Parts of the serial work before the tasks that run in parallel (0: none; an int8
     /// node's activation quantization, see [`super::emit_prepare`]).
     pub fn prepare_parts(&self) -> usize {
+        if self.shared_patches() {
+            return self.patch_parts();
+        }
         match &self.kind {
             Strategy::Int8(q) => q.prepare_parts(self),
             _ => 0,
@@ -260,12 +382,21 @@ impl KernelPlan {
                 }
             }
         }
-        // (partial, half) of the panels: full ones, and the tails of a unit's columns.
-        let mut parts = vec![(false, false)];
+        // (wide, partial, half) of the tiles: the full ones, and the tails of a unit's columns.
+        let mut parts = vec![];
         let last = self.n - (self.units_per_img() - 1) * self.chunk;
-        for tail in [last % NR, self.chunk % NR] {
-            if tail > 0 && !parts.contains(&(true, self.half_tail(tail))) {
-                parts.push((true, self.half_tail(tail)));
+        for ncols in [self.chunk.min(self.n), last] {
+            let tiles = self.column_tiles(ncols);
+            let mut add = |t| {
+                if !parts.contains(&t) {
+                    parts.push(t);
+                }
+            };
+            if tiles.count > 0 {
+                add((tiles.wide, false, false));
+            }
+            if let Some(t) = tiles.tail {
+                add((t.wide, t.partial(), t.half));
             }
         }
         let nkb = self.kblocks().len();
@@ -276,11 +407,12 @@ impl KernelPlan {
         }
         let mut keys = vec![];
         for &mr in &mrs {
-            for &(partial, half) in &parts {
+            for &(wide, partial, half) in &parts {
                 for &(acc, epilogue) in &kinds {
                     let k = MicrokernelKey {
                         isa: self.isa,
                         mr,
+                        wide,
                         packed_a: self.a_layout != ALayout::InPlace,
                         half,
                         partial,

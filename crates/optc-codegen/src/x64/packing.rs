@@ -55,15 +55,23 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
                     .as_ref()
                     .and_then(|w| w.as_f32())
                     .ok_or_else(|| info.err("conv weight is not constant f32"))?;
+                // K block by K block (each `m x kc` at `k0 m`), row tile by row tile (tile
+                // `t` at `t MR kc`, `[kc][mr]`): the row tiles a K block's microkernels read
+                // one after another are one contiguous stream.
                 let (m, k) = (p.m, p.k);
                 let mut out = vec![0f32; m * k];
-                for t in 0..m.div_ceil(MR) {
-                    let mr = MR.min(m - t * MR);
-                    for kk in 0..k {
-                        for r in 0..mr {
-                            out[t * MR * k + kk * mr + r] = w[(t * MR + r) * k + kk];
+                let mut k0 = 0;
+                for kc in p.kblocks() {
+                    let block = &mut out[k0 * m..(k0 + kc) * m];
+                    for t in 0..m.div_ceil(MR) {
+                        let mr = MR.min(m - t * MR);
+                        for kk in 0..kc {
+                            for r in 0..mr {
+                                block[t * MR * kc + kk * mr + r] = w[(t * MR + r) * k + k0 + kk];
+                            }
                         }
                     }
+                    k0 += kc;
                 }
                 v.push(out.iter().flat_map(|x| x.to_le_bytes()).collect());
             }

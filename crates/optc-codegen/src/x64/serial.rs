@@ -6,7 +6,7 @@ use super::direct_conv::emit_deinterleaved_copy;
 use super::kernel_plan::{KernelPlan, Strategy};
 use super::sparse::SparseKind;
 use super::tasks::KernelArgs;
-use super::{int8, small_map};
+use super::{gemm, int8, small_map};
 use crate::builder::{copy_span, tensor_flags, zero_span, Emitter};
 use crate::error::Result;
 use crate::node::NodeInfo;
@@ -108,6 +108,9 @@ pub(crate) fn emit_pre(
 pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Value) {
     if let Strategy::Int8(q) = &p.kind {
         int8::emit_prepare(e, p, q, c, t);
+    }
+    if p.shared_patches() {
+        gemm::emit_pack_patches(e, p, c, t);
     }
 }
 

@@ -159,6 +159,7 @@ pub(super) fn key(p: &KernelPlan, mr: usize, transposed: bool, acc: bool) -> Mic
         isa: p.isa,
         mr,
         packed_a: true,
+        wide: false,
         half: false,
         partial: false,
         accumulate: acc,

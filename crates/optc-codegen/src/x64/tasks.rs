@@ -49,7 +49,7 @@ pub(super) fn task_buffers(
     let buf = match slot {
         Some(slot) => {
             let o = e.b.ins().imul_imm_s(slot, p.pack_bytes() as i64);
-            let o = e.b.ins().iadd_imm_s(o, p.pad_bytes() as i64);
+            let o = e.b.ins().iadd_imm_s(o, p.prefix_bytes() as i64);
             e.b.ins().iadd(c.scratch, o)
         }
         None => c.scratch,

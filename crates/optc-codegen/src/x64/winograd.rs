@@ -197,6 +197,7 @@ fn microkernel_key(p: &KernelPlan, mr: usize) -> MicrokernelKey {
         mr,
         isa: p.isa,
         packed_a: true,
+        wide: false,
         half: false,
         partial: false,
         accumulate: false,

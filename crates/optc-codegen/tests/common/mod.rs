@@ -141,7 +141,19 @@ pub fn check_targets(g: &Graph, inputs: &[Tensor], tol: Tol, targets: &[Target])
 /// Winograd convolution limited to `max_tile` (0 = direct convolution).
 pub fn runnable_targets(max_tile: usize) -> Vec<Target> {
     let mut v = vec![];
-    for name in ["x86_64-avx2", "x86_64-sse4.2"] {
+    // The AVX-512 microkernels where the host runs them (the emulator checks them elsewhere).
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512dq");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+    let names: &[&str] = if avx512 {
+        &["x86_64-avx512", "x86_64-avx2", "x86_64-sse4.2"]
+    } else {
+        &["x86_64-avx2", "x86_64-sse4.2"]
+    };
+    for &name in names {
         if let Ok(t) = Target::parse(name).and_then(|t| t.with_winograd(max_tile)) {
             let mut g = Graph::new();
             let x = g.add_input("x", f(&[1]));

@@ -46,7 +46,7 @@ impl Routine {
     /// Integer (pointer / count) parameters.
     pub fn nparams(&self) -> usize {
         match self {
-            Routine::Microkernel(_) => 9,
+            Routine::Microkernel(k) => 9 + k.wide as usize,
             Routine::Depthwise(_) | Routine::DirectConv(_) => 5,
             Routine::Int8(_) => INT8_PARAMS,
             Routine::Quantize(k) => k.nparams(),

@@ -41,15 +41,25 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
     } else {
         &[false]
     };
+    // Wide (two-panel) kernels exist for AVX-512 only.
+    let wides: &[bool] = if isa == Isa::Avx512 {
+        &[false, true]
+    } else {
+        &[false]
+    };
     for mr in 1..=MR {
         for packed_a in [false, true] {
-            for &half in halves {
+            for (&half, &wide) in halves
+                .iter()
+                .flat_map(|h| wides.iter().map(move |w| (h, w)))
+            {
                 for partial in [false, true] {
                     for acc in [false, true] {
                         for epilogue in ep_lists() {
                             v.push(MicrokernelKey {
                                 isa,
                                 mr,
+                                wide,
                                 packed_a,
                                 half,
                                 partial,
@@ -80,6 +90,7 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
                     v.push(MicrokernelKey {
                         isa,
                         mr,
+                        wide: false,
                         packed_a: true,
                         half: false,
                         partial: false,
@@ -161,7 +172,7 @@ fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: us
     let eps = |e: fn(&Epilogue) -> bool| key.epilogue.iter().filter(|x| e(x)).count();
     let vec_op = |i: &Instruction, m: Mnemonic| i.mnemonic() == m;
     // Relu: one vmax per accumulator; Clip: one vmax and one vmin per accumulator.
-    let per_row = if key.isa == Isa::Avx2 && !key.half {
+    let per_row = if (key.isa == Isa::Avx2 && !key.half) || key.wide {
         2
     } else {
         1
@@ -184,7 +195,16 @@ fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: us
         eps(|e| matches!(e, Epilogue::Scale(_))) * accs,
         "{s}: vmulps"
     );
-    let stores = count(ins, |i| i.op_kind(0) == OpKind::Memory);
+    let stores = count(ins, |i| {
+        i.op_kind(0) == OpKind::Memory && i.mnemonic() != Mnemonic::Prefetcht0
+    });
+    // Packed A is prefetched ahead: two lines per unrolled group of 4 k steps.
+    let prefetches = count(ins, |i| i.mnemonic() == Mnemonic::Prefetcht0);
+    assert_eq!(
+        prefetches,
+        if key.packed_a { 2 } else { 0 },
+        "{s}: prefetches"
+    );
     if key.transposed {
         // Transposed: per group of 4, 2 or 1 rows, 8 stores (one per channel) per 8 channels.
         let groups = key.mr / 4 + (key.mr % 4) / 2 + key.mr % 2;
@@ -210,21 +230,50 @@ fn avx512_kernels_decode_to_zmm_code() {
                 assert!(!r.is_ymm() && !r.is_xmm(), "{s}: {r:?} in {:?}", i.code());
             }
         }
-        // The FMAs: zmm accumulator += zmm B row * embedded f32 broadcast of A; 4 unrolled
-        // steps + 1 remainder step per row.
+        // The FMAs (4 unrolled steps + 1 remainder step per row): narrow, zmm accumulator +=
+        // zmm B row * embedded f32 broadcast of A; wide, A broadcast once into a register
+        // for the FMAs of both panels.
         let fmas: Vec<_> = ins
             .iter()
             .filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps)
             .collect();
-        assert_eq!(fmas.len(), 5 * mr, "{s}");
+        let w = 1 + key.wide as usize;
+        assert_eq!(fmas.len(), 5 * mr * w, "{s}");
         for i in &fmas {
             assert!(
                 i.op0_register().is_zmm() && i.op1_register().is_zmm(),
                 "{s}"
             );
-            assert_eq!(i.op2_kind(), OpKind::Memory, "{s}");
-            assert!(i.is_broadcast(), "{s}: FMA without embedded broadcast");
-            assert_eq!(i.memory_size(), iced_x86::MemorySize::Broadcast512_Float32);
+            if key.wide {
+                assert!(i.op2_register().is_zmm(), "{s}");
+            } else {
+                assert_eq!(i.op2_kind(), OpKind::Memory, "{s}");
+                assert!(i.is_broadcast(), "{s}: FMA without embedded broadcast");
+                assert_eq!(i.memory_size(), iced_x86::MemorySize::Broadcast512_Float32);
+            }
+        }
+        let row_bias_steps = key
+            .epilogue
+            .iter()
+            .filter(|e| **e == Epilogue::BiasRow)
+            .count();
+        if key.wide {
+            // Every A broadcast and every row bias: a vbroadcastss.
+            let clip = key
+                .epilogue
+                .iter()
+                .filter(|e| matches!(e, Epilogue::Clip(..)))
+                .count();
+            let scale = key
+                .epilogue
+                .iter()
+                .filter(|e| matches!(e, Epilogue::Scale(_)))
+                .count();
+            assert_eq!(
+                count(&ins, |i| i.mnemonic() == Mnemonic::Vbroadcastss),
+                5 * mr + mr * row_bias_steps + 2 * clip + scale,
+                "{s}: broadcasts"
+            );
         }
         // Partial tiles: opmask from nr, zero-masked loads and masked stores; full tiles: none.
         let kmov = count(&ins, |i| i.mnemonic() == Mnemonic::Kmovw);
@@ -239,9 +288,18 @@ fn avx512_kernels_decode_to_zmm_code() {
             * (key.accumulate as usize + (key.epilogue.contains(&Epilogue::Residual)) as usize)
             + key.epilogue.contains(&Epilogue::BiasCol) as usize;
         if key.partial {
+            // Only the last column vector is masked.
             assert_eq!(kmov, 1, "{s}");
             assert_eq!(masked(true), mr, "{s}: masked stores");
             assert_eq!(masked(false), loads, "{s}: masked loads");
+            let mem_adds = count(&ins, |i| {
+                i.mnemonic() == Mnemonic::Vaddps && is_mem(i) && !i.is_broadcast()
+            });
+            assert_eq!(
+                mem_adds,
+                (w - 1) * (loads - key.epilogue.contains(&Epilogue::BiasCol) as usize),
+                "{s}: full-width adds"
+            );
             assert!(
                 ins.iter()
                     .filter(|i| i.has_op_mask() && i.op_kind(0) != OpKind::Memory)
@@ -257,21 +315,17 @@ fn avx512_kernels_decode_to_zmm_code() {
             });
             assert_eq!(
                 mem_adds,
-                loads - key.epilogue.contains(&Epilogue::BiasCol) as usize,
+                w * (loads - key.epilogue.contains(&Epilogue::BiasCol) as usize),
                 "{s}"
             );
         }
-        // Row bias: broadcast adds.
+        // Row bias: broadcast adds (narrow; wide broadcasts into a register).
         let row_bias = count(&ins, |i| {
             i.mnemonic() == Mnemonic::Vaddps && i.is_broadcast()
         });
         assert_eq!(
             row_bias,
-            mr * key
-                .epilogue
-                .iter()
-                .filter(|e| **e == Epilogue::BiasRow)
-                .count(),
+            if key.wide { 0 } else { mr * row_bias_steps },
             "{s}"
         );
     }
@@ -347,10 +401,13 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
     const STACK: u64 = 0x7000_0000;
     let mr = key.mr;
     let mut q = Quarters(seed);
-    let cols = if key.partial { nr } else { NR };
-    // Strides in floats; regions end right after the last valid element.
+    let width = NR * (1 + key.wide as usize);
+    let cols = if key.partial { nr } else { width };
+    // Strides in floats; regions end right after the last valid element. A wide tile's second
+    // panel starts `panel_stride` floats after the first.
     let lda = kc + 3;
-    let ldc = NR + 5;
+    let ldc = width + 5;
+    let panel_stride = kc * NR + 7;
     let a: Vec<f32> = if key.packed_a {
         q.vec(kc * mr)
     } else {
@@ -363,7 +420,18 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
             a[r * lda + k]
         }
     };
-    let b = q.vec(kc * NR);
+    let b = if key.wide {
+        q.vec(panel_stride + kc * NR)
+    } else {
+        q.vec(kc * NR)
+    };
+    let bt = |k: usize, j: usize| {
+        if j < NR {
+            b[k * NR + j]
+        } else {
+            b[panel_stride + k * NR + j - NR]
+        }
+    };
     let tile_len = ldc * (mr - 1) + cols;
     let c0 = q.vec(tile_len);
     let res = q.vec(tile_len);
@@ -375,7 +443,7 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
     m.mem.push((C, bytes_of(&c0)));
     m.mem.push((BIAS, bytes_of(&bias)));
     m.mem.push((RES, bytes_of(&res)));
-    let stack: Vec<u8> = [0xdead_beef, nr as u64, BIAS, RES]
+    let stack: Vec<u8> = [0xdead_beef, nr as u64, BIAS, RES, (panel_stride * 4) as u64]
         .iter()
         .flat_map(|x| x.to_le_bytes())
         .collect();
@@ -390,7 +458,7 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
     m.run(code, CODE, 100_000);
     let s = key.symbol();
     for r in 0..mr {
-        for j in 0..NR {
+        for j in 0..width {
             let o = r * ldc + j;
             if o >= tile_len {
                 continue;
@@ -402,7 +470,7 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
             }
             let mut x = if key.accumulate { c0[o] } else { 0.0 };
             for k in 0..kc {
-                x += at(r, k) * b[k * NR + j];
+                x += at(r, k) * bt(k, j);
             }
             for e in &key.epilogue {
                 x = match *e {
@@ -425,7 +493,12 @@ fn avx512_kernels_compute_the_reference_tile() {
     for key in all_keys(Isa::Avx512) {
         let code = assemble(&key).unwrap();
         for kc in [0, 1, 3, 4, 5, 9] {
-            let nrs: &[usize] = if key.partial { &[1, 7, 15, 16] } else { &[16] };
+            let nrs: &[usize] = match (key.wide, key.partial) {
+                (false, true) => &[1, 7, 15, 16],
+                (false, false) => &[16],
+                (true, true) => &[17, 23, 31],
+                (true, false) => &[32],
+            };
             for &nr in nrs {
                 seed += 1;
                 check_avx512_tile(&key, &code, kc, nr, seed);
