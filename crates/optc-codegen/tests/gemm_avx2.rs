@@ -219,6 +219,15 @@ fn conv_implicit_gemm() {
     // conv read as a GEMM; with fused steps (residual, relu) in the last K block's tiles.
     conv_fused(&[1, 64, 7, 7], &[128, 64, 3, 3], w3.clone(), &["relu"], 11);
     conv_fused(&[2, 32, 14, 14], &[96, 32, 3, 3], w3.clone(), &[], 12);
+    // Fused steps the tiles leave (sigmoid) on an output of 2^16 floats: after the tasks,
+    // split across tasks by slices of the output.
+    conv_fused(
+        &[1, 8, 64, 64],
+        &[16, 8, 3, 3],
+        w3.clone(),
+        &["sigmoid", "res", "relu"],
+        14,
+    );
     conv_fused(
         &[1, 256, 7, 7],
         &[128, 256, 1, 1],
@@ -248,6 +257,12 @@ fn conv_epilogues() {
         vec!["bias", "relu"],
         vec!["relu", "sigmoid"],
         vec!["sigmoid", "res", "relu"],
+        vec!["hardswish"],
+        vec!["res", "hardswish", "relu6"],
+        vec!["hardswish", "sigmoid"],
+        // (SiLU tiles on AVX-512; elsewhere the step runs after the tiles.)
+        vec!["silu"],
+        vec!["res", "silu", "relu"],
     ] {
         s += 1;
         conv_fused(&[1, 6, 9, 7], &[13, 6, 3, 3], w3.clone(), &steps, s);
@@ -270,6 +285,8 @@ fn matmul_epilogues() {
             vec!["bias", "relu"],
             vec!["res"],
             vec!["bias", "res", "relu6"],
+            vec!["bias", "hardswish", "res"],
+            vec!["bias", "silu"],
         ] {
             let mut g = Graph::new();
             let a = g.add_input("a", f(&[m, k]));
@@ -592,11 +609,23 @@ fn depthwise_conv() {
             (true, vec!["relu6"]),
             (true, vec!["relu", "res"]),
             (false, vec!["sigmoid", "relu"]),
+            // HardSwish is a GEMM-kernel step: the depthwise kernels stop before it.
+            (true, vec!["relu", "hardswish", "res"]),
+            (true, vec!["silu"]),
         ] {
             s += 1;
             dw_case(&x, k, w.clone(), bias, &steps, s);
         }
     }
+    // SiLU after the depthwise kernel's tiles, on an output large enough to split.
+    dw_case(
+        &[1, 32, 48, 48],
+        [3, 3],
+        window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        true,
+        &["silu", "res"],
+        299,
+    );
 }
 
 /// Depthwise geometries of the register-blocked kernel: unpadded (in place, scalar tails,
@@ -899,6 +928,9 @@ fn conv_winograd_cases(wino: usize) {
         vec!["bias", "relu"],
         vec!["relu", "sigmoid"],
         vec!["sigmoid", "res", "relu"],
+        // Winograd's output transform stops before HardSwish and SiLU.
+        vec!["relu", "hardswish"],
+        vec!["silu"],
     ] {
         s += 1;
         conv_fused_w(&[1, 18, 7, 9], &[20, 18, 3, 3], w3(&p1), &steps, s, wino);
@@ -972,4 +1004,29 @@ fn small_map_1x1_swapped() {
     for (i, (x, w, steps)) in cases.iter().enumerate() {
         conv_fused(x, w, w1.clone(), steps, 90 + i as u64);
     }
+}
+
+/// SiLU in the tile epilogue over the whole f32 range of its argument: outputs far past the
+/// point where `exp(-x)` overflows (x < -88.7: 0), where the sigmoid saturates at 1, and
+/// NaN and infinite inputs.
+#[test]
+fn silu_epilogue_over_the_range() {
+    let mut rng = Rng::new(91);
+    let (m, k, n) = (7, 5, 40);
+    let mut g = Graph::new();
+    let a = g.add_input("a", f(&[m, k]));
+    let b = g.add_const("b", f32t(&mut rng, &[k, n]));
+    let op = Op::Fused {
+        base: Box::new(Op::MatMul),
+        base_inputs: 2,
+        steps: vec![FusedStep::Unary(UnaryOp::Silu)],
+    };
+    let y = g.add("mm", op, &[a, b]).unwrap();
+    g.add_output("y", y);
+    let mut x: Vec<f32> = (0..m * k).map(|_| rng.f32(-80.0, 80.0)).collect();
+    x[3] = f32::NAN;
+    x[11] = f32::INFINITY;
+    x[17] = f32::NEG_INFINITY;
+    let inputs = [Tensor::new(vec![m, k], optc_ir::Data::F32(x)).unwrap()];
+    check_all(&g, &inputs, TOL);
 }

@@ -35,6 +35,7 @@ fn unaries() -> Vec<(UnaryOp, Tol)> {
             ARITH,
         ),
         (UnaryOp::HardSwish, ARITH),
+        (UnaryOp::Silu, TRANS),
         (UnaryOp::Tanh, TRANS),
         (UnaryOp::Erf, TRANS),
         (UnaryOp::Exp, TRANS),

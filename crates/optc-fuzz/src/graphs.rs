@@ -689,6 +689,7 @@ fn rounds(op: &Op) -> bool {
                 | U::Asinh
                 | U::HardSigmoid { .. }
                 | U::HardSwish
+                | U::Silu
         ),
         Op::Binary(b) => matches!(b, BinaryOp::Pow),
         Op::Reduce { kind, .. } => !matches!(kind, ReduceKind::Max | ReduceKind::Min),

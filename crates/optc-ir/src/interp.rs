@@ -898,6 +898,9 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
             fmap(&|v| (a * v + b).clamp(0.0, 1.0))
         }
         UnaryOp::HardSwish => fmap(&|v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0)),
+        // The sigmoid rounded to f32, as `Mul(x, Sigmoid(x))` has it; the exact product of
+        // two f32 values rounds once.
+        UnaryOp::Silu => fmap(&|v| v * ((1.0 / (1.0 + (-v).exp())) as f32 as f64)),
         UnaryOp::Tanh => fmap(&f64::tanh),
         UnaryOp::Erf => fmap(&erf_f64),
         UnaryOp::Exp => fmap(&f64::exp),

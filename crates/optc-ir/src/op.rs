@@ -72,6 +72,9 @@ pub enum UnaryOp {
     },
     /// `x * max(0, min(1, x / 6 + 0.5))`
     HardSwish,
+    /// `x * sigmoid(x)` (SiLU, Swish), the sigmoid rounded to f32 first: exactly
+    /// `Mul(x, Sigmoid(x))`, which the optimizer turns into it.
+    Silu,
     Tanh,
     Erf,
     Exp,

@@ -99,6 +99,7 @@ fn unary_float_formulas() {
         },
         &|v| (0.2f32 as f64 * v + 0.5).clamp(0.0, 1.0),
     );
+    check(UnaryOp::Silu, &|v| v / (1.0 + (-v).exp()));
     check(UnaryOp::HardSwish, &|v| {
         if v <= -3.0 {
             0.0

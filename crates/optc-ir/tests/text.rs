@@ -109,6 +109,7 @@ fn every_op_graph() -> Graph {
             beta: 0.5,
         },
         UnaryOp::HardSwish,
+        UnaryOp::Silu,
         UnaryOp::Tanh,
         UnaryOp::Erf,
         UnaryOp::Exp,

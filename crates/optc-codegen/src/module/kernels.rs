@@ -10,7 +10,7 @@ use super::tasks::{call_parallel, TaskFunction};
 use crate::builder::{Emitter, Partition};
 use crate::error::Result;
 use crate::node::NodeInfo;
-use crate::ops::parallel::task_split;
+use crate::ops::parallel::{output_split, task_split};
 use crate::ops::{kernel_data, lower_node};
 use crate::runtime::RuntimeFunction;
 use crate::target::Target;
@@ -196,6 +196,41 @@ impl<'a> KernelWriter<'a> {
                 };
             prepare_function = Some(prepare.define(module, ctx, fctx, &keys, body)?);
         }
+        // The work after the tasks on a large output (the fused steps the tiles did not
+        // apply): split into slices like an elementwise node, a third task function.
+        let mut post_function: Option<(FuncId, usize)> = None;
+        if let Some((p, (dim, parts))) = plan
+            .filter(|p| p.has_post(info))
+            .and_then(|p| output_split(&info.outs[0]).map(|s| (p, s)))
+        {
+            let nin = info.ins.len();
+            let post = TaskFunction {
+                info,
+                name: format!("{entry_name}_k{i}_post"),
+                data_ids: &data_ids,
+                runtime: self.runtime,
+                fma: self.target.fma,
+                nparams,
+            };
+            let body =
+                &mut |e: &mut Emitter, params: &[Value], extra: &[Value], microkernels: &_, t| {
+                    let c = x64::KernelArgs {
+                        ins: &params[..nin],
+                        out: params[nin],
+                        scratch: params[nparams - 1],
+                        extra,
+                        microkernels,
+                    };
+                    e.partition = Some(Partition {
+                        shape: info.outs[0].shape.clone(),
+                        dim,
+                        parts,
+                        t,
+                    });
+                    x64::emit_post(e, info, p, &c)
+                };
+            post_function = Some((post.define(module, ctx, fctx, &[], body)?, parts));
+        }
         ctx.func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
         let gvs: Vec<_> = data_ids
             .iter()
@@ -216,8 +251,11 @@ impl<'a> KernelWriter<'a> {
         };
         let task_ref = task_function.map(|t| module.declare_func_in_func(t, &mut ctx.func));
         let par_for = self.runtime.id(RuntimeFunction::ParallelFor);
-        let par_ref = (task_function.is_some() || prepare_function.is_some())
-            .then(|| module.declare_func_in_func(par_for, &mut ctx.func));
+        let par_ref =
+            (task_function.is_some() || prepare_function.is_some() || post_function.is_some())
+                .then(|| module.declare_func_in_func(par_for, &mut ctx.func));
+        let post_ref =
+            post_function.map(|(f, parts)| (module.declare_func_in_func(f, &mut ctx.func), parts));
         let prepare_ref = prepare_function.map(|f| module.declare_func_in_func(f, &mut ctx.func));
         {
             let (mut e, params) =
@@ -251,7 +289,12 @@ impl<'a> KernelWriter<'a> {
                             x64::emit_task(&mut e, p, &c, z);
                         }
                     }
-                    x64::emit_post(&mut e, info, p, &c)?;
+                    match (post_ref, par_ref) {
+                        (Some((f, parts)), Some(pr)) => {
+                            call_parallel(&mut e, &params, f, pr, parts)
+                        }
+                        _ => x64::emit_post(&mut e, info, p, &c)?,
+                    }
                 }
                 None => match (task_ref, par_ref, ew) {
                     (Some(tr), Some(pr), Some((_, parts))) => {

@@ -85,6 +85,10 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
                 let v = e.clamp_lo(ty, v, z);
                 e.b.ins().fmul(x, v)
             }
+            UnaryOp::Silu => {
+                let s = e.sigmoid(ty, x);
+                e.b.ins().fmul(x, s)
+            }
             UnaryOp::Tanh => e.tanh(ty, x),
             UnaryOp::Erf => e.erf(ty, x),
             UnaryOp::Exp => e.exp(ty, x),

@@ -28,7 +28,7 @@ pub(crate) mod parallel;
 pub(crate) mod pool;
 pub(crate) mod quantize;
 pub(crate) mod reduce;
-mod transcendental;
+pub(crate) mod transcendental;
 
 use crate::builder::Emitter;
 use crate::error::Result;

@@ -30,8 +30,14 @@ fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
     {
         return None;
     }
-    let o = &info.outs[0];
-    if o.numel() < (1 << 16) {
+    output_split(&info.outs[0])
+}
+
+/// A split of a large f32 output into `parts` slices along `dim` (`parts` divides that
+/// extent): an elementwise node's, or the fused steps a kernel's tiles left for after them
+/// (see `x64::KernelPlan::has_post`).
+pub(crate) fn output_split(o: &optc_ir::TensorType) -> Option<(usize, usize)> {
+    if o.dtype != DType::F32 || o.numel() < (1 << 16) {
         return None;
     }
     for parts in [8, 4, 2] {

@@ -6,6 +6,28 @@
 use crate::builder::{Emitter, I32X4};
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, MemFlagsData, Type, Value};
 
+/// `exp`'s constants, shared with the AVX-512 SiLU epilogue (`x64::asm::gemm_avx512`), which
+/// computes the same function step by step: the clamp of the argument, the rounding magic
+/// (1.5 2^23), ln 2 in two parts (Cody-Waite), the polynomial (highest degree first) and the
+/// argument past which `exp` is infinite.
+pub(crate) const EXP_HI: f32 = 88.72283;
+pub(crate) const EXP_LO: f32 = -86.64;
+pub(crate) const EXP_MAGIC: f32 = 12582912.0;
+#[allow(clippy::excessive_precision)]
+pub(crate) const EXP_LN2_HI: f32 = -0.693359375;
+#[allow(clippy::excessive_precision)]
+pub(crate) const EXP_LN2_LO: f32 = 2.12194440e-4;
+#[allow(clippy::excessive_precision)]
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_2e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5.000_000_1e-1,
+];
+pub(crate) const EXP_OVERFLOW: f32 = 88.72284;
+
 #[allow(clippy::excessive_precision)]
 impl Emitter<'_> {
     fn int_ty(ty: Type) -> Type {
@@ -49,14 +71,14 @@ impl Emitter<'_> {
     /// `exp(x)` (Cody–Waite reduction, Cephes degree-6 polynomial; ~1 ulp), scalar or f32x4.
     pub fn exp(&mut self, ty: Type, x: Value) -> Value {
         // n = round(x / ln 2) stays in [-125, 128]; the scale 2^n is built as 2^(n-1) * 2.
-        let hi = self.float_const(ty, 88.72283);
-        let lo = self.float_const(ty, -86.64);
+        let hi = self.float_const(ty, EXP_HI);
+        let lo = self.float_const(ty, EXP_LO);
         let xc = self.clamp_hi(ty, x, hi);
         let xc = self.clamp_lo(ty, xc, lo);
         let res = self.exp_reduced(ty, xc, 126);
         let two = self.float_const(ty, 2.0);
         let res = self.b.ins().fmul(res, two);
-        let big = self.float_const(ty, 88.72284);
+        let big = self.float_const(ty, EXP_OVERFLOW);
         let over = self.b.ins().fcmp(FloatCC::GreaterThan, x, big);
         let inf = self.float_const(ty, f32::INFINITY);
         self.select_float(ty, over, inf, res)
@@ -67,25 +89,14 @@ impl Emitter<'_> {
     /// built in the exponent bits (`bias` 127: `2^n`; 126: `2^(n-1)`, for `n` up to 128).
     fn exp_reduced(&mut self, ty: Type, xc: Value, bias: i32) -> Value {
         let log2e = self.float_const(ty, std::f32::consts::LOG2_E);
-        let magic = self.float_const(ty, 12582912.0);
+        let magic = self.float_const(ty, EXP_MAGIC);
         let t = self.mul_add(xc, log2e, magic);
         let n = self.b.ins().fsub(t, magic);
-        let c1 = self.float_const(ty, -0.693359375);
-        let c2 = self.float_const(ty, 2.12194440e-4);
+        let c1 = self.float_const(ty, EXP_LN2_HI);
+        let c2 = self.float_const(ty, EXP_LN2_LO);
         let r = self.mul_add(n, c1, xc);
         let r = self.mul_add(n, c2, r);
-        let p = self.poly(
-            ty,
-            r,
-            &[
-                1.987_569_2e-4,
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                1.666_666_5e-1,
-                5.000_000_1e-1,
-            ],
-        );
+        let p = self.poly(ty, r, &EXP_POLY);
         let r2 = self.b.ins().fmul(r, r);
         let one = self.float_const(ty, 1.0);
         let rp1 = self.b.ins().fadd(r, one);
@@ -102,7 +113,7 @@ impl Emitter<'_> {
     /// `exp(x)` for `x <= 0` or NaN (softmax's `x - max`), as `exp` without the overflow
     /// handling: same reduction and polynomial, scale `2^n` with `n` in [-125, 0].
     pub fn exp_nonpos(&mut self, ty: Type, x: Value) -> Value {
-        let lo = self.float_const(ty, -86.64);
+        let lo = self.float_const(ty, EXP_LO);
         let xc = self.clamp_lo(ty, x, lo);
         self.exp_reduced(ty, xc, 127)
     }

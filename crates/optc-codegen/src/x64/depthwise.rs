@@ -436,6 +436,9 @@ fn px(
                         let f = e.float_const(ty, f32::from_bits(sc));
                         e.b.ins().fmul(a, f)
                     }
+                    Epilogue::HardSwish | Epilogue::Silu => {
+                        unreachable!("GEMM kernels only (`kernel_plan`)")
+                    }
                 };
             }
             e.b.ins().store(tensor_flags(), a, op, off);

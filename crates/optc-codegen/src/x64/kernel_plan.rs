@@ -459,7 +459,9 @@ pub(super) struct TileSteps {
 
 /// The longest prefix of `steps` a tile store applies: Relu, Clip, one residual Add of the
 /// output's shape (unless `has_residual`), one bias Add broadcast along the tile's rows or
-/// columns (unless `has_bias`); binary steps only when `binary`.
+/// columns (unless `has_bias`); binary steps only when `binary`; the steps of
+/// [`Epilogue::gemm_only`] only for GEMM microkernels of `gemm_isa` (HardSwish; SiLU on
+/// AVX-512).
 pub(super) fn tile_steps(
     info: &NodeInfo,
     steps: &[FusedStep],
@@ -467,6 +469,7 @@ pub(super) fn tile_steps(
     has_bias: bool,
     has_residual: bool,
     binary: bool,
+    gemm_isa: Option<Isa>,
 ) -> TileSteps {
     let out = &info.outs[0].shape;
     let TileShape { m, n, bias_is_row } = shape;
@@ -480,6 +483,10 @@ pub(super) fn tile_steps(
         let e = match st {
             FusedStep::Binary { .. } if !binary => None,
             FusedStep::Unary(UnaryOp::Relu) => Some(Epilogue::Relu),
+            FusedStep::Unary(UnaryOp::HardSwish) if gemm_isa.is_some() => Some(Epilogue::HardSwish),
+            FusedStep::Unary(UnaryOp::Silu) if gemm_isa == Some(Isa::Avx512) => {
+                Some(Epilogue::Silu)
+            }
             FusedStep::Unary(UnaryOp::Clip { min, max }) => {
                 Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
             }
@@ -690,7 +697,8 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         _ => return Ok(None),
     };
     // Fused steps that the tile store can apply.
-    let rest = if gemm_c_post.is_some() {
+    let before = epilogue.len();
+    let mut rest = if gemm_c_post.is_some() {
         0
     } else {
         let tile = tile_steps(
@@ -700,11 +708,19 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
             bias_port.is_some(),
             res_port.is_some(),
             true,
+            Some(target.microkernel_isa()),
         );
         epilogue.extend(tile.epilogue);
         bias_port = bias_port.or(tile.bias_port);
         res_port = res_port.or(tile.residual_port);
         tile.rest
+    };
+    // The epilogue of the kernels other than the GEMM microkernels: up to the first step
+    // only those apply (the tile steps map one to one onto `steps`, after `before` entries
+    // of the base's own).
+    let (portable, portable_rest) = match epilogue.iter().position(|e| e.gemm_only()) {
+        Some(cut) => (epilogue[..cut].to_vec(), cut - before),
+        None => (epilogue.clone(), rest),
     };
     // Mostly-zero constant weights: the sparse kernels (before Winograd, whose transformed
     // weights are dense).
@@ -712,7 +728,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     let dense_gain = match &kind {
         Strategy::ImplicitGemm(g)
             if target.winograd() >= 2
-                && winograd::applies(g, binfo.consts[1].is_some(), &epilogue)
+                && winograd::applies(g, binfo.consts[1].is_some(), &portable)
                 && winograd::saves_multiplies(g, winograd::choose_r(g, target.winograd())) =>
         {
             winograd::dense_gain(g, winograd::choose_r(g, target.winograd()))
@@ -725,7 +741,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         &kind,
         m,
         n,
-        &epilogue,
+        &portable,
         gemm_c_post,
         target.sparse(),
         dense_gain,
@@ -736,6 +752,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
                 SparseKind::Conv(_) => (m, n),
             };
             epilogue = e;
+            rest = portable_rest;
             (Strategy::Sparse(Box::new(plan)), m, n)
         }
         None => (kind, m, n),
@@ -744,9 +761,11 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     let (kind, n, k) = match kind {
         Strategy::ImplicitGemm(g)
             if target.winograd() >= 2
-                && winograd::applies(&g, binfo.consts[1].is_some(), &epilogue)
+                && winograd::applies(&g, binfo.consts[1].is_some(), &portable)
                 && winograd::saves_multiplies(&g, winograd::choose_r(&g, target.winograd())) =>
         {
+            epilogue = portable.clone();
+            rest = portable_rest;
             let r = winograd::choose_r(&g, target.winograd());
             let wg = winograd::winograd_geometry(&g, r);
             let c = g.c;
@@ -760,6 +779,11 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         {
             epilogue = small_map::epilogue(&epilogue);
             (Strategy::SmallMap, n, k)
+        }
+        Strategy::Depthwise(g) => {
+            epilogue = portable.clone();
+            rest = portable_rest;
+            (Strategy::Depthwise(g), n, k)
         }
         kind => (kind, n, k),
     };

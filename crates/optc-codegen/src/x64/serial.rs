@@ -114,7 +114,19 @@ pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: V
     }
 }
 
-/// Serial work after the tasks: Gemm's general C term and fused steps the tile store skipped.
+impl KernelPlan {
+    /// Whether work follows the tasks (Gemm's general C term, fused steps the tiles skipped).
+    pub fn has_post(&self, info: &NodeInfo) -> bool {
+        let steps = match info.op {
+            Op::Fused { steps, .. } => steps.len(),
+            _ => 0,
+        };
+        self.gemm_c_post.is_some() || self.rest < steps
+    }
+}
+
+/// The work after the tasks: Gemm's general C term and fused steps the tile store skipped
+/// (on all of the output, or on a task's slice of it with `Emitter::partition`).
 pub(crate) fn emit_post(
     e: &mut Emitter,
     info: &NodeInfo,

@@ -221,7 +221,7 @@ pub fn square_window(k: usize, s: usize, p: usize) -> Window {
 }
 
 /// Fused steps by name, appending the inputs they read to `ins`: "relu", "relu6",
-/// "sigmoid", "res" (adds a graph input of type `out`, on the right unless `res_swap`) and
+/// "sigmoid", "hardswish", "silu", "res" (adds a graph input of type `out`, on the right unless `res_swap`) and
 /// "bias" (adds a constant of shape `bias`).
 pub fn fused_steps(
     g: &mut Graph,
@@ -246,6 +246,8 @@ pub fn fused_steps(
             "relu" => FusedStep::Unary(UnaryOp::Relu),
             "relu6" => FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 }),
             "sigmoid" => FusedStep::Unary(UnaryOp::Sigmoid),
+            "hardswish" => FusedStep::Unary(UnaryOp::HardSwish),
+            "silu" => FusedStep::Unary(UnaryOp::Silu),
             "res" => {
                 let r = g.add_input("r", out.clone());
                 add(ins, r, res_swap)

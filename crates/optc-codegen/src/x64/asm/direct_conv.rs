@@ -63,6 +63,7 @@ impl DirectConvKey {
             && ow.is_multiple_of(16)
             && ow > 0
             && !epilogue.contains(&Epilogue::Residual)
+            && !epilogue.iter().any(Epilogue::gemm_only)
     }
 
     pub fn symbol(&self) -> String {

@@ -332,8 +332,51 @@ impl Machine {
                     }
                     self.vdst(&i, r);
                 }
+                Mnemonic::Vfmadd213ps => {
+                    let acc = self.zmm[Self::zi(i.op0_register())];
+                    let a = self.vsrc(&i, 1, 0xffff);
+                    let b = self.vsrc(&i, 2, 0xffff);
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        r[l] = f32::from_bits(acc[l])
+                            .mul_add(f32::from_bits(a[l]), f32::from_bits(b[l]))
+                            .to_bits();
+                    }
+                    self.vdst(&i, r);
+                }
+                Mnemonic::Vpsubd => {
+                    let (a, b) = (self.vsrc(&i, 1, 0xffff), self.vsrc(&i, 2, 0xffff));
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        r[l] = a[l].wrapping_sub(b[l]);
+                    }
+                    self.vdst(&i, r);
+                }
+                Mnemonic::Vpslld => {
+                    let a = self.vsrc(&i, 1, 0xffff);
+                    let s = i.immediate(2) as u32;
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        r[l] = if s > 31 { 0 } else { a[l] << s };
+                    }
+                    self.vdst(&i, r);
+                }
+                // Only the ordered greater-than predicate (`_CMP_GT_OQ`), into an opmask.
+                Mnemonic::Vcmpps => {
+                    assert_eq!(i.immediate(3), 0x1e, "emulator: vcmpps predicate");
+                    let (a, b) = (self.vsrc(&i, 1, 0xffff), self.vsrc(&i, 2, 0xffff));
+                    let mut m = 0u16;
+                    for l in 0..16 {
+                        if f32::from_bits(a[l]) > f32::from_bits(b[l]) {
+                            m |= 1 << l;
+                        }
+                    }
+                    self.k[Self::ki(i.op0_register())] = m;
+                }
+                Mnemonic::Vsubps => self.lanes(&i, |a, b| a - b),
                 Mnemonic::Vaddps => self.lanes(&i, |a, b| a + b),
                 Mnemonic::Vmulps => self.lanes(&i, |a, b| a * b),
+                Mnemonic::Vdivps => self.lanes(&i, |a, b| a / b),
                 // x86 semantics: the second source unless the first is strictly greater/less.
                 Mnemonic::Vmaxps => self.lanes(&i, |a, b| if a > b { a } else { b }),
                 Mnemonic::Vminps => self.lanes(&i, |a, b| if a < b { a } else { b }),

@@ -18,6 +18,23 @@ pub(crate) enum Epilogue {
     Residual,
     /// `*= s` (f32 bit pattern)
     Scale(u32),
+    /// `x * clamp(x / 6 + 0.5, 0, 1)`, rounded as the interpreter does (a division, an
+    /// addition, the clamp, a multiplication). GEMM microkernels only (see
+    /// [`Epilogue::gemm_only`]).
+    HardSwish,
+    /// `x * sigmoid(x)` (SiLU), the sigmoid as `Emitter::sigmoid` computes it (`exp` by
+    /// Cody-Waite reduction and a degree-7 polynomial, then `1 / (1 + e)`). AVX-512 GEMM
+    /// microkernels only.
+    Silu,
+}
+
+impl Epilogue {
+    /// Whether only the GEMM microkernels (AVX2 and AVX-512) apply this step: the sparse,
+    /// Winograd, depthwise and direct-conv kernels end their epilogue before it, and the
+    /// steps from there run after their tiles.
+    pub fn gemm_only(&self) -> bool {
+        matches!(self, Epilogue::HardSwish | Epilogue::Silu)
+    }
 }
 
 /// The epilogue's part of a kernel symbol.
@@ -31,6 +48,8 @@ pub(crate) fn epilogue_symbol(epilogue: &[Epilogue]) -> String {
             Epilogue::Clip(a, b) => s.push_str(&format!("_clip{a:08x}{b:08x}")),
             Epilogue::Residual => s.push_str("_res"),
             Epilogue::Scale(a) => s.push_str(&format!("_s{a:08x}")),
+            Epilogue::HardSwish => s.push_str("_hswish"),
+            Epilogue::Silu => s.push_str("_silu"),
         }
     }
     s
@@ -75,6 +94,7 @@ pub(crate) fn epilogue_pointwise(
         Epilogue::BiasRow | Epilogue::BiasCol | Epilogue::Residual => {
             unreachable!("not a pointwise epilogue step")
         }
+        Epilogue::HardSwish | Epilogue::Silu => unreachable!("a GEMM-only epilogue step"),
     }
     Ok(())
 }

@@ -300,7 +300,9 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                     }
                 }
             }
-            Epilogue::Scale(_) => unreachable!("int8 kernels have no scale step"),
+            Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => {
+                unreachable!("int8 kernels have no scale or HardSwish step")
+            }
         }
     }
     store(&mut a, true)?;

@@ -314,7 +314,9 @@ fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> 
                                 y.max(f32::from_bits(lo)).min(f32::from_bits(hi))
                             }
                             Epilogue::Residual => y + res[o],
-                            Epilogue::Scale(_) => unreachable!(),
+                            Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => {
+                                unreachable!()
+                            }
                         };
                     }
                     y.to_bits()

@@ -22,6 +22,10 @@ fn ep_lists() -> Vec<Vec<Epilogue>> {
         vec![Epilogue::Clip(CLIP_LO, CLIP_HI)],
         vec![Epilogue::Residual],
         vec![Epilogue::Scale(SCALE)],
+        vec![Epilogue::HardSwish],
+        vec![Epilogue::BiasRow, Epilogue::HardSwish, Epilogue::Residual],
+        vec![Epilogue::Silu],
+        vec![Epilogue::BiasCol, Epilogue::Silu, Epilogue::Relu],
         vec![
             Epilogue::BiasCol,
             Epilogue::Residual,
@@ -56,6 +60,10 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
                 for partial in [false, true] {
                     for acc in [false, true] {
                         for epilogue in ep_lists() {
+                            // SiLU tiles are AVX-512 only.
+                            if isa == Isa::Avx2 && epilogue.contains(&Epilogue::Silu) {
+                                continue;
+                            }
                             v.push(MicrokernelKey {
                                 isa,
                                 mr,
@@ -78,6 +86,9 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
         for mr in 1..=MR {
             for acc in [false, true] {
                 for epilogue in ep_lists() {
+                    if epilogue.contains(&Epilogue::Silu) {
+                        continue;
+                    }
                     let n = epilogue.len();
                     let res_last = |i: usize, e: &Epilogue| *e != Epilogue::Residual || i + 1 == n;
                     if epilogue
@@ -147,6 +158,12 @@ fn data_len(key: &MicrokernelKey) -> usize {
         .map(|e| match e {
             Epilogue::Clip(..) => 8,
             Epilogue::Scale(_) => 4,
+            // 6 as one float; AVX2: 0.5, 0 and 1 as 8-float vectors, AVX-512: one float each.
+            Epilogue::HardSwish if key.isa == Isa::Avx2 => 4 + 3 * 32,
+            Epilogue::HardSwish => 16,
+            // -1, the clamp bounds, magic, log2(e), ln 2 (2), the polynomial (6), 1, the
+            // exponent bias, the overflow bound, infinity.
+            Epilogue::Silu => 4 * 17,
             _ => 0,
         })
         .sum();
@@ -180,20 +197,30 @@ fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: us
     let accs = per_row * key.mr;
     let relu = eps(|e| *e == Epilogue::Relu);
     let clip = eps(|e| matches!(e, Epilogue::Clip(..)));
+    // HardSwish: per accumulator a division, an add, both clamps and the product.
+    let hswish = eps(|e| *e == Epilogue::HardSwish);
+    // SiLU: per accumulator the exp argument's clamps, 4 products (-x, r^2, y 2^n, x s) and
+    // the division 1 / (1 + e).
+    let silu = eps(|e| *e == Epilogue::Silu);
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vmaxps)),
-        (relu + clip) * accs,
+        (relu + clip + hswish + silu) * accs,
         "{s}: vmaxps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vminps)),
-        clip * accs,
+        (clip + hswish + silu) * accs,
         "{s}: vminps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vmulps)),
-        eps(|e| matches!(e, Epilogue::Scale(_))) * accs,
+        (eps(|e| matches!(e, Epilogue::Scale(_))) + hswish + 4 * silu) * accs,
         "{s}: vmulps"
+    );
+    assert_eq!(
+        count(ins, |i| vec_op(i, Mnemonic::Vdivps)),
+        (hswish + silu) * accs,
+        "{s}: vdivps"
     );
     let stores = count(ins, |i| {
         i.op_kind(0) == OpKind::Memory && i.mnemonic() != Mnemonic::Prefetcht0
@@ -232,10 +259,14 @@ fn avx512_kernels_decode_to_zmm_code() {
         }
         // The FMAs (4 unrolled steps + 1 remainder step per row): narrow, zmm accumulator +=
         // zmm B row * embedded f32 broadcast of A; wide, A broadcast once into a register
-        // for the FMAs of both panels.
+        // for the FMAs of both panels. (Into the accumulators, zmm0-11: the SiLU epilogue
+        // has FMAs of its own.)
         let fmas: Vec<_> = ins
             .iter()
-            .filter(|i| i.mnemonic() == Mnemonic::Vfmadd231ps)
+            .filter(|i| {
+                i.mnemonic() == Mnemonic::Vfmadd231ps
+                    && (i.op0_register() as usize) < Register::ZMM12 as usize
+            })
             .collect();
         let w = 1 + key.wide as usize;
         assert_eq!(fmas.len(), 5 * mr * w, "{s}");
@@ -269,9 +300,16 @@ fn avx512_kernels_decode_to_zmm_code() {
                 .iter()
                 .filter(|e| matches!(e, Epilogue::Scale(_)))
                 .count();
+            // SiLU: 4 per accumulator (magic, the polynomial's first coefficient, infinity
+            // where exp overflows, 1 as the dividend).
+            let silu_steps = key
+                .epilogue
+                .iter()
+                .filter(|e| **e == Epilogue::Silu)
+                .count();
             assert_eq!(
                 count(&ins, |i| i.mnemonic() == Mnemonic::Vbroadcastss),
-                5 * mr + mr * row_bias_steps + 2 * clip + scale,
+                5 * mr + mr * row_bias_steps + 2 * clip + scale + 4 * silu_steps * mr * w,
                 "{s}: broadcasts"
             );
         }
@@ -302,13 +340,20 @@ fn avx512_kernels_decode_to_zmm_code() {
             );
             assert!(
                 ins.iter()
-                    .filter(|i| i.has_op_mask() && i.op_kind(0) != OpKind::Memory)
+                    .filter(|i| i.has_op_mask()
+                        && i.op_mask() == Register::K1
+                        && i.op_kind(0) != OpKind::Memory)
                     .all(|i| i.zeroing_masking()),
                 "{s}: merge-masked load"
             );
         } else {
+            // (SiLU's k2 marks where exp overflows.)
             assert_eq!(kmov, 0, "{s}");
-            assert!(ins.iter().all(|i| !i.has_op_mask()), "{s}");
+            assert!(
+                ins.iter()
+                    .all(|i| !i.has_op_mask() || i.op_mask() == Register::K2),
+                "{s}"
+            );
             // acc / residual add straight from memory, full width.
             let mem_adds = count(&ins, |i| {
                 i.mnemonic() == Mnemonic::Vaddps && is_mem(i) && !i.is_broadcast()
@@ -319,13 +364,25 @@ fn avx512_kernels_decode_to_zmm_code() {
                 "{s}"
             );
         }
-        // Row bias: broadcast adds (narrow; wide broadcasts into a register).
+        // Row bias: broadcast adds (narrow; wide broadcasts into a register). HardSwish adds
+        // its 0.5 by broadcast to each accumulator's `x / 6`.
         let row_bias = count(&ins, |i| {
             i.mnemonic() == Mnemonic::Vaddps && i.is_broadcast()
         });
+        let hswish = key
+            .epilogue
+            .iter()
+            .filter(|e| **e == Epilogue::HardSwish)
+            .count();
+        // SiLU adds 1 twice by broadcast (r + 1, 1 + e).
+        let silu = key
+            .epilogue
+            .iter()
+            .filter(|e| **e == Epilogue::Silu)
+            .count();
         assert_eq!(
             row_bias,
-            if key.wide { 0 } else { mr * row_bias_steps },
+            if key.wide { 0 } else { mr * row_bias_steps } + (hswish + 2 * silu) * mr * w,
             "{s}"
         );
     }
@@ -388,6 +445,40 @@ impl Quarters {
 
 fn bytes_of(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// SiLU step by step as the kernels compute it (and `Emitter::sigmoid`): the same
+/// operations, so that the tile compares exactly. Its accuracy is checked against the
+/// interpreter by the conv and MatMul tests.
+#[allow(clippy::excessive_precision, clippy::manual_clamp)]
+fn silu(x: f32) -> f32 {
+    let nx = -x;
+    // min/max as vminps/vmaxps with the bound second: a NaN gives the bound (clamp would
+    // give NaN), as the kernel does.
+    let xc = nx.min(88.72283).max(-86.64);
+    let magic = 12582912.0f32;
+    let t = xc.mul_add(std::f32::consts::LOG2_E, magic);
+    let n = t - magic;
+    let r = n.mul_add(-0.693359375, xc);
+    let r = n.mul_add(2.12194440e-4, r);
+    let mut p = 1.987_569_2e-4f32;
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5.000_000_1e-1,
+    ] {
+        p = p.mul_add(r, c);
+    }
+    let y = p.mul_add(r * r, r + 1.0);
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 126) << 23);
+    let e = if nx > 88.72284 {
+        f32::INFINITY
+    } else {
+        y * scale * 2.0
+    };
+    x * (1.0 / (1.0 + e))
 }
 
 /// Run one AVX-512 kernel in the interpreter and compare the tile with a scalar reference.
@@ -480,6 +571,8 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
                     Epilogue::Clip(lo, hi) => x.max(f32::from_bits(lo)).min(f32::from_bits(hi)),
                     Epilogue::Residual => x + res[o],
                     Epilogue::Scale(sc) => x * f32::from_bits(sc),
+                    Epilogue::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+                    Epilogue::Silu => silu(x),
                 };
             }
             assert_eq!(got, x, "{s} kc={kc} nr={nr}: C[{r}][{j}]");

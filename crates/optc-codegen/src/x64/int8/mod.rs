@@ -378,6 +378,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         bias_port.is_some(),
         false,
         !matches!(form, Form::Depthwise(_)),
+        None,
     );
     let (epilogue, step_bias_port, res_port, rest) =
         (tile.epilogue, tile.bias_port, tile.residual_port, tile.rest);
