@@ -106,13 +106,26 @@ fn conv_fused(x: &[usize], w: &[usize], window: Window, steps: &[&str], seed: u6
 
 /// Conv (+ bias) with fused steps, Winograd tiles up to `wino`.
 fn conv_fused_w(x: &[usize], w: &[usize], window: Window, steps: &[&str], seed: u64, wino: usize) {
+    conv_grouped(x, w, window, 1, steps, seed, wino)
+}
+
+/// Conv of `group` groups (+ bias) with fused steps, Winograd tiles up to `wino`.
+fn conv_grouped(
+    x: &[usize],
+    w: &[usize],
+    window: Window,
+    group: usize,
+    steps: &[&str],
+    seed: u64,
+    wino: usize,
+) {
     let window_c = window.clone();
     let mut rng = Rng::new(seed);
     let mut g = Graph::new();
     let xv = g.add_input("x", f(x));
     let wv = g.add_const("w", f32t(&mut rng, w));
     let bv = g.add_const("b", f32t(&mut rng, &[w[0]]));
-    let conv = Op::Conv { window, group: 1 };
+    let conv = Op::Conv { window, group };
     let oty = conv
         .infer(&[&f(x), &f(w), &f(&[w[0]])])
         .unwrap_or_else(|e| panic!("{e:?}"))[0]
@@ -151,7 +164,7 @@ fn conv_fused_w(x: &[usize], w: &[usize], window: Window, steps: &[&str], seed: 
         let bv = base.add_const("b", bt);
         let conv = Op::Conv {
             window: window_c,
-            group: 1,
+            group,
         };
         let y = base.add("conv", conv, &[xv, wv, bv]).unwrap();
         base.add_output("y", y);
@@ -1029,4 +1042,52 @@ fn silu_epilogue_over_the_range() {
     x[17] = f32::NEG_INFINITY;
     let inputs = [Tensor::new(vec![m, k], optc_ir::Data::F32(x)).unwrap()];
     check_all(&g, &inputs, TOL);
+}
+
+/// Grouped convs (not depthwise) on the implicit GEMM, one group per row part: 8 output
+/// channels per group (a 6-row tile and a 2-row one), depth over two K blocks, stride 2 with
+/// padding, two images, a grouped 1x1 conv, and fused steps in the tiles (residual, relu)
+/// and after them (sigmoid).
+#[test]
+fn conv_groups() {
+    let w3 = window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);
+    conv_grouped(&[1, 16, 9, 11], &[16, 8, 3, 3], w3.clone(), 2, &[], 61, 0);
+    conv_grouped(
+        &[2, 24, 10, 9],
+        &[48, 8, 3, 3],
+        w3.clone(),
+        3,
+        &["relu"],
+        62,
+        0,
+    );
+    conv_grouped(
+        &[1, 96, 8, 8],
+        &[32, 48, 3, 3],
+        w3.clone(),
+        2,
+        &["res", "relu"],
+        63,
+        0,
+    );
+    conv_grouped(
+        &[1, 32, 15, 14],
+        &[64, 8, 3, 3],
+        window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        4,
+        &["sigmoid"],
+        64,
+        0,
+    );
+    conv_grouped(
+        &[1, 40, 7, 7],
+        &[40, 8, 1, 1],
+        window(&[1, 1], &[1, 1], &[0; 4], &[1, 1]),
+        5,
+        &["res"],
+        65,
+        0,
+    );
+    // Winograd allowed: grouped convs stay on the implicit GEMM.
+    conv_grouped(&[1, 32, 12, 12], &[32, 16, 3, 3], w3, 2, &["relu"], 66, 4);
 }

@@ -4,7 +4,7 @@
 
 use super::asm::{MicrokernelKey, Routine, MR, NR};
 use super::kernel_plan::{ALayout, KernelPlan, Strategy, TailTile};
-use super::packing::{pack_a, pack_b_rt, pack_panels};
+use super::packing::{group_offset, pack_a, pack_b_rt, pack_panels};
 use super::tasks::KernelArgs;
 use super::{depthwise, int8, sparse};
 use crate::builder::{if_else, Emitter};
@@ -123,22 +123,20 @@ pub(super) fn conv_image(
     e.b.ins().iadd(x, io)
 }
 
-/// Pack the patches `[k0, k0 + kc)` of columns `col0 .. col0 + ncols` of image `img` into
-/// panels `[panel][kc][16]` at `dst`.
+/// Pack the patches `[k0, k0 + kc)` of columns `col0 .. col0 + ncols` of the (padded) image
+/// at `xb` into panels `[panel][kc][16]` at `dst`.
 #[allow(clippy::too_many_arguments)]
 fn pack_patches(
     e: &mut Emitter,
-    p: &KernelPlan,
     g: &ConvGeometry,
     c: &KernelArgs,
     dst: Value,
-    img: Value,
+    xb: Value,
     col0: Value,
     ncols: usize,
     k0: Value,
     kc: usize,
 ) {
-    let xb = conv_image(e, p, g, c, img);
     if conv_is_gemm(g) {
         // 1x1, stride 1, unpadded: the input is already B[C][H*W], row-major.
         let hw = (g.h * g.w * 4) as i64;
@@ -193,15 +191,16 @@ pub(super) fn emit_pack_patches(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs,
     // The block's depth and the unit's columns are compile-time sizes: branch on the last.
     let last_kb = e.b.ins().icmp_imm_s(IntCC::Equal, kbi, nkb as i64 - 1);
     let last_unit = e.b.ins().icmp_imm_s(IntCC::Equal, ci, upi as i64 - 1);
+    let xb = conv_image(e, p, g, c, img);
     let for_depth = |e: &mut Emitter, kc: usize| {
         if last_cols == full_cols {
-            pack_patches(e, p, g, c, dst, img, col0, full_cols, k0, kc);
+            pack_patches(e, g, c, dst, xb, col0, full_cols, k0, kc);
         } else {
             if_else(
                 e,
                 last_unit,
-                &mut |e| pack_patches(e, p, g, c, dst, img, col0, last_cols, k0, kc),
-                &mut |e| pack_patches(e, p, g, c, dst, img, col0, full_cols, k0, kc),
+                &mut |e| pack_patches(e, g, c, dst, xb, col0, last_cols, k0, kc),
+                &mut |e| pack_patches(e, g, c, dst, xb, col0, full_cols, k0, kc),
             );
         }
     };
@@ -250,7 +249,17 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
             (patches_at(e, p, c, img, ci, k0), (kc * NR * 4) as i64)
         }
         Strategy::ImplicitGemm(g) => {
-            pack_patches(e, p, g, c, pack, img, col0, ncols, k0, kc);
+            // A grouped conv: the patches of this part's group of input channels.
+            let xb = conv_image(e, p, g, c, img);
+            let xb = match p.group_rows() {
+                Some(rows) => {
+                    let gi = e.b.ins().udiv_imm_u(row0, rows as i64);
+                    let go = e.b.ins().imul_imm_s(gi, group_offset(g, 1));
+                    e.b.ins().iadd(xb, go)
+                }
+                None => xb,
+            };
+            pack_patches(e, g, c, pack, xb, col0, ncols, k0, kc);
             (pack, (kc * NR * 4) as i64)
         }
         Strategy::GemmRuntimeB { b_image, .. } => {

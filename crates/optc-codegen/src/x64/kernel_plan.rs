@@ -202,6 +202,32 @@ impl KernelPlan {
             _ => 0,
         }
     }
+    /// A grouped conv's output channels per group (`None` for other nodes): its row parts
+    /// are its groups, each an implicit GEMM of the group's weights and the patches of the
+    /// group's input channels.
+    pub(super) fn group_rows(&self) -> Option<usize> {
+        match &self.kind {
+            Strategy::ImplicitGemm(g) if g.groups > 1 => Some(g.mg),
+            _ => None,
+        }
+    }
+    /// The row tiles `(first row, rows)` of the microkernel calls, in the order of the
+    /// driver (`gemm::emit_kblock`): per row part, per M block of `mc` rows, tiles of `MR`
+    /// and the block's remainder. (Without groups, the parts and blocks are multiples of
+    /// `MR` but the last: tiles of `MR` over all rows.)
+    pub(super) fn row_tiles(&self) -> Vec<(usize, usize)> {
+        let mut v = vec![];
+        for part in (0..self.m).step_by(self.mrows.max(1)) {
+            let part_end = (part + self.mrows).min(self.m);
+            for block in (part..part_end).step_by(self.mc.max(1)) {
+                let block_end = (block + self.mc).min(part_end);
+                for t in (block..block_end).step_by(MR) {
+                    v.push((t, MR.min(block_end - t)));
+                }
+            }
+        }
+        v
+    }
     /// Whether a conv split by rows packs its patches once, before the tasks, into the
     /// node's scratch (every K block of every column unit, in parallel parts: see
     /// [`super::gemm::emit_pack_patches`]), rather than once per row part. Small maps (7x7,
@@ -211,6 +237,9 @@ impl KernelPlan {
         let Strategy::ImplicitGemm(g) = &self.kind else {
             return false;
         };
+        if g.groups > 1 {
+            return false;
+        }
         let last_cols = self.n - (self.units_per_img() - 1) * self.chunk;
         let last_rows = self.m - (self.mparts() - 1) * self.mrows;
         let direct = [self.chunk.min(self.n), last_cols].iter().any(|&nc| {
@@ -674,10 +703,13 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
                 .and_then(|w| w.as_f32())
                 .is_some_and(|w| w.iter().all(|x| x.is_finite()));
             let dw = g.groups > 1 && g.cg == 1 && g.mg == 1 && finite_weight;
-            if g.groups != 1 && !dw {
+            // Grouped convs (not depthwise): an implicit GEMM per group, one group per row
+            // part (see `KernelPlan::group_rows`), with constant weights.
+            let grouped = g.groups > 1 && !dw;
+            if grouped && binfo.consts[1].is_none() {
                 return Ok(None);
             }
-            let (m, n, k) = (g.m, g.oh * g.ow, g.c * g.kh * g.kw);
+            let (m, n, k) = (g.m, g.oh * g.ow, g.cg * g.kh * g.kw);
             if m * n * g.n == 0 || k == 0 {
                 return Ok(None);
             }
@@ -840,6 +872,8 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     } else if let Strategy::Depthwise(_) = p.kind {
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
+    } else if let Some(rows) = p.group_rows() {
+        p.mrows = rows;
     } else if cu < 8 && m >= 2 * 4 * MR {
         let want = 8usize.div_ceil(cu);
         // Every row part packs its own copy of B: keep parts >= 48 rows when B is packed

@@ -55,19 +55,20 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
                     .as_ref()
                     .and_then(|w| w.as_f32())
                     .ok_or_else(|| info.err("conv weight is not constant f32"))?;
-                // K block by K block (each `m x kc` at `k0 m`), row tile by row tile (tile
-                // `t` at `t MR kc`, `[kc][mr]`): the row tiles a K block's microkernels read
-                // one after another are one contiguous stream.
+                // K block by K block (each `m x kc` at `k0 m`), row tile by row tile (the
+                // tile of rows from `r` at `r kc`, `[kc][mr]`): the row tiles a K block's
+                // microkernels read one after another are one contiguous stream. (A grouped
+                // conv's rows are its groups' weights, `k` deep each.)
                 let (m, k) = (p.m, p.k);
                 let mut out = vec![0f32; m * k];
+                let tiles = p.row_tiles();
                 let mut k0 = 0;
                 for kc in p.kblocks() {
                     let block = &mut out[k0 * m..(k0 + kc) * m];
-                    for t in 0..m.div_ceil(MR) {
-                        let mr = MR.min(m - t * MR);
+                    for &(r0, mr) in &tiles {
                         for kk in 0..kc {
                             for r in 0..mr {
-                                block[t * MR * kc + kk * mr + r] = w[(t * MR + r) * k + k0 + kk];
+                                block[r0 * kc + kk * mr + r] = w[(r0 + r) * k + k0 + kk];
                             }
                         }
                     }
@@ -80,13 +81,19 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
     }
 }
 
+/// Bytes from an image's first input channel to group `gi`'s (0 without groups).
+pub(super) fn group_offset(g: &ConvGeometry, gi: usize) -> i64 {
+    (gi * g.cg * g.hp * g.wp * 4) as i64
+}
+
 /// The patch tables of a conv's panel packing ([`pack_panels`]): each tap's offset in the
 /// (padded) input image, each output pixel's window origin, and per 4 pixels whether they
 /// load contiguously.
 pub(super) fn conv_tables(p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> {
     let plane = g.hp * g.wp;
+    // (Over one group's input channels: a grouped conv's units start at their group's.)
     let mut koff: Vec<i64> = Vec::with_capacity(p.k);
-    for c in 0..g.c {
+    for c in 0..g.cg {
         for kh in 0..g.kh {
             for kw in 0..g.kw {
                 koff.push(((c * plane + kh * g.dh * g.wp + kw * g.dw) * 4) as i64);
@@ -112,7 +119,7 @@ pub(super) fn conv_tables(p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> {
     } else {
         g.c * g.h * g.w * 4
     } as i64;
-    let max_koff = koff.iter().copied().max().unwrap_or(0);
+    let max_koff = koff.iter().copied().max().unwrap_or(0) + group_offset(g, g.groups - 1);
     let contig: Vec<i64> = (0..np / 4)
         .map(|q| {
             let step = |d: i64| {

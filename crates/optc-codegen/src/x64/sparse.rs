@@ -492,7 +492,7 @@ pub(super) fn choose(
                 e,
             ))
         }
-        Strategy::ImplicitGemm(g) if n >= 8 => {
+        Strategy::ImplicitGemm(g) if n >= 8 && g.groups == 1 => {
             let nonzeros = nonzeros_if_sparse(mode, w, m, n, dense_gain)?;
             let kind = SparseKind::Conv(g.clone());
             Some((

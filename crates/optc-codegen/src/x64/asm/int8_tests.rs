@@ -138,9 +138,17 @@ fn int8_kernels_decode_to_their_scheme() {
                     i.op_count() > 0
                         && i.op_kind(0) == OpKind::Memory
                         && i.mnemonic() != Mnemonic::Nop
+                        && i.mnemonic() != Mnemonic::Prefetcht0
                 })
                 .count();
             assert_eq!(stores, accs, "{s}: stores");
+            // A conv's weights are prefetched ahead in the k loop; a matmul's are not.
+            let prefetches = count(&ins, Mnemonic::Prefetcht0);
+            assert_eq!(
+                prefetches > 0,
+                key.contraction == Contraction::Conv,
+                "{s}: prefetches"
+            );
             // The k loop (the target of its backward branch) starts on a 64-byte boundary.
             let back = ins
                 .iter()
