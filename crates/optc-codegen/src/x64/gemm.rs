@@ -3,7 +3,7 @@
 //! block's calls.
 
 use super::asm::{MicrokernelKey, Routine, MR, NR};
-use super::kernel_plan::{ALayout, KernelPlan, Strategy, TailTile};
+use super::kernel_plan::{ALayout, ColumnTile, KernelPlan, Strategy};
 use super::packing::{group_offset, pack_a, pack_b_rt, pack_panels};
 use super::tasks::KernelArgs;
 use super::{depthwise, int8, sparse};
@@ -322,7 +322,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
     // columns `cols` (the tile's shape and valid columns).
     let tile = |e: &mut Emitter,
                 mr: usize,
-                cols: TailTile,
+                cols: ColumnTile,
                 ablk: Value,
                 arow: Value,
                 crow: Value,
@@ -385,7 +385,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
     };
     // Rows of one M block at row offset (a, c, bias) with `mc` rows, all panels.
     let mblock = |e: &mut Emitter, mc: usize, ar: Value, cr: Value, br: Value| {
-        let panel = |e: &mut Emitter, cols: TailTile, bp: Value, colb: Value| {
+        let panel = |e: &mut Emitter, cols: ColumnTile, bp: Value, colb: Value| {
             let nfull = mc / MR;
             e.loop_offsets(
                 nfull as i64,
@@ -407,7 +407,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         }
         let zc = e.int_const(0);
         let per = if tiles.wide { 2 } else { 1 };
-        let whole = TailTile {
+        let whole = ColumnTile {
             panel: 0,
             wide: tiles.wide,
             half: false,

@@ -57,24 +57,25 @@ pub(super) enum ALayout {
 }
 
 /// The tiles over a unit's columns: `count` tiles of `NR` columns (`2 NR` when `wide`), one
-/// panel (two when wide) apart, then at most one tail tile.
+/// panel (two when wide) apart, then at most one last tile (`tail`).
 pub(super) struct ColumnTiles {
     pub wide: bool,
     pub count: usize,
-    pub tail: Option<TailTile>,
+    pub tail: Option<ColumnTile>,
 }
 
-/// The last tile of a unit's columns: from panel `panel`, `valid` columns (partial when not
-/// all of its `NR` or `2 NR`).
+/// The columns of a microkernel tile: from panel `panel` (relative to the unit), one panel
+/// or two (`wide`, AVX-512), or the first 8 columns of one (`half`, AVX2); `valid` columns
+/// (partial when not all of its `NR` or `2 NR`).
 #[derive(Clone, Copy)]
-pub(super) struct TailTile {
+pub(super) struct ColumnTile {
     pub panel: usize,
     pub wide: bool,
     pub half: bool,
     pub valid: usize,
 }
 
-impl TailTile {
+impl ColumnTile {
     pub fn partial(&self) -> bool {
         self.valid < if self.wide { 2 * NR } else { NR }
     }
@@ -144,19 +145,19 @@ impl KernelPlan {
         if self.isa == Isa::Avx512 {
             let tail = match (full % 2 == 1, rest > 0) {
                 // The last full panel and the partial one: a partial wide tile.
-                (true, true) => Some(TailTile {
+                (true, true) => Some(ColumnTile {
                     panel: full - 1,
                     wide: true,
                     half: false,
                     valid: NR + rest,
                 }),
-                (true, false) => Some(TailTile {
+                (true, false) => Some(ColumnTile {
                     panel: full - 1,
                     wide: false,
                     half: false,
                     valid: NR,
                 }),
-                (false, true) => Some(TailTile {
+                (false, true) => Some(ColumnTile {
                     panel: full,
                     wide: false,
                     half: false,
@@ -173,7 +174,7 @@ impl KernelPlan {
             ColumnTiles {
                 wide: false,
                 count: full,
-                tail: (rest > 0).then(|| TailTile {
+                tail: (rest > 0).then(|| ColumnTile {
                     panel: full,
                     wide: false,
                     half: self.half_tail(rest),
