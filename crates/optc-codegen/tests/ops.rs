@@ -1103,6 +1103,19 @@ fn data_movement() {
             EXACT,
             8,
         );
+        // Outputs of >= 2^16 floats run in tasks, each a slice along dim 1 (8 parts).
+        for mode in [PadMode::Constant, PadMode::Reflect, PadMode::Edge] {
+            check_op(
+                Op::Pad {
+                    pads: vec![0, 0, 1, 2, 0, 0, 3, 1],
+                    mode,
+                    value: 0.5,
+                },
+                &[t(&[2, 8, 60, 70])],
+                EXACT,
+                9,
+            );
+        }
     }
 }
 

@@ -202,6 +202,12 @@ pub(super) fn lower_pad(
     }
     let ost = element_strides(&shape);
     let in_empty = info.ins[0].numel() == 0;
+    // A task's part of a split node: its slice along one dimension (`ops::parallel`).
+    let part = e
+        .partition
+        .clone()
+        .filter(|sp| sp.shape == shape)
+        .map(|sp| (sp.dim, shape[sp.dim] / sp.parts, sp.t));
     #[allow(clippy::too_many_arguments)]
     fn rec(
         e: &mut Emitter,
@@ -210,6 +216,7 @@ pub(super) fn lower_pad(
         tab_off: &[i64],
         ost: &[i64],
         es: i64,
+        part: Option<(usize, usize, Value)>,
         p: (Value, Value, Value),
         st: (Value, Value, Value),
         leaf: &mut dyn FnMut(&mut Emitter, Value, Value, Value),
@@ -222,8 +229,18 @@ pub(super) fn lower_pad(
         let (ooff, ioff, valid) = st;
         let step = ost[d] * es;
         let tstart = e.int_const(tab_off[d]);
+        // In a task's slice, this dimension runs over `[t n, (t + 1) n)` only.
+        let (count, ooff, tstart) = match part {
+            Some((dim, n, t)) if dim == d => {
+                let first = e.b.ins().imul_imm_s(t, n as i64);
+                let oo = e.b.ins().imul_imm_s(first, step);
+                let to = e.b.ins().imul_imm_s(first, 8);
+                (n, e.b.ins().iadd(ooff, oo), e.b.ins().iadd(tstart, to))
+            }
+            _ => (shape[d], ooff, tstart),
+        };
         e.loop_offsets(
-            shape[d] as i64,
+            count as i64,
             &[ooff, tstart],
             &[step, 8],
             &mut |e, _i, o| {
@@ -233,7 +250,18 @@ pub(super) fn lower_pad(
                 let z = e.int_const(0);
                 let t = e.b.ins().select(ok, t, z);
                 let io = e.b.ins().iadd(ioff, t);
-                rec(e, d + 1, shape, tab_off, ost, es, p, (o[0], io, v), leaf);
+                rec(
+                    e,
+                    d + 1,
+                    shape,
+                    tab_off,
+                    ost,
+                    es,
+                    part,
+                    p,
+                    (o[0], io, v),
+                    leaf,
+                );
             },
         );
     }
@@ -246,6 +274,7 @@ pub(super) fn lower_pad(
         &tab_off,
         &ost,
         es,
+        part,
         (x, out, tab),
         (z, z, t),
         &mut |e, ooff, ioff, valid| {

@@ -7,6 +7,7 @@ use optc_ir::{DType, Op, TensorType};
 /// along `dim` (elementwise nodes) or a block of rows (softmax, layernorm: `dim` 0).
 pub(crate) fn task_split(info: &NodeInfo) -> Option<(usize, usize)> {
     elementwise_split(info)
+        .or_else(|| pad_split(info))
         .or_else(|| softmax_split(info).map(|p| (0, p)))
         .or_else(|| layernorm_split(info).map(|p| (0, p)))
 }
@@ -48,6 +49,15 @@ pub(crate) fn output_split(o: &optc_ir::TensorType) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// A large f32 Pad (a ConvTranspose's zero-inserted input is one): slices of its output,
+/// each filled from the table of source offsets (`movement::lower_pad`).
+fn pad_split(info: &NodeInfo) -> Option<(usize, usize)> {
+    if !matches!(info.op, Op::Pad { .. }) || info.outs.len() != 1 {
+        return None;
+    }
+    output_split(&info.outs[0])
 }
 
 /// A softmax over contiguous rows worth splitting across threads: the number of parts (row
