@@ -137,27 +137,23 @@ impl<'a> KernelWriter<'a> {
                 };
             task_function = Some(task.define(module, ctx, fctx, &[], body)?);
         }
+        let nin = info.ins.len();
+        // The routines the plan calls (the task and prepare functions declare them).
+        let mut keys: Vec<(Routine, FuncId)> = vec![];
         if let Some(p) = plan {
             define_routines(module, &mut self.routines, entry_name, info, p)?;
+            keys = p
+                .routines()
+                .into_iter()
+                .map(|k| (k.clone(), self.routines[&k]))
+                .collect();
             if p.tasks > 1 {
-                let keys: Vec<_> = p
-                    .routines()
-                    .into_iter()
-                    .map(|k| (k.clone(), self.routines[&k]))
-                    .collect();
-                let nin = info.ins.len();
                 let body = &mut |e: &mut Emitter,
                                  params: &[Value],
                                  extra: &[Value],
                                  microkernels: &_,
                                  t| {
-                    let c = x64::KernelArgs {
-                        ins: &params[..nin],
-                        out: params[nin],
-                        scratch: params[nparams - 1],
-                        extra,
-                        microkernels,
-                    };
+                    let c = x64::KernelArgs::of_params(params, nin, extra, microkernels);
                     x64::emit_task(e, p, &c, t);
                     Ok(())
                 };
@@ -165,32 +161,17 @@ impl<'a> KernelWriter<'a> {
             }
         }
         // A node whose serial work before the tasks is split into parallel parts too (an int8
-        // node's activation quantization): a second task function, run first.
+        // node's activation quantization, a conv's shared patches): a second task function,
+        // run first.
         let mut prepare_function: Option<FuncId> = None;
         if let Some(p) = plan.filter(|p| p.prepare_parts() > 1) {
-            let keys: Vec<_> = p
-                .routines()
-                .into_iter()
-                .map(|k| (k.clone(), self.routines[&k]))
-                .collect();
-            let nin = info.ins.len();
             let prepare = TaskFunction {
-                info,
                 name: format!("{entry_name}_k{i}_prepare"),
-                data_ids: &data_ids,
-                runtime: self.runtime,
-                fma: self.target.fma,
-                nparams,
+                ..task
             };
             let body =
                 &mut |e: &mut Emitter, params: &[Value], extra: &[Value], microkernels: &_, t| {
-                    let c = x64::KernelArgs {
-                        ins: &params[..nin],
-                        out: params[nin],
-                        scratch: params[nparams - 1],
-                        extra,
-                        microkernels,
-                    };
+                    let c = x64::KernelArgs::of_params(params, nin, extra, microkernels);
                     x64::emit_prepare(e, p, &c, t);
                     Ok(())
                 };
@@ -203,24 +184,13 @@ impl<'a> KernelWriter<'a> {
             .filter(|p| p.has_post(info))
             .and_then(|p| output_split(&info.outs[0]).map(|s| (p, s)))
         {
-            let nin = info.ins.len();
             let post = TaskFunction {
-                info,
                 name: format!("{entry_name}_k{i}_post"),
-                data_ids: &data_ids,
-                runtime: self.runtime,
-                fma: self.target.fma,
-                nparams,
+                ..task
             };
             let body =
                 &mut |e: &mut Emitter, params: &[Value], extra: &[Value], microkernels: &_, t| {
-                    let c = x64::KernelArgs {
-                        ins: &params[..nin],
-                        out: params[nin],
-                        scratch: params[nparams - 1],
-                        extra,
-                        microkernels,
-                    };
+                    let c = x64::KernelArgs::of_params(params, nin, extra, microkernels);
                     e.partition = Some(Partition {
                         shape: info.outs[0].shape.clone(),
                         dim,
@@ -270,14 +240,7 @@ impl<'a> KernelWriter<'a> {
             }
             match plan {
                 Some(p) => {
-                    let nin = info.ins.len();
-                    let c = x64::KernelArgs {
-                        ins: &params[..nin],
-                        out: params[nin],
-                        scratch: params[nparams - 1],
-                        extra: &extra,
-                        microkernels: &microkernels,
-                    };
+                    let c = x64::KernelArgs::of_params(&params, nin, &extra, &microkernels);
                     x64::emit_pre(&mut e, info, p, &c)?;
                     if let (Some(pf), Some(pr)) = (prepare_ref, par_ref) {
                         call_parallel(&mut e, &params, pf, pr, p.prepare_parts());

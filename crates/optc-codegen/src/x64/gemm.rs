@@ -186,7 +186,7 @@ pub(super) fn emit_pack_patches(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs,
     let k0 = e.b.ins().imul_imm_s(kbi, p.kb() as i64);
     let col0 = e.b.ins().imul_imm_s(ci, p.chunk as i64);
     let dst = patches_at(e, p, c, img, ci, k0);
-    let last_cols = p.n - (upi - 1) * p.chunk;
+    let last_cols = p.last_unit_cols();
     let full_cols = p.chunk.min(p.n);
     // The block's depth and the unit's columns are compile-time sizes: branch on the last.
     let last_kb = e.b.ins().icmp_imm_s(IntCC::Equal, kbi, nkb as i64 - 1);

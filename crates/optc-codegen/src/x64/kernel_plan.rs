@@ -116,6 +116,14 @@ impl KernelPlan {
     pub(super) fn mparts(&self) -> usize {
         self.m.div_ceil(self.mrows)
     }
+    /// Columns of an image's last column unit (the others have `chunk`).
+    pub(super) fn last_unit_cols(&self) -> usize {
+        self.n - (self.units_per_img() - 1) * self.chunk
+    }
+    /// Rows of the last row part (the others have `mrows`).
+    pub(super) fn last_part_rows(&self) -> usize {
+        self.m - (self.mparts() - 1) * self.mrows
+    }
     /// Whether the generated code reads input `port` through its pointer: not the
     /// constant weights the plan packs at compile time (they live in `derived` data).
     pub fn reads_input(&self, port: usize) -> bool {
@@ -241,8 +249,8 @@ impl KernelPlan {
         if g.groups > 1 {
             return false;
         }
-        let last_cols = self.n - (self.units_per_img() - 1) * self.chunk;
-        let last_rows = self.m - (self.mparts() - 1) * self.mrows;
+        let last_cols = self.last_unit_cols();
+        let last_rows = self.last_part_rows();
         let direct = [self.chunk.min(self.n), last_cols].iter().any(|&nc| {
             [self.mrows, last_rows]
                 .iter()
@@ -360,8 +368,8 @@ impl KernelPlan {
             );
         }
         if let Strategy::ImplicitGemm(g) = &self.kind {
-            let last_cols = self.n - (self.units_per_img() - 1) * self.chunk;
-            let last_rows = self.m - (self.mparts() - 1) * self.mrows;
+            let last_cols = self.last_unit_cols();
+            let last_rows = self.last_part_rows();
             for ncols in [self.chunk, last_cols] {
                 for mrows in [self.mrows, last_rows] {
                     if let Some(k) = self.direct_conv_key(g, ncols, mrows) {
@@ -404,7 +412,7 @@ impl KernelPlan {
         if self.m >= MR {
             mrs.push(MR);
         }
-        let last_rows = self.m - (self.mparts() - 1) * self.mrows;
+        let last_rows = self.last_part_rows();
         for rows in [self.mrows, last_rows] {
             for mc in [self.mc.min(rows), rows % self.mc] {
                 if mc % MR != 0 && !mrs.contains(&(mc % MR)) {
@@ -414,7 +422,7 @@ impl KernelPlan {
         }
         // (wide, partial, half) of the tiles: the full ones, and the tails of a unit's columns.
         let mut parts = vec![];
-        let last = self.n - (self.units_per_img() - 1) * self.chunk;
+        let last = self.last_unit_cols();
         for ncols in [self.chunk.min(self.n), last] {
             let tiles = self.column_tiles(ncols);
             let mut add = |t| {

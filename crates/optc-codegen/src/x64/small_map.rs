@@ -231,7 +231,7 @@ pub(super) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
     let (lo, hi) = task_units(e, p, t);
     let (slot, tmp) = task_buffers(e, p, c);
     let mparts = p.mparts();
-    let last_rows = p.m - (mparts - 1) * p.mrows;
+    let last_rows = p.last_part_rows();
     e.loop_range(lo, hi, &mut |e, u| {
         let mp = e.b.ins().urem_imm_u(u, mparts as i64);
         let img = e.b.ins().udiv_imm_u(u, mparts as i64);

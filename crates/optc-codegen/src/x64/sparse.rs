@@ -226,12 +226,12 @@ pub(crate) fn routines(p: &KernelPlan, plan: &SparsePlan) -> Vec<Routine> {
     if plan.scalar {
         return vec![Routine::Sparse(key(p, plan, p.n, false))];
     }
-    let last = p.n - (p.units_per_img() - 1) * p.chunk;
+    let last = p.last_unit_cols();
     let mut r: Vec<Routine> = transpose_key(p, plan)
         .map(Routine::Transpose)
         .into_iter()
         .collect();
-    let last_rows = p.m - (p.mparts() - 1) * p.mrows;
+    let last_rows = p.last_part_rows();
     let mut add = |k: Routine| {
         if !r.contains(&k) {
             r.push(k);

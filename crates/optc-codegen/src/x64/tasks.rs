@@ -18,6 +18,25 @@ pub(crate) struct KernelArgs<'a> {
     pub microkernels: &'a HashMap<Routine, FuncRef>,
 }
 
+impl<'a> KernelArgs<'a> {
+    /// A node's kernel or task function arguments from its parameters: the `nin` inputs,
+    /// the output, and last the scratch.
+    pub(crate) fn of_params(
+        params: &'a [Value],
+        nin: usize,
+        extra: &'a [Value],
+        microkernels: &'a HashMap<Routine, FuncRef>,
+    ) -> Self {
+        KernelArgs {
+            ins: &params[..nin],
+            out: params[nin],
+            scratch: params[params.len() - 1],
+            extra,
+            microkernels,
+        }
+    }
+}
+
 impl KernelArgs<'_> {
     /// The GEMM microkernel `key` (declared by [`KernelPlan::routines`]).
     pub(super) fn microkernel(&self, key: MicrokernelKey) -> FuncRef {
@@ -142,8 +161,8 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
     let (slot, pack) = task_buffers(e, p, c);
     let upi = p.units_per_img();
     let mparts = p.mparts();
-    let last_cols = p.n - (upi - 1) * p.chunk;
-    let last_rows = p.m - (mparts - 1) * p.mrows;
+    let last_cols = p.last_unit_cols();
+    let last_rows = p.last_part_rows();
     e.loop_range(lo, hi, &mut |e, u| {
         let UnitAt {
             mp,

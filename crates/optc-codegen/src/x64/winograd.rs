@@ -178,7 +178,7 @@ pub(super) fn task_bytes(p: &KernelPlan, g: &ConvGeometry, r: usize) -> usize {
 
 /// The microkernels a Winograd node calls.
 pub(super) fn keys(p: &KernelPlan) -> Vec<MicrokernelKey> {
-    let last_rows = p.m - (p.m.div_ceil(p.mrows) - 1) * p.mrows;
+    let last_rows = p.last_part_rows();
     let mut mrs = vec![];
     for rows in [p.mrows, last_rows] {
         if rows >= MR && !mrs.contains(&MR) {
@@ -224,8 +224,8 @@ pub(super) fn emit_task(
     let win = e.b.ins().iadd_imm_s(mbuf, (wg.nxi * xstride(p)) as i64);
     let upi = p.units_per_img();
     let mparts = p.mparts();
-    let last_tiles = p.n - (upi - 1) * p.chunk;
-    let last_rows = p.m - (mparts - 1) * p.mrows;
+    let last_tiles = p.last_unit_cols();
+    let last_rows = p.last_part_rows();
     // The tile block whose V is in the buffer (-1: none yet).
     let have = e.b.declare_var(types::I64);
     let m1 = e.int_const(-1);

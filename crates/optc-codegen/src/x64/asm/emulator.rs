@@ -187,12 +187,28 @@ impl Machine {
             }
         }
     }
+    /// f32 lanes of both sources.
     fn lanes(&mut self, i: &Instruction, f: impl Fn(f32, f32) -> f32) {
+        self.dwords(i, |a, b| f(f32::from_bits(a), f32::from_bits(b)).to_bits());
+    }
+    /// Dword lanes of both sources.
+    fn dwords(&mut self, i: &Instruction, f: impl Fn(u32, u32) -> u32) {
         let a = self.vsrc(i, 1, 0xffff);
         let b = self.vsrc(i, 2, 0xffff);
         let mut r = [0; 16];
         for l in 0..16 {
-            r[l] = f(f32::from_bits(a[l]), f32::from_bits(b[l])).to_bits();
+            r[l] = f(a[l], b[l]);
+        }
+        self.vdst(i, r);
+    }
+    /// Dword lanes of the destination (an accumulator) and both sources.
+    fn ternary(&mut self, i: &Instruction, f: impl Fn(u32, u32, u32) -> u32) {
+        let d = self.zmm[Self::zi(i.op0_register())];
+        let a = self.vsrc(i, 1, 0xffff);
+        let b = self.vsrc(i, 2, 0xffff);
+        let mut r = [0; 16];
+        for l in 0..16 {
+            r[l] = f(d[l], a[l], b[l]);
         }
         self.vdst(i, r);
     }
@@ -258,14 +274,7 @@ impl Machine {
                 Mnemonic::Kmovw => {
                     self.k[Self::ki(i.op0_register())] = self.reg(i.op1_register()) as u16;
                 }
-                Mnemonic::Vpxord => {
-                    let (a, b) = (self.vsrc(&i, 1, 0xffff), self.vsrc(&i, 2, 0xffff));
-                    let mut r = [0; 16];
-                    for l in 0..16 {
-                        r[l] = a[l] ^ b[l];
-                    }
-                    self.vdst(&i, r);
-                }
+                Mnemonic::Vpxord => self.dwords(&i, |a, b| a ^ b),
                 Mnemonic::Vmovups
                 | Mnemonic::Vmovdqu32
                 | Mnemonic::Vmovdqa32
@@ -285,70 +294,27 @@ impl Machine {
                         self.vdst(&i, v);
                     }
                 }
-                Mnemonic::Vfmadd231ps => {
-                    let acc = self.zmm[Self::zi(i.op0_register())];
-                    let a = self.vsrc(&i, 1, 0xffff);
-                    let b = self.vsrc(&i, 2, 0xffff);
-                    let mut r = [0; 16];
-                    for l in 0..16 {
-                        r[l] = f32::from_bits(a[l])
-                            .mul_add(f32::from_bits(b[l]), f32::from_bits(acc[l]))
-                            .to_bits();
-                    }
-                    self.vdst(&i, r);
-                }
+                Mnemonic::Vfmadd231ps => self.ternary(&i, |d, a, b| fma(a, b, d)),
+                Mnemonic::Vfmadd213ps => self.ternary(&i, fma),
                 // Per dword lane: + the 4 products of unsigned bytes of the first source and
                 // signed bytes of the second, without saturation (wrapping i32).
-                Mnemonic::Vpdpbusd => {
-                    let acc = self.zmm[Self::zi(i.op0_register())];
-                    let a = self.vsrc(&i, 1, 0xffff);
-                    let b = self.vsrc(&i, 2, 0xffff);
-                    let mut r = [0; 16];
-                    for l in 0..16 {
-                        let mut s = acc[l] as i32;
-                        for j in 0..4 {
-                            let u = (a[l] >> (8 * j)) as u8 as i32;
-                            let v = (b[l] >> (8 * j)) as u8 as i8 as i32;
-                            s = s.wrapping_add(u * v);
-                        }
-                        r[l] = s as u32;
+                Mnemonic::Vpdpbusd => self.ternary(&i, |acc, a, b| {
+                    let mut s = acc as i32;
+                    for j in 0..4 {
+                        let u = (a >> (8 * j)) as u8 as i32;
+                        let v = (b >> (8 * j)) as u8 as i8 as i32;
+                        s = s.wrapping_add(u * v);
                     }
-                    self.vdst(&i, r);
-                }
-                Mnemonic::Vpaddd => {
-                    let (a, b) = (self.vsrc(&i, 1, 0xffff), self.vsrc(&i, 2, 0xffff));
-                    let mut r = [0; 16];
-                    for l in 0..16 {
-                        r[l] = a[l].wrapping_add(b[l]);
-                    }
-                    self.vdst(&i, r);
-                }
+                    s as u32
+                }),
+                Mnemonic::Vpaddd => self.dwords(&i, u32::wrapping_add),
+                Mnemonic::Vpsubd => self.dwords(&i, u32::wrapping_sub),
                 // i32 to f32, rounded to nearest even (MXCSR's default, Rust's `as`).
                 Mnemonic::Vcvtdq2ps => {
                     let a = self.vsrc(&i, 1, 0xffff);
                     let mut r = [0; 16];
                     for l in 0..16 {
                         r[l] = (a[l] as i32 as f32).to_bits();
-                    }
-                    self.vdst(&i, r);
-                }
-                Mnemonic::Vfmadd213ps => {
-                    let acc = self.zmm[Self::zi(i.op0_register())];
-                    let a = self.vsrc(&i, 1, 0xffff);
-                    let b = self.vsrc(&i, 2, 0xffff);
-                    let mut r = [0; 16];
-                    for l in 0..16 {
-                        r[l] = f32::from_bits(acc[l])
-                            .mul_add(f32::from_bits(a[l]), f32::from_bits(b[l]))
-                            .to_bits();
-                    }
-                    self.vdst(&i, r);
-                }
-                Mnemonic::Vpsubd => {
-                    let (a, b) = (self.vsrc(&i, 1, 0xffff), self.vsrc(&i, 2, 0xffff));
-                    let mut r = [0; 16];
-                    for l in 0..16 {
-                        r[l] = a[l].wrapping_sub(b[l]);
                     }
                     self.vdst(&i, r);
                 }
@@ -389,4 +355,11 @@ impl Machine {
         }
         panic!("emulator: no ret after {limit} instructions");
     }
+}
+
+/// `a * b + c` of f32 bit patterns, rounded once.
+fn fma(a: u32, b: u32, c: u32) -> u32 {
+    f32::from_bits(a)
+        .mul_add(f32::from_bits(b), f32::from_bits(c))
+        .to_bits()
 }

@@ -40,9 +40,10 @@
 //! Channels are the columns of a matmul tile and the rows of a conv tile.
 
 use super::epilogue::{epilogue_symbol, Epilogue};
+use super::gemm::PREFETCH_A;
 use super::int8_avx2::assemble_avx2;
 use super::int8_vnni::assemble_vnni;
-use iced_x86::code_asm::{CodeAssembler, CodeLabel};
+use iced_x86::code_asm::{byte_ptr, rdi, CodeAssembler, CodeLabel};
 use iced_x86::{BlockEncoderOptions, IcedError};
 
 /// How the kernel sums u8 x s8 products (see the module docs).
@@ -160,6 +161,15 @@ pub(crate) const INT8_ALIGN: u64 = 64;
 /// Assemble `build(pad)` with the NOP padding `pad` that starts its k loop (the returned
 /// label) on a 64-byte boundary of the kernel (itself 64-byte aligned): measured on Zen 3,
 /// the 6x16 `BytePairs` kernel runs 20-25% slower at some loop placements.
+/// A conv's packed weights (at `rdi`) stream from memory: the k loop prefetches them
+/// ahead, as the f32 microkernels do ([`PREFETCH_A`]), every line of an iteration's `bytes`.
+pub(super) fn prefetch_weights(a: &mut CodeAssembler, bytes: i32) -> Result<(), IcedError> {
+    for line in 0..(bytes as usize).div_ceil(64) as i32 {
+        a.prefetcht0(byte_ptr(rdi + (PREFETCH_A + 64 * line)))?;
+    }
+    Ok(())
+}
+
 pub(super) fn assemble_loop_aligned(
     build: &dyn Fn(usize) -> Result<(CodeAssembler, CodeLabel), IcedError>,
 ) -> Result<Vec<u8>, IcedError> {

@@ -9,8 +9,8 @@
 //! `k1 = (1 << nr) - 1`. GPRs as in the AVX2 kernel (`int8_avx2.rs`).
 
 use super::epilogue::Epilogue;
-use super::gemm::{row, PREFETCH_A};
-use super::int8::{assemble_loop_aligned, Contraction, Int8Key, Scheme};
+use super::gemm::row;
+use super::int8::{assemble_loop_aligned, prefetch_weights, Contraction, Int8Key, Scheme};
 use super::registers::zmm;
 use iced_x86::code_asm::*;
 
@@ -112,11 +112,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
     }
     a.set_label(&mut l2)?;
     if !matmul {
-        // A conv's packed weights stream from memory: prefetch them ahead, as the f32
-        // microkernels do (`gemm::PREFETCH_A`; the lines of an iteration's `2 ga` bytes).
-        for line in 0..(2 * ga as usize).div_ceil(64) as i32 {
-            a.prefetcht0(byte_ptr(rdi + (PREFETCH_A + 64 * line)))?;
-        }
+        prefetch_weights(&mut a, 2 * ga)?;
     }
     group(&mut a, 0)?;
     group(&mut a, 1)?;

@@ -171,6 +171,11 @@ fn data_len(key: &MicrokernelKey) -> usize {
     consts + mask_tab
 }
 
+/// How many of `key`'s epilogue steps satisfy `f`.
+fn steps(key: &MicrokernelKey, f: fn(&Epilogue) -> bool) -> usize {
+    key.epilogue.iter().filter(|e| f(e)).count()
+}
+
 /// Common shape: complete decode, ends in `vzeroupper; ret`, then only the data.
 fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: usize) {
     let s = key.symbol();
@@ -186,7 +191,7 @@ fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: us
             assert!((i.near_branch_target() as usize) < end, "{s}");
         }
     }
-    let eps = |e: fn(&Epilogue) -> bool| key.epilogue.iter().filter(|x| e(x)).count();
+    let eps = |e: fn(&Epilogue) -> bool| steps(key, e);
     let vec_op = |i: &Instruction, m: Mnemonic| i.mnemonic() == m;
     // Relu: one vmax per accumulator; Clip: one vmax and one vmin per accumulator.
     let per_row = if (key.isa == Isa::Avx2 && !key.half) || key.wide {
@@ -283,33 +288,18 @@ fn avx512_kernels_decode_to_zmm_code() {
                 assert_eq!(i.memory_size(), iced_x86::MemorySize::Broadcast512_Float32);
             }
         }
-        let row_bias_steps = key
-            .epilogue
-            .iter()
-            .filter(|e| **e == Epilogue::BiasRow)
-            .count();
+        let row_bias_steps = steps(&key, |e| *e == Epilogue::BiasRow);
+        let hswish = steps(&key, |e| *e == Epilogue::HardSwish);
+        let silu = steps(&key, |e| *e == Epilogue::Silu);
         if key.wide {
-            // Every A broadcast and every row bias: a vbroadcastss.
-            let clip = key
-                .epilogue
-                .iter()
-                .filter(|e| matches!(e, Epilogue::Clip(..)))
-                .count();
-            let scale = key
-                .epilogue
-                .iter()
-                .filter(|e| matches!(e, Epilogue::Scale(_)))
-                .count();
-            // SiLU: 4 per accumulator (magic, the polynomial's first coefficient, infinity
-            // where exp overflows, 1 as the dividend).
-            let silu_steps = key
-                .epilogue
-                .iter()
-                .filter(|e| **e == Epilogue::Silu)
-                .count();
+            // Every A broadcast and every row bias: a vbroadcastss. SiLU: 4 per accumulator
+            // (magic, the polynomial's first coefficient, infinity where exp overflows, 1 as
+            // the dividend).
+            let clip = steps(&key, |e| matches!(e, Epilogue::Clip(..)));
+            let scale = steps(&key, |e| matches!(e, Epilogue::Scale(_)));
             assert_eq!(
                 count(&ins, |i| i.mnemonic() == Mnemonic::Vbroadcastss),
-                5 * mr + mr * row_bias_steps + 2 * clip + scale + 4 * silu_steps * mr * w,
+                5 * mr + mr * row_bias_steps + 2 * clip + scale + 4 * silu * mr * w,
                 "{s}: broadcasts"
             );
         }
@@ -366,20 +356,10 @@ fn avx512_kernels_decode_to_zmm_code() {
         }
         // Row bias: broadcast adds (narrow; wide broadcasts into a register). HardSwish adds
         // its 0.5 by broadcast to each accumulator's `x / 6`.
+        // SiLU adds 1 twice by broadcast (r + 1, 1 + e).
         let row_bias = count(&ins, |i| {
             i.mnemonic() == Mnemonic::Vaddps && i.is_broadcast()
         });
-        let hswish = key
-            .epilogue
-            .iter()
-            .filter(|e| **e == Epilogue::HardSwish)
-            .count();
-        // SiLU adds 1 twice by broadcast (r + 1, 1 + e).
-        let silu = key
-            .epilogue
-            .iter()
-            .filter(|e| **e == Epilogue::Silu)
-            .count();
         assert_eq!(
             row_bias,
             if key.wide { 0 } else { mr * row_bias_steps } + (hswish + 2 * silu) * mr * w,

@@ -542,7 +542,7 @@ fn q_form_groups(p: &KernelPlan) -> Option<(usize, usize)> {
 /// The row-tile heights the units of `p` use (full `MR` tiles and the remainders of M blocks).
 fn tile_heights(p: &KernelPlan) -> Vec<usize> {
     let mut v = vec![];
-    let last_rows = p.m - (p.mparts() - 1) * p.mrows;
+    let last_rows = p.last_part_rows();
     for rows in [p.mrows, last_rows] {
         let mut blocks = vec![p.mc; rows / p.mc];
         if rows % p.mc > 0 {
@@ -594,7 +594,7 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
             }
         }
     }
-    let last = p.n - (p.units_per_img() - 1) * p.chunk;
+    let last = p.last_unit_cols();
     let mut partial = vec![false];
     if !last.is_multiple_of(NR) || !p.chunk.is_multiple_of(NR) {
         partial.push(true);
