@@ -162,6 +162,7 @@ fn host_has(feature: &str) -> bool {
         "has_avx512f" => std::is_x86_feature_detected!("avx512f"),
         "has_avx512vl" => std::is_x86_feature_detected!("avx512vl"),
         "has_avx512dq" => std::is_x86_feature_detected!("avx512dq"),
+        "has_avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
         _ => false,
     }
 }
@@ -476,6 +477,19 @@ impl Target {
         self.has_avx2_fma() && has
     }
 
+    /// Whether the int8 kernels may use AVX-512 VNNI (`vpdpbusd`: four u8 x s8 products summed
+    /// into an i32 lane, no intermediate saturation): on `x86_64-avx512` (which requires it,
+    /// see [`AVX512`]) and on `native` when the host has the AVX-512 microkernels and VNNI.
+    /// Without it the int8 kernels pair bytes (`vpmaddubsw`) or words (`vpmaddwd`).
+    pub fn has_int8_dot_product(&self) -> bool {
+        let vnni = if self.native {
+            cfg!(target_arch = "x86_64") && host_has("has_avx512vnni")
+        } else {
+            self.features.contains(&"has_avx512f")
+        };
+        self.microkernel_isa() == crate::x64::asm::Isa::Avx512 && vnni
+    }
+
     /// The microkernel ISA of the GEMM path (meaningful when [`Target::has_avx2_fma`]): AVX-512
     /// for `x86_64-avx512`, and for `native` on a host with AVX-512F, VL and DQ. Checked by
     /// disassembly and an instruction-level emulator (`x64/asm/emulator.rs`) everywhere, and
@@ -494,6 +508,29 @@ impl Target {
             crate::x64::asm::Isa::Avx512
         } else {
             crate::x64::asm::Isa::Avx2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The int8 kernels use VNNI on `x86_64-avx512` (which requires it) and on a native host
+    /// that has it next to the AVX-512 microkernels; never on the other targets.
+    #[test]
+    fn int8_dot_products_only_where_the_target_has_them() {
+        let has = |name: &str| Target::parse(name).unwrap().has_int8_dot_product();
+        assert!(has("x86_64-avx512"));
+        for name in ["x86_64-avx2", "x86_64-sse4.2", "aarch64-neon"] {
+            assert!(!has(name), "{name}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let native = Target::parse("native").unwrap();
+            let expected = std::is_x86_feature_detected!("avx512vnni")
+                && native.microkernel_isa() == crate::x64::asm::Isa::Avx512;
+            assert_eq!(native.has_int8_dot_product(), expected);
         }
     }
 }

@@ -66,6 +66,17 @@ pub fn target(opts: &Options) -> Result<Target> {
         .with_profile(opts.profile))
 }
 
+/// The cost model the rewrites and the lossy choices are priced with on `target`: its int8
+/// rates depend on how the target's int8 kernels sum (VNNI or byte/word pairs).
+pub(crate) fn cost_model(target: &Target) -> optc_egraph::CostModel {
+    let model = optc_egraph::CostModel::host();
+    if target.has_int8_dot_product() {
+        model.with_int8_dot_product()
+    } else {
+        model
+    }
+}
+
 /// A graph ready for code generation: optimized, with its target and what it took.
 pub(crate) struct Front {
     pub graph: Graph,
@@ -251,8 +262,9 @@ pub fn optimize_with(graph: Graph, opts: &Options) -> Result<(Graph, optc_egraph
         )));
     }
     graph.verify()?;
+    let model = cost_model(&Target::parse(&opts.target)?);
     if opt_level == 0 {
-        let (cost, nodes) = optc_egraph::graph_cost(&graph, &optc_egraph::CostModel::host());
+        let (cost, nodes) = optc_egraph::graph_cost(&graph, &model);
         let report = optc_egraph::Report {
             level: 0,
             nodes_before: nodes,
@@ -268,7 +280,7 @@ pub fn optimize_with(graph: Graph, opts: &Options) -> Result<(Graph, optc_egraph
         &passes_for(opts)?,
         opt_level,
         &optc_egraph::Limits::default(),
-        &optc_egraph::CostModel::host(),
+        &model,
     )?;
     Ok((g, report))
 }

@@ -273,7 +273,9 @@ pub(crate) fn compress(
 ) -> Result<(Graph, CompressionReport)> {
     let t0 = Instant::now();
     let copts = &opts.compress;
-    let model = CostModel::host();
+    let target = crate::pipeline::target(opts)?;
+    let model = crate::pipeline::cost_model(&target);
+    let dot_product = target.has_int8_dot_product();
     let threads = opts.threads;
     let mut report = CompressionReport {
         budget: copts.max_error.clone(),
@@ -354,7 +356,7 @@ pub(crate) fn compress(
         let layers = quantize::candidates(conv);
         let mut alts = vec![];
         if copts.quantize.is_some() {
-            alts = quantize::add_alternatives(conv, &ranges, &model);
+            alts = quantize::add_alternatives(conv, &ranges, &model, dot_product);
         }
         if let Some(how) = &copts.low_rank {
             alts.extend(lowrank::add_alternatives(

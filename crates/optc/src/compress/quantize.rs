@@ -339,11 +339,13 @@ pub struct ActivationRange {
 /// (the 8-bit one only when it differs), and for convs one per activation range (min-max,
 /// percentile). `ranges`: activation ranges of conv inputs by layer name (convs without one
 /// get none). Costs from `model`; an 8-bit layer whose pairs could saturate runs at the exact
-/// 16-bit scheme's rate.
+/// 16-bit scheme's rate, unless the target sums with VNNI (`dot_product`), where no weight
+/// can saturate and 8-bit weights are the only alternative.
 pub fn add_alternatives(
     conv: &mut Converted,
     ranges: &HashMap<String, ActivationRange>,
     model: &CostModel,
+    dot_product: bool,
 ) -> Vec<Alternative> {
     let mut out = vec![];
     for (class, node, name) in candidates(conv) {
@@ -360,7 +362,9 @@ pub fn add_alternatives(
         for (range, suffix) in variants {
             // 8-bit weights that pair safely are as fast as 7-bit ones and more accurate:
             // then they are the only alternative.
-            match int8_build(&conv.egraph, &layer, WeightBits::Eight, range) {
+            let eight = int8_build(&conv.egraph, &layer, WeightBits::Eight, range)
+                .map(|(b, safe)| (b, safe || dot_product));
+            match eight {
                 Some((b, true)) => builds.push((WeightBits::Eight, suffix, b, true)),
                 Some((b, false)) => {
                     if let Some((b7, s7)) =

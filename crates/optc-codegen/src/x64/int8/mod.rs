@@ -16,7 +16,8 @@
 //!   kh, kw, channel within the group) and one K group of a patch panel is one dword per
 //!   pixel, packed by the f32 path's patch packer (`pack_panels`: it moves 4-byte elements).
 //!   Padding is the zero point, which the correction cancels.
-//! - The scheme ([`Scheme`]): `DotProduct` (VNNI) on `x86_64-avx512`; otherwise `BytePairs`
+//! - The scheme ([`Scheme`]): `DotProduct` (VNNI) where the target has it
+//!   ([`crate::Target::has_int8_dot_product`]); otherwise `BytePairs`
 //!   when [`pairs_never_saturate`] proves that no weight pair of the packing can saturate
 //!   `vpmaddubsw`'s s16 sums, else the exact `WordPairs` (on Zen 3, `benches/int8.rs`: GEMMs
 //!   at 1.6-2.0x the f32 path's rate with `BytePairs`, 1.3-1.6x with `WordPairs`). Kernel
@@ -40,7 +41,7 @@ pub(crate) use packing::derived;
 
 use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
 use super::asm::quantize::{PlaneKey, QuantizeKey};
-use super::asm::{Epilogue, Isa, Routine, MR, NR};
+use super::asm::{Epilogue, Routine, MR, NR};
 use super::kernel_plan::{
     balanced_rows, tile_steps, ALayout, KernelPlan, Strategy, TileShape, MAX_TASKS,
 };
@@ -326,8 +327,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     };
     let bias_port = (binfo.ins.len() > fixed).then_some(fixed);
     let x = &binfo.ins[0];
-    let avx512 = target.microkernel_isa() == Isa::Avx512;
-    let (scheme, reason) = if avx512 {
+    let (scheme, reason) = if target.has_int8_dot_product() {
         (Scheme::DotProduct, "VNNI sums without saturation")
     } else if pairs_never_saturate(base, w) {
         (Scheme::BytePairs, "no weight pair can saturate")
