@@ -408,6 +408,49 @@ fn maxpool_nan_and_padding() {
     }
 }
 
+/// A MaxPool with fused steps (a QDQ model's fake_quantize, a per-channel Add) takes the
+/// pool kernel, its steps after the planes: small planes (many of them, as in a QDQ CNN on
+/// 8x8 images) and planes big enough for the steps to run in parallel slices.
+#[test]
+fn maxpool_with_fused_steps() {
+    let mut rng = Rng::new(12);
+    for (shape, w) in [
+        (
+            vec![6, 8, 4, 4],
+            window(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![2, 8, 130, 131],
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let c = shape[1];
+        let bias = g.add_const("bias", f32t(&mut rng, &[c, 1, 1]));
+        let op = Op::Fused {
+            base: Box::new(Op::MaxPool { window: w }),
+            base_inputs: 1,
+            steps: vec![
+                FusedStep::Unary(UnaryOp::FakeQuantize {
+                    scale: 0.02,
+                    zero: 3.0,
+                    signed: false,
+                }),
+                FusedStep::Binary {
+                    op: BinaryOp::Add,
+                    input: 1,
+                    swap: false,
+                },
+            ],
+        };
+        let y = g.add("pool", op, &[x, bias]).unwrap();
+        g.add_output("y", y);
+        let t = f32t(&mut rng, &shape);
+        check_all(&g, &[t], EXACT);
+    }
+}
+
 #[test]
 fn matmul_runtime_b() {
     let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![

@@ -592,8 +592,10 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     if !is_f32(&info.outs[0]) || info.outs.len() != 1 {
         return Ok(None);
     }
-    if let Op::MaxPool { .. } = info.op {
-        return Ok(maxpool2d_geometry(info).map(|g| pool_plan(g, target)));
+    if let Op::MaxPool { .. } = base {
+        // Fused steps (e.g. a QDQ model's fake_quantize) run after the planes, in slices.
+        let sub = base_info(info);
+        return Ok(maxpool2d_geometry(sub.as_ref().unwrap_or(info)).map(|g| pool_plan(g, target)));
     }
     let out = &info.outs[0].shape;
     let nbase = match info.op {
@@ -956,7 +958,8 @@ pub(super) fn balanced_rows(m: usize, want: usize, min_rows: usize, max_rows: us
         .map_or(m.div_ceil(MR) * MR, |c| c.2)
 }
 
-/// MaxPool: units of planes, split across tasks when the node is big enough.
+/// MaxPool: units of planes, split across tasks when the node is big enough; fused steps
+/// all run after the tasks (`rest` 0).
 fn pool_plan(g: MaxPoolGeometry, target: &Target) -> KernelPlan {
     let (kc, mc) = target.blocking();
     let mrows = pool::plane_rows(g.planes);
