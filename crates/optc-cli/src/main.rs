@@ -804,9 +804,10 @@ fn cmd_explain(a: ExplainArgs) -> Res<ExitCode> {
     );
     // Which int8 kernels the quantized contractions take on this target, and why.
     if let Ok(target) = optc::pipeline::target(&opts) {
-        let plans = optc_codegen::int8_plans(&g, &target).unwrap_or_default();
+        // (The JIT's: on an AMX host, `native` objects take the VNNI kernels instead.)
+        let plans = optc_codegen::int8_plans(&g, &target.for_jit()).unwrap_or_default();
         if !plans.is_empty() {
-            let _ = writeln!(out, "int8 kernels ({}):", opts.target);
+            let _ = writeln!(out, "int8 kernels ({}, as run in the JIT):", opts.target);
             for (name, plan) in plans {
                 let _ = writeln!(out, "    {name}: {plan}");
             }

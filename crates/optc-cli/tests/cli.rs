@@ -627,7 +627,7 @@ fn explain_lists_the_int8_kernels_and_why() {
         let (so, se) = text(&o);
         assert!(o.status.success(), "{so}\n{se}");
         let section = so
-            .split_once(&format!("int8 kernels ({target}):"))
+            .split_once(&format!("int8 kernels ({target}, as run in the JIT):"))
             .unwrap_or_else(|| panic!("no int8 section:\n{so}"))
             .1;
         assert!(

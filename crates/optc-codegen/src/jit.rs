@@ -130,6 +130,7 @@ fn write_perf_map(module: &JITModule, dir: &std::ffi::OsStr) {
 
 /// Compile a graph to machine code in this process.
 pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenError> {
+    let target = &target.for_jit();
     let isa = target.jit_isa()?;
     let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     for s in &runtime::SYMBOLS {

@@ -33,6 +33,8 @@ pub struct Target {
     caches: Caches,
     /// Cores (0 = unknown: the compiled code asks the runtime).
     cores: usize,
+    /// The int8 kernels may use AMX tiles (set by the JIT on a host that has them).
+    tiles: bool,
 }
 
 /// Per-core data cache sizes in bytes (L3: shared).
@@ -172,6 +174,49 @@ fn host_has(_feature: &str) -> bool {
     false
 }
 
+/// Whether this process may run AMX-INT8 code: the CPU has AMX-TILE and AMX-INT8 (CPUID leaf
+/// 7: EDX bits 24 and 25) and Linux grants the tile data state (`arch_prctl`
+/// `ARCH_REQ_XCOMP_PERM` for `XFEATURE_XTILEDATA`, asked once per process; without it the
+/// first tile instruction faults). `OPTC_AMX=0` turns the tiles off (to compare).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(crate) fn host_amx() -> bool {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMX.get_or_init(|| {
+        if std::env::var_os("OPTC_AMX").is_some_and(|v| v == "0") {
+            return false;
+        }
+        use std::arch::x86_64::{__cpuid_count, __get_cpuid_max};
+        #[allow(unused_unsafe)]
+        // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is read only when the CPU has it.
+        let edx = unsafe {
+            if __get_cpuid_max(0).0 < 7 {
+                return false;
+            }
+            __cpuid_count(7, 0).edx
+        };
+        if edx & (3 << 24) != 3 << 24 {
+            return false;
+        }
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: arch_prctl with these two integer arguments only changes the process's
+        // permitted extended state; it touches no memory of ours.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        r == 0
+    })
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+pub(crate) fn host_amx() -> bool {
+    false
+}
+
 impl Target {
     /// The machine we are running on (`native`).
     pub fn host() -> Result<Target, CodegenError> {
@@ -189,6 +234,7 @@ impl Target {
             vector_regs: if host_has("has_avx512f") { 32 } else { 16 },
             caches: Caches::host(),
             cores: crate::runtime::available_cores(),
+            tiles: false,
         })
     }
 
@@ -229,6 +275,7 @@ impl Target {
             vector_regs,
             caches,
             cores: 0,
+            tiles: false,
         }
     }
 
@@ -488,6 +535,20 @@ impl Target {
             self.features.contains(&"has_avx512f")
         };
         self.microkernel_isa() == crate::x64::asm::Isa::Avx512 && vnni
+    }
+
+    /// This target for code run in this process (the JIT): `native` on a host with AMX-INT8
+    /// (and Linux's permission for its tile state, asked for here) lets the int8 kernels use
+    /// tiles. Not for objects: the program that links one would need the permission itself.
+    pub fn for_jit(&self) -> Target {
+        let mut t = self.clone();
+        t.tiles = self.native && self.has_int8_dot_product() && host_amx();
+        t
+    }
+
+    /// Whether the int8 kernels use AMX tiles ([`Target::for_jit`] on an AMX host).
+    pub fn has_int8_tiles(&self) -> bool {
+        self.tiles
     }
 
     /// The microkernel ISA of the GEMM path (meaningful when [`Target::has_avx2_fma`]): AVX-512

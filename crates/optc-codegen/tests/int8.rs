@@ -14,10 +14,24 @@ const DYNAMIC: ActivationQuantization = ActivationQuantization::Dynamic;
 const STATIC: ActivationQuantization = ActivationQuantization::Static;
 
 /// The x86-64 targets with the int8 path this host runs.
+/// The x64 targets whose int8 kernels this host runs: AVX2 (byte and word pairs), AVX-512 with
+/// VNNI (dot products; the emulator checks those kernels on every host), and `native` when
+/// the JIT gives it AMX tiles.
 fn targets() -> Vec<Target> {
     let mut v = vec![];
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         v.push(Target::parse("x86_64-avx2").unwrap());
+    }
+    if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512dq")
+        && std::is_x86_feature_detected!("avx512vnni")
+    {
+        v.push(Target::parse("x86_64-avx512").unwrap());
+    }
+    let native = Target::parse("native").unwrap();
+    if native.for_jit().has_int8_tiles() {
+        v.push(native);
     }
     v
 }

@@ -18,6 +18,9 @@
 //! - [`Scheme::DotProduct`] (AVX-512 VNNI, `x86_64-avx512`): `vpdpbusd` adds the 4 u8 x s8
 //!   products of a dword into the i32 lane without intermediate saturation: exact for every
 //!   weight, the `BytePairs` layout.
+//! - [`Scheme::Tiles`] (AMX-INT8, JIT on hosts that have it): tile registers, 16 x 16 x 64
+//!   multiply-adds per instruction, exact; the `DotProduct` panels, a conv's weights in
+//!   64-byte rows, tiles of up to 16 rows (`int8_amx.rs`).
 //!
 //! Operand layouts, per K group `g` (`[16]` = the 16 columns of a panel):
 //! - packed panel (`b`): `BytePairs`/`DotProduct` `[g][16][4 x u8|s8]` (64 bytes);
@@ -41,6 +44,7 @@
 
 use super::epilogue::{epilogue_symbol, Epilogue};
 use super::gemm::PREFETCH_A;
+use super::int8_amx::assemble_amx;
 use super::int8_avx2::assemble_avx2;
 use super::int8_vnni::assemble_vnni;
 use iced_x86::code_asm::{byte_ptr, rdi, CodeAssembler, CodeLabel};
@@ -52,6 +56,7 @@ pub(crate) enum Scheme {
     BytePairs,
     WordPairs,
     DotProduct,
+    Tiles,
 }
 
 impl Scheme {
@@ -61,13 +66,14 @@ impl Scheme {
             Scheme::BytePairs => "bytepairs",
             Scheme::WordPairs => "wordpairs",
             Scheme::DotProduct => "vnni",
+            Scheme::Tiles => "amx",
         }
     }
     /// Bytes of one K group of a packed panel row of 16 columns.
     pub fn panel_group_bytes(self) -> usize {
         match self {
             Scheme::WordPairs => 128,
-            Scheme::BytePairs | Scheme::DotProduct => 64,
+            Scheme::BytePairs | Scheme::DotProduct | Scheme::Tiles => 64,
         }
     }
     /// Bytes of one K group of one row of the broadcast operand.
@@ -194,5 +200,6 @@ pub(crate) fn assemble(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     match key.scheme {
         Scheme::BytePairs | Scheme::WordPairs => assemble_avx2(key),
         Scheme::DotProduct => assemble_vnni(key),
+        Scheme::Tiles => assemble_amx(key),
     }
 }

@@ -44,12 +44,23 @@ fn step_lists(rows: bool, bias: bool) -> Vec<Vec<Epilogue>> {
 
 fn all_keys(scheme: Scheme) -> Vec<Int8Key> {
     let mut v = vec![];
-    for (contraction, unpacked) in [
-        (Contraction::MatMul, false),
-        (Contraction::Conv, false),
-        (Contraction::Conv, true),
-    ] {
-        for mr in 1..=6 {
+    let tiles = scheme == Scheme::Tiles;
+    let forms: &[(Contraction, bool)] = if tiles {
+        &[(Contraction::MatMul, false), (Contraction::Conv, false)]
+    } else {
+        &[
+            (Contraction::MatMul, false),
+            (Contraction::Conv, false),
+            (Contraction::Conv, true),
+        ]
+    };
+    let heights: Vec<usize> = if tiles {
+        vec![1, 6, 11, 16]
+    } else {
+        (1..=6).collect()
+    };
+    for &(contraction, unpacked) in forms {
+        for &mr in &heights {
             for partial in [false, true] {
                 for first in [false, true] {
                     let mut lasts = vec![None];
@@ -119,6 +130,7 @@ fn int8_kernels_decode_to_their_scheme() {
                 Scheme::BytePairs => (3 * 2 * mr, 3 * 2 * mr, 0),
                 Scheme::WordPairs => (0, 3 * 4 * mr, 0),
                 Scheme::DotProduct => (0, 0, 3 * mr),
+                Scheme::Tiles => unreachable!("decoded by amx_kernels_decode_to_tiles"),
             };
             assert_eq!(count(&ins, Mnemonic::Vpmaddubsw), maddubsw, "{s}");
             assert_eq!(count(&ins, Mnemonic::Vpmaddwd), maddwd, "{s}");
@@ -251,10 +263,18 @@ fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> 
         (_, false) => 64 * g + 4 * col + j,
         (_, true) => g * stride + 4 * col + j,
     };
+    // (AMX kernels read whole tiles of 16 groups: the rest of the weights are zeros, the
+    // rest of the activations anything.)
+    let tiles = key.scheme == Scheme::Tiles;
+    let groups_read = if tiles {
+        groups.div_ceil(16) * 16
+    } else {
+        groups
+    };
     let b_len = if key.unpacked {
         (2 * groups.max(1) + 1) * stride
     } else {
-        groups.max(1) * key.scheme.panel_group_bytes()
+        groups_read.max(1) * key.scheme.panel_group_bytes()
     };
     let mut b = vec![0u8; b_len];
     let lda = if key.unpacked {
@@ -264,7 +284,19 @@ fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> 
     } else {
         4 * groups * eb + 12
     };
-    let mut a = vec![0u8; if conv { groups * mr * 4 * eb } else { lda * mr }.max(1)];
+    let a_len = match (tiles, conv) {
+        (true, true) => groups_read * mr * 4 + 1024,
+        (true, false) => lda * 16 + groups_read * 4 + 64,
+        (false, true) => groups * mr * 4 * eb,
+        (false, false) => lda * mr,
+    };
+    let mut a = vec![0u8; a_len.max(1)];
+    if tiles && !conv {
+        // Activation bytes past the rows' K and past the tile's rows: not zeros.
+        for (i, x) in a.iter_mut().enumerate() {
+            *x = (i * 37 % 251) as u8;
+        }
+    }
     for g in 0..groups {
         for j in 0..4 {
             let kk = 4 * g + j;
@@ -273,7 +305,9 @@ fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> 
                 put(&mut b, panel_at(g, col, j), v, eb);
             }
             for r in 0..mr {
-                let (at, v) = if conv {
+                let (at, v) = if conv && tiles {
+                    ((g / 16) * mr * 64 + r * 64 + (g % 16) * 4 + j, w[kk][r])
+                } else if conv {
                     (g * mr * 4 * eb + r * 4 * eb + j * eb, w[kk][r])
                 } else {
                     (r * lda + (4 * g + j) * eb, x[r][kk])
@@ -514,6 +548,75 @@ fn avx2_kernels_compute_the_reference_tile() {
                     let got = run_native(&key, &d, groups, nr);
                     check_tile(&key, &got, &d.want, &format!("groups={groups} nr={nr}"));
                 }
+            }
+        }
+    }
+}
+
+/// Every AMX kernel: tile multiplies into four accumulators (`tdpbusd` for matmuls, whose
+/// unsigned activations are the A tile; `tdpbsud` for convs, whose unsigned patches are the B
+/// tile), the tile configuration loaded and released, and one store per stored row.
+#[test]
+fn amx_kernels_decode_to_tiles() {
+    let mut symbols = std::collections::HashSet::new();
+    for key in all_keys(Scheme::Tiles) {
+        let s = key.symbol();
+        assert!(symbols.insert(s.clone()), "duplicate symbol {s}");
+        assert!(s.contains("amx"), "{s}");
+        let ins = decode(&key, &assemble(&key).unwrap());
+        let matmul = key.contraction == Contraction::MatMul;
+        // Four K tiles per iteration (four accumulators), up to three after the loop.
+        let multiplies = 4 + 3;
+        assert_eq!(
+            count(&ins, Mnemonic::Tdpbusd),
+            multiplies * matmul as usize,
+            "{s}"
+        );
+        assert_eq!(
+            count(&ins, Mnemonic::Tdpbsud),
+            multiplies * !matmul as usize,
+            "{s}"
+        );
+        assert_eq!(count(&ins, Mnemonic::Tileloadd), 2 * multiplies, "{s}");
+        for m in [Mnemonic::Ldtilecfg, Mnemonic::Tilerelease] {
+            assert_eq!(count(&ins, m), 1, "{s}: {m:?}");
+        }
+        assert_eq!(count(&ins, Mnemonic::Tilestored), 4, "{s}");
+        assert_eq!(count(&ins, Mnemonic::Tilezero), 4, "{s}");
+        let converts = count(&ins, Mnemonic::Vcvtdq2ps);
+        assert_eq!(converts, if key.last.is_some() { key.mr } else { 0 }, "{s}");
+        let stores = ins
+            .iter()
+            .filter(|i| {
+                i.op_count() > 0
+                    && i.op_kind(0) == OpKind::Memory
+                    && !matches!(
+                        i.mnemonic(),
+                        Mnemonic::Tilestored | Mnemonic::Push | Mnemonic::Ldtilecfg
+                    )
+            })
+            .count();
+        assert_eq!(stores, key.mr, "{s}: stores");
+    }
+}
+
+/// The AMX kernels on a host that has AMX-INT8 (and the permission for its tile state):
+/// every key, K from 0 to 3 tiles with partial ones, partial columns; full-range weights.
+#[test]
+fn amx_kernels_compute_the_reference_tile() {
+    if !crate::target::host_amx() {
+        eprintln!("no AMX-INT8 on this host: the AMX kernels are only decoded");
+        return;
+    }
+    let mut seed = 11;
+    for key in all_keys(Scheme::Tiles) {
+        for groups in [0, 1, 5, 16, 17, 40] {
+            let nrs: &[usize] = if key.partial { &[1, 9] } else { &[16] };
+            for &nr in nrs {
+                seed += 1;
+                let d = tile_data(&key, groups, nr, 128, seed);
+                let got = run_native(&key, &d, groups, nr);
+                check_tile(&key, &got, &d.want, &format!("groups={groups} nr={nr}"));
             }
         }
     }

@@ -5,7 +5,7 @@
 //!   conv, Winograd and swapped-roles node of the x64 path calls,
 //! - `depthwise.rs`: whole depthwise-conv units,
 //! - `direct_conv.rs`: convs with few input channels (a network's first conv),
-//! - `int8.rs` (with `int8_avx2.rs`, `int8_vnni.rs`): the int8 microkernels of the quantized
+//! - `int8.rs` (with `int8_avx2.rs`, `int8_vnni.rs`, `int8_amx.rs`): the int8 microkernels of the quantized
 //!   contractions, and `quantize.rs`: the routines that quantize their f32 activations,
 //! - `sparse.rs`: the sparse kernel (rows of a mostly-zero constant weight times dense panels),
 //!   and `transpose.rs`: the 8x8-block transposing copy that packs its MatMul panels,
@@ -23,6 +23,7 @@ mod gemm;
 mod gemm_avx2;
 mod gemm_avx512;
 pub(crate) mod int8;
+pub(crate) mod int8_amx;
 mod int8_avx2;
 mod int8_vnni;
 mod peak;

@@ -9,7 +9,7 @@ use crate::x64::asm::int8::Dequantize;
 use crate::x64::asm::quantize::{
     QuantizeKey, PARAM_INVERSE, PARAM_SCALE, PARAM_ZERO_F32, PARAM_ZERO_U32,
 };
-use crate::x64::asm::{Routine, MR, NR};
+use crate::x64::asm::{Routine, NR};
 use crate::x64::gemm::Unit;
 use crate::x64::kernel_plan::KernelPlan;
 use crate::x64::packing::pack_panels;
@@ -347,16 +347,17 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
         e.b.ins()
             .call(f, &[pa, bp, pc, kcv, ldav, ldcv, nr, po, ps, pb, pr]);
     };
-    // One M block of `mc` rows from `r0`: every panel, row tiles of MR.
+    // One M block of `mc` rows from `r0`: every panel, row tiles of `tr`.
+    let tr = q.tile_rows();
     let mblock = |e: &mut Emitter, mc: usize, r0: Value| {
         let panel = |e: &mut Emitter, partial: bool, bp: Value, colb: Value| {
-            let nfull = mc / MR;
-            e.loop_offsets(nfull as i64, &[r0], &[MR as i64], &mut |e, _i, o| {
-                tile(e, MR, partial, o[0], bp, colb)
+            let nfull = mc / tr;
+            e.loop_offsets(nfull as i64, &[r0], &[tr as i64], &mut |e, _i, o| {
+                tile(e, tr, partial, o[0], bp, colb)
             });
-            if !mc.is_multiple_of(MR) {
-                let r = e.b.ins().iadd_imm_s(r0, (nfull * MR) as i64);
-                tile(e, mc % MR, partial, r, bp, colb);
+            if !mc.is_multiple_of(tr) {
+                let r = e.b.ins().iadd_imm_s(r0, (nfull * tr) as i64);
+                tile(e, mc % tr, partial, r, bp, colb);
             }
         };
         let zc = e.int_const(0);

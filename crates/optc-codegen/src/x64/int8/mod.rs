@@ -40,6 +40,7 @@ pub(super) use driver::{emit_pre, emit_prepare, emit_unit};
 pub(crate) use packing::derived;
 
 use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
+use super::asm::int8_amx::{TILE_GROUPS, TILE_ROWS};
 use super::asm::quantize::{PlaneKey, QuantizeKey};
 use super::asm::{Epilogue, Routine, MR, NR};
 use super::kernel_plan::{
@@ -153,6 +154,10 @@ impl Int8Plan {
     /// Bytes of the quantized activations.
     pub fn activation_bytes(&self, p: &KernelPlan) -> usize {
         match &self.form {
+            // (Slack: AMX kernels read whole tiles: 16 rows of whole K tiles.)
+            Form::MatMul if self.scheme == Scheme::Tiles => {
+                (p.m + TILE_ROWS) * self.lda + 4 * self.groups + 64
+            }
             Form::MatMul => p.m * self.lda,
             // (Slack: an unpacked partial panel reads up to 16 pixels.)
             Form::Conv(g) => g.n * self.planes * g.hp * g.wp * 4 + 64,
@@ -184,6 +189,10 @@ impl Int8Plan {
             Form::Conv(g) => p.tasks.min(g.n * self.planes),
             Form::Depthwise(_) => 0,
         }
+    }
+    /// Rows of a full microkernel tile: 16 with AMX tiles, else `MR`.
+    pub fn tile_rows(&self) -> usize {
+        tile_rows(self.scheme)
     }
     fn contraction(&self) -> Contraction {
         match self.form {
@@ -234,6 +243,14 @@ impl Int8Plan {
                 .join(", "),
             p.tasks
         )
+    }
+}
+
+fn tile_rows(scheme: Scheme) -> usize {
+    if scheme == Scheme::Tiles {
+        TILE_ROWS
+    } else {
+        MR
     }
 }
 
@@ -327,7 +344,9 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     };
     let bias_port = (binfo.ins.len() > fixed).then_some(fixed);
     let x = &binfo.ins[0];
-    let (scheme, reason) = if target.has_int8_dot_product() {
+    let (scheme, reason) = if target.has_int8_tiles() {
+        (Scheme::Tiles, "AMX tiles sum without saturation")
+    } else if target.has_int8_dot_product() {
         (Scheme::DotProduct, "VNNI sums without saturation")
     } else if pairs_never_saturate(base, w) {
         (Scheme::BytePairs, "no weight pair can saturate")
@@ -382,10 +401,18 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     );
     let (epilogue, step_bias_port, res_port, rest) =
         (tile.epilogue, tile.bias_port, tile.residual_port, tile.rest);
+    // AMX kernels multiply whole tiles of 16 K groups: K padded with zero weights.
+    let whole_tiles = |groups: usize| {
+        if scheme == Scheme::Tiles {
+            groups.div_ceil(TILE_GROUPS) * TILE_GROUPS
+        } else {
+            groups
+        }
+    };
     let (slots, groups, planes, lda) = match &form {
         Form::MatMul => {
             let groups = depth.div_ceil(4);
-            (groups, groups, 0, depth.div_ceil(8) * 8 * eb)
+            (groups, whole_tiles(groups), 0, depth.div_ceil(8) * 8 * eb)
         }
         Form::Conv(g) => {
             // Every conv group's channels start a dword plane of their own.
@@ -395,14 +422,16 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
             let groups = if scheme == Scheme::WordPairs {
                 slots.div_ceil(2)
             } else {
-                slots
+                whole_tiles(slots)
             };
             (slots, groups, planes, 0)
         }
         Form::Depthwise(_) => (depth, depth, 0, 0),
     };
-    // (WordPairs read two planes per group: only with whole groups of planes.)
+    // (WordPairs read two planes per group: only with whole groups of planes. AMX kernels
+    // read packed panels.)
     let unpacked = match &form {
+        Form::Conv(_) if scheme == Scheme::Tiles => false,
         Form::Conv(g) => {
             (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1)
                 && g.hp == g.h
@@ -432,9 +461,11 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     let caches = target.caches();
     let pgb = scheme.panel_group_bytes();
     let rgb = scheme.row_group_bytes();
-    // A K block's panel takes half of L1d; an M block of A about 9/32 of L2.
-    let kc = (caches.l1d / 2 / pgb).clamp(16, 1024);
-    let mc = (caches.l2 * 9 / 32 / (kc.min(groups) * rgb).max(1)).clamp(4 * MR, 1024) / MR * MR;
+    // A K block's panel takes half of L1d (whole AMX tiles); an M block of A about 9/32 of
+    // L2 (whole row tiles).
+    let kc = (caches.l1d / 2 / pgb).clamp(16, 1024) / TILE_GROUPS * TILE_GROUPS;
+    let tr = q.tile_rows();
+    let mc = (caches.l2 * 9 / 32 / (kc.min(groups) * rgb).max(1)).clamp(4 * tr, 1024) / tr * tr;
     let chunk = match q.form {
         Form::Conv(_) => 128,
         Form::Depthwise(_) => n,
@@ -474,7 +505,9 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
     } else if cu < 8 && m >= 2 * 4 * MR {
-        p.mrows = balanced_rows(m, 8usize.div_ceil(cu), 4 * MR, m);
+        // (Whole row tiles: AMX tiles are 16 rows.)
+        let tr = tile_rows(scheme);
+        p.mrows = balanced_rows(m, 8usize.div_ceil(cu), 4 * MR, m).div_ceil(tr) * tr;
     }
     // Spread work only when a unit has enough of it: int8 MACs run about twice as fast as
     // f32 FMAs, so twice the f32 path's threshold.
@@ -539,8 +572,9 @@ fn q_form_groups(p: &KernelPlan) -> Option<(usize, usize)> {
     }
 }
 
-/// The row-tile heights the units of `p` use (full `MR` tiles and the remainders of M blocks).
-fn tile_heights(p: &KernelPlan) -> Vec<usize> {
+/// The row-tile heights the units of `p` use (full tiles of [`Int8Plan::tile_rows`] and the
+/// remainders of M blocks).
+fn tile_heights(p: &KernelPlan, tr: usize) -> Vec<usize> {
     let mut v = vec![];
     let last_rows = p.last_part_rows();
     for rows in [p.mrows, last_rows] {
@@ -549,7 +583,7 @@ fn tile_heights(p: &KernelPlan) -> Vec<usize> {
             blocks.push(rows % p.mc);
         }
         for b in blocks {
-            for h in [MR.min(b), b % MR] {
+            for h in [tr.min(b), b % tr] {
                 if h > 0 && !v.contains(&h) {
                     v.push(h);
                 }
@@ -609,7 +643,7 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
     } else {
         vec![(true, None), (false, None), (false, dq)]
     };
-    for mr in tile_heights(p) {
+    for mr in tile_heights(p, q.tile_rows()) {
         for &partial in &partial {
             for (first, last) in &blocks {
                 let k = Routine::Int8(int8_key(q, mr, partial, *first, last.clone()));

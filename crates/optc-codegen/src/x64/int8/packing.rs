@@ -14,7 +14,8 @@ use crate::error::Result;
 use crate::node::{base_info, NodeInfo};
 use crate::ops::conv::ConvGeometry;
 use crate::x64::asm::int8::Scheme;
-use crate::x64::asm::{MR, NR};
+use crate::x64::asm::int8_amx::{TILE_GROUPS, TILE_ROWS};
+use crate::x64::asm::NR;
 use crate::x64::kernel_plan::KernelPlan;
 use optc_ir::quantized::QuantParams;
 use optc_ir::Data;
@@ -95,7 +96,12 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan, q: &Int8Plan) -> Result<V
         Form::MatMul => v.push(matmul_panels(q, w, p.n)),
         Form::Conv(g) => {
             v.extend(patch_tables(q, p, g));
-            v.push(weight_tiles(q, g, w));
+            let mut tiles = weight_tiles(q, g, w);
+            if q.scheme == Scheme::Tiles {
+                // AMX kernels read 16 rows of a short last tile.
+                tiles.resize(tiles.len() + 64 * TILE_ROWS, 0);
+            }
+            v.push(tiles);
         }
         Form::Depthwise(_) => v.push(le32(
             &w.iter().map(|&x| x as f32).collect::<Vec<_>>(),
@@ -194,10 +200,13 @@ fn patch_tables(q: &Int8Plan, p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> 
     vec![bytes(&koff), bytes(&pix), bytes(&contig)]
 }
 
-/// A conv's weights `[M, C / groups, kh, kw]` as `MR`-row tiles `[group][mr][..]` over the slot
-/// order of its patches, per conv group (the tile of rows from `r` at `r * groups *
-/// row_group_bytes`; a conv group's last tile may be short).
+/// A conv's weights `[M, C / groups, kh, kw]` as row tiles of [`Int8Plan::tile_rows`] over the
+/// slot order of its patches, per conv group (the tile of rows from `r` at `r * groups *
+/// row_group_bytes`; a conv group's last tile may be short): `[group][mr][..]`, or for AMX
+/// tiles `[K tile][mr][16 groups x 4 bytes]` (rows of the A tile, 64 bytes apart).
 fn weight_tiles(q: &Int8Plan, g: &ConvGeometry, w: &[i8]) -> Vec<u8> {
+    let tr = q.tile_rows();
+    let amx = q.scheme == Scheme::Tiles;
     let rgb = q.scheme.row_group_bytes();
     let eb = q.scheme.element_bytes();
     let per_dword = q.channels_per_dword();
@@ -205,7 +214,7 @@ fn weight_tiles(q: &Int8Plan, g: &ConvGeometry, w: &[i8]) -> Vec<u8> {
     let (m, cg, taps) = (g.m, g.cg, g.kh * g.kw);
     let mut out = vec![0u8; m * q.groups * rgb];
     let tiles = (0..g.groups).flat_map(|gi| {
-        (0..g.mg.div_ceil(MR)).map(move |t| (gi * g.mg + t * MR, MR.min(g.mg - t * MR)))
+        (0..g.mg.div_ceil(tr)).map(move |t| (gi * g.mg + t * tr, tr.min(g.mg - t * tr)))
     });
     for (row0, mr) in tiles {
         let base = row0 * q.groups * rgb;
@@ -224,7 +233,12 @@ fn weight_tiles(q: &Int8Plan, g: &ConvGeometry, w: &[i8]) -> Vec<u8> {
                             continue;
                         }
                         let x = w[(o * cg + ci) * taps + kh * g.kw + kw];
-                        let at = base + grp * mr * rgb + r * rgb + sp * 4 + e * eb;
+                        let at = if amx {
+                            let kt = grp / TILE_GROUPS;
+                            base + kt * mr * 64 + r * 64 + (grp % TILE_GROUPS) * 4 + e
+                        } else {
+                            base + grp * mr * rgb + r * rgb + sp * 4 + e * eb
+                        };
                         put(&mut out, at, x, eb);
                     }
                 }
