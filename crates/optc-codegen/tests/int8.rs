@@ -104,6 +104,17 @@ fn steps_named(
         .map(|(i, name)| match *name {
             "relu" => FusedStep::Unary(UnaryOp::Relu),
             "relu6" => FusedStep::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 }),
+            // A QDQ model's requantization (u8, and i8 with a negative zero point).
+            "fq" => FusedStep::Unary(UnaryOp::FakeQuantize {
+                scale: 0.03,
+                zero: 7.0,
+                signed: false,
+            }),
+            "fq_i8" => FusedStep::Unary(UnaryOp::FakeQuantize {
+                scale: 0.01,
+                zero: -3.0,
+                signed: true,
+            }),
             "res" => {
                 let r = g.add_input(&format!("r{i}"), out.clone());
                 add(ins, r, i)
@@ -272,7 +283,7 @@ fn matmul_batched_activations() {
 
 #[test]
 fn matmul_fused_epilogues() {
-    let lists: [&[&str]; 6] = [
+    let lists: [&[&str]; 8] = [
         &["relu"],
         &["relu6"],
         &["res"],
@@ -280,6 +291,9 @@ fn matmul_fused_epilogues() {
         &["bias", "relu6"],
         // The second bias is not a tile step: it and what follows run afterwards.
         &["bias", "bias", "relu"],
+        // Requantization in the tile (AVX-512 kernels) or afterwards (AVX2).
+        &["fq"],
+        &["res", "fq_i8", "bias", "fq"],
     ];
     for (i, steps) in lists.iter().enumerate() {
         for act in [DYNAMIC, STATIC] {
@@ -411,12 +425,14 @@ fn conv_1d() {
 
 #[test]
 fn conv_fused_epilogues() {
-    let lists: [&[&str]; 5] = [
+    let lists: [&[&str]; 7] = [
         &["relu"],
         &["relu6"],
         &["res", "relu"],
         &["bias", "res", "relu6"],
         &["relu", "bias", "bias"],
+        &["fq"],
+        &["fq_i8", "res", "fq"],
     ];
     for (i, steps) in lists.iter().enumerate() {
         for act in [DYNAMIC, STATIC] {

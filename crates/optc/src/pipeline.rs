@@ -176,6 +176,13 @@ pub fn passes() -> Vec<optc_egraph::Pass> {
 /// is an error naming it (with the counterexample).
 pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
     let mut ps = passes();
+    // Fusion chooses among a value's forms as extraction will price them: on the target.
+    let model = cost_model(&Target::parse(&opts.target)?);
+    for p in &mut ps {
+        if p.name == "fuse" {
+            *p = optc_pass_fuse::pass_with(model.clone());
+        }
+    }
     if !opts.extra_rules.is_empty() {
         let mut rules = vec![];
         for (origin, text) in &opts.extra_rules {

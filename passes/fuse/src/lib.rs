@@ -8,14 +8,21 @@ use optc_ir::{
     UnaryOp, Window,
 };
 
-/// The pass.
+/// The pass, choosing among fusable forms with the default cost model.
 pub fn pass() -> Pass {
+    pass_with(CostModel::host())
+}
+
+/// The pass, choosing among fusable forms (an int8 conv next to its f32 form) with `model`:
+/// the one extraction prices them with (the target's), so a chain goes to the form that
+/// will be extracted.
+pub fn pass_with(model: CostModel) -> Pass {
     Pass {
         name: "fuse",
         level: 2,
         exact: true,
         folds: false,
-        rules: rules(),
+        rules: rules(model),
         cases: cases(),
     }
 }
@@ -95,7 +102,12 @@ const MAX_STEPS: usize = 16;
 /// The ways class `c` can be a fused base consumed by class `user`:
 /// (base op, base input count, steps so far, children). Empty unless `user` is its only
 /// consumer, so fusion never computes a value twice.
-fn fused_forms(eg: &OptEGraph, c: Id, user: Id) -> Vec<(Op, usize, Vec<FusedStep>, Vec<Id>)> {
+fn fused_forms(
+    eg: &OptEGraph,
+    c: Id,
+    user: Id,
+    model: &CostModel,
+) -> Vec<(Op, usize, Vec<FusedStep>, Vec<Id>)> {
     if ty_of(eg, c).map(|t| t.dtype) != Some(DType::F32) || !single_user(eg, c, user) {
         return vec![];
     }
@@ -122,7 +134,6 @@ fn fused_forms(eg: &OptEGraph, c: Id, user: Id) -> Vec<(Op, usize, Vec<FusedStep
     // Heavy bases first: a chain belongs in the store of a contraction (conv, GEMM, their
     // int8 forms), not of an add; then longer chains. Among equals, the base the cost model
     // prices lowest (an int8 conv next to its f32 form, `x * (1/c)` next to `x / c`).
-    let model = CostModel::host();
     let out = ty_of(eg, c);
     let cost = |base: &Op, children: &[Id], inputs: usize| -> f64 {
         let ins: Option<Vec<&TensorType>> = children
@@ -306,7 +317,8 @@ fn gemm_build(alpha: f32, trans_a: bool, trans_b: bool, a: Id, b: Tensor, c: Vec
     )
 }
 
-fn rules() -> Vec<Rule> {
+fn rules(model: CostModel) -> Vec<Rule> {
+    let unary_model = model.clone();
     vec![
         FnRule::rewrite("gemm-bn", |eg, _c, n| {
             // batch_norm over the columns of a [M, N] gemm output
@@ -418,19 +430,20 @@ fn rules() -> Vec<Rule> {
                     })
             })
         }),
-        FnRule::rewrite("fuse-unary", |eg, class, n| {
+        FnRule::rewrite("fuse-unary", move |eg, class, n| {
             let op @ Op::Unary(u) = n.op()? else {
                 return None;
             };
             if !op.has(Prop::FusedStep) {
                 return None;
             }
-            let (base, bi, mut steps, ch) =
-                fused_forms(eg, n.children[0], class).into_iter().next()?;
+            let (base, bi, mut steps, ch) = fused_forms(eg, n.children[0], class, &unary_model)
+                .into_iter()
+                .next()?;
             steps.push(FusedStep::Unary(u.clone()));
             Some(fused_build(base, bi, steps, &ch))
         }),
-        FnRule::rewrite("fuse-binary", |eg, class, n| {
+        FnRule::rewrite("fuse-binary", move |eg, class, n| {
             let op @ Op::Binary(b) = n.op()? else {
                 return None;
             };
@@ -449,9 +462,10 @@ fn rules() -> Vec<Rule> {
                 {
                     return None;
                 }
-                let (base, bi, mut steps, mut ch) = fused_forms(eg, n.children[side], class)
-                    .into_iter()
-                    .next()?;
+                let (base, bi, mut steps, mut ch) =
+                    fused_forms(eg, n.children[side], class, &model)
+                        .into_iter()
+                        .next()?;
                 let input = match ch
                     .iter()
                     .skip(bi)

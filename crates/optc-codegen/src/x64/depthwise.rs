@@ -436,7 +436,7 @@ fn px(
                         let f = e.float_const(ty, f32::from_bits(sc));
                         e.b.ins().fmul(a, f)
                     }
-                    Epilogue::HardSwish | Epilogue::Silu => {
+                    Epilogue::HardSwish | Epilogue::Silu | Epilogue::FakeQuantize { .. } => {
                         unreachable!("GEMM kernels only (`kernel_plan`)")
                     }
                 };

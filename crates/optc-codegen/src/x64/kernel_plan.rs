@@ -495,20 +495,35 @@ pub(super) struct TileSteps {
     pub rest: usize,
 }
 
+/// What a kernel's tile store can apply beyond Relu and Clip.
+#[derive(Clone, Copy)]
+pub(super) struct TileStore {
+    /// Binary steps (a bias or a residual add).
+    pub binary: bool,
+    /// The ISA of GEMM microkernels (their HardSwish and SiLU steps); `None` for others.
+    pub gemm_isa: Option<Isa>,
+    /// Requantizations (`fake_quantize`): the AVX-512 int8 kernels.
+    pub fake_quantize: bool,
+}
+
 /// The longest prefix of `steps` a tile store applies: Relu, Clip, one residual Add of the
 /// output's shape (unless `has_residual`), one bias Add broadcast along the tile's rows or
 /// columns (unless `has_bias`); binary steps only when `binary`; the steps of
 /// [`Epilogue::gemm_only`] only for GEMM microkernels of `gemm_isa` (HardSwish; SiLU on
-/// AVX-512).
+/// AVX-512); fake-quantize steps only when `fake_quantize` (the AVX-512 int8 kernels).
 pub(super) fn tile_steps(
     info: &NodeInfo,
     steps: &[FusedStep],
     shape: TileShape,
     has_bias: bool,
     has_residual: bool,
-    binary: bool,
-    gemm_isa: Option<Isa>,
+    store: TileStore,
 ) -> TileSteps {
+    let TileStore {
+        binary,
+        gemm_isa,
+        fake_quantize,
+    } = store;
     let out = &info.outs[0].shape;
     let TileShape { m, n, bias_is_row } = shape;
     let mut t = TileSteps {
@@ -528,6 +543,15 @@ pub(super) fn tile_steps(
             FusedStep::Unary(UnaryOp::Clip { min, max }) => {
                 Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
             }
+            FusedStep::Unary(UnaryOp::FakeQuantize {
+                scale,
+                zero,
+                signed,
+            }) if fake_quantize => Some(Epilogue::FakeQuantize {
+                scale: scale.to_bits(),
+                zero: zero.to_bits(),
+                signed: *signed,
+            }),
             FusedStep::Binary {
                 op: BinaryOp::Add,
                 input,
@@ -750,8 +774,11 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
             TileShape { m, n, bias_is_row },
             bias_port.is_some(),
             res_port.is_some(),
-            true,
-            Some(target.microkernel_isa()),
+            TileStore {
+                binary: true,
+                gemm_isa: Some(target.microkernel_isa()),
+                fake_quantize: false,
+            },
         );
         epilogue.extend(tile.epilogue);
         bias_port = bias_port.or(tile.bias_port);

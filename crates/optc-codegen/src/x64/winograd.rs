@@ -738,7 +738,11 @@ fn store_row(
                     e.clamp_hi(F32X4, y, u)
                 }
                 // Excluded by `applies`.
-                Epilogue::BiasCol | Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => x,
+                Epilogue::BiasCol
+                | Epilogue::Scale(_)
+                | Epilogue::HardSwish
+                | Epilogue::Silu
+                | Epilogue::FakeQuantize { .. } => x,
             };
         }
         let a = e.b.ins().iadd(out, off);
@@ -770,7 +774,11 @@ fn store_row(
                     let y = e.clamp_lo(types::F32, x, l);
                     e.clamp_hi(types::F32, y, u)
                 }
-                Epilogue::BiasCol | Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => x,
+                Epilogue::BiasCol
+                | Epilogue::Scale(_)
+                | Epilogue::HardSwish
+                | Epilogue::Silu
+                | Epilogue::FakeQuantize { .. } => x,
             };
         }
         let a = e.b.ins().iadd(out, off);

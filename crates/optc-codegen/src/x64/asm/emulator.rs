@@ -327,6 +327,16 @@ impl Machine {
                     }
                     self.vdst(&i, r);
                 }
+                // Only mode 0: to the nearest integer, ties to even.
+                Mnemonic::Vrndscaleps => {
+                    assert_eq!(i.immediate(2), 0, "emulator: vrndscaleps mode");
+                    let a = self.vsrc(&i, 1, 0xffff);
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        r[l] = f32::from_bits(a[l]).round_ties_even().to_bits();
+                    }
+                    self.vdst(&i, r);
+                }
                 // Only the ordered greater-than predicate (`_CMP_GT_OQ`), into an opmask.
                 Mnemonic::Vcmpps => {
                     assert_eq!(i.immediate(3), 0x1e, "emulator: vcmpps predicate");

@@ -26,6 +26,41 @@ pub(crate) enum Epilogue {
     /// Cody-Waite reduction and a degree-7 polynomial, then `1 / (1 + e)`). AVX-512 GEMM
     /// microkernels only.
     Silu,
+    /// A QDQ pair's requantization, as `UnaryOp::FakeQuantize` rounds it (f32 bit patterns of
+    /// the scale and the zero point): `(min(max(round_half_even(x / scale) + zero, lo), hi) -
+    /// zero) * scale`, `[lo, hi]` the i8 or u8 range, NaN giving `lo`. The AVX-512 int8
+    /// kernels only (VNNI and AMX: `kernel_plan::tile_steps` with `fake_quantize`).
+    FakeQuantize { scale: u32, zero: u32, signed: bool },
+}
+
+/// A fake-quantize step on `x` (zmm), `t` scratch, `c` = the scale, the zero point and the
+/// clamp bounds broadcast: the operations of the generic lowering (`ops/math.rs`), in order:
+/// a division, rounding half to even, the zero point added, `max` with the low bound (which
+/// `vmaxps` returns for a NaN: its second operand), `min` with the high one, the zero point
+/// subtracted, the scale multiplied.
+pub(crate) fn fake_quantize(
+    a: &mut CodeAssembler,
+    x: AsmRegisterZmm,
+    t: AsmRegisterZmm,
+    c: [AsmRegisterZmm; 4],
+) -> Result<(), IcedError> {
+    let [scale, zero, lo, hi] = c;
+    a.vdivps(t, x, scale)?;
+    a.vrndscaleps(t, t, 0)?;
+    a.vaddps(t, t, zero)?;
+    a.vmaxps(t, t, lo)?;
+    a.vminps(t, t, hi)?;
+    a.vsubps(t, t, zero)?;
+    a.vmulps(x, t, scale)
+}
+
+/// The clamp bounds of a fake-quantize step: the i8 or the u8 range.
+pub(crate) fn fake_quantize_range(signed: bool) -> (f32, f32) {
+    if signed {
+        (-128.0, 127.0)
+    } else {
+        (0.0, 255.0)
+    }
 }
 
 impl Epilogue {
@@ -50,6 +85,14 @@ pub(crate) fn epilogue_symbol(epilogue: &[Epilogue]) -> String {
             Epilogue::Scale(a) => s.push_str(&format!("_s{a:08x}")),
             Epilogue::HardSwish => s.push_str("_hswish"),
             Epilogue::Silu => s.push_str("_silu"),
+            Epilogue::FakeQuantize {
+                scale,
+                zero,
+                signed,
+            } => s.push_str(&format!(
+                "_fq{scale:08x}{zero:08x}{}",
+                if *signed { "s" } else { "u" }
+            )),
         }
     }
     s
@@ -94,7 +137,9 @@ pub(crate) fn epilogue_pointwise(
         Epilogue::BiasRow | Epilogue::BiasCol | Epilogue::Residual => {
             unreachable!("not a pointwise epilogue step")
         }
-        Epilogue::HardSwish | Epilogue::Silu => unreachable!("a GEMM-only epilogue step"),
+        Epilogue::HardSwish | Epilogue::Silu | Epilogue::FakeQuantize { .. } => {
+            unreachable!("a GEMM-only epilogue step")
+        }
     }
     Ok(())
 }

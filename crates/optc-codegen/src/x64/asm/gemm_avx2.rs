@@ -248,6 +248,7 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
                 }
             }
             Epilogue::Silu => unreachable!("SiLU tiles are AVX-512 only (`kernel_plan`)"),
+            Epilogue::FakeQuantize { .. } => unreachable!("int8 kernels only (`kernel_plan`)"),
             Epilogue::HardSwish => {
                 // t = clamp(x / 6 + 0.5, 0, 1) in ymm14 (6 in ymm15; 0.5, 0 and 1 as 8-float
                 // constants: the clamps take their bound second, a NaN t only comes from a

@@ -273,6 +273,7 @@ pub(super) fn assemble_avx512(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError
                     a.vmulps(x, x, zmm17)
                 })?;
             }
+            Epilogue::FakeQuantize { .. } => unreachable!("int8 kernels only (`kernel_plan`)"),
         }
     }
     for r in 0..mr {

@@ -103,8 +103,9 @@ pub(crate) enum Contraction {
 pub(crate) struct Dequantize {
     /// Add the op's bias (`bias[c]`) after the scale.
     pub bias: bool,
-    /// Fused steps after that: `Relu`, `Clip`, `Residual`, and one `BiasRow`/`BiasCol` (a
-    /// broadcast add reading `bias`) when the op has no bias.
+    /// Fused steps after that: `Relu`, `Clip`, `Residual`, one `BiasRow`/`BiasCol` (a
+    /// broadcast add reading `bias`) when the op has no bias, and (VNNI and AMX kernels)
+    /// `FakeQuantize`, a QDQ model's requantization.
     pub steps: Vec<Epilogue>,
 }
 

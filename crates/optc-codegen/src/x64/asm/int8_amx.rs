@@ -21,7 +21,7 @@
 //! tmm4/5 hold A, tmm6/7 B) follows the code; the kernel loads it and releases the tiles
 //! before returning.
 
-use super::epilogue::Epilogue;
+use super::epilogue::{fake_quantize, fake_quantize_range, Epilogue};
 use super::int8::{Contraction, Int8Key, Scheme};
 use iced_x86::code_asm::*;
 
@@ -227,6 +227,22 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
                     } else {
                         a.vaddps(acc, acc, zmmword_ptr(rdi))?;
                     }
+                }
+                Epilogue::FakeQuantize {
+                    scale,
+                    zero,
+                    signed,
+                } => {
+                    let (lo, hi) = fake_quantize_range(signed);
+                    let regs = [zmm2, zmm3, zmm4, zmm5];
+                    for (z, bits) in regs
+                        .into_iter()
+                        .zip([scale, zero, lo.to_bits(), hi.to_bits()])
+                    {
+                        let l = konst(&mut a, bits);
+                        a.vbroadcastss(z, dword_ptr(l))?;
+                    }
+                    fake_quantize(&mut a, acc, zmm1, regs)?;
                 }
                 Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => {
                     unreachable!("int8 kernels have no scale or HardSwish step")

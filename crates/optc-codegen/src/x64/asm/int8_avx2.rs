@@ -303,8 +303,11 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                     }
                 }
             }
-            Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => {
-                unreachable!("int8 kernels have no scale or HardSwish step")
+            Epilogue::Scale(_)
+            | Epilogue::HardSwish
+            | Epilogue::Silu
+            | Epilogue::FakeQuantize { .. } => {
+                unreachable!("AVX2 int8 kernels have no scale, HardSwish or fake-quantize step")
             }
         }
     }

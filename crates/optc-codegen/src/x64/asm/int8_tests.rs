@@ -20,7 +20,19 @@ const CLIP_HI: u32 = 0x4080_0000; // 4.0
 
 /// Fused step lists of a tile whose channels run along rows (`rows`), with or without the
 /// op's own bias (a fused bias only without it).
-fn step_lists(rows: bool, bias: bool) -> Vec<Vec<Epilogue>> {
+/// A u8 and an i8 requantization (the AVX-512 kernels' fake-quantize steps).
+const FQ_U8: Epilogue = Epilogue::FakeQuantize {
+    scale: 0x3d4c_cccd, // 0.05
+    zero: 0x4040_0000,  // 3.0
+    signed: false,
+};
+const FQ_I8: Epilogue = Epilogue::FakeQuantize {
+    scale: 0x3ca3_d70a, // 0.02
+    zero: 0xc0a0_0000,  // -5.0
+    signed: true,
+};
+
+fn step_lists(rows: bool, bias: bool, scheme: Scheme) -> Vec<Vec<Epilogue>> {
     let fused_bias = if rows {
         Epilogue::BiasRow
     } else {
@@ -38,6 +50,12 @@ fn step_lists(rows: bool, bias: bool) -> Vec<Vec<Epilogue>> {
             Epilogue::Residual,
             Epilogue::Clip(CLIP_LO, CLIP_HI),
         ]);
+    }
+    if matches!(scheme, Scheme::DotProduct | Scheme::Tiles) {
+        // A QDQ conv's requantization, and a residual block's (requantized, added,
+        // requantized again).
+        v.push(vec![FQ_U8]);
+        v.push(vec![FQ_I8, Epilogue::Residual, Epilogue::Relu, FQ_U8]);
     }
     v
 }
@@ -65,7 +83,7 @@ fn all_keys(scheme: Scheme) -> Vec<Int8Key> {
                 for first in [false, true] {
                     let mut lasts = vec![None];
                     for bias in [false, true] {
-                        for steps in step_lists(contraction == Contraction::Conv, bias) {
+                        for steps in step_lists(contraction == Contraction::Conv, bias, scheme) {
                             lasts.push(Some(Dequantize { bias, steps }));
                         }
                     }
@@ -356,6 +374,23 @@ fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> 
                                 y.max(f32::from_bits(lo)).min(f32::from_bits(hi))
                             }
                             Epilogue::Residual => y + res[o],
+                            Epilogue::FakeQuantize {
+                                scale,
+                                zero,
+                                signed,
+                            } => {
+                                // optc_ir's fake_quantize, as the generic lowering rounds it.
+                                let (s, z) = (f32::from_bits(scale), f32::from_bits(zero));
+                                let (lo, hi) = if signed {
+                                    (-128.0, 127.0)
+                                } else {
+                                    (0.0, 255.0)
+                                };
+                                let q = (y / s).round_ties_even() + z;
+                                let q = if q > lo { q } else { lo };
+                                let q = if q < hi { q } else { hi };
+                                (q - z) * s
+                            }
                             Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => {
                                 unreachable!()
                             }

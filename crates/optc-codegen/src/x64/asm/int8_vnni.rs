@@ -8,7 +8,7 @@
 //! embedded broadcasts, `vpdpbusd zmm, zmm, dword bcst [a]`); partial tiles use opmask
 //! `k1 = (1 << nr) - 1`. GPRs as in the AVX2 kernel (`int8_avx2.rs`).
 
-use super::epilogue::Epilogue;
+use super::epilogue::{fake_quantize, fake_quantize_range, Epilogue};
 use super::gemm::row;
 use super::int8::{assemble_loop_aligned, prefetch_weights, Contraction, Int8Key, Scheme};
 use super::registers::zmm;
@@ -228,6 +228,26 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                     } else {
                         a.vaddps(zmm(r), zmm(r), zmmword_ptr(m))?;
                     }
+                }
+            }
+            Epilogue::FakeQuantize {
+                scale,
+                zero,
+                signed,
+            } => {
+                // Constants in zmm12-15; each row through its odd-group register (free).
+                let (lo, hi) = fake_quantize_range(signed);
+                for (z, bits) in [
+                    (12, scale),
+                    (13, zero),
+                    (14, lo.to_bits()),
+                    (15, hi.to_bits()),
+                ] {
+                    let l = konst(&mut a, bits);
+                    a.vbroadcastss(zmm(z), dword_ptr(l))?;
+                }
+                for r in 0..mr {
+                    fake_quantize(&mut a, zmm(r), zmm(6 + r), [zmm12, zmm13, zmm14, zmm15])?;
                 }
             }
             Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => {

@@ -553,6 +553,7 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
                     Epilogue::Scale(sc) => x * f32::from_bits(sc),
                     Epilogue::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
                     Epilogue::Silu => silu(x),
+                    Epilogue::FakeQuantize { .. } => unreachable!("int8 kernels only"),
                 };
             }
             assert_eq!(got, x, "{s} kc={kc} nr={nr}: C[{r}][{j}]");

@@ -24,7 +24,8 @@
 //!   symbols name the scheme;
 //!   `OPTC_INT8_PLAN=1` prints every int8 node's plan to stderr.
 //! - Epilogue in the tile store: `f32(acc) * (xs * ws[c])`, `+ bias[c]`, then the fused Relu,
-//!   Clip, residual or bias steps; steps it cannot take run afterwards (`emit_post`).
+//!   Clip, residual or bias steps, and on the AVX-512 kernels (VNNI, AMX) requantizations
+//!   (`fake_quantize`, as in a QDQ model); steps it cannot take run afterwards (`emit_post`).
 //! - Depthwise convs: exact integer sums in f32 (every partial sum is an integer below 2^24),
 //!   vectorized per channel by Cranelift; their fused steps run afterwards.
 //!
@@ -44,7 +45,7 @@ use super::asm::int8_amx::{TILE_GROUPS, TILE_ROWS};
 use super::asm::quantize::{PlaneKey, QuantizeKey};
 use super::asm::{Epilogue, Routine, MR, NR};
 use super::kernel_plan::{
-    balanced_rows, tile_steps, ALayout, KernelPlan, Strategy, TileShape, MAX_TASKS,
+    balanced_rows, tile_steps, ALayout, KernelPlan, Strategy, TileShape, TileStore, MAX_TASKS,
 };
 use crate::error::Result;
 use crate::node::{base_info, NodeInfo, MAX_TENSOR_BYTES};
@@ -396,8 +397,12 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         },
         bias_port.is_some(),
         false,
-        !matches!(form, Form::Depthwise(_)),
-        None,
+        TileStore {
+            binary: !matches!(form, Form::Depthwise(_)),
+            gemm_isa: None,
+            fake_quantize: matches!(scheme, Scheme::DotProduct | Scheme::Tiles)
+                && !matches!(form, Form::Depthwise(_)),
+        },
     );
     let (epilogue, step_bias_port, res_port, rest) =
         (tile.epilogue, tile.bias_port, tile.residual_port, tile.rest);
