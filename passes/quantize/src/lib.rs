@@ -3,9 +3,10 @@
 
 use optc_egraph::egg::Id;
 use optc_egraph::query::{const_of, ops_in, same, ty_of};
-use optc_egraph::{Build, Case, ENodeKind, FnRule, OptEGraph, Pass, Rule};
+use optc_egraph::{single_user, Build, Case, ENodeKind, FnRule, OptEGraph, Pass, Rule};
 use optc_ir::{
-    ActivationQuantization, BinaryOp, DType, Data, Graph, Op, Tensor, TensorType, Value, Window,
+    ActivationQuantization, BinaryOp, DType, Data, FusedStep, Graph, Op, Tensor, TensorType,
+    UnaryOp, Value, Window,
 };
 use std::sync::Arc;
 
@@ -220,6 +221,52 @@ fn transposed(w: &Tensor) -> Option<Tensor> {
 
 // ---- the rules ---------------------------------------------------------------------------
 
+/// Whether every window of a max pool from class `x` to class `y` holds a real cell (one
+/// of only padding gives `-inf`, which no fake-quantize grid holds).
+fn windows_hold_cells(eg: &OptEGraph, x: Id, y: Id, w: &Window) -> bool {
+    let (Some(xt), Some(yt)) = (ty_of(eg, x), ty_of(eg, y)) else {
+        return false;
+    };
+    let nsp = w.kernel.len();
+    if xt.shape.len() != nsp + 2 || yt.shape.len() != nsp + 2 {
+        return false;
+    }
+    (0..nsp).all(|i| {
+        let (n, out) = (xt.shape[2 + i] as i64, yt.shape[2 + i]);
+        (0..out).all(|o| {
+            (0..w.kernel[i]).any(|j| {
+                let q = (o * w.strides[i] + j * w.dilations[i]) as i64 - w.pads[i] as i64;
+                (0..n).contains(&q)
+            })
+        })
+    })
+}
+
+/// Whether every value of class `c` is on the grid of the fake-quantize `fq` (which then
+/// returns each one unchanged: `(q - z) s / s` rounds back to the integer `q - z`, so the
+/// round trip computes the same product): the output of that fake-quantize (alone or as a
+/// fused node's last step), or a max pool, Relu, reshape or transpose of such values (they
+/// only pick, move or zero values; 0 is on every grid). `depth` bounds the search.
+fn on_grid(eg: &OptEGraph, c: Id, fq: &UnaryOp, depth: usize) -> bool {
+    if depth == 0 {
+        return false;
+    }
+    eg[c].nodes.iter().any(|n| match n.op() {
+        Some(Op::Unary(u)) if u == fq => true,
+        Some(Op::Fused { steps, .. }) => {
+            matches!(steps.last(), Some(FusedStep::Unary(u)) if u == fq)
+        }
+        Some(Op::MaxPool { window }) => {
+            windows_hold_cells(eg, n.children[0], c, window)
+                && on_grid(eg, n.children[0], fq, depth - 1)
+        }
+        Some(Op::Unary(UnaryOp::Relu) | Op::Reshape { .. } | Op::Transpose { .. }) => {
+            on_grid(eg, n.children[0], fq, depth - 1)
+        }
+        _ => false,
+    })
+}
+
 fn rules() -> Vec<Rule> {
     vec![
         FnRule::rewrite("dynamic-matmul", |eg, _c, n| {
@@ -387,6 +434,55 @@ fn rules() -> Vec<Rule> {
                 signed: dt == DType::I8,
             });
             Some(Build::Node(op, vec![Build::Class(x)]))
+        }),
+        FnRule::rewrite("static-input-unrounded", |eg, class, n| {
+            // A static int8 contraction quantizes its input with (s, z): reading `x` instead
+            // of `fake_quantize(x)` on the same grid gives the same integers (the grid values
+            // quantize back to themselves; clamping and NaN land alike). Only when the
+            // requantized value has no other consumer, which would still need it.
+            let op = n.op()?;
+            let (Op::QuantizedConv {
+                activation: ActivationQuantization::Static,
+                ..
+            }
+            | Op::QuantizedMatMul {
+                activation: ActivationQuantization::Static,
+            }) = op
+            else {
+                return None;
+            };
+            let s = *const_of(eg, n.children[3])?.as_f32()?.first()?;
+            let Data::U8(z) = const_of(eg, n.children[4])?.data().clone() else {
+                return None;
+            };
+            let z = *z.first()? as f32;
+            let input = n.children[0];
+            if !single_user(eg, input, class) {
+                return None;
+            }
+            let x = ops_in(eg, input).find_map(|(o, ch)| match o {
+                Op::Unary(UnaryOp::FakeQuantize {
+                    scale,
+                    zero,
+                    signed,
+                }) if *scale == s && if *signed { *zero + 128.0 } else { *zero } == z => {
+                    Some(ch[0])
+                }
+                _ => None,
+            })?;
+            let mut kids: Vec<Build> = n.children.iter().map(|&c| Build::Class(c)).collect();
+            kids[0] = Build::Class(x);
+            Some(Build::Node(op.clone(), kids))
+        }),
+        FnRule::rewrite("requantize-on-grid", |eg, _class, n| {
+            // fake_quantize(y) = y when y is already on its grid: a QDQ pair after a max
+            // pool or a flatten of values quantized with the same parameters (onnxruntime's
+            // tool gives them the input's).
+            let Op::Unary(fq @ UnaryOp::FakeQuantize { .. }) = n.op()? else {
+                return None;
+            };
+            let x = n.children[0];
+            on_grid(eg, x, fq, 8).then_some(Build::Class(x))
         }),
         FnRule::rewrite("dequantize-constant", |eg, class, n| {
             // The constant folding of DequantizeLinear, which the analysis leaves to this
@@ -644,6 +740,101 @@ fn cases() -> Vec<Case> {
                     .add("relu", Op::Unary(optc_ir::UnaryOp::Relu), &[d])
                     .expect("relu");
                 g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "static-input-unrounded",
+            make: |s| {
+                // Requantized inputs (u8, and i8: the conv's zero point is 128 higher) into
+                // static int8 convs of the same grid, and one of another grid (it stays).
+                let mut g = Graph::new();
+                let x = g.add_input("x", TensorType::f32(&[1, 4, 5, 5]));
+                let window = Window {
+                    kernel: vec![3, 3],
+                    strides: vec![1, 1],
+                    pads: vec![1; 4],
+                    dilations: vec![1, 1],
+                    ceil_mode: false,
+                };
+                let conv = Op::QuantizedConv {
+                    window,
+                    group: 1,
+                    activation: ActivationQuantization::Static,
+                };
+                let scale = 0.0173 + s as f32 * 0.01;
+                let w = g.add_const("w", i8s(s, &[3, 4, 3, 3]));
+                let ws = g.add_const("ws", f32s(s + 1, &[3], 0.01, 0.02));
+                let xs = g.add_const("xs", Tensor::scalar_f32(scale));
+                for (i, (fq_scale, zero, signed, conv_zero)) in [
+                    (scale, 7.0, false, 7),
+                    (scale, -5.0, true, 123),
+                    (scale * 1.5, 7.0, false, 7),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let fq = UnaryOp::FakeQuantize {
+                        scale: fq_scale,
+                        zero,
+                        signed,
+                    };
+                    let q = g.add(&format!("fq{i}"), Op::Unary(fq), &[x]).expect("fq");
+                    let xz = g.add_const(&format!("xz{i}"), scalar_u8(conv_zero));
+                    let y = g
+                        .add(&format!("conv{i}"), conv.clone(), &[q, w, ws, xs, xz])
+                        .expect("conv");
+                    g.add_output(&format!("y{i}"), y);
+                }
+                g
+            },
+        },
+        Case {
+            rule: "requantize-on-grid",
+            make: |s| {
+                // Quantized values through a max pool (padding included), a Relu (negative
+                // zero point: values below 0 on the grid) and a flatten, requantized alike.
+                let fq = UnaryOp::FakeQuantize {
+                    scale: 0.0173 + s as f32 * 0.01,
+                    zero: if s % 2 == 0 { -5.0 } else { 131.0 },
+                    signed: s % 2 == 0,
+                };
+                let mut g = Graph::new();
+                let x = g.add_input("x", TensorType::f32(&[1, 2, 5, 6]));
+                let q = g.add("fq0", Op::Unary(fq.clone()), &[x]).expect("fq");
+                let window = Window {
+                    kernel: vec![2, 3],
+                    strides: vec![2, 1],
+                    pads: vec![1, 1, 1, 1],
+                    dilations: vec![1, 1],
+                    ceil_mode: false,
+                };
+                let p = g.add("pool", Op::MaxPool { window }, &[q]).expect("pool");
+                let r = g.add("relu", Op::Unary(UnaryOp::Relu), &[p]).expect("relu");
+                let f = g
+                    .add("flat", Op::Reshape { shape: vec![1, 36] }, &[r])
+                    .expect("reshape");
+                let y = g.add("fq1", Op::Unary(fq.clone()), &[f]).expect("fq");
+                g.add_output("y", y);
+                // Another grid: it stays.
+                let other = UnaryOp::FakeQuantize {
+                    scale: 0.031,
+                    zero: 7.0,
+                    signed: false,
+                };
+                let y2 = g.add("fq2", Op::Unary(other), &[p]).expect("fq");
+                g.add_output("y2", y2);
+                // A pool whose first windows hold only padding (-inf): it stays too.
+                let window = Window {
+                    kernel: vec![2, 2],
+                    strides: vec![1, 1],
+                    pads: vec![2, 0, 0, 0],
+                    dilations: vec![1, 1],
+                    ceil_mode: false,
+                };
+                let p3 = g.add("pool3", Op::MaxPool { window }, &[q]).expect("pool");
+                let y3 = g.add("fq3", Op::Unary(fq.clone()), &[p3]).expect("fq");
+                g.add_output("y3", y3);
                 g
             },
         },
