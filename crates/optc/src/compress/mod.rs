@@ -8,8 +8,8 @@
 //!    compiled batch);
 //! 2. reference outputs: the same model without lossy rewrites, run by the JIT;
 //! 3. activation ranges of every conv's input on the calibration sets (static quantization):
-//!    min-max, and the 0.01-99.99th percentiles where they clip a tail (both become
-//!    alternatives, the budget picks);
+//!    min-max, and where they clip a tail the 0.01-99.99th percentiles and the entropy
+//!    (least-KL) range (all alternatives, the budget picks);
 //! 4. alternatives ([`quantize::add_alternatives`], [`prune::add_alternatives`],
 //!    [`lowrank::add_alternatives`]) added to the e-graph of the optimized graph, each with
 //!    its estimated cost;
@@ -634,28 +634,29 @@ fn observe_inputs(
                 .and_modify(|r| {
                     r.min_max.0 = r.min_max.0.min(seen.min_max.0);
                     r.min_max.1 = r.min_max.1.max(seen.min_max.1);
-                    r.percentile = match (r.percentile, seen.percentile) {
+                    let widest = |a: Option<(f32, f32)>, b: Option<(f32, f32)>| match (a, b) {
                         (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
                         (a, b) => a.or(b),
                     };
+                    r.percentile = widest(r.percentile, seen.percentile);
+                    r.entropy = widest(r.entropy, seen.entropy);
                 })
                 .or_insert(seen);
         }
     }
-    // A percentile range only where it clips a real tail (at least 10% of the width).
+    // A percentile or entropy range only where it clips a real tail (at least 10% of the
+    // width).
     for r in ranges.values_mut() {
         let width = |(lo, hi): (f32, f32)| hi.max(0.0) - lo.min(0.0);
-        if r.percentile
-            .is_some_and(|p| width(p) > 0.9 * width(r.min_max))
-        {
-            r.percentile = None;
-        }
+        let clips = |p: (f32, f32)| width(p) <= 0.9 * width(r.min_max);
+        r.percentile = r.percentile.filter(|&p| clips(p));
+        r.entropy = r.entropy.filter(|&p| clips(p));
     }
     Ok(())
 }
 
 /// The range of the finite values of `v`: smallest and largest, and the 0.01th and 99.99th
-/// percentiles of an evenly strided sample of at most 2^16 of them.
+/// percentiles and the entropy range of an evenly strided sample of at most 2^16 of them.
 fn observe(v: &[f32]) -> Option<ActivationRange> {
     let stride = v.len().div_ceil(1 << 16).max(1);
     let mut sample: Vec<f32> = v
@@ -676,10 +677,71 @@ fn observe(v: &[f32]) -> Option<ActivationRange> {
     sample.sort_by(f32::total_cmp);
     let at = |q: f64| sample[((sample.len() - 1) as f64 * q).round() as usize];
     let percentile = (!sample.is_empty()).then(|| (at(0.0001), at(0.9999)));
+    let entropy = entropy_threshold(&sample).map(|t| (lo.max(-t), hi.min(t)));
     Some(ActivationRange {
         min_max: (lo, hi),
         percentile,
+        entropy,
     })
+}
+
+/// The entropy calibration of TensorRT and onnxruntime: the threshold `t` on `|x|` whose
+/// clipped, quantized histogram is closest to the observed one. A histogram of `|x|` in 2048
+/// bins; for each candidate `t` (from 128 bins up), the reference distribution is the bins
+/// below `t` with everything beyond added to the last, the candidate spreads each of 128
+/// groups of those bins (their counts without the clipped ones) evenly over its nonzero
+/// bins, and `t` minimizes the KL divergence of the two (their defaults: 2048 bins, 128
+/// levels). `None` for an empty or all-zero sample.
+fn entropy_threshold(sample: &[f32]) -> Option<f32> {
+    const BINS: usize = 2048;
+    let top = sample.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    if top <= 0.0 || !top.is_finite() {
+        return None;
+    }
+    const LEVELS: usize = 128;
+    let width = top as f64 / BINS as f64;
+    let mut hist = vec![0f64; BINS];
+    for &x in sample {
+        let b = ((x.abs() as f64 / width) as usize).min(BINS - 1);
+        hist[b] += 1.0;
+    }
+    let mut best = (f64::INFINITY, BINS);
+    for end in LEVELS..=BINS {
+        let mut p: Vec<f64> = hist[..end].to_vec();
+        p[end - 1] += hist[end..].iter().sum::<f64>();
+        // The candidate: each group of bins keeps its total, spread over its nonzero bins.
+        let mut q = vec![0f64; end];
+        for g in 0..LEVELS {
+            let (a, b) = (g * end / LEVELS, (g + 1) * end / LEVELS);
+            let nonzero = (a..b).filter(|&i| p[i] > 0.0).count();
+            if nonzero == 0 {
+                continue;
+            }
+            let each = hist[a..b].iter().sum::<f64>() / nonzero as f64;
+            for i in a..b {
+                if p[i] > 0.0 {
+                    q[i] = each;
+                }
+            }
+        }
+        let (ps, qs) = (p.iter().sum::<f64>(), q.iter().sum::<f64>());
+        if qs == 0.0 {
+            continue;
+        }
+        let kl: f64 = p
+            .iter()
+            .zip(&q)
+            .filter(|(&pi, _)| pi > 0.0)
+            .map(|(&pi, &qi)| {
+                let (pi, qi) = (pi / ps, (qi / qs).max(1e-12));
+                pi * (pi / qi).ln()
+            })
+            .sum();
+        if kl < best.0 {
+            best = (kl, end);
+        }
+    }
+    Some((best.1 as f64 * width) as f32)
 }
 
 #[cfg(test)]
@@ -699,5 +761,34 @@ mod tests {
         assert!((hi - 99.99).abs() < 0.05, "{hi}");
         assert!(observe(&[f32::NAN]).is_none());
         assert_eq!(observe(&[2.0]).unwrap().percentile, Some((2.0, 2.0)));
+    }
+
+    /// The entropy threshold keeps the body of a distribution and clips its sparse tail: an
+    /// exponential sample (50,000 values, the largest near 10.8) is cut well inside its
+    /// range but beyond most of its mass; a uniform one is kept whole.
+    #[test]
+    fn entropy_threshold_clips_the_sparse_tail() {
+        let n = 50_000;
+        let exp: Vec<f32> = (0..n)
+            .map(|i| -(1.0 - (i as f64 + 0.5) / n as f64).ln() as f32)
+            .collect();
+        let top = exp.iter().fold(0.0f32, |m, &x| m.max(x));
+        let t = entropy_threshold(&exp).unwrap();
+        assert!(t > 3.0 && t < 0.9 * top, "{t} of {top}");
+        let uniform: Vec<f32> = (0..n).map(|i| i as f32 / n as f32).collect();
+        let t = entropy_threshold(&uniform).unwrap();
+        assert!(t > 0.95, "{t}");
+        // Two-sided: the threshold bounds both ends.
+        let signed: Vec<f32> = exp
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| if i % 2 == 0 { -x } else { x })
+            .collect();
+        let (lo, hi) = observe(&signed).unwrap().entropy.unwrap();
+        assert!(
+            lo > -0.9 * top && lo < -3.0 && hi < 0.9 * top && hi > 3.0,
+            "{lo} {hi}"
+        );
+        assert!(entropy_threshold(&[0.0, 0.0]).is_none());
     }
 }

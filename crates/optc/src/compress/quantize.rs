@@ -333,11 +333,14 @@ pub struct ActivationRange {
     /// The 0.01th and 99.99th percentiles (outliers clipped: a finer step for the rest), when
     /// they are narrower than `min_max`.
     pub percentile: Option<(f32, f32)>,
+    /// The range whose quantized histogram is closest to the observed one (least KL
+    /// divergence, `entropy_threshold`), when it is narrower than `min_max`.
+    pub entropy: Option<(f32, f32)>,
 }
 
 /// Add the int8 alternatives of every candidate layer to the e-graph: 7-bit and 8-bit weights
 /// (the 8-bit one only when it differs), and for convs one per activation range (min-max,
-/// percentile). `ranges`: activation ranges of conv inputs by layer name (convs without one
+/// percentile, entropy). `ranges`: activation ranges of conv inputs by layer name (convs without one
 /// get none). Costs from `model`; an 8-bit layer whose pairs could saturate runs at the exact
 /// 16-bit scheme's rate, unless the target sums with VNNI (`dot_product`), where no weight
 /// can saturate and 8-bit weights are the only alternative.
@@ -357,6 +360,9 @@ pub fn add_alternatives(
         let mut variants: Vec<(Option<(f32, f32)>, &str)> = vec![(observed.map(|r| r.min_max), "")];
         if let Some(p) = observed.and_then(|r| r.percentile) {
             variants.push((Some(p), ", percentile range"));
+        }
+        if let Some(p) = observed.and_then(|r| r.entropy) {
+            variants.push((Some(p), ", entropy range"));
         }
         let mut builds = vec![];
         for (range, suffix) in variants {
