@@ -17,9 +17,10 @@
 //! readable for whole tiles: the plan leaves slack after them.
 //!
 //! Same arguments as every int8 kernel (`int8.rs`); a frame (`rbp`) for the accumulators'
-//! 4 KiB on the stack. The tile configuration (eight 16 x 64-byte tiles: tmm0-3 accumulate,
-//! tmm4/5 hold A, tmm6/7 B) follows the code; the kernel loads it and releases the tiles
-//! before returning.
+//! 4 KiB on the stack. The tiles must be configured ([`TileState::Configure`]: eight 16 x
+//! 64-byte tiles, tmm0-3 accumulate, tmm4/5 hold A, tmm6/7 B): the driver configures them
+//! once per work unit and releases them after it (`ldtilecfg` and `tilerelease` in every
+//! call cost about a quarter of a 9-tile call).
 
 use super::epilogue::{fake_quantize, fake_quantize_range, Epilogue};
 use super::int8::{Contraction, Int8Key, Scheme};
@@ -48,6 +49,42 @@ fn tile_config() -> [u8; 64] {
     c
 }
 
+/// The routines around a unit's AMX kernel calls (no arguments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TileState {
+    /// Load the tile configuration (`ldtilecfg`).
+    Configure,
+    /// Return the tiles to their initial state (`tilerelease`).
+    Release,
+}
+
+impl TileState {
+    pub fn symbol(self) -> String {
+        match self {
+            TileState::Configure => "optc_amx_configure".into(),
+            TileState::Release => "optc_amx_release".into(),
+        }
+    }
+
+    pub fn assemble(self) -> Result<Vec<u8>, IcedError> {
+        let mut a = CodeAssembler::new(64)?;
+        match self {
+            TileState::Configure => {
+                let mut config = a.create_label();
+                a.ldtilecfg(ptr(config))?;
+                a.ret()?;
+                a.set_label(&mut config)?;
+                a.db(&tile_config())?;
+            }
+            TileState::Release => {
+                a.tilerelease()?;
+                a.ret()?;
+            }
+        }
+        a.assemble(0)
+    }
+}
+
 pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     let mr = key.mr;
     assert!((1..=TILE_ROWS).contains(&mr), "AMX tile rows out of range");
@@ -56,7 +93,6 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     let matmul = key.contraction == Contraction::MatMul;
     let p = key.partial;
     let mut a = CodeAssembler::new(64)?;
-    let mut config = a.create_label();
     let mut consts: Vec<(CodeLabel, u32)> = vec![];
     // Frame: the stack arguments at [rbp + 16..]; the stored tiles at rsp (64-byte aligned).
     a.push(rbp)?;
@@ -74,7 +110,6 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
         a.dec(r11d)?;
         a.kmovw(k1, r11d)?;
     }
-    a.ldtilecfg(ptr(config))?;
     for t in 0..ACCUMULATORS {
         a.tilezero(tmm(t))?;
     }
@@ -121,7 +156,6 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     for t in 0..ACCUMULATORS {
         a.tilestored(ptr(rsp + r11 + 1024 * t as i32), tmm(t))?;
     }
-    a.tilerelease()?;
 
     // Row by row: zmm0 the row; zmm16-21 the per-column (matmul) tables and constants.
     // rsi = the output row, rdi = the residual row, r8/r10/r11 = offsets, scales, bias.
@@ -263,8 +297,6 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     a.pop(rbp)?;
     a.vzeroupper()?;
     a.ret()?;
-    a.set_label(&mut config)?;
-    a.db(&tile_config())?;
     for (mut l, bits) in consts {
         a.set_label(&mut l)?;
         a.dd(&[bits])?;

@@ -4,6 +4,7 @@ use super::depthwise::{self, DepthwiseKey};
 use super::direct_conv::{self, DirectConvKey};
 use super::gemm::{self, MicrokernelKey};
 use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
+use super::int8_amx::TileState;
 use super::quantize::QuantizeKey;
 use super::sparse::{self, SparseKey, SPARSE_PARAMS};
 use super::transpose::{self, TransposeKey, TRANSPOSE_PARAMS};
@@ -22,6 +23,8 @@ pub(crate) enum Routine {
     Quantize(QuantizeKey),
     Sparse(SparseKey),
     Transpose(TransposeKey),
+    /// Configure or release the AMX tiles around a unit's int8 kernel calls.
+    Tiles(TileState),
 }
 
 impl Routine {
@@ -34,6 +37,7 @@ impl Routine {
             Routine::Quantize(k) => k.symbol(),
             Routine::Sparse(k) => k.symbol(),
             Routine::Transpose(k) => k.symbol(),
+            Routine::Tiles(t) => t.symbol(),
         }
     }
     /// Alignment in the module, bytes (int8 kernels align their k loop to 64 bytes).
@@ -52,6 +56,7 @@ impl Routine {
             Routine::Quantize(k) => k.nparams(),
             Routine::Sparse(_) => SPARSE_PARAMS,
             Routine::Transpose(_) => TRANSPOSE_PARAMS,
+            Routine::Tiles(_) => 0,
         }
     }
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
@@ -63,6 +68,7 @@ impl Routine {
             Routine::Quantize(k) => k.assemble(),
             Routine::Sparse(k) => sparse::assemble(k),
             Routine::Transpose(k) => transpose::assemble(k),
+            Routine::Tiles(t) => t.assemble(),
         }
     }
 }

@@ -5,7 +5,8 @@
 use super::depthwise;
 use super::{int8_key, plane_key, Form, Int8Plan};
 use crate::builder::{if_else, tensor_flags, Emitter};
-use crate::x64::asm::int8::Dequantize;
+use crate::x64::asm::int8::{Dequantize, Scheme};
+use crate::x64::asm::int8_amx::TileState;
 use crate::x64::asm::quantize::{
     QuantizeKey, PARAM_INVERSE, PARAM_SCALE, PARAM_ZERO_F32, PARAM_ZERO_U32,
 };
@@ -198,6 +199,19 @@ pub(in crate::x64) fn emit_unit(
         depthwise::emit_unit(e, p, q, g, c, u);
         return;
     }
+    // AMX kernels run on tiles configured once for the unit.
+    let tiles = q.scheme == Scheme::Tiles;
+    if tiles {
+        call(e, c, Routine::Tiles(TileState::Configure), &[]);
+    }
+    emit_blocks(e, p, q, c, u);
+    if tiles {
+        call(e, c, Routine::Tiles(TileState::Release), &[]);
+    }
+}
+
+/// The K blocks of a GEMM unit.
+fn emit_blocks(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: Unit) {
     let kbs = p.kblocks();
     let nkb = kbs.len();
     let z = e.int_const(0);

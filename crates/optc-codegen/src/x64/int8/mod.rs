@@ -41,7 +41,7 @@ pub(super) use driver::{emit_pre, emit_prepare, emit_unit};
 pub(crate) use packing::derived;
 
 use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
-use super::asm::int8_amx::{TILE_GROUPS, TILE_ROWS};
+use super::asm::int8_amx::{TileState, TILE_GROUPS, TILE_ROWS};
 use super::asm::quantize::{PlaneKey, QuantizeKey};
 use super::asm::{Epilogue, Routine, MR, NR};
 use super::kernel_plan::{
@@ -632,6 +632,10 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
                 ))));
             }
         }
+    }
+    if q.scheme == Scheme::Tiles {
+        r.push(Routine::Tiles(TileState::Configure));
+        r.push(Routine::Tiles(TileState::Release));
     }
     let last = p.last_unit_cols();
     let mut partial = vec![false];
