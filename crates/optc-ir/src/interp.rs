@@ -810,7 +810,7 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
             zero,
             signed,
         } => {
-            let (lo, hi) = if *signed { (-128, 127) } else { (0, 255) };
+            let (lo, hi) = crate::linear_quantization::fake_quantize_bounds(*signed);
             let z = *zero as i32;
             Ok(Data::F32(
                 f32s(x)?

@@ -45,6 +45,12 @@ pub fn range(dt: DType) -> Option<(i32, i32)> {
     }
 }
 
+/// The clamp bounds of `UnaryOp::FakeQuantize`: i8's range when `signed`, else u8's.
+pub fn fake_quantize_bounds(signed: bool) -> (i32, i32) {
+    let dt = if signed { DType::I8 } else { DType::U8 };
+    range(dt).expect("i8 and u8 have ranges")
+}
+
 /// `clamp(round_half_even(x / scale) + zero, lo, hi)` in f32; NaN gives `lo`.
 pub fn quantize(x: f32, scale: f32, zero: i32, lo: i32, hi: i32) -> i32 {
     let r = (x / scale).round_ties_even() + zero as f32;

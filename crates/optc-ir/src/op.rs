@@ -791,11 +791,8 @@ impl Op {
                         zero,
                         signed,
                     } => {
-                        let (lo, hi) = if *signed {
-                            (-128.0, 127.0)
-                        } else {
-                            (0.0, 255.0)
-                        };
+                        let (lo, hi) = crate::linear_quantization::fake_quantize_bounds(*signed);
+                        let (lo, hi) = (lo as f32, hi as f32);
                         if !(*scale > 0.0 && scale.is_finite()) {
                             bail!(
                                 "fake_quantize: the scale must be positive and finite, got {scale}"

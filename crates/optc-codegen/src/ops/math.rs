@@ -122,7 +122,7 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
             } => {
                 // optc_ir::linear_quantization's quantize, then dequantize: `q - zero` is a
                 // small integer, exact in f32.
-                let (lo, hi) = if *signed { (-128, 127) } else { (0, 255) };
+                let (lo, hi) = optc_ir::linear_quantization::fake_quantize_bounds(*signed);
                 let s = e.float_const(ty, *scale);
                 let z = e.float_const(ty, *zero);
                 let q = e.b.ins().fdiv(x, s);

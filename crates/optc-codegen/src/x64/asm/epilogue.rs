@@ -54,15 +54,6 @@ pub(crate) fn fake_quantize(
     a.vmulps(x, t, scale)
 }
 
-/// The clamp bounds of a fake-quantize step: the i8 or the u8 range.
-pub(crate) fn fake_quantize_range(signed: bool) -> (f32, f32) {
-    if signed {
-        (-128.0, 127.0)
-    } else {
-        (0.0, 255.0)
-    }
-}
-
 impl Epilogue {
     /// Whether only the GEMM microkernels (AVX2 and AVX-512) apply this step: the sparse,
     /// Winograd, depthwise and direct-conv kernels end their epilogue before it, and the

@@ -22,9 +22,10 @@
 //! once per work unit and releases them after it (`ldtilecfg` and `tilerelease` in every
 //! call cost about a quarter of a 9-tile call).
 
-use super::epilogue::{fake_quantize, fake_quantize_range, Epilogue};
+use super::epilogue::{fake_quantize, Epilogue};
 use super::int8::{Contraction, Int8Key, Scheme};
 use iced_x86::code_asm::*;
+use optc_ir::linear_quantization::fake_quantize_bounds;
 
 /// Rows of the tile a kernel computes (at most; `Int8Key::mr` are stored).
 pub(crate) const TILE_ROWS: usize = 16;
@@ -267,12 +268,14 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
                     zero,
                     signed,
                 } => {
-                    let (lo, hi) = fake_quantize_range(signed);
+                    let (lo, hi) = fake_quantize_bounds(signed);
                     let regs = [zmm2, zmm3, zmm4, zmm5];
-                    for (z, bits) in regs
-                        .into_iter()
-                        .zip([scale, zero, lo.to_bits(), hi.to_bits()])
-                    {
+                    for (z, bits) in regs.into_iter().zip([
+                        scale,
+                        zero,
+                        (lo as f32).to_bits(),
+                        (hi as f32).to_bits(),
+                    ]) {
                         let l = konst(&mut a, bits);
                         a.vbroadcastss(z, dword_ptr(l))?;
                     }
