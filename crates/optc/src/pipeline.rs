@@ -161,10 +161,16 @@ pub(crate) enum Source<'a> {
 
 /// Every registered optimizer pass, in no particular order (levels order them).
 pub fn passes() -> Vec<optc_egraph::Pass> {
+    passes_priced(&optc_egraph::CostModel::host())
+}
+
+/// Every registered pass, fusion choosing among a value's forms as `model` prices them (the
+/// model extraction uses: the target's).
+fn passes_priced(model: &optc_egraph::CostModel) -> Vec<optc_egraph::Pass> {
     vec![
         optc_pass_simplify::pass(),
         optc_pass_fold::pass(),
-        optc_pass_fuse::pass(),
+        optc_pass_fuse::pass_with(model.clone()),
         optc_pass_layout::pass(),
         optc_pass_quantize::pass(),
     ]
@@ -175,14 +181,15 @@ pub fn passes() -> Vec<optc_egraph::Pass> {
 /// rule is checked first ([`check_rules`]): an unsound one, or one no instance makes fire,
 /// is an error naming it (with the counterexample).
 pub fn passes_for(opts: &Options) -> Result<Vec<optc_egraph::Pass>> {
-    let mut ps = passes();
-    // Fusion chooses among a value's forms as extraction will price them: on the target.
-    let model = cost_model(&Target::parse(&opts.target)?);
-    for p in &mut ps {
-        if p.name == "fuse" {
-            *p = optc_pass_fuse::pass_with(model.clone());
-        }
-    }
+    passes_for_model(opts, &cost_model(&Target::parse(&opts.target)?))
+}
+
+/// [`passes_for`] with the target's cost model already made.
+fn passes_for_model(
+    opts: &Options,
+    model: &optc_egraph::CostModel,
+) -> Result<Vec<optc_egraph::Pass>> {
+    let mut ps = passes_priced(model);
     if !opts.extra_rules.is_empty() {
         let mut rules = vec![];
         for (origin, text) in &opts.extra_rules {
@@ -284,7 +291,7 @@ pub fn optimize_with(graph: Graph, opts: &Options) -> Result<(Graph, optc_egraph
     }
     let (g, report) = optc_egraph::optimize(
         &graph,
-        &passes_for(opts)?,
+        &passes_for_model(opts, &model)?,
         opt_level,
         &optc_egraph::Limits::default(),
         &model,
