@@ -529,11 +529,8 @@ impl Target {
     /// see [`AVX512`]) and on `native` when the host has the AVX-512 microkernels and VNNI.
     /// Without it the int8 kernels pair bytes (`vpmaddubsw`) or words (`vpmaddwd`).
     pub fn has_int8_dot_product(&self) -> bool {
-        let vnni = if self.native {
-            cfg!(target_arch = "x86_64") && host_has("has_avx512vnni")
-        } else {
-            self.features.contains(&"has_avx512f")
-        };
+        // (A named target with the AVX-512 microkernels is `x86_64-avx512`.)
+        let vnni = !self.native || (cfg!(target_arch = "x86_64") && host_has("has_avx512vnni"));
         self.microkernel_isa() == crate::x64::asm::Isa::Avx512 && vnni
     }
 
