@@ -256,3 +256,59 @@ fn silu_after_a_conv_computes_the_conv_once() {
     assert_eq!(convs, 1, "{}", optc_ir::text::print(&opt));
     check_pair("silu", &opt, &g, 3);
 }
+
+/// BERT's GELU after a MatMul, `(x * (1 + erf(x / sqrt 2))) * 0.5` as exported, becomes one
+/// `gelu` step in the MatMul's tiles (the chain reads `x` twice, so only the recognized op
+/// can fuse); `gelu` is exactly the chain with the division as a multiply by 1/sqrt(2) in the
+/// interpreter. The same chain with another factor than 0.5, or another erf scale, stays.
+#[test]
+fn gelu_after_a_matmul_fuses_into_its_tiles() {
+    let build = |divide: bool, erf_scale: f32, half: f32| {
+        let mut r = Rng::new(12);
+        let mut g = Graph::new();
+        let a = g.add_input("a", TensorType::f32(&[6, 16]));
+        let w = g.add_const("w", r.tensor(&[16, 24], -1.0, 1.0));
+        let x = g.add("mm", Op::MatMul, &[a, w]).unwrap();
+        let c =
+            |g: &mut Graph, name: &str, v: f32| g.add_const(name, optc_ir::Tensor::scalar_f32(v));
+        let z = if divide {
+            let d = c(&mut g, "sqrt2", 1.0 / erf_scale);
+            g.add("div", Op::Binary(BinaryOp::Div), &[x, d]).unwrap()
+        } else {
+            let k = c(&mut g, "scale", erf_scale);
+            g.add("scaled", Op::Binary(BinaryOp::Mul), &[x, k]).unwrap()
+        };
+        let one = c(&mut g, "one", 1.0);
+        let h = c(&mut g, "half", half);
+        let e = g.add("erf", Op::Unary(UnaryOp::Erf), &[z]).unwrap();
+        let p = g.add("add", Op::Binary(BinaryOp::Add), &[e, one]).unwrap();
+        let m = g.add("mul", Op::Binary(BinaryOp::Mul), &[x, p]).unwrap();
+        let y = g.add("mul_1", Op::Binary(BinaryOp::Mul), &[m, h]).unwrap();
+        g.add_output("y", y);
+        g
+    };
+    let matmul_steps = |g: &Graph| -> Vec<String> {
+        g.g.node_indices()
+            .filter_map(|n| match &g.g[n].op {
+                Op::Fused { base, steps, .. } if **base == Op::MatMul => Some(format!("{steps:?}")),
+                _ => None,
+            })
+            .collect()
+    };
+    let gelu = vec![format!("{:?}", [FusedStep::Unary(UnaryOp::Gelu)])];
+    let r = optc_ir::GELU_ERF_SCALE;
+    for divide in [false, true] {
+        let g = build(divide, r, 0.5);
+        let opt = optc::pipeline::optimize(g.clone(), 2).unwrap();
+        assert_eq!(matmul_steps(&opt), gelu, "{}", optc_ir::text::print(&opt));
+        if !divide {
+            check_pair("gelu", &opt, &g, 5);
+        }
+    }
+    for (erf_scale, half) in [(r, 0.25), (0.7, 0.5)] {
+        let g = build(false, erf_scale, half);
+        let opt = optc::pipeline::optimize(g.clone(), 2).unwrap();
+        let text = optc_ir::text::print(&opt);
+        assert!(!text.contains("gelu"), "{erf_scale} {half}: {text}");
+    }
+}

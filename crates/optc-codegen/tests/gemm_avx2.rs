@@ -1087,6 +1087,32 @@ fn silu_epilogue_over_the_range() {
     check_all(&g, &inputs, TOL);
 }
 
+/// GELU in the tile epilogue (AVX-512; after the tiles on AVX2) over the range of its
+/// argument: where erf's argument is clamped (|x r| > 4), saturates to +-1 (the negative
+/// side's `1 + erf` cancels to 0), and NaN and infinite inputs (-inf gives NaN: `-inf * 0`,
+/// as the chain does).
+#[test]
+fn gelu_epilogue_over_the_range() {
+    let mut rng = Rng::new(92);
+    let (m, k, n) = (7, 5, 40);
+    let mut g = Graph::new();
+    let a = g.add_input("a", f(&[m, k]));
+    let b = g.add_const("b", f32t(&mut rng, &[k, n]));
+    let op = Op::Fused {
+        base: Box::new(Op::MatMul),
+        base_inputs: 2,
+        steps: vec![FusedStep::Unary(UnaryOp::Gelu)],
+    };
+    let y = g.add("mm", op, &[a, b]).unwrap();
+    g.add_output("y", y);
+    let mut x: Vec<f32> = (0..m * k).map(|_| rng.f32(-8.0, 8.0)).collect();
+    x[3] = f32::NAN;
+    x[11] = f32::INFINITY;
+    x[17] = f32::NEG_INFINITY;
+    let inputs = [Tensor::new(vec![m, k], optc_ir::Data::F32(x)).unwrap()];
+    check_all(&g, &inputs, TOL);
+}
+
 /// Grouped convs (not depthwise) on the implicit GEMM, one group per row part: 8 output
 /// channels per group (a 6-row tile and a 2-row one), depth over two K blocks, stride 2 with
 /// padding, two images, a grouped 1x1 conv, and fused steps in the tiles (residual, relu)

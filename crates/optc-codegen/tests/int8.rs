@@ -110,6 +110,9 @@ fn steps_named(
                 zero: 7.0,
                 signed: false,
             }),
+            "gelu" => FusedStep::Unary(UnaryOp::Gelu),
+            "silu" => FusedStep::Unary(UnaryOp::Silu),
+            "hardswish" => FusedStep::Unary(UnaryOp::HardSwish),
             "fq_i8" => FusedStep::Unary(UnaryOp::FakeQuantize {
                 scale: 0.01,
                 zero: -3.0,
@@ -449,6 +452,38 @@ fn conv_fused_epilogues() {
                 );
                 check_exact(&g, seed);
             }
+        }
+    }
+}
+
+/// The activations the AVX-512 kernels apply in the tile (GELU, SiLU, HardSwish; the AVX2
+/// ones after it), alone and between other steps, against the interpreter (their
+/// polynomials round differently from its f64 functions: a tolerance on top of the exact
+/// integer contraction).
+#[test]
+fn activation_epilogues() {
+    let lists: [&[&str]; 5] = [
+        &["gelu"],
+        &["silu"],
+        &["hardswish"],
+        &["res", "gelu", "bias"],
+        &["bias", "silu", "fq"],
+    ];
+    for (i, steps) in lists.iter().enumerate() {
+        for act in [DYNAMIC, STATIC] {
+            let seed = 120 + i as u64;
+            let g = matmul_graph(&[2, 13, 70], 35, &q(act, 64, i % 2 == 0), steps, seed);
+            check_targets(&g, &inputs_for(&g, seed), TRANS, &targets());
+            let g = conv_graph(
+                &[1, 9, 8, 8],
+                &[11, 9, 3, 3],
+                win([3, 3], [1, 1], [1; 4], [1, 1]),
+                1,
+                &q(act, 64, i % 2 == 1),
+                steps,
+                seed,
+            );
+            check_targets(&g, &inputs_for(&g, seed), TRANS, &targets());
         }
     }
 }

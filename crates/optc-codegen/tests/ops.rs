@@ -36,6 +36,7 @@ fn unaries() -> Vec<(UnaryOp, Tol)> {
         ),
         (UnaryOp::HardSwish, ARITH),
         (UnaryOp::Silu, TRANS),
+        (UnaryOp::Gelu, TRANS),
         (UnaryOp::Tanh, TRANS),
         (UnaryOp::Erf, TRANS),
         (UnaryOp::Exp, TRANS),

@@ -114,23 +114,64 @@ fn fold(egraph: &mut OptEGraph, op: &Op, children: &[Id], out: &TensorType) -> O
 pub fn single_user(egraph: &OptEGraph, class: Id, user: Id) -> bool {
     let class = egraph.find(class);
     let user = egraph.find(user);
-    let is_root = |c: Id| egraph.analysis.roots.iter().any(|&r| egraph.find(r) == c);
-    if is_root(class) {
+    if is_root(egraph, class) {
         return false;
     }
-    // Consumers are classes holding an unfused e-node that reads `class`; fused e-nodes
-    // are alternative forms of those consumers. A consumer whose only consumer is `user`
-    // is another form of `user` (e.g. `Q` in `DQ(Q(x))` when `user` also holds the
-    // fake-quantize of `x`): extraction takes one node of `user`, so never both.
-    egraph[class].parents().all(|p| {
-        let p = egraph.find(p);
-        p == user
-            || !egraph[p].nodes.iter().any(|n| {
-                let fused = matches!(n.op(), Some(Op::Fused { .. }));
-                !fused && n.children.iter().any(|&c| egraph.find(c) == class)
+    only_feeds(egraph, class, user, FEEDS_DEPTH)
+}
+
+/// How many consumers deep [`single_user`] follows a value to `user`: GELU's chain reads its
+/// input four steps before the product that is `user` (`x r`, `erf`, `+ 1`, `x *`).
+const FEEDS_DEPTH: usize = 4;
+
+fn is_root(egraph: &OptEGraph, c: Id) -> bool {
+    egraph.analysis.roots.iter().any(|&r| egraph.find(r) == c)
+}
+
+/// Whether every consumer of `class` is `user` or, within `depth` more consumers, only feeds
+/// `user` (breadth first, each class once). Consumers are classes holding an unfused e-node
+/// that reads the class; fused e-nodes are alternative forms of those consumers. A consumer
+/// that only feeds `user` is part of another form of `user` (e.g. `Q` in `DQ(Q(x))` when
+/// `user` also holds the fake-quantize of `x`, or GELU's chain when `user` also holds
+/// `gelu(x)`): extraction takes one node of `user`, so never both. (A rule that adds inputs
+/// to the fused node checks that they do not read `class`: `fuse-binary`.)
+fn only_feeds(egraph: &OptEGraph, class: Id, user: Id, depth: usize) -> bool {
+    let consumers = |c: Id| -> Vec<Id> {
+        let mut v: Vec<Id> = egraph[c]
+            .parents()
+            .map(|p| egraph.find(p))
+            .filter(|&p| {
+                egraph[p].nodes.iter().any(|n| {
+                    let fused = matches!(n.op(), Some(Op::Fused { .. }));
+                    !fused && n.children.iter().any(|&k| egraph.find(k) == c)
+                })
             })
-            || (!is_root(p) && egraph[p].parents().all(|q| egraph.find(q) == user))
-    })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut seen = std::collections::HashSet::from([class]);
+    let mut level = vec![class];
+    for d in 0..=depth {
+        let mut next = vec![];
+        for &c in &level {
+            for p in consumers(c) {
+                if p == user || !seen.insert(p) {
+                    continue;
+                }
+                if d == depth || is_root(egraph, p) {
+                    return false;
+                }
+                next.push(p);
+            }
+        }
+        if next.is_empty() {
+            return true;
+        }
+        level = next;
+    }
+    true
 }
 
 impl egg::Analysis<ENode> for OptAnalysis {

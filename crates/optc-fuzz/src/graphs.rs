@@ -690,6 +690,7 @@ fn rounds(op: &Op) -> bool {
                 | U::HardSigmoid { .. }
                 | U::HardSwish
                 | U::Silu
+                | U::Gelu
         ),
         Op::Binary(b) => matches!(b, BinaryOp::Pow),
         Op::Reduce { kind, .. } => !matches!(kind, ReduceKind::Max | ReduceKind::Min),

@@ -901,6 +901,14 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
         // The sigmoid rounded to f32, as `Mul(x, Sigmoid(x))` has it; the exact product of
         // two f32 values rounds once.
         UnaryOp::Silu => fmap(&|v| v * ((1.0 / (1.0 + (-v).exp())) as f32 as f64)),
+        // The chain's steps, each rounded to f32 (a sum or product of two f32 values computed
+        // in f64 and rounded once is the f32 operation's result).
+        UnaryOp::Gelu => fmap(&|v| {
+            let r = |x: f64| x as f32 as f64;
+            let z = r(v * crate::op::GELU_ERF_SCALE as f64);
+            let e = r(erf_f64(z));
+            r(v * r(e + 1.0)) * 0.5
+        }),
         UnaryOp::Tanh => fmap(&f64::tanh),
         UnaryOp::Erf => fmap(&erf_f64),
         UnaryOp::Exp => fmap(&f64::exp),

@@ -75,6 +75,11 @@ pub enum UnaryOp {
     /// `x * sigmoid(x)` (SiLU, Swish), the sigmoid rounded to f32 first: exactly
     /// `Mul(x, Sigmoid(x))`, which the optimizer turns into it.
     Silu,
+    /// GELU (erf form): `(x * (1 + erf(x * r))) * 0.5` with `r` = 1/sqrt(2) in f32, each step
+    /// rounded to f32: exactly the chain `Mul(Mul(x, Add(Erf(Mul(x, r)), 1)), 0.5)` of
+    /// BERT exports (their `Erf(Div(x, sqrt 2))` with the divide as a multiply), which the
+    /// optimizer turns into it ([`GELU_ERF_SCALE`]).
+    Gelu,
     Tanh,
     Erf,
     Exp,
@@ -361,6 +366,10 @@ pub struct SliceDim {
     pub step: i64,
     pub len: usize,
 }
+
+/// GELU's erf argument scale, 1/sqrt(2) rounded to f32 (what BERT exports multiply by once
+/// their `x / sqrt(2)` is a multiply: the reciprocal of `sqrt(2)` in f32 rounds to it too).
+pub const GELU_ERF_SCALE: f32 = std::f32::consts::FRAC_1_SQRT_2;
 
 /// One step of a fused elementwise tail (see [`Op::Fused`]).
 #[derive(Clone, Debug, PartialEq)]

@@ -154,6 +154,30 @@ fn erf_known_values_and_symmetry() {
     }
 }
 
+/// GELU against `0.5 x (1 + erf(x / sqrt 2))` in f64 (values from Python's `math.erf`): the
+/// f32 chain it rounds like is within a few ulp, and on the far negative side, where
+/// `1 + erf` cancels in f32, within 1e-7 of 0.
+#[test]
+fn gelu_known_values() {
+    let xs = [0.5f32, 1.0, 2.0, -0.5, -1.0, -2.0, 0.0, 6.0, -6.0];
+    let want = [
+        0.34573123063700656f64,
+        0.8413447460685429,
+        1.9544997361036416,
+        -0.15426876936299344,
+        -0.15865525393145707,
+        -0.04550026389635842,
+        0.0,
+        5.999999994080474,
+        -5.919525869479969e-09,
+    ];
+    let y = ev(Op::Unary(UnaryOp::Gelu), &[&t(&[9], xs.to_vec())]);
+    for ((g, w), x) in f(&y).iter().zip(want).zip(xs) {
+        let d = (*g as f64 - w).abs();
+        assert!(d <= 1e-7 + 4e-7 * w.abs(), "gelu({x}) = {g}, want {w}");
+    }
+}
+
 #[test]
 fn unary_int_bool_nan() {
     let x = Tensor::new(vec![4], Data::I32(vec![-5, 0, 3, i32::MIN])).unwrap();

@@ -110,6 +110,7 @@ fn every_op_graph() -> Graph {
         },
         UnaryOp::HardSwish,
         UnaryOp::Silu,
+        UnaryOp::Gelu,
         UnaryOp::Tanh,
         UnaryOp::Erf,
         UnaryOp::Exp,

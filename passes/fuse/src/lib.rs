@@ -5,7 +5,7 @@ use optc_egraph::query::{const_of, ops_in, same, scalar_of, ty_of};
 use optc_egraph::{single_user, Build, Case, CostModel, FnRule, OptEGraph, Pass, Rule};
 use optc_ir::{
     BinaryOp, DType, Data, Family, FusedStep, Graph, Op, Prop, ReduceKind, Tensor, TensorType,
-    UnaryOp, Window,
+    UnaryOp, Window, GELU_ERF_SCALE,
 };
 
 /// The pass, choosing among fusable forms with the default cost model.
@@ -158,6 +158,36 @@ fn fused_forms(
     keyed.into_iter().map(|(_, _, f)| f).collect()
 }
 
+/// How many producers deep `fuse-binary` looks for the base in its other operand: one more
+/// than the consumers `single_user` follows up to the fused value.
+const READS_DEPTH: usize = 5;
+
+/// Whether some e-node of class `c`, or of a class it reads within `depth` steps, reads
+/// class `target` (breadth first, each class once).
+fn reads(eg: &OptEGraph, c: Id, target: Id, depth: usize) -> bool {
+    let target = eg.find(target);
+    let mut seen = std::collections::HashSet::from([eg.find(c)]);
+    let mut level = vec![eg.find(c)];
+    for _ in 0..depth {
+        let mut next = vec![];
+        for &class in &level {
+            for m in &eg[class].nodes {
+                for &k in &m.children {
+                    let k = eg.find(k);
+                    if k == target {
+                        return true;
+                    }
+                    if seen.insert(k) {
+                        next.push(k);
+                    }
+                }
+            }
+        }
+        level = next;
+    }
+    false
+}
+
 fn fused_build(base: Op, base_inputs: usize, steps: Vec<FusedStep>, children: &[Id]) -> Build {
     let op = Op::Fused {
         base: Box::new(base),
@@ -186,6 +216,30 @@ fn operands_of<'a>(eg: &'a OptEGraph, c: Id, op: &'a Op) -> impl Iterator<Item =
     ops_in(eg, c)
         .filter(move |(o, _)| *o == op)
         .map(|(_, ch)| ch)
+}
+
+/// The operands `(x, y)` of the binary `op` e-nodes in class `c`, each in both orders (for
+/// a commutative `op`).
+fn operand_pairs(eg: &OptEGraph, c: Id, op: BinaryOp) -> Vec<(Id, Id)> {
+    operands_of(eg, c, &Op::Binary(op))
+        .filter(|ch| ch.len() == 2)
+        .flat_map(|ch| [(ch[0], ch[1]), (ch[1], ch[0])])
+        .collect()
+}
+
+/// Whether class `s` holds `1 + erf(x * r)` (either order of each operand pair), `r` GELU's
+/// scale 1/sqrt(2) in f32.
+fn is_erf_plus_one(eg: &OptEGraph, s: Id, x: Id) -> bool {
+    operand_pairs(eg, s, BinaryOp::Add)
+        .into_iter()
+        .any(|(e, one)| {
+            scalar_of(eg, one) == Some(1.0)
+                && operands_of(eg, e, &Op::Unary(UnaryOp::Erf)).any(|ch| {
+                    operand_pairs(eg, ch[0], BinaryOp::Mul)
+                        .into_iter()
+                        .any(|(y, r)| same(eg, y, x) && scalar_of(eg, r) == Some(GELU_ERF_SCALE))
+                })
+        })
 }
 
 /// `exp(x)` or `exp(x - reduce_max(x))` in class `a`, reduced over `axes`: the softmax input.
@@ -382,6 +436,29 @@ fn rules(model: CostModel) -> Vec<Rule> {
                     ))
                 })
         }),
+        // GELU (erf form) as one op, which fuses into a GEMM epilogue: BERT's
+        // `(x * (1 + erf(x r))) * 0.5` (after `erf-div-to-mul`) exactly, and
+        // `(x * 0.5) * (1 + erf(x r))` (ONNX's Gelu, PyTorch's `0.5 * x * ...`), the same
+        // products in another order: equal but where `x (1 + erf)` overflows or underflows.
+        FnRule::rewrite("gelu-recognize", |eg, _c, n| {
+            let Op::Binary(BinaryOp::Mul) = n.op()? else {
+                return None;
+            };
+            let [a, b] = [*n.children.first()?, *n.children.get(1)?];
+            let x = [(a, b), (b, a)].into_iter().find_map(|(p, q)| {
+                let pairs = operand_pairs(eg, p, BinaryOp::Mul);
+                let bert = scalar_of(eg, q) == Some(0.5);
+                pairs.into_iter().find_map(|(x, s)| {
+                    let found = if bert {
+                        is_erf_plus_one(eg, s, x)
+                    } else {
+                        scalar_of(eg, s) == Some(0.5) && is_erf_plus_one(eg, q, x)
+                    };
+                    found.then_some(x)
+                })
+            })?;
+            Some(Build::Node(Op::Unary(UnaryOp::Gelu), vec![Build::Class(x)]))
+        }),
         FnRule::rewrite("layernorm-recognize", |eg, _c, n| {
             let Op::Binary(BinaryOp::Div) = n.op()? else {
                 return None;
@@ -452,14 +529,10 @@ fn rules(model: CostModel) -> Vec<Rule> {
             }
             (0..2).find_map(|side| {
                 let other = n.children[1 - side];
-                // `x * sigmoid(x)` (SiLU): the other operand reads the base itself, so the
-                // base would be computed for it and again inside the fused node.
-                let base_class = eg.find(n.children[side]);
-                if eg[other]
-                    .nodes
-                    .iter()
-                    .any(|m| m.children.iter().any(|&k| eg.find(k) == base_class))
-                {
+                // `x * sigmoid(x)` (SiLU), or a residual branch that starts at the base: the
+                // other operand reads the base, so the base would be computed for it and
+                // again inside the fused node. (As deep as `single_user` follows consumers.)
+                if reads(eg, other, n.children[side], READS_DEPTH) {
                     return None;
                 }
                 let (base, bi, mut steps, mut ch) =
@@ -872,6 +945,35 @@ fn cases() -> Vec<Case> {
                     .add("div", Op::Binary(BinaryOp::Div), &[x, c])
                     .expect("div");
                 let y = g.add("erf", Op::Unary(UnaryOp::Erf), &[d]).expect("erf");
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "gelu-recognize",
+            make: |s| {
+                // BERT's order for even seeds, ONNX's for odd ones; operands swapped by seed.
+                let mut g = Graph::new();
+                let x = g.add_input("x", TensorType::f32(&[2, 3 + s as usize % 5]));
+                let r = g.add_const("r", Tensor::scalar_f32(GELU_ERF_SCALE));
+                let one = g.add_const("one", Tensor::scalar_f32(1.0));
+                let half = g.add_const("half", Tensor::scalar_f32(0.5));
+                let mul = |g: &mut Graph, name: &str, a, b, swap: bool| {
+                    let ins = if swap { [b, a] } else { [a, b] };
+                    g.add(name, Op::Binary(BinaryOp::Mul), &ins).expect("mul")
+                };
+                let swap = s % 4 >= 2;
+                let z = mul(&mut g, "scaled", x, r, swap);
+                let e = g.add("erf", Op::Unary(UnaryOp::Erf), &[z]).expect("erf");
+                let ins = if swap { [one, e] } else { [e, one] };
+                let p = g.add("add", Op::Binary(BinaryOp::Add), &ins).expect("add");
+                let y = if s % 2 == 0 {
+                    let m = mul(&mut g, "product", x, p, swap);
+                    mul(&mut g, "gelu", m, half, !swap)
+                } else {
+                    let h = mul(&mut g, "half_x", half, x, swap);
+                    mul(&mut g, "gelu", h, p, !swap)
+                };
                 g.add_output("y", y);
                 g
             },

@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
     types, InstBuilder, MemFlagsData, Type, Value,
 };
-use optc_ir::{BinaryOp, DType, UnaryOp};
+use optc_ir::{BinaryOp, DType, UnaryOp, GELU_ERF_SCALE};
 
 /// The trigonometric and hyperbolic ops, computed by libm through the runtime's
 /// `optc_rt_unary_math`: their code there (the index in `runtime::UNARY_MATH`).
@@ -88,6 +88,17 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
             UnaryOp::Silu => {
                 let s = e.sigmoid(ty, x);
                 e.b.ins().fmul(x, s)
+            }
+            UnaryOp::Gelu => {
+                // The chain it stands for, step by step (the AVX-512 epilogue's order).
+                let k = e.float_const(ty, GELU_ERF_SCALE);
+                let z = e.b.ins().fmul(x, k);
+                let erf = e.erf(ty, z);
+                let one = e.float_const(ty, 1.0);
+                let a = e.b.ins().fadd(erf, one);
+                let m = e.b.ins().fmul(x, a);
+                let h = e.float_const(ty, 0.5);
+                e.b.ins().fmul(m, h)
             }
             UnaryOp::Tanh => e.tanh(ty, x),
             UnaryOp::Erf => e.erf(ty, x),

@@ -28,6 +28,28 @@ pub(crate) const EXP_POLY: [f32; 6] = [
 ];
 pub(crate) const EXP_OVERFLOW: f32 = 88.72284;
 
+/// `erf`'s constants, shared with the AVX-512 GELU epilogue: the clamp of the argument and
+/// the numerator and denominator polynomials in `x^2` (highest degree first).
+pub(crate) const ERF_CLAMP: f32 = 4.0;
+#[allow(clippy::excessive_precision)]
+pub(crate) const ERF_P: [f32; 7] = [
+    -2.726_142_4e-10,
+    2.770_681_5e-8,
+    -2.101_024e-6,
+    -5.692_506_2e-5,
+    -7.349_906_4e-4,
+    -2.954_6e-3,
+    -1.609_603_3e-2,
+];
+#[allow(clippy::excessive_precision)]
+pub(crate) const ERF_Q: [f32; 5] = [
+    -1.45660715e-5,
+    -2.133_740_5e-4,
+    -1.682_827e-3,
+    -7.373_329_3e-3,
+    -1.426_473_9e-2,
+];
+
 #[allow(clippy::excessive_precision)]
 impl Emitter<'_> {
     fn int_ty(ty: Type) -> Type {
@@ -162,35 +184,13 @@ impl Emitter<'_> {
     /// Max relative error 3.3e-7 (under 3 ulp; `transcendental_error_bounds`) over the f32
     /// range; NaN stays NaN.
     pub fn erf(&mut self, ty: Type, x: Value) -> Value {
-        let hi = self.float_const(ty, 4.0);
-        let lo = self.float_const(ty, -4.0);
+        let hi = self.float_const(ty, ERF_CLAMP);
+        let lo = self.float_const(ty, -ERF_CLAMP);
         let xc = self.clamp_hi(ty, x, hi);
         let xc = self.clamp_lo(ty, xc, lo);
         let z = self.b.ins().fmul(xc, xc);
-        let p = self.poly(
-            ty,
-            z,
-            &[
-                -2.726_142_4e-10,
-                2.770_681_5e-8,
-                -2.101_024e-6,
-                -5.692_506_2e-5,
-                -7.349_906_4e-4,
-                -2.954_6e-3,
-                -1.609_603_3e-2,
-            ],
-        );
-        let q = self.poly(
-            ty,
-            z,
-            &[
-                -1.45660715e-5,
-                -2.133_740_5e-4,
-                -1.682_827e-3,
-                -7.373_329_3e-3,
-                -1.426_473_9e-2,
-            ],
-        );
+        let p = self.poly(ty, z, &ERF_P);
+        let q = self.poly(ty, z, &ERF_Q);
         let xp = self.b.ins().fmul(xc, p);
         self.b.ins().fdiv(xp, q)
     }

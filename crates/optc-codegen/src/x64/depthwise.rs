@@ -436,7 +436,10 @@ fn px(
                         let f = e.float_const(ty, f32::from_bits(sc));
                         e.b.ins().fmul(a, f)
                     }
-                    Epilogue::HardSwish | Epilogue::Silu | Epilogue::FakeQuantize { .. } => {
+                    Epilogue::HardSwish
+                    | Epilogue::Silu
+                    | Epilogue::Gelu
+                    | Epilogue::FakeQuantize { .. } => {
                         unreachable!("GEMM kernels only (`kernel_plan`)")
                     }
                 };

@@ -500,7 +500,8 @@ pub(super) struct TileSteps {
 pub(super) struct TileStore {
     /// Binary steps (a bias or a residual add).
     pub binary: bool,
-    /// The ISA of GEMM microkernels (their HardSwish and SiLU steps); `None` for others.
+    /// The ISA of GEMM microkernels (their HardSwish step; SiLU and GELU on AVX-512, also
+    /// the AVX-512 int8 kernels'); `None` for others.
     pub gemm_isa: Option<Isa>,
     /// Requantizations (`fake_quantize`): the AVX-512 int8 kernels.
     pub fake_quantize: bool,
@@ -509,8 +510,8 @@ pub(super) struct TileStore {
 /// The longest prefix of `steps` a tile store applies: Relu, Clip, one residual Add of the
 /// output's shape (unless `has_residual`), one bias Add broadcast along the tile's rows or
 /// columns (unless `has_bias`); binary steps only when `binary`; the steps of
-/// [`Epilogue::gemm_only`] only for GEMM microkernels of `gemm_isa` (HardSwish; SiLU on
-/// AVX-512); fake-quantize steps only when `fake_quantize` (the AVX-512 int8 kernels).
+/// [`Epilogue::gemm_only`] only for GEMM microkernels of `gemm_isa` (HardSwish; SiLU and
+/// GELU on AVX-512); fake-quantize steps only when `fake_quantize` (the AVX-512 int8 kernels).
 pub(super) fn tile_steps(
     info: &NodeInfo,
     steps: &[FusedStep],
@@ -539,6 +540,9 @@ pub(super) fn tile_steps(
             FusedStep::Unary(UnaryOp::HardSwish) if gemm_isa.is_some() => Some(Epilogue::HardSwish),
             FusedStep::Unary(UnaryOp::Silu) if gemm_isa == Some(Isa::Avx512) => {
                 Some(Epilogue::Silu)
+            }
+            FusedStep::Unary(UnaryOp::Gelu) if gemm_isa == Some(Isa::Avx512) => {
+                Some(Epilogue::Gelu)
             }
             FusedStep::Unary(UnaryOp::Clip { min, max }) => {
                 Some(Epilogue::Clip(min.to_bits(), max.to_bits()))

@@ -742,6 +742,7 @@ fn store_row(
                 | Epilogue::Scale(_)
                 | Epilogue::HardSwish
                 | Epilogue::Silu
+                | Epilogue::Gelu
                 | Epilogue::FakeQuantize { .. } => x,
             };
         }
@@ -778,6 +779,7 @@ fn store_row(
                 | Epilogue::Scale(_)
                 | Epilogue::HardSwish
                 | Epilogue::Silu
+                | Epilogue::Gelu
                 | Epilogue::FakeQuantize { .. } => x,
             };
         }

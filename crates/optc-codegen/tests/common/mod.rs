@@ -248,6 +248,7 @@ pub fn fused_steps(
             "sigmoid" => FusedStep::Unary(UnaryOp::Sigmoid),
             "hardswish" => FusedStep::Unary(UnaryOp::HardSwish),
             "silu" => FusedStep::Unary(UnaryOp::Silu),
+            "gelu" => FusedStep::Unary(UnaryOp::Gelu),
             "res" => {
                 let r = g.add_input("r", out.clone());
                 add(ins, r, res_swap)

@@ -1,7 +1,13 @@
 //! The epilogue a kernel applies to its tile before the store: bias, activation, residual,
 //! scale, in order.
 
+use crate::ops::transcendental::{
+    ERF_CLAMP, ERF_P, ERF_Q, EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_OVERFLOW,
+    EXP_POLY,
+};
 use iced_x86::code_asm::*;
+use optc_ir::GELU_ERF_SCALE;
+use std::f32::consts::LOG2_E;
 
 /// One epilogue step, applied to the whole tile in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,6 +32,10 @@ pub(crate) enum Epilogue {
     /// Cody-Waite reduction and a degree-7 polynomial, then `1 / (1 + e)`). AVX-512 GEMM
     /// microkernels only.
     Silu,
+    /// GELU (erf form) as `UnaryOp::Gelu` defines it, the erf as `Emitter::erf` computes it
+    /// (the rational minimax on the argument clamped to [-4, 4]): `x * (1 + erf(x r)) * 0.5`.
+    /// AVX-512 GEMM and int8 microkernels only.
+    Gelu,
     /// A QDQ pair's requantization, as `UnaryOp::FakeQuantize` rounds it (f32 bit patterns of
     /// the scale and the zero point): `(min(max(round_half_even(x / scale) + zero, lo), hi) -
     /// zero) * scale`, `[lo, hi]` the i8 or u8 range, NaN giving `lo`. The AVX-512 int8
@@ -59,7 +69,138 @@ impl Epilogue {
     /// Winograd, depthwise and direct-conv kernels end their epilogue before it, and the
     /// steps from there run after their tiles.
     pub fn gemm_only(&self) -> bool {
-        matches!(self, Epilogue::HardSwish | Epilogue::Silu)
+        matches!(self, Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu)
+    }
+}
+
+/// An activation step of the AVX-512 microkernels (HardSwish, SiLU, GELU) with its constants,
+/// placed once per kernel ([`Activation::new`]) and then applied to each tile register
+/// ([`Activation::apply`]): the same instructions, so the same bits, in the f32 GEMM and the
+/// int8 kernels, and the generic lowering's operations in its order.
+pub(crate) struct Activation {
+    step: Epilogue,
+    /// The constants' labels, in the order `apply` reads them.
+    consts: Vec<CodeLabel>,
+}
+
+impl Activation {
+    /// The step's constants placed by `konst`; `None` for a step that is not an activation.
+    pub fn new(
+        a: &mut CodeAssembler,
+        step: Epilogue,
+        konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
+    ) -> Option<Activation> {
+        let values: Vec<f32> = match step {
+            Epilogue::HardSwish => vec![6.0, 0.5, 0.0, 1.0],
+            Epilogue::Silu => {
+                let mut v = vec![
+                    -1.0, EXP_HI, EXP_LO, EXP_MAGIC, LOG2_E, EXP_LN2_HI, EXP_LN2_LO,
+                ];
+                v.extend(EXP_POLY);
+                v.extend([1.0, EXP_OVERFLOW, f32::INFINITY]);
+                v
+            }
+            Epilogue::Gelu => {
+                let mut v = vec![GELU_ERF_SCALE, ERF_CLAMP, -ERF_CLAMP];
+                v.extend(ERF_P);
+                v.extend(ERF_Q);
+                v.extend([1.0, 0.5]);
+                v
+            }
+            _ => return None,
+        };
+        let mut consts: Vec<CodeLabel> = values.iter().map(|v| konst(a, v.to_bits())).collect();
+        if step == Epilogue::Silu {
+            // The bias of the exponent's bits (an integer).
+            consts.push(konst(a, (0x4B40_0000 - 126) as u32));
+        }
+        Some(Activation { step, consts })
+    }
+
+    /// The step on `x` in place; `s` scratch registers (not `x`).
+    pub fn apply(
+        &self,
+        a: &mut CodeAssembler,
+        x: AsmRegisterZmm,
+        s: [AsmRegisterZmm; 5],
+    ) -> Result<(), IcedError> {
+        let c = |i: usize| dword_bcst(self.consts[i]);
+        let load = |a: &mut CodeAssembler, r: AsmRegisterZmm, i: usize| {
+            a.vbroadcastss(r, dword_ptr(self.consts[i]))
+        };
+        match self.step {
+            Epilogue::HardSwish => {
+                // t = clamp(x / 6 + 0.5, 0, 1) (the clamps take their bound second: a NaN t
+                // only comes from a NaN x, which the product keeps); x *= t.
+                a.vdivps(s[0], x, c(0))?;
+                a.vaddps(s[0], s[0], c(1))?;
+                a.vmaxps(s[0], s[0], c(2))?;
+                a.vminps(s[0], s[0], c(3))?;
+                a.vmulps(x, x, s[0])
+            }
+            Epilogue::Silu => {
+                let poly = 7..7 + EXP_POLY.len();
+                let [one, big, inf, bias] = [poly.end, poly.end + 1, poly.end + 2, poly.end + 3];
+                // s0 = -x; s1 = clamp(-x): exp's argument.
+                a.vmulps(s[0], x, c(0))?;
+                a.vminps(s[1], s[0], c(1))?;
+                a.vmaxps(s[1], s[1], c(2))?;
+                // s2 = t = xc log2(e) + magic; s3 = n = t - magic.
+                load(a, s[2], 3)?;
+                a.vfmadd231ps(s[2], s[1], c(4))?;
+                a.vsubps(s[3], s[2], c(3))?;
+                // s1 = r = xc - n ln 2 (two steps).
+                a.vfmadd231ps(s[1], s[3], c(5))?;
+                a.vfmadd231ps(s[1], s[3], c(6))?;
+                // s4 = p(r) (Horner); s3 = r^2; s1 = y = p r^2 + r + 1.
+                load(a, s[4], poly.start)?;
+                for k in poly.start + 1..poly.end {
+                    a.vfmadd213ps(s[4], s[1], c(k))?;
+                }
+                a.vmulps(s[3], s[1], s[1])?;
+                a.vaddps(s[1], s[1], c(one))?;
+                a.vfmadd231ps(s[1], s[4], s[3])?;
+                // 2^(n-1) from t's bits, then e = y 2^(n-1) 2; infinite past 88.72284.
+                a.vpsubd(s[2], s[2], c(bias))?;
+                a.vpslld(s[2], s[2], 23)?;
+                a.vmulps(s[1], s[1], s[2])?;
+                a.vaddps(s[1], s[1], s[1])?;
+                a.vcmpps(k2, s[0], c(big), 0x1e)?;
+                a.vbroadcastss(s[1].k2(), dword_ptr(self.consts[inf]))?;
+                // x / (1 + e), as x * (1 / (1 + e)).
+                a.vaddps(s[1], s[1], c(one))?;
+                load(a, s[2], one)?;
+                a.vdivps(s[1], s[2], s[1])?;
+                a.vmulps(x, x, s[1])
+            }
+            Epilogue::Gelu => {
+                let p = 3..3 + ERF_P.len();
+                let q = p.end..p.end + ERF_Q.len();
+                let [one, half] = [q.end, q.end + 1];
+                // s0 = z = clamp(x r, -4, 4) (a NaN z comes from a NaN x, which the product
+                // keeps); s1 = z^2.
+                a.vmulps(s[0], x, c(0))?;
+                a.vminps(s[0], s[0], c(1))?;
+                a.vmaxps(s[0], s[0], c(2))?;
+                a.vmulps(s[1], s[0], s[0])?;
+                // s2 = P(z^2), s0 = z P; s2 = Q(z^2) (Horner); s0 = erf = z P / Q.
+                load(a, s[2], p.start)?;
+                for k in p.start + 1..p.end {
+                    a.vfmadd213ps(s[2], s[1], c(k))?;
+                }
+                a.vmulps(s[0], s[0], s[2])?;
+                load(a, s[2], q.start)?;
+                for k in q.start + 1..q.end {
+                    a.vfmadd213ps(s[2], s[1], c(k))?;
+                }
+                a.vdivps(s[0], s[0], s[2])?;
+                // x = (x (erf + 1)) 0.5.
+                a.vaddps(s[0], s[0], c(one))?;
+                a.vmulps(x, x, s[0])?;
+                a.vmulps(x, x, c(half))
+            }
+            _ => unreachable!("not an activation step"),
+        }
     }
 }
 
@@ -76,6 +217,7 @@ pub(crate) fn epilogue_symbol(epilogue: &[Epilogue]) -> String {
             Epilogue::Scale(a) => s.push_str(&format!("_s{a:08x}")),
             Epilogue::HardSwish => s.push_str("_hswish"),
             Epilogue::Silu => s.push_str("_silu"),
+            Epilogue::Gelu => s.push_str("_gelu"),
             Epilogue::FakeQuantize {
                 scale,
                 zero,
@@ -128,7 +270,7 @@ pub(crate) fn epilogue_pointwise(
         Epilogue::BiasRow | Epilogue::BiasCol | Epilogue::Residual => {
             unreachable!("not a pointwise epilogue step")
         }
-        Epilogue::HardSwish | Epilogue::Silu | Epilogue::FakeQuantize { .. } => {
+        Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu | Epilogue::FakeQuantize { .. } => {
             unreachable!("a GEMM-only epilogue step")
         }
     }

@@ -247,7 +247,9 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
                     a.vmulps(ymm(r), ymm(r), ymm14)?;
                 }
             }
-            Epilogue::Silu => unreachable!("SiLU tiles are AVX-512 only (`kernel_plan`)"),
+            Epilogue::Silu | Epilogue::Gelu => {
+                unreachable!("SiLU and GELU tiles are AVX-512 only (`kernel_plan`)")
+            }
             Epilogue::FakeQuantize { .. } => unreachable!("int8 kernels only (`kernel_plan`)"),
             Epilogue::HardSwish => {
                 // t = clamp(x / 6 + 0.5, 0, 1) in ymm14 (6 in ymm15; 0.5, 0 and 1 as 8-float

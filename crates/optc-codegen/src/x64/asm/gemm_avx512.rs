@@ -1,12 +1,9 @@
 //! The AVX-512F microkernels: an `mr x 16` tile (one zmm accumulator per row, a second set
 //! for odd k steps) and an `mr x 32` "wide" tile over two B panels (two zmm per row).
 
-use super::epilogue::Epilogue;
+use super::epilogue::{Activation, Epilogue};
 use super::gemm::{k_loop, row, MicrokernelKey, MR};
 use super::registers::zmm;
-use crate::ops::transcendental::{
-    EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_OVERFLOW, EXP_POLY,
-};
 use iced_x86::code_asm::*;
 
 /// The AVX-512F microkernel: same signature, layouts and epilogues as the AVX2 one, a 16-column
@@ -201,77 +198,11 @@ pub(super) fn assemble_avx512(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError
                 a.vbroadcastss(zmm14, dword_ptr(l))?;
                 all(&mut |x| a.vmulps(x, x, zmm14))?;
             }
-            Epilogue::HardSwish => {
-                // t = clamp(x / 6 + 0.5, 0, 1) in zmm14, the constants as embedded
-                // broadcasts (the clamps take their bound second: a NaN t only comes from a
-                // NaN x, which the product keeps); x *= t.
-                let six = konst(&mut a, 6f32.to_bits());
-                let half = konst(&mut a, 0.5f32.to_bits());
-                let zero = konst(&mut a, 0);
-                let one = konst(&mut a, 1f32.to_bits());
-                all(&mut |x| {
-                    a.vdivps(zmm14, x, dword_bcst(six))?;
-                    a.vaddps(zmm14, zmm14, dword_bcst(half))?;
-                    a.vmaxps(zmm14, zmm14, dword_bcst(zero))?;
-                    a.vminps(zmm14, zmm14, dword_bcst(one))?;
-                    a.vmulps(x, x, zmm14)
-                })?;
-            }
-            Epilogue::Silu => {
-                let c = |a: &mut CodeAssembler,
-                         konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
-                         v: f32| { dword_bcst(konst(a, v.to_bits())) };
-                let minus_one = c(&mut a, &mut konst, -1.0);
-                let hi = c(&mut a, &mut konst, EXP_HI);
-                let lo = c(&mut a, &mut konst, EXP_LO);
-                let magic_l = konst(&mut a, EXP_MAGIC.to_bits());
-                let magic = dword_bcst(magic_l);
-                let log2e = c(&mut a, &mut konst, std::f32::consts::LOG2_E);
-                let c1 = c(&mut a, &mut konst, EXP_LN2_HI);
-                let c2 = c(&mut a, &mut konst, EXP_LN2_LO);
-                let p0 = konst(&mut a, EXP_POLY[0].to_bits());
-                let poly: Vec<_> = EXP_POLY[1..]
-                    .iter()
-                    .map(|&v| c(&mut a, &mut konst, v))
-                    .collect();
-                let one_l = konst(&mut a, 1f32.to_bits());
-                let one = dword_bcst(one_l);
-                let bias = dword_bcst(konst(&mut a, 0x4B40_0000 - 126));
-                let big = c(&mut a, &mut konst, EXP_OVERFLOW);
-                let inf = konst(&mut a, f32::INFINITY.to_bits());
-                all(&mut |x| {
-                    // zmm16 = -x; zmm17 = clamp(-x): exp's argument.
-                    a.vmulps(zmm16, x, minus_one)?;
-                    a.vminps(zmm17, zmm16, hi)?;
-                    a.vmaxps(zmm17, zmm17, lo)?;
-                    // zmm18 = t = xc log2(e) + magic; zmm19 = n = t - magic.
-                    a.vbroadcastss(zmm18, dword_ptr(magic_l))?;
-                    a.vfmadd231ps(zmm18, zmm17, log2e)?;
-                    a.vsubps(zmm19, zmm18, magic)?;
-                    // zmm17 = r = xc - n ln 2 (two steps).
-                    a.vfmadd231ps(zmm17, zmm19, c1)?;
-                    a.vfmadd231ps(zmm17, zmm19, c2)?;
-                    // zmm20 = p(r) (Horner); zmm19 = r^2; zmm17 = y = p r^2 + r + 1.
-                    a.vbroadcastss(zmm20, dword_ptr(p0))?;
-                    for &k in &poly {
-                        a.vfmadd213ps(zmm20, zmm17, k)?;
-                    }
-                    a.vmulps(zmm19, zmm17, zmm17)?;
-                    a.vaddps(zmm17, zmm17, one)?;
-                    a.vfmadd231ps(zmm17, zmm20, zmm19)?;
-                    // 2^(n-1) from t's bits, then e = y 2^(n-1) 2; infinite past 88.72284.
-                    a.vpsubd(zmm18, zmm18, bias)?;
-                    a.vpslld(zmm18, zmm18, 23)?;
-                    a.vmulps(zmm17, zmm17, zmm18)?;
-                    a.vaddps(zmm17, zmm17, zmm17)?;
-                    a.vcmpps(k2, zmm16, big, 0x1e)?;
-                    a.vbroadcastss(zmm17.k2(), dword_ptr(inf))?;
-                    // x / (1 + e), as x * (1 / (1 + e)).
-                    a.vaddps(zmm17, zmm17, one)?;
-                    a.vbroadcastss(zmm18, dword_ptr(one_l))?;
-                    a.vdivps(zmm17, zmm18, zmm17)?;
-                    a.vmulps(x, x, zmm17)
-                })?;
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+                // zmm16-20 (the A broadcasts of the loop) are free now.
+                let act =
+                    Activation::new(&mut a, *epilogue, &mut konst).expect("an activation step");
+                all(&mut |x| act.apply(&mut a, x, [zmm16, zmm17, zmm18, zmm19, zmm20]))?;
             }
             Epilogue::FakeQuantize { .. } => unreachable!("int8 kernels only (`kernel_plan`)"),
         }

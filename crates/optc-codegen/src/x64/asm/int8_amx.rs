@@ -22,7 +22,7 @@
 //! once per work unit and releases them after it (`ldtilecfg` and `tilerelease` in every
 //! call cost about a quarter of a 9-tile call).
 
-use super::epilogue::{fake_quantize, Epilogue};
+use super::epilogue::{fake_quantize, Activation, Epilogue};
 use super::int8::{Contraction, Int8Key, Scheme};
 use iced_x86::code_asm::*;
 use optc_ir::linear_quantization::fake_quantize_bounds;
@@ -200,6 +200,13 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
             }
         }
     }
+    // The activation steps' constants, once for every row.
+    let activations: Vec<Option<Activation>> = key
+        .last
+        .iter()
+        .flat_map(|dq| &dq.steps)
+        .map(|&step| Activation::new(&mut a, step, &mut konst))
+        .collect();
     for r in 0..mr as i32 {
         a.vmovdqa32(acc, zmmword_ptr(rsp + 64 * r))?;
         for t in 1..ACCUMULATORS as i32 {
@@ -240,7 +247,7 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
         if dq.bias {
             channel(&mut a, r11, zmm17, false)?;
         }
-        for step in &dq.steps {
+        for (step, activation) in dq.steps.iter().zip(&activations) {
             match *step {
                 Epilogue::BiasRow | Epilogue::BiasCol => {
                     assert_eq!(
@@ -281,9 +288,12 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
                     }
                     fake_quantize(&mut a, acc, zmm1, regs)?;
                 }
-                Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => {
-                    unreachable!("int8 kernels have no scale or HardSwish step")
+                Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+                    // zmm22-26 are free (zmm16-21 hold the tables).
+                    let act = activation.as_ref().expect("an activation step");
+                    act.apply(&mut a, acc, [zmm22, zmm23, zmm24, zmm25, zmm26])?;
                 }
+                Epilogue::Scale(_) => unreachable!("int8 kernels have no scale step"),
             }
         }
         if p {

@@ -9,6 +9,7 @@ use super::epilogue::Epilogue;
 use super::int8::{assemble, Contraction, Dequantize, Int8Key, Scheme};
 use super::int8_amx::TileState;
 use super::quantize::{PlaneKey, QuantizeKey};
+use super::tests::{gelu, silu};
 use crate::target::Target;
 use cranelift_codegen::ir::{types, AbiParam};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -19,8 +20,6 @@ use optc_ir::quantized::QuantParams;
 const CLIP_LO: u32 = 0xc000_0000; // -2.0
 const CLIP_HI: u32 = 0x4080_0000; // 4.0
 
-/// Fused step lists of a tile whose channels run along rows (`rows`), with or without the
-/// op's own bias (a fused bias only without it).
 /// A u8 and an i8 requantization (the AVX-512 kernels' fake-quantize steps).
 const FQ_U8: Epilogue = Epilogue::FakeQuantize {
     scale: 0x3d4c_cccd, // 0.05
@@ -33,6 +32,8 @@ const FQ_I8: Epilogue = Epilogue::FakeQuantize {
     signed: true,
 };
 
+/// Fused step lists of a tile whose channels run along rows (`rows`), with or without the
+/// op's own bias (a fused bias only without it).
 fn step_lists(rows: bool, bias: bool, scheme: Scheme) -> Vec<Vec<Epilogue>> {
     let fused_bias = if rows {
         Epilogue::BiasRow
@@ -57,6 +58,13 @@ fn step_lists(rows: bool, bias: bool, scheme: Scheme) -> Vec<Vec<Epilogue>> {
         // requantized again).
         v.push(vec![FQ_U8]);
         v.push(vec![FQ_I8, Epilogue::Residual, Epilogue::Relu, FQ_U8]);
+        // The activations of the f32 GEMM's tiles.
+        v.push(vec![Epilogue::Gelu]);
+        v.push(vec![
+            Epilogue::Residual,
+            Epilogue::Silu,
+            Epilogue::HardSwish,
+        ]);
     }
     v
 }
@@ -392,9 +400,10 @@ fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> 
                                 let q = if q < hi { q } else { hi };
                                 (q - z) * s
                             }
-                            Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => {
-                                unreachable!()
-                            }
+                            Epilogue::HardSwish => y * (y / 6.0 + 0.5).clamp(0.0, 1.0),
+                            Epilogue::Silu => silu(y),
+                            Epilogue::Gelu => gelu(y),
+                            Epilogue::Scale(_) => unreachable!(),
                         };
                     }
                     y.to_bits()

@@ -8,7 +8,7 @@
 //! embedded broadcasts, `vpdpbusd zmm, zmm, dword bcst [a]`); partial tiles use opmask
 //! `k1 = (1 << nr) - 1`. GPRs as in the AVX2 kernel (`int8_avx2.rs`).
 
-use super::epilogue::{fake_quantize, Epilogue};
+use super::epilogue::{fake_quantize, Activation, Epilogue};
 use super::gemm::row;
 use super::int8::{assemble_loop_aligned, prefetch_weights, Contraction, Int8Key, Scheme};
 use super::registers::zmm;
@@ -251,9 +251,14 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                     fake_quantize(&mut a, zmm(r), zmm(6 + r), [zmm12, zmm13, zmm14, zmm15])?;
                 }
             }
-            Epilogue::Scale(_) | Epilogue::HardSwish | Epilogue::Silu => {
-                unreachable!("int8 kernels have no scale or HardSwish step")
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+                // zmm16-20 are free (the loop uses zmm0-15).
+                let act = Activation::new(&mut a, *step, &mut konst).expect("an activation step");
+                for r in 0..mr {
+                    act.apply(&mut a, zmm(r), [zmm16, zmm17, zmm18, zmm19, zmm20])?;
+                }
             }
+            Epilogue::Scale(_) => unreachable!("int8 kernels have no scale step"),
         }
     }
     for r in 0..mr {

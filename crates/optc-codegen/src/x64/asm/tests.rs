@@ -26,6 +26,8 @@ fn ep_lists() -> Vec<Vec<Epilogue>> {
         vec![Epilogue::BiasRow, Epilogue::HardSwish, Epilogue::Residual],
         vec![Epilogue::Silu],
         vec![Epilogue::BiasCol, Epilogue::Silu, Epilogue::Relu],
+        vec![Epilogue::Gelu],
+        vec![Epilogue::Residual, Epilogue::Gelu, Epilogue::BiasRow],
         vec![
             Epilogue::BiasCol,
             Epilogue::Residual,
@@ -60,8 +62,11 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
                 for partial in [false, true] {
                     for acc in [false, true] {
                         for epilogue in ep_lists() {
-                            // SiLU tiles are AVX-512 only.
-                            if isa == Isa::Avx2 && epilogue.contains(&Epilogue::Silu) {
+                            // SiLU and GELU tiles are AVX-512 only.
+                            if isa == Isa::Avx2
+                                && (epilogue.contains(&Epilogue::Silu)
+                                    || epilogue.contains(&Epilogue::Gelu))
+                            {
                                 continue;
                             }
                             v.push(MicrokernelKey {
@@ -86,7 +91,7 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
         for mr in 1..=MR {
             for acc in [false, true] {
                 for epilogue in ep_lists() {
-                    if epilogue.contains(&Epilogue::Silu) {
+                    if epilogue.contains(&Epilogue::Silu) || epilogue.contains(&Epilogue::Gelu) {
                         continue;
                     }
                     let n = epilogue.len();
@@ -164,6 +169,8 @@ fn data_len(key: &MicrokernelKey) -> usize {
             // -1, the clamp bounds, magic, log2(e), ln 2 (2), the polynomial (6), 1, the
             // exponent bias, the overflow bound, infinity.
             Epilogue::Silu => 4 * 17,
+            // GELU: the erf scale, the clamp bounds, the polynomials (7 + 5), 1 and 0.5.
+            Epilogue::Gelu => 4 * 17,
             _ => 0,
         })
         .sum();
@@ -207,24 +214,27 @@ fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: us
     // SiLU: per accumulator the exp argument's clamps, 4 products (-x, r^2, y 2^n, x s) and
     // the division 1 / (1 + e).
     let silu = eps(|e| *e == Epilogue::Silu);
+    // GELU: per accumulator erf's argument clamps, 5 products (x r, z^2, z P, x (erf + 1),
+    // times 0.5) and the division P / Q.
+    let gelu = eps(|e| *e == Epilogue::Gelu);
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vmaxps)),
-        (relu + clip + hswish + silu) * accs,
+        (relu + clip + hswish + silu + gelu) * accs,
         "{s}: vmaxps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vminps)),
-        (clip + hswish + silu) * accs,
+        (clip + hswish + silu + gelu) * accs,
         "{s}: vminps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vmulps)),
-        (eps(|e| matches!(e, Epilogue::Scale(_))) + hswish + 4 * silu) * accs,
+        (eps(|e| matches!(e, Epilogue::Scale(_))) + hswish + 4 * silu + 5 * gelu) * accs,
         "{s}: vmulps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vdivps)),
-        (hswish + silu) * accs,
+        (hswish + silu + gelu) * accs,
         "{s}: vdivps"
     );
     let stores = count(ins, |i| {
@@ -291,15 +301,16 @@ fn avx512_kernels_decode_to_zmm_code() {
         let row_bias_steps = steps(&key, |e| *e == Epilogue::BiasRow);
         let hswish = steps(&key, |e| *e == Epilogue::HardSwish);
         let silu = steps(&key, |e| *e == Epilogue::Silu);
+        let gelu = steps(&key, |e| *e == Epilogue::Gelu);
         if key.wide {
             // Every A broadcast and every row bias: a vbroadcastss. SiLU: 4 per accumulator
             // (magic, the polynomial's first coefficient, infinity where exp overflows, 1 as
-            // the dividend).
+            // the dividend); GELU: 2 (the polynomials' first coefficients).
             let clip = steps(&key, |e| matches!(e, Epilogue::Clip(..)));
             let scale = steps(&key, |e| matches!(e, Epilogue::Scale(_)));
             assert_eq!(
                 count(&ins, |i| i.mnemonic() == Mnemonic::Vbroadcastss),
-                5 * mr + mr * row_bias_steps + 2 * clip + scale + 4 * silu * mr * w,
+                5 * mr + mr * row_bias_steps + 2 * clip + scale + (4 * silu + 2 * gelu) * mr * w,
                 "{s}: broadcasts"
             );
         }
@@ -356,13 +367,13 @@ fn avx512_kernels_decode_to_zmm_code() {
         }
         // Row bias: broadcast adds (narrow; wide broadcasts into a register). HardSwish adds
         // its 0.5 by broadcast to each accumulator's `x / 6`.
-        // SiLU adds 1 twice by broadcast (r + 1, 1 + e).
+        // SiLU adds 1 twice by broadcast (r + 1, 1 + e), GELU once (erf + 1).
         let row_bias = count(&ins, |i| {
             i.mnemonic() == Mnemonic::Vaddps && i.is_broadcast()
         });
         assert_eq!(
             row_bias,
-            if key.wide { 0 } else { mr * row_bias_steps } + (hswish + 2 * silu) * mr * w,
+            if key.wide { 0 } else { mr * row_bias_steps } + (hswish + 2 * silu + gelu) * mr * w,
             "{s}"
         );
     }
@@ -431,7 +442,7 @@ fn bytes_of(v: &[f32]) -> Vec<u8> {
 /// operations, so that the tile compares exactly. Its accuracy is checked against the
 /// interpreter by the conv and MatMul tests.
 #[allow(clippy::excessive_precision, clippy::manual_clamp)]
-fn silu(x: f32) -> f32 {
+pub(super) fn silu(x: f32) -> f32 {
     let nx = -x;
     // min/max as vminps/vmaxps with the bound second: a NaN gives the bound (clamp would
     // give NaN), as the kernel does.
@@ -459,6 +470,33 @@ fn silu(x: f32) -> f32 {
         y * scale * 2.0
     };
     x * (1.0 / (1.0 + e))
+}
+
+/// GELU as the kernels compute it: the erf argument clamped with the bound second (as
+/// vminps/vmaxps), the rational minimax in z^2 by fused multiply-adds, then the chain.
+#[allow(clippy::manual_clamp)]
+pub(super) fn gelu(x: f32) -> f32 {
+    let z = (x * optc_ir::GELU_ERF_SCALE).min(4.0).max(-4.0);
+    let z2 = z * z;
+    let horner = |c: &[f32]| c[1..].iter().fold(c[0], |p, &k| p.mul_add(z2, k));
+    let p = horner(&[
+        -2.726_142_4e-10,
+        2.770_681_5e-8,
+        -2.101_024e-6,
+        -5.692_506_2e-5,
+        -7.349_906_4e-4,
+        -2.954_6e-3,
+        -1.609_603_3e-2,
+    ]);
+    let q = horner(&[
+        -1.456_607_15e-5,
+        -2.133_740_5e-4,
+        -1.682_827e-3,
+        -7.373_329_3e-3,
+        -1.426_473_9e-2,
+    ]);
+    let erf = z * p / q;
+    x * (erf + 1.0) * 0.5
 }
 
 /// Run one AVX-512 kernel in the interpreter and compare the tile with a scalar reference.
@@ -553,6 +591,7 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
                     Epilogue::Scale(sc) => x * f32::from_bits(sc),
                     Epilogue::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
                     Epilogue::Silu => silu(x),
+                    Epilogue::Gelu => gelu(x),
                     Epilogue::FakeQuantize { .. } => unreachable!("int8 kernels only"),
                 };
             }

@@ -43,7 +43,7 @@ pub(crate) use packing::derived;
 use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
 use super::asm::int8_amx::{TileState, TILE_GROUPS, TILE_ROWS};
 use super::asm::quantize::{PlaneKey, QuantizeKey};
-use super::asm::{Epilogue, Routine, MR, NR};
+use super::asm::{Epilogue, Isa, Routine, MR, NR};
 use super::kernel_plan::{
     balanced_rows, tile_steps, ALayout, KernelPlan, Strategy, TileShape, TileStore, MAX_TASKS,
 };
@@ -387,6 +387,8 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     // Fused steps the tile store applies (depthwise: Relu and Clip; the rest of the chain runs
     // afterwards).
     let channel_rows = !matches!(form, Form::MatMul);
+    let avx512 =
+        matches!(scheme, Scheme::DotProduct | Scheme::Tiles) && !matches!(form, Form::Depthwise(_));
     let tile = tile_steps(
         info,
         steps,
@@ -399,9 +401,9 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         false,
         TileStore {
             binary: !matches!(form, Form::Depthwise(_)),
-            gemm_isa: None,
-            fake_quantize: matches!(scheme, Scheme::DotProduct | Scheme::Tiles)
-                && !matches!(form, Form::Depthwise(_)),
+            // The AVX-512 kernels (VNNI, AMX) apply the activations of the f32 GEMM's.
+            gemm_isa: avx512.then_some(Isa::Avx512),
+            fake_quantize: avx512,
         },
     );
     let (epilogue, step_bias_port, res_port, rest) =
