@@ -1682,6 +1682,38 @@ fn erf_of_quotient_error_bound() {
     }
 }
 
+/// Softmax row lengths around the AVX-512 routine's steps (16-float vectors, 64 floats a loop
+/// step: short rows, a masked last vector alone or after whole steps), on every target this
+/// host runs (the routine on AVX-512, the generic rows elsewhere), with a fused step after
+/// the rows (BERT's `nan_to`) and enough rows for tasks.
+#[test]
+fn softmax_row_lengths() {
+    for (k, n) in [1usize, 5, 16, 17, 48, 63, 64, 65, 100, 128, 257]
+        .into_iter()
+        .enumerate()
+    {
+        let rows = if n == 128 { 300 } else { 7 };
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[rows, n]));
+        let op = Op::Fused {
+            base: Box::new(Op::Softmax { axis: 1 }),
+            base_inputs: 1,
+            steps: vec![FusedStep::Unary(UnaryOp::NanTo { value: 0.0 })],
+        };
+        let y = g.add("sm", op, &[x]).unwrap();
+        g.add_output("y", y);
+        let mut inputs = inputs_for(&g, 90 + k as u64);
+        if let optc_ir::Data::F32(v) = inputs[0].data_mut() {
+            // Logits spread wide (outputs flushed to 0), a NaN row (made 0 by the step).
+            for (i, x) in v.iter_mut().enumerate() {
+                *x *= 1.0 + (i % 7) as f32 * 20.0;
+            }
+            v[n] = f32::NAN;
+        }
+        check_targets(&g, &inputs, TRANS, &runnable_targets(4));
+    }
+}
+
 /// Softmaxes large enough to run as row blocks on several threads (`softmax_split`): 8 and 3
 /// blocks, on 1 thread and on all cores.
 #[test]

@@ -232,6 +232,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         Strategy::Depthwise(_)
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
+        | Strategy::Softmax
         | Strategy::SmallMap
         | Strategy::Int8(_)
         | Strategy::Sparse(_) => (pack, 0),
@@ -277,6 +278,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         Strategy::Depthwise(_)
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
+        | Strategy::Softmax
         | Strategy::SmallMap
         | Strategy::Int8(_)
         | Strategy::Sparse(_) => (c.ins[1], 0),

@@ -4,7 +4,7 @@
 use super::asm::{Epilogue, Isa, MicrokernelKey, Routine, MR, NR};
 use super::int8::{self, Int8Plan};
 use super::sparse::{self, SparseKind, SparsePlan};
-use super::{depthwise, pool, small_map, winograd};
+use super::{depthwise, pool, small_map, softmax, winograd};
 use crate::error::Result;
 use crate::node::{base_info, NodeInfo};
 use crate::ops::conv::{conv_geometry, conv_is_gemm, ConvGeometry};
@@ -41,6 +41,9 @@ pub(super) enum Strategy {
     /// A contraction with a mostly-zero constant weight (see [`sparse`]): `m` rows of the
     /// weight (conv output channels, MatMul output features), `n` columns (pixels, A's rows).
     Sparse(Box<SparsePlan>),
+    /// Softmax over contiguous rows (AVX-512, see [`softmax`]): `m` rows of `n` floats,
+    /// units of `mrows` rows; fused steps run after the rows, in slices.
+    Softmax,
 }
 
 /// How the microkernels read A.
@@ -137,6 +140,7 @@ impl KernelPlan {
             Strategy::GemmRuntimeB { .. }
             | Strategy::Depthwise(_)
             | Strategy::MaxPool(_)
+            | Strategy::Softmax
             | Strategy::Int8(_) => false,
         };
         !(packed && port == 1)
@@ -294,7 +298,7 @@ impl KernelPlan {
             Strategy::ImplicitGemm(_) | Strategy::GemmRuntimeB { .. } => {
                 self.kc.min(self.k.max(1)) * self.chunk * 4
             }
-            Strategy::GemmConstantB | Strategy::Depthwise(_) => 0,
+            Strategy::GemmConstantB | Strategy::Depthwise(_) | Strategy::Softmax => 0,
             Strategy::SmallMap => small_map::tmp_bytes(self),
             Strategy::Winograd(g, r) => winograd::task_bytes(self, g, *r),
             Strategy::MaxPool(g) => pool::task_bytes(g),
@@ -359,6 +363,9 @@ impl KernelPlan {
         if let Strategy::Sparse(s) = &self.kind {
             return sparse::routines(self, s);
         }
+        if let Strategy::Softmax = &self.kind {
+            return vec![Routine::Softmax(softmax::key(self))];
+        }
         let mut r: Vec<Routine> = self.keys().into_iter().map(Routine::Microkernel).collect();
         if let Strategy::Depthwise(g) = &self.kind {
             r.extend(
@@ -398,7 +405,11 @@ impl KernelPlan {
     pub fn keys(&self) -> Vec<MicrokernelKey> {
         if matches!(
             self.kind,
-            Strategy::Depthwise(_) | Strategy::MaxPool(_) | Strategy::Int8(_) | Strategy::Sparse(_)
+            Strategy::Depthwise(_)
+                | Strategy::MaxPool(_)
+                | Strategy::Int8(_)
+                | Strategy::Sparse(_)
+                | Strategy::Softmax
         ) {
             return vec![];
         }
@@ -624,6 +635,11 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         // Fused steps (e.g. a QDQ model's fake_quantize) run after the planes, in slices.
         let sub = base_info(info);
         return Ok(maxpool2d_geometry(sub.as_ref().unwrap_or(info)).map(|g| pool_plan(g, target)));
+    }
+    if let &Op::Softmax { axis } = base {
+        return Ok(softmax::rows(&info.ins[0], axis)
+            .filter(|_| target.microkernel_isa() == Isa::Avx512)
+            .map(|(rows, n)| softmax_plan(rows, n, target)));
     }
     let out = &info.outs[0].shape;
     let nbase = match info.op {
@@ -865,7 +881,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         Strategy::Int8(_) => unreachable!("int8 nodes are planned by `int8::plan`"),
         Strategy::Sparse(_) => sparse::CHUNK,
         Strategy::Winograd(g, r) => winograd::unit_tiles(g, *r),
-        Strategy::MaxPool(_) => n,
+        Strategy::MaxPool(_) | Strategy::Softmax => n,
         Strategy::ImplicitGemm(_) => 128,
         Strategy::Depthwise(_) | Strategy::SmallMap => n,
         Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } if m >= 256 => 512,
@@ -987,6 +1003,35 @@ pub(super) fn balanced_rows(m: usize, want: usize, min_rows: usize, max_rows: us
         .filter(|c| c.0 * 100 <= best * 103 + 100)
         .min_by_key(|c| (c.1.abs_diff(want), c.2))
         .map_or(m.div_ceil(MR) * MR, |c| c.2)
+}
+
+/// Softmax: units of about 1/32 of the rows, split across tasks when the node has at least
+/// 32K elements (a task of 16K elements runs ~10 us); fused steps after the rows.
+fn softmax_plan(rows: usize, n: usize, target: &Target) -> KernelPlan {
+    let (kc, mc) = target.blocking();
+    let mut p = KernelPlan {
+        kind: Strategy::Softmax,
+        isa: Isa::Avx512,
+        a_layout: ALayout::InPlace,
+        m: rows,
+        n,
+        k: 0,
+        nimg: 1,
+        epilogue: vec![],
+        bias_port: None,
+        res_port: None,
+        rest: 0,
+        gemm_c_post: None,
+        chunk: n,
+        mrows: rows.div_ceil(32).max(1),
+        kc,
+        mc,
+        tasks: 1,
+    };
+    if rows * n >= 1 << 15 {
+        p.tasks = p.units().min(MAX_TASKS);
+    }
+    p
 }
 
 /// MaxPool: units of planes, split across tasks when the node is big enough; fused steps

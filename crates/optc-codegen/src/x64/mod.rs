@@ -22,7 +22,8 @@
 //!   `depthwise.rs`, `direct_conv.rs` (few input channels: a network's first conv),
 //!   `small_map.rs` (1x1 convs on small maps, the GEMM roles swapped), `pool.rs` (2-D max
 //!   pools, separable), `int8/` (the quantized contractions on the int8 microkernels),
-//!   `sparse.rs` (contractions whose constant weight is mostly zeros).
+//!   `sparse.rs` (contractions whose constant weight is mostly zeros), `softmax.rs`
+//!   (softmax over rows, AVX-512).
 
 pub(crate) mod asm;
 mod depthwise;
@@ -34,6 +35,7 @@ mod packing;
 mod pool;
 mod serial;
 mod small_map;
+mod softmax;
 pub(crate) mod sparse;
 mod sparse_skipped;
 mod tasks;

@@ -35,7 +35,10 @@ pub(crate) fn first_run_weights(
 /// Compile-time data: the packed B (`GemmConstantB`) or the conv offset tables.
 pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
     match &p.kind {
-        Strategy::GemmRuntimeB { .. } | Strategy::Depthwise(_) | Strategy::MaxPool(_) => Ok(vec![]),
+        Strategy::GemmRuntimeB { .. }
+        | Strategy::Depthwise(_)
+        | Strategy::MaxPool(_)
+        | Strategy::Softmax => Ok(vec![]),
         Strategy::Winograd(g, r) => winograd_weights::transformed(info, g, *r),
         Strategy::SmallMap => small_map::derived(info),
         Strategy::Int8(q) => int8::derived(info, p, q),

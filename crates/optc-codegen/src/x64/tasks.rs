@@ -4,7 +4,7 @@
 use super::asm::{MicrokernelKey, Routine};
 use super::gemm::{emit_unit, Unit};
 use super::kernel_plan::{KernelPlan, Strategy};
-use super::{pool, small_map, winograd};
+use super::{pool, small_map, softmax, winograd};
 use crate::builder::{if_else, tensor_flags, Emitter};
 use cranelift_codegen::ir::{condcodes::IntCC, types, AtomicRmwOp, FuncRef, InstBuilder, Value};
 use std::collections::HashMap;
@@ -155,6 +155,10 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
     }
     if let Strategy::SmallMap = &p.kind {
         small_map::emit_task(e, p, c, t);
+        return;
+    }
+    if let Strategy::Softmax = &p.kind {
+        softmax::emit_task(e, p, c, t);
         return;
     }
     let (lo, hi) = task_units(e, p, t);

@@ -9,6 +9,7 @@
 //!   contractions, and `quantize.rs`: the routines that quantize their f32 activations,
 //! - `sparse.rs`: the sparse kernel (rows of a mostly-zero constant weight times dense panels),
 //!   and `transpose.rs`: the 8x8-block transposing copy that packs its MatMul panels,
+//! - `softmax.rs`: softmax over contiguous rows (AVX-512),
 //! - `epilogue.rs`: the bias/activation/residual/scale steps applied before a tile's store,
 //! - `routine.rs`: [`Routine`], the one key type of every assembled routine a node calls,
 //! - `peak.rs`: the FMA-peak loop of the benches,
@@ -30,6 +31,7 @@ mod peak;
 pub(crate) mod quantize;
 mod registers;
 mod routine;
+pub(crate) mod softmax;
 pub(crate) mod sparse;
 pub(crate) mod transpose;
 

@@ -6,14 +6,15 @@ use super::gemm::{self, MicrokernelKey};
 use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
 use super::int8_amx::TileState;
 use super::quantize::QuantizeKey;
+use super::softmax::{self, SoftmaxKey, SOFTMAX_PARAMS};
 use super::sparse::{self, SparseKey, SPARSE_PARAMS};
 use super::transpose::{self, TransposeKey, TRANSPOSE_PARAMS};
 use iced_x86::IcedError;
 
 /// A routine assembled with `iced-x86` and defined into the module: a GEMM microkernel, a
 /// depthwise kernel ([`depthwise`]), a direct-conv kernel ([`direct_conv`]), an int8
-/// microkernel ([`int8`]), an activation-quantizing routine ([`super::quantize`]) or a sparse
-/// kernel ([`sparse`]).
+/// microkernel ([`int8`]), an activation-quantizing routine ([`super::quantize`]), a sparse
+/// kernel ([`sparse`]) or a softmax over rows ([`softmax`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Routine {
     Microkernel(MicrokernelKey),
@@ -23,6 +24,7 @@ pub(crate) enum Routine {
     Quantize(QuantizeKey),
     Sparse(SparseKey),
     Transpose(TransposeKey),
+    Softmax(SoftmaxKey),
     /// Configure or release the AMX tiles around a unit's int8 kernel calls.
     Tiles(TileState),
 }
@@ -37,6 +39,7 @@ impl Routine {
             Routine::Quantize(k) => k.symbol(),
             Routine::Sparse(k) => k.symbol(),
             Routine::Transpose(k) => k.symbol(),
+            Routine::Softmax(k) => k.symbol(),
             Routine::Tiles(t) => t.symbol(),
         }
     }
@@ -56,6 +59,7 @@ impl Routine {
             Routine::Quantize(k) => k.nparams(),
             Routine::Sparse(_) => SPARSE_PARAMS,
             Routine::Transpose(_) => TRANSPOSE_PARAMS,
+            Routine::Softmax(_) => SOFTMAX_PARAMS,
             Routine::Tiles(_) => 0,
         }
     }
@@ -68,6 +72,7 @@ impl Routine {
             Routine::Quantize(k) => k.assemble(),
             Routine::Sparse(k) => sparse::assemble(k),
             Routine::Transpose(k) => transpose::assemble(k),
+            Routine::Softmax(k) => softmax::assemble(k),
             Routine::Tiles(t) => t.assemble(),
         }
     }
