@@ -390,6 +390,40 @@ fn maxpool_nan_and_padding() {
             vec![1, 2, 7, 6],
             window(&[3, 3], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
         ),
+        // Planes pooled as one tall plane (no padding, windows covering each plane's rows),
+        // their rows as one row (the windows covering each row's columns too): 2x2 stride 2
+        // on 8x8 and 4x4 maps, on enough planes for tasks; 3x3 stride 3; dilation 2 with
+        // stride 4. Then 3x3 stride 3 on a 10x10 map, whose last row and column no window
+        // reads: plane by plane.
+        (
+            vec![3, 5, 8, 8],
+            window(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![40, 64, 4, 4],
+            window(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        // A whole chunk of planes pooled along as one row, then planes one at a time.
+        (
+            vec![3, 50, 4, 4],
+            window(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![40, 64, 8, 8],
+            window(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![2, 3, 9, 6],
+            window(&[3, 3], &[3, 3], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 8, 8],
+            window(&[2, 2], &[4, 4], &[0, 0, 0, 0], &[2, 2]),
+        ),
+        (
+            vec![2, 3, 10, 10],
+            window(&[3, 3], &[3, 3], &[0, 0, 0, 0], &[1, 1]),
+        ),
     ] {
         let mut g = Graph::new();
         let x = g.add_input("x", f(&shape));
@@ -1062,12 +1096,10 @@ fn small_map_1x1_swapped() {
     }
 }
 
-/// SiLU in the tile epilogue over the whole f32 range of its argument: outputs far past the
-/// point where `exp(-x)` overflows (x < -88.7: 0), where the sigmoid saturates at 1, and
-/// NaN and infinite inputs.
-#[test]
-fn silu_epilogue_over_the_range() {
-    let mut rng = Rng::new(91);
+/// An activation in the tile epilogue (AVX-512; after the tiles on AVX2) of a MatMul whose
+/// outputs span `range`, with NaN and infinite inputs.
+fn activation_over_the_range(step: UnaryOp, range: f32, seed: u64) {
+    let mut rng = Rng::new(seed);
     let (m, k, n) = (7, 5, 40);
     let mut g = Graph::new();
     let a = g.add_input("a", f(&[m, k]));
@@ -1075,11 +1107,11 @@ fn silu_epilogue_over_the_range() {
     let op = Op::Fused {
         base: Box::new(Op::MatMul),
         base_inputs: 2,
-        steps: vec![FusedStep::Unary(UnaryOp::Silu)],
+        steps: vec![FusedStep::Unary(step)],
     };
     let y = g.add("mm", op, &[a, b]).unwrap();
     g.add_output("y", y);
-    let mut x: Vec<f32> = (0..m * k).map(|_| rng.f32(-80.0, 80.0)).collect();
+    let mut x: Vec<f32> = (0..m * k).map(|_| rng.f32(-range, range)).collect();
     x[3] = f32::NAN;
     x[11] = f32::INFINITY;
     x[17] = f32::NEG_INFINITY;
@@ -1087,30 +1119,18 @@ fn silu_epilogue_over_the_range() {
     check_all(&g, &inputs, TOL);
 }
 
-/// GELU in the tile epilogue (AVX-512; after the tiles on AVX2) over the range of its
-/// argument: where erf's argument is clamped (|x r| > 4), saturates to +-1 (the negative
-/// side's `1 + erf` cancels to 0), and NaN and infinite inputs (-inf gives NaN: `-inf * 0`,
-/// as the chain does).
+/// SiLU over the whole f32 range of its argument: outputs far past the point where
+/// `exp(-x)` overflows (x < -88.7: 0) and where the sigmoid saturates at 1.
+#[test]
+fn silu_epilogue_over_the_range() {
+    activation_over_the_range(UnaryOp::Silu, 80.0, 91);
+}
+
+/// GELU where erf's argument is clamped (|x r| > 4) and saturates to +-1 (the negative
+/// side's `1 + erf` cancels to 0; -inf gives NaN: `-inf * 0`, as the chain does).
 #[test]
 fn gelu_epilogue_over_the_range() {
-    let mut rng = Rng::new(92);
-    let (m, k, n) = (7, 5, 40);
-    let mut g = Graph::new();
-    let a = g.add_input("a", f(&[m, k]));
-    let b = g.add_const("b", f32t(&mut rng, &[k, n]));
-    let op = Op::Fused {
-        base: Box::new(Op::MatMul),
-        base_inputs: 2,
-        steps: vec![FusedStep::Unary(UnaryOp::Gelu)],
-    };
-    let y = g.add("mm", op, &[a, b]).unwrap();
-    g.add_output("y", y);
-    let mut x: Vec<f32> = (0..m * k).map(|_| rng.f32(-8.0, 8.0)).collect();
-    x[3] = f32::NAN;
-    x[11] = f32::INFINITY;
-    x[17] = f32::NEG_INFINITY;
-    let inputs = [Tensor::new(vec![m, k], optc_ir::Data::F32(x)).unwrap()];
-    check_all(&g, &inputs, TOL);
+    activation_over_the_range(UnaryOp::Gelu, 8.0, 92);
 }
 
 /// Grouped convs (not depthwise) on the implicit GEMM, one group per row part: 8 output

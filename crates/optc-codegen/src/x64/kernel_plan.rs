@@ -1005,45 +1005,21 @@ pub(super) fn balanced_rows(m: usize, want: usize, min_rows: usize, max_rows: us
         .map_or(m.div_ceil(MR) * MR, |c| c.2)
 }
 
-/// Softmax: units of about 1/32 of the rows, split across tasks when the node has at least
-/// 32K elements (a task of 16K elements runs ~10 us); fused steps after the rows.
-fn softmax_plan(rows: usize, n: usize, target: &Target) -> KernelPlan {
+/// A plan of `m` rows (planes, softmax rows) of `n` outputs done whole by one routine or
+/// loop, in units of `mrows` rows: split across tasks when `parallel`; fused steps all run
+/// after the tasks (`rest` 0).
+fn rows_plan(
+    kind: Strategy,
+    isa: Isa,
+    (m, n, k): (usize, usize, usize),
+    mrows: usize,
+    parallel: bool,
+    target: &Target,
+) -> KernelPlan {
     let (kc, mc) = target.blocking();
     let mut p = KernelPlan {
-        kind: Strategy::Softmax,
-        isa: Isa::Avx512,
-        a_layout: ALayout::InPlace,
-        m: rows,
-        n,
-        k: 0,
-        nimg: 1,
-        epilogue: vec![],
-        bias_port: None,
-        res_port: None,
-        rest: 0,
-        gemm_c_post: None,
-        chunk: n,
-        mrows: rows.div_ceil(32).max(1),
-        kc,
-        mc,
-        tasks: 1,
-    };
-    if rows * n >= 1 << 15 {
-        p.tasks = p.units().min(MAX_TASKS);
-    }
-    p
-}
-
-/// MaxPool: units of planes, split across tasks when the node is big enough; fused steps
-/// all run after the tasks (`rest` 0).
-fn pool_plan(g: MaxPoolGeometry, target: &Target) -> KernelPlan {
-    let (kc, mc) = target.blocking();
-    let mrows = pool::plane_rows(g.planes);
-    let work = g.planes * g.hp * g.wp * g.kh.max(g.kw);
-    let (m, n, k) = (g.planes, g.oh * g.ow, g.kh * g.kw);
-    let mut p = KernelPlan {
-        kind: Strategy::MaxPool(g),
-        isa: target.microkernel_isa(),
+        kind,
+        isa,
         a_layout: ALayout::InPlace,
         m,
         n,
@@ -1060,8 +1036,39 @@ fn pool_plan(g: MaxPoolGeometry, target: &Target) -> KernelPlan {
         mc,
         tasks: 1,
     };
-    if work >= 1 << 18 {
+    if parallel {
         p.tasks = p.units().min(MAX_TASKS);
     }
     p
+}
+
+/// Softmax: units of about 1/32 of the rows, split across tasks when the node has at least
+/// 32K elements (a task of 16K elements runs ~10 us).
+fn softmax_plan(rows: usize, n: usize, target: &Target) -> KernelPlan {
+    let mrows = rows.div_ceil(32).max(1);
+    let parallel = rows * n >= 1 << 15;
+    rows_plan(
+        Strategy::Softmax,
+        Isa::Avx512,
+        (rows, n, 0),
+        mrows,
+        parallel,
+        target,
+    )
+}
+
+/// MaxPool: units of planes, split across tasks when the node is big enough.
+fn pool_plan(g: MaxPoolGeometry, target: &Target) -> KernelPlan {
+    let mrows = pool::plane_rows(g.planes);
+    let parallel = g.planes * g.hp * g.wp * g.kh.max(g.kw) >= 1 << 18;
+    let (m, n, k) = (g.planes, g.oh * g.ow, g.kh * g.kw);
+    let isa = target.microkernel_isa();
+    rows_plan(
+        Strategy::MaxPool(g),
+        isa,
+        (m, n, k),
+        mrows,
+        parallel,
+        target,
+    )
 }

@@ -5,7 +5,11 @@
 //! Semantics are the reference's: padding and NaN cells are skipped (`acc = v > acc || acc
 //! is NaN ? v : acc`, a max that ignores NaN unless every cell is NaN), which is associative
 //! and commutative, so the separable order gives the same result. Each task copies its plane
-//! into a NaN-padded buffer first.
+//! into a NaN-padded buffer first, unless the pool has no padding and its windows cover each
+//! plane's rows exactly ([`stacked`]): then a task's planes are one tall plane read in place,
+//! and when they cover each row's columns exactly too ([`flat`]), the vertical maxima of a
+//! chunk of planes are pooled along as one row (whole vectors where a small map's row has
+//! two outputs).
 
 use super::kernel_plan::KernelPlan;
 use super::tasks::{acquire_slot, release_slot, task_units, KernelArgs};
@@ -18,10 +22,19 @@ pub(super) fn plane_rows(planes: usize) -> usize {
     planes.div_ceil(32).max(1)
 }
 
-/// Scratch bytes per task: the padded plane and the row buffer (with slack for the last
-/// vector's over-read).
+/// Scratch bytes per task: the padded plane (or the flat buffer of stacked planes) and the
+/// row buffer (with slack for the last vector's over-read, which also follows the flat
+/// buffer).
 pub(super) fn task_bytes(g: &MaxPoolGeometry) -> usize {
-    (g.hp * g.wp + g.wp + 32) * 4
+    (plane_buffer_floats(g) + g.wp + 32) * 4
+}
+
+fn plane_buffer_floats(g: &MaxPoolGeometry) -> usize {
+    if flat(g) {
+        (g.hp * g.wp).max(flat_planes(g) * g.oh * g.w)
+    } else {
+        g.hp * g.wp
+    }
 }
 
 /// `acc = (v > acc || acc is NaN) ? v : acc`.
@@ -44,14 +57,44 @@ pub(super) fn emit_task(
     let slot = acquire_slot(e, p, c);
     let o = e.b.ins().imul_imm_s(slot, task_bytes(g) as i64);
     let pbuf = e.b.ins().iadd(c.scratch, o);
-    let vrow = e.b.ins().iadd_imm_s(pbuf, (g.hp * g.wp * 4) as i64);
+    let vrow =
+        e.b.ins()
+            .iadd_imm_s(pbuf, (plane_buffer_floats(g) * 4) as i64);
+    // The row buffer's slack stays NaN (read by the last vector, never selected... but
+    // keep it defined).
+    fill(e, vrow, g.wp, g.wp + 32, f32::NAN);
     // Units are runs of `mrows` planes (the last one shorter).
     let p0 = e.b.ins().imul_imm_s(lo, p.mrows as i64);
     let p1 = e.b.ins().imul_imm_s(hi, p.mrows as i64);
     let cap = e.int_const(g.planes as i64);
     let p1 = e.b.ins().smin(p1, cap);
-    e.loop_range(p0, p1, &mut |e, pl| plane(e, g, c, pbuf, vrow, pl));
+    if stacked(g) {
+        // The task's planes as one tall plane, read in place.
+        let xo = e.b.ins().imul_imm_s(p0, (g.h * g.w * 4) as i64);
+        let x = e.b.ins().iadd(c.ins[0], xo);
+        let oo = e.b.ins().imul_imm_s(p0, (g.oh * g.ow * 4) as i64);
+        let out = e.b.ins().iadd(c.out, oo);
+        let planes = e.b.ins().isub(p1, p0);
+        if flat(g) {
+            flat_planes_rows(e, g, x, pbuf, out, planes);
+        } else {
+            let nrows = e.b.ins().imul_imm_s(planes, g.oh as i64);
+            output_rows(e, g, x, vrow, out, nrows);
+        }
+    } else {
+        e.loop_range(p0, p1, &mut |e, pl| plane(e, g, c, pbuf, vrow, pl));
+    }
     release_slot(e, p, c, slot);
+}
+
+/// Whether consecutive planes can be pooled as one tall plane read in place: no padding
+/// (the padded plane is the plane) and the windows of a plane's output rows cover exactly
+/// its `h` rows (`oh sh = h`), so no window reaches into the next plane and the rows of
+/// plane `p` start at output row `p oh`. 2x2 stride-2 pools of even maps are: on small maps
+/// (the late stages of a CNN, 4x4 to 2x2) a plane's copy and loops cost far more than its
+/// few outputs.
+pub(super) fn stacked(g: &MaxPoolGeometry) -> bool {
+    g.ph == 0 && g.pw == 0 && g.hp == g.h && g.wp == g.w && g.oh * g.sh == g.h
 }
 
 pub(super) fn plane(
@@ -68,8 +111,6 @@ pub(super) fn plane(
     let x = e.b.ins().iadd(c.ins[0], xo);
     let oo = e.b.ins().imul_imm_s(pl, oplane);
     let out = e.b.ins().iadd(c.out, oo);
-    let nanv = e.float_const(F32X4, f32::NAN);
-    let nans = e.float_const(types::F32, f32::NAN);
     let fill = |e: &mut Emitter, d: Value, from: usize, to: usize| fill(e, d, from, to, f32::NAN);
     // NaN-padded copy: rows [0, ph) and [ph + h, hp) all NaN; the rest NaN | row | NaN.
     let wrow = (g.wp * 4) as i64;
@@ -106,75 +147,149 @@ pub(super) fn plane(
         &[wrow],
         &mut |e, _r, o| fill(e, o[0], 0, g.wp),
     );
-    // The row buffer's slack stays NaN (read by the last vector, never selected... but
-    // keep it defined).
-    fill(e, vrow, g.wp, g.wp + 32);
+    let nrows = e.int_const(g.oh as i64);
+    output_rows(e, g, pbuf, vrow, out, nrows);
+}
+
+/// `nrows` output rows from the padded rows at `src` (`wp` floats apart, `sh` rows per output
+/// row) to `out`: the vertical max of each window's rows into the row buffer `vrow`, then
+/// the horizontal max along it.
+fn output_rows(
+    e: &mut Emitter,
+    g: &MaxPoolGeometry,
+    src: Value,
+    vrow: Value,
+    out: Value,
+    nrows: Value,
+) {
+    let z = e.int_const(0);
+    e.loop_range(z, nrows, &mut |e, r| {
+        let so = e.b.ins().imul_imm_s(r, (g.sh * g.wp * 4) as i64);
+        let s = e.b.ins().iadd(src, so);
+        vertical(e, g, s, vrow);
+        let d = e.b.ins().imul_imm_s(r, (g.ow * 4) as i64);
+        let d = e.b.ins().iadd(out, d);
+        horizontal(e, g, vrow, d, g.ow);
+    });
+}
+
+/// Floats of the flat buffer of stacked planes ([`flat`]): the vertical maxima of a chunk of
+/// whole planes' output rows, pooled along as one row.
+const FLAT_FLOATS: usize = 1024;
+
+/// Whether stacked planes' rows also pool as one row: the windows of a row's outputs cover
+/// its `w` columns exactly (`ow sw = w`), so the vertical maxima of consecutive output rows,
+/// side by side, are one row whose `ow` outputs per row follow each other. Then the
+/// horizontal pass runs whole vectors along a chunk of planes instead of a short row at a
+/// time (a 4x4 -> 2x2 pool's row has two outputs).
+fn flat(g: &MaxPoolGeometry) -> bool {
+    stacked(g) && g.ow * g.sw == g.w
+}
+
+/// Planes of one flat chunk.
+fn flat_planes(g: &MaxPoolGeometry) -> usize {
+    (FLAT_FLOATS / (g.oh * g.w)).max(1)
+}
+
+/// `planes` stacked planes from `src` to `out` by chunks of [`flat_planes`] (then one plane
+/// at a time): the vertical maxima of a chunk's rows into `buf`, one pass along them.
+fn flat_planes_rows(
+    e: &mut Emitter,
+    g: &MaxPoolGeometry,
+    src: Value,
+    buf: Value,
+    out: Value,
+    planes: Value,
+) {
+    let chunk = flat_planes(g);
+    let whole = e.b.ins().udiv_imm_u(planes, chunk as i64);
+    let z = e.int_const(0);
+    let (in_plane, out_plane) = ((g.h * g.w * 4) as i64, (g.oh * g.ow * 4) as i64);
+    let run = |e: &mut Emitter, first: Value, n: usize| {
+        let s = e.b.ins().imul_imm_s(first, in_plane);
+        let s = e.b.ins().iadd(src, s);
+        let d = e.b.ins().imul_imm_s(first, out_plane);
+        let d = e.b.ins().iadd(out, d);
+        e.loop_offsets(
+            (n * g.oh) as i64,
+            &[s, buf],
+            &[(g.sh * g.w * 4) as i64, (g.w * 4) as i64],
+            &mut |e, _r, o| vertical(e, g, o[0], o[1]),
+        );
+        horizontal(e, g, buf, d, n * g.oh * g.ow);
+    };
+    e.loop_range(z, whole, &mut |e, c| {
+        let first = e.b.ins().imul_imm_s(c, chunk as i64);
+        run(e, first, chunk);
+    });
+    let done = e.b.ins().imul_imm_s(whole, chunk as i64);
+    e.loop_range(done, planes, &mut |e, pl| run(e, pl, 1));
+}
+
+/// The vertical max of the window rows of the output row whose first input row is at `src`
+/// (`wp` floats apart), `wp` floats into `dst`.
+fn vertical(e: &mut Emitter, g: &MaxPoolGeometry, src: Value, dst: Value) {
+    let vert = |e: &mut Emitter, ty: Type, off: i32| {
+        let mut acc = e.b.ins().load(ty, tensor_flags(), src, off);
+        for kh in 1..g.kh {
+            let o = off + (kh * g.dh * g.wp * 4) as i32;
+            let v = e.b.ins().load(ty, tensor_flags(), src, o);
+            acc = step(e, ty, v, acc);
+        }
+        acc
+    };
     let nvr = g.wp / 4;
-    let nv = g.ow / 4;
+    for k in 0..nvr {
+        let v = vert(e, F32X4, (k * 16) as i32);
+        e.b.ins().store(tensor_flags(), v, dst, (k * 16) as i32);
+    }
+    for k in nvr * 4..g.wp {
+        let v = vert(e, types::F32, (k * 4) as i32);
+        e.b.ins().store(tensor_flags(), v, dst, (k * 4) as i32);
+    }
+}
+
+/// `n` outputs into `dst`, output `j` the max of the row buffer `buf` at `j sw + kw dw`
+/// (whole vectors of 4 outputs, then single ones; `buf` has slack after the last read).
+fn horizontal(e: &mut Emitter, g: &MaxPoolGeometry, buf: Value, dst: Value, n: usize) {
+    let nanv = e.float_const(F32X4, f32::NAN);
+    let nans = e.float_const(types::F32, f32::NAN);
+    let nv = n / 4;
     let z = e.int_const(0);
     e.loop_offsets(
-        g.oh as i64,
+        nv as i64,
         &[z, z],
-        &[(g.sh * g.wp * 4) as i64, (g.ow * 4) as i64],
-        &mut |e, _r, ro| {
-            // Vertical max of the window's rows.
-            let src = e.b.ins().iadd(pbuf, ro[0]);
-            let vert = |e: &mut Emitter, ty: Type, off: i32| {
-                let mut acc = e.b.ins().load(ty, tensor_flags(), src, off);
-                for kh in 1..g.kh {
-                    let o = off + (kh * g.dh * g.wp * 4) as i32;
-                    let v = e.b.ins().load(ty, tensor_flags(), src, o);
-                    acc = step(e, ty, v, acc);
-                }
-                acc
-            };
-            for k in 0..nvr {
-                let v = vert(e, F32X4, (k * 16) as i32);
-                e.b.ins().store(tensor_flags(), v, vrow, (k * 16) as i32);
-            }
-            for k in nvr * 4..g.wp {
-                let v = vert(e, types::F32, (k * 4) as i32);
-                e.b.ins().store(tensor_flags(), v, vrow, (k * 4) as i32);
-            }
-            // Horizontal max along the row buffer.
-            let dst = e.b.ins().iadd(out, ro[1]);
-            let z = e.int_const(0);
-            e.loop_offsets(
-                nv as i64,
-                &[z, z],
-                &[(4 * g.sw * 4) as i64, 16],
-                &mut |e, _c, o| {
-                    let s = e.b.ins().iadd(vrow, o[0]);
-                    let mut acc = None;
-                    for kw in 0..g.kw {
-                        let off = (kw * g.dw * 4) as i32;
-                        let v = match g.sw {
-                            1 => e.b.ins().load(F32X4, tensor_flags(), s, off),
-                            2 => {
-                                let a = e.b.ins().load(F32X4, tensor_flags(), s, off);
-                                let b = e.b.ins().load(F32X4, tensor_flags(), s, off + 16);
-                                shuffle_lanes(e, a, b, [0, 2, 4, 6])
-                            }
-                            sw => e.gather4(s, off, sw),
-                        };
-                        acc = Some(match acc {
-                            None => v,
-                            Some(a) => step(e, F32X4, v, a),
-                        });
+        &[(4 * g.sw * 4) as i64, 16],
+        &mut |e, _c, o| {
+            let s = e.b.ins().iadd(buf, o[0]);
+            let mut acc = None;
+            for kw in 0..g.kw {
+                let off = (kw * g.dw * 4) as i32;
+                let v = match g.sw {
+                    1 => e.b.ins().load(F32X4, tensor_flags(), s, off),
+                    2 => {
+                        let a = e.b.ins().load(F32X4, tensor_flags(), s, off);
+                        let b = e.b.ins().load(F32X4, tensor_flags(), s, off + 16);
+                        shuffle_lanes(e, a, b, [0, 2, 4, 6])
                     }
-                    let acc = acc.unwrap_or(nanv);
-                    e.store(acc, dst, o[1]);
-                },
-            );
-            for j in nv * 4..g.ow {
-                let mut acc = nans;
-                for kw in 0..g.kw {
-                    let off = ((j * g.sw + kw * g.dw) * 4) as i32;
-                    let v = e.b.ins().load(types::F32, tensor_flags(), vrow, off);
-                    acc = step(e, types::F32, v, acc);
-                }
-                e.b.ins().store(tensor_flags(), acc, dst, (j * 4) as i32);
+                    sw => e.gather4(s, off, sw),
+                };
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) => step(e, F32X4, v, a),
+                });
             }
+            let acc = acc.unwrap_or(nanv);
+            e.store(acc, dst, o[1]);
         },
     );
+    for j in nv * 4..n {
+        let mut acc = nans;
+        for kw in 0..g.kw {
+            let off = ((j * g.sw + kw * g.dw) * 4) as i32;
+            let v = e.b.ins().load(types::F32, tensor_flags(), buf, off);
+            acc = step(e, types::F32, v, acc);
+        }
+        e.b.ins().store(tensor_flags(), acc, dst, (j * 4) as i32);
+    }
 }

@@ -476,25 +476,12 @@ pub(super) fn silu(x: f32) -> f32 {
 /// vminps/vmaxps), the rational minimax in z^2 by fused multiply-adds, then the chain.
 #[allow(clippy::manual_clamp)]
 pub(super) fn gelu(x: f32) -> f32 {
-    let z = (x * optc_ir::GELU_ERF_SCALE).min(4.0).max(-4.0);
+    use crate::ops::transcendental::{ERF_CLAMP, ERF_P, ERF_Q};
+    let z = (x * optc_ir::GELU_ERF_SCALE).min(ERF_CLAMP).max(-ERF_CLAMP);
     let z2 = z * z;
     let horner = |c: &[f32]| c[1..].iter().fold(c[0], |p, &k| p.mul_add(z2, k));
-    let p = horner(&[
-        -2.726_142_4e-10,
-        2.770_681_5e-8,
-        -2.101_024e-6,
-        -5.692_506_2e-5,
-        -7.349_906_4e-4,
-        -2.954_6e-3,
-        -1.609_603_3e-2,
-    ]);
-    let q = horner(&[
-        -1.456_607_15e-5,
-        -2.133_740_5e-4,
-        -1.682_827e-3,
-        -7.373_329_3e-3,
-        -1.426_473_9e-2,
-    ]);
+    let p = horner(&ERF_P);
+    let q = horner(&ERF_Q);
     let erf = z * p / q;
     x * (erf + 1.0) * 0.5
 }
