@@ -72,6 +72,32 @@ fn parallel_model() -> Vec<u8> {
     b.to_bytes()
 }
 
+/// A transformer's FFN and attention pieces: a MatMul with BERT's GELU chain (fused into the
+/// GEMM tiles as one step), a second MatMul, a softmax over 64-float rows (on AVX-512 hosts
+/// the assembled softmax routine, 512 rows: split into tasks).
+fn gelu_softmax_model() -> Vec<u8> {
+    let weights = |shape, seed| common::weights(shape, seed, 0.3);
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, 512, 32]);
+    b.initializer("w1", &weights(vec![32, 128], 4.0));
+    b.initializer("w2", &weights(vec![128, 64], 5.0));
+    let scalar = |v: f32| Tensor::from_f32(vec![], vec![v]).unwrap();
+    b.initializer("sqrt2", &scalar(std::f32::consts::SQRT_2));
+    b.initializer("one", &scalar(1.0));
+    b.initializer("half", &scalar(0.5));
+    b.node("MatMul", &["x", "w1"], &["h"], vec![]);
+    b.node("Div", &["h", "sqrt2"], &["hs"], vec![]);
+    b.node("Erf", &["hs"], &["e"], vec![]);
+    b.node("Add", &["e", "one"], &["e1"], vec![]);
+    b.node("Mul", &["h", "e1"], &["g0"], vec![]);
+    b.node("Mul", &["g0", "half"], &["g"], vec![]);
+    b.node("MatMul", &["g", "w2"], &["s"], vec![]);
+    let axis = optc_onnx::builder::Attr::Int(-1);
+    b.node("Softmax", &["s"], &["y"], vec![("axis", axis)]);
+    b.output("y");
+    b.to_bytes()
+}
+
 /// Compile `model` with optc (AOT, into `dir`), link the C example, run it on `inputs` and
 /// return its outputs as raw bytes.
 fn run_c(dir: &Path, model: &Path, name: &str, inputs: &[Tensor], n_out: usize) -> Vec<Vec<u8>> {
@@ -211,6 +237,44 @@ fn c_example_on_two_threads_matches_jit_bit_for_bit() {
         "void optc_par_set_parallel_for(optc_parallel_for_fn f, void *user);",
     ] {
         assert!(h.contains(s), "header lacks {s}:\n{h}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GELU in the GEMM tiles and the softmax routine in an object: serial and on two threads
+/// through the callback, exactly what the JIT computes.
+#[test]
+fn c_example_matches_jit_on_gelu_and_softmax() {
+    let dir = tmp("c-gelu-softmax");
+    let bytes = gelu_softmax_model();
+    let model = dir.join("gs.onnx");
+    std::fs::write(&model, &bytes).unwrap();
+    let graph = optc::import_bytes(&bytes, &optc::Options::default()).unwrap();
+    let inputs = optc::random_inputs(&graph.input_types(), 22);
+    let want = jit(&bytes, &inputs);
+    let exe = build_c(&dir, &model, "gs");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512dq")
+    {
+        let object = std::fs::read(dir.join("gs.o")).unwrap();
+        let has = |s: &str| object.windows(s.len()).any(|w| w == s.as_bytes());
+        assert!(
+            has("optc_softmax_avx512_64"),
+            "no softmax routine in the object"
+        );
+        assert!(
+            has("_gelu"),
+            "no GEMM microkernel with the GELU step in the object"
+        );
+    }
+    for threads in [1, 2] {
+        let (got, report) = run_built(&dir, &exe, &inputs, 1, Some(threads));
+        assert_eq!(
+            got, want,
+            "{threads} thread(s): AOT (C) and JIT outputs differ\n{report}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
