@@ -14,6 +14,7 @@
 //! ([`compile_object`] → [`Artifacts`]). Both go through one pipeline ([`pipeline`]) with one
 //! [`Options`] and one [`Report`]; the `optc` CLI and `optc-build` call these functions.
 
+pub mod attention_blocks;
 pub mod compress;
 mod error;
 mod inputs;

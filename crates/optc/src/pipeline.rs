@@ -289,13 +289,14 @@ pub fn optimize_with(graph: Graph, opts: &Options) -> Result<(Graph, optc_egraph
         };
         return Ok((graph, report));
     }
-    let (g, report) = optc_egraph::optimize(
+    let (mut g, report) = optc_egraph::optimize(
         &graph,
         &passes_for_model(opts, &model)?,
         opt_level,
         &optc_egraph::Limits::default(),
         &model,
     )?;
+    crate::attention_blocks::split(&mut g)?;
     Ok((g, report))
 }
 
