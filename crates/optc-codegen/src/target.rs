@@ -174,27 +174,41 @@ fn host_has(_feature: &str) -> bool {
     false
 }
 
-/// Whether this process may run AMX-INT8 code: the CPU has AMX-TILE and AMX-INT8 (CPUID leaf
-/// 7: EDX bits 24 and 25) and Linux grants the tile data state (`arch_prctl`
-/// `ARCH_REQ_XCOMP_PERM` for `XFEATURE_XTILEDATA`, asked once per process; without it the
-/// first tile instruction faults). `OPTC_AMX=0` turns the tiles off (to compare).
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub(crate) fn host_amx() -> bool {
-    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AMX.get_or_init(|| {
-        if std::env::var_os("OPTC_AMX").is_some_and(|v| v == "0") {
+/// Whether the CPU has AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24 and 25).
+/// `OPTC_AMX=0` turns the tiles off (to compare).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn host_has_amx() -> bool {
+    if std::env::var_os("OPTC_AMX").is_some_and(|v| v == "0") {
+        return false;
+    }
+    use std::arch::x86_64::{__cpuid_count, __get_cpuid_max};
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is read only when the CPU has it.
+    let edx = unsafe {
+        if __get_cpuid_max(0).0 < 7 {
             return false;
         }
-        use std::arch::x86_64::{__cpuid_count, __get_cpuid_max};
-        #[allow(unused_unsafe)]
-        // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is read only when the CPU has it.
-        let edx = unsafe {
-            if __get_cpuid_max(0).0 < 7 {
-                return false;
-            }
-            __cpuid_count(7, 0).edx
-        };
-        if edx & (3 << 24) != 3 << 24 {
+        __cpuid_count(7, 0).edx
+    };
+    edx & (3 << 24) == 3 << 24
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn host_has_amx() -> bool {
+    false
+}
+
+/// Whether this process may run AMX-INT8 code: the CPU has it ([`host_has_amx`]) and Linux
+/// grants the tile data state (`arch_prctl` `ARCH_REQ_XCOMP_PERM` for `XFEATURE_XTILEDATA`;
+/// without it the first tile instruction faults). Asked once per process, and only when an
+/// int8 layer is about to be planned on tiles: the permission lasts as long as the process
+/// and enlarges every thread's saved register state once tiles are used, so a process that
+/// compiles only f32 models never asks.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(crate) fn amx_permission() -> bool {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMX.get_or_init(|| {
+        if !host_has_amx() {
             return false;
         }
         const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
@@ -213,7 +227,7 @@ pub(crate) fn host_amx() -> bool {
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-pub(crate) fn host_amx() -> bool {
+pub(crate) fn amx_permission() -> bool {
     false
 }
 
@@ -535,15 +549,17 @@ impl Target {
     }
 
     /// This target for code run in this process (the JIT): `native` on a host with AMX-INT8
-    /// (and Linux's permission for its tile state, asked for here) lets the int8 kernels use
-    /// tiles. Not for objects: the program that links one would need the permission itself.
+    /// lets the int8 kernels use tiles (Linux's permission for the tile state is asked when
+    /// the first one does). Not for objects: the program that links one would need the
+    /// permission itself.
     pub fn for_jit(&self) -> Target {
         let mut t = self.clone();
-        t.tiles = self.native && self.has_int8_dot_product() && host_amx();
+        t.tiles = self.native && self.has_int8_dot_product() && host_has_amx();
         t
     }
 
-    /// Whether the int8 kernels use AMX tiles ([`Target::for_jit`] on an AMX host).
+    /// Whether the int8 kernels may use AMX tiles ([`Target::for_jit`] on an AMX host; they
+    /// do when Linux grants the tile state, else they take the VNNI kernels).
     pub fn has_int8_tiles(&self) -> bool {
         self.tiles
     }

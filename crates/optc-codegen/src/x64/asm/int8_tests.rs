@@ -666,7 +666,7 @@ fn release() {
 /// every key, K from 0 to 3 tiles with partial ones, partial columns; full-range weights.
 #[test]
 fn amx_kernels_compute_the_reference_tile() {
-    if !crate::target::host_amx() {
+    if !crate::target::amx_permission() {
         eprintln!("no AMX-INT8 on this host: the AMX kernels are only decoded");
         return;
     }

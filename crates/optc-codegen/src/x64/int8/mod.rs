@@ -345,7 +345,9 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     };
     let bias_port = (binfo.ins.len() > fixed).then_some(fixed);
     let x = &binfo.ins[0];
-    let (scheme, reason) = if target.has_int8_tiles() {
+    // The permission for the tile state is asked here, when a layer would use tiles: a
+    // process that never runs an int8 layer never holds it (see `amx_permission`).
+    let (scheme, reason) = if target.has_int8_tiles() && crate::target::amx_permission() {
         (Scheme::Tiles, "AMX tiles sum without saturation")
     } else if target.has_int8_dot_product() {
         (Scheme::DotProduct, "VNNI sums without saturation")
