@@ -4,6 +4,7 @@
 
 use crate::error::{CodegenError, RuntimeError};
 use crate::target::Target;
+use crate::thread_choice::{Arm, ThreadChoice};
 use crate::{module, runtime};
 use cranelift_jit::{JITBuilder, JITModule};
 use optc_ir::{Graph, Tensor, TensorType};
@@ -54,6 +55,10 @@ pub struct JitModel {
     /// How long the last run took (ns): a run this short stays on the caller's thread while
     /// another process contends for the cores ([`SHORT_RUN`]).
     last_run_ns: std::sync::atomic::AtomicU64,
+    /// Between one thread and `threads`, which one runs are faster now ([`ThreadChoice`]).
+    choice: Mutex<ThreadChoice>,
+    /// Time origin of `choice`.
+    epoch: std::time::Instant,
 }
 
 /// Runs shorter than this take one thread while the cores are contended: a pool worker then
@@ -158,13 +163,18 @@ pub fn compile_jit(graph: &Graph, target: &Target) -> Result<JitModel, CodegenEr
         kernels: lowered.kernel_info,
         threads: 0,
         last_run_ns: std::sync::atomic::AtomicU64::new(u64::MAX),
+        choice: Mutex::new(ThreadChoice::new()),
+        epoch: std::time::Instant::now(),
     })
 }
 
 impl JitModel {
-    /// Threads `run` may use: 0 = all cores (the default), 1 = serial.
+    /// Threads `run` may use: 0 = all cores (the default), 1 = serial. With more than one,
+    /// runs measure now and then whether one thread is faster and then take one (see
+    /// `thread_choice.rs`; `OPTC_ADAPTIVE_THREADS=0` turns that off).
     pub fn set_threads(&mut self, n: usize) {
         self.threads = n;
+        self.choice = Mutex::new(ThreadChoice::new());
     }
     pub fn threads(&self) -> usize {
         self.threads
@@ -208,23 +218,43 @@ impl JitModel {
             .map(|t| t.data_mut().as_mut_ptr())
             .collect();
         let wsp = ws.as_mut_ptr();
-        // SAFETY: every input and output buffer was checked above to have exactly the dtype and
-        // shape the code was generated for, the workspace is at least `workspace_size` bytes and
-        // 64-byte aligned, and the pointer arrays outlive the call. The generated code only
-        // reads inputs/constants and writes outputs/workspace within those sizes.
         use std::sync::atomic::Ordering::Relaxed;
         let short = self.last_run_ns.load(Relaxed) < SHORT_RUN.as_nanos() as u64;
-        let threads = if short && self.threads != 1 && runtime::contended() {
-            1
+        let many = match self.threads {
+            0 => runtime::available_cores() > 1,
+            t => t > 1,
+        };
+        let (threads, arm) = if !many {
+            (self.threads, None)
+        } else if short && runtime::contended() {
+            (1, None)
+        } else if !crate::thread_choice::adaptive() {
+            (self.threads, None)
         } else {
-            self.threads
+            // Concurrent runs of one model (shared handles) skip the choice: their times
+            // would measure each other.
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            match self.choice.try_lock().map(|mut c| c.pick(now)) {
+                Ok(Arm::One) => (1, Some(Arm::One)),
+                Ok(Arm::Many) => (self.threads, Some(Arm::Many)),
+                Err(_) => (self.threads, None),
+            }
         };
         let prev = runtime::set_thread_count(threads);
         let hot = runtime::run_begin();
         let start = std::time::Instant::now();
+        // SAFETY: every input and output buffer was checked above to have exactly the dtype and
+        // shape the code was generated for, the workspace is at least `workspace_size` bytes and
+        // 64-byte aligned, and the pointer arrays outlive the call. The generated code only
+        // reads inputs/constants and writes outputs/workspace within those sizes.
         let status = unsafe { (self.entry)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), wsp) };
-        self.last_run_ns
-            .store(start.elapsed().as_nanos() as u64, Relaxed);
+        let took = start.elapsed().as_nanos() as u64;
+        self.last_run_ns.store(took, Relaxed);
+        if let Some(arm) = arm {
+            if let Ok(mut c) = self.choice.try_lock() {
+                c.record(arm, took);
+            }
+        }
         drop(hot);
         runtime::set_thread_count(prev);
         if status == 0 {

@@ -37,6 +37,7 @@ mod node;
 mod ops;
 pub mod runtime;
 mod target;
+mod thread_choice;
 mod x64;
 
 pub use error::{CodegenError, RuntimeError};
