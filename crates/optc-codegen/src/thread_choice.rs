@@ -1,10 +1,12 @@
 //! Choosing, run by run, between the threads asked for and one thread, by measuring both.
 //!
-//! Two threads are not always faster than one. On a 2-vCPU virtual machine the host places
-//! the two vCPUs near each other (a core-to-core round trip of ~60 ns) or far apart (~340 ns),
-//! and moves them every few seconds; far apart, every parallel node reads the other core's
-//! half of its input across the machine, and MobileNetV2 at 2 threads took 8.2 ms where one
-//! thread took 7.2 ms (near: 4.1 ms). Another process busy on a core changes the balance too.
+//! Two threads are not always faster than one. On a 2-vCPU virtual machine (an AMD EPYC) the
+//! host places the two vCPUs near each other (a core-to-core round trip of 60-130 ns,
+//! `examples/core_round_trip.rs`) or far apart (340-690 ns: most likely on two chiplets, which
+//! share no L3), and moves them every few seconds. Far apart, every parallel node reads the
+//! other core's half of its input from the other chiplet, and MobileNetV2 at 2 threads took
+//! 8.2 ms where one thread took 7.2 ms (near: 4.1 ms). Another process busy on a core changes
+//! the balance too.
 //! Neither is visible from inside: so a model measures. It mostly runs the arm (one thread or
 //! all it may use) whose recent runs were faster, and about once a second runs the other arm
 //! twice to see whether that changed (`OPTC_ADAPTIVE_THREADS=0` turns this off).
