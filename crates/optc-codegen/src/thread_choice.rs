@@ -9,7 +9,8 @@
 //! the balance too.
 //! Neither is visible from inside: so a model measures. It mostly runs the arm (one thread or
 //! all it may use) whose recent runs were faster, and about once a second runs the other arm
-//! twice to see whether that changed (`OPTC_ADAPTIVE_THREADS=0` turns this off).
+//! twice to see whether that changed; after a look that switched arms, the next comes within
+//! 0.2 s (`OPTC_ADAPTIVE_THREADS=0` turns this off).
 
 /// The two ways a run can go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,10 @@ const LOOK_RUNS: u32 = 2;
 const FIRST_LOOK_AFTER: u64 = 8;
 /// Time between looks at the other arm.
 const LOOK_EVERY_NS: u64 = 1_000_000_000;
+/// Time to the next look after a look switched arms: a switch may come from a moment that
+/// has passed (a look at one thread while the vCPUs were briefly far apart), so it is checked
+/// again soon.
+const RECHECK_AFTER_NS: u64 = 200_000_000;
 /// The other arm must be this much faster to take over (hysteresis against noise).
 const SWITCH_BELOW: f64 = 0.96;
 /// Weight of a new run in the running estimate of the arm in use.
@@ -57,6 +62,8 @@ pub struct ThreadChoice {
     looking: u32,
     look_sum: f64,
     last_look_ns: u64,
+    /// The last look switched arms (the next comes after [`RECHECK_AFTER_NS`]).
+    switched: bool,
 }
 
 impl Default for ThreadChoice {
@@ -74,6 +81,7 @@ impl ThreadChoice {
             looking: 0,
             look_sum: 0.0,
             last_look_ns: 0,
+            switched: false,
         }
     }
 
@@ -85,7 +93,12 @@ impl ThreadChoice {
             } else if self.estimate[self.current.other().index()].is_none() {
                 true
             } else {
-                now_ns.saturating_sub(self.last_look_ns) >= LOOK_EVERY_NS
+                let every = if self.switched {
+                    RECHECK_AFTER_NS
+                } else {
+                    LOOK_EVERY_NS
+                };
+                now_ns.saturating_sub(self.last_look_ns) >= every
             };
             if due {
                 self.looking = LOOK_RUNS;
@@ -111,7 +124,8 @@ impl ThreadChoice {
                 let other = self.look_sum / f64::from(LOOK_RUNS);
                 self.estimate[arm.index()] = Some(other);
                 let mine = self.estimate[self.current.index()];
-                if mine.is_none_or(|m| other < SWITCH_BELOW * m) {
+                self.switched = mine.is_none_or(|m| other < SWITCH_BELOW * m);
+                if self.switched {
                     self.current = arm;
                 }
             }
@@ -191,6 +205,30 @@ mod tests {
             Arm::Many => 4_100_000,
         };
         simulate(&mut c, 500 * 7_000_000, 300, 7_000_000, near);
+        assert_eq!(c.current(), Arm::Many);
+    }
+
+    #[test]
+    fn a_switch_made_in_a_passing_moment_is_undone_soon() {
+        let mut c = ThreadChoice::new();
+        let near = |a| match a {
+            Arm::One => 7_200_000,
+            Arm::Many => 4_100_000,
+        };
+        // Two seconds near (the last look, at 1.032 s, kept two threads).
+        simulate(&mut c, 0, 500, 4_000_000, near);
+        assert_eq!(c.current(), Arm::Many);
+        // Then two threads slow for a moment, long enough to lift their estimate, and the
+        // look at one thread due at 2.032 s finds it faster.
+        let far = |a| match a {
+            Arm::One => 7_200_000,
+            Arm::Many => 9_000_000,
+        };
+        simulate(&mut c, 500 * 4_000_000, 12, 4_000_000, far);
+        assert_eq!(c.current(), Arm::One);
+        // Near again: within a quarter second two threads are back (not after a second).
+        let start = 512 * 4_000_000;
+        simulate(&mut c, start, 250_000_000 / 7_200_000, 7_200_000, near);
         assert_eq!(c.current(), Arm::Many);
     }
 
