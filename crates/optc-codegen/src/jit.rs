@@ -231,8 +231,10 @@ impl JitModel {
         } else if !crate::thread_choice::adaptive() {
             (self.threads, None)
         } else {
-            // Concurrent runs of one model (shared handles) skip the choice: their times
-            // would measure each other.
+            // A run that finds the choice locked (a concurrent run of this model, through a
+            // shared handle, picking or recording) takes `threads` and records nothing. Runs
+            // that overlap still measure each other: serving one model from several threads
+            // is best done with one thread per run (`examples/concurrent_runs`).
             let now = self.epoch.elapsed().as_nanos() as u64;
             match self.choice.try_lock().map(|mut c| c.pick(now)) {
                 Ok(Arm::One) => (1, Some(Arm::One)),
