@@ -142,6 +142,24 @@ fn run_built(
     (outs, stderr)
 }
 
+/// The C example built in a fresh directory `label` against model `bytes` (as `name`), random
+/// inputs for it (`seed`) and the JIT's outputs on them: `(dir, inputs, outputs, executable)`.
+fn c_example_for(
+    label: &str,
+    name: &str,
+    bytes: &[u8],
+    seed: u64,
+) -> (PathBuf, Vec<Tensor>, Vec<Vec<u8>>, PathBuf) {
+    let dir = tmp(label);
+    let model = dir.join(format!("{name}.onnx"));
+    std::fs::write(&model, bytes).unwrap();
+    let graph = optc::import_bytes(bytes, &optc::Options::default()).unwrap();
+    let inputs = optc::random_inputs(&graph.input_types(), seed);
+    let want = jit(bytes, &inputs);
+    let exe = build_c(&dir, &model, name);
+    (dir, inputs, want, exe)
+}
+
 /// The parallel loops the C example ran on its thread pool (`OPTC_THREADS` set), from its
 /// report on stderr.
 fn pool_loops(stderr: &str) -> usize {
@@ -210,14 +228,7 @@ fn c_example_matches_jit_bit_for_bit_on_bundled_model() {
 /// compute: the same items, each computed the same way, on whichever thread.
 #[test]
 fn c_example_on_two_threads_matches_jit_bit_for_bit() {
-    let dir = tmp("c-threads");
-    let bytes = parallel_model();
-    let model = dir.join("par.onnx");
-    std::fs::write(&model, &bytes).unwrap();
-    let graph = optc::import_bytes(&bytes, &optc::Options::default()).unwrap();
-    let inputs = optc::random_inputs(&graph.input_types(), 21);
-    let want = jit(&bytes, &inputs);
-    let exe = build_c(&dir, &model, "par");
+    let (dir, inputs, want, exe) = c_example_for("c-threads", "par", &parallel_model(), 21);
     let (serial, report) = run_built(&dir, &exe, &inputs, 2, Some(1));
     assert_eq!(pool_loops(&report), 0, "{report}");
     assert_eq!(serial, want, "AOT (C, serial) and JIT outputs differ");
@@ -245,14 +256,7 @@ fn c_example_on_two_threads_matches_jit_bit_for_bit() {
 /// through the callback, exactly what the JIT computes.
 #[test]
 fn c_example_matches_jit_on_gelu_and_softmax() {
-    let dir = tmp("c-gelu-softmax");
-    let bytes = gelu_softmax_model();
-    let model = dir.join("gs.onnx");
-    std::fs::write(&model, &bytes).unwrap();
-    let graph = optc::import_bytes(&bytes, &optc::Options::default()).unwrap();
-    let inputs = optc::random_inputs(&graph.input_types(), 22);
-    let want = jit(&bytes, &inputs);
-    let exe = build_c(&dir, &model, "gs");
+    let (dir, inputs, want, exe) = c_example_for("c-gelu-softmax", "gs", &gelu_softmax_model(), 22);
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512vl")

@@ -157,7 +157,15 @@ pub fn adaptive() -> bool {
 mod tests {
     use super::*;
 
-    /// Runs `n` runs of a model whose arms take `times(arm, run)` ns, one run every `step` ns
+    /// Run times of a model: `one` ns at one thread, `many` at all.
+    fn times(one: u64, many: u64) -> impl Fn(Arm) -> u64 + Copy {
+        move |a| match a {
+            Arm::One => one,
+            Arm::Many => many,
+        }
+    }
+
+    /// Runs `n` runs of a model whose arms take `times(arm)` ns, one run every `step` ns
     /// from `start`; returns how many runs took each arm.
     fn simulate(
         c: &mut ThreadChoice,
@@ -179,10 +187,7 @@ mod tests {
     fn keeps_many_threads_when_they_are_faster_and_looks_rarely() {
         let mut c = ThreadChoice::new();
         // 4 ms runs at 2 threads, 7 ms at 1: ten seconds of runs.
-        let count = simulate(&mut c, 0, 2500, 4_000_000, |a| match a {
-            Arm::One => 7_000_000,
-            Arm::Many => 4_000_000,
-        });
+        let count = simulate(&mut c, 0, 2500, 4_000_000, times(7_000_000, 4_000_000));
         assert_eq!(c.current(), Arm::Many);
         // A look of two runs about once a second (the first after 8 runs).
         assert!(count[0] >= 2 * 10 && count[0] <= 2 * 12, "{count:?}");
@@ -191,19 +196,13 @@ mod tests {
     #[test]
     fn takes_one_thread_when_it_is_faster_and_goes_back_when_that_changes() {
         let mut c = ThreadChoice::new();
-        let far = |a| match a {
-            Arm::One => 7_200_000,
-            Arm::Many => 8_200_000,
-        };
+        let far = times(7_200_000, 8_200_000);
         let count = simulate(&mut c, 0, 500, 7_000_000, far);
         assert_eq!(c.current(), Arm::One);
         // Only the first runs, and a look now and then, took 2 threads.
         assert!(count[1] <= 8 + 2 * 5, "{count:?}");
         // The vCPUs come near again: the next look sees it and 2 threads take over.
-        let near = |a| match a {
-            Arm::One => 7_200_000,
-            Arm::Many => 4_100_000,
-        };
+        let near = times(7_200_000, 4_100_000);
         simulate(&mut c, 500 * 7_000_000, 300, 7_000_000, near);
         assert_eq!(c.current(), Arm::Many);
     }
@@ -211,19 +210,13 @@ mod tests {
     #[test]
     fn a_switch_made_in_a_passing_moment_is_undone_soon() {
         let mut c = ThreadChoice::new();
-        let near = |a| match a {
-            Arm::One => 7_200_000,
-            Arm::Many => 4_100_000,
-        };
+        let near = times(7_200_000, 4_100_000);
         // Two seconds near (the last look, at 1.032 s, kept two threads).
         simulate(&mut c, 0, 500, 4_000_000, near);
         assert_eq!(c.current(), Arm::Many);
         // Then two threads slow for a moment, long enough to lift their estimate, and the
         // look at one thread due at 2.032 s finds it faster.
-        let far = |a| match a {
-            Arm::One => 7_200_000,
-            Arm::Many => 9_000_000,
-        };
+        let far = times(7_200_000, 9_000_000);
         simulate(&mut c, 500 * 4_000_000, 12, 4_000_000, far);
         assert_eq!(c.current(), Arm::One);
         // Near again: within a quarter second two threads are back (not after a second).
@@ -237,10 +230,7 @@ mod tests {
         let mut c = ThreadChoice::new();
         // One thread 3% faster: within the hysteresis, 2 threads stay (one thread only for
         // the looks).
-        let count = simulate(&mut c, 0, 1000, 4_000_000, |a| match a {
-            Arm::One => 3_880_000,
-            Arm::Many => 4_000_000,
-        });
+        let count = simulate(&mut c, 0, 1000, 4_000_000, times(3_880_000, 4_000_000));
         assert_eq!(c.current(), Arm::Many);
         assert!(count[0] <= 2 * 4, "{count:?}");
     }

@@ -146,8 +146,8 @@ pub fn split_with(g: &mut Graph, above: usize, block_bytes: usize) -> Result<usi
     };
     for att in &found {
         let [a, s, b] = att.nodes;
-        let (a_ins, s_ins, b_ins) = (g.node_inputs(a), g.node_inputs(s), g.node_inputs(b));
-        let q = a_ins[0];
+        let ins_of = [a, s, b].map(|n| g.node_inputs(n));
+        let q = ins_of[0][0];
         let qt = g.value_type(q)?.clone();
         let axis = qt.rank() - 2;
         let names = [a, s, b].map(|n| g.node(n).name.clone());
@@ -165,32 +165,19 @@ pub fn split_with(g: &mut Graph, above: usize, block_bytes: usize) -> Result<usi
                     len: if d == axis { len } else { n },
                 })
                 .collect();
-            let qi = g.add(
+            let mut x = g.add(
                 &fresh(format!("{}/queries{i}", names[0])),
                 Op::Slice { dims },
                 &[q],
             )?;
-            let mut ins = a_ins.clone();
-            ins[0] = qi;
-            let ai = g.add(
-                &fresh(format!("{}/block{i}", names[0])),
-                ops[0].clone(),
-                &ins,
-            )?;
-            let mut ins = s_ins.clone();
-            ins[0] = ai;
-            let si = g.add(
-                &fresh(format!("{}/block{i}", names[1])),
-                ops[1].clone(),
-                &ins,
-            )?;
-            let mut ins = b_ins.clone();
-            ins[0] = si;
-            outs.push(g.add(
-                &fresh(format!("{}/block{i}", names[2])),
-                ops[2].clone(),
-                &ins,
-            )?);
+            // The three nodes again on the block: each reads the one before in place of its
+            // first input.
+            for ((ins, name), op) in ins_of.iter().zip(&names).zip(&ops) {
+                let mut ins = ins.clone();
+                ins[0] = x;
+                x = g.add(&fresh(format!("{name}/block{i}")), op.clone(), &ins)?;
+            }
+            outs.push(x);
         }
         let name = fresh(format!("{}/blocks", names[2]));
         let joined = g.add(&name, Op::Concat { axis }, &outs)?;

@@ -76,21 +76,31 @@ fn pass(a: &mut CodeAssembler, n: usize, body: &mut VectorStep) -> Result<(), Ic
     Ok(())
 }
 
-/// `op` across the 16 lanes of zmm0 into every lane of `dst` (zmm1 scratch).
-fn horizontal(
-    a: &mut CodeAssembler,
-    dst: AsmRegisterZmm,
-    op: fn(&mut CodeAssembler, AsmRegisterXmm, AsmRegisterXmm) -> Result<(), IcedError>,
-    op_ymm: fn(&mut CodeAssembler, AsmRegisterYmm, AsmRegisterYmm) -> Result<(), IcedError>,
-) -> Result<(), IcedError> {
+/// What [`horizontal`] reduces with.
+#[derive(Clone, Copy)]
+enum Reduce {
+    /// `vmaxps x, y, x`: the lane of `y` where either is NaN (the order the row pass uses).
+    Max,
+    Sum,
+}
+
+/// `reduce` across the 16 lanes of zmm0 into every lane of `dst` (zmm1 scratch).
+fn horizontal(a: &mut CodeAssembler, dst: AsmRegisterZmm, reduce: Reduce) -> Result<(), IcedError> {
+    let op = |a: &mut CodeAssembler| match reduce {
+        Reduce::Max => a.vmaxps(xmm0, xmm1, xmm0),
+        Reduce::Sum => a.vaddps(xmm0, xmm0, xmm1),
+    };
     a.vextractf64x4(ymm1, zmm0, 1)?;
-    op_ymm(a, ymm0, ymm1)?;
+    match reduce {
+        Reduce::Max => a.vmaxps(ymm0, ymm1, ymm0)?,
+        Reduce::Sum => a.vaddps(ymm0, ymm0, ymm1)?,
+    }
     a.vextractf128(xmm1, ymm0, 1)?;
-    op(a, xmm0, xmm1)?;
+    op(a)?;
     a.vpermilps(xmm1, xmm0, 0x4e)?;
-    op(a, xmm0, xmm1)?;
+    op(a)?;
     a.vpermilps(xmm1, xmm0, 0xb1)?;
-    op(a, xmm0, xmm1)?;
+    op(a)?;
     a.vbroadcastss(dst, xmm0)
 }
 
@@ -151,12 +161,7 @@ pub(crate) fn assemble(key: &SoftmaxKey) -> Result<Vec<u8>, IcedError> {
     a.vmaxps(zmm0, zmm1, zmm0)?;
     a.vmaxps(zmm2, zmm3, zmm2)?;
     a.vmaxps(zmm0, zmm2, zmm0)?;
-    horizontal(
-        &mut a,
-        MAX,
-        |a, x, y| a.vmaxps(x, y, x),
-        |a, x, y| a.vmaxps(x, y, x),
-    )?;
+    horizontal(&mut a, MAX, Reduce::Max)?;
 
     // exp(x - max), stored and summed: vector j in zmm(4j) with zmm(4j+1..4j+3) scratch.
     for j in 0..4 {
@@ -202,12 +207,7 @@ pub(crate) fn assemble(key: &SoftmaxKey) -> Result<Vec<u8>, IcedError> {
     a.vaddps(zmm0, sum(0), sum(1))?;
     a.vaddps(zmm1, sum(2), sum(3))?;
     a.vaddps(zmm0, zmm0, zmm1)?;
-    horizontal(
-        &mut a,
-        zmm2,
-        |a, x, y| a.vaddps(x, x, y),
-        |a, x, y| a.vaddps(x, x, y),
-    )?;
+    horizontal(&mut a, zmm2, Reduce::Sum)?;
     // tiny = sum 2^-126, inv = 1 / sum (scalars, then broadcast).
     a.vmulss(xmm1, xmm0, dword_ptr(min_positive))?;
     a.vbroadcastss(TINY, xmm1)?;
