@@ -39,9 +39,13 @@ pub fn set_thread_count(n: usize) -> usize {
     THREADS.with(|t| t.replace(n))
 }
 
-/// Number of cores of this machine.
+/// Number of cores of this machine, read once: `available_parallelism` reads the affinity
+/// mask and the cgroup quota files at each call (28 us here), and this is asked per run and
+/// per parallel node of a model whose thread count is 0 (all cores). The pool's size is fixed
+/// at its first use from the same number.
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 struct Job {
