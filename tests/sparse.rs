@@ -604,3 +604,170 @@ fn channel_pruning_matches_zeroed_consumer_weights() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// A dependency group across a residual add, a depthwise follower and a concat: the stem
+/// conv A and the block's last conv C write the residual stream (C through the add), the
+/// depthwise conv E follows it channel for channel, the concat joins E's channels with conv
+/// G's; B, D and H read them. Pruning the group removes the same stream channels from A, C,
+/// the add and E, and G's own weakest ones; the chain B -> C is pruned too, so B loses
+/// inputs and outputs. The oracle is the original model run by tract with every consumer's
+/// weights on the removed channels zeroed (every other path of a removed channel ends in
+/// those consumers). A group that reaches a graph output is not pruned.
+#[test]
+fn channel_groups_prune_across_residual_depthwise_and_concat() {
+    let mut r = Rng::new(41);
+    let (c, s, hw) = (3usize, 8usize, 6usize);
+    let wa = dense_tensor(&mut r, &[s, c, 3, 3], false);
+    let ba = dense_tensor(&mut r, &[s], false);
+    let wb = dense_tensor(&mut r, &[6, s, 3, 3], false);
+    let wc = dense_tensor(&mut r, &[s, 6, 1, 1], false);
+    let wd = dense_tensor(&mut r, &[5, s, 1, 1], false);
+    let we = dense_tensor(&mut r, &[s, 1, 3, 3], false);
+    let be = dense_tensor(&mut r, &[s], false);
+    let wg = dense_tensor(&mut r, &[4, c, 1, 1], false);
+    let wh = dense_tensor(&mut r, &[5, s + 4, 1, 1], false);
+    let build = |wb: &Tensor, wc: &Tensor, wd: &Tensor, wh: &Tensor, stream_out: bool| {
+        let mut b = ModelBuilder::new(17);
+        b.input("x", DType::F32, &[2, c as i64, hw as i64, hw as i64]);
+        for (n, t) in [
+            ("wa", &wa),
+            ("ba", &ba),
+            ("wb", wb),
+            ("wc", wc),
+            ("wd", wd),
+            ("we", &we),
+            ("be", &be),
+            ("wg", &wg),
+            ("wh", wh),
+        ] {
+            b.initializer(n, t);
+        }
+        let pads = ("pads", A::Ints(vec![1; 4]));
+        b.node("Conv", &["x", "wa", "ba"], &["a"], vec![pads.clone()]);
+        b.node("Relu", &["a"], &["s1"], vec![]);
+        b.node("Conv", &["s1", "wb"], &["b0"], vec![pads.clone()]);
+        b.node("Relu", &["b0"], &["h"], vec![]);
+        b.node("Conv", &["h", "wc"], &["c0"], vec![]);
+        b.node("Add", &["c0", "s1"], &["sum"], vec![]);
+        b.node("Relu", &["sum"], &["s2"], vec![]);
+        b.node("Conv", &["s2", "wd"], &["y1"], vec![]);
+        b.node(
+            "Conv",
+            &["s2", "we", "be"],
+            &["e0"],
+            vec![pads, ("group", A::Int(s as i64))],
+        );
+        b.node("Relu", &["e0"], &["e"], vec![]);
+        b.node("Conv", &["x", "wg"], &["g"], vec![]);
+        b.node("Concat", &["e", "g"], &["cat"], vec![("axis", A::Int(1))]);
+        b.node("Conv", &["cat", "wh"], &["y2"], vec![]);
+        b.output("y1");
+        b.output("y2");
+        if stream_out {
+            b.output("s2");
+        }
+        b.to_bytes()
+    };
+    let opts = Options {
+        compress: CompressOptions {
+            prune_channels: vec![0.5],
+            reconstruct: false,
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let bytes = build(&wb, &wc, &wd, &wh, false);
+    let mut m = optc::compile_bytes(&bytes, &opts).unwrap();
+    let rep = m.report().compression.clone().expect("a report");
+    // The positions ranked as the group ranks them: stream channel j by |A_j| + |C_j|,
+    // G's channel j by |G_j|; the 6 weakest of the 12 go.
+    let l1 = |t: &Tensor, o: usize| {
+        let v = t.as_f32().unwrap();
+        let per = v.len() / t.shape()[0];
+        v[o * per..(o + 1) * per]
+            .iter()
+            .map(|x| x.abs() as f64)
+            .sum::<f64>()
+    };
+    let importance: Vec<f64> = (0..s)
+        .map(|j| l1(&wa, j) + l1(&wc, j))
+        .chain((0..4).map(|j| l1(&wg, j)))
+        .collect();
+    let mut order: Vec<usize> = (0..s + 4).collect();
+    order.sort_by(|&a, &b| importance[a].total_cmp(&importance[b]));
+    // The 6 weakest go, but every concat input keeps a channel: G's strongest if all 4 of
+    // its would go.
+    let mut removed = order[..6].to_vec();
+    if (s..s + 4).all(|p| removed.contains(&p)) {
+        let best = *order.iter().rev().find(|&&p| p >= s).unwrap();
+        removed.retain(|&p| p != best);
+    }
+    let label = format!(
+        "channels pruned 50% ({} of 12 kept; a group of 3 producers, 3 consumers)",
+        12 - removed.len()
+    );
+    // The chain B -> C inside the block is a group of its own; B is its producer and the
+    // stream's consumer, narrowed on both sides.
+    let mut choices: Vec<&str> = rep.layers.iter().map(|l| l.choice.as_str()).collect();
+    choices.sort_unstable();
+    assert_eq!(
+        choices,
+        ["channels pruned 50% (3 of 6 kept)", label.as_str()],
+        "{:?}",
+        rep.layers
+    );
+    assert!(rep.after.parameters < rep.before.parameters);
+    let zero_inputs = |t: &Tensor, removed: &[usize], offset: usize, count: usize| {
+        let mut v = t.as_f32().unwrap().to_vec();
+        let (outs, ins) = (t.shape()[0], t.shape()[1]);
+        let per = v.len() / (outs * ins);
+        for o in 0..outs {
+            for &p in removed {
+                if p >= offset && p < offset + count {
+                    let at = (o * ins + p - offset) * per;
+                    v[at..at + per].fill(0.0);
+                }
+            }
+        }
+        Tensor::new(t.shape().to_vec(), optc_ir::Data::F32(v)).unwrap()
+    };
+    // B and D read the stream (positions 0..8); H reads E's channels (0..8) then G's (8..12).
+    let mut chain: Vec<usize> = (0..6).collect();
+    chain.sort_by(|&a, &b| l1(&wb, a).total_cmp(&l1(&wb, b)));
+    let zeroed = build(
+        &zero_inputs(&wb, &removed, 0, s),
+        &zero_inputs(&wc, &chain[..3], 0, 6),
+        &zero_inputs(&wd, &removed, 0, s),
+        &zero_inputs(&wh, &removed, 0, s + 4),
+        false,
+    );
+    let x = dense_tensor(&mut r, &[2, c, hw, hw], false);
+    let got = m.run(std::slice::from_ref(&x)).unwrap();
+    let want = optc_onnx::oracle::run_tract(&zeroed, std::slice::from_ref(&x)).unwrap();
+    let orig = optc_onnx::oracle::run_tract(&bytes, std::slice::from_ref(&x)).unwrap();
+    for k in 0..2 {
+        let d = optc::compare(&got[k], &want[k], 1e-4, 1e-5).unwrap();
+        assert!(d.allclose, "output {k}: {d:?}");
+        let same = optc::compare(&got[k], &orig[k], 1e-4, 1e-5).unwrap();
+        assert!(!same.allclose, "output {k} unpruned");
+    }
+    // The stream is a graph output: none of its channels can go, so the group is not
+    // pruned; the chain B -> C inside the block still is (B's 3 weakest outputs, C's inputs).
+    let exposed = build(&wb, &wc, &wd, &wh, true);
+    let mut m = optc::compile_bytes(&exposed, &opts).unwrap();
+    let rep = m.report().compression.clone().expect("a report");
+    let choices: Vec<&str> = rep.layers.iter().map(|l| l.choice.as_str()).collect();
+    assert_eq!(
+        choices,
+        ["channels pruned 50% (3 of 6 kept)"],
+        "{:?}",
+        rep.layers
+    );
+    let zeroed = build(&wb, &zero_inputs(&wc, &chain[..3], 0, 6), &wd, &wh, true);
+    let got = m.run(std::slice::from_ref(&x)).unwrap();
+    let want = optc_onnx::oracle::run_tract(&zeroed, &[x]).unwrap();
+    for k in 0..3 {
+        let d = optc::compare(&got[k], &want[k], 1e-4, 1e-5).unwrap();
+        assert!(d.allclose, "output {k}: {d:?}");
+    }
+}

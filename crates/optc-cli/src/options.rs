@@ -48,9 +48,10 @@ pub struct CompileArgs {
     /// kernels where they are faster. Like --quantize: measured and reported.
     #[arg(long, value_name = "AMOUNTS", value_delimiter = ',', value_parser = optc::compress::prune::PruneAmount::parse)]
     pub prune: Vec<optc::compress::prune::PruneAmount>,
-    /// Lossy: structured channel pruning, the fraction of a layer's output channels with the
-    /// smallest L1 norm removed together with the next layer's matching inputs (chains of
-    /// conv/Gemm/MatMul through pools, activations and a flatten); the tensors shrink.
+    /// Lossy: structured channel pruning, the fraction of each dependency group's channels
+    /// with the smallest L1 norm removed from every layer that writes, carries or reads them
+    /// (through activations, pools, depthwise convs, residual adds, concats and a flatten);
+    /// the tensors shrink.
     #[arg(long = "prune-channels", value_name = "FRACTIONS", value_delimiter = ',', value_parser = optc::compress::prune::parse_fraction)]
     pub prune_channels: Vec<f64>,
     /// Lossy: low-rank factorization of the weights by truncated SVD: `energy=0.95` (the

@@ -33,6 +33,10 @@ pub struct Alternative {
     pub class: Id,
     /// The alternative e-node (already added to `class`).
     pub node: ENode,
+    /// Further (class, e-node) pairs taken together with this one (a channel group's other
+    /// consumers): forced in their classes when it is taken, banned when it is not. Its
+    /// `cost` covers them all.
+    pub also: Vec<(Id, ENode)>,
     /// A layer name (the class's IR node name) and what the alternative is, e.g.
     /// `int8 (7-bit weights)`.
     pub layer: String,
@@ -48,6 +52,25 @@ pub struct Alternative {
 impl Alternative {
     pub fn saving(&self) -> f64 {
         self.exact_cost - self.cost
+    }
+
+    /// Every (class, e-node) pair it sets: its own, then `also`.
+    pub fn pairs(&self) -> impl Iterator<Item = (Id, &ENode)> {
+        std::iter::once((self.class, &self.node)).chain(self.also.iter().map(|(c, n)| (*c, n)))
+    }
+
+    /// Classes and children made canonical (after a rebuild of `egraph`).
+    pub fn canonicalize(&mut self, egraph: &OptEGraph) {
+        let canon = |c: Id, n: &ENode| {
+            (
+                egraph.find(c),
+                egg::Language::map_children(n.clone(), |x| egraph.find(x)),
+            )
+        };
+        (self.class, self.node) = canon(self.class, &self.node);
+        for (c, n) in &mut self.also {
+            (*c, *n) = canon(*c, n);
+        }
     }
 }
 
@@ -73,26 +96,39 @@ impl<'a> ChoiceCost<'a> {
         choice: &Choice,
     ) -> Self {
         // Alternatives not taken, and every other node of a class whose alternative is taken
-        // (the choice is forced, even where the model thinks the exact node cheaper).
+        // (the choice is forced, even where the model thinks the exact node cheaper). A node
+        // a taken alternative sets is never banned (two alternatives of one group may share
+        // the nodes of consumers they leave alike).
+        let taken: HashSet<&ENode> = choice
+            .iter()
+            .flat_map(|&i| alternatives[i].pairs().map(|(_, n)| n))
+            .collect();
         let mut banned: HashSet<ENode> = alternatives
             .iter()
             .enumerate()
             .filter(|(i, _)| !choice.contains(i))
-            .map(|(_, a)| a.node.clone())
+            .flat_map(|(_, a)| a.pairs().map(|(_, n)| n.clone()))
+            .filter(|n| !taken.contains(n))
             .collect();
         for &i in choice {
-            let a = &alternatives[i];
-            for n in &egraph[a.class].nodes {
-                if *n != a.node {
-                    banned.insert(n.clone());
+            for (class, node) in alternatives[i].pairs() {
+                for n in &egraph[class].nodes {
+                    if n != node {
+                        banned.insert(n.clone());
+                    }
                 }
             }
         }
+        // A taken alternative's cost covers its whole set: the first node carries it.
         let repriced = alternatives
             .iter()
             .enumerate()
             .filter(|(i, _)| choice.contains(i))
-            .map(|(_, a)| (a.node.clone(), a.cost))
+            .flat_map(|(_, a)| {
+                a.pairs()
+                    .enumerate()
+                    .map(|(k, (_, n))| (n.clone(), if k == 0 { a.cost } else { 0.0 }))
+            })
             .collect();
         ChoiceCost {
             inner: EGraphCost::new(egraph, model.clone()),
@@ -295,6 +331,7 @@ mod tests {
                 kind: ENodeKind::Input(class * 100 + (cost * 1000.0) as usize),
                 children: vec![],
             },
+            also: vec![],
             layer: format!("layer{class}"),
             label: format!("alt{cost}"),
             exact_cost: 1.0,

@@ -1,14 +1,35 @@
-//! Structured channel pruning (`--prune-channels F`): output channels of a layer removed with
-//! the consumer's matching input channels, so both tensors physically shrink.
+//! Structured channel pruning (`--prune-channels F`): channels removed from every tensor of a
+//! dependency group at once, with the weights that write and read them, so the tensors
+//! physically shrink.
 //!
-//! A dependency group here is a chain: a producer `P` (a conv, Gemm or MatMul with constant
-//! weights, its bias and per-channel fused steps), then only per-channel ops (pools,
-//! elementwise unary ops, a flatten of `[N, C, H, W]` into `[N, C*H*W]`), then a consumer `B`
-//! (an ungrouped conv, or a Gemm/MatMul with constant weights), every value in between used
-//! once. The fraction `F` of `P`'s output channels with the smallest L1 weight norm goes, with
-//! the bias and per-channel constants that follow them and `B`'s input channels (features,
-//! after a flatten) that read them. The alternative joins `B`'s class: `B'(chain'(P'(x)))`.
-//! Groups that branch (residual adds, concat) are not pruned yet.
+//! A **dependency group** is grown from a producer (a conv, Gemm or MatMul with constant
+//! weights) over the values whose channels are tied to its output channels:
+//!
+//! - **followers** keep channel `c` of their output a function of channel `c` of their
+//!   inputs: elementwise unary ops, pools, reductions over the spatial axes, batch norm,
+//!   depthwise convs (one input channel per output channel), binary ops with a per-channel or
+//!   scalar constant, a flatten of `[N, C, *sp]` into `[N, C*prod(sp)]` (its users must be
+//!   consumers), and binary ops of two group tensors (a residual add: both operands then
+//!   share one channel set, so the other operand's producers join the group);
+//! - **producers** write the group's channels: a conv/Gemm/MatMul whose output is a group
+//!   value, with its bias and per-channel fused steps, and a fused residual operand tied
+//!   like an add's;
+//! - a **concat** along the channel axis ties each input to a range of the output's channels:
+//!   an input reached from the output gets that range, an input not yet in the group gets
+//!   fresh positions (its producers join); the group's channels are then the concatenation;
+//! - **consumers** read the group's channels as their input channels (features, after a
+//!   flatten): an ungrouped conv or a Gemm/MatMul with constant weights.
+//!
+//! Anything else touching a group value (a graph output, a transpose, a non-constant
+//! weight, ...) drops the group. The group's positions are ranked by the L1 norm of the
+//! producers' weights writing them, summed over the producers; the fraction `F` with the
+//! smallest norm goes (every concat input keeps at least one channel), from every value,
+//! producer, follower and consumer of the group. The alternative sets every consumer's class
+//! at once (the first consumer's [`Alternative`] and the others in `also`). Groups are grown
+//! from the producers in class order and never share a class: a class another group already
+//! holds drops the later group (each alternative assumes its neighbours unchanged).
+//!
+//! A simple chain (one producer, followers, one consumer) is the smallest group.
 
 use super::alternative::{add_f32, node_cost};
 use super::input_stats::InputStats;
@@ -17,24 +38,7 @@ use optc_egraph::convert::Converted;
 use optc_egraph::lossy::Alternative;
 use optc_egraph::{egg, CostModel, ENode, OptEGraph};
 use optc_ir::{Data, Op, Tensor, TensorType};
-use std::collections::HashMap;
-
-/// Users of each class (e-nodes naming it as a child, graph outputs).
-fn users(conv: &Converted) -> HashMap<egg::Id, usize> {
-    let eg = &conv.egraph;
-    let mut n: HashMap<egg::Id, usize> = HashMap::new();
-    for class in eg.classes() {
-        for node in &class.nodes {
-            for &c in &node.children {
-                *n.entry(eg.find(c)).or_default() += 1;
-            }
-        }
-    }
-    for (_, r) in &conv.roots {
-        *n.entry(eg.find(*r)).or_default() += 1;
-    }
-    n
-}
+use std::collections::{BTreeMap, HashMap};
 
 fn base_of(op: &Op) -> &Op {
     match op {
@@ -128,36 +132,590 @@ fn weight_axes(base: &Op) -> Option<(usize, usize)> {
     }
 }
 
-/// The producer with only `keep` output channels: its weight, its base bias and every
-/// per-channel constant of its fused steps sliced. `None` when an input is not a constant
-/// per channel (e.g. a residual).
-fn pruned_producer(eg: &mut OptEGraph, p: &ENode, keep: &[usize], m: usize) -> Option<ENode> {
-    let op = p.op()?.clone();
-    let base = base_of(&op).clone();
-    let (out_axis, _) = weight_axes(&base)?;
-    let mut children = p.children.clone();
-    let w = f32_const(eg, p.children[1])?;
-    let (ws, wv) = slice_axis(&w, out_axis, keep)?;
-    children[1] = add_f32(eg, ws, wv)?;
-    for (i, &c) in p.children.iter().enumerate().skip(2) {
-        let t = f32_const(eg, c)?;
-        if t.numel() == 1 {
-            continue;
+/// Users of each class: (user class, input port); graph outputs are users too (port `usize::MAX`).
+fn users(conv: &Converted) -> HashMap<egg::Id, Vec<(egg::Id, usize)>> {
+    let eg = &conv.egraph;
+    let mut n: HashMap<egg::Id, Vec<(egg::Id, usize)>> = HashMap::new();
+    for class in eg.classes() {
+        for node in &class.nodes {
+            for (port, &c) in node.children.iter().enumerate() {
+                n.entry(eg.find(c)).or_default().push((class.id, port));
+            }
         }
-        if t.numel() != m {
-            return None;
-        }
-        // The channel axis of a constant broadcast against the output: its one non-1 dim.
-        let axis = t.shape().iter().position(|&d| d == m)?;
-        let (s, v) = slice_axis(&t, axis, keep)?;
-        children[i] = add_f32(eg, s, v)?;
     }
-    Some(ENode::from_op(op, children))
+    for (_, r) in &conv.roots {
+        let r = eg.find(*r);
+        n.entry(r).or_default().push((r, usize::MAX));
+    }
+    n
 }
 
-/// Add a channel-pruned alternative per fraction to every chain's consumer; also returns the
-/// chains' producer classes (a group's alternative rebuilds its producer, so the producer's
-/// own alternatives cannot combine with it).
+/// A weighted contraction whose weight (input 1) is an f32 constant: a producer or consumer.
+fn weighted(eg: &OptEGraph, n: &ENode) -> bool {
+    n.op().is_some_and(|op| weight_axes(base_of(op)).is_some())
+        && n.children.len() > 1
+        && f32_const(eg, n.children[1]).is_some()
+}
+
+/// How many of a node's inputs are its base op's (the rest are operands of fused steps).
+fn base_arity(op: &Op, children: usize) -> usize {
+    match op {
+        Op::Fused { base_inputs, .. } => *base_inputs,
+        _ => children,
+    }
+}
+
+/// A conv with one input channel per output channel and constant weights.
+fn depthwise(eg: &OptEGraph, n: &ENode) -> bool {
+    let Some(Op::Conv { group, .. }) = n.op().map(base_of) else {
+        return false;
+    };
+    let Some(w) = f32_const(eg, n.children[1]) else {
+        return false;
+    };
+    *group > 1 && w.shape().len() >= 2 && w.shape()[1] == 1 && w.shape()[0] == *group
+}
+
+/// One value of a group: position in the group of each of its channels (along `axis`;
+/// after a flatten each channel is `per` features of axis 1).
+#[derive(Clone, Debug, PartialEq)]
+struct Member {
+    map: Vec<usize>,
+    axis: usize,
+    per: usize,
+}
+
+/// What the tensor of a value is in a group.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Role {
+    Producer,
+    Follower,
+}
+
+#[derive(Default)]
+struct Group {
+    /// Every value of the group, with its role.
+    values: BTreeMap<egg::Id, (Member, Role)>,
+    /// The e-node of each value and consumer, as the group found it (alternatives join
+    /// those classes later).
+    nodes: HashMap<egg::Id, ENode>,
+    /// Consumers: (class, the value they read).
+    consumers: Vec<(egg::Id, egg::Id)>,
+    /// Positions of the group; `segments`: the ranges a new producer set opened.
+    size: usize,
+    segments: Vec<std::ops::Range<usize>>,
+}
+
+/// The channel axis of a producer's output (rank `rank`).
+fn producer_axis(base: &Op, rank: usize) -> usize {
+    match base {
+        Op::Conv { .. } => 1,
+        _ => rank.saturating_sub(1),
+    }
+}
+
+/// How a constant operand of rank `r`, broadcast against a value of rank `rank` whose channel
+/// axis is `axis` with `m` channels, depends on the channel: `Some(None)` not at all (its dim
+/// there is 1, or it is a scalar), `Some(Some(pos))` along its own axis `pos`, `None` in a way
+/// that does not slice (another extent).
+fn const_axis(shape: &[usize], rank: usize, axis: usize, m: usize) -> Option<Option<usize>> {
+    let r = shape.len();
+    if r > rank {
+        return None;
+    }
+    if axis + r < rank {
+        return Some(None);
+    }
+    let pos = axis + r - rank;
+    match shape[pos] {
+        1 if m != 1 => Some(None),
+        d if d == m => Some(Some(pos)),
+        _ => None,
+    }
+}
+
+struct Grower<'a> {
+    eg: &'a OptEGraph,
+    uses: &'a HashMap<egg::Id, Vec<(egg::Id, usize)>>,
+    layers: &'a HashMap<egg::Id, String>,
+    group: Group,
+    queue: Vec<egg::Id>,
+}
+
+impl Grower<'_> {
+    fn shape(&self, id: egg::Id) -> Option<Vec<usize>> {
+        ty(self.eg, id).map(|t| t.shape)
+    }
+
+    /// Put `id` in the group with `member`; `None` when it is there with another one.
+    fn assign(&mut self, id: egg::Id, member: Member, role: Role) -> Option<()> {
+        let id = self.eg.find(id);
+        if let Some((m, r)) = self.group.values.get(&id) {
+            return (*m == member && *r == role).then_some(());
+        }
+        if self.group.consumers.iter().any(|c| c.0 == id) {
+            return None;
+        }
+        self.group.values.insert(id, (member, role));
+        self.queue.push(id);
+        Some(())
+    }
+
+    /// The role of the node defining a group value with this member.
+    fn role_of(&self, n: &ENode) -> Role {
+        if weighted(self.eg, n) {
+            Role::Producer
+        } else {
+            Role::Follower
+        }
+    }
+
+    /// Tie the operands of the node defining `id` (and which of them are group values).
+    fn backward(&mut self, id: egg::Id) -> Option<()> {
+        let (member, role) = self.group.values.get(&id)?.clone();
+        let n = only_node(self.eg, id)?;
+        let op = n.op()?.clone();
+        let rank = self.shape(id)?.len();
+        let m = member.map.len();
+        if member.per != 1 || matches!(op, Op::Reshape { .. }) {
+            // A flatten: its input is the same channels, one per `per` features.
+            let Op::Reshape { shape } = &op else {
+                return None;
+            };
+            let src = self.shape(n.children[0])?;
+            let inner = Member {
+                map: member.map.clone(),
+                axis: 1,
+                per: 1,
+            };
+            let flat = src.len() >= 3
+                && src[1] == m
+                && member.axis == 1
+                && shape.len() == 2
+                && shape[0] == src[0]
+                && member.per == src[2..].iter().product::<usize>();
+            if !flat {
+                return None;
+            }
+            let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
+            return self.assign(n.children[0], inner, r);
+        }
+        // Non-constant operands beyond the first are tied to the output (a residual).
+        let tie_rest = |g: &mut Self, from: usize| -> Option<()> {
+            for &c in n.children.iter().skip(from) {
+                if let Some(t) = f32_const(g.eg, c) {
+                    const_axis(t.shape(), rank, member.axis, m)?;
+                    continue;
+                }
+                if g.shape(c)? != g.shape(id)? {
+                    return None;
+                }
+                let r = g.role_of(&only_node(g.eg, g.eg.find(c))?);
+                g.assign(c, member.clone(), r)?;
+            }
+            Some(())
+        };
+        match role {
+            Role::Producer => {
+                let base = base_of(&op);
+                if producer_axis(base, rank) != member.axis {
+                    return None;
+                }
+                // A conv's bias is [M]; a Gemm's C broadcasts like a step's operand.
+                if matches!(base, Op::Conv { .. }) && base_arity(&op, n.children.len()) > 2 {
+                    if f32_const(self.eg, n.children[2])?.numel() != m {
+                        return None;
+                    }
+                    return tie_rest(self, 3);
+                }
+                tie_rest(self, 2)
+            }
+            Role::Follower => match base_of(&op) {
+                Op::Unary(_) | Op::MaxPool { .. } | Op::AveragePool { .. } => {
+                    if !matches!(base_of(&op), Op::Unary(_)) && member.axis != 1 {
+                        return None;
+                    }
+                    let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
+                    self.assign(n.children[0], member.clone(), r)?;
+                    tie_rest(self, 1)
+                }
+                Op::Reduce { axes, keepdims, .. } => {
+                    if axes.contains(&member.axis)
+                        || (!keepdims && axes.iter().any(|&a| a < member.axis))
+                    {
+                        return None;
+                    }
+                    let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
+                    self.assign(n.children[0], member.clone(), r)?;
+                    tie_rest(self, 1)
+                }
+                Op::BatchNorm { .. } if member.axis == 1 => {
+                    let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
+                    self.assign(n.children[0], member.clone(), r)?;
+                    for &c in &n.children[1..] {
+                        if f32_const(self.eg, c)?.numel() != m {
+                            return None;
+                        }
+                    }
+                    Some(())
+                }
+                Op::Conv { .. } if depthwise(self.eg, &n) && member.axis == 1 => {
+                    let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
+                    self.assign(n.children[0], member.clone(), r)?;
+                    // Weight [M, 1, *k] along axis 0, bias [M]; fused steps as elsewhere.
+                    let arity = base_arity(&op, n.children.len());
+                    if arity > 2 && f32_const(self.eg, n.children[2])?.numel() != m {
+                        return None;
+                    }
+                    tie_rest(self, arity)
+                }
+                Op::Binary(_) => {
+                    let out = self.shape(id)?;
+                    let mut tensors = 0;
+                    for &c in &n.children {
+                        if let Some(t) = f32_const(self.eg, c) {
+                            const_axis(t.shape(), rank, member.axis, m)?;
+                            continue;
+                        }
+                        if self.shape(c)? != out {
+                            return None;
+                        }
+                        tensors += 1;
+                        let r = self.role_of(&only_node(self.eg, self.eg.find(c))?);
+                        self.assign(c, member.clone(), r)?;
+                    }
+                    (tensors > 0).then_some(())
+                }
+                Op::Concat { axis } if *axis == member.axis => {
+                    let mut at = 0;
+                    for &c in &n.children {
+                        let s = self.shape(c)?;
+                        let w = *s.get(*axis)?;
+                        let sub = Member {
+                            map: member.map.get(at..at + w)?.to_vec(),
+                            axis: *axis,
+                            per: 1,
+                        };
+                        at += w;
+                        let r = self.role_of(&only_node(self.eg, self.eg.find(c))?);
+                        self.assign(c, sub, r)?;
+                    }
+                    (at == m).then_some(())
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// Tie the users of `id`.
+    fn forward(&mut self, id: egg::Id) -> Option<()> {
+        let (member, _) = self.group.values.get(&id)?.clone();
+        let users = self.uses.get(&id).cloned().unwrap_or_default();
+        for (u, port) in users {
+            if port == usize::MAX {
+                return None;
+            }
+            let n = only_node(self.eg, u)?;
+            let op = n.op()?.clone();
+            if weighted(self.eg, &n) && port == 0 {
+                // A consumer: reads the channels as its input channels.
+                let (_, in_axis) = weight_axes(base_of(&op))?;
+                let rank = self.shape(id)?.len();
+                let reads = match base_of(&op) {
+                    Op::Conv { group: 1, .. } => member.axis == 1 && member.per == 1,
+                    _ => member.axis == rank - 1 && (member.per == 1 || rank == 2),
+                };
+                if !reads || !self.layers.contains_key(&u) || self.group.values.contains_key(&u) {
+                    return None;
+                }
+                let w = f32_const(self.eg, n.children[1])?;
+                if w.shape().get(in_axis) != Some(&(member.map.len() * member.per)) {
+                    return None;
+                }
+                if !self.group.consumers.contains(&(u, id)) {
+                    self.group.consumers.push((u, id));
+                }
+                continue;
+            }
+            if member.per != 1 {
+                return None;
+            }
+            let out = self.shape(u)?;
+            match base_of(&op) {
+                Op::Concat { axis } if *axis == member.axis => {
+                    // Inputs not in the group yet open fresh positions.
+                    let mut map = vec![];
+                    for &c in &n.children {
+                        let c = self.eg.find(c);
+                        match self.group.values.get(&c) {
+                            Some((mc, _)) if mc.axis == *axis => map.extend(mc.map.iter().copied()),
+                            Some(_) => return None,
+                            None => {
+                                let w = *self.shape(c)?.get(*axis)?;
+                                let fresh = self.group.size..self.group.size + w;
+                                self.group.size += w;
+                                self.group.segments.push(fresh.clone());
+                                map.extend(fresh.clone());
+                                let r = self.role_of(&only_node(self.eg, c)?);
+                                let sub = Member {
+                                    map: fresh.collect(),
+                                    axis: *axis,
+                                    per: 1,
+                                };
+                                self.assign(c, sub, r)?;
+                            }
+                        }
+                    }
+                    let whole = Member {
+                        map,
+                        axis: *axis,
+                        per: 1,
+                    };
+                    self.assign(u, whole, Role::Follower)?;
+                }
+                Op::Reshape { shape } => {
+                    let src = self.shape(id)?;
+                    let flat = member.axis == 1
+                        && shape.len() == 2
+                        && src.len() >= 3
+                        && shape[0] == src[0]
+                        && shape[1] == src[1..].iter().product::<usize>();
+                    if !flat {
+                        return None;
+                    }
+                    let per = src[2..].iter().product();
+                    let m2 = Member {
+                        map: member.map.clone(),
+                        axis: 1,
+                        per,
+                    };
+                    self.assign(u, m2, Role::Follower)?;
+                }
+                _ => {
+                    // Everything else keeps the value's shape on the channel axis, or is
+                    // refused when its own definition is checked.
+                    if out.get(member.axis) != self.shape(id)?.get(member.axis) {
+                        return None;
+                    }
+                    let r = self.role_of(&n);
+                    self.assign(u, member.clone(), r)?;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Grow the group of `seed` (a producer); `None` when a value of it cannot be pruned.
+    fn grow(mut self, seed: egg::Id) -> Option<Group> {
+        let rank = self.shape(seed)?.len();
+        let n = only_node(self.eg, seed)?;
+        let axis = producer_axis(base_of(n.op()?), rank);
+        let m = *self.shape(seed)?.get(axis)?;
+        self.group.size = m;
+        self.group.segments.push(0..m);
+        let member = Member {
+            map: (0..m).collect(),
+            axis,
+            per: 1,
+        };
+        self.assign(seed, member, Role::Producer)?;
+        while let Some(id) = self.queue.pop() {
+            self.backward(id)?;
+            self.forward(id)?;
+        }
+        let ids: Vec<egg::Id> = self
+            .group
+            .values
+            .keys()
+            .copied()
+            .chain(self.group.consumers.iter().map(|c| c.0))
+            .collect();
+        for id in ids {
+            let n = only_node(self.eg, id)?;
+            self.group.nodes.insert(id, n);
+        }
+        // A consumer's input must not be computed from the group (it would read its own
+        // channels), and the group must be read by someone.
+        (!self.group.consumers.is_empty()).then_some(self.group)
+    }
+}
+
+/// `t` with only the channels `keep` of `member` (a constant operand of a group node of rank
+/// `rank`; unchanged when it does not depend on the channel).
+fn slice_operand(
+    eg: &mut OptEGraph,
+    id: egg::Id,
+    rank: usize,
+    axis: usize,
+    m: usize,
+    keep: &[usize],
+) -> Option<egg::Id> {
+    let t = f32_const(eg, id)?;
+    match const_axis(t.shape(), rank, axis, m)? {
+        None => Some(id),
+        Some(pos) => {
+            let (s, v) = slice_axis(&t, pos, keep)?;
+            add_f32(eg, s, v)
+        }
+    }
+}
+
+/// The group's nodes on the kept positions, each value's narrower class (memoized).
+struct Rebuild<'a> {
+    group: &'a Group,
+    /// Kept positions of the group.
+    kept: Vec<bool>,
+    done: HashMap<egg::Id, egg::Id>,
+    cost: f64,
+}
+
+impl Rebuild<'_> {
+    /// Channels of a member that stay.
+    fn keep_of(&self, member: &Member) -> Vec<usize> {
+        (0..member.map.len())
+            .filter(|&c| self.kept[member.map[c]])
+            .collect()
+    }
+
+    fn value(&mut self, eg: &mut OptEGraph, id: egg::Id, model: &CostModel) -> Option<egg::Id> {
+        // (Ids as the group found them: alternatives may have joined those classes since.)
+        if let Some(&d) = self.done.get(&id) {
+            return Some(d);
+        }
+        let Some((member, role)) = self.group.values.get(&id).cloned() else {
+            // Outside the group (a producer's input): as it is.
+            return Some(id);
+        };
+        let n = self.group.nodes.get(&id)?.clone();
+        let op = n.op()?.clone();
+        let keep = self.keep_of(&member);
+        let m = member.map.len();
+        let rank = ty(eg, id)?.shape.len();
+        let mut children = n.children.clone();
+        let mut new_op = op.clone();
+        // Which children are weights or constants sliced in their own way.
+        let first_operand = match (role, base_of(&op)) {
+            (Role::Producer, base) => {
+                let (out_axis, _) = weight_axes(base)?;
+                let w = f32_const(eg, n.children[1])?;
+                let (ws, wv) = slice_axis(&w, out_axis, &keep)?;
+                children[1] = add_f32(eg, ws, wv)?;
+                if matches!(base, Op::Conv { .. }) && base_arity(&op, children.len()) > 2 {
+                    let t = f32_const(eg, n.children[2])?;
+                    let (bs, bv) = slice_axis(&t, 0, &keep)?;
+                    children[2] = add_f32(eg, bs, bv)?;
+                    3
+                } else {
+                    2
+                }
+            }
+            (Role::Follower, Op::Conv { .. }) => {
+                // Depthwise: weight [M, 1, *k] and bias [M] along axis 0, one group per channel.
+                children[0] = self.value(eg, n.children[0], model)?;
+                let w = f32_const(eg, n.children[1])?;
+                let (ws, wv) = slice_axis(&w, 0, &keep)?;
+                children[1] = add_f32(eg, ws, wv)?;
+                let arity = base_arity(&op, children.len());
+                if arity > 2 {
+                    let t = f32_const(eg, n.children[2])?;
+                    let (bs, bv) = slice_axis(&t, 0, &keep)?;
+                    children[2] = add_f32(eg, bs, bv)?;
+                }
+                let set_group = |o: &Op| match o {
+                    Op::Conv { window, .. } => Op::Conv {
+                        window: window.clone(),
+                        group: keep.len(),
+                    },
+                    o => o.clone(),
+                };
+                new_op = match &op {
+                    Op::Fused {
+                        base,
+                        base_inputs,
+                        steps,
+                    } => Op::Fused {
+                        base: Box::new(set_group(base)),
+                        base_inputs: *base_inputs,
+                        steps: steps.clone(),
+                    },
+                    o => set_group(o),
+                };
+                arity
+            }
+            (Role::Follower, Op::BatchNorm { .. }) => {
+                children[0] = self.value(eg, n.children[0], model)?;
+                for c in children.iter_mut().skip(1) {
+                    let t = f32_const(eg, *c)?;
+                    let (bs, bv) = slice_axis(&t, 0, &keep)?;
+                    *c = add_f32(eg, bs, bv)?;
+                }
+                children.len()
+            }
+            (Role::Follower, Op::Reshape { shape }) => {
+                children[0] = self.value(eg, n.children[0], model)?;
+                new_op = Op::Reshape {
+                    shape: vec![shape[0], keep.len() * member.per],
+                };
+                children.len()
+            }
+            (Role::Follower, _) => 0,
+        };
+        for (slot, &c) in children.iter_mut().zip(&n.children).skip(first_operand) {
+            *slot = if f32_const(eg, c).is_some() {
+                slice_operand(eg, c, rank, member.axis, m, &keep)?
+            } else {
+                self.value(eg, c, model)?
+            };
+        }
+        let node = ENode::from_op(new_op, children);
+        self.cost += node_cost(eg, &node, model);
+        let new = eg.add(node);
+        self.done.insert(id, new);
+        Some(new)
+    }
+}
+
+/// Positions to keep: the `keep_n` with the largest importance, at least one per segment.
+fn kept_positions(
+    importance: &[f64],
+    segments: &[std::ops::Range<usize>],
+    keep_n: usize,
+) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..importance.len()).collect();
+    order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]).then(a.cmp(&b)));
+    let mut kept = vec![false; importance.len()];
+    for &i in &order[..keep_n.min(order.len())] {
+        kept[i] = true;
+    }
+    for seg in segments {
+        if !seg.clone().any(|i| kept[i]) {
+            if let Some(best) = order.iter().copied().find(|i| seg.contains(i)) {
+                kept[best] = true;
+            }
+        }
+    }
+    kept
+}
+
+/// One fraction of one group, as built: what a boundary node (a consumer of this group that
+/// produces for another) needs to be narrowed on both sides.
+struct Built {
+    group: usize,
+    /// The narrower class of each value of the group, and its e-node.
+    done: HashMap<egg::Id, egg::Id>,
+    nodes: HashMap<egg::Id, ENode>,
+    /// The kept channels of each value.
+    keep: HashMap<egg::Id, Vec<usize>>,
+    consumers: HashMap<egg::Id, ConsumerCut>,
+}
+
+/// A consumer in one fraction of its group: the input features kept, and per alternative
+/// (index into the output) the full-shape weights they are sliced from.
+type ConsumerCut = (Vec<usize>, Vec<(usize, std::sync::Arc<Tensor>)>);
+
+/// Add a channel-pruned alternative per fraction for every dependency group; also returns
+/// the classes the groups rebuild besides their first consumer (their own alternatives
+/// cannot combine with a group's).
 pub fn add_alternatives(
     conv: &mut Converted,
     layers: &[(egg::Id, ENode, String)],
@@ -168,224 +726,323 @@ pub fn add_alternatives(
 ) -> (Vec<Alternative>, Vec<egg::Id>) {
     let mut out = vec![];
     let uses = users(conv);
-    // The groups first, on the graph as converted (every class one node); a layer is the
-    // consumer of at most one group and then not the producer of another (the two
-    // alternatives would each assume the other layer unchanged).
-    let mut groups: Vec<(egg::Id, ENode, String, Vec<ENode>, ENode, egg::Id)> = vec![];
-    let mut consumers: Vec<egg::Id> = vec![];
-    let mut order: Vec<&(egg::Id, ENode, String)> = layers.iter().collect();
-    order.sort_by_key(|l| usize::from(l.0));
-    for (class, node, name) in order.into_iter().cloned() {
-        let eg = &conv.egraph;
-        let Some(bop) = node.op().cloned() else {
-            continue;
-        };
-        if weight_axes(base_of(&bop)).is_none() {
-            continue;
-        }
-        let mut chain: Vec<ENode> = vec![];
-        let mut cur = eg.find(node.children[0]);
-        let producer = loop {
-            if uses.get(&cur).copied().unwrap_or(0) != 1 {
-                break None;
-            }
-            let Some(n) = only_node(eg, cur) else {
-                break None;
-            };
-            match n.op() {
-                Some(op)
-                    if weight_axes(base_of(op)).is_some()
-                        && f32_const(eg, n.children[1]).is_some() =>
-                {
-                    break Some((cur, n))
-                }
-                Some(Op::MaxPool { .. } | Op::AveragePool { .. } | Op::Unary(_)) => {}
-                Some(Op::Reshape { shape }) => {
-                    // Only a flatten [N, C, *sp] -> [N, C * prod(sp)].
-                    let Some(src) = ty(eg, n.children[0]) else {
-                        break None;
-                    };
-                    let flat = shape.len() == 2
-                        && src.shape.len() >= 3
-                        && shape[0] == src.shape[0]
-                        && shape[1] == src.shape[1..].iter().product::<usize>();
-                    if !flat
-                        || chain
-                            .iter()
-                            .any(|c: &ENode| matches!(c.op(), Some(Op::Reshape { .. })))
-                    {
-                        break None;
-                    }
-                }
-                _ => break None,
-            }
-            chain.push(n.clone());
-            cur = eg.find(n.children[0]);
-        };
-        let Some((pclass, p)) = producer else {
-            continue;
-        };
-        if consumers.contains(&pclass) {
+    let named: HashMap<egg::Id, String> = layers
+        .iter()
+        .map(|(c, _, n)| (conv.egraph.find(*c), n.clone()))
+        .collect();
+    // The groups first, on the graph as converted (every class one node), from the producers
+    // in class order. A value belongs to at most one group and a consumer reads at most one;
+    // a consumer of one group may produce for another (a boundary: both narrow it).
+    let mut groups: Vec<Group> = vec![];
+    let mut held_values: HashMap<egg::Id, usize> = HashMap::new();
+    let mut held_consumers: std::collections::HashSet<egg::Id> = Default::default();
+    let mut seeds: Vec<egg::Id> = conv
+        .egraph
+        .classes()
+        .filter(|c| c.nodes.len() == 1 && weighted(&conv.egraph, &c.nodes[0]))
+        .map(|c| c.id)
+        .collect();
+    seeds.sort_unstable_by_key(|&id| usize::from(id));
+    for seed in seeds {
+        if held_values.contains_key(&seed) {
             continue;
         }
-        consumers.push(eg.find(class));
-        groups.push((class, node, name, chain, p, pclass));
-    }
-    let producers: Vec<egg::Id> = groups.iter().map(|g| g.5).collect();
-    for (class, node, name, chain, p, _) in groups {
-        let eg = &conv.egraph;
-        let bop = node.op().cloned().expect("an op");
-        let bbase = base_of(&bop).clone();
-        let Some((_, in_axis)) = weight_axes(&bbase) else {
+        let grower = Grower {
+            eg: &conv.egraph,
+            uses: &uses,
+            layers: &named,
+            group: Group::default(),
+            queue: vec![],
+        };
+        let Some(group) = grower.grow(seed) else {
             continue;
         };
-        let producer = Some(p);
-        let Some(p) = producer else { continue };
-        let pop = p.op().cloned().expect("an op");
-        let pbase = base_of(&pop).clone();
-        let Some(pw) = f32_const(eg, p.children[1]) else {
-            continue;
-        };
-        let Some(norms) = channel_norms(&pbase, &pw) else {
-            continue;
-        };
-        let m = norms.len();
-        let Some(bw) = f32_const(eg, node.children[1]) else {
-            continue;
-        };
-        // Consumer input features per producer channel (a flatten spreads each over H*W).
-        let per = bw.shape()[in_axis] / m.max(1);
-        if per == 0 || per * m != bw.shape()[in_axis] {
-            continue;
-        }
-        if chain
-            .iter()
-            .any(|c| matches!(c.op(), Some(Op::Reshape { .. })))
-            != (per > 1)
+        if group.values.keys().any(|c| held_values.contains_key(c))
+            || group
+                .consumers
+                .iter()
+                .any(|c| held_consumers.contains(&c.0))
         {
             continue;
         }
-        let exact_cost: f64 = std::iter::once(&p)
-            .chain(&chain)
-            .chain(std::iter::once(&node))
-            .map(|n| node_cost(&conv.egraph, n, model))
+        for &v in group.values.keys() {
+            held_values.insert(v, groups.len());
+        }
+        held_consumers.extend(group.consumers.iter().map(|c| c.0));
+        groups.push(group);
+    }
+    let mut claimed = vec![];
+    let mut built: Vec<Built> = vec![];
+    for (gi, group) in groups.iter().enumerate() {
+        // Importance of each position: the L1 norms of the producers' channels written there.
+        let mut importance = vec![0f64; group.size];
+        let mut producers = 0;
+        let mut ok = true;
+        for (&id, (member, role)) in &group.values {
+            if *role != Role::Producer {
+                continue;
+            }
+            producers += 1;
+            let n = &group.nodes[&id];
+            let op = n.op().expect("an op");
+            let norms =
+                f32_const(&conv.egraph, n.children[1]).and_then(|w| channel_norms(base_of(op), &w));
+            match norms {
+                Some(norms) if norms.len() == member.map.len() => {
+                    for (c, v) in norms.into_iter().enumerate() {
+                        importance[member.map[c]] += v;
+                    }
+                }
+                _ => ok = false,
+            }
+        }
+        if !ok || producers == 0 {
+            continue;
+        }
+        let (first, _) = group.consumers[0];
+        let name = named.get(&first).cloned().unwrap_or_default();
+        let exact_cost: f64 = group
+            .values
+            .keys()
+            .chain(group.consumers.iter().map(|c| &c.0))
+            .map(|&id| node_cost(&conv.egraph, &group.nodes[&id], model))
             .sum();
+        let shape_note = if producers == 1 && group.consumers.len() == 1 {
+            String::new()
+        } else {
+            format!(
+                "; a group of {producers} producers, {} consumers",
+                group.consumers.len()
+            )
+        };
+        let m = group.size;
         for &f in fractions {
             let keep_n = ((1.0 - f) * m as f64).round().max(1.0) as usize;
             if keep_n >= m {
                 continue;
             }
-            let mut order: Vec<usize> = (0..m).collect();
-            order.sort_by(|&a, &b| norms[b].total_cmp(&norms[a]).then(a.cmp(&b)));
-            let mut keep: Vec<usize> = order[..keep_n].to_vec();
-            keep.sort_unstable();
-            let eg = &mut conv.egraph;
-            let Some(p2) = pruned_producer(eg, &p, &keep, m) else {
-                break;
-            };
-            let mut cost = node_cost(eg, &p2, model);
-            let mut below = eg.add(p2);
-            // The chain again, from the producer up, on the narrower tensors.
-            let mut ok = true;
-            for c in chain.iter().rev() {
-                let op = match c.op() {
-                    Some(Op::Reshape { shape }) => Op::Reshape {
-                        shape: vec![shape[0], shape[1] / m * keep_n],
-                    },
-                    Some(op) => op.clone(),
-                    None => {
-                        ok = false;
-                        break;
-                    }
-                };
-                let mut ch = c.children.clone();
-                ch[0] = below;
-                let n2 = ENode::from_op(op, ch);
-                cost += node_cost(eg, &n2, model);
-                below = eg.add(n2);
-            }
-            if !ok {
+            let kept = kept_positions(&importance, &group.segments, keep_n);
+            let kept_n = kept.iter().filter(|&&k| k).count();
+            if kept_n >= m {
                 continue;
             }
-            let feats: Vec<usize> = keep
-                .iter()
-                .flat_map(|&c| (c * per..(c + 1) * per).collect::<Vec<_>>())
-                .collect();
-            // The consumer's weights on the kept inputs: as they are, and re-fit by least
-            // squares to its inputs' second moment (the removed channels' share taken over
-            // by the kept ones, where they correlate).
-            let (rows, patches) = means.samples(&name);
-            let moment = match &bbase {
-                Op::Conv { .. } => means.patch_second_moment(&name).map(|c| (c, patches)),
-                _ => means.second_moment(&name).map(|c| (c, rows)),
-            }
-            .filter(|_| refit);
-            let refit = moment.and_then(|(c, samples)| {
-                let bv = bw.as_f32()?;
-                let outer: usize = bw.shape()[..in_axis].iter().product();
-                let inner: usize = bw.shape()[in_axis + 1..].iter().product();
-                let n_in = bw.shape()[in_axis];
-                let mut masked = bv.to_vec();
-                for o in 0..outer {
-                    for j in 0..n_in {
-                        if feats.binary_search(&j).is_err() {
-                            let at = (o * n_in + j) * inner;
-                            masked[at..at + inner].fill(0.0);
+            let mut rebuild = Rebuild {
+                group,
+                kept,
+                done: HashMap::new(),
+                cost: 0.0,
+            };
+            // Each consumer on the kept channels of what it reads: the plain cut, and (when
+            // asked and measured) re-fit by least squares to its inputs' second moment (the
+            // removed channels' share taken over by the kept ones, where they correlate).
+            let mut plain = vec![];
+            let mut refitted = vec![];
+            let mut any_refit = false;
+            let mut failed = false;
+            let mut consumers = HashMap::new();
+            for &(c, v) in &group.consumers {
+                let eg = &mut conv.egraph;
+                let Some(below) = rebuild.value(eg, v, model) else {
+                    failed = true;
+                    break;
+                };
+                let node = group.nodes[&c].clone();
+                let op = node.op().cloned().expect("an op");
+                let base = base_of(&op).clone();
+                let (_, in_axis) = weight_axes(&base).expect("a consumer");
+                let bw = f32_const(eg, node.children[1]).expect("constant weights");
+                let (member, _) = &group.values[&v];
+                let feats: Vec<usize> = rebuild
+                    .keep_of(member)
+                    .iter()
+                    .flat_map(|&ch| ch * member.per..(ch + 1) * member.per)
+                    .collect();
+                let lname = named.get(&c).cloned().unwrap_or_default();
+                let (rows, patches) = means.samples(&lname);
+                let moment = match &base {
+                    Op::Conv { .. } => means.patch_second_moment(&lname).map(|c| (c, patches)),
+                    _ => means.second_moment(&lname).map(|c| (c, rows)),
+                }
+                .filter(|_| refit);
+                let fitted = moment.and_then(|(cm, samples)| {
+                    let bv = bw.as_f32()?;
+                    let outer: usize = bw.shape()[..in_axis].iter().product();
+                    let inner: usize = bw.shape()[in_axis + 1..].iter().product();
+                    let n_in = bw.shape()[in_axis];
+                    let mut masked = bv.to_vec();
+                    for o in 0..outer {
+                        for j in 0..n_in {
+                            if feats.binary_search(&j).is_err() {
+                                let at = (o * n_in + j) * inner;
+                                masked[at..at + inner].fill(0.0);
+                            }
                         }
                     }
-                }
-                let r = reconstruct(&bbase, bw.shape(), bv, &masked, &c, samples)?;
-                Tensor::new(bw.shape().to_vec(), Data::F32(r)).ok()
-            });
+                    let r = reconstruct(&base, bw.shape(), bv, &masked, &cm, samples)?;
+                    Tensor::new(bw.shape().to_vec(), Data::F32(r))
+                        .ok()
+                        .map(std::sync::Arc::new)
+                });
+                let built_node = |weights: &Tensor, eg: &mut OptEGraph| -> Option<(ENode, f64)> {
+                    let (bs, bv) = slice_axis(weights, in_axis, &feats)?;
+                    let wid = add_f32(eg, bs, bv)?;
+                    let mut ch = node.children.clone();
+                    ch[0] = below;
+                    ch[1] = wid;
+                    let b2 = ENode::from_op(op.clone(), ch);
+                    let ins: Option<Vec<&TensorType>> =
+                        b2.children.iter().map(|&c| eg[c].data.ty()).collect();
+                    let same = ins
+                        .and_then(|ins| b2.op()?.infer(&ins).ok())
+                        .is_some_and(|o| Some(&o[0]) == eg[c].data.ty());
+                    same.then(|| {
+                        let cost = node_cost(eg, &b2, model);
+                        (b2, cost)
+                    })
+                };
+                let Some(p) = built_node(&bw, eg) else {
+                    failed = true;
+                    break;
+                };
+                let r = match fitted.as_ref().and_then(|t| built_node(t, eg)) {
+                    Some(r) => {
+                        any_refit = true;
+                        (r, fitted.clone().expect("fitted"))
+                    }
+                    None => (p.clone(), bw.clone()),
+                };
+                plain.push((c, p, bw.clone()));
+                refitted.push((c, r.0, r.1));
+                consumers.insert(c, (feats, vec![]));
+            }
+            if failed {
+                continue;
+            }
+            let pct = 100.0 * f;
+            let label = format!("channels pruned {pct:.0}% ({kept_n} of {m} kept{shape_note})");
             // The re-fit one first: without a budget the first of equally fast ones is taken.
             let mut variants = vec![];
-            if let Some(t) = refit {
-                variants.push((std::sync::Arc::new(t), ", reconstructed"));
+            if any_refit {
+                variants.push((refitted, ", reconstructed"));
             }
-            variants.push((bw.clone(), ""));
-            for (weights, suffix) in variants {
-                let Some((bs, bv)) = slice_axis(&weights, in_axis, &feats) else {
-                    continue;
-                };
-                let Some(wid) = add_f32(eg, bs, bv) else {
-                    continue;
-                };
-                let mut ch = node.children.clone();
-                ch[0] = below;
-                ch[1] = wid;
-                let b2 = ENode::from_op(bop.clone(), ch);
-                let ins: Option<Vec<&TensorType>> =
-                    b2.children.iter().map(|&c| eg[c].data.ty()).collect();
-                let same = ins
-                    .and_then(|ins| b2.op()?.infer(&ins).ok())
-                    .is_some_and(|o| Some(&o[0]) == eg[class].data.ty());
-                if !same {
-                    continue;
+            variants.push((plain, ""));
+            for (nodes, suffix) in variants {
+                let eg = &mut conv.egraph;
+                let mut cost = rebuild.cost;
+                let mut pairs = vec![];
+                for (c, (node, own), weights) in nodes {
+                    cost += own;
+                    let id = eg.add(node.clone());
+                    eg.union(c, id);
+                    pairs.push((c, node));
+                    if let Some(entry) = consumers.get_mut(&c) {
+                        entry.1.push((out.len(), weights));
+                    }
                 }
-                let total = cost + node_cost(eg, &b2, model);
-                let id = eg.add(b2.clone());
-                eg.union(class, id);
+                let (class, node) = pairs.remove(0);
                 out.push(Alternative {
                     class,
-                    node: b2,
+                    node,
+                    also: pairs,
                     layer: name.clone(),
-                    label: format!(
-                        "channels pruned {:.0}% ({keep_n} of {m} kept){suffix}",
-                        100.0 * f
-                    ),
+                    label: format!("{label}{suffix}"),
                     exact_cost,
-                    cost: total,
+                    cost,
                     error: None,
                 });
             }
+            let nodes = rebuild
+                .done
+                .iter()
+                .filter_map(|(&v, &d)| Some((v, only_node(&conv.egraph, d)?)))
+                .collect();
+            let keep = group
+                .values
+                .iter()
+                .map(|(&v, (member, _))| (v, rebuild.keep_of(member)))
+                .collect();
+            built.push(Built {
+                group: gi,
+                keep,
+                done: rebuild.done,
+                nodes,
+                consumers,
+            });
         }
+        claimed.extend(group.values.keys().copied());
+        claimed.extend(group.consumers.iter().skip(1).map(|c| c.0));
     }
+    compose_boundaries(conv, &groups, &built, &held_values, &mut out);
     conv.egraph.rebuild();
     for a in &mut out {
-        a.class = conv.egraph.find(a.class);
-        let eg = &conv.egraph;
-        a.node = egg::Language::map_children(a.node.clone(), |c| eg.find(c));
+        a.canonicalize(&conv.egraph);
     }
-    let producers = producers.iter().map(|&p| conv.egraph.find(p)).collect();
-    (out, producers)
+    let claimed = claimed.iter().map(|&p| conv.egraph.find(p)).collect();
+    (out, claimed)
+}
+
+/// A producer of group B that consumes group A is narrowed on both sides when both are taken:
+/// per fraction of each, the node with A's narrower input and B's fewer outputs joins B's
+/// rebuilt class, and every alternative of A sets it there (so it is taken exactly when A
+/// is, in whichever B's fraction the extraction reaches; B alone keeps its own node).
+fn compose_boundaries(
+    conv: &mut Converted,
+    groups: &[Group],
+    built: &[Built],
+    held_values: &HashMap<egg::Id, usize>,
+    out: &mut [Alternative],
+) {
+    for b in built {
+        for (&p, (_, role)) in &groups[b.group].values {
+            if *role != Role::Producer {
+                continue;
+            }
+            let original = &groups[b.group].nodes[&p];
+            let Some(base) = original.op().map(base_of).cloned() else {
+                continue;
+            };
+            let Some((out_axis, in_axis)) = weight_axes(&base) else {
+                continue;
+            };
+            let input = original.children[0];
+            let Some(&ga) = held_values.get(&input) else {
+                continue;
+            };
+            let (Some(&narrow), Some(single)) = (b.done.get(&p), b.nodes.get(&p)) else {
+                continue;
+            };
+            let Some(kept_out) = b.keep.get(&p) else {
+                continue;
+            };
+            for a in built.iter().filter(|a| a.group == ga) {
+                let (Some(&below), Some((feats, variants))) =
+                    (a.done.get(&input), a.consumers.get(&p))
+                else {
+                    continue;
+                };
+                for (alt, weights) in variants {
+                    let eg = &mut conv.egraph;
+                    let Some((s1, v1)) = slice_axis(weights, in_axis, feats) else {
+                        continue;
+                    };
+                    let Ok(t1) = Tensor::new(s1, Data::F32(v1)) else {
+                        continue;
+                    };
+                    let Some((s2, v2)) = slice_axis(&t1, out_axis, kept_out) else {
+                        continue;
+                    };
+                    let Some(wid) = add_f32(eg, s2, v2) else {
+                        continue;
+                    };
+                    let mut ch = single.children.clone();
+                    ch[0] = below;
+                    ch[1] = wid;
+                    let both = ENode::from_op(single.op().expect("an op").clone(), ch);
+                    let id = eg.add(both.clone());
+                    eg.union(narrow, id);
+                    out[*alt].also.push((narrow, both));
+                }
+            }
+        }
+    }
 }

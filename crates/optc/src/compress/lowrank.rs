@@ -425,6 +425,7 @@ pub fn add_alternatives(
             out.push(Alternative {
                 class,
                 node: enode.clone(),
+                also: vec![],
                 layer: name.clone(),
                 label: label.clone(),
                 exact_cost,
@@ -452,6 +453,7 @@ pub fn add_alternatives(
                 out.push(Alternative {
                     class,
                     node: e2,
+                    also: vec![],
                     layer: name.clone(),
                     label: format!("{label}, bias corrected"),
                     exact_cost,

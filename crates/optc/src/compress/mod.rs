@@ -75,8 +75,9 @@ pub struct CompressOptions {
     /// magnitude, or a global magnitude threshold) is one alternative (`--prune 0.9`,
     /// `--prune 0.5,0.7,0.9`, `--prune threshold=0.01`).
     pub prune: Vec<prune::PruneAmount>,
-    /// Structured channel pruning: each fraction of a chain producer's output channels (and
-    /// its consumer's matching inputs) removed is one alternative (`--prune-channels 0.25`).
+    /// Structured channel pruning: each fraction of a dependency group's channels removed
+    /// (from its producers, followers and consumers) is one alternative
+    /// (`--prune-channels 0.25`).
     pub prune_channels: Vec<f64>,
     /// Low-rank factorization of the weights (`--low-rank energy=0.95 | rank=N | auto`).
     pub low_rank: Option<lowrank::LowRank>,
@@ -364,6 +365,8 @@ pub(crate) fn compress(
             ));
         }
         let mut producers = vec![];
+        let groups_from = alts.len();
+        let mut channel_count = 0;
         if !copts.prune_channels.is_empty() {
             let (a, p) = channels::add_alternatives(
                 conv,
@@ -373,6 +376,7 @@ pub(crate) fn compress(
                 copts.reconstruct,
                 &model,
             );
+            channel_count = a.len();
             alts.extend(a);
             producers = p;
         }
@@ -389,16 +393,19 @@ pub(crate) fn compress(
             }
             // (Classes canonical after the last rebuild.)
             for a in &mut alts {
-                a.class = conv.egraph.find(a.class);
-                let eg = &conv.egraph;
-                a.node = optc_egraph::egg::Language::map_children(a.node.clone(), |c| eg.find(c));
+                a.canonicalize(&conv.egraph);
             }
-            // A channel group rebuilds its producer: the producer's own alternatives would be
-            // dropped when the group is taken, so they are not offered next to it. (They stay
-            // in the list, priced as saving nothing: an alternative the list does not name
-            // would not be banned from the extraction.)
+            // A channel group rebuilds its producers, followers and other consumers: their
+            // own alternatives would be dropped when the group is taken, so they are not
+            // offered next to it. (They stay in the list, priced as saving nothing: an
+            // alternative the list does not name would not be banned from the extraction.)
             let producers: Vec<_> = producers.iter().map(|&p| conv.egraph.find(p)).collect();
-            for a in alts.iter_mut().filter(|a| producers.contains(&a.class)) {
+            // (A group's own alternatives stay: a class may be one group's consumer and
+            // another's producer, and the groups compose there.)
+            let groups_to = groups_from + channel_count;
+            for (_, a) in alts.iter_mut().enumerate().filter(|(i, a)| {
+                !(groups_from..groups_to).contains(i) && producers.contains(&a.class)
+            }) {
                 a.cost = a.exact_cost;
             }
         }

@@ -292,6 +292,7 @@ pub fn add_alternatives(
             out.push(Alternative {
                 class,
                 node: enode.clone(),
+                also: vec![],
                 layer: name.clone(),
                 label: label.clone(),
                 exact_cost,
@@ -315,6 +316,7 @@ pub fn add_alternatives(
                 out.push(Alternative {
                     class,
                     node: e2,
+                    also: vec![],
                     layer: name.clone(),
                     label: format!("{label}, bias corrected"),
                     exact_cost,
@@ -336,6 +338,7 @@ pub fn add_alternatives(
                 out.push(Alternative {
                     class,
                     node: e3,
+                    also: vec![],
                     layer: name.clone(),
                     label: format!("{label}, reconstructed"),
                     exact_cost,

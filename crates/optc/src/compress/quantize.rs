@@ -399,6 +399,7 @@ pub fn add_alternatives(
             out.push(Alternative {
                 class,
                 node: enode,
+                also: vec![],
                 layer: name.clone(),
                 label: if safe {
                     format!("{}{suffix}", bits.label())
