@@ -67,6 +67,9 @@ fn f32_const(eg: &OptEGraph, id: egg::Id) -> Option<std::sync::Arc<Tensor>> {
 fn slice_axis(t: &Tensor, axis: usize, keep: &[usize]) -> Option<(Vec<usize>, Vec<f32>)> {
     let v = t.as_f32()?;
     let s = t.shape();
+    if axis >= s.len() || keep.iter().any(|&k| k >= s[axis]) {
+        return None;
+    }
     let outer: usize = s[..axis].iter().product();
     let inner: usize = s[axis + 1..].iter().product();
     let mut out = Vec::with_capacity(outer * keep.len() * inner);
