@@ -410,6 +410,34 @@ fn conv_large_reduction_and_tasks() {
     }
 }
 
+/// Convs whose tasks split the output channels pack their patches once, next to the
+/// quantization (each part the taps of the planes it quantized), and every task reads them:
+/// small maps (7x7: panels across rows), stride 2, two images, channels that do not fill the
+/// last dword plane, dynamic and static activations; the plan says so, the sums are exact.
+#[test]
+fn conv_patches_packed_once_for_all_tasks() {
+    let cases: [(Vec<usize>, usize, Window); 3] = [
+        (vec![2, 30, 7, 7], 64, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (vec![1, 18, 14, 14], 56, win([3, 3], [2, 2], [1; 4], [1, 1])),
+        (vec![1, 64, 9, 9], 96, win([1, 1], [2, 2], [0; 4], [1, 1])),
+    ];
+    let mut s = 700;
+    for (xs, m, w) in cases {
+        let ws = [m, xs[1], w.kernel[0], w.kernel[1]];
+        for (act, wlim) in [(STATIC, 64), (DYNAMIC, 128)] {
+            s += 1;
+            let g = conv_graph(&xs, &ws, w.clone(), 1, &q(act, wlim, true), &["relu"], s);
+            let vnni = Target::parse("x86_64-avx512").unwrap();
+            let plans = int8_plans(&g, &vnni).unwrap();
+            assert!(
+                plans.iter().all(|(_, p)| p.contains("packed once")),
+                "{plans:?}"
+            );
+            check_exact(&g, s);
+        }
+    }
+}
+
 #[test]
 fn conv_1d() {
     for act in [DYNAMIC, STATIC] {

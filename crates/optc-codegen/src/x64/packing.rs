@@ -158,6 +158,25 @@ pub(super) fn pack_panels(
     kc: usize,
     check: Option<&Check>,
 ) {
+    let panel_bytes = (kc * NR * 4) as i64;
+    pack_panels_into(e, c, pack, panel_bytes, xb, col0, npan, k0, kc, check);
+}
+
+/// [`pack_panels`] into panels `panel_bytes` apart (rows `[k0, k0 + kc)` of longer panels
+/// when `pack` points at row `k0` of the first).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pack_panels_into(
+    e: &mut Emitter,
+    c: &KernelArgs,
+    pack: Value,
+    panel_bytes: i64,
+    xb: Value,
+    col0: Value,
+    npan: usize,
+    k0: Value,
+    kc: usize,
+    check: Option<&Check>,
+) {
     let (koff, pix, contig) = (c.extra[0], c.extra[1], c.extra[2]);
     let kb = e.b.ins().imul_imm_s(k0, 8);
     let kt = e.b.ins().iadd(koff, kb);
@@ -166,7 +185,7 @@ pub(super) fn pack_panels(
     e.loop_offsets(
         npan as i64,
         &[z, pixo],
-        &[(kc * NR * 4) as i64, (NR * 8) as i64],
+        &[panel_bytes, (NR * 8) as i64],
         &mut |e, _j, o| {
             let dst = e.b.ins().iadd(pack, o[0]);
             // flags index = pixel / 4 -> byte offset (pixel * 8) / 4

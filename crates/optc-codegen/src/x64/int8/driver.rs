@@ -13,7 +13,7 @@ use crate::x64::asm::quantize::{
 use crate::x64::asm::{Routine, NR};
 use crate::x64::gemm::Unit;
 use crate::x64::kernel_plan::KernelPlan;
-use crate::x64::packing::pack_panels;
+use crate::x64::packing::{pack_panels, pack_panels_into};
 use crate::x64::tasks::KernelArgs;
 use cranelift_codegen::ir::{condcodes::FloatCC, condcodes::IntCC, types, InstBuilder, Value};
 
@@ -171,6 +171,33 @@ fn quantize_part(
                     let last = e.b.ins().icmp_imm_s(IntCC::Equal, j, ppg - 1);
                     if_else(e, last, &mut |e| plane(e, tail), &mut |e| plane(e, per));
                 }
+                if q.shared {
+                    // This plane's taps (K groups `j kh kw ..`) of every panel of its image.
+                    let taps = g.kh * g.kw;
+                    let img = e.b.ins().udiv_imm_u(i, q.planes as i64);
+                    let pl = e.b.ins().urem_imm_u(i, q.planes as i64);
+                    let xo = e.b.ins().imul_imm_s(img, q.planes as i64 * dst_plane);
+                    let xb = e.b.ins().iadd(act, xo);
+                    let panels = e.b.ins().iadd_imm_s(c.scratch, q.panels_at(p) as i64);
+                    let po = e.b.ins().imul_imm_s(img, q.panel_image_bytes(p) as i64);
+                    let k0 = e.b.ins().imul_imm_s(pl, taps as i64);
+                    let ko =
+                        e.b.ins()
+                            .imul_imm_s(k0, q.scheme.panel_group_bytes() as i64);
+                    let dst = e.b.ins().iadd(panels, po);
+                    let dst = e.b.ins().iadd(dst, ko);
+                    let sub = KernelArgs {
+                        ins: c.ins,
+                        out: c.out,
+                        scratch: c.scratch,
+                        extra: &c.extra[q.form_data()..],
+                        microkernels: c.microkernels,
+                    };
+                    let z = e.int_const(0);
+                    let panel_bytes = (q.groups * q.scheme.panel_group_bytes()) as i64;
+                    let npan = p.n.div_ceil(NR);
+                    pack_panels_into(e, &sub, dst, panel_bytes, xb, z, npan, k0, taps, None);
+                }
             });
         }
         Form::Depthwise(_) => {}
@@ -289,6 +316,17 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
                 let so = e.b.ins().imul_imm_s(s0, plane);
                 let o = e.b.ins().iadd(co, so);
                 (e.b.ins().iadd(xb, o), (NR * 4) as i64)
+            } else if q.shared {
+                // panels[img][col0 / 16 + j][k0..]
+                let panels = e.b.ins().iadd_imm_s(c.scratch, q.panels_at(p) as i64);
+                let io = e.b.ins().imul_imm_s(img, q.panel_image_bytes(p) as i64);
+                let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
+                let panel_bytes = (q.groups as i64) * pgb;
+                let jo = e.b.ins().imul_imm_s(pan, panel_bytes);
+                let ko = e.b.ins().imul_imm_s(k0, pgb);
+                let o = e.b.ins().iadd(io, jo);
+                let o = e.b.ins().iadd(o, ko);
+                (e.b.ins().iadd(panels, o), panel_bytes)
             } else {
                 let sub = KernelArgs {
                     ins: c.ins,

@@ -94,12 +94,21 @@ pub(crate) struct Int8Plan {
     /// Conv: the kernels read the quantized planes in place (1x1, stride 1, unpadded: the
     /// patches are the planes), no patch packing.
     pub unpacked: bool,
+    /// Conv: the patch panels of all columns and the whole K are packed once, next to the
+    /// quantization (each part packs the taps of the planes it quantized), and every unit
+    /// reads them: chosen when units split the output channels, which would each pack the
+    /// same patches again.
+    pub shared: bool,
     /// Why the scheme was chosen.
     pub reason: &'static str,
 }
 
 /// The parameter block (see `crate::x64::asm::quantize`) and, at +16/+20, the dynamic range.
 const PARAMS_BYTES: usize = 64;
+
+/// The largest shared patch panels (all images) a conv packs once; larger ones are packed
+/// per unit and K block.
+const SHARED_PANELS_MAX_BYTES: usize = 8 << 20;
 
 fn align64(n: usize) -> usize {
     n.div_ceil(64) * 64
@@ -165,16 +174,29 @@ impl Int8Plan {
             Form::Depthwise(_) => 0,
         }
     }
+    /// Scratch offset of the shared patch panels (see [`Int8Plan::shared`]).
+    pub fn panels_at(&self, p: &KernelPlan) -> usize {
+        align64(self.activations_at() + self.activation_bytes(p))
+    }
+    /// Bytes of one image's shared patch panels: every 16-column panel over all K groups.
+    pub fn panel_image_bytes(&self, p: &KernelPlan) -> usize {
+        p.n.div_ceil(NR) * self.groups * self.scheme.panel_group_bytes()
+    }
     /// Scratch before the per-task buffers.
     pub fn prefix_bytes(&self, p: &KernelPlan) -> usize {
-        align64(self.activations_at() + self.activation_bytes(p))
+        let shared = if self.shared {
+            p.nimg * self.panel_image_bytes(p)
+        } else {
+            0
+        };
+        self.panels_at(p) + shared
     }
     /// Per-task buffer: a conv's patch panels of one K block, a depthwise channel's padded
     /// plane.
     pub fn task_bytes(&self, p: &KernelPlan) -> usize {
         match &self.form {
             Form::MatMul => 0,
-            Form::Conv(_) if self.unpacked => 0,
+            Form::Conv(_) if self.unpacked || self.shared => 0,
             Form::Conv(_) => p.kc.min(self.groups.max(1)) * p.chunk * self.scheme.row_group_bytes(),
             Form::Depthwise(g) => depthwise::buffer_bytes(g, p.mrows),
         }
@@ -231,7 +253,7 @@ impl Int8Plan {
             _ => format!("scheme {} ({})", self.scheme.name(), self.reason),
         };
         format!(
-            "int8 {form}, {scheme}, {} activations, tile epilogue [{}], {} task(s)",
+            "int8 {form}, {scheme}, {} activations, tile epilogue [{}], {} task(s){}",
             if self.is_static() {
                 "static"
             } else {
@@ -242,7 +264,12 @@ impl Int8Plan {
                 .map(|s| format!("{s:?}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            p.tasks
+            p.tasks,
+            if self.shared {
+                ", patches packed once for all tasks"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -465,6 +492,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         planes,
         lda,
         unpacked,
+        shared: false,
         reason,
     };
     let caches = target.caches();
@@ -527,6 +555,21 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     } else {
         p.units().min(MAX_TASKS)
     };
+    // Patches packed once for all units when the units split the output channels (each
+    // would pack the same ones), for one conv group and the dword schemes.
+    let bytes = match &p.kind {
+        Strategy::Int8(q) => p.nimg * q.panel_image_bytes(&p),
+        _ => 0,
+    };
+    let row_split = p.mrows < p.m;
+    if let Strategy::Int8(q) = &mut p.kind {
+        let single_group = matches!(&q.form, Form::Conv(g) if g.groups == 1);
+        q.shared = single_group
+            && !q.unpacked
+            && matches!(q.scheme, Scheme::DotProduct | Scheme::BytePairs)
+            && row_split
+            && bytes <= SHARED_PANELS_MAX_BYTES;
+    }
     // Sizes the kernels address with 32-bit offsets.
     let Strategy::Int8(q) = &p.kind else {
         unreachable!()
