@@ -424,6 +424,21 @@ fn maxpool_nan_and_padding() {
             vec![2, 3, 10, 10],
             window(&[3, 3], &[3, 3], &[0, 0, 0, 0], &[1, 1]),
         ),
+        // Rows of 16 outputs and more (the AVX-512 routine: whole vectors and a masked
+        // last one): stacked planes read in place whose rows do not pool as one row, stride
+        // 1 with dilation, a padded stride-2 row of exactly 32 outputs.
+        (
+            vec![1, 3, 40, 41],
+            window(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 12, 70],
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[2, 2]),
+        ),
+        (
+            vec![2, 2, 9, 64],
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
     ] {
         let mut g = Graph::new();
         let x = g.add_input("x", f(&shape));

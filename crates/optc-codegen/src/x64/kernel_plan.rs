@@ -366,6 +366,12 @@ impl KernelPlan {
         if let Strategy::Softmax = &self.kind {
             return vec![Routine::Softmax(softmax::key(self))];
         }
+        if let Strategy::MaxPool(g) = &self.kind {
+            return pool::routine_key(self, g)
+                .map(Routine::MaxPool)
+                .into_iter()
+                .collect();
+        }
         let mut r: Vec<Routine> = self.keys().into_iter().map(Routine::Microkernel).collect();
         if let Strategy::Depthwise(g) = &self.kind {
             r.extend(

@@ -11,11 +11,35 @@
 //! chunk of planes are pooled along as one row (whole vectors where a small map's row has
 //! two outputs).
 
+use super::asm::max_pool::MaxPoolKey;
+use super::asm::{Isa, Routine};
 use super::kernel_plan::KernelPlan;
 use super::tasks::{acquire_slot, release_slot, task_units, KernelArgs};
 use crate::builder::{fill, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::ops::pool::MaxPoolGeometry;
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
+
+/// The AVX-512 routine for a pool's output rows ([`super::asm::max_pool`]), when the target
+/// has it and the horizontal stride is 1 or 2 (others, and the flat planes of tiny maps,
+/// take the Cranelift rows).
+pub(super) fn routine_key(p: &KernelPlan, g: &MaxPoolGeometry) -> Option<MaxPoolKey> {
+    let fits = |x: usize| x < i32::MAX as usize / 8;
+    let ok = p.isa == Isa::Avx512
+        && matches!(g.sw, 1 | 2)
+        && !flat(g)
+        && fits(g.wp * 4 * g.sh.max(g.kh * g.dh))
+        && fits(g.ow * 4 * g.sw + g.kw * g.dw * 4);
+    ok.then_some(MaxPoolKey {
+        kh: g.kh,
+        kw: g.kw,
+        dh: g.dh,
+        dw: g.dw,
+        sh: g.sh,
+        sw: g.sw,
+        pitch: g.wp,
+        ow: g.ow,
+    })
+}
 
 /// Planes per work unit: about 32 units, at least 1 plane each.
 pub(super) fn plane_rows(planes: usize) -> usize {
@@ -79,10 +103,10 @@ pub(super) fn emit_task(
             flat_planes_rows(e, g, x, pbuf, out, planes);
         } else {
             let nrows = e.b.ins().imul_imm_s(planes, g.oh as i64);
-            output_rows(e, g, x, vrow, out, nrows);
+            output_rows(e, p, g, c, x, vrow, out, nrows);
         }
     } else {
-        e.loop_range(p0, p1, &mut |e, pl| plane(e, g, c, pbuf, vrow, pl));
+        e.loop_range(p0, p1, &mut |e, pl| plane(e, p, g, c, pbuf, vrow, pl));
     }
     release_slot(e, p, c, slot);
 }
@@ -99,6 +123,7 @@ pub(super) fn stacked(g: &MaxPoolGeometry) -> bool {
 
 pub(super) fn plane(
     e: &mut Emitter,
+    p: &KernelPlan,
     g: &MaxPoolGeometry,
     c: &KernelArgs,
     pbuf: Value,
@@ -148,20 +173,28 @@ pub(super) fn plane(
         &mut |e, _r, o| fill(e, o[0], 0, g.wp),
     );
     let nrows = e.int_const(g.oh as i64);
-    output_rows(e, g, pbuf, vrow, out, nrows);
+    output_rows(e, p, g, c, pbuf, vrow, out, nrows);
 }
 
 /// `nrows` output rows from the padded rows at `src` (`wp` floats apart, `sh` rows per output
 /// row) to `out`: the vertical max of each window's rows into the row buffer `vrow`, then
-/// the horizontal max along it.
+/// the horizontal max along it (one call of the AVX-512 routine where the plan has it).
+#[allow(clippy::too_many_arguments)]
 fn output_rows(
     e: &mut Emitter,
+    p: &KernelPlan,
     g: &MaxPoolGeometry,
+    c: &KernelArgs,
     src: Value,
     vrow: Value,
     out: Value,
     nrows: Value,
 ) {
+    if let Some(k) = routine_key(p, g) {
+        let f = c.microkernels[&Routine::MaxPool(k)];
+        e.b.ins().call(f, &[src, vrow, out, nrows]);
+        return;
+    }
     let z = e.int_const(0);
     e.loop_range(z, nrows, &mut |e, r| {
         let so = e.b.ins().imul_imm_s(r, (g.sh * g.wp * 4) as i64);

@@ -27,6 +27,7 @@ pub(crate) mod int8;
 pub(crate) mod int8_amx;
 mod int8_avx2;
 mod int8_vnni;
+pub(crate) mod max_pool;
 mod peak;
 pub(crate) mod quantize;
 mod registers;

@@ -5,6 +5,7 @@ use super::direct_conv::{self, DirectConvKey};
 use super::gemm::{self, MicrokernelKey};
 use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
 use super::int8_amx::TileState;
+use super::max_pool::{self, MaxPoolKey, MAX_POOL_PARAMS};
 use super::quantize::QuantizeKey;
 use super::softmax::{self, SoftmaxKey, SOFTMAX_PARAMS};
 use super::sparse::{self, SparseKey, SPARSE_PARAMS};
@@ -14,7 +15,7 @@ use iced_x86::IcedError;
 /// A routine assembled with `iced-x86` and defined into the module: a GEMM microkernel, a
 /// depthwise kernel ([`depthwise`]), a direct-conv kernel ([`direct_conv`]), an int8
 /// microkernel ([`int8`]), an activation-quantizing routine ([`super::quantize`]), a sparse
-/// kernel ([`sparse`]) or a softmax over rows ([`softmax`]).
+/// kernel ([`sparse`]), a softmax over rows ([`softmax`]) or max-pool rows ([`max_pool`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Routine {
     Microkernel(MicrokernelKey),
@@ -25,6 +26,7 @@ pub(crate) enum Routine {
     Sparse(SparseKey),
     Transpose(TransposeKey),
     Softmax(SoftmaxKey),
+    MaxPool(MaxPoolKey),
     /// Configure or release the AMX tiles around a unit's int8 kernel calls.
     Tiles(TileState),
 }
@@ -40,6 +42,7 @@ impl Routine {
             Routine::Sparse(k) => k.symbol(),
             Routine::Transpose(k) => k.symbol(),
             Routine::Softmax(k) => k.symbol(),
+            Routine::MaxPool(k) => k.symbol(),
             Routine::Tiles(t) => t.symbol(),
         }
     }
@@ -60,6 +63,7 @@ impl Routine {
             Routine::Sparse(_) => SPARSE_PARAMS,
             Routine::Transpose(_) => TRANSPOSE_PARAMS,
             Routine::Softmax(_) => SOFTMAX_PARAMS,
+            Routine::MaxPool(_) => MAX_POOL_PARAMS,
             Routine::Tiles(_) => 0,
         }
     }
@@ -73,6 +77,7 @@ impl Routine {
             Routine::Sparse(k) => sparse::assemble(k),
             Routine::Transpose(k) => transpose::assemble(k),
             Routine::Softmax(k) => softmax::assemble(k),
+            Routine::MaxPool(k) => max_pool::assemble(k),
             Routine::Tiles(t) => t.assemble(),
         }
     }
