@@ -771,3 +771,92 @@ fn channel_groups_prune_across_residual_depthwise_and_concat() {
         assert!(d.allclose, "output {k}: {d:?}");
     }
 }
+
+/// A grouped conv whose groups have as many outputs as inputs follows a group by whole conv
+/// groups: channels go two at a time (a group's output channels read both), ranked by the
+/// mean L1 norm of the producer's channels in it. Oracle: the original model with the
+/// consumer's weights on the removed channels zeroed, run by tract.
+#[test]
+fn channel_groups_remove_whole_groups_of_a_grouped_conv() {
+    let mut r = Rng::new(43);
+    let (c, m, hw) = (3usize, 8usize, 6usize);
+    let wa = dense_tensor(&mut r, &[m, c, 3, 3], false);
+    let ba = dense_tensor(&mut r, &[m], false);
+    let we = dense_tensor(&mut r, &[m, 2, 3, 3], false);
+    let be = dense_tensor(&mut r, &[m], false);
+    let wh = dense_tensor(&mut r, &[5, m, 1, 1], false);
+    let build = |wh: &Tensor| {
+        let mut b = ModelBuilder::new(17);
+        b.input("x", DType::F32, &[2, c as i64, hw as i64, hw as i64]);
+        for (n, t) in [
+            ("wa", &wa),
+            ("ba", &ba),
+            ("we", &we),
+            ("be", &be),
+            ("wh", wh),
+        ] {
+            b.initializer(n, t);
+        }
+        let pads = ("pads", A::Ints(vec![1; 4]));
+        b.node("Conv", &["x", "wa", "ba"], &["a"], vec![pads.clone()]);
+        b.node("Relu", &["a"], &["s"], vec![]);
+        b.node(
+            "Conv",
+            &["s", "we", "be"],
+            &["e0"],
+            vec![pads, ("group", A::Int(4))],
+        );
+        b.node("Relu", &["e0"], &["e"], vec![]);
+        b.node("Conv", &["e", "wh"], &["y"], vec![]);
+        b.output("y");
+        b.to_bytes()
+    };
+    let opts = Options {
+        compress: CompressOptions {
+            prune_channels: vec![0.5],
+            reconstruct: false,
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let bytes = build(&wh);
+    let mut model = optc::compile_bytes(&bytes, &opts).unwrap();
+    let rep = model.report().compression.clone().expect("a report");
+    let choices: Vec<&str> = rep.layers.iter().map(|l| l.choice.as_str()).collect();
+    assert_eq!(
+        choices,
+        ["channels pruned 50% (4 of 8 kept)"],
+        "{:?}",
+        rep.layers
+    );
+    // The two conv groups (channel pairs) of A with the smallest mean L1 norm go.
+    let v = wa.as_f32().unwrap();
+    let per = v.len() / m;
+    let l1 = |o: usize| {
+        v[o * per..(o + 1) * per]
+            .iter()
+            .map(|x| x.abs() as f64)
+            .sum::<f64>()
+    };
+    let mut pairs: Vec<usize> = (0..4).collect();
+    pairs.sort_by(|&a, &b| (l1(2 * a) + l1(2 * a + 1)).total_cmp(&(l1(2 * b) + l1(2 * b + 1))));
+    let mut z = wh.as_f32().unwrap().to_vec();
+    for o in 0..5 {
+        for &g in &pairs[..2] {
+            z[o * m + 2 * g] = 0.0;
+            z[o * m + 2 * g + 1] = 0.0;
+        }
+    }
+    let zeroed = build(&Tensor::new(vec![5, m, 1, 1], optc_ir::Data::F32(z)).unwrap());
+    let x = dense_tensor(&mut r, &[2, c, hw, hw], false);
+    let got = model.run(std::slice::from_ref(&x)).unwrap();
+    let want = optc_onnx::oracle::run_tract(&zeroed, std::slice::from_ref(&x)).unwrap();
+    let d = optc::compare(&got[0], &want[0], 1e-4, 1e-5).unwrap();
+    assert!(d.allclose, "{d:?}");
+    let orig = optc_onnx::oracle::run_tract(&bytes, &[x]).unwrap();
+    assert!(
+        !optc::compare(&got[0], &orig[0], 1e-4, 1e-5)
+            .unwrap()
+            .allclose
+    );
+}

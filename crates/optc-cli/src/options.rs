@@ -50,7 +50,8 @@ pub struct CompileArgs {
     pub prune: Vec<optc::compress::prune::PruneAmount>,
     /// Lossy: structured channel pruning, the fraction of each dependency group's channels
     /// with the smallest L1 norm removed from every layer that writes, carries or reads them
-    /// (through activations, pools, depthwise convs, residual adds, concats and a flatten);
+    /// (through activations, pools, depthwise and grouped convs, residual adds, concats and a
+    /// flatten);
     /// the tensors shrink.
     #[arg(long = "prune-channels", value_name = "FRACTIONS", value_delimiter = ',', value_parser = optc::compress::prune::parse_fraction)]
     pub prune_channels: Vec<f64>,

@@ -7,8 +7,10 @@
 //!
 //! - **followers** keep channel `c` of their output a function of channel `c` of their
 //!   inputs: elementwise unary ops, pools, reductions over the spatial axes, batch norm,
-//!   depthwise convs (one input channel per output channel), binary ops with a per-channel or
-//!   scalar constant, a flatten of `[N, C, *sp]` into `[N, C*prod(sp)]` (its users must be
+//!   depthwise convs (one input channel per output channel), grouped convs whose groups
+//!   have as many outputs as inputs (a conv group's channels then go or stay together: the
+//!   positions are kept by units of whole blocks, ranked by their mean importance), binary
+//!   ops with a per-channel or scalar constant, a flatten of `[N, C, *sp]` into `[N, C*prod(sp)]` (its users must be
 //!   consumers), and binary ops of two group tensors (a residual add: both operands then
 //!   share one channel set, so the other operand's producers join the group);
 //! - **producers** write the group's channels: a conv/Gemm/MatMul whose output is a group
@@ -168,15 +170,16 @@ fn base_arity(op: &Op, children: usize) -> usize {
     }
 }
 
-/// A conv with one input channel per output channel and constant weights.
-fn depthwise(eg: &OptEGraph, n: &ENode) -> bool {
+/// A grouped conv with constant weights whose groups have as many output channels as input
+/// channels: the channels per group (1: depthwise). Output channel `o` then reads only the
+/// input channels of its own group, which holds input channel `o`.
+fn per_group(eg: &OptEGraph, n: &ENode) -> Option<usize> {
     let Some(Op::Conv { group, .. }) = n.op().map(base_of) else {
-        return false;
+        return None;
     };
-    let Some(w) = f32_const(eg, n.children[1]) else {
-        return false;
-    };
-    *group > 1 && w.shape().len() >= 2 && w.shape()[1] == 1 && w.shape()[0] == *group
+    let w = f32_const(eg, n.children[1])?;
+    let s = w.shape();
+    (*group > 1 && s.len() >= 2 && s[0] == *group * s[1]).then_some(s[1])
 }
 
 /// One value of a group: position in the group of each of its channels (along `axis`;
@@ -207,6 +210,8 @@ struct Group {
     /// Positions of the group; `segments`: the ranges a new producer set opened.
     size: usize,
     segments: Vec<std::ops::Range<usize>>,
+    /// Positions kept or removed together (the channels of one group of a grouped conv).
+    blocks: Vec<Vec<usize>>,
 }
 
 /// The channel axis of a producer's output (rank `rank`).
@@ -362,10 +367,18 @@ impl Grower<'_> {
                     }
                     Some(())
                 }
-                Op::Conv { .. } if depthwise(self.eg, &n) && member.axis == 1 => {
+                Op::Conv { .. } if per_group(self.eg, &n).is_some() && member.axis == 1 => {
                     let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
                     self.assign(n.children[0], member.clone(), r)?;
-                    // Weight [M, 1, *k] along axis 0, bias [M]; fused steps as elsewhere.
+                    // A conv group's channels go or stay together (its output channels read
+                    // all of them); depthwise: one channel each.
+                    let cg = per_group(self.eg, &n)?;
+                    if cg > 1 {
+                        for block in member.map.chunks(cg) {
+                            self.group.blocks.push(block.to_vec());
+                        }
+                    }
+                    // Weight [M, cg, *k] along axis 0, bias [M]; fused steps as elsewhere.
                     let arity = base_arity(&op, n.children.len());
                     if arity > 2 && f32_const(self.eg, n.children[2])?.numel() != m {
                         return None;
@@ -613,9 +626,19 @@ impl Rebuild<'_> {
                 }
             }
             (Role::Follower, Op::Conv { .. }) => {
-                // Depthwise: weight [M, 1, *k] and bias [M] along axis 0, one group per channel.
+                // Grouped (depthwise: 1 channel per group): weight [M, cg, *k] and bias [M]
+                // along axis 0, the kept groups whole.
                 children[0] = self.value(eg, n.children[0], model)?;
                 let w = f32_const(eg, n.children[1])?;
+                let cg = *w.shape().get(1)?;
+                let whole_groups = cg > 0
+                    && keep.len().is_multiple_of(cg)
+                    && keep
+                        .chunks(cg)
+                        .all(|g| g[0] % cg == 0 && g.windows(2).all(|p| p[1] == p[0] + 1));
+                if !whole_groups {
+                    return None;
+                }
                 let (ws, wv) = slice_axis(&w, 0, &keep)?;
                 children[1] = add_f32(eg, ws, wv)?;
                 let arity = base_arity(&op, children.len());
@@ -627,7 +650,7 @@ impl Rebuild<'_> {
                 let set_group = |o: &Op| match o {
                     Op::Conv { window, .. } => Op::Conv {
                         window: window.clone(),
-                        group: keep.len(),
+                        group: keep.len() / cg,
                     },
                     o => o.clone(),
                 };
@@ -678,22 +701,69 @@ impl Rebuild<'_> {
     }
 }
 
-/// Positions to keep: the `keep_n` with the largest importance, at least one per segment.
+/// Positions to keep: units (single positions, or the positions of blocks that share one,
+/// merged) by their mean importance, the largest first, until at least `keep_n` are kept;
+/// then every segment keeps the unit of its most important position if it kept none.
 fn kept_positions(
     importance: &[f64],
     segments: &[std::ops::Range<usize>],
+    blocks: &[Vec<usize>],
     keep_n: usize,
 ) -> Vec<bool> {
-    let mut order: Vec<usize> = (0..importance.len()).collect();
-    order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]).then(a.cmp(&b)));
-    let mut kept = vec![false; importance.len()];
-    for &i in &order[..keep_n.min(order.len())] {
-        kept[i] = true;
+    let n = importance.len();
+    // Union-find of the positions over the blocks.
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for b in blocks {
+        for w in b.windows(2) {
+            let (x, y) = (root(&mut parent, w[0]), root(&mut parent, w[1]));
+            parent[x.max(y)] = x.min(y);
+        }
+    }
+    let mut units: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..n {
+        let r = root(&mut parent, i);
+        units.entry(r).or_default().push(i);
+    }
+    let units: Vec<Vec<usize>> = units.into_values().collect();
+    let unit_of: HashMap<usize, usize> = units
+        .iter()
+        .enumerate()
+        .flat_map(|(u, ps)| ps.iter().map(move |&p| (p, u)))
+        .collect();
+    let mean = |u: &[usize]| u.iter().map(|&p| importance[p]).sum::<f64>() / u.len() as f64;
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by(|&a, &b| {
+        mean(&units[b])
+            .total_cmp(&mean(&units[a]))
+            .then(units[a][0].cmp(&units[b][0]))
+    });
+    let mut kept = vec![false; n];
+    let mut count = 0;
+    for &u in &order {
+        if count >= keep_n {
+            break;
+        }
+        for &p in &units[u] {
+            kept[p] = true;
+        }
+        count += units[u].len();
     }
     for seg in segments {
         if !seg.clone().any(|i| kept[i]) {
-            if let Some(best) = order.iter().copied().find(|i| seg.contains(i)) {
-                kept[best] = true;
+            let best = seg
+                .clone()
+                .max_by(|&a, &b| importance[a].total_cmp(&importance[b]).then(b.cmp(&a)));
+            if let Some(best) = best {
+                for &p in &units[unit_of[&best]] {
+                    kept[p] = true;
+                }
             }
         }
     }
@@ -824,7 +894,7 @@ pub fn add_alternatives(
             if keep_n >= m {
                 continue;
             }
-            let kept = kept_positions(&importance, &group.segments, keep_n);
+            let kept = kept_positions(&importance, &group.segments, &group.blocks, keep_n);
             let kept_n = kept.iter().filter(|&&k| k).count();
             if kept_n >= m {
                 continue;
