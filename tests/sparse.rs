@@ -605,6 +605,18 @@ fn channel_pruning_matches_zeroed_consumer_weights() {
     }
 }
 
+/// `--prune-channels 0.5`, the plain cut (no re-fit).
+fn half_the_channels() -> Options {
+    Options {
+        compress: CompressOptions {
+            prune_channels: vec![0.5],
+            reconstruct: false,
+            ..Default::default()
+        },
+        ..Options::default()
+    }
+}
+
 /// A dependency group across a residual add, a depthwise follower and a concat: the stem
 /// conv A and the block's last conv C write the residual stream (C through the add), the
 /// depthwise conv E follows it channel for channel, the concat joins E's channels with conv
@@ -668,14 +680,7 @@ fn channel_groups_prune_across_residual_depthwise_and_concat() {
         }
         b.to_bytes()
     };
-    let opts = Options {
-        compress: CompressOptions {
-            prune_channels: vec![0.5],
-            reconstruct: false,
-            ..Default::default()
-        },
-        ..Options::default()
-    };
+    let opts = half_the_channels();
     let bytes = build(&wb, &wc, &wd, &wh, false);
     let mut m = optc::compile_bytes(&bytes, &opts).unwrap();
     let rep = m.report().compression.clone().expect("a report");
@@ -811,14 +816,7 @@ fn channel_groups_remove_whole_groups_of_a_grouped_conv() {
         b.output("y");
         b.to_bytes()
     };
-    let opts = Options {
-        compress: CompressOptions {
-            prune_channels: vec![0.5],
-            reconstruct: false,
-            ..Default::default()
-        },
-        ..Options::default()
-    };
+    let opts = half_the_channels();
     let bytes = build(&wh);
     let mut model = optc::compile_bytes(&bytes, &opts).unwrap();
     let rep = model.report().compression.clone().expect("a report");

@@ -52,6 +52,31 @@ fn step(a: &mut CodeAssembler, acc: AsmRegisterZmm, v: AsmRegisterZmm) -> Result
     a.vmovaps(acc.k2(), v)
 }
 
+/// `body(a, masked)` once per whole vector of `n` floats (a loop on r9, each pointer of
+/// `advance` moved by its step after each), then once masked for the last `n % 16`.
+fn vectors(
+    a: &mut CodeAssembler,
+    n: usize,
+    advance: &[(AsmRegister64, i32)],
+    body: &dyn Fn(&mut CodeAssembler, bool) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    if n >= 16 {
+        a.mov(r9, (n / 16) as u64)?;
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        body(a, false)?;
+        for &(r, step) in advance {
+            a.add(r, step)?;
+        }
+        a.dec(r9)?;
+        a.jnz(top)?;
+    }
+    if !n.is_multiple_of(16) {
+        body(a, true)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn assemble(key: &MaxPoolKey) -> Result<Vec<u8>, IcedError> {
     assert!(key.pitch > 0 && key.ow > 0 && key.kh > 0 && key.kw > 0);
     assert!(
@@ -105,20 +130,7 @@ pub(crate) fn assemble(key: &MaxPoolKey) -> Result<Vec<u8>, IcedError> {
     };
     a.mov(rax, rdi)?;
     a.mov(r8, rsi)?;
-    let full = key.pitch / 16;
-    if full > 0 {
-        a.mov(r9, full as u64)?;
-        let mut top = a.create_label();
-        a.set_label(&mut top)?;
-        vertical(&mut a, false)?;
-        a.add(rax, 64)?;
-        a.add(r8, 64)?;
-        a.dec(r9)?;
-        a.jnz(top)?;
-    }
-    if !key.pitch.is_multiple_of(16) {
-        vertical(&mut a, true)?;
-    }
+    vectors(&mut a, key.pitch, &[(rax, 64), (r8, 64)], &vertical)?;
 
     // Horizontal: r8 walks the row buffer (16 sw floats a step), r10 the output row.
     let horizontal = |a: &mut CodeAssembler, masked: bool| -> Result<(), IcedError> {
@@ -145,20 +157,8 @@ pub(crate) fn assemble(key: &MaxPoolKey) -> Result<Vec<u8>, IcedError> {
     };
     a.mov(r8, rsi)?;
     a.mov(r10, rdx)?;
-    let full = key.ow / 16;
-    if full > 0 {
-        a.mov(r9, full as u64)?;
-        let mut top = a.create_label();
-        a.set_label(&mut top)?;
-        horizontal(&mut a, false)?;
-        a.add(r8, (64 * key.sw) as i32)?;
-        a.add(r10, 64)?;
-        a.dec(r9)?;
-        a.jnz(top)?;
-    }
-    if !key.ow.is_multiple_of(16) {
-        horizontal(&mut a, true)?;
-    }
+    let step = (64 * key.sw) as i32;
+    vectors(&mut a, key.ow, &[(r8, step), (r10, 64)], &horizontal)?;
 
     a.add(rdi, (key.sh as i32) * pitch_bytes)?;
     a.add(rdx, (key.ow * 4) as i32)?;
