@@ -353,9 +353,7 @@ pub fn add_alternatives(
     }
     conv.egraph.rebuild();
     for a in &mut out {
-        a.class = conv.egraph.find(a.class);
-        let eg = &conv.egraph;
-        a.node = egg::Language::map_children(a.node.clone(), |c| eg.find(c));
+        a.canonicalize(&conv.egraph);
     }
     out
 }
