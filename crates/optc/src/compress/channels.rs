@@ -137,6 +137,15 @@ fn weight_axes(base: &Op) -> Option<(usize, usize)> {
     }
 }
 
+/// Features per channel when `shape` flattens `src` `[N, C, *sp]` into `[N, C*prod(sp)]`.
+fn flatten_per(src: &[usize], shape: &[usize]) -> Option<usize> {
+    let flat = src.len() >= 3
+        && shape.len() == 2
+        && shape[0] == src[0]
+        && shape[1] == src[1..].iter().product::<usize>();
+    flat.then(|| src[2..].iter().product())
+}
+
 /// Users of each class: (user class, input port); graph outputs are users too (port `usize::MAX`).
 fn users(conv: &Converted) -> HashMap<egg::Id, Vec<(egg::Id, usize)>> {
     let eg = &conv.egraph;
@@ -278,6 +287,22 @@ impl Grower<'_> {
         }
     }
 
+    /// Put the operand `c` in the group with `member`, in the role its definition gives it.
+    fn tie(&mut self, c: egg::Id, member: Member) -> Option<()> {
+        let r = self.role_of(&only_node(self.eg, self.eg.find(c))?);
+        self.assign(c, member, r)
+    }
+
+    /// Where a conv's fused-step operands start, once its bias (if any) is checked to be one
+    /// value per channel (`m`): a conv's bias is `[M]`, not broadcast like a step's operand.
+    fn conv_operands_from(&self, n: &ENode, op: &Op, m: usize) -> Option<usize> {
+        let arity = base_arity(op, n.children.len());
+        if arity > 2 && f32_const(self.eg, n.children[2])?.numel() != m {
+            return None;
+        }
+        Some(arity.max(2))
+    }
+
     /// Tie the operands of the node defining `id` (and which of them are group values).
     fn backward(&mut self, id: egg::Id) -> Option<()> {
         let (member, role) = self.group.values.get(&id)?.clone();
@@ -296,17 +321,13 @@ impl Grower<'_> {
                 axis: 1,
                 per: 1,
             };
-            let flat = src.len() >= 3
-                && src[1] == m
-                && member.axis == 1
-                && shape.len() == 2
-                && shape[0] == src[0]
-                && member.per == src[2..].iter().product::<usize>();
+            let flat = member.axis == 1
+                && src.get(1) == Some(&m)
+                && flatten_per(&src, shape) == Some(member.per);
             if !flat {
                 return None;
             }
-            let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
-            return self.assign(n.children[0], inner, r);
+            return self.tie(n.children[0], inner);
         }
         // Non-constant operands beyond the first are tied to the output (a residual).
         let tie_rest = |g: &mut Self, from: usize| -> Option<()> {
@@ -318,8 +339,7 @@ impl Grower<'_> {
                 if g.shape(c)? != g.shape(id)? {
                     return None;
                 }
-                let r = g.role_of(&only_node(g.eg, g.eg.find(c))?);
-                g.assign(c, member.clone(), r)?;
+                g.tie(c, member.clone())?;
             }
             Some(())
         };
@@ -329,22 +349,19 @@ impl Grower<'_> {
                 if producer_axis(base, rank) != member.axis {
                     return None;
                 }
-                // A conv's bias is [M]; a Gemm's C broadcasts like a step's operand.
-                if matches!(base, Op::Conv { .. }) && base_arity(&op, n.children.len()) > 2 {
-                    if f32_const(self.eg, n.children[2])?.numel() != m {
-                        return None;
-                    }
-                    return tie_rest(self, 3);
-                }
-                tie_rest(self, 2)
+                // (A Gemm's C broadcasts like a step's operand.)
+                let from = match base {
+                    Op::Conv { .. } => self.conv_operands_from(&n, &op, m)?,
+                    _ => 2,
+                };
+                tie_rest(self, from)
             }
             Role::Follower => match base_of(&op) {
                 Op::Unary(_) | Op::MaxPool { .. } | Op::AveragePool { .. } => {
                     if !matches!(base_of(&op), Op::Unary(_)) && member.axis != 1 {
                         return None;
                     }
-                    let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
-                    self.assign(n.children[0], member.clone(), r)?;
+                    self.tie(n.children[0], member.clone())?;
                     tie_rest(self, 1)
                 }
                 Op::Reduce { axes, keepdims, .. } => {
@@ -353,13 +370,11 @@ impl Grower<'_> {
                     {
                         return None;
                     }
-                    let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
-                    self.assign(n.children[0], member.clone(), r)?;
+                    self.tie(n.children[0], member.clone())?;
                     tie_rest(self, 1)
                 }
                 Op::BatchNorm { .. } if member.axis == 1 => {
-                    let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
-                    self.assign(n.children[0], member.clone(), r)?;
+                    self.tie(n.children[0], member.clone())?;
                     for &c in &n.children[1..] {
                         if f32_const(self.eg, c)?.numel() != m {
                             return None;
@@ -368,8 +383,7 @@ impl Grower<'_> {
                     Some(())
                 }
                 Op::Conv { .. } if per_group(self.eg, &n).is_some() && member.axis == 1 => {
-                    let r = self.role_of(&only_node(self.eg, self.eg.find(n.children[0]))?);
-                    self.assign(n.children[0], member.clone(), r)?;
+                    self.tie(n.children[0], member.clone())?;
                     // A conv group's channels go or stay together (its output channels read
                     // all of them); depthwise: one channel each.
                     let cg = per_group(self.eg, &n)?;
@@ -379,11 +393,8 @@ impl Grower<'_> {
                         }
                     }
                     // Weight [M, cg, *k] along axis 0, bias [M]; fused steps as elsewhere.
-                    let arity = base_arity(&op, n.children.len());
-                    if arity > 2 && f32_const(self.eg, n.children[2])?.numel() != m {
-                        return None;
-                    }
-                    tie_rest(self, arity)
+                    let from = self.conv_operands_from(&n, &op, m)?;
+                    tie_rest(self, from)
                 }
                 Op::Binary(_) => {
                     let out = self.shape(id)?;
@@ -397,8 +408,7 @@ impl Grower<'_> {
                             return None;
                         }
                         tensors += 1;
-                        let r = self.role_of(&only_node(self.eg, self.eg.find(c))?);
-                        self.assign(c, member.clone(), r)?;
+                        self.tie(c, member.clone())?;
                     }
                     (tensors > 0).then_some(())
                 }
@@ -413,8 +423,7 @@ impl Grower<'_> {
                             per: 1,
                         };
                         at += w;
-                        let r = self.role_of(&only_node(self.eg, self.eg.find(c))?);
-                        self.assign(c, sub, r)?;
+                        self.tie(c, sub)?;
                     }
                     (at == m).then_some(())
                 }
@@ -472,13 +481,12 @@ impl Grower<'_> {
                                 self.group.size += w;
                                 self.group.segments.push(fresh.clone());
                                 map.extend(fresh.clone());
-                                let r = self.role_of(&only_node(self.eg, c)?);
                                 let sub = Member {
                                     map: fresh.collect(),
                                     axis: *axis,
                                     per: 1,
                                 };
-                                self.assign(c, sub, r)?;
+                                self.tie(c, sub)?;
                             }
                         }
                     }
@@ -490,16 +498,10 @@ impl Grower<'_> {
                     self.assign(u, whole, Role::Follower)?;
                 }
                 Op::Reshape { shape } => {
-                    let src = self.shape(id)?;
-                    let flat = member.axis == 1
-                        && shape.len() == 2
-                        && src.len() >= 3
-                        && shape[0] == src[0]
-                        && shape[1] == src[1..].iter().product::<usize>();
-                    if !flat {
+                    if member.axis != 1 {
                         return None;
                     }
-                    let per = src[2..].iter().product();
+                    let per = flatten_per(&self.shape(id)?, shape)?;
                     let m2 = Member {
                         map: member.map.clone(),
                         axis: 1,
@@ -550,8 +552,7 @@ impl Grower<'_> {
             let n = only_node(self.eg, id)?;
             self.group.nodes.insert(id, n);
         }
-        // A consumer's input must not be computed from the group (it would read its own
-        // channels), and the group must be read by someone.
+        // The group must be read by someone.
         (!self.group.consumers.is_empty()).then_some(self.group)
     }
 }
@@ -569,11 +570,15 @@ fn slice_operand(
     let t = f32_const(eg, id)?;
     match const_axis(t.shape(), rank, axis, m)? {
         None => Some(id),
-        Some(pos) => {
-            let (s, v) = slice_axis(&t, pos, keep)?;
-            add_f32(eg, s, v)
-        }
+        Some(pos) => sliced(eg, id, pos, keep),
     }
+}
+
+/// The constant `id` with only the entries `keep` of its `axis`, as a new constant class.
+fn sliced(eg: &mut OptEGraph, id: egg::Id, axis: usize, keep: &[usize]) -> Option<egg::Id> {
+    let t = f32_const(eg, id)?;
+    let (s, v) = slice_axis(&t, axis, keep)?;
+    add_f32(eg, s, v)
 }
 
 /// The group's nodes on the kept positions, each value's narrower class (memoized).
@@ -613,13 +618,9 @@ impl Rebuild<'_> {
         let first_operand = match (role, base_of(&op)) {
             (Role::Producer, base) => {
                 let (out_axis, _) = weight_axes(base)?;
-                let w = f32_const(eg, n.children[1])?;
-                let (ws, wv) = slice_axis(&w, out_axis, &keep)?;
-                children[1] = add_f32(eg, ws, wv)?;
+                children[1] = sliced(eg, n.children[1], out_axis, &keep)?;
                 if matches!(base, Op::Conv { .. }) && base_arity(&op, children.len()) > 2 {
-                    let t = f32_const(eg, n.children[2])?;
-                    let (bs, bv) = slice_axis(&t, 0, &keep)?;
-                    children[2] = add_f32(eg, bs, bv)?;
+                    children[2] = sliced(eg, n.children[2], 0, &keep)?;
                     3
                 } else {
                     2
@@ -639,13 +640,10 @@ impl Rebuild<'_> {
                 if !whole_groups {
                     return None;
                 }
-                let (ws, wv) = slice_axis(&w, 0, &keep)?;
-                children[1] = add_f32(eg, ws, wv)?;
+                children[1] = sliced(eg, n.children[1], 0, &keep)?;
                 let arity = base_arity(&op, children.len());
                 if arity > 2 {
-                    let t = f32_const(eg, n.children[2])?;
-                    let (bs, bv) = slice_axis(&t, 0, &keep)?;
-                    children[2] = add_f32(eg, bs, bv)?;
+                    children[2] = sliced(eg, n.children[2], 0, &keep)?;
                 }
                 let set_group = |o: &Op| match o {
                     Op::Conv { window, .. } => Op::Conv {
@@ -671,9 +669,7 @@ impl Rebuild<'_> {
             (Role::Follower, Op::BatchNorm { .. }) => {
                 children[0] = self.value(eg, n.children[0], model)?;
                 for c in children.iter_mut().skip(1) {
-                    let t = f32_const(eg, *c)?;
-                    let (bs, bv) = slice_axis(&t, 0, &keep)?;
-                    *c = add_f32(eg, bs, bv)?;
+                    *c = sliced(eg, *c, 0, &keep)?;
                 }
                 children.len()
             }
