@@ -103,6 +103,19 @@ pub(in crate::x64) fn emit_prepare(
     quantize_part(e, p, q, c, t, q.prepare_parts(p));
 }
 
+/// Image `img`'s shared patch panels (see [`Int8Plan::shared`]): `[panel][K group]`.
+fn shared_panels(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    q: &Int8Plan,
+    c: &KernelArgs,
+    img: Value,
+) -> Value {
+    let panels = e.b.ins().iadd_imm_s(c.scratch, q.panels_at(p) as i64);
+    let io = e.b.ins().imul_imm_s(img, q.panel_image_bytes(p) as i64);
+    e.b.ins().iadd(panels, io)
+}
+
 /// `[t T / parts, (t + 1) T / parts)` of `T` items.
 fn part_range(e: &mut Emitter, t: Value, total: usize, parts: usize) -> (Value, Value) {
     let a = e.b.ins().imul_imm_s(t, total as i64);
@@ -178,14 +191,12 @@ fn quantize_part(
                     let pl = e.b.ins().urem_imm_u(i, q.planes as i64);
                     let xo = e.b.ins().imul_imm_s(img, q.planes as i64 * dst_plane);
                     let xb = e.b.ins().iadd(act, xo);
-                    let panels = e.b.ins().iadd_imm_s(c.scratch, q.panels_at(p) as i64);
-                    let po = e.b.ins().imul_imm_s(img, q.panel_image_bytes(p) as i64);
+                    let panels = shared_panels(e, p, q, c, img);
                     let k0 = e.b.ins().imul_imm_s(pl, taps as i64);
                     let ko =
                         e.b.ins()
                             .imul_imm_s(k0, q.scheme.panel_group_bytes() as i64);
-                    let dst = e.b.ins().iadd(panels, po);
-                    let dst = e.b.ins().iadd(dst, ko);
+                    let dst = e.b.ins().iadd(panels, ko);
                     let sub = KernelArgs {
                         ins: c.ins,
                         out: c.out,
@@ -318,14 +329,12 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
                 (e.b.ins().iadd(xb, o), (NR * 4) as i64)
             } else if q.shared {
                 // panels[img][col0 / 16 + j][k0..]
-                let panels = e.b.ins().iadd_imm_s(c.scratch, q.panels_at(p) as i64);
-                let io = e.b.ins().imul_imm_s(img, q.panel_image_bytes(p) as i64);
+                let panels = shared_panels(e, p, q, c, img);
                 let pan = e.b.ins().udiv_imm_u(col0, NR as i64);
                 let panel_bytes = (q.groups as i64) * pgb;
                 let jo = e.b.ins().imul_imm_s(pan, panel_bytes);
                 let ko = e.b.ins().imul_imm_s(k0, pgb);
-                let o = e.b.ins().iadd(io, jo);
-                let o = e.b.ins().iadd(o, ko);
+                let o = e.b.ins().iadd(jo, ko);
                 (e.b.ins().iadd(panels, o), panel_bytes)
             } else {
                 let sub = KernelArgs {
