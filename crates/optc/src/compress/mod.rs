@@ -365,8 +365,7 @@ pub(crate) fn compress(
             ));
         }
         let mut producers = vec![];
-        let groups_from = alts.len();
-        let mut channel_count = 0;
+        let mut group_alts = 0..0;
         if !copts.prune_channels.is_empty() {
             let (a, p) = channels::add_alternatives(
                 conv,
@@ -376,7 +375,7 @@ pub(crate) fn compress(
                 copts.reconstruct,
                 &model,
             );
-            channel_count = a.len();
+            group_alts = alts.len()..alts.len() + a.len();
             alts.extend(a);
             producers = p;
         }
@@ -402,10 +401,11 @@ pub(crate) fn compress(
             let producers: Vec<_> = producers.iter().map(|&p| conv.egraph.find(p)).collect();
             // (A group's own alternatives stay: a class may be one group's consumer and
             // another's producer, and the groups compose there.)
-            let groups_to = groups_from + channel_count;
-            for (_, a) in alts.iter_mut().enumerate().filter(|(i, a)| {
-                !(groups_from..groups_to).contains(i) && producers.contains(&a.class)
-            }) {
+            for (_, a) in alts
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, a)| !group_alts.contains(i) && producers.contains(&a.class))
+            {
                 a.cost = a.exact_cost;
             }
         }
