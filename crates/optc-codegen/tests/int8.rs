@@ -417,7 +417,7 @@ fn conv_large_reduction_and_tasks() {
 #[test]
 fn conv_patches_packed_once_for_all_tasks() {
     let cases: [(Vec<usize>, usize, Window); 3] = [
-        (vec![2, 30, 7, 7], 64, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (vec![2, 30, 7, 7], 60, win([3, 3], [1, 1], [1; 4], [1, 1])),
         (vec![1, 18, 14, 14], 56, win([3, 3], [2, 2], [1; 4], [1, 1])),
         (vec![1, 64, 9, 9], 96, win([1, 1], [2, 2], [0; 4], [1, 1])),
     ];
@@ -432,6 +432,68 @@ fn conv_patches_packed_once_for_all_tasks() {
             assert!(
                 plans.iter().all(|(_, p)| p.contains("packed once")),
                 "{plans:?}"
+            );
+            check_exact(&g, s);
+        }
+    }
+}
+
+/// Convs whose output channels fill 16-channel panels and whose maps fill 16-pixel panels badly
+/// take pixels as rows (`Contraction::ConvPixels`): rows of 7 (two tiles of 7 for 14, 7 + 7 + 6
+/// for 20), of 5 (one short tile) and of 8; stride 2; a 1x1 conv read in place; two images;
+/// channel blocks of 32 and a last one of 16, split over tasks; the QDQ residual epilogue
+/// (transposed before the residual) and the others. The plan says so, the sums are exact.
+#[test]
+fn conv_pixel_rows() {
+    let cases: [(Vec<usize>, usize, Window, &[&str]); 6] = [
+        (
+            vec![2, 64, 7, 7],
+            48,
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+            &["fq_i8", "res", "fq"],
+        ),
+        (
+            vec![1, 40, 28, 28],
+            80,
+            win([3, 3], [2, 2], [1; 4], [1, 1]),
+            &["bias", "res", "relu6"],
+        ),
+        (
+            vec![1, 36, 20, 20],
+            32,
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+            &["relu"],
+        ),
+        (
+            vec![1, 128, 5, 5],
+            16,
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+            &[],
+        ),
+        (
+            vec![2, 160, 8, 8],
+            176,
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+            &["res", "relu"],
+        ),
+        (
+            vec![1, 512, 7, 7],
+            64,
+            win([1, 1], [1, 1], [0; 4], [1, 1]),
+            &["fq"],
+        ),
+    ];
+    let mut s = 900;
+    for (xs, m, w, steps) in cases {
+        let ws = [m, xs[1], w.kernel[0], w.kernel[1]];
+        for (act, wlim) in [(STATIC, 64), (DYNAMIC, 128)] {
+            s += 1;
+            let g = conv_graph(&xs, &ws, w.clone(), 1, &q(act, wlim, s % 2 == 0), steps, s);
+            let vnni = Target::parse("x86_64-avx512").unwrap();
+            let plans = int8_plans(&g, &vnni).unwrap();
+            assert!(
+                plans.iter().all(|(_, p)| p.contains("pixels as rows")),
+                "{xs:?}: {plans:?}"
             );
             check_exact(&g, s);
         }

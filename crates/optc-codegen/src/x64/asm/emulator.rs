@@ -294,6 +294,53 @@ impl Machine {
                         self.vdst(&i, v);
                     }
                 }
+                // Per 128-bit lane: the low / high two dwords (ps) or the low / high qword (pd)
+                // of both sources, interleaved.
+                Mnemonic::Vunpcklps
+                | Mnemonic::Vunpckhps
+                | Mnemonic::Vunpcklpd
+                | Mnemonic::Vunpckhpd => {
+                    let (a, b) = (self.vsrc(&i, 1, 0xffff), self.vsrc(&i, 2, 0xffff));
+                    let mut r = [0; 16];
+                    for lane in 0..4 {
+                        let (x, y) = (&a[4 * lane..4 * lane + 4], &b[4 * lane..4 * lane + 4]);
+                        let v = match i.mnemonic() {
+                            Mnemonic::Vunpcklps => [x[0], y[0], x[1], y[1]],
+                            Mnemonic::Vunpckhps => [x[2], y[2], x[3], y[3]],
+                            Mnemonic::Vunpcklpd => [x[0], x[1], y[0], y[1]],
+                            _ => [x[2], x[3], y[2], y[3]],
+                        };
+                        r[4 * lane..4 * lane + 4].copy_from_slice(&v);
+                    }
+                    self.vdst(&i, r);
+                }
+                // 128-bit lane `imm` of a zmm to memory (masked per dword).
+                Mnemonic::Vextractf32x4 => {
+                    assert_eq!(
+                        i.op_kind(0),
+                        OpKind::Memory,
+                        "emulator: vextractf32x4 to memory"
+                    );
+                    let v = self.zmm[Self::zi(i.op1_register())];
+                    let lane = (i.immediate(2) & 3) as usize;
+                    let (m, a) = (self.mask(&i), self.addr(&i));
+                    for l in 0..4 {
+                        if m >> l & 1 == 1 {
+                            self.write32(a + 4 * l as u64, v[4 * lane + l]);
+                        }
+                    }
+                }
+                // The first source with lane `imm` replaced by 16 bytes of memory.
+                Mnemonic::Vinsertf32x4 => {
+                    assert!(!i.has_op_mask(), "emulator: masked vinsertf32x4");
+                    let mut r = self.vsrc(&i, 1, 0xffff);
+                    let lane = (i.immediate(3) & 3) as usize;
+                    let a = self.addr(&i);
+                    for l in 0..4 {
+                        r[4 * lane + l] = self.read32(a + 4 * l as u64);
+                    }
+                    self.vdst(&i, r);
+                }
                 Mnemonic::Vfmadd231ps => self.ternary(&i, |d, a, b| fma(a, b, d)),
                 Mnemonic::Vfmadd213ps => self.ternary(&i, fma),
                 // Per dword lane: + the 4 products of unsigned bytes of the first source and

@@ -46,6 +46,7 @@ use super::epilogue::{epilogue_symbol, Epilogue};
 use super::gemm::PREFETCH_A;
 use super::int8_amx::assemble_amx;
 use super::int8_avx2::assemble_avx2;
+use super::int8_pixels::assemble_pixels;
 use super::int8_vnni::assemble_vnni;
 use iced_x86::code_asm::{byte_ptr, rdi, CodeAssembler, CodeLabel};
 use iced_x86::{BlockEncoderOptions, IcedError};
@@ -96,6 +97,11 @@ pub(crate) enum Contraction {
     /// `a` = weight tiles packed at compile time, `b` = patch panels packed per K block;
     /// channels along rows.
     Conv,
+    /// A conv with the roles swapped (VNNI, `int8_pixels.rs`): `a` = the quantized dword
+    /// planes in place (rows are output pixels of one output row, `row_step` bytes apart),
+    /// `b` = weight panels of 16 output channels, `panels` of them in a tile; channels along
+    /// columns, stored transposed (`[channel][pixel]`).
+    ConvPixels { panels: usize, row_step: usize },
 }
 
 /// The end of the last K block: dequantize and apply the fused steps.
@@ -130,18 +136,23 @@ pub(crate) struct Int8Key {
 impl Int8Key {
     pub fn symbol(&self) -> String {
         let mut s = format!(
-            "optc_int8_{}_{}_{}x16{}{}",
+            "optc_int8_{}_{}_{}x{}{}{}",
             self.scheme.name(),
             match self.contraction {
                 Contraction::MatMul => "matmul",
                 Contraction::Conv => "conv",
+                Contraction::ConvPixels { .. } => "conv_pixels",
             },
             self.mr,
+            16 * self.columns(),
             if self.partial { "_p" } else { "" },
             if self.first { "" } else { "_acc" },
         );
         if self.unpacked {
             s.push_str("_unpacked");
+        }
+        if let Contraction::ConvPixels { row_step, .. } = self.contraction {
+            s.push_str(&format!("_rows{row_step}B"));
         }
         match &self.last {
             None => s.push_str("_partial_sums"),
@@ -159,6 +170,14 @@ impl Int8Key {
     /// Whether channels run along the tile's rows.
     pub fn channel_rows(&self) -> bool {
         self.contraction == Contraction::Conv
+    }
+
+    /// 16-column panels of the tile.
+    pub fn columns(&self) -> usize {
+        match self.contraction {
+            Contraction::ConvPixels { panels, .. } => panels,
+            _ => 1,
+        }
     }
 }
 
@@ -200,7 +219,10 @@ pub(crate) const INT8_PARAMS: usize = 11;
 pub(crate) fn assemble(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     match key.scheme {
         Scheme::BytePairs | Scheme::WordPairs => assemble_avx2(key),
-        Scheme::DotProduct => assemble_vnni(key),
+        Scheme::DotProduct => match key.contraction {
+            Contraction::ConvPixels { .. } => assemble_pixels(key),
+            _ => assemble_vnni(key),
+        },
         Scheme::Tiles => assemble_amx(key),
     }
 }

@@ -34,7 +34,7 @@ const FQ_I8: Epilogue = Epilogue::FakeQuantize {
 
 /// Fused step lists of a tile whose channels run along rows (`rows`), with or without the
 /// op's own bias (a fused bias only without it).
-fn step_lists(rows: bool, bias: bool, scheme: Scheme) -> Vec<Vec<Epilogue>> {
+pub(super) fn step_lists(rows: bool, bias: bool, scheme: Scheme) -> Vec<Vec<Epilogue>> {
     let fused_bias = if rows {
         Epilogue::BiasRow
     } else {
@@ -223,19 +223,19 @@ fn int8_kernels_decode_to_their_scheme() {
 }
 
 /// Deterministic values.
-struct Rng(u64);
+pub(super) struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
-    fn int(&mut self, lo: i64, hi: i64) -> i64 {
+    pub fn int(&mut self, lo: i64, hi: i64) -> i64 {
         lo + (self.next() % (hi - lo + 1) as u64) as i64
     }
-    fn f32(&mut self) -> f32 {
+    pub fn f32(&mut self) -> f32 {
         self.int(-1000, 1000) as f32 / 256.0
     }
 }
@@ -370,44 +370,7 @@ fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> 
             }
             want[o] = match &key.last {
                 None => acc as u32,
-                Some(d) => {
-                    let mut y = acc as f32 * scale[ch];
-                    if d.bias {
-                        y += bias[ch];
-                    }
-                    for s in &d.steps {
-                        y = match *s {
-                            Epilogue::BiasRow | Epilogue::BiasCol => y + bias[ch],
-                            Epilogue::Relu => y.max(0.0),
-                            Epilogue::Clip(lo, hi) => {
-                                y.max(f32::from_bits(lo)).min(f32::from_bits(hi))
-                            }
-                            Epilogue::Residual => y + res[o],
-                            Epilogue::FakeQuantize {
-                                scale,
-                                zero,
-                                signed,
-                            } => {
-                                // optc_ir's fake_quantize, as the generic lowering rounds it.
-                                let (s, z) = (f32::from_bits(scale), f32::from_bits(zero));
-                                let (lo, hi) = if signed {
-                                    (-128.0, 127.0)
-                                } else {
-                                    (0.0, 255.0)
-                                };
-                                let q = (y / s).round_ties_even() + z;
-                                let q = if q > lo { q } else { lo };
-                                let q = if q < hi { q } else { hi };
-                                (q - z) * s
-                            }
-                            Epilogue::HardSwish => y * (y / 6.0 + 0.5).clamp(0.0, 1.0),
-                            Epilogue::Silu => silu(y),
-                            Epilogue::Gelu => gelu(y),
-                            Epilogue::Scale(_) => unreachable!(),
-                        };
-                    }
-                    y.to_bits()
-                }
+                Some(d) => dequantized(acc, d, scale[ch], bias[ch], res[o]),
             };
         }
     }
@@ -425,7 +388,46 @@ fn tile_data(key: &Int8Key, groups: usize, nr: usize, w_lim: i64, seed: u64) -> 
     }
 }
 
-fn le<T: Copy>(v: &[T], f: impl Fn(T) -> [u8; 4]) -> Vec<u8> {
+/// The f32 bits an int8 kernel's epilogue `d` makes of the i32 sum `acc` of a channel with
+/// scale `scale` and bias `bias`, `res` the residual at the element.
+pub(super) fn dequantized(acc: i32, d: &Dequantize, scale: f32, bias: f32, res: f32) -> u32 {
+    let mut y = acc as f32 * scale;
+    if d.bias {
+        y += bias;
+    }
+    for s in &d.steps {
+        y = match *s {
+            Epilogue::BiasRow | Epilogue::BiasCol => y + bias,
+            Epilogue::Relu => y.max(0.0),
+            Epilogue::Clip(lo, hi) => y.max(f32::from_bits(lo)).min(f32::from_bits(hi)),
+            Epilogue::Residual => y + res,
+            Epilogue::FakeQuantize {
+                scale,
+                zero,
+                signed,
+            } => {
+                // optc_ir's fake_quantize, as the generic lowering rounds it.
+                let (s, z) = (f32::from_bits(scale), f32::from_bits(zero));
+                let (lo, hi) = if signed {
+                    (-128.0, 127.0)
+                } else {
+                    (0.0, 255.0)
+                };
+                let q = (y / s).round_ties_even() + z;
+                let q = if q > lo { q } else { lo };
+                let q = if q < hi { q } else { hi };
+                (q - z) * s
+            }
+            Epilogue::HardSwish => y * (y / 6.0 + 0.5).clamp(0.0, 1.0),
+            Epilogue::Silu => silu(y),
+            Epilogue::Gelu => gelu(y),
+            Epilogue::Scale(_) => unreachable!(),
+        };
+    }
+    y.to_bits()
+}
+
+pub(super) fn le<T: Copy>(v: &[T], f: impl Fn(T) -> [u8; 4]) -> Vec<u8> {
     v.iter().flat_map(|&x| f(x)).collect()
 }
 
@@ -513,7 +515,7 @@ fn vnni_kernels_compute_the_reference_tile() {
 }
 
 /// The AVX2 kernels' signature.
-type Kernel = extern "C" fn(
+pub(super) type Kernel = extern "C" fn(
     *const u8,
     *const u8,
     *mut u8,
@@ -528,7 +530,7 @@ type Kernel = extern "C" fn(
 );
 
 /// Machine code defined into a JIT module of this process (kept alive by the module).
-fn native(bytes: &[u8], nparams: usize) -> (JITModule, *const u8) {
+pub(super) fn native(bytes: &[u8], nparams: usize) -> (JITModule, *const u8) {
     let isa = Target::parse("x86_64-avx2").unwrap().jit_isa().unwrap();
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let mut sig = module.make_signature();

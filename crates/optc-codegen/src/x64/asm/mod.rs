@@ -5,7 +5,7 @@
 //!   conv, Winograd and swapped-roles node of the x64 path calls,
 //! - `depthwise.rs`: whole depthwise-conv units,
 //! - `direct_conv.rs`: convs with few input channels (a network's first conv),
-//! - `int8.rs` (with `int8_avx2.rs`, `int8_vnni.rs`, `int8_amx.rs`): the int8 microkernels of the quantized
+//! - `int8.rs` (with `int8_avx2.rs`, `int8_vnni.rs`, `int8_pixels.rs`, `int8_amx.rs`): the int8 microkernels of the quantized
 //!   contractions, and `quantize.rs`: the routines that quantize their f32 activations,
 //! - `sparse.rs`: the sparse kernel (rows of a mostly-zero constant weight times dense panels),
 //!   and `transpose.rs`: the 8x8-block transposing copy that packs its MatMul panels,
@@ -26,6 +26,7 @@ mod gemm_avx512;
 pub(crate) mod int8;
 pub(crate) mod int8_amx;
 mod int8_avx2;
+pub(crate) mod int8_pixels;
 mod int8_vnni;
 pub(crate) mod max_pool;
 mod peak;
@@ -38,6 +39,8 @@ pub(crate) mod transpose;
 
 #[cfg(test)]
 mod emulator;
+#[cfg(test)]
+mod int8_pixels_tests;
 #[cfg(test)]
 mod int8_tests;
 #[cfg(test)]

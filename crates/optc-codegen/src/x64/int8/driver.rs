@@ -3,8 +3,9 @@
 //! patch panels, then one microkernel call per `mr x 16` tile).
 
 use super::depthwise;
-use super::{int8_key, plane_key, Form, Int8Plan};
+use super::{block_panels, dequantize, int8_key, plane_key, row_tiles, Form, Int8Plan};
 use crate::builder::{if_else, tensor_flags, Emitter};
+use crate::ops::conv::ConvGeometry;
 use crate::x64::asm::int8::{Dequantize, Scheme};
 use crate::x64::asm::int8_amx::TileState;
 use crate::x64::asm::quantize::{
@@ -238,6 +239,10 @@ pub(in crate::x64) fn emit_unit(
         return;
     }
     // AMX kernels run on tiles configured once for the unit.
+    if let (true, Form::Conv(g)) = (q.pixels, &q.form) {
+        emit_pixel_tiles(e, p, q, g, c, u);
+        return;
+    }
     let tiles = q.scheme == Scheme::Tiles;
     if tiles {
         call(e, c, Routine::Tiles(TileState::Configure), &[]);
@@ -245,6 +250,122 @@ pub(in crate::x64) fn emit_unit(
     emit_blocks(e, p, q, c, u);
     if tiles {
         call(e, c, Routine::Tiles(TileState::Release), &[]);
+    }
+}
+
+/// A unit of a conv with pixels as rows (`Contraction::ConvPixels`): per block of its output
+/// channels ([`block_panels`]) (the block's weights stay in cache), every output row of its columns (the
+/// unit's columns are whole rows), each row in the tiles of [`row_tiles`], a tile one whole
+/// K read from the quantized planes in place.
+fn emit_pixel_tiles(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    q: &Int8Plan,
+    g: &ConvGeometry,
+    c: &KernelArgs,
+    u: Unit,
+) {
+    let Unit {
+        img,
+        col0,
+        ncols,
+        row0,
+        mrows,
+        ..
+    } = u;
+    let pgb = q.scheme.panel_group_bytes() as i64;
+    let rgb = q.scheme.row_group_bytes() as i64;
+    let fd = q.form_data();
+    let (_params, offsets, scales) = tables(e, q, c);
+    // The image's planes at the unit's first output row.
+    let act = e.b.ins().iadd_imm_s(c.scratch, q.activations_at() as i64);
+    let plane = (g.hp * g.wp * 4) as i64;
+    let io = e.b.ins().imul_imm_s(img, q.planes as i64 * plane);
+    let planes = e.b.ins().iadd(act, io);
+    let oy0 = e.b.ins().udiv_imm_u(col0, g.ow as i64);
+    let yo = e.b.ins().imul_imm_s(oy0, (g.sh * g.wp * 4) as i64);
+    let abase = e.b.ins().iadd(planes, yo);
+    let wo = e.b.ins().imul_imm_s(row0, q.groups as i64 * rgb);
+    let wbase = e.b.ins().iadd(c.extra[fd + 3], wo);
+    // Output (and residual) offset of the unit's first channel and column.
+    let ldc = (p.n * 4) as i64;
+    let io = e.b.ins().imul_imm_s(img, (p.m * p.n * 4) as i64);
+    let ro = e.b.ins().imul_imm_s(row0, ldc);
+    let co = e.b.ins().imul_imm_s(col0, 4);
+    let oo = e.b.ins().iadd(io, ro);
+    let obase = e.b.ins().iadd(oo, co);
+    let cho = e.b.ins().imul_imm_s(row0, 4);
+    let bias = q.bias_port.or(q.step_bias_port).map(|i| c.ins[i]);
+    let res = q.res_port.map(|i| c.ins[i]);
+    let groups = e.int_const(q.groups as i64);
+    let lda = e.int_const(q.groups as i64 * pgb);
+    let koff = c.extra[fd];
+    let ldcv = e.int_const(ldc);
+    let dq = Some(dequantize(q));
+    let tiles = row_tiles(g.ow);
+    // The tiles of `panels` 16-channel panels from channel offset `ch` (bytes of a table
+    // entry: 4 per channel).
+    let block = |e: &mut Emitter, panels: usize, ch: Value| {
+        let wb = e.b.ins().imul_imm_s(ch, q.groups as i64 * rgb / 4);
+        let w = e.b.ins().iadd(wbase, wb);
+        let cb = e.b.ins().imul_imm_s(ch, ldc / 4);
+        let ob = e.b.ins().iadd(obase, cb);
+        let tc = e.b.ins().iadd(cho, ch);
+        let po = e.b.ins().iadd(offsets, tc);
+        let ps = e.b.ins().iadd(scales, tc);
+        let pbias = bias.map(|bv| e.b.ins().iadd(bv, tc));
+        // Output row `y` of the unit: input bytes `ay`, output bytes `oyb` from its first.
+        let z = e.int_const(0);
+        e.loop_offsets(
+            (ncols / g.ow) as i64,
+            &[z, z],
+            &[(g.sh * g.wp * 4) as i64, (g.ow * 4) as i64],
+            &mut |e, _y, o| {
+                for &(x0, mr) in &tiles {
+                    let key = int8_key(q, mr, panels, false, true, dq.clone());
+                    let f = c.microkernels[&Routine::Int8(key)];
+                    let ay = e.b.ins().iadd_imm_s(o[0], (x0 * g.sw * 4) as i64);
+                    let a = e.b.ins().iadd(abase, ay);
+                    let oyb = e.b.ins().iadd_imm_s(o[1], (x0 * 4) as i64);
+                    let ot = e.b.ins().iadd(ob, oyb);
+                    let pc = e.b.ins().iadd(c.out, ot);
+                    let pr = match res {
+                        Some(rv) => e.b.ins().iadd(rv, ot),
+                        None => pc,
+                    };
+                    e.b.ins().call(
+                        f,
+                        &[
+                            a,
+                            w,
+                            pc,
+                            groups,
+                            lda,
+                            koff,
+                            ldcv,
+                            po,
+                            ps,
+                            pbias.unwrap_or(pc),
+                            pr,
+                        ],
+                    );
+                }
+            },
+        );
+    };
+    let full = block_panels(g.ow);
+    let wide = NR * full;
+    let z = e.int_const(0);
+    e.loop_offsets(
+        (mrows / wide) as i64,
+        &[z],
+        &[(wide * 4) as i64],
+        &mut |e, _i, o| block(e, full, o[0]),
+    );
+    let rest = mrows % wide / NR;
+    if rest > 0 {
+        let ch = e.int_const((mrows / wide * wide * 4) as i64);
+        block(e, rest, ch);
     }
 }
 
@@ -371,7 +492,7 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
     // A tile of `mr` rows from row `row` (a Value), panel at `bp`, columns from `colb` (bytes
     // from col0).
     let tile = |e: &mut Emitter, mr: usize, partial: bool, row: Value, bp: Value, colb: Value| {
-        let key = int8_key(q, mr, partial, first, dq.clone());
+        let key = int8_key(q, mr, 1, partial, first, dq.clone());
         let f = c.microkernels[&Routine::Int8(key)];
         let pa = if matmul {
             let ro = e.b.ins().imul_imm_s(row, q.lda as i64);

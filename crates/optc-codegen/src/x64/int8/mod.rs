@@ -42,6 +42,7 @@ pub(crate) use packing::derived;
 
 use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
 use super::asm::int8_amx::{TileState, TILE_GROUPS, TILE_ROWS};
+use super::asm::int8_pixels::{panels_for, PIXEL_ROWS};
 use super::asm::quantize::{PlaneKey, QuantizeKey};
 use super::asm::{Epilogue, Isa, Routine, MR, NR};
 use super::kernel_plan::{
@@ -99,6 +100,10 @@ pub(crate) struct Int8Plan {
     /// reads them: chosen when units split the output channels, which would each pack the
     /// same patches again.
     pub shared: bool,
+    /// Conv: pixels are the tiles' rows and output channels their columns
+    /// (`Contraction::ConvPixels`, VNNI), read from the quantized planes in place; one K
+    /// block, units of whole output rows.
+    pub pixels: bool,
     /// Why the scheme was chosen.
     pub reason: &'static str,
 }
@@ -196,7 +201,7 @@ impl Int8Plan {
     pub fn task_bytes(&self, p: &KernelPlan) -> usize {
         match &self.form {
             Form::MatMul => 0,
-            Form::Conv(_) if self.unpacked || self.shared => 0,
+            Form::Conv(_) if self.unpacked || self.shared || self.pixels => 0,
             Form::Conv(_) => p.kc.min(self.groups.max(1)) * p.chunk * self.scheme.row_group_bytes(),
             Form::Depthwise(g) => depthwise::buffer_bytes(g, p.mrows),
         }
@@ -213,13 +218,24 @@ impl Int8Plan {
             Form::Depthwise(_) => 0,
         }
     }
-    /// Rows of a full microkernel tile: 16 with AMX tiles, else `MR`.
+    /// Rows of a full microkernel tile: 16 with AMX tiles, else `MR`; with
+    /// [`Int8Plan::pixels`], the 16 channels of a weight panel (the weights are packed as
+    /// 16-row tiles: a panel per 16 channels).
     pub fn tile_rows(&self) -> usize {
-        tile_rows(self.scheme)
+        if self.pixels {
+            NR
+        } else {
+            tile_rows(self.scheme)
+        }
     }
-    fn contraction(&self) -> Contraction {
-        match self.form {
+    /// The contraction of a tile `panels` 16-channel panels wide (1 but for pixel rows).
+    fn contraction(&self, panels: usize) -> Contraction {
+        match &self.form {
             Form::MatMul => Contraction::MatMul,
+            Form::Conv(g) if self.pixels => Contraction::ConvPixels {
+                panels,
+                row_step: 4 * g.sw,
+            },
             _ => Contraction::Conv,
         }
     }
@@ -265,7 +281,9 @@ impl Int8Plan {
                 .collect::<Vec<_>>()
                 .join(", "),
             p.tasks,
-            if self.shared {
+            if self.pixels {
+                ", pixels as rows"
+            } else if self.shared {
                 ", patches packed once for all tasks"
             } else {
                 ""
@@ -476,7 +494,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         }
         _ => false,
     };
-    let q = Int8Plan {
+    let mut q = Int8Plan {
         scheme,
         form,
         params,
@@ -493,8 +511,10 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         lda,
         unpacked,
         shared: false,
+        pixels: false,
         reason,
     };
+    q.pixels = pixel_rows_fit(&q, m);
     let caches = target.caches();
     let pgb = scheme.panel_group_bytes();
     let rgb = scheme.row_group_bytes();
@@ -503,7 +523,9 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     let kc = (caches.l1d / 2 / pgb).clamp(16, 1024) / TILE_GROUPS * TILE_GROUPS;
     let tr = q.tile_rows();
     let mc = (caches.l2 * 9 / 32 / (kc.min(groups) * rgb).max(1)).clamp(4 * tr, 1024) / tr * tr;
-    let chunk = match q.form {
+    let chunk = match &q.form {
+        // (Pixel rows: whole output rows.)
+        Form::Conv(g) if q.pixels => g.ow * (128 / g.ow).max(1),
         Form::Conv(_) => 128,
         Form::Depthwise(_) => n,
         Form::MatMul if m >= 256 => 512,
@@ -511,6 +533,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         Form::MatMul => 64,
     };
     let is_depthwise = matches!(q.form, Form::Depthwise(_));
+    let pixels = q.pixels;
     let mut p = KernelPlan {
         kind: Strategy::Int8(Box::new(q)),
         a_layout: ALayout::InPlace,
@@ -542,9 +565,14 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         // Channel groups: about 16 units.
         p.mrows = m.div_ceil(16usize.div_ceil(cu)).max(1);
     } else if cu < 8 && m >= 2 * 4 * MR {
-        // (Whole row tiles: AMX tiles are 16 rows.)
-        let tr = tile_rows(scheme);
-        p.mrows = balanced_rows(m, 8usize.div_ceil(cu), 4 * MR, m).div_ceil(tr) * tr;
+        // (Whole row tiles: AMX tiles are 16 rows, pixel rows' panels 16 channels.)
+        let want = 8usize.div_ceil(cu);
+        p.mrows = if pixels {
+            m.div_ceil(want).div_ceil(NR) * NR
+        } else {
+            let tr = tile_rows(scheme);
+            balanced_rows(m, want, 4 * MR, m).div_ceil(tr) * tr
+        };
     }
     // Spread work only when a unit has enough of it: int8 MACs run about twice as fast as
     // f32 FMAs, so twice the f32 path's threshold.
@@ -566,9 +594,14 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         let single_group = matches!(&q.form, Form::Conv(g) if g.groups == 1);
         q.shared = single_group
             && !q.unpacked
+            && !q.pixels
             && matches!(q.scheme, Scheme::DotProduct | Scheme::BytePairs)
             && row_split
             && bytes <= SHARED_PANELS_MAX_BYTES;
+    }
+    if pixels {
+        // One K block: a tile is a whole K.
+        p.kc = p.k;
     }
     // Sizes the kernels address with 32-bit offsets.
     let Strategy::Int8(q) = &p.kind else {
@@ -611,6 +644,38 @@ pub fn int8_plans(
         }
     }
     Ok(v)
+}
+
+/// What a pixel-rows tile's transposed store costs, in K groups of its rows (measured on
+/// Zen 4: the store of 16 outputs takes about as long as 6 K groups of their sums).
+const TRANSPOSED_STORE_GROUPS: f64 = 6.0;
+
+/// Whether conv `q` takes pixels as rows (`Contraction::ConvPixels`): one conv group, VNNI,
+/// whole 16-channel panels, output rows of at least 4 pixels, no per-channel step after a
+/// residual (the tile is transposed there; the channel tables run along the vectors before),
+/// and when it pays: the other form's tiles compute whole 16-pixel panels and 6-channel rows,
+/// the padding costing `groups (fill - 1)` K groups per output vector, against the pixel rows'
+/// transposed store ([`TRANSPOSED_STORE_GROUPS`]). On resnet18's int8 convs: the 7x7 and
+/// 14x14 maps (49 pixels in 64 columns, 196 in 208) and the 28x28 ones with K >= 288 groups.
+fn pixel_rows_fit(q: &Int8Plan, m: usize) -> bool {
+    let Form::Conv(g) = &q.form else {
+        return false;
+    };
+    if g.groups != 1 || g.ow < 4 {
+        return false;
+    }
+    let n = g.oh * g.ow;
+    let fill = (n.div_ceil(NR) * NR * m.div_ceil(MR) * MR) as f64 / (n * m) as f64;
+    if (q.groups as f64) * (fill - 1.0) <= TRANSPOSED_STORE_GROUPS {
+        return false;
+    }
+    let channel_step = |s: &Epilogue| matches!(s, Epilogue::BiasRow | Epilogue::BiasCol);
+    let after_residual = q
+        .steps
+        .iter()
+        .skip_while(|s| **s != Epilogue::Residual)
+        .any(channel_step);
+    q.scheme == Scheme::DotProduct && m.is_multiple_of(NR) && !after_residual
 }
 
 /// `(groups, output channels per group)` of a conv node.
@@ -684,16 +749,26 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
         r.push(Routine::Tiles(TileState::Configure));
         r.push(Routine::Tiles(TileState::Release));
     }
+    if let (true, Form::Conv(g)) = (q.pixels, &q.form) {
+        for (mr, panels) in pixel_tiles(p, g) {
+            r.push(Routine::Int8(int8_key(
+                q,
+                mr,
+                panels,
+                false,
+                true,
+                Some(dequantize(q)),
+            )));
+        }
+        return r;
+    }
     let last = p.last_unit_cols();
     let mut partial = vec![false];
     if !last.is_multiple_of(NR) || !p.chunk.is_multiple_of(NR) {
         partial.push(true);
     }
     let nkb = p.kblocks().len();
-    let dq = Some(Dequantize {
-        bias: q.bias_port.is_some(),
-        steps: q.steps.clone(),
-    });
+    let dq = Some(dequantize(q));
     let blocks = if nkb == 1 {
         vec![(true, dq)]
     } else {
@@ -702,7 +777,7 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
     for mr in tile_heights(p, q.tile_rows()) {
         for &partial in &partial {
             for (first, last) in &blocks {
-                let k = Routine::Int8(int8_key(q, mr, partial, *first, last.clone()));
+                let k = Routine::Int8(int8_key(q, mr, 1, partial, *first, last.clone()));
                 if !r.contains(&k) {
                     r.push(k);
                 }
@@ -712,19 +787,73 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
     r
 }
 
+/// A pixel-rows conv's tiles along an output row of `ow` pixels: `(first pixel, pixels)`, as
+/// few as tiles of [`PIXEL_ROWS`] allow, as even as can be (14 = 7 + 7, 28 = 4 x 7).
+pub(super) fn row_tiles(ow: usize) -> Vec<(usize, usize)> {
+    let n = ow.div_ceil(PIXEL_ROWS);
+    let (base, extra) = (ow / n, ow % n);
+    let mut v = vec![];
+    let mut x = 0;
+    for t in 0..n {
+        let w = base + usize::from(t < extra);
+        v.push((x, w));
+        x += w;
+    }
+    v
+}
+
+/// Channel panels per block of a pixel-rows conv with output rows of `ow` pixels: as many as
+/// its widest row tile allows.
+pub(super) fn block_panels(ow: usize) -> usize {
+    let widest = row_tiles(ow).iter().map(|t| t.1).max().unwrap_or(1);
+    panels_for(widest)
+}
+
+/// The tile shapes `(pixel rows, channel panels)` the units of pixel-rows conv `g` call: the
+/// row tiles' widths by [`block_panels`] panels (and a part's last `rows % (16 panels) / 16`).
+pub(super) fn pixel_tiles(p: &KernelPlan, g: &ConvGeometry) -> Vec<(usize, usize)> {
+    let full = block_panels(g.ow);
+    let mut rows = vec![];
+    for (_, w) in row_tiles(g.ow) {
+        if !rows.contains(&w) {
+            rows.push(w);
+        }
+    }
+    let mut panels = vec![];
+    for part in [p.mrows, p.last_part_rows()] {
+        for z in [(part / NR).min(full), part % (NR * full) / NR] {
+            if z > 0 && !panels.contains(&z) {
+                panels.push(z);
+            }
+        }
+    }
+    rows.iter()
+        .flat_map(|&mr| panels.iter().map(move |&z| (mr, z)))
+        .collect()
+}
+
+/// The dequantizing end of a node's last K block.
+pub(super) fn dequantize(q: &Int8Plan) -> Dequantize {
+    Dequantize {
+        bias: q.bias_port.is_some(),
+        steps: q.steps.clone(),
+    }
+}
+
 pub(super) fn int8_key(
     q: &Int8Plan,
     mr: usize,
+    panels: usize,
     partial: bool,
     first: bool,
     last: Option<Dequantize>,
 ) -> Int8Key {
     Int8Key {
         scheme: q.scheme,
-        contraction: q.contraction(),
+        contraction: q.contraction(panels),
         mr,
         partial,
-        unpacked: q.unpacked,
+        unpacked: q.unpacked && !q.pixels,
         first,
         last,
     }
