@@ -439,6 +439,22 @@ fn maxpool_nan_and_padding() {
             vec![2, 2, 9, 64],
             window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ),
+        // Read in place, the windows' rows in the padding left out: two padded rows at the
+        // top and none at the bottom (windows of 1, 2 and 3 rows), dilation 2 (windows
+        // clipped to every other row), a window whose only row inside is the last; then a
+        // window wholly in the padding (NaN: the padded copy).
+        (
+            vec![1, 3, 11, 37],
+            window(&[3, 3], &[1, 2], &[2, 1, 0, 2], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 13, 20],
+            window(&[3, 2], &[2, 1], &[3, 0, 3, 1], &[2, 1]),
+        ),
+        (
+            vec![1, 2, 6, 18],
+            window(&[2, 2], &[2, 2], &[2, 0, 0, 0], &[1, 1]),
+        ),
     ] {
         let mut g = Graph::new();
         let x = g.add_input("x", f(&shape));

@@ -367,9 +367,9 @@ impl KernelPlan {
             return vec![Routine::Softmax(softmax::key(self))];
         }
         if let Strategy::MaxPool(g) = &self.kind {
-            return pool::routine_key(self, g)
-                .map(Routine::MaxPool)
+            return pool::routine_keys(self, g)
                 .into_iter()
+                .map(Routine::MaxPool)
                 .collect();
         }
         let mut r: Vec<Routine> = self.keys().into_iter().map(Routine::Microkernel).collect();

@@ -4,9 +4,11 @@
 //!
 //! Semantics are the reference's: padding and NaN cells are skipped (`acc = v > acc || acc
 //! is NaN ? v : acc`, a max that ignores NaN unless every cell is NaN), which is associative
-//! and commutative, so the separable order gives the same result. Each task copies its plane
-//! into a NaN-padded buffer first, unless the pool has no padding and its windows cover each
-//! plane's rows exactly ([`stacked`]): then a task's planes are one tall plane read in place,
+//! and commutative, so the separable order gives the same result. With the AVX-512 routine
+//! the planes are read in place, a window's rows in the padding left out and the horizontal
+//! padding NaN in the row buffer ([`row_runs`]); otherwise each task copies its plane into a
+//! NaN-padded buffer first, unless the pool has no padding and its windows cover each plane's
+//! rows exactly ([`stacked`]): then a task's planes are one tall plane read in place,
 //! and when they cover each row's columns exactly too ([`flat`]), the vertical maxima of a
 //! chunk of planes are pooled along as one row (whole vectors where a small map's row has
 //! two outputs).
@@ -20,25 +22,80 @@ use crate::ops::pool::MaxPoolGeometry;
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 
 /// The AVX-512 routine for a pool's output rows ([`super::asm::max_pool`]), when the target
-/// has it and the horizontal stride is 1 or 2 (others, and the flat planes of tiny maps,
-/// take the Cranelift rows).
-pub(super) fn routine_key(p: &KernelPlan, g: &MaxPoolGeometry) -> Option<MaxPoolKey> {
+/// has it, the horizontal stride is 1 or 2 and every output row's window has a row inside
+/// the map (others, and the flat planes of tiny maps, take the Cranelift rows). It reads the
+/// planes in place: the rows of a window that fall in the vertical padding are left out (a
+/// padding cell is skipped by the max anyway), the horizontal padding is NaN in the row
+/// buffer. One key per window height of [`row_runs`].
+pub(super) fn routine_keys(p: &KernelPlan, g: &MaxPoolGeometry) -> Vec<MaxPoolKey> {
     let fits = |x: usize| x < i32::MAX as usize / 8;
+    let runs = row_runs(g);
     let ok = p.isa == Isa::Avx512
         && matches!(g.sw, 1 | 2)
         && !flat(g)
+        && runs.iter().all(|r| r.kh > 0)
         && fits(g.wp * 4 * g.sh.max(g.kh * g.dh))
         && fits(g.ow * 4 * g.sw + g.kw * g.dw * 4);
-    ok.then_some(MaxPoolKey {
-        kh: g.kh,
+    let mut v: Vec<MaxPoolKey> = vec![];
+    if ok {
+        for r in runs {
+            let k = routine_key(g, r.kh);
+            if !v.contains(&k) {
+                v.push(k);
+            }
+        }
+    }
+    v
+}
+
+fn routine_key(g: &MaxPoolGeometry, kh: usize) -> MaxPoolKey {
+    MaxPoolKey {
+        kh,
         kw: g.kw,
         dh: g.dh,
         dw: g.dw,
         sh: g.sh,
         sw: g.sw,
-        pitch: g.wp,
+        pitch: g.w,
+        left: g.pw,
         ow: g.ow,
-    })
+    }
+}
+
+/// Consecutive output rows whose windows keep the same rows inside the map: from output row
+/// `out_row`, `rows` of them, the first window's first row inside at input row `in_row`, `kh`
+/// rows (`dh` apart) in each.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct RowRun {
+    pub out_row: usize,
+    pub rows: usize,
+    pub in_row: usize,
+    pub kh: usize,
+}
+
+pub(super) fn row_runs(g: &MaxPoolGeometry) -> Vec<RowRun> {
+    let mut v: Vec<RowRun> = vec![];
+    for r in 0..g.oh {
+        // Window rows i with 0 <= r sh - ph + i dh < h.
+        let inside: Vec<usize> = (0..g.kh)
+            .filter(|&i| {
+                let y = (r * g.sh + i * g.dh) as i64 - g.ph as i64;
+                y >= 0 && y < g.h as i64
+            })
+            .collect();
+        let (i0, kh) = (inside.first().copied().unwrap_or(0), inside.len());
+        let in_row = (r * g.sh + i0 * g.dh).saturating_sub(g.ph);
+        match v.last_mut() {
+            Some(l) if l.kh == kh && l.in_row + l.rows * g.sh == in_row => l.rows += 1,
+            _ => v.push(RowRun {
+                out_row: r,
+                rows: 1,
+                in_row,
+                kh,
+            }),
+        }
+    }
+    v
 }
 
 /// Planes per work unit: about 32 units, at least 1 plane each.
@@ -85,8 +142,15 @@ pub(super) fn emit_task(
         e.b.ins()
             .iadd_imm_s(pbuf, (plane_buffer_floats(g) * 4) as i64);
     // The row buffer's slack stays NaN (read by the last vector, never selected... but
-    // keep it defined).
-    fill(e, vrow, g.wp, g.wp + 32, f32::NAN);
+    // keep it defined); read in place, its horizontal padding too (the vertical maxima go
+    // between).
+    let routine = !routine_keys(p, g).is_empty();
+    if routine {
+        fill(e, vrow, 0, g.pw, f32::NAN);
+        fill(e, vrow, g.pw + g.w, g.wp + 32, f32::NAN);
+    } else {
+        fill(e, vrow, g.wp, g.wp + 32, f32::NAN);
+    }
     // Units are runs of `mrows` planes (the last one shorter).
     let p0 = e.b.ins().imul_imm_s(lo, p.mrows as i64);
     let p1 = e.b.ins().imul_imm_s(hi, p.mrows as i64);
@@ -105,6 +169,8 @@ pub(super) fn emit_task(
             let nrows = e.b.ins().imul_imm_s(planes, g.oh as i64);
             output_rows(e, p, g, c, x, vrow, out, nrows);
         }
+    } else if routine {
+        e.loop_range(p0, p1, &mut |e, pl| plane_in_place(e, g, c, vrow, pl));
     } else {
         e.loop_range(p0, p1, &mut |e, pl| plane(e, p, g, c, pbuf, vrow, pl));
     }
@@ -119,6 +185,22 @@ pub(super) fn emit_task(
 /// few outputs.
 pub(super) fn stacked(g: &MaxPoolGeometry) -> bool {
     g.ph == 0 && g.pw == 0 && g.hp == g.h && g.wp == g.w && g.oh * g.sh == g.h
+}
+
+/// Plane `pl` read in place by the AVX-512 routine: one call per run of output rows whose
+/// windows keep the same rows inside the map ([`row_runs`]).
+fn plane_in_place(e: &mut Emitter, g: &MaxPoolGeometry, c: &KernelArgs, vrow: Value, pl: Value) {
+    let xo = e.b.ins().imul_imm_s(pl, (g.h * g.w * 4) as i64);
+    let x = e.b.ins().iadd(c.ins[0], xo);
+    let oo = e.b.ins().imul_imm_s(pl, (g.oh * g.ow * 4) as i64);
+    let out = e.b.ins().iadd(c.out, oo);
+    for run in row_runs(g) {
+        let f = c.microkernels[&Routine::MaxPool(routine_key(g, run.kh))];
+        let src = e.b.ins().iadd_imm_s(x, (run.in_row * g.w * 4) as i64);
+        let dst = e.b.ins().iadd_imm_s(out, (run.out_row * g.ow * 4) as i64);
+        let rows = e.int_const(run.rows as i64);
+        e.b.ins().call(f, &[src, vrow, dst, rows]);
+    }
 }
 
 pub(super) fn plane(
@@ -190,8 +272,9 @@ fn output_rows(
     out: Value,
     nrows: Value,
 ) {
-    if let Some(k) = routine_key(p, g) {
-        let f = c.microkernels[&Routine::MaxPool(k)];
+    if !routine_keys(p, g).is_empty() {
+        // (Stacked planes: no padding, every window whole.)
+        let f = c.microkernels[&Routine::MaxPool(routine_key(g, g.kh))];
         e.b.ins().call(f, &[src, vrow, out, nrows]);
         return;
     }

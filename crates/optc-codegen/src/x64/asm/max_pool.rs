@@ -9,8 +9,10 @@
 //! the order of the Cranelift lowering (`crate::x64::pool`), so the results are the same bits.
 //!
 //! System-V ABI, no return value: `max_pool_rows(src, row, out, rows)`: output row `r`'s
-//! window starts at input row `src + r * sh * pitch * 4`; `row` holds `pitch + 32` floats
-//! (its tail past `pitch` is never selected); `out + r * ow * 4` receives the row.
+//! window starts at input row `src + r * sh * pitch * 4` (its `kh` rows, `dh` apart); the
+//! vertical max of a row's `pitch` floats goes to `row + left * 4` (the row buffer holds the
+//! horizontal padding, `left` floats before, NaN, and slack after: `pitch + left + 32`
+//! floats at least); `out + r * ow * 4` receives the row.
 
 use iced_x86::code_asm::*;
 
@@ -25,8 +27,10 @@ pub(crate) struct MaxPoolKey {
     pub sh: usize,
     /// 1 or 2.
     pub sw: usize,
-    /// Floats per input row (the padded width), at least 1.
+    /// Floats per input row (the width the vertical pass covers), at least 1.
     pub pitch: usize,
+    /// Floats of padding before the vertical maxima in the row buffer.
+    pub left: usize,
     /// Outputs per row, at least 1.
     pub ow: usize,
 }
@@ -34,8 +38,8 @@ pub(crate) struct MaxPoolKey {
 impl MaxPoolKey {
     pub fn symbol(&self) -> String {
         format!(
-            "optc_max_pool_avx512_k{}x{}_d{}x{}_s{}x{}_p{}_o{}",
-            self.kh, self.kw, self.dh, self.dw, self.sh, self.sw, self.pitch, self.ow
+            "optc_max_pool_avx512_k{}x{}_d{}x{}_s{}x{}_p{}_l{}_o{}",
+            self.kh, self.kw, self.dh, self.dw, self.sh, self.sw, self.pitch, self.left, self.ow
         )
     }
 }
@@ -129,7 +133,7 @@ pub(crate) fn assemble(key: &MaxPoolKey) -> Result<Vec<u8>, IcedError> {
         }
     };
     a.mov(rax, rdi)?;
-    a.mov(r8, rsi)?;
+    a.lea(r8, rsi + (key.left * 4) as i32)?;
     vectors(&mut a, key.pitch, &[(rax, 64), (r8, 64)], &vertical)?;
 
     // Horizontal: r8 walks the row buffer (16 sw floats a step), r10 the output row.
