@@ -32,12 +32,16 @@ pub(super) fn routine_keys(p: &KernelPlan, g: &MaxPoolGeometry) -> Vec<MaxPoolKe
     let runs = row_runs(g);
     let ok = p.isa == Isa::Avx512
         && matches!(g.sw, 1 | 2)
-        && !flat(g)
         && runs.iter().all(|r| r.kh > 0)
         && fits(g.wp * 4 * g.sh.max(g.kh * g.dh))
         && fits(g.ow * 4 * g.sw + g.kw * g.dw * 4);
     let mut v: Vec<MaxPoolKey> = vec![];
-    if ok {
+    if ok && flat(g) {
+        v.push(flat_key(g, flat_planes(g)));
+        if flat_planes(g) > 1 {
+            v.push(flat_key(g, 1));
+        }
+    } else if ok {
         for r in runs {
             let k = routine_key(g, r.kh);
             if !v.contains(&k) {
@@ -59,6 +63,15 @@ fn routine_key(g: &MaxPoolGeometry, kh: usize) -> MaxPoolKey {
         pitch: g.w,
         left: g.pw,
         ow: g.ow,
+        flat_rows: 0,
+    }
+}
+
+/// The flat-mode routine for `planes` stacked planes' rows ([`flat`]).
+fn flat_key(g: &MaxPoolGeometry, planes: usize) -> MaxPoolKey {
+    MaxPoolKey {
+        flat_rows: planes * g.oh,
+        ..routine_key(g, g.kh)
     }
 }
 
@@ -164,7 +177,8 @@ pub(super) fn emit_task(
         let out = e.b.ins().iadd(c.out, oo);
         let planes = e.b.ins().isub(p1, p0);
         if flat(g) {
-            flat_planes_rows(e, g, x, pbuf, out, planes);
+            let routine = routine.then_some(c);
+            flat_planes_rows(e, g, routine, x, pbuf, out, planes);
         } else {
             let nrows = e.b.ins().imul_imm_s(planes, g.oh as i64);
             output_rows(e, p, g, c, x, vrow, out, nrows);
@@ -308,10 +322,12 @@ fn flat_planes(g: &MaxPoolGeometry) -> usize {
 }
 
 /// `planes` stacked planes from `src` to `out` by chunks of [`flat_planes`] (then one plane
-/// at a time): the vertical maxima of a chunk's rows into `buf`, one pass along them.
+/// at a time): the vertical maxima of a chunk's rows into `buf`, one pass along them (a call
+/// of the AVX-512 routine's flat mode where `routine` has it).
 fn flat_planes_rows(
     e: &mut Emitter,
     g: &MaxPoolGeometry,
+    routine: Option<&KernelArgs>,
     src: Value,
     buf: Value,
     out: Value,
@@ -326,6 +342,12 @@ fn flat_planes_rows(
         let s = e.b.ins().iadd(src, s);
         let d = e.b.ins().imul_imm_s(first, out_plane);
         let d = e.b.ins().iadd(out, d);
+        if let Some(c) = routine {
+            let f = c.microkernels[&Routine::MaxPool(flat_key(g, n))];
+            let rows = e.int_const((n * g.oh) as i64);
+            e.b.ins().call(f, &[s, buf, d, rows]);
+            return;
+        }
         e.loop_offsets(
             (n * g.oh) as i64,
             &[s, buf],

@@ -33,13 +33,26 @@ pub(crate) struct MaxPoolKey {
     pub left: usize,
     /// Outputs per row, at least 1.
     pub ow: usize,
+    /// 0, or flat mode: this many output rows whose vertical maxima go side by side into
+    /// the buffer (`pitch` floats each), then one horizontal pass along them all (their
+    /// windows cover each row's columns exactly: `ow sw = pitch`); `rows` is ignored.
+    pub flat_rows: usize,
 }
 
 impl MaxPoolKey {
     pub fn symbol(&self) -> String {
         format!(
-            "optc_max_pool_avx512_k{}x{}_d{}x{}_s{}x{}_p{}_l{}_o{}",
-            self.kh, self.kw, self.dh, self.dw, self.sh, self.sw, self.pitch, self.left, self.ow
+            "optc_max_pool_avx512_k{}x{}_d{}x{}_s{}x{}_p{}_l{}_o{}_f{}",
+            self.kh,
+            self.kw,
+            self.dh,
+            self.dw,
+            self.sh,
+            self.sw,
+            self.pitch,
+            self.left,
+            self.ow,
+            self.flat_rows
         )
     }
 }
@@ -91,24 +104,24 @@ pub(crate) fn assemble(key: &MaxPoolKey) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let evens = a.create_label();
     let pitch_bytes = (key.pitch * 4) as i32;
-    // k1: the last vector of a row buffer (pitch % 16 floats); k3: of an output row.
+    // Outputs of one horizontal pass.
+    let outputs = if key.flat_rows > 0 {
+        key.flat_rows * key.ow
+    } else {
+        key.ow
+    };
+    // k1: the last vector of a row buffer (pitch % 16 floats); k3: of a horizontal pass.
     if !key.pitch.is_multiple_of(16) {
         a.mov(eax, (1u32 << (key.pitch % 16)) - 1)?;
         a.kmovw(k1, eax)?;
     }
-    if !key.ow.is_multiple_of(16) {
-        a.mov(eax, (1u32 << (key.ow % 16)) - 1)?;
+    if !outputs.is_multiple_of(16) {
+        a.mov(eax, (1u32 << (outputs % 16)) - 1)?;
         a.kmovw(k3, eax)?;
     }
     if key.sw == 2 {
         a.vmovdqu32(EVENS, zmmword_ptr(evens))?;
     }
-    let mut done = a.create_label();
-    a.test(rcx, rcx)?;
-    a.jz(done)?;
-    let mut row = a.create_label();
-    a.set_label(&mut row)?;
-
     // Vertical: rax walks the window's first row, r8 the row buffer.
     let vertical = |a: &mut CodeAssembler, masked: bool| -> Result<(), IcedError> {
         let (acc, v) = (zmm(0), zmm(1));
@@ -132,10 +145,6 @@ pub(crate) fn assemble(key: &MaxPoolKey) -> Result<Vec<u8>, IcedError> {
             a.vmovups(zmmword_ptr(r8), acc)
         }
     };
-    a.mov(rax, rdi)?;
-    a.lea(r8, rsi + (key.left * 4) as i32)?;
-    vectors(&mut a, key.pitch, &[(rax, 64), (r8, 64)], &vertical)?;
-
     // Horizontal: r8 walks the row buffer (16 sw floats a step), r10 the output row.
     let horizontal = |a: &mut CodeAssembler, masked: bool| -> Result<(), IcedError> {
         let (acc, v, hi) = (zmm(0), zmm(1), zmm(2));
@@ -159,15 +168,40 @@ pub(crate) fn assemble(key: &MaxPoolKey) -> Result<Vec<u8>, IcedError> {
             a.vmovups(zmmword_ptr(r10), acc)
         }
     };
-    a.mov(r8, rsi)?;
-    a.mov(r10, rdx)?;
     let step = (64 * key.sw) as i32;
-    vectors(&mut a, key.ow, &[(r8, step), (r10, 64)], &horizontal)?;
-
-    a.add(rdi, (key.sh as i32) * pitch_bytes)?;
-    a.add(rdx, (key.ow * 4) as i32)?;
-    a.dec(rcx)?;
-    a.jnz(row)?;
+    let mut done = a.create_label();
+    if key.flat_rows > 0 {
+        // Each output row's vertical maxima at r11 (moving on by a row), then one pass.
+        a.mov(rcx, key.flat_rows as u64)?;
+        a.mov(r11, rsi)?;
+        let mut row = a.create_label();
+        a.set_label(&mut row)?;
+        a.mov(rax, rdi)?;
+        a.mov(r8, r11)?;
+        vectors(&mut a, key.pitch, &[(rax, 64), (r8, 64)], &vertical)?;
+        a.add(rdi, (key.sh as i32) * pitch_bytes)?;
+        a.add(r11, pitch_bytes)?;
+        a.dec(rcx)?;
+        a.jnz(row)?;
+        a.mov(r8, rsi)?;
+        a.mov(r10, rdx)?;
+        vectors(&mut a, outputs, &[(r8, step), (r10, 64)], &horizontal)?;
+    } else {
+        a.test(rcx, rcx)?;
+        a.jz(done)?;
+        let mut row = a.create_label();
+        a.set_label(&mut row)?;
+        a.mov(rax, rdi)?;
+        a.lea(r8, rsi + (key.left * 4) as i32)?;
+        vectors(&mut a, key.pitch, &[(rax, 64), (r8, 64)], &vertical)?;
+        a.mov(r8, rsi)?;
+        a.mov(r10, rdx)?;
+        vectors(&mut a, key.ow, &[(r8, step), (r10, 64)], &horizontal)?;
+        a.add(rdi, (key.sh as i32) * pitch_bytes)?;
+        a.add(rdx, (key.ow * 4) as i32)?;
+        a.dec(rcx)?;
+        a.jnz(row)?;
+    }
     a.set_label(&mut done)?;
     a.vzeroupper()?;
     a.ret()?;
