@@ -270,12 +270,6 @@ impl Machine {
                     self.zf = self.reg(r) == 0;
                 }
                 Mnemonic::Je => jump = self.zf.then(|| i.near_branch_target()),
-                Mnemonic::Jmp => jump = Some(i.near_branch_target()),
-                Mnemonic::Kortestw => {
-                    let k = self.k[Self::ki(i.op0_register())] | self.k[Self::ki(i.op1_register())];
-                    self.zf = k == 0;
-                }
-                Mnemonic::Vandps => self.dwords(&i, |a, b| a & b),
                 Mnemonic::Jne => jump = (!self.zf).then(|| i.near_branch_target()),
                 Mnemonic::Kmovw => {
                     self.k[Self::ki(i.op0_register())] = self.reg(i.op1_register()) as u16;

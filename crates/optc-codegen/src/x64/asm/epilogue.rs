@@ -6,7 +6,6 @@ use crate::ops::transcendental::{
     EXP_POLY,
 };
 use iced_x86::code_asm::*;
-use optc_ir::linear_quantization::fake_quantize_bounds;
 use optc_ir::GELU_ERF_SCALE;
 use std::f32::consts::LOG2_E;
 
@@ -44,100 +43,25 @@ pub(crate) enum Epilogue {
     FakeQuantize { scale: u32, zero: u32, signed: bool },
 }
 
-/// A fake-quantize step of the AVX-512 int8 kernels: the operations of the generic lowering
-/// (`ops/math.rs`) in order (a division, rounding half to even, the zero point added, `max`
-/// with the low bound, which `vmaxps` returns for a NaN: its second operand, `min` with the
-/// high one, the zero point subtracted, the scale multiplied), the division by the scale
-/// done as a product with its reciprocal where that rounds to the same integer.
-///
-/// `t = x * RN(1 / s)` is within `3 * 2^-24 |x / s|` of the rounded quotient `fl(x / s)`, so
-/// both round to the same integer unless a half-integer lies between them: then `t` is within
-/// `|t| 2^-22` of it. A lane whose `t` is within `2^-11` of a half-integer (every `|t| <
-/// 2^11` that could differ) takes the division, out of line (rare: 1 in 2^10 of uniformly
-/// spread values); larger `|t|` clamp to the same bound either way (same sign, beyond 255 +
-/// 128). NaN, infinities and zeros give the division's values.
-pub(crate) struct FakeQuantizer {
-    scale: CodeLabel,
-    inverse: CodeLabel,
-    zero: CodeLabel,
-    lo: CodeLabel,
-    hi: CodeLabel,
-    near_half: CodeLabel,
-    magnitude: CodeLabel,
-    /// Whether the reciprocal is a normal float (else: the division always).
-    reciprocal: bool,
-    /// Out-of-line divisions: (entry, return, x, rounded quotient register).
-    fixups: Vec<(CodeLabel, CodeLabel, AsmRegisterZmm, AsmRegisterZmm)>,
-}
-
-impl FakeQuantizer {
-    /// The step's constants placed by `konst` (f32 bit patterns of the scale and zero point).
-    pub fn new(
-        a: &mut CodeAssembler,
-        scale: u32,
-        zero: u32,
-        signed: bool,
-        konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
-    ) -> FakeQuantizer {
-        let (lo, hi) = fake_quantize_bounds(signed);
-        let inv = 1.0 / f32::from_bits(scale);
-        FakeQuantizer {
-            scale: konst(a, scale),
-            inverse: konst(a, inv.to_bits()),
-            zero: konst(a, zero),
-            lo: konst(a, (lo as f32).to_bits()),
-            hi: konst(a, (hi as f32).to_bits()),
-            near_half: konst(a, (0.5f32 - 2f32.powi(-11)).to_bits()),
-            magnitude: konst(a, 0x7fff_ffff),
-            reciprocal: inv.is_normal(),
-            fixups: vec![],
-        }
-    }
-
-    /// The step on `x` in place; `t`, `u` scratch registers, `k` a scratch opmask.
-    pub fn apply(
-        &mut self,
-        a: &mut CodeAssembler,
-        x: AsmRegisterZmm,
-        t: AsmRegisterZmm,
-        u: AsmRegisterZmm,
-        k: AsmRegisterK,
-    ) -> Result<(), IcedError> {
-        let c = dword_bcst;
-        if self.reciprocal {
-            // u = round(x / s) from t = x * (1 / s), lanes near a half-integer divided.
-            a.vmulps(t, x, c(self.inverse))?;
-            a.vrndscaleps(u, t, 0)?;
-            a.vsubps(t, t, u)?;
-            a.vandps(t, t, c(self.magnitude))?;
-            a.vcmpps(k, t, c(self.near_half), 0x1e)?;
-            let entry = a.create_label();
-            let mut back = a.create_label();
-            a.kortestw(k, k)?;
-            a.jnz(entry)?;
-            a.set_label(&mut back)?;
-            self.fixups.push((entry, back, x, u));
-        } else {
-            a.vdivps(u, x, c(self.scale))?;
-            a.vrndscaleps(u, u, 0)?;
-        }
-        a.vaddps(u, u, c(self.zero))?;
-        a.vmaxps(u, u, c(self.lo))?;
-        a.vminps(u, u, c(self.hi))?;
-        a.vsubps(u, u, c(self.zero))?;
-        a.vmulps(x, u, c(self.scale))
-    }
-
-    /// The out-of-line divisions, placed after the kernel's `ret`.
-    pub fn finish(self, a: &mut CodeAssembler) -> Result<(), IcedError> {
-        for (mut entry, back, x, u) in self.fixups {
-            a.set_label(&mut entry)?;
-            a.vdivps(u, x, dword_bcst(self.scale))?;
-            a.vrndscaleps(u, u, 0)?;
-            a.jmp(back)?;
-        }
-        Ok(())
-    }
+/// A fake-quantize step on `x` (zmm), `t` scratch, `c` = the scale, the zero point and the
+/// clamp bounds broadcast: the operations of the generic lowering (`ops/math.rs`), in order:
+/// a division, rounding half to even, the zero point added, `max` with the low bound (which
+/// `vmaxps` returns for a NaN: its second operand), `min` with the high one, the zero point
+/// subtracted, the scale multiplied.
+pub(crate) fn fake_quantize(
+    a: &mut CodeAssembler,
+    x: AsmRegisterZmm,
+    t: AsmRegisterZmm,
+    c: [AsmRegisterZmm; 4],
+) -> Result<(), IcedError> {
+    let [scale, zero, lo, hi] = c;
+    a.vdivps(t, x, scale)?;
+    a.vrndscaleps(t, t, 0)?;
+    a.vaddps(t, t, zero)?;
+    a.vmaxps(t, t, lo)?;
+    a.vminps(t, t, hi)?;
+    a.vsubps(t, t, zero)?;
+    a.vmulps(x, t, scale)
 }
 
 impl Epilogue {

@@ -22,9 +22,10 @@
 //! once per work unit and releases them after it (`ldtilecfg` and `tilerelease` in every
 //! call cost about a quarter of a 9-tile call).
 
-use super::epilogue::{Activation, Epilogue, FakeQuantizer};
+use super::epilogue::{fake_quantize, Activation, Epilogue};
 use super::int8::{Contraction, Int8Key, Scheme};
 use iced_x86::code_asm::*;
+use optc_ir::linear_quantization::fake_quantize_bounds;
 
 /// Rows of the tile a kernel computes (at most; `Int8Key::mr` are stored).
 pub(crate) const TILE_ROWS: usize = 16;
@@ -206,7 +207,6 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
         .flat_map(|dq| &dq.steps)
         .map(|&step| Activation::new(&mut a, step, &mut konst))
         .collect();
-    let mut quantizers: Vec<FakeQuantizer> = vec![];
     for r in 0..mr as i32 {
         a.vmovdqa32(acc, zmmword_ptr(rsp + 64 * r))?;
         for t in 1..ACCUMULATORS as i32 {
@@ -275,9 +275,18 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
                     zero,
                     signed,
                 } => {
-                    let mut fq = FakeQuantizer::new(&mut a, scale, zero, signed, &mut konst);
-                    fq.apply(&mut a, acc, zmm1, zmm2, k2)?;
-                    quantizers.push(fq);
+                    let (lo, hi) = fake_quantize_bounds(signed);
+                    let regs = [zmm2, zmm3, zmm4, zmm5];
+                    for (z, bits) in regs.into_iter().zip([
+                        scale,
+                        zero,
+                        (lo as f32).to_bits(),
+                        (hi as f32).to_bits(),
+                    ]) {
+                        let l = konst(&mut a, bits);
+                        a.vbroadcastss(z, dword_ptr(l))?;
+                    }
+                    fake_quantize(&mut a, acc, zmm1, regs)?;
                 }
                 Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
                     // zmm22-26 are free (zmm16-21 hold the tables).
@@ -301,9 +310,6 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     a.pop(rbp)?;
     a.vzeroupper()?;
     a.ret()?;
-    for fq in quantizers {
-        fq.finish(&mut a)?;
-    }
     for (mut l, bits) in consts {
         a.set_label(&mut l)?;
         a.dd(&[bits])?;

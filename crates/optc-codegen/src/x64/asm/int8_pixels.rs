@@ -28,9 +28,10 @@
 //! stride; the channel tables at the tile's first channel
 //! (not masked: the plan takes this form only for whole panels).
 
-use super::epilogue::{Activation, Epilogue, FakeQuantizer};
+use super::epilogue::{fake_quantize, Activation, Epilogue};
 use super::int8::{assemble_loop_aligned, Contraction, Int8Key, Scheme};
 use iced_x86::code_asm::*;
+use optc_ir::linear_quantization::fake_quantize_bounds;
 
 /// Output pixels of the tallest tile (two blocks of 4).
 pub(crate) const PIXEL_ROWS: usize = 8;
@@ -271,7 +272,6 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         .map(|(r, z)| acc(r, z))
         .collect();
     let live = |transposed: bool| if transposed { &all } else { &computed };
-    let mut quantizers: Vec<FakeQuantizer> = vec![];
     for step in &dq.steps {
         match *step {
             Epilogue::BiasRow | Epilogue::BiasCol => {
@@ -317,11 +317,19 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                 zero,
                 signed,
             } => {
-                let mut fq = FakeQuantizer::new(&mut a, scale, zero, signed, &mut konst);
-                for &x in live(transposed) {
-                    fq.apply(&mut a, x, zmm20, zmm21, k6)?;
+                let (lo, hi) = fake_quantize_bounds(signed);
+                for (z, bits) in [
+                    (16, scale),
+                    (17, zero),
+                    (18, (lo as f32).to_bits()),
+                    (19, (hi as f32).to_bits()),
+                ] {
+                    let l = konst(&mut a, bits);
+                    a.vbroadcastss(v(z), dword_ptr(l))?;
                 }
-                quantizers.push(fq);
+                for &x in live(transposed) {
+                    fake_quantize(&mut a, x, zmm20, [zmm16, zmm17, zmm18, zmm19])?;
+                }
             }
             Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
                 let act = Activation::new(&mut a, *step, &mut konst).expect("an activation step");
@@ -345,9 +353,6 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
     })?;
     a.vzeroupper()?;
     a.ret()?;
-    for fq in quantizers {
-        fq.finish(&mut a)?;
-    }
     for (mut l, bits) in consts {
         a.set_label(&mut l)?;
         a.dd(&[bits])?;

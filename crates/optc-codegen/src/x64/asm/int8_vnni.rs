@@ -8,11 +8,12 @@
 //! embedded broadcasts, `vpdpbusd zmm, zmm, dword bcst [a]`); partial tiles use opmask
 //! `k1 = (1 << nr) - 1`. GPRs as in the AVX2 kernel (`int8_avx2.rs`).
 
-use super::epilogue::{Activation, Epilogue, FakeQuantizer};
+use super::epilogue::{fake_quantize, Activation, Epilogue};
 use super::gemm::row;
 use super::int8::{assemble_loop_aligned, prefetch_weights, Contraction, Int8Key, Scheme};
 use super::registers::zmm;
 use iced_x86::code_asm::*;
+use optc_ir::linear_quantization::fake_quantize_bounds;
 
 pub(super) fn assemble_vnni(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     assemble_loop_aligned(&|pad| build(key, pad))
@@ -192,7 +193,6 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         consts.push((l, bits));
         l
     };
-    let mut quantizers: Vec<FakeQuantizer> = vec![];
     for step in &dq.steps {
         match *step {
             Epilogue::BiasRow | Epilogue::BiasCol => {
@@ -236,12 +236,20 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                 zero,
                 signed,
             } => {
-                // Each row through its odd-group register and zmm16 (free).
-                let mut fq = FakeQuantizer::new(&mut a, scale, zero, signed, &mut konst);
-                for r in 0..mr {
-                    fq.apply(&mut a, zmm(r), zmm(6 + r), zmm16, k2)?;
+                // Constants in zmm12-15; each row through its odd-group register (free).
+                let (lo, hi) = fake_quantize_bounds(signed);
+                for (z, bits) in [
+                    (12, scale),
+                    (13, zero),
+                    (14, (lo as f32).to_bits()),
+                    (15, (hi as f32).to_bits()),
+                ] {
+                    let l = konst(&mut a, bits);
+                    a.vbroadcastss(zmm(z), dword_ptr(l))?;
                 }
-                quantizers.push(fq);
+                for r in 0..mr {
+                    fake_quantize(&mut a, zmm(r), zmm(6 + r), [zmm12, zmm13, zmm14, zmm15])?;
+                }
             }
             Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
                 // zmm16-20 are free (the loop uses zmm0-15).
@@ -262,9 +270,6 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
     }
     a.vzeroupper()?;
     a.ret()?;
-    for fq in quantizers {
-        fq.finish(&mut a)?;
-    }
     for (mut l, bits) in consts {
         a.set_label(&mut l)?;
         a.dd(&[bits])?;

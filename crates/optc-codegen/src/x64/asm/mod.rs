@@ -40,8 +40,6 @@ pub(crate) mod transpose;
 #[cfg(test)]
 mod emulator;
 #[cfg(test)]
-mod fake_quantize_tests;
-#[cfg(test)]
 mod int8_pixels_tests;
 #[cfg(test)]
 mod int8_tests;
