@@ -6,6 +6,7 @@ use crate::ops::transcendental::{
     EXP_POLY,
 };
 use iced_x86::code_asm::*;
+use optc_ir::linear_quantization::fake_quantize_bounds;
 use optc_ir::GELU_ERF_SCALE;
 use std::f32::consts::LOG2_E;
 
@@ -62,6 +63,23 @@ pub(crate) fn fake_quantize(
     a.vminps(t, t, hi)?;
     a.vsubps(t, t, zero)?;
     a.vmulps(x, t, scale)
+}
+
+/// The constants of a fake-quantize step broadcast into `regs` (the scale, the zero point, the
+/// clamp bounds: [`fake_quantize`]'s `c`), placed by `konst`.
+pub(crate) fn fake_quantize_constants(
+    a: &mut CodeAssembler,
+    (scale, zero, signed): (u32, u32, bool),
+    regs: [AsmRegisterZmm; 4],
+    konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
+) -> Result<(), IcedError> {
+    let (lo, hi) = fake_quantize_bounds(signed);
+    let bits = [scale, zero, (lo as f32).to_bits(), (hi as f32).to_bits()];
+    for (r, b) in regs.into_iter().zip(bits) {
+        let l = konst(a, b);
+        a.vbroadcastss(r, dword_ptr(l))?;
+    }
+    Ok(())
 }
 
 impl Epilogue {

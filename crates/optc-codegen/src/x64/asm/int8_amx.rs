@@ -22,10 +22,9 @@
 //! once per work unit and releases them after it (`ldtilecfg` and `tilerelease` in every
 //! call cost about a quarter of a 9-tile call).
 
-use super::epilogue::{fake_quantize, Activation, Epilogue};
+use super::epilogue::{fake_quantize, fake_quantize_constants, Activation, Epilogue};
 use super::int8::{Contraction, Int8Key, Scheme};
 use iced_x86::code_asm::*;
-use optc_ir::linear_quantization::fake_quantize_bounds;
 
 /// Rows of the tile a kernel computes (at most; `Int8Key::mr` are stored).
 pub(crate) const TILE_ROWS: usize = 16;
@@ -275,17 +274,8 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
                     zero,
                     signed,
                 } => {
-                    let (lo, hi) = fake_quantize_bounds(signed);
                     let regs = [zmm2, zmm3, zmm4, zmm5];
-                    for (z, bits) in regs.into_iter().zip([
-                        scale,
-                        zero,
-                        (lo as f32).to_bits(),
-                        (hi as f32).to_bits(),
-                    ]) {
-                        let l = konst(&mut a, bits);
-                        a.vbroadcastss(z, dword_ptr(l))?;
-                    }
+                    fake_quantize_constants(&mut a, (scale, zero, signed), regs, &mut konst)?;
                     fake_quantize(&mut a, acc, zmm1, regs)?;
                 }
                 Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {

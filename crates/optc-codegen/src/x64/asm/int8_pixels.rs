@@ -28,10 +28,9 @@
 //! stride; the channel tables at the tile's first channel
 //! (not masked: the plan takes this form only for whole panels).
 
-use super::epilogue::{fake_quantize, Activation, Epilogue};
+use super::epilogue::{fake_quantize, fake_quantize_constants, Activation, Epilogue};
 use super::int8::{assemble_loop_aligned, Contraction, Int8Key, Scheme};
 use iced_x86::code_asm::*;
-use optc_ir::linear_quantization::fake_quantize_bounds;
 
 /// Output pixels of the tallest tile (two blocks of 4).
 pub(crate) const PIXEL_ROWS: usize = 8;
@@ -317,16 +316,8 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                 zero,
                 signed,
             } => {
-                let (lo, hi) = fake_quantize_bounds(signed);
-                for (z, bits) in [
-                    (16, scale),
-                    (17, zero),
-                    (18, (lo as f32).to_bits()),
-                    (19, (hi as f32).to_bits()),
-                ] {
-                    let l = konst(&mut a, bits);
-                    a.vbroadcastss(v(z), dword_ptr(l))?;
-                }
+                let regs = [zmm16, zmm17, zmm18, zmm19];
+                fake_quantize_constants(&mut a, (scale, zero, signed), regs, &mut konst)?;
                 for &x in live(transposed) {
                     fake_quantize(&mut a, x, zmm20, [zmm16, zmm17, zmm18, zmm19])?;
                 }

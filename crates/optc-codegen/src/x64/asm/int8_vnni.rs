@@ -8,12 +8,11 @@
 //! embedded broadcasts, `vpdpbusd zmm, zmm, dword bcst [a]`); partial tiles use opmask
 //! `k1 = (1 << nr) - 1`. GPRs as in the AVX2 kernel (`int8_avx2.rs`).
 
-use super::epilogue::{fake_quantize, Activation, Epilogue};
+use super::epilogue::{fake_quantize, fake_quantize_constants, Activation, Epilogue};
 use super::gemm::row;
 use super::int8::{assemble_loop_aligned, prefetch_weights, Contraction, Int8Key, Scheme};
 use super::registers::zmm;
 use iced_x86::code_asm::*;
-use optc_ir::linear_quantization::fake_quantize_bounds;
 
 pub(super) fn assemble_vnni(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
     assemble_loop_aligned(&|pad| build(key, pad))
@@ -237,16 +236,8 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                 signed,
             } => {
                 // Constants in zmm12-15; each row through its odd-group register (free).
-                let (lo, hi) = fake_quantize_bounds(signed);
-                for (z, bits) in [
-                    (12, scale),
-                    (13, zero),
-                    (14, (lo as f32).to_bits()),
-                    (15, (hi as f32).to_bits()),
-                ] {
-                    let l = konst(&mut a, bits);
-                    a.vbroadcastss(zmm(z), dword_ptr(l))?;
-                }
+                let regs = [zmm12, zmm13, zmm14, zmm15];
+                fake_quantize_constants(&mut a, (scale, zero, signed), regs, &mut konst)?;
                 for r in 0..mr {
                     fake_quantize(&mut a, zmm(r), zmm(6 + r), [zmm12, zmm13, zmm14, zmm15])?;
                 }

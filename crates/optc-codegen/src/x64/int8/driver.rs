@@ -254,9 +254,9 @@ pub(in crate::x64) fn emit_unit(
 }
 
 /// A unit of a conv with pixels as rows (`Contraction::ConvPixels`): per block of its output
-/// channels ([`block_panels`]) (the block's weights stay in cache), every output row of its columns (the
-/// unit's columns are whole rows), each row in the tiles of [`row_tiles`], a tile one whole
-/// K read from the quantized planes in place.
+/// channels ([`block_panels`]; the block's weights stay in cache), every output row of its
+/// columns (the unit's columns are whole rows), each row in the tiles of [`row_tiles`], a
+/// tile one whole K read from the quantized planes in place.
 fn emit_pixel_tiles(
     e: &mut Emitter,
     p: &KernelPlan,
