@@ -730,9 +730,13 @@ fn depthwise_conv() {
             (true, vec!["relu6"]),
             (true, vec!["relu", "res"]),
             (false, vec!["sigmoid", "relu"]),
-            // HardSwish is a GEMM-kernel step: the depthwise kernels stop before it.
+            // With a residual the depthwise kernels stop before HardSwish; without one the
+            // assembled kernel applies the activations on AVX-512 (SiLU, HardSwish, GELU,
+            // between other steps).
             (true, vec!["relu", "hardswish", "res"]),
             (true, vec!["silu"]),
+            (false, vec!["hardswish", "relu6"]),
+            (true, vec!["relu", "gelu", "silu"]),
         ] {
             s += 1;
             dw_case(&x, k, w.clone(), bias, &steps, s);

@@ -1,6 +1,7 @@
 //! The per-node decision of the x64 path: which strategy ([`Strategy`]) a node takes, its GEMM
 //! shape, blocking, epilogue and task split ([`KernelPlan`]), and every assembled routine it calls.
 
+use super::asm::depthwise::DepthwiseKey;
 use super::asm::{Epilogue, Isa, MicrokernelKey, Routine, MR, NR};
 use super::int8::{self, Int8Plan};
 use super::sparse::{self, SparseKind, SparsePlan};
@@ -877,8 +878,16 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
             (Strategy::SmallMap, n, k)
         }
         Strategy::Depthwise(g) => {
-            epilogue = portable.clone();
-            rest = portable_rest;
+            // The assembled kernel takes the activations too on AVX-512 (EfficientNet's SiLU,
+            // MobileNetV3's HardSwish after its depthwise convs: a separate 4-lane pass
+            // otherwise); the other depthwise code stops before them.
+            let whole = target.microkernel_isa() == Isa::Avx512
+                && res_port.is_none()
+                && DepthwiseKey::supports(&depthwise::depthwise_geometry(&g), &epilogue);
+            if !whole {
+                epilogue = portable.clone();
+                rest = portable_rest;
+            }
             (Strategy::Depthwise(g), n, k)
         }
         kind => (kind, n, k),

@@ -1,5 +1,6 @@
 //! Depthwise-conv kernels (AVX2/FMA, ymm) assembled with `iced-x86`: every output pixel of a run of
-//! channels, 8 output columns per ymm.
+//! channels, 8 output columns per ymm (on AVX-512 targets the epilogue's activations run on
+//! the accumulators' zmm, see [`DepthwiseKey::epilogue`]).
 //!
 //! Cranelift's x86-64 backend lowers only 128-bit vectors and its FMA overwrites a multiplicand (a
 //! register copy per tap), so the f32x4 depthwise code in `crate::x64::depthwise` runs at about a
@@ -24,8 +25,8 @@
 //! bias `bias` (one per channel, read only when the epilogue has a bias), planes and weights
 //! contiguous.
 
-use super::epilogue::{epilogue_pointwise, epilogue_symbol, Epilogue};
-use super::registers::ymm;
+use super::epilogue::{epilogue_pointwise, epilogue_symbol, Activation, Epilogue};
+use super::registers::{ymm, zmm};
 use iced_x86::code_asm::*;
 use std::collections::HashMap;
 
@@ -120,7 +121,9 @@ pub(crate) fn input_rows(rows: &[RowTaps]) -> Vec<(i64, Vec<(usize, usize)>)> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct DepthwiseKey {
     pub g: DepthwiseGeometry,
-    /// Epilogue (no residual: see [`DepthwiseKey::supports`]).
+    /// Epilogue (no residual: see [`DepthwiseKey::supports`]; the activations HardSwish,
+    /// SiLU and GELU only on AVX-512 targets: they run on the accumulators' zmm with zmm16-20
+    /// as scratch, the GEMM kernels' code).
     pub epilogue: Vec<Epilogue>,
 }
 
@@ -149,6 +152,10 @@ impl DepthwiseKey {
         s.push_str(&epilogue_symbol(&self.epilogue));
         s
     }
+}
+
+fn zmm_of(r: AsmRegisterYmm) -> AsmRegisterZmm {
+    zmm((0..16).find(|&i| ymm(i) == r).unwrap_or(0))
 }
 
 fn xmm_of(r: AsmRegisterYmm) -> AsmRegisterXmm {
@@ -437,6 +444,15 @@ fn group(
                 }
             }
             Epilogue::Residual => unreachable!("checked by DepthwiseKey::supports"),
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+                // (AVX-512 targets only, see `DepthwiseKey::supports`: the GEMM kernels'
+                // activation on each accumulator's zmm, zmm16-20 scratch.)
+                let act = Activation::new(a, *epilogue, &mut |a, b| mk.constant(a, b))
+                    .expect("an activation step");
+                for &r in &all {
+                    act.apply(a, zmm_of(r), [zmm16, zmm17, zmm18, zmm19, zmm20])?;
+                }
+            }
             _ => epilogue_pointwise(a, *epilogue, &all, ymm15, &mut |a, b| mk.constant(a, b))?,
         }
     }
