@@ -257,6 +257,29 @@ fn conv_implicit_gemm() {
     );
 }
 
+/// Convs over many images of fewer than 16 output pixels fold the images into the GEMM's
+/// columns (`KernelPlan::fold`): 1-D windows of 4, 2 and 1 outputs (silero-vad's STFT and
+/// encoder shapes: a 256-tap stride-128 window, 3 taps with padding, stride 2, windows whose
+/// outer taps only ever read padding), a 2-D 3x3 map, enough images to split into tasks, with
+/// bias and activations; a residual keeps the images apart (not folded). Against the
+/// interpreter.
+#[test]
+fn conv_images_folded_into_columns() {
+    let w1 = |k: usize, s: usize, p: usize| window(&[k], &[s], &[p, p], &[1]);
+    conv_fused(&[16, 1, 640], &[24, 1, 256], w1(256, 128, 0), &[], 801);
+    conv_fused(&[9, 10, 4], &[16, 10, 3], w1(3, 1, 1), &["relu"], 802);
+    conv_fused(&[7, 12, 4], &[8, 12, 3], w1(3, 2, 1), &["relu6"], 803);
+    conv_fused(&[5, 6, 1], &[16, 6, 3], w1(3, 1, 1), &[], 804);
+    conv_fused(&[40, 16, 4], &[32, 16, 3], w1(3, 1, 1), &["relu"], 805);
+    let w3 = window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);
+    conv_fused(&[3, 4, 3, 3], &[10, 4, 3, 3], w3.clone(), &["silu"], 806);
+    conv_fused(&[3, 4, 3, 3], &[10, 4, 3, 3], w3, &["res", "relu"], 807);
+    // A 1x1 conv (otherwise its input is B as it is) and silero's output conv.
+    let w11 = window(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
+    conv_fused(&[2, 9, 3, 5], &[7, 9, 1, 1], w11, &[], 808);
+    conv_fused(&[128, 16, 1], &[1, 16, 1], w1(1, 1, 0), &[], 809);
+}
+
 #[test]
 fn conv_epilogues() {
     let w3 = window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);

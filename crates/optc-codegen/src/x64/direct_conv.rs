@@ -30,6 +30,7 @@ impl KernelPlan {
         let epilogue = self.kernel_epilogue();
         // Stride 2 reads the deinterleaved padded copy, which exists only with pads.
         let ok = self.a_layout == ALayout::PackedAtCompileTime
+            && self.fold == 0
             && g.groups == 1
             && self.kblocks().len() == 1
             && self.res_port.is_none()

@@ -35,6 +35,23 @@ struct KBlock {
 
 /// One unit.
 pub(super) fn emit_unit(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit) {
+    if p.fold > 0 {
+        // A folded conv's tiles store into its buffer in scratch (`emit_post` reorders).
+        let out = e.b.ins().iadd_imm_s(c.scratch, p.fold_off() as i64);
+        let folded = KernelArgs {
+            ins: c.ins,
+            out,
+            scratch: c.scratch,
+            extra: c.extra,
+            microkernels: c.microkernels,
+        };
+        return emit_columns(e, p, &folded, unit);
+    }
+    emit_columns(e, p, c, unit)
+}
+
+/// One unit's tiles, stored at `c.out`.
+fn emit_columns(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit) {
     let Unit {
         img,
         col0,
@@ -128,6 +145,7 @@ pub(super) fn conv_image(
 #[allow(clippy::too_many_arguments)]
 fn pack_patches(
     e: &mut Emitter,
+    p: &KernelPlan,
     g: &ConvGeometry,
     c: &KernelArgs,
     dst: Value,
@@ -137,8 +155,9 @@ fn pack_patches(
     k0: Value,
     kc: usize,
 ) {
-    if conv_is_gemm(g) {
-        // 1x1, stride 1, unpadded: the input is already B[C][H*W], row-major.
+    if conv_is_gemm(g) && p.fold == 0 {
+        // 1x1, stride 1, unpadded: the input is already B[C][H*W], row-major (not across
+        // folded images: their pixels are the patch tables').
         let hw = (g.h * g.w * 4) as i64;
         let ko = e.b.ins().imul_imm_s(k0, hw);
         let co = e.b.ins().imul_imm_s(col0, 4);
@@ -194,13 +213,13 @@ pub(super) fn emit_pack_patches(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs,
     let xb = conv_image(e, p, g, c, img);
     let for_depth = |e: &mut Emitter, kc: usize| {
         if last_cols == full_cols {
-            pack_patches(e, g, c, dst, xb, col0, full_cols, k0, kc);
+            pack_patches(e, p, g, c, dst, xb, col0, full_cols, k0, kc);
         } else {
             if_else(
                 e,
                 last_unit,
-                &mut |e| pack_patches(e, g, c, dst, xb, col0, last_cols, k0, kc),
-                &mut |e| pack_patches(e, g, c, dst, xb, col0, full_cols, k0, kc),
+                &mut |e| pack_patches(e, p, g, c, dst, xb, col0, last_cols, k0, kc),
+                &mut |e| pack_patches(e, p, g, c, dst, xb, col0, full_cols, k0, kc),
             );
         }
     };
@@ -260,7 +279,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
                 }
                 None => xb,
             };
-            pack_patches(e, g, c, pack, xb, col0, ncols, k0, kc);
+            pack_patches(e, p, g, c, pack, xb, col0, ncols, k0, kc);
             (pack, (kc * NR * 4) as i64)
         }
         Strategy::GemmRuntimeB { b_image, .. } => {

@@ -111,6 +111,26 @@ pub(crate) struct KernelPlan {
     pub(crate) tasks: usize,
     /// Microkernel instruction set.
     pub(super) isa: Isa,
+    /// A conv whose images have few output pixels each: 0, or the pixels of one image when
+    /// the images are folded into the GEMM's columns (`n` = images x pixels, `nimg` = 1; the
+    /// patch tables span the images; the tiles store into a buffer in scratch, `[m][n]`,
+    /// reordered into the output `[image][m][pixels]` after the tasks). See [`folds`].
+    pub(super) fold: usize,
+}
+
+/// Whether an implicit-GEMM conv folds its images into the GEMM's columns: several images of
+/// fewer output pixels than a panel (16) each, which would each fill one panel partly (a
+/// batch of 1-D convs over short windows: silero-vad's STFT and encoder over 128 frames,
+/// 1-4 pixels per image), one conv group, no residual or column bias (the tiles' layout is
+/// not the output's).
+pub(super) fn folds(g: &ConvGeometry, epilogue: &[Epilogue], res_port: Option<usize>) -> bool {
+    g.n > 1
+        && g.groups == 1
+        && g.oh * g.ow < NR
+        && res_port.is_none()
+        && !epilogue
+            .iter()
+            .any(|e| matches!(e, Epilogue::Residual | Epilogue::BiasCol))
 }
 
 impl KernelPlan {
@@ -284,12 +304,26 @@ impl KernelPlan {
     pub(super) fn patches_off(&self) -> usize {
         self.pad_bytes().div_ceil(64) * 64
     }
-    /// Bytes before the per-task buffers: the padded input copy (and the shared patches).
+    /// Bytes before the per-task buffers: the padded input copy (and the shared patches),
+    /// then a folded conv's output buffer.
     pub(super) fn prefix_bytes(&self) -> usize {
-        if self.shared_patches() {
+        self.fold_off() + self.fold_bytes()
+    }
+    /// Byte offset of a folded conv's output buffer ([`KernelPlan::fold`]).
+    pub(super) fn fold_off(&self) -> usize {
+        let before = if self.shared_patches() {
             self.patches_off() + self.patches_bytes()
         } else {
             self.pad_bytes()
+        };
+        before.div_ceil(64) * 64
+    }
+    /// Bytes of a folded conv's output buffer: `[m][n]` floats.
+    pub(super) fn fold_bytes(&self) -> usize {
+        if self.fold > 0 {
+            self.m * self.n * 4
+        } else {
+            0
         }
     }
     /// Packing buffer bytes per task (conv only).
@@ -932,7 +966,16 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         mc: target.blocking().1,
         tasks: 1,
         isa: target.microkernel_isa(),
+        fold: 0,
     };
+    if let Strategy::ImplicitGemm(g) = &p.kind {
+        if folds(g, &p.epilogue, p.res_port) {
+            p.fold = p.n;
+            p.n *= p.nimg;
+            p.nimg = 1;
+        }
+    }
+    let (n, nimg) = (p.n, p.nimg);
     // Split rows too when there are few column units (e.g. 7x7 maps, small N).
     let cu = p.nimg * p.units_per_img();
     if let Strategy::Winograd(_, r) = p.kind {
@@ -1050,6 +1093,7 @@ fn rows_plan(
         kc,
         mc,
         tasks: 1,
+        fold: 0,
     };
     if parallel {
         p.tasks = p.units().min(MAX_TASKS);

@@ -104,11 +104,15 @@ pub(super) fn conv_tables(p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> {
         }
     }
     let np = p.n.div_ceil(NR) * NR;
+    // (Images folded into the columns: column q is pixel q % fold of image q / fold.)
+    let per_image = if p.fold > 0 { p.fold } else { p.n.max(1) };
+    let image_bytes = (g.c * g.hp * g.wp * 4) as i64;
     let pix: Vec<i64> = (0..np)
         .map(|q| {
             if q < p.n {
-                let (oh, ow) = (q / g.ow, q % g.ow);
-                ((oh * g.sh * g.wp + ow * g.sw) * 4) as i64
+                let (img, x) = (q / per_image, q % per_image);
+                let (oh, ow) = (x / g.ow, x % g.ow);
+                img as i64 * image_bytes + ((oh * g.sh * g.wp + ow * g.sw) * 4) as i64
             } else {
                 0
             }
@@ -117,10 +121,11 @@ pub(super) fn conv_tables(p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> {
     // Per group of 4 pixels: 1 = contiguous (one vector load per k), 2 = every other
     // float (two loads and an even-lane shuffle per k; only where the second load's
     // extra float stays inside the source buffer), 0 = gathered one by one.
+    let images = if p.fold > 0 { g.n } else { 1 };
     let src_bytes = if p.pad_bytes() > 0 {
-        p.pad_bytes() / g.n
+        p.pad_bytes() / g.n * images
     } else {
-        g.c * g.h * g.w * 4
+        g.c * g.h * g.w * 4 * images
     } as i64;
     let max_koff = koff.iter().copied().max().unwrap_or(0) + group_offset(g, g.groups - 1);
     let contig: Vec<i64> = (0..np / 4)

@@ -7,14 +7,14 @@ use super::kernel_plan::{KernelPlan, Strategy};
 use super::sparse::SparseKind;
 use super::tasks::KernelArgs;
 use super::{gemm, int8, small_map};
-use crate::builder::{copy_span, tensor_flags, zero_span, Emitter};
+use crate::builder::{copy_span, tensor_flags, zero_span, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::elementwise::Elementwise;
 use crate::ops::fused::apply_chain;
 use crate::ops::map::map;
 use crate::ops::operand::Operand;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
 use optc_ir::Op;
 
 /// Serial work before the tasks: the zero-padded input copy of a conv (an int8 node's:
@@ -127,6 +127,42 @@ impl KernelPlan {
 
 /// The work after the tasks: Gemm's general C term and fused steps the tile store skipped
 /// (on all of the output, or on a task's slice of it with `Emitter::partition`).
+/// A folded conv's output ([`KernelPlan::fold`]): its buffer `[m][images x pixels]` into
+/// the output `[image][m][pixels]`, a run of `pixels` floats at a time.
+fn unfold(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs) {
+    let px = p.fold;
+    let images = p.n / px;
+    let buf = e.b.ins().iadd_imm_s(c.scratch, p.fold_off() as i64);
+    let z = e.int_const(0);
+    // Image `i`: its columns in every row of the buffer, its block of the output.
+    e.loop_offsets(
+        images as i64,
+        &[z, z],
+        &[(px * 4) as i64, (p.m * px * 4) as i64],
+        &mut |e, _i, o| {
+            let src = e.b.ins().iadd(buf, o[0]);
+            let dst = e.b.ins().iadd(c.out, o[1]);
+            e.loop_offsets(
+                p.m as i64,
+                &[src, dst],
+                &[(p.n * 4) as i64, (px * 4) as i64],
+                &mut |e, _r, q| {
+                    for v in 0..px / 4 {
+                        let x = e.b.ins().load(F32X4, tensor_flags(), q[0], (16 * v) as i32);
+                        e.b.ins().store(tensor_flags(), x, q[1], (16 * v) as i32);
+                    }
+                    for j in px / 4 * 4..px {
+                        let x =
+                            e.b.ins()
+                                .load(types::F32, tensor_flags(), q[0], (4 * j) as i32);
+                        e.b.ins().store(tensor_flags(), x, q[1], (4 * j) as i32);
+                    }
+                },
+            );
+        },
+    );
+}
+
 pub(crate) fn emit_post(
     e: &mut Emitter,
     info: &NodeInfo,
@@ -134,6 +170,9 @@ pub(crate) fn emit_post(
     c: &KernelArgs,
 ) -> Result<()> {
     let oty = &info.outs[0];
+    if p.fold > 0 {
+        unfold(e, p, c);
+    }
     if let Some(beta) = p.gemm_c_post {
         let o = Operand::dense(c.out, oty);
         let cc = Operand::broadcast(c.ins[2], &info.ins[2], &oty.shape);

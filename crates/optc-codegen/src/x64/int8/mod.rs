@@ -552,6 +552,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         mc,
         tasks: 1,
         isa: target.microkernel_isa(),
+        fold: 0,
     };
     let cu = p.nimg * p.units_per_img();
     let conv_groups = match q_form_groups(&p) {
