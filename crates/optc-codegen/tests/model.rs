@@ -615,3 +615,50 @@ fn resnet_and_mobilenet_blocks() {
         },
     );
 }
+
+/// Kernels with the same compile-time data (the packed weights of an unrolled recurrence's
+/// steps, all multiplying by one constant) share one data object: an object file with 12 such
+/// steps is about as large as one with 2 (one packed copy of the 512 KiB weight), not 10
+/// copies larger; the steps still compute what the interpreter does.
+#[test]
+fn identical_packed_weights_are_one_object() {
+    let steps = |n: usize| {
+        let mut rng = Rng::new(5);
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[1, 256]));
+        // Small weights: a contracting recurrence (random +-1 weights would amplify the
+        // summation order's rounding step after step).
+        let mut wt = f32t(&mut rng, &[256, 256]);
+        if let optc_ir::Data::F32(v) = wt.data_mut() {
+            v.iter_mut().for_each(|x| *x *= 0.05);
+        }
+        let w = g.add_const("w", wt);
+        let mut h = x;
+        for i in 0..n {
+            let m = g.add(&format!("m{i}"), Op::MatMul, &[h, w]).unwrap();
+            h = g
+                .add(&format!("t{i}"), Op::Unary(UnaryOp::Tanh), &[m])
+                .unwrap();
+        }
+        g.add_output("y", h);
+        g
+    };
+    let target = Target::parse("x86_64-avx2").unwrap();
+    let size = |g: &Graph| {
+        let opts = optc_codegen::aot::AotOptions {
+            name: "m".to_string(),
+            ..Default::default()
+        };
+        optc_codegen::aot::compile_object(g, &target, &opts)
+            .unwrap()
+            .object
+            .len()
+    };
+    let (two, twelve) = (size(&steps(2)), size(&steps(12)));
+    assert!(
+        twelve < two + 128 * 1024,
+        "12 steps {twelve} bytes, 2 steps {two}: the packed weights are not shared"
+    );
+    let g = steps(12);
+    check_targets(&g, &inputs_for(&g, 6), TRANS, &runnable_targets(4));
+}
