@@ -228,6 +228,31 @@ impl Machine {
         }
     }
 
+    /// Run `code` (loaded at `ip`) as the System-V call `f(args..)`: the first six integer
+    /// arguments in rdi, rsi, rdx, rcx, r8, r9, the others on a stack region (at
+    /// `0x7000_0000`, after a return address) that rsp points to; until `ret`, at most
+    /// `limit` instructions.
+    pub fn call(&mut self, code: &[u8], ip: u64, args: &[u64], limit: usize) {
+        const STACK: u64 = 0x7000_0000;
+        let regs = [
+            Register::RDI,
+            Register::RSI,
+            Register::RDX,
+            Register::RCX,
+            Register::R8,
+            Register::R9,
+        ];
+        for (&r, &v) in regs.iter().zip(args) {
+            self.set(r, v);
+        }
+        let mut stack = vec![0xdead_beefu64];
+        stack.extend(args.iter().skip(regs.len()));
+        let bytes = stack.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.mem.push((STACK, bytes));
+        self.set(Register::RSP, STACK);
+        self.run(code, ip, limit);
+    }
+
     /// Run `code` (loaded at `ip`) from its start until `ret`; at most `limit` instructions.
     pub fn run(&mut self, code: &[u8], ip: u64, limit: usize) {
         let mut d = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);

@@ -6,7 +6,6 @@ use super::emulator::Machine;
 use super::int8::{assemble, Contraction, Dequantize, Int8Key, Scheme};
 use super::int8_pixels::{panels_for, PIXEL_ROWS};
 use super::int8_tests::{dequantized, le, native, step_lists, Kernel, Rng};
-use iced_x86::Register;
 
 /// One tile's operands: the planes (`a`), the K groups' offsets, the weight panels (`b`, `lda`
 /// apart), the channel tables, the output and residual (`ldc` bytes per channel).
@@ -127,7 +126,6 @@ fn emulate(code: &[u8], t: &PixelTile, groups: usize) -> Vec<u32> {
     const SCALE: u64 = 0x5100_0000;
     const BIAS: u64 = 0x5200_0000;
     const RES: u64 = 0x6000_0000;
-    const STACK: u64 = 0x7000_0000;
     let mut m = Machine::new();
     m.mem.push((CODE, code.to_vec()));
     m.mem.push((A, t.a.clone()));
@@ -139,19 +137,20 @@ fn emulate(code: &[u8], t: &PixelTile, groups: usize) -> Vec<u32> {
     m.mem.push((SCALE, le(&t.scale, f32::to_le_bytes)));
     m.mem.push((BIAS, le(&t.bias, f32::to_le_bytes)));
     m.mem.push((RES, le(&t.res, f32::to_le_bytes)));
-    let stack: Vec<u8> = [0xdead_beef, t.ldc as u64, OFFSET, SCALE, BIAS, RES]
-        .iter()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
-    m.mem.push((STACK, stack));
-    m.set(Register::RDI, A);
-    m.set(Register::RSI, B);
-    m.set(Register::RDX, C);
-    m.set(Register::RCX, groups as u64);
-    m.set(Register::R8, t.lda as u64);
-    m.set(Register::R9, KOFF);
-    m.set(Register::RSP, STACK);
-    m.run(code, CODE, 1_000_000);
+    let args = [
+        A,
+        B,
+        C,
+        groups as u64,
+        t.lda as u64,
+        KOFF,
+        t.ldc as u64,
+        OFFSET,
+        SCALE,
+        BIAS,
+        RES,
+    ];
+    m.call(code, CODE, &args, 1_000_000);
     (0..t.want.len())
         .map(|o| m.read32(C + 4 * o as u64))
         .collect()

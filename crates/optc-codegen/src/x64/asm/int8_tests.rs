@@ -462,7 +462,6 @@ fn emulate(key: &Int8Key, code: &[u8], d: &TileData, groups: usize, nr: usize) -
     const SCALE: u64 = 0x5100_0000;
     const BIAS: u64 = 0x5200_0000;
     const RES: u64 = 0x6000_0000;
-    const STACK: u64 = 0x7000_0000;
     let mut m = Machine::new();
     m.mem.push((CODE, code.to_vec()));
     m.mem.push((A, d.a.clone()));
@@ -478,19 +477,20 @@ fn emulate(key: &Int8Key, code: &[u8], d: &TileData, groups: usize, nr: usize) -
     };
     m.mem.push((BIAS, le(&d.bias[..nb], f32::to_le_bytes)));
     m.mem.push((RES, le(&d.res, f32::to_le_bytes)));
-    let stack: Vec<u8> = [0xdead_beef, nr as u64, OFFSET, SCALE, BIAS, RES]
-        .iter()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
-    m.mem.push((STACK, stack));
-    m.set(Register::RDI, A);
-    m.set(Register::RSI, B);
-    m.set(Register::RDX, C);
-    m.set(Register::RCX, groups as u64);
-    m.set(Register::R8, d.lda as u64);
-    m.set(Register::R9, d.ldc as u64);
-    m.set(Register::RSP, STACK);
-    m.run(code, CODE, 1_000_000);
+    let args = [
+        A,
+        B,
+        C,
+        groups as u64,
+        d.lda as u64,
+        d.ldc as u64,
+        nr as u64,
+        OFFSET,
+        SCALE,
+        BIAS,
+        RES,
+    ];
+    m.call(code, CODE, &args, 1_000_000);
     (0..d.want.len())
         .map(|o| m.read32(C + 4 * o as u64))
         .collect()

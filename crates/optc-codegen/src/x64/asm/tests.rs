@@ -494,7 +494,6 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
     const C: u64 = 0x4000_0000;
     const BIAS: u64 = 0x5000_0000;
     const RES: u64 = 0x6000_0000;
-    const STACK: u64 = 0x7000_0000;
     let mr = key.mr;
     let mut q = Quarters(seed);
     let width = NR * (1 + key.wide as usize);
@@ -539,19 +538,19 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
     m.mem.push((C, bytes_of(&c0)));
     m.mem.push((BIAS, bytes_of(&bias)));
     m.mem.push((RES, bytes_of(&res)));
-    let stack: Vec<u8> = [0xdead_beef, nr as u64, BIAS, RES, (panel_stride * 4) as u64]
-        .iter()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
-    m.mem.push((STACK, stack));
-    m.set(Register::RDI, A);
-    m.set(Register::RSI, B);
-    m.set(Register::RDX, C);
-    m.set(Register::RCX, kc as u64);
-    m.set(Register::R8, (lda * 4) as u64);
-    m.set(Register::R9, (ldc * 4) as u64);
-    m.set(Register::RSP, STACK);
-    m.run(code, CODE, 100_000);
+    let args = [
+        A,
+        B,
+        C,
+        kc as u64,
+        (lda * 4) as u64,
+        (ldc * 4) as u64,
+        nr as u64,
+        BIAS,
+        RES,
+        (panel_stride * 4) as u64,
+    ];
+    m.call(code, CODE, &args, 100_000);
     let s = key.symbol();
     for r in 0..mr {
         for j in 0..width {
