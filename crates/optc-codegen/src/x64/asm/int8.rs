@@ -48,7 +48,7 @@ use super::int8_amx::assemble_amx;
 use super::int8_avx2::assemble_avx2;
 use super::int8_pixels::assemble_pixels;
 use super::int8_vnni::assemble_vnni;
-use iced_x86::code_asm::{byte_ptr, rdi, CodeAssembler, CodeLabel};
+use iced_x86::code_asm::{byte_ptr, rax, rcx, rdi, CodeAssembler, CodeLabel};
 use iced_x86::{BlockEncoderOptions, IcedError};
 
 /// How the kernel sums u8 x s8 products (see the module docs).
@@ -194,6 +194,37 @@ pub(super) fn prefetch_weights(a: &mut CodeAssembler, bytes: i32) -> Result<(), 
         a.prefetcht0(byte_ptr(rdi + (PREFETCH_A + 64 * line)))?;
     }
     Ok(())
+}
+
+/// The k loop of the dword-scheme kernels over `rcx` K groups: `pair` (both groups of an
+/// iteration and the pointers' advance) `rcx / 2` times, counted in rax, after `pad` bytes of
+/// NOPs, then `one` (a group) for an odd `rcx`. Returns the loop's label (see
+/// [`assemble_loop_aligned`]).
+pub(super) fn group_pairs(
+    a: &mut CodeAssembler,
+    pad: usize,
+    pair: &mut dyn FnMut(&mut CodeAssembler) -> Result<(), IcedError>,
+    one: &mut dyn FnMut(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> Result<CodeLabel, IcedError> {
+    let mut top = a.create_label();
+    let mut rem = a.create_label();
+    let mut done = a.create_label();
+    a.mov(rax, rcx)?;
+    a.shr(rax, 1)?;
+    a.jz(rem)?;
+    if pad > 0 {
+        a.nops_with_size(pad)?;
+    }
+    a.set_label(&mut top)?;
+    pair(a)?;
+    a.dec(rax)?;
+    a.jnz(top)?;
+    a.set_label(&mut rem)?;
+    a.and(rcx, 1)?;
+    a.jz(done)?;
+    one(a)?;
+    a.set_label(&mut done)?;
+    Ok(top)
 }
 
 pub(super) fn assemble_loop_aligned(

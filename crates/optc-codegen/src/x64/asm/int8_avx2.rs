@@ -9,7 +9,9 @@
 
 use super::epilogue::Epilogue;
 use super::gemm::row;
-use super::int8::{assemble_loop_aligned, prefetch_weights, Contraction, Int8Key, Scheme};
+use super::int8::{
+    assemble_loop_aligned, group_pairs, prefetch_weights, Contraction, Int8Key, Scheme,
+};
 use super::registers::ymm;
 use iced_x86::code_asm::*;
 
@@ -150,35 +152,22 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         Ok(())
     };
     // Two groups per iteration, then the odd one.
-    let mut l2 = a.create_label();
-    let mut rem = a.create_label();
-    let mut done = a.create_label();
-    a.mov(rax, rcx)?;
-    a.shr(rax, 1)?;
-    a.jz(rem)?;
-    if pad > 0 {
-        a.nops_with_size(pad)?;
-    }
-    a.set_label(&mut l2)?;
-    if !matmul {
-        prefetch_weights(&mut a, 2 * ga)?;
-    }
-    group(&mut a, 0)?;
-    group(&mut a, 1)?;
-    if !unpacked {
-        a.add(rsi, 2 * gb)?;
-    }
-    a.add(rdi, 2 * ga)?;
-    if matmul {
-        a.add(r10, 2 * ga)?;
-    }
-    a.dec(rax)?;
-    a.jnz(l2)?;
-    a.set_label(&mut rem)?;
-    a.and(rcx, 1)?;
-    a.jz(done)?;
-    group(&mut a, 0)?;
-    a.set_label(&mut done)?;
+    let pair = &mut |a: &mut CodeAssembler| {
+        if !matmul {
+            prefetch_weights(a, 2 * ga)?;
+        }
+        group(a, 0)?;
+        group(a, 1)?;
+        if !unpacked {
+            a.add(rsi, 2 * gb)?;
+        }
+        a.add(rdi, 2 * ga)?;
+        if matmul {
+            a.add(r10, 2 * ga)?;
+        }
+        Ok(())
+    };
+    let l2 = group_pairs(&mut a, pad, pair, &mut |a| group(a, 0))?;
 
     if p {
         masks(&mut a, rsi)?;

@@ -29,7 +29,7 @@
 //! (not masked: the plan takes this form only for whole panels).
 
 use super::epilogue::{fake_quantize, fake_quantize_constants, Activation, Epilogue};
-use super::int8::{assemble_loop_aligned, Contraction, Int8Key, Scheme};
+use super::int8::{assemble_loop_aligned, group_pairs, Contraction, Int8Key, Scheme};
 use iced_x86::code_asm::*;
 
 /// Output pixels of the tallest tile (two blocks of 4).
@@ -129,33 +129,20 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         }
         Ok(())
     };
-    let mut l2 = a.create_label();
-    let mut rem = a.create_label();
-    let mut done = a.create_label();
-    a.mov(rax, rcx)?;
-    a.shr(rax, 1)?;
-    a.jz(rem)?;
-    if pad > 0 {
-        a.nops_with_size(pad)?;
-    }
-    a.set_label(&mut l2)?;
-    // The weight panels stream from L2: both lines of the iteration `PREFETCH` bytes ahead.
-    for z in 0..nz {
-        for line in 0..2 {
-            a.prefetcht0(byte_ptr(panel(z, PREFETCH + 64 * line)))?;
+    let pair = &mut |a: &mut CodeAssembler| {
+        // The weight panels stream from L2: both lines of the iteration `PREFETCH` bytes
+        // ahead.
+        for z in 0..nz {
+            for line in 0..2 {
+                a.prefetcht0(byte_ptr(panel(z, PREFETCH + 64 * line)))?;
+            }
         }
-    }
-    group(&mut a, 0)?;
-    group(&mut a, 1)?;
-    a.add(rsi, 2 * gb)?;
-    a.add(r9, 16)?;
-    a.dec(rax)?;
-    a.jnz(l2)?;
-    a.set_label(&mut rem)?;
-    a.and(rcx, 1)?;
-    a.jz(done)?;
-    group(&mut a, 0)?;
-    a.set_label(&mut done)?;
+        group(a, 0)?;
+        group(a, 1)?;
+        a.add(rsi, 2 * gb)?;
+        a.add(r9, 16)
+    };
+    let l2 = group_pairs(&mut a, pad, pair, &mut |a| group(a, 0))?;
     a.mov(r9, qword_ptr(rsp + 8))?;
     let computed: Vec<AsmRegisterZmm> = (0..nz)
         .flat_map(|z| (0..mr).map(move |r| (r, z)))
