@@ -48,7 +48,7 @@ use super::int8_amx::assemble_amx;
 use super::int8_avx2::assemble_avx2;
 use super::int8_pixels::assemble_pixels;
 use super::int8_vnni::assemble_vnni;
-use iced_x86::code_asm::{byte_ptr, rax, rcx, rdi, CodeAssembler, CodeLabel};
+use iced_x86::code_asm::{byte_ptr, r10, rax, rcx, rdi, rsi, CodeAssembler, CodeLabel};
 use iced_x86::{BlockEncoderOptions, IcedError};
 
 /// How the kernel sums u8 x s8 products (see the module docs).
@@ -189,11 +189,44 @@ pub(crate) const INT8_ALIGN: u64 = 64;
 /// the 6x16 `BytePairs` kernel runs 20-25% slower at some loop placements.
 /// A conv's packed weights (at `rdi`) stream from memory: the k loop prefetches them
 /// ahead, as the f32 microkernels do ([`PREFETCH_A`]), every line of an iteration's `bytes`.
-pub(super) fn prefetch_weights(a: &mut CodeAssembler, bytes: i32) -> Result<(), IcedError> {
+fn prefetch_weights(a: &mut CodeAssembler, bytes: i32) -> Result<(), IcedError> {
     for line in 0..(bytes as usize).div_ceil(64) as i32 {
         a.prefetcht0(byte_ptr(rdi + (PREFETCH_A + 64 * line)))?;
     }
     Ok(())
+}
+
+/// How the AVX2 and VNNI kernels' operands advance per K group: the broadcast operand `ga`
+/// bytes (a conv's packed weights, prefetched; a matmul's rows at rdi and r10), the panel
+/// `gb` (not an unpacked conv's planes: its groups move rsi themselves).
+pub(super) struct PairLayout {
+    pub matmul: bool,
+    pub unpacked: bool,
+    pub ga: i32,
+    pub gb: i32,
+}
+
+impl PairLayout {
+    /// One iteration of their k loop: K groups 0 and 1 (`group(a, u)`), then the advance.
+    pub fn pair(
+        &self,
+        a: &mut CodeAssembler,
+        group: &dyn Fn(&mut CodeAssembler, i32) -> Result<(), IcedError>,
+    ) -> Result<(), IcedError> {
+        if !self.matmul {
+            prefetch_weights(a, 2 * self.ga)?;
+        }
+        group(a, 0)?;
+        group(a, 1)?;
+        if !self.unpacked {
+            a.add(rsi, 2 * self.gb)?;
+        }
+        a.add(rdi, 2 * self.ga)?;
+        if self.matmul {
+            a.add(r10, 2 * self.ga)?;
+        }
+        Ok(())
+    }
 }
 
 /// The k loop of the dword-scheme kernels over `rcx` K groups: `pair` (both groups of an

@@ -9,9 +9,7 @@
 
 use super::epilogue::Epilogue;
 use super::gemm::row;
-use super::int8::{
-    assemble_loop_aligned, group_pairs, prefetch_weights, Contraction, Int8Key, Scheme,
-};
+use super::int8::{assemble_loop_aligned, group_pairs, Contraction, Int8Key, PairLayout, Scheme};
 use super::registers::ymm;
 use iced_x86::code_asm::*;
 
@@ -152,21 +150,13 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         Ok(())
     };
     // Two groups per iteration, then the odd one.
-    let pair = &mut |a: &mut CodeAssembler| {
-        if !matmul {
-            prefetch_weights(a, 2 * ga)?;
-        }
-        group(a, 0)?;
-        group(a, 1)?;
-        if !unpacked {
-            a.add(rsi, 2 * gb)?;
-        }
-        a.add(rdi, 2 * ga)?;
-        if matmul {
-            a.add(r10, 2 * ga)?;
-        }
-        Ok(())
+    let layout = PairLayout {
+        matmul,
+        unpacked,
+        ga,
+        gb,
     };
+    let pair = &mut |a: &mut CodeAssembler| layout.pair(a, &group);
     let l2 = group_pairs(&mut a, pad, pair, &mut |a| group(a, 0))?;
 
     if p {

@@ -10,9 +10,7 @@
 
 use super::epilogue::{fake_quantize, fake_quantize_constants, Activation, Epilogue};
 use super::gemm::row;
-use super::int8::{
-    assemble_loop_aligned, group_pairs, prefetch_weights, Contraction, Int8Key, Scheme,
-};
+use super::int8::{assemble_loop_aligned, group_pairs, Contraction, Int8Key, PairLayout, Scheme};
 use super::registers::zmm;
 use iced_x86::code_asm::*;
 
@@ -103,21 +101,13 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         }
         Ok(())
     };
-    let pair = &mut |a: &mut CodeAssembler| {
-        if !matmul {
-            prefetch_weights(a, 2 * ga)?;
-        }
-        group(a, 0)?;
-        group(a, 1)?;
-        if !unpacked {
-            a.add(rsi, 2 * gb)?;
-        }
-        a.add(rdi, 2 * ga)?;
-        if matmul {
-            a.add(r10, 2 * ga)?;
-        }
-        Ok(())
+    let layout = PairLayout {
+        matmul,
+        unpacked,
+        ga,
+        gb,
     };
+    let pair = &mut |a: &mut CodeAssembler| layout.pair(a, &group);
     let l2 = group_pairs(&mut a, pad, pair, &mut |a| group(a, 0))?;
     for r in 0..mr {
         a.vpaddd(zmm(r), zmm(r), zmm(6 + r))?;
