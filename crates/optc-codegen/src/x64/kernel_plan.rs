@@ -121,16 +121,14 @@ pub(crate) struct KernelPlan {
 /// Whether an implicit-GEMM conv folds its images into the GEMM's columns: several images of
 /// fewer output pixels than a panel (16) each, which would each fill one panel partly (a
 /// batch of 1-D convs over short windows: silero-vad's STFT and encoder over 128 frames,
-/// 1-4 pixels per image), one conv group, no residual or column bias (the tiles' layout is
-/// not the output's).
+/// 1-4 pixels per image), one conv group, no residual (its input is laid out as the output,
+/// not as the tiles) or column bias.
 pub(super) fn folds(g: &ConvGeometry, epilogue: &[Epilogue], res_port: Option<usize>) -> bool {
     g.n > 1
         && g.groups == 1
         && g.oh * g.ow < NR
         && res_port.is_none()
-        && !epilogue
-            .iter()
-            .any(|e| matches!(e, Epilogue::Residual | Epilogue::BiasCol))
+        && !epilogue.contains(&Epilogue::BiasCol)
 }
 
 impl KernelPlan {
