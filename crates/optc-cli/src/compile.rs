@@ -133,6 +133,7 @@ fn run(cli: &CompileCli) -> Result<(), String> {
     };
     // Errors name the path as given on the command line.
     let art = optc::compile_object(&bytes, &opts, &obj).map_err(|e| cli.c.compile_error(e))?;
+    crate::show_warnings(&art.report);
     cli.c.show_compression(art.report.compression.as_ref())?;
     let t_write = Instant::now();
     for k in &kinds {

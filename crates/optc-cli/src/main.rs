@@ -383,6 +383,13 @@ fn compile_with_inputs(
     Ok(m)
 }
 
+/// What the compile left to run time (an `If` branch it could not compile), on stderr.
+pub(crate) fn show_warnings(report: &optc::Report) {
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// The JIT compile of `run`, `check` and `bench` (`profile`: with the per-kernel marks of
 /// `bench --profile`).
 fn compile_jit(
@@ -396,6 +403,7 @@ fn compile_jit(
     opts.input_values = known.clone();
     opts.profile = profile;
     let m = optc::compile_bytes(bytes, &opts).map_err(|e| c.compile_error(e))?;
+    show_warnings(m.report());
     require_compiled(&m)?;
     Ok(m)
 }
@@ -759,6 +767,7 @@ fn cmd_explain(a: ExplainArgs) -> Res<ExitCode> {
     let bytes = read_model(&a.c.model)?;
     let (g, report) =
         optc::optimize_bytes(&bytes, &opts).map_err(|e| format!("{}: {e}", a.c.model.display()))?;
+    show_warnings(&report);
     let import = report.timings.import;
     let r = report.optimizer;
     let mut out = String::new();

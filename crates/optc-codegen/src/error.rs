@@ -51,14 +51,17 @@ pub enum RuntimeError {
     DivisionByZero = 2,
     /// A ScatterElements / ScatterND index is out of range.
     ScatterIndex = 3,
+    /// An `If` branch that could not be compiled for the model's shapes was taken.
+    UncompiledBranch = 4,
 }
 
 impl RuntimeError {
     /// Every runtime error, by code.
-    pub const ALL: [RuntimeError; 3] = [
+    pub const ALL: [RuntimeError; 4] = [
         RuntimeError::GatherIndex,
         RuntimeError::DivisionByZero,
         RuntimeError::ScatterIndex,
+        RuntimeError::UncompiledBranch,
     ];
 
     /// The status code (the low byte of the entry function's return value).
@@ -77,6 +80,7 @@ impl RuntimeError {
             RuntimeError::GatherIndex => "gather index out of range",
             RuntimeError::DivisionByZero => "integer division by zero",
             RuntimeError::ScatterIndex => "scatter index out of range",
+            RuntimeError::UncompiledBranch => optc_ir::UNCOMPILED_BRANCH,
         }
     }
 }

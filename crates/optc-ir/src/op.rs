@@ -385,6 +385,11 @@ pub enum FusedStep {
     },
 }
 
+/// What an [`Op::Guard`] that fails says: the interpreter's error and the status message of
+/// generated code.
+pub const UNCOMPILED_BRANCH: &str =
+    "the If branch taken could not be compiled for the model's input shapes";
+
 /// An operator. Inputs are positional (edge `dst_port`), outputs too (`src_port`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -400,6 +405,12 @@ pub enum Op {
     Binary(BinaryOp),
     /// `cond ? x : y` with broadcasting of all three; cond is bool.
     Where,
+    /// `x` unchanged when the one-element bool `cond` is `expect`; otherwise the run fails
+    /// with an error. Inputs `(cond, x)`. Guards the branch kept of an `If` whose other
+    /// branch could not be compiled for the model's shapes.
+    Guard {
+        expect: bool,
+    },
     Cast {
         to: DType,
     },
@@ -867,6 +878,13 @@ impl Op {
                 one(TensorType::new(a.dtype, s))
             }
             Op::Cast { to } => one(TensorType::new(*to, x.unwrap().shape.clone())),
+            Op::Guard { .. } => {
+                let c = inputs[0];
+                if c.dtype != DType::Bool || c.numel() != 1 {
+                    bail!("guard needs a one-element bool condition, got {c}");
+                }
+                one(inputs[1].clone())
+            }
             Op::MatMul => {
                 let (a, b) = (inputs[0], inputs[1]);
                 if a.dtype != DType::F32 || b.dtype != DType::F32 {

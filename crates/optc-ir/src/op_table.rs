@@ -384,6 +384,7 @@ op_table! {
         {axis: Size, reduction: ScatterReductionName} (Op::ScatterElements { axis, reduction });
     ScatterNd "scatter_nd" (3, 3) Movement Memory [] {reduction: ScatterReductionName}
         (Op::ScatterNd { reduction });
+    Guard "guard" (2, 2) Movement Memory [] {expect: Bool} (Op::Guard { expect });
 
     Fused "fused" (0, usize::MAX) Fused Fused [] {} (Op::Fused { .. })
         else bail!("fused ops are written fused.<base> with base_inputs and steps");

@@ -217,6 +217,27 @@ fn want_const(name: &str) {
     WANTED.with(|w| w.borrow_mut().push(name.to_string()));
 }
 
+/// How many values have been wanted as constants so far in this import.
+fn wanted_count() -> usize {
+    WANTED.with(|w| w.borrow().len())
+}
+
+/// Whether a value wanted as a constant since `count` is one of `known` (a retry of the
+/// import binds it).
+fn wanted_since(count: usize, known: &HashSet<String>) -> bool {
+    WANTED.with(|w| w.borrow()[count..].iter().any(|n| known.contains(n)))
+}
+
+thread_local! {
+    /// What the current import left to run time (an `If` branch it could not compile),
+    /// in words: `Imported::warnings`.
+    static WARNINGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn warn(msg: String) {
+    WARNINGS.with(|w| w.borrow_mut().push(msg));
+}
+
 struct Ctx {
     g: Graph,
     opset: i64,
@@ -422,7 +443,7 @@ fn node_label(n: &pb::NodeProto, i: usize) -> String {
 pub fn import_model(
     model: &pb::ModelProto,
     opts: &ImportOptions,
-) -> Result<(Graph, Vec<String>), (String, Vec<String>)> {
+) -> Result<crate::Imported, (String, Vec<String>)> {
     // Bind known input values only where a node needs a constant, one round at a time.
     let mut bound: HashSet<String> = HashSet::new();
     loop {
@@ -439,7 +460,11 @@ pub fn import_model(
         let mut bound: Vec<String> = bound.into_iter().collect();
         bound.sort();
         return match r {
-            Ok(g) => Ok((g, bound)),
+            Ok(graph) => Ok(crate::Imported {
+                graph,
+                bound_inputs: bound,
+                warnings: WARNINGS.with(|w| std::mem::take(&mut *w.borrow_mut())),
+            }),
             Err(e) => {
                 // Graph inputs whose values would have let the import go on.
                 let inputs = model.graph.as_ref().map(|g| &g.input[..]).unwrap_or(&[]);
@@ -527,6 +552,7 @@ fn import_with(
     bound: &HashSet<String>,
 ) -> (R<Graph>, Vec<String>) {
     WANTED.with(|w| w.borrow_mut().clear());
+    WARNINGS.with(|w| w.borrow_mut().clear());
     let r = import_inner(model, opts, bound);
     (r, WANTED.with(|w| std::mem::take(&mut *w.borrow_mut())))
 }

@@ -108,6 +108,10 @@ pub struct Imported {
     /// Graph inputs bound to the value given in `ImportOptions::input_values` because a
     /// node needed a constant there (sorted): the graph is valid only for those values.
     pub bound_inputs: Vec<String>,
+    /// What the import left to run time, in words: each `If` branch that could not be
+    /// compiled for the model's shapes (a run that takes it fails with
+    /// [`optc_ir::UNCOMPILED_BRANCH`]).
+    pub warnings: Vec<String>,
 }
 
 /// Why a model could not be imported. The message names the node (or tensor, or input)
@@ -167,12 +171,8 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<optc_ir::Graph
 /// was specialized to.
 pub fn import_bytes_bound(bytes: &[u8], opts: &ImportOptions) -> Result<Imported, ImportError> {
     let model = parse(bytes)?;
-    let (graph, bound_inputs) = import::import_model(&model, opts)
-        .map_err(|(msg, needs_values)| ImportError { msg, needs_values })?;
-    Ok(Imported {
-        graph,
-        bound_inputs,
-    })
+    import::import_model(&model, opts)
+        .map_err(|(msg, needs_values)| ImportError { msg, needs_values })
 }
 
 fn parse(bytes: &[u8]) -> Result<tract_onnx::pb::ModelProto, ImportError> {

@@ -156,6 +156,77 @@ fn if_with_branches_of_different_shapes_needs_a_known_condition() {
 }
 
 #[test]
+fn a_branch_that_cannot_be_shaped_is_guarded_not_refused() {
+    // then: x + 1 and x * 3; else: a reshape of x ([2, 3]) to [4, 4], and x - 1.
+    let (t, _) = branches();
+    let mut e = ModelBuilder::new(13);
+    e.initializer("square", &Tensor::from_i64(vec![2], vec![4, 4]).unwrap())
+        .initializer("one_e", &Tensor::scalar_f32(1.0))
+        .node("Reshape", &["x", "square"], &["e0"], vec![])
+        .node("Sub", &["x", "one_e"], &["e1"], vec![])
+        .output_typed("e0", DType::F32, &[4, 4])
+        .output_typed("e1", DType::F32, &[2, 3]);
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2, 3])
+        .input("c", DType::Bool, &[])
+        .node_named("branchy", "If", &["c"], &["y0", "y1"], if_attrs(t, e))
+        .output("y0")
+        .output("y1");
+    let imported = optc_onnx::import_bytes_bound(&m.to_bytes(), &ImportOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let w = &imported.warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("'branchy'") && w[0].contains("else_branch") && w[0].contains("Reshape"),
+        "{w:?}"
+    );
+    let g = &imported.graph;
+    assert!(
+        !ops(g).contains(&Op::Where),
+        "the else branch is not compiled"
+    );
+    let x = rand_t(&[2, 3], &mut 3u64);
+    let flag = |v| Tensor::new(vec![], Data::Bool(vec![v])).unwrap();
+    let ys = interp(g, &[x.clone(), flag(true)]);
+    let by_hand = |f: fn(f64) -> f64| {
+        let v = x.to_f64_vec().into_iter().map(|v| f(v) as f32).collect();
+        Tensor::new(vec![2, 3], Data::F32(v)).unwrap()
+    };
+    close(&ys, &[by_hand(|v| v + 1.0), by_hand(|v| v * 3.0)]);
+    let err = optc_ir::interp::run(g, &[x.clone(), flag(false)])
+        .expect_err("the run that takes the else branch fails")
+        .to_string();
+    assert!(err.contains(optc_ir::UNCOMPILED_BRANCH), "{err}");
+}
+
+#[test]
+fn if_whose_branches_both_cannot_be_shaped_is_refused_with_both_reasons() {
+    let branch = |out: &str| {
+        let mut b = ModelBuilder::new(13);
+        b.initializer("square", &Tensor::from_i64(vec![2], vec![4, 4]).unwrap())
+            .node("Reshape", &["x", "square"], &[out], vec![])
+            .output_typed(out, DType::F32, &[4, 4]);
+        b
+    };
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[2, 3])
+        .input("c", DType::Bool, &[])
+        .node_named(
+            "branchy",
+            "If",
+            &["c"],
+            &["y"],
+            if_attrs(branch("t0"), branch("e0")),
+        )
+        .output("y");
+    let err = import_err(&m);
+    assert!(
+        err.contains("'branchy'") && err.contains("then_branch") && err.contains("else_branch"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unsupported_ops_inside_branches_are_listed_with_the_others() {
     let mut t = ModelBuilder::new(13);
     t.node("NoSuchOp", &["x"], &["t0"], vec![])

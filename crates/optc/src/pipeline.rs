@@ -34,6 +34,8 @@ pub struct Report {
     pub compression: Option<crate::compress::CompressionReport>,
     /// Time spent compressing (calibration, measurement).
     pub compress_time: Duration,
+    /// What the import left to run time, in words (`optc_onnx::Imported::warnings`).
+    pub warnings: Vec<String>,
 }
 
 /// Read a model file (the error names the path).
@@ -101,6 +103,7 @@ pub(crate) fn front(source: Source, opts: &Options) -> Result<Front> {
             let t0 = Instant::now();
             let imported = optc_onnx::import_bytes_bound(bytes, &import_options(opts))?;
             report.timings.import = t0.elapsed();
+            report.warnings = imported.warnings;
             (imported.graph, imported.bound_inputs)
         }
         Source::Graph(g) => (g, vec![]),

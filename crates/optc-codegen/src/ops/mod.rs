@@ -40,8 +40,8 @@ use crate::ops::elementwise::{
 use crate::ops::fused::{apply_chain, elementwise_base, lower_elementwise_chain};
 use crate::ops::matmul::{lower_gemm, lower_matmul, pack_b, NR};
 use crate::ops::movement::{
-    lower_concat, lower_expand, lower_gather, lower_pad, lower_reshape, lower_slice, lower_split,
-    lower_transpose, pad_table,
+    lower_concat, lower_expand, lower_gather, lower_guard, lower_pad, lower_reshape, lower_slice,
+    lower_split, lower_transpose, pad_table,
 };
 use crate::ops::norm::{lower_layernorm, lower_softmax};
 use crate::ops::pool::{lower_maxpool2d, lower_pool, maxpool2d_geometry};
@@ -89,6 +89,7 @@ pub(crate) fn lower_node(
         Op::Cast { .. } => lower_cast(e, info, ins[0], outp[0]),
         Op::BatchNorm { epsilon } => lower_batchnorm(e, info, ins, outp[0], *epsilon),
         Op::Reshape { .. } => lower_reshape(e, info, ins[0], outp[0]),
+        Op::Guard { expect } => lower_guard(e, info, ins[0], ins[1], outp[0], *expect),
         Op::Expand { .. } => lower_expand(e, info, ins[0], outp[0]),
         Op::Transpose { perm } => lower_transpose(e, info, ins[0], outp[0], perm),
         Op::Slice { dims } => lower_slice(e, info, ins[0], outp[0], dims),

@@ -1,5 +1,6 @@
 //! Data movement: Reshape, Expand, Transpose, Slice, Concat, Split (index-mapped copies), Pad
-//! (through a compile-time index table) and Gather (checked indices).
+//! (through a compile-time index table), Gather (checked indices) and Guard (a checked
+//! condition, then a copy).
 
 use crate::builder::{element_type, Emitter};
 use crate::error::{Result, RuntimeError};
@@ -25,6 +26,37 @@ pub(super) fn lower_reshape(e: &mut Emitter, info: &NodeInfo, x: Value, out: Val
             strides: vec![1],
             ..x
         }],
+        &Elementwise::Copy,
+    )
+}
+
+/// A guard: fail with [`RuntimeError::UncompiledBranch`] unless the bool `cond` is
+/// `expect`, then copy `x`.
+pub(super) fn lower_guard(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    cond: Value,
+    x: Value,
+    out: Value,
+    expect: bool,
+) -> Result<()> {
+    let zero = e.b.ins().iconst(types::I64, 0);
+    let c = e.load(types::I8, cond, zero);
+    let cc = if expect {
+        IntCC::Equal
+    } else {
+        IntCC::NotEqual
+    };
+    let bad = e.b.ins().icmp_imm_u(cc, c, 0);
+    e.fail_if(bad, RuntimeError::UncompiledBranch);
+    let n = info.outs[0].numel();
+    let flat = |v: Value, ty: &TensorType| Operand::dense(v, &TensorType::new(ty.dtype, vec![n]));
+    map(
+        e,
+        info,
+        &[n],
+        flat(out, &info.outs[0]),
+        &[flat(x, &info.ins[1])],
         &Elementwise::Copy,
     )
 }

@@ -9,7 +9,9 @@
 //!   condition depends only on inputs whose values the caller gave, `optc run --input`,
 //!   those inputs are bound instead and the condition folds): both run, so the
 //!   branches must produce outputs of the same type and shape (else an error names the node
-//!   and the two types).
+//!   and the two types). A branch that cannot be imported for these shapes (silero-vad's
+//!   8 kHz LSTM fed 16 kHz frames) is left out: the other branch's outputs pass through an
+//!   `Op::Guard` of the condition, which fails the run that takes it, and a warning says so.
 //! - `Loop` whose trip count and condition are known at compile time, and `Scan` (its
 //!   length is the scan inputs' static extent): unrolled, one copy of the body per
 //!   iteration, up to [`MAX_UNROLL`] iterations. A loop whose condition is computed at run
@@ -142,10 +144,8 @@ fn convert_if(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<V
             "the condition must be one bool, it is {cty} (and is computed at run time)"
         ));
     }
-    let t = run_body(ctx, then_branch, &format!("{name}/then_branch"), &[])?;
-    let e = run_body(ctx, else_branch, &format!("{name}/else_branch"), &[])?;
-    check_count(&t, "then_branch")?;
-    check_count(&e, "else_branch")?;
+    let t = branch(ctx, then_branch, &format!("{name}/then_branch"))?;
+    let e = branch(ctx, else_branch, &format!("{name}/else_branch"))?;
     let c = if cty.shape.is_empty() {
         cond
     } else {
@@ -156,6 +156,52 @@ fn convert_if(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<V
             false,
         )?
     };
+    let out_name = |k: usize| {
+        if k == 0 {
+            name.to_string()
+        } else {
+            format!("{name}:{k}")
+        }
+    };
+    // A branch that cannot be imported for these shapes (an LSTM of the other sample rate,
+    // a reshape that only fits the other input length) fails the run that takes it, not
+    // the compile: the other branch's outputs pass through a guard of the condition.
+    let (t, e) = match (t, e) {
+        (Ok(t), Ok(e)) => (t, e),
+        (Err(te), Err(ee)) => {
+            return Err(format!(
+                "neither branch can be imported: then_branch: {te}; else_branch: {ee}"
+            ))
+        }
+        (kept, failed) => {
+            let expect = kept.is_ok();
+            let (kept, why) = match (kept, failed) {
+                (Ok(k), Err(w)) | (Err(w), Ok(k)) => (k, w),
+                _ => unreachable!("one branch failed, the other did not"),
+            };
+            let (good, bad) = if expect {
+                ("then_branch", "else_branch")
+            } else {
+                ("else_branch", "then_branch")
+            };
+            check_count(&kept, good)?;
+            super::warn(format!(
+                "node '{name}' (If): the {bad} cannot be compiled for these input shapes \
+                 ({why}); only the {good} is compiled, and a run whose condition selects the \
+                 {bad} fails"
+            ));
+            return kept
+                .into_iter()
+                .enumerate()
+                .map(|(k, v)| {
+                    ctx.emit1(&out_name(k), Op::Guard { expect }, &[c.clone(), v], false)
+                        .map(Some)
+                })
+                .collect();
+        }
+    };
+    check_count(&t, "then_branch")?;
+    check_count(&e, "else_branch")?;
     let mut outs = Vec::with_capacity(t.len());
     for (k, (a, b)) in t.into_iter().zip(e).enumerate() {
         let (ta, tb) = (ctx.ty(&a), ctx.ty(&b));
@@ -170,19 +216,27 @@ fn convert_if(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<V
                  so that it is known at compile time)"
             ));
         }
-        let out_name = if k == 0 {
-            name.to_string()
-        } else {
-            format!("{name}:{k}")
-        };
         outs.push(Some(ctx.emit1(
-            &out_name,
+            &out_name(k),
             Op::Where,
             &[c.clone(), a, b],
             false,
         )?));
     }
     Ok(outs)
+}
+
+/// Import a branch of an `If` whose condition is computed at run time. `Ok(Err(reason))`:
+/// it cannot be imported for these shapes, which only matters if it is taken; `Err`: an
+/// error of the whole import (the branch needs the value of an input the caller gave, which
+/// a retry of the import binds).
+fn branch(ctx: &mut Ctx, graph: &pb::GraphProto, prefix: &str) -> R<Result<Vec<Val>, String>> {
+    let wanted = super::wanted_count();
+    match run_body(ctx, graph, prefix, &[]) {
+        Ok(outs) => Ok(Ok(outs)),
+        Err(e) if super::wanted_since(wanted, &ctx.known_inputs) => Err(e),
+        Err(e) => Ok(Err(e)),
+    }
 }
 
 /// The declared shape of a body input when it is a rank-0 or one-element rank-1 tensor
