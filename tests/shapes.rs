@@ -197,58 +197,6 @@ fn a_value_bound_at_compile_time_is_never_reused_for_another() {
     assert_eq!(m.compile_count(), 2);
 }
 
-/// `If` on the input `c` whose else branch cannot be shaped for x's [2, 3] (a reshape to
-/// [4, 4]); the then branch is x + 1.
-fn half_shapeable() -> Vec<u8> {
-    let mut t = ModelBuilder::new(13);
-    t.initializer("one", &Tensor::scalar_f32(1.0))
-        .node("Add", &["x", "one"], &["t0"], vec![])
-        .output_typed("t0", DType::F32, &[2, 3]);
-    let mut e = ModelBuilder::new(13);
-    e.initializer("square", &Tensor::from_i64(vec![2], vec![4, 4]).unwrap())
-        .node("Reshape", &["x", "square"], &["e0"], vec![])
-        .output_typed("e0", DType::F32, &[4, 4]);
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[2, 3])
-        .input("c", DType::Bool, &[])
-        .node_named(
-            "branchy",
-            "If",
-            &["c"],
-            &["y"],
-            vec![
-                ("then_branch", Attr::Graph(Box::new(t))),
-                ("else_branch", Attr::Graph(Box::new(e))),
-            ],
-        )
-        .output("y");
-    m.to_bytes()
-}
-
-#[test]
-fn a_branch_that_cannot_be_shaped_fails_only_the_runs_that_take_it() {
-    let mut m = optc::compile_bytes(&half_shapeable(), &Options::default()).unwrap();
-    let warnings = &m.report().warnings;
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].contains("'branchy'") && warnings[0].contains("else_branch"),
-        "{warnings:?}"
-    );
-    let x = Rng::new(7).tensor(&[2, 3], -1.0, 1.0);
-    let y = m.run(&[x.clone(), flag(true)]).unwrap();
-    let plus_one: Vec<f32> = x.to_f64_vec().iter().map(|v| *v as f32 + 1.0).collect();
-    assert_close(
-        &y[0],
-        &Tensor::from_f32(vec![2, 3], plus_one).unwrap(),
-        "then branch",
-    );
-    let e = input_error(&mut m, &[x, flag(false)]);
-    assert!(
-        e.contains("branchy") && e.contains(optc_ir::UNCOMPILED_BRANCH),
-        "{e}"
-    );
-}
-
 /// acc = start + sum over i < trips of x * i, trips an input.
 fn repeat() -> Vec<u8> {
     let mut body = ModelBuilder::new(13);

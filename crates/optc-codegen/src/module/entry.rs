@@ -1,10 +1,12 @@
 //! The entry function, `fn(inputs, outputs, workspace) -> i32`: resolves every value to its
 //! buffer (graph input, graph output, constant data object or workspace offset), calls the
-//! kernels in schedule order (returning `((kernel + 1) << 8) | code` when one fails), then
-//! copies the graph outputs that are not written in place.
+//! kernels in schedule order (returning `((kernel + 1) << 8) | code` when one fails; a
+//! predicated kernel only when its condition holds, `predicates.rs`), then copies the graph
+//! outputs that are not written in place.
 
 use super::imports::RuntimeImports;
 use super::memory::{Location, MemoryPlan};
+use super::predicates::Predicate;
 use crate::builder::{tensor_flags, Emitter};
 use crate::error::{CodegenError, Result};
 use crate::node::bytes_of;
@@ -30,6 +32,8 @@ pub(super) struct EntryFunction<'a> {
     pub kernels: &'a [FuncId],
     /// Scheduled nodes whose kernel is not called (aliased reshapes, folded IsNaN).
     pub skipped: &'a [bool],
+    /// The conditions under which each scheduled node's kernel is called (none: always).
+    pub predicates: &'a [Vec<Predicate>],
     /// Call `optc_rt_profile_mark(i)` before kernel `i` and `(kernels)` after the last.
     pub profile: bool,
 }
@@ -90,6 +94,21 @@ impl EntryFunction<'_> {
                     let k = e.int_const(i as i64);
                     e.b.ins().call(mark, &[k]);
                 }
+                // A predicated kernel: called only when its conditions hold, tested in order.
+                let after = (!self.predicates[i].is_empty()).then(|| e.b.create_block());
+                for p in &self.predicates[i] {
+                    let after = after.expect("made for predicates");
+                    let c = ptr_of(&mut e, locs[&p.condition]);
+                    let byte = e.b.ins().load(types::I8, tensor_flags(), c, 0);
+                    let next = e.b.create_block();
+                    if p.when {
+                        e.b.ins().brif(byte, next, &[], after, &[]);
+                    } else {
+                        e.b.ins().brif(byte, after, &[], next, &[]);
+                    }
+                    e.b.switch_to_block(next);
+                    e.b.seal_block(next);
+                }
                 let mut args = vec![];
                 for v in graph.node_inputs(n) {
                     let l = locs[&v];
@@ -114,6 +133,11 @@ impl EntryFunction<'_> {
                 e.b.ins().return_(&[code]);
                 e.b.switch_to_block(ok);
                 e.b.seal_block(ok);
+                if let Some(after) = after {
+                    e.b.ins().jump(after, &[]);
+                    e.b.switch_to_block(after);
+                    e.b.seal_block(after);
+                }
             }
             if let Some(mark) = mark {
                 let k = e.int_const(self.schedule.len() as i64);

@@ -7,7 +7,9 @@
 //!    which ones a kernel reads,
 //! 3. one kernel function per scheduled node (`kernels.rs`), with its compile-time data, the
 //!    assembled routines of its x64 plan and its task function (`tasks.rs`),
-//! 4. the entry function (`entry.rs`), which calls the kernels in schedule order.
+//! 4. the entry function (`entry.rs`), which calls the kernels in schedule order (those only
+//!    one side of a select with a run-time condition needs only when it picks that side:
+//!    `predicates.rs`).
 //!
 //! Before the kernels: every node's x64 plan ([`crate::x64::kernel_plan`]; `None`: the generic
 //! lowering of [`crate::ops`]), the memory plan (`memory.rs`: workspace offsets by liveness,
@@ -19,6 +21,7 @@ mod entry;
 mod imports;
 mod kernels;
 mod memory;
+mod predicates;
 mod tasks;
 
 use crate::error::{CodegenError, Result};
@@ -126,6 +129,7 @@ pub(crate) fn lower_graph<M: Module>(
         constants: &constant_ids,
         kernels: &kernels,
         skipped: &skipped,
+        predicates: &predicates::predicates(graph, &schedule),
         profile: target.profile(),
     }
     .define(
