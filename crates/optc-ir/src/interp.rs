@@ -569,6 +569,46 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
         Op::Softmax { axis } => one(softmax(x[0], *axis)?),
         Op::LayerNorm { axis, epsilon } => one(layer_norm(x, *axis, *epsilon)?),
         Op::Reshape { .. } => one(x[0].data().clone()),
+        Op::LstmCell => {
+            // The definition: the unfused ops, one after the other.
+            let hidden = out[0].shape[1];
+            let gate = |k: usize| -> Result<Tensor> {
+                let rows = x[0].shape()[0];
+                let dims = vec![
+                    crate::SliceDim {
+                        start: 0,
+                        step: 1,
+                        len: rows,
+                    },
+                    crate::SliceDim {
+                        start: (k * hidden) as i64,
+                        step: 1,
+                        len: hidden,
+                    },
+                ];
+                Ok(eval_op(&Op::Slice { dims }, &[x[0]])?.remove(0))
+            };
+            let apply = |u: UnaryOp, t: &Tensor| -> Result<Tensor> {
+                Ok(eval_op(&Op::Unary(u), &[t])?.remove(0))
+            };
+            let mul = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
+                Ok(eval_op(&Op::Binary(BinaryOp::Mul), &[a, b])?.remove(0))
+            };
+            let i = apply(UnaryOp::Sigmoid, &gate(0)?)?;
+            let o = apply(UnaryOp::Sigmoid, &gate(1)?)?;
+            let f = apply(UnaryOp::Sigmoid, &gate(2)?)?;
+            let g = apply(UnaryOp::Tanh, &gate(3)?)?;
+            let new = mul(&i, &g)?;
+            let c = match x.get(1) {
+                Some(c_old) => {
+                    let old = mul(&f, c_old)?;
+                    eval_op(&Op::Binary(BinaryOp::Add), &[&old, &new])?.remove(0)
+                }
+                None => new,
+            };
+            let h = mul(&o, &apply(UnaryOp::Tanh, &c)?)?;
+            Ok(vec![h, c])
+        }
         Op::Guard { expect } => {
             if sl::<bool>(x[0])?[0] != *expect {
                 bail!("{}", crate::UNCOMPILED_BRANCH);

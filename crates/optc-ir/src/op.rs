@@ -405,6 +405,13 @@ pub enum Op {
     Binary(BinaryOp),
     /// `cond ? x : y` with broadcasting of all three; cond is bool.
     Where,
+    /// One step of an LSTM's gates with the default activations: inputs `gates`
+    /// f32[N, 4H] (the pre-activations of the input, output, forget and cell gates, in
+    /// ONNX's order) and the previous cell state `c` f32[N, H] (absent: zero); outputs the
+    /// new hidden state `h` and cell state `c`, f32[N, H] each:
+    /// `c' = sigmoid(f) c + sigmoid(i) tanh(g)`, `h' = sigmoid(o) tanh(c')`, each operation
+    /// rounded to f32 as the unfused ops would.
+    LstmCell,
     /// `x` unchanged when the one-element bool `cond` is `expect`; otherwise the run fails
     /// with an error. Inputs `(cond, x)`. Guards the branch kept of an `If` whose other
     /// branch could not be compiled for the model's shapes.
@@ -878,6 +885,19 @@ impl Op {
                 one(TensorType::new(a.dtype, s))
             }
             Op::Cast { to } => one(TensorType::new(*to, x.unwrap().shape.clone())),
+            Op::LstmCell => {
+                let g = inputs[0];
+                if g.dtype != DType::F32 || g.rank() != 2 || !g.shape[1].is_multiple_of(4) {
+                    bail!("lstm_cell needs f32 gates [N, 4H], got {g}");
+                }
+                let state = TensorType::new(DType::F32, vec![g.shape[0], g.shape[1] / 4]);
+                if let Some(c) = inputs.get(1) {
+                    if **c != state {
+                        bail!("lstm_cell needs a cell state {state} for gates {g}, got {c}");
+                    }
+                }
+                Ok(vec![state.clone(), state])
+            }
             Op::Guard { .. } => {
                 let c = inputs[0];
                 if c.dtype != DType::Bool || c.numel() != 1 {

@@ -46,13 +46,15 @@ pub enum Family {
     /// Data movement: reshape, transpose, concat, split, slice, pad, gather, expand, and the
     /// indexed gathers and scatters.
     Movement,
+    /// The gates of one step of a recurrent layer: lstm_cell.
+    Recurrent,
     /// `Op::Fused`: a base op and an elementwise chain.
     Fused,
 }
 
 impl Family {
     /// Every family with its name in `.rules` files.
-    pub const NAMES: [(Family, &'static str); 11] = [
+    pub const NAMES: [(Family, &'static str); 12] = [
         (Family::Source, "source"),
         (Family::Unary, "unary"),
         (Family::Binary, "binary"),
@@ -63,6 +65,7 @@ impl Family {
         (Family::Pool, "pool"),
         (Family::Reduction, "reduction"),
         (Family::Movement, "movement"),
+        (Family::Recurrent, "recurrent"),
         (Family::Fused, "fused"),
     ];
 
@@ -384,6 +387,7 @@ op_table! {
         {axis: Size, reduction: ScatterReductionName} (Op::ScatterElements { axis, reduction });
     ScatterNd "scatter_nd" (3, 3) Movement Memory [] {reduction: ScatterReductionName}
         (Op::ScatterNd { reduction });
+    LstmCell "lstm_cell" (1, 2) Recurrent Transcendental [] {} (Op::LstmCell);
     Guard "guard" (2, 2) Movement Memory [] {expect: Bool} (Op::Guard { expect });
 
     Fused "fused" (0, usize::MAX) Fused Fused [] {} (Op::Fused { .. })

@@ -10,7 +10,8 @@
 //!   `norm.rs` (softmax, layernorm), `quantize.rs` (QuantizeLinear, DequantizeLinear,
 //!   DynamicQuantizeLinear), `integer.rs` (MatMulInteger, ConvInteger, QuantizedMatMul,
 //!   QuantizedConv on one i32 GEMM), `indexing.rs` (ArgMax/ArgMin, CumSum, TopK, the
-//!   element and ND gathers and scatters): the op families,
+//!   element and ND gathers and scatters), `recurrent.rs` (an LSTM step's gates): the op
+//!   families,
 //! - `parallel.rs`: which generic nodes are split across tasks.
 
 pub(crate) mod conv;
@@ -27,6 +28,7 @@ pub(crate) mod operand;
 pub(crate) mod parallel;
 pub(crate) mod pool;
 pub(crate) mod quantize;
+pub(crate) mod recurrent;
 pub(crate) mod reduce;
 pub(crate) mod transcendental;
 
@@ -89,6 +91,7 @@ pub(crate) fn lower_node(
         Op::Cast { .. } => lower_cast(e, info, ins[0], outp[0]),
         Op::BatchNorm { epsilon } => lower_batchnorm(e, info, ins, outp[0], *epsilon),
         Op::Reshape { .. } => lower_reshape(e, info, ins[0], outp[0]),
+        Op::LstmCell => recurrent::lower_lstm_cell(e, info, ins, outp),
         Op::Guard { expect } => lower_guard(e, info, ins[0], ins[1], outp[0], *expect),
         Op::Expand { .. } => lower_expand(e, info, ins[0], outp[0]),
         Op::Transpose { perm } => lower_transpose(e, info, ins[0], outp[0], perm),

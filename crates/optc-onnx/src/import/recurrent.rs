@@ -1027,6 +1027,19 @@ fn lstm_step(
     let (f, g, hact) = (acts[0], acts[1], acts[2]);
     let hr = recurrent(u, &format!("{at}/recurrent"), h, &weights.recurrent)?;
     let pre = u.add_maybe(&format!("{at}/preactivation"), xp, hr)?;
+    // The common case in one node: default activations, no clip, peepholes or coupling.
+    if (f, g, hact) == (Activation::Sigmoid, Activation::Tanh, Activation::Tanh)
+        && layer.clip.is_none()
+        && weights.peepholes.is_none()
+        && !layer.input_forget
+    {
+        let mut ins = vec![pre];
+        ins.extend(c);
+        let name = format!("{}/{at}/cell", u.name);
+        let out = u.ctx.emit(&name, Op::LstmCell, &ins, true)?;
+        let [h_new, c_new]: [Val; 2] = out.try_into().map_err(|_| "bad lstm_cell outputs")?;
+        return Ok((h_new, c_new));
+    }
     let parts = u.split(&format!("{at}/gates"), pre, 4)?;
     let [i, o, fg, cg]: [Val; 4] = parts.try_into().map_err(|_| "bad gate split")?;
     // P (.) C, `None` when either is absent (zero).
