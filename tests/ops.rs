@@ -1088,6 +1088,27 @@ fn pad_modes() {
             1,
         );
     }
+    // A last dim of a few vectors: its interior is copied a vector at a time (rows in the
+    // padding of an outer dim filled), the table-driven loop before and after it.
+    let wide = r.tensor(&[1, 2, 3, 21], -1.0, 1.0);
+    for (mode, pads) in [
+        ("constant", vec![0, 0, 1, 3, 0, 0, 2, 5]),
+        ("reflect", vec![0, 0, 1, 2, 0, 0, 1, 3]),
+        ("edge", vec![0, 1, 0, 4, 0, 0, 0, 6]),
+    ] {
+        let mut ins = vec![x(wide.clone()), init("p", i64s(&pads))];
+        if mode == "constant" {
+            ins.push(init("v", Tensor::scalar_f32(0.75)));
+        }
+        check_op(
+            &format!("Pad {mode} {pads:?} of [1, 2, 3, 21]"),
+            "Pad",
+            13,
+            &ins,
+            vec![("mode", A::Str(mode.into()))],
+            1,
+        );
+    }
     check_op(
         "Pad 2 attrs",
         "Pad",
@@ -1112,6 +1133,45 @@ fn pad_modes() {
         vec![],
         1,
     );
+}
+
+/// Negative (cropping) pads, which tract 0.23 does not run: compiled at every -O level
+/// against the interpreter.
+#[test]
+fn pad_crops_against_the_interpreter() {
+    let mut r = Rng::new(23);
+    let t = r.tensor(&[2, 3, 20], -1.0, 1.0);
+    for (mode, pads) in [
+        ("constant", vec![1, 0, -2, 0, -1, 3]),
+        ("reflect", vec![0, -1, -3, 0, 0, -4]),
+        ("edge", vec![0, 1, 5, 0, 0, -6]),
+    ] {
+        let label = format!("Pad {mode} {pads:?}");
+        let (bytes, inputs) = one_node(
+            "Pad",
+            13,
+            &[x(t.clone()), init("p", i64s(&pads))],
+            vec![("mode", A::Str(mode.into()))],
+            1,
+        );
+        let graph = optc::import_bytes(&bytes, &optc::Options::default()).unwrap();
+        let want = optc_ir::interp::run(&graph, &inputs).unwrap();
+        for level in [0u8, 3] {
+            let opts = optc::Options {
+                opt_level: level,
+                ..Default::default()
+            };
+            let got = optc::compile_bytes(&bytes, &opts)
+                .and_then(|mut m| m.run(&inputs))
+                .unwrap_or_else(|e| panic!("{label} -O{level}: {e}"));
+            assert_eq!(got[0].shape(), want[0].shape(), "{label}");
+            assert_eq!(
+                got[0].to_f64_vec(),
+                want[0].to_f64_vec(),
+                "{label} -O{level}"
+            );
+        }
+    }
 }
 
 #[test]

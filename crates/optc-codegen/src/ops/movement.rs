@@ -2,15 +2,15 @@
 //! (through a compile-time index table), Gather (checked indices) and Guard (a checked
 //! condition, then a copy).
 
-use crate::builder::{element_type, Emitter};
+use crate::builder::{element_type, Emitter, F32X4};
 use crate::error::{Result, RuntimeError};
 use crate::node::NodeInfo;
 use crate::ops::elementwise::Elementwise;
 use crate::ops::map::map;
 use crate::ops::math::cast;
 use crate::ops::operand::{element_strides, Operand};
-use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
-use optc_ir::{DType, PadMode, SliceDim, TensorType};
+use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Type, Value};
+use optc_ir::{DType, Op, PadMode, SliceDim, TensorType};
 
 /// A reshape that is not aliased by the memory plan: a flat copy.
 pub(super) fn lower_reshape(e: &mut Emitter, info: &NodeInfo, x: Value, out: Value) -> Result<()> {
@@ -208,6 +208,16 @@ pub(super) fn pad_table(info: &NodeInfo, pads: &[i64], mode: PadMode) -> Vec<u8>
 // ---------------------------------------------------------------------------------------------
 // Data movement with index tables and gathers.
 
+/// The outputs of a pad's last dim in `start..end` read the inputs from `source` on, one after
+/// the other (where the outer dims are not in the padding; else `fill`).
+#[derive(Clone, Copy)]
+struct Interior {
+    start: usize,
+    end: usize,
+    source: i64,
+    fill: Value,
+}
+
 pub(super) fn lower_pad(
     e: &mut Emitter,
     info: &NodeInfo,
@@ -249,6 +259,7 @@ pub(super) fn lower_pad(
         ost: &[i64],
         es: i64,
         part: Option<(usize, usize, Value)>,
+        interior: Option<Interior>,
         p: (Value, Value, Value),
         st: (Value, Value, Value),
         leaf: &mut dyn FnMut(&mut Emitter, Value, Value, Value),
@@ -262,43 +273,95 @@ pub(super) fn lower_pad(
         let step = ost[d] * es;
         let tstart = e.int_const(tab_off[d]);
         // In a task's slice, this dimension runs over `[t n, (t + 1) n)` only.
-        let (count, ooff, tstart) = match part {
+        let (range, ooff, tstart) = match part {
             Some((dim, n, t)) if dim == d => {
                 let first = e.b.ins().imul_imm_s(t, n as i64);
                 let oo = e.b.ins().imul_imm_s(first, step);
                 let to = e.b.ins().imul_imm_s(first, 8);
-                (n, e.b.ins().iadd(ooff, oo), e.b.ins().iadd(tstart, to))
+                (0..n, e.b.ins().iadd(ooff, oo), e.b.ins().iadd(tstart, to))
             }
-            _ => (shape[d], ooff, tstart),
+            _ => (0..shape[d], ooff, tstart),
         };
-        e.loop_offsets(
-            count as i64,
-            &[ooff, tstart],
-            &[step, 8],
-            &mut |e, _i, o| {
-                let t = e.load(types::I64, tab, o[1]);
-                let ok = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, t, 0);
-                let v = e.b.ins().band(valid, ok);
-                let z = e.int_const(0);
-                let t = e.b.ins().select(ok, t, z);
-                let io = e.b.ins().iadd(ioff, t);
-                rec(
-                    e,
-                    d + 1,
-                    shape,
-                    tab_off,
-                    ost,
-                    es,
-                    part,
-                    p,
-                    (o[0], io, v),
-                    leaf,
+        // The last dim's interior (`interior`): copied a vector at a time, the table-driven
+        // loop only before and after it.
+        let pieces = match interior {
+            Some(r) if d + 1 == shape.len() && range == (0..shape[d]) => {
+                let (x, out, _) = p;
+                let src = e.b.ins().iadd_imm_s(ioff, r.source * es);
+                let dst = e.b.ins().iadd_imm_s(ooff, r.start as i64 * es);
+                let fill = r.fill;
+                let copy = |e: &mut Emitter, ty: Type, o: &[Value]| {
+                    let v = e.load(ty, x, o[0]);
+                    let f = if ty.is_vector() {
+                        e.b.ins().splat(ty, fill)
+                    } else {
+                        fill
+                    };
+                    let v = e.b.ins().select(valid, v, f);
+                    e.store(v, out, o[1]);
+                };
+                e.vector_loop(
+                    r.end - r.start,
+                    &[src, dst],
+                    &[true, true],
+                    &mut |e, o| copy(e, F32X4, o),
+                    &mut |e, o| copy(e, types::F32, o),
                 );
-            },
-        );
+                vec![0..r.start, r.end..shape[d]]
+            }
+            _ => vec![range],
+        };
+        for piece in pieces.into_iter().filter(|r| !r.is_empty()) {
+            let ooff = e.b.ins().iadd_imm_s(ooff, piece.start as i64 * step);
+            let tstart = e.b.ins().iadd_imm_s(tstart, piece.start as i64 * 8);
+            e.loop_offsets(
+                piece.len() as i64,
+                &[ooff, tstart],
+                &[step, 8],
+                &mut |e, _i, o| {
+                    let t = e.load(types::I64, tab, o[1]);
+                    let ok = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, t, 0);
+                    let v = e.b.ins().band(valid, ok);
+                    let z = e.int_const(0);
+                    let t = e.b.ins().select(ok, t, z);
+                    let io = e.b.ins().iadd(ioff, t);
+                    rec(
+                        e,
+                        d + 1,
+                        shape,
+                        tab_off,
+                        ost,
+                        es,
+                        part,
+                        interior,
+                        p,
+                        (o[0], io, v),
+                        leaf,
+                    );
+                },
+            );
+        }
     }
     let z = e.int_const(0);
     let t = e.b.ins().iconst(types::I8, if in_empty { 0 } else { 1 });
+    // The last dim's outputs read from consecutive inputs (all but the padding), when the
+    // elements are f32 (copied as they are) and there are a few vectors of them.
+    let last = shape.len() - 1;
+    let interior = match info.op {
+        Op::Pad { pads, .. } if dt == DType::F32 && !in_empty => {
+            let begin = pads[last];
+            let n = info.ins[0].shape[last] as i64;
+            let lo = begin.max(0);
+            let hi = (begin + n).min(shape[last] as i64);
+            (hi - lo >= 8).then_some(Interior {
+                start: lo as usize,
+                end: hi as usize,
+                source: lo - begin,
+                fill,
+            })
+        }
+        _ => None,
+    };
     rec(
         e,
         0,
@@ -307,6 +370,7 @@ pub(super) fn lower_pad(
         &ost,
         es,
         part,
+        interior,
         (x, out, tab),
         (z, z, t),
         &mut |e, ooff, ioff, valid| {
