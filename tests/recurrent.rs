@@ -488,7 +488,34 @@ fn check_reference(label: &str, c: &Case) {
             errs.extend(report(&format!("{label}: -O{level} output {k}"), g, w));
         }
     }
+    // The other targets this host runs: an LSTM step's gates are an assembled routine on
+    // AVX-512 and Cranelift code on the others.
+    for target in other_targets() {
+        let opts = optc::Options {
+            target: target.into(),
+            ..Default::default()
+        };
+        let got = optc::compile_bytes(&bytes, &opts)
+            .and_then(|mut m| m.run(&inputs))
+            .unwrap_or_else(|e| panic!("{label}: {target}: {e}"));
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            errs.extend(report(&format!("{label}: {target} output {k}"), g, w));
+        }
+    }
     assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+/// The x86-64 targets below the host's own that it runs.
+fn other_targets() -> Vec<&'static str> {
+    let mut t = vec![];
+    #[cfg(target_arch = "x86_64")]
+    {
+        t.push("x86_64-sse4.2");
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            t.push("x86_64-avx2");
+        }
+    }
+    t
 }
 
 /// optc against tract, and the reference against tract (it is the oracle elsewhere).

@@ -41,6 +41,7 @@ pub(super) fn emit_unit(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: U
         let folded = KernelArgs {
             ins: c.ins,
             out,
+            outs: c.outs,
             scratch: c.scratch,
             extra: c.extra,
             microkernels: c.microkernels,
@@ -252,6 +253,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
         | Strategy::Softmax
+        | Strategy::LstmCell
         | Strategy::SmallMap
         | Strategy::Int8(_)
         | Strategy::Sparse(_) => (pack, 0),
@@ -298,6 +300,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
         | Strategy::Softmax
+        | Strategy::LstmCell
         | Strategy::SmallMap
         | Strategy::Int8(_)
         | Strategy::Sparse(_) => (c.ins[1], 0),

@@ -5,7 +5,7 @@ use super::asm::depthwise::DepthwiseKey;
 use super::asm::{Epilogue, Isa, MicrokernelKey, Routine, MR, NR};
 use super::int8::{self, Int8Plan};
 use super::sparse::{self, SparseKind, SparsePlan};
-use super::{depthwise, pool, small_map, softmax, winograd};
+use super::{depthwise, lstm, pool, small_map, softmax, winograd};
 use crate::error::Result;
 use crate::node::{base_info, NodeInfo};
 use crate::ops::conv::{conv_geometry, conv_is_gemm, ConvGeometry};
@@ -45,6 +45,9 @@ pub(super) enum Strategy {
     /// Softmax over contiguous rows (AVX-512, see [`softmax`]): `m` rows of `n` floats,
     /// units of `mrows` rows; fused steps run after the rows, in slices.
     Softmax,
+    /// An LSTM step's gates (AVX-512, see [`lstm`]): `m` rows (the batch) of `n` hidden
+    /// units, all in one routine call.
+    LstmCell,
 }
 
 /// How the microkernels read A.
@@ -160,6 +163,7 @@ impl KernelPlan {
             | Strategy::Depthwise(_)
             | Strategy::MaxPool(_)
             | Strategy::Softmax
+            | Strategy::LstmCell
             | Strategy::Int8(_) => false,
         };
         !(packed && port == 1)
@@ -331,7 +335,10 @@ impl KernelPlan {
             Strategy::ImplicitGemm(_) | Strategy::GemmRuntimeB { .. } => {
                 self.kc.min(self.k.max(1)) * self.chunk * 4
             }
-            Strategy::GemmConstantB | Strategy::Depthwise(_) | Strategy::Softmax => 0,
+            Strategy::GemmConstantB
+            | Strategy::Depthwise(_)
+            | Strategy::Softmax
+            | Strategy::LstmCell => 0,
             Strategy::SmallMap => small_map::tmp_bytes(self),
             Strategy::Winograd(g, r) => winograd::task_bytes(self, g, *r),
             Strategy::MaxPool(g) => pool::task_bytes(g),
@@ -399,6 +406,9 @@ impl KernelPlan {
         if let Strategy::Softmax = &self.kind {
             return vec![Routine::Softmax(softmax::key(self))];
         }
+        if let Strategy::LstmCell = &self.kind {
+            return vec![Routine::LstmCell(lstm::key(self))];
+        }
         if let Strategy::MaxPool(g) = &self.kind {
             return pool::routine_keys(self, g)
                 .into_iter()
@@ -449,6 +459,7 @@ impl KernelPlan {
                 | Strategy::Int8(_)
                 | Strategy::Sparse(_)
                 | Strategy::Softmax
+                | Strategy::LstmCell
         ) {
             return vec![];
         }
@@ -666,6 +677,9 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     };
     if matches!(base, Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. }) {
         return int8::plan(info, target);
+    }
+    if let Op::LstmCell = info.op {
+        return Ok(lstm::plan(info, target));
     }
     if !is_f32(&info.outs[0]) || info.outs.len() != 1 {
         return Ok(None);
@@ -928,7 +942,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         Strategy::Int8(_) => unreachable!("int8 nodes are planned by `int8::plan`"),
         Strategy::Sparse(_) => sparse::CHUNK,
         Strategy::Winograd(g, r) => winograd::unit_tiles(g, *r),
-        Strategy::MaxPool(_) | Strategy::Softmax => n,
+        Strategy::MaxPool(_) | Strategy::Softmax | Strategy::LstmCell => n,
         Strategy::ImplicitGemm(_) => 128,
         Strategy::Depthwise(_) | Strategy::SmallMap => n,
         Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } if m >= 256 => 512,
@@ -1064,7 +1078,7 @@ pub(super) fn balanced_rows(m: usize, want: usize, min_rows: usize, max_rows: us
 /// A plan of `m` rows (planes, softmax rows) of `n` outputs done whole by one routine or
 /// loop, in units of `mrows` rows: split across tasks when `parallel`; fused steps all run
 /// after the tasks (`rest` 0).
-fn rows_plan(
+pub(super) fn rows_plan(
     kind: Strategy,
     isa: Isa,
     (m, n, k): (usize, usize, usize),

@@ -23,7 +23,7 @@
 //!   `small_map.rs` (1x1 convs on small maps, the GEMM roles swapped), `pool.rs` (2-D max
 //!   pools, separable), `int8/` (the quantized contractions on the int8 microkernels),
 //!   `sparse.rs` (contractions whose constant weight is mostly zeros), `softmax.rs`
-//!   (softmax over rows, AVX-512).
+//!   (softmax over rows, AVX-512), `lstm.rs` (an LSTM step's gates, AVX-512).
 
 pub(crate) mod asm;
 mod depthwise;
@@ -31,6 +31,7 @@ mod direct_conv;
 mod gemm;
 pub(crate) mod int8;
 mod kernel_plan;
+mod lstm;
 mod packing;
 mod pool;
 mod serial;

@@ -4,7 +4,7 @@
 use super::asm::{MicrokernelKey, Routine};
 use super::gemm::{emit_unit, Unit};
 use super::kernel_plan::{KernelPlan, Strategy};
-use super::{pool, small_map, softmax, winograd};
+use super::{lstm, pool, small_map, softmax, winograd};
 use crate::builder::{if_else, tensor_flags, Emitter};
 use cranelift_codegen::ir::{condcodes::IntCC, types, AtomicRmwOp, FuncRef, InstBuilder, Value};
 use std::collections::HashMap;
@@ -13,6 +13,8 @@ use std::collections::HashMap;
 pub(crate) struct KernelArgs<'a> {
     pub ins: &'a [Value],
     pub out: Value,
+    /// Every output (`out` is the first; only an LSTM cell has two).
+    pub outs: &'a [Value],
     pub scratch: Value,
     pub extra: &'a [Value],
     pub microkernels: &'a HashMap<Routine, FuncRef>,
@@ -20,7 +22,7 @@ pub(crate) struct KernelArgs<'a> {
 
 impl<'a> KernelArgs<'a> {
     /// A node's kernel or task function arguments from its parameters: the `nin` inputs,
-    /// the output, and last the scratch.
+    /// the outputs, and last the scratch.
     pub(crate) fn of_params(
         params: &'a [Value],
         nin: usize,
@@ -30,6 +32,7 @@ impl<'a> KernelArgs<'a> {
         KernelArgs {
             ins: &params[..nin],
             out: params[nin],
+            outs: &params[nin..params.len() - 1],
             scratch: params[params.len() - 1],
             extra,
             microkernels,
@@ -159,6 +162,10 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
     }
     if let Strategy::Softmax = &p.kind {
         softmax::emit_task(e, p, c, t);
+        return;
+    }
+    if let Strategy::LstmCell = &p.kind {
+        lstm::emit_task(e, p, c, t);
         return;
     }
     let (lo, hi) = task_units(e, p, t);

@@ -300,6 +300,8 @@ impl Machine {
                     self.k[Self::ki(i.op0_register())] = self.reg(i.op1_register()) as u16;
                 }
                 Mnemonic::Vpxord => self.dwords(&i, |a, b| a ^ b),
+                Mnemonic::Vpandd => self.dwords(&i, |a, b| a & b),
+                Mnemonic::Vpord => self.dwords(&i, |a, b| a | b),
                 Mnemonic::Vmovups
                 | Mnemonic::Vmovdqu32
                 | Mnemonic::Vmovdqa32

@@ -9,7 +9,8 @@
 //!   contractions, and `quantize.rs`: the routines that quantize their f32 activations,
 //! - `sparse.rs`: the sparse kernel (rows of a mostly-zero constant weight times dense panels),
 //!   and `transpose.rs`: the 8x8-block transposing copy that packs its MatMul panels,
-//! - `softmax.rs`: softmax over contiguous rows (AVX-512),
+//! - `softmax.rs`: softmax over contiguous rows (AVX-512), `lstm.rs`: an LSTM step's gates
+//!   (AVX-512),
 //! - `epilogue.rs`: the bias/activation/residual/scale steps applied before a tile's store,
 //! - `routine.rs`: [`Routine`], the one key type of every assembled routine a node calls,
 //! - `peak.rs`: the FMA-peak loop of the benches,
@@ -28,6 +29,7 @@ pub(crate) mod int8_amx;
 mod int8_avx2;
 pub(crate) mod int8_pixels;
 mod int8_vnni;
+pub(crate) mod lstm;
 pub(crate) mod max_pool;
 mod peak;
 pub(crate) mod quantize;

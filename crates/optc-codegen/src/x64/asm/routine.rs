@@ -5,6 +5,7 @@ use super::direct_conv::{self, DirectConvKey};
 use super::gemm::{self, MicrokernelKey};
 use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
 use super::int8_amx::TileState;
+use super::lstm::{self, LstmCellKey, LSTM_CELL_PARAMS};
 use super::max_pool::{self, MaxPoolKey, MAX_POOL_PARAMS};
 use super::quantize::QuantizeKey;
 use super::softmax::{self, SoftmaxKey, SOFTMAX_PARAMS};
@@ -15,7 +16,8 @@ use iced_x86::IcedError;
 /// A routine assembled with `iced-x86` and defined into the module: a GEMM microkernel, a
 /// depthwise kernel ([`depthwise`]), a direct-conv kernel ([`direct_conv`]), an int8
 /// microkernel ([`int8`]), an activation-quantizing routine ([`super::quantize`]), a sparse
-/// kernel ([`sparse`]), a softmax over rows ([`softmax`]) or max-pool rows ([`max_pool`]).
+/// kernel ([`sparse`]), a softmax over rows ([`softmax`]), max-pool rows ([`max_pool`]) or
+/// an LSTM step's gates ([`lstm`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Routine {
     Microkernel(MicrokernelKey),
@@ -27,6 +29,7 @@ pub(crate) enum Routine {
     Transpose(TransposeKey),
     Softmax(SoftmaxKey),
     MaxPool(MaxPoolKey),
+    LstmCell(LstmCellKey),
     /// Configure or release the AMX tiles around a unit's int8 kernel calls.
     Tiles(TileState),
 }
@@ -43,6 +46,7 @@ impl Routine {
             Routine::Transpose(k) => k.symbol(),
             Routine::Softmax(k) => k.symbol(),
             Routine::MaxPool(k) => k.symbol(),
+            Routine::LstmCell(k) => k.symbol(),
             Routine::Tiles(t) => t.symbol(),
         }
     }
@@ -64,6 +68,7 @@ impl Routine {
             Routine::Transpose(_) => TRANSPOSE_PARAMS,
             Routine::Softmax(_) => SOFTMAX_PARAMS,
             Routine::MaxPool(_) => MAX_POOL_PARAMS,
+            Routine::LstmCell(_) => LSTM_CELL_PARAMS,
             Routine::Tiles(_) => 0,
         }
     }
@@ -78,6 +83,7 @@ impl Routine {
             Routine::Transpose(k) => transpose::assemble(k),
             Routine::Softmax(k) => softmax::assemble(k),
             Routine::MaxPool(k) => max_pool::assemble(k),
+            Routine::LstmCell(k) => lstm::assemble(k),
             Routine::Tiles(t) => t.assemble(),
         }
     }

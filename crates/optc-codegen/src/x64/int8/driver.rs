@@ -201,6 +201,7 @@ fn quantize_part(
                     let sub = KernelArgs {
                         ins: c.ins,
                         out: c.out,
+                        outs: c.outs,
                         scratch: c.scratch,
                         extra: &c.extra[q.form_data()..],
                         microkernels: c.microkernels,
@@ -461,6 +462,7 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
                 let sub = KernelArgs {
                     ins: c.ins,
                     out: c.out,
+                    outs: c.outs,
                     scratch: c.scratch,
                     extra: &c.extra[fd..],
                     microkernels: c.microkernels,
