@@ -1135,22 +1135,25 @@ fn pad_modes() {
     );
 }
 
-/// Negative (cropping) pads, which tract 0.23 does not run: compiled at every -O level
-/// against the interpreter.
+/// Negative (cropping) pads, which tract 0.23 does not run, and a rank-0 pad: compiled at
+/// -O0 and -O3 against the interpreter.
 #[test]
 fn pad_crops_against_the_interpreter() {
     let mut r = Rng::new(23);
     let t = r.tensor(&[2, 3, 20], -1.0, 1.0);
-    for (mode, pads) in [
-        ("constant", vec![1, 0, -2, 0, -1, 3]),
-        ("reflect", vec![0, -1, -3, 0, 0, -4]),
-        ("edge", vec![0, 1, 5, 0, 0, -6]),
+    let scalar = Tensor::scalar_f32(0.5);
+    for (x_in, mode, pads) in [
+        // A rank-0 input: nothing to pad (found by the fuzzer: the last dim's interior).
+        (&scalar, "constant", vec![]),
+        (&t, "constant", vec![1, 0, -2, 0, -1, 3]),
+        (&t, "reflect", vec![0, -1, -3, 0, 0, -4]),
+        (&t, "edge", vec![0, 1, 5, 0, 0, -6]),
     ] {
         let label = format!("Pad {mode} {pads:?}");
         let (bytes, inputs) = one_node(
             "Pad",
             13,
-            &[x(t.clone()), init("p", i64s(&pads))],
+            &[x(x_in.clone()), init("p", i64s(&pads))],
             vec![("mode", A::Str(mode.into()))],
             1,
         );

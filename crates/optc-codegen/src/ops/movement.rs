@@ -345,10 +345,11 @@ pub(super) fn lower_pad(
     let z = e.int_const(0);
     let t = e.b.ins().iconst(types::I8, if in_empty { 0 } else { 1 });
     // The last dim's outputs read from consecutive inputs (all but the padding), when the
-    // elements are f32 (copied as they are) and there are a few vectors of them.
-    let last = shape.len() - 1;
+    // elements are f32 (copied as they are) and there are a few vectors of them (a rank-0
+    // pad has no dims).
     let interior = match info.op {
-        Op::Pad { pads, .. } if dt == DType::F32 && !in_empty => {
+        Op::Pad { pads, .. } if dt == DType::F32 && !in_empty && !shape.is_empty() => {
+            let last = shape.len() - 1;
             let begin = pads[last];
             let n = info.ins[0].shape[last] as i64;
             let lo = begin.max(0);
