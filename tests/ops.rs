@@ -468,6 +468,46 @@ fn conv_case(
     check_op(label, "Conv", 17, &ins, attrs, 1);
 }
 
+/// 1x1 convs over one-pixel maps (squeeze-excitation blocks): a GEMM of the images' channel
+/// vectors with the transposed weights; with a bias, a fused activation and a residual add,
+/// several images, a partial last panel of output channels and K over one K block.
+#[test]
+fn one_pixel_convs_are_gemms() {
+    let mut r = Rng::new(29);
+    for (xs, ws) in [
+        ([3, 40, 1, 1], [24, 40, 1, 1]),
+        ([1, 576, 1, 1], [144, 576, 1, 1]),
+        ([2, 7, 1, 1], [5, 7, 1, 1]),
+    ] {
+        conv_case(
+            &mut r,
+            &format!("conv 1x1 of {xs:?}"),
+            &xs,
+            &ws,
+            true,
+            vec![],
+        );
+        let mut b = optc_onnx::builder::ModelBuilder::new(17);
+        b.input("x", DType::F32, &dims(&xs))
+            .input("skip", DType::F32, &dims(&[xs[0], ws[0], 1, 1]))
+            .initializer("w", &r.tensor(&ws, -1.0, 1.0))
+            .initializer("b", &r.tensor(&[ws[0]], -1.0, 1.0))
+            .node("Conv", &["x", "w", "b"], &["y"], vec![])
+            .node("HardSigmoid", &["y"], &["s"], vec![])
+            .node("Add", &["s", "skip"], &["z"], vec![])
+            .output("z");
+        let inputs = [
+            r.tensor(&xs, -1.0, 1.0),
+            r.tensor(&[xs[0], ws[0], 1, 1], -1.0, 1.0),
+        ];
+        check(
+            &format!("conv 1x1 + hard_sigmoid + add of {xs:?}"),
+            &b.to_bytes(),
+            &inputs,
+        );
+    }
+}
+
 #[test]
 fn conv_2d() {
     let mut r = Rng::new(8);

@@ -666,6 +666,23 @@ pub(super) fn tile_steps(
     t
 }
 
+/// Whether a conv is a GEMM of its images' channel vectors with its constant weights: a 1x1
+/// conv (stride 1, no padding, one group) over maps of one pixel (a squeeze-excitation
+/// block's). Its plan is `GemmConstantB` with the weights transposed ([`b_transposed`]).
+fn one_pixel_gemm(g: &ConvGeometry, info: &NodeInfo) -> bool {
+    conv_is_gemm(g) && g.oh * g.ow == 1 && info.consts[1].is_some()
+}
+
+/// Whether a `GemmConstantB` node's constant B is stored transposed, `[N, K]`: Gemm's
+/// `trans_b`, and a conv's weights `[M, C, 1, 1]` ([`one_pixel_gemm`]).
+pub(super) fn b_transposed(info: &NodeInfo) -> bool {
+    let base = match info.op {
+        Op::Fused { base, .. } => &**base,
+        op => op,
+    };
+    matches!(base, Op::Gemm { trans_b: true, .. } | Op::Conv { .. })
+}
+
 /// The plan for `info` on the AVX2 path, or `None` when the node takes the generic path.
 pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
     if !target.has_avx2_fma() {
@@ -821,17 +838,28 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
             if m * n * g.n == 0 || k == 0 {
                 return Ok(None);
             }
-            if nbase > 2 {
-                epilogue.push(Epilogue::BiasRow);
-                bias_port = Some(2);
-            }
-            let nimg = g.n;
-            if dw {
-                // Depth of one output: the window (not `c` windows).
-                let k = g.kh * g.kw;
-                (Strategy::Depthwise(g), m, n, k, nimg, true)
+            if one_pixel_gemm(&g, binfo) {
+                // Rows: the images' channel vectors (in place, `k` apart); columns: the
+                // output channels, in panels of 16 (the implicit GEMM's columns would be the
+                // one pixel in a panel); the weights packed transposed (`b_transposed`).
+                if nbase > 2 {
+                    epilogue.push(Epilogue::BiasCol);
+                    bias_port = Some(2);
+                }
+                (Strategy::GemmConstantB, g.n, m, k, 1, false)
             } else {
-                (Strategy::ImplicitGemm(g), m, n, k, nimg, true)
+                if nbase > 2 {
+                    epilogue.push(Epilogue::BiasRow);
+                    bias_port = Some(2);
+                }
+                let nimg = g.n;
+                if dw {
+                    // Depth of one output: the window (not `c` windows).
+                    let k = g.kh * g.kw;
+                    (Strategy::Depthwise(g), m, n, k, nimg, true)
+                } else {
+                    (Strategy::ImplicitGemm(g), m, n, k, nimg, true)
+                }
             }
         }
         _ => return Ok(None),

@@ -5,7 +5,7 @@
 //! buffers.
 
 use super::asm::{MR, NR};
-use super::kernel_plan::{ALayout, KernelPlan, Strategy};
+use super::kernel_plan::{b_transposed, ALayout, KernelPlan, Strategy};
 use super::sparse_skipped::Check;
 use super::tasks::KernelArgs;
 use super::winograd_weights::{self, FirstRunWeights};
@@ -16,7 +16,6 @@ use crate::node::NodeInfo;
 use crate::ops::conv::ConvGeometry;
 use crate::ops::matmul::pack_b;
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
-use optc_ir::Op;
 
 /// Data computed by the generated code at the first run instead of stored (AOT objects):
 /// a Winograd conv's `U`, 1.8-4x its weights. Its kernel then takes, instead of
@@ -47,9 +46,7 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
             let b = info.consts[1]
                 .as_ref()
                 .ok_or_else(|| info.err("B is not constant"))?;
-            let trans = matches!(info.op, Op::Gemm { trans_b: true, .. })
-                || matches!(info.op, Op::Fused { base, .. } if matches!(**base, Op::Gemm { trans_b: true, .. }));
-            Ok(vec![pack_b(info, b, trans, NR)?])
+            Ok(vec![pack_b(info, b, b_transposed(info), NR)?])
         }
         Strategy::Sparse(plan) => sparse::derived(info, plan, p),
         Strategy::ImplicitGemm(g) => {

@@ -477,7 +477,8 @@ pub(super) fn choose(
     let w = binfo.consts[1].as_ref()?;
     match kind {
         // Rows: B's N columns; columns: A's M rows.
-        Strategy::GemmConstantB => {
+        // (A one-pixel conv as a GEMM stays dense: its weights are `[M, C, 1, 1]`.)
+        Strategy::GemmConstantB if !matches!(binfo.op, Op::Conv { .. }) => {
             let nonzeros = nonzeros_if_sparse(mode, w, n, m, 1.0)?;
             let kind = SparseKind::MatMul {
                 trans_b: trans_b(info),
