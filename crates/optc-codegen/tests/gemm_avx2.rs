@@ -591,7 +591,7 @@ fn matmul_runtime_b() {
 /// Convs with few input channels whose output rows are whole 16-pixel steps run the
 /// assembled direct-conv kernel (`ukr::dc`): stride 1 and 2 (and mixed), dilation, 1-4 input
 /// channels, kernels up to 64 taps, output channels that are not a multiple of 6, batch 2,
-/// every epilogue; plus neighbours that take the implicit GEMM (a residual, 24-pixel rows,
+/// every epilogue (HardSwish too; SiLU after the kernel); plus neighbours that take the implicit GEMM (a residual, 24-pixel rows,
 /// too many taps, stride 2 without pads).
 #[test]
 fn conv_direct_few_channels() {
@@ -666,6 +666,10 @@ fn conv_direct_few_channels() {
             vec!["relu6"],
             vec!["bias", "relu"],
             vec!["res"],
+            // HardSwish in the direct-conv kernel (MobileNetV3's stem); SiLU stops it.
+            vec!["bias", "hardswish"],
+            vec!["hardswish", "relu6"],
+            vec!["silu"],
         ] {
             s += 1;
             conv_fused(&x, &w, win.clone(), &steps, s);

@@ -63,7 +63,9 @@ impl DirectConvKey {
             && ow.is_multiple_of(16)
             && ow > 0
             && !epilogue.contains(&Epilogue::Residual)
-            && !epilogue.iter().any(Epilogue::gemm_only)
+            && !epilogue
+                .iter()
+                .any(|e| e.gemm_only() && *e != Epilogue::HardSwish)
     }
 
     pub fn symbol(&self) -> String {

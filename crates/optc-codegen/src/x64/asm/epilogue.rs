@@ -249,9 +249,9 @@ pub(crate) fn epilogue_symbol(epilogue: &[Epilogue]) -> String {
     s
 }
 
-/// A pointwise epilogue step (Relu, Clip, Scale) on `regs`, with `tmp` as scratch and
-/// `konst` placing f32 constants after the code (the depthwise and direct-conv kernels; a
-/// bias or residual step is the kernel's own).
+/// A pointwise epilogue step (Relu, Clip, Scale, HardSwish) on `regs`, with `tmp` as scratch
+/// and `konst` placing f32 constants after the code (the AVX2 GEMM, depthwise and
+/// direct-conv kernels; a bias or residual step is the kernel's own).
 pub(crate) fn epilogue_pointwise(
     a: &mut CodeAssembler,
     epilogue: Epilogue,
@@ -285,11 +285,35 @@ pub(crate) fn epilogue_pointwise(
                 a.vmulps(r, r, tmp)?;
             }
         }
+        Epilogue::HardSwish => {
+            // t = clamp(x / 6 + 0.5, 0, 1) (8-float constants; the clamps take their bound
+            // second: a NaN t only comes from a NaN x, which the product keeps); x *= t.
+            let mut vector = |a: &mut CodeAssembler, v: f32| {
+                let l = konst(a, v.to_bits());
+                for _ in 1..8 {
+                    konst(a, v.to_bits());
+                }
+                ymmword_ptr(l)
+            };
+            let (six, half, zero, one) = (
+                vector(a, 6.0),
+                vector(a, 0.5),
+                vector(a, 0.0),
+                vector(a, 1.0),
+            );
+            for &r in regs {
+                a.vdivps(tmp, r, six)?;
+                a.vaddps(tmp, tmp, half)?;
+                a.vmaxps(tmp, tmp, zero)?;
+                a.vminps(tmp, tmp, one)?;
+                a.vmulps(r, r, tmp)?;
+            }
+        }
         Epilogue::BiasRow | Epilogue::BiasCol | Epilogue::Residual => {
             unreachable!("not a pointwise epilogue step")
         }
-        Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu | Epilogue::FakeQuantize { .. } => {
-            unreachable!("a GEMM-only epilogue step")
+        Epilogue::Silu | Epilogue::Gelu | Epilogue::FakeQuantize { .. } => {
+            unreachable!("an AVX-512 GEMM-only epilogue step")
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! The AVX2/FMA microkernel: two ymm accumulators per tile row (one for `half` kernels), and
 //! the transposed store of the swapped-roles kernels.
 
-use super::epilogue::Epilogue;
+use super::epilogue::{epilogue_pointwise, Epilogue};
 use super::gemm::{k_loop, row, MicrokernelKey, MR};
 use super::registers::{xmm, ymm};
 use iced_x86::code_asm::*;
@@ -252,30 +252,8 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
             }
             Epilogue::FakeQuantize { .. } => unreachable!("int8 kernels only (`kernel_plan`)"),
             Epilogue::HardSwish => {
-                // t = clamp(x / 6 + 0.5, 0, 1) in ymm14 (6 in ymm15; 0.5, 0 and 1 as 8-float
-                // constants: the clamps take their bound second, a NaN t only comes from a
-                // NaN x, which the product keeps); x *= t.
-                let vector = |a: &mut CodeAssembler,
-                              konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
-                              bits: u32| {
-                    let l = konst(a, bits);
-                    for _ in 1..8 {
-                        konst(a, bits);
-                    }
-                    l
-                };
-                let six = konst(&mut a, 6f32.to_bits());
-                let half = vector(&mut a, &mut konst, 0.5f32.to_bits());
-                let zero = vector(&mut a, &mut konst, 0);
-                let one = vector(&mut a, &mut konst, 1f32.to_bits());
-                a.vbroadcastss(ymm15, dword_ptr(six))?;
-                for &r in &accs {
-                    a.vdivps(ymm14, ymm(r), ymm15)?;
-                    a.vaddps(ymm14, ymm14, ymmword_ptr(half))?;
-                    a.vmaxps(ymm14, ymm14, ymmword_ptr(zero))?;
-                    a.vminps(ymm14, ymm14, ymmword_ptr(one))?;
-                    a.vmulps(ymm(r), ymm(r), ymm14)?;
-                }
+                let regs: Vec<AsmRegisterYmm> = accs.iter().map(|&r| ymm(r)).collect();
+                epilogue_pointwise(&mut a, Epilogue::HardSwish, &regs, ymm14, &mut konst)?;
             }
         }
     }

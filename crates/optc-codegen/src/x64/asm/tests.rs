@@ -163,8 +163,8 @@ fn data_len(key: &MicrokernelKey) -> usize {
         .map(|e| match e {
             Epilogue::Clip(..) => 8,
             Epilogue::Scale(_) => 4,
-            // 6 as one float; AVX2: 0.5, 0 and 1 as 8-float vectors, AVX-512: one float each.
-            Epilogue::HardSwish if key.isa == Isa::Avx2 => 4 + 3 * 32,
+            // AVX2: 6, 0.5, 0 and 1 as 8-float vectors; AVX-512: one float each.
+            Epilogue::HardSwish if key.isa == Isa::Avx2 => 4 * 32,
             Epilogue::HardSwish => 16,
             // -1, the clamp bounds, magic, log2(e), ln 2 (2), the polynomial (6), 1, the
             // exponent bias, the overflow bound, infinity.
