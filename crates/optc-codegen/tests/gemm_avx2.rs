@@ -902,7 +902,8 @@ fn depthwise_conv_geometries() {
 /// Geometries of the assembled depthwise kernels (`ukr::dw`, used without a fused residual):
 /// wide rows (inner column loop, several vectors per step, an overlapping last group), rows of
 /// 1-9 outputs (partial stores of every length), stride 2 and mixed strides, pads 0-2,
-/// dilation, 1-D and 2x2 kernels, batch 2 with many channels; every epilogue.
+/// dilation, 1-D and 2x2 kernels, batch 2 with many channels, windows of 16 to 49 taps (on
+/// AVX-512); every epilogue.
 #[test]
 fn depthwise_conv_assembled() {
     let mut cases: Vec<(Vec<usize>, [usize; 2], Window)> = vec![
@@ -991,6 +992,36 @@ fn depthwise_conv_assembled() {
             window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ));
     }
+    // Windows of more than 9 taps (AVX-512 targets: taps 9-19 in ymm21-31, the rest read
+    // as broadcasts): 5x5 (MobileNetV3, EfficientNet) at strides 1 and 2, 7x7 (49 taps), a
+    // dilated 5x5 and a 4x4 without pads.
+    cases.extend([
+        (
+            vec![1, 6, 14, 14],
+            [5, 5],
+            window(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
+        ),
+        (
+            vec![1, 4, 15, 33],
+            [5, 5],
+            window(&[5, 5], &[2, 2], &[2, 2, 2, 2], &[1, 1]),
+        ),
+        (
+            vec![2, 3, 11, 40],
+            [7, 7],
+            window(&[7, 7], &[1, 1], &[3, 3, 3, 3], &[1, 1]),
+        ),
+        (
+            vec![1, 3, 16, 21],
+            [5, 5],
+            window(&[5, 5], &[1, 1], &[4, 4, 4, 4], &[2, 2]),
+        ),
+        (
+            vec![1, 2, 9, 19],
+            [4, 4],
+            window(&[4, 4], &[1, 1], &[0, 0, 0, 0], &[1, 1]),
+        ),
+    ]);
     let mut s = 500;
     for (x, k, w) in cases {
         for (bias, steps) in [
@@ -999,6 +1030,8 @@ fn depthwise_conv_assembled() {
             (true, vec!["relu6"]),
             (false, vec!["relu"]),
             (true, vec!["sigmoid"]),
+            (true, vec!["hardswish"]),
+            (false, vec!["silu"]),
         ] {
             s += 1;
             dw_case(&x, k, w.clone(), bias, &steps, s);

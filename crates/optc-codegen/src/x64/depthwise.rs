@@ -3,8 +3,8 @@
 //! applied in registers, the input read in place (no padded copy), never outside a row of the
 //! channel.
 //!
-//! When [`DepthwiseKey::supports`] the geometry and epilogue (stride 1 or 2, at most 9 taps, no
-//! fused residual), the whole unit is one call of an assembled ymm kernel
+//! When [`DepthwiseKey::supports`] the geometry and epilogue (stride 1 or 2, at most 9 taps, or
+//! 49 on AVX-512, no fused residual), the whole unit is one call of an assembled ymm kernel
 //! ([`crate::x64::asm::depthwise`]: 8 outputs per vector, borders by masked loads). Otherwise the
 //! f32x4 code below:
 //! - output rows run `ROWS` at a time ([`passes`]), each input vector load feeding every kernel row
@@ -21,7 +21,7 @@
 //! sums, weights reloaded per tap (more loads, worse).
 
 use super::asm::depthwise::{input_rows, passes, DepthwiseGeometry, DepthwiseKey, RowTaps};
-use super::asm::{Epilogue, Routine};
+use super::asm::{Epilogue, Isa, Routine};
 use super::kernel_plan::KernelPlan;
 use super::tasks::KernelArgs;
 use crate::builder::{shuffle_lanes, tensor_flags, Emitter, F32X4};
@@ -66,8 +66,15 @@ pub(super) fn depthwise_geometry(g: &ConvGeometry) -> DepthwiseGeometry {
 fn depthwise_key(p: &KernelPlan, g: &ConvGeometry) -> Option<DepthwiseKey> {
     let epilogue = p.kernel_epilogue();
     let dg = depthwise_geometry(g);
-    (p.res_port.is_none() && DepthwiseKey::supports(&dg, &epilogue))
-        .then_some(DepthwiseKey { g: dg, epilogue })
+    let avx512 = p.isa == Isa::Avx512;
+    let wide = dg.kh * dg.kw > 9;
+    (p.res_port.is_none() && DepthwiseKey::supports(&dg, &epilogue, avx512)).then_some(
+        DepthwiseKey {
+            g: dg,
+            epilogue,
+            wide,
+        },
+    )
 }
 
 /// The assembled kernel [`emit_depthwise`] calls, if any.

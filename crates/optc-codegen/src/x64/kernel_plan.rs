@@ -957,7 +957,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
             // otherwise); the other depthwise code stops before them.
             let whole = target.microkernel_isa() == Isa::Avx512
                 && res_port.is_none()
-                && DepthwiseKey::supports(&depthwise::depthwise_geometry(&g), &epilogue);
+                && DepthwiseKey::supports(&depthwise::depthwise_geometry(&g), &epilogue, true);
             if !whole {
                 epilogue = portable.clone();
                 rest = portable_rest;

@@ -5,7 +5,9 @@
 //! Cranelift's x86-64 backend lowers only 128-bit vectors and its FMA overwrites a multiplicand (a
 //! register copy per tap), so the f32x4 depthwise code in `crate::x64::depthwise` runs at about a
 //! quarter of the FMA peak. These kernels keep the channel's `kh * kw <= 9` weights in ymm0-8 and
-//! up to 6 accumulators in ymm9-14, and resolve the geometry at assembly time:
+//! up to 6 accumulators in ymm9-14 (on AVX-512, windows of up to 49 taps: taps 9-19 in
+//! ymm21-31, the others read by EVEX embedded broadcasts from the weights; `DepthwiseKey::wide`),
+//! and resolve the geometry at assembly time:
 //! - rows: the rows whose window is inside the input run [`DepthwiseGeometry::rows`] at a time,
 //!   each input row feeding every output row that uses it; the border rows run alone with the taps
 //!   outside the input dropped ([`passes`]);
@@ -125,13 +127,63 @@ pub(crate) struct DepthwiseKey {
     /// SiLU and GELU only on AVX-512 targets: they run on the accumulators' zmm with zmm16-20
     /// as scratch, the GEMM kernels' code).
     pub epilogue: Vec<Epilogue>,
+    /// A window of more than 9 taps on an AVX-512 target: taps 9-19 in ymm21-31, the others
+    /// read as embedded broadcasts of the weight (EVEX-encoded ymm, AVX-512VL).
+    pub wide: bool,
+}
+
+/// Taps of a window whose weights all stay in registers without AVX-512 (ymm0-8).
+const REGISTER_TAPS: usize = 9;
+/// Most taps of a window on AVX-512 (7x7).
+pub(crate) const MAX_TAPS_WIDE: usize = 49;
+
+/// Where tap `q`'s weight is: a register (ymm0-8, then on AVX-512 ymm21-31: `evex`, the
+/// instructions that name it are EVEX-encoded), else at byte `4 q` of the channel's weights
+/// (rdx), read by an embedded broadcast (EVEX too).
+#[derive(Clone, Copy)]
+enum Weight {
+    Register { r: AsmRegisterYmm, evex: bool },
+    Memory(i32),
+}
+
+fn weight(q: usize) -> Weight {
+    const HIGH: [AsmRegisterYmm; 11] = [
+        ymm21, ymm22, ymm23, ymm24, ymm25, ymm26, ymm27, ymm28, ymm29, ymm30, ymm31,
+    ];
+    match q {
+        q if q < REGISTER_TAPS => Weight::Register {
+            r: ymm(q),
+            evex: false,
+        },
+        q if q < REGISTER_TAPS + HIGH.len() => Weight::Register {
+            r: HIGH[q - REGISTER_TAPS],
+            evex: true,
+        },
+        q => Weight::Memory(4 * q as i32),
+    }
+}
+
+/// `acc += w x`, `x` a register.
+fn fma(
+    a: &mut CodeAssembler,
+    acc: AsmRegisterYmm,
+    w: Weight,
+    x: AsmRegisterYmm,
+) -> Result<(), IcedError> {
+    match w {
+        Weight::Register { r, evex: false } => a.vfmadd231ps(acc, r, x),
+        Weight::Register { r, evex: true } => a.evex().vfmadd231ps(acc, r, x),
+        Weight::Memory(off) => a.evex().vfmadd231ps(acc, x, dword_bcst(rdx + off)),
+    }
 }
 
 impl DepthwiseKey {
     /// Whether a kernel exists for this geometry and epilogue.
-    pub fn supports(g: &DepthwiseGeometry, epilogue: &[Epilogue]) -> bool {
+    /// (`avx512`: the target has AVX-512, whose registers take windows of up to
+    /// [`MAX_TAPS_WIDE`] taps.)
+    pub fn supports(g: &DepthwiseGeometry, epilogue: &[Epilogue], avx512: bool) -> bool {
         (g.sw == 1 || g.sw == 2)
-            && g.kh * g.kw <= 9
+            && g.kh * g.kw <= if avx512 { MAX_TAPS_WIDE } else { REGISTER_TAPS }
             && g.kh * g.kw > 0
             && g.ow > 0
             && g.oh > 0
@@ -150,6 +202,9 @@ impl DepthwiseKey {
             g.h, g.w, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw
         );
         s.push_str(&epilogue_symbol(&self.epilogue));
+        if self.wide {
+            s.push_str("_wide");
+        }
         s
     }
 }
@@ -212,8 +267,12 @@ fn lanes(c0: i64, w: usize) -> u8 {
 pub(crate) fn assemble(key: &DepthwiseKey) -> Result<Vec<u8>, IcedError> {
     let g = &key.g;
     assert!(
-        DepthwiseKey::supports(g, &key.epilogue),
+        DepthwiseKey::supports(g, &key.epilogue, key.wide),
         "unsupported depthwise kernel"
+    );
+    assert!(
+        key.wide == (g.kh * g.kw > REGISTER_TAPS),
+        "a wide depthwise kernel is one of more than 9 taps"
     );
     let mut a = CodeAssembler::new(64)?;
     let mut mk = Masks::default();
@@ -247,7 +306,15 @@ pub(crate) fn assemble(key: &DepthwiseKey) -> Result<Vec<u8>, IcedError> {
     a.jz(end)?;
     a.set_label(&mut chan)?;
     for q in 0..kk {
-        a.vbroadcastss(ymm(q), dword_ptr(rdx + 4 * q as i32))?;
+        match weight(q) {
+            Weight::Register { r, evex: false } => {
+                a.vbroadcastss(r, dword_ptr(rdx + 4 * q as i32))?
+            }
+            Weight::Register { r, evex: true } => {
+                a.evex().vbroadcastss(r, dword_ptr(rdx + 4 * q as i32))?
+            }
+            Weight::Memory(_) => {}
+        }
     }
     for pass in &passes {
         let nr = pass.rows.len();
@@ -358,9 +425,9 @@ fn group(
             let s = (kw * g.dw) as i64;
             for v in 0..nv {
                 let ov = o0 + 8 * v as i64;
-                let fma = |a: &mut CodeAssembler, x: AsmRegisterYmm| -> Result<(), IcedError> {
+                let fma_all = |a: &mut CodeAssembler, x: AsmRegisterYmm| -> Result<(), IcedError> {
                     for &(j, kh) in uses {
-                        a.vfmadd231ps(acc(j, v), ymm(kh * g.kw + kw), x)?;
+                        fma(a, acc(j, v), weight(kh * g.kw + kw), x)?;
                     }
                     Ok(())
                 };
@@ -374,13 +441,18 @@ fn group(
                     let l = mk.get(a, bits);
                     a.vmovups(ymm14, ymmword_ptr(l))?;
                     a.vmaskmovps(ymm15, ymm14, ymmword_ptr(m))?;
-                    fma(a, ymm15)?;
-                } else if uses.len() == 1 {
-                    let (j, kh) = uses[0];
-                    a.vfmadd231ps(acc(j, v), ymm(kh * g.kw + kw), ymmword_ptr(m))?;
+                    fma_all(a, ymm15)?;
+                } else if let (1, Weight::Register { r, evex: false }) =
+                    (uses.len(), weight(uses[0].1 * g.kw + kw))
+                {
+                    a.vfmadd231ps(acc(uses[0].0, v), r, ymmword_ptr(m))?;
+                } else if let (1, Weight::Register { r, evex: true }) =
+                    (uses.len(), weight(uses[0].1 * g.kw + kw))
+                {
+                    a.evex().vfmadd231ps(acc(uses[0].0, v), r, ymmword_ptr(m))?;
                 } else {
                     a.vmovups(ymm15, ymmword_ptr(m))?;
-                    fma(a, ymm15)?;
+                    fma_all(a, ymm15)?;
                 }
             }
         }
@@ -421,7 +493,7 @@ fn group(
                 }
                 a.vshufps(ymm15, ymm13, ymm14, imm)?;
                 for &(j, kh) in uses {
-                    a.vfmadd231ps(acc(j, v), ymm(kh * g.kw + kw), ymm15)?;
+                    fma(a, acc(j, v), weight(kh * g.kw + kw), ymm15)?;
                 }
             }
         }

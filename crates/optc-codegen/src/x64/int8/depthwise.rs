@@ -25,9 +25,11 @@ use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value}
 /// of quantized planes, when it supports the geometry.
 pub(super) fn sum_key(g: &ConvGeometry) -> Option<DepthwiseKey> {
     let dg = depthwise_geometry(g);
-    DepthwiseKey::supports(&dg, &[]).then(|| DepthwiseKey {
+    // (Windows of at most 9 taps: the int8 path's kernel is the AVX2 one.)
+    DepthwiseKey::supports(&dg, &[], false).then(|| DepthwiseKey {
         g: dg,
         epilogue: vec![],
+        wide: false,
     })
 }
 
