@@ -278,6 +278,9 @@ fn conv_images_folded_into_columns() {
     let w11 = window(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
     conv_fused(&[2, 9, 3, 5], &[7, 9, 1, 1], w11, &[], 808);
     conv_fused(&[128, 16, 1], &[1, 16, 1], w1(1, 1, 0), &[], 809);
+    // Silero's third encoder conv: one column unit of enough work, split in two for tasks.
+    conv_fused(&[128, 64, 2], &[64, 64, 3], w1(3, 2, 1), &["relu"], 810);
+    conv_fused(&[100, 40, 3], &[24, 40, 3], w1(3, 1, 1), &["relu"], 811);
 }
 
 #[test]

@@ -1059,6 +1059,15 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     } else {
         1 << 21
     };
+    // Enough work for two threads in one unit (columns of one chunk, rows too few to split:
+    // each row part would pack B again): two column units instead.
+    if flops >= min_flops
+        && p.units() == 1
+        && matches!(p.kind, Strategy::ImplicitGemm(_) | Strategy::GemmConstantB)
+        && p.n > NR
+    {
+        p.chunk = p.n.div_ceil(2).div_ceil(NR) * NR;
+    }
     p.tasks = if flops < min_flops {
         1
     } else {
