@@ -28,6 +28,18 @@ pub(crate) const EXP_POLY: [f32; 6] = [
 ];
 pub(crate) const EXP_OVERFLOW: f32 = 88.72284;
 
+/// `tanh`'s constants, shared with the AVX-512 LSTM cell (`x64::asm::lstm`): Cephes' odd
+/// polynomial in `x^2` (highest degree first), and the `|x|` below which it is used.
+#[allow(clippy::excessive_precision)]
+pub(crate) const TANH_POLY: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_908_9e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328_2e-1,
+];
+pub(crate) const TANH_SMALL: f32 = 0.625;
+
 /// `erf`'s constants, shared with the AVX-512 GELU epilogue: the clamp of the argument and
 /// the numerator and denominator polynomials in `x^2` (highest degree first).
 pub(crate) const ERF_CLAMP: f32 = 4.0;
@@ -152,17 +164,7 @@ impl Emitter<'_> {
         let ax = self.b.ins().fabs(x);
         // Small |x|: Cephes tanhf odd polynomial.
         let z = self.b.ins().fmul(x, x);
-        let p = self.poly(
-            ty,
-            z,
-            &[
-                -5.704_988_7e-3,
-                2.063_908_9e-2,
-                -5.373_971_6e-2,
-                1.333_144_2e-1,
-                -3.333_328_2e-1,
-            ],
-        );
+        let p = self.poly(ty, z, &TANH_POLY);
         let pz = self.b.ins().fmul(p, z);
         let small = self.mul_add(pz, x, x);
         // Large |x|: 1 - 2 / (exp(2|x|) + 1), with the sign of x.
@@ -174,7 +176,7 @@ impl Emitter<'_> {
         let q = self.b.ins().fdiv(two, d);
         let mag = self.b.ins().fsub(one, q);
         let large = self.copysign(ty, mag, x);
-        let lim = self.float_const(ty, 0.625);
+        let lim = self.float_const(ty, TANH_SMALL);
         let is_small = self.b.ins().fcmp(FloatCC::LessThan, ax, lim);
         self.select_float(ty, is_small, small, large)
     }

@@ -12,7 +12,8 @@
 
 use super::registers::zmm;
 use crate::ops::transcendental::{
-    EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_OVERFLOW, EXP_POLY,
+    EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_OVERFLOW, EXP_POLY, TANH_POLY,
+    TANH_SMALL,
 };
 use iced_x86::code_asm::*;
 use std::f32::consts::LOG2_E;
@@ -36,19 +37,6 @@ impl LstmCellKey {
 }
 
 pub(crate) const LSTM_CELL_PARAMS: usize = 5;
-
-/// Tanh's odd polynomial in `x^2` (highest degree first), as `Emitter::tanh`.
-#[allow(clippy::excessive_precision)]
-pub(crate) const TANH_POLY: [f32; 5] = [
-    -5.704_988_7e-3,
-    2.063_908_9e-2,
-    -5.373_971_6e-2,
-    1.333_144_2e-1,
-    -3.333_328_2e-1,
-];
-
-/// Below this `|x|`, tanh is its polynomial.
-pub(crate) const TANH_SMALL: f32 = 0.625;
 
 // Registers broadcast once: 1, 2, tanh's bound.
 const ONE: AsmRegisterZmm = zmm29;
@@ -77,6 +65,23 @@ impl Constants {
     }
 }
 
+/// `p = poly(x)` by Horner's rule (`coefficients` highest degree first), as `Emitter::poly`.
+fn horner(
+    a: &mut CodeAssembler,
+    k: &mut Constants,
+    p: AsmRegisterZmm,
+    x: AsmRegisterZmm,
+    coefficients: &[f32],
+) -> Result<(), IcedError> {
+    let first = k.label(a, coefficients[0].to_bits());
+    a.vbroadcastss(p, dword_ptr(first))?;
+    for &c in &coefficients[1..] {
+        let c = k.f(a, c);
+        a.vfmadd213ps(p, x, c)?;
+    }
+    Ok(())
+}
+
 /// `dst = exp(x)` (`x` kept), as `Emitter::exp`; `s` scratch (not `x` or `dst`).
 fn exp(
     a: &mut CodeAssembler,
@@ -100,13 +105,8 @@ fn exp(
     let (c1, c2) = (k.f(a, EXP_LN2_HI), k.f(a, EXP_LN2_LO));
     a.vfmadd231ps(dst, n, c1)?;
     a.vfmadd231ps(dst, n, c2)?;
-    // p = poly(r) (Horner); n = r^2; dst = y = p r^2 + (r + 1).
-    let first = k.label(a, EXP_POLY[0].to_bits());
-    a.vbroadcastss(p, dword_ptr(first))?;
-    for &c in &EXP_POLY[1..] {
-        let c = k.f(a, c);
-        a.vfmadd213ps(p, dst, c)?;
-    }
+    // p = poly(r); n = r^2; dst = y = p r^2 + (r + 1).
+    horner(a, k, p, dst, &EXP_POLY)?;
     a.vmulps(n, dst, dst)?;
     a.vaddps(dst, dst, ONE)?;
     a.vfmadd231ps(dst, p, n)?;
@@ -148,12 +148,7 @@ fn tanh(
     a.vpandd(magnitude, x, abs)?;
     // Small |x|: p = poly(z), z = x^2; p = p z; p = p x + x.
     a.vmulps(z, x, x)?;
-    let first = k.label(a, TANH_POLY[0].to_bits());
-    a.vbroadcastss(p, dword_ptr(first))?;
-    for &c in &TANH_POLY[1..] {
-        let c = k.f(a, c);
-        a.vfmadd213ps(p, z, c)?;
-    }
+    horner(a, k, p, z, &TANH_POLY)?;
     a.vmulps(p, p, z)?;
     a.vfmadd213ps(p, x, x)?;
     // Large |x|: z = 2|x|; e = exp(z); 1 - 2 / (e + 1) with the sign of x.
