@@ -17,7 +17,7 @@
 
 use super::asm::{Epilogue, Routine, SparseKey, TransposeKey, NR};
 use super::gemm::Unit;
-use super::kernel_plan::{KernelPlan, Strategy};
+use super::kernel_plan::{b_transposed, KernelPlan, Strategy};
 use super::packing::{conv_tables, pack_panels};
 use super::sparse_skipped::{self, Check};
 use super::tasks::KernelArgs;
@@ -435,15 +435,6 @@ fn nonzeros_if_sparse(
     (rows > 0 && mode.takes_sparse(nnz, v.len(), columns, dense_gain)).then_some(nnz)
 }
 
-/// Whether the node is a MatMul-family op with the weight stored `[N][K]`.
-pub(super) fn trans_b(info: &NodeInfo) -> bool {
-    let base = match info.op {
-        Op::Fused { base, .. } => &**base,
-        op => op,
-    };
-    matches!(base, Op::Gemm { trans_b: true, .. })
-}
-
 /// Columns of a unit: one kernel call.
 pub(super) const CHUNK: usize = CALL_COLS;
 
@@ -481,7 +472,7 @@ pub(super) fn choose(
         Strategy::GemmConstantB if !matches!(binfo.op, Op::Conv { .. }) => {
             let nonzeros = nonzeros_if_sparse(mode, w, n, m, 1.0)?;
             let kind = SparseKind::MatMul {
-                trans_b: trans_b(info),
+                trans_b: b_transposed(info),
             };
             let scalar = m < 8;
             Some((
