@@ -64,16 +64,13 @@ pub(super) fn depthwise_geometry(g: &ConvGeometry) -> DepthwiseGeometry {
 
 /// The assembled kernel of this node, if it can use one.
 fn depthwise_key(p: &KernelPlan, g: &ConvGeometry) -> Option<DepthwiseKey> {
-    let epilogue = p.kernel_epilogue();
-    let dg = depthwise_geometry(g);
-    let avx512 = p.isa == Isa::Avx512;
-    let wide = dg.kh * dg.kw > 9;
-    (p.res_port.is_none() && DepthwiseKey::supports(&dg, &epilogue, avx512)).then_some(
-        DepthwiseKey {
-            g: dg,
-            epilogue,
-            wide,
-        },
+    if p.res_port.is_some() {
+        return None;
+    }
+    DepthwiseKey::new(
+        depthwise_geometry(g),
+        p.kernel_epilogue(),
+        p.isa == Isa::Avx512,
     )
 }
 

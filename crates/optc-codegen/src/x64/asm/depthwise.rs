@@ -178,6 +178,17 @@ fn fma(
 }
 
 impl DepthwiseKey {
+    /// The kernel of this geometry and epilogue on a target with (`avx512`) or without
+    /// AVX-512, if one exists ([`DepthwiseKey::supports`]); wide when its window has more
+    /// taps than ymm0-8 hold.
+    pub fn new(g: DepthwiseGeometry, epilogue: Vec<Epilogue>, avx512: bool) -> Option<Self> {
+        Self::supports(&g, &epilogue, avx512).then(|| DepthwiseKey {
+            wide: g.kh * g.kw > REGISTER_TAPS,
+            g,
+            epilogue,
+        })
+    }
+
     /// Whether a kernel exists for this geometry and epilogue.
     /// (`avx512`: the target has AVX-512, whose registers take windows of up to
     /// [`MAX_TAPS_WIDE`] taps.)

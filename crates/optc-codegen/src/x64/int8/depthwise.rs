@@ -24,13 +24,8 @@ use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value}
 /// The f32 depthwise kernel (`crate::x64::asm::depthwise`, no epilogue) that sums the windows
 /// of quantized planes, when it supports the geometry.
 pub(super) fn sum_key(g: &ConvGeometry) -> Option<DepthwiseKey> {
-    let dg = depthwise_geometry(g);
     // (Windows of at most 9 taps: the int8 path's kernel is the AVX2 one.)
-    DepthwiseKey::supports(&dg, &[], false).then(|| DepthwiseKey {
-        g: dg,
-        epilogue: vec![],
-        wide: false,
-    })
+    DepthwiseKey::new(depthwise_geometry(g), vec![], false)
 }
 
 /// The routine quantizing to `q - zero` in f32: whole planes back to back for [`sum_key`]'s
