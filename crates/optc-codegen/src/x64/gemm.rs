@@ -253,7 +253,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
         | Strategy::Softmax
-        | Strategy::LstmCell
+        | Strategy::LstmCell { .. }
         | Strategy::SmallMap
         | Strategy::Int8(_)
         | Strategy::Sparse(_) => (pack, 0),
@@ -300,7 +300,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         | Strategy::Winograd(..)
         | Strategy::MaxPool(_)
         | Strategy::Softmax
-        | Strategy::LstmCell
+        | Strategy::LstmCell { .. }
         | Strategy::SmallMap
         | Strategy::Int8(_)
         | Strategy::Sparse(_) => (c.ins[1], 0),

@@ -46,8 +46,8 @@ pub(super) enum Strategy {
     /// units of `mrows` rows; fused steps run after the rows, in slices.
     Softmax,
     /// An LSTM step's gates (AVX-512, see [`lstm`]): `m` rows (the batch) of `n` hidden
-    /// units, all in one routine call.
-    LstmCell,
+    /// units, all in one routine call; `cell`: with a previous cell state (else zero).
+    LstmCell { cell: bool },
 }
 
 /// How the microkernels read A.
@@ -163,7 +163,7 @@ impl KernelPlan {
             | Strategy::Depthwise(_)
             | Strategy::MaxPool(_)
             | Strategy::Softmax
-            | Strategy::LstmCell
+            | Strategy::LstmCell { .. }
             | Strategy::Int8(_) => false,
         };
         !(packed && port == 1)
@@ -338,7 +338,7 @@ impl KernelPlan {
             Strategy::GemmConstantB
             | Strategy::Depthwise(_)
             | Strategy::Softmax
-            | Strategy::LstmCell => 0,
+            | Strategy::LstmCell { .. } => 0,
             Strategy::SmallMap => small_map::tmp_bytes(self),
             Strategy::Winograd(g, r) => winograd::task_bytes(self, g, *r),
             Strategy::MaxPool(g) => pool::task_bytes(g),
@@ -406,8 +406,8 @@ impl KernelPlan {
         if let Strategy::Softmax = &self.kind {
             return vec![Routine::Softmax(softmax::key(self))];
         }
-        if let Strategy::LstmCell = &self.kind {
-            return vec![Routine::LstmCell(lstm::key(self))];
+        if let Strategy::LstmCell { cell } = self.kind {
+            return vec![Routine::LstmCell(lstm::key(self, cell))];
         }
         if let Strategy::MaxPool(g) = &self.kind {
             return pool::routine_keys(self, g)
@@ -459,7 +459,7 @@ impl KernelPlan {
                 | Strategy::Int8(_)
                 | Strategy::Sparse(_)
                 | Strategy::Softmax
-                | Strategy::LstmCell
+                | Strategy::LstmCell { .. }
         ) {
             return vec![];
         }
@@ -970,7 +970,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         Strategy::Int8(_) => unreachable!("int8 nodes are planned by `int8::plan`"),
         Strategy::Sparse(_) => sparse::CHUNK,
         Strategy::Winograd(g, r) => winograd::unit_tiles(g, *r),
-        Strategy::MaxPool(_) | Strategy::Softmax | Strategy::LstmCell => n,
+        Strategy::MaxPool(_) | Strategy::Softmax | Strategy::LstmCell { .. } => n,
         Strategy::ImplicitGemm(_) => 128,
         Strategy::Depthwise(_) | Strategy::SmallMap => n,
         Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } if m >= 256 => 512,

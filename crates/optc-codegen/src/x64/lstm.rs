@@ -20,9 +20,11 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> Option<KernelPlan> {
         && hidden > 0;
     ok.then(|| {
         rows_plan(
-            Strategy::LstmCell,
+            Strategy::LstmCell {
+                cell: info.ins.len() == 2,
+            },
             Isa::Avx512,
-            (rows, hidden, info.ins.len()),
+            (rows, hidden, 0),
             rows,
             false,
             target,
@@ -30,21 +32,18 @@ pub(super) fn plan(info: &NodeInfo, target: &Target) -> Option<KernelPlan> {
     })
 }
 
-/// The routine's key: `k` counts the node's inputs (2: a previous cell state).
-pub(super) fn key(p: &KernelPlan) -> LstmCellKey {
-    LstmCellKey {
-        hidden: p.n,
-        cell: p.k == 2,
-    }
+/// The routine's key.
+pub(super) fn key(p: &KernelPlan, cell: bool) -> LstmCellKey {
+    LstmCellKey { hidden: p.n, cell }
 }
 
 /// All rows, one call.
-pub(super) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, _t: Value) {
-    let f = c.microkernels[&Routine::LstmCell(key(p))];
+pub(super) fn emit_task(e: &mut Emitter, p: &KernelPlan, cell: bool, c: &KernelArgs, _t: Value) {
+    let f = c.microkernels[&Routine::LstmCell(key(p, cell))];
     let gates = c.ins[0];
     // Without a cell state the routine reads none: any pointer does.
-    let cell = c.ins.get(1).copied().unwrap_or(gates);
+    let cell_state = c.ins.get(1).copied().unwrap_or(gates);
     let rows = e.int_const(p.m as i64);
     e.b.ins()
-        .call(f, &[gates, cell, c.outs[0], c.outs[1], rows]);
+        .call(f, &[gates, cell_state, c.outs[0], c.outs[1], rows]);
 }

@@ -164,8 +164,8 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
         softmax::emit_task(e, p, c, t);
         return;
     }
-    if let Strategy::LstmCell = &p.kind {
-        lstm::emit_task(e, p, c, t);
+    if let Strategy::LstmCell { cell } = p.kind {
+        lstm::emit_task(e, p, cell, c, t);
         return;
     }
     let (lo, hi) = task_units(e, p, t);
