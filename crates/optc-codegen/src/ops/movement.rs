@@ -14,8 +14,19 @@ use optc_ir::{DType, Op, PadMode, SliceDim, TensorType};
 
 /// A reshape that is not aliased by the memory plan: a flat copy.
 pub(super) fn lower_reshape(e: &mut Emitter, info: &NodeInfo, x: Value, out: Value) -> Result<()> {
+    flat_copy(e, info, x, &info.ins[0], out)
+}
+
+/// The output: the elements of `x` (of type `xty`) in order.
+fn flat_copy(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    x: Value,
+    xty: &TensorType,
+    out: Value,
+) -> Result<()> {
     let oty = &info.outs[0];
-    let x = Operand::dense(x, &info.ins[0]);
+    let x = Operand::dense(x, xty);
     let n = oty.numel();
     map(
         e,
@@ -49,16 +60,7 @@ pub(super) fn lower_guard(
     };
     let bad = e.b.ins().icmp_imm_u(cc, c, 0);
     e.fail_if(bad, RuntimeError::UncompiledBranch);
-    let n = info.outs[0].numel();
-    let flat = |v: Value, ty: &TensorType| Operand::dense(v, &TensorType::new(ty.dtype, vec![n]));
-    map(
-        e,
-        info,
-        &[n],
-        flat(out, &info.outs[0]),
-        &[flat(x, &info.ins[1])],
-        &Elementwise::Copy,
-    )
+    flat_copy(e, info, x, &info.ins[1], out)
 }
 
 pub(super) fn lower_expand(e: &mut Emitter, info: &NodeInfo, x: Value, out: Value) -> Result<()> {
