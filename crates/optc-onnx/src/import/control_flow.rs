@@ -165,7 +165,28 @@ fn convert_if(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<V
     };
     // A branch that cannot be imported for these shapes (an LSTM of the other sample rate,
     // a reshape that only fits the other input length) fails the run that takes it, not
-    // the compile: the other branch's outputs pass through a guard of the condition.
+    // the compile: the other branch's outputs (the then branch's when `expect`) pass through
+    // a guard of the condition.
+    let guarded = |ctx: &mut Ctx, kept: Vec<Val>, why: String, expect: bool| {
+        let (good, bad) = if expect {
+            ("then_branch", "else_branch")
+        } else {
+            ("else_branch", "then_branch")
+        };
+        check_count(&kept, good)?;
+        super::warn(format!(
+            "node '{name}' (If): the {bad} cannot be compiled for these input shapes \
+             ({why}); only the {good} is compiled, and a run whose condition selects the \
+             {bad} fails"
+        ));
+        kept.into_iter()
+            .enumerate()
+            .map(|(k, v)| {
+                ctx.emit1(&out_name(k), Op::Guard { expect }, &[c.clone(), v], false)
+                    .map(Some)
+            })
+            .collect()
+    };
     let (t, e) = match (t, e) {
         (Ok(t), Ok(e)) => (t, e),
         (Err(te), Err(ee)) => {
@@ -173,32 +194,8 @@ fn convert_if(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<V
                 "neither branch can be imported: then_branch: {te}; else_branch: {ee}"
             ))
         }
-        (kept, failed) => {
-            let expect = kept.is_ok();
-            let (kept, why) = match (kept, failed) {
-                (Ok(k), Err(w)) | (Err(w), Ok(k)) => (k, w),
-                _ => unreachable!("one branch failed, the other did not"),
-            };
-            let (good, bad) = if expect {
-                ("then_branch", "else_branch")
-            } else {
-                ("else_branch", "then_branch")
-            };
-            check_count(&kept, good)?;
-            super::warn(format!(
-                "node '{name}' (If): the {bad} cannot be compiled for these input shapes \
-                 ({why}); only the {good} is compiled, and a run whose condition selects the \
-                 {bad} fails"
-            ));
-            return kept
-                .into_iter()
-                .enumerate()
-                .map(|(k, v)| {
-                    ctx.emit1(&out_name(k), Op::Guard { expect }, &[c.clone(), v], false)
-                        .map(Some)
-                })
-                .collect();
-        }
+        (Ok(kept), Err(why)) => return guarded(ctx, kept, why, true),
+        (Err(why), Ok(kept)) => return guarded(ctx, kept, why, false),
     };
     check_count(&t, "then_branch")?;
     check_count(&e, "else_branch")?;
