@@ -227,6 +227,17 @@ impl PairLayout {
         }
         Ok(())
     }
+
+    /// The whole k loop ([`group_pairs`]): [`PairLayout::pair`] per iteration, then group 0
+    /// for an odd count. Returns the loop's label.
+    pub fn k_loop(
+        &self,
+        a: &mut CodeAssembler,
+        pad: usize,
+        group: &dyn Fn(&mut CodeAssembler, i32) -> Result<(), IcedError>,
+    ) -> Result<CodeLabel, IcedError> {
+        group_pairs(a, pad, &mut |a| self.pair(a, group), &mut |a| group(a, 0))
+    }
 }
 
 /// The k loop of the dword-scheme kernels over `rcx` K groups: `pair` (both groups of an

@@ -9,7 +9,7 @@
 
 use super::epilogue::Epilogue;
 use super::gemm::row;
-use super::int8::{assemble_loop_aligned, group_pairs, Contraction, Int8Key, PairLayout, Scheme};
+use super::int8::{assemble_loop_aligned, Contraction, Int8Key, PairLayout, Scheme};
 use super::registers::ymm;
 use iced_x86::code_asm::*;
 
@@ -156,8 +156,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         ga,
         gb,
     };
-    let pair = &mut |a: &mut CodeAssembler| layout.pair(a, &group);
-    let l2 = group_pairs(&mut a, pad, pair, &mut |a| group(a, 0))?;
+    let l2 = layout.k_loop(&mut a, pad, &group)?;
 
     if p {
         masks(&mut a, rsi)?;

@@ -10,7 +10,7 @@
 
 use super::epilogue::{fake_quantize, fake_quantize_constants, Activation, Epilogue};
 use super::gemm::row;
-use super::int8::{assemble_loop_aligned, group_pairs, Contraction, Int8Key, PairLayout, Scheme};
+use super::int8::{assemble_loop_aligned, Contraction, Int8Key, PairLayout, Scheme};
 use super::registers::zmm;
 use iced_x86::code_asm::*;
 
@@ -107,8 +107,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         ga,
         gb,
     };
-    let pair = &mut |a: &mut CodeAssembler| layout.pair(a, &group);
-    let l2 = group_pairs(&mut a, pad, pair, &mut |a| group(a, 0))?;
+    let l2 = layout.k_loop(&mut a, pad, &group)?;
     for r in 0..mr {
         a.vpaddd(zmm(r), zmm(r), zmm(6 + r))?;
     }
