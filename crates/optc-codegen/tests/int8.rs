@@ -500,6 +500,65 @@ fn conv_pixel_rows() {
     }
 }
 
+/// Pixel-rows convs sum only the kernel rows of each output row that read the image: the
+/// K groups of the rest and their share of the zero-point correction are left out (one
+/// correction table per range of kernel rows). Symmetric and asymmetric padding, a 5x5
+/// kernel on a 4x4 map (three ranges at each border), stride 2, dilation 2, and padding so
+/// wide that a row's window is all padding; the plan says which share is summed, the sums are
+/// exact (against the interpreter, which sums every tap).
+#[test]
+fn conv_pixel_rows_skip_the_padding_rows() {
+    let cases: [(Vec<usize>, usize, Window, &str); 5] = [
+        (
+            vec![3, 64, 4, 4],
+            128,
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+            "83%",
+        ),
+        (
+            vec![1, 48, 4, 6],
+            64,
+            win([5, 5], [1, 1], [2; 4], [1, 1]),
+            "70%",
+        ),
+        (
+            vec![1, 32, 7, 7],
+            32,
+            win([3, 3], [1, 1], [2, 1, 0, 1], [1, 1]),
+            "86%",
+        ),
+        (
+            vec![2, 64, 9, 9],
+            48,
+            win([3, 3], [2, 2], [1; 4], [2, 2]),
+            "83%",
+        ),
+        (
+            vec![1, 32, 5, 5],
+            32,
+            win([3, 3], [1, 1], [4, 1, 4, 1], [1, 1]),
+            "45%",
+        ),
+    ];
+    let mut s = 950;
+    for (xs, m, w, share) in cases {
+        let ws = [m, xs[1], w.kernel[0], w.kernel[1]];
+        for (act, wlim) in [(STATIC, 64), (DYNAMIC, 128)] {
+            s += 1;
+            let g = conv_graph(&xs, &ws, w.clone(), 1, &q(act, wlim, true), &["relu"], s);
+            let vnni = Target::parse("x86_64-avx512").unwrap();
+            let plans = int8_plans(&g, &vnni).unwrap();
+            assert!(
+                plans
+                    .iter()
+                    .all(|(_, p)| p.contains(&format!("pixels as rows, {share} of the kernel"))),
+                "{xs:?}: {plans:?}"
+            );
+            check_exact(&g, s);
+        }
+    }
+}
+
 #[test]
 fn conv_1d() {
     for act in [DYNAMIC, STATIC] {

@@ -3,6 +3,7 @@
 //! patch panels, then one microkernel call per `mr x 16` tile).
 
 use super::depthwise;
+use super::rows::ROW_ENTRY_BYTES;
 use super::{block_panels, dequantize, int8_key, plane_key, row_tiles, Form, Int8Plan};
 use crate::builder::{if_else, tensor_flags, Emitter};
 use crate::ops::conv::ConvGeometry;
@@ -77,11 +78,15 @@ pub(in crate::x64) fn emit_pre(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c:
         // offsets[c] = -(zero * sums[c]) (wrapping), scales[c] = scale * ws[c].
         let (sums, ws) = (c.extra[0], c.extra[1]);
         let z = e.int_const(0);
-        e.loop_offsets(q.padded_channels() as i64, &[z], &[4], &mut |e, _i, o| {
+        // (Every kernel-row range's table of a pixel-rows conv, `rows.rs`.)
+        let tables = (q.padded_channels() * q.offset_tables()) as i64;
+        e.loop_offsets(tables, &[z], &[4], &mut |e, _i, o| {
             let s = e.load(types::I32, sums, o[0]);
             let prod = e.b.ins().imul(s, zi);
             let neg = e.b.ins().ineg(prod);
             e.store(neg, offsets, o[0]);
+        });
+        e.loop_offsets(q.padded_channels() as i64, &[z], &[4], &mut |e, _i, o| {
             let w = e.load(f32t, ws, o[0]);
             let v = e.b.ins().fmul(scale, w);
             e.store(v, scales, o[0]);
@@ -298,9 +303,11 @@ fn emit_pixel_tiles(
     let cho = e.b.ins().imul_imm_s(row0, 4);
     let bias = q.bias_port.or(q.step_bias_port).map(|i| c.ins[i]);
     let res = q.res_port.map(|i| c.ins[i]);
-    let groups = e.int_const(q.groups as i64);
     let lda = e.int_const(q.groups as i64 * pgb);
     let koff = c.extra[fd];
+    // The unit's first output row's entry in the row table (`rows::row_table`).
+    let rto = e.b.ins().imul_imm_s(oy0, ROW_ENTRY_BYTES as i64);
+    let row_table = e.b.ins().iadd(c.extra[fd + 4], rto);
     let ldcv = e.int_const(ldc);
     let dq = Some(dequantize(q));
     let tiles = row_tiles(g.ow);
@@ -319,9 +326,26 @@ fn emit_pixel_tiles(
         let z = e.int_const(0);
         e.loop_offsets(
             (ncols / g.ow) as i64,
-            &[z, z],
-            &[(g.sh * g.wp * 4) as i64, (g.ow * 4) as i64],
+            &[z, z, z],
+            &[
+                (g.sh * g.wp * 4) as i64,
+                (g.ow * 4) as i64,
+                ROW_ENTRY_BYTES as i64,
+            ],
             &mut |e, _y, o| {
+                // The row's kernel rows: its first K group (in a weight panel and in the
+                // offset table), their count and its channel table.
+                let entry = e.b.ins().iadd(row_table, o[2]);
+                let field = |e: &mut Emitter, i: i32| {
+                    e.b.ins().load(types::I64, tensor_flags(), entry, 8 * i)
+                };
+                let wskip = field(e, 0);
+                let kskip = field(e, 1);
+                let groups = field(e, 2);
+                let tskip = field(e, 3);
+                let w = e.b.ins().iadd(w, wskip);
+                let koff = e.b.ins().iadd(koff, kskip);
+                let po = e.b.ins().iadd(po, tskip);
                 for &(x0, mr) in &tiles {
                     let key = int8_key(q, mr, panels, false, true, dq.clone());
                     let f = c.microkernels[&Routine::Int8(key)];

@@ -36,9 +36,11 @@
 mod depthwise;
 mod driver;
 mod packing;
+mod rows;
 
 pub(super) use driver::{emit_pre, emit_prepare, emit_unit};
 pub(crate) use packing::derived;
+use rows::KernelRows;
 
 use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
 use super::asm::int8_amx::{TileState, TILE_GROUPS, TILE_ROWS};
@@ -156,7 +158,18 @@ impl Int8Plan {
         PARAMS_BYTES
     }
     pub fn scales_at(&self) -> usize {
-        self.offsets_at() + align64(4 * self.padded_channels())
+        self.offsets_at() + align64(4 * self.padded_channels() * self.offset_tables())
+    }
+    /// A pixel-rows conv's kernel-row ranges (`rows.rs`).
+    pub fn kernel_rows(&self) -> Option<KernelRows> {
+        match &self.form {
+            Form::Conv(g) if self.pixels => Some(KernelRows::of(g)),
+            _ => None,
+        }
+    }
+    /// Channel tables of zero-point corrections: one per kernel-row range.
+    pub fn offset_tables(&self) -> usize {
+        self.kernel_rows().map_or(1, |r| r.ranges.len())
     }
     /// Scratch offset of the quantized activations.
     pub fn activations_at(&self) -> usize {
@@ -281,12 +294,14 @@ impl Int8Plan {
                 .collect::<Vec<_>>()
                 .join(", "),
             p.tasks,
-            if self.pixels {
-                ", pixels as rows"
-            } else if self.shared {
-                ", patches packed once for all tasks"
-            } else {
-                ""
+            match (self.kernel_rows(), &self.form) {
+                (Some(rows), Form::Conv(g)) if rows.ranges.len() > 1 => format!(
+                    ", pixels as rows, {:.0}% of the kernel rows (the rest read padding)",
+                    100.0 * rows.share(g.kh)
+                ),
+                _ if self.pixels => ", pixels as rows".to_string(),
+                _ if self.shared => ", patches packed once for all tasks".to_string(),
+                _ => String::new(),
             }
         )
     }
@@ -649,15 +664,17 @@ pub fn int8_plans(
 
 /// What a pixel-rows tile's transposed store costs, in K groups of its rows (measured on
 /// Zen 4: the store of 16 outputs takes about as long as 6 K groups of their sums).
-const TRANSPOSED_STORE_GROUPS: f64 = 6.0;
+const TRANSPOSED_STORE_GROUPS: f64 = 10.0;
 
 /// Whether conv `q` takes pixels as rows (`Contraction::ConvPixels`): one conv group, VNNI,
 /// whole 16-channel panels, output rows of at least 4 pixels, no per-channel step after a
 /// residual (the tile is transposed there; the channel tables run along the vectors before),
-/// and when it pays: the other form's tiles compute whole 16-pixel panels and 6-channel rows,
-/// the padding costing `groups (fill - 1)` K groups per output vector, against the pixel rows'
-/// transposed store ([`TRANSPOSED_STORE_GROUPS`]). On resnet18's int8 convs: the 7x7 and
-/// 14x14 maps (49 pixels in 64 columns, 196 in 208) and the 28x28 ones with K >= 288 groups.
+/// and when it pays: the other form's tiles compute whole 16-pixel panels and 6-channel rows
+/// over the whole kernel, `groups fill` K groups per output vector, the pixel rows only their
+/// kernel rows inside the image (`rows.rs`: `groups share`) and a transposed store
+/// ([`TRANSPOSED_STORE_GROUPS`]). On resnet18's int8 convs: the 7x7 and 14x14 maps (49 pixels
+/// in 64 columns, 196 in 208) and the 28x28 ones with K >= 288 groups; digits_cnn's 4x4 map
+/// (a 3x3 kernel's rows read the padding in 2 of 12 pairs).
 fn pixel_rows_fit(q: &Int8Plan, m: usize) -> bool {
     let Form::Conv(g) = &q.form else {
         return false;
@@ -667,7 +684,8 @@ fn pixel_rows_fit(q: &Int8Plan, m: usize) -> bool {
     }
     let n = g.oh * g.ow;
     let fill = (n.div_ceil(NR) * NR * m.div_ceil(MR) * MR) as f64 / (n * m) as f64;
-    if (q.groups as f64) * (fill - 1.0) <= TRANSPOSED_STORE_GROUPS {
+    let share = KernelRows::of(g).share(g.kh);
+    if (q.groups as f64) * (fill - share) <= TRANSPOSED_STORE_GROUPS {
         return false;
     }
     let channel_step = |s: &Epilogue| matches!(s, Epilogue::BiasRow | Epilogue::BiasCol);

@@ -1,14 +1,17 @@
 //! Compile-time data of an int8 node, in this order:
 //!
 //! 0. per channel (padded to 16): static activations, the zero-point correction
-//!    `-xz * sum(w of c)` (i32); dynamic, the weight sums `sum(w of c)` (i32),
+//!    `-xz * sum(w of c)` (i32); dynamic, the weight sums `sum(w of c)` (i32); a pixel-rows
+//!    conv has one such table per kernel-row range (`rows.rs`), the whole kernel's first,
 //! 1. per channel: static, the scale products `xs * ws[c]` (f32); dynamic, `ws[c]`,
 //! 2. static only: the activation parameter block (`crate::x64::asm::quantize`),
 //!
 //! then the form's data (from [`Int8Plan::form_data`] on): a matmul's weight panels; a conv's
 //! patch tables for `pack_panels` (slot offsets, pixel offsets, contiguity flags) and its weight
-//! tiles; a depthwise conv's weights as f32 `[channel][tap]`.
+//! tiles, and a pixel-rows conv's row table (`rows::row_table`); a depthwise conv's weights as
+//! f32 `[channel][tap]`.
 
+use super::rows::row_table;
 use super::{Form, Int8Plan};
 use crate::error::Result;
 use crate::node::{base_info, NodeInfo};
@@ -70,6 +73,28 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan, q: &Int8Plan) -> Result<V
             }
         })
         .collect();
+    // A pixel-rows conv's zero-point corrections per kernel-row range (`rows.rs`): the sums
+    // of the range's kernel rows, the whole kernel's first.
+    let sums: Vec<i32> = match (&q.form, q.kernel_rows()) {
+        (Form::Conv(g), Some(rows)) => {
+            let taps = g.kh * g.kw;
+            let mut v = sums;
+            for &(lo, hi) in &rows.ranges[1..] {
+                v.extend((0..npad).map(|c| {
+                    if c >= ch {
+                        return 0;
+                    }
+                    let wc = &w[c * per..(c + 1) * per];
+                    (0..g.cg)
+                        .flat_map(|ci| (lo * g.kw..hi * g.kw).map(move |t| ci * taps + t))
+                        .map(|i| wc[i] as i32)
+                        .sum()
+                }));
+            }
+            v
+        }
+        _ => sums,
+    };
     let mut v = vec![];
     match q.params {
         Some(par) => {
@@ -102,6 +127,14 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan, q: &Int8Plan) -> Result<V
                 tiles.resize(tiles.len() + 64 * TILE_ROWS, 0);
             }
             v.push(tiles);
+            if let Some(rows) = q.kernel_rows() {
+                v.push(row_table(
+                    &rows,
+                    q.planes_per_group() * g.kw,
+                    q.scheme.panel_group_bytes(),
+                    npad,
+                ));
+            }
         }
         Form::Depthwise(_) => v.push(le32(
             &w.iter().map(|&x| x as f32).collect::<Vec<_>>(),
@@ -147,10 +180,16 @@ fn matmul_panels(q: &Int8Plan, w: &[i8], n: usize) -> Vec<u8> {
     out
 }
 
-/// Slot `s` of a conv's K order: (dword plane, kh, kw).
-fn slot(g: &ConvGeometry, s: usize) -> (usize, usize, usize) {
-    let taps = g.kh * g.kw;
-    (s / taps, s % taps / g.kw, s % g.kw)
+/// Slot `s` of a conv's K order: (dword plane, kh, kw); a pixel-rows conv's K order is (kh,
+/// dword plane, kw), so that a range of kernel rows is a range of K groups (`rows.rs`).
+fn slot(q: &Int8Plan, g: &ConvGeometry, s: usize) -> (usize, usize, usize) {
+    if q.pixels {
+        let per_row = q.planes_per_group() * g.kw;
+        (s % per_row / g.kw, s / per_row, s % g.kw)
+    } else {
+        let taps = g.kh * g.kw;
+        (s / taps, s % taps / g.kw, s % g.kw)
+    }
 }
 
 /// `pack_panels`' tables over the quantized dword planes of one image: byte offset of each
@@ -160,7 +199,7 @@ fn patch_tables(q: &Int8Plan, p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> 
     let plane = g.hp * g.wp;
     let mut koff: Vec<i64> = (0..q.slots)
         .map(|s| {
-            let (j, kh, kw) = slot(g, s);
+            let (j, kh, kw) = slot(q, g, s);
             ((j * plane + kh * g.dh * g.wp + kw * g.dw) * 4) as i64
         })
         .collect();
@@ -226,7 +265,7 @@ fn weight_tiles(q: &Int8Plan, g: &ConvGeometry, w: &[i8]) -> Vec<u8> {
                     if s >= q.slots {
                         continue;
                     }
-                    let (j, kh, kw) = slot(g, s);
+                    let (j, kh, kw) = slot(q, g, s);
                     for e in 0..per_dword {
                         let ci = per_dword * j + e;
                         if ci >= cg {
