@@ -266,7 +266,10 @@ impl Machine {
             let mut jump = None;
             match i.mnemonic() {
                 Mnemonic::Ret => return,
-                Mnemonic::Vzeroupper | Mnemonic::Nop | Mnemonic::Prefetcht0 => {}
+                Mnemonic::Vzeroupper
+                | Mnemonic::Nop
+                | Mnemonic::Prefetcht0
+                | Mnemonic::Prefetcht1 => {}
                 Mnemonic::Lea => {
                     let a = self.addr(&i);
                     self.wreg(i.op0_register(), a);

@@ -139,6 +139,25 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         }
         group(a, 0)?;
         group(a, 1)?;
+        // The next block's panels (the next `nz` panels, read by the driver's next block of
+        // channels) into L2, as far along as this tile is: the first of a block's output
+        // rows then finds its weights in L2, not streaming from L3 (r11 is free until the
+        // next group).
+        match nz {
+            3 => a.lea(r11, rsi + r10)?,
+            _ => a.lea(r11, rsi + r8 * nz as i32)?,
+        }
+        for z in 0..nz {
+            let next = match z {
+                0 => r11 + 0,
+                1 => r11 + r8,
+                2 => r11 + r8 * 2,
+                _ => r11 + r10,
+            };
+            for line in 0..2 {
+                a.prefetcht1(byte_ptr(next + 64 * line))?;
+            }
+        }
         a.add(rsi, 2 * gb)?;
         a.add(r9, 16)
     };
