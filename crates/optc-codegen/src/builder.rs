@@ -25,6 +25,7 @@ pub(crate) fn tensor_flags() -> MemFlagsData {
 pub(crate) fn element_type(dt: DType) -> Type {
     match dt {
         DType::F32 => types::F32,
+        DType::F64 => types::F64,
         DType::I64 => types::I64,
         DType::I32 => types::I32,
         DType::Bool | DType::U8 | DType::I8 => types::I8,
@@ -38,6 +39,8 @@ pub(crate) struct RuntimeRefs {
     pub integer_pow: FuncRef,
     pub unary_math: FuncRef,
     pub fmod: FuncRef,
+    /// `optc_rt_math_f64(x, y, code)`.
+    pub math_f64: FuncRef,
 }
 /// A kernel being built: the builder plus target facts.
 pub(crate) struct Emitter<'f> {
@@ -313,9 +316,17 @@ impl<'f> Emitter<'f> {
         v
     }
 
-    /// f32 constant, splatted when `ty` is a vector.
+    /// f32 constant, splatted when `ty` is a vector (`F64`: the same value as an f64).
     pub fn float_const(&mut self, ty: Type, c: f32) -> Value {
+        if ty == types::F64 {
+            return self.f64_const(c as f64);
+        }
         self.constant(ty, c.to_bits())
+    }
+
+    /// A scalar f64 constant.
+    pub fn f64_const(&mut self, c: f64) -> Value {
+        self.b.ins().f64const(c)
     }
 
     /// i32 constant of the integer type matching `ty` (I32 or I32X4).

@@ -58,6 +58,7 @@ fn fmt_tensor(t: &Tensor) -> String {
         Data::Bool(v) => v.iter().map(|x| x.to_string()).collect(),
         Data::U8(v) => v.iter().map(|x| x.to_string()).collect(),
         Data::I8(v) => v.iter().map(|x| x.to_string()).collect(),
+        Data::F64(v) => v.iter().map(|x| format!("{x:?}")).collect(),
     };
     format!("{} [{}]", t.ty(), parts.join(", "))
 }
@@ -151,6 +152,16 @@ fn random_values(ty: &TensorType, set: u64, rng: &mut Rng) -> Tensor {
         DType::I8 => Data::I8((0..n).map(|_| small(rng) as i8).collect()),
         DType::U8 => Data::U8((0..n).map(|_| rng.below(6) as u8).collect()),
         DType::Bool => Data::Bool((0..n).map(|_| rng.next() >> 63 == 1).collect()),
+        DType::F64 => Data::F64(
+            (0..n)
+                .map(|_| match set {
+                    0 => rng.unit() as f64 * 4.0 - 2.0,
+                    1 => SPECIAL[rng.below(SPECIAL.len())] as f64,
+                    2 => small(rng) as f64,
+                    _ => rng.unit() as f64 * 200.0 - 100.0,
+                })
+                .collect(),
+        ),
     };
     Tensor::new(ty.shape.clone(), data).expect("length matches shape")
 }
@@ -164,6 +175,7 @@ fn filled(ty: &TensorType, v: f64) -> Option<Tensor> {
         DType::I8 => Data::I8(vec![v as i8; n]),
         DType::U8 => Data::U8(vec![v as u8; n]),
         DType::Bool => Data::Bool(vec![v != 0.0; n]),
+        DType::F64 => Data::F64(vec![v; n]),
     };
     Tensor::new(ty.shape.clone(), data).ok()
 }

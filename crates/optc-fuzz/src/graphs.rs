@@ -168,6 +168,11 @@ impl Generator {
             DType::Bool => Data::Bool((0..n).map(|_| self.rng.next_u64() & 1 == 1).collect()),
             DType::U8 => Data::U8((0..n).map(|_| int(&mut self.rng) as u8).collect()),
             DType::I8 => Data::I8((0..n).map(|_| int(&mut self.rng) as i8).collect()),
+            DType::F64 => Data::F64(
+                (0..n)
+                    .map(|_| ((self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
+                    .collect(),
+            ),
         };
         let t = Tensor::new(shape, data).expect("length matches shape");
         self.consts += 1;

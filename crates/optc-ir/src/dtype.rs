@@ -11,23 +11,25 @@ pub enum DType {
     Bool,
     U8,
     I8,
+    F64,
 }
 
 impl DType {
-    pub const ALL: [DType; 6] = [
+    pub const ALL: [DType; 7] = [
         DType::F32,
         DType::I64,
         DType::I32,
         DType::Bool,
         DType::U8,
         DType::I8,
+        DType::F64,
     ];
 
     /// Size of one element in bytes (bool is stored as one byte, 0 or 1).
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
-            DType::I64 => 8,
+            DType::I64 | DType::F64 => 8,
             DType::Bool | DType::U8 | DType::I8 => 1,
         }
     }
@@ -36,6 +38,7 @@ impl DType {
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
+            DType::F64 => "f64",
             DType::I64 => "i64",
             DType::I32 => "i32",
             DType::Bool => "bool",
@@ -49,7 +52,7 @@ impl DType {
     }
 
     pub fn is_float(self) -> bool {
-        self == DType::F32
+        matches!(self, DType::F32 | DType::F64)
     }
 
     pub fn is_int(self) -> bool {

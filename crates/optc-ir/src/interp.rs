@@ -44,11 +44,14 @@ trait Elem: Copy + PartialOrd + std::fmt::Debug + 'static {
     fn from_i64(x: i64) -> Self;
     fn from_bool(b: bool) -> Self;
     fn is_nonzero(self) -> bool;
+    /// Cast from f64: as [`Elem::from_f32`] (to f32: nearest).
+    fn from_f64_cast(x: f64) -> Self;
 
     /// `Cast` semantics from any element type.
     fn cast_from<S: Elem>(x: S) -> Self {
         match S::DT {
             DType::F32 => Self::from_f32(x.to_f64() as f32),
+            DType::F64 => Self::from_f64_cast(x.to_f64()),
             DType::Bool => Self::from_bool(x.is_nonzero()),
             _ => Self::from_i64(x.to_i64()),
         }
@@ -102,6 +105,76 @@ impl Elem for f32 {
     }
     fn is_nonzero(self) -> bool {
         self != 0.0
+    }
+    fn from_f64_cast(x: f64) -> f32 {
+        x as f32
+    }
+}
+
+impl Elem for f64 {
+    const DT: DType = DType::F64;
+    fn get(d: &Data) -> Option<&[f64]> {
+        match d {
+            Data::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn wrap(v: Vec<f64>) -> Data {
+        Data::F64(v)
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    fn from_f32(x: f32) -> f64 {
+        x as f64
+    }
+    fn from_i64(x: i64) -> f64 {
+        x as f64
+    }
+    fn from_bool(b: bool) -> f64 {
+        b as u8 as f64
+    }
+    fn is_nonzero(self) -> bool {
+        self != 0.0
+    }
+    fn from_f64_cast(x: f64) -> f64 {
+        x
+    }
+}
+
+impl Num for f64 {
+    fn zero() -> f64 {
+        0.0
+    }
+    fn add(self, o: f64) -> f64 {
+        self + o
+    }
+    fn sub(self, o: f64) -> f64 {
+        self - o
+    }
+    fn mul(self, o: f64) -> f64 {
+        self * o
+    }
+    fn div(self, o: f64) -> Option<f64> {
+        Some(self / o)
+    }
+    fn neg(self) -> f64 {
+        -self
+    }
+    fn abs(self) -> f64 {
+        self.abs()
+    }
+    fn from_f64(x: f64) -> f64 {
+        x
+    }
+    fn ipow(self, e: u64) -> f64 {
+        self.powf(e as f64)
+    }
+    fn is_nan(self) -> bool {
+        self.is_nan()
     }
 }
 
@@ -167,6 +240,9 @@ impl Elem for bool {
     fn is_nonzero(self) -> bool {
         self
     }
+    fn from_f64_cast(x: f64) -> bool {
+        x != 0.0
+    }
 }
 
 macro_rules! int_elem {
@@ -199,6 +275,9 @@ macro_rules! int_elem {
             }
             fn is_nonzero(self) -> bool {
                 self != 0
+            }
+            fn from_f64_cast(x: f64) -> $t {
+                x as $t
             }
         }
         impl Num for $t {
@@ -289,6 +368,10 @@ macro_rules! with_type {
                 type $T = i8;
                 $body
             }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
         }
     };
 }
@@ -317,6 +400,10 @@ macro_rules! with_num_type {
                 type $T = i8;
                 $body
             }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
             DType::Bool => bail!("{} does not take bool", $what),
         }
     };
@@ -334,6 +421,7 @@ macro_rules! map_data {
             Data::Bool($v) => Data::Bool($e),
             Data::U8($v) => Data::U8($e),
             Data::I8($v) => Data::I8($e),
+            Data::F64($v) => Data::F64($e),
         }
     };
 }
@@ -835,7 +923,11 @@ pub fn erf_f64(x: f64) -> f64 {
 }
 
 fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
+    // Float math in f64, rounded once to f32 for f32 tensors.
     let fmap = |f: &dyn Fn(f64) -> f64| -> Result<Data> {
+        if let Data::F64(v) = x.data() {
+            return Ok(Data::F64(v.iter().map(|&v| f(v)).collect()));
+        }
         Ok(Data::F32(
             f32s(x)?.iter().map(|&v| f(v as f64) as f32).collect(),
         ))
@@ -1022,6 +1114,9 @@ fn binary_num<T: Num>(op: BinaryOp, a: &[T], b: &[T], ia: &[usize], ib: &[usize]
         BinaryOp::LessOrEqual => cmp(&|x, y| x <= y),
         BinaryOp::FMod if T::DT == DType::F32 => {
             arith(&|x, y| T::from_f64((x.to_f64() as f32 % y.to_f64() as f32) as f64))
+        }
+        BinaryOp::FMod if T::DT == DType::F64 => {
+            arith(&|x, y| T::from_f64(x.to_f64() % y.to_f64()))
         }
         BinaryOp::Pow
         | BinaryOp::FMod
@@ -1344,8 +1439,9 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out: &TensorType) -> Res
     let dst = offsets(xs, 0, &st);
     let nout = out.numel();
     let count: usize = axes.iter().map(|&a| xs[a]).product();
-    if x.dtype() == DType::F32 {
-        let v = f32s(x)?;
+    if matches!(x.dtype(), DType::F32 | DType::F64) {
+        // Accumulated in f64 (f32: rounded once at the end).
+        let v = x.to_f64_vec();
         let mut acc = vec![
             match kind {
                 ReduceKind::Max => f64::NEG_INFINITY,
@@ -1356,8 +1452,7 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out: &TensorType) -> Res
             nout
         ];
         let mut seen_num = vec![false; nout];
-        for (&o, &e) in dst.iter().zip(v) {
-            let e = e as f64;
+        for (&o, &e) in dst.iter().zip(&v) {
             match kind {
                 ReduceKind::Sum | ReduceKind::Mean => acc[o] += e,
                 ReduceKind::L2 => acc[o] += e * e,
@@ -1377,25 +1472,22 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out: &TensorType) -> Res
                 }
             }
         }
-        let r = acc
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| {
-                (match kind {
-                    ReduceKind::Sum | ReduceKind::Prod => a,
-                    ReduceKind::Mean => a / count as f64,
-                    ReduceKind::L2 => a.sqrt(),
-                    ReduceKind::Max | ReduceKind::Min => {
-                        if count > 0 && !seen_num[i] {
-                            f64::NAN
-                        } else {
-                            a
-                        }
-                    }
-                }) as f32
-            })
-            .collect();
-        return Ok(Data::F32(r));
+        let r = acc.iter().enumerate().map(|(i, &a)| match kind {
+            ReduceKind::Sum | ReduceKind::Prod => a,
+            ReduceKind::Mean => a / count as f64,
+            ReduceKind::L2 => a.sqrt(),
+            ReduceKind::Max | ReduceKind::Min => {
+                if count > 0 && !seen_num[i] {
+                    f64::NAN
+                } else {
+                    a
+                }
+            }
+        });
+        return Ok(match x.dtype() {
+            DType::F64 => Data::F64(r.collect()),
+            _ => Data::F32(r.map(|a| a as f32).collect()),
+        });
     }
     if x.dtype() == DType::Bool {
         // Max is "any", min is "all" (the inference admits nothing else on bool).

@@ -832,9 +832,18 @@ impl Op {
                             bail!("fake_quantize needs f32, got {}", x.dtype);
                         }
                     }
-                    _ => {
+                    // Defined by f32 rounding steps (Silu, Gelu) or for f32 only.
+                    UnaryOp::Silu
+                    | UnaryOp::Gelu
+                    | UnaryOp::RoundToHalf { .. }
+                    | UnaryOp::NanTo { .. } => {
                         if x.dtype != DType::F32 {
                             bail!("{} needs f32, got {}", self.name(), x.dtype);
+                        }
+                    }
+                    _ => {
+                        if !x.dtype.is_float() {
+                            bail!("{} needs f32 or f64, got {}", self.name(), x.dtype);
                         }
                     }
                 }
@@ -856,8 +865,8 @@ impl Op {
                 if b.is_bitwise() && !a.dtype.is_int() {
                     bail!("{} needs integers, got {}", self.name(), a.dtype);
                 }
-                if *b == BinaryOp::FMod && a.dtype != DType::F32 {
-                    bail!("fmod needs f32, got {}", a.dtype);
+                if *b == BinaryOp::FMod && !a.dtype.is_float() {
+                    bail!("fmod needs f32 or f64, got {}", a.dtype);
                 }
                 if !b.is_logical()
                     && (a.dtype == DType::Bool || c.dtype == DType::Bool)
@@ -1039,7 +1048,7 @@ impl Op {
                     );
                 }
                 if (x.dtype == DType::Bool && !matches!(kind, ReduceKind::Max | ReduceKind::Min))
-                    || (*kind == ReduceKind::L2 && x.dtype != DType::F32)
+                    || (*kind == ReduceKind::L2 && !x.dtype.is_float())
                 {
                     bail!("{} does not take {}", self.name(), x.dtype);
                 }

@@ -12,6 +12,7 @@ pub enum Data {
     Bool(Vec<bool>),
     U8(Vec<u8>),
     I8(Vec<i8>),
+    F64(Vec<f64>),
 }
 
 /// A dense, row-major tensor with a static shape.
@@ -44,6 +45,7 @@ impl Data {
             Data::Bool(_) => DType::Bool,
             Data::U8(_) => DType::U8,
             Data::I8(_) => DType::I8,
+            Data::F64(_) => DType::F64,
         }
     }
 
@@ -55,6 +57,7 @@ impl Data {
             Data::Bool(v) => v.len(),
             Data::U8(v) => v.len(),
             Data::I8(v) => v.len(),
+            Data::F64(v) => v.len(),
         }
     }
 
@@ -71,6 +74,7 @@ impl Data {
             Data::Bool(v) => v.as_ptr() as *const u8,
             Data::U8(v) => v.as_ptr(),
             Data::I8(v) => v.as_ptr() as *const u8,
+            Data::F64(v) => v.as_ptr() as *const u8,
         }
     }
 
@@ -83,6 +87,7 @@ impl Data {
             Data::Bool(v) => v.as_mut_ptr() as *mut u8,
             Data::U8(v) => v.as_mut_ptr(),
             Data::I8(v) => v.as_mut_ptr() as *mut u8,
+            Data::F64(v) => v.as_mut_ptr() as *mut u8,
         }
     }
 
@@ -95,6 +100,7 @@ impl Data {
             DType::Bool => Data::Bool(vec![false; n]),
             DType::U8 => Data::U8(vec![0; n]),
             DType::I8 => Data::I8(vec![0; n]),
+            DType::F64 => Data::F64(vec![0.0; n]),
         }
     }
 
@@ -129,6 +135,12 @@ impl Data {
             DType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
             DType::U8 => Data::U8(bytes.to_vec()),
             DType::I8 => Data::I8(bytes.iter().map(|&b| b as i8).collect()),
+            DType::F64 => Data::F64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
         })
     }
 
@@ -141,6 +153,7 @@ impl Data {
             Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),
             Data::U8(v) => v.clone(),
             Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
     }
 }
@@ -230,6 +243,13 @@ impl Tensor {
         }
     }
 
+    pub fn as_f64(&self) -> Option<&[f64]> {
+        match &self.data {
+            Data::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn as_i64(&self) -> Option<&[i64]> {
         match &self.data {
             Data::I64(v) => Some(v),
@@ -246,6 +266,7 @@ impl Tensor {
             Data::Bool(v) => v.iter().map(|&x| x as i64).collect(),
             Data::U8(v) => v.iter().map(|&x| x as i64).collect(),
             Data::I8(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::F64(v) => v.iter().map(|&x| x as i64).collect(),
         }
     }
 
@@ -258,6 +279,7 @@ impl Tensor {
             Data::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
             Data::U8(v) => v.iter().map(|&x| x as f64).collect(),
             Data::I8(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::F64(v) => v.clone(),
         }
     }
 
@@ -334,6 +356,7 @@ impl fmt::Debug for Tensor {
                 Data::Bool(v) => write!(f, " {:?}", v)?,
                 Data::U8(v) => write!(f, " {:?}", v)?,
                 Data::I8(v) => write!(f, " {:?}", v)?,
+                Data::F64(v) => write!(f, " {:?}", v)?,
             }
         }
         write!(f, ")")

@@ -100,6 +100,7 @@ fn fmt_f32(x: f32) -> String {
 fn fmt_data(d: &Data) -> String {
     let parts: Vec<String> = match d {
         Data::F32(v) => v.iter().map(|&x| fmt_f32(x)).collect(),
+        Data::F64(v) => v.iter().map(|&x| format!("{x:?}")).collect(),
         Data::I64(v) => v.iter().map(|x| x.to_string()).collect(),
         Data::I32(v) => v.iter().map(|x| x.to_string()).collect(),
         Data::Bool(v) => v.iter().map(|x| x.to_string()).collect(),
@@ -616,6 +617,7 @@ fn parse_data(words: &[String], ty: &TensorType) -> Result<Data> {
         DType::Bool => Data::Bool(all(words, "a bool (true/false)")?),
         DType::U8 => Data::U8(all(words, "a u8")?),
         DType::I8 => Data::I8(all(words, "an i8")?),
+        DType::F64 => Data::F64(all(words, "an f64")?),
     })
 }
 

@@ -50,6 +50,7 @@ pub fn onnx_dtype(d: DType) -> i32 {
         DType::I32 => 6,
         DType::I64 => 7,
         DType::Bool => 9,
+        DType::F64 => 11,
     }
 }
 
@@ -77,6 +78,7 @@ fn tensor_proto_typed(name: &str, t: &Tensor) -> pb::TensorProto {
         Data::Bool(v) => p.int32_data = v.iter().map(|&b| b as i32).collect(),
         Data::U8(v) => p.int32_data = v.iter().map(|&b| b as i32).collect(),
         Data::I8(v) => p.int32_data = v.iter().map(|&b| b as i32).collect(),
+        Data::F64(v) => p.double_data = v.clone(),
     }
     p
 }

@@ -1036,7 +1036,16 @@ fn scalar_f32(t: &Tensor, what: &str) -> R<f32> {
             t.shape()
         ));
     }
-    Ok(v[0] as f32)
+    // The IR keeps these values as f32: a double that f32 does not hold exactly is refused,
+    // not rounded.
+    let x = v[0] as f32;
+    if t.dtype() == DType::F64 && x as f64 != v[0] && !v[0].is_nan() {
+        return Err(format!(
+            "{what} {} is a double that f32 cannot hold exactly, which is not supported",
+            v[0]
+        ));
+    }
+    Ok(x)
 }
 
 /// The translation of one node. Returns one entry per ONNX output (None = not produced).
@@ -1764,6 +1773,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 Data::Bool(v) => Data::Bool(vec![v[0]; n]),
                 Data::U8(v) => Data::U8(vec![v[0]; n]),
                 Data::I8(v) => Data::I8(vec![v[0]; n]),
+                Data::F64(v) => Data::F64(vec![v[0]; n]),
             };
             one(Val::Const {
                 t: Arc::new(Tensor::new(shape, data).map_err(|e| e.msg)?),

@@ -20,6 +20,7 @@ fn dt(d: DType) -> DatumType {
         DType::Bool => DatumType::Bool,
         DType::U8 => DatumType::U8,
         DType::I8 => DatumType::I8,
+        DType::F64 => DatumType::F64,
     }
 }
 
@@ -32,6 +33,7 @@ fn to_tract(t: &Tensor) -> Result<TTensor, String> {
         Data::Bool(v) => TTensor::from_shape(s, v),
         Data::U8(v) => TTensor::from_shape(s, v),
         Data::I8(v) => TTensor::from_shape(s, v),
+        Data::F64(v) => TTensor::from_shape(s, v),
     };
     r.map_err(|e| format!("tract: {e}"))
 }
@@ -43,6 +45,7 @@ fn from_tract(t: &TTensor) -> Result<Tensor, String> {
     let data = match t.datum_type() {
         DatumType::F32 => Data::F32(view.as_slice::<f32>().map_err(err)?.to_vec()),
         DatumType::I64 => Data::I64(view.as_slice::<i64>().map_err(err)?.to_vec()),
+        DatumType::F64 => Data::F64(view.as_slice::<f64>().map_err(err)?.to_vec()),
         // tract computes some integer results (shape arithmetic) as symbolic dims
         DatumType::TDim => {
             let c = t.cast_to::<i64>().map_err(err)?;

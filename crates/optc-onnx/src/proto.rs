@@ -20,12 +20,13 @@ pub fn dtype_of(code: i32) -> Option<DType> {
         6 => DType::I32,
         7 => DType::I64,
         9 => DType::Bool,
+        11 => DType::F64,
         _ => return None,
     })
 }
 
 pub const SUPPORTED_TYPES: &str =
-    "FLOAT, FLOAT16, BFLOAT16, UINT8, INT8, INT16, UINT16, INT32, UINT32, INT64, BOOL";
+    "FLOAT, DOUBLE, FLOAT16, BFLOAT16, UINT8, INT8, INT16, UINT16, INT32, UINT32, INT64, BOOL";
 
 /// The IR dtype that holds ONNX element type `code`: its own, or the wide type of a
 /// narrow one (`crate::narrow`).
@@ -84,6 +85,7 @@ pub fn tensor_from_proto(p: &pb::TensorProto, what: &str) -> Result<Tensor, Stri
     };
     let typed_len = match dtype {
         DType::F32 => p.float_data.len(),
+        DType::F64 => p.double_data.len(),
         DType::I64 => p.int64_data.len(),
         _ => p.int32_data.len(),
     };
@@ -103,6 +105,7 @@ pub fn tensor_from_proto(p: &pb::TensorProto, what: &str) -> Result<Tensor, Stri
             DType::Bool => Data::Bool(p.int32_data.iter().map(|&x| x != 0).collect()),
             DType::U8 => Data::U8(p.int32_data.iter().map(|&x| x as u8).collect()),
             DType::I8 => Data::I8(p.int32_data.iter().map(|&x| x as i8).collect()),
+            DType::F64 => Data::F64(p.double_data.clone()),
         }
     };
     Tensor::new(shape, data).map_err(|e| format!("{what}: {e}"))

@@ -27,6 +27,11 @@ pub fn random_inputs(types: &[TensorType], seed: u64) -> Vec<Tensor> {
                 DType::Bool => Data::Bool((0..n).map(|_| next() >> 63 == 1).collect()),
                 DType::U8 => Data::U8((0..n).map(|_| (next() >> 63) as u8).collect()),
                 DType::I8 => Data::I8((0..n).map(|_| (next() >> 63) as i8).collect()),
+                DType::F64 => Data::F64(
+                    (0..n)
+                        .map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
+                        .collect(),
+                ),
             };
             Tensor::new(t.shape.clone(), data).expect("length matches shape")
         })

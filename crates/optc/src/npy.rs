@@ -10,6 +10,7 @@ fn descr(d: DType) -> &'static str {
         DType::Bool => "|b1",
         DType::U8 => "|u1",
         DType::I8 => "|i1",
+        DType::F64 => "<f8",
     }
 }
 
@@ -92,9 +93,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor, String> {
         "|b1" => DType::Bool,
         "|u1" => DType::U8,
         "|i1" => DType::I8,
+        "<f8" | "=f8" => DType::F64,
         other => {
             return Err(format!(
-                "unsupported .npy dtype '{other}' (supported: <f4, <i8, <i4, |b1, |u1, |i1)"
+                "unsupported .npy dtype '{other}' (supported: <f4, <f8, <i8, <i4, |b1, |u1, |i1)"
             ))
         }
     };

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 pub fn c_type(d: DType) -> &'static str {
     match d {
         DType::F32 => "float",
+        DType::F64 => "double",
         DType::I64 => "int64_t",
         DType::I32 => "int32_t",
         DType::Bool | DType::U8 => "uint8_t",

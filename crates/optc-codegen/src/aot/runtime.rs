@@ -60,7 +60,43 @@ fn emitter(f: RuntimeFunction) -> RuntimeEmitter {
         RuntimeFunction::UnaryMath => emit_unary_math,
         RuntimeFunction::FMod => emit_fmodf,
         RuntimeFunction::ProfileMark => emit_return,
+        RuntimeFunction::MathF64 => emit_math_f64,
     }
+}
+
+/// `runtime::optc_rt_math_f64`: a jump on the code to a call of the libm function (of one
+/// argument, or two for `pow` and `fmod`).
+fn emit_math_f64(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<()> {
+    let p = params(b);
+    let (x, y, code) = (p[0], p[1], p[2]);
+    let cc = b.func.signature.call_conv;
+    let blocks: Vec<_> = runtime::MATH_F64.iter().map(|_| b.create_block()).collect();
+    let fallback = b.create_block();
+    let table: Vec<_> = blocks
+        .iter()
+        .map(|&blk| b.func.dfg.block_call(blk, &[]))
+        .collect();
+    let default = b.func.dfg.block_call(fallback, &[]);
+    let jt = b
+        .func
+        .create_jump_table(cranelift_codegen::ir::JumpTableData::new(default, &table));
+    b.ins().br_table(code, jt);
+    for (i, (&blk, name)) in blocks.iter().zip(runtime::MATH_F64).enumerate() {
+        b.switch_to_block(blk);
+        b.seal_block(blk);
+        let two = i as i64 >= runtime::F64_POW;
+        let args: &[_] = if two { &[x, y] } else { &[x] };
+        let ps = vec![types::F64; args.len()];
+        let f = imports.libm(name, sig_of(cc, &ps, &[types::F64]), b.func)?;
+        let c = b.ins().call(f, args);
+        let r = b.inst_results(c)[0];
+        b.ins().return_(&[r]);
+    }
+    b.switch_to_block(fallback);
+    b.seal_block(fallback);
+    let nan = b.ins().f64const(f64::NAN);
+    b.ins().return_(&[nan]);
+    Ok(())
 }
 
 /// `runtime::profile::optc_rt_profile_mark` when nothing records: objects are not profiled.
@@ -498,6 +534,27 @@ mod tests {
                     crate::runtime::optc_rt_unary_math(x, code).to_bits(),
                     "unary math {code} ({x})"
                 );
+            }
+        }
+        // SAFETY: as above, the runtime table's signature of `optc_rt_math_f64`.
+        let math_f64 = unsafe {
+            std::mem::transmute::<*const u8, extern "C" fn(f64, f64, i32) -> f64>(ptr(
+                RuntimeFunction::MathF64,
+            ))
+        };
+        for &x in &fs {
+            for &y in &[0.0f32, -1.5, 2.0, 0.3, f32::NAN, f32::INFINITY] {
+                let (x, y) = (x as f64 * 1.000_000_000_1, y as f64);
+                for code in 0..=runtime::MATH_F64.len() as i32 {
+                    let (got, want) = (
+                        math_f64(x, y, code),
+                        crate::runtime::optc_rt_math_f64(x, y, code),
+                    );
+                    assert!(
+                        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                        "f64 math {code} ({x}, {y})"
+                    );
+                }
             }
         }
         // SAFETY: as above, the runtime table's signature of `optc_rt_fmodf`.

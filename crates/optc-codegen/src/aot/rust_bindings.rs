@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 pub fn rust_type(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
+        DType::F64 => "f64",
         DType::I64 => "i64",
         DType::I32 => "i32",
         DType::Bool | DType::U8 => "u8",

@@ -40,6 +40,7 @@ impl RuntimeImports {
             integer_pow: module.declare_func_in_func(self.id(RuntimeFunction::IntegerPow), func),
             unary_math: module.declare_func_in_func(self.id(RuntimeFunction::UnaryMath), func),
             fmod: module.declare_func_in_func(self.id(RuntimeFunction::FMod), func),
+            math_f64: module.declare_func_in_func(self.id(RuntimeFunction::MathF64), func),
         }
     }
 }

@@ -24,7 +24,7 @@ impl Order {
     /// `a` comes strictly before `b`: greater when `largest`, else smaller (an i8 truth value).
     fn before(self, e: &mut Emitter, a: Value, b: Value, largest: bool) -> Value {
         let (hi, lo) = if largest { (a, b) } else { (b, a) };
-        if self.dt == DType::F32 {
+        if self.dt.is_float() {
             let gt = e.b.ins().fcmp(FloatCC::GreaterThan, hi, lo);
             let hi_nan = e.b.ins().fcmp(FloatCC::Unordered, hi, hi);
             let lo_num = e.b.ins().fcmp(FloatCC::Ordered, lo, lo);
@@ -39,7 +39,7 @@ impl Order {
 
     /// `a` and `b` are equal (two NaNs are).
     fn same(self, e: &mut Emitter, a: Value, b: Value) -> Value {
-        if self.dt == DType::F32 {
+        if self.dt.is_float() {
             let eq = e.b.ins().fcmp(FloatCC::Equal, a, b);
             let a_nan = e.b.ins().fcmp(FloatCC::Unordered, a, a);
             let b_nan = e.b.ins().fcmp(FloatCC::Unordered, b, b);
@@ -142,8 +142,9 @@ pub(super) fn lower_cumsum(
     let dt = info.ins[0].dtype;
     let es = dt.size() as i64;
     let ty = element_type(dt);
-    let is_f = dt == DType::F32;
-    // Floats accumulate in f64 and round each output once, as the interpreter does.
+    let is_f = dt.is_float();
+    let f32 = dt == DType::F32;
+    // Floats accumulate in f64 and f32 rounds each output once, as the interpreter does.
     let acc_ty = if is_f { types::F64 } else { ty };
     let (outer, n, inner) = split_at(&info.ins[0].shape, axis);
     let step = inner as i64 * es;
@@ -165,15 +166,17 @@ pub(super) fn lower_cumsum(
         e.loop_offsets(n as i64, &[start], &[st], &mut |e, _j, p| {
             let v = e.load(ty, x, p[0]);
             let a = e.b.use_var(acc);
-            let sum = if is_f {
+            let sum = if f32 {
                 let w = e.b.ins().fpromote(types::F64, v);
                 e.b.ins().fadd(a, w)
+            } else if is_f {
+                e.b.ins().fadd(a, v)
             } else {
                 e.b.ins().iadd(a, v)
             };
             e.b.def_var(acc, sum);
             let r = if exclusive { a } else { sum };
-            let r = if is_f {
+            let r = if f32 {
                 e.b.ins().fdemote(types::F32, r)
             } else {
                 r
@@ -372,7 +375,7 @@ pub(super) fn lower_gather_nd(
 
 /// `a (r) u` on one element.
 fn combine(e: &mut Emitter, dt: DType, r: ScatterReduction, a: Value, u: Value) -> Value {
-    let is_f = dt == DType::F32;
+    let is_f = dt.is_float();
     let sg = is_signed(dt);
     match r {
         ScatterReduction::Replace => u,

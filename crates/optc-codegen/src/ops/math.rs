@@ -205,6 +205,57 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
     })
 }
 
+/// f64 elementwise math on scalars: arithmetic as [`float_math`] has it, and the
+/// transcendental functions (whose f32 forms are polynomials made for f32) through libm's f64
+/// functions (`optc_rt_math_f64`). `None` for what has no f64 form (Silu and Gelu are defined
+/// by their f32 rounding steps, the quantizing steps are f32).
+fn f64_math(e: &mut Emitter, f: &Elementwise, a: &[Value]) -> Option<Value> {
+    use crate::runtime::{F64_ERF, F64_EXP, F64_FMOD, F64_LOG, F64_POW, F64_TANH};
+    let ty = types::F64;
+    let x = a[0];
+    let call = |e: &mut Emitter, code: i64, x: Value, y: Value| -> Value {
+        let f = e.runtime.math_f64;
+        let c = e.b.ins().iconst(types::I32, code);
+        let call = e.b.ins().call(f, &[x, y, c]);
+        e.b.inst_results(call)[0]
+    };
+    Some(match f {
+        Elementwise::Chain(steps) => return eval_chain(steps, a, |g, v| f64_math(e, g, v)),
+        Elementwise::Unary(u) => match u {
+            UnaryOp::Exp => call(e, F64_EXP, x, x),
+            UnaryOp::Log => call(e, F64_LOG, x, x),
+            UnaryOp::Tanh => call(e, F64_TANH, x, x),
+            UnaryOp::Erf => call(e, F64_ERF, x, x),
+            UnaryOp::Sigmoid => {
+                // 1 / (1 + exp(-x)), as the interpreter has it.
+                let n = e.b.ins().fneg(x);
+                let ex = call(e, F64_EXP, n, n);
+                let one = e.f64_const(1.0);
+                let d = e.b.ins().fadd(one, ex);
+                e.b.ins().fdiv(one, d)
+            }
+            u if libm_code(u).is_some() => call(e, libm_code(u)? as i64, x, x),
+            UnaryOp::Silu
+            | UnaryOp::Gelu
+            | UnaryOp::FakeQuantize { .. }
+            | UnaryOp::RoundToHalf { .. }
+            | UnaryOp::NanTo { .. } => return None,
+            _ => return float_math(e, ty, f, a),
+        },
+        Elementwise::Binary(BinaryOp::Pow) => call(e, F64_POW, x, a[1]),
+        Elementwise::Binary(BinaryOp::FMod) => call(e, F64_FMOD, x, a[1]),
+        Elementwise::PowConst(c) if ![1.0, 2.0, 3.0, 0.5].contains(c) => {
+            let cv = e.f64_const(*c as f64);
+            call(e, F64_POW, x, cv)
+        }
+        Elementwise::Binary(_)
+        | Elementwise::PowConst(_)
+        | Elementwise::BatchNorm(_)
+        | Elementwise::AddScaled(_) => return float_math(e, ty, f, a),
+        _ => return None,
+    })
+}
+
 pub(super) fn is_signed(dt: DType) -> bool {
     matches!(dt, DType::I64 | DType::I32 | DType::I8)
 }
@@ -221,6 +272,10 @@ pub(super) fn scalar_math(
     if matches!(f, Elementwise::Copy) {
         return Ok(a[0]);
     }
+    if dts.first() == Some(&DType::F64) && matches!(f, Elementwise::Chain(_)) {
+        return f64_math(e, f, a)
+            .ok_or_else(|| info.err(format!("{} does not take f64", info.op.name())));
+    }
     if let Elementwise::Chain(steps) = f {
         let mut err = None;
         let r = eval_chain(steps, a, |g, v| {
@@ -233,6 +288,18 @@ pub(super) fn scalar_math(
             }
         });
         return r.ok_or_else(|| err.unwrap_or_else(|| info.err("fused step chain")));
+    }
+    if dts[0] == DType::F64
+        && out == DType::F64
+        && !matches!(f, Elementwise::Cast | Elementwise::Where)
+    {
+        if let Elementwise::Binary(BinaryOp::Pow) = f {
+            if dts[1] != DType::F64 {
+                return Err(info.err(format!("pow of f64 by {} is not supported", dts[1])));
+            }
+        }
+        return f64_math(e, f, a)
+            .ok_or_else(|| info.err(format!("{} does not take f64", info.op.name())));
     }
     if dts[0] == DType::F32
         && out == DType::F32
@@ -310,7 +377,7 @@ pub(super) fn scalar_math(
         },
         Elementwise::Binary(b) => {
             let y = a[1];
-            if dt == DType::F32 {
+            if dt.is_float() {
                 let cc = match b {
                     BinaryOp::Equal => FloatCC::Equal,
                     BinaryOp::Greater => FloatCC::GreaterThan,
@@ -537,16 +604,24 @@ pub(super) fn int_range(dt: DType) -> (i64, i64) {
 }
 
 fn int_to_f32(e: &mut Emitter, x: Value, dt: DType) -> Value {
+    int_to_float(e, x, dt, types::F32)
+}
+
+/// An integer, bool or float value of `dt` as the float type `to` (F32 or F64; nearest).
+fn int_to_float(e: &mut Emitter, x: Value, dt: DType, to: Type) -> Value {
     match dt {
-        DType::F32 => x,
-        DType::I64 | DType::I32 => e.b.ins().fcvt_from_sint(types::F32, x),
+        DType::F32 if to == types::F32 => x,
+        DType::F32 => e.b.ins().fpromote(to, x),
+        DType::F64 if to == types::F64 => x,
+        DType::F64 => e.b.ins().fdemote(to, x),
+        DType::I64 | DType::I32 => e.b.ins().fcvt_from_sint(to, x),
         DType::I8 => {
             let w = e.b.ins().sextend(types::I32, x);
-            e.b.ins().fcvt_from_sint(types::F32, w)
+            e.b.ins().fcvt_from_sint(to, w)
         }
         DType::U8 | DType::Bool => {
             let w = e.b.ins().uextend(types::I32, x);
-            e.b.ins().fcvt_from_sint(types::F32, w)
+            e.b.ins().fcvt_from_sint(to, w)
         }
     }
 }
@@ -559,17 +634,17 @@ pub(super) fn cast(e: &mut Emitter, x: Value, from: DType, to: DType) -> Value {
     }
     let tt = element_type(to);
     if to == DType::Bool {
-        return if from == DType::F32 {
-            let z = e.float_const(types::F32, 0.0);
+        return if from.is_float() {
+            let z = e.float_const(element_type(from), 0.0);
             e.b.ins().fcmp(FloatCC::NotEqual, x, z)
         } else {
             e.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
         };
     }
-    if to == DType::F32 {
-        return int_to_f32(e, x, from);
+    if to.is_float() {
+        return int_to_float(e, x, from, tt);
     }
-    if from == DType::F32 {
+    if from.is_float() {
         return match to {
             DType::I64 | DType::I32 => e.b.ins().fcvt_to_sint_sat(tt, x),
             _ => {

@@ -44,7 +44,7 @@ pub(super) fn lower_reduce(
         ost.iter().map(|s| s * es).collect(),
     ];
     let z = e.int_const(0);
-    let is_f = dt == DType::F32;
+    let is_f = dt.is_float();
     let sg = is_signed(dt);
     let contiguous_inner = rdims.len() == 1 && rst[0] == 1;
     let extreme = matches!(kind, ReduceKind::Max | ReduceKind::Min);
@@ -99,7 +99,7 @@ pub(super) fn lower_reduce(
         e.b.def_var(acc, iv);
         let mut start = o[0];
         let mut rem_dims = rdims.clone();
-        if is_f && contiguous_inner && rdims[0] >= 8 {
+        if dt == DType::F32 && contiguous_inner && rdims[0] >= 8 {
             let n = rdims[0];
             let nv = n / 4;
             let vacc = e.b.declare_var(F32X4);
@@ -136,7 +136,10 @@ pub(super) fn lower_reduce(
         let mut r = e.b.use_var(acc);
         match kind {
             ReduceKind::Mean if count > 0 => {
-                if is_f {
+                if dt == DType::F64 {
+                    let c = e.f64_const(count as f64);
+                    r = e.b.ins().fdiv(r, c);
+                } else if is_f {
                     let c = e.float_const(types::F32, count as f32);
                     r = e.b.ins().fdiv(r, c);
                 } else {
@@ -148,7 +151,7 @@ pub(super) fn lower_reduce(
                     };
                 }
             }
-            ReduceKind::Mean if is_f => r = e.float_const(types::F32, f32::NAN),
+            ReduceKind::Mean if is_f => r = e.float_const(ty, f32::NAN),
             ReduceKind::L2 => r = e.b.ins().sqrt(r),
             _ => {}
         }

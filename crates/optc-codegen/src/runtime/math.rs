@@ -56,6 +56,70 @@ extern "C" {
     fn atanhf(x: f32) -> f32;
 }
 
+/// The libm functions behind [`optc_rt_math_f64`], by code: the f64 twins of
+/// [`UNARY_MATH`] (the same codes), then `exp`, `log`, `tanh`, `erf`, and of two arguments
+/// `pow` and `fmod` (codes [`F64_POW`] and [`F64_FMOD`]).
+pub const MATH_F64: [&str; 17] = [
+    "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "exp",
+    "log", "tanh", "erf", "pow", "fmod",
+];
+/// [`MATH_F64`]'s codes past the trigonometric ones.
+pub const F64_EXP: i64 = 11;
+pub const F64_LOG: i64 = 12;
+pub const F64_TANH: i64 = 13;
+pub const F64_ERF: i64 = 14;
+pub const F64_POW: i64 = 15;
+pub const F64_FMOD: i64 = 16;
+
+extern "C" {
+    fn sin(x: f64) -> f64;
+    fn cos(x: f64) -> f64;
+    fn tan(x: f64) -> f64;
+    fn asin(x: f64) -> f64;
+    fn acos(x: f64) -> f64;
+    fn atan(x: f64) -> f64;
+    fn sinh(x: f64) -> f64;
+    fn cosh(x: f64) -> f64;
+    fn asinh(x: f64) -> f64;
+    fn acosh(x: f64) -> f64;
+    fn atanh(x: f64) -> f64;
+    fn exp(x: f64) -> f64;
+    fn log(x: f64) -> f64;
+    fn tanh(x: f64) -> f64;
+    fn erf(x: f64) -> f64;
+    fn pow(x: f64, y: f64) -> f64;
+    fn fmod(x: f64, y: f64) -> f64;
+}
+
+/// libm function number `code` of [`MATH_F64`] at `x` (and `y` for the two-argument ones;
+/// NaN for an unknown code): f64 elementwise math. AOT objects call the same libm functions.
+pub extern "C" fn optc_rt_math_f64(x: f64, y: f64, code: i32) -> f64 {
+    // SAFETY: these libm functions are defined for every f64 input (NaN, inf and
+    // out-of-domain values give NaN or inf); the C library the process links provides them.
+    unsafe {
+        match code {
+            0 => sin(x),
+            1 => cos(x),
+            2 => tan(x),
+            3 => asin(x),
+            4 => acos(x),
+            5 => atan(x),
+            6 => sinh(x),
+            7 => cosh(x),
+            8 => asinh(x),
+            9 => acosh(x),
+            10 => atanh(x),
+            11 => exp(x),
+            12 => log(x),
+            13 => tanh(x),
+            14 => erf(x),
+            15 => pow(x, y),
+            16 => fmod(x, y),
+            _ => f64::NAN,
+        }
+    }
+}
+
 /// libm function number `code` of [`UNARY_MATH`] at `x` (NaN for an unknown code). AOT
 /// objects call the same libm functions.
 pub extern "C" fn optc_rt_unary_math(x: f32, code: i32) -> f32 {

@@ -18,7 +18,8 @@ pub mod profile;
 mod threads;
 
 pub use math::{
-    optc_rt_fmodf, optc_rt_logf, optc_rt_powf, optc_rt_powi, optc_rt_unary_math, UNARY_MATH,
+    optc_rt_fmodf, optc_rt_logf, optc_rt_math_f64, optc_rt_powf, optc_rt_powi, optc_rt_unary_math,
+    F64_ERF, F64_EXP, F64_FMOD, F64_LOG, F64_POW, F64_TANH, MATH_F64, UNARY_MATH,
 };
 pub use threads::{
     available_cores, contended, optc_rt_parallel_for, run_begin, set_active_wait, set_thread_count,
@@ -45,6 +46,8 @@ pub enum RuntimeFunction {
     /// Code compiled for profiling calls it before each kernel (`profile.rs`; a no-op in
     /// objects).
     ProfileMark,
+    /// One of libm's f64 functions, chosen by a code ([`MATH_F64`]): f64 elementwise math.
+    MathF64,
 }
 
 /// The type of a parameter or result of a runtime function.
@@ -94,7 +97,7 @@ impl RuntimeSymbol {
 }
 
 /// Every runtime function, in the order the lowering declares them.
-pub static SYMBOLS: [RuntimeSymbol; 7] = [
+pub static SYMBOLS: [RuntimeSymbol; 8] = [
     RuntimeSymbol {
         function: RuntimeFunction::Log,
         name: "optc_rt_logf",
@@ -150,6 +153,13 @@ pub static SYMBOLS: [RuntimeSymbol; 7] = [
         params: &[AbiType::I64],
         returns: &[],
         address: || profile::optc_rt_profile_mark as *const u8,
+    },
+    RuntimeSymbol {
+        function: RuntimeFunction::MathF64,
+        name: "optc_rt_math_f64",
+        params: &[AbiType::F64, AbiType::F64, AbiType::I32],
+        returns: &[AbiType::F64],
+        address: || optc_rt_math_f64 as *const u8,
     },
 ];
 

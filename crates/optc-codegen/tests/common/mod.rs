@@ -40,6 +40,14 @@ pub fn rand_tensor(rng: &mut Rng, ty: &TensorType) -> Tensor {
         DType::Bool => Data::Bool((0..n).map(|_| rng.next_u64().is_multiple_of(2)).collect()),
         DType::U8 => Data::U8((0..n).map(|_| rng.int(0, 256) as u8).collect()),
         DType::I8 => Data::I8((0..n).map(|_| rng.int(-128, 128) as i8).collect()),
+        DType::F64 => Data::F64(
+            (0..n)
+                .map(|_| {
+                    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                    4.0 * u - 2.0
+                })
+                .collect(),
+        ),
     };
     Tensor::new(ty.shape.clone(), data).unwrap()
 }

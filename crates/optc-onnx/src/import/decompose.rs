@@ -132,7 +132,11 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "LpPool",
         "LRN",
     ];
-    if float_ops.contains(&op_type) {
+    // (Their steps are elementwise math and reductions, which f64 has too.)
+    let f64_too = ["ReduceLogSum", "ReduceLogSumExp"];
+    if float_ops.contains(&op_type)
+        && !(f64_too.contains(&op_type) && ctx.ty(&x).dtype == DType::F64)
+    {
         need_f32(ctx, &x, op_type)?;
     }
     // Constant inputs, read before the steps borrow the context.
@@ -386,13 +390,13 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let y = second.ok_or("input #1 (B) is missing")?;
             if !matches!(
                 xt.dtype,
-                DType::F32 | DType::I64 | DType::I32 | DType::I8 | DType::U8
+                DType::F32 | DType::F64 | DType::I64 | DType::I32 | DType::I8 | DType::U8
             ) {
                 return Err(format!("Mod needs a float or an integer, got {xt}"));
             }
             // Truncated remainder (floats: C's fmod, exact); for fmod = 0 moved to the
             // divisor's sign (Python's %, numpy's `mod`, also on floats).
-            let r = if xt.dtype == DType::F32 {
+            let r = if xt.dtype.is_float() {
                 s.binary(BinaryOp::FMod, &x, &y)?
             } else {
                 let q = s.binary(BinaryOp::Div, &x, &y)?;
@@ -1132,10 +1136,11 @@ fn log_softmax(s: &mut Steps, x: &Val, axis: usize) -> R<Val> {
 /// `m` where it is finite, 0 where it is ±inf or NaN (a shift that keeps `x - m` free of
 /// `inf - inf`).
 fn finite_or_zero(s: &mut Steps, m: &Val) -> R<Val> {
-    let zero = s.f32(0.0);
+    let dt = s.ctx.ty(m).dtype;
+    let zero = s.scalar(0.0, dt)?;
     // |m| < inf is false for ±inf and NaN.
     let abs = s.unary(UnaryOp::Abs, m)?;
-    let inf = s.f32(f32::INFINITY);
+    let inf = s.scalar(f32::INFINITY, dt)?;
     let finite = s.binary(BinaryOp::Less, &abs, &inf)?;
     s.op(Op::Where, &[finite, m.clone(), zero])
 }
