@@ -286,17 +286,60 @@ fn double_comparisons_select_and_initializers() {
 
 /// Ops without an f64 form are refused at compile time, naming the node.
 #[test]
-fn double_matmul_is_refused_naming_the_node() {
+fn double_conv_is_refused_naming_the_node() {
     let mut m = ModelBuilder::new(17);
-    m.input("a", DType::F64, &[2, 3])
-        .input("b", DType::F64, &[3, 2]);
-    m.node_named("mm", "MatMul", &["a", "b"], &["y"], vec![]);
+    m.input("x", DType::F64, &[1, 1, 4, 4])
+        .input("w", DType::F64, &[1, 1, 3, 3]);
+    m.node_named("cv", "Conv", &["x", "w"], &["y"], vec![]);
     m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double MatMul is refused")
+        .expect("a double Conv is refused")
         .to_string();
-    assert!(err.contains("mm") && err.contains("f64"), "{err}");
+    assert!(err.contains("cv") && err.contains("f64"), "{err}");
+}
+
+/// A batched MatMul (B broadcast over the batch) and a Softmax in f64: each product summed
+/// in k order, each softmax `exp(x - max) / sum`.
+#[test]
+fn double_matmul_and_softmax() {
+    let (bt, m_, k, n) = (2, 3, 7, 5);
+    let a = values(bt * m_ * k, 9);
+    let b = values(k * n, 10);
+    let mut m = ModelBuilder::new(17);
+    m.input("a", DType::F64, &[bt as i64, m_ as i64, k as i64])
+        .input("b", DType::F64, &[k as i64, n as i64]);
+    m.node("MatMul", &["a", "b"], &["y"], vec![]);
+    m.node("Softmax", &["y"], &["s"], vec![("axis", A::Int(-1))]);
+    m.output("y").output("s");
+    let y = run(
+        &m,
+        &[f64s(&[bt, m_, k], a.clone()), f64s(&[k, n], b.clone())],
+    );
+    let mut want = vec![];
+    for p in 0..bt {
+        for i in 0..m_ {
+            for j in 0..n {
+                let mut acc = 0.0;
+                for q in 0..k {
+                    acc += a[(p * m_ + i) * k + q] * b[q * n + j];
+                }
+                want.push(acc);
+            }
+        }
+    }
+    assert_close(&as_f64(&y[0], "matmul"), &want, 0.0, "matmul");
+    let soft: Vec<f64> = want
+        .chunks(n)
+        .flat_map(|row| {
+            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum = row.iter().fold(0.0, |s, v| s + (v - mx).exp());
+            row.iter()
+                .map(move |v| (v - mx).exp() / sum)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_close(&as_f64(&y[1], "softmax"), &soft, 4.0, "softmax");
 }
 
 /// Movement and indexing ops move f64 values whole: Transpose, Concat, Slice, Gather, Pad

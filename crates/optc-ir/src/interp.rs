@@ -1225,7 +1225,9 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Data> {
 // Linear algebra.
 
 fn matmul(a: &Tensor, b: &Tensor) -> Result<Data> {
-    let (av, bv) = (f32s(a)?, f32s(b)?);
+    // Products summed in f64 in k order (f32: rounded once).
+    let f64_out = a.dtype() == DType::F64;
+    let (av, bv) = (a.to_f64_vec(), b.to_f64_vec());
     let mut sa = a.shape().to_vec();
     let mut sb = b.shape().to_vec();
     if sa.len() == 1 {
@@ -1247,13 +1249,17 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Data> {
             for j in 0..n {
                 let mut acc = 0.0f64;
                 for p in 0..k {
-                    acc += av[a0 + i * k + p] as f64 * bv[b0 + p * n + j] as f64;
+                    acc += av[a0 + i * k + p] * bv[b0 + p * n + j];
                 }
-                out.push(acc as f32);
+                out.push(acc);
             }
         }
     }
-    Ok(Data::F32(out))
+    Ok(if f64_out {
+        Data::F64(out)
+    } else {
+        Data::F32(out.into_iter().map(|v| v as f32).collect())
+    })
 }
 
 fn gemm(x: &[&Tensor], alpha: f32, beta: f32, ta: bool, tb: bool, out: &[usize]) -> Result<Data> {
@@ -1537,6 +1543,25 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out: &TensorType) -> Res
 }
 
 fn softmax(x: &Tensor, axis: usize) -> Result<Data> {
+    if x.dtype() == DType::F64 {
+        let v = x.as_f64().unwrap_or_default();
+        let s = x.shape();
+        let n = s[axis];
+        let inner: usize = s[axis + 1..].iter().product();
+        let outer: usize = s[..axis].iter().product();
+        let mut y = vec![0.0f64; v.len()];
+        for o in 0..outer {
+            for i in 0..inner {
+                let at = |j: usize| o * n * inner + j * inner + i;
+                let mx = (0..n).map(|j| v[at(j)]).fold(f64::NEG_INFINITY, f64::max);
+                let sum = (0..n).fold(0.0, |acc, j| acc + (v[at(j)] - mx).exp());
+                for j in 0..n {
+                    y[at(j)] = (v[at(j)] - mx).exp() / sum;
+                }
+            }
+        }
+        return Ok(Data::F64(y));
+    }
     let v = f32s(x)?;
     let s = x.shape();
     let n = s[axis];

@@ -916,10 +916,14 @@ impl Op {
             }
             Op::MatMul => {
                 let (a, b) = (inputs[0], inputs[1]);
-                if a.dtype != DType::F32 || b.dtype != DType::F32 {
-                    bail!("matmul needs f32, got {} and {}", a.dtype, b.dtype);
+                if !a.dtype.is_float() || a.dtype != b.dtype {
+                    bail!(
+                        "matmul needs f32 or f64 (both alike), got {} and {}",
+                        a.dtype,
+                        b.dtype
+                    );
                 }
-                one(TensorType::new(DType::F32, matmul_shape("matmul", a, b)?))
+                one(TensorType::new(a.dtype, matmul_shape("matmul", a, b)?))
             }
             Op::Gemm {
                 trans_a, trans_b, ..
@@ -973,7 +977,7 @@ impl Op {
             Op::Conv { window, group } => {
                 let (x, w) = (inputs[0], inputs[1]);
                 if x.dtype != DType::F32 || w.dtype != DType::F32 {
-                    bail!("conv needs f32");
+                    bail!("conv needs f32, got {} and {}", x.dtype, w.dtype);
                 }
                 let s = conv_shape("conv", window, *group, x, w)?;
                 if let Some(b) = inputs.get(2) {
@@ -1066,9 +1070,9 @@ impl Op {
             }
             Op::Softmax { axis } => {
                 let x = x.unwrap();
-                if *axis >= x.rank() || x.dtype != DType::F32 {
+                if *axis >= x.rank() || !x.dtype.is_float() {
                     bail!(
-                        "softmax axis {} needs an f32 input of higher rank, got {}",
+                        "softmax axis {} needs an f32 or f64 input of higher rank, got {}",
                         axis,
                         x
                     );

@@ -8,7 +8,7 @@ use crate::ops::elementwise::Elementwise;
 use crate::ops::map::map;
 use crate::ops::operand::{broadcast_strides, element_strides, Operand};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
-use optc_ir::{Op, Tensor};
+use optc_ir::{DType, Op, Tensor};
 
 /// Columns per packed tile of a constant GEMM operand B.
 pub(super) const NR: usize = 8;
@@ -89,6 +89,15 @@ pub(super) fn lower_matmul(
     let ba = &sa[..sa.len() - 2];
     let bb = &sb[..sb.len() - 2];
     let batch = optc_ir::broadcast_shapes(ba, bb).map_err(|x| info.err(x.msg))?;
+    if info.ins[0].dtype == DType::F64 {
+        let bst = [
+            batch_strides(ba, &batch, (m * k) as i64),
+            batch_strides(bb, &batch, (k * n) as i64),
+            batch_strides(&batch, &batch, (m * n) as i64),
+        ];
+        matmul_f64(e, &batch, &bst, (m, n, k), ins, out);
+        return Ok(());
+    }
     let sta = element_strides(&sa);
     let stb = element_strides(&sb);
     let mm = BatchedGemm {
@@ -120,6 +129,52 @@ pub(super) fn lower_matmul(
     }
     gemm(e, &mm, ins[0], ins[1], out);
     Ok(())
+}
+
+/// An f64 MatMul: scalar loops, each output the sum of its products in k order (as the
+/// interpreter has it, without fused multiply-adds). `bst`: the batch element strides of A,
+/// B and the output.
+fn matmul_f64(
+    e: &mut Emitter,
+    batch: &[usize],
+    bst: &[Vec<i64>; 3],
+    (m, n, k): (usize, usize, usize),
+    ins: &[Value],
+    out: Value,
+) {
+    if m * n == 0 {
+        return;
+    }
+    let bytes: Vec<Vec<i64>> = bst
+        .iter()
+        .map(|v| v.iter().map(|x| x * 8).collect())
+        .collect();
+    let z = e.int_const(0);
+    e.nest(batch, &bytes, &[z, z, z], &mut |e, o| {
+        let (ao, bo, oo) = (o[0], o[1], o[2]);
+        // Per operand (A, B, output): the byte strides of rows i and columns j.
+        let strides = vec![vec![(k * 8) as i64, 0], vec![0, 8], vec![(n * 8) as i64, 8]];
+        e.nest(&[m, n], &strides, &[ao, bo, oo], &mut |e, p| {
+            let acc = e.b.declare_var(types::F64);
+            let zero = e.f64_const(0.0);
+            e.b.def_var(acc, zero);
+            e.loop_offsets(
+                k as i64,
+                &[p[0], p[1]],
+                &[8, (n * 8) as i64],
+                &mut |e, _i, q| {
+                    let x = e.load(types::F64, ins[0], q[0]);
+                    let y = e.load(types::F64, ins[1], q[1]);
+                    let prod = e.b.ins().fmul(x, y);
+                    let a = e.b.use_var(acc);
+                    let s = e.b.ins().fadd(a, prod);
+                    e.b.def_var(acc, s);
+                },
+            );
+            let r = e.b.use_var(acc);
+            e.store(r, out, p[2]);
+        });
+    });
 }
 
 /// Element strides of batch dims `s` broadcast to `batch`, where one matrix has `mat` elements.

@@ -49,7 +49,7 @@ use crate::ops::norm::{lower_layernorm, lower_softmax};
 use crate::ops::pool::{lower_maxpool2d, lower_pool, maxpool2d_geometry};
 use crate::ops::reduce::lower_reduce;
 use cranelift_codegen::ir::Value;
-use optc_ir::Op;
+use optc_ir::{DType, Op};
 
 // ---------------------------------------------------------------------------------------------
 // Node lowering.
@@ -203,7 +203,9 @@ pub(crate) fn kernel_data(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
             None => Ok(vec![]),
         },
         Op::MatMul => match &info.consts[1] {
-            Some(b) if b.shape().len() == 2 => Ok(vec![pack_b(info, b, false, NR)?]),
+            Some(b) if b.shape().len() == 2 && b.dtype() == DType::F32 => {
+                Ok(vec![pack_b(info, b, false, NR)?])
+            }
             _ => Ok(vec![]),
         },
         Op::Pad { pads, mode, .. } => Ok(vec![pad_table(info, pads, *mode)]),

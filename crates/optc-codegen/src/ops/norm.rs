@@ -8,6 +8,56 @@ use crate::ops::operand::{broadcast_strides, collapse, element_strides};
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 
+/// An f64 softmax, as the interpreter computes it: `exp(x - max) / sum` per row (libm's
+/// exp), the sum in index order.
+fn softmax_f64(e: &mut Emitter, x: Value, out: Value, (outer, n, inner): (usize, usize, usize)) {
+    let f = types::F64;
+    let st = (inner * 8) as i64;
+    let exp = |e: &mut Emitter, v: Value| {
+        let fr = e.runtime.math_f64;
+        let c = e.b.ins().iconst(types::I32, crate::runtime::F64_EXP);
+        let call = e.b.ins().call(fr, &[v, v, c]);
+        e.b.inst_results(call)[0]
+    };
+    let z = e.int_const(0);
+    e.nest(
+        &[outer, inner],
+        &[vec![(n * inner * 8) as i64, 8]],
+        &[z],
+        &mut |e, o| {
+            let base = o[0];
+            let mx = e.b.declare_var(f);
+            let ni = e.f64_const(f64::NEG_INFINITY);
+            e.b.def_var(mx, ni);
+            e.loop_offsets(n as i64, &[base], &[st], &mut |e, _j, oo| {
+                let v = e.load(f, x, oo[0]);
+                let a = e.b.use_var(mx);
+                let na = e.b.ins().fmax(a, v);
+                e.b.def_var(mx, na);
+            });
+            let m = e.b.use_var(mx);
+            let sum = e.b.declare_var(f);
+            let zf = e.f64_const(0.0);
+            e.b.def_var(sum, zf);
+            e.loop_offsets(n as i64, &[base], &[st], &mut |e, _j, oo| {
+                let v = e.load(f, x, oo[0]);
+                let d = e.b.ins().fsub(v, m);
+                let ex = exp(e, d);
+                e.store(ex, out, oo[0]);
+                let a = e.b.use_var(sum);
+                let na = e.b.ins().fadd(a, ex);
+                e.b.def_var(sum, na);
+            });
+            let sm = e.b.use_var(sum);
+            e.loop_offsets(n as i64, &[base], &[st], &mut |e, _j, oo| {
+                let v = e.load(f, out, oo[0]);
+                let r = e.b.ins().fdiv(v, sm);
+                e.store(r, out, oo[0]);
+            });
+        },
+    );
+}
+
 pub(super) fn lower_softmax(
     e: &mut Emitter,
     info: &NodeInfo,
@@ -20,6 +70,10 @@ pub(super) fn lower_softmax(
     let inner: usize = s[axis + 1..].iter().product();
     let outer: usize = s[..axis].iter().product();
     if n * inner * outer == 0 {
+        return Ok(());
+    }
+    if info.ins[0].dtype == optc_ir::DType::F64 {
+        softmax_f64(e, x, out, (outer, n, inner));
         return Ok(());
     }
     if inner == 1 {

@@ -66,6 +66,9 @@ fn softmax_split(info: &NodeInfo) -> Option<usize> {
     let &Op::Softmax { axis } = info.op else {
         return None;
     };
+    if info.ins[0].dtype != DType::F32 {
+        return None;
+    }
     let s = &info.ins[0].shape;
     if s[axis + 1..].iter().product::<usize>() != 1 {
         return None;

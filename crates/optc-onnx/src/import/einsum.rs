@@ -14,7 +14,7 @@
 use super::steps::Steps;
 use super::{Ctx, Val, R};
 use crate::proto::Attrs;
-use optc_ir::{DType, Op, ReduceKind, Tensor};
+use optc_ir::{Op, ReduceKind, Tensor};
 use tract_onnx::pb;
 
 /// One operand: its value and a label per axis.
@@ -222,9 +222,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let mut terms = vec![];
     for (t, v) in terms_text.iter().zip(&ins) {
         let ty = ctx.ty(v);
-        if ty.dtype != DType::F32 {
+        if !ty.dtype.is_float() {
             return Err(format!(
-                "Einsum on {} is not supported (f32 only)",
+                "Einsum on {} is not supported (f32 and f64 only)",
                 ty.dtype
             ));
         }
