@@ -438,3 +438,47 @@ fn double_movement_and_indexing() {
         .to_string();
     assert!(err.contains("pad") && err.contains("0.1"), "{err}");
 }
+
+/// Gemm in f64 (imported as its definition: transposes, MatMul, alpha, beta C).
+#[test]
+fn double_gemm() {
+    let (m_, k, n) = (4, 6, 3);
+    let a = values(k * m_, 11); // transA: stored [k, m]
+    let b = values(n * k, 12); // transB: stored [n, k]
+    let c = values(n, 13);
+    let mut m = ModelBuilder::new(13);
+    m.input("a", DType::F64, &[k as i64, m_ as i64])
+        .input("b", DType::F64, &[n as i64, k as i64])
+        .input("c", DType::F64, &[n as i64]);
+    m.node(
+        "Gemm",
+        &["a", "b", "c"],
+        &["y"],
+        vec![
+            ("transA", A::Int(1)),
+            ("transB", A::Int(1)),
+            ("alpha", A::Float(0.5)),
+            ("beta", A::Float(2.0)),
+        ],
+    );
+    m.output("y");
+    let y = run(
+        &m,
+        &[
+            f64s(&[k, m_], a.clone()),
+            f64s(&[n, k], b.clone()),
+            f64s(&[n], c.clone()),
+        ],
+    );
+    let mut want = vec![];
+    for i in 0..m_ {
+        for j in 0..n {
+            let mut acc = 0.0;
+            for q in 0..k {
+                acc += a[q * m_ + i] * b[j * k + q];
+            }
+            want.push(acc * 0.5 + c[j] * 2.0);
+        }
+    }
+    assert_close(&as_f64(&y[0], "gemm"), &want, 0.0, "gemm");
+}

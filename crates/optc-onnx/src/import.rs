@@ -1232,6 +1232,37 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let (x, y) = (req(0)?, req(1)?);
             one(ctx.emit1(name, Op::MatMul, &[x, y], false)?)
         }
+        "Gemm" if ctx.ty(&req(0)?).dtype == DType::F64 => {
+            // In f64 as its definition: transposes, MatMul, alpha, beta C (0 * NaN is NaN).
+            let (x, w, c) = (req(0)?, req(1)?, inp(2));
+            let mut s = steps::Steps::new(ctx, name);
+            let trans = |s: &mut steps::Steps, v: Val, t: bool| -> R<Val> {
+                if t {
+                    s.transpose(&v, vec![1, 0])
+                } else {
+                    Ok(v)
+                }
+            };
+            let xa = trans(&mut s, x, a.int_or("transA", 0) != 0)?;
+            let wb = trans(&mut s, w, a.int_or("transB", 0) != 0)?;
+            let mut y = s.op(Op::MatMul, &[xa, wb])?;
+            let alpha = a.float_or("alpha", 1.0);
+            if alpha != 1.0 {
+                let k = s.scalar(alpha, DType::F64)?;
+                y = s.binary(BinaryOp::Mul, &y, &k)?;
+            }
+            if let Some(c) = c {
+                let beta = a.float_or("beta", 1.0);
+                let c = if beta != 1.0 {
+                    let k = s.scalar(beta, DType::F64)?;
+                    s.binary(BinaryOp::Mul, &c, &k)?
+                } else {
+                    c
+                };
+                y = s.binary(BinaryOp::Add, &y, &c)?;
+            }
+            one(s.last(Op::Unary(UnaryOp::Identity), &[y])?)
+        }
         "Gemm" => {
             let op = Op::Gemm {
                 alpha: a.float_or("alpha", 1.0),
