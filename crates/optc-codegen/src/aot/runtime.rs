@@ -69,8 +69,27 @@ fn emitter(f: RuntimeFunction) -> RuntimeEmitter {
 fn emit_math_f64(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<()> {
     let p = params(b);
     let (x, y, code) = (p[0], p[1], p[2]);
+    libm_switch(b, imports, code, &runtime::MATH_F64, types::F64, &|i| {
+        if i as i64 >= runtime::F64_POW {
+            vec![x, y]
+        } else {
+            vec![x]
+        }
+    })
+}
+
+/// A jump on `code` to a call of libm function `names[code]` (of type `ty`, on the
+/// arguments `args(code)`) whose result is returned; NaN for any other code.
+fn libm_switch(
+    b: &mut FunctionBuilder,
+    imports: &mut dyn Imports,
+    code: cranelift_codegen::ir::Value,
+    names: &[&str],
+    ty: types::Type,
+    args: &dyn Fn(usize) -> Vec<cranelift_codegen::ir::Value>,
+) -> Result<()> {
     let cc = b.func.signature.call_conv;
-    let blocks: Vec<_> = runtime::MATH_F64.iter().map(|_| b.create_block()).collect();
+    let blocks: Vec<_> = names.iter().map(|_| b.create_block()).collect();
     let fallback = b.create_block();
     let table: Vec<_> = blocks
         .iter()
@@ -81,20 +100,22 @@ fn emit_math_f64(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<(
         .func
         .create_jump_table(cranelift_codegen::ir::JumpTableData::new(default, &table));
     b.ins().br_table(code, jt);
-    for (i, (&blk, name)) in blocks.iter().zip(runtime::MATH_F64).enumerate() {
+    for (i, (&blk, name)) in blocks.iter().zip(names).enumerate() {
         b.switch_to_block(blk);
         b.seal_block(blk);
-        let two = i as i64 >= runtime::F64_POW;
-        let args: &[_] = if two { &[x, y] } else { &[x] };
-        let ps = vec![types::F64; args.len()];
-        let f = imports.libm(name, sig_of(cc, &ps, &[types::F64]), b.func)?;
-        let c = b.ins().call(f, args);
+        let a = args(i);
+        let f = imports.libm(name, sig_of(cc, &vec![ty; a.len()], &[ty]), b.func)?;
+        let c = b.ins().call(f, &a);
         let r = b.inst_results(c)[0];
         b.ins().return_(&[r]);
     }
     b.switch_to_block(fallback);
     b.seal_block(fallback);
-    let nan = b.ins().f64const(f64::NAN);
+    let nan = if ty == types::F64 {
+        b.ins().f64const(f64::NAN)
+    } else {
+        b.ins().f32const(f32::NAN)
+    };
     b.ins().return_(&[nan]);
     Ok(())
 }
@@ -109,34 +130,9 @@ fn emit_return(b: &mut FunctionBuilder, _imports: &mut dyn Imports) -> Result<()
 fn emit_unary_math(b: &mut FunctionBuilder, imports: &mut dyn Imports) -> Result<()> {
     let p = params(b);
     let (x, code) = (p[0], p[1]);
-    let cc = b.func.signature.call_conv;
-    let blocks: Vec<_> = runtime::UNARY_MATH
-        .iter()
-        .map(|_| b.create_block())
-        .collect();
-    let fallback = b.create_block();
-    let table: Vec<_> = blocks
-        .iter()
-        .map(|&blk| b.func.dfg.block_call(blk, &[]))
-        .collect();
-    let default = b.func.dfg.block_call(fallback, &[]);
-    let jt = b
-        .func
-        .create_jump_table(cranelift_codegen::ir::JumpTableData::new(default, &table));
-    b.ins().br_table(code, jt);
-    for (&blk, name) in blocks.iter().zip(runtime::UNARY_MATH) {
-        b.switch_to_block(blk);
-        b.seal_block(blk);
-        let f = imports.libm(name, sig_of(cc, &[types::F32], &[types::F32]), b.func)?;
-        let c = b.ins().call(f, &[x]);
-        let r = b.inst_results(c)[0];
-        b.ins().return_(&[r]);
-    }
-    b.switch_to_block(fallback);
-    b.seal_block(fallback);
-    let nan = b.ins().f32const(f32::NAN);
-    b.ins().return_(&[nan]);
-    Ok(())
+    libm_switch(b, imports, code, &runtime::UNARY_MATH, types::F32, &|_| {
+        vec![x]
+    })
 }
 
 fn sig_of(
