@@ -482,3 +482,40 @@ fn double_gemm() {
     }
     assert_close(&as_f64(&y[0], "gemm"), &want, 0.0, "gemm");
 }
+
+/// Pow of an integer or f32 base by an f64 exponent keeps the exponent whole: `x^y` in f64,
+/// then truncated (integers) or rounded once (f32).
+#[test]
+fn pow_by_a_double_exponent() {
+    let n = 6;
+    let ex = vec![0.7, 1.5, 2.0, -0.5, 3.25, 0.0];
+    let xi = vec![2i64, 3, 5, 4, 2, 7];
+    let xf: Vec<f32> = vec![2.5, 3.0, 1.1, 4.0, 0.5, 9.0];
+    let mut m = ModelBuilder::new(15);
+    m.input("xi", DType::I64, &[n])
+        .input("xf", DType::F32, &[n])
+        .input("e", DType::F64, &[n]);
+    m.node("Pow", &["xi", "e"], &["yi"], vec![]);
+    m.node("Pow", &["xf", "e"], &["yf"], vec![]);
+    m.output("yi").output("yf");
+    let y = run(
+        &m,
+        &[
+            Tensor::new(vec![n as usize], Data::I64(xi.clone())).unwrap(),
+            Tensor::new(vec![n as usize], Data::F32(xf.clone())).unwrap(),
+            f64s(&[n as usize], ex.clone()),
+        ],
+    );
+    let wi: Vec<i64> = xi
+        .iter()
+        .zip(&ex)
+        .map(|(&x, &e)| (x as f64).powf(e) as i64)
+        .collect();
+    assert_eq!(y[0].as_i64().unwrap(), wi.as_slice(), "integer base");
+    let wf: Vec<f32> = xf
+        .iter()
+        .zip(&ex)
+        .map(|(&x, &e)| (x as f64).powf(e) as f32)
+        .collect();
+    assert_eq!(y[1].as_f32().unwrap(), wf.as_slice(), "f32 base");
+}

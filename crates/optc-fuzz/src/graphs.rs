@@ -91,9 +91,10 @@ impl Generator {
         let base: Vec<usize> = (0..rank).map(|_| *src.pick(&DIMS)).collect();
         let count = src.range(1, 3);
         for i in 0..count {
-            let dtype = match src.below(10) {
+            let dtype = match src.below(12) {
                 0 => DType::I32,
                 1 => DType::I64,
+                2 => DType::F64,
                 _ => DType::F32,
             };
             // Later inputs broadcast against the first: leading dims dropped, some set to 1.
@@ -213,7 +214,7 @@ impl Generator {
                 (Op::Where, vec![cond, x, y])
             }
             9 => {
-                let to = *src.pick(&[DType::F32, DType::I32, DType::I64, DType::Bool]);
+                let to = *src.pick(&[DType::F32, DType::I32, DType::I64, DType::Bool, DType::F64]);
                 (Op::Cast { to }, vec![x])
             }
             10 => {
@@ -519,11 +520,7 @@ impl Generator {
             Ok(outs) => {
                 if rounds {
                     for &v in &outs {
-                        if self
-                            .graph
-                            .value_type(v)
-                            .is_ok_and(|t| t.dtype == DType::F32)
-                        {
+                        if self.graph.value_type(v).is_ok_and(|t| t.dtype.is_float()) {
                             self.inexact.insert(v);
                         }
                     }

@@ -120,7 +120,14 @@ fn describe(src: &mut Source) -> Vec<Tensor> {
 }
 
 fn tensor(src: &mut Source) -> Tensor {
-    let dtype = *src.pick(&[DType::F32, DType::F32, DType::I64, DType::I32, DType::Bool]);
+    let dtype = *src.pick(&[
+        DType::F32,
+        DType::F32,
+        DType::I64,
+        DType::I32,
+        DType::Bool,
+        DType::F64,
+    ]);
     let rank = src.below(4);
     let mut shape: Vec<usize> = (0..rank).map(|_| *src.pick(&DIMS)).collect();
     // Keep the tensor allocatable: a huge dim comes with a zero somewhere.
@@ -134,6 +141,7 @@ fn tensor(src: &mut Source) -> Tensor {
         DType::F32 => Data::F32((0..n).map(|i| (i % 7) as f32 - 3.0).collect()),
         DType::I64 => Data::I64((0..n).map(|i| (i % 9) as i64 - 4).collect()),
         DType::I32 => Data::I32((0..n).map(|i| (i % 5) as i32).collect()),
+        DType::F64 => Data::F64((0..n).map(|i| (i % 7) as f64 - 2.5).collect()),
         _ => Data::Bool((0..n).map(|i| i % 2 == 0).collect()),
     };
     Tensor::new(shape, data).expect("length matches")

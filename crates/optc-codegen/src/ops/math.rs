@@ -293,12 +293,12 @@ pub(super) fn scalar_math(
         && out == DType::F64
         && !matches!(f, Elementwise::Cast | Elementwise::Where)
     {
+        let mut args = a.to_vec();
         if let Elementwise::Binary(BinaryOp::Pow) = f {
-            if dts[1] != DType::F64 {
-                return Err(info.err(format!("pow of f64 by {} is not supported", dts[1])));
-            }
+            // Any exponent as f64 (as the interpreter reads it).
+            args[1] = int_to_float(e, a[1], dts[1], types::F64);
         }
-        return f64_math(e, f, a)
+        return f64_math(e, f, &args)
             .ok_or_else(|| info.err(format!("{} does not take f64", info.op.name())));
     }
     if dts[0] == DType::F32
@@ -307,6 +307,15 @@ pub(super) fn scalar_math(
     {
         let mut args = a.to_vec();
         if let Elementwise::Binary(BinaryOp::Pow) = f {
+            if dts[1] == DType::F64 {
+                // `x^y` in f64 rounded once, the exponent kept whole.
+                let x = e.b.ins().fpromote(types::F64, a[0]);
+                let f = e.runtime.math_f64;
+                let c = e.b.ins().iconst(types::I32, crate::runtime::F64_POW);
+                let call = e.b.ins().call(f, &[x, a[1], c]);
+                let r = e.b.inst_results(call)[0];
+                return Ok(e.b.ins().fdemote(types::F32, r));
+            }
             if dts[1] != DType::F32 {
                 args[1] = int_to_f32(e, a[1], dts[1]);
             }
@@ -462,8 +471,8 @@ pub(super) fn scalar_math(
                     BinaryOp::Pow => {
                         let x64 = cast(e, x, dt, DType::I64);
                         let edt = dts[1];
-                        let (ef, is_int, ei) = if edt == DType::F32 {
-                            let ef = e.b.ins().fpromote(types::F64, y);
+                        let (ef, is_int, ei) = if edt.is_float() {
+                            let ef = int_to_float(e, y, edt, types::F64);
                             (ef, 0, e.int_const(0))
                         } else {
                             let ei = cast(e, y, edt, DType::I64);
