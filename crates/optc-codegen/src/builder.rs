@@ -378,6 +378,15 @@ impl<'f> Emitter<'f> {
         self.b.inst_results(c)[0]
     }
 
+    /// libm's f64 function `code` (`runtime::MATH_F64`) at `x` (and `y`: `pow`, `fmod`; the
+    /// one-argument functions ignore it).
+    pub fn math_f64(&mut self, code: i64, x: Value, y: Value) -> Value {
+        let f = self.runtime.math_f64;
+        let c = self.b.ins().iconst(types::I32, code);
+        let call = self.b.ins().call(f, &[x, y, c]);
+        self.b.inst_results(call)[0]
+    }
+
     /// Return `error`'s code from the kernel when `cond` (an i8 truth value) holds.
     pub fn fail_if(&mut self, cond: Value, error: RuntimeError) {
         let bad = self.b.create_block();

@@ -213,28 +213,22 @@ fn f64_math(e: &mut Emitter, f: &Elementwise, a: &[Value]) -> Option<Value> {
     use crate::runtime::{F64_ERF, F64_EXP, F64_FMOD, F64_LOG, F64_POW, F64_TANH};
     let ty = types::F64;
     let x = a[0];
-    let call = |e: &mut Emitter, code: i64, x: Value, y: Value| -> Value {
-        let f = e.runtime.math_f64;
-        let c = e.b.ins().iconst(types::I32, code);
-        let call = e.b.ins().call(f, &[x, y, c]);
-        e.b.inst_results(call)[0]
-    };
     Some(match f {
         Elementwise::Chain(steps) => return eval_chain(steps, a, |g, v| f64_math(e, g, v)),
         Elementwise::Unary(u) => match u {
-            UnaryOp::Exp => call(e, F64_EXP, x, x),
-            UnaryOp::Log => call(e, F64_LOG, x, x),
-            UnaryOp::Tanh => call(e, F64_TANH, x, x),
-            UnaryOp::Erf => call(e, F64_ERF, x, x),
+            UnaryOp::Exp => e.math_f64(F64_EXP, x, x),
+            UnaryOp::Log => e.math_f64(F64_LOG, x, x),
+            UnaryOp::Tanh => e.math_f64(F64_TANH, x, x),
+            UnaryOp::Erf => e.math_f64(F64_ERF, x, x),
             UnaryOp::Sigmoid => {
                 // 1 / (1 + exp(-x)), as the interpreter has it.
                 let n = e.b.ins().fneg(x);
-                let ex = call(e, F64_EXP, n, n);
+                let ex = e.math_f64(F64_EXP, n, n);
                 let one = e.f64_const(1.0);
                 let d = e.b.ins().fadd(one, ex);
                 e.b.ins().fdiv(one, d)
             }
-            u if libm_code(u).is_some() => call(e, libm_code(u)? as i64, x, x),
+            u if libm_code(u).is_some() => e.math_f64(libm_code(u)? as i64, x, x),
             UnaryOp::Silu
             | UnaryOp::Gelu
             | UnaryOp::FakeQuantize { .. }
@@ -242,11 +236,11 @@ fn f64_math(e: &mut Emitter, f: &Elementwise, a: &[Value]) -> Option<Value> {
             | UnaryOp::NanTo { .. } => return None,
             _ => return float_math(e, ty, f, a),
         },
-        Elementwise::Binary(BinaryOp::Pow) => call(e, F64_POW, x, a[1]),
-        Elementwise::Binary(BinaryOp::FMod) => call(e, F64_FMOD, x, a[1]),
+        Elementwise::Binary(BinaryOp::Pow) => e.math_f64(F64_POW, x, a[1]),
+        Elementwise::Binary(BinaryOp::FMod) => e.math_f64(F64_FMOD, x, a[1]),
         Elementwise::PowConst(c) if ![1.0, 2.0, 3.0, 0.5].contains(c) => {
             let cv = e.f64_const(*c as f64);
-            call(e, F64_POW, x, cv)
+            e.math_f64(F64_POW, x, cv)
         }
         Elementwise::Binary(_)
         | Elementwise::PowConst(_)
@@ -272,8 +266,17 @@ pub(super) fn scalar_math(
     if matches!(f, Elementwise::Copy) {
         return Ok(a[0]);
     }
-    if dts.first() == Some(&DType::F64) && matches!(f, Elementwise::Chain(_)) {
-        return f64_math(e, f, a)
+    // (Before the f32 chain below: a chain's steps keep its input's dtype.)
+    if dts.first() == Some(&DType::F64)
+        && out == DType::F64
+        && !matches!(f, Elementwise::Cast | Elementwise::Where)
+    {
+        let mut args = a.to_vec();
+        if let Elementwise::Binary(BinaryOp::Pow) = f {
+            // Any exponent as f64 (as the interpreter reads it).
+            args[1] = int_to_float(e, a[1], dts[1], types::F64);
+        }
+        return f64_math(e, f, &args)
             .ok_or_else(|| info.err(format!("{} does not take f64", info.op.name())));
     }
     if let Elementwise::Chain(steps) = f {
@@ -289,18 +292,6 @@ pub(super) fn scalar_math(
         });
         return r.ok_or_else(|| err.unwrap_or_else(|| info.err("fused step chain")));
     }
-    if dts[0] == DType::F64
-        && out == DType::F64
-        && !matches!(f, Elementwise::Cast | Elementwise::Where)
-    {
-        let mut args = a.to_vec();
-        if let Elementwise::Binary(BinaryOp::Pow) = f {
-            // Any exponent as f64 (as the interpreter reads it).
-            args[1] = int_to_float(e, a[1], dts[1], types::F64);
-        }
-        return f64_math(e, f, &args)
-            .ok_or_else(|| info.err(format!("{} does not take f64", info.op.name())));
-    }
     if dts[0] == DType::F32
         && out == DType::F32
         && !matches!(f, Elementwise::Cast | Elementwise::Where)
@@ -310,10 +301,7 @@ pub(super) fn scalar_math(
             if dts[1] == DType::F64 {
                 // `x^y` in f64 rounded once, the exponent kept whole.
                 let x = e.b.ins().fpromote(types::F64, a[0]);
-                let f = e.runtime.math_f64;
-                let c = e.b.ins().iconst(types::I32, crate::runtime::F64_POW);
-                let call = e.b.ins().call(f, &[x, a[1], c]);
-                let r = e.b.inst_results(call)[0];
+                let r = e.math_f64(crate::runtime::F64_POW, x, a[1]);
                 return Ok(e.b.ins().fdemote(types::F32, r));
             }
             if dts[1] != DType::F32 {
