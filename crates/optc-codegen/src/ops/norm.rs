@@ -8,56 +8,6 @@ use crate::ops::operand::{broadcast_strides, collapse, element_strides};
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 
-/// An f64 softmax, as the interpreter computes it: `exp(x - max) / sum` per row (libm's
-/// exp), the sum in index order.
-fn softmax_f64(e: &mut Emitter, x: Value, out: Value, (outer, n, inner): (usize, usize, usize)) {
-    let f = types::F64;
-    let st = (inner * 8) as i64;
-    let exp = |e: &mut Emitter, v: Value| {
-        let fr = e.runtime.math_f64;
-        let c = e.b.ins().iconst(types::I32, crate::runtime::F64_EXP);
-        let call = e.b.ins().call(fr, &[v, v, c]);
-        e.b.inst_results(call)[0]
-    };
-    let z = e.int_const(0);
-    e.nest(
-        &[outer, inner],
-        &[vec![(n * inner * 8) as i64, 8]],
-        &[z],
-        &mut |e, o| {
-            let base = o[0];
-            let mx = e.b.declare_var(f);
-            let ni = e.f64_const(f64::NEG_INFINITY);
-            e.b.def_var(mx, ni);
-            e.loop_offsets(n as i64, &[base], &[st], &mut |e, _j, oo| {
-                let v = e.load(f, x, oo[0]);
-                let a = e.b.use_var(mx);
-                let na = e.b.ins().fmax(a, v);
-                e.b.def_var(mx, na);
-            });
-            let m = e.b.use_var(mx);
-            let sum = e.b.declare_var(f);
-            let zf = e.f64_const(0.0);
-            e.b.def_var(sum, zf);
-            e.loop_offsets(n as i64, &[base], &[st], &mut |e, _j, oo| {
-                let v = e.load(f, x, oo[0]);
-                let d = e.b.ins().fsub(v, m);
-                let ex = exp(e, d);
-                e.store(ex, out, oo[0]);
-                let a = e.b.use_var(sum);
-                let na = e.b.ins().fadd(a, ex);
-                e.b.def_var(sum, na);
-            });
-            let sm = e.b.use_var(sum);
-            e.loop_offsets(n as i64, &[base], &[st], &mut |e, _j, oo| {
-                let v = e.load(f, out, oo[0]);
-                let r = e.b.ins().fdiv(v, sm);
-                e.store(r, out, oo[0]);
-            });
-        },
-    );
-}
-
 pub(super) fn lower_softmax(
     e: &mut Emitter,
     info: &NodeInfo,
@@ -72,11 +22,8 @@ pub(super) fn lower_softmax(
     if n * inner * outer == 0 {
         return Ok(());
     }
-    if info.ins[0].dtype == optc_ir::DType::F64 {
-        softmax_f64(e, x, out, (outer, n, inner));
-        return Ok(());
-    }
-    if inner == 1 {
+    let f64 = info.ins[0].dtype == optc_ir::DType::F64;
+    if inner == 1 && !f64 {
         // A task of a split softmax (`softmax_split`) does its block of rows.
         match e.partition.clone() {
             Some(sp) => {
@@ -91,12 +38,28 @@ pub(super) fn lower_softmax(
         }
         return Ok(());
     }
-    let st = (inner * 4) as i64;
-    let f = types::F32;
+    softmax_strided(e, x, out, (outer, n, inner), f64);
+    Ok(())
+}
+
+/// Softmax along an axis with `inner` elements between neighbours, in scalar code: per
+/// position the maximum, the exponentials (stored) and their sum, then each output
+/// normalized. f32: the exponential's polynomial, times the sum's inverse with subnormal
+/// results flushed; f64 (`f64`): libm's exp and a division, as the interpreter computes it.
+fn softmax_strided(
+    e: &mut Emitter,
+    x: Value,
+    out: Value,
+    (outer, n, inner): (usize, usize, usize),
+    f64: bool,
+) {
+    let f = if f64 { types::F64 } else { types::F32 };
+    let es = f.bytes() as i64;
+    let st = inner as i64 * es;
     let z = e.int_const(0);
     e.nest(
         &[outer, inner],
-        &[vec![(n * inner * 4) as i64, 4]],
+        &[vec![n as i64 * st, es]],
         &[z],
         &mut |e, o| {
             let base = o[0];
@@ -116,13 +79,25 @@ pub(super) fn lower_softmax(
             e.loop_offsets(n as i64, &[base], &[st], &mut |e, _j, oo| {
                 let v = e.load(f, x, oo[0]);
                 let d = e.b.ins().fsub(v, m);
-                let ex = e.exp(f, d);
+                let ex = if f64 {
+                    e.math_f64(crate::runtime::F64_EXP, d, d)
+                } else {
+                    e.exp(f, d)
+                };
                 e.store(ex, out, oo[0]);
                 let a = e.b.use_var(sum);
                 let na = e.b.ins().fadd(a, ex);
                 e.b.def_var(sum, na);
             });
             let sm = e.b.use_var(sum);
+            if f64 {
+                e.loop_offsets(n as i64, &[base], &[st], &mut |e, _j, oo| {
+                    let v = e.load(f, out, oo[0]);
+                    let r = e.b.ins().fdiv(v, sm);
+                    e.store(r, out, oo[0]);
+                });
+                return;
+            }
             let one = e.float_const(f, 1.0);
             let inv = e.b.ins().fdiv(one, sm);
             let (tiny, _) = flush_threshold(e, sm);
@@ -134,7 +109,6 @@ pub(super) fn lower_softmax(
             });
         },
     );
-    Ok(())
 }
 
 /// Below what exponential a softmax output would be subnormal (`exp < total * 2^-126`), as
