@@ -77,139 +77,77 @@ trait Num: Elem {
     }
 }
 
-impl Elem for f32 {
-    const DT: DType = DType::F32;
-    fn get(d: &Data) -> Option<&[f32]> {
-        match d {
-            Data::F32(v) => Some(v),
-            _ => None,
+macro_rules! float_elem {
+    ($t:ty, $dt:ident) => {
+        impl Elem for $t {
+            const DT: DType = DType::$dt;
+            fn get(d: &Data) -> Option<&[$t]> {
+                match d {
+                    Data::$dt(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn wrap(v: Vec<$t>) -> Data {
+                Data::$dt(v)
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn to_i64(self) -> i64 {
+                self as i64
+            }
+            fn from_f32(x: f32) -> $t {
+                x as $t
+            }
+            fn from_i64(x: i64) -> $t {
+                x as $t
+            }
+            fn from_bool(b: bool) -> $t {
+                b as u8 as $t
+            }
+            fn is_nonzero(self) -> bool {
+                self != 0.0
+            }
+            fn from_f64_cast(x: f64) -> $t {
+                x as $t
+            }
         }
-    }
-    fn wrap(v: Vec<f32>) -> Data {
-        Data::F32(v)
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn to_i64(self) -> i64 {
-        self as i64
-    }
-    fn from_f32(x: f32) -> f32 {
-        x
-    }
-    fn from_i64(x: i64) -> f32 {
-        x as f32
-    }
-    fn from_bool(b: bool) -> f32 {
-        b as u8 as f32
-    }
-    fn is_nonzero(self) -> bool {
-        self != 0.0
-    }
-    fn from_f64_cast(x: f64) -> f32 {
-        x as f32
-    }
-}
-
-impl Elem for f64 {
-    const DT: DType = DType::F64;
-    fn get(d: &Data) -> Option<&[f64]> {
-        match d {
-            Data::F64(v) => Some(v),
-            _ => None,
+        impl Num for $t {
+            fn zero() -> $t {
+                0.0
+            }
+            fn add(self, o: $t) -> $t {
+                self + o
+            }
+            fn sub(self, o: $t) -> $t {
+                self - o
+            }
+            fn mul(self, o: $t) -> $t {
+                self * o
+            }
+            fn div(self, o: $t) -> Option<$t> {
+                Some(self / o)
+            }
+            fn neg(self) -> $t {
+                -self
+            }
+            fn abs(self) -> $t {
+                self.abs()
+            }
+            fn from_f64(x: f64) -> $t {
+                x as $t
+            }
+            fn ipow(self, e: u64) -> $t {
+                (self as f64).powf(e as f64) as $t
+            }
+            fn is_nan(self) -> bool {
+                self.is_nan()
+            }
         }
-    }
-    fn wrap(v: Vec<f64>) -> Data {
-        Data::F64(v)
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn to_i64(self) -> i64 {
-        self as i64
-    }
-    fn from_f32(x: f32) -> f64 {
-        x as f64
-    }
-    fn from_i64(x: i64) -> f64 {
-        x as f64
-    }
-    fn from_bool(b: bool) -> f64 {
-        b as u8 as f64
-    }
-    fn is_nonzero(self) -> bool {
-        self != 0.0
-    }
-    fn from_f64_cast(x: f64) -> f64 {
-        x
-    }
+    };
 }
-
-impl Num for f64 {
-    fn zero() -> f64 {
-        0.0
-    }
-    fn add(self, o: f64) -> f64 {
-        self + o
-    }
-    fn sub(self, o: f64) -> f64 {
-        self - o
-    }
-    fn mul(self, o: f64) -> f64 {
-        self * o
-    }
-    fn div(self, o: f64) -> Option<f64> {
-        Some(self / o)
-    }
-    fn neg(self) -> f64 {
-        -self
-    }
-    fn abs(self) -> f64 {
-        self.abs()
-    }
-    fn from_f64(x: f64) -> f64 {
-        x
-    }
-    fn ipow(self, e: u64) -> f64 {
-        self.powf(e as f64)
-    }
-    fn is_nan(self) -> bool {
-        self.is_nan()
-    }
-}
-
-impl Num for f32 {
-    fn zero() -> f32 {
-        0.0
-    }
-    fn add(self, o: f32) -> f32 {
-        self + o
-    }
-    fn sub(self, o: f32) -> f32 {
-        self - o
-    }
-    fn mul(self, o: f32) -> f32 {
-        self * o
-    }
-    fn div(self, o: f32) -> Option<f32> {
-        Some(self / o)
-    }
-    fn neg(self) -> f32 {
-        -self
-    }
-    fn abs(self) -> f32 {
-        self.abs()
-    }
-    fn from_f64(x: f64) -> f32 {
-        x as f32
-    }
-    fn ipow(self, e: u64) -> f32 {
-        (self as f64).powf(e as f64) as f32
-    }
-    fn is_nan(self) -> bool {
-        self.is_nan()
-    }
-}
+float_elem!(f32, F32);
+float_elem!(f64, F64);
 
 impl Elem for bool {
     const DT: DType = DType::Bool;
@@ -1543,44 +1481,27 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out: &TensorType) -> Res
 }
 
 fn softmax(x: &Tensor, axis: usize) -> Result<Data> {
-    if x.dtype() == DType::F64 {
-        let v = x.as_f64().unwrap_or_default();
-        let s = x.shape();
-        let n = s[axis];
-        let inner: usize = s[axis + 1..].iter().product();
-        let outer: usize = s[..axis].iter().product();
-        let mut y = vec![0.0f64; v.len()];
-        for o in 0..outer {
-            for i in 0..inner {
-                let at = |j: usize| o * n * inner + j * inner + i;
-                let mx = (0..n).map(|j| v[at(j)]).fold(f64::NEG_INFINITY, f64::max);
-                let sum = (0..n).fold(0.0, |acc, j| acc + (v[at(j)] - mx).exp());
-                for j in 0..n {
-                    y[at(j)] = (v[at(j)] - mx).exp() / sum;
-                }
-            }
-        }
-        return Ok(Data::F64(y));
-    }
-    let v = f32s(x)?;
+    // In f64 (f32: rounded once).
+    let v = x.to_f64_vec();
     let s = x.shape();
     let n = s[axis];
     let inner: usize = s[axis + 1..].iter().product();
     let outer: usize = s[..axis].iter().product();
-    let mut y = vec![0.0f32; v.len()];
+    let mut y = vec![0.0f64; v.len()];
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| o * n * inner + j * inner + i;
-            let mx = (0..n)
-                .map(|j| v[at(j)] as f64)
-                .fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = (0..n).map(|j| (v[at(j)] as f64 - mx).exp()).sum();
+            let mx = (0..n).map(|j| v[at(j)]).fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = (0..n).map(|j| (v[at(j)] - mx).exp()).sum();
             for j in 0..n {
-                y[at(j)] = ((v[at(j)] as f64 - mx).exp() / sum) as f32;
+                y[at(j)] = (v[at(j)] - mx).exp() / sum;
             }
         }
     }
-    Ok(Data::F32(y))
+    Ok(match x.dtype() {
+        DType::F64 => Data::F64(y),
+        _ => Data::F32(y.into_iter().map(|a| a as f32).collect()),
+    })
 }
 
 fn layer_norm(x: &[&Tensor], axis: usize, eps: f32) -> Result<Data> {
