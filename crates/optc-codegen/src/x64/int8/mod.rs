@@ -294,10 +294,10 @@ impl Int8Plan {
                 .collect::<Vec<_>>()
                 .join(", "),
             p.tasks,
-            match (self.kernel_rows(), &self.form) {
-                (Some(rows), Form::Conv(g)) if rows.ranges.len() > 1 => format!(
+            match self.kernel_rows() {
+                Some(rows) if rows.ranges.len() > 1 => format!(
                     ", pixels as rows, {:.0}% of the kernel rows (the rest read padding)",
-                    100.0 * rows.share(g.kh)
+                    100.0 * rows.share()
                 ),
                 _ if self.pixels => ", pixels as rows".to_string(),
                 _ if self.shared => ", patches packed once for all tasks".to_string(),
@@ -684,7 +684,7 @@ fn pixel_rows_fit(q: &Int8Plan, m: usize) -> bool {
     }
     let n = g.oh * g.ow;
     let fill = (n.div_ceil(NR) * NR * m.div_ceil(MR) * MR) as f64 / (n * m) as f64;
-    let share = KernelRows::of(g).share(g.kh);
+    let share = KernelRows::of(g).share();
     if (q.groups as f64) * (fill - share) <= TRANSPOSED_STORE_GROUPS {
         return false;
     }

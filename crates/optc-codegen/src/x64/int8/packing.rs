@@ -62,38 +62,38 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan, q: &Int8Plan) -> Result<V
     let ws_of = |c: usize| ws[if ws.len() == 1 { 0 } else { c }];
     // Weights of channel c: a matmul column, a conv's output channel (contiguous).
     let per = w.len() / ch;
-    let sums: Vec<i32> = (0..npad)
-        .map(|c| {
-            if c >= ch {
-                0
-            } else if let Form::MatMul = q.form {
-                (0..q.depth).map(|k| w[k * ch + c] as i32).sum()
-            } else {
-                w[c * per..(c + 1) * per].iter().map(|&x| x as i32).sum()
-            }
-        })
-        .collect();
-    // A pixel-rows conv's zero-point corrections per kernel-row range (`rows.rs`): the sums
-    // of the range's kernel rows, the whole kernel's first.
     let sums: Vec<i32> = match (&q.form, q.kernel_rows()) {
+        // A pixel-rows conv: one table per kernel-row range (`rows.rs`), the whole kernel's
+        // first, each the sums of its kernel rows' weights.
         (Form::Conv(g), Some(rows)) => {
             let taps = g.kh * g.kw;
-            let mut v = sums;
-            for &(lo, hi) in &rows.ranges[1..] {
-                v.extend((0..npad).map(|c| {
-                    if c >= ch {
-                        return 0;
-                    }
-                    let wc = &w[c * per..(c + 1) * per];
-                    (0..g.cg)
-                        .flat_map(|ci| (lo * g.kw..hi * g.kw).map(move |t| ci * taps + t))
-                        .map(|i| wc[i] as i32)
-                        .sum()
-                }));
-            }
-            v
+            rows.ranges
+                .iter()
+                .flat_map(|&(lo, hi)| {
+                    (0..npad).map(move |c| {
+                        if c >= ch {
+                            return 0;
+                        }
+                        let wc = &w[c * per..(c + 1) * per];
+                        (0..g.cg)
+                            .flat_map(|ci| (lo * g.kw..hi * g.kw).map(move |t| ci * taps + t))
+                            .map(|i| wc[i] as i32)
+                            .sum()
+                    })
+                })
+                .collect()
         }
-        _ => sums,
+        _ => (0..npad)
+            .map(|c| {
+                if c >= ch {
+                    0
+                } else if let Form::MatMul = q.form {
+                    (0..q.depth).map(|k| w[k * ch + c] as i32).sum()
+                } else {
+                    w[c * per..(c + 1) * per].iter().map(|&x| x as i32).sum()
+                }
+            })
+            .collect(),
     };
     let mut v = vec![];
     match q.params {

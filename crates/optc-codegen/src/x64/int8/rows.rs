@@ -48,7 +48,8 @@ impl KernelRows {
     }
 
     /// The share of the whole kernel's K groups the output rows sum.
-    pub fn share(&self, kh: usize) -> f64 {
+    pub fn share(&self) -> f64 {
+        let kh = self.ranges[0].1;
         if self.of_row.is_empty() || kh == 0 {
             return 1.0;
         }
