@@ -59,6 +59,10 @@ fn matmul_const_b_blocked() {
     matmul_case(64, 512, 64, 5);
     // Run-time packed A, with partial row tiles and two K blocks.
     matmul_case(259, 300, 300, 6);
+    // A constant B's K blocks are longer (`Target::gemm_kc`: up to 1024): several of them,
+    // the last partial, partial row tiles, two column units.
+    matmul_case(13, 1300, 70, 7);
+    matmul_case(300, 1100, 520, 8);
 }
 
 #[test]
@@ -319,7 +323,13 @@ fn conv_epilogues() {
 fn matmul_epilogues() {
     let mut rng = Rng::new(77);
     // (Fewer than 6 rows, over several K blocks: kernels with 2 accumulator sets.)
-    for (m, k, n) in [(1, 20, 37), (49, 300, 40), (3, 701, 21), (2, 6, 9)] {
+    for (m, k, n) in [
+        (1, 20, 37),
+        (49, 300, 40),
+        (3, 701, 21),
+        (2, 6, 9),
+        (8, 1200, 33),
+    ] {
         for steps in [
             vec!["bias", "relu"],
             vec!["res"],
