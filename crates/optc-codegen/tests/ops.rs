@@ -921,6 +921,47 @@ fn reductions() {
     }
 }
 
+/// Contiguous f32 rows long enough for the four vector accumulators (runs of 16 elements,
+/// the vectors left over, the scalar tail), every kind; Max/Min with NaNs in some lanes of
+/// some accumulators, and a row of NaNs.
+#[test]
+fn reductions_over_long_rows() {
+    for n in [8, 15, 16, 17, 31, 32, 47, 64, 67, 100, 3136] {
+        for kind in [
+            ReduceKind::Sum,
+            ReduceKind::Mean,
+            ReduceKind::Max,
+            ReduceKind::Min,
+            ReduceKind::Prod,
+            ReduceKind::L2,
+        ] {
+            let op = Op::Reduce {
+                kind,
+                axes: vec![1],
+                keepdims: true,
+            };
+            let mut g = Graph::new();
+            let x = g.add_input("x", f(&[3, n]));
+            let y = g.add("r", op, &[x]).unwrap();
+            g.add_output("y", y);
+            // Values near 1 so that products of thousands stay finite.
+            let mut v: Vec<f32> = (0..3 * n)
+                .map(|i| 1.0 + (((i * 7919) % 23) as f32 - 11.0) / 4096.0)
+                .collect();
+            if matches!(kind, ReduceKind::Max | ReduceKind::Min) {
+                for i in (0..n).step_by(5) {
+                    v[i] = f32::NAN;
+                }
+                for x in &mut v[n..2 * n] {
+                    *x = f32::NAN;
+                }
+            }
+            let t = Tensor::from_f32(vec![3, n], v).unwrap();
+            check(&g, &[t], ARITH);
+        }
+    }
+}
+
 #[test]
 fn softmax_axes() {
     for (shape, axis) in [
