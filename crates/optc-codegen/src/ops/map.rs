@@ -162,6 +162,9 @@ fn copy_4x4_tiles(
     true
 }
 
+/// Vectors per step of the vector loop.
+const UNROLL: i64 = 4;
+
 /// Generic index-mapped elementwise loop: `out[i] = f(ins[k][i]...)` over `shape`.
 pub(crate) fn map(
     e: &mut Emitter,
@@ -282,17 +285,27 @@ pub(crate) fn map(
         let mut rem = inner as i64;
         if vec_ok {
             let nv = inner as i64 / lanes;
-            let steps: Vec<i64> = inner_st.iter().map(|s| s * lanes).collect();
-            e.loop_offsets(nv, offs, &steps, &mut |e, _i, o| {
+            // Inputs broadcast along the inner dim: loaded and splatted once per row.
+            let row: Vec<Option<Value>> = (0..ops.len())
+                .map(|k| match hoisted[k] {
+                    Some(h) => Some(h),
+                    None if k > 0 && inner_st[k] == 0 => Some(if mixed.is_some() {
+                        vload_mixed(e, dts[k - 1], lanes, ptrs[k], offs[k], true)
+                    } else {
+                        let s = e.load(vty.lane_type(), ptrs[k], offs[k]);
+                        e.b.ins().splat(vty, s)
+                    }),
+                    None => None,
+                })
+                .collect();
+            // One vector at offsets `o`.
+            let vector = |e: &mut Emitter, o: &[Value]| {
                 let mut args = vec![];
                 for k in 1..o.len() {
-                    let v = if let Some(h) = hoisted[k] {
+                    let v = if let Some(h) = row[k] {
                         h
                     } else if mixed.is_some() {
-                        vload_mixed(e, dts[k - 1], lanes, ptrs[k], o[k], inner_st[k] == 0)
-                    } else if inner_st[k] == 0 {
-                        let s = e.load(vty.lane_type(), ptrs[k], o[k]);
-                        e.b.ins().splat(vty, s)
+                        vload_mixed(e, dts[k - 1], lanes, ptrs[k], o[k], false)
                     } else {
                         e.load(vty, ptrs[k], o[k])
                     };
@@ -311,7 +324,28 @@ pub(crate) fn map(
                 if let Some(r) = r {
                     e.store(r, ptrs[0], o[0]);
                 }
+            };
+            // Runs of `UNROLL` vectors (the loop's counting and branches once per run), then
+            // the vectors left.
+            let steps: Vec<i64> = inner_st.iter().map(|s| s * lanes).collect();
+            let run_steps: Vec<i64> = steps.iter().map(|s| s * UNROLL).collect();
+            let runs = nv / UNROLL;
+            e.loop_offsets(runs, offs, &run_steps, &mut |e, _i, o| {
+                for u in 0..UNROLL {
+                    let ou: Vec<Value> = o
+                        .iter()
+                        .zip(&steps)
+                        .map(|(&x, &s)| e.b.ins().iadd_imm_s(x, s * u))
+                        .collect();
+                    vector(e, &ou);
+                }
             });
+            let left: Vec<Value> = offs
+                .iter()
+                .zip(&run_steps)
+                .map(|(&o, &s)| e.b.ins().iadd_imm_s(o, s * runs))
+                .collect();
+            e.loop_offsets(nv % UNROLL, &left, &steps, &mut |e, _i, o| vector(e, o));
             rem = inner as i64 % lanes;
             rem_offs = offs
                 .iter()
