@@ -407,44 +407,16 @@ fn absurd_attributes_are_errors_not_overflows() {
 #[test]
 fn deep_nesting_is_an_error_not_a_stack_overflow() {
     for depth in [20usize, 400] {
-        let mut inner = ModelBuilder::new(13);
-        inner
-            .node("Relu", &["x"], &["t0"], vec![])
-            .output_typed("t0", DType::F32, &[2]);
-        for level in 1..depth {
-            let mut other = ModelBuilder::new(13);
-            other
-                .node("Neg", &["x"], &[&format!("e{level}")], vec![])
-                .output_typed(&format!("e{level}"), DType::F32, &[2]);
-            let mut outer = ModelBuilder::new(13);
-            let out = format!("t{level}");
-            outer
-                .node(
-                    "If",
-                    &["c"],
-                    &[&out],
-                    vec![
-                        ("then_branch", Attr::Graph(Box::new(inner))),
-                        ("else_branch", Attr::Graph(Box::new(other))),
-                    ],
-                )
-                .output_typed(&out, DType::F32, &[2]);
-            inner = outer;
-        }
-        let mut top = ModelBuilder::new(13);
-        top.input("x", DType::F32, &[2])
-            .input("c", DType::Bool, &[])
-            .node(
-                "If",
-                &["c"],
-                &["y"],
-                vec![
-                    ("then_branch", Attr::Graph(Box::new(inner.clone()))),
-                    ("else_branch", Attr::Graph(Box::new(inner))),
-                ],
-            )
-            .output("y");
-        let result = optc_onnx::import_bytes(&top.to_bytes(), &Default::default());
+        // The test's builder recurses through the levels (its clone, encoding and drop, deep
+        // enough to overflow a 2 MiB stack in a release build): the bytes are built on a
+        // thread with a large stack; the import runs here, on the test thread's own 2 MiB.
+        let bytes = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || nested_if_model(depth))
+            .expect("a builder thread")
+            .join()
+            .expect("the model is built");
+        let result = optc_onnx::import_bytes(&bytes, &Default::default());
         if depth == 20 {
             result.unwrap_or_else(|e| panic!("20 levels import: {e}"));
         } else {
@@ -453,4 +425,46 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
             assert!(e.contains("not a valid ONNX model"), "{e}");
         }
     }
+}
+
+/// A model whose `If` holds in its then-branch an `If` ... `depth` levels deep.
+fn nested_if_model(depth: usize) -> Vec<u8> {
+    let mut inner = ModelBuilder::new(13);
+    inner
+        .node("Relu", &["x"], &["t0"], vec![])
+        .output_typed("t0", DType::F32, &[2]);
+    for level in 1..depth {
+        let mut other = ModelBuilder::new(13);
+        other
+            .node("Neg", &["x"], &[&format!("e{level}")], vec![])
+            .output_typed(&format!("e{level}"), DType::F32, &[2]);
+        let mut outer = ModelBuilder::new(13);
+        let out = format!("t{level}");
+        outer
+            .node(
+                "If",
+                &["c"],
+                &[&out],
+                vec![
+                    ("then_branch", Attr::Graph(Box::new(inner))),
+                    ("else_branch", Attr::Graph(Box::new(other))),
+                ],
+            )
+            .output_typed(&out, DType::F32, &[2]);
+        inner = outer;
+    }
+    let mut top = ModelBuilder::new(13);
+    top.input("x", DType::F32, &[2])
+        .input("c", DType::Bool, &[])
+        .node(
+            "If",
+            &["c"],
+            &["y"],
+            vec![
+                ("then_branch", Attr::Graph(Box::new(inner.clone()))),
+                ("else_branch", Attr::Graph(Box::new(inner))),
+            ],
+        )
+        .output("y");
+    top.to_bytes()
 }
