@@ -77,7 +77,8 @@ trait Num: Elem {
     }
 }
 
-macro_rules! float_elem {
+/// `Elem` of a numeric element type: its `Data` variant, and `as` casts to and from it.
+macro_rules! numeric_elem {
     ($t:ty, $dt:ident) => {
         impl Elem for $t {
             const DT: DType = DType::$dt;
@@ -106,12 +107,18 @@ macro_rules! float_elem {
                 b as u8 as $t
             }
             fn is_nonzero(self) -> bool {
-                self != 0.0
+                self != 0 as $t
             }
             fn from_f64_cast(x: f64) -> $t {
                 x as $t
             }
         }
+    };
+}
+
+macro_rules! float_elem {
+    ($t:ty, $dt:ident) => {
+        numeric_elem!($t, $dt);
         impl Num for $t {
             fn zero() -> $t {
                 0.0
@@ -185,39 +192,7 @@ impl Elem for bool {
 
 macro_rules! int_elem {
     ($t:ty, $dt:ident) => {
-        impl Elem for $t {
-            const DT: DType = DType::$dt;
-            fn get(d: &Data) -> Option<&[$t]> {
-                match d {
-                    Data::$dt(v) => Some(v),
-                    _ => None,
-                }
-            }
-            fn wrap(v: Vec<$t>) -> Data {
-                Data::$dt(v)
-            }
-            fn to_f64(self) -> f64 {
-                self as f64
-            }
-            fn to_i64(self) -> i64 {
-                self as i64
-            }
-            fn from_f32(x: f32) -> $t {
-                x as $t
-            }
-            fn from_i64(x: i64) -> $t {
-                x as $t
-            }
-            fn from_bool(b: bool) -> $t {
-                b as $t
-            }
-            fn is_nonzero(self) -> bool {
-                self != 0
-            }
-            fn from_f64_cast(x: f64) -> $t {
-                x as $t
-            }
-        }
+        numeric_elem!($t, $dt);
         impl Num for $t {
             fn zero() -> $t {
                 0
