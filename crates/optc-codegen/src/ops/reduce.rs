@@ -71,11 +71,8 @@ pub(super) fn lower_reduce(
         };
         let combine = |e: &mut Emitter, a: Value, v: Value| -> Value {
             match (kind, is_f) {
-                (ReduceKind::Max, true) => nan_ignoring(e, a, v, FloatCC::GreaterThan),
-                (ReduceKind::Min, true) => nan_ignoring(e, a, v, FloatCC::LessThan),
                 (ReduceKind::L2, _) => e.mul_add(v, v, a),
-                (ReduceKind::Prod, true) => e.b.ins().fmul(a, v),
-                (_, true) => e.b.ins().fadd(a, v),
+                (_, true) => combine_parts(e, kind, a, v),
                 (ReduceKind::Max, false) => {
                     if sg {
                         e.b.ins().smax(a, v)
@@ -189,8 +186,8 @@ pub(super) fn lower_reduce(
 /// Vector accumulators of a contiguous f32 reduction.
 const ACCUMULATORS: usize = 4;
 
-/// Two partial results of a reduction `kind` combined (scalars or f32x4): the sums of an L2
-/// reduction's squares add.
+/// Two values of a float reduction `kind` combined (an element into the accumulator, or two
+/// partial results; scalars or vectors); an L2 reduction's partial sums of squares add.
 fn combine_parts(e: &mut Emitter, kind: ReduceKind, a: Value, b: Value) -> Value {
     match kind {
         ReduceKind::Max => nan_ignoring(e, a, b, FloatCC::GreaterThan),
