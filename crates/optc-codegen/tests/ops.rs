@@ -872,6 +872,54 @@ fn pools() {
     }
 }
 
+/// Average pools on maps wide enough for the vector rows (four outputs at a time: stride 1
+/// by unaligned loads, stride 2 by the even-lane shuffle, stride 3 by gathers), with the
+/// border cells around them (padding counted or not, ceil mode, dilation) and maps with no
+/// window inside at all.
+#[test]
+fn average_pools_inside_and_border() {
+    let mut s = 100;
+    for include_pad in [false, true] {
+        for (x, window) in [
+            (
+                vec![1, 3, 56, 56],
+                win(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1], false),
+            ),
+            (
+                vec![2, 2, 23, 29],
+                win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1], false),
+            ),
+            (
+                vec![1, 2, 19, 40],
+                win(&[3, 2], &[2, 3], &[1, 2, 0, 1], &[1, 1], true),
+            ),
+            (
+                vec![1, 2, 21, 33],
+                win(&[3, 3], &[1, 2], &[2, 2, 2, 2], &[2, 2], false),
+            ),
+            (
+                vec![1, 4, 14, 14],
+                win(&[2, 2], &[2, 2], &[0, 0, 0, 0], &[1, 1], true),
+            ),
+            (
+                vec![1, 2, 15, 17],
+                win(&[2, 2], &[2, 2], &[1, 1, 1, 1], &[1, 1], true),
+            ),
+            (
+                vec![1, 2, 3, 4],
+                win(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1], false),
+            ),
+            (
+                vec![1, 1, 9, 70],
+                win(&[1, 5], &[1, 1], &[0, 2, 0, 2], &[1, 1], false),
+            ),
+        ] {
+            s += 1;
+            pool_case(&x, window, Some(include_pad), s);
+        }
+    }
+}
+
 #[test]
 fn reductions() {
     let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![

@@ -46,7 +46,7 @@ use crate::ops::movement::{
     lower_split, lower_transpose, pad_table,
 };
 use crate::ops::norm::{lower_layernorm, lower_softmax};
-use crate::ops::pool::{lower_maxpool2d, lower_pool, maxpool2d_geometry};
+use crate::ops::pool::{lower_avgpool, lower_maxpool2d, lower_pool, maxpool2d_geometry};
 use crate::ops::reduce::lower_reduce;
 use cranelift_codegen::ir::Value;
 use optc_ir::{DType, Op};
@@ -110,7 +110,7 @@ pub(crate) fn lower_node(
         Op::AveragePool {
             window,
             count_include_pad,
-        } => lower_pool(e, info, ins[0], outp[0], window, Some(*count_include_pad)),
+        } => lower_avgpool(e, info, ins[0], outp[0], window, *count_include_pad),
         Op::Reduce {
             kind,
             axes,
