@@ -1,4 +1,5 @@
-//! `ConvTranspose`, imported as a convolution over the zero-inserted input, against tract
+//! `ConvTranspose`, imported as a convolution over the zero-inserted input (or, when the
+//! kernel equals the stride, a 1x1 convolution and the blocks put in place), against tract
 //! (and the interpreter) over strides, pads, dilations, groups, output padding, output
 //! shapes, auto_pad and 1-3 spatial dims; the weight constant or given at run time.
 
@@ -153,6 +154,72 @@ fn one_and_three_spatial_dims() {
         false,
         false,
         vec![("strides", A::Ints(vec![2, 1, 2]))],
+    );
+}
+
+/// Kernel = stride (no padding): imported as a 1x1 conv to `C_out x k...` channels and the
+/// blocks put in place; U-Net's 2x2 stride 2, groups, uneven kernels, 1-D and 3-D, a weight
+/// given at run time, and the cases next to it that keep the zero-inserted convolution
+/// (a pad, output padding, a dilation).
+#[test]
+fn kernel_equal_to_stride() {
+    let s2 = || ("strides", A::Ints(vec![2, 2]));
+    case(
+        "u-net 2x2",
+        &[2, 6, 5, 7],
+        &[6, 4, 2, 2],
+        true,
+        false,
+        vec![s2()],
+    );
+    case(
+        "3x2 groups 2",
+        &[1, 4, 3, 5],
+        &[4, 3, 3, 2],
+        true,
+        false,
+        vec![("group", A::Int(2)), ("strides", A::Ints(vec![3, 2]))],
+    );
+    case(
+        "1d k4",
+        &[2, 3, 6],
+        &[3, 5, 4],
+        true,
+        false,
+        vec![("strides", A::Ints(vec![4]))],
+    );
+    case(
+        "3d",
+        &[1, 2, 3, 2, 4],
+        &[2, 3, 2, 2, 2],
+        true,
+        false,
+        vec![("strides", A::Ints(vec![2, 2, 2]))],
+    );
+    case(
+        "run-time weight",
+        &[1, 3, 4, 4],
+        &[3, 2, 2, 2],
+        false,
+        true,
+        vec![s2()],
+    );
+    case("1x1", &[1, 5, 3, 3], &[5, 4, 1, 1], true, false, vec![]);
+    case(
+        "padded",
+        &[1, 2, 4, 4],
+        &[2, 3, 2, 2],
+        true,
+        false,
+        vec![s2(), ("pads", A::Ints(vec![1, 0, 0, 1]))],
+    );
+    case(
+        "output padding",
+        &[1, 2, 3, 3],
+        &[2, 3, 2, 2],
+        false,
+        false,
+        vec![s2(), ("output_padding", A::Ints(vec![1, 1]))],
     );
 }
 

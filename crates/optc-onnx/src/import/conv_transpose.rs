@@ -9,6 +9,10 @@
 //! (zero past its end: `output_padding`, or an `output_shape` larger than the full one).
 //! `pads`, `auto_pad` and `output_shape` resolve as the ONNX reference implementation
 //! does.
+//!
+//! A kernel equal to the stride (no padding or dilation, nothing cropped or added: the
+//! 2x2 stride-2 upsampling of U-Nets) is instead a 1x1 convolution and a rearrangement
+//! ([`blocks`]): unet_small 9.9 -> 6.5 ms at 1 thread.
 
 use super::steps::Steps;
 use super::{Ctx, Val, R};
@@ -149,6 +153,12 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     }
 
     let mut s = Steps::new(ctx, name);
+    // Kernel = stride, nothing cropped or added: every input pixel writes its own block.
+    if (0..nsp).all(|i| {
+        k[i] == strides[i] && dilations[i] == 1 && begin[i] == 0 && out[i] == input[i] * k[i]
+    }) {
+        return blocks(&mut s, x, w, bias, group, c_out, &kernel, &xt.shape).map(|v| vec![Some(v)]);
+    }
     // 1. Zeros inserted: [N, C, a, b] -> [N, C, a, 1, b, 1] -> pad -> [N, C, a*s, b*s].
     let mut z = x;
     if strides.iter().any(|&v| v > 1) {
@@ -243,4 +253,69 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         ins.push(b);
     }
     Ok(vec![Some(s.last(Op::Conv { window, group }, &ins)?)])
+}
+
+/// A transposed convolution whose kernel equals its stride (no padding, no dilation, nothing
+/// cropped or added: U-Net's 2x2 stride-2 upsampling): the output block of input pixel `p` is
+/// `W^T x[p]` (plus the bias), so the whole is a 1x1 conv to `C_out x k...` channels (the
+/// weight `[g, C_in/g, C_out/g, k...]` reordered to `[g, C_out/g, k..., C_in/g]`, the bias
+/// repeated per block cell) and the blocks put in place (DepthToSpace's reshape, transpose,
+/// reshape). A quarter of the multiplies of the zero-inserted convolution at stride 2 in 2-D,
+/// and no zero-inserted copy of the input.
+#[allow(clippy::too_many_arguments)]
+fn blocks(
+    s: &mut Steps,
+    x: Val,
+    w: Val,
+    bias: Option<Val>,
+    group: usize,
+    c_out: usize,
+    kernel: &[usize],
+    in_shape: &[usize],
+) -> R<Val> {
+    let nsp = kernel.len();
+    let cells: usize = kernel.iter().product();
+    let (cig, cog) = (in_shape[1] / group, c_out / group);
+    let mut grouped = vec![group, cig, cog];
+    grouped.extend(kernel);
+    let wg = s.reshape(&w, grouped)?;
+    let mut perm = vec![0, 2];
+    perm.extend(3..3 + nsp);
+    perm.push(1);
+    let wt = s.fold(Op::Transpose { perm }, &[wg])?;
+    let mut conv_shape = vec![c_out * cells, cig];
+    conv_shape.extend(std::iter::repeat_n(1, nsp));
+    let wc = s.reshape(&wt, conv_shape)?;
+    let mut ins = vec![x, wc];
+    if let Some(b) = bias {
+        let col = s.reshape(&b, vec![c_out, 1])?;
+        let rep = s.fold(
+            Op::Expand {
+                shape: vec![c_out, cells],
+            },
+            &[col],
+        )?;
+        ins.push(s.reshape(&rep, vec![c_out * cells])?);
+    }
+    let window = Window {
+        kernel: vec![1; nsp],
+        strides: vec![1; nsp],
+        pads: vec![0; 2 * nsp],
+        dilations: vec![1; nsp],
+        ceil_mode: false,
+    };
+    let y = s.op(Op::Conv { window, group }, &ins)?;
+    // [N, C_out, k..., d...] -> [N, C_out, d1, k1, d2, k2, ...] -> [N, C_out, d1 k1, ...].
+    let mut split = vec![in_shape[0], c_out];
+    split.extend(kernel);
+    split.extend(&in_shape[2..]);
+    let ys = s.reshape(&y, split)?;
+    let mut perm = vec![0, 1];
+    for i in 0..nsp {
+        perm.extend([2 + nsp + i, 2 + i]);
+    }
+    let yt = s.transpose(&ys, perm)?;
+    let mut merged = vec![in_shape[0], c_out];
+    merged.extend(in_shape[2..].iter().zip(kernel).map(|(d, k)| d * k));
+    s.last(Op::Reshape { shape: merged }, &[yt])
 }
