@@ -535,6 +535,51 @@ fn batch_norm() {
     }
 }
 
+/// BatchNorm as `x * s + t` from its constant parameters (alone, and as the base of a fused
+/// chain with a Relu and a residual add, large enough to split across tasks: 1 and 2 threads
+/// on every runnable target), and with parameters given at run time (the reference's formula).
+#[test]
+fn batch_norm_constant_fused_and_run_time() {
+    let targets = runnable_targets(4);
+    for (shape, steps) in [
+        (vec![1, 64, 56, 56], vec!["relu"]),
+        (vec![2, 24, 30, 31], vec!["relu", "res"]),
+        (vec![1, 5, 9], vec![]),
+    ] {
+        let c = shape[1];
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let mut rng = Rng::new(9);
+        let mut ps = vec![x];
+        for (i, lo) in [-1.0, -1.0, -1.0, 0.1].iter().enumerate() {
+            let v: Vec<f32> = (0..c).map(|_| rng.f32(*lo, 2.0)).collect();
+            ps.push(g.add_const(&format!("p{i}"), Tensor::from_f32(vec![c], v).unwrap()));
+        }
+        let base = Op::BatchNorm { epsilon: 1e-5 };
+        let y = if steps.is_empty() {
+            g.add("bn", base, &ps).unwrap()
+        } else {
+            let out = f(&shape);
+            let fsteps = fused_steps(&mut g, &mut ps, &mut rng, &steps, &out, &[], false);
+            let op = Op::Fused {
+                base: Box::new(base),
+                base_inputs: 5,
+                steps: fsteps,
+            };
+            g.add("bn_fused", op, &ps).unwrap()
+        };
+        g.add_output("y", y);
+        check_targets(&g, &inputs_for(&g, 2), ARITH, &targets);
+    }
+    let shape = [2, 8, 20, 20];
+    check_op(
+        Op::BatchNorm { epsilon: 1e-3 },
+        &[f(&shape), f(&[8]), f(&[8]), f(&[8]), f(&[8])],
+        ARITH,
+        3,
+    );
+}
+
 #[test]
 fn matmul_shapes() {
     let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![

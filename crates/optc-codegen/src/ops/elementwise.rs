@@ -8,7 +8,7 @@ use crate::ops::fused::ChainStep;
 use crate::ops::map::map;
 use crate::ops::operand::Operand;
 use cranelift_codegen::ir::Value;
-use optc_ir::{BinaryOp, DType, UnaryOp};
+use optc_ir::{BinaryOp, DType, Op, UnaryOp};
 
 /// Elementwise functions of a `map`.
 #[derive(Clone, Debug)]
@@ -183,15 +183,21 @@ pub(super) fn lower_cast(e: &mut Emitter, info: &NodeInfo, x: Value, out: Value)
     map(e, info, &oty.shape, Operand::dense(out, oty), &[x], &f)
 }
 
-/// Inference BatchNorm: `(x - mean) / sqrt(var + eps) * scale + bias`, per channel (dim 1).
+/// Inference BatchNorm: `(x - mean) / sqrt(var + eps) * scale + bias`, per channel (dim 1);
+/// with constant parameters, `x * s + t` from the compile-time [`batchnorm_affine`] in
+/// `extra` (a square root and a division per element otherwise).
 pub(super) fn lower_batchnorm(
     e: &mut Emitter,
     info: &NodeInfo,
     ins: &[Value],
     out: Value,
     eps: f32,
+    extra: &[Value],
 ) -> Result<()> {
     let oty = &info.outs[0];
+    if extra.len() == 2 {
+        return super::fused::lower_affine_chain(e, info, ins, out, extra, &[]);
+    }
     let mut v = vec![Operand::broadcast(ins[0], &info.ins[0], &oty.shape)];
     for &p in &ins[1..5] {
         v.push(Operand::per_channel(p, oty.rank()));
@@ -204,4 +210,27 @@ pub(super) fn lower_batchnorm(
         &v,
         &Elementwise::BatchNorm(eps),
     )
+}
+
+/// A BatchNorm's per-channel `(s, t)` with `y = x * s + t` (`s = scale / sqrt(var + eps)`,
+/// `t = bias - mean * s`), when its parameters are f32 constants; the same folding as the
+/// `conv-bn` rule, rounded differently from the reference's `(x - mean) / sd * scale + bias`
+/// by a few ulp.
+pub(crate) fn batchnorm_affine(info: &NodeInfo) -> Option<(Vec<f32>, Vec<f32>)> {
+    let Op::BatchNorm { epsilon } = info.op else {
+        return None;
+    };
+    if info.ins[0].dtype != DType::F32 || info.ins[0].rank() < 2 || info.consts.len() < 5 {
+        return None;
+    }
+    let c = info.ins[0].shape[1];
+    let p: Vec<&[f32]> = info.consts[1..5]
+        .iter()
+        .map(|t| t.as_ref().and_then(|t| t.as_f32()).filter(|v| v.len() == c))
+        .collect::<Option<_>>()?;
+    let s: Vec<f32> = (0..c)
+        .map(|i| p[0][i] / (p[3][i] + epsilon).sqrt())
+        .collect();
+    let t = (0..c).map(|i| p[1][i] - p[2][i] * s[i]).collect();
+    Some((s, t))
 }

@@ -147,3 +147,43 @@ pub(super) fn lower_elementwise_chain(
         &Elementwise::Chain(chain),
     )
 }
+
+/// A BatchNorm with constant parameters as the chain `x * s + t` (the per-channel `s`, `t`
+/// in `extra`, see [`super::elementwise::batchnorm_affine`]), then a fused node's `steps`:
+/// one pass, split across tasks like any elementwise chain.
+pub(super) fn lower_affine_chain(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    extra: &[Value],
+    steps: &[FusedStep],
+) -> Result<()> {
+    let oty = &info.outs[0];
+    let mut operands = vec![
+        Operand::broadcast(ins[0], &info.ins[0], &oty.shape),
+        Operand::per_channel(extra[0], oty.rank()),
+        Operand::per_channel(extra[1], oty.rank()),
+    ];
+    let mut chain = vec![
+        ChainStep::Binary {
+            op: BinaryOp::Mul,
+            k: 1,
+            swap: false,
+        },
+        ChainStep::Binary {
+            op: BinaryOp::Add,
+            k: 2,
+            swap: false,
+        },
+    ];
+    chain.extend(chain_steps(info, ins, steps, &mut operands));
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &operands,
+        &Elementwise::Chain(chain),
+    )
+}

@@ -67,6 +67,11 @@ pub(crate) fn lower_node(
     match info.op {
         Op::Input { .. } | Op::Constant { .. } => Ok(()),
         Op::Fused {
+            base: bn, steps, ..
+        } if matches!(**bn, Op::BatchNorm { .. }) && extra.len() == 2 => {
+            fused::lower_affine_chain(e, info, ins, outp[0], extra, steps)
+        }
+        Op::Fused {
             base,
             base_inputs,
             steps,
@@ -89,7 +94,7 @@ pub(crate) fn lower_node(
         Op::Binary(op) => lower_binary(e, info, ins, outp[0], *op),
         Op::Where => lower_where(e, info, ins, outp[0]),
         Op::Cast { .. } => lower_cast(e, info, ins[0], outp[0]),
-        Op::BatchNorm { epsilon } => lower_batchnorm(e, info, ins, outp[0], *epsilon),
+        Op::BatchNorm { epsilon } => lower_batchnorm(e, info, ins, outp[0], *epsilon, extra),
         Op::Reshape { .. } => lower_reshape(e, info, ins[0], outp[0]),
         Op::LstmCell => recurrent::lower_lstm_cell(e, info, ins, outp),
         Op::Guard { expect } => lower_guard(e, info, ins[0], ins[1], outp[0], *expect),
@@ -209,6 +214,13 @@ pub(crate) fn kernel_data(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
             _ => Ok(vec![]),
         },
         Op::Pad { pads, mode, .. } => Ok(vec![pad_table(info, pads, *mode)]),
+        Op::BatchNorm { .. } => Ok(match elementwise::batchnorm_affine(info) {
+            Some((s, t)) => [s, t]
+                .iter()
+                .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                .collect(),
+            None => vec![],
+        }),
         _ => Ok(vec![]),
     }
 }

@@ -17,7 +17,14 @@ pub(crate) fn task_split(info: &NodeInfo) -> Option<(usize, usize)> {
 fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
     let ok = match info.op {
         Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } => true,
-        Op::Fused { base, .. } => matches!(**base, Op::Unary(_) | Op::Binary(_)),
+        Op::Fused { base, .. } => {
+            matches!(**base, Op::Unary(_) | Op::Binary(_)) || {
+                // A BatchNorm base with constant parameters runs as a chain too.
+                crate::node::base_info(info)
+                    .is_some_and(|b| crate::ops::elementwise::batchnorm_affine(&b).is_some())
+            }
+        }
+        Op::BatchNorm { .. } => true,
         _ => false,
     };
     if !ok || info.outs.len() != 1 {
