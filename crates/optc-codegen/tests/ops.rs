@@ -1115,6 +1115,30 @@ fn layer_norm_variants() {
     }
 }
 
+/// Transposes whose output rows run along the input's contiguous dim (4 x 4 blocks in
+/// registers, the edges element by element): a key's `[.., S, D] -> [.., D, S]`, NCHW to
+/// NHWC, an outer dim moved innermost, square and uneven blocks, i32 too; large ones split
+/// across tasks (1 and 2 threads on every runnable target).
+#[test]
+fn transposes_by_blocks() {
+    let targets = runnable_targets(0);
+    for (dt, shape, perm) in [
+        (DType::F32, vec![1, 6, 197, 64], vec![0, 1, 3, 2]),
+        (DType::F32, vec![2, 37, 45], vec![0, 2, 1]),
+        (DType::F32, vec![64, 197], vec![1, 0]),
+        (DType::F32, vec![3, 5, 8], vec![1, 2, 0]),
+        (DType::F32, vec![4, 4], vec![1, 0]),
+        (DType::F32, vec![2, 96, 33, 4], vec![0, 3, 2, 1]),
+        (DType::I32, vec![3, 10, 13], vec![0, 2, 1]),
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", ty(dt, &shape));
+        let y = g.add("t", Op::Transpose { perm }, &[x]).unwrap();
+        g.add_output("y", y);
+        check_targets(&g, &inputs_for(&g, 4), EXACT, &targets);
+    }
+}
+
 #[test]
 fn data_movement() {
     for dt in [DType::F32, DType::I64, DType::Bool, DType::I32] {

@@ -2,7 +2,7 @@
 //! (through a compile-time index table), Gather (checked indices) and Guard (a checked
 //! condition, then a copy).
 
-use crate::builder::{element_type, Emitter, F32X4};
+use crate::builder::{element_type, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::error::{Result, RuntimeError};
 use crate::node::NodeInfo;
 use crate::ops::elementwise::Elementwise;
@@ -85,7 +85,18 @@ pub(super) fn lower_transpose(
 ) -> Result<()> {
     let oty = &info.outs[0];
     let xs = element_strides(&info.ins[0].shape);
-    let st = perm.iter().map(|&q| xs[q]).collect();
+    let st: Vec<i64> = perm.iter().map(|&q| xs[q]).collect();
+    let r = oty.rank();
+    if r >= 2
+        && oty.dtype.size() == 4
+        && st[r - 1] != 1
+        && st[r - 2] == 1
+        && oty.shape[r - 2] >= 4
+        && oty.shape[r - 1] >= 4
+    {
+        transpose_blocks(e, oty, x, out, &st);
+        return Ok(());
+    }
     let x = Operand {
         p: x,
         dt: oty.dtype,
@@ -100,6 +111,93 @@ pub(super) fn lower_transpose(
         &[x],
         &Elementwise::Copy,
     )
+}
+
+/// A transpose whose output rows run along the input's contiguous dim (`st`: the input's
+/// element stride per output dim, 1 for the second-to-last, not for the last: a key's
+/// `[.., S, D] -> [.., D, S]`, NCHW to NHWC): 4 x 4 blocks, four vector loads along the
+/// input's rows, a transpose in registers (two rounds of lane shuffles), four vector stores;
+/// the edges element by element. A task's part of a split node ([`crate::ops::parallel`]) is
+/// its slice along one output dim.
+fn transpose_blocks(e: &mut Emitter, oty: &TensorType, x: Value, out: Value, st: &[i64]) {
+    let r = oty.rank();
+    let full = oty.shape.clone();
+    let ost = element_strides(&full);
+    let mut shape = full.clone();
+    let (mut bin, mut bout) = (e.int_const(0), e.int_const(0));
+    if let Some(sp) = e.partition.clone().filter(|sp| sp.shape == full) {
+        let part = full[sp.dim] / sp.parts;
+        shape[sp.dim] = part;
+        bin = e.b.ins().imul_imm_s(sp.t, part as i64 * st[sp.dim] * 4);
+        bout = e.b.ins().imul_imm_s(sp.t, part as i64 * ost[sp.dim] * 4);
+    }
+    let (rows, cols) = (shape[r - 2], shape[r - 1]);
+    // Bytes between the input elements of neighbouring output columns, output rows.
+    let s = st[r - 1] * 4;
+    let orow = ost[r - 2] * 4;
+    let outer_in: Vec<i64> = st[..r - 2].iter().map(|v| v * 4).collect();
+    let outer_out: Vec<i64> = ost[..r - 2].iter().map(|v| v * 4).collect();
+    let scalar = |e: &mut Emitter, pin: Value, pout: Value| {
+        let v = e.b.ins().load(types::I32, tensor_flags(), pin, 0);
+        e.b.ins().store(tensor_flags(), v, pout, 0);
+    };
+    e.nest(
+        &shape[..r - 2],
+        &[outer_in, outer_out],
+        &[bin, bout],
+        &mut |e, offs| {
+            let pin = e.b.ins().iadd(x, offs[0]);
+            let pout = e.b.ins().iadd(out, offs[1]);
+            e.loop_offsets(
+                (rows / 4) as i64,
+                &[pin, pout],
+                &[16, 4 * orow],
+                &mut |e, _i, ro| {
+                    e.loop_offsets(
+                        (cols / 4) as i64,
+                        &[ro[0], ro[1]],
+                        &[4 * s, 16],
+                        &mut |e, _j, o| {
+                            let v: Vec<Value> = (0..4)
+                                .map(|i| {
+                                    let a = e.b.ins().iadd_imm_s(o[0], i * s);
+                                    e.b.ins().load(F32X4, tensor_flags(), a, 0)
+                                })
+                                .collect();
+                            let t0 = shuffle_lanes(e, v[0], v[1], [0, 4, 1, 5]);
+                            let t1 = shuffle_lanes(e, v[2], v[3], [0, 4, 1, 5]);
+                            let t2 = shuffle_lanes(e, v[0], v[1], [2, 6, 3, 7]);
+                            let t3 = shuffle_lanes(e, v[2], v[3], [2, 6, 3, 7]);
+                            let w = [
+                                shuffle_lanes(e, t0, t1, [0, 1, 4, 5]),
+                                shuffle_lanes(e, t0, t1, [2, 3, 6, 7]),
+                                shuffle_lanes(e, t2, t3, [0, 1, 4, 5]),
+                                shuffle_lanes(e, t2, t3, [2, 3, 6, 7]),
+                            ];
+                            for (k, wk) in w.into_iter().enumerate() {
+                                let a = e.b.ins().iadd_imm_s(o[1], k as i64 * orow);
+                                e.b.ins().store(tensor_flags(), wk, a, 0);
+                            }
+                        },
+                    );
+                    for c in cols / 4 * 4..cols {
+                        for k in 0..4 {
+                            let a = e.b.ins().iadd_imm_s(ro[0], c as i64 * s + 4 * k);
+                            let b = e.b.ins().iadd_imm_s(ro[1], k * orow + 4 * c as i64);
+                            scalar(e, a, b);
+                        }
+                    }
+                },
+            );
+            for k in rows / 4 * 4..rows {
+                let a = e.b.ins().iadd_imm_s(pin, 4 * k as i64);
+                let b = e.b.ins().iadd_imm_s(pout, k as i64 * orow);
+                e.loop_offsets(cols as i64, &[a, b], &[s, 4], &mut |e, _c, o| {
+                    scalar(e, o[0], o[1]);
+                });
+            }
+        },
+    );
 }
 
 pub(super) fn lower_slice(

@@ -25,6 +25,7 @@ fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
             }
         }
         Op::BatchNorm { .. } => true,
+        Op::Transpose { .. } => return transpose_split(info),
         _ => false,
     };
     if !ok || info.outs.len() != 1 {
@@ -56,6 +57,24 @@ pub(crate) fn output_split(o: &optc_ir::TensorType) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// A large f32 transpose: slices along its outermost dim that splits (not the last: its
+/// rows are the copy's vectors).
+fn transpose_split(info: &NodeInfo) -> Option<(usize, usize)> {
+    let o = &info.outs[0];
+    if o.dtype != DType::F32 || o.numel() < (1 << 16) || o.rank() < 2 {
+        return None;
+    }
+    o.shape[..o.rank() - 1]
+        .iter()
+        .enumerate()
+        .find_map(|(d, &n)| {
+            [8, 4, 2]
+                .into_iter()
+                .find(|&p| n >= p && n.is_multiple_of(p))
+                .map(|p| (d, p))
+        })
 }
 
 /// A large f32 Pad (a ConvTranspose's zero-inserted input is one): slices of its output,
