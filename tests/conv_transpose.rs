@@ -1,5 +1,5 @@
-//! `ConvTranspose`, imported as a convolution over the zero-inserted input (or, when the
-//! kernel equals the stride, a 1x1 convolution and the blocks put in place), against tract
+//! `ConvTranspose`, imported as a convolution over the zero-inserted input (or, strided
+//! without dilation, one convolution per output phase put in place), against tract
 //! (and the interpreter) over strides, pads, dilations, groups, output padding, output
 //! shapes, auto_pad and 1-3 spatial dims; the weight constant or given at run time.
 
@@ -220,6 +220,83 @@ fn kernel_equal_to_stride() {
         false,
         false,
         vec![s2(), ("output_padding", A::Ints(vec![1, 1]))],
+    );
+}
+
+/// Strided kernels as one convolution per output phase (taps `r, r + s, ...` of the kernel,
+/// zeros past its end), put in place and cropped: DCGAN's 4x4 at stride 2 with pads 1, 3x3
+/// at stride 2 with output padding, a kernel shorter than its stride (phases without taps),
+/// uneven strides with groups, 1-D, a weight given at run time; a dilation keeps the
+/// zero-inserted convolution.
+#[test]
+fn strided_kernels_by_phases() {
+    let pads = |p: Vec<i64>| ("pads", A::Ints(p));
+    case(
+        "dcgan 4x4 s2 p1",
+        &[1, 6, 5, 4],
+        &[6, 3, 4, 4],
+        true,
+        false,
+        vec![("strides", A::Ints(vec![2, 2])), pads(vec![1, 1, 1, 1])],
+    );
+    case(
+        "3x3 s2 p1 op1",
+        &[2, 3, 4, 5],
+        &[3, 4, 3, 3],
+        true,
+        false,
+        vec![
+            ("strides", A::Ints(vec![2, 2])),
+            pads(vec![1, 1, 1, 1]),
+            ("output_padding", A::Ints(vec![1, 1])),
+        ],
+    );
+    case(
+        "1x1 s2",
+        &[1, 2, 3, 3],
+        &[2, 3, 1, 1],
+        true,
+        false,
+        vec![("strides", A::Ints(vec![2, 2]))],
+    );
+    case(
+        "5x3 s(3,2) groups 2",
+        &[1, 4, 3, 4],
+        &[4, 2, 5, 3],
+        true,
+        false,
+        vec![
+            ("group", A::Int(2)),
+            ("strides", A::Ints(vec![3, 2])),
+            pads(vec![2, 0, 1, 1]),
+        ],
+    );
+    case(
+        "1d k7 s4",
+        &[2, 3, 6],
+        &[3, 2, 7],
+        false,
+        false,
+        vec![("strides", A::Ints(vec![4])), pads(vec![3, 2])],
+    );
+    case(
+        "run-time weight 4x4 s2",
+        &[1, 2, 3, 3],
+        &[2, 2, 4, 4],
+        false,
+        true,
+        vec![("strides", A::Ints(vec![2, 2])), pads(vec![1, 2, 2, 1])],
+    );
+    case(
+        "dilation keeps zero insertion",
+        &[1, 2, 4, 4],
+        &[2, 2, 3, 3],
+        true,
+        false,
+        vec![
+            ("strides", A::Ints(vec![2, 2])),
+            ("dilations", A::Ints(vec![2, 2])),
+        ],
     );
 }
 
