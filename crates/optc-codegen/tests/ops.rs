@@ -1139,6 +1139,32 @@ fn transposes_by_blocks() {
     }
 }
 
+/// Large concats split across tasks along a dim other than their axis (each input's part
+/// copied into the output's), along every axis, at 1 and 2 threads on every runnable target.
+#[test]
+fn concats_split_across_tasks() {
+    let targets = runnable_targets(0);
+    for (shapes, axis) in [
+        (
+            vec![vec![1, 24, 48, 40], vec![1, 8, 48, 40], vec![1, 40, 48, 40]],
+            1,
+        ),
+        (vec![vec![2, 16, 30, 64], vec![2, 16, 2, 64]], 2),
+        (vec![vec![1, 128, 300], vec![1, 128, 36]], 2),
+        (vec![vec![96, 700], vec![64, 700]], 0),
+    ] {
+        let mut g = Graph::new();
+        let xs: Vec<_> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, sh)| g.add_input(&format!("x{i}"), f(sh)))
+            .collect();
+        let y = g.add("c", Op::Concat { axis }, &xs).unwrap();
+        g.add_output("y", y);
+        check_targets(&g, &inputs_for(&g, 6), EXACT, &targets);
+    }
+}
+
 #[test]
 fn data_movement() {
     for dt in [DType::F32, DType::I64, DType::Bool, DType::I32] {

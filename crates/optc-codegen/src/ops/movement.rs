@@ -2,7 +2,7 @@
 //! (through a compile-time index table), Gather (checked indices) and Guard (a checked
 //! condition, then a copy).
 
-use crate::builder::{element_type, shuffle_lanes, tensor_flags, Emitter, F32X4};
+use crate::builder::{element_type, shuffle_lanes, tensor_flags, Emitter, Partition, F32X4};
 use crate::error::{Result, RuntimeError};
 use crate::node::NodeInfo;
 use crate::ops::elementwise::Elementwise;
@@ -236,6 +236,8 @@ pub(super) fn lower_concat(
 ) -> Result<()> {
     let oty = &info.outs[0];
     let os = element_strides(&oty.shape);
+    // A task's part (`ops::parallel`: a dim other than `axis`) is the same part of each input.
+    let part = e.partition.clone().filter(|sp| sp.shape == oty.shape);
     let mut at = 0i64;
     for (k, t) in info.ins.iter().enumerate() {
         let o = Operand {
@@ -244,6 +246,12 @@ pub(super) fn lower_concat(
             base: at * os[axis],
             strides: os.clone(),
         };
+        if let Some(sp) = &part {
+            e.partition = Some(Partition {
+                shape: t.shape.clone(),
+                ..sp.clone()
+            });
+        }
         map(
             e,
             info,
@@ -253,6 +261,9 @@ pub(super) fn lower_concat(
             &Elementwise::Copy,
         )?;
         at += t.shape[axis] as i64;
+    }
+    if part.is_some() {
+        e.partition = part;
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
         }
         Op::BatchNorm { .. } => true,
         Op::Transpose { .. } => return transpose_split(info),
+        &Op::Concat { axis } => return concat_split(info, axis),
         _ => false,
     };
     if !ok || info.outs.len() != 1 {
@@ -75,6 +76,24 @@ fn transpose_split(info: &NodeInfo) -> Option<(usize, usize)> {
                 .find(|&p| n >= p && n.is_multiple_of(p))
                 .map(|p| (d, p))
         })
+}
+
+/// A large f32 concat: the same slice of every input along the outermost dim that splits,
+/// other than the concat's axis (each input's part copied into the output's).
+fn concat_split(info: &NodeInfo, axis: usize) -> Option<(usize, usize)> {
+    let o = &info.outs[0];
+    if o.dtype != DType::F32 || o.numel() < (1 << 16) {
+        return None;
+    }
+    o.shape.iter().enumerate().find_map(|(d, &n)| {
+        if d == axis {
+            return None;
+        }
+        [8, 4, 2]
+            .into_iter()
+            .find(|&p| n >= p && n.is_multiple_of(p))
+            .map(|p| (d, p))
+    })
 }
 
 /// A large f32 Pad (a ConvTranspose's zero-inserted input is one): slices of its output,
