@@ -1257,6 +1257,24 @@ fn gather_cases() {
         vec![],
         1,
     );
+    // Consecutive constant indices from a computed tensor are imported as a slice.
+    let d3 = r.tensor(&[3, 7, 6], -1.0, 1.0);
+    for (label, idx, axis) in [
+        ("Gather scalar -1 axis 1", Tensor::scalar_i64(-1), 1),
+        ("Gather run axis 2", i64s(&[2, 3, 4]), 2),
+        ("Gather run of negatives", i64s(&[-3, -2, -1]), 1),
+        ("Gather run from 0 axis 0", i64s(&[0, 1]), 0),
+        ("Gather not a run", i64s(&[4, 2, 3]), 1),
+    ] {
+        check_op(
+            label,
+            "Gather",
+            13,
+            &[inp("d", d3.clone()), init("i", idx)],
+            vec![("axis", A::Int(axis))],
+            1,
+        );
+    }
     let i32s = Tensor::new(vec![3], optc::Data::I32(vec![1, 0, 2])).unwrap();
     check_op(
         "Gather i32 idx",

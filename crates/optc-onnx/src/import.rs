@@ -1710,8 +1710,55 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         }
         "Gather" => {
             let (d, i) = (req(0)?, req(1)?);
-            let r = ctx.ty(&d).rank();
-            let axis = norm_axis(a.int_or("axis", 0), r, "axis")?;
+            let dt = ctx.ty(&d);
+            let axis = norm_axis(a.int_or("axis", 0), dt.rank(), "axis")?;
+            // A run of consecutive constant indices (a scalar: `qkv[0]`) from a computed
+            // tensor is a slice (a vector copy; a gather checks each index at run time).
+            if let (Val::Dyn(_), Val::Const { t, .. }) = (&d, &i) {
+                let n = dt.shape[axis] as i64;
+                let idx = t.to_i64_vec();
+                let run = !idx.is_empty()
+                    && matches!(t.dtype(), DType::I64 | DType::I32)
+                    && t.shape().len() <= 1
+                    && idx.iter().all(|&v| (-n..n).contains(&v))
+                    && idx
+                        .windows(2)
+                        .all(|w| w[1].rem_euclid(n) == w[0].rem_euclid(n) + 1);
+                if run {
+                    let mut dims: Vec<SliceDim> = dt
+                        .shape
+                        .iter()
+                        .map(|&len| SliceDim {
+                            start: 0,
+                            step: 1,
+                            len,
+                        })
+                        .collect();
+                    dims[axis] = SliceDim {
+                        start: idx[0].rem_euclid(n),
+                        step: 1,
+                        len: idx.len(),
+                    };
+                    if t.shape().is_empty() {
+                        let sl =
+                            ctx.emit1(&format!("{name}/slice"), Op::Slice { dims }, &[d], true)?;
+                        let mut shape = dt.shape.clone();
+                        shape.remove(axis);
+                        return Ok(vec![Some(ctx.emit1(
+                            name,
+                            Op::Reshape { shape },
+                            &[sl],
+                            true,
+                        )?)]);
+                    }
+                    return Ok(vec![Some(ctx.emit1(
+                        name,
+                        Op::Slice { dims },
+                        &[d],
+                        true,
+                    )?)]);
+                }
+            }
             one(ctx.emit1(name, Op::Gather { axis }, &[d, i], true)?)
         }
         "Einsum" => einsum::convert(ctx, node, name),
