@@ -1165,6 +1165,37 @@ fn concats_split_across_tasks() {
     }
 }
 
+/// LayerNorm and softmax over a prime number of rows (ViT's 197 tokens) split across tasks
+/// in blocks of `ceil(rows / parts)` and a shorter last one, at 1 and 2 threads on every
+/// runnable target.
+#[test]
+fn norms_in_uneven_row_blocks() {
+    let targets = runnable_targets(0);
+    for shape in [vec![197, 384], vec![1, 211, 320]] {
+        let d = *shape.last().unwrap();
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let mut rng = Rng::new(12);
+        let sc = g.add_const("sc", rand_tensor(&mut rng, &f(&[d])));
+        let bi = g.add_const("bi", rand_tensor(&mut rng, &f(&[d])));
+        let axis = shape.len() - 1;
+        let y = g
+            .add(
+                "ln",
+                Op::LayerNorm {
+                    axis,
+                    epsilon: 1e-5,
+                },
+                &[x, sc, bi],
+            )
+            .unwrap();
+        let z = g.add("sm", Op::Softmax { axis }, &[x]).unwrap();
+        g.add_output("y", y);
+        g.add_output("z", z);
+        check_targets(&g, &inputs_for(&g, 8), TRANS, &targets);
+    }
+}
+
 #[test]
 fn data_movement() {
     for dt in [DType::F32, DType::I64, DType::Bool, DType::I32] {

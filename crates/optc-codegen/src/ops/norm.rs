@@ -1,11 +1,14 @@
 //! Softmax and LayerNorm: vectorized contiguous rows (split across tasks when large), a
 //! generic strided path otherwise.
 
-use crate::builder::{Emitter, F32X4};
+use crate::builder::{if_else, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::operand::{broadcast_strides, collapse, element_strides};
-use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
+use cranelift_codegen::ir::{
+    condcodes::{FloatCC, IntCC},
+    types, InstBuilder, Type, Value,
+};
 use cranelift_frontend::Variable;
 
 pub(super) fn lower_softmax(
@@ -25,17 +28,9 @@ pub(super) fn lower_softmax(
     let f64 = info.ins[0].dtype == optc_ir::DType::F64;
     if inner == 1 && !f64 {
         // A task of a split softmax (`softmax_split`) does its block of rows.
-        match e.partition.clone() {
-            Some(sp) => {
-                let rows = outer / sp.parts;
-                let start = e.b.ins().imul_imm_s(sp.t, (rows * n * 4) as i64);
-                softmax_rows(e, x, out, start, rows, n);
-            }
-            None => {
-                let z = e.int_const(0);
-                softmax_rows(e, x, out, z, outer, n);
-            }
-        }
+        row_blocks(e, outer, n * 4, &mut |e, start, rows| {
+            softmax_rows(e, x, out, start, rows, n)
+        });
         return Ok(());
     }
     softmax_strided(e, x, out, (outer, n, inner), f64);
@@ -278,15 +273,10 @@ pub(super) fn lower_layernorm(
     let has_bias = ins.len() > 2;
     if ndims.len() == 1 && sx[0] == 1 && ssc[0] <= 1 && sbi[0] <= 1 {
         // A task of a split LayerNorm (`layernorm_split`) does its block of rows.
-        let (start, rows) = match e.partition.clone() {
-            Some(sp) => {
-                let rows = outer / sp.parts;
-                (e.b.ins().imul_imm_s(sp.t, (rows * d * 4) as i64), rows)
-            }
-            None => (e.int_const(0), outer),
-        };
         let moving = [ssc[0] == 1, sbi[0] == 1];
-        layernorm_rows(e, ins, out, start, rows, d, eps, moving);
+        row_blocks(e, outer, d * 4, &mut |e, start, rows| {
+            layernorm_rows(e, ins, out, start, rows, d, eps, moving)
+        });
         return Ok(());
     }
     let z = e.int_const(0);
@@ -465,4 +455,37 @@ fn layernorm_rows(
             &mut |e, oo| apply(e, f, oo),
         );
     });
+}
+
+/// `body(e, start, rows)` for the rows of this task's block (of `row_bytes` each, from byte
+/// `start`): with a split ([`crate::ops::parallel::row_parts`]), `ceil(outer / parts)` rows
+/// a block and the last block the rest; else all `outer` rows.
+fn row_blocks(
+    e: &mut Emitter,
+    outer: usize,
+    row_bytes: usize,
+    body: &mut dyn FnMut(&mut Emitter, Value, usize),
+) {
+    let Some(sp) = e.partition.clone() else {
+        let z = e.int_const(0);
+        body(e, z, outer);
+        return;
+    };
+    let rows = outer.div_ceil(sp.parts);
+    let start = e.b.ins().imul_imm_s(sp.t, (rows * row_bytes) as i64);
+    let last = outer - rows * (sp.parts - 1);
+    if last == rows {
+        body(e, start, rows);
+    } else {
+        let is_last =
+            e.b.ins()
+                .icmp_imm_s(IntCC::Equal, sp.t, sp.parts as i64 - 1);
+        let body = std::cell::RefCell::new(body);
+        if_else(
+            e,
+            is_last,
+            &mut |e| (body.borrow_mut())(e, start, last),
+            &mut |e| (body.borrow_mut())(e, start, rows),
+        );
+    }
 }

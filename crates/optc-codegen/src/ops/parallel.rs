@@ -119,8 +119,7 @@ fn softmax_split(info: &NodeInfo) -> Option<usize> {
         return None;
     }
     let rows: usize = s[..axis].iter().product();
-    let want = (info.ins[0].numel() / 8192).min(8);
-    (2..=want).rev().find(|&p| rows.is_multiple_of(p))
+    row_parts(rows, (info.ins[0].numel() / 8192).min(8))
 }
 
 /// A LayerNorm over the last dim (scale and bias per element of the row or single values)
@@ -139,6 +138,17 @@ fn layernorm_split(info: &NodeInfo) -> Option<usize> {
         return None;
     }
     let rows: usize = s[..axis].iter().product();
-    let want = (info.ins[0].numel() / 8192).min(8);
-    (2..=want).rev().find(|&p| rows.is_multiple_of(p))
+    row_parts(rows, (info.ins[0].numel() / 8192).min(8))
+}
+
+/// Row blocks of a softmax or LayerNorm split: up to `want` parts of `rows` rows, the most
+/// that divide them, else (a prime count: ViT's 197 tokens) `ceil(rows / parts)` rows a
+/// block and a shorter last one (`norm::row_blocks`).
+pub(crate) fn row_parts(rows: usize, want: usize) -> Option<usize> {
+    if let Some(p) = (2..=want).rev().find(|&p| rows.is_multiple_of(p)) {
+        return Some(p);
+    }
+    (2..=want)
+        .rev()
+        .find(|&p| rows.div_ceil(p) * (p - 1) < rows)
 }
