@@ -832,6 +832,58 @@ fn conv2d_variants() {
     }
 }
 
+/// 1x1 convs on small maps (7x7, 5x5, 9x11) lowered with the roles swapped on the AVX-512
+/// tiles (pixels as rows: a transpose, a Gemm with the weight packed at compile time, a
+/// transpose back): with and without bias, fused activations in the Gemm's tiles, a fused
+/// residual add after it, channel counts off the tiles; at 1 and 2 threads on every runnable
+/// target (the others keep the conv).
+#[test]
+fn small_map_convs_with_roles_swapped() {
+    let targets = runnable_targets(0);
+    let tol = Tol {
+        atol: 2e-5,
+        rtol: 1e-4,
+    };
+    for (i, (c, m, h, w, bias, steps)) in [
+        (192, 1152, 7, 7, true, vec!["silu"]),
+        (96, 200, 7, 7, false, vec!["relu", "res"]),
+        (40, 64, 5, 5, true, vec![]),
+        (24, 100, 9, 11, true, vec!["hardswish"]),
+        (300, 50, 7, 7, true, vec!["res"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = Rng::new(40 + i as u64);
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[1, c, h, w]));
+        let wv = g.add_const("w", f32t(&mut rng, &[m, c, 1, 1]));
+        let mut ins = vec![x, wv];
+        if bias {
+            ins.push(g.add_const("b", f32t(&mut rng, &[m])));
+        }
+        let base_inputs = ins.len();
+        let conv = Op::Conv {
+            window: square_window(1, 1, 0),
+            group: 1,
+        };
+        let out = f(&[1, m, h, w]);
+        let fsteps = fused_steps(&mut g, &mut ins, &mut rng, &steps, &out, &[], i % 2 == 0);
+        let op = if fsteps.is_empty() {
+            conv
+        } else {
+            Op::Fused {
+                base: Box::new(conv),
+                base_inputs,
+                steps: fsteps,
+            }
+        };
+        let y = g.add("conv", op, &ins).unwrap();
+        g.add_output("y", y);
+        check_targets(&g, &inputs_for(&g, 9), tol, &targets);
+    }
+}
+
 #[test]
 fn conv1d_variants() {
     conv_case(

@@ -71,6 +71,8 @@ pub(crate) fn lower_graph<M: Module>(
     entry_name: &str,
     weights_at_first_run: bool,
 ) -> Result<Lowered> {
+    let swapped = x64::swap_small_map_convs(graph, target)?;
+    let graph = swapped.as_ref().unwrap_or(graph);
     graph
         .verify()
         .map_err(|e| CodegenError::new(format!("invalid graph: {e}")))?;
