@@ -367,6 +367,17 @@ pub struct SliceDim {
     pub len: usize,
 }
 
+impl SliceDim {
+    /// The whole of a dim of `len` elements, in order.
+    pub fn whole(len: usize) -> SliceDim {
+        SliceDim {
+            start: 0,
+            step: 1,
+            len,
+        }
+    }
+}
+
 /// GELU's erf argument scale, 1/sqrt(2) rounded to f32 (what BERT exports multiply by once
 /// their `x / sqrt(2)` is a multiply: the reciprocal of `sqrt(2)` in f32 rounds to it too).
 pub const GELU_ERF_SCALE: f32 = std::f32::consts::FRAC_1_SQRT_2;

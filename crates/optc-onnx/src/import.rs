@@ -1725,15 +1725,8 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                         .windows(2)
                         .all(|w| w[1].rem_euclid(n) == w[0].rem_euclid(n) + 1);
                 if run {
-                    let mut dims: Vec<SliceDim> = dt
-                        .shape
-                        .iter()
-                        .map(|&len| SliceDim {
-                            start: 0,
-                            step: 1,
-                            len,
-                        })
-                        .collect();
+                    let mut dims: Vec<SliceDim> =
+                        dt.shape.iter().map(|&len| SliceDim::whole(len)).collect();
                     dims[axis] = SliceDim {
                         start: idx[0].rem_euclid(n),
                         step: 1,
@@ -1981,14 +1974,7 @@ fn slice_dims(
             "starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length"
         ));
     }
-    let mut dims: Vec<SliceDim> = shape
-        .iter()
-        .map(|&d| SliceDim {
-            start: 0,
-            step: 1,
-            len: d,
-        })
-        .collect();
+    let mut dims: Vec<SliceDim> = shape.iter().map(|&d| SliceDim::whole(d)).collect();
     let mut seen = vec![false; r];
     for k in 0..starts.len() {
         let ax = norm_axis(axes[k], r, "axis")?;

@@ -232,14 +232,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let wg = s.reshape(&w, grouped)?;
     let wt2 = s.fold(Op::Transpose { perm }, &[wg])?;
     let wc = s.reshape(&wt2, conv_shape.clone())?;
-    let mut dims: Vec<SliceDim> = conv_shape
-        .iter()
-        .map(|&n| SliceDim {
-            start: 0,
-            step: 1,
-            len: n,
-        })
-        .collect();
+    let mut dims: Vec<SliceDim> = conv_shape.iter().map(|&n| SliceDim::whole(n)).collect();
     for (i, &kk) in kernel.iter().enumerate() {
         dims[2 + i] = SliceDim {
             start: kk as i64 - 1,
@@ -322,14 +315,7 @@ fn phases(
         split.extend([taps[i], st[i]]);
     }
     let wk = s.reshape(&wk, split.clone())?;
-    let mut dims: Vec<SliceDim> = split
-        .iter()
-        .map(|&n| SliceDim {
-            start: 0,
-            step: 1,
-            len: n,
-        })
-        .collect();
+    let mut dims: Vec<SliceDim> = split.iter().map(|&n| SliceDim::whole(n)).collect();
     for (i, &m) in taps.iter().enumerate() {
         dims[3 + 2 * i] = SliceDim {
             start: m as i64 - 1,
@@ -389,14 +375,7 @@ fn phases(
         return s.last(Op::Reshape { shape: merged }, &[yt]);
     }
     let ym = s.reshape(&yt, merged.clone())?;
-    let mut dims: Vec<SliceDim> = merged
-        .iter()
-        .map(|&n| SliceDim {
-            start: 0,
-            step: 1,
-            len: n,
-        })
-        .collect();
+    let mut dims: Vec<SliceDim> = merged.iter().map(|&n| SliceDim::whole(n)).collect();
     for i in 0..nsp {
         dims[2 + i] = SliceDim {
             start: geo.begin[i] as i64,
