@@ -226,8 +226,8 @@ fn kernel_equal_to_stride() {
 /// Strided kernels as one convolution per output phase (taps `r, r + s, ...` of the kernel,
 /// zeros past its end), put in place and cropped: DCGAN's 4x4 at stride 2 with pads 1, 3x3
 /// at stride 2 with output padding, a kernel shorter than its stride (phases without taps),
-/// uneven strides with groups, 1-D, a weight given at run time; a dilation keeps the
-/// zero-inserted convolution.
+/// uneven strides with groups, 1-D, a weight given at run time; a dilation, and more than
+/// 64 phases, keep the zero-inserted convolution.
 #[test]
 fn strided_kernels_by_phases() {
     let pads = |p: Vec<i64>| ("pads", A::Ints(p));
@@ -286,6 +286,14 @@ fn strided_kernels_by_phases() {
         false,
         true,
         vec![("strides", A::Ints(vec![2, 2])), pads(vec![1, 2, 2, 1])],
+    );
+    case(
+        "81 phases keep zero insertion",
+        &[1, 2, 2, 3],
+        &[2, 2, 3, 3],
+        true,
+        false,
+        vec![("strides", A::Ints(vec![9, 9]))],
     );
     case(
         "dilation keeps zero insertion",

@@ -153,8 +153,14 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     }
 
     let mut s = Steps::new(ctx, name);
-    // Stride > 1 without dilation: one convolution per output phase, all in one.
+    // Stride > 1 without dilation: one convolution per output phase, all in one (at most
+    // `MAX_PHASES` of them: each multiplies the weight's output channels).
+    const MAX_PHASES: i64 = 64;
     if strides.iter().any(|&v| v > 1)
+        && strides
+            .iter()
+            .try_fold(1i64, |a, &b| a.checked_mul(b))
+            .is_some_and(|p| p <= MAX_PHASES)
         && dilations.iter().all(|&d| d == 1)
         && begin.iter().all(|&b| b >= 0)
     {
