@@ -1737,19 +1737,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                             ctx.emit1(&format!("{name}/slice"), Op::Slice { dims }, &[d], true)?;
                         let mut shape = dt.shape.clone();
                         shape.remove(axis);
-                        return Ok(vec![Some(ctx.emit1(
-                            name,
-                            Op::Reshape { shape },
-                            &[sl],
-                            true,
-                        )?)]);
+                        return one(ctx.emit1(name, Op::Reshape { shape }, &[sl], true)?);
                     }
-                    return Ok(vec![Some(ctx.emit1(
-                        name,
-                        Op::Slice { dims },
-                        &[d],
-                        true,
-                    )?)]);
+                    return one(ctx.emit1(name, Op::Slice { dims }, &[d], true)?);
                 }
             }
             one(ctx.emit1(name, Op::Gather { axis }, &[d, i], true)?)

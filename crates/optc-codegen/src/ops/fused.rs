@@ -70,16 +70,30 @@ pub(crate) fn apply_chain(
     if steps.is_empty() {
         return Ok(());
     }
+    let operands = vec![Operand::dense(out, &info.outs[0])];
+    chain_pass(e, info, ins, out, operands, vec![], steps)
+}
+
+/// One pass over the output `out` of the chain `first` over `operands`, then a fused node's
+/// `steps` (their extra inputs appended to `operands`, see [`chain_steps`]).
+fn chain_pass(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    ins: &[Value],
+    out: Value,
+    mut operands: Vec<Operand>,
+    mut first: Vec<ChainStep>,
+    steps: &[FusedStep],
+) -> Result<()> {
     let oty = &info.outs[0];
-    let mut operands = vec![Operand::dense(out, oty)];
-    let chain = chain_steps(info, ins, steps, &mut operands);
+    first.extend(chain_steps(info, ins, steps, &mut operands));
     map(
         e,
         info,
         &oty.shape,
         Operand::dense(out, oty),
         &operands,
-        &Elementwise::Chain(chain),
+        &Elementwise::Chain(first),
     )
 }
 
@@ -124,7 +138,7 @@ pub(super) fn lower_elementwise_chain(
     steps: &[FusedStep],
 ) -> Result<()> {
     let oty = &info.outs[0];
-    let mut operands: Vec<Operand> = (0..base_inputs)
+    let operands: Vec<Operand> = (0..base_inputs)
         .map(|k| Operand::broadcast(ins[k], &info.ins[k], &oty.shape))
         .collect();
     let first = match base {
@@ -136,16 +150,7 @@ pub(super) fn lower_elementwise_chain(
         },
         _ => return Err(info.err("elementwise fused base expected")),
     };
-    let mut chain = vec![first];
-    chain.extend(chain_steps(info, ins, steps, &mut operands));
-    map(
-        e,
-        info,
-        &oty.shape,
-        Operand::dense(out, oty),
-        &operands,
-        &Elementwise::Chain(chain),
-    )
+    chain_pass(e, info, ins, out, operands, vec![first], steps)
 }
 
 /// A BatchNorm with constant parameters as the chain `x * s + t` (the per-channel `s`, `t`
@@ -160,12 +165,12 @@ pub(super) fn lower_affine_chain(
     steps: &[FusedStep],
 ) -> Result<()> {
     let oty = &info.outs[0];
-    let mut operands = vec![
+    let operands = vec![
         Operand::broadcast(ins[0], &info.ins[0], &oty.shape),
         Operand::per_channel(extra[0], oty.rank()),
         Operand::per_channel(extra[1], oty.rank()),
     ];
-    let mut chain = vec![
+    let scale_shift = vec![
         ChainStep::Binary {
             op: BinaryOp::Mul,
             k: 1,
@@ -177,13 +182,5 @@ pub(super) fn lower_affine_chain(
             swap: false,
         },
     ];
-    chain.extend(chain_steps(info, ins, steps, &mut operands));
-    map(
-        e,
-        info,
-        &oty.shape,
-        Operand::dense(out, oty),
-        &operands,
-        &Elementwise::Chain(chain),
-    )
+    chain_pass(e, info, ins, out, operands, scale_shift, steps)
 }

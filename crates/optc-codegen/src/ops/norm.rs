@@ -28,7 +28,7 @@ pub(super) fn lower_softmax(
     let f64 = info.ins[0].dtype == optc_ir::DType::F64;
     if inner == 1 && !f64 {
         // A task of a split softmax (`softmax_split`) does its block of rows.
-        row_blocks(e, outer, n * 4, &mut |e, start, rows| {
+        row_blocks(e, outer, n * 4, &|e, start, rows| {
             softmax_rows(e, x, out, start, rows, n)
         });
         return Ok(());
@@ -274,7 +274,7 @@ pub(super) fn lower_layernorm(
     if ndims.len() == 1 && sx[0] == 1 && ssc[0] <= 1 && sbi[0] <= 1 {
         // A task of a split LayerNorm (`layernorm_split`) does its block of rows.
         let moving = [ssc[0] == 1, sbi[0] == 1];
-        row_blocks(e, outer, d * 4, &mut |e, start, rows| {
+        row_blocks(e, outer, d * 4, &|e, start, rows| {
             layernorm_rows(e, ins, out, start, rows, d, eps, moving)
         });
         return Ok(());
@@ -464,7 +464,7 @@ fn row_blocks(
     e: &mut Emitter,
     outer: usize,
     row_bytes: usize,
-    body: &mut dyn FnMut(&mut Emitter, Value, usize),
+    body: &dyn Fn(&mut Emitter, Value, usize),
 ) {
     let Some(sp) = e.partition.clone() else {
         let z = e.int_const(0);
@@ -480,12 +480,8 @@ fn row_blocks(
         let is_last =
             e.b.ins()
                 .icmp_imm_s(IntCC::Equal, sp.t, sp.parts as i64 - 1);
-        let body = std::cell::RefCell::new(body);
-        if_else(
-            e,
-            is_last,
-            &mut |e| (body.borrow_mut())(e, start, last),
-            &mut |e| (body.borrow_mut())(e, start, rows),
-        );
+        if_else(e, is_last, &mut |e| body(e, start, last), &mut |e| {
+            body(e, start, rows)
+        });
     }
 }

@@ -37,14 +37,15 @@ pub(crate) fn swap_small_map_convs(graph: &Graph, target: &Target) -> Result<Opt
         .map_err(|e| CodegenError::new(e.msg.clone()))?;
     let picked: Vec<_> = order
         .into_iter()
-        .filter(|&n| eligible(graph, n).is_some())
+        .filter_map(|n| eligible(graph, n).map(|e| (n, e)))
         .collect();
     if picked.is_empty() {
         return Ok(None);
     }
     let mut g = graph.clone();
-    for n in picked {
-        swap(&mut g, n).map_err(|e| CodegenError::new(format!("swapping a conv's roles: {e}")))?;
+    for (n, e) in picked {
+        swap(&mut g, n, e)
+            .map_err(|e| CodegenError::new(format!("swapping a conv's roles: {e}")))?;
     }
     g.remove_dead();
     g.compact_consts()
@@ -64,18 +65,18 @@ struct Eligible {
 
 fn eligible(graph: &Graph, n: optc_ir::NodeId) -> Option<Eligible> {
     let node = graph.node(n);
+    let ins = graph.node_inputs(n);
     let (base, base_inputs, steps): (&Op, usize, &[FusedStep]) = match &node.op {
         Op::Fused {
             base,
             base_inputs,
             steps,
         } => (base, *base_inputs, steps),
-        op => (op, graph.node_inputs(n).len(), &[]),
+        op => (op, ins.len(), &[]),
     };
     let Op::Conv { window, group } = base else {
         return None;
     };
-    let ins = graph.node_inputs(n);
     let xt = graph.value_type(ins[0]).ok()?;
     let w = graph.const_value(ins[1])?;
     let one = |v: &[usize]| v.iter().all(|&x| x == 1);
@@ -147,14 +148,15 @@ fn swapped_rows(n: usize) -> usize {
         }
 }
 
-fn swap(g: &mut Graph, n: optc_ir::NodeId) -> std::result::Result<(), String> {
-    let e = eligible(g, n).ok_or("no longer eligible")?;
-    let node = g.node(n).clone();
+/// Conv `n` (its [`eligible`] shape `e`, found in the graph before any swap: a swap only
+/// adds nodes and redirects uses to a value of the same type, which leaves what `eligible`
+/// found of the other convs true) replaced by the swapped form.
+fn swap(g: &mut Graph, n: optc_ir::NodeId, e: Eligible) -> std::result::Result<(), String> {
     let ins = g.node_inputs(n);
-    let xt = g.value_type(ins[0]).map_err(|e| e.msg.clone())?.clone();
+    let xt = g.value_type(ins[0]).map_err(|e| e.msg.clone())?;
     let (h, w) = (xt.shape[2], xt.shape[3]);
     let npix = h * w;
-    let name = node.name.clone();
+    let name = g.node(n).name.clone();
     let err = |e: optc_ir::IrError| e.msg;
     let r1 = g
         .add(
@@ -200,7 +202,7 @@ fn swap(g: &mut Graph, n: optc_ir::NodeId) -> std::result::Result<(), String> {
         Op::Fused {
             base: Box::new(gemm),
             base_inputs: 3,
-            steps: e.unary.clone(),
+            steps: e.unary,
         }
     };
     let mm = g
