@@ -127,3 +127,14 @@ fn attention_that_must_stay_whole() {
         assert_eq!(concats(&g), 0);
     }
 }
+
+/// A block's scores are twice L2 per thread of the run; the fixed size when either is unknown.
+#[test]
+fn blocks_of_twice_l2_per_thread() {
+    use optc::attention_blocks::{block_bytes, BLOCK_BYTES};
+    assert_eq!(block_bytes(1 << 20, 1), 2 << 20);
+    assert_eq!(block_bytes(1 << 20, 2), 4 << 20);
+    assert_eq!(block_bytes(2 << 20, 1), 4 << 20);
+    assert_eq!(block_bytes(0, 2), BLOCK_BYTES);
+    assert_eq!(block_bytes(1 << 20, 0), BLOCK_BYTES);
+}

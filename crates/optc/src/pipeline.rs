@@ -279,7 +279,8 @@ pub fn optimize_with(graph: Graph, opts: &Options) -> Result<(Graph, optc_egraph
         )));
     }
     graph.verify()?;
-    let model = cost_model(&Target::parse(&opts.target)?);
+    let target = Target::parse(&opts.target)?;
+    let model = cost_model(&target);
     if opt_level == 0 {
         let (cost, nodes) = optc_egraph::graph_cost(&graph, &model);
         let report = optc_egraph::Report {
@@ -299,7 +300,16 @@ pub fn optimize_with(graph: Graph, opts: &Options) -> Result<(Graph, optc_egraph
         &optc_egraph::Limits::default(),
         &model,
     )?;
-    crate::attention_blocks::split(&mut g)?;
+    // The threads the model runs on: as asked, at most the cores (0: all cores; 0 when both
+    // are unknown, an AOT object for another machine).
+    let cores = target.cores();
+    let threads = match (opts.threads, cores) {
+        (0, c) => c,
+        (t, 0) => t,
+        (t, c) => t.min(c),
+    };
+    let block = crate::attention_blocks::block_bytes(target.caches().l2, threads);
+    crate::attention_blocks::split(&mut g, block)?;
     Ok((g, report))
 }
 
