@@ -7,10 +7,16 @@ use optc_ir::{BinaryOp, FusedStep, Graph, Op, Tensor, TensorType, UnaryOp};
 /// `softmax(q @ kt [+ mask]) @ v` on `[2, 3, rows, 8]` queries and 90 keys; the scores'
 /// MatMul fused with the mask add when a mask shape is given, the softmax with `nan_to`.
 fn attention(rows: usize, mask: Option<&[usize]>, scores_out: bool) -> Graph {
+    attention_on([2, 3], rows, mask, scores_out)
+}
+
+/// [`attention`] with batch dims `[b0, b1]`.
+fn attention_on(batch: [usize; 2], rows: usize, mask: Option<&[usize]>, scores_out: bool) -> Graph {
+    let [b0, b1] = batch;
     let mut g = Graph::new();
-    let q = g.add_input("q", TensorType::f32(&[2, 3, rows, 8]));
-    let kt = g.add_input("kt", TensorType::f32(&[2, 3, 8, 90]));
-    let v = g.add_input("v", TensorType::f32(&[2, 3, 90, 16]));
+    let q = g.add_input("q", TensorType::f32(&[b0, b1, rows, 8]));
+    let kt = g.add_input("kt", TensorType::f32(&[b0, b1, 8, 90]));
+    let v = g.add_input("v", TensorType::f32(&[b0, b1, 90, 16]));
     let scores = match mask {
         Some(shape) => {
             let m = g.add_input("mask", TensorType::f32(shape));
@@ -85,6 +91,56 @@ fn split_attention_computes_the_same_bits() {
             .count();
         assert!(blocks >= 3, "{blocks} blocks");
         run_both(&whole, &split, rows as u64);
+    }
+}
+
+fn slices(g: &Graph) -> usize {
+    g.g.node_indices()
+        .filter(|&n| matches!(g.node(n).op, Op::Slice { .. }))
+        .count()
+}
+
+/// One head axis (`[1, 4, ..]`) whose heads' scores each exceed a block: the blocks are cut
+/// per head (each head's queries, keys and values sliced, its blocks joined, the heads
+/// joined); a mask per head keeps the blocks across heads, as do heads that fit a block.
+#[test]
+fn split_attention_per_head_computes_the_same_bits() {
+    // One query row's scores of one head: 90 keys.
+    let row = 90 * 4;
+    // (rows, mask, block bytes, blocks per head when cut per head, or None: across heads)
+    type Case<'a> = (usize, Option<&'a [usize]>, usize, Option<usize>);
+    let cases: [Case; 5] = [
+        // 100 rows in blocks of 32: 32, 32, 32, 4.
+        (100, None, row * 32, Some(4)),
+        // A mask per key (broadcast along the heads).
+        (100, Some(&[1, 1, 1, 90]), row * 40, Some(4)),
+        // A mask per head and key: its rows differ along the heads, blocks across heads.
+        (100, Some(&[1, 4, 1, 90]), row * 32, None),
+        // A head's scores fit a block: blocks across heads (of 16 rows).
+        (100, None, row * 100, None),
+        // Fewer rows than the smallest block: one block per head.
+        (10, None, 1, Some(1)),
+    ];
+    for (rows, mask, block_bytes, per_head) in cases {
+        let what = format!("{rows} rows, mask {mask:?}, blocks of {block_bytes} bytes");
+        let whole = attention_on([1, 4], rows, mask, false);
+        let mut split = whole.clone();
+        let n = optc::attention_blocks::split_with(&mut split, 1 << 10, block_bytes).unwrap();
+        assert_eq!(n, 1, "{what}");
+        match per_head {
+            Some(blocks) => {
+                // Per head: its queries, keys and values, and a slice per block; a concat
+                // of its blocks (when more than one) and one of the heads.
+                assert_eq!(slices(&split), 4 * (3 + blocks), "{what}");
+                let joins = if blocks > 1 { 4 + 1 } else { 1 };
+                assert_eq!(concats(&split), joins, "{what}");
+            }
+            None => {
+                assert_eq!(concats(&split), 1, "{what}");
+                assert!(slices(&split) >= 2, "{what}");
+            }
+        }
+        run_both(&whole, &split, rows as u64 + 7);
     }
 }
 
