@@ -757,6 +757,28 @@ fn pooling() {
         vec![("kernel_shape", ints(&[3])), ("strides", ints(&[2]))],
         1,
     );
+    // MaxPool on int8 and uint8 (opset 12): pooled in f32 between exact casts.
+    let bytes: Vec<u8> = (0..3 * 11 * 10)
+        .map(|i| ((i * 37 + 11) % 256) as u8)
+        .collect();
+    let u8s = Tensor::new(vec![1, 3, 11, 10], optc_ir::Data::U8(bytes.clone())).unwrap();
+    let i8s = Tensor::new(
+        vec![1, 3, 11, 10],
+        optc_ir::Data::I8(bytes.iter().map(|&b| b as i8).collect()),
+    )
+    .unwrap();
+    for (name, attrs) in &cases {
+        for t in [&u8s, &i8s] {
+            check_op(
+                &format!("MaxPool {:?} {name}", t.dtype()),
+                "MaxPool",
+                12,
+                &[x(t.clone())],
+                attrs.clone(),
+                1,
+            );
+        }
+    }
     check_op(
         "GlobalAveragePool",
         "GlobalAveragePool",

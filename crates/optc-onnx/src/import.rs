@@ -1324,6 +1324,16 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                     count_include_pad: a.int_or("count_include_pad", 0) != 0,
                 }
             };
+            if op_type == "MaxPool" && matches!(xt.dtype, DType::U8 | DType::I8) {
+                // Every int8 and uint8 value is an f32 and a window's largest is the same in
+                // either type: pooled in f32 between two exact casts (a window holds at least
+                // one input, so the padding never wins).
+                let to_f32 = Op::Cast { to: DType::F32 };
+                let f = ctx.emit1(&format!("{name}/to_f32"), to_f32, &[x], true)?;
+                let p = ctx.emit1(&format!("{name}/pool"), op, &[f], false)?;
+                let back = Op::Cast { to: xt.dtype };
+                return Ok(vec![Some(ctx.emit1(name, back, &[p], true)?), None]);
+            }
             Ok(vec![Some(ctx.emit1(name, op, &[x], false)?), None])
         }
         "GlobalAveragePool" | "GlobalMaxPool" => {
