@@ -1000,6 +1000,16 @@ fn shape_ops() {
     );
     check_op("Identity", "Identity", 13, &[x(u.clone())], vec![], 1);
     check_op("Dropout", "Dropout", 13, &[x(u.clone())], vec![], 1);
+    // Its mask (inference: all true) where the model uses it.
+    check_op("Dropout mask", "Dropout", 13, &[x(u.clone())], vec![], 2);
+    check_op(
+        "Dropout mask opset 7",
+        "Dropout",
+        7,
+        &[x(u.clone())],
+        vec![],
+        2,
+    );
     check_op(
         "Expand",
         "Expand",

@@ -1108,7 +1108,23 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             if opset < 7 && a.int_or("is_test", 0) == 0 && a.has("is_test") {
                 return Err("is_test=0 (training) is not supported".into());
             }
-            Ok(vec![Some(req(0)?), None])
+            let x = req(0)?;
+            // Inference drops nothing: the mask (opset 7+), when used, is all true.
+            let mask = match node.output.get(1) {
+                Some(m) if !m.is_empty() && opset >= 7 => {
+                    let shape = ctx.ty(&x).shape.clone();
+                    let one = Val::Const {
+                        t: Arc::new(
+                            Tensor::new(vec![], Data::Bool(vec![true])).map_err(|e| e.msg)?,
+                        ),
+                        name: format!("{name}/true"),
+                    };
+                    let mask = format!("{name}/mask");
+                    Some(ctx.emit1(&mask, Op::Expand { shape }, &[one], false)?)
+                }
+                _ => None,
+            };
+            Ok(vec![Some(x), mask])
         }
         "Relu" => unary!(UnaryOp::Relu),
         "LeakyRelu" => unary!(UnaryOp::LeakyRelu {

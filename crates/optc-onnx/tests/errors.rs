@@ -288,13 +288,18 @@ fn unsupported_attributes_and_outputs() {
         "{e}"
     );
 
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[3])
-        .node("Dropout", &["x"], &["y", "mask"], vec![])
+    let mut m = ModelBuilder::new(12);
+    m.input("x", DType::F32, &[1, 1, 4, 4])
+        .node(
+            "MaxPool",
+            &["x"],
+            &["y", "indices"],
+            vec![("kernel_shape", Attr::Ints(vec![2, 2]))],
+        )
         .output("y")
-        .output("mask");
+        .output("indices");
     let e = err(&m);
-    assert!(e.contains("(Dropout)") && e.contains("'mask'"), "{e}");
+    assert!(e.contains("(MaxPool)") && e.contains("'indices'"), "{e}");
 
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[1, 1, 4, 4])
