@@ -318,6 +318,69 @@ fn integer_mod_and_float_cumsum_against_tract() {
     }
 }
 
+/// CumProd (opset 26) against running products computed here: f32 (every direction, an
+/// axis from the end) and int32 (wrapping).
+#[test]
+fn cumprod_follows_running_products() {
+    let x = Rng::new(10).tensor(&[2, 5, 3], 0.5, 1.5);
+    let xs = x.to_f64_vec();
+    for (axis, exclusive, reverse) in [(1i64, 0, 0), (1, 1, 0), (2, 0, 1), (0, 1, 1), (-1, 1, 0)] {
+        let mut b = ModelBuilder::new(26);
+        b.input("x", DType::F32, &[2, 5, 3]);
+        b.initializer("axis", &Tensor::scalar_i64(axis));
+        b.node(
+            "CumProd",
+            &["x", "axis"],
+            &["y"],
+            vec![
+                ("exclusive", A::Int(exclusive)),
+                ("reverse", A::Int(reverse)),
+            ],
+        );
+        b.output("y");
+        let y = run_model(&b, std::slice::from_ref(&x))[0].to_f64_vec();
+        let ax = axis.rem_euclid(3) as usize;
+        let dims = [2usize, 5, 3];
+        let stride = dims[ax + 1..].iter().product::<usize>();
+        for (p, got) in y.iter().enumerate() {
+            // The elements of p's line before it (after it, reversed), itself unless exclusive.
+            let j = p / stride % dims[ax];
+            let base = p - j * stride;
+            let range: Vec<usize> = if reverse == 1 {
+                (j + exclusive as usize..dims[ax]).collect()
+            } else {
+                (0..j + 1 - exclusive as usize).collect()
+            };
+            let want: f64 = range.iter().map(|&k| xs[base + k * stride]).product();
+            let what = format!("axis {axis} exclusive {exclusive} reverse {reverse} at {p}");
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{what}: {got} vs {want}"
+            );
+        }
+    }
+    // int32 wraps: 2^31 becomes i32::MIN.
+    let v = Tensor::from_i64(vec![6], vec![2, -3, 1 << 20, 1 << 11, 2, 5]).unwrap();
+    let mut b = ModelBuilder::new(26);
+    b.input("x", DType::I32, &[6]);
+    b.initializer("axis", &Tensor::scalar_i64(0));
+    b.node("CumProd", &["x", "axis"], &["y"], vec![]);
+    b.output("y");
+    let v32 = optc_ir::interp::eval_op(&optc_ir::Op::Cast { to: DType::I32 }, &[&v])
+        .unwrap()
+        .remove(0);
+    let y = run_model(&b, &[v32])[0].to_f64_vec();
+    let mut acc = 1i32;
+    let want: Vec<f64> = [2, -3, 1 << 20, 1 << 11, 2, 5]
+        .iter()
+        .map(|&k: &i32| {
+            acc = acc.wrapping_mul(k);
+            acc as f64
+        })
+        .collect();
+    assert_eq!(y, want);
+}
+
 #[test]
 fn xor_and_is_inf_follow_their_definitions() {
     let mut r = Rng::new(9);

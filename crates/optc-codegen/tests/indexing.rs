@@ -159,13 +159,14 @@ fn arg_max_and_min() {
 }
 
 #[test]
-fn cumsum_every_direction() {
-    for dt in NUMERIC {
+fn cumulative_sums_and_products_every_direction() {
+    for (dt, product) in NUMERIC.iter().flat_map(|&d| [(d, false), (d, true)]) {
         for shape in [vec![5], vec![3, 4], vec![2, 3, 4]] {
             for axis in 0..shape.len() {
                 for exclusive in [false, true] {
                     for reverse in [false, true] {
-                        let op = Op::CumSum {
+                        let op = Op::Cumulative {
+                            product,
                             axis,
                             exclusive,
                             reverse,

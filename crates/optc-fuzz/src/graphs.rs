@@ -486,7 +486,8 @@ impl Generator {
                         vec![x],
                     ),
                     2 => (
-                        Op::CumSum {
+                        Op::Cumulative {
+                            product: src.chance(1, 4),
                             axis,
                             exclusive: src.chance(1, 2),
                             reverse: src.chance(1, 2),
@@ -703,7 +704,7 @@ fn rounds(op: &Op) -> bool {
         | Op::Softmax { .. }
         | Op::LayerNorm { .. }
         | Op::BatchNorm { .. }
-        | Op::CumSum { .. } => true,
+        | Op::Cumulative { .. } => true,
         _ => false,
     }
 }

@@ -676,11 +676,14 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
             select_last_index,
             ..
         } => one(indexing::arg(x[0], *largest, *axis, *select_last_index)?),
-        Op::CumSum {
+        Op::Cumulative {
+            product,
             axis,
             exclusive,
             reverse,
-        } => one(indexing::cumsum(x[0], *axis, *exclusive, *reverse)?),
+        } => one(indexing::cumulative(
+            x[0], *product, *axis, *exclusive, *reverse,
+        )?),
         Op::TopK { axis, k, largest } => indexing::top_k(x[0], *axis, *k, *largest)?
             .into_iter()
             .zip(out)

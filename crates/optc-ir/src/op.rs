@@ -513,9 +513,10 @@ pub enum Op {
         keepdims: bool,
         select_last_index: bool,
     },
-    /// Running sums along `axis`; `exclusive` leaves the element itself out, `reverse` sums
-    /// from the end.
-    CumSum {
+    /// Running sums (ONNX CumSum), or products with `product` (CumProd), along `axis`;
+    /// `exclusive` leaves the element itself out, `reverse` runs from the end.
+    Cumulative {
+        product: bool,
         axis: usize,
         exclusive: bool,
         reverse: bool,
@@ -1269,11 +1270,11 @@ impl Op {
                 }
                 one(TensorType::new(DType::I64, s))
             }
-            Op::CumSum { axis, .. } => {
+            Op::Cumulative { axis, .. } => {
                 let x = x.unwrap();
                 if *axis >= x.rank() || x.dtype == DType::Bool {
                     bail!(
-                        "cumsum axis {} needs a numeric input of higher rank, got {}",
+                        "cumulative sum/product axis {} needs a numeric input of higher rank, got {}",
                         axis,
                         x
                     );

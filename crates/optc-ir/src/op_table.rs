@@ -367,7 +367,9 @@ op_table! {
         {axis: Size, keepdims: Bool, select_last_index: Bool}
         (Op::Arg { largest: false, axis, keepdims, select_last_index });
     CumSum "cumsum" (1, 1) Reduction Reduction [] {axis: Size, exclusive: Bool, reverse: Bool}
-        (Op::CumSum { axis, exclusive, reverse });
+        (Op::Cumulative { product: false, axis, exclusive, reverse });
+    CumProd "cumprod" (1, 1) Reduction Reduction [] {axis: Size, exclusive: Bool, reverse: Bool}
+        (Op::Cumulative { product: true, axis, exclusive, reverse });
     TopK "top_k" (1, 1) Reduction Reduction [] {axis: Size, k: Size, largest: Bool}
         (Op::TopK { axis, k, largest });
 

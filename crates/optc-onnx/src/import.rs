@@ -73,6 +73,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ConvTranspose",
     "Cos",
     "Cosh",
+    "CumProd",
     "CumSum",
     "DequantizeLinear",
     "Div",
@@ -1771,7 +1772,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             one(ctx.emit1(name, Op::Gather { axis }, &[d, i], true)?)
         }
         "Einsum" => einsum::convert(ctx, node, name),
-        "ArgMax" | "ArgMin" | "CumSum" | "TopK" | "GatherElements" | "GatherND"
+        "ArgMax" | "ArgMin" | "CumSum" | "CumProd" | "TopK" | "GatherElements" | "GatherND"
         | "ScatterElements" | "Scatter" | "ScatterND" => indexing::convert(ctx, node, name),
         "Expand" => {
             let x = req(0)?;

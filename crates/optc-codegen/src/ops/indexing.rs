@@ -130,11 +130,14 @@ pub(super) fn lower_arg(
     Ok(())
 }
 
-pub(super) fn lower_cumsum(
+/// ONNX CumSum (`product` false) and CumProd along `axis`, one running value per line.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn lower_cumulative(
     e: &mut Emitter,
     info: &NodeInfo,
     x: Value,
     out: Value,
+    product: bool,
     axis: usize,
     exclusive: bool,
     reverse: bool,
@@ -144,20 +147,22 @@ pub(super) fn lower_cumsum(
     let ty = element_type(dt);
     let is_f = dt.is_float();
     let f32 = dt == DType::F32;
-    // Floats accumulate in f64 and f32 rounds each output once, as the interpreter does.
+    // Floats accumulate in f64 and f32 rounds each output once, as the interpreter does;
+    // integers wrap.
     let acc_ty = if is_f { types::F64 } else { ty };
     let (outer, n, inner) = split_at(&info.ins[0].shape, axis);
     let step = inner as i64 * es;
     let z = e.int_const(0);
     let strides = vec![vec![n as i64 * step, es]];
+    let identity = if product { 1 } else { 0 };
     e.nest(&[outer, inner], &strides, &[z], &mut |e, o| {
         let acc = e.b.declare_var(acc_ty);
-        let zero = if is_f {
-            e.b.ins().f64const(0.0)
+        let first = if is_f {
+            e.b.ins().f64const(identity as f64)
         } else {
-            e.b.ins().iconst(ty, 0)
+            e.b.ins().iconst(ty, identity)
         };
-        e.b.def_var(acc, zero);
+        e.b.def_var(acc, first);
         let (start, st) = if reverse {
             (e.b.ins().iadd_imm_s(o[0], (n as i64 - 1) * step), -step)
         } else {
@@ -166,16 +171,19 @@ pub(super) fn lower_cumsum(
         e.loop_offsets(n as i64, &[start], &[st], &mut |e, _j, p| {
             let v = e.load(ty, x, p[0]);
             let a = e.b.use_var(acc);
-            let sum = if f32 {
-                let w = e.b.ins().fpromote(types::F64, v);
-                e.b.ins().fadd(a, w)
-            } else if is_f {
-                e.b.ins().fadd(a, v)
+            let v = if f32 {
+                e.b.ins().fpromote(types::F64, v)
             } else {
-                e.b.ins().iadd(a, v)
+                v
             };
-            e.b.def_var(acc, sum);
-            let r = if exclusive { a } else { sum };
+            let next = match (is_f, product) {
+                (true, false) => e.b.ins().fadd(a, v),
+                (true, true) => e.b.ins().fmul(a, v),
+                (false, false) => e.b.ins().iadd(a, v),
+                (false, true) => e.b.ins().imul(a, v),
+            };
+            e.b.def_var(acc, next);
+            let r = if exclusive { a } else { next };
             let r = if f32 {
                 e.b.ins().fdemote(types::F32, r)
             } else {

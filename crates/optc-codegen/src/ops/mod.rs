@@ -152,11 +152,14 @@ pub(crate) fn lower_node(
             *axis,
             *select_last_index,
         ),
-        Op::CumSum {
+        Op::Cumulative {
+            product,
             axis,
             exclusive,
             reverse,
-        } => indexing::lower_cumsum(e, info, ins[0], outp[0], *axis, *exclusive, *reverse),
+        } => indexing::lower_cumulative(
+            e, info, ins[0], outp[0], *product, *axis, *exclusive, *reverse,
+        ),
         Op::TopK { axis, k, largest } => {
             indexing::lower_top_k(e, info, ins[0], outp, *axis, *k, *largest)
         }

@@ -63,22 +63,36 @@ pub(super) fn arg(x: &Tensor, largest: bool, axis: usize, last: bool) -> Result<
     })
 }
 
-pub(super) fn cumsum(x: &Tensor, axis: usize, exclusive: bool, reverse: bool) -> Result<Data> {
+pub(super) fn cumulative(
+    x: &Tensor,
+    product: bool,
+    axis: usize,
+    exclusive: bool,
+    reverse: bool,
+) -> Result<Data> {
     let (outer, n, inner) = split_at(x.shape(), axis);
     let order = |j: usize| if reverse { n - 1 - j } else { j };
     if x.dtype() == DType::F32 {
+        // f32 runs in f64, each output rounded once.
         let v = sl::<f32>(x)?;
         let mut r = vec![0f32; v.len()];
+        let step = |acc: f64, x: f32| {
+            if product {
+                acc * x as f64
+            } else {
+                acc + x as f64
+            }
+        };
         for o in 0..outer {
             for i in 0..inner {
-                let mut acc = 0f64;
+                let mut acc = if product { 1f64 } else { 0f64 };
                 for j in 0..n {
                     let p = (o * n + order(j)) * inner + i;
                     if exclusive {
                         r[p] = acc as f32;
-                        acc += v[p] as f64;
+                        acc = step(acc, v[p]);
                     } else {
-                        acc += v[p] as f64;
+                        acc = step(acc, v[p]);
                         r[p] = acc as f32;
                     }
                 }
@@ -86,19 +100,21 @@ pub(super) fn cumsum(x: &Tensor, axis: usize, exclusive: bool, reverse: bool) ->
         }
         return Ok(Data::F32(r));
     }
-    with_num_type!(x.dtype(), "cumsum", T => {
+    with_num_type!(x.dtype(), "cumulative", T => {
         let v = sl::<T>(x)?;
         let mut r = vec![T::zero(); v.len()];
+        // Integers wrap.
+        let step = |acc: T, x: T| if product { acc.mul(x) } else { acc.add(x) };
         for o in 0..outer {
             for i in 0..inner {
-                let mut acc = T::zero();
+                let mut acc = if product { T::from_f64(1.0) } else { T::zero() };
                 for j in 0..n {
                     let p = (o * n + order(j)) * inner + i;
                     if exclusive {
                         r[p] = acc;
-                        acc = acc.add(v[p]);
+                        acc = step(acc, v[p]);
                     } else {
-                        acc = acc.add(v[p]);
+                        acc = step(acc, v[p]);
                         r[p] = acc;
                     }
                 }

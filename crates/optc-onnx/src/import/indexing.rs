@@ -69,9 +69,10 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             };
             emit(ctx, op, &[x])
         }
-        "CumSum" => {
+        "CumSum" | "CumProd" => {
             let axis = norm_axis(scalar_input(ctx, node, 1, "axis")?, rank, "axis")?;
-            let op = Op::CumSum {
+            let op = Op::Cumulative {
+                product: op_type == "CumProd",
                 axis,
                 exclusive: a.int_or("exclusive", 0) != 0,
                 reverse: a.int_or("reverse", 0) != 0,
