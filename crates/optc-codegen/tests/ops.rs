@@ -1339,7 +1339,12 @@ fn data_movement() {
             EXACT,
             6,
         );
-        for mode in [PadMode::Constant, PadMode::Reflect, PadMode::Edge] {
+        for mode in [
+            PadMode::Constant,
+            PadMode::Reflect,
+            PadMode::Edge,
+            PadMode::Wrap,
+        ] {
             check_op(
                 Op::Pad {
                     pads: vec![1, 2, 2, 0],
@@ -1372,7 +1377,12 @@ fn data_movement() {
             8,
         );
         // Outputs of >= 2^16 floats run in tasks, each a slice along dim 1 (8 parts).
-        for mode in [PadMode::Constant, PadMode::Reflect, PadMode::Edge] {
+        for mode in [
+            PadMode::Constant,
+            PadMode::Reflect,
+            PadMode::Edge,
+            PadMode::Wrap,
+        ] {
             check_op(
                 Op::Pad {
                     pads: vec![0, 0, 1, 2, 0, 0, 3, 1],

@@ -371,7 +371,12 @@ impl Generator {
             }
             20 => {
                 let pads = (0..2 * rank).map(|_| src.below(4) as i64 - 1).collect();
-                let mode = *src.pick(&[PadMode::Constant, PadMode::Reflect, PadMode::Edge]);
+                let mode = *src.pick(&[
+                    PadMode::Constant,
+                    PadMode::Reflect,
+                    PadMode::Edge,
+                    PadMode::Wrap,
+                ]);
                 let value = *src.pick(&[0.0, 1.5]);
                 (Op::Pad { pads, mode, value }, vec![x])
             }

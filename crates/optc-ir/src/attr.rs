@@ -263,7 +263,7 @@ pub struct Sizes;
 pub struct Ints;
 /// A [`DType`] field as its name (`f32`, `i64`, ...).
 pub struct DTypeName;
-/// A [`PadMode`] field as `constant`, `reflect` or `edge`.
+/// A [`PadMode`] field as `constant`, `reflect`, `edge` or `wrap`.
 pub struct PadModeName;
 /// An [`ActivationQuantization`] field as `dynamic` or `static`.
 pub struct ActivationQuantizationName;
@@ -383,10 +383,11 @@ impl Codec for ActivationQuantizationName {
 
 impl PadModeName {
     /// Every mode with its name.
-    pub const MODES: [(PadMode, &'static str); 3] = [
+    pub const MODES: [(PadMode, &'static str); 4] = [
         (PadMode::Constant, "constant"),
         (PadMode::Reflect, "reflect"),
         (PadMode::Edge, "edge"),
+        (PadMode::Wrap, "wrap"),
     ];
 }
 

@@ -269,6 +269,8 @@ pub enum PadMode {
     Constant,
     Reflect,
     Edge,
+    /// Circular: index `i` past either end reads `i mod n` (opset 19).
+    Wrap,
 }
 
 impl PadMode {
@@ -282,6 +284,7 @@ impl PadMode {
         match self {
             PadMode::Constant => None,
             PadMode::Edge => Some(p.clamp(0, n - 1)),
+            PadMode::Wrap => Some(p.rem_euclid(n)),
             PadMode::Reflect if n == 1 => Some(0),
             PadMode::Reflect => {
                 while p < 0 || p >= n {
@@ -1229,8 +1232,8 @@ impl Op {
                             x
                         );
                     }
-                    if *mode == PadMode::Edge && x.shape[i] == 0 && n > 0 {
-                        bail!("edge padding of an empty dim");
+                    if matches!(mode, PadMode::Edge | PadMode::Wrap) && x.shape[i] == 0 && n > 0 {
+                        bail!("{mode:?} padding of an empty dim");
                     }
                     s.push(n as usize);
                 }

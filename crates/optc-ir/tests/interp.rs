@@ -1009,7 +1009,7 @@ fn pad_slice() {
     );
     let xv = f(&x);
     assert_eq!(f(&cropped), vec![xv[4], xv[5], xv[8], xv[9]]);
-    // reflect and edge, by hand (numpy): [1,2,3] pad (2,2)
+    // reflect, edge and wrap, by hand (numpy): [1,2,3] pad (2,2)
     let v = t(&[3], vec![1.0, 2.0, 3.0]);
     let p = |mode| {
         f(&ev(
@@ -1023,6 +1023,7 @@ fn pad_slice() {
     };
     assert_eq!(p(PadMode::Reflect), vec![3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
     assert_eq!(p(PadMode::Edge), vec![1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0]);
+    assert_eq!(p(PadMode::Wrap), vec![2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0]);
     assert_eq!(
         p(PadMode::Constant),
         vec![0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0]

@@ -1680,9 +1680,10 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 "constant" => PadMode::Constant,
                 "reflect" => PadMode::Reflect,
                 "edge" => PadMode::Edge,
+                "wrap" => PadMode::Wrap,
                 m => {
                     return Err(format!(
-                        "mode '{m}' is not supported (constant, reflect, edge)"
+                        "mode '{m}' is not supported (constant, reflect, edge, wrap)"
                     ))
                 }
             };

@@ -743,6 +743,24 @@ fn pad_opsets() {
             value: -1.0
         }
     );
+    let m = one_node_model(
+        19,
+        "Pad",
+        &[("x", DType::F32, &[2, 3])],
+        &[("p", i64t(&[0, 4, 0, 1]))],
+        vec![("mode", Attr::Str("wrap".into()))],
+    );
+    // (tract has no wrap mode to check the output type against.)
+    let g = import(&m);
+    assert_eq!(g.output_types()[0].shape, vec![2, 8]);
+    assert_eq!(
+        only_op(&g),
+        Op::Pad {
+            pads: vec![0, 4, 0, 1],
+            mode: PadMode::Wrap,
+            value: 0.0
+        }
+    );
 }
 
 #[test]
