@@ -379,6 +379,14 @@ impl SliceDim {
             len,
         }
     }
+
+    /// A slice of a tensor of `shape` along `axis` only: there `len` elements from `start`,
+    /// `step` apart; every other dim whole.
+    pub fn along(shape: &[usize], axis: usize, start: i64, step: i64, len: usize) -> Vec<SliceDim> {
+        let mut dims: Vec<SliceDim> = shape.iter().map(|&n| SliceDim::whole(n)).collect();
+        dims[axis] = SliceDim { start, step, len };
+        dims
+    }
 }
 
 /// GELU's erf argument scale, 1/sqrt(2) rounded to f32 (what BERT exports multiply by once

@@ -220,17 +220,7 @@ pub fn split_with(g: &mut Graph, above: usize, block_bytes: usize) -> Result<usi
                     for (node, port, what) in [(0, 0, "queries"), (0, 1, "keys"), (2, 1, "values")]
                     {
                         let v = ins_of[node][port];
-                        let mut dims: Vec<SliceDim> = g
-                            .value_type(v)?
-                            .shape
-                            .iter()
-                            .map(|&n| SliceDim::whole(n))
-                            .collect();
-                        dims[axis] = SliceDim {
-                            start: h as i64,
-                            step: 1,
-                            len: 1,
-                        };
+                        let dims = SliceDim::along(&g.value_type(v)?.shape, axis, h as i64, 1, 1);
                         let name = fresh(format!("{}/{what}/head{h}", names[node]));
                         ins[node][port] = g.add(&name, Op::Slice { dims }, &[v])?;
                     }
@@ -272,12 +262,7 @@ fn blocks(
     let mut outs = vec![];
     for (i, r0) in (0..att.rows).step_by(att.block).enumerate() {
         let len = att.block.min(att.rows - r0);
-        let mut dims: Vec<SliceDim> = qt.shape.iter().map(|&n| SliceDim::whole(n)).collect();
-        dims[axis] = SliceDim {
-            start: r0 as i64,
-            step: 1,
-            len,
-        };
+        let dims = SliceDim::along(&qt.shape, axis, r0 as i64, 1, len);
         let mut x = g.add(
             &fresh(format!("{}/queries{i}", nodes.names[0])),
             Op::Slice { dims },

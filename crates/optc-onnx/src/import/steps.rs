@@ -99,8 +99,7 @@ impl<'c> Steps<'c> {
         step: i64,
         len: usize,
     ) -> R<Val> {
-        let mut dims: Vec<SliceDim> = self.shape(x).iter().map(|&n| SliceDim::whole(n)).collect();
-        dims[axis] = SliceDim { start, step, len };
+        let dims = SliceDim::along(&self.shape(x), axis, start, step, len);
         self.op(Op::Slice { dims }, std::slice::from_ref(x))
     }
 
