@@ -332,7 +332,7 @@ pub fn words() -> impl Iterator<Item = &'static str> {
     DType::ALL
         .iter()
         .map(|d| d.name())
-        .chain(PadModeName::MODES.iter().map(|m| m.1))
+        .chain(PadMode::NAMES.iter().map(|m| m.1))
         .chain(ActivationQuantization::NAMES.iter().map(|m| m.1))
         .chain(ScatterReduction::NAMES.iter().map(|m| m.1))
 }
@@ -381,33 +381,19 @@ impl Codec for ActivationQuantizationName {
     }
 }
 
-impl PadModeName {
-    /// Every mode with its name.
-    pub const MODES: [(PadMode, &'static str); 4] = [
-        (PadMode::Constant, "constant"),
-        (PadMode::Reflect, "reflect"),
-        (PadMode::Edge, "edge"),
-        (PadMode::Wrap, "wrap"),
-    ];
-}
-
 impl Codec for PadModeName {
     type Value = PadMode;
     fn specs(field: &'static str, out: &mut Vec<AttrSpec>) {
         out.push(spec(field, AttrType::Word));
     }
     fn write(v: &PadMode, field: &'static str, out: &mut Vec<(&'static str, AttrValue)>) {
-        let name = Self::MODES.iter().find(|(m, _)| m == v).map(|m| m.1);
-        out.push((
-            field,
-            AttrValue::Word(name.unwrap_or("constant").to_string()),
-        ));
+        out.push((field, AttrValue::Word(v.name().to_string())));
     }
     fn read(field: &'static str, a: &mut Attrs) -> Result<PadMode> {
         let w = a.word(field)?;
-        match Self::MODES.iter().find(|(_, n)| *n == w) {
-            Some((m, _)) => Ok(*m),
-            None => bail!("{}: unknown mode '{w}' (constant, reflect or edge)", a.op),
+        match PadMode::from_name(&w) {
+            Some(m) => Ok(m),
+            None => bail!("{}: unknown mode '{w}' ({})", a.op, PadMode::names()),
         }
     }
 }

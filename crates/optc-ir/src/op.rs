@@ -274,6 +274,30 @@ pub enum PadMode {
 }
 
 impl PadMode {
+    /// Every mode with its name (ONNX's `mode` attribute values, and the text format's).
+    pub const NAMES: [(PadMode, &'static str); 4] = [
+        (PadMode::Constant, "constant"),
+        (PadMode::Reflect, "reflect"),
+        (PadMode::Edge, "edge"),
+        (PadMode::Wrap, "wrap"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        PadMode::NAMES
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map_or("constant", |m| m.1)
+    }
+
+    pub fn from_name(name: &str) -> Option<PadMode> {
+        PadMode::NAMES.iter().find(|m| m.1 == name).map(|m| m.0)
+    }
+
+    /// The names, comma-separated (for messages).
+    pub fn names() -> String {
+        PadMode::NAMES.map(|m| m.1).join(", ")
+    }
+
     /// Along one dim of extent `n` padded by `begin` in front: the input index that output
     /// index `i` reads, or `None` where the constant fills in.
     pub fn source_index(self, i: i64, begin: i64, n: i64) -> Option<i64> {

@@ -1676,17 +1676,10 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let x = req(0)?;
             let xt = ctx.ty(&x);
             let r = xt.rank();
-            let mode = match a.string("mode").as_deref().unwrap_or("constant") {
-                "constant" => PadMode::Constant,
-                "reflect" => PadMode::Reflect,
-                "edge" => PadMode::Edge,
-                "wrap" => PadMode::Wrap,
-                m => {
-                    return Err(format!(
-                        "mode '{m}' is not supported (constant, reflect, edge, wrap)"
-                    ))
-                }
-            };
+            let m = a.string("mode");
+            let m = m.as_deref().unwrap_or("constant");
+            let mode = PadMode::from_name(m)
+                .ok_or_else(|| format!("mode '{m}' is not supported ({})", PadMode::names()))?;
             let (raw, value, axes) = if opset < 11 {
                 (
                     a.ints("pads").ok_or("attribute 'pads' is missing")?,
