@@ -200,6 +200,14 @@ enum Val {
 }
 
 impl Val {
+    /// The constant `t`, named `name`.
+    fn constant(t: Tensor, name: String) -> Val {
+        Val::Const {
+            t: Arc::new(t),
+            name,
+        }
+    }
+
     fn as_const(&self) -> Option<&Arc<Tensor>> {
         match self {
             Val::Const { t, .. } => Some(t),
@@ -1114,12 +1122,8 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             let mask = match node.output.get(1) {
                 Some(m) if !m.is_empty() && opset >= 7 => {
                     let shape = ctx.ty(&x).shape.clone();
-                    let one = Val::Const {
-                        t: Arc::new(
-                            Tensor::new(vec![], Data::Bool(vec![true])).map_err(|e| e.msg)?,
-                        ),
-                        name: format!("{name}/true"),
-                    };
+                    let t = Tensor::new(vec![], Data::Bool(vec![true])).map_err(|e| e.msg)?;
+                    let one = Val::constant(t, format!("{name}/true"));
                     let mask = format!("{name}/mask");
                     Some(ctx.emit1(&mask, Op::Expand { shape }, &[one], false)?)
                 }

@@ -20,7 +20,6 @@
 use super::{import_nodes, norm_axis, want_const, Ctx, Val, R};
 use crate::proto::{tensor_from_proto, Attrs};
 use optc_ir::{DType, Op, SliceDim, Tensor};
-use std::sync::Arc;
 use tract_onnx::pb;
 
 /// Most iterations a `Loop` or `Scan` is unrolled to.
@@ -42,13 +41,6 @@ fn body<'a>(node: &'a pb::NodeProto, attr: &str) -> R<&'a pb::GraphProto> {
         .ok_or_else(|| format!("attribute '{attr}' (a graph) is missing"))
 }
 
-fn constant(t: Tensor, name: String) -> Val {
-    Val::Const {
-        t: Arc::new(t),
-        name,
-    }
-}
-
 /// Import `graph` as a body: its inputs bound to `args`, outer values visible, its own
 /// names dropped again afterwards. Returns its outputs.
 fn run_body(ctx: &mut Ctx, graph: &pb::GraphProto, prefix: &str, args: &[Val]) -> R<Vec<Val>> {
@@ -65,7 +57,8 @@ fn run_body(ctx: &mut Ctx, graph: &pb::GraphProto, prefix: &str, args: &[Val]) -
     }
     for p in &graph.initializer {
         let t = tensor_from_proto(p, &format!("initializer '{}' of '{prefix}'", p.name))?;
-        ctx.env.insert(p.name.clone(), constant(t, p.name.clone()));
+        ctx.env
+            .insert(p.name.clone(), Val::constant(t, p.name.clone()));
     }
     let r = import_nodes(ctx, graph, &format!("{prefix}/"));
     let outs = r.and_then(|()| {
@@ -364,8 +357,8 @@ fn convert_loop(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option
         let c =
             Tensor::new(cond_shape.clone(), optc_ir::Data::Bool(vec![true])).map_err(|e| e.msg)?;
         let mut args = vec![
-            constant(it, format!("{name}/iteration{i}")),
-            constant(c, format!("{name}/condition{i}")),
+            Val::constant(it, format!("{name}/iteration{i}")),
+            Val::constant(c, format!("{name}/condition{i}")),
         ];
         args.extend(values.iter().cloned());
         let outs = run_body(ctx, graph, &format!("{name}/body{i}"), &args)?;

@@ -14,7 +14,6 @@
 use super::{conv_attrs, norm_axis, Ctx, Val, R};
 use crate::proto::{dtype_of, onnx_type_name, Attrs};
 use optc_ir::{BinaryOp, DType, Op, Tensor, TensorType};
-use std::sync::Arc;
 use tract_onnx::pb;
 
 /// Input `k` of `node` (`None` when absent or given as an empty name).
@@ -23,16 +22,9 @@ fn required(ctx: &Ctx, node: &pb::NodeProto, k: usize, what: &str) -> R<Val> {
         .ok_or_else(|| format!("required input #{k} (the {what}) is missing"))
 }
 
-fn constant(t: Tensor, name: String) -> Val {
-    Val::Const {
-        t: Arc::new(t),
-        name,
-    }
-}
-
 /// A zero of `dt` with `shape`.
 fn zeros(dt: DType, shape: &[usize], name: String) -> Val {
-    constant(Tensor::zeros(dt, shape.to_vec()), name)
+    Val::constant(Tensor::zeros(dt, shape.to_vec()), name)
 }
 
 fn check_scale(what: &str, t: &TensorType) -> R<()> {
@@ -338,7 +330,7 @@ fn requantize(
         false,
     )?;
     let z = reshaped(ctx, &format!("{name}/zero"), y_zero.clone(), vec![])?;
-    let unit = constant(Tensor::scalar_f32(1.0), format!("{name}/unit"));
+    let unit = Val::constant(Tensor::scalar_f32(1.0), format!("{name}/unit"));
     let y = ctx.emit1(
         name,
         Op::QuantizeLinear { axis: 0 },
