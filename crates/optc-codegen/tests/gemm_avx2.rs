@@ -690,6 +690,37 @@ fn conv_direct_few_channels() {
     }
 }
 
+/// Convs whose zero-padded input copy is large enough to be split into parallel parts of rows
+/// before the tasks (`x64/padded_copy.rs`): the deinterleaved copy of the stride-2 direct-conv
+/// kernel over two images (parts end inside planes), a grouped conv with asymmetric pads,
+/// and an ungrouped 3x3 conv; each at 1 and 2 threads against the interpreter.
+#[test]
+fn padded_copy_in_parallel_parts() {
+    let cases: Vec<(Vec<usize>, Vec<usize>, Window, usize)> = vec![
+        (
+            vec![2, 3, 70, 96],
+            vec![16, 3, 3, 3],
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+            1,
+        ),
+        (
+            vec![1, 32, 61, 59],
+            vec![64, 4, 3, 3],
+            window(&[3, 3], &[1, 1], &[1, 2, 0, 1], &[1, 1]),
+            8,
+        ),
+        (
+            vec![1, 16, 63, 70],
+            vec![40, 16, 3, 3],
+            window(&[3, 3], &[2, 1], &[1, 1, 1, 1], &[1, 1]),
+            1,
+        ),
+    ];
+    for (s, (x, w, win, group)) in cases.into_iter().enumerate() {
+        conv_grouped(&x, &w, win, group, &["bias", "relu"], 900 + s as u64, 0);
+    }
+}
+
 /// Depthwise conv (+ bias) with fused steps.
 fn dw_case(x: &[usize], k: [usize; 2], window: Window, bias: bool, steps: &[&str], seed: u64) {
     let mut rng = Rng::new(seed);

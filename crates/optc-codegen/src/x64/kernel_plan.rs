@@ -392,7 +392,7 @@ impl KernelPlan {
         }
         match &self.kind {
             Strategy::Int8(q) => q.prepare_parts(self),
-            _ => 0,
+            _ => self.copy_parts(),
         }
     }
     /// Every assembled routine the node calls.

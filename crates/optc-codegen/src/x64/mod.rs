@@ -33,6 +33,7 @@ pub(crate) mod int8;
 mod kernel_plan;
 mod lstm;
 mod packing;
+mod padded_copy;
 mod pool;
 mod serial;
 mod small_map;

@@ -2,12 +2,10 @@
 //! 1x1 conv's input packing) before, Gemm's general C term and the fused steps the tiles did
 //! not apply after.
 
-use super::direct_conv::emit_deinterleaved_copy;
 use super::kernel_plan::{KernelPlan, Strategy};
-use super::sparse::SparseKind;
 use super::tasks::KernelArgs;
-use super::{gemm, int8, small_map};
-use crate::builder::{copy_span, tensor_flags, zero_span, Emitter, F32X4};
+use super::{gemm, int8, padded_copy, small_map};
+use crate::builder::{tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::elementwise::Elementwise;
@@ -38,68 +36,9 @@ pub(crate) fn emit_pre(
         return Ok(());
     }
     // (Depthwise convs read their input in place: see `depthwise`.)
-    let g = match &p.kind {
-        Strategy::ImplicitGemm(g) => g,
-        Strategy::Sparse(s) => match &s.kind {
-            SparseKind::Conv(g) => g,
-            SparseKind::MatMul { .. } => return Ok(()),
-        },
-        _ => return Ok(()),
-    };
-    if p.pad_bytes() == 0 {
-        return Ok(());
+    if let Some(g) = p.padded_copy() {
+        padded_copy::emit_copy(e, p, g, c);
     }
-    if matches!(p.kind, Strategy::ImplicitGemm(_)) && p.direct_conv_deinterleaved(g) {
-        emit_deinterleaved_copy(e, g, c);
-        return Ok(());
-    }
-    // Zero only the border: per plane, the span before the first interior row's data,
-    // the gaps between interior rows (right pad + next left pad) and the span after the
-    // last one.
-    let plane_b = (g.hp * g.wp * 4) as i64;
-    let head = g.ph * g.wp + g.pw;
-    let gap = g.wp - g.w;
-    let tail_at = (g.ph + g.h.max(1) - 1) * g.wp + g.pw + g.w;
-    let z = e.int_const(0);
-    e.loop_offsets((g.n * g.c) as i64, &[z], &[plane_b], &mut |e, _i, o| {
-        let base = e.b.ins().iadd(c.scratch, o[0]);
-        if g.h == 0 || g.w == 0 {
-            zero_span(e, base, g.hp * g.wp);
-            return;
-        }
-        zero_span(e, base, head);
-        if gap > 0 && g.h > 1 {
-            let first = ((head + g.w) * 4) as i64;
-            let r0 = e.b.ins().iadd_imm_s(base, first);
-            e.loop_offsets(
-                (g.h - 1) as i64,
-                &[r0],
-                &[(g.wp * 4) as i64],
-                &mut |e, _r, q| {
-                    zero_span(e, q[0], gap);
-                },
-            );
-        }
-        let t = e.b.ins().iadd_imm_s(base, (tail_at * 4) as i64);
-        zero_span(e, t, g.hp * g.wp - tail_at);
-    });
-    // The interior, row by row.
-    let d0 =
-        e.b.ins()
-            .iadd_imm_s(c.scratch, ((g.ph * g.wp + g.pw) * 4) as i64);
-    e.loop_offsets(
-        (g.n * g.c) as i64,
-        &[c.ins[0], d0],
-        &[(g.h * g.w * 4) as i64, plane_b],
-        &mut |e, _i, o| {
-            e.loop_offsets(
-                g.h as i64,
-                &[o[0], o[1]],
-                &[(g.w * 4) as i64, (g.wp * 4) as i64],
-                &mut |e, _r, q| copy_span(e, q[0], q[1], g.w),
-            );
-        },
-    );
     Ok(())
 }
 
@@ -111,6 +50,9 @@ pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: V
     }
     if p.shared_patches() {
         gemm::emit_pack_patches(e, p, c, t);
+    }
+    if let Some(g) = p.padded_copy().filter(|_| p.copy_parts() > 0) {
+        padded_copy::emit_copy_part(e, p, g, c, t);
     }
 }
 

@@ -217,3 +217,18 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
         release_slot(e, p, c, slot);
     }
 }
+
+/// `[t T / parts, (t + 1) T / parts)` of `T` items.
+pub(in crate::x64) fn part_range(
+    e: &mut Emitter,
+    t: Value,
+    total: usize,
+    parts: usize,
+) -> (Value, Value) {
+    let a = e.b.ins().imul_imm_s(t, total as i64);
+    let lo = e.b.ins().udiv_imm_u(a, parts as i64);
+    let t1 = e.b.ins().iadd_imm_s(t, 1);
+    let b = e.b.ins().imul_imm_s(t1, total as i64);
+    let hi = e.b.ins().udiv_imm_u(b, parts as i64);
+    (lo, hi)
+}

@@ -16,7 +16,7 @@ use crate::x64::asm::{Routine, NR};
 use crate::x64::gemm::Unit;
 use crate::x64::kernel_plan::KernelPlan;
 use crate::x64::packing::{pack_panels, pack_panels_into};
-use crate::x64::tasks::KernelArgs;
+use crate::x64::tasks::{part_range, KernelArgs};
 use cranelift_codegen::ir::{condcodes::FloatCC, condcodes::IntCC, types, InstBuilder, Value};
 
 /// Where the parameter block and the channel tables are: `(params, offsets, scales)`.
@@ -120,16 +120,6 @@ fn shared_panels(
     let panels = e.b.ins().iadd_imm_s(c.scratch, q.panels_at(p) as i64);
     let io = e.b.ins().imul_imm_s(img, q.panel_image_bytes(p) as i64);
     e.b.ins().iadd(panels, io)
-}
-
-/// `[t T / parts, (t + 1) T / parts)` of `T` items.
-fn part_range(e: &mut Emitter, t: Value, total: usize, parts: usize) -> (Value, Value) {
-    let a = e.b.ins().imul_imm_s(t, total as i64);
-    let lo = e.b.ins().udiv_imm_u(a, parts as i64);
-    let t1 = e.b.ins().iadd_imm_s(t, 1);
-    let b = e.b.ins().imul_imm_s(t1, total as i64);
-    let hi = e.b.ins().udiv_imm_u(b, parts as i64);
-    (lo, hi)
 }
 
 /// Quantize part `t` of `parts` of the activations into scratch: matmul rows, or conv dword

@@ -1,0 +1,163 @@
+//! The zero-padded input copy of a conv run by the packing kernels (im2col patches, the
+//! direct-conv kernel, sparse convs), made in scratch before the tasks: each input plane
+//! `[h, w]` becomes a plane `[hp, wp]` with the input at row `ph`, column `pw` and zeros
+//! around it. For the stride-2 direct-conv kernel each padded row is deinterleaved (its even
+//! columns, then its odd ones: [`KernelPlan::direct_conv_deinterleaved`]).
+//!
+//! The pad rows are zeroed before the tasks; the interior rows (each with its pad columns)
+//! are copied there too, or, when the node has tasks and enough input, in
+//! [`KernelPlan::copy_parts`] parallel parts of consecutive rows (`emit_copy_part`) before the
+//! tasks, so a large copy is not serial work at two threads.
+
+use super::kernel_plan::{KernelPlan, Strategy};
+use super::sparse::SparseKind;
+use super::tasks::{part_range, KernelArgs};
+use crate::builder::{copy_span, shuffle_lanes, tensor_flags, zero_span, Emitter, F32X4};
+use crate::ops::conv::ConvGeometry;
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+
+/// Inputs below this many floats are copied serially (a parallel dispatch costs more).
+const PARALLEL_MIN_FLOATS: usize = 1 << 14;
+
+impl KernelPlan {
+    /// The geometry of the conv whose input is copied zero-padded before the tasks, if the
+    /// node has such a copy.
+    pub(super) fn padded_copy(&self) -> Option<&ConvGeometry> {
+        let g = match &self.kind {
+            Strategy::ImplicitGemm(g) => g,
+            Strategy::Sparse(s) => match &s.kind {
+                SparseKind::Conv(g) => g,
+                SparseKind::MatMul { .. } => return None,
+            },
+            _ => return None,
+        };
+        (self.pad_bytes() > 0).then_some(g)
+    }
+
+    /// Parallel parts of the padded copy's interior rows (0: copied serially before the
+    /// tasks): as many as tasks when the node has tasks, enough input to share, and no shared
+    /// patches (their packing is the parallel preparation and reads the copy).
+    pub(super) fn copy_parts(&self) -> usize {
+        let Some(g) = self.padded_copy() else {
+            return 0;
+        };
+        let rows = g.n * g.c * g.h;
+        if self.tasks < 2 || self.shared_patches() || rows * g.w < PARALLEL_MIN_FLOATS {
+            return 0;
+        }
+        self.tasks.min(rows)
+    }
+}
+
+/// The serial part of the padded copy: the pad rows of every plane, and every interior row
+/// unless [`KernelPlan::copy_parts`] splits them into parallel parts.
+pub(super) fn emit_copy(e: &mut Emitter, p: &KernelPlan, g: &ConvGeometry, c: &KernelArgs) {
+    let plane_b = (g.hp * g.wp * 4) as i64;
+    let row_b = (g.wp * 4) as i64;
+    let z = e.int_const(0);
+    e.loop_offsets((g.n * g.c) as i64, &[z], &[plane_b], &mut |e, _i, o| {
+        let base = e.b.ins().iadd(c.scratch, o[0]);
+        if g.h == 0 || g.w == 0 {
+            zero_span(e, base, g.hp * g.wp);
+            return;
+        }
+        zero_span(e, base, g.ph * g.wp);
+        let bottom = e.b.ins().iadd_imm_s(base, (g.ph + g.h) as i64 * row_b);
+        zero_span(e, bottom, (g.hp - g.ph - g.h) * g.wp);
+    });
+    if p.copy_parts() == 0 && g.h > 0 && g.w > 0 {
+        let hi = e.int_const((g.n * g.c * g.h) as i64);
+        copy_rows(e, p, g, c, z, hi);
+    }
+}
+
+/// Part `t` of [`KernelPlan::copy_parts`]: consecutive interior rows (of all planes).
+pub(super) fn emit_copy_part(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    c: &KernelArgs,
+    t: Value,
+) {
+    let (lo, hi) = part_range(e, t, g.n * g.c * g.h, p.copy_parts());
+    copy_rows(e, p, g, c, lo, hi);
+}
+
+/// Interior rows `[lo, hi)` of all planes (row `i` is row `i % h` of plane `i / h`): the
+/// row's pad columns zeroed, its `w` floats copied (deinterleaved for the stride-2 direct
+/// conv).
+fn copy_rows(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    c: &KernelArgs,
+    lo: Value,
+    hi: Value,
+) {
+    let deinterleaved =
+        matches!(p.kind, Strategy::ImplicitGemm(_)) && p.direct_conv_deinterleaved(g);
+    let row_b = (g.wp * 4) as i64;
+    e.loop_range(lo, hi, &mut |e, i| {
+        // Padded row `ph + i % h` of plane `i / h` is padded row `i + (i / h) (hp - h) + ph`.
+        let plane = e.b.ins().udiv_imm_u(i, g.h as i64);
+        let skipped = e.b.ins().imul_imm_s(plane, (g.hp - g.h) as i64);
+        let r = e.b.ins().iadd(i, skipped);
+        let r = e.b.ins().iadd_imm_s(r, g.ph as i64);
+        let d = e.b.ins().imul_imm_s(r, row_b);
+        let dst = e.b.ins().iadd(c.scratch, d);
+        let s = e.b.ins().imul_imm_s(i, (g.w * 4) as i64);
+        let src = e.b.ins().iadd(c.ins[0], s);
+        if deinterleaved {
+            deinterleaved_row(e, g, src, dst);
+        } else {
+            zero_span(e, dst, g.pw);
+            let right = e.b.ins().iadd_imm_s(dst, ((g.pw + g.w) * 4) as i64);
+            zero_span(e, right, g.wp - g.pw - g.w);
+            let interior = e.b.ins().iadd_imm_s(dst, (g.pw * 4) as i64);
+            copy_span(e, src, interior, g.w);
+        }
+    });
+}
+
+/// One padded row for the stride-2 direct-conv kernel ([`KernelPlan::direct_conv_key`]): its
+/// `wp` floats hold the even padded columns, then the odd ones (`ceil(wp / 2)` and
+/// `floor(wp / 2)` floats), so a tap of 8 stride-2 outputs is one contiguous load. The pad
+/// columns are zeroed; the interior goes by f32x4 pairs split into even and odd lanes.
+fn deinterleaved_row(e: &mut Emitter, g: &ConvGeometry, src: Value, dst: Value) {
+    let half = g.wp.div_ceil(2);
+    // Position of padded column j in its row.
+    let pos = |j: usize| {
+        if j.is_multiple_of(2) {
+            j / 2
+        } else {
+            half + j / 2
+        }
+    };
+    let zs = e.float_const(types::F32, 0.0);
+    for j in (0..g.pw).chain(g.pw + g.w..g.wp) {
+        e.b.ins()
+            .store(tensor_flags(), zs, dst, (pos(j) * 4) as i32);
+    }
+    // x[i], x[i + 2], .. (padded columns i + pw, ..: one part) and x[i + 1], x[i + 3], ..
+    // (the other), 4 consecutive positions each.
+    let nv = g.w / 8;
+    let even0 = pos(g.pw);
+    let odd0 = pos(g.pw + 1);
+    let z = e.int_const(0);
+    e.loop_offsets(nv as i64, &[src, z], &[32, 16], &mut |e, _v, t| {
+        let a = e.b.ins().load(F32X4, tensor_flags(), t[0], 0);
+        let b = e.b.ins().load(F32X4, tensor_flags(), t[0], 16);
+        let even = shuffle_lanes(e, a, b, [0, 2, 4, 6]);
+        let odd = shuffle_lanes(e, a, b, [1, 3, 5, 7]);
+        let d = e.b.ins().iadd(dst, t[1]);
+        e.b.ins().store(tensor_flags(), even, d, (even0 * 4) as i32);
+        e.b.ins().store(tensor_flags(), odd, d, (odd0 * 4) as i32);
+    });
+    for i in nv * 8..g.w {
+        let x =
+            e.b.ins()
+                .load(types::F32, tensor_flags(), src, (i * 4) as i32);
+        e.b.ins()
+            .store(tensor_flags(), x, dst, (pos(i + g.pw) * 4) as i32);
+    }
+}
