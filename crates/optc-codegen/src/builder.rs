@@ -71,6 +71,15 @@ pub(crate) struct Partition {
     pub parts: usize,
     pub t: Value,
 }
+impl Partition {
+    /// The extent along `dim` of every part but the last, and of the last: `ceil(n / parts)`
+    /// and what is left (equal when `parts` divides the extent `n`).
+    pub fn lengths(&self) -> (usize, usize) {
+        let n = self.shape[self.dim];
+        let part = n.div_ceil(self.parts);
+        (part, n - part * (self.parts - 1))
+    }
+}
 impl<'f> Emitter<'f> {
     /// Start building `func`: one sealed entry block that holds the function's parameters
     /// (returned) and receives hoisted constants.

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use optc_codegen::Target;
-use optc_ir::{interp, BinaryOp, FusedStep, Graph, Op, Tensor, UnaryOp, Window};
+use optc_ir::{interp, BinaryOp, FusedStep, Graph, Op, SliceDim, Tensor, UnaryOp, Window};
 
 const TOL: Tol = Tol {
     atol: 1e-4,
@@ -1119,6 +1119,54 @@ fn large_elementwise_split_across_tasks() {
         g.add_output("s", s);
         check_all(&g, &inputs_for(&g, 5), TRANS);
     }
+}
+
+/// Large nodes with no dim that 8, 4 or 2 parts divide (ViT's 197 tokens) split into up to 8
+/// parts of `ceil(n / parts)` and a shorter last one (`ops::parallel::uneven_split`):
+/// elementwise chains, a transpose of 4x4 blocks and one by the generic copy, a strided slice
+/// split along its inner dim, a concat; at 1 and 2 threads against the interpreter.
+#[test]
+fn uneven_splits_across_tasks() {
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[3, 197, 131]));
+    let y = g.add_input("y", f(&[131]));
+    let m = g.add("mul", Op::Binary(BinaryOp::Mul), &[x, y]).unwrap();
+    let s = g.add("sig", Op::Unary(UnaryOp::Sigmoid), &[m]).unwrap();
+    g.add_output("s", s);
+    // [197, 389] -> [389, 197]: 4x4 blocks, parts along the output's rows.
+    let a = g.add_input("a", f(&[197, 389]));
+    let at = g
+        .add("t_blocks", Op::Transpose { perm: vec![1, 0] }, &[a])
+        .unwrap();
+    g.add_output("at", at);
+    // [197, 3, 1, 131] -> [3, 197, 1, 131]: the generic copy, parts along 197.
+    let b = g.add_input("b", f(&[197, 3, 1, 131]));
+    let perm = vec![1, 0, 2, 3];
+    let bt = g.add("t_map", Op::Transpose { perm }, &[b]).unwrap();
+    g.add_output("bt", bt);
+    // [3, 211, 521] -> [3, 199, 257] (every other column): parts along 257.
+    let c = g.add_input("c", f(&[3, 211, 521]));
+    let dims = vec![
+        SliceDim::whole(3),
+        SliceDim {
+            start: 5,
+            step: 1,
+            len: 199,
+        },
+        SliceDim {
+            start: 3,
+            step: 2,
+            len: 257,
+        },
+    ];
+    let cs = g.add("slice", Op::Slice { dims }, &[c]).unwrap();
+    g.add_output("cs", cs);
+    // [197, 200] ++ [197, 157] along 1: parts along 197.
+    let d = g.add_input("d", f(&[197, 200]));
+    let e = g.add_input("e", f(&[197, 157]));
+    let de = g.add("concat", Op::Concat { axis: 1 }, &[d, e]).unwrap();
+    g.add_output("de", de);
+    check_all(&g, &inputs_for(&g, 11), TRANS);
 }
 
 /// 3x3 stride-1 convs with constant weights take the Winograd F(2x2, 3x3) path on AVX2:

@@ -2,13 +2,13 @@
 //! when the innermost dim is contiguous (or broadcast) for every operand, 4x4 tile copies for
 //! transposes, and a task's slice of a node split across threads.
 
-use crate::builder::{element_type, Emitter, F32X4};
+use crate::builder::{element_type, if_else, Emitter, F32X4};
 use crate::error::{CodegenError, Result};
 use crate::node::NodeInfo;
 use crate::ops::elementwise::{mixed_lanes, vectorizable, Elementwise};
 use crate::ops::math::{float_math, mixed_math, scalar_math};
 use crate::ops::operand::{collapse, Operand};
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, MemFlagsData, Value};
 use optc_ir::DType;
 
 pub(super) fn le() -> MemFlagsData {
@@ -177,27 +177,53 @@ pub(crate) fn map(
     if shape.iter().product::<usize>() == 0 {
         return Ok(());
     }
-    let mut ops: Vec<Operand> = std::iter::once(out).chain(ins.iter().cloned()).collect();
-    // A task's part of a split node: a slice along `dim`, at a run-time offset.
-    let split = e
+    let ops: Vec<Operand> = std::iter::once(out).chain(ins.iter().cloned()).collect();
+    // A task's part of a split node: a slice along `dim`, at a run-time offset (the last part
+    // shorter when the parts do not divide the extent: a loop nest for each length).
+    let Some(sp) = e
         .partition
         .clone()
-        .filter(|sp| sp.shape.as_slice() == shape);
+        .filter(|sp| sp.shape.as_slice() == shape)
+    else {
+        return map_part(e, info, shape, ops, None, f);
+    };
+    let (part, last) = sp.lengths();
+    let rt_base: Vec<Value> = ops
+        .iter()
+        .map(|o| {
+            e.b.ins()
+                .imul_imm_s(sp.t, part as i64 * o.strides[sp.dim] * o.dt.size() as i64)
+        })
+        .collect();
     let mut part_shape = shape.to_vec();
-    let mut rt_base: Option<Vec<Value>> = None;
-    if let Some(sp) = &split {
-        let part = shape[sp.dim] / sp.parts;
-        part_shape[sp.dim] = part;
-        let v = ops
-            .iter()
-            .map(|o| {
-                e.b.ins()
-                    .imul_imm_s(sp.t, part as i64 * o.strides[sp.dim] * o.dt.size() as i64)
-            })
-            .collect();
-        rt_base = Some(v);
+    part_shape[sp.dim] = part;
+    if last == part {
+        return map_part(e, info, &part_shape, ops, Some(rt_base), f);
     }
-    let shape = part_shape.as_slice();
+    let mut last_shape = shape.to_vec();
+    last_shape[sp.dim] = last;
+    let is_last =
+        e.b.ins()
+            .icmp_imm_s(IntCC::Equal, sp.t, sp.parts as i64 - 1);
+    let (mut last_done, mut part_done) = (Ok(()), Ok(()));
+    if_else(
+        e,
+        is_last,
+        &mut |e| last_done = map_part(e, info, &last_shape, ops.clone(), Some(rt_base.clone()), f),
+        &mut |e| part_done = map_part(e, info, &part_shape, ops.clone(), Some(rt_base.clone()), f),
+    );
+    last_done.and(part_done)
+}
+
+/// [`map`] over `shape` (a task's part when `rt_base` holds its byte offsets per operand).
+fn map_part(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    shape: &[usize],
+    mut ops: Vec<Operand>,
+    rt_base: Option<Vec<Value>>,
+    f: &Elementwise,
+) -> Result<()> {
     let dims = {
         let mut refs: Vec<&mut Vec<i64>> = ops.iter_mut().map(|o| &mut o.strides).collect();
         collapse(shape, &mut refs)

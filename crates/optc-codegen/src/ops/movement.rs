@@ -2,7 +2,9 @@
 //! (through a compile-time index table), Gather (checked indices) and Guard (a checked
 //! condition, then a copy).
 
-use crate::builder::{element_type, shuffle_lanes, tensor_flags, Emitter, Partition, F32X4};
+use crate::builder::{
+    element_type, if_else, shuffle_lanes, tensor_flags, Emitter, Partition, F32X4,
+};
 use crate::error::{Result, RuntimeError};
 use crate::node::NodeInfo;
 use crate::ops::elementwise::Elementwise;
@@ -120,17 +122,50 @@ pub(super) fn lower_transpose(
 /// the edges element by element. A task's part of a split node ([`crate::ops::parallel`]) is
 /// its slice along one output dim.
 fn transpose_blocks(e: &mut Emitter, oty: &TensorType, x: Value, out: Value, st: &[i64]) {
-    let r = oty.rank();
     let full = oty.shape.clone();
     let ost = element_strides(&full);
+    let Some(sp) = e.partition.clone().filter(|sp| sp.shape == full) else {
+        let z = e.int_const(0);
+        transpose_part(e, &full, &ost, x, out, st, z, z);
+        return;
+    };
+    // The last part shorter when the parts do not divide the extent.
+    let (part, last) = sp.lengths();
+    let bin = e.b.ins().imul_imm_s(sp.t, part as i64 * st[sp.dim] * 4);
+    let bout = e.b.ins().imul_imm_s(sp.t, part as i64 * ost[sp.dim] * 4);
     let mut shape = full.clone();
-    let (mut bin, mut bout) = (e.int_const(0), e.int_const(0));
-    if let Some(sp) = e.partition.clone().filter(|sp| sp.shape == full) {
-        let part = full[sp.dim] / sp.parts;
-        shape[sp.dim] = part;
-        bin = e.b.ins().imul_imm_s(sp.t, part as i64 * st[sp.dim] * 4);
-        bout = e.b.ins().imul_imm_s(sp.t, part as i64 * ost[sp.dim] * 4);
+    shape[sp.dim] = part;
+    if last == part {
+        transpose_part(e, &shape, &ost, x, out, st, bin, bout);
+        return;
     }
+    let mut last_shape = full.clone();
+    last_shape[sp.dim] = last;
+    let is_last =
+        e.b.ins()
+            .icmp_imm_s(IntCC::Equal, sp.t, sp.parts as i64 - 1);
+    if_else(
+        e,
+        is_last,
+        &mut |e| transpose_part(e, &last_shape, &ost, x, out, st, bin, bout),
+        &mut |e| transpose_part(e, &shape, &ost, x, out, st, bin, bout),
+    );
+}
+
+/// [`transpose_blocks`] over `shape` (the whole output or a task's part of it, at byte
+/// offsets `bin` and `bout`; `ost`: the whole output's element strides).
+#[allow(clippy::too_many_arguments)]
+fn transpose_part(
+    e: &mut Emitter,
+    shape: &[usize],
+    ost: &[i64],
+    x: Value,
+    out: Value,
+    st: &[i64],
+    bin: Value,
+    bout: Value,
+) {
+    let r = shape.len();
     let (rows, cols) = (shape[r - 2], shape[r - 1]);
     // Bytes between the input elements of neighbouring output columns, output rows.
     let s = st[r - 1] * 4;

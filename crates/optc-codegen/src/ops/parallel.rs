@@ -27,6 +27,7 @@ fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
         Op::BatchNorm { .. } => true,
         Op::Transpose { .. } => return transpose_split(info),
         &Op::Concat { axis } => return concat_split(info, axis),
+        Op::Slice { .. } => return slice_split(info),
         _ => false,
     };
     if !ok || info.outs.len() != 1 {
@@ -40,7 +41,32 @@ fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
     {
         return None;
     }
-    output_split(&info.outs[0])
+    output_split(&info.outs[0]).or_else(|| uneven_split(&info.outs[0], |_| true))
+}
+
+/// Where no dim splits evenly (ViT's 197 tokens, a dim of 3): the longest dim that `allowed`
+/// admits, in up to 8 parts of `ceil(n / parts)` and a shorter last one (`row_parts`; the
+/// copies and maps of a part take its length from `Partition::lengths`).
+fn uneven_split(o: &TensorType, allowed: impl Fn(usize) -> bool) -> Option<(usize, usize)> {
+    if o.dtype != DType::F32 || o.numel() < (1 << 16) {
+        return None;
+    }
+    let (d, &n) = o
+        .shape
+        .iter()
+        .enumerate()
+        .filter(|&(d, _)| allowed(d))
+        .max_by_key(|&(d, &n)| (n, std::cmp::Reverse(d)))?;
+    row_parts(n, 8).map(|p| (d, p))
+}
+
+/// A large f32 slice: slices of its output (each read at its strides from the input).
+fn slice_split(info: &NodeInfo) -> Option<(usize, usize)> {
+    let o = &info.outs[0];
+    if info.ins[0].dtype != DType::F32 {
+        return None;
+    }
+    output_split(o).or_else(|| uneven_split(o, |_| true))
 }
 
 /// A split of a large f32 output into `parts` slices along `dim` (`parts` divides that
@@ -67,7 +93,8 @@ fn transpose_split(info: &NodeInfo) -> Option<(usize, usize)> {
     if o.dtype != DType::F32 || o.numel() < (1 << 16) || o.rank() < 2 {
         return None;
     }
-    o.shape[..o.rank() - 1]
+    let rank = o.rank();
+    o.shape[..rank - 1]
         .iter()
         .enumerate()
         .find_map(|(d, &n)| {
@@ -76,6 +103,7 @@ fn transpose_split(info: &NodeInfo) -> Option<(usize, usize)> {
                 .find(|&p| n >= p && n.is_multiple_of(p))
                 .map(|p| (d, p))
         })
+        .or_else(|| uneven_split(o, |d| d + 1 < rank))
 }
 
 /// A large f32 concat: the same slice of every input along the outermost dim that splits,
@@ -85,15 +113,19 @@ fn concat_split(info: &NodeInfo, axis: usize) -> Option<(usize, usize)> {
     if o.dtype != DType::F32 || o.numel() < (1 << 16) {
         return None;
     }
-    o.shape.iter().enumerate().find_map(|(d, &n)| {
-        if d == axis {
-            return None;
-        }
-        [8, 4, 2]
-            .into_iter()
-            .find(|&p| n >= p && n.is_multiple_of(p))
-            .map(|p| (d, p))
-    })
+    o.shape
+        .iter()
+        .enumerate()
+        .find_map(|(d, &n)| {
+            if d == axis {
+                return None;
+            }
+            [8, 4, 2]
+                .into_iter()
+                .find(|&p| n >= p && n.is_multiple_of(p))
+                .map(|p| (d, p))
+        })
+        .or_else(|| uneven_split(o, |d| d != axis))
 }
 
 /// A large f32 Pad (a ConvTranspose's zero-inserted input is one): slices of its output,
