@@ -721,6 +721,48 @@ fn padded_copy_in_parallel_parts() {
     }
 }
 
+/// Grouped convs on the AVX-512 direct-conv kernel (`x64/asm/direct_conv_avx512.rs`; the AVX2
+/// and SSE targets take the implicit GEMM): rows of 7, 14, 28, 56 and 5 pixels (steps whose
+/// second vector starts the next row, masked row ends, units that start mid-row), stride 2 on
+/// the deinterleaved copy, dilation, groups of 8 channels (one pass of the 6- and 2-row
+/// tiles), of 4, 11 and 12 (two 6-row tiles in a loop), one input channel per group, batch 2,
+/// and the epilogues (Relu, none, Relu6, HardSwish, SiLU, GELU, after the conv's bias); against the
+/// interpreter at 1 and 2 threads.
+#[test]
+fn conv_grouped_direct() {
+    let w3 = |s: usize, p: usize, d: usize| window(&[3, 3], &[s, s], &[p; 4], &[d, d]);
+    let cases: Vec<(Vec<usize>, Vec<usize>, Window, usize)> = vec![
+        (vec![1, 48, 14, 14], vec![48, 8, 3, 3], w3(1, 1, 1), 6),
+        (vec![1, 32, 7, 7], vec![32, 8, 3, 3], w3(1, 1, 1), 4),
+        (vec![2, 24, 28, 28], vec![24, 8, 3, 3], w3(1, 1, 1), 3),
+        (vec![1, 16, 112, 112], vec![16, 8, 3, 3], w3(2, 1, 1), 2),
+        (vec![1, 16, 57, 57], vec![16, 4, 3, 3], w3(2, 1, 1), 4),
+        (vec![1, 22, 9, 5], vec![22, 2, 3, 3], w3(1, 1, 1), 11),
+        (vec![1, 24, 20, 21], vec![24, 12, 3, 3], w3(1, 2, 2), 2),
+        (vec![1, 6, 30, 33], vec![12, 1, 3, 3], w3(1, 1, 1), 6),
+        (
+            vec![1, 16, 13, 40],
+            vec![32, 8, 5, 3],
+            window(&[5, 3], &[1, 2], &[2, 1, 2, 1], &[1, 1]),
+            2,
+        ),
+    ];
+    let mut s = 1900;
+    for (x, w, win, group) in cases {
+        for steps in [
+            vec!["relu"],
+            vec![],
+            vec!["relu6"],
+            vec!["hardswish"],
+            vec!["silu"],
+            vec!["gelu"],
+        ] {
+            s += 1;
+            conv_grouped(&x, &w, win.clone(), group, &steps, s, 0);
+        }
+    }
+}
+
 /// Depthwise conv (+ bias) with fused steps.
 fn dw_case(x: &[usize], k: [usize; 2], window: Window, bias: bool, steps: &[&str], seed: u64) {
     let mut rng = Rng::new(seed);

@@ -6,6 +6,7 @@
 //! columns, then its odd ones: [`super::padded_copy`]), made before the tasks.
 
 use super::asm::direct_conv::DirectConvKey;
+use super::asm::{direct_conv_avx512, Isa};
 use super::kernel_plan::{ALayout, KernelPlan};
 use crate::ops::conv::ConvGeometry;
 
@@ -17,7 +18,9 @@ impl KernelPlan {
     }
 
     /// The direct-conv kernel of a unit of `ncols` pixels x `mrows` channels, if the conv has one
-    /// ([`crate::x64::asm::direct_conv`]): few input channels, constant weights, one K block.
+    /// ([`crate::x64::asm::direct_conv`]): few input channels, constant weights, one K block;
+    /// on AVX-512 also a grouped conv (not depthwise), any row length
+    /// ([`crate::x64::asm::direct_conv_avx512`]).
     pub(super) fn direct_conv_key(
         &self,
         g: &ConvGeometry,
@@ -28,14 +31,19 @@ impl KernelPlan {
         // Stride 2 reads the deinterleaved padded copy, which exists only with pads.
         let ok = self.a_layout == ALayout::PackedAtCompileTime
             && self.fold == 0
-            && g.groups == 1
             && self.kblocks().len() == 1
             && self.res_port.is_none()
-            && (g.sw == 1 || self.pad_bytes() > 0)
+            && (g.sw == 1 || self.pad_bytes() > 0);
+        let wide = ok
+            && g.groups > 1
+            && self.isa == Isa::Avx512
+            && direct_conv_avx512::supports(g.cg, g.kh, g.kw, g.sw, &epilogue);
+        let narrow = ok
+            && g.groups == 1
             && ncols.is_multiple_of(16)
             && DirectConvKey::supports(g.c, g.kh, g.kw, g.sw, g.ow, &epilogue);
-        ok.then_some(DirectConvKey {
-            c: g.c,
+        (wide || narrow).then_some(DirectConvKey {
+            c: g.cg,
             hp: g.hp,
             wp: g.wp,
             ow: g.ow,
@@ -49,6 +57,7 @@ impl KernelPlan {
             mrows,
             ncols,
             epilogue,
+            wide,
         })
     }
 }

@@ -79,7 +79,13 @@ fn emit_columns(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit) {
             // Window origin of pixel col0: input row `row * sh`, and position `col` of that
             // row (stride 1: column `col`; stride 2, the deinterleaved copy: the even
             // column `2 col`).
-            let xb = conv_image(e, p, g, c, img);
+            let mut xb = conv_image(e, p, g, c, img);
+            if g.groups > 1 {
+                // The unit's group (a row part is one group): its input channels.
+                let gi = e.b.ins().udiv_imm_u(row0, g.mg as i64);
+                let go = e.b.ins().imul_imm_s(gi, group_offset(g, 1));
+                xb = e.b.ins().iadd(xb, go);
+            }
             let r = e.b.ins().udiv_imm_u(col0, g.ow as i64);
             let col = e.b.ins().urem_imm_u(col0, g.ow as i64);
             let ro = e.b.ins().imul_imm_s(r, (g.sh * g.wp * 4) as i64);

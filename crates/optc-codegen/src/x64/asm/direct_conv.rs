@@ -43,6 +43,9 @@ pub(crate) struct DirectConvKey {
     pub mrows: usize,
     pub ncols: usize,
     pub epilogue: Vec<Epilogue>,
+    /// The AVX-512 kernel ([`super::direct_conv_avx512`]: zmm, any row length, grouped
+    /// convs) rather than the AVX2 one.
+    pub wide: bool,
 }
 
 impl DirectConvKey {
@@ -70,7 +73,8 @@ impl DirectConvKey {
 
     pub fn symbol(&self) -> String {
         let mut s = format!(
-            "optc_direct_conv_avx2_c{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_ow{}_n{}_m{}_u{}",
+            "optc_direct_conv_{}_c{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_ow{}_n{}_m{}_u{}",
+            if self.wide { "avx512" } else { "avx2" },
             self.c,
             self.hp,
             self.wp,
@@ -92,6 +96,9 @@ impl DirectConvKey {
 
 /// Assemble the kernel `key` (position independent, no relocations).
 pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
+    if key.wide {
+        return super::direct_conv_avx512::assemble(key);
+    }
     assert!(
         DirectConvKey::supports(key.c, key.kh, key.kw, key.sw, key.ow, &key.epilogue)
             && key.mrows > 0

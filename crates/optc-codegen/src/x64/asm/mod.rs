@@ -20,6 +20,7 @@
 
 pub(crate) mod depthwise;
 pub(crate) mod direct_conv;
+pub(crate) mod direct_conv_avx512;
 mod epilogue;
 mod gemm;
 mod gemm_avx2;

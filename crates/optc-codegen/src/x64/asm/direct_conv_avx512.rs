@@ -1,0 +1,345 @@
+//! Direct-conv kernels on AVX-512 (zmm) for grouped convs (RegNet's and ResNeXt's groups of
+//! 8 or so channels), assembled with `iced-x86`.
+//!
+//! Per group the implicit GEMM is short (M = the group's output channels, K = its input
+//! channels x taps: 8 x 9 = 72): the patch packing costs about what the FMAs do, and 8 rows
+//! fill a 6-row tile and a 2-row one. These kernels read the (padded) input in place instead:
+//! per step of two zmm of up to 16 output pixels each (a row's last vector masked, so any row
+//! length works; the second vector goes on along the row or starts the next one, so a 14- or
+//! 7-pixel row does not leave half of each step empty), for the output channels (up to 11 in
+//! one pass: a group of 8 is the packed A's 6-row tile and its 2-row one together; more in
+//! tiles of 6), every tap `(c, kh, kw)` loads the step's input vectors and does an FMA per
+//! channel and vector with the channel's weight broadcast from the packed A (`[K][mr]` per
+//! tile, as the GEMM microkernels read it). The input channels are a loop; the taps of one
+//! channel unrolled.
+//!
+//! Stride 2 reads the deinterleaved padded copy (`crate::x64::padded_copy`), as the AVX2
+//! kernels of [`super::direct_conv`] do: the inputs of consecutive outputs are contiguous.
+//!
+//! System-V ABI, no return value; rbx, rbp and r12-r15 saved and restored (the red zone
+//! holds a count); the same arguments as
+//! the AVX2 kernels: `dc(x, o, a, bias, col)`, `x` the input at the window origin of the
+//! unit's first pixel, `o` the output at (first channel, first pixel), `a` the packed A tile
+//! of the first channel, `bias` its bias (read only with a bias epilogue), `col` the first
+//! pixel's column in its output row. The unit's `ncols` pixels may start and end anywhere in
+//! a row.
+
+use super::direct_conv::DirectConvKey;
+use super::epilogue::{Activation, Epilogue};
+use super::registers::zmm;
+use iced_x86::code_asm::*;
+
+/// Channels of one pass (22 accumulators of two vectors, zmm0-21; the inputs in zmm22-23,
+/// the weights in zmm24-25, an activation's scratch in zmm26-30).
+const MAX_ROWS: usize = 11;
+
+/// Whether the kernel exists: stride 1 or 2 along rows, at most 49 taps per channel (a
+/// channel's taps are unrolled), no residual, and an epilogue of bias, Relu, Clip, Scale and
+/// the AVX-512 activations.
+pub(crate) fn supports(c: usize, kh: usize, kw: usize, sw: usize, epilogue: &[Epilogue]) -> bool {
+    (sw == 1 || sw == 2)
+        && c > 0
+        && kh * kw > 1
+        && kh * kw <= 49
+        && epilogue.iter().all(|e| {
+            matches!(
+                e,
+                Epilogue::BiasRow
+                    | Epilogue::Relu
+                    | Epilogue::Clip(..)
+                    | Epilogue::Scale(_)
+                    | Epilogue::HardSwish
+                    | Epilogue::Silu
+                    | Epilogue::Gelu
+            )
+        })
+}
+
+/// Assemble the kernel `key` (position independent, no relocations).
+pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
+    assert!(
+        key.wide
+            && supports(key.c, key.kh, key.kw, key.sw, &key.epilogue)
+            && key.mrows > 0
+            && key.ncols > 0
+            && key.ow > 0,
+        "unsupported AVX-512 direct-conv kernel"
+    );
+    let mut a = CodeAssembler::new(64)?;
+    let mut consts: Vec<(CodeLabel, u32)> = vec![];
+    let k = key.c * key.kh * key.kw;
+    let full = key.mrows / 6;
+    let rem = key.mrows % 6;
+    for r in [rbx, rbp, r12, r13, r14, r15] {
+        a.push(r)?;
+    }
+    // r9 = pixels left, r8 = column in the output row, rdi = window origin, rsi = output.
+    a.mov(r9, key.ncols as i64)?;
+    a.mov(r11, rcx)?;
+    // The next output row's window origin from the end of a row: `ow` positions (columns,
+    // or at stride 2 positions of the deinterleaved row) on, the row starts `sh` input rows
+    // down.
+    let next_row = ((key.sh * key.wp) as i64 - key.ow as i64) as i32 * 4;
+    let ow = key.ow as i32;
+    let mut step = a.create_label();
+    let mut narrow = a.create_label();
+    let mut stored = a.create_label();
+    a.set_label(&mut step)?;
+    // The step's two vectors: r12 = the first's pixels, min(ow - col, 16, left); k3 its
+    // lanes. (k2 is the SiLU step's.)
+    a.mov(r14d, -1)?;
+    a.mov(r12, key.ow as i64)?;
+    a.sub(r12, r8)?;
+    a.mov(r13, 16i64)?;
+    a.cmp(r12, r13)?;
+    a.cmovg(r12, r13)?;
+    a.cmp(r12, r9)?;
+    a.cmovg(r12, r9)?;
+    a.bzhi(r15d, r14d, r12d)?;
+    a.kmovw(k3, r15d)?;
+    // The second goes on along the row, or, where the first ends it, starts the next row (a
+    // short row's step covers two: 14 x 14 and 7 x 7 maps): rbp = its input's distance from
+    // the first's; its output follows the first's (`r12` pixels on).
+    a.lea(rbp, qword_ptr(r12 * 4))?;
+    a.lea(r15, r8 + r12)?;
+    let mut same_row = a.create_label();
+    a.cmp(r15, ow)?;
+    a.jne(same_row)?;
+    a.add(rbp, next_row)?;
+    a.xor(r15d, r15d)?;
+    a.set_label(&mut same_row)?;
+    // r13 = the second's pixels, min(ow - its column, 16, left - r12); k4 its lanes.
+    a.mov(r13, key.ow as i64)?;
+    a.sub(r13, r15)?;
+    a.mov(r15, 16i64)?;
+    a.cmp(r13, r15)?;
+    a.cmovg(r13, r15)?;
+    a.mov(r15, r9)?;
+    a.sub(r15, r12)?;
+    a.cmp(r13, r15)?;
+    a.cmovg(r13, r15)?;
+    a.bzhi(r15d, r14d, r13d)?;
+    a.kmovw(k4, r15d)?;
+    // (r13 is a tile counter in the tiles: the second's pixels wait in the red zone.)
+    a.mov(qword_ptr(rsp - 8), r13)?;
+    a.test(r13, r13)?;
+    a.jz(narrow)?;
+    tiles(&mut a, key, k, full, rem, 2, &mut consts)?;
+    a.jmp(stored)?;
+    a.set_label(&mut narrow)?;
+    tiles(&mut a, key, k, full, rem, 1, &mut consts)?;
+    a.set_label(&mut stored)?;
+    a.mov(r13, qword_ptr(rsp - 8))?;
+    // On past both vectors' pixels: at the end of an output row, to the next row's window
+    // origin.
+    for n in [r12, r13] {
+        a.lea(rsi, rsi + n * 4)?;
+        a.lea(rdi, rdi + n * 4)?;
+        a.add(r8, n)?;
+        let mut same = a.create_label();
+        a.cmp(r8, ow)?;
+        a.jne(same)?;
+        a.xor(r8d, r8d)?;
+        a.add(rdi, next_row)?;
+        a.set_label(&mut same)?;
+        a.sub(r9, n)?;
+    }
+    a.jnz(step)?;
+    a.vzeroupper()?;
+    for r in [r15, r14, r13, r12, rbp, rbx] {
+        a.pop(r)?;
+    }
+    a.ret()?;
+    for (mut l, bits) in consts {
+        a.set_label(&mut l)?;
+        a.dd(&[bits])?;
+    }
+    a.assemble(0)
+}
+
+/// Every channel tile of one step of `vectors` zmm (1: the first, `k3`; 2: and the second,
+/// `k4`, input `rbp` bytes and output `r12` pixels after the first's): rdi = window origin,
+/// rsi = output, rdx = A, r11 = bias.
+fn tiles(
+    a: &mut CodeAssembler,
+    key: &DirectConvKey,
+    k: usize,
+    full: usize,
+    rem: usize,
+    vectors: usize,
+    consts: &mut Vec<(CodeLabel, u32)>,
+) -> Result<(), IcedError> {
+    // r10 = A tile, rcx = bias, rax = output rows; r13 counts full tiles.
+    a.mov(r10, rdx)?;
+    a.mov(rcx, r11)?;
+    a.mov(rax, rsi)?;
+    if key.mrows <= MAX_ROWS {
+        // All rows in one pass (a group of 8: the 6-row tile and the 2-row one together, so
+        // the short tile's few accumulators do not wait on their FMAs' latency): r14 = the
+        // second tile's A.
+        if rem > 0 && full > 0 {
+            a.lea(r14, rdx + (6 * k * 4) as i32)?;
+        }
+        let segments: Vec<usize> = [6 * full, rem].into_iter().filter(|&r| r > 0).collect();
+        return tile(a, key, &segments, vectors, consts);
+    }
+    if full > 0 {
+        let mut tl = a.create_label();
+        if full > 1 {
+            a.mov(r13, full as i64)?;
+            a.set_label(&mut tl)?;
+        }
+        // (The channel loop leaves r10 at the next tile: `k` rows of 6 read.)
+        tile(a, key, &[6], vectors, consts)?;
+        if full > 1 {
+            a.add(rcx, 24)?;
+            a.add(rax, (6 * key.n * 4) as i32)?;
+            a.dec(r13)?;
+            a.jnz(tl)?;
+        }
+    }
+    if rem > 0 {
+        a.lea(r10, rdx + (full * 6 * k * 4) as i32)?;
+        a.lea(rcx, r11 + (full * 24) as i32)?;
+        a.lea(rax, rsi + (full * 6 * key.n * 4) as i32)?;
+        tile(a, key, &[rem], vectors, consts)?;
+    }
+    Ok(())
+}
+
+/// One tile: the channels of `segments` (row tiles of the packed A, at `r10` and, for a
+/// second one, `r14`: each advanced past its tile) x the step's pixels; input at `rdi`, bias
+/// at `rcx`, output at `rax`.
+fn tile(
+    a: &mut CodeAssembler,
+    key: &DirectConvKey,
+    segments: &[usize],
+    vectors: usize,
+    consts: &mut Vec<(CodeLabel, u32)>,
+) -> Result<(), IcedError> {
+    let acc = |i: usize, v: usize| zmm(2 * i + v);
+    let mr: usize = segments.iter().sum();
+    // Row `i`'s A: its segment's pointer and its row in that tile.
+    let a_regs = [r10, r14];
+    let row_of = |i: usize| {
+        let mut i = i;
+        for (s, &n) in segments.iter().enumerate() {
+            if i < n {
+                return (a_regs[s], n, i);
+            }
+            i -= n;
+        }
+        unreachable!("row beyond the tile")
+    };
+    let bias0 = matches!(key.epilogue.first(), Some(Epilogue::BiasRow));
+    for i in 0..mr {
+        for v in 0..vectors {
+            if bias0 {
+                a.vbroadcastss(acc(i, v), dword_ptr(rcx + 4 * i as i32))?;
+            } else {
+                a.vpxord(acc(i, v), acc(i, v), acc(i, v))?;
+            }
+        }
+    }
+    // r15 = the channel's input plane; rbx counts channels.
+    let plane = (key.hp * key.wp * 4) as i32;
+    let taps = key.kh * key.kw;
+    a.mov(r15, rdi)?;
+    a.mov(rbx, key.c as i64)?;
+    let mut channel = a.create_label();
+    a.set_label(&mut channel)?;
+    for kh in 0..key.kh {
+        for kw in 0..key.kw {
+            let tap = kh * key.kw + kw;
+            let base = (kh * key.dh * key.wp) as i64 * 4;
+            let s = (kw * key.dw) as i64;
+            // Stride 2, deinterleaved rows: input column 2 o + s is at `o + s / 2` of the even
+            // part (s even) or of the odd part (s odd).
+            let at = if key.sw == 1 {
+                s
+            } else if s % 2 == 0 {
+                s / 2
+            } else {
+                key.wp.div_ceil(2) as i64 + s / 2
+            };
+            let disp = (base + 4 * at) as i32;
+            a.vmovups(zmm22.k3().z(), zmmword_ptr(r15 + disp))?;
+            if vectors == 2 {
+                a.vmovups(zmm23.k4().z(), zmmword_ptr(r15 + rbp + disp))?;
+            }
+            for i in 0..mr {
+                // Two broadcast registers in turn: the next load does not wait on the FMAs.
+                let w = zmm(24 + (i & 1));
+                let (r, n, row) = row_of(i);
+                a.vbroadcastss(w, dword_ptr(r + (4 * (tap * n + row)) as i32))?;
+                for v in 0..vectors {
+                    a.vfmadd231ps(acc(i, v), zmm(22 + v), w)?;
+                }
+            }
+        }
+    }
+    a.add(r15, plane)?;
+    for (s, &n) in segments.iter().enumerate() {
+        a.add(a_regs[s], (taps * n * 4) as i32)?;
+    }
+    a.dec(rbx)?;
+    a.jnz(channel)?;
+    let all: Vec<AsmRegisterZmm> = (0..mr)
+        .flat_map(|i| (0..vectors).map(move |v| acc(i, v)))
+        .collect();
+    let mut konst = |a: &mut CodeAssembler, bits: u32| -> CodeLabel {
+        let l = a.create_label();
+        consts.push((l, bits));
+        l
+    };
+    for epilogue in &key.epilogue[bias0 as usize..] {
+        match *epilogue {
+            Epilogue::BiasRow => {
+                for i in 0..mr {
+                    a.vbroadcastss(zmm24, dword_ptr(rcx + 4 * i as i32))?;
+                    for v in 0..vectors {
+                        a.vaddps(acc(i, v), acc(i, v), zmm24)?;
+                    }
+                }
+            }
+            Epilogue::Relu => {
+                a.vpxord(zmm24, zmm24, zmm24)?;
+                for &x in &all {
+                    a.vmaxps(x, zmm24, x)?;
+                }
+            }
+            Epilogue::Clip(lo, hi) => {
+                let llo = konst(a, lo);
+                let lhi = konst(a, hi);
+                a.vbroadcastss(zmm24, dword_ptr(llo))?;
+                a.vbroadcastss(zmm25, dword_ptr(lhi))?;
+                for &x in &all {
+                    a.vmaxps(x, zmm24, x)?;
+                    a.vminps(x, zmm25, x)?;
+                }
+            }
+            Epilogue::Scale(s) => {
+                let l = konst(a, s);
+                a.vbroadcastss(zmm24, dword_ptr(l))?;
+                for &x in &all {
+                    a.vmulps(x, x, zmm24)?;
+                }
+            }
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+                let act = Activation::new(a, *epilogue, &mut konst).expect("an activation step");
+                for &x in &all {
+                    act.apply(a, x, [zmm26, zmm27, zmm28, zmm29, zmm30])?;
+                }
+            }
+            _ => unreachable!("checked by `supports`"),
+        }
+    }
+    for i in 0..mr {
+        let row = (4 * i * key.n) as i32;
+        a.vmovups(zmmword_ptr(rax + row).k3(), acc(i, 0))?;
+        if vectors == 2 {
+            a.vmovups(zmmword_ptr(rax + r12 * 4 + row).k4(), acc(i, 1))?;
+        }
+    }
+    Ok(())
+}
