@@ -71,6 +71,21 @@ impl DirectConvKey {
                 .any(|e| e.gemm_only() && *e != Epilogue::HardSwish)
     }
 
+    /// Where the input of tap column offset `s` (`kw x dw`) of a step's first output lies,
+    /// in floats from its window origin: stride 1, `s` columns on; stride 2, in the
+    /// deinterleaved row (`crate::x64::padded_copy`), input column `2 o + s` at `o + s / 2` of
+    /// the even part (s even) or of the odd part (s odd).
+    pub fn tap_position(&self, s: usize) -> i64 {
+        let s = s as i64;
+        if self.sw == 1 {
+            s
+        } else if s % 2 == 0 {
+            s / 2
+        } else {
+            self.wp.div_ceil(2) as i64 + s / 2
+        }
+    }
+
     pub fn symbol(&self) -> String {
         let mut s = format!(
             "optc_direct_conv_{}_c{}_{}x{}_k{}x{}_s{}x{}_d{}x{}_ow{}_n{}_m{}_u{}",
@@ -194,23 +209,10 @@ fn tile(
         for kh in 0..key.kh {
             for kw in 0..key.kw {
                 let base = (c as i64 * plane + (kh * key.dh * key.wp) as i64) * 4;
-                let s = (kw * key.dw) as i64;
+                let at = key.tap_position(kw * key.dw);
                 for v in 0..2 {
-                    let x = ymm(12 + v);
-                    if key.sw == 1 {
-                        let m = rdi + (base + 4 * (s + 8 * v as i64)) as i32;
-                        a.vmovups(x, ymmword_ptr(m))?;
-                    } else {
-                        // Deinterleaved rows: input column 2 o + s is at `o + s / 2` of the
-                        // even part (s even) or of the odd part (s odd).
-                        let part = if s % 2 == 0 {
-                            0
-                        } else {
-                            key.wp.div_ceil(2) as i64
-                        };
-                        let m = rdi + (base + 4 * (part + s / 2 + 8 * v as i64)) as i32;
-                        a.vmovups(x, ymmword_ptr(m))?;
-                    }
+                    let m = rdi + (base + 4 * (at + 8 * v as i64)) as i32;
+                    a.vmovups(ymm(12 + v), ymmword_ptr(m))?;
                 }
                 for i in 0..mr {
                     a.vbroadcastss(ymm14, dword_ptr(r10 + (4 * (q * mr + i)) as i32))?;

@@ -88,15 +88,7 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
     // The step's two vectors: r12 = the first's pixels, min(ow - col, 16, left); k3 its
     // lanes. (k2 is the SiLU step's.)
     a.mov(r14d, -1)?;
-    a.mov(r12, key.ow as i64)?;
-    a.sub(r12, r8)?;
-    a.mov(r13, 16i64)?;
-    a.cmp(r12, r13)?;
-    a.cmovg(r12, r13)?;
-    a.cmp(r12, r9)?;
-    a.cmovg(r12, r9)?;
-    a.bzhi(r15d, r14d, r12d)?;
-    a.kmovw(k3, r15d)?;
+    vector_pixels(&mut a, key, (r12, r12d), r8, r9, r13, k3)?;
     // The second goes on along the row, or, where the first ends it, starts the next row (a
     // short row's step covers two: 14 x 14 and 7 x 7 maps): rbp = its input's distance from
     // the first's; its output follows the first's (`r12` pixels on).
@@ -109,17 +101,9 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
     a.xor(r15d, r15d)?;
     a.set_label(&mut same_row)?;
     // r13 = the second's pixels, min(ow - its column, 16, left - r12); k4 its lanes.
-    a.mov(r13, key.ow as i64)?;
-    a.sub(r13, r15)?;
-    a.mov(r15, 16i64)?;
-    a.cmp(r13, r15)?;
-    a.cmovg(r13, r15)?;
-    a.mov(r15, r9)?;
-    a.sub(r15, r12)?;
-    a.cmp(r13, r15)?;
-    a.cmovg(r13, r15)?;
-    a.bzhi(r15d, r14d, r13d)?;
-    a.kmovw(k4, r15d)?;
+    a.mov(r10, r9)?;
+    a.sub(r10, r12)?;
+    vector_pixels(&mut a, key, (r13, r13d), r15, r10, r15, k4)?;
     // (r13 is a tile counter in the tiles: the second's pixels wait in the red zone.)
     a.mov(qword_ptr(rsp - 8), r13)?;
     a.test(r13, r13)?;
@@ -155,6 +139,30 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
         a.dd(&[bits])?;
     }
     a.assemble(0)
+}
+
+/// `n` (and its low half `n32`) = the pixels of a vector starting at column `col` of its row
+/// with `left` pixels left in the unit: min(ow - col, 16, left); `mask` = its lanes (r14d
+/// holds all ones; `scratch` and r15 are clobbered; `scratch` may be `col`).
+fn vector_pixels(
+    a: &mut CodeAssembler,
+    key: &DirectConvKey,
+    (n, n32): (AsmRegister64, AsmRegister32),
+    col: AsmRegister64,
+    left: AsmRegister64,
+    scratch: AsmRegister64,
+    mask: AsmRegisterK,
+) -> Result<(), IcedError> {
+    a.mov(n, key.ow as i64)?;
+    a.sub(n, col)?;
+    a.mov(scratch, 16i64)?;
+    for bound in [scratch, left] {
+        a.cmp(n, bound)?;
+        a.cmovg(n, bound)?;
+    }
+    let lanes = r15d;
+    a.bzhi(lanes, r14d, n32)?;
+    a.kmovw(mask, lanes)
 }
 
 /// Every channel tile of one step of `vectors` zmm (1: the first, `k3`; 2: and the second,
@@ -252,16 +260,7 @@ fn tile(
         for kw in 0..key.kw {
             let tap = kh * key.kw + kw;
             let base = (kh * key.dh * key.wp) as i64 * 4;
-            let s = (kw * key.dw) as i64;
-            // Stride 2, deinterleaved rows: input column 2 o + s is at `o + s / 2` of the even
-            // part (s even) or of the odd part (s odd).
-            let at = if key.sw == 1 {
-                s
-            } else if s % 2 == 0 {
-                s / 2
-            } else {
-                key.wp.div_ceil(2) as i64 + s / 2
-            };
+            let at = key.tap_position(kw * key.dw);
             let disp = (base + 4 * at) as i32;
             a.vmovups(zmm22.k3().z(), zmmword_ptr(r15 + disp))?;
             if vectors == 2 {
