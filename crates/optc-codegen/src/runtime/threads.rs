@@ -52,18 +52,51 @@ struct Job {
     f: TaskFn,
     ctx: usize,
     n: u64,
-    next: AtomicU64,
+    /// The items not yet claimed, `[front, back)`: `front` in the low 32 bits, `back` in
+    /// the high ones.
+    unclaimed: AtomicU64,
     done: AtomicU64,
 }
 
 impl Job {
-    /// Claim and run items until none are left; returns after its last item finished.
-    fn work(&self) {
+    fn new(f: TaskFn, ctx: usize, n: u64) -> Job {
+        Job {
+            f,
+            ctx,
+            n,
+            unclaimed: AtomicU64::new(n << 32),
+            done: AtomicU64::new(0),
+        }
+    }
+
+    /// Claim and run items until none are left; returns after its last item finished. The
+    /// caller claims from the front, the workers from the back: a node's first items run
+    /// on the caller and its last on a worker, as the next node's do, so the part of a
+    /// tensor one core wrote is mostly the part it reads next (on a VM whose vCPUs sit on
+    /// two chiplets, a read of the other core's writes crosses between them).
+    fn work(&self, from_back: bool) {
         loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= self.n {
-                return;
-            }
+            let mut cur = self.unclaimed.load(Ordering::Relaxed);
+            let i = loop {
+                let (front, back) = (cur & 0xffff_ffff, cur >> 32);
+                if front >= back {
+                    return;
+                }
+                let (i, next) = if from_back {
+                    (back - 1, ((back - 1) << 32) | front)
+                } else {
+                    (front, (back << 32) | (front + 1))
+                };
+                match self.unclaimed.compare_exchange_weak(
+                    cur,
+                    next,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break i,
+                    Err(now) => cur = now,
+                }
+            };
             run_task(self.f, self.ctx as *const u8, i);
             self.done.fetch_add(1, Ordering::AcqRel);
         }
@@ -322,7 +355,7 @@ fn worker(p: &'static ThreadPool, index: usize) {
         } else if affinity.changed() {
             affinity.restore();
         }
-        job.work();
+        job.work(true);
         // `done` (AcqRel in `work`) then the flag, SeqCst on both sides with the caller's flag
         // then `done`: one of the two sees the other's write.
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -362,7 +395,8 @@ pub extern "C" fn optc_rt_parallel_for(task: TaskFn, ctx: *const u8, n: u64) {
         0 => available_cores(),
         t => t,
     };
-    if n <= 1 || threads <= 1 {
+    // (More items than the 32-bit halves of `Job::unclaimed` count: one thread.)
+    if n <= 1 || threads <= 1 || n > u64::from(u32::MAX) {
         serial(task, ctx, n);
         return;
     }
@@ -375,13 +409,7 @@ pub extern "C" fn optc_rt_parallel_for(task: TaskFn, ctx: *const u8, n: u64) {
             return;
         }
     };
-    let job = Arc::new(Job {
-        f: task,
-        ctx: ctx as usize,
-        n,
-        next: AtomicU64::new(0),
-        done: AtomicU64::new(0),
-    });
+    let job = Arc::new(Job::new(task, ctx as usize, n));
     {
         let mut st = p.state.lock().unwrap_or_else(|e| e.into_inner());
         p.caller_cpu
@@ -394,7 +422,7 @@ pub extern "C" fn optc_rt_parallel_for(task: TaskFn, ctx: *const u8, n: u64) {
             p.wake.notify_all();
         }
     }
-    job.work();
+    job.work(false);
     // Wait until helpers finished their items: spinning (for up to `JOIN_SPIN`), then
     // sleeping.
     let start = std::time::Instant::now();
