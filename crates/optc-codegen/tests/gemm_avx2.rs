@@ -726,7 +726,8 @@ fn padded_copy_in_parallel_parts() {
 /// second vector starts the next row, masked row ends, units that start mid-row), stride 2 on
 /// the deinterleaved copy, dilation, groups of 8 channels (one pass of the 6- and 2-row
 /// tiles), of 4, 11 and 12 (two 6-row tiles in a loop), one input channel per group, batch 2,
-/// and the epilogues (Relu, none, Relu6, HardSwish, SiLU, GELU, after the conv's bias); against the
+/// and the epilogues (Relu, none, Relu6, HardSwish, SiLU, GELU, after the conv's bias; and a
+/// conv without a bias); against the
 /// interpreter at 1 and 2 threads.
 #[test]
 fn conv_grouped_direct() {
@@ -761,6 +762,18 @@ fn conv_grouped_direct() {
             conv_grouped(&x, &w, win.clone(), group, &steps, s, 0);
         }
     }
+    // Without a bias input (the accumulators start at zero).
+    let mut rng = Rng::new(1999);
+    let mut g = Graph::new();
+    let xv = g.add_input("x", f(&[1, 24, 14, 14]));
+    let wv = g.add_const("w", f32t(&mut rng, &[24, 8, 3, 3]));
+    let conv = Op::Conv {
+        window: w3(1, 1, 1),
+        group: 3,
+    };
+    let y = g.add("conv", conv, &[xv, wv]).unwrap();
+    g.add_output("y", y);
+    check_all(&g, &inputs_for(&g, 1999), TOL);
 }
 
 /// Depthwise conv (+ bias) with fused steps.
