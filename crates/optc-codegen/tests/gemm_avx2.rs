@@ -721,8 +721,8 @@ fn padded_copy_in_parallel_parts() {
     }
 }
 
-/// Grouped convs on the AVX-512 direct-conv kernel (`x64/asm/direct_conv_avx512.rs`; the AVX2
-/// and SSE targets take the implicit GEMM): rows of 7, 14, 28, 56 and 5 pixels (steps whose
+/// Grouped convs, and ungrouped ones of few input channels, on the AVX-512 direct-conv kernel
+/// (`x64/asm/direct_conv_avx512.rs`; the AVX2 and SSE targets take the implicit GEMM): rows of 7, 14, 28, 56 and 5 pixels (steps whose
 /// second vector starts the next row, masked row ends, units that start mid-row), stride 2 on
 /// the deinterleaved copy, dilation, groups of 8 channels (one pass of the 6- and 2-row
 /// tiles), of 4, 11 and 12 (two 6-row tiles in a loop), one input channel per group, batch 2,
@@ -746,6 +746,20 @@ fn conv_grouped_direct() {
             vec![32, 8, 5, 3],
             window(&[5, 3], &[1, 2], &[2, 1, 2, 1], &[1, 1]),
             2,
+        ),
+        // Ungrouped convs of few input channels take the kernel on AVX-512 too: a 7x7
+        // stride-2 stem (147 taps) of 20 channels, a 5x5 conv of one channel over two images.
+        (
+            vec![1, 3, 45, 50],
+            vec![20, 3, 7, 7],
+            window(&[7, 7], &[2, 2], &[3, 3, 3, 3], &[1, 1]),
+            1,
+        ),
+        (
+            vec![2, 1, 17, 19],
+            vec![13, 1, 5, 5],
+            window(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
+            1,
         ),
     ];
     let mut s = 1900;

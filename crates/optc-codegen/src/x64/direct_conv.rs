@@ -18,9 +18,9 @@ impl KernelPlan {
     }
 
     /// The direct-conv kernel of a unit of `ncols` pixels x `mrows` channels, if the conv has one
-    /// ([`crate::x64::asm::direct_conv`]): few input channels, constant weights, one K block;
-    /// on AVX-512 also a grouped conv (not depthwise), any row length
-    /// ([`crate::x64::asm::direct_conv_avx512`]).
+    /// ([`crate::x64::asm::direct_conv`]): few input channels (up to 4), constant weights, one K
+    /// block; on AVX-512 ([`crate::x64::asm::direct_conv_avx512`]) also a grouped conv (not
+    /// depthwise), any row length and up to 49 taps per channel (7x7 stems).
     pub(super) fn direct_conv_key(
         &self,
         g: &ConvGeometry,
@@ -34,11 +34,14 @@ impl KernelPlan {
             && self.kblocks().len() == 1
             && self.res_port.is_none()
             && (g.sw == 1 || self.pad_bytes() > 0);
+        // On AVX-512 the zmm kernel (at least the AVX2 one's FMA rate; any row length and
+        // tap count, SiLU and GELU); the AVX2 kernel elsewhere.
         let wide = ok
-            && g.groups > 1
+            && (g.groups > 1 || g.c <= 4)
             && self.isa == Isa::Avx512
             && direct_conv_avx512::supports(g.cg, g.kh, g.kw, g.sw, &epilogue);
         let narrow = ok
+            && !wide
             && g.groups == 1
             && ncols.is_multiple_of(16)
             && DirectConvKey::supports(g.c, g.kh, g.kw, g.sw, g.ow, &epilogue);
