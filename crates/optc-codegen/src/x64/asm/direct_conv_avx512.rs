@@ -94,12 +94,7 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
     // the first's; its output follows the first's (`r12` pixels on).
     a.lea(rbp, qword_ptr(r12 * 4))?;
     a.lea(r15, r8 + r12)?;
-    let mut same_row = a.create_label();
-    a.cmp(r15, ow)?;
-    a.jne(same_row)?;
-    a.add(rbp, next_row)?;
-    a.xor(r15d, r15d)?;
-    a.set_label(&mut same_row)?;
+    row_end(&mut a, r15, rbp, ow, next_row)?;
     // r13 = the second's pixels, min(ow - its column, 16, left - r12); k4 its lanes.
     a.mov(r10, r9)?;
     a.sub(r10, r12)?;
@@ -120,12 +115,7 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
         a.lea(rsi, rsi + n * 4)?;
         a.lea(rdi, rdi + n * 4)?;
         a.add(r8, n)?;
-        let mut same = a.create_label();
-        a.cmp(r8, ow)?;
-        a.jne(same)?;
-        a.xor(r8d, r8d)?;
-        a.add(rdi, next_row)?;
-        a.set_label(&mut same)?;
+        row_end(&mut a, r8, rdi, ow, next_row)?;
         a.sub(r9, n)?;
     }
     a.jnz(step)?;
@@ -139,6 +129,23 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
         a.dd(&[bits])?;
     }
     a.assemble(0)
+}
+
+/// At the end of an output row (`col` = `ow`): `col` back to 0 and the input pointer `x`
+/// on to the next row's window origin (`next_row` bytes).
+fn row_end(
+    a: &mut CodeAssembler,
+    col: AsmRegister64,
+    x: AsmRegister64,
+    ow: i32,
+    next_row: i32,
+) -> Result<(), IcedError> {
+    let mut same = a.create_label();
+    a.cmp(col, ow)?;
+    a.jne(same)?;
+    a.xor(col, col)?;
+    a.add(x, next_row)?;
+    a.set_label(&mut same)
 }
 
 /// `n` (and its low half `n32`) = the pixels of a vector starting at column `col` of its row
