@@ -181,10 +181,9 @@ impl<'a> Parser<'a> {
                 Some((n, f)) => match Family::from_name(f) {
                     Some(f) => (n, Some(f)),
                     None => {
-                        let names: Vec<&str> = Family::NAMES.iter().map(|f| f.1).collect();
                         return Err(format!(
                             "unknown op family '{f}' (families: {})",
-                            names.join(", ")
+                            Family::names()
                         ));
                     }
                 },

@@ -371,8 +371,8 @@ impl Codec for ActivationQuantizationName {
     }
     fn read(field: &'static str, a: &mut Attrs) -> Result<ActivationQuantization> {
         let w = a.word(field)?;
-        match ActivationQuantization::NAMES.iter().find(|(_, n)| *n == w) {
-            Some((m, _)) => Ok(*m),
+        match ActivationQuantization::from_name(&w) {
+            Some(m) => Ok(m),
             None => bail!(
                 "{}: unknown activation quantization '{w}' (dynamic or static)",
                 a.op

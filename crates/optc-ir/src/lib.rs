@@ -7,6 +7,9 @@
 //! - [`interp`]: the reference interpreter that defines each op's semantics.
 //! - [`text`]: the deterministic text format (printer and parser).
 
+#[macro_use]
+mod names;
+
 mod dtype;
 mod error;
 mod graph;

@@ -238,30 +238,14 @@ pub enum ScatterReduction {
     Min,
 }
 
-impl ScatterReduction {
-    /// Every reduction with its name (ONNX's `reduction` attribute values).
-    pub const NAMES: [(ScatterReduction, &'static str); 5] = [
-        (ScatterReduction::Replace, "none"),
-        (ScatterReduction::Add, "add"),
-        (ScatterReduction::Mul, "mul"),
-        (ScatterReduction::Max, "max"),
-        (ScatterReduction::Min, "min"),
-    ];
-
-    pub fn name(self) -> &'static str {
-        ScatterReduction::NAMES
-            .iter()
-            .find(|(r, _)| *r == self)
-            .map_or("none", |r| r.1)
-    }
-
-    pub fn from_name(name: &str) -> Option<ScatterReduction> {
-        ScatterReduction::NAMES
-            .iter()
-            .find(|r| r.1 == name)
-            .map(|r| r.0)
-    }
-}
+// ONNX's `reduction` attribute values.
+named_values!(ScatterReduction {
+    Replace => "none",
+    Add => "add",
+    Mul => "mul",
+    Max => "max",
+    Min => "min",
+});
 
 /// Padding modes of `Pad`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -273,31 +257,15 @@ pub enum PadMode {
     Wrap,
 }
 
+// ONNX's `mode` attribute values, and the text format's.
+named_values!(PadMode {
+    Constant => "constant",
+    Reflect => "reflect",
+    Edge => "edge",
+    Wrap => "wrap",
+});
+
 impl PadMode {
-    /// Every mode with its name (ONNX's `mode` attribute values, and the text format's).
-    pub const NAMES: [(PadMode, &'static str); 4] = [
-        (PadMode::Constant, "constant"),
-        (PadMode::Reflect, "reflect"),
-        (PadMode::Edge, "edge"),
-        (PadMode::Wrap, "wrap"),
-    ];
-
-    pub fn name(self) -> &'static str {
-        PadMode::NAMES
-            .iter()
-            .find(|(m, _)| *m == self)
-            .map_or("constant", |m| m.1)
-    }
-
-    pub fn from_name(name: &str) -> Option<PadMode> {
-        PadMode::NAMES.iter().find(|m| m.1 == name).map(|m| m.0)
-    }
-
-    /// The names, comma-separated (for messages).
-    pub fn names() -> String {
-        PadMode::NAMES.map(|m| m.1).join(", ")
-    }
-
     /// Along one dim of extent `n` padded by `begin` in front: the input index that output
     /// index `i` reads, or `None` where the constant fills in.
     pub fn source_index(self, i: i64, begin: i64, n: i64) -> Option<i64> {

@@ -52,34 +52,23 @@ pub enum Family {
     Fused,
 }
 
+// The names in `.rules` files.
+named_values!(Family {
+    Source => "source",
+    Unary => "unary",
+    Binary => "binary",
+    Select => "select",
+    Convert => "convert",
+    Contraction => "contraction",
+    Normalization => "normalization",
+    Pool => "pool",
+    Reduction => "reduction",
+    Movement => "movement",
+    Recurrent => "recurrent",
+    Fused => "fused",
+});
+
 impl Family {
-    /// Every family with its name in `.rules` files.
-    pub const NAMES: [(Family, &'static str); 12] = [
-        (Family::Source, "source"),
-        (Family::Unary, "unary"),
-        (Family::Binary, "binary"),
-        (Family::Select, "select"),
-        (Family::Convert, "convert"),
-        (Family::Contraction, "contraction"),
-        (Family::Normalization, "normalization"),
-        (Family::Pool, "pool"),
-        (Family::Reduction, "reduction"),
-        (Family::Movement, "movement"),
-        (Family::Recurrent, "recurrent"),
-        (Family::Fused, "fused"),
-    ];
-
-    pub fn name(self) -> &'static str {
-        Family::NAMES
-            .iter()
-            .find(|(f, _)| *f == self)
-            .map_or("?", |f| f.1)
-    }
-
-    pub fn from_name(name: &str) -> Option<Family> {
-        Family::NAMES.iter().find(|f| f.1 == name).map(|f| f.0)
-    }
-
     /// Unary, binary, select and convert ops: each output element depends only on the
     /// input elements at the same (broadcast) position.
     pub fn is_elementwise(self) -> bool {

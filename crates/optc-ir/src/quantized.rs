@@ -33,20 +33,13 @@ pub enum ActivationQuantization {
     Static,
 }
 
+// The names in the text format.
+named_values!(ActivationQuantization {
+    Dynamic => "dynamic",
+    Static => "static",
+});
+
 impl ActivationQuantization {
-    /// Every mode with its name in the text format.
-    pub const NAMES: [(ActivationQuantization, &'static str); 2] = [
-        (ActivationQuantization::Dynamic, "dynamic"),
-        (ActivationQuantization::Static, "static"),
-    ];
-
-    pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(m, _)| *m == self)
-            .map_or("?", |m| m.1)
-    }
-
     /// Inputs before the optional bias: `x, w, ws` (+ `xs, xz` when static).
     pub fn fixed_inputs(self) -> usize {
         match self {
