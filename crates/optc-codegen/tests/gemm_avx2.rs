@@ -183,6 +183,22 @@ fn conv_grouped(
     check_targets(&g, &inputs, tol, &runnable_targets(wino));
 }
 
+/// A 1x1 conv whose tasks differ in work (two row parts of two column units, the last
+/// column unit short: 14x14 = 112 + 84 columns), run in the order that balances claims from
+/// both ends; with a residual and without, against the interpreter at 1 and 2 threads.
+#[test]
+fn conv_tasks_of_unequal_work() {
+    let w1 = window(&[1, 1], &[1, 1], &[0; 4], &[1, 1]);
+    conv_fused(
+        &[1, 576, 14, 14],
+        &[96, 576, 1, 1],
+        w1.clone(),
+        &["res"],
+        2101,
+    );
+    conv_fused(&[1, 320, 14, 14], &[112, 320, 1, 1], w1, &[], 2102);
+}
+
 #[test]
 fn conv_implicit_gemm() {
     let w3 = window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);

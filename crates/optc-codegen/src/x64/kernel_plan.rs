@@ -1082,8 +1082,9 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
 }
 
 /// Rows per part when splitting `m` rows into about `want` parts (multiples of `MR`, at
-/// least `min_rows` unless there is one part, at most `max_rows`). The pool's threads pull
-/// parts in order, so an odd count or a short last part idles one of two threads: among
+/// least `min_rows` unless there is one part, at most `max_rows`). Two threads share the
+/// parts about alternately (they claim from both ends, unequal tasks dealt to the two ends
+/// by `tasks::claim_order`), so an odd count or a short last part idles one of them: among
 /// part counts up to `2 want`, keep those whose two-thread split (alternate parts) is
 /// within 3% of the most even one, and take the count nearest `want`.
 pub(super) fn balanced_rows(m: usize, want: usize, min_rows: usize, max_rows: usize) -> usize {

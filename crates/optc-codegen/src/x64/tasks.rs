@@ -168,6 +168,7 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
         lstm::emit_task(e, p, cell, c, t);
         return;
     }
+    let t = claimed_task(e, &claim_order(&task_costs(p)), t);
     let (lo, hi) = task_units(e, p, t);
     let (slot, pack) = task_buffers(e, p, c);
     let upi = p.units_per_img();
@@ -218,6 +219,91 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
     }
 }
 
+/// The work of each task of `p` (the general path: its units' columns times rows).
+fn task_costs(p: &KernelPlan) -> Vec<usize> {
+    let (units, tasks) = (p.units(), p.tasks);
+    let (upi, mparts) = (p.units_per_img(), p.mparts());
+    let unit = |u: usize| {
+        let cols = if (u / mparts) % upi == upi - 1 {
+            p.last_unit_cols()
+        } else {
+            p.chunk
+        };
+        let rows = if u % mparts == mparts - 1 {
+            p.last_part_rows()
+        } else {
+            p.mrows
+        };
+        cols * rows
+    };
+    (0..tasks)
+        .map(|t| (t * units / tasks..(t + 1) * units / tasks).map(unit).sum())
+        .collect()
+}
+
+/// When the two threads of a node claiming its tasks from both ends (the caller from the
+/// front, a worker from the back, see `runtime::threads`) finish, for tasks of `costs` in
+/// that order, both starting together and taking the next task whenever free.
+fn two_ended_span(costs: &[usize]) -> usize {
+    let (mut front, mut back) = (0, costs.len());
+    let (mut caller, mut worker) = (0, 0);
+    while front < back {
+        if caller <= worker {
+            caller += costs[front];
+            front += 1;
+        } else {
+            back -= 1;
+            worker += costs[back];
+        }
+    }
+    caller.max(worker)
+}
+
+/// The order of a node's tasks for claims from both ends: `order[i]` is the task run as
+/// the `i`-th. Tasks of equal work keep their order (the caller the first ones, a worker
+/// the last: each thread a contiguous part of the data, as in the node before). When the
+/// work differs (a short last column unit or row part) and that order would leave one
+/// thread idle longer, the tasks are dealt by work, largest first, alternately to the
+/// front and the back: both threads run the large ones first and get about half each.
+/// `None`: the natural order.
+pub(super) fn claim_order(costs: &[usize]) -> Option<Vec<usize>> {
+    let n = costs.len();
+    if !(3..=16).contains(&n) {
+        return None;
+    }
+    let mut by_work: Vec<usize> = (0..n).collect();
+    by_work.sort_by_key(|&t| std::cmp::Reverse(costs[t]));
+    let mut order = vec![0; n];
+    let (mut front, mut back) = (0, n);
+    for (i, &t) in by_work.iter().enumerate() {
+        if i % 2 == 0 {
+            order[front] = t;
+            front += 1;
+        } else {
+            back -= 1;
+            order[back] = t;
+        }
+    }
+    let dealt: Vec<usize> = order.iter().map(|&t| costs[t]).collect();
+    (two_ended_span(&dealt) < two_ended_span(costs)).then_some(order)
+}
+
+/// Task `order[t]` (the identity without an order): the order packed 4 bits a task into one
+/// constant.
+fn claimed_task(e: &mut Emitter, order: &Option<Vec<usize>>, t: Value) -> Value {
+    let Some(order) = order else {
+        return t;
+    };
+    let packed = order
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (i, &task)| acc | ((task as u64) << (4 * i)));
+    let table = e.int_const(packed as i64);
+    let shift = e.b.ins().ishl_imm_u(t, 2);
+    let entry = e.b.ins().ushr(table, shift);
+    e.b.ins().band_imm_u(entry, 15)
+}
+
 /// `[t T / parts, (t + 1) T / parts)` of `T` items.
 pub(in crate::x64) fn part_range(
     e: &mut Emitter,
@@ -231,4 +317,41 @@ pub(in crate::x64) fn part_range(
     let b = e.b.ins().imul_imm_s(t1, total as i64);
     let hi = e.b.ins().udiv_imm_u(b, parts as i64);
     (lo, hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_permutation(order: &[usize]) -> bool {
+        let mut seen = vec![false; order.len()];
+        order
+            .iter()
+            .all(|&t| t < seen.len() && !std::mem::replace(&mut seen[t], true))
+    }
+
+    #[test]
+    fn claim_order_balances_both_ends() {
+        // Equal work, or a short last unit the worker takes first: the natural order.
+        assert_eq!(claim_order(&[5, 5, 5, 5]), None);
+        assert_eq!(claim_order(&[112, 112, 112, 84]), None);
+        assert_eq!(claim_order(&[7, 3]), None);
+        // Two row parts of two column units, the last column unit short (a 1x1 conv of 96
+        // channels on a 14x14 map: 112 + 84 columns): in order the caller would run both
+        // long tasks and the worker both short ones.
+        let costs = [112 * 48, 112 * 48, 84 * 48, 84 * 48];
+        let order = claim_order(&costs).expect("reordered");
+        assert!(is_permutation(&order));
+        assert_eq!(order, vec![0, 2, 3, 1]);
+        let dealt: Vec<usize> = order.iter().map(|&t| costs[t]).collect();
+        assert_eq!(two_ended_span(&dealt), (112 + 84) * 48);
+        assert_eq!(two_ended_span(&costs), 2 * 112 * 48);
+        // Sixteen tasks of three sizes.
+        let costs: Vec<usize> = (0..16).map(|t| [9, 9, 9, 4, 4, 1][t % 6]).collect();
+        if let Some(order) = claim_order(&costs) {
+            assert!(is_permutation(&order));
+            let dealt: Vec<usize> = order.iter().map(|&t| costs[t]).collect();
+            assert!(two_ended_span(&dealt) < two_ended_span(&costs));
+        }
+    }
 }
