@@ -224,13 +224,11 @@ impl KernelPlan {
     /// Bytes of the serial pre-pass's buffer at the start of scratch: the padded input copy
     /// of a conv, the packed input of a swapped 1x1 conv.
     pub fn pad_bytes(&self) -> usize {
+        // (Depthwise convs read their input in place: see `depthwise`.)
+        if let Some(g) = self.padded_copy() {
+            return g.n * g.c * g.hp * g.wp * 4;
+        }
         match &self.kind {
-            // (Depthwise convs read their input in place: see `depthwise`.)
-            Strategy::ImplicitGemm(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
-            Strategy::Sparse(s) => match &s.kind {
-                SparseKind::Conv(g) if g.hp != g.h || g.wp != g.w => g.n * g.c * g.hp * g.wp * 4,
-                _ => 0,
-            },
             // The packed input of a swapped 1x1 conv.
             Strategy::SmallMap => small_map::apack_bytes(self),
             // Parameters, channel tables, quantized activations.

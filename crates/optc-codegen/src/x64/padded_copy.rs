@@ -31,7 +31,7 @@ impl KernelPlan {
             },
             _ => return None,
         };
-        (self.pad_bytes() > 0).then_some(g)
+        (g.hp != g.h || g.wp != g.w).then_some(g)
     }
 
     /// Parallel parts of the padded copy's interior rows (0: copied serially before the
