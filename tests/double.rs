@@ -286,17 +286,225 @@ fn double_comparisons_select_and_initializers() {
 
 /// Ops without an f64 form are refused at compile time, naming the node.
 #[test]
-fn double_conv_is_refused_naming_the_node() {
+fn double_normalization_is_refused_naming_the_node() {
     let mut m = ModelBuilder::new(17);
-    m.input("x", DType::F64, &[1, 1, 4, 4])
-        .input("w", DType::F64, &[1, 1, 3, 3]);
-    m.node_named("cv", "Conv", &["x", "w"], &["y"], vec![]);
+    m.input("x", DType::F64, &[1, 2, 4, 4])
+        .input("s", DType::F64, &[2])
+        .input("b", DType::F64, &[2]);
+    m.node_named(
+        "norm",
+        "InstanceNormalization",
+        &["x", "s", "b"],
+        &["y"],
+        vec![],
+    );
     m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double Conv is refused")
+        .expect("a double InstanceNormalization is refused")
         .to_string();
-    assert!(err.contains("cv") && err.contains("f64"), "{err}");
+    assert!(err.contains("norm") && err.contains("f64"), "{err}");
+}
+
+/// Conv in f64 (two groups, strides, dilations, asymmetric pads; a bias and none; 1-D and
+/// 3-D): each output the bias, then its products in (input channel, kernel offset) order,
+/// each product and sum rounded in f64, against the same sums by hand (taps over padding
+/// add nothing: the weights are finite).
+#[test]
+fn double_conv() {
+    struct Case {
+        x: Vec<usize>,
+        w: Vec<usize>,
+        group: usize,
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        pads: Vec<usize>,
+        bias: bool,
+    }
+    let cases = [
+        Case {
+            x: vec![2, 4, 7, 9],
+            w: vec![6, 2, 3, 2],
+            group: 2,
+            strides: vec![2, 1],
+            dilations: vec![1, 2],
+            pads: vec![1, 0, 2, 1],
+            bias: true,
+        },
+        Case {
+            x: vec![1, 3, 11],
+            w: vec![4, 3, 4],
+            group: 1,
+            strides: vec![3],
+            dilations: vec![1],
+            pads: vec![2, 1],
+            bias: false,
+        },
+        Case {
+            x: vec![1, 2, 4, 3, 5],
+            w: vec![3, 2, 2, 3, 3],
+            group: 1,
+            strides: vec![1, 1, 2],
+            dilations: vec![1, 1, 1],
+            pads: vec![1, 1, 0, 0, 1, 1],
+            bias: true,
+        },
+    ];
+    for (ci, c) in cases.iter().enumerate() {
+        let nsp = c.x.len() - 2;
+        let xv = values(c.x.iter().product(), 20 + ci as u64);
+        let wv = values(c.w.iter().product(), 30 + ci as u64);
+        let bv = values(c.w[0], 40 + ci as u64);
+        let i64s = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
+        let mut m = ModelBuilder::new(17);
+        m.input("x", DType::F64, &i64s(&c.x))
+            .input("w", DType::F64, &i64s(&c.w));
+        let mut ins = vec!["x", "w"];
+        if c.bias {
+            m.input("b", DType::F64, &[c.w[0] as i64]);
+            ins.push("b");
+        }
+        let kernel = c.w[2..].to_vec();
+        m.node(
+            "Conv",
+            &ins,
+            &["y"],
+            vec![
+                ("group", A::Int(c.group as i64)),
+                ("strides", A::Ints(i64s(&c.strides))),
+                ("dilations", A::Ints(i64s(&c.dilations))),
+                ("pads", A::Ints(i64s(&c.pads))),
+                ("kernel_shape", A::Ints(i64s(&kernel))),
+            ],
+        );
+        m.output("y");
+        let mut inputs = vec![f64s(&c.x, xv.clone()), f64s(&c.w, wv.clone())];
+        if c.bias {
+            inputs.push(f64s(&[c.w[0]], bv.clone()));
+        }
+        let y = run(&m, &inputs);
+        // By hand: output extents, then every output's sum.
+        let isp = &c.x[2..];
+        let osp: Vec<usize> = (0..nsp)
+            .map(|d| {
+                let span = (kernel[d] - 1) * c.dilations[d] + 1;
+                (isp[d] + c.pads[d] + c.pads[nsp + d] - span) / c.strides[d] + 1
+            })
+            .collect();
+        let (cg, mg) = (c.w[1], c.w[0] / c.group);
+        let mut want = vec![];
+        let count = |s: &[usize]| s.iter().product::<usize>();
+        let unravel = |mut i: usize, s: &[usize]| {
+            let mut v = vec![0; s.len()];
+            for d in (0..s.len()).rev() {
+                v[d] = i % s[d];
+                i /= s[d];
+            }
+            v
+        };
+        for n in 0..c.x[0] {
+            for (oc, &b) in bv.iter().enumerate() {
+                let g = oc / mg;
+                for oi in 0..count(&osp) {
+                    let o = unravel(oi, &osp);
+                    let mut acc = if c.bias { b } else { 0.0 };
+                    for ic in 0..cg {
+                        for ki in 0..count(&kernel) {
+                            let k = unravel(ki, &kernel);
+                            let mut off = Some(0usize);
+                            for d in 0..nsp {
+                                let p = (o[d] * c.strides[d] + k[d] * c.dilations[d]) as i64
+                                    - c.pads[d] as i64;
+                                off = match off {
+                                    Some(f) if p >= 0 && (p as usize) < isp[d] => {
+                                        Some(f * isp[d] + p as usize)
+                                    }
+                                    _ => None,
+                                };
+                            }
+                            if let Some(f) = off {
+                                let xi = (n * c.x[1] + g * cg + ic) * count(isp) + f;
+                                let wi = (oc * cg + ic) * count(&kernel) + ki;
+                                acc += xv[xi] * wv[wi];
+                            }
+                        }
+                    }
+                    want.push(acc);
+                }
+            }
+        }
+        assert_close(
+            &as_f64(&y[0], "conv"),
+            &want,
+            0.0,
+            &format!("conv case {ci}"),
+        );
+    }
+}
+
+/// MaxPool and AveragePool in f64 (padding, ceil mode, count_include_pad both ways): the
+/// largest value of each window's cells in the map, and the sum of its cells in order
+/// divided by their count (or by the window's size over the padded map).
+#[test]
+fn double_pools() {
+    let (h, w) = (7usize, 8usize);
+    let xv = values(2 * 3 * h * w, 50);
+    let (k, s, p) = (3usize, 2usize, 1usize);
+    let oh = (h + 2 * p - k).div_ceil(s) + 1;
+    let ow = (w + 2 * p - k).div_ceil(s) + 1;
+    let mut m = ModelBuilder::new(17);
+    m.input("x", DType::F64, &[2, 3, h as i64, w as i64]);
+    let window = |ceil: i64| {
+        vec![
+            ("kernel_shape", A::Ints(vec![k as i64; 2])),
+            ("strides", A::Ints(vec![s as i64; 2])),
+            ("pads", A::Ints(vec![p as i64; 4])),
+            ("ceil_mode", A::Int(ceil)),
+        ]
+    };
+    m.node("MaxPool", &["x"], &["max"], window(1));
+    let mut inc = window(0);
+    inc.push(("count_include_pad", A::Int(1)));
+    m.node("AveragePool", &["x"], &["avg_in"], inc);
+    m.node("AveragePool", &["x"], &["avg_ex"], window(0));
+    m.output("max").output("avg_in").output("avg_ex");
+    let y = run(&m, &[f64s(&[2, 3, h, w], xv.clone())]);
+    // Floor mode for the averages.
+    let (fh, fw) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let (mut max, mut avg_in, mut avg_ex) = (vec![], vec![], vec![]);
+    for plane in 0..6 {
+        for (rows, cols, out) in [(oh, ow, 0), (fh, fw, 1)] {
+            for i in 0..rows {
+                for j in 0..cols {
+                    let mut cells = vec![];
+                    for a in 0..k {
+                        for b in 0..k {
+                            let (r, c) =
+                                ((i * s + a) as i64 - p as i64, (j * s + b) as i64 - p as i64);
+                            if r >= 0 && c >= 0 && (r as usize) < h && (c as usize) < w {
+                                cells.push(xv[plane * h * w + r as usize * w + c as usize]);
+                            }
+                        }
+                    }
+                    if out == 0 {
+                        max.push(cells.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+                    } else {
+                        let sum = cells.iter().fold(0.0, |t, v| t + v);
+                        avg_in.push(sum / (k * k) as f64);
+                        avg_ex.push(sum / cells.len() as f64);
+                    }
+                }
+            }
+        }
+    }
+    assert_close(&as_f64(&y[0], "max"), &max, 0.0, "max pool");
+    assert_close(
+        &as_f64(&y[1], "avg_in"),
+        &avg_in,
+        0.0,
+        "average pool, padding counted",
+    );
+    assert_close(&as_f64(&y[2], "avg_ex"), &avg_ex, 0.0, "average pool");
 }
 
 /// A batched MatMul (B broadcast over the batch) and a Softmax in f64: each product summed

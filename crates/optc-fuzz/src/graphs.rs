@@ -585,7 +585,7 @@ impl Generator {
     /// the weight and bias constants a conv needs.
     fn conv(&mut self, src: &mut Source, xt: &TensorType) -> Option<(Op, Vec<Value>)> {
         let rank = xt.rank();
-        if !(3..=4).contains(&rank) || xt.dtype != DType::F32 {
+        if !(3..=4).contains(&rank) || !matches!(xt.dtype, DType::F32 | DType::F64) {
             return None;
         }
         let nsp = rank - 2;
@@ -634,9 +634,15 @@ impl Generator {
                 let co = group * per_group;
                 let mut wshape = vec![co, c / group];
                 wshape.extend(&kernel);
-                let mut inputs = vec![self.constant(DType::F32, wshape, (-1, 1))];
+                // (An f64 conv's weights and bias are f64 too.)
+                let wt = if xt.dtype == DType::F64 {
+                    DType::F64
+                } else {
+                    DType::F32
+                };
+                let mut inputs = vec![self.constant(wt, wshape, (-1, 1))];
                 if src.chance(1, 2) {
-                    inputs.push(self.constant(DType::F32, vec![co], (-1, 1)));
+                    inputs.push(self.constant(wt, vec![co], (-1, 1)));
                 }
                 Some((Op::Conv { window, group }, inputs))
             }

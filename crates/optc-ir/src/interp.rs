@@ -1253,9 +1253,18 @@ fn window_cells(w: &Window, isp: &[usize], osp: &[usize]) -> Vec<(Vec<(usize, us
 }
 
 fn conv(x: &[&Tensor], w: &Window, group: usize, out: &[usize]) -> Result<Data> {
-    let (xv, wv) = (f32s(x[0])?, f32s(x[1])?);
+    match x[0].dtype() {
+        DType::F64 => conv_of::<f64>(x, w, group, out),
+        _ => conv_of::<f32>(x, w, group, out),
+    }
+}
+
+/// A conv of `T` elements: each output the bias, then the products in order, summed in f64
+/// (f32: rounded to f32 once at the end).
+fn conv_of<T: Elem>(x: &[&Tensor], w: &Window, group: usize, out: &[usize]) -> Result<Data> {
+    let (xv, wv) = (sl::<T>(x[0])?, sl::<T>(x[1])?);
     let bias = match x.get(2) {
-        Some(b) => Some(f32s(b)?),
+        Some(b) => Some(sl::<T>(b)?),
         None => None,
     };
     let xs = x[0].shape();
@@ -1271,37 +1280,45 @@ fn conv(x: &[&Tensor], w: &Window, group: usize, out: &[usize]) -> Result<Data> 
     // `0 x w`, which is 0 unless `w` is NaN or infinite, and then NaN.
     let nonfinite: Vec<bool> = wv
         .chunks(ksz)
-        .map(|k| k.iter().any(|x| !x.is_finite()))
+        .map(|k| k.iter().any(|x| !x.to_f64().is_finite()))
         .collect();
     let mut y = Vec::with_capacity(nb * m * cells.len());
     for n in 0..nb {
         for oc in 0..m {
             let g = oc / mg;
             for (cl, _) in &cells {
-                let mut acc = bias.map_or(0.0, |b| b[oc] as f64);
+                let mut acc = bias.map_or(0.0, |b| b[oc].to_f64());
                 for ci in 0..cg {
                     let xb = (n * c + g * cg + ci) * isz;
                     let wb = (oc * cg + ci) * ksz;
                     for &(ki, off) in cl {
-                        acc += xv[xb + off] as f64 * wv[wb + ki] as f64;
+                        acc += xv[xb + off].to_f64() * wv[wb + ki].to_f64();
                     }
                     if cl.len() < ksz && nonfinite[oc * cg + ci] {
                         let over_padding = (0..ksz).filter(|ki| !cl.iter().any(|c| c.0 == *ki));
                         for ki in over_padding {
-                            acc += 0.0 * wv[wb + ki] as f64;
+                            acc += 0.0 * wv[wb + ki].to_f64();
                         }
                     }
                 }
-                y.push(acc as f32);
+                y.push(T::from_f64_cast(acc));
             }
         }
     }
-    Ok(Data::F32(y))
+    Ok(T::wrap(y))
 }
 
 /// `avg = None` is max pooling; `Some(count_include_pad)` is average pooling.
 fn pool(x: &Tensor, w: &Window, avg: Option<bool>, out: &[usize]) -> Result<Data> {
-    let xv = f32s(x)?;
+    match x.dtype() {
+        DType::F64 => pool_of::<f64>(x, w, avg, out),
+        _ => pool_of::<f32>(x, w, avg, out),
+    }
+}
+
+/// A pool of `T` elements (see [`pool`]); averages summed in f64 and rounded once.
+fn pool_of<T: Elem>(x: &Tensor, w: &Window, avg: Option<bool>, out: &[usize]) -> Result<Data> {
+    let xv = sl::<T>(x)?;
     let xs = x.shape();
     let planes = xs[0] * xs[1];
     let isz: usize = xs[2..].iter().product();
@@ -1312,11 +1329,11 @@ fn pool(x: &Tensor, w: &Window, avg: Option<bool>, out: &[usize]) -> Result<Data
         for (cl, padded) in &cells {
             let v = match avg {
                 None => {
-                    let mut best = f32::NEG_INFINITY;
+                    let mut best = T::from_f64_cast(f64::NEG_INFINITY);
                     let mut all_nan = !cl.is_empty();
                     for &(_, off) in cl {
                         let v = xv[base + off];
-                        if !v.is_nan() {
+                        if !v.to_f64().is_nan() {
                             all_nan = false;
                             if v > best {
                                 best = v;
@@ -1324,25 +1341,25 @@ fn pool(x: &Tensor, w: &Window, avg: Option<bool>, out: &[usize]) -> Result<Data
                         }
                     }
                     if all_nan {
-                        f32::NAN
+                        T::from_f64_cast(f64::NAN)
                     } else {
                         best
                     }
                 }
                 Some(include_pad) => {
-                    let s: f64 = cl.iter().map(|&(_, off)| xv[base + off] as f64).sum();
+                    let s: f64 = cl.iter().map(|&(_, off)| xv[base + off].to_f64()).sum();
                     let cnt = if include_pad { *padded } else { cl.len() };
                     if cnt == 0 {
-                        0.0
+                        T::from_f64_cast(0.0)
                     } else {
-                        (s / cnt as f64) as f32
+                        T::from_f64_cast(s / cnt as f64)
                     }
                 }
             };
             y.push(v);
         }
     }
-    Ok(Data::F32(y))
+    Ok(T::wrap(y))
 }
 
 // ---------------------------------------------------------------------------------------------

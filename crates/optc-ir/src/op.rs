@@ -991,20 +991,20 @@ impl Op {
             } => one(quantized::infer_conv(window, *group, *activation, inputs)?),
             Op::Conv { window, group } => {
                 let (x, w) = (inputs[0], inputs[1]);
-                if x.dtype != DType::F32 || w.dtype != DType::F32 {
-                    bail!("conv needs f32, got {} and {}", x.dtype, w.dtype);
+                if !matches!(x.dtype, DType::F32 | DType::F64) || w.dtype != x.dtype {
+                    bail!(
+                        "conv needs f32 or f64 (both alike), got {} and {}",
+                        x.dtype,
+                        w.dtype
+                    );
                 }
                 let s = conv_shape("conv", window, *group, x, w)?;
                 if let Some(b) = inputs.get(2) {
-                    if b.shape != [w.shape[0]] {
-                        bail!(
-                            "conv bias must have shape [{}], got {:?}",
-                            w.shape[0],
-                            b.shape
-                        );
+                    if b.shape != [w.shape[0]] || b.dtype != x.dtype {
+                        bail!("conv bias must be {}[{}], got {}", x.dtype, w.shape[0], b);
                     }
                 }
-                one(TensorType::f32(&s))
+                one(TensorType::new(x.dtype, s))
             }
             Op::QuantizeLinear { axis } => one(linear_quantization::infer_quantize(*axis, inputs)?),
             Op::DequantizeLinear { axis } => {
@@ -1035,9 +1035,9 @@ impl Op {
                 window.check(self.name())?;
                 let x = x.unwrap();
                 let nsp = window.nsp();
-                if x.rank() != nsp + 2 || x.dtype != DType::F32 {
+                if x.rank() != nsp + 2 || !matches!(x.dtype, DType::F32 | DType::F64) {
                     bail!(
-                        "{} with {} spatial dims needs f32 rank {}, got {}",
+                        "{} with {} spatial dims needs f32 or f64 of rank {}, got {}",
                         self.name(),
                         nsp,
                         nsp + 2,
@@ -1048,7 +1048,7 @@ impl Op {
                 for i in 0..nsp {
                     s.push(window.out_dim(i, x.shape[i + 2])?);
                 }
-                one(TensorType::f32(&s))
+                one(TensorType::new(x.dtype, s))
             }
             Op::Reduce {
                 kind,

@@ -137,7 +137,7 @@ pub(crate) fn conv_geometry(
 /// The padded input copy of a conv with pads (in scratch).
 pub(super) fn conv_scratch_bytes(info: &NodeInfo) -> Result<usize> {
     if let Op::Conv { window, .. } = info.op {
-        if window.pads.iter().any(|&p| p > 0) {
+        if window.pads.iter().any(|&p| p > 0) && info.ins[0].dtype == DType::F32 {
             let Some((g, _)) = conv_geometry(info)? else {
                 return Ok(0);
             };
@@ -156,6 +156,9 @@ pub(super) fn conv_scratch_bytes(info: &NodeInfo) -> Result<usize> {
 
 /// A conv's constant weights packed for the 16-channel vector path: `[g][mb][c*kh*kw][16]`.
 pub(super) fn conv_kernel_data(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
+    if info.ins[0].dtype != DType::F32 {
+        return Ok(vec![]);
+    }
     let Some((g, packed)) = conv_geometry(info)? else {
         return Ok(vec![]);
     };
@@ -190,6 +193,9 @@ pub(super) fn lower_conv(
 ) -> Result<()> {
     if info.outs[0].numel() == 0 {
         return Ok(());
+    }
+    if info.ins[0].dtype == DType::F64 {
+        return lower_conv_nd(e, info, ins, out);
     }
     let Some((g, packed)) = conv_geometry(info)? else {
         return lower_conv_nd(e, info, ins, out);
@@ -658,7 +664,9 @@ fn conv_row(
     e.store(v, out, oo);
 }
 
-/// Any-rank convolution, scalar: the interpreter's window semantics, one output at a time.
+/// Any-rank convolution, scalar: the interpreter's window semantics, one output at a time
+/// (f32 with multiply-adds; f64 products rounded then summed in order, as the interpreter
+/// sums them).
 fn lower_conv_nd(e: &mut Emitter, info: &NodeInfo, ins: &[Value], out: Value) -> Result<()> {
     let (w, group) = match info.op {
         Op::Conv { window, group } => (window.clone(), *group),
@@ -673,9 +681,15 @@ fn lower_conv_nd(e: &mut Emitter, info: &NodeInfo, ins: &[Value], out: Value) ->
     let ist = element_strides(&isp);
     let kst = element_strides(&w.kernel);
     let ost = element_strides(&osp);
-    let iplane = isp.iter().product::<usize>() as i64 * 4;
-    let oplane = osp.iter().product::<usize>() as i64 * 4;
-    let ksz = w.kernel.iter().product::<usize>() as i64 * 4;
+    let f64 = info.ins[0].dtype == DType::F64;
+    let (ty, eb) = if f64 {
+        (types::F64, 8)
+    } else {
+        (types::F32, 4)
+    };
+    let iplane = isp.iter().product::<usize>() as i64 * eb;
+    let oplane = osp.iter().product::<usize>() as i64 * eb;
+    let ksz = w.kernel.iter().product::<usize>() as i64 * eb;
     let (c, m, cg) = (xs[1] as i64, ws[0] as i64, ws[1] as i64);
     let mg = m / group as i64;
     let bias = ins.get(2).copied();
@@ -692,15 +706,15 @@ fn lower_conv_nd(e: &mut Emitter, info: &NodeInfo, ins: &[Value], out: Value) ->
                 let xg = e.b.ins().iadd(xg, on[0]);
                 let init = match bias {
                     Some(bp) => {
-                        let bo = e.b.ins().imul_imm_s(mi, 4);
-                        e.load(types::F32, bp, bo)
+                        let bo = e.b.ins().imul_imm_s(mi, eb);
+                        e.load(ty, bp, bo)
                     }
-                    None => e.float_const(types::F32, 0.0),
+                    None => e.float_const(ty, 0.0),
                 };
                 let mut oidx = vec![];
                 index_loops(e, &osp, &mut oidx, &mut |e, o| {
                     let o = o.to_vec();
-                    let acc = e.b.declare_var(types::F32);
+                    let acc = e.b.declare_var(ty);
                     e.b.def_var(acc, init);
                     e.loop_offsets(cg, &[xg, om[0]], &[iplane, ksz], &mut |e, _ci, oc| {
                         let mut kidx = vec![];
@@ -720,25 +734,30 @@ fn lower_conv_nd(e: &mut Emitter, info: &NodeInfo, ins: &[Value], out: Value) ->
                                         .icmp_imm_s(IntCC::SignedLessThan, p, isp[d] as i64);
                                 valid = e.b.ins().band(valid, ge);
                                 valid = e.b.ins().band(valid, lt);
-                                let t = e.b.ins().imul_imm_s(p, ist[d] * 4);
+                                let t = e.b.ins().imul_imm_s(p, ist[d] * eb);
                                 xoff = e.b.ins().iadd(xoff, t);
-                                let t = e.b.ins().imul_imm_s(k[d], kst[d] * 4);
+                                let t = e.b.ins().imul_imm_s(k[d], kst[d] * eb);
                                 woff = e.b.ins().iadd(woff, t);
                             }
                             let xoff = e.b.ins().iadd(xoff, oc[0]);
-                            let xv = e.load_if(types::F32, valid, ins[0], xoff);
-                            let zf = e.float_const(types::F32, 0.0);
+                            let xv = e.load_if(ty, valid, ins[0], xoff);
+                            let zf = e.float_const(ty, 0.0);
                             let xv = e.b.ins().select(valid, xv, zf);
-                            let wv = e.load(types::F32, ins[1], woff);
+                            let wv = e.load(ty, ins[1], woff);
                             let a = e.b.use_var(acc);
-                            let na = e.mul_add(xv, wv, a);
+                            let na = if f64 {
+                                let p = e.b.ins().fmul(xv, wv);
+                                e.b.ins().fadd(a, p)
+                            } else {
+                                e.mul_add(xv, wv, a)
+                            };
                             e.b.def_var(acc, na);
                         });
                     });
                     let r = e.b.use_var(acc);
                     let mut ooff = om[1];
                     for d in 0..nsp {
-                        let t = e.b.ins().imul_imm_s(o[d], ost[d] * 4);
+                        let t = e.b.ins().imul_imm_s(o[d], ost[d] * eb);
                         ooff = e.b.ins().iadd(ooff, t);
                     }
                     e.store(r, out, ooff);

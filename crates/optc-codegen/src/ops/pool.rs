@@ -29,7 +29,7 @@ pub(super) fn lower_pool(
     if info.outs[0].numel() == 0 {
         return Ok(());
     }
-    let cells = Cells::new(&xs, &os, w, avg);
+    let cells = Cells::new(&xs, &os, w, avg, info.ins[0].dtype == DType::F64);
     let planes = (xs[0] * xs[1]) as i64;
     let z = e.int_const(0);
     e.loop_offsets(
@@ -48,8 +48,12 @@ pub(super) fn lower_pool(
 
 /// One output cell of a pool at a time, whatever its window: the reference's rules, each
 /// window cell checked against the map (for the windows at the borders, and every window of
-/// the pools the vector paths do not take).
+/// the pools the vector paths do not take, f64 pools among them: compared, and averaged over
+/// sums in order, in f64).
 struct Cells {
+    /// The element type (f32 or f64) and its bytes.
+    ty: Type,
+    eb: i64,
     w: optc_ir::Window,
     avg: Option<bool>,
     isp: Vec<usize>,
@@ -62,16 +66,23 @@ struct Cells {
 }
 
 impl Cells {
-    fn new(xs: &[usize], os: &[usize], w: &optc_ir::Window, avg: Option<bool>) -> Cells {
+    fn new(xs: &[usize], os: &[usize], w: &optc_ir::Window, avg: Option<bool>, f64: bool) -> Cells {
         let isp = xs[2..].to_vec();
         let osp = os[2..].to_vec();
+        let (ty, eb) = if f64 {
+            (types::F64, 8)
+        } else {
+            (types::F32, 4)
+        };
         Cells {
+            ty,
+            eb,
             w: w.clone(),
             avg,
             ist: element_strides(&isp),
             ost: element_strides(&osp),
-            iplane: isp.iter().product::<usize>() as i64 * 4,
-            oplane: osp.iter().product::<usize>() as i64 * 4,
+            iplane: isp.iter().product::<usize>() as i64 * eb,
+            oplane: osp.iter().product::<usize>() as i64 * eb,
             isp,
             osp,
         }
@@ -81,15 +92,16 @@ impl Cells {
     /// `pin` (input) and `pout` (output).
     fn cell(&self, e: &mut Emitter, x: Value, out: Value, pin: Value, pout: Value, o: &[Value]) {
         let (w, avg, isp, ist) = (&self.w, self.avg, &self.isp, &self.ist);
+        let (ty, eb) = (self.ty, self.eb);
         let nsp = w.nsp();
-        let acc = e.b.declare_var(types::F32);
+        let acc = e.b.declare_var(ty);
         // Max starts at NaN so that the first valid cell always wins (NaN cells are then
         // ignored unless every valid cell is NaN); no valid cell at all gives -inf.
         let init = if avg.is_some() { 0.0 } else { f32::NAN };
-        let iv = e.float_const(types::F32, init);
+        let iv = e.float_const(ty, init);
         e.b.def_var(acc, iv);
-        let cv = e.b.declare_var(types::F32);
-        let zf = e.float_const(types::F32, 0.0);
+        let cv = e.b.declare_var(ty);
+        let zf = e.float_const(ty, 0.0);
         e.b.def_var(cv, zf);
         let mut kidx = vec![];
         index_loops(e, &w.kernel, &mut kidx, &mut |e, k| {
@@ -110,11 +122,11 @@ impl Cells {
                         .icmp_imm_s(IntCC::SignedLessThan, p, isp[d] as i64);
                 valid = e.b.ins().band(valid, ge);
                 valid = e.b.ins().band(valid, lt);
-                let t = e.b.ins().imul_imm_s(p, ist[d] * 4);
+                let t = e.b.ins().imul_imm_s(p, ist[d] * eb);
                 off = e.b.ins().iadd(off, t);
             }
             let off = e.b.ins().iadd(off, pin);
-            let v = e.load_if(types::F32, valid, x, off);
+            let v = e.load_if(ty, valid, x, off);
             let a = e.b.use_var(acc);
             match avg {
                 None => {
@@ -125,20 +137,20 @@ impl Cells {
                     let take = e.b.ins().band(gt, valid);
                     let na = e.b.ins().select(take, v, a);
                     e.b.def_var(acc, na);
-                    let zf = e.float_const(types::F32, 0.0);
-                    let one = e.float_const(types::F32, 1.0);
+                    let zf = e.float_const(ty, 0.0);
+                    let one = e.float_const(ty, 1.0);
                     let inc = e.b.ins().select(valid, one, zf);
                     let c = e.b.use_var(cv);
                     let nc = e.b.ins().fadd(c, inc);
                     e.b.def_var(cv, nc);
                 }
                 Some(include_pad) => {
-                    let zf = e.float_const(types::F32, 0.0);
+                    let zf = e.float_const(ty, 0.0);
                     let v = e.b.ins().select(valid, v, zf);
                     let na = e.b.ins().fadd(a, v);
                     e.b.def_var(acc, na);
                     let cnt_if = if include_pad { inpad } else { valid };
-                    let one = e.float_const(types::F32, 1.0);
+                    let one = e.float_const(ty, 1.0);
                     let inc = e.b.ins().select(cnt_if, one, zf);
                     let c = e.b.use_var(cv);
                     let nc = e.b.ins().fadd(c, inc);
@@ -148,10 +160,10 @@ impl Cells {
         });
         let mut r = e.b.use_var(acc);
         let c = e.b.use_var(cv);
-        let zf = e.float_const(types::F32, 0.0);
+        let zf = e.float_const(ty, 0.0);
         let none = e.b.ins().fcmp(FloatCC::Equal, c, zf);
         if avg.is_none() {
-            let ninf = e.float_const(types::F32, f32::NEG_INFINITY);
+            let ninf = e.float_const(ty, f32::NEG_INFINITY);
             r = e.b.ins().select(none, ninf, r);
         } else {
             let q = e.b.ins().fdiv(r, c);
@@ -159,7 +171,7 @@ impl Cells {
         }
         let mut ooff = pout;
         for (&od, &st) in o.iter().zip(&self.ost) {
-            let t = e.b.ins().imul_imm_s(od, st * 4);
+            let t = e.b.ins().imul_imm_s(od, st * eb);
             ooff = e.b.ins().iadd(ooff, t);
         }
         e.store(r, out, ooff);
@@ -196,7 +208,7 @@ pub(super) fn lower_avgpool(
     if w.nsp() != 2 || info.ins[0].dtype != DType::F32 || info.outs[0].numel() == 0 {
         return lower_pool(e, info, x, out, w, Some(include_pad));
     }
-    let cells = Cells::new(&xs, &os, w, Some(include_pad));
+    let cells = Cells::new(&xs, &os, w, Some(include_pad), false);
     let (h, wd, oh, ow) = (xs[2], xs[3], os[2], os[3]);
     let (kh, kw) = (w.kernel[0], w.kernel[1]);
     let (sh, sw) = (w.strides[0], w.strides[1]);
