@@ -286,24 +286,153 @@ fn double_comparisons_select_and_initializers() {
 
 /// Ops without an f64 form are refused at compile time, naming the node.
 #[test]
-fn double_normalization_is_refused_naming_the_node() {
+fn double_lrn_is_refused_naming_the_node() {
     let mut m = ModelBuilder::new(17);
-    m.input("x", DType::F64, &[1, 2, 4, 4])
-        .input("s", DType::F64, &[2])
-        .input("b", DType::F64, &[2]);
-    m.node_named(
-        "norm",
-        "InstanceNormalization",
-        &["x", "s", "b"],
-        &["y"],
-        vec![],
-    );
+    m.input("x", DType::F64, &[1, 2, 4, 4]);
+    m.node_named("lrn", "LRN", &["x"], &["y"], vec![("size", A::Int(3))]);
     m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double InstanceNormalization is refused")
+        .expect("a double LRN is refused")
         .to_string();
-    assert!(err.contains("norm") && err.contains("f64"), "{err}");
+    assert!(err.contains("lrn") && err.contains("f64"), "{err}");
+}
+
+/// The mean of `v` and `1 / sqrt(mean((v - mean)^2) + eps)`, in f64 or (`f32`) each step
+/// rounded to f32.
+fn moments(v: &[f64], eps: f64, f32: bool) -> (f64, f64) {
+    let r = |x: f64| if f32 { x as f32 as f64 } else { x };
+    let v: Vec<f64> = v.iter().map(|&x| r(x)).collect();
+    let n = v.len() as f64;
+    let mean = r(v.iter().fold(0.0, |a, &b| r(a + b)) / n);
+    let var = r(v
+        .iter()
+        .fold(0.0, |a, &b| r(a + r(r(b - mean) * r(b - mean))))
+        / n);
+    (mean, r(1.0 / r(r(var + r(eps)).sqrt())))
+}
+
+/// The normalizations in f64, as their spec functions compute them, against the same
+/// steps by hand: BatchNormalization `(x - mean) / sqrt(var + eps) * scale + B` (exact);
+/// LayerNormalization (with its Mean and InvStdDev outputs), InstanceNormalization and
+/// GroupNormalization-21 with `stash_type` double in f64, and GroupNormalization-21's
+/// default float32 statistics in f32 (cast back to f64 before the scale).
+#[test]
+fn double_normalizations() {
+    let (n, c, hw) = (2usize, 4usize, 6usize);
+    let x = values(n * c * hw, 60);
+    let p = |seed| values(c, seed);
+    let (scale, bias, mean, var) = (p(61), p(62), p(63), p(64));
+    let var: Vec<f64> = var.iter().map(|v| v.abs() + 0.5).collect();
+    let xt = f64s(&[n, c, 2, 3], x.clone());
+    let eps = 1e-3f32;
+    // BatchNormalization.
+    let mut m = ModelBuilder::new(15);
+    m.input("x", DType::F64, &[n as i64, c as i64, 2, 3]);
+    for (name, v) in [("s", &scale), ("b", &bias), ("m", &mean), ("v", &var)] {
+        m.initializer(name, &f64s(&[c], v.clone()));
+    }
+    m.node(
+        "BatchNormalization",
+        &["x", "s", "b", "m", "v"],
+        &["y"],
+        vec![("epsilon", A::Float(eps))],
+    );
+    m.output("y");
+    let y = run(&m, std::slice::from_ref(&xt));
+    let want: Vec<f64> = (0..n * c * hw)
+        .map(|i| {
+            let ch = (i / hw) % c;
+            (x[i] - mean[ch]) / (var[ch] + eps as f64).sqrt() * scale[ch] + bias[ch]
+        })
+        .collect();
+    assert_close(&as_f64(&y[0], "batch norm"), &want, 0.0, "batch norm");
+    // LayerNormalization over the last two dims, InstanceNormalization, and
+    // GroupNormalization-21 (2 groups) with double and with float32 statistics.
+    let ln_scale = values(hw, 65);
+    let ln_bias = values(hw, 66);
+    let mut m = ModelBuilder::new(21);
+    m.input("x", DType::F64, &[n as i64, c as i64, 2, 3]);
+    m.initializer("ls", &f64s(&[2, 3], ln_scale.clone()))
+        .initializer("lb", &f64s(&[2, 3], ln_bias.clone()))
+        .initializer("s", &f64s(&[c], scale.clone()))
+        .initializer("b", &f64s(&[c], bias.clone()));
+    let e = ("epsilon", A::Float(eps));
+    m.node(
+        "LayerNormalization",
+        &["x", "ls", "lb"],
+        &["ln", "ln_mean", "ln_inv"],
+        vec![("axis", A::Int(-2)), e.clone(), ("stash_type", A::Int(11))],
+    );
+    m.node(
+        "InstanceNormalization",
+        &["x", "s", "b"],
+        &["in"],
+        vec![e.clone()],
+    );
+    let gn = |stash| {
+        vec![
+            ("num_groups", A::Int(2)),
+            ("epsilon", A::Float(eps)),
+            ("stash_type", A::Int(stash)),
+        ]
+    };
+    m.node("GroupNormalization", &["x", "s", "b"], &["gn64"], gn(11));
+    m.node("GroupNormalization", &["x", "s", "b"], &["gn32"], gn(1));
+    m.output("ln")
+        .output("ln_mean")
+        .output("ln_inv")
+        .output("in")
+        .output("gn64")
+        .output("gn32");
+    let y = run(&m, std::slice::from_ref(&xt));
+    let (mut ln, mut ln_mean, mut ln_inv, mut inst) = (vec![], vec![], vec![], vec![]);
+    for (k, v) in x.chunks(hw).enumerate() {
+        let (mu, inv) = moments(v, eps as f64, false);
+        ln_mean.push(mu);
+        ln_inv.push(inv);
+        for (j, &e) in v.iter().enumerate() {
+            ln.push((e - mu) * inv * ln_scale[j] + ln_bias[j]);
+            inst.push((e - mu) * inv * scale[k % c] + bias[k % c]);
+        }
+    }
+    let (mut gn64, mut gn32) = (vec![], vec![]);
+    for (k, v) in x.chunks(hw * c / 2).enumerate() {
+        for (f32, out) in [(false, &mut gn64), (true, &mut gn32)] {
+            let (mu, inv) = moments(v, eps as f64, f32);
+            for (j, &e) in v.iter().enumerate() {
+                let normed = if f32 {
+                    ((e as f32 - mu as f32) * inv as f32) as f64
+                } else {
+                    (e - mu) * inv
+                };
+                let ch = (k % 2) * (c / 2) + j / hw;
+                out.push(normed * scale[ch] + bias[ch]);
+            }
+        }
+    }
+    assert_close(&as_f64(&y[0], "layer norm"), &ln, 8.0, "layer norm");
+    assert_close(&as_f64(&y[1], "mean"), &ln_mean, 8.0, "layer norm mean");
+    assert_close(&as_f64(&y[2], "inv"), &ln_inv, 8.0, "layer norm inv std");
+    assert_close(&as_f64(&y[3], "instance norm"), &inst, 8.0, "instance norm");
+    assert_close(
+        &as_f64(&y[4], "group norm"),
+        &gn64,
+        8.0,
+        "group norm, double statistics",
+    );
+    // (f32 statistics: within f32 rounding of the same steps, far from the f64 result.)
+    let got32 = as_f64(&y[5], "group norm f32");
+    for (k, (&g, &w)) in got32.iter().zip(&gn32).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "group norm f32 [{k}]: {g} vs {w}"
+        );
+    }
+    assert!(
+        got32.iter().zip(&gn64).any(|(a, b)| a != b),
+        "float32 statistics"
+    );
 }
 
 /// Conv in f64 (two groups, strides, dilations, asymmetric pads; a bias and none; 1-D and

@@ -1383,10 +1383,12 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 return Err("spatial=0 is not supported".into());
             }
             let ins: Vec<Val> = (0..5).map(req).collect::<R<_>>()?;
-            let op = Op::BatchNorm {
-                epsilon: a.float_or("epsilon", 1e-5),
+            let epsilon = a.float_or("epsilon", 1e-5);
+            let v = if ctx.ty(&ins[0]).dtype == DType::F64 {
+                decompose::batch_norm_f64(ctx, name, &ins, epsilon)?
+            } else {
+                ctx.emit1(name, Op::BatchNorm { epsilon }, &ins, false)?
             };
-            let v = ctx.emit1(name, op, &ins, false)?;
             Ok(vec![Some(v), None, None, None, None])
         }
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" | "ReduceMin" | "ReduceProd" => {
@@ -1473,12 +1475,12 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             } else {
                 (None, None)
             };
-            let op = Op::LayerNorm { axis, epsilon };
-            Ok(vec![
-                Some(ctx.emit1(name, op, &ins, false)?),
-                stats.0,
-                stats.1,
-            ])
+            let y = if ctx.ty(&ins[0]).dtype == DType::F64 {
+                decompose::layer_norm_f64(ctx, name, &ins, axis, epsilon)?
+            } else {
+                ctx.emit1(name, Op::LayerNorm { axis, epsilon }, &ins, false)?
+            };
+            Ok(vec![Some(y), stats.0, stats.1])
         }
         "Flatten" => {
             let x = req(0)?;

@@ -133,7 +133,12 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "LRN",
     ];
     // (Their steps are elementwise math and reductions, which f64 has too.)
-    let f64_too = ["ReduceLogSum", "ReduceLogSumExp"];
+    let f64_too = [
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+        "InstanceNormalization",
+        "GroupNormalization",
+    ];
     if float_ops.contains(&op_type)
         && !(f64_too.contains(&op_type) && ctx.ty(&x).dtype == DType::F64)
     {
@@ -730,20 +735,54 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             // GroupNormalization before opset 21 scales per group, later per channel.
             let per_group = op_type == "GroupNormalization" && opset < 21;
             let params = if per_group { groups } else { c };
+            let dt = if xt.dtype == DType::F64 {
+                DType::F64
+            } else {
+                DType::F32
+            };
             for (p, what) in [(&st, "scale"), (&s.ctx.ty(&bias), "bias")] {
-                if p.numel() != params || p.dtype != DType::F32 {
-                    return Err(format!("the {what} must be {params} f32 values, it is {p}"));
+                if p.numel() != params || p.dtype != dt {
+                    return Err(format!(
+                        "the {what} must be {params} {dt} values, it is {p}"
+                    ));
                 }
             }
             let grouped = s.reshape(&x, vec![n, groups, c / groups * spatial])?;
-            let one = s.f32(1.0);
-            let normed = s.op(
-                Op::LayerNorm {
-                    axis: 2,
-                    epsilon: eps,
-                },
-                &[grouped, one],
-            )?;
+            let normed = if dt == DType::F64 {
+                // GroupNormalization-21 computes its statistics and the normalized values in
+                // `stash_type` (default float32, as onnxruntime and the reference do), then
+                // casts them to the input's type; InstanceNormalization in its own type.
+                let stash = if op_type == "GroupNormalization" && opset >= 21 {
+                    match a.int_or("stash_type", 1) {
+                        1 => DType::F32,
+                        11 => DType::F64,
+                        t => return Err(format!("stash_type {t} is not supported (1 or 11)")),
+                    }
+                } else {
+                    DType::F64
+                };
+                let grouped = if stash == DType::F32 {
+                    s.op(Op::Cast { to: DType::F32 }, &[grouped])?
+                } else {
+                    grouped
+                };
+                let (_, centered, inv) = s.layer_norm_parts(&grouped, 2, eps)?;
+                let normed = s.binary(BinaryOp::Mul, &centered, &inv)?;
+                if stash == DType::F32 {
+                    s.op(Op::Cast { to: DType::F64 }, &[normed])?
+                } else {
+                    normed
+                }
+            } else {
+                let one = s.f32(1.0);
+                s.op(
+                    Op::LayerNorm {
+                        axis: 2,
+                        epsilon: eps,
+                    },
+                    &[grouped, one],
+                )?
+            };
             let (normed, pshape) = if per_group {
                 (normed, vec![groups, 1])
             } else {
@@ -844,20 +883,109 @@ pub(super) fn layer_norm_statistics(
     axis: usize,
     epsilon: f32,
 ) -> R<(Val, Val)> {
-    need_f32(ctx, x, "LayerNormalization")?;
-    let r = ctx.ty(x).rank();
-    let axes: Vec<usize> = (axis..r).collect();
+    let dt = ctx.ty(x).dtype;
+    if dt != DType::F64 {
+        need_f32(ctx, x, "LayerNormalization")?;
+    }
     let mut s = Steps::new(ctx, &format!("{name}:1"));
-    let mean = s.reduce(ReduceKind::Mean, x, &axes, true)?;
-    let centered = s.binary(BinaryOp::Sub, x, &mean)?;
-    let sq = s.binary(BinaryOp::Mul, &centered, &centered)?;
-    let var = s.reduce(ReduceKind::Mean, &sq, &axes, true)?;
-    let eps = s.f32(epsilon);
-    let shifted = s.binary(BinaryOp::Add, &var, &eps)?;
-    let root = s.unary(UnaryOp::Sqrt, &shifted)?;
-    let one = s.f32(1.0);
-    let inv = s.binary(BinaryOp::Div, &one, &root)?;
+    let (mean, _, inv) = s.layer_norm_parts(x, axis, epsilon)?;
     Ok((mean, inv))
+}
+
+impl Steps<'_> {
+    /// The layer norm of `x` over the axes from `axis` on as the spec's function defines it,
+    /// in `x`'s type: `mean`, `d = x - mean`, `inv = 1 / sqrt(mean(d * d) + epsilon)`;
+    /// returns `(mean, d, inv)` (means kept as dims of extent 1).
+    fn layer_norm_parts(&mut self, x: &Val, axis: usize, epsilon: f32) -> R<(Val, Val, Val)> {
+        let xt = self.ctx.ty(x);
+        let axes: Vec<usize> = (axis..xt.rank()).collect();
+        let mean = self.reduce(ReduceKind::Mean, x, &axes, true)?;
+        let centered = self.binary(BinaryOp::Sub, x, &mean)?;
+        let sq = self.binary(BinaryOp::Mul, &centered, &centered)?;
+        let var = self.reduce(ReduceKind::Mean, &sq, &axes, true)?;
+        let eps = self.scalar(epsilon, xt.dtype)?;
+        let shifted = self.binary(BinaryOp::Add, &var, &eps)?;
+        let root = self.unary(UnaryOp::Sqrt, &shifted)?;
+        let one = self.scalar(1.0, xt.dtype)?;
+        let inv = self.binary(BinaryOp::Div, &one, &root)?;
+        Ok((mean, centered, inv))
+    }
+
+    /// An f64 layer norm (optc's `LayerNorm` op is f32): `d * inv` (see
+    /// [`Steps::layer_norm_parts`]), times `scale`, plus `bias`; the last step named as the
+    /// node.
+    pub(super) fn layer_norm_f64(
+        &mut self,
+        x: &Val,
+        axis: usize,
+        epsilon: f32,
+        scale: Option<&Val>,
+        bias: Option<&Val>,
+    ) -> R<Val> {
+        let (_, centered, inv) = self.layer_norm_parts(x, axis, epsilon)?;
+        let mut steps: Vec<(BinaryOp, Val)> = vec![(BinaryOp::Mul, inv)];
+        if let Some(sc) = scale {
+            steps.push((BinaryOp::Mul, sc.clone()));
+        }
+        if let Some(b) = bias {
+            steps.push((BinaryOp::Add, b.clone()));
+        }
+        let mut y = centered;
+        let n = steps.len();
+        for (i, (op, v)) in steps.into_iter().enumerate() {
+            y = if i + 1 == n {
+                self.last(Op::Binary(op), &[y, v])?
+            } else {
+                self.binary(op, &y, &v)?
+            };
+        }
+        Ok(y)
+    }
+}
+
+/// An f64 `LayerNormalization` (`ins`: x, scale, optional bias) as the spec's function:
+/// optc's `LayerNorm` op is f32.
+pub(super) fn layer_norm_f64(
+    ctx: &mut Ctx,
+    name: &str,
+    ins: &[Val],
+    axis: usize,
+    epsilon: f32,
+) -> R<Val> {
+    let mut s = Steps::new(ctx, name);
+    s.layer_norm_f64(&ins[0], axis, epsilon, Some(&ins[1]), ins.get(2))
+}
+
+/// An f64 `BatchNormalization` (inference; `ins`: x, scale, B, mean, var, all f64) as the
+/// spec writes it: `(x - mean) / sqrt(var + epsilon) * scale + B`, the parameters along
+/// dim 1 (optc's `BatchNorm` op is f32).
+pub(super) fn batch_norm_f64(ctx: &mut Ctx, name: &str, ins: &[Val], epsilon: f32) -> R<Val> {
+    let xt = ctx.ty(&ins[0]);
+    if xt.rank() < 2 {
+        return Err(format!("the input must have rank >= 2, it is {xt}"));
+    }
+    let c = xt.shape[1];
+    for (v, what) in ins[1..].iter().zip(["scale", "B", "mean", "var"]) {
+        let t = ctx.ty(v);
+        if t.dtype != DType::F64 || t.shape != [c] {
+            return Err(format!("the {what} must be f64[{c}], it is {t}"));
+        }
+    }
+    let mut s = Steps::new(ctx, name);
+    let mut pshape = vec![c];
+    pshape.extend(std::iter::repeat_n(1, xt.rank() - 2));
+    let p: Vec<Val> = ins[1..]
+        .iter()
+        .map(|v| s.reshape(v, pshape.clone()))
+        .collect::<R<_>>()?;
+    let (scale, bias, mean, var) = (&p[0], &p[1], &p[2], &p[3]);
+    let eps = s.scalar(epsilon, DType::F64)?;
+    let shifted = s.binary(BinaryOp::Add, var, &eps)?;
+    let root = s.unary(UnaryOp::Sqrt, &shifted)?;
+    let centered = s.binary(BinaryOp::Sub, &ins[0], mean)?;
+    let normed = s.binary(BinaryOp::Div, &centered, &root)?;
+    let scaled = s.binary(BinaryOp::Mul, &normed, scale)?;
+    s.last(Op::Binary(BinaryOp::Add), &[scaled, bias.clone()])
 }
 
 /// `LpPool`: `(sum over the window of |x|^p)^(1/p)`, padding counting as zeros. The sums
