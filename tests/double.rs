@@ -435,6 +435,150 @@ fn double_normalizations() {
     );
 }
 
+/// `erf` by its Maclaurin series (for |x| <= 1.5 it converges to the last bits of f64).
+fn erf_series(x: f64) -> f64 {
+    let (mut term, mut sum, mut n) = (x, x, 0.0);
+    loop {
+        n += 1.0;
+        term *= -x * x / n;
+        let t = term / (2.0 * n + 1.0);
+        sum += t;
+        if t.abs() < 1e-18 * sum.abs() {
+            break;
+        }
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+/// The activations imported as compositions, in f64 (constants as the spec's functions
+/// cast their float constants to double), against their formulas by hand.
+#[test]
+fn double_activations() {
+    let n = 48;
+    // Within -1..2 for Gelu (its erf series is exact to the last bits there, and 1 + erf
+    // does not cancel much), larger ones for the rest.
+    let x: Vec<f64> = values(n, 70).iter().map(|v| v.clamp(-1.0, 2.0)).collect();
+    let wide = values(n, 71);
+    let softplus = |v: f64| v.max(0.0) + (1.0 + (-v.abs()).exp()).ln();
+    let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+    let elu = |v: f64, a: f64| if v > 0.0 { v } else { a * (v.exp() - 1.0) };
+    let f32c = |v: f32| v as f64;
+    // (op, attributes, formula, inputs, ulps)
+    type Activation<'a> = (
+        &'a str,
+        Vec<(&'a str, A)>,
+        Box<dyn Fn(f64) -> f64>,
+        &'a Vec<f64>,
+        f64,
+    );
+    let cases: Vec<Activation> = vec![
+        (
+            "Elu",
+            vec![("alpha", A::Float(0.7))],
+            Box::new(move |v| elu(v, f32c(0.7))),
+            &wide,
+            4.0,
+        ),
+        (
+            "Selu",
+            vec![],
+            Box::new(move |v| f32c(1.050_701) * elu(v, f32c(1.673_263_2))),
+            &wide,
+            4.0,
+        ),
+        (
+            "Celu",
+            vec![("alpha", A::Float(1.3))],
+            Box::new(move |v| {
+                let a = f32c(1.3);
+                v.max(0.0) + elu(v * (1.0 / a), a).min(0.0)
+            }),
+            &wide,
+            4.0,
+        ),
+        ("Softplus", vec![], Box::new(softplus), &wide, 4.0),
+        (
+            "Softsign",
+            vec![],
+            Box::new(|v| v / (1.0 + v.abs())),
+            &wide,
+            0.0,
+        ),
+        (
+            "Mish",
+            vec![],
+            Box::new(move |v| v * softplus(v).tanh()),
+            &wide,
+            4.0,
+        ),
+        (
+            "ThresholdedRelu",
+            vec![("alpha", A::Float(0.5))],
+            Box::new(|v| if v > 0.5 { v } else { 0.0 }),
+            &wide,
+            0.0,
+        ),
+        (
+            "Gelu",
+            vec![],
+            Box::new(|v| 0.5 * v * (1.0 + erf_series(v / std::f64::consts::SQRT_2))),
+            &x,
+            8.0,
+        ),
+        (
+            "Gelu",
+            vec![("approximate", A::Str("tanh".into()))],
+            Box::new(move |v| {
+                let k = f32c(2.0 / std::f32::consts::PI).sqrt();
+                let inner = k * (v + f32c(0.044_715) * v.powf(3.0));
+                0.5 * v * (1.0 + inner.tanh())
+            }),
+            &x,
+            4.0,
+        ),
+        (
+            "Swish",
+            vec![("alpha", A::Float(1.5))],
+            Box::new(move |v| v * sigmoid(1.5 * v)),
+            &wide,
+            4.0,
+        ),
+    ];
+    for (op, attrs, f, v, ulps) in cases {
+        let mut m = ModelBuilder::new(24);
+        m.input("x", DType::F64, &[n as i64]);
+        m.node(op, &["x"], &["y"], attrs);
+        m.output("y");
+        let y = run(&m, &[f64s(&[n], v.clone())]);
+        let want: Vec<f64> = v.iter().map(|&e| f(e)).collect();
+        assert_close(&as_f64(&y[0], op), &want, ulps, op);
+    }
+    // PRelu (a slope per column) and LogSoftmax along the last axis.
+    let slope = values(8, 72);
+    let mut m = ModelBuilder::new(17);
+    m.input("x", DType::F64, &[6, 8]);
+    m.initializer("slope", &f64s(&[8], slope.clone()));
+    m.node("PRelu", &["x", "slope"], &["p"], vec![]);
+    m.node("LogSoftmax", &["x"], &["l"], vec![("axis", A::Int(-1))]);
+    m.output("p").output("l");
+    let y = run(&m, &[f64s(&[6, 8], wide.clone())]);
+    let prelu: Vec<f64> = wide
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| if e < 0.0 { e * slope[i % 8] } else { e })
+        .collect();
+    let logsm: Vec<f64> = wide
+        .chunks(8)
+        .flat_map(|row| {
+            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let l = row.iter().fold(0.0, |s, e| s + (e - mx).exp()).ln();
+            row.iter().map(move |e| (e - mx) - l).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_close(&as_f64(&y[0], "prelu"), &prelu, 0.0, "PRelu");
+    assert_close(&as_f64(&y[1], "logsoftmax"), &logsm, 4.0, "LogSoftmax");
+}
+
 /// Conv in f64 (two groups, strides, dilations, asymmetric pads; a bias and none; 1-D and
 /// 3-D): each output the bias, then its products in (input channel, kernel offset) order,
 /// each product and sum rounded in f64, against the same sums by hand (taps over padding

@@ -19,10 +19,25 @@ use optc_ir::{BinaryOp, DType, Data, Op, ReduceKind, Tensor, UnaryOp};
 use tract_onnx::pb;
 
 impl Steps<'_> {
+    /// A scalar of `like`'s float type: `v64` for f64, else `v32` (a constant written out
+    /// for f32, so that the f32 steps keep their exact constants).
+    fn float(&mut self, v32: f32, v64: f64, like: &Val) -> Val {
+        if self.ctx.ty(like).dtype == DType::F64 {
+            self.constant(Tensor::new(vec![], Data::F64(vec![v64])).expect("a scalar"))
+        } else {
+            self.f32(v32)
+        }
+    }
+
+    /// A scalar `v` (exact in f32) of `like`'s float type.
+    fn exact(&mut self, v: f32, like: &Val) -> Val {
+        self.float(v, v as f64, like)
+    }
+
     /// `max(x, 0) + log(1 + exp(-|x|))`: softplus without overflow.
     fn softplus(&mut self, x: &Val) -> R<Val> {
-        let zero = self.f32(0.0);
-        let one = self.f32(1.0);
+        let zero = self.exact(0.0, x);
+        let one = self.exact(1.0, x);
         let pos = self.binary(BinaryOp::Max, x, &zero)?;
         let abs = self.unary(UnaryOp::Abs, x)?;
         let neg = self.unary(UnaryOp::Neg, &abs)?;
@@ -34,9 +49,9 @@ impl Steps<'_> {
 
     /// `alpha * (exp(x) - 1)` where `x <= 0`, `x` elsewhere.
     fn elu(&mut self, x: &Val, alpha: f32) -> R<Val> {
-        let zero = self.f32(0.0);
-        let one = self.f32(1.0);
-        let a = self.f32(alpha);
+        let zero = self.exact(0.0, x);
+        let one = self.exact(1.0, x);
+        let a = self.exact(alpha, x);
         let e = self.unary(UnaryOp::Exp, x)?;
         let em1 = self.binary(BinaryOp::Sub, &e, &one)?;
         let neg = self.binary(BinaryOp::Mul, &a, &em1)?;
@@ -138,6 +153,18 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "ReduceLogSumExp",
         "InstanceNormalization",
         "GroupNormalization",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Softplus",
+        "Softsign",
+        "Mish",
+        "ThresholdedRelu",
+        "Gelu",
+        "PRelu",
+        "LogSoftmax",
+        "Swish",
+        "SwiGLU",
     ];
     if float_ops.contains(&op_type)
         && !(f64_too.contains(&op_type) && ctx.ty(&x).dtype == DType::F64)
@@ -168,7 +195,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let alpha = a.float_or("alpha", 1.673_263_2);
             let gamma = a.float_or("gamma", 1.050_701);
             let y = s.elu(&x, alpha)?;
-            let g = s.f32(gamma);
+            let g = s.exact(gamma, &x);
             s.last(Op::Binary(BinaryOp::Mul), &[g, y])?
         }
         "Celu" => {
@@ -176,17 +203,17 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             if alpha == 0.0 {
                 return Err("alpha must not be 0".into());
             }
-            let inv = s.f32(1.0 / alpha);
+            let inv = s.float(1.0 / alpha, 1.0 / alpha as f64, &x);
             let scaled = s.binary(BinaryOp::Mul, &x, &inv)?;
             let e = s.elu(&scaled, alpha)?;
-            let zero = s.f32(0.0);
+            let zero = s.exact(0.0, &x);
             let pos = s.binary(BinaryOp::Max, &x, &zero)?;
             let neg = s.binary(BinaryOp::Min, &e, &zero)?;
             s.last(Op::Binary(BinaryOp::Add), &[pos, neg])?
         }
         "Softplus" => s.softplus(&x)?,
         "Softsign" => {
-            let one = s.f32(1.0);
+            let one = s.exact(1.0, &x);
             let abs = s.unary(UnaryOp::Abs, &x)?;
             let d = s.binary(BinaryOp::Add, &one, &abs)?;
             s.last(Op::Binary(BinaryOp::Div), &[x, d])?
@@ -197,8 +224,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             s.last(Op::Binary(BinaryOp::Mul), &[x, t])?
         }
         "ThresholdedRelu" => {
-            let alpha = s.f32(a.float_or("alpha", 1.0));
-            let zero = s.f32(0.0);
+            let alpha = s.exact(a.float_or("alpha", 1.0), &x);
+            let zero = s.exact(0.0, &x);
             let keep = s.binary(BinaryOp::Greater, &x, &alpha)?;
             s.last(Op::Where, &[keep, x, zero])?
         }
@@ -218,19 +245,33 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             s.last(Op::Where, &[below, plus, inner])?
         }
         "Gelu" => {
-            let half = s.f32(0.5);
-            let one = s.f32(1.0);
+            let half = s.exact(0.5, &x);
+            let one = s.exact(1.0, &x);
+            // (f64: the spec's function, its float constants cast to double: x / sqrt(2),
+            // sqrt(0.63661975f), 0.044715f, Pow(x, 3).)
+            let f64 = xt.dtype == DType::F64;
             let inner = match a.string("approximate").as_deref().unwrap_or("none") {
                 "none" => {
-                    let k = s.f32(std::f32::consts::FRAC_1_SQRT_2);
-                    let z = s.binary(BinaryOp::Mul, &x, &k)?;
+                    let z = if f64 {
+                        let root = s.float(0.0, std::f64::consts::SQRT_2, &x);
+                        s.binary(BinaryOp::Div, &x, &root)?
+                    } else {
+                        let k = s.f32(std::f32::consts::FRAC_1_SQRT_2);
+                        s.binary(BinaryOp::Mul, &x, &k)?
+                    };
                     s.unary(UnaryOp::Erf, &z)?
                 }
                 "tanh" => {
-                    let c = s.f32(0.044_715);
-                    let k = s.f32((2.0 / std::f32::consts::PI).sqrt());
-                    let x2 = s.binary(BinaryOp::Mul, &x, &x)?;
-                    let x3 = s.binary(BinaryOp::Mul, &x2, &x)?;
+                    let two_over_pi = 2.0 / std::f32::consts::PI;
+                    let c = s.exact(0.044_715, &x);
+                    let k = s.float(two_over_pi.sqrt(), (two_over_pi as f64).sqrt(), &x);
+                    let x3 = if f64 {
+                        let three = s.exact(3.0, &x);
+                        s.binary(BinaryOp::Pow, &x, &three)?
+                    } else {
+                        let x2 = s.binary(BinaryOp::Mul, &x, &x)?;
+                        s.binary(BinaryOp::Mul, &x2, &x)?
+                    };
                     let cx3 = s.binary(BinaryOp::Mul, &c, &x3)?;
                     let sum = s.binary(BinaryOp::Add, &x, &cx3)?;
                     let z = s.binary(BinaryOp::Mul, &k, &sum)?;
@@ -248,7 +289,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         }
         "PRelu" => {
             let slope = second.ok_or("the slope (input #1) is missing")?;
-            let zero = s.f32(0.0);
+            let zero = s.exact(0.0, &x);
             let neg = s.binary(BinaryOp::Less, &x, &zero)?;
             let scaled = s.binary(BinaryOp::Mul, &x, &slope)?;
             let y = s.op(Op::Where, &[neg, scaled, x.clone()])?;
@@ -323,7 +364,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let scaled = if alpha == 1.0 {
                 x.clone()
             } else {
-                let al = s.f32(alpha);
+                let al = s.exact(alpha, &x);
                 s.binary(BinaryOp::Mul, &x, &al)?
             };
             let gate = s.unary(UnaryOp::Sigmoid, &scaled)?;
