@@ -577,6 +577,54 @@ fn double_activations() {
         .collect();
     assert_close(&as_f64(&y[0], "prelu"), &prelu, 0.0, "PRelu");
     assert_close(&as_f64(&y[1], "logsoftmax"), &logsm, 4.0, "LogSoftmax");
+    // LpNormalization (p = 1 and 2) and MeanVarianceNormalization over the last axis.
+    let mut m = ModelBuilder::new(17);
+    m.input("x", DType::F64, &[6, 8]);
+    let axis = ("axis", A::Int(1));
+    m.node(
+        "LpNormalization",
+        &["x"],
+        &["l1"],
+        vec![axis.clone(), ("p", A::Int(1))],
+    );
+    m.node(
+        "LpNormalization",
+        &["x"],
+        &["l2"],
+        vec![axis, ("p", A::Int(2))],
+    );
+    m.node(
+        "MeanVarianceNormalization",
+        &["x"],
+        &["mvn"],
+        vec![("axes", A::Ints(vec![1]))],
+    );
+    m.output("l1").output("l2").output("mvn");
+    let y = run(&m, &[f64s(&[6, 8], wide.clone())]);
+    let per_row =
+        |f: &dyn Fn(&[f64]) -> Vec<f64>| -> Vec<f64> { wide.chunks(8).flat_map(f).collect() };
+    let l1 = per_row(&|r| {
+        let n = r.iter().fold(0.0, |s, e| s + e.abs());
+        r.iter().map(|e| e / n).collect()
+    });
+    let l2 = per_row(&|r| {
+        let n = r.iter().fold(0.0, |s, e| s + e * e).sqrt();
+        r.iter().map(|e| e / n).collect()
+    });
+    let mvn = per_row(&|r| {
+        let mean = r.iter().fold(0.0, |s, e| s + e) / 8.0;
+        let var = r.iter().fold(0.0, |s, e| s + (e - mean) * (e - mean)) / 8.0;
+        let sd = (var + f32c(1e-9)).sqrt();
+        r.iter().map(|e| (e - mean) / sd).collect()
+    });
+    assert_close(&as_f64(&y[0], "l1"), &l1, 4.0, "LpNormalization p=1");
+    assert_close(&as_f64(&y[1], "l2"), &l2, 4.0, "LpNormalization p=2");
+    assert_close(
+        &as_f64(&y[2], "mvn"),
+        &mvn,
+        8.0,
+        "MeanVarianceNormalization",
+    );
 }
 
 /// Conv in f64 (two groups, strides, dilations, asymmetric pads; a bias and none; 1-D and

@@ -165,6 +165,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "LogSoftmax",
         "Swish",
         "SwiGLU",
+        "LpNormalization",
+        "MeanVarianceNormalization",
     ];
     if float_ops.contains(&op_type)
         && !(f64_too.contains(&op_type) && ctx.ty(&x).dtype == DType::F64)
@@ -848,8 +850,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             };
             // A zero norm divides by one (the vector stays zero, as the spec's reference
             // computes).
-            let zero = s.f32(0.0);
-            let one = s.f32(1.0);
+            let zero = s.exact(0.0, &x);
+            let one = s.exact(1.0, &x);
             let is_zero = s.binary(BinaryOp::Equal, &norm, &zero)?;
             let norm = s.op(Op::Where, &[is_zero, one, norm])?;
             s.last(Op::Binary(BinaryOp::Div), &[x, norm])?
@@ -881,7 +883,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let d = s.binary(BinaryOp::Sub, &x, &mean)?;
             let sq = s.binary(BinaryOp::Mul, &d, &d)?;
             let var = s.reduce(ReduceKind::Mean, &sq, &axes, true)?;
-            let eps = s.f32(1e-9);
+            let eps = s.exact(1e-9, &x);
             let ve = s.binary(BinaryOp::Add, &var, &eps)?;
             let sd = s.unary(UnaryOp::Sqrt, &ve)?;
             s.last(Op::Binary(BinaryOp::Div), &[d, sd])?
