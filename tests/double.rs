@@ -286,16 +286,17 @@ fn double_comparisons_select_and_initializers() {
 
 /// Ops without an f64 form are refused at compile time, naming the node.
 #[test]
-fn double_lrn_is_refused_naming_the_node() {
-    let mut m = ModelBuilder::new(17);
-    m.input("x", DType::F64, &[1, 2, 4, 4]);
-    m.node_named("lrn", "LRN", &["x"], &["y"], vec![("size", A::Int(3))]);
+fn double_rms_normalization_is_refused_naming_the_node() {
+    let mut m = ModelBuilder::new(23);
+    m.input("x", DType::F64, &[2, 4])
+        .input("s", DType::F64, &[4]);
+    m.node_named("rms", "RMSNormalization", &["x", "s"], &["y"], vec![]);
     m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double LRN is refused")
+        .expect("a double RMSNormalization is refused")
         .to_string();
-    assert!(err.contains("lrn") && err.contains("f64"), "{err}");
+    assert!(err.contains("rms") && err.contains("f64"), "{err}");
 }
 
 /// The mean of `v` and `1 / sqrt(mean((v - mean)^2) + eps)`, in f64 or (`f32`) each step
@@ -625,6 +626,115 @@ fn double_activations() {
         8.0,
         "MeanVarianceNormalization",
     );
+}
+
+/// Shrink, Hardmax, LpPool (p = 3, padded, strided) and LRN in f64, against their
+/// formulas by hand (the float attributes cast to double).
+#[test]
+fn double_shrink_hardmax_lppool_lrn() {
+    let (n, c, h, w) = (2usize, 5usize, 4usize, 5usize);
+    let x = values(n * c * h * w, 80);
+    let x: Vec<f64> = x.iter().map(|v| v.clamp(-5.0, 5.0)).collect();
+    let mut m = ModelBuilder::new(18);
+    m.input("x", DType::F64, &[n as i64, c as i64, h as i64, w as i64]);
+    let f = |v: f32| A::Float(v);
+    m.node(
+        "Shrink",
+        &["x"],
+        &["shrink"],
+        vec![("lambd", f(0.7)), ("bias", f(0.3))],
+    );
+    m.node("Hardmax", &["x"], &["hardmax"], vec![("axis", A::Int(1))]);
+    m.node(
+        "LpPool",
+        &["x"],
+        &["lppool"],
+        vec![
+            ("kernel_shape", A::Ints(vec![3, 2])),
+            ("strides", A::Ints(vec![2, 1])),
+            ("pads", A::Ints(vec![1, 0, 1, 1])),
+            ("p", A::Int(3)),
+        ],
+    );
+    m.node(
+        "LRN",
+        &["x"],
+        &["lrn"],
+        vec![
+            ("size", A::Int(3)),
+            ("alpha", f(2e-4)),
+            ("beta", f(0.8)),
+            ("bias", f(1.5)),
+        ],
+    );
+    m.output("shrink")
+        .output("hardmax")
+        .output("lppool")
+        .output("lrn");
+    let y = run(&m, &[f64s(&[n, c, h, w], x.clone())]);
+    let at = |ni: usize, ci: usize, r: usize, q: usize| x[((ni * c + ci) * h + r) * w + q];
+    let (l, b) = (0.7f32 as f64, 0.3f32 as f64);
+    let shrink: Vec<f64> = x
+        .iter()
+        .map(|&v| {
+            if v < -l {
+                v + b
+            } else if v > l {
+                v - b
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut hardmax = vec![0.0; x.len()];
+    let mut lrn = vec![0.0; x.len()];
+    for ni in 0..n {
+        for r in 0..h {
+            for q in 0..w {
+                let best = (0..c).fold(0, |k, ci| {
+                    if at(ni, ci, r, q) > at(ni, k, r, q) {
+                        ci
+                    } else {
+                        k
+                    }
+                });
+                hardmax[((ni * c + best) * h + r) * w + q] = 1.0;
+                for ci in 0..c {
+                    let lo = ci.saturating_sub(1);
+                    let hi = (ci + 1).min(c - 1);
+                    let sum = (lo..=hi).fold(0.0, |s, k| s + at(ni, k, r, q) * at(ni, k, r, q));
+                    let base = 2e-4f32 as f64 / 3.0 * sum + 1.5;
+                    lrn[((ni * c + ci) * h + r) * w + q] =
+                        at(ni, ci, r, q) * base.powf(-(0.8f32 as f64));
+                }
+            }
+        }
+    }
+    // LpPool: windows of 3 x 2 from row 2i - 1, column j (rows padded 1 / 1, columns 0 / 1).
+    let (oh, ow) = ((h + 2 - 3) / 2 + 1, (w + 1 - 2) + 1);
+    let mut lppool = vec![];
+    for ni in 0..n {
+        for ci in 0..c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut sum = 0.0;
+                    for a in 0..3 {
+                        for bq in 0..2 {
+                            let (r, q) = ((2 * i + a) as i64 - 1, j + bq);
+                            if r >= 0 && (r as usize) < h && q < w {
+                                sum += at(ni, ci, r as usize, q).abs().powf(3.0);
+                            }
+                        }
+                    }
+                    lppool.push(sum.powf(1.0 / 3.0));
+                }
+            }
+        }
+    }
+    assert_close(&as_f64(&y[0], "shrink"), &shrink, 0.0, "Shrink");
+    assert_close(&as_f64(&y[1], "hardmax"), &hardmax, 0.0, "Hardmax");
+    assert_close(&as_f64(&y[2], "lppool"), &lppool, 8.0, "LpPool");
+    assert_close(&as_f64(&y[3], "lrn"), &lrn, 8.0, "LRN");
 }
 
 /// Conv in f64 (two groups, strides, dilations, asymmetric pads; a bias and none; 1-D and

@@ -34,6 +34,17 @@ impl Steps<'_> {
         self.float(v, v as f64, like)
     }
 
+    /// A tensor of ones of `shape` and `like`'s float type (a conv's summing kernel).
+    fn ones(&mut self, shape: Vec<usize>, like: &Val) -> R<Val> {
+        let n: usize = shape.iter().product();
+        let data = if self.ctx.ty(like).dtype == DType::F64 {
+            Data::F64(vec![1.0; n])
+        } else {
+            Data::F32(vec![1.0; n])
+        };
+        Ok(self.constant(Tensor::new(shape, data).map_err(|e| e.msg)?))
+    }
+
     /// `max(x, 0) + log(1 + exp(-|x|))`: softplus without overflow.
     fn softplus(&mut self, x: &Val) -> R<Val> {
         let zero = self.exact(0.0, x);
@@ -167,6 +178,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "SwiGLU",
         "LpNormalization",
         "MeanVarianceNormalization",
+        "LpPool",
+        "LRN",
     ];
     if float_ops.contains(&op_type)
         && !(f64_too.contains(&op_type) && ctx.ty(&x).dtype == DType::F64)
@@ -232,13 +245,15 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             s.last(Op::Where, &[keep, x, zero])?
         }
         "Shrink" => {
-            need_f32(s.ctx, &x, "Shrink")?;
+            if xt.dtype != DType::F64 {
+                need_f32(s.ctx, &x, "Shrink")?;
+            }
             let lambd = a.float_or("lambd", 0.5);
             let bias = a.float_or("bias", 0.0);
-            let lo = s.f32(-lambd);
-            let hi = s.f32(lambd);
-            let b = s.f32(bias);
-            let zero = s.f32(0.0);
+            let lo = s.exact(-lambd, &x);
+            let hi = s.exact(lambd, &x);
+            let b = s.exact(bias, &x);
+            let zero = s.exact(0.0, &x);
             let below = s.binary(BinaryOp::Less, &x, &lo)?;
             let above = s.binary(BinaryOp::Greater, &x, &hi)?;
             let plus = s.binary(BinaryOp::Add, &x, &b)?;
@@ -897,7 +912,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
 /// reduction, its first position by a max reduction over the positions where it is reached.
 fn hardmax(s: &mut Steps, x: Val, axis: usize) -> R<Val> {
     let xt = s.ctx.ty(&x);
-    need_f32(s.ctx, &x, "Hardmax")?;
+    if xt.dtype != DType::F64 {
+        need_f32(s.ctx, &x, "Hardmax")?;
+    }
     let n = xt.shape[axis];
     if n == 0 || n > 1 << 24 {
         return Err(format!("axis {axis} of {xt} is empty or too long"));
@@ -1063,21 +1080,20 @@ fn lp_pool(s: &mut Steps, a: &Attrs, x: Val) -> R<Val> {
         1 => abs,
         2 => s.binary(BinaryOp::Mul, &abs, &abs)?,
         _ => {
-            let e = s.f32(p as f32);
+            let e = s.float(p as f32, p as f64, &x);
             s.binary(BinaryOp::Pow, &abs, &e)?
         }
     };
     let c = xt.shape[1];
     let mut wshape = vec![c, 1];
     wshape.extend(&kernel);
-    let n: usize = wshape.iter().product();
-    let ones = s.constant(Tensor::from_f32(wshape, vec![1.0; n]).map_err(|e| e.msg)?);
+    let ones = s.ones(wshape, &x)?;
     let sum = s.op(Op::Conv { window, group: c }, &[powered, ones])?;
     match p {
         1 => Ok(sum),
         2 => s.last(Op::Unary(UnaryOp::Sqrt), &[sum]),
         _ => {
-            let e = s.f32(1.0 / p as f32);
+            let e = s.float(1.0 / p as f32, 1.0 / p as f64, &x);
             s.last(Op::Binary(BinaryOp::Pow), &[sum, e])
         }
     }
@@ -1104,8 +1120,7 @@ fn local_response_norm(s: &mut Steps, a: &Attrs, x: Val) -> R<Val> {
     let rest: usize = xt.shape[2..].iter().product();
     let sq = s.binary(BinaryOp::Mul, &x, &x)?;
     let flat = s.reshape(&sq, vec![n, 1, c, rest])?;
-    let ones =
-        s.constant(Tensor::from_f32(vec![1, 1, size, 1], vec![1.0; size]).map_err(|e| e.msg)?);
+    let ones = s.ones(vec![1, 1, size, 1], &x)?;
     let window = optc_ir::Window {
         kernel: vec![size, 1],
         strides: vec![1, 1],
@@ -1115,11 +1130,11 @@ fn local_response_norm(s: &mut Steps, a: &Attrs, x: Val) -> R<Val> {
     };
     let sums = s.op(Op::Conv { window, group: 1 }, &[flat, ones])?;
     let sums = s.reshape(&sums, xt.shape.clone())?;
-    let scale = s.f32(alpha / size as f32);
+    let scale = s.float(alpha / size as f32, alpha as f64 / size as f64, &x);
     let scaled = s.binary(BinaryOp::Mul, &sums, &scale)?;
-    let b = s.f32(bias);
+    let b = s.exact(bias, &x);
     let base = s.binary(BinaryOp::Add, &scaled, &b)?;
-    let e = s.f32(-beta);
+    let e = s.exact(-beta, &x);
     let factor = s.binary(BinaryOp::Pow, &base, &e)?;
     s.last(Op::Binary(BinaryOp::Mul), &[x, factor])
 }
