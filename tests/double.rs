@@ -286,17 +286,23 @@ fn double_comparisons_select_and_initializers() {
 
 /// Ops without an f64 form are refused at compile time, naming the node.
 #[test]
-fn double_rms_normalization_is_refused_naming_the_node() {
-    let mut m = ModelBuilder::new(23);
+fn double_loss_is_refused_naming_the_node() {
+    let mut m = ModelBuilder::new(17);
     m.input("x", DType::F64, &[2, 4])
-        .input("s", DType::F64, &[4]);
-    m.node_named("rms", "RMSNormalization", &["x", "s"], &["y"], vec![]);
+        .input("t", DType::I64, &[2]);
+    m.node_named(
+        "nll",
+        "NegativeLogLikelihoodLoss",
+        &["x", "t"],
+        &["y"],
+        vec![],
+    );
     m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double RMSNormalization is refused")
+        .expect("a double NegativeLogLikelihoodLoss is refused")
         .to_string();
-    assert!(err.contains("rms") && err.contains("f64"), "{err}");
+    assert!(err.contains("nll") && err.contains("f64"), "{err}");
 }
 
 /// The mean of `v` and `1 / sqrt(mean((v - mean)^2) + eps)`, in f64 or (`f32`) each step
@@ -618,6 +624,44 @@ fn double_activations() {
         let sd = (var + f32c(1e-9)).sqrt();
         r.iter().map(|e| (e - mean) / sd).collect()
     });
+    // RMSNormalization with double statistics and with float32 ones (the default).
+    let rms_scale = values(8, 73);
+    let mut outs = vec![];
+    for stash in [11, 1] {
+        let mut r = ModelBuilder::new(23);
+        r.input("x", DType::F64, &[6, 8]);
+        r.initializer("s", &f64s(&[8], rms_scale.clone()));
+        r.node(
+            "RMSNormalization",
+            &["x", "s"],
+            &["y"],
+            vec![("stash_type", A::Int(stash))],
+        );
+        r.output("y");
+        let got = as_f64(&run(&r, &[f64s(&[6, 8], wide.clone())])[0], "rms");
+        let f32s = stash == 1;
+        let q = |v: f64| if f32s { v as f32 as f64 } else { v };
+        let want = per_row(&|row| {
+            let ms = q(row.iter().fold(0.0, |s, e| q(s + q(q(*e) * q(*e)))) / 8.0);
+            let rms = q(q(ms + q(1e-5f32 as f64)).sqrt());
+            row.iter()
+                .enumerate()
+                .map(|(j, e)| q(q(*e) / rms) * rms_scale[j])
+                .collect()
+        });
+        if f32s {
+            for (k, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                    "rms f32 [{k}]: {g} vs {w}"
+                );
+            }
+        } else {
+            assert_close(&got, &want, 8.0, "RMSNormalization");
+        }
+        outs.push(got);
+    }
+    assert!(outs[0] != outs[1], "RMSNormalization's float32 statistics");
     assert_close(&as_f64(&y[0], "l1"), &l1, 4.0, "LpNormalization p=1");
     assert_close(&as_f64(&y[1], "l2"), &l2, 4.0, "LpNormalization p=2");
     assert_close(

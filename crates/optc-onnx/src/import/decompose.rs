@@ -157,6 +157,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "SwiGLU",
         "LpPool",
         "LRN",
+        "RMSNormalization",
     ];
     // (Their steps are elementwise math and reductions, which f64 has too.)
     let f64_too = [
@@ -180,6 +181,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "MeanVarianceNormalization",
         "LpPool",
         "LRN",
+        "RMSNormalization",
     ];
     if float_ops.contains(&op_type)
         && !(f64_too.contains(&op_type) && ctx.ty(&x).dtype == DType::F64)
@@ -872,18 +874,32 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             s.last(Op::Binary(BinaryOp::Div), &[x, norm])?
         }
         "RMSNormalization" => {
-            if a.int_or("stash_type", 1) != 1 {
-                return Err("stash_type other than 1 (f32) is not supported".into());
-            }
+            // The statistics and the normalized values in `stash_type` (float32 by
+            // default, double), cast to the input's type before the scale.
+            let stash = match a.int_or("stash_type", 1) {
+                1 => DType::F32,
+                11 => DType::F64,
+                t => return Err(format!("stash_type {t} is not supported (1 or 11)")),
+            };
             let scale = second.ok_or("the scale (input #1) is missing")?;
             let axis = norm_axis(a.int_or("axis", -1), xt.rank(), "axis")?;
             let axes: Vec<usize> = (axis..xt.rank()).collect();
-            let sq = s.binary(BinaryOp::Mul, &x, &x)?;
+            let xu = if stash == xt.dtype {
+                x.clone()
+            } else {
+                s.op(Op::Cast { to: stash }, std::slice::from_ref(&x))?
+            };
+            let sq = s.binary(BinaryOp::Mul, &xu, &xu)?;
             let mean = s.reduce(ReduceKind::Mean, &sq, &axes, true)?;
-            let eps = s.f32(a.float_or("epsilon", 1e-5));
+            let eps = s.exact(a.float_or("epsilon", 1e-5), &xu);
             let me = s.binary(BinaryOp::Add, &mean, &eps)?;
             let rms = s.unary(UnaryOp::Sqrt, &me)?;
-            let y = s.binary(BinaryOp::Div, &x, &rms)?;
+            let y = s.binary(BinaryOp::Div, &xu, &rms)?;
+            let y = if stash == xt.dtype {
+                y
+            } else {
+                s.op(Op::Cast { to: xt.dtype }, &[y])?
+            };
             s.last(Op::Binary(BinaryOp::Mul), &[y, scale])?
         }
         "MeanVarianceNormalization" => {
