@@ -285,24 +285,124 @@ fn double_comparisons_select_and_initializers() {
 }
 
 /// Ops without an f64 form are refused at compile time, naming the node.
+/// (A linear Resize interpolates in f32 only.)
 #[test]
-fn double_loss_is_refused_naming_the_node() {
-    let mut m = ModelBuilder::new(17);
-    m.input("x", DType::F64, &[2, 4])
-        .input("t", DType::I64, &[2]);
+fn double_resize_is_refused_naming_the_node() {
+    let mut m = ModelBuilder::new(19);
+    m.input("x", DType::F64, &[1, 1, 2, 2]);
+    m.initializer(
+        "scales",
+        &Tensor::new(vec![4], Data::F32(vec![1.0, 1.0, 2.0, 2.0])).unwrap(),
+    );
     m.node_named(
-        "nll",
-        "NegativeLogLikelihoodLoss",
-        &["x", "t"],
+        "up",
+        "Resize",
+        &["x", "", "scales"],
         &["y"],
-        vec![],
+        vec![("mode", A::Str("linear".into()))],
     );
     m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double NegativeLogLikelihoodLoss is refused")
+        .expect("a double Resize is refused")
         .to_string();
-    assert!(err.contains("nll") && err.contains("f64"), "{err}");
+    assert!(err.contains("up") && err.contains("f64"), "{err}");
+}
+
+/// NegativeLogLikelihoodLoss (class weights, an ignored class, the weighted mean),
+/// SoftmaxCrossEntropyLoss (per element, and its log-probabilities), Mean and IsInf in f64,
+/// against the spec's formulas by hand.
+#[test]
+fn double_losses() {
+    let (n, c, d) = (3usize, 4usize, 5usize);
+    let x = values(n * c * d, 90);
+    let x: Vec<f64> = x.iter().map(|v| v.clamp(-20.0, 20.0)).collect();
+    let t: Vec<i64> = (0..n * d).map(|i| ((i * 7 + 3) % c) as i64).collect();
+    let w: Vec<f64> = values(c, 91).iter().map(|v| v.abs() + 0.5).collect();
+    let mut m = ModelBuilder::new(18);
+    m.input("x", DType::F64, &[n as i64, c as i64, d as i64])
+        .input("t", DType::I64, &[n as i64, d as i64]);
+    m.initializer("w", &f64s(&[c], w.clone()));
+    m.node(
+        "NegativeLogLikelihoodLoss",
+        &["x", "t", "w"],
+        &["nll"],
+        vec![("ignore_index", A::Int(1))],
+    );
+    m.node(
+        "SoftmaxCrossEntropyLoss",
+        &["x", "t"],
+        &["ce", "lp"],
+        vec![("reduction", A::Str("none".into()))],
+    );
+    m.output("nll").output("ce").output("lp");
+    let y = run(
+        &m,
+        &[
+            f64s(&[n, c, d], x.clone()),
+            Tensor::new(vec![n, d], Data::I64(t.clone())).unwrap(),
+        ],
+    );
+    let at = |i: usize, k: usize, j: usize| x[(i * c + k) * d + j];
+    let (mut total, mut weights) = (0.0, 0.0);
+    let (mut ce, mut lp) = (vec![], vec![0.0; x.len()]);
+    for i in 0..n {
+        for j in 0..d {
+            let tk = t[i * d + j] as usize;
+            if tk != 1 {
+                total += -at(i, tk, j) * w[tk];
+                weights += w[tk];
+            }
+            let mx = (0..c)
+                .map(|k| at(i, k, j))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let l = (0..c).fold(0.0, |s, k| s + (at(i, k, j) - mx).exp()).ln();
+            for k in 0..c {
+                lp[(i * c + k) * d + j] = (at(i, k, j) - mx) - l;
+            }
+            ce.push(-((at(i, tk, j) - mx) - l));
+        }
+    }
+    assert_close(
+        &as_f64(&y[0], "nll"),
+        &[total / weights],
+        8.0,
+        "NegativeLogLikelihoodLoss",
+    );
+    assert_close(&as_f64(&y[1], "ce"), &ce, 4.0, "SoftmaxCrossEntropyLoss");
+    assert_close(&as_f64(&y[2], "lp"), &lp, 4.0, "log-probabilities");
+    // Mean of three inputs and IsInf (both signs, and positive only).
+    let v = |seed| values(6, seed);
+    let (a, b) = (v(92), v(93));
+    let mut e = v(94);
+    e[1] = f64::INFINITY;
+    e[4] = f64::NEG_INFINITY;
+    let mut m = ModelBuilder::new(20);
+    for name in ["a", "b", "e"] {
+        m.input(name, DType::F64, &[6]);
+    }
+    m.node("Mean", &["a", "b", "e"], &["mean"], vec![]);
+    m.node("IsInf", &["e"], &["inf"], vec![]);
+    m.node(
+        "IsInf",
+        &["e"],
+        &["pos"],
+        vec![("detect_negative", A::Int(0))],
+    );
+    m.output("mean").output("inf").output("pos");
+    let y = run(
+        &m,
+        &[
+            f64s(&[6], a.clone()),
+            f64s(&[6], b.clone()),
+            f64s(&[6], e.clone()),
+        ],
+    );
+    let mean: Vec<f64> = (0..6).map(|i| (a[i] + b[i] + e[i]) / 3.0).collect();
+    assert_close(&as_f64(&y[0], "mean"), &mean, 0.0, "Mean");
+    let flags = |t: &Tensor| t.to_i64_vec();
+    assert_eq!(flags(&y[1]), vec![0, 1, 0, 0, 1, 0], "IsInf");
+    assert_eq!(flags(&y[2]), vec![0, 1, 0, 0, 0, 0], "IsInf, positive only");
 }
 
 /// The mean of `v` and `1 / sqrt(mean((v - mean)^2) + eps)`, in f64 or (`f32`) each step

@@ -158,34 +158,13 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         "LpPool",
         "LRN",
         "RMSNormalization",
+        "NegativeLogLikelihoodLoss",
+        "SoftmaxCrossEntropyLoss",
     ];
-    // (Their steps are elementwise math and reductions, which f64 has too.)
-    let f64_too = [
-        "ReduceLogSum",
-        "ReduceLogSumExp",
-        "InstanceNormalization",
-        "GroupNormalization",
-        "Elu",
-        "Selu",
-        "Celu",
-        "Softplus",
-        "Softsign",
-        "Mish",
-        "ThresholdedRelu",
-        "Gelu",
-        "PRelu",
-        "LogSoftmax",
-        "Swish",
-        "SwiGLU",
-        "LpNormalization",
-        "MeanVarianceNormalization",
-        "LpPool",
-        "LRN",
-        "RMSNormalization",
-    ];
-    if float_ops.contains(&op_type)
-        && !(f64_too.contains(&op_type) && ctx.ty(&x).dtype == DType::F64)
-    {
+    // Float inputs: f32 (and the narrow floats it holds) or f64 (their steps are
+    // elementwise math, reductions and convs, which f64 has too; constants of the input's
+    // type, `Steps::float`).
+    if float_ops.contains(&op_type) && ctx.ty(&x).dtype != DType::F64 {
         need_f32(ctx, &x, op_type)?;
     }
     // Constant inputs, read before the steps borrow the context.
@@ -418,14 +397,16 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             s.last(Op::Unary(UnaryOp::Not), &[eq])?
         }
         "IsInf" => {
-            need_f32(s.ctx, &x, "IsInf")?;
+            if xt.dtype != DType::F64 {
+                need_f32(s.ctx, &x, "IsInf")?;
+            }
             let mut found: Option<Val> = None;
             for (attr, v) in [
                 ("detect_positive", f32::INFINITY),
                 ("detect_negative", f32::NEG_INFINITY),
             ] {
                 if a.int_or(attr, 1) != 0 {
-                    let c = s.f32(v);
+                    let c = s.exact(v, &x);
                     let eq = s.binary(BinaryOp::Equal, &x, &c)?;
                     found = Some(match found {
                         None => eq,
@@ -436,7 +417,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             match found {
                 Some(f) => f,
                 None => {
-                    let f = s.f32(0.0);
+                    let f = s.exact(0.0, &x);
                     let eq = s.binary(BinaryOp::Equal, &x, &f)?;
                     let t = s.binary(BinaryOp::Equal, &x, &f)?;
                     let never = s.unary(UnaryOp::Not, &t)?;
@@ -604,12 +585,14 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let xs: Vec<Val> = (0..node.input.len())
                 .map(|k| s.ctx.required(node, k))
                 .collect::<R<_>>()?;
-            need_f32(s.ctx, &x, "Mean")?;
+            if xt.dtype != DType::F64 {
+                need_f32(s.ctx, &x, "Mean")?;
+            }
             let mut acc = xs[0].clone();
             for v in &xs[1..] {
                 acc = s.binary(BinaryOp::Add, &acc, v)?;
             }
-            let n = s.f32(xs.len() as f32);
+            let n = s.exact(xs.len() as f32, &x);
             s.last(Op::Binary(BinaryOp::Div), &[acc, n])?
         }
         "CastLike" => {
@@ -1254,7 +1237,7 @@ fn loss(
         s.binary(BinaryOp::Equal, &t1, &range)
     };
     let hot = hot_of(s, &t)?;
-    let zero = s.f32(0.0);
+    let zero = s.exact(0.0, &x);
     let picked = s.op(Op::Where, &[hot, x, zero.clone()])?;
     let picked = s.reduce(ReduceKind::Sum, &picked, &[1], false)?;
     let mut loss = s.unary(UnaryOp::Neg, &picked)?;
@@ -1272,8 +1255,11 @@ fn loss(
     let picked_weight = match weight {
         Some(w) => {
             let wt = s.ctx.ty(&w);
-            if wt.shape != [classes] || wt.dtype != DType::F32 {
-                return Err(format!("the weight must be f32[{classes}], it is {wt}"));
+            if wt.shape != [classes] || wt.dtype != xt.dtype {
+                return Err(format!(
+                    "the weight must be {}[{classes}], it is {wt}",
+                    xt.dtype
+                ));
             }
             let lo = s.constant(Tensor::scalar_i64(0));
             let hi = s.constant(Tensor::scalar_i64(classes as i64 - 1));
@@ -1292,7 +1278,7 @@ fn loss(
         // does not when ignore_index is -1: its mean then counts every element).
         None => match &ignored {
             Some(ig) if softmax || ignore != Some(-1) => {
-                let one = s.f32(1.0);
+                let one = s.exact(1.0, &zero);
                 Some(s.op(Op::Where, &[ig.clone(), zero.clone(), one])?)
             }
             _ => None,
