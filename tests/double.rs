@@ -881,6 +881,138 @@ fn double_shrink_hardmax_lppool_lrn() {
     assert_close(&as_f64(&y[3], "lrn"), &lrn, 8.0, "LRN");
 }
 
+/// ConvTranspose in f64 (two groups, strides, dilations, pads, output padding, a bias;
+/// 1-D) against its definition by hand: every input cell times every kernel tap added into
+/// the output cell it lands on (the sums in another order: within 1e-13 of the largest).
+#[test]
+fn double_conv_transpose() {
+    // (x dims, w dims, group, strides, dilations, pads, output padding, bias)
+    type Case = (
+        Vec<usize>,
+        Vec<usize>,
+        usize,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            vec![2, 4, 3, 5],
+            vec![4, 1, 3, 2],
+            2,
+            vec![2, 1],
+            vec![1, 2],
+            vec![1, 0, 0, 1],
+            vec![1, 0],
+            true,
+        ),
+        (
+            vec![1, 3, 6],
+            vec![3, 2, 4],
+            1,
+            vec![3],
+            vec![1],
+            vec![0, 0],
+            vec![0],
+            false,
+        ),
+    ];
+    for (ci, (xd, wd, group, st, dil, pads, opad, bias)) in cases.into_iter().enumerate() {
+        let nsp = xd.len() - 2;
+        let xv = values(xd.iter().product(), 100 + ci as u64);
+        let wv = values(wd.iter().product(), 110 + ci as u64);
+        let (cg, mg) = (xd[1] / group, wd[1]);
+        let m_out = mg * group;
+        let bv = values(m_out, 120 + ci as u64);
+        let osp: Vec<usize> = (0..nsp)
+            .map(|d| {
+                st[d] * (xd[2 + d] - 1) + opad[d] + (wd[2 + d] - 1) * dil[d] + 1
+                    - pads[d]
+                    - pads[nsp + d]
+            })
+            .collect();
+        let i64s = |v: &[usize]| v.iter().map(|&e| e as i64).collect::<Vec<_>>();
+        let mut m = ModelBuilder::new(17);
+        m.input("x", DType::F64, &i64s(&xd));
+        m.initializer("w", &f64s(&wd, wv.clone()));
+        let mut ins = vec!["x", "w"];
+        if bias {
+            m.initializer("b", &f64s(&[m_out], bv.clone()));
+            ins.push("b");
+        }
+        m.node(
+            "ConvTranspose",
+            &ins,
+            &["y"],
+            vec![
+                ("group", A::Int(group as i64)),
+                ("strides", A::Ints(i64s(&st))),
+                ("dilations", A::Ints(i64s(&dil))),
+                ("pads", A::Ints(i64s(&pads))),
+                ("output_padding", A::Ints(i64s(&opad))),
+            ],
+        );
+        m.output("y");
+        let y = run(&m, &[f64s(&xd, xv.clone())]);
+        let count = |v: &[usize]| v.iter().product::<usize>();
+        let unravel = |mut i: usize, dims: &[usize]| {
+            let mut v = vec![0; dims.len()];
+            for d in (0..dims.len()).rev() {
+                v[d] = i % dims[d];
+                i /= dims[d];
+            }
+            v
+        };
+        let (isp, ksp) = (&xd[2..], &wd[2..]);
+        let mut want = vec![0.0; xd[0] * m_out * count(&osp)];
+        for n in 0..xd[0] {
+            for oc in 0..m_out {
+                for o in 0..count(&osp) {
+                    want[(n * m_out + oc) * count(&osp) + o] = if bias { bv[oc] } else { 0.0 };
+                }
+            }
+            for c in 0..xd[1] {
+                let g = c / cg;
+                for ii in 0..count(isp) {
+                    let i = unravel(ii, isp);
+                    for co in 0..mg {
+                        for ki in 0..count(ksp) {
+                            let k = unravel(ki, ksp);
+                            let mut off = Some(0usize);
+                            for d in 0..nsp {
+                                let p = (i[d] * st[d] + k[d] * dil[d]) as i64 - pads[d] as i64;
+                                off = match off {
+                                    Some(f) if p >= 0 && (p as usize) < osp[d] => {
+                                        Some(f * osp[d] + p as usize)
+                                    }
+                                    _ => None,
+                                };
+                            }
+                            if let Some(f) = off {
+                                let oc = g * mg + co;
+                                want[(n * m_out + oc) * count(&osp) + f] += xv
+                                    [(n * xd[1] + c) * count(isp) + ii]
+                                    * wv[(c * mg + co) * count(ksp) + ki];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let got = as_f64(&y[0], "conv transpose");
+        assert_eq!(got.len(), want.len(), "case {ci}: output size");
+        let scale = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+        for (k, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-13 * scale,
+                "case {ci} [{k}]: {g} vs {w}"
+            );
+        }
+    }
+}
+
 /// Conv in f64 (two groups, strides, dilations, asymmetric pads; a bias and none; 1-D and
 /// 3-D): each output the bias, then its products in (input channel, kernel offset) order,
 /// each product and sum rounded in f64, against the same sums by hand (taps over padding

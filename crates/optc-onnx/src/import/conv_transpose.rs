@@ -30,9 +30,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         .ok_or("required input #1 (W) is missing")?;
     let bias = ctx.input(node, 2);
     let (xt, wt) = (ctx.ty(&x), ctx.ty(&w));
-    if xt.dtype != DType::F32 || wt.dtype != DType::F32 {
+    if !matches!(xt.dtype, DType::F32 | DType::F64) || wt.dtype != xt.dtype {
         return Err(format!(
-            "ConvTranspose is supported for f32 input and weight, got {xt} and {wt}"
+            "ConvTranspose is supported for f32 or f64 input and weight (both alike), got {xt} and {wt}"
         ));
     }
     if wt.rank() < 3 || xt.rank() != wt.rank() {
