@@ -3,7 +3,7 @@
 //! unpadded one as a GEMM, 16 output channels per step with packed constant weights, depthwise
 //! by rows of 4 pixels), any other rank by the scalar window loop.
 
-use crate::builder::{index_loops, tensor_flags, Emitter, F32X4};
+use crate::builder::{element_type, index_loops, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::{NodeInfo, MAX_TENSOR_BYTES};
 use crate::ops::elementwise::Elementwise;
@@ -681,12 +681,8 @@ fn lower_conv_nd(e: &mut Emitter, info: &NodeInfo, ins: &[Value], out: Value) ->
     let ist = element_strides(&isp);
     let kst = element_strides(&w.kernel);
     let ost = element_strides(&osp);
-    let f64 = info.ins[0].dtype == DType::F64;
-    let (ty, eb) = if f64 {
-        (types::F64, 8)
-    } else {
-        (types::F32, 4)
-    };
+    let ty = element_type(info.ins[0].dtype);
+    let (eb, f64) = (ty.bytes() as i64, ty == types::F64);
     let iplane = isp.iter().product::<usize>() as i64 * eb;
     let oplane = osp.iter().product::<usize>() as i64 * eb;
     let ksz = w.kernel.iter().product::<usize>() as i64 * eb;

@@ -969,41 +969,11 @@ impl Steps<'_> {
         let inv = self.binary(BinaryOp::Div, &one, &root)?;
         Ok((mean, centered, inv))
     }
-
-    /// An f64 layer norm (optc's `LayerNorm` op is f32): `d * inv` (see
-    /// [`Steps::layer_norm_parts`]), times `scale`, plus `bias`; the last step named as the
-    /// node.
-    pub(super) fn layer_norm_f64(
-        &mut self,
-        x: &Val,
-        axis: usize,
-        epsilon: f32,
-        scale: Option<&Val>,
-        bias: Option<&Val>,
-    ) -> R<Val> {
-        let (_, centered, inv) = self.layer_norm_parts(x, axis, epsilon)?;
-        let mut steps: Vec<(BinaryOp, Val)> = vec![(BinaryOp::Mul, inv)];
-        if let Some(sc) = scale {
-            steps.push((BinaryOp::Mul, sc.clone()));
-        }
-        if let Some(b) = bias {
-            steps.push((BinaryOp::Add, b.clone()));
-        }
-        let mut y = centered;
-        let n = steps.len();
-        for (i, (op, v)) in steps.into_iter().enumerate() {
-            y = if i + 1 == n {
-                self.last(Op::Binary(op), &[y, v])?
-            } else {
-                self.binary(op, &y, &v)?
-            };
-        }
-        Ok(y)
-    }
 }
 
-/// An f64 `LayerNormalization` (`ins`: x, scale, optional bias) as the spec's function:
-/// optc's `LayerNorm` op is f32.
+/// An f64 `LayerNormalization` (`ins`: x, scale, optional bias) as the spec's function,
+/// `d * inv * scale + bias` ([`Steps::layer_norm_parts`]; optc's `LayerNorm` op is f32),
+/// the last step named as the node.
 pub(super) fn layer_norm_f64(
     ctx: &mut Ctx,
     name: &str,
@@ -1012,7 +982,15 @@ pub(super) fn layer_norm_f64(
     epsilon: f32,
 ) -> R<Val> {
     let mut s = Steps::new(ctx, name);
-    s.layer_norm_f64(&ins[0], axis, epsilon, Some(&ins[1]), ins.get(2))
+    let (_, centered, inv) = s.layer_norm_parts(&ins[0], axis, epsilon)?;
+    let normed = s.binary(BinaryOp::Mul, &centered, &inv)?;
+    match ins.get(2) {
+        Some(bias) => {
+            let scaled = s.binary(BinaryOp::Mul, &normed, &ins[1])?;
+            s.last(Op::Binary(BinaryOp::Add), &[scaled, bias.clone()])
+        }
+        None => s.last(Op::Binary(BinaryOp::Mul), &[normed, ins[1].clone()]),
+    }
 }
 
 /// An f64 `BatchNormalization` (inference; `ins`: x, scale, B, mean, var, all f64) as the
