@@ -57,6 +57,38 @@ fn assert_close(got: &[f64], want: &[f64], ulps: f64, what: &str) {
     }
 }
 
+/// Within `rel` of each value (relative to its magnitude, or absolute below 1): results of
+/// f32 steps against the same steps by hand.
+fn assert_near(got: &[f64], want: &[f64], rel: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= rel * w.abs().max(1.0),
+            "{what} [{k}]: {g} vs {w}"
+        );
+    }
+}
+
+/// Dims as ONNX attribute values.
+fn i64s(v: &[usize]) -> Vec<i64> {
+    v.iter().map(|&d| d as i64).collect()
+}
+
+/// Elements of a shape.
+fn count(dims: &[usize]) -> usize {
+    dims.iter().product()
+}
+
+/// The multi-index of row-major element `i` of `dims`.
+fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
+    let mut v = vec![0; dims.len()];
+    for d in (0..dims.len()).rev() {
+        v[d] = i % dims[d];
+        i /= dims[d];
+    }
+    v
+}
+
 #[test]
 fn double_arithmetic_is_exact_f64() {
     let n = 64;
@@ -530,12 +562,7 @@ fn double_normalizations() {
     );
     // (f32 statistics: within f32 rounding of the same steps, far from the f64 result.)
     let got32 = as_f64(&y[5], "group norm f32");
-    for (k, (&g, &w)) in got32.iter().zip(&gn32).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
-            "group norm f32 [{k}]: {g} vs {w}"
-        );
-    }
+    assert_near(&got32, &gn32, 1e-5, "group norm f32");
     assert!(
         got32.iter().zip(&gn64).any(|(a, b)| a != b),
         "float32 statistics"
@@ -750,12 +777,7 @@ fn double_activations() {
                 .collect()
         });
         if f32s {
-            for (k, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-                    "rms f32 [{k}]: {g} vs {w}"
-                );
-            }
+            assert_near(&got, &want, 1e-6, "rms f32");
         } else {
             assert_close(&got, &want, 8.0, "RMSNormalization");
         }
@@ -933,7 +955,6 @@ fn double_conv_transpose() {
                     - pads[nsp + d]
             })
             .collect();
-        let i64s = |v: &[usize]| v.iter().map(|&e| e as i64).collect::<Vec<_>>();
         let mut m = ModelBuilder::new(17);
         m.input("x", DType::F64, &i64s(&xd));
         m.initializer("w", &f64s(&wd, wv.clone()));
@@ -956,15 +977,6 @@ fn double_conv_transpose() {
         );
         m.output("y");
         let y = run(&m, &[f64s(&xd, xv.clone())]);
-        let count = |v: &[usize]| v.iter().product::<usize>();
-        let unravel = |mut i: usize, dims: &[usize]| {
-            let mut v = vec![0; dims.len()];
-            for d in (0..dims.len()).rev() {
-                v[d] = i % dims[d];
-                i /= dims[d];
-            }
-            v
-        };
         let (isp, ksp) = (&xd[2..], &wd[2..]);
         let mut want = vec![0.0; xd[0] * m_out * count(&osp)];
         for n in 0..xd[0] {
@@ -1062,7 +1074,6 @@ fn double_conv() {
         let xv = values(c.x.iter().product(), 20 + ci as u64);
         let wv = values(c.w.iter().product(), 30 + ci as u64);
         let bv = values(c.w[0], 40 + ci as u64);
-        let i64s = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
         let mut m = ModelBuilder::new(17);
         m.input("x", DType::F64, &i64s(&c.x))
             .input("w", DType::F64, &i64s(&c.w));
@@ -1100,15 +1111,6 @@ fn double_conv() {
             .collect();
         let (cg, mg) = (c.w[1], c.w[0] / c.group);
         let mut want = vec![];
-        let count = |s: &[usize]| s.iter().product::<usize>();
-        let unravel = |mut i: usize, s: &[usize]| {
-            let mut v = vec![0; s.len()];
-            for d in (0..s.len()).rev() {
-                v[d] = i % s[d];
-                i /= s[d];
-            }
-            v
-        };
         for n in 0..c.x[0] {
             for (oc, &b) in bv.iter().enumerate() {
                 let g = oc / mg;
