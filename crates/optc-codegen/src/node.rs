@@ -2,7 +2,7 @@
 //! size limits every kernel relies on.
 
 use crate::error::{CodegenError, Result};
-use optc_ir::{Graph, NodeId, Op, Tensor, TensorType};
+use optc_ir::{DType, Graph, NodeId, Op, Tensor, TensorType};
 use std::sync::Arc;
 
 /// Largest single tensor: kernels address within a tensor with 32-bit displacements.
@@ -62,7 +62,12 @@ pub(crate) fn base_info<'g>(info: &NodeInfo<'g>) -> Option<NodeInfo<'g>> {
             name: info.name,
             op: base,
             ins: info.ins[..*base_inputs].to_vec(),
-            outs: info.outs.clone(),
+            // (A base produces f32; a fused node whose last step quantizes gives u8.)
+            outs: info
+                .outs
+                .iter()
+                .map(|t| TensorType::new(DType::F32, t.shape.clone()))
+                .collect(),
             consts: info.consts[..*base_inputs].to_vec(),
         }),
         _ => None,

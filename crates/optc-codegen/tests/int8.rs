@@ -870,3 +870,231 @@ fn bad_static_scale_is_an_error() {
         assert!(e.to_string().contains("scale"), "{e}");
     }
 }
+
+/// The static parameters of a consumer conv's activation: `(xs, xz)` constants.
+fn activation_params(g: &mut Graph, scale: f32, zero: u8) -> [Value; 2] {
+    let n = g.g.node_count();
+    [
+        g.add_const(&format!("xs{n}"), Tensor::scalar_f32(scale)),
+        g.add_const(
+            &format!("xz{n}"),
+            Tensor::new(vec![], Data::U8(vec![zero])).unwrap(),
+        ),
+    ]
+}
+
+/// A static quantized conv of `x` (`ws` weights, fused `steps` by name) with activation
+/// parameters `params`.
+fn static_conv(
+    g: &mut Graph,
+    rng: &mut Rng,
+    x: Value,
+    ws: &[usize],
+    window: Window,
+    params: [Value; 2],
+    steps: &[&str],
+) -> Value {
+    let n = g.g.node_count();
+    let w = g.add_const(&format!("w{n}"), i8_tensor(rng, ws, 128));
+    let scale = g.add_const(&format!("ws{n}"), scales(rng, ws[0]));
+    let mut ins = vec![x, w, scale, params[0], params[1]];
+    let op = Op::QuantizedConv {
+        window,
+        group: 1,
+        activation: STATIC,
+    };
+    if steps.is_empty() {
+        return g.add(&format!("conv{n}"), op, &ins).unwrap();
+    }
+    let tys: Vec<TensorType> = ins
+        .iter()
+        .map(|v| g.value_type(*v).unwrap().clone())
+        .collect();
+    let refs: Vec<&TensorType> = tys.iter().collect();
+    let out = op.infer(&refs).unwrap()[0].clone();
+    let base_inputs = ins.len();
+    let fs = steps_named(g, &mut ins, rng, steps, &out, &[ws[0], 1, 1]);
+    let fused = Op::Fused {
+        base: Box::new(op),
+        base_inputs,
+        steps: fs,
+    };
+    g.add(&format!("conv{n}"), fused, &ins).unwrap()
+}
+
+/// A QDQ CNN's conv -> conv: conv 1 (its steps `steps1`) read by `readers` static convs
+/// (`(output channels, window)`), all with the parameters `(0.05, 9)` unless `differ` (the
+/// last reader's differ); conv 1's output also a graph output when `visible`.
+#[allow(clippy::too_many_arguments)]
+fn conv_chain(
+    xs: &[usize],
+    m1: usize,
+    w1: Window,
+    steps1: &[&str],
+    readers: &[(usize, Window)],
+    differ: bool,
+    visible: bool,
+    seed: u64,
+) -> Graph {
+    let mut rng = Rng::new(seed);
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(xs));
+    let p1 = activation_params(&mut g, 0.02, 120);
+    let ws1 = [m1, xs[1], w1.kernel[0], w1.kernel[1]];
+    let y1 = static_conv(&mut g, &mut rng, x, &ws1, w1, p1, steps1);
+    if visible {
+        g.add_output("y1", y1);
+    }
+    let shared = activation_params(&mut g, 0.05, 9);
+    for (i, (m, w)) in readers.iter().enumerate() {
+        let p = if differ && i + 1 == readers.len() {
+            activation_params(&mut g, 0.05, 10)
+        } else {
+            shared
+        };
+        let ws = [*m, m1, w.kernel[0], w.kernel[1]];
+        let y = static_conv(&mut g, &mut rng, y1, &ws, w.clone(), p, &["relu"]);
+        g.add_output(&format!("y{}", i + 2), y);
+    }
+    g
+}
+
+/// Int8 stays int8 between static quantized convs: a conv whose every reader quantizes its
+/// output with the same parameters stores u8 (quantized in its tile store) and the readers
+/// take it as quantized (their pre-pass moves bytes). Both kernel forms (channels as rows,
+/// with partial panels and a 19-pixel row's tail; pixels as rows, with short blocks), two
+/// readers, two images; not taken when the readers' parameters differ, when the output is
+/// also a graph output, or when the producer adds a residual. Exact against the interpreter
+/// of the original graph on every target, 1 and 2 threads.
+#[test]
+fn quantized_convs_hand_off_bytes() {
+    let same = win([3, 3], [1, 1], [1; 4], [1, 1]);
+    let one = win([1, 1], [1, 1], [0; 4], [1, 1]);
+    let down = win([3, 3], [2, 2], [1; 4], [1, 1]);
+    // (input, conv 1's channels and window, its steps, readers, differ, visible, handed off)
+    type Case<'a> = (
+        Vec<usize>,
+        usize,
+        Window,
+        &'a [&'a str],
+        Vec<(usize, Window)>,
+        bool,
+        bool,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            vec![1, 24, 19, 19],
+            40,
+            same.clone(),
+            &["relu"],
+            vec![(24, same.clone())],
+            false,
+            false,
+            true,
+        ),
+        (
+            vec![2, 64, 7, 7],
+            48,
+            same.clone(),
+            &["bias", "relu6"],
+            vec![(32, same.clone())],
+            false,
+            false,
+            true,
+        ),
+        (
+            vec![1, 32, 14, 14],
+            64,
+            one.clone(),
+            &[],
+            vec![(64, down.clone()), (16, one.clone())],
+            false,
+            false,
+            true,
+        ),
+        (
+            vec![1, 24, 19, 19],
+            40,
+            same.clone(),
+            &["relu"],
+            vec![(24, same.clone()), (8, one.clone())],
+            true,
+            false,
+            false,
+        ),
+        (
+            vec![1, 24, 19, 19],
+            40,
+            same.clone(),
+            &["relu"],
+            vec![(24, same.clone())],
+            false,
+            true,
+            false,
+        ),
+        (
+            vec![1, 24, 19, 19],
+            24,
+            same.clone(),
+            &["res"],
+            vec![(24, same.clone())],
+            false,
+            false,
+            false,
+        ),
+    ];
+    let vnni = Target::parse("x86_64-avx512").unwrap();
+    let mut s = 2000;
+    for (xs, m1, w1, steps1, readers, differ, visible, handed) in cases {
+        s += 1;
+        let g = conv_chain(&xs, m1, w1, steps1, &readers, differ, visible, s);
+        let plans = int8_plans(&g, &vnni).unwrap();
+        let outs = plans.iter().filter(|(_, p)| p.contains("u8 out")).count();
+        let ins = plans.iter().filter(|(_, p)| p.contains("u8 in")).count();
+        let want = if handed { (1, readers.len()) } else { (0, 0) };
+        assert_eq!((outs, ins), want, "{xs:?}: {plans:?}");
+        check_exact(&g, s);
+    }
+}
+
+/// The hand-off's graph written directly (a fused `quantize_activation` step, a u8 input)
+/// on every target: the VNNI kernels, the AVX2 kernels' planes from bytes (byte and word
+/// pairs) with the producer on the generic lowering, and the generic lowering throughout.
+#[test]
+fn quantized_input_and_output_on_every_path() {
+    let mut targets = targets();
+    targets.push(Target::parse("x86_64-sse4.2").unwrap());
+    for (i, wlim) in [64i64, 128].into_iter().enumerate() {
+        let mut rng = Rng::new(77 + i as u64);
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&[1, 12, 9, 11]));
+        let p1 = activation_params(&mut g, 0.02, 120);
+        let w = g.add_const("w", i8_tensor(&mut rng, &[20, 12, 3, 3], wlim));
+        let ws = g.add_const("ws", scales(&mut rng, 20));
+        let conv = Op::QuantizedConv {
+            window: win([3, 3], [1, 1], [1; 4], [1, 1]),
+            group: 1,
+            activation: STATIC,
+        };
+        let quantize = UnaryOp::QuantizeActivation {
+            scale: 0.05,
+            zero: 9.0,
+        };
+        let fused = Op::Fused {
+            base: Box::new(conv.clone()),
+            base_inputs: 5,
+            steps: vec![FusedStep::Unary(UnaryOp::Relu), FusedStep::Unary(quantize)],
+        };
+        let y1 = g.add("conv1", fused, &[x, w, ws, p1[0], p1[1]]).unwrap();
+        assert_eq!(g.value_type(y1).unwrap().dtype, optc_ir::DType::U8);
+        let p2 = activation_params(&mut g, 0.05, 9);
+        let w2 = g.add_const("w2", i8_tensor(&mut rng, &[8, 20, 3, 3], wlim));
+        let ws2 = g.add_const("ws2", scales(&mut rng, 8));
+        let y2 = g.add("conv2", conv, &[y1, w2, ws2, p2[0], p2[1]]).unwrap();
+        g.add_output("y1", y1);
+        g.add_output("y2", y2);
+        let inputs = inputs_for(&g, 5 + i as u64);
+        check_targets(&g, &inputs, EXACT, &targets);
+    }
+}

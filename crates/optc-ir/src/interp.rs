@@ -468,15 +468,20 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
         } => {
             // The definition of fusion: exactly the unfused ops, one after the other.
             let mut acc = eval_op(base, &x[..*base_inputs])?.remove(0);
-            for st in steps {
+            // The steps' type (f32); a last `QuantizeActivation` gives the output's (u8).
+            let step_type = acc.ty();
+            for (i, st) in steps.iter().enumerate() {
+                let ty = if i + 1 == steps.len() {
+                    &out[0]
+                } else {
+                    &step_type
+                };
                 acc = match st {
-                    crate::FusedStep::Unary(u) => {
-                        unary(u, &acc).and_then(|d| tensor(&out[0], d))?
-                    }
+                    crate::FusedStep::Unary(u) => unary(u, &acc).and_then(|d| tensor(ty, d))?,
                     crate::FusedStep::Binary { op, input, swap } => {
                         let e = x[*input];
                         let (a, b) = if *swap { (e, &acc) } else { (&acc, e) };
-                        tensor(&out[0], binary(*op, a, b, &out[0].shape)?)?
+                        tensor(ty, binary(*op, a, b, &out[0].shape)?)?
                     }
                 };
             }
@@ -874,6 +879,16 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
                         crate::linear_quantization::dequantize(q as i64, z as i64, *scale)
                     })
                     .collect(),
+            ))
+        }
+        UnaryOp::QuantizeActivation { scale, zero } => {
+            let p = crate::QuantParams {
+                scale: *scale,
+                zero: *zero as u8,
+            };
+            let inverse = p.inverse();
+            Ok(Data::U8(
+                f32s(x)?.iter().map(|&v| p.quantize(v, inverse)).collect(),
             ))
         }
         UnaryOp::RoundToHalf { bfloat } => Ok(Data::F32(

@@ -123,6 +123,15 @@ pub enum UnaryOp {
         zero: f32,
         signed: bool,
     },
+    /// f32 to u8 as a quantized contraction quantizes its activation (step 2 of
+    /// [`crate::quantized`]): `clamp(round_half_even(x * (1 / scale)) + zero, 0, 255)`, the
+    /// reciprocal rounded to f32 once (NaN gives 0). `zero` is an integer in 0..=255. The
+    /// last step of a fused int8 conv whose consumers take its output already quantized
+    /// (codegen's int8 hand-off); the only step that changes a fused node's type.
+    QuantizeActivation {
+        scale: f32,
+        zero: f32,
+    },
     /// f32 rounded to the nearest binary16 value (bfloat16 when `bfloat`), ties to even:
     /// how optc keeps ONNX `float16` / `bfloat16` values exact (see [`crate::narrow`]).
     RoundToHalf {
@@ -588,7 +597,8 @@ pub enum Op {
     /// `base` on the first `base_inputs` inputs, then `steps` applied elementwise to its
     /// result in order, without intermediate tensors: epilogues of Conv/Gemm/MatMul (bias,
     /// activation, residual add) and chains of elementwise ops. The base must have one f32
-    /// output; steps keep its type (no comparisons); step inputs broadcast to it.
+    /// output; steps keep its type (no comparisons), except a last `QuantizeActivation` (the
+    /// node's output is then u8); step inputs broadcast to it.
     Fused {
         base: Box<Op>,
         base_inputs: usize,
@@ -846,6 +856,18 @@ impl Op {
                         if x.dtype != DType::F32 {
                             bail!("fake_quantize needs f32, got {}", x.dtype);
                         }
+                    }
+                    UnaryOp::QuantizeActivation { scale, zero } => {
+                        if !(*scale > 0.0 && scale.is_finite()) {
+                            bail!("quantize_activation: the scale must be positive and finite, got {scale}");
+                        }
+                        if !(zero.fract() == 0.0 && (0.0..=255.0).contains(zero)) {
+                            bail!("quantize_activation: the zero point {zero} is not an integer in 0..=255");
+                        }
+                        if x.dtype != DType::F32 {
+                            bail!("quantize_activation needs f32, got {}", x.dtype);
+                        }
+                        return one(TensorType::new(DType::U8, x.shape.clone()));
                     }
                     // Defined by f32 rounding steps (Silu, Gelu) or for f32 only.
                     UnaryOp::Silu
@@ -1370,8 +1392,15 @@ impl Op {
                     bail!("fused: the base must produce f32, got {}", t.dtype);
                 }
                 let mut used = vec![false; inputs.len()];
-                for st in steps {
+                let mut out = t.clone();
+                for (i, st) in steps.iter().enumerate() {
                     match st {
+                        // The last step may quantize the result to u8.
+                        FusedStep::Unary(u @ UnaryOp::QuantizeActivation { .. })
+                            if i + 1 == steps.len() =>
+                        {
+                            out = Op::Unary(u.clone()).infer(&[&t])?.remove(0);
+                        }
                         FusedStep::Unary(u) => {
                             let r = Op::Unary(u.clone()).infer(&[&t])?;
                             if r[0] != t {
@@ -1396,7 +1425,7 @@ impl Op {
                 if used[*base_inputs..].iter().any(|u| !u) {
                     bail!("fused: an extra input is not used by any step");
                 }
-                one(t)
+                one(out)
             }
         }
     }

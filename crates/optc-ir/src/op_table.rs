@@ -276,6 +276,8 @@ op_table! {
     FakeQuantize "fake_quantize" (1, 1) Unary Division [FusedStep FusedBase]
         {scale: Float, zero: Float, signed: Bool}
         (Op::Unary(U::FakeQuantize { scale, zero, signed }));
+    QuantizeActivation "quantize_activation" (1, 1) Unary Elementwise [] {scale: Float, zero: Float}
+        (Op::Unary(U::QuantizeActivation { scale, zero }));
     RoundToHalf "round_to_half" (1, 1) Unary Elementwise [FusedStep FusedBase] {bfloat: Bool}
         (Op::Unary(U::RoundToHalf { bfloat }));
     Wrap "wrap" (1, 1) Unary Elementwise [] {bits: Size, signed: Bool}

@@ -18,7 +18,11 @@
 //! 4. `y = f32(acc) * (xs * ws[c]) + bias[c]`: `acc` rounded to f32, the scale product
 //!    rounded to f32, then a multiply and an add, each rounded (no fused multiply-add).
 //!
-//! Inputs, in order: `x` f32, `w` i8 (`[K, N]` for matmul, `[M, C/group, k...]` for conv),
+//! With static parameters `x` may instead be u8, already quantized with `xs` and `xz` (step 2
+//! skipped): the input of a conv whose producer quantized its output (codegen's int8
+//! hand-off, `UnaryOp::QuantizeActivation`).
+//!
+//! Inputs, in order: `x` f32 (or u8), `w` i8 (`[K, N]` for matmul, `[M, C/group, k...]` for conv),
 //! `ws` f32 (one per output channel, or one for all), then for `Static` `xs` f32 and `xz` u8
 //! (one element each), then an optional `bias` f32 (one per output channel).
 
@@ -120,8 +124,12 @@ fn check_quant_inputs(
         );
     }
     let (x, w, ws) = (inputs[0], inputs[1], inputs[2]);
-    if x.dtype != DType::F32 {
-        bail!("{what} needs f32 activations, got {}", x.dtype);
+    match (x.dtype, act) {
+        (DType::F32, _) | (DType::U8, ActivationQuantization::Static) => {}
+        (DType::U8, ActivationQuantization::Dynamic) => {
+            bail!("{what}: u8 activations (already quantized) need static parameters")
+        }
+        (d, _) => bail!("{what} needs f32 activations (or u8 ones, static), got {d}"),
     }
     if w.dtype != DType::I8 {
         bail!("{what} needs i8 weights, got {}", w.dtype);

@@ -3,7 +3,9 @@
 //! of the dequantized operands (an independent computation) up to f32 rounding.
 
 use optc_ir::interp::eval_op;
-use optc_ir::{ActivationQuantization as A, Data, Op, QuantParams, Tensor, Window};
+use optc_ir::{
+    ActivationQuantization as A, DType, Data, FusedStep, Op, QuantParams, Tensor, UnaryOp, Window,
+};
 
 fn lcg(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed
@@ -205,4 +207,136 @@ fn quantized_ops_check_their_inputs() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("positive"), "{e}");
+}
+
+/// `quantize_activation` is step 2 of the quantized contractions (`QuantParams::quantize`,
+/// the reciprocal, ties to even, NaN to 0, clamped), f32 to u8; it checks its parameters.
+#[test]
+fn quantize_activation_is_the_contractions_quantization() {
+    let p = QuantParams {
+        scale: 0.05,
+        zero: 131,
+    };
+    let mut x = lcg(3, 200);
+    x.iter_mut().for_each(|v| *v *= 12.0);
+    // Ties under the reciprocal (2.5 and -0.5 steps), infinities, NaN, signed zeros.
+    x.extend([
+        0.125,
+        -0.025,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -0.0,
+    ]);
+    let op = Op::Unary(UnaryOp::QuantizeActivation {
+        scale: p.scale,
+        zero: p.zero as f32,
+    });
+    let xt = tensor(&[x.len()], Data::F32(x.clone()));
+    let got = eval_op(&op, &[&xt]).unwrap().remove(0);
+    let inv = p.inverse();
+    let want: Vec<u8> = x.iter().map(|&v| p.quantize(v, inv)).collect();
+    assert_eq!(got.data(), &Data::U8(want));
+    // By hand: 0.125 / 0.05 = 2.5 -> 2 (even) + 131; infinities clamp; NaN gives 0.
+    let Data::U8(q) = got.data() else { panic!() };
+    assert_eq!(&q[200..], &[133, 131, 255, 0, 0, 131]);
+    let bad = |u: UnaryOp, x: &Tensor| eval_op(&Op::Unary(u), &[x]).unwrap_err().to_string();
+    let qa = |scale, zero| UnaryOp::QuantizeActivation { scale, zero };
+    assert!(bad(qa(0.0, 1.0), &xt).contains("positive"));
+    assert!(bad(qa(0.1, 1.5), &xt).contains("zero point"));
+    assert!(bad(qa(0.1, 256.0), &xt).contains("zero point"));
+    let xi = tensor(&[2], Data::I64(vec![1, 2]));
+    assert!(bad(qa(0.1, 1.0), &xi).contains("needs f32"));
+}
+
+/// A static contraction's u8 activation is already quantized: the same result as its f32
+/// activation through `quantize_activation`. A fused node may end with that step (its
+/// output u8) and only end with it; a dynamic contraction refuses a u8 activation.
+#[test]
+fn quantized_activations_hand_off_as_bytes() {
+    let window = Window {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        pads: vec![1, 1, 1, 1],
+        dilations: vec![1, 1],
+        ceil_mode: false,
+    };
+    let (n, c, h, wd, m) = (1, 4, 5, 6, 3);
+    let x: Vec<f32> = lcg(11, n * c * h * wd).iter().map(|v| v * 4.0).collect();
+    let p = QuantParams {
+        scale: 0.03,
+        zero: 17,
+    };
+    let w = tensor(&[m, c, 3, 3], Data::I8(i8s(12, m * c * 9)));
+    let ws = tensor(&[m], Data::F32(vec![0.01, 0.02, 0.03]));
+    let xs = tensor(&[], Data::F32(vec![p.scale]));
+    let xz = tensor(&[], Data::U8(vec![p.zero]));
+    let xf = tensor(&[n, c, h, wd], Data::F32(x.clone()));
+    let inv = p.inverse();
+    let xq = tensor(
+        &[n, c, h, wd],
+        Data::U8(x.iter().map(|&v| p.quantize(v, inv)).collect()),
+    );
+    let conv = Op::QuantizedConv {
+        window,
+        group: 1,
+        activation: A::Static,
+    };
+    let from_f32 = eval_op(&conv, &[&xf, &w, &ws, &xs, &xz]).unwrap();
+    let from_u8 = eval_op(&conv, &[&xq, &w, &ws, &xs, &xz]).unwrap();
+    assert_eq!(from_f32[0].data(), from_u8[0].data());
+    // The f32 result differs when the bytes are quantized otherwise (the test can fail).
+    let other = tensor(
+        &[n, c, h, wd],
+        Data::U8(
+            x.iter()
+                .map(|&v| p.quantize(v, inv).saturating_add(1))
+                .collect(),
+        ),
+    );
+    let shifted = eval_op(&conv, &[&other, &w, &ws, &xs, &xz]).unwrap();
+    assert_ne!(shifted[0].data(), from_f32[0].data());
+    // A fused relu then quantize_activation: u8, the unfused ops' bytes.
+    let quantize = UnaryOp::QuantizeActivation {
+        scale: p.scale,
+        zero: p.zero as f32,
+    };
+    let fused = Op::Fused {
+        base: Box::new(conv.clone()),
+        base_inputs: 5,
+        steps: vec![
+            FusedStep::Unary(UnaryOp::Relu),
+            FusedStep::Unary(quantize.clone()),
+        ],
+    };
+    let y = eval_op(&fused, &[&xf, &w, &ws, &xs, &xz])
+        .unwrap()
+        .remove(0);
+    let relu = eval_op(&Op::Unary(UnaryOp::Relu), &[&from_f32[0]]).unwrap();
+    let want = eval_op(&Op::Unary(quantize.clone()), &[&relu[0]]).unwrap();
+    assert_eq!(y.dtype(), DType::U8);
+    assert_eq!(y.data(), want[0].data());
+    let early = Op::Fused {
+        base: Box::new(conv),
+        base_inputs: 5,
+        steps: vec![FusedStep::Unary(quantize), FusedStep::Unary(UnaryOp::Relu)],
+    };
+    let e = eval_op(&early, &[&xf, &w, &ws, &xs, &xz])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("changes the type"), "{e}");
+    let dynamic = Op::QuantizedConv {
+        window: Window {
+            kernel: vec![1, 1],
+            strides: vec![1, 1],
+            pads: vec![0; 4],
+            dilations: vec![1, 1],
+            ceil_mode: false,
+        },
+        group: 1,
+        activation: A::Dynamic,
+    };
+    let w1 = tensor(&[m, c, 1, 1], Data::I8(vec![1; m * c]));
+    let e = eval_op(&dynamic, &[&xq, &w1, &ws]).unwrap_err().to_string();
+    assert!(e.contains("static"), "{e}");
 }

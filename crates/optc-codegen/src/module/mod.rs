@@ -73,6 +73,8 @@ pub(crate) fn lower_graph<M: Module>(
 ) -> Result<Lowered> {
     let swapped = x64::swap_small_map_convs(graph, target)?;
     let graph = swapped.as_ref().unwrap_or(graph);
+    let handed = x64::hand_off_bytes(graph, target)?;
+    let graph = handed.as_ref().unwrap_or(graph);
     graph
         .verify()
         .map_err(|e| CodegenError::new(format!("invalid graph: {e}")))?;

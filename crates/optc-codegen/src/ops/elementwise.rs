@@ -64,8 +64,10 @@ pub(super) fn vectorizable(f: &Elementwise, dts: &[DType], out: DType) -> bool {
     }
     match f {
         Elementwise::Unary(u) => {
-            !matches!(u, UnaryOp::Log | UnaryOp::Not | UnaryOp::IsNaN)
-                && crate::ops::math::libm_code(u).is_none()
+            !matches!(
+                u,
+                UnaryOp::Log | UnaryOp::Not | UnaryOp::IsNaN | UnaryOp::QuantizeActivation { .. }
+            ) && crate::ops::math::libm_code(u).is_none()
         }
         Elementwise::Binary(b) => is_vector_binary(*b),
         Elementwise::PowConst(c) => [1.0, 2.0, 3.0, 0.5].contains(c),

@@ -74,6 +74,30 @@ pub(crate) fn apply_chain(
     chain_pass(e, info, ins, out, operands, vec![], steps)
 }
 
+/// The fused `steps` applied to the base's output `base_out` (of type `base_type`), written
+/// to the node's output `out` (of another type: a last step that quantizes).
+pub(crate) fn apply_chain_into(
+    e: &mut Emitter,
+    info: &NodeInfo,
+    base_type: &optc_ir::TensorType,
+    ins: &[Value],
+    base_out: Value,
+    out: Value,
+    steps: &[FusedStep],
+) -> Result<()> {
+    let mut operands = vec![Operand::dense(base_out, base_type)];
+    let chain = chain_steps(info, ins, steps, &mut operands);
+    let oty = &info.outs[0];
+    map(
+        e,
+        info,
+        &oty.shape,
+        Operand::dense(out, oty),
+        &operands,
+        &Elementwise::Chain(chain),
+    )
+}
+
 /// One pass over the output `out` of the chain `first` over `operands`, then a fused node's
 /// `steps` (their extra inputs appended to `operands`, see [`chain_steps`]).
 fn chain_pass(

@@ -721,9 +721,15 @@ pub(super) fn lower_quantized_matmul(
         return Ok(());
     }
     let (scale, zero) = activation_params(e, info, act, ins[0])?;
-    let one = e.float_const(types::F32, 1.0);
-    let inverse = e.b.ins().fdiv(one, scale);
-    quantize_shifted(e, ins[0], scratch, info.ins[0].numel(), inverse, zero);
+    if info.ins[0].dtype == DType::U8 {
+        // Already quantized (static): only the zero point taken off.
+        let zt = TensorType::new(DType::U8, vec![]);
+        shifted_copy(e, info, ins[0], &info.ins[0], Some((ins[4], &zt)), scratch)?;
+    } else {
+        let one = e.float_const(types::F32, 1.0);
+        let inverse = e.b.ins().fdiv(one, scale);
+        quantize_shifted(e, ins[0], scratch, info.ins[0].numel(), inverse, zero);
+    }
     let ep = epilogue(info, ins, act, scale, out);
     let a = Matrix {
         p: scratch,
@@ -762,11 +768,25 @@ pub(super) fn lower_quantized_conv(
     let [np, _] = conv_scratch(&g);
     let padded = scratch;
     let cols = e.b.ins().iadd_imm_s(scratch, np as i64 * 4);
-    // The quantized input (minus its zero point: padding contributes 0) into the padded copy.
-    padded_input(e, &g, padded, g.w * 4, &mut |e, xo, dst| {
+    // The quantized input (minus its zero point: padding contributes 0) into the padded copy;
+    // a u8 input (static) is already quantized.
+    let xt = &info.ins[0];
+    let row = TensorType::new(xt.dtype, vec![g.w]);
+    let zt = TensorType::new(DType::U8, vec![]);
+    let mut err = None;
+    padded_input(e, &g, padded, g.w * xt.dtype.size(), &mut |e, xo, dst| {
         let src = e.b.ins().iadd(ins[0], xo);
-        quantize_shifted(e, src, dst, g.w, inverse, zero);
+        if xt.dtype == DType::U8 {
+            if let Err(x) = shifted_copy(e, info, src, &row, Some((ins[4], &zt)), dst) {
+                err.get_or_insert(x);
+            }
+        } else {
+            quantize_shifted(e, src, dst, g.w, inverse, zero);
+        }
     });
+    if let Some(x) = err {
+        return Err(x);
+    }
     let ep = epilogue(info, ins, act, scale, out);
     let w = Matrix {
         p: ins[1],

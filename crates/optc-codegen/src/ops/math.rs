@@ -319,6 +319,19 @@ pub(super) fn scalar_math(
     let v = match f {
         Elementwise::Unary(u) => match u {
             UnaryOp::IsNaN => e.b.ins().fcmp(FloatCC::Unordered, x, x),
+            UnaryOp::QuantizeActivation { scale, zero } => {
+                // f32 to u8 by the reciprocal (`optc_ir::quantized`, step 2).
+                let p = optc_ir::QuantParams {
+                    scale: *scale,
+                    zero: *zero as u8,
+                };
+                let inv = e.float_const(types::F32, p.inverse());
+                let z = e.float_const(types::F32, *zero);
+                let q = e.b.ins().fmul(x, inv);
+                let r = round_add_clamp(e, types::F32, q, z, 0, 255);
+                let w = e.b.ins().fcvt_to_sint_sat(types::I32, r);
+                e.b.ins().ireduce(types::I8, w)
+            }
             UnaryOp::Not => e.b.ins().bxor_imm_s(x, 1),
             UnaryOp::BitNot => e.b.ins().bnot(x),
             UnaryOp::Identity => x,

@@ -48,7 +48,7 @@ use crate::ops::movement::{
 use crate::ops::norm::{lower_layernorm, lower_softmax};
 use crate::ops::pool::{lower_avgpool, lower_maxpool2d, lower_pool, maxpool2d_geometry};
 use crate::ops::reduce::lower_reduce;
-use cranelift_codegen::ir::Value;
+use cranelift_codegen::ir::{InstBuilder, Value};
 use optc_ir::{DType, Op};
 
 // ---------------------------------------------------------------------------------------------
@@ -85,10 +85,19 @@ pub(crate) fn lower_node(
             // whole step chain in registers (no intermediate tensors).
             let sub = base_info(info).ok_or_else(|| info.err("fused node without base"))?;
             let mut bp: Vec<Value> = ins[..*base_inputs].to_vec();
-            bp.extend_from_slice(outp);
+            if info.outs[0].dtype == DType::F32 {
+                bp.extend_from_slice(outp);
+                bp.push(scratch);
+                lower_node(e, &sub, &bp, extra)?;
+                return apply_chain(e, info, ins, outp[0], steps);
+            }
+            // The last step quantizes to u8: the base's f32 output held in scratch.
+            let held = scratch_bytes(&sub)?.next_multiple_of(64) as i64;
+            let base_out = e.b.ins().iadd_imm_s(scratch, held);
+            bp.push(base_out);
             bp.push(scratch);
             lower_node(e, &sub, &bp, extra)?;
-            apply_chain(e, info, ins, outp[0], steps)
+            fused::apply_chain_into(e, info, &sub.outs[0], ins, base_out, outp[0], steps)
         }
         Op::Unary(u) => lower_unary(e, info, ins[0], outp[0], u),
         Op::Binary(op) => lower_binary(e, info, ins, outp[0], *op),
@@ -184,7 +193,12 @@ pub(crate) fn lower_node(
 /// Bytes of scratch a node needs during its execution.
 pub(crate) fn scratch_bytes(info: &NodeInfo) -> Result<usize> {
     if let Some(b) = base_info(info) {
-        return scratch_bytes(&b);
+        // A fused node storing u8 holds its base's f32 output in scratch, after the base's.
+        let held = match info.outs[0].dtype {
+            DType::F32 => 0,
+            _ => 4 * info.outs[0].numel(),
+        };
+        return Ok(scratch_bytes(&b)?.next_multiple_of(64) + held);
     }
     if let Some(g) = maxpool2d_geometry(info) {
         return Ok(g.planes * g.hp * g.wp * 4);

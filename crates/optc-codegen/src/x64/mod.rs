@@ -45,6 +45,7 @@ mod tasks;
 mod winograd;
 mod winograd_weights;
 
+pub(crate) use int8::hand_off_bytes;
 pub use int8::{int8_plans, pairs_never_saturate};
 pub(crate) use kernel_plan::{kernel_plan, KernelPlan};
 pub(crate) use packing::{derived, first_run_weights};

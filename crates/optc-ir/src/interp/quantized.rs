@@ -15,9 +15,8 @@ struct Prepared {
 }
 
 fn prepare(x: &[&Tensor], act: ActivationQuantization, channels: usize) -> Result<Prepared> {
-    let xv = f32s(x[0])?;
     let params = match act {
-        ActivationQuantization::Dynamic => QuantParams::dynamic(xv),
+        ActivationQuantization::Dynamic => QuantParams::dynamic(f32s(x[0])?),
         ActivationQuantization::Static => {
             let scale = f32s(x[3])?[0];
             let zero = sl::<u8>(x[4])?[0];
@@ -27,8 +26,15 @@ fn prepare(x: &[&Tensor], act: ActivationQuantization, channels: usize) -> Resul
             QuantParams { scale, zero }
         }
     };
-    let inverse = params.inverse();
-    let xq = xv.iter().map(|&v| params.quantize(v, inverse)).collect();
+    // A u8 `x` (static only) is already quantized with these parameters: step 2 is skipped.
+    let xq = match x[0].data() {
+        Data::U8(q) => q.clone(),
+        _ => {
+            let inverse = params.inverse();
+            let xv = f32s(x[0])?;
+            xv.iter().map(|&v| params.quantize(v, inverse)).collect()
+        }
+    };
     let ws = f32s(x[2])?;
     let scale = (0..channels)
         .map(|c| params.scale * ws[if ws.len() == 1 { 0 } else { c }])

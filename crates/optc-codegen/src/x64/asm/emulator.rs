@@ -138,6 +138,20 @@ impl Machine {
         assert!(r.is_zmm(), "emulator: vector register {r:?} is not a zmm");
         r as usize - Register::ZMM0 as usize
     }
+    /// The register file index of an xmm register (the low 128 bits of its zmm).
+    fn xi(r: Register) -> usize {
+        assert!(r.is_xmm(), "emulator: vector register {r:?} is not an xmm");
+        r as usize - Register::XMM0 as usize
+    }
+    /// Write an xmm destination: its 4 dwords, the rest of the zmm zeroed (VEX and EVEX).
+    fn xdst(&mut self, r: Register, v: [u32; 4]) {
+        let d = &mut self.zmm[Self::xi(r)];
+        *d = [0; 16];
+        d[..4].copy_from_slice(&v);
+    }
+    fn write8(&mut self, addr: u64, v: u8) {
+        self.slot(addr, 1)[0] = v;
+    }
     fn ki(r: Register) -> usize {
         assert!((Register::K0 as usize..=Register::K7 as usize).contains(&(r as usize)));
         r as usize - Register::K0 as usize
@@ -425,6 +439,60 @@ impl Machine {
                         }
                     }
                     self.k[Self::ki(i.op0_register())] = m;
+                }
+                // f32 to i32 truncated (NaN and out of range: the integer indefinite).
+                Mnemonic::Vcvttps2dq => {
+                    let a = self.vsrc(&i, 1, 0xffff);
+                    let mut r = [0; 16];
+                    for l in 0..16 {
+                        let x = f32::from_bits(a[l]);
+                        r[l] = if !(-2147483648.0..2147483648.0).contains(&x) {
+                            0x8000_0000
+                        } else {
+                            x as i32 as u32
+                        };
+                    }
+                    self.vdst(&i, r);
+                }
+                // 16 unsigned dwords to bytes with unsigned saturation, into an xmm.
+                Mnemonic::Vpmovusdb => {
+                    assert!(!i.has_op_mask(), "emulator: masked vpmovusdb");
+                    let a = self.zmm[Self::zi(i.op1_register())];
+                    let b: Vec<u8> = a.iter().map(|&x| x.min(255) as u8).collect();
+                    let mut v = [0; 4];
+                    for (j, w) in v.iter_mut().enumerate() {
+                        *w = u32::from_le_bytes(b[4 * j..4 * j + 4].try_into().unwrap());
+                    }
+                    self.xdst(i.op0_register(), v);
+                }
+                // An xmm's 16 bytes to memory (vmovdqu8: only the bytes of the mask).
+                Mnemonic::Vmovdqu | Mnemonic::Vmovdqu8 => {
+                    assert_eq!(
+                        i.op_kind(0),
+                        OpKind::Memory,
+                        "emulator: load by {:?}",
+                        i.mnemonic()
+                    );
+                    let v = self.zmm[Self::xi(i.op1_register())];
+                    let (m, a) = (self.mask(&i), self.addr(&i));
+                    for b in 0..16 {
+                        if m >> b & 1 == 1 {
+                            self.write8(a + b as u64, (v[b / 4] >> (8 * (b % 4))) as u8);
+                        }
+                    }
+                }
+                // An xmm shifted right by `imm` bytes, zeros in.
+                Mnemonic::Vpsrldq => {
+                    let a = self.zmm[Self::xi(i.op1_register())];
+                    let n = i.immediate(2).min(16) as usize;
+                    let bytes: Vec<u8> = a[..4].iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let mut out = [0u8; 16];
+                    out[..16 - n].copy_from_slice(&bytes[n..]);
+                    let mut v = [0; 4];
+                    for (j, w) in v.iter_mut().enumerate() {
+                        *w = u32::from_le_bytes(out[4 * j..4 * j + 4].try_into().unwrap());
+                    }
+                    self.xdst(i.op0_register(), v);
                 }
                 Mnemonic::Vsubps => self.lanes(&i, |a, b| a - b),
                 Mnemonic::Vaddps => self.lanes(&i, |a, b| a + b),

@@ -1,6 +1,7 @@
 //! The epilogue a kernel applies to its tile before the store: bias, activation, residual,
 //! scale, in order.
 
+use super::int8::QuantizeStore;
 use crate::ops::transcendental::{
     ERF_CLAMP, ERF_P, ERF_Q, EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_OVERFLOW,
     EXP_POLY,
@@ -80,6 +81,40 @@ pub(crate) fn fake_quantize_constants(
         a.vbroadcastss(r, dword_ptr(l))?;
     }
     Ok(())
+}
+
+/// The constants of a u8 tile store ([`QuantizeStore`]) broadcast into `regs`: the inverse
+/// scale, the zero point, 0 and 255 ([`quantize_to_bytes`]'s `c`), placed by `konst`.
+pub(crate) fn quantize_store_constants(
+    a: &mut CodeAssembler,
+    store: QuantizeStore,
+    regs: [AsmRegisterZmm; 4],
+    konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
+) -> Result<(), IcedError> {
+    let bits = [store.inverse, store.zero, 0f32.to_bits(), 255f32.to_bits()];
+    for (r, b) in regs.into_iter().zip(bits) {
+        let l = konst(a, b);
+        a.vbroadcastss(r, dword_ptr(l))?;
+    }
+    Ok(())
+}
+
+/// `x` (f32) to i32 in 0..=255 as `optc_ir::QuantParams::quantize` has it, `c` =
+/// [`quantize_store_constants`]: a multiply by the inverse scale, rounding half to even, the
+/// zero point added, `max` with 0 (which `vmaxps` returns for a NaN: its second operand),
+/// `min` with 255, then the (exact) conversion. The u8 store follows (`vpmovusdb`).
+pub(crate) fn quantize_to_bytes(
+    a: &mut CodeAssembler,
+    x: AsmRegisterZmm,
+    c: [AsmRegisterZmm; 4],
+) -> Result<(), IcedError> {
+    let [inverse, zero, lo, hi] = c;
+    a.vmulps(x, x, inverse)?;
+    a.vrndscaleps(x, x, 0)?;
+    a.vaddps(x, x, zero)?;
+    a.vmaxps(x, x, lo)?;
+    a.vminps(x, x, hi)?;
+    a.vcvttps2dq(x, x)
 }
 
 impl Epilogue {

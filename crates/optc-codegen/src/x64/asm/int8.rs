@@ -113,6 +113,16 @@ pub(crate) struct Dequantize {
     /// broadcast add reading `bias`) when the op has no bias, and (VNNI and AMX kernels)
     /// `FakeQuantize`, a QDQ model's requantization.
     pub steps: Vec<Epilogue>,
+    /// Store u8, quantized after the steps (VNNI conv kernels), instead of f32.
+    pub quantize: Option<QuantizeStore>,
+}
+
+/// A tile store of u8: `clamp(round_half_even(y * inverse) + zero, 0, 255)` in f32 (a NaN
+/// gives 0), as `optc_ir::QuantParams::quantize`; f32 bit patterns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct QuantizeStore {
+    pub inverse: u32,
+    pub zero: u32,
 }
 
 /// Which int8 microkernel.
@@ -162,6 +172,9 @@ impl Int8Key {
                     s.push_str("_bias");
                 }
                 s.push_str(&epilogue_symbol(&d.steps));
+                if let Some(q) = d.quantize {
+                    s.push_str(&format!("_to_u8_{:08x}_{:08x}", q.inverse, q.zero));
+                }
             }
         }
         s

@@ -186,6 +186,7 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
         l
     };
     if let Some(dq) = &key.last {
+        assert!(dq.quantize.is_none(), "u8 stores are the VNNI kernels'");
         for step in &dq.steps {
             match *step {
                 Epilogue::Relu => a.vpxord(zmm19, zmm19, zmm19)?,

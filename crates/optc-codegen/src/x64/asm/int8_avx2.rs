@@ -183,6 +183,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         a.ret()?;
         return finish(a, p, mask_tab, ones, consts).map(|a| (a, l2));
     };
+    assert!(dq.quantize.is_none(), "u8 stores are the VNNI kernels'");
 
     // Dequantize: f32(acc) * scale[c].
     for &r in &accs {

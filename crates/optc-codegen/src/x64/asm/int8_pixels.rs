@@ -28,7 +28,10 @@
 //! stride; the channel tables at the tile's first channel
 //! (not masked: the plan takes this form only for whole panels).
 
-use super::epilogue::{fake_quantize, fake_quantize_constants, Activation, Epilogue};
+use super::epilogue::{
+    fake_quantize, fake_quantize_constants, quantize_store_constants, quantize_to_bytes,
+    Activation, Epilogue,
+};
 use super::int8::{assemble_loop_aligned, group_pairs, Contraction, Int8Key, Scheme};
 use iced_x86::code_asm::*;
 
@@ -337,17 +340,56 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
             Epilogue::Scale(_) => unreachable!("int8 kernels have no scale step"),
         }
     }
-    if !transposed {
-        transpose(&mut a)?;
-    }
-    per_channel_row(&mut a, rdx, &mut |a, x, h| {
-        for l in 0..4 {
-            let m = lane_at(rax, h, l, false);
-            let m = if short(h) { m.k5() } else { m };
-            a.vextractf32x4(m, x, l as u32)?;
+    if let Some(store) = dq.quantize {
+        // u8 output: each register quantized, transposed as the f32 one is, its 16 dwords
+        // packed into xmm28 (lane `l` = channel `16 z + 4 l + i`'s 4 pixels), each lane
+        // shifted to the bottom (xmm29) and stored as 4 bytes (k6) at `4 h` from the
+        // channel's row; a short block's `tail` bytes (k5).
+        assert!(!transposed, "no residual before a u8 store");
+        let regs = [zmm16, zmm17, zmm18, zmm19];
+        quantize_store_constants(&mut a, store, regs, &mut konst)?;
+        for &x in &computed {
+            quantize_to_bytes(&mut a, x, regs)?;
         }
-        Ok(())
-    })?;
+        transpose(&mut a)?;
+        a.mov(r11d, 0xf)?;
+        a.kmovw(k6, r11d)?;
+        per_channel_row(&mut a, rdx, &mut |a, x, h| {
+            let d = 4 * h as i32;
+            a.vpmovusdb(xmm28, x)?;
+            for l in 0..4 {
+                let m = xmmword_ptr(match l {
+                    0 => rax + d,
+                    1 => rax + rdi + d,
+                    2 => rax + rdi * 2 + d,
+                    _ => rax + r10 + d,
+                });
+                let m = if short(h) { m.k5() } else { m.k6() };
+                if l == 0 {
+                    a.vmovdqu8(m, xmm28)?;
+                } else {
+                    // (EVEX: xmm29 has no VEX encoding.)
+                    a.set_prefer_vex(false);
+                    a.vpsrldq(xmm29, xmm28, 4 * l)?;
+                    a.set_prefer_vex(true);
+                    a.vmovdqu8(m, xmm29)?;
+                }
+            }
+            Ok(())
+        })?;
+    } else {
+        if !transposed {
+            transpose(&mut a)?;
+        }
+        per_channel_row(&mut a, rdx, &mut |a, x, h| {
+            for l in 0..4 {
+                let m = lane_at(rax, h, l, false);
+                let m = if short(h) { m.k5() } else { m };
+                a.vextractf32x4(m, x, l as u32)?;
+            }
+            Ok(())
+        })?;
+    }
     a.vzeroupper()?;
     a.ret()?;
     for (mut l, bits) in consts {

@@ -3,9 +3,12 @@
 //! natively on hosts with AVX-512 VNNI. The output's other pixels and channels stay untouched.
 
 use super::emulator::Machine;
+use super::epilogue::Epilogue;
 use super::int8::{assemble, Contraction, Dequantize, Int8Key, Scheme};
 use super::int8_pixels::{panels_for, PIXEL_ROWS};
-use super::int8_tests::{dequantized, le, native, step_lists, Kernel, Rng};
+use super::int8_tests::{
+    dequantized, le, native, quantized_bytes, step_lists, store_of, Kernel, Rng, STORE_PARAMS,
+};
 
 /// One tile's operands: the planes (`a`), the K groups' offsets, the weight panels (`b`, `lda`
 /// apart), the channel tables, the output and residual (`ldc` bytes per channel).
@@ -106,7 +109,11 @@ fn keys() -> Vec<Int8Key> {
                             partial: false,
                             unpacked: false,
                             first: true,
-                            last: Some(Dequantize { bias, steps }),
+                            last: Some(Dequantize {
+                                bias,
+                                steps,
+                                quantize: None,
+                            }),
                         });
                     }
                 }
@@ -151,7 +158,7 @@ fn emulate(code: &[u8], t: &PixelTile, groups: usize) -> Vec<u32> {
         RES,
     ];
     m.call(code, CODE, &args, 1_000_000);
-    (0..t.want.len())
+    (0..t.c.len() / 4)
         .map(|o| m.read32(C + 4 * o as u64))
         .collect()
 }
@@ -207,6 +214,70 @@ fn pixel_kernels_compute_the_reference_tile() {
             check(&key, &emulate(&code, &t, groups), &t.want, &what);
             if vnni {
                 check(&key, &run_native(&code, &t, groups), &t.want, &what);
+            }
+        }
+    }
+}
+
+/// Pixel-rows kernels that store u8: each channel's pixels quantized after the steps, `ldc`
+/// bytes a channel (4 bytes a block of 4 pixels, a short block's fewer); the other bytes
+/// untouched. Against the f32 tile of the same key quantized by `QuantParams::quantize`, in
+/// the emulator and natively on hosts with AVX-512 VNNI.
+#[test]
+fn pixel_kernels_store_quantized_bytes() {
+    let vnni =
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni");
+    let params = STORE_PARAMS;
+    let mut seed = 50;
+    for mr in 1..=PIXEL_ROWS {
+        for panels in 1..=panels_for(mr) {
+            for row_step in [4, 8] {
+                let bias = mr % 2 == 0;
+                let lists = step_lists(false, bias, Scheme::DotProduct);
+                for steps in lists
+                    .into_iter()
+                    .filter(|s| !s.contains(&Epilogue::Residual))
+                {
+                    seed += 1;
+                    let p = params[seed as usize % 2];
+                    let f32_key = Int8Key {
+                        scheme: Scheme::DotProduct,
+                        contraction: Contraction::ConvPixels { panels, row_step },
+                        mr,
+                        partial: false,
+                        unpacked: false,
+                        first: true,
+                        last: Some(Dequantize {
+                            bias,
+                            steps,
+                            quantize: None,
+                        }),
+                    };
+                    let mut key = f32_key.clone();
+                    key.last.as_mut().unwrap().quantize = Some(store_of(p));
+                    let code = assemble(&key).unwrap();
+                    for groups in [1, 3] {
+                        let mut t = pixel_tile(&f32_key, groups, seed);
+                        // Channels `mr + 5` bytes apart (the f32 tile's `ldc` elements).
+                        let ld = mr + 5;
+                        let c0: Vec<u8> = (0..t.want.len().next_multiple_of(4))
+                            .map(|i| (i * 37 % 251) as u8)
+                            .collect();
+                        let cells =
+                            (0..16 * panels).flat_map(|ch| (0..mr).map(move |r| ch * ld + r));
+                        let want = quantized_bytes(&t.want, &c0, p, cells);
+                        t.c = c0;
+                        t.ldc = ld;
+                        let bytes = |v: Vec<u32>| -> Vec<u8> {
+                            v.iter().flat_map(|x| x.to_le_bytes()).collect()
+                        };
+                        let what = format!("{} groups={groups}", key.symbol());
+                        assert_eq!(bytes(emulate(&code, &t, groups)), want, "{what}");
+                        if vnni {
+                            assert_eq!(bytes(run_native(&code, &t, groups)), want, "{what}");
+                        }
+                    }
+                }
             }
         }
     }

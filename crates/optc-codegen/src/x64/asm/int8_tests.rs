@@ -6,7 +6,7 @@
 
 use super::emulator::Machine;
 use super::epilogue::Epilogue;
-use super::int8::{assemble, Contraction, Dequantize, Int8Key, Scheme};
+use super::int8::{assemble, Contraction, Dequantize, Int8Key, QuantizeStore, Scheme};
 use super::int8_amx::TileState;
 use super::quantize::{PlaneKey, QuantizeKey};
 use super::tests::{gelu, silu};
@@ -93,7 +93,11 @@ fn all_keys(scheme: Scheme) -> Vec<Int8Key> {
                     let mut lasts = vec![None];
                     for bias in [false, true] {
                         for steps in step_lists(contraction == Contraction::Conv, bias, scheme) {
-                            lasts.push(Some(Dequantize { bias, steps }));
+                            lasts.push(Some(Dequantize {
+                                bias,
+                                steps,
+                                quantize: None,
+                            }));
                         }
                     }
                     for last in lasts {
@@ -452,7 +456,7 @@ fn check_tile(key: &Int8Key, got: &[u32], want: &[u32], what: &str) {
     }
 }
 
-/// Run one VNNI kernel in the emulator.
+/// Run one VNNI kernel in the emulator: the output region's dwords.
 fn emulate(key: &Int8Key, code: &[u8], d: &TileData, groups: usize, nr: usize) -> Vec<u32> {
     const CODE: u64 = 0x1000_0000;
     const A: u64 = 0x2000_0000;
@@ -491,9 +495,115 @@ fn emulate(key: &Int8Key, code: &[u8], d: &TileData, groups: usize, nr: usize) -
         RES,
     ];
     m.call(code, CODE, &args, 1_000_000);
-    (0..d.want.len())
+    (0..d.c.len() / 4)
         .map(|o| m.read32(C + 4 * o as u64))
         .collect()
+}
+
+/// The u8 output of a tile whose f32 output would be `want` (`ldc` elements a row, `mr` rows,
+/// `cols` valid columns), quantized with `p` as the kernels' u8 store does, over the bytes
+/// `c0` (the rest stays).
+pub(super) fn quantized_bytes(
+    want: &[u32],
+    c0: &[u8],
+    p: QuantParams,
+    positions: impl Iterator<Item = usize>,
+) -> Vec<u8> {
+    let mut out = c0.to_vec();
+    let inverse = p.inverse();
+    for o in positions {
+        out[o] = p.quantize(f32::from_bits(want[o]), inverse);
+    }
+    out
+}
+
+/// The u8 outputs' parameters of the kernel tests: one saturating most of the tiles' values,
+/// one spreading them over the range.
+pub(super) const STORE_PARAMS: [QuantParams; 2] = [
+    QuantParams {
+        scale: 2.5,
+        zero: 128,
+    },
+    QuantParams {
+        scale: 0.3,
+        zero: 7,
+    },
+];
+
+/// The tile store of a u8 output.
+pub(super) fn store_of(p: QuantParams) -> QuantizeStore {
+    QuantizeStore {
+        inverse: p.inverse().to_bits(),
+        zero: (p.zero as f32).to_bits(),
+    }
+}
+
+/// Conv kernels (channels along rows) that store u8: each row's 16 (or `nr`) pixels
+/// quantized after the steps, `ldc` bytes apart; the other bytes untouched. In the emulator,
+/// against the f32 tile of the same key quantized by `QuantParams::quantize`.
+#[test]
+fn vnni_conv_kernels_store_quantized_bytes() {
+    let params = STORE_PARAMS;
+    let mut seed = 7000;
+    for mr in 1..=6 {
+        for partial in [false, true] {
+            for unpacked in [false, true] {
+                for bias in [false, true] {
+                    let mut lists = vec![
+                        vec![],
+                        vec![Epilogue::Relu],
+                        vec![Epilogue::Clip(CLIP_LO, CLIP_HI)],
+                        vec![FQ_U8],
+                    ];
+                    if !bias {
+                        lists.push(vec![Epilogue::BiasRow, Epilogue::Relu]);
+                    }
+                    for steps in lists {
+                        seed += 1;
+                        let p = params[seed as usize % 2];
+                        let f32_key = Int8Key {
+                            scheme: Scheme::DotProduct,
+                            contraction: Contraction::Conv,
+                            mr,
+                            partial,
+                            unpacked,
+                            first: true,
+                            last: Some(Dequantize {
+                                bias,
+                                steps: steps.clone(),
+                                quantize: None,
+                            }),
+                        };
+                        let mut key = f32_key.clone();
+                        key.last.as_mut().unwrap().quantize = Some(store_of(p));
+                        let code = assemble(&key).unwrap();
+                        for groups in [1, 3] {
+                            let nrs: &[usize] = if partial { &[1, 9] } else { &[16] };
+                            for &nr in nrs {
+                                let mut d = tile_data(&f32_key, groups, nr, 128, seed);
+                                // Rows 19 bytes apart (the f32 tile's `ldc` elements).
+                                let ldc = 19;
+                                let c0: Vec<u8> = (0..d.want.len().next_multiple_of(4))
+                                    .map(|i| (i * 37 % 251) as u8)
+                                    .collect();
+                                let cols = if partial { nr } else { 16 };
+                                let cells =
+                                    (0..mr).flat_map(|r| (0..cols).map(move |c| r * ldc + c));
+                                let want = quantized_bytes(&d.want, &c0, p, cells);
+                                d.c = c0;
+                                d.ldc = ldc;
+                                let got: Vec<u8> = emulate(&key, &code, &d, groups, nr)
+                                    .iter()
+                                    .flat_map(|x| x.to_le_bytes())
+                                    .collect();
+                                assert_eq!(got, want, "{} groups={groups} nr={nr}", key.symbol());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -871,62 +981,87 @@ fn quantize_range_matches_the_definition() {
     }
 }
 
+/// The plane routines against the definition: f32 inputs quantized (`QuantParams`), u8
+/// inputs (already quantized) moved; padding the zero point, missing channels 0, nothing
+/// written past the plane.
 #[test]
 fn quantize_planes_match_the_definition() {
     if !host_has_avx2() {
         return;
     }
     let mut q = Rng(9);
-    for eb in [1usize, 2] {
-        for channels in 1..=4 / eb {
-            for (h, w, ph, pw, extra_h, extra_w) in [
-                (3, 5, 1, 1, 1, 1),
-                (2, 17, 0, 0, 0, 0),
-                (4, 8, 2, 3, 0, 3),
-                (1, 1, 3, 3, 3, 3),
-                (5, 9, 0, 2, 1, 0),
-            ] {
-                let (hp, wp) = (h + ph + extra_h, w + pw + extra_w);
-                let key = PlaneKey {
-                    element_bytes: eb,
-                    channels,
-                    h,
-                    w,
-                    ph,
-                    pw,
-                    hp,
-                    wp,
-                };
-                let (_module, p) = native(&QuantizeKey::Plane(key).assemble().unwrap(), 3);
-                type Plane = extern "C" fn(*const f32, *mut u32, *const u8);
-                // SAFETY: the finalized code of a `Plane` routine (3 pointer arguments).
-                let f: Plane = unsafe { std::mem::transmute::<*const u8, Plane>(p) };
-                let params = QuantParams {
-                    scale: 0.02,
-                    zero: 131,
-                };
-                let x = edge_values(&mut q, channels * h * w);
-                let mut dst = vec![0x5a5a_5a5au32; hp * wp + 1];
-                f(x.as_ptr(), dst.as_mut_ptr(), params_block(params).as_ptr());
-                let inv = params.inverse();
-                for y in 0..hp {
-                    for xx in 0..wp {
-                        let mut want = 0u32;
-                        for e in 0..4 / eb {
-                            let inside = y >= ph && y < ph + h && xx >= pw && xx < pw + w;
-                            let v = if !inside {
-                                params.zero as u32
-                            } else if e < channels {
-                                params.quantize(x[e * h * w + (y - ph) * w + xx - pw], inv) as u32
-                            } else {
-                                0
-                            };
-                            want |= v << (8 * eb * e);
+    for source_bytes in [4usize, 1] {
+        for eb in [1usize, 2] {
+            for channels in 1..=4 / eb {
+                for (h, w, ph, pw, extra_h, extra_w) in [
+                    (3, 5, 1, 1, 1, 1),
+                    (2, 17, 0, 0, 0, 0),
+                    (4, 8, 2, 3, 0, 3),
+                    (1, 1, 3, 3, 3, 3),
+                    (5, 9, 0, 2, 1, 0),
+                ] {
+                    let (hp, wp) = (h + ph + extra_h, w + pw + extra_w);
+                    let key = PlaneKey {
+                        source_bytes,
+                        element_bytes: eb,
+                        channels,
+                        h,
+                        w,
+                        ph,
+                        pw,
+                        hp,
+                        wp,
+                    };
+                    let (_module, p) = native(&QuantizeKey::Plane(key).assemble().unwrap(), 3);
+                    type Plane = extern "C" fn(*const u8, *mut u32, *const u8);
+                    // SAFETY: the finalized code of a `Plane` routine (3 pointer arguments).
+                    let f: Plane = unsafe { std::mem::transmute::<*const u8, Plane>(p) };
+                    let params = QuantParams {
+                        scale: 0.02,
+                        zero: 131,
+                    };
+                    let inv = params.inverse();
+                    let n = channels * h * w;
+                    let x = edge_values(&mut q, n);
+                    // The input exactly as long as its planes (a read past them would be
+                    // caught only by chance; the u8 tail is read byte by byte).
+                    let input: Vec<u8> = if source_bytes == 4 {
+                        x.iter().flat_map(|v| v.to_le_bytes()).collect()
+                    } else {
+                        (0..n).map(|_| q.int(0, 255) as u8).collect()
+                    };
+                    let value = |i: usize| -> u32 {
+                        if source_bytes == 4 {
+                            params.quantize(x[i], inv) as u32
+                        } else {
+                            input[i] as u32
                         }
-                        assert_eq!(dst[y * wp + xx], want, "{key:?}: padded pixel ({y}, {xx})");
+                    };
+                    let mut dst = vec![0x5a5a_5a5au32; hp * wp + 1];
+                    f(
+                        input.as_ptr(),
+                        dst.as_mut_ptr(),
+                        params_block(params).as_ptr(),
+                    );
+                    for y in 0..hp {
+                        for xx in 0..wp {
+                            let mut want = 0u32;
+                            for e in 0..4 / eb {
+                                let inside = y >= ph && y < ph + h && xx >= pw && xx < pw + w;
+                                let v = if !inside {
+                                    params.zero as u32
+                                } else if e < channels {
+                                    value(e * h * w + (y - ph) * w + xx - pw)
+                                } else {
+                                    0
+                                };
+                                want |= v << (8 * eb * e);
+                            }
+                            assert_eq!(dst[y * wp + xx], want, "{key:?}: padded pixel ({y}, {xx})");
+                        }
                     }
+                    assert_eq!(dst[hp * wp], 0x5a5a_5a5a, "{key:?}: written past the plane");
                 }
-                assert_eq!(dst[hp * wp], 0x5a5a_5a5a, "{key:?}: written past the plane");
             }
         }
     }

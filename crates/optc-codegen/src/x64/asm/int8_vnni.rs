@@ -8,10 +8,13 @@
 //! embedded broadcasts, `vpdpbusd zmm, zmm, dword bcst [a]`); partial tiles use opmask
 //! `k1 = (1 << nr) - 1`. GPRs as in the AVX2 kernel (`int8_avx2.rs`).
 
-use super::epilogue::{fake_quantize, fake_quantize_constants, Activation, Epilogue};
+use super::epilogue::{
+    fake_quantize, fake_quantize_constants, quantize_store_constants, quantize_to_bytes,
+    Activation, Epilogue,
+};
 use super::gemm::row;
 use super::int8::{assemble_loop_aligned, Contraction, Int8Key, PairLayout, Scheme};
-use super::registers::zmm;
+use super::registers::{xmm, zmm};
 use iced_x86::code_asm::*;
 
 pub(super) fn assemble_vnni(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
@@ -230,11 +233,30 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
             Epilogue::Scale(_) => unreachable!("int8 kernels have no scale step"),
         }
     }
-    for r in 0..mr {
-        if p {
-            a.vmovups(zmmword_ptr(c_row(r)).k1(), zmm(r))?;
-        } else {
-            a.vmovups(zmmword_ptr(c_row(r)), zmm(r))?;
+    if let Some(store) = dq.quantize {
+        // u8 rows: 16 bytes a row (`ldc` is the u8 output's).
+        assert!(key.channel_rows(), "u8 stores are a conv's");
+        let regs = [zmm12, zmm13, zmm14, zmm15];
+        quantize_store_constants(&mut a, store, regs, &mut konst)?;
+        for r in 0..mr {
+            // Packed in a register (through its odd-group one, free), then stored: a
+            // partial row's bytes under k1 (one bit a column).
+            quantize_to_bytes(&mut a, zmm(r), regs)?;
+            let t = xmm(6 + r);
+            a.vpmovusdb(t, zmm(r))?;
+            if p {
+                a.vmovdqu8(xmmword_ptr(c_row(r)).k1(), t)?;
+            } else {
+                a.vmovdqu(xmmword_ptr(c_row(r)), t)?;
+            }
+        }
+    } else {
+        for r in 0..mr {
+            if p {
+                a.vmovups(zmmword_ptr(c_row(r)).k1(), zmm(r))?;
+            } else {
+                a.vmovups(zmmword_ptr(c_row(r)), zmm(r))?;
+            }
         }
     }
     a.vzeroupper()?;

@@ -20,6 +20,8 @@ pub(crate) const PARAM_SCALE: i32 = 12;
 /// A padded plane of dwords made from up to `channels` input planes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PlaneKey {
+    /// 4: the input planes are f32, quantized here; 1: u8, already quantized (only moved).
+    pub source_bytes: usize,
     /// 1 (u8: 4 channels per dword) or 2 (u16: 2 channels per dword).
     pub element_bytes: usize,
     /// Input planes packed into this dword plane (1 ..= 4 / element_bytes).
@@ -43,9 +45,10 @@ pub(crate) enum QuantizeKey {
     /// (the ones past `k` hold the zero point). Elements of 4 bytes are `q - zero` as f32
     /// (exact integers; 0 past `k`).
     Rows { element_bytes: usize, k: usize },
-    /// `plane(x, dst, params)`: input planes `h x w` (channel `i` at `x + i * h * w * 4`) into
-    /// one zero-padded `hp x wp` plane of dwords: element `i` of a dword (byte or u16) is
-    /// channel `i`, the padding is the zero point in every element, missing channels are 0.
+    /// `plane(x, dst, params)`: input planes `h x w` (channel `i` at `x + i * h * w *
+    /// source_bytes`) into one zero-padded `hp x wp` plane of dwords: element `i` of a dword
+    /// (byte or u16) is channel `i`, the padding is the zero point in every element, missing
+    /// channels are 0. f32 inputs are quantized, u8 ones copied.
     Plane(PlaneKey),
 }
 
@@ -63,7 +66,8 @@ impl QuantizeKey {
                 format!("optc_quantize_rows_u{}_k{k}", 8 * element_bytes)
             }
             QuantizeKey::Plane(p) => format!(
-                "optc_quantize_plane_u{}_c{}_{}x{}_pad{}x{}_to{}x{}",
+                "optc_quantize_plane{}_u{}_c{}_{}x{}_pad{}x{}_to{}x{}",
+                if p.source_bytes == 1 { "_from_u8" } else { "" },
                 8 * p.element_bytes,
                 p.channels,
                 p.h,
@@ -334,13 +338,15 @@ fn fill(a: &mut CodeAssembler, base: AsmRegister64, off: usize, n: usize) -> Res
 
 fn assemble_plane(k: &PlaneKey) -> Result<Vec<u8>, IcedError> {
     let eb = k.element_bytes;
+    let sb = k.source_bytes;
     assert!(eb == 1 || eb == 2);
+    assert!(sb == 1 || sb == 4);
     assert!((1..=4 / eb).contains(&k.channels));
     let mut a = CodeAssembler::new(64)?;
     let mut tab = a.create_label();
     let mut c255 = a.create_label();
     let mut row_loop = a.create_label();
-    let plane = (k.h * k.w * 4) as i32;
+    let plane = (k.h * k.w * sb) as i32;
     load_params(&mut a, rdx, c255)?;
     // The border pattern: the zero point in every element of a dword.
     a.mov(eax, dword_ptr(rdx + PARAM_ZERO_U32))?;
@@ -355,7 +361,32 @@ fn assemble_plane(k: &PlaneKey) -> Result<Vec<u8>, IcedError> {
     // 8 pixels of every channel at r8 (masked: the tail) into 8 dwords at r9 (r9 is saved
     // around nothing: chunks run between fills).
     let chunk = |a: &mut CodeAssembler, masked: bool| -> Result<(), IcedError> {
+        if sb == 1 && masked {
+            // The tail's bytes one pixel at a time (a wider load could pass the input's
+            // end): each dword built in r9d.
+            for i in 0..tail as i32 {
+                a.xor(r9d, r9d)?;
+                for c in 0..k.channels {
+                    a.movzx(r10d, byte_ptr(r8 + (plane * c as i32 + i)))?;
+                    if c > 0 {
+                        a.shl(r10d, (8 * eb * c) as u32)?;
+                    }
+                    a.or(r9d, r10d)?;
+                }
+                a.mov(dword_ptr(r11 + 4 * i), r9d)?;
+            }
+            return Ok(());
+        }
         for c in 0..k.channels {
+            if sb == 1 {
+                // 8 bytes widened to 8 dwords: already quantized.
+                a.vpmovzxbd(ymm(c), qword_ptr(r8 + plane * c as i32))?;
+                if c > 0 {
+                    a.vpslld(ymm(c), ymm(c), (8 * eb * c) as i32)?;
+                    a.vpor(ymm0, ymm0, ymm(c))?;
+                }
+                continue;
+            }
             let m = ymmword_ptr(r8 + plane * c as i32);
             if masked {
                 a.vmaskmovps(ymm(c), ymm10, m)?;
@@ -388,7 +419,7 @@ fn assemble_plane(k: &PlaneKey) -> Result<Vec<u8>, IcedError> {
             a.mov(rdx, full as i64)?;
             a.set_label(&mut l)?;
             chunk(&mut a, false)?;
-            a.add(r8, 32)?;
+            a.add(r8, (8 * sb) as i32)?;
             a.add(r11, 32)?;
             a.dec(rdx)?;
             a.jnz(l)?;
@@ -397,7 +428,7 @@ fn assemble_plane(k: &PlaneKey) -> Result<Vec<u8>, IcedError> {
             chunk(&mut a, true)?;
         }
         fill(&mut a, rsi, 4 * (k.pw + k.w), k.wp - k.pw - k.w)?;
-        a.add(rdi, (4 * k.w) as i32)?;
+        a.add(rdi, (sb * k.w) as i32)?;
         a.add(rsi, (4 * k.wp) as i32)?;
         a.dec(rcx)?;
         a.jnz(row_loop)?;

@@ -7,7 +7,7 @@ use super::rows::ROW_ENTRY_BYTES;
 use super::{block_panels, dequantize, int8_key, plane_key, row_tiles, Form, Int8Plan};
 use crate::builder::{if_else, tensor_flags, Emitter};
 use crate::ops::conv::ConvGeometry;
-use crate::x64::asm::int8::{Dequantize, Scheme};
+use crate::x64::asm::int8::Scheme;
 use crate::x64::asm::int8_amx::TileState;
 use crate::x64::asm::quantize::{
     QuantizeKey, PARAM_INVERSE, PARAM_SCALE, PARAM_ZERO_F32, PARAM_ZERO_U32,
@@ -156,7 +156,7 @@ fn quantize_part(
             let per = q.channels_per_dword();
             let ppg = q.planes_per_group() as i64;
             let tail = g.cg % per;
-            let src_plane = (g.h * g.w * 4) as i64;
+            let src_plane = (g.h * g.w * q.input_bytes()) as i64;
             let dst_plane = (g.hp * g.wp * 4) as i64;
             let (i0, i1) = part_range(e, t, g.n * q.planes, parts);
             e.loop_range(i0, i1, &mut |e, i| {
@@ -283,11 +283,13 @@ fn emit_pixel_tiles(
     let abase = e.b.ins().iadd(planes, yo);
     let wo = e.b.ins().imul_imm_s(row0, q.groups as i64 * rgb);
     let wbase = e.b.ins().iadd(c.extra[fd + 3], wo);
-    // Output (and residual) offset of the unit's first channel and column.
-    let ldc = (p.n * 4) as i64;
-    let io = e.b.ins().imul_imm_s(img, (p.m * p.n * 4) as i64);
+    // Output (and residual) offset of the unit's first channel and column (`eb` bytes an
+    // element: f32, or u8 when the tiles quantize; a residual is never u8's).
+    let eb = q.output_bytes() as i64;
+    let ldc = p.n as i64 * eb;
+    let io = e.b.ins().imul_imm_s(img, p.m as i64 * ldc);
     let ro = e.b.ins().imul_imm_s(row0, ldc);
-    let co = e.b.ins().imul_imm_s(col0, 4);
+    let co = e.b.ins().imul_imm_s(col0, eb);
     let oo = e.b.ins().iadd(io, ro);
     let obase = e.b.ins().iadd(oo, co);
     let cho = e.b.ins().imul_imm_s(row0, 4);
@@ -306,7 +308,8 @@ fn emit_pixel_tiles(
     let block = |e: &mut Emitter, panels: usize, ch: Value| {
         let wb = e.b.ins().imul_imm_s(ch, q.groups as i64 * rgb / 4);
         let w = e.b.ins().iadd(wbase, wb);
-        let cb = e.b.ins().imul_imm_s(ch, ldc / 4);
+        let cb = e.b.ins().imul_imm_s(ch, ldc);
+        let cb = e.b.ins().ushr_imm_u(cb, 2);
         let ob = e.b.ins().iadd(obase, cb);
         let tc = e.b.ins().iadd(cho, ch);
         let po = e.b.ins().iadd(offsets, tc);
@@ -319,7 +322,7 @@ fn emit_pixel_tiles(
             &[z, z, z],
             &[
                 (g.sh * g.wp * 4) as i64,
-                (g.ow * 4) as i64,
+                g.ow as i64 * eb,
                 ROW_ENTRY_BYTES as i64,
             ],
             &mut |e, _y, o| {
@@ -341,7 +344,7 @@ fn emit_pixel_tiles(
                     let f = c.microkernels[&Routine::Int8(key)];
                     let ay = e.b.ins().iadd_imm_s(o[0], (x0 * g.sw * 4) as i64);
                     let a = e.b.ins().iadd(abase, ay);
-                    let oyb = e.b.ins().iadd_imm_s(o[1], (x0 * 4) as i64);
+                    let oyb = e.b.ins().iadd_imm_s(o[1], x0 as i64 * eb);
                     let ot = e.b.ins().iadd(ob, oyb);
                     let pc = e.b.ins().iadd(c.out, ot);
                     let pr = match res {
@@ -487,9 +490,11 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
         }
         Form::Depthwise(_) => unreachable!("depthwise units are not GEMM blocks"),
     };
-    let ldc = (p.n * 4) as i64;
-    let io = e.b.ins().imul_imm_s(img, (p.m * p.n * 4) as i64);
-    let co = e.b.ins().imul_imm_s(col0, 4);
+    // (A matmul's output is f32: its column offsets are its channel tables' too.)
+    let ob = q.output_bytes() as i64;
+    let ldc = p.n as i64 * ob;
+    let io = e.b.ins().imul_imm_s(img, p.m as i64 * ldc);
+    let co = e.b.ins().imul_imm_s(col0, ob);
     let cbase = e.b.ins().iadd(io, co);
     let kcv = e.int_const(kc as i64);
     // (An unpacked conv's planes are `lda` apart.)
@@ -499,10 +504,7 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
     };
     let ldav = e.int_const(lda as i64);
     let ldcv = e.int_const(ldc);
-    let dq = last.then(|| Dequantize {
-        bias: q.bias_port.is_some(),
-        steps: q.steps.clone(),
-    });
+    let dq = last.then(|| dequantize(q));
     let bias = q.bias_port.or(q.step_bias_port).map(|i| c.ins[i]);
     let res = q.res_port.map(|i| c.ins[i]);
     // A tile of `mr` rows from row `row` (a Value), panel at `bp`, columns from `colb` (bytes
@@ -562,12 +564,12 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
         e.loop_offsets(
             full as i64,
             &[bbase, zc],
-            &[bstep, (NR * 4) as i64],
+            &[bstep, NR as i64 * ob],
             &mut |e, _j, o| panel(e, false, o[0], o[1]),
         );
         if nr_last > 0 {
             let bp = e.b.ins().iadd_imm_s(bbase, full as i64 * bstep);
-            let colb = e.int_const((full * NR * 4) as i64);
+            let colb = e.int_const((full * NR) as i64 * ob);
             panel(e, true, bp, colb);
         }
     };

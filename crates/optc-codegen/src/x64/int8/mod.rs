@@ -35,14 +35,16 @@
 
 mod depthwise;
 mod driver;
+mod hand_off;
 mod packing;
 mod rows;
 
 pub(super) use driver::{emit_pre, emit_prepare, emit_unit};
+pub(crate) use hand_off::hand_off_bytes;
 pub(crate) use packing::derived;
 use rows::KernelRows;
 
-use super::asm::int8::{Contraction, Dequantize, Int8Key, Scheme};
+use super::asm::int8::{Contraction, Dequantize, Int8Key, QuantizeStore, Scheme};
 use super::asm::int8_amx::{TileState, TILE_GROUPS, TILE_ROWS};
 use super::asm::int8_pixels::{panels_for, PIXEL_ROWS};
 use super::asm::quantize::{PlaneKey, QuantizeKey};
@@ -55,7 +57,7 @@ use crate::node::{base_info, NodeInfo, MAX_TENSOR_BYTES};
 use crate::ops::conv::{conv_geometry, ConvGeometry};
 use crate::target::Target;
 use optc_ir::quantized::{ActivationQuantization, QuantParams};
-use optc_ir::{DType, Data, FusedStep, Op, Tensor};
+use optc_ir::{DType, Data, FusedStep, Op, Tensor, UnaryOp};
 
 /// Which contraction an int8 node is.
 pub(crate) enum Form {
@@ -106,6 +108,12 @@ pub(crate) struct Int8Plan {
     /// (`Contraction::ConvPixels`, VNNI), read from the quantized planes in place; one K
     /// block, units of whole output rows.
     pub pixels: bool,
+    /// Conv: the input is u8, already quantized with the static parameters (its producer's
+    /// last step, `UnaryOp::QuantizeActivation`): the pre-pass only moves bytes.
+    pub quantized_input: bool,
+    /// The output is u8, quantized in the tile store with these parameters (the node's last
+    /// step): VNNI convs of one K block, every step in the tile.
+    pub quantized_output: Option<QuantParams>,
     /// Why the scheme was chosen.
     pub reason: &'static str,
 }
@@ -124,6 +132,22 @@ fn align64(n: usize) -> usize {
 impl Int8Plan {
     pub fn is_static(&self) -> bool {
         self.params.is_some()
+    }
+    /// Bytes of one output element: 1 when the tile store quantizes, else 4 (f32).
+    pub fn output_bytes(&self) -> usize {
+        if self.quantized_output.is_some() {
+            1
+        } else {
+            4
+        }
+    }
+    /// Bytes of one input element: 1 when already quantized, else 4 (f32).
+    pub fn input_bytes(&self) -> usize {
+        if self.quantized_input {
+            1
+        } else {
+            4
+        }
     }
     /// Channel tables are padded to whole panels.
     pub fn padded_channels(&self) -> usize {
@@ -282,7 +306,7 @@ impl Int8Plan {
             _ => format!("scheme {} ({})", self.scheme.name(), self.reason),
         };
         format!(
-            "int8 {form}, {scheme}, {} activations, tile epilogue [{}], {} task(s){}",
+            "int8 {form}, {scheme}, {} activations, tile epilogue [{}], {} task(s){}{}",
             if self.is_static() {
                 "static"
             } else {
@@ -294,6 +318,12 @@ impl Int8Plan {
                 .collect::<Vec<_>>()
                 .join(", "),
             p.tasks,
+            match (self.quantized_input, self.quantized_output.is_some()) {
+                (true, true) => ", u8 in and out",
+                (true, false) => ", u8 in",
+                (false, true) => ", u8 out",
+                (false, false) => "",
+            },
             match self.kernel_rows() {
                 Some(rows) if rows.ranges.len() > 1 => format!(
                     ", pixels as rows, {:.0}% of the kernel rows (the rest read padding)",
@@ -365,6 +395,17 @@ fn is_f32(t: &optc_ir::TensorType) -> bool {
 /// The plan of a `QuantizedMatMul`/`QuantizedConv` node (plain or the base of a fused node) on
 /// the x64 path, or `None` (the generic lowering).
 pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
+    let p = build_plan(info, target)?;
+    if let Some(Strategy::Int8(q)) = p.as_ref().map(|p| &p.kind) {
+        if std::env::var_os("OPTC_INT8_PLAN").is_some() {
+            eprintln!("node {}: {}", info.name, q.describe(p.as_ref().unwrap()));
+        }
+    }
+    Ok(p)
+}
+
+/// [`plan`] without the report.
+fn build_plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
     let (base, steps): (&Op, &[FusedStep]) = match info.op {
         Op::Fused { base, steps, .. } => (base, steps),
         op => (op, &[]),
@@ -373,7 +414,22 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         Op::QuantizedMatMul { activation } | Op::QuantizedConv { activation, .. } => *activation,
         _ => return Ok(None),
     };
-    if !target.has_avx2_fma() || info.outs.len() != 1 || !is_f32(&info.outs[0]) {
+    // A last step that quantizes to u8: the tile store's (see `quantized_output`).
+    let (steps, quantized_output) = match steps.split_last() {
+        Some((FusedStep::Unary(UnaryOp::QuantizeActivation { scale, zero }), rest)) => (
+            rest,
+            Some(QuantParams {
+                scale: *scale,
+                zero: *zero as u8,
+            }),
+        ),
+        _ => (steps, None),
+    };
+    let out_type_ok = match quantized_output {
+        Some(_) => info.outs[0].dtype == DType::U8,
+        None => is_f32(&info.outs[0]),
+    };
+    if !target.has_avx2_fma() || info.outs.len() != 1 || !out_type_ok {
         return Ok(None);
     }
     let sub = base_info(info);
@@ -405,6 +461,7 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     };
     let bias_port = (binfo.ins.len() > fixed).then_some(fixed);
     let x = &binfo.ins[0];
+    let quantized_input = x.dtype == DType::U8;
     // The permission for the tile state is asked here, when a layer would use tiles: a
     // process that never runs an int8 layer never holds it (see `amx_permission`).
     let (scheme, reason) = if target.has_int8_tiles() && crate::target::amx_permission() {
@@ -468,8 +525,21 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
             fake_quantize: avx512,
         },
     );
-    let (epilogue, step_bias_port, res_port, rest) =
+    let (epilogue, step_bias_port, res_port, mut rest) =
         (tile.epilogue, tile.bias_port, tile.residual_port, tile.rest);
+    // Only ungrouped VNNI convs take a quantized input (the dword planes), and store a
+    // quantized output with every step in the tile (no residual: its rows are f32 ones).
+    let conv = matches!(&form, Form::Conv(_));
+    if quantized_input && !conv {
+        return Ok(None);
+    }
+    if quantized_output.is_some() {
+        if !(conv && scheme == Scheme::DotProduct && rest == steps.len() && res_port.is_none()) {
+            return Ok(None);
+        }
+        // (Nothing runs after the tiles: the quantizing step is theirs too.)
+        rest += 1;
+    }
     // AMX kernels multiply whole tiles of 16 K groups: K padded with zero weights.
     let whole_tiles = |groups: usize| {
         if scheme == Scheme::Tiles {
@@ -527,6 +597,8 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         unpacked,
         shared: false,
         pixels: false,
+        quantized_input,
+        quantized_output,
         reason,
     };
     q.pixels = pixel_rows_fit(&q, m);
@@ -619,6 +691,10 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
         // One K block: a tile is a whole K.
         p.kc = p.k;
     }
+    if quantized_output.is_some() && p.kblocks().len() > 1 {
+        // (Partial sums of K blocks are kept in the output, as i32.)
+        return Ok(None);
+    }
     // Sizes the kernels address with 32-bit offsets.
     let Strategy::Int8(q) = &p.kind else {
         unreachable!()
@@ -626,9 +702,6 @@ pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan
     let scratch = q.prefix_bytes(&p) + p.tasks * q.task_bytes(&p);
     if scratch > MAX_TENSOR_BYTES {
         return Err(info.err("the quantized activations are too large"));
-    }
-    if std::env::var_os("OPTC_INT8_PLAN").is_some() {
-        eprintln!("node {}: {}", info.name, q.describe(&p));
     }
     Ok(Some(p))
 }
@@ -640,6 +713,9 @@ pub fn int8_plans(
     graph: &optc_ir::Graph,
     target: &Target,
 ) -> std::result::Result<Vec<(String, String)>, crate::error::CodegenError> {
+    // (The graph codegen lowers: with the int8 hand-offs.)
+    let handed = hand_off_bytes(graph, target)?;
+    let graph = handed.as_ref().unwrap_or(graph);
     let order = graph
         .topo_order()
         .map_err(|e| crate::error::CodegenError::new(e.msg))?;
@@ -856,6 +932,10 @@ pub(super) fn dequantize(q: &Int8Plan) -> Dequantize {
     Dequantize {
         bias: q.bias_port.is_some(),
         steps: q.steps.clone(),
+        quantize: q.quantized_output.map(|p| QuantizeStore {
+            inverse: p.inverse().to_bits(),
+            zero: (p.zero as f32).to_bits(),
+        }),
     }
 }
 
@@ -881,6 +961,7 @@ pub(super) fn int8_key(
 /// The plane routine for `channels` input planes of conv `g`.
 pub(super) fn plane_key(q: &Int8Plan, g: &ConvGeometry, channels: usize) -> PlaneKey {
     PlaneKey {
+        source_bytes: q.input_bytes(),
         element_bytes: q.scheme.element_bytes(),
         channels,
         h: g.h,
