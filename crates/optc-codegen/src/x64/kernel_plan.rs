@@ -422,6 +422,8 @@ impl KernelPlan {
             );
         }
         if let Strategy::ImplicitGemm(g) = &self.kind {
+            // (Patch panels of contiguous pixels copied row by row.)
+            r.push(Routine::PanelRows);
             let last_cols = self.last_unit_cols();
             let last_rows = self.last_part_rows();
             for ncols in [self.chunk, last_cols] {

@@ -4,7 +4,7 @@
 //! tables); at run time, A blocks, B panels and conv patches, per K block into the task's
 //! buffers.
 
-use super::asm::{MR, NR};
+use super::asm::{Routine, MR, NR};
 use super::kernel_plan::{b_transposed, ALayout, KernelPlan, Strategy};
 use super::sparse_skipped::Check;
 use super::tasks::KernelArgs;
@@ -233,7 +233,37 @@ pub(super) fn pack_panels_into(
                     }
                 });
             };
-            if_else(e, all, &mut |e| panels(e, false), &mut |e| {
+            // A panel of 16 contiguous pixels (a stride-1 conv's output row): the assembled
+            // row copy, 64 bytes a row (not with a check: it reads every value).
+            let panel_rows = c
+                .microkernels
+                .get(&Routine::PanelRows)
+                .copied()
+                .filter(|_| check.is_none());
+            let contiguous_or_not = |e: &mut Emitter| match panel_rows {
+                Some(f) => {
+                    let mut contiguous = None;
+                    for g in 1..4 {
+                        let d = e.b.ins().isub(po[4 * g], po[4 * (g - 1)]);
+                        let is16 = e.b.ins().icmp_imm_s(IntCC::Equal, d, 16);
+                        contiguous = Some(match contiguous {
+                            Some(c) => e.b.ins().band(c, is16),
+                            None => is16,
+                        });
+                    }
+                    let rows = e.int_const(kc as i64);
+                    if_else(
+                        e,
+                        contiguous.expect("three differences"),
+                        &mut |e| {
+                            e.b.ins().call(f, &[dst, po[0], kt, rows]);
+                        },
+                        &mut |e| panels(e, false),
+                    );
+                }
+                None => panels(e, false),
+            };
+            if_else(e, all, &mut |e| contiguous_or_not(e), &mut |e| {
                 if_else(e, all2, &mut |e| panels(e, true), &mut |e| {
                     for g in 0..4 {
                         let dg = e.b.ins().iadd_imm_s(dst, (g * 16) as i64);

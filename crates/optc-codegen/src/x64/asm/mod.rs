@@ -32,6 +32,7 @@ pub(crate) mod int8_pixels;
 mod int8_vnni;
 pub(crate) mod lstm;
 pub(crate) mod max_pool;
+mod panel_rows;
 mod peak;
 pub(crate) mod quantize;
 mod registers;

@@ -7,6 +7,7 @@ use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
 use super::int8_amx::TileState;
 use super::lstm::{self, LstmCellKey, LSTM_CELL_PARAMS};
 use super::max_pool::{self, MaxPoolKey, MAX_POOL_PARAMS};
+use super::panel_rows::{self, PANEL_ROWS_PARAMS, PANEL_ROWS_SYMBOL};
 use super::quantize::QuantizeKey;
 use super::softmax::{self, SoftmaxKey, SOFTMAX_PARAMS};
 use super::sparse::{self, SparseKey, SPARSE_PARAMS};
@@ -16,8 +17,8 @@ use iced_x86::IcedError;
 /// A routine assembled with `iced-x86` and defined into the module: a GEMM microkernel, a
 /// depthwise kernel ([`depthwise`]), a direct-conv kernel ([`direct_conv`]), an int8
 /// microkernel ([`int8`]), an activation-quantizing routine ([`super::quantize`]), a sparse
-/// kernel ([`sparse`]), a softmax over rows ([`softmax`]), max-pool rows ([`max_pool`]) or
-/// an LSTM step's gates ([`lstm`]).
+/// kernel ([`sparse`]), a softmax over rows ([`softmax`]), max-pool rows ([`max_pool`]), an
+/// LSTM step's gates ([`lstm`]) or a contiguous patch panel's copy ([`panel_rows`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Routine {
     Microkernel(MicrokernelKey),
@@ -32,6 +33,9 @@ pub(crate) enum Routine {
     LstmCell(LstmCellKey),
     /// Configure or release the AMX tiles around a unit's int8 kernel calls.
     Tiles(TileState),
+    /// A patch panel whose columns are contiguous in the source, copied row by row
+    /// ([`panel_rows`]).
+    PanelRows,
 }
 
 impl Routine {
@@ -48,6 +52,7 @@ impl Routine {
             Routine::MaxPool(k) => k.symbol(),
             Routine::LstmCell(k) => k.symbol(),
             Routine::Tiles(t) => t.symbol(),
+            Routine::PanelRows => PANEL_ROWS_SYMBOL.to_string(),
         }
     }
     /// Alignment in the module, bytes (int8 kernels align their k loop to 64 bytes).
@@ -70,6 +75,7 @@ impl Routine {
             Routine::MaxPool(_) => MAX_POOL_PARAMS,
             Routine::LstmCell(_) => LSTM_CELL_PARAMS,
             Routine::Tiles(_) => 0,
+            Routine::PanelRows => PANEL_ROWS_PARAMS,
         }
     }
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
@@ -85,6 +91,7 @@ impl Routine {
             Routine::MaxPool(k) => max_pool::assemble(k),
             Routine::LstmCell(k) => lstm::assemble(k),
             Routine::Tiles(t) => t.assemble(),
+            Routine::PanelRows => panel_rows::assemble(),
         }
     }
 }

@@ -838,6 +838,10 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
                     q, g, channels,
                 ))));
             }
+            if !q.unpacked && !q.pixels {
+                // (Patch panels of contiguous pixels copied row by row.)
+                r.push(Routine::PanelRows);
+            }
         }
     }
     if q.scheme == Scheme::Tiles {
