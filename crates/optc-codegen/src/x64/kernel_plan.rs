@@ -423,7 +423,8 @@ impl KernelPlan {
         }
         if let Strategy::ImplicitGemm(g) = &self.kind {
             // (Patch panels of contiguous pixels copied row by row.)
-            r.push(Routine::PanelRows);
+            r.push(Routine::PanelRows { stride: 1 });
+            r.push(Routine::PanelRows { stride: 2 });
             let last_cols = self.last_unit_cols();
             let last_rows = self.last_part_rows();
             for ncols in [self.chunk, last_cols] {

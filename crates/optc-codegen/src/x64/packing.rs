@@ -233,38 +233,38 @@ pub(super) fn pack_panels_into(
                     }
                 });
             };
-            // A panel of 16 contiguous pixels (a stride-1 conv's output row): the assembled
-            // row copy, 64 bytes a row (not with a check: it reads every value).
-            let panel_rows = c
-                .microkernels
-                .get(&Routine::PanelRows)
-                .copied()
-                .filter(|_| check.is_none());
-            let contiguous_or_not = |e: &mut Emitter| match panel_rows {
-                Some(f) => {
-                    let mut contiguous = None;
-                    for g in 1..4 {
-                        let d = e.b.ins().isub(po[4 * g], po[4 * (g - 1)]);
-                        let is16 = e.b.ins().icmp_imm_s(IntCC::Equal, d, 16);
-                        contiguous = Some(match contiguous {
-                            Some(c) => e.b.ins().band(c, is16),
-                            None => is16,
-                        });
-                    }
-                    let rows = e.int_const(kc as i64);
-                    if_else(
-                        e,
-                        contiguous.expect("three differences"),
-                        &mut |e| {
-                            e.b.ins().call(f, &[dst, po[0], kt, rows]);
-                        },
-                        &mut |e| panels(e, false),
-                    );
+            // A panel of 16 evenly spaced pixels (dword stride 1 or 2: a conv's output row):
+            // the assembled row copy, 64 bytes a row (not with a check: it reads every value).
+            let spaced_or_not = |e: &mut Emitter, stride: usize| {
+                let routine = c
+                    .microkernels
+                    .get(&Routine::PanelRows { stride })
+                    .copied()
+                    .filter(|_| check.is_none());
+                let Some(f) = routine else {
+                    return panels(e, stride == 2);
+                };
+                let mut spaced = None;
+                for g in 1..4 {
+                    let d = e.b.ins().isub(po[4 * g], po[4 * (g - 1)]);
+                    let even = e.b.ins().icmp_imm_s(IntCC::Equal, d, 16 * stride as i64);
+                    spaced = Some(match spaced {
+                        Some(c) => e.b.ins().band(c, even),
+                        None => even,
+                    });
                 }
-                None => panels(e, false),
+                let rows = e.int_const(kc as i64);
+                if_else(
+                    e,
+                    spaced.expect("three differences"),
+                    &mut |e| {
+                        e.b.ins().call(f, &[dst, po[0], kt, rows]);
+                    },
+                    &mut |e| panels(e, stride == 2),
+                );
             };
-            if_else(e, all, &mut |e| contiguous_or_not(e), &mut |e| {
-                if_else(e, all2, &mut |e| panels(e, true), &mut |e| {
+            if_else(e, all, &mut |e| spaced_or_not(e, 1), &mut |e| {
+                if_else(e, all2, &mut |e| spaced_or_not(e, 2), &mut |e| {
                     for g in 0..4 {
                         let dg = e.b.ins().iadd_imm_s(dst, (g * 16) as i64);
                         let pg = &po[4 * g..4 * g + 4];

@@ -7,7 +7,7 @@ use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
 use super::int8_amx::TileState;
 use super::lstm::{self, LstmCellKey, LSTM_CELL_PARAMS};
 use super::max_pool::{self, MaxPoolKey, MAX_POOL_PARAMS};
-use super::panel_rows::{self, PANEL_ROWS_PARAMS, PANEL_ROWS_SYMBOL};
+use super::panel_rows::{self, PANEL_ROWS_PARAMS};
 use super::quantize::QuantizeKey;
 use super::softmax::{self, SoftmaxKey, SOFTMAX_PARAMS};
 use super::sparse::{self, SparseKey, SPARSE_PARAMS};
@@ -33,9 +33,11 @@ pub(crate) enum Routine {
     LstmCell(LstmCellKey),
     /// Configure or release the AMX tiles around a unit's int8 kernel calls.
     Tiles(TileState),
-    /// A patch panel whose columns are contiguous in the source, copied row by row
-    /// ([`panel_rows`]).
-    PanelRows,
+    /// A patch panel whose columns are evenly spaced in the source (dword stride 1 or 2),
+    /// copied row by row ([`panel_rows`]).
+    PanelRows {
+        stride: usize,
+    },
 }
 
 impl Routine {
@@ -52,7 +54,7 @@ impl Routine {
             Routine::MaxPool(k) => k.symbol(),
             Routine::LstmCell(k) => k.symbol(),
             Routine::Tiles(t) => t.symbol(),
-            Routine::PanelRows => PANEL_ROWS_SYMBOL.to_string(),
+            Routine::PanelRows { stride } => panel_rows::symbol(*stride),
         }
     }
     /// Alignment in the module, bytes (int8 kernels align their k loop to 64 bytes).
@@ -75,7 +77,7 @@ impl Routine {
             Routine::MaxPool(_) => MAX_POOL_PARAMS,
             Routine::LstmCell(_) => LSTM_CELL_PARAMS,
             Routine::Tiles(_) => 0,
-            Routine::PanelRows => PANEL_ROWS_PARAMS,
+            Routine::PanelRows { .. } => PANEL_ROWS_PARAMS,
         }
     }
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
@@ -91,7 +93,7 @@ impl Routine {
             Routine::MaxPool(k) => max_pool::assemble(k),
             Routine::LstmCell(k) => lstm::assemble(k),
             Routine::Tiles(t) => t.assemble(),
-            Routine::PanelRows => panel_rows::assemble(),
+            Routine::PanelRows { stride } => panel_rows::assemble(*stride),
         }
     }
 }

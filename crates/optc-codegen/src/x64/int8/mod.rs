@@ -840,7 +840,8 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
             }
             if !q.unpacked && !q.pixels {
                 // (Patch panels of contiguous pixels copied row by row.)
-                r.push(Routine::PanelRows);
+                r.push(Routine::PanelRows { stride: 1 });
+                r.push(Routine::PanelRows { stride: 2 });
             }
         }
     }
