@@ -316,29 +316,63 @@ fn double_comparisons_select_and_initializers() {
     assert_close(&as_f64(&y[0], "where"), &want, 0.0, "where");
 }
 
-/// Ops without an f64 form are refused at compile time, naming the node.
-/// (A linear Resize interpolates in f32 only.)
+/// A linear Resize of a double input interpolates in f64 (its weights too): 2x2 to 6x4
+/// (scales 3 and 2) with half-pixel coordinates against the ONNX reference's rule by hand
+/// (per axis: `x = (i + 1/2) / scale - 1/2` clamped to the edges, `(1 - r) a + r b` with
+/// `r` the fraction of `x`, all in f64), on values 1e-12 apart that f32 would merge; the
+/// thirds of the first axis are not f32 values either.
 #[test]
-fn double_resize_is_refused_naming_the_node() {
+fn double_linear_resize() {
     let mut m = ModelBuilder::new(19);
     m.input("x", DType::F64, &[1, 1, 2, 2]);
     m.initializer(
         "scales",
-        &Tensor::new(vec![4], Data::F32(vec![1.0, 1.0, 2.0, 2.0])).unwrap(),
+        &Tensor::new(vec![4], Data::F32(vec![1.0, 1.0, 3.0, 2.0])).unwrap(),
     );
-    m.node_named(
-        "up",
+    m.node(
         "Resize",
         &["x", "", "scales"],
         &["y"],
         vec![("mode", A::Str("linear".into()))],
     );
     m.output("y");
+    let x = vec![1.0, 1.0 + 4e-12, 1.0 + 8e-12, 1.0 + 2e-12];
+    let y = run(&m, &[f64s(&[1, 1, 2, 2], x.clone())]);
+    let axis = |a: f64, b: f64, scale: f64, i: usize| -> f64 {
+        let p = ((i as f64 + 0.5) / scale - 0.5).clamp(0.0, 1.0);
+        let r = p - p.floor();
+        if p >= 1.0 {
+            b
+        } else {
+            (1.0 - r) * a + r * b
+        }
+    };
+    let mut want = vec![];
+    for i in 0..6 {
+        for j in 0..4 {
+            let top = axis(x[0], x[1], 2.0, j);
+            let bottom = axis(x[2], x[3], 2.0, j);
+            want.push(axis(top, bottom, 3.0, i));
+        }
+    }
+    assert_close(&as_f64(&y[0], "resize"), &want, 4.0, "resize");
+}
+
+/// Ops without an f64 form are refused at compile time, naming the node.
+/// (Attention computes in f32 only.)
+#[test]
+fn double_attention_is_refused_naming_the_node() {
+    let mut m = ModelBuilder::new(23);
+    for name in ["q", "k", "v"] {
+        m.input(name, DType::F64, &[1, 2, 3, 4]);
+    }
+    m.node_named("att", "Attention", &["q", "k", "v"], &["y"], vec![]);
+    m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double Resize is refused")
+        .expect("a double Attention is refused")
         .to_string();
-    assert!(err.contains("up") && err.contains("f64"), "{err}");
+    assert!(err.contains("att") && err.contains("f64"), "{err}");
 }
 
 /// NegativeLogLikelihoodLoss (class weights, an ignored class, the weighted mean),

@@ -102,9 +102,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     if p.antialias && mode == Mode::Nearest {
         return Err("antialias is not defined for mode 'nearest'".into());
     }
-    if mode != Mode::Nearest && xt.dtype != DType::F32 {
+    if mode != Mode::Nearest && !xt.dtype.is_float() {
         return Err(format!(
-            "mode '{}' is supported for f32 input, got {xt}",
+            "mode '{}' is supported for f32 and f64 input, got {xt}",
             a.string("mode").unwrap_or_default()
         ));
     }
@@ -274,13 +274,14 @@ fn apply(
         }
     };
     let resized = match selection {
-        Some(idx) if mode == Mode::Nearest || s.ctx.ty(x).dtype != DType::F32 => {
+        Some(idx) if mode == Mode::Nearest || !s.ctx.ty(x).dtype.is_float() => {
             let idx = s.constant(Tensor::from_i64(vec![n_out], idx).map_err(|e| e.msg)?);
             emit(s, Op::Gather { axis }, &[x.clone(), idx], last && !outside)?
         }
         _ => {
-            if s.ctx.ty(x).dtype != DType::F32 {
-                return Err(format!("interpolating {} needs f32", s.ctx.ty(x)));
+            let dtype = s.ctx.ty(x).dtype;
+            if !dtype.is_float() {
+                return Err(format!("interpolating {} needs f32 or f64", s.ctx.ty(x)));
             }
             if n_out.saturating_mul(n_in) > MATRIX_MAX {
                 return Err(format!(
@@ -298,11 +299,15 @@ fn apply(
                     super::CREATE_MAX
                 ));
             }
-            let mut w = vec![0f32; n_out * n_in];
+            // The weights in the input's type: each rounded to f32 for f32 (summed there, as
+            // before), kept in f64 for f64.
+            let mut w32 = vec![0f32; n_out * n_in];
+            let mut w64 = vec![0f64; n_out * n_in];
             for (o, r) in map.rows.iter().enumerate() {
                 for &(i, wt) in r {
                     let at = if left { o * n_in + i } else { i * n_out + o };
-                    w[at] += wt as f32;
+                    w32[at] += wt as f32;
+                    w64[at] += wt;
                 }
             }
             let shape = if left {
@@ -310,7 +315,11 @@ fn apply(
             } else {
                 vec![n_in, n_out]
             };
-            let w = s.constant(Tensor::from_f32(shape, w).map_err(|e| e.msg)?);
+            let data = match dtype {
+                DType::F64 => Data::F64(w64),
+                _ => Data::F32(w32),
+            };
+            let w = s.constant(Tensor::new(shape, data).map_err(|e| e.msg)?);
             if left {
                 // W @ x
                 emit(s, Op::MatMul, &[w, x.clone()], is_last)?
