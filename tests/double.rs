@@ -358,21 +358,87 @@ fn double_linear_resize() {
     assert_close(&as_f64(&y[0], "resize"), &want, 4.0, "resize");
 }
 
-/// Ops without an f64 form are refused at compile time, naming the node.
-/// (Attention computes in f32 only.)
+/// Attention of double inputs computes in f64: causal, two heads, the default scale, against
+/// `softmax(q k^T / sqrt(d) + causal mask) v` by hand in f64, on values 1e-12 apart that
+/// f32 would merge.
 #[test]
-fn double_attention_is_refused_naming_the_node() {
+fn double_attention() {
+    let (h, n, d) = (2usize, 3usize, 4usize);
     let mut m = ModelBuilder::new(23);
     for name in ["q", "k", "v"] {
-        m.input(name, DType::F64, &[1, 2, 3, 4]);
+        m.input(name, DType::F64, &[1, h as i64, n as i64, d as i64]);
     }
-    m.node_named("att", "Attention", &["q", "k", "v"], &["y"], vec![]);
+    m.node(
+        "Attention",
+        &["q", "k", "v"],
+        &["y"],
+        vec![("is_causal", A::Int(1))],
+    );
+    m.output("y");
+    let tiny = |seed: u64| -> Vec<f64> {
+        values(h * n * d, seed)
+            .iter()
+            .map(|v| 1.0 + v * 1e-12)
+            .collect()
+    };
+    let (q, k, v) = (tiny(1), tiny(2), values(h * n * d, 3));
+    let y = run(
+        &m,
+        &[
+            f64s(&[1, h, n, d], q.clone()),
+            f64s(&[1, h, n, d], k.clone()),
+            f64s(&[1, h, n, d], v.clone()),
+        ],
+    );
+    let at = |x: &[f64], hh: usize, i: usize, c: usize| x[(hh * n + i) * d + c];
+    let mut want = vec![];
+    for hh in 0..h {
+        for i in 0..n {
+            // Keys 0..=i are visible (causal).
+            let scores: Vec<f64> = (0..=i)
+                .map(|j| {
+                    (0..d)
+                        .map(|c| at(&q, hh, i, c) * at(&k, hh, j, c))
+                        .sum::<f64>()
+                        / (d as f64).sqrt()
+                })
+                .collect();
+            let top = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+            let total: f64 = e.iter().sum();
+            for c in 0..d {
+                want.push(
+                    (0..=i)
+                        .map(|j| e[j] / total * at(&v, hh, j, c))
+                        .sum::<f64>(),
+                );
+            }
+        }
+    }
+    assert_near(&as_f64(&y[0], "attention"), &want, 1e-14, "attention");
+}
+
+/// Ops without an f64 form are refused at compile time, naming the node.
+/// (The recurrent layers compute in f32 only.)
+#[test]
+fn double_lstm_is_refused_naming_the_node() {
+    let mut m = ModelBuilder::new(14);
+    m.input("x", DType::F64, &[2, 1, 3]);
+    m.initializer("w", &f64s(&[1, 8, 3], vec![0.1; 24]));
+    m.initializer("r", &f64s(&[1, 8, 2], vec![0.1; 16]));
+    m.node_named(
+        "cell",
+        "LSTM",
+        &["x", "w", "r"],
+        &["y"],
+        vec![("hidden_size", A::Int(2))],
+    );
     m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double Attention is refused")
+        .expect("a double LSTM is refused")
         .to_string();
-    assert!(err.contains("att") && err.contains("f64"), "{err}");
+    assert!(err.contains("cell") && err.contains("f64"), "{err}");
 }
 
 /// NegativeLogLikelihoodLoss (class weights, an ignored class, the weighted mean),

@@ -31,18 +31,34 @@ impl Steps<'_> {
         &mut self,
         rows: usize,
         cols: usize,
+        dtype: DType,
         allowed: impl Fn(i64, i64) -> bool,
     ) -> R<Val> {
-        let v = (0..rows * cols)
+        let v: Vec<f64> = (0..rows * cols)
             .map(|k| {
                 if allowed((k / cols) as i64, (k % cols) as i64) {
                     0.0
                 } else {
-                    f32::NEG_INFINITY
+                    f64::NEG_INFINITY
                 }
             })
             .collect();
-        Ok(self.constant(Tensor::from_f32(vec![rows, cols], v).map_err(|e| e.msg)?))
+        let data = match dtype {
+            DType::F64 => Data::F64(v),
+            _ => Data::F32(v.iter().map(|&x| x as f32).collect()),
+        };
+        Ok(self.constant(Tensor::new(vec![rows, cols], data).map_err(|e| e.msg)?))
+    }
+
+    /// Scalar 0 and -inf of `dtype` (f32 or f64).
+    fn zero_and_minus_infinity(&mut self, dtype: DType) -> (Val, Val) {
+        let scalar = |v: f64| match dtype {
+            DType::F64 => Tensor::new(vec![], Data::F64(vec![v])).expect("a scalar"),
+            _ => Tensor::scalar_f32(v as f32),
+        };
+        let zero = self.constant(scalar(0.0));
+        let minus = self.constant(scalar(f64::NEG_INFINITY));
+        (zero, minus)
     }
 
     /// `x + y`, where `None` is zero.
@@ -63,11 +79,13 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let past_key = ctx.input(node, 4);
     let past_value = ctx.input(node, 5);
     let nonpad = ctx.input(node, 6);
+    // f32, or f64 throughout (the scale, masks and softcap of Q's type).
+    let dtype = ctx.ty(&q).dtype;
     for (x, what) in [(&q, "Q"), (&k, "K"), (&v, "V")] {
         let t = ctx.ty(x);
-        if t.dtype != DType::F32 {
+        if !matches!(t.dtype, DType::F32 | DType::F64) || t.dtype != dtype {
             return Err(format!(
-                "{what} of type {} is not supported (f32 only)",
+                "{what} of type {} is not supported (Q, K and V all f32 or all f64)",
                 t.dtype
             ));
         }
@@ -167,18 +185,25 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     };
 
     // 4. Scores.
-    let scale = match a.float("scale") {
-        Some(x) => x,
-        None => 1.0 / (qs[3] as f32).sqrt(),
+    // The root of the scale multiplies Q and K. f32: the scale and its root in f32, as
+    // before. f64, as the spec's function and the reference compute it: a given scale's root
+    // in float (the attribute's type) then widened; the default 1 / sqrt(head size) and its
+    // root in f64.
+    let (root32, root64) = match a.float("scale") {
+        Some(x) => (x.sqrt(), x.sqrt() as f64),
+        None => (
+            (1.0 / (qs[3] as f32).sqrt()).sqrt(),
+            (1.0 / (qs[3] as f64).sqrt()).sqrt(),
+        ),
     };
-    let root = s.f32(scale.sqrt());
+    let root = s.float(root32, root64, &q);
     let q = s.binary(BinaryOp::Mul, &q, &root)?;
     let k = s.binary(BinaryOp::Mul, &k, &root)?;
     let kt = s.transpose(&k, vec![0, 1, 3, 2])?;
     let mut scores = s.op(Op::MatMul, &[q, kt])?;
     if softcap > 0.0 {
-        let inv = s.f32(1.0 / softcap);
-        let cap = s.f32(softcap);
+        let inv = s.float(1.0 / softcap, 1.0 / softcap as f64, &scores);
+        let cap = s.float(softcap, softcap as f64, &scores);
         let d = s.binary(BinaryOp::Mul, &scores, &inv)?;
         let t = s.op(Op::Unary(UnaryOp::Tanh), &[d])?;
         scores = s.binary(BinaryOp::Mul, &t, &cap)?;
@@ -196,6 +221,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let n: usize = pad_shape.iter().product();
             let pad = match mt.dtype {
                 DType::Bool => Tensor::new(pad_shape, Data::Bool(vec![false; n])),
+                DType::F64 => Tensor::new(pad_shape, Data::F64(vec![f64::NEG_INFINITY; n])),
                 _ => Tensor::from_f32(pad_shape, vec![f32::NEG_INFINITY; n]),
             }
             .map_err(|e| e.msg)?;
@@ -211,14 +237,13 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         };
         let m = match mt.dtype {
             DType::Bool => {
-                let zero = s.f32(0.0);
-                let minus = s.f32(f32::NEG_INFINITY);
+                let (zero, minus) = s.zero_and_minus_infinity(dtype);
                 s.op(Op::Where, &[m, zero, minus])?
             }
-            DType::F32 => m,
+            d if d == dtype => m,
             d => {
                 return Err(format!(
-                    "attn_mask of type {d} is not supported (bool, f32)"
+                    "attn_mask of type {d} is not supported (bool, or Q's type {dtype})"
                 ))
             }
         };
@@ -246,17 +271,16 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         match &nonpad {
             None => {
                 let offset = past_len as i64;
-                let c = s.additive_mask(q_len, kv_len, |i, j| j <= i + offset)?;
+                let c = s.additive_mask(q_len, kv_len, dtype, |i, j| j <= i + offset)?;
                 bias = Some(s.add_bias(bias, c)?);
             }
             Some(n) => {
                 // offset = nonpad[b] - q_len: visible when j - i + q_len <= nonpad[b].
                 let c = per_batch_mask(
                     &mut s,
+                    dtype,
                     n,
-                    batch,
-                    q_len,
-                    kv_len,
+                    (batch, q_len, kv_len),
                     |i, j| j - i + q_len as i64,
                     BinaryOp::LessOrEqual,
                 )?;
@@ -269,7 +293,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         match &nonpad {
             None => {
                 let offset = past_len as i64;
-                let w = s.additive_mask(q_len, kv_len, |i, j| allowed(i + offset - j))?;
+                let w = s.additive_mask(q_len, kv_len, dtype, |i, j| allowed(i + offset - j))?;
                 bias = Some(s.add_bias(bias, w)?);
             }
             Some(n) => {
@@ -280,10 +304,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 if left >= 0 {
                     let w = per_batch_mask(
                         &mut s,
+                        dtype,
                         n,
-                        batch,
-                        q_len,
-                        kv_len,
+                        (batch, q_len, kv_len),
                         |i, j| left - i + j + q,
                         BinaryOp::GreaterOrEqual,
                     )?;
@@ -292,10 +315,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 if right >= 0 {
                     let w = per_batch_mask(
                         &mut s,
+                        dtype,
                         n,
-                        batch,
-                        q_len,
-                        kv_len,
+                        (batch, q_len, kv_len),
                         |i, j| j - i + q - right,
                         BinaryOp::LessOrEqual,
                     )?;
@@ -311,8 +333,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 .map_err(|e| e.msg)?,
         );
         let visible = s.binary(BinaryOp::Less, &range, n)?;
-        let zero = s.f32(0.0);
-        let minus = s.f32(f32::NEG_INFINITY);
+        let (zero, minus) = s.zero_and_minus_infinity(dtype);
         let p = s.op(Op::Where, &[visible, zero, minus])?;
         let p = s.reshape(&p, vec![batch, 1, 1, kv_len])?;
         bias = Some(s.add_bias(bias, p)?);
@@ -338,9 +359,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             },
             std::slice::from_ref(b),
         )?;
-        let minus = s.f32(f32::NEG_INFINITY);
+        let (zero, minus) = s.zero_and_minus_infinity(dtype);
         let all_masked = s.binary(BinaryOp::Equal, &m, &minus)?;
-        let zero = s.f32(0.0);
         probs = s.op(Op::Where, &[all_masked, zero, probs])?;
     }
     let qk_output = match mode {
@@ -370,10 +390,9 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
 /// elsewhere, `lengths` an i64 `[batch, 1, 1]` computed at run time.
 fn per_batch_mask(
     s: &mut Steps,
+    dtype: DType,
     lengths: &Val,
-    batch: usize,
-    rows: usize,
-    cols: usize,
+    (batch, rows, cols): (usize, usize, usize),
     value: impl Fn(i64, i64) -> i64,
     cmp: BinaryOp,
 ) -> R<Val> {
@@ -382,8 +401,7 @@ fn per_batch_mask(
         .collect();
     let grid = s.constant(Tensor::from_i64(vec![1, rows, cols], v).map_err(|e| e.msg)?);
     let visible = s.binary(cmp, &grid, lengths)?;
-    let zero = s.f32(0.0);
-    let minus = s.f32(f32::NEG_INFINITY);
+    let (zero, minus) = s.zero_and_minus_infinity(dtype);
     let m = s.op(Op::Where, &[visible, zero, minus])?;
     s.reshape(&m, vec![batch, 1, rows, cols])
 }

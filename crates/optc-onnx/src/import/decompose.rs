@@ -21,7 +21,7 @@ use tract_onnx::pb;
 impl Steps<'_> {
     /// A scalar of `like`'s float type: `v64` for f64, else `v32` (a constant written out
     /// for f32, so that the f32 steps keep their exact constants).
-    fn float(&mut self, v32: f32, v64: f64, like: &Val) -> Val {
+    pub(super) fn float(&mut self, v32: f32, v64: f64, like: &Val) -> Val {
         if self.ctx.ty(like).dtype == DType::F64 {
             self.constant(Tensor::new(vec![], Data::F64(vec![v64])).expect("a scalar"))
         } else {
