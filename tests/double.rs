@@ -418,6 +418,46 @@ fn double_attention() {
     assert_near(&as_f64(&y[0], "attention"), &want, 1e-14, "attention");
 }
 
+/// RotaryEmbedding of a double input and caches: `[B, H, S, D]`, halves rotated by the
+/// spec's formula by hand in f64 (`x1 cos - x2 sin`, `x1 sin + x2 cos`), exactly.
+#[test]
+fn double_rotary_embedding() {
+    let (b, h, n, d) = (1usize, 2usize, 3usize, 4usize);
+    let half = d / 2;
+    let mut m = ModelBuilder::new(23);
+    m.input("x", DType::F64, &[b as i64, h as i64, n as i64, d as i64]);
+    m.input("cos", DType::F64, &[b as i64, n as i64, half as i64]);
+    m.input("sin", DType::F64, &[b as i64, n as i64, half as i64]);
+    m.node("RotaryEmbedding", &["x", "cos", "sin"], &["y"], vec![]);
+    m.output("y");
+    let x: Vec<f64> = values(b * h * n * d, 30)
+        .iter()
+        .map(|v| 1.0 + v * 1e-12)
+        .collect();
+    let (cos, sin) = (values(n * half, 31), values(n * half, 32));
+    let y = run(
+        &m,
+        &[
+            f64s(&[b, h, n, d], x.clone()),
+            f64s(&[b, n, half], cos.clone()),
+            f64s(&[b, n, half], sin.clone()),
+        ],
+    );
+    let mut want = vec![0.0; x.len()];
+    for hh in 0..h {
+        for i in 0..n {
+            let row = (hh * n + i) * d;
+            for j in 0..half {
+                let (x1, x2) = (x[row + j], x[row + half + j]);
+                let (c, s) = (cos[i * half + j], sin[i * half + j]);
+                want[row + j] = c * x1 - s * x2;
+                want[row + half + j] = s * x1 + c * x2;
+            }
+        }
+    }
+    assert_close(&as_f64(&y[0], "rotary"), &want, 0.0, "rotary");
+}
+
 /// Ops without an f64 form are refused at compile time, naming the node.
 /// (The recurrent layers compute in f32 only.)
 #[test]

@@ -3,7 +3,7 @@
 //! a 3-D one `[B, S, hidden]` split into `num_heads`), the first `rotary_embedding_dim`
 //! channels rotated pairwise (halves, or even/odd channels when `interleaved`) by the
 //! cos/sin caches (gathered at `position_ids` when given), the rest passed through, and
-//! the original layout restored.
+//! the original layout restored. f32 or f64 (input and caches of one type).
 
 use super::steps::Steps;
 use super::{Ctx, Val, R};
@@ -18,8 +18,19 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let sin = ctx.required(node, 2)?;
     let positions = ctx.input(node, 3);
     let xt = ctx.ty(&x);
-    if xt.dtype != DType::F32 {
-        return Err(format!("RotaryEmbedding is supported on f32, got {xt}"));
+    if !matches!(xt.dtype, DType::F32 | DType::F64) {
+        return Err(format!(
+            "RotaryEmbedding is supported on f32 and f64, got {xt}"
+        ));
+    }
+    for (what, c) in [("cos", &cos), ("sin", &sin)] {
+        let ct = ctx.ty(c);
+        if ct.dtype != xt.dtype {
+            return Err(format!(
+                "the {what} cache {ct} must have the input's type {}",
+                xt.dtype
+            ));
+        }
     }
     let mut s = Steps::new(ctx, name);
     // [B, S, H, D]
