@@ -263,10 +263,7 @@ pub fn winograd_multiply_ratio(h: usize, w: usize) -> f64 {
 
 /// An f32 contraction a sparse kernel may run: MatMul, Gemm, an ungrouped Conv (fused or not).
 fn is_contraction(op: &Op) -> bool {
-    let base = match op {
-        Op::Fused { base, .. } => &**base,
-        op => op,
-    };
+    let base = op.base();
     matches!(
         base,
         Op::MatMul | Op::Gemm { trans_a: false, .. } | Op::Conv { group: 1, .. }
@@ -286,10 +283,7 @@ impl CostModel {
         nonzeros: usize,
         len: usize,
     ) -> Option<f64> {
-        let base = match op {
-            Op::Fused { base, .. } => &**base,
-            op => op,
-        };
+        let base = op.base();
         let out = outs.first()?;
         let out_n = out.numel();
         let w = &ins.get(1)?.shape;

@@ -7,10 +7,7 @@ use crate::{FusedStep, Graph, NodeId, Op};
 /// FLOPs of one execution of node `n` (0 when its types are unknown).
 pub fn node_flops(graph: &Graph, n: NodeId) -> f64 {
     let node = graph.node(n);
-    let base = match &node.op {
-        Op::Fused { base, .. } => &**base,
-        op => op,
-    };
+    let base = node.op.base();
     let shape = |port: usize| -> Vec<usize> {
         graph
             .node_inputs(n)

@@ -757,6 +757,14 @@ fn scatter_dtype(what: &str, r: ScatterReduction, d: &TensorType) -> Result<()> 
 }
 
 impl Op {
+    /// The op under a fused node's steps; any other op itself.
+    pub fn base(&self) -> &Op {
+        match self {
+            Op::Fused { base, .. } => base,
+            op => op,
+        }
+    }
+
     /// Number of outputs.
     pub fn num_outputs(&self) -> usize {
         match self {

@@ -40,14 +40,6 @@ pub fn block_bytes(l2: usize, threads: usize) -> usize {
     }
 }
 
-/// The op under a fused node's steps.
-fn base(op: &Op) -> &Op {
-    match op {
-        Op::Fused { base, .. } => base,
-        op => op,
-    }
-}
-
 /// Whether every input of `op` past its base inputs (a fused step's operand) broadcasts along
 /// `axis` of an output of `out` (size 1 there, or of lower rank), so a block of that axis
 /// can read it whole.
@@ -110,7 +102,7 @@ fn find(g: &Graph, above: usize, block_bytes: usize) -> Result<Vec<Attention>> {
         }
     };
     for s in g.g.node_indices() {
-        let Op::Softmax { axis } = base(&g.node(s).op) else {
+        let Op::Softmax { axis } = g.node(s).op.base() else {
             continue;
         };
         let s_ins = g.node_inputs(s);
@@ -122,13 +114,13 @@ fn find(g: &Graph, above: usize, block_bytes: usize) -> Result<Vec<Attention>> {
         if st.rank() < 2 || *axis + 1 != st.rank() || g.node(a).outputs.len() != 1 {
             continue;
         }
-        if *base(&g.node(a).op) != Op::MatMul || only_user(a) != Some((s, 0)) {
+        if *g.node(a).op.base() != Op::MatMul || only_user(a) != Some((s, 0)) {
             continue;
         }
         let Some((b, 0)) = only_user(s) else {
             continue;
         };
-        if *base(&g.node(b).op) != Op::MatMul {
+        if *g.node(b).op.base() != Op::MatMul {
             continue;
         }
         let a_ins = g.node_inputs(a);

@@ -677,10 +677,7 @@ fn one_pixel_gemm(g: &ConvGeometry, info: &NodeInfo) -> bool {
 /// Whether a `GemmConstantB` node's constant B is stored transposed, `[N, K]`: Gemm's
 /// `trans_b`, and a conv's weights `[M, C, 1, 1]` ([`one_pixel_gemm`]).
 pub(super) fn b_transposed(info: &NodeInfo) -> bool {
-    let base = match info.op {
-        Op::Fused { base, .. } => &**base,
-        op => op,
-    };
+    let base = info.op.base();
     matches!(base, Op::Gemm { trans_b: true, .. } | Op::Conv { .. })
 }
 

@@ -42,13 +42,6 @@ use optc_egraph::{egg, CostModel, ENode, OptEGraph};
 use optc_ir::{Data, Op, Tensor, TensorType};
 use std::collections::{BTreeMap, HashMap};
 
-fn base_of(op: &Op) -> &Op {
-    match op {
-        Op::Fused { base, .. } => base,
-        op => op,
-    }
-}
-
 /// The only node of a class (alternatives are added to a graph converted without rewrites).
 fn only_node(eg: &OptEGraph, id: egg::Id) -> Option<ENode> {
     let class = &eg[id];
@@ -166,7 +159,7 @@ fn users(conv: &Converted) -> HashMap<egg::Id, Vec<(egg::Id, usize)>> {
 
 /// A weighted contraction whose weight (input 1) is an f32 constant: a producer or consumer.
 fn weighted(eg: &OptEGraph, n: &ENode) -> bool {
-    n.op().is_some_and(|op| weight_axes(base_of(op)).is_some())
+    n.op().is_some_and(|op| weight_axes(op.base()).is_some())
         && n.children.len() > 1
         && f32_const(eg, n.children[1]).is_some()
 }
@@ -183,7 +176,7 @@ fn base_arity(op: &Op, children: usize) -> usize {
 /// channels: the channels per group (1: depthwise). Output channel `o` then reads only the
 /// input channels of its own group, which holds input channel `o`.
 fn per_group(eg: &OptEGraph, n: &ENode) -> Option<usize> {
-    let Some(Op::Conv { group, .. }) = n.op().map(base_of) else {
+    let Some(Op::Conv { group, .. }) = n.op().map(Op::base) else {
         return None;
     };
     let w = f32_const(eg, n.children[1])?;
@@ -345,7 +338,7 @@ impl Grower<'_> {
         };
         match role {
             Role::Producer => {
-                let base = base_of(&op);
+                let base = op.base();
                 if producer_axis(base, rank) != member.axis {
                     return None;
                 }
@@ -356,9 +349,9 @@ impl Grower<'_> {
                 };
                 tie_rest(self, from)
             }
-            Role::Follower => match base_of(&op) {
+            Role::Follower => match op.base() {
                 Op::Unary(_) | Op::MaxPool { .. } | Op::AveragePool { .. } => {
-                    if !matches!(base_of(&op), Op::Unary(_)) && member.axis != 1 {
+                    if !matches!(op.base(), Op::Unary(_)) && member.axis != 1 {
                         return None;
                     }
                     self.tie(n.children[0], member.clone())?;
@@ -444,9 +437,9 @@ impl Grower<'_> {
             let op = n.op()?.clone();
             if weighted(self.eg, &n) && port == 0 {
                 // A consumer: reads the channels as its input channels.
-                let (_, in_axis) = weight_axes(base_of(&op))?;
+                let (_, in_axis) = weight_axes(op.base())?;
                 let rank = self.shape(id)?.len();
-                let reads = match base_of(&op) {
+                let reads = match op.base() {
                     Op::Conv { group: 1, .. } => member.axis == 1 && member.per == 1,
                     _ => member.axis == rank - 1 && (member.per == 1 || rank == 2),
                 };
@@ -466,7 +459,7 @@ impl Grower<'_> {
                 return None;
             }
             let out = self.shape(u)?;
-            match base_of(&op) {
+            match op.base() {
                 Op::Concat { axis } if *axis == member.axis => {
                     // Inputs not in the group yet open fresh positions.
                     let mut map = vec![];
@@ -527,7 +520,7 @@ impl Grower<'_> {
     fn grow(mut self, seed: egg::Id) -> Option<Group> {
         let rank = self.shape(seed)?.len();
         let n = only_node(self.eg, seed)?;
-        let axis = producer_axis(base_of(n.op()?), rank);
+        let axis = producer_axis(n.op()?.base(), rank);
         let m = *self.shape(seed)?.get(axis)?;
         self.group.size = m;
         self.group.segments.push(0..m);
@@ -615,7 +608,7 @@ impl Rebuild<'_> {
         let mut children = n.children.clone();
         let mut new_op = op.clone();
         // Which children are weights or constants sliced in their own way.
-        let first_operand = match (role, base_of(&op)) {
+        let first_operand = match (role, op.base()) {
             (Role::Producer, base) => {
                 let (out_axis, _) = weight_axes(base)?;
                 children[1] = sliced(eg, n.children[1], out_axis, &keep)?;
@@ -855,7 +848,7 @@ pub fn add_alternatives(
             let n = &group.nodes[&id];
             let op = n.op().expect("an op");
             let norms =
-                f32_const(&conv.egraph, n.children[1]).and_then(|w| channel_norms(base_of(op), &w));
+                f32_const(&conv.egraph, n.children[1]).and_then(|w| channel_norms(op.base(), &w));
             match norms {
                 Some(norms) if norms.len() == member.map.len() => {
                     for (c, v) in norms.into_iter().enumerate() {
@@ -917,7 +910,7 @@ pub fn add_alternatives(
                 };
                 let node = group.nodes[&c].clone();
                 let op = node.op().cloned().expect("an op");
-                let base = base_of(&op).clone();
+                let base = op.base().clone();
                 let (_, in_axis) = weight_axes(&base).expect("a consumer");
                 let bw = f32_const(eg, node.children[1]).expect("constant weights");
                 let (member, _) = &group.values[&v];
@@ -1067,7 +1060,7 @@ fn compose_boundaries(
                 continue;
             }
             let original = &groups[b.group].nodes[&p];
-            let Some(base) = original.op().map(base_of).cloned() else {
+            let Some(base) = original.op().map(Op::base).cloned() else {
                 continue;
             };
             let Some((out_axis, in_axis)) = weight_axes(&base) else {

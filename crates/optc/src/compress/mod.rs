@@ -601,10 +601,7 @@ fn observe_inputs(
     let mut layers = vec![];
     for n in g.topo_order()? {
         let node = g.node(n);
-        let base = match &node.op {
-            optc_ir::Op::Fused { base, .. } => &**base,
-            op => op,
-        };
+        let base = node.op.base();
         let is_conv = matches!(base, optc_ir::Op::Conv { .. });
         if !is_conv && !matches!(base, optc_ir::Op::MatMul | optc_ir::Op::Gemm { .. }) {
             continue;

@@ -45,10 +45,7 @@ fn sparse_aware_cost(eg: &OptEGraph, n: &ENode, model: &CostModel, weight: &[f32
 
 /// Whether the layer's op may take a sparse kernel: MatMul, Gemm, an ungrouped conv.
 fn prunable(op: &Op) -> bool {
-    let base = match op {
-        Op::Fused { base, .. } => &**base,
-        op => op,
-    };
+    let base = op.base();
     matches!(
         base,
         Op::MatMul | Op::Gemm { .. } | Op::Conv { group: 1, .. }
@@ -300,10 +297,7 @@ pub fn add_alternatives(
                 error: None,
             });
             // The same with the bias corrected for the removed weights' mean contribution.
-            let base = match &op {
-                Op::Fused { base, .. } => &**base,
-                op => op,
-            };
+            let base = op.base();
             let delta: Vec<f32> = values.iter().zip(&pruned).map(|(a, b)| a - b).collect();
             let corrected = means
                 .mean(&name)

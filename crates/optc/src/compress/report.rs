@@ -65,10 +65,7 @@ impl Size {
                 }
                 continue;
             }
-            let base = match &node.op {
-                Op::Fused { base, .. } => &**base,
-                op => op,
-            };
+            let base = node.op.base();
             let ins = g.node_inputs(n);
             // The weight's density (constant f32 weights).
             let density = ins

@@ -72,10 +72,7 @@ pub(crate) fn hand_off_bytes(graph: &Graph, target: &Target) -> Result<Option<Gr
 /// output, read only as the activation of static quantized convs with equal parameters.
 fn consumers_quantize(g: &Graph, n: NodeId) -> Option<(f32, u8)> {
     let node = g.node(n);
-    let base = match &node.op {
-        Op::Fused { base, .. } => &**base,
-        op => op,
-    };
+    let base = node.op.base();
     if !matches!(base, Op::QuantizedConv { .. })
         || node.outputs.len() != 1
         || node.outputs[0].dtype != DType::F32
@@ -87,10 +84,7 @@ fn consumers_quantize(g: &Graph, n: NodeId) -> Option<(f32, u8)> {
     let mut params: Option<(u32, u8)> = None;
     for &(user, _src, dst) in &users {
         let op = &g.node(user).op;
-        let base = match op {
-            Op::Fused { base, .. } => &**base,
-            op => op,
-        };
+        let base = op.base();
         let Op::QuantizedConv {
             activation: ActivationQuantization::Static,
             ..

@@ -722,10 +722,7 @@ pub fn int8_plans(
     let mut v = vec![];
     for n in order {
         let info = NodeInfo::of(graph, n)?;
-        let base = match info.op {
-            Op::Fused { base, .. } => &**base,
-            op => op,
-        };
+        let base = info.op.base();
         if !matches!(base, Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. }) {
             continue;
         }
