@@ -50,6 +50,7 @@ use super::int8_pixels::assemble_pixels;
 use super::int8_vnni::assemble_vnni;
 use iced_x86::code_asm::{byte_ptr, r10, rax, rcx, rdi, rsi, CodeAssembler, CodeLabel};
 use iced_x86::{BlockEncoderOptions, IcedError};
+use optc_ir::quantized::QuantParams;
 
 /// How the kernel sums u8 x s8 products (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,6 +124,16 @@ pub(crate) struct Dequantize {
 pub(crate) struct QuantizeStore {
     pub inverse: u32,
     pub zero: u32,
+}
+
+impl QuantizeStore {
+    /// The store quantizing with `p` (its f32 reciprocal and zero point).
+    pub fn of(p: QuantParams) -> QuantizeStore {
+        QuantizeStore {
+            inverse: p.inverse().to_bits(),
+            zero: (p.zero as f32).to_bits(),
+        }
+    }
 }
 
 /// Which int8 microkernel.

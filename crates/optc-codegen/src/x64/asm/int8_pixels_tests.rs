@@ -4,10 +4,10 @@
 
 use super::emulator::Machine;
 use super::epilogue::Epilogue;
-use super::int8::{assemble, Contraction, Dequantize, Int8Key, Scheme};
+use super::int8::{assemble, Contraction, Dequantize, Int8Key, QuantizeStore, Scheme};
 use super::int8_pixels::{panels_for, PIXEL_ROWS};
 use super::int8_tests::{
-    dequantized, le, native, quantized_bytes, step_lists, store_of, Kernel, Rng, STORE_PARAMS,
+    dequantized, le, native, quantized_bytes, step_lists, Kernel, Rng, STORE_PARAMS,
 };
 
 /// One tile's operands: the planes (`a`), the K groups' offsets, the weight panels (`b`, `lda`
@@ -254,7 +254,7 @@ fn pixel_kernels_store_quantized_bytes() {
                         }),
                     };
                     let mut key = f32_key.clone();
-                    key.last.as_mut().unwrap().quantize = Some(store_of(p));
+                    key.last.as_mut().unwrap().quantize = Some(QuantizeStore::of(p));
                     let code = assemble(&key).unwrap();
                     for groups in [1, 3] {
                         let mut t = pixel_tile(&f32_key, groups, seed);

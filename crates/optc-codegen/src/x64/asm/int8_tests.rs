@@ -530,14 +530,6 @@ pub(super) const STORE_PARAMS: [QuantParams; 2] = [
     },
 ];
 
-/// The tile store of a u8 output.
-pub(super) fn store_of(p: QuantParams) -> QuantizeStore {
-    QuantizeStore {
-        inverse: p.inverse().to_bits(),
-        zero: (p.zero as f32).to_bits(),
-    }
-}
-
 /// Conv kernels (channels along rows) that store u8: each row's 16 (or `nr`) pixels
 /// quantized after the steps, `ldc` bytes apart; the other bytes untouched. In the emulator,
 /// against the f32 tile of the same key quantized by `QuantParams::quantize`.
@@ -575,7 +567,7 @@ fn vnni_conv_kernels_store_quantized_bytes() {
                             }),
                         };
                         let mut key = f32_key.clone();
-                        key.last.as_mut().unwrap().quantize = Some(store_of(p));
+                        key.last.as_mut().unwrap().quantize = Some(QuantizeStore::of(p));
                         let code = assemble(&key).unwrap();
                         for groups in [1, 3] {
                             let nrs: &[usize] = if partial { &[1, 9] } else { &[16] };

@@ -395,13 +395,13 @@ fn is_f32(t: &optc_ir::TensorType) -> bool {
 /// The plan of a `QuantizedMatMul`/`QuantizedConv` node (plain or the base of a fused node) on
 /// the x64 path, or `None` (the generic lowering).
 pub(crate) fn plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
-    let p = build_plan(info, target)?;
-    if let Some(Strategy::Int8(q)) = p.as_ref().map(|p| &p.kind) {
-        if std::env::var_os("OPTC_INT8_PLAN").is_some() {
-            eprintln!("node {}: {}", info.name, q.describe(p.as_ref().unwrap()));
+    let plan = build_plan(info, target)?;
+    if let Some(p) = &plan {
+        if let (Strategy::Int8(q), Some(_)) = (&p.kind, std::env::var_os("OPTC_INT8_PLAN")) {
+            eprintln!("node {}: {}", info.name, q.describe(p));
         }
     }
-    Ok(p)
+    Ok(plan)
 }
 
 /// [`plan`] without the report.
@@ -934,10 +934,7 @@ pub(super) fn dequantize(q: &Int8Plan) -> Dequantize {
     Dequantize {
         bias: q.bias_port.is_some(),
         steps: q.steps.clone(),
-        quantize: q.quantized_output.map(|p| QuantizeStore {
-            inverse: p.inverse().to_bits(),
-            zero: (p.zero as f32).to_bits(),
-        }),
+        quantize: q.quantized_output.map(QuantizeStore::of),
     }
 }
 
