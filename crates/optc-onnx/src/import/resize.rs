@@ -301,23 +301,29 @@ fn apply(
             }
             // The weights in the input's type: each rounded to f32 for f32 (summed there, as
             // before), kept in f64 for f64.
-            let mut w32 = vec![0f32; n_out * n_in];
-            let mut w64 = vec![0f64; n_out * n_in];
-            for (o, r) in map.rows.iter().enumerate() {
-                for &(i, wt) in r {
-                    let at = if left { o * n_in + i } else { i * n_out + o };
-                    w32[at] += wt as f32;
-                    w64[at] += wt;
+            fn matrix<T: Copy + Default + std::ops::AddAssign>(
+                rows: &[Vec<(usize, f64)>],
+                (n_in, n_out, left): (usize, usize, bool),
+                cast: impl Fn(f64) -> T,
+            ) -> Vec<T> {
+                let mut w = vec![T::default(); n_out * n_in];
+                for (o, r) in rows.iter().enumerate() {
+                    for &(i, wt) in r {
+                        let at = if left { o * n_in + i } else { i * n_out + o };
+                        w[at] += cast(wt);
+                    }
                 }
+                w
             }
+            let dims = (n_in, n_out, left);
             let shape = if left {
                 vec![n_out, n_in]
             } else {
                 vec![n_in, n_out]
             };
             let data = match dtype {
-                DType::F64 => Data::F64(w64),
-                _ => Data::F32(w32),
+                DType::F64 => Data::F64(matrix(&map.rows, dims, |w| w)),
+                _ => Data::F32(matrix(&map.rows, dims, |w| w as f32)),
             };
             let w = s.constant(Tensor::new(shape, data).map_err(|e| e.msg)?);
             if left {

@@ -283,13 +283,13 @@ fn emit_pixel_tiles(
     let abase = e.b.ins().iadd(planes, yo);
     let wo = e.b.ins().imul_imm_s(row0, q.groups as i64 * rgb);
     let wbase = e.b.ins().iadd(c.extra[fd + 3], wo);
-    // Output (and residual) offset of the unit's first channel and column (`eb` bytes an
+    // Output (and residual) offset of the unit's first channel and column (`out_bytes` an
     // element: f32, or u8 when the tiles quantize; a residual is never u8's).
-    let eb = q.output_bytes() as i64;
-    let ldc = p.n as i64 * eb;
+    let out_bytes = q.output_bytes() as i64;
+    let ldc = p.n as i64 * out_bytes;
     let io = e.b.ins().imul_imm_s(img, p.m as i64 * ldc);
     let ro = e.b.ins().imul_imm_s(row0, ldc);
-    let co = e.b.ins().imul_imm_s(col0, eb);
+    let co = e.b.ins().imul_imm_s(col0, out_bytes);
     let oo = e.b.ins().iadd(io, ro);
     let obase = e.b.ins().iadd(oo, co);
     let cho = e.b.ins().imul_imm_s(row0, 4);
@@ -322,7 +322,7 @@ fn emit_pixel_tiles(
             &[z, z, z],
             &[
                 (g.sh * g.wp * 4) as i64,
-                g.ow as i64 * eb,
+                g.ow as i64 * out_bytes,
                 ROW_ENTRY_BYTES as i64,
             ],
             &mut |e, _y, o| {
@@ -344,7 +344,7 @@ fn emit_pixel_tiles(
                     let f = c.microkernels[&Routine::Int8(key)];
                     let ay = e.b.ins().iadd_imm_s(o[0], (x0 * g.sw * 4) as i64);
                     let a = e.b.ins().iadd(abase, ay);
-                    let oyb = e.b.ins().iadd_imm_s(o[1], x0 as i64 * eb);
+                    let oyb = e.b.ins().iadd_imm_s(o[1], x0 as i64 * out_bytes);
                     let ot = e.b.ins().iadd(ob, oyb);
                     let pc = e.b.ins().iadd(c.out, ot);
                     let pr = match res {
@@ -491,10 +491,10 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
         Form::Depthwise(_) => unreachable!("depthwise units are not GEMM blocks"),
     };
     // (A matmul's output is f32: its column offsets are its channel tables' too.)
-    let ob = q.output_bytes() as i64;
-    let ldc = p.n as i64 * ob;
+    let out_bytes = q.output_bytes() as i64;
+    let ldc = p.n as i64 * out_bytes;
     let io = e.b.ins().imul_imm_s(img, p.m as i64 * ldc);
-    let co = e.b.ins().imul_imm_s(col0, ob);
+    let co = e.b.ins().imul_imm_s(col0, out_bytes);
     let cbase = e.b.ins().iadd(io, co);
     let kcv = e.int_const(kc as i64);
     // (An unpacked conv's planes are `lda` apart.)
@@ -564,12 +564,12 @@ fn emit_block(e: &mut Emitter, p: &KernelPlan, q: &Int8Plan, c: &KernelArgs, u: 
         e.loop_offsets(
             full as i64,
             &[bbase, zc],
-            &[bstep, NR as i64 * ob],
+            &[bstep, NR as i64 * out_bytes],
             &mut |e, _j, o| panel(e, false, o[0], o[1]),
         );
         if nr_last > 0 {
             let bp = e.b.ins().iadd_imm_s(bbase, full as i64 * bstep);
-            let colb = e.int_const((full * NR) as i64 * ob);
+            let colb = e.int_const((full * NR) as i64 * out_bytes);
             panel(e, true, bp, colb);
         }
     };
