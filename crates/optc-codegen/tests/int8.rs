@@ -440,12 +440,14 @@ fn conv_patches_packed_once_for_all_tasks() {
 
 /// Convs whose output channels fill 16-channel panels and whose maps fill 16-pixel panels badly
 /// take pixels as rows (`Contraction::ConvPixels`): rows of 7 (two tiles of 7 for 14, 7 + 7 + 6
-/// for 20), of 5 (one short tile) and of 8; stride 2; a 1x1 conv read in place; two images;
-/// channel blocks of 32 and a last one of 16, split over tasks; the QDQ residual epilogue
-/// (transposed before the residual) and the others. The plan says so, the sums are exact.
+/// for 20), of 5 (one short tile) and of 8 (twice: an 8x8 map whose 16-pixel panels fit, but
+/// packing them would cost more than the transposed stores); stride 2; a 1x1 conv read in
+/// place; two images; channel blocks of 32 and a last one of 16, split over tasks; the QDQ
+/// residual epilogue (transposed before the residual) and the others. The plan says so, the
+/// sums are exact.
 #[test]
 fn conv_pixel_rows() {
-    let cases: [(Vec<usize>, usize, Window, &[&str]); 6] = [
+    let cases: [(Vec<usize>, usize, Window, &[&str]); 7] = [
         (
             vec![2, 64, 7, 7],
             48,
@@ -482,6 +484,12 @@ fn conv_pixel_rows() {
             win([1, 1], [1, 1], [0; 4], [1, 1]),
             &["fq"],
         ),
+        (
+            vec![2, 32, 8, 8],
+            64,
+            win([3, 3], [1, 1], [1; 4], [1, 1]),
+            &["fq"],
+        ),
     ];
     let mut s = 900;
     for (xs, m, w, steps) in cases {
@@ -498,6 +506,24 @@ fn conv_pixel_rows() {
             check_exact(&g, s);
         }
     }
+}
+
+/// A conv of few K groups keeps channels as rows on the same 8x8 map (the transposed stores
+/// would cost more than the padding rows and the packing save): one input channel, a 3x3
+/// kernel, 9 K groups. Exact.
+#[test]
+fn conv_of_few_k_groups_keeps_channels_as_rows() {
+    let xs = [2, 1, 8, 8];
+    let w = win([3, 3], [1, 1], [1; 4], [1, 1]);
+    let ws = [32, 1, 3, 3];
+    let g = conv_graph(&xs, &ws, w, 1, &q(STATIC, 64, false), &["relu"], 990);
+    let vnni = Target::parse("x86_64-avx512").unwrap();
+    let plans = int8_plans(&g, &vnni).unwrap();
+    assert!(
+        plans.iter().all(|(_, p)| !p.contains("pixels as rows")),
+        "{plans:?}"
+    );
+    check_exact(&g, 990);
 }
 
 /// Pixel-rows convs sum only the kernel rows of each output row that read the image: the

@@ -739,15 +739,23 @@ pub fn int8_plans(
 /// Zen 4: the store of 16 outputs takes about as long as 6 K groups of their sums).
 const TRANSPOSED_STORE_GROUPS: f64 = 10.0;
 
+/// What packing one K group of a 16-pixel patch panel costs, in K groups of a tile row
+/// (measured on Zen 4 with the packing skipped: 3.3 on resnet18's 56x56 int8 convs, whose
+/// panels are mostly copied by the assembled row routine, 4.4 on digits_cnn's 8x8 ones,
+/// whose panels span two output rows).
+const PANEL_PACK_GROUPS: f64 = 4.0;
+
 /// Whether conv `q` takes pixels as rows (`Contraction::ConvPixels`): one conv group, VNNI,
 /// whole 16-channel panels, output rows of at least 4 pixels, no per-channel step after a
 /// residual (the tile is transposed there; the channel tables run along the vectors before),
 /// and when it pays: the other form's tiles compute whole 16-pixel panels and 6-channel rows
-/// over the whole kernel, `groups fill` K groups per output vector, the pixel rows only their
-/// kernel rows inside the image (`rows.rs`: `groups share`) and a transposed store
-/// ([`TRANSPOSED_STORE_GROUPS`]). On resnet18's int8 convs: the 7x7 and 14x14 maps (49 pixels
-/// in 64 columns, 196 in 208) and the 28x28 ones with K >= 288 groups; digits_cnn's 4x4 map
-/// (a 3x3 kernel's rows read the padding in 2 of 12 pairs).
+/// over the whole kernel and pack the patch panels, `groups (fill + PANEL_PACK_GROUPS / m)`
+/// K groups per output vector, the pixel rows only their kernel rows inside the image
+/// (`rows.rs`: `groups share`) and a transposed store ([`TRANSPOSED_STORE_GROUPS`]). On
+/// resnet18's int8 convs: every 3x3 and layer4's 1x1 downsample (49 pixels in 64 columns),
+/// not the 7x7 stem nor the other downsamples (too few K groups to repay a transposed store);
+/// on digits_cnn's: the 8x8 and 4x4 maps (a 3x3 kernel's rows read the padding in 2 of 24
+/// and 2 of 12 pairs), not the first conv (K = 9).
 fn pixel_rows_fit(q: &Int8Plan, m: usize) -> bool {
     let Form::Conv(g) = &q.form else {
         return false;
@@ -758,7 +766,13 @@ fn pixel_rows_fit(q: &Int8Plan, m: usize) -> bool {
     let n = g.oh * g.ow;
     let fill = (n.div_ceil(NR) * NR * m.div_ceil(MR) * MR) as f64 / (n * m) as f64;
     let share = KernelRows::of(g).share();
-    if (q.groups as f64) * (fill - share) <= TRANSPOSED_STORE_GROUPS {
+    // (Packed once per panel for all `m` channels; an unpacked conv reads its planes.)
+    let packing = if q.unpacked {
+        0.0
+    } else {
+        PANEL_PACK_GROUPS / m as f64
+    };
+    if (q.groups as f64) * (fill + packing - share) <= TRANSPOSED_STORE_GROUPS {
         return false;
     }
     let channel_step = |s: &Epilogue| matches!(s, Epilogue::BiasRow | Epilogue::BiasCol);
