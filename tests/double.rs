@@ -459,26 +459,157 @@ fn double_rotary_embedding() {
 }
 
 /// Ops without an f64 form are refused at compile time, naming the node.
-/// (The recurrent layers compute in f32 only.)
 #[test]
-fn double_lstm_is_refused_naming_the_node() {
-    let mut m = ModelBuilder::new(14);
-    m.input("x", DType::F64, &[2, 1, 3]);
-    m.initializer("w", &f64s(&[1, 8, 3], vec![0.1; 24]));
-    m.initializer("r", &f64s(&[1, 8, 2], vec![0.1; 16]));
-    m.node_named(
-        "cell",
-        "LSTM",
-        &["x", "w", "r"],
-        &["y"],
-        vec![("hidden_size", A::Int(2))],
-    );
+fn double_grid_sample_is_refused_naming_the_node() {
+    let mut m = ModelBuilder::new(16);
+    m.input("x", DType::F64, &[1, 1, 2, 2]);
+    m.input("grid", DType::F64, &[1, 2, 2, 2]);
+    m.node_named("sampler", "GridSample", &["x", "grid"], &["y"], vec![]);
     m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double LSTM is refused")
+        .expect("a double GridSample is refused")
         .to_string();
-    assert!(err.contains("cell") && err.contains("f64"), "{err}");
+    assert!(err.contains("sampler") && err.contains("f64"), "{err}");
+}
+
+/// Smooth values in (-0.6, 0.6) with full f64 mantissas (f32 would round every one).
+fn weights(n: usize, seed: u64) -> Vec<f64> {
+    values(n, seed)
+        .iter()
+        .map(|v| 0.6 * (v * 0.37).sin())
+        .collect()
+}
+
+/// `x [n, i] @ w[rows, i]^T` for rows `r0..r0 + h` of `w`.
+fn project(x: &[f64], w: &[f64], inputs: usize, r0: usize, h: usize) -> Vec<f64> {
+    let n = x.len() / inputs;
+    let mut y = vec![0.0; n * h];
+    for b in 0..n {
+        for j in 0..h {
+            y[b * h + j] = (0..inputs)
+                .map(|k| x[b * inputs + k] * w[(r0 + j) * inputs + k])
+                .sum();
+        }
+    }
+    y
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// LSTM (with and without peepholes, initial states), GRU (both reset forms) and RNN of
+/// double inputs, forward over 3 steps: every step in f64 (no fused f32 cell), against the
+/// spec's equations by hand in f64 (gates i, o, f, c; z, r, h).
+#[test]
+fn double_recurrent_layers() {
+    let (t, n, inputs, h) = (3usize, 2usize, 3usize, 2usize);
+    let cases = [
+        ("LSTM", 4, 0, true),
+        ("LSTM", 4, 0, false),
+        ("GRU", 3, 0, false),
+        ("GRU", 3, 1, false),
+        ("RNN", 1, 0, false),
+    ];
+    for (op, gates, lbr, peepholes) in cases {
+        let lstm = op == "LSTM";
+        let x = weights(t * n * inputs, 1);
+        let w = weights(gates * h * inputs, 2);
+        let r = weights(gates * h * h, 3);
+        let bias = weights(2 * gates * h, 4);
+        let h0 = weights(n * h, 5);
+        let c0 = weights(n * h, 6);
+        let peep = if peepholes {
+            weights(3 * h, 7)
+        } else {
+            vec![0.0; 3 * h]
+        };
+        let mut m = ModelBuilder::new(14);
+        m.input("x", DType::F64, &[t as i64, n as i64, inputs as i64]);
+        m.input("h0", DType::F64, &[1, n as i64, h as i64]);
+        m.initializer("w", &f64s(&[1, gates * h, inputs], w.clone()));
+        m.initializer("r", &f64s(&[1, gates * h, h], r.clone()));
+        m.initializer("b", &f64s(&[1, 2 * gates * h], bias.clone()));
+        let mut ins = vec!["x", "w", "r", "b", "", "h0"];
+        let mut feeds = vec![
+            f64s(&[t, n, inputs], x.clone()),
+            f64s(&[1, n, h], h0.clone()),
+        ];
+        if lstm {
+            m.input("c0", DType::F64, &[1, n as i64, h as i64]);
+            ins.push("c0");
+            if peepholes {
+                m.initializer("p", &f64s(&[1, 3 * h], peep.clone()));
+                ins.push("p");
+            }
+            feeds.push(f64s(&[1, n, h], c0.clone()));
+        }
+        let mut attrs = vec![("hidden_size", A::Int(h as i64))];
+        if lbr == 1 {
+            attrs.push(("linear_before_reset", A::Int(1)));
+        }
+        m.node_named("cell", op, &ins, &["y"], attrs);
+        m.output("y");
+        let got = as_f64(&run(&m, &feeds)[0], op);
+
+        // Gate g's input and recurrent bias, per unit.
+        let wb = |g: usize, j: usize| bias[g * h + j];
+        let rb = |g: usize, j: usize| bias[(gates + g) * h + j];
+        let (mut hs, mut cs) = (h0.clone(), c0.clone());
+        let mut want = vec![];
+        for step in 0..t {
+            let xt = &x[step * n * inputs..(step + 1) * n * inputs];
+            let xp: Vec<Vec<f64>> = (0..gates)
+                .map(|g| project(xt, &w, inputs, g * h, h))
+                .collect();
+            let hp: Vec<Vec<f64>> = (0..gates).map(|g| project(&hs, &r, h, g * h, h)).collect();
+            let mut next = vec![0.0; n * h];
+            for b in 0..n {
+                let pre = |g: usize, j: usize| {
+                    let k = b * h + j;
+                    xp[g][k] + hp[g][k] + wb(g, j) + rb(g, j)
+                };
+                // GRU: (r (.) Ht-1) Rh^T + Rbh without linear_before_reset, else
+                // r (.) (Ht-1 Rh^T + Rbh).
+                let reset: Vec<f64> = if op == "GRU" {
+                    (0..h).map(|j| sigmoid(pre(1, j))).collect()
+                } else {
+                    vec![]
+                };
+                for j in 0..h {
+                    let k = b * h + j;
+                    next[k] = match op {
+                        "LSTM" => {
+                            let i = sigmoid(pre(0, j) + peep[j] * cs[k]);
+                            let f = sigmoid(pre(2, j) + peep[2 * h + j] * cs[k]);
+                            let c = f * cs[k] + i * pre(3, j).tanh();
+                            let o = sigmoid(pre(1, j) + peep[h + j] * c);
+                            cs[k] = c;
+                            o * c.tanh()
+                        }
+                        "GRU" => {
+                            let z = sigmoid(pre(0, j));
+                            let recurrent = if lbr == 1 {
+                                reset[j] * (hp[2][k] + rb(2, j))
+                            } else {
+                                (0..h)
+                                    .map(|q| reset[q] * hs[b * h + q] * r[(2 * h + j) * h + q])
+                                    .sum::<f64>()
+                                    + rb(2, j)
+                            };
+                            let candidate = (xp[2][k] + wb(2, j) + recurrent).tanh();
+                            (1.0 - z) * candidate + z * hs[k]
+                        }
+                        _ => pre(0, j).tanh(),
+                    };
+                }
+            }
+            hs = next;
+            want.extend(&hs);
+        }
+        assert_near(&got, &want, 1e-13, op);
+    }
 }
 
 /// NegativeLogLikelihoodLoss (class weights, an ignored class, the weighted mean),

@@ -1,5 +1,6 @@
 //! ONNX recurrent layers `RNN`, `GRU` and `LSTM`, unrolled exactly into existing IR ops for
-//! the static sequence length the model is imported with.
+//! the static sequence length the model is imported with, in X's type (f32, or f64: every
+//! input of that type, the constants too, and no fused f32 `LstmCell`).
 //!
 //! The shape of the unrolled graph, per node:
 //! - one `MatMul` computes the input projection of every step and every direction at once:
@@ -179,23 +180,34 @@ fn activations(a: &Attrs, kind: Kind, directions: usize) -> R<Vec<Activation>> {
 }
 
 /// Input `k` of `node` (`None` when absent or given as an empty name).
-/// An f32 input `k` (`what` names it in errors) of shape `shape`, if present.
+/// A float input `k` (`what` names it in errors) of shape `shape`, if present: f32 or f64,
+/// of type `dtype` when given (X's: the layer computes in X's type).
 fn float_input(
     ctx: &Ctx,
     node: &pb::NodeProto,
     k: usize,
     what: &str,
     shape: Option<&[usize]>,
+    dtype: Option<DType>,
 ) -> R<Option<Val>> {
     let Some(v) = ctx.input(node, k) else {
         return Ok(None);
     };
     let t = ctx.ty(&v);
-    if t.dtype != DType::F32 {
-        return Err(format!(
-            "input {what} of type {} is not supported (f32 only)",
-            t.dtype
-        ));
+    match dtype {
+        Some(d) if t.dtype != d => {
+            return Err(format!(
+                "input {what} of type {} differs from X's type {d}",
+                t.dtype
+            ))
+        }
+        _ if !matches!(t.dtype, DType::F32 | DType::F64) => {
+            return Err(format!(
+                "input {what} of type {} is not supported (f32 or f64)",
+                t.dtype
+            ))
+        }
+        _ => {}
     }
     if let Some(s) = shape {
         if t.shape != s {
@@ -212,6 +224,8 @@ fn float_input(
 struct Unroll<'a> {
     ctx: &'a mut Ctx,
     name: String,
+    /// The element type of X and of every value the layer computes (f32 or f64).
+    dtype: DType,
     /// Scalar constants already made, by bits (one constant node each).
     scalars: Vec<(u32, Val)>,
 }
@@ -230,12 +244,17 @@ impl Unroll<'_> {
         self.op(what, Op::Binary(b), &[x, y])
     }
 
+    /// The constant `v` (an attribute's float, exact in f64 too) in the layer's type.
     fn scalar(&mut self, v: f32) -> Val {
         if let Some((_, c)) = self.scalars.iter().find(|(b, _)| *b == v.to_bits()) {
             return c.clone();
         }
+        let t = match self.dtype {
+            DType::F64 => Tensor::new(vec![], Data::F64(vec![v as f64])).expect("a scalar"),
+            _ => Tensor::scalar_f32(v),
+        };
         let c = Val::Const {
-            t: Arc::new(Tensor::scalar_f32(v)),
+            t: Arc::new(t),
             name: format!("{}/scalar", self.name),
         };
         self.scalars.push((v.to_bits(), c.clone()));
@@ -435,11 +454,13 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             kind.max_outputs()
         ));
     }
-    let required = |k: usize, what: &str| -> R<Val> {
-        float_input(ctx, node, k, what, None)?
+    let required = |k: usize, what: &str, dtype: Option<DType>| -> R<Val> {
+        float_input(ctx, node, k, what, None, dtype)?
             .ok_or_else(|| format!("required input #{k} ({what}) is missing"))
     };
-    let (x, w, r) = (required(0, "X")?, required(1, "W")?, required(2, "R")?);
+    let x = required(0, "X", None)?;
+    let dtype = Some(ctx.ty(&x).dtype);
+    let (w, r) = (required(1, "W", dtype)?, required(2, "R", dtype)?);
     let (xt, wt, rt) = (ctx.ty(&x), ctx.ty(&w), ctx.ty(&r));
     for (what, t) in [("X", &xt), ("W", &wt), ("R", &rt)] {
         if t.rank() != 3 {
@@ -532,13 +553,13 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     } else {
         [directions, batch, hidden]
     };
-    let b = float_input(ctx, node, 3, "B", Some(&[directions, 2 * width]))?;
+    let b = float_input(ctx, node, 3, "B", Some(&[directions, 2 * width]), dtype)?;
     let lengths = sequence_lengths(ctx, node, steps, batch)?;
-    let initial_h = float_input(ctx, node, 5, "initial_h", Some(&state_shape))?;
+    let initial_h = float_input(ctx, node, 5, "initial_h", Some(&state_shape), dtype)?;
     let (initial_c, peepholes) = if kind == Kind::Lstm {
         (
-            float_input(ctx, node, 6, "initial_c", Some(&state_shape))?,
-            float_input(ctx, node, 7, "P", Some(&[directions, 3 * hidden]))?,
+            float_input(ctx, node, 6, "initial_c", Some(&state_shape), dtype)?,
+            float_input(ctx, node, 7, "P", Some(&[directions, 3 * hidden]), dtype)?,
         )
     } else {
         (None, None)
@@ -562,6 +583,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let mut u = Unroll {
         ctx,
         name: name.to_string(),
+        dtype: xt.dtype,
         scalars: vec![],
     };
     let states = States {
@@ -684,7 +706,7 @@ fn unroll(
             bias_h = Some(h);
             let zr = u.slice("r_bias_zr", rb, &[(0, directions), (0, 2 * hidden)])?;
             let zeros = Val::Const {
-                t: Arc::new(Tensor::zeros(DType::F32, vec![directions, hidden])),
+                t: Arc::new(Tensor::zeros(u.dtype, vec![directions, hidden])),
                 name: format!("{}/zeros", u.name),
             };
             rb = u.op("r_bias_input", Op::Concat { axis: 1 }, &[zr, zeros])?;
@@ -1027,8 +1049,9 @@ fn lstm_step(
     let (f, g, hact) = (acts[0], acts[1], acts[2]);
     let hr = recurrent(u, &format!("{at}/recurrent"), h, &weights.recurrent)?;
     let pre = u.add_maybe(&format!("{at}/preactivation"), xp, hr)?;
-    // The common case in one node: default activations, no clip, peepholes or coupling.
-    if (f, g, hact) == (Activation::Sigmoid, Activation::Tanh, Activation::Tanh)
+    // The common case in one node: f32, default activations, no clip, peepholes or coupling.
+    if u.dtype == DType::F32
+        && (f, g, hact) == (Activation::Sigmoid, Activation::Tanh, Activation::Tanh)
         && layer.clip.is_none()
         && weights.peepholes.is_none()
         && !layer.input_forget
