@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use optc::{DType, Options, Tensor};
+use optc::{DType, Data, Options, Tensor};
 use optc_onnx::builder::{Attr as A, ModelBuilder};
 
 fn run_model(b: &ModelBuilder, inputs: &[Tensor]) -> Vec<Tensor> {
@@ -789,51 +789,76 @@ fn grid_sample_reference(
     top * (1.0 - wy) + bottom * wy
 }
 
+/// f32 within the f32 tolerance; f64 (values f32 cannot hold: every step in f64) within
+/// 1e-12 of the reference computed in f64.
 #[test]
 fn grid_sample_follows_the_reference_rules() {
     let mut r = Rng::new(14);
     let (n, c, h, w, oh, ow) = (2, 3, 4, 5, 3, 4);
-    let x = r.tensor(&[n, c, h, w], -1.0, 1.0);
+    let x32 = r.tensor(&[n, c, h, w], -1.0, 1.0);
     // coordinates inside and well outside [-1, 1]
-    let grid = r.tensor(&[n, oh, ow, 2], -2.2, 2.2);
-    for mode in ["bilinear", "nearest", "bicubic"] {
-        for padding in ["zeros", "border", "reflection"] {
-            for align in [0, 1] {
-                let mut m = ModelBuilder::new(16);
-                m.input("x", DType::F32, &[n as i64, c as i64, h as i64, w as i64]);
-                m.input("g", DType::F32, &[n as i64, oh as i64, ow as i64, 2]);
-                m.node(
-                    "GridSample",
-                    &["x", "g"],
-                    &["y"],
-                    vec![
-                        ("mode", A::Str(mode.into())),
-                        ("padding_mode", A::Str(padding.into())),
-                        ("align_corners", A::Int(align)),
-                    ],
-                );
-                m.output("y");
-                let y = run_model(&m, &[x.clone(), grid.clone()]);
-                let (xv, gv) = (x.to_f64_vec(), grid.to_f64_vec());
-                let mut want = vec![];
-                for b in 0..n {
-                    for ch in 0..c {
-                        let plane = &xv[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
-                        for p in 0..oh * ow {
-                            let g = (b * oh * ow + p) * 2;
-                            want.push(grid_sample_reference(
-                                plane,
-                                (h, w),
-                                gv[g],
-                                gv[g + 1],
-                                (mode != "nearest", mode == "bicubic"),
-                                padding,
-                                align == 1,
-                            ));
+    let grid32 = r.tensor(&[n, oh, ow, 2], -2.2, 2.2);
+    let widen = |t: &Tensor| {
+        let v = t.to_f64_vec();
+        let v = v
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a + 1e-9 * (i as f64).sin())
+            .collect();
+        Tensor::new(t.shape().to_vec(), Data::F64(v)).unwrap()
+    };
+    for dtype in [DType::F32, DType::F64] {
+        let (x, grid) = match dtype {
+            DType::F64 => (widen(&x32), widen(&grid32)),
+            _ => (x32.clone(), grid32.clone()),
+        };
+        for mode in ["bilinear", "nearest", "bicubic"] {
+            for padding in ["zeros", "border", "reflection"] {
+                for align in [0, 1] {
+                    let mut m = ModelBuilder::new(16);
+                    m.input("x", dtype, &[n as i64, c as i64, h as i64, w as i64]);
+                    m.input("g", dtype, &[n as i64, oh as i64, ow as i64, 2]);
+                    m.node(
+                        "GridSample",
+                        &["x", "g"],
+                        &["y"],
+                        vec![
+                            ("mode", A::Str(mode.into())),
+                            ("padding_mode", A::Str(padding.into())),
+                            ("align_corners", A::Int(align)),
+                        ],
+                    );
+                    m.output("y");
+                    let y = run_model(&m, &[x.clone(), grid.clone()]);
+                    assert_eq!(y[0].dtype(), dtype);
+                    let (xv, gv) = (x.to_f64_vec(), grid.to_f64_vec());
+                    let mut want = vec![];
+                    for b in 0..n {
+                        for ch in 0..c {
+                            let plane = &xv[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
+                            for p in 0..oh * ow {
+                                let g = (b * oh * ow + p) * 2;
+                                want.push(grid_sample_reference(
+                                    plane,
+                                    (h, w),
+                                    gv[g],
+                                    gv[g + 1],
+                                    (mode != "nearest", mode == "bicubic"),
+                                    padding,
+                                    align == 1,
+                                ));
+                            }
                         }
                     }
+                    let what = format!("{dtype} {mode} {padding} align {align}");
+                    if dtype == DType::F64 {
+                        for (k, (a, b)) in y[0].to_f64_vec().iter().zip(&want).enumerate() {
+                            assert!((a - b).abs() <= 1e-12, "{what} [{k}]: {a} vs {b}");
+                        }
+                    } else {
+                        close(&y[0], &want, &what);
+                    }
                 }
-                close(&y[0], &want, &format!("{mode} {padding} align {align}"));
             }
         }
     }

@@ -458,19 +458,20 @@ fn double_rotary_embedding() {
     assert_close(&as_f64(&y[0], "rotary"), &want, 0.0, "rotary");
 }
 
-/// Ops without an f64 form are refused at compile time, naming the node.
+/// Ops without an f64 form (the quantized ones: ONNX gives them none) are refused at
+/// compile time, naming the node.
 #[test]
-fn double_grid_sample_is_refused_naming_the_node() {
-    let mut m = ModelBuilder::new(16);
-    m.input("x", DType::F64, &[1, 1, 2, 2]);
-    m.input("grid", DType::F64, &[1, 2, 2, 2]);
-    m.node_named("sampler", "GridSample", &["x", "grid"], &["y"], vec![]);
+fn double_quantize_linear_is_refused_naming_the_node() {
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F64, &[2, 3]);
+    m.initializer("s", &f64s(&[], vec![0.5]));
+    m.node_named("quantizer", "QuantizeLinear", &["x", "s"], &["y"], vec![]);
     m.output("y");
     let err = optc::compile_bytes(&m.to_bytes(), &Options::default())
         .err()
-        .expect("a double GridSample is refused")
+        .expect("a double QuantizeLinear is refused")
         .to_string();
-    assert!(err.contains("sampler") && err.contains("f64"), "{err}");
+    assert!(err.contains("quantizer") && err.contains("f64"), "{err}");
 }
 
 /// Smooth values in (-0.6, 0.6) with full f64 mantissas (f32 would round every one).

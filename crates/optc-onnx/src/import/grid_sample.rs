@@ -9,7 +9,7 @@
 use super::steps::Steps;
 use super::{Ctx, Val, R};
 use crate::proto::Attrs;
-use optc_ir::{BinaryOp, DType, Op, Tensor, UnaryOp};
+use optc_ir::{BinaryOp, DType, Data, Op, Tensor, UnaryOp};
 use tract_onnx::pb;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -31,8 +31,11 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let x = ctx.required(node, 0)?;
     let grid = ctx.required(node, 1)?;
     let (xt, gt) = (ctx.ty(&x), ctx.ty(&grid));
-    if xt.dtype != DType::F32 || gt.dtype != DType::F32 {
-        return Err(format!("GridSample is supported on f32, got {xt} and {gt}"));
+    let dt = xt.dtype;
+    if !matches!(dt, DType::F32 | DType::F64) || gt.dtype != dt {
+        return Err(format!(
+            "GridSample is supported on f32 or f64 (input and grid of one type), got {xt} and {gt}"
+        ));
     }
     let d = xt.rank().saturating_sub(2);
     if !(2..=3).contains(&d)
@@ -76,16 +79,16 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         let g = s.slice_axis(&grid, d + 1, (d - 1 - i) as i64, 1, 1)?;
         let g = s.reshape(&g, coord_shape.clone())?;
         let len = dim as f32;
-        let one = s.f32(1.0);
+        let one = s.exact_of(1.0, dt);
         let g1 = s.binary(BinaryOp::Add, &g, &one)?;
         let v = if align {
-            let k = s.f32((len - 1.0) / 2.0);
+            let k = s.exact_of((len - 1.0) / 2.0, dt);
             s.binary(BinaryOp::Mul, &g1, &k)?
         } else {
-            let l = s.f32(len);
+            let l = s.exact_of(len, dt);
             let t = s.binary(BinaryOp::Mul, &g1, &l)?;
             let t = s.binary(BinaryOp::Sub, &t, &one)?;
-            let h = s.f32(0.5);
+            let h = s.exact_of(0.5, dt);
             s.binary(BinaryOp::Mul, &t, &h)?
         };
         let v = if linear {
@@ -100,17 +103,21 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         };
         let v = match padding {
             Padding::Zeros => v,
-            Padding::Border => clamp_outside(&mut s, &v, lo, hi, 0.0, len - 1.0)?,
-            Padding::Reflection => reflect(&mut s, &v, lo, hi)?,
+            Padding::Border => clamp_outside(&mut s, &v, lo, hi, 0.0, len - 1.0, dt)?,
+            Padding::Reflection => reflect(&mut s, &v, lo, hi, dt)?,
         };
         coords.push((v, lo, hi));
     }
     // Base offset of every (n, c) plane: [N, C, 1..].
     let mut base_shape = vec![n, c];
     base_shape.extend(std::iter::repeat_n(1, d));
+    let offsets = (0..n * c).map(|p| (p * plane) as f64);
     let base = s.constant(
-        Tensor::from_f32(base_shape, (0..n * c).map(|p| (p * plane) as f32).collect())
-            .map_err(|e| e.msg)?,
+        match dt {
+            DType::F64 => Tensor::new(base_shape, Data::F64(offsets.collect())),
+            _ => Tensor::from_f32(base_shape, offsets.map(|o| o as f32).collect()),
+        }
+        .map_err(|e| e.msg)?,
     );
     let flat = s.reshape(&x, vec![total])?;
     let strides = optc_ir::strides(dims);
@@ -120,17 +127,17 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         if mode == Mode::Cubic {
             let f = s.unary(UnaryOp::Floor, v)?;
             let t = s.binary(BinaryOp::Sub, v, &f)?;
-            let weights = cubic_weights(&mut s, &t)?;
+            let weights = cubic_weights(&mut s, &t, dt)?;
             let mut tap = vec![];
             for (k, w) in weights.into_iter().enumerate() {
-                let off = s.f32(k as f32 - 1.0);
+                let off = s.exact_of(k as f32 - 1.0, dt);
                 let idx = s.binary(BinaryOp::Add, &f, &off)?;
                 tap.push((idx, Some(w)));
             }
             taps.push(tap);
         } else if linear {
             let f = s.unary(UnaryOp::Floor, v)?;
-            let one = s.f32(1.0);
+            let one = s.exact_of(1.0, dt);
             let f1 = s.binary(BinaryOp::Add, &f, &one)?;
             let w1 = s.binary(BinaryOp::Sub, v, &f)?;
             let w0 = s.binary(BinaryOp::Sub, &one, &w1)?;
@@ -151,8 +158,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let (idx, w) = &t[rem % t.len()];
             rem /= t.len();
             let len = dims[i] as f32;
-            let (idx, ok) = pixel_index(&mut s, idx, len, padding, coords[i].1, coords[i].2)?;
-            let st = s.f32(strides[i] as f32);
+            let (idx, ok) = pixel_index(&mut s, idx, len, padding, coords[i].1, coords[i].2, dt)?;
+            let st = s.exact_of(strides[i] as f32, dt);
             let term = s.binary(BinaryOp::Mul, &idx, &st)?;
             offset = Some(match offset {
                 None => term,
@@ -176,7 +183,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         let at = s.op(Op::Cast { to: DType::I64 }, &[at])?;
         let mut v = s.op(Op::Gather { axis: 0 }, &[flat.clone(), at])?;
         if let Some(ok) = valid {
-            let zero = s.f32(0.0);
+            let zero = s.exact_of(0.0, dt);
             v = s.op(Op::Where, &[ok, v, zero])?;
         }
         if let Some(w) = weight {
@@ -192,14 +199,14 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
 
 /// The cubic convolution weights (a = -0.75) of the taps at -1, 0, 1 and 2 from the floor,
 /// for the fraction `t`, in the reference's formulas.
-fn cubic_weights(s: &mut Steps, t: &Val) -> R<Vec<Val>> {
+fn cubic_weights(s: &mut Steps, t: &Val, dt: DType) -> R<Vec<Val>> {
     const A: f32 = -0.75;
     // a polynomial in u with the given coefficients, highest power first (Horner)
     let poly = |s: &mut Steps, u: &Val, coeffs: &[f32]| -> R<Val> {
-        let mut acc = s.f32(coeffs[0]);
+        let mut acc = s.exact_of(coeffs[0], dt);
         for &c in &coeffs[1..] {
             let m = s.binary(BinaryOp::Mul, &acc, u)?;
-            let k = s.f32(c);
+            let k = s.exact_of(c, dt);
             acc = s.binary(BinaryOp::Add, &m, &k)?;
         }
         Ok(acc)
@@ -207,8 +214,8 @@ fn cubic_weights(s: &mut Steps, t: &Val) -> R<Vec<Val>> {
     // |x| in (1, 2): A x^3 - 5A x^2 + 8A x - 4A; |x| <= 1: (A+2) x^3 - (A+3) x^2 + 1
     let far = [A, -5.0 * A, 8.0 * A, -4.0 * A];
     let near = [A + 2.0, -(A + 3.0), 0.0, 1.0];
-    let one = s.f32(1.0);
-    let two = s.f32(2.0);
+    let one = s.exact_of(1.0, dt);
+    let two = s.exact_of(2.0, dt);
     let t1 = s.binary(BinaryOp::Add, t, &one)?;
     let u1 = s.binary(BinaryOp::Sub, &one, t)?;
     let u2 = s.binary(BinaryOp::Sub, &two, t)?;
@@ -221,8 +228,9 @@ fn cubic_weights(s: &mut Steps, t: &Val) -> R<Vec<Val>> {
 }
 
 /// `v` clamped to `[a, b]` where it lies outside `[lo, hi]`.
-fn clamp_outside(s: &mut Steps, v: &Val, lo: f32, hi: f32, a: f32, b: f32) -> R<Val> {
-    let (l, h) = (s.f32(lo), s.f32(hi));
+#[allow(clippy::too_many_arguments)]
+fn clamp_outside(s: &mut Steps, v: &Val, lo: f32, hi: f32, a: f32, b: f32, dt: DType) -> R<Val> {
+    let (l, h) = (s.exact_of(lo, dt), s.exact_of(hi, dt));
     let below = s.binary(BinaryOp::Less, v, &l)?;
     let above = s.binary(BinaryOp::Greater, v, &h)?;
     let out = s.binary(BinaryOp::Or, &below, &above)?;
@@ -234,11 +242,11 @@ fn clamp_outside(s: &mut Steps, v: &Val, lo: f32, hi: f32, a: f32, b: f32) -> R<
 }
 
 /// The reference's reflection of `v` into `[lo, hi]` (repeatedly, by the nearer border).
-fn reflect(s: &mut Steps, v: &Val, lo: f32, hi: f32) -> R<Val> {
+fn reflect(s: &mut Steps, v: &Val, lo: f32, hi: f32, dt: DType) -> R<Val> {
     let range = hi - lo;
-    let (l, h) = (s.f32(lo), s.f32(hi));
-    let rng = s.f32(range);
-    let two = s.f32(2.0);
+    let (l, h) = (s.exact_of(lo, dt), s.exact_of(hi, dt));
+    let rng = s.exact_of(range, dt);
+    let two = s.exact_of(2.0, dt);
     // distance past the border it crossed, how many ranges, and the rest
     let side = |s: &mut Steps, dx: Val, near: &Val, far: &Val, toward: f32| -> R<Val> {
         let q = s.binary(BinaryOp::Div, &dx, &rng)?;
@@ -248,7 +256,7 @@ fn reflect(s: &mut Steps, v: &Val, lo: f32, hi: f32) -> R<Val> {
         let half = s.binary(BinaryOp::Div, &k, &two)?;
         let fl = s.unary(UnaryOp::Floor, &half)?;
         let even = s.binary(BinaryOp::Equal, &half, &fl)?;
-        let sign = s.f32(toward);
+        let sign = s.exact_of(toward, dt);
         let rs = s.binary(BinaryOp::Mul, &r, &sign)?;
         let from_near = s.binary(BinaryOp::Add, near, &rs)?;
         let from_far = s.binary(BinaryOp::Sub, far, &rs)?;
@@ -273,11 +281,12 @@ fn pixel_index(
     padding: Padding,
     lo: f32,
     hi: f32,
+    dt: DType,
 ) -> R<(Val, Option<Val>)> {
     match padding {
         Padding::Zeros => {
-            let zero = s.f32(0.0);
-            let top = s.f32(len - 1.0);
+            let zero = s.exact_of(0.0, dt);
+            let top = s.exact_of(len - 1.0, dt);
             let ge = s.binary(BinaryOp::GreaterOrEqual, i, &zero)?;
             let le = s.binary(BinaryOp::LessOrEqual, i, &top)?;
             let ok = s.binary(BinaryOp::And, &ge, &le)?;
@@ -295,9 +304,9 @@ fn pixel_index(
             None,
         )),
         Padding::Reflection => {
-            let r = reflect(s, i, lo, hi)?;
+            let r = reflect(s, i, lo, hi, dt)?;
             // int(): toward zero, then kept inside for safety
-            let neg = s.f32(0.0);
+            let neg = s.exact_of(0.0, dt);
             let is_neg = s.binary(BinaryOp::Less, &r, &neg)?;
             let up = s.unary(UnaryOp::Ceil, &r)?;
             let down = s.unary(UnaryOp::Floor, &r)?;
