@@ -419,7 +419,8 @@ fn conv_patches_packed_once_for_all_tasks() {
     let cases: [(Vec<usize>, usize, Window); 3] = [
         (vec![2, 30, 7, 7], 60, win([3, 3], [1, 1], [1; 4], [1, 1])),
         (vec![1, 18, 14, 14], 56, win([3, 3], [2, 2], [1; 4], [1, 1])),
-        (vec![1, 64, 9, 9], 96, win([1, 1], [2, 2], [0; 4], [1, 1])),
+        // (Padded: an unpadded 1x1 strided conv reads subsampled planes in place.)
+        (vec![1, 64, 9, 9], 90, win([1, 1], [2, 2], [1; 4], [1, 1])),
     ];
     let mut s = 700;
     for (xs, m, w) in cases {
@@ -432,6 +433,73 @@ fn conv_patches_packed_once_for_all_tasks() {
             assert!(
                 plans.iter().all(|(_, p)| p.contains("packed once")),
                 "{plans:?}"
+            );
+            check_exact(&g, s);
+        }
+    }
+}
+
+/// Unpadded 1x1 convs of strides above 1 (a ResNet's downsample) are the stride-1 convs of
+/// every s-th pixel: the pre-pass quantizes only those into the planes, which the tiles read
+/// in place. Rows of 8 pixels from 15 (the last chunk's odd source column past the row),
+/// 17 and 9 pixels (a chunk and a tail), strides 2x1 and 3x2, two images, the channels in
+/// both forms (pixels as rows on the 7x7 map), the residual QDQ epilogue; static and
+/// dynamic activations (the range over the whole input). The plan says so; the sums are
+/// exact.
+#[test]
+fn strided_pointwise_convs_read_subsampled_planes() {
+    // (input, output channels, window, steps, what the plan says)
+    type Case<'a> = (Vec<usize>, usize, Window, &'a [&'a str], &'a str);
+    let cases: [Case; 5] = [
+        (
+            vec![1, 24, 15, 15],
+            40,
+            win([1, 1], [2, 2], [0; 4], [1, 1]),
+            &["relu"],
+            "2x2 pixel of 15x15",
+        ),
+        (
+            vec![2, 12, 10, 33],
+            24,
+            win([1, 1], [2, 2], [0; 4], [1, 1]),
+            &["res", "fq"],
+            "2x2 pixel of 10x33",
+        ),
+        (
+            vec![1, 8, 9, 17],
+            16,
+            win([1, 1], [2, 1], [0; 4], [1, 1]),
+            &[],
+            "2x1 pixel of 9x17",
+        ),
+        (
+            vec![1, 20, 11, 14],
+            32,
+            win([1, 1], [3, 2], [0; 4], [1, 1]),
+            &["bias", "relu6"],
+            "3x2 pixel of 11x14",
+        ),
+        (
+            vec![1, 64, 14, 14],
+            64,
+            win([1, 1], [2, 2], [0; 4], [1, 1]),
+            &["fq_i8", "res", "fq"],
+            "2x2 pixel of 14x14",
+        ),
+    ];
+    let mut s = 980;
+    for (xs, m, w, steps, what) in cases {
+        let ws = [m, xs[1], 1, 1];
+        for (act, wlim) in [(STATIC, 64), (DYNAMIC, 128)] {
+            s += 1;
+            let g = conv_graph(&xs, &ws, w.clone(), 1, &q(act, wlim, s % 2 == 0), steps, s);
+            let vnni = Target::parse("x86_64-avx512").unwrap();
+            let plans = int8_plans(&g, &vnni).unwrap();
+            assert!(
+                plans
+                    .iter()
+                    .all(|(_, p)| p.contains(&format!("the planes of every {what}"))),
+                "{xs:?}: {plans:?}"
             );
             check_exact(&g, s);
         }

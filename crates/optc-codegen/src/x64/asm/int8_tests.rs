@@ -974,8 +974,9 @@ fn quantize_range_matches_the_definition() {
 }
 
 /// The plane routines against the definition: f32 inputs quantized (`QuantParams`), u8
-/// inputs (already quantized) moved; padding the zero point, missing channels 0, nothing
-/// written past the plane.
+/// inputs (already quantized) moved, f32 inputs subsampled (every `step`-th row and column
+/// of a source as short as the steps allow, or as long); padding the zero point, missing
+/// channels 0, nothing written past the plane.
 #[test]
 fn quantize_planes_match_the_definition() {
     if !host_has_avx2() {
@@ -983,78 +984,122 @@ fn quantize_planes_match_the_definition() {
     }
     let mut q = Rng(9);
     for source_bytes in [4usize, 1] {
-        for eb in [1usize, 2] {
-            for channels in 1..=4 / eb {
-                for (h, w, ph, pw, extra_h, extra_w) in [
-                    (3, 5, 1, 1, 1, 1),
-                    (2, 17, 0, 0, 0, 0),
-                    (4, 8, 2, 3, 0, 3),
-                    (1, 1, 3, 3, 3, 3),
-                    (5, 9, 0, 2, 1, 0),
-                ] {
-                    let (hp, wp) = (h + ph + extra_h, w + pw + extra_w);
-                    let key = PlaneKey {
-                        source_bytes,
-                        element_bytes: eb,
-                        channels,
-                        h,
-                        w,
-                        ph,
-                        pw,
-                        hp,
-                        wp,
-                    };
-                    let (_module, p) = native(&QuantizeKey::Plane(key).assemble().unwrap(), 3);
-                    type Plane = extern "C" fn(*const u8, *mut u32, *const u8);
-                    // SAFETY: the finalized code of a `Plane` routine (3 pointer arguments).
-                    let f: Plane = unsafe { std::mem::transmute::<*const u8, Plane>(p) };
-                    let params = QuantParams {
-                        scale: 0.02,
-                        zero: 131,
-                    };
-                    let inv = params.inverse();
-                    let n = channels * h * w;
-                    let x = edge_values(&mut q, n);
-                    // The input exactly as long as its planes (a read past them would be
-                    // caught only by chance; the u8 tail is read byte by byte).
-                    let input: Vec<u8> = if source_bytes == 4 {
-                        x.iter().flat_map(|v| v.to_le_bytes()).collect()
-                    } else {
-                        (0..n).map(|_| q.int(0, 255) as u8).collect()
-                    };
-                    let value = |i: usize| -> u32 {
-                        if source_bytes == 4 {
-                            params.quantize(x[i], inv) as u32
-                        } else {
-                            input[i] as u32
-                        }
-                    };
-                    let mut dst = vec![0x5a5a_5a5au32; hp * wp + 1];
-                    f(
-                        input.as_ptr(),
-                        dst.as_mut_ptr(),
-                        params_block(params).as_ptr(),
-                    );
-                    for y in 0..hp {
-                        for xx in 0..wp {
-                            let mut want = 0u32;
-                            for e in 0..4 / eb {
-                                let inside = y >= ph && y < ph + h && xx >= pw && xx < pw + w;
-                                let v = if !inside {
-                                    params.zero as u32
-                                } else if e < channels {
-                                    value(e * h * w + (y - ph) * w + xx - pw)
-                                } else {
-                                    0
-                                };
-                                want |= v << (8 * eb * e);
-                            }
-                            assert_eq!(dst[y * wp + xx], want, "{key:?}: padded pixel ({y}, {xx})");
-                        }
+        let steps: &[(usize, usize)] = if source_bytes == 4 {
+            &[(1, 1), (2, 2), (2, 1), (3, 2)]
+        } else {
+            &[(1, 1)]
+        };
+        for &step in steps {
+            for eb in [1usize, 2] {
+                for channels in 1..=4 / eb {
+                    for (k, &(h, w, ph, pw, extra_h, extra_w)) in [
+                        (3, 5, 1, 1, 1, 1),
+                        (2, 17, 0, 0, 0, 0),
+                        (4, 8, 2, 3, 0, 3),
+                        (1, 1, 3, 3, 3, 3),
+                        (5, 9, 0, 2, 1, 0),
+                    ]
+                    .iter()
+                    .enumerate()
+                    {
+                        // Sources as short as the steps allow, or one step longer.
+                        let longer = (k % 2) * (step.0 - 1);
+                        let source = (
+                            (h - 1) * step.0 + 1 + longer,
+                            (w - 1) * step.1 + 1 + (k % 2) * (step.1 - 1),
+                        );
+                        check_plane(
+                            &mut q,
+                            source_bytes,
+                            eb,
+                            channels,
+                            (h, w, ph, pw),
+                            (extra_h, extra_w),
+                            source,
+                            step,
+                        );
                     }
-                    assert_eq!(dst[hp * wp], 0x5a5a_5a5a, "{key:?}: written past the plane");
                 }
             }
         }
     }
+}
+
+/// One plane routine against the definition ([`quantize_planes_match_the_definition`]).
+#[allow(clippy::too_many_arguments)]
+fn check_plane(
+    q: &mut Rng,
+    source_bytes: usize,
+    eb: usize,
+    channels: usize,
+    (h, w, ph, pw): (usize, usize, usize, usize),
+    (extra_h, extra_w): (usize, usize),
+    source: (usize, usize),
+    step: (usize, usize),
+) {
+    let (hp, wp) = (h + ph + extra_h, w + pw + extra_w);
+    let key = PlaneKey {
+        source_bytes,
+        element_bytes: eb,
+        channels,
+        h,
+        w,
+        ph,
+        pw,
+        hp,
+        wp,
+        source,
+        step,
+    };
+    let (_module, p) = native(&QuantizeKey::Plane(key).assemble().unwrap(), 3);
+    type Plane = extern "C" fn(*const u8, *mut u32, *const u8);
+    // SAFETY: the finalized code of a `Plane` routine (3 pointer arguments).
+    let f: Plane = unsafe { std::mem::transmute::<*const u8, Plane>(p) };
+    let params = QuantParams {
+        scale: 0.02,
+        zero: 131,
+    };
+    let inv = params.inverse();
+    let n = channels * source.0 * source.1;
+    let x = edge_values(q, n);
+    // The input exactly as long as its planes (a read past them would be caught only by
+    // chance; the u8 tail is read byte by byte).
+    let input: Vec<u8> = if source_bytes == 4 {
+        x.iter().flat_map(|v| v.to_le_bytes()).collect()
+    } else {
+        (0..n).map(|_| q.int(0, 255) as u8).collect()
+    };
+    // Channel `e`'s pixel `(y, x)` of the plane: source pixel `(step.0 y, step.1 x)`.
+    let value = |e: usize, y: usize, xx: usize| -> u32 {
+        let i = (e * source.0 + step.0 * y) * source.1 + step.1 * xx;
+        if source_bytes == 4 {
+            params.quantize(x[i], inv) as u32
+        } else {
+            input[i] as u32
+        }
+    };
+    let mut dst = vec![0x5a5a_5a5au32; hp * wp + 1];
+    f(
+        input.as_ptr(),
+        dst.as_mut_ptr(),
+        params_block(params).as_ptr(),
+    );
+    for y in 0..hp {
+        for xx in 0..wp {
+            let mut want = 0u32;
+            for e in 0..4 / eb {
+                let inside = y >= ph && y < ph + h && xx >= pw && xx < pw + w;
+                let v = if !inside {
+                    params.zero as u32
+                } else if e < channels {
+                    value(e, y - ph, xx - pw)
+                } else {
+                    0
+                };
+                want |= v << (8 * eb * e);
+            }
+            assert_eq!(dst[y * wp + xx], want, "{key:?}: padded pixel ({y}, {xx})");
+        }
+    }
+    assert_eq!(dst[hp * wp], 0x5a5a_5a5a, "{key:?}: written past the plane");
 }

@@ -32,6 +32,12 @@ pub(crate) struct PlaneKey {
     pub pw: usize,
     pub hp: usize,
     pub wp: usize,
+    /// The source planes' extents: `(h, w)`, or larger for a subsampled source.
+    pub source: (usize, usize),
+    /// Every `step`-th source row and column (`(1, 1)`, or a 1x1 stride-s conv's strides,
+    /// columns 1 or 2, f32 sources only): pixel `(y, x)` of the plane is source pixel
+    /// `(step.0 y, step.1 x)`.
+    pub step: (usize, usize),
 }
 
 /// Which quantizing routine.
@@ -66,7 +72,7 @@ impl QuantizeKey {
                 format!("optc_quantize_rows_u{}_k{k}", 8 * element_bytes)
             }
             QuantizeKey::Plane(p) => format!(
-                "optc_quantize_plane{}_u{}_c{}_{}x{}_pad{}x{}_to{}x{}",
+                "optc_quantize_plane{}_u{}_c{}_{}x{}_pad{}x{}_to{}x{}{}",
                 if p.source_bytes == 1 { "_from_u8" } else { "" },
                 8 * p.element_bytes,
                 p.channels,
@@ -75,7 +81,15 @@ impl QuantizeKey {
                 p.ph,
                 p.pw,
                 p.hp,
-                p.wp
+                p.wp,
+                if p.step == (1, 1) {
+                    String::new()
+                } else {
+                    format!(
+                        "_of{}x{}_step{}x{}",
+                        p.source.0, p.source.1, p.step.0, p.step.1
+                    )
+                }
             ),
         }
     }
@@ -342,21 +356,46 @@ fn assemble_plane(k: &PlaneKey) -> Result<Vec<u8>, IcedError> {
     assert!(eb == 1 || eb == 2);
     assert!(sb == 1 || sb == 4);
     assert!((1..=4 / eb).contains(&k.channels));
+    let (step_h, step_w) = k.step;
+    assert!(step_h >= 1 && (step_w == 1 || step_w == 2));
+    assert!(
+        k.step == (1, 1) || sb == 4,
+        "only f32 sources are subsampled"
+    );
+    // (Every plane pixel has its source pixel.)
+    assert!(k.source.0 > (k.h.max(1) - 1) * step_h && k.source.1 > (k.w.max(1) - 1) * step_w);
     let mut a = CodeAssembler::new(64)?;
     let mut tab = a.create_label();
     let mut c255 = a.create_label();
     let mut row_loop = a.create_label();
-    let plane = (k.h * k.w * sb) as i32;
+    let plane = (k.source.0 * k.source.1 * sb) as i32;
     load_params(&mut a, rdx, c255)?;
     // The border pattern: the zero point in every element of a dword.
     a.mov(eax, dword_ptr(rdx + PARAM_ZERO_U32))?;
     a.imul_3(eax, eax, if eb == 1 { 0x0101_0101 } else { 0x0001_0001 })?;
     a.vmovd(xmm11, eax)?;
     a.vpbroadcastd(ymm11, xmm11)?;
-    let (full, tail) = (k.w / 8, k.w % 8);
+    // Chunks of 8 pixels whose source lies inside the row (every other column: 16 floats),
+    // then the tail (at most 8 pixels).
+    let full = if step_w == 1 {
+        k.w / 8
+    } else {
+        k.source.1 / 16
+    };
+    let tail = k.w - 8 * full;
+    // Masks of the tail: ymm10 its pixels' lanes (the loads of a contiguous source, and the
+    // stores); every other column: ymm8 and ymm9 the first and second 8 source floats.
+    let lanes = |a: &mut CodeAssembler, r: AsmRegisterYmm, n: usize| {
+        a.vmovdqu(r, ymmword_ptr(rcx + 4 * (8 - n) as i32))
+    };
     if tail > 0 {
         a.lea(rcx, ptr(tab))?;
-        a.vmovdqu(ymm10, ymmword_ptr(rcx + 4 * (8 - tail) as i32))?;
+        lanes(&mut a, ymm10, tail)?;
+        if step_w == 2 {
+            let n = 2 * tail - 1;
+            lanes(&mut a, ymm8, n.min(8))?;
+            lanes(&mut a, ymm9, n.saturating_sub(8))?;
+        }
     }
     // 8 pixels of every channel at r8 (masked: the tail) into 8 dwords at r9 (r9 is saved
     // around nothing: chunks run between fills).
@@ -388,7 +427,21 @@ fn assemble_plane(k: &PlaneKey) -> Result<Vec<u8>, IcedError> {
                 continue;
             }
             let m = ymmword_ptr(r8 + plane * c as i32);
-            if masked {
+            if step_w == 2 {
+                // 16 floats; the even ones (per 128-bit lane of the two registers by
+                // `vshufps`, then their qwords in order by `vpermq`) are the 8 pixels.
+                let m2 = ymmword_ptr(r8 + (plane * c as i32 + 32));
+                let odd = ymm(4 + c);
+                if masked {
+                    a.vmaskmovps(ymm(c), ymm8, m)?;
+                    a.vmaskmovps(odd, ymm9, m2)?;
+                } else {
+                    a.vmovups(ymm(c), m)?;
+                    a.vmovups(odd, m2)?;
+                }
+                a.vshufps(ymm(c), ymm(c), odd, 0x88)?;
+                a.vpermq(ymm(c), ymm(c), 0xd8)?;
+            } else if masked {
                 a.vmaskmovps(ymm(c), ymm10, m)?;
             } else {
                 a.vmovups(ymm(c), m)?;
@@ -419,7 +472,7 @@ fn assemble_plane(k: &PlaneKey) -> Result<Vec<u8>, IcedError> {
             a.mov(rdx, full as i64)?;
             a.set_label(&mut l)?;
             chunk(&mut a, false)?;
-            a.add(r8, (8 * sb) as i32)?;
+            a.add(r8, (8 * sb * step_w) as i32)?;
             a.add(r11, 32)?;
             a.dec(rdx)?;
             a.jnz(l)?;
@@ -428,7 +481,7 @@ fn assemble_plane(k: &PlaneKey) -> Result<Vec<u8>, IcedError> {
             chunk(&mut a, true)?;
         }
         fill(&mut a, rsi, 4 * (k.pw + k.w), k.wp - k.pw - k.w)?;
-        a.add(rdi, (sb * k.w) as i32)?;
+        a.add(rdi, (sb * k.source.1 * step_h) as i32)?;
         a.add(rsi, (4 * k.wp) as i32)?;
         a.dec(rcx)?;
         a.jnz(row_loop)?;

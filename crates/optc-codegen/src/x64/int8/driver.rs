@@ -156,7 +156,8 @@ fn quantize_part(
             let per = q.channels_per_dword();
             let ppg = q.planes_per_group() as i64;
             let tail = g.cg % per;
-            let src_plane = (g.h * g.w * q.input_bytes()) as i64;
+            let (sh, sw) = q.subsample.map_or((g.h, g.w), |s| (s.h, s.w));
+            let src_plane = (sh * sw * q.input_bytes()) as i64;
             let dst_plane = (g.hp * g.wp * 4) as i64;
             let (i0, i1) = part_range(e, t, g.n * q.planes, parts);
             e.loop_range(i0, i1, &mut |e, i| {

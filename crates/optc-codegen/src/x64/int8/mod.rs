@@ -114,8 +114,34 @@ pub(crate) struct Int8Plan {
     /// The output is u8, quantized in the tile store with these parameters (the node's last
     /// step): VNNI convs of one K block, every step in the tile.
     pub quantized_output: Option<QuantParams>,
+    /// Conv: a 1x1 conv of strides above 1 (unpadded, f32 input) planned as the stride-1
+    /// conv of every `s`-th pixel (`form`'s geometry); the pre-pass quantizes only those
+    /// pixels into the planes, which the tiles then read in place. The input's extents and
+    /// the strides.
+    pub subsample: Option<Subsample>,
     /// Why the scheme was chosen.
     pub reason: &'static str,
+}
+
+/// The source of subsampled planes ([`Int8Plan::subsample`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Subsample {
+    pub h: usize,
+    pub w: usize,
+    pub sh: usize,
+    pub sw: usize,
+}
+
+/// Whether conv `g` is planned as the stride-1 conv of its subsampled input: 1x1, unpadded,
+/// a stride above 1 (columns 1 or 2: the plane routine's), an f32 input.
+fn subsampled(g: &ConvGeometry, quantized_input: bool) -> Option<Subsample> {
+    let pointwise = (g.kh, g.kw, g.ph, g.pw, g.hp, g.wp) == (1, 1, 0, 0, g.h, g.w);
+    (pointwise && (g.sh, g.sw) != (1, 1) && g.sw <= 2 && !quantized_input).then_some(Subsample {
+        h: g.h,
+        w: g.w,
+        sh: g.sh,
+        sw: g.sw,
+    })
 }
 
 /// The parameter block (see `crate::x64::asm::quantize`) and, at +16/+20, the dynamic range.
@@ -284,8 +310,8 @@ impl Int8Plan {
                 "conv {}x{} stride {}x{} M={} K={} pixels={} images={}{}",
                 g.kh,
                 g.kw,
-                g.sh,
-                g.sw,
+                self.subsample.map_or(g.sh, |s| s.sh),
+                self.subsample.map_or(g.sw, |s| s.sw),
                 p.m,
                 self.depth,
                 p.n,
@@ -306,7 +332,7 @@ impl Int8Plan {
             _ => format!("scheme {} ({})", self.scheme.name(), self.reason),
         };
         format!(
-            "int8 {form}, {scheme}, {} activations, tile epilogue [{}], {} task(s){}{}",
+            "int8 {form}, {scheme}, {} activations, tile epilogue [{}], {} task(s){}{}{}",
             if self.is_static() {
                 "static"
             } else {
@@ -332,6 +358,13 @@ impl Int8Plan {
                 _ if self.pixels => ", pixels as rows".to_string(),
                 _ if self.shared => ", patches packed once for all tasks".to_string(),
                 _ => String::new(),
+            },
+            match self.subsample {
+                Some(s) => format!(
+                    ", the planes of every {}x{} pixel of {}x{} (read in place)",
+                    s.sh, s.sw, s.h, s.w
+                ),
+                None => String::new(),
             }
         )
     }
@@ -503,6 +536,22 @@ fn build_plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
             }
         }
     };
+    let subsample = match &form {
+        Form::Conv(g) => subsampled(g, quantized_input),
+        _ => None,
+    };
+    let form = match form {
+        Form::Conv(g) if subsample.is_some() => Form::Conv(ConvGeometry {
+            h: g.oh,
+            w: g.ow,
+            sh: 1,
+            sw: 1,
+            hp: g.oh,
+            wp: g.ow,
+            ..g
+        }),
+        f => f,
+    };
     // Fused steps the tile store applies (depthwise: Relu and Clip; the rest of the chain runs
     // afterwards).
     let channel_rows = !matches!(form, Form::MatMul);
@@ -599,6 +648,7 @@ fn build_plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
         pixels: false,
         quantized_input,
         quantized_output,
+        subsample,
         reason,
     };
     q.pixels = pixel_rows_fit(&q, m);
@@ -973,6 +1023,10 @@ pub(super) fn int8_key(
 
 /// The plane routine for `channels` input planes of conv `g`.
 pub(super) fn plane_key(q: &Int8Plan, g: &ConvGeometry, channels: usize) -> PlaneKey {
+    let (source, step) = match q.subsample {
+        Some(s) => ((s.h, s.w), (s.sh, s.sw)),
+        None => ((g.h, g.w), (1, 1)),
+    };
     PlaneKey {
         source_bytes: q.input_bytes(),
         element_bytes: q.scheme.element_bytes(),
@@ -983,5 +1037,7 @@ pub(super) fn plane_key(q: &Int8Plan, g: &ConvGeometry, channels: usize) -> Plan
         pw: g.pw,
         hp: g.hp,
         wp: g.wp,
+        source,
+        step,
     }
 }
