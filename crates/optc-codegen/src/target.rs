@@ -128,8 +128,8 @@ const AVX2: [&str; 11] = [
 ];
 
 /// AVX-512 (F, VL, DQ): for AOT objects, and JIT on hosts that have it. The int8 kernels of
-/// quantized contractions on this target also need AVX-512 VNNI (`vpdpbusd`: Cascade Lake,
-/// Ice Lake, Zen 4 and later).
+/// quantized contractions on this target also need AVX-512 VNNI and BW (`vpdpbusd`; the u8
+/// tile stores' `vmovdqu8`: Cascade Lake, Ice Lake, Zen 4 and later have both).
 const AVX512: [&str; 14] = [
     "has_sse3",
     "has_ssse3",
@@ -165,6 +165,7 @@ fn host_has(feature: &str) -> bool {
         "has_avx512vl" => std::is_x86_feature_detected!("avx512vl"),
         "has_avx512dq" => std::is_x86_feature_detected!("avx512dq"),
         "has_avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
+        "has_avx512bw" => std::is_x86_feature_detected!("avx512bw"),
         _ => false,
     }
 }
@@ -552,11 +553,15 @@ impl Target {
 
     /// Whether the int8 kernels may use AVX-512 VNNI (`vpdpbusd`: four u8 x s8 products summed
     /// into an i32 lane, no intermediate saturation): on `x86_64-avx512` (which requires it,
-    /// see [`AVX512`]) and on `native` when the host has the AVX-512 microkernels and VNNI.
-    /// Without it the int8 kernels pair bytes (`vpmaddubsw`) or words (`vpmaddwd`).
+    /// see [`AVX512`]) and on `native` when the host has the AVX-512 microkernels, VNNI and
+    /// BW (the u8 tile stores). Without it the int8 kernels pair bytes (`vpmaddubsw`) or words
+    /// (`vpmaddwd`).
     pub fn has_int8_dot_product(&self) -> bool {
         // (A named target with the AVX-512 microkernels is `x86_64-avx512`.)
-        let vnni = !self.native || (cfg!(target_arch = "x86_64") && host_has("has_avx512vnni"));
+        let vnni = !self.native
+            || (cfg!(target_arch = "x86_64")
+                && host_has("has_avx512vnni")
+                && host_has("has_avx512bw"));
         self.microkernel_isa() == crate::x64::asm::Isa::Avx512 && vnni
     }
 
