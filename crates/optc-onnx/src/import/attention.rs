@@ -51,14 +51,11 @@ impl Steps<'_> {
     }
 
     /// Scalar 0 and -inf of `dtype` (f32 or f64).
-    fn zero_and_minus_infinity(&mut self, dtype: DType) -> (Val, Val) {
-        let scalar = |v: f64| match dtype {
-            DType::F64 => Tensor::new(vec![], Data::F64(vec![v])).expect("a scalar"),
-            _ => Tensor::scalar_f32(v as f32),
-        };
-        let zero = self.constant(scalar(0.0));
-        let minus = self.constant(scalar(f64::NEG_INFINITY));
-        (zero, minus)
+    fn zero_and_minus_infinity(&mut self, dtype: DType) -> R<(Val, Val)> {
+        Ok((
+            self.scalar(0.0, dtype)?,
+            self.scalar(f32::NEG_INFINITY, dtype)?,
+        ))
     }
 
     /// `x + y`, where `None` is zero.
@@ -237,7 +234,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         };
         let m = match mt.dtype {
             DType::Bool => {
-                let (zero, minus) = s.zero_and_minus_infinity(dtype);
+                let (zero, minus) = s.zero_and_minus_infinity(dtype)?;
                 s.op(Op::Where, &[m, zero, minus])?
             }
             d if d == dtype => m,
@@ -333,7 +330,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                 .map_err(|e| e.msg)?,
         );
         let visible = s.binary(BinaryOp::Less, &range, n)?;
-        let (zero, minus) = s.zero_and_minus_infinity(dtype);
+        let (zero, minus) = s.zero_and_minus_infinity(dtype)?;
         let p = s.op(Op::Where, &[visible, zero, minus])?;
         let p = s.reshape(&p, vec![batch, 1, 1, kv_len])?;
         bias = Some(s.add_bias(bias, p)?);
@@ -359,7 +356,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             },
             std::slice::from_ref(b),
         )?;
-        let (zero, minus) = s.zero_and_minus_infinity(dtype);
+        let (zero, minus) = s.zero_and_minus_infinity(dtype)?;
         let all_masked = s.binary(BinaryOp::Equal, &m, &minus)?;
         probs = s.op(Op::Where, &[all_masked, zero, probs])?;
     }
@@ -401,7 +398,7 @@ fn per_batch_mask(
         .collect();
     let grid = s.constant(Tensor::from_i64(vec![1, rows, cols], v).map_err(|e| e.msg)?);
     let visible = s.binary(cmp, &grid, lengths)?;
-    let (zero, minus) = s.zero_and_minus_infinity(dtype);
+    let (zero, minus) = s.zero_and_minus_infinity(dtype)?;
     let m = s.op(Op::Where, &[visible, zero, minus])?;
     s.reshape(&m, vec![batch, 1, rows, cols])
 }

@@ -31,8 +31,7 @@ impl Steps<'_> {
 
     /// A scalar `v` (exact in f32) of `like`'s float type.
     fn exact(&mut self, v: f32, like: &Val) -> Val {
-        let dtype = self.ctx.ty(like).dtype;
-        self.exact_of(v, dtype)
+        self.float(v, v as f64, like)
     }
 
     /// A tensor of ones of `shape` and `like`'s float type (a conv's summing kernel).

@@ -79,16 +79,16 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         let g = s.slice_axis(&grid, d + 1, (d - 1 - i) as i64, 1, 1)?;
         let g = s.reshape(&g, coord_shape.clone())?;
         let len = dim as f32;
-        let one = s.exact_of(1.0, dt);
+        let one = s.scalar(1.0, dt)?;
         let g1 = s.binary(BinaryOp::Add, &g, &one)?;
         let v = if align {
-            let k = s.exact_of((len - 1.0) / 2.0, dt);
+            let k = s.scalar((len - 1.0) / 2.0, dt)?;
             s.binary(BinaryOp::Mul, &g1, &k)?
         } else {
-            let l = s.exact_of(len, dt);
+            let l = s.scalar(len, dt)?;
             let t = s.binary(BinaryOp::Mul, &g1, &l)?;
             let t = s.binary(BinaryOp::Sub, &t, &one)?;
-            let h = s.exact_of(0.5, dt);
+            let h = s.scalar(0.5, dt)?;
             s.binary(BinaryOp::Mul, &t, &h)?
         };
         let v = if linear {
@@ -130,14 +130,14 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             let weights = cubic_weights(&mut s, &t, dt)?;
             let mut tap = vec![];
             for (k, w) in weights.into_iter().enumerate() {
-                let off = s.exact_of(k as f32 - 1.0, dt);
+                let off = s.scalar(k as f32 - 1.0, dt)?;
                 let idx = s.binary(BinaryOp::Add, &f, &off)?;
                 tap.push((idx, Some(w)));
             }
             taps.push(tap);
         } else if linear {
             let f = s.unary(UnaryOp::Floor, v)?;
-            let one = s.exact_of(1.0, dt);
+            let one = s.scalar(1.0, dt)?;
             let f1 = s.binary(BinaryOp::Add, &f, &one)?;
             let w1 = s.binary(BinaryOp::Sub, v, &f)?;
             let w0 = s.binary(BinaryOp::Sub, &one, &w1)?;
@@ -159,7 +159,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             rem /= t.len();
             let len = dims[i] as f32;
             let (idx, ok) = pixel_index(&mut s, idx, len, padding, coords[i].1, coords[i].2, dt)?;
-            let st = s.exact_of(strides[i] as f32, dt);
+            let st = s.scalar(strides[i] as f32, dt)?;
             let term = s.binary(BinaryOp::Mul, &idx, &st)?;
             offset = Some(match offset {
                 None => term,
@@ -183,7 +183,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         let at = s.op(Op::Cast { to: DType::I64 }, &[at])?;
         let mut v = s.op(Op::Gather { axis: 0 }, &[flat.clone(), at])?;
         if let Some(ok) = valid {
-            let zero = s.exact_of(0.0, dt);
+            let zero = s.scalar(0.0, dt)?;
             v = s.op(Op::Where, &[ok, v, zero])?;
         }
         if let Some(w) = weight {
@@ -203,10 +203,10 @@ fn cubic_weights(s: &mut Steps, t: &Val, dt: DType) -> R<Vec<Val>> {
     const A: f32 = -0.75;
     // a polynomial in u with the given coefficients, highest power first (Horner)
     let poly = |s: &mut Steps, u: &Val, coeffs: &[f32]| -> R<Val> {
-        let mut acc = s.exact_of(coeffs[0], dt);
+        let mut acc = s.scalar(coeffs[0], dt)?;
         for &c in &coeffs[1..] {
             let m = s.binary(BinaryOp::Mul, &acc, u)?;
-            let k = s.exact_of(c, dt);
+            let k = s.scalar(c, dt)?;
             acc = s.binary(BinaryOp::Add, &m, &k)?;
         }
         Ok(acc)
@@ -214,8 +214,8 @@ fn cubic_weights(s: &mut Steps, t: &Val, dt: DType) -> R<Vec<Val>> {
     // |x| in (1, 2): A x^3 - 5A x^2 + 8A x - 4A; |x| <= 1: (A+2) x^3 - (A+3) x^2 + 1
     let far = [A, -5.0 * A, 8.0 * A, -4.0 * A];
     let near = [A + 2.0, -(A + 3.0), 0.0, 1.0];
-    let one = s.exact_of(1.0, dt);
-    let two = s.exact_of(2.0, dt);
+    let one = s.scalar(1.0, dt)?;
+    let two = s.scalar(2.0, dt)?;
     let t1 = s.binary(BinaryOp::Add, t, &one)?;
     let u1 = s.binary(BinaryOp::Sub, &one, t)?;
     let u2 = s.binary(BinaryOp::Sub, &two, t)?;
@@ -230,7 +230,7 @@ fn cubic_weights(s: &mut Steps, t: &Val, dt: DType) -> R<Vec<Val>> {
 /// `v` clamped to `[a, b]` where it lies outside `[lo, hi]`.
 #[allow(clippy::too_many_arguments)]
 fn clamp_outside(s: &mut Steps, v: &Val, lo: f32, hi: f32, a: f32, b: f32, dt: DType) -> R<Val> {
-    let (l, h) = (s.exact_of(lo, dt), s.exact_of(hi, dt));
+    let (l, h) = (s.scalar(lo, dt)?, s.scalar(hi, dt)?);
     let below = s.binary(BinaryOp::Less, v, &l)?;
     let above = s.binary(BinaryOp::Greater, v, &h)?;
     let out = s.binary(BinaryOp::Or, &below, &above)?;
@@ -244,9 +244,9 @@ fn clamp_outside(s: &mut Steps, v: &Val, lo: f32, hi: f32, a: f32, b: f32, dt: D
 /// The reference's reflection of `v` into `[lo, hi]` (repeatedly, by the nearer border).
 fn reflect(s: &mut Steps, v: &Val, lo: f32, hi: f32, dt: DType) -> R<Val> {
     let range = hi - lo;
-    let (l, h) = (s.exact_of(lo, dt), s.exact_of(hi, dt));
-    let rng = s.exact_of(range, dt);
-    let two = s.exact_of(2.0, dt);
+    let (l, h) = (s.scalar(lo, dt)?, s.scalar(hi, dt)?);
+    let rng = s.scalar(range, dt)?;
+    let two = s.scalar(2.0, dt)?;
     // distance past the border it crossed, how many ranges, and the rest
     let side = |s: &mut Steps, dx: Val, near: &Val, far: &Val, toward: f32| -> R<Val> {
         let q = s.binary(BinaryOp::Div, &dx, &rng)?;
@@ -256,7 +256,7 @@ fn reflect(s: &mut Steps, v: &Val, lo: f32, hi: f32, dt: DType) -> R<Val> {
         let half = s.binary(BinaryOp::Div, &k, &two)?;
         let fl = s.unary(UnaryOp::Floor, &half)?;
         let even = s.binary(BinaryOp::Equal, &half, &fl)?;
-        let sign = s.exact_of(toward, dt);
+        let sign = s.scalar(toward, dt)?;
         let rs = s.binary(BinaryOp::Mul, &r, &sign)?;
         let from_near = s.binary(BinaryOp::Add, near, &rs)?;
         let from_far = s.binary(BinaryOp::Sub, far, &rs)?;
@@ -285,8 +285,8 @@ fn pixel_index(
 ) -> R<(Val, Option<Val>)> {
     match padding {
         Padding::Zeros => {
-            let zero = s.exact_of(0.0, dt);
-            let top = s.exact_of(len - 1.0, dt);
+            let zero = s.scalar(0.0, dt)?;
+            let top = s.scalar(len - 1.0, dt)?;
             let ge = s.binary(BinaryOp::GreaterOrEqual, i, &zero)?;
             let le = s.binary(BinaryOp::LessOrEqual, i, &top)?;
             let ok = s.binary(BinaryOp::And, &ge, &le)?;
@@ -306,7 +306,7 @@ fn pixel_index(
         Padding::Reflection => {
             let r = reflect(s, i, lo, hi, dt)?;
             // int(): toward zero, then kept inside for safety
-            let neg = s.exact_of(0.0, dt);
+            let neg = s.scalar(0.0, dt)?;
             let is_neg = s.binary(BinaryOp::Less, &r, &neg)?;
             let up = s.unary(UnaryOp::Ceil, &r)?;
             let down = s.unary(UnaryOp::Floor, &r)?;

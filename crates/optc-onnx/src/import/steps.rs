@@ -3,7 +3,7 @@
 //! `<node>/<step>`; [`Steps::last`] gives the node's own name to its final step.
 
 use super::{Ctx, Val, R};
-use optc_ir::{BinaryOp, DType, Data, Op, ReduceKind, SliceDim, Tensor, UnaryOp};
+use optc_ir::{BinaryOp, DType, Op, ReduceKind, SliceDim, Tensor, UnaryOp};
 use std::sync::Arc;
 
 pub(super) struct Steps<'c> {
@@ -58,16 +58,6 @@ impl<'c> Steps<'c> {
 
     pub fn f32(&mut self, v: f32) -> Val {
         self.constant(Tensor::scalar_f32(v))
-    }
-
-    /// A scalar constant `v` of float type `dtype`: f32, or f64 holding `v` exactly.
-    pub fn exact_of(&mut self, v: f32, dtype: DType) -> Val {
-        match dtype {
-            DType::F64 => {
-                self.constant(Tensor::new(vec![], Data::F64(vec![v as f64])).expect("a scalar"))
-            }
-            _ => self.f32(v),
-        }
     }
 
     /// A scalar constant `v` of `dtype` (converted as `Cast` converts).
