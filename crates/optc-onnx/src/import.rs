@@ -11,19 +11,24 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tract_onnx::pb;
 
+mod affine_grid;
 mod attention;
+mod col2im;
 mod control_flow;
 mod conv_transpose;
 mod decompose;
+mod determinant;
 mod einsum;
 mod grid_sample;
 mod indexing;
+mod max_unpool;
 mod narrowing;
 mod quantization;
 mod recurrent;
 mod resize;
 mod rotary;
 mod steps;
+mod tensor_scatter;
 
 type R<T> = Result<T, String>;
 
@@ -48,6 +53,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Acos",
     "Acosh",
     "Add",
+    "AffineGrid",
     "And",
     "ArgMax",
     "ArgMin",
@@ -65,6 +71,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Cast",
     "Ceil",
     "Clip",
+    "Col2Im",
     "Concat",
     "Constant",
     "ConstantOfShape",
@@ -76,6 +83,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "CumProd",
     "CumSum",
     "DequantizeLinear",
+    "Det",
     "Div",
     "Dropout",
     "DynamicQuantizeLinear",
@@ -112,6 +120,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "MatMulInteger",
     "Max",
     "MaxPool",
+    "MaxUnpool",
     "Min",
     "Mul",
     "Neg",
@@ -154,6 +163,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Sum",
     "Tan",
     "Tanh",
+    "TensorScatter",
     "TopK",
     "Transpose",
     "Unsqueeze",
@@ -1108,11 +1118,19 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "Identity" => one(req(0)?),
         "Dropout" => {
             if let Some(t) = cinp(2, "training_mode")? {
+                // Training mode drops at random, except at ratio 0, where it is the
+                // inference identity.
                 if t.to_i64_vec().first().copied().unwrap_or(0) != 0 {
-                    return Err("training_mode=1 is not supported (inference only)".into());
+                    let ratio = match cinp(1, "ratio")? {
+                        Some(r) => scalar_f32(&r, "ratio")?,
+                        None => 0.5,
+                    };
+                    if ratio != 0.0 {
+                        return Err(format!(
+                            "training_mode=1 with ratio {ratio} drops values at random, which is not supported (only ratio 0, which drops none)"
+                        ));
+                    }
                 }
-            } else if inp(2).is_some() {
-                return Err("training_mode must be a constant".into());
             }
             if opset < 7 && a.int_or("is_test", 0) == 0 && a.has("is_test") {
                 return Err("is_test=0 (training) is not supported".into());
@@ -1320,6 +1338,11 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "Resize" | "Upsample" => resize::convert(ctx, node, name),
         "RotaryEmbedding" => rotary::convert(ctx, node, name),
         "GridSample" => grid_sample::convert(ctx, node, name),
+        "AffineGrid" => affine_grid::convert(ctx, node, name),
+        "Col2Im" => col2im::convert(ctx, node, name),
+        "Det" => determinant::convert(ctx, node, name),
+        "MaxUnpool" => max_unpool::convert(ctx, node, name),
+        "TensorScatter" => tensor_scatter::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),
         "MaxPool" | "AveragePool" => {
@@ -1376,14 +1399,16 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             one(ctx.emit1(name, op, &[x], false)?)
         }
         "BatchNormalization" => {
-            if a.int_or("training_mode", 0) != 0 {
-                return Err("training_mode=1 is not supported (inference only)".into());
-            }
             if opset < 9 && a.int_or("spatial", 1) == 0 {
                 return Err("spatial=0 is not supported".into());
             }
             let ins: Vec<Val> = (0..5).map(req).collect::<R<_>>()?;
             let epsilon = a.float_or("epsilon", 1e-5);
+            if a.int_or("training_mode", 0) != 0 {
+                let momentum = a.float_or("momentum", 0.9);
+                let outs = decompose::batch_norm_training(ctx, name, &ins, epsilon, momentum)?;
+                return Ok(outs.into_iter().map(Some).collect());
+            }
             let v = if ctx.ty(&ins[0]).dtype == DType::F64 {
                 decompose::batch_norm_f64(ctx, name, &ins, epsilon)?
             } else {

@@ -1025,6 +1025,60 @@ pub(super) fn batch_norm_f64(ctx: &mut Ctx, name: &str, ins: &[Val], epsilon: f3
     s.last(Op::Binary(BinaryOp::Add), &[scaled, bias.clone()])
 }
 
+/// `BatchNormalization` in training mode (opset 14+): normalized by the batch's own mean
+/// and (population) variance per channel, which also update the running statistics:
+/// `[y, mean * momentum + batch_mean * (1 - momentum), var * momentum + batch_var * (1 -
+/// momentum)]`, as the ONNX reference computes them.
+pub(super) fn batch_norm_training(
+    ctx: &mut Ctx,
+    name: &str,
+    ins: &[Val],
+    epsilon: f32,
+    momentum: f32,
+) -> R<Vec<Val>> {
+    let xt = ctx.ty(&ins[0]);
+    if !matches!(xt.dtype, DType::F32 | DType::F64) || xt.rank() < 2 {
+        return Err(format!(
+            "the input must be f32 or f64 of rank >= 2, it is {xt}"
+        ));
+    }
+    let c = xt.shape[1];
+    let axes: Vec<usize> = (0..xt.rank()).filter(|&a| a != 1).collect();
+    let (batch_mean, batch_var) = {
+        let mut s = Steps::new(ctx, &format!("{name}/statistics"));
+        let mean = s.reduce(ReduceKind::Mean, &ins[0], &axes, true)?;
+        let centered = s.binary(BinaryOp::Sub, &ins[0], &mean)?;
+        let squares = s.binary(BinaryOp::Mul, &centered, &centered)?;
+        let var = s.reduce(ReduceKind::Mean, &squares, &axes, false)?;
+        (s.reshape(&mean, vec![c])?, var)
+    };
+    let mut running = vec![];
+    for (k, (old, batch)) in [(&ins[3], &batch_mean), (&ins[4], &batch_var)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = Steps::new(ctx, &format!("{name}/running_{k}"));
+        let kept = s.float(momentum, momentum as f64, old);
+        let taken = s.float((1.0 - momentum as f64) as f32, 1.0 - momentum as f64, old);
+        let a = s.binary(BinaryOp::Mul, old, &kept)?;
+        let b = s.binary(BinaryOp::Mul, batch, &taken)?;
+        running.push(s.binary(BinaryOp::Add, &a, &b)?);
+    }
+    let stats = [
+        ins[0].clone(),
+        ins[1].clone(),
+        ins[2].clone(),
+        batch_mean,
+        batch_var,
+    ];
+    let y = if xt.dtype == DType::F64 {
+        batch_norm_f64(ctx, name, &stats, epsilon)?
+    } else {
+        ctx.emit1(name, Op::BatchNorm { epsilon }, &stats, false)?
+    };
+    Ok(vec![y, running.remove(0), running.remove(0)])
+}
+
 /// `LpPool`: `(sum over the window of |x|^p)^(1/p)`, padding counting as zeros. The sums
 /// are a depthwise convolution with a kernel of ones (a `ceil_mode` window that hangs past
 /// the end sums what it covers).

@@ -1,0 +1,556 @@
+//! Ops imported as compositions in modules of their own (`AffineGrid`, `Col2Im`, `Det`,
+//! `MaxUnpool`, `TensorScatter`) and the training modes of `BatchNormalization` and
+//! `Dropout`, each against its ONNX reference definition written out here independently in
+//! f64, element by element (the determinant by the Leibniz formula, not by elimination).
+
+mod common;
+
+use common::import;
+use optc_ir::{DType, Data, Tensor};
+use optc_onnx::builder::{Attr, ModelBuilder};
+
+fn rand_t(shape: &[usize], seed: &mut u64, scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|_| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (((*seed >> 33) % 2000) as f32 / 1000.0 - 1.0) * scale
+        })
+        .collect();
+    Tensor::new(shape.to_vec(), Data::F32(v)).unwrap()
+}
+
+fn i64s(shape: &[usize], v: Vec<i64>) -> Tensor {
+    Tensor::new(shape.to_vec(), Data::I64(v)).unwrap()
+}
+
+fn dims(shape: &[usize]) -> Vec<i64> {
+    shape.iter().map(|&d| d as i64).collect()
+}
+
+fn run(m: &ModelBuilder, inputs: &[Tensor]) -> Vec<Tensor> {
+    optc_ir::interp::run(&import(m), inputs).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn assert_close(ours: &Tensor, want: &[f64], shape: &[usize], tolerance: f64, what: &str) {
+    assert_eq!(ours.shape(), shape, "{what}");
+    for (i, (x, y)) in ours.to_f64_vec().iter().zip(want).enumerate() {
+        assert!(
+            (x - y).abs() <= tolerance * (1.0 + y.abs()),
+            "{what} [{i}]: {x} vs {y}"
+        );
+    }
+}
+
+/// The multi-index of flat position `i` in `shape` (row-major).
+fn unflatten(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for k in (0..shape.len()).rev() {
+        idx[k] = i % shape[k];
+        i /= shape[k];
+    }
+    idx
+}
+
+#[test]
+fn affine_grid_maps_normalized_pixel_coordinates() {
+    let mut seed = 1u64;
+    for (spatial, align) in [
+        (vec![3usize, 4], 0),
+        (vec![3, 4], 1),
+        (vec![1, 5], 1),
+        (vec![2, 3, 2], 0),
+        (vec![2, 1, 3], 1),
+    ] {
+        let d = spatial.len();
+        let n = 2;
+        let theta = rand_t(&[n, d, d + 1], &mut seed, 1.5);
+        let mut size = vec![n as i64, 3];
+        size.extend(spatial.iter().map(|&v| v as i64));
+        let mut m = ModelBuilder::new(20);
+        m.input("theta", DType::F32, &dims(&[n, d, d + 1]))
+            .initializer("size", &i64s(&[d + 2], size))
+            .node(
+                "AffineGrid",
+                &["theta", "size"],
+                &["grid"],
+                vec![("align_corners", Attr::Int(align))],
+            )
+            .output("grid");
+        let coordinate = |i: usize, len: usize| -> f64 {
+            if align == 1 {
+                if len == 1 {
+                    -1.0
+                } else {
+                    -1.0 + 2.0 * i as f64 / (len - 1) as f64
+                }
+            } else {
+                (2.0 * i as f64 + 1.0) / len as f64 - 1.0
+            }
+        };
+        let t = theta.to_f64_vec();
+        let mut shape = vec![n];
+        shape.extend(&spatial);
+        shape.push(d);
+        let want: Vec<f64> = (0..shape.iter().product())
+            .map(|flat| {
+                let idx = unflatten(flat, &shape);
+                let (b, out) = (idx[0], idx[d + 1]);
+                // The homogeneous point: the innermost axis' coordinate first, then a 1.
+                let mut point: Vec<f64> = (0..d)
+                    .rev()
+                    .map(|axis| coordinate(idx[axis + 1], spatial[axis]))
+                    .collect();
+                point.push(1.0);
+                (0..=d)
+                    .map(|j| t[(b * d + out) * (d + 1) + j] * point[j])
+                    .sum()
+            })
+            .collect();
+        let got = run(&m, &[theta]);
+        assert_close(
+            &got[0],
+            &want,
+            &shape,
+            1e-6,
+            &format!("AffineGrid {spatial:?} {align}"),
+        );
+    }
+}
+
+#[test]
+fn col2im_adds_every_block_element_into_its_pixel() {
+    let mut seed = 2u64;
+    // (image, block, strides, dilations, pads)
+    type Case = (Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>);
+    let cases: Vec<Case> = vec![
+        (
+            vec![5, 5],
+            vec![2, 2],
+            vec![1, 1],
+            vec![1, 1],
+            vec![0, 0, 0, 0],
+        ),
+        (
+            vec![6, 5],
+            vec![3, 2],
+            vec![2, 1],
+            vec![1, 2],
+            vec![1, 0, 2, 1],
+        ),
+        (
+            vec![7, 6],
+            vec![2, 3],
+            vec![3, 2],
+            vec![2, 1],
+            vec![0, 1, 1, 0],
+        ),
+        (
+            vec![3, 4, 3],
+            vec![2, 2, 1],
+            vec![1, 2, 1],
+            vec![1, 1, 2],
+            vec![0, 1, 0, 1, 0, 1],
+        ),
+    ];
+    for (image, block, strides, dilations, pads) in cases {
+        let nd = image.len();
+        let (n, c) = (2usize, 3usize);
+        let blocks: Vec<usize> = (0..nd)
+            .map(|i| {
+                (image[i] + pads[i] + pads[nd + i] - dilations[i] * (block[i] - 1) - 1) / strides[i]
+                    + 1
+            })
+            .collect();
+        let k: usize = block.iter().product();
+        let l: usize = blocks.iter().product();
+        let x = rand_t(&[n, c * k, l], &mut seed, 1.0);
+        let as_i64 = |v: &[usize]| v.iter().map(|&e| e as i64).collect::<Vec<_>>();
+        let mut m = ModelBuilder::new(18);
+        m.input("x", DType::F32, &dims(&[n, c * k, l]))
+            .initializer("image", &i64s(&[nd], as_i64(&image)))
+            .initializer("block", &i64s(&[nd], as_i64(&block)))
+            .node(
+                "Col2Im",
+                &["x", "image", "block"],
+                &["y"],
+                vec![
+                    ("strides", Attr::Ints(as_i64(&strides))),
+                    ("dilations", Attr::Ints(as_i64(&dilations))),
+                    ("pads", Attr::Ints(as_i64(&pads))),
+                ],
+            )
+            .output("y");
+        let xv = x.to_f64_vec();
+        let pixels: usize = image.iter().product();
+        let mut want = vec![0.0; n * c * pixels];
+        for b in 0..n {
+            for ch in 0..c {
+                for e in 0..k {
+                    let offset = unflatten(e, &block);
+                    for p in 0..l {
+                        let at = unflatten(p, &blocks);
+                        let pos: Vec<i64> = (0..nd)
+                            .map(|i| {
+                                (at[i] * strides[i] + offset[i] * dilations[i]) as i64
+                                    - pads[i] as i64
+                            })
+                            .collect();
+                        if (0..nd).all(|i| pos[i] >= 0 && pos[i] < image[i] as i64) {
+                            let flat = (0..nd).fold(0, |f, i| f * image[i] + pos[i] as usize);
+                            want[(b * c + ch) * pixels + flat] +=
+                                xv[(b * c * k + ch * k + e) * l + p];
+                        }
+                    }
+                }
+            }
+        }
+        let mut shape = vec![n, c];
+        shape.extend(&image);
+        let got = run(&m, &[x]);
+        assert_close(
+            &got[0],
+            &want,
+            &shape,
+            1e-5,
+            &format!("Col2Im {image:?} {block:?}"),
+        );
+    }
+}
+
+/// The determinant by the Leibniz formula (sum over permutations), n <= 5.
+fn leibniz(a: &[f64], n: usize) -> f64 {
+    fn permutations(rest: Vec<usize>) -> Vec<(Vec<usize>, f64)> {
+        if rest.is_empty() {
+            return vec![(vec![], 1.0)];
+        }
+        let mut out = vec![];
+        for (i, &first) in rest.iter().enumerate() {
+            let mut others = rest.clone();
+            others.remove(i);
+            let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+            for (mut p, s) in permutations(others) {
+                p.insert(0, first);
+                out.push((p, s * sign));
+            }
+        }
+        out
+    }
+    permutations((0..n).collect())
+        .into_iter()
+        .map(|(p, s)| s * (0..n).map(|r| a[r * n + p[r]]).product::<f64>())
+        .sum()
+}
+
+#[test]
+fn det_matches_the_leibniz_formula() {
+    let mut seed = 3u64;
+    for (outer, n) in [
+        (vec![], 1usize),
+        (vec![3], 2),
+        (vec![2, 2], 3),
+        (vec![4], 4),
+        (vec![2], 5),
+    ] {
+        let mut shape = outer.clone();
+        shape.extend([n, n]);
+        let mut x = rand_t(&shape, &mut seed, 2.0);
+        if n >= 3 {
+            // The first matrix needs a row swap at once (a zero corner); the second is
+            // singular (two equal rows); the third has a zero column.
+            let mut v = x.to_f64_vec();
+            v[0] = 0.0;
+            for j in 0..n {
+                v[n * n + n + j] = v[n * n + j];
+            }
+            if outer.iter().product::<usize>() > 2 {
+                for r in 0..n {
+                    v[2 * n * n + r * n + 1] = 0.0;
+                }
+            }
+            x = Tensor::new(
+                shape.clone(),
+                Data::F32(v.iter().map(|&e| e as f32).collect()),
+            )
+            .unwrap();
+        }
+        for dtype in [DType::F32, DType::F64] {
+            let input = if dtype == DType::F64 {
+                Tensor::new(shape.clone(), Data::F64(x.to_f64_vec())).unwrap()
+            } else {
+                x.clone()
+            };
+            let mut m = ModelBuilder::new(22);
+            m.input("x", dtype, &dims(&shape))
+                .node("Det", &["x"], &["y"], vec![])
+                .output("y");
+            let xv = input.to_f64_vec();
+            let want: Vec<f64> = xv.chunks(n * n).map(|a| leibniz(a, n)).collect();
+            let got = run(&m, &[input]);
+            let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            assert_close(
+                &got[0],
+                &want,
+                &outer,
+                tolerance,
+                &format!("Det {shape:?} {dtype}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn max_unpool_puts_values_where_their_indices_point() {
+    let mut seed = 4u64;
+    // (input spatial, kernel, strides, pads, output_shape spatial)
+    type Case = (Vec<usize>, Vec<i64>, Vec<i64>, Vec<i64>, Option<Vec<usize>>);
+    let cases: Vec<Case> = vec![
+        (vec![2, 2], vec![2, 2], vec![2, 2], vec![0, 0, 0, 0], None),
+        (vec![3, 2], vec![3, 2], vec![2, 2], vec![1, 0, 0, 1], None),
+        (
+            vec![2, 3],
+            vec![2, 2],
+            vec![2, 2],
+            vec![0, 0, 0, 0],
+            Some(vec![5, 7]),
+        ),
+    ];
+    for (spatial, kernel, strides, pads, output) in cases {
+        let (n, c) = (2usize, 2usize);
+        let mut shape = vec![n, c];
+        shape.extend(&spatial);
+        let x = rand_t(&shape, &mut seed, 1.0);
+        let mut unpooled = vec![n, c];
+        for i in 0..2 {
+            unpooled.push(
+                ((spatial[i] as i64 - 1) * strides[i] - pads[i] - pads[2 + i] + kernel[i]) as usize,
+            );
+        }
+        let total: usize = unpooled.iter().product();
+        // Distinct positions, two of them repeated (the last value wins).
+        let mut indices: Vec<i64> = (0..x.numel())
+            .map(|i| ((i * 7 + 3) % total) as i64)
+            .collect();
+        indices[1] = indices[0];
+        let mut m = ModelBuilder::new(22);
+        m.input("x", DType::F32, &dims(&shape))
+            .input("i", DType::I64, &dims(&shape));
+        let mut ins = vec!["x", "i"];
+        if let Some(o) = &output {
+            let mut full = vec![n as i64, c as i64];
+            full.extend(o.iter().map(|&v| v as i64));
+            m.initializer("shape", &i64s(&[4], full));
+            ins.push("shape");
+        }
+        m.node(
+            "MaxUnpool",
+            &ins,
+            &["y"],
+            vec![
+                ("kernel_shape", Attr::Ints(kernel.clone())),
+                ("strides", Attr::Ints(strides.clone())),
+                ("pads", Attr::Ints(pads.clone())),
+            ],
+        )
+        .output("y");
+        let mut flat = vec![0.0; total];
+        for (v, &i) in x.to_f64_vec().iter().zip(&indices) {
+            flat[i as usize] = *v;
+        }
+        let (want, out_shape) = match &output {
+            None => (flat, unpooled.clone()),
+            Some(o) => {
+                let mut full = vec![n, c];
+                full.extend(o);
+                let want = (0..full.iter().product())
+                    .map(|f| {
+                        let idx = unflatten(f, &full);
+                        if (0..4).all(|k| idx[k] < unpooled[k]) {
+                            flat[(0..4).fold(0, |a, k| a * unpooled[k] + idx[k])]
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                (want, full)
+            }
+        };
+        let got = run(&m, &[x, i64s(&shape, indices)]);
+        assert_close(
+            &got[0],
+            &want,
+            &out_shape,
+            0.0,
+            &format!("MaxUnpool {spatial:?}"),
+        );
+    }
+}
+
+#[test]
+fn tensor_scatter_writes_the_update_at_each_rows_index() {
+    let mut seed = 5u64;
+    for (circular, writes, axis) in [
+        (false, vec![0i64, 2], -2i64),
+        (true, vec![3, 1], -2),
+        (true, vec![2, 0], 1),
+        (false, vec![1, 0], 2),
+    ] {
+        let (b, h, max_len, len, d) = (2usize, 2usize, 4usize, 2usize, 3usize);
+        let ax = if axis < 0 {
+            (4 + axis) as usize
+        } else {
+            axis as usize
+        };
+        let mut cache_shape = vec![b, h, max_len, d];
+        let mut update_shape = vec![b, h, len, d];
+        if ax == 1 {
+            cache_shape = vec![b, max_len, h, d];
+            update_shape = vec![b, len, h, d];
+        }
+        let cache = rand_t(&cache_shape, &mut seed, 1.0);
+        let update = rand_t(&update_shape, &mut seed, 1.0);
+        let mut m = ModelBuilder::new(24);
+        m.input("cache", DType::F32, &dims(&cache_shape))
+            .input("update", DType::F32, &dims(&update_shape))
+            .input("w", DType::I64, &[b as i64])
+            .node(
+                "TensorScatter",
+                &["cache", "update", "w"],
+                &["out"],
+                vec![
+                    (
+                        "mode",
+                        Attr::Str(if circular { "circular" } else { "linear" }.into()),
+                    ),
+                    ("axis", Attr::Int(axis)),
+                ],
+            )
+            .output("out");
+        let mut want = cache.to_f64_vec();
+        let u = update.to_f64_vec();
+        for (f, &value) in u.iter().enumerate() {
+            let mut idx = unflatten(f, &update_shape);
+            let mut p = writes[idx[0]] as usize + idx[ax];
+            if circular {
+                p %= max_len;
+            }
+            idx[ax] = p;
+            let at = (0..4).fold(0, |a, k| a * cache_shape[k] + idx[k]);
+            want[at] = value;
+        }
+        let got = run(&m, &[cache, update, i64s(&[b], writes.clone())]);
+        assert_close(
+            &got[0],
+            &want,
+            &cache_shape,
+            0.0,
+            &format!("TensorScatter {writes:?}"),
+        );
+    }
+}
+
+#[test]
+fn batch_norm_training_mode_uses_and_updates_the_batch_statistics() {
+    let mut seed = 6u64;
+    let (n, c, hw) = (3usize, 4usize, 5usize);
+    let x = rand_t(&[n, c, hw], &mut seed, 2.0);
+    let params: Vec<Tensor> = (0..4).map(|_| rand_t(&[c], &mut seed, 1.0)).collect();
+    let var = Tensor::new(
+        vec![c],
+        Data::F32(
+            params[3]
+                .to_f64_vec()
+                .iter()
+                .map(|v| (v.abs() + 0.5) as f32)
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let (epsilon, momentum) = (1e-3f32, 0.8f32);
+    let mut m = ModelBuilder::new(15);
+    m.input("x", DType::F32, &dims(&[n, c, hw]))
+        .initializer("scale", &params[0])
+        .initializer("bias", &params[1])
+        .initializer("mean", &params[2])
+        .initializer("var", &var)
+        .node(
+            "BatchNormalization",
+            &["x", "scale", "bias", "mean", "var"],
+            &["y", "running_mean", "running_var"],
+            vec![
+                ("training_mode", Attr::Int(1)),
+                ("epsilon", Attr::Float(epsilon)),
+                ("momentum", Attr::Float(momentum)),
+            ],
+        )
+        .output("y")
+        .output("running_mean")
+        .output("running_var");
+    let xv = x.to_f64_vec();
+    let (s, bias, mean0, var0) = (
+        params[0].to_f64_vec(),
+        params[1].to_f64_vec(),
+        params[2].to_f64_vec(),
+        var.to_f64_vec(),
+    );
+    let (momentum, epsilon) = (momentum as f64, epsilon as f64);
+    let mut y = vec![0.0; xv.len()];
+    let (mut running_mean, mut running_var) = (vec![0.0; c], vec![0.0; c]);
+    for ch in 0..c {
+        let values: Vec<f64> = (0..n)
+            .flat_map(|b| (0..hw).map(move |p| (b, p)))
+            .map(|(b, p)| xv[(b * c + ch) * hw + p])
+            .collect();
+        let count = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / count;
+        let v = values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / count;
+        running_mean[ch] = mean0[ch] * momentum + mean * (1.0 - momentum);
+        running_var[ch] = var0[ch] * momentum + v * (1.0 - momentum);
+        for b in 0..n {
+            for p in 0..hw {
+                let i = (b * c + ch) * hw + p;
+                y[i] = (xv[i] - mean) / (v + epsilon).sqrt() * s[ch] + bias[ch];
+            }
+        }
+    }
+    let got = run(&m, &[x]);
+    assert_close(&got[0], &y, &[n, c, hw], 1e-5, "y");
+    assert_close(&got[1], &running_mean, &[c], 1e-6, "running mean");
+    assert_close(&got[2], &running_var, &[c], 1e-6, "running var");
+}
+
+#[test]
+fn training_dropout_runs_only_at_ratio_zero() {
+    let mut seed = 7u64;
+    let x = rand_t(&[3, 4], &mut seed, 1.0);
+    let model = |ratio: f32| {
+        let mut m = ModelBuilder::new(22);
+        m.input("x", DType::F32, &[3, 4])
+            .initializer("ratio", &Tensor::scalar_f32(ratio))
+            .initializer(
+                "training",
+                &Tensor::new(vec![], Data::Bool(vec![true])).unwrap(),
+            )
+            .node(
+                "Dropout",
+                &["x", "ratio", "training"],
+                &["y", "mask"],
+                vec![],
+            )
+            .output("y")
+            .output("mask");
+        m
+    };
+    let got = run(&model(0.0), std::slice::from_ref(&x));
+    assert_eq!(got[0], x);
+    assert_eq!(got[1].to_f64_vec(), vec![1.0; 12]);
+    let err = optc_onnx::import_bytes(&model(0.5).to_bytes(), &Default::default())
+        .expect_err("ratio 0.5 in training mode is refused")
+        .to_string();
+    assert!(
+        err.contains("Dropout") && err.contains("ratio 0.5"),
+        "{err}"
+    );
+}
