@@ -23,6 +23,7 @@ mod grid_sample;
 mod indexing;
 mod max_unpool;
 mod narrowing;
+mod pool_indices;
 mod quantization;
 mod recurrent;
 mod resize;
@@ -1360,6 +1361,17 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
             }
             let ceil = a.int_or("ceil_mode", 0) != 0;
             let window = window(&a, &xt, kernel, ceil)?;
+            let indices = match node.output.get(1) {
+                Some(i) if !i.is_empty() && op_type == "MaxPool" => {
+                    let order = a.int_or("storage_order", 0);
+                    if !(0..=1).contains(&order) {
+                        return Err(format!("storage_order {order} is not 0 or 1"));
+                    }
+                    let mut s = steps::Steps::new(ctx, &format!("{name}/indices"));
+                    Some(pool_indices::max_pool_indices(&mut s, &x, &window, order)?)
+                }
+                _ => None,
+            };
             let op = if op_type == "MaxPool" {
                 Op::MaxPool { window }
             } else {
@@ -1376,9 +1388,9 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 let f = ctx.emit1(&format!("{name}/to_f32"), to_f32, &[x], true)?;
                 let p = ctx.emit1(&format!("{name}/pool"), op, &[f], false)?;
                 let back = Op::Cast { to: xt.dtype };
-                return Ok(vec![Some(ctx.emit1(name, back, &[p], true)?), None]);
+                return Ok(vec![Some(ctx.emit1(name, back, &[p], true)?), indices]);
             }
-            Ok(vec![Some(ctx.emit1(name, op, &[x], false)?), None])
+            Ok(vec![Some(ctx.emit1(name, op, &[x], false)?), indices])
         }
         "GlobalAveragePool" | "GlobalMaxPool" => {
             let x = req(0)?;

@@ -1,5 +1,5 @@
 //! Ops imported as compositions in modules of their own (`AffineGrid`, `Col2Im`, `Det`,
-//! `MaxUnpool`, `TensorScatter`) and the training modes of `BatchNormalization` and
+//! `MaxUnpool`, `TensorScatter`, `MaxPool`'s indices output) and the training modes of `BatchNormalization` and
 //! `Dropout`, each against its ONNX reference definition written out here independently in
 //! f64, element by element (the determinant by the Leibniz formula, not by elimination).
 
@@ -553,4 +553,154 @@ fn training_dropout_runs_only_at_ratio_zero() {
         err.contains("Dropout") && err.contains("ratio 0.5"),
         "{err}"
     );
+}
+
+#[test]
+fn max_pool_indices_name_each_windows_first_largest() {
+    let mut seed = 8u64;
+    // (spatial, kernel, strides, dilations, pads, ceil_mode, storage_order)
+    type Case = (
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        i64,
+        i64,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            vec![5, 5],
+            vec![2, 2],
+            vec![2, 2],
+            vec![1, 1],
+            vec![0, 0, 0, 0],
+            0,
+            0,
+        ),
+        (
+            vec![5, 5],
+            vec![2, 2],
+            vec![2, 2],
+            vec![1, 1],
+            vec![0, 0, 0, 0],
+            0,
+            1,
+        ),
+        (
+            vec![6, 7],
+            vec![3, 2],
+            vec![2, 1],
+            vec![1, 2],
+            vec![1, 0, 1, 1],
+            0,
+            1,
+        ),
+        (
+            vec![5, 6],
+            vec![3, 3],
+            vec![2, 2],
+            vec![1, 1],
+            vec![1, 1, 0, 0],
+            1,
+            0,
+        ),
+        (
+            vec![4, 3, 5],
+            vec![2, 2, 3],
+            vec![1, 2, 2],
+            vec![1, 1, 1],
+            vec![0, 1, 1, 1, 0, 1],
+            0,
+            0,
+        ),
+    ];
+    for (spatial, kernel, strides, dilations, pads, ceil, order) in cases {
+        let nsp = spatial.len();
+        let (n, c) = (2usize, 3usize);
+        let mut shape = vec![n, c];
+        shape.extend(&spatial);
+        // Few distinct values, so windows hold ties.
+        let x = Tensor::new(
+            shape.clone(),
+            Data::F32(
+                rand_t(&shape, &mut seed, 1.0)
+                    .to_f64_vec()
+                    .iter()
+                    .map(|v| (v * 3.0).round() as f32)
+                    .collect(),
+            ),
+        )
+        .unwrap();
+        let as_i64 = |v: &[usize]| v.iter().map(|&e| e as i64).collect::<Vec<_>>();
+        let mut m = ModelBuilder::new(12);
+        m.input("x", DType::F32, &dims(&shape))
+            .node(
+                "MaxPool",
+                &["x"],
+                &["y", "i"],
+                vec![
+                    ("kernel_shape", Attr::Ints(as_i64(&kernel))),
+                    ("strides", Attr::Ints(as_i64(&strides))),
+                    ("dilations", Attr::Ints(as_i64(&dilations))),
+                    ("pads", Attr::Ints(as_i64(&pads))),
+                    ("ceil_mode", Attr::Int(ceil)),
+                    ("storage_order", Attr::Int(order)),
+                ],
+            )
+            .output("y")
+            .output("i");
+        let out: Vec<usize> = (0..nsp)
+            .map(|i| {
+                let span =
+                    spatial[i] + pads[i] + pads[nsp + i] - dilations[i] * (kernel[i] - 1) - 1;
+                let mut o = span / strides[i] + 1;
+                if ceil == 1 && span % strides[i] != 0 && o * strides[i] < spatial[i] + pads[i] {
+                    o += 1;
+                }
+                o
+            })
+            .collect();
+        let xv = x.to_f64_vec();
+        let pixels: usize = spatial.iter().product();
+        let outputs: usize = out.iter().product();
+        let taps: usize = kernel.iter().product();
+        let (mut values, mut indices) = (vec![], vec![]);
+        for plane in 0..n * c {
+            for o in 0..outputs {
+                let at = unflatten(o, &out);
+                let mut best: Option<(f64, i64)> = None;
+                for t in 0..taps {
+                    let tap = unflatten(t, &kernel);
+                    let pos: Vec<i64> = (0..nsp)
+                        .map(|i| {
+                            (at[i] * strides[i] + tap[i] * dilations[i]) as i64 - pads[i] as i64
+                        })
+                        .collect();
+                    if !(0..nsp).all(|i| pos[i] >= 0 && pos[i] < spatial[i] as i64) {
+                        continue;
+                    }
+                    let row = (0..nsp).fold(0, |f, i| f * spatial[i] as i64 + pos[i]);
+                    let col = (0..nsp)
+                        .rev()
+                        .fold(0, |f, i| f * spatial[i] as i64 + pos[i]);
+                    let v = xv[plane * pixels + row as usize];
+                    if best.is_none_or(|(b, _)| v > b) {
+                        let reported = if order == 1 { col } else { row };
+                        best = Some((v, (plane * pixels) as i64 + reported));
+                    }
+                }
+                let (v, i) = best.expect("a window holds an input element");
+                values.push(v);
+                indices.push(i as f64);
+            }
+        }
+        let mut out_shape = vec![n, c];
+        out_shape.extend(&out);
+        let got = run(&m, &[x]);
+        let what = format!("MaxPool {spatial:?} {kernel:?} order {order}");
+        assert_close(&got[0], &values, &out_shape, 0.0, &what);
+        assert_eq!(got[1].dtype(), DType::I64, "{what}");
+        assert_close(&got[1], &indices, &out_shape, 0.0, &what);
+    }
 }

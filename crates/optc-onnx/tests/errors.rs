@@ -288,32 +288,47 @@ fn unsupported_attributes_and_outputs() {
         "{e}"
     );
 
-    let mut m = ModelBuilder::new(12);
-    m.input("x", DType::F32, &[1, 1, 4, 4])
-        .node(
-            "MaxPool",
-            &["x"],
-            &["y", "indices"],
-            vec![("kernel_shape", Attr::Ints(vec![2, 2]))],
-        )
-        .output("y")
-        .output("indices");
+    // BatchNormalization-9's running statistics (outputs of training, which opset 9 has no
+    // attribute for), as a graph output and read by a node.
+    let stats = ["s", "b", "m", "v"].map(|p| (p, Tensor::from_f32(vec![3], vec![1.0; 3]).unwrap()));
+    let mut m = ModelBuilder::new(9);
+    m.input("x", DType::F32, &[2, 3]);
+    for (p, t) in &stats {
+        m.initializer(p, t);
+    }
+    m.node(
+        "BatchNormalization",
+        &["x", "s", "b", "m", "v"],
+        &["y", "mean"],
+        vec![],
+    )
+    .output("y")
+    .output("mean");
     let e = err(&m);
-    assert!(e.contains("(MaxPool)") && e.contains("'indices'"), "{e}");
+    assert!(
+        e.contains("(BatchNormalization)") && e.contains("'mean'"),
+        "{e}"
+    );
 
-    let mut m = ModelBuilder::new(13);
-    m.input("x", DType::F32, &[1, 1, 4, 4])
-        .node(
-            "MaxPool",
-            &["x"],
-            &["y", "idx"],
-            vec![("kernel_shape", Attr::Ints(vec![2, 2]))],
-        )
-        .node("Cast", &["idx"], &["z"], vec![("to", Attr::Int(1))])
-        .output("y")
-        .output("z");
+    let mut m = ModelBuilder::new(9);
+    m.input("x", DType::F32, &[2, 3]);
+    for (p, t) in &stats {
+        m.initializer(p, t);
+    }
+    m.node(
+        "BatchNormalization",
+        &["x", "s", "b", "m", "v"],
+        &["y", "", "var"],
+        vec![],
+    )
+    .node("Cast", &["var"], &["z"], vec![("to", Attr::Int(1))])
+    .output("y")
+    .output("z");
     let e = err(&m);
-    assert!(e.contains("(MaxPool)") && e.contains("'idx'"), "{e}");
+    assert!(
+        e.contains("(BatchNormalization)") && e.contains("'var'"),
+        "{e}"
+    );
 
     let m = one_node_model(
         13,
