@@ -22,6 +22,7 @@ mod einsum;
 mod grid_sample;
 mod indexing;
 mod max_unpool;
+mod mel_weights;
 mod narrowing;
 mod pool_indices;
 mod quantization;
@@ -122,6 +123,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Max",
     "MaxPool",
     "MaxUnpool",
+    "MelWeightMatrix",
     "Min",
     "Mul",
     "Neg",
@@ -1343,6 +1345,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "Col2Im" => col2im::convert(ctx, node, name),
         "Det" => determinant::convert(ctx, node, name),
         "MaxUnpool" => max_unpool::convert(ctx, node, name),
+        "MelWeightMatrix" => mel_weights::convert(ctx, node, name),
         "TensorScatter" => tensor_scatter::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),

@@ -1,5 +1,5 @@
 //! Ops imported as compositions in modules of their own (`AffineGrid`, `Col2Im`, `Det`,
-//! `MaxUnpool`, `TensorScatter`, `MaxPool`'s indices output) and the training modes of `BatchNormalization` and
+//! `MaxUnpool`, `TensorScatter`, `MaxPool`'s indices output, `MelWeightMatrix`) and the training modes of `BatchNormalization` and
 //! `Dropout`, each against its ONNX reference definition written out here independently in
 //! f64, element by element (the determinant by the Leibniz formula, not by elimination).
 
@@ -702,5 +702,64 @@ fn max_pool_indices_name_each_windows_first_largest() {
         assert_close(&got[0], &values, &out_shape, 0.0, &what);
         assert_eq!(got[1].dtype(), DType::I64, "{what}");
         assert_close(&got[1], &indices, &out_shape, 0.0, &what);
+    }
+}
+
+#[test]
+fn mel_weight_matrix_holds_triangular_filters() {
+    for (mel_bins, dft_length, sample_rate, low, high) in [
+        (8i32, 16i32, 8192i32, 0.0f32, 4096.0f32),
+        (20, 512, 16000, 20.0, 8000.0),
+        (5, 64, 8000, 300.0, 3400.0),
+    ] {
+        let scalar_i32 = |v: i32| Tensor::new(vec![], Data::I32(vec![v])).unwrap();
+        let mut m = ModelBuilder::new(17);
+        m.initializer("bins", &scalar_i32(mel_bins))
+            .initializer("dft", &scalar_i32(dft_length))
+            .initializer("rate", &scalar_i32(sample_rate))
+            .initializer("low", &Tensor::scalar_f32(low))
+            .initializer("high", &Tensor::scalar_f32(high))
+            .node(
+                "MelWeightMatrix",
+                &["bins", "dft", "rate", "low", "high"],
+                &["w"],
+                vec![],
+            )
+            .output("w");
+        // The edges as the reference computes them: log1p in f32, the rest in f64.
+        let to_mel = |hz: f32| (2595.0f32 * (hz / 700.0).ln_1p()) as f64 / 10f64.ln();
+        let (lo, hi) = (to_mel(low), to_mel(high));
+        let count = mel_bins as usize + 2;
+        let edges: Vec<usize> = (0..count)
+            .map(|i| {
+                let mel = i as f64 * (hi - lo) / count as f64 + lo;
+                let hz = 700.0 * (mel / 2595.0 * 10f64.ln()).exp_m1();
+                ((dft_length as f64 + 1.0) * hz / sample_rate as f64).floor() as usize
+            })
+            .collect();
+        let spectrum = dft_length as usize / 2 + 1;
+        let bins = mel_bins as usize;
+        let mut want = vec![0.0; spectrum * bins];
+        for f in 0..bins {
+            let (l, c, r) = (edges[f], edges[f + 1], edges[f + 2]);
+            for (j, row) in want.chunks_mut(bins).enumerate() {
+                if c == l && j == c {
+                    row[f] = 1.0;
+                } else if l < c && (l..=c).contains(&j) {
+                    row[f] = (j - l) as f64 / (c - l) as f64;
+                }
+                if c < r && (c..r).contains(&j) {
+                    row[f] = (r - j) as f64 / (r - c) as f64;
+                }
+            }
+        }
+        let got = run(&m, &[]);
+        assert_close(
+            &got[0],
+            &want,
+            &[spectrum, bins],
+            1e-7,
+            &format!("mel {mel_bins}"),
+        );
     }
 }
