@@ -17,6 +17,7 @@ mod col2im;
 mod control_flow;
 mod conv_transpose;
 mod decompose;
+mod deform_conv;
 mod determinant;
 mod einsum;
 mod grid_sample;
@@ -80,6 +81,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "ConvInteger",
     "ConvTranspose",
+    "DeformConv",
     "Cos",
     "Cosh",
     "CumProd",
@@ -1344,6 +1346,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "AffineGrid" => affine_grid::convert(ctx, node, name),
         "Col2Im" => col2im::convert(ctx, node, name),
         "Det" => determinant::convert(ctx, node, name),
+        "DeformConv" => deform_conv::convert(ctx, node, name),
         "MaxUnpool" => max_unpool::convert(ctx, node, name),
         "MelWeightMatrix" => mel_weights::convert(ctx, node, name),
         "TensorScatter" => tensor_scatter::convert(ctx, node, name),

@@ -1,4 +1,4 @@
-//! Ops imported as compositions in modules of their own (`AffineGrid`, `Col2Im`, `Det`,
+//! Ops imported as compositions in modules of their own (`AffineGrid`, `Col2Im`, `Det`, `DeformConv`,
 //! `MaxUnpool`, `TensorScatter`, `MaxPool`'s indices output, `MelWeightMatrix`) and the training modes of `BatchNormalization` and
 //! `Dropout`, each against its ONNX reference definition written out here independently in
 //! f64, element by element (the determinant by the Leibniz formula, not by elimination).
@@ -760,6 +760,182 @@ fn mel_weight_matrix_holds_triangular_filters() {
             &[spectrum, bins],
             1e-7,
             &format!("mel {mel_bins}"),
+        );
+    }
+}
+
+/// `x` [H, W] (row-major) bilinearly at (h, w), zero outside.
+fn bilinear(x: &[f64], ih: usize, iw: usize, h: f64, w: f64) -> f64 {
+    let (h0, w0) = (h.floor(), w.floor());
+    let mut sum = 0.0;
+    for (dh, dw) in [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)] {
+        let (hc, wc) = (h0 + dh, w0 + dw);
+        if hc >= 0.0 && hc < ih as f64 && wc >= 0.0 && wc < iw as f64 {
+            let weight = (1.0 - (h - hc).abs()) * (1.0 - (w - wc).abs());
+            sum += weight * x[hc as usize * iw + wc as usize];
+        }
+    }
+    sum
+}
+
+#[test]
+fn deform_conv_samples_each_tap_at_its_offset() {
+    let mut seed = 9u64;
+    // (C, M, group, offset_group, input, kernel, strides, dilations, pads, mask and bias)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [i64; 2],
+        [i64; 2],
+        [i64; 4],
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            1,
+            1,
+            1,
+            1,
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            [1, 1, 1, 1],
+            false,
+        ),
+        (
+            4,
+            6,
+            2,
+            2,
+            [5, 6],
+            [3, 2],
+            [2, 1],
+            [1, 2],
+            [1, 0, 1, 1],
+            true,
+        ),
+        (
+            2,
+            2,
+            1,
+            2,
+            [4, 4],
+            [2, 2],
+            [1, 2],
+            [2, 1],
+            [0, 0, 0, 1],
+            true,
+        ),
+    ];
+    for (c, m_out, group, offset_group, [ih, iw], [kh, kw], strides, dilations, pads, extras) in
+        cases
+    {
+        let n = 2;
+        let oh = ((ih as i64 + pads[0] + pads[2] - (kh as i64 - 1) * dilations[0] - 1) / strides[0]
+            + 1) as usize;
+        let ow = ((iw as i64 + pads[1] + pads[3] - (kw as i64 - 1) * dilations[1] - 1) / strides[1]
+            + 1) as usize;
+        let taps = kh * kw;
+        let x = rand_t(&[n, c, ih, iw], &mut seed, 1.0);
+        let w = rand_t(&[m_out, c / group, kh, kw], &mut seed, 1.0);
+        let offset = rand_t(&[n, offset_group * taps * 2, oh, ow], &mut seed, 1.6);
+        let mask = rand_t(&[n, offset_group * taps, oh, ow], &mut seed, 1.0);
+        let bias = rand_t(&[m_out], &mut seed, 1.0);
+        let mut model = ModelBuilder::new(19);
+        model
+            .input("x", DType::F32, &dims(&[n, c, ih, iw]))
+            .input("w", DType::F32, &dims(&[m_out, c / group, kh, kw]))
+            .input(
+                "offset",
+                DType::F32,
+                &dims(&[n, offset_group * taps * 2, oh, ow]),
+            );
+        let mut ins = vec!["x", "w", "offset"];
+        let mut inputs = vec![x.clone(), w.clone(), offset.clone()];
+        if extras {
+            model.input("b", DType::F32, &[m_out as i64]).input(
+                "mask",
+                DType::F32,
+                &dims(&[n, offset_group * taps, oh, ow]),
+            );
+            ins.extend(["b", "mask"]);
+            inputs.extend([bias.clone(), mask.clone()]);
+        }
+        model
+            .node(
+                "DeformConv",
+                &ins,
+                &["y"],
+                vec![
+                    ("group", Attr::Int(group as i64)),
+                    ("offset_group", Attr::Int(offset_group as i64)),
+                    ("strides", Attr::Ints(strides.to_vec())),
+                    ("dilations", Attr::Ints(dilations.to_vec())),
+                    ("pads", Attr::Ints(pads.to_vec())),
+                ],
+            )
+            .output("y");
+        let (xv, wv, ov, mv, bv) = (
+            x.to_f64_vec(),
+            w.to_f64_vec(),
+            offset.to_f64_vec(),
+            mask.to_f64_vec(),
+            bias.to_f64_vec(),
+        );
+        let mut want = vec![0.0; n * m_out * oh * ow];
+        for b in 0..n {
+            for o in 0..m_out {
+                let gi = o / (m_out / group);
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut sum = if extras { bv[o] } else { 0.0 };
+                        for cc in 0..c / group {
+                            let ch = gi * (c / group) + cc;
+                            let og = ch / (c / offset_group);
+                            let plane = &xv[(b * c + ch) * ih * iw..][..ih * iw];
+                            for t in 0..taps {
+                                let (ki, kj) = (t / kw, t % kw);
+                                let at = |k: usize| {
+                                    ((b * offset_group * taps * 2 + og * taps * 2 + t * 2 + k) * oh
+                                        + i)
+                                        * ow
+                                        + j
+                                };
+                                let h = (i as i64 * strides[0] - pads[0] + ki as i64 * dilations[0])
+                                    as f64
+                                    + ov[at(0)];
+                                let wpos = (j as i64 * strides[1] - pads[1]
+                                    + kj as i64 * dilations[1])
+                                    as f64
+                                    + ov[at(1)];
+                                let scale = if extras {
+                                    mv[((b * offset_group * taps + og * taps + t) * oh + i) * ow
+                                        + j]
+                                } else {
+                                    1.0
+                                };
+                                sum += wv[(o * (c / group) + cc) * taps + t]
+                                    * scale
+                                    * bilinear(plane, ih, iw, h, wpos);
+                            }
+                        }
+                        want[((b * m_out + o) * oh + i) * ow + j] = sum;
+                    }
+                }
+            }
+        }
+        let got = run(&model, &inputs);
+        assert_close(
+            &got[0],
+            &want,
+            &[n, m_out, oh, ow],
+            1e-5,
+            &format!("DeformConv C {c} group {group}/{offset_group}"),
         );
     }
 }
