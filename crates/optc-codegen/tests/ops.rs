@@ -484,6 +484,35 @@ fn where_broadcast() {
 }
 
 #[test]
+fn bitcast_same_width_pairs() {
+    for (from, to) in [
+        (DType::F32, DType::I32),
+        (DType::I32, DType::F32),
+        (DType::F64, DType::I64),
+        (DType::I64, DType::F64),
+        (DType::I8, DType::U8),
+        (DType::U8, DType::I8),
+    ] {
+        check_op(Op::Bitcast { to }, &[ty(from, &[23])], EXACT, 4);
+    }
+    // Special float values, and their bits back.
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[6]));
+    let bits = g.add("bits", Op::Bitcast { to: DType::I32 }, &[x]).unwrap();
+    let back = g
+        .add("back", Op::Bitcast { to: DType::F32 }, &[bits])
+        .unwrap();
+    g.add_output("bits", bits);
+    g.add_output("back", back);
+    let t = Tensor::from_f32(
+        vec![6],
+        vec![-0.0, f32::INFINITY, -f32::INFINITY, 1e-42, -3.5, f32::MAX],
+    )
+    .unwrap();
+    check(&g, &[t], EXACT);
+}
+
+#[test]
 fn cast_all_pairs() {
     for from in DType::ALL {
         for to in DType::ALL {

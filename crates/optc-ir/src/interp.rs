@@ -511,6 +511,7 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
             });
             one(d)
         }
+        Op::Bitcast { to } => one(bitcast(x[0], *to)?),
         Op::MatMul => one(matmul(x[0], x[1])?),
         Op::Gemm {
             alpha,
@@ -1609,6 +1610,25 @@ fn gather(d: &Tensor, i: &Tensor, axis: usize) -> Result<Data> {
         }
     }
     Ok(take(d.data(), &src))
+}
+
+/// Each element's bits as `to` (of the same width).
+fn bitcast(x: &Tensor, to: DType) -> Result<Data> {
+    let data = match (x.data(), to) {
+        (Data::F32(v), DType::I32) => Data::I32(v.iter().map(|e| e.to_bits() as i32).collect()),
+        (Data::I32(v), DType::F32) => {
+            Data::F32(v.iter().map(|&e| f32::from_bits(e as u32)).collect())
+        }
+        (Data::F64(v), DType::I64) => Data::I64(v.iter().map(|e| e.to_bits() as i64).collect()),
+        (Data::I64(v), DType::F64) => {
+            Data::F64(v.iter().map(|&e| f64::from_bits(e as u64)).collect())
+        }
+        (Data::I8(v), DType::U8) => Data::U8(v.iter().map(|&e| e as u8).collect()),
+        (Data::U8(v), DType::I8) => Data::I8(v.iter().map(|&e| e as i8).collect()),
+        (d, t) if d.dtype() == t => d.clone(),
+        (d, t) => bail!("bitcast of {} to {t}: not one width", d.dtype()),
+    };
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -444,6 +444,11 @@ pub enum Op {
     Cast {
         to: DType,
     },
+    /// Each element's bits read as `to`, a type of the same width (ONNX `BitCast`: f32 and
+    /// i32, f64 and i64, i8 and u8).
+    Bitcast {
+        to: DType,
+    },
     /// numpy `matmul`: batched, broadcasting batch dims; rank-1 operands are promoted.
     MatMul,
     /// `alpha * op(A) @ op(B) + beta * C`; A and B rank 2, optional C broadcast to `[M, N]`.
@@ -939,6 +944,13 @@ impl Op {
                 one(TensorType::new(a.dtype, s))
             }
             Op::Cast { to } => one(TensorType::new(*to, x.unwrap().shape.clone())),
+            Op::Bitcast { to } => {
+                let x = x.unwrap();
+                if x.dtype.size() != to.size() || x.dtype == DType::Bool || *to == DType::Bool {
+                    bail!("bitcast of {x} to {to}: the types must be numbers of one width");
+                }
+                one(TensorType::new(*to, x.shape.clone()))
+            }
             Op::LstmCell => {
                 let g = inputs[0];
                 if g.dtype != DType::F32 || g.rank() != 2 || !g.shape[1].is_multiple_of(4) {

@@ -306,6 +306,7 @@ op_table! {
 
     Where "where" (3, 3) Select Elementwise [] {} (Op::Where);
     Cast "cast" (1, 1) Convert Elementwise [] {to: DTypeName} (Op::Cast { to });
+    Bitcast "bitcast" (1, 1) Convert Elementwise [] {to: DTypeName} (Op::Bitcast { to });
     QuantizeLinear "quantize_linear" (2, 3) Convert Division [] {axis: Size}
         (Op::QuantizeLinear { axis });
     DequantizeLinear "dequantize_linear" (2, 3) Convert Elementwise [] {axis: Size}

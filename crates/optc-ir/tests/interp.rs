@@ -379,6 +379,34 @@ fn where_and_cast() {
     );
 }
 
+#[test]
+fn bitcast_reads_the_ieee_bits() {
+    // IEEE 754 encodings: 1.0f32 = 0x3f80_0000, -2.0f32 = 0xc000_0000, 1.0f64 =
+    // 0x3ff0_0000_0000_0000; the smallest f32 subnormal is bit pattern 1.
+    let x = t(&[3], vec![1.0, -2.0, 0.0]);
+    assert_eq!(
+        ev(Op::Bitcast { to: DType::I32 }, &[&x]).data(),
+        &Data::I32(vec![0x3f80_0000, 0xc000_0000_u32 as i32, 0])
+    );
+    let i = Tensor::new(vec![2], Data::I32(vec![1, 0x7f80_0000])).unwrap();
+    assert_eq!(
+        ev(Op::Bitcast { to: DType::F32 }, &[&i]).data(),
+        &Data::F32(vec![1e-45, f32::INFINITY])
+    );
+    let d = Tensor::new(vec![1], Data::F64(vec![1.0])).unwrap();
+    assert_eq!(
+        ev(Op::Bitcast { to: DType::I64 }, &[&d]).data(),
+        &Data::I64(vec![0x3ff0_0000_0000_0000])
+    );
+    let bytes = Tensor::new(vec![2], Data::I8(vec![-1, 5])).unwrap();
+    assert_eq!(
+        ev(Op::Bitcast { to: DType::U8 }, &[&bytes]).data(),
+        &Data::U8(vec![255, 5])
+    );
+    let wide = Tensor::new(vec![1], Data::I64(vec![1])).unwrap();
+    assert!(Op::Bitcast { to: DType::F32 }.infer(&[&wide.ty()]).is_err());
+}
+
 // ------------------------------------------------------------------------------------------
 // Linear algebra.
 

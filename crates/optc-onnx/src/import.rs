@@ -13,6 +13,7 @@ use tract_onnx::pb;
 
 mod affine_grid;
 mod attention;
+mod bitcast;
 mod col2im;
 mod control_flow;
 mod conv_transpose;
@@ -67,6 +68,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Attention",
     "AveragePool",
     "BatchNormalization",
+    "BitCast",
     "BitwiseAnd",
     "BitwiseNot",
     "BitwiseOr",
@@ -1344,6 +1346,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "RotaryEmbedding" => rotary::convert(ctx, node, name),
         "GridSample" => grid_sample::convert(ctx, node, name),
         "AffineGrid" => affine_grid::convert(ctx, node, name),
+        "BitCast" => bitcast::convert(ctx, node, name),
         "Col2Im" => col2im::convert(ctx, node, name),
         "Det" => determinant::convert(ctx, node, name),
         "DeformConv" => deform_conv::convert(ctx, node, name),

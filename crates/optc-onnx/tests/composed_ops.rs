@@ -939,3 +939,114 @@ fn deform_conv_samples_each_tap_at_its_offset() {
         );
     }
 }
+
+#[test]
+fn bitcast_reinterprets_held_and_narrow_integers() {
+    use optc_onnx::builder::onnx_dtype;
+    let code = |d: tract_onnx::pb::tensor_proto::DataType| Attr::Int(d as i64);
+    use tract_onnx::pb::tensor_proto::DataType as T;
+    let ints: Vec<i64> = vec![
+        0,
+        1,
+        -1,
+        65535,
+        -32768,
+        0x3f80_0000,
+        i32::MIN as i64,
+        i32::MAX as i64,
+    ];
+    let floats: Vec<f32> = vec![1.0, -2.0, 0.0, -0.0, 1e-42, f32::INFINITY, 3.5, -7.25];
+    let n = ints.len();
+    let mut m = ModelBuilder::new(26);
+    m.input("i", DType::I32, &[n as i64])
+        .input("l", DType::I64, &[n as i64])
+        .input("f", DType::F32, &[n as i64])
+        // int32 -> uint32 (held widened) -> float32.
+        .node("Cast", &["i"], &["u32"], vec![("to", code(T::Uint32))])
+        .node(
+            "BitCast",
+            &["u32"],
+            &["from_u32"],
+            vec![("to", Attr::Int(onnx_dtype(DType::F32) as i64))],
+        )
+        // float32 -> uint32 -> int64.
+        .node(
+            "BitCast",
+            &["f"],
+            &["to_u32"],
+            vec![("to", code(T::Uint32))],
+        )
+        .node(
+            "Cast",
+            &["to_u32"],
+            &["to_u32_wide"],
+            vec![("to", code(T::Int64))],
+        )
+        // int32 -> int16 -> uint16 -> int32.
+        .node("Cast", &["i"], &["i16"], vec![("to", code(T::Int16))])
+        .node("BitCast", &["i16"], &["u16"], vec![("to", code(T::Uint16))])
+        .node(
+            "Cast",
+            &["u16"],
+            &["u16_wide"],
+            vec![("to", code(T::Int32))],
+        )
+        // int64 -> uint64 -> double; float32 -> int32.
+        .node("Cast", &["l"], &["u64"], vec![("to", code(T::Uint64))])
+        .node("BitCast", &["u64"], &["d"], vec![("to", code(T::Double))])
+        .node("BitCast", &["f"], &["f_bits"], vec![("to", code(T::Int32))])
+        .output("from_u32")
+        .output("to_u32_wide")
+        .output("u16_wide")
+        .output("d")
+        .output("f_bits");
+    let i = Tensor::new(vec![n], Data::I32(ints.iter().map(|&v| v as i32).collect())).unwrap();
+    let l = Tensor::new(
+        vec![n],
+        Data::I64(ints.iter().map(|&v| v * 0x1_0000_0001).collect()),
+    )
+    .unwrap();
+    let f = Tensor::from_f32(vec![n], floats.clone()).unwrap();
+    let got = run(&m, &[i, l.clone(), f]);
+    let as_i32 = |v: i64| v as i32;
+    // Compared as bits (several are NaNs).
+    let want_f: Vec<u32> = ints.iter().map(|&v| as_i32(v) as u32).collect();
+    let Data::F32(from_u32) = got[0].data() else {
+        panic!("f32 expected")
+    };
+    assert_eq!(
+        from_u32.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want_f
+    );
+    let want_bits: Vec<i64> = floats.iter().map(|v| v.to_bits() as i64).collect();
+    assert_eq!(got[1].data(), &Data::I64(want_bits));
+    let want_u16: Vec<i32> = ints
+        .iter()
+        .map(|&v| as_i32(v) as i16 as u16 as i32)
+        .collect();
+    assert_eq!(got[2].data(), &Data::I32(want_u16));
+    let want_d: Vec<f64> = l
+        .to_i64_vec()
+        .iter()
+        .map(|&v| f64::from_bits(v as u64))
+        .collect();
+    assert_eq!(
+        got[3]
+            .to_f64_vec()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>(),
+        want_d.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    let want_i: Vec<i32> = floats.iter().map(|v| v.to_bits() as i32).collect();
+    assert_eq!(got[4].data(), &Data::I32(want_i));
+    // Widths must match; float16 is not held as its bits.
+    let mut m = ModelBuilder::new(26);
+    m.input("f", DType::F32, &[2])
+        .node("BitCast", &["f"], &["y"], vec![("to", code(T::Int64))])
+        .output("y");
+    let e = optc_onnx::import_bytes(&m.to_bytes(), &Default::default())
+        .expect_err("a width change is refused")
+        .to_string();
+    assert!(e.contains("BitCast") && e.contains("8 bytes"), "{e}");
+}

@@ -19,6 +19,8 @@ pub(crate) enum Elementwise {
     PowConst(f32),
     Where,
     Cast,
+    /// The operand's bits read as the output's type (of the same width).
+    Bitcast,
     BatchNorm(f32),
     /// `out = a + beta * b` (Gemm's C term).
     AddScaled(f32),
@@ -178,6 +180,8 @@ pub(super) fn lower_cast(e: &mut Emitter, info: &NodeInfo, x: Value, out: Value)
     let oty = &info.outs[0];
     let f = if info.ins[0].dtype == oty.dtype {
         Elementwise::Copy
+    } else if matches!(info.op, Op::Bitcast { .. }) {
+        Elementwise::Bitcast
     } else {
         Elementwise::Cast
     };

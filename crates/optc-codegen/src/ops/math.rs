@@ -498,6 +498,14 @@ pub(super) fn scalar_math(
         }
         Elementwise::Where => e.b.ins().select(a[0], a[1], a[2]),
         Elementwise::Cast => cast(e, x, dt, out),
+        Elementwise::Bitcast => {
+            let to = element_type(out);
+            if element_type(dt) == to {
+                x
+            } else {
+                e.b.ins().bitcast(to, MemFlagsData::new(), x)
+            }
+        }
         Elementwise::Quantize { lo, hi, zero } => {
             let z = if *zero {
                 int_to_f32(e, a[2], dts[2])

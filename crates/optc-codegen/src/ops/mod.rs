@@ -102,7 +102,7 @@ pub(crate) fn lower_node(
         Op::Unary(u) => lower_unary(e, info, ins[0], outp[0], u),
         Op::Binary(op) => lower_binary(e, info, ins, outp[0], *op),
         Op::Where => lower_where(e, info, ins, outp[0]),
-        Op::Cast { .. } => lower_cast(e, info, ins[0], outp[0]),
+        Op::Cast { .. } | Op::Bitcast { .. } => lower_cast(e, info, ins[0], outp[0]),
         Op::BatchNorm { epsilon } => lower_batchnorm(e, info, ins, outp[0], *epsilon, extra),
         Op::Reshape { .. } => lower_reshape(e, info, ins[0], outp[0]),
         Op::LstmCell => recurrent::lower_lstm_cell(e, info, ins, outp),

@@ -16,7 +16,7 @@ pub(crate) fn task_split(info: &NodeInfo) -> Option<(usize, usize)> {
 /// `parts` divides the output's extent along `dim`.
 fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
     let ok = match info.op {
-        Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } => true,
+        Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } | Op::Bitcast { .. } => true,
         Op::Fused { base, .. } => {
             matches!(**base, Op::Unary(_) | Op::Binary(_)) || {
                 // A BatchNorm base with constant parameters runs as a chain too.

@@ -77,22 +77,33 @@ pub const TRANS: Tol = Tol {
 pub fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tol) {
     assert_eq!(got.dtype(), want.dtype(), "{name}: dtype");
     assert_eq!(got.shape(), want.shape(), "{name}: shape");
+    if got.dtype() == DType::F64 {
+        // Exact, NaN matching NaN.
+        let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
+        for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+            assert!(
+                a == b || (a.is_nan() && b.is_nan()),
+                "{name}: element {i} got {a} want {b}"
+            );
+        }
+        return;
+    }
     if got.dtype() != DType::F32 {
         assert_eq!(got.data(), want.data(), "{name}: data differs");
         return;
     }
-    let g = got.as_f32().unwrap();
-    let w = want.as_f32().unwrap();
-    for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
+    let g = got.to_f64_vec();
+    let w = want.to_f64_vec();
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
         if a.is_nan() && b.is_nan() {
             continue;
         }
         if a == b {
             continue;
         }
-        let d = (a as f64 - b as f64).abs();
+        let d = (a - b).abs();
         assert!(
-            d <= tol.atol + tol.rtol * (b as f64).abs(),
+            d <= tol.atol + tol.rtol * b.abs(),
             "{name}: element {i} got {a} want {b} (|d| = {d})"
         );
     }

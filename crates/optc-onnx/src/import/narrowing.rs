@@ -97,6 +97,7 @@ pub(super) fn check_inputs(ctx: &Ctx, node: &pb::NodeProto) -> R<()> {
 const UINT64_OPS: &[&str] = &[
     "Add",
     "ArgMax",
+    "BitCast",
     "BitShift",
     "BitwiseAnd",
     "BitwiseNot",
@@ -241,6 +242,10 @@ pub(super) fn narrow_outputs(
     // (type, whether its values need the narrowing op) per output.
     let decided: Option<(Narrow, bool)> = match op {
         "Cast" => a
+            .int("to")
+            .and_then(|to| Narrow::of(to as i32))
+            .map(|n| (n, true)),
+        "BitCast" => a
             .int("to")
             .and_then(|to| Narrow::of(to as i32))
             .map(|n| (n, true)),
