@@ -67,6 +67,11 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         }
     };
     let (oh, ow) = (out_dim(0, ih, kh), out_dim(1, iw, kw));
+    if oh < 1 || ow < 1 {
+        return Err(format!(
+            "the {kh}x{kw} kernel (dilations {dilations:?}) does not fit the input {xt} padded by {pads:?}"
+        ));
+    }
     let taps = kh * kw;
     if ot.dtype != dtype || ot.shape != [n, offset_group * taps * 2, oh as usize, ow as usize] {
         return Err(format!(
