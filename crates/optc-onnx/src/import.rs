@@ -25,6 +25,7 @@ mod grid_sample;
 mod indexing;
 mod max_unpool;
 mod mel_weights;
+mod ml;
 mod narrowing;
 mod pool_indices;
 mod quantization;
@@ -518,8 +519,13 @@ pub fn check_supported(graph: &pb::GraphProto, opset: i64) -> R<()> {
         .iter()
         .map(|(k, v)| format!("{k} (nodes: {})", v.join(", ")))
         .collect();
+    let opset = if opset > 0 {
+        format!(" (opset {opset})")
+    } else {
+        String::new()
+    };
     Err(format!(
-        "model uses {} unsupported op type{} (opset {opset}): {}",
+        "model uses {} unsupported op type{}{opset}: {}",
         unsupported.len(),
         if unsupported.len() == 1 { "" } else { "s" },
         list.join(", ")
@@ -593,6 +599,13 @@ fn import_inner(model: &pb::ModelProto, opts: &ImportOptions, bound: &HashSet<St
         .max();
     let opset = match opset {
         Some(v) => v,
+        // A model of `ai.onnx.ml` ops alone has no default-domain node the opset applies to.
+        // (0: no default-domain opset.)
+        None if model.opset_import.iter().all(|o| o.domain == ml::DOMAIN)
+            && !model.opset_import.is_empty() =>
+        {
+            0
+        }
         None if model.opset_import.is_empty() => {
             return Err("the model declares no opset (opset_import is empty)".into())
         }
@@ -762,7 +775,9 @@ fn collect_unsupported(
         for (attr, sub) in subgraphs(n) {
             collect_unsupported(sub, &format!("{label}/{attr}/"), unsupported);
         }
-        let key = if !is_default_domain(&n.domain) {
+        let key = if n.domain == ml::DOMAIN && ml::OPS.contains(&n.op_type.as_str()) {
+            continue;
+        } else if !is_default_domain(&n.domain) {
             format!("{}::{}", n.domain, n.op_type)
         } else if !supported(&n.op_type) {
             n.op_type.clone()
@@ -858,7 +873,11 @@ fn import_nodes(ctx: &mut Ctx, graph: &pb::GraphProto, prefix: &str) -> R<()> {
         let outs = narrowing::check_inputs(ctx, node)
             .and_then(|()| narrowing::unsigned_order_in(ctx, node, label))
             .and_then(|saved| {
-                let outs = convert(ctx, node, label);
+                let outs = if node.domain == ml::DOMAIN {
+                    ml::convert(ctx, node, label)
+                } else {
+                    convert(ctx, node, label)
+                };
                 narrowing::unsigned_order_out(ctx, node, label, saved, outs?)
             })
             .and_then(|outs| narrowing::narrow_outputs(ctx, node, label, outs))

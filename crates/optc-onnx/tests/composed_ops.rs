@@ -1050,3 +1050,67 @@ fn bitcast_reinterprets_held_and_narrow_integers() {
         .to_string();
     assert!(e.contains("BitCast") && e.contains("8 bytes"), "{e}");
 }
+
+#[test]
+fn ml_domain_binarizer_and_array_feature_extractor() {
+    use tract_onnx::pb;
+    let mut seed = 10u64;
+    // One element at the threshold (not above it).
+    let mut v = rand_t(&[3, 5], &mut seed, 2.0).to_f64_vec();
+    v[2] = 0.25;
+    let x = Tensor::from_f32(vec![3, 5], v.iter().map(|&e| e as f32).collect()).unwrap();
+    let mut m = ModelBuilder::new(1);
+    m.input("x", DType::F32, &[3, 5])
+        .initializer("i", &i64s(&[1, 3], vec![4, 0, 4]))
+        .node_in_domain(
+            "b",
+            "ai.onnx.ml",
+            "Binarizer",
+            &["x"],
+            &["bin"],
+            vec![("threshold", Attr::Float(0.25))],
+        )
+        .node_in_domain(
+            "f",
+            "ai.onnx.ml",
+            "ArrayFeatureExtractor",
+            &["x", "i"],
+            &["picked"],
+            vec![],
+        )
+        .output("bin")
+        .output("picked");
+    // A model of ai.onnx.ml ops alone imports only that domain.
+    let mut proto = m.to_proto();
+    proto.opset_import = vec![pb::OperatorSetIdProto {
+        domain: "ai.onnx.ml".into(),
+        version: 1,
+    }];
+    let bytes = prost::Message::encode_to_vec(&proto);
+    let g = optc_onnx::import_bytes(&bytes, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+    let got = optc_ir::interp::run(&g, std::slice::from_ref(&x)).unwrap();
+    let xv = x.to_f64_vec();
+    let want_bin: Vec<f64> = xv
+        .iter()
+        .map(|&v| if v > 0.25 { 1.0 } else { 0.0 })
+        .collect();
+    assert_close(&got[0], &want_bin, &[3, 5], 0.0, "Binarizer");
+    let want_picked: Vec<f64> = (0..3)
+        .flat_map(|r| [4, 0, 4].map(|c| xv[r * 5 + c]))
+        .collect();
+    assert_close(&got[1], &want_picked, &[3, 3], 0.0, "ArrayFeatureExtractor");
+    // An op of the domain optc does not import is named with its domain.
+    let mut m = ModelBuilder::new(1);
+    m.input("x", DType::F32, &[3, 5])
+        .node_in_domain("s", "ai.onnx.ml", "Scaler", &["x"], &["y"], vec![])
+        .output("y");
+    let mut proto = m.to_proto();
+    proto.opset_import.push(pb::OperatorSetIdProto {
+        domain: "ai.onnx.ml".into(),
+        version: 1,
+    });
+    let e = optc_onnx::import_bytes(&prost::Message::encode_to_vec(&proto), &Default::default())
+        .expect_err("Scaler is refused")
+        .to_string();
+    assert!(e.contains("ai.onnx.ml::Scaler"), "{e}");
+}
