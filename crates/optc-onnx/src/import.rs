@@ -34,6 +34,7 @@ mod resize;
 mod rotary;
 mod steps;
 mod tensor_scatter;
+mod tree_ensemble;
 
 type R<T> = Result<T, String>;
 

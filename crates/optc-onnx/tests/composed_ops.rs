@@ -1,5 +1,5 @@
 //! Ops imported as compositions in modules of their own (`AffineGrid`, `Col2Im`, `Det`, `DeformConv`,
-//! `MaxUnpool`, `TensorScatter`, `MaxPool`'s indices output, `MelWeightMatrix`) and the training modes of `BatchNormalization` and
+//! `MaxUnpool`, `TensorScatter`, `MaxPool`'s indices output, `MelWeightMatrix`, `ai.onnx.ml`'s ops) and the training modes of `BatchNormalization` and
 //! `Dropout`, each against its ONNX reference definition written out here independently in
 //! f64, element by element (the determinant by the Leibniz formula, not by elimination).
 
@@ -1113,4 +1113,138 @@ fn ml_domain_binarizer_and_array_feature_extractor() {
         .expect_err("Scaler is refused")
         .to_string();
     assert!(e.contains("ai.onnx.ml::Scaler"), "{e}");
+}
+
+#[test]
+fn tree_ensemble_walks_every_tree_to_its_leaf() {
+    use tract_onnx::pb;
+    // Three trees over three features: every comparison mode, a membership set, NaN that
+    // goes the true way at one node, and a tree that is a single leaf (node 7).
+    let modes: Vec<u8> = vec![0, 6, 3, 5, 1, 2, 4, 0];
+    let features = vec![0i64, 1, 2, 2, 1, 0, 1, 0];
+    let splits = vec![0.0f32, f32::NAN, 0.3, 0.0, -0.5, 0.5, 0.75, 0.0];
+    // Node 7's children name leaf 2, but as a tree's root whose both children are one leaf
+    // it is a leaf itself: leaf 7 (its own index), as the reference reads it.
+    let true_ids = vec![1i64, 0, 1, 3, 5, 6, 7, 2];
+    let true_leafs = vec![0i64, 1, 1, 1, 1, 1, 1, 1];
+    let false_ids = vec![2i64, 3, 2, 4, 5, 6, 8, 2];
+    let false_leafs = vec![0i64, 0, 1, 1, 0, 0, 1, 1];
+    let missing = vec![0i64, 0, 1, 0, 0, 0, 0, 0];
+    let members = vec![0.5f32, -0.25, f32::NAN];
+    let leaf_weights = vec![1.5f32, -2.0, 0.25, 4.0, -1.0, 3.0, 0.5, -0.75, 2.5];
+    let leaf_targets = vec![0i64, 1, 2, 0, 1, 2, 0, 1, 2];
+    let roots = vec![0i64, 4, 7];
+    let rows: Vec<[f32; 3]> = vec![
+        [0.0, 0.5, 1.0],
+        [-1.0, -0.25, 0.0],
+        [-1.0, 0.1, 0.0],
+        [-1.0, 0.1, 2.0],
+        [0.2, -0.6, f32::NAN],
+        [0.7, 0.75, 0.3],
+        [0.5, 0.75, 0.31],
+        [f32::NAN, 0.2, -0.5],
+        [0.3, -0.5, 0.9],
+    ];
+    let eval = |root: usize, x: &[f32; 3]| -> usize {
+        // The degenerate tree: its root's own index as a leaf.
+        if true_leafs[root] == 1 && false_leafs[root] == 1 && true_ids[root] == false_ids[root] {
+            return root;
+        }
+        let mut at = root;
+        loop {
+            let v = x[features[at] as usize] as f64;
+            let s = splits[at] as f64;
+            let mut taken = match modes[at] {
+                0 => v <= s,
+                1 => v < s,
+                2 => v >= s,
+                3 => v > s,
+                4 => v == s,
+                5 => v != s,
+                _ => members.iter().any(|&m| m as f64 == v),
+            };
+            taken |= missing[at] == 1 && v.is_nan();
+            let (id, leaf) = if taken {
+                (true_ids[at], true_leafs[at])
+            } else {
+                (false_ids[at], false_leafs[at])
+            };
+            if leaf == 1 {
+                return id as usize;
+            }
+            at = id as usize;
+        }
+    };
+    let n = rows.len();
+    let x = Tensor::from_f32(vec![n, 3], rows.iter().flatten().copied().collect()).unwrap();
+    for aggregate in 0..4 {
+        let f32_tensor = |v: &[f32]| Tensor::from_f32(vec![v.len()], v.to_vec()).unwrap();
+        let mut m = ModelBuilder::new(1);
+        m.input("x", DType::F32, &[n as i64, 3])
+            .node_in_domain(
+                "t",
+                "ai.onnx.ml",
+                "TreeEnsemble",
+                &["x"],
+                &["y"],
+                vec![
+                    (
+                        "nodes_modes",
+                        Attr::Tensor(Tensor::new(vec![8], Data::U8(modes.clone())).unwrap()),
+                    ),
+                    ("nodes_featureids", Attr::Ints(features.clone())),
+                    ("nodes_splits", Attr::Tensor(f32_tensor(&splits))),
+                    ("nodes_truenodeids", Attr::Ints(true_ids.clone())),
+                    ("nodes_trueleafs", Attr::Ints(true_leafs.clone())),
+                    ("nodes_falsenodeids", Attr::Ints(false_ids.clone())),
+                    ("nodes_falseleafs", Attr::Ints(false_leafs.clone())),
+                    (
+                        "nodes_missing_value_tracks_true",
+                        Attr::Ints(missing.clone()),
+                    ),
+                    ("membership_values", Attr::Tensor(f32_tensor(&members))),
+                    ("leaf_weights", Attr::Tensor(f32_tensor(&leaf_weights))),
+                    ("leaf_targetids", Attr::Ints(leaf_targets.clone())),
+                    ("tree_roots", Attr::Ints(roots.clone())),
+                    ("n_targets", Attr::Int(3)),
+                    ("aggregate_function", Attr::Int(aggregate)),
+                ],
+            )
+            .output("y");
+        let mut proto = m.to_proto();
+        proto.opset_import = vec![pb::OperatorSetIdProto {
+            domain: "ai.onnx.ml".into(),
+            version: 5,
+        }];
+        let g =
+            optc_onnx::import_bytes(&prost::Message::encode_to_vec(&proto), &Default::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+        let got = optc_ir::interp::run(&g, std::slice::from_ref(&x)).unwrap();
+        let initial = match aggregate {
+            2 => f32::MAX as f64,
+            3 => f32::MIN as f64,
+            _ => 0.0,
+        };
+        let mut want = vec![initial; n * 3];
+        for (r, row) in rows.iter().enumerate() {
+            for &root in &roots {
+                let leaf = eval(root as usize, row);
+                let (w, t) = (leaf_weights[leaf] as f64, leaf_targets[leaf] as usize);
+                let cell = &mut want[r * 3 + t];
+                *cell = match aggregate {
+                    0 => *cell + w / 3.0,
+                    1 => *cell + w,
+                    2 => cell.min(w),
+                    _ => cell.max(w),
+                };
+            }
+        }
+        assert_close(
+            &got[0],
+            &want,
+            &[n, 3],
+            1e-6,
+            &format!("TreeEnsemble aggregate {aggregate}"),
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Ops of the `ai.onnx.ml` domain (classic machine learning): `Binarizer` (1 where the
 //! input exceeds `threshold`, else 0, in the input's type) and `ArrayFeatureExtractor`
 //! (the elements of the last axis at the given indices: a `Gather`; a 1-D input gives one
-//! row, as onnxruntime and the ONNX reference shape it).
+//! row, as onnxruntime and the ONNX reference shape it); `TreeEnsemble` in
+//! `tree_ensemble.rs`.
 
 use super::steps::Steps;
 use super::{Ctx, Val, R};
@@ -13,9 +14,12 @@ use tract_onnx::pb;
 pub(super) const DOMAIN: &str = "ai.onnx.ml";
 
 /// The op types of the domain this module imports.
-pub(super) const OPS: &[&str] = &["ArrayFeatureExtractor", "Binarizer"];
+pub(super) const OPS: &[&str] = &["ArrayFeatureExtractor", "Binarizer", "TreeEnsemble"];
 
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
+    if node.op_type == "TreeEnsemble" {
+        return super::tree_ensemble::convert(ctx, node, name);
+    }
     let a = Attrs { node };
     let x = ctx.required(node, 0)?;
     let xt = ctx.ty(&x);
