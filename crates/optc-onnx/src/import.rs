@@ -34,6 +34,7 @@ mod resize;
 mod rotary;
 mod steps;
 mod tensor_scatter;
+mod tfidf;
 mod tree_ensemble;
 
 type R<T> = Result<T, String>;
@@ -173,6 +174,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Tan",
     "Tanh",
     "TensorScatter",
+    "TfIdfVectorizer",
     "TopK",
     "Transpose",
     "Unsqueeze",
@@ -1373,6 +1375,7 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
         "MaxUnpool" => max_unpool::convert(ctx, node, name),
         "MelWeightMatrix" => mel_weights::convert(ctx, node, name),
         "TensorScatter" => tensor_scatter::convert(ctx, node, name),
+        "TfIdfVectorizer" => tfidf::convert(ctx, node, name),
         op if decompose::OPS.contains(&op) => decompose::convert(ctx, node, name),
         "RNN" | "GRU" | "LSTM" => recurrent::convert(ctx, node, name),
         "MaxPool" | "AveragePool" => {

@@ -1,5 +1,5 @@
 //! Ops imported as compositions in modules of their own (`AffineGrid`, `Col2Im`, `Det`, `DeformConv`,
-//! `MaxUnpool`, `TensorScatter`, `MaxPool`'s indices output, `MelWeightMatrix`, `ai.onnx.ml`'s ops) and the training modes of `BatchNormalization` and
+//! `MaxUnpool`, `TensorScatter`, `MaxPool`'s indices output, `MelWeightMatrix`, `TfIdfVectorizer`, `ai.onnx.ml`'s ops) and the training modes of `BatchNormalization` and
 //! `Dropout`, each against its ONNX reference definition written out here independently in
 //! f64, element by element (the determinant by the Leibniz formula, not by elimination).
 
@@ -1245,6 +1245,133 @@ fn tree_ensemble_walks_every_tree_to_its_leaf() {
             &[n, 3],
             1e-6,
             &format!("TreeEnsemble aggregate {aggregate}"),
+        );
+    }
+}
+
+/// The reference's count: per skip distance, per start, a walk along the pool's prefixes,
+/// each pool gram of a counted size met on the way counting once (unigrams only at
+/// distance 1).
+fn tfidf_counts(
+    row: &[i64],
+    grams: &std::collections::HashMap<Vec<i64>, usize>,
+    (min, max, skip): (usize, usize, usize),
+    columns: usize,
+) -> Vec<f64> {
+    let prefixes: std::collections::HashSet<Vec<i64>> = grams
+        .keys()
+        .flat_map(|g| (1..=g.len()).map(move |k| g[..k].to_vec()))
+        .collect();
+    let mut out = vec![0.0; columns];
+    let mut start_size = min;
+    for d in 1..=skip + 1 {
+        for p in 0..row.len() {
+            let mut gram = vec![];
+            let mut at = p;
+            while gram.len() < max && at < row.len() {
+                gram.push(row[at]);
+                if !prefixes.contains(&gram) {
+                    break;
+                }
+                if gram.len() >= start_size {
+                    if let Some(&c) = grams.get(&gram) {
+                        out[c] += 1.0;
+                    }
+                }
+                at += d;
+            }
+        }
+        if start_size == 1 {
+            start_size = 2;
+            if start_size > max {
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn tfidf_vectorizer_counts_grams_at_every_skip() {
+    // Unigrams 2, 3, 5; bigrams (2 3), (3 5), (2 3) again (the later entry keeps the
+    // column); trigrams (2 3 5), (2 5 5).
+    let pool = vec![2i64, 3, 5, 2, 3, 3, 5, 2, 3, 2, 3, 5, 2, 5, 5];
+    let counts = vec![0i64, 3, 9];
+    let indexes = vec![0i64, 1, 2, 3, 4, 5, 6, 7];
+    let weights = vec![0.5f32, 1.0, 2.0, 0.25, 3.0, 1.5, 0.75, 4.0];
+    let data: Vec<i64> = vec![2, 3, 5, 5, 2, 5, 3, 5, 5, 2, 2, 3, 7, 5, 2, 3];
+    for (min, max, skip, mode, weighted, one_row) in [
+        (1i64, 3i64, 2i64, "TF", false, false),
+        (2, 3, 1, "TF", false, true),
+        (1, 2, 0, "IDF", true, false),
+        (1, 3, 3, "TFIDF", true, false),
+        (1, 1, 2, "IDF", false, false),
+    ] {
+        let (rows, width) = if one_row { (1, 16) } else { (2, 8) };
+        let shape: Vec<i64> = if one_row { vec![16] } else { vec![2, 8] };
+        let mut attrs = vec![
+            ("pool_int64s", Attr::Ints(pool.clone())),
+            ("ngram_counts", Attr::Ints(counts.clone())),
+            ("ngram_indexes", Attr::Ints(indexes.clone())),
+            ("min_gram_length", Attr::Int(min)),
+            ("max_gram_length", Attr::Int(max)),
+            ("max_skip_count", Attr::Int(skip)),
+            ("mode", Attr::Str(mode.into())),
+        ];
+        if weighted {
+            attrs.push(("weights", Attr::Floats(weights.clone())));
+        }
+        let mut m = ModelBuilder::new(9);
+        m.input("x", DType::I32, &shape)
+            .node("TfIdfVectorizer", &["x"], &["y"], attrs)
+            .output("y");
+        // The loaded grams (sizes in min..=max) and their columns, in id order.
+        let mut grams = std::collections::HashMap::new();
+        let mut id = 0;
+        for (size, run) in [(1usize, &pool[0..3]), (2, &pool[3..9]), (3, &pool[9..15])] {
+            for g in run.chunks(size) {
+                if (min as usize..=max as usize).contains(&size) {
+                    grams.insert(g.to_vec(), indexes[id] as usize);
+                }
+                id += 1;
+            }
+        }
+        let mut want = vec![];
+        for r in 0..rows {
+            let c = tfidf_counts(
+                &data[r * width..][..width],
+                &grams,
+                (min as usize, max as usize, skip as usize),
+                8,
+            );
+            for (i, v) in c.into_iter().enumerate() {
+                let w = if weighted { weights[i] as f64 } else { 1.0 };
+                want.push(match mode {
+                    "TF" => v,
+                    "IDF" => {
+                        if v > 0.0 {
+                            w
+                        } else {
+                            0.0
+                        }
+                    }
+                    _ => w * v,
+                });
+            }
+        }
+        let x = Tensor::new(
+            shape.iter().map(|&d| d as usize).collect(),
+            Data::I32(data.iter().map(|&v| v as i32).collect()),
+        )
+        .unwrap();
+        let out_shape = if one_row { vec![8] } else { vec![2, 8] };
+        let got = run(&m, &[x]);
+        assert_close(
+            &got[0],
+            &want,
+            &out_shape,
+            0.0,
+            &format!("TfIdf {min}..{max} skip {skip} {mode}"),
         );
     }
 }
