@@ -10,16 +10,7 @@ use optc_ir::{DType, Data, Tensor};
 use optc_onnx::builder::{Attr, ModelBuilder};
 
 fn rand_t(shape: &[usize], seed: &mut u64, scale: f32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            *seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (((*seed >> 33) % 2000) as f32 / 1000.0 - 1.0) * scale
-        })
-        .collect();
-    Tensor::new(shape.to_vec(), Data::F32(v)).unwrap()
+    common::rand_scaled(shape, seed, scale)
 }
 
 fn i64s(shape: &[usize], v: Vec<i64>) -> Tensor {

@@ -6,7 +6,7 @@
 //! flat indices and bilinear weights, gathered per channel with `GatherElements`) and one
 //! batched `MatMul` per group with the weights, plus the bias.
 
-use super::steps::Steps;
+use super::steps::{float_tensor, Steps};
 use super::{Ctx, Val, R};
 use crate::proto::Attrs;
 use optc_ir::{BinaryOp, DType, Data, Op, Tensor, UnaryOp};
@@ -96,13 +96,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             return Err(format!("the bias {bt} must be [{oc}] of the input's type"));
         }
     }
-    let float = |v: Vec<f64>, shape: Vec<usize>| -> R<Tensor> {
-        let data = match dtype {
-            DType::F64 => Data::F64(v),
-            _ => Data::F32(v.into_iter().map(|e| e as f32).collect()),
-        };
-        Tensor::new(shape, data).map_err(|e| e.msg)
-    };
+    let float = |v: Vec<f64>, shape: Vec<usize>| float_tensor(dtype, v, shape);
     let (g, per_offset_group) = (offset_group, ic / offset_group);
     let mut s = Steps::new(ctx, name);
     // Sampling coordinates [N, G, taps, positions]: the regular tap position plus the offset.

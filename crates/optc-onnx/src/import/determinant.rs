@@ -7,7 +7,7 @@
 //! zero pivot (the column is zero from `k` down) makes the determinant 0; the elimination
 //! then divides by 1 instead, so no NaN from 0/0 reaches later steps.
 
-use super::steps::Steps;
+use super::steps::{float_tensor, Steps};
 use super::{Ctx, Val, R};
 use optc_ir::{BinaryOp, DType, Data, Op, Tensor, UnaryOp};
 use tract_onnx::pb;
@@ -33,13 +33,7 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let outer = xt.shape[..r - 2].to_vec();
     let b: usize = outer.iter().product();
     let dtype = xt.dtype;
-    let float = |v: Vec<f64>, shape: Vec<usize>| -> R<Tensor> {
-        let data = match dtype {
-            DType::F64 => Data::F64(v),
-            _ => Data::F32(v.into_iter().map(|e| e as f32).collect()),
-        };
-        Tensor::new(shape, data).map_err(|e| e.msg)
-    };
+    let float = |v: Vec<f64>, shape: Vec<usize>| float_tensor(dtype, v, shape);
     let mut s = Steps::new(ctx, name);
     if n == 0 || b == 0 {
         let ones = s.constant(float(vec![1.0; b], outer.clone())?);

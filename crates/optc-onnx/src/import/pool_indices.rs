@@ -5,7 +5,7 @@
 //! window's input positions (a padding position reads a -inf appended after the input), the
 //! first largest of each window (`ArgMax`), and its position looked up in the same table.
 
-use super::steps::Steps;
+use super::steps::{i64_tensor, Steps};
 use super::{Val, R};
 use optc_ir::{BinaryOp, DType, Data, Op, Tensor, Window};
 
@@ -68,8 +68,6 @@ pub(super) fn max_pool_indices(
         }
     }
     let planes = n * c;
-    let i64_tensor =
-        |v: Vec<i64>, shape: Vec<usize>| Tensor::new(shape, Data::I64(v)).map_err(|e| e.msg);
     let low = match xt.dtype {
         DType::F32 => Data::F32(vec![f32::NEG_INFINITY]),
         DType::F64 => Data::F64(vec![f64::NEG_INFINITY]),

@@ -3,7 +3,7 @@
 //! `<node>/<step>`; [`Steps::last`] gives the node's own name to its final step.
 
 use super::{Ctx, Val, R};
-use optc_ir::{BinaryOp, DType, Op, ReduceKind, SliceDim, Tensor, UnaryOp};
+use optc_ir::{BinaryOp, DType, Data, Op, ReduceKind, SliceDim, Tensor, UnaryOp};
 use std::sync::Arc;
 
 pub(super) struct Steps<'c> {
@@ -106,4 +106,19 @@ impl<'c> Steps<'c> {
     pub fn shape(&self, x: &Val) -> Vec<usize> {
         self.ctx.ty(x).shape
     }
+}
+
+/// A tensor of float type `dtype` holding `v`: f64 as it is, any other type as f32 (the
+/// values rounded to it).
+pub(super) fn float_tensor(dtype: DType, v: Vec<f64>, shape: Vec<usize>) -> R<Tensor> {
+    let data = match dtype {
+        DType::F64 => Data::F64(v),
+        _ => Data::F32(v.into_iter().map(|e| e as f32).collect()),
+    };
+    Tensor::new(shape, data).map_err(|e| e.msg)
+}
+
+/// An i64 tensor holding `v`.
+pub(super) fn i64_tensor(v: Vec<i64>, shape: Vec<usize>) -> R<Tensor> {
+    Tensor::new(shape, Data::I64(v)).map_err(|e| e.msg)
 }

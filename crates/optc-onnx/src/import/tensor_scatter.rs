@@ -5,10 +5,10 @@
 //! `circular`), which is written when it lies in `0..S`: a `GatherElements` of the update
 //! at the offsets and a `Where` between it and the past cache.
 
-use super::steps::Steps;
+use super::steps::{i64_tensor, Steps};
 use super::{norm_axis, Ctx, Val, R};
 use crate::proto::Attrs;
-use optc_ir::{BinaryOp, DType, Data, Op, Tensor};
+use optc_ir::{BinaryOp, DType, Op};
 use tract_onnx::pb;
 
 pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>>> {
@@ -49,8 +49,6 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         }
     }
     let mut s = Steps::new(ctx, name);
-    let i64_tensor =
-        |v: Vec<i64>, shape: Vec<usize>| Tensor::new(shape, Data::I64(v)).map_err(|e| e.msg);
     let mut along = vec![1; r];
     along[axis] = max_len;
     let positions = s.constant(i64_tensor((0..max_len as i64).collect(), along)?);

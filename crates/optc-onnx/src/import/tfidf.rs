@@ -169,31 +169,26 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             &[counted, columns, total],
         )?;
     }
+    // TF: the counts; IDF: whether each gram occurs; TFIDF: the counts; then the weights
+    // where given (IDF and TFIDF).
     let weighted = match mode.as_str() {
         "TF" => counted,
-        "IDF" => {
-            let zero = s.constant(Tensor::scalar_f32(0.0));
-            let present = s.binary(BinaryOp::Greater, &counted, &zero)?;
-            let present = s.op(Op::Cast { to: DType::F32 }, &[present])?;
-            if weights.is_empty() {
-                present
+        mode => {
+            let base = if mode == "IDF" {
+                let zero = s.constant(Tensor::scalar_f32(0.0));
+                let present = s.binary(BinaryOp::Greater, &counted, &zero)?;
+                s.op(Op::Cast { to: DType::F32 }, &[present])?
             } else {
-                let w = s.constant(
-                    Tensor::from_f32(vec![1, output_size], weights[..output_size].to_vec())
-                        .map_err(|e| e.msg)?,
-                );
-                s.binary(BinaryOp::Mul, &present, &w)?
-            }
-        }
-        _ => {
-            if weights.is_empty() {
                 counted
+            };
+            if weights.is_empty() {
+                base
             } else {
                 let w = s.constant(
                     Tensor::from_f32(vec![1, output_size], weights[..output_size].to_vec())
                         .map_err(|e| e.msg)?,
                 );
-                s.binary(BinaryOp::Mul, &counted, &w)?
+                s.binary(BinaryOp::Mul, &base, &w)?
             }
         }
     };

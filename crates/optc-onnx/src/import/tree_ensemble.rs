@@ -9,7 +9,7 @@
 //! taken) into their targets by a `ScatterElements` in tree order, as the ONNX reference
 //! accumulates them. `post_transform` must be NONE (the reference defines no other).
 
-use super::steps::Steps;
+use super::steps::{float_tensor, i64_tensor, Steps};
 use super::{Ctx, Val, R};
 use crate::proto::Attrs;
 use optc_ir::{BinaryOp, DType, Data, Op, ReduceKind, ScatterReduction, Tensor, UnaryOp};
@@ -195,14 +195,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let widest = members.iter().map(Vec::len).max().unwrap_or(0).max(1);
 
     let dtype = xt.dtype;
-    let float = |v: Vec<f64>, shape: Vec<usize>| -> R<Tensor> {
-        let data = match dtype {
-            DType::F64 => Data::F64(v),
-            _ => Data::F32(v.into_iter().map(|e| e as f32).collect()),
-        };
-        Tensor::new(shape, data).map_err(|e| e.msg)
-    };
-    let i64s = |v: Vec<i64>, shape: Vec<usize>| Tensor::new(shape, Data::I64(v)).map_err(|e| e.msg);
+    let float = |v: Vec<f64>, shape: Vec<usize>| float_tensor(dtype, v, shape);
+    let i64s = i64_tensor;
     let pad = |v: &[i64], fill: i64| -> Vec<i64> {
         let mut v = v.to_vec();
         v.resize(total, fill);

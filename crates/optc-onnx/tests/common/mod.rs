@@ -3,7 +3,7 @@
 //! imported ops, and ask tract (an independent ONNX implementation) what it infers for a
 //! model or computes from it.
 
-use optc_ir::{DType, Graph, Op, Tensor};
+use optc_ir::{DType, Data, Graph, Op, Tensor};
 use optc_onnx::builder::{Attr, ModelBuilder};
 use optc_onnx::{import_bytes, ImportOptions};
 use tract_onnx::prelude::{DatumType, Framework, InferenceModelExt};
@@ -140,4 +140,19 @@ pub fn binary_model(op: &str, a: &[i64], b: &[i64]) -> ModelBuilder {
         &[],
         vec![],
     )
+}
+
+/// An f32 tensor of `shape` with values in [-scale, scale) in steps of scale / 1000, from a
+/// linear congruential generator advanced in `seed`.
+pub fn rand_scaled(shape: &[usize], seed: &mut u64, scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|_| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (((*seed >> 33) % 2000) as f32 / 1000.0 - 1.0) * scale
+        })
+        .collect();
+    Tensor::new(shape.to_vec(), Data::F32(v)).unwrap()
 }
