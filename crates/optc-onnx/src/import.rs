@@ -134,6 +134,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Min",
     "Mul",
     "Neg",
+    "NonZero",
     "Not",
     "Or",
     "Pad",
@@ -1961,8 +1962,36 @@ fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<Val>
                 name: name.to_string(),
             })
         }
+        "NonZero" => {
+            // The output's shape is the count of nonzero elements: known only for a
+            // constant input (a graph input's value given to `optc run` binds it).
+            let t = cinp(0, "input")?.ok_or("required input #0 is missing")?;
+            one(Val::constant(nonzero(&t)?, name.to_string()))
+        }
         other => Err(format!("op {other} is not supported")),
     }
+}
+
+/// ONNX `NonZero`: the indices of the nonzero elements, [rank, count] (row-major order;
+/// a scalar counts as one element of rank 1).
+fn nonzero(t: &Tensor) -> R<Tensor> {
+    let shape = if t.shape().is_empty() {
+        vec![1]
+    } else {
+        t.shape().to_vec()
+    };
+    let values = t.to_f64_vec();
+    let hits: Vec<usize> = (0..values.len()).filter(|&i| values[i] != 0.0).collect();
+    let rank = shape.len();
+    let mut out = vec![0i64; rank * hits.len()];
+    for (j, &i) in hits.iter().enumerate() {
+        let mut rest = i;
+        for axis in (0..rank).rev() {
+            out[axis * hits.len() + j] = (rest % shape[axis]) as i64;
+            rest /= shape[axis];
+        }
+    }
+    Tensor::new(vec![rank, hits.len()], Data::I64(out)).map_err(|e| e.msg)
 }
 
 fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> R<Tensor> {

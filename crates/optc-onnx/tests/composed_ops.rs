@@ -994,7 +994,11 @@ fn bitcast_reinterprets_held_and_narrow_integers() {
     let i = Tensor::new(vec![n], Data::I32(ints.iter().map(|&v| v as i32).collect())).unwrap();
     let l = Tensor::new(
         vec![n],
-        Data::I64(ints.iter().map(|&v| v * 0x1_0000_0001).collect()),
+        Data::I64(
+            ints.iter()
+                .map(|&v| v.wrapping_mul(0x1_0000_0001))
+                .collect(),
+        ),
     )
     .unwrap();
     let f = Tensor::from_f32(vec![n], floats.clone()).unwrap();
@@ -1365,4 +1369,35 @@ fn tfidf_vectorizer_counts_grams_at_every_skip() {
             &format!("TfIdf {min}..{max} skip {skip} {mode}"),
         );
     }
+}
+
+#[test]
+fn nonzero_of_a_constant_lists_the_indices() {
+    // [[1, 0, 2], [0, 0, -3]] and a NaN (nonzero) in a 3-D constant.
+    let values = vec![1.0f32, 0.0, 2.0, 0.0, -0.0, f32::NAN, 0.0, 4.0];
+    let c = Tensor::from_f32(vec![2, 2, 2], values.clone()).unwrap();
+    let mut m = ModelBuilder::new(13);
+    m.initializer("c", &c)
+        .node("NonZero", &["c"], &["y"], vec![])
+        .output("y");
+    let got = run(&m, &[]);
+    // Row-major order: the rank's index rows, one column per nonzero element.
+    let hits: Vec<usize> = (0..8).filter(|&i| values[i] != 0.0).collect();
+    let mut want = vec![0.0; 3 * hits.len()];
+    for (j, &i) in hits.iter().enumerate() {
+        for (axis, v) in unflatten(i, &[2, 2, 2]).into_iter().enumerate() {
+            want[axis * hits.len() + j] = v as f64;
+        }
+    }
+    assert_eq!(got[0].dtype(), DType::I64);
+    assert_close(&got[0], &want, &[3, hits.len()], 0.0, "NonZero");
+    // Of a value computed at run time, refused naming the node.
+    let mut m = ModelBuilder::new(13);
+    m.input("x", DType::F32, &[4])
+        .node("NonZero", &["x"], &["y"], vec![])
+        .output("y");
+    let e = optc_onnx::import_bytes(&m.to_bytes(), &Default::default())
+        .expect_err("a run-time input is refused")
+        .to_string();
+    assert!(e.contains("NonZero") && e.contains("constant"), "{e}");
 }
