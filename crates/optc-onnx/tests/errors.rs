@@ -112,13 +112,13 @@ fn all_unsupported_ops_in_one_error() {
     m.input("x", DType::F32, &[1, 2, 3])
         .node_named("strings_1", "StringNormalizer", &["x"], &["a"], vec![])
         .node_named("strings_2", "StringNormalizer", &["a"], &["b"], vec![])
-        .node_named("", "TfIdfVectorizer", &["b"], &["c"], vec![])
+        .node_named("", "NonMaxSuppression", &["b"], &["c"], vec![])
         .node("Relu", &["c"], &["y"], vec![])
         .output("y");
     let e = err(&m);
     assert_eq!(
         e,
-        "model uses 2 unsupported op types (opset 17): StringNormalizer (nodes: strings_1, strings_2), TfIdfVectorizer (nodes: TfIdfVectorizer_2)"
+        "model uses 2 unsupported op types (opset 17): StringNormalizer (nodes: strings_1, strings_2), NonMaxSuppression (nodes: NonMaxSuppression_2)"
     );
     let mut m = ModelBuilder::new(13);
     m.input("x", DType::F32, &[3])

@@ -63,8 +63,12 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let blocks: Vec<i64> = (0..nd)
         .map(|i| (padded[i] - dilations[i] * (block[i] - 1) - 1).div_euclid(strides[i]) + 1)
         .collect();
-    let block_len: i64 = block.iter().product();
-    let block_count: i64 = blocks.iter().product();
+    let product = |v: &[i64]| v.iter().try_fold(1i64, |a, &b| a.checked_mul(b));
+    let (Some(block_len), Some(block_count)) = (product(&block), product(&blocks)) else {
+        return Err(format!(
+            "blocks of {block:?} over an image of {image:?} have more elements than optc counts"
+        ));
+    };
     if blocks.iter().any(|&b| b < 1)
         || block_len as usize > MAX_BLOCK
         || xt.shape[1] as i64 % block_len != 0

@@ -29,9 +29,14 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let (n, ic, ih, iw) = (xt.shape[0], xt.shape[1], xt.shape[2], xt.shape[3]);
     let group = usize::try_from(a.int_or("group", 1)).unwrap_or(0);
     let offset_group = usize::try_from(a.int_or("offset_group", 1)).unwrap_or(0);
-    if wt.dtype != dtype || wt.rank() != 4 || group == 0 || offset_group == 0 {
+    // (Groups beyond the channels are refused before any product with them.)
+    if wt.dtype != dtype
+        || wt.rank() != 4
+        || !(1..=ic).contains(&group)
+        || !(1..=ic).contains(&offset_group)
+    {
         return Err(format!(
-            "the weight {wt} must be of the input's type [M, C / group, kH, kW], group and offset_group at least 1"
+            "the weight {wt} must be of the input's type [M, C / group, kH, kW], group and offset_group between 1 and the input's {ic} channels"
         ));
     }
     let (oc, kh, kw) = (wt.shape[0], wt.shape[2], wt.shape[3]);

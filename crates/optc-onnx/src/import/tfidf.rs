@@ -54,7 +54,11 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     if !["TF", "IDF", "TFIDF"].contains(&mode.as_str()) {
         return Err(format!("mode '{mode}' is not TF, IDF or TFIDF"));
     }
-    let output_size = indexes.iter().copied().max().map_or(0, |m| m + 1);
+    let output_size = indexes
+        .iter()
+        .copied()
+        .max()
+        .map_or(0, |m| m.saturating_add(1));
     if indexes.iter().any(|&i| i < 0) || !(1..=1 << 24).contains(&output_size) {
         return Err(format!(
             "ngram_indexes must be non-negative, the largest below {}",
