@@ -250,7 +250,12 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
         let feature = s.op(Op::Gather { axis: 0 }, &[feature_table.clone(), at.clone()])?;
         let value = s.op(Op::GatherElements { axis: 1 }, &[x.clone(), feature])?;
         let split = s.op(Op::Gather { axis: 0 }, &[split_table.clone(), at.clone()])?;
-        // The comparison of each mode the ensemble uses, chosen per node by its mode.
+        // The comparison of each mode the ensemble uses, chosen per node by its mode (read
+        // once per level, when there is a choice).
+        let mode = match used_modes.len() {
+            1 => None,
+            _ => Some(s.op(Op::Gather { axis: 0 }, &[mode_table.clone(), at.clone()])?),
+        };
         let mut taken: Option<Val> = None;
         for &m in used_modes.iter().rev() {
             let r = match m {
@@ -277,8 +282,8 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
             taken = Some(match taken {
                 None => r,
                 Some(other) => {
-                    let mode = s.op(Op::Gather { axis: 0 }, &[mode_table.clone(), at.clone()])?;
-                    let is = s.binary(BinaryOp::Equal, &mode, &mode_codes[m as usize])?;
+                    let mode = mode.as_ref().expect("read when modes differ");
+                    let is = s.binary(BinaryOp::Equal, mode, &mode_codes[m as usize])?;
                     s.op(Op::Where, &[is, r, other])?
                 }
             });
