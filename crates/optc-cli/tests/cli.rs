@@ -295,6 +295,39 @@ fn bench_json() {
     );
 }
 
+#[test]
+fn bench_notes_a_model_tract_cannot_run() {
+    // Det is imported by optc and not by tract: the benchmark is optc's, tract's failure a note.
+    let d = tmpdir("bench_tract");
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[3, 3]);
+    b.node("Det", &["x"], &["y"], vec![]);
+    b.output("y");
+    let m = d.join("det.onnx");
+    b.write(&m).unwrap();
+    let o = optc(&["bench", m.to_str().unwrap(), "--time", "0.1"]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(
+        so.contains("optc") && so.contains("tract    not measured") && so.contains("Det"),
+        "{so}"
+    );
+    let o = optc(&[
+        "bench",
+        m.to_str().unwrap(),
+        "--json",
+        "--tract",
+        "--time",
+        "0.1",
+    ]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(
+        so.contains("\"median_ms\"") && so.contains("\"tract_error\""),
+        "{so}"
+    );
+}
+
 fn explain_model(dir: &Path) -> PathBuf {
     // conv + relu + (x * 1) + double negation: fusion, mul-one and neg-neg fire
     let mut b = ModelBuilder::new(17);
