@@ -58,6 +58,8 @@ struct Quant {
     bias: bool,
     /// One weight scale for all channels.
     one_scale: bool,
+    /// The static zero point (else a random one).
+    zero: Option<u8>,
 }
 
 fn quant_inputs(
@@ -72,6 +74,7 @@ fn quant_inputs(
     if q.act == STATIC {
         v.push(g.add_const("xs", Tensor::scalar_f32(rng.f32(0.01, 0.03))));
         let z = rng.int(0, 256) as u8;
+        let z = q.zero.unwrap_or(z);
         v.push(g.add_const("xz", Tensor::new(vec![], Data::U8(vec![z])).unwrap()));
     }
     if q.bias {
@@ -210,6 +213,7 @@ fn q(act: ActivationQuantization, wlim: i64, bias: bool) -> Quant {
         wlim,
         bias,
         one_scale: false,
+        zero: None,
     }
 }
 
@@ -242,6 +246,7 @@ fn matmul_both_modes_and_schemes() {
                         wlim,
                         bias,
                         one_scale,
+                        zero: None,
                     };
                     let seed = 100 + i as u64 * 10 + wlim as u64 + bias as u64 + one_scale as u64;
                     check_exact(&matmul_graph(&[37, 129], 45, &qq, &[], seed), seed);
@@ -648,6 +653,52 @@ fn conv_pixel_rows_skip_the_padding_rows() {
                     .all(|(_, p)| p.contains(&format!("pixels as rows, {share} of the kernel"))),
                 "{xs:?}: {plans:?}"
             );
+            check_exact(&g, s);
+        }
+    }
+}
+
+/// Where padding is the static zero point 0, the pixel-rows tiles at the ends of an output
+/// row also skip the kernel columns that read the left or right padding (each such product
+/// is 0): a 3x3 kernel on 4x4 and 8x8 maps and 12-pixel rows (two tiles), a 5x5 one (padding 2) on a 4x6 map, asymmetric
+/// padding, stride 2 with dilation 2, padding so wide that a pixel's whole window row is
+/// padding; two images, the residual step. The plan says so, and the sums are exact against
+/// the interpreter (which sums every tap); with another zero point nothing is skipped.
+#[test]
+fn conv_pixel_rows_skip_the_padding_columns() {
+    let cases: [(Vec<usize>, usize, Window); 7] = [
+        (vec![2, 64, 4, 4], 128, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (vec![1, 32, 3, 12], 32, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (vec![1, 32, 8, 8], 64, win([3, 3], [1, 1], [1; 4], [1, 1])),
+        (vec![1, 48, 4, 6], 64, win([5, 5], [1, 1], [2; 4], [1, 1])),
+        (
+            vec![1, 32, 7, 7],
+            32,
+            win([3, 3], [1, 1], [0, 2, 1, 0], [1, 1]),
+        ),
+        (vec![2, 64, 9, 9], 48, win([3, 3], [2, 2], [1; 4], [2, 2])),
+        (
+            vec![1, 32, 5, 5],
+            32,
+            win([3, 3], [1, 1], [1, 4, 1, 4], [1, 1]),
+        ),
+    ];
+    let vnni = Target::parse("x86_64-avx512").unwrap();
+    let mut s = 1250;
+    for (xs, m, w) in cases {
+        let ws = [m, xs[1], w.kernel[0], w.kernel[1]];
+        for (zero, steps) in [(0, &["relu"][..]), (0, &["res"][..]), (7, &["relu"][..])] {
+            s += 1;
+            let qq = Quant {
+                zero: Some(zero),
+                ..q(STATIC, 64, true)
+            };
+            let g = conv_graph(&xs, &ws, w.clone(), 1, &qq, steps, s);
+            let plans = int8_plans(&g, &vnni).unwrap();
+            let skips = plans
+                .iter()
+                .all(|(_, p)| p.contains("pixels as rows") && p.contains("the edge tiles skip"));
+            assert_eq!(skips, zero == 0, "{xs:?} {w:?}: {plans:?}");
             check_exact(&g, s);
         }
     }

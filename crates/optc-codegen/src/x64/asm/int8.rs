@@ -46,7 +46,7 @@ use super::epilogue::{epilogue_symbol, Epilogue};
 use super::gemm::PREFETCH_A;
 use super::int8_amx::assemble_amx;
 use super::int8_avx2::assemble_avx2;
-use super::int8_pixels::assemble_pixels;
+use super::int8_pixels::{assemble_pixels, ColumnSkips};
 use super::int8_vnni::assemble_vnni;
 use iced_x86::code_asm::{byte_ptr, r10, rax, rcx, rdi, rsi, CodeAssembler, CodeLabel};
 use iced_x86::{BlockEncoderOptions, IcedError};
@@ -102,7 +102,12 @@ pub(crate) enum Contraction {
     /// planes in place (rows are output pixels of one output row, `row_step` bytes apart),
     /// `b` = weight panels of 16 output channels, `panels` of them in a tile; channels along
     /// columns, stored transposed (`[channel][pixel]`).
-    ConvPixels { panels: usize, row_step: usize },
+    /// `skips`: the kernel columns a tile at an edge of the output row leaves out.
+    ConvPixels {
+        panels: usize,
+        row_step: usize,
+        skips: ColumnSkips,
+    },
 }
 
 /// The end of the last K block: dequantize and apply the fused steps.
@@ -172,8 +177,11 @@ impl Int8Key {
         if self.unpacked {
             s.push_str("_unpacked");
         }
-        if let Contraction::ConvPixels { row_step, .. } = self.contraction {
-            s.push_str(&format!("_rows{row_step}B"));
+        if let Contraction::ConvPixels {
+            row_step, skips, ..
+        } = self.contraction
+        {
+            s.push_str(&format!("_rows{row_step}B{}", skips.symbol()));
         }
         match &self.last {
             None => s.push_str("_partial_sums"),

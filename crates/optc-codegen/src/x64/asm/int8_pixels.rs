@@ -49,6 +49,70 @@ pub(crate) fn panels_for(rows: usize) -> usize {
 /// How far ahead (bytes) the k loop prefetches each weight panel.
 const PREFETCH: i32 = 2048;
 
+/// Most kernel columns a tile that skips padding taps unrolls ([`ColumnSkips`]).
+pub(crate) const MAX_SKIP_TAPS: usize = 7;
+
+/// The taps a tile at the left or right edge of an output row skips: with the K order
+/// (kernel row, dword plane, kernel column), a K group's kernel column is its index modulo
+/// `taps`, and for column `t` the first `rows[t].0` and the last `rows[t].1` rows of the tile
+/// read the left or right padding. Those products are skipped: the plan takes this form only
+/// where padding is the zero point 0, so each such product is 0 (a 3x3 kernel on a 4-pixel
+/// row: 4 of 12 (pixel, column) pairs). The k loop then runs one dword plane's `taps` groups
+/// per iteration, each over its rows. `taps` 0: nothing skipped (groups in pairs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct ColumnSkips {
+    pub taps: usize,
+    pub rows: [(usize, usize); MAX_SKIP_TAPS],
+}
+
+impl ColumnSkips {
+    /// The skips of a tile of `rows` output pixels from column `x0` of a conv whose output
+    /// column `x` reads padded input column `x sw + t dw` at kernel column `t`, the image
+    /// being padded columns `[pw, pw + w)`; none when no pair reads padding or the kernel
+    /// is wider than [`MAX_SKIP_TAPS`].
+    pub fn of(
+        x0: usize,
+        rows: usize,
+        kw: usize,
+        (sw, dw, pw, w): (usize, usize, usize, usize),
+    ) -> Self {
+        let mut s = ColumnSkips::default();
+        if kw > MAX_SKIP_TAPS || rows == 0 {
+            return s;
+        }
+        let inside = |r: usize, t: usize| (pw..pw + w).contains(&((x0 + r) * sw + t * dw));
+        let mut any = false;
+        for t in 0..kw {
+            let lead = (0..rows).take_while(|&r| !inside(r, t)).count();
+            let trail = if lead == rows {
+                0
+            } else {
+                (0..rows).rev().take_while(|&r| !inside(r, t)).count()
+            };
+            s.rows[t] = (lead, trail);
+            any |= lead + trail > 0;
+        }
+        if any {
+            s.taps = kw;
+            s
+        } else {
+            ColumnSkips::default()
+        }
+    }
+
+    /// The symbol's part: per column, the rows skipped at each end.
+    pub fn symbol(&self) -> String {
+        if self.taps == 0 {
+            return String::new();
+        }
+        let cols: Vec<String> = self.rows[..self.taps]
+            .iter()
+            .map(|(l, t)| format!("{l}{t}"))
+            .collect();
+        format!("_skip{}", cols.join("_"))
+    }
+}
+
 /// Whether a tile of `rows` pixels and `panels` channel panels exists.
 pub(crate) fn tile_fits(rows: usize, panels: usize) -> bool {
     (1..=PIXEL_ROWS).contains(&rows)
@@ -82,6 +146,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
     let Contraction::ConvPixels {
         panels: nz,
         row_step,
+        skips,
     } = key.contraction
     else {
         unreachable!("a pixel-rows kernel key")
@@ -115,56 +180,90 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
         2 => rsi + r8 * 2 + d,
         _ => rsi + r10 + d,
     };
-    // K group `u` of an iteration: panels in zmm16-19 (even) / zmm20-23 (odd), the group's
-    // offset in r11, row `r`'s broadcast in zmm(24 + r).
-    let group = |a: &mut CodeAssembler, u: i32| -> Result<(), IcedError> {
-        let wb = 16 + 4 * u as usize;
+    // K group `u` of an iteration over rows `[lo, hi)`: panels in zmm16-19 (even) / zmm20-23
+    // (odd), the group's offset in r11, row `r`'s broadcast in zmm(24 + r).
+    let group = |a: &mut CodeAssembler, u: i32, (lo, hi): (usize, usize)| {
+        if lo >= hi {
+            return Ok(());
+        }
+        let wb = 16 + 4 * (u as usize % 2);
         for z in 0..nz {
             a.vmovdqu32(v(wb + z), zmmword_ptr(panel(z, u * gb)))?;
         }
         a.mov(r11, qword_ptr(r9 + 8 * u))?;
-        for r in 0..mr {
+        for r in lo..hi {
             let d = (row_step * r) as i32;
             a.vpbroadcastd(v(24 + r), dword_ptr(rdi + r11 + d))?;
             for z in 0..nz {
                 a.vpdpbusd(acc(r, z), v(24 + r), v(wb + z))?;
             }
         }
-        Ok(())
+        Ok::<(), IcedError>(())
     };
-    let pair = &mut |a: &mut CodeAssembler| {
-        // The weight panels stream from L2: both lines of the iteration `PREFETCH` bytes
-        // ahead.
-        for z in 0..nz {
-            for line in 0..2 {
-                a.prefetcht0(byte_ptr(panel(z, PREFETCH + 64 * line)))?;
+    // An iteration of `count` K groups: the weight panels stream from L2 (the iteration's
+    // lines `PREFETCH` bytes ahead), then the groups.
+    let iteration =
+        |a: &mut CodeAssembler, count: usize, rows: &dyn Fn(usize) -> (usize, usize)| {
+            for z in 0..nz {
+                for line in 0..count {
+                    a.prefetcht0(byte_ptr(panel(z, PREFETCH + 64 * line as i32)))?;
+                }
             }
-        }
-        group(a, 0)?;
-        group(a, 1)?;
-        // The next block's panels (the next `nz` panels, read by the driver's next block of
-        // channels) into L2, as far along as this tile is: the first of a block's output
-        // rows then finds its weights in L2, not streaming from L3 (r11 is free until the
-        // next group).
-        match nz {
-            3 => a.lea(r11, rsi + r10)?,
-            _ => a.lea(r11, rsi + r8 * nz as i32)?,
-        }
-        for z in 0..nz {
-            let next = match z {
-                0 => r11 + 0,
-                1 => r11 + r8,
-                2 => r11 + r8 * 2,
-                _ => r11 + r10,
-            };
-            for line in 0..2 {
-                a.prefetcht1(byte_ptr(next + 64 * line))?;
+            for u in 0..count {
+                group(a, u as i32, rows(u))?;
             }
+            // The next block's panels (the next `nz` panels, read by the driver's next block of
+            // channels) into L2, as far along as this tile is: the first of a block's output
+            // rows then finds its weights in L2, not streaming from L3 (r11 is free until the
+            // next group).
+            match nz {
+                3 => a.lea(r11, rsi + r10)?,
+                _ => a.lea(r11, rsi + r8 * nz as i32)?,
+            }
+            for z in 0..nz {
+                let next = match z {
+                    0 => r11 + 0,
+                    1 => r11 + r8,
+                    2 => r11 + r8 * 2,
+                    _ => r11 + r10,
+                };
+                for line in 0..count {
+                    a.prefetcht1(byte_ptr(next + 64 * line as i32))?;
+                }
+            }
+            a.add(rsi, count as i32 * gb)?;
+            a.add(r9, 8 * count as i32)
+        };
+    let l2 = if skips.taps == 0 {
+        group_pairs(
+            &mut a,
+            pad,
+            &mut |a| iteration(a, 2, &|_| (0, mr)),
+            &mut |a| group(a, 0, (0, mr)),
+        )?
+    } else {
+        // One dword plane's kernel columns per iteration, each over the rows inside the
+        // image (the group count is a multiple of `taps`).
+        let taps = skips.taps;
+        let rows = |u: usize| {
+            let (lead, trail) = skips.rows[u];
+            (lead, mr.saturating_sub(trail))
+        };
+        let mut top = a.create_label();
+        let mut done = a.create_label();
+        // (`and`, not `test`: the same flags, and the emulator's instruction set.)
+        a.and(rcx, rcx)?;
+        a.jz(done)?;
+        if pad > 0 {
+            a.nops_with_size(pad)?;
         }
-        a.add(rsi, 2 * gb)?;
-        a.add(r9, 16)
+        a.set_label(&mut top)?;
+        iteration(&mut a, taps, &rows)?;
+        a.sub(rcx, taps as i32)?;
+        a.jnz(top)?;
+        a.set_label(&mut done)?;
+        top
     };
-    let l2 = group_pairs(&mut a, pad, pair, &mut |a| group(a, 0))?;
     a.mov(r9, qword_ptr(rsp + 8))?;
     let computed: Vec<AsmRegisterZmm> = (0..nz)
         .flat_map(|z| (0..mr).map(move |r| (r, z)))

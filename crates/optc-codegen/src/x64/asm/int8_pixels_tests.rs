@@ -5,7 +5,7 @@
 use super::emulator::Machine;
 use super::epilogue::Epilogue;
 use super::int8::{assemble, Contraction, Dequantize, Int8Key, QuantizeStore, Scheme};
-use super::int8_pixels::{panels_for, PIXEL_ROWS};
+use super::int8_pixels::{panels_for, ColumnSkips, PIXEL_ROWS};
 use super::int8_tests::{
     dequantized, le, native, quantized_bytes, step_lists, Kernel, Rng, STORE_PARAMS,
 };
@@ -27,7 +27,12 @@ struct PixelTile {
 }
 
 fn pixel_tile(key: &Int8Key, groups: usize, seed: u64) -> PixelTile {
-    let Contraction::ConvPixels { panels, row_step } = key.contraction else {
+    let Contraction::ConvPixels {
+        panels,
+        row_step,
+        skips,
+    } = key.contraction
+    else {
         unreachable!()
     };
     let mut q = Rng(seed);
@@ -71,6 +76,13 @@ fn pixel_tile(key: &Int8Key, groups: usize, seed: u64) -> PixelTile {
         for r in 0..mr {
             let mut acc = offset[ch];
             for (g, &o) in koff.iter().enumerate() {
+                // (A skipped pair: kernel column `g % taps`, the row at an edge.)
+                if skips.taps > 0 {
+                    let (lead, trail) = skips.rows[g % skips.taps];
+                    if r < lead || r + trail >= mr {
+                        continue;
+                    }
+                }
                 for j in 0..4 {
                     let x = a[o as usize + row_step * r + j] as i64;
                     acc = acc.wrapping_add((x * w[ch][g][j]) as i32);
@@ -104,7 +116,11 @@ fn keys() -> Vec<Int8Key> {
                     for steps in step_lists(false, bias, Scheme::DotProduct) {
                         v.push(Int8Key {
                             scheme: Scheme::DotProduct,
-                            contraction: Contraction::ConvPixels { panels, row_step },
+                            contraction: Contraction::ConvPixels {
+                                panels,
+                                row_step,
+                                skips: ColumnSkips::default(),
+                            },
                             mr,
                             partial: false,
                             unpacked: false,
@@ -242,7 +258,11 @@ fn pixel_kernels_store_quantized_bytes() {
                     let p = params[seed as usize % 2];
                     let f32_key = Int8Key {
                         scheme: Scheme::DotProduct,
-                        contraction: Contraction::ConvPixels { panels, row_step },
+                        contraction: Contraction::ConvPixels {
+                            panels,
+                            row_step,
+                            skips: ColumnSkips::default(),
+                        },
                         mr,
                         partial: false,
                         unpacked: false,
@@ -281,4 +301,86 @@ fn pixel_kernels_store_quantized_bytes() {
             }
         }
     }
+}
+
+/// Tiles at the edges of an output row ([`ColumnSkips`]): the kernel leaves out exactly the
+/// (row, kernel column) pairs the skips name, and computes every other pair (the planes hold
+/// random bytes there, so a pair skipped or computed wrongly changes the sum): the skips of
+/// 3x3, 5x5 (padding 2) and 7x7 (padding 3) kernels at both edges of short rows, strides 1
+/// and 2, against the reference without those pairs, in the emulator and natively with VNNI.
+#[test]
+fn pixel_kernels_skip_the_edge_columns() {
+    let vnni =
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni");
+    let mut seed = 900;
+    let mut shapes = 0;
+    for (kw, pw) in [(3, 1), (5, 2), (7, 3)] {
+        for sw in [1, 2] {
+            for w in [2, 4, 7] {
+                let ow = (w + 2 * pw - kw) / sw + 1;
+                for mr in 1..=PIXEL_ROWS.min(ow) {
+                    for x0 in [0, ow - mr] {
+                        let skips = ColumnSkips::of(x0, mr, kw, (sw, 1, pw, w));
+                        if skips.taps == 0 {
+                            continue;
+                        }
+                        shapes += 1;
+                        let panels = 1 + shapes % panels_for(mr);
+                        let bias = shapes % 2 == 0;
+                        let steps =
+                            step_lists(false, bias, Scheme::DotProduct).swap_remove(shapes % 3);
+                        let key = Int8Key {
+                            scheme: Scheme::DotProduct,
+                            contraction: Contraction::ConvPixels {
+                                panels,
+                                row_step: 4 * sw,
+                                skips,
+                            },
+                            mr,
+                            partial: false,
+                            unpacked: false,
+                            first: true,
+                            last: Some(Dequantize {
+                                bias,
+                                steps,
+                                quantize: None,
+                            }),
+                        };
+                        let code = assemble(&key).unwrap();
+                        for planes in [0, 1, 3] {
+                            seed += 1;
+                            let groups = planes * kw;
+                            let t = pixel_tile(&key, groups, seed);
+                            let what = format!("groups={groups}");
+                            check(&key, &emulate(&code, &t, groups), &t.want, &what);
+                            if vnni {
+                                check(&key, &run_native(&code, &t, groups), &t.want, &what);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(shapes > 30, "{shapes} edge tiles");
+}
+
+/// The skips of a 3x3 kernel (padding 1) on a 4-pixel row, by hand: the first pixel's left
+/// column and the last pixel's right column; none inside; at stride 2 on 8 pixels (4
+/// outputs) only the left edge, on 7 pixels both.
+#[test]
+fn column_skips_of_edge_tiles() {
+    let s = ColumnSkips::of(0, 4, 3, (1, 1, 1, 4));
+    assert_eq!((s.taps, &s.rows[..3]), (3, &[(1, 0), (0, 0), (0, 1)][..]));
+    let s = ColumnSkips::of(0, 2, 3, (1, 1, 1, 4));
+    assert_eq!(&s.rows[..3], &[(1, 0), (0, 0), (0, 0)]);
+    assert_eq!(ColumnSkips::of(1, 2, 3, (1, 1, 1, 4)).taps, 0);
+    let s = ColumnSkips::of(0, 4, 3, (2, 1, 1, 8));
+    assert_eq!(&s.rows[..3], &[(1, 0), (0, 0), (0, 0)]);
+    let s = ColumnSkips::of(0, 4, 3, (2, 1, 1, 7));
+    assert_eq!(&s.rows[..3], &[(1, 0), (0, 0), (0, 1)]);
+    // A 5x5 kernel (padding 2) on a 1-pixel map: the pixel reads only the middle column.
+    let s = ColumnSkips::of(0, 1, 5, (1, 1, 2, 1));
+    assert_eq!(&s.rows[..5], &[(1, 0), (1, 0), (0, 0), (1, 0), (1, 0)]);
+    assert_eq!(ColumnSkips::of(0, 4, 9, (1, 1, 4, 4)).taps, 0);
 }

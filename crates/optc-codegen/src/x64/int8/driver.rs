@@ -4,7 +4,7 @@
 
 use super::depthwise;
 use super::rows::ROW_ENTRY_BYTES;
-use super::{block_panels, dequantize, int8_key, plane_key, row_tiles, Form, Int8Plan};
+use super::{block_panels, dequantize, int8_key, pixel_key, plane_key, row_tiles, Form, Int8Plan};
 use crate::builder::{if_else, tensor_flags, Emitter};
 use crate::ops::conv::ConvGeometry;
 use crate::x64::asm::int8::Scheme;
@@ -341,7 +341,7 @@ fn emit_pixel_tiles(
                 let koff = e.b.ins().iadd(koff, kskip);
                 let po = e.b.ins().iadd(po, tskip);
                 for &(x0, mr) in &tiles {
-                    let key = int8_key(q, mr, panels, false, true, dq.clone());
+                    let key = pixel_key(q, x0, mr, panels, false, true, dq.clone());
                     let f = c.microkernels[&Routine::Int8(key)];
                     let ay = e.b.ins().iadd_imm_s(o[0], (x0 * g.sw * 4) as i64);
                     let a = e.b.ins().iadd(abase, ay);

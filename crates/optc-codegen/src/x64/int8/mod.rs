@@ -46,7 +46,7 @@ use rows::KernelRows;
 
 use super::asm::int8::{Contraction, Dequantize, Int8Key, QuantizeStore, Scheme};
 use super::asm::int8_amx::{TileState, TILE_GROUPS, TILE_ROWS};
-use super::asm::int8_pixels::{panels_for, PIXEL_ROWS};
+use super::asm::int8_pixels::{panels_for, ColumnSkips, PIXEL_ROWS};
 use super::asm::quantize::{PlaneKey, QuantizeKey};
 use super::asm::{Epilogue, Isa, Routine, MR, NR};
 use super::kernel_plan::{
@@ -291,16 +291,28 @@ impl Int8Plan {
             tile_rows(self.scheme)
         }
     }
-    /// The contraction of a tile `panels` 16-channel panels wide (1 but for pixel rows).
-    fn contraction(&self, panels: usize) -> Contraction {
+    /// The contraction of a tile `panels` 16-channel panels wide (1 but for pixel rows) of
+    /// `rows` pixels from output column `x0` (pixel rows only).
+    fn contraction(&self, panels: usize, x0: usize, rows: usize) -> Contraction {
         match &self.form {
             Form::MatMul => Contraction::MatMul,
             Form::Conv(g) if self.pixels => Contraction::ConvPixels {
                 panels,
                 row_step: 4 * g.sw,
+                skips: if self.skips_padding() {
+                    ColumnSkips::of(x0, rows, g.kw, (g.sw, g.dw, g.pw, g.w))
+                } else {
+                    ColumnSkips::default()
+                },
             },
             _ => Contraction::Conv,
         }
+    }
+    /// Whether a pixel-rows conv's tiles skip the kernel columns that read the left or right
+    /// padding ([`ColumnSkips`]): where padding is the static zero point 0, so that each of
+    /// those products is 0 and no channel table changes.
+    pub fn skips_padding(&self) -> bool {
+        self.pixels && self.params.is_some_and(|p| p.zero == 0)
     }
     /// One line: form, shape, scheme and why, activation mode, epilogue, tasks.
     pub fn describe(&self, p: &KernelPlan) -> String {
@@ -332,7 +344,7 @@ impl Int8Plan {
             _ => format!("scheme {} ({})", self.scheme.name(), self.reason),
         };
         format!(
-            "int8 {form}, {scheme}, {} activations, tile epilogue [{}], {} task(s){}{}{}",
+            "int8 {form}, {scheme}, {} activations, tile epilogue [{}], {} task(s){}{}{}{}",
             if self.is_static() {
                 "static"
             } else {
@@ -358,6 +370,11 @@ impl Int8Plan {
                 _ if self.pixels => ", pixels as rows".to_string(),
                 _ if self.shared => ", patches packed once for all tasks".to_string(),
                 _ => String::new(),
+            },
+            if self.skips_padding() {
+                ", the edge tiles skip the kernel columns that read padding"
+            } else {
+                ""
             },
             match self.subsample {
                 Some(s) => format!(
@@ -911,15 +928,19 @@ pub(crate) fn routines(p: &KernelPlan, q: &Int8Plan) -> Vec<Routine> {
         r.push(Routine::Tiles(TileState::Release));
     }
     if let (true, Form::Conv(g)) = (q.pixels, &q.form) {
-        for (mr, panels) in pixel_tiles(p, g) {
-            r.push(Routine::Int8(int8_key(
+        for (x0, mr, panels) in pixel_tiles(p, g) {
+            let key = Routine::Int8(pixel_key(
                 q,
+                x0,
                 mr,
                 panels,
                 false,
                 true,
                 Some(dequantize(q)),
-            )));
+            ));
+            if !r.contains(&key) {
+                r.push(key);
+            }
         }
         return r;
     }
@@ -970,16 +991,12 @@ pub(super) fn block_panels(ow: usize) -> usize {
     panels_for(widest)
 }
 
-/// The tile shapes `(pixel rows, channel panels)` the units of pixel-rows conv `g` call: the
-/// row tiles' widths by [`block_panels`] panels (and a part's last `rows % (16 panels) / 16`).
-pub(super) fn pixel_tiles(p: &KernelPlan, g: &ConvGeometry) -> Vec<(usize, usize)> {
+/// The tiles `(first column, pixel rows, channel panels)` the units of pixel-rows conv `g`
+/// call: the row tiles by [`block_panels`] panels (and a part's last `rows % (16 panels) /
+/// 16`).
+pub(super) fn pixel_tiles(p: &KernelPlan, g: &ConvGeometry) -> Vec<(usize, usize, usize)> {
     let full = block_panels(g.ow);
-    let mut rows = vec![];
-    for (_, w) in row_tiles(g.ow) {
-        if !rows.contains(&w) {
-            rows.push(w);
-        }
-    }
+    let rows = row_tiles(g.ow);
     let mut panels = vec![];
     for part in [p.mrows, p.last_part_rows()] {
         for z in [(part / NR).min(full), part % (NR * full) / NR] {
@@ -989,7 +1006,7 @@ pub(super) fn pixel_tiles(p: &KernelPlan, g: &ConvGeometry) -> Vec<(usize, usize
         }
     }
     rows.iter()
-        .flat_map(|&mr| panels.iter().map(move |&z| (mr, z)))
+        .flat_map(|&(x0, mr)| panels.iter().map(move |&z| (x0, mr, z)))
         .collect()
 }
 
@@ -1010,9 +1027,22 @@ pub(super) fn int8_key(
     first: bool,
     last: Option<Dequantize>,
 ) -> Int8Key {
+    pixel_key(q, 0, mr, panels, partial, first, last)
+}
+
+/// [`int8_key`] of a pixel-rows tile from output column `x0` (its [`ColumnSkips`]).
+pub(super) fn pixel_key(
+    q: &Int8Plan,
+    x0: usize,
+    mr: usize,
+    panels: usize,
+    partial: bool,
+    first: bool,
+    last: Option<Dequantize>,
+) -> Int8Key {
     Int8Key {
         scheme: q.scheme,
-        contraction: q.contraction(panels),
+        contraction: q.contraction(panels, x0, mr),
         mr,
         partial,
         unpacked: q.unpacked && !q.pixels,
