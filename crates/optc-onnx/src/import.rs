@@ -1985,10 +1985,8 @@ fn nonzero(t: &Tensor) -> R<Tensor> {
     let rank = shape.len();
     let mut out = vec![0i64; rank * hits.len()];
     for (j, &i) in hits.iter().enumerate() {
-        let mut rest = i;
-        for axis in (0..rank).rev() {
-            out[axis * hits.len() + j] = (rest % shape[axis]) as i64;
-            rest /= shape[axis];
+        for (axis, position) in steps::unflatten(i, &shape).into_iter().enumerate() {
+            out[axis * hits.len() + j] = position as i64;
         }
     }
     Tensor::new(vec![rank, hits.len()], Data::I64(out)).map_err(|e| e.msg)

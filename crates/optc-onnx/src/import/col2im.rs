@@ -7,7 +7,7 @@
 //! cropped by `pads` at the end. The terms are added in the block's element order, as the
 //! ONNX reference accumulates them, onto zeros everywhere else: the same sums.
 
-use super::steps::Steps;
+use super::steps::{unflatten, Steps};
 use super::{Ctx, Val, R};
 use crate::proto::Attrs;
 use optc_ir::{BinaryOp, DType, Op, PadMode};
@@ -86,13 +86,12 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     split.extend(blocks.iter().map(|&b| b as usize));
     let columns = s.reshape(&x, split)?;
     let mut sum: Option<Val> = None;
+    let block_shape: Vec<usize> = block.iter().map(|&b| b as usize).collect();
     for k in 0..block_len as usize {
-        let mut offset = vec![0i64; nd];
-        let mut rest = k as i64;
-        for i in (0..nd).rev() {
-            offset[i] = rest % block[i];
-            rest /= block[i];
-        }
+        let offset: Vec<i64> = unflatten(k, &block_shape)
+            .into_iter()
+            .map(|o| o as i64)
+            .collect();
         let element = s.slice_axis(&columns, 2, k as i64, 1, 1)?;
         // Zeros inserted: [N, C, b0, 1, b1, 1, ..] padded to [.., b0, s0, ..] and merged.
         let mut spread_shape = vec![n, c];

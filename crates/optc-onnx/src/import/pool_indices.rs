@@ -5,7 +5,7 @@
 //! window's input positions (a padding position reads a -inf appended after the input), the
 //! first largest of each window (`ArgMax`), and its position looked up in the same table.
 
-use super::steps::{i64_tensor, Steps};
+use super::steps::{i64_tensor, unflatten, Steps};
 use super::{Val, R};
 use optc_ir::{BinaryOp, DType, Data, Op, Tensor, Window};
 
@@ -114,14 +114,4 @@ pub(super) fn max_pool_indices(
     let mut shape = vec![n, c];
     shape.extend(&out);
     s.reshape(&index, shape)
-}
-
-/// The multi-index of flat position `i` in `shape` (row-major).
-fn unflatten(mut i: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for k in (0..shape.len()).rev() {
-        idx[k] = i % shape[k];
-        i /= shape[k];
-    }
-    idx
 }

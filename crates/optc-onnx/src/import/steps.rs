@@ -122,3 +122,13 @@ pub(super) fn float_tensor(dtype: DType, v: Vec<f64>, shape: Vec<usize>) -> R<Te
 pub(super) fn i64_tensor(v: Vec<i64>, shape: Vec<usize>) -> R<Tensor> {
     Tensor::new(shape, Data::I64(v)).map_err(|e| e.msg)
 }
+
+/// The multi-index of row-major flat index `i` in `shape` (the last axis fastest).
+pub(super) fn unflatten(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for k in (0..shape.len()).rev() {
+        index[k] = i % shape[k];
+        i /= shape[k];
+    }
+    index
+}
