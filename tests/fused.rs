@@ -312,3 +312,93 @@ fn gelu_after_a_matmul_fuses_into_its_tiles() {
         assert!(!text.contains("gelu"), "{erf_scale} {half}: {text}");
     }
 }
+
+/// The conv's kernel in `g` (plain or fused).
+fn conv_kernel(g: &Graph) -> Vec<usize> {
+    g.g.node_indices()
+        .find_map(|n| {
+            let op = &g.g[n].op;
+            let base = match op {
+                Op::Fused { base, .. } => &**base,
+                op => op,
+            };
+            match base {
+                Op::Conv { window, .. } => Some(window.kernel.clone()),
+                _ => None,
+            }
+        })
+        .expect("a conv")
+}
+
+/// Kernel taps that read only padding, for every output position, are dropped
+/// (`conv-padding-taps`): DeepLab's atrous convs on small maps (a dilation at least the
+/// map's extent leaves a 1x1 conv, its bias and fused Relu kept), along one axis only (a 3x1
+/// conv is left), with a stride of 2, in a 1-D conv, where only the first tap reads the
+/// image; the same values as the interpreter's of the original graph, exactly, and compiled.
+/// A NaN weight on such a tap keeps the kernel (`0 x NaN` is NaN at every output).
+#[test]
+fn convs_drop_the_taps_that_read_only_padding() {
+    let win = |kernel: &[usize], strides: &[usize], pads: &[usize], dilations: &[usize]| Window {
+        kernel: kernel.to_vec(),
+        strides: strides.to_vec(),
+        pads: pads.to_vec(),
+        dilations: dilations.to_vec(),
+        ceil_mode: false,
+    };
+    let cases = [
+        (
+            vec![1, 8, 6, 6],
+            win(&[3, 3], &[1, 1], &[6; 4], &[6, 6]),
+            vec![1, 1],
+        ),
+        (
+            vec![1, 8, 7, 5],
+            win(&[3, 3], &[1, 1], &[1, 5, 1, 5], &[1, 5]),
+            vec![3, 1],
+        ),
+        (
+            vec![2, 4, 5, 5],
+            win(&[3, 3], &[2, 2], &[5; 4], &[5, 5]),
+            vec![1, 1],
+        ),
+        (vec![1, 4, 9], win(&[3], &[1], &[0, 18], &[9]), vec![1]),
+        (vec![1, 4, 9], win(&[3], &[1], &[12, 12], &[3]), vec![3]),
+    ];
+    let mut r = Rng::new(21);
+    for (k, (xs, window, want)) in cases.into_iter().enumerate() {
+        for nan in [false, true] {
+            let mut g = Graph::new();
+            let x = g.add_input("x", TensorType::f32(&xs));
+            let mut ws = vec![6, xs[1]];
+            ws.extend(&window.kernel);
+            let mut wt = r.tensor(&ws, -1.0, 1.0);
+            if nan {
+                // The last tap of the first weight: dropped in every case that drops one.
+                let mut v = wt.as_f32().unwrap().to_vec();
+                v[window.kernel.iter().product::<usize>() - 1] = f32::NAN;
+                wt = optc_ir::Tensor::from_f32(ws.clone(), v).unwrap();
+            }
+            let w = g.add_const("w", wt);
+            let b = g.add_const("b", r.tensor(&[6], -1.0, 1.0));
+            let op = Op::Conv {
+                window: window.clone(),
+                group: 1,
+            };
+            let c = g.add("conv", op, &[x, w, b]).unwrap();
+            let y = g.add("relu", Op::Unary(UnaryOp::Relu), &[c]).unwrap();
+            g.add_output("y", y);
+            let label = format!("case {k} nan {nan}");
+            let opt = optc::pipeline::optimize(g.clone(), 2).unwrap();
+            let dropped = want != window.kernel;
+            let expect = if nan && dropped {
+                window.kernel.clone()
+            } else {
+                want.clone()
+            };
+            assert_eq!(conv_kernel(&opt), expect, "{label}");
+            if !nan {
+                check_pair(&label, &opt, &g, k as u64);
+            }
+        }
+    }
+}

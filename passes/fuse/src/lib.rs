@@ -96,6 +96,119 @@ fn conv_build(op: Op, x: Id, w: Tensor, b: Vec<f32>) -> Build {
     )
 }
 
+/// The kernel indices `[lo, hi)` of one spatial axis of a conv (input extent `n`, output
+/// extent `o`, kernel `k`, stride `s`, dilation `d`, leading padding `pb`) that read the
+/// input for at least one output position: tap `t` of output `j` reads `j s + t d - pb`.
+fn reading_taps(n: usize, o: usize, k: usize, s: usize, d: usize, pb: usize) -> (usize, usize) {
+    let reads = |t: usize| {
+        // The first output whose tap `t` is not in the leading padding, and its position.
+        let j0 = (pb.saturating_sub(t * d)).div_ceil(s);
+        j0 < o && j0 * s + t * d - pb < n
+    };
+    match (0..k).find(|&t| reads(t)) {
+        Some(lo) => (lo, (lo..k).rev().find(|&t| reads(t)).map_or(lo, |t| t + 1)),
+        None => (0, 0),
+    }
+}
+
+/// Conv `window` over input `[N, C, *xs]` without the kernel taps that read only padding
+/// (`ranges`: the taps kept per axis), or `None` when every tap reads the input somewhere,
+/// no tap does, or the trimmed window cannot keep the output's extent with padding alone.
+fn trimmed_window(window: &Window, xs: &[usize]) -> Option<(Window, Vec<(usize, usize)>)> {
+    let nsp = window.nsp();
+    let mut new = window.clone();
+    let mut ranges = vec![];
+    for (i, &n) in xs.iter().enumerate().take(nsp) {
+        let o = window.out_dim(i, n).ok()?;
+        let (k, s, d, pb) = (
+            window.kernel[i],
+            window.strides[i],
+            window.dilations[i],
+            window.pads[i],
+        );
+        if o == 0 || s == 0 {
+            return None;
+        }
+        let (lo, hi) = reading_taps(n, o, k, s, d, pb);
+        if hi <= lo {
+            return None;
+        }
+        let k2 = hi - lo;
+        let pb2 = pb.checked_sub(lo * d)?;
+        let d2 = if k2 == 1 { 1 } else { d };
+        let span = (o - 1) * s + d2 * (k2 - 1) + 1;
+        let pe2 = span.saturating_sub(n + pb2);
+        if (n + pb2 + pe2 - span) / s != 0 {
+            // (The input reaches past the last window: the trimmed conv would have more
+            // outputs.)
+            return None;
+        }
+        new.kernel[i] = k2;
+        new.dilations[i] = d2;
+        new.pads[i] = pb2;
+        new.pads[nsp + i] = pe2;
+        ranges.push((lo, hi));
+    }
+    let trims = ranges
+        .iter()
+        .zip(&window.kernel)
+        .any(|(&(lo, hi), &k)| (lo, hi) != (0, k));
+    trims.then_some((new, ranges))
+}
+
+/// Conv weights `[M, C / group, *kernel]` cut to the taps `ranges`, when every weight cut
+/// away is finite (the reference multiplies padding too: `0 x NaN` is NaN).
+fn trimmed_weights(w: &Tensor, ranges: &[(usize, usize)]) -> Option<Tensor> {
+    let shape = w.shape();
+    let nsp = ranges.len();
+    if shape.len() != nsp + 2 {
+        return None;
+    }
+    let kernel = &shape[2..];
+    let taps: usize = kernel.iter().product();
+    let keep = |tap: usize| {
+        let mut rest = tap;
+        let mut inside = true;
+        for i in (0..nsp).rev() {
+            let t = rest % kernel[i];
+            rest /= kernel[i];
+            inside &= (ranges[i].0..ranges[i].1).contains(&t);
+        }
+        inside
+    };
+    let mut new_shape = shape[..2].to_vec();
+    new_shape.extend(ranges.iter().map(|(lo, hi)| hi - lo));
+    match w.data() {
+        Data::F32(v) => {
+            let finite = v
+                .iter()
+                .enumerate()
+                .all(|(i, x)| keep(i % taps) || x.is_finite());
+            let kept = v
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| keep(i % taps))
+                .map(|(_, &x)| x)
+                .collect();
+            finite.then(|| Tensor::new(new_shape, Data::F32(kept)).ok())?
+        }
+        Data::F64(v) => {
+            let finite = v
+                .iter()
+                .enumerate()
+                .all(|(i, x)| keep(i % taps) || x.is_finite());
+            let kept = v
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| keep(i % taps))
+                .map(|(_, &x)| x)
+                .collect();
+            finite.then(|| Tensor::new(new_shape, Data::F64(kept)).ok())?
+        }
+        _ => None,
+    }
+}
+
 /// Longest step chain a fusion rule builds.
 const MAX_STEPS: usize = 16;
 
@@ -558,6 +671,31 @@ fn rules(model: CostModel) -> Vec<Rule> {
                 Some(fused_build(base, bi, steps, &ch))
             })
         }),
+        FnRule::rewrite("conv-padding-taps", |eg, _c, n| {
+            // Kernel taps that read only padding, for every output position, dropped: a
+            // dilated conv on a small map (DeepLab's atrous convs, dilation 24 and 36 on a
+            // 16x16 map: only the centre tap reads the image) becomes the smaller conv it
+            // is. Exact: each dropped product was a padding zero times a finite weight.
+            let Op::Conv { window, group } = n.op()? else {
+                return None;
+            };
+            let x = ty_of(eg, n.children[0])?;
+            let w = const_of(eg, n.children[1])?;
+            if x.rank() != window.nsp() + 2 {
+                return None;
+            }
+            let (new, ranges) = trimmed_window(window, &x.shape[2..])?;
+            let w2 = trimmed_weights(&w, &ranges)?;
+            let mut children = vec![Build::Class(n.children[0]), Build::Const(w2)];
+            children.extend(n.children[2..].iter().map(|&c| Build::Class(c)));
+            Some(Build::Node(
+                Op::Conv {
+                    window: new,
+                    group: *group,
+                },
+                children,
+            ))
+        }),
         FnRule::rewrite("conv-bn", |eg, _c, n| {
             let Op::BatchNorm { epsilon } = n.op()? else {
                 return None;
@@ -715,6 +853,36 @@ fn conv_graph(seed: u64, bias: bool) -> (Graph, optc_ir::Value, usize) {
 
 fn cases() -> Vec<Case> {
     vec![
+        Case {
+            rule: "conv-padding-taps",
+            make: |s| {
+                // A map of 4-6 by 5-6 pixels, dilations (and padding) as large as the map:
+                // the off-centre taps read only padding along one or both axes (a 1x1 or a
+                // 1x3 conv is left), a stride of 2 on some seeds, a bias on others.
+                let (h, w) = (4 + (s % 3) as usize, 5 + (s % 2) as usize);
+                let (dh, dw) = (h, if s % 2 == 0 { 1 } else { w });
+                let stride = 1 + (s % 2) as usize;
+                let mut g = Graph::new();
+                let x = g.add_input("x", TensorType::f32(&[1, 3, h, w]));
+                let wt = g.add_const("w", t(s, &[4, 3, 3, 3], -1.0, 1.0));
+                let mut ins = vec![x, wt];
+                if s % 2 == 1 {
+                    ins.push(g.add_const("b", t(s + 1, &[4], -1.0, 1.0)));
+                }
+                let window = Window {
+                    kernel: vec![3, 3],
+                    strides: vec![stride, stride],
+                    pads: vec![dh, dw, dh, dw],
+                    dilations: vec![dh, dw],
+                    ceil_mode: false,
+                };
+                let c = g
+                    .add("conv", Op::Conv { window, group: 1 }, &ins)
+                    .expect("conv");
+                g.add_output("y", c);
+                g
+            },
+        },
         Case {
             rule: "conv-bn",
             make: |s| {
