@@ -1046,6 +1046,57 @@ fn average_pools_inside_and_border() {
     }
 }
 
+/// Average pools over zero-padded planes (`ops::avg_pool`, horizontal stride 1 or 2): every
+/// output four at a time, border included, against the interpreter (which sums in f64 and
+/// rounds once; the kernels add in f32 in the window's order): Inception's 3x3 pools
+/// of stride 1 on 17x17 and 8x8 maps (as tasks: blocks of planes; 251 planes leave an uneven
+/// last block),
+/// stride 2, a row tail of 1-3 outputs, dilation, asymmetric padding, ceil mode, padding
+/// counted or not, a window larger than the map, a 1-D-like map, a single plane.
+#[test]
+fn average_pools_over_padded_planes() {
+    let mut s = 300;
+    for include_pad in [false, true] {
+        for (x, window) in [
+            (
+                vec![1, 64, 17, 17],
+                win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1], false),
+            ),
+            (
+                vec![1, 251, 8, 8],
+                win(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1], false),
+            ),
+            (
+                vec![2, 5, 13, 18],
+                win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1], true),
+            ),
+            (
+                vec![1, 3, 9, 11],
+                win(&[3, 2], &[1, 2], &[2, 0, 1, 1], &[2, 1], false),
+            ),
+            (
+                vec![1, 4, 6, 7],
+                win(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1], false),
+            ),
+            (
+                vec![1, 1, 1, 23],
+                win(&[1, 3], &[1, 1], &[0, 1, 0, 1], &[1, 1], false),
+            ),
+            (
+                vec![1, 2, 5, 5],
+                win(&[7, 7], &[1, 1], &[3, 3, 3, 3], &[1, 1], false),
+            ),
+        ] {
+            s += 1;
+            let op = Op::AveragePool {
+                window,
+                count_include_pad: include_pad,
+            };
+            check_op(op, &[f(&x)], ARITH, s);
+        }
+    }
+}
+
 #[test]
 fn reductions() {
     let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![

@@ -14,6 +14,7 @@
 //!   families,
 //! - `parallel.rs`: which generic nodes are split across tasks.
 
+pub(crate) mod avg_pool;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod fused;
@@ -124,7 +125,13 @@ pub(crate) fn lower_node(
         Op::AveragePool {
             window,
             count_include_pad,
-        } => lower_avgpool(e, info, ins[0], outp[0], window, *count_include_pad),
+        } => match avg_pool::geometry(info) {
+            Some(g) => {
+                avg_pool::lower(e, &g, ins[0], outp[0], scratch, extra[0]);
+                Ok(())
+            }
+            None => lower_avgpool(e, info, ins[0], outp[0], window, *count_include_pad),
+        },
         Op::Reduce {
             kind,
             axes,
@@ -203,6 +210,9 @@ pub(crate) fn scratch_bytes(info: &NodeInfo) -> Result<usize> {
     if let Some(g) = maxpool2d_geometry(info) {
         return Ok(g.planes * g.hp * g.wp * 4);
     }
+    if let Some(bytes) = avg_pool::scratch_bytes(info) {
+        return Ok(bytes);
+    }
     match info.op {
         Op::Conv { .. } => conv_scratch_bytes(info),
         Op::MatMulInteger
@@ -231,6 +241,9 @@ pub(crate) fn kernel_data(info: &NodeInfo) -> Result<Vec<Vec<u8>>> {
             _ => Ok(vec![]),
         },
         Op::Pad { pads, mode, .. } => Ok(vec![pad_table(info, pads, *mode)]),
+        Op::AveragePool { .. } => Ok(avg_pool::geometry(info)
+            .map(|g| vec![avg_pool::table(&g)])
+            .unwrap_or_default()),
         Op::BatchNorm { .. } => Ok(match elementwise::batchnorm_affine(info) {
             Some((s, t)) => [s, t]
                 .iter()

@@ -4,12 +4,14 @@ use crate::node::NodeInfo;
 use optc_ir::{DType, Op, TensorType};
 
 /// Whether a generic node runs as tasks: `(dim, parts)`, each task a slice of the output
-/// along `dim` (elementwise nodes) or a block of rows (softmax, layernorm: `dim` 0).
+/// along `dim` (elementwise nodes) or a block of rows (softmax, layernorm: `dim` 0) or of
+/// planes (average pools, `ops::avg_pool`: `dim` 0).
 pub(crate) fn task_split(info: &NodeInfo) -> Option<(usize, usize)> {
     elementwise_split(info)
         .or_else(|| pad_split(info))
         .or_else(|| softmax_split(info).map(|p| (0, p)))
         .or_else(|| layernorm_split(info).map(|p| (0, p)))
+        .or_else(|| crate::ops::avg_pool::parts(info).map(|p| (0, p)))
 }
 
 /// A large f32 elementwise node worth splitting across threads: `(dim, parts)` such that
