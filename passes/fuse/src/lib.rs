@@ -178,35 +178,27 @@ fn trimmed_weights(w: &Tensor, ranges: &[(usize, usize)]) -> Option<Tensor> {
     };
     let mut new_shape = shape[..2].to_vec();
     new_shape.extend(ranges.iter().map(|(lo, hi)| hi - lo));
-    match w.data() {
-        Data::F32(v) => {
-            let finite = v
-                .iter()
+    // The kept weights, or `None` when a dropped one is not finite.
+    fn cut<T: Copy>(
+        v: &[T],
+        keep: impl Fn(usize) -> bool,
+        finite: fn(&T) -> bool,
+    ) -> Option<Vec<T>> {
+        let dropped_finite = v.iter().enumerate().all(|(i, x)| keep(i) || finite(x));
+        dropped_finite.then(|| {
+            v.iter()
                 .enumerate()
-                .all(|(i, x)| keep(i % taps) || x.is_finite());
-            let kept = v
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| keep(i % taps))
+                .filter(|(i, _)| keep(*i))
                 .map(|(_, &x)| x)
-                .collect();
-            finite.then(|| Tensor::new(new_shape, Data::F32(kept)).ok())?
-        }
-        Data::F64(v) => {
-            let finite = v
-                .iter()
-                .enumerate()
-                .all(|(i, x)| keep(i % taps) || x.is_finite());
-            let kept = v
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| keep(i % taps))
-                .map(|(_, &x)| x)
-                .collect();
-            finite.then(|| Tensor::new(new_shape, Data::F64(kept)).ok())?
-        }
-        _ => None,
+                .collect()
+        })
     }
+    let data = match w.data() {
+        Data::F32(v) => Data::F32(cut(v, |i| keep(i % taps), |x| x.is_finite())?),
+        Data::F64(v) => Data::F64(cut(v, |i| keep(i % taps), |x| x.is_finite())?),
+        _ => return None,
+    };
+    Tensor::new(new_shape, data).ok()
 }
 
 /// Longest step chain a fusion rule builds.

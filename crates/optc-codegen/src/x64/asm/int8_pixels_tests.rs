@@ -107,6 +107,31 @@ fn pixel_tile(key: &Int8Key, groups: usize, seed: u64) -> PixelTile {
     }
 }
 
+/// The key of a pixel-rows tile `(rows, panels, row step, skips)` storing f32.
+fn f32_key(
+    (mr, panels, row_step, skips): (usize, usize, usize, ColumnSkips),
+    bias: bool,
+    steps: Vec<Epilogue>,
+) -> Int8Key {
+    Int8Key {
+        scheme: Scheme::DotProduct,
+        contraction: Contraction::ConvPixels {
+            panels,
+            row_step,
+            skips,
+        },
+        mr,
+        partial: false,
+        unpacked: false,
+        first: true,
+        last: Some(Dequantize {
+            bias,
+            steps,
+            quantize: None,
+        }),
+    }
+}
+
 fn keys() -> Vec<Int8Key> {
     let mut v = vec![];
     for mr in 1..=PIXEL_ROWS {
@@ -114,23 +139,8 @@ fn keys() -> Vec<Int8Key> {
             for row_step in [4, 8] {
                 for bias in [false, true] {
                     for steps in step_lists(false, bias, Scheme::DotProduct) {
-                        v.push(Int8Key {
-                            scheme: Scheme::DotProduct,
-                            contraction: Contraction::ConvPixels {
-                                panels,
-                                row_step,
-                                skips: ColumnSkips::default(),
-                            },
-                            mr,
-                            partial: false,
-                            unpacked: false,
-                            first: true,
-                            last: Some(Dequantize {
-                                bias,
-                                steps,
-                                quantize: None,
-                            }),
-                        });
+                        let skips = ColumnSkips::default();
+                        v.push(f32_key((mr, panels, row_step, skips), bias, steps));
                     }
                 }
             }
@@ -256,23 +266,8 @@ fn pixel_kernels_store_quantized_bytes() {
                 {
                     seed += 1;
                     let p = params[seed as usize % 2];
-                    let f32_key = Int8Key {
-                        scheme: Scheme::DotProduct,
-                        contraction: Contraction::ConvPixels {
-                            panels,
-                            row_step,
-                            skips: ColumnSkips::default(),
-                        },
-                        mr,
-                        partial: false,
-                        unpacked: false,
-                        first: true,
-                        last: Some(Dequantize {
-                            bias,
-                            steps,
-                            quantize: None,
-                        }),
-                    };
+                    let skips = ColumnSkips::default();
+                    let f32_key = f32_key((mr, panels, row_step, skips), bias, steps);
                     let mut key = f32_key.clone();
                     key.last.as_mut().unwrap().quantize = Some(QuantizeStore::of(p));
                     let code = assemble(&key).unwrap();
@@ -329,23 +324,7 @@ fn pixel_kernels_skip_the_edge_columns() {
                         let bias = shapes % 2 == 0;
                         let steps =
                             step_lists(false, bias, Scheme::DotProduct).swap_remove(shapes % 3);
-                        let key = Int8Key {
-                            scheme: Scheme::DotProduct,
-                            contraction: Contraction::ConvPixels {
-                                panels,
-                                row_step: 4 * sw,
-                                skips,
-                            },
-                            mr,
-                            partial: false,
-                            unpacked: false,
-                            first: true,
-                            last: Some(Dequantize {
-                                bias,
-                                steps,
-                                quantize: None,
-                            }),
-                        };
+                        let key = f32_key((mr, panels, 4 * sw, skips), bias, steps);
                         let code = assemble(&key).unwrap();
                         for planes in [0, 1, 3] {
                             seed += 1;
