@@ -510,7 +510,13 @@ fn cmd_check(a: CheckArgs) -> Res<ExitCode> {
     let mut m = compile_with_inputs(&a.c, &a.t, &bytes, &known)?;
     let inputs = gather_inputs(&m, &known, a.i.seed)?;
     let ours = m.run(&inputs).map_err(|e| e.to_string())?;
-    let theirs = optc_onnx::oracle::run_tract(&bytes, &inputs)?;
+    let theirs = optc_onnx::oracle::run_tract(&bytes, &inputs).map_err(|e| {
+        format!(
+            "optc compiled and ran the model ({} output(s)), but the comparison needs tract, \
+             which cannot run it (`optc run --outputs DIR` writes optc's outputs): {e}",
+            ours.len()
+        )
+    })?;
     if theirs.len() != ours.len() {
         return Err(format!(
             "tract gives {} outputs, optc {}",

@@ -312,6 +312,14 @@ fn bench_notes_a_model_tract_cannot_run() {
         so.contains("optc") && so.contains("tract    not measured") && so.contains("Det"),
         "{so}"
     );
+    // `check` compares with tract: it cannot, and says that optc itself ran.
+    let o = optc(&["check", m.to_str().unwrap()]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{se}");
+    assert!(
+        se.contains("optc compiled and ran the model") && se.contains("Det"),
+        "{se}"
+    );
     let o = optc(&[
         "bench",
         m.to_str().unwrap(),
