@@ -7,10 +7,10 @@
 //! border cells one at a time (on Inception's 17x17 and 8x8 maps, a quarter to a half of
 //! them). Large pools run as tasks, each a block of planes with its own buffer in scratch.
 
-use crate::builder::{if_else, shuffle_lanes, tensor_flags, zero_span, Emitter, F32X4};
+use crate::builder::{shuffle_lanes, tensor_flags, zero_span, Emitter, F32X4};
 use crate::node::NodeInfo;
-use crate::ops::parallel::row_parts;
-use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
+use crate::ops::parallel::{row_parts, task_rows};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
 use optc_ir::{DType, Op};
 
 /// Largest padded plane buffer (bytes) a task holds.
@@ -161,29 +161,17 @@ pub(crate) fn lower(
     scratch: Value,
     counts: Value,
 ) {
-    let Some(sp) = e.partition.clone() else {
-        let z = e.int_const(0);
-        planes(e, g, x, out, scratch, counts, z, g.planes);
-        return;
+    // Each task's own padded buffer.
+    let buffer = match e.partition.clone() {
+        Some(sp) => {
+            let o = e.b.ins().imul_imm_s(sp.t, buffer_bytes(g) as i64);
+            e.b.ins().iadd(scratch, o)
+        }
+        None => scratch,
     };
-    let per = g.planes.div_ceil(sp.parts);
-    let last = g.planes - per * (sp.parts - 1);
-    let first = e.b.ins().imul_imm_s(sp.t, per as i64);
-    let buffer = e.b.ins().imul_imm_s(sp.t, buffer_bytes(g) as i64);
-    let buffer = e.b.ins().iadd(scratch, buffer);
-    if last == per {
-        planes(e, g, x, out, buffer, counts, first, per);
-    } else {
-        let is_last =
-            e.b.ins()
-                .icmp_imm_s(IntCC::Equal, sp.t, sp.parts as i64 - 1);
-        if_else(
-            e,
-            is_last,
-            &mut |e| planes(e, g, x, out, buffer, counts, first, last),
-            &mut |e| planes(e, g, x, out, buffer, counts, first, per),
-        );
-    }
+    task_rows(e, g.planes, &|e, first, n| {
+        planes(e, g, x, out, buffer, counts, first, n)
+    });
 }
 
 /// `n` planes from plane `first` (an i64), through the padded buffer at `buffer`.

@@ -1,14 +1,12 @@
 //! Softmax and LayerNorm: vectorized contiguous rows (split across tasks when large), a
 //! generic strided path otherwise.
 
-use crate::builder::{if_else, Emitter, F32X4};
+use crate::builder::{Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::operand::{broadcast_strides, collapse, element_strides};
-use cranelift_codegen::ir::{
-    condcodes::{FloatCC, IntCC},
-    types, InstBuilder, Type, Value,
-};
+use crate::ops::parallel::task_rows;
+use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 
 pub(super) fn lower_softmax(
@@ -28,7 +26,8 @@ pub(super) fn lower_softmax(
     let f64 = info.ins[0].dtype == optc_ir::DType::F64;
     if inner == 1 && !f64 {
         // A task of a split softmax (`softmax_split`) does its block of rows.
-        row_blocks(e, outer, n * 4, &|e, start, rows| {
+        task_rows(e, outer, &|e, first, rows| {
+            let start = e.b.ins().imul_imm_s(first, (n * 4) as i64);
             softmax_rows(e, x, out, start, rows, n)
         });
         return Ok(());
@@ -274,7 +273,8 @@ pub(super) fn lower_layernorm(
     if ndims.len() == 1 && sx[0] == 1 && ssc[0] <= 1 && sbi[0] <= 1 {
         // A task of a split LayerNorm (`layernorm_split`) does its block of rows.
         let moving = [ssc[0] == 1, sbi[0] == 1];
-        row_blocks(e, outer, d * 4, &|e, start, rows| {
+        task_rows(e, outer, &|e, first, rows| {
+            let start = e.b.ins().imul_imm_s(first, (d * 4) as i64);
             layernorm_rows(e, ins, out, start, rows, d, eps, moving)
         });
         return Ok(());
@@ -455,33 +455,4 @@ fn layernorm_rows(
             &mut |e, oo| apply(e, f, oo),
         );
     });
-}
-
-/// `body(e, start, rows)` for the rows of this task's block (of `row_bytes` each, from byte
-/// `start`): with a split ([`crate::ops::parallel::row_parts`]), `ceil(outer / parts)` rows
-/// a block and the last block the rest; else all `outer` rows.
-fn row_blocks(
-    e: &mut Emitter,
-    outer: usize,
-    row_bytes: usize,
-    body: &dyn Fn(&mut Emitter, Value, usize),
-) {
-    let Some(sp) = e.partition.clone() else {
-        let z = e.int_const(0);
-        body(e, z, outer);
-        return;
-    };
-    let rows = outer.div_ceil(sp.parts);
-    let start = e.b.ins().imul_imm_s(sp.t, (rows * row_bytes) as i64);
-    let last = outer - rows * (sp.parts - 1);
-    if last == rows {
-        body(e, start, rows);
-    } else {
-        let is_last =
-            e.b.ins()
-                .icmp_imm_s(IntCC::Equal, sp.t, sp.parts as i64 - 1);
-        if_else(e, is_last, &mut |e| body(e, start, last), &mut |e| {
-            body(e, start, rows)
-        });
-    }
 }

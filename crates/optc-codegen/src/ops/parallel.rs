@@ -1,6 +1,8 @@
 //! Which generic nodes are worth splitting across tasks, and into how many parts.
 
+use crate::builder::{if_else, Emitter};
 use crate::node::NodeInfo;
+use cranelift_codegen::ir::{condcodes::IntCC, InstBuilder, Value};
 use optc_ir::{DType, Op, TensorType};
 
 /// Whether a generic node runs as tasks: `(dim, parts)`, each task a slice of the output
@@ -185,4 +187,29 @@ pub(crate) fn row_parts(rows: usize, want: usize) -> Option<usize> {
     (2..=want)
         .rev()
         .find(|&p| rows.div_ceil(p) * (p - 1) < rows)
+}
+
+/// `body(e, first, rows)` for the rows of this task's block of a node whose `outer` rows are
+/// split into blocks (softmax and LayerNorm rows, average pools' planes): `ceil(outer /
+/// parts)` rows a block from row `first` (an i64), the last block the rest (a body for each
+/// length, chosen by the task index); without a split, all `outer` rows from row 0.
+pub(crate) fn task_rows(e: &mut Emitter, outer: usize, body: &dyn Fn(&mut Emitter, Value, usize)) {
+    let Some(sp) = e.partition.clone() else {
+        let z = e.int_const(0);
+        body(e, z, outer);
+        return;
+    };
+    let rows = outer.div_ceil(sp.parts);
+    let first = e.b.ins().imul_imm_s(sp.t, rows as i64);
+    let last = outer - rows * (sp.parts - 1);
+    if last == rows {
+        body(e, first, rows);
+    } else {
+        let is_last =
+            e.b.ins()
+                .icmp_imm_s(IntCC::Equal, sp.t, sp.parts as i64 - 1);
+        if_else(e, is_last, &mut |e| body(e, first, last), &mut |e| {
+            body(e, first, rows)
+        });
+    }
 }
