@@ -308,24 +308,16 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
     let target_table = s.constant(i64s(leaf_targets, vec![n_leaves])?);
     let mut weight = s.op(Op::Gather { axis: 0 }, &[weight_table, leaf.clone()])?;
     let target = s.op(Op::Gather { axis: 0 }, &[target_table, leaf])?;
+    // The largest finite value of the type (a min starts there, a max at its negation).
+    let largest = if dtype == DType::F64 {
+        f64::MAX
+    } else {
+        f32::MAX as f64
+    };
     let (initial, reduction) = match aggregate {
         0 | 1 => (0.0, ScatterReduction::Add),
-        2 => (
-            if dtype == DType::F64 {
-                f64::MAX
-            } else {
-                f32::MAX as f64
-            },
-            ScatterReduction::Min,
-        ),
-        3 => (
-            if dtype == DType::F64 {
-                f64::MIN
-            } else {
-                f32::MIN as f64
-            },
-            ScatterReduction::Max,
-        ),
+        2 => (largest, ScatterReduction::Min),
+        3 => (-largest, ScatterReduction::Max),
         f => return Err(format!("aggregate_function {f} is not an ONNX value (0-3)")),
     };
     if aggregate == 0 {
