@@ -179,7 +179,7 @@ fn layernorm_split(info: &NodeInfo) -> Option<usize> {
 
 /// Row blocks of a softmax or LayerNorm split: up to `want` parts of `rows` rows, the most
 /// that divide them, else (a prime count: ViT's 197 tokens) `ceil(rows / parts)` rows a
-/// block and a shorter last one (`norm::row_blocks`).
+/// block and a shorter last one ([`task_rows`]).
 pub(crate) fn row_parts(rows: usize, want: usize) -> Option<usize> {
     if let Some(p) = (2..=want).rev().find(|&p| rows.is_multiple_of(p)) {
         return Some(p);
