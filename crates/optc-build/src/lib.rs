@@ -150,6 +150,34 @@ impl Build {
         self
     }
 
+    /// One object for every sequence length from `min` to `max` (`optc::dynamic_length`):
+    /// `dims` is the input's shape at the longest length and `axes` its dims that are the
+    /// length; inputs the model names like them follow; one range per model (the last given holds). The generated bindings take the
+    /// length as their last input and say where it is (`LENGTH_MAX`, `INPUT_LENGTH_AXES`).
+    pub fn input_length_range(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        axes: &[usize],
+        min: usize,
+        max: usize,
+    ) -> &mut Build {
+        self.opts
+            .input_shapes
+            .insert(name.to_string(), dims.to_vec());
+        let spec = self
+            .opts
+            .length
+            .get_or_insert_with(|| optc::dynamic_length::LengthSpec {
+                min,
+                max,
+                axes: Default::default(),
+            });
+        (spec.min, spec.max) = (min, max);
+        spec.axes.insert(name.to_string(), axes.to_vec());
+        self
+    }
+
     /// Every compile option at once (the same [`Options`] as the JIT and the CLI: extra
     /// rules, disabled rules, ...). The target still comes from [`Build::target`], else from
     /// cargo; the options' `target` field is ignored.

@@ -18,7 +18,9 @@ pub struct CompileArgs {
     /// ahead of time only, unless this machine runs them).
     #[arg(long, default_value = "native")]
     pub target: String,
-    /// Fix a dynamic input shape, e.g. `--input-shape input_ids=1x128`. Repeatable.
+    /// Fix a dynamic input shape, e.g. `--input-shape input_ids=1x128`. Repeatable. Ahead of
+    /// time, a dim may be a length range, `input_ids=1x1..512`: one object for every length
+    /// (inputs whose dims the model names like it follow; the README's ahead-of-time section).
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     pub input_shapes: Vec<String>,
     /// Load extra rewrite rules (`.rules` syntax: `name: lhs => rhs`). Repeatable.
@@ -104,12 +106,31 @@ impl CompileArgs {
     /// The options these flags ask for, at `-O` `default_level` unless one is given.
     pub fn options(&self, default_level: u8) -> Result<Options, String> {
         let mut input_shapes = HashMap::new();
+        let mut length: Option<optc::dynamic_length::LengthSpec> = None;
         for s in &self.input_shapes {
             let (name, dims) = s
                 .rsplit_once('=')
                 .ok_or_else(|| format!("--input-shape '{s}' must look like NAME=1x3x224x224"))?;
-            let shape =
-                optc_onnx::parse_shape(dims).map_err(|e| format!("--input-shape '{s}': {e}"))?;
+            let optc::dynamic_length::RangedShape {
+                dims: shape,
+                axes,
+                range,
+            } = optc::dynamic_length::parse_ranged_shape(dims)
+                .map_err(|e| format!("--input-shape '{s}': {e}"))?;
+            if let Some((min, max)) = range {
+                let spec = length.get_or_insert_with(|| optc::dynamic_length::LengthSpec {
+                    min,
+                    max,
+                    axes: HashMap::new(),
+                });
+                if (spec.min, spec.max) != (min, max) {
+                    return Err(format!(
+                        "--input-shape '{s}': a model has one length range; another input's is {}..{}",
+                        spec.min, spec.max
+                    ));
+                }
+                spec.axes.insert(name.to_string(), axes);
+            }
             input_shapes.insert(name.to_string(), shape);
         }
         let mut extra_rules = vec![];
@@ -122,6 +143,7 @@ impl CompileArgs {
             opt_level: self.level_or(default_level),
             target: self.target.clone(),
             input_shapes,
+            length,
             extra_rules,
             disabled_rules: self.disabled_rules.clone(),
             winograd: self.winograd,

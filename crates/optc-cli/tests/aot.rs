@@ -725,3 +725,128 @@ fn runtime_error_names_the_node_like_the_jit() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Attention over `x [1, seq, 4]` (scores, softmax over keys, `P x`) and the mean over the
+/// sequence.
+fn attention_model() -> Vec<u8> {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, -1, 4])
+        .initializer("wq", &common::weights(vec![4, 4], 0.3, 0.6))
+        .node("MatMul", &["x", "wq"], &["q"], vec![])
+        .node(
+            "Transpose",
+            &["x"],
+            &["xt"],
+            vec![("perm", optc_onnx::builder::Attr::Ints(vec![0, 2, 1]))],
+        )
+        .node("MatMul", &["q", "xt"], &["scores"], vec![])
+        .node("Softmax", &["scores"], &["p"], vec![])
+        .node("MatMul", &["p", "x"], &["y"], vec![])
+        .node(
+            "ReduceMean",
+            &["y"],
+            &["mean"],
+            vec![("axes", optc_onnx::builder::Attr::Ints(vec![1]))],
+        )
+        .output("y")
+        .output("mean");
+    b.to_bytes()
+}
+
+#[test]
+fn one_object_serves_every_length_of_its_range() {
+    let dir = tmp("c-length");
+    let bytes = attention_model();
+    let model = dir.join("attend.onnx");
+    std::fs::write(&model, &bytes).unwrap();
+    let obj = dir.join("attend.o");
+    optc(&[
+        model.to_str().unwrap(),
+        "--target",
+        "native",
+        "-O3",
+        "--input-shape",
+        "x=1x1..9x4",
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    let h = std::fs::read_to_string(dir.join("attend.h")).unwrap();
+    for s in [
+        "#define OPTC_ATTEND_LENGTH_MAX 9",
+        "#define OPTC_ATTEND_INPUT0_SHAPE {1, 9, 4}",
+        "#define OPTC_ATTEND_INPUT1_NAME \"optc_length\"",
+        " *   input 0 along dims [1]\n",
+    ] {
+        assert!(h.contains(s), "header lacks {s}:\n{h}");
+    }
+    let exe = dir.join("attend_app");
+    link_c_example(
+        "cc",
+        &["-O2", "-Wall", "-Werror"],
+        "attend",
+        &dir,
+        &obj,
+        &exe,
+    );
+    for len in [1usize, 4, 9] {
+        let x = common::weights(vec![1, len, 4], len as f32, 2.0);
+        let want = jit(&bytes, std::slice::from_ref(&x));
+        // Past the length: NaN, which no position within it may read.
+        let mut padded = x.as_f32().unwrap().to_vec();
+        padded.resize(9 * 4, f32::NAN);
+        let inputs = [
+            Tensor::from_f32(vec![1, 9, 4], padded).unwrap(),
+            Tensor::scalar_i64(len as i64),
+        ];
+        let (got, _) = run_built(&dir, &exe, &inputs, 2, None);
+        let floats = |b: &[u8]| -> Vec<f32> {
+            b.chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        // Batch 1, the length the first dim past it: the first positions are a prefix.
+        for (o, n) in [(0, len * 4), (1, 4)] {
+            let (g, w) = (floats(&got[o]), floats(&want[o]));
+            assert_eq!(w.len(), n);
+            for (i, (a, b)) in g[..n].iter().zip(&w).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 + 1e-4 * b.abs(),
+                    "length {len}, output {o}[{i}]: {a} against {b}"
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn length_ranges_are_checked_and_only_ahead_of_time() {
+    let dir = tmp("length-errors");
+    let model = dir.join("attend.onnx");
+    std::fs::write(&model, attention_model()).unwrap();
+    let m = model.to_str().unwrap();
+    let obj = dir.join("x.o");
+    let o = obj.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec![m, "--input-shape", "x=1x5..3x4", "-o", o],
+            "must run from at least 1 to a larger length",
+        ),
+        (
+            vec![m, "--input-shape", "x=1x1..ax4", "-o", o],
+            "write MIN..MAX",
+        ),
+        (
+            vec!["run", m, "--input-shape", "x=1x1..9x4"],
+            "one ahead-of-time object for every length",
+        ),
+    ] {
+        let out = common::optc(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,6 +16,7 @@
 
 pub mod attention_blocks;
 pub mod compress;
+pub mod dynamic_length;
 mod error;
 mod inputs;
 mod model;

@@ -3,7 +3,7 @@
 //! same pipeline as the JIT.
 
 use crate::pipeline::{front, Report, Source};
-use crate::{Options, Result};
+use crate::{Error, Options, Result};
 use optc_codegen::aot::{self, AotModel, AotOptions};
 use optc_ir::Graph;
 use std::time::Instant;
@@ -48,7 +48,29 @@ pub fn compile_object_graph(
 }
 
 fn compile(source: Source, opts: &Options, obj: &ObjectOptions) -> Result<Artifacts> {
-    let f = front(source, opts)?;
+    let (f, length) = match (&opts.length, source) {
+        (Some(spec), Source::Bytes(bytes)) => {
+            if opts.compress.lossy() {
+                return Err(Error::Input(
+                    "a length range cannot be combined with lossy compression yet".into(),
+                ));
+            }
+            let t = Instant::now();
+            let (graph, axes) = crate::dynamic_length::masked_graph(bytes, opts, spec)?;
+            let import = t.elapsed();
+            let mut o = opts.clone();
+            o.length = None;
+            let mut f = front(Source::Graph(graph), &o)?;
+            f.report.timings.import = import;
+            (f, Some(axes))
+        }
+        (Some(_), Source::Graph(_)) => {
+            return Err(Error::Input(
+                "a length range needs the ONNX model (it is imported at two lengths)".into(),
+            ))
+        }
+        (None, source) => (front(source, opts)?, None),
+    };
     let mut report = f.report;
     let t = Instant::now();
     let aopts = AotOptions {
@@ -56,7 +78,13 @@ fn compile(source: Source, opts: &Options, obj: &ObjectOptions) -> Result<Artifa
         keep_clif: obj.keep_clif,
         keep_asm: obj.keep_asm,
     };
-    let model = aot::compile_object(&f.graph, &f.target, &aopts)?;
+    let mut model = aot::compile_object(&f.graph, &f.target, &aopts)?;
+    model.length = length.map(|l| aot::AotLength {
+        min: l.min,
+        max: l.max,
+        inputs: l.inputs,
+        outputs: l.outputs,
+    });
     report.timings.codegen = t.elapsed();
     Ok(Artifacts {
         model,

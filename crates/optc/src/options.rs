@@ -41,6 +41,11 @@ pub struct Options {
     /// Compile for per-node profiling (`optc bench --profile`, [`crate::profile`]): a call
     /// to the runtime before each kernel. JIT only.
     pub profile: bool,
+    /// One ahead-of-time object for every length in a range (`--input-shape
+    /// input_ids=1x1..512`): which input dims are the length and its range; the shapes in
+    /// `input_shapes` are the longest length's. Ahead-of-time compiles only
+    /// ([`crate::dynamic_length`]).
+    pub length: Option<crate::dynamic_length::LengthSpec>,
 }
 
 impl Default for Options {
@@ -58,6 +63,7 @@ impl Default for Options {
             compress: Default::default(),
             shape_cache: 8,
             profile: false,
+            length: None,
         }
     }
 }

@@ -92,6 +92,13 @@ pub(crate) struct Front {
 /// The front of every compile: check the target, import `bytes` (when given, else take
 /// `graph`), optimize.
 pub(crate) fn front(source: Source, opts: &Options) -> Result<Front> {
+    if let Some(spec) = &opts.length {
+        return Err(Error::Input(format!(
+            "a length range ({}..{}) makes one ahead-of-time object for every length; a model \
+             compiled in this process takes each input shape it is run with (give fixed shapes)",
+            spec.min, spec.max
+        )));
+    }
     let target = target(opts)?;
     let mut report = Report::default();
     let bytes = match &source {

@@ -91,6 +91,29 @@ pub fn c_header(m: &AotModel, source: &str) -> String {
     let _ = writeln!(h, "#define OPTC_{up}_WORKSPACE_SIZE {}u", m.workspace);
     let _ = writeln!(h, "#define OPTC_{up}_NUM_INPUTS {}", m.inputs.len());
     let _ = writeln!(h, "#define OPTC_{up}_NUM_OUTPUTS {}\n", m.outputs.len());
+    if let Some(l) = &m.length {
+        let axes = |a: &[Vec<usize>], kind: &str| -> String {
+            a.iter()
+                .enumerate()
+                .filter(|(_, x)| !x.is_empty())
+                .map(|(i, x)| format!(" *   {kind} {i} along dims {x:?}\n"))
+                .collect()
+        };
+        let _ = writeln!(
+            h,
+            "/* One object for every length from {min} to {max}: the last input is the run's\n\
+             \x20* length (int64_t; a length outside the range fails the run). Every buffer has\n\
+             \x20* the shape below, the longest length's. A run of length L reads the first L\n\
+             \x20* positions of\n{ins}\x20* and writes the first L positions of\n{outs}\
+             \x20* (other outputs in full). The positions past L of an input are never read;\n\
+             \x20* those of an output are unspecified. */\n\
+             #define OPTC_{up}_LENGTH_MIN {min}\n#define OPTC_{up}_LENGTH_MAX {max}\n",
+            min = l.min,
+            max = l.max,
+            ins = axes(&l.inputs, "input"),
+            outs = axes(&l.outputs, "output"),
+        );
+    }
     for (kind, list) in [("INPUT", &m.inputs), ("OUTPUT", &m.outputs)] {
         for (i, t) in list.iter().enumerate() {
             let p = format!("OPTC_{up}_{kind}{i}");

@@ -31,6 +31,6 @@ mod rust_bindings;
 
 pub use archive::static_archive;
 pub use c_header::{c_header, c_type};
-pub use model::{symbol_name, AotModel, AotOptions, AotTensor};
+pub use model::{symbol_name, AotLength, AotModel, AotOptions, AotTensor};
 pub use object::compile_object;
 pub use rust_bindings::{rust_bindings, rust_type, type_name};

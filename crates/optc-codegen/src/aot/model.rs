@@ -50,6 +50,23 @@ pub struct AotModel {
     pub clif: String,
     /// Disassembly of every function, when [`AotOptions::keep_asm`].
     pub asm: String,
+    /// One object for every length of a range: where the length is (the last input is the
+    /// run's length, an i64 scalar).
+    pub length: Option<AotLength>,
+}
+
+/// The length range of an object compiled for every length in it: its buffers have the
+/// longest length's shapes; a run of length `L` reads the first `L` positions along each
+/// input's length axes and writes the first `L` along each output's (the rest of such an
+/// output is unspecified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AotLength {
+    pub min: usize,
+    pub max: usize,
+    /// Per input (the length input excluded): its length axes.
+    pub inputs: Vec<Vec<usize>>,
+    /// Per output: its length axes (none: written in full).
+    pub outputs: Vec<Vec<usize>>,
 }
 
 impl AotModel {

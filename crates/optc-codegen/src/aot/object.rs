@@ -104,5 +104,6 @@ pub fn compile_object(graph: &Graph, target: &Target, opts: &AotOptions) -> Resu
         nodes: lowered.nodes,
         clif,
         asm,
+        length: None,
     })
 }

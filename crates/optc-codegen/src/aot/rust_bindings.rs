@@ -222,6 +222,25 @@ impl {ty} {{
                     t.numel()
                 )
             }))
+            .chain(m.length.iter().map(|l| {
+                format!(
+                    "    /// One object for every length from `LENGTH_MIN` to `LENGTH_MAX`: the last \
+                     input is the run's length; the buffers have the longest length's shapes, a \
+                     run of length `L` reads the first `L` positions along `INPUT_LENGTH_AXES` \
+                     and writes the first `L` along `OUTPUT_LENGTH_AXES` (no axes: in full).\n    \
+                     pub const LENGTH_MIN: usize = {};\n    /// The longest length.\n    \
+                     pub const LENGTH_MAX: usize = {};\n    /// Per input (the length input \
+                     excluded), its length axes.\n    pub const INPUT_LENGTH_AXES: [&'static \
+                     [usize]; {}] = [{}];\n    /// Per output, its length axes.\n    pub const \
+                     OUTPUT_LENGTH_AXES: [&'static [usize]; {}] = [{}];\n",
+                    l.min,
+                    l.max,
+                    l.inputs.len(),
+                    l.inputs.iter().map(|a| format!("&{a:?}")).collect::<Vec<_>>().join(", "),
+                    l.outputs.len(),
+                    l.outputs.iter().map(|a| format!("&{a:?}")).collect::<Vec<_>>().join(", "),
+                )
+            }))
             .collect::<String>(),
         nn = m.nodes.len(),
         nodes = m
