@@ -246,7 +246,11 @@ fn a_length_outside_the_range_fails_the_run() {
     for bad in [2, 0, -1, MAX as i64 + 1] {
         long[2] = Tensor::scalar_i64(bad);
         let e = jit.run(&long).expect_err("outside the range");
-        assert!(e.to_string().contains("optc_length"), "{e}");
+        assert!(
+            e.to_string().contains("optc_length_checked")
+                && e.to_string().contains(optc_ir::LENGTH_OUT_OF_RANGE),
+            "{e}"
+        );
     }
 }
 

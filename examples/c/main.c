@@ -191,9 +191,9 @@ int main(int argc, char **argv) {
     }
     if (status != 0) {
         size_t k = (size_t)(status >> 8) - 1;
-        const char *what = (status & 0xff) == 1   ? "gather index out of range"
-                           : (status & 0xff) == 2 ? "integer division by zero"
-                                                  : "runtime error";
+        size_t code = (size_t)(status & 0xff);
+        const char *what = code < OPTC_SYM(_num_error_messages) ? OPTC_SYM(_error_messages)[code]
+                                                               : "runtime error";
         fprintf(stderr, "error: node %s: %s\n",
                 k < OPTC_SYM(_num_kernels) ? OPTC_SYM(_kernel_names)[k] : "?", what);
         return 1;

@@ -766,14 +766,15 @@ fn one_object_serves_every_length_of_its_range() {
         "native",
         "-O3",
         "--input-shape",
-        "x=1x1..9x4",
+        "x=1x1..40x4",
         "-o",
         obj.to_str().unwrap(),
     ]);
     let h = std::fs::read_to_string(dir.join("attend.h")).unwrap();
     for s in [
-        "#define OPTC_ATTEND_LENGTH_MAX 9",
-        "#define OPTC_ATTEND_INPUT0_SHAPE {1, 9, 4}",
+        "#define OPTC_ATTEND_LENGTH_MAX 40",
+        "#define OPTC_ATTEND_INPUT0_SHAPE {1, 40, 4}",
+        "a variant for each\n * longest length [20, 40]",
         "#define OPTC_ATTEND_INPUT1_NAME \"optc_length\"",
         " *   input 0 along dims [1]\n",
     ] {
@@ -788,14 +789,15 @@ fn one_object_serves_every_length_of_its_range() {
         &obj,
         &exe,
     );
-    for len in [1usize, 4, 9] {
+    // Lengths 1-20 run the variant for 20, 21-40 the one for 40.
+    for len in [1usize, 4, 20, 21, 40] {
         let x = common::weights(vec![1, len, 4], len as f32, 2.0);
         let want = jit(&bytes, std::slice::from_ref(&x));
         // Past the length: NaN, which no position within it may read.
         let mut padded = x.as_f32().unwrap().to_vec();
-        padded.resize(9 * 4, f32::NAN);
+        padded.resize(40 * 4, f32::NAN);
         let inputs = [
-            Tensor::from_f32(vec![1, 9, 4], padded).unwrap(),
+            Tensor::from_f32(vec![1, 40, 4], padded).unwrap(),
             Tensor::scalar_i64(len as i64),
         ];
         let (got, _) = run_built(&dir, &exe, &inputs, 2, None);
@@ -815,6 +817,20 @@ fn one_object_serves_every_length_of_its_range() {
                 );
             }
         }
+    }
+    // Outside the range (0 in the first variant, 41 in the last): the guard's error, named.
+    for bad in [0i64, 41] {
+        let x = Tensor::from_f32(vec![1, 40, 4], vec![0.5; 160]).unwrap();
+        let mut args = write_inputs(&dir, "", &[x, Tensor::scalar_i64(bad)]);
+        args.extend([dir.join("out0.bin"), dir.join("out1.bin")]);
+        let run = Command::new(&exe).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            run.status.code() == Some(1)
+                && err.contains("optc_length_checked (guard)")
+                && err.contains("outside the range"),
+            "length {bad}: {err}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -53,15 +53,18 @@ pub enum RuntimeError {
     ScatterIndex = 3,
     /// An `If` branch that could not be compiled for the model's shapes was taken.
     UncompiledBranch = 4,
+    /// The run's length is outside the range an object was compiled for.
+    LengthOutOfRange = 5,
 }
 
 impl RuntimeError {
     /// Every runtime error, by code.
-    pub const ALL: [RuntimeError; 4] = [
+    pub const ALL: [RuntimeError; 5] = [
         RuntimeError::GatherIndex,
         RuntimeError::DivisionByZero,
         RuntimeError::ScatterIndex,
         RuntimeError::UncompiledBranch,
+        RuntimeError::LengthOutOfRange,
     ];
 
     /// The status code (the low byte of the entry function's return value).
@@ -81,6 +84,7 @@ impl RuntimeError {
             RuntimeError::DivisionByZero => "integer division by zero",
             RuntimeError::ScatterIndex => "scatter index out of range",
             RuntimeError::UncompiledBranch => optc_ir::UNCOMPILED_BRANCH,
+            RuntimeError::LengthOutOfRange => optc_ir::LENGTH_OUT_OF_RANGE,
         }
     }
 }

@@ -616,8 +616,11 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
             let h = mul(&o, &apply(UnaryOp::Tanh, &c)?)?;
             Ok(vec![h, c])
         }
-        Op::Guard { expect } => {
+        Op::Guard { expect, length } => {
             if sl::<bool>(x[0])?[0] != *expect {
+                if *length {
+                    bail!("{}", crate::LENGTH_OUT_OF_RANGE);
+                }
                 bail!("{}", crate::UNCOMPILED_BRANCH);
             }
             one(x[1].data().clone())

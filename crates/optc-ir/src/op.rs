@@ -413,6 +413,11 @@ pub enum FusedStep {
 pub const UNCOMPILED_BRANCH: &str =
     "the If branch taken could not be compiled for the model's input shapes";
 
+/// What an [`Op::Guard`] of a run's length says when the length is outside the range the
+/// model was compiled for.
+pub const LENGTH_OUT_OF_RANGE: &str =
+    "the run's length is outside the range the model was compiled for";
+
 /// An operator. Inputs are positional (edge `dst_port`), outputs too (`src_port`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -437,9 +442,11 @@ pub enum Op {
     LstmCell,
     /// `x` unchanged when the one-element bool `cond` is `expect`; otherwise the run fails
     /// with an error. Inputs `(cond, x)`. Guards the branch kept of an `If` whose other
-    /// branch could not be compiled for the model's shapes.
+    /// branch could not be compiled for the model's shapes, or with `length` the run's
+    /// length of an object compiled for a range of lengths (`cond`: inside the range).
     Guard {
         expect: bool,
+        length: bool,
     },
     Cast {
         to: DType,

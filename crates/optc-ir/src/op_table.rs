@@ -382,7 +382,8 @@ op_table! {
     ScatterNd "scatter_nd" (3, 3) Movement Memory [] {reduction: ScatterReductionName}
         (Op::ScatterNd { reduction });
     LstmCell "lstm_cell" (1, 2) Recurrent Transcendental [] {} (Op::LstmCell);
-    Guard "guard" (2, 2) Movement Memory [] {expect: Bool} (Op::Guard { expect });
+    Guard "guard" (2, 2) Movement Memory [] {expect: Bool, length: Bool}
+        (Op::Guard { expect, length });
 
     Fused "fused" (0, usize::MAX) Fused Fused [] {} (Op::Fused { .. })
         else bail!("fused ops are written fused.<base> with base_inputs and steps");

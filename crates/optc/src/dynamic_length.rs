@@ -105,6 +105,55 @@ pub struct LengthAxes {
     pub outputs: Vec<Vec<usize>>,
 }
 
+/// The shortest of the longest lengths [`masked_graphs`] compiles for.
+pub const SHORTEST_VARIANT: usize = 16;
+
+/// The model masked for every length of `spec` ([`masked_graph`]) and, when each length
+/// axis is led by extents of 1 (a variant's buffers are then the first bytes of the
+/// longest's), for halved longest lengths down to [`SHORTEST_VARIANT`] (and above
+/// `spec.min`): `(longest length, graph)`, shortest first. An object holding them all runs
+/// the shortest that fits the run's length, so its cost follows the length within a
+/// factor of two.
+pub fn masked_graphs(
+    bytes: &[u8],
+    opts: &Options,
+    spec: &LengthSpec,
+) -> Result<(Vec<(usize, Graph)>, LengthAxes)> {
+    let (graph, axes) = masked_graph(bytes, opts, spec)?;
+    let leading = |ty: &TensorType, ax: &[usize]| match ax {
+        [] => true,
+        [d] => ty.shape[..*d].iter().all(|&n| n == 1),
+        _ => false,
+    };
+    let types = |vs: Vec<Value>| -> Result<Vec<TensorType>> {
+        vs.iter()
+            .map(|v| Ok(graph.value_type(*v)?.clone()))
+            .collect()
+    };
+    let ins = types(graph.inputs.iter().map(|i| Value::new(i.node, 0)).collect())?;
+    let outs = types(graph.outputs.iter().map(|o| o.value).collect())?;
+    let all_leading = ins.iter().zip(&axes.inputs).all(|(t, a)| leading(t, a))
+        && outs.iter().zip(&axes.outputs).all(|(t, a)| leading(t, a));
+    let mut variants = vec![(spec.max, graph)];
+    let mut max = spec.max;
+    while all_leading && max / 2 >= SHORTEST_VARIANT && max / 2 > spec.min {
+        max /= 2;
+        let (o, s) = shared_dims(bytes, opts, spec)?;
+        let mut o = o;
+        for (name, dims) in &s.axes {
+            if let Some(shape) = o.input_shapes.get_mut(name) {
+                for &d in dims {
+                    shape[d] = max;
+                }
+            }
+        }
+        let s = LengthSpec { max, ..s };
+        variants.push((max, masked_graph(bytes, &o, &s)?.0));
+    }
+    variants.reverse();
+    Ok((variants, axes))
+}
+
 /// The model of `bytes` at `spec.max` with the masks and the length input (see the module
 /// doc), not yet optimized, and where its length axes are. `opts.input_shapes` holds the
 /// inputs' shapes at the longest length.
@@ -755,7 +804,10 @@ impl<'a> Masks<'a> {
         )?;
         let length = g.add(
             "optc_length_checked",
-            Op::Guard { expect: true },
+            Op::Guard {
+                expect: true,
+                length: true,
+            },
             &[inside, raw],
         )?;
         Ok(Masks {

@@ -48,7 +48,12 @@ pub fn compile_object_graph(
 }
 
 fn compile(source: Source, opts: &Options, obj: &ObjectOptions) -> Result<Artifacts> {
-    let (f, length) = match (&opts.length, source) {
+    let aopts = AotOptions {
+        name: aot::symbol_name(&obj.name),
+        keep_clif: obj.keep_clif,
+        keep_asm: obj.keep_asm,
+    };
+    let (f, variants, length) = match (&opts.length, source) {
         (Some(spec), Source::Bytes(bytes)) => {
             if opts.compress.lossy() {
                 return Err(Error::Input(
@@ -56,32 +61,38 @@ fn compile(source: Source, opts: &Options, obj: &ObjectOptions) -> Result<Artifa
                 ));
             }
             let t = Instant::now();
-            let (graph, axes) = crate::dynamic_length::masked_graph(bytes, opts, spec)?;
+            let (graphs, axes) = crate::dynamic_length::masked_graphs(bytes, opts, spec)?;
             let import = t.elapsed();
             let mut o = opts.clone();
             o.length = None;
-            let mut f = front(Source::Graph(graph), &o)?;
+            let mut fronts = vec![];
+            for (max, g) in graphs {
+                fronts.push((max, front(Source::Graph(g), &o)?));
+            }
+            let optimize = fronts.iter().map(|(_, f)| f.report.timings.optimize).sum();
+            let (_, mut f) = fronts.pop().expect("the longest length's");
             f.report.timings.import = import;
-            (f, Some(axes))
+            f.report.timings.optimize = optimize;
+            let shorter: Vec<(usize, Graph)> =
+                fronts.into_iter().map(|(m, f)| (m, f.graph)).collect();
+            (f, shorter, Some((spec.max, axes)))
         }
         (Some(_), Source::Graph(_)) => {
             return Err(Error::Input(
                 "a length range needs the ONNX model (it is imported at two lengths)".into(),
             ))
         }
-        (None, source) => (front(source, opts)?, None),
+        (None, source) => (front(source, opts)?, vec![], None),
     };
     let mut report = f.report;
     let t = Instant::now();
-    let aopts = AotOptions {
-        name: aot::symbol_name(&obj.name),
-        keep_clif: obj.keep_clif,
-        keep_asm: obj.keep_asm,
-    };
-    let mut model = aot::compile_object(&f.graph, &f.target, &aopts)?;
-    model.length = length.map(|l| aot::AotLength {
+    let mut all: Vec<(usize, &Graph)> = variants.iter().map(|(m, g)| (*m, g)).collect();
+    all.push((length.as_ref().map_or(0, |l| l.0), &f.graph));
+    let mut model = aot::compile_object_variants(&all, &f.target, &aopts)?;
+    model.length = length.map(|(_, l)| aot::AotLength {
         min: l.min,
         max: l.max,
+        variants: all.iter().map(|(m, _)| *m).collect(),
         inputs: l.inputs,
         outputs: l.outputs,
     });

@@ -106,12 +106,14 @@ pub fn c_header(m: &AotModel, source: &str) -> String {
              \x20* the shape below, the longest length's. A run of length L reads the first L\n\
              \x20* positions of\n{ins}\x20* and writes the first L positions of\n{outs}\
              \x20* (other outputs in full). The positions past L of an input are never read;\n\
-             \x20* those of an output are unspecified. */\n\
+             \x20* those of an output are unspecified. The object holds a variant for each\n\
+             \x20* longest length {variants:?}; a run takes the shortest that fits it. */\n\
              #define OPTC_{up}_LENGTH_MIN {min}\n#define OPTC_{up}_LENGTH_MAX {max}\n",
             min = l.min,
             max = l.max,
             ins = axes(&l.inputs, "input"),
             outs = axes(&l.outputs, "output"),
+            variants = l.variants,
         );
     }
     for (kind, list) in [("INPUT", &m.inputs), ("OUTPUT", &m.outputs)] {
@@ -187,6 +189,21 @@ pub fn c_header(m: &AotModel, source: &str) -> String {
             kernels.join(", ")
         },
         m.nodes.len()
+    );
+    // Runtime error messages: status & 0xff indexes this table.
+    let mut messages = vec![c_str("")];
+    for e in RuntimeError::ALL {
+        let code = e.code() as usize;
+        messages.resize(code + 1, c_str("runtime error"));
+        messages[code] = c_str(e.message());
+    }
+    let _ = writeln!(
+        h,
+        "/* Runtime error messages: a failing run's (status & 0xff) indexes this table. */\n\
+         static const char *const optc_{n}_error_messages[] = {{{}}};\n\
+         static const size_t optc_{n}_num_error_messages = {};",
+        messages.join(", "),
+        messages.len()
     );
     let _ = write!(
         h,

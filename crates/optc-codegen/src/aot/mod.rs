@@ -19,7 +19,10 @@
 //!   to the object; the object's `optc_rt_parallel_for` calls it when set, else loops
 //!   serially.
 //!
-//! Constants (weights) live in read-only data. Output is byte-for-byte reproducible.
+//! Constants (weights) live in read-only data. Output is byte-for-byte reproducible. An
+//! object for a range of lengths may hold several variants of the model
+//! ([`compile_object_variants`]): local entry functions `optc_NAME_run_<length>` that
+//! `optc_NAME_run` picks from by the run's length, with one copy of each weight.
 
 mod archive;
 mod c_header;
@@ -32,5 +35,5 @@ mod rust_bindings;
 pub use archive::static_archive;
 pub use c_header::{c_header, c_type};
 pub use model::{symbol_name, AotLength, AotModel, AotOptions, AotTensor};
-pub use object::compile_object;
+pub use object::{compile_object, compile_object_variants};
 pub use rust_bindings::{rust_bindings, rust_type, type_name};

@@ -63,6 +63,9 @@ pub struct AotModel {
 pub struct AotLength {
     pub min: usize,
     pub max: usize,
+    /// The longest length of each variant the object holds, shortest first (a run takes
+    /// the first at least its length).
+    pub variants: Vec<usize>,
     /// Per input (the length input excluded): its length axes.
     pub inputs: Vec<Vec<usize>>,
     /// Per output: its length axes (none: written in full).

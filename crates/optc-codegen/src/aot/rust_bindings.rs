@@ -229,12 +229,16 @@ impl {ty} {{
                      run of length `L` reads the first `L` positions along `INPUT_LENGTH_AXES` \
                      and writes the first `L` along `OUTPUT_LENGTH_AXES` (no axes: in full).\n    \
                      pub const LENGTH_MIN: usize = {};\n    /// The longest length.\n    \
-                     pub const LENGTH_MAX: usize = {};\n    /// Per input (the length input \
+                     pub const LENGTH_MAX: usize = {};\n    /// The longest length of each \
+                     variant the object holds (a run takes the shortest that fits it).\n    \
+                     pub const LENGTH_VARIANTS: [usize; {}] = {:?};\n    /// Per input (the length input \
                      excluded), its length axes.\n    pub const INPUT_LENGTH_AXES: [&'static \
                      [usize]; {}] = [{}];\n    /// Per output, its length axes.\n    pub const \
                      OUTPUT_LENGTH_AXES: [&'static [usize]; {}] = [{}];\n",
                     l.min,
                     l.max,
+                    l.variants.len(),
+                    l.variants,
                     l.inputs.len(),
                     l.inputs.iter().map(|a| format!("&{a:?}")).collect::<Vec<_>>().join(", "),
                     l.outputs.len(),

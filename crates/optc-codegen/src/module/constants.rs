@@ -14,12 +14,19 @@ use std::sync::Arc;
 /// Numbers the module's data objects in declaration order. Read-only objects with the same
 /// bytes are one object: the packed weights of an unrolled recurrence's steps (an LSTM over
 /// 128 frames: 128 nodes multiplying by the same constant) are then one copy that stays in
-/// cache, not 128 (32 MB for silero-vad's).
+/// cache, not 128 (32 MB for silero-vad's). Graph constants equal to one declared before
+/// (in this graph or another lowered into the same module) are that one; they are defined
+/// by [`DataObjects::finish`], once every graph has said which it reads.
 #[derive(Default)]
-pub(super) struct DataObjects {
+pub(crate) struct DataObjects {
     count: usize,
     /// The read-only objects defined so far by their bytes' hash.
     defined: HashMap<u64, Vec<Defined>>,
+    /// The graph constants declared so far by their digest, and in declaration order.
+    constants: HashMap<u64, Vec<(Arc<Tensor>, DataId)>>,
+    pending: Vec<(DataId, Arc<Tensor>)>,
+    /// The graph constants some kernel reads through their pointer.
+    read: HashSet<DataId>,
 }
 
 /// A read-only data object and its bytes.
@@ -54,6 +61,37 @@ impl DataObjects {
             .define_data(id, &d)
             .map_err(|e| CodegenError::new(e.to_string()))?;
         Ok(id)
+    }
+
+    /// The data object of graph constant `t`: the one of an equal constant declared before,
+    /// else the next, declared.
+    fn constant<M: Module>(&mut self, module: &mut M, t: &Arc<Tensor>) -> Result<DataId> {
+        let key = t.digest();
+        if let Some((_, id)) = self
+            .constants
+            .get(&key)
+            .and_then(|v| v.iter().find(|(u, _)| u.identical(t)))
+        {
+            return Ok(*id);
+        }
+        let id = self.declare(module)?;
+        self.constants.entry(key).or_default().push((t.clone(), id));
+        self.pending.push((id, t.clone()));
+        Ok(id)
+    }
+
+    /// Define every graph constant declared: its bytes when a kernel of some graph reads it
+    /// through its pointer, else a single byte. Call once, after the last graph.
+    pub fn finish<M: Module>(&mut self, module: &mut M) -> Result<()> {
+        for (d, t) in std::mem::take(&mut self.pending) {
+            let bytes = if self.read.contains(&d) {
+                t.data().to_le_bytes()
+            } else {
+                vec![0]
+            };
+            define_declared(module, d, bytes)?;
+        }
+        Ok(())
     }
 
     /// Declare and define the next read-only data object, or give the one already defined
@@ -98,7 +136,6 @@ fn define_declared<M: Module>(module: &mut M, id: DataId, mut bytes: Vec<u8>) ->
 /// pointer (weights that only feed packed copies are left out).
 pub(super) struct Constants {
     by_id: HashMap<u32, DataId>,
-    pending: Vec<(DataId, Arc<Tensor>)>,
 }
 
 impl Constants {
@@ -111,7 +148,6 @@ impl Constants {
     ) -> Result<Constants> {
         let mut c = Constants {
             by_id: HashMap::new(),
-            pending: vec![],
         };
         let mut total = 0usize;
         for &n in order {
@@ -129,9 +165,8 @@ impl Constants {
             if total > MAX_BYTES {
                 return Err(CodegenError::new("constants exceed 16 GiB"));
             }
-            let d = data.declare(module)?;
+            let d = data.constant(module, t)?;
             c.by_id.insert(id.0, d);
-            c.pending.push((d, t.clone()));
         }
         Ok(c)
     }
@@ -151,17 +186,9 @@ impl Constants {
         ids
     }
 
-    /// Define every constant: its bytes when it is in `read`, else a single byte.
-    pub fn define<M: Module>(self, module: &mut M, read: &HashSet<DataId>) -> Result<()> {
-        for (d, t) in self.pending {
-            let bytes = if read.contains(&d) {
-                t.data().to_le_bytes()
-            } else {
-                vec![0]
-            };
-            define_declared(module, d, bytes)?;
-        }
-        Ok(())
+    /// Note the constants `read` through their pointer (defined by [`DataObjects::finish`]).
+    pub fn define(self, data: &mut DataObjects, read: &HashSet<DataId>) {
+        data.read.extend(read.iter().copied());
     }
 }
 

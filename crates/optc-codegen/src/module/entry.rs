@@ -23,6 +23,7 @@ use std::collections::HashMap;
 /// What the entry function calls and where the values live.
 pub(super) struct EntryFunction<'a> {
     pub name: &'a str,
+    pub linkage: Linkage,
     pub graph: &'a Graph,
     pub schedule: &'a [NodeId],
     pub memory: &'a MemoryPlan,
@@ -56,7 +57,7 @@ impl EntryFunction<'_> {
         }
         sig.returns.push(AbiParam::new(types::I32));
         let entry = module
-            .declare_function(self.name, Linkage::Export, &sig)
+            .declare_function(self.name, self.linkage, &sig)
             .map_err(|e| CodegenError::new(e.to_string()))?;
         ctx.func = Function::with_name_signature(UserFuncName::user(0, entry.as_u32()), sig);
         let kref: Vec<_> = self

@@ -29,8 +29,9 @@ use crate::node::NodeInfo;
 use crate::ops::scratch_bytes;
 use crate::target::Target;
 use crate::x64;
-use constants::{Constants, DataObjects};
-use cranelift_module::{FuncId, Module};
+use constants::Constants;
+pub(crate) use constants::DataObjects;
+use cranelift_module::{FuncId, Linkage, Module};
 use entry::EntryFunction;
 use imports::RuntimeImports;
 use kernels::{KernelBody, KernelWriter};
@@ -61,7 +62,7 @@ pub struct KernelInfo {
     pub skipped: bool,
 }
 
-/// Lower `graph` into `module`; defines the entry function `entry_name`. With
+/// Lower `graph` into `module`; defines the entry function `entry_name` (exported). With
 /// `weights_at_first_run` (AOT objects), weight transforms that would grow the stored data
 /// run at the first run instead (see `x64::winograd_weights`).
 pub(crate) fn lower_graph<M: Module>(
@@ -71,6 +72,40 @@ pub(crate) fn lower_graph<M: Module>(
     entry_name: &str,
     weights_at_first_run: bool,
 ) -> Result<Lowered> {
+    let mut data = DataObjects::default();
+    let lowered = lower_graph_into(
+        module,
+        graph,
+        target,
+        Entry {
+            name: entry_name,
+            linkage: Linkage::Export,
+        },
+        weights_at_first_run,
+        &mut data,
+    )?;
+    data.finish(module)?;
+    Ok(lowered)
+}
+
+/// The entry function of a lowering: its name and linkage.
+pub(crate) struct Entry<'a> {
+    pub name: &'a str,
+    pub linkage: Linkage,
+}
+
+/// [`lower_graph`] with the module's data objects so far (read-only data with the same bytes
+/// stays one object across the graphs lowered into one module; `data.finish` defines the
+/// graph constants after the last) and the entry's linkage.
+pub(crate) fn lower_graph_into<M: Module>(
+    module: &mut M,
+    graph: &Graph,
+    target: &Target,
+    entry: Entry,
+    weights_at_first_run: bool,
+    data: &mut DataObjects,
+) -> Result<Lowered> {
+    let entry_name = entry.name;
     let swapped = x64::swap_small_map_convs(graph, target)?;
     let graph = swapped.as_ref().unwrap_or(graph);
     let handed = x64::hand_off_bytes(graph, target)?;
@@ -82,8 +117,7 @@ pub(crate) fn lower_graph<M: Module>(
         .topo_order()
         .map_err(|e| CodegenError::new(e.msg.clone()))?;
     let runtime = RuntimeImports::declare(module)?;
-    let mut data = DataObjects::default();
-    let constants = Constants::declare(module, graph, &order, &mut data)?;
+    let constants = Constants::declare(module, graph, &order, data)?;
 
     let schedule = memory::schedule(graph, &order);
     let nodes: Vec<NodeInfo> = schedule
@@ -107,12 +141,12 @@ pub(crate) fn lower_graph<M: Module>(
 
     let read = constants::read_through_pointer(graph, &schedule, &plans, &memory);
     let constant_ids = constants.ids();
-    constants.define(module, &read)?;
+    constants.define(data, &read);
     let mut writer = KernelWriter::new(
         target,
         entry_name,
         &runtime,
-        data,
+        std::mem::take(data),
         module.make_context(),
         weights_at_first_run,
     );
@@ -127,6 +161,7 @@ pub(crate) fn lower_graph<M: Module>(
     }
     let entry = EntryFunction {
         name: entry_name,
+        linkage: entry.linkage,
         graph,
         schedule: &schedule,
         memory: &memory,
@@ -143,6 +178,7 @@ pub(crate) fn lower_graph<M: Module>(
         &runtime,
         target.fma,
     )?;
+    *data = std::mem::take(&mut writer.data);
 
     Ok(Lowered {
         entry,

@@ -107,7 +107,9 @@ pub(crate) fn lower_node(
         Op::BatchNorm { epsilon } => lower_batchnorm(e, info, ins, outp[0], *epsilon, extra),
         Op::Reshape { .. } => lower_reshape(e, info, ins[0], outp[0]),
         Op::LstmCell => recurrent::lower_lstm_cell(e, info, ins, outp),
-        Op::Guard { expect } => lower_guard(e, info, ins[0], ins[1], outp[0], *expect),
+        Op::Guard { expect, length } => {
+            lower_guard(e, info, ins[0], ins[1], outp[0], *expect, *length)
+        }
         Op::Expand { .. } => lower_expand(e, info, ins[0], outp[0]),
         Op::Transpose { perm } => lower_transpose(e, info, ins[0], outp[0], perm),
         Op::Slice { dims } => lower_slice(e, info, ins[0], outp[0], dims),

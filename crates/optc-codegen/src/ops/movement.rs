@@ -43,7 +43,7 @@ fn flat_copy(
     )
 }
 
-/// A guard: fail with [`RuntimeError::UncompiledBranch`] unless the bool `cond` is
+/// A guard: fail with [`RuntimeError::UncompiledBranch`] (or `LengthOutOfRange`) unless the bool `cond` is
 /// `expect`, then copy `x`.
 pub(super) fn lower_guard(
     e: &mut Emitter,
@@ -52,6 +52,7 @@ pub(super) fn lower_guard(
     x: Value,
     out: Value,
     expect: bool,
+    length: bool,
 ) -> Result<()> {
     let zero = e.b.ins().iconst(types::I64, 0);
     let c = e.load(types::I8, cond, zero);
@@ -61,7 +62,14 @@ pub(super) fn lower_guard(
         IntCC::NotEqual
     };
     let bad = e.b.ins().icmp_imm_u(cc, c, 0);
-    e.fail_if(bad, RuntimeError::UncompiledBranch);
+    e.fail_if(
+        bad,
+        if length {
+            RuntimeError::LengthOutOfRange
+        } else {
+            RuntimeError::UncompiledBranch
+        },
+    );
     flat_copy(e, info, x, &info.ins[1], out)
 }
 

@@ -175,8 +175,16 @@ fn convert_if(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<Option<V
         kept.into_iter()
             .enumerate()
             .map(|(k, v)| {
-                ctx.emit1(&out_name(k), Op::Guard { expect }, &[c.clone(), v], false)
-                    .map(Some)
+                ctx.emit1(
+                    &out_name(k),
+                    Op::Guard {
+                        expect,
+                        length: false,
+                    },
+                    &[c.clone(), v],
+                    false,
+                )
+                .map(Some)
             })
             .collect()
     };
