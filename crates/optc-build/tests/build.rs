@@ -319,6 +319,7 @@ fn a_length_range_gives_bindings_with_the_length_input() {
         .unwrap();
     let rs = std::fs::read_to_string(&out.bindings).unwrap();
     for s in [
+        "pub fn run_length(&mut self, length: usize, input0: &[f32]) -> Result<&[f32], SeqError>",
         "pub const LENGTH_MIN: usize = 2;",
         "pub const LENGTH_MAX: usize = 9;",
         "pub const INPUT_LENGTH_AXES: [&'static [usize]; 1] = [&[1]];",
@@ -326,5 +327,115 @@ fn a_length_range_gives_bindings_with_the_length_input() {
     ] {
         assert!(rs.contains(s), "bindings lack {s}:\n{rs}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The bindings of an object for lengths 1..40 (variants for 20 and 40) compiled into a
+/// program with rustc: `run_length` on inputs of the run's length gives what the JIT gives
+/// for the model at that length, and refuses a length outside the range.
+#[test]
+fn run_length_of_the_bindings_matches_the_model_at_each_length() {
+    let dir = tmp("run-length");
+    let mut b = optc_onnx::builder::ModelBuilder::new(17);
+    b.input("x", optc::DType::F32, &[1, -1, 4])
+        .node(
+            "Softmax",
+            &["x"],
+            &["p"],
+            vec![("axis", optc_onnx::builder::Attr::Int(1))],
+        )
+        .node(
+            "ReduceMax",
+            &["x"],
+            &["m"],
+            vec![("axes", optc_onnx::builder::Attr::Ints(vec![1]))],
+        )
+        .output("p")
+        .output("m");
+    let model = dir.join("attend.onnx");
+    b.write(&model).unwrap();
+    let out = Build::new()
+        .model(&model)
+        .out_dir(&dir)
+        .target("native")
+        .cargo_metadata(false)
+        .input_length_range("x", &[1, 40, 4], &[1], 1, 40)
+        .try_compile("attend")
+        .unwrap();
+    let main = dir.join("main.rs");
+    std::fs::write(
+        &main,
+        format!(
+            r#"include!({:?});
+fn main() {{
+    let mut m = Attend::new();
+    assert_eq!(Attend::LENGTH_VARIANTS, [20, 40]);
+    assert!(m.run_length(0, &[]).is_err() && m.run_length(41, &[0.0; 164]).is_err());
+    assert!(m.run_length(3, &[0.0; 11]).is_err());
+    for length in std::env::args().skip(1).map(|a| a.parse::<usize>().unwrap()) {{
+        let x: Vec<f32> = (0..4 * length).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let (p, mx) = m.run_length(length, &x).unwrap();
+        let bits: Vec<String> = p.iter().chain(mx).map(|v| v.to_bits().to_string()).collect();
+        println!("{{}}", bits.join(" "));
+    }}
+}}
+"#,
+            out.bindings
+        ),
+    )
+    .unwrap();
+    let exe = dir.join("attend_app");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let built = std::process::Command::new(rustc)
+        .args(["--edition", "2021", "-O", "-o"])
+        .arg(&exe)
+        .arg(&main)
+        .arg("-L")
+        .arg(&dir)
+        .args(["-l", "static=attend", "-l", "m"])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let lengths = [1usize, 3, 20, 21, 40];
+    let run = std::process::Command::new(&exe)
+        .args(lengths.iter().map(|l| l.to_string()))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let bytes = std::fs::read(&model).unwrap();
+    for (line, &length) in stdout.lines().zip(&lengths) {
+        let got: Vec<f32> = line
+            .split(' ')
+            .map(|w| f32::from_bits(w.parse().unwrap()))
+            .collect();
+        let x: Vec<f32> = (0..4 * length)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0)
+            .collect();
+        let x = optc::Tensor::from_f32(vec![1, length, 4], x).unwrap();
+        let mut jit = optc::compile_bytes(&bytes, &Options::default()).unwrap();
+        let want: Vec<f32> = jit
+            .run(&[x])
+            .unwrap()
+            .iter()
+            .flat_map(|t| t.as_f32().unwrap().to_vec())
+            .collect();
+        assert_eq!(got.len(), want.len(), "length {length}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-6 + 1e-5 * w.abs(),
+                "length {length}: {g} against {w}"
+            );
+        }
+    }
+    assert_eq!(stdout.lines().count(), lengths.len());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -130,6 +130,10 @@ pub struct {ty} {{
     for i in 0..m.outputs.len() {
         let _ = writeln!(s, "    out{i}: Box<{}>,", rust_ty_of(&m.outputs[i]));
     }
+    let staged = staged_inputs(m);
+    for &i in &staged {
+        let _ = writeln!(s, "    staged{i}: Box<{}>,", rust_ty_of(&m.inputs[i]));
+    }
     let _ = write!(
         s,
         r#"}}
@@ -263,6 +267,16 @@ impl {ty} {{
             t.numel()
         );
     }
+    for &i in &staged {
+        let t = &m.inputs[i];
+        let _ = writeln!(
+            s,
+            "            staged{i}: match vec![0 as {}; {}].into_boxed_slice().try_into() {{ Ok(b) => b, Err(_) => unreachable!(\"length is {}\") }},",
+            rust_type(t.ty.dtype),
+            t.numel(),
+            t.numel()
+        );
+    }
     let arr_params: Vec<String> = m
         .inputs
         .iter()
@@ -338,6 +352,7 @@ impl {ty} {{
         Ok({slice_vals})
     }}
 
+{run_length}
     /// Run the parallel parts of this model's runs (every instance's) on threads the
     /// program supplies. `threads(work)` must call `work` from each thread it wants to use
     /// (the calling thread may be one) and return when all those calls have returned: with
@@ -385,6 +400,7 @@ impl {ty} {{
         slice_params = slice_params.join(", "),
         in_ptrs = in_ptrs.join(", "),
         in_slice_ptrs = in_ptrs.join(", "),
+        run_length = run_length(m, &ty, &staged),
         out_ptrs = out_ptrs.join(", "),
         ni = m.inputs.len(),
         no = m.outputs.len(),
@@ -395,6 +411,120 @@ impl {ty} {{
     );
     let _ = in_args;
     s
+}
+
+/// The inputs `run_length` copies into buffers of the longest length: those with a length
+/// axis, when every length axis is led by extents of 1 (a run's `L` positions are then the
+/// first elements of each buffer). None otherwise.
+fn staged_inputs(m: &AotModel) -> Vec<usize> {
+    let Some(l) = &m.length else { return vec![] };
+    let leading = |t: &AotTensor, axes: &[usize]| match axes {
+        [] => true,
+        [d] => t.ty.shape[..*d].iter().all(|&n| n == 1),
+        _ => false,
+    };
+    let ok = m.inputs.iter().zip(&l.inputs).all(|(t, a)| leading(t, a))
+        && m.outputs.iter().zip(&l.outputs).all(|(t, a)| leading(t, a));
+    if !ok {
+        return vec![];
+    }
+    (0..l.inputs.len())
+        .filter(|&i| !l.inputs[i].is_empty())
+        .collect()
+}
+
+/// `run_length` of a model compiled for a range of lengths whose length axes lead (see
+/// [`staged_inputs`]): inputs of the run's length in, outputs cut to it.
+fn run_length(m: &AotModel, ty: &str, staged: &[usize]) -> String {
+    let Some(l) = &m.length else {
+        return String::new();
+    };
+    if staged.is_empty() {
+        return String::new();
+    }
+    let n = l.inputs.len();
+    let params: Vec<String> = (0..n)
+        .map(|i| format!("input{i}: &[{}]", rust_type(m.inputs[i].ty.dtype)))
+        .collect();
+    let ret: Vec<String> = m
+        .outputs
+        .iter()
+        .map(|t| format!("&[{}]", rust_type(t.ty.dtype)))
+        .collect();
+    let mut body = String::new();
+    let _ = writeln!(
+        body,
+        "        if length < {min} || length > {max} {{ return Err({ty}Error {{ node: \"\", op: \"\", message: \"the length is outside the range the model was compiled for\" }}); }}",
+        min = l.min,
+        max = l.max
+    );
+    let mut ptrs = vec![];
+    for i in 0..n {
+        let t = &m.inputs[i];
+        let per = t.numel() / l.max;
+        let count = if per == 1 {
+            "length".to_string()
+        } else {
+            format!("{per} * length")
+        };
+        if staged.contains(&i) {
+            let _ = writeln!(
+                body,
+                "        if input{i}.len() != {count} {{ return Err({ty}Error {{ node: \"\", op: \"\", message: \"input {i} ({}) must have {per} x length elements\" }}); }}\n        self.staged{i}[..{count}].copy_from_slice(input{i});",
+                t.name.escape_default()
+            );
+            ptrs.push(format!("self.staged{i}.as_ptr() as *const u8"));
+        } else {
+            let _ = writeln!(
+                body,
+                "        if input{i}.len() != {} {{ return Err({ty}Error {{ node: \"\", op: \"\", message: \"input {i} ({}) must have {} elements\" }}); }}",
+                t.numel(),
+                t.name.escape_default(),
+                t.numel()
+            );
+            ptrs.push(format!("input{i}.as_ptr() as *const u8"));
+        }
+    }
+    ptrs.push("run_length.as_ptr() as *const u8".into());
+    let outs: Vec<String> = m
+        .outputs
+        .iter()
+        .zip(&l.outputs)
+        .enumerate()
+        .map(|(j, (t, a))| {
+            let per = t.numel() / l.max;
+            if a.is_empty() {
+                format!("&self.out{j}[..]")
+            } else if per == 1 {
+                format!("&self.out{j}[..length]")
+            } else {
+                format!("&self.out{j}[..{per} * length]")
+            }
+        })
+        .collect();
+    let tuple = |v: Vec<String>| {
+        if v.len() == 1 {
+            v[0].clone()
+        } else {
+            format!("({})", v.join(", "))
+        }
+    };
+    format!(
+        r#"    /// Run on `length` positions (`LENGTH_MIN..=LENGTH_MAX`): each input with a length
+    /// axis holds exactly its first `length` positions, the others in full (inputs in model
+    /// order, the length input left out); outputs with a length axis are cut to their first
+    /// `length` positions. Copies those inputs into buffers the instance owns; no allocation.
+    pub fn run_length(&mut self, length: usize, {params}) -> Result<{ret}, {ty}Error> {{
+{body}        let run_length = [length as i64];
+        self.call([{ptrs}])?;
+        Ok({outs})
+    }}
+"#,
+        params = params.join(", "),
+        ret = tuple(ret),
+        ptrs = ptrs.join(", "),
+        outs = tuple(outs),
+    )
 }
 
 #[cfg(test)]
