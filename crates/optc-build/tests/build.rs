@@ -295,41 +295,6 @@ fn rust_bindings_run_parallel_nodes_on_the_program_threads() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_length_range_gives_bindings_with_the_length_input() {
-    let dir = tmp("length");
-    let mut b = optc_onnx::builder::ModelBuilder::new(17);
-    b.input("x", optc::DType::F32, &[1, -1, 4])
-        .node(
-            "Softmax",
-            &["x"],
-            &["p"],
-            vec![("axis", optc_onnx::builder::Attr::Int(1))],
-        )
-        .output("p");
-    let model = dir.join("seq.onnx");
-    b.write(&model).unwrap();
-    let out = Build::new()
-        .model(&model)
-        .out_dir(&dir)
-        .target("x86_64-avx2")
-        .cargo_metadata(false)
-        .input_length_range("x", &[1, 9, 4], &[1], 2, 9)
-        .try_compile("seq")
-        .unwrap();
-    let rs = std::fs::read_to_string(&out.bindings).unwrap();
-    for s in [
-        "pub fn run_length(&mut self, length: usize, input0: &[f32]) -> Result<&[f32], SeqError>",
-        "pub const LENGTH_MIN: usize = 2;",
-        "pub const LENGTH_MAX: usize = 9;",
-        "pub const INPUT_LENGTH_AXES: [&'static [usize]; 1] = [&[1]];",
-        "pub fn run(&mut self, input0: &[f32; 36], input1: &[i64; 1])",
-    ] {
-        assert!(rs.contains(s), "bindings lack {s}:\n{rs}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
 /// The bindings of an object for lengths 1..40 (variants for 20 and 40) compiled into a
 /// program with rustc: `run_length` on inputs of the run's length gives what the JIT gives
 /// for the model at that length, and refuses a length outside the range.
@@ -362,6 +327,16 @@ fn run_length_of_the_bindings_matches_the_model_at_each_length() {
         .input_length_range("x", &[1, 40, 4], &[1], 1, 40)
         .try_compile("attend")
         .unwrap();
+    let rs = std::fs::read_to_string(&out.bindings).unwrap();
+    for s in [
+        "pub fn run_length(&mut self, length: usize, input0: &[f32]) -> Result<(&[f32], &[f32]), AttendError>",
+        "pub const LENGTH_MIN: usize = 1;",
+        "pub const INPUT_LENGTH_AXES: [&'static [usize]; 1] = [&[1]];",
+        "pub const OUTPUT_LENGTH_AXES: [&'static [usize]; 2] = [&[1], &[]];",
+        "pub fn run(&mut self, input0: &[f32; 160], input1: &[i64; 1])",
+    ] {
+        assert!(rs.contains(s), "bindings lack {s}:\n{rs}");
+    }
     let main = dir.join("main.rs");
     std::fs::write(
         &main,

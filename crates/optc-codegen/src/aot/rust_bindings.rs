@@ -327,13 +327,13 @@ impl {ty} {{
     let in_args: Vec<String> = (0..m.inputs.len()).map(|i| format!("input{i}")).collect();
     let mut checks = String::new();
     for (i, t) in m.inputs.iter().enumerate() {
-        let _ = writeln!(
-            checks,
-            "        if input{i}.len() != {} {{ return Err({ty}Error {{ node: \"\", op: \"\", message: \"input {i} ({}) must have {} elements\" }}); }}",
-            t.numel(),
-            t.name.escape_default(),
-            t.numel()
-        );
+        checks.push_str(&size_check(
+            &ty,
+            i,
+            t,
+            &t.numel().to_string(),
+            &t.numel().to_string(),
+        ));
     }
     let _ = write!(
         s,
@@ -413,6 +413,15 @@ impl {ty} {{
     s
 }
 
+/// The generated check that slice `input{i}` has `count` (an expression) elements; the
+/// error says `words` elements.
+fn size_check(ty: &str, i: usize, t: &AotTensor, count: &str, words: &str) -> String {
+    format!(
+        "        if input{i}.len() != {count} {{ return Err({ty}Error {{ node: \"\", op: \"\", message: \"input {i} ({}) must have {words} elements\" }}); }}\n",
+        t.name.escape_default()
+    )
+}
+
 /// The inputs `run_length` copies into buffers of the longest length: those with a length
 /// axis, when every length axis is led by extents of 1 (a run's `L` positions are then the
 /// first elements of each buffer). None otherwise.
@@ -468,20 +477,15 @@ fn run_length(m: &AotModel, ty: &str, staged: &[usize]) -> String {
             format!("{per} * length")
         };
         if staged.contains(&i) {
+            body.push_str(&size_check(ty, i, t, &count, &format!("{per} x length")));
             let _ = writeln!(
                 body,
-                "        if input{i}.len() != {count} {{ return Err({ty}Error {{ node: \"\", op: \"\", message: \"input {i} ({}) must have {per} x length elements\" }}); }}\n        self.staged{i}[..{count}].copy_from_slice(input{i});",
-                t.name.escape_default()
+                "        self.staged{i}[..{count}].copy_from_slice(input{i});"
             );
             ptrs.push(format!("self.staged{i}.as_ptr() as *const u8"));
         } else {
-            let _ = writeln!(
-                body,
-                "        if input{i}.len() != {} {{ return Err({ty}Error {{ node: \"\", op: \"\", message: \"input {i} ({}) must have {} elements\" }}); }}",
-                t.numel(),
-                t.name.escape_default(),
-                t.numel()
-            );
+            let n = t.numel().to_string();
+            body.push_str(&size_check(ty, i, t, &n, &n));
             ptrs.push(format!("input{i}.as_ptr() as *const u8"));
         }
     }
