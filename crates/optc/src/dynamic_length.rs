@@ -61,35 +61,41 @@ pub struct RangedShape {
 
 /// Parse `1x3x224x224` or `1x1..512`.
 pub fn parse_ranged_shape(text: &str) -> std::result::Result<RangedShape, String> {
+    if !text.contains("..") {
+        return Ok(RangedShape {
+            dims: optc_onnx::parse_shape(text)?,
+            axes: vec![],
+            range: None,
+        });
+    }
     let mut dims = vec![];
     let mut axes = vec![];
     let mut range: Option<(usize, usize)> = None;
     for (d, part) in text.trim().split(['x', 'X']).enumerate() {
-        if let Some((lo, hi)) = part.split_once("..") {
-            let num = |t: &str| t.trim().parse::<usize>().ok();
-            let (Some(lo), Some(hi)) = (num(lo), num(hi)) else {
-                return Err(format!(
-                    "bad range '{part}' in shape '{text}': write MIN..MAX, e.g. 1..512"
-                ));
-            };
-            if lo == 0 || lo >= hi {
-                return Err(format!(
-                    "range '{part}' in shape '{text}' must run from at least 1 to a larger length"
-                ));
-            }
-            if range.is_some_and(|r| r != (lo, hi)) {
-                return Err(format!(
-                    "shape '{text}' has two different ranges: one length per model"
-                ));
-            }
-            range = Some((lo, hi));
-            axes.push(d);
-            dims.push(hi);
-        } else {
-            dims.push(part.trim().parse::<usize>().map_err(|_| {
-                format!("bad dim '{part}' in shape '{text}': write the dims separated by 'x', e.g. 1x3x224x224 or 1x1..512")
-            })?);
+        let Some((lo, hi)) = part.split_once("..") else {
+            // A fixed dim: its words as a shape's.
+            dims.extend(optc_onnx::parse_shape(part)?);
+            continue;
+        };
+        let num = |t: &str| t.trim().parse::<usize>().ok();
+        let (Some(lo), Some(hi)) = (num(lo), num(hi)) else {
+            return Err(format!(
+                "bad range '{part}' in shape '{text}': write MIN..MAX, e.g. 1..512"
+            ));
+        };
+        if lo == 0 || lo >= hi {
+            return Err(format!(
+                "range '{part}' in shape '{text}' must run from at least 1 to a larger length"
+            ));
         }
+        if range.is_some_and(|r| r != (lo, hi)) {
+            return Err(format!(
+                "shape '{text}' has two different ranges: one length per model"
+            ));
+        }
+        range = Some((lo, hi));
+        axes.push(d);
+        dims.push(hi);
     }
     Ok(RangedShape { dims, axes, range })
 }
@@ -103,6 +109,10 @@ pub struct LengthAxes {
     pub inputs: Vec<Vec<usize>>,
     /// Per graph output: its length axes (none: the output is written in full).
     pub outputs: Vec<Vec<usize>>,
+    /// Whether every input's and output's length axis (at most one each) is led by extents
+    /// of 1: a run's positions are then the first elements of each buffer, whatever the
+    /// longest length it was compiled for.
+    pub leading: bool,
 }
 
 /// The shortest of the longest lengths [`masked_graphs`] compiles for.
@@ -120,34 +130,16 @@ pub fn masked_graphs(
     spec: &LengthSpec,
 ) -> Result<(Vec<(usize, Graph)>, LengthAxes)> {
     let (graph, axes) = masked_graph(bytes, opts, spec)?;
-    let leading = |ty: &TensorType, ax: &[usize]| match ax {
-        [] => true,
-        [d] => ty.shape[..*d].iter().all(|&n| n == 1),
-        _ => false,
-    };
-    let types = |vs: Vec<Value>| -> Result<Vec<TensorType>> {
-        vs.iter()
-            .map(|v| Ok(graph.value_type(*v)?.clone()))
-            .collect()
-    };
-    let ins = types(graph.inputs.iter().map(|i| Value::new(i.node, 0)).collect())?;
-    let outs = types(graph.outputs.iter().map(|o| o.value).collect())?;
-    let all_leading = ins.iter().zip(&axes.inputs).all(|(t, a)| leading(t, a))
-        && outs.iter().zip(&axes.outputs).all(|(t, a)| leading(t, a));
     let mut variants = vec![(spec.max, graph)];
+    let (opts, spec) = &shared_dims(bytes, opts, spec)?;
     let mut max = spec.max;
-    while all_leading && max / 2 >= SHORTEST_VARIANT && max / 2 > spec.min {
+    while axes.leading && max / 2 >= SHORTEST_VARIANT && max / 2 > spec.min {
         max /= 2;
-        let (o, s) = shared_dims(bytes, opts, spec)?;
-        let mut o = o;
-        for (name, dims) in &s.axes {
-            if let Some(shape) = o.input_shapes.get_mut(name) {
-                for &d in dims {
-                    shape[d] = max;
-                }
-            }
-        }
-        let s = LengthSpec { max, ..s };
+        let o = at_length(opts, spec, max)?;
+        let s = LengthSpec {
+            max,
+            ..spec.clone()
+        };
         variants.push((max, masked_graph(bytes, &o, &s)?.0));
     }
     variants.reverse();
@@ -252,7 +244,8 @@ fn shared_dims(bytes: &[u8], opts: &Options, spec: &LengthSpec) -> Result<(Optio
     Ok((opts, spec))
 }
 
-fn import_at(bytes: &[u8], opts: &Options, spec: &LengthSpec, length: usize) -> Result<Graph> {
+/// `opts` with the length dims of `spec`'s inputs set to `length` (and no length range).
+fn at_length(opts: &Options, spec: &LengthSpec, length: usize) -> Result<Options> {
     let mut o = opts.clone();
     o.length = None;
     for (name, dims) in &spec.axes {
@@ -262,9 +255,17 @@ fn import_at(bytes: &[u8], opts: &Options, spec: &LengthSpec, length: usize) -> 
             ))
         })?;
         for &d in dims {
-            shape[d] = length;
+            let dim = shape.get_mut(d).ok_or_else(|| {
+                Error::Input(format!("input '{name}' has no dim {d} to be the length"))
+            })?;
+            *dim = length;
         }
     }
+    Ok(o)
+}
+
+fn import_at(bytes: &[u8], opts: &Options, spec: &LengthSpec, length: usize) -> Result<Graph> {
+    let o = at_length(opts, spec, length)?;
     crate::pipeline::import_bytes(bytes, &o).map_err(|e| match e {
         Error::Import(e) => Error::Import(optc_onnx::ImportError::new(format!(
             "at length {length}: {}",
@@ -710,15 +711,27 @@ impl Probes<'_> {
         out.remove_dead();
         out.compact_consts()?;
         out.verify()?;
+        let values: Vec<Value> = a
+            .inputs
+            .iter()
+            .map(|i| Value::new(i.node, 0))
+            .chain(a.outputs.iter().map(|o| o.value))
+            .collect();
+        let mut leading = true;
+        for v in &values {
+            leading &= match axes[v].as_slice() {
+                [] => true,
+                [d] => a.value_type(*v)?.shape[..*d].iter().all(|&n| n == 1),
+                _ => false,
+            };
+        }
+        let (ins, outs) = values.split_at(a.inputs.len());
         let where_ = LengthAxes {
             min: self.spec.min,
             max: self.spec.max,
-            inputs: a
-                .inputs
-                .iter()
-                .map(|i| axes[&Value::new(i.node, 0)].clone())
-                .collect(),
-            outputs: a.outputs.iter().map(|o| axes[&o.value].clone()).collect(),
+            inputs: ins.iter().map(|v| axes[v].clone()).collect(),
+            outputs: outs.iter().map(|v| axes[v].clone()).collect(),
+            leading,
         };
         Ok((out, where_))
     }

@@ -95,6 +95,7 @@ fn compile(source: Source, opts: &Options, obj: &ObjectOptions) -> Result<Artifa
         variants: all.iter().map(|(m, _)| *m).collect(),
         inputs: l.inputs,
         outputs: l.outputs,
+        leading: l.leading,
     });
     report.timings.codegen = t.elapsed();
     Ok(Artifacts {

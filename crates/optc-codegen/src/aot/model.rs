@@ -70,6 +70,9 @@ pub struct AotLength {
     pub inputs: Vec<Vec<usize>>,
     /// Per output: its length axes (none: written in full).
     pub outputs: Vec<Vec<usize>>,
+    /// Whether every length axis is led by extents of 1 (a run's positions are the first
+    /// elements of each buffer).
+    pub leading: bool,
 }
 
 impl AotModel {

@@ -289,13 +289,6 @@ impl {ty} {{
         .enumerate()
         .map(|(i, t)| format!("input{i}: &[{}]", rust_type(t.ty.dtype)))
         .collect();
-    let tuple = |v: Vec<String>| {
-        if v.len() == 1 {
-            v[0].clone()
-        } else {
-            format!("({})", v.join(", "))
-        }
-    };
     let arr_ret = tuple(
         m.outputs
             .iter()
@@ -400,7 +393,7 @@ impl {ty} {{
         slice_params = slice_params.join(", "),
         in_ptrs = in_ptrs.join(", "),
         in_slice_ptrs = in_ptrs.join(", "),
-        run_length = run_length(m, &ty, &staged),
+        run_length = run_length(m, &ty, &staged, &slice_params, &slice_ret),
         out_ptrs = out_ptrs.join(", "),
         ni = m.inputs.len(),
         no = m.outputs.len(),
@@ -411,6 +404,15 @@ impl {ty} {{
     );
     let _ = in_args;
     s
+}
+
+/// One type or a tuple of them (`(A, B)`).
+fn tuple(v: Vec<String>) -> String {
+    if v.len() == 1 {
+        v[0].clone()
+    } else {
+        format!("({})", v.join(", "))
+    }
 }
 
 /// The generated check that slice `input{i}` has `count` (an expression) elements; the
@@ -426,17 +428,9 @@ fn size_check(ty: &str, i: usize, t: &AotTensor, count: &str, words: &str) -> St
 /// axis, when every length axis is led by extents of 1 (a run's `L` positions are then the
 /// first elements of each buffer). None otherwise.
 fn staged_inputs(m: &AotModel) -> Vec<usize> {
-    let Some(l) = &m.length else { return vec![] };
-    let leading = |t: &AotTensor, axes: &[usize]| match axes {
-        [] => true,
-        [d] => t.ty.shape[..*d].iter().all(|&n| n == 1),
-        _ => false,
-    };
-    let ok = m.inputs.iter().zip(&l.inputs).all(|(t, a)| leading(t, a))
-        && m.outputs.iter().zip(&l.outputs).all(|(t, a)| leading(t, a));
-    if !ok {
+    let Some(l) = m.length.as_ref().filter(|l| l.leading) else {
         return vec![];
-    }
+    };
     (0..l.inputs.len())
         .filter(|&i| !l.inputs[i].is_empty())
         .collect()
@@ -444,7 +438,13 @@ fn staged_inputs(m: &AotModel) -> Vec<usize> {
 
 /// `run_length` of a model compiled for a range of lengths whose length axes lead (see
 /// [`staged_inputs`]): inputs of the run's length in, outputs cut to it.
-fn run_length(m: &AotModel, ty: &str, staged: &[usize]) -> String {
+fn run_length(
+    m: &AotModel,
+    ty: &str,
+    staged: &[usize],
+    slice_params: &[String],
+    slice_ret: &str,
+) -> String {
     let Some(l) = &m.length else {
         return String::new();
     };
@@ -452,14 +452,6 @@ fn run_length(m: &AotModel, ty: &str, staged: &[usize]) -> String {
         return String::new();
     }
     let n = l.inputs.len();
-    let params: Vec<String> = (0..n)
-        .map(|i| format!("input{i}: &[{}]", rust_type(m.inputs[i].ty.dtype)))
-        .collect();
-    let ret: Vec<String> = m
-        .outputs
-        .iter()
-        .map(|t| format!("&[{}]", rust_type(t.ty.dtype)))
-        .collect();
     let mut body = String::new();
     let _ = writeln!(
         body,
@@ -506,13 +498,6 @@ fn run_length(m: &AotModel, ty: &str, staged: &[usize]) -> String {
             }
         })
         .collect();
-    let tuple = |v: Vec<String>| {
-        if v.len() == 1 {
-            v[0].clone()
-        } else {
-            format!("({})", v.join(", "))
-        }
-    };
     format!(
         r#"    /// Run on `length` positions (`LENGTH_MIN..=LENGTH_MAX`): each input with a length
     /// axis holds exactly its first `length` positions, the others in full (inputs in model
@@ -524,8 +509,8 @@ fn run_length(m: &AotModel, ty: &str, staged: &[usize]) -> String {
         Ok({outs})
     }}
 "#,
-        params = params.join(", "),
-        ret = tuple(ret),
+        params = slice_params[..n].join(", "),
+        ret = slice_ret,
         ptrs = ptrs.join(", "),
         outs = tuple(outs),
     )

@@ -7,7 +7,7 @@ use crate::node::bytes_of;
 use crate::x64::KernelPlan;
 use crate::MAX_BYTES;
 use cranelift_module::{DataDescription, DataId, Linkage, Module};
-use optc_ir::{Graph, NodeId, Op, Tensor};
+use optc_ir::{DType, Graph, NodeId, Op, Tensor};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -22,12 +22,15 @@ pub(crate) struct DataObjects {
     count: usize,
     /// The read-only objects defined so far by their bytes' hash.
     defined: HashMap<u64, Vec<Defined>>,
-    /// The graph constants declared so far by their digest, and in declaration order.
-    constants: HashMap<u64, Vec<(Arc<Tensor>, DataId)>>,
+    /// The graph constants declared so far by type and shape, and in declaration order.
+    constants: HashMap<(DType, Vec<usize>), Vec<Declared>>,
     pending: Vec<(DataId, Arc<Tensor>)>,
     /// The graph constants some kernel reads through their pointer.
     read: HashSet<DataId>,
 }
+
+/// A graph constant and its data object.
+type Declared = (Arc<Tensor>, DataId);
 
 /// A read-only data object and its bytes.
 struct Defined {
@@ -66,11 +69,13 @@ impl DataObjects {
     /// The data object of graph constant `t`: the one of an equal constant declared before,
     /// else the next, declared.
     fn constant<M: Module>(&mut self, module: &mut M, t: &Arc<Tensor>) -> Result<DataId> {
-        let key = t.digest();
+        // By type and shape, then element by element (which stops at the first difference):
+        // no pass over every weight's bytes for the usual constant that has no twin.
+        let key = (t.dtype(), t.shape().to_vec());
         if let Some((_, id)) = self
             .constants
             .get(&key)
-            .and_then(|v| v.iter().find(|(u, _)| u.identical(t)))
+            .and_then(|v| v.iter().find(|(u, _)| Arc::ptr_eq(u, t) || u.identical(t)))
         {
             return Ok(*id);
         }
