@@ -52,7 +52,16 @@ fn elementwise_split(info: &NodeInfo) -> Option<(usize, usize)> {
 /// admits, in up to 8 parts of `ceil(n / parts)` and a shorter last one (`row_parts`; the
 /// copies and maps of a part take its length from `Partition::lengths`).
 fn uneven_split(o: &TensorType, allowed: impl Fn(usize) -> bool) -> Option<(usize, usize)> {
-    if o.dtype != DType::F32 || o.numel() < (1 << 16) {
+    uneven_split_above(o, 1 << 16, allowed)
+}
+
+/// [`uneven_split`] for outputs of at least `above` elements.
+fn uneven_split_above(
+    o: &TensorType,
+    above: usize,
+    allowed: impl Fn(usize) -> bool,
+) -> Option<(usize, usize)> {
+    if o.dtype != DType::F32 || o.numel() < above {
         return None;
     }
     let (d, &n) = o
@@ -90,11 +99,19 @@ pub(crate) fn output_split(o: &optc_ir::TensorType) -> Option<(usize, usize)> {
     None
 }
 
+/// Transposes of this many elements and more run as tasks (other nodes from 65,536). A
+/// transpose's input was mostly written by the previous node's tasks on every thread, so on
+/// one thread it reads half of it from the other core's cache: MobileNet-style 1x1 convs
+/// with swapped roles on 7x7 maps (`x64::swapped_convs`, 56,448 floats) spent 60 us in
+/// each transpose back to channel rows at 2 threads against 8 us at 1 (`bench --trace`);
+/// split in 8, 20 us.
+const TRANSPOSE_SPLIT_ABOVE: usize = 1 << 12;
+
 /// A large f32 transpose: slices along its outermost dim that splits (not the last: its
 /// rows are the copy's vectors).
 fn transpose_split(info: &NodeInfo) -> Option<(usize, usize)> {
     let o = &info.outs[0];
-    if o.dtype != DType::F32 || o.numel() < (1 << 16) || o.rank() < 2 {
+    if o.dtype != DType::F32 || o.numel() < TRANSPOSE_SPLIT_ABOVE || o.rank() < 2 {
         return None;
     }
     let rank = o.rank();
@@ -107,7 +124,7 @@ fn transpose_split(info: &NodeInfo) -> Option<(usize, usize)> {
                 .find(|&p| n >= p && n.is_multiple_of(p))
                 .map(|p| (d, p))
         })
-        .or_else(|| uneven_split(o, |d| d + 1 < rank))
+        .or_else(|| uneven_split_above(o, TRANSPOSE_SPLIT_ABOVE, |d| d + 1 < rank))
 }
 
 /// A large f32 concat: the same slice of every input along the outermost dim that splits,
