@@ -313,6 +313,79 @@ fn gelu_after_a_matmul_fuses_into_its_tiles() {
     }
 }
 
+/// GPT-2's tanh GELU after its `Gemm` and a reshape to 3-D, `(x * 0.5) * (1 + tanh((x +
+/// pow(x, 3) * 0.044715) * sqrt(2/pi)))` as exported, becomes one `gelu_tanh` step in the
+/// Gemm's tiles (the unary moves before the reshape; the chain reads `x` three times, so only
+/// the recognized op can fuse); `gelu_tanh` is exactly the chain in the interpreter. The same
+/// chain with another coefficient or exponent stays.
+#[test]
+fn tanh_gelu_after_a_gemm_and_a_reshape_fuses_into_its_tiles() {
+    let build = |cube: f32, exponent: f32| {
+        let mut r = Rng::new(13);
+        let mut g = Graph::new();
+        let a = g.add_input("a", TensorType::f32(&[6, 16]));
+        let w = g.add_const("w", r.tensor(&[16, 24], -1.0, 1.0));
+        let b = g.add_const("b", r.tensor(&[24], -1.0, 1.0));
+        let gemm = Op::Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        };
+        let y = g.add("gemm", gemm, &[a, w, b]).unwrap();
+        let x = g
+            .add(
+                "to_3d",
+                Op::Reshape {
+                    shape: vec![1, 6, 24],
+                },
+                &[y],
+            )
+            .unwrap();
+        let c =
+            |g: &mut Graph, name: &str, v: f32| g.add_const(name, optc_ir::Tensor::scalar_f32(v));
+        let (half, three) = (c(&mut g, "half", 0.5), c(&mut g, "three", exponent));
+        let (k3, k) = (
+            c(&mut g, "cube_k", cube),
+            c(&mut g, "k", optc_ir::GELU_TANH_SCALE),
+        );
+        let one = c(&mut g, "one", 1.0);
+        let bin = |g: &mut Graph, name: &str, op: BinaryOp, p: Value, q: Value| {
+            g.add(name, Op::Binary(op), &[p, q]).unwrap()
+        };
+        let m = bin(&mut g, "mul", BinaryOp::Mul, x, half);
+        let p = bin(&mut g, "pow", BinaryOp::Pow, x, three);
+        let pk = bin(&mut g, "mul_1", BinaryOp::Mul, p, k3);
+        let s = bin(&mut g, "add", BinaryOp::Add, x, pk);
+        let z = bin(&mut g, "mul_2", BinaryOp::Mul, s, k);
+        let t = g.add("tanh", Op::Unary(UnaryOp::Tanh), &[z]).unwrap();
+        let d = bin(&mut g, "add_1", BinaryOp::Add, t, one);
+        let y = bin(&mut g, "mul_3", BinaryOp::Mul, m, d);
+        g.add_output("y", y);
+        g
+    };
+    let gemm_steps = |g: &Graph| -> Vec<String> {
+        g.g.node_indices()
+            .filter_map(|n| match &g.g[n].op {
+                Op::Fused { base, steps, .. } if matches!(**base, Op::Gemm { .. }) => {
+                    Some(format!("{steps:?}"))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let g = build(optc_ir::GELU_TANH_CUBE, 3.0);
+    let opt = optc::pipeline::optimize(g.clone(), 2).unwrap();
+    let want = vec![format!("{:?}", [FusedStep::Unary(UnaryOp::GeluTanh)])];
+    assert_eq!(gemm_steps(&opt), want, "{}", optc_ir::text::print(&opt));
+    check_pair("gelu_tanh", &opt, &g, 6);
+    for (cube, exponent) in [(0.04, 3.0), (optc_ir::GELU_TANH_CUBE, 2.0)] {
+        let opt = optc::pipeline::optimize(build(cube, exponent), 2).unwrap();
+        let text = optc_ir::text::print(&opt);
+        assert!(!text.contains("gelu_tanh"), "{cube} {exponent}: {text}");
+    }
+}
+
 /// The conv's kernel in `g` (plain or fused).
 fn conv_kernel(g: &Graph) -> Vec<usize> {
     g.g.node_indices()

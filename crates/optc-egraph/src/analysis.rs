@@ -121,8 +121,9 @@ pub fn single_user(egraph: &OptEGraph, class: Id, user: Id) -> bool {
 }
 
 /// How many consumers deep [`single_user`] follows a value to `user`: GELU's chain reads its
-/// input four steps before the product that is `user` (`x r`, `erf`, `+ 1`, `x *`).
-const FEEDS_DEPTH: usize = 4;
+/// input four steps before the product that is `user` (`x r`, `erf`, `+ 1`, `x *`), one
+/// more after a reshape (GPT-2's tanh GELU after its `Gemm`).
+const FEEDS_DEPTH: usize = 5;
 
 fn is_root(egraph: &OptEGraph, c: Id) -> bool {
     egraph.analysis.roots.iter().any(|&r| egraph.find(r) == c)
@@ -133,8 +134,10 @@ fn is_root(egraph: &OptEGraph, c: Id) -> bool {
 /// that reads the class; fused e-nodes are alternative forms of those consumers. A consumer
 /// that only feeds `user` is part of another form of `user` (e.g. `Q` in `DQ(Q(x))` when
 /// `user` also holds the fake-quantize of `x`, or GELU's chain when `user` also holds
-/// `gelu(x)`): extraction takes one node of `user`, so never both. (A rule that adds inputs
-/// to the fused node checks that they do not read `class`: `fuse-binary`.)
+/// `gelu(x)`): extraction takes one node of `user`, so never both. A consumer that can be
+/// computed from `user` alone (a node of it reads only `user`: `reshape(gelu(x))` in the class
+/// of `gelu(reshape(x))`) needs nothing else either. (A rule that adds inputs to the fused
+/// node checks that they do not read `class`: `fuse-binary`.)
 fn only_feeds(egraph: &OptEGraph, class: Id, user: Id, depth: usize) -> bool {
     let consumers = |c: Id| -> Vec<Id> {
         let mut v: Vec<Id> = egraph[c]
@@ -151,13 +154,19 @@ fn only_feeds(egraph: &OptEGraph, class: Id, user: Id, depth: usize) -> bool {
         v.dedup();
         v
     };
+    let from_user = |p: Id| {
+        egraph[p]
+            .nodes
+            .iter()
+            .any(|n| !n.children.is_empty() && n.children.iter().all(|&k| egraph.find(k) == user))
+    };
     let mut seen = std::collections::HashSet::from([class]);
     let mut level = vec![class];
     for d in 0..=depth {
         let mut next = vec![];
         for &c in &level {
             for p in consumers(c) {
-                if p == user || !seen.insert(p) {
+                if p == user || from_user(p) || !seen.insert(p) {
                     continue;
                 }
                 if d == depth || is_root(egraph, p) {

@@ -705,6 +705,7 @@ fn rounds(op: &Op) -> bool {
                 | U::HardSwish
                 | U::Silu
                 | U::Gelu
+                | U::GeluTanh
         ),
         Op::Binary(b) => matches!(b, BinaryOp::Pow),
         Op::Reduce { kind, .. } => !matches!(kind, ReduceKind::Max | ReduceKind::Min),

@@ -982,6 +982,15 @@ fn unary(u: &UnaryOp, x: &Tensor) -> Result<Data> {
             let e = r(erf_f64(z));
             r(v * r(e + 1.0)) * 0.5
         }),
+        // The chain's steps, each rounded to f32; the cube as `Pow(x, 3)` computes it.
+        UnaryOp::GeluTanh => fmap(&|v| {
+            let r = |x: f64| x as f32 as f64;
+            let half = r(v * 0.5);
+            let cube = r(v.powf(3.0));
+            let inner = r(v + r(cube * crate::op::GELU_TANH_CUBE as f64));
+            let t = r(r(inner * crate::op::GELU_TANH_SCALE as f64).tanh());
+            half * r(t + 1.0)
+        }),
         UnaryOp::Tanh => fmap(&f64::tanh),
         UnaryOp::Erf => fmap(&erf_f64),
         UnaryOp::Exp => fmap(&f64::exp),

@@ -33,7 +33,8 @@ pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, GraphInput, GraphOutput, Node, NodeId, Value};
 pub use op::{
     broadcast_shapes, BinaryOp, ConstId, FusedStep, Op, PadMode, ReduceKind, ScatterReduction,
-    SliceDim, TensorType, UnaryOp, Window, GELU_ERF_SCALE, LENGTH_OUT_OF_RANGE, UNCOMPILED_BRANCH,
+    SliceDim, TensorType, UnaryOp, Window, GELU_ERF_SCALE, GELU_TANH_CUBE, GELU_TANH_SCALE,
+    LENGTH_OUT_OF_RANGE, UNCOMPILED_BRANCH,
 };
 pub use op_table::{CostClass, Family, OpInfo, OpKind, Prop, OPS};
 pub use quantized::{ActivationQuantization, QuantParams};

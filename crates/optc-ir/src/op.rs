@@ -80,6 +80,11 @@ pub enum UnaryOp {
     /// BERT exports (their `Erf(Div(x, sqrt 2))` with the divide as a multiply), which the
     /// optimizer turns into it ([`GELU_ERF_SCALE`]).
     Gelu,
+    /// GELU (tanh form): `(x * 0.5) * (1 + tanh((x + x^3 * c) * k))` with `c` = 0.044715
+    /// and `k` = sqrt(2/pi) in f32, each step rounded to f32 (`x^3` as `Pow(x, 3)` rounds
+    /// it): exactly the chain of GPT-2 exports and of ONNX's `Gelu(approximate="tanh")`,
+    /// which the optimizer turns into it ([`GELU_TANH_CUBE`], [`GELU_TANH_SCALE`]).
+    GeluTanh,
     Tanh,
     Erf,
     Exp,
@@ -393,6 +398,13 @@ impl SliceDim {
 /// GELU's erf argument scale, 1/sqrt(2) rounded to f32 (what BERT exports multiply by once
 /// their `x / sqrt(2)` is a multiply: the reciprocal of `sqrt(2)` in f32 rounds to it too).
 pub const GELU_ERF_SCALE: f32 = std::f32::consts::FRAC_1_SQRT_2;
+
+/// The tanh GELU's cube coefficient, 0.044715 in f32.
+pub const GELU_TANH_CUBE: f32 = 0.044_715;
+
+/// The tanh GELU's scale, sqrt(2/pi) rounded to f32 (0x3F4C422A; computed in f32,
+/// `sqrt(2 / pi)` would be one ulp below).
+pub const GELU_TANH_SCALE: f32 = 0.797_884_6;
 
 /// One step of a fused elementwise tail (see [`Op::Fused`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -892,6 +904,7 @@ impl Op {
                     // Defined by f32 rounding steps (Silu, Gelu) or for f32 only.
                     UnaryOp::Silu
                     | UnaryOp::Gelu
+                    | UnaryOp::GeluTanh
                     | UnaryOp::RoundToHalf { .. }
                     | UnaryOp::NanTo { .. } => {
                         if x.dtype != DType::F32 {

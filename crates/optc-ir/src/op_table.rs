@@ -247,6 +247,7 @@ op_table! {
     HardSwish "hard_swish" (1, 1) Unary Elementwise [FusedStep FusedBase] {} (Op::Unary(U::HardSwish));
     Silu "silu" (1, 1) Unary Transcendental [FusedStep FusedBase] {} (Op::Unary(U::Silu));
     Gelu "gelu" (1, 1) Unary Transcendental [FusedStep FusedBase] {} (Op::Unary(U::Gelu));
+    GeluTanh "gelu_tanh" (1, 1) Unary Transcendental [FusedStep FusedBase] {} (Op::Unary(U::GeluTanh));
     Tanh "tanh" (1, 1) Unary Transcendental [FusedStep FusedBase] {} (Op::Unary(U::Tanh));
     Erf "erf" (1, 1) Unary Transcendental [FusedStep FusedBase] {} (Op::Unary(U::Erf));
     Exp "exp" (1, 1) Unary Transcendental [FusedStep FusedBase] {} (Op::Unary(U::Exp));

@@ -178,6 +178,33 @@ fn gelu_known_values() {
     }
 }
 
+/// The tanh GELU against `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` in f64 (values
+/// from Python's `math.tanh`): the f32 chain it rounds like is within a few ulp; and against
+/// the erf GELU, which it approximates to 1e-3.
+#[test]
+fn gelu_tanh_known_values() {
+    let xs = [0.5f32, 1.0, 2.0, -0.5, -1.0, -3.0, 0.0, 6.0, -6.0];
+    let want = [
+        0.34571400982514394f64,
+        0.8411919906082768,
+        1.954597694087775,
+        -0.15428599017485606,
+        -0.15880800939172324,
+        -0.0036373920817729943,
+        0.0,
+        5.9999999999156035,
+        -8.43964897967453e-11,
+    ];
+    let x = t(&[9], xs.to_vec());
+    let y = ev(Op::Unary(UnaryOp::GeluTanh), &[&x]);
+    let erf = ev(Op::Unary(UnaryOp::Gelu), &[&x]);
+    for (((g, w), e), x) in f(&y).iter().zip(want).zip(f(&erf)).zip(xs) {
+        let d = (*g as f64 - w).abs();
+        assert!(d <= 1e-7 + 4e-7 * w.abs(), "gelu_tanh({x}) = {g}, want {w}");
+        assert!((g - e).abs() < 1e-3, "gelu_tanh({x}) = {g}, gelu {e}");
+    }
+}
+
 #[test]
 fn unary_int_bool_nan() {
     let x = Tensor::new(vec![4], Data::I32(vec![-5, 0, 3, i32::MIN])).unwrap();

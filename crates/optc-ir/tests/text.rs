@@ -111,6 +111,7 @@ fn every_op_graph() -> Graph {
         UnaryOp::HardSwish,
         UnaryOp::Silu,
         UnaryOp::Gelu,
+        UnaryOp::GeluTanh,
         UnaryOp::Tanh,
         UnaryOp::Erf,
         UnaryOp::Exp,

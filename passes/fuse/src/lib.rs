@@ -5,7 +5,7 @@ use optc_egraph::query::{const_of, ops_in, same, scalar_of, ty_of};
 use optc_egraph::{single_user, Build, Case, CostModel, FnRule, OptEGraph, Pass, Rule};
 use optc_ir::{
     BinaryOp, DType, Data, Family, FusedStep, Graph, Op, Prop, ReduceKind, Tensor, TensorType,
-    UnaryOp, Window, GELU_ERF_SCALE,
+    UnaryOp, Window, GELU_ERF_SCALE, GELU_TANH_CUBE, GELU_TANH_SCALE,
 };
 
 /// The pass, choosing among fusable forms with the default cost model.
@@ -265,7 +265,7 @@ fn fused_forms(
 
 /// How many producers deep `fuse-binary` looks for the base in its other operand: one more
 /// than the consumers `single_user` follows up to the fused value.
-const READS_DEPTH: usize = 5;
+const READS_DEPTH: usize = 6;
 
 /// Whether some e-node of class `c`, or of a class it reads within `depth` steps, reads
 /// class `target` (breadth first, each class once).
@@ -343,6 +343,35 @@ fn is_erf_plus_one(eg: &OptEGraph, s: Id, x: Id) -> bool {
                     operand_pairs(eg, ch[0], BinaryOp::Mul)
                         .into_iter()
                         .any(|(y, r)| same(eg, y, x) && scalar_of(eg, r) == Some(GELU_ERF_SCALE))
+                })
+        })
+}
+
+/// Whether class `s` holds `1 + tanh((x + pow(x, 3) * c) * k)` (either order of each sum and
+/// product), `c` and `k` the tanh GELU's coefficient and scale in f32.
+fn is_tanh_plus_one(eg: &OptEGraph, s: Id, x: Id) -> bool {
+    let is_cube = |p: Id| {
+        operands_of(eg, p, &Op::Binary(BinaryOp::Pow))
+            .any(|ch| ch.len() == 2 && same(eg, ch[0], x) && scalar_of(eg, ch[1]) == Some(3.0))
+    };
+    let is_inner = |b: Id| {
+        operand_pairs(eg, b, BinaryOp::Add)
+            .into_iter()
+            .any(|(y, a)| {
+                same(eg, y, x)
+                    && operand_pairs(eg, a, BinaryOp::Mul)
+                        .into_iter()
+                        .any(|(p, c)| scalar_of(eg, c) == Some(GELU_TANH_CUBE) && is_cube(p))
+            })
+    };
+    operand_pairs(eg, s, BinaryOp::Add)
+        .into_iter()
+        .any(|(t, one)| {
+            scalar_of(eg, one) == Some(1.0)
+                && operands_of(eg, t, &Op::Unary(UnaryOp::Tanh)).any(|ch| {
+                    operand_pairs(eg, ch[0], BinaryOp::Mul)
+                        .into_iter()
+                        .any(|(b, k)| scalar_of(eg, k) == Some(GELU_TANH_SCALE) && is_inner(b))
                 })
         })
 }
@@ -563,6 +592,30 @@ fn rules(model: CostModel) -> Vec<Rule> {
                 })
             })?;
             Some(Build::Node(Op::Unary(UnaryOp::Gelu), vec![Build::Class(x)]))
+        }),
+        // GELU (tanh form) as one op, which fuses into a GEMM epilogue: GPT-2's and ONNX's
+        // `(x * 0.5) * (1 + tanh((x + pow(x, 3) * c) * k))`, exactly (the op is that chain's
+        // roundings; each sum and product in either order). Only for f32 `x` of the
+        // product's type (a one-element constant of higher rank would broadcast it).
+        FnRule::rewrite("gelu-tanh-recognize", |eg, c, n| {
+            let Op::Binary(BinaryOp::Mul) = n.op()? else {
+                return None;
+            };
+            let [a, b] = [*n.children.first()?, *n.children.get(1)?];
+            let x = [(a, b), (b, a)].into_iter().find_map(|(h, p)| {
+                operand_pairs(eg, h, BinaryOp::Mul)
+                    .into_iter()
+                    .find(|&(x, half)| {
+                        scalar_of(eg, half) == Some(0.5) && is_tanh_plus_one(eg, p, x)
+                    })
+                    .map(|(x, _)| x)
+            })?;
+            let ty = ty_of(eg, x)?;
+            (ty.dtype == DType::F32 && Some(ty) == ty_of(eg, c)).then_some(())?;
+            Some(Build::Node(
+                Op::Unary(UnaryOp::GeluTanh),
+                vec![Build::Class(x)],
+            ))
         }),
         FnRule::rewrite("layernorm-recognize", |eg, _c, n| {
             let Op::Binary(BinaryOp::Div) = n.op()? else {
@@ -1139,6 +1192,37 @@ fn cases() -> Vec<Case> {
                     let h = mul(&mut g, "half_x", half, x, swap);
                     mul(&mut g, "gelu", h, p, !swap)
                 };
+                g.add_output("y", y);
+                g
+            },
+        },
+        Case {
+            rule: "gelu-tanh-recognize",
+            make: |s| {
+                // Operands swapped by seed: GPT-2's order, then ONNX's decomposition's.
+                let mut g = Graph::new();
+                let x = g.add_input("x", TensorType::f32(&[2, 3 + s as usize % 5]));
+                let c =
+                    |g: &mut Graph, name: &str, v: f32| g.add_const(name, Tensor::scalar_f32(v));
+                let (half, three) = (c(&mut g, "half", 0.5), c(&mut g, "three", 3.0));
+                let cube_k = c(&mut g, "cube_k", GELU_TANH_CUBE);
+                let k = c(&mut g, "k", GELU_TANH_SCALE);
+                let one = c(&mut g, "one", 1.0);
+                let swap = s % 2 == 1;
+                let bin = |g: &mut Graph, name: &str, op: BinaryOp, a, b| {
+                    let ins = if swap { [b, a] } else { [a, b] };
+                    g.add(name, Op::Binary(op), &ins).expect("binary")
+                };
+                let h = bin(&mut g, "half_x", BinaryOp::Mul, x, half);
+                let p = g
+                    .add("cube", Op::Binary(BinaryOp::Pow), &[x, three])
+                    .expect("pow");
+                let a = bin(&mut g, "scaled_cube", BinaryOp::Mul, p, cube_k);
+                let b = bin(&mut g, "inner", BinaryOp::Add, x, a);
+                let z = bin(&mut g, "scaled", BinaryOp::Mul, b, k);
+                let t = g.add("tanh", Op::Unary(UnaryOp::Tanh), &[z]).expect("tanh");
+                let d = bin(&mut g, "plus_one", BinaryOp::Add, t, one);
+                let y = bin(&mut g, "gelu", BinaryOp::Mul, h, d);
                 g.add_output("y", y);
                 g
             },

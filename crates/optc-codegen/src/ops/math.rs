@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{
     condcodes::{FloatCC, IntCC},
     types, InstBuilder, MemFlagsData, Type, Value,
 };
-use optc_ir::{BinaryOp, DType, UnaryOp, GELU_ERF_SCALE};
+use optc_ir::{BinaryOp, DType, UnaryOp, GELU_ERF_SCALE, GELU_TANH_CUBE, GELU_TANH_SCALE};
 
 /// The trigonometric and hyperbolic ops, computed by libm through the runtime's
 /// `optc_rt_unary_math`: their code there (the index in `runtime::UNARY_MATH`).
@@ -99,6 +99,23 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
                 let m = e.b.ins().fmul(x, a);
                 let h = e.float_const(ty, 0.5);
                 e.b.ins().fmul(m, h)
+            }
+            UnaryOp::GeluTanh => {
+                // The chain it stands for, step by step (the AVX-512 epilogue's order); the
+                // cube as `Pow(x, 3)` lowers (`Elementwise::PowConst`).
+                let h = e.float_const(ty, 0.5);
+                let half = e.b.ins().fmul(x, h);
+                let x2 = e.b.ins().fmul(x, x);
+                let cube = e.b.ins().fmul(x2, x);
+                let c = e.float_const(ty, GELU_TANH_CUBE);
+                let cc = e.b.ins().fmul(cube, c);
+                let inner = e.b.ins().fadd(x, cc);
+                let k = e.float_const(ty, GELU_TANH_SCALE);
+                let z = e.b.ins().fmul(inner, k);
+                let t = e.tanh(ty, z);
+                let one = e.float_const(ty, 1.0);
+                let a = e.b.ins().fadd(t, one);
+                e.b.ins().fmul(half, a)
             }
             UnaryOp::Tanh => e.tanh(ty, x),
             UnaryOp::Erf => e.erf(ty, x),
@@ -207,8 +224,8 @@ pub(super) fn float_math(e: &mut Emitter, ty: Type, f: &Elementwise, a: &[Value]
 
 /// f64 elementwise math on scalars: arithmetic as [`float_math`] has it, and the
 /// transcendental functions (whose f32 forms are polynomials made for f32) through libm's f64
-/// functions (`optc_rt_math_f64`). `None` for what has no f64 form (Silu and Gelu are defined
-/// by their f32 rounding steps, the quantizing steps are f32).
+/// functions (`optc_rt_math_f64`). `None` for what has no f64 form (Silu and the GELUs are
+/// defined by their f32 rounding steps, the quantizing steps are f32).
 fn f64_math(e: &mut Emitter, f: &Elementwise, a: &[Value]) -> Option<Value> {
     use crate::runtime::{F64_ERF, F64_EXP, F64_FMOD, F64_LOG, F64_POW, F64_TANH};
     let ty = types::F64;
@@ -231,6 +248,7 @@ fn f64_math(e: &mut Emitter, f: &Elementwise, a: &[Value]) -> Option<Value> {
             u if libm_code(u).is_some() => e.math_f64(libm_code(u)? as i64, x, x),
             UnaryOp::Silu
             | UnaryOp::Gelu
+            | UnaryOp::GeluTanh
             | UnaryOp::FakeQuantize { .. }
             | UnaryOp::RoundToHalf { .. }
             | UnaryOp::NanTo { .. } => return None,

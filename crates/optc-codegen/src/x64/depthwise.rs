@@ -443,6 +443,7 @@ fn px(
                     Epilogue::HardSwish
                     | Epilogue::Silu
                     | Epilogue::Gelu
+                    | Epilogue::GeluTanh
                     | Epilogue::FakeQuantize { .. } => {
                         unreachable!("GEMM kernels only (`kernel_plan`)")
                     }

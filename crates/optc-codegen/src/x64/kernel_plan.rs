@@ -606,6 +606,9 @@ pub(super) fn tile_steps(
             FusedStep::Unary(UnaryOp::Gelu) if gemm_isa == Some(Isa::Avx512) => {
                 Some(Epilogue::Gelu)
             }
+            FusedStep::Unary(UnaryOp::GeluTanh) if gemm_isa == Some(Isa::Avx512) => {
+                Some(Epilogue::GeluTanh)
+            }
             FusedStep::Unary(UnaryOp::Clip { min, max }) => {
                 Some(Epilogue::Clip(min.to_bits(), max.to_bits()))
             }

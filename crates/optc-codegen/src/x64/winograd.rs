@@ -743,6 +743,7 @@ fn store_row(
                 | Epilogue::HardSwish
                 | Epilogue::Silu
                 | Epilogue::Gelu
+                | Epilogue::GeluTanh
                 | Epilogue::FakeQuantize { .. } => x,
             };
         }
@@ -780,6 +781,7 @@ fn store_row(
                 | Epilogue::HardSwish
                 | Epilogue::Silu
                 | Epilogue::Gelu
+                | Epilogue::GeluTanh
                 | Epilogue::FakeQuantize { .. } => x,
             };
         }

@@ -260,16 +260,16 @@ pub(super) fn convert(ctx: &mut Ctx, node: &pb::NodeProto, name: &str) -> R<Vec<
                     s.unary(UnaryOp::Erf, &z)?
                 }
                 "tanh" => {
-                    let two_over_pi = 2.0 / std::f32::consts::PI;
+                    // f32: sqrt(2/pi) rounded once (computed in f32 it is an ulp below) and the
+                    // cube as `Pow`: GPT-2's chain, which `gelu-tanh-recognize` makes one op.
                     let c = s.exact(0.044_715, &x);
-                    let k = s.float(two_over_pi.sqrt(), (two_over_pi as f64).sqrt(), &x);
-                    let x3 = if f64 {
-                        let three = s.exact(3.0, &x);
-                        s.binary(BinaryOp::Pow, &x, &three)?
-                    } else {
-                        let x2 = s.binary(BinaryOp::Mul, &x, &x)?;
-                        s.binary(BinaryOp::Mul, &x2, &x)?
-                    };
+                    let k = s.float(
+                        optc_ir::GELU_TANH_SCALE,
+                        ((2.0 / std::f32::consts::PI) as f64).sqrt(),
+                        &x,
+                    );
+                    let three = s.exact(3.0, &x);
+                    let x3 = s.binary(BinaryOp::Pow, &x, &three)?;
                     let cx3 = s.binary(BinaryOp::Mul, &c, &x3)?;
                     let sum = s.binary(BinaryOp::Add, &x, &cx3)?;
                     let z = s.binary(BinaryOp::Mul, &k, &sum)?;

@@ -527,7 +527,7 @@ fn group(
                 }
             }
             Epilogue::Residual => unreachable!("checked by DepthwiseKey::supports"),
-            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh => {
                 // (AVX-512 targets only, see `DepthwiseKey::supports`: the GEMM kernels'
                 // activation, zmm16-20 scratch.) Two 8-lane accumulators per zmm, the
                 // second in the upper half: the activation (tens of instructions, a

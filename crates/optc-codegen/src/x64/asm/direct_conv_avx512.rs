@@ -51,6 +51,7 @@ pub(crate) fn supports(c: usize, kh: usize, kw: usize, sw: usize, epilogue: &[Ep
                     | Epilogue::HardSwish
                     | Epilogue::Silu
                     | Epilogue::Gelu
+                    | Epilogue::GeluTanh
             )
         })
 }
@@ -86,7 +87,7 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
     let mut stored = a.create_label();
     a.set_label(&mut step)?;
     // The step's two vectors: r12 = the first's pixels, min(ow - col, 16, left); k3 its
-    // lanes. (k2 is the SiLU step's.)
+    // lanes. (k7 is the activations'.)
     a.mov(r14d, -1)?;
     vector_pixels(&mut a, key, (r12, r12d), r8, r9, r13, k3)?;
     // The second goes on along the row, or, where the first ends it, starts the next row (a
@@ -331,7 +332,7 @@ fn tile(
                     a.vmulps(x, x, zmm24)?;
                 }
             }
-            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh => {
                 let act = Activation::new(a, *epilogue, &mut konst).expect("an activation step");
                 for &x in &all {
                     act.apply(a, x, [zmm26, zmm27, zmm28, zmm29, zmm30])?;

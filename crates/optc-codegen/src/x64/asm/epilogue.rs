@@ -4,11 +4,11 @@
 use super::int8::QuantizeStore;
 use crate::ops::transcendental::{
     ERF_CLAMP, ERF_P, ERF_Q, EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_OVERFLOW,
-    EXP_POLY,
+    EXP_POLY, TANH_POLY, TANH_SMALL,
 };
 use iced_x86::code_asm::*;
 use optc_ir::linear_quantization::fake_quantize_bounds;
-use optc_ir::GELU_ERF_SCALE;
+use optc_ir::{GELU_ERF_SCALE, GELU_TANH_CUBE, GELU_TANH_SCALE};
 use std::f32::consts::LOG2_E;
 
 /// One epilogue step, applied to the whole tile in order.
@@ -38,6 +38,11 @@ pub(crate) enum Epilogue {
     /// (the rational minimax on the argument clamped to [-4, 4]): `x * (1 + erf(x r)) * 0.5`.
     /// AVX-512 GEMM and int8 microkernels only.
     Gelu,
+    /// GELU (tanh form) as `UnaryOp::GeluTanh` defines it, the cube as `(x x) x` and the
+    /// tanh as `Emitter::tanh` computes them (the odd polynomial below 0.625, `1 - 2 / (exp(2
+    /// |z|) + 1)` with the sign of `z` above): `(x 0.5) (1 + tanh((x + x^3 c) k))`. AVX-512
+    /// GEMM and int8 microkernels only.
+    GeluTanh,
     /// A QDQ pair's requantization, as `UnaryOp::FakeQuantize` rounds it (f32 bit patterns of
     /// the scale and the zero point): `(min(max(round_half_even(x / scale) + zero, lo), hi) -
     /// zero) * scale`, `[lo, hi]` the i8 or u8 range, NaN giving `lo`. The AVX-512 int8
@@ -122,11 +127,14 @@ impl Epilogue {
     /// Winograd, depthwise and direct-conv kernels end their epilogue before it, and the
     /// steps from there run after their tiles.
     pub fn gemm_only(&self) -> bool {
-        matches!(self, Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu)
+        matches!(
+            self,
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh
+        )
     }
 }
 
-/// An activation step of the AVX-512 microkernels (HardSwish, SiLU, GELU) with its constants,
+/// An activation step of the AVX-512 microkernels (HardSwish, SiLU, the GELUs) with its constants,
 /// placed once per kernel ([`Activation::new`]) and then applied to each tile register
 /// ([`Activation::apply`]): the same instructions, so the same bits, in the f32 GEMM and the
 /// int8 kernels, and the generic lowering's operations in its order.
@@ -143,6 +151,13 @@ impl Activation {
         step: Epilogue,
         konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
     ) -> Option<Activation> {
+        if step == Epilogue::GeluTanh {
+            let consts = gelu_tanh_constants()
+                .into_iter()
+                .map(|b| konst(a, b))
+                .collect();
+            return Some(Activation { step, consts });
+        }
         let values: Vec<f32> = match step {
             Epilogue::HardSwish => vec![6.0, 0.5, 0.0, 1.0],
             Epilogue::Silu => {
@@ -218,8 +233,8 @@ impl Activation {
                 a.vpslld(s[2], s[2], 23)?;
                 a.vmulps(s[1], s[1], s[2])?;
                 a.vaddps(s[1], s[1], s[1])?;
-                a.vcmpps(k2, s[0], c(big), 0x1e)?;
-                a.vbroadcastss(s[1].k2(), dword_ptr(self.consts[inf]))?;
+                a.vcmpps(k7, s[0], c(big), 0x1e)?;
+                a.vbroadcastss(s[1].k7(), dword_ptr(self.consts[inf]))?;
                 // x / (1 + e), as x * (1 / (1 + e)).
                 a.vaddps(s[1], s[1], c(one))?;
                 load(a, s[2], one)?;
@@ -252,9 +267,133 @@ impl Activation {
                 a.vmulps(x, x, s[0])?;
                 a.vmulps(x, x, c(half))
             }
+            Epilogue::GeluTanh => gelu_tanh(a, x, s, &c, &load),
             _ => unreachable!("not an activation step"),
         }
     }
+}
+
+/// Where [`gelu_tanh`] finds each constant in the activation's list
+/// ([`gelu_tanh_constants`]).
+mod tanh_gelu_at {
+    pub const HALF: usize = 0;
+    pub const CUBE: usize = 1;
+    pub const SCALE: usize = 2;
+    pub const ABS: usize = 3;
+    pub const SMALL: usize = 4;
+    pub const OVERFLOW: usize = 5;
+    pub const EXP_HI: usize = 6;
+    pub const EXP_LO: usize = 7;
+    pub const MAGIC: usize = 8;
+    pub const LOG2E: usize = 9;
+    pub const LN2_HI: usize = 10;
+    pub const LN2_LO: usize = 11;
+    pub const ONE: usize = 12;
+    pub const TWO: usize = 13;
+    pub const INFINITY: usize = 14;
+    pub const BIAS: usize = 15;
+    pub const SIGN: usize = 16;
+    pub const EXP_POLY: usize = 17;
+    pub const TANH_POLY: usize = EXP_POLY + super::EXP_POLY.len();
+}
+
+/// The bits of the tanh GELU's constants, in [`tanh_gelu_at`]'s order.
+fn gelu_tanh_constants() -> Vec<u32> {
+    let mut v: Vec<u32> = [
+        0.5,
+        GELU_TANH_CUBE,
+        GELU_TANH_SCALE,
+        f32::from_bits(0x7fff_ffff),
+        TANH_SMALL,
+        EXP_OVERFLOW,
+        EXP_HI,
+        EXP_LO,
+        EXP_MAGIC,
+        LOG2_E,
+        EXP_LN2_HI,
+        EXP_LN2_LO,
+        1.0,
+        2.0,
+        f32::INFINITY,
+    ]
+    .iter()
+    .map(|v| v.to_bits())
+    .collect();
+    // The bias of the exponent's bits (an integer), the sign bit.
+    v.extend([(0x4B40_0000 - 126) as u32, 0x8000_0000]);
+    v.extend(EXP_POLY.iter().chain(&TANH_POLY).map(|v| v.to_bits()));
+    v
+}
+
+/// The tanh GELU on `x` in place, five scratch registers, mask k7 (free in every kernel that
+/// applies activations): the generic lowering's operations in its order (`ops/math.rs`,
+/// `Emitter::tanh`, `Emitter::exp`), so the same bits. `c(i)` is constant `i` broadcast from
+/// memory, `load` puts it in a register.
+fn gelu_tanh(
+    a: &mut CodeAssembler,
+    x: AsmRegisterZmm,
+    s: [AsmRegisterZmm; 5],
+    c: &dyn Fn(usize) -> AsmMemoryOperand,
+    load: &dyn Fn(&mut CodeAssembler, AsmRegisterZmm, usize) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    use tanh_gelu_at as at;
+    let [z, e, t, n, p] = s;
+    // z = (x + (x x) x c) k.
+    a.vmulps(z, x, x)?;
+    a.vmulps(z, z, x)?;
+    a.vmulps(z, z, c(at::CUBE))?;
+    a.vaddps(z, x, z)?;
+    a.vmulps(z, z, c(at::SCALE))?;
+    // e = 2 |z|, exp's argument; k7 = e > the overflow bound.
+    a.vpandd(e, z, c(at::ABS))?;
+    a.vaddps(e, e, e)?;
+    a.vcmpps(k7, e, c(at::OVERFLOW), 0x1e)?;
+    // exp(e) in place: e = clamp(e); t = e log2(e) + magic; n = t - magic; e = r = e - n ln 2
+    // (two steps); p = poly(r); n = r^2; e = p r^2 + (r + 1); times 2^(n-1) from t's bits,
+    // doubled; infinite past the bound.
+    a.vminps(e, e, c(at::EXP_HI))?;
+    a.vmaxps(e, e, c(at::EXP_LO))?;
+    load(a, t, at::MAGIC)?;
+    a.vfmadd231ps(t, e, c(at::LOG2E))?;
+    a.vsubps(n, t, c(at::MAGIC))?;
+    a.vfmadd231ps(e, n, c(at::LN2_HI))?;
+    a.vfmadd231ps(e, n, c(at::LN2_LO))?;
+    load(a, p, at::EXP_POLY)?;
+    for k in at::EXP_POLY + 1..at::TANH_POLY {
+        a.vfmadd213ps(p, e, c(k))?;
+    }
+    a.vmulps(n, e, e)?;
+    a.vaddps(e, e, c(at::ONE))?;
+    a.vfmadd231ps(e, p, n)?;
+    a.vpsubd(t, t, c(at::BIAS))?;
+    a.vpslld(t, t, 23)?;
+    a.vmulps(e, e, t)?;
+    a.vaddps(e, e, e)?;
+    load(a, e.k7(), at::INFINITY)?;
+    // e = 1 - 2 / (e + 1) with the sign of z.
+    a.vaddps(e, e, c(at::ONE))?;
+    load(a, t, at::TWO)?;
+    a.vdivps(e, t, e)?;
+    load(a, t, at::ONE)?;
+    a.vsubps(e, t, e)?;
+    a.vpandd(t, z, c(at::SIGN))?;
+    a.vpord(e, e, t)?;
+    // Where |z| < 0.625: p = poly(z^2) z^2 z + z.
+    a.vmulps(n, z, z)?;
+    load(a, p, at::TANH_POLY)?;
+    for k in at::TANH_POLY + 1..at::TANH_POLY + TANH_POLY.len() {
+        a.vfmadd213ps(p, n, c(k))?;
+    }
+    a.vmulps(p, p, n)?;
+    a.vfmadd213ps(p, z, z)?;
+    a.vpandd(n, z, c(at::ABS))?;
+    load(a, t, at::SMALL)?;
+    a.vcmpps(k7, t, n, 0x1e)?;
+    a.vmovups(e.k7(), p)?;
+    // x = (x 0.5) (tanh + 1).
+    a.vaddps(e, e, c(at::ONE))?;
+    a.vmulps(x, x, c(at::HALF))?;
+    a.vmulps(x, x, e)
 }
 
 /// The epilogue's part of a kernel symbol.
@@ -271,6 +410,7 @@ pub(crate) fn epilogue_symbol(epilogue: &[Epilogue]) -> String {
             Epilogue::HardSwish => s.push_str("_hswish"),
             Epilogue::Silu => s.push_str("_silu"),
             Epilogue::Gelu => s.push_str("_gelu"),
+            Epilogue::GeluTanh => s.push_str("_gelutanh"),
             Epilogue::FakeQuantize {
                 scale,
                 zero,
@@ -347,7 +487,7 @@ pub(crate) fn epilogue_pointwise(
         Epilogue::BiasRow | Epilogue::BiasCol | Epilogue::Residual => {
             unreachable!("not a pointwise epilogue step")
         }
-        Epilogue::Silu | Epilogue::Gelu | Epilogue::FakeQuantize { .. } => {
+        Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh | Epilogue::FakeQuantize { .. } => {
             unreachable!("an AVX-512 GEMM-only epilogue step")
         }
     }

@@ -247,7 +247,7 @@ pub(super) fn assemble_avx2(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError> 
                     a.vmulps(ymm(r), ymm(r), ymm14)?;
                 }
             }
-            Epilogue::Silu | Epilogue::Gelu => {
+            Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh => {
                 unreachable!("SiLU and GELU tiles are AVX-512 only (`kernel_plan`)")
             }
             Epilogue::FakeQuantize { .. } => unreachable!("int8 kernels only (`kernel_plan`)"),

@@ -198,7 +198,7 @@ pub(super) fn assemble_avx512(key: &MicrokernelKey) -> Result<Vec<u8>, IcedError
                 a.vbroadcastss(zmm14, dword_ptr(l))?;
                 all(&mut |x| a.vmulps(x, x, zmm14))?;
             }
-            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh => {
                 // zmm16-20 (the A broadcasts of the loop) are free now.
                 let act =
                     Activation::new(&mut a, *epilogue, &mut konst).expect("an activation step");

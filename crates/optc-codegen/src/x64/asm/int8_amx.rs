@@ -279,7 +279,7 @@ pub(super) fn assemble_amx(key: &Int8Key) -> Result<Vec<u8>, IcedError> {
                     fake_quantize_constants(&mut a, (scale, zero, signed), regs, &mut konst)?;
                     fake_quantize(&mut a, acc, zmm1, regs)?;
                 }
-                Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+                Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh => {
                     // zmm22-26 are free (zmm16-21 hold the tables).
                     let act = activation.as_ref().expect("an activation step");
                     act.apply(&mut a, acc, [zmm22, zmm23, zmm24, zmm25, zmm26])?;

@@ -286,6 +286,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
             | Epilogue::HardSwish
             | Epilogue::Silu
             | Epilogue::Gelu
+            | Epilogue::GeluTanh
             | Epilogue::FakeQuantize { .. } => {
                 unreachable!("AVX2 int8 kernels have no scale, HardSwish or fake-quantize step")
             }

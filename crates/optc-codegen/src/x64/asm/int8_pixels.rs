@@ -430,7 +430,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                     fake_quantize(&mut a, x, zmm20, [zmm16, zmm17, zmm18, zmm19])?;
                 }
             }
-            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh => {
                 let act = Activation::new(&mut a, *step, &mut konst).expect("an activation step");
                 for &x in live(transposed) {
                     act.apply(&mut a, x, [zmm16, zmm17, zmm18, zmm19, zmm20])?;

@@ -9,7 +9,7 @@ use super::epilogue::Epilogue;
 use super::int8::{assemble, Contraction, Dequantize, Int8Key, QuantizeStore, Scheme};
 use super::int8_amx::TileState;
 use super::quantize::{PlaneKey, QuantizeKey};
-use super::tests::{gelu, silu};
+use super::tests::{gelu, gelu_tanh, silu};
 use crate::target::Target;
 use cranelift_codegen::ir::{types, AbiParam};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -65,6 +65,10 @@ pub(super) fn step_lists(rows: bool, bias: bool, scheme: Scheme) -> Vec<Vec<Epil
             Epilogue::Silu,
             Epilogue::HardSwish,
         ]);
+        // An activation before a residual (the residual's masked loads after the
+        // activation's mask).
+        v.push(vec![Epilogue::GeluTanh, Epilogue::Residual]);
+        v.push(vec![Epilogue::Silu, Epilogue::Residual]);
     }
     v
 }
@@ -425,6 +429,7 @@ pub(super) fn dequantized(acc: i32, d: &Dequantize, scale: f32, bias: f32, res: 
             Epilogue::HardSwish => y * (y / 6.0 + 0.5).clamp(0.0, 1.0),
             Epilogue::Silu => silu(y),
             Epilogue::Gelu => gelu(y),
+            Epilogue::GeluTanh => gelu_tanh(y),
             Epilogue::Scale(_) => unreachable!(),
         };
     }

@@ -223,7 +223,7 @@ fn build(key: &Int8Key, pad: usize) -> Result<(CodeAssembler, CodeLabel), IcedEr
                     fake_quantize(&mut a, zmm(r), zmm(6 + r), [zmm12, zmm13, zmm14, zmm15])?;
                 }
             }
-            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu => {
+            Epilogue::HardSwish | Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh => {
                 // zmm16-20 are free (the loop uses zmm0-15).
                 let act = Activation::new(&mut a, *step, &mut konst).expect("an activation step");
                 for r in 0..mr {

@@ -265,46 +265,11 @@ mod tests {
     use super::*;
     use crate::x64::asm::emulator::Machine;
     use crate::x64::asm::int8_tests::native;
-
-    #[allow(clippy::manual_clamp)]
-    fn exp(x: f32) -> f32 {
-        let xc = x.min(EXP_HI).max(EXP_LO);
-        let t = xc.mul_add(LOG2_E, EXP_MAGIC);
-        let n = t - EXP_MAGIC;
-        let r = n.mul_add(EXP_LN2_HI, xc);
-        let r = n.mul_add(EXP_LN2_LO, r);
-        let p = EXP_POLY[1..]
-            .iter()
-            .fold(EXP_POLY[0], |p, &c| p.mul_add(r, c));
-        let y = p.mul_add(r * r, r + 1.0);
-        let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 126) << 23);
-        if x > EXP_OVERFLOW {
-            f32::INFINITY
-        } else {
-            let e = y * scale;
-            e + e
-        }
-    }
+    use crate::x64::asm::tests::{exp, tanh};
 
     fn sigmoid(x: f32) -> f32 {
         // The routine multiplies by -1 (the same bits as negating, NaN aside).
         1.0 / (1.0 + exp(-x))
-    }
-
-    fn tanh(x: f32) -> f32 {
-        let m = x.abs();
-        let z = x * x;
-        let p = TANH_POLY[1..]
-            .iter()
-            .fold(TANH_POLY[0], |p, &c| p.mul_add(z, c));
-        let small = (p * z).mul_add(x, x);
-        let mag = 1.0 - 2.0 / (exp(m + m) + 1.0);
-        let large = f32::from_bits(mag.to_bits() | (x.to_bits() & 0x8000_0000));
-        if TANH_SMALL > m {
-            small
-        } else {
-            large
-        }
     }
 
     /// `(h, c)` of every row.

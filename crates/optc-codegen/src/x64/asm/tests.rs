@@ -28,6 +28,8 @@ fn ep_lists() -> Vec<Vec<Epilogue>> {
         vec![Epilogue::BiasCol, Epilogue::Silu, Epilogue::Relu],
         vec![Epilogue::Gelu],
         vec![Epilogue::Residual, Epilogue::Gelu, Epilogue::BiasRow],
+        vec![Epilogue::GeluTanh],
+        vec![Epilogue::BiasCol, Epilogue::GeluTanh, Epilogue::Residual],
         vec![
             Epilogue::BiasCol,
             Epilogue::Residual,
@@ -37,6 +39,11 @@ fn ep_lists() -> Vec<Vec<Epilogue>> {
             Epilogue::Clip(CLIP_LO, CLIP_HI),
         ],
     ]
+}
+
+/// The activations only the AVX-512 tiles apply.
+fn avx512_only(e: &Epilogue) -> bool {
+    matches!(e, Epilogue::Silu | Epilogue::Gelu | Epilogue::GeluTanh)
 }
 
 pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
@@ -63,10 +70,7 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
                     for acc in [false, true] {
                         for epilogue in ep_lists() {
                             // SiLU and GELU tiles are AVX-512 only.
-                            if isa == Isa::Avx2
-                                && (epilogue.contains(&Epilogue::Silu)
-                                    || epilogue.contains(&Epilogue::Gelu))
-                            {
+                            if isa == Isa::Avx2 && epilogue.iter().any(avx512_only) {
                                 continue;
                             }
                             v.push(MicrokernelKey {
@@ -91,7 +95,7 @@ pub(super) fn all_keys(isa: Isa) -> Vec<MicrokernelKey> {
         for mr in 1..=MR {
             for acc in [false, true] {
                 for epilogue in ep_lists() {
-                    if epilogue.contains(&Epilogue::Silu) || epilogue.contains(&Epilogue::Gelu) {
+                    if epilogue.iter().any(avx512_only) {
                         continue;
                     }
                     let n = epilogue.len();
@@ -171,6 +175,10 @@ fn data_len(key: &MicrokernelKey) -> usize {
             Epilogue::Silu => 4 * 17,
             // GELU: the erf scale, the clamp bounds, the polynomials (7 + 5), 1 and 0.5.
             Epilogue::Gelu => 4 * 17,
+            // The tanh GELU: 0.5, its two coefficients, the masks of the magnitude and the
+            // sign, tanh's bound, exp's (overflow, clamps, magic, log2(e), ln 2 (2), 1, 2,
+            // infinity, the exponent bias) and the polynomials (6 + 5).
+            Epilogue::GeluTanh => 4 * 28,
             _ => 0,
         })
         .sum();
@@ -217,24 +225,29 @@ fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: us
     // GELU: per accumulator erf's argument clamps, 5 products (x r, z^2, z P, x (erf + 1),
     // times 0.5) and the division P / Q.
     let gelu = eps(|e| *e == Epilogue::Gelu);
+    // The tanh GELU: per accumulator exp's argument clamps, 10 products (the cube's 2, its
+    // coefficient, the scale, r^2, y 2^n, z^2, p z^2, x 0.5, times (tanh + 1)) and the
+    // division 2 / (e + 1).
+    let gelu_tanh = eps(|e| *e == Epilogue::GeluTanh);
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vmaxps)),
-        (relu + clip + hswish + silu + gelu) * accs,
+        (relu + clip + hswish + silu + gelu + gelu_tanh) * accs,
         "{s}: vmaxps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vminps)),
-        (clip + hswish + silu + gelu) * accs,
+        (clip + hswish + silu + gelu + gelu_tanh) * accs,
         "{s}: vminps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vmulps)),
-        (eps(|e| matches!(e, Epilogue::Scale(_))) + hswish + 4 * silu + 5 * gelu) * accs,
+        (eps(|e| matches!(e, Epilogue::Scale(_))) + hswish + 4 * silu + 5 * gelu + 10 * gelu_tanh)
+            * accs,
         "{s}: vmulps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vdivps)),
-        (hswish + silu + gelu) * accs,
+        (hswish + silu + gelu + gelu_tanh) * accs,
         "{s}: vdivps"
     );
     let stores = count(ins, |i| {
@@ -302,15 +315,21 @@ fn avx512_kernels_decode_to_zmm_code() {
         let hswish = steps(&key, |e| *e == Epilogue::HardSwish);
         let silu = steps(&key, |e| *e == Epilogue::Silu);
         let gelu = steps(&key, |e| *e == Epilogue::Gelu);
+        let gelu_tanh = steps(&key, |e| *e == Epilogue::GeluTanh);
         if key.wide {
             // Every A broadcast and every row bias: a vbroadcastss. SiLU: 4 per accumulator
             // (magic, the polynomial's first coefficient, infinity where exp overflows, 1 as
-            // the dividend); GELU: 2 (the polynomials' first coefficients).
+            // the dividend); GELU: 2 (the polynomials' first coefficients); the tanh GELU: 7
+            // (magic, the polynomials' first coefficients, infinity, 2, 1 and tanh's bound).
             let clip = steps(&key, |e| matches!(e, Epilogue::Clip(..)));
             let scale = steps(&key, |e| matches!(e, Epilogue::Scale(_)));
             assert_eq!(
                 count(&ins, |i| i.mnemonic() == Mnemonic::Vbroadcastss),
-                5 * mr + mr * row_bias_steps + 2 * clip + scale + (4 * silu + 2 * gelu) * mr * w,
+                5 * mr
+                    + mr * row_bias_steps
+                    + 2 * clip
+                    + scale
+                    + (4 * silu + 2 * gelu + 7 * gelu_tanh) * mr * w,
                 "{s}: broadcasts"
             );
         }
@@ -348,11 +367,11 @@ fn avx512_kernels_decode_to_zmm_code() {
                 "{s}: merge-masked load"
             );
         } else {
-            // (SiLU's k2 marks where exp overflows.)
+            // (The activations' k7 marks where exp overflows, or tanh's polynomial side.)
             assert_eq!(kmov, 0, "{s}");
             assert!(
                 ins.iter()
-                    .all(|i| !i.has_op_mask() || i.op_mask() == Register::K2),
+                    .all(|i| !i.has_op_mask() || i.op_mask() == Register::K7),
                 "{s}"
             );
             // acc / residual add straight from memory, full width.
@@ -367,13 +386,15 @@ fn avx512_kernels_decode_to_zmm_code() {
         }
         // Row bias: broadcast adds (narrow; wide broadcasts into a register). HardSwish adds
         // its 0.5 by broadcast to each accumulator's `x / 6`.
-        // SiLU adds 1 twice by broadcast (r + 1, 1 + e), GELU once (erf + 1).
+        // SiLU adds 1 twice by broadcast (r + 1, 1 + e), GELU once (erf + 1), the tanh GELU
+        // three times (r + 1, e + 1, tanh + 1).
         let row_bias = count(&ins, |i| {
             i.mnemonic() == Mnemonic::Vaddps && i.is_broadcast()
         });
         assert_eq!(
             row_bias,
-            if key.wide { 0 } else { mr * row_bias_steps } + (hswish + 2 * silu + gelu) * mr * w,
+            if key.wide { 0 } else { mr * row_bias_steps }
+                + (hswish + 2 * silu + gelu + 3 * gelu_tanh) * mr * w,
             "{s}"
         );
     }
@@ -486,6 +507,57 @@ pub(super) fn gelu(x: f32) -> f32 {
     x * (erf + 1.0) * 0.5
 }
 
+/// `exp` step by step as the kernels compute it (`Emitter::exp`): the argument clamped with
+/// the bound second (as vminps/vmaxps), Cody-Waite reduction, the degree-7 polynomial by fused
+/// multiply-adds, the scale 2^(n-1) from the bits, doubled; infinite past the bound.
+#[allow(clippy::manual_clamp)]
+pub(super) fn exp(x: f32) -> f32 {
+    use crate::ops::transcendental::{
+        EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_OVERFLOW, EXP_POLY,
+    };
+    let xc = x.min(EXP_HI).max(EXP_LO);
+    let t = xc.mul_add(std::f32::consts::LOG2_E, EXP_MAGIC);
+    let n = t - EXP_MAGIC;
+    let r = n.mul_add(EXP_LN2_HI, xc);
+    let r = n.mul_add(EXP_LN2_LO, r);
+    let p = EXP_POLY[1..]
+        .iter()
+        .fold(EXP_POLY[0], |p, &c| p.mul_add(r, c));
+    let y = p.mul_add(r * r, r + 1.0);
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 126) << 23);
+    if x > EXP_OVERFLOW {
+        f32::INFINITY
+    } else {
+        let e = y * scale;
+        e + e
+    }
+}
+
+/// `tanh` step by step as the kernels compute it (`Emitter::tanh`): the odd polynomial below
+/// 0.625, `1 - 2 / (exp(2|x|) + 1)` with the sign of `x` above.
+pub(super) fn tanh(x: f32) -> f32 {
+    use crate::ops::transcendental::{TANH_POLY, TANH_SMALL};
+    let m = x.abs();
+    let z = x * x;
+    let p = TANH_POLY[1..]
+        .iter()
+        .fold(TANH_POLY[0], |p, &c| p.mul_add(z, c));
+    let small = (p * z).mul_add(x, x);
+    let mag = 1.0 - 2.0 / (exp(m + m) + 1.0);
+    let large = f32::from_bits(mag.to_bits() | (x.to_bits() & 0x8000_0000));
+    if TANH_SMALL > m {
+        small
+    } else {
+        large
+    }
+}
+
+/// The tanh GELU as the kernels compute it: the cube as `(x x) x`, then the chain.
+pub(super) fn gelu_tanh(x: f32) -> f32 {
+    let z = (x + x * x * x * optc_ir::GELU_TANH_CUBE) * optc_ir::GELU_TANH_SCALE;
+    x * 0.5 * (tanh(z) + 1.0)
+}
+
 /// Run one AVX-512 kernel in the interpreter and compare the tile with a scalar reference.
 fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, seed: u64) {
     const CODE: u64 = 0x1000_0000;
@@ -578,6 +650,7 @@ fn check_avx512_tile(key: &MicrokernelKey, code: &[u8], kc: usize, nr: usize, se
                     Epilogue::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
                     Epilogue::Silu => silu(x),
                     Epilogue::Gelu => gelu(x),
+                    Epilogue::GeluTanh => gelu_tanh(x),
                     Epilogue::FakeQuantize { .. } => unreachable!("int8 kernels only"),
                 };
             }
