@@ -1988,6 +1988,69 @@ fn reshape_aliasing_cases() {
     check(&g, &inputs_for(&g, 9), EXACT);
 }
 
+/// Concats whose producers write their inputs in place (contiguous pieces of 64-byte
+/// multiples, each read once, by the concat): channels at batch 1, blocks of rows along a
+/// leading axis; next to ones that must copy (a piece that is such a concat's output, an
+/// input read again, a graph input, a concat along an inner axis, pieces not a multiple of
+/// 64 bytes, a graph output). Against the interpreter, and the in-place ones' kernels not
+/// called.
+#[test]
+fn concats_in_place_and_copied() {
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[1, 4, 8, 16]));
+    let u = |g: &mut Graph, name: &str, op: UnaryOp, v| g.add(name, Op::Unary(op), &[v]).unwrap();
+    let cat = |g: &mut Graph, name: &str, axis: usize, ins: &[optc_ir::Value]| {
+        g.add(name, Op::Concat { axis }, ins).unwrap()
+    };
+    // In place: two pieces of 4 x 8 x 16 floats along the channels (batch 1).
+    let a = u(&mut g, "a", UnaryOp::Relu, x);
+    let b = u(&mut g, "b", UnaryOp::Neg, x);
+    let c1 = cat(&mut g, "channels", 1, &[a, b]);
+    // Copied: that concat's output a piece of another.
+    let e = u(&mut g, "e", UnaryOp::Abs, x);
+    let c2 = cat(&mut g, "nested", 1, &[c1, e]);
+    let y0 = u(&mut g, "y0", UnaryOp::Neg, c2);
+    // Copied: `h` is read again after the concat; the graph input; an inner axis.
+    let h = u(&mut g, "h", UnaryOp::Relu, x);
+    let k = u(&mut g, "k", UnaryOp::Neg, x);
+    let c3 = cat(&mut g, "read_again", 1, &[h, k]);
+    let y1 = g.add("y1", Op::Binary(BinaryOp::Add), &[c3, c3]).unwrap();
+    let y2 = g.add("y2", Op::Binary(BinaryOp::Mul), &[h, h]).unwrap();
+    let n = u(&mut g, "n", UnaryOp::Neg, x);
+    let c4 = cat(&mut g, "with_input", 1, &[x, n]);
+    let y3 = u(&mut g, "y3", UnaryOp::Neg, c4);
+    let p = u(&mut g, "p", UnaryOp::Relu, x);
+    let q = u(&mut g, "q", UnaryOp::Neg, x);
+    let c5 = cat(&mut g, "inner_axis", 3, &[p, q]);
+    let y4 = u(&mut g, "y4", UnaryOp::Neg, c5);
+    // Copied: pieces of 3 x 5 floats; a graph output.
+    let z = g.add_input("z", f(&[1, 3, 5]));
+    let r = u(&mut g, "r", UnaryOp::Relu, z);
+    let s = u(&mut g, "s", UnaryOp::Neg, z);
+    let c6 = cat(&mut g, "unaligned", 1, &[r, s]);
+    let y5 = u(&mut g, "y5", UnaryOp::Neg, c6);
+    let v = u(&mut g, "v", UnaryOp::Relu, x);
+    let w = u(&mut g, "w", UnaryOp::Neg, x);
+    let c7 = cat(&mut g, "output", 1, &[v, w]);
+    let t = g.add_input("t", f(&[1, 1, 8, 16]));
+    let t1 = u(&mut g, "t1", UnaryOp::Relu, t);
+    let t2 = u(&mut g, "t2", UnaryOp::Neg, t);
+    let c8 = cat(&mut g, "rows", 2, &[t1, t2]);
+    let y6 = u(&mut g, "y6", UnaryOp::Neg, c8);
+    for (k, o) in [y0, y1, y2, y3, y4, y5, c7, y6].into_iter().enumerate() {
+        g.add_output(&format!("y{k}_out"), o);
+    }
+    check(&g, &inputs_for(&g, 11), EXACT);
+    let m = compile(&g);
+    let skipped: Vec<&str> = m
+        .kernels()
+        .iter()
+        .filter(|k| k.skipped)
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(skipped, ["channels", "rows"]);
+}
+
 /// A fused `erf(x / c)` (GELU's `erf(x / sqrt 2)`, lowered as `erf(x * (1/c))`) stays within
 /// 5e-7 relative of `erf(fl(x / c))` over a dense sweep, for a few constants `c`.
 #[test]

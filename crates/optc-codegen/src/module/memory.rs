@@ -6,6 +6,12 @@
 //!
 //! Reshape aliasing: a reshape of a workspace value that nobody reads after it takes over
 //! its input's block (same bytes, no copy); its kernel is neither lowered nor called.
+//!
+//! Concats in place: a concat whose inputs are consecutive byte ranges of its output (every
+//! dim before its axis is 1: heads or blocks of query rows joined, a channel concat at batch
+//! 1), each computed by an op node for it alone, gets its block when the first of them is
+//! computed, and each producer writes its part there; the concat's kernel is neither lowered
+//! nor called.
 
 use super::arena::Arena;
 use super::constants::Constants;
@@ -42,7 +48,8 @@ pub(super) struct MemoryPlan {
     pub locations: HashMap<IrValue, Location>,
     /// Workspace offset of each scheduled node's scratch, if it needs any.
     pub scratch: Vec<Option<usize>>,
-    /// Reshapes whose output takes over their input's workspace block.
+    /// Nodes whose kernel is not called: reshapes whose output takes over their input's
+    /// workspace block, concats whose inputs were written in place.
     pub aliased: Vec<bool>,
     /// Graph outputs the entry function copies `(output, value)`: graph inputs, constants and
     /// values that are an earlier output too.
@@ -114,10 +121,32 @@ impl MemoryPlan {
         let mut arena = Arena::default();
         let mut scratch: Vec<Option<usize>> = vec![None; schedule.len()];
         let mut aliased: Vec<bool> = vec![false; schedule.len()];
+        let concats = concats_in_place(graph, schedule, nodes, &locs)?;
+        // The concat (index into `concats`) each producer writes into.
+        let mut piece_of: HashMap<NodeId, usize> = HashMap::new();
+        for (k, c) in concats.iter().enumerate() {
+            aliased[c.index] = true;
+            for (v, _) in &c.pieces {
+                piece_of.insert(v.node, k);
+            }
+        }
         for (i, &n) in schedule.iter().enumerate() {
             let node = graph.node(n);
             let info = &nodes[i];
             let inputs = graph.node_inputs(n);
+            // The first producer of an in-place concat's pieces: the concat's block, each
+            // piece at its offset in it.
+            if let Some(c) = piece_of.get(&n).map(|&k| &concats[k]) {
+                if !locs.contains_key(&c.out) {
+                    let off = arena
+                        .alloc(c.bytes)
+                        .ok_or_else(|| info.err("workspace size overflows"))?;
+                    locs.insert(c.out, Location::Workspace(off));
+                    for &(v, at) in &c.pieces {
+                        locs.insert(v, Location::Workspace(off + at));
+                    }
+                }
+            }
             // A reshape of a workspace value read by nobody after it: same bytes, same block.
             if let (Op::Reshape { .. }, [vin]) = (&node.op, inputs.as_slice()) {
                 let out = IrValue::new(n, 0);
@@ -184,4 +213,77 @@ impl MemoryPlan {
             workspace: arena.top,
         })
     }
+}
+
+/// A concat whose inputs its producers write in place.
+struct InPlaceConcat {
+    /// Its index in the schedule.
+    index: usize,
+    out: IrValue,
+    bytes: usize,
+    /// Each input and its byte offset in the output.
+    pieces: Vec<(IrValue, usize)>,
+}
+
+/// The concats of `schedule` whose inputs can be written in place: each input a consecutive
+/// range of the output (every output dim before the axis is 1) of a multiple of 64 bytes (so
+/// each piece starts where a block of its own would be aligned and ends where the next
+/// begins), read by the concat alone and once, the only output of an op node that is not a
+/// reshape (whose output may take over its input's block) or another such concat; the output
+/// in the workspace (not a graph output: `locs` has those).
+fn concats_in_place(
+    graph: &Graph,
+    schedule: &[NodeId],
+    nodes: &[NodeInfo],
+    locs: &HashMap<IrValue, Location>,
+) -> Result<Vec<InPlaceConcat>> {
+    let mut uses: HashMap<IrValue, usize> = HashMap::new();
+    for &n in schedule {
+        for v in graph.node_inputs(n) {
+            *uses.entry(v).or_default() += 1;
+        }
+    }
+    for o in &graph.outputs {
+        *uses.entry(o.value).or_default() += 1;
+    }
+    let mut found: Vec<InPlaceConcat> = vec![];
+    for (i, &n) in schedule.iter().enumerate() {
+        let Op::Concat { axis } = graph.node(n).op else {
+            continue;
+        };
+        let out = IrValue::new(n, 0);
+        let oty = &nodes[i].outs[0];
+        if locs.contains_key(&out) || oty.shape[..axis.min(oty.rank())].iter().any(|&d| d != 1) {
+            continue;
+        }
+        let mut pieces = vec![];
+        let mut at = 0;
+        for (v, ty) in graph.node_inputs(n).into_iter().zip(&nodes[i].ins) {
+            let producer = graph.node(v.node);
+            let eligible = uses.get(&v) == Some(&1)
+                && !locs.contains_key(&v)
+                && producer.outputs.len() == 1
+                && !matches!(
+                    producer.op,
+                    Op::Reshape { .. } | Op::Input { .. } | Op::Constant { .. }
+                )
+                && !found.iter().any(|c| c.out == v);
+            let b = bytes_of(ty)?;
+            if !eligible || b % 64 != 0 {
+                pieces.clear();
+                break;
+            }
+            pieces.push((v, at));
+            at += b;
+        }
+        if pieces.len() >= 2 {
+            found.push(InPlaceConcat {
+                index: i,
+                out,
+                bytes: bytes_of(oty)?,
+                pieces,
+            });
+        }
+    }
+    Ok(found)
 }
