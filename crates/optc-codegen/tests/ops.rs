@@ -2051,6 +2051,85 @@ fn concats_in_place_and_copied() {
     assert_eq!(skipped, ["channels", "rows"]);
 }
 
+/// Slices read in place (a consecutive range of their input starting at a multiple of 64
+/// bytes: heads cut out along a leading axis, blocks of rows, with the input read again
+/// after them and reshaped), next to ones that must copy (an inner axis, a step of 2, a
+/// start off 64 bytes, a slice of a slice read in place, a graph input, a graph output).
+/// Workspace reuse while the sliced input lives would overwrite what the slices read: the
+/// nodes between them allocate and free values. Against the interpreter, and exactly the
+/// in-place slices' kernels not called.
+#[test]
+fn slices_in_place_and_copied() {
+    let sl = |dims: &[(i64, i64, usize)]| Op::Slice {
+        dims: dims
+            .iter()
+            .map(|&(start, step, len)| SliceDim { start, step, len })
+            .collect(),
+    };
+    let mut g = Graph::new();
+    let x = g.add_input("x", f(&[3, 8, 16]));
+    let u = |g: &mut Graph, name: &str, op: UnaryOp, v| g.add(name, Op::Unary(op), &[v]).unwrap();
+    let q = u(&mut g, "q", UnaryOp::Relu, x);
+    // In place: head 1, then rows 4..8 of head 2 (dims of 1 before the rows).
+    let h1 = g
+        .add("head", sl(&[(1, 1, 1), (0, 1, 8), (0, 1, 16)]), &[q])
+        .unwrap();
+    let a = u(&mut g, "a", UnaryOp::Neg, h1);
+    let b = u(&mut g, "b", UnaryOp::Abs, a);
+    let rows = g
+        .add("rows", sl(&[(2, 1, 1), (4, 1, 4), (0, 1, 16)]), &[q])
+        .unwrap();
+    let c = u(&mut g, "c", UnaryOp::Neg, rows);
+    let s = g.add("sum", Op::Binary(BinaryOp::Add), &[b, h1]).unwrap();
+    // Copied: an inner axis, a step of 2, a start 4 floats in, a slice of `head`.
+    let inner = g
+        .add("inner", sl(&[(0, 1, 3), (0, 1, 8), (0, 1, 8)]), &[q])
+        .unwrap();
+    let step = g
+        .add("step", sl(&[(0, 2, 2), (0, 1, 8), (0, 1, 16)]), &[q])
+        .unwrap();
+    let off = g
+        .add("off", sl(&[(0, 1, 1), (0, 1, 1), (4, 1, 8)]), &[q])
+        .unwrap();
+    let twice = g
+        .add("twice", sl(&[(0, 1, 1), (0, 1, 4), (0, 1, 16)]), &[h1])
+        .unwrap();
+    let input = g
+        .add("of_input", sl(&[(1, 1, 1), (0, 1, 8), (0, 1, 16)]), &[x])
+        .unwrap();
+    // `q` read again after all of them, reshaped, for the last time; then new values whose
+    // blocks would reuse `q`'s were it freed there, then `late`, a slice of `q`, read.
+    let late = g
+        .add("late", sl(&[(2, 1, 1), (0, 1, 8), (0, 1, 16)]), &[q])
+        .unwrap();
+    let r = g
+        .add(
+            "r",
+            Op::Reshape {
+                shape: vec![24, 16],
+            },
+            &[q],
+        )
+        .unwrap();
+    let t = u(&mut g, "t", UnaryOp::Neg, r);
+    let z1 = u(&mut g, "z1", UnaryOp::Neg, x);
+    let z2 = u(&mut g, "z2", UnaryOp::Abs, z1);
+    let y = u(&mut g, "y", UnaryOp::Neg, late);
+    let outs = [s, c, inner, step, off, twice, input, t, z2, y];
+    for (k, o) in outs.into_iter().enumerate() {
+        g.add_output(&format!("y{k}"), o);
+    }
+    check(&g, &inputs_for(&g, 12), EXACT);
+    let m = compile(&g);
+    let skipped: Vec<&str> = m
+        .kernels()
+        .iter()
+        .filter(|k| k.skipped)
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(skipped, ["head", "rows", "late"]);
+}
+
 /// A fused `erf(x / c)` (GELU's `erf(x / sqrt 2)`, lowered as `erf(x * (1/c))`) stays within
 /// 5e-7 relative of `erf(fl(x / c))` over a dense sweep, for a few constants `c`.
 #[test]

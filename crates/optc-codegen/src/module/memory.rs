@@ -7,6 +7,12 @@
 //! Reshape aliasing: a reshape of a workspace value that nobody reads after it takes over
 //! its input's block (same bytes, no copy); its kernel is neither lowered nor called.
 //!
+//! Slice aliasing: a slice that is a consecutive byte range of its input (every dim before
+//! one is 1 in the slice, every dim after it whole), starting at a multiple of 64 bytes,
+//! reads that range where it is (attention's heads and blocks of query rows cut out); its
+//! input lives until the slice's last use, and the slice's kernel is neither lowered nor
+//! called.
+//!
 //! Concats in place: a concat whose inputs are consecutive byte ranges of its output (every
 //! dim before its axis is 1: heads or blocks of query rows joined, a channel concat at batch
 //! 1), each computed by an op node for it alone, gets its block when the first of them is
@@ -49,7 +55,7 @@ pub(super) struct MemoryPlan {
     /// Workspace offset of each scheduled node's scratch, if it needs any.
     pub scratch: Vec<Option<usize>>,
     /// Nodes whose kernel is not called: reshapes whose output takes over their input's
-    /// workspace block, concats whose inputs were written in place.
+    /// workspace block, slices read in place, concats whose inputs were written in place.
     pub aliased: Vec<bool>,
     /// Graph outputs the entry function copies `(output, value)`: graph inputs, constants and
     /// values that are an earlier output too.
@@ -118,10 +124,29 @@ impl MemoryPlan {
                 last_use.insert(v, i);
             }
         }
+        let concats = concats_in_place(graph, schedule, nodes, &locs)?;
+        // Slices read in place (output -> input, byte offset); their inputs live as long, and
+        // die at the slices' last use (`extended`) if no node reads them there.
+        let pieces: Vec<IrValue> = concats
+            .iter()
+            .flat_map(|c| c.pieces.iter().map(|p| p.0))
+            .collect();
+        let slices = slices_in_place(graph, schedule, nodes, &locs, &last_use, &pieces);
+        for (out, (vin, _)) in &slices {
+            if let Some(&end) = last_use.get(out) {
+                let e = last_use.entry(*vin).or_insert(end);
+                *e = (*e).max(end);
+            }
+        }
+        let mut extended: HashMap<usize, Vec<IrValue>> = HashMap::new();
+        for (vin, _) in slices.values() {
+            if let Some(&end) = last_use.get(vin) {
+                extended.entry(end).or_default().push(*vin);
+            }
+        }
         let mut arena = Arena::default();
         let mut scratch: Vec<Option<usize>> = vec![None; schedule.len()];
         let mut aliased: Vec<bool> = vec![false; schedule.len()];
-        let concats = concats_in_place(graph, schedule, nodes, &locs)?;
         // The concat (index into `concats`) each producer writes into.
         let mut piece_of: HashMap<NodeId, usize> = HashMap::new();
         for (k, c) in concats.iter().enumerate() {
@@ -147,11 +172,20 @@ impl MemoryPlan {
                     }
                 }
             }
-            // A reshape of a workspace value read by nobody after it: same bytes, same block.
+            // A slice read in place.
+            if let Some(&(vin, at)) = slices.get(&IrValue::new(n, 0)) {
+                if let Some(&Location::Workspace(off)) = locs.get(&vin) {
+                    locs.insert(IrValue::new(n, 0), Location::Workspace(off + at));
+                    aliased[i] = true;
+                }
+            }
+            // A reshape of a workspace value read by nobody after it: same bytes, same block
+            // (not of a slice read in place: that block is its input's).
             if let (Op::Reshape { .. }, [vin]) = (&node.op, inputs.as_slice()) {
                 let out = IrValue::new(n, 0);
                 if let Some(&Location::Workspace(off)) = locs.get(vin) {
                     if last_use.get(vin) == Some(&i)
+                        && !slices.contains_key(vin)
                         && !locs.contains_key(&out)
                         && last_use.contains_key(&out)
                     {
@@ -185,7 +219,8 @@ impl MemoryPlan {
             let mut dying: Vec<IrValue> = inputs
                 .iter()
                 .copied()
-                .filter(|v| last_use.get(v) == Some(&i) && !aliased[i])
+                .chain(extended.get(&i).into_iter().flatten().copied())
+                .filter(|v| last_use.get(v) == Some(&i) && !aliased[i] && !slices.contains_key(v))
                 .collect();
             dying.sort();
             dying.dedup();
@@ -269,7 +304,7 @@ fn concats_in_place(
                 )
                 && !found.iter().any(|c| c.out == v);
             let b = bytes_of(ty)?;
-            if !eligible || b % 64 != 0 {
+            if !eligible || !b.is_multiple_of(64) {
                 pieces.clear();
                 break;
             }
@@ -286,4 +321,62 @@ fn concats_in_place(
         }
     }
     Ok(found)
+}
+
+/// The slices of `schedule` read in place: output -> (input, byte offset). A slice qualifies
+/// when its output is a consecutive range of its input (dims of 1 in the slice, then one dim
+/// of step 1, then whole dims) starting at a multiple of 64 bytes, its input a workspace
+/// value (computed by an op node: not a graph input, output or constant) that is not itself
+/// such a slice, its output read later, not a graph output and not one of `pieces` (the
+/// inputs of concats written in place).
+fn slices_in_place(
+    graph: &Graph,
+    schedule: &[NodeId],
+    nodes: &[NodeInfo],
+    locs: &HashMap<IrValue, Location>,
+    last_use: &HashMap<IrValue, usize>,
+    pieces: &[IrValue],
+) -> HashMap<IrValue, (IrValue, usize)> {
+    let mut found: HashMap<IrValue, (IrValue, usize)> = HashMap::new();
+    for (i, &n) in schedule.iter().enumerate() {
+        let Op::Slice { dims } = &graph.node(n).op else {
+            continue;
+        };
+        let out = IrValue::new(n, 0);
+        let [vin] = graph.node_inputs(n)[..] else {
+            continue;
+        };
+        let xty = &nodes[i].ins[0];
+        let producer = &graph.node(vin.node).op;
+        if locs.contains_key(&out)
+            || pieces.contains(&out)
+            || !last_use.contains_key(&out)
+            || locs.contains_key(&vin)
+            || matches!(producer, Op::Input { .. } | Op::Constant { .. })
+            || found.contains_key(&vin)
+            || dims.len() != xty.rank()
+        {
+            continue;
+        }
+        // The first dim the slice does not cut to one element; every later one whole.
+        let lead = dims.iter().position(|d| d.len != 1).unwrap_or(dims.len());
+        let whole =
+            |(d, n): (&optc_ir::SliceDim, &usize)| d.start == 0 && d.step == 1 && d.len == *n;
+        let contiguous = dims.get(lead).is_none_or(|d| d.step == 1)
+            && dims.iter().zip(&xty.shape).skip(lead + 1).all(whole);
+        if !contiguous {
+            continue;
+        }
+        let mut stride = 1usize;
+        let mut first = 0usize;
+        for (d, &extent) in dims.iter().zip(&xty.shape).rev() {
+            first += d.start.max(0) as usize * stride;
+            stride *= extent;
+        }
+        let at = first * xty.dtype.size();
+        if at.is_multiple_of(64) {
+            found.insert(out, (vin, at));
+        }
+    }
+    found
 }
