@@ -1021,6 +1021,10 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
             p.nimg = 1;
         }
     }
+    // Column units two threads finish together (a short last unit idles one).
+    if matches!(p.kind, Strategy::ImplicitGemm(_)) && p.nimg == 1 {
+        p.chunk = super::tasks::balanced_chunk(p.n, p.chunk);
+    }
     let (n, nimg) = (p.n, p.nimg);
     // Split rows too when there are few column units (e.g. 7x7 maps, small N).
     let cu = p.nimg * p.units_per_img();

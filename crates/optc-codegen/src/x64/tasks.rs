@@ -1,7 +1,7 @@
 //! Tasks: a node's work units spread over up to [`super::kernel_plan::MAX_TASKS`] tasks run by
 //! `optc_rt_parallel_for`, each claiming a slot of per-task buffers in the node's scratch.
 
-use super::asm::{MicrokernelKey, Routine};
+use super::asm::{MicrokernelKey, Routine, NR};
 use super::gemm::{emit_unit, Unit};
 use super::kernel_plan::{KernelPlan, Strategy};
 use super::{lstm, pool, small_map, softmax, winograd};
@@ -259,6 +259,39 @@ fn two_ended_span(costs: &[usize]) -> usize {
     caller.max(worker)
 }
 
+/// Columns per unit for `n` columns of panels of `NR`, at most `max`: among whole panels per
+/// unit (at least two where `max` allows) with at most `MAX_TASKS` units, the chunk whose
+/// units two threads claiming from both ends ([`claim_order`]) finish soonest; within 3% of
+/// that, the fewest units (each has its own packing and claim). A 1x1 conv's 196 pixels in
+/// chunks of 128 left one thread 128 columns and the other 68; in chunks of 112, 112 and 84.
+pub(super) fn balanced_chunk(n: usize, max: usize) -> usize {
+    let panels = n.div_ceil(NR).max(1);
+    let most = (max / NR).max(1);
+    let span = |c: usize| {
+        let units = panels.div_ceil(c);
+        let costs: Vec<usize> = (0..units).map(|u| c.min(panels - u * c)).collect();
+        let dealt: Vec<usize> = match claim_order(&costs) {
+            Some(order) => order.iter().map(|&t| costs[t]).collect(),
+            None => costs,
+        };
+        (two_ended_span(&dealt), units)
+    };
+    let fewest = 2.min(most);
+    let cands: Vec<(usize, usize, usize)> = (fewest..=most)
+        .map(|c| {
+            let (s, u) = span(c);
+            (s, u, c)
+        })
+        .filter(|&(_, u, c)| u <= super::kernel_plan::MAX_TASKS || c == most)
+        .collect();
+    let best = cands.iter().map(|c| c.0).min().unwrap_or(most);
+    cands
+        .iter()
+        .filter(|c| c.0 * 100 <= best * 103)
+        .min_by_key(|c| (c.1, std::cmp::Reverse(c.2)))
+        .map_or(max, |c| c.2 * NR)
+}
+
 /// The order of a node's tasks for claims from both ends: `order[i]` is the task run as
 /// the `i`-th. Tasks of equal work keep their order (the caller the first ones, a worker
 /// the last: each thread a contiguous part of the data, as in the node before). When the
@@ -328,6 +361,22 @@ mod tests {
         order
             .iter()
             .all(|&t| t < seen.len() && !std::mem::replace(&mut seen[t], true))
+    }
+
+    #[test]
+    fn balanced_chunks() {
+        // 196 columns (a 14x14 map): 112 + 84, not 128 + 68.
+        assert_eq!(balanced_chunk(196, 128), 112);
+        // 784 (28x28): 7 units of 8 panels and one of 1, dealt so that the threads get 25
+        // and 24 panels: as even as it gets, with the fewest units.
+        assert_eq!(balanced_chunk(784, 128), 128);
+        // 400 (20x20): 25 panels in units of 6 (four and one of 1): 13 and 12 panels a
+        // thread, where units of 8 (three and one of 1) left 16 and 9.
+        assert_eq!(balanced_chunk(400, 128), 96);
+        // Even splits stay: 256 columns in two units of 128; a few columns in one unit.
+        assert_eq!(balanced_chunk(256, 128), 128);
+        assert_eq!(balanced_chunk(20, 128), 128);
+        assert_eq!(balanced_chunk(3136, 128), 128);
     }
 
     #[test]
