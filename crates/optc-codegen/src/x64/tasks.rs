@@ -260,10 +260,11 @@ fn two_ended_span(costs: &[usize]) -> usize {
 }
 
 /// Columns per unit for `n` columns of panels of `NR`, at most `max`: among whole panels per
-/// unit (at least two where `max` allows) with at most `MAX_TASKS` units, the chunk whose
-/// units two threads claiming from both ends ([`claim_order`]) finish soonest; within 3% of
-/// that, the fewest units (each has its own packing and claim). A 1x1 conv's 196 pixels in
-/// chunks of 128 left one thread 128 columns and the other 68; in chunks of 112, 112 and 84.
+/// unit giving no more units than `max` does (each unit has its own packing and claim, paid
+/// at one thread too), the chunk whose units two threads claiming from both ends
+/// ([`claim_order`]) finish soonest; within 3% of that, the fewest units. A 1x1 conv's 196
+/// pixels in chunks of 128 left one thread 128 columns and the other 68; in chunks of 112,
+/// 112 and 84.
 pub(super) fn balanced_chunk(n: usize, max: usize) -> usize {
     let panels = n.div_ceil(NR).max(1);
     let most = (max / NR).max(1);
@@ -276,13 +277,13 @@ pub(super) fn balanced_chunk(n: usize, max: usize) -> usize {
         };
         (two_ended_span(&dealt), units)
     };
-    let fewest = 2.min(most);
-    let cands: Vec<(usize, usize, usize)> = (fewest..=most)
+    let units = panels.div_ceil(most);
+    let cands: Vec<(usize, usize, usize)> = (1..=most)
         .map(|c| {
             let (s, u) = span(c);
             (s, u, c)
         })
-        .filter(|&(_, u, c)| u <= super::kernel_plan::MAX_TASKS || c == most)
+        .filter(|&(_, u, _)| u <= units)
         .collect();
     let best = cands.iter().map(|c| c.0).min().unwrap_or(most);
     cands
@@ -370,9 +371,11 @@ mod tests {
         // 784 (28x28): 7 units of 8 panels and one of 1, dealt so that the threads get 25
         // and 24 panels: as even as it gets, with the fewest units.
         assert_eq!(balanced_chunk(784, 128), 128);
-        // 400 (20x20): 25 panels in units of 6 (four and one of 1): 13 and 12 panels a
-        // thread, where units of 8 (three and one of 1) left 16 and 9.
-        assert_eq!(balanced_chunk(400, 128), 96);
+        // 400 (20x20): 25 panels in four units of 7, 7, 7 and 4 (14 and 11 panels a thread),
+        // not 8, 8, 8 and 1 (16 and 9).
+        assert_eq!(balanced_chunk(400, 128), 112);
+        // 49 (7x7): one unit, as before (a second would cost its packing at one thread).
+        assert_eq!(balanced_chunk(49, 128), 128);
         // Even splits stay: 256 columns in two units of 128; a few columns in one unit.
         assert_eq!(balanced_chunk(256, 128), 128);
         assert_eq!(balanced_chunk(20, 128), 128);
