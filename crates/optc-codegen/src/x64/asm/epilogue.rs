@@ -151,21 +151,12 @@ impl Activation {
         step: Epilogue,
         konst: &mut dyn FnMut(&mut CodeAssembler, u32) -> CodeLabel,
     ) -> Option<Activation> {
-        if step == Epilogue::GeluTanh {
-            let consts = gelu_tanh_constants()
-                .into_iter()
-                .map(|b| konst(a, b))
-                .collect();
-            return Some(Activation { step, consts });
-        }
-        let values: Vec<f32> = match step {
-            Epilogue::HardSwish => vec![6.0, 0.5, 0.0, 1.0],
+        let f = |v: &[f32]| -> Vec<u32> { v.iter().map(|v| v.to_bits()).collect() };
+        let bits: Vec<u32> = match step {
+            Epilogue::HardSwish => f(&[6.0, 0.5, 0.0, 1.0]),
             Epilogue::Silu => {
-                let mut v = vec![
-                    -1.0, EXP_HI, EXP_LO, EXP_MAGIC, LOG2_E, EXP_LN2_HI, EXP_LN2_LO,
-                ];
-                v.extend(EXP_POLY);
-                v.extend([1.0, EXP_OVERFLOW, f32::INFINITY]);
+                let mut v = f(&[-1.0]);
+                v.extend(exp_constants());
                 v
             }
             Epilogue::Gelu => {
@@ -173,15 +164,12 @@ impl Activation {
                 v.extend(ERF_P);
                 v.extend(ERF_Q);
                 v.extend([1.0, 0.5]);
-                v
+                f(&v)
             }
+            Epilogue::GeluTanh => gelu_tanh_constants(),
             _ => return None,
         };
-        let mut consts: Vec<CodeLabel> = values.iter().map(|v| konst(a, v.to_bits())).collect();
-        if step == Epilogue::Silu {
-            // The bias of the exponent's bits (an integer).
-            consts.push(konst(a, (0x4B40_0000 - 126) as u32));
-        }
+        let consts = bits.into_iter().map(|b| konst(a, b)).collect();
         Some(Activation { step, consts })
     }
 
@@ -207,34 +195,10 @@ impl Activation {
                 a.vmulps(x, x, s[0])
             }
             Epilogue::Silu => {
-                let poly = 7..7 + EXP_POLY.len();
-                let [one, big, inf, bias] = [poly.end, poly.end + 1, poly.end + 2, poly.end + 3];
-                // s0 = -x; s1 = clamp(-x): exp's argument.
+                let one = SILU_EXP + exp_at::ONE;
+                // s0 = -x; s1 = e = exp(-x).
                 a.vmulps(s[0], x, c(0))?;
-                a.vminps(s[1], s[0], c(1))?;
-                a.vmaxps(s[1], s[1], c(2))?;
-                // s2 = t = xc log2(e) + magic; s3 = n = t - magic.
-                load(a, s[2], 3)?;
-                a.vfmadd231ps(s[2], s[1], c(4))?;
-                a.vsubps(s[3], s[2], c(3))?;
-                // s1 = r = xc - n ln 2 (two steps).
-                a.vfmadd231ps(s[1], s[3], c(5))?;
-                a.vfmadd231ps(s[1], s[3], c(6))?;
-                // s4 = p(r) (Horner); s3 = r^2; s1 = y = p r^2 + r + 1.
-                load(a, s[4], poly.start)?;
-                for k in poly.start + 1..poly.end {
-                    a.vfmadd213ps(s[4], s[1], c(k))?;
-                }
-                a.vmulps(s[3], s[1], s[1])?;
-                a.vaddps(s[1], s[1], c(one))?;
-                a.vfmadd231ps(s[1], s[4], s[3])?;
-                // 2^(n-1) from t's bits, then e = y 2^(n-1) 2; infinite past 88.72284.
-                a.vpsubd(s[2], s[2], c(bias))?;
-                a.vpslld(s[2], s[2], 23)?;
-                a.vmulps(s[1], s[1], s[2])?;
-                a.vaddps(s[1], s[1], s[1])?;
-                a.vcmpps(k7, s[0], c(big), 0x1e)?;
-                a.vbroadcastss(s[1].k7(), dword_ptr(self.consts[inf]))?;
+                exp(a, (s[0], s[1]), [s[2], s[3], s[4]], SILU_EXP, &c, &load)?;
                 // x / (1 + e), as x * (1 / (1 + e)).
                 a.vaddps(s[1], s[1], c(one))?;
                 load(a, s[2], one)?;
@@ -273,28 +237,85 @@ impl Activation {
     }
 }
 
+/// Where [`exp`] finds each constant in its block of an activation's constants
+/// ([`exp_constants`]).
+mod exp_at {
+    pub const HI: usize = 0;
+    pub const LO: usize = 1;
+    pub const MAGIC: usize = 2;
+    pub const LOG2E: usize = 3;
+    pub const LN2_HI: usize = 4;
+    pub const LN2_LO: usize = 5;
+    pub const POLY: usize = 6;
+    pub const ONE: usize = POLY + super::EXP_POLY.len();
+    pub const OVERFLOW: usize = ONE + 1;
+    pub const INFINITY: usize = ONE + 2;
+    pub const BIAS: usize = ONE + 3;
+}
+
+/// The bits of [`exp`]'s constants, in [`exp_at`]'s order (the exponent bias an integer).
+fn exp_constants() -> Vec<u32> {
+    let mut v: Vec<u32> = [EXP_HI, EXP_LO, EXP_MAGIC, LOG2_E, EXP_LN2_HI, EXP_LN2_LO]
+        .iter()
+        .chain(&EXP_POLY)
+        .chain(&[1.0, EXP_OVERFLOW, f32::INFINITY])
+        .map(|v| v.to_bits())
+        .collect();
+    v.push((0x4B40_0000 - 126) as u32);
+    v
+}
+
+/// `dst = exp(src)` as `Emitter::exp` computes it (`src` kept unless it is `dst`): k7 =
+/// where `src` is past the overflow bound; the clamp; `t = xc log2(e) + magic`, `n = t -
+/// magic`; `r = xc - n ln 2` (two steps); `p = poly(r)` (Horner); `y = p r^2 + (r + 1)`;
+/// times 2^(n-1) from t's bits, doubled; infinite where k7. Scratch `[t, n, p]`; `at` the
+/// exp block's offset in the activation's constants, `c` and `load` as in `apply`.
+fn exp(
+    a: &mut CodeAssembler,
+    (src, dst): (AsmRegisterZmm, AsmRegisterZmm),
+    [t, n, p]: [AsmRegisterZmm; 3],
+    at: usize,
+    c: &dyn Fn(usize) -> AsmMemoryOperand,
+    load: &dyn Fn(&mut CodeAssembler, AsmRegisterZmm, usize) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    a.vcmpps(k7, src, c(at + exp_at::OVERFLOW), 0x1e)?;
+    a.vminps(dst, src, c(at + exp_at::HI))?;
+    a.vmaxps(dst, dst, c(at + exp_at::LO))?;
+    load(a, t, at + exp_at::MAGIC)?;
+    a.vfmadd231ps(t, dst, c(at + exp_at::LOG2E))?;
+    a.vsubps(n, t, c(at + exp_at::MAGIC))?;
+    a.vfmadd231ps(dst, n, c(at + exp_at::LN2_HI))?;
+    a.vfmadd231ps(dst, n, c(at + exp_at::LN2_LO))?;
+    load(a, p, at + exp_at::POLY)?;
+    for k in at + exp_at::POLY + 1..at + exp_at::ONE {
+        a.vfmadd213ps(p, dst, c(k))?;
+    }
+    a.vmulps(n, dst, dst)?;
+    a.vaddps(dst, dst, c(at + exp_at::ONE))?;
+    a.vfmadd231ps(dst, p, n)?;
+    a.vpsubd(t, t, c(at + exp_at::BIAS))?;
+    a.vpslld(t, t, 23)?;
+    a.vmulps(dst, dst, t)?;
+    a.vaddps(dst, dst, dst)?;
+    load(a, dst.k7(), at + exp_at::INFINITY)
+}
+
+/// Where SiLU's exp block starts (after -1).
+const SILU_EXP: usize = 1;
+
 /// Where [`gelu_tanh`] finds each constant in the activation's list
-/// ([`gelu_tanh_constants`]).
+/// ([`gelu_tanh_constants`]): its own, then tanh's polynomial, then exp's block.
 mod tanh_gelu_at {
     pub const HALF: usize = 0;
     pub const CUBE: usize = 1;
     pub const SCALE: usize = 2;
     pub const ABS: usize = 3;
     pub const SMALL: usize = 4;
-    pub const OVERFLOW: usize = 5;
-    pub const EXP_HI: usize = 6;
-    pub const EXP_LO: usize = 7;
-    pub const MAGIC: usize = 8;
-    pub const LOG2E: usize = 9;
-    pub const LN2_HI: usize = 10;
-    pub const LN2_LO: usize = 11;
-    pub const ONE: usize = 12;
-    pub const TWO: usize = 13;
-    pub const INFINITY: usize = 14;
-    pub const BIAS: usize = 15;
-    pub const SIGN: usize = 16;
-    pub const EXP_POLY: usize = 17;
-    pub const TANH_POLY: usize = EXP_POLY + super::EXP_POLY.len();
+    pub const TWO: usize = 5;
+    pub const SIGN: usize = 6;
+    pub const TANH_POLY: usize = 7;
+    pub const EXP: usize = TANH_POLY + super::TANH_POLY.len();
+    pub const ONE: usize = EXP + super::exp_at::ONE;
 }
 
 /// The bits of the tanh GELU's constants, in [`tanh_gelu_at`]'s order.
@@ -305,23 +326,14 @@ fn gelu_tanh_constants() -> Vec<u32> {
         GELU_TANH_SCALE,
         f32::from_bits(0x7fff_ffff),
         TANH_SMALL,
-        EXP_OVERFLOW,
-        EXP_HI,
-        EXP_LO,
-        EXP_MAGIC,
-        LOG2_E,
-        EXP_LN2_HI,
-        EXP_LN2_LO,
-        1.0,
         2.0,
-        f32::INFINITY,
+        f32::from_bits(0x8000_0000),
     ]
     .iter()
+    .chain(&TANH_POLY)
     .map(|v| v.to_bits())
     .collect();
-    // The bias of the exponent's bits (an integer), the sign bit.
-    v.extend([(0x4B40_0000 - 126) as u32, 0x8000_0000]);
-    v.extend(EXP_POLY.iter().chain(&TANH_POLY).map(|v| v.to_bits()));
+    v.extend(exp_constants());
     v
 }
 
@@ -344,32 +356,10 @@ fn gelu_tanh(
     a.vmulps(z, z, c(at::CUBE))?;
     a.vaddps(z, x, z)?;
     a.vmulps(z, z, c(at::SCALE))?;
-    // e = 2 |z|, exp's argument; k7 = e > the overflow bound.
+    // e = exp(2 |z|).
     a.vpandd(e, z, c(at::ABS))?;
     a.vaddps(e, e, e)?;
-    a.vcmpps(k7, e, c(at::OVERFLOW), 0x1e)?;
-    // exp(e) in place: e = clamp(e); t = e log2(e) + magic; n = t - magic; e = r = e - n ln 2
-    // (two steps); p = poly(r); n = r^2; e = p r^2 + (r + 1); times 2^(n-1) from t's bits,
-    // doubled; infinite past the bound.
-    a.vminps(e, e, c(at::EXP_HI))?;
-    a.vmaxps(e, e, c(at::EXP_LO))?;
-    load(a, t, at::MAGIC)?;
-    a.vfmadd231ps(t, e, c(at::LOG2E))?;
-    a.vsubps(n, t, c(at::MAGIC))?;
-    a.vfmadd231ps(e, n, c(at::LN2_HI))?;
-    a.vfmadd231ps(e, n, c(at::LN2_LO))?;
-    load(a, p, at::EXP_POLY)?;
-    for k in at::EXP_POLY + 1..at::TANH_POLY {
-        a.vfmadd213ps(p, e, c(k))?;
-    }
-    a.vmulps(n, e, e)?;
-    a.vaddps(e, e, c(at::ONE))?;
-    a.vfmadd231ps(e, p, n)?;
-    a.vpsubd(t, t, c(at::BIAS))?;
-    a.vpslld(t, t, 23)?;
-    a.vmulps(e, e, t)?;
-    a.vaddps(e, e, e)?;
-    load(a, e.k7(), at::INFINITY)?;
+    exp(a, (e, e), [t, n, p], at::EXP, c, load)?;
     // e = 1 - 2 / (e + 1) with the sign of z.
     a.vaddps(e, e, c(at::ONE))?;
     load(a, t, at::TWO)?;
