@@ -763,6 +763,20 @@ fn conv_grouped_direct() {
             window(&[5, 3], &[1, 2], &[2, 1, 2, 1], &[1, 1]),
             2,
         ),
+        // Joined rows (padded rows under 16 positions, stride 1: vectors across row ends,
+        // stored compressed): a 13x13 map whose second unit starts mid-row, 4x4 maps over
+        // two images, a 5x5 kernel on a non-square map, dilation 2, and no padding (the
+        // input read in place to its last float).
+        (vec![1, 32, 13, 13], vec![32, 8, 3, 3], w3(1, 1, 1), 4),
+        (vec![2, 12, 4, 4], vec![24, 6, 3, 3], w3(1, 1, 1), 2),
+        (
+            vec![1, 16, 6, 5],
+            vec![16, 8, 5, 5],
+            window(&[5, 5], &[1, 1], &[2, 2, 2, 2], &[1, 1]),
+            2,
+        ),
+        (vec![1, 16, 7, 7], vec![16, 4, 3, 3], w3(1, 2, 2), 4),
+        (vec![1, 16, 9, 9], vec![16, 4, 3, 3], w3(1, 0, 1), 4),
         // Ungrouped convs of few input channels take the kernel on AVX-512 too: a 7x7
         // stride-2 stem (147 taps) of 20 channels, a 5x5 conv of one channel over two images.
         (

@@ -13,6 +13,10 @@
 //! tile, as the GEMM microkernels read it). The input channels are a loop; the taps of one
 //! channel unrolled.
 //!
+//! On small maps at stride 1 (padded rows under 16 positions: 7x7, 4x4) a step's vectors
+//! instead take 16 consecutive positions of the padded rows, across row ends, and store the
+//! pixel lanes compressed ([`joined_rows`]): a 7x7 map in 4 vectors, not 7.
+//!
 //! Stride 2 reads the deinterleaved padded copy (`crate::x64::padded_copy`), as the AVX2
 //! kernels of [`super::direct_conv`] do: the inputs of consecutive outputs are contiguous.
 //!
@@ -83,9 +87,44 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
     let next_row = ((key.sh * key.wp) as i64 - key.ow as i64) as i32 * 4;
     let ow = key.ow as i32;
     let mut step = a.create_label();
-    let mut narrow = a.create_label();
-    let mut stored = a.create_label();
+    // Joined rows: the labels of the lane and next-phase tables (see [`joined_rows`]).
+    let tables = joined_rows(key).then(|| {
+        let lanes: Vec<u32> = (0..key.wp)
+            .map(|phase| {
+                (0..16)
+                    .filter(|l| (phase + l) % key.wp < key.ow)
+                    .map(|l| 1u32 << l)
+                    .sum()
+            })
+            .collect();
+        let next: Vec<u32> = (0..key.wp)
+            .map(|phase| ((phase + 16) % key.wp) as u32)
+            .collect();
+        let mut table = |values: Vec<u32>| {
+            let labels: Vec<CodeLabel> = values.iter().map(|_| a.create_label()).collect();
+            consts.extend(labels.iter().copied().zip(values));
+            labels[0]
+        };
+        (table(lanes), table(next))
+    });
     a.set_label(&mut step)?;
+    if let Some((lanes, next)) = tables {
+        joined_step(&mut a, lanes, next)?;
+        // (The tiles use r10: the second's phase waits in the red zone.)
+        a.mov(qword_ptr(rsp - 16), r10)?;
+        step_tiles(&mut a, key, (k, full, rem), &mut consts)?;
+        a.mov(r10, qword_ptr(rsp - 16))?;
+        // On 32 positions (the next step's phase is r10's next), past both vectors' pixels
+        // in the output.
+        a.lea(rax, qword_ptr(next))?;
+        a.mov(r8d, dword_ptr(rax + r10 * 4))?;
+        a.add(rdi, 128)?;
+        a.add(r12, r13)?;
+        a.lea(rsi, rsi + r12 * 4)?;
+        a.sub(r9, r12)?;
+        a.jnz(step)?;
+        return finish(a, consts);
+    }
     // The step's two vectors: r12 = the first's pixels, min(ow - col, 16, left); k3 its
     // lanes. (k7 is the activations'.)
     a.mov(r14d, -1)?;
@@ -100,16 +139,7 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
     a.mov(r10, r9)?;
     a.sub(r10, r12)?;
     vector_pixels(&mut a, key, (r13, r13d), r15, r10, r15, k4)?;
-    // (r13 is a tile counter in the tiles: the second's pixels wait in the red zone.)
-    a.mov(qword_ptr(rsp - 8), r13)?;
-    a.test(r13, r13)?;
-    a.jz(narrow)?;
-    tiles(&mut a, key, k, full, rem, 2, &mut consts)?;
-    a.jmp(stored)?;
-    a.set_label(&mut narrow)?;
-    tiles(&mut a, key, k, full, rem, 1, &mut consts)?;
-    a.set_label(&mut stored)?;
-    a.mov(r13, qword_ptr(rsp - 8))?;
+    step_tiles(&mut a, key, (k, full, rem), &mut consts)?;
     // On past both vectors' pixels: at the end of an output row, to the next row's window
     // origin.
     for n in [r12, r13] {
@@ -120,6 +150,33 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
         a.sub(r9, n)?;
     }
     a.jnz(step)?;
+    finish(a, consts)
+}
+
+/// The tiles of a step: of both vectors, or of the first when the second has no pixels
+/// (r13 = 0).
+fn step_tiles(
+    a: &mut CodeAssembler,
+    key: &DirectConvKey,
+    (k, full, rem): (usize, usize, usize),
+    consts: &mut Vec<(CodeLabel, u32)>,
+) -> Result<(), IcedError> {
+    let mut narrow = a.create_label();
+    let mut stored = a.create_label();
+    // (r13 is a tile counter in the tiles: the second's pixels wait in the red zone.)
+    a.mov(qword_ptr(rsp - 8), r13)?;
+    a.test(r13, r13)?;
+    a.jz(narrow)?;
+    tiles(a, key, k, full, rem, 2, consts)?;
+    a.jmp(stored)?;
+    a.set_label(&mut narrow)?;
+    tiles(a, key, k, full, rem, 1, consts)?;
+    a.set_label(&mut stored)?;
+    a.mov(r13, qword_ptr(rsp - 8))
+}
+
+/// The kernel's end: registers restored, the constants after the code.
+fn finish(mut a: CodeAssembler, consts: Vec<(CodeLabel, u32)>) -> Result<Vec<u8>, IcedError> {
     a.vzeroupper()?;
     for r in [r15, r14, r13, r12, rbp, rbx] {
         a.pop(r)?;
@@ -130,6 +187,59 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
         a.dd(&[bits])?;
     }
     a.assemble(0)
+}
+
+/// Whether the kernel joins the rows of a small map: at stride 1 the inputs of the
+/// positions `y wp + x` (`x` < `wp`, the padded row) are consecutive, so a vector takes 16
+/// consecutive positions and only the lanes with `x < ow` are pixels, stored compressed
+/// (consecutive in the output). A 7x7 map (padded rows of 9) then fills 49 of 64 lanes in 4
+/// vectors, where a vector per row filled 49 of 112; from rows of 16 positions on (a
+/// 14x14 map) a vector per row wastes no more, and the plain steps stay.
+pub(crate) fn joined_rows(key: &DirectConvKey) -> bool {
+    key.sw == 1 && key.sh == 1 && key.wp < 16
+}
+
+/// A joined-rows step ([`joined_rows`]): r8 = the phase (`x`) of the first vector's first
+/// position; r9 = pixels left. Sets k3, k4 = the two vectors' pixel lanes (at most r9 in
+/// all, the first ones), r12, r13 = their pixel counts, k5, k6 = the first r12 / r13 lanes
+/// (the compressed stores'), rbp = 64 (the second's input, 16 positions on), r10 = the
+/// second's phase. Clobbers rax, r14, r15.
+fn joined_step(a: &mut CodeAssembler, lanes: CodeLabel, next: CodeLabel) -> Result<(), IcedError> {
+    a.lea(rax, qword_ptr(lanes))?;
+    a.mov(r15d, dword_ptr(rax + r8 * 4))?;
+    joined_vector(a, r12d, r9, k3, k5)?;
+    a.lea(rax, qword_ptr(next))?;
+    a.mov(r10d, dword_ptr(rax + r8 * 4))?;
+    a.lea(rax, qword_ptr(lanes))?;
+    a.mov(r15d, dword_ptr(rax + r10 * 4))?;
+    a.mov(r13, r9)?;
+    a.sub(r13, r12)?;
+    joined_vector(a, r13d, r13, k4, k6)?;
+    a.mov(rbp, 64i64)
+}
+
+/// One vector of a joined step: r15d = the lanes of its positions that are pixels; `left`
+/// = pixels left for it. `n32` = its pixels (the first min(left, 16) of those lanes, as
+/// `lanes`), `first` = the first `n` lanes. Clobbers r14, r15.
+fn joined_vector(
+    a: &mut CodeAssembler,
+    n32: AsmRegister32,
+    left: AsmRegister64,
+    lanes: AsmRegisterK,
+    first: AsmRegisterK,
+) -> Result<(), IcedError> {
+    a.mov(r14, 16i64)?;
+    a.cmp(left, r14)?;
+    a.cmovl(r14, left)?;
+    a.mov(n32, -1)?;
+    a.bzhi(r14d, n32, r14d)?;
+    // The first `left` pixel lanes: the low bits deposited on the pixel lanes.
+    a.pdep(r15d, r14d, r15d)?;
+    a.kmovw(lanes, r15d)?;
+    a.popcnt(n32, r15d)?;
+    a.mov(r14d, -1)?;
+    a.bzhi(r14d, r14d, n32)?;
+    a.kmovw(first, r14d)
 }
 
 /// At the end of an output row (`col` = `ow`): `col` back to 0 and the input pointer `x`
@@ -341,8 +451,19 @@ fn tile(
             _ => unreachable!("checked by `supports`"),
         }
     }
+    let joined = joined_rows(key);
     for i in 0..mr {
         let row = (4 * i * key.n) as i32;
+        if joined {
+            // The pixel lanes compressed to the first ones, stored as consecutive pixels.
+            a.vcompressps(acc(i, 0).k3().z(), acc(i, 0))?;
+            a.vmovups(zmmword_ptr(rax + row).k5(), acc(i, 0))?;
+            if vectors == 2 {
+                a.vcompressps(acc(i, 1).k4().z(), acc(i, 1))?;
+                a.vmovups(zmmword_ptr(rax + r12 * 4 + row).k6(), acc(i, 1))?;
+            }
+            continue;
+        }
         a.vmovups(zmmword_ptr(rax + row).k3(), acc(i, 0))?;
         if vectors == 2 {
             a.vmovups(zmmword_ptr(rax + r12 * 4 + row).k4(), acc(i, 1))?;
