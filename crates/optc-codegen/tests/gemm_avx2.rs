@@ -777,6 +777,12 @@ fn conv_grouped_direct() {
         ),
         (vec![1, 16, 7, 7], vec![16, 4, 3, 3], w3(1, 2, 2), 4),
         (vec![1, 16, 9, 9], vec![16, 4, 3, 3], w3(1, 0, 1), 4),
+        // Groups of 13 to 16 output channels in two passes (rows of two tiles of the
+        // packed A each): RegNet's groups of 16, at stride 1 and 2.
+        (vec![1, 32, 7, 7], vec![32, 16, 3, 3], w3(1, 1, 1), 2),
+        (vec![1, 32, 20, 20], vec![32, 16, 3, 3], w3(2, 1, 1), 2),
+        (vec![1, 26, 11, 12], vec![26, 13, 3, 3], w3(1, 1, 1), 2),
+        (vec![1, 30, 14, 14], vec![30, 15, 3, 3], w3(1, 1, 1), 2),
         // Ungrouped convs of few input channels take the kernel on AVX-512 too: a 7x7
         // stride-2 stem (147 taps) of 20 channels, a 5x5 conv of one channel over two images.
         (

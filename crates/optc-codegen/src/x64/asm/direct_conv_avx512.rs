@@ -7,8 +7,8 @@
 //! per step of two zmm of up to 16 output pixels each (a row's last vector masked, so any row
 //! length works; the second vector goes on along the row or starts the next one, so a 14- or
 //! 7-pixel row does not leave half of each step empty), for the output channels (up to 11 in
-//! one pass: a group of 8 is the packed A's 6-row tile and its 2-row one together; more in
-//! tiles of 6), every tap `(c, kh, kw)` loads the step's input vectors and does an FMA per
+//! one pass: a group of 8 is the packed A's 6-row tile and its 2-row one together; up to 16
+//! in two passes of about half; more in tiles of 6), every tap `(c, kh, kw)` loads the step's input vectors and does an FMA per
 //! channel and vector with the channel's weight broadcast from the packed A (`[K][mr]` per
 //! tile, as the GEMM microkernels read it). The input channels are a loop; the taps of one
 //! channel unrolled.
@@ -36,6 +36,39 @@ use iced_x86::code_asm::*;
 /// Channels of one pass (22 accumulators of two vectors, zmm0-21; the inputs in zmm22-23,
 /// the weights in zmm24-25, an activation's scratch in zmm26-30).
 const MAX_ROWS: usize = 11;
+/// Channels of a unit run in two passes of about half (up to 8 rows each) rather than in
+/// 6-row tiles.
+const TWO_PASSES: usize = 16;
+
+/// Rows of one pass within one row tile of the packed A (`[K][tile_rows]`): `rows` rows
+/// from the tile's row `first`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Segment {
+    rows: usize,
+    tile_rows: usize,
+    first: usize,
+}
+
+/// The rows `[r0, r1)` of a unit of `m` rows (the packed A's tiles of 6, the last of
+/// `m % 6`) as segments, each with its tile's index.
+fn segments_of(r0: usize, r1: usize, m: usize) -> Vec<(usize, Segment)> {
+    let mut parts = vec![];
+    let mut r = r0;
+    while r < r1 {
+        let t = r / 6;
+        let end = r1.min(6 * t + 6);
+        parts.push((
+            t,
+            Segment {
+                rows: end - r,
+                tile_rows: 6.min(m - 6 * t),
+                first: r - 6 * t,
+            },
+        ));
+        r = end;
+    }
+    parts
+}
 
 /// Whether the kernel exists: stride 1 or 2 along rows, at most 49 taps per channel (a
 /// channel's taps are unrolled), no residual, and an epilogue of bias, Relu, Clip, Scale and
@@ -306,8 +339,35 @@ fn tiles(
         if rem > 0 && full > 0 {
             a.lea(r14, rdx + (6 * k * 4) as i32)?;
         }
-        let segments: Vec<usize> = [6 * full, rem].into_iter().filter(|&r| r > 0).collect();
+        let segments: Vec<Segment> = [6 * full, rem]
+            .into_iter()
+            .filter(|&r| r > 0)
+            .map(|r| Segment {
+                rows: r,
+                tile_rows: r,
+                first: 0,
+            })
+            .collect();
         return tile(a, key, &segments, vectors, consts);
+    }
+    if key.mrows <= TWO_PASSES {
+        // Two passes of about half the rows each (a group of 16: 8 and 8, not 6, 6 and 4):
+        // each input vector loaded feeds more FMAs (loads not 64-byte aligned split cache
+        // lines, and bound the 6-row passes). A pass takes rows of at most two tiles of the
+        // packed A (r10, r14).
+        let half = key.mrows.div_ceil(2);
+        for (r0, r1) in [(0, half), (half, key.mrows)] {
+            let parts = segments_of(r0, r1, key.mrows);
+            assert!(parts.len() <= 2, "a pass over more than two tiles");
+            for (reg, (t, _)) in [r10, r14].into_iter().zip(&parts) {
+                a.lea(reg, rdx + (t * 6 * k * 4) as i32)?;
+            }
+            a.lea(rcx, r11 + (r0 * 4) as i32)?;
+            a.lea(rax, rsi + (r0 * key.n * 4) as i32)?;
+            let segments: Vec<Segment> = parts.into_iter().map(|(_, s)| s).collect();
+            tile(a, key, &segments, vectors, consts)?;
+        }
+        return Ok(());
     }
     if full > 0 {
         let mut tl = a.create_label();
@@ -316,7 +376,12 @@ fn tiles(
             a.set_label(&mut tl)?;
         }
         // (The channel loop leaves r10 at the next tile: `k` rows of 6 read.)
-        tile(a, key, &[6], vectors, consts)?;
+        let six = Segment {
+            rows: 6,
+            tile_rows: 6,
+            first: 0,
+        };
+        tile(a, key, &[six], vectors, consts)?;
         if full > 1 {
             a.add(rcx, 24)?;
             a.add(rax, (6 * key.n * 4) as i32)?;
@@ -328,7 +393,12 @@ fn tiles(
         a.lea(r10, rdx + (full * 6 * k * 4) as i32)?;
         a.lea(rcx, r11 + (full * 24) as i32)?;
         a.lea(rax, rsi + (full * 6 * key.n * 4) as i32)?;
-        tile(a, key, &[rem], vectors, consts)?;
+        let last = Segment {
+            rows: rem,
+            tile_rows: rem,
+            first: 0,
+        };
+        tile(a, key, &[last], vectors, consts)?;
     }
     Ok(())
 }
@@ -339,21 +409,21 @@ fn tiles(
 fn tile(
     a: &mut CodeAssembler,
     key: &DirectConvKey,
-    segments: &[usize],
+    segments: &[Segment],
     vectors: usize,
     consts: &mut Vec<(CodeLabel, u32)>,
 ) -> Result<(), IcedError> {
     let acc = |i: usize, v: usize| zmm(2 * i + v);
-    let mr: usize = segments.iter().sum();
-    // Row `i`'s A: its segment's pointer and its row in that tile.
+    let mr: usize = segments.iter().map(|s| s.rows).sum();
+    // Row `i`'s A: its segment's pointer, its tile's rows and its row in that tile.
     let a_regs = [r10, r14];
     let row_of = |i: usize| {
         let mut i = i;
-        for (s, &n) in segments.iter().enumerate() {
-            if i < n {
-                return (a_regs[s], n, i);
+        for (s, seg) in segments.iter().enumerate() {
+            if i < seg.rows {
+                return (a_regs[s], seg.tile_rows, seg.first + i);
             }
-            i -= n;
+            i -= seg.rows;
         }
         unreachable!("row beyond the tile")
     };
@@ -396,8 +466,8 @@ fn tile(
         }
     }
     a.add(r15, plane)?;
-    for (s, &n) in segments.iter().enumerate() {
-        a.add(a_regs[s], (taps * n * 4) as i32)?;
+    for (s, seg) in segments.iter().enumerate() {
+        a.add(a_regs[s], (taps * seg.tile_rows * 4) as i32)?;
     }
     a.dec(rbx)?;
     a.jnz(channel)?;
