@@ -1301,6 +1301,17 @@ fn conv_winograd_cases(wino: usize) {
     conv_fused_w(&[1, 32, 6, 6], &[290, 32, 3, 3], w3(&p1), &[], 35, wino);
     conv_fused_w(&[1, 130, 8, 8], &[24, 130, 3, 3], w3(&p1), &[], 36, wino);
     conv_fused_w(&[1, 16, 40, 40], &[16, 16, 3, 3], w3(&p1), &[], 37, wino);
+    // 32 input channels and few output ones: units of 32 tiles at F(4x4) (the last partial:
+    // 9 x 12 = 108 tiles), over two images too.
+    conv_fused_w(
+        &[1, 32, 36, 34],
+        &[16, 32, 3, 3],
+        w3(&p1),
+        &["relu"],
+        38,
+        wino,
+    );
+    conv_fused_w(&[2, 32, 20, 20], &[24, 32, 3, 3], w3(&p1), &[], 39, wino);
     let mut s = 40;
     for steps in [
         vec!["relu"],

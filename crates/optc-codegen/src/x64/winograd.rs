@@ -80,7 +80,7 @@ pub(super) fn winograd_geometry(g: &ConvGeometry, r: usize) -> WinogradGeometry 
 /// unit of one image's tiles rounded up to a panel).
 pub(super) fn unit_tiles(g: &ConvGeometry, r: usize) -> usize {
     let wg = winograd_geometry(g, r);
-    nb(g.c, r).min((wg.th * wg.tw4).div_ceil(NR) * NR)
+    nb(g.c, g.m, r).min((wg.th * wg.tw4).div_ceil(NR) * NR)
 }
 
 /// Multiplies per output channel and input channel of one image in the GEMMs of F(r x r, 3x3),
@@ -133,19 +133,30 @@ pub(super) fn applies(g: &ConvGeometry, const_w: bool, epilogue: &[Epilogue]) ->
         })
 }
 
-/// Tiles per work unit: `V` (`n^2 x C x NB` floats) around 128-512 KiB.
-pub(super) fn nb(c: usize, r: usize) -> usize {
-    if c * (r + 2) * (r + 2) <= 1024 {
+/// Tiles per work unit: `V` (`n^2 x C x NB` floats) around 128-512 KiB: 32 tiles while
+/// that is at most 128 KiB, else 16; and 32 up to 144 KiB (32 input channels at F(4x4))
+/// when the conv's `m` rows still take one row part at 32 tiles ([`mrows`]): with 16 tiles
+/// the 36 GEMMs of K = 32 are too short for their calls and stores (U-Net's 32 -> 16 conv on
+/// 128x128 ran 17% faster with 32, Xeon, 1 thread), but a second row part transforms the
+/// input again (its 32 -> 32 conv on 64x64 ran 35% slower with 32).
+pub(super) fn nb(c: usize, m: usize, r: usize) -> usize {
+    let n2 = (r + 2) * (r + 2);
+    if c * n2 <= 1024 || (c * n2 <= 1152 && m <= mrows_cap(32, r)) {
         32
     } else {
         16
     }
 }
 
+/// The most rows of a row part with `nb` tiles: `M` (`n^2 x mrows x NB` floats) 128 KiB.
+fn mrows_cap(nb: usize, r: usize) -> usize {
+    (32768 / ((r + 2) * (r + 2) * nb)).max(MR) / MR * MR
+}
+
 /// Rows per row part (a multiple of `MR`): `M` (`n^2 x mrows x NB` floats, 128 KiB) stays
 /// in L2.
 pub(super) fn mrows(m: usize, nb: usize, r: usize) -> usize {
-    let cap = (32768 / ((r + 2) * (r + 2) * nb)).max(MR) / MR * MR;
+    let cap = mrows_cap(nb, r);
     if m <= cap {
         return m.div_ceil(MR) * MR;
     }
