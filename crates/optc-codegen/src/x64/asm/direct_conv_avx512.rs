@@ -49,6 +49,17 @@ struct Segment {
     first: usize,
 }
 
+impl Segment {
+    /// All `rows` rows of a tile of that many.
+    fn whole(rows: usize) -> Segment {
+        Segment {
+            rows,
+            tile_rows: rows,
+            first: 0,
+        }
+    }
+}
+
 /// The rows `[r0, r1)` of a unit of `m` rows (the packed A's tiles of 6, the last of
 /// `m % 6`) as segments, each with its tile's index.
 fn segments_of(r0: usize, r1: usize, m: usize) -> Vec<(usize, Segment)> {
@@ -143,14 +154,9 @@ pub(crate) fn assemble(key: &DirectConvKey) -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut step)?;
     if let Some((lanes, next)) = tables {
         joined_step(&mut a, lanes, next)?;
-        // (The tiles use r10: the second's phase waits in the red zone.)
-        a.mov(qword_ptr(rsp - 16), r10)?;
         step_tiles(&mut a, key, (k, full, rem), &mut consts)?;
-        a.mov(r10, qword_ptr(rsp - 16))?;
-        // On 32 positions (the next step's phase is r10's next), past both vectors' pixels
+        // On 32 positions (r8 is already the next step's phase), past both vectors' pixels
         // in the output.
-        a.lea(rax, qword_ptr(next))?;
-        a.mov(r8d, dword_ptr(rax + r10 * 4))?;
         a.add(rdi, 128)?;
         a.add(r12, r13)?;
         a.lea(rsi, rsi + r12 * 4)?;
@@ -235,14 +241,17 @@ pub(crate) fn joined_rows(key: &DirectConvKey) -> bool {
 /// A joined-rows step ([`joined_rows`]): r8 = the phase (`x`) of the first vector's first
 /// position; r9 = pixels left. Sets k3, k4 = the two vectors' pixel lanes (at most r9 in
 /// all, the first ones), r12, r13 = their pixel counts, k5, k6 = the first r12 / r13 lanes
-/// (the compressed stores'), rbp = 64 (the second's input, 16 positions on), r10 = the
-/// second's phase. Clobbers rax, r14, r15.
+/// (the compressed stores'), rbp = 64 (the second's input, 16 positions on), and r8 = the
+/// next step's phase (32 positions on; the tiles leave r8 alone). Clobbers rax, r10, r14,
+/// r15.
 fn joined_step(a: &mut CodeAssembler, lanes: CodeLabel, next: CodeLabel) -> Result<(), IcedError> {
     a.lea(rax, qword_ptr(lanes))?;
     a.mov(r15d, dword_ptr(rax + r8 * 4))?;
     joined_vector(a, r12d, r9, k3, k5)?;
+    // r10 = the second's phase, r8 = the next step's.
     a.lea(rax, qword_ptr(next))?;
     a.mov(r10d, dword_ptr(rax + r8 * 4))?;
+    a.mov(r8d, dword_ptr(rax + r10 * 4))?;
     a.lea(rax, qword_ptr(lanes))?;
     a.mov(r15d, dword_ptr(rax + r10 * 4))?;
     a.mov(r13, r9)?;
@@ -342,11 +351,7 @@ fn tiles(
         let segments: Vec<Segment> = [6 * full, rem]
             .into_iter()
             .filter(|&r| r > 0)
-            .map(|r| Segment {
-                rows: r,
-                tile_rows: r,
-                first: 0,
-            })
+            .map(Segment::whole)
             .collect();
         return tile(a, key, &segments, vectors, consts);
     }
@@ -376,12 +381,7 @@ fn tiles(
             a.set_label(&mut tl)?;
         }
         // (The channel loop leaves r10 at the next tile: `k` rows of 6 read.)
-        let six = Segment {
-            rows: 6,
-            tile_rows: 6,
-            first: 0,
-        };
-        tile(a, key, &[six], vectors, consts)?;
+        tile(a, key, &[Segment::whole(6)], vectors, consts)?;
         if full > 1 {
             a.add(rcx, 24)?;
             a.add(rax, (6 * key.n * 4) as i32)?;
@@ -393,12 +393,7 @@ fn tiles(
         a.lea(r10, rdx + (full * 6 * k * 4) as i32)?;
         a.lea(rcx, r11 + (full * 24) as i32)?;
         a.lea(rax, rsi + (full * 6 * key.n * 4) as i32)?;
-        let last = Segment {
-            rows: rem,
-            tile_rows: rem,
-            first: 0,
-        };
-        tile(a, key, &[last], vectors, consts)?;
+        tile(a, key, &[Segment::whole(rem)], vectors, consts)?;
     }
     Ok(())
 }
