@@ -1312,6 +1312,24 @@ fn conv_winograd_cases(wino: usize) {
         wino,
     );
     conv_fused_w(&[2, 32, 20, 20], &[24, 32, 3, 3], w3(&p1), &[], 39, wino);
+    // One tile block in several row parts: the input transform shared by the tasks, done
+    // before them in 4 parts of the input channels (64, 36), 2 (20), or 1 (17, serially).
+    for (c, steps, s) in [
+        (64, vec!["bias", "relu"], 131),
+        (36, vec!["res", "relu"], 132),
+        (20, vec![], 133),
+        (17, vec!["res"], 134),
+    ] {
+        conv_fused_w(&[1, c, 14, 14], &[260, c, 3, 3], w3(&p1), &steps, s, wino);
+        conv_fused_w(
+            &[1, c, 7, 7],
+            &[300, c, 3, 3],
+            w3(&p1),
+            &steps,
+            s + 10,
+            wino,
+        );
+    }
     let mut s = 40;
     for steps in [
         vec!["relu"],

@@ -233,6 +233,8 @@ impl KernelPlan {
             Strategy::SmallMap => small_map::apack_bytes(self),
             // Parameters, channel tables, quantized activations.
             Strategy::Int8(q) => q.prefix_bytes(self),
+            // The input transform the row parts share.
+            Strategy::Winograd(g, r) => winograd::shared_bytes(self, g, *r),
             _ => 0,
         }
     }
@@ -390,6 +392,9 @@ impl KernelPlan {
         }
         match &self.kind {
             Strategy::Int8(q) => q.prepare_parts(self),
+            Strategy::Winograd(g, _) if winograd::shares_transform(self) => {
+                winograd::shared_parts(g)
+            }
             _ => self.copy_parts(),
         }
     }

@@ -4,7 +4,7 @@
 
 use super::kernel_plan::{KernelPlan, Strategy};
 use super::tasks::KernelArgs;
-use super::{gemm, int8, padded_copy, small_map};
+use super::{gemm, int8, padded_copy, small_map, winograd};
 use crate::builder::{tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
@@ -39,6 +39,13 @@ pub(crate) fn emit_pre(
     if let Some(g) = p.padded_copy() {
         padded_copy::emit_copy(e, p, g, c);
     }
+    // A shared Winograd transform in one part (more run in parallel, `emit_prepare`).
+    if let Strategy::Winograd(g, r) = &p.kind {
+        if winograd::shares_transform(p) && p.prepare_parts() == 1 {
+            let z = e.int_const(0);
+            winograd::emit_shared_part(e, p, g, *r, c, z);
+        }
+    }
     Ok(())
 }
 
@@ -50,6 +57,11 @@ pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: V
     }
     if p.shared_patches() {
         gemm::emit_pack_patches(e, p, c, t);
+    }
+    if let Strategy::Winograd(g, r) = &p.kind {
+        if winograd::shares_transform(p) {
+            winograd::emit_shared_part(e, p, g, *r, c, t);
+        }
     }
     if let Some(g) = p.padded_copy().filter(|_| p.copy_parts() > 0) {
         padded_copy::emit_copy_part(e, p, g, c, t);

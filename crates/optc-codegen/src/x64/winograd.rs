@@ -27,10 +27,12 @@
 //! is `(image, block of NB tiles, row part)`; per task the scratch holds `V` (`n^2 x C x NB`,
 //! as `NB / 16` packed B panels per `xi`: exactly the microkernel's panel layout), `M`
 //! (`n^2 x mrows x NB`) and the zero-padded input rows the unit reads. Consecutive units of a
-//! task that share a tile block (different row parts) reuse `V`.
+//! task that share a tile block (different row parts) reuse `V`. A conv of one tile block
+//! split into row parts across tasks computes its window and `V` once, before the tasks, in
+//! parallel parts of its input channels ([`shares_transform`]).
 
 use super::asm::{Epilogue, MicrokernelKey, MR, NR};
-use super::kernel_plan::{balanced_rows, KernelPlan};
+use super::kernel_plan::{balanced_rows, KernelPlan, Strategy};
 use super::tasks::{acquire_slot, release_slot, task_units, unit_at, KernelArgs, UnitAt};
 use crate::builder::{fill, if_else, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::ops::conv::ConvGeometry;
@@ -181,10 +183,72 @@ fn win_bytes(p: &KernelPlan, wg: &WinogradGeometry, g: &ConvGeometry) -> usize {
     g.c * wg.win_rows(p.chunk) * wg.wb * 4
 }
 
-/// Scratch bytes per task: `V`, `M`, the input window.
+/// Scratch bytes per task: `V`, `M`, the input window; only `M` when the row parts share
+/// the transform ([`shares_transform`]).
 pub(super) fn task_bytes(p: &KernelPlan, g: &ConvGeometry, r: usize) -> usize {
     let wg = winograd_geometry(g, r);
+    if shares_transform(p) {
+        return wg.nxi * xstride(p);
+    }
     wg.nxi * (vstride(p) + xstride(p)) + win_bytes(p, &wg, g)
+}
+
+/// Whether the row parts share one input transform: a conv of one tile block (one image, a
+/// small map) whose rows are split into several tasks. Unshared, every task transformed the
+/// whole input again for its rows (ResNet-18's 256- and 512-channel convs on 14x14 and 7x7:
+/// 5 and 4 row parts). Shared, the window and `V` are computed once before the tasks, in
+/// parallel parts of the input channels ([`shared_parts`]), at the start of the node's
+/// scratch ([`shared_bytes`]), and each task runs only its rows' GEMMs and output transform.
+pub(super) fn shares_transform(p: &KernelPlan) -> bool {
+    matches!(p.kind, Strategy::Winograd(..)) && p.nimg * p.units_per_img() == 1 && p.tasks > 1
+}
+
+/// Bytes of the shared transform's `V` and input window (0 when not shared).
+pub(super) fn shared_bytes(p: &KernelPlan, g: &ConvGeometry, r: usize) -> usize {
+    if !shares_transform(p) {
+        return 0;
+    }
+    let wg = winograd_geometry(g, r);
+    wg.nxi * vstride(p) + win_bytes(p, &wg, g)
+}
+
+/// Parts of the shared transform: equal ranges of at least 8 input channels, 4 when the
+/// channels divide so (two threads take two each), else 2, else 1 (before the tasks, by
+/// `serial::emit_pre`).
+pub(super) fn shared_parts(g: &ConvGeometry) -> usize {
+    [4, 2]
+        .into_iter()
+        .find(|&k| g.c.is_multiple_of(k) && g.c / k >= 8)
+        .unwrap_or(1)
+}
+
+/// Part `t` of the shared transform ([`shares_transform`]): the window rows and `V` of its
+/// range of input channels, for every tile of the one block.
+pub(super) fn emit_shared_part(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    g: &ConvGeometry,
+    r: usize,
+    c: &KernelArgs,
+    t: Value,
+) {
+    let wg = winograd_geometry(g, r);
+    let vbuf = c.scratch;
+    let win = e.b.ins().iadd_imm_s(vbuf, (wg.nxi * vstride(p)) as i64);
+    let count = g.c / shared_parts(g);
+    let c0 = e.b.ins().imul_imm_s(t, count as i64);
+    let channels = Channels { c0, count };
+    let z = e.int_const(0);
+    let ngroups = e.int_const(p.last_unit_cols() as i64 / 4);
+    input_window(e, p, g, &wg, c, win, z, z, ngroups, channels);
+    input_transform(e, p, g, &wg, vbuf, win, z, ngroups, channels);
+}
+
+/// A range of input channels: `count` from `c0`.
+#[derive(Clone, Copy)]
+struct Channels {
+    c0: Value,
+    count: usize,
 }
 
 /// The microkernels a Winograd node calls.
@@ -230,13 +294,28 @@ pub(super) fn emit_task(
     let (lo, hi) = task_units(e, p, t);
     let slot = acquire_slot(e, p, c);
     let o = e.b.ins().imul_imm_s(slot, task_bytes(p, g, r) as i64);
-    let vbuf = e.b.ins().iadd(c.scratch, o);
+    let o = e.b.ins().iadd_imm_s(o, p.prefix_bytes() as i64);
+    let buf = e.b.ins().iadd(c.scratch, o);
+    if shares_transform(p) {
+        // `V` was computed before the tasks (`emit_shared_part`): each unit is a row part.
+        e.loop_range(lo, hi, &mut |e, u| {
+            let UnitAt { mp, row0, .. } = unit_at(e, p, u);
+            let z = e.int_const(0);
+            let ngroups = e.int_const(p.last_unit_cols() as i64 / 4);
+            let stage = |e: &mut Emitter, rows: usize| {
+                gemms(e, p, &wg, c, c.scratch, buf, row0, rows);
+                output_transform(e, p, g, &wg, c, buf, z, z, ngroups, row0, rows);
+            };
+            row_parts(e, p, mp, &stage);
+        });
+        release_slot(e, p, c, slot);
+        return;
+    }
+    let vbuf = buf;
     let mbuf = e.b.ins().iadd_imm_s(vbuf, (wg.nxi * vstride(p)) as i64);
     let win = e.b.ins().iadd_imm_s(mbuf, (wg.nxi * xstride(p)) as i64);
     let upi = p.units_per_img();
-    let mparts = p.mparts();
     let last_tiles = p.last_unit_cols();
-    let last_rows = p.last_part_rows();
     // The tile block whose V is in the buffer (-1: none yet).
     let have = e.b.declare_var(types::I64);
     let m1 = e.int_const(-1);
@@ -261,8 +340,12 @@ pub(super) fn emit_task(
             e,
             fresh,
             &mut |e| {
-                input_window(e, p, g, &wg, c, win, img, t0, ngroups);
-                input_transform(e, p, g, &wg, c, vbuf, win, t0, ngroups);
+                let channels = Channels {
+                    c0: e.int_const(0),
+                    count: g.c,
+                };
+                input_window(e, p, g, &wg, c, win, img, t0, ngroups, channels);
+                input_transform(e, p, g, &wg, vbuf, win, t0, ngroups, channels);
             },
             &mut |_| {},
         );
@@ -271,20 +354,26 @@ pub(super) fn emit_task(
             gemms(e, p, &wg, c, vbuf, mbuf, row0, rows);
             output_transform(e, p, g, &wg, c, mbuf, img, t0, ngroups, row0, rows);
         };
-        if mparts == 1 || last_rows == p.mrows {
-            stage(e, last_rows);
-        } else {
-            let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, mp, mparts as i64 - 1);
-            if_else(e, is_last, &mut |e| stage(e, last_rows), &mut |e| {
-                stage(e, p.mrows)
-            });
-        }
+        row_parts(e, p, mp, &stage);
     });
     release_slot(e, p, c, slot);
 }
 
-/// Copy the input rows the unit from tile `t0` reads into the task's window `win`
-/// (`C x win_rows x wb`, zero-padded): window row `i` is padded-input row `r ti0 + i`.
+/// `stage(rows)` for row part `mp`: the last part's rows, or `mrows`.
+fn row_parts(e: &mut Emitter, p: &KernelPlan, mp: Value, stage: &dyn Fn(&mut Emitter, usize)) {
+    let (mparts, last_rows) = (p.mparts(), p.last_part_rows());
+    if mparts == 1 || last_rows == p.mrows {
+        stage(e, last_rows);
+    } else {
+        let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, mp, mparts as i64 - 1);
+        if_else(e, is_last, &mut |e| stage(e, last_rows), &mut |e| {
+            stage(e, p.mrows)
+        });
+    }
+}
+
+/// Copy the input rows of `channels` the unit from tile `t0` reads into the task's window
+/// `win` (`C x win_rows x wb`, zero-padded): window row `i` is padded-input row `r ti0 + i`.
 /// Done inside the tasks, so no serial padded copy of the whole input precedes them.
 #[allow(clippy::too_many_arguments)]
 fn input_window(
@@ -297,6 +386,7 @@ fn input_window(
     img: Value,
     t0: Value,
     ngroups: Value,
+    channels: Channels,
 ) {
     let rows = wg.win_rows(p.chunk) as i64;
     // Rows this unit reads: its tiles span tile rows ti0 ..= ti1.
@@ -314,7 +404,11 @@ fn input_window(
     let io = e.b.ins().imul_imm_s(img, g.c as i64 * xplane);
     let yo = e.b.ins().imul_imm_s(y0, xrow);
     let src0 = e.b.ins().iadd(io, yo);
+    let co = e.b.ins().imul_imm_s(channels.c0, xplane);
+    let src0 = e.b.ins().iadd(src0, co);
     let src0 = e.b.ins().iadd(c.ins[0], src0);
+    let wo = e.b.ins().imul_imm_s(channels.c0, rows * wrow);
+    let win = e.b.ins().iadd(win, wo);
     let zero = |e: &mut Emitter, d: Value, from: usize, to: usize| fill(e, d, from, to, 0.0);
     let (pw, w, wb) = (g.pw, g.w, wg.wb);
     let span = e.b.ins().isub(ti1, ti0);
@@ -323,7 +417,7 @@ fn input_window(
     let cap = e.int_const(rows);
     let nrows = e.b.ins().smin(nrows, cap);
     e.loop_offsets(
-        g.c as i64,
+        channels.count as i64,
         &[src0, win],
         &[xplane, rows * wrow],
         &mut |e, _c, o| {
@@ -480,31 +574,35 @@ fn group_tile(e: &mut Emitter, wg: &WinogradGeometry, t0: Value, q: Value) -> (V
     (ti, tj)
 }
 
-/// `V` for the `ngroups` groups of 4 tiles from tile `t0` (read from the window `win`);
-/// groups past `ngroups` (up to the unit's `NB / 4`) are zeroed.
+/// `V` of `channels` for the `ngroups` groups of 4 tiles from tile `t0` (read from the
+/// window `win`); groups past `ngroups` (up to the unit's `NB / 4`) are zeroed.
 #[allow(clippy::too_many_arguments)]
 fn input_transform(
     e: &mut Emitter,
     p: &KernelPlan,
     g: &ConvGeometry,
     wg: &WinogradGeometry,
-    c: &KernelArgs,
     vbuf: Value,
     win: Value,
     t0: Value,
     ngroups: Value,
+    channels: Channels,
 ) {
-    let _ = c;
     let cn = g.c as i64;
+    let count = channels.count as i64;
     let (r, n) = (wg.r as i64, wg.n);
     let rowb = (wg.wb * 4) as i64;
     let plane = wg.win_rows(p.chunk) as i64 * rowb;
     let vstride = vstride(p) as i64;
     let ti0 = e.b.ins().udiv_imm_u(t0, wg.tw4 as i64);
     let wo = e.b.ins().imul_imm_s(ti0, -r * rowb);
+    let co = e.b.ins().imul_imm_s(channels.c0, plane);
+    let wo = e.b.ins().iadd(wo, co);
     let xb = e.b.ins().iadd(win, wo);
     let z = e.int_const(0);
-    // Destination of tile group q: panel q / 4, lanes 4 (q % 4).
+    // Destination of tile group q: panel q / 4, lanes 4 (q % 4), from channel c0.
+    let vo = e.b.ins().imul_imm_s(channels.c0, 64);
+    let vbuf = e.b.ins().iadd(vbuf, vo);
     let group_dst = |e: &mut Emitter, q: Value| {
         let pan = e.b.ins().ushr_imm_u(q, 2);
         let po = e.b.ins().imul_imm_s(pan, cn * 64);
@@ -521,7 +619,7 @@ fn input_transform(
         let so = e.b.ins().iadd(r0, c0);
         let src = e.b.ins().iadd(xb, so);
         let dst = group_dst(e, q);
-        e.loop_offsets(cn, &[src, dst], &[plane, 64], &mut |e, _c, o| {
+        e.loop_offsets(count, &[src, dst], &[plane, 64], &mut |e, _c, o| {
             let (s, d) = (o[0], o[1]);
             // w[row][j] = (d B)[row][j], then V[i][j] = (B^T w)[i][j].
             let w: Vec<Vec<Value>> = (0..n)
@@ -550,7 +648,7 @@ fn input_transform(
     let nxi = wg.nxi as i64;
     e.loop_range(ngroups, end, &mut |e, q| {
         let dst = group_dst(e, q);
-        e.loop_offsets(cn, &[dst], &[64], &mut |e, _c, o| {
+        e.loop_offsets(count, &[dst], &[64], &mut |e, _c, o| {
             for xi in 0..nxi {
                 e.b.ins()
                     .store(tensor_flags(), zv, o[0], (xi * vstride) as i32);
