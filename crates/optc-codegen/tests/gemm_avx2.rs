@@ -783,6 +783,10 @@ fn conv_grouped_direct() {
         (vec![1, 32, 20, 20], vec![32, 16, 3, 3], w3(2, 1, 1), 2),
         (vec![1, 26, 11, 12], vec![26, 13, 3, 3], w3(1, 1, 1), 2),
         (vec![1, 30, 14, 14], vec![30, 15, 3, 3], w3(1, 1, 1), 2),
+        // Padded copies a whole plane at a time (at most 16 padded rows), in parallel parts
+        // of planes: stride 2 (each row deinterleaved) over four images, and stride 1.
+        (vec![4, 64, 14, 14], vec![64, 16, 3, 3], w3(2, 1, 1), 4),
+        (vec![3, 48, 10, 9], vec![48, 8, 3, 3], w3(1, 1, 1), 6),
         // Ungrouped convs of few input channels take the kernel on AVX-512 too: a 7x7
         // stride-2 stem (147 taps) of 20 channels, a 5x5 conv of one channel over two images.
         (
