@@ -1451,6 +1451,14 @@ fn silu_epilogue_over_the_range() {
     activation_over_the_range(UnaryOp::Silu, 80.0, 91);
 }
 
+/// HardSwish on both sides of its bends (t = 0 below -3, 1 above 3), on infinities (+inf
+/// stays inf: AVX-512 divides min(x, 4) by a product and two FMAs, whose remainder an
+/// infinite x would make NaN) and NaN.
+#[test]
+fn hard_swish_epilogue_over_the_range() {
+    activation_over_the_range(UnaryOp::HardSwish, 8.0, 93);
+}
+
 /// GELU where erf's argument is clamped (|x r| > 4) and saturates to +-1 (the negative
 /// side's `1 + erf` cancels to 0; -inf gives NaN: `-inf * 0`, as the chain does).
 #[test]

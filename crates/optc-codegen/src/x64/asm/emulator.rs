@@ -386,6 +386,7 @@ impl Machine {
                     self.vdst(&i, r);
                 }
                 Mnemonic::Vfmadd231ps => self.ternary(&i, |d, a, b| fma(a, b, d)),
+                Mnemonic::Vfnmadd231ps => self.ternary(&i, |d, a, b| fma(a ^ 1 << 31, b, d)),
                 Mnemonic::Vfmadd213ps => self.ternary(&i, fma),
                 // Per dword lane: + the 4 products of unsigned bytes of the first source and
                 // signed bytes of the second, without saturation (wrapping i32).

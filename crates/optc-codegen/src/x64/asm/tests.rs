@@ -167,9 +167,10 @@ fn data_len(key: &MicrokernelKey) -> usize {
         .map(|e| match e {
             Epilogue::Clip(..) => 8,
             Epilogue::Scale(_) => 4,
-            // AVX2: 6, 0.5, 0 and 1 as 8-float vectors; AVX-512: one float each.
+            // AVX2: 6, 0.5, 0 and 1 as 8-float vectors; AVX-512: one float each, and 1/6
+            // and the quotient's bound 4.
             Epilogue::HardSwish if key.isa == Isa::Avx2 => 4 * 32,
-            Epilogue::HardSwish => 16,
+            Epilogue::HardSwish => 24,
             // -1, the clamp bounds, magic, log2(e), ln 2 (2), the polynomial (6), 1, the
             // exponent bias, the overflow bound, infinity.
             Epilogue::Silu => 4 * 17,
@@ -217,8 +218,14 @@ fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: us
     let accs = per_row * key.mr;
     let relu = eps(|e| *e == Epilogue::Relu);
     let clip = eps(|e| matches!(e, Epilogue::Clip(..)));
-    // HardSwish: per accumulator a division, an add, both clamps and the product.
+    // HardSwish: per accumulator both clamps and the product, and x / 6: on AVX2 a division,
+    // on AVX-512 `min(x, 4)` and a product (then two FMAs, `epilogue::sixth`).
     let hswish = eps(|e| *e == Epilogue::HardSwish);
+    let (hswish_min, hswish_mul, hswish_div) = if key.isa == Isa::Avx512 {
+        (2 * hswish, 2 * hswish, 0)
+    } else {
+        (hswish, hswish, hswish)
+    };
     // SiLU: per accumulator the exp argument's clamps, 4 products (-x, r^2, y 2^n, x s) and
     // the division 1 / (1 + e).
     let silu = eps(|e| *e == Epilogue::Silu);
@@ -236,18 +243,22 @@ fn check_common(key: &MicrokernelKey, bytes: &[u8], ins: &[Instruction], end: us
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vminps)),
-        (clip + hswish + silu + gelu + gelu_tanh) * accs,
+        (clip + hswish_min + silu + gelu + gelu_tanh) * accs,
         "{s}: vminps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vmulps)),
-        (eps(|e| matches!(e, Epilogue::Scale(_))) + hswish + 4 * silu + 5 * gelu + 10 * gelu_tanh)
+        (eps(|e| matches!(e, Epilogue::Scale(_)))
+            + hswish_mul
+            + 4 * silu
+            + 5 * gelu
+            + 10 * gelu_tanh)
             * accs,
         "{s}: vmulps"
     );
     assert_eq!(
         count(ins, |i| vec_op(i, Mnemonic::Vdivps)),
-        (hswish + silu + gelu + gelu_tanh) * accs,
+        (hswish_div + silu + gelu + gelu_tanh) * accs,
         "{s}: vdivps"
     );
     let stores = count(ins, |i| {
