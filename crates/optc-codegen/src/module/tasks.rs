@@ -72,9 +72,16 @@ impl TaskFunction<'_> {
             e.b.ins().return_(&[]);
             e.b.finalize(module.target_config());
         }
+        let disasm = std::env::var_os("OPTC_DISASM").is_some();
+        ctx.set_disasm(disasm);
         module
             .define_function(tid, ctx)
             .map_err(|e| self.info.err(format!("cranelift: {e:?}")))?;
+        if disasm {
+            if let Some(v) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                eprintln!("; task function {}\n{v}", self.name);
+            }
+        }
         module.clear_context(ctx);
         Ok(tid)
     }
