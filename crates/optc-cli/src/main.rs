@@ -136,6 +136,11 @@ struct CheckArgs {
     /// Absolute tolerance.
     #[arg(long, default_value_t = 1e-5)]
     atol: f64,
+    /// Compare with the reference outputs `output_N.pb` in this directory (the ONNX
+    /// backend-test layout, as model zoos ship them next to `input_N.pb`) instead of running
+    /// the model in tract.
+    #[arg(long, value_name = "DIR")]
+    expected: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -505,18 +510,32 @@ fn cmd_run(a: RunArgs) -> Res<ExitCode> {
 }
 
 fn cmd_check(a: CheckArgs) -> Res<ExitCode> {
+    if a.expected.is_some() && a.i.inputs_dir.is_none() && a.i.inputs.is_empty() {
+        return Err(
+            "--expected compares with outputs computed from given inputs: pass them \
+                    with --inputs DIR (input_N.pb) or --input NAME=FILE"
+                .into(),
+        );
+    }
     let bytes = read_model(&a.c.model)?;
     let known = known_inputs(&bytes, &a.i)?;
     let mut m = compile_with_inputs(&a.c, &a.t, &bytes, &known)?;
     let inputs = gather_inputs(&m, &known, a.i.seed)?;
     let ours = m.run(&inputs).map_err(|e| e.to_string())?;
-    let theirs = optc_onnx::oracle::run_tract(&bytes, &inputs).map_err(|e| {
-        format!(
-            "optc compiled and ran the model ({} output(s)), but the comparison needs tract, \
-             which cannot run it (`optc run --outputs DIR` writes optc's outputs): {e}",
-            ours.len()
-        )
-    })?;
+    let (theirs, what) = match &a.expected {
+        Some(dir) => (expected_outputs(dir, ours.len())?, "the reference outputs"),
+        None => (
+            optc_onnx::oracle::run_tract(&bytes, &inputs).map_err(|e| {
+                format!(
+                    "optc compiled and ran the model ({} output(s)), but the comparison needs \
+                     tract, which cannot run it (`optc run --outputs DIR` writes optc's \
+                     outputs; `--expected DIR` compares with reference outputs): {e}",
+                    ours.len()
+                )
+            })?,
+            "tract",
+        ),
+    };
     if theirs.len() != ours.len() {
         return Err(format!(
             "tract gives {} outputs, optc {}",
@@ -567,12 +586,28 @@ fn cmd_check(a: CheckArgs) -> Res<ExitCode> {
         );
     }
     if ok {
-        println!("all outputs match tract");
+        println!("all outputs match {what}");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("outputs differ from tract beyond tolerance");
+        println!("outputs differ from {what} beyond tolerance");
         Ok(ExitCode::from(1))
     }
+}
+
+/// The reference outputs `output_0.pb` .. of `dir`, one per output of the model (`count`).
+fn expected_outputs(dir: &Path, count: usize) -> Res<Vec<Tensor>> {
+    (0..count)
+        .map(|k| {
+            let p = dir.join(format!("output_{k}.pb"));
+            let b = std::fs::read(&p).map_err(|e| {
+                format!(
+                    "--expected: cannot read {} (the model has {count} output(s)): {e}",
+                    p.display()
+                )
+            })?;
+            optc_onnx::tensor_from_pb(&b).map_err(|e| format!("{}: {e}", p.display()))
+        })
+        .collect()
 }
 
 struct Stats {

@@ -184,6 +184,82 @@ fn check_passes_and_reports_errors() {
     );
 }
 
+/// `check --expected DIR` compares with reference `output_N.pb` files instead of tract: the
+/// right values pass, values off by one fail (exit 1), a missing file or missing inputs are
+/// errors that say what to pass.
+#[test]
+fn check_against_expected_outputs() {
+    let d = tmpdir("expected");
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[2, 3]);
+    b.initializer("two", &Tensor::from_f32(vec![1], vec![2.0]).unwrap());
+    b.node("Mul", &["x", "two"], &["t"], vec![]);
+    b.node("Relu", &["t"], &["y"], vec![]);
+    b.output("y");
+    let m = d.join("m.onnx");
+    b.write(&m).unwrap();
+    let x = [-1.5f32, 0.25, 3.0, -0.0, 7.5, -2.0];
+    let inputs = d.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let xt = Tensor::from_f32(vec![2, 3], x.to_vec()).unwrap();
+    std::fs::write(inputs.join("input_0.pb"), optc_onnx::tensor_to_pb(&xt, "x")).unwrap();
+    let run = |shift: f32, dir: &str| {
+        let exp = d.join(dir);
+        std::fs::create_dir_all(&exp).unwrap();
+        let y: Vec<f32> = x.iter().map(|v| (2.0 * v).max(0.0) + shift).collect();
+        let yt = Tensor::from_f32(vec![2, 3], y).unwrap();
+        std::fs::write(exp.join("output_0.pb"), optc_onnx::tensor_to_pb(&yt, "y")).unwrap();
+        let args = [
+            "check",
+            m.to_str().unwrap(),
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--expected",
+            exp.to_str().unwrap(),
+        ];
+        optc(&args)
+    };
+    let o = run(0.0, "right");
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(
+        so.contains("all outputs match the reference outputs"),
+        "{so}"
+    );
+    let o = run(1.0, "off");
+    let (so, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{so}");
+    assert!(
+        so.contains("MISMATCH") && so.contains("differ from the reference"),
+        "{so}"
+    );
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = optc(&[
+        "check",
+        m.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--expected",
+        empty.to_str().unwrap(),
+    ]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{se}");
+    assert!(
+        se.contains("output_0.pb") && se.contains("1 output(s)"),
+        "{se}"
+    );
+    let o = optc(&[
+        "check",
+        m.to_str().unwrap(),
+        "--expected",
+        empty.to_str().unwrap(),
+    ]);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{se}");
+    assert!(se.contains("--inputs DIR"), "{se}");
+}
+
 /// Outputs so small that `atol` alone would accept anything get a note pointing at `--atol 0`;
 /// outputs of normal size do not.
 #[test]
