@@ -1083,10 +1083,10 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     {
         p.chunk = p.n.div_ceil(2).div_ceil(NR) * NR;
     }
-    // A Winograd conv of one tile block in one row part, with work for two threads: two row
-    // parts (sharing the input transform, `winograd::shares_transform`), of at least 32 rows
-    // each (DenseNet's 128 -> 32 convs split in two ran 2% slower at one thread, 2% faster
-    // at two: left whole).
+    // A Winograd conv of one tile block in one row part, with work for two threads and at
+    // least 64 rows: about two row parts (`balanced_rows`: 32 rows or more but the last),
+    // sharing the input transform (`winograd::shares_transform`). DenseNet's 32-row convs
+    // stay whole: split in two they ran 2% slower at one thread, 2% faster at two.
     if let Strategy::Winograd(..) = p.kind {
         if flops >= min_flops && cu == 1 && p.mparts() == 1 && m >= 64 {
             p.mrows = balanced_rows(m, 2, 32, p.mrows);
