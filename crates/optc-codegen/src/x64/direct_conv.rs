@@ -12,7 +12,7 @@ use crate::ops::conv::ConvGeometry;
 
 impl KernelPlan {
     /// Whether the conv's padded input copy is deinterleaved for the stride-2 direct-conv
-    /// kernel (every unit runs it: see [`emit_deinterleaved_copy`]).
+    /// kernel (each padded row, before the tasks: `padded_copy::deinterleaved_row`).
     pub(super) fn direct_conv_deinterleaved(&self, g: &ConvGeometry) -> bool {
         g.sw == 2 && self.direct_conv_key(g, self.chunk, self.mrows).is_some()
     }

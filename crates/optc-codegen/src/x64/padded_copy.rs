@@ -7,7 +7,8 @@
 //! The pad rows are zeroed before the tasks; the interior rows (each with its pad columns)
 //! are copied there too, or, when the node has tasks and enough input, in
 //! [`KernelPlan::copy_parts`] parallel parts of consecutive rows (`emit_copy_part`) before the
-//! tasks, so a large copy is not serial work at two threads.
+//! tasks, so a large copy is not serial work at two threads. Small planes ([`PLANE_ROWS`])
+//! are copied whole, their pad rows with them, serially or in parallel parts of planes.
 
 use super::kernel_plan::{KernelPlan, Strategy};
 use super::sparse::SparseKind;
@@ -42,14 +43,10 @@ impl KernelPlan {
         (g.hp != g.h || g.wp != g.w).then_some(g)
     }
 
-    /// Whether the padded copy goes a whole plane at a time ([`PLANE_ROWS`]).
-    fn copies_planes(g: &ConvGeometry) -> bool {
-        g.hp <= PLANE_ROWS && g.w <= PLANE_COLUMNS
-    }
-
-    /// Parallel parts of the padded copy's interior rows (0: copied serially before the
-    /// tasks): as many as tasks when the node has tasks, enough input to share, and no shared
-    /// patches (their packing is the parallel preparation and reads the copy).
+    /// Parallel parts of the padded copy's interior rows, or of its planes when they are
+    /// copied whole ([`copies_planes`]) (0: copied serially before the tasks): as many as
+    /// tasks when the node has tasks, enough input to share, and no shared patches (their
+    /// packing is the parallel preparation and reads the copy).
     pub(super) fn copy_parts(&self) -> usize {
         let Some(g) = self.padded_copy() else {
             return 0;
@@ -58,17 +55,23 @@ impl KernelPlan {
         if self.tasks < 2 || self.shared_patches() || rows * g.w < PARALLEL_MIN_FLOATS {
             return 0;
         }
-        if Self::copies_planes(g) {
+        if copies_planes(g) {
             return self.tasks.min(g.n * g.c);
         }
         self.tasks.min(rows)
     }
 }
 
+/// Whether the padded copy goes a whole plane at a time ([`PLANE_ROWS`]).
+fn copies_planes(g: &ConvGeometry) -> bool {
+    g.hp <= PLANE_ROWS && g.w <= PLANE_COLUMNS
+}
+
 /// The serial part of the padded copy: the pad rows of every plane, and every interior row
-/// unless [`KernelPlan::copy_parts`] splits them into parallel parts.
+/// unless [`KernelPlan::copy_parts`] splits them into parallel parts; planes copied whole
+/// ([`copies_planes`]) all here or all in the parts.
 pub(super) fn emit_copy(e: &mut Emitter, p: &KernelPlan, g: &ConvGeometry, c: &KernelArgs) {
-    if KernelPlan::copies_planes(g) {
+    if copies_planes(g) {
         if p.copy_parts() == 0 {
             let (lo, hi) = (e.int_const(0), e.int_const((g.n * g.c) as i64));
             copy_planes(e, p, g, c, lo, hi);
@@ -103,7 +106,7 @@ pub(super) fn emit_copy_part(
     c: &KernelArgs,
     t: Value,
 ) {
-    if KernelPlan::copies_planes(g) {
+    if copies_planes(g) {
         let (lo, hi) = part_range(e, t, g.n * g.c, p.copy_parts());
         copy_planes(e, p, g, c, lo, hi);
         return;

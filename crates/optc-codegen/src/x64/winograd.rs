@@ -304,11 +304,12 @@ pub(super) fn emit_task(
     let o = e.b.ins().iadd_imm_s(o, p.prefix_bytes() as i64);
     let buf = e.b.ins().iadd(c.scratch, o);
     if shares_transform(p) {
-        // `V` was computed before the tasks (`emit_shared_part`): each unit is a row part.
+        // `V` was computed before the tasks (`emit_shared_part`): each unit is a row part of
+        // the one tile block.
+        let z = e.int_const(0);
+        let ngroups = e.int_const(p.last_unit_cols() as i64 / 4);
         e.loop_range(lo, hi, &mut |e, u| {
             let UnitAt { mp, row0, .. } = unit_at(e, p, u);
-            let z = e.int_const(0);
-            let ngroups = e.int_const(p.last_unit_cols() as i64 / 4);
             let stage = |e: &mut Emitter, rows: usize| {
                 gemms(e, p, &wg, c, c.scratch, buf, row0, rows);
                 output_transform(e, p, g, &wg, c, buf, z, z, ngroups, row0, rows);

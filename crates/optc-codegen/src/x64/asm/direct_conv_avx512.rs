@@ -8,9 +8,9 @@
 //! length works; the second vector goes on along the row or starts the next one, so a 14- or
 //! 7-pixel row does not leave half of each step empty), for the output channels (up to 11 in
 //! one pass: a group of 8 is the packed A's 6-row tile and its 2-row one together; up to 16
-//! in two passes of about half; more in tiles of 6), every tap `(c, kh, kw)` loads the step's input vectors and does an FMA per
-//! channel and vector with the channel's weight broadcast from the packed A (`[K][mr]` per
-//! tile, as the GEMM microkernels read it). The input channels are a loop; the taps of one
+//! in two passes of about half; more in tiles of 6), every tap `(c, kh, kw)` loads the
+//! step's input vectors and does an FMA per channel and vector with the channel's weight
+//! broadcast from the packed A (`[K][mr]` per tile, as the GEMM microkernels read it). The input channels are a loop; the taps of one
 //! channel unrolled.
 //!
 //! On small maps at stride 1 (padded rows under 16 positions: 7x7, 4x4) a step's vectors
