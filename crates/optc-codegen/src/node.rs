@@ -73,3 +73,38 @@ pub(crate) fn base_info<'g>(info: &NodeInfo<'g>) -> Option<NodeInfo<'g>> {
         _ => None,
     }
 }
+
+/// The two ops of a pair ([`Op::Pair`]) as nodes of their own: the first writing the
+/// tensor between them (f32), the second reading it as input 0, then the pair's other inputs.
+pub(crate) fn pair_infos<'g>(info: &NodeInfo<'g>) -> Option<(NodeInfo<'g>, NodeInfo<'g>)> {
+    let Op::Pair {
+        first,
+        first_inputs,
+        second,
+    } = info.op
+    else {
+        return None;
+    };
+    let fi = *first_inputs;
+    let refs: Vec<&TensorType> = info.ins.get(..fi)?.iter().collect();
+    let mid = first.infer(&refs).ok()?.into_iter().next()?;
+    let a = NodeInfo {
+        name: info.name,
+        op: first,
+        ins: info.ins[..fi].to_vec(),
+        outs: vec![mid.clone()],
+        consts: info.consts[..fi].to_vec(),
+    };
+    let b = NodeInfo {
+        name: info.name,
+        op: second,
+        ins: std::iter::once(mid)
+            .chain(info.ins[fi..].iter().cloned())
+            .collect(),
+        outs: info.outs.clone(),
+        consts: std::iter::once(None)
+            .chain(info.consts[fi..].iter().cloned())
+            .collect(),
+    };
+    Some((a, b))
+}

@@ -2,27 +2,52 @@
 //! multiply-add of a contraction (Conv, MatMul, Gemm and their int8 and fused
 //! forms), 0 for everything else (their time is memory traffic, not arithmetic).
 
-use crate::{FusedStep, Graph, NodeId, Op};
+use crate::{FusedStep, Graph, NodeId, Op, TensorType};
 
 /// FLOPs of one execution of node `n` (0 when its types are unknown).
 pub fn node_flops(graph: &Graph, n: NodeId) -> f64 {
     let node = graph.node(n);
-    let base = node.op.base();
-    let shape = |port: usize| -> Vec<usize> {
-        graph
-            .node_inputs(n)
-            .get(port)
-            .and_then(|v| graph.value_type(*v).ok())
-            .map(|t| t.shape.clone())
-            .unwrap_or_default()
-    };
-    let out: f64 = node
-        .outputs
-        .first()
-        .map(|t| t.numel() as f64)
-        .unwrap_or(0.0);
+    let ins: Vec<TensorType> = graph
+        .node_inputs(n)
+        .iter()
+        .map(|v| graph.value_type(*v).cloned().unwrap_or_else(|_| unknown()))
+        .collect();
+    match node.outputs.first() {
+        Some(out) => op_flops(&node.op, &ins, out),
+        None => 0.0,
+    }
+}
+
+fn unknown() -> TensorType {
+    TensorType::new(crate::DType::F32, vec![])
+}
+
+/// FLOPs of `op` on inputs of types `ins` giving (first) output `out`.
+fn op_flops(op: &Op, ins: &[TensorType], out: &TensorType) -> f64 {
+    if let Op::Pair {
+        first,
+        first_inputs,
+        second,
+    } = op
+    {
+        let refs: Vec<&TensorType> = ins.iter().collect();
+        let Some(mid) = refs
+            .get(..*first_inputs)
+            .and_then(|r| first.infer(r).ok())
+            .and_then(|m| m.into_iter().next())
+        else {
+            return 0.0;
+        };
+        let rest: Vec<TensorType> = std::iter::once(mid.clone())
+            .chain(ins[*first_inputs..].iter().cloned())
+            .collect();
+        return op_flops(first, &ins[..*first_inputs], &mid) + op_flops(second, &rest, out);
+    }
+    let shape =
+        |port: usize| -> Vec<usize> { ins.get(port).map(|t| t.shape.clone()).unwrap_or_default() };
+    let out = out.numel() as f64;
     // Multiply-adds per output element.
-    let per_output = match base {
+    let per_output = match op.base() {
         // w [M, C/group, *k]: C/group * prod(k) per output.
         Op::Conv { .. } | Op::QuantizedConv { .. } => {
             shape(1).iter().skip(1).product::<usize>() as f64
@@ -53,6 +78,8 @@ pub fn describe(op: &Op) -> String {
             }
             s
         }
+        // `Conv+Clip, Conv+Clip`.
+        Op::Pair { first, second, .. } => format!("{}, {}", describe(first), describe(second)),
         op => op.name().to_string(),
     }
 }

@@ -487,6 +487,17 @@ fn eval_inner(op: &Op, x: &[&Tensor], out: &[TensorType]) -> Result<Vec<Tensor>>
             }
             Ok(vec![acc])
         }
+        Op::Pair {
+            first,
+            first_inputs,
+            second,
+        } => {
+            // The definition of a pair: the two ops, one after the other.
+            let mid = eval_op(first, &x[..*first_inputs])?.remove(0);
+            let mut rest = vec![&mid];
+            rest.extend_from_slice(&x[*first_inputs..]);
+            eval_op(second, &rest)
+        }
         Op::Where => {
             let shape = &out[0].shape;
             let c = sl::<bool>(x[0])?;

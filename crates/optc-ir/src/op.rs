@@ -628,6 +628,16 @@ pub enum Op {
         base_inputs: usize,
         steps: Vec<FusedStep>,
     },
+    /// Two ops as one node, without the tensor between them: `first` on the node's first
+    /// `first_inputs` inputs, then `second` on that result (as its input 0) and the node's
+    /// other inputs. Codegen pairs an expansion 1x1 conv with the depthwise conv that alone
+    /// reads it, so a group of expanded channels at a time stays in cache (optc-codegen's
+    /// `x64::pairs`); rewrites never make one.
+    Pair {
+        first: Box<Op>,
+        first_inputs: usize,
+        second: Box<Op>,
+    },
 }
 
 /// numpy broadcasting of two shapes.
@@ -1466,6 +1476,30 @@ impl Op {
                     bail!("fused: an extra input is not used by any step");
                 }
                 one(out)
+            }
+            Op::Pair {
+                first,
+                first_inputs,
+                second,
+            } => {
+                if *first_inputs > inputs.len() {
+                    bail!(
+                        "pair: the first op takes {} inputs, node has {}",
+                        first_inputs,
+                        inputs.len()
+                    );
+                }
+                let mid = first
+                    .infer(&inputs[..*first_inputs])
+                    .map_err(|e| crate::IrError::new(format!("pair, first op: {e}")))?;
+                if mid.len() != 1 {
+                    bail!("pair: the first op must have one output");
+                }
+                let mut rest = vec![&mid[0]];
+                rest.extend_from_slice(&inputs[*first_inputs..]);
+                second
+                    .infer(&rest)
+                    .map_err(|e| crate::IrError::new(format!("pair, second op: {e}")))
             }
         }
     }

@@ -388,6 +388,8 @@ op_table! {
 
     Fused "fused" (0, usize::MAX) Fused Fused [] {} (Op::Fused { .. })
         else bail!("fused ops are written fused.<base> with base_inputs and steps");
+    Pair "pair" (0, usize::MAX) Fused Fused [] {} (Op::Pair { .. })
+        else bail!("pairs are made by codegen, not written");
 }
 
 impl OpKind {
@@ -446,6 +448,17 @@ impl Op {
                     .unwrap_or(0)
                     .max(*base_inputs);
                 (extra, extra)
+            }
+            Op::Pair {
+                first_inputs,
+                second,
+                ..
+            } => {
+                let (lo, hi) = second.arity();
+                (
+                    first_inputs + lo.max(1) - 1,
+                    first_inputs.saturating_add(hi.max(1) - 1),
+                )
             }
             _ => self.info().arity,
         }

@@ -182,6 +182,7 @@ fn parse_step(w: &str) -> Result<FusedStep> {
 fn op_word(op: &Op) -> String {
     match op {
         Op::Fused { base, .. } => format!("fused.{}", base.name()),
+        Op::Pair { first, second, .. } => format!("pair.{}.{}", op_word(first), op_word(second)),
         _ => op.name().to_string(),
     }
 }
@@ -199,6 +200,19 @@ fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
             a.push(("base_inputs", base_inputs.to_string()));
             let words: Vec<String> = steps.iter().map(step_word).collect();
             a.push(("steps", format!("[{}]", words.join(", "))));
+            a
+        }
+        // (Printed for reading only: codegen makes pairs, the parser refuses them.)
+        Op::Pair {
+            first,
+            first_inputs,
+            second,
+        } => {
+            let mut a: Vec<(&'static str, String)> = op_attrs(first)
+                .into_iter()
+                .chain(op_attrs(second))
+                .collect();
+            a.push(("first_inputs", first_inputs.to_string()));
             a
         }
         _ => op

@@ -1305,3 +1305,44 @@ fn pow_int_base_float_exponent_and_nan_max() {
         assert!(y[0].is_nan() && y[1].is_nan());
     }
 }
+
+/// A pair is its two ops one after the other: a 1x1 conv with Relu, then a depthwise conv
+/// (with its bias after the first op's inputs), against the two ops evaluated apart; the
+/// type of each side checked.
+#[test]
+fn pair_is_its_two_ops() {
+    let mut r = Rng(7);
+    let x = r.tensor(&[1, 3, 5, 6]);
+    let w1 = r.tensor(&[8, 3, 1, 1]);
+    let b1 = r.tensor(&[8]);
+    let w2 = r.tensor(&[8, 1, 3, 3]);
+    let b2 = r.tensor(&[8]);
+    let first = Op::Fused {
+        base: Box::new(Op::Conv {
+            window: win(&[1, 1], &[1, 1], &[0, 0, 0, 0], &[1, 1], false),
+            group: 1,
+        }),
+        base_inputs: 3,
+        steps: vec![FusedStep::Unary(UnaryOp::Relu)],
+    };
+    let second = Op::Conv {
+        window: win(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1], false),
+        group: 8,
+    };
+    let mid = ev(first.clone(), &[&x, &w1, &b1]);
+    let want = ev(second.clone(), &[&mid, &w2, &b2]);
+    let pair = Op::Pair {
+        first: Box::new(first),
+        first_inputs: 3,
+        second: Box::new(second),
+    };
+    let got = ev(pair.clone(), &[&x, &w1, &b1, &w2, &b2]);
+    assert_eq!(got.shape(), &[1, 8, 3, 3]);
+    assert_eq!(f(&got), f(&want));
+    // The second op's weights must fit the first op's output (8 channels, not 4).
+    let w4 = r.tensor(&[4, 1, 3, 3]);
+    let e = eval_op(&pair, &[&x, &w1, &b1, &w4, &b2]).unwrap_err();
+    assert!(e.msg.contains("pair, second op"), "{}", e.msg);
+    // Too few inputs for the first op.
+    assert!(eval_op(&pair, &[&x, &w1]).is_err());
+}

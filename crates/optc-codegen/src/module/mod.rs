@@ -110,6 +110,8 @@ pub(crate) fn lower_graph_into<M: Module>(
     let graph = swapped.as_ref().unwrap_or(graph);
     let handed = x64::hand_off_bytes(graph, target)?;
     let graph = handed.as_ref().unwrap_or(graph);
+    let paired = x64::pair_expand_depthwise(graph, target)?;
+    let graph = paired.as_ref().unwrap_or(graph);
     graph
         .verify()
         .map_err(|e| CodegenError::new(format!("invalid graph: {e}")))?;

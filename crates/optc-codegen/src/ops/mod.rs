@@ -100,6 +100,8 @@ pub(crate) fn lower_node(
             lower_node(e, &sub, &bp, extra)?;
             fused::apply_chain_into(e, info, &sub.outs[0], ins, base_out, outp[0], steps)
         }
+        // Made only where the x64 plan computes it (`x64::pairs`).
+        Op::Pair { .. } => Err(info.err("a pair has no generic lowering")),
         Op::Unary(u) => lower_unary(e, info, ins[0], outp[0], u),
         Op::Binary(op) => lower_binary(e, info, ins, outp[0], *op),
         Op::Where => lower_where(e, info, ins, outp[0]),

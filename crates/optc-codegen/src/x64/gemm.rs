@@ -6,7 +6,7 @@ use super::asm::{MicrokernelKey, Routine, MR, NR};
 use super::kernel_plan::{ALayout, ColumnTile, KernelPlan, Strategy};
 use super::packing::{group_offset, pack_a, pack_b_rt, pack_panels};
 use super::tasks::KernelArgs;
-use super::{depthwise, int8, sparse};
+use super::{depthwise, int8, pairs, sparse};
 use crate::builder::{if_else, Emitter};
 use crate::ops::conv::{conv_is_gemm, ConvGeometry};
 use cranelift_codegen::ir::{condcodes::IntCC, types, InstBuilder, Value};
@@ -35,24 +35,19 @@ struct KBlock {
 
 /// One unit.
 pub(super) fn emit_unit(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit) {
+    if let Some(d) = &p.depthwise_after {
+        return pairs::emit_unit(e, p, d, c, unit);
+    }
     if p.fold > 0 {
         // A folded conv's tiles store into its buffer in scratch (`emit_post` reorders).
         let out = e.b.ins().iadd_imm_s(c.scratch, p.fold_off() as i64);
-        let folded = KernelArgs {
-            ins: c.ins,
-            out,
-            outs: c.outs,
-            scratch: c.scratch,
-            extra: c.extra,
-            microkernels: c.microkernels,
-        };
-        return emit_columns(e, p, &folded, unit);
+        return emit_columns(e, p, &c.with_out(out), unit);
     }
     emit_columns(e, p, c, unit)
 }
 
 /// One unit's tiles, stored at `c.out`.
-fn emit_columns(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit) {
+pub(super) fn emit_columns(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit) {
     let Unit {
         img,
         col0,

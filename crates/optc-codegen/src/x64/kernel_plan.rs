@@ -4,6 +4,7 @@
 use super::asm::depthwise::DepthwiseKey;
 use super::asm::{Epilogue, Isa, MicrokernelKey, Routine, MR, NR};
 use super::int8::{self, Int8Plan};
+use super::pairs::{self, DepthwiseAfter};
 use super::sparse::{self, SparseKind, SparsePlan};
 use super::{depthwise, lstm, pool, small_map, softmax, winograd};
 use crate::error::Result;
@@ -119,6 +120,9 @@ pub(crate) struct KernelPlan {
     /// patch tables span the images; the tiles store into a buffer in scratch, `[m][n]`,
     /// reordered into the output `[image][m][pixels]` after the tasks). See [`folds`].
     pub(super) fold: usize,
+    /// A pair's depthwise conv ([`super::pairs`]): each unit's rows, computed into the
+    /// task's buffer, are its input channels.
+    pub(super) depthwise_after: Option<Box<DepthwiseAfter>>,
 }
 
 /// Whether an implicit-GEMM conv folds its images into the GEMM's columns: several images of
@@ -276,6 +280,9 @@ impl KernelPlan {
         if g.groups > 1 {
             return false;
         }
+        if self.depthwise_after.is_some() {
+            return true;
+        }
         let last_cols = self.last_unit_cols();
         let last_rows = self.last_part_rows();
         let direct = [self.chunk.min(self.n), last_cols].iter().any(|&nc| {
@@ -300,6 +307,9 @@ impl KernelPlan {
     }
     /// Parts of the patch packing: (image, column unit, K block).
     pub(super) fn patch_parts(&self) -> usize {
+        if self.depthwise_after.is_some() {
+            return self.pair_pack_parts();
+        }
         self.nimg * self.units_per_img() * self.kblocks().len()
     }
     /// Byte offset of the shared patches in scratch (after the padded input copy).
@@ -331,7 +341,7 @@ impl KernelPlan {
     /// Packing buffer bytes per task (conv only).
     pub fn pack_bytes(&self) -> usize {
         let b = match &self.kind {
-            Strategy::ImplicitGemm(_) if self.shared_patches() => 0,
+            Strategy::ImplicitGemm(_) if self.shared_patches() => self.pair_bytes(),
             Strategy::ImplicitGemm(_) | Strategy::GemmRuntimeB { .. } => {
                 self.kc.min(self.k.max(1)) * self.chunk * 4
             }
@@ -425,6 +435,9 @@ impl KernelPlan {
                     .into_iter()
                     .map(Routine::Depthwise),
             );
+        }
+        if let Some(d) = &self.depthwise_after {
+            r.extend(d.plan.routines());
         }
         if let Strategy::ImplicitGemm(g) = &self.kind {
             // (Patch panels of contiguous pixels copied row by row.)
@@ -700,6 +713,9 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
     };
     if matches!(base, Op::QuantizedMatMul { .. } | Op::QuantizedConv { .. }) {
         return int8::plan(info, target);
+    }
+    if let Op::Pair { .. } = info.op {
+        return pairs::plan(info, target);
     }
     if let Op::LstmCell = info.op {
         return Ok(lstm::plan(info, target));
@@ -1018,6 +1034,7 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         tasks: 1,
         isa: target.microkernel_isa(),
         fold: 0,
+        depthwise_after: None,
     };
     if let Strategy::ImplicitGemm(g) = &p.kind {
         if folds(g, &p.epilogue, p.res_port) {
@@ -1169,6 +1186,7 @@ pub(super) fn rows_plan(
         mc,
         tasks: 1,
         fold: 0,
+        depthwise_after: None,
     };
     if parallel {
         p.tasks = p.units().min(MAX_TASKS);

@@ -4,7 +4,7 @@
 
 use super::kernel_plan::{KernelPlan, Strategy};
 use super::tasks::KernelArgs;
-use super::{gemm, int8, padded_copy, small_map, winograd};
+use super::{gemm, int8, padded_copy, pairs, small_map, winograd};
 use crate::builder::{tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
@@ -39,6 +39,11 @@ pub(crate) fn emit_pre(
     if let Some(g) = p.padded_copy() {
         padded_copy::emit_copy(e, p, g, c);
     }
+    // A pair's packing in one part.
+    if p.depthwise_after.is_some() && p.prepare_parts() == 1 {
+        let z = e.int_const(0);
+        pairs::emit_pack_part(e, p, c, z);
+    }
     // A shared Winograd transform in one part (more run in parallel, `emit_prepare`).
     if let Strategy::Winograd(g, r) = &p.kind {
         if winograd::shares_transform(p) && p.prepare_parts() == 1 {
@@ -55,7 +60,9 @@ pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: V
     if let Strategy::Int8(q) = &p.kind {
         int8::emit_prepare(e, p, q, c, t);
     }
-    if p.shared_patches() {
+    if p.depthwise_after.is_some() {
+        pairs::emit_pack_part(e, p, c, t);
+    } else if p.shared_patches() {
         gemm::emit_pack_patches(e, p, c, t);
     }
     if let Strategy::Winograd(g, r) = &p.kind {

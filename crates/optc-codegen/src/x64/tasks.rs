@@ -40,7 +40,19 @@ impl<'a> KernelArgs<'a> {
     }
 }
 
-impl KernelArgs<'_> {
+impl<'a> KernelArgs<'a> {
+    /// The same arguments with the tiles storing at `out` instead (a buffer in scratch).
+    pub(super) fn with_out(&self, out: Value) -> KernelArgs<'a> {
+        KernelArgs {
+            ins: self.ins,
+            out,
+            outs: self.outs,
+            scratch: self.scratch,
+            extra: self.extra,
+            microkernels: self.microkernels,
+        }
+    }
+
     /// The GEMM microkernel `key` (declared by [`KernelPlan::routines`]).
     pub(super) fn microkernel(&self, key: MicrokernelKey) -> FuncRef {
         self.microkernels[&Routine::Microkernel(key)]

@@ -707,6 +707,7 @@ fn build_plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
         tasks: 1,
         isa: target.microkernel_isa(),
         fold: 0,
+        depthwise_after: None,
     };
     let cu = p.nimg * p.units_per_img();
     let conv_groups = match q_form_groups(&p) {
