@@ -4,7 +4,9 @@
 mod common;
 use common::*;
 use optc_codegen::Target;
-use optc_ir::{interp, BinaryOp, FusedStep, Graph, Op, SliceDim, Tensor, UnaryOp, Window};
+use optc_ir::{
+    interp, BinaryOp, FusedStep, Graph, Op, ReduceKind, SliceDim, Tensor, UnaryOp, Window,
+};
 
 const TOL: Tol = Tol {
     atol: 1e-4,
@@ -1227,6 +1229,32 @@ fn large_elementwise_split_across_tasks() {
         g.add_output("o", fused);
         g.add_output("s", s);
         check_all(&g, &inputs_for(&g, 5), TRANS);
+    }
+}
+
+/// Reductions over trailing axes of 65536 elements or more run in blocks of their outputs
+/// (`ops::parallel::reduce_split`): parts that divide the outputs, a shorter last block
+/// (13 outputs in 7 blocks), kept dims of several axes; one over a middle axis stays whole.
+/// At 1 and 2 threads against the interpreter.
+#[test]
+fn large_reductions_split_across_tasks() {
+    for (shape, axes, kind) in [
+        (vec![1, 144, 56, 56], vec![2, 3], ReduceKind::Mean),
+        (vec![2, 3, 97, 113], vec![2, 3], ReduceKind::Sum),
+        (vec![13, 50, 101], vec![1, 2], ReduceKind::Max),
+        (vec![5, 7, 2000], vec![2], ReduceKind::L2),
+        (vec![4, 300, 64], vec![1], ReduceKind::Mean),
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", f(&shape));
+        let op = Op::Reduce {
+            kind,
+            axes,
+            keepdims: true,
+        };
+        let y = g.add("reduce", op, &[x]).unwrap();
+        g.add_output("y", y);
+        check_all(&g, &inputs_for(&g, 9), TOL);
     }
 }
 

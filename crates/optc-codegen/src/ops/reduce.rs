@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::math::{int_range, is_signed};
 use crate::ops::operand::{collapse, element_strides};
+use crate::ops::parallel::task_rows;
 use cranelift_codegen::ir::{condcodes::FloatCC, types, InstBuilder, Type, Value};
 use optc_ir::{DType, ReduceKind};
 
@@ -54,7 +55,8 @@ pub(super) fn lower_reduce(
             kind.name()
         )));
     }
-    e.nest(&kdims, &kst, &[z, z], &mut |e, o| {
+    // One output: its input offset `o[0]`, output offset `o[1]` (bytes).
+    let row = |e: &mut Emitter, o: &[Value]| {
         let init = |e: &mut Emitter, ty: Type| -> Value {
             match (kind, is_f) {
                 (ReduceKind::Max, true) if count == 0 => e.float_const(ty, f32::NEG_INFINITY),
@@ -179,7 +181,23 @@ pub(super) fn lower_reduce(
             _ => {}
         }
         e.store(r, out, o[1]);
-    });
+    };
+    // The kept dims leading (a global pool's `[n, c]` over `h, w`): `outer` outputs `count`
+    // elements apart, in this task's block of them when the node runs as tasks
+    // (`parallel::reduce_split`).
+    if kept.iter().enumerate().all(|(i, &d)| i == d) {
+        let outer: usize = kdims.iter().product();
+        let (istep, ostep) = (count as i64 * es, es);
+        task_rows(e, outer, &|e, first, rows| {
+            let i0 = e.b.ins().imul_imm_s(first, istep);
+            let o0 = e.b.ins().imul_imm_s(first, ostep);
+            e.loop_offsets(rows as i64, &[i0, o0], &[istep, ostep], &mut |e, _r, o| {
+                row(e, o)
+            });
+        });
+        return Ok(());
+    }
+    e.nest(&kdims, &kst, &[z, z], &mut |e, o| row(e, o));
     Ok(())
 }
 
