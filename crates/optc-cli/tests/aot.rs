@@ -283,6 +283,47 @@ fn c_example_matches_jit_on_gelu_and_softmax() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// MobileNetV2's first expansion: a 1x1 conv of 16 -> 96 channels on 112x112 (4.8 MB
+/// expanded) read only by a 3x3 stride-2 depthwise conv, each with a Relu: one pair node
+/// (`x64/pairs.rs`) where the host's L2 is 2.4 MB or less.
+fn expansion_model() -> Vec<u8> {
+    let weights = |shape, seed| common::weights(shape, seed, 0.3);
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[1, 16, 112, 112]);
+    b.initializer("w1", &weights(vec![96, 16, 1, 1], 0.0));
+    b.initializer("b1", &weights(vec![96], 1.0));
+    b.initializer("w2", &weights(vec![96, 1, 3, 3], 2.0));
+    b.initializer("b2", &weights(vec![96], 3.0));
+    let pads = optc_onnx::builder::Attr::Ints(vec![1; 4]);
+    let strides = optc_onnx::builder::Attr::Ints(vec![2, 2]);
+    let group = optc_onnx::builder::Attr::Int(96);
+    b.node("Conv", &["x", "w1", "b1"], &["e"], vec![]);
+    b.node("Relu", &["e"], &["r"], vec![]);
+    b.node(
+        "Conv",
+        &["r", "w2", "b2"],
+        &["d"],
+        vec![("pads", pads), ("strides", strides), ("group", group)],
+    );
+    b.node("Relu", &["d"], &["y"], vec![]);
+    b.output("y");
+    b.to_bytes()
+}
+
+/// An expansion pair in an object: serial and on two threads, exactly what the JIT computes.
+#[test]
+fn c_example_matches_jit_on_an_expansion_pair() {
+    let (dir, inputs, want, exe) = c_example_for("c-pair", "pair", &expansion_model(), 23);
+    for threads in [1, 2] {
+        let (got, report) = run_built(&dir, &exe, &inputs, 1, Some(threads));
+        assert_eq!(
+            got, want,
+            "{threads} thread(s): AOT (C) and JIT outputs differ\n{report}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn c_example_matches_jit_with_two_inputs_and_outputs_of_different_dtypes() {
     let dir = tmp("c-two");
