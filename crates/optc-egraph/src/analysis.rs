@@ -34,6 +34,7 @@ impl Data {
 pub struct OptAnalysis {
     pub input_types: Vec<TensorType>,
     pub consts: Vec<Arc<Tensor>>,
+    /// Constants by [`Tensor::fingerprint`].
     by_digest: HashMap<u64, Vec<ConstId>>,
     /// Fold ops whose inputs are all constant, when the result has at most
     /// `max(fold_limit, largest input)` elements, so folding never grows the model
@@ -57,14 +58,14 @@ impl OptAnalysis {
         for c in consts {
             a.consts.push(c.clone());
             let id = ConstId(a.consts.len() as u32 - 1);
-            a.by_digest.entry(c.digest()).or_default().push(id);
+            a.by_digest.entry(c.fingerprint()).or_default().push(id);
         }
         a
     }
 
     /// Intern a constant (identical tensors share an id).
     pub fn intern(&mut self, t: Tensor) -> ConstId {
-        let d = t.digest();
+        let d = t.fingerprint();
         if let Some(ids) = self.by_digest.get(&d) {
             for &id in ids {
                 if self.consts[id.0 as usize].identical(&t) {

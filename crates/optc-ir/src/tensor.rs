@@ -283,7 +283,6 @@ impl Tensor {
         }
     }
 
-    /// A stable 64-bit FNV-1a digest of dtype, shape and data. Used by the text format.
     /// Whether `other` is the same tensor bit for bit: same shape, type and element bits
     /// (unlike `==`, a NaN equals the same NaN, and -0.0 differs from 0.0). What interning
     /// constants needs: with `==`, a folded NaN never matched its earlier copy.
@@ -299,6 +298,64 @@ impl Tensor {
         }
     }
 
+    /// A fast 64-bit hash of dtype, shape and element bits, for interning constants: eight
+    /// bytes a step in four independent chains, nothing allocated. Not stable across
+    /// versions (the text format uses [`Tensor::digest`]). The optimizer's analysis hashed
+    /// MaxViT-T's 124 MB of weights with `digest` (a byte copy, then FNV byte by byte): 0.6
+    /// of its 2.3 s at -O3.
+    pub fn fingerprint(&self) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut lanes = [K, K.rotate_left(16), K.rotate_left(32), K.rotate_left(48)];
+        let mut n = 0usize;
+        let mut eat = |w: u64| {
+            let l = &mut lanes[n & 3];
+            *l = (*l ^ w).wrapping_mul(K).rotate_left(29);
+            n += 1;
+        };
+        fn bytes8(b: &[u8]) -> u64 {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        }
+        match &self.data {
+            Data::F32(v) => {
+                for c in v.chunks(2) {
+                    let hi = c.get(1).map_or(0, |x| x.to_bits() as u64);
+                    eat(c[0].to_bits() as u64 | hi << 32);
+                }
+            }
+            Data::I32(v) => {
+                for c in v.chunks(2) {
+                    let hi = c.get(1).map_or(0, |&x| x as u32 as u64);
+                    eat(c[0] as u32 as u64 | hi << 32);
+                }
+            }
+            Data::I64(v) => v.iter().for_each(|&x| eat(x as u64)),
+            Data::F64(v) => v.iter().for_each(|x| eat(x.to_bits())),
+            Data::U8(v) => v.chunks(8).for_each(|c| eat(bytes8(c))),
+            Data::I8(v) => v.chunks(8).for_each(|c| {
+                let b: Vec<u8> = c.iter().map(|&x| x as u8).collect();
+                eat(bytes8(&b))
+            }),
+            Data::Bool(v) => v.chunks(8).for_each(|c| {
+                let b: Vec<u8> = c.iter().map(|&x| x as u8).collect();
+                eat(bytes8(&b))
+            }),
+        }
+        let mut h = self.data.len() as u64;
+        for b in self.dtype().name().bytes() {
+            h = (h ^ b as u64).wrapping_mul(K);
+        }
+        for &d in &self.shape {
+            h = (h ^ d as u64).wrapping_mul(K).rotate_left(29);
+        }
+        for l in lanes {
+            h = (h ^ l).wrapping_mul(K).rotate_left(29);
+        }
+        h ^ h >> 32
+    }
+
+    /// A stable 64-bit FNV-1a digest of dtype, shape and data. Used by the text format.
     pub fn digest(&self) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut eat = |b: u8| {

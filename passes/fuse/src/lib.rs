@@ -7,6 +7,7 @@ use optc_ir::{
     BinaryOp, DType, Data, Family, FusedStep, Graph, Op, Prop, ReduceKind, Tensor, TensorType,
     UnaryOp, Window, GELU_ERF_SCALE, GELU_TANH_CUBE, GELU_TANH_SCALE,
 };
+use std::sync::Arc;
 
 /// The pass, choosing among fusable forms with the default cost model.
 pub fn pass() -> Pass {
@@ -68,17 +69,29 @@ fn vec_tensor(v: Vec<f32>) -> Tensor {
     Tensor::new(vec![v.len()], Data::F32(v)).expect("1-d")
 }
 
+/// Whether class `c` already holds a conv or Gemm of `x`: the fold of a scale or shift into
+/// its weights done in an earlier iteration (rules search every class every iteration, and
+/// scaling the weights again each time cost MaxViT-T a fifth of its -O3 compile). Another
+/// such node of `x` in the class computes the same value at the same cost.
+fn folded_into(eg: &OptEGraph, c: Id, x: Id) -> bool {
+    ops_in(eg, c).any(|(op, ch)| {
+        matches!(op, Op::Conv { .. } | Op::Gemm { .. })
+            && ch.first().is_some_and(|&y| eg.find(y) == eg.find(x))
+    })
+}
+
 /// Conv nodes with constant weight (and bias) in class `id`: (op, x, W, b).
-fn const_convs(eg: &OptEGraph, id: Id) -> Vec<(Op, Id, Tensor, Option<Tensor>)> {
+#[allow(clippy::type_complexity)]
+fn const_convs(eg: &OptEGraph, id: Id) -> Vec<(Op, Id, Arc<Tensor>, Option<Arc<Tensor>>)> {
     ops_in(eg, id)
         .filter_map(|(op, ch)| match op {
             Op::Conv { .. } => {
                 let w = const_of(eg, ch[1])?;
                 let b = match ch.get(2) {
-                    Some(&b) => Some((*const_of(eg, b)?).clone()),
+                    Some(&b) => Some(const_of(eg, b)?),
                     None => None,
                 };
-                Some((op.clone(), ch[0], (*w).clone(), b))
+                Some((op.clone(), ch[0], w, b))
             }
             _ => None,
         })
@@ -436,7 +449,10 @@ fn layer_norm_parts(eg: &OptEGraph, d: Id, s: Id) -> Option<(Id, Vec<usize>, f32
 
 /// Gemm nodes with constant B (and C) in class `id`: (alpha, beta, trans_a, trans_b, a, B, C).
 #[allow(clippy::type_complexity)]
-fn const_gemms(eg: &OptEGraph, id: Id) -> Vec<(f32, f32, bool, bool, Id, Tensor, Option<Tensor>)> {
+fn const_gemms(
+    eg: &OptEGraph,
+    id: Id,
+) -> Vec<(f32, f32, bool, bool, Id, Arc<Tensor>, Option<Arc<Tensor>>)> {
     ops_in(eg, id)
         .filter_map(|(op, ch)| match *op {
             Op::Gemm {
@@ -445,9 +461,9 @@ fn const_gemms(eg: &OptEGraph, id: Id) -> Vec<(f32, f32, bool, bool, Id, Tensor,
                 trans_a,
                 trans_b,
             } => {
-                let b = (*const_of(eg, ch[1])?).clone();
+                let b = const_of(eg, ch[1])?;
                 let c = match ch.get(2) {
-                    Some(&c) => Some((*const_of(eg, c)?).clone()),
+                    Some(&c) => Some(const_of(eg, c)?),
                     None => None,
                 };
                 Some((alpha, beta, trans_a, trans_b, ch[0], b, c))
@@ -473,7 +489,7 @@ fn scale_gemm_b(b: &Tensor, s: &[f32], trans_b: bool) -> Option<Tensor> {
 }
 
 /// `beta * C` as a per-column vector of length `n` (C absent, scalar, `[N]` or `[1, N]`).
-fn gemm_c_vector(c: &Option<Tensor>, beta: f32, n: usize) -> Option<Vec<f32>> {
+fn gemm_c_vector(c: &Option<Arc<Tensor>>, beta: f32, n: usize) -> Option<Vec<f32>> {
     match c {
         None => Some(vec![0.0; n]),
         Some(c) => {
@@ -508,7 +524,7 @@ fn gemm_build(alpha: f32, trans_a: bool, trans_b: bool, a: Id, b: Tensor, c: Vec
 fn rules(model: CostModel) -> Vec<Rule> {
     let unary_model = model.clone();
     vec![
-        FnRule::rewrite("gemm-bn", |eg, _c, n| {
+        FnRule::rewrite("gemm-bn", |eg, class, n| {
             // batch_norm over the columns of a [M, N] gemm output
             let Op::BatchNorm { epsilon } = n.op()? else {
                 return None;
@@ -527,6 +543,9 @@ fn rules(model: CostModel) -> Vec<Rule> {
             );
             let (alpha, beta, ta, tb, a, b, c) =
                 const_gemms(eg, n.children[0]).into_iter().next()?;
+            if folded_into(eg, class, a) {
+                return None;
+            }
             let cols = g.len();
             let s: Vec<f32> = (0..cols)
                 .map(|i| g[i] / (var[i] + epsilon).sqrt())
@@ -537,7 +556,7 @@ fn rules(model: CostModel) -> Vec<Rule> {
                 .collect();
             Some(gemm_build(alpha, ta, tb, a, scale_gemm_b(&b, &s, tb)?, nc))
         }),
-        FnRule::rewrite("gemm-mul", |eg, _c, n| {
+        FnRule::rewrite("gemm-mul", |eg, class, n| {
             let Op::Binary(BinaryOp::Mul) = n.op()? else {
                 return None;
             };
@@ -546,6 +565,9 @@ fn rules(model: CostModel) -> Vec<Rule> {
                 let k = const_of(eg, n.children[1 - side])?;
                 let (alpha, beta, ta, tb, a, b, c) =
                     const_gemms(eg, n.children[side]).into_iter().next()?;
+                if folded_into(eg, class, a) {
+                    return None;
+                }
                 let s = per_axis(&k, &out, 1)?;
                 let c0 = gemm_c_vector(&c, beta, s.len())?;
                 let nc = c0.iter().zip(&s).map(|(x, y)| x * y).collect();
@@ -746,7 +768,7 @@ fn rules(model: CostModel) -> Vec<Rule> {
                 children,
             ))
         }),
-        FnRule::rewrite("conv-bn", |eg, _c, n| {
+        FnRule::rewrite("conv-bn", |eg, class, n| {
             let Op::BatchNorm { epsilon } = n.op()? else {
                 return None;
             };
@@ -760,6 +782,9 @@ fn rules(model: CostModel) -> Vec<Rule> {
                 Tensor::as_f32(&p[3])?,
             );
             let (op, x, w, b) = const_convs(eg, n.children[0]).into_iter().next()?;
+            if folded_into(eg, class, x) {
+                return None;
+            }
             let m = w.shape()[0];
             let s: Vec<f32> = (0..m).map(|i| g[i] / (var[i] + epsilon).sqrt()).collect();
             let b0 = b
@@ -769,7 +794,7 @@ fn rules(model: CostModel) -> Vec<Rule> {
             let nb = (0..m).map(|i| (b0[i] - mu[i]) * s[i] + beta[i]).collect();
             Some(conv_build(op, x, scale_rows(&w, &s)?, nb))
         }),
-        FnRule::rewrite("conv-mul", |eg, _c, n| {
+        FnRule::rewrite("conv-mul", |eg, class, n| {
             let Op::Binary(BinaryOp::Mul) = n.op()? else {
                 return None;
             };
@@ -777,6 +802,9 @@ fn rules(model: CostModel) -> Vec<Rule> {
                 let out = eg[n.children[side]].data.ty()?.shape.clone();
                 let c = const_of(eg, n.children[1 - side])?;
                 let (op, x, w, b) = const_convs(eg, n.children[side]).into_iter().next()?;
+                if folded_into(eg, class, x) {
+                    return None;
+                }
                 let s = per_axis(&c, &out, 1)?;
                 let b0 = b
                     .as_ref()
@@ -786,7 +814,7 @@ fn rules(model: CostModel) -> Vec<Rule> {
                 Some(conv_build(op, x, scale_rows(&w, &s)?, nb))
             })
         }),
-        FnRule::rewrite("conv-add", |eg, _c, n| {
+        FnRule::rewrite("conv-add", |eg, class, n| {
             let Op::Binary(BinaryOp::Add) = n.op()? else {
                 return None;
             };
@@ -794,13 +822,16 @@ fn rules(model: CostModel) -> Vec<Rule> {
                 let out = eg[n.children[side]].data.ty()?.shape.clone();
                 let c = const_of(eg, n.children[1 - side])?;
                 let (op, x, w, b) = const_convs(eg, n.children[side]).into_iter().next()?;
+                if folded_into(eg, class, x) {
+                    return None;
+                }
                 let a = per_axis(&c, &out, 1)?;
                 let b0 = b
                     .as_ref()
                     .and_then(|b| Tensor::as_f32(b).map(|v| v.to_vec()))
                     .unwrap_or(vec![0.0; a.len()]);
                 let nb = b0.iter().zip(&a).map(|(x, y)| x + y).collect();
-                Some(conv_build(op, x, w, nb))
+                Some(conv_build(op, x, (*w).clone(), nb))
             })
         }),
         // GELU's `erf(x / sqrt 2)`: a multiply by the reciprocal instead of a divide.
