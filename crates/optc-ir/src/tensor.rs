@@ -419,3 +419,42 @@ impl fmt::Debug for Tensor {
         write!(f, ")")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fingerprint is a function of dtype, shape and element bits: equal for identical
+    /// tensors, different when any of them changes (one bit of one element, the sign of a
+    /// zero, an odd element count's last element, the shape, the dtype).
+    #[test]
+    fn fingerprint_follows_the_bits() {
+        let v: Vec<f32> = (0..1001).map(|i| i as f32 * 0.25 - 7.0).collect();
+        let t = Tensor::from_f32(vec![7, 143], v.clone()).unwrap();
+        let same = Tensor::from_f32(vec![7, 143], v.clone()).unwrap();
+        assert!(t.identical(&same));
+        assert_eq!(t.fingerprint(), same.fingerprint());
+        let mut changed = vec![];
+        for i in [0, 1, 500, 999, 1000] {
+            let mut w = v.clone();
+            w[i] = f32::from_bits(w[i].to_bits() ^ 1);
+            changed.push(Tensor::from_f32(vec![7, 143], w).unwrap());
+        }
+        let mut z = v.clone();
+        z[28] = -0.0;
+        let mut z2 = v.clone();
+        z2[28] = 0.0;
+        changed.push(Tensor::from_f32(vec![7, 143], z).unwrap());
+        changed.push(Tensor::from_f32(vec![143, 7], v.clone()).unwrap());
+        let bits: Vec<i32> = v.iter().map(|x| x.to_bits() as i32).collect();
+        changed.push(Tensor::new(vec![7, 143], Data::I32(bits)).unwrap());
+        let zt = Tensor::from_f32(vec![7, 143], z2).unwrap();
+        assert_eq!(v[28], 0.0);
+        assert_eq!(zt.fingerprint(), t.fingerprint());
+        let mut seen = vec![t.fingerprint()];
+        for c in &changed {
+            assert!(!seen.contains(&c.fingerprint()), "{:?}", c.shape());
+            seen.push(c.fingerprint());
+        }
+    }
+}
