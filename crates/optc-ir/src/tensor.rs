@@ -312,10 +312,9 @@ impl Tensor {
             *l = (*l ^ w).wrapping_mul(K).rotate_left(29);
             n += 1;
         };
-        fn bytes8(b: &[u8]) -> u64 {
-            let mut w = [0u8; 8];
-            w[..b.len()].copy_from_slice(b);
-            u64::from_le_bytes(w)
+        // Up to eight bytes as one little-endian word.
+        fn bytes8(b: impl Iterator<Item = u8>) -> u64 {
+            b.enumerate().fold(0, |w, (i, x)| w | (x as u64) << (8 * i))
         }
         match &self.data {
             Data::F32(v) => {
@@ -332,15 +331,13 @@ impl Tensor {
             }
             Data::I64(v) => v.iter().for_each(|&x| eat(x as u64)),
             Data::F64(v) => v.iter().for_each(|x| eat(x.to_bits())),
-            Data::U8(v) => v.chunks(8).for_each(|c| eat(bytes8(c))),
-            Data::I8(v) => v.chunks(8).for_each(|c| {
-                let b: Vec<u8> = c.iter().map(|&x| x as u8).collect();
-                eat(bytes8(&b))
-            }),
-            Data::Bool(v) => v.chunks(8).for_each(|c| {
-                let b: Vec<u8> = c.iter().map(|&x| x as u8).collect();
-                eat(bytes8(&b))
-            }),
+            Data::U8(v) => v.chunks(8).for_each(|c| eat(bytes8(c.iter().copied()))),
+            Data::I8(v) => v
+                .chunks(8)
+                .for_each(|c| eat(bytes8(c.iter().map(|&x| x as u8)))),
+            Data::Bool(v) => v
+                .chunks(8)
+                .for_each(|c| eat(bytes8(c.iter().map(|&x| x as u8)))),
         }
         let mut h = self.data.len() as u64;
         for b in self.dtype().name().bytes() {

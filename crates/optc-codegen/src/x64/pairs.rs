@@ -26,12 +26,12 @@ use super::gemm::{self, Unit};
 use super::kernel_plan::{balanced_rows, kernel_plan, ALayout, KernelPlan, Strategy, MAX_TASKS};
 use super::packing::pack_b_rt;
 use super::tasks::KernelArgs;
-use crate::builder::Emitter;
+use crate::builder::{if_else, Emitter};
 use crate::error::{CodegenError, Result};
 use crate::node::{pair_infos, NodeInfo};
 use crate::ops::conv::{conv_is_gemm, ConvGeometry};
 use crate::target::Target;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{condcodes::IntCC, InstBuilder, Value};
 use optc_ir::{Graph, NodeId, Op};
 
 /// Expanded tensors (one image) below twice L2 stay two nodes (4 MiB when L2 is unknown).
@@ -159,12 +159,8 @@ pub(super) fn emit_pack_part(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t:
         pack(e, last_cols);
         return;
     }
-    let is_last = e.b.ins().icmp_imm_s(
-        cranelift_codegen::ir::condcodes::IntCC::Equal,
-        run,
-        runs as i64 - 1,
-    );
-    crate::builder::if_else(e, is_last, &mut |e| pack(e, last_cols), &mut |e| {
+    let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, run, runs as i64 - 1);
+    if_else(e, is_last, &mut |e| pack(e, last_cols), &mut |e| {
         pack(e, per * NR)
     });
 }
