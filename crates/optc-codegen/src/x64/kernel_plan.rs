@@ -410,6 +410,14 @@ impl KernelPlan {
     }
     /// Every assembled routine the node calls.
     pub fn routines(&self) -> Vec<Routine> {
+        let mut r = self.kind_routines();
+        if let Some(k) = self.padded_rows_key() {
+            r.push(Routine::PaddedRows(k));
+        }
+        r
+    }
+    /// The routines of the node's strategy (all but the padded copy's).
+    fn kind_routines(&self) -> Vec<Routine> {
         if let Strategy::Int8(q) = &self.kind {
             return int8::routines(self, q);
         }

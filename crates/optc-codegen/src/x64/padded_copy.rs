@@ -9,13 +9,20 @@
 //! [`KernelPlan::copy_parts`] parallel parts of consecutive rows (`emit_copy_part`) before the
 //! tasks, so a large copy is not serial work at two threads. Small planes ([`PLANE_ROWS`])
 //! are copied whole, their pad rows with them, serially or in parallel parts of planes.
+//!
+//! On AVX-512 the rows (or whole planes) go through the assembled copy
+//! ([`crate::x64::asm::padded_rows`]: 16 floats a move, a deinterleaved row by `vpermt2ps`),
+//! one call per run of rows; elsewhere, and for rows over
+//! [`padded_rows::MAX_ROW_FLOATS`], the Cranelift copy below in 16-byte vectors.
 
+use super::asm::padded_rows::{self, PaddedRowsKey};
+use super::asm::{Isa, Routine};
 use super::kernel_plan::{KernelPlan, Strategy};
 use super::sparse::SparseKind;
 use super::tasks::{part_range, KernelArgs};
 use crate::builder::{copy_span, shuffle_lanes, tensor_flags, zero_span, Emitter, F32X4};
 use crate::ops::conv::ConvGeometry;
-use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_codegen::ir::{types, FuncRef, InstBuilder, Value};
 
 /// Inputs below this many floats are copied serially (a parallel dispatch costs more).
 const PARALLEL_MIN_FLOATS: usize = 1 << 14;
@@ -60,6 +67,35 @@ impl KernelPlan {
         }
         self.tasks.min(rows)
     }
+
+    /// The assembled padded copy of the node, if it has a padded copy and the target one
+    /// ([`padded_rows`]: AVX-512, rows of at most [`padded_rows::MAX_ROW_FLOATS`]).
+    pub(super) fn padded_rows_key(&self) -> Option<PaddedRowsKey> {
+        let g = self.padded_copy()?;
+        let ok =
+            self.isa == Isa::Avx512 && g.h > 0 && g.w > 0 && g.wp <= padded_rows::MAX_ROW_FLOATS;
+        ok.then(|| PaddedRowsKey {
+            w: g.w,
+            wp: g.wp,
+            pw: g.pw,
+            h: g.h,
+            hp: g.hp,
+            ph: g.ph,
+            deinterleaved: self.deinterleaves_copy(g),
+            planes: copies_planes(g),
+        })
+    }
+
+    /// Whether the padded rows are deinterleaved (for the stride-2 direct-conv kernel).
+    fn deinterleaves_copy(&self, g: &ConvGeometry) -> bool {
+        matches!(self.kind, Strategy::ImplicitGemm(_)) && self.direct_conv_deinterleaved(g)
+    }
+}
+
+/// The assembled copy of the node's padded rows, if the module has it.
+fn assembled(p: &KernelPlan, c: &KernelArgs) -> Option<FuncRef> {
+    let key = p.padded_rows_key()?;
+    c.microkernels.get(&Routine::PaddedRows(key)).copied()
 }
 
 /// Whether the padded copy goes a whole plane at a time ([`PLANE_ROWS`]).
@@ -125,6 +161,16 @@ fn copy_planes(
     lo: Value,
     hi: Value,
 ) {
+    if let Some(f) = assembled(p, c) {
+        let s = e.b.ins().imul_imm_s(lo, (g.h * g.w * 4) as i64);
+        let src = e.b.ins().iadd(c.ins[0], s);
+        let d = e.b.ins().imul_imm_s(lo, (g.hp * g.wp * 4) as i64);
+        let dst = e.b.ins().iadd(c.scratch, d);
+        let planes = e.b.ins().isub(hi, lo);
+        let z = e.int_const(0);
+        e.b.ins().call(f, &[src, dst, planes, z]);
+        return;
+    }
     let row_b = g.wp * 4;
     e.loop_range(lo, hi, &mut |e, i| {
         let s = e.b.ins().imul_imm_s(i, (g.h * g.w * 4) as i64);
@@ -155,8 +201,8 @@ fn copy_rows(
     hi: Value,
 ) {
     let row_b = (g.wp * 4) as i64;
-    e.loop_range(lo, hi, &mut |e, i| {
-        // Padded row `ph + i % h` of plane `i / h` is padded row `i + (i / h) (hp - h) + ph`.
+    // Padded row `ph + i % h` of plane `i / h` is padded row `i + (i / h) (hp - h) + ph`.
+    let padded = |e: &mut Emitter, i: Value| {
         let plane = e.b.ins().udiv_imm_u(i, g.h as i64);
         let skipped = e.b.ins().imul_imm_s(plane, (g.hp - g.h) as i64);
         let r = e.b.ins().iadd(i, skipped);
@@ -165,6 +211,17 @@ fn copy_rows(
         let dst = e.b.ins().iadd(c.scratch, d);
         let s = e.b.ins().imul_imm_s(i, (g.w * 4) as i64);
         let src = e.b.ins().iadd(c.ins[0], s);
+        (src, dst)
+    };
+    if let Some(f) = assembled(p, c) {
+        let (src, dst) = padded(e, lo);
+        let rows = e.b.ins().isub(hi, lo);
+        let row = e.b.ins().urem_imm_u(lo, g.h as i64);
+        e.b.ins().call(f, &[src, dst, rows, row]);
+        return;
+    }
+    e.loop_range(lo, hi, &mut |e, i| {
+        let (src, dst) = padded(e, i);
         padded_row(e, p, g, src, dst);
     });
 }
@@ -172,7 +229,7 @@ fn copy_rows(
 /// One interior row: its pad columns zeroed, its `w` floats from `src` copied
 /// (deinterleaved for the stride-2 direct conv).
 fn padded_row(e: &mut Emitter, p: &KernelPlan, g: &ConvGeometry, src: Value, dst: Value) {
-    if matches!(p.kind, Strategy::ImplicitGemm(_)) && p.direct_conv_deinterleaved(g) {
+    if p.deinterleaves_copy(g) {
         deinterleaved_row(e, g, src, dst);
     } else {
         zero_span(e, dst, g.pw);

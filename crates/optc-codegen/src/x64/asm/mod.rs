@@ -9,6 +9,7 @@
 //!   contractions, and `quantize.rs`: the routines that quantize their f32 activations,
 //! - `sparse.rs`: the sparse kernel (rows of a mostly-zero constant weight times dense panels),
 //!   and `transpose.rs`: the 8x8-block transposing copy that packs its MatMul panels,
+//! - `padded_rows.rs`: the zero-padded input copy of a conv (AVX-512),
 //! - `softmax.rs`: softmax over contiguous rows (AVX-512), `lstm.rs`: an LSTM step's gates
 //!   (AVX-512),
 //! - `epilogue.rs`: the bias/activation/residual/scale steps applied before a tile's store,
@@ -32,6 +33,7 @@ pub(crate) mod int8_pixels;
 mod int8_vnni;
 pub(crate) mod lstm;
 pub(crate) mod max_pool;
+pub(crate) mod padded_rows;
 mod panel_rows;
 mod peak;
 pub(crate) mod quantize;

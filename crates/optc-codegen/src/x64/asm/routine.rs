@@ -7,6 +7,7 @@ use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
 use super::int8_amx::TileState;
 use super::lstm::{self, LstmCellKey, LSTM_CELL_PARAMS};
 use super::max_pool::{self, MaxPoolKey, MAX_POOL_PARAMS};
+use super::padded_rows::{self, PaddedRowsKey, PADDED_ROWS_PARAMS};
 use super::panel_rows::{self, PANEL_ROWS_PARAMS};
 use super::quantize::QuantizeKey;
 use super::softmax::{self, SoftmaxKey, SOFTMAX_PARAMS};
@@ -18,7 +19,8 @@ use iced_x86::IcedError;
 /// depthwise kernel ([`depthwise`]), a direct-conv kernel ([`direct_conv`]), an int8
 /// microkernel ([`int8`]), an activation-quantizing routine ([`super::quantize`]), a sparse
 /// kernel ([`sparse`]), a softmax over rows ([`softmax`]), max-pool rows ([`max_pool`]), an
-/// LSTM step's gates ([`lstm`]) or a contiguous patch panel's copy ([`panel_rows`]).
+/// LSTM step's gates ([`lstm`]), a contiguous patch panel's copy ([`panel_rows`]) or a
+/// conv's zero-padded input copy ([`padded_rows`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Routine {
     Microkernel(MicrokernelKey),
@@ -38,6 +40,8 @@ pub(crate) enum Routine {
     PanelRows {
         stride: usize,
     },
+    /// The zero-padded copy of a conv's input planes ([`padded_rows`]).
+    PaddedRows(PaddedRowsKey),
 }
 
 impl Routine {
@@ -55,6 +59,7 @@ impl Routine {
             Routine::LstmCell(k) => k.symbol(),
             Routine::Tiles(t) => t.symbol(),
             Routine::PanelRows { stride } => panel_rows::symbol(*stride),
+            Routine::PaddedRows(k) => k.symbol(),
         }
     }
     /// Alignment in the module, bytes (int8 kernels align their k loop to 64 bytes).
@@ -78,6 +83,7 @@ impl Routine {
             Routine::LstmCell(_) => LSTM_CELL_PARAMS,
             Routine::Tiles(_) => 0,
             Routine::PanelRows { .. } => PANEL_ROWS_PARAMS,
+            Routine::PaddedRows(_) => PADDED_ROWS_PARAMS,
         }
     }
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
@@ -94,6 +100,7 @@ impl Routine {
             Routine::LstmCell(k) => lstm::assemble(k),
             Routine::Tiles(t) => t.assemble(),
             Routine::PanelRows { stride } => panel_rows::assemble(*stride),
+            Routine::PaddedRows(k) => padded_rows::assemble(k),
         }
     }
 }
