@@ -61,6 +61,9 @@ impl KernelPlan {
             ncols,
             epilogue,
             wide,
+            // (The node's scratch has its buffer-slot mask, 64 bytes, after the copy:
+            // `KernelPlan::scratch_bytes`.)
+            padded_input: wide && self.pad_bytes() > 0,
         })
     }
 }
