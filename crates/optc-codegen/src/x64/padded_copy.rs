@@ -24,8 +24,11 @@ use crate::builder::{copy_span, shuffle_lanes, tensor_flags, zero_span, Emitter,
 use crate::ops::conv::ConvGeometry;
 use cranelift_codegen::ir::{types, FuncRef, InstBuilder, Value};
 
-/// Inputs below this many floats are copied serially (a parallel dispatch costs more).
-const PARALLEL_MIN_FLOATS: usize = 1 << 14;
+/// Floats of input per parallel part of the copy at the least: a part is a task (about half
+/// a microsecond to dispatch; 64 KB copy in a few), and inputs under two parts are copied
+/// serially. (RegNet's 160 x 14 x 14 inputs went in 16 parts of 0.3-1 us each: 9 us of a
+/// 49 us conv at two threads.)
+const PART_MIN_FLOATS: usize = 1 << 14;
 
 /// Planes of at most this many padded rows (of at most [`PLANE_COLUMNS`] input columns) are
 /// copied a whole plane an iteration, its rows unrolled, the pad rows with them: row by row,
@@ -51,21 +54,20 @@ impl KernelPlan {
     }
 
     /// Parallel parts of the padded copy's interior rows, or of its planes when they are
-    /// copied whole ([`copies_planes`]) (0: copied serially before the tasks): as many as
-    /// tasks when the node has tasks, enough input to share, and no shared patches (their
-    /// packing is the parallel preparation and reads the copy).
+    /// copied whole ([`copies_planes`]) (0: copied serially before the tasks): up to as many
+    /// as tasks, of [`PART_MIN_FLOATS`] input floats or more, when the node has tasks and no
+    /// shared patches (their packing is the parallel preparation and reads the copy).
     pub(super) fn copy_parts(&self) -> usize {
         let Some(g) = self.padded_copy() else {
             return 0;
         };
         let rows = g.n * g.c * g.h;
-        if self.tasks < 2 || self.shared_patches() || rows * g.w < PARALLEL_MIN_FLOATS {
+        let most = (rows * g.w) / PART_MIN_FLOATS;
+        if self.tasks < 2 || self.shared_patches() || most < 2 {
             return 0;
         }
-        if copies_planes(g) {
-            return self.tasks.min(g.n * g.c);
-        }
-        self.tasks.min(rows)
+        let units = if copies_planes(g) { g.n * g.c } else { rows };
+        self.tasks.min(units).min(most)
     }
 
     /// The assembled padded copy of the node, if it has a padded copy and the target one
