@@ -107,17 +107,9 @@ impl PaddedRowsKey {
             }
             // The even columns' lanes and the odd ones' (each at most 31 inputs apart).
             let half = self.wp.div_ceil(2);
-            let groups = [
-                sources.iter().filter(|s| d + s.0 < half).copied().collect(),
-                sources
-                    .iter()
-                    .filter(|s| d + s.0 >= half)
-                    .copied()
-                    .collect(),
-            ];
+            let (even, odd): (Vec<_>, Vec<_>) = sources.into_iter().partition(|s| d + s.0 < half);
             let mut first = true;
-            for group in groups {
-                let group: Vec<(usize, usize)> = group;
+            for group in [even, odd] {
                 if group.is_empty() {
                     continue;
                 }
@@ -403,15 +395,22 @@ mod tests {
     use super::*;
 
     /// The padded planes of `planes` input planes of `key`'s geometry (the definition).
+    /// Written forward from the padded columns (the layout `padded_copy` documents: input
+    /// column `j` at padded column `pw + j`; deinterleaved, padded column `c` at `c / 2`
+    /// when even, `ceil(wp / 2) + c / 2` when odd), not from the routine's
+    /// [`PaddedRowsKey::source`].
     fn reference(key: &PaddedRowsKey, x: &[f32], planes: usize) -> Vec<f32> {
         let mut out = vec![0f32; planes * key.hp * key.wp];
+        let position = |c: usize| match key.deinterleaved {
+            false => c,
+            true if c.is_multiple_of(2) => c / 2,
+            true => key.wp.div_ceil(2) + c / 2,
+        };
         for p in 0..planes {
             for r in 0..key.h {
                 let row = &mut out[(p * key.hp + key.ph + r) * key.wp..][..key.wp];
-                for (q, slot) in row.iter_mut().enumerate() {
-                    if let Some(j) = key.source(q) {
-                        *slot = x[(p * key.h + r) * key.w + j];
-                    }
+                for j in 0..key.w {
+                    row[position(key.pw + j)] = x[(p * key.h + r) * key.w + j];
                 }
             }
         }
