@@ -1248,14 +1248,22 @@ fn layer_norm_variants() {
 }
 
 /// Transposes whose output rows run along the input's contiguous dim (4 x 4 blocks in
-/// registers, the edges element by element): a key's `[.., S, D] -> [.., D, S]`, NCHW to
-/// NHWC, an outer dim moved innermost, square and uneven blocks, i32 too; large ones split
-/// across tasks (1 and 2 threads on every runnable target).
+/// registers, the edges element by element; on AVX-512 matrices in 16 x 16 tiles, strips of
+/// input rows or of input columns, full and partial): a key's `[.., S, D] -> [.., D, S]`,
+/// NCHW to NHWC and back, an outer dim moved innermost, square and uneven blocks, several
+/// images, i32 too; large ones split across tasks (1 and 2 threads on every runnable
+/// target).
 #[test]
 fn transposes_by_blocks() {
     let targets = runnable_targets(0);
     for (dt, shape, perm) in [
         (DType::F32, vec![1, 6, 197, 64], vec![0, 1, 3, 2]),
+        (DType::F32, vec![3, 20, 50], vec![0, 2, 1]),
+        (DType::F32, vec![2, 50, 20], vec![0, 2, 1]),
+        (DType::F32, vec![1, 33, 7, 5], vec![0, 2, 3, 1]),
+        (DType::F32, vec![1, 7, 5, 33], vec![0, 3, 1, 2]),
+        (DType::F32, vec![49, 960], vec![1, 0]),
+        (DType::F32, vec![960, 49], vec![1, 0]),
         (DType::F32, vec![2, 37, 45], vec![0, 2, 1]),
         (DType::F32, vec![64, 197], vec![1, 0]),
         (DType::F32, vec![3, 5, 8], vec![1, 2, 0]),

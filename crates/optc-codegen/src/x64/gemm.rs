@@ -255,6 +255,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         | Strategy::MaxPool(_)
         | Strategy::Softmax
         | Strategy::LstmCell { .. }
+        | Strategy::MatrixTranspose(_)
         | Strategy::SmallMap
         | Strategy::Int8(_)
         | Strategy::Sparse(_) => (pack, 0),
@@ -302,6 +303,7 @@ fn emit_kblock(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit: Unit, bloc
         | Strategy::MaxPool(_)
         | Strategy::Softmax
         | Strategy::LstmCell { .. }
+        | Strategy::MatrixTranspose(_)
         | Strategy::SmallMap
         | Strategy::Int8(_)
         | Strategy::Sparse(_) => (c.ins[1], 0),

@@ -4,6 +4,7 @@
 use super::asm::depthwise::DepthwiseKey;
 use super::asm::{Epilogue, Isa, MicrokernelKey, Routine, MR, NR};
 use super::int8::{self, Int8Plan};
+use super::matrix_transpose::{self, MatrixGeometry};
 use super::pairs::{self, DepthwiseAfter};
 use super::sparse::{self, SparseKind, SparsePlan};
 use super::{depthwise, lstm, pool, small_map, softmax, winograd};
@@ -49,6 +50,9 @@ pub(super) enum Strategy {
     /// An LSTM step's gates (AVX-512, see [`lstm`]): `m` rows (the batch) of `n` hidden
     /// units, all in one routine call; `cell`: with a previous cell state (else zero).
     LstmCell { cell: bool },
+    /// A transpose of matrices (AVX-512, see [`matrix_transpose`]): `m` units, strips of
+    /// 16 input rows or columns.
+    MatrixTranspose(MatrixGeometry),
 }
 
 /// How the microkernels read A.
@@ -168,6 +172,7 @@ impl KernelPlan {
             | Strategy::MaxPool(_)
             | Strategy::Softmax
             | Strategy::LstmCell { .. }
+            | Strategy::MatrixTranspose(_)
             | Strategy::Int8(_) => false,
         };
         !(packed && port == 1)
@@ -348,7 +353,8 @@ impl KernelPlan {
             Strategy::GemmConstantB
             | Strategy::Depthwise(_)
             | Strategy::Softmax
-            | Strategy::LstmCell { .. } => 0,
+            | Strategy::LstmCell { .. }
+            | Strategy::MatrixTranspose(_) => 0,
             Strategy::SmallMap => small_map::tmp_bytes(self),
             Strategy::Winograd(g, r) => winograd::task_bytes(self, g, *r),
             Strategy::MaxPool(g) => pool::task_bytes(g),
@@ -430,6 +436,9 @@ impl KernelPlan {
         if let Strategy::LstmCell { cell } = self.kind {
             return vec![Routine::LstmCell(lstm::key(self, cell))];
         }
+        if let Strategy::MatrixTranspose(g) = &self.kind {
+            return matrix_transpose::routines(g);
+        }
         if let Strategy::MaxPool(g) = &self.kind {
             return pool::routine_keys(self, g)
                 .into_iter()
@@ -487,6 +496,7 @@ impl KernelPlan {
                 | Strategy::Sparse(_)
                 | Strategy::Softmax
                 | Strategy::LstmCell { .. }
+                | Strategy::MatrixTranspose(_)
         ) {
             return vec![];
         }
@@ -735,6 +745,11 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         // Fused steps (e.g. a QDQ model's fake_quantize) run after the planes, in slices.
         let sub = base_info(info);
         return Ok(maxpool2d_geometry(sub.as_ref().unwrap_or(info)).map(|g| pool_plan(g, target)));
+    }
+    if target.microkernel_isa() == Isa::Avx512 {
+        if let Some(g) = matrix_transpose::geometry(info) {
+            return Ok(Some(matrix_transpose::plan(g, target)));
+        }
     }
     if let &Op::Softmax { axis } = base {
         return Ok(softmax::rows(&info.ins[0], axis)
@@ -1000,7 +1015,10 @@ pub(crate) fn kernel_plan(info: &NodeInfo, target: &Target) -> Result<Option<Ker
         Strategy::Int8(_) => unreachable!("int8 nodes are planned by `int8::plan`"),
         Strategy::Sparse(_) => sparse::CHUNK,
         Strategy::Winograd(g, r) => winograd::unit_tiles(g, *r),
-        Strategy::MaxPool(_) | Strategy::Softmax | Strategy::LstmCell { .. } => n,
+        Strategy::MaxPool(_)
+        | Strategy::Softmax
+        | Strategy::LstmCell { .. }
+        | Strategy::MatrixTranspose(_) => n,
         Strategy::ImplicitGemm(_) => 128,
         Strategy::Depthwise(_) | Strategy::SmallMap => n,
         Strategy::GemmConstantB | Strategy::GemmRuntimeB { .. } if m >= 256 => 512,

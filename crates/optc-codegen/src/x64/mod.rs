@@ -32,6 +32,7 @@ mod gemm;
 pub(crate) mod int8;
 mod kernel_plan;
 mod lstm;
+mod matrix_transpose;
 mod packing;
 mod padded_copy;
 mod pairs;

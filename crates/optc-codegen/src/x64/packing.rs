@@ -38,7 +38,8 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
         | Strategy::Depthwise(_)
         | Strategy::MaxPool(_)
         | Strategy::Softmax
-        | Strategy::LstmCell { .. } => Ok(vec![]),
+        | Strategy::LstmCell { .. }
+        | Strategy::MatrixTranspose(_) => Ok(vec![]),
         Strategy::Winograd(g, r) => winograd_weights::transformed(info, g, *r),
         Strategy::SmallMap => small_map::derived(info),
         Strategy::Int8(q) => int8::derived(info, p, q),

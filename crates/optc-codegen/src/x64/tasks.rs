@@ -4,7 +4,7 @@
 use super::asm::{MicrokernelKey, Routine, NR};
 use super::gemm::{emit_unit, Unit};
 use super::kernel_plan::{KernelPlan, Strategy};
-use super::{lstm, pool, small_map, softmax, winograd};
+use super::{lstm, matrix_transpose, pool, small_map, softmax, winograd};
 use crate::builder::{if_else, tensor_flags, Emitter};
 use cranelift_codegen::ir::{condcodes::IntCC, types, AtomicRmwOp, FuncRef, InstBuilder, Value};
 use std::collections::HashMap;
@@ -178,6 +178,10 @@ pub(crate) fn emit_task(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Valu
     }
     if let Strategy::LstmCell { cell } = p.kind {
         lstm::emit_task(e, p, cell, c, t);
+        return;
+    }
+    if let Strategy::MatrixTranspose(g) = &p.kind {
+        matrix_transpose::emit_task(e, p, g, c, t);
         return;
     }
     let t = claimed_task(e, &claim_order(&task_costs(p)), t);

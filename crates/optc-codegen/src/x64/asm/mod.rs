@@ -32,6 +32,7 @@ mod int8_avx2;
 pub(crate) mod int8_pixels;
 mod int8_vnni;
 pub(crate) mod lstm;
+pub(crate) mod matrix_transpose;
 pub(crate) mod max_pool;
 pub(crate) mod padded_rows;
 mod panel_rows;

@@ -6,6 +6,7 @@ use super::gemm::{self, MicrokernelKey};
 use super::int8::{self, Int8Key, INT8_ALIGN, INT8_PARAMS};
 use super::int8_amx::TileState;
 use super::lstm::{self, LstmCellKey, LSTM_CELL_PARAMS};
+use super::matrix_transpose::{self, MatrixTransposeKey, MATRIX_TRANSPOSE_PARAMS};
 use super::max_pool::{self, MaxPoolKey, MAX_POOL_PARAMS};
 use super::padded_rows::{self, PaddedRowsKey, PADDED_ROWS_PARAMS};
 use super::panel_rows::{self, PANEL_ROWS_PARAMS};
@@ -19,8 +20,9 @@ use iced_x86::IcedError;
 /// depthwise kernel ([`depthwise`]), a direct-conv kernel ([`direct_conv`]), an int8
 /// microkernel ([`int8`]), an activation-quantizing routine ([`super::quantize`]), a sparse
 /// kernel ([`sparse`]), a softmax over rows ([`softmax`]), max-pool rows ([`max_pool`]), an
-/// LSTM step's gates ([`lstm`]), a contiguous patch panel's copy ([`panel_rows`]) or a
-/// conv's zero-padded input copy ([`padded_rows`]).
+/// LSTM step's gates ([`lstm`]), a contiguous patch panel's copy ([`panel_rows`]), a
+/// conv's zero-padded input copy ([`padded_rows`]) or a matrix transpose
+/// ([`matrix_transpose`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Routine {
     Microkernel(MicrokernelKey),
@@ -42,6 +44,8 @@ pub(crate) enum Routine {
     },
     /// The zero-padded copy of a conv's input planes ([`padded_rows`]).
     PaddedRows(PaddedRowsKey),
+    /// Strips of a matrix transpose ([`matrix_transpose`]).
+    MatrixTranspose(MatrixTransposeKey),
 }
 
 impl Routine {
@@ -60,6 +64,7 @@ impl Routine {
             Routine::Tiles(t) => t.symbol(),
             Routine::PanelRows { stride } => panel_rows::symbol(*stride),
             Routine::PaddedRows(k) => k.symbol(),
+            Routine::MatrixTranspose(k) => k.symbol(),
         }
     }
     /// Alignment in the module, bytes (int8 kernels align their k loop to 64 bytes).
@@ -84,6 +89,7 @@ impl Routine {
             Routine::Tiles(_) => 0,
             Routine::PanelRows { .. } => PANEL_ROWS_PARAMS,
             Routine::PaddedRows(_) => PADDED_ROWS_PARAMS,
+            Routine::MatrixTranspose(_) => MATRIX_TRANSPOSE_PARAMS,
         }
     }
     pub fn assemble(&self) -> Result<Vec<u8>, IcedError> {
@@ -101,6 +107,7 @@ impl Routine {
             Routine::Tiles(t) => t.assemble(),
             Routine::PanelRows { stride } => panel_rows::assemble(*stride),
             Routine::PaddedRows(k) => padded_rows::assemble(k),
+            Routine::MatrixTranspose(k) => matrix_transpose::assemble(k),
         }
     }
 }
