@@ -1147,6 +1147,54 @@ fn depthwise_conv_assembled() {
             window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
         ));
     }
+    // The AVX-512 (zmm) kernel's rows of 9-17 outputs (partial stores of every length, an
+    // overlapping last vector), at strides 1 and 2; more masks than it holds in registers
+    // (a 7x7 window over a 12-wide row, a dilated window with uneven pads); rows long
+    // enough for its inner column loop to take several steps (and leave a rest) at both
+    // strides.
+    cases.extend([
+        (
+            vec![1, 2, 5, 150],
+            [3, 3],
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 6, 230],
+            [3, 3],
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ),
+    ]);
+    for w in 9..=17 {
+        cases.push((
+            vec![1, 2, 6, w],
+            [3, 3],
+            window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]),
+        ));
+    }
+    for w in [19, 25, 31, 33, 35] {
+        cases.push((
+            vec![1, 2, 7, w],
+            [3, 3],
+            window(&[3, 3], &[2, 2], &[1, 1, 1, 1], &[1, 1]),
+        ));
+    }
+    cases.extend([
+        (
+            vec![1, 3, 9, 12],
+            [7, 7],
+            window(&[7, 7], &[1, 1], &[3, 3, 3, 3], &[1, 1]),
+        ),
+        (
+            vec![1, 2, 11, 23],
+            [3, 3],
+            window(&[3, 3], &[1, 1], &[1, 4, 1, 4], &[1, 3]),
+        ),
+        (
+            vec![1, 3, 12, 37],
+            [5, 5],
+            window(&[5, 5], &[2, 2], &[2, 2, 2, 2], &[1, 1]),
+        ),
+    ]);
     // Windows of more than 9 taps (AVX-512 targets: taps 9-19 in ymm21-31, the rest read
     // as broadcasts): 5x5 (MobileNetV3, EfficientNet) at strides 1 and 2, 7x7 (49 taps), a
     // dilated 5x5 and a 4x4 without pads.

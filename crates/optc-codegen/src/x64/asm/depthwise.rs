@@ -130,6 +130,9 @@ pub(crate) struct DepthwiseKey {
     /// A window of more than 9 taps on an AVX-512 target: taps 9-19 in ymm21-31, the others
     /// read as embedded broadcasts of the weight (EVEX-encoded ymm, AVX-512VL).
     pub wide: bool,
+    /// The AVX-512 kernel, 16 outputs per zmm ([`super::depthwise_avx512`]): on AVX-512
+    /// targets for rows of more than 8 outputs.
+    pub zmm: bool,
 }
 
 /// Taps of a window whose weights all stay in registers without AVX-512 (ymm0-8).
@@ -184,6 +187,8 @@ impl DepthwiseKey {
     pub fn new(g: DepthwiseGeometry, epilogue: Vec<Epilogue>, avx512: bool) -> Option<Self> {
         Self::supports(&g, &epilogue, avx512).then(|| DepthwiseKey {
             wide: g.kh * g.kw > REGISTER_TAPS,
+            // (Rows of up to 8 outputs are one ymm: a zmm would leave half its lanes idle.)
+            zmm: avx512 && g.ow > 8,
             g,
             epilogue,
         })
@@ -215,6 +220,9 @@ impl DepthwiseKey {
         s.push_str(&epilogue_symbol(&self.epilogue));
         if self.wide {
             s.push_str("_wide");
+        }
+        if self.zmm {
+            s.push_str("_zmm");
         }
         s
     }
@@ -274,60 +282,120 @@ fn lanes(c0: i64, w: usize) -> u8 {
         .fold(0u8, |m, l| m | 1 << l)
 }
 
-/// Assemble the kernel `key` (position independent, no relocations).
-pub(crate) fn assemble(key: &DepthwiseKey) -> Result<Vec<u8>, IcedError> {
-    let g = &key.g;
-    assert!(
-        DepthwiseKey::supports(g, &key.epilogue, key.wide),
-        "unsupported depthwise kernel"
-    );
-    assert!(
-        key.wide == (g.kh * g.kw > REGISTER_TAPS),
-        "a wide depthwise kernel is one of more than 9 taps"
-    );
-    let mut a = CodeAssembler::new(64)?;
-    let mut mk = Masks::default();
+/// A column group to emit: `rows.len() x nv` vectors from group `gi` of a block whose base
+/// input row is at `xb` (column 0) and first output row at `ob` (column 0); `edge`: loads
+/// and stores masked to the row (one vector).
+#[derive(Clone, Copy)]
+pub(crate) struct GroupAt<'p> {
+    pub rows: &'p [RowTaps],
+    pub nv: usize,
+    pub xb: AsmRegister64,
+    pub ob: AsmRegister64,
+    pub gi: usize,
+    pub edge: bool,
+}
+
+/// A kernel's column groups of `lanes` outputs: `ng` of them, the inner ones (every load
+/// inside the row, all lanes valid) `[gl, gr)`.
+struct Columns {
+    ng: usize,
+    gl: usize,
+    gr: usize,
+}
+
+impl Columns {
+    fn new(g: &DepthwiseGeometry, lanes: usize) -> Columns {
+        let ng = g.ow.div_ceil(lanes);
+        let inner = |gi: usize| -> bool {
+            let o0 = (lanes * gi) as i64;
+            o0 + lanes as i64 <= g.ow as i64
+                && (0..g.kw).all(|kw| {
+                    let s = (kw * g.dw) as i64;
+                    let (c0, n) = if g.sw == 1 {
+                        (o0 - g.pw as i64 + s, lanes)
+                    } else {
+                        (2 * o0 - g.pw as i64 + (s & !1), 2 * lanes)
+                    };
+                    c0 >= 0 && c0 + n as i64 <= g.w as i64
+                })
+        };
+        let gl = (0..ng).find(|&gi| inner(gi)).unwrap_or(ng);
+        let gr = (gl..ng).find(|&gi| !inner(gi)).unwrap_or(ng);
+        Columns { ng, gl, gr }
+    }
+}
+
+/// Accumulators a column step may use: stride 1, stride 2 (whose deinterleaved input takes
+/// registers per start).
+fn accumulators(g: &DepthwiseGeometry) -> usize {
+    if g.sw == 1 {
+        6
+    } else {
+        4
+    }
+}
+
+/// The column groups a kernel of `lanes` outputs per vector emits for `pass`, in order: the
+/// border groups, then the inner ones in steps of several vectors (a group at rax / rbx
+/// stands for the inner loop's body: group 0 of pointers moved along the row), then the
+/// rest.
+pub(crate) fn pass_groups<'p>(
+    g: &DepthwiseGeometry,
+    lanes: usize,
+    pass: &'p Pass,
+) -> Vec<GroupAt<'p>> {
+    let cols = Columns::new(g, lanes);
+    let rows = &pass.rows[..];
+    let at = |nv, gi, edge, xb, ob| GroupAt {
+        rows,
+        nv,
+        xb,
+        ob,
+        gi,
+        edge,
+    };
+    let mut v: Vec<GroupAt> = (0..cols.gl)
+        .chain(cols.gr..cols.ng)
+        .map(|gi| at(1, gi, true, r10, r11))
+        .collect();
+    let n = cols.gr - cols.gl;
+    let step = (accumulators(g) / rows.len()).max(1);
+    match n / step {
+        0 => {}
+        1 => v.push(at(step, cols.gl, false, r10, r11)),
+        _ => v.push(at(step, 0, false, rax, rbx)),
+    }
+    if !n.is_multiple_of(step) {
+        v.push(at(n % step, cols.gl + n / step * step, false, r10, r11));
+    }
+    v
+}
+
+/// The body shared by the depthwise kernels of `lanes` outputs per vector (rdi input plane,
+/// rsi output plane, rdx weights, rcx bias, r8 channels): per channel, `weights` (the
+/// channel's weights into registers), then every row pass and its column groups (`group`
+/// emits one; the inner groups in a loop over rax / rbx when they take several steps), then
+/// the pointers moved to the next channel. Uses r9-r12, rax, rbx (rbx and r12 saved by the
+/// caller).
+pub(crate) fn emit_channels(
+    a: &mut CodeAssembler,
+    g: &DepthwiseGeometry,
+    lanes: usize,
+    weights: &mut dyn FnMut(&mut CodeAssembler) -> Result<(), IcedError>,
+    group: &mut dyn FnMut(&mut CodeAssembler, GroupAt) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
     let kk = g.kh * g.kw;
     let in_row = (g.w * 4) as i64;
     let out_row = (g.ow * 4) as i64;
-    // Column groups: inner ones [gl, gr).
-    let ng = g.ow.div_ceil(8);
-    let inner = |gi: usize| -> bool {
-        let o0 = (8 * gi) as i64;
-        o0 + 8 <= g.ow as i64
-            && (0..g.kw).all(|kw| {
-                let s = (kw * g.dw) as i64;
-                let (c0, n) = if g.sw == 1 {
-                    (o0 - g.pw as i64 + s, 8)
-                } else {
-                    (2 * o0 - g.pw as i64 + (s & !1), 16)
-                };
-                c0 >= 0 && c0 + n <= g.w as i64
-            })
-    };
-    let gl = (0..ng).find(|&gi| inner(gi)).unwrap_or(ng);
-    let gr = (gl..ng).find(|&gi| !inner(gi)).unwrap_or(ng);
-    let passes = passes(g, g.rows());
-
-    a.push(rbx)?;
-    a.push(r12)?;
+    let cols = Columns::new(g, lanes);
+    let vector = (4 * lanes) as i32;
     let mut chan = a.create_label();
     let mut end = a.create_label();
     a.test(r8, r8)?;
     a.jz(end)?;
     a.set_label(&mut chan)?;
-    for q in 0..kk {
-        match weight(q) {
-            Weight::Register { r, evex: false } => {
-                a.vbroadcastss(r, dword_ptr(rdx + 4 * q as i32))?
-            }
-            Weight::Register { r, evex: true } => {
-                a.evex().vbroadcastss(r, dword_ptr(rdx + 4 * q as i32))?
-            }
-            Weight::Memory(_) => {}
-        }
-    }
-    for pass in &passes {
+    weights(a)?;
+    for pass in &passes(g, g.rows()) {
         let nr = pass.rows.len();
         let xo = (pass.first * g.sh) as i64 * in_row - g.ph as i64 * in_row;
         a.lea(r10, rdi + xo as i32)?;
@@ -337,32 +405,22 @@ pub(crate) fn assemble(key: &DepthwiseKey) -> Result<Vec<u8>, IcedError> {
             a.mov(r9, pass.count as i64)?;
             a.set_label(&mut rl)?;
         }
-        for gi in (0..gl).chain(gr..ng) {
-            group(&mut a, key, &pass.rows, 1, r10, r11, gi, true, &mut mk)?;
-        }
-        let n = gr - gl;
-        if n > 0 {
-            let accs = if g.sw == 1 { 6 } else { 4 };
-            let v = (accs / nr).max(1);
-            let nmain = n / v;
-            if nmain > 1 {
-                a.lea(rax, r10 + (32 * gl * g.sw) as i32)?;
-                a.lea(rbx, r11 + (32 * gl) as i32)?;
-                a.mov(r12, nmain as i64)?;
-                let mut col_loop = a.create_label();
-                a.set_label(&mut col_loop)?;
-                group(&mut a, key, &pass.rows, v, rax, rbx, 0, false, &mut mk)?;
-                a.add(rax, (8 * v * g.sw * 4) as i32)?;
-                a.add(rbx, (32 * v) as i32)?;
-                a.dec(r12)?;
-                a.jnz(col_loop)?;
-            } else if nmain == 1 {
-                group(&mut a, key, &pass.rows, v, r10, r11, gl, false, &mut mk)?;
+        for at in pass_groups(g, lanes, pass) {
+            if at.xb != rax {
+                group(a, at)?;
+                continue;
             }
-            if n % v > 0 {
-                let gi = gl + nmain * v;
-                group(&mut a, key, &pass.rows, n % v, r10, r11, gi, false, &mut mk)?;
-            }
+            let nv = at.nv;
+            a.lea(rax, r10 + vector * (cols.gl * g.sw) as i32)?;
+            a.lea(rbx, r11 + vector * cols.gl as i32)?;
+            a.mov(r12, ((cols.gr - cols.gl) / nv) as i64)?;
+            let mut col_loop = a.create_label();
+            a.set_label(&mut col_loop)?;
+            group(a, at)?;
+            a.add(rax, vector * (nv * g.sw) as i32)?;
+            a.add(rbx, vector * nv as i32)?;
+            a.dec(r12)?;
+            a.jnz(col_loop)?;
         }
         if pass.count > 1 {
             a.add(r10, (nr * g.sh) as i32 * in_row as i32)?;
@@ -378,6 +436,51 @@ pub(crate) fn assemble(key: &DepthwiseKey) -> Result<Vec<u8>, IcedError> {
     a.dec(r8)?;
     a.jnz(chan)?;
     a.set_label(&mut end)?;
+    Ok(())
+}
+
+/// Assemble the kernel `key` (position independent, no relocations).
+pub(crate) fn assemble(key: &DepthwiseKey) -> Result<Vec<u8>, IcedError> {
+    if key.zmm {
+        return super::depthwise_avx512::assemble(key);
+    }
+    let g = &key.g;
+    assert!(
+        DepthwiseKey::supports(g, &key.epilogue, key.wide),
+        "unsupported depthwise kernel"
+    );
+    assert!(
+        key.wide == (g.kh * g.kw > REGISTER_TAPS),
+        "a wide depthwise kernel is one of more than 9 taps"
+    );
+    let mut a = CodeAssembler::new(64)?;
+    let mut mk = Masks::default();
+    let kk = g.kh * g.kw;
+    a.push(rbx)?;
+    a.push(r12)?;
+    emit_channels(
+        &mut a,
+        g,
+        8,
+        &mut |a| {
+            for q in 0..kk {
+                match weight(q) {
+                    Weight::Register { r, evex: false } => {
+                        a.vbroadcastss(r, dword_ptr(rdx + 4 * q as i32))?
+                    }
+                    Weight::Register { r, evex: true } => {
+                        a.evex().vbroadcastss(r, dword_ptr(rdx + 4 * q as i32))?
+                    }
+                    Weight::Memory(_) => {}
+                }
+            }
+            Ok(())
+        },
+        &mut |a, at| {
+            let (rows, nv, gi, edge) = (at.rows, at.nv, at.gi, at.edge);
+            group(a, key, rows, nv, at.xb, at.ob, gi, edge, &mut mk)
+        },
+    )?;
     a.vzeroupper()?;
     a.pop(r12)?;
     a.pop(rbx)?;

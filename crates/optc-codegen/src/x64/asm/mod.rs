@@ -20,6 +20,7 @@
 //!   `int8_tests.rs` every int8 kernel (and runs the VNNI ones in the emulator).
 
 pub(crate) mod depthwise;
+mod depthwise_avx512;
 pub(crate) mod direct_conv;
 pub(crate) mod direct_conv_avx512;
 mod epilogue;
