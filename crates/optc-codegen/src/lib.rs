@@ -29,8 +29,10 @@
 //! stderr.
 
 pub mod aot;
+mod border_regions;
 mod builder;
 mod error;
+mod graph_rewrite;
 mod jit;
 mod module;
 mod node;

@@ -2420,3 +2420,51 @@ fn fmod_is_exact_on_edge_values() {
         check_op(Op::Binary(BinaryOp::FMod), &[f(&a), f(&b)], EXACT, 31);
     }
 }
+
+/// Convs whose windows read mostly padding (split into border regions before lowering:
+/// DeepLab's dilation 12 on a 16x16 map, a strided grouped one, a 5x5 with uneven pads over
+/// two images, one with a fused Relu and residual add) against the interpreter, at 1 and 2
+/// threads on every runnable target.
+#[test]
+fn convs_reading_mostly_padding() {
+    let targets = runnable_targets(0);
+    let mut rng = Rng::new(77);
+    for (x, m, group, k, s, pads, d, residual) in [
+        ([1, 16, 16, 16], 8, 1, 3, 1, [12; 4], 12, true),
+        ([1, 6, 12, 10], 6, 3, 3, 2, [5; 4], 5, false),
+        ([2, 3, 7, 7], 4, 1, 5, 1, [4, 5, 4, 3], 3, false),
+    ] {
+        let mut g = Graph::new();
+        let xv = g.add_input("x", f(&x));
+        let w = g.add_const("w", f32t(&mut rng, &[m, x[1] / group, k, k]));
+        let b = g.add_const("b", f32t(&mut rng, &[m]));
+        let conv = Op::Conv {
+            window: window(&[k, k], &[s, s], &pads, &[d, d]),
+            group,
+        };
+        let y = if residual {
+            let out = conv
+                .infer(&[&f(&x), &f(&[m, x[1], k, k]), &f(&[m])])
+                .unwrap()[0]
+                .clone();
+            let r = g.add_input("r", out);
+            let op = Op::Fused {
+                base: Box::new(conv),
+                base_inputs: 3,
+                steps: vec![
+                    FusedStep::Unary(UnaryOp::Relu),
+                    FusedStep::Binary {
+                        op: BinaryOp::Add,
+                        input: 3,
+                        swap: false,
+                    },
+                ],
+            };
+            g.add("conv", op, &[xv, w, b, r]).unwrap()
+        } else {
+            g.add("conv", conv, &[xv, w, b]).unwrap()
+        };
+        g.add_output("y", y);
+        check_targets(&g, &inputs_for(&g, 78), ARITH, &targets);
+    }
+}

@@ -106,6 +106,8 @@ pub(crate) fn lower_graph_into<M: Module>(
     data: &mut DataObjects,
 ) -> Result<Lowered> {
     let entry_name = entry.name;
+    let split = crate::border_regions::split_border_regions(graph)?;
+    let graph = split.as_ref().unwrap_or(graph);
     let swapped = x64::swap_small_map_convs(graph, target)?;
     let graph = swapped.as_ref().unwrap_or(graph);
     let handed = x64::hand_off_bytes(graph, target)?;

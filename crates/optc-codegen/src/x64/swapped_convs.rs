@@ -18,7 +18,8 @@
 //! (The AVX2 path has its own swapped-roles kernels with transposed stores, `small_map.rs`.)
 
 use super::asm::{Isa, MR, NR};
-use crate::error::{CodegenError, Result};
+use crate::error::Result;
+use crate::graph_rewrite::rewrite_picked;
 use crate::target::Target;
 use optc_ir::{BinaryOp, DType, FusedStep, Graph, Op, Tensor, Value};
 use std::sync::Arc;
@@ -32,25 +33,7 @@ pub(crate) fn swap_small_map_convs(graph: &Graph, target: &Target) -> Result<Opt
     if !target.has_avx2_fma() || target.microkernel_isa() != Isa::Avx512 {
         return Ok(None);
     }
-    let order = graph
-        .topo_order()
-        .map_err(|e| CodegenError::new(e.msg.clone()))?;
-    let picked: Vec<_> = order
-        .into_iter()
-        .filter_map(|n| eligible(graph, n).map(|e| (n, e)))
-        .collect();
-    if picked.is_empty() {
-        return Ok(None);
-    }
-    let mut g = graph.clone();
-    for (n, e) in picked {
-        swap(&mut g, n, e)
-            .map_err(|e| CodegenError::new(format!("swapping a conv's roles: {e}")))?;
-    }
-    g.remove_dead();
-    g.compact_consts()
-        .map_err(|e| CodegenError::new(e.msg.clone()))?;
-    Ok(Some(g))
+    rewrite_picked(graph, "swapping a conv's roles", eligible, swap)
 }
 
 /// The conv's `(m, k, n)`, its unary steps and its trailing residual add (`(input, swap)`)
