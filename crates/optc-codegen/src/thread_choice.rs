@@ -18,7 +18,9 @@
 //! took 45 us for 50 runs). Judged on its first runs, two threads lost to one (33 us) in half
 //! the processes. So a look leaves out its first run and lasts at least
 //! [`LOOK_MIN_NS`] of measured runs, its estimate weighted toward the last ones, and the first
-//! look waits [`FIRST_LOOK_AFTER_NS`] past the first run.
+//! look waits [`FIRST_LOOK_AFTER_NS`] past the first run. The next look comes a second (0.2 s
+//! after a switch) after a look's end, or ten times the look's time when that is longer, so
+//! looks take at most about a tenth of the time however long a run is.
 
 /// The two ways a run can go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +60,10 @@ const LOOK_EVERY_NS: u64 = 1_000_000_000;
 /// has passed (a look at one thread while the vCPUs were briefly far apart), so it is checked
 /// again soon.
 const RECHECK_AFTER_NS: u64 = 200_000_000;
+/// The time between looks is at least this many times the last look's (its runs, the
+/// first included): a model whose runs take a third of a second looks every few seconds,
+/// not every other run.
+const LOOK_SHARE: u64 = 10;
 /// The other arm must be this much faster to take over (hysteresis against noise).
 const SWITCH_BELOW: f64 = 0.96;
 /// Weight of a new run in the running estimate of the arm in use.
@@ -78,6 +84,11 @@ pub struct ThreadChoice {
     look_runs: u32,
     look_estimate: f64,
     look_ns: u64,
+    /// Time in all the runs of the look in progress (or the last one), the first included.
+    look_total_ns: u64,
+    /// A look ended at the last run: the next pick marks the time.
+    ended: bool,
+    /// When the last look ended (ns).
     last_look_ns: u64,
     /// The last look switched arms (the next comes after [`RECHECK_AFTER_NS`]).
     switched: bool,
@@ -100,6 +111,8 @@ impl ThreadChoice {
             look_runs: 0,
             look_estimate: 0.0,
             look_ns: 0,
+            look_total_ns: 0,
+            ended: false,
             last_look_ns: 0,
             switched: false,
         }
@@ -108,6 +121,10 @@ impl ThreadChoice {
     /// The arm for the next run, at time `now_ns`.
     pub fn pick(&mut self, now_ns: u64) -> Arm {
         let first_ns = *self.first_ns.get_or_insert(now_ns);
+        if self.ended {
+            self.last_look_ns = now_ns;
+            self.ended = false;
+        }
         if !self.looking {
             let due = if self.runs < FIRST_LOOK_AFTER
                 || now_ns.saturating_sub(first_ns) < FIRST_LOOK_AFTER_NS
@@ -120,7 +137,8 @@ impl ThreadChoice {
                     RECHECK_AFTER_NS
                 } else {
                     LOOK_EVERY_NS
-                };
+                }
+                .max(LOOK_SHARE * self.look_total_ns);
                 now_ns.saturating_sub(self.last_look_ns) >= every
             };
             if due {
@@ -128,7 +146,7 @@ impl ThreadChoice {
                 self.look_runs = 0;
                 self.look_estimate = 0.0;
                 self.look_ns = 0;
-                self.last_look_ns = now_ns;
+                self.look_total_ns = 0;
             }
         }
         if self.looking {
@@ -143,6 +161,7 @@ impl ThreadChoice {
         self.runs += 1;
         if self.looking && arm == self.current.other() {
             self.look_runs += 1;
+            self.look_total_ns += ns;
             if self.look_runs == 1 {
                 // The arm's first run after the other's: caches and workers still cold.
                 return;
@@ -155,6 +174,7 @@ impl ThreadChoice {
             self.look_estimate += weight * (ns as f64 - self.look_estimate);
             if measured >= LOOK_RUNS && self.look_ns >= LOOK_MIN_NS {
                 self.looking = false;
+                self.ended = true;
                 let other = self.look_estimate;
                 self.estimate[arm.index()] = Some(other);
                 let mine = self.estimate[self.current.index()];
@@ -247,16 +267,16 @@ mod tests {
     fn a_switch_made_in_a_passing_moment_is_undone_soon() {
         let mut c = ThreadChoice::new();
         let near = times(7_200_000, 4_100_000);
-        // Two seconds near (the last look, at 1.032 s, kept two threads).
+        // Two seconds near (the last look, ending at 1.056 s, kept two threads).
         simulate(&mut c, 0, 500, 4_000_000, near);
         assert_eq!(c.current(), Arm::Many);
         // Then two threads slow for a moment, long enough to lift their estimate, and the
-        // look at one thread due at 2.032 s finds it faster.
+        // look at one thread due at 2.056 s finds it faster.
         let far = times(7_200_000, 9_000_000);
-        simulate(&mut c, 500 * 4_000_000, 12, 4_000_000, far);
+        simulate(&mut c, 500 * 4_000_000, 20, 4_000_000, far);
         assert_eq!(c.current(), Arm::One);
         // Near again: within a quarter second two threads are back (not after a second).
-        let start = 512 * 4_000_000;
+        let start = 520 * 4_000_000;
         simulate(&mut c, start, 250_000_000 / 7_200_000, 7_200_000, near);
         assert_eq!(c.current(), Arm::Many);
     }
@@ -288,6 +308,26 @@ mod tests {
         assert_eq!(c.current(), Arm::Many);
         // One thread only in the looks (4 ms each, about once a second): under 1% of runs.
         assert!(count[0] * 100 < count[1], "{count:?}");
+    }
+
+    /// Whisper's encoder at 2 threads: 150 ms runs, 300 ms at one thread. A look (three
+    /// runs at one thread, 0.9 s) came again after a second from its start, i.e. right after
+    /// it ended: 6 of 16 runs at one thread. Looks now take at most about a tenth of the time.
+    #[test]
+    fn looks_at_long_runs_take_a_tenth_of_the_time() {
+        let mut c = ThreadChoice::new();
+        let (one, many) = (300_000_000, 150_000_000);
+        let mut now = 0;
+        let mut time = [0u64; 2];
+        while now < 60_000_000_000 {
+            let arm = c.pick(now);
+            let ns = if arm == Arm::One { one } else { many };
+            time[arm.index()] += ns;
+            c.record(arm, ns);
+            now += ns;
+        }
+        assert_eq!(c.current(), Arm::Many);
+        assert!(time[0] * 9 < time[1], "{time:?}");
     }
 
     #[test]
