@@ -73,14 +73,7 @@ struct Split {
 fn eligible(graph: &Graph, n: NodeId) -> Option<Split> {
     let node = graph.node(n);
     let ins = graph.node_inputs(n);
-    let (base, nbase, steps): (&Op, usize, &[FusedStep]) = match &node.op {
-        Op::Fused {
-            base,
-            base_inputs,
-            steps,
-        } => (base, *base_inputs, steps),
-        op => (op, ins.len(), &[]),
-    };
+    let (base, nbase, steps) = node.op.fused_parts(ins.len());
     let Op::Conv { window, .. } = base else {
         return None;
     };
@@ -163,14 +156,7 @@ fn split(g: &mut Graph, n: NodeId, sp: &Split) -> std::result::Result<(), String
     let node = g.node(n).clone();
     let name = node.name.clone();
     let out = node.outputs[0].shape.clone();
-    let (base, nbase, steps) = match &node.op {
-        Op::Fused {
-            base,
-            base_inputs,
-            steps,
-        } => ((**base).clone(), *base_inputs, steps.clone()),
-        op => (op.clone(), ins.len(), vec![]),
-    };
+    let (base, nbase, steps) = node.op.fused_parts(ins.len());
     let Op::Conv { window, group } = base else {
         return Err("not a conv".into());
     };
@@ -232,14 +218,17 @@ fn split(g: &mut Graph, n: NodeId, sp: &Split) -> std::result::Result<(), String
                     .map_err(err)?;
                 sub_ins.push(sv);
             }
-            let conv = Op::Conv { window: sub, group };
+            let conv = Op::Conv {
+                window: sub,
+                group: *group,
+            };
             let op = if steps.is_empty() {
                 conv
             } else {
                 Op::Fused {
                     base: Box::new(conv),
                     base_inputs: nbase,
-                    steps: steps.clone(),
+                    steps: steps.to_vec(),
                 }
             };
             cols.push(g.add(&at, op, &sub_ins).map_err(err)?);

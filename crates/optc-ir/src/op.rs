@@ -799,6 +799,19 @@ impl Op {
         }
     }
 
+    /// A fused node's base op, how many of its inputs the base reads and its steps; any
+    /// other op (a node of `inputs` inputs) as its own base over all of them, no steps.
+    pub fn fused_parts(&self, inputs: usize) -> (&Op, usize, &[FusedStep]) {
+        match self {
+            Op::Fused {
+                base,
+                base_inputs,
+                steps,
+            } => (base, *base_inputs, steps),
+            op => (op, inputs, &[]),
+        }
+    }
+
     /// Number of outputs.
     pub fn num_outputs(&self) -> usize {
         match self {

@@ -49,14 +49,7 @@ struct Eligible {
 fn eligible(graph: &Graph, n: optc_ir::NodeId) -> Option<Eligible> {
     let node = graph.node(n);
     let ins = graph.node_inputs(n);
-    let (base, base_inputs, steps): (&Op, usize, &[FusedStep]) = match &node.op {
-        Op::Fused {
-            base,
-            base_inputs,
-            steps,
-        } => (base, *base_inputs, steps),
-        op => (op, ins.len(), &[]),
-    };
+    let (base, base_inputs, steps) = node.op.fused_parts(ins.len());
     let Op::Conv { window, group } = base else {
         return None;
     };

@@ -61,14 +61,7 @@ pub fn shift(base: &Op, wshape: &[usize], delta: &[f32], mean: &[f64]) -> Option
 /// the layer has no such bias.
 pub fn corrected_children(eg: &mut OptEGraph, node: &ENode, shift: &[f32]) -> Option<Vec<Id>> {
     let op = node.op()?;
-    let (base, base_inputs, steps): (&Op, usize, &[FusedStep]) = match op {
-        Op::Fused {
-            base,
-            base_inputs,
-            steps,
-        } => (base, *base_inputs, steps),
-        op => (op, node.children.len(), &[]),
-    };
+    let (base, base_inputs, steps) = op.fused_parts(node.children.len());
     let port = match base {
         Op::Gemm { beta, .. } if base_inputs > 2 && *beta == 1.0 => Some(2),
         Op::Conv { .. } if base_inputs > 2 => Some(2),
