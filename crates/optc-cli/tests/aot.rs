@@ -324,6 +324,46 @@ fn c_example_matches_jit_on_an_expansion_pair() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A 3x3 conv over 128 images of 4x4 pixels: images folded into the GEMM's columns, run by
+/// tap classes (`x64/tap_classes.rs`: the image-innermost copy and the reorder into the
+/// output in parallel parts).
+fn tap_classes_model() -> Vec<u8> {
+    let weights = |shape, seed| common::weights(shape, seed, 0.3);
+    let mut b = ModelBuilder::new(17);
+    b.input("x", DType::F32, &[128, 32, 4, 4]);
+    b.initializer("w", &weights(vec![64, 32, 3, 3], 0.0));
+    b.initializer("b", &weights(vec![64], 1.0));
+    let pads = optc_onnx::builder::Attr::Ints(vec![1; 4]);
+    b.node("Conv", &["x", "w", "b"], &["c"], vec![("pads", pads)]);
+    b.node("Relu", &["c"], &["y"], vec![]);
+    b.output("y");
+    b.to_bytes()
+}
+
+/// A conv run by tap classes in an object: serial and on two threads, exactly what the JIT
+/// computes.
+#[test]
+fn c_example_matches_jit_on_a_conv_by_tap_classes() {
+    let (dir, inputs, want, exe) = c_example_for("c-taps", "taps", &tap_classes_model(), 24);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        let object = std::fs::read(dir.join("taps.o")).unwrap();
+        let has = |s: &str| object.windows(s.len()).any(|w| w == s.as_bytes());
+        assert!(
+            has("_unfold"),
+            "no parallel reorder of a tap-class conv in the object"
+        );
+    }
+    for threads in [1, 2] {
+        let (got, report) = run_built(&dir, &exe, &inputs, 1, Some(threads));
+        assert_eq!(
+            got, want,
+            "{threads} thread(s): AOT (C) and JIT outputs differ\n{report}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn c_example_matches_jit_with_two_inputs_and_outputs_of_different_dtypes() {
     let dir = tmp("c-two");

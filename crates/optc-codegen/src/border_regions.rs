@@ -31,17 +31,24 @@ const MAX_RUNS: usize = 5;
 /// A run of outputs along one axis that read the same taps: outputs `[o0, o1)`, taps
 /// `[t0, t1)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Run {
-    o0: usize,
-    o1: usize,
-    t0: usize,
-    t1: usize,
+pub(crate) struct Run {
+    pub o0: usize,
+    pub o1: usize,
+    pub t0: usize,
+    pub t1: usize,
 }
 
 /// The runs of one axis (input extent `n`, output extent `o`, kernel `k`, stride `s`,
 /// dilation `d`, leading padding `pb`: tap `t` of output `j` reads `j s + t d - pb`), or
 /// `None` when an output reads no tap.
-fn runs(n: usize, o: usize, k: usize, s: usize, d: usize, pb: usize) -> Option<Vec<Run>> {
+pub(crate) fn runs(
+    n: usize,
+    o: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    pb: usize,
+) -> Option<Vec<Run>> {
     let mut v: Vec<Run> = vec![];
     for j in 0..o {
         let reads = |t: usize| {

@@ -305,6 +305,62 @@ fn conv_images_folded_into_columns() {
     conv_fused(&[100, 40, 3], &[24, 40, 3], w1(3, 1, 1), &["relu"], 811);
 }
 
+/// Folded convs whose windows read padding run class by class of their pixels, only the
+/// taps each class reads (`tap_classes`): a 3x3 conv on 4x4 maps (nine classes), a 1-D one
+/// (three), stride 2, dilation 2 (1-D), a class of one tap (1-D windows of 3 over one input
+/// pixel), an image count not a multiple of four, a rectangular map with uneven padding, a
+/// bias and activations; enough images that the fillers stay under a tenth of the columns
+/// (units of 128, 64 and 32 columns). Against the interpreter.
+#[test]
+fn conv_folded_by_tap_classes() {
+    let w2 = |k: usize, s: usize, p: [usize; 4], d: usize| window(&[k, k], &[s, s], &p, &[d, d]);
+    let w1 = |k: usize, s: usize, p: usize| window(&[k], &[s], &[p, p], &[1]);
+    conv_fused(
+        &[128, 16, 4, 4],
+        &[24, 16, 3, 3],
+        w2(3, 1, [1; 4], 1),
+        &["bias", "relu"],
+        821,
+    );
+    conv_fused(&[64, 16, 4], &[32, 16, 3], w1(3, 1, 1), &["relu"], 822);
+    conv_fused(
+        &[30, 16, 5, 5],
+        &[16, 16, 3, 3],
+        w2(3, 2, [1; 4], 1),
+        &[],
+        823,
+    );
+    conv_fused(
+        &[64, 16, 8],
+        &[16, 16, 3],
+        window(&[3], &[1], &[2, 2], &[2]),
+        &["relu6"],
+        824,
+    );
+    conv_fused(&[64, 16, 1], &[16, 16, 3], w1(3, 1, 1), &["relu"], 825);
+    conv_fused(
+        &[93, 24, 3, 3],
+        &[20, 24, 3, 3],
+        w2(3, 1, [1; 4], 1),
+        &["bias", "relu"],
+        826,
+    );
+    conv_fused(
+        &[128, 16, 2, 5],
+        &[8, 16, 3, 3],
+        w2(3, 1, [1, 2, 0, 1], 1),
+        &[],
+        827,
+    );
+    conv_fused(
+        &[160, 32, 4, 4],
+        &[64, 32, 3, 3],
+        w2(3, 1, [1; 4], 1),
+        &["relu"],
+        828,
+    );
+}
+
 #[test]
 fn conv_epilogues() {
     let w3 = window(&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1]);

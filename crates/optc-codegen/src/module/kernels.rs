@@ -177,11 +177,27 @@ impl<'a> KernelWriter<'a> {
                 };
             prepare_function = Some(prepare.define(module, ctx, fctx, &keys, body)?);
         }
+        // A folded conv's reorder into its output in parallel parts: a task function run
+        // after the tasks.
+        let mut unfold_function: Option<FuncId> = None;
+        if let Some(p) = plan.filter(|p| p.unfold_parts() > 1) {
+            let unfold = TaskFunction {
+                name: format!("{entry_name}_k{i}_unfold"),
+                ..task
+            };
+            let body =
+                &mut |e: &mut Emitter, params: &[Value], extra: &[Value], microkernels: &_, t| {
+                    let c = x64::KernelArgs::of_params(params, nin, extra, microkernels);
+                    x64::emit_unfold_part(e, p, &c, t);
+                    Ok(())
+                };
+            unfold_function = Some(unfold.define(module, ctx, fctx, &[], body)?);
+        }
         // The work after the tasks on a large output (the fused steps the tiles did not
         // apply): split into slices like an elementwise node, a third task function.
         let mut post_function: Option<(FuncId, usize)> = None;
         if let Some((p, (dim, parts))) = plan
-            .filter(|p| p.has_post(info))
+            .filter(|p| p.post_in_slices(info))
             .and_then(|p| output_split(&info.outs[0]).map(|s| (p, s)))
         {
             let post = TaskFunction {
@@ -221,12 +237,15 @@ impl<'a> KernelWriter<'a> {
         };
         let task_ref = task_function.map(|t| module.declare_func_in_func(t, &mut ctx.func));
         let par_for = self.runtime.id(RuntimeFunction::ParallelFor);
-        let par_ref =
-            (task_function.is_some() || prepare_function.is_some() || post_function.is_some())
-                .then(|| module.declare_func_in_func(par_for, &mut ctx.func));
+        let par_ref = (task_function.is_some()
+            || prepare_function.is_some()
+            || post_function.is_some()
+            || unfold_function.is_some())
+        .then(|| module.declare_func_in_func(par_for, &mut ctx.func));
         let post_ref =
             post_function.map(|(f, parts)| (module.declare_func_in_func(f, &mut ctx.func), parts));
         let prepare_ref = prepare_function.map(|f| module.declare_func_in_func(f, &mut ctx.func));
+        let unfold_ref = unfold_function.map(|f| module.declare_func_in_func(f, &mut ctx.func));
         {
             let (mut e, params) =
                 Emitter::begin(&mut ctx.func, fctx, self.target.fma, runtime_refs);
@@ -251,6 +270,9 @@ impl<'a> KernelWriter<'a> {
                             let z = e.int_const(0);
                             x64::emit_task(&mut e, p, &c, z);
                         }
+                    }
+                    if let (Some(f), Some(pr)) = (unfold_ref, par_ref) {
+                        call_parallel(&mut e, &params, f, pr, p.unfold_parts());
                     }
                     match (post_ref, par_ref) {
                         (Some((f, parts)), Some(pr)) => {

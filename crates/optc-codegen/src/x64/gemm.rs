@@ -106,10 +106,53 @@ pub(super) fn emit_columns(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, unit
             return;
         }
     }
+    let block = |k0, kc, acc, last| KBlock { k0, kc, acc, last };
+    if let Some(t) = &p.taps {
+        // The blocks of the taps the unit's class reads (see `tap_classes`): its row of the
+        // unit table (`extra[4]`) holds their count, then each one's first K row.
+        let kc = p.kc;
+        let stride = (8 * (1 + t.max_taps())) as i64;
+        let u = e.b.ins().udiv_imm_u(col0, p.chunk as i64);
+        let uo = e.b.ins().imul_imm_s(u, stride);
+        let row = e.b.ins().iadd(c.extra[4], uo);
+        let zero = e.int_const(0);
+        let count = e.load(types::I64, row, zero);
+        let k_at = |e: &mut Emitter, i: Value| {
+            let o = e.b.ins().imul_imm_s(i, 8);
+            let o = e.b.ins().iadd_imm_s(o, 8);
+            e.load(types::I64, row, o)
+        };
+        let several = |e: &mut Emitter| {
+            let k0 = k_at(e, zero);
+            emit_kblock(e, p, c, unit, block(k0, kc, false, false));
+            let one = e.int_const(1);
+            let end = e.b.ins().iadd_imm_s(count, -1);
+            e.loop_range(one, end, &mut |e, i| {
+                let k0 = k_at(e, i);
+                emit_kblock(e, p, c, unit, block(k0, kc, true, false));
+            });
+            let k0 = k_at(e, end);
+            emit_kblock(e, p, c, unit, block(k0, kc, true, true));
+        };
+        if t.has_single_tap() {
+            let single = e.b.ins().icmp_imm_s(IntCC::Equal, count, 1);
+            if_else(
+                e,
+                single,
+                &mut |e| {
+                    let k0 = k_at(e, zero);
+                    emit_kblock(e, p, c, unit, block(k0, kc, false, true));
+                },
+                &mut |e| several(e),
+            );
+        } else {
+            several(e);
+        }
+        return;
+    }
     let kbs = p.kblocks();
     let nkb = kbs.len();
     let z = e.int_const(0);
-    let block = |k0, kc, acc, last| KBlock { k0, kc, acc, last };
     if nkb == 1 {
         emit_kblock(e, p, c, unit, block(z, kbs[0], false, true));
         return;

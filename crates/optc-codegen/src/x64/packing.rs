@@ -9,7 +9,7 @@ use super::kernel_plan::{b_transposed, ALayout, KernelPlan, Strategy};
 use super::sparse_skipped::Check;
 use super::tasks::KernelArgs;
 use super::winograd_weights::{self, FirstRunWeights};
-use super::{int8, small_map, sparse};
+use super::{int8, small_map, sparse, tap_classes};
 use crate::builder::{if_else, shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
@@ -62,6 +62,21 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
                 // microkernels read one after another are one contiguous stream. (A grouped
                 // conv's rows are its groups' weights, `k` deep each.)
                 let (m, k) = (p.m, p.k);
+                // Tap classes order K tap by tap (see `conv_tables`).
+                let permuted: Vec<f32>;
+                let w = if p.taps.is_some() {
+                    let taps = g.kh * g.kw;
+                    permuted = (0..m * k)
+                        .map(|i| {
+                            let (r, kk) = (i / k, i % k);
+                            let (t, c) = (kk / g.cg, kk % g.cg);
+                            w[r * k + c * taps + t]
+                        })
+                        .collect();
+                    &permuted[..]
+                } else {
+                    w
+                };
                 let mut out = vec![0f32; m * k];
                 let tiles = p.row_tiles();
                 let mut k0 = 0;
@@ -78,6 +93,9 @@ pub(crate) fn derived(info: &NodeInfo, p: &KernelPlan) -> Result<Vec<Vec<u8>>> {
                 }
                 v.push(out.iter().flat_map(|x| x.to_le_bytes()).collect());
             }
+            if let Some(t) = &p.taps {
+                v.push(t.unit_table(g.cg));
+            }
             Ok(v)
         }
     }
@@ -92,31 +110,11 @@ pub(super) fn group_offset(g: &ConvGeometry, gi: usize) -> i64 {
 /// (padded) input image, each output pixel's window origin, and per 4 pixels whether they
 /// load contiguously.
 pub(super) fn conv_tables(p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> {
-    let plane = g.hp * g.wp;
-    // (Over one group's input channels: a grouped conv's units start at their group's.)
-    let mut koff: Vec<i64> = Vec::with_capacity(p.k);
-    for c in 0..g.cg {
-        for kh in 0..g.kh {
-            for kw in 0..g.kw {
-                koff.push(((c * plane + kh * g.dh * g.wp + kw * g.dw) * 4) as i64);
-            }
-        }
-    }
     let np = p.n.div_ceil(NR) * NR;
-    // (Images folded into the columns: column q is pixel q % fold of image q / fold.)
-    let per_image = if p.fold > 0 { p.fold } else { p.n.max(1) };
-    let image_bytes = (g.c * g.hp * g.wp * 4) as i64;
-    let pix: Vec<i64> = (0..np)
-        .map(|q| {
-            if q < p.n {
-                let (img, x) = (q / per_image, q % per_image);
-                let (oh, ow) = (x / g.ow, x % g.ow);
-                img as i64 * image_bytes + ((oh * g.sh * g.wp + ow * g.sw) * 4) as i64
-            } else {
-                0
-            }
-        })
-        .collect();
+    let (koff, pix) = match &p.taps {
+        Some(t) => tap_classes::offset_tables(t, g, np),
+        None => padded_tables(p, g, np),
+    };
     // Per group of 4 pixels: 1 = contiguous (one vector load per k), 2 = every other
     // float (two loads and an even-lane shuffle per k; only where the second load's
     // extra float stays inside the source buffer), 0 = gathered one by one.
@@ -146,6 +144,36 @@ pub(super) fn conv_tables(p: &KernelPlan, g: &ConvGeometry) -> Vec<Vec<u8>> {
         .collect();
     let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     vec![bytes(&koff), bytes(&pix), bytes(&contig)]
+}
+
+/// The patch offset tables over the padded copy (`np` columns): per K row (channel, tap)
+/// and per column (its window's origin).
+fn padded_tables(p: &KernelPlan, g: &ConvGeometry, np: usize) -> (Vec<i64>, Vec<i64>) {
+    let plane = g.hp * g.wp;
+    // (Over one group's input channels: a grouped conv's units start at their group's.)
+    let mut koff: Vec<i64> = Vec::with_capacity(p.k);
+    for c in 0..g.cg {
+        for kh in 0..g.kh {
+            for kw in 0..g.kw {
+                koff.push(((c * plane + kh * g.dh * g.wp + kw * g.dw) * 4) as i64);
+            }
+        }
+    }
+    // (Images folded into the columns: column q is pixel q % fold of image q / fold.)
+    let per_image = if p.fold > 0 { p.fold } else { p.n.max(1) };
+    let image_bytes = (g.c * g.hp * g.wp * 4) as i64;
+    let pix: Vec<i64> = (0..np)
+        .map(|q| {
+            if q < p.n {
+                let (img, x) = (q / per_image, q % per_image);
+                let (oh, ow) = (x / g.ow, x % g.ow);
+                img as i64 * image_bytes + ((oh * g.sh * g.wp + ow * g.sw) * 4) as i64
+            } else {
+                0
+            }
+        })
+        .collect();
+    (koff, pix)
 }
 
 /// Pack patches `[k0, k0 + kc)` of columns `col0 .. col0 + 16 * npan` into `npan` panels of

@@ -42,6 +42,10 @@ impl KernelPlan {
     /// The geometry of the conv whose input is copied zero-padded before the tasks, if the
     /// node has such a copy.
     pub(super) fn padded_copy(&self) -> Option<&ConvGeometry> {
+        if self.taps.is_some() {
+            // (Copied with the images innermost instead: `tap_classes::emit_copy`.)
+            return None;
+        }
         let g = match &self.kind {
             Strategy::ImplicitGemm(g) => g,
             Strategy::Sparse(s) => match &s.kind {

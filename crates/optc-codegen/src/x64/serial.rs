@@ -3,9 +3,9 @@
 //! not apply after.
 
 use super::kernel_plan::{KernelPlan, Strategy};
-use super::tasks::KernelArgs;
-use super::{gemm, int8, padded_copy, pairs, small_map, winograd};
-use crate::builder::{tensor_flags, Emitter, F32X4};
+use super::tasks::{part_range, KernelArgs};
+use super::{gemm, int8, padded_copy, pairs, small_map, tap_classes, winograd};
+use crate::builder::{shuffle_lanes, tensor_flags, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::elementwise::Elementwise;
@@ -38,6 +38,12 @@ pub(crate) fn emit_pre(
     // (Depthwise convs read their input in place: see `depthwise`.)
     if let Some(g) = p.padded_copy() {
         padded_copy::emit_copy(e, p, g, c);
+    }
+    if let (Some(_), Strategy::ImplicitGemm(g)) = (&p.taps, &p.kind) {
+        if tap_classes::parts(p, g) == 0 {
+            let (lo, hi) = (e.int_const(0), e.int_const(g.c as i64));
+            tap_classes::emit_copy(e, g, c, lo, hi);
+        }
     }
     // A pair's packing in one part.
     if p.depthwise_after.is_some() && p.prepare_parts() == 1 {
@@ -73,6 +79,19 @@ pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: V
     if let Some(g) = p.padded_copy().filter(|_| p.copy_parts() > 0) {
         padded_copy::emit_copy_part(e, p, g, c, t);
     }
+    if let (Some(_), Strategy::ImplicitGemm(g)) = (&p.taps, &p.kind) {
+        let (lo, hi) = part_range(e, t, g.c, tap_classes::parts(p, g));
+        tap_classes::emit_copy(e, g, c, lo, hi);
+    }
+}
+
+/// Part `t` of a folded conv's reorder into its output when it runs in parallel parts
+/// ([`KernelPlan::unfold_parts`]): rows of the output channels.
+pub(crate) fn emit_unfold_part(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Value) {
+    if let Some(tc) = &p.taps {
+        let (lo, hi) = part_range(e, t, p.m, p.unfold_parts());
+        unfold_classes(e, p, c, &tc.pixel_columns(), lo, hi);
+    }
 }
 
 impl KernelPlan {
@@ -84,6 +103,20 @@ impl KernelPlan {
         };
         self.gemm_c_post.is_some() || self.rest < steps
     }
+    /// Parallel parts of a folded conv's reorder into the output, after the tasks and before
+    /// the rest of the work after them (0: that work does it, serially). Only a conv run by
+    /// tap classes ([`super::tap_classes`]).
+    pub fn unfold_parts(&self) -> usize {
+        match (&self.taps, &self.kind) {
+            (Some(_), Strategy::ImplicitGemm(g)) => tap_classes::parts(self, g),
+            _ => 0,
+        }
+    }
+    /// Whether the work after the tasks may run in slices of the output: not a folded
+    /// conv's, whose reorder into the output must precede every slice.
+    pub fn post_in_slices(&self, info: &NodeInfo) -> bool {
+        self.has_post(info) && self.fold == 0
+    }
 }
 
 /// The work after the tasks: Gemm's general C term and fused steps the tile store skipped
@@ -91,6 +124,10 @@ impl KernelPlan {
 /// A folded conv's output ([`KernelPlan::fold`]): its buffer `[m][images x pixels]` into
 /// the output `[image][m][pixels]`, a run of `pixels` floats at a time.
 fn unfold(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs) {
+    if let Some(t) = &p.taps {
+        let (lo, hi) = (e.int_const(0), e.int_const(p.m as i64));
+        return unfold_classes(e, p, c, &t.pixel_columns(), lo, hi);
+    }
     let px = p.fold;
     let images = p.n / px;
     let buf = e.b.ins().iadd_imm_s(c.scratch, p.fold_off() as i64);
@@ -124,6 +161,103 @@ fn unfold(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs) {
     );
 }
 
+/// [`unfold`] of a conv computed by tap classes, output rows (channels) `[lo, hi)`: each
+/// output pixel's columns are the images in order (`pixels`: per pixel, its first column).
+/// Four images at a time, row by row: per four consecutive pixels, their four vectors (four
+/// images each) transposed into the four images' runs of those pixels, so the output is
+/// written in order (the rows' columns read stay in L2 across the images).
+fn unfold_classes(
+    e: &mut Emitter,
+    p: &KernelPlan,
+    c: &KernelArgs,
+    pixels: &[(usize, usize)],
+    lo: Value,
+    hi: Value,
+) {
+    let buf = e.b.ins().iadd_imm_s(c.scratch, p.fold_off() as i64);
+    let px = p.fold;
+    let images = p.real_images();
+    let image_bytes = (p.m * px * 4) as i64;
+    let row_bytes = (p.n * 4) as i64;
+    // Rows `[lo, hi)` of the images from buffer column offset `src` (bytes) and output
+    // image `dst`: `body(e, src_row, dst_row)` per row.
+    let rows = |e: &mut Emitter,
+                src: Value,
+                dst: Value,
+                body: &mut dyn FnMut(&mut Emitter, Value, Value)| {
+        e.loop_range(lo, hi, &mut |e, r| {
+            let so = e.b.ins().imul_imm_s(r, row_bytes);
+            let doff = e.b.ins().imul_imm_s(r, (px * 4) as i64);
+            let s = e.b.ins().iadd(src, so);
+            let d = e.b.ins().iadd(dst, doff);
+            body(e, s, d);
+        });
+    };
+    let z = e.int_const(0);
+    e.loop_offsets(
+        (images / 4) as i64,
+        &[z, z],
+        &[16, 4 * image_bytes],
+        &mut |e, _i, o| {
+            let src = e.b.ins().iadd(buf, o[0]);
+            let dst = e.b.ins().iadd(c.out, o[1]);
+            rows(e, src, dst, &mut |e, s, d| {
+                let load = |e: &mut Emitter, q0: usize| {
+                    let from = e.b.ins().iadd_imm_s(s, (q0 * 4) as i64);
+                    e.b.ins().load(F32X4, tensor_flags(), from, 0)
+                };
+                let mut k = 0;
+                while k < pixels.len() {
+                    let (x, q0) = pixels[k];
+                    let to = |e: &mut Emitter, l: usize| {
+                        e.b.ins()
+                            .iadd_imm_s(d, (x * 4) as i64 + l as i64 * image_bytes)
+                    };
+                    if k + 4 <= pixels.len() && (1..4).all(|j| pixels[k + j].0 == x + j) {
+                        let v: Vec<Value> = (0..4).map(|j| load(e, pixels[k + j].1)).collect();
+                        let t0 = shuffle_lanes(e, v[0], v[1], [0, 4, 1, 5]);
+                        let t1 = shuffle_lanes(e, v[0], v[1], [2, 6, 3, 7]);
+                        let t2 = shuffle_lanes(e, v[2], v[3], [0, 4, 1, 5]);
+                        let t3 = shuffle_lanes(e, v[2], v[3], [2, 6, 3, 7]);
+                        let runs = [
+                            shuffle_lanes(e, t0, t2, [0, 1, 4, 5]),
+                            shuffle_lanes(e, t0, t2, [2, 3, 6, 7]),
+                            shuffle_lanes(e, t1, t3, [0, 1, 4, 5]),
+                            shuffle_lanes(e, t1, t3, [2, 3, 6, 7]),
+                        ];
+                        for (l, r) in runs.into_iter().enumerate() {
+                            let a = to(e, l);
+                            e.b.ins().store(tensor_flags(), r, a, 0);
+                        }
+                        k += 4;
+                    } else {
+                        let v = load(e, q0);
+                        for l in 0..4 {
+                            let x = e.b.ins().extractlane(v, l as u8);
+                            let a = to(e, l);
+                            e.b.ins().store(tensor_flags(), x, a, 0);
+                        }
+                        k += 1;
+                    }
+                }
+            });
+        },
+    );
+    // The last images, one at a time.
+    for i in images / 4 * 4..images {
+        let src = e.b.ins().iadd_imm_s(buf, (i * 4) as i64);
+        let dst = e.b.ins().iadd_imm_s(c.out, i as i64 * image_bytes);
+        rows(e, src, dst, &mut |e, s, d| {
+            for &(x, q0) in pixels {
+                let from = e.b.ins().iadd_imm_s(s, (q0 * 4) as i64);
+                let v = e.b.ins().load(types::F32, tensor_flags(), from, 0);
+                let to = e.b.ins().iadd_imm_s(d, (x * 4) as i64);
+                e.b.ins().store(tensor_flags(), v, to, 0);
+            }
+        });
+    }
+}
+
 pub(crate) fn emit_post(
     e: &mut Emitter,
     info: &NodeInfo,
@@ -131,7 +265,7 @@ pub(crate) fn emit_post(
     c: &KernelArgs,
 ) -> Result<()> {
     let oty = &info.outs[0];
-    if p.fold > 0 {
+    if p.fold > 0 && p.unfold_parts() == 0 {
         unfold(e, p, c);
     }
     if let Some(beta) = p.gemm_c_post {

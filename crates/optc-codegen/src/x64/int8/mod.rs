@@ -707,6 +707,7 @@ fn build_plan(info: &NodeInfo, target: &Target) -> Result<Option<KernelPlan>> {
         tasks: 1,
         isa: target.microkernel_isa(),
         fold: 0,
+        taps: None,
         depthwise_after: None,
     };
     let cu = p.nimg * p.units_per_img();
