@@ -585,6 +585,20 @@ pub(crate) fn zero_span(e: &mut Emitter, d: Value, len: usize) {
     });
     fill(e, d, len / 16 * 16, len, 0.0);
 }
+/// Transpose a 4x4 block of `f32x4` rows.
+pub(crate) fn transpose4(e: &mut Emitter, v: [Value; 4]) -> [Value; 4] {
+    let t0 = shuffle_lanes(e, v[0], v[1], [0, 4, 1, 5]);
+    let t1 = shuffle_lanes(e, v[2], v[3], [0, 4, 1, 5]);
+    let t2 = shuffle_lanes(e, v[0], v[1], [2, 6, 3, 7]);
+    let t3 = shuffle_lanes(e, v[2], v[3], [2, 6, 3, 7]);
+    [
+        shuffle_lanes(e, t0, t1, [0, 1, 4, 5]),
+        shuffle_lanes(e, t0, t1, [2, 3, 6, 7]),
+        shuffle_lanes(e, t2, t3, [0, 1, 4, 5]),
+        shuffle_lanes(e, t2, t3, [2, 3, 6, 7]),
+    ]
+}
+
 /// Lanes `[l0, l1, l2, l3]` of the 8 lanes of `a` (0-3) and `b` (4-7), two `f32x4`.
 pub(crate) fn shuffle_lanes(e: &mut Emitter, a: Value, b: Value, lanes: [u8; 4]) -> Value {
     use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};

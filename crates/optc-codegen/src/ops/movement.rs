@@ -2,9 +2,7 @@
 //! (through a compile-time index table), Gather (checked indices) and Guard (a checked
 //! condition, then a copy).
 
-use crate::builder::{
-    element_type, if_else, shuffle_lanes, tensor_flags, Emitter, Partition, F32X4,
-};
+use crate::builder::{element_type, if_else, tensor_flags, transpose4, Emitter, Partition, F32X4};
 use crate::error::{Result, RuntimeError};
 use crate::node::NodeInfo;
 use crate::ops::elementwise::Elementwise;
@@ -201,22 +199,11 @@ fn transpose_part(
                         &[ro[0], ro[1]],
                         &[4 * s, 16],
                         &mut |e, _j, o| {
-                            let v: Vec<Value> = (0..4)
-                                .map(|i| {
-                                    let a = e.b.ins().iadd_imm_s(o[0], i * s);
-                                    e.b.ins().load(F32X4, tensor_flags(), a, 0)
-                                })
-                                .collect();
-                            let t0 = shuffle_lanes(e, v[0], v[1], [0, 4, 1, 5]);
-                            let t1 = shuffle_lanes(e, v[2], v[3], [0, 4, 1, 5]);
-                            let t2 = shuffle_lanes(e, v[0], v[1], [2, 6, 3, 7]);
-                            let t3 = shuffle_lanes(e, v[2], v[3], [2, 6, 3, 7]);
-                            let w = [
-                                shuffle_lanes(e, t0, t1, [0, 1, 4, 5]),
-                                shuffle_lanes(e, t0, t1, [2, 3, 6, 7]),
-                                shuffle_lanes(e, t2, t3, [0, 1, 4, 5]),
-                                shuffle_lanes(e, t2, t3, [2, 3, 6, 7]),
-                            ];
+                            let v = [0, 1, 2, 3].map(|i| {
+                                let a = e.b.ins().iadd_imm_s(o[0], i * s);
+                                e.b.ins().load(F32X4, tensor_flags(), a, 0)
+                            });
+                            let w = transpose4(e, v);
                             for (k, wk) in w.into_iter().enumerate() {
                                 let a = e.b.ins().iadd_imm_s(o[1], k as i64 * orow);
                                 e.b.ins().store(tensor_flags(), wk, a, 0);

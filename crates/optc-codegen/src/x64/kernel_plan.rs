@@ -148,6 +148,13 @@ pub(super) fn folds(g: &ConvGeometry, epilogue: &[Epilogue], res_port: Option<us
 }
 
 impl KernelPlan {
+    /// The geometry of a conv run by tap classes ([`KernelPlan::taps`]).
+    pub(super) fn tap_geometry(&self) -> Option<&ConvGeometry> {
+        match (&self.taps, &self.kind) {
+            (Some(_), Strategy::ImplicitGemm(g)) => Some(g),
+            _ => None,
+        }
+    }
     pub(super) fn units_per_img(&self) -> usize {
         self.n.div_ceil(self.chunk)
     }
@@ -239,7 +246,7 @@ impl KernelPlan {
     /// of a conv, the packed input of a swapped 1x1 conv.
     pub fn pad_bytes(&self) -> usize {
         // (Depthwise convs read their input in place: see `depthwise`.)
-        if let (Some(_), Strategy::ImplicitGemm(g)) = (&self.taps, &self.kind) {
+        if let Some(g) = self.tap_geometry() {
             return tap_classes::copy_bytes(g);
         }
         if let Some(g) = self.padded_copy() {
@@ -334,13 +341,6 @@ impl KernelPlan {
     pub(super) fn prefix_bytes(&self) -> usize {
         self.fold_off() + self.fold_bytes()
     }
-    /// Images of a folded conv.
-    pub(super) fn real_images(&self) -> usize {
-        match &self.taps {
-            Some(t) => t.real_columns() / self.fold.max(1),
-            None => self.n / self.fold.max(1),
-        }
-    }
     /// Byte offset of a folded conv's output buffer ([`KernelPlan::fold`]).
     pub(super) fn fold_off(&self) -> usize {
         let before = if self.shared_patches() {
@@ -418,7 +418,7 @@ impl KernelPlan {
     /// Parts of the serial work before the tasks that run in parallel (0: none; an int8
     /// node's activation quantization, see [`super::emit_prepare`]).
     pub fn prepare_parts(&self) -> usize {
-        if let (Some(_), Strategy::ImplicitGemm(g)) = (&self.taps, &self.kind) {
+        if let Some(g) = self.tap_geometry() {
             return tap_classes::parts(self, g);
         }
         if self.shared_patches() {

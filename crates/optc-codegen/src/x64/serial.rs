@@ -3,9 +3,10 @@
 //! not apply after.
 
 use super::kernel_plan::{KernelPlan, Strategy};
+use super::tap_classes::{self, TapClasses};
 use super::tasks::{part_range, KernelArgs};
-use super::{gemm, int8, padded_copy, pairs, small_map, tap_classes, winograd};
-use crate::builder::{shuffle_lanes, tensor_flags, Emitter, F32X4};
+use super::{gemm, int8, padded_copy, pairs, small_map, winograd};
+use crate::builder::{tensor_flags, transpose4, Emitter, F32X4};
 use crate::error::Result;
 use crate::node::NodeInfo;
 use crate::ops::elementwise::Elementwise;
@@ -39,7 +40,7 @@ pub(crate) fn emit_pre(
     if let Some(g) = p.padded_copy() {
         padded_copy::emit_copy(e, p, g, c);
     }
-    if let (Some(_), Strategy::ImplicitGemm(g)) = (&p.taps, &p.kind) {
+    if let Some(g) = p.tap_geometry() {
         if tap_classes::parts(p, g) == 0 {
             let (lo, hi) = (e.int_const(0), e.int_const(g.c as i64));
             tap_classes::emit_copy(e, g, c, lo, hi);
@@ -79,7 +80,7 @@ pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: V
     if let Some(g) = p.padded_copy().filter(|_| p.copy_parts() > 0) {
         padded_copy::emit_copy_part(e, p, g, c, t);
     }
-    if let (Some(_), Strategy::ImplicitGemm(g)) = (&p.taps, &p.kind) {
+    if let Some(g) = p.tap_geometry() {
         let (lo, hi) = part_range(e, t, g.c, tap_classes::parts(p, g));
         tap_classes::emit_copy(e, g, c, lo, hi);
     }
@@ -90,7 +91,7 @@ pub(crate) fn emit_prepare(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: V
 pub(crate) fn emit_unfold_part(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs, t: Value) {
     if let Some(tc) = &p.taps {
         let (lo, hi) = part_range(e, t, p.m, p.unfold_parts());
-        unfold_classes(e, p, c, &tc.pixel_columns(), lo, hi);
+        unfold_classes(e, p, c, tc, lo, hi);
     }
 }
 
@@ -107,10 +108,8 @@ impl KernelPlan {
     /// the rest of the work after them (0: that work does it, serially). Only a conv run by
     /// tap classes ([`super::tap_classes`]).
     pub fn unfold_parts(&self) -> usize {
-        match (&self.taps, &self.kind) {
-            (Some(_), Strategy::ImplicitGemm(g)) => tap_classes::parts(self, g),
-            _ => 0,
-        }
+        self.tap_geometry()
+            .map_or(0, |g| tap_classes::parts(self, g))
     }
     /// Whether the work after the tasks may run in slices of the output: not a folded
     /// conv's, whose reorder into the output must precede every slice.
@@ -126,7 +125,7 @@ impl KernelPlan {
 fn unfold(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs) {
     if let Some(t) = &p.taps {
         let (lo, hi) = (e.int_const(0), e.int_const(p.m as i64));
-        return unfold_classes(e, p, c, &t.pixel_columns(), lo, hi);
+        return unfold_classes(e, p, c, t, lo, hi);
     }
     let px = p.fold;
     let images = p.n / px;
@@ -162,7 +161,8 @@ fn unfold(e: &mut Emitter, p: &KernelPlan, c: &KernelArgs) {
 }
 
 /// [`unfold`] of a conv computed by tap classes, output rows (channels) `[lo, hi)`: each
-/// output pixel's columns are the images in order (`pixels`: per pixel, its first column).
+/// output pixel's columns are the images in order ([`TapClasses::pixel_columns`]: per
+/// pixel, its first column).
 /// Four images at a time, row by row: per four consecutive pixels, their four vectors (four
 /// images each) transposed into the four images' runs of those pixels, so the output is
 /// written in order (the rows' columns read stay in L2 across the images).
@@ -170,13 +170,14 @@ fn unfold_classes(
     e: &mut Emitter,
     p: &KernelPlan,
     c: &KernelArgs,
-    pixels: &[(usize, usize)],
+    t: &TapClasses,
     lo: Value,
     hi: Value,
 ) {
+    let pixels = &t.pixel_columns()[..];
     let buf = e.b.ins().iadd_imm_s(c.scratch, p.fold_off() as i64);
     let px = p.fold;
-    let images = p.real_images();
+    let images = t.real_columns() / px;
     let image_bytes = (p.m * px * 4) as i64;
     let row_bytes = (p.n * 4) as i64;
     // Rows `[lo, hi)` of the images from buffer column offset `src` (bytes) and output
@@ -214,17 +215,8 @@ fn unfold_classes(
                             .iadd_imm_s(d, (x * 4) as i64 + l as i64 * image_bytes)
                     };
                     if k + 4 <= pixels.len() && (1..4).all(|j| pixels[k + j].0 == x + j) {
-                        let v: Vec<Value> = (0..4).map(|j| load(e, pixels[k + j].1)).collect();
-                        let t0 = shuffle_lanes(e, v[0], v[1], [0, 4, 1, 5]);
-                        let t1 = shuffle_lanes(e, v[0], v[1], [2, 6, 3, 7]);
-                        let t2 = shuffle_lanes(e, v[2], v[3], [0, 4, 1, 5]);
-                        let t3 = shuffle_lanes(e, v[2], v[3], [2, 6, 3, 7]);
-                        let runs = [
-                            shuffle_lanes(e, t0, t2, [0, 1, 4, 5]),
-                            shuffle_lanes(e, t0, t2, [2, 3, 6, 7]),
-                            shuffle_lanes(e, t1, t3, [0, 1, 4, 5]),
-                            shuffle_lanes(e, t1, t3, [2, 3, 6, 7]),
-                        ];
+                        let v = [0, 1, 2, 3].map(|j| load(e, pixels[k + j].1));
+                        let runs = transpose4(e, v);
                         for (l, r) in runs.into_iter().enumerate() {
                             let a = to(e, l);
                             e.b.ins().store(tensor_flags(), r, a, 0);

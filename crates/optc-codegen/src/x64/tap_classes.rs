@@ -201,8 +201,8 @@ pub(super) fn copy_bytes(g: &ConvGeometry) -> usize {
 /// The patch offset tables over that copy (see [`super::packing::conv_tables`]): per K row
 /// (`tap x cg + channel`) its byte offset, per column its window origin's (an image's
 /// float, at the pixel the window's first tap would read, outside the map for a window
-/// over padding: only taps inside are read). A filler column reads its class's first
-/// column's window.
+/// over padding: only taps inside are read). A filler column reads the window of the real
+/// column before it (each class's columns start with a real one).
 pub(super) fn offset_tables(
     t: &TapClasses,
     g: &ConvGeometry,

@@ -34,7 +34,7 @@
 use super::asm::{Epilogue, MicrokernelKey, MR, NR};
 use super::kernel_plan::{balanced_rows, KernelPlan, Strategy};
 use super::tasks::{acquire_slot, release_slot, task_units, unit_at, KernelArgs, UnitAt};
-use crate::builder::{fill, if_else, shuffle_lanes, tensor_flags, Emitter, F32X4};
+use crate::builder::{fill, if_else, shuffle_lanes, tensor_flags, transpose4, Emitter, F32X4};
 use crate::ops::conv::ConvGeometry;
 use cranelift_codegen::ir::{condcodes::IntCC, types, FuncRef, InstBuilder, Value};
 
@@ -532,20 +532,6 @@ fn at6(e: &mut Emitter, m: &[Value]) -> Vec<Value> {
     let y3 = e.mul_add(k8, d2, d);
     let y3 = e.b.ins().fadd(y3, m[5]);
     vec![y0, y1, y2, y3]
-}
-
-/// Transpose a 4x4 block of `f32x4` rows.
-fn transpose4(e: &mut Emitter, v: [Value; 4]) -> [Value; 4] {
-    let t0 = shuffle_lanes(e, v[0], v[1], [0, 4, 1, 5]);
-    let t1 = shuffle_lanes(e, v[2], v[3], [0, 4, 1, 5]);
-    let t2 = shuffle_lanes(e, v[0], v[1], [2, 6, 3, 7]);
-    let t3 = shuffle_lanes(e, v[2], v[3], [2, 6, 3, 7]);
-    [
-        shuffle_lanes(e, t0, t1, [0, 1, 4, 5]),
-        shuffle_lanes(e, t0, t1, [2, 3, 6, 7]),
-        shuffle_lanes(e, t2, t3, [0, 1, 4, 5]),
-        shuffle_lanes(e, t2, t3, [2, 3, 6, 7]),
-    ]
 }
 
 /// The `n` input values of one window row for 4 consecutive tiles (lanes = tiles); `s`
